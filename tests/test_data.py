@@ -1,0 +1,302 @@
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from clipmem_core.data import inject_miscaptions, load_image, read_dataset, write_skip_report
+from clipmem_core.errors import ClipmemError
+
+
+def png(path: Path, colour=(200, 30, 30), mode="RGB") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, (8, 8), colour if mode == "RGB" else 128).save(path)
+    return path
+
+
+def table(path: Path, rows: list[dict], sep=",") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, sep=sep, index=False)
+    return path
+
+
+def simple_csv(tmp_path: Path, n=4, **extra) -> Path:
+    rows = []
+    for i in range(n):
+        png(tmp_path / "images" / f"{i}.png", (i * 40, 0, 0))
+        rows.append({"filepath": f"images/{i}.png", "caption": f"caption {i}", **{k: v[i] for k, v in extra.items()}})
+    return table(tmp_path / "data.csv", rows)
+
+
+def read(path, **kw):
+    return read_dataset(path, progress=False, **kw)
+
+
+# --- readers -----------------------------------------------------------------------------------
+
+def test_csv_reader(tmp_path):
+    ds = read(simple_csv(tmp_path))
+    assert ds.format == "csv" and len(ds) == 4 and ds.root == tmp_path.resolve()
+    assert list(ds.samples.columns) == ["sample_id", "filepath", "caption", "captions"]
+    assert ds.samples["filepath"].tolist() == [f"images/{i}.png" for i in range(4)]
+    assert ds.samples["captions"].tolist() == [[f"caption {i}"] for i in range(4)]
+    assert ds.skipped.empty and list(ds.skipped.columns) == ["row", "filepath", "caption", "reason"]
+    assert ds.source == (tmp_path / "data.csv").resolve()
+    assert all(re.fullmatch(r"[0-9a-f]{16}", sid) for sid in ds.samples["sample_id"])
+    assert (ds.root / ds.samples["filepath"][0]).is_file()
+
+
+def test_sample_id_and_hash_stable_across_reads_and_moves(tmp_path):
+    first = read(simple_csv(tmp_path / "a"))
+    again = read(tmp_path / "a" / "data.csv")
+    elsewhere = read(simple_csv(tmp_path / "b"))
+    assert first.samples["sample_id"].tolist() == again.samples["sample_id"].tolist()
+    assert first.samples["sample_id"].tolist() == elsewhere.samples["sample_id"].tolist()
+    assert first.content_hash == again.content_hash
+
+
+def test_content_hash_follows_captions(tmp_path):
+    path = simple_csv(tmp_path)
+    before = read(path).content_hash
+    frame = pd.read_csv(path)
+    frame.loc[0, "caption"] = "changed"
+    frame.to_csv(path, index=False)
+    assert read(path).content_hash != before
+
+
+def test_id_column_is_used(tmp_path):
+    ds = read(simple_csv(tmp_path, id=["007", "a", "b", "c"]))
+    assert ds.samples["sample_id"].tolist() == ["007", "a", "b", "c"]
+
+
+def test_tsv_reader_and_custom_keys(tmp_path):
+    png(tmp_path / "x.png")
+    path = table(tmp_path / "d.tsv", [{"img": "x.png", "text": "a, with comma"}], sep="\t")
+    ds = read(path, img_key="img", caption_key="text")
+    assert ds.format == "tsv" and ds.samples["caption"].tolist() == ["a, with comma"]
+
+
+def test_absolute_paths_inside_and_outside_the_csv_folder(tmp_path):
+    inside = png(tmp_path / "data" / "in.png")
+    outside = png(tmp_path / "elsewhere" / "out.png")
+    path = table(tmp_path / "data" / "d.csv", [
+        {"filepath": str(inside), "caption": "in"},
+        {"filepath": str(outside), "caption": "out"},
+    ])
+    ds = read(path)
+    assert ds.root == tmp_path.resolve()
+    assert ds.samples["filepath"].tolist() == ["data/in.png", "elsewhere/out.png"]
+
+
+def test_coco_multi_caption_and_images_folder(tmp_path):
+    png(tmp_path / "images" / "a.jpg")
+    png(tmp_path / "b.png")
+    coco = {
+        "images": [
+            {"id": 1, "file_name": "a.jpg"},
+            {"id": 2, "file_name": "b.png"},
+            {"id": 3, "file_name": "b.png"},
+        ],
+        "annotations": [
+            {"image_id": 1, "caption": " first "},
+            {"image_id": 2, "caption": "only"},
+            {"image_id": 1, "caption": "second"},
+        ],
+    }
+    (tmp_path / "captions.json").write_text(json.dumps(coco))
+    ds = read(tmp_path / "captions.json")
+    assert ds.format == "coco" and ds.root == tmp_path.resolve()
+    assert ds.samples["sample_id"].tolist() == ["1", "2"]
+    assert ds.samples["filepath"].tolist() == ["images/a.jpg", "b.png"]
+    assert ds.samples["caption"].tolist() == ["first", "only"]
+    assert ds.samples["captions"].tolist() == [["first", "second"], ["only"]]
+    assert ds.skipped.to_dict("records") == [{"row": 3, "filepath": "b.png", "caption": "", "reason": "caption is empty"}]
+
+
+def test_folder_reader(tmp_path):
+    png(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_text("one\n\n  two  \n")
+    png(tmp_path / "sub" / "b.jpg")
+    (tmp_path / "sub" / "b.txt").write_text("three")
+    png(tmp_path / "c.png")
+    ds = read(tmp_path)
+    assert ds.format == "folder" and ds.root == tmp_path.resolve()
+    assert ds.samples["filepath"].tolist() == ["a.png", "sub/b.jpg"]
+    assert ds.samples["captions"].tolist() == [["one", "two"], ["three"]]
+    assert ds.skipped["reason"].tolist() == ["caption file c.txt is missing"]
+
+
+def test_is_miscaptioned_values_are_parsed(tmp_path):
+    ds = read(simple_csv(tmp_path, n=6, is_miscaptioned=["true", "False", "1", "0", "YES", "no"]))
+    assert ds.samples["is_miscaptioned"].dtype == bool
+    assert ds.samples["is_miscaptioned"].tolist() == [True, False, True, False, True, False]
+
+
+def test_load_image_is_rgb(tmp_path):
+    png(tmp_path / "g.png", mode="L")
+    image = load_image(tmp_path, "g.png")
+    assert image.mode == "RGB" and image.size == (8, 8)
+    with pytest.raises(ClipmemError, match="unreadable"):
+        load_image(tmp_path, "missing.png")
+
+
+# --- bad rows ----------------------------------------------------------------------------------
+
+def bad_rows_csv(tmp_path: Path) -> Path:
+    """Row 1 good, then one row per defect (rows 2-7)."""
+    png(tmp_path / "ok.png")
+    png(tmp_path / "ok2.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    return table(tmp_path / "d.csv", [
+        {"filepath": "ok.png", "caption": "fine", "is_miscaptioned": "false"},
+        {"filepath": "gone.png", "caption": "missing", "is_miscaptioned": "false"},
+        {"filepath": "broken.png", "caption": "corrupt", "is_miscaptioned": "false"},
+        {"filepath": "ok2.png", "caption": "   ", "is_miscaptioned": "false"},
+        {"filepath": "ok.png", "caption": "fine", "is_miscaptioned": "false"},
+        {"filepath": "ok2.png", "caption": "label", "is_miscaptioned": "maybe"},
+        {"filepath": "", "caption": "no path", "is_miscaptioned": "true"},
+    ])
+
+
+EXPECTED_REASONS = {
+    2: "image file is missing",
+    3: "image is unreadable",
+    4: "caption is empty",
+    5: "duplicate row: same filepath and caption as row 1",
+    6: "bad is_miscaptioned value",
+    7: "filepath is empty",
+}
+
+
+def test_bad_rows_are_skipped_with_reasons(tmp_path):
+    ds = read(bad_rows_csv(tmp_path))
+    assert ds.samples["caption"].tolist() == ["fine"]
+    assert ds.skipped["row"].tolist() == list(EXPECTED_REASONS)
+    for row, reason in zip(ds.skipped["row"], ds.skipped["reason"]):
+        assert reason.startswith(EXPECTED_REASONS[row])
+    assert ds.skipped["filepath"].tolist()[:2] == ["gone.png", "broken.png"]
+    assert ds.skipped["caption"].tolist()[:2] == ["missing", "corrupt"]
+    out = tmp_path / "report" / "skipped.csv"
+    write_skip_report(ds, out)
+    assert pd.read_csv(out)["row"].tolist() == list(EXPECTED_REASONS)
+
+
+@pytest.mark.parametrize("row", list(EXPECTED_REASONS))
+def test_fail_mode_raises_at_first_bad_row(tmp_path, row):
+    path = bad_rows_csv(tmp_path)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.drop(index=[r - 1 for r in EXPECTED_REASONS if r != row]).to_csv(path, index=False)
+    with pytest.raises(ClipmemError) as info:
+        read(path, on_error="fail")
+    assert re.match(rf"row 2 \([^)]*\): {re.escape(EXPECTED_REASONS[row])}", str(info.value))
+
+
+def test_duplicate_ids_are_bad_rows(tmp_path):
+    ds = read(simple_csv(tmp_path, id=["a", "b", "a", "c"]))
+    assert ds.samples["sample_id"].tolist() == ["a", "b", "c"]
+    assert ds.skipped["reason"].tolist() == ["duplicate id: 'a' is also row 1"]
+
+
+def test_check_images_off_still_checks_existence(tmp_path):
+    ds = read(bad_rows_csv(tmp_path), check_images=False)
+    assert "broken.png" in ds.samples["filepath"].tolist()
+    assert "gone.png" in ds.skipped["filepath"].tolist()
+
+
+# --- whole-file problems -----------------------------------------------------------------------
+
+def test_missing_columns_message(tmp_path):
+    path = table(tmp_path / "d.csv", [{"image": "x.png", "text": "t"}])
+    with pytest.raises(ClipmemError, match=r"lacks the column\(s\) 'filepath', 'caption' \(columns: image, text\).*--csv-img-key"):
+        read(path)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("d.xlsx", "x", "unknown dataset format '.xlsx'"),
+    ("d.json", "{not json", "is not valid JSON"),
+    ("d.json", '{"images": []}', "is not a COCO captions file"),
+    ("d.csv", "", "is empty"),
+    ("d.csv", "filepath,caption\n", "holds no samples"),
+])
+def test_whole_file_problems(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ClipmemError, match=re.escape(message)):
+        read(tmp_path / name)
+
+
+def test_missing_path_and_bad_on_error(tmp_path):
+    with pytest.raises(ClipmemError, match="does not exist"):
+        read(tmp_path / "nope.csv")
+    with pytest.raises(ClipmemError, match="on_error"):
+        read(simple_csv(tmp_path), on_error="ignore")
+
+
+def test_empty_after_skipping_names_counts_and_reasons(tmp_path):
+    path = table(tmp_path / "d.csv", [
+        {"filepath": "a.png", "caption": "x"}, {"filepath": "b.png", "caption": "y"}, {"filepath": "c.png", "caption": ""},
+    ])
+    with pytest.raises(ClipmemError, match=r"all 3 rows were skipped \(2 image file is missing, 1 caption is empty\)"):
+        read(path)
+
+
+# --- inject_miscaptions ------------------------------------------------------------------------
+
+def test_inject_miscaptions(tmp_path):
+    src = simple_csv(tmp_path / "src", n=20)
+    out = tmp_path / "elsewhere" / "noisy.csv"
+    summary = inject_miscaptions(src, out, fraction=0.25, seed=3, progress=False)
+    assert summary["n"] == 20 and summary["n_injected"] == 5 and summary["out"] == str(out.resolve())
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["id", "filepath", "caption", "is_miscaptioned"]
+    original, noisy = read(src), read(out)
+    assert noisy.samples["sample_id"].tolist() == original.samples["sample_id"].tolist()
+    flagged = noisy.samples["is_miscaptioned"]
+    assert flagged.sum() == 5
+    assert (noisy.samples["caption"] != original.samples["caption"]).tolist() == flagged.tolist()
+    assert set(noisy.samples["caption"]) <= set(original.samples["caption"])
+
+
+def test_inject_is_deterministic_per_seed(tmp_path):
+    src = simple_csv(tmp_path, n=30)
+    texts = {}
+    for name, seed in [("a", 1), ("b", 1), ("c", 2)]:
+        inject_miscaptions(src, tmp_path / f"{name}.csv", fraction=0.3, seed=seed, progress=False)
+        texts[name] = (tmp_path / f"{name}.csv").read_text()
+    assert texts["a"] == texts["b"] != texts["c"]
+
+
+def test_inject_never_keeps_the_caption_with_repeated_captions(tmp_path):
+    captions = ["cat"] * 8 + ["dog"] * 2
+    src = simple_csv(tmp_path, n=10, caption=captions)
+    inject_miscaptions(src, tmp_path / "o.csv", fraction=0.5, seed=0, progress=False)
+    out = pd.read_csv(tmp_path / "o.csv")
+    assert out["is_miscaptioned"].sum() == 5
+    assert (out["caption"] != captions).tolist() == out["is_miscaptioned"].tolist()
+
+
+def test_inject_multi_caption_writes_first_caption(tmp_path):
+    png(tmp_path / "a.png")
+    png(tmp_path / "b.png")
+    (tmp_path / "a.txt").write_text("apple\nred fruit")
+    (tmp_path / "b.txt").write_text("banana\nyellow fruit")
+    inject_miscaptions(tmp_path, tmp_path / "out" / "o.csv", fraction=0.5, seed=0, progress=False)
+    ds = read(tmp_path / "out" / "o.csv")
+    assert sorted(ds.samples["caption"]) in (["apple", "apple"], ["banana", "banana"])
+    assert ds.samples["is_miscaptioned"].sum() == 1
+
+
+@pytest.mark.parametrize("fraction", [0, 1, -0.1, 1.5])
+def test_inject_rejects_bad_fraction(tmp_path, fraction):
+    with pytest.raises(ClipmemError, match="fraction"):
+        inject_miscaptions(simple_csv(tmp_path), tmp_path / "o.csv", fraction=fraction, seed=0)
+
+
+def test_inject_needs_two_distinct_captions(tmp_path):
+    src = simple_csv(tmp_path, n=3)
+    frame = pd.read_csv(src)
+    frame["caption"] = "same"
+    frame.to_csv(src, index=False)
+    with pytest.raises(ClipmemError, match="two different captions"):
+        inject_miscaptions(src, tmp_path / "o.csv", fraction=0.5, seed=0, progress=False)
