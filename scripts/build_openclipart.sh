@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Build the openclipart image-caption dataset (see build_openclipart.py).
+# Usage: scripts/build_openclipart.sh [OUT] [extra flags: --size 64 --limit N --seed 0 --jobs J]
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+OUT="${1:-data/openclipart64}"
+shift || true
+exec "${PYTHON:-python3}" "$HERE/build_openclipart.py" --out "$OUT" "$@"
