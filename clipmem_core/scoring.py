@@ -1,0 +1,91 @@
+"""CLIPMem: alignment over K augmented views, the f/g difference, and the CLIP-score baselines.
+
+A(h, x, y) = mean_k cos(h_img(x'_k), h_txt(y'_k)) on L2-normalised embeddings, where x'_k is a random
+resized crop + flip of the image and y'_k one of the sample's captions. Both models see exactly the
+same K views of a sample, so the difference A(f) - A(g) reflects the models, not the dice.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .device import autocast
+
+
+def _batches(n: int, batch_size: int, desc: str):
+    return tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False,
+                total=(n + batch_size - 1) // batch_size)
+
+
+@torch.no_grad()
+def _encode(model: torch.nn.Module, images: torch.Tensor | None, tokens: torch.Tensor | None,
+            device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    with autocast(device):
+        img = model.encode_image(images.to(device), normalize=True).float() if images is not None else None
+        txt = model.encode_text(tokens.to(device), normalize=True).float() if tokens is not None else None
+    return img, txt
+
+
+@torch.no_grad()
+def embed_pairs(model: torch.nn.Module, images: Sequence[Image.Image], captions: Sequence[str],
+                transform: Callable, tokenizer: Callable, *, device: torch.device,
+                batch_size: int = 256, desc: str = "embed") -> tuple[np.ndarray, np.ndarray]:
+    """Un-augmented, L2-normalised image and text embeddings, one row per pair."""
+    model.eval()
+    image_rows, text_rows = [], []
+    for start in _batches(len(images), batch_size, desc):
+        stop = start + batch_size
+        pixels = torch.stack([transform(im) for im in images[start:stop]])
+        img, txt = _encode(model, pixels, tokenizer(list(captions[start:stop])), device)
+        image_rows.append(img.cpu().numpy())
+        text_rows.append(txt.cpu().numpy())
+    return np.concatenate(image_rows).astype(np.float32), np.concatenate(text_rows).astype(np.float32)
+
+
+def pair_cosines(image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of already-normalised pairs: the plain CLIP score."""
+    return np.einsum("ij,ij->i", image_embeddings, text_embeddings).astype(np.float32)
+
+
+@torch.no_grad()
+def view_alignments(models: Mapping[str, torch.nn.Module], images: Sequence[Image.Image],
+                    captions: Sequence[Sequence[str]], transform: Callable, tokenizer: Callable, *,
+                    views: int, seed: int, device: torch.device,
+                    batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Per-view cosines (n, views) for every model, all models scoring the same augmented views."""
+    for model in models.values():
+        model.eval()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    result = {name: np.empty((len(images), views), dtype=np.float32) for name in models}
+    for start in _batches(len(images), batch_size, f"score {views} views"):
+        batch_images, batch_captions = images[start:start + batch_size], captions[start:start + batch_size]
+        pixels = torch.stack([transform(im) for im in batch_images for _ in range(views)])
+        chosen = [opts[rng.integers(len(opts))] for opts in batch_captions for _ in range(views)]
+        tokens = tokenizer(chosen)
+        for name, model in models.items():
+            img, txt = _encode(model, pixels, tokens, device)
+            cos = (img * txt).sum(dim=1).view(len(batch_images), views)
+            result[name][start:start + len(batch_images)] = cos.cpu().numpy()
+    return result
+
+
+def clipmem_columns(splits: np.ndarray, align_f: np.ndarray, align_g: np.ndarray) -> dict[str, np.ndarray]:
+    """CLIPMem in both readings.
+
+    clipmem: memorization by the model that trained on the sample (A(f)-A(g) on candidates,
+    A(g)-A(f) on independents), null elsewhere. clipmem_from_f: A(f)-A(g) wherever both are known.
+    clipmem_norm: clipmem / (max - min) over S_C and S_I, as SSLMem normalises.
+    """
+    from_f = (align_f - align_g).astype(np.float32)
+    clipmem = np.full(len(splits), np.nan, dtype=np.float32)
+    clipmem[splits == "candidate"] = from_f[splits == "candidate"]
+    clipmem[splits == "independent"] = -from_f[splits == "independent"]
+    scored = clipmem[~np.isnan(clipmem)]
+    spread = float(scored.max() - scored.min()) if scored.size else 0.0
+    clipmem_norm = clipmem / spread if spread > 0 else np.where(np.isnan(clipmem), np.nan, 0.0)
+    return {"clipmem": clipmem, "clipmem_norm": clipmem_norm.astype(np.float32), "clipmem_from_f": from_f}

@@ -1,0 +1,140 @@
+"""Contrastive training of one CLIP model: open_clip's ClipLoss, AdamW, warm-up + cosine schedule.
+
+f and g are trained by the same function with the same config and seed, so that the only
+difference between them is their data (S_C or S_I). A checkpoint is written every epoch; with
+``resume`` training continues from the last one, so a killed run loses at most one epoch.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from open_clip.loss import ClipLoss
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .cache import atomic_path
+from .device import autocast
+from .models import ClipBundle
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    seed: int = 0
+    num_workers: int = 0
+
+
+@dataclass
+class TrainResult:
+    epoch_losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from_epoch: int | None = None
+
+
+class PairDataset(Dataset):
+    """Image–caption pairs; each draw picks one of the sample's captions (multi-caption sampling)."""
+
+    def __init__(self, images: Sequence[Image.Image], captions: Sequence[Sequence[str]],
+                 transform: Callable, tokenizer: Callable):
+        self.images, self.captions = images, captions
+        self.transform, self.tokenizer = transform, tokenizer
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        options = self.captions[i]
+        caption = options[int(torch.randint(len(options), ()))] if len(options) > 1 else options[0]
+        return self.transform(self.images[i]), self.tokenizer([caption])[0]
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up, then cosine decay to zero."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, result: TrainResult,
+                     config: TrainConfig, generator: torch.Generator) -> None:
+    state = {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "epoch": epoch, "losses": result.epoch_losses,
+        "config": asdict(config), "torch_rng": torch.get_rng_state(),
+        "loader_rng": generator.get_state(), "numpy_rng": np.random.get_state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _restore(path: Path, model, optimizer, scheduler, generator: torch.Generator) -> tuple[int, list[float]]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    generator.set_state(state["loader_rng"])
+    np.random.set_state(state["numpy_rng"])
+    return int(state["epoch"]), list(state["losses"])
+
+
+def train_clip(bundle: ClipBundle, images: Sequence[Image.Image], captions: Sequence[Sequence[str]],
+               config: TrainConfig, checkpoint: Path, *, device: torch.device,
+               resume: bool = False, label: str = "train") -> TrainResult:
+    """Train ``bundle.model`` in place on the given pairs; return per-epoch mean losses."""
+    started = time.perf_counter()
+    model = bundle.model.to(device).train()
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(
+        PairDataset(images, captions, bundle.train_transform, bundle.tokenizer),
+        batch_size=min(config.batch_size, len(images)), shuffle=True, drop_last=len(images) > config.batch_size,
+        generator=generator, num_workers=config.num_workers,
+    )
+    total_steps = config.epochs * len(loader)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, total_steps))
+    loss_fn = ClipLoss()
+    result, first_epoch = TrainResult(), 0
+    if resume and checkpoint.exists():
+        last_epoch, result.epoch_losses = _restore(checkpoint, model, optimizer, scheduler, generator)
+        first_epoch = result.resumed_from_epoch = last_epoch + 1
+        log.info("%s: resuming after epoch %d of %d", label, last_epoch + 1, config.epochs)
+    for epoch in range(first_epoch, config.epochs):
+        losses = []
+        bar = tqdm(loader, desc=f"{label} epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
+        for image, text in bar:
+            image, text = image.to(device, non_blocking=True), text.to(device, non_blocking=True)
+            with autocast(device):
+                image_features = model.encode_image(image, normalize=True)
+                text_features = model.encode_text(text, normalize=True)
+                loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():  # as in CLIP: keep the temperature in a sane range
+                model.logit_scale.clamp_(0, math.log(100))
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        result.epoch_losses.append(float(np.mean(losses)))
+        _save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, result, config, generator)
+    model.eval()
+    result.seconds = time.perf_counter() - started
+    return result
