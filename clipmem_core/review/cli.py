@@ -1,0 +1,138 @@
+"""``python -m clipmem_core review ...``: import verdicts, export results, report agreement.
+
+The run's name in the review database is its folder name; the default SQLite file lives in the run
+folder's parent (the cache root). ``CLIPMEM_DB_URL`` selects another database.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ..cache import Run, load_run
+from ..errors import ClipmemError
+from .agreement import agreement_report
+from .export import FORMATS, export
+from .store import ReviewStore, normalise_verdict, open_store
+
+IMPORT_COLUMNS = ("sample_id", "reviewer", "verdict")
+OPTIONAL_COLUMNS = ("suggested_caption", "note")
+
+
+def _open(run_path: str) -> tuple[Run, ReviewStore]:
+    run = load_run(run_path)
+    return run, open_store(Path(run_path).resolve().parent)
+
+
+def _read_verdict_file(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise ClipmemError(f"{path} does not exist") from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise ClipmemError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
+    missing = [c for c in IMPORT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ClipmemError(f"{path} lacks columns {missing}; expected sample_id,reviewer,verdict"
+                           "[,suggested_caption,note]")
+    return frame
+
+
+def _problems(frame: pd.DataFrame, run: Run) -> list[str]:
+    """One message per bad row (line numbers as in the file, header = line 1)."""
+    problems = []
+    for line, row in zip(range(2, len(frame) + 2), frame.itertuples(index=False)):
+        if row.sample_id not in run.row_of:
+            problems.append(f"line {line}: sample_id {row.sample_id!r} is not in run {run.name}")
+        if not row.reviewer.strip():
+            problems.append(f"line {line}: reviewer is empty")
+        try:
+            normalise_verdict(row.verdict)
+        except ClipmemError as exc:
+            problems.append(f"line {line}: {exc}")
+    return problems
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    run, store = _open(args.run)
+    frame = _read_verdict_file(Path(args.file))
+    problems = _problems(frame, run)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ClipmemError(f"{args.file}: nothing imported: {'; '.join(problems[:3])}{more}")
+    keep = [c for c in IMPORT_COLUMNS + OPTIONAL_COLUMNS if c in frame.columns]
+    count = store.add_verdicts(run.name, frame[keep].to_dict("records"))
+    print(f"imported {count} verdicts into run {run.name}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    run, store = _open(args.run)
+    if args.replace_with_suggestion and args.what != "cleaned":
+        raise ClipmemError("--replace-with-suggestion only applies to --what cleaned")
+    path = export(store, run, args.what, args.out, args.format, args.replace_with_suggestion)
+    print(f"wrote {path}")
+    return 0
+
+
+def _format_report(report: dict) -> str:
+    def num(value: float | None, digits: int = 3) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    fleiss, share = report["fleiss"], report["percent_agreement"]
+    lines = [
+        f"samples judged: {report['n_samples']} by {report['n_reviewers']} reviewers; "
+        f"{report['n_multiply_judged']} judged by two or more, {report['n_disagreements']} disagreements",
+        f"percent agreement: {num(None if share is None else 100 * share, 1)}%",
+        f"Fleiss' kappa: {num(fleiss['kappa'])} ({fleiss['n_samples']} samples x {fleiss['n_raters']} "
+        f"raters, {fleiss['n_excluded']} samples excluded)",
+    ]
+    lines += [f"Cohen's kappa {p['reviewer_a']} / {p['reviewer_b']}: {num(p['cohen_kappa'])} "
+              f"on {p['n_samples']} samples (agreement {num(p['percent_agreement'])})"
+              for p in report["pairs"]]
+    return "\n".join(lines)
+
+
+def cmd_agreement(args: argparse.Namespace) -> int:
+    run, store = _open(args.run)
+    sample_ids = store.session_samples(args.session) if args.session is not None else None
+    report = agreement_report(store.current_verdicts(run.name, sample_ids))
+    print(json.dumps(report, indent=2) if args.json else _format_report(report))
+    return 0
+
+
+def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``review`` and its sub-commands on the top-level CLI."""
+    review = subparsers.add_parser(
+        "review", help="team review: import verdicts, export cleaned data, agreement",
+        description="Team review of a run. Database: $CLIPMEM_DB_URL, else <cache root>/review.sqlite.",
+    )
+    commands = review.add_subparsers(dest="review_command", required=True, metavar="SUBCOMMAND")
+
+    imp = commands.add_parser("import", help="add verdicts from a CSV file (all rows or none)",
+                              description="Add verdicts from CSV columns sample_id,reviewer,verdict"
+                                          "[,suggested_caption,note]; a bad row imports nothing.")
+    imp.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
+    imp.add_argument("--file", required=True, help="CSV file of verdicts")
+    imp.set_defaults(func=cmd_import)
+
+    exp = commands.add_parser("export", help="write verdicts, a cleaned dataset or a drop list",
+                              description="Write all verdicts, the cleaned dataset (filepath,caption) "
+                                          "or a DataComp-style drop list of sample_ids.")
+    exp.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
+    exp.add_argument("--what", required=True, choices=("verdicts", "cleaned", "droplist"))
+    exp.add_argument("--format", default="csv", choices=FORMATS)
+    exp.add_argument("--out", required=True, help="file to write (atomically)")
+    exp.add_argument("--replace-with-suggestion", action="store_true",
+                     help="cleaned: replace mis-captioned captions by the accepted suggestion instead "
+                          "of dropping the row (rows without one are still dropped)")
+    exp.set_defaults(func=cmd_export)
+
+    agr = commands.add_parser("agreement", help="percent agreement, Cohen's and Fleiss' kappa",
+                              description="Agreement between reviewers on their latest verdicts.")
+    agr.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
+    agr.add_argument("--session", type=int, help="only the samples of this review session")
+    agr.add_argument("--json", action="store_true", help="print JSON instead of text")
+    agr.set_defaults(func=cmd_agreement)

@@ -1,0 +1,440 @@
+"""The team review store: verdicts with attribution, sessions, resolutions and an audit log.
+
+One database serves every reviewer: by default a SQLite file beside the cache (WAL mode, busy
+timeout, writes under ``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing), or the
+database named by ``CLIPMEM_DB_URL`` (PostgreSQL for teams across machines).
+
+Verdicts are never updated in place: a reviewer who changes their mind adds a new verdict, and the
+latest one (highest id) counts. Every write also appends a row to ``audit_log`` in the same
+transaction, so the log and the data cannot disagree.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import (
+    CheckConstraint, Connection, DateTime, Engine, ForeignKey, Integer, String, Text,
+    UniqueConstraint, create_engine, event, func, inspect, insert, select,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ..errors import ClipmemError
+from .agreement import disagreements as find_disagreements
+
+DB_URL_ENV = "CLIPMEM_DB_URL"
+DB_FILE = "review.sqlite"
+SCHEMA_VERSION = 1
+VERDICTS = ("mis-captioned", "correct", "unsure")
+_ALIASES = {"miscaptioned": "mis-captioned", "mis captioned": "mis-captioned"}
+_PG_MIGRATION_LOCK = 0x636C6970  # advisory lock key: one process migrates at a time
+VERDICT_COLUMNS = [
+    "id", "run", "sample_id", "reviewer", "verdict", "suggested_caption", "note", "created_at",
+    "session_id",
+]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaVersion(Base):
+    __tablename__ = "clipmem_schema"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class Reviewer(Base):
+    __tablename__ = "reviewers"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ReviewSession(Base):
+    __tablename__ = "review_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run: Mapped[str] = mapped_column(String(300), index=True)
+    name: Mapped[str] = mapped_column(String(300))
+    overlap: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(ForeignKey("reviewers.name"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Assignment(Base):
+    __tablename__ = "assignments"
+    __table_args__ = (UniqueConstraint("session_id", "reviewer", "sample_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("review_sessions.id"), index=True)
+    reviewer: Mapped[str] = mapped_column(ForeignKey("reviewers.name"))
+    sample_id: Mapped[str] = mapped_column(String(300))
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class Verdict(Base):
+    __tablename__ = "verdicts"
+    __table_args__ = (CheckConstraint(f"verdict IN {VERDICTS}", name="verdict_value"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run: Mapped[str] = mapped_column(String(300), index=True)
+    sample_id: Mapped[str] = mapped_column(String(300))
+    reviewer: Mapped[str] = mapped_column(ForeignKey("reviewers.name"))
+    verdict: Mapped[str] = mapped_column(String(20))
+    suggested_caption: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("review_sessions.id"))
+
+
+class Resolution(Base):
+    __tablename__ = "resolutions"
+    __table_args__ = (CheckConstraint(f"verdict IN {VERDICTS}", name="resolution_value"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run: Mapped[str] = mapped_column(String(300), index=True)
+    sample_id: Mapped[str] = mapped_column(String(300))
+    verdict: Mapped[str] = mapped_column(String(20))
+    caption: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    resolved_by: Mapped[str] = mapped_column(ForeignKey("reviewers.name"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class AuditEntry(Base):
+    """Append-only: the store inserts into it and never updates or deletes."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(50))
+    run: Mapped[str | None] = mapped_column(String(300))
+    sample_id: Mapped[str | None] = mapped_column(String(300))
+    detail: Mapped[str] = mapped_column(Text)
+
+
+def _create_v1(conn: Connection) -> None:
+    Base.metadata.create_all(conn)
+
+
+# UPGRADES[v] brings a database from version v to v + 1. Version 0 is an empty database.
+# A fresh database runs every step in order, so each step must only assume its predecessors.
+UPGRADES: dict[int, Callable[[Connection], None]] = {0: _create_v1}
+
+
+def normalise_verdict(value: str) -> str:
+    """Accept the canonical verdicts, any case, and 'miscaptioned'; refuse anything else."""
+    text = str(value).strip().lower()
+    text = _ALIASES.get(text, text)
+    if text not in VERDICTS:
+        raise ClipmemError(f"verdict {value!r} is not one of {', '.join(VERDICTS)}")
+    return text
+
+
+def _check_name(name: str, what: str = "reviewer") -> str:
+    text = str(name).strip() if name is not None else ""
+    if not text:
+        raise ClipmemError(f"{what} name is empty")
+    return text
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def default_url(cache_root: str | os.PathLike) -> str:
+    return f"sqlite:///{Path(cache_root).resolve() / DB_FILE}"
+
+
+def _make_engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    if url.startswith("sqlite:///") and url != "sqlite://":
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # IMMEDIATE takes the write lock up front: a deferred transaction that later tries to
+        # write can fail with SQLITE_BUSY at once instead of waiting for the busy timeout.
+        conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
+
+    return engine
+
+
+def _stored_version(conn: Connection) -> int:
+    tables = set(inspect(conn).get_table_names())
+    if SchemaVersion.__tablename__ not in tables:
+        if tables & {t for t in Base.metadata.tables if t != SchemaVersion.__tablename__}:
+            raise ClipmemError("the review database has tables but no schema version; refusing to touch it")
+        return 0
+    return conn.execute(select(func.max(SchemaVersion.version))).scalar_one() or 0
+
+
+def _migrate(conn: Connection, url: str) -> None:
+    """Bring the database to SCHEMA_VERSION by running the ordered upgrade steps, or refuse a newer one."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+    version = _stored_version(conn)
+    if version > SCHEMA_VERSION:
+        raise ClipmemError(
+            f"the review database {_safe_url(url)} has schema version {version}; this clipmem "
+            f"knows up to {SCHEMA_VERSION}: upgrade clipmem"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    for step in range(version, SCHEMA_VERSION):
+        UPGRADES[step](conn)
+    SchemaVersion.__table__.create(conn, checkfirst=True)
+    conn.execute(SchemaVersion.__table__.delete())
+    conn.execute(insert(SchemaVersion).values(version=SCHEMA_VERSION))
+    detail = json.dumps({"from": version, "to": SCHEMA_VERSION})
+    conn.execute(insert(AuditEntry).values(actor="clipmem", action="schema.upgrade", detail=detail, at=_now()))
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for error messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def open_store(cache_root: str | os.PathLike = "cache", url: str | None = None) -> ReviewStore:
+    """Open (creating or upgrading) the review database: ``url``, else $CLIPMEM_DB_URL, else SQLite."""
+    url = url or os.environ.get(DB_URL_ENV) or default_url(cache_root)
+    try:
+        engine = _make_engine(url)
+        store = ReviewStore(engine)
+        with store._transaction(write=True) as conn:
+            _migrate(conn, url)
+    except SQLAlchemyError as exc:
+        raise ClipmemError(f"cannot open the review database {_safe_url(url)}: {exc.__class__.__name__}: "
+                           f"{str(exc).splitlines()[0]}") from None
+    except ModuleNotFoundError as exc:
+        raise ClipmemError(f"the review database {_safe_url(url)} needs the {exc.name} package") from None
+    return store
+
+
+class ReviewStore:
+    """All reads and writes of review data. Thread-safe: each call takes its own connection."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _transaction(self, write: bool = False) -> Iterator[Connection]:
+        options = {"sqlite_begin": "IMMEDIATE" if write else "DEFERRED"}
+        with self.engine.connect() as conn:
+            conn.execution_options(**options)
+            with conn.begin():
+                yield conn
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _ensure_reviewer(self, conn: Connection, name: str) -> None:
+        make = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(make(Reviewer).values(name=name, created_at=_now()).on_conflict_do_nothing())
+
+    @staticmethod
+    def _audit(conn: Connection, actor: str, action: str, run: str | None = None,
+               sample_id: str | None = None, **detail: Any) -> None:
+        conn.execute(insert(AuditEntry).values(
+            at=_now(), actor=actor, action=action, run=run, sample_id=sample_id,
+            detail=json.dumps(detail, sort_keys=True, default=str),
+        ))
+
+    def _insert_verdict(self, conn: Connection, run: str, record: dict) -> int:
+        reviewer = _check_name(record["reviewer"])
+        values = {
+            "run": run, "sample_id": str(record["sample_id"]), "reviewer": reviewer,
+            "verdict": normalise_verdict(record["verdict"]),
+            "suggested_caption": _optional_text(record.get("suggested_caption")),
+            "note": _optional_text(record.get("note")), "session_id": record.get("session_id"),
+            "created_at": _now(),
+        }
+        self._ensure_reviewer(conn, reviewer)
+        verdict_id = conn.execute(insert(Verdict).values(**values).returning(Verdict.id)).scalar_one()
+        detail = {k: values[k] for k in ("verdict", "suggested_caption", "note", "session_id")}
+        self._audit(conn, reviewer, "verdict", run, values["sample_id"], verdict_id=verdict_id, **detail)
+        return verdict_id
+
+    def add_verdict(self, run: str, sample_id: str, reviewer: str, verdict: str,
+                    suggested_caption: str | None = None, note: str | None = None,
+                    session_id: int | None = None) -> int:
+        """Record one reviewer's verdict on one sample; returns the verdict id."""
+        record = {"sample_id": sample_id, "reviewer": reviewer, "verdict": verdict,
+                  "suggested_caption": suggested_caption, "note": note, "session_id": session_id}
+        with self._transaction(write=True) as conn:
+            return self._insert_verdict(conn, run, record)
+
+    def add_verdicts(self, run: str, records: Iterable[dict]) -> int:
+        """Record many verdicts in one transaction: all of them or, on any bad record, none."""
+        records = list(records)
+        for record in records:  # validate before touching the database
+            normalise_verdict(record["verdict"])
+            _check_name(record["reviewer"])
+        with self._transaction(write=True) as conn:
+            for record in records:
+                self._insert_verdict(conn, run, record)
+        return len(records)
+
+    def create_session(self, run: str, name: str, sample_ids: Sequence[str], reviewers: Sequence[str],
+                       overlap: int, created_by: str) -> int:
+        """Split samples into per-reviewer batches so each sample goes to ``overlap`` distinct reviewers."""
+        name, created_by = _check_name(name, "session"), _check_name(created_by)
+        reviewers = list(dict.fromkeys(_check_name(r) for r in reviewers))
+        sample_ids = list(dict.fromkeys(str(s) for s in sample_ids))
+        if not sample_ids:
+            raise ClipmemError("a review session needs at least one sample")
+        if not reviewers:
+            raise ClipmemError("a review session needs at least one reviewer")
+        if not 1 <= int(overlap) <= len(reviewers):
+            raise ClipmemError(f"overlap must be between 1 and the number of reviewers ({len(reviewers)})")
+        with self._transaction(write=True) as conn:
+            for person in {created_by, *reviewers}:
+                self._ensure_reviewer(conn, person)
+            session_id = conn.execute(insert(ReviewSession).values(
+                run=run, name=name, overlap=int(overlap), created_by=created_by, created_at=_now(),
+            ).returning(ReviewSession.id)).scalar_one()
+            rows = [
+                {"session_id": session_id, "reviewer": reviewers[(i * overlap + j) % len(reviewers)],
+                 "sample_id": sid, "position": i}
+                for i, sid in enumerate(sample_ids) for j in range(overlap)
+            ]
+            conn.execute(insert(Assignment), rows)
+            self._audit(conn, created_by, "session.create", run, session_id=session_id, name=name,
+                        reviewers=reviewers, overlap=overlap, n_samples=len(sample_ids))
+        return session_id
+
+    def resolve(self, run: str, sample_id: str, verdict: str, resolved_by: str,
+                caption: str | None = None, note: str | None = None) -> int:
+        """Settle a sample's verdict (a lead's decision overrides the majority); the latest one counts."""
+        resolved_by = _check_name(resolved_by)
+        values = {"run": run, "sample_id": str(sample_id), "verdict": normalise_verdict(verdict),
+                  "caption": _optional_text(caption), "note": _optional_text(note),
+                  "resolved_by": resolved_by, "created_at": _now()}
+        with self._transaction(write=True) as conn:
+            self._ensure_reviewer(conn, resolved_by)
+            rid = conn.execute(insert(Resolution).values(**values).returning(Resolution.id)).scalar_one()
+            self._audit(conn, resolved_by, "resolve", run, values["sample_id"], resolution_id=rid,
+                        verdict=values["verdict"], caption=values["caption"], note=values["note"])
+        return rid
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _frame(self, query: Any, columns: list[str]) -> pd.DataFrame:
+        with self._transaction() as conn:
+            rows = conn.execute(query).all()
+        frame = pd.DataFrame([tuple(r) for r in rows], columns=columns)
+        if "created_at" in frame:
+            frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
+        return frame
+
+    def verdicts(self, run: str, sample_ids: Iterable[str] | None = None,
+                 reviewer: str | None = None) -> pd.DataFrame:
+        """Every verdict on a run (history included), oldest first."""
+        query = select(*(getattr(Verdict, c) for c in VERDICT_COLUMNS)).where(Verdict.run == run)
+        if reviewer is not None:
+            query = query.where(Verdict.reviewer == reviewer)
+        frame = self._frame(query.order_by(Verdict.id), VERDICT_COLUMNS)
+        if sample_ids is not None:
+            frame = frame[frame["sample_id"].isin(set(map(str, sample_ids)))].reset_index(drop=True)
+        return frame
+
+    def latest_verdicts(self, run: str, reviewer: str | None = None) -> dict[str, str]:
+        """sample_id -> the most recent verdict (of ``reviewer`` if given, else of anyone)."""
+        frame = self.verdicts(run, reviewer=reviewer)
+        return dict(zip(frame["sample_id"], frame["verdict"]))  # later rows overwrite earlier ones
+
+    def current_verdicts(self, run: str, sample_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """Each reviewer's latest verdict per sample: the input to agreement and reconciliation."""
+        frame = self.verdicts(run, sample_ids)
+        return frame.drop_duplicates(["sample_id", "reviewer"], keep="last").reset_index(drop=True)
+
+    def resolutions(self, run: str) -> pd.DataFrame:
+        """The latest resolution per sample."""
+        cols = ["id", "sample_id", "verdict", "caption", "note", "resolved_by", "created_at"]
+        query = select(*(getattr(Resolution, c) for c in cols)).where(Resolution.run == run)
+        frame = self._frame(query.order_by(Resolution.id), cols)
+        return frame.drop_duplicates("sample_id", keep="last").reset_index(drop=True)
+
+    def sessions(self, run: str) -> pd.DataFrame:
+        cols = ["id", "name", "overlap", "created_by", "created_at"]
+        query = select(*(getattr(ReviewSession, c) for c in cols)).where(ReviewSession.run == run)
+        return self._frame(query.order_by(ReviewSession.id), cols)
+
+    def _session_run(self, conn: Connection, session_id: int) -> str:
+        run = conn.execute(select(ReviewSession.run).where(ReviewSession.id == session_id)).scalar()
+        if run is None:
+            raise ClipmemError(f"there is no review session {session_id}")
+        return run
+
+    def _assignments(self, session_id: int) -> tuple[str, pd.DataFrame]:
+        with self._transaction() as conn:
+            run = self._session_run(conn, session_id)
+            rows = conn.execute(
+                select(Assignment.reviewer, Assignment.sample_id)
+                .where(Assignment.session_id == session_id).order_by(Assignment.position, Assignment.id)
+            ).all()
+        return run, pd.DataFrame([tuple(r) for r in rows], columns=["reviewer", "sample_id"])
+
+    def session_samples(self, session_id: int) -> list[str]:
+        _, assigned = self._assignments(session_id)
+        return list(dict.fromkeys(assigned["sample_id"]))
+
+    def _judged(self, run: str, assigned: pd.DataFrame) -> pd.Series:
+        """Whether each assignment's reviewer has judged its sample in the run (in or out of the session)."""
+        done = self.verdicts(run, assigned["sample_id"].unique())
+        pairs = set(zip(done["reviewer"], done["sample_id"]))
+        return pd.Series([(r, s) in pairs for r, s in zip(assigned["reviewer"], assigned["sample_id"])],
+                         index=assigned.index, dtype=bool)
+
+    def session_progress(self, session_id: int) -> pd.DataFrame:
+        """Per reviewer: assigned, done, remaining and percent done."""
+        run, assigned = self._assignments(session_id)
+        assigned["done"] = self._judged(run, assigned)
+        progress = assigned.groupby("reviewer", sort=True)["done"].agg(assigned="size", done="sum")
+        progress["remaining"] = progress["assigned"] - progress["done"]
+        progress["percent_done"] = (100.0 * progress["done"] / progress["assigned"]).round(1)
+        return progress.reset_index()
+
+    def queue(self, session_id: int, reviewer: str) -> list[str]:
+        """The reviewer's assigned samples not yet judged, in assignment order."""
+        run, assigned = self._assignments(session_id)
+        assigned = assigned[assigned["reviewer"] == reviewer]
+        return list(assigned.loc[~self._judged(run, assigned), "sample_id"])
+
+    def audit_log(self, run: str | None = None) -> pd.DataFrame:
+        cols = ["id", "at", "actor", "action", "run", "sample_id", "detail"]
+        query = select(*(getattr(AuditEntry, c) for c in cols))
+        if run is not None:
+            query = query.where(AuditEntry.run == run)
+        return self._frame(query.order_by(AuditEntry.id), cols)
+
+    def disagreements(self, run: str, sample_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """Samples whose reviewers disagree, with their votes and any resolution already made."""
+        return find_disagreements(self.current_verdicts(run, sample_ids), self.resolutions(run))

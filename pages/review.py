@@ -1,0 +1,186 @@
+"""Review page: judge samples from a queue, with neighbour captions as hints and blind mode."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from clipmem_core import ClipmemError, Run, load_run
+from clipmem_core.review import VERDICTS, ReviewStore, open_store
+from dashboard.auth import current_reviewer, require_access
+
+QUEUES = ("Top CLIPMem", "Lowest CLIP score (g)", "Assigned batch")
+RULES = {"Top CLIPMem": ("clipmem", False), "Lowest CLIP score (g)": ("clip_score_g", True)}
+LABELS = {"mis-captioned": "Mis-captioned", "correct": "Correct", "unsure": "Unsure"}
+
+
+@st.cache_resource(show_spinner=False)
+def _load(path: str, stamp: float) -> Run:
+    return load_run(path)
+
+
+@st.cache_resource(show_spinner=False)
+def _store(cache_root: str, url: str | None) -> ReviewStore:
+    return open_store(cache_root, url)
+
+
+@st.cache_resource(show_spinner=False)
+def _search(path: str, stamp: float) -> object | None:
+    """Neighbour search over the run, or None when the index module or files are missing."""
+    try:
+        from clipmem_core.index import NeighbourSearch  # noqa: PLC0415  (needs faiss)
+    except ImportError:
+        return None
+    return NeighbourSearch(_load(path, stamp))
+
+
+def selected_run() -> tuple[Run, ReviewStore]:
+    path = st.session_state.get("run_path")
+    if not path:
+        st.info("Choose a run first.")
+        st.stop()
+    try:
+        stamp = (Path(path) / "manifest.json").stat().st_mtime
+        run = _load(str(path), stamp)
+        cache_root = st.session_state.get("cache_root") or str(Path(path).resolve().parent)
+        return run, _store(str(cache_root), os.environ.get("CLIPMEM_DB_URL"))
+    except (ClipmemError, OSError) as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def hints(run: Run, sample_id: str) -> list[str]:
+    """Captions of the nearest images: what a mis-captioned image might rather be called."""
+    try:
+        from clipmem_core.index import captions_of_similar_images  # noqa: PLC0415
+
+        search = _search(str(run.path), (run.path / "manifest.json").stat().st_mtime)
+        return captions_of_similar_images(search, sample_id, k=5) if search else []
+    except (ImportError, ClipmemError, OSError, RuntimeError):
+        return []
+
+
+def ranked_queue(run: Run, rule: str, judged: set[str]) -> list[str]:
+    column, ascending = RULES[rule]
+    ranked = run.scores.dropna(subset=[column]).sort_values(column, ascending=ascending, kind="stable")
+    return [sid for sid in ranked["sample_id"] if sid not in judged]
+
+
+def record(store: ReviewStore, run: str, sample_id: str, reviewer: str, verdict: str,
+           session_id: int | None) -> None:
+    store.add_verdict(run, sample_id, reviewer, verdict,
+                      suggested_caption=st.session_state.get(f"suggest_{sample_id}") or None,
+                      note=st.session_state.get(f"note_{sample_id}") or None, session_id=session_id)
+    st.session_state["review_last"] = {"run": run, "sample_id": sample_id, "verdict": verdict}
+
+
+def use_hint(sample_id: str) -> None:
+    st.session_state[f"suggest_{sample_id}"] = st.session_state[f"hint_{sample_id}"]
+
+
+def others_verdicts(store: ReviewStore, run: str, sample_id: str, reviewer: str) -> None:
+    current = store.current_verdicts(run, [sample_id])
+    others = current[current["reviewer"] != reviewer][["reviewer", "verdict", "suggested_caption", "note"]]
+    if others.empty:
+        st.caption("No other reviewer has judged this sample yet.")
+    else:
+        st.dataframe(others, hide_index=True)
+
+
+def pick_session(store: ReviewStore, run: Run, reviewer: str) -> int | None:
+    sessions = store.sessions(run.name)
+    if sessions.empty:
+        st.sidebar.info("No review sessions for this run yet; create one below.")
+        return None
+    names = dict(zip(sessions["id"], sessions["name"]))
+    return st.sidebar.selectbox("Session", list(names), format_func=lambda i: f"{names[i]} (#{i})")
+
+
+def show_last(store: ReviewStore, run: Run, reviewer: str) -> None:
+    last = st.session_state.get("review_last")
+    if last and last["run"] == run.name:
+        st.success(f"Recorded {last['verdict']} for {last['sample_id']}. Other reviewers said:")
+        others_verdicts(store, run.name, last["sample_id"], reviewer)
+
+
+def review_sample(store: ReviewStore, run: Run, reviewer: str, sample_id: str, session_id: int | None,
+                  blind: bool) -> None:
+    row = run.row(sample_id)
+    sample = run.scores.iloc[row]
+    left, right = st.columns([1, 2])
+    with left:
+        image = run.thumbnail_path(row) or run.image_path(row)
+        if image:
+            st.image(str(image))
+        else:
+            st.caption("(image not available)")
+    with right:
+        st.text(f"{sample_id} · {sample['split']} · CLIPMem {sample['clipmem']:.3f} · "
+                f"CLIP score (g) {sample['clip_score_g']:.3f}")
+        st.text(str(sample["caption"]))
+        for column, verdict in zip(st.columns(len(VERDICTS)), VERDICTS):
+            column.button(LABELS[verdict], key=f"verdict_{verdict}", use_container_width=True,
+                          type="primary" if verdict == "mis-captioned" else "secondary",
+                          on_click=record, args=(store, run.name, sample_id, reviewer, verdict, session_id))
+        st.text_input("Suggested caption", key=f"suggest_{sample_id}")
+        suggestions = hints(run, sample_id)
+        if suggestions:
+            st.selectbox("Captions of similar images (pick one to use it)", [""] + suggestions,
+                         key=f"hint_{sample_id}", on_change=use_hint, args=(sample_id,))
+        st.text_input("Note", key=f"note_{sample_id}")
+    if blind:
+        st.caption("Blind mode: other reviewers' verdicts stay hidden until you have given yours.")
+    else:
+        others_verdicts(store, run.name, sample_id, reviewer)
+
+
+def create_session_form(store: ReviewStore, run: Run, reviewer: str) -> None:
+    with st.form("new_session", clear_on_submit=True):
+        name = st.text_input("Session name")
+        rule = st.selectbox("Samples", list(RULES))
+        count = st.number_input("Number of samples", min_value=1, value=min(50, len(run.scores)))
+        people = st.text_input("Reviewers (comma-separated)", value=reviewer)
+        overlap = st.number_input("Reviewers per sample (overlap)", min_value=1, value=1)
+        if st.form_submit_button("Create session"):
+            samples = ranked_queue(run, rule, set())[: int(count)]
+            reviewers = [p.strip() for p in people.split(",") if p.strip()]
+            try:
+                store.create_session(run.name, name, samples, reviewers, int(overlap), reviewer)
+                st.success(f"Created session {name!r} with {len(samples)} samples.")
+            except ClipmemError as exc:
+                st.error(str(exc))
+
+
+def sessions_panel(store: ReviewStore, run: Run, reviewer: str) -> None:
+    with st.expander("Review sessions: create one, see progress per reviewer"):
+        create_session_form(store, run, reviewer)
+        for session in store.sessions(run.name).itertuples():
+            st.text(f"{session.name} (#{session.id}), overlap {session.overlap}, by {session.created_by}")
+            st.dataframe(store.session_progress(session.id), hide_index=True)
+
+
+def main() -> None:
+    require_access()
+    reviewer = current_reviewer()
+    run, store = selected_run()
+    st.title(f"Review · {run.name}")
+    source = st.sidebar.radio("Queue", QUEUES, key="review_source")
+    blind = st.sidebar.toggle("Blind mode", value=True, key="review_blind")
+    session_id = pick_session(store, run, reviewer) if source == "Assigned batch" else None
+    if source == "Assigned batch":
+        queue = store.queue(session_id, reviewer) if session_id is not None else []
+    else:
+        queue = ranked_queue(run, source, set(store.latest_verdicts(run.name, reviewer)))
+    show_last(store, run, reviewer)
+    if queue:
+        st.caption(f"{len(queue)} samples left in this queue")
+        sample_id = st.selectbox("Sample", queue[:200])
+        review_sample(store, run, reviewer, sample_id, session_id, blind)
+    else:
+        st.info("Nothing left to review in this queue.")
+    sessions_panel(store, run, reviewer)
+
+
+main()

@@ -1,0 +1,90 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import cohen_kappa_score
+from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
+
+from clipmem_core.review.agreement import (
+    VERDICT_ORDER, agreement_report, cohen_kappa, disagreements, fleiss_kappa, majority_verdicts,
+    pairwise_kappas, percent_agreement,
+)
+
+
+def frame(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["sample_id", "reviewer", "verdict"]).assign(suggested_caption=None)
+
+
+def random_verdicts(seed: int, n_samples: int, reviewers: list[str], p_skip: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    truth = rng.choice(VERDICT_ORDER, n_samples, p=[0.3, 0.5, 0.2])
+    rows = []
+    for i, label in enumerate(truth):
+        for r in reviewers:
+            if rng.random() < p_skip:
+                continue
+            verdict = label if rng.random() < 0.7 else rng.choice(VERDICT_ORDER)
+            rows.append((f"s{i:03d}", r, str(verdict)))
+    return frame(rows)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_cohen_kappa_matches_sklearn_on_shared_samples(seed):
+    current = random_verdicts(seed, 60, ["ann", "bob", "cy"], p_skip=0.3)
+    pairs = pairwise_kappas(current)
+    assert len(pairs) == 3
+    wide = current.pivot(index="sample_id", columns="reviewer", values="verdict")
+    for pair in pairs.itertuples():
+        both = wide[[pair.reviewer_a, pair.reviewer_b]].dropna()
+        assert pair.n_samples == len(both)
+        expected = cohen_kappa_score(both[pair.reviewer_a], both[pair.reviewer_b])
+        assert pair.cohen_kappa == pytest.approx(expected, abs=1e-12)
+        assert pair.percent_agreement == pytest.approx((both[pair.reviewer_a] == both[pair.reviewer_b]).mean())
+
+
+def test_cohen_kappa_edge_cases_match_sklearn():
+    assert math.isnan(cohen_kappa(["correct"] * 3, ["correct"] * 3))  # chance agreement is total
+    a, b = ["correct", "unsure", "correct"], ["unsure", "correct", "unsure"]
+    assert cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fleiss_kappa_matches_statsmodels(seed):
+    current = random_verdicts(seed, 80, ["ann", "bob", "cy", "dee"])
+    result = fleiss_kappa(current)
+    counts = current.groupby("sample_id")["verdict"].agg(lambda v: [list(v).count(c) for c in VERDICT_ORDER])
+    expected = sm_fleiss_kappa(np.array(counts.tolist()), method="fleiss")
+    assert result == {"kappa": pytest.approx(expected, abs=1e-12), "n_samples": 80, "n_raters": 4,
+                      "n_excluded": 0}
+
+
+def test_fleiss_kappa_uses_the_most_common_rater_count_and_reports_the_rest():
+    full = random_verdicts(1, 30, ["ann", "bob", "cy"])
+    partial = random_verdicts(2, 10, ["ann", "bob"]).assign(sample_id=lambda f: "p" + f["sample_id"])
+    single = frame([("z1", "ann", "correct")])
+    result = fleiss_kappa(pd.concat([full, partial, single]))
+    counts = full.groupby("sample_id")["verdict"].agg(lambda v: [list(v).count(c) for c in VERDICT_ORDER])
+    assert result["kappa"] == pytest.approx(sm_fleiss_kappa(np.array(counts.tolist())), abs=1e-12)
+    assert (result["n_samples"], result["n_raters"], result["n_excluded"]) == (30, 3, 11)
+
+
+def test_majority_percent_agreement_and_ties():
+    current = frame([
+        ("a", "ann", "mis-captioned"), ("a", "bob", "mis-captioned"), ("a", "cy", "correct"),
+        ("b", "ann", "correct"), ("b", "bob", "unsure"),
+        ("c", "ann", "correct"), ("c", "bob", "correct"),
+        ("d", "ann", "unsure"),
+    ])
+    table = majority_verdicts(current).set_index("sample_id")
+    assert table["majority"].dropna().to_dict() == {"a": "mis-captioned", "c": "correct", "d": "unsure"}
+    assert pd.isna(table.loc["b", "majority"])  # a tie has no majority
+    assert table.loc["a", "votes"] == {"mis-captioned": 2, "correct": 1}
+    assert percent_agreement(current) == pytest.approx(1 / 3)  # a, b, c judged twice+; only c unanimous
+    assert list(disagreements(current, pd.DataFrame())["sample_id"]) == ["a", "b"]
+
+
+def test_report_is_json_ready_with_no_shared_samples():
+    report = agreement_report(frame([("a", "ann", "correct"), ("b", "bob", "unsure")]))
+    assert report["percent_agreement"] is None and report["fleiss"]["kappa"] is None
+    assert report["pairs"] == [] and report["n_samples"] == 2 and report["n_reviewers"] == 2

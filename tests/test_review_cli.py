@@ -1,0 +1,94 @@
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from clipmem_core.cli import main
+from clipmem_core.review.store import open_store
+from review_fixtures import REPO, make_run
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
+    return make_run(tmp_path / "cache", "run1", n=6)
+
+
+def verdict_csv(path, rows, columns=("sample_id", "reviewer", "verdict", "suggested_caption", "note")):
+    pd.DataFrame(rows, columns=list(columns)).to_csv(path, index=False)
+    return path
+
+
+def test_import_export_and_agreement(run_dir, tmp_path, capsys):
+    wrong = {("s00", "ann"), ("s00", "bob"), ("s03", "ann"), ("s03", "bob"), ("s01", "bob")}
+    rows = [(f"s0{i}", r, "miscaptioned" if (f"s0{i}", r) in wrong else "correct",
+             "better" if (i, r) == (0, "ann") else "", "") for i in range(6) for r in ("ann", "bob")]
+    assert main(["review", "import", "--run", str(run_dir), "--file", str(verdict_csv(tmp_path / "v.csv", rows))]) == 0
+    assert "imported 12 verdicts into run run1" in capsys.readouterr().out
+
+    store = open_store(run_dir.parent)  # the default database lives in the run's cache root
+    assert len(store.verdicts("run1")) == 12 and store.verdicts("run1")["suggested_caption"].notna().sum() == 1
+
+    assert main(["review", "agreement", "--run", str(run_dir), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_samples"] == 6 and report["n_reviewers"] == 2 and len(report["pairs"]) == 1
+    assert main(["review", "agreement", "--run", str(run_dir)]) == 0
+    assert "Cohen's kappa ann / bob" in capsys.readouterr().out
+
+    out = tmp_path / "drop.parquet"
+    assert main(["review", "export", "--run", str(run_dir), "--what", "droplist", "--format", "parquet",
+                 "--out", str(out)]) == 0
+    assert pd.read_parquet(out)["sample_id"].tolist() == ["s00", "s03"]
+    assert main(["review", "export", "--run", str(run_dir), "--what", "cleaned", "--out", str(tmp_path / "c.csv"),
+                 "--replace-with-suggestion"]) == 0
+    assert len(pd.read_csv(tmp_path / "c.csv")) == 6 - 1  # s00 replaced ("better"), s03 has no suggestion
+
+
+def test_agreement_of_one_session(run_dir, capsys):
+    store = open_store(run_dir.parent)
+    sid = store.create_session("run1", "s", ["s00", "s01"], ["ann", "bob"], 2, "lead")
+    for reviewer in ("ann", "bob"):
+        for sample in ("s00", "s01", "s02"):
+            store.add_verdict("run1", sample, reviewer, "correct")
+    assert main(["review", "agreement", "--run", str(run_dir), "--session", str(sid), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_samples"] == 2
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([("s00", "ann", "correct", "", ""), ("nope", "ann", "correct", "", "")], "line 3: sample_id 'nope' is not in run run1"),
+    ([("s00", "ann", "correct", "", ""), ("s01", "ann", "wrong", "", "")], "line 3: verdict 'wrong' is not one of"),
+    ([("s00", "", "correct", "", "")], "line 2: reviewer is empty"),
+])
+def test_bad_import_exits_2_with_one_line_and_imports_nothing(run_dir, tmp_path, capsys, rows, message):
+    path = verdict_csv(tmp_path / "v.csv", rows)
+    assert main(["review", "import", "--run", str(run_dir), "--file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "nothing imported" in err and err.count("\n") == 1
+    assert open_store(run_dir.parent).verdicts("run1").empty
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["import", "--file", "{tmp}/missing.csv"], "does not exist"),
+    (["import", "--file", "{tmp}/cols.csv"], "lacks columns ['verdict']"),
+    (["export", "--what", "verdicts", "--out", "{tmp}/x.csv", "--replace-with-suggestion"], "only applies"),
+])
+def test_bad_arguments_exit_2(run_dir, tmp_path, capsys, argv, message):
+    pd.DataFrame({"sample_id": ["s00"], "reviewer": ["ann"]}).to_csv(tmp_path / "cols.csv", index=False)
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    assert main(["review", argv[0], "--run", str(run_dir), *argv[1:]]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_not_a_run_exits_2(tmp_path, capsys):
+    assert main(["review", "agreement", "--run", str(tmp_path)]) == 2
+    assert "not a clipmem run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sub", [[], ["import"], ["export"], ["agreement"]])
+def test_help(sub):
+    result = subprocess.run([sys.executable, "-m", "clipmem_core", "review", *sub, "--help"], cwd=REPO,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0 and "usage:" in result.stdout

@@ -1,0 +1,162 @@
+"""AppTest of the review and reconciliation pages, run directly on the page files."""
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from clipmem_core.review.store import open_store
+from review_fixtures import REPO, make_run
+
+REVIEW, RECONCILE = str(REPO / "pages" / "review.py"), str(REPO / "pages" / "reconcile.py")
+TRICKY = "<b>bold</b> **not markdown** <script>x</script>"
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
+    monkeypatch.delenv("CLIPMEM_ACCESS_TOKEN", raising=False)
+    monkeypatch.chdir(REPO)
+    return make_run(tmp_path / "cache", "run1", n=5, captions=[TRICKY] + [f"caption {i}" for i in range(1, 5)])
+
+
+def page(path: str, run_dir, reviewer: str | None = "ann") -> AppTest:
+    at = AppTest.from_file(path, default_timeout=60)
+    at.session_state["run_path"] = str(run_dir)
+    at.session_state["cache_root"] = str(run_dir.parent)
+    if reviewer:
+        at.session_state["clipmem_reviewer"] = reviewer
+    return at.run()
+
+
+def texts(at: AppTest) -> list[str]:
+    return [t.value for t in at.text]
+
+
+def sample_box(at: AppTest):
+    return next(box for box in at.selectbox if box.label == "Sample")
+
+
+def frames_text(at: AppTest) -> str:
+    return " ".join(df.value.to_string() for df in at.dataframe)
+
+
+@pytest.mark.parametrize("path", [REVIEW, RECONCILE])
+def test_access_token_gates_every_page(run_dir, monkeypatch, path):
+    monkeypatch.setenv("CLIPMEM_ACCESS_TOKEN", "s3cret")
+    at = page(path, run_dir)
+    assert [t.label for t in at.text_input] == ["Access token"] and not at.button
+    at.text_input[0].input("wrong").run()
+    assert at.error and "not right" in at.error[0].value and not at.button
+    at.text_input[0].input("s3cret").run()
+    assert not at.error and at.title[0].value.endswith("run1")
+    at.run()  # remembered for the browser session
+    assert at.title[0].value.endswith("run1")
+
+
+def test_name_is_asked_once_per_session(run_dir):
+    at = page(REVIEW, run_dir, reviewer=None)
+    assert not at.title
+    at.text_input(key="_clipmem_name_input").input("zoe").run()
+    at.button(key="_clipmem_name_ok").click().run()
+    assert at.session_state["clipmem_reviewer"] == "zoe" and at.title[0].value == "Review · run1"
+
+
+def test_verdict_is_recorded_with_suggestion_and_queue_advances(run_dir):
+    at = page(REVIEW, run_dir)
+    assert TRICKY in texts(at)  # captions are plain text, shown verbatim
+    assert sample_box(at).value == "s00"  # top CLIPMem first
+    at.text_input(key="suggest_s00").input("a small red square")
+    at.text_input(key="note_s00").input("=not a formula")
+    at.button(key="verdict_mis-captioned").click().run()
+
+    verdicts = open_store(run_dir.parent).verdicts("run1")
+    assert verdicts[["sample_id", "reviewer", "verdict", "suggested_caption", "note"]].values.tolist() == [
+        ["s00", "ann", "mis-captioned", "a small red square", "=not a formula"]]
+    assert sample_box(at).value == "s01"
+    assert "Recorded mis-captioned for s00" in at.success[0].value
+
+
+def test_blind_mode_hides_others_until_you_have_judged(run_dir):
+    open_store(run_dir.parent).add_verdict("run1", "s00", "bob", "unsure", note="bob-note")
+    at = page(REVIEW, run_dir)
+    assert "bob" not in frames_text(at)
+    assert any("Blind mode" in c.value for c in at.caption)
+
+    at.button(key="verdict_correct").click().run()
+    assert "bob" in frames_text(at) and "bob-note" in frames_text(at)  # shown after your verdict
+
+    fresh = page(REVIEW, run_dir, reviewer="cy")
+    fresh.toggle(key="review_blind").set_value(False).run()
+    assert "bob" in frames_text(fresh) and "ann" in frames_text(fresh)  # not blind: shown at once
+
+
+def test_assigned_batch_and_session_creation(run_dir):
+    at = page(REVIEW, run_dir)
+    form = at.get("form")[0]
+    form.text_input[0].input("first pass")
+    form.text_input[1].input("ann, bob")
+    form.number_input[1].set_value(2)
+    form.number_input[0].set_value(3)
+    form.button[0].click().run()
+    store = open_store(run_dir.parent)
+    sessions = store.sessions("run1")
+    assert sessions["name"].tolist() == ["first pass"]
+    sid = int(sessions["id"].iloc[0])
+    assert store.queue(sid, "ann") == ["s00", "s01", "s02"] == store.queue(sid, "bob")
+
+    at.radio(key="review_source").set_value("Assigned batch").run()
+    assert sample_box(at).options == ["s00", "s01", "s02"]
+    at.button(key="verdict_correct").click().run()
+    assert store.queue(sid, "ann") == ["s01", "s02"]
+    progress = store.session_progress(sid).set_index("reviewer")["done"].to_dict()
+    assert progress == {"ann": 1, "bob": 0}
+    assert store.verdicts("run1")["session_id"].tolist() == [sid]
+
+
+def test_reconcile_lists_disagreements_and_records_the_resolver(run_dir):
+    store = open_store(run_dir.parent)
+    for reviewer, sid, verdict, suggestion in [
+        ("ann", "s00", "mis-captioned", "a blue circle"), ("bob", "s00", "correct", None),
+        ("ann", "s01", "correct", None), ("bob", "s01", "correct", None),
+    ]:
+        store.add_verdict("run1", sid, reviewer, verdict, suggested_caption=suggestion)
+    at = page(RECONCILE, run_dir, reviewer="lead")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Disagreements"] == "1" and metrics["Percent agreement"] == "50.0 %"
+    assert f"s00: {TRICKY}" in texts(at) and "suggested: a blue circle" in texts(at)
+    assert at.text_input(key="resolve_caption_s00").value == "a blue circle"
+
+    at.button(key="resolve_s00_mis-captioned").click().run()
+    resolution = store.resolutions("run1").iloc[0]
+    assert (resolution["sample_id"], resolution["verdict"], resolution["resolved_by"], resolution["caption"]) == (
+        "s00", "mis-captioned", "lead", "a blue circle")
+    assert any("No open disagreements" in i.value for i in at.info)
+    at.toggle(key="reconcile_show_resolved").set_value(True).run()
+    assert any("Resolved as mis-captioned by lead" in c.value for c in at.caption)
+
+
+def test_neighbour_captions_are_offered_as_hints(run_dir):
+    import numpy as np  # noqa: PLC0415
+    from clipmem_core.cache import IMAGE_EMBEDDINGS, load_run, write_npy  # noqa: PLC0415
+    from clipmem_core.index import build_index, save_index  # noqa: PLC0415
+
+    vectors = np.eye(5, 4, dtype=np.float32) + np.float32(0.1)
+    vectors[1] = vectors[0] + 0.01  # s01 looks most like s00
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    write_npy(run_dir / IMAGE_EMBEDDINGS, vectors)
+    save_index(build_index(vectors), load_run(run_dir).index_path("image"))
+
+    at = page(REVIEW, run_dir)
+    hints = at.selectbox(key="hint_s00")
+    assert hints.options[:2] == ["", "caption 1"]
+    hints.set_value("caption 1").run()
+    assert at.text_input(key="suggest_s00").value == "caption 1"
+
+
+def test_oidc_login_is_required_when_configured(run_dir):
+    at = AppTest.from_file(REVIEW, default_timeout=60)
+    at.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x",
+                          "client_id": "id", "client_secret": "s",
+                          "server_metadata_url": "https://example.invalid/.well-known/openid-configuration"}
+    at.session_state["run_path"] = str(run_dir)
+    at.session_state["clipmem_reviewer"] = "typed name is not enough"
+    at.run()
+    assert [b.label for b in at.button] == ["Log in"] and not at.title

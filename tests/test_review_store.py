@@ -1,0 +1,163 @@
+import json
+import sqlite3
+from collections import Counter
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table
+
+from clipmem_core.errors import ClipmemError
+from clipmem_core.review import store as store_mod
+from clipmem_core.review.store import open_store
+from review_fixtures import db_url, pg_server, pg_url, store  # noqa: F401  (pytest fixtures)
+
+
+def test_verdicts_are_attributed_and_the_latest_counts(store):
+    first = store.add_verdict("r", "a", "ann", "Miscaptioned", suggested_caption="a cat", note="n")
+    store.add_verdict("r", "a", "bob", "correct")
+    store.add_verdict("r", "b", "ann", "unsure")
+    store.add_verdict("r", "a", "ann", "correct")  # ann changes her mind
+    store.add_verdict("other", "a", "ann", "unsure")
+
+    frame = store.verdicts("r")
+    assert len(frame) == 4 and set(frame["run"]) == {"r"}
+    row = frame[frame["id"] == first].iloc[0]
+    assert (row["verdict"], row["suggested_caption"], row["note"]) == ("mis-captioned", "a cat", "n")
+    assert str(frame["created_at"].dt.tz) == "UTC"
+    assert store.latest_verdicts("r", reviewer="ann") == {"a": "correct", "b": "unsure"}
+    assert store.latest_verdicts("r") == {"a": "correct", "b": "unsure"}
+    assert list(store.verdicts("r", sample_ids=["b"])["sample_id"]) == ["b"]
+    assert len(store.verdicts("r", reviewer="bob")) == 1
+    assert len(store.current_verdicts("r")) == 3
+
+
+@pytest.mark.parametrize("bad", ["wrong", "", "maybe"])
+def test_bad_verdicts_and_names_are_refused_and_nothing_is_written(store, bad):
+    with pytest.raises(ClipmemError, match="not one of"):
+        store.add_verdict("r", "a", "ann", bad)
+    with pytest.raises(ClipmemError, match="empty"):
+        store.add_verdict("r", "a", "  ", "correct")
+    with pytest.raises(ClipmemError):
+        store.add_verdicts("r", [{"sample_id": "a", "reviewer": "ann", "verdict": "correct"},
+                                 {"sample_id": "b", "reviewer": "ann", "verdict": bad}])
+    assert store.verdicts("r").empty
+
+
+def test_session_assigns_each_sample_to_overlap_distinct_reviewers(store):
+    samples = [f"s{i}" for i in range(10)]
+    sid = store.create_session("r", "batch 1", samples, ["ann", "bob", "cy"], overlap=2, created_by="lead")
+
+    queues = {r: store.queue(sid, r) for r in ("ann", "bob", "cy")}
+    seen = Counter(s for q in queues.values() for s in q)
+    assert seen == {s: 2 for s in samples}
+    assert all(len(q) == len(set(q)) for q in queues.values())
+    assert sorted(len(q) for q in queues.values()) == [6, 7, 7]  # balanced
+    assert store.session_samples(sid) == samples
+
+    done = queues["bob"][:3]
+    for s in done:
+        store.add_verdict("r", s, "bob", "correct", session_id=sid)
+    store.add_verdict("r", queues["ann"][0], "ann", "unsure")  # outside the session still counts
+    assert store.queue(sid, "bob") == queues["bob"][3:]
+    assert store.queue(sid, "ann") == queues["ann"][1:]
+    progress = store.session_progress(sid).set_index("reviewer")
+    assert progress.loc["bob", ["assigned", "done", "remaining"]].tolist() == [7, 3, 4]
+    assert progress.loc["ann", "done"] == 1 and progress.loc["cy", "done"] == 0
+    assert list(store.sessions("r")["name"]) == ["batch 1"]
+
+
+@pytest.mark.parametrize("overlap", [0, 4])
+def test_session_refuses_an_impossible_overlap(store, overlap):
+    with pytest.raises(ClipmemError, match="overlap"):
+        store.create_session("r", "s", ["a"], ["ann", "bob", "cy"], overlap=overlap, created_by="lead")
+
+
+def test_unknown_session_is_a_clear_error(store):
+    with pytest.raises(ClipmemError, match="no review session 99"):
+        store.queue(99, "ann")
+
+
+def test_resolutions_and_disagreements(store):
+    store.add_verdict("r", "a", "ann", "mis-captioned", suggested_caption="a dog")
+    store.add_verdict("r", "a", "bob", "correct")
+    store.add_verdict("r", "b", "ann", "correct")
+    store.add_verdict("r", "b", "bob", "correct")
+    store.add_verdict("r", "c", "ann", "unsure")
+
+    open_ = store.disagreements("r")
+    assert list(open_["sample_id"]) == ["a"]
+    assert open_.iloc[0]["votes"] == {"ann": "mis-captioned", "bob": "correct"}
+    assert open_.iloc[0]["suggestions"] == ["a dog"] and open_.iloc[0]["resolved_by"] is None
+
+    store.resolve("r", "a", "correct", resolved_by="lead")
+    store.resolve("r", "a", "miscaptioned", resolved_by="lead2", caption="a dog")
+    settled = store.disagreements("r").iloc[0]
+    assert (settled["resolved_verdict"], settled["resolved_by"], settled["resolved_caption"]) == (
+        "mis-captioned", "lead2", "a dog")
+    assert len(store.resolutions("r")) == 1
+
+
+def test_every_write_is_in_the_audit_log(store):
+    vid = store.add_verdict("r", "a", "ann", "correct", note="fine")
+    sid = store.create_session("r", "s", ["a", "b"], ["ann", "bob"], 1, "lead")
+    store.resolve("r", "a", "correct", "lead")
+    log = store.audit_log("r")
+    assert list(log["action"]) == ["verdict", "session.create", "resolve"]
+    assert list(log["actor"]) == ["ann", "lead", "lead"]
+    assert json.loads(log["detail"].iloc[0])["verdict_id"] == vid
+    assert json.loads(log["detail"].iloc[1])["session_id"] == sid
+    assert store.audit_log()["action"].iloc[0] == "schema.upgrade"
+
+
+def test_default_store_is_a_wal_sqlite_file_beside_the_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
+    store = open_store(tmp_path / "cache")
+    store.add_verdict("r", "a", "ann", "correct")
+    store.close()
+    db = tmp_path / "cache" / "review.sqlite"
+    assert db.is_file()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_env_url_overrides_the_default(tmp_path, monkeypatch):
+    other = tmp_path / "elsewhere.sqlite"
+    monkeypatch.setenv("CLIPMEM_DB_URL", f"sqlite:///{other}")
+    open_store(tmp_path / "cache").add_verdict("r", "a", "ann", "correct")
+    assert other.is_file() and not (tmp_path / "cache" / "review.sqlite").exists()
+
+
+def test_older_schema_is_upgraded_in_order(db_url, monkeypatch):
+    open_store(url=db_url).close()  # a version-1 database
+    calls = []
+
+    def to_v2(conn):
+        calls.append(2)
+        Table("extra_v2", MetaData(), Column("id", Integer, primary_key=True)).create(conn)
+
+    def to_v3(conn):
+        calls.append(3)
+
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(store_mod, "UPGRADES", {**store_mod.UPGRADES, 1: to_v2, 2: to_v3})
+    upgraded = open_store(url=db_url)
+    assert calls == [2, 3]
+    log = upgraded.audit_log()
+    assert json.loads(log["detail"].iloc[-1]) == {"from": 1, "to": 3}
+    open_store(url=db_url)  # already at 3: no step runs again
+    assert calls == [2, 3]
+
+
+def test_newer_schema_is_refused(db_url, monkeypatch):
+    open_store(url=db_url).close()
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store_mod, "UPGRADES", {**store_mod.UPGRADES, 1: lambda conn: None})
+    open_store(url=db_url).close()
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 1)
+    with pytest.raises(ClipmemError, match="schema version 2; this clipmem knows up to 1"):
+        open_store(url=db_url)
+
+
+def test_unreachable_database_is_a_clipmem_error_without_the_password():
+    with pytest.raises(ClipmemError, match="cannot open the review database") as err:
+        open_store(url="postgresql+psycopg://nobody:secret@127.0.0.1:1/none")
+    assert "secret" not in str(err.value)
