@@ -41,7 +41,7 @@ def selected_run() -> tuple[Run, ReviewStore]:
 def pick_scope(store: ReviewStore, run: Run) -> list[str] | None:
     """The whole run, or the samples of one review session."""
     sessions = store.sessions(run.name)
-    names = {None: "Whole run", **dict(zip(sessions["id"], sessions["name"]))}
+    names = {None: "Whole run", **dict(zip(map(int, sessions["id"]), sessions["name"]))}
     chosen = st.selectbox("Scope", list(names), format_func=lambda i: names[i] if i is None else f"{names[i]} (#{i})")
     return None if chosen is None else store.session_samples(chosen)
 

@@ -89,12 +89,12 @@ def others_verdicts(store: ReviewStore, run: str, sample_id: str, reviewer: str)
         st.dataframe(others, hide_index=True)
 
 
-def pick_session(store: ReviewStore, run: Run, reviewer: str) -> int | None:
+def pick_session(store: ReviewStore, run: Run) -> int | None:
     sessions = store.sessions(run.name)
     if sessions.empty:
         st.sidebar.info("No review sessions for this run yet; create one below.")
         return None
-    names = dict(zip(sessions["id"], sessions["name"]))
+    names = dict(zip(map(int, sessions["id"]), sessions["name"]))
     return st.sidebar.selectbox("Session", list(names), format_func=lambda i: f"{names[i]} (#{i})")
 
 
@@ -121,7 +121,7 @@ def review_sample(store: ReviewStore, run: Run, reviewer: str, sample_id: str, s
                 f"CLIP score (g) {sample['clip_score_g']:.3f}")
         st.text(str(sample["caption"]))
         for column, verdict in zip(st.columns(len(VERDICTS)), VERDICTS):
-            column.button(LABELS[verdict], key=f"verdict_{verdict}", use_container_width=True,
+            column.button(LABELS[verdict], key=f"verdict_{verdict}", width="stretch",
                           type="primary" if verdict == "mis-captioned" else "secondary",
                           on_click=record, args=(store, run.name, sample_id, reviewer, verdict, session_id))
         st.text_input("Suggested caption", key=f"suggest_{sample_id}")
@@ -168,18 +168,19 @@ def main() -> None:
     st.title(f"Review · {run.name}")
     source = st.sidebar.radio("Queue", QUEUES, key="review_source")
     blind = st.sidebar.toggle("Blind mode", value=True, key="review_blind")
-    session_id = pick_session(store, run, reviewer) if source == "Assigned batch" else None
+    session_id = pick_session(store, run) if source == "Assigned batch" else None
     if source == "Assigned batch":
-        queue = store.queue(session_id, reviewer) if session_id is not None else []
+        assigned = store.queue(session_id, reviewer) if session_id is not None else []
+        queue = [sid for sid in assigned if sid in run.row_of]  # a rebuilt run may lack some
     else:
         queue = ranked_queue(run, source, set(store.latest_verdicts(run.name, reviewer)))
-    show_last(store, run, reviewer)
-    if queue:
-        st.caption(f"{len(queue)} samples left in this queue")
-        sample_id = st.selectbox("Sample", queue[:200])
+    if queue:  # the sample picker lives in the sidebar so the verdict buttons sit at the top
+        st.sidebar.caption(f"{len(queue)} samples left in this queue")
+        sample_id = st.sidebar.selectbox("Sample", queue[:200])
         review_sample(store, run, reviewer, sample_id, session_id, blind)
     else:
         st.info("Nothing left to review in this queue.")
+    show_last(store, run, reviewer)
     sessions_panel(store, run, reviewer)
 
 

@@ -71,6 +71,13 @@ def test_cleaned_csv_beside_the_images_uses_relative_paths(reviewed, tmp_path):
     assert len(read_dataset(out, progress=False).samples) == 3
 
 
+def test_cleaned_tsv_keeps_the_tab_format(reviewed, tmp_path):
+    run, store = reviewed
+    export(store, run, "cleaned", tmp_path / "clean.tsv", "csv")
+    assert "\t" in (tmp_path / "clean.tsv").read_text().splitlines()[0]
+    assert len(read_dataset(tmp_path / "clean.tsv", progress=False).samples) == 3
+
+
 def test_droplist_and_verdicts_in_both_formats(reviewed, tmp_path):
     run, store = reviewed
     export(store, run, "droplist", tmp_path / "drop.csv", "csv")

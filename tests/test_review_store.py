@@ -2,8 +2,10 @@ import json
 import sqlite3
 from collections import Counter
 
+import numpy as np
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table
+from sqlalchemy import Column, Integer, MetaData, Table, text
+from sqlalchemy.exc import DBAPIError
 
 from clipmem_core.errors import ClipmemError
 from clipmem_core.review import store as store_mod
@@ -55,7 +57,7 @@ def test_session_assigns_each_sample_to_overlap_distinct_reviewers(store):
 
     done = queues["bob"][:3]
     for s in done:
-        store.add_verdict("r", s, "bob", "correct", session_id=sid)
+        store.add_verdict("r", s, "bob", "correct", session_id=np.int64(sid))  # numpy ints from pandas
     store.add_verdict("r", queues["ann"][0], "ann", "unsure")  # outside the session still counts
     assert store.queue(sid, "bob") == queues["bob"][3:]
     assert store.queue(sid, "ann") == queues["ann"][1:]
@@ -63,6 +65,7 @@ def test_session_assigns_each_sample_to_overlap_distinct_reviewers(store):
     assert progress.loc["bob", ["assigned", "done", "remaining"]].tolist() == [7, 3, 4]
     assert progress.loc["ann", "done"] == 1 and progress.loc["cy", "done"] == 0
     assert list(store.sessions("r")["name"]) == ["batch 1"]
+    assert store.verdicts("r")["session_id"].fillna(0).tolist() == [sid, sid, sid, 0]
 
 
 @pytest.mark.parametrize("overlap", [0, 4])
@@ -106,6 +109,15 @@ def test_every_write_is_in_the_audit_log(store):
     assert json.loads(log["detail"].iloc[0])["verdict_id"] == vid
     assert json.loads(log["detail"].iloc[1])["session_id"] == sid
     assert store.audit_log()["action"].iloc[0] == "schema.upgrade"
+
+
+@pytest.mark.parametrize("statement", ["UPDATE audit_log SET actor = 'mallory'", "DELETE FROM audit_log"])
+def test_the_database_refuses_to_edit_the_audit_log(store, statement):
+    store.add_verdict("r", "a", "ann", "correct")
+    with pytest.raises(DBAPIError, match="append-only"):
+        with store.engine.begin() as conn:
+            conn.execute(text(statement))
+    assert list(store.audit_log()["actor"]) == ["clipmem", "ann"]
 
 
 def test_default_store_is_a_wal_sqlite_file_beside_the_cache(tmp_path, monkeypatch):
@@ -161,3 +173,9 @@ def test_unreachable_database_is_a_clipmem_error_without_the_password():
     with pytest.raises(ClipmemError, match="cannot open the review database") as err:
         open_store(url="postgresql+psycopg://nobody:secret@127.0.0.1:1/none")
     assert "secret" not in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["not a url", "nosuchdb://x/y"])
+def test_malformed_url_is_a_clipmem_error(url):
+    with pytest.raises(ClipmemError, match="cannot open the review database"):
+        open_store(url=url)

@@ -123,7 +123,8 @@ def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
                                           "or a DataComp-style drop list of sample_ids.")
     exp.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
     exp.add_argument("--what", required=True, choices=("verdicts", "cleaned", "droplist"))
-    exp.add_argument("--format", default="csv", choices=FORMATS)
+    exp.add_argument("--format", default="csv", choices=FORMATS,
+                     help="csv (tab-separated when --out ends in .tsv; formula cells escaped) or parquet")
     exp.add_argument("--out", required=True, help="file to write (atomically)")
     exp.add_argument("--replace-with-suggestion", action="store_true",
                      help="cleaned: replace mis-captioned captions by the accepted suggestion instead "

@@ -33,13 +33,14 @@ def escape_cell(value: object) -> object:
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike, fmt: str) -> Path:
-    """Write atomically as CSV (formula-escaped) or Parquet."""
+    """Write atomically as CSV (formula-escaped; tab-separated if the name ends in .tsv) or Parquet."""
     if fmt not in FORMATS:
         raise ClipmemError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     path = Path(path)
     with atomic_path(path) as tmp:
         if fmt == "csv":
-            frame.map(escape_cell).to_csv(tmp, index=False)
+            sep = "\t" if path.suffix.lower() == ".tsv" else ","
+            frame.map(escape_cell).to_csv(tmp, index=False, sep=sep)
         else:
             frame.to_parquet(tmp, index=False)
     return path

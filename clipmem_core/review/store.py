@@ -20,13 +20,13 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import (
-    CheckConstraint, Connection, DateTime, Engine, ForeignKey, Integer, String, Text,
+    DDL, CheckConstraint, Connection, DateTime, Engine, ForeignKey, Integer, String, Text,
     UniqueConstraint, create_engine, event, func, inspect, insert, select,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..errors import ClipmemError
@@ -123,6 +123,24 @@ class AuditEntry(Base):
     detail: Mapped[str] = mapped_column(Text)
 
 
+_APPEND_ONLY = {
+    "sqlite": [
+        f"CREATE TRIGGER audit_log_no_{op.lower()} BEFORE {op} ON audit_log "
+        "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"
+        for op in ("UPDATE", "DELETE")
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION clipmem_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$",
+        "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
+        "FOR EACH ROW EXECUTE FUNCTION clipmem_audit_append_only()",
+    ],
+}
+for _dialect, _statements in _APPEND_ONLY.items():
+    for _statement in _statements:  # the database itself refuses edits, not just this code
+        event.listen(AuditEntry.__table__, "after_create", DDL(_statement).execute_if(dialect=_dialect))
+
+
 def _create_v1(conn: Connection) -> None:
     Base.metadata.create_all(conn)
 
@@ -162,7 +180,7 @@ def default_url(cache_root: str | os.PathLike) -> str:
 def _make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
-    if url.startswith("sqlite:///") and url != "sqlite://":
+    if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
 
@@ -217,7 +235,10 @@ def _migrate(conn: Connection, url: str) -> None:
 
 def _safe_url(url: str) -> str:
     """The URL without its password, for error messages."""
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(an unparseable URL)"
 
 
 def open_store(cache_root: str | os.PathLike = "cache", url: str | None = None) -> ReviewStore:
@@ -233,6 +254,8 @@ def open_store(cache_root: str | os.PathLike = "cache", url: str | None = None) 
                            f"{str(exc).splitlines()[0]}") from None
     except ModuleNotFoundError as exc:
         raise ClipmemError(f"the review database {_safe_url(url)} needs the {exc.name} package") from None
+    except OSError as exc:
+        raise ClipmemError(f"cannot create the review database {_safe_url(url)}: {exc}") from None
     return store
 
 
@@ -273,7 +296,8 @@ class ReviewStore:
             "run": run, "sample_id": str(record["sample_id"]), "reviewer": reviewer,
             "verdict": normalise_verdict(record["verdict"]),
             "suggested_caption": _optional_text(record.get("suggested_caption")),
-            "note": _optional_text(record.get("note")), "session_id": record.get("session_id"),
+            "note": _optional_text(record.get("note")),
+            "session_id": None if record.get("session_id") is None else int(record["session_id"]),
             "created_at": _now(),
         }
         self._ensure_reviewer(conn, reviewer)
@@ -361,6 +385,7 @@ class ReviewStore:
         if reviewer is not None:
             query = query.where(Verdict.reviewer == reviewer)
         frame = self._frame(query.order_by(Verdict.id), VERDICT_COLUMNS)
+        frame["session_id"] = frame["session_id"].astype("Int64")  # nullable: NaN would make it float
         if sample_ids is not None:
             frame = frame[frame["sample_id"].isin(set(map(str, sample_ids)))].reset_index(drop=True)
         return frame
@@ -394,6 +419,7 @@ class ReviewStore:
         return run
 
     def _assignments(self, session_id: int) -> tuple[str, pd.DataFrame]:
+        session_id = int(session_id)
         with self._transaction() as conn:
             run = self._session_run(conn, session_id)
             rows = conn.execute(
