@@ -1,0 +1,44 @@
+"""Session-state keys and defaults shared by app.py, the pages and the review pages."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from clipmem_core.cache import RunInfo
+
+CACHE_ENV = "CLIPMEM_CACHE"
+DEFAULT_RUN = "demo"
+
+# Keys the review pages read too: keep their names stable.
+CACHE_ROOT = "cache_root"
+RUN_PATH = "run_path"
+# Dashboard-only keys.
+RUN_NAME = "run_name"
+SPLITS = "f_splits"
+FLAG = "f_flag"
+TEXT = "f_text"
+PAGE = "gallery_page"  # 1-based, the page number widget's key
+SORT = "gallery_sort"
+SELECTION = "selection_rows"
+INSPECT = "inspect_sample"
+JOB = "compute_job"
+FLAG_MODE = "flag_mode"
+REVIEWER = "flagging_as"  # the reviewer name while flag mode is on, else absent
+PAGE_WIDGETS = (PAGE, SORT, INSPECT)
+
+
+def default_cache_root() -> str:
+    return os.environ.get(CACHE_ENV, "cache")
+
+
+def range_key(run_name: str) -> str:
+    """The CLIPMem slider's key is per run: its bounds differ from run to run."""
+    return f"f_range:{run_name}"
+
+
+def default_run(infos: Sequence[RunInfo]) -> str | None:
+    """The demo if it is usable, else the newest usable run."""
+    usable = [i.name for i in infos if i.ok]
+    if DEFAULT_RUN in usable:
+        return DEFAULT_RUN
+    return usable[0] if usable else None

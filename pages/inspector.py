@@ -1,0 +1,62 @@
+"""Sample inspector: one sample large, its scores and per-view alignments, and its FAISS neighbours."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from clipmem_core import ClipmemError
+from clipmem_core.index import MODES, captions_of_similar_images
+from dashboard import inspector, resources, state, ui
+from dashboard.gallery import make_cards
+
+MODE_LABELS = {"image": "image → image", "text": "text → text", "image2text": "image → text",
+               "text2image": "text → image"}
+
+run = resources.current_run()
+if run is None:
+    st.info("No run to show yet: start one on the Compute page.")
+    st.stop()
+
+st.title("Sample inspector")
+ss = st.session_state
+if ss.get(state.INSPECT) not in run.row_of:
+    ss[state.INSPECT] = run.scores["sample_id"].iat[int(resources.orders(run)["clipmem"][0])]
+sample_id = st.text_input("Sample id", key=state.INSPECT)
+row = run.row_of.get(sample_id)
+if row is None:
+    st.error("No sample with that id in this run.")
+    st.stop()
+
+verdicts = resources.verdicts(run)
+left, right = st.columns([2, 3])
+image = run.image_path(row) or run.thumbnail_path(row)
+if image is not None:
+    left.image(str(image), width="stretch")
+with right:
+    st.text(run.scores["caption"].iat[row])
+    st.dataframe(inspector.score_table(run, row, verdicts.get(sample_id)), hide_index=True, width="stretch")
+    ui.flag_buttons(run.name, sample_id, verdicts.get(sample_id), key=f"inspect:{sample_id}")
+    views = inspector.view_alignment_frame(run.view_alignments, row)
+    if views is not None:
+        st.markdown("**Alignment of each augmented view**")
+        st.bar_chart(views, x="view", y=["f", "g"], stack=False, height=220)
+
+search = resources.neighbour_search(run)
+st.subheader("Neighbours")
+k = st.slider("Neighbours per mode", 4, 24, 12, step=4)
+tabs = st.tabs([MODE_LABELS[m] for m in MODES])
+for tab, mode in zip(tabs, MODES):
+    with tab:
+        try:
+            hits = search.query(sample_id, k=k, mode=mode)
+        except ClipmemError as exc:
+            st.warning(str(exc))
+            continue
+        rows = np.asarray([h.row for h in hits], dtype=np.int64)
+        ui.card_grid(make_cards(run, rows, verdicts), run.name, key=f"nn:{mode}", flags=False,
+                     extras=[f"sim {h.similarity:.3f}" for h in hits])
+
+st.subheader("Captions of visually similar images")
+st.caption("What the nearest images are called: a hint toward a corrected caption.")
+for caption in captions_of_similar_images(search, sample_id, k=10):
+    st.text(f"• {caption}")

@@ -1,0 +1,65 @@
+"""Overview: what the run is, how CLIPMem is distributed per split, and how useful f and g are."""
+from __future__ import annotations
+
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard import overview, resources
+
+run = resources.current_run()
+if run is None:
+    st.info("No run to show yet: start one on the Compute page.")
+    st.stop()
+
+st.title(f"Run: {run.name}")
+info = overview.run_facts(run.manifest)
+cols = st.columns(len(info))
+for col, (label, value) in zip(cols, info.items()):
+    col.metric(label, value)
+
+with st.expander("Manifest: configuration, dataset, versions and timings"):
+    left, right = st.columns(2)
+    left.dataframe(overview.key_values(run.manifest.get("config", {})), hide_index=True, width="stretch")
+    right.dataframe(overview.key_values(run.manifest.get("dataset", {})), hide_index=True, width="stretch")
+    left.dataframe(overview.key_values(run.manifest.get("timings", {}), "seconds"), hide_index=True,
+                   width="stretch")
+    right.dataframe(overview.key_values(run.manifest.get("versions", {})), hide_index=True, width="stretch")
+
+st.subheader("CLIPMem per split")
+st.caption("A(f) − A(g): positive where f trained on the sample (S_C), negative on S_I, near zero on S_E.")
+hist = overview.split_histograms(run.scores)
+if hist.empty:
+    st.warning("This run has no CLIPMem scores.")
+else:
+    st.plotly_chart(px.bar(hist, x="clipmem_from_f", y="count", color="split", barmode="overlay",
+                           opacity=0.6, labels={"clipmem_from_f": "CLIPMem (A(f) − A(g))"}),
+                    width="stretch", key="hist")
+left, right = st.columns(2)
+left.markdown("**Means per split**")
+left.dataframe(overview.split_means(run.manifest), hide_index=True, width="stretch")
+right.markdown("**Welch t-tests of CLIPMem, S_C against S_I and S_E**")
+right.dataframe(overview.ttests(run.manifest), hide_index=True, width="stretch")
+
+st.subheader("Alignment under g against f")
+points = overview.alignment_points(run.scores)
+fig = px.scatter(points, x="align_f", y="align_g", color="clipmem", symbol="ground truth",
+                 hover_data={"row": True}, render_mode="webgl", color_continuous_scale="RdBu_r",
+                 labels={"align_f": "A(f)", "align_g": "A(g)"})
+fig.add_trace(go.Scatter(x=[points["align_f"].min(), points["align_f"].max()],
+                         y=[points["align_f"].min(), points["align_f"].max()],
+                         mode="lines", line={"dash": "dot", "color": "grey"}, name="A(f) = A(g)"))
+st.plotly_chart(fig, width="stretch", key="alignment")
+if len(points) < run.scores["align_f"].notna().sum():
+    st.caption(f"{len(points):,} of {run.scores['align_f'].notna().sum():,} scored samples shown.")
+
+st.subheader("Utility: retrieval on S_E")
+utility = overview.utility_table(run.manifest)
+if utility.empty:
+    st.info("The run stores no retrieval utility.")
+else:
+    st.dataframe(utility, hide_index=True, width="stretch")
+detection = overview.detection_table(run.manifest)
+if not detection.empty:
+    st.subheader("Mis-caption detection against the ground truth")
+    st.dataframe(detection, hide_index=True, width="stretch")
