@@ -160,3 +160,15 @@ def test_oidc_login_is_required_when_configured(run_dir):
     at.session_state["clipmem_reviewer"] = "typed name is not enough"
     at.run()
     assert [b.label for b in at.button] == ["Log in"] and not at.title
+
+
+def test_oidc_identity_is_the_reviewer(run_dir, monkeypatch):
+    import streamlit  # noqa: PLC0415
+
+    monkeypatch.setattr(streamlit, "user", {"is_logged_in": True, "email": "lead@example.org"})
+    at = AppTest.from_file(REVIEW, default_timeout=60)
+    at.secrets["auth"] = {"client_id": "id"}
+    at.session_state["run_path"] = str(run_dir)
+    at.run()
+    at.button(key="verdict_unsure").click().run()
+    assert open_store(run_dir.parent).verdicts("run1")["reviewer"].tolist() == ["lead@example.org"]

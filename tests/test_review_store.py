@@ -179,3 +179,14 @@ def test_unreachable_database_is_a_clipmem_error_without_the_password():
 def test_malformed_url_is_a_clipmem_error(url):
     with pytest.raises(ClipmemError, match="cannot open the review database"):
         open_store(url=url)
+
+
+def test_missing_postgres_fails_under_ci_and_skips_locally(monkeypatch):
+    from review_fixtures import _unavailable  # noqa: PLC0415
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="required under CI=true"):
+        _unavailable("no server")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no server"):
+        _unavailable("no server")
