@@ -227,7 +227,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="clipmem: %(message)s", stream=sys.stderr)
-    logging.getLogger("root").setLevel(logging.ERROR)  # open_clip's "no pretrained weights" notice
     try:
         return int(args.func(args) or 0)
     except ClipmemError as exc:

@@ -5,6 +5,7 @@ local checkpoint file instead (``init_checkpoint``).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -52,7 +53,11 @@ def create_clip(model_name: str, *, init_checkpoint: str | Path | None = None,
                 device: str | torch.device = "cpu") -> ClipBundle:
     """Build a randomly initialised model (seed the RNG first), or load a local checkpoint into it."""
     _config(model_name)
-    model = open_clip.create_model(model_name, pretrained=None, device=device)
+    logging.disable(logging.WARNING)  # open_clip warns that no pretrained weights load: that is the intent
+    try:
+        model = open_clip.create_model(model_name, pretrained=None, device=device)
+    finally:
+        logging.disable(logging.NOTSET)
     if init_checkpoint is not None:
         load_weights(model, init_checkpoint)
     size = image_size_of(model_name)

@@ -152,7 +152,8 @@ def _peak_memory_mb() -> float:
 
 def finish_run(out: Path, frame: pd.DataFrame, dataset: Dataset, images: ImageList, *,
                image_embeddings: np.ndarray | None, text_embeddings: np.ndarray | None, view_align: np.ndarray | None,
-               config: dict, timer: Stopwatch, utility: dict | None, thumbnail_size: int) -> cache.Run:
+               config: dict, timer: Stopwatch, utility: dict | None, thumbnail_size: int,
+               training: dict | None = None) -> cache.Run:
     """The stages every run shares, computed or imported: index, projection, thumbnails, summary, files."""
     files = [cache.SCORES, cache.THUMB_DIR]
     if image_embeddings is not None and text_embeddings is not None:
@@ -196,6 +197,7 @@ def finish_run(out: Path, frame: pd.DataFrame, dataset: Dataset, images: ImageLi
         "timings": timer.seconds,
         "peak_memory_mb": _peak_memory_mb(),
         "utility": utility,
+        "training": training,
         "summary": {"splits": split_summary(frame), "detection": detection_summary(frame)},
         "files": files,
     }
@@ -223,12 +225,14 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
         images = ImageList(dataset.root, frame["filepath"])
         captions = [list(c) for c in frame["captions"]]
     split = frame["split"].to_numpy()
-    models = {}
+    models, training = {}, {}
     for tag, own in (("f", "candidate"), ("g", "independent")):
         with timer.stage(f"train_{tag}"):
             rows = np.flatnonzero((split == "shared") | (split == own))
-            models[tag], _ = _train_one(tag, config, images.subset(rows), [captions[r] for r in rows],
-                                        out, device)
+            models[tag], result = _train_one(tag, config, images.subset(rows), [captions[r] for r in rows],
+                                             out, device)
+            training[tag] = {"pairs": len(rows), "epoch_losses": result.epoch_losses,
+                             "resumed_from_epoch": result.resumed_from_epoch}
     f, g = models["f"], models["g"]
     with timer.stage("score"):
         scored = np.flatnonzero(np.isin(split, ("candidate", "independent", "extra")))
@@ -254,4 +258,4 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
             if extra.sum() >= 5 else None
     return finish_run(out, frame, dataset, images, image_embeddings=embeddings["f"][0],
                       text_embeddings=embeddings["f"][1], view_align=view_align, config=config.to_dict(),
-                      timer=timer, utility=utility, thumbnail_size=config.thumbnail_size)
+                      timer=timer, utility=utility, thumbnail_size=config.thumbnail_size, training=training)

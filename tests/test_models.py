@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clipmem_core.errors import ClipmemError
+from clipmem_core.models import BUNDLED_MODELS, create_clip
+
+
+def test_bundled_configs_build_without_downloads():
+    assert {"clipmem-tiny", "clipmem-cpu"} <= set(BUNDLED_MODELS)
+    bundle = create_clip("clipmem-tiny")
+    assert bundle.image_size == 32
+    assert bundle.tokenizer(["a red circle"]).shape == (1, 32)
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ClipmemError, match="unknown model 'ViT-Nope'"):
+        create_clip("ViT-Nope")
+
+
+def test_init_checkpoint_loads_a_local_file(tmp_path):
+    torch.manual_seed(1)
+    source = create_clip("clipmem-tiny").model
+    torch.save({"model": source.state_dict()}, tmp_path / "trainer.pt")
+    torch.save(source.state_dict(), tmp_path / "plain.pt")
+    for name in ("trainer.pt", "plain.pt"):
+        torch.manual_seed(2)
+        loaded = create_clip("clipmem-tiny", init_checkpoint=tmp_path / name).model
+        for a, b in zip(source.state_dict().values(), loaded.state_dict().values()):
+            torch.testing.assert_close(a, b)
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(ClipmemError, match="does not exist"):
+        create_clip("clipmem-tiny", init_checkpoint=tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ClipmemError, match="unreadable"):
+        create_clip("clipmem-tiny", init_checkpoint=tmp_path / "junk.pt")
+    torch.save(create_clip("clipmem-cpu").model.state_dict(), tmp_path / "other.pt")
+    with pytest.raises(ClipmemError, match="does not fit this model"):
+        create_clip("clipmem-tiny", init_checkpoint=tmp_path / "other.pt")

@@ -1,0 +1,45 @@
+"""Scoring: CLIPMem arithmetic, identical views for f and g, normalised embeddings."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from clipmem_core.models import create_clip
+from clipmem_core.scoring import clipmem_columns, embed_pairs, pair_cosines, view_alignments
+
+
+def test_clipmem_columns_follow_the_definition():
+    splits = np.array(["candidate", "candidate", "independent", "extra", "shared"])
+    align_f = np.array([0.9, 0.5, 0.4, 0.5, 0.8], dtype=np.float32)
+    align_g = np.array([0.3, 0.5, 0.6, 0.4, 0.8], dtype=np.float32)
+    cols = clipmem_columns(splits, align_f, align_g)
+    np.testing.assert_allclose(cols["clipmem"][:3], [0.6, 0.0, 0.2], atol=1e-6)
+    assert np.isnan(cols["clipmem"][3:]).all()
+    np.testing.assert_allclose(cols["clipmem_norm"][:3], [1.0, 0.0, 1 / 3], atol=1e-6)
+    np.testing.assert_allclose(cols["clipmem_from_f"], [0.6, 0.0, -0.2, 0.1, 0.0], atol=1e-6)
+
+
+def _images(n):
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_two_copies_of_one_model_see_the_same_views():
+    torch.manual_seed(0)
+    bundle = create_clip("clipmem-tiny")
+    per_view = view_alignments({"f": bundle.model, "g": bundle.model}, _images(5), [["a cat", "a dog"]] * 5,
+                               bundle.train_transform, bundle.tokenizer, views=3, seed=1,
+                               device=torch.device("cpu"), batch_size=2)
+    assert per_view["f"].shape == (5, 3)
+    np.testing.assert_array_equal(per_view["f"], per_view["g"])
+    assert np.ptp(per_view["f"], axis=1).max() > 0  # the views differ from each other
+
+
+def test_embeddings_are_normalised_and_clip_score_is_their_cosine():
+    torch.manual_seed(0)
+    bundle = create_clip("clipmem-tiny")
+    img, txt = embed_pairs(bundle.model, _images(3), ["a", "b", "c"], bundle.eval_transform, bundle.tokenizer,
+                           device=torch.device("cpu"))
+    np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(pair_cosines(img, txt), (img * txt).sum(1), atol=1e-6)
