@@ -1,0 +1,133 @@
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from clipmem_core import metrics
+from clipmem_core.errors import ClipmemError
+from clipmem_core.metrics import (
+    auroc,
+    detection_summary,
+    precision_at_k,
+    retrieval_recall,
+    split_summary,
+    welch_ttest,
+)
+
+
+def test_welch_ttest_hand_computed():
+    # var_a = 5/3, var_b = 10: t = (2.5 - 6) / sqrt(5/3/4 + 10/5)
+    result = welch_ttest([1, 2, 3, 4], [2, 4, 6, 8, 10])
+    assert result["t"] == pytest.approx(-3.5 / math.sqrt(5 / 12 + 2))
+    assert result["p"] == pytest.approx(stats.ttest_ind([1, 2, 3, 4], [2, 4, 6, 8, 10], equal_var=False).pvalue)
+    assert (result["mean_a"], result["mean_b"], result["n_a"], result["n_b"]) == (2.5, 6.0, 4, 5)
+
+
+def test_welch_ttest_ignores_nan_and_handles_tiny_samples():
+    assert welch_ttest([1, np.nan, 2, 3, 4], [2, 4, 6, 8, np.nan, 10]) == welch_ttest([1, 2, 3, 4], [2, 4, 6, 8, 10])
+    tiny = welch_ttest([1.0], [np.nan])
+    assert math.isnan(tiny["t"]) and math.isnan(tiny["p"]) and math.isnan(tiny["mean_b"])
+    assert (tiny["mean_a"], tiny["n_a"], tiny["n_b"]) == (1.0, 1, 0)
+
+
+def test_auroc_known_value_and_degenerate_cases():
+    assert auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+    assert auroc([0.1, np.nan, 0.4, 0.35, 0.8], [0, 1, 0, 1, 1]) == pytest.approx(0.75)
+    assert math.isnan(auroc([0.1, 0.2], [1, 1]))
+    with pytest.raises(ClipmemError):
+        auroc([0.1, 0.2], [1])
+
+
+def test_precision_at_k():
+    scores, labels = [0.9, 0.8, np.nan, 0.7, 0.1], [1, 0, 1, 1, 0]
+    assert precision_at_k(scores, labels, 1) == 1.0
+    assert precision_at_k(scores, labels, 2) == 0.5
+    assert precision_at_k(scores, labels, 3) == pytest.approx(2 / 3)
+    assert precision_at_k(scores, labels, 100) == 0.5  # only 4 scored
+    assert math.isnan(precision_at_k([np.nan], [1], 1))
+    with pytest.raises(ClipmemError):
+        precision_at_k(scores, labels, 0)
+
+
+def test_retrieval_recall_swapped_pairs():
+    eye = np.eye(2, dtype=np.float32)
+    assert retrieval_recall(eye, eye[::-1], ks=(1, 2)) == {"i2t_r1": 0.0, "i2t_r2": 1.0, "t2i_r1": 0.0, "t2i_r2": 1.0}
+
+
+def brute_force_recall(image, text, k):
+    sims = image @ text.T
+    ranks = (sims > np.diag(sims)[:, None]).sum(axis=1)
+    return float(np.mean(ranks < k))
+
+
+def test_retrieval_recall_matches_brute_force_across_chunks(monkeypatch):
+    monkeypatch.setattr(metrics, "_RECALL_CHUNK_CELLS", 7 * 300)  # 7 rows per chunk
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((300, 16)).astype(np.float32)
+    text = (image + rng.standard_normal((300, 16)) * 1.5).astype(np.float32)
+    result = retrieval_recall(image, text)
+    assert result["i2t_r1"] == brute_force_recall(image, text, 1)
+    assert result["i2t_r5"] == brute_force_recall(image, text, 5)
+    assert result["t2i_r5"] == brute_force_recall(text, image, 5)
+    assert 0 < result["i2t_r1"] < result["i2t_r5"] < 1
+
+
+def test_retrieval_recall_rejects_unpaired():
+    with pytest.raises(ClipmemError, match="shape"):
+        retrieval_recall(np.zeros((3, 4)), np.zeros((2, 4)))
+
+
+def scores_frame():
+    return pd.DataFrame({
+        "split": ["shared", "candidate", "candidate", "candidate", "candidate", "independent", "independent", "extra"],
+        "clipmem_from_f": [np.nan, 0.5, 0.3, 0.4, 0.9, -0.2, -0.4, 0.0],
+        "clipmem": [np.nan, 0.5, 0.3, 0.4, 0.9, 0.2, 0.4, np.nan],
+        "align_f": [np.nan, 0.8, 0.7, 0.6, 0.9, 0.4, 0.3, 0.5],
+        "align_g": [np.nan, 0.3, 0.4, 0.2, 0.0, 0.6, 0.7, 0.5],
+        "clip_score_f": [0.9, 0.8, 0.7, 0.6, 0.1, 0.4, 0.3, 0.5],
+        "clip_score_g": [0.9, 0.2, 0.6, 0.1, 0.3, 0.4, 0.3, 0.5],
+        "is_miscaptioned": [False, False, False, False, True, False, True, False],
+    })
+
+
+def test_split_summary_values_and_json():
+    summary = split_summary(scores_frame())
+    json.dumps(summary, allow_nan=False)
+    candidate = summary["splits"]["candidate"]
+    assert candidate["count"] == 4
+    assert candidate["clipmem_from_f"]["mean"] == pytest.approx(0.525)
+    assert candidate["clipmem_from_f"]["std"] == pytest.approx(np.std([0.5, 0.3, 0.4, 0.9], ddof=1))
+    assert summary["splits"]["shared"]["clipmem"] == {"mean": None, "std": None}
+    assert summary["splits"]["extra"]["align_f"] == {"mean": 0.5, "std": None}
+    tests = summary["ttests_clipmem_from_f"]
+    expected = welch_ttest([0.5, 0.3, 0.4, 0.9], [-0.2, -0.4])
+    assert tests["candidate_vs_independent"]["t"] == pytest.approx(expected["t"])
+    assert tests["candidate_vs_extra"]["t"] is None and tests["candidate_vs_extra"]["n_b"] == 1
+
+
+def test_split_summary_empty_split_and_missing_column():
+    frame = scores_frame().drop(columns=["clipmem_from_f"]).query("split != 'extra'")
+    summary = split_summary(frame)
+    assert summary["splits"]["extra"]["count"] == 0
+    assert summary["splits"]["candidate"]["clipmem_from_f"] == {"mean": None, "std": None}
+    assert summary["ttests_clipmem_from_f"]["candidate_vs_independent"]["n_a"] == 0
+
+
+def test_detection_summary_ranks_among_candidates():
+    summary = detection_summary(scores_frame(), ks=(1, 2))
+    json.dumps(summary, allow_nan=False)
+    assert summary["n_candidates"] == 4 and summary["n_miscaptioned"] == 1 and summary["base_rate"] == 0.25
+    detectors = summary["detectors"]
+    assert detectors["clipmem"] == {"auroc": 1.0, "precision_at_1": 1.0, "precision_at_2": 0.5}
+    assert detectors["clip_score_f"]["auroc"] == 1.0  # the mis-captioned pair has the LOWEST score
+    assert detectors["clip_score_g"]["auroc"] == pytest.approx(1 / 3)
+    assert detectors["clip_score_g"]["precision_at_1"] == 0.0
+
+
+def test_detection_summary_none_without_ground_truth_and_null_when_one_class():
+    assert detection_summary(scores_frame().drop(columns=["is_miscaptioned"])) is None
+    frame = scores_frame().assign(is_miscaptioned=False)
+    assert detection_summary(frame)["detectors"]["clipmem"]["auroc"] is None
