@@ -6,17 +6,17 @@ import streamlit as st
 from dashboard import sidebar
 from dashboard.auth import require_access
 
-st.set_page_config(page_title="clipmem", page_icon="🧠", layout="wide")
+st.set_page_config(page_title="clipmem", page_icon=":material/psychology:", layout="wide")
 require_access()
 
 PAGES = [
-    ("pages/overview.py", "Overview", "📊"),
-    ("pages/gallery.py", "Most memorized", "🖼️"),
-    ("pages/inspector.py", "Sample inspector", "🔍"),
-    ("pages/embedding_map.py", "Embedding map", "🗺️"),
-    ("pages/review.py", "Review", "✅"),
-    ("pages/reconcile.py", "Reconcile", "⚖️"),
-    ("pages/compute.py", "Compute", "⚙️"),
+    ("pages/overview.py", "Overview", ":material/bar_chart:"),
+    ("pages/gallery.py", "Most memorized", ":material/photo_library:"),
+    ("pages/inspector.py", "Sample inspector", ":material/search:"),
+    ("pages/embedding_map.py", "Embedding map", ":material/scatter_plot:"),
+    ("pages/review.py", "Review", ":material/fact_check:"),
+    ("pages/reconcile.py", "Reconcile", ":material/balance:"),
+    ("pages/compute.py", "Compute", ":material/memory:"),
 ]
 navigation = st.navigation([st.Page(path, title=title, icon=icon, default=i == 0)
                             for i, (path, title, icon) in enumerate(PAGES)])

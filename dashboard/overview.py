@@ -15,14 +15,23 @@ MAX_POINTS = 20_000
 
 
 def run_facts(manifest: dict) -> dict[str, str]:
-    config, dataset = manifest.get("config", {}), manifest.get("dataset", {})
+    """Headline numbers; long values (model, split sizes) go in ``run_line`` instead."""
+    dataset = manifest.get("dataset", {})
+    seconds = sum(v for v in manifest.get("timings", {}).values() if isinstance(v, (int, float)))
     return {
-        "Model": str(config.get("model", "–")),
         "Samples": f"{dataset.get('n_samples', 0):,}",
         "Skipped": f"{dataset.get('n_skipped', 0):,}",
-        "Splits": " / ".join(str(manifest.get("splits", {}).get(s, 0)) for s in SPLITS),
-        "Total time": f"{sum(v for v in manifest.get('timings', {}).values() if isinstance(v, (int, float))):.0f} s",
+        "Candidates (S_C)": f"{manifest.get('splits', {}).get('candidate', 0):,}",
+        "Compute time": f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s",
     }
+
+
+def run_line(manifest: dict) -> str:
+    """Model, preset, data and split sizes in one line of plain text."""
+    config, dataset = manifest.get("config", {}), manifest.get("dataset", {})
+    splits = ", ".join(f"{s} {manifest.get('splits', {}).get(s, 0):,}" for s in SPLITS)
+    return (f"model {config.get('model', '–')} · preset {config.get('preset', '–')} · "
+            f"data {dataset.get('path', '–')} · splits: {splits} · created {manifest.get('created', '–')}")
 
 
 def key_values(mapping: dict, value_name: str = "value") -> pd.DataFrame:

@@ -34,7 +34,8 @@ if image is not None:
     left.image(str(image), width="stretch")
 with right:
     st.text(run.scores["caption"].iat[row])
-    st.dataframe(inspector.score_table(run, row, verdicts.get(sample_id)), hide_index=True, width="stretch")
+    table = inspector.score_table(run, row, verdicts.get(sample_id))
+    st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3)
     ui.flag_buttons(run.name, sample_id, verdicts.get(sample_id), key=f"inspect:{sample_id}")
     views = inspector.view_alignment_frame(run.view_alignments, row)
     if views is not None:

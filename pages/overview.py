@@ -13,6 +13,7 @@ if run is None:
     st.stop()
 
 st.title(f"Run: {run.name}")
+st.text(overview.run_line(run.manifest))
 info = overview.run_facts(run.manifest)
 cols = st.columns(len(info))
 for col, (label, value) in zip(cols, info.items()):

@@ -74,7 +74,8 @@ def test_overview_shows_manifest_distributions_tests_and_utility(cache_root):
     at = _app()
     assert at.title[0].value == "Run: demo"
     assert len(at.get("plotly_chart")) == 2
-    assert {m.label for m in at.metric} >= {"Model", "Samples"}
+    assert {m.label for m in at.metric} >= {"Samples", "Candidates (S_C)"}
+    assert "model clipmem-tiny" in at.main.text[0].value
     frames = [df.value for df in at.dataframe]
     assert any("comparison" in f.columns and len(f) == 2 for f in frames)
     assert any(set(f.get("model", [])) == {"f", "g"} for f in frames)
