@@ -20,6 +20,7 @@ JOBS_DIR = ".jobs"
 PRESETS = ("tiny", "cpu", "paper")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PERCENT = re.compile(r"(\d{1,3})%\|")
+_STAGE = re.compile(r"stage: ([\w-]+)")
 _PROCS: dict[int, subprocess.Popen] = {}
 
 
@@ -145,3 +146,9 @@ def progress(log_text: str) -> float | None:
     """Fraction done of the latest tqdm bar in the log, or None when there is none."""
     found = _PERCENT.findall(log_text)
     return min(int(found[-1]), 100) / 100 if found else None
+
+
+def current_stage(log_text: str) -> str | None:
+    """The pipeline stage the log last announced ("clipmem: stage: train_f"), if any."""
+    found = _STAGE.findall(log_text)
+    return found[-1] if found else None

@@ -40,9 +40,9 @@ def watch(job: compute.Job) -> None:
     status = compute.job_status(job)
     log = compute.tail_log(job.log)
     st.markdown(f"**{job.name}**: {status}")
-    fraction = compute.progress(log)
+    fraction, stage = compute.progress(log), compute.current_stage(log) or "starting"
     if status == "running":
-        st.progress(fraction or 0.0, text="running…" if fraction is None else f"{fraction:.0%} of this stage")
+        st.progress(fraction or 0.0, text=f"{stage}: {fraction:.0%}" if fraction is not None else f"{stage}…")
         if st.button("Cancel", type="secondary"):
             compute.cancel_job(job)
             st.rerun()

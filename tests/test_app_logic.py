@@ -129,6 +129,8 @@ def test_tail_log_reads_only_the_end_and_folds_progress_bars(tmp_path):
     assert text.splitlines()[-1].startswith("train:  42%") and "line 9999" in text
     assert compute.progress(text) == 0.42
     assert compute.progress("no bar here") is None
+    assert compute.current_stage("clipmem: stage: ingest\nclipmem: stage: train_f\n") == "train_f"
+    assert compute.current_stage("nothing") is None
     assert compute.tail_log(tmp_path / "missing.log") == ""
 
 

@@ -1,6 +1,7 @@
 """Every dashboard page under streamlit's AppTest on a tiny run: renders, shows its parts, acts."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -195,3 +196,17 @@ def test_switching_runs_changes_the_gallery(cache_root):
     assert at.session_state[state.RUN_PATH] == str(cache_root / "other")
     assert len(at.main.text) == 48 and np.isin([t.value for t in at.main.text],
                                           load_run(cache_root / "other").scores["caption"]).all()
+
+
+def test_compute_page_runs_the_cli_in_the_background_and_shows_its_log(cache_root):
+    at = _open(_app(), "pages/compute.py")
+    at.text_input(key="compute_name").input("fresh")
+    at.text_input(key="compute_data").input(str(cache_root / "nowhere.csv"))
+    at.main.button[0].click().run()
+    assert at.session_state[state.JOB] == "fresh"
+    deadline = time.monotonic() + 120
+    while not any("fresh**: failed" in m.value for m in at.main.markdown) and time.monotonic() < deadline:
+        time.sleep(1)
+        at.run()
+    assert any("fresh**: failed" in m.value for m in at.main.markdown)
+    assert "nowhere.csv" in at.main.code[0].value  # the CLI's own error, tailed from the job's log

@@ -8,7 +8,6 @@ without them the test skips locally and fails under CI=true.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
