@@ -60,7 +60,7 @@ def card(c: Card, run_name: str, key: str, flags: bool = True, extra: str | None
         st.caption(f"CLIPMem {fmt(c.clipmem)} · CLIP f {fmt(c.clip_score_f)} · g {fmt(c.clip_score_g)}"
                    + (f" · {extra}" if extra else ""))
         if c.is_miscaptioned:
-            st.badge("mis-captioned (ground truth)", color="red")
+            st.badge("GT: mis-captioned", color="red", help="ground truth: this caption was injected as wrong")
         if c.verdict:
             st.badge(f"flagged: {c.verdict}", color="orange" if c.verdict != "correct" else "green")
         if flags:

@@ -88,7 +88,7 @@ def test_gallery_shows_48_plain_text_cards_sorted_by_clipmem(cache_root):
     rows = sort_orders(run.scores)["clipmem"][:48]
     assert [t.value for t in at.main.text] == run.scores["caption"].iloc[rows].tolist()
     assert len(at.get("image")) == 48
-    badges = [m for m in at.markdown if "ground truth" in m.value]
+    badges = [m for m in at.markdown if "GT: mis-captioned" in m.value]
     assert len(badges) == run.scores["is_miscaptioned"].iloc[rows].sum() > 0
 
 
