@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
+from streamlit.runtime.pages_manager import PagesManager
 
 from clipmem_core import cache
 from clipmem_core.index import build_index, save_index
@@ -99,3 +101,19 @@ def write_run(cache_root: Path, name: str = "demo", n: int = 120, dim: int = 16,
                   cache.VIEW_ALIGNMENTS, "index/image.faiss", "index/text.faiss"],
     })
     return out
+
+
+@pytest.fixture(autouse=True)
+def navigation_mode(monkeypatch):
+    """Keep AppTest in st.navigation mode, as a live server is once app.py has called st.navigation.
+
+    AppTest re-detects the mode on every run and, seeing a ``pages/`` folder, would run page files
+    alone (without app.py's sidebar) after the first run.
+    """
+    init = PagesManager.__init__
+
+    def init_v2(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init_v2)

@@ -5,12 +5,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from clipmem_core import list_runs, load_run
 from clipmem_core.cache import SCORE_COLUMNS, SPLITS
 from clipmem_core.index import NeighbourSearch
+from dashboard import state
+from dashboard_fixtures import navigation_mode  # noqa: F401  (autouse fixture)
 
-DEMO = Path(__file__).resolve().parents[1] / "cache" / "demo"
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "cache" / "demo"
+PAGES = ("pages/gallery.py", "pages/inspector.py", "pages/embedding_map.py", "pages/compute.py")
 MAX_BYTES = 25 * 1024 * 1024
 
 
@@ -48,3 +53,19 @@ def test_demo_documents_its_source_and_stays_small(demo):
     assert not (DEMO / "checkpoints").exists()
     assert sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file()) <= MAX_BYTES
     assert demo.manifest["utility"]["f"] and demo.manifest["utility"]["g"]
+
+
+def test_every_dashboard_page_renders_the_demo(tmp_path, monkeypatch):
+    (tmp_path / "demo").symlink_to(DEMO, target_is_directory=True)  # the review DB goes to tmp, not the repo
+    monkeypatch.setenv(state.CACHE_ENV, str(tmp_path))
+    monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
+    monkeypatch.delenv("CLIPMEM_ACCESS_TOKEN", raising=False)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception and at.title[0].value == "Run: demo"
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert not at.main.error and not at.main.warning, page
+    at.switch_page("pages/gallery.py").run()
+    assert len(at.get("image")) == 48

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from clipmem_core import load_run
@@ -14,25 +13,9 @@ from clipmem_core.cache import write_parquet
 from clipmem_core.review import open_store
 from dashboard import auth, state
 from dashboard.gallery import sort_orders
-from dashboard_fixtures import write_run
+from dashboard_fixtures import navigation_mode, write_run  # noqa: F401  (autouse fixture)
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-
-
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Keep AppTest in st.navigation mode, as a live server is once app.py has called st.navigation.
-
-    AppTest re-detects the mode on every run and, seeing a ``pages/`` folder, would run page files
-    alone (without app.py's sidebar) after the first run.
-    """
-    init = PagesManager.__init__
-
-    def init_v2(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init_v2)
 
 
 @pytest.fixture
