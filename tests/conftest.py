@@ -4,21 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from clipmem_core.config import RunConfig
 from clipmem_core.pipeline import compute_clipmem
 from clipmem_core.synthetic import make_shapes_dataset
 
-torch.set_num_threads(2)
-
 # Small enough for CI, large enough for the effect: about 40 s on 2 cores.
 TINY_RUN = dict(preset="tiny", epochs=30, batch_size=32, augmentations=4, seed=0)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: end-to-end tests that train models (run in CI)")
-    config.addinivalue_line("markers", "e2e: tests that drive a real browser (run in CI)")
 
 
 @pytest.fixture(scope="session")
