@@ -12,6 +12,7 @@ import pandas as pd
 from clipmem_core.cache import SPLITS
 
 MAX_POINTS = 20_000
+SPLIT_COLOURS = {"candidate": "#d62728", "independent": "#1f77b4", "extra": "#7f7f7f", "shared": "#bcbd22"}
 
 
 def run_facts(manifest: dict) -> dict[str, str]:

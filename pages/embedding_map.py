@@ -23,8 +23,9 @@ mask = filter_mask(run.scores, resources.current_filters(run), run.row_of, verdi
 rows = emap.map_rows(mask, keep=rows_with_verdict(run.row_of, verdicts, None))
 points = emap.map_frame(run.scores, rows, run.row_of, verdicts)
 colour = st.radio("Colour by", emap.COLOUR_BY, horizontal=True)
-st.caption(f"{len(points):,} of {int(mask.sum()):,} matching samples shown. "
-           "Use box or lasso select, then act on the selection below.")
+unscored = " Dark points are S_S samples, which have no CLIPMem." if colour == "CLIPMem" else ""
+st.caption(f"{len(points):,} of {int(mask.sum()):,} matching samples shown (flagged ones always). "
+           f"Use box or lasso select, then act on the selection below.{unscored}")
 fig = px.scatter(points, x="x", y="y", color=colour, custom_data=["row"], hover_data={"caption": True},
                  render_mode="webgl", color_continuous_scale="RdBu_r", height=650)
 fig.update_traces(marker={"size": 5})

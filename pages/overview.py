@@ -34,13 +34,16 @@ if hist.empty:
     st.warning("This run has no CLIPMem scores.")
 else:
     st.plotly_chart(px.bar(hist, x="clipmem_from_f", y="count", color="split", barmode="overlay",
-                           opacity=0.6, labels={"clipmem_from_f": "CLIPMem (A(f) − A(g))"}),
+                           opacity=0.6, labels={"clipmem_from_f": "CLIPMem (A(f) − A(g))"},
+                           color_discrete_map=overview.SPLIT_COLOURS),
                     width="stretch", key="hist")
 left, right = st.columns(2)
 left.markdown("**Means per split**")
 left.dataframe(overview.split_means(run.manifest), hide_index=True, width="stretch")
 right.markdown("**Welch t-tests of CLIPMem, S_C against S_I and S_E**")
-right.dataframe(overview.ttests(run.manifest), hide_index=True, width="stretch")
+right.dataframe(overview.ttests(run.manifest), hide_index=True, width="stretch",
+                column_config={"p": st.column_config.NumberColumn(format="%.2e"),
+                               "t": st.column_config.NumberColumn(format="%.2f")})
 
 st.subheader("Alignment under g against f")
 points = overview.alignment_points(run.scores)
