@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import sidebar
+from dashboard import entry, sidebar
 from dashboard.auth import require_access
 
 st.set_page_config(page_title="clipmem", page_icon=":material/psychology:", layout="wide")
 require_access()
+entry.mark_entrypoint()
 
 PAGES = [
     ("pages/overview.py", "Overview", ":material/bar_chart:"),
@@ -20,5 +21,6 @@ PAGES = [
 ]
 navigation = st.navigation([st.Page(path, title=title, icon=icon, default=i == 0)
                             for i, (path, title, icon) in enumerate(PAGES)])
+entry.resume_deep_link()
 sidebar.render()
 navigation.run()

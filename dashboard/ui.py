@@ -62,7 +62,8 @@ def card(c: Card, run_name: str, key: str, flags: bool = True, extra: str | None
         if c.is_miscaptioned:
             st.badge("GT: mis-captioned", color="red", help="ground truth: this caption was injected as wrong")
         if c.verdict:
-            st.badge(f"flagged: {c.verdict}", color="orange" if c.verdict != "correct" else "green")
+            st.badge(c.verdict, icon=":material/flag:", color="orange" if c.verdict != "correct" else "green",
+                     help="latest verdict in the review store")
         if flags:
             flag_buttons(run_name, c.sample_id, c.verdict, key)
         if st.button("Inspect", key=f"{key}:inspect", width="stretch", on_click=_choose, args=(c.sample_id,)):

@@ -5,8 +5,10 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard import embedding_map as emap
-from dashboard import resources, state, ui
+from dashboard import entry, resources, state, ui
 from dashboard.gallery import filter_mask, rows_with_verdict
+
+entry.require_entrypoint("pages/embedding_map.py")
 
 run = resources.current_run()
 if run is None:

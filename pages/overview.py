@@ -5,7 +5,9 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import overview, resources
+from dashboard import entry, overview, resources
+
+entry.require_entrypoint("pages/overview.py")
 
 run = resources.current_run()
 if run is None:

@@ -1,7 +1,7 @@
 """End to end in a real headless browser: Debian's chromium driven by Playwright, on the bundled demo.
 
-Starts `streamlit run app.py` on a free port, sees the gallery render images and captions, opens a
-sample and sees its neighbours, and saves a screenshot (docs/screenshot.png when
+Starts `streamlit run app.py` on a free port, deep-links to the gallery as the server's first request,
+sees it render images and captions, opens a sample and sees its neighbours, and saves a screenshot (docs/screenshot.png when
 CLIPMEM_UPDATE_SCREENSHOT=1, else a temporary file). Needs chromium (apt) and playwright (pip);
 without them the test skips locally and fails under CI=true.
 """
@@ -110,10 +110,10 @@ def test_gallery_and_inspector_render_in_chromium(playwright_api, server, tmp_pa
     try:
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         page.set_default_timeout(TIMEOUT_MS)
-        page.goto(server)
-        page.get_by_role("heading", name="Run: demo").wait_for()
-        page.get_by_role("link", name="Most memorized").click()
+        # A deep link as the server's first request must still pass through app.py (gate + sidebar).
+        page.goto(f"{server}/gallery")
         page.get_by_role("heading", name="Most memorized").wait_for()
+        page.get_by_text("Search captions").wait_for()
 
         images = page.locator('[data-testid="stImage"] img')
         images.nth(47).wait_for()
@@ -139,5 +139,7 @@ def test_gallery_and_inspector_render_in_chromium(playwright_api, server, tmp_pa
         assert neighbour_scores.count() >= 12
         page.get_by_role("heading", name="Captions of visually similar images").wait_for()
         page.screenshot(path=str(tmp_path / "inspector.png"))
+        page.get_by_role("link", name="Overview").click()
+        page.get_by_role("heading", name="Run: demo").wait_for()
     finally:
         browser.close()
