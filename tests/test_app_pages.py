@@ -193,3 +193,15 @@ def test_compute_page_runs_the_cli_in_the_background_and_shows_its_log(cache_roo
         at.run()
     assert any("fresh**: failed" in m.value for m in at.main.markdown)
     assert "nowhere.csv" in at.main.code[0].value  # the CLI's own error, tailed from the job's log
+
+
+def test_a_deep_link_in_pages_folder_mode_cannot_skip_the_access_gate(cache_root, monkeypatch):
+    """Without the navigation-mode patch AppTest runs a page file alone, as a fresh server would."""
+    monkeypatch.undo()
+    monkeypatch.setenv(state.CACHE_ENV, str(cache_root))
+    monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
+    monkeypatch.setenv("CLIPMEM_ACCESS_TOKEN", "s3cret")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page("pages/gallery.py").run()
+    assert at.text_input(key="_clipmem_token_input")  # app.py's gate, not the gallery
+    assert not at.main.text and not at.get("image")
