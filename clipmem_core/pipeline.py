@@ -112,6 +112,14 @@ def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
     cache.write_json(state_path, state)
 
 
+def _report_skipped(dataset: Dataset, out: Path) -> None:
+    if len(dataset.skipped):
+        reasons = dataset.skipped["reason"].str.split(":").str[0].value_counts().head(3)
+        summary = ", ".join(f"{count} {reason}" for reason, count in reasons.items())
+        log.warning("skipped %d of %d rows (%s); every one is listed in %s", len(dataset.skipped),
+                    len(dataset.skipped) + len(dataset.samples), summary, out / cache.SKIPPED)
+
+
 def _fingerprint(config: RunConfig, dataset: Dataset) -> str:
     settings = config.to_dict()
     for volatile in ("out", "device", "num_workers"):
@@ -216,6 +224,7 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
         dataset = read_dataset(config.data, img_key=config.img_key, caption_key=config.caption_key,
                                on_error=config.on_error)
         create_clip(config.model, init_checkpoint=config.init_checkpoint)  # fail fast on a bad model
+        _report_skipped(dataset, out)
     _prepare_out_dir(out, resume, {"fingerprint": _fingerprint(config, dataset), "config": config.to_dict()})
     with timer.stage("splits"):
         labels = assign_splits(len(dataset.samples), config.split_sizes, config.seed)

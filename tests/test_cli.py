@@ -72,6 +72,13 @@ def test_bad_rows_fail_or_are_skipped_and_reported(tmp_path, shapes):
     data = _csv(tmp_path, shapes, add_bad_rows)
     failing = clipmem("run", "--data", data, "--out", tmp_path / "c" / "fail", "--on-error", "fail")
     assert_clean_error(failing, "row 41")
+    skipping = clipmem("run", "--data", data, "--out", tmp_path / "c" / "skip", "--epochs", "1",
+                       "--augmentations", "1")
+    assert skipping.returncode == 0, skipping.stderr
+    assert "skipped 2 of 42 rows" in skipping.stderr
+    report = pd.read_csv(tmp_path / "c" / "skip" / "skipped.csv")
+    assert sorted(report["row"]) == [41, 42]
+    assert any("unreadable" in r for r in report["reason"]) and any("empty" in r for r in report["reason"])
     injected = clipmem("inject-miscaptions", "--data", data, "--out", tmp_path / "noisy.csv", "--fraction", "0.25",
                        "--seed", "3")
     assert injected.returncode == 0, injected.stderr
