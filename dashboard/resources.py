@@ -5,15 +5,17 @@ Everything heavy is loaded once per run version (keyed by the manifest's mtime) 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
-from clipmem_core import Run, load_run
+from clipmem_core import ClipmemError, Run, load_run
 from clipmem_core.cache import MANIFEST
 from clipmem_core.index import NeighbourSearch
 from clipmem_core.review import ReviewStore, open_store
+from clipmem_core.review.store import DB_URL_ENV
 
 from . import state
 from .gallery import FLAG_FILTERS, Filters, sort_orders
@@ -43,8 +45,9 @@ def _search(path: str, version: int) -> NeighbourSearch:
 
 
 @st.cache_resource(show_spinner=False)
-def review_store(cache_root: str) -> ReviewStore:
-    return open_store(cache_root)
+def review_store(cache_root: str, url: str | None) -> ReviewStore:
+    """Keyed by $CLIPMEM_DB_URL too: when set, it, not the cache root, picks the database."""
+    return open_store(cache_root, url)
 
 
 def current_run() -> Run | None:
@@ -62,7 +65,21 @@ def neighbour_search(run: Run) -> NeighbourSearch:
 
 
 def store() -> ReviewStore:
-    return review_store(st.session_state.get(state.CACHE_ROOT, state.default_cache_root()))
+    cache_root = st.session_state.get(state.CACHE_ROOT, state.default_cache_root())
+    return review_store(cache_root, os.environ.get(DB_URL_ENV))
+
+
+def run_and_store() -> tuple[Run, ReviewStore]:
+    """For the review pages, useless without either: stop with the reason when one is missing."""
+    run = current_run()
+    if run is None:
+        st.info("No run to review yet: start one on the Compute page.")
+        st.stop()
+    try:
+        return run, store()
+    except ClipmemError as exc:  # e.g. an unreachable $CLIPMEM_DB_URL
+        st.error(str(exc))
+        st.stop()
 
 
 def verdicts(run: Run) -> dict[str, str]:

@@ -1,41 +1,17 @@
 """Reconciliation page: agreement between reviewers, and the disagreements for a lead to settle."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
-from clipmem_core import ClipmemError, Run, load_run
-from clipmem_core.review import VERDICTS, ReviewStore, agreement_report, open_store
+from clipmem_core import Run
+from clipmem_core.review import VERDICTS, ReviewStore, agreement_report
+from dashboard import entry, resources
 from dashboard.auth import current_reviewer, require_access
 
+entry.require_entrypoint("pages/reconcile.py")
+
 PAGE_SIZE = 20
-
-
-@st.cache_resource(show_spinner=False)
-def _load(path: str, stamp: float) -> Run:
-    return load_run(path)
-
-
-@st.cache_resource(show_spinner=False)
-def _store(cache_root: str, url: str | None) -> ReviewStore:
-    return open_store(cache_root, url)
-
-
-def selected_run() -> tuple[Run, ReviewStore]:
-    path = st.session_state.get("run_path")
-    if not path:
-        st.info("Choose a run first.")
-        st.stop()
-    try:
-        run = _load(str(path), (Path(path) / "manifest.json").stat().st_mtime)
-        cache_root = st.session_state.get("cache_root") or str(Path(path).resolve().parent)
-        return run, _store(str(cache_root), os.environ.get("CLIPMEM_DB_URL"))
-    except (ClipmemError, OSError) as exc:
-        st.error(str(exc))
-        st.stop()
 
 
 def pick_scope(store: ReviewStore, run: Run) -> list[str] | None:
@@ -87,7 +63,7 @@ def disagreement_card(store: ReviewStore, run: Run, item: pd.Series, lead: str) 
 def main() -> None:
     require_access()
     lead = current_reviewer()
-    run, store = selected_run()
+    run, store = resources.run_and_store()
     st.title(f"Reconcile · {run.name}")
     sample_ids = pick_scope(store, run)
     show_agreement(agreement_report(store.current_verdicts(run.name, sample_ids)))

@@ -1,63 +1,26 @@
 """Review page: judge samples from a queue, with neighbour captions as hints and blind mode."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import streamlit as st
 
-from clipmem_core import ClipmemError, Run, load_run
-from clipmem_core.review import VERDICTS, ReviewStore, open_store
+from clipmem_core import ClipmemError, Run
+from clipmem_core.index import captions_of_similar_images
+from clipmem_core.review import VERDICTS, ReviewStore
+from dashboard import entry, resources
 from dashboard.auth import current_reviewer, require_access
+
+entry.require_entrypoint("pages/review.py")
 
 QUEUES = ("Top CLIPMem", "Lowest CLIP score (g)", "Assigned batch")
 RULES = {"Top CLIPMem": ("clipmem", False), "Lowest CLIP score (g)": ("clip_score_g", True)}
 LABELS = {"mis-captioned": "Mis-captioned", "correct": "Correct", "unsure": "Unsure"}
 
 
-@st.cache_resource(show_spinner=False)
-def _load(path: str, stamp: float) -> Run:
-    return load_run(path)
-
-
-@st.cache_resource(show_spinner=False)
-def _store(cache_root: str, url: str | None) -> ReviewStore:
-    return open_store(cache_root, url)
-
-
-@st.cache_resource(show_spinner=False)
-def _search(path: str, stamp: float) -> object | None:
-    """Neighbour search over the run, or None when the index module or files are missing."""
-    try:
-        from clipmem_core.index import NeighbourSearch  # noqa: PLC0415  (needs faiss)
-    except ImportError:
-        return None
-    return NeighbourSearch(_load(path, stamp))
-
-
-def selected_run() -> tuple[Run, ReviewStore]:
-    path = st.session_state.get("run_path")
-    if not path:
-        st.info("Choose a run first.")
-        st.stop()
-    try:
-        stamp = (Path(path) / "manifest.json").stat().st_mtime
-        run = _load(str(path), stamp)
-        cache_root = st.session_state.get("cache_root") or str(Path(path).resolve().parent)
-        return run, _store(str(cache_root), os.environ.get("CLIPMEM_DB_URL"))
-    except (ClipmemError, OSError) as exc:
-        st.error(str(exc))
-        st.stop()
-
-
 def hints(run: Run, sample_id: str) -> list[str]:
     """Captions of the nearest images: what a mis-captioned image might rather be called."""
     try:
-        from clipmem_core.index import captions_of_similar_images  # noqa: PLC0415
-
-        search = _search(str(run.path), (run.path / "manifest.json").stat().st_mtime)
-        return captions_of_similar_images(search, sample_id, k=5) if search else []
-    except (ImportError, ClipmemError, OSError, RuntimeError):
+        return captions_of_similar_images(resources.neighbour_search(run), sample_id, k=5)
+    except (ClipmemError, OSError, RuntimeError):  # no or stale index: review without hints
         return []
 
 
@@ -163,7 +126,7 @@ def sessions_panel(store: ReviewStore, run: Run, reviewer: str) -> None:
 def main() -> None:
     require_access()
     reviewer = current_reviewer()
-    run, store = selected_run()
+    run, store = resources.run_and_store()
     st.title(f"Review · {run.name}")
     source = st.sidebar.radio("Queue", QUEUES, key="review_source")
     blind = st.sidebar.toggle("Blind mode", value=True, key="review_blind")

@@ -1,11 +1,14 @@
-"""AppTest of the review and reconciliation pages, run directly on the page files."""
+"""AppTest of the review and reconciliation pages, opened through app.py as every request is."""
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from clipmem_core.review.store import open_store
+from dashboard import state
+from dashboard_fixtures import navigation_mode  # noqa: F401  (autouse fixture)
 from review_fixtures import REPO, make_run
 
-REVIEW, RECONCILE = str(REPO / "pages" / "review.py"), str(REPO / "pages" / "reconcile.py")
+APP = str(REPO / "app.py")
+REVIEW, RECONCILE = "pages/review.py", "pages/reconcile.py"
 TRICKY = "<b>bold</b> **not markdown** <script>x</script>"
 
 
@@ -14,15 +17,16 @@ def run_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
     monkeypatch.delenv("CLIPMEM_ACCESS_TOKEN", raising=False)
     monkeypatch.chdir(REPO)
+    monkeypatch.setenv(state.CACHE_ENV, str(tmp_path / "cache"))  # app.py's sidebar then picks run1
     return make_run(tmp_path / "cache", "run1", n=5, captions=[TRICKY] + [f"caption {i}" for i in range(1, 5)])
 
 
 def page(path: str, run_dir, reviewer: str | None = "ann") -> AppTest:
-    at = AppTest.from_file(path, default_timeout=60)
-    at.session_state["run_path"] = str(run_dir)
-    at.session_state["cache_root"] = str(run_dir.parent)
+    """A deep link to ``path``: app.py (gate, sidebar, run selector) runs, then the page."""
+    at = AppTest.from_file(APP, default_timeout=60)
     if reviewer:
         at.session_state["clipmem_reviewer"] = reviewer
+    at.switch_page(path)
     return at.run()
 
 
@@ -152,13 +156,12 @@ def test_neighbour_captions_are_offered_as_hints(run_dir):
 
 
 def test_oidc_login_is_required_when_configured(run_dir):
-    at = AppTest.from_file(REVIEW, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=60)
     at.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x",
                           "client_id": "id", "client_secret": "s",
                           "server_metadata_url": "https://example.invalid/.well-known/openid-configuration"}
-    at.session_state["run_path"] = str(run_dir)
     at.session_state["clipmem_reviewer"] = "typed name is not enough"
-    at.run()
+    at.switch_page(REVIEW).run()
     assert [b.label for b in at.button] == ["Log in"] and not at.title
 
 
@@ -166,9 +169,23 @@ def test_oidc_identity_is_the_reviewer(run_dir, monkeypatch):
     import streamlit  # noqa: PLC0415
 
     monkeypatch.setattr(streamlit, "user", {"is_logged_in": True, "email": "lead@example.org"})
-    at = AppTest.from_file(REVIEW, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=60)
     at.secrets["auth"] = {"client_id": "id"}
-    at.session_state["run_path"] = str(run_dir)
-    at.run()
+    at.switch_page(REVIEW).run()
     at.button(key="verdict_unsure").click().run()
     assert open_store(run_dir.parent).verdicts("run1")["reviewer"].tolist() == ["lead@example.org"]
+
+
+@pytest.mark.parametrize("path", [REVIEW, RECONCILE])
+def test_a_deep_link_on_a_fresh_server_gets_the_sidebar_and_its_run(run_dir, monkeypatch, path):
+    """Without the navigation-mode patch AppTest runs the page file alone, as a fresh server would."""
+    monkeypatch.undo()
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv(state.CACHE_ENV, str(run_dir.parent))
+    monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
+    monkeypatch.delenv("CLIPMEM_ACCESS_TOKEN", raising=False)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["clipmem_reviewer"] = "ann"
+    at.switch_page(path).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.sidebar.selectbox(key=state.RUN_NAME).value == "run1" and at.title[0].value.endswith("run1")
