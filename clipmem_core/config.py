@@ -23,7 +23,7 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset("clipmem-tiny", epochs=40, batch_size=32, lr=2e-3, warmup_steps=20,
                    split_sizes=(0.5, 0.2, 0.2, 0.1)),
     # Thousands of 64 px images on a laptop.
-    "cpu": Preset("clipmem-cpu", epochs=20, batch_size=128, lr=1e-3, warmup_steps=50,
+    "cpu": Preset("clipmem-cpu", epochs=15, batch_size=128, lr=1e-3, warmup_steps=50,
                   split_sizes=(0.7, 0.1, 0.1, 0.1)),
     # The paper's setup: ViT-B-32 at 224 px, 65k/5k/5k/5k, on a GPU server.
     "paper": Preset("ViT-B-32", epochs=100, batch_size=256, lr=5e-4, warmup_steps=1000,
