@@ -56,6 +56,15 @@ def current_run() -> Run | None:
     return _load_run(path, _version(path)) if path else None
 
 
+def require_run() -> Run:
+    """The chosen run; without one, the page explains how to get one and stops."""
+    run = current_run()
+    if run is None:
+        st.info("No run to show yet: start one on the Compute page.")
+        st.stop()
+    return run
+
+
 def orders(run: Run) -> dict[str, np.ndarray]:
     return _orders(str(run.path), _version(str(run.path)))
 
@@ -71,10 +80,7 @@ def store() -> ReviewStore:
 
 def run_and_store() -> tuple[Run, ReviewStore]:
     """For the review pages, useless without either: stop with the reason when one is missing."""
-    run = current_run()
-    if run is None:
-        st.info("No run to review yet: start one on the Compute page.")
-        st.stop()
+    run = require_run()
     try:
         return run, store()
     except ClipmemError as exc:  # e.g. an unreachable $CLIPMEM_DB_URL

@@ -10,10 +10,7 @@ from dashboard.gallery import filter_mask, rows_with_verdict
 
 entry.require_entrypoint("pages/embedding_map.py")
 
-run = resources.current_run()
-if run is None:
-    st.info("No run to show yet: start one on the Compute page.")
-    st.stop()
+run = resources.require_run()
 
 st.title("Embedding map")
 if run.scores["proj_x"].isna().all():

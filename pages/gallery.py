@@ -8,10 +8,7 @@ from dashboard.gallery import PAGE_SIZE, SORTS, filter_mask, make_cards, page_co
 
 entry.require_entrypoint("pages/gallery.py")
 
-run = resources.current_run()
-if run is None:
-    st.info("No run to show yet: start one on the Compute page.")
-    st.stop()
+run = resources.require_run()
 
 st.title("Most memorized")
 

@@ -14,10 +14,7 @@ entry.require_entrypoint("pages/inspector.py")
 MODE_LABELS = {"image": "image → image", "text": "text → text", "image2text": "image → text",
                "text2image": "text → image"}
 
-run = resources.current_run()
-if run is None:
-    st.info("No run to show yet: start one on the Compute page.")
-    st.stop()
+run = resources.require_run()
 
 st.title("Sample inspector")
 ss = st.session_state

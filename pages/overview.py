@@ -9,10 +9,7 @@ from dashboard import entry, overview, resources
 
 entry.require_entrypoint("pages/overview.py")
 
-run = resources.current_run()
-if run is None:
-    st.info("No run to show yet: start one on the Compute page.")
-    st.stop()
+run = resources.require_run()
 
 st.title(f"Run: {run.name}")
 st.text(overview.run_line(run.manifest))
