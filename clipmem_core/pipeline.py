@@ -215,6 +215,39 @@ def finish_run(out: Path, frame: pd.DataFrame, dataset: Dataset, images: ImageLi
     return cache.load_run(out)
 
 
+def _score_views(frame: pd.DataFrame, images: ImageList, captions: list[list[str]], models: dict,
+                 config: RunConfig, device: torch.device) -> np.ndarray:
+    """Per-view alignments (N, 2, K) under f and g on S_C, S_I and S_E; fills the CLIPMem columns."""
+    split = frame["split"].to_numpy()
+    scored = np.flatnonzero(np.isin(split, ("candidate", "independent", "extra")))
+    f = models["f"]
+    per_view = view_alignments({"f": f.model, "g": models["g"].model}, images.subset(scored),
+                               [captions[r] for r in scored], f.train_transform, f.tokenizer,
+                               views=config.augmentations, seed=config.seed, device=device)
+    view_align = np.full((len(frame), 2, config.augmentations), np.nan, dtype=np.float32)
+    view_align[scored, 0], view_align[scored, 1] = per_view["f"], per_view["g"]
+    align = np.full((len(frame), 2), np.nan, dtype=np.float32)
+    align[scored] = view_align[scored].mean(axis=2)
+    frame["align_f"], frame["align_g"] = align[:, 0], align[:, 1]
+    for name, values in clipmem_columns(split, align[:, 0], align[:, 1]).items():
+        frame[name] = values
+    return view_align
+
+
+def _embed_and_baselines(frame: pd.DataFrame, images: ImageList, models: dict,
+                         device: torch.device) -> tuple[dict, dict | None]:
+    """Un-augmented embeddings under f and g, the CLIP-score columns, and R@k of each model on S_E."""
+    first = frame["caption"].tolist()
+    embeddings = {tag: embed_pairs(b.model, images, first, b.eval_transform, b.tokenizer, device=device,
+                                   desc=f"embed {tag}") for tag, b in models.items()}
+    frame["clip_score_f"] = pair_cosines(*embeddings["f"])
+    frame["clip_score_g"] = pair_cosines(*embeddings["g"])
+    extra = frame["split"].to_numpy() == "extra"
+    if extra.sum() < 5:
+        return embeddings, None
+    return embeddings, {tag: retrieval_recall(img[extra], txt[extra]) for tag, (img, txt) in embeddings.items()}
+
+
 def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
     """Train f and g, score CLIPMem and baselines, and write a complete run folder."""
     config = config.resolved()
@@ -242,29 +275,10 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
                                              out, device)
             training[tag] = {"pairs": len(rows), "epoch_losses": result.epoch_losses,
                              "resumed_from_epoch": result.resumed_from_epoch}
-    f, g = models["f"], models["g"]
     with timer.stage("score"):
-        scored = np.flatnonzero(np.isin(split, ("candidate", "independent", "extra")))
-        per_view = view_alignments({"f": f.model, "g": g.model}, images.subset(scored),
-                                   [captions[r] for r in scored], f.train_transform, f.tokenizer,
-                                   views=config.augmentations, seed=config.seed, device=device)
-        view_align = np.full((len(frame), 2, config.augmentations), np.nan, dtype=np.float32)
-        view_align[scored, 0], view_align[scored, 1] = per_view["f"], per_view["g"]
-        align = np.full((len(frame), 2), np.nan, dtype=np.float32)
-        align[scored] = view_align[scored].mean(axis=2)
-        frame["align_f"], frame["align_g"] = align[:, 0], align[:, 1]
-        for name, values in clipmem_columns(split, frame["align_f"].to_numpy(),
-                                            frame["align_g"].to_numpy()).items():
-            frame[name] = values
+        view_align = _score_views(frame, images, captions, models, config, device)
     with timer.stage("embed"):
-        first = frame["caption"].tolist()
-        embeddings = {tag: embed_pairs(b.model, images, first, b.eval_transform, b.tokenizer, device=device,
-                                       desc=f"embed {tag}") for tag, b in models.items()}
-        frame["clip_score_f"] = pair_cosines(*embeddings["f"])
-        frame["clip_score_g"] = pair_cosines(*embeddings["g"])
-        extra = split == "extra"
-        utility = {tag: retrieval_recall(img[extra], txt[extra]) for tag, (img, txt) in embeddings.items()} \
-            if extra.sum() >= 5 else None
+        embeddings, utility = _embed_and_baselines(frame, images, models, device)
     return finish_run(out, frame, dataset, images, image_embeddings=embeddings["f"][0],
                       text_embeddings=embeddings["f"][1], view_align=view_align, config=config.to_dict(),
                       timer=timer, utility=utility, thumbnail_size=config.thumbnail_size, training=training)
