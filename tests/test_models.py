@@ -40,3 +40,10 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     torch.save(create_clip("clipmem-cpu").model.state_dict(), tmp_path / "other.pt")
     with pytest.raises(ClipmemError, match="does not fit this model"):
         create_clip("clipmem-tiny", init_checkpoint=tmp_path / "other.pt")
+
+
+def test_paper_preset_names_an_open_clip_architecture():
+    from clipmem_core.config import PRESETS
+    from clipmem_core.models import image_size_of
+
+    assert image_size_of(PRESETS["paper"].model) == 224
