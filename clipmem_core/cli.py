@@ -15,7 +15,9 @@ from .errors import ClipmemError
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="CSV/TSV file, COCO captions JSON, or folder of images+.txt")
+    parser.add_argument("--data", required=True,
+                        help="CSV/TSV file, COCO captions JSON, folder of images+.txt, or WebDataset shards "
+                             "(a .tar, a folder of .tar files, or a pattern like 'train-{0000..0009}.tar')")
     parser.add_argument("--csv-img-key", dest="img_key", default="filepath", help="image column (default filepath)")
     parser.add_argument("--csv-caption-key", dest="caption_key", default="caption",
                         help="caption column (default caption)")

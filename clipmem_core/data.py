@@ -1,24 +1,33 @@
-"""Dataset ingest: a CSV/TSV file, a COCO captions JSON or an image folder -> a validated `Dataset`.
+"""Dataset ingest: a CSV/TSV file, a COCO captions JSON, an image folder or WebDataset shards -> a validated `Dataset`.
 
 Every reader yields the same raw records; one validation pass then sorts each record into
 ``samples`` or ``skipped`` (with a human reason), so all formats share the same bad-row rules.
 
 Paths. The *base* folder is the one the input names paths against: the CSV/TSV's folder, the JSON's
 folder (a COCO ``file_name`` missing there is looked up under an ``images/`` folder beside the JSON),
-or the image folder itself. ``root`` is that base, widened to the common ancestor when some good
+or the image folder itself. WebDataset shards (a ``.tar``, a folder holding ``*.tar``, or a brace pattern
+such as ``train-{0000..0003}.tar`` in the file name) have their images extracted once into a cache folder
+named by the shards' paths, sizes and mtimes (under ``$CLIPMEM_DATA_CACHE``, else
+``~/.cache/clipmem/webdataset``), never beside the shards; that folder is the base, and a sample's
+``filepath`` is ``<shard stem>/<key>.<ext>``. ``root`` is that base, widened to the common ancestor when some good
 images lie outside it (absolute paths, ``../``), so every ``filepath`` is relative to ``root`` and
 ``Run.image_path`` can confine lookups to it.
 
 Row numbers in messages and in ``skipped`` count records from 1 in input order: CSV/TSV data rows
-(header excluded), COCO ``images`` entries, or the sorted image files of a folder.
+(header excluded), COCO ``images`` entries, the sorted image files of a folder, or WebDataset samples
+(member groups sharing a key) in shard order.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import posixpath
+import re
+import shutil
+import tarfile
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,7 +45,10 @@ LABEL_COLUMN = "is_miscaptioned"
 SKIP_COLUMNS = ["row", "filepath", "caption", "reason"]
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
-_FORMATS = "a .csv, a .tsv, a COCO captions .json, or a folder of images with .txt captions"
+_FORMATS = "a .csv, a .tsv, a COCO captions .json, a folder of images with .txt captions, or WebDataset .tar shards"
+DATA_CACHE_ENV = "CLIPMEM_DATA_CACHE"
+_BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+_IMAGE_EXTS = frozenset(suffix[1:] for suffix in IMAGE_SUFFIXES)
 
 
 @dataclass
@@ -83,7 +95,7 @@ def read_dataset(
     if on_error not in ("skip", "fail"):
         raise ClipmemError(f"on_error must be 'skip' or 'fail', not {on_error!r}")
     source = Path(path).expanduser().resolve()
-    fmt, base, records, has_label = _read_records(source, img_key, caption_key)
+    fmt, base, records, has_label = _read_records(source, img_key, caption_key, progress)
     if not records:
         raise ClipmemError(f"{source} holds no samples")
     good, skipped = _validate(records, has_label, check_images, progress, on_error)
@@ -101,13 +113,20 @@ def read_dataset(
     )
 
 
-def _read_records(source: Path, img_key: str, caption_key: str) -> tuple[str, Path, list[_Record], bool]:
+def _read_records(
+    source: Path, img_key: str, caption_key: str, progress: bool
+) -> tuple[str, Path, list[_Record], bool]:
     """Pick the reader by the path: (format, base folder, records, has a label column)."""
+    if _BRACE.search(source.name):
+        return _read_webdataset(_pattern_shards(source), progress)
     if not source.exists():
         raise ClipmemError(f"dataset {source} does not exist")
     if source.is_dir():
-        return "folder", source, _read_folder(source), False
+        shards = sorted(p for p in source.glob("*.tar") if p.is_file())
+        return _read_webdataset(shards, progress) if shards else ("folder", source, _read_folder(source), False)
     suffix = source.suffix.lower()
+    if suffix == ".tar":
+        return _read_webdataset([source], progress)
     if suffix in (".csv", ".tsv"):
         fmt = suffix[1:]
         records, has_label = _read_table(source, "," if fmt == "csv" else "\t", img_key, caption_key)
@@ -194,7 +213,7 @@ def _read_folder(folder: Path) -> list[_Record]:
     records = []
     for i, image in enumerate(images, start=1):
         text_file = image.with_suffix(".txt")
-        caps = _caption_lines(text_file) if text_file.is_file() else []
+        caps = _caption_lines(text_file.read_text(encoding="utf-8", errors="replace")) if text_file.is_file() else []
         records.append(_Record(
             row=i,
             written=image.relative_to(folder).as_posix(),
@@ -206,8 +225,161 @@ def _read_folder(folder: Path) -> list[_Record]:
     return records
 
 
-def _caption_lines(text_file: Path) -> list[str]:
-    return [line.strip() for line in text_file.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+def _caption_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+@dataclass
+class _TarSample:
+    """The members of one WebDataset sample: image file names (extracted or refused) and small text members."""
+
+    key: str
+    kinds: set[str] = field(default_factory=set)
+    images: list[str] = field(default_factory=list)
+    texts: dict[str, bytes] = field(default_factory=dict)
+    problem: str | None = None
+
+
+def _pattern_shards(pattern: Path) -> list[Path]:
+    """The shards a brace pattern names, each of which must exist."""
+    shards = [pattern.with_name(name) for name in _expand_braces(pattern.name)]
+    missing = [s for s in shards if not s.is_file()]
+    if missing:
+        raise ClipmemError(f"{len(missing)} of {len(shards)} shards of {pattern} do not exist, e.g. {missing[0]}")
+    return shards
+
+
+def _expand_braces(name: str) -> list[str]:
+    """Expand every ``{a..b}`` numeric range like the shell does, zero-padded when either end is."""
+    match = _BRACE.search(name)
+    if not match:
+        return [name]
+    first, last = match.groups()
+    width = max(len(first), len(last)) if first.startswith("0") or last.startswith("0") else 0
+    step = 1 if int(first) <= int(last) else -1
+    head, tail = name[:match.start()], name[match.end():]
+    return [
+        expanded
+        for n in range(int(first), int(last) + step, step)
+        for expanded in _expand_braces(f"{head}{n:0{width}d}{tail}")
+    ]
+
+
+def _read_webdataset(shards: list[Path], progress: bool) -> tuple[str, Path, list[_Record], bool]:
+    """Stream the shards in order, extracting images into the cache folder; one record per sample key."""
+    root = _extraction_dir(shards)
+    grouped: list[tuple[Path, _TarSample]] = []
+    with tqdm(desc="reading shards", unit="file", disable=not progress) as bar:
+        for shard in shards:
+            grouped += [(shard, sample) for sample in _shard_samples(shard, root / shard.stem, bar)]
+    records = [_tar_record(i, shard, root, sample) for i, (shard, sample) in enumerate(grouped, start=1)]
+    return "webdataset", root, records, any(r.label is not None for r in records)
+
+
+def _extraction_dir(shards: list[Path]) -> Path:
+    """Cache folder keyed by the shards' paths, sizes and mtimes, so edited shards never reuse stale images."""
+    stats = [(str(s), s.stat().st_size, s.stat().st_mtime_ns) for s in shards]
+    digest = hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+    base = os.environ.get(DATA_CACHE_ENV) or Path.home() / ".cache" / "clipmem" / "webdataset"
+    return Path(base).expanduser().resolve() / digest
+
+
+def _shard_samples(shard: Path, out_dir: Path, bar: tqdm) -> list[_TarSample]:
+    """Group a shard's members by key (first-seen order), extracting images not already in ``out_dir``."""
+    samples: dict[str, _TarSample] = {}
+    try:
+        with tarfile.open(shard, "r|") as tar:
+            for member in tar:
+                bar.update()
+                key, ext = _split_member(member.name)
+                if member.isfile() and key and ext:
+                    _add_member(tar, member, samples.setdefault(key, _new_sample(key, out_dir)), ext, out_dir)
+    except (tarfile.TarError, EOFError) as exc:
+        raise ClipmemError(f"{shard} is not a readable tar file: {exc}") from None
+    return list(samples.values())
+
+
+def _split_member(name: str) -> tuple[str, str]:
+    """WebDataset naming: key = normalised path up to the file name's first dot; extension = the rest."""
+    folder, _, base = posixpath.normpath(name).rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder and stem else stem), ext
+
+
+def _new_sample(key: str, out_dir: Path) -> _TarSample:
+    escapes = not _absolute(out_dir, key).is_relative_to(out_dir)
+    return _TarSample(key, problem=f"member name {key!r} points outside the shard" if escapes else None)
+
+
+def _add_member(tar: tarfile.TarFile, member: tarfile.TarInfo, sample: _TarSample, ext: str, out_dir: Path) -> None:
+    """Record one member; images are written to ``out_dir`` unless the sample's name is unsafe or already there."""
+    kind = ext.lower()
+    if kind in sample.kinds:
+        sample.problem = sample.problem or f"duplicate member {member.name}"
+        return
+    sample.kinds.add(kind)
+    if kind in _IMAGE_EXTS:
+        sample.images.append(f"{sample.key}.{ext}")
+        target = out_dir / sample.images[-1]
+        if not sample.problem and not target.exists():
+            _extract(tar, member, target)
+    elif kind in ("txt", "json"):
+        sample.texts[kind] = tar.extractfile(member).read()
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
+    """Write one member atomically with the member's mtime, so a re-extraction keeps ``content_hash``."""
+    with atomic_path(target) as tmp:
+        with tar.extractfile(member) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.utime(tmp, (member.mtime, member.mtime))
+
+
+def _tar_record(row: int, shard: Path, root: Path, sample: _TarSample) -> _Record:
+    meta, json_problem = _sample_json(sample)
+    captions = _tar_captions(sample, meta)
+    path = _absolute(root / shard.stem, sample.images[0] if sample.images else sample.key)
+    derived = _derived_id(root, path, captions[0] if captions else "")
+    return _Record(
+        row=row,
+        written=f"{shard.name}:{sample.key}",
+        path=path,
+        captions=captions,
+        sample_id=str(meta[ID_COLUMN]) if meta.get(ID_COLUMN) is not None else derived,
+        label=meta.get(LABEL_COLUMN),
+        problem=sample.problem or json_problem or _tar_problem(sample, captions),
+    )
+
+
+def _tar_problem(sample: _TarSample, captions: list[str]) -> str | None:
+    """A sample needs exactly one image and a caption source (an empty .txt is left to validation)."""
+    if not sample.images:
+        return "image is missing"
+    if len(sample.images) > 1:
+        return f"several images ({', '.join(sample.images)})"
+    if "txt" not in sample.texts and not captions:
+        return "caption is missing (no .txt member and no caption/text in the .json)"
+    return None
+
+
+def _sample_json(sample: _TarSample) -> tuple[dict, str | None]:
+    """The sample's .json fields ({} without one) and a problem if it is not a JSON object."""
+    if "json" not in sample.texts:
+        return {}, None
+    try:
+        meta = json.loads(sample.texts["json"])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        meta = None
+    return (meta, None) if isinstance(meta, dict) else ({}, f"{sample.key}.json is not a JSON object")
+
+
+def _tar_captions(sample: _TarSample, meta: dict) -> list[str]:
+    """Lines of the .txt member, else the json's ``caption`` or ``text`` (a string or a list of strings)."""
+    if "txt" in sample.texts:
+        return _caption_lines(sample.texts["txt"].decode("utf-8", errors="replace"))
+    value = meta.get("caption", meta.get("text"))
+    values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    return [v.strip() for v in values if isinstance(v, str) and v.strip()]
 
 
 def _absolute(base: Path, written: str) -> Path:

@@ -1,0 +1,233 @@
+import io
+import json
+import re
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from clipmem_core.data import load_image, read_dataset
+from clipmem_core.errors import ClipmemError
+
+
+@pytest.fixture(autouse=True)
+def data_cache(tmp_path, monkeypatch) -> Path:
+    cache = tmp_path / "extracted"
+    monkeypatch.setenv("CLIPMEM_DATA_CACHE", str(cache))
+    return cache
+
+
+def image_bytes(colour=(200, 30, 30), fmt="PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), colour).save(buf, fmt)
+    return buf.getvalue()
+
+
+def shard(path: Path, members: list[tuple[str, bytes | str | dict]]) -> Path:
+    """Write a tar whose members are (name, content); str is UTF-8 text, dict is JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, content in members:
+            data = json.dumps(content).encode() if isinstance(content, dict) else \
+                content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def simple_shard(path: Path, n=3, first=0) -> Path:
+    members = []
+    for i in range(first, first + n):
+        members += [(f"{i:06d}.png", image_bytes((i * 40 % 256, 0, 0))), (f"{i:06d}.txt", f"caption {i}")]
+    return shard(path, members)
+
+
+def read(path, **kw):
+    return read_dataset(path, progress=False, **kw)
+
+
+def files_under(folder: Path) -> dict[Path, tuple[int, int]]:
+    return {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in folder.rglob("*") if p.is_file()}
+
+
+# --- readers -----------------------------------------------------------------------------------
+
+def test_single_tar(tmp_path, data_cache):
+    path = simple_shard(tmp_path / "shards" / "train-0000.tar")
+    ds = read(path)
+    assert ds.format == "webdataset" and len(ds) == 3 and ds.skipped.empty
+    assert ds.source == path.resolve() and ds.root.parent == data_cache.resolve()
+    assert ds.samples["filepath"].tolist() == [f"train-0000/{i:06d}.png" for i in range(3)]
+    assert ds.samples["captions"].tolist() == [[f"caption {i}"] for i in range(3)]
+    assert all(re.fullmatch(r"[0-9a-f]{16}", sid) for sid in ds.samples["sample_id"])
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["train-0000.tar"]
+
+
+def test_directory_of_shards_is_read_in_sorted_order(tmp_path):
+    simple_shard(tmp_path / "shards" / "b.tar", first=3)
+    simple_shard(tmp_path / "shards" / "a.tar")
+    (tmp_path / "shards" / "notes.md").write_text("not a shard")
+    ds = read(tmp_path / "shards")
+    assert ds.format == "webdataset"
+    assert ds.samples["filepath"].tolist() == [f"a/{i:06d}.png" for i in range(3)] + [f"b/{i:06d}.png" for i in range(3, 6)]
+
+
+def test_brace_pattern(tmp_path):
+    for s in range(5):
+        simple_shard(tmp_path / f"train-{s:04d}.tar", n=2, first=2 * s)
+    ds = read(tmp_path / "train-{0001..0003}.tar")
+    assert ds.format == "webdataset" and len(ds) == 6
+    assert ds.samples["filepath"].str.split("/").str[0].unique().tolist() == ["train-0001", "train-0002", "train-0003"]
+    with pytest.raises(ClipmemError, match=r"2 of 7 shards .* do not exist, e\.g\. .*train-0005\.tar"):
+        read(tmp_path / "train-{0000..0006}.tar")
+
+
+def test_multi_caption_and_json_captions(tmp_path):
+    ds = read(shard(tmp_path / "s.tar", [
+        ("a.jpg", image_bytes(fmt="JPEG")), ("a.txt", "one\n\n  two  \n"),
+        ("b.webp", image_bytes(fmt="WEBP")), ("b.json", {"caption": " from json "}),
+        ("c.png", image_bytes()), ("c.json", {"text": ["first", " ", "second"]}),
+        ("c.cls", "3"),
+    ]))
+    assert ds.samples["filepath"].tolist() == ["s/a.jpg", "s/b.webp", "s/c.png"]
+    assert ds.samples["captions"].tolist() == [["one", "two"], ["from json"], ["first", "second"]]
+    assert ds.samples["caption"].tolist() == ["one", "from json", "first"]
+
+
+def test_json_id_and_label(tmp_path):
+    path = shard(tmp_path / "s.tar", [
+        ("a.png", image_bytes()), ("a.txt", "x"), ("a.json", {"id": 7, "is_miscaptioned": True}),
+        ("b.png", image_bytes()), ("b.txt", "y"), ("b.json", {"id": "b-1", "is_miscaptioned": "no"}),
+    ])
+    ds = read(path)
+    assert ds.samples["sample_id"].tolist() == ["7", "b-1"]
+    assert ds.samples["is_miscaptioned"].dtype == bool
+    assert ds.samples["is_miscaptioned"].tolist() == [True, False]
+
+
+def test_derived_ids_are_stable_across_reads_and_cache_folders(tmp_path, monkeypatch):
+    path = simple_shard(tmp_path / "s.tar")
+    first = read(path)
+    monkeypatch.setenv("CLIPMEM_DATA_CACHE", str(tmp_path / "other"))
+    again = read(path)
+    assert again.root != first.root
+    assert first.samples["sample_id"].tolist() == again.samples["sample_id"].tolist()
+
+
+def test_default_cache_folder_is_under_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("CLIPMEM_DATA_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    ds = read(simple_shard(tmp_path / "s.tar"))
+    assert ds.root.parent == (tmp_path / "home" / ".cache" / "clipmem" / "webdataset").resolve()
+
+
+def test_every_sample_opens_with_load_image(tmp_path):
+    ds = read(shard(tmp_path / "s.tar", [
+        ("x/a.jpg", image_bytes(fmt="JPEG")), ("x/a.txt", "a"),
+        ("./b.png", image_bytes()), ("./b.txt", "b"),
+    ]))
+    assert ds.samples["filepath"].tolist() == ["s/x/a.jpg", "s/b.png"]
+    for filepath in ds.samples["filepath"]:
+        image = load_image(ds.root, filepath)
+        assert image.mode == "RGB" and image.size == (8, 8)
+
+
+# --- bad samples -------------------------------------------------------------------------------
+
+def bad_shard(tmp_path: Path) -> Path:
+    """Sample 1 good, then one sample per defect (samples 2-9)."""
+    return shard(tmp_path / "bad.tar", [
+        ("ok.png", image_bytes()), ("ok.txt", "fine"), ("ok.json", {"id": "k"}),
+        ("noimage.txt", "orphan caption"),
+        ("nocaption.png", image_bytes()),
+        ("broken.jpg", b"not an image"), ("broken.txt", "corrupt"),
+        ("dupid.png", image_bytes()), ("dupid.txt", "other"), ("dupid.json", {"id": "k"}),
+        ("twice.png", image_bytes()), ("twice.txt", "a"), ("twice.txt", "b"),
+        ("badjson.png", image_bytes()), ("badjson.json", b"{nope"),
+        ("two.png", image_bytes()), ("two.jpg", image_bytes(fmt="JPEG")), ("two.txt", "c"),
+        ("empty.png", image_bytes()), ("empty.txt", "  \n"),
+    ])
+
+
+EXPECTED_REASONS = {
+    2: "image is missing",
+    3: "caption is missing",
+    4: "image is unreadable",
+    5: "duplicate id: 'k' is also row 1",
+    6: "duplicate member twice.txt",
+    7: "badjson.json is not a JSON object",
+    8: "several images (two.png, two.jpg)",
+    9: "caption is empty",
+}
+
+
+def test_bad_samples_are_skipped_with_reasons(tmp_path):
+    ds = read(bad_shard(tmp_path))
+    assert ds.samples["sample_id"].tolist() == ["k"]
+    assert ds.skipped["row"].tolist() == list(EXPECTED_REASONS)
+    for row, reason in zip(ds.skipped["row"], ds.skipped["reason"]):
+        assert reason.startswith(EXPECTED_REASONS[row])
+    assert ds.skipped["filepath"].tolist()[:2] == ["bad.tar:noimage", "bad.tar:nocaption"]
+
+
+def test_fail_mode_names_the_shard_and_key(tmp_path):
+    with pytest.raises(ClipmemError, match=r"^row 2 \(bad\.tar:noimage\): image is missing$"):
+        read(bad_shard(tmp_path), on_error="fail")
+
+
+def test_path_traversal_is_refused(tmp_path, data_cache):
+    outside = tmp_path / "absolute.png"
+    ds = read(shard(tmp_path / "shards" / "s.tar", [
+        ("ok.png", image_bytes()), ("ok.txt", "fine"),
+        ("../../evil.png", image_bytes()), ("../../evil.txt", "escape"),
+        (f"{outside}", image_bytes()), (f"{outside.with_suffix('.txt')}", "absolute"),
+    ]))
+    assert ds.samples["filepath"].tolist() == ["s/ok.png"]
+    assert ds.skipped["reason"].str.contains("points outside the shard").tolist() == [True, True]
+    assert not outside.exists()
+    assert [p.name for p in tmp_path.rglob("*.png")] == ["ok.png"]
+    assert all(p.is_relative_to(data_cache) for p in tmp_path.rglob("*.png"))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"garbage" * 100, "invalid header"),
+    (b"", "empty file"),
+])
+def test_unreadable_tar_is_one_clear_error(tmp_path, content, message):
+    (tmp_path / "s.tar").write_bytes(content)
+    with pytest.raises(ClipmemError, match=rf"^\S*s\.tar is not a readable tar file: {message}$"):
+        read(tmp_path / "s.tar")
+
+
+def test_truncated_tar_and_missing_tar(tmp_path):
+    data = simple_shard(tmp_path / "full.tar").read_bytes()
+    (tmp_path / "cut.tar").write_bytes(data[:700])
+    with pytest.raises(ClipmemError, match="cut.tar is not a readable tar file"):
+        read(tmp_path / "cut.tar")
+    with pytest.raises(ClipmemError, match="does not exist"):
+        read(tmp_path / "nope.tar")
+
+
+# --- the extraction cache ----------------------------------------------------------------------
+
+def test_rereading_uses_the_cache(tmp_path, data_cache):
+    path = simple_shard(tmp_path / "s.tar")
+    first = read(path)
+    extracted = files_under(data_cache)
+    assert len(extracted) == 3
+    again = read(path)
+    assert files_under(data_cache) == extracted  # same mtimes and inodes: nothing was rewritten
+    assert again.root == first.root and again.content_hash == first.content_hash
+
+
+def test_content_hash_survives_re_extraction_and_follows_edits(tmp_path, data_cache):
+    path = simple_shard(tmp_path / "s.tar")
+    before = read(path)
+    shutil.rmtree(data_cache)
+    assert read(path).content_hash == before.content_hash
+    shard(path, [("000000.png", image_bytes()), ("000000.txt", "edited")])
+    edited = read(path)
+    assert edited.root != before.root and edited.content_hash != before.content_hash
