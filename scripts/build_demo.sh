@@ -2,14 +2,14 @@
 # Rebuild the bundled demo run, cache/demo/, reproducibly:
 #   1. a seeded 2,000-picture subset of Debian's public-domain openclipart, 64 px (build_openclipart.py)
 #   2. 4 % of its captions swapped for other samples' captions (inject-miscaptions, ground truth kept)
-#   3. a full clipmem run on it (preset tiny, 12 epochs: ~15 min on 2 CPU cores), then checkpoints
+#   3. a full clipmem run on it (preset tiny, its default 40 epochs: ~3 min on 2 CPU cores), then checkpoints
 #      pruned so the folder stays < 25 MB
 #   4. the dataset moved into cache/demo/dataset/ so the demo's images travel with it
-# Env: N (2000), PRESET (tiny), EPOCHS (12), SEED (0), OUT (cache/demo), FORCE=1 to replace OUT.
+# Env: N (2000), PRESET (tiny), EPOCHS (40), SEED (0), OUT (cache/demo), FORCE=1 to replace OUT.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-python3}"
-N="${N:-2000}"; PRESET="${PRESET:-tiny}"; EPOCHS="${EPOCHS:-12}"; SEED="${SEED:-0}"; OUT="${OUT:-$ROOT/cache/demo}"
+N="${N:-2000}"; PRESET="${PRESET:-tiny}"; EPOCHS="${EPOCHS:-40}"; SEED="${SEED:-0}"; OUT="${OUT:-$ROOT/cache/demo}"
 MAX_MB=25
 if [ -e "$OUT" ]; then
   [ "${FORCE:-0}" = 1 ] || { echo "$OUT exists; FORCE=1 replaces it" >&2; exit 2; }
