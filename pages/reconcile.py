@@ -4,14 +4,23 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from clipmem_core import Run
-from clipmem_core.review import VERDICTS, ReviewStore, agreement_report
+from clipmem_core import ClipmemError, Run
+from clipmem_core.review import VERDICTS, ReviewStore, agreement_report, require_lead
 from dashboard import entry, resources
 from dashboard.auth import current_reviewer, require_access
 
 entry.require_entrypoint("pages/reconcile.py")
 
 PAGE_SIZE = 20
+
+
+def leads_only(reviewer: str) -> None:
+    """Stop a non-lead before any verdict shows: seeing them all would defeat blind review."""
+    try:
+        require_lead(reviewer)
+    except ClipmemError as exc:
+        st.info(f"{exc}.")
+        st.stop()
 
 
 def pick_scope(store: ReviewStore, run: Run) -> list[str] | None:
@@ -65,6 +74,7 @@ def main() -> None:
     lead = current_reviewer()
     run, store = resources.run_and_store()
     st.title(f"Reconcile · {run.name}")
+    leads_only(lead)
     sample_ids = pick_scope(store, run)
     show_agreement(agreement_report(store.current_verdicts(run.name, sample_ids)))
     items = store.disagreements(run.name, sample_ids)

@@ -109,6 +109,7 @@ def db_url(request, tmp_path):
 @pytest.fixture
 def store(db_url, monkeypatch):
     monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
+    monkeypatch.delenv("CLIPMEM_LEADS", raising=False)
     opened = open_store(url=db_url)
     yield opened
     opened.close()

@@ -16,6 +16,7 @@ TRICKY = "<b>bold</b> **not markdown** <script>x</script>"
 def run_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
     monkeypatch.delenv("CLIPMEM_ACCESS_TOKEN", raising=False)
+    monkeypatch.delenv("CLIPMEM_LEADS", raising=False)
     monkeypatch.chdir(REPO)
     monkeypatch.setenv(state.CACHE_ENV, str(tmp_path / "cache"))  # app.py's sidebar then picks run1
     return make_run(tmp_path / "cache", "run1", n=5, captions=[TRICKY] + [f"caption {i}" for i in range(1, 5)])
@@ -137,6 +138,33 @@ def test_reconcile_lists_disagreements_and_records_the_resolver(run_dir):
     assert any("Resolved as mis-captioned by lead" in c.value for c in at.caption)
 
 
+def disagree_on_s00(run_dir):
+    store = open_store(run_dir.parent)
+    store.add_verdict("run1", "s00", "ann", "mis-captioned", note="ann-note")
+    store.add_verdict("run1", "s00", "bob", "correct")
+    return store
+
+
+def test_a_non_lead_sees_who_may_reconcile_and_no_verdicts(run_dir, monkeypatch):
+    disagree_on_s00(run_dir)
+    monkeypatch.setenv("CLIPMEM_LEADS", "lead, cy")
+    at = page(RECONCILE, run_dir, reviewer="ann")
+    assert at.title[0].value == "Reconcile · run1" and not at.exception
+    assert "ann is not a lead: only cy, lead (listed in CLIPMEM_LEADS)" in at.info[0].value
+    assert not at.dataframe and not at.metric and not any("Resolve" in b.label for b in at.button)
+
+
+def test_a_named_lead_resolves_and_it_persists(run_dir, monkeypatch):
+    store = disagree_on_s00(run_dir)
+    monkeypatch.setenv("CLIPMEM_LEADS", "lead, cy")
+    at = page(RECONCILE, run_dir, reviewer="cy")
+    assert "bob" in frames_text(at)
+    at.button(key="resolve_s00_correct").click().run()
+    assert not at.exception
+    assert store.resolutions("run1")[["sample_id", "verdict", "resolved_by"]].values.tolist() == [
+        ["s00", "correct", "cy"]]
+
+
 def test_neighbour_captions_are_offered_as_hints(run_dir):
     import numpy as np  # noqa: PLC0415
     from clipmem_core.cache import IMAGE_EMBEDDINGS, load_run, write_npy  # noqa: PLC0415
@@ -184,6 +212,7 @@ def test_a_deep_link_on_a_fresh_server_gets_the_sidebar_and_its_run(run_dir, mon
     monkeypatch.setenv(state.CACHE_ENV, str(run_dir.parent))
     monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
     monkeypatch.delenv("CLIPMEM_ACCESS_TOKEN", raising=False)
+    monkeypatch.delenv("CLIPMEM_LEADS", raising=False)
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["clipmem_reviewer"] = "ann"
     at.switch_page(path).run()

@@ -9,6 +9,7 @@ from sqlalchemy.exc import DBAPIError
 
 from clipmem_core.errors import ClipmemError
 from clipmem_core.review import store as store_mod
+from clipmem_core.review.roles import is_lead
 from clipmem_core.review.store import open_store
 from review_fixtures import db_url, pg_server, pg_url, store  # noqa: F401  (pytest fixtures)
 
@@ -97,6 +98,27 @@ def test_resolutions_and_disagreements(store):
     assert (settled["resolved_verdict"], settled["resolved_by"], settled["resolved_caption"]) == (
         "mis-captioned", "lead2", "a dog")
     assert len(store.resolutions("r")) == 1
+
+
+def test_everyone_is_a_lead_without_a_lead_list(monkeypatch):
+    monkeypatch.delenv("CLIPMEM_LEADS", raising=False)
+    assert is_lead("ann") and is_lead("anyone", leads_env="") and is_lead("bob", leads_env="  ")
+
+
+def test_the_lead_list_is_trimmed_and_case_sensitive(monkeypatch):
+    monkeypatch.setenv("CLIPMEM_LEADS", " lead , Ann@example.org,")
+    assert is_lead("lead") and is_lead(" Ann@example.org ") and not is_lead("ann@example.org")
+    assert not is_lead("bob") and is_lead("bob", leads_env="bob")  # an explicit list beats the env
+    assert not is_lead("bob", leads_env=",")  # set but naming nobody: nobody leads
+
+
+def test_resolve_refuses_a_non_lead_when_leads_are_named(store, monkeypatch):
+    monkeypatch.setenv("CLIPMEM_LEADS", "lead")
+    with pytest.raises(ClipmemError, match=r"bob is not a lead: only lead \(listed in CLIPMEM_LEADS\)"):
+        store.resolve("r", "a", "correct", "bob")
+    assert store.resolutions("r").empty and "resolve" not in set(store.audit_log("r")["action"])
+    store.resolve("r", "a", "correct", " lead ")
+    assert store.resolutions("r")["resolved_by"].tolist() == ["lead"]
 
 
 def test_every_write_is_in_the_audit_log(store):

@@ -31,6 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..errors import ClipmemError
 from .agreement import disagreements as find_disagreements
+from .roles import require_lead
 
 DB_URL_ENV = "CLIPMEM_DB_URL"
 DB_FILE = "review.sqlite"
@@ -356,8 +357,12 @@ class ReviewStore:
 
     def resolve(self, run: str, sample_id: str, verdict: str, resolved_by: str,
                 caption: str | None = None, note: str | None = None) -> int:
-        """Settle a sample's verdict (a lead's decision overrides the majority); the latest one counts."""
+        """Settle a sample's verdict (a lead's decision overrides the majority); the latest one counts.
+
+        Refuses a non-lead when $CLIPMEM_LEADS is set, whatever the caller checked before.
+        """
         resolved_by = _check_name(resolved_by)
+        require_lead(resolved_by)
         values = {"run": run, "sample_id": str(sample_id), "verdict": normalise_verdict(verdict),
                   "caption": _optional_text(caption), "note": _optional_text(note),
                   "resolved_by": resolved_by, "created_at": _now()}
