@@ -18,6 +18,7 @@ def reviewed(tmp_path, monkeypatch):
     """A 6-sample run: s00 dropped by majority, s01 resolved mis-captioned with a caption,
     s02 a tie (kept), s03 resolved correct over a mis-captioned majority, s04 majority without suggestion."""
     monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
+    monkeypatch.delenv("CLIPMEM_LEADS", raising=False)
     run = load_run(make_run(tmp_path / "cache", RUN, n=6))
     store = open_store(tmp_path / "cache")
     for reviewer, sid, verdict, suggestion in [
