@@ -5,7 +5,7 @@ import streamlit as st
 
 from clipmem_core import ClipmemError, Run
 from clipmem_core.index import captions_of_similar_images
-from clipmem_core.review import VERDICTS, ReviewStore
+from clipmem_core.review import VERDICTS, ReviewStore, is_lead
 from dashboard import entry, resources
 from dashboard.auth import current_reviewer, require_access
 
@@ -123,13 +123,21 @@ def sessions_panel(store: ReviewStore, run: Run, reviewer: str) -> None:
             st.dataframe(store.session_progress(session.id), hide_index=True)
 
 
+def blind_mode(reviewer: str) -> bool:
+    """Leads may lift blind mode; with a lead list (CLIPMEM_LEADS) it is enforced for everyone else."""
+    if not is_lead(reviewer):
+        st.sidebar.caption("Blind mode is on: only leads can lift it.")
+        return True
+    return st.sidebar.toggle("Blind mode", value=True, key="review_blind")
+
+
 def main() -> None:
     require_access()
     reviewer = current_reviewer()
     run, store = resources.run_and_store()
     st.title(f"Review · {run.name}")
     source = st.sidebar.radio("Queue", QUEUES, key="review_source")
-    blind = st.sidebar.toggle("Blind mode", value=True, key="review_blind")
+    blind = blind_mode(reviewer)
     session_id = pick_session(store, run) if source == "Assigned batch" else None
     if source == "Assigned batch":
         assigned = store.queue(session_id, reviewer) if session_id is not None else []

@@ -93,6 +93,18 @@ def test_blind_mode_hides_others_until_you_have_judged(run_dir):
     assert "bob" in frames_text(fresh) and "ann" in frames_text(fresh)  # not blind: shown at once
 
 
+def test_with_a_lead_list_only_leads_can_lift_blind_mode(run_dir, monkeypatch):
+    monkeypatch.setenv("CLIPMEM_LEADS", "cy")
+    open_store(run_dir.parent).add_verdict("run1", "s00", "bob", "unsure", note="bob-note")
+    reviewer = page(REVIEW, run_dir)
+    assert not [t for t in reviewer.toggle if t.key == "review_blind"]
+    assert any("only leads can lift it" in c.value for c in reviewer.caption)
+    assert "bob" not in frames_text(reviewer)
+    lead = page(REVIEW, run_dir, reviewer="cy")
+    lead.toggle(key="review_blind").set_value(False).run()
+    assert "bob-note" in frames_text(lead)
+
+
 def test_assigned_batch_and_session_creation(run_dir):
     at = page(REVIEW, run_dir)
     form = at.get("form")[0]
