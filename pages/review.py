@@ -1,6 +1,7 @@
 """Review page: judge samples from a queue, with neighbour captions as hints and blind mode."""
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from clipmem_core import ClipmemError, Run
@@ -12,7 +13,8 @@ from dashboard.auth import current_reviewer, require_access
 entry.require_entrypoint("pages/review.py")
 
 QUEUES = ("Top CLIPMem", "Lowest CLIP score (g)", "Assigned batch")
-RULES = {"Top CLIPMem": ("clipmem", False), "Lowest CLIP score (g)": ("clip_score_g", True)}
+# queue -> (the dashboard's cached sort order, the score it ranks by)
+RULES = {"Top CLIPMem": ("clipmem", "clipmem"), "Lowest CLIP score (g)": ("low_clip_g", "clip_score_g")}
 LABELS = {"mis-captioned": "Mis-captioned", "correct": "Correct", "unsure": "Unsure"}
 
 
@@ -25,9 +27,11 @@ def hints(run: Run, sample_id: str) -> list[str]:
 
 
 def ranked_queue(run: Run, rule: str, judged: set[str]) -> list[str]:
-    column, ascending = RULES[rule]
-    ranked = run.scores.dropna(subset=[column]).sort_values(column, ascending=ascending, kind="stable")
-    return [sid for sid in ranked["sample_id"] if sid not in judged]
+    """Unjudged samples in the run's cached sort order (no sort per rerun), unscored ones left out."""
+    order_name, column = RULES[rule]
+    order = resources.orders(run)[order_name]
+    order = order[~np.isnan(run.scores[column].to_numpy(dtype=np.float64, na_value=np.nan)[order])]
+    return [sid for sid in run.scores["sample_id"].to_numpy()[order] if sid not in judged]
 
 
 def record(store: ReviewStore, run: str, sample_id: str, reviewer: str, verdict: str,
