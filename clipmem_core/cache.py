@@ -91,6 +91,12 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def relative_if_inside(path: str | os.PathLike, base: str | os.PathLike) -> str:
+    """``path`` relative to ``base`` when it lies inside it (so the pair can move together), else absolute."""
+    path, base = Path(path).resolve(), Path(base).resolve()
+    return path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)
+
+
 @dataclass
 class Run:
     """A complete run loaded from ``cache/<name>/``. Arrays are memory-mapped, not read into RAM."""

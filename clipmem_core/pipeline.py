@@ -91,11 +91,6 @@ def versions() -> dict[str, str]:
     return found
 
 
-def _relative_if_inside(path: Path, base: Path) -> str:
-    path, base = path.resolve(), base.resolve()
-    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
-
-
 def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
     """Refuse to clobber a finished or foreign run; on resume, check the config is unchanged."""
     if (out / cache.MANIFEST).exists():
@@ -193,8 +188,8 @@ def finish_run(out: Path, frame: pd.DataFrame, dataset: Dataset, images: ImageLi
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": config,
         "dataset": {
-            "path": _relative_if_inside(dataset.source, out),
-            "root": _relative_if_inside(dataset.root, out),
+            "path": cache.relative_if_inside(dataset.source, out),
+            "root": cache.relative_if_inside(dataset.root, out),
             "format": dataset.format,
             "content_hash": dataset.content_hash,
             "n_samples": len(dataset.samples),

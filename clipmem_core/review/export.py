@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..cache import Run, atomic_path
+from ..cache import Run, atomic_path, relative_if_inside
 from ..errors import ClipmemError
 from .agreement import majority_verdicts
 from .store import ReviewStore
@@ -70,11 +70,6 @@ def final_labels(store: ReviewStore, run: str) -> pd.DataFrame:
     return labels.sort_values("sample_id").reset_index(drop=True)
 
 
-def _portable_path(image: Path, out_dir: Path) -> str:
-    """Relative to the output folder when the image lies under it, else absolute."""
-    return image.relative_to(out_dir).as_posix() if image.is_relative_to(out_dir) else str(image)
-
-
 def cleaned_dataset(run: Run, labels: pd.DataFrame, out_dir: Path, replace: bool) -> pd.DataFrame:
     """``filepath,caption`` rows of the run minus mis-captioned samples (or with accepted captions)."""
     root = run.dataset_root
@@ -88,7 +83,7 @@ def cleaned_dataset(run: Run, labels: pd.DataFrame, out_dir: Path, replace: bool
             if not (replace and isinstance(bad[sample_id], str) and bad[sample_id]):
                 continue
             caption = bad[sample_id]
-        rows.append({"filepath": _portable_path((root / filepath).resolve(), out_dir), "caption": caption})
+        rows.append({"filepath": relative_if_inside(root / filepath, out_dir), "caption": caption})
     return pd.DataFrame(rows, columns=["filepath", "caption"])
 
 
