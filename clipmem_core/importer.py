@@ -10,7 +10,7 @@ from . import cache
 from .data import read_dataset
 from .errors import ClipmemError
 from .pipeline import STATE_FILE, ImageList, Stopwatch, finish_run
-from .scoring import clipmem_columns
+from .scoring import clipmem_columns, normalised
 from .splits import SPLIT_NAMES
 
 
@@ -74,9 +74,8 @@ def _complete_columns(frame: pd.DataFrame) -> pd.DataFrame:
                 frame[name] = values
     else:
         clipmem = frame["clipmem"].to_numpy(np.float32)
-        spread = np.nanmax(clipmem) - np.nanmin(clipmem)
         if "clipmem_norm" not in frame.columns:
-            frame["clipmem_norm"] = clipmem / spread if spread > 0 else clipmem * 0
+            frame["clipmem_norm"] = normalised(clipmem)
         if "clipmem_from_f" not in frame.columns:
             frame["clipmem_from_f"] = np.where(split == "independent", -clipmem, clipmem)
     return frame

@@ -85,7 +85,12 @@ def clipmem_columns(splits: np.ndarray, align_f: np.ndarray, align_g: np.ndarray
     clipmem = np.full(len(splits), np.nan, dtype=np.float32)
     clipmem[splits == "candidate"] = from_f[splits == "candidate"]
     clipmem[splits == "independent"] = -from_f[splits == "independent"]
+    return {"clipmem": clipmem, "clipmem_norm": normalised(clipmem), "clipmem_from_f": from_f}
+
+
+def normalised(clipmem: np.ndarray) -> np.ndarray:
+    """clipmem / (max - min) over its known values (as SSLMem normalises); 0 where all are equal."""
     scored = clipmem[~np.isnan(clipmem)]
     spread = float(scored.max() - scored.min()) if scored.size else 0.0
-    clipmem_norm = clipmem / spread if spread > 0 else np.where(np.isnan(clipmem), np.nan, 0.0)
-    return {"clipmem": clipmem, "clipmem_norm": clipmem_norm.astype(np.float32), "clipmem_from_f": from_f}
+    result = clipmem / spread if spread > 0 else np.where(np.isnan(clipmem), np.nan, 0.0)
+    return result.astype(np.float32)
