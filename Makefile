@@ -1,27 +1,47 @@
-# Two commands do everything on a fresh machine:  `make demo`  and  `make test`.
+# Two commands do all the set-up on a fresh machine:  `make demo`  and  `make test`.
+# Both install into a project virtualenv, .venv/ (never into the Python on PATH); `make clean` removes it.
+# PYTHON picks the interpreter the virtualenv is made from, e.g. `make PYTHON=/usr/bin/python3 test`.
 PYTHON ?= python3
-PIP := $(PYTHON) -m pip install -q --disable-pip-version-check
+VENV ?= .venv
 PORT ?= 8501
+VPY := $(VENV)/bin/python
+PIP := $(VPY) -m pip install -q --disable-pip-version-check
 
-.PHONY: install install-dev demo test test-fast bench
+.PHONY: install install-dev demo test test-fast lint format bench clean
 
-install:
-	$(PIP) -r requirements.txt
+$(VPY):
+	scripts/ensure_venv.sh "$(PYTHON)" "$(VENV)"
 
-install-dev: install
-	$(PIP) -r requirements-dev.txt
+## Runtime dependencies and the clipmem package (editable) into .venv.
+install: $(VPY)
+	$(PIP) -e .
+
+## Also the test and lint tools, Chromium and PostgreSQL (Debian packages, when missing).
+install-dev: $(VPY)
+	$(PIP) -e ".[dev]"
 	scripts/install_system_deps.sh
 
 ## Start the dashboard on the bundled demo run (cache/demo).
 demo: install
-	$(PYTHON) -m streamlit run app.py --server.port $(PORT) --server.headless true
+	$(VPY) -m streamlit run app.py --server.port $(PORT) --server.headless true
 
-## The whole suite, slow end-to-end tests included, with a throwaway PostgreSQL.
-test: install-dev
+## Lint and format checks, then the whole suite (slow and browser tests included) with a throwaway PostgreSQL.
+test: install-dev lint
 	set -e; eval "$$(scripts/start_postgres.sh)"; \
 	trap 'scripts/start_postgres.sh stop' EXIT; \
-	$(PYTHON) -m pytest -q
+	$(VPY) -m pytest -q
 
-## Only the fast tests (no model training, no browser).
-test-fast: install
-	$(PYTHON) -m pytest -q -m "not slow and not e2e"
+## Only the quick tests: no model training, no subprocess runs, no browser (under a minute).
+test-fast: install-dev
+	$(VPY) -m pytest -q -m "not slow and not e2e"
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install-dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,4 +1,5 @@
 """clipmem dashboard: `streamlit run app.py` (opens on cache/demo; CLIPMEM_CACHE picks another cache)."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -19,8 +20,9 @@ PAGES = [
     ("pages/reconcile.py", "Reconcile", ":material/balance:"),
     ("pages/compute.py", "Compute", ":material/memory:"),
 ]
-navigation = st.navigation([st.Page(path, title=title, icon=icon, default=i == 0)
-                            for i, (path, title, icon) in enumerate(PAGES)])
+navigation = st.navigation(
+    [st.Page(path, title=title, icon=icon, default=i == 0) for i, (path, title, icon) in enumerate(PAGES)]
+)
 entry.resume_deep_link()
 sidebar.render()
 navigation.run()

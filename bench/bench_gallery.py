@@ -8,6 +8,7 @@ Target: <= 0.5 s per page at 1M samples.
 
 Usage: python bench/bench_gallery.py [--n 1000000] [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,13 +22,31 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from clipmem_core import Run  # noqa: E402
-from clipmem_core.cache import SPLITS  # noqa: E402
-from dashboard.gallery import PAGE_SIZE, Filters, gallery_page, make_cards, sort_orders  # noqa: E402
+from clipmem_core import Run
+from clipmem_core.cache import SPLITS
+from dashboard.gallery import PAGE_SIZE, Filters, gallery_page, make_cards, sort_orders
 
 TARGET_S = 0.5
-WORDS = np.array(["red", "blue", "green", "circle", "square", "star", "cat", "dog", "house", "tree",
-                  "flag", "map", "icon", "car", "bird", "flower"])
+WORDS = np.array(
+    [
+        "red",
+        "blue",
+        "green",
+        "circle",
+        "square",
+        "star",
+        "cat",
+        "dog",
+        "house",
+        "tree",
+        "flag",
+        "map",
+        "icon",
+        "car",
+        "bird",
+        "flower",
+    ]
+)
 
 
 def synthetic_scores(n: int, seed: int = 0) -> pd.DataFrame:
@@ -38,24 +57,32 @@ def synthetic_scores(n: int, seed: int = 0) -> pd.DataFrame:
     from_f = np.where(scored, align_f - align_g, np.nan)
     clipmem = np.where(split == "candidate", from_f, np.where(split == "independent", -from_f, np.nan))
     words = WORDS[rng.integers(0, len(WORDS), (n, 3))]
-    captions = pd.Series(words[:, 0]).str.cat([pd.Series(words[:, 1]), pd.Series(words[:, 2]),
-                                               pd.Series(np.arange(n).astype(str))], sep=" ")
-    return pd.DataFrame({
-        "sample_id": pd.Series(np.arange(n)).map("s{:07d}".format),
-        "split": split, "filepath": "images/x.png", "caption": captions,
-        "align_f": np.where(scored, align_f, np.nan), "align_g": np.where(scored, align_g, np.nan),
-        "clipmem": clipmem, "clipmem_norm": clipmem, "clipmem_from_f": from_f,
-        "clip_score_f": rng.uniform(0, 0.5, n), "clip_score_g": rng.uniform(0, 0.5, n),
-        "is_miscaptioned": rng.random(n) < 0.04,
-    })
+    captions = pd.Series(words[:, 0]).str.cat(
+        [pd.Series(words[:, 1]), pd.Series(words[:, 2]), pd.Series(np.arange(n).astype(str))], sep=" "
+    )
+    return pd.DataFrame(
+        {
+            "sample_id": pd.Series(np.arange(n)).map("s{:07d}".format),
+            "split": split,
+            "filepath": "images/x.png",
+            "caption": captions,
+            "align_f": np.where(scored, align_f, np.nan),
+            "align_g": np.where(scored, align_g, np.nan),
+            "clipmem": clipmem,
+            "clipmem_norm": clipmem,
+            "clipmem_from_f": from_f,
+            "clip_score_f": rng.uniform(0, 0.5, n),
+            "clip_score_g": rng.uniform(0, 0.5, n),
+            "is_miscaptioned": rng.random(n) < 0.04,
+        }
+    )
 
 
 def naive_page(run: Run, filters: Filters, verdicts: dict[str, str], sort: str, page: int) -> list:
     """What a page costs without precomputed orders: pandas filtering and a full sort_values."""
     df = run.scores.assign(_row=np.arange(len(run.scores)))
     if sort == "combined":  # ranks over the whole run, as the dashboard's combined rank is
-        df["_c"] = (df["clipmem"].rank(ascending=False, na_option="bottom")
-                    + df["clip_score_g"].rank(na_option="bottom"))
+        df["_c"] = df["clipmem"].rank(ascending=False, na_option="bottom") + df["clip_score_g"].rank(na_option="bottom")
     if filters.splits:
         df = df[df["split"].isin(filters.splits)]
     if filters.clipmem_range:
@@ -70,7 +97,7 @@ def naive_page(run: Run, filters: Filters, verdicts: dict[str, str], sort: str, 
         df = df.sort_values("clip_score_g", kind="stable")
     else:
         df = df.sort_values("_c", kind="stable")
-    rows = df["_row"].to_numpy()[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
+    rows = df["_row"].to_numpy()[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
     return make_cards(run, rows, verdicts)
 
 
@@ -86,9 +113,11 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 SCENARIOS = {
     "top CLIPMem, no filter, page 1": (Filters(), "clipmem", 0),
     "combined rank, S_C+S_I, CLIPMem in [0, 0.3], page 11": (
-        Filters(splits=("candidate", "independent"), clipmem_range=(0.0, 0.3)), "combined", 10),
-    "lowest CLIP score (g), unflagged, caption 'dog', page 3": (
-        Filters(flag="unflagged", text="dog"), "low_clip_g", 2),
+        Filters(splits=("candidate", "independent"), clipmem_range=(0.0, 0.3)),
+        "combined",
+        10,
+    ),
+    "lowest CLIP score (g), unflagged, caption 'dog', page 3": (Filters(flag="unflagged", text="dog"), "low_clip_g", 2),
 }
 
 
@@ -113,8 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'scenario':58s} {'ours':>9s} {'naive':>9s} {'speed-up':>9s}")
         worst = 0.0
         for name, (filters, sort, page) in SCENARIOS.items():
-            ours, (cards, _) = timed(lambda: gallery_page(run, orders, filters, verdicts, sort, page), args.repeats)
-            naive, naive_cards = timed(lambda: naive_page(run, filters, verdicts, sort, page), args.repeats)
+            ours, (cards, _) = timed(
+                lambda f=filters, s=sort, p=page: gallery_page(run, orders, f, verdicts, s, p), args.repeats
+            )
+            naive, naive_cards = timed(
+                lambda f=filters, s=sort, p=page: naive_page(run, f, verdicts, s, p), args.repeats
+            )
             assert [c.row for c in cards] == [c.row for c in naive_cards], f"pages differ: {name}"
             worst = max(worst, ours)
             print(f"{name:58s} {ours * 1000:7.1f}ms {naive * 1000:7.1f}ms {naive / ours:8.1f}x")

@@ -7,6 +7,7 @@ dashboard's path) against an exact numpy matmul + argpartition over all rows, in
     python bench/bench_neighbours.py            # 1,000,000 x 512
     python bench/bench_neighbours.py --n 200000 --queries 100
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clipmem_core.cache import SCORES, load_run, write_json, write_parquet  # noqa: E402
-from clipmem_core.index import NeighbourSearch, build_index, save_index  # noqa: E402
+from clipmem_core.cache import SCORES, load_run, write_json, write_parquet
+from clipmem_core.index import NeighbourSearch, build_index, save_index
 
 
 def clustered_vectors(n: int, dim: int, *, clusters: int, noise: float, seed: int) -> np.ndarray:
@@ -43,15 +44,20 @@ def clustered_vectors(n: int, dim: int, *, clusters: int, noise: float, seed: in
 
 def write_bench_run(folder: Path, n: int, index: faiss.Index) -> None:
     """A minimal complete run: scores + image index, enough for query_vector."""
-    scores = pd.DataFrame({
-        "sample_id": [f"s{i}" for i in range(n)], "split": "extra", "filepath": "", "caption": "",
-        **{c: np.nan for c in ("align_f", "align_g", "clipmem", "clipmem_norm",
-                               "clip_score_f", "clip_score_g")},
-    })
+    scores = pd.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(n)],
+            "split": "extra",
+            "filepath": "",
+            "caption": "",
+            **{c: np.nan for c in ("align_f", "align_g", "clipmem", "clipmem_norm", "clip_score_f", "clip_score_g")},
+        }
+    )
     write_parquet(folder / SCORES, scores)
     save_index(index, folder / "index" / "image.faiss")
-    write_json(folder / "manifest.json", {"schema_version": 1, "status": "complete",
-                                          "files": [SCORES, "index/image.faiss"]})
+    write_json(
+        folder / "manifest.json", {"schema_version": 1, "status": "complete", "files": [SCORES, "index/image.faiss"]}
+    )
 
 
 def log(message: str) -> None:
@@ -123,10 +129,14 @@ def main() -> None:
 
     idx_med, idx_p95 = percentiles_ms(indexed_s)
     ex_med, ex_p95 = percentiles_ms(exact_s)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"faiss {faiss.__version__} ({faiss.omp_get_max_threads()} threads), numpy {np.__version__}")
-    print(f"data: {args.n:,} x {args.dim} float32, {args.clusters} clusters, noise {args.noise} "
-          f"(generated in {generate_s:.1f} s)")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"faiss {faiss.__version__} ({faiss.omp_get_max_threads()} threads), numpy {np.__version__}"
+    )
+    print(
+        f"data: {args.n:,} x {args.dim} float32, {args.clusters} clusters, noise {args.noise} "
+        f"(generated in {generate_s:.1f} s)"
+    )
     print(f"auto index: {kind} {detail}; build {build_s:.1f} s; save+run files {save_s:.1f} s")
     print(f"{args.queries} queries, k={args.k}\n")
     print(f"| method | median ms | p95 ms | recall@{args.k} |")

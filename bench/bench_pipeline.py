@@ -6,6 +6,7 @@ CLIPMem scoring, embedding, indexing and the rest add on top of it, and the tota
     python bench/bench_pipeline.py --data /work/data/openclipart64/captions.csv --preset cpu --budget 1200
     python bench/bench_pipeline.py --synthetic 300 --preset tiny --budget 180
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,17 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clipmem_core.config import RunConfig  # noqa: E402
-from clipmem_core.data import inject_miscaptions  # noqa: E402
-from clipmem_core.pipeline import compute_clipmem  # noqa: E402
-from clipmem_core.synthetic import make_shapes_dataset  # noqa: E402
+from clipmem_core.config import RunConfig
+from clipmem_core.data import inject_miscaptions
+from clipmem_core.pipeline import compute_clipmem
+from clipmem_core.synthetic import make_shapes_dataset
 
 
 def _data(args: argparse.Namespace, work: Path) -> str:
-    if args.synthetic:
-        clean = make_shapes_dataset(work / "shapes", args.synthetic, seed=0)
-    else:
-        clean = Path(args.data)
+    clean = make_shapes_dataset(work / "shapes", args.synthetic, seed=0) if args.synthetic else Path(args.data)
     noisy = work / "noisy.csv"
     inject_miscaptions(clean, noisy, fraction=args.fraction, seed=0)
     return str(noisy)
@@ -55,7 +53,7 @@ def main() -> int:
         timings = run.manifest["timings"]
         detection = run.manifest["summary"]["detection"]
         training = timings["train_f"] + timings["train_g"]
-        rows = [("inject-miscaptions", prepared)] + sorted(timings.items(), key=lambda kv: -kv[1])
+        rows = [("inject-miscaptions", prepared), *sorted(timings.items(), key=lambda kv: -kv[1])]
         print(f"\n{len(run.scores)} samples, preset {args.preset}, {os.cpu_count()} CPUs\n")
         print(f"{'stage':<20}{'seconds':>10}{'share':>8}")
         for name, seconds in rows:
@@ -64,12 +62,23 @@ def main() -> int:
         print(f"\nbaseline (training f+g alone): {training:.1f} s; whole run / baseline = {total / training:.2f}x")
         print(f"whole run / budget ({args.budget:.0f} s) = {total / args.budget:.2f}")
         print(f"peak memory: {run.manifest['peak_memory_mb']:.0f} MB")
-        print(f"CLIPMem AUROC for the injected mis-captions: {detection['detectors']['clipmem']['auroc']:.3f}; "
-              f"CLIP score under g: {detection['detectors']['clip_score_g']['auroc']:.3f}")
+        print(
+            f"CLIPMem AUROC for the injected mis-captions: {detection['detectors']['clipmem']['auroc']:.3f}; "
+            f"CLIP score under g: {detection['detectors']['clip_score_g']['auroc']:.3f}"
+        )
         if args.json:
-            Path(args.json).write_text(json.dumps({"total": total, "timings": timings, "training": training,
-                                                   "peak_memory_mb": run.manifest["peak_memory_mb"],
-                                                   "detection": detection}, indent=2))
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "total": total,
+                        "timings": timings,
+                        "training": training,
+                        "peak_memory_mb": run.manifest["peak_memory_mb"],
+                        "detection": detection,
+                    },
+                    indent=2,
+                )
+            )
     return 0
 
 

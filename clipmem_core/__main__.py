@@ -1,4 +1,5 @@
 """`python -m clipmem_core ...`"""
+
 import sys
 
 from .cli import main

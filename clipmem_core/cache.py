@@ -15,16 +15,18 @@ Layout of ``cache/<name>/`` (row i of every array is row i of ``scores.parquet``
 The manifest is written last, so a folder whose manifest says ``status: complete``
 holds every file it lists; anything else is refused with a clear reason.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,8 +45,16 @@ THUMB_DIR = "thumbs"
 SKIPPED = "skipped.csv"
 SPLITS = ("shared", "candidate", "independent", "extra")
 SCORE_COLUMNS = (
-    "sample_id", "split", "filepath", "caption", "align_f", "align_g",
-    "clipmem", "clipmem_norm", "clip_score_f", "clip_score_g",
+    "sample_id",
+    "split",
+    "filepath",
+    "caption",
+    "align_f",
+    "align_g",
+    "clipmem",
+    "clipmem_norm",
+    "clip_score_f",
+    "clip_score_g",
 )
 REQUIRED_FILES = (SCORES,)
 
@@ -81,9 +91,8 @@ def write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> None:
 
 
 def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array))
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array))
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

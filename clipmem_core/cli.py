@@ -3,6 +3,7 @@
 Each sub-command registers a parser and a handler ``func(args) -> int``. A ``ClipmemError``
 anywhere becomes one line on stderr and exit status 2, never a traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,21 +16,32 @@ from .errors import ClipmemError
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True,
-                        help="CSV/TSV file, COCO captions JSON, folder of images+.txt, or WebDataset shards "
-                             "(a .tar, a folder of .tar files, or a pattern like 'train-{0000..0009}.tar')")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="CSV/TSV file, COCO captions JSON, folder of images+.txt, or WebDataset shards "
+        "(a .tar, a folder of .tar files, or a pattern like 'train-{0000..0009}.tar')",
+    )
     parser.add_argument("--csv-img-key", dest="img_key", default="filepath", help="image column (default filepath)")
-    parser.add_argument("--csv-caption-key", dest="caption_key", default="caption",
-                        help="caption column (default caption)")
-    parser.add_argument("--on-error", choices=("skip", "fail"), default="skip",
-                        help="bad rows: skip them and list them in skipped.csv (default), or stop")
+    parser.add_argument(
+        "--csv-caption-key", dest="caption_key", default="caption", help="caption column (default caption)"
+    )
+    parser.add_argument(
+        "--on-error",
+        choices=("skip", "fail"),
+        default="skip",
+        help="bad rows: skip them and list them in skipped.csv (default), or stop",
+    )
 
 
 def _add_run(commands) -> None:
     from .config import PRESETS
 
-    p = commands.add_parser("run", help="train f and g, score CLIPMem, write cache/NAME",
-                            description="Train CLIP models f (on S_S+S_C) and g (on S_S+S_I) and write a run.")
+    p = commands.add_parser(
+        "run",
+        help="train f and g, score CLIPMem, write cache/NAME",
+        description="Train CLIP models f (on S_S+S_C) and g (on S_S+S_I) and write a run.",
+    )
     _add_data_options(p)
     p.add_argument("--out", required=True, help="run folder, e.g. cache/NAME")
     p.add_argument("--preset", choices=tuple(PRESETS), default="tiny", help="defaults for the rest (default tiny)")
@@ -53,22 +65,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .splits import parse_split_sizes
 
     config = RunConfig(
-        data=args.data, out=args.out, preset=args.preset, model=args.model or "", epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, augmentations=args.augmentations,
+        data=args.data,
+        out=args.out,
+        preset=args.preset,
+        model=args.model or "",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        augmentations=args.augmentations,
         split_sizes=parse_split_sizes(args.split_sizes) if args.split_sizes else (),
-        init_checkpoint=args.init_checkpoint, on_error=args.on_error, img_key=args.img_key,
-        caption_key=args.caption_key, device=args.device, num_workers=args.num_workers,
+        init_checkpoint=args.init_checkpoint,
+        on_error=args.on_error,
+        img_key=args.img_key,
+        caption_key=args.caption_key,
+        device=args.device,
+        num_workers=args.num_workers,
     )
     run = compute_clipmem(config, resume=args.resume)
-    print(f"run written to {run.path} ({len(run.scores)} samples, "
-          f"{sum(run.manifest['timings'].values()):.1f} s)")
+    print(f"run written to {run.path} ({len(run.scores)} samples, {sum(run.manifest['timings'].values()):.1f} s)")
     return 0
 
 
 def _add_inject(commands) -> None:
-    p = commands.add_parser("inject-miscaptions", help="write a copy of a dataset with swapped captions",
-                            description="Replace a seeded fraction of captions by other samples' captions "
-                                        "and mark them is_miscaptioned (for validation and demos).")
+    p = commands.add_parser(
+        "inject-miscaptions",
+        help="write a copy of a dataset with swapped captions",
+        description="Replace a seeded fraction of captions by other samples' captions "
+        "and mark them is_miscaptioned (for validation and demos).",
+    )
     _add_data_options(p)
     p.add_argument("--out", required=True, help="output CSV")
     p.add_argument("--fraction", type=float, required=True, help="fraction of samples to mis-caption, in (0, 1)")
@@ -79,8 +104,9 @@ def _add_inject(commands) -> None:
 def _cmd_inject(args: argparse.Namespace) -> int:
     from .data import inject_miscaptions
 
-    summary = inject_miscaptions(args.data, args.out, fraction=args.fraction, seed=args.seed,
-                                 img_key=args.img_key, caption_key=args.caption_key)
+    summary = inject_miscaptions(
+        args.data, args.out, fraction=args.fraction, seed=args.seed, img_key=args.img_key, caption_key=args.caption_key
+    )
     print(json.dumps(summary, default=str))
     return 0
 
@@ -88,8 +114,11 @@ def _cmd_inject(args: argparse.Namespace) -> int:
 def _add_neighbours(commands) -> None:
     from .index import MODES
 
-    p = commands.add_parser("neighbours", help="nearest neighbours of a sample in embedding space",
-                            description="Print the k nearest neighbours of a sample, one a line.")
+    p = commands.add_parser(
+        "neighbours",
+        help="nearest neighbours of a sample in embedding space",
+        description="Print the k nearest neighbours of a sample, one a line.",
+    )
     p.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
     p.add_argument("--sample-id", required=True)
     p.add_argument("--k", type=int, default=10)
@@ -114,9 +143,12 @@ def _cmd_neighbours(args: argparse.Namespace) -> int:
 
 
 def _add_summary(commands) -> None:
-    p = commands.add_parser("summary", help="per-split means, t-tests and mis-caption detection quality",
-                            description="Summarise a run: per-split means and Welch t-tests; where "
-                                        "is_miscaptioned exists, AUROC and precision@k of CLIPMem and baselines.")
+    p = commands.add_parser(
+        "summary",
+        help="per-split means, t-tests and mis-caption detection quality",
+        description="Summarise a run: per-split means and Welch t-tests; where "
+        "is_miscaptioned exists, AUROC and precision@k of CLIPMem and baselines.",
+    )
     p.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_summary)
@@ -137,8 +169,12 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     from .metrics import detection_summary, split_summary
 
     run = load_run(args.run)
-    summary = {"run": run.name, "splits": split_summary(run.scores), "detection": detection_summary(run.scores),
-               "utility": run.manifest.get("utility")}
+    summary = {
+        "run": run.name,
+        "splits": split_summary(run.scores),
+        "detection": detection_summary(run.scores),
+        "utility": run.manifest.get("utility"),
+    }
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
@@ -148,19 +184,22 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 def _render_summary(summary: dict) -> str:
     columns = ("clipmem_from_f", "align_f", "align_g", "clip_score_f", "clip_score_g")
-    lines = [f"run {summary['run']}", "",
-             f"{'split':<12}{'n':>6}  " + "  ".join(f"{c:>14}" for c in columns)]
+    lines = [f"run {summary['run']}", "", f"{'split':<12}{'n':>6}  " + "  ".join(f"{c:>14}" for c in columns)]
     for name, stats in summary["splits"]["splits"].items():
         means = "  ".join(f"{_fmt(stats[c]['mean']):>14}" for c in columns)
         lines.append(f"{name:<12}{stats['count']:>6}  {means}")
     lines.append("")
     for name, test in summary["splits"]["ttests_clipmem_from_f"].items():
-        lines.append(f"Welch t-test of CLIPMem(f-g), {name.replace('_', ' ')}: "
-                     f"t={_fmt(test.get('t'))} p={_fmt_p(test.get('p'))}")
+        lines.append(
+            f"Welch t-test of CLIPMem(f-g), {name.replace('_', ' ')}: t={_fmt(test.get('t'))} p={_fmt_p(test.get('p'))}"
+        )
     detection = summary.get("detection")
     if detection:
-        lines += ["", f"mis-caption detection among {detection['n_candidates']} candidates "
-                      f"({detection['n_miscaptioned']} mis-captioned, base rate {_fmt(detection['base_rate'])}):"]
+        lines += [
+            "",
+            f"mis-caption detection among {detection['n_candidates']} candidates "
+            f"({detection['n_miscaptioned']} mis-captioned, base rate {_fmt(detection['base_rate'])}):",
+        ]
         for name, stats in detection["detectors"].items():
             cells = "  ".join(f"{key}={_fmt(val)}" for key, val in stats.items())
             lines.append(f"  {name:<13} {cells}")
@@ -173,9 +212,12 @@ def _render_summary(summary: dict) -> str:
 
 
 def _add_import(commands) -> None:
-    p = commands.add_parser("import-run", help="build a run from scores and embeddings computed elsewhere",
-                            description="Join a scores parquet (sample_id plus align_f/align_g or clipmem, "
-                                        "optional split) to a dataset and write a run the dashboard can open.")
+    p = commands.add_parser(
+        "import-run",
+        help="build a run from scores and embeddings computed elsewhere",
+        description="Join a scores parquet (sample_id plus align_f/align_g or clipmem, "
+        "optional split) to a dataset and write a run the dashboard can open.",
+    )
     _add_data_options(p)
     p.add_argument("--scores", required=True, help="parquet with sample_id and scores")
     p.add_argument("--image-embeddings", help=".npy (N, D), row i = scores row i")
@@ -187,16 +229,26 @@ def _add_import(commands) -> None:
 def _cmd_import(args: argparse.Namespace) -> int:
     from .importer import import_run
 
-    run = import_run(args.data, args.scores, args.out, image_embeddings=args.image_embeddings,
-                     text_embeddings=args.text_embeddings, img_key=args.img_key, caption_key=args.caption_key,
-                     on_error=args.on_error)
+    run = import_run(
+        args.data,
+        args.scores,
+        args.out,
+        image_embeddings=args.image_embeddings,
+        text_embeddings=args.text_embeddings,
+        img_key=args.img_key,
+        caption_key=args.caption_key,
+        on_error=args.on_error,
+    )
     print(f"run written to {run.path} ({len(run.scores)} samples)")
     return 0
 
 
 def _add_list(commands) -> None:
-    p = commands.add_parser("list", help="list the runs in a cache folder",
-                            description="List runs, usable or not, with the reason an unusable one is refused.")
+    p = commands.add_parser(
+        "list",
+        help="list the runs in a cache folder",
+        description="List runs, usable or not, with the reason an unusable one is refused.",
+    )
     p.add_argument("--cache", default="cache", help="cache folder (default cache)")
     p.set_defaults(func=_cmd_list)
 
@@ -214,7 +266,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m clipmem_core",
+        prog="clipmem",
         description="Measure memorization in CLIP models (CLIPMem) and find mis-captioned pairs.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,4 +1,5 @@
 """Run configuration and presets. The whole config is stored in the manifest, so a run can be redone."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
@@ -20,14 +21,15 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # A few hundred images, minutes on 2 CPU cores: tests and demos.
-    "tiny": Preset("clipmem-tiny", epochs=40, batch_size=32, lr=2e-3, warmup_steps=20,
-                   split_sizes=(0.5, 0.2, 0.2, 0.1)),
+    "tiny": Preset(
+        "clipmem-tiny", epochs=40, batch_size=32, lr=2e-3, warmup_steps=20, split_sizes=(0.5, 0.2, 0.2, 0.1)
+    ),
     # Thousands of 64 px images on a laptop.
-    "cpu": Preset("clipmem-cpu", epochs=15, batch_size=128, lr=1e-3, warmup_steps=50,
-                  split_sizes=(0.7, 0.1, 0.1, 0.1)),
+    "cpu": Preset("clipmem-cpu", epochs=15, batch_size=128, lr=1e-3, warmup_steps=50, split_sizes=(0.7, 0.1, 0.1, 0.1)),
     # The paper's setup: ViT-B-32 at 224 px, 65k/5k/5k/5k, on a GPU server.
-    "paper": Preset("ViT-B-32", epochs=100, batch_size=256, lr=5e-4, warmup_steps=1000,
-                    split_sizes=(65_000, 5_000, 5_000, 5_000)),
+    "paper": Preset(
+        "ViT-B-32", epochs=100, batch_size=256, lr=5e-4, warmup_steps=1000, split_sizes=(65_000, 5_000, 5_000, 5_000)
+    ),
 }
 
 
@@ -55,7 +57,7 @@ class RunConfig:
     thumbnail_size: int = 96
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def resolved(self) -> "RunConfig":
+    def resolved(self) -> RunConfig:
         """Fill every unset field from the preset."""
         if self.preset not in PRESETS:
             raise ClipmemError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")

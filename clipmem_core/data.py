@@ -17,6 +17,7 @@ Row numbers in messages and in ``skipped`` count records from 1 in input order: 
 (header excluded), COCO ``images`` entries, the sorted image files of a folder, or WebDataset samples
 (member groups sharing a key) in shard order.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,9 +28,10 @@ import re
 import shutil
 import tarfile
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -100,7 +102,9 @@ def read_dataset(
         raise ClipmemError(f"{source} holds no samples")
     good, skipped = _validate(records, has_label, check_images, progress, on_error)
     if not good:
-        raise ClipmemError(f"{source} has no usable samples: all {len(skipped)} rows were skipped ({_top_reasons(skipped)})")
+        raise ClipmemError(
+            f"{source} has no usable samples: all {len(skipped)} rows were skipped ({_top_reasons(skipped)})"
+        )
     root = _common_root(base, [r.path for r in good])
     samples = _samples_frame(good, root, has_label)
     return Dataset(
@@ -146,7 +150,8 @@ def _read_table(source: Path, sep: str, img_key: str, caption_key: str) -> tuple
     missing = [key for key in (img_key, caption_key) if key not in frame.columns]
     if missing:
         raise ClipmemError(
-            f"{source} lacks the column(s) {', '.join(map(repr, missing))} (columns: {', '.join(map(str, frame.columns))}); "
+            f"{source} lacks the column(s) {', '.join(map(repr, missing))} "
+            f"(columns: {', '.join(map(str, frame.columns))}); "
             "name the image and caption columns with --csv-img-key/--csv-caption-key"
         )
     base = source.parent
@@ -155,15 +160,17 @@ def _read_table(source: Path, sep: str, img_key: str, caption_key: str) -> tuple
     for i, row in enumerate(frame.to_dict("records"), start=1):
         written, caption = row[img_key].strip(), row[caption_key].strip()
         full = _absolute(base, written)
-        records.append(_Record(
-            row=i,
-            written=written,
-            path=full,
-            captions=[caption],
-            sample_id=row[ID_COLUMN].strip() if has_id else _derived_id(base, full, caption),
-            label=row[LABEL_COLUMN] if has_label else None,
-            problem=None if written else "filepath is empty",
-        ))
+        records.append(
+            _Record(
+                row=i,
+                written=written,
+                path=full,
+                captions=[caption],
+                sample_id=row[ID_COLUMN].strip() if has_id else _derived_id(base, full, caption),
+                label=row[LABEL_COLUMN] if has_label else None,
+                problem=None if written else "filepath is empty",
+            )
+        )
     return records, has_label
 
 
@@ -186,14 +193,16 @@ def _read_coco(source: Path) -> list[_Record]:
         written = str(image.get("file_name", "")).strip()
         full = _coco_image_path(base, written)
         caps = captions.get(str(image.get("id")), [])
-        records.append(_Record(
-            row=i,
-            written=written,
-            path=full,
-            captions=caps,
-            sample_id=str(image["id"]) if "id" in image else _derived_id(base, full, caps[0] if caps else ""),
-            problem=None if written else "image entry has no file_name",
-        ))
+        records.append(
+            _Record(
+                row=i,
+                written=written,
+                path=full,
+                captions=caps,
+                sample_id=str(image["id"]) if "id" in image else _derived_id(base, full, caps[0] if caps else ""),
+                problem=None if written else "image entry has no file_name",
+            )
+        )
     return records
 
 
@@ -206,22 +215,26 @@ def _coco_image_path(base: Path, file_name: str) -> Path:
 def _read_folder(folder: Path) -> list[_Record]:
     """Images anywhere under ``folder`` (hidden paths ignored); ``x.txt`` beside ``x.png`` holds its captions."""
     images = sorted(
-        p for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
     records = []
     for i, image in enumerate(images, start=1):
         text_file = image.with_suffix(".txt")
         caps = _caption_lines(text_file.read_text(encoding="utf-8", errors="replace")) if text_file.is_file() else []
-        records.append(_Record(
-            row=i,
-            written=image.relative_to(folder).as_posix(),
-            path=image,
-            captions=caps,
-            sample_id=_derived_id(folder, image, caps[0] if caps else ""),
-            problem=None if text_file.is_file() else f"caption file {text_file.name} is missing",
-        ))
+        records.append(
+            _Record(
+                row=i,
+                written=image.relative_to(folder).as_posix(),
+                path=image,
+                captions=caps,
+                sample_id=_derived_id(folder, image, caps[0] if caps else ""),
+                problem=None if text_file.is_file() else f"caption file {text_file.name} is missing",
+            )
+        )
     return records
 
 
@@ -257,7 +270,7 @@ def _expand_braces(name: str) -> list[str]:
     first, last = match.groups()
     width = max(len(first), len(last)) if first.startswith("0") or last.startswith("0") else 0
     step = 1 if int(first) <= int(last) else -1
-    head, tail = name[:match.start()], name[match.end():]
+    head, tail = name[: match.start()], name[match.end() :]
     return [
         expanded
         for n in range(int(first), int(last) + step, step)
@@ -482,12 +495,14 @@ def _common_root(base: Path, paths: list[Path]) -> Path:
 
 
 def _samples_frame(good: list[_Record], root: Path, has_label: bool) -> pd.DataFrame:
-    frame = pd.DataFrame({
-        "sample_id": [r.sample_id for r in good],
-        "filepath": [r.path.relative_to(root).as_posix() for r in good],
-        "caption": [r.captions[0] for r in good],
-        "captions": [list(r.captions) for r in good],
-    })
+    frame = pd.DataFrame(
+        {
+            "sample_id": [r.sample_id for r in good],
+            "filepath": [r.path.relative_to(root).as_posix() for r in good],
+            "caption": [r.captions[0] for r in good],
+            "captions": [list(r.captions) for r in good],
+        }
+    )
     if has_label:
         frame[LABEL_COLUMN] = np.array([r.label for r in good], dtype=bool)
     return frame
@@ -497,7 +512,9 @@ def _content_hash(samples: pd.DataFrame, root: Path) -> str:
     """sha256 over the samples (by sample_id) and each image's size and mtime: cheap, and any edit shows."""
     digest = hashlib.sha256()
     labels = samples[LABEL_COLUMN] if LABEL_COLUMN in samples else pd.Series([None] * len(samples), index=samples.index)
-    for sid, filepath, caps, label in sorted(zip(samples["sample_id"], samples["filepath"], samples["captions"], labels)):
+    for sid, filepath, caps, label in sorted(
+        zip(samples["sample_id"], samples["filepath"], samples["captions"], labels)
+    ):
         stat = (root / filepath).stat()
         label = None if label is None else bool(label)
         digest.update(json.dumps([sid, filepath, list(caps), label, stat.st_size, stat.st_mtime_ns]).encode())
@@ -565,12 +582,14 @@ def inject_miscaptions(
     flags = samples[LABEL_COLUMN].tolist() if LABEL_COLUMN in samples else [False] * len(samples)
     for i, caption in new.items():
         captions[i], flags[i] = caption, True
-    frame = pd.DataFrame({
-        ID_COLUMN: samples["sample_id"],
-        "filepath": [Path(os.path.relpath(dataset.root / fp, out.parent)).as_posix() for fp in samples["filepath"]],
-        "caption": captions,
-        LABEL_COLUMN: flags,
-    })
+    frame = pd.DataFrame(
+        {
+            ID_COLUMN: samples["sample_id"],
+            "filepath": [Path(os.path.relpath(dataset.root / fp, out.parent)).as_posix() for fp in samples["filepath"]],
+            "caption": captions,
+            LABEL_COLUMN: flags,
+        }
+    )
     with atomic_path(out) as tmp:
         frame.to_csv(tmp, index=False)
     return {"n": len(frame), "n_injected": len(new), "n_skipped": len(dataset.skipped), "out": str(out), "seed": seed}

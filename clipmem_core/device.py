@@ -1,4 +1,5 @@
 """Where compute runs: CUDA when present (with bf16 autocast), else CPU."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """import-run: build a run from scores (and embeddings) computed elsewhere, e.g. on a cluster."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,10 @@ def _read_scores(path: Path) -> pd.DataFrame:
         raise ClipmemError(f"scores file {path} needs align_f and align_g, or clipmem")
     scores = scores.assign(sample_id=scores["sample_id"].astype(str))
     if scores["sample_id"].duplicated().any():
-        raise ClipmemError(f"scores file {path} repeats sample_ids, e.g. "
-                           f"{scores['sample_id'][scores['sample_id'].duplicated()].iloc[0]!r}")
+        raise ClipmemError(
+            f"scores file {path} repeats sample_ids, e.g. "
+            f"{scores['sample_id'][scores['sample_id'].duplicated()].iloc[0]!r}"
+        )
     return scores
 
 
@@ -81,9 +84,17 @@ def _complete_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def import_run(data: str, scores_path: str, out: str, *, image_embeddings: str | None = None,
-               text_embeddings: str | None = None, img_key: str = "filepath", caption_key: str = "caption",
-               on_error: str = "skip") -> cache.Run:
+def import_run(
+    data: str,
+    scores_path: str,
+    out: str,
+    *,
+    image_embeddings: str | None = None,
+    text_embeddings: str | None = None,
+    img_key: str = "filepath",
+    caption_key: str = "caption",
+    on_error: str = "skip",
+) -> cache.Run:
     """Join externally computed scores to a dataset and write a complete run."""
     out_dir = Path(out)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -100,8 +111,23 @@ def import_run(data: str, scores_path: str, out: str, *, image_embeddings: str |
         images = ImageList(dataset.root, frame["filepath"])
     out_dir.mkdir(parents=True, exist_ok=True)
     cache.write_json(out_dir / STATE_FILE, {"imported_from": str(scores_path)})
-    config = {"imported": True, "data": data, "scores": scores_path, "image_embeddings": image_embeddings,
-              "text_embeddings": text_embeddings}
-    return finish_run(out_dir, frame, dataset, images, image_embeddings=image_vectors,
-                      text_embeddings=text_vectors, view_align=None, config=config, timer=timer,
-                      utility=None, thumbnail_size=96)
+    config = {
+        "imported": True,
+        "data": data,
+        "scores": scores_path,
+        "image_embeddings": image_embeddings,
+        "text_embeddings": text_embeddings,
+    }
+    return finish_run(
+        out_dir,
+        frame,
+        dataset,
+        images,
+        image_embeddings=image_vectors,
+        text_embeddings=text_vectors,
+        view_align=None,
+        config=config,
+        timer=timer,
+        utility=None,
+        thumbnail_size=96,
+    )

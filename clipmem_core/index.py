@@ -6,15 +6,16 @@ on a shared 2-core machine IVF built 1M x 512 in 108 s (k-means on a sample plus
 pass), while HNSW took twice IVF's time already at 50k rows (17.9 s vs 8.7 s) and its graph
 insertion grows faster than linearly. Queries on either stay well under the dashboard's 50 ms.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 import faiss
 import numpy as np
@@ -60,7 +61,7 @@ def _want_gpu(use_gpu: bool | str) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _gpu_resources() -> "faiss.StandardGpuResources":
+def _gpu_resources() -> faiss.StandardGpuResources:
     """One shared resource object: it must outlive every GPU index made with it."""
     return faiss.StandardGpuResources()
 
@@ -146,7 +147,7 @@ def build_index(
         index.cp.niter = _TRAIN_ITERATIONS
         index.train(training)
     for start in tqdm(range(0, n, _ADD_CHUNK), desc=f"indexing ({kind})", disable=not progress):
-        index.add(_as_float32(vectors[start:start + _ADD_CHUNK]))
+        index.add(_as_float32(vectors[start : start + _ADD_CHUNK]))
     return index
 
 

@@ -3,10 +3,12 @@
 Everything tolerates NaN (unscored rows) and small samples by returning NaN rather than raising;
 the summaries turn NaN into None so they can go straight into ``manifest.json``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,8 +20,11 @@ from .errors import ClipmemError
 
 SUMMARY_COLUMNS = ("clipmem_from_f", "clipmem", "align_f", "align_g", "clip_score_f", "clip_score_g")
 # detector -> (score column, sign): a high signed score means "suspected mis-captioned"
-DETECTORS = {"clipmem": ("clipmem", 1.0), "clip_score_f": ("clip_score_f", -1.0),
-             "clip_score_g": ("clip_score_g", -1.0)}
+DETECTORS = {
+    "clipmem": ("clipmem", 1.0),
+    "clip_score_f": ("clip_score_f", -1.0),
+    "clip_score_g": ("clip_score_g", -1.0),
+}
 _RECALL_CHUNK_CELLS = 1 << 24  # similarity-matrix cells per chunk (64 MiB of float32)
 
 
@@ -76,7 +81,7 @@ def _recall_at(queries: np.ndarray, targets: np.ndarray, ks: tuple[int, ...]) ->
     hits = np.zeros(len(ks), dtype=np.int64)
     chunk = max(1, _RECALL_CHUNK_CELLS // max(1, n))
     for start in range(0, n, chunk):
-        q = np.asarray(queries[start:start + chunk], dtype=np.float32)
+        q = np.asarray(queries[start : start + chunk], dtype=np.float32)
         sims = q @ np.asarray(targets, dtype=np.float32).T
         own = sims[np.arange(len(q)), np.arange(start, start + len(q))]
         rank = (sims > own[:, None]).sum(axis=1)
@@ -151,11 +156,15 @@ def detection_summary(scores_df: pd.DataFrame, ks: tuple[int, ...] = (10, 50)) -
         if column not in candidates.columns:
             continue
         signed = sign * candidates[column].to_numpy(dtype=np.float64)
-        detectors[name] = {"auroc": auroc(signed, labels),
-                           **{f"precision_at_{k}": precision_at_k(signed, labels, k) for k in ks}}
-    return json_safe({
-        "n_candidates": len(candidates),
-        "n_miscaptioned": int(labels.sum()),
-        "base_rate": float(labels.mean()) if labels.size else math.nan,
-        "detectors": detectors,
-    })
+        detectors[name] = {
+            "auroc": auroc(signed, labels),
+            **{f"precision_at_{k}": precision_at_k(signed, labels, k) for k in ks},
+        }
+    return json_safe(
+        {
+            "n_candidates": len(candidates),
+            "n_miscaptioned": int(labels.sum()),
+            "base_rate": float(labels.mean()) if labels.size else math.nan,
+            "detectors": detectors,
+        }
+    )

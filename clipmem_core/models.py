@@ -3,12 +3,14 @@
 Models are always built with ``pretrained=None``: nothing is downloaded. Fine-tuning starts from a
 local checkpoint file instead (``init_checkpoint``).
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import open_clip
 import torch
@@ -49,8 +51,9 @@ def _config(model_name: str) -> dict:
     return config
 
 
-def create_clip(model_name: str, *, init_checkpoint: str | Path | None = None,
-                device: str | torch.device = "cpu") -> ClipBundle:
+def create_clip(
+    model_name: str, *, init_checkpoint: str | Path | None = None, device: str | torch.device = "cpu"
+) -> ClipBundle:
     """Build a randomly initialised model (seed the RNG first), or load a local checkpoint into it."""
     _config(model_name)
     logging.disable(logging.WARNING)  # open_clip warns that no pretrained weights load: that is the intent

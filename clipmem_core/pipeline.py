@@ -4,6 +4,7 @@ Stages: ingest -> splits -> train f -> train g -> score K views -> embed -> inde
 thumbnails -> summary -> manifest. Every file is written atomically and the manifest last, so an
 interrupted run never looks complete; ``resume=True`` picks up the per-epoch checkpoints.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,11 +14,11 @@ import resource
 import shutil
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -64,8 +65,9 @@ class ImageList(Sequence):
         self.root, self.filepaths = root, list(filepaths)
         self._cache: list[Image.Image] | None = None
         if len(self.filepaths) <= PRELOAD_LIMIT:
-            self._cache = [load_image(root, p) for p in tqdm(self.filepaths, desc="load images", unit="img",
-                                                             leave=False)]
+            self._cache = [
+                load_image(root, p) for p in tqdm(self.filepaths, desc="load images", unit="img", leave=False)
+            ]
 
     def __len__(self) -> int:
         return len(self.filepaths)
@@ -80,8 +82,7 @@ class ImageList(Sequence):
 
 
 def versions() -> dict[str, str]:
-    names = ("torch", "torchvision", "open_clip_torch", "faiss-cpu", "faiss-gpu-cu12", "numpy", "pandas",
-             "pyarrow")
+    names = ("torch", "torchvision", "open_clip_torch", "faiss-cpu", "faiss-gpu-cu12", "numpy", "pandas", "pyarrow")
     found = {"python": platform.python_version()}
     for name in names:
         try:
@@ -111,8 +112,13 @@ def _report_skipped(dataset: Dataset, out: Path) -> None:
     if len(dataset.skipped):
         reasons = dataset.skipped["reason"].str.split(":").str[0].value_counts().head(3)
         summary = ", ".join(f"{count} {reason}" for reason, count in reasons.items())
-        log.warning("skipped %d of %d rows (%s); every one is listed in %s", len(dataset.skipped),
-                    len(dataset.skipped) + len(dataset.samples), summary, out / cache.SKIPPED)
+        log.warning(
+            "skipped %d of %d rows (%s); every one is listed in %s",
+            len(dataset.skipped),
+            len(dataset.skipped) + len(dataset.samples),
+            summary,
+            out / cache.SKIPPED,
+        )
 
 
 def _fingerprint(config: RunConfig, dataset: Dataset) -> str:
@@ -122,15 +128,29 @@ def _fingerprint(config: RunConfig, dataset: Dataset) -> str:
     return f"{dataset.content_hash}:{sorted(settings.items())}"
 
 
-def _train_one(tag: str, config: RunConfig, images: list[Image.Image], captions: list[list[str]],
-               out: Path, device: torch.device):
+def _train_one(
+    tag: str, config: RunConfig, images: list[Image.Image], captions: list[list[str]], out: Path, device: torch.device
+):
     torch.manual_seed(config.seed)  # f and g start from the same weights
     bundle = create_clip(config.model, init_checkpoint=config.init_checkpoint, device=device)
-    train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                               warmup_steps=config.warmup_steps, seed=config.seed,
-                               num_workers=config.num_workers)
-    result = train_clip(bundle, images, captions, train_config, out / cache.CHECKPOINT_DIR / f"{tag}_last.pt",
-                        device=device, resume=True, label=f"train {tag}")
+    train_config = TrainConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        warmup_steps=config.warmup_steps,
+        seed=config.seed,
+        num_workers=config.num_workers,
+    )
+    result = train_clip(
+        bundle,
+        images,
+        captions,
+        train_config,
+        out / cache.CHECKPOINT_DIR / f"{tag}_last.pt",
+        device=device,
+        resume=True,
+        label=f"train {tag}",
+    )
     log.info("train %s: %d pairs, final loss %.4f", tag, len(images), result.epoch_losses[-1])
     return bundle, result
 
@@ -153,10 +173,21 @@ def _peak_memory_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
 
 
-def finish_run(out: Path, frame: pd.DataFrame, dataset: Dataset, images: ImageList, *,
-               image_embeddings: np.ndarray | None, text_embeddings: np.ndarray | None, view_align: np.ndarray | None,
-               config: dict, timer: Stopwatch, utility: dict | None, thumbnail_size: int,
-               training: dict | None = None) -> cache.Run:
+def finish_run(
+    out: Path,
+    frame: pd.DataFrame,
+    dataset: Dataset,
+    images: ImageList,
+    *,
+    image_embeddings: np.ndarray | None,
+    text_embeddings: np.ndarray | None,
+    view_align: np.ndarray | None,
+    config: dict,
+    timer: Stopwatch,
+    utility: dict | None,
+    thumbnail_size: int,
+    training: dict | None = None,
+) -> cache.Run:
     """The stages every run shares, computed or imported: index, projection, thumbnails, summary, files."""
     files = [cache.SCORES, cache.THUMB_DIR]
     if image_embeddings is not None and text_embeddings is not None:
@@ -185,7 +216,7 @@ def finish_run(out: Path, frame: pd.DataFrame, dataset: Dataset, images: ImageLi
         "schema_version": cache.SCHEMA_VERSION,
         "name": out.name,
         "status": "complete",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": config,
         "dataset": {
             "path": cache.relative_if_inside(dataset.source, out),
@@ -210,15 +241,28 @@ def finish_run(out: Path, frame: pd.DataFrame, dataset: Dataset, images: ImageLi
     return cache.load_run(out)
 
 
-def _score_views(frame: pd.DataFrame, images: ImageList, captions: list[list[str]], models: dict,
-                 config: RunConfig, device: torch.device) -> np.ndarray:
+def _score_views(
+    frame: pd.DataFrame,
+    images: ImageList,
+    captions: list[list[str]],
+    models: dict,
+    config: RunConfig,
+    device: torch.device,
+) -> np.ndarray:
     """Per-view alignments (N, 2, K) under f and g on S_C, S_I and S_E; fills the CLIPMem columns."""
     split = frame["split"].to_numpy()
     scored = np.flatnonzero(np.isin(split, ("candidate", "independent", "extra")))
     f = models["f"]
-    per_view = view_alignments({"f": f.model, "g": models["g"].model}, images.subset(scored),
-                               [captions[r] for r in scored], f.train_transform, f.tokenizer,
-                               views=config.augmentations, seed=config.seed, device=device)
+    per_view = view_alignments(
+        {"f": f.model, "g": models["g"].model},
+        images.subset(scored),
+        [captions[r] for r in scored],
+        f.train_transform,
+        f.tokenizer,
+        views=config.augmentations,
+        seed=config.seed,
+        device=device,
+    )
     view_align = np.full((len(frame), 2, config.augmentations), np.nan, dtype=np.float32)
     view_align[scored, 0], view_align[scored, 1] = per_view["f"], per_view["g"]
     align = np.full((len(frame), 2), np.nan, dtype=np.float32)
@@ -229,12 +273,15 @@ def _score_views(frame: pd.DataFrame, images: ImageList, captions: list[list[str
     return view_align
 
 
-def _embed_and_baselines(frame: pd.DataFrame, images: ImageList, models: dict,
-                         device: torch.device) -> tuple[dict, dict | None]:
+def _embed_and_baselines(
+    frame: pd.DataFrame, images: ImageList, models: dict, device: torch.device
+) -> tuple[dict, dict | None]:
     """Un-augmented embeddings under f and g, the CLIP-score columns, and R@k of each model on S_E."""
     first = frame["caption"].tolist()
-    embeddings = {tag: embed_pairs(b.model, images, first, b.eval_transform, b.tokenizer, device=device,
-                                   desc=f"embed {tag}") for tag, b in models.items()}
+    embeddings = {
+        tag: embed_pairs(b.model, images, first, b.eval_transform, b.tokenizer, device=device, desc=f"embed {tag}")
+        for tag, b in models.items()
+    }
     frame["clip_score_f"] = pair_cosines(*embeddings["f"])
     frame["clip_score_g"] = pair_cosines(*embeddings["g"])
     extra = frame["split"].to_numpy() == "extra"
@@ -249,8 +296,9 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
     device = pick_device(config.device)
     out, timer = Path(config.out), Stopwatch()
     with timer.stage("ingest"):
-        dataset = read_dataset(config.data, img_key=config.img_key, caption_key=config.caption_key,
-                               on_error=config.on_error)
+        dataset = read_dataset(
+            config.data, img_key=config.img_key, caption_key=config.caption_key, on_error=config.on_error
+        )
         create_clip(config.model, init_checkpoint=config.init_checkpoint)  # fail fast on a bad model
         _report_skipped(dataset, out)
     _prepare_out_dir(out, resume, {"fingerprint": _fingerprint(config, dataset), "config": config.to_dict()})
@@ -266,14 +314,27 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
     for tag, own in (("f", "candidate"), ("g", "independent")):
         with timer.stage(f"train_{tag}"):
             rows = np.flatnonzero((split == "shared") | (split == own))
-            models[tag], result = _train_one(tag, config, images.subset(rows), [captions[r] for r in rows],
-                                             out, device)
-            training[tag] = {"pairs": len(rows), "epoch_losses": result.epoch_losses,
-                             "resumed_from_epoch": result.resumed_from_epoch}
+            models[tag], result = _train_one(tag, config, images.subset(rows), [captions[r] for r in rows], out, device)
+            training[tag] = {
+                "pairs": len(rows),
+                "epoch_losses": result.epoch_losses,
+                "resumed_from_epoch": result.resumed_from_epoch,
+            }
     with timer.stage("score"):
         view_align = _score_views(frame, images, captions, models, config, device)
     with timer.stage("embed"):
         embeddings, utility = _embed_and_baselines(frame, images, models, device)
-    return finish_run(out, frame, dataset, images, image_embeddings=embeddings["f"][0],
-                      text_embeddings=embeddings["f"][1], view_align=view_align, config=config.to_dict(),
-                      timer=timer, utility=utility, thumbnail_size=config.thumbnail_size, training=training)
+    return finish_run(
+        out,
+        frame,
+        dataset,
+        images,
+        image_embeddings=embeddings["f"][0],
+        text_embeddings=embeddings["f"][1],
+        view_align=view_align,
+        config=config.to_dict(),
+        timer=timer,
+        utility=utility,
+        thumbnail_size=config.thumbnail_size,
+        training=training,
+    )

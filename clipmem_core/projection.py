@@ -2,6 +2,7 @@
 
 PCA only: it is fast, deterministic for a seed, and a fit on a sample transforms any number of rows.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,6 +33,6 @@ def project_2d(vectors: np.ndarray, *, method: str = "pca", seed: int = 0) -> np
     rows = np.sort(rng.choice(n, size=FIT_SAMPLE, replace=False)) if n > FIT_SAMPLE else slice(None)
     pca = PCA(n_components=components, random_state=seed).fit(np.asarray(vectors[rows], dtype=np.float32))
     for start in range(0, n, _TRANSFORM_CHUNK):
-        chunk = np.asarray(vectors[start:start + _TRANSFORM_CHUNK], dtype=np.float32)
-        out[start:start + len(chunk), :components] = pca.transform(chunk)
+        chunk = np.asarray(vectors[start : start + _TRANSFORM_CHUNK], dtype=np.float32)
+        out[start : start + len(chunk), :components] = pca.transform(chunk)
     return out

@@ -4,9 +4,10 @@ A(h, x, y) = mean_k cos(h_img(x'_k), h_txt(y'_k)) on L2-normalised embeddings, w
 resized crop + flip of the image and y'_k one of the sample's captions. Both models see exactly the
 same K views of a sample, so the difference A(f) - A(g) reflects the models, not the dice.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -17,13 +18,13 @@ from .device import autocast
 
 
 def _batches(n: int, batch_size: int, desc: str):
-    return tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False,
-                total=(n + batch_size - 1) // batch_size)
+    return tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False, total=(n + batch_size - 1) // batch_size)
 
 
 @torch.no_grad()
-def _encode(model: torch.nn.Module, images: torch.Tensor | None, tokens: torch.Tensor | None,
-            device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def _encode(
+    model: torch.nn.Module, images: torch.Tensor | None, tokens: torch.Tensor | None, device: torch.device
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     with autocast(device):
         img = model.encode_image(images.to(device), normalize=True).float() if images is not None else None
         txt = model.encode_text(tokens.to(device), normalize=True).float() if tokens is not None else None
@@ -31,9 +32,17 @@ def _encode(model: torch.nn.Module, images: torch.Tensor | None, tokens: torch.T
 
 
 @torch.no_grad()
-def embed_pairs(model: torch.nn.Module, images: Sequence[Image.Image], captions: Sequence[str],
-                transform: Callable, tokenizer: Callable, *, device: torch.device,
-                batch_size: int = 256, desc: str = "embed") -> tuple[np.ndarray, np.ndarray]:
+def embed_pairs(
+    model: torch.nn.Module,
+    images: Sequence[Image.Image],
+    captions: Sequence[str],
+    transform: Callable,
+    tokenizer: Callable,
+    *,
+    device: torch.device,
+    batch_size: int = 256,
+    desc: str = "embed",
+) -> tuple[np.ndarray, np.ndarray]:
     """Un-augmented, L2-normalised image and text embeddings, one row per pair."""
     model.eval()
     image_rows, text_rows = [], []
@@ -52,10 +61,18 @@ def pair_cosines(image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> n
 
 
 @torch.no_grad()
-def view_alignments(models: Mapping[str, torch.nn.Module], images: Sequence[Image.Image],
-                    captions: Sequence[Sequence[str]], transform: Callable, tokenizer: Callable, *,
-                    views: int, seed: int, device: torch.device,
-                    batch_size: int = 64) -> dict[str, np.ndarray]:
+def view_alignments(
+    models: Mapping[str, torch.nn.Module],
+    images: Sequence[Image.Image],
+    captions: Sequence[Sequence[str]],
+    transform: Callable,
+    tokenizer: Callable,
+    *,
+    views: int,
+    seed: int,
+    device: torch.device,
+    batch_size: int = 64,
+) -> dict[str, np.ndarray]:
     """Per-view cosines (n, views) for every model, all models scoring the same augmented views."""
     for model in models.values():
         model.eval()
@@ -63,14 +80,14 @@ def view_alignments(models: Mapping[str, torch.nn.Module], images: Sequence[Imag
     rng = np.random.default_rng(seed)
     result = {name: np.empty((len(images), views), dtype=np.float32) for name in models}
     for start in _batches(len(images), batch_size, f"score {views} views"):
-        batch_images, batch_captions = images[start:start + batch_size], captions[start:start + batch_size]
+        batch_images, batch_captions = images[start : start + batch_size], captions[start : start + batch_size]
         pixels = torch.stack([transform(im) for im in batch_images for _ in range(views)])
         chosen = [opts[rng.integers(len(opts))] for opts in batch_captions for _ in range(views)]
         tokens = tokenizer(chosen)
         for name, model in models.items():
             img, txt = _encode(model, pixels, tokens, device)
             cos = (img * txt).sum(dim=1).view(len(batch_images), views)
-            result[name][start:start + len(batch_images)] = cos.cpu().numpy()
+            result[name][start : start + len(batch_images)] = cos.cpu().numpy()
     return result
 
 

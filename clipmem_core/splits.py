@@ -1,7 +1,8 @@
 """Seeded, disjoint splits: shared S_S, candidate S_C, independent S_I and extra S_E."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -49,6 +50,6 @@ def assign_splits(n: int, sizes: Sequence[float], seed: int) -> np.ndarray:
     labels = np.full(n, "unused", dtype=object)
     start = 0
     for name in SPLIT_NAMES:
-        labels[order[start:start + counts[name]]] = name
+        labels[order[start : start + counts[name]]] = name
         start += counts[name]
     return labels

@@ -5,6 +5,7 @@ Each image shows one coloured shape on the left or right ("a red circle on the l
 own random background texture and pixel noise, so a model can memorize individual pairs: that is what
 lets a test check that mis-captioned samples get higher CLIPMem scores.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,10 +60,12 @@ def make_shapes_dataset(
         filepath = f"images/{i:05d}.png"
         _draw(str(colours[i]), str(shapes[i]), str(sides[i]), size, rng).save(out / filepath)
         filepaths.append(filepath)
-    frame = pd.DataFrame({
-        "filepath": filepaths,
-        "caption": [_caption(str(c), str(s), str(side)) for c, s, side in zip(colours, shapes, sides)],
-    })
+    frame = pd.DataFrame(
+        {
+            "filepath": filepaths,
+            "caption": [_caption(str(c), str(s), str(side)) for c, s, side in zip(colours, shapes, sides)],
+        }
+    )
     if miscaption_fraction > 0:
         new = donor_captions([[c] for c in frame["caption"]], miscaption_fraction, rng)
         frame.loc[list(new), "caption"] = list(new.values())

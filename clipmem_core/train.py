@@ -4,14 +4,15 @@ f and g are trained by the same function with the same config and seed, so that 
 difference between them is their data (S_C or S_I). A checkpoint is written every epoch; with
 ``resume`` training continues from the last one, so a killed run loses at most one epoch.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -48,8 +49,9 @@ class TrainResult:
 class PairDataset(Dataset):
     """Image–caption pairs; each draw picks one of the sample's captions (multi-caption sampling)."""
 
-    def __init__(self, images: Sequence[Image.Image], captions: Sequence[Sequence[str]],
-                 transform: Callable, tokenizer: Callable):
+    def __init__(
+        self, images: Sequence[Image.Image], captions: Sequence[Sequence[str]], transform: Callable, tokenizer: Callable
+    ):
         self.images, self.captions = images, captions
         self.transform, self.tokenizer = transform, tokenizer
 
@@ -64,21 +66,36 @@ class PairDataset(Dataset):
 
 def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     """LR multiplier: linear warm-up, then cosine decay to zero."""
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / max(1, warmup_steps)
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
     return factor
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, result: TrainResult,
-                     config: TrainConfig, generator: torch.Generator) -> None:
+def _save_checkpoint(
+    path: Path,
+    model,
+    optimizer,
+    scheduler,
+    epoch: int,
+    result: TrainResult,
+    config: TrainConfig,
+    generator: torch.Generator,
+) -> None:
     state = {
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "epoch": epoch, "losses": result.epoch_losses,
-        "config": asdict(config), "torch_rng": torch.get_rng_state(),
-        "loader_rng": generator.get_state(), "numpy_rng": np.random.get_state(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "losses": result.epoch_losses,
+        "config": asdict(config),
+        "torch_rng": torch.get_rng_state(),
+        "loader_rng": generator.get_state(),
+        "numpy_rng": np.random.get_state(),
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -95,17 +112,28 @@ def _restore(path: Path, model, optimizer, scheduler, generator: torch.Generator
     return int(state["epoch"]), list(state["losses"])
 
 
-def train_clip(bundle: ClipBundle, images: Sequence[Image.Image], captions: Sequence[Sequence[str]],
-               config: TrainConfig, checkpoint: Path, *, device: torch.device,
-               resume: bool = False, label: str = "train") -> TrainResult:
+def train_clip(
+    bundle: ClipBundle,
+    images: Sequence[Image.Image],
+    captions: Sequence[Sequence[str]],
+    config: TrainConfig,
+    checkpoint: Path,
+    *,
+    device: torch.device,
+    resume: bool = False,
+    label: str = "train",
+) -> TrainResult:
     """Train ``bundle.model`` in place on the given pairs; return per-epoch mean losses."""
     started = time.perf_counter()
     model = bundle.model.to(device).train()
     generator = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(
         PairDataset(images, captions, bundle.train_transform, bundle.tokenizer),
-        batch_size=min(config.batch_size, len(images)), shuffle=True, drop_last=len(images) > config.batch_size,
-        generator=generator, num_workers=config.num_workers,
+        batch_size=min(config.batch_size, len(images)),
+        shuffle=True,
+        drop_last=len(images) > config.batch_size,
+        generator=generator,
+        num_workers=config.num_workers,
     )
     total_steps = config.epochs * len(loader)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

@@ -6,6 +6,7 @@
   secrets; otherwise a name asked once per browser session. Without OIDC the name is a label, not
   proof of identity: the access token is what keeps strangers out.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -4,8 +4,10 @@ A job is ``python -m clipmem_core run ...`` in its own process group (so cancel 
 too), with stdout+stderr in ``<cache>/.jobs/<name>.log`` and its description in ``<name>.json``.
 The JSON survives app restarts; the Popen handle (needed to reap the child) lives in this process.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -49,8 +51,18 @@ def validate_name(cache_root: str | os.PathLike, name: str) -> str | None:
 
 def run_command(cache_root: str | os.PathLike, name: str, data: str, preset: str) -> list[str]:
     """The same CLI a user would type, so browser runs and CLI runs are one engine."""
-    return [sys.executable, "-m", "clipmem_core", "run", "--data", data, "--out", str(Path(cache_root) / name),
-            "--preset", preset]
+    return [
+        sys.executable,
+        "-m",
+        "clipmem_core",
+        "run",
+        "--data",
+        data,
+        "--out",
+        str(Path(cache_root) / name),
+        "--preset",
+        preset,
+    ]
 
 
 def start_job(cache_root: str | os.PathLike, name: str, command: list[str]) -> Job:
@@ -60,8 +72,14 @@ def start_job(cache_root: str | os.PathLike, name: str, command: list[str]) -> J
     out = Path(cache_root) / name
     log = directory / f"{name}.log"
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            command,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     _PROCS[proc.pid] = proc
     job = Job(name=name, pid=proc.pid, command=command, log=str(log), out=str(out), started=time.time())
     (directory / f"{name}.json").write_text(json.dumps(asdict(job)), encoding="utf-8")
@@ -120,10 +138,8 @@ def cancel_job(job: Job, grace_s: float = 5.0) -> None:
     deadline = time.monotonic() + grace_s
     while job_status(job) == "running" and time.monotonic() < deadline:
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(job.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     while job_status(job) == "running" and time.monotonic() < deadline + grace_s:
         time.sleep(0.05)
 

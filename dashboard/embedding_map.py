@@ -1,7 +1,8 @@
 """Points for the embedding map: a bounded, seeded subsample of the filtered rows with their colours."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -12,8 +13,9 @@ MAX_POINTS = 20_000
 COLOUR_BY = ("CLIPMem", "split", "flag")
 
 
-def map_rows(mask: np.ndarray, max_points: int = MAX_POINTS, seed: int = 0,
-             keep: np.ndarray | None = None) -> np.ndarray:
+def map_rows(
+    mask: np.ndarray, max_points: int = MAX_POINTS, seed: int = 0, keep: np.ndarray | None = None
+) -> np.ndarray:
     """Sorted rows to plot: every masked row, or a seeded subsample that always keeps ``keep``."""
     rows = np.flatnonzero(mask)
     if rows.size <= max_points:
@@ -24,22 +26,25 @@ def map_rows(mask: np.ndarray, max_points: int = MAX_POINTS, seed: int = 0,
     return np.sort(np.concatenate([kept, sample]))
 
 
-def map_frame(scores: pd.DataFrame, rows: np.ndarray, row_of: Mapping[str, int],
-              verdicts: Mapping[str, str]) -> pd.DataFrame:
+def map_frame(
+    scores: pd.DataFrame, rows: np.ndarray, row_of: Mapping[str, int], verdicts: Mapping[str, str]
+) -> pd.DataFrame:
     """One plotted point per row: projection, colour fields and the row (carried as customdata)."""
     frame = scores.iloc[rows]
     flag = np.full(len(scores), "unflagged", dtype=object)
     for verdict in ("mis-captioned", "correct", "unsure"):
         flag[rows_with_verdict(row_of, verdicts, verdict)] = verdict
-    return pd.DataFrame({
-        "row": rows,
-        "x": frame["proj_x"].to_numpy(dtype=np.float64, na_value=np.nan),
-        "y": frame["proj_y"].to_numpy(dtype=np.float64, na_value=np.nan),
-        "CLIPMem": frame["clipmem_from_f"].to_numpy(dtype=np.float64, na_value=np.nan),
-        "split": frame["split"].astype(str).to_numpy(),
-        "flag": flag[rows],
-        "caption": frame["caption"].astype(str).str.slice(0, 80).to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "row": rows,
+            "x": frame["proj_x"].to_numpy(dtype=np.float64, na_value=np.nan),
+            "y": frame["proj_y"].to_numpy(dtype=np.float64, na_value=np.nan),
+            "CLIPMem": frame["clipmem_from_f"].to_numpy(dtype=np.float64, na_value=np.nan),
+            "split": frame["split"].astype(str).to_numpy(),
+            "flag": flag[rows],
+            "caption": frame["caption"].astype(str).str.slice(0, 80).to_numpy(),
+        }
+    )
 
 
 def selected_rows(event: object) -> np.ndarray:

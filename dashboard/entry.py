@@ -5,6 +5,7 @@ a deep-linked page file on its own (no access gate, no sidebar) until app.py has
 ``st.navigation`` once in the process. Pages call ``require_entrypoint`` first: without app.py's
 mark in this session they send the visitor through app.py, which then opens the page asked for.
 """
+
 from __future__ import annotations
 
 import streamlit as st

@@ -3,11 +3,12 @@
 Sort orders are computed once per run (one argsort each) so that a page at 1M samples is a
 boolean gather over a precomputed order, not a sort.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -77,8 +78,13 @@ def rows_with_verdict(row_of: Mapping[str, int], verdicts: Mapping[str, str], ve
     return np.asarray(rows, dtype=np.int64)
 
 
-def filter_mask(scores: pd.DataFrame, filters: Filters, row_of: Mapping[str, int],
-                verdicts: Mapping[str, str], only_rows: np.ndarray | None = None) -> np.ndarray:
+def filter_mask(
+    scores: pd.DataFrame,
+    filters: Filters,
+    row_of: Mapping[str, int],
+    verdicts: Mapping[str, str],
+    only_rows: np.ndarray | None = None,
+) -> np.ndarray:
     """Boolean mask of the rows passing every filter (and in ``only_rows`` when given)."""
     n = len(scores)
     mask = np.ones(n, dtype=bool)
@@ -108,7 +114,7 @@ def page_count(total: int, per_page: int = PAGE_SIZE) -> int:
 def page_rows(order: np.ndarray, mask: np.ndarray, page: int, per_page: int = PAGE_SIZE) -> np.ndarray:
     """Rows of page ``page`` (0-based) of the filtered samples in ``order``."""
     selected = order[mask[order]]
-    return selected[page * per_page:(page + 1) * per_page]
+    return selected[page * per_page : (page + 1) * per_page]
 
 
 def _float(value: object) -> float:
@@ -121,19 +127,33 @@ def make_cards(run: Run, rows: np.ndarray, verdicts: Mapping[str, str]) -> list[
     truth = page["is_miscaptioned"].tolist() if run.has_ground_truth else [None] * len(rows)
     cards = []
     for row, rec, gt in zip(rows.tolist(), page.itertuples(index=False), truth):
-        cards.append(Card(
-            row=row, sample_id=rec.sample_id, caption=str(rec.caption), split=rec.split,
-            clipmem=_float(rec.clipmem), clip_score_f=_float(rec.clip_score_f),
-            clip_score_g=_float(rec.clip_score_g), thumbnail=run.thumbnail_path(row),
-            is_miscaptioned=None if gt is None or pd.isna(gt) else bool(gt),
-            verdict=verdicts.get(rec.sample_id),
-        ))
+        cards.append(
+            Card(
+                row=row,
+                sample_id=rec.sample_id,
+                caption=str(rec.caption),
+                split=rec.split,
+                clipmem=_float(rec.clipmem),
+                clip_score_f=_float(rec.clip_score_f),
+                clip_score_g=_float(rec.clip_score_g),
+                thumbnail=run.thumbnail_path(row),
+                is_miscaptioned=None if gt is None or pd.isna(gt) else bool(gt),
+                verdict=verdicts.get(rec.sample_id),
+            )
+        )
     return cards
 
 
-def gallery_page(run: Run, orders: dict[str, np.ndarray], filters: Filters, verdicts: Mapping[str, str],
-                 sort: str, page: int, only_rows: np.ndarray | None = None,
-                 per_page: int = PAGE_SIZE) -> tuple[list[Card], int]:
+def gallery_page(
+    run: Run,
+    orders: dict[str, np.ndarray],
+    filters: Filters,
+    verdicts: Mapping[str, str],
+    sort: str,
+    page: int,
+    only_rows: np.ndarray | None = None,
+    per_page: int = PAGE_SIZE,
+) -> tuple[list[Card], int]:
     """One page of cards and the number of samples passing the filters."""
     mask = filter_mask(run.scores, filters, run.row_of, verdicts, only_rows)
     rows = page_rows(orders[sort], mask, page, per_page)

@@ -1,4 +1,5 @@
 """Tables for the sample inspector, from one row of the run (no recompute)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,16 @@ import pandas as pd
 
 from clipmem_core import Run
 
-SCORE_FIELDS = ("split", "clipmem", "clipmem_norm", "clipmem_from_f", "align_f", "align_g",
-                "clip_score_f", "clip_score_g")
+SCORE_FIELDS = (
+    "split",
+    "clipmem",
+    "clipmem_norm",
+    "clipmem_from_f",
+    "align_f",
+    "align_g",
+    "clip_score_f",
+    "clip_score_g",
+)
 
 
 def score_table(run: Run, row: int, verdict: str | None) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 Histograms are binned here, so the browser gets bins, not one value per sample.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,8 +32,10 @@ def run_line(manifest: dict) -> str:
     """Model, preset, data and split sizes in one line of plain text."""
     config, dataset = manifest.get("config", {}), manifest.get("dataset", {})
     splits = ", ".join(f"{s} {manifest.get('splits', {}).get(s, 0):,}" for s in SPLITS)
-    return (f"model {config.get('model', '–')} · preset {config.get('preset', '–')} · "
-            f"data {dataset.get('path', '–')} · splits: {splits} · created {manifest.get('created', '–')}")
+    return (
+        f"model {config.get('model', '–')} · preset {config.get('preset', '–')} · "
+        f"data {dataset.get('path', '–')} · splits: {splits} · created {manifest.get('created', '–')}"
+    )
 
 
 def key_values(mapping: dict, value_name: str = "value") -> pd.DataFrame:
@@ -87,23 +90,31 @@ def split_means(manifest: dict) -> pd.DataFrame:
 def ttests(manifest: dict) -> pd.DataFrame:
     rows = []
     for name, test in (_summary(manifest).get("ttests_clipmem_from_f") or {}).items():
-        rows.append({"comparison": name.replace("_vs_", " vs "), "t": test.get("t"), "p": test.get("p"),
-                     "mean S_C": test.get("mean_a"), "mean other": test.get("mean_b"),
-                     "n S_C": test.get("n_a"), "n other": test.get("n_b")})
+        rows.append(
+            {
+                "comparison": name.replace("_vs_", " vs "),
+                "t": test.get("t"),
+                "p": test.get("p"),
+                "mean S_C": test.get("mean_a"),
+                "mean other": test.get("mean_b"),
+                "n S_C": test.get("n_a"),
+                "n other": test.get("n_b"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def utility_table(manifest: dict) -> pd.DataFrame:
     """Image→text and text→image R@1/R@5 of f and g on S_E."""
     utility = manifest.get("utility") or {}
-    return pd.DataFrame([{"model": model, **metrics} for model, metrics in utility.items()
-                         if isinstance(metrics, dict)])
+    return pd.DataFrame(
+        [{"model": model, **metrics} for model, metrics in utility.items() if isinstance(metrics, dict)]
+    )
 
 
 def detection_table(manifest: dict) -> pd.DataFrame:
     detection = (manifest.get("summary") or {}).get("detection") or {}
-    return pd.DataFrame([{"detector": name, **metrics}
-                         for name, metrics in (detection.get("detectors") or {}).items()])
+    return pd.DataFrame([{"detector": name, **metrics} for name, metrics in (detection.get("detectors") or {}).items()])
 
 
 def alignment_points(scores: pd.DataFrame, max_points: int = MAX_POINTS, seed: int = 0) -> pd.DataFrame:
@@ -112,11 +123,20 @@ def alignment_points(scores: pd.DataFrame, max_points: int = MAX_POINTS, seed: i
     if scored.size > max_points:
         scored = np.sort(np.random.default_rng(seed).choice(scored, max_points, replace=False))
     frame = scores.iloc[scored]
-    truth = (frame["is_miscaptioned"].map({True: "mis-captioned", False: "clean"}).fillna("unknown")
-             if "is_miscaptioned" in frame.columns else pd.Series("unknown", index=frame.index))
-    return pd.DataFrame({"row": scored, "align_f": frame["align_f"].to_numpy(),
-                         "align_g": frame["align_g"].to_numpy(), "clipmem": frame["clipmem_from_f"].to_numpy(),
-                         "ground truth": truth.to_numpy()})
+    truth = (
+        frame["is_miscaptioned"].map({True: "mis-captioned", False: "clean"}).fillna("unknown")
+        if "is_miscaptioned" in frame.columns
+        else pd.Series("unknown", index=frame.index)
+    )
+    return pd.DataFrame(
+        {
+            "row": scored,
+            "align_f": frame["align_f"].to_numpy(),
+            "align_g": frame["align_g"].to_numpy(),
+            "clipmem": frame["clipmem_from_f"].to_numpy(),
+            "ground truth": truth.to_numpy(),
+        }
+    )
 
 
 def _num(value: Any) -> str:

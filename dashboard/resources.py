@@ -3,6 +3,7 @@
 Everything heavy is loaded once per run version (keyed by the manifest's mtime) with
 ``st.cache_resource``; pages only read from these objects.
 """
+
 from __future__ import annotations
 
 import os

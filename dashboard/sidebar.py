@@ -1,4 +1,5 @@
 """The entrypoint's shared controls: rendered on every page so their state survives page switches."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,15 +43,21 @@ def _filters() -> None:
     run = resources.current_run()
     if run is None:
         return
-    st.sidebar.multiselect("Split", SPLITS, key=state.SPLITS, on_change=_reset_views,
-                           placeholder="all splits")
+    st.sidebar.multiselect("Split", SPLITS, key=state.SPLITS, on_change=_reset_views, placeholder="all splits")
     low, high = resources.clipmem_bounds(run)
     if high > low:
-        st.sidebar.slider("CLIPMem range", low, high, (low, high), step=(high - low) / 200 or 0.001,
-                          key=state.range_key(run.name), on_change=_reset_views, format="%.3f")
+        st.sidebar.slider(
+            "CLIPMem range",
+            low,
+            high,
+            (low, high),
+            step=(high - low) / 200 or 0.001,
+            key=state.range_key(run.name),
+            on_change=_reset_views,
+            format="%.3f",
+        )
     st.sidebar.selectbox("Flag status", FLAG_FILTERS, key=state.FLAG, on_change=_reset_views)
-    st.sidebar.text_input("Search captions", key=state.TEXT, on_change=_reset_views,
-                          placeholder="words in the caption")
+    st.sidebar.text_input("Search captions", key=state.TEXT, on_change=_reset_views, placeholder="words in the caption")
     if resources.selection() is not None:
         st.sidebar.info(f"Showing {len(resources.selection())} samples selected on the map.")
         st.sidebar.button("Clear map selection", on_click=_reset_views)

@@ -1,8 +1,9 @@
 """Session-state keys and defaults shared by app.py, the pages and the review pages."""
+
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from clipmem_core.cache import RunInfo
 

@@ -2,10 +2,11 @@
 
 Captions are untrusted: they are only ever rendered with ``st.text`` (no markdown, no HTML).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import streamlit as st
 
@@ -42,8 +43,15 @@ def flag_buttons(run_name: str, sample_id: str, current: str | None, key: str) -
     cols = st.columns(len(VERDICT_BUTTONS), gap="small")
     for col, (verdict, label) in zip(cols, VERDICT_BUTTONS):
         kind = "primary" if verdict == current else "secondary"
-        col.button(label.split()[0], key=f"{key}:{verdict}", help=label, type=kind, width="stretch",
-                   on_click=record_verdict, args=(run_name, [sample_id], verdict, name))
+        col.button(
+            label.split()[0],
+            key=f"{key}:{verdict}",
+            help=label,
+            type=kind,
+            width="stretch",
+            on_click=record_verdict,
+            args=(run_name, [sample_id], verdict, name),
+        )
 
 
 def _choose(sample_id: str) -> None:
@@ -57,23 +65,35 @@ def card(c: Card, run_name: str, key: str, flags: bool = True, extra: str | None
         if c.thumbnail is not None:
             st.image(str(c.thumbnail), width="stretch")
         st.text(c.caption)
-        st.caption(f"CLIPMem {fmt(c.clipmem)} · CLIP f {fmt(c.clip_score_f)} · g {fmt(c.clip_score_g)}"
-                   + (f" · {extra}" if extra else ""))
+        st.caption(
+            f"CLIPMem {fmt(c.clipmem)} · CLIP f {fmt(c.clip_score_f)} · g {fmt(c.clip_score_g)}"
+            + (f" · {extra}" if extra else "")
+        )
         if c.is_miscaptioned:
             st.badge("GT: mis-captioned", color="red", help="ground truth: this caption was injected as wrong")
         if c.verdict:
-            st.badge(c.verdict, icon=":material/flag:", color="orange" if c.verdict != "correct" else "green",
-                     help="latest verdict in the review store")
+            st.badge(
+                c.verdict,
+                icon=":material/flag:",
+                color="orange" if c.verdict != "correct" else "green",
+                help="latest verdict in the review store",
+            )
         if flags:
             flag_buttons(run_name, c.sample_id, c.verdict, key)
         if st.button("Inspect", key=f"{key}:inspect", width="stretch", on_click=_choose, args=(c.sample_id,)):
             st.switch_page("pages/inspector.py")
 
 
-def card_grid(cards: Sequence[Card], run_name: str, key: str, columns: int = 6, flags: bool = True,
-              extras: Sequence[str] | None = None) -> None:
+def card_grid(
+    cards: Sequence[Card],
+    run_name: str,
+    key: str,
+    columns: int = 6,
+    flags: bool = True,
+    extras: Sequence[str] | None = None,
+) -> None:
     for start in range(0, len(cards), columns):
         cols = st.columns(columns)
-        for i, (col, c) in enumerate(zip(cols, cards[start:start + columns])):
+        for i, (col, c) in enumerate(zip(cols, cards[start : start + columns])):
             with col:
                 card(c, run_name, f"{key}:{c.sample_id}", flags, extras[start + i] if extras else None)

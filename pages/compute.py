@@ -1,4 +1,5 @@
 """Compute: start a run from the browser with the CLI's engine, in a background process, and watch it."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -14,8 +15,12 @@ st.title("Compute a run")
 st.caption("Runs `python -m clipmem_core run` in the background; the app stays usable meanwhile.")
 
 with st.form("new_run"):
-    data = st.text_input("Dataset path", key="compute_data", placeholder="data/openclipart64/captions.csv",
-                         help="CSV/TSV with filepath,caption; COCO captions JSON; or a folder of images + .txt")
+    data = st.text_input(
+        "Dataset path",
+        key="compute_data",
+        placeholder="data/openclipart64/captions.csv",
+        help="CSV/TSV with filepath,caption; COCO captions JSON; or a folder of images + .txt",
+    )
     name = st.text_input("Run name", key="compute_name", value=datetime.now().strftime("run-%Y%m%d-%H%M%S"))
     preset = st.selectbox("Preset", compute.PRESETS, help="tiny: seconds on CPU; cpu: minutes; paper: GPU")
     submitted = st.form_submit_button("Start", type="primary")

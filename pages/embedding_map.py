@@ -1,4 +1,5 @@
 """Embedding map: the core's 2-D projection, coloured by CLIPMem, split or flag; select to act."""
+
 from __future__ import annotations
 
 import plotly.express as px
@@ -23,14 +24,24 @@ rows = emap.map_rows(mask, keep=rows_with_verdict(run.row_of, verdicts, None))
 points = emap.map_frame(run.scores, rows, run.row_of, verdicts)
 colour = st.radio("Colour by", emap.COLOUR_BY, horizontal=True)
 unscored = " Dark points are S_S samples, which have no CLIPMem." if colour == "CLIPMem" else ""
-st.caption(f"{len(points):,} of {int(mask.sum()):,} matching samples shown (flagged ones always). "
-           f"Use box or lasso select, then act on the selection below.{unscored}")
-fig = px.scatter(points, x="x", y="y", color=colour, custom_data=["row"], hover_data={"caption": True},
-                 render_mode="webgl", color_continuous_scale="RdBu_r", height=650)
+st.caption(
+    f"{len(points):,} of {int(mask.sum()):,} matching samples shown (flagged ones always). "
+    f"Use box or lasso select, then act on the selection below.{unscored}"
+)
+fig = px.scatter(
+    points,
+    x="x",
+    y="y",
+    color=colour,
+    custom_data=["row"],
+    hover_data={"caption": True},
+    render_mode="webgl",
+    color_continuous_scale="RdBu_r",
+    height=650,
+)
 fig.update_traces(marker={"size": 5})
 fig.update_layout(dragmode="lasso", xaxis={"visible": False}, yaxis={"visible": False})
-event = st.plotly_chart(fig, width="stretch", key="embedding_map", on_select="rerun",
-                        selection_mode=("box", "lasso"))
+event = st.plotly_chart(fig, width="stretch", key="embedding_map", on_select="rerun", selection_mode=("box", "lasso"))
 chosen = emap.selected_rows(event)
 if chosen.size:
     st.write(f"{chosen.size:,} samples selected.")
@@ -40,7 +51,10 @@ if chosen.size:
         st.session_state[state.PAGE] = 1
         st.switch_page("pages/gallery.py")
     name = ui.reviewer()
-    if right.button("Flag selection as mis-captioned", disabled=name is None,
-                    help=None if name else "turn on flag mode in the sidebar first"):
+    if right.button(
+        "Flag selection as mis-captioned",
+        disabled=name is None,
+        help=None if name else "turn on flag mode in the sidebar first",
+    ):
         ui.record_verdict(run.name, run.scores["sample_id"].iloc[chosen].tolist(), "mis-captioned", name)
         st.success(f"Flagged {chosen.size:,} samples as mis-captioned.")

@@ -1,4 +1,5 @@
 """Most memorized: a paginated gallery of 48 cards, sorted by CLIPMem, low CLIP score or both."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -29,8 +30,9 @@ def gallery() -> None:
         ss[state.PAGE] = 1
     top = st.columns([3, 2, 1, 1, 2], vertical_alignment="bottom")
     ss.setdefault(state.SORT, "clipmem")
-    top[0].selectbox("Sort by", list(SORTS), format_func=SORTS.get, key=state.SORT,
-                     on_change=lambda: ss.update({state.PAGE: 1}))
+    top[0].selectbox(
+        "Sort by", list(SORTS), format_func=SORTS.get, key=state.SORT, on_change=lambda: ss.update({state.PAGE: 1})
+    )
     top[1].number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, key=state.PAGE)
     top[2].button("◀ Prev", on_click=_step, args=(-1, pages), disabled=ss[state.PAGE] <= 1, width="stretch")
     top[3].button("Next ▶", on_click=_step, args=(1, pages), disabled=ss[state.PAGE] >= pages, width="stretch")

@@ -1,4 +1,5 @@
 """Sample inspector: one sample large, its scores and per-view alignments, and its FAISS neighbours."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,12 @@ from dashboard.gallery import make_cards
 
 entry.require_entrypoint("pages/inspector.py")
 
-MODE_LABELS = {"image": "image → image", "text": "text → text", "image2text": "image → text",
-               "text2image": "text → image"}
+MODE_LABELS = {
+    "image": "image → image",
+    "text": "text → text",
+    "image2text": "image → text",
+    "text2image": "text → image",
+}
 
 run = resources.require_run()
 
@@ -53,8 +58,13 @@ for tab, mode in zip(tabs, MODES):
             st.warning(str(exc))
             continue
         rows = np.asarray([h.row for h in hits], dtype=np.int64)
-        ui.card_grid(make_cards(run, rows, verdicts), run.name, key=f"nn:{mode}", flags=False,
-                     extras=[f"sim {h.similarity:.3f}" for h in hits])
+        ui.card_grid(
+            make_cards(run, rows, verdicts),
+            run.name,
+            key=f"nn:{mode}",
+            flags=False,
+            extras=[f"sim {h.similarity:.3f}" for h in hits],
+        )
 
 st.subheader("Captions of visually similar images")
 st.caption("What the nearest images are called: a hint toward a corrected caption.")

@@ -1,4 +1,5 @@
 """Overview: what the run is, how CLIPMem is distributed per split, and how useful f and g are."""
+
 from __future__ import annotations
 
 import plotly.express as px
@@ -22,8 +23,7 @@ with st.expander("Manifest: configuration, dataset, versions and timings"):
     left, right = st.columns(2)
     left.dataframe(overview.key_values(run.manifest.get("config", {})), hide_index=True, width="stretch")
     right.dataframe(overview.key_values(run.manifest.get("dataset", {})), hide_index=True, width="stretch")
-    left.dataframe(overview.key_values(run.manifest.get("timings", {}), "seconds"), hide_index=True,
-                   width="stretch")
+    left.dataframe(overview.key_values(run.manifest.get("timings", {}), "seconds"), hide_index=True, width="stretch")
     right.dataframe(overview.key_values(run.manifest.get("versions", {})), hide_index=True, width="stretch")
 
 st.subheader("CLIPMem per split")
@@ -32,26 +32,56 @@ hist = overview.split_histograms(run.scores)
 if hist.empty:
     st.warning("This run has no CLIPMem scores.")
 else:
-    st.plotly_chart(px.bar(hist, x="clipmem_from_f", y="count", color="split", barmode="overlay",
-                           opacity=0.6, labels={"clipmem_from_f": "CLIPMem (A(f) − A(g))"},
-                           color_discrete_map=overview.SPLIT_COLOURS),
-                    width="stretch", key="hist")
+    st.plotly_chart(
+        px.bar(
+            hist,
+            x="clipmem_from_f",
+            y="count",
+            color="split",
+            barmode="overlay",
+            opacity=0.6,
+            labels={"clipmem_from_f": "CLIPMem (A(f) − A(g))"},
+            color_discrete_map=overview.SPLIT_COLOURS,
+        ),
+        width="stretch",
+        key="hist",
+    )
 left, right = st.columns(2)
 left.markdown("**Means per split**")
 left.dataframe(overview.split_means(run.manifest), hide_index=True, width="stretch")
 right.markdown("**Welch t-tests of CLIPMem, S_C against S_I and S_E**")
-right.dataframe(overview.ttests(run.manifest), hide_index=True, width="stretch",
-                column_config={"p": st.column_config.NumberColumn(format="%.2e"),
-                               "t": st.column_config.NumberColumn(format="%.2f")})
+right.dataframe(
+    overview.ttests(run.manifest),
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "p": st.column_config.NumberColumn(format="%.2e"),
+        "t": st.column_config.NumberColumn(format="%.2f"),
+    },
+)
 
 st.subheader("Alignment under g against f")
 points = overview.alignment_points(run.scores)
-fig = px.scatter(points, x="align_f", y="align_g", color="clipmem", symbol="ground truth",
-                 hover_data={"row": True}, render_mode="webgl", color_continuous_scale="RdBu_r",
-                 labels={"align_f": "A(f)", "align_g": "A(g)"})
-fig.add_trace(go.Scatter(x=[points["align_f"].min(), points["align_f"].max()],
-                         y=[points["align_f"].min(), points["align_f"].max()],
-                         mode="lines", line={"dash": "dot", "color": "grey"}, name="A(f) = A(g)"))
+fig = px.scatter(
+    points,
+    x="align_f",
+    y="align_g",
+    color="clipmem",
+    symbol="ground truth",
+    hover_data={"row": True},
+    render_mode="webgl",
+    color_continuous_scale="RdBu_r",
+    labels={"align_f": "A(f)", "align_g": "A(g)"},
+)
+fig.add_trace(
+    go.Scatter(
+        x=[points["align_f"].min(), points["align_f"].max()],
+        y=[points["align_f"].min(), points["align_f"].max()],
+        mode="lines",
+        line={"dash": "dot", "color": "grey"},
+        name="A(f) = A(g)",
+    )
+)
 st.plotly_chart(fig, width="stretch", key="alignment")
 if len(points) < run.scores["align_f"].notna().sum():
     st.caption(f"{len(points):,} of {run.scores['align_f'].notna().sum():,} scored samples shown.")

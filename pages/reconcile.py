@@ -1,4 +1,5 @@
 """Reconciliation page: agreement between reviewers, and the disagreements for a lead to settle."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -41,8 +42,10 @@ def show_agreement(report: dict) -> None:
     cols[2].metric("Fleiss' κ", fmt(report["fleiss"]["kappa"]))
     cols[3].metric("Disagreements", report["n_disagreements"])
     fleiss = report["fleiss"]
-    st.caption(f"Fleiss' κ on {fleiss['n_samples']} samples with {fleiss['n_raters']} reviewers each "
-               f"({fleiss['n_excluded']} samples with another number of reviewers left out).")
+    st.caption(
+        f"Fleiss' κ on {fleiss['n_samples']} samples with {fleiss['n_raters']} reviewers each "
+        f"({fleiss['n_excluded']} samples with another number of reviewers left out)."
+    )
     if report["pairs"]:
         st.dataframe(pd.DataFrame(report["pairs"]), hide_index=True)
 
@@ -65,8 +68,12 @@ def disagreement_card(store: ReviewStore, run: Run, item: pd.Series, lead: str) 
         default = item["suggestions"][0] if item["suggestions"] else ""
         st.text_input("Caption to accept if mis-captioned", value=default, key=f"resolve_caption_{sample_id}")
         for column, verdict in zip(st.columns(len(VERDICTS)), VERDICTS):
-            column.button(f"Resolve: {verdict}", key=f"resolve_{sample_id}_{verdict}",
-                          on_click=settle, args=(store, run.name, sample_id, verdict, lead))
+            column.button(
+                f"Resolve: {verdict}",
+                key=f"resolve_{sample_id}_{verdict}",
+                on_click=settle,
+                args=(store, run.name, sample_id, verdict, lead),
+            )
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
 """Review page: judge samples from a queue, with neighbour captions as hints and blind mode."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,11 +35,16 @@ def ranked_queue(run: Run, rule: str, judged: set[str]) -> list[str]:
     return [sid for sid in run.scores["sample_id"].to_numpy()[order] if sid not in judged]
 
 
-def record(store: ReviewStore, run: str, sample_id: str, reviewer: str, verdict: str,
-           session_id: int | None) -> None:
-    store.add_verdict(run, sample_id, reviewer, verdict,
-                      suggested_caption=st.session_state.get(f"suggest_{sample_id}") or None,
-                      note=st.session_state.get(f"note_{sample_id}") or None, session_id=session_id)
+def record(store: ReviewStore, run: str, sample_id: str, reviewer: str, verdict: str, session_id: int | None) -> None:
+    store.add_verdict(
+        run,
+        sample_id,
+        reviewer,
+        verdict,
+        suggested_caption=st.session_state.get(f"suggest_{sample_id}") or None,
+        note=st.session_state.get(f"note_{sample_id}") or None,
+        session_id=session_id,
+    )
     st.session_state["review_last"] = {"run": run, "sample_id": sample_id, "verdict": verdict}
 
 
@@ -71,8 +77,9 @@ def show_last(store: ReviewStore, run: Run, reviewer: str) -> None:
         others_verdicts(store, run.name, last["sample_id"], reviewer)
 
 
-def review_sample(store: ReviewStore, run: Run, reviewer: str, sample_id: str, session_id: int | None,
-                  blind: bool) -> None:
+def review_sample(
+    store: ReviewStore, run: Run, reviewer: str, sample_id: str, session_id: int | None, blind: bool
+) -> None:
     row = run.row(sample_id)
     sample = run.scores.iloc[row]
     left, right = st.columns([1, 2])
@@ -83,18 +90,30 @@ def review_sample(store: ReviewStore, run: Run, reviewer: str, sample_id: str, s
         else:
             st.caption("(image not available)")
     with right:
-        st.text(f"{sample_id} · {sample['split']} · CLIPMem {sample['clipmem']:.3f} · "
-                f"CLIP score (g) {sample['clip_score_g']:.3f}")
+        st.text(
+            f"{sample_id} · {sample['split']} · CLIPMem {sample['clipmem']:.3f} · "
+            f"CLIP score (g) {sample['clip_score_g']:.3f}"
+        )
         st.text(str(sample["caption"]))
         for column, verdict in zip(st.columns(len(VERDICTS)), VERDICTS):
-            column.button(LABELS[verdict], key=f"verdict_{verdict}", width="stretch",
-                          type="primary" if verdict == "mis-captioned" else "secondary",
-                          on_click=record, args=(store, run.name, sample_id, reviewer, verdict, session_id))
+            column.button(
+                LABELS[verdict],
+                key=f"verdict_{verdict}",
+                width="stretch",
+                type="primary" if verdict == "mis-captioned" else "secondary",
+                on_click=record,
+                args=(store, run.name, sample_id, reviewer, verdict, session_id),
+            )
         st.text_input("Suggested caption", key=f"suggest_{sample_id}")
         suggestions = hints(run, sample_id)
         if suggestions:
-            st.selectbox("Captions of similar images (pick one to use it)", [""] + suggestions,
-                         key=f"hint_{sample_id}", on_change=use_hint, args=(sample_id,))
+            st.selectbox(
+                "Captions of similar images (pick one to use it)",
+                ["", *suggestions],
+                key=f"hint_{sample_id}",
+                on_change=use_hint,
+                args=(sample_id,),
+            )
         st.text_input("Note", key=f"note_{sample_id}")
     if blind:
         st.caption("Blind mode: other reviewers' verdicts stay hidden until you have given yours.")

@@ -17,6 +17,7 @@ Output::
 
 Usage: build_openclipart.py --out DIR [--size 64] [--limit N --seed 0] [--jobs J]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,14 +106,16 @@ def find_clips(png_root: Path, svg_root: Path) -> list[Clip]:
         svg = svg_root / rel.with_suffix(".svg")
         meta = svg.read_text(encoding="utf-8", errors="replace") if svg.is_file() else ""
         title, keywords, description = parse_svg_metadata(meta)
-        clips.append(Clip(
-            png=str(png),
-            filepath=f"images/{rel.as_posix().replace('/', '__')}.png",
-            category=rel.parts[0] if len(rel.parts) > 1 else "",
-            title=title or description or title_from_stem(rel.name),
-            keywords=keywords,
-            description=description,
-        ))
+        clips.append(
+            Clip(
+                png=str(png),
+                filepath=f"images/{rel.as_posix().replace('/', '__')}.png",
+                category=rel.parts[0] if len(rel.parts) > 1 else "",
+                title=title or description or title_from_stem(rel.name),
+                keywords=keywords,
+                description=description,
+            )
+        )
     return clips
 
 
@@ -148,8 +151,9 @@ def fetch_packages(workdir: Path) -> dict[str, str]:
     versions = {}
     for pkg in PACKAGES:
         deb = next(workdir.glob(f"{pkg}_*.deb"))
-        versions[pkg] = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True,
-                                       text=True, check=True).stdout.strip()
+        versions[pkg] = subprocess.run(
+            ["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         subprocess.run(["dpkg-deb", "-x", str(deb), str(workdir / "pkg")], check=True)
     return versions
 
@@ -161,8 +165,7 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
         writer.writerows(rows)
 
 
-def source_text(versions: dict[str, str], size: int, n: int, limit: int | None, seed: int,
-                copyright_text: str) -> str:
+def source_text(versions: dict[str, str], size: int, n: int, limit: int | None, seed: int, copyright_text: str) -> str:
     subset = f"seeded subset: --limit {limit} --seed {seed}" if limit else "all pictures"
     pkgs = "\n".join(f"  {p} {v}" for p, v in versions.items())
     return (
@@ -197,13 +200,18 @@ def build(out: Path, size: int, limit: int | None, seed: int, jobs: int) -> int:
         print("skipped", err, file=sys.stderr)
     kept.sort(key=lambda c: c.filepath)
     write_csv(out / "captions.csv", ["filepath", "caption"], [[c.filepath, c.caption] for c in kept])
-    write_csv(out / "metadata.csv", ["filepath", "caption", "category", "title", "keywords", "description"],
-              [[c.filepath, c.caption, c.category, c.title, "; ".join(c.keywords), c.description]
-               for c in kept])
-    (out / "SOURCE.txt").write_text(source_text(versions, size, len(kept), limit, seed, copyright_text),
-                                    encoding="utf-8")
-    print(f"openclipart: {len(kept)} samples in {out} ({len(errors)} skipped, "
-          f"{len({c.caption for c in kept})} distinct captions)")
+    write_csv(
+        out / "metadata.csv",
+        ["filepath", "caption", "category", "title", "keywords", "description"],
+        [[c.filepath, c.caption, c.category, c.title, "; ".join(c.keywords), c.description] for c in kept],
+    )
+    (out / "SOURCE.txt").write_text(
+        source_text(versions, size, len(kept), limit, seed, copyright_text), encoding="utf-8"
+    )
+    print(
+        f"openclipart: {len(kept)} samples in {out} ({len(errors)} skipped, "
+        f"{len({c.caption for c in kept})} distinct captions)"
+    )
     return len(kept)
 
 

@@ -1,15 +1,14 @@
 """A small but complete run folder, written with the cache writers, for the dashboard tests."""
+
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from PIL import Image
-from streamlit.runtime.pages_manager import PagesManager
 
 from clipmem_core import cache
 from clipmem_core.index import build_index, save_index
@@ -46,27 +45,28 @@ def scores_frame(n: int, seed: int = 0) -> pd.DataFrame:
     clipmem = np.where(split == "candidate", from_f, np.where(split == "independent", -from_f, np.nan))
     span = np.nanmax(clipmem) - np.nanmin(clipmem)
     captions = [f"{WORDS[i % 10]} {WORDS[(i * 7 + 3) % 10]} number {i}" for i in range(n)]
-    return pd.DataFrame({
-        "sample_id": [f"s{i:05d}" for i in range(n)],
-        "split": split,
-        "filepath": [f"images/{i}.png" for i in range(n)],
-        "caption": captions,
-        "captions": [[c] for c in captions],
-        "align_f": np.where(scored, align_f, np.nan),
-        "align_g": np.where(scored, align_g, np.nan),
-        "clipmem": clipmem,
-        "clipmem_norm": clipmem / span,
-        "clipmem_from_f": from_f,
-        "clip_score_f": rng.uniform(0.0, 0.5, n),
-        "clip_score_g": rng.uniform(0.0, 0.5, n),
-        "proj_x": rng.standard_normal(n),
-        "proj_y": rng.standard_normal(n),
-        "is_miscaptioned": (np.arange(n) % 10 == 1),
-    })
+    return pd.DataFrame(
+        {
+            "sample_id": [f"s{i:05d}" for i in range(n)],
+            "split": split,
+            "filepath": [f"images/{i}.png" for i in range(n)],
+            "caption": captions,
+            "captions": [[c] for c in captions],
+            "align_f": np.where(scored, align_f, np.nan),
+            "align_g": np.where(scored, align_g, np.nan),
+            "clipmem": clipmem,
+            "clipmem_norm": clipmem / span,
+            "clipmem_from_f": from_f,
+            "clip_score_f": rng.uniform(0.0, 0.5, n),
+            "clip_score_g": rng.uniform(0.0, 0.5, n),
+            "proj_x": rng.standard_normal(n),
+            "proj_y": rng.standard_normal(n),
+            "is_miscaptioned": (np.arange(n) % 10 == 1),
+        }
+    )
 
 
-def write_run(cache_root: Path, name: str = "demo", n: int = 120, dim: int = 16, views: int = 4,
-              seed: int = 0) -> Path:
+def write_run(cache_root: Path, name: str = "demo", n: int = 120, dim: int = 16, views: int = 4, seed: int = 0) -> Path:
     """Write ``cache_root/name`` (and its dataset under ``cache_root/name/dataset``); return its path."""
     rng = np.random.default_rng(seed)
     out = Path(cache_root) / name
@@ -87,33 +87,36 @@ def write_run(cache_root: Path, name: str = "demo", n: int = 120, dim: int = 16,
     cache.write_parquet(out / cache.SCORES, frame)
     extra = frame["split"].to_numpy() == "extra"
     recall = retrieval_recall(image_emb[extra], text_emb[extra])
-    cache.write_json(out / cache.MANIFEST, {
-        "schema_version": cache.SCHEMA_VERSION, "name": name, "status": "complete",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": {"model": "clipmem-tiny", "preset": "tiny", "seed": seed},
-        "dataset": {"path": "dataset/captions.csv", "root": "dataset", "format": "csv",
-                    "content_hash": "0" * 16, "n_samples": n, "n_skipped": 0},
-        "splits": frame["split"].value_counts().to_dict(),
-        "versions": {"clipmem": "test"}, "timings": {"train_f": 1.0, "score": 0.5},
-        "utility": {"f": recall, "g": recall},
-        "summary": {"splits": split_summary(frame), "detection": detection_summary(frame)},
-        "files": [cache.SCORES, cache.THUMB_DIR, cache.IMAGE_EMBEDDINGS, cache.TEXT_EMBEDDINGS,
-                  cache.VIEW_ALIGNMENTS, "index/image.faiss", "index/text.faiss"],
-    })
+    cache.write_json(
+        out / cache.MANIFEST,
+        {
+            "schema_version": cache.SCHEMA_VERSION,
+            "name": name,
+            "status": "complete",
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "config": {"model": "clipmem-tiny", "preset": "tiny", "seed": seed},
+            "dataset": {
+                "path": "dataset/captions.csv",
+                "root": "dataset",
+                "format": "csv",
+                "content_hash": "0" * 16,
+                "n_samples": n,
+                "n_skipped": 0,
+            },
+            "splits": frame["split"].value_counts().to_dict(),
+            "versions": {"clipmem": "test"},
+            "timings": {"train_f": 1.0, "score": 0.5},
+            "utility": {"f": recall, "g": recall},
+            "summary": {"splits": split_summary(frame), "detection": detection_summary(frame)},
+            "files": [
+                cache.SCORES,
+                cache.THUMB_DIR,
+                cache.IMAGE_EMBEDDINGS,
+                cache.TEXT_EMBEDDINGS,
+                cache.VIEW_ALIGNMENTS,
+                "index/image.faiss",
+                "index/text.faiss",
+            ],
+        },
+    )
     return out
-
-
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Keep AppTest in st.navigation mode, as a live server is once app.py has called st.navigation.
-
-    AppTest re-detects the mode on every run and, seeing a ``pages/`` folder, would run page files
-    alone (without app.py's sidebar) after the first run.
-    """
-    init = PagesManager.__init__
-
-    def init_v2(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init_v2)

@@ -1,4 +1,5 @@
 """The committed demo run loads with the current code's schema, so it cannot silently go stale."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,6 @@ from clipmem_core import list_runs, load_run
 from clipmem_core.cache import SCORE_COLUMNS, SPLITS
 from clipmem_core.index import NeighbourSearch
 from dashboard import state
-from dashboard_fixtures import navigation_mode  # noqa: F401  (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "cache" / "demo"

@@ -1,18 +1,19 @@
 """The dashboard's plain logic: filtering, ranking, paging, map sampling, log tailing, jobs."""
+
 from __future__ import annotations
 
 import sys
 import time
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import pytest
+from dashboard_fixtures import scores_frame, write_run
 
 from clipmem_core import load_run
 from dashboard import compute, embedding_map, inspector, overview
-from dashboard.gallery import (Filters, filter_mask, gallery_page, page_count, page_rows, rows_with_verdict,
-                               sort_orders)
-from dashboard_fixtures import scores_frame, write_run
+from dashboard.gallery import Filters, filter_mask, gallery_page, page_count, page_rows, rows_with_verdict, sort_orders
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def test_clipmem_order_is_descending_with_missing_scores_last():
     values = scores["clipmem"].to_numpy()[order]
     finite = values[~np.isnan(values)]
     assert np.all(np.diff(finite) <= 0)
-    assert np.isnan(values[len(finite):]).all()
+    assert np.isnan(values[len(finite) :]).all()
 
 
 def test_low_clip_score_order_is_ascending():
@@ -100,7 +101,8 @@ def test_map_frame_colours_flags(run):
 
 def test_selected_rows_reads_customdata():
     class Event:
-        selection = {"points": [{"customdata": [7]}, {"customdata": [2]}, {"customdata": [7]}]}
+        selection: ClassVar[dict] = {"points": [{"customdata": [7]}, {"customdata": [2]}, {"customdata": [7]}]}
+
     assert embedding_map.selected_rows(Event()).tolist() == [2, 7]
     assert embedding_map.selected_rows(None).size == 0
 
@@ -160,9 +162,11 @@ def _gone_or_zombie(pid: int) -> bool:
 
 
 def test_cancel_stops_the_whole_process_group(tmp_path):
-    code = ("import subprocess, sys, time; "
-            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-            "print('worker', p.pid, flush=True); time.sleep(60)")
+    code = (
+        "import subprocess, sys, time; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "print('worker', p.pid, flush=True); time.sleep(60)"
+    )
     job = compute.start_job(tmp_path, "long", [sys.executable, "-c", code])
     deadline = time.monotonic() + 30
     while "worker" not in compute.tail_log(job.log) and time.monotonic() < deadline:

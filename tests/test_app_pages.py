@@ -1,4 +1,5 @@
 """Every dashboard page under streamlit's AppTest on a tiny run: renders, shows its parts, acts."""
+
 from __future__ import annotations
 
 import time
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dashboard_fixtures import write_run
 from streamlit.testing.v1 import AppTest
 
 from clipmem_core import load_run
@@ -13,7 +15,6 @@ from clipmem_core.cache import write_parquet
 from clipmem_core.review import open_store
 from dashboard import auth, state
 from dashboard.gallery import sort_orders
-from dashboard_fixtures import navigation_mode, write_run  # noqa: F401  (autouse fixture)
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -49,8 +50,9 @@ def test_entrypoint_defaults_to_demo_and_explains_unusable_runs(cache_root):
     at = _app()
     assert at.session_state[state.RUN_PATH] == str(cache_root / "demo")
     assert at.session_state[state.CACHE_ROOT] == str(cache_root)
-    assert at.sidebar.selectbox(key=state.RUN_NAME).options == ["demo", "other"] or \
-        sorted(at.sidebar.selectbox(key=state.RUN_NAME).options) == ["demo", "other"]
+    assert at.sidebar.selectbox(key=state.RUN_NAME).options == ["demo", "other"] or sorted(
+        at.sidebar.selectbox(key=state.RUN_NAME).options
+    ) == ["demo", "other"]
     assert any("broken" in t.value and "manifest" in t.value for t in at.sidebar.text)
 
 
@@ -177,8 +179,10 @@ def test_switching_runs_changes_the_gallery(cache_root):
     at = _open(_app(), "pages/gallery.py")
     at.sidebar.selectbox(key=state.RUN_NAME).set_value("other").run()
     assert at.session_state[state.RUN_PATH] == str(cache_root / "other")
-    assert len(at.main.text) == 48 and np.isin([t.value for t in at.main.text],
-                                          load_run(cache_root / "other").scores["caption"]).all()
+    assert (
+        len(at.main.text) == 48
+        and np.isin([t.value for t in at.main.text], load_run(cache_root / "other").scores["caption"]).all()
+    )
 
 
 def test_compute_page_runs_the_cli_in_the_background_and_shows_its_log(cache_root):

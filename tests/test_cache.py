@@ -1,4 +1,5 @@
 """The run cache: atomic writes, and refusal of anything that is not a complete current run."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,9 @@ from clipmem_core.errors import ClipmemError
 
 def test_a_failed_write_leaves_neither_file_nor_temp(tmp_path):
     target = tmp_path / "scores.parquet"
-    with pytest.raises(RuntimeError):
-        with cache.atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), cache.atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -29,13 +29,16 @@ def _manifest(**changes):
     return {"schema_version": cache.SCHEMA_VERSION, "status": "complete", "files": [], **changes}
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda d: None, "no manifest.json"),
-    (lambda d: (d / cache.MANIFEST).write_text("{not json"), "unreadable"),
-    (lambda d: cache.write_json(d / cache.MANIFEST, _manifest(schema_version=99)), "schema version 99"),
-    (lambda d: cache.write_json(d / cache.MANIFEST, _manifest(status="running")), "incomplete"),
-    (lambda d: cache.write_json(d / cache.MANIFEST, _manifest()), "scores.parquet is missing"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda d: None, "no manifest.json"),
+        (lambda d: (d / cache.MANIFEST).write_text("{not json"), "unreadable"),
+        (lambda d: cache.write_json(d / cache.MANIFEST, _manifest(schema_version=99)), "schema version 99"),
+        (lambda d: cache.write_json(d / cache.MANIFEST, _manifest(status="running")), "incomplete"),
+        (lambda d: cache.write_json(d / cache.MANIFEST, _manifest()), "scores.parquet is missing"),
+    ],
+)
 def test_unusable_runs_are_refused_with_a_reason(tmp_path, setup, message):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -36,6 +36,7 @@ def read(path, **kw):
 
 # --- readers -----------------------------------------------------------------------------------
 
+
 def test_csv_reader(tmp_path):
     ds = read(simple_csv(tmp_path))
     assert ds.format == "csv" and len(ds) == 4 and ds.root == tmp_path.resolve()
@@ -81,10 +82,13 @@ def test_tsv_reader_and_custom_keys(tmp_path):
 def test_absolute_paths_inside_and_outside_the_csv_folder(tmp_path):
     inside = png(tmp_path / "data" / "in.png")
     outside = png(tmp_path / "elsewhere" / "out.png")
-    path = table(tmp_path / "data" / "d.csv", [
-        {"filepath": str(inside), "caption": "in"},
-        {"filepath": str(outside), "caption": "out"},
-    ])
+    path = table(
+        tmp_path / "data" / "d.csv",
+        [
+            {"filepath": str(inside), "caption": "in"},
+            {"filepath": str(outside), "caption": "out"},
+        ],
+    )
     ds = read(path)
     assert ds.root == tmp_path.resolve()
     assert ds.samples["filepath"].tolist() == ["data/in.png", "elsewhere/out.png"]
@@ -112,7 +116,9 @@ def test_coco_multi_caption_and_images_folder(tmp_path):
     assert ds.samples["filepath"].tolist() == ["images/a.jpg", "b.png"]
     assert ds.samples["caption"].tolist() == ["first", "only"]
     assert ds.samples["captions"].tolist() == [["first", "second"], ["only"]]
-    assert ds.skipped.to_dict("records") == [{"row": 3, "filepath": "b.png", "caption": "", "reason": "caption is empty"}]
+    assert ds.skipped.to_dict("records") == [
+        {"row": 3, "filepath": "b.png", "caption": "", "reason": "caption is empty"}
+    ]
 
 
 def test_folder_reader(tmp_path):
@@ -144,20 +150,24 @@ def test_load_image_is_rgb(tmp_path):
 
 # --- bad rows ----------------------------------------------------------------------------------
 
+
 def bad_rows_csv(tmp_path: Path) -> Path:
     """Row 1 good, then one row per defect (rows 2-7)."""
     png(tmp_path / "ok.png")
     png(tmp_path / "ok2.png")
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    return table(tmp_path / "d.csv", [
-        {"filepath": "ok.png", "caption": "fine", "is_miscaptioned": "false"},
-        {"filepath": "gone.png", "caption": "missing", "is_miscaptioned": "false"},
-        {"filepath": "broken.png", "caption": "corrupt", "is_miscaptioned": "false"},
-        {"filepath": "ok2.png", "caption": "   ", "is_miscaptioned": "false"},
-        {"filepath": "ok.png", "caption": "fine", "is_miscaptioned": "false"},
-        {"filepath": "ok2.png", "caption": "label", "is_miscaptioned": "maybe"},
-        {"filepath": "", "caption": "no path", "is_miscaptioned": "true"},
-    ])
+    return table(
+        tmp_path / "d.csv",
+        [
+            {"filepath": "ok.png", "caption": "fine", "is_miscaptioned": "false"},
+            {"filepath": "gone.png", "caption": "missing", "is_miscaptioned": "false"},
+            {"filepath": "broken.png", "caption": "corrupt", "is_miscaptioned": "false"},
+            {"filepath": "ok2.png", "caption": "   ", "is_miscaptioned": "false"},
+            {"filepath": "ok.png", "caption": "fine", "is_miscaptioned": "false"},
+            {"filepath": "ok2.png", "caption": "label", "is_miscaptioned": "maybe"},
+            {"filepath": "", "caption": "no path", "is_miscaptioned": "true"},
+        ],
+    )
 
 
 EXPECTED_REASONS = {
@@ -207,19 +217,25 @@ def test_check_images_off_still_checks_existence(tmp_path):
 
 # --- whole-file problems -----------------------------------------------------------------------
 
+
 def test_missing_columns_message(tmp_path):
     path = table(tmp_path / "d.csv", [{"image": "x.png", "text": "t"}])
-    with pytest.raises(ClipmemError, match=r"lacks the column\(s\) 'filepath', 'caption' \(columns: image, text\).*--csv-img-key"):
+    with pytest.raises(
+        ClipmemError, match=r"lacks the column\(s\) 'filepath', 'caption' \(columns: image, text\).*--csv-img-key"
+    ):
         read(path)
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("d.xlsx", "x", "unknown dataset format '.xlsx'"),
-    ("d.json", "{not json", "is not valid JSON"),
-    ("d.json", '{"images": []}', "is not a COCO captions file"),
-    ("d.csv", "", "is empty"),
-    ("d.csv", "filepath,caption\n", "holds no samples"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("d.xlsx", "x", "unknown dataset format '.xlsx'"),
+        ("d.json", "{not json", "is not valid JSON"),
+        ("d.json", '{"images": []}', "is not a COCO captions file"),
+        ("d.csv", "", "is empty"),
+        ("d.csv", "filepath,caption\n", "holds no samples"),
+    ],
+)
 def test_whole_file_problems(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
     with pytest.raises(ClipmemError, match=re.escape(message)):
@@ -234,14 +250,20 @@ def test_missing_path_and_bad_on_error(tmp_path):
 
 
 def test_empty_after_skipping_names_counts_and_reasons(tmp_path):
-    path = table(tmp_path / "d.csv", [
-        {"filepath": "a.png", "caption": "x"}, {"filepath": "b.png", "caption": "y"}, {"filepath": "c.png", "caption": ""},
-    ])
+    path = table(
+        tmp_path / "d.csv",
+        [
+            {"filepath": "a.png", "caption": "x"},
+            {"filepath": "b.png", "caption": "y"},
+            {"filepath": "c.png", "caption": ""},
+        ],
+    )
     with pytest.raises(ClipmemError, match=r"all 3 rows were skipped \(2 image file is missing, 1 caption is empty\)"):
         read(path)
 
 
 # --- inject_miscaptions ------------------------------------------------------------------------
+
 
 def test_inject_miscaptions(tmp_path):
     src = simple_csv(tmp_path / "src", n=20)

@@ -1,10 +1,11 @@
 """End to end in a real headless browser: Debian's chromium driven by Playwright, on the bundled demo.
 
 Starts `streamlit run app.py` on a free port, deep-links to the gallery as the server's first request,
-sees it render images and captions, opens a sample and sees its neighbours, and saves a screenshot (docs/screenshot.png when
-CLIPMEM_UPDATE_SCREENSHOT=1, else a temporary file). Needs chromium (apt) and playwright (pip);
-without them the test skips locally and fails under CI=true.
+sees it render images and captions, opens a sample and sees its neighbours, and saves a screenshot
+(docs/screenshot.png when CLIPMEM_UPDATE_SCREENSHOT=1, else a temporary file). Needs chromium (apt) and
+playwright (pip); without them the test skips locally and fails under CI=true.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,15 @@ from dashboard.gallery import sort_orders
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = Path(os.environ.get("CLIPMEM_E2E_RUN", ROOT / "cache" / "demo"))  # any complete run works
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TIMEOUT_MS = 90_000
 
 pytestmark = pytest.mark.e2e
@@ -78,28 +86,50 @@ def server(tmp_path_factory):
     env = {**os.environ, "CLIPMEM_CACHE": str(cache_root)}
     for var in ("CLIPMEM_DB_URL", "CLIPMEM_ACCESS_TOKEN"):
         env.pop(var, None)
-    log = open(cache_root / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc)
-        yield url
-    finally:
-        proc.terminate()
+    with open(cache_root / "streamlit.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.headless",
+                "true",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--browser.gatherUsageStats",
+                "false",
+                "--server.fileWatcherType",
+                "none",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            _wait_healthy(url, proc)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
 
 
 def _screenshot_path(tmp_path: Path) -> Path:
-    return ROOT / "docs" / "screenshot.png" if os.environ.get("CLIPMEM_UPDATE_SCREENSHOT") == "1" \
+    return (
+        ROOT / "docs" / "screenshot.png"
+        if os.environ.get("CLIPMEM_UPDATE_SCREENSHOT") == "1"
         else tmp_path / "screenshot.png"
+    )
 
 
 def test_gallery_and_inspector_render_in_chromium(playwright_api, server, tmp_path):
@@ -120,7 +150,8 @@ def test_gallery_and_inspector_render_in_chromium(playwright_api, server, tmp_pa
         assert images.count() == 48
         page.wait_for_function(
             "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
-            ".every(img => img.complete && img.naturalWidth > 0)")
+            ".every(img => img.complete && img.naturalWidth > 0)"
+        )
         texts = page.locator('[data-testid="stText"]')
         shown = [texts.nth(i).inner_text() for i in range(3)]
         assert shown == top_captions

@@ -125,7 +125,9 @@ def search(tmp_path):
     return NeighbourSearch(write_run(tmp_path / "run"))
 
 
-@pytest.mark.parametrize("mode, expected", [("image", "s1"), ("text", "s2"), ("image2text", "s3"), ("text2image", "s4")])
+@pytest.mark.parametrize(
+    "mode, expected", [("image", "s1"), ("text", "s2"), ("image2text", "s3"), ("text2image", "s4")]
+)
 def test_each_mode_searches_the_right_modality(search, mode, expected):
     assert mode in MODES
     top = search.query("s0", k=3, mode=mode)[0]
@@ -143,7 +145,13 @@ def test_same_modality_excludes_self_cross_modality_keeps_it(search):
 
 def test_neighbour_carries_row_caption_and_split(search):
     assert search.query("s0", k=1, mode="text2image") == [
-        Neighbour(row=4, sample_id="s4", similarity=pytest.approx(0.9578, abs=1e-4), caption="a dog on grass", split="candidate")
+        Neighbour(
+            row=4,
+            sample_id="s4",
+            similarity=pytest.approx(0.9578, abs=1e-4),
+            caption="a dog on grass",
+            split="candidate",
+        )
     ]
 
 
@@ -153,11 +161,14 @@ def test_query_vector_normalises_and_ranks(search):
     assert len(hits) == 2
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"mode": "audio"}, "unknown neighbour mode"),
-    ({"k": 0}, "positive integer"),
-    ({"sample_id": "nope"}, "not in run"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"mode": "audio"}, "unknown neighbour mode"),
+        ({"k": 0}, "positive integer"),
+        ({"sample_id": "nope"}, "not in run"),
+    ],
+)
 def test_bad_queries_raise(search, kwargs, message):
     args = {"sample_id": "s0", "k": 3, "mode": "image", **kwargs}
     with pytest.raises(ClipmemError, match=message):

@@ -81,16 +81,27 @@ def test_retrieval_recall_rejects_unpaired():
 
 
 def scores_frame():
-    return pd.DataFrame({
-        "split": ["shared", "candidate", "candidate", "candidate", "candidate", "independent", "independent", "extra"],
-        "clipmem_from_f": [np.nan, 0.5, 0.3, 0.4, 0.9, -0.2, -0.4, 0.0],
-        "clipmem": [np.nan, 0.5, 0.3, 0.4, 0.9, 0.2, 0.4, np.nan],
-        "align_f": [np.nan, 0.8, 0.7, 0.6, 0.9, 0.4, 0.3, 0.5],
-        "align_g": [np.nan, 0.3, 0.4, 0.2, 0.0, 0.6, 0.7, 0.5],
-        "clip_score_f": [0.9, 0.8, 0.7, 0.6, 0.1, 0.4, 0.3, 0.5],
-        "clip_score_g": [0.9, 0.2, 0.6, 0.1, 0.3, 0.4, 0.3, 0.5],
-        "is_miscaptioned": [False, False, False, False, True, False, True, False],
-    })
+    return pd.DataFrame(
+        {
+            "split": [
+                "shared",
+                "candidate",
+                "candidate",
+                "candidate",
+                "candidate",
+                "independent",
+                "independent",
+                "extra",
+            ],
+            "clipmem_from_f": [np.nan, 0.5, 0.3, 0.4, 0.9, -0.2, -0.4, 0.0],
+            "clipmem": [np.nan, 0.5, 0.3, 0.4, 0.9, 0.2, 0.4, np.nan],
+            "align_f": [np.nan, 0.8, 0.7, 0.6, 0.9, 0.4, 0.3, 0.5],
+            "align_g": [np.nan, 0.3, 0.4, 0.2, 0.0, 0.6, 0.7, 0.5],
+            "clip_score_f": [0.9, 0.8, 0.7, 0.6, 0.1, 0.4, 0.3, 0.5],
+            "clip_score_g": [0.9, 0.2, 0.6, 0.1, 0.3, 0.4, 0.3, 0.5],
+            "is_miscaptioned": [False, False, False, False, True, False, True, False],
+        }
+    )
 
 
 def test_split_summary_values_and_json():

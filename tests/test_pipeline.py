@@ -1,4 +1,5 @@
 """End-to-end: a real run on generated data, and the direction of the CLIPMem effect."""
+
 from __future__ import annotations
 
 import json
@@ -31,14 +32,17 @@ def test_memorization_is_positive_on_candidates_and_negative_on_independents_see
 def test_clipmem_definitions_hold_row_by_row(tiny_run):
     scores = tiny_run.scores
     cand, ind = scores["split"] == "candidate", scores["split"] == "independent"
-    np.testing.assert_allclose(scores.loc[cand, "clipmem"], scores.loc[cand, "align_f"] - scores.loc[cand, "align_g"],
-                               atol=1e-5)
-    np.testing.assert_allclose(scores.loc[ind, "clipmem"], scores.loc[ind, "align_g"] - scores.loc[ind, "align_f"],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        scores.loc[cand, "clipmem"], scores.loc[cand, "align_f"] - scores.loc[cand, "align_g"], atol=1e-5
+    )
+    np.testing.assert_allclose(
+        scores.loc[ind, "clipmem"], scores.loc[ind, "align_g"] - scores.loc[ind, "align_f"], atol=1e-5
+    )
     assert scores.loc[~(cand | ind), "clipmem"].isna().all()
     scored = scores.loc[cand | ind, "clipmem"]
-    np.testing.assert_allclose(scores.loc[cand | ind, "clipmem_norm"], scored / (scored.max() - scored.min()),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        scores.loc[cand | ind, "clipmem_norm"], scored / (scored.max() - scored.min()), atol=1e-5
+    )
     views = tiny_run.view_alignments
     np.testing.assert_allclose(views[cand.to_numpy(), 0].mean(axis=1), scores.loc[cand, "align_f"], atol=1e-5)
 
@@ -51,7 +55,8 @@ def test_run_folder_is_complete_and_consistent(tiny_run):
     np.testing.assert_allclose(np.linalg.norm(tiny_run.image_embeddings, axis=1), 1, atol=1e-4)
     scores = tiny_run.scores
     np.testing.assert_allclose(
-        np.einsum("ij,ij->i", tiny_run.image_embeddings, tiny_run.text_embeddings), scores["clip_score_f"], atol=1e-4)
+        np.einsum("ij,ij->i", tiny_run.image_embeddings, tiny_run.text_embeddings), scores["clip_score_f"], atol=1e-4
+    )
     assert tiny_run.thumbnail_path(n - 1) is not None
     assert tiny_run.image_path(0) is not None
     manifest = tiny_run.manifest
@@ -59,7 +64,8 @@ def test_run_folder_is_complete_and_consistent(tiny_run):
     assert {"train_f", "train_g", "score", "embed"} <= set(manifest["timings"])
     assert set(manifest["utility"]) == {"f", "g"}
     assert manifest["summary"]["detection"]["n_miscaptioned"] == int(
-        scores.loc[scores["split"] == "candidate", "is_miscaptioned"].sum())
+        scores.loc[scores["split"] == "candidate", "is_miscaptioned"].sum()
+    )
     assert (tiny_run.path / cache.CHECKPOINT_DIR / "f_last.pt").exists()
     assert not (tiny_run.path / STATE_FILE).exists()
     assert not list(tiny_run.path.rglob("*.tmp"))

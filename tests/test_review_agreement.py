@@ -7,8 +7,14 @@ from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 
 from clipmem_core.review.agreement import (
-    VERDICT_ORDER, agreement_report, cohen_kappa, disagreements, fleiss_kappa, majority_verdicts,
-    pairwise_kappas, percent_agreement,
+    VERDICT_ORDER,
+    agreement_report,
+    cohen_kappa,
+    disagreements,
+    fleiss_kappa,
+    majority_verdicts,
+    pairwise_kappas,
+    percent_agreement,
 )
 
 
@@ -55,8 +61,7 @@ def test_fleiss_kappa_matches_statsmodels(seed):
     result = fleiss_kappa(current)
     counts = current.groupby("sample_id")["verdict"].agg(lambda v: [list(v).count(c) for c in VERDICT_ORDER])
     expected = sm_fleiss_kappa(np.array(counts.tolist()), method="fleiss")
-    assert result == {"kappa": pytest.approx(expected, abs=1e-12), "n_samples": 80, "n_raters": 4,
-                      "n_excluded": 0}
+    assert result == {"kappa": pytest.approx(expected, abs=1e-12), "n_samples": 80, "n_raters": 4, "n_excluded": 0}
 
 
 def test_fleiss_kappa_uses_the_most_common_rater_count_and_reports_the_rest():
@@ -70,12 +75,18 @@ def test_fleiss_kappa_uses_the_most_common_rater_count_and_reports_the_rest():
 
 
 def test_majority_percent_agreement_and_ties():
-    current = frame([
-        ("a", "ann", "mis-captioned"), ("a", "bob", "mis-captioned"), ("a", "cy", "correct"),
-        ("b", "ann", "correct"), ("b", "bob", "unsure"),
-        ("c", "ann", "correct"), ("c", "bob", "correct"),
-        ("d", "ann", "unsure"),
-    ])
+    current = frame(
+        [
+            ("a", "ann", "mis-captioned"),
+            ("a", "bob", "mis-captioned"),
+            ("a", "cy", "correct"),
+            ("b", "ann", "correct"),
+            ("b", "bob", "unsure"),
+            ("c", "ann", "correct"),
+            ("c", "bob", "correct"),
+            ("d", "ann", "unsure"),
+        ]
+    )
     table = majority_verdicts(current).set_index("sample_id")
     assert table["majority"].dropna().to_dict() == {"a": "mis-captioned", "c": "correct", "d": "unsure"}
     assert pd.isna(table.loc["b", "majority"])  # a tie has no majority

@@ -5,10 +5,10 @@ import sys
 
 import pandas as pd
 import pytest
+from review_fixtures import REPO, make_run
 
 from clipmem_core.cli import main
 from clipmem_core.review.store import open_store
-from review_fixtures import REPO, make_run
 
 
 @pytest.fixture
@@ -24,8 +24,17 @@ def verdict_csv(path, rows, columns=("sample_id", "reviewer", "verdict", "sugges
 
 def test_import_export_and_agreement(run_dir, tmp_path, capsys):
     wrong = {("s00", "ann"), ("s00", "bob"), ("s03", "ann"), ("s03", "bob"), ("s01", "bob")}
-    rows = [(f"s0{i}", r, "miscaptioned" if (f"s0{i}", r) in wrong else "correct",
-             "better" if (i, r) == (0, "ann") else "", "") for i in range(6) for r in ("ann", "bob")]
+    rows = [
+        (
+            f"s0{i}",
+            r,
+            "miscaptioned" if (f"s0{i}", r) in wrong else "correct",
+            "better" if (i, r) == (0, "ann") else "",
+            "",
+        )
+        for i in range(6)
+        for r in ("ann", "bob")
+    ]
     assert main(["review", "import", "--run", str(run_dir), "--file", str(verdict_csv(tmp_path / "v.csv", rows))]) == 0
     assert "imported 12 verdicts into run run1" in capsys.readouterr().out
 
@@ -39,11 +48,29 @@ def test_import_export_and_agreement(run_dir, tmp_path, capsys):
     assert "Cohen's kappa ann / bob" in capsys.readouterr().out
 
     out = tmp_path / "drop.parquet"
-    assert main(["review", "export", "--run", str(run_dir), "--what", "droplist", "--format", "parquet",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            ["review", "export", "--run", str(run_dir), "--what", "droplist", "--format", "parquet", "--out", str(out)]
+        )
+        == 0
+    )
     assert pd.read_parquet(out)["sample_id"].tolist() == ["s00", "s03"]
-    assert main(["review", "export", "--run", str(run_dir), "--what", "cleaned", "--out", str(tmp_path / "c.csv"),
-                 "--replace-with-suggestion"]) == 0
+    assert (
+        main(
+            [
+                "review",
+                "export",
+                "--run",
+                str(run_dir),
+                "--what",
+                "cleaned",
+                "--out",
+                str(tmp_path / "c.csv"),
+                "--replace-with-suggestion",
+            ]
+        )
+        == 0
+    )
     assert len(pd.read_csv(tmp_path / "c.csv")) == 6 - 1  # s00 replaced ("better"), s03 has no suggestion
 
 
@@ -57,11 +84,17 @@ def test_agreement_of_one_session(run_dir, capsys):
     assert json.loads(capsys.readouterr().out)["n_samples"] == 2
 
 
-@pytest.mark.parametrize("rows, message", [
-    ([("s00", "ann", "correct", "", ""), ("nope", "ann", "correct", "", "")], "line 3: sample_id 'nope' is not in run run1"),
-    ([("s00", "ann", "correct", "", ""), ("s01", "ann", "wrong", "", "")], "line 3: verdict 'wrong' is not one of"),
-    ([("s00", "", "correct", "", "")], "line 2: reviewer is empty"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        (
+            [("s00", "ann", "correct", "", ""), ("nope", "ann", "correct", "", "")],
+            "line 3: sample_id 'nope' is not in run run1",
+        ),
+        ([("s00", "ann", "correct", "", ""), ("s01", "ann", "wrong", "", "")], "line 3: verdict 'wrong' is not one of"),
+        ([("s00", "", "correct", "", "")], "line 2: reviewer is empty"),
+    ],
+)
 def test_bad_import_exits_2_with_one_line_and_imports_nothing(run_dir, tmp_path, capsys, rows, message):
     path = verdict_csv(tmp_path / "v.csv", rows)
     assert main(["review", "import", "--run", str(run_dir), "--file", str(path)]) == 2
@@ -70,11 +103,14 @@ def test_bad_import_exits_2_with_one_line_and_imports_nothing(run_dir, tmp_path,
     assert open_store(run_dir.parent).verdicts("run1").empty
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["import", "--file", "{tmp}/missing.csv"], "does not exist"),
-    (["import", "--file", "{tmp}/cols.csv"], "lacks columns ['verdict']"),
-    (["export", "--what", "verdicts", "--out", "{tmp}/x.csv", "--replace-with-suggestion"], "only applies"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["import", "--file", "{tmp}/missing.csv"], "does not exist"),
+        (["import", "--file", "{tmp}/cols.csv"], "lacks columns ['verdict']"),
+        (["export", "--what", "verdicts", "--out", "{tmp}/x.csv", "--replace-with-suggestion"], "only applies"),
+    ],
+)
 def test_bad_arguments_exit_2(run_dir, tmp_path, capsys, argv, message):
     pd.DataFrame({"sample_id": ["s00"], "reviewer": ["ann"]}).to_csv(tmp_path / "cols.csv", index=False)
     argv = [a.format(tmp=tmp_path) for a in argv]
@@ -89,6 +125,11 @@ def test_not_a_run_exits_2(tmp_path, capsys):
 
 @pytest.mark.parametrize("sub", [[], ["import"], ["export"], ["agreement"]])
 def test_help(sub):
-    result = subprocess.run([sys.executable, "-m", "clipmem_core", "review", *sub, "--help"], cwd=REPO,
-                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [sys.executable, "-m", "clipmem_core", "review", *sub, "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0 and "usage:" in result.stdout

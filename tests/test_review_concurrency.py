@@ -1,10 +1,11 @@
 """Several reviewers writing at once: no verdict may be lost or written twice."""
+
 import multiprocessing
 
 import pytest
+from review_fixtures import write_verdicts
 
 from clipmem_core.review.store import open_store
-from review_fixtures import db_url, pg_server, pg_url, write_verdicts  # noqa: F401  (pytest fixtures)
 
 WORKERS, PER_WORKER = 8, 500
 
@@ -15,8 +16,7 @@ def test_eight_processes_writing_at_once_lose_and_duplicate_nothing(db_url):
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(WORKERS)
     samples = [f"s{i:04d}" for i in range(PER_WORKER)]
-    procs = [ctx.Process(target=write_verdicts, args=(db_url, f"rev{w}", samples, barrier))
-             for w in range(WORKERS)]
+    procs = [ctx.Process(target=write_verdicts, args=(db_url, f"rev{w}", samples, barrier)) for w in range(WORKERS)]
     for proc in procs:
         proc.start()
     for proc in procs:

@@ -2,13 +2,13 @@ import csv
 
 import pandas as pd
 import pytest
+from review_fixtures import make_run
 
 from clipmem_core.cache import load_run
 from clipmem_core.data import read_dataset
 from clipmem_core.errors import ClipmemError
 from clipmem_core.review.export import escape_cell, export, final_labels, write_table
 from clipmem_core.review.store import open_store
-from review_fixtures import make_run
 
 RUN = "run1"
 
@@ -22,12 +22,17 @@ def reviewed(tmp_path, monkeypatch):
     run = load_run(make_run(tmp_path / "cache", RUN, n=6))
     store = open_store(tmp_path / "cache")
     for reviewer, sid, verdict, suggestion in [
-        ("ann", "s00", "mis-captioned", "a red square"), ("bob", "s00", "mis-captioned", "a red square"),
+        ("ann", "s00", "mis-captioned", "a red square"),
+        ("bob", "s00", "mis-captioned", "a red square"),
         ("cy", "s00", "mis-captioned", "a square"),
-        ("ann", "s01", "correct", None), ("bob", "s01", "mis-captioned", "bob's idea"),
-        ("ann", "s02", "mis-captioned", "x"), ("bob", "s02", "correct", None),
-        ("ann", "s03", "mis-captioned", "y"), ("bob", "s03", "mis-captioned", None),
-        ("ann", "s04", "mis-captioned", None), ("bob", "s04", "mis-captioned", None),
+        ("ann", "s01", "correct", None),
+        ("bob", "s01", "mis-captioned", "bob's idea"),
+        ("ann", "s02", "mis-captioned", "x"),
+        ("bob", "s02", "correct", None),
+        ("ann", "s03", "mis-captioned", "y"),
+        ("bob", "s03", "mis-captioned", None),
+        ("ann", "s04", "mis-captioned", None),
+        ("bob", "s04", "mis-captioned", None),
         ("ann", "s05", "correct", None),
     ]:
         store.add_verdict(RUN, sid, reviewer, verdict, suggested_caption=suggestion)
@@ -40,15 +45,23 @@ def test_final_labels_prefer_resolutions_over_majority(reviewed):
     _, store = reviewed
     labels = final_labels(store, RUN).set_index("sample_id")
     assert labels["verdict"].dropna().to_dict() == {
-        "s00": "mis-captioned", "s01": "mis-captioned", "s03": "correct", "s04": "mis-captioned", "s05": "correct"}
+        "s00": "mis-captioned",
+        "s01": "mis-captioned",
+        "s03": "correct",
+        "s04": "mis-captioned",
+        "s05": "correct",
+    }
     assert labels.loc["s00", "caption"] == "a red square" and labels.loc["s01", "caption"] == "the lead's caption"
     assert labels.loc["s01", "source"] == "resolution" and labels.loc["s00", "source"] == "majority"
 
 
-@pytest.mark.parametrize("replace, expected", [
-    (False, {"2.png": None, "3.png": None, "5.png": None}),
-    (True, {"0.png": "a red square", "1.png": "the lead's caption", "2.png": None, "3.png": None, "5.png": None}),
-])
+@pytest.mark.parametrize(
+    "replace, expected",
+    [
+        (False, {"2.png": None, "3.png": None, "5.png": None}),
+        (True, {"0.png": "a red square", "1.png": "the lead's caption", "2.png": None, "3.png": None, "5.png": None}),
+    ],
+)
 def test_cleaned_csv_ingests_again_with_exactly_the_expected_rows(reviewed, tmp_path, replace, expected):
     run, store = reviewed
     out = tmp_path / "elsewhere" / "deep" / "clean.csv"
@@ -92,7 +105,7 @@ def test_droplist_and_verdicts_in_both_formats(reviewed, tmp_path):
     assert len(pd.read_csv(tmp_path / "v.csv")) == 12
 
 
-@pytest.mark.parametrize("cell", ["=1+1", "+1", "-2", "@SUM(A1)", "\tx", "\rx", "=HYPERLINK(\"http://x\")"])
+@pytest.mark.parametrize("cell", ["=1+1", "+1", "-2", "@SUM(A1)", "\tx", "\rx", '=HYPERLINK("http://x")'])
 def test_formula_cells_are_escaped(cell):
     assert escape_cell(cell) == "'" + cell
 

@@ -1,11 +1,11 @@
 """AppTest of the review and reconciliation pages, opened through app.py as every request is."""
+
 import pytest
+from review_fixtures import REPO, make_run
 from streamlit.testing.v1 import AppTest
 
 from clipmem_core.review.store import open_store
 from dashboard import state
-from dashboard_fixtures import navigation_mode  # noqa: F401  (autouse fixture)
-from review_fixtures import REPO, make_run
 
 APP = str(REPO / "app.py")
 REVIEW, RECONCILE = "pages/review.py", "pages/reconcile.py"
@@ -74,7 +74,8 @@ def test_verdict_is_recorded_with_suggestion_and_queue_advances(run_dir):
 
     verdicts = open_store(run_dir.parent).verdicts("run1")
     assert verdicts[["sample_id", "reviewer", "verdict", "suggested_caption", "note"]].values.tolist() == [
-        ["s00", "ann", "mis-captioned", "a small red square", "=not a formula"]]
+        ["s00", "ann", "mis-captioned", "a small red square", "=not a formula"]
+    ]
     assert sample_box(at).value == "s01"
     assert "Recorded mis-captioned for s00" in at.success[0].value
 
@@ -131,8 +132,10 @@ def test_assigned_batch_and_session_creation(run_dir):
 def test_reconcile_lists_disagreements_and_records_the_resolver(run_dir):
     store = open_store(run_dir.parent)
     for reviewer, sid, verdict, suggestion in [
-        ("ann", "s00", "mis-captioned", "a blue circle"), ("bob", "s00", "correct", None),
-        ("ann", "s01", "correct", None), ("bob", "s01", "correct", None),
+        ("ann", "s00", "mis-captioned", "a blue circle"),
+        ("bob", "s00", "correct", None),
+        ("ann", "s01", "correct", None),
+        ("bob", "s01", "correct", None),
     ]:
         store.add_verdict("run1", sid, reviewer, verdict, suggested_caption=suggestion)
     at = page(RECONCILE, run_dir, reviewer="lead")
@@ -144,7 +147,11 @@ def test_reconcile_lists_disagreements_and_records_the_resolver(run_dir):
     at.button(key="resolve_s00_mis-captioned").click().run()
     resolution = store.resolutions("run1").iloc[0]
     assert (resolution["sample_id"], resolution["verdict"], resolution["resolved_by"], resolution["caption"]) == (
-        "s00", "mis-captioned", "lead", "a blue circle")
+        "s00",
+        "mis-captioned",
+        "lead",
+        "a blue circle",
+    )
     assert any("No open disagreements" in i.value for i in at.info)
     at.toggle(key="reconcile_show_resolved").set_value(True).run()
     assert any("Resolved as mis-captioned by lead" in c.value for c in at.caption)
@@ -174,13 +181,15 @@ def test_a_named_lead_resolves_and_it_persists(run_dir, monkeypatch):
     at.button(key="resolve_s00_correct").click().run()
     assert not at.exception
     assert store.resolutions("run1")[["sample_id", "verdict", "resolved_by"]].values.tolist() == [
-        ["s00", "correct", "cy"]]
+        ["s00", "correct", "cy"]
+    ]
 
 
 def test_neighbour_captions_are_offered_as_hints(run_dir):
-    import numpy as np  # noqa: PLC0415
-    from clipmem_core.cache import IMAGE_EMBEDDINGS, load_run, write_npy  # noqa: PLC0415
-    from clipmem_core.index import build_index, save_index  # noqa: PLC0415
+    import numpy as np
+
+    from clipmem_core.cache import IMAGE_EMBEDDINGS, load_run, write_npy
+    from clipmem_core.index import build_index, save_index
 
     vectors = np.eye(5, 4, dtype=np.float32) + np.float32(0.1)
     vectors[1] = vectors[0] + 0.01  # s01 looks most like s00
@@ -197,16 +206,20 @@ def test_neighbour_captions_are_offered_as_hints(run_dir):
 
 def test_oidc_login_is_required_when_configured(run_dir):
     at = AppTest.from_file(APP, default_timeout=60)
-    at.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x",
-                          "client_id": "id", "client_secret": "s",
-                          "server_metadata_url": "https://example.invalid/.well-known/openid-configuration"}
+    at.secrets["auth"] = {
+        "redirect_uri": "http://localhost:8501/oauth2callback",
+        "cookie_secret": "x",
+        "client_id": "id",
+        "client_secret": "s",
+        "server_metadata_url": "https://example.invalid/.well-known/openid-configuration",
+    }
     at.session_state["clipmem_reviewer"] = "typed name is not enough"
     at.switch_page(REVIEW).run()
     assert [b.label for b in at.button] == ["Log in"] and not at.title
 
 
 def test_oidc_identity_is_the_reviewer(run_dir, monkeypatch):
-    import streamlit  # noqa: PLC0415
+    import streamlit
 
     monkeypatch.setattr(streamlit, "user", {"is_logged_in": True, "email": "lead@example.org"})
     at = AppTest.from_file(APP, default_timeout=60)

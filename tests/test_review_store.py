@@ -11,7 +11,6 @@ from clipmem_core.errors import ClipmemError
 from clipmem_core.review import store as store_mod
 from clipmem_core.review.roles import is_lead
 from clipmem_core.review.store import open_store
-from review_fixtures import db_url, pg_server, pg_url, store  # noqa: F401  (pytest fixtures)
 
 
 def test_verdicts_are_attributed_and_the_latest_counts(store):
@@ -40,8 +39,13 @@ def test_bad_verdicts_and_names_are_refused_and_nothing_is_written(store, bad):
     with pytest.raises(ClipmemError, match="empty"):
         store.add_verdict("r", "a", "  ", "correct")
     with pytest.raises(ClipmemError):
-        store.add_verdicts("r", [{"sample_id": "a", "reviewer": "ann", "verdict": "correct"},
-                                 {"sample_id": "b", "reviewer": "ann", "verdict": bad}])
+        store.add_verdicts(
+            "r",
+            [
+                {"sample_id": "a", "reviewer": "ann", "verdict": "correct"},
+                {"sample_id": "b", "reviewer": "ann", "verdict": bad},
+            ],
+        )
     assert store.verdicts("r").empty
 
 
@@ -96,7 +100,10 @@ def test_resolutions_and_disagreements(store):
     store.resolve("r", "a", "miscaptioned", resolved_by="lead2", caption="a dog")
     settled = store.disagreements("r").iloc[0]
     assert (settled["resolved_verdict"], settled["resolved_by"], settled["resolved_caption"]) == (
-        "mis-captioned", "lead2", "a dog")
+        "mis-captioned",
+        "lead2",
+        "a dog",
+    )
     assert len(store.resolutions("r")) == 1
 
 
@@ -136,9 +143,8 @@ def test_every_write_is_in_the_audit_log(store):
 @pytest.mark.parametrize("statement", ["UPDATE audit_log SET actor = 'mallory'", "DELETE FROM audit_log"])
 def test_the_database_refuses_to_edit_the_audit_log(store, statement):
     store.add_verdict("r", "a", "ann", "correct")
-    with pytest.raises(DBAPIError, match="append-only"):
-        with store.engine.begin() as conn:
-            conn.execute(text(statement))
+    with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+        conn.execute(text(statement))
     assert list(store.audit_log()["actor"]) == ["clipmem", "ann"]
 
 
@@ -204,11 +210,11 @@ def test_malformed_url_is_a_clipmem_error(url):
 
 
 def test_missing_postgres_fails_under_ci_and_skips_locally(monkeypatch):
-    from review_fixtures import _unavailable  # noqa: PLC0415
+    from review_fixtures import unavailable
 
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="required under CI=true"):
-        _unavailable("no server")
+        unavailable("no server")
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="no server"):
-        _unavailable("no server")
+        unavailable("no server")

@@ -1,4 +1,5 @@
 """Scoring: CLIPMem arithmetic, identical views for f and g, normalised embeddings."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,9 +29,17 @@ def _images(n):
 def test_two_copies_of_one_model_see_the_same_views():
     torch.manual_seed(0)
     bundle = create_clip("clipmem-tiny")
-    per_view = view_alignments({"f": bundle.model, "g": bundle.model}, _images(5), [["a cat", "a dog"]] * 5,
-                               bundle.train_transform, bundle.tokenizer, views=3, seed=1,
-                               device=torch.device("cpu"), batch_size=2)
+    per_view = view_alignments(
+        {"f": bundle.model, "g": bundle.model},
+        _images(5),
+        [["a cat", "a dog"]] * 5,
+        bundle.train_transform,
+        bundle.tokenizer,
+        views=3,
+        seed=1,
+        device=torch.device("cpu"),
+        batch_size=2,
+    )
     assert per_view["f"].shape == (5, 3)
     np.testing.assert_array_equal(per_view["f"], per_view["g"])
     assert np.ptp(per_view["f"], axis=1).max() > 0  # the views differ from each other
@@ -39,7 +48,8 @@ def test_two_copies_of_one_model_see_the_same_views():
 def test_embeddings_are_normalised_and_clip_score_is_their_cosine():
     torch.manual_seed(0)
     bundle = create_clip("clipmem-tiny")
-    img, txt = embed_pairs(bundle.model, _images(3), ["a", "b", "c"], bundle.eval_transform, bundle.tokenizer,
-                           device=torch.device("cpu"))
+    img, txt = embed_pairs(
+        bundle.model, _images(3), ["a", "b", "c"], bundle.eval_transform, bundle.tokenizer, device=torch.device("cpu")
+    )
     np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1, atol=1e-5)
     np.testing.assert_allclose(pair_cosines(img, txt), (img * txt).sum(1), atol=1e-6)

@@ -1,12 +1,13 @@
 """Training: the loss falls, and a resumed run equals an uninterrupted one."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
+import clipmem_core.train as train_module
 from clipmem_core.data import load_image, read_dataset
 from clipmem_core.models import create_clip
-import clipmem_core.train as train_module
 from clipmem_core.train import TrainConfig, train_clip, warmup_cosine
 
 

@@ -10,6 +10,7 @@ Inputs are DataFrames with at least ``sample_id, reviewer, verdict`` and one row
   samples with the most common rater count (ties: the larger count); the others are reported as
   excluded rather than silently mixed in.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,15 @@ def majority_verdicts(current: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for sample_id, group in current.groupby("sample_id", sort=True):
         votes = list(group["verdict"])
-        rows.append({"sample_id": sample_id, "n_reviewers": len(votes), "votes": dict(Counter(votes)),
-                     "majority": _plurality(votes), "unanimous": len(set(votes)) == 1})
+        rows.append(
+            {
+                "sample_id": sample_id,
+                "n_reviewers": len(votes),
+                "votes": dict(Counter(votes)),
+                "majority": _plurality(votes),
+                "unanimous": len(set(votes)) == 1,
+            }
+        )
     return pd.DataFrame(rows, columns=["sample_id", "n_reviewers", "votes", "majority", "unanimous"])
 
 
@@ -64,11 +72,16 @@ def pairwise_kappas(current: pd.DataFrame) -> pd.DataFrame:
         if both.empty:
             continue
         a, b = list(both[first]), list(both[second])
-        rows.append({"reviewer_a": first, "reviewer_b": second, "n_samples": len(both),
-                     "percent_agreement": float(np.mean([x == y for x, y in zip(a, b)])),
-                     "cohen_kappa": cohen_kappa(a, b)})
-    return pd.DataFrame(rows, columns=["reviewer_a", "reviewer_b", "n_samples", "percent_agreement",
-                                       "cohen_kappa"])
+        rows.append(
+            {
+                "reviewer_a": first,
+                "reviewer_b": second,
+                "n_samples": len(both),
+                "percent_agreement": float(np.mean([x == y for x, y in zip(a, b)])),
+                "cohen_kappa": cohen_kappa(a, b),
+            }
+        )
+    return pd.DataFrame(rows, columns=["reviewer_a", "reviewer_b", "n_samples", "percent_agreement", "cohen_kappa"])
 
 
 def fleiss_table(current: pd.DataFrame) -> tuple[np.ndarray, int, int]:
@@ -93,15 +106,19 @@ def fleiss_kappa_of_table(table: np.ndarray) -> float:
     raters = table[0].sum()
     p_category = table.sum(axis=0) / (n_samples * raters)
     p_sample = ((table * table).sum(axis=1) - raters) / (raters * (raters - 1))
-    p_bar, p_expected = p_sample.mean(), float((p_category ** 2).sum())
+    p_bar, p_expected = p_sample.mean(), float((p_category**2).sum())
     return math.nan if p_expected == 1 else float((p_bar - p_expected) / (1 - p_expected))
 
 
 def fleiss_kappa(current: pd.DataFrame) -> dict:
     """Fleiss' kappa with the sample and rater counts it was computed on."""
     table, raters, excluded = fleiss_table(current)
-    return {"kappa": fleiss_kappa_of_table(table), "n_samples": int(table.shape[0]),
-            "n_raters": raters, "n_excluded": excluded}
+    return {
+        "kappa": fleiss_kappa_of_table(table),
+        "n_samples": int(table.shape[0]),
+        "n_raters": raters,
+        "n_excluded": excluded,
+    }
 
 
 def _clean(value: object) -> object:
@@ -114,7 +131,7 @@ def agreement_report(current: pd.DataFrame) -> dict:
     table = majority_verdicts(current)
     pairs = pairwise_kappas(current)
     return {
-        "n_samples": int(len(table)),
+        "n_samples": len(table),
         "n_reviewers": int(current["reviewer"].nunique()),
         "n_multiply_judged": int((table["n_reviewers"] >= 2).sum()),
         "n_disagreements": int(((table["n_reviewers"] >= 2) & ~table["unanimous"]).sum()),
@@ -126,21 +143,22 @@ def agreement_report(current: pd.DataFrame) -> dict:
 
 def disagreements(current: pd.DataFrame, resolutions: pd.DataFrame) -> pd.DataFrame:
     """Samples judged by two or more reviewers who do not all agree, with votes, suggestions and resolution."""
-    columns = ["sample_id", "votes", "majority", "suggestions", "resolved_verdict", "resolved_by",
-               "resolved_caption"]
+    columns = ["sample_id", "votes", "majority", "suggestions", "resolved_verdict", "resolved_by", "resolved_caption"]
     resolved = resolutions.set_index("sample_id") if len(resolutions) else None
     rows = []
     for sample_id, group in current.groupby("sample_id", sort=True):
         if len(group) < 2 or group["verdict"].nunique() == 1:
             continue
         res = resolved.loc[sample_id] if resolved is not None and sample_id in resolved.index else None
-        rows.append({
-            "sample_id": sample_id,
-            "votes": dict(zip(group["reviewer"], group["verdict"])),
-            "majority": _plurality(list(group["verdict"])),
-            "suggestions": [s for s in group["suggested_caption"].dropna() if s],
-            "resolved_verdict": None if res is None else res["verdict"],
-            "resolved_by": None if res is None else res["resolved_by"],
-            "resolved_caption": None if res is None else res["caption"],
-        })
+        rows.append(
+            {
+                "sample_id": sample_id,
+                "votes": dict(zip(group["reviewer"], group["verdict"])),
+                "majority": _plurality(list(group["verdict"])),
+                "suggestions": [s for s in group["suggested_caption"].dropna() if s],
+                "resolved_verdict": None if res is None else res["verdict"],
+                "resolved_by": None if res is None else res["resolved_by"],
+                "resolved_caption": None if res is None else res["caption"],
+            }
+        )
     return pd.DataFrame(rows, columns=columns)

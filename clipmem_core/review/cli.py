@@ -3,6 +3,7 @@
 The run's name in the review database is its folder name; the default SQLite file lives in the run
 folder's parent (the cache root). ``CLIPMEM_DB_URL`` selects another database.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,9 @@ def _read_verdict_file(path: Path) -> pd.DataFrame:
         raise ClipmemError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
     missing = [c for c in IMPORT_COLUMNS if c not in frame.columns]
     if missing:
-        raise ClipmemError(f"{path} lacks columns {missing}; expected sample_id,reviewer,verdict"
-                           "[,suggested_caption,note]")
+        raise ClipmemError(
+            f"{path} lacks columns {missing}; expected sample_id,reviewer,verdict[,suggested_caption,note]"
+        )
     return frame
 
 
@@ -89,9 +91,11 @@ def _format_report(report: dict) -> str:
         f"Fleiss' kappa: {num(fleiss['kappa'])} ({fleiss['n_samples']} samples x {fleiss['n_raters']} "
         f"raters, {fleiss['n_excluded']} samples excluded)",
     ]
-    lines += [f"Cohen's kappa {p['reviewer_a']} / {p['reviewer_b']}: {num(p['cohen_kappa'])} "
-              f"on {p['n_samples']} samples (agreement {num(p['percent_agreement'])})"
-              for p in report["pairs"]]
+    lines += [
+        f"Cohen's kappa {p['reviewer_a']} / {p['reviewer_b']}: {num(p['cohen_kappa'])} "
+        f"on {p['n_samples']} samples (agreement {num(p['percent_agreement'])})"
+        for p in report["pairs"]
+    ]
     return "\n".join(lines)
 
 
@@ -106,33 +110,50 @@ def cmd_agreement(args: argparse.Namespace) -> int:
 def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``review`` and its sub-commands on the top-level CLI."""
     review = subparsers.add_parser(
-        "review", help="team review: import verdicts, export cleaned data, agreement",
+        "review",
+        help="team review: import verdicts, export cleaned data, agreement",
         description="Team review of a run. Database: $CLIPMEM_DB_URL, else <cache root>/review.sqlite.",
     )
     commands = review.add_subparsers(dest="review_command", required=True, metavar="SUBCOMMAND")
 
-    imp = commands.add_parser("import", help="add verdicts from a CSV file (all rows or none)",
-                              description="Add verdicts from CSV columns sample_id,reviewer,verdict"
-                                          "[,suggested_caption,note]; a bad row imports nothing.")
+    imp = commands.add_parser(
+        "import",
+        help="add verdicts from a CSV file (all rows or none)",
+        description="Add verdicts from CSV columns sample_id,reviewer,verdict"
+        "[,suggested_caption,note]; a bad row imports nothing.",
+    )
     imp.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
     imp.add_argument("--file", required=True, help="CSV file of verdicts")
     imp.set_defaults(func=cmd_import)
 
-    exp = commands.add_parser("export", help="write verdicts, a cleaned dataset or a drop list",
-                              description="Write all verdicts, the cleaned dataset (filepath,caption) "
-                                          "or a DataComp-style drop list of sample_ids.")
+    exp = commands.add_parser(
+        "export",
+        help="write verdicts, a cleaned dataset or a drop list",
+        description="Write all verdicts, the cleaned dataset (filepath,caption) "
+        "or a DataComp-style drop list of sample_ids.",
+    )
     exp.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
     exp.add_argument("--what", required=True, choices=("verdicts", "cleaned", "droplist"))
-    exp.add_argument("--format", default="csv", choices=FORMATS,
-                     help="csv (tab-separated when --out ends in .tsv; formula cells escaped) or parquet")
+    exp.add_argument(
+        "--format",
+        default="csv",
+        choices=FORMATS,
+        help="csv (tab-separated when --out ends in .tsv; formula cells escaped) or parquet",
+    )
     exp.add_argument("--out", required=True, help="file to write (atomically)")
-    exp.add_argument("--replace-with-suggestion", action="store_true",
-                     help="cleaned: replace mis-captioned captions by the accepted suggestion instead "
-                          "of dropping the row (rows without one are still dropped)")
+    exp.add_argument(
+        "--replace-with-suggestion",
+        action="store_true",
+        help="cleaned: replace mis-captioned captions by the accepted suggestion instead "
+        "of dropping the row (rows without one are still dropped)",
+    )
     exp.set_defaults(func=cmd_export)
 
-    agr = commands.add_parser("agreement", help="percent agreement, Cohen's and Fleiss' kappa",
-                              description="Agreement between reviewers on their latest verdicts.")
+    agr = commands.add_parser(
+        "agreement",
+        help="percent agreement, Cohen's and Fleiss' kappa",
+        description="Agreement between reviewers on their latest verdicts.",
+    )
     agr.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
     agr.add_argument("--session", type=int, help="only the samples of this review session")
     agr.add_argument("--json", action="store_true", help="print JSON instead of text")

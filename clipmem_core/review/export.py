@@ -9,6 +9,7 @@ resolution's caption, else the most common suggestion among the reviewers who sa
 CSV cells that a spreadsheet would run as a formula (starting with = + - @ tab or CR) get a leading
 single quote. That is also true of the cleaned dataset, which people open in spreadsheets too.
 """
+
 from __future__ import annotations
 
 import os
@@ -87,8 +88,9 @@ def cleaned_dataset(run: Run, labels: pd.DataFrame, out_dir: Path, replace: bool
     return pd.DataFrame(rows, columns=["filepath", "caption"])
 
 
-def export(store: ReviewStore, run: Run, what: str, out: str | os.PathLike, fmt: str = "csv",
-           replace: bool = False) -> Path:
+def export(
+    store: ReviewStore, run: Run, what: str, out: str | os.PathLike, fmt: str = "csv", replace: bool = False
+) -> Path:
     """Write ``verdicts``, ``cleaned`` or ``droplist`` for a run; returns the file written."""
     out = Path(out)
     if what == "verdicts":

@@ -4,6 +4,7 @@ Reconciliation shows every reviewer's verdicts, which would defeat blind review,
 override the majority; so when a team names its leads, only they may do it. Without a list (small
 teams) everyone is a lead. Names are trimmed and compared exactly, as reviewer names are everywhere.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,5 +32,7 @@ def require_lead(reviewer: str, leads_env: str | None = None) -> None:
     """Refuse a non-lead with a message naming who may reconcile (one message for page and store)."""
     if not is_lead(reviewer, leads_env):
         allowed = ", ".join(sorted(leads(leads_env) or ())) or "nobody"
-        raise ClipmemError(f"{reviewer} is not a lead: only {allowed} (listed in {LEADS_ENV}) may see "
-                           "every reviewer's verdicts and resolve disagreements")
+        raise ClipmemError(
+            f"{reviewer} is not a lead: only {allowed} (listed in {LEADS_ENV}) may see "
+            "every reviewer's verdicts and resolve disagreements"
+        )

@@ -8,24 +8,39 @@ Verdicts are never updated in place: a reviewer who changes their mind adds a ne
 latest one (highest id) counts. Every write also appends a row to ``audit_log`` in the same
 transaction, so the log and the data cannot disagree.
 """
+
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import (
-    DDL, CheckConstraint, Connection, DateTime, Engine, ForeignKey, Integer, String, Text,
-    UniqueConstraint, create_engine, event, func, inspect, insert, select,
+    DDL,
+    CheckConstraint,
+    Connection,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -40,13 +55,20 @@ VERDICTS = ("mis-captioned", "correct", "unsure")
 _ALIASES = {"miscaptioned": "mis-captioned", "mis captioned": "mis-captioned"}
 _PG_MIGRATION_LOCK = 0x636C6970  # advisory lock key: one process migrates at a time
 VERDICT_COLUMNS = [
-    "id", "run", "sample_id", "reviewer", "verdict", "suggested_caption", "note", "created_at",
+    "id",
+    "run",
+    "sample_id",
+    "reviewer",
+    "verdict",
+    "suggested_caption",
+    "note",
+    "created_at",
     "session_id",
 ]
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -251,8 +273,9 @@ def open_store(cache_root: str | os.PathLike = "cache", url: str | None = None) 
         with store._transaction(write=True) as conn:
             _migrate(conn, url)
     except SQLAlchemyError as exc:
-        raise ClipmemError(f"cannot open the review database {_safe_url(url)}: {exc.__class__.__name__}: "
-                           f"{str(exc).splitlines()[0]}") from None
+        raise ClipmemError(
+            f"cannot open the review database {_safe_url(url)}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+        ) from None
     except ModuleNotFoundError as exc:
         raise ClipmemError(f"the review database {_safe_url(url)} needs the {exc.name} package") from None
     except OSError as exc:
@@ -284,17 +307,26 @@ class ReviewStore:
         conn.execute(make(Reviewer).values(name=name, created_at=_now()).on_conflict_do_nothing())
 
     @staticmethod
-    def _audit(conn: Connection, actor: str, action: str, run: str | None = None,
-               sample_id: str | None = None, **detail: Any) -> None:
-        conn.execute(insert(AuditEntry).values(
-            at=_now(), actor=actor, action=action, run=run, sample_id=sample_id,
-            detail=json.dumps(detail, sort_keys=True, default=str),
-        ))
+    def _audit(
+        conn: Connection, actor: str, action: str, run: str | None = None, sample_id: str | None = None, **detail: Any
+    ) -> None:
+        conn.execute(
+            insert(AuditEntry).values(
+                at=_now(),
+                actor=actor,
+                action=action,
+                run=run,
+                sample_id=sample_id,
+                detail=json.dumps(detail, sort_keys=True, default=str),
+            )
+        )
 
     def _insert_verdict(self, conn: Connection, run: str, record: dict) -> int:
         reviewer = _check_name(record["reviewer"])
         values = {
-            "run": run, "sample_id": str(record["sample_id"]), "reviewer": reviewer,
+            "run": run,
+            "sample_id": str(record["sample_id"]),
+            "reviewer": reviewer,
             "verdict": normalise_verdict(record["verdict"]),
             "suggested_caption": _optional_text(record.get("suggested_caption")),
             "note": _optional_text(record.get("note")),
@@ -307,12 +339,25 @@ class ReviewStore:
         self._audit(conn, reviewer, "verdict", run, values["sample_id"], verdict_id=verdict_id, **detail)
         return verdict_id
 
-    def add_verdict(self, run: str, sample_id: str, reviewer: str, verdict: str,
-                    suggested_caption: str | None = None, note: str | None = None,
-                    session_id: int | None = None) -> int:
+    def add_verdict(
+        self,
+        run: str,
+        sample_id: str,
+        reviewer: str,
+        verdict: str,
+        suggested_caption: str | None = None,
+        note: str | None = None,
+        session_id: int | None = None,
+    ) -> int:
         """Record one reviewer's verdict on one sample; returns the verdict id."""
-        record = {"sample_id": sample_id, "reviewer": reviewer, "verdict": verdict,
-                  "suggested_caption": suggested_caption, "note": note, "session_id": session_id}
+        record = {
+            "sample_id": sample_id,
+            "reviewer": reviewer,
+            "verdict": verdict,
+            "suggested_caption": suggested_caption,
+            "note": note,
+            "session_id": session_id,
+        }
         with self._transaction(write=True) as conn:
             return self._insert_verdict(conn, run, record)
 
@@ -327,8 +372,9 @@ class ReviewStore:
                 self._insert_verdict(conn, run, record)
         return len(records)
 
-    def create_session(self, run: str, name: str, sample_ids: Sequence[str], reviewers: Sequence[str],
-                       overlap: int, created_by: str) -> int:
+    def create_session(
+        self, run: str, name: str, sample_ids: Sequence[str], reviewers: Sequence[str], overlap: int, created_by: str
+    ) -> int:
         """Split samples into per-reviewer batches so each sample goes to ``overlap`` distinct reviewers."""
         name, created_by = _check_name(name, "session"), _check_name(created_by)
         reviewers = list(dict.fromkeys(_check_name(r) for r in reviewers))
@@ -342,35 +388,79 @@ class ReviewStore:
         with self._transaction(write=True) as conn:
             for person in {created_by, *reviewers}:
                 self._ensure_reviewer(conn, person)
-            session_id = conn.execute(insert(ReviewSession).values(
-                run=run, name=name, overlap=int(overlap), created_by=created_by, created_at=_now(),
-            ).returning(ReviewSession.id)).scalar_one()
+            session_id = conn.execute(
+                insert(ReviewSession)
+                .values(
+                    run=run,
+                    name=name,
+                    overlap=int(overlap),
+                    created_by=created_by,
+                    created_at=_now(),
+                )
+                .returning(ReviewSession.id)
+            ).scalar_one()
             rows = [
-                {"session_id": session_id, "reviewer": reviewers[(i * overlap + j) % len(reviewers)],
-                 "sample_id": sid, "position": i}
-                for i, sid in enumerate(sample_ids) for j in range(overlap)
+                {
+                    "session_id": session_id,
+                    "reviewer": reviewers[(i * overlap + j) % len(reviewers)],
+                    "sample_id": sid,
+                    "position": i,
+                }
+                for i, sid in enumerate(sample_ids)
+                for j in range(overlap)
             ]
             conn.execute(insert(Assignment), rows)
-            self._audit(conn, created_by, "session.create", run, session_id=session_id, name=name,
-                        reviewers=reviewers, overlap=overlap, n_samples=len(sample_ids))
+            self._audit(
+                conn,
+                created_by,
+                "session.create",
+                run,
+                session_id=session_id,
+                name=name,
+                reviewers=reviewers,
+                overlap=overlap,
+                n_samples=len(sample_ids),
+            )
         return session_id
 
-    def resolve(self, run: str, sample_id: str, verdict: str, resolved_by: str,
-                caption: str | None = None, note: str | None = None) -> int:
+    def resolve(
+        self,
+        run: str,
+        sample_id: str,
+        verdict: str,
+        resolved_by: str,
+        caption: str | None = None,
+        note: str | None = None,
+    ) -> int:
         """Settle a sample's verdict (a lead's decision overrides the majority); the latest one counts.
 
         Refuses a non-lead when $CLIPMEM_LEADS is set, whatever the caller checked before.
         """
         resolved_by = _check_name(resolved_by)
         require_lead(resolved_by)
-        values = {"run": run, "sample_id": str(sample_id), "verdict": normalise_verdict(verdict),
-                  "caption": _optional_text(caption), "note": _optional_text(note),
-                  "resolved_by": resolved_by, "created_at": _now()}
+        values = {
+            "run": run,
+            "sample_id": str(sample_id),
+            "verdict": normalise_verdict(verdict),
+            "caption": _optional_text(caption),
+            "note": _optional_text(note),
+            "resolved_by": resolved_by,
+            "created_at": _now(),
+        }
         with self._transaction(write=True) as conn:
             self._ensure_reviewer(conn, resolved_by)
             rid = conn.execute(insert(Resolution).values(**values).returning(Resolution.id)).scalar_one()
-            self._audit(conn, resolved_by, "resolve", run, values["sample_id"], resolution_id=rid,
-                        verdict=values["verdict"], caption=values["caption"], note=values["note"])
+            self._audit(
+                conn,
+                resolved_by,
+                "resolve",
+                run,
+                values["sample_id"],
+                resolution_id=rid,
+                verdict=values["verdict"],
+                caption=values["caption"],
+                note=values["note"],
+            )
         return rid
 
     # -- reads ------------------------------------------------------------------------------
@@ -383,8 +473,7 @@ class ReviewStore:
             frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
         return frame
 
-    def verdicts(self, run: str, sample_ids: Iterable[str] | None = None,
-                 reviewer: str | None = None) -> pd.DataFrame:
+    def verdicts(self, run: str, sample_ids: Iterable[str] | None = None, reviewer: str | None = None) -> pd.DataFrame:
         """Every verdict on a run (history included), oldest first."""
         query = select(*(getattr(Verdict, c) for c in VERDICT_COLUMNS)).where(Verdict.run == run)
         if reviewer is not None:
@@ -429,7 +518,8 @@ class ReviewStore:
             run = self._session_run(conn, session_id)
             rows = conn.execute(
                 select(Assignment.reviewer, Assignment.sample_id)
-                .where(Assignment.session_id == session_id).order_by(Assignment.position, Assignment.id)
+                .where(Assignment.session_id == session_id)
+                .order_by(Assignment.position, Assignment.id)
             ).all()
         return run, pd.DataFrame([tuple(r) for r in rows], columns=["reviewer", "sample_id"])
 
@@ -441,8 +531,11 @@ class ReviewStore:
         """Whether each assignment's reviewer has judged its sample in the run (in or out of the session)."""
         done = self.verdicts(run, assigned["sample_id"].unique())
         pairs = set(zip(done["reviewer"], done["sample_id"]))
-        return pd.Series([(r, s) in pairs for r, s in zip(assigned["reviewer"], assigned["sample_id"])],
-                         index=assigned.index, dtype=bool)
+        return pd.Series(
+            [(r, s) in pairs for r, s in zip(assigned["reviewer"], assigned["sample_id"])],
+            index=assigned.index,
+            dtype=bool,
+        )
 
     def session_progress(self, session_id: int) -> pd.DataFrame:
         """Per reviewer: assigned, done, remaining and percent done."""
