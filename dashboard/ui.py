@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import pandas as pd
 import streamlit as st
 
 from . import resources, state
@@ -18,6 +19,14 @@ VERDICT_BUTTONS = (("mis-captioned", "✗ Mis-captioned"), ("correct", "✓ Corr
 
 def fmt(value: float, digits: int = 3) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def table(frame: pd.DataFrame, empty: str) -> None:
+    """A table without its index, or ``empty`` as a caption when it has no rows."""
+    if frame.empty:
+        st.caption(empty)
+    else:
+        st.dataframe(frame, hide_index=True)
 
 
 def reviewer() -> str | None:

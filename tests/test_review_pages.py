@@ -5,10 +5,11 @@ from review_fixtures import REPO, make_run
 from streamlit.testing.v1 import AppTest
 
 from clipmem_core.review.store import open_store
-from dashboard import state
+from dashboard import reconcile, review, state
 
 APP = str(REPO / "app.py")
 REVIEW, RECONCILE = "pages/review.py", "pages/reconcile.py"
+TITLES = {REVIEW: "Review · run1", RECONCILE: "Reconcile · run1"}
 TRICKY = "<b>bold</b> **not markdown** <script>x</script>"
 
 
@@ -51,9 +52,9 @@ def test_access_token_gates_every_page(run_dir, monkeypatch, path):
     at.text_input[0].input("wrong").run()
     assert at.error and "not right" in at.error[0].value and not at.button
     at.text_input[0].input("s3cret").run()
-    assert not at.error and at.title[0].value.endswith("run1")
+    assert not at.error and at.title[0].value == TITLES[path]  # the deep link survives the gate
     at.run()  # remembered for the browser session
-    assert at.title[0].value.endswith("run1")
+    assert at.title[0].value == TITLES[path]
 
 
 def test_name_is_asked_once_per_session(run_dir):
@@ -243,3 +244,80 @@ def test_a_deep_link_on_a_fresh_server_gets_the_sidebar_and_its_run(run_dir, mon
     at.switch_page(path).run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.sidebar.selectbox(key=state.RUN_NAME).value == "run1" and at.title[0].value.endswith("run1")
+
+
+# The pages' logic, as plain functions: no AppTest, the session state is a dict.
+
+
+def test_ranked_queues_follow_the_cached_orders_and_skip_judged_and_unscored_samples():
+    import numpy as np
+    import pandas as pd
+
+    from dashboard.gallery import sort_orders
+
+    scores = pd.DataFrame(
+        {"sample_id": ["a", "b", "c", "d"], "clipmem": [0.1, np.nan, 0.9, 0.5], "clip_score_g": [0.3, 0.2, 0.1, 0.4]}
+    )
+    orders = sort_orders(scores)
+    assert review.ranked_queue(scores, orders, "Top CLIPMem", set()) == ["c", "d", "a"]
+    assert review.ranked_queue(scores, orders, "Top CLIPMem", {"d"}) == ["c", "a"]
+    assert review.ranked_queue(scores, orders, "Lowest CLIP score (g)", ()) == ["c", "b", "a", "d"]
+    assert review.QUEUES == ("Top CLIPMem", "Lowest CLIP score (g)", review.ASSIGNED)
+
+
+def test_a_verdict_is_recorded_with_what_was_typed_for_its_sample(run_dir):
+    store = open_store(run_dir.parent)
+    session = {review.suggest_key("s01"): "a cat", review.note_key("s01"): "", review.hint_key("s01"): "a dog"}
+    review.use_hint(session, "s01")
+    assert session[review.suggest_key("s01")] == "a dog"
+    review.record(session, store, "run1", "s01", "ann", "mis-captioned", None)
+    recorded = store.verdicts("run1")[["sample_id", "reviewer", "verdict", "suggested_caption", "note"]]
+    assert recorded.values.tolist() == [["s01", "ann", "mis-captioned", "a dog", None]]
+    assert review.last_recorded(session, "run1") == {"run": "run1", "sample_id": "s01", "verdict": "mis-captioned"}
+    assert review.last_recorded(session, "run2") is None
+    assert review.others_verdicts(store, "run1", "s01", "ann").empty
+    assert review.others_verdicts(store, "run1", "s01", "bob")["reviewer"].tolist() == ["ann"]
+
+
+def test_sessions_queues_and_the_blind_mode_rule(run_dir, monkeypatch):
+    from clipmem_core import load_run
+    from dashboard.gallery import sort_orders
+
+    store, run = open_store(run_dir.parent), load_run(run_dir)
+    orders = sort_orders(run.scores)
+    assert review.parse_reviewers(" ann, ,bob ,") == ["ann", "bob"]
+    samples = review.create_session(store, run, orders, "first", "Top CLIPMem", 2, "ann, bob", 1, created_by="ann")
+    assert samples == ["s00", "s01"]
+    labels = review.session_labels(store, "run1")
+    (session_id,) = labels
+    assert labels == {session_id: f"first (#{session_id})"}
+    assigned = review.queue(store, run, orders, review.ASSIGNED, "ann", session_id)
+    assert assigned and set(assigned) <= {"s00", "s01"}
+    assert review.queue(store, run, orders, review.ASSIGNED, "ann", None) == []
+    assert review.queue(store, run, orders, "Top CLIPMem", "ann", None)[:2] == ["s00", "s01"]
+    assert not review.blind_mode_locked("ann")  # no lead list: everyone is a lead
+    monkeypatch.setenv("CLIPMEM_LEADS", "cy")
+    assert review.blind_mode_locked("ann") and not review.blind_mode_locked("cy")
+
+
+def test_reconcile_logic_refuses_non_leads_and_settles_with_the_typed_caption(run_dir, monkeypatch):
+    store = disagree_on_s00(run_dir)
+    assert reconcile.refusal("ann") is None
+    monkeypatch.setenv("CLIPMEM_LEADS", "cy")
+    assert reconcile.refusal("ann").startswith("ann is not a lead")
+    assert reconcile.scopes(store, "run1") == {None: "Whole run"}
+    assert reconcile.scope_samples(store, None) is None
+
+    report = reconcile.agreement(store, "run1", None)
+    metrics = reconcile.agreement_metrics(report)
+    assert list(metrics) == ["Samples judged", "Percent agreement", "Fleiss' κ", "Disagreements"]
+    assert (metrics["Samples judged"], metrics["Percent agreement"], metrics["Disagreements"]) == (1, "0.0 %", 1)
+    (_, item), *_ = reconcile.disagreements(store, "run1", None, show_resolved=False).iterrows()
+    assert reconcile.votes(item).values.tolist() == [["ann", "mis-captioned"], ["bob", "correct"]]
+    assert reconcile.resolution_note(item) is None and reconcile.default_caption(item) == ""
+
+    reconcile.settle({reconcile.caption_key("s00"): "a blue circle"}, store, "run1", "s00", "mis-captioned", "cy")
+    assert reconcile.disagreements(store, "run1", None, show_resolved=False).empty
+    (_, item), *_ = reconcile.disagreements(store, "run1", None, show_resolved=True).iterrows()
+    assert reconcile.resolution_note(item) == "Resolved as mis-captioned by cy"
+    assert store.resolutions("run1")["caption"].tolist() == ["a blue circle"]
