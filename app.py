@@ -1,28 +1,23 @@
-"""clipmem dashboard: `streamlit run app.py` (opens on cache/demo; CLIPMEM_CACHE picks another cache)."""
+"""clipmem dashboard: `streamlit run app.py` (opens on cache/demo; CLIPMEM_CACHE picks another cache).
+
+Every request runs this script, deep links included: it resolves the page asked for, gates access
+(once, here, for every page), renders the shared sidebar, then runs the page. See docs/dashboard.md.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import entry, sidebar
-from dashboard.auth import require_access
+from dashboard import auth, sidebar
+from dashboard.navigation import PAGES
 
 st.set_page_config(page_title="clipmem", page_icon=":material/psychology:", layout="wide")
-require_access()
-entry.mark_entrypoint()
 
-PAGES = [
-    ("pages/overview.py", "Overview", ":material/bar_chart:"),
-    ("pages/gallery.py", "Most memorized", ":material/photo_library:"),
-    ("pages/inspector.py", "Sample inspector", ":material/search:"),
-    ("pages/embedding_map.py", "Embedding map", ":material/scatter_plot:"),
-    ("pages/review.py", "Review", ":material/fact_check:"),
-    ("pages/reconcile.py", "Reconcile", ":material/balance:"),
-    ("pages/compute.py", "Compute", ":material/memory:"),
-]
-navigation = st.navigation(
-    [st.Page(path, title=title, icon=icon, default=i == 0) for i, (path, title, icon) in enumerate(PAGES)]
+# Before the gate, so a deep link is remembered while the visitor enters the token; a locked app lists no pages.
+page = st.navigation(
+    [st.Page(spec.path, title=spec.title, icon=spec.icon) for spec in PAGES],
+    position="sidebar" if auth.has_access() else "hidden",
 )
-entry.resume_deep_link()
+auth.require_access()
 sidebar.render()
-navigation.run()
+page.run()

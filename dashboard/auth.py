@@ -1,7 +1,7 @@
 """Who may use the dashboard, and who is reviewing.
 
-- ``require_access``: when ``CLIPMEM_ACCESS_TOKEN`` is set, every page asks for it before anything
-  else, so a dashboard served on a network is not open to anyone who finds it.
+- ``require_access``: when ``CLIPMEM_ACCESS_TOKEN`` is set, app.py asks for it before any page runs,
+  so a dashboard served on a network is not open to anyone who finds it.
 - ``current_reviewer``: the OIDC identity (``st.login`` / ``st.user``) when ``[auth]`` is configured in
   secrets; otherwise a name asked once per browser session. Without OIDC the name is a label, not
   proof of identity: the access token is what keeps strangers out.
@@ -25,11 +25,20 @@ def _fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def require_access() -> None:
-    """Stop the page until the visitor has entered the shared access token (if one is configured)."""
+def has_access() -> bool:
+    """Whether this browser session may see the dashboard: no token configured, or the right one entered."""
     token = os.environ.get(TOKEN_ENV)
-    if not token or hmac.compare_digest(st.session_state.get(_ACCESS_KEY, ""), _fingerprint(token)):
+    return not token or hmac.compare_digest(st.session_state.get(_ACCESS_KEY, ""), _fingerprint(token))
+
+
+def require_access() -> None:
+    """Stop the run until the visitor has entered the shared access token (if one is configured).
+
+    app.py calls it on every request, before any page runs: pages do not call it themselves.
+    """
+    if has_access():
         return
+    token = os.environ[TOKEN_ENV]
     st.title("clipmem")
     entered = st.text_input("Access token", type="password", key="_clipmem_token_input")
     if entered:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
-from . import resources, state
+from . import navigation, resources, state
 from .gallery import Card
 
 VERDICT_BUTTONS = (("mis-captioned", "✗ Mis-captioned"), ("correct", "✓ Correct"), ("unsure", "? Unsure"))
@@ -90,7 +90,7 @@ def card(c: Card, run_name: str, key: str, flags: bool = True, extra: str | None
         if flags:
             flag_buttons(run_name, c.sample_id, c.verdict, key)
         if st.button("Inspect", key=f"{key}:inspect", width="stretch", on_click=_choose, args=(c.sample_id,)):
-            st.switch_page("pages/inspector.py")
+            st.switch_page(navigation.INSPECTOR.path)
 
 
 def card_grid(

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from review_fixtures import start_cluster, stop_cluster, unavailable
-from streamlit.runtime.pages_manager import PagesManager
 
 from clipmem_core.config import RunConfig
 from clipmem_core.pipeline import compute_clipmem
@@ -82,19 +81,3 @@ def store(db_url, monkeypatch):
     opened = open_store(url=db_url)
     yield opened
     opened.close()
-
-
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Keep AppTest in st.navigation mode, as a live server is once app.py has called st.navigation.
-
-    AppTest re-detects the mode on every run and, seeing a ``pages/`` folder, would run page files
-    alone (without app.py's sidebar) after the first run.
-    """
-    init = PagesManager.__init__
-
-    def init_v2(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init_v2)

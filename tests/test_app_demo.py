@@ -11,11 +11,10 @@ from streamlit.testing.v1 import AppTest
 from clipmem_core import list_runs, load_run
 from clipmem_core.cache import SCORE_COLUMNS, SPLITS
 from clipmem_core.index import NeighbourSearch
-from dashboard import state
+from dashboard import auth, navigation, state
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "cache" / "demo"
-PAGES = ("pages/gallery.py", "pages/inspector.py", "pages/embedding_map.py", "pages/compute.py")
 MAX_BYTES = 25 * 1024 * 1024
 
 
@@ -60,12 +59,16 @@ def test_every_dashboard_page_renders_the_demo(tmp_path, monkeypatch):
     monkeypatch.setenv(state.CACHE_ENV, str(tmp_path))
     monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
     monkeypatch.delenv("CLIPMEM_ACCESS_TOKEN", raising=False)
+    monkeypatch.delenv("CLIPMEM_LEADS", raising=False)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state[auth.REVIEWER_KEY] = "demo-reviewer"  # the review pages show their queue, not the name prompt
     at.run()
     assert not at.exception and at.title[0].value == "Run: demo"
-    for page in PAGES:
-        at.switch_page(page).run()
-        assert not at.exception, (page, [e.value for e in at.exception])
-        assert not at.main.error and not at.main.warning, page
-    at.switch_page("pages/gallery.py").run()
+    for page in navigation.PAGES:
+        at.switch_page(page.path).run()
+        assert not at.exception, (page.title, [e.value for e in at.exception])
+        assert not at.main.error and not at.main.warning, page.title
+        assert at.title, page.title
+    assert at.title[0].value == "Compute a run"
+    at.switch_page(navigation.GALLERY.path).run()
     assert len(at.get("image")) == 48

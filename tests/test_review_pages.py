@@ -5,10 +5,10 @@ from review_fixtures import REPO, make_run
 from streamlit.testing.v1 import AppTest
 
 from clipmem_core.review.store import open_store
-from dashboard import reconcile, review, state
+from dashboard import navigation, reconcile, review, state
 
 APP = str(REPO / "app.py")
-REVIEW, RECONCILE = "pages/review.py", "pages/reconcile.py"
+REVIEW, RECONCILE = navigation.REVIEW.path, navigation.RECONCILE.path
 TITLES = {REVIEW: "Review · run1", RECONCILE: "Reconcile · run1"}
 TRICKY = "<b>bold</b> **not markdown** <script>x</script>"
 
@@ -231,19 +231,11 @@ def test_oidc_identity_is_the_reviewer(run_dir, monkeypatch):
 
 
 @pytest.mark.parametrize("path", [REVIEW, RECONCILE])
-def test_a_deep_link_on_a_fresh_server_gets_the_sidebar_and_its_run(run_dir, monkeypatch, path):
-    """Without the navigation-mode patch AppTest runs the page file alone, as a fresh server would."""
-    monkeypatch.undo()
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv(state.CACHE_ENV, str(run_dir.parent))
-    monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
-    monkeypatch.delenv("CLIPMEM_ACCESS_TOKEN", raising=False)
-    monkeypatch.delenv("CLIPMEM_LEADS", raising=False)
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["clipmem_reviewer"] = "ann"
-    at.switch_page(path).run()
+def test_a_deep_link_gets_the_sidebar_and_its_run(run_dir, path):
+    """A session's first request for a page runs app.py (gate, sidebar, run selector) around it."""
+    at = page(path, run_dir)
     assert not at.exception, [e.value for e in at.exception]
-    assert at.sidebar.selectbox(key=state.RUN_NAME).value == "run1" and at.title[0].value.endswith("run1")
+    assert at.sidebar.selectbox(key=state.RUN_NAME).value == "run1" and at.title[0].value == TITLES[path]
 
 
 # The pages' logic, as plain functions: no AppTest, the session state is a dict.

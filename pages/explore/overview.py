@@ -6,9 +6,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import entry, overview, resources
-
-entry.require_entrypoint("pages/overview.py")
+from dashboard import overview, resources
 
 run = resources.require_run()
 

@@ -6,10 +6,8 @@ import streamlit as st
 
 from clipmem_core import ClipmemError
 from clipmem_core.review import VERDICTS
-from dashboard import entry, resources, review, ui
+from dashboard import resources, review, ui
 from dashboard.auth import current_reviewer
-
-entry.require_entrypoint("pages/review.py")
 
 reviewer = current_reviewer()
 run, store = resources.run_and_store()

@@ -6,9 +6,7 @@ from datetime import datetime
 
 import streamlit as st
 
-from dashboard import compute, entry, state
-
-entry.require_entrypoint("pages/compute.py")
+from dashboard import compute, state
 
 cache_root = st.session_state.get(state.CACHE_ROOT, state.default_cache_root())
 st.title("Compute a run")

@@ -5,10 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from clipmem_core.review import VERDICTS
-from dashboard import entry, reconcile, resources
+from dashboard import reconcile, resources
 from dashboard.auth import current_reviewer
-
-entry.require_entrypoint("pages/reconcile.py")
 
 lead = current_reviewer()
 run, store = resources.run_and_store()

@@ -6,10 +6,8 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard import embedding_map as emap
-from dashboard import entry, resources, state, ui
+from dashboard import navigation, resources, state, ui
 from dashboard.gallery import filter_mask, rows_with_verdict
-
-entry.require_entrypoint("pages/embedding_map.py")
 
 run = resources.require_run()
 
@@ -49,7 +47,7 @@ if chosen.size:
     if left.button("Open selection in the gallery", type="primary"):
         st.session_state[state.SELECTION] = chosen.tolist()
         st.session_state[state.PAGE] = 1
-        st.switch_page("pages/gallery.py")
+        st.switch_page(navigation.GALLERY.path)
     name = ui.reviewer()
     if right.button(
         "Flag selection as mis-captioned",

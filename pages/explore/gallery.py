@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import entry, resources, state, ui
+from dashboard import resources, state, ui
 from dashboard.gallery import PAGE_SIZE, SORTS, filter_mask, make_cards, page_count, page_rows
-
-entry.require_entrypoint("pages/gallery.py")
 
 run = resources.require_run()
 

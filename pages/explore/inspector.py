@@ -7,10 +7,8 @@ import streamlit as st
 
 from clipmem_core import ClipmemError
 from clipmem_core.index import MODES, captions_of_similar_images
-from dashboard import entry, inspector, resources, state, ui
+from dashboard import inspector, resources, state, ui
 from dashboard.gallery import make_cards
-
-entry.require_entrypoint("pages/inspector.py")
 
 MODE_LABELS = {
     "image": "image → image",

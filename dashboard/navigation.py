@@ -1,0 +1,33 @@
+"""The dashboard's pages, in menu order: the script of each, its title and its icon.
+
+app.py builds ``st.navigation`` from ``PAGES``; pages and helpers switch pages with these paths.
+
+The scripts sit one folder down in ``pages/`` (``pages/explore/``, ``pages/review/``,
+``pages/compute/``), never directly in it. While a ``pages/`` folder exists next to app.py, Streamlit
+starts every server process in its legacy pages-folder mode, which lists each ``pages/*.py`` in the
+sidebar by file name and runs a deep-linked one on its own, without app.py's access gate. That mode
+lasts until app.py first calls ``st.navigation``, and it only ever looks at ``pages/*.py``: with the
+scripts in sub-folders it finds no page but app.py, so app.py runs for every request, from the first.
+``tests/test_app_pages.py`` keeps ``pages/`` free of scripts of its own.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class PageSpec(NamedTuple):
+    path: str  # relative to app.py; the URL is the file's stem (/gallery, /embedding_map, …)
+    title: str
+    icon: str
+
+
+OVERVIEW = PageSpec("pages/explore/overview.py", "Overview", ":material/bar_chart:")
+GALLERY = PageSpec("pages/explore/gallery.py", "Most memorized", ":material/photo_library:")
+INSPECTOR = PageSpec("pages/explore/inspector.py", "Sample inspector", ":material/search:")
+EMBEDDING_MAP = PageSpec("pages/explore/embedding_map.py", "Embedding map", ":material/scatter_plot:")
+REVIEW = PageSpec("pages/review/review.py", "Review", ":material/fact_check:")
+RECONCILE = PageSpec("pages/review/reconcile.py", "Reconcile", ":material/balance:")
+COMPUTE = PageSpec("pages/compute/compute.py", "Compute", ":material/memory:")
+
+PAGES = (OVERVIEW, GALLERY, INSPECTOR, EMBEDDING_MAP, REVIEW, RECONCILE, COMPUTE)
