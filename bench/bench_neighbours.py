@@ -4,8 +4,8 @@ Builds the auto index over synthetic clustered, L2-normalised float32 vectors, s
 throw-away run folder, and times k-nearest queries through ``NeighbourSearch.query_vector`` (the
 dashboard's path) against an exact numpy matmul + argpartition over all rows, in the same process.
 
-    python bench/bench_neighbours.py            # 1,000,000 x 512
-    python bench/bench_neighbours.py --n 200000 --queries 100
+    python -m bench.bench_neighbours            # 1,000,000 x 512
+    python -m bench.bench_neighbours --n 200000 --queries 100
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from clipmem_core.cache import SCORES, load_run, write_json, write_parquet
+from clipmem_core.cache import Manifest, load_run, write_run
 from clipmem_core.index import NeighbourSearch, build_index, save_index
+from clipmem_core.testing import fake_scores
 
 
 def clustered_vectors(n: int, dim: int, *, clusters: int, noise: float, seed: int) -> np.ndarray:
@@ -43,21 +41,9 @@ def clustered_vectors(n: int, dim: int, *, clusters: int, noise: float, seed: in
 
 
 def write_bench_run(folder: Path, n: int, index: faiss.Index) -> None:
-    """A minimal complete run: scores + image index, enough for query_vector."""
-    scores = pd.DataFrame(
-        {
-            "sample_id": [f"s{i}" for i in range(n)],
-            "split": "extra",
-            "filepath": "",
-            "caption": "",
-            **{c: np.nan for c in ("align_f", "align_g", "clipmem", "clipmem_norm", "clip_score_f", "clip_score_g")},
-        }
-    )
-    write_parquet(folder / SCORES, scores)
+    """A complete run with only an image index (built and timed by the benchmark): enough for query_vector."""
+    write_run(folder, fake_scores(n, ground_truth=False), Manifest(name=folder.name))
     save_index(index, folder / "index" / "image.faiss")
-    write_json(
-        folder / "manifest.json", {"schema_version": 1, "status": "complete", "files": [SCORES, "index/image.faiss"]}
-    )
 
 
 def log(message: str) -> None:

@@ -1,39 +1,42 @@
-"""The run cache: one folder per run, written atomically, loaded as a typed `Run`.
+"""The run cache: one folder per run, written by ``write_run`` alone, loaded as a typed `Run`.
 
 Layout of ``cache/<name>/`` (row i of every array is row i of ``scores.parquet``)::
 
-    manifest.json            config, dataset (path, hash), versions, timings, utility; written LAST
-    scores.parquet           one row per sample (see SCORE_COLUMNS)
-    image_embeddings.npy     (N, D) float32, L2-normalised, from model f
-    text_embeddings.npy      (N, D) float32, L2-normalised, from model f
-    view_alignments.npy      (N, 2, K) float32: per-view cosines under f ([:, 0]) and g ([:, 1]); NaN if unscored
+    manifest.json            a `Manifest`: config, protocol, dataset, versions, timings, utility, summary; written LAST
+    scores.parquet           one row per sample: BASE_COLUMNS plus the registered scores (clipmem_core.scores)
+    image_embeddings.npy     (N, D) float32, L2-normalised, from the run's reference model (f, or h0)
+    text_embeddings.npy      (N, D) float32, likewise
+    view_alignments.npy      (M, N, K) float32: per-view cosines of each of the M models; NaN where unscored
     index/image.faiss, index/text.faiss
-    checkpoints/{f,g}_last.pt
+    checkpoints/<model>_last.pt
     thumbs/<row>.jpg         small thumbnails for the dashboard
     skipped.csv              every input row that was skipped, and why
 
-The manifest is written last, so a folder whose manifest says ``status: complete``
-holds every file it lists; anything else is refused with a clear reason.
+The manifest is written last, so a folder whose manifest says ``status: complete`` holds every file it
+lists; anything else is refused with a clear reason.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
+from .atomic import relative_if_inside, write_json, write_npy, write_parquet
 from .errors import ClipmemError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)  # version 1 runs (before the score registry) are upgraded in memory
 MANIFEST = "manifest.json"
 SCORES = "scores.parquet"
 IMAGE_EMBEDDINGS = "image_embeddings.npy"
@@ -43,75 +46,122 @@ INDEX_DIR = "index"
 CHECKPOINT_DIR = "checkpoints"
 THUMB_DIR = "thumbs"
 SKIPPED = "skipped.csv"
-SPLITS = ("shared", "candidate", "independent", "extra")
-SCORE_COLUMNS = (
-    "sample_id",
-    "split",
-    "filepath",
-    "caption",
-    "align_f",
-    "align_g",
-    "clipmem",
-    "clipmem_norm",
-    "clip_score_f",
-    "clip_score_g",
-)
-REQUIRED_FILES = (SCORES,)
+STATE_FILE = "run_state.json"
+GROUND_TRUTH = "is_miscaptioned"
+# Every run has these; score columns come from the registry and may be missing (then the score is unavailable).
+BASE_COLUMNS = ("sample_id", "split", "filepath", "caption", "captions")
+PROJECTION_COLUMNS = ("proj_x", "proj_y")
+THUMBNAIL_SIZE = 96
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; rename it over ``path`` only if the block succeeds.
+@dataclass
+class DatasetInfo:
+    """Where a run's data came from. ``root`` is the folder image paths are confined to."""
 
-    A crash mid-write leaves a ``*.tmp`` file, never a truncated file under the real name.
+    path: str = ""
+    root: str = ""
+    format: str = ""
+    content_hash: str = ""
+    n_samples: int = 0
+    n_skipped: int = 0
+
+
+@dataclass
+class Manifest:
+    """What ``manifest.json`` holds: enough to understand, trust and redo a run.
+
+    Example::
+
+        manifest = Manifest(name="demo", protocol="full", config=config.to_dict(), dataset=DatasetInfo(path="x.csv"))
+        Manifest.from_dict(manifest.to_dict()) == manifest
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
+
+    name: str
+    protocol: str = "paper"
+    config: dict[str, Any] = field(default_factory=dict)
+    dataset: DatasetInfo = field(default_factory=DatasetInfo)
+    splits: dict[str, int] = field(default_factory=dict)
+    models: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_memory_mb: float | None = None
+    utility: dict[str, Any] | None = None
+    training: dict[str, Any] | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    status: str = "complete"
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "manifest") -> Manifest:
+        """Validate and build; a wrong type anywhere is a ClipmemError naming the field."""
+        if not isinstance(data, dict):
+            raise ClipmemError(f"{where} is not a clipmem manifest (not a JSON object)")
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            if spec.name not in data:
+                continue
+            value = data[spec.name]
+            if spec.name == "dataset":
+                value = _dataset_info(value, where)
+            elif not _has_type(value, spec.type):
+                raise ClipmemError(f"{where}: field {spec.name!r} has the wrong type ({type(value).__name__})")
+            values[spec.name] = value
+        if "name" not in values:
+            raise ClipmemError(f"{where}: field 'name' is missing")
+        return cls(**values)
+
+    @property
+    def seconds(self) -> float:
+        """Total compute time over every stage."""
+        return float(sum(v for v in self.timings.values() if isinstance(v, (int, float))))
+
+
+_TYPE_CHECKS = {
+    "str": str,
+    "int": int,
+    "float | None": (int, float, type(None)),
+    "dict[str, Any]": dict,
+    "dict[str, int]": dict,
+    "dict[str, str]": dict,
+    "dict[str, float]": dict,
+    "dict[str, Any] | None": (dict, type(None)),
+    "list[str]": list,
+}
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    expected = _TYPE_CHECKS.get(str(annotation))
+    return expected is None or (isinstance(value, expected) and not isinstance(value, bool))
+
+
+def _dataset_info(value: Any, where: str) -> DatasetInfo:
+    if not isinstance(value, dict):
+        raise ClipmemError(f"{where}: field 'dataset' is not an object")
+    known = {f.name for f in fields(DatasetInfo)}
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
-
-
-def write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
-
-
-def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array))
-
-
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def relative_if_inside(path: str | os.PathLike, base: str | os.PathLike) -> str:
-    """``path`` relative to ``base`` when it lies inside it (so the pair can move together), else absolute."""
-    path, base = Path(path).resolve(), Path(base).resolve()
-    return path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)
+        return DatasetInfo(**{k: v for k, v in value.items() if k in known})
+    except TypeError as exc:
+        raise ClipmemError(f"{where}: field 'dataset' is malformed: {exc}") from None
 
 
 @dataclass
 class Run:
-    """A complete run loaded from ``cache/<name>/``. Arrays are memory-mapped, not read into RAM."""
+    """A complete run loaded from ``cache/<name>/``. Arrays are memory-mapped, not read into RAM.
+
+    Example::
+
+        run = load_run("cache/demo")
+        run.manifest.protocol, len(run.scores), run.image_embeddings.shape
+        run.image_path(run.row("3f2a9c0d1e2b4a5f"))
+    """
 
     path: Path
-    manifest: dict
+    manifest: Manifest
     scores: pd.DataFrame = field(repr=False)
 
     @property
@@ -120,7 +170,7 @@ class Run:
 
     @property
     def has_ground_truth(self) -> bool:
-        return "is_miscaptioned" in self.scores.columns
+        return GROUND_TRUTH in self.scores.columns
 
     @cached_property
     def row_of(self) -> dict[str, int]:
@@ -137,7 +187,10 @@ class Run:
         path = self.path / name
         if not path.exists():
             raise ClipmemError(f"run {self.name} has no {name}")
-        return np.load(path, mmap_mode="r")
+        try:
+            return np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise ClipmemError(f"run {self.name}: {name} is unreadable ({exc})") from None
 
     @cached_property
     def image_embeddings(self) -> np.ndarray:
@@ -149,12 +202,16 @@ class Run:
 
     @cached_property
     def view_alignments(self) -> np.ndarray | None:
-        return self._array(VIEW_ALIGNMENTS) if (self.path / VIEW_ALIGNMENTS).exists() else None
+        """(models, N, K) per-view cosines, or None when the run stores none."""
+        if not (self.path / VIEW_ALIGNMENTS).exists():
+            return None
+        views = self._array(VIEW_ALIGNMENTS)
+        return np.moveaxis(views, 1, 0) if self.manifest.schema_version == 1 else views
 
     @property
     def dataset_root(self) -> Path | None:
         """Folder that image paths are confined to; relative manifests resolve against the run."""
-        root = self.manifest.get("dataset", {}).get("root")
+        root = self.manifest.dataset.root
         if not root:
             return None
         root_path = Path(root)
@@ -178,37 +235,48 @@ class Run:
         return self.path / INDEX_DIR / f"{modality}.faiss"
 
 
-def _read_manifest(run_dir: Path) -> dict:
+def _read_manifest(run_dir: Path) -> Manifest:
     manifest_path = run_dir / MANIFEST
     if not run_dir.is_dir():
         raise ClipmemError(f"{run_dir} is not a directory")
     if not manifest_path.exists():
         raise ClipmemError(f"{run_dir} is not a clipmem run (no {MANIFEST}; incomplete or not a run)")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ClipmemError(f"{manifest_path} is unreadable: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise ClipmemError(f"{manifest_path} is not a clipmem manifest")
-    return manifest
-
-
-def check_manifest(run_dir: Path, manifest: dict) -> None:
-    """Raise ClipmemError if the manifest is of another schema, incomplete or missing files."""
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if isinstance(data, dict) and data.get("schema_version") not in READABLE_SCHEMAS:
         raise ClipmemError(
-            f"{run_dir} has cache schema version {version!r}; this clipmem reads version {SCHEMA_VERSION}"
+            f"{run_dir} has cache schema version {data.get('schema_version')!r}; "
+            f"this clipmem reads versions {', '.join(map(str, READABLE_SCHEMAS))}"
         )
-    if manifest.get("status") != "complete":
-        raise ClipmemError(f"{run_dir} is incomplete (status {manifest.get('status')!r})")
-    for name in list(REQUIRED_FILES) + list(manifest.get("files", [])):
+    return Manifest.from_dict(data, str(manifest_path))
+
+
+def check_manifest(run_dir: Path, manifest: Manifest) -> None:
+    """Raise ClipmemError if the run is incomplete or misses a file its manifest lists."""
+    if manifest.status != "complete":
+        raise ClipmemError(f"{run_dir} is incomplete (status {manifest.status!r})")
+    for name in [SCORES, *manifest.files]:
         if not (run_dir / name).exists():
             raise ClipmemError(f"{run_dir} is incomplete: {name} is missing")
 
 
 def load_run(path: str | os.PathLike) -> Run:
-    """Load a complete run, or raise ClipmemError saying why it cannot be used."""
+    """Load a complete run, or raise ClipmemError saying why it cannot be used.
+
+    Args:
+        path: the run folder, e.g. ``cache/demo``.
+
+    Returns:
+        A `Run` whose ``scores`` frame holds every registered score the run has (version 1 runs gain the
+        scores that can be derived from their columns) and whose arrays are memory-mapped on first use.
+
+    Example::
+
+        run = load_run("cache/demo")
+        run.scores.sort_values("combined", ascending=False).head(10)
+    """
     run_dir = Path(path)
     manifest = _read_manifest(run_dir)
     check_manifest(run_dir, manifest)
@@ -216,9 +284,13 @@ def load_run(path: str | os.PathLike) -> Run:
         scores = pd.read_parquet(run_dir / SCORES)
     except Exception as exc:  # pyarrow raises many types for a damaged file
         raise ClipmemError(f"{run_dir / SCORES} is unreadable: {exc}") from None
-    missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
+    missing = [c for c in BASE_COLUMNS if c not in scores.columns]
     if missing:
         raise ClipmemError(f"{run_dir / SCORES} lacks columns {missing}")
+    if manifest.schema_version == 1:
+        from .scores import derive_missing
+
+        scores = derive_missing(scores)
     return Run(path=run_dir, manifest=manifest, scores=scores)
 
 
@@ -228,7 +300,7 @@ class RunInfo:
 
     name: str
     path: Path
-    manifest: dict | None
+    manifest: Manifest | None
     error: str | None
 
     @property
@@ -249,5 +321,106 @@ def list_runs(cache_root: str | os.PathLike) -> list[RunInfo]:
             infos.append(RunInfo(run_dir.name, run_dir, manifest, None))
         except ClipmemError as exc:
             infos.append(RunInfo(run_dir.name, run_dir, None, str(exc)))
-    infos.sort(key=lambda i: (i.manifest or {}).get("created", ""), reverse=True)
+    infos.sort(key=lambda i: i.manifest.created if i.manifest else "", reverse=True)
     return infos
+
+
+def write_thumbnails(out: Path, images: Sequence[Image.Image], size: int = THUMBNAIL_SIZE) -> None:
+    """Write every thumbnail into a temp folder, then swap it in whole."""
+    from tqdm.auto import tqdm
+
+    final, staging = out / THUMB_DIR, out / f".{THUMB_DIR}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for row in tqdm(range(len(images)), desc="thumbnails", unit="img", leave=False):
+            thumb = images[row].copy()
+            thumb.thumbnail((size, size))
+            thumb.save(staging / f"{row}.jpg", quality=85)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+
+
+def write_run(
+    out: str | os.PathLike,
+    scores: pd.DataFrame,
+    manifest: Manifest,
+    *,
+    image_embeddings: np.ndarray | None = None,
+    text_embeddings: np.ndarray | None = None,
+    view_alignments: np.ndarray | None = None,
+    images: Sequence[Image.Image] | None = None,
+    thumbnail_size: int = THUMBNAIL_SIZE,
+    stage=None,
+) -> Run:
+    """The one writer of run folders: computed, imported, demo, test and benchmark runs all come from here.
+
+    Builds the FAISS indexes and the 2-D projection from the embeddings, writes thumbnails of ``images``
+    (row i of ``scores``), the arrays and the scores, fills ``manifest.files`` and ``manifest.summary``,
+    and writes the manifest last. ``stage`` is an optional ``Stopwatch.stage`` to time the steps.
+
+    Returns:
+        The run, loaded back with ``load_run`` (so a written run is always a loadable one).
+    """
+    from .index import build_index, save_index
+    from .metrics import run_summary
+    from .projection import project_2d
+
+    out = Path(out)
+    stage = stage or _no_stage
+    scores = scores.reset_index(drop=True).copy()
+    files = [SCORES]
+    has_embeddings = image_embeddings is not None and text_embeddings is not None
+    if has_embeddings:
+        with stage("index"):
+            for modality, vectors in (("image", image_embeddings), ("text", text_embeddings)):
+                save_index(build_index(vectors), out / INDEX_DIR / f"{modality}.faiss")
+                files.append(f"{INDEX_DIR}/{modality}.faiss")
+        if not set(PROJECTION_COLUMNS) <= set(scores.columns):
+            with stage("projection"):
+                xy = project_2d(image_embeddings, seed=int(manifest.config.get("seed") or 0))
+                scores["proj_x"], scores["proj_y"] = xy[:, 0], xy[:, 1]
+    for column in PROJECTION_COLUMNS:
+        if column not in scores.columns:
+            scores[column] = np.nan
+    if images is not None:
+        with stage("thumbnails"):
+            write_thumbnails(out, images, thumbnail_size)
+        files.append(THUMB_DIR)
+    with stage("write"):
+        arrays = {IMAGE_EMBEDDINGS: image_embeddings, TEXT_EMBEDDINGS: text_embeddings}
+        arrays[VIEW_ALIGNMENTS] = view_alignments
+        for name, array in arrays.items():
+            if array is not None and (has_embeddings or name == VIEW_ALIGNMENTS):
+                write_npy(out / name, np.asarray(array, dtype=np.float32))
+                files.append(name)
+        write_parquet(out / SCORES, scores)
+    manifest.files = files
+    manifest.splits = {str(k): int(v) for k, v in scores["split"].value_counts().items()}
+    manifest.dataset.n_samples = manifest.dataset.n_samples or len(scores)
+    manifest.summary = run_summary(scores, manifest.protocol)
+    for attribute in ("path", "root"):  # so a run and a dataset inside it can move together
+        value = getattr(manifest.dataset, attribute)
+        setattr(manifest.dataset, attribute, value and relative_if_inside(_resolve(out, value), out))
+    write_json(out / MANIFEST, manifest.to_dict())
+    (out / STATE_FILE).unlink(missing_ok=True)
+    return load_run(out)
+
+
+def _resolve(out: Path, path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else (out / path)
+
+
+class _NoStage:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _no_stage(name: str) -> _NoStage:
+    return _NoStage()

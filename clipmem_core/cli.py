@@ -9,52 +9,58 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
+from typing import NoReturn
 
 from .errors import ClipmemError
 
+DATA_OPTIONS = ("data", "img_key", "caption_key", "on_error")
+_CHOICES = {"on_error": ("skip", "fail")}
 
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data",
-        required=True,
-        help="CSV/TSV file, COCO captions JSON, folder of images+.txt, or WebDataset shards "
-        "(a .tar, a folder of .tar files, or a pattern like 'train-{0000..0009}.tar')",
-    )
-    parser.add_argument("--csv-img-key", dest="img_key", default="filepath", help="image column (default filepath)")
-    parser.add_argument(
-        "--csv-caption-key", dest="caption_key", default="caption", help="caption column (default caption)"
-    )
-    parser.add_argument(
-        "--on-error",
-        choices=("skip", "fail"),
-        default="skip",
-        help="bad rows: skip them and list them in skipped.csv (default), or stop",
-    )
+
+def _flag(spec) -> str:
+    return spec.metadata.get("flag") or f"--{spec.name.replace('_', '-')}"
+
+
+def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    """One flag per `RunConfig` field (``names`` picks some), with the field's help text and default."""
+    from .config import PRESET_FIELDS, PRESETS, RunConfig
+    from .splits import PROTOCOLS, parse_split_sizes
+
+    choices = {**_CHOICES, "preset": tuple(PRESETS), "protocol": PROTOCOLS}
+    for spec in RunConfig.option_fields():
+        if names is not None and spec.name not in names:
+            continue
+        required = spec.name in ("data", "out")
+        default = "the preset's" if spec.name in PRESET_FIELDS else "none" if spec.default is None else spec.default
+        shown = "" if required else f" (default: {default})"
+        parser.add_argument(
+            _flag(spec),
+            dest=spec.name,
+            type=_converter(spec.name, str(spec.type), parse_split_sizes),
+            default=spec.default,
+            required=required,
+            choices=choices.get(spec.name),
+            help=spec.metadata["help"] + shown,
+        )
+
+
+def _converter(name: str, kind: str, parse_split_sizes):
+    if name == "split_sizes":
+        return _argument_type(parse_split_sizes)
+    return int if kind.startswith("int") else float if kind.startswith("float") else str
 
 
 def _add_run(commands) -> None:
-    from .config import PRESETS
-
     p = commands.add_parser(
         "run",
-        help="train f and g, score CLIPMem, write cache/NAME",
-        description="Train CLIP models f (on S_S+S_C) and g (on S_S+S_I) and write a run.",
+        help="train the models, score every sample, write cache/NAME",
+        description="Train CLIP models on your data and score every sample: CLIPMem, held-out and training-side "
+        "CLIP scores, retrieval margins, neighbour agreement, and the combined 'likely mis-captioned' ranking. "
+        "The full protocol (default) cross-fits K models so every sample is scored; --protocol paper trains the "
+        "CLIPMem paper's f and g.",
     )
-    _add_data_options(p)
-    p.add_argument("--out", required=True, help="run folder, e.g. cache/NAME")
-    p.add_argument("--preset", choices=tuple(PRESETS), default="tiny", help="defaults for the rest (default tiny)")
-    p.add_argument("--model", help="bundled config (clipmem-tiny, clipmem-cpu) or open_clip name, e.g. ViT-B-32")
-    p.add_argument("--epochs", type=int, default=0, help="training epochs of f and of g (default: preset's)")
-    p.add_argument("--batch-size", type=int, default=0, help="default: preset's")
-    p.add_argument("--lr", type=float, default=0.0, help="peak learning rate of AdamW (default: preset's)")
-    p.add_argument("--seed", type=int, default=0, help="seeds splits, initialisation, order and views (default 0)")
-    p.add_argument("--augmentations", type=int, default=0, help="K augmented views per sample (default 8)")
-    p.add_argument("--split-sizes", help="shared,candidate,independent,extra as fractions or counts")
-    p.add_argument("--init-checkpoint", help="local checkpoint that f and g both start from (fine-tuning)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
-    p.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes")
+    _add_config_options(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints")
     p.set_defaults(func=_cmd_run)
 
@@ -62,28 +68,10 @@ def _add_run(commands) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import RunConfig
     from .pipeline import compute_clipmem
-    from .splits import parse_split_sizes
 
-    config = RunConfig(
-        data=args.data,
-        out=args.out,
-        preset=args.preset,
-        model=args.model or "",
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        augmentations=args.augmentations,
-        split_sizes=parse_split_sizes(args.split_sizes) if args.split_sizes else (),
-        init_checkpoint=args.init_checkpoint,
-        on_error=args.on_error,
-        img_key=args.img_key,
-        caption_key=args.caption_key,
-        device=args.device,
-        num_workers=args.num_workers,
-    )
+    config = RunConfig(**{spec.name: getattr(args, spec.name) for spec in RunConfig.option_fields()})
     run = compute_clipmem(config, resume=args.resume)
-    print(f"run written to {run.path} ({len(run.scores)} samples, {sum(run.manifest['timings'].values()):.1f} s)")
+    print(f"run written to {run.path} ({len(run.scores)} samples, {run.manifest.seconds:.1f} s)")
     return 0
 
 
@@ -94,7 +82,7 @@ def _add_inject(commands) -> None:
         description="Replace a seeded fraction of captions by other samples' captions "
         "and mark them is_miscaptioned (for validation and demos).",
     )
-    _add_data_options(p)
+    _add_config_options(p, DATA_OPTIONS)
     p.add_argument("--out", required=True, help="output CSV")
     p.add_argument("--fraction", type=float, required=True, help="fraction of samples to mis-caption, in (0, 1)")
     p.add_argument("--seed", type=int, default=0)
@@ -146,35 +134,21 @@ def _add_summary(commands) -> None:
     p = commands.add_parser(
         "summary",
         help="per-split means, t-tests and mis-caption detection quality",
-        description="Summarise a run: per-split means and Welch t-tests; where "
-        "is_miscaptioned exists, AUROC and precision@k of CLIPMem and baselines.",
+        description="Summarise a run: per-split means of every score and Welch t-tests; where is_miscaptioned "
+        "exists, AUROC, average precision and precision@k of every registered score.",
     )
     p.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=_cmd_summary)
-
-
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:+.4f}" if isinstance(value, float) else str(value)
-
-
-def _fmt_p(value) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.2g}"
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     from .cache import load_run
-    from .metrics import detection_summary, split_summary
+    from .metrics import run_summary
 
     run = load_run(args.run)
-    summary = {
-        "run": run.name,
-        "splits": split_summary(run.scores),
-        "detection": detection_summary(run.scores),
-        "utility": run.manifest.get("utility"),
-    }
+    summary = {"run": run.name, "protocol": run.manifest.protocol, **run_summary(run.scores, run.manifest.protocol)}
+    summary["utility"] = run.manifest.utility
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
@@ -182,32 +156,50 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in [header, *rows]
+    ]
+
+
 def _render_summary(summary: dict) -> str:
-    columns = ("clipmem_from_f", "align_f", "align_g", "clip_score_f", "clip_score_g")
-    lines = [f"run {summary['run']}", "", f"{'split':<12}{'n':>6}  " + "  ".join(f"{c:>14}" for c in columns)]
-    for name, stats in summary["splits"]["splits"].items():
-        means = "  ".join(f"{_fmt(stats[c]['mean']):>14}" for c in columns)
-        lines.append(f"{name:<12}{stats['count']:>6}  {means}")
-    lines.append("")
-    for name, test in summary["splits"]["ttests_clipmem_from_f"].items():
+    from .formatting import fmt_number
+    from .metrics import FIRST_PAGE
+    from .scores import column_label
+
+    stats = summary["splits"]["splits"]
+    columns = [c for c in next(iter(stats.values()), {}) if c != "count"]
+    lines = [f"run {summary['run']} ({summary['protocol']} protocol)", "", "mean per split:"]
+    rows = [["samples", *(fmt_number(s["count"]) for s in stats.values())]]
+    rows += [[column_label(c), *(fmt_number(s[c]["mean"], 4, signed=True) for s in stats.values())] for c in columns]
+    lines += _table(["", *stats], rows)
+    for name, test in summary["splits"]["ttests"].items():
         lines.append(
-            f"Welch t-test of CLIPMem(f-g), {name.replace('_', ' ')}: t={_fmt(test.get('t'))} p={_fmt_p(test.get('p'))}"
+            f"Welch t-test, {name}: t={fmt_number(test.get('t'), 2)} p={fmt_number(test.get('p'), 2, general=True)}"
         )
-    detection = summary.get("detection")
-    if detection:
+    for key in ("detection", "detection_candidates"):
+        detection = summary.get(key)
+        if not detection:
+            continue
         lines += [
             "",
-            f"mis-caption detection among {detection['n_candidates']} candidates "
-            f"({detection['n_miscaptioned']} mis-captioned, base rate {_fmt(detection['base_rate'])}):",
+            f"mis-caption detection over {detection['scope']}: {detection['n_samples']} samples, "
+            f"{detection['n_miscaptioned']} mis-captioned (k = {detection['k']}); unscored samples rank last",
         ]
-        for name, stats in detection["detectors"].items():
-            cells = "  ".join(f"{key}={_fmt(val)}" for key, val in stats.items())
-            lines.append(f"  {name:<13} {cells}")
+        header = ["score", "AUROC", "AP", "P@k", f"P@{FIRST_PAGE}", "coverage"]
+        metric_keys = ["auroc", "average_precision", "precision_at_k", f"precision_at_{FIRST_PAGE}", "coverage"]
+        rows = [
+            [column_label(name), *(fmt_number(m.get(k)) for k in metric_keys)]
+            for name, m in detection["detectors"].items()
+        ]
+        lines += _table(header, rows)
     utility = summary.get("utility")
     if utility:
-        lines += ["", "utility on S_E (retrieval recall):"]
-        for tag, stats in utility.items():
-            lines.append(f"  {tag}: " + "  ".join(f"{key}={_fmt(val)}" for key, val in stats.items()))
+        lines += ["", "utility: retrieval recall of each model on samples it never saw:"]
+        for tag, recall in utility.items():
+            lines.append(f"  {tag}: " + "  ".join(f"{key}={fmt_number(val)}" for key, val in recall.items()))
     return "\n".join(lines)
 
 
@@ -215,10 +207,10 @@ def _add_import(commands) -> None:
     p = commands.add_parser(
         "import-run",
         help="build a run from scores and embeddings computed elsewhere",
-        description="Join a scores parquet (sample_id plus align_f/align_g or clipmem, "
+        description="Join a scores parquet (sample_id plus any registered score columns, or align_f/align_g, "
         "optional split) to a dataset and write a run the dashboard can open.",
     )
-    _add_data_options(p)
+    _add_config_options(p, DATA_OPTIONS)
     p.add_argument("--scores", required=True, help="parquet with sample_id and scores")
     p.add_argument("--image-embeddings", help=".npy (N, D), row i = scores row i")
     p.add_argument("--text-embeddings", help=".npy (N, D), row i = scores row i")
@@ -243,6 +235,24 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_scores(commands) -> None:
+    p = commands.add_parser(
+        "scores",
+        help="list the registered scores: column, direction, meaning",
+        description="List every registered score (clipmem_core.scores): its column in scores.parquet, "
+        "whether a high or a low value is suspicious, and what it means.",
+    )
+    p.add_argument("--markdown", action="store_true", help="print the table docs/scores.md holds")
+    p.set_defaults(func=_cmd_scores)
+
+
+def _cmd_scores(args: argparse.Namespace) -> int:
+    from .scores import scores_table
+
+    print(scores_table(markdown=args.markdown))
+    return 0
+
+
 def _add_list(commands) -> None:
     p = commands.add_parser(
         "list",
@@ -258,21 +268,51 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     for info in list_runs(args.cache):
         if info.ok:
-            print(f"{info.name:<24} {info.manifest.get('created', '')}  {info.manifest['config'].get('model', '')}")
+            manifest = info.manifest
+            print(f"{info.name:<24} {manifest.created}  {manifest.protocol:<8} {manifest.config.get('model', '')}")
         else:
             print(f"{info.name:<24} UNUSABLE: {info.error}")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes get the same one line as every other error (and exit 2), pointing to --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"clipmem: error: {message} (see: {self.prog} --help)\n")
+
+
+def _argument_type(convert):
+    """Let a converter's ClipmemError reach argparse as a usage error on that option."""
+
+    def wrapped(text: str):
+        try:
+            return convert(text)
+        except ClipmemError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    wrapped.__name__ = getattr(convert, "__name__", "value")
+    return wrapped
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="clipmem",
         description="Measure memorization in CLIP models (CLIPMem) and find mis-captioned pairs.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from .review.cli import add_review_parser
 
-    for add in (_add_run, _add_inject, _add_neighbours, _add_summary, _add_import, _add_list, add_review_parser):
+    for add in (
+        _add_run,
+        _add_inject,
+        _add_neighbours,
+        _add_summary,
+        _add_import,
+        _add_scores,
+        _add_list,
+        add_review_parser,
+    ):
         add(commands)
     return parser
 

@@ -1,83 +1,154 @@
-"""Run configuration and presets. The whole config is stored in the manifest, so a run can be redone."""
+"""Run configuration and presets: the one place presets and run options are defined.
+
+Every `RunConfig` field is a command-line flag (``clipmem run --help`` lists them all; the CLI builds
+its options from these fields). ``None`` means "take it from the preset". The resolved config is
+stored in the manifest, so a run can be redone exactly.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .errors import ClipmemError
+from .splits import PROTOCOLS
 
 
 @dataclass(frozen=True)
 class Preset:
+    """Defaults for a class of machine and data size."""
+
     model: str
     epochs: int
     batch_size: int
     lr: float
     warmup_steps: int
     split_sizes: tuple[float, float, float, float]
+    protocol: str = "full"
+    folds: int = 2
     augmentations: int = 8
+    description: str = ""
 
 
 PRESETS: dict[str, Preset] = {
-    # A few hundred images, minutes on 2 CPU cores: tests and demos.
     "tiny": Preset(
-        "clipmem-tiny", epochs=40, batch_size=32, lr=2e-3, warmup_steps=20, split_sizes=(0.5, 0.2, 0.2, 0.1)
+        "clipmem-tiny",
+        epochs=40,
+        batch_size=32,
+        lr=2e-3,
+        warmup_steps=20,
+        split_sizes=(0.5, 0.2, 0.2, 0.1),
+        description="tests and demos: a few hundred to 2k images, minutes on 2 CPU cores",
     ),
-    # Thousands of 64 px images on a laptop.
-    "cpu": Preset("clipmem-cpu", epochs=15, batch_size=128, lr=1e-3, warmup_steps=50, split_sizes=(0.7, 0.1, 0.1, 0.1)),
-    # The paper's setup: ViT-B-32 at 224 px, 65k/5k/5k/5k, on a GPU server.
+    "cpu": Preset(
+        "clipmem-cpu",
+        epochs=15,
+        batch_size=128,
+        lr=1e-3,
+        warmup_steps=50,
+        split_sizes=(0.7, 0.1, 0.1, 0.1),
+        description="thousands of images on a laptop (8k in about 10 min on 2 cores)",
+    ),
     "paper": Preset(
-        "ViT-B-32", epochs=100, batch_size=256, lr=5e-4, warmup_steps=1000, split_sizes=(65_000, 5_000, 5_000, 5_000)
+        "ViT-B-32",
+        epochs=100,
+        batch_size=256,
+        lr=5e-4,
+        warmup_steps=1000,
+        split_sizes=(65_000, 5_000, 5_000, 5_000),
+        protocol="paper",
+        description="the paper's setup: ViT-B-32 at 224 px, 65k/5k/5k/5k, on a GPU server",
     ),
 }
+ON_ERROR = ("skip", "fail")
+PRESET_FIELDS = frozenset(f.name for f in fields(Preset)) - {"description"}  # RunConfig fields a preset fills
+
+
+def _option(help_text: str, *, default: Any = None, flag: str | None = None) -> Any:
+    """A config field with the text ``--help`` shows (and the flag's name when it is not the field's)."""
+    return field(default=default, metadata={"help": help_text, "flag": flag})
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that determines a run's result (plus where its input and output live)."""
+    """Everything that determines a run's result, plus where its input and output live.
 
-    data: str
-    out: str
-    preset: str = "tiny"
-    model: str = ""
-    epochs: int = 0
-    batch_size: int = 0
-    lr: float = 0.0
-    warmup_steps: int = 0
-    split_sizes: tuple[float, ...] = ()
-    augmentations: int = 0
-    seed: int = 0
-    init_checkpoint: str | None = None
-    on_error: str = "skip"
-    img_key: str = "filepath"
-    caption_key: str = "caption"
-    device: str = "auto"
-    num_workers: int = 0
-    thumbnail_size: int = 96
-    extra: dict[str, Any] = field(default_factory=dict)
+    Example::
+
+        config = RunConfig(data="noisy.csv", out="cache/mydata", preset="tiny", epochs=10).resolved()
+        config.model, config.protocol  # ('clipmem-tiny', 'full')
+    """
+
+    data: str = _option("dataset: CSV/TSV, COCO captions JSON, image folder with .txt files, or WebDataset shards")
+    out: str = _option("run folder to write, e.g. cache/NAME")
+    preset: str = _option(f"defaults for the options below: {', '.join(PRESETS)}", default="tiny")
+    protocol: str | None = _option(
+        "full: cross-fitting, every sample scored (default for tiny and cpu); "
+        "paper: the CLIPMem paper's f/g splits (default for the paper preset)"
+    )
+    folds: int | None = _option("full protocol: number of folds K; K models, each holds one fold out")
+    model: str | None = _option("bundled config (clipmem-tiny, clipmem-cpu) or open_clip name, e.g. ViT-B-32")
+    epochs: int | None = _option("training epochs of every model")
+    batch_size: int | None = _option("training batch size")
+    lr: float | None = _option("peak learning rate of AdamW")
+    warmup_steps: int | None = _option("linear warm-up steps before the cosine decay (0: none)")
+    split_sizes: tuple[float, ...] | None = _option(
+        "paper protocol: shared,candidate,independent,extra as fractions or counts"
+    )
+    augmentations: int | None = _option("K augmented views per sample for the alignment A")
+    seed: int = _option("seeds splits, initialisation, data order and views", default=0)
+    init_checkpoint: str | None = _option("local checkpoint every model starts from (fine-tuning)")
+    on_error: str = _option("bad rows: skip them and list them in skipped.csv, or fail", default="skip")
+    img_key: str = _option("image column of a CSV/TSV", default="filepath", flag="--csv-img-key")
+    caption_key: str = _option("caption column of a CSV/TSV", default="caption", flag="--csv-caption-key")
+    device: str = _option("auto (CUDA if present), cpu, cuda, cuda:1 …", default="auto")
+    num_workers: int = _option("data-loader worker processes", default=0)
+    thumbnail_size: int = _option("longest side of the dashboard's thumbnails, in pixels", default=96)
 
     def resolved(self) -> RunConfig:
-        """Fill every unset field from the preset."""
+        """Fill every unset field from the preset and check every value; ClipmemError names a bad one."""
         if self.preset not in PRESETS:
             raise ClipmemError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         preset = PRESETS[self.preset]
-        if self.on_error not in ("skip", "fail"):
-            raise ClipmemError(f"--on-error must be skip or fail, not {self.on_error!r}")
         filled = replace(
             self,
+            protocol=self.protocol or preset.protocol,
+            folds=preset.folds if self.folds is None else self.folds,
             model=self.model or preset.model,
-            epochs=self.epochs or preset.epochs,
-            batch_size=self.batch_size or preset.batch_size,
-            lr=self.lr or preset.lr,
-            warmup_steps=self.warmup_steps or preset.warmup_steps,
-            split_sizes=tuple(self.split_sizes or preset.split_sizes),
-            augmentations=self.augmentations or preset.augmentations,
+            epochs=preset.epochs if self.epochs is None else self.epochs,
+            batch_size=preset.batch_size if self.batch_size is None else self.batch_size,
+            lr=preset.lr if self.lr is None else self.lr,
+            warmup_steps=preset.warmup_steps if self.warmup_steps is None else self.warmup_steps,
+            split_sizes=tuple(preset.split_sizes if self.split_sizes is None else self.split_sizes),
+            augmentations=preset.augmentations if self.augmentations is None else self.augmentations,
         )
-        for name in ("epochs", "batch_size", "augmentations"):
-            if getattr(filled, name) < 1:
-                raise ClipmemError(f"--{name.replace('_', '-')} must be at least 1")
+        filled.check()
         return filled
+
+    def check(self) -> None:
+        """Refuse values no run could use, before anything is read or written."""
+        if not self.data or not self.out:
+            raise ClipmemError("a run needs --data and --out")
+        if self.protocol not in PROTOCOLS:
+            raise ClipmemError(f"--protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}")
+        if self.on_error not in ON_ERROR:
+            raise ClipmemError(f"--on-error must be skip or fail, not {self.on_error!r}")
+        minimums = {"epochs": 1, "batch_size": 1, "augmentations": 1, "folds": 2, "warmup_steps": 0, "seed": 0}
+        minimums |= {"num_workers": 0, "thumbnail_size": 16}
+        for name, minimum in minimums.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < minimum:
+                raise ClipmemError(f"--{name.replace('_', '-')} must be a whole number of at least {minimum}")
+        if self.seed >= 2**32:
+            raise ClipmemError("--seed must be below 2**32")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ClipmemError(f"--lr must be a positive finite number, not {self.lr!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def option_fields(cls) -> list:
+        """The fields with their help text: what the CLI turns into flags."""
+        return list(fields(cls))

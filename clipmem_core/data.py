@@ -38,7 +38,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .cache import atomic_path
+from .atomic import atomic_path
 from .errors import ClipmemError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})

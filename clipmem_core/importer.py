@@ -1,4 +1,10 @@
-"""import-run: build a run from scores (and embeddings) computed elsewhere, e.g. on a cluster."""
+"""import-run: build a run from scores (and embeddings) computed elsewhere, e.g. on a cluster.
+
+The scores parquet has a ``sample_id`` column and any registered score columns (``clipmem_core.scores``)
+or the paper's per-model measurements (``align_f``, ``align_g``, ``clip_score_f``, ``clip_score_g``), from
+which the registered scores are derived as a computed run would (CLIPMem from A(f) and A(g) on S_C and
+S_I, and so on). An optional ``split`` column uses the paper's split names or fold names (``fold0``…).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,14 @@ import numpy as np
 import pandas as pd
 
 from . import cache
-from .data import read_dataset
+from .atomic import write_json
+from .data import read_dataset, write_skip_report
 from .errors import ClipmemError
-from .pipeline import STATE_FILE, ImageList, Stopwatch, finish_run
-from .scoring import clipmem_columns, normalised
-from .splits import SPLIT_NAMES
+from .pipeline import ImageList, Stopwatch
+from .scores import MEASUREMENTS, derive_missing, registry
+from .splits import FOLD_PREFIX, SPLITS
+
+PROTOCOL = "imported"
 
 
 def _read_scores(path: Path) -> pd.DataFrame:
@@ -24,8 +33,16 @@ def _read_scores(path: Path) -> pd.DataFrame:
         raise ClipmemError(f"scores file {path} is not readable parquet: {exc}") from None
     if "sample_id" not in scores.columns:
         raise ClipmemError(f"scores file {path} has no sample_id column (columns: {', '.join(scores.columns)})")
-    if not ({"align_f", "align_g"} <= set(scores.columns) or "clipmem" in scores.columns):
-        raise ClipmemError(f"scores file {path} needs align_f and align_g, or clipmem")
+    known = [c for c in scores.columns if c in registry() or c in MEASUREMENTS]
+    if not known:
+        raise ClipmemError(
+            f"scores file {path} has no score column; give any of {', '.join(registry())}, "
+            "or align_f and align_g (CLIPMem is derived from them)"
+        )
+    for column in known:
+        values = pd.to_numeric(scores[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isinf(values).any():
+            raise ClipmemError(f"scores file {path}: column {column} holds infinite values")
     scores = scores.assign(sample_id=scores["sample_id"].astype(str))
     if scores["sample_id"].duplicated().any():
         raise ClipmemError(
@@ -42,11 +59,15 @@ def _read_embeddings(path: str | None, rows: int, label: str) -> np.ndarray | No
         vectors = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise ClipmemError(f"{label} {path} is not a readable .npy file: {exc}") from None
-    if vectors.ndim != 2 or vectors.shape[0] != rows:
+    if vectors.ndim != 2 or vectors.shape[0] != rows or vectors.shape[1] < 1:
         raise ClipmemError(f"{label} {path} has shape {vectors.shape}; expected ({rows}, D), one row per score")
     vectors = np.asarray(vectors, dtype=np.float32)
+    if not np.isfinite(vectors).all():
+        raise ClipmemError(f"{label} {path} holds NaN or infinite values")
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    if (norms == 0).any():
+        raise ClipmemError(f"{label} {path} has all-zero rows, which have no direction")
+    return vectors / norms
 
 
 def _merge(dataset_samples: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
@@ -58,29 +79,10 @@ def _merge(dataset_samples: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     frame = scores[own].merge(dataset_samples, on="sample_id", how="left", validate="one_to_one")
     if "split" not in frame.columns:
         frame["split"] = "candidate"
-    bad = sorted(set(frame["split"]) - set(SPLIT_NAMES))
+    frame["split"] = frame["split"].astype(str)
+    bad = sorted(s for s in set(frame["split"]) if s not in SPLITS and not s.startswith(FOLD_PREFIX))
     if bad:
-        raise ClipmemError(f"unknown split values {bad}; use {', '.join(SPLIT_NAMES)}")
-    return frame
-
-
-def _complete_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Derive what the scores did not carry, so the run has every column the dashboard reads."""
-    split = frame["split"].to_numpy()
-    for name in ("align_f", "align_g", "clip_score_f", "clip_score_g"):
-        if name not in frame.columns:
-            frame[name] = np.nan
-    if frame[["align_f", "align_g"]].notna().any().all():
-        derived = clipmem_columns(split, frame["align_f"].to_numpy(np.float32), frame["align_g"].to_numpy(np.float32))
-        for name, values in derived.items():
-            if name not in frame.columns:
-                frame[name] = values
-    else:
-        clipmem = frame["clipmem"].to_numpy(np.float32)
-        if "clipmem_norm" not in frame.columns:
-            frame["clipmem_norm"] = normalised(clipmem)
-        if "clipmem_from_f" not in frame.columns:
-            frame["clipmem_from_f"] = np.where(split == "independent", -clipmem, clipmem)
+        raise ClipmemError(f"unknown split values {bad}; use {', '.join(SPLITS)} or fold0, fold1 …")
     return frame
 
 
@@ -95,10 +97,14 @@ def import_run(
     caption_key: str = "caption",
     on_error: str = "skip",
 ) -> cache.Run:
-    """Join externally computed scores to a dataset and write a complete run."""
+    """Join externally computed scores to a dataset and write a complete run.
+
+    Returns:
+        The written `Run`; registered scores that can be derived from the given columns are added.
+    """
     out_dir = Path(out)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ClipmemError(f"{out_dir} already exists and is not empty; choose another --out")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ClipmemError(f"{out_dir} already exists and is not an empty folder; choose another --out")
     if (image_embeddings is None) != (text_embeddings is None):
         raise ClipmemError("give both --image-embeddings and --text-embeddings, or neither")
     timer = Stopwatch()
@@ -107,27 +113,33 @@ def import_run(
         scores = _read_scores(Path(scores_path))
         image_vectors = _read_embeddings(image_embeddings, len(scores), "--image-embeddings")
         text_vectors = _read_embeddings(text_embeddings, len(scores), "--text-embeddings")
-        frame = _complete_columns(_merge(dataset.samples, scores))
+        frame = derive_missing(_merge(dataset.samples, scores))
         images = ImageList(dataset.root, frame["filepath"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    cache.write_json(out_dir / STATE_FILE, {"imported_from": str(scores_path)})
-    config = {
-        "imported": True,
-        "data": data,
-        "scores": scores_path,
-        "image_embeddings": image_embeddings,
-        "text_embeddings": text_embeddings,
-    }
-    return finish_run(
+    write_json(out_dir / cache.STATE_FILE, {"imported_from": str(scores_path)})
+    write_skip_report(dataset, out_dir / cache.SKIPPED)
+    config = {"data": data, "scores": scores_path, "image_embeddings": image_embeddings}
+    config["text_embeddings"] = text_embeddings
+    manifest = cache.Manifest(
+        name=out_dir.name,
+        protocol=PROTOCOL,
+        config=config,
+        dataset=cache.DatasetInfo(
+            path=str(dataset.source),
+            root=str(dataset.root),
+            format=dataset.format,
+            content_hash=dataset.content_hash,
+            n_samples=len(dataset.samples),
+            n_skipped=len(dataset.skipped),
+        ),
+        timings=timer.seconds,
+    )
+    return cache.write_run(
         out_dir,
         frame,
-        dataset,
-        images,
+        manifest,
         image_embeddings=image_vectors,
         text_embeddings=text_vectors,
-        view_align=None,
-        config=config,
-        timer=timer,
-        utility=None,
-        thumbnail_size=96,
+        images=images,
+        stage=timer.stage,
     )

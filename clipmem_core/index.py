@@ -16,13 +16,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from .cache import Run, atomic_path
+from .atomic import atomic_path
 from .errors import ClipmemError
+
+if TYPE_CHECKING:
+    from .cache import Run
 
 KINDS = ("auto", "flat", "ivf", "hnsw")
 MODES = ("image", "text", "image2text", "text2image")

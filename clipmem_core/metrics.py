@@ -1,30 +1,30 @@
-"""Statistics for runs: Welch t-tests, detection AUROC / precision@k, retrieval recall, summaries.
+"""Statistics for runs: Welch t-tests, detection AUROC / AP / precision@k, retrieval recall, summaries.
 
 Everything tolerates NaN (unscored rows) and small samples by returning NaN rather than raising;
 the summaries turn NaN into None so they can go straight into ``manifest.json``.
+
+Detection is measured the way a curator meets a ranking: over every labelled sample, with the samples a
+score leaves unscored ranked last (``coverage`` says how many it scores). Precision@k uses k = the number
+of mis-captioned samples, and precision@48 is the gallery's first page.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
-from .cache import SPLITS
+from .cache import GROUND_TRUTH
 from .errors import ClipmemError
+from .formatting import json_safe
+from .scores import MEASUREMENTS, run_scores
+from .splits import split_order
 
-SUMMARY_COLUMNS = ("clipmem_from_f", "clipmem", "align_f", "align_g", "clip_score_f", "clip_score_g")
-# detector -> (score column, sign): a high signed score means "suspected mis-captioned"
-DETECTORS = {
-    "clipmem": ("clipmem", 1.0),
-    "clip_score_f": ("clip_score_f", -1.0),
-    "clip_score_g": ("clip_score_g", -1.0),
-}
+FIRST_PAGE = 48  # cards on the gallery's first page
 _RECALL_CHUNK_CELLS = 1 << 24  # similarity-matrix cells per chunk (64 MiB of float32)
 
 
@@ -103,68 +103,109 @@ def retrieval_recall(image_emb: np.ndarray, text_emb: np.ndarray, ks: tuple[int,
     return {**{f"i2t_r{k}": r for k, r in zip(ks, i2t)}, **{f"t2i_r{k}": r for k, r in zip(ks, t2i)}}
 
 
-def json_safe(obj: Any) -> Any:
-    """NaN/inf -> None and numpy scalars -> Python, recursively, so json.dumps accepts it."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (np.integer, np.bool_)):
-        return obj.item()
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
-
-
 def _column_stats(frame: pd.DataFrame, column: str) -> dict[str, float]:
-    if column not in frame.columns:
-        return {"mean": math.nan, "std": math.nan}
     values = _finite(frame[column])
     std = float(values.std(ddof=1)) if values.size >= 2 else math.nan
     return {"mean": _mean(values), "std": std}
 
 
+def summary_columns(scores_df: pd.DataFrame) -> list[str]:
+    """The registered scores and stored measurements of a run, in listing order."""
+    return [*run_scores(scores_df), *(c for c in MEASUREMENTS if c in scores_df.columns)]
+
+
 def split_summary(scores_df: pd.DataFrame) -> dict:
-    """Per split: count and mean/std of each score; Welch tests of clipmem_from_f on S_C vs S_I / S_E."""
-    by_split = {s: scores_df[scores_df["split"] == s] for s in SPLITS}
-    splits = {
-        s: {"count": len(frame), **{c: _column_stats(frame, c) for c in SUMMARY_COLUMNS}}
-        for s, frame in by_split.items()
-    }
+    """Per split: count and mean/std of every score and measurement; Welch tests of memorization.
 
-    def memorization(split: str) -> pd.Series:
-        return by_split[split].get("clipmem_from_f", pd.Series(dtype=float))
-
-    tests = {
-        f"candidate_vs_{other}": welch_ttest(memorization("candidate"), memorization(other))
-        for other in ("independent", "extra")
-    }
-    return json_safe({"splits": splits, "ttests_clipmem_from_f": tests})
-
-
-def detection_summary(scores_df: pd.DataFrame, ks: tuple[int, ...] = (10, 50)) -> dict | None:
-    """How well each detector ranks the known mis-captioned candidates; None without ground truth.
-
-    High clipmem is suspicious; a LOW CLIP score is, so those scores are negated before ranking.
+    Tests: CLIPMem of mis-captioned against clean samples (where the run has ground truth), and under the
+    paper protocol A(f) − A(g) of S_C against S_I and against S_E, as in the paper.
     """
-    if "is_miscaptioned" not in scores_df.columns:
+    columns = summary_columns(scores_df)
+    splits = {
+        s: {"count": int((scores_df["split"] == s).sum())}
+        | {c: _column_stats(scores_df[scores_df["split"] == s], c) for c in columns}
+        for s in split_order(scores_df["split"].unique())
+    }
+    tests = {}
+    if "clipmem_from_f" in scores_df.columns:
+        by_split = {s: scores_df.loc[scores_df["split"] == s, "clipmem_from_f"] for s in splits}
+        for other in ("independent", "extra"):
+            if "candidate" in by_split and other in by_split:
+                tests[f"clipmem_from_f: candidate vs {other}"] = welch_ttest(by_split["candidate"], by_split[other])
+    if GROUND_TRUTH in scores_df.columns and "clipmem" in scores_df.columns:
+        bad = scores_df[GROUND_TRUTH].fillna(False).astype(bool)
+        tests["clipmem: mis-captioned vs clean"] = welch_ttest(
+            scores_df.loc[bad, "clipmem"], scores_df.loc[~bad, "clipmem"]
+        )
+    return json_safe({"splits": splits, "ttests": tests})
+
+
+def average_precision(scores: Iterable[float], labels: Iterable[bool]) -> float:
+    """Average precision of ``scores`` for ``labels``; NaN when only one class is present."""
+    scores, labels = _scored(scores, labels)
+    if not labels.any() or labels.all():
+        return math.nan
+    return float(average_precision_score(labels, scores))
+
+
+def detection_scores(suspicion: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """AUROC, AP, precision@k (k = positives) and @48 of one ranking; unscored samples rank last."""
+    suspicion = np.asarray(suspicion, dtype=np.float64)
+    scored = ~np.isnan(suspicion)
+    last = float(suspicion[scored].min()) - 1.0 if scored.any() else 0.0
+    ranked = np.where(scored, suspicion, last)
+    return {
+        "auroc": auroc(ranked, labels),
+        "average_precision": average_precision(ranked, labels),
+        "precision_at_k": precision_at_k(ranked, labels, max(1, int(labels.sum()))),
+        f"precision_at_{FIRST_PAGE}": precision_at_k(ranked, labels, FIRST_PAGE),
+        "coverage": float(scored.mean()) if scored.size else math.nan,
+    }
+
+
+def detection_summary(
+    scores_df: pd.DataFrame, rows: np.ndarray | None = None, scope: str = "all samples"
+) -> dict | None:
+    """How well every registered score ranks the known mis-captions; None without ground truth.
+
+    Args:
+        scores_df: a run's scores with an ``is_miscaptioned`` column.
+        rows: restrict to these row positions (e.g. the paper's candidate split); default every row.
+        scope: words for what the rows are, shown beside the table.
+    """
+    if GROUND_TRUTH not in scores_df.columns:
         return None
-    candidates = scores_df[scores_df["split"] == "candidate"]
-    labels = candidates["is_miscaptioned"].fillna(False).astype(bool).to_numpy()
-    detectors = {}
-    for name, (column, sign) in DETECTORS.items():
-        if column not in candidates.columns:
-            continue
-        signed = sign * candidates[column].to_numpy(dtype=np.float64)
-        detectors[name] = {
-            "auroc": auroc(signed, labels),
-            **{f"precision_at_{k}": precision_at_k(signed, labels, k) for k in ks},
-        }
+    frame = scores_df if rows is None else scores_df.iloc[rows]
+    labels = frame[GROUND_TRUTH].fillna(False).astype(bool).to_numpy()
+    detectors = {
+        name: detection_scores(score.suspicion(frame[name]), labels) for name, score in run_scores(frame).items()
+    }
     return json_safe(
         {
-            "n_candidates": len(candidates),
+            "scope": scope,
+            "n_samples": len(frame),
             "n_miscaptioned": int(labels.sum()),
+            "k": int(labels.sum()),
             "base_rate": float(labels.mean()) if labels.size else math.nan,
             "detectors": detectors,
         }
     )
+
+
+def best_detector(detection: dict | None, metric: str = "average_precision") -> str | None:
+    """The registered score with the highest ``metric`` in a detection summary, if any."""
+    if not detection:
+        return None
+    found = {name: stats.get(metric) for name, stats in detection.get("detectors", {}).items()}
+    found = {name: value for name, value in found.items() if value is not None}
+    return max(found, key=found.get) if found else None
+
+
+def run_summary(scores_df: pd.DataFrame, protocol: str) -> dict:
+    """What the manifest stores: per-split statistics and detection over all samples (and over S_C
+    under the paper protocol, the paper's setting)."""
+    summary = {"splits": split_summary(scores_df), "detection": detection_summary(scores_df)}
+    if protocol == "paper" and (scores_df["split"] == "candidate").any():
+        rows = np.flatnonzero(scores_df["split"].to_numpy() == "candidate")
+        summary["detection_candidates"] = detection_summary(scores_df, rows, "candidate split (S_C)")
+    return summary

@@ -1,8 +1,9 @@
 """compute_clipmem: a whole run, stage by stage, into ``cache/<name>/``.
 
-Stages: ingest -> splits -> train f -> train g -> score K views -> embed -> index -> project ->
-thumbnails -> summary -> manifest. Every file is written atomically and the manifest last, so an
-interrupted run never looks complete; ``resume=True`` picks up the per-epoch checkpoints.
+Stages: ingest -> splits (paper) or folds (full) -> train each model -> score K views -> embed ->
+signals (the score registry) -> index -> project -> thumbnails -> manifest. Every file is written
+atomically and the manifest last, so an interrupted run never looks complete; ``resume=True`` picks up
+the per-epoch checkpoints of every model.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ import json
 import logging
 import platform
 import resource
-import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -27,21 +26,21 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import cache
+from .atomic import write_json
 from .config import RunConfig
 from .data import Dataset, load_image, read_dataset, write_skip_report
 from .device import pick_device
 from .errors import ClipmemError
-from .index import build_index, save_index
-from .metrics import detection_summary, retrieval_recall, split_summary
-from .models import create_clip
-from .projection import project_2d
-from .scoring import clipmem_columns, embed_pairs, pair_cosines, view_alignments
-from .splits import assign_splits
+from .metrics import retrieval_recall
+from .models import ClipBundle, create_clip, image_size_of
+from .scores import ScoringContext, compute_scores
+from .scoring import embed_pairs, normalised, pair_cosines, view_alignments
+from .splits import PAPER_MODELS, UNUSED, assign_folds, assign_splits, membership
 from .train import TrainConfig, train_clip
 
 log = logging.getLogger("clipmem")
-STATE_FILE = "run_state.json"
 PRELOAD_LIMIT = 50_000  # below this many images, decode them once and keep them in memory
+DOWNSCALE_FACTOR = 4  # images are kept at most this many times the model's input size
 
 
 class Stopwatch:
@@ -59,15 +58,23 @@ class Stopwatch:
 
 
 class ImageList(Sequence):
-    """Images of a dataset by row: decoded once if the dataset is small, read on demand otherwise."""
+    """Images of a dataset by row: decoded once if the dataset is small, read on demand otherwise.
 
-    def __init__(self, root: Path, filepaths: Sequence[str]):
-        self.root, self.filepaths = root, list(filepaths)
+    Images are downscaled on load to ``max_side`` (a few times the model's input), so a folder of
+    posters costs memory for what the model sees, not for their full size.
+    """
+
+    def __init__(self, root: Path, filepaths: Sequence[str], max_side: int | None = None):
+        self.root, self.filepaths, self.max_side = root, list(filepaths), max_side
         self._cache: list[Image.Image] | None = None
         if len(self.filepaths) <= PRELOAD_LIMIT:
-            self._cache = [
-                load_image(root, p) for p in tqdm(self.filepaths, desc="load images", unit="img", leave=False)
-            ]
+            self._cache = [self._load(p) for p in tqdm(self.filepaths, desc="load images", unit="img", leave=False)]
+
+    def _load(self, filepath: str) -> Image.Image:
+        image = load_image(self.root, filepath)
+        if self.max_side and max(image.size) > self.max_side:
+            image.thumbnail((self.max_side, self.max_side), Image.Resampling.BICUBIC)
+        return image
 
     def __len__(self) -> int:
         return len(self.filepaths)
@@ -75,14 +82,24 @@ class ImageList(Sequence):
     def __getitem__(self, item):
         if isinstance(item, slice):
             return [self[i] for i in range(*item.indices(len(self)))]
-        return self._cache[item] if self._cache is not None else load_image(self.root, self.filepaths[item])
+        return self._cache[item] if self._cache is not None else self._load(self.filepaths[item])
 
     def subset(self, rows: np.ndarray) -> list[Image.Image]:
         return [self[int(r)] for r in rows]
 
 
 def versions() -> dict[str, str]:
-    names = ("torch", "torchvision", "open_clip_torch", "faiss-cpu", "faiss-gpu-cu12", "numpy", "pandas", "pyarrow")
+    names = (
+        "clipmem",
+        "torch",
+        "torchvision",
+        "open_clip_torch",
+        "faiss-cpu",
+        "faiss-gpu-cu12",
+        "numpy",
+        "pandas",
+        "pyarrow",
+    )
     found = {"python": platform.python_version()}
     for name in names:
         try:
@@ -94,18 +111,26 @@ def versions() -> dict[str, str]:
 
 def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
     """Refuse to clobber a finished or foreign run; on resume, check the config is unchanged."""
+    if out.exists() and not out.is_dir():
+        raise ClipmemError(f"--out {out} is a file, not a folder")
     if (out / cache.MANIFEST).exists():
         raise ClipmemError(f"{out} already holds a complete run; choose another --out or delete it")
-    state_path = out / STATE_FILE
+    state_path = out / cache.STATE_FILE
     if out.exists() and any(out.iterdir()):
         if not state_path.exists():
             raise ClipmemError(f"{out} exists and is not a clipmem run; choose another --out")
         if not resume:
             raise ClipmemError(f"{out} holds an unfinished run; add --resume to continue it, or delete it")
-        previous = json.loads(state_path.read_text(encoding="utf-8"))
-        if previous.get("fingerprint") != state["fingerprint"]:
+        try:
+            previous = json.loads(state_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ClipmemError(f"{state_path} is unreadable ({exc}); delete {out} and start again") from None
+        if not isinstance(previous, dict) or previous.get("fingerprint") != state["fingerprint"]:
             raise ClipmemError(f"{out} was started with other data or settings; --resume needs the same ones")
-    cache.write_json(state_path, state)
+    try:
+        write_json(state_path, state)
+    except OSError as exc:
+        raise ClipmemError(f"cannot write to {out}: {exc.strerror or exc}") from None
 
 
 def _report_skipped(dataset: Dataset, out: Path) -> None:
@@ -128,10 +153,27 @@ def _fingerprint(config: RunConfig, dataset: Dataset) -> str:
     return f"{dataset.content_hash}:{sorted(settings.items())}"
 
 
+def assign_rows(samples: pd.DataFrame, config: RunConfig) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The run's rows with their split, and which rows each model trains on (model tag -> mask)."""
+    n = len(samples)
+    if config.protocol == "paper":
+        labels = assign_splits(n, config.split_sizes, config.seed)
+    else:
+        labels = assign_folds(n, config.folds, config.seed)
+    frame = samples.loc[labels != UNUSED].reset_index(drop=True)
+    frame.insert(1, "split", labels[labels != UNUSED])
+    return frame, membership(frame["split"].to_numpy(), config.protocol)
+
+
 def _train_one(
-    tag: str, config: RunConfig, images: list[Image.Image], captions: list[list[str]], out: Path, device: torch.device
+    tag: str,
+    config: RunConfig,
+    images: list[Image.Image],
+    captions: list[list[str]],
+    out: Path,
+    device: torch.device,
 ):
-    torch.manual_seed(config.seed)  # f and g start from the same weights
+    torch.manual_seed(config.seed)  # every model starts from the same weights
     bundle = create_clip(config.model, init_checkpoint=config.init_checkpoint, device=device)
     train_config = TrainConfig(
         epochs=config.epochs,
@@ -141,31 +183,12 @@ def _train_one(
         seed=config.seed,
         num_workers=config.num_workers,
     )
+    checkpoint = out / cache.CHECKPOINT_DIR / f"{tag}_last.pt"
     result = train_clip(
-        bundle,
-        images,
-        captions,
-        train_config,
-        out / cache.CHECKPOINT_DIR / f"{tag}_last.pt",
-        device=device,
-        resume=True,
-        label=f"train {tag}",
+        bundle, images, captions, train_config, checkpoint, device=device, resume=True, label=f"train {tag}"
     )
     log.info("train %s: %d pairs, final loss %.4f", tag, len(images), result.epoch_losses[-1])
     return bundle, result
-
-
-def _write_thumbnails(out: Path, images: ImageList, size: int) -> None:
-    """Write every thumbnail into a temp folder, then swap it in whole."""
-    final, staging = out / cache.THUMB_DIR, out / f".{cache.THUMB_DIR}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for row in tqdm(range(len(images)), desc="thumbnails", unit="img", leave=False):
-        thumb = images[row].copy()
-        thumb.thumbnail((size, size))
-        thumb.save(staging / f"{row}.jpg", quality=85)
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)
 
 
 def _peak_memory_mb() -> float:
@@ -173,125 +196,86 @@ def _peak_memory_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
 
 
-def finish_run(
-    out: Path,
-    frame: pd.DataFrame,
-    dataset: Dataset,
-    images: ImageList,
-    *,
-    image_embeddings: np.ndarray | None,
-    text_embeddings: np.ndarray | None,
-    view_align: np.ndarray | None,
-    config: dict,
-    timer: Stopwatch,
-    utility: dict | None,
-    thumbnail_size: int,
-    training: dict | None = None,
-) -> cache.Run:
-    """The stages every run shares, computed or imported: index, projection, thumbnails, summary, files."""
-    files = [cache.SCORES, cache.THUMB_DIR]
-    if image_embeddings is not None and text_embeddings is not None:
-        with timer.stage("index"):
-            for modality, vectors in (("image", image_embeddings), ("text", text_embeddings)):
-                save_index(build_index(vectors), out / cache.INDEX_DIR / f"{modality}.faiss")
-                files.append(f"{cache.INDEX_DIR}/{modality}.faiss")
-        with timer.stage("projection"):
-            xy = project_2d(image_embeddings, seed=int(config.get("seed", 0)))
-            frame["proj_x"], frame["proj_y"] = xy[:, 0], xy[:, 1]
-    else:
-        frame["proj_x"] = frame["proj_y"] = np.nan
-    with timer.stage("thumbnails"):
-        _write_thumbnails(out, images, thumbnail_size)
-    with timer.stage("write"):
-        if image_embeddings is not None and text_embeddings is not None:
-            cache.write_npy(out / cache.IMAGE_EMBEDDINGS, image_embeddings.astype(np.float32))
-            cache.write_npy(out / cache.TEXT_EMBEDDINGS, text_embeddings.astype(np.float32))
-            files += [cache.IMAGE_EMBEDDINGS, cache.TEXT_EMBEDDINGS]
-        if view_align is not None:
-            cache.write_npy(out / cache.VIEW_ALIGNMENTS, view_align.astype(np.float32))
-            files.append(cache.VIEW_ALIGNMENTS)
-        cache.write_parquet(out / cache.SCORES, frame)
-        write_skip_report(dataset, out / cache.SKIPPED)
-    manifest = {
-        "schema_version": cache.SCHEMA_VERSION,
-        "name": out.name,
-        "status": "complete",
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": config,
-        "dataset": {
-            "path": cache.relative_if_inside(dataset.source, out),
-            "root": cache.relative_if_inside(dataset.root, out),
-            "format": dataset.format,
-            "content_hash": dataset.content_hash,
-            "n_samples": len(dataset.samples),
-            "n_skipped": len(dataset.skipped),
-        },
-        "splits": frame["split"].value_counts().to_dict(),
-        "versions": versions(),
-        "timings": timer.seconds,
-        "peak_memory_mb": _peak_memory_mb(),
-        "utility": utility,
-        "training": training,
-        "summary": {"splits": split_summary(frame), "detection": detection_summary(frame)},
-        "files": files,
-    }
-    cache.write_json(out / cache.MANIFEST, manifest)
-    (out / STATE_FILE).unlink(missing_ok=True)
-    log.info("run written to %s", out)
-    return cache.load_run(out)
+def _scored_rows(trained: np.ndarray, protocol: str, splits: np.ndarray) -> np.ndarray:
+    """Rows whose alignment A is computed: every row under the full protocol; under the paper
+    protocol S_C, S_I and S_E (on S_S both models trained, so A gives no memorization there)."""
+    if protocol == "paper":
+        return np.flatnonzero(splits != "shared")
+    return np.arange(trained.shape[1])
 
 
 def _score_views(
-    frame: pd.DataFrame,
+    rows: np.ndarray,
     images: ImageList,
     captions: list[list[str]],
-    models: dict,
+    bundles: dict[str, ClipBundle],
     config: RunConfig,
     device: torch.device,
 ) -> np.ndarray:
-    """Per-view alignments (N, 2, K) under f and g on S_C, S_I and S_E; fills the CLIPMem columns."""
-    split = frame["split"].to_numpy()
-    scored = np.flatnonzero(np.isin(split, ("candidate", "independent", "extra")))
-    f = models["f"]
+    """Per-view cosines (M, N, K) of every model on ``rows`` (NaN elsewhere), all models on the same views."""
+    first = next(iter(bundles.values()))
     per_view = view_alignments(
-        {"f": f.model, "g": models["g"].model},
-        images.subset(scored),
-        [captions[r] for r in scored],
-        f.train_transform,
-        f.tokenizer,
+        {tag: bundle.model for tag, bundle in bundles.items()},
+        images.subset(rows),
+        [captions[r] for r in rows],
+        first.train_transform,
+        first.tokenizer,
         views=config.augmentations,
         seed=config.seed,
         device=device,
     )
-    view_align = np.full((len(frame), 2, config.augmentations), np.nan, dtype=np.float32)
-    view_align[scored, 0], view_align[scored, 1] = per_view["f"], per_view["g"]
-    align = np.full((len(frame), 2), np.nan, dtype=np.float32)
-    align[scored] = view_align[scored].mean(axis=2)
-    frame["align_f"], frame["align_g"] = align[:, 0], align[:, 1]
-    for name, values in clipmem_columns(split, align[:, 0], align[:, 1]).items():
-        frame[name] = values
-    return view_align
+    views = np.full((len(bundles), len(images), config.augmentations), np.nan, dtype=np.float32)
+    for m, tag in enumerate(bundles):
+        views[m, rows] = per_view[tag]
+    return views
 
 
-def _embed_and_baselines(
-    frame: pd.DataFrame, images: ImageList, models: dict, device: torch.device
-) -> tuple[dict, dict | None]:
-    """Un-augmented embeddings under f and g, the CLIP-score columns, and R@k of each model on S_E."""
-    first = frame["caption"].tolist()
-    embeddings = {
-        tag: embed_pairs(b.model, images, first, b.eval_transform, b.tokenizer, device=device, desc=f"embed {tag}")
-        for tag, b in models.items()
+def _embed(frame: pd.DataFrame, images: ImageList, bundles: dict[str, ClipBundle], device: torch.device) -> dict:
+    """Centre-view, L2-normalised (image, text) embeddings of every row under every model."""
+    first_captions = frame["caption"].tolist()
+    return {
+        tag: embed_pairs(
+            b.model, images, first_captions, b.eval_transform, b.tokenizer, device=device, desc=f"embed {tag}"
+        )
+        for tag, b in bundles.items()
     }
-    frame["clip_score_f"] = pair_cosines(*embeddings["f"])
-    frame["clip_score_g"] = pair_cosines(*embeddings["g"])
-    extra = frame["split"].to_numpy() == "extra"
-    if extra.sum() < 5:
-        return embeddings, None
-    return embeddings, {tag: retrieval_recall(img[extra], txt[extra]) for tag, (img, txt) in embeddings.items()}
+
+
+def _measurements(frame: pd.DataFrame, ctx: ScoringContext, protocol: str) -> None:
+    """Stored beside the scores: A on each side, and under the paper protocol the per-model columns."""
+    frame["align_train"], frame["align_heldout"] = ctx.training(ctx.align), ctx.heldout(ctx.align)
+    if protocol == "paper":
+        for m, tag in enumerate(PAPER_MODELS):
+            frame[f"align_{tag}"] = ctx.align[m].astype(np.float32)
+            frame[f"clip_score_{tag}"] = ctx.pair_cosine[m].astype(np.float32)
+        frame["clipmem_from_f"] = (frame["align_f"] - frame["align_g"]).astype(np.float32)
+
+
+def _utility(embeddings: dict, trained: np.ndarray, frame: pd.DataFrame, protocol: str) -> dict | None:
+    """Retrieval R@1/R@5 of each model on samples it never saw (paper: S_E, as in the paper)."""
+    utility = {}
+    for m, (tag, (img, txt)) in enumerate(embeddings.items()):
+        held = (frame["split"].to_numpy() == "extra") if protocol == "paper" else ~trained[m]
+        if held.sum() >= 5:
+            utility[tag] = retrieval_recall(img[held], txt[held])
+    return utility or None
 
 
 def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
-    """Train f and g, score CLIPMem and baselines, and write a complete run folder."""
+    """Train the protocol's models, score every registered signal, and write a complete run folder.
+
+    Args:
+        config: the run's settings; unset fields come from ``config.preset``.
+        resume: continue an interrupted run in ``config.out`` from its per-epoch checkpoints.
+
+    Returns:
+        The written run, loaded (`Run`).
+
+    Example::
+
+        run = compute_clipmem(RunConfig(data="noisy.csv", out="cache/mydata", preset="tiny"))
+        run.scores.sort_values("combined", ascending=False).head(48)
+    """
     config = config.resolved()
     device = pick_device(config.device)
     out, timer = Path(config.out), Stopwatch()
@@ -303,38 +287,78 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
         _report_skipped(dataset, out)
     _prepare_out_dir(out, resume, {"fingerprint": _fingerprint(config, dataset), "config": config.to_dict()})
     with timer.stage("splits"):
-        labels = assign_splits(len(dataset.samples), config.split_sizes, config.seed)
-        frame = dataset.samples.loc[labels != "unused"].reset_index(drop=True)
-        frame.insert(1, "split", labels[labels != "unused"])
-        log.info("splits: %s", frame["split"].value_counts().to_dict())
-        images = ImageList(dataset.root, frame["filepath"])
+        frame, models = assign_rows(dataset.samples, config)
+        log.info("%s protocol: %s", config.protocol, frame["split"].value_counts().sort_index().to_dict())
+        images = ImageList(dataset.root, frame["filepath"], DOWNSCALE_FACTOR * image_size_of(config.model))
         captions = [list(c) for c in frame["captions"]]
-    split = frame["split"].to_numpy()
-    models, training = {}, {}
-    for tag, own in (("f", "candidate"), ("g", "independent")):
+    trained = np.stack(list(models.values()))
+    bundles, training = {}, {}
+    for tag, rows_mask in models.items():
         with timer.stage(f"train_{tag}"):
-            rows = np.flatnonzero((split == "shared") | (split == own))
-            models[tag], result = _train_one(tag, config, images.subset(rows), [captions[r] for r in rows], out, device)
+            rows = np.flatnonzero(rows_mask)
+            bundles[tag], result = _train_one(
+                tag, config, images.subset(rows), [captions[r] for r in rows], out, device
+            )
             training[tag] = {
                 "pairs": len(rows),
                 "epoch_losses": result.epoch_losses,
                 "resumed_from_epoch": result.resumed_from_epoch,
             }
     with timer.stage("score"):
-        view_align = _score_views(frame, images, captions, models, config, device)
+        views = _score_views(
+            _scored_rows(trained, config.protocol, frame["split"].to_numpy()), images, captions, bundles, config, device
+        )
     with timer.stage("embed"):
-        embeddings, utility = _embed_and_baselines(frame, images, models, device)
-    return finish_run(
-        out,
-        frame,
-        dataset,
-        images,
-        image_embeddings=embeddings["f"][0],
-        text_embeddings=embeddings["f"][1],
-        view_align=view_align,
+        embeddings = _embed(frame, images, bundles, device)
+    with timer.stage("signals"):
+        ctx = ScoringContext(
+            frame=frame,
+            trained=trained,
+            align=np.nanmean(views, axis=2) if views.size else np.full(trained.shape, np.nan),
+            pair_cosine=np.stack([pair_cosines(img, txt) for img, txt in embeddings.values()]),
+            image=[img for img, _ in embeddings.values()],
+            text=[txt for _, txt in embeddings.values()],
+        )
+        _measurements(frame, ctx, config.protocol)
+        compute_scores(ctx)
+        frame["clipmem_norm"] = normalised(frame["clipmem"].to_numpy(np.float32))
+    write_skip_report(dataset, out / cache.SKIPPED)
+    reference = next(iter(embeddings.values()))
+    manifest = cache.Manifest(
+        name=out.name,
+        protocol=config.protocol,
         config=config.to_dict(),
-        timer=timer,
-        utility=utility,
-        thumbnail_size=config.thumbnail_size,
+        dataset=cache.DatasetInfo(
+            path=str(dataset.source),
+            root=str(dataset.root),
+            format=dataset.format,
+            content_hash=dataset.content_hash,
+            n_samples=len(dataset.samples),
+            n_skipped=len(dataset.skipped),
+        ),
+        models=list(models),
+        versions=versions(),
+        utility=_utility(embeddings, trained, frame, config.protocol),
         training=training,
     )
+    run = cache.write_run(
+        out,
+        frame,
+        manifest,
+        image_embeddings=reference[0],
+        text_embeddings=reference[1],
+        view_alignments=views,
+        images=images,
+        thumbnail_size=config.thumbnail_size,
+        stage=timer.stage,
+    )
+    return _finish_manifest(run, timer)
+
+
+def _finish_manifest(run: cache.Run, timer: Stopwatch) -> cache.Run:
+    """Record the timings of every stage (including writing) and the peak memory, then reload."""
+    run.manifest.timings = timer.seconds
+    run.manifest.peak_memory_mb = _peak_memory_mb()
+    write_json(run.path / cache.MANIFEST, run.manifest.to_dict())
+    log.info("run written to %s", run.path)
+    return cache.load_run(run.path)

@@ -1,8 +1,9 @@
-"""CLIPMem: alignment over K augmented views, the f/g difference, and the CLIP-score baselines.
+"""What models see of a sample: alignment over K augmented views, and centre-view embeddings.
 
 A(h, x, y) = mean_k cos(h_img(x'_k), h_txt(y'_k)) on L2-normalised embeddings, where x'_k is a random
-resized crop + flip of the image and y'_k one of the sample's captions. Both models see exactly the
-same K views of a sample, so the difference A(f) - A(g) reflects the models, not the dice.
+resized crop + flip of the image and y'_k one of the sample's captions. Every model sees exactly the
+same K views of a sample, so differences such as A(f) - A(g) reflect the models, not the dice. The
+scores built on these live in ``clipmem_core.scores``.
 """
 
 from __future__ import annotations
@@ -89,20 +90,6 @@ def view_alignments(
             cos = (img * txt).sum(dim=1).view(len(batch_images), views)
             result[name][start : start + len(batch_images)] = cos.cpu().numpy()
     return result
-
-
-def clipmem_columns(splits: np.ndarray, align_f: np.ndarray, align_g: np.ndarray) -> dict[str, np.ndarray]:
-    """CLIPMem in both readings.
-
-    clipmem: memorization by the model that trained on the sample (A(f)-A(g) on candidates,
-    A(g)-A(f) on independents), null elsewhere. clipmem_from_f: A(f)-A(g) wherever both are known.
-    clipmem_norm: clipmem / (max - min) over S_C and S_I, as SSLMem normalises.
-    """
-    from_f = (align_f - align_g).astype(np.float32)
-    clipmem = np.full(len(splits), np.nan, dtype=np.float32)
-    clipmem[splits == "candidate"] = from_f[splits == "candidate"]
-    clipmem[splits == "independent"] = -from_f[splits == "independent"]
-    return {"clipmem": clipmem, "clipmem_norm": normalised(clipmem), "clipmem_from_f": from_f}
 
 
 def normalised(clipmem: np.ndarray) -> np.ndarray:

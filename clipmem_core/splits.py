@@ -1,14 +1,48 @@
-"""Seeded, disjoint splits: shared S_S, candidate S_C, independent S_I and extra S_E."""
+"""Who trains on what: the paper protocol's four splits, or the full protocol's K folds.
+
+The one place split names are defined.
+
+- ``paper`` protocol (the CLIPMem paper): seeded, disjoint shared S_S, candidate S_C, independent S_I and
+  extra S_E. Model f trains on S_S ∪ S_C, model g on S_S ∪ S_I.
+- ``full`` protocol (cross-fitting): the data is cut into K folds ``fold0 … fold{K-1}``; model h_k trains
+  on every fold except fold k, so every sample has K−1 models that trained on it and one that did not.
+
+Either way a run records, per model, which rows it trained on (``membership``); every score is
+then defined from that matrix, so the same score code serves both protocols.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from .errors import ClipmemError
 
-SPLIT_NAMES = ("shared", "candidate", "independent", "extra")
+PROTOCOLS = ("full", "paper")
+SPLITS = ("shared", "candidate", "independent", "extra")
+PAPER_MODELS = {"f": ("shared", "candidate"), "g": ("shared", "independent")}
+FOLD_PREFIX = "fold"
+UNUSED = "unused"
+
+
+def fold_split(k: int) -> str:
+    """The split name of fold ``k``: ``fold0``, ``fold1`` …"""
+    return f"{FOLD_PREFIX}{k}"
+
+
+def fold_model(k: int) -> str:
+    """The tag of the model that holds fold ``k`` out: ``h0``, ``h1`` …"""
+    return f"h{k}"
+
+
+def split_order(names: Sequence[str]) -> list[str]:
+    """Split names present in a run, in a stable reading order (paper splits first, then folds)."""
+    present = set(names)
+    paper = [s for s in SPLITS if s in present]
+    folds = sorted((s for s in present if s.startswith(FOLD_PREFIX)), key=lambda s: int(s[len(FOLD_PREFIX) :] or 0))
+    return paper + folds + sorted(present - set(paper) - set(folds))
 
 
 def parse_split_sizes(text: str) -> tuple[float, ...]:
@@ -19,13 +53,15 @@ def parse_split_sizes(text: str) -> tuple[float, ...]:
         raise ClipmemError(f"--split-sizes {text!r}: expected four numbers separated by commas") from None
     if len(sizes) != 4:
         raise ClipmemError(f"--split-sizes {text!r}: expected four sizes (shared,candidate,independent,extra)")
+    if not all(math.isfinite(s) and s >= 0 for s in sizes):
+        raise ClipmemError(f"--split-sizes {text!r}: sizes must be finite and non-negative")
     return sizes
 
 
 def split_counts(n: int, sizes: Sequence[float]) -> dict[str, int]:
     """Turn fractions (all <= 1) or counts into counts that fit in n samples."""
-    if len(sizes) != 4 or any(s < 0 for s in sizes):
-        raise ClipmemError(f"split sizes must be four non-negative numbers, got {list(sizes)}")
+    if len(sizes) != 4 or any(not math.isfinite(s) or s < 0 for s in sizes):
+        raise ClipmemError(f"split sizes must be four finite, non-negative numbers, got {list(sizes)}")
     if all(s <= 1 for s in sizes):
         if sum(sizes) > 1 + 1e-9:
             raise ClipmemError(f"split fractions sum to {sum(sizes):.3f} > 1")
@@ -34,7 +70,7 @@ def split_counts(n: int, sizes: Sequence[float]) -> dict[str, int]:
         counts = [int(s) for s in sizes]
         if sum(counts) > n:
             raise ClipmemError(f"split counts {counts} need {sum(counts)} samples; the dataset has {n}")
-    result = dict(zip(SPLIT_NAMES, counts))
+    result = dict(zip(SPLITS, counts))
     for name in ("shared", "candidate", "independent"):
         if result[name] < 2:
             raise ClipmemError(
@@ -44,12 +80,36 @@ def split_counts(n: int, sizes: Sequence[float]) -> dict[str, int]:
 
 
 def assign_splits(n: int, sizes: Sequence[float], seed: int) -> np.ndarray:
-    """An array of split names, one per sample; samples beyond the four sizes are left 'unused'."""
+    """Paper protocol: one split name per sample; samples beyond the four sizes are left 'unused'."""
     counts = split_counts(n, sizes)
     order = np.random.default_rng(seed).permutation(n)
-    labels = np.full(n, "unused", dtype=object)
+    labels = np.full(n, UNUSED, dtype=object)
     start = 0
-    for name in SPLIT_NAMES:
+    for name in SPLITS:
         labels[order[start : start + counts[name]]] = name
         start += counts[name]
     return labels
+
+
+def assign_folds(n: int, folds: int, seed: int) -> np.ndarray:
+    """Full protocol: a seeded, balanced fold split name per sample (sizes differ by at most one)."""
+    if folds < 2:
+        raise ClipmemError(f"--folds must be at least 2, not {folds}")
+    if n < 2 * folds:
+        raise ClipmemError(f"{folds} folds need at least {2 * folds} samples; the dataset has {n}")
+    labels = np.empty(n, dtype=object)
+    order = np.random.default_rng(seed).permutation(n)
+    for k in range(folds):
+        labels[order[k::folds]] = fold_split(k)
+    return labels
+
+
+def membership(splits: np.ndarray, protocol: str) -> dict[str, np.ndarray]:
+    """model tag -> boolean mask of the rows it trains on, in model order (f, g or h0, h1 …)."""
+    splits = np.asarray(splits, dtype=object)
+    if protocol == "paper":
+        return {tag: np.isin(splits, own) for tag, own in PAPER_MODELS.items()}
+    if protocol == "full":
+        folds = sorted({s for s in splits if str(s).startswith(FOLD_PREFIX)}, key=lambda s: int(s[len(FOLD_PREFIX) :]))
+        return {fold_model(k): splits != fold for k, fold in enumerate(folds)}
+    raise ClipmemError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")

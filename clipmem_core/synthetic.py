@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from .cache import atomic_path
+from .atomic import atomic_path
 from .data import LABEL_COLUMN, donor_captions
 from .errors import ClipmemError
 

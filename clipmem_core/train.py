@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .cache import atomic_path
+from .atomic import atomic_path
 from .device import autocast
 from .models import ClipBundle
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from clipmem_core.review import VERDICTS
+
 from .gallery import rows_with_verdict
 
 MAX_POINTS = 20_000
@@ -32,14 +34,14 @@ def map_frame(
     """One plotted point per row: projection, colour fields and the row (carried as customdata)."""
     frame = scores.iloc[rows]
     flag = np.full(len(scores), "unflagged", dtype=object)
-    for verdict in ("mis-captioned", "correct", "unsure"):
+    for verdict in VERDICTS:
         flag[rows_with_verdict(row_of, verdicts, verdict)] = verdict
     return pd.DataFrame(
         {
             "row": rows,
             "x": frame["proj_x"].to_numpy(dtype=np.float64, na_value=np.nan),
             "y": frame["proj_y"].to_numpy(dtype=np.float64, na_value=np.nan),
-            "CLIPMem": frame["clipmem_from_f"].to_numpy(dtype=np.float64, na_value=np.nan),
+            "CLIPMem": frame["clipmem"].to_numpy(dtype=np.float64, na_value=np.nan),
             "split": frame["split"].astype(str).to_numpy(),
             "flag": flag[rows],
             "caption": frame["caption"].astype(str).str.slice(0, 80).to_numpy(),

@@ -14,14 +14,13 @@ import numpy as np
 import pandas as pd
 
 from clipmem_core import Run
+from clipmem_core.review import VERDICTS
+from clipmem_core.scores import run_scores
 
 PAGE_SIZE = 48
-SORTS = {
-    "clipmem": "Highest CLIPMem",
-    "low_clip_g": "Lowest CLIP score (g)",
-    "combined": "Combined rank (CLIPMem + low CLIP score)",
-}
-FLAG_FILTERS = ("any", "unflagged", "mis-captioned", "correct", "unsure")
+DEFAULT_SORT = "combined"
+CARD_SCORES = ("combined", "clipmem", "clip_score_heldout")  # what a card shows under its caption
+FLAG_FILTERS = ("any", "unflagged", *VERDICTS)
 
 
 @dataclass(frozen=True)
@@ -42,34 +41,28 @@ class Card:
     sample_id: str
     caption: str
     split: str
-    clipmem: float
-    clip_score_f: float
-    clip_score_g: float
+    scores: dict[str, float]
     thumbnail: Path | None
     is_miscaptioned: bool | None
     verdict: str | None
 
 
-def _rank(key: np.ndarray) -> np.ndarray:
-    """Dense, unique 0..n-1 ranks (stable on ties, NaN last), so pages never overlap."""
-    order = np.argsort(np.where(np.isnan(key), np.inf, key), kind="stable")
-    rank = np.empty(len(key), dtype=np.int64)
-    rank[order] = np.arange(len(key))
-    return rank
+def suspicion_order(suspicion: np.ndarray) -> np.ndarray:
+    """Rows from most to least suspicious, unscored (NaN) last, stable on ties so pages never overlap."""
+    return np.argsort(np.where(np.isnan(suspicion), np.inf, -suspicion), kind="stable")
+
+
+def sorts(scores: pd.DataFrame) -> dict[str, str]:
+    """Sort key -> label for every registered score the run has (the combined ranking first)."""
+    return {name: score.sort_label for name, score in run_scores(scores).items()}
 
 
 def sort_orders(scores: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Row order for every sort in SORTS: computed once per run, then reused by every page."""
-    clipmem = scores["clipmem"].to_numpy(dtype=np.float64, na_value=np.nan)
-    clip_g = scores["clip_score_g"].to_numpy(dtype=np.float64, na_value=np.nan)
-    by_clipmem = _rank(-clipmem)
-    by_clip_g = _rank(clip_g)
-    ranks = {
-        "clipmem": by_clipmem,
-        "low_clip_g": by_clip_g,
-        "combined": _rank((by_clipmem + by_clip_g).astype(np.float64)),
+    """Row order for every sort in ``sorts``. Computed once per run, then reused by every page."""
+    return {
+        name: suspicion_order(score.suspicion(scores[name].to_numpy(dtype=np.float64, na_value=np.nan)))
+        for name, score in run_scores(scores).items()
     }
-    return {name: np.argsort(rank, kind="stable") for name, rank in ranks.items()}
 
 
 def rows_with_verdict(row_of: Mapping[str, int], verdicts: Mapping[str, str], verdict: str | None) -> np.ndarray:
@@ -133,9 +126,7 @@ def make_cards(run: Run, rows: np.ndarray, verdicts: Mapping[str, str]) -> list[
                 sample_id=rec.sample_id,
                 caption=str(rec.caption),
                 split=rec.split,
-                clipmem=_float(rec.clipmem),
-                clip_score_f=_float(rec.clip_score_f),
-                clip_score_g=_float(rec.clip_score_g),
+                scores={name: _float(getattr(rec, name)) for name in CARD_SCORES if name in page.columns},
                 thumbnail=run.thumbnail_path(row),
                 is_miscaptioned=None if gt is None or pd.isna(gt) else bool(gt),
                 verdict=verdicts.get(rec.sample_id),

@@ -6,23 +6,16 @@ import numpy as np
 import pandas as pd
 
 from clipmem_core import Run
-
-SCORE_FIELDS = (
-    "split",
-    "clipmem",
-    "clipmem_norm",
-    "clipmem_from_f",
-    "align_f",
-    "align_g",
-    "clip_score_f",
-    "clip_score_g",
-)
+from clipmem_core.formatting import fmt_number
+from clipmem_core.scores import MEASUREMENTS, column_label, run_scores
 
 
 def score_table(run: Run, row: int, verdict: str | None) -> pd.DataFrame:
-    """The sample's scores, ground truth and latest verdict as strings (one table, mixed types)."""
+    """The sample's split, every registered score and measurement, ground truth and latest verdict."""
     record = run.scores.iloc[row]
-    rows = [(field, _fmt(record.get(field))) for field in SCORE_FIELDS if field in record.index]
+    columns = [*run_scores(run.scores), *(c for c in MEASUREMENTS if c in run.scores.columns)]
+    rows = [("split", str(record["split"]))]
+    rows += [(column_label(c), fmt_number(record[c], 4)) for c in columns]
     if run.has_ground_truth:
         rows.append(("ground truth", "mis-captioned" if bool(record["is_miscaptioned"]) else "clean"))
     rows.append(("latest verdict", verdict or "–"))
@@ -30,17 +23,13 @@ def score_table(run: Run, row: int, verdict: str | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["field", "value"])
 
 
-def view_alignment_frame(view_alignments: np.ndarray | None, row: int) -> pd.DataFrame | None:
-    """Per-view cosines under f and g for one row; None when the run or the row has none."""
-    if view_alignments is None:
+def view_alignment_frame(run: Run, row: int) -> pd.DataFrame | None:
+    """Per-view cosines of each model for one row; None when the run or the row has none."""
+    views = run.view_alignments
+    if views is None:
         return None
-    values = np.asarray(view_alignments[row], dtype=np.float64)
+    values = np.asarray(views[:, row], dtype=np.float64)
     if np.isnan(values).all():
         return None
-    return pd.DataFrame({"view": np.arange(1, values.shape[1] + 1), "f": values[0], "g": values[1]})
-
-
-def _fmt(value: object) -> str:
-    if isinstance(value, (float, np.floating)):
-        return "–" if np.isnan(value) else f"{value:.4f}"
-    return "–" if value is None else str(value)
+    models = run.manifest.models or [f"model {m}" for m in range(values.shape[0])]
+    return pd.DataFrame({"view": np.arange(1, values.shape[1] + 1), **dict(zip(models, values))})

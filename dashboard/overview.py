@@ -5,37 +5,50 @@ Histograms are binned here, so the browser gets bins, not one value per sample.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from clipmem_core.cache import SPLITS
+from clipmem_core.cache import Manifest
+from clipmem_core.formatting import fmt_number
+from clipmem_core.scores import column_label, registry
+from clipmem_core.splits import split_order
 
 MAX_POINTS = 20_000
 SPLIT_COLOURS = {"candidate": "#d62728", "independent": "#1f77b4", "extra": "#7f7f7f", "shared": "#bcbd22"}
 
 
-def run_facts(manifest: dict) -> dict[str, str]:
+def run_facts(manifest: Manifest) -> dict[str, str]:
     """Headline numbers; long values (model, split sizes) go in ``run_line`` instead."""
-    dataset = manifest.get("dataset", {})
-    seconds = sum(v for v in manifest.get("timings", {}).values() if isinstance(v, (int, float)))
+    seconds = manifest.seconds
     return {
-        "Samples": f"{dataset.get('n_samples', 0):,}",
-        "Skipped": f"{dataset.get('n_skipped', 0):,}",
-        "Candidates (S_C)": f"{manifest.get('splits', {}).get('candidate', 0):,}",
+        "Samples": fmt_number(manifest.dataset.n_samples),
+        "Skipped": fmt_number(manifest.dataset.n_skipped),
+        "Protocol": manifest.protocol,
         "Compute time": f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s",
     }
 
 
-def run_line(manifest: dict) -> str:
+def run_line(manifest: Manifest) -> str:
     """Model, preset, data and split sizes in one line of plain text."""
-    config, dataset = manifest.get("config", {}), manifest.get("dataset", {})
-    splits = ", ".join(f"{s} {manifest.get('splits', {}).get(s, 0):,}" for s in SPLITS)
+    config = manifest.config
+    splits = ", ".join(f"{s} {fmt_number(manifest.splits[s])}" for s in split_order(manifest.splits))
     return (
         f"model {config.get('model', '–')} · preset {config.get('preset', '–')} · "
-        f"data {dataset.get('path', '–')} · splits: {splits} · created {manifest.get('created', '–')}"
+        f"data {manifest.dataset.path or '–'} · splits: {splits} · created {manifest.created}"
     )
+
+
+def manifest_sections(manifest: Manifest) -> dict[str, dict]:
+    """The manifest's parts a person may want to read, as plain dicts."""
+    return {
+        "config": manifest.config,
+        "dataset": asdict(manifest.dataset),
+        "timings": manifest.timings,
+        "versions": manifest.versions,
+    }
 
 
 def key_values(mapping: dict, value_name: str = "value") -> pd.DataFrame:
@@ -53,72 +66,77 @@ def key_values(mapping: dict, value_name: str = "value") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", value_name])
 
 
+def histogram_column(scores: pd.DataFrame) -> str:
+    """The paper's A(f) − A(g) under the paper protocol (it separates the splits), else CLIPMem."""
+    return "clipmem_from_f" if "clipmem_from_f" in scores.columns else "clipmem"
+
+
 def split_histograms(scores: pd.DataFrame, bins: int = 60) -> pd.DataFrame:
-    """Counts of clipmem_from_f per split on shared bin edges: (split, clipmem_from_f, count)."""
-    values = scores["clipmem_from_f"].to_numpy(dtype=np.float64, na_value=np.nan)
+    """Counts of the histogram column per split on shared bin edges: (split, value, count)."""
+    column = histogram_column(scores)
+    values = scores[column].to_numpy(dtype=np.float64, na_value=np.nan) if column in scores else np.array([])
     finite = np.isfinite(values)
     if not finite.any():
-        return pd.DataFrame(columns=["split", "clipmem_from_f", "count"])
+        return pd.DataFrame(columns=["split", "value", "count"])
     edges = np.histogram_bin_edges(values[finite], bins=bins)
     centres = (edges[:-1] + edges[1:]) / 2
     splits = scores["split"].to_numpy()
     frames = []
-    for split in SPLITS:
+    for split in split_order(scores["split"].unique()):
         chosen = values[finite & (splits == split)]
         if chosen.size:
             counts, _ = np.histogram(chosen, bins=edges)
-            frames.append(pd.DataFrame({"split": split, "clipmem_from_f": centres, "count": counts}))
+            frames.append(pd.DataFrame({"split": split, "value": centres, "count": counts}))
     return pd.concat(frames, ignore_index=True)
 
 
-def _summary(manifest: dict) -> dict:
-    return (manifest.get("summary") or {}).get("splits") or {}
-
-
-def split_means(manifest: dict) -> pd.DataFrame:
+def split_means(manifest: Manifest) -> pd.DataFrame:
     """Per split: count and mean ± std of each score, from the manifest summary."""
     rows = []
-    for split, stats in (_summary(manifest).get("splits") or {}).items():
+    for split, stats in ((manifest.summary.get("splits") or {}).get("splits") or {}).items():
         row: dict[str, Any] = {"split": split, "count": stats.get("count")}
         for column, value in stats.items():
             if isinstance(value, dict):
-                row[column] = f"{_num(value.get('mean'))} ± {_num(value.get('std'))}"
+                row[column_label(column)] = f"{fmt_number(value.get('mean'))} ± {fmt_number(value.get('std'))}"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def ttests(manifest: dict) -> pd.DataFrame:
+def ttests(manifest: Manifest) -> pd.DataFrame:
     rows = []
-    for name, test in (_summary(manifest).get("ttests_clipmem_from_f") or {}).items():
+    for name, test in ((manifest.summary.get("splits") or {}).get("ttests") or {}).items():
         rows.append(
             {
-                "comparison": name.replace("_vs_", " vs "),
+                "comparison": name,
                 "t": test.get("t"),
                 "p": test.get("p"),
-                "mean S_C": test.get("mean_a"),
-                "mean other": test.get("mean_b"),
-                "n S_C": test.get("n_a"),
-                "n other": test.get("n_b"),
+                "mean A": test.get("mean_a"),
+                "mean B": test.get("mean_b"),
+                "n A": test.get("n_a"),
+                "n B": test.get("n_b"),
             }
         )
     return pd.DataFrame(rows)
 
 
-def utility_table(manifest: dict) -> pd.DataFrame:
-    """Image→text and text→image R@1/R@5 of f and g on S_E."""
-    utility = manifest.get("utility") or {}
+def utility_table(manifest: Manifest) -> pd.DataFrame:
+    """Image→text and text→image R@1/R@5 of each model on samples it never saw."""
+    utility = manifest.utility or {}
     return pd.DataFrame(
         [{"model": model, **metrics} for model, metrics in utility.items() if isinstance(metrics, dict)]
     )
 
 
-def detection_table(manifest: dict) -> pd.DataFrame:
-    detection = (manifest.get("summary") or {}).get("detection") or {}
-    return pd.DataFrame([{"detector": name, **metrics} for name, metrics in (detection.get("detectors") or {}).items()])
+def detection_table(manifest: Manifest) -> pd.DataFrame:
+    """One row per registered score, in listing order (the manifest's JSON keeps no order)."""
+    detectors = (manifest.summary.get("detection") or {}).get("detectors") or {}
+    return pd.DataFrame([{"score": column_label(name), **detectors[name]} for name in registry() if name in detectors])
 
 
 def alignment_points(scores: pd.DataFrame, max_points: int = MAX_POINTS, seed: int = 0) -> pd.DataFrame:
     """Scored samples for the A(g) vs A(f) scatter, a seeded subsample of at most ``max_points``."""
+    if not {"align_f", "align_g"} <= set(scores.columns):
+        return pd.DataFrame(columns=["row", "align_f", "align_g", "clipmem", "ground truth"])
     scored = np.flatnonzero(scores["align_f"].notna().to_numpy() & scores["align_g"].notna().to_numpy())
     if scored.size > max_points:
         scored = np.sort(np.random.default_rng(seed).choice(scored, max_points, replace=False))
@@ -133,11 +151,7 @@ def alignment_points(scores: pd.DataFrame, max_points: int = MAX_POINTS, seed: i
             "row": scored,
             "align_f": frame["align_f"].to_numpy(),
             "align_g": frame["align_g"].to_numpy(),
-            "clipmem": frame["clipmem_from_f"].to_numpy(),
+            "clipmem": frame["clipmem"].to_numpy(),
             "ground truth": truth.to_numpy(),
         }
     )
-
-
-def _num(value: Any) -> str:
-    return "–" if value is None else f"{value:.3f}"

@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 
 from clipmem_core import ClipmemError, Run
+from clipmem_core.formatting import fmt_number
 from clipmem_core.index import NeighbourSearch, captions_of_similar_images
 from clipmem_core.review import ReviewStore, is_lead
+from clipmem_core.scores import column_label
 
-ASSIGNED = "Assigned batch"
-# queue -> (the dashboard's cached sort order, the score it ranks by)
-RULES = {"Top CLIPMem": ("clipmem", "clipmem"), "Lowest CLIP score (g)": ("low_clip_g", "clip_score_g")}
-QUEUES = (*RULES, ASSIGNED)
-LABELS = {"mis-captioned": "Mis-captioned", "correct": "Correct", "unsure": "Unsure"}
+from .gallery import CARD_SCORES, sorts
+
+ASSIGNED = "assigned"
 PICKER_SIZE = 200  # the sidebar's sample picker lists the head of the queue
 HINTS = 5
 LAST = "review_last"  # session-state key: the verdict just recorded, {"run", "sample_id", "verdict"}
@@ -39,13 +39,22 @@ def hint_key(sample_id: str) -> str:
     return f"hint_{sample_id}"
 
 
+def rules(scores: pd.DataFrame) -> dict[str, str]:
+    """Ranked queues: one per registered score the run has (the combined ranking first), key -> label."""
+    return sorts(scores)
+
+
+def queues(scores: pd.DataFrame) -> dict[str, str]:
+    """Every queue the sidebar offers: the ranked ones, then the reviewer's assigned batch."""
+    return {**rules(scores), ASSIGNED: "Assigned batch"}
+
+
 def ranked_queue(
     scores: pd.DataFrame, orders: Mapping[str, np.ndarray], rule: str, judged: Collection[str]
 ) -> list[str]:
     """Unjudged samples in the run's cached sort order (no sort per rerun), unscored ones left out."""
-    order_name, column = RULES[rule]
-    order = orders[order_name]
-    order = order[~np.isnan(scores[column].to_numpy(dtype=np.float64, na_value=np.nan)[order])]
+    order = orders[rule]
+    order = order[~np.isnan(scores[rule].to_numpy(dtype=np.float64, na_value=np.nan)[order])]
     return [sid for sid in scores["sample_id"].to_numpy()[order] if sid not in judged]
 
 
@@ -84,11 +93,9 @@ def hints(open_search: Callable[[], NeighbourSearch], sample_id: str, k: int = H
 
 
 def sample_line(sample: pd.Series) -> str:
-    """The line above the caption: id, split and the two scores the queues rank by."""
-    return (
-        f"{sample['sample_id']} · {sample['split']} · CLIPMem {sample['clipmem']:.3f} · "
-        f"CLIP score (g) {sample['clip_score_g']:.3f}"
-    )
+    """The line above the caption: id, split and the scores a card shows."""
+    scores = " · ".join(f"{column_label(c)} {fmt_number(sample[c])}" for c in CARD_SCORES if c in sample.index)
+    return f"{sample['sample_id']} · {sample['split']} · {scores}"
 
 
 def record(

@@ -7,7 +7,8 @@ from pathlib import Path
 import streamlit as st
 
 from clipmem_core import list_runs
-from clipmem_core.cache import SPLITS, RunInfo
+from clipmem_core.cache import RunInfo
+from clipmem_core.splits import split_order
 
 from . import auth, resources, state
 from .gallery import FLAG_FILTERS
@@ -43,7 +44,13 @@ def _filters() -> None:
     run = resources.current_run()
     if run is None:
         return
-    st.sidebar.multiselect("Split", SPLITS, key=state.SPLITS, on_change=_reset_views, placeholder="all splits")
+    st.sidebar.multiselect(
+        "Split",
+        split_order(run.scores["split"].unique()),
+        key=state.SPLITS,
+        on_change=_reset_views,
+        placeholder="all splits",
+    )
     low, high = resources.clipmem_bounds(run)
     if high > low:
         st.sidebar.slider(

@@ -5,20 +5,18 @@ Captions are untrusted: they are only ever rendered with ``st.text`` (no markdow
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import pandas as pd
 import streamlit as st
 
+from clipmem_core.formatting import fmt_number
+from clipmem_core.scores import column_label
+
 from . import navigation, resources, state
 from .gallery import Card
 
 VERDICT_BUTTONS = (("mis-captioned", "✗ Mis-captioned"), ("correct", "✓ Correct"), ("unsure", "? Unsure"))
-
-
-def fmt(value: float, digits: int = 3) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
 def table(frame: pd.DataFrame, empty: str) -> None:
@@ -75,7 +73,7 @@ def card(c: Card, run_name: str, key: str, flags: bool = True, extra: str | None
             st.image(str(c.thumbnail), width="stretch")
         st.text(c.caption)
         st.caption(
-            f"CLIPMem {fmt(c.clipmem)} · CLIP f {fmt(c.clip_score_f)} · g {fmt(c.clip_score_g)}"
+            " · ".join(f"{column_label(name)} {fmt_number(value)}" for name, value in c.scores.items())
             + (f" · {extra}" if extra else "")
         )
         if c.is_miscaptioned:

@@ -8,7 +8,7 @@
 # Env: N (2000), PRESET (tiny), EPOCHS (40), SEED (0), OUT (cache/demo), FORCE=1 to replace OUT.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PY="${PYTHON:-python3}"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
 N="${N:-2000}"; PRESET="${PRESET:-tiny}"; EPOCHS="${EPOCHS:-40}"; SEED="${SEED:-0}"; OUT="${OUT:-$ROOT/cache/demo}"
 MAX_MB=25
 if [ -e "$OUT" ]; then
@@ -28,15 +28,17 @@ rm -rf "$OUT/checkpoints"
 mv "$WORK/dataset" "$OUT/dataset"
 "$PY" - "$OUT" <<'PY'
 """Point the manifest at the dataset's new home inside the run, and forget the pruned checkpoints."""
-import json, sys
+import sys
 from pathlib import Path
 from clipmem_core import cache, load_run
+from clipmem_core.atomic import write_json
 out = Path(sys.argv[1])
-manifest = json.loads((out / cache.MANIFEST).read_text())
-manifest["dataset"]["path"] = "dataset/captions_noisy.csv"
-manifest["dataset"]["root"] = "dataset"
-manifest["files"] = [f for f in manifest["files"] if not f.startswith(cache.CHECKPOINT_DIR)]
-cache.write_json(out / cache.MANIFEST, manifest)
+run = load_run(out)
+manifest = run.manifest
+manifest.dataset.path = "dataset/captions_noisy.csv"
+manifest.dataset.root = "dataset"
+manifest.files = [f for f in manifest.files if not f.startswith(cache.CHECKPOINT_DIR)]
+write_json(out / cache.MANIFEST, manifest.to_dict())
 run = load_run(out)
 assert run.image_path(0) is not None, "demo images are not reachable from the run"
 PY

@@ -28,9 +28,16 @@ def noisy_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(noisy_shapes: Path, tmp_path_factory: pytest.TempPathFactory):
-    """One complete run, trained once per test session and shared read-only."""
+    """One complete full-protocol run (the default), trained once per test session and shared read-only."""
     out = tmp_path_factory.mktemp("cache") / "tiny"
     return compute_clipmem(RunConfig(data=str(noisy_shapes), out=str(out), **TINY_RUN))
+
+
+@pytest.fixture(scope="session")
+def paper_run(noisy_shapes: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One complete paper-protocol run (f on S_S+S_C, g on S_S+S_I), shared read-only."""
+    out = tmp_path_factory.mktemp("cache") / "paper"
+    return compute_clipmem(RunConfig(data=str(noisy_shapes), out=str(out), protocol="paper", **TINY_RUN))
 
 
 @pytest.fixture(scope="session")

@@ -13,58 +13,30 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-from PIL import Image
 
-from clipmem_core.cache import MANIFEST, SCORES, write_json, write_parquet
 from clipmem_core.review.store import open_store
+from clipmem_core.testing import fake_run
 
 REPO = Path(__file__).resolve().parent.parent
 START_PG = REPO / "scripts" / "start_postgres.sh"
 
 
 def make_run(cache_root: Path, name: str = "run1", n: int = 12, captions: list[str] | None = None) -> Path:
-    """A complete run folder with ``n`` samples s00.. and real (tiny) images under ``<cache_root>/data``."""
-    data = cache_root.parent / f"{cache_root.name}-data"
-    (data / "img").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    captions = captions or [f"a photo of thing {i}" for i in range(n)]
-    for i in range(n):
-        Image.new("RGB", (8, 8), tuple(int(c) for c in rng.integers(0, 255, 3))).save(data / "img" / f"{i}.png")
-    clipmem = np.linspace(1.0, -1.0, n)
-    scores = pd.DataFrame(
-        {
-            "sample_id": [f"s{i:02d}" for i in range(n)],
-            "split": ["candidate"] * n,
-            "filepath": [f"img/{i}.png" for i in range(n)],
-            "caption": captions,
-            "captions": [[c] for c in captions],
-            "align_f": clipmem + 0.5,
-            "align_g": np.full(n, 0.5),
-            "clipmem": clipmem,
-            "clipmem_norm": clipmem / 2,
-            "clipmem_from_f": clipmem,
-            "clip_score_f": np.linspace(0.1, 0.3, n),
-            "clip_score_g": np.linspace(0.3, 0.1, n),
-            "proj_x": np.zeros(n),
-            "proj_y": np.zeros(n),
-        }
+    """A run of ``n`` samples s00, s01 … ranked in that order by every queue, with its dataset outside the run
+    (``<cache_root>-data``), as when a team runs clipmem on a shared dataset folder."""
+    ranking = np.linspace(1.0, -1.0, n)
+    fake_run(
+        cache_root,
+        name,
+        n,
+        protocol="paper",
+        captions=captions or [f"a photo of thing {i}" for i in range(n)],
+        sample_ids=[f"s{i:02d}" for i in range(n)],
+        scores={"combined": ranking, "clipmem": ranking},
+        dataset_dir=cache_root.parent / f"{cache_root.name}-data",
     )
-    run = cache_root / name
-    write_parquet(run / SCORES, scores)
-    write_json(
-        run / MANIFEST,
-        {
-            "schema_version": 1,
-            "name": name,
-            "status": "complete",
-            "files": [],
-            "created": "2026-01-01T00:00:00",
-            "dataset": {"root": str(data.resolve())},
-        },
-    )
-    return run
+    return cache_root / name
 
 
 def start_cluster() -> tuple[str, str]:

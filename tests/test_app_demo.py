@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from clipmem_core import list_runs, load_run
-from clipmem_core.cache import SCORE_COLUMNS, SPLITS
+from clipmem_core.cache import BASE_COLUMNS
 from clipmem_core.index import NeighbourSearch
 from dashboard import auth, navigation, state
 
@@ -24,10 +24,9 @@ def demo():
 
 
 def test_demo_is_a_usable_run_with_the_dashboard_columns(demo):
-    columns = set(SCORE_COLUMNS) | {"captions", "clipmem_from_f", "proj_x", "proj_y", "is_miscaptioned"}
+    columns = set(BASE_COLUMNS) | {"combined", "clipmem", "clip_score_heldout", "proj_x", "proj_y", "is_miscaptioned"}
     assert columns <= set(demo.scores.columns)
     assert 1500 <= len(demo.scores) <= 2500
-    assert set(demo.scores["split"]) == set(SPLITS)
     assert {i.name: i.ok for i in list_runs(DEMO.parent)}.get("demo") is True
 
 
@@ -40,7 +39,7 @@ def test_demo_serves_thumbnails_images_and_neighbours(demo):
     assert all(demo.thumbnail_path(int(r)) is not None for r in rows)
     assert all(demo.image_path(int(r)) is not None for r in rows)
     assert demo.scores["proj_x"].notna().all()
-    assert demo.view_alignments is not None and demo.view_alignments.shape[0] == len(demo.scores)
+    assert demo.view_alignments is not None and demo.view_alignments.shape[1] == len(demo.scores)
     hits = NeighbourSearch(demo).query(demo.scores["sample_id"].iat[0], k=5, mode="image2text")
     assert len(hits) == 5
 
@@ -51,7 +50,7 @@ def test_demo_documents_its_source_and_stays_small(demo):
     assert (DEMO / "dataset" / "SOURCE.txt").exists()
     assert not (DEMO / "checkpoints").exists()
     assert sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file()) <= MAX_BYTES
-    assert demo.manifest["utility"]["f"] and demo.manifest["utility"]["g"]
+    assert demo.manifest.utility and all(demo.manifest.utility.values())
 
 
 def test_every_dashboard_page_renders_the_demo(tmp_path, monkeypatch):

@@ -7,42 +7,50 @@ import time
 from typing import ClassVar
 
 import numpy as np
-import pandas as pd
 import pytest
-from dashboard_fixtures import scores_frame, write_run
 
-from clipmem_core import load_run
+from clipmem_core.testing import fake_run, fake_scores
 from dashboard import compute, embedding_map, inspector, overview
-from dashboard.gallery import Filters, filter_mask, gallery_page, page_count, page_rows, rows_with_verdict, sort_orders
+from dashboard.gallery import (
+    Filters,
+    filter_mask,
+    gallery_page,
+    page_count,
+    page_rows,
+    rows_with_verdict,
+    sort_orders,
+    sorts,
+)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return load_run(write_run(tmp_path_factory.mktemp("cache")))
+    return fake_run(tmp_path_factory.mktemp("cache"), protocol="paper")
 
 
-def test_clipmem_order_is_descending_with_missing_scores_last():
-    scores = scores_frame(200)
-    order = sort_orders(scores)["clipmem"]
-    values = scores["clipmem"].to_numpy()[order]
+def test_every_registered_score_is_a_sort_with_the_combined_ranking_first():
+    scores = fake_scores(50)
+    assert next(iter(sorts(scores))) == "combined"
+    assert set(sorts(scores)) == set(sort_orders(scores))
+    assert sorts(scores)["clip_score_heldout"] == "Lowest CLIP score (held-out)"
+
+
+def test_high_suspicion_scores_sort_descending_with_missing_scores_last():
+    scores = fake_scores(200, protocol="paper")
+    values = scores["clipmem"].to_numpy()[sort_orders(scores)["clipmem"]]
     finite = values[~np.isnan(values)]
-    assert np.all(np.diff(finite) <= 0)
+    assert np.all(np.diff(finite) <= 0) and len(finite) < len(values)
     assert np.isnan(values[len(finite) :]).all()
 
 
-def test_low_clip_score_order_is_ascending():
-    scores = scores_frame(200)
-    values = scores["clip_score_g"].to_numpy()[sort_orders(scores)["low_clip_g"]]
+def test_low_suspicion_scores_sort_ascending():
+    scores = fake_scores(200)
+    values = scores["clip_score_heldout"].to_numpy()[sort_orders(scores)["clip_score_heldout"]]
     assert np.all(np.diff(values) >= 0)
 
 
-def test_combined_rank_puts_high_clipmem_and_low_clip_score_first():
-    scores = pd.DataFrame({"clipmem": [0.9, 0.1, 0.8, np.nan], "clip_score_g": [0.1, 0.05, 0.9, 0.0]})
-    assert sort_orders(scores)["combined"][0] == 0
-
-
 def test_pages_partition_the_filtered_rows_without_overlap():
-    scores = scores_frame(500)
+    scores = fake_scores(500, protocol="paper")
     order = sort_orders(scores)["clipmem"]
     mask = scores["split"].isin(["candidate", "independent"]).to_numpy()
     pages = [page_rows(order, mask, p, per_page=48) for p in range(page_count(int(mask.sum()), 48))]
@@ -80,7 +88,7 @@ def test_gallery_page_cards_carry_scores_thumbnails_and_truth(run):
     verdicts = {run.scores["sample_id"].iat[int(sort_orders(run.scores)["clipmem"][0])]: "unsure"}
     cards, total = gallery_page(run, sort_orders(run.scores), Filters(), verdicts, "clipmem", 0)
     assert total == len(run.scores) and len(cards) == 48
-    assert cards[0].verdict == "unsure" and cards[0].clipmem == np.nanmax(run.scores["clipmem"])
+    assert cards[0].verdict == "unsure" and cards[0].scores["clipmem"] == np.nanmax(run.scores["clipmem"])
     assert all(c.thumbnail is not None and c.thumbnail.is_file() for c in cards)
     assert {c.is_miscaptioned for c in cards} <= {True, False}
 
@@ -108,20 +116,26 @@ def test_selected_rows_reads_customdata():
 
 
 def test_overview_tables_come_from_the_manifest(run):
-    assert set(overview.ttests(run.manifest)["comparison"]) == {"candidate vs independent", "candidate vs extra"}
+    assert set(overview.ttests(run.manifest)["comparison"]) == {
+        "clipmem_from_f: candidate vs independent",
+        "clipmem_from_f: candidate vs extra",
+        "clipmem: mis-captioned vs clean",
+    }
     assert set(overview.utility_table(run.manifest)["model"]) == {"f", "g"}
-    assert "clipmem_from_f" in overview.split_means(run.manifest).columns
+    assert "CLIPMem" in overview.split_means(run.manifest).columns
     hist = overview.split_histograms(run.scores, bins=10)
     assert hist["count"].sum() == run.scores["clipmem_from_f"].notna().sum()
     assert len(overview.alignment_points(run.scores, max_points=20)) == 20
+    assert overview.detection_table(run.manifest)["score"].iloc[0] == "Likely mis-captioned"
 
 
 def test_inspector_tables(run):
     table = inspector.score_table(run, 1, "correct")
     assert dict(zip(table["field"], table["value"]))["ground truth"] == "mis-captioned"
-    views = inspector.view_alignment_frame(run.view_alignments, 1)
-    assert views["view"].tolist() == [1, 2, 3, 4]
-    assert inspector.view_alignment_frame(run.view_alignments, 0) is None  # shared: unscored
+    assert dict(zip(table["field"], table["value"]))["split"] == "candidate"
+    assert "Likely mis-captioned" in set(table["field"])
+    views = inspector.view_alignment_frame(run, 1)
+    assert views["view"].tolist() == [1, 2, 3, 4] and list(views.columns) == ["view", "f", "g"]
 
 
 def test_tail_log_reads_only_the_end_and_folds_progress_bars(tmp_path):

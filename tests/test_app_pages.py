@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dashboard_fixtures import write_run
 from streamlit.testing.v1 import AppTest
 
 from clipmem_core import load_run
 from clipmem_core.cache import write_parquet
 from clipmem_core.review import open_store
+from clipmem_core.testing import fake_run
 from dashboard import auth, navigation, state
 from dashboard.gallery import sort_orders
 
@@ -22,8 +22,8 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 @pytest.fixture
 def cache_root(tmp_path, monkeypatch):
     root = tmp_path / "cache"
-    write_run(root, "demo")
-    write_run(root, "other", n=60, seed=1)
+    fake_run(root, "demo", protocol="paper")
+    fake_run(root, "other", n=60, seed=1)
     (root / "broken").mkdir()
     monkeypatch.setenv(state.CACHE_ENV, str(root))
     monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
@@ -60,17 +60,17 @@ def test_overview_shows_manifest_distributions_tests_and_utility(cache_root):
     at = _app()
     assert at.title[0].value == "Run: demo"
     assert len(at.get("plotly_chart")) == 2
-    assert {m.label for m in at.metric} >= {"Samples", "Candidates (S_C)"}
+    assert {m.label for m in at.metric} >= {"Samples", "Protocol"}
     assert "model clipmem-tiny" in at.main.text[0].value
     frames = [df.value for df in at.dataframe]
-    assert any("comparison" in f.columns and len(f) == 2 for f in frames)
+    assert any("comparison" in f.columns and len(f) == 3 for f in frames)  # two split tests, mis-captioned vs clean
     assert any(set(f.get("model", [])) == {"f", "g"} for f in frames)
 
 
-def test_gallery_shows_48_plain_text_cards_sorted_by_clipmem(cache_root):
+def test_gallery_shows_48_plain_text_cards_sorted_by_the_combined_ranking(cache_root):
     at = _open(_app(), navigation.GALLERY.path)
     run = load_run(cache_root / "demo")
-    rows = sort_orders(run.scores)["clipmem"][:48]
+    rows = sort_orders(run.scores)["combined"][:48]
     assert [t.value for t in at.main.text] == run.scores["caption"].iloc[rows].tolist()
     assert len(at.get("image")) == 48
     badges = [m for m in at.markdown if "GT: mis-captioned" in m.value]
@@ -80,7 +80,7 @@ def test_gallery_shows_48_plain_text_cards_sorted_by_clipmem(cache_root):
 def test_gallery_flag_click_persists_in_the_review_store(cache_root):
     at = _open(_app(reviewer="alice"), navigation.GALLERY.path)
     run = load_run(cache_root / "demo")
-    sample = run.scores["sample_id"].iat[int(sort_orders(run.scores)["clipmem"][0])]
+    sample = run.scores["sample_id"].iat[int(sort_orders(run.scores)["combined"][0])]
     at.button(key=f"gallery:{sample}:mis-captioned").click().run()
     assert not at.exception
     assert open_store(cache_root).latest_verdicts("demo", reviewer="alice") == {sample: "mis-captioned"}
@@ -115,7 +115,8 @@ def test_sidebar_filters_reach_the_gallery_and_reset_its_page(cache_root):
     at.number_input(key=state.PAGE).set_value(2).run()
     at.sidebar.text_input(key=state.TEXT).input("number 17").run()
     at.sidebar.multiselect(key=state.SPLITS).select("candidate").run()
-    assert [t.value for t in at.main.text] == ["dog green number 17"]
+    run = load_run(cache_root / "demo")
+    assert [t.value for t in at.main.text] == [run.scores["caption"].iat[17]]  # row 17 is in S_C
     assert at.number_input(key=state.PAGE).value == 1
 
 

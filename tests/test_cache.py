@@ -6,27 +6,27 @@ import json
 
 import pytest
 
-from clipmem_core import cache
+from clipmem_core import atomic, cache
 from clipmem_core.errors import ClipmemError
 
 
 def test_a_failed_write_leaves_neither_file_nor_temp(tmp_path):
     target = tmp_path / "scores.parquet"
-    with pytest.raises(RuntimeError), cache.atomic_path(target) as tmp:
+    with pytest.raises(RuntimeError), atomic.atomic_path(target) as tmp:
         tmp.write_text("half")
         raise RuntimeError("crash mid-write")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_write_replaces_the_file_whole(tmp_path):
-    cache.write_json(tmp_path / "m.json", {"a": 1})
-    cache.write_json(tmp_path / "m.json", {"a": 2})
+    atomic.write_json(tmp_path / "m.json", {"a": 1})
+    atomic.write_json(tmp_path / "m.json", {"a": 2})
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
 
 
 def _manifest(**changes):
-    return {"schema_version": cache.SCHEMA_VERSION, "status": "complete", "files": [], **changes}
+    return {"schema_version": cache.SCHEMA_VERSION, "name": "run", "status": "complete", "files": [], **changes}
 
 
 @pytest.mark.parametrize(
@@ -34,9 +34,14 @@ def _manifest(**changes):
     [
         (lambda d: None, "no manifest.json"),
         (lambda d: (d / cache.MANIFEST).write_text("{not json"), "unreadable"),
-        (lambda d: cache.write_json(d / cache.MANIFEST, _manifest(schema_version=99)), "schema version 99"),
-        (lambda d: cache.write_json(d / cache.MANIFEST, _manifest(status="running")), "incomplete"),
-        (lambda d: cache.write_json(d / cache.MANIFEST, _manifest()), "scores.parquet is missing"),
+        (lambda d: atomic.write_json(d / cache.MANIFEST, _manifest(schema_version=99)), "schema version 99"),
+        (lambda d: atomic.write_json(d / cache.MANIFEST, _manifest(status="running")), "incomplete"),
+        (lambda d: atomic.write_json(d / cache.MANIFEST, _manifest()), "scores.parquet is missing"),
+        (lambda d: (d / cache.MANIFEST).write_bytes(b"\xff\xfe{"), "unreadable"),
+        (lambda d: atomic.write_json(d / cache.MANIFEST, [1, 2]), "not a clipmem manifest"),
+        (lambda d: atomic.write_json(d / cache.MANIFEST, _manifest(files="x")), "'files' has the wrong type"),
+        (lambda d: atomic.write_json(d / cache.MANIFEST, _manifest(dataset=3)), "'dataset' is not an object"),
+        (lambda d: (d / cache.MANIFEST).write_text("[" * 100_000), "unreadable"),
     ],
 )
 def test_unusable_runs_are_refused_with_a_reason(tmp_path, setup, message):
@@ -53,3 +58,25 @@ def test_missing_run_folder(tmp_path):
     with pytest.raises(ClipmemError, match="not a directory"):
         cache.load_run(tmp_path / "nope")
     assert cache.list_runs(tmp_path / "nope") == []
+
+
+def test_written_files_follow_the_umask_so_a_team_can_share_runs(tmp_path):
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        atomic.write_json(tmp_path / "m.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_manifest_round_trips_and_a_written_run_loads(tmp_path):
+    from clipmem_core.testing import fake_run
+
+    run = fake_run(tmp_path, "demo", n=12)
+    assert cache.Manifest.from_dict(run.manifest.to_dict()) == run.manifest
+    assert run.manifest.protocol == "full" and run.manifest.dataset.root == "dataset"
+    assert set(run.manifest.files) >= {cache.SCORES, cache.THUMB_DIR, cache.IMAGE_EMBEDDINGS, "index/image.faiss"}
+    assert run.image_path(0) is not None and run.view_alignments.shape == (2, 12, 4)
+    assert run.manifest.summary["detection"]["n_samples"] == 12

@@ -3,38 +3,78 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from clipmem_core.cli import main
+from clipmem_core.config import RunConfig
 from clipmem_core.synthetic import make_shapes_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def clipmem(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "clipmem_core", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def assert_clean_error(result: subprocess.CompletedProcess, fragment: str) -> None:
+@pytest.fixture
+def clipmem(capsys, caplog):
+    """Call the CLI in this process, as ``clipmem ARGS`` would run: exit code, stdout and stderr (logs included)."""
+
+    def call(*args: str) -> Result:
+        capsys.readouterr()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="clipmem"):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exc:  # --help and argparse errors exit
+                code = exc.code
+        out, err = capsys.readouterr()
+        logged = "\n".join(f"clipmem: {r.getMessage()}" for r in caplog.records)
+        return Result(int(code or 0), out, err + logged)
+
+    return call
+
+
+def assert_clean_error(result: Result, fragment: str) -> None:
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("clipmem: error:") and fragment in last, result.stderr
+    errors = [line for line in result.stderr.strip().splitlines() if line.startswith("clipmem: error:")]
+    assert len(errors) == 1 and fragment in errors[0], result.stderr
 
 
 @pytest.mark.parametrize(
     "command", ["run", "inject-miscaptions", "neighbours", "summary", "import-run", "list", "review"]
 )
-def test_every_command_has_help(command):
+def test_every_command_has_help(clipmem, command):
     result = clipmem(command, "--help")
-    assert result.returncode == 0 and "usage:" in result.stdout
+    assert result.returncode == 0 and "usage: clipmem" in result.stdout
+
+
+def test_every_run_option_is_a_flag(clipmem):
+    text = clipmem("run", "--help").stdout
+    for spec in RunConfig.option_fields():
+        flag = spec.metadata.get("flag") or f"--{spec.name.replace('_', '-')}"
+        assert flag in text, flag
+
+
+@pytest.mark.slow
+def test_the_console_script_and_python_m_are_the_same_program():
+    script = Path(sys.executable).parent / "clipmem"
+    for command in ([str(script)], [sys.executable, "-m", "clipmem_core"]):
+        result = subprocess.run([*command, "summary", "--run", "nowhere"], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith("clipmem: error:")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +91,7 @@ def _csv(tmp_path: Path, shapes: Path, mutate) -> Path:
     return path
 
 
-def test_bad_input_gives_one_line_and_exit_2(tmp_path, shapes):
+def test_bad_input_gives_one_line_and_exit_2(clipmem, tmp_path, shapes):
     out = tmp_path / "cache" / "x"
     assert_clean_error(clipmem("run", "--data", tmp_path / "missing.csv", "--out", out), "missing.csv")
     no_columns = _csv(tmp_path, shapes, lambda f: f.rename(columns={"caption": "text"}))
@@ -62,10 +102,21 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, shapes):
     assert_clean_error(
         clipmem("inject-miscaptions", "--data", shapes, "--out", tmp_path / "n.csv", "--fraction", "1.5"), "fraction"
     )
+    for flag, value, fragment in [
+        ("--seed", "-1", "--seed"),
+        ("--lr", "-0.1", "--lr"),
+        ("--lr", "nan", "--lr"),
+        ("--num-workers", "-2", "--num-workers"),
+        ("--epochs", "0", "--epochs"),
+        ("--folds", "1", "--folds"),
+        ("--split-sizes", "0.5,nan,0.1,0.1", "finite"),
+    ]:
+        assert_clean_error(clipmem("run", "--data", shapes, "--out", out, flag, value), fragment)
     assert not out.exists()
 
 
-def test_bad_rows_fail_or_are_skipped_and_reported(tmp_path, shapes):
+@pytest.mark.slow
+def test_bad_rows_fail_or_are_skipped_and_reported(clipmem, tmp_path, shapes):
     Path(shapes.parent / "images" / "corrupt.png").write_bytes(b"\x89PNG not really")
 
     def add_bad_rows(frame):
@@ -95,15 +146,17 @@ def test_bad_rows_fail_or_are_skipped_and_reported(tmp_path, shapes):
 
 
 @pytest.mark.slow
-def test_summary_and_neighbours_on_a_run(tiny_run):
+def test_summary_and_neighbours_on_a_run(clipmem, tiny_run, paper_run):
     result = clipmem("summary", "--run", tiny_run.path, "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    detection = summary["detection"]["detectors"]
-    assert detection["clipmem"]["auroc"] > 0.5
-    assert summary["splits"]["splits"]["candidate"]["clipmem_from_f"]["mean"] > 0
-    text = clipmem("summary", "--run", tiny_run.path)
-    assert "Welch t-test" in text.stdout and "auroc" in text.stdout
+    assert summary["protocol"] == "full" and summary["detection"]["detectors"]["combined"]["auroc"] > 0.5
+    text = clipmem("summary", "--run", tiny_run.path).stdout
+    assert "Welch t-test, clipmem: mis-captioned vs clean" in text and "AUROC" in text
+    assert "Likely mis-captioned" in text and "fold0" in text
+    paper = json.loads(clipmem("summary", "--run", paper_run.path, "--json").stdout)
+    assert paper["splits"]["splits"]["candidate"]["clipmem_from_f"]["mean"] > 0
+    assert paper["detection_candidates"]["scope"] == "candidate split (S_C)"
     sample = tiny_run.scores["sample_id"].iloc[0]
     for mode in ("image", "text", "image2text", "text2image"):
         found = clipmem(
@@ -122,7 +175,8 @@ def test_summary_and_neighbours_on_a_run(tiny_run):
 
 
 @pytest.mark.slow
-def test_import_run_rebuilds_a_run_from_its_own_files(tiny_run, noisy_shapes, tmp_path):
+def test_import_run_rebuilds_a_run_from_its_own_files(clipmem, paper_run, noisy_shapes, tmp_path):
+    tiny_run = paper_run
     scores = tiny_run.scores[["sample_id", "split", "align_f", "align_g", "clip_score_f", "clip_score_g"]]
     scores.to_parquet(tmp_path / "scores.parquet")
     np.save(tmp_path / "img.npy", np.asarray(tiny_run.image_embeddings) * 3.0)  # import normalises
@@ -146,6 +200,7 @@ def test_import_run_rebuilds_a_run_from_its_own_files(tiny_run, noisy_shapes, tm
 
     imported = load_run(out)
     np.testing.assert_allclose(imported.scores["clipmem"], tiny_run.scores["clipmem"], atol=1e-5)
+    np.testing.assert_allclose(imported.scores["clip_score_heldout"], tiny_run.scores["clip_score_heldout"], atol=1e-5)
     np.testing.assert_allclose(imported.image_embeddings, tiny_run.image_embeddings, atol=1e-5)
     assert imported.scores["is_miscaptioned"].sum() == tiny_run.scores["is_miscaptioned"].sum()
     np.save(tmp_path / "short.npy", np.zeros((3, 4), dtype=np.float32))

@@ -1,9 +1,7 @@
 import faiss
 import numpy as np
-import pandas as pd
 import pytest
 
-from clipmem_core.cache import SCORE_COLUMNS, load_run, write_json, write_npy, write_parquet
 from clipmem_core.errors import ClipmemError
 from clipmem_core.index import (
     MODES,
@@ -15,6 +13,7 @@ from clipmem_core.index import (
     neighbours,
     save_index,
 )
+from clipmem_core.testing import fake_run
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -103,21 +102,16 @@ CAPTIONS = ["a dog", "a dog", "a cat", "a car", "a dog on grass", "a tree"]
 
 
 def write_run(folder, images=IMAGES, texts=TEXTS):
-    n = len(images)
-    scores = pd.DataFrame({c: [np.nan] * n for c in SCORE_COLUMNS})
-    scores["sample_id"] = [f"s{i}" for i in range(n)]
-    scores["split"] = ["candidate", "shared", "independent", "extra", "candidate", "shared"]
-    scores["filepath"] = [f"img/{i}.png" for i in range(n)]
-    scores["caption"] = CAPTIONS
-    write_parquet(folder / "scores.parquet", scores)
-    write_npy(folder / "image_embeddings.npy", images)
-    write_npy(folder / "text_embeddings.npy", texts)
-    files = ["scores.parquet", "image_embeddings.npy", "text_embeddings.npy"]
-    for modality, vectors in (("image", images), ("text", texts)):
-        save_index(build_index(vectors, progress=False), folder / "index" / f"{modality}.faiss")
-        files.append(f"index/{modality}.faiss")
-    write_json(folder / "manifest.json", {"schema_version": 1, "status": "complete", "files": files})
-    return load_run(folder)
+    ids = [f"s{i}" for i in range(len(images))]
+    return fake_run(
+        folder.parent,
+        folder.name,
+        len(images),
+        captions=CAPTIONS,
+        sample_ids=ids,
+        image_embeddings=images,
+        text_embeddings=texts,
+    )
 
 
 @pytest.fixture
@@ -150,7 +144,7 @@ def test_neighbour_carries_row_caption_and_split(search):
             sample_id="s4",
             similarity=pytest.approx(0.9578, abs=1e-4),
             caption="a dog on grass",
-            split="candidate",
+            split="fold0",
         )
     ]
 

@@ -5,17 +5,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from sklearn.metrics import average_precision_score
 
 from clipmem_core import metrics
 from clipmem_core.errors import ClipmemError
 from clipmem_core.metrics import (
     auroc,
+    average_precision,
     detection_summary,
     precision_at_k,
     retrieval_recall,
     split_summary,
     welch_ttest,
 )
+from clipmem_core.scores import derive_missing
 
 
 def test_welch_ttest_hand_computed():
@@ -81,8 +84,10 @@ def test_retrieval_recall_rejects_unpaired():
 
 
 def scores_frame():
-    return pd.DataFrame(
+    """A paper-protocol run's scores, with registered scores derived from the per-model columns."""
+    frame = pd.DataFrame(
         {
+            "sample_id": [f"s{i}" for i in range(8)],
             "split": [
                 "shared",
                 "candidate",
@@ -93,8 +98,7 @@ def scores_frame():
                 "independent",
                 "extra",
             ],
-            "clipmem_from_f": [np.nan, 0.5, 0.3, 0.4, 0.9, -0.2, -0.4, 0.0],
-            "clipmem": [np.nan, 0.5, 0.3, 0.4, 0.9, 0.2, 0.4, np.nan],
+            "caption": [f"c{i}" for i in range(8)],
             "align_f": [np.nan, 0.8, 0.7, 0.6, 0.9, 0.4, 0.3, 0.5],
             "align_g": [np.nan, 0.3, 0.4, 0.2, 0.0, 0.6, 0.7, 0.5],
             "clip_score_f": [0.9, 0.8, 0.7, 0.6, 0.1, 0.4, 0.3, 0.5],
@@ -102,6 +106,8 @@ def scores_frame():
             "is_miscaptioned": [False, False, False, False, True, False, True, False],
         }
     )
+    frame["clipmem_from_f"] = frame["align_f"] - frame["align_g"]
+    return derive_missing(frame)
 
 
 def test_split_summary_values_and_json():
@@ -111,34 +117,53 @@ def test_split_summary_values_and_json():
     assert candidate["count"] == 4
     assert candidate["clipmem_from_f"]["mean"] == pytest.approx(0.525)
     assert candidate["clipmem_from_f"]["std"] == pytest.approx(np.std([0.5, 0.3, 0.4, 0.9], ddof=1))
+    assert candidate["clipmem"]["mean"] == pytest.approx(0.525)  # A(f) - A(g) on S_C
+    assert summary["splits"]["independent"]["clipmem"]["mean"] == pytest.approx(0.3)  # A(g) - A(f) on S_I
     assert summary["splits"]["shared"]["clipmem"] == {"mean": None, "std": None}
     assert summary["splits"]["extra"]["align_f"] == {"mean": 0.5, "std": None}
-    tests = summary["ttests_clipmem_from_f"]
+    tests = summary["ttests"]
     expected = welch_ttest([0.5, 0.3, 0.4, 0.9], [-0.2, -0.4])
-    assert tests["candidate_vs_independent"]["t"] == pytest.approx(expected["t"])
-    assert tests["candidate_vs_extra"]["t"] is None and tests["candidate_vs_extra"]["n_b"] == 1
+    assert tests["clipmem_from_f: candidate vs independent"]["t"] == pytest.approx(expected["t"])
+    assert tests["clipmem_from_f: candidate vs extra"]["t"] is None
+    assert tests["clipmem_from_f: candidate vs extra"]["n_b"] == 1
+    assert tests["clipmem: mis-captioned vs clean"]["n_a"] == 2
 
 
-def test_split_summary_empty_split_and_missing_column():
+def test_split_summary_lists_only_present_splits_and_columns():
     frame = scores_frame().drop(columns=["clipmem_from_f"]).query("split != 'extra'")
     summary = split_summary(frame)
-    assert summary["splits"]["extra"]["count"] == 0
-    assert summary["splits"]["candidate"]["clipmem_from_f"] == {"mean": None, "std": None}
-    assert summary["ttests_clipmem_from_f"]["candidate_vs_independent"]["n_a"] == 0
+    assert list(summary["splits"]) == ["shared", "candidate", "independent"]
+    assert "clipmem_from_f" not in summary["splits"]["candidate"]
+    assert "clipmem_from_f: candidate vs independent" not in summary["ttests"]
 
 
-def test_detection_summary_ranks_among_candidates():
-    summary = detection_summary(scores_frame(), ks=(1, 2))
+def test_detection_summary_ranks_all_samples_with_unscored_ones_last():
+    summary = detection_summary(scores_frame())
     json.dumps(summary, allow_nan=False)
-    assert summary["n_candidates"] == 4 and summary["n_miscaptioned"] == 1 and summary["base_rate"] == 0.25
-    detectors = summary["detectors"]
-    assert detectors["clipmem"] == {"auroc": 1.0, "precision_at_1": 1.0, "precision_at_2": 0.5}
-    assert detectors["clip_score_f"]["auroc"] == 1.0  # the mis-captioned pair has the LOWEST score
-    assert detectors["clip_score_g"]["auroc"] == pytest.approx(1 / 3)
-    assert detectors["clip_score_g"]["precision_at_1"] == 0.0
+    assert summary["n_samples"] == 8 and summary["n_miscaptioned"] == 2 and summary["k"] == 2
+    clipmem = summary["detectors"]["clipmem"]
+    assert clipmem["coverage"] == 0.75  # S_S and S_E have no CLIPMem
+    assert clipmem["precision_at_k"] == 0.5  # 0.9 (mis-captioned) then 0.5 (clean)
+    heldout = summary["detectors"]["clip_score_heldout"]  # g on S_C, f on S_I, both on S_E; LOW is suspicious
+    assert heldout["coverage"] == 7 / 8 and heldout["precision_at_k"] == 0.0  # lowest: 0.1 and 0.2, both clean
+
+
+def test_detection_summary_restricted_to_candidates_is_the_papers_view():
+    rows = np.flatnonzero(scores_frame()["split"].to_numpy() == "candidate")
+    summary = detection_summary(scores_frame(), rows, "candidate split (S_C)")
+    assert summary["n_samples"] == 4 and summary["n_miscaptioned"] == 1 and summary["scope"] == "candidate split (S_C)"
+    assert summary["detectors"]["clipmem"]["auroc"] == 1.0
+    assert summary["detectors"]["clipmem"]["precision_at_k"] == 1.0
 
 
 def test_detection_summary_none_without_ground_truth_and_null_when_one_class():
     assert detection_summary(scores_frame().drop(columns=["is_miscaptioned"])) is None
     frame = scores_frame().assign(is_miscaptioned=False)
     assert detection_summary(frame)["detectors"]["clipmem"]["auroc"] is None
+
+
+def test_average_precision_matches_scikit_learn():
+    rng = np.random.default_rng(0)
+    scores, labels = rng.random(200), rng.random(200) < 0.1
+    assert average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores))
+    assert np.isnan(average_precision(scores, np.zeros(200, bool)))

@@ -1,4 +1,4 @@
-"""End-to-end: a real run on generated data, and the direction of the CLIPMem effect."""
+"""End to end: real runs on generated data under both protocols, the leak test, and resuming."""
 
 from __future__ import annotations
 
@@ -10,27 +10,55 @@ import pytest
 from clipmem_core import cache
 from clipmem_core.config import RunConfig
 from clipmem_core.errors import ClipmemError
-from clipmem_core.pipeline import STATE_FILE, compute_clipmem
+from clipmem_core.pipeline import compute_clipmem
+from clipmem_core.scores import registry
 
 pytestmark = pytest.mark.slow
 
 
-def test_mis_captioned_candidates_are_the_most_memorized(tiny_run):
+def _cos(run) -> np.ndarray:
+    return np.einsum("ij,ij->i", run.image_embeddings, run.text_embeddings)
+
+
+def test_full_protocol_scores_every_sample_with_every_score(tiny_run):
     scores = tiny_run.scores
+    assert tiny_run.manifest.protocol == "full" and tiny_run.manifest.models == ["h0", "h1"]
+    assert set(scores["split"]) == {"fold0", "fold1"}
+    for name in registry():
+        assert scores[name].notna().all(), name
+
+
+def test_no_held_out_value_comes_from_a_model_that_trained_on_the_sample(tiny_run):
+    # the stored embeddings are h0's; h0 held fold0 out and trained on fold1
+    scores, views = tiny_run.scores, tiny_run.view_alignments
+    fold0 = (scores["split"] == "fold0").to_numpy()
+    np.testing.assert_allclose(scores.loc[fold0, "clip_score_heldout"], _cos(tiny_run)[fold0], atol=1e-4)
+    np.testing.assert_allclose(scores.loc[~fold0, "clip_score_train"], _cos(tiny_run)[~fold0], atol=1e-4)
+    np.testing.assert_allclose(scores.loc[fold0, "align_heldout"], views[0, fold0].mean(axis=1), atol=1e-5)
+    np.testing.assert_allclose(scores.loc[fold0, "align_train"], views[1, fold0].mean(axis=1), atol=1e-5)
+    np.testing.assert_allclose(scores["clipmem"], scores["align_train"] - scores["align_heldout"], atol=1e-5)
+    training = tiny_run.manifest.training
+    assert training["h0"]["pairs"] == (~fold0).sum() and training["h1"]["pairs"] == fold0.sum()
+
+
+def test_the_combined_ranking_finds_the_generated_mis_captions(tiny_run):
+    detection = tiny_run.manifest.summary["detection"]
+    assert detection["n_samples"] == len(tiny_run.scores)
+    assert detection["detectors"]["combined"]["auroc"] > 0.75
+
+
+def test_paper_protocol_mis_captioned_candidates_are_the_most_memorized(paper_run):
+    scores = paper_run.scores
     candidates = scores[scores["split"] == "candidate"]
     flagged = candidates["is_miscaptioned"].astype(bool)
     assert flagged.sum() > 0 and (~flagged).sum() > 0
     assert candidates.loc[flagged, "clipmem"].mean() > candidates.loc[~flagged, "clipmem"].mean()
-
-
-def test_memorization_is_positive_on_candidates_and_negative_on_independents_seen_from_f(tiny_run):
-    scores = tiny_run.scores
     assert scores.loc[scores["split"] == "candidate", "clipmem_from_f"].mean() > 0
     assert scores.loc[scores["split"] == "independent", "clipmem_from_f"].mean() < 0
 
 
-def test_clipmem_definitions_hold_row_by_row(tiny_run):
-    scores = tiny_run.scores
+def test_paper_protocol_clipmem_definitions_hold_row_by_row(paper_run):
+    scores = paper_run.scores
     cand, ind = scores["split"] == "candidate", scores["split"] == "independent"
     np.testing.assert_allclose(
         scores.loc[cand, "clipmem"], scores.loc[cand, "align_f"] - scores.loc[cand, "align_g"], atol=1e-5
@@ -43,31 +71,25 @@ def test_clipmem_definitions_hold_row_by_row(tiny_run):
     np.testing.assert_allclose(
         scores.loc[cand | ind, "clipmem_norm"], scored / (scored.max() - scored.min()), atol=1e-5
     )
-    views = tiny_run.view_alignments
-    np.testing.assert_allclose(views[cand.to_numpy(), 0].mean(axis=1), scores.loc[cand, "align_f"], atol=1e-5)
+    views = paper_run.view_alignments
+    np.testing.assert_allclose(views[0, cand.to_numpy()].mean(axis=1), scores.loc[cand, "align_f"], atol=1e-5)
+    np.testing.assert_allclose(_cos(paper_run), scores["clip_score_f"], atol=1e-4)
+    assert set(paper_run.manifest.summary["detection_candidates"]["detectors"]) >= {"clipmem", "combined"}
 
 
 def test_run_folder_is_complete_and_consistent(tiny_run):
     n = len(tiny_run.scores)
-    assert set(tiny_run.scores["split"]) == {"shared", "candidate", "independent", "extra"}
-    assert not set(cache.SCORE_COLUMNS) - set(tiny_run.scores.columns)
     assert tiny_run.image_embeddings.shape[0] == n == tiny_run.text_embeddings.shape[0]
     np.testing.assert_allclose(np.linalg.norm(tiny_run.image_embeddings, axis=1), 1, atol=1e-4)
-    scores = tiny_run.scores
-    np.testing.assert_allclose(
-        np.einsum("ij,ij->i", tiny_run.image_embeddings, tiny_run.text_embeddings), scores["clip_score_f"], atol=1e-4
-    )
     assert tiny_run.thumbnail_path(n - 1) is not None
     assert tiny_run.image_path(0) is not None
     manifest = tiny_run.manifest
-    assert manifest["splits"]["candidate"] == (scores["split"] == "candidate").sum()
-    assert {"train_f", "train_g", "score", "embed"} <= set(manifest["timings"])
-    assert set(manifest["utility"]) == {"f", "g"}
-    assert manifest["summary"]["detection"]["n_miscaptioned"] == int(
-        scores.loc[scores["split"] == "candidate", "is_miscaptioned"].sum()
-    )
-    assert (tiny_run.path / cache.CHECKPOINT_DIR / "f_last.pt").exists()
-    assert not (tiny_run.path / STATE_FILE).exists()
+    assert manifest.splits["fold0"] == (tiny_run.scores["split"] == "fold0").sum()
+    assert {"train_h0", "train_h1", "score", "embed", "signals", "index", "write"} <= set(manifest.timings)
+    assert set(manifest.utility) == {"h0", "h1"}
+    assert manifest.summary["detection"]["n_miscaptioned"] == int(tiny_run.scores["is_miscaptioned"].sum())
+    assert (tiny_run.path / cache.CHECKPOINT_DIR / "h1_last.pt").exists()
+    assert not (tiny_run.path / cache.STATE_FILE).exists()
     assert not list(tiny_run.path.rglob("*.tmp"))
 
 
@@ -88,13 +110,13 @@ def test_an_interrupted_run_needs_resume_and_resumes_from_checkpoints(noisy_shap
     with pytest.raises(KeyboardInterrupt):
         compute_clipmem(config)
     assert not (out / cache.MANIFEST).exists()
-    assert (out / cache.CHECKPOINT_DIR / "g_last.pt").exists()
+    assert (out / cache.CHECKPOINT_DIR / "h1_last.pt").exists()
     with pytest.raises(ClipmemError, match="--resume"):
         compute_clipmem(config)
     with pytest.raises(ClipmemError, match="other data or settings"):
         compute_clipmem(RunConfig(**{**config.to_dict(), "epochs": 3}), resume=True)
     monkeypatch.undo()
     run = compute_clipmem(config, resume=True)
-    assert run.manifest["training"]["f"]["resumed_from_epoch"] == 2  # both epochs were already done
-    assert len(run.manifest["training"]["g"]["epoch_losses"]) == 2
+    assert run.manifest.training["h0"]["resumed_from_epoch"] == 2  # both epochs were already done
+    assert len(run.manifest.training["h1"]["epoch_losses"]) == 2
     assert json.loads((out / cache.MANIFEST).read_text())["status"] == "complete"

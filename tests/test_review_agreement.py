@@ -7,7 +7,6 @@ from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 
 from clipmem_core.review.agreement import (
-    VERDICT_ORDER,
     agreement_report,
     cohen_kappa,
     disagreements,
@@ -16,6 +15,7 @@ from clipmem_core.review.agreement import (
     pairwise_kappas,
     percent_agreement,
 )
+from clipmem_core.review.verdicts import VERDICTS
 
 
 def frame(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
@@ -24,13 +24,13 @@ def frame(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
 
 def random_verdicts(seed: int, n_samples: int, reviewers: list[str], p_skip: float = 0.0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    truth = rng.choice(VERDICT_ORDER, n_samples, p=[0.3, 0.5, 0.2])
+    truth = rng.choice(VERDICTS, n_samples, p=[0.3, 0.5, 0.2])
     rows = []
     for i, label in enumerate(truth):
         for r in reviewers:
             if rng.random() < p_skip:
                 continue
-            verdict = label if rng.random() < 0.7 else rng.choice(VERDICT_ORDER)
+            verdict = label if rng.random() < 0.7 else rng.choice(VERDICTS)
             rows.append((f"s{i:03d}", r, str(verdict)))
     return frame(rows)
 
@@ -59,7 +59,7 @@ def test_cohen_kappa_edge_cases_match_sklearn():
 def test_fleiss_kappa_matches_statsmodels(seed):
     current = random_verdicts(seed, 80, ["ann", "bob", "cy", "dee"])
     result = fleiss_kappa(current)
-    counts = current.groupby("sample_id")["verdict"].agg(lambda v: [list(v).count(c) for c in VERDICT_ORDER])
+    counts = current.groupby("sample_id")["verdict"].agg(lambda v: [list(v).count(c) for c in VERDICTS])
     expected = sm_fleiss_kappa(np.array(counts.tolist()), method="fleiss")
     assert result == {"kappa": pytest.approx(expected, abs=1e-12), "n_samples": 80, "n_raters": 4, "n_excluded": 0}
 
@@ -69,7 +69,7 @@ def test_fleiss_kappa_uses_the_most_common_rater_count_and_reports_the_rest():
     partial = random_verdicts(2, 10, ["ann", "bob"]).assign(sample_id=lambda f: "p" + f["sample_id"])
     single = frame([("z1", "ann", "correct")])
     result = fleiss_kappa(pd.concat([full, partial, single]))
-    counts = full.groupby("sample_id")["verdict"].agg(lambda v: [list(v).count(c) for c in VERDICT_ORDER])
+    counts = full.groupby("sample_id")["verdict"].agg(lambda v: [list(v).count(c) for c in VERDICTS])
     assert result["kappa"] == pytest.approx(sm_fleiss_kappa(np.array(counts.tolist())), abs=1e-12)
     assert (result["n_samples"], result["n_raters"], result["n_excluded"]) == (30, 3, 11)
 

@@ -74,14 +74,14 @@ def test_cleaned_csv_ingests_again_with_exactly_the_expected_rows(reviewed, tmp_
     original = dict(zip(run.scores["filepath"].str.rsplit("/", n=1).str[-1], run.scores["caption"]))
     assert got == {name: cap or original[name] for name, cap in expected.items()}
     images = {(dataset.root / fp).resolve() for fp in dataset.samples["filepath"]}
-    assert images == {(run.dataset_root / "img" / name).resolve() for name in expected}
+    assert images == {(run.dataset_root / "images" / name).resolve() for name in expected}
 
 
 def test_cleaned_csv_beside_the_images_uses_relative_paths(reviewed, tmp_path):
     run, store = reviewed
     out = run.dataset_root / "clean.csv"
     export(store, run, "cleaned", out, "csv")
-    assert pd.read_csv(out)["filepath"].tolist() == ["img/2.png", "img/3.png", "img/5.png"]
+    assert pd.read_csv(out)["filepath"].tolist() == ["images/2.png", "images/3.png", "images/5.png"]
     assert len(read_dataset(out, progress=False).samples) == 3
 
 

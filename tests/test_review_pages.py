@@ -121,7 +121,7 @@ def test_assigned_batch_and_session_creation(run_dir):
     sid = int(sessions["id"].iloc[0])
     assert store.queue(sid, "ann") == ["s00", "s01", "s02"] == store.queue(sid, "bob")
 
-    at.radio(key="review_source").set_value("Assigned batch").run()
+    at.radio(key="review_source").set_value(review.ASSIGNED).run()
     assert sample_box(at).options == ["s00", "s01", "s02"]
     at.button(key="verdict_correct").click().run()
     assert store.queue(sid, "ann") == ["s01", "s02"]
@@ -248,13 +248,17 @@ def test_ranked_queues_follow_the_cached_orders_and_skip_judged_and_unscored_sam
     from dashboard.gallery import sort_orders
 
     scores = pd.DataFrame(
-        {"sample_id": ["a", "b", "c", "d"], "clipmem": [0.1, np.nan, 0.9, 0.5], "clip_score_g": [0.3, 0.2, 0.1, 0.4]}
+        {
+            "sample_id": ["a", "b", "c", "d"],
+            "clipmem": [0.1, np.nan, 0.9, 0.5],
+            "clip_score_heldout": [0.3, 0.2, 0.1, 0.4],
+        }
     )
     orders = sort_orders(scores)
-    assert review.ranked_queue(scores, orders, "Top CLIPMem", set()) == ["c", "d", "a"]
-    assert review.ranked_queue(scores, orders, "Top CLIPMem", {"d"}) == ["c", "a"]
-    assert review.ranked_queue(scores, orders, "Lowest CLIP score (g)", ()) == ["c", "b", "a", "d"]
-    assert review.QUEUES == ("Top CLIPMem", "Lowest CLIP score (g)", review.ASSIGNED)
+    assert review.ranked_queue(scores, orders, "clipmem", set()) == ["c", "d", "a"]
+    assert review.ranked_queue(scores, orders, "clipmem", {"d"}) == ["c", "a"]
+    assert review.ranked_queue(scores, orders, "clip_score_heldout", ()) == ["c", "b", "a", "d"]
+    assert list(review.queues(scores)) == ["clipmem", "clip_score_heldout", review.ASSIGNED]
 
 
 def test_a_verdict_is_recorded_with_what_was_typed_for_its_sample(run_dir):
@@ -278,7 +282,7 @@ def test_sessions_queues_and_the_blind_mode_rule(run_dir, monkeypatch):
     store, run = open_store(run_dir.parent), load_run(run_dir)
     orders = sort_orders(run.scores)
     assert review.parse_reviewers(" ann, ,bob ,") == ["ann", "bob"]
-    samples = review.create_session(store, run, orders, "first", "Top CLIPMem", 2, "ann, bob", 1, created_by="ann")
+    samples = review.create_session(store, run, orders, "first", "combined", 2, "ann, bob", 1, created_by="ann")
     assert samples == ["s00", "s01"]
     labels = review.session_labels(store, "run1")
     (session_id,) = labels
@@ -286,7 +290,7 @@ def test_sessions_queues_and_the_blind_mode_rule(run_dir, monkeypatch):
     assigned = review.queue(store, run, orders, review.ASSIGNED, "ann", session_id)
     assert assigned and set(assigned) <= {"s00", "s01"}
     assert review.queue(store, run, orders, review.ASSIGNED, "ann", None) == []
-    assert review.queue(store, run, orders, "Top CLIPMem", "ann", None)[:2] == ["s00", "s01"]
+    assert review.queue(store, run, orders, "combined", "ann", None)[:2] == ["s00", "s01"]
     assert not review.blind_mode_locked("ann")  # no lead list: everyone is a lead
     monkeypatch.setenv("CLIPMEM_LEADS", "cy")
     assert review.blind_mode_locked("ann") and not review.blind_mode_locked("cy")

@@ -1,4 +1,4 @@
-"""Scoring: CLIPMem arithmetic, identical views for f and g, normalised embeddings."""
+"""Scoring: identical views for every model, normalised embeddings, SSLMem normalisation."""
 
 from __future__ import annotations
 
@@ -7,18 +7,7 @@ import torch
 from PIL import Image
 
 from clipmem_core.models import create_clip
-from clipmem_core.scoring import clipmem_columns, embed_pairs, pair_cosines, view_alignments
-
-
-def test_clipmem_columns_follow_the_definition():
-    splits = np.array(["candidate", "candidate", "independent", "extra", "shared"])
-    align_f = np.array([0.9, 0.5, 0.4, 0.5, 0.8], dtype=np.float32)
-    align_g = np.array([0.3, 0.5, 0.6, 0.4, 0.8], dtype=np.float32)
-    cols = clipmem_columns(splits, align_f, align_g)
-    np.testing.assert_allclose(cols["clipmem"][:3], [0.6, 0.0, 0.2], atol=1e-6)
-    assert np.isnan(cols["clipmem"][3:]).all()
-    np.testing.assert_allclose(cols["clipmem_norm"][:3], [1.0, 0.0, 1 / 3], atol=1e-6)
-    np.testing.assert_allclose(cols["clipmem_from_f"], [0.6, 0.0, -0.2, 0.1, 0.0], atol=1e-6)
+from clipmem_core.scoring import embed_pairs, normalised, pair_cosines, view_alignments
 
 
 def _images(n):
@@ -53,3 +42,9 @@ def test_embeddings_are_normalised_and_clip_score_is_their_cosine():
     )
     np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1, atol=1e-5)
     np.testing.assert_allclose(pair_cosines(img, txt), (img * txt).sum(1), atol=1e-6)
+
+
+def test_normalised_divides_by_the_spread_of_known_values():
+    values = np.array([0.6, 0.0, 0.2, np.nan], dtype=np.float32)
+    np.testing.assert_allclose(normalised(values)[:3], [1.0, 0.0, 1 / 3], atol=1e-6)
+    assert np.isnan(normalised(values)[3])

@@ -2,11 +2,13 @@
 
 from .agreement import agreement_report, majority_verdicts
 from .roles import LEADS_ENV, is_lead, require_lead
-from .store import VERDICTS, ReviewStore, normalise_verdict, open_store
+from .store import ReviewStore, open_store
+from .verdicts import VERDICT_LABELS, VERDICTS, normalise_verdict
 
 __all__ = [
     "LEADS_ENV",
     "VERDICTS",
+    "VERDICT_LABELS",
     "ReviewStore",
     "agreement_report",
     "is_lead",

@@ -20,7 +20,8 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-VERDICT_ORDER = ("mis-captioned", "correct", "unsure")
+from ..formatting import json_safe
+from .verdicts import VERDICTS
 
 
 def _plurality(votes: list[str]) -> str | None:
@@ -90,11 +91,11 @@ def fleiss_table(current: pd.DataFrame) -> tuple[np.ndarray, int, int]:
     sizes = per_sample.map(len)
     sizes = sizes[sizes >= 2]
     if sizes.empty:
-        return np.zeros((0, len(VERDICT_ORDER))), 0, len(per_sample)
+        return np.zeros((0, len(VERDICTS))), 0, len(per_sample)
     counts = sizes.value_counts()
     raters = int(max(counts.index, key=lambda k: (counts[k], k)))
     chosen = per_sample[sizes[sizes == raters].index]
-    table = np.array([[votes.count(v) for v in VERDICT_ORDER] for votes in chosen], dtype=float)
+    table = np.array([[votes.count(v) for v in VERDICTS] for votes in chosen], dtype=float)
     return table, raters, len(per_sample) - len(chosen)
 
 
@@ -121,24 +122,21 @@ def fleiss_kappa(current: pd.DataFrame) -> dict:
     }
 
 
-def _clean(value: object) -> object:
-    """NaN -> None so the report is valid JSON."""
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
 def agreement_report(current: pd.DataFrame) -> dict:
     """Everything the CLI and the reconciliation page show, as plain JSON-ready values."""
     table = majority_verdicts(current)
     pairs = pairwise_kappas(current)
-    return {
-        "n_samples": len(table),
-        "n_reviewers": int(current["reviewer"].nunique()),
-        "n_multiply_judged": int((table["n_reviewers"] >= 2).sum()),
-        "n_disagreements": int(((table["n_reviewers"] >= 2) & ~table["unanimous"]).sum()),
-        "percent_agreement": _clean(percent_agreement(current)),
-        "fleiss": {k: _clean(v) for k, v in fleiss_kappa(current).items()},
-        "pairs": [{k: _clean(v) for k, v in row.items()} for row in pairs.to_dict("records")],
-    }
+    return json_safe(
+        {
+            "n_samples": len(table),
+            "n_reviewers": int(current["reviewer"].nunique()),
+            "n_multiply_judged": int((table["n_reviewers"] >= 2).sum()),
+            "n_disagreements": int(((table["n_reviewers"] >= 2) & ~table["unanimous"]).sum()),
+            "percent_agreement": percent_agreement(current),
+            "fleiss": fleiss_kappa(current),
+            "pairs": pairs.to_dict("records"),
+        }
+    )
 
 
 def disagreements(current: pd.DataFrame, resolutions: pd.DataFrame) -> pd.DataFrame:

@@ -14,9 +14,11 @@ import pandas as pd
 
 from ..cache import Run, load_run
 from ..errors import ClipmemError
+from ..formatting import fmt_number
 from .agreement import agreement_report
 from .export import FORMATS, export
-from .store import ReviewStore, normalise_verdict, open_store
+from .store import ReviewStore, open_store
+from .verdicts import normalise_verdict
 
 IMPORT_COLUMNS = ("sample_id", "reviewer", "verdict")
 OPTIONAL_COLUMNS = ("suggested_caption", "note")
@@ -80,14 +82,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _format_report(report: dict) -> str:
-    def num(value: float | None, digits: int = 3) -> str:
-        return "n/a" if value is None else f"{value:.{digits}f}"
-
+    num = fmt_number
     fleiss, share = report["fleiss"], report["percent_agreement"]
     lines = [
         f"samples judged: {report['n_samples']} by {report['n_reviewers']} reviewers; "
         f"{report['n_multiply_judged']} judged by two or more, {report['n_disagreements']} disagreements",
-        f"percent agreement: {num(None if share is None else 100 * share, 1)}%",
+        f"percent agreement: {num(share, 1, percent=True)}",
         f"Fleiss' kappa: {num(fleiss['kappa'])} ({fleiss['n_samples']} samples x {fleiss['n_raters']} "
         f"raters, {fleiss['n_excluded']} samples excluded)",
     ]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..cache import Run, atomic_path, relative_if_inside
+from ..atomic import atomic_path, relative_if_inside
+from ..cache import Run
 from ..errors import ClipmemError
 from .agreement import majority_verdicts
 from .store import ReviewStore

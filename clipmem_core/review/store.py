@@ -47,12 +47,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ..errors import ClipmemError
 from .agreement import disagreements as find_disagreements
 from .roles import require_lead
+from .verdicts import VERDICTS, normalise_verdict
 
 DB_URL_ENV = "CLIPMEM_DB_URL"
 DB_FILE = "review.sqlite"
 SCHEMA_VERSION = 1
-VERDICTS = ("mis-captioned", "correct", "unsure")
-_ALIASES = {"miscaptioned": "mis-captioned", "mis captioned": "mis-captioned"}
 _PG_MIGRATION_LOCK = 0x636C6970  # advisory lock key: one process migrates at a time
 VERDICT_COLUMNS = [
     "id",
@@ -171,15 +170,6 @@ def _create_v1(conn: Connection) -> None:
 # UPGRADES[v] brings a database from version v to v + 1. Version 0 is an empty database.
 # A fresh database runs every step in order, so each step must only assume its predecessors.
 UPGRADES: dict[int, Callable[[Connection], None]] = {0: _create_v1}
-
-
-def normalise_verdict(value: str) -> str:
-    """Accept the canonical verdicts, any case, and 'miscaptioned'; refuse anything else."""
-    text = str(value).strip().lower()
-    text = _ALIASES.get(text, text)
-    if text not in VERDICTS:
-        raise ClipmemError(f"verdict {value!r} is not one of {', '.join(VERDICTS)}")
-    return text
 
 
 def _check_name(name: str, what: str = "reviewer") -> str:

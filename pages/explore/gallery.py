@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import resources, state, ui
-from dashboard.gallery import PAGE_SIZE, SORTS, filter_mask, make_cards, page_count, page_rows
+from dashboard.gallery import DEFAULT_SORT, PAGE_SIZE, filter_mask, make_cards, page_count, page_rows, sorts
 
 run = resources.require_run()
 
@@ -27,9 +27,11 @@ def gallery() -> None:
     if not 1 <= ss.get(state.PAGE, 1) <= pages:
         ss[state.PAGE] = 1
     top = st.columns([3, 2, 1, 1, 2], vertical_alignment="bottom")
-    ss.setdefault(state.SORT, "clipmem")
+    options = sorts(run.scores)
+    if ss.get(state.SORT) not in options:
+        ss[state.SORT] = DEFAULT_SORT if DEFAULT_SORT in options else next(iter(options))
     top[0].selectbox(
-        "Sort by", list(SORTS), format_func=SORTS.get, key=state.SORT, on_change=lambda: ss.update({state.PAGE: 1})
+        "Sort by", list(options), format_func=options.get, key=state.SORT, on_change=lambda: ss.update({state.PAGE: 1})
     )
     top[1].number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, key=state.PAGE)
     top[2].button("◀ Prev", on_click=_step, args=(-1, pages), disabled=ss[state.PAGE] <= 1, width="stretch")

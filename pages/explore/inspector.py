@@ -22,7 +22,7 @@ run = resources.require_run()
 st.title("Sample inspector")
 ss = st.session_state
 if ss.get(state.INSPECT) not in run.row_of:
-    ss[state.INSPECT] = run.scores["sample_id"].iat[int(resources.orders(run)["clipmem"][0])]
+    ss[state.INSPECT] = run.scores["sample_id"].iat[int(next(iter(resources.orders(run).values()))[0])]
 sample_id = st.text_input("Sample id", key=state.INSPECT)
 row = run.row_of.get(sample_id)
 if row is None:
@@ -39,10 +39,10 @@ with right:
     table = inspector.score_table(run, row, verdicts.get(sample_id))
     st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3)
     ui.flag_buttons(run.name, sample_id, verdicts.get(sample_id), key=f"inspect:{sample_id}")
-    views = inspector.view_alignment_frame(run.view_alignments, row)
+    views = inspector.view_alignment_frame(run, row)
     if views is not None:
         st.markdown("**Alignment of each augmented view**")
-        st.bar_chart(views, x="view", y=["f", "g"], stack=False, height=220)
+        st.bar_chart(views, x="view", y=[c for c in views.columns if c != "view"], stack=False, height=220)
 
 search = resources.neighbour_search(run)
 st.subheader("Neighbours")

@@ -6,6 +6,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from clipmem_core.scores import column_label
 from dashboard import overview, resources
 
 run = resources.require_run()
@@ -19,10 +20,11 @@ for col, (label, value) in zip(cols, info.items()):
 
 with st.expander("Manifest: configuration, dataset, versions and timings"):
     left, right = st.columns(2)
-    left.dataframe(overview.key_values(run.manifest.get("config", {})), hide_index=True, width="stretch")
-    right.dataframe(overview.key_values(run.manifest.get("dataset", {})), hide_index=True, width="stretch")
-    left.dataframe(overview.key_values(run.manifest.get("timings", {}), "seconds"), hide_index=True, width="stretch")
-    right.dataframe(overview.key_values(run.manifest.get("versions", {})), hide_index=True, width="stretch")
+    sections = overview.manifest_sections(run.manifest)
+    left.dataframe(overview.key_values(sections["config"]), hide_index=True, width="stretch")
+    right.dataframe(overview.key_values(sections["dataset"]), hide_index=True, width="stretch")
+    left.dataframe(overview.key_values(sections["timings"], "seconds"), hide_index=True, width="stretch")
+    right.dataframe(overview.key_values(sections["versions"]), hide_index=True, width="stretch")
 
 st.subheader("CLIPMem per split")
 st.caption("A(f) − A(g): positive where f trained on the sample (S_C), negative on S_I, near zero on S_E.")
@@ -33,12 +35,12 @@ else:
     st.plotly_chart(
         px.bar(
             hist,
-            x="clipmem_from_f",
+            x="value",
             y="count",
             color="split",
             barmode="overlay",
             opacity=0.6,
-            labels={"clipmem_from_f": "CLIPMem (A(f) − A(g))"},
+            labels={"value": column_label(overview.histogram_column(run.scores))},
             color_discrete_map=overview.SPLIT_COLOURS,
         ),
         width="stretch",

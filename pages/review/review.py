@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from clipmem_core import ClipmemError
-from clipmem_core.review import VERDICTS
+from clipmem_core.review import VERDICT_LABELS, VERDICTS
 from dashboard import resources, review, ui
 from dashboard.auth import current_reviewer
 
@@ -14,7 +14,10 @@ run, store = resources.run_and_store()
 orders = resources.orders(run)
 st.title(f"Review · {run.name}")
 
-source = st.sidebar.radio("Queue", review.QUEUES, key="review_source")
+queues = review.queues(run.scores)
+if st.session_state.get("review_source") not in queues:
+    st.session_state["review_source"] = next(iter(queues))
+source = st.sidebar.radio("Queue", list(queues), format_func=queues.get, key="review_source")
 if review.blind_mode_locked(reviewer):
     st.sidebar.caption("Blind mode is on: only leads can lift it.")
     blind = True
@@ -44,7 +47,7 @@ if queue:  # the sample picker lives in the sidebar so the verdict buttons sit a
         st.text(str(run.scores["caption"].iat[row]))
         for column, verdict in zip(st.columns(len(VERDICTS)), VERDICTS):
             column.button(
-                review.LABELS[verdict],
+                VERDICT_LABELS[verdict],
                 key=f"verdict_{verdict}",
                 width="stretch",
                 type="primary" if verdict == "mis-captioned" else "secondary",
@@ -77,7 +80,8 @@ if last:
 with st.expander("Review sessions: create one, see progress per reviewer"):
     with st.form("new_session", clear_on_submit=True):
         name = st.text_input("Session name")
-        rule = st.selectbox("Samples", list(review.RULES))
+        rules = review.rules(run.scores)
+        rule = st.selectbox("Samples", list(rules), format_func=rules.get)
         count = st.number_input("Number of samples", min_value=1, value=min(50, len(run.scores)))
         people = st.text_input("Reviewers (comma-separated)", value=reviewer)
         overlap = st.number_input("Reviewers per sample (overlap)", min_value=1, value=1)

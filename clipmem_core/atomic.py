@@ -1,0 +1,78 @@
+"""Atomic file writes: a crash, a full disk or a kill never leaves a truncated file under the real name.
+
+Every writer fills a temp file beside the target, flushes it to disk and renames it over the target.
+Temp files are created with mode 0o666 minus the umask (like ``open``), so a team sharing a group can
+read each other's runs; ``tempfile.mkstemp`` would make every file private (0o600).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _create_temp(path: Path) -> Path:
+    """A new, empty file beside ``path`` whose permissions follow the umask."""
+    for _ in range(100):
+        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"could not create a temp file beside {path}")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    The temp file is fsynced before the rename, so after a power cut the target is either the old or
+    the new content. On any error the temp file is removed and the target is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = _create_temp(path)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
+
+
+def write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array))
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def relative_if_inside(path: str | os.PathLike, base: str | os.PathLike) -> str:
+    """``path`` relative to ``base`` when it lies inside it (so the pair can move together), else absolute."""
+    path, base = Path(path).resolve(), Path(base).resolve()
+    return path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)

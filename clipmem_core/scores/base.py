@@ -1,0 +1,181 @@
+"""The score registry's building blocks: `Score`, `register` and the `ScoringContext` scores read from.
+
+A score is a small class, one module per score under ``clipmem_core/scores/``, in the pattern of
+cleanlab Datalab's issue managers: it declares its column, label, direction and meaning, and computes
+one value per sample from the run's models. Every consumer (summary, CLI, gallery sorts, review
+queues, inspector, map colours, import-run, the docs table) iterates over the registry, so adding a
+score means adding one file and its test.
+
+Models and who trained on what
+------------------------------
+A run has M models (f and g under the paper protocol, h0…h{K-1} under the full protocol) and a boolean
+matrix ``trained[m, i]``: did model m train on sample i? A sample's *training-side* value of a
+per-model quantity is its mean over the models that trained on it; its *held-out* value is the mean
+over the models that did not. Under the paper protocol that makes CLIPMem A(f)−A(g) on S_C and
+A(g)−A(f) on S_I exactly as in the paper; under the full protocol it is mean_{k≠j} A(h_k) − A(h_j).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ClipmemError
+
+HIGH, LOW = "high", "low"
+
+
+@dataclass
+class ScoringContext:
+    """Everything a score may read. Arrays have one row per model (M) and one column per sample (N).
+
+    Attributes:
+        frame: the run's rows (sample_id, split, caption, …) and every score computed before this one.
+        trained: (M, N) bool, model m trained on sample i.
+        align: (M, N) A(h_m, x_i, y_i), the mean cosine over augmented views; NaN where not computed.
+        pair_cosine: (M, N) cosine of the un-augmented pair (the plain CLIP score); NaN where not computed.
+        image, text: per model, (N, D) L2-normalised centre-view embeddings of every sample, or None when
+            the run has no embeddings (an imported run, a version 1 run).
+        neighbours: k of the neighbour-based scores (CSLS, neighbour agreement).
+    """
+
+    frame: pd.DataFrame
+    trained: np.ndarray
+    align: np.ndarray
+    pair_cosine: np.ndarray
+    image: list[np.ndarray] | None = None
+    text: list[np.ndarray] | None = None
+    neighbours: int = 10
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_models(self) -> int:
+        return int(self.trained.shape[0])
+
+    @property
+    def has_embeddings(self) -> bool:
+        return self.image is not None and self.text is not None
+
+    def heldout(self, per_model: np.ndarray) -> np.ndarray:
+        """Per sample: mean over the models that did not train on it (NaN if there is none)."""
+        return _masked_mean(per_model, ~self.trained)
+
+    def training(self, per_model: np.ndarray) -> np.ndarray:
+        """Per sample: mean over the models that trained on it (NaN if there is none)."""
+        return _masked_mean(per_model, self.trained)
+
+    def memo(self, key: object, compute: Callable[[], object]) -> object:
+        """Compute once per context what several scores share (e.g. a model's k-NN search)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+
+def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    values = np.where(mask, np.asarray(values, dtype=np.float64), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are expected: they stay NaN
+        return np.nanmean(values, axis=0).astype(np.float32)
+
+
+class Score:
+    """One registered score. Subclasses set the class attributes and implement ``compute``.
+
+    Attributes:
+        name: registry key and parquet column, e.g. ``"clipmem"``.
+        label: what people read, e.g. ``"CLIPMem"``.
+        suspicious: ``"high"`` if a high value suggests a mis-caption, ``"low"`` if a low one does.
+        meaning: one line for tooltips and the docs table.
+        depends_on: names of scores that must be computed first (e.g. the combined ranking).
+        order: where it is listed in menus and tables (lower first).
+    """
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    suspicious: ClassVar[str]
+    meaning: ClassVar[str]
+    depends_on: ClassVar[tuple[str, ...]] = ()
+    order: ClassVar[int] = 100
+
+    def compute(self, ctx: ScoringContext) -> np.ndarray | None:
+        """One float per sample (NaN where undefined), or None when this run lacks the inputs."""
+        raise NotImplementedError
+
+    def suspicion(self, values: np.ndarray | pd.Series) -> np.ndarray:
+        """Values turned so that higher always means more suspicious (what sorts and metrics rank by)."""
+        array = np.asarray(values, dtype=np.float64)
+        return array if self.suspicious == HIGH else -array
+
+    @property
+    def sort_label(self) -> str:
+        return f"{'Highest' if self.suspicious == HIGH else 'Lowest'} {self.label}"
+
+
+_REGISTRY: dict[str, Score] = {}
+
+
+def register(cls: type[Score]) -> type[Score]:
+    """Class decorator: add a score to the registry (a second score of the same name is an error)."""
+    for attribute in ("name", "label", "suspicious", "meaning"):
+        if not getattr(cls, attribute, None):
+            raise TypeError(f"score {cls.__name__} must set {attribute}")
+    if cls.suspicious not in (HIGH, LOW):
+        raise TypeError(f"score {cls.__name__}: suspicious must be {HIGH!r} or {LOW!r}")
+    if cls.name in _REGISTRY and type(_REGISTRY[cls.name]) is not cls:
+        raise TypeError(f"a score named {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Remove a score (for tests that register a temporary one)."""
+    _REGISTRY.pop(name, None)
+
+
+def registry() -> dict[str, Score]:
+    """name -> score, in listing order (``Score.order``, then name): what menus and tables show."""
+    return dict(sorted(_REGISTRY.items(), key=lambda item: (item[1].order, item[0])))
+
+
+def computation_order() -> list[Score]:
+    """Every score after the scores it depends on."""
+    ordered: dict[str, Score] = {}
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in ordered:
+            return
+        if name in path:
+            raise ClipmemError(f"scores depend on each other in a cycle: {' -> '.join((*path, name))}")
+        for dependency in _REGISTRY[name].depends_on:
+            if dependency in _REGISTRY:
+                visit(dependency, (*path, name))
+        ordered[name] = _REGISTRY[name]
+
+    for name in registry():
+        visit(name, ())
+    return list(ordered.values())
+
+
+def get_score(name: str) -> Score:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ClipmemError(f"unknown score {name!r}; registered: {', '.join(_REGISTRY)}") from None
+
+
+def rank01(suspicion: np.ndarray) -> np.ndarray:
+    """Ranks scaled to [0, 1] (1 = most suspicious); ties share their mean rank; NaN stays NaN."""
+    values = np.asarray(suspicion, dtype=np.float64)
+    known = ~np.isnan(values)
+    out = np.full(values.shape, np.nan)
+    if known.sum() == 1:
+        out[known] = 1.0
+    elif known.any():
+        ranks = pd.Series(values[known]).rank(method="average").to_numpy()
+        out[known] = (ranks - 1) / (known.sum() - 1)
+    return out

@@ -1,0 +1,37 @@
+"""The combined ranking, "Likely mis-captioned": a label-free rank average of complementary signals.
+
+Each signal is turned so that high means suspicious, ranked over the samples it scores, scaled to
+[0, 1], and the ranks are averaged over the signals a sample has. The signals were chosen by
+measurement on generated shapes, openclipart and tuxpaint (docs/detection.md, bench/bench_detection.py).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .base import HIGH, Score, ScoringContext, get_score, rank01, register, registry
+
+SIGNALS = ("csls_heldout", "csls_train", "agreement_image_neighbours")
+
+
+@register
+class Combined(Score):
+    name = "combined"
+    label = "Likely mis-captioned"
+    suspicious = HIGH
+    order = 0
+    depends_on = SIGNALS
+    meaning = "rank average of held-out CSLS, training-side CSLS and neighbour agreement: the default ranking"
+
+    def compute(self, ctx: ScoringContext) -> np.ndarray | None:
+        present = [name for name in SIGNALS if name in ctx.frame.columns]
+        if not present:  # a run without embeddings (imported, or from an older clipmem): use what it has
+            present = [name for name in registry() if name != self.name and name in ctx.frame.columns]
+        if not present:
+            return None
+        ranks = np.stack([rank01(get_score(name).suspicion(ctx.frame[name])) for name in present])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a sample no signal scores stays NaN
+            return np.nanmean(ranks, axis=0).astype(np.float32)

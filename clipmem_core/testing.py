@@ -1,0 +1,148 @@
+"""Fake runs for tests and benchmarks: schema-complete, written by the real run writer, in milliseconds.
+
+One builder serves the test suite and ``bench/``: a fake run has every registered score (random values
+unless given), real image files and thumbnails, unit embeddings, FAISS indexes and a valid manifest,
+so the dashboard, the review store and the exports see exactly what a computed run gives them.
+Nothing here is a result: values are random by construction.
+
+Example::
+
+    from clipmem_core.testing import fake_run
+    run = fake_run("/tmp/cache", "demo", n=120)          # a loadable Run
+    run = fake_run("/tmp/cache", "paper", n=60, protocol="paper", scores={"clipmem": np.linspace(1, -1, 60)})
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .cache import GROUND_TRUTH, DatasetInfo, Manifest, Run, write_run
+from .metrics import retrieval_recall
+from .scores import MEASUREMENTS, registry
+from .splits import SPLITS, fold_split, membership
+
+WORDS = np.array(["red", "blue", "green", "circle", "square", "star", "cat", "dog", "house", "tree", "car", "bird"])
+
+
+def fake_captions(n: int, seed: int = 0) -> list[str]:
+    """Distinct, readable captions: three words and the row number."""
+    words = WORDS[np.random.default_rng(seed).integers(0, len(WORDS), (n, 3))]
+    return [f"{a} {b} {c} number {i}" for i, (a, b, c) in enumerate(words)]
+
+
+def fake_splits(n: int, protocol: str = "full", folds: int = 2) -> np.ndarray:
+    """Paper splits in turn (shared, candidate, independent, extra, …) or folds in turn."""
+    names = SPLITS if protocol == "paper" else [fold_split(k) for k in range(folds)]
+    return np.array(names, dtype=object)[np.arange(n) % len(names)]
+
+
+def fake_scores(
+    n: int,
+    *,
+    seed: int = 0,
+    protocol: str = "full",
+    captions: Sequence[str] | None = None,
+    scores: Mapping[str, Sequence[float]] | None = None,
+    sample_ids: Sequence[str] | None = None,
+    ground_truth: bool = True,
+) -> pd.DataFrame:
+    """A scores frame with the base columns, every registered score and the stored measurements.
+
+    Values are random (uniform in [-1, 1]; under the paper protocol the scores that need a held-out
+    and a training-side model are NaN on S_S and S_E, as in a computed run) unless ``scores`` gives them.
+    Every tenth sample (rows 1, 11, 21 …) is marked mis-captioned when ``ground_truth``.
+    """
+    rng = np.random.default_rng(seed)
+    captions = list(captions) if captions is not None else fake_captions(n, seed)
+    frame = pd.DataFrame(
+        {
+            "sample_id": list(sample_ids) if sample_ids is not None else [f"s{i:05d}" for i in range(n)],
+            "split": fake_splits(n, protocol),
+            "filepath": [f"images/{i}.png" for i in range(n)],
+            "caption": captions,
+            "captions": [[c] for c in captions],
+        }
+    )
+    both_sides = np.isin(frame["split"], ("candidate", "independent")) if protocol == "paper" else np.ones(n, bool)
+    for name in [*registry(), *MEASUREMENTS]:
+        values = rng.uniform(-1, 1, n).astype(np.float32)
+        if name in ("clipmem", "clipmem_norm", "align_heldout", "align_train") and protocol == "paper":
+            values[~both_sides] = np.nan
+        frame[name] = values
+    for name, values in (scores or {}).items():
+        frame[name] = np.asarray(values, dtype=np.float32)
+    if ground_truth:
+        frame[GROUND_TRUTH] = np.arange(n) % 10 == 1
+    return frame
+
+
+def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def fake_run(
+    cache_root: str | os.PathLike,
+    name: str = "demo",
+    n: int = 120,
+    *,
+    seed: int = 0,
+    protocol: str = "full",
+    dim: int = 16,
+    views: int = 4,
+    captions: Sequence[str] | None = None,
+    scores: Mapping[str, Sequence[float]] | None = None,
+    sample_ids: Sequence[str] | None = None,
+    image_embeddings: np.ndarray | None = None,
+    text_embeddings: np.ndarray | None = None,
+    image_size: int = 48,
+    dataset_dir: str | os.PathLike | None = None,
+) -> Run:
+    """Write ``<cache_root>/<name>`` with real images (solid colours) and return the loaded run.
+
+    Args:
+        dataset_dir: where the images go; default ``<run>/dataset`` (travels with the run). Give a folder
+            outside the run to test runs whose dataset lives elsewhere.
+        image_embeddings, text_embeddings: (n, D) vectors to store instead of random unit vectors.
+    """
+    rng = np.random.default_rng(seed)
+    out = Path(cache_root) / name
+    dataset = Path(dataset_dir) if dataset_dir is not None else out / "dataset"
+    frame = fake_scores(n, seed=seed, protocol=protocol, captions=captions, scores=scores, sample_ids=sample_ids)
+    colours = rng.integers(0, 256, (n, 3))
+    images = [Image.new("RGB", (image_size, image_size), tuple(int(c) for c in colour)) for colour in colours]
+    for filepath, image in zip(frame["filepath"], images):
+        (dataset / filepath).parent.mkdir(parents=True, exist_ok=True)
+        image.save(dataset / filepath)
+    frame[["filepath", "caption"]].assign(id=frame["sample_id"]).to_csv(dataset / "captions.csv", index=False)
+    image_embeddings = _unit(rng, n, dim) if image_embeddings is None else image_embeddings
+    text_embeddings = _unit(rng, n, dim) if text_embeddings is None else text_embeddings
+    models = membership(frame["split"].to_numpy(), protocol)
+    view_alignments = rng.uniform(-0.2, 0.6, (len(models), n, views)).astype(np.float32)
+    held = frame["split"].to_numpy() != "shared"
+    manifest = Manifest(
+        name=name,
+        protocol=protocol,
+        config={"model": "clipmem-tiny", "preset": "tiny", "protocol": protocol, "seed": seed},
+        dataset=DatasetInfo(path=str(dataset / "captions.csv"), root=str(dataset), format="csv", content_hash="0" * 16),
+        models=list(models),
+        versions={"clipmem": "fake"},
+        timings={"train": 1.0, "score": 0.5},
+        utility={tag: retrieval_recall(image_embeddings[held], text_embeddings[held]) for tag in models},
+    )
+    return write_run(
+        out,
+        frame,
+        manifest,
+        image_embeddings=image_embeddings,
+        text_embeddings=text_embeddings,
+        view_alignments=view_alignments,
+        images=images,
+        thumbnail_size=24,
+    )

@@ -1,0 +1,158 @@
+"""The score registry: definitions of each score, held-out vs training-side, and that a new score plugs in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipmem_core.metrics import run_summary
+from clipmem_core.scores import (
+    HIGH,
+    LOW,
+    Score,
+    ScoringContext,
+    compute_scores,
+    get_score,
+    rank01,
+    register,
+    registry,
+    unregister,
+)
+from clipmem_core.scores._neighbourhood import cross_modal, same_modal
+from clipmem_core.testing import fake_scores
+from dashboard.gallery import sort_orders, sorts
+
+
+def _context(trained, align=None, pair=None, image=None, text=None, captions=None, neighbours=2):
+    trained = np.asarray(trained, dtype=bool)
+    m, n = trained.shape
+    captions = captions or [f"caption {i}" for i in range(n)]
+    frame = pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "caption": captions, "split": "fold0"})
+    nan = np.full((m, n), np.nan)
+    return ScoringContext(
+        frame=frame,
+        trained=trained,
+        align=nan if align is None else np.asarray(align, float),
+        pair_cosine=nan if pair is None else np.asarray(pair, float),
+        image=image,
+        text=text,
+        neighbours=neighbours,
+    )
+
+
+def test_held_out_values_never_come_from_a_model_that_trained_on_the_sample():
+    # model m's value for every sample is m + 1: the mean tells which models were used
+    trained = [[True, False, True, False], [False, True, True, False], [True, True, False, False]]
+    ctx = _context(trained)
+    per_model = np.array([[1.0] * 4, [2.0] * 4, [3.0] * 4])
+    np.testing.assert_allclose(ctx.heldout(per_model), [2.0, 1.0, 3.0, 2.0])
+    np.testing.assert_allclose(ctx.training(per_model), [2.0, 2.5, 1.5, np.nan])
+
+
+def test_clipmem_is_training_side_minus_held_out_alignment():
+    # paper protocol, rows: S_C (f trained), S_I (g trained), S_E (neither), S_S (both)
+    trained = [[True, False, False, True], [False, True, False, True]]
+    align = [[0.9, 0.4, 0.5, 0.8], [0.3, 0.6, 0.4, 0.8]]
+    values = get_score("clipmem").compute(_context(trained, align=align))
+    np.testing.assert_allclose(values[:2], [0.6, 0.2], atol=1e-6)  # A(f)-A(g) on S_C, A(g)-A(f) on S_I
+    assert np.isnan(values[2:]).all()
+
+
+def _unit(rows):
+    rows = np.asarray(rows, dtype=np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_retrieval_margins_and_csls_treat_shared_captions_as_one():
+    # sample 2 carries sample 0's caption; its image points elsewhere
+    image = _unit([[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    text = _unit([[1, 0, 0], [0, 1, 0], [1, 0, 0]])
+    ctx = _context([[False, False, False]], image=[image], text=[text], captions=["a", "b", "a"], neighbours=1)
+    stats = cross_modal(ctx, 0)
+    np.testing.assert_allclose(stats.own, [1, 1, 0], atol=1e-6)
+    # sample 0's competitor is caption "b", not sample 2's identical "a"
+    np.testing.assert_allclose(stats.best_other_caption, [0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(stats.best_other_image, [0, 0, 0], atol=1e-6)
+    margins = get_score("margin_i2t").compute(ctx)
+    np.testing.assert_allclose(margins, [1, 1, 0], atol=1e-6)
+    csls = get_score("csls_heldout").compute(ctx)
+    assert csls[2] < csls[0] and csls[2] < csls[1]
+
+
+def test_neighbour_agreement_compares_a_caption_with_its_image_neighbours_captions():
+    image = _unit([[1, 0.1], [1, 0.0], [1, -0.1], [0, 1]])
+    text = _unit([[1, 0], [1, 0.05], [0, 1], [0, 1]])  # sample 2 says what sample 3 shows
+    ctx = _context([[False] * 4], image=[image], text=[text], neighbours=2)
+    assert same_modal(ctx, 0).image_neighbours.shape == (4, 2)
+    agreement = get_score("agreement_image_neighbours").compute(ctx)
+    assert np.argmin(agreement) == 2
+
+
+def test_rank01_scales_ranks_and_keeps_missing_values():
+    np.testing.assert_allclose(rank01(np.array([3.0, 1.0, np.nan, 2.0])), [1.0, 0.0, np.nan, 0.5])
+    np.testing.assert_allclose(rank01(np.array([1.0, 1.0])), [0.5, 0.5])  # ties share the middle
+
+
+def test_combined_ranking_averages_the_ranks_of_its_signals():
+    frame = pd.DataFrame({"csls_heldout": [0.9, 0.1, 0.5], "csls_train": [0.8, 0.2, np.nan]})
+    ctx = _context([[False] * 3])
+    ctx.frame = pd.concat([ctx.frame, frame], axis=1)
+    combined = get_score("combined").compute(ctx)
+    assert np.argmax(combined) == 1  # lowest CSLS on both sides: most suspicious
+    np.testing.assert_allclose(combined, [0.0, 1.0, 0.5])
+
+
+def test_every_score_declares_what_consumers_need():
+    for name, score in registry().items():
+        assert score.name == name and score.label and score.meaning
+        assert score.suspicious in (HIGH, LOW)
+    assert next(iter(registry())) == "combined"
+
+
+class Constant(Score):
+    name = "test_constant"
+    label = "Test constant"
+    suspicious = HIGH
+    meaning = "a score registered by a test"
+    order = 1
+
+    def compute(self, ctx: ScoringContext) -> np.ndarray:
+        return np.arange(len(ctx.frame), dtype=np.float32)
+
+
+@pytest.fixture
+def extra_score():
+    register(Constant)
+    yield Constant
+    unregister(Constant.name)
+
+
+def test_a_registered_score_appears_in_summary_sorts_and_queues_without_other_changes(extra_score):
+    frame = fake_scores(30)
+    ctx = _context([[False] * 30])
+    ctx.frame = frame
+    compute_scores(ctx)
+    assert "test_constant" in frame.columns
+    summary = run_summary(frame, "full")
+    assert "test_constant" in summary["detection"]["detectors"]
+    assert "test_constant" in summary["splits"]["splits"]["fold0"]
+    assert sorts(frame)["test_constant"] == "Highest Test constant"
+    assert sort_orders(frame)["test_constant"][0] == 29
+
+
+def test_registering_a_second_score_of_the_same_name_fails(extra_score):
+    class Clash(Constant):
+        pass
+
+    with pytest.raises(TypeError, match="already registered"):
+        register(Clash)
+
+
+def test_the_docs_table_is_the_registry():
+    from pathlib import Path  # noqa: PLC0415
+
+    from clipmem_core.scores import scores_table  # noqa: PLC0415
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "scores.md").read_text(encoding="utf-8")
+    assert scores_table(markdown=True) in docs, "regenerate: clipmem scores --markdown (see docs/scores.md)"
