@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,6 +19,7 @@ from clipmem_core.scores import (
     rank01,
     register,
     registry,
+    scores_table,
     unregister,
 )
 from clipmem_core.scores._neighbourhood import cross_modal, same_modal
@@ -150,9 +153,5 @@ def test_registering_a_second_score_of_the_same_name_fails(extra_score):
 
 
 def test_the_docs_table_is_the_registry():
-    from pathlib import Path  # noqa: PLC0415
-
-    from clipmem_core.scores import scores_table  # noqa: PLC0415
-
     docs = (Path(__file__).resolve().parents[1] / "docs" / "scores.md").read_text(encoding="utf-8")
     assert scores_table(markdown=True) in docs, "regenerate: clipmem scores --markdown (see docs/scores.md)"
