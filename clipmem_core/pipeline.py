@@ -34,7 +34,7 @@ from .errors import ClipmemError
 from .metrics import retrieval_recall
 from .models import ClipBundle, create_clip, image_size_of
 from .scores import ScoringContext, compute_scores
-from .scoring import embed_pairs, normalised, pair_cosines, view_alignments
+from .scoring import embed_pairs, mean_over_views, normalised, pair_cosines, view_alignments
 from .splits import PAPER_MODELS, UNUSED, assign_folds, assign_splits, membership
 from .train import TrainConfig, train_clip
 
@@ -314,7 +314,7 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
         ctx = ScoringContext(
             frame=frame,
             trained=trained,
-            align=np.nanmean(views, axis=2) if views.size else np.full(trained.shape, np.nan),
+            align=mean_over_views(views),
             pair_cosine=np.stack([pair_cosines(img, txt) for img, txt in embeddings.values()]),
             image=[img for img, _ in embeddings.values()],
             text=[txt for _, txt in embeddings.values()],

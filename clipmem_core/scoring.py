@@ -8,6 +8,7 @@ scores built on these live in ``clipmem_core.scores``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -90,6 +91,13 @@ def view_alignments(
             cos = (img * txt).sum(dim=1).view(len(batch_images), views)
             result[name][start : start + len(batch_images)] = cos.cpu().numpy()
     return result
+
+
+def mean_over_views(views: np.ndarray) -> np.ndarray:
+    """A = the mean over the last axis (the K views); rows never scored stay NaN, without a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(views, axis=-1)
 
 
 def normalised(clipmem: np.ndarray) -> np.ndarray:

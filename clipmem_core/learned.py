@@ -1,0 +1,98 @@
+"""Learn from the team's verdicts: a small classifier over the registered scores, refit as verdicts arrive.
+
+The label-free combined ranking is a fixed recipe. Once reviewers have judged enough samples of both
+kinds, a logistic regression on the run's registered scores learns how this dataset's mis-captions
+show up (some datasets need the neighbour signals, others the training-side fit), and ranks the rest.
+Its cross-validated AUROC on the judged samples is reported beside it, so a curator can see whether it
+is worth following.
+
+Example::
+
+    labels = {"3f2a…": True, "9bc1…": False, …}          # sample_id -> is mis-captioned, from verdicts
+    learned = fit_learned_ranking(run.scores, labels)
+    if learned is not None:
+        run.scores["learned"] = learned.scores           # higher = more likely mis-captioned
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .scores import run_scores
+
+MIN_PER_CLASS = 30  # verdicts of each kind before a learned ranking is offered
+LABEL = "Learned from your verdicts"
+
+
+@dataclass(frozen=True)
+class LearnedRanking:
+    """Per-row probability of a mis-caption, and how trustworthy the model looks."""
+
+    scores: np.ndarray
+    cv_auroc: float
+    n_miscaptioned: int
+    n_correct: int
+    features: tuple[str, ...]
+
+
+def feature_columns(scores: pd.DataFrame) -> list[str]:
+    """The registered scores the run has, each turned so that high is suspicious."""
+    return list(run_scores(scores))
+
+
+def _features(scores: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    found = run_scores(scores)
+    return np.column_stack([found[c].suspicion(scores[c].to_numpy(np.float64, na_value=np.nan)) for c in columns])
+
+
+def fit_learned_ranking(
+    scores: pd.DataFrame, labels: Mapping[str, bool], *, min_per_class: int = MIN_PER_CLASS, seed: int = 0
+) -> LearnedRanking | None:
+    """Fit on the judged samples and score every row; None until both kinds have ``min_per_class`` verdicts.
+
+    Args:
+        scores: a run's scores frame (sample_id and registered score columns).
+        labels: sample_id -> True (mis-captioned) / False (correct); unknown ids are ignored.
+        min_per_class: verdicts of each kind needed before fitting.
+    """
+    rows = pd.Series(np.arange(len(scores)), index=scores["sample_id"].to_numpy())
+    judged = [(rows[sid], bool(label)) for sid, label in labels.items() if sid in rows.index]
+    y = np.array([label for _, label in judged], dtype=bool)
+    if y.sum() < min_per_class or (~y).sum() < min_per_class:
+        return None
+    columns = feature_columns(scores)
+    if not columns:
+        return None
+    x_all = _features(scores, columns)
+    x = x_all[[row for row, _ in judged]]
+    model = make_pipeline(
+        SimpleImputer(strategy="median", keep_empty_features=True),
+        StandardScaler(),
+        LogisticRegression(class_weight="balanced", max_iter=1000),
+    )
+    folds = int(min(5, y.sum(), (~y).sum()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed) if folds >= 2 else None
+        cv_auroc = float(np.mean(cross_val_score(model, x, y, cv=cv, scoring="roc_auc"))) if cv else math.nan
+        model.fit(x, y)
+        probability = model.predict_proba(x_all)[:, 1]
+    return LearnedRanking(
+        scores=probability.astype(np.float32),
+        cv_auroc=cv_auroc,
+        n_miscaptioned=int(y.sum()),
+        n_correct=int((~y).sum()),
+        features=tuple(columns),
+    )
