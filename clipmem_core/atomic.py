@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .errors import ClipmemError
 
 TEMP_SUFFIX = ".tmp"
 
@@ -76,3 +78,24 @@ def relative_if_inside(path: str | os.PathLike, base: str | os.PathLike) -> str:
     """``path`` relative to ``base`` when it lies inside it (so the pair can move together), else absolute."""
     path, base = Path(path).resolve(), Path(base).resolve()
     return path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)
+
+
+def check_output_file(
+    path: str | os.PathLike, *, force: bool = False, inputs: Iterable[str | os.PathLike] = ()
+) -> None:
+    """Refuse, before any work, an output file that would clobber something: one of ``inputs`` (never
+    allowed), an existing file (allowed with ``force``), a folder, or a path under a file."""
+    path = Path(path).expanduser().resolve()
+    if path.is_dir():
+        raise ClipmemError(f"--out {path} is a folder; name a file")
+    for source in inputs:
+        source = Path(source).expanduser().resolve()
+        if path == source or (path.exists() and source.exists() and os.path.samefile(path, source)):
+            raise ClipmemError(f"--out {path} is the input itself; writing it would destroy the input")
+    if path.exists() and not force:
+        raise ClipmemError(f"--out {path} already exists; add --force to overwrite it")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ClipmemError(f"--out {path} cannot be written: {parent} is a file, not a folder")
+            break
