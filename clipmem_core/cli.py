@@ -105,6 +105,7 @@ def _cmd_inject(args: argparse.Namespace) -> int:
         caption_key=args.caption_key,
         force=args.force,
         allow_outside_root=args.allow_outside_root,
+        on_error=args.on_error,
     )
     print(json.dumps(summary, default=str))
     return 0

@@ -195,15 +195,15 @@ def _table_rows(text: str, fmt: str, source: Path) -> Iterator[list[str]]:
     """
     if fmt == "tsv":
         lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        rows: Iterator[list[str]] = (line.split("\t") for line in lines)
-    else:
-        rows = csv.reader(io.StringIO(text, newline=""))
+        yield from (line.split("\t") for line in lines if line.strip())
+        return
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        for fields in rows:
+        for fields in reader:
             if any(f.strip() for f in fields):
                 yield fields
     except csv.Error as exc:
-        raise ClipmemError(f"{source} is not a readable CSV table: {exc}") from None
+        raise ClipmemError(f"{source} is not a readable CSV table: line {reader.line_num}: {exc}") from None
 
 
 def _read_table(source: Path, fmt: str, img_key: str, caption_key: str) -> tuple[list[_Record], bool]:
@@ -804,6 +804,7 @@ def inject_miscaptions(
     progress: bool = True,
     force: bool = False,
     allow_outside_root: bool = False,
+    on_error: str = "skip",
 ) -> dict:
     """Write a CSV copy of a dataset where a seeded ``fraction`` of samples carry another sample's caption.
 
@@ -823,6 +824,7 @@ def inject_miscaptions(
         caption_key=caption_key,
         progress=progress,
         allow_outside_root=allow_outside_root,
+        on_error=on_error,
     )
     samples = dataset.samples
     new = donor_captions(samples["captions"].tolist(), fraction, np.random.default_rng(seed))
