@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ import pandas as pd
 from .errors import ClipmemError
 
 TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # what _create_temp names its files
 
 
 def _create_temp(path: Path) -> Path:
@@ -52,6 +54,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Delete the temp files a killed writer left under ``folder`` (only names ``_create_temp`` makes).
+
+    A kill -9 between creating a temp file and renaming it leaves the temp behind; it never shadows a
+    real file, but a resumed run should not keep collecting them. Returns how many were removed.
+    """
+    stale = [p for p in Path(folder).rglob(f"*{TEMP_SUFFIX}") if _TEMP_NAME.match(p.name) and p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import cache
-from .atomic import write_json
+from .atomic import remove_stale_temps, write_json
 from .config import RunConfig
 from .data import Dataset, load_image, read_dataset, write_skip_report
 from .device import pick_device
@@ -126,9 +126,10 @@ def _check_out(out: Path, config: RunConfig, resume: bool) -> cache.Run | None:
     return run
 
 
-def _settings(config: dict) -> list:
-    """A run's settings without those that do not change its result."""
-    return sorted((k, v) for k, v in config.items() if k not in ("out", "device", "num_workers"))
+def _settings(config: dict) -> str:
+    """A run's settings without those that do not change its result, as the manifest's JSON holds them."""
+    kept = {k: v for k, v in config.items() if k not in ("out", "device", "num_workers")}
+    return json.dumps(kept, sort_keys=True, default=str)
 
 
 def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
@@ -138,6 +139,8 @@ def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
     so a run refused for its data or options never blocks the corrected rerun.
     """
     state_path = out / cache.STATE_FILE
+    if resume and state_path.exists():
+        remove_stale_temps(out)
     contents = {p.name for p in out.iterdir() if not p.name.startswith(".")} if out.is_dir() else set()
     if contents - {cache.STATE_FILE, cache.SKIPPED}:
         if not state_path.exists():
