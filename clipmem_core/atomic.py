@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .errors import ClipmemError
+
 TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # what _create_temp names its files
 
 
 def _create_temp(path: Path) -> Path:
@@ -52,6 +56,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Delete the temp files a killed writer left under ``folder`` (only names ``_create_temp`` makes).
+
+    A kill -9 between creating a temp file and renaming it leaves the temp behind; it never shadows a
+    real file, but a resumed run should not keep collecting them. Returns how many were removed.
+    """
+    stale = [p for p in Path(folder).rglob(f"*{TEMP_SUFFIX}") if _TEMP_NAME.match(p.name) and p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
@@ -76,3 +92,24 @@ def relative_if_inside(path: str | os.PathLike, base: str | os.PathLike) -> str:
     """``path`` relative to ``base`` when it lies inside it (so the pair can move together), else absolute."""
     path, base = Path(path).resolve(), Path(base).resolve()
     return path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)
+
+
+def check_output_file(
+    path: str | os.PathLike, *, force: bool = False, inputs: Iterable[str | os.PathLike] = ()
+) -> None:
+    """Refuse, before any work, an output file that would clobber something: one of ``inputs`` (never
+    allowed), an existing file (allowed with ``force``), a folder, or a path under a file."""
+    path = Path(path).expanduser().resolve()
+    if path.is_dir():
+        raise ClipmemError(f"--out {path} is a folder; name a file")
+    for source in inputs:
+        source = Path(source).expanduser().resolve()
+        if path == source or (path.exists() and source.exists() and os.path.samefile(path, source)):
+            raise ClipmemError(f"--out {path} is the input itself; writing it would destroy the input")
+    if path.exists() and not force:
+        raise ClipmemError(f"--out {path} already exists; add --force to overwrite it")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ClipmemError(f"--out {path} cannot be written: {parent} is a file, not a folder")
+            break

@@ -33,6 +33,7 @@ import pandas as pd
 from PIL import Image
 
 from .atomic import relative_if_inside, write_json, write_npy, write_parquet
+from .data import IMAGE_SUFFIXES
 from .errors import ClipmemError
 
 SCHEMA_VERSION = 2
@@ -215,15 +216,32 @@ class Run:
         if not root:
             return None
         root_path = Path(root)
-        return root_path if root_path.is_absolute() else (self.path / root_path).resolve()
+        return root_path if root_path.is_absolute() else Path(os.path.normpath(self.path.resolve() / root_path))
 
     def image_path(self, row: int) -> Path | None:
-        """The full-size image of a row, or None if it lies outside the dataset root or is gone."""
-        root = self.dataset_root
-        if root is None:
+        """The full-size image of a row, or None if the row names no usable image file.
+
+        Only rows of the run are served, never a path built from request input: a relative ``filepath``
+        must stay inside the dataset root (checked lexically, as at ingest), an absolute one is what the
+        user's own CSV or COCO file named (``clipmem_core.data``), and either must be an existing file
+        with an image suffix. See docs/security.md.
+        """
+        if not 0 <= row < len(self.scores):
             return None
-        candidate = (root / str(self.scores["filepath"].iat[row])).resolve()
-        if not candidate.is_relative_to(root) or not candidate.is_file():
+        filepath = str(self.scores["filepath"].iat[row])
+        if "\x00" in filepath:
+            return None
+        written = Path(filepath)
+        if written.is_absolute():
+            candidate = Path(os.path.normpath(written))
+        else:
+            root = self.dataset_root
+            if root is None:
+                return None
+            candidate = Path(os.path.normpath(root / written))
+            if not candidate.is_relative_to(root):
+                return None
+        if candidate.suffix.lower() not in IMAGE_SUFFIXES or not candidate.is_file():
             return None
         return candidate
 
@@ -254,12 +272,66 @@ def _read_manifest(run_dir: Path) -> Manifest:
 
 
 def check_manifest(run_dir: Path, manifest: Manifest) -> None:
-    """Raise ClipmemError if the run is incomplete or misses a file its manifest lists."""
+    """Raise ClipmemError if the run is incomplete or a file it lists is missing or visibly damaged.
+
+    Cheap enough for ``clipmem list`` over a cache of large runs: the parquet footer (row count and
+    columns) and each ``.npy`` header are read, and each array's size is checked against the file's,
+    so a truncated file is refused here rather than half-read later. Nothing is read in full.
+    """
     if manifest.status != "complete":
         raise ClipmemError(f"{run_dir} is incomplete (status {manifest.status!r})")
     for name in [SCORES, *manifest.files]:
         if not (run_dir / name).exists():
             raise ClipmemError(f"{run_dir} is incomplete: {name} is missing")
+    rows = _parquet_rows(run_dir / SCORES)
+    for name in (IMAGE_EMBEDDINGS, TEXT_EMBEDDINGS, VIEW_ALIGNMENTS):
+        if name in manifest.files or (run_dir / name).exists():
+            shape = _npy_shape(run_dir / name)
+            row_axis = 1 if name == VIEW_ALIGNMENTS and manifest.schema_version >= 2 else 0
+            if len(shape) <= row_axis or shape[row_axis] != rows:
+                raise ClipmemError(f"{run_dir / name} has shape {shape}, which does not match {rows} rows of scores")
+    for modality in ("image", "text"):
+        index = run_dir / INDEX_DIR / f"{modality}.faiss"
+        if index.exists() and index.stat().st_size == 0:
+            raise ClipmemError(f"{index} is empty")
+
+
+def _parquet_rows(path: Path) -> int:
+    """Row count from the parquet footer; a truncated file has none."""
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_metadata(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise ClipmemError(f"{path} is unreadable: {_first_line(exc)}") from None
+    missing = [c for c in BASE_COLUMNS if c not in metadata.schema.to_arrow_schema().names]
+    if missing:
+        raise ClipmemError(f"{path} lacks columns {missing}")
+    return metadata.num_rows
+
+
+def _npy_shape(path: Path) -> tuple[int, ...]:
+    """An ``.npy`` file's shape from its header, after checking the file holds every byte it announces."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(fh)
+            header_end = fh.tell()
+    except (OSError, ValueError, EOFError) as exc:
+        raise ClipmemError(f"{path} is unreadable: {_first_line(exc)}") from None
+    expected = header_end + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    actual = path.stat().st_size
+    if dtype.hasobject or actual != expected:
+        raise ClipmemError(f"{path} is damaged: {actual} bytes where its header announces {expected}")
+    return tuple(int(n) for n in shape)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_run(path: str | os.PathLike) -> Run:

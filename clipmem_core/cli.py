@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from .errors import ClipmemError
 
-DATA_OPTIONS = ("data", "img_key", "caption_key", "on_error")
+DATA_OPTIONS = ("data", "img_key", "caption_key", "on_error", "allow_outside_root")
 _CHOICES = {"on_error": ("skip", "fail")}
 
 
@@ -30,6 +30,9 @@ def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] 
     choices = {**_CHOICES, "preset": tuple(PRESETS), "protocol": PROTOCOLS}
     for spec in RunConfig.option_fields():
         if names is not None and spec.name not in names:
+            continue
+        if str(spec.type) == "bool":
+            parser.add_argument(_flag(spec), dest=spec.name, action="store_true", help=spec.metadata["help"])
             continue
         required = spec.name in ("data", "out")
         default = "the preset's" if spec.name in PRESET_FIELDS else "none" if spec.default is None else spec.default
@@ -86,6 +89,7 @@ def _add_inject(commands) -> None:
     p.add_argument("--out", required=True, help="output CSV")
     p.add_argument("--fraction", type=float, required=True, help="fraction of samples to mis-caption, in (0, 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists (never the input itself)")
     p.set_defaults(func=_cmd_inject)
 
 
@@ -93,7 +97,15 @@ def _cmd_inject(args: argparse.Namespace) -> int:
     from .data import inject_miscaptions
 
     summary = inject_miscaptions(
-        args.data, args.out, fraction=args.fraction, seed=args.seed, img_key=args.img_key, caption_key=args.caption_key
+        args.data,
+        args.out,
+        fraction=args.fraction,
+        seed=args.seed,
+        img_key=args.img_key,
+        caption_key=args.caption_key,
+        force=args.force,
+        allow_outside_root=args.allow_outside_root,
+        on_error=args.on_error,
     )
     print(json.dumps(summary, default=str))
     return 0
@@ -230,6 +242,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         img_key=args.img_key,
         caption_key=args.caption_key,
         on_error=args.on_error,
+        allow_outside_root=args.allow_outside_root,
     )
     print(f"run written to {run.path} ({len(run.scores)} samples)")
     return 0
@@ -317,6 +330,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(message: str) -> int:
+    """Print one line, whatever the message holds (library messages may quote multi-line texts)."""
+    one_line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    print(f"clipmem: error: {one_line}", file=sys.stderr)
+    return 2
+
+
+def _os_error(exc: OSError) -> str:
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -324,8 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ClipmemError as exc:
-        print(f"clipmem: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
+    except OSError as exc:  # a full disk, a read-only folder, a vanished file: the user's to fix, no traceback
+        return _error(_os_error(exc))
     except KeyboardInterrupt:
         print("clipmem: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130

@@ -62,6 +62,18 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 ON_ERROR = ("skip", "fail")
+# (minimum, maximum) of each whole-number option: the maxima only stop typos that would exhaust memory
+# or the disk (a thumbnail is small, K views and folds are few) or that numpy cannot seed.
+_WHOLE_NUMBER_RANGES = {
+    "epochs": (1, 10**6),
+    "batch_size": (1, 10**7),
+    "augmentations": (1, 1_000),
+    "folds": (2, 100),
+    "warmup_steps": (0, 10**9),
+    "seed": (0, 2**32 - 1),
+    "num_workers": (0, 1_024),
+    "thumbnail_size": (16, 1_024),
+}
 PRESET_FIELDS = frozenset(f.name for f in fields(Preset)) - {"description"}  # RunConfig fields a preset fills
 
 
@@ -102,6 +114,10 @@ class RunConfig:
     on_error: str = _option("bad rows: skip them and list them in skipped.csv, or fail", default="skip")
     img_key: str = _option("image column of a CSV/TSV", default="filepath", flag="--csv-img-key")
     caption_key: str = _option("caption column of a CSV/TSV", default="caption", flag="--csv-caption-key")
+    allow_outside_root: bool = _option(
+        "accept relative image paths that leave the dataset's folder with '..' (absolute paths are always accepted)",
+        default=False,
+    )
     device: str = _option("auto (CUDA if present), cpu, cuda, cuda:1 …", default="auto")
     num_workers: int = _option("data-loader worker processes", default=0)
     thumbnail_size: int = _option("longest side of the dashboard's thumbnails, in pixels", default=96)
@@ -134,16 +150,20 @@ class RunConfig:
             raise ClipmemError(f"--protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}")
         if self.on_error not in ON_ERROR:
             raise ClipmemError(f"--on-error must be skip or fail, not {self.on_error!r}")
-        minimums = {"epochs": 1, "batch_size": 1, "augmentations": 1, "folds": 2, "warmup_steps": 0, "seed": 0}
-        minimums |= {"num_workers": 0, "thumbnail_size": 16}
-        for name, minimum in minimums.items():
+        for name, (minimum, maximum) in _WHOLE_NUMBER_RANGES.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or value < minimum:
-                raise ClipmemError(f"--{name.replace('_', '-')} must be a whole number of at least {minimum}")
-        if self.seed >= 2**32:
-            raise ClipmemError("--seed must be below 2**32")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+                raise ClipmemError(
+                    f"--{name.replace('_', '-')} must be a whole number from {minimum} to {maximum:,}, not {value!r}"
+                )
+        if not (_finite(self.lr) and self.lr > 0):
             raise ClipmemError(f"--lr must be a positive finite number, not {self.lr!r}")
+        sizes = self.split_sizes
+        if sizes is not None and (len(sizes) != 4 or not all(_finite(s) and s >= 0 for s in sizes)):
+            raise ClipmemError(f"--split-sizes must be four finite, non-negative numbers, not {list(sizes)}")
+        for name in ("img_key", "caption_key"):
+            if not str(getattr(self, name)).strip():
+                raise ClipmemError(f"--{name.replace('_', '-')} is empty")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,3 +172,7 @@ class RunConfig:
     def option_fields(cls) -> list:
         """The fields with their help text: what the CLI turns into flags."""
         return list(fields(cls))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -9,26 +9,34 @@ or the image folder itself. WebDataset shards (a ``.tar``, a folder holding ``*.
 such as ``train-{0000..0003}.tar`` in the file name) have their images extracted once into a cache folder
 named by the shards' paths, sizes and mtimes (under ``$CLIPMEM_DATA_CACHE``, else
 ``~/.cache/clipmem/webdataset``), never beside the shards; that folder is the base, and a sample's
-``filepath`` is ``<shard stem>/<key>.<ext>``. ``root`` is that base, widened to the common ancestor when some good
-images lie outside it (absolute paths, ``../``), so every ``filepath`` is relative to ``root`` and
-``Run.image_path`` can confine lookups to it.
+``filepath`` is ``<shard stem>/<key>.<ext>``. ``root`` is always the base. A sample's ``filepath`` is
+relative to it when the image lies inside it; an absolute path written in the user's own CSV/COCO file
+(img2dataset and open_clip CSVs use them) is kept absolute. A relative path that leaves the base with
+``..`` is refused (a skipped row) unless ``allow_outside_root``; then it is stored as an absolute path
+too. So a stored relative ``filepath`` never escapes ``root``, and ``Run.image_path`` serves exactly
+the files that are rows of a run (docs/security.md).
 
 Row numbers in messages and in ``skipped`` count records from 1 in input order: CSV/TSV data rows
-(header excluded), COCO ``images`` entries, the sorted image files of a folder, or WebDataset samples
-(member groups sharing a key) in shard order.
+(header and blank lines excluded), COCO ``images`` entries, the sorted image files of a folder, or
+WebDataset samples (member groups sharing a key) in shard order, a damaged shard's tail counting as one.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
+import logging
 import os
 import posixpath
 import re
 import shutil
 import tarfile
+import warnings
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +46,10 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .atomic import atomic_path
+from .atomic import atomic_path, check_output_file
 from .errors import ClipmemError
 
+log = logging.getLogger("clipmem")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 ID_COLUMN = "id"
 LABEL_COLUMN = "is_miscaptioned"
@@ -51,11 +60,25 @@ _FORMATS = "a .csv, a .tsv, a COCO captions .json, a folder of images with .txt 
 DATA_CACHE_ENV = "CLIPMEM_DATA_CACHE"
 _BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _IMAGE_EXTS = frozenset(suffix[1:] for suffix in IMAGE_SUFFIXES)
+MAX_SHARDS = 100_000  # a brace pattern naming more shards is a typo, not a dataset
+MAX_ID_LENGTH = 300  # what the review database stores (review/store.py)
+# PIL's own decompression-bomb threshold (2 x Image.MAX_IMAGE_PIXELS); fixed here so a changed global
+# cannot turn it off. A 12000 x 12000 poster (144 MP) passes; images are downscaled once loaded.
+MAX_IMAGE_PIXELS = 178_956_970
+MAX_MEMBER_BYTES = 256 * 1024 * 1024  # a WebDataset image larger than this is refused, not extracted
+MAX_TEXT_MEMBER_BYTES = 1024 * 1024  # a .txt/.json member larger than this is refused, not read
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_OUTSIDE_HINT = "add --allow-outside-root to accept it"
+DAMAGED_SHARD = "\x00damaged"  # the key of the one skipped record that stands for a damaged shard's lost tail
 
 
 @dataclass
 class Dataset:
-    """The usable samples of one input plus every skipped row, with a hash to key caches on."""
+    """The usable samples of one input plus every skipped row, with a hash to key caches on.
+
+    ``warnings`` are whole-input problems that lost no usable sample but that a user should know
+    about (a truncated shard, ground truth given for only some samples); the CLI logs them.
+    """
 
     samples: pd.DataFrame
     root: Path
@@ -63,6 +86,7 @@ class Dataset:
     skipped: pd.DataFrame
     content_hash: str
     source: Path
+    warnings: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -70,7 +94,10 @@ class Dataset:
 
 @dataclass
 class _Record:
-    """One input row before validation; ``problem`` is a defect the reader already saw."""
+    """One input row before validation; ``problem`` is a defect the reader already saw.
+
+    ``escapes``: the path was written relative but leaves the base folder with ``..``.
+    """
 
     row: int
     written: str
@@ -79,6 +106,8 @@ class _Record:
     sample_id: str
     label: Any = None
     problem: str | None = None
+    escapes: bool = False
+    warn: bool = False  # the record stands for lost input (a damaged shard): also a warning
 
 
 def read_dataset(
@@ -89,10 +118,13 @@ def read_dataset(
     on_error: str = "skip",
     check_images: bool = True,
     progress: bool = True,
+    allow_outside_root: bool = False,
 ) -> Dataset:
     """Read and validate a dataset; bad rows are skipped with a reason, or raise if ``on_error="fail"``.
 
-    ``check_images`` opens every image with PIL ``verify()``; without it only existence is checked.
+    ``check_images`` decodes every image fully (a truncated JPEG passes PIL's ``verify()`` but not a
+    decode); without it only existence is checked. ``allow_outside_root`` accepts relative paths that
+    leave the dataset's folder with ``..`` (absolute paths are always accepted).
     """
     if on_error not in ("skip", "fail"):
         raise ClipmemError(f"on_error must be 'skip' or 'fail', not {on_error!r}")
@@ -100,20 +132,24 @@ def read_dataset(
     fmt, base, records, has_label = _read_records(source, img_key, caption_key, progress)
     if not records:
         raise ClipmemError(f"{source} holds no samples")
-    good, skipped = _validate(records, has_label, check_images, progress, on_error)
+    notes = [r.problem for r in records if r.warn and r.problem]
+    good, skipped = _validate(records, has_label, check_images, progress, on_error, allow_outside_root)
     if not good:
         raise ClipmemError(
             f"{source} has no usable samples: all {len(skipped)} rows were skipped ({_top_reasons(skipped)})"
         )
-    root = _common_root(base, [r.path for r in good])
-    samples = _samples_frame(good, root, has_label)
+    samples, label_note = _samples_frame(good, base, has_label)
+    notes += [label_note] if label_note else []
+    for note in notes:
+        log.warning("%s: %s", source.name, note)
     return Dataset(
         samples=samples,
-        root=root,
+        root=base,
         format=fmt,
         skipped=pd.DataFrame([s[:4] for s in skipped], columns=SKIP_COLUMNS),
-        content_hash=_content_hash(samples, root),
+        content_hash=_content_hash(samples, base),
         source=source,
+        warnings=notes,
     )
 
 
@@ -133,32 +169,56 @@ def _read_records(
         return _read_webdataset([source], progress)
     if suffix in (".csv", ".tsv"):
         fmt = suffix[1:]
-        records, has_label = _read_table(source, "," if fmt == "csv" else "\t", img_key, caption_key)
+        records, has_label = _read_table(source, fmt, img_key, caption_key)
         return fmt, source.parent, records, has_label
     if suffix == ".json":
         return "coco", source.parent, _read_coco(source), False
     raise ClipmemError(f"unknown dataset format {suffix or '(no extension)'!r} for {source}: expected {_FORMATS}")
 
 
-def _read_table(source: Path, sep: str, img_key: str, caption_key: str) -> tuple[list[_Record], bool]:
+def _read_text(source: Path) -> str:
+    """The whole file as text (UTF-8, a byte-order mark dropped); ClipmemError if it is not UTF-8."""
     try:
-        frame = pd.read_csv(source, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except pd.errors.EmptyDataError:
-        raise ClipmemError(f"{source} is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ClipmemError(f"{source} is not a readable table: {str(exc).strip().splitlines()[0]}") from None
-    missing = [key for key in (img_key, caption_key) if key not in frame.columns]
-    if missing:
-        raise ClipmemError(
-            f"{source} lacks the column(s) {', '.join(map(repr, missing))} "
-            f"(columns: {', '.join(map(str, frame.columns))}); "
-            "name the image and caption columns with --csv-img-key/--csv-caption-key"
-        )
+        return source.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ClipmemError(f"{source} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ClipmemError(f"{source} is unreadable: {exc.strerror or exc}") from None
+
+
+def _table_rows(text: str, fmt: str, source: Path) -> Iterator[list[str]]:
+    """Non-blank rows as lists of fields.
+
+    TSV has no quoting (as open_clip and img2dataset write it): a field is everything between two tabs,
+    so a caption starting with a double quote stays one caption instead of swallowing the next rows.
+    CSV follows RFC 4180 (quoted fields may hold commas, quotes and newlines).
+    """
+    if fmt == "tsv":
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        yield from (line.split("\t") for line in lines if line.strip())
+        return
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for fields in reader:
+            if any(f.strip() for f in fields):
+                yield fields
+    except csv.Error as exc:
+        raise ClipmemError(f"{source} is not a readable CSV table: line {reader.line_num}: {exc}") from None
+
+
+def _read_table(source: Path, fmt: str, img_key: str, caption_key: str) -> tuple[list[_Record], bool]:
+    rows = _table_rows(_read_text(source), fmt, source)
+    header = next(rows, None)
+    if header is None:
+        raise ClipmemError(f"{source} is empty")
+    columns = _table_columns(source, header, img_key, caption_key)
+    has_id, has_label = ID_COLUMN in columns, LABEL_COLUMN in columns
     base = source.parent
-    has_id, has_label = ID_COLUMN in frame.columns, LABEL_COLUMN in frame.columns
     records = []
-    for i, row in enumerate(frame.to_dict("records"), start=1):
-        written, caption = row[img_key].strip(), row[caption_key].strip()
+    for i, fields in enumerate(rows, start=1):
+        problem = _field_count_problem(fields, len(header))
+        fields = fields + [""] * (len(header) - len(fields))
+        written, caption = fields[columns[img_key]].strip(), fields[columns[caption_key]].strip()
         full = _absolute(base, written)
         records.append(
             _Record(
@@ -166,20 +226,53 @@ def _read_table(source: Path, sep: str, img_key: str, caption_key: str) -> tuple
                 written=written,
                 path=full,
                 captions=[caption],
-                sample_id=row[ID_COLUMN].strip() if has_id else _derived_id(base, full, caption),
-                label=row[LABEL_COLUMN] if has_label else None,
-                problem=None if written else "filepath is empty",
+                sample_id=fields[columns[ID_COLUMN]].strip() if has_id else _derived_id(base, full, caption),
+                label=fields[columns[LABEL_COLUMN]] if has_label else None,
+                problem=problem or (None if written else "filepath is empty"),
+                escapes=_escapes(base, written, full),
             )
         )
     return records, has_label
 
 
+def _table_columns(source: Path, header: list[str], img_key: str, caption_key: str) -> dict[str, int]:
+    """Position of each column the reader uses; a missing or repeated one is a whole-file error."""
+    missing = [key for key in (img_key, caption_key) if key not in header]
+    if missing:
+        raise ClipmemError(
+            f"{source} lacks the column(s) {', '.join(map(repr, missing))} "
+            f"(columns: {', '.join(header)[:300]}); "
+            "name the image and caption columns with --csv-img-key/--csv-caption-key"
+        )
+    used = [key for key in dict.fromkeys((img_key, caption_key, ID_COLUMN, LABEL_COLUMN)) if key in header]
+    repeated = [key for key in used if header.count(key) > 1]
+    if repeated:
+        raise ClipmemError(f"{source} has the column {repeated[0]!r} more than once; keep one")
+    return {key: header.index(key) for key in used}
+
+
+def _field_count_problem(fields: list[str], expected: int) -> str | None:
+    """A row with more (non-empty) fields than the header is malformed: an unquoted comma, usually.
+
+    Shorter rows are padded with empty fields, as spreadsheets write them; trailing empty fields are fine.
+    """
+    if len(fields) > expected and any(f.strip() for f in fields[expected:]):
+        return f"row has {len(fields)} fields but the header has {expected} (quote fields that hold the separator)"
+    return None
+
+
+def _escapes(base: Path, written: str, full: Path) -> bool:
+    """True for a relative path that leaves ``base`` (``../x.png``); absolute paths are the user's choice."""
+    return bool(written) and not Path(written).is_absolute() and not full.is_relative_to(base)
+
+
 def _read_coco(source: Path) -> list[_Record]:
     """COCO captions: one record per ``images`` entry, its annotations' captions in file order."""
     try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ClipmemError(f"{source} is not valid JSON: {exc}") from None
+        data = json.loads(_read_text(source))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        reason = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ClipmemError(f"{source} is not valid JSON: {reason}") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
         raise ClipmemError(f"{source} is not a COCO captions file (it needs 'images' and 'annotations' lists)")
     captions: dict[str, list[str]] = defaultdict(list)
@@ -190,7 +283,8 @@ def _read_coco(source: Path) -> list[_Record]:
     records = []
     for i, image in enumerate(data["images"], start=1):
         image = image if isinstance(image, dict) else {}
-        written = str(image.get("file_name", "")).strip()
+        file_name = image.get("file_name", "")
+        written = file_name.strip() if isinstance(file_name, str) else ""
         full = _coco_image_path(base, written)
         caps = captions.get(str(image.get("id")), [])
         records.append(
@@ -200,7 +294,8 @@ def _read_coco(source: Path) -> list[_Record]:
                 path=full,
                 captions=caps,
                 sample_id=str(image["id"]) if "id" in image else _derived_id(base, full, caps[0] if caps else ""),
-                problem=None if written else "image entry has no file_name",
+                problem=None if written else "image entry has no file_name (a string)",
+                escapes=_escapes(base, written, full),
             )
         )
     return records
@@ -223,8 +318,7 @@ def _read_folder(folder: Path) -> list[_Record]:
     )
     records = []
     for i, image in enumerate(images, start=1):
-        text_file = image.with_suffix(".txt")
-        caps = _caption_lines(text_file.read_text(encoding="utf-8", errors="replace")) if text_file.is_file() else []
+        caps, problem = _caption_file(image.with_suffix(".txt"))
         records.append(
             _Record(
                 row=i,
@@ -232,10 +326,22 @@ def _read_folder(folder: Path) -> list[_Record]:
                 path=image,
                 captions=caps,
                 sample_id=_derived_id(folder, image, caps[0] if caps else ""),
-                problem=None if text_file.is_file() else f"caption file {text_file.name} is missing",
+                problem=problem,
             )
         )
     return records
+
+
+def _caption_file(text_file: Path) -> tuple[list[str], str | None]:
+    """The captions in an image's ``.txt`` file, or a problem if it is missing, too large or unreadable."""
+    if not text_file.is_file():
+        return [], f"caption file {text_file.name} is missing"
+    try:
+        if text_file.stat().st_size > MAX_TEXT_MEMBER_BYTES:
+            return [], f"caption file {text_file.name} is larger than {MAX_TEXT_MEMBER_BYTES:,} bytes"
+        return _caption_lines(text_file.read_text(encoding="utf-8", errors="replace")), None
+    except OSError as exc:
+        return [], f"caption file {text_file.name} is unreadable: {exc.strerror or exc}"
 
 
 def _caption_lines(text: str) -> list[str]:
@@ -254,12 +360,25 @@ class _TarSample:
 
 
 def _pattern_shards(pattern: Path) -> list[Path]:
-    """The shards a brace pattern names, each of which must exist."""
+    """The shards a brace pattern names, each of which must exist (at most MAX_SHARDS of them)."""
+    count = _brace_count(pattern.name)
+    if count > MAX_SHARDS:
+        raise ClipmemError(
+            f"{pattern.name} names {count:,} shards; at most {MAX_SHARDS:,} are read (is a range too wide?)"
+        )
     shards = [pattern.with_name(name) for name in _expand_braces(pattern.name)]
     missing = [s for s in shards if not s.is_file()]
     if missing:
         raise ClipmemError(f"{len(missing)} of {len(shards)} shards of {pattern} do not exist, e.g. {missing[0]}")
     return shards
+
+
+def _brace_count(name: str) -> int:
+    """How many names ``_expand_braces`` gives, counted without expanding anything."""
+    count = 1
+    for first, last in _BRACE.findall(name):
+        count *= abs(int(last) - int(first)) + 1
+    return count
 
 
 def _expand_braces(name: str) -> list[str]:
@@ -279,12 +398,19 @@ def _expand_braces(name: str) -> list[str]:
 
 
 def _read_webdataset(shards: list[Path], progress: bool) -> tuple[str, Path, list[_Record], bool]:
-    """Stream the shards in order, extracting images into the cache folder; one record per sample key."""
+    """Stream the shards in order, extracting images into the cache folder; one record per sample key.
+
+    A shard that is not a tar, or whose end is missing or damaged, adds one skipped record saying so
+    (its readable samples are kept), so a truncated download never passes unnoticed.
+    """
     root = _extraction_dir(shards)
     grouped: list[tuple[Path, _TarSample]] = []
     with tqdm(desc="reading shards", unit="file", disable=not progress) as bar:
         for shard in shards:
-            grouped += [(shard, sample) for sample in _shard_samples(shard, root / shard.stem, bar)]
+            samples, damage = _shard_samples(shard, root / shard.stem, bar)
+            grouped += [(shard, sample) for sample in samples]
+            if damage:
+                grouped.append((shard, _TarSample(DAMAGED_SHARD, problem=damage)))
     records = [_tar_record(i, shard, root, sample) for i, (shard, sample) in enumerate(grouped, start=1)]
     return "webdataset", root, records, any(r.label is not None for r in records)
 
@@ -297,19 +423,45 @@ def _extraction_dir(shards: list[Path]) -> Path:
     return Path(base).expanduser().resolve() / digest
 
 
-def _shard_samples(shard: Path, out_dir: Path, bar: tqdm) -> list[_TarSample]:
-    """Group a shard's members by key (first-seen order), extracting images not already in ``out_dir``."""
+def _shard_samples(shard: Path, out_dir: Path, bar: tqdm) -> tuple[list[_TarSample], str | None]:
+    """Group a shard's members by key (first-seen order), extracting images not already in ``out_dir``.
+
+    Returns the samples and, for a shard that is unreadable, truncated or damaged, what is wrong with it.
+    Python's tarfile stops silently at a truncated or garbled header, so the end-of-archive block is
+    checked here: a shard that does not end with one lost its tail.
+    """
     samples: dict[str, _TarSample] = {}
+    current: _TarSample | None = None
     try:
         with tarfile.open(shard, "r|") as tar:
             for member in tar:
                 bar.update()
                 key, ext = _split_member(member.name)
                 if member.isfile() and key and ext:
-                    _add_member(tar, member, samples.setdefault(key, _new_sample(key, out_dir)), ext, out_dir)
-    except (tarfile.TarError, EOFError) as exc:
-        raise ClipmemError(f"{shard} is not a readable tar file: {exc}") from None
-    return list(samples.values())
+                    current = samples.setdefault(key, _new_sample(key, out_dir))
+                    _add_member(tar, member, current, ext, out_dir)
+            end = tar.offset
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        if not samples:
+            return [], f"shard {shard.name} is not a readable tar file ({exc})"
+        if current is not None:
+            current.problem = current.problem or "the shard breaks off inside this sample"
+        return list(samples.values()), _damage(shard, len(samples), f"({exc})")
+    if not _ends_cleanly(shard, end):
+        return list(samples.values()), _damage(shard, len(samples), f"at byte {end}")
+    return list(samples.values()), None
+
+
+def _damage(shard: Path, n_samples: int, where: str) -> str:
+    return f"shard {shard.name} is truncated or damaged {where} after {n_samples} samples; the rest of it is lost"
+
+
+def _ends_cleanly(shard: Path, offset: int) -> bool:
+    """True if the block where tarfile stopped is the zero block that ends a tar archive."""
+    with open(shard, "rb") as fh:
+        fh.seek(offset)
+        block = fh.read(tarfile.BLOCKSIZE)
+    return len(block) == tarfile.BLOCKSIZE and not any(block)
 
 
 def _split_member(name: str) -> tuple[str, str]:
@@ -333,10 +485,15 @@ def _add_member(tar: tarfile.TarFile, member: tarfile.TarInfo, sample: _TarSampl
     sample.kinds.add(kind)
     if kind in _IMAGE_EXTS:
         sample.images.append(f"{sample.key}.{ext}")
+        if member.size > MAX_MEMBER_BYTES:
+            sample.problem = sample.problem or f"member {member.name} is larger than {MAX_MEMBER_BYTES:,} bytes"
         target = out_dir / sample.images[-1]
         if not sample.problem and not target.exists():
             _extract(tar, member, target)
     elif kind in ("txt", "json"):
+        if member.size > MAX_TEXT_MEMBER_BYTES:
+            sample.problem = sample.problem or f"member {member.name} is larger than {MAX_TEXT_MEMBER_BYTES:,} bytes"
+            return
         sample.texts[kind] = tar.extractfile(member).read()
 
 
@@ -349,6 +506,8 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> Non
 
 
 def _tar_record(row: int, shard: Path, root: Path, sample: _TarSample) -> _Record:
+    if sample.key == DAMAGED_SHARD:
+        return _Record(row, shard.name, root / shard.stem, [], "", problem=sample.problem, warn=True)
     meta, json_problem = _sample_json(sample)
     captions = _tar_captions(sample, meta)
     path = _absolute(root / shard.stem, sample.images[0] if sample.images else sample.key)
@@ -381,7 +540,7 @@ def _sample_json(sample: _TarSample) -> tuple[dict, str | None]:
         return {}, None
     try:
         meta = json.loads(sample.texts["json"])
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         meta = None
     return (meta, None) if isinstance(meta, dict) else ({}, f"{sample.key}.json is not a JSON object")
 
@@ -410,7 +569,7 @@ def _derived_id(base: Path, full: Path, caption: str) -> str:
 
 
 def _validate(
-    records: list[_Record], has_label: bool, check_images: bool, progress: bool, on_error: str
+    records: list[_Record], has_label: bool, check_images: bool, progress: bool, on_error: str, allow_outside: bool
 ) -> tuple[list[_Record], list[tuple]]:
     """Split records into good ones (labels parsed to bool) and skipped (row, filepath, caption, reason, kind).
 
@@ -423,7 +582,7 @@ def _validate(
     desc = "checking images" if check_images else "checking rows"
     with tqdm(records, desc=desc, unit="img", disable=not progress) as bar:
         for rec in bar:
-            kind, detail = _problem(rec, has_label, seen_ids, seen_pairs, image_problems, check_images)
+            kind, detail = _problem(rec, has_label, seen_ids, seen_pairs, image_problems, check_images, allow_outside)
             if kind is None:
                 good.append(rec)
                 seen_ids[rec.sample_id] = rec.row
@@ -431,7 +590,7 @@ def _validate(
                 continue
             reason = f"{kind}: {detail}" if detail else kind
             if on_error == "fail":
-                raise ClipmemError(f"row {rec.row} ({rec.written}): {reason}")
+                raise ClipmemError(f"row {rec.row} ({rec.written[:200]}): {reason}")
             skipped.append((rec.row, rec.written, rec.captions[0] if rec.captions else "", reason, kind))
     return good, skipped
 
@@ -443,19 +602,28 @@ def _problem(
     seen_pairs: dict[tuple, int],
     image_problems: dict[Path, str | None],
     check_images: bool,
+    allow_outside: bool,
 ) -> tuple[str | None, str]:
-    """(kind, detail) of the first defect of a record, cheapest checks first; (None, "") if it is good."""
+    """(kind, detail) of the first defect of a record, cheapest checks first; (None, "") if it is good.
+
+    A path that leaves the dataset folder is refused before the file system is asked anything about it.
+    """
     if rec.problem:
         return rec.problem, ""
+    if rec.escapes and not allow_outside:
+        return "image path leaves the dataset folder", f"{rec.written[:200]!r} ({_OUTSIDE_HINT})"
+    if "\x00" in rec.written:
+        return "filepath holds a NUL byte", ""
     if not rec.captions or not rec.captions[0]:
         return "caption is empty", ""
-    if has_label:
+    if has_label and rec.label is not None:  # a WebDataset sample without the key is unlabelled, not bad
         label = _parse_label(rec.label)
         if label is None:
-            return "bad is_miscaptioned value", f"{rec.label!r} (use true/false, 1/0 or yes/no)"
+            return "bad is_miscaptioned value", f"{str(rec.label)[:40]!r} (use true/false, 1/0 or yes/no)"
         rec.label = label
-    if not rec.sample_id:
-        return "id is empty", ""
+    id_problem = _id_problem(rec.sample_id)
+    if id_problem:
+        return id_problem, ""
     if (rec.path, tuple(rec.captions)) in seen_pairs:
         return "duplicate row", f"same filepath and caption as row {seen_pairs[(rec.path, tuple(rec.captions))]}"
     if rec.sample_id in seen_ids:
@@ -470,18 +638,53 @@ def _problem(
     return None, ""
 
 
+def _id_problem(sample_id: str) -> str | None:
+    """Ids travel to the review database, URLs and exports: non-empty, at most MAX_ID_LENGTH, no control characters."""
+    if not sample_id:
+        return "id is empty"
+    if len(sample_id) > MAX_ID_LENGTH:
+        return f"id is longer than {MAX_ID_LENGTH} characters"
+    if _CONTROL.search(sample_id):
+        return "id holds control characters"
+    return None
+
+
 def _parse_label(value: Any) -> bool | None:
     text = str(value).strip().lower()
     return True if text in _TRUE else False if text in _FALSE else None
 
 
 def _image_problem(path: Path) -> str | None:
+    """Why an image cannot be used, or None: the header is checked, then every pixel decoded.
+
+    ``verify()`` alone passes a truncated JPEG, which would then abort the run at "load images".
+    """
     try:
-        with Image.open(path) as image:
+        with _quiet_bombs(), Image.open(path) as image:
+            too_large = _size_problem(image)
+            if too_large:
+                return too_large
             image.verify()
+        with _quiet_bombs(), Image.open(path) as image:
+            image.load()
     except Exception as exc:  # PIL raises many exception types for damaged files
-        return str(exc) or type(exc).__name__
+        return (str(exc) or type(exc).__name__).splitlines()[0][:300]
     return None
+
+
+def _size_problem(image: Image.Image) -> str | None:
+    pixels = image.width * image.height
+    if pixels > MAX_IMAGE_PIXELS:
+        return f"image is {image.width} x {image.height} pixels, more than the limit of {MAX_IMAGE_PIXELS:,}"
+    return None
+
+
+@contextmanager
+def _quiet_bombs() -> Iterator[None]:
+    """PIL warns about images above half its limit; clipmem checks its own limit, so the warning is noise."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
 
 
 def _top_reasons(skipped: list[tuple], top: int = 3) -> str:
@@ -489,23 +692,33 @@ def _top_reasons(skipped: list[tuple], top: int = 3) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in counts)
 
 
-def _common_root(base: Path, paths: list[Path]) -> Path:
-    outside = [p for p in paths if not p.is_relative_to(base)]
-    return Path(os.path.commonpath([base, *outside])) if outside else base
+def _samples_frame(good: list[_Record], root: Path, has_label: bool) -> tuple[pd.DataFrame, str | None]:
+    """The samples table, and a note when ground truth is given for some samples only (then it is left out).
 
-
-def _samples_frame(good: list[_Record], root: Path, has_label: bool) -> pd.DataFrame:
+    ``filepath`` is relative to ``root`` for an image inside it, else the image's absolute path.
+    """
     frame = pd.DataFrame(
         {
             "sample_id": [r.sample_id for r in good],
-            "filepath": [r.path.relative_to(root).as_posix() for r in good],
+            "filepath": [_stored_path(root, r.path) for r in good],
             "caption": [r.captions[0] for r in good],
             "captions": [list(r.captions) for r in good],
         }
     )
-    if has_label:
-        frame[LABEL_COLUMN] = np.array([r.label for r in good], dtype=bool)
-    return frame
+    labels = [r.label for r in good] if has_label else []
+    known = sum(label is not None for label in labels)
+    if labels and known == len(labels):
+        frame[LABEL_COLUMN] = np.array(labels, dtype=bool)
+    elif known:
+        return frame, (
+            f"{LABEL_COLUMN} is given for {known} of {len(labels)} samples; a partial ground truth would "
+            "skew every detection figure, so it is left out (label every sample to use it)"
+        )
+    return frame, None
+
+
+def _stored_path(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
 
 
 def _content_hash(samples: pd.DataFrame, root: Path) -> str:
@@ -528,13 +741,37 @@ def write_skip_report(dataset: Dataset, path: str | os.PathLike) -> None:
 
 
 def load_image(root: str | os.PathLike, filepath: str) -> Image.Image:
-    """Open one dataset image as RGB, fully loaded so the file handle is closed."""
+    """Open one dataset image as 8-bit RGB, fully loaded so the file handle is closed.
+
+    ``filepath`` is relative to ``root`` or absolute (see the module docstring).
+    """
     path = Path(root) / filepath
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError) as exc:
+        with _quiet_bombs(), Image.open(path) as image:
+            too_large = _size_problem(image)
+            if too_large:
+                raise ClipmemError(f"image {path} is unusable: {too_large}")
+            return to_rgb(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ClipmemError(f"image {path} is unreadable: {exc}") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any PIL mode, keeping the picture's contrast.
+
+    PIL's ``convert("RGB")`` clips 16-bit and 32-bit integer pixels to 255 (a 16-bit grayscale PNG
+    turns white) and float pixels in [0, 1] to 0 (black); those are rescaled to 0-255 first.
+    """
+    if image.mode.startswith("I;16") or image.mode == "I":
+        pixels = np.asarray(image, dtype=np.int64)
+        if image.mode == "I" and pixels.max(initial=0) <= 255:
+            return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray((np.clip(pixels, 0, 65535) >> 8).astype(np.uint8), "L").convert("RGB")
+    if image.mode == "F":
+        pixels = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        scale = 255.0 if pixels.max(initial=0.0) <= 1.0 else 1.0
+        return Image.fromarray(np.clip(pixels * scale, 0, 255).round().astype(np.uint8), "L").convert("RGB")
+    return image.convert("RGB")
 
 
 def donor_captions(captions: Sequence[Sequence[str]], fraction: float, rng: np.random.Generator) -> dict[int, str]:
@@ -565,19 +802,32 @@ def inject_miscaptions(
     img_key: str = "filepath",
     caption_key: str = "caption",
     progress: bool = True,
+    force: bool = False,
+    allow_outside_root: bool = False,
+    on_error: str = "skip",
 ) -> dict:
     """Write a CSV copy of a dataset where a seeded ``fraction`` of samples carry another sample's caption.
 
     Columns ``id, filepath, caption, is_miscaptioned``: one row per sample with its first caption (a
     mis-captioned multi-caption sample gets the donor's first caption only); ids keep the source sample_ids;
-    filepaths are relative to the output's folder. A sample already flagged in the source stays flagged.
+    filepaths are relative to the output's folder when the image lies inside it, else absolute (so the copy
+    reads back without ``--allow-outside-root``). A sample already flagged in the source stays flagged.
+    An existing ``out_path`` is only replaced with ``force``, and never when it is the input itself.
     """
     if not 0 < fraction < 1:
         raise ClipmemError(f"fraction must be between 0 and 1 (exclusive), not {fraction}")
-    dataset = read_dataset(src_path, img_key=img_key, caption_key=caption_key, progress=progress)
+    out = Path(out_path).expanduser().resolve()
+    check_output_file(out, force=force, inputs=[Path(src_path)])
+    dataset = read_dataset(
+        src_path,
+        img_key=img_key,
+        caption_key=caption_key,
+        progress=progress,
+        allow_outside_root=allow_outside_root,
+        on_error=on_error,
+    )
     samples = dataset.samples
     new = donor_captions(samples["captions"].tolist(), fraction, np.random.default_rng(seed))
-    out = Path(out_path).expanduser().resolve()
     captions = samples["caption"].tolist()
     flags = samples[LABEL_COLUMN].tolist() if LABEL_COLUMN in samples else [False] * len(samples)
     for i, caption in new.items():
@@ -585,7 +835,7 @@ def inject_miscaptions(
     frame = pd.DataFrame(
         {
             ID_COLUMN: samples["sample_id"],
-            "filepath": [Path(os.path.relpath(dataset.root / fp, out.parent)).as_posix() for fp in samples["filepath"]],
+            "filepath": [_stored_path(out.parent, _absolute(dataset.root, fp)) for fp in samples["filepath"]],
             "caption": captions,
             LABEL_COLUMN: flags,
         }

@@ -12,9 +12,17 @@ from .errors import ClipmemError
 def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError):
+        raise ClipmemError(f"--device {requested!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise ClipmemError(f"--device {requested}: CUDA is not available on this machine")
-    return torch.device(requested)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ClipmemError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type not in ("cpu", "cuda"):
+        raise ClipmemError(f"--device {requested}: clipmem runs on cpu or cuda")
+    return device
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:

@@ -8,6 +8,7 @@ S_I, and so on). An optional ``split`` column uses the paper's split names or fo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,28 @@ def _merge(dataset_samples: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _check_out(out_dir: Path) -> None:
+    """An import goes into a new or empty folder, or one an earlier import left unfinished (redone whole)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ClipmemError(f"--out {out_dir} is a file, not a folder")
+    blocking = next((parent for parent in out_dir.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise ClipmemError(f"--out {out_dir} cannot be made: {blocking} is a file, not a folder")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not (out_dir / cache.MANIFEST).exists() and _unfinished_import(out_dir / cache.STATE_FILE):
+        return
+    raise ClipmemError(f"{out_dir} already exists and is not an empty folder; choose another --out")
+
+
+def _unfinished_import(state_path: Path) -> bool:
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(state, dict) and "imported_from" in state
+
+
 def import_run(
     data: str,
     scores_path: str,
@@ -96,6 +119,7 @@ def import_run(
     img_key: str = "filepath",
     caption_key: str = "caption",
     on_error: str = "skip",
+    allow_outside_root: bool = False,
 ) -> cache.Run:
     """Join externally computed scores to a dataset and write a complete run.
 
@@ -103,13 +127,14 @@ def import_run(
         The written `Run`; registered scores that can be derived from the given columns are added.
     """
     out_dir = Path(out)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ClipmemError(f"{out_dir} already exists and is not an empty folder; choose another --out")
+    _check_out(out_dir)
     if (image_embeddings is None) != (text_embeddings is None):
         raise ClipmemError("give both --image-embeddings and --text-embeddings, or neither")
     timer = Stopwatch()
     with timer.stage("ingest"):
-        dataset = read_dataset(data, img_key=img_key, caption_key=caption_key, on_error=on_error)
+        dataset = read_dataset(
+            data, img_key=img_key, caption_key=caption_key, on_error=on_error, allow_outside_root=allow_outside_root
+        )
         scores = _read_scores(Path(scores_path))
         image_vectors = _read_embeddings(image_embeddings, len(scores), "--image-embeddings")
         text_vectors = _read_embeddings(text_embeddings, len(scores), "--text-embeddings")

@@ -9,8 +9,10 @@ insertion grows faster than linearly. Queries on either stay well under the dash
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -156,25 +158,64 @@ def build_index(
 
 
 def save_index(index: faiss.Index, path: str | os.PathLike) -> None:
-    """Write atomically; a GPU index is copied to CPU first (GPU indexes cannot be serialised)."""
+    """Write atomically; a GPU index is copied to CPU first (GPU indexes cannot be serialised).
+
+    faiss's own file writer buffers through C stdio and only reports a failed final flush on stderr
+    ("close error"), so on a full disk it returned normally and a truncated index was renamed into
+    place. Here faiss writes through a Python file object, whose write and close raise ``OSError``,
+    and the written size is checked before the rename.
+    """
     cpu_index = faiss.index_gpu_to_cpu(index) if _is_gpu(index) else index
     with atomic_path(path) as tmp:
-        faiss.write_index(cpu_index, str(tmp))
+        with open(tmp, "wb") as fh:
+            faiss.write_index(cpu_index, faiss.PyCallbackIOWriter(fh.write))
+            written = fh.tell()
+        if tmp.stat().st_size != written:
+            raise OSError(errno.EIO, f"index {path} was cut short while being written")
 
 
 def load_index(path: str | os.PathLike, *, use_gpu: bool | str = False) -> faiss.Index:
-    """Read an index written by ``save_index``; ClipmemError if it is missing or unreadable."""
+    """Read an index written by ``save_index``; ClipmemError if it is missing, damaged or implausible."""
     path = Path(path)
     if not path.is_file():
         raise ClipmemError(f"index {path} is missing; rebuild the run's indexes")
+    _check_header(path)
     try:
         index = faiss.read_index(str(path))
-    except RuntimeError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+    except (RuntimeError, MemoryError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ClipmemError(f"index {path} is corrupt: {first_line}") from None
     if _want_gpu(use_gpu) and not isinstance(index, faiss.IndexHNSW):
         index = _to_gpu(index)
     return index
+
+
+_HEADER = struct.Struct("<4siq")  # fourcc, dimension, number of vectors: how every faiss index starts
+_FLAT = (b"IxFI", b"IxF2")  # flat inner-product and L2 indexes: a 37-byte header, then the vectors
+
+
+def _check_header(path: Path) -> None:
+    """Refuse an index whose header announces more data than the file holds, before faiss allocates it.
+
+    A damaged size field made ``faiss.read_index`` try to allocate and zero-fill gigabytes (minutes,
+    then an out-of-memory kill). Every index clipmem writes (flat, IVF-flat, HNSW-flat) stores all
+    vectors in float32, so the file is at least ``4 * d * n`` bytes; a flat one is exactly that plus
+    its header.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if len(head) < _HEADER.size:
+        raise ClipmemError(f"index {path} is corrupt: only {size} bytes")
+    fourcc, dim, n = _HEADER.unpack_from(head)
+    if not 0 < dim <= 1 << 16 or n < 0 or 4 * dim * n > size:
+        raise ClipmemError(f"index {path} is corrupt: its header announces {n} vectors of {dim} dimensions")
+    if fourcc in _FLAT and len(head) >= 45:
+        metric = struct.unpack_from("<i", head, 33)[0]
+        offset = 37 + (4 if metric > 1 else 0)
+        (count,) = struct.unpack_from("<Q", head, offset)
+        if count != dim * n or size != offset + 8 + 4 * count:
+            raise ClipmemError(f"index {path} is corrupt: {size} bytes do not hold {n} vectors of {dim} dimensions")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ local checkpoint file instead (``init_checkpoint``).
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,22 +77,48 @@ def create_clip(
     )
 
 
-def load_weights(model: torch.nn.Module, checkpoint: str | Path) -> None:
-    """Load an open_clip checkpoint, or one written by clipmem's trainer ({'model': state_dict})."""
-    path = Path(checkpoint)
+def read_checkpoint(path: str | Path) -> Any:
+    """A checkpoint's contents, read with ``weights_only=True``: tensors and plain values, never code.
+
+    A pickle that names any other object (a tampered file whose ``__reduce__`` would run a command)
+    is refused before anything in it is called. Every problem is a one-line ClipmemError.
+    """
+    path = Path(path)
     if not path.is_file():
         raise ClipmemError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "global" in str(exc).lower():  # torch's restricted unpickler met a class or function: refused
+            raise ClipmemError(
+                f"checkpoint {path} holds more than tensors and plain values (pickled objects or code); "
+                "clipmem does not load such files"
+            ) from None
+        detail = str(exc).partition("WeightsUnpickler error:")[2].strip() or "not a PyTorch checkpoint"
+        raise ClipmemError(f"checkpoint {path} is unreadable: {_first_line(detail)}") from None
     except Exception as exc:  # torch raises several types for a damaged or foreign file
-        raise ClipmemError(f"checkpoint {path} is unreadable: {exc}") from None
+        raise ClipmemError(f"checkpoint {path} is unreadable: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException | str) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_weights(model: torch.nn.Module, checkpoint: str | Path) -> None:
+    """Load an open_clip checkpoint, or one written by clipmem's trainer ({'model': state_dict, ...}),
+    such as a run's own ``checkpoints/h0_last.pt``."""
+    path = Path(checkpoint)
+    state = read_checkpoint(path)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise ClipmemError(f"checkpoint {path} holds no model weights (a mapping of names to tensors)")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).splitlines()[0]
         raise ClipmemError(f"checkpoint {path} does not fit this model: {first}") from None

@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import cache
-from .atomic import write_json
+from .atomic import remove_stale_temps, write_json
 from .config import RunConfig
 from .data import Dataset, load_image, read_dataset, write_skip_report
 from .device import pick_device
@@ -109,24 +109,53 @@ def versions() -> dict[str, str]:
     return found
 
 
-def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
-    """Refuse to clobber a finished or foreign run; on resume, check the config is unchanged."""
+def _check_out(out: Path, config: RunConfig, resume: bool) -> cache.Run | None:
+    """Cheap checks of ``--out`` before any data is read: the finished run if resuming one, else None."""
     if out.exists() and not out.is_dir():
         raise ClipmemError(f"--out {out} is a file, not a folder")
-    if (out / cache.MANIFEST).exists():
+    blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise ClipmemError(f"--out {out} cannot be made: {blocking} is a file, not a folder")
+    if not (out / cache.MANIFEST).exists():
+        return None
+    if not resume:
         raise ClipmemError(f"{out} already holds a complete run; choose another --out or delete it")
+    run = cache.load_run(out)  # killed after the manifest was written: the run is done
+    if _settings(run.manifest.config) != _settings(config.to_dict()):
+        raise ClipmemError(f"{out} holds a complete run made with other settings; choose another --out")
+    return run
+
+
+def _settings(config: dict) -> str:
+    """A run's settings without those that do not change its result, as the manifest's JSON holds them."""
+    kept = {k: v for k, v in config.items() if k not in ("out", "device", "num_workers")}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
+    """Refuse to clobber a foreign or unfinished run; on resume, check the data and config are unchanged.
+
+    A folder holding only the run state (a run that failed before training anything) is started afresh,
+    so a run refused for its data or options never blocks the corrected rerun.
+    """
     state_path = out / cache.STATE_FILE
-    if out.exists() and any(out.iterdir()):
+    if resume and state_path.exists():
+        remove_stale_temps(out)
+    contents = {p.name for p in out.iterdir() if not p.name.startswith(".")} if out.is_dir() else set()
+    if contents - {cache.STATE_FILE, cache.SKIPPED}:
         if not state_path.exists():
             raise ClipmemError(f"{out} exists and is not a clipmem run; choose another --out")
         if not resume:
             raise ClipmemError(f"{out} holds an unfinished run; add --resume to continue it, or delete it")
         try:
             previous = json.loads(state_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise ClipmemError(f"{state_path} is unreadable ({exc}); delete {out} and start again") from None
         if not isinstance(previous, dict) or previous.get("fingerprint") != state["fingerprint"]:
-            raise ClipmemError(f"{out} was started with other data or settings; --resume needs the same ones")
+            raise ClipmemError(
+                f"{out} was started with other data or settings; --resume needs the same ones "
+                "(or delete the folder to start again)"
+            )
     try:
         write_json(state_path, state)
     except OSError as exc:
@@ -279,15 +308,23 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
     config = config.resolved()
     device = pick_device(config.device)
     out, timer = Path(config.out), Stopwatch()
+    finished = _check_out(out, config, resume)
+    if finished is not None:
+        log.info("%s is already complete; nothing to resume", out)
+        return finished
     with timer.stage("ingest"):
         dataset = read_dataset(
-            config.data, img_key=config.img_key, caption_key=config.caption_key, on_error=config.on_error
+            config.data,
+            img_key=config.img_key,
+            caption_key=config.caption_key,
+            on_error=config.on_error,
+            allow_outside_root=config.allow_outside_root,
         )
         create_clip(config.model, init_checkpoint=config.init_checkpoint)  # fail fast on a bad model
+        frame, models = assign_rows(dataset.samples, config)  # fail fast on splits the data cannot fill
         _report_skipped(dataset, out)
     _prepare_out_dir(out, resume, {"fingerprint": _fingerprint(config, dataset), "config": config.to_dict()})
     with timer.stage("splits"):
-        frame, models = assign_rows(dataset.samples, config)
         log.info("%s protocol: %s", config.protocol, frame["split"].value_counts().sort_index().to_dict())
         images = ImageList(dataset.root, frame["filepath"], DOWNSCALE_FACTOR * image_size_of(config.model))
         captions = [list(c) for c in frame["captions"]]
@@ -340,8 +377,12 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
         versions=versions(),
         utility=_utility(embeddings, trained, frame, config.protocol),
         training=training,
+        timings=timer.seconds,  # the same dict: write_run's stages land in it before the manifest is written
+        peak_memory_mb=_peak_memory_mb(),
     )
-    run = cache.write_run(
+    # The manifest is written once, last, by write_run: a run killed at any earlier point is resumable,
+    # and one killed after it is complete.
+    return cache.write_run(
         out,
         frame,
         manifest,
@@ -352,13 +393,3 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
         thumbnail_size=config.thumbnail_size,
         stage=timer.stage,
     )
-    return _finish_manifest(run, timer)
-
-
-def _finish_manifest(run: cache.Run, timer: Stopwatch) -> cache.Run:
-    """Record the timings of every stage (including writing) and the peak memory, then reload."""
-    run.manifest.timings = timer.seconds
-    run.manifest.peak_memory_mb = _peak_memory_mb()
-    write_json(run.path / cache.MANIFEST, run.manifest.to_dict())
-    log.info("run written to %s", run.path)
-    return cache.load_run(run.path)

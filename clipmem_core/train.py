@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_path
 from .device import autocast
-from .models import ClipBundle
+from .errors import ClipmemError
+from .models import ClipBundle, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,22 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]
     return factor
 
 
+def _numpy_rng_state() -> dict[str, torch.Tensor]:
+    """numpy's global RNG state as tensors, so a checkpoint loads with ``weights_only=True``."""
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": torch.tensor(pos, dtype=torch.int64),
+        "has_gauss": torch.tensor(has_gauss, dtype=torch.int64),
+        "cached_gaussian": torch.tensor(cached_gaussian, dtype=torch.float64),
+    }
+
+
+def _set_numpy_rng_state(state: dict[str, torch.Tensor]) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(state["pos"]), int(state["has_gauss"]), float(state["cached_gaussian"])))
+
+
 def _save_checkpoint(
     path: Path,
     model,
@@ -86,30 +103,39 @@ def _save_checkpoint(
     config: TrainConfig,
     generator: torch.Generator,
 ) -> None:
+    """Everything a resume needs, as tensors and plain values only (no pickled objects): the file loads
+    with ``weights_only=True``, so a tampered checkpoint cannot run code, and it doubles as an
+    ``--init-checkpoint`` (its ``model`` entry is a plain state dict)."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "epoch": epoch,
-        "losses": result.epoch_losses,
+        "losses": [float(x) for x in result.epoch_losses],
         "config": asdict(config),
         "torch_rng": torch.get_rng_state(),
         "loader_rng": generator.get_state(),
-        "numpy_rng": np.random.get_state(),
+        "numpy_rng": _numpy_rng_state(),
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
 def _restore(path: Path, model, optimizer, scheduler, generator: torch.Generator) -> tuple[int, list[float]]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    generator.set_state(state["loader_rng"])
-    np.random.set_state(state["numpy_rng"])
-    return int(state["epoch"]), list(state["losses"])
+    state = read_checkpoint(path)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        generator.set_state(state["loader_rng"])
+        _set_numpy_rng_state(state["numpy_rng"])
+        return int(state["epoch"]), [float(x) for x in state["losses"]]
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ClipmemError(
+            f"checkpoint {path} cannot resume this training ({first}); delete it to train this model again"
+        ) from None
 
 
 def train_clip(
@@ -160,6 +186,8 @@ def train_clip(
             with torch.no_grad():  # as in CLIP: keep the temperature in a sane range
                 model.logit_scale.clamp_(0, math.log(100))
             losses.append(float(loss.detach()))
+            if not math.isfinite(losses[-1]):
+                raise ClipmemError(f"{label}: the loss became {losses[-1]} in epoch {epoch + 1}; try a lower --lr")
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         result.epoch_losses.append(float(np.mean(losses)))
         _save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, result, config, generator)

@@ -80,3 +80,53 @@ def test_manifest_round_trips_and_a_written_run_loads(tmp_path):
     assert set(run.manifest.files) >= {cache.SCORES, cache.THUMB_DIR, cache.IMAGE_EMBEDDINGS, "index/image.faiss"}
     assert run.image_path(0) is not None and run.view_alignments.shape == (2, 12, 4)
     assert run.manifest.summary["detection"]["n_samples"] == 12
+
+
+# --- hardening (issue 12) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda run: _cut(run.path / cache.SCORES, 0.5), "scores.parquet is unreadable"),
+        (lambda run: _cut(run.path / cache.IMAGE_EMBEDDINGS, 0.5), "image_embeddings.npy is damaged"),
+        (lambda run: _cut(run.path / cache.TEXT_EMBEDDINGS, 30), "text_embeddings.npy is unreadable"),
+        (lambda run: _cut(run.path / cache.VIEW_ALIGNMENTS, 0.9), "view_alignments.npy is damaged"),
+        (lambda run: _cut(run.path / "index" / "text.faiss", 0), "text.faiss is empty"),
+    ],
+)
+def test_list_refuses_what_load_run_would_refuse_without_reading_it(tmp_path, damage, message):
+    """A truncated parquet was listed as usable; list now reads its footer and every .npy header."""
+    from clipmem_core.testing import fake_run
+
+    damage(fake_run(tmp_path, "damaged", n=12))
+    [info] = cache.list_runs(tmp_path)
+    assert not info.ok and message in info.error
+    with pytest.raises(ClipmemError, match=message):
+        cache.load_run(tmp_path / "damaged")
+
+
+def _cut(path, keep):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep])
+
+
+def test_image_path_serves_only_files_that_are_rows_of_the_run(tmp_path):
+    """The root used to widen to the common ancestor of every path a CSV named (even '/')."""
+    from PIL import Image
+
+    from clipmem_core.testing import fake_run
+
+    run = fake_run(tmp_path / "cache", "demo", n=6)
+    outside = tmp_path / "elsewhere" / "photo.png"
+    outside.parent.mkdir()
+    Image.new("RGB", (4, 4)).save(outside)
+    (tmp_path / "secret.txt").write_text("not an image")
+    root = run.dataset_root
+    run.scores.loc[0, "filepath"] = str(outside)  # an absolute path the user's CSV named: served
+    run.scores.loc[1, "filepath"] = "../../elsewhere/photo.png"  # a relative path leaving the root: never
+    run.scores.loc[2, "filepath"] = str(tmp_path / "secret.txt")  # not an image: never
+    run.scores.loc[3, "filepath"] = "images/missing.png"
+    assert run.image_path(0) == outside
+    assert [run.image_path(r) for r in (1, 2, 3, -1, 99)] == [None] * 5
+    assert run.image_path(4) == root / "images" / "4.png"

@@ -2,6 +2,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -79,7 +80,7 @@ def test_tsv_reader_and_custom_keys(tmp_path):
     assert ds.format == "tsv" and ds.samples["caption"].tolist() == ["a, with comma"]
 
 
-def test_absolute_paths_inside_and_outside_the_csv_folder(tmp_path):
+def test_absolute_paths_are_kept_and_never_widen_the_root(tmp_path):
     inside = png(tmp_path / "data" / "in.png")
     outside = png(tmp_path / "elsewhere" / "out.png")
     path = table(
@@ -90,8 +91,32 @@ def test_absolute_paths_inside_and_outside_the_csv_folder(tmp_path):
         ],
     )
     ds = read(path)
-    assert ds.root == tmp_path.resolve()
-    assert ds.samples["filepath"].tolist() == ["data/in.png", "elsewhere/out.png"]
+    assert ds.root == (tmp_path / "data").resolve()
+    assert ds.samples["filepath"].tolist() == ["in.png", outside.resolve().as_posix()]
+    assert ds.skipped.empty
+
+
+def test_a_relative_path_leaving_the_root_is_refused_unless_allowed(tmp_path):
+    png(tmp_path / "data" / "in.png")
+    outside = png(tmp_path / "outside" / "x.png")
+    path = table(
+        tmp_path / "data" / "d.csv",
+        [
+            {"filepath": "in.png", "caption": "in"},
+            {"filepath": "../outside/x.png", "caption": "escapes"},
+            {"filepath": "sub/../../outside/x.png", "caption": "escapes too"},
+            {"filepath": "../outside/missing.png", "caption": "never looked up"},
+        ],
+    )
+    ds = read(path)
+    assert ds.root == (tmp_path / "data").resolve() and ds.samples["filepath"].tolist() == ["in.png"]
+    assert ds.skipped["row"].tolist() == [2, 3, 4]
+    assert all(r.startswith("image path leaves the dataset folder") for r in ds.skipped["reason"])
+    assert all("--allow-outside-root" in r for r in ds.skipped["reason"])
+    allowed = read(path, allow_outside_root=True)
+    assert allowed.root == (tmp_path / "data").resolve()
+    assert allowed.samples["filepath"].tolist() == ["in.png", *[outside.resolve().as_posix()] * 2]
+    assert allowed.skipped["reason"].str.startswith("image file is missing").tolist() == [True]
 
 
 def test_coco_multi_caption_and_images_folder(tmp_path):
@@ -322,3 +347,137 @@ def test_inject_needs_two_distinct_captions(tmp_path):
     frame.to_csv(src, index=False)
     with pytest.raises(ClipmemError, match="two different captions"):
         inject_miscaptions(src, tmp_path / "o.csv", fraction=0.5, seed=0, progress=False)
+
+
+# --- hardening (issue 12) ----------------------------------------------------------------------
+
+
+def test_tsv_caption_starting_with_a_quote_stays_one_row(tmp_path):
+    """pandas' default quoting made a caption starting with '"' swallow the following rows."""
+    for i in range(4):
+        png(tmp_path / f"{i}.png")
+    lines = ["filepath\tcaption", '0.png\t"Quoted" title', "1.png\tplain", '2.png\t"open quote', "3.png\tlast"]
+    (tmp_path / "d.tsv").write_text("\n".join(lines) + "\n")
+    ds = read(tmp_path / "d.tsv")
+    assert ds.samples["caption"].tolist() == ['"Quoted" title', "plain", '"open quote', "last"]
+
+
+def test_csv_row_with_an_unquoted_comma_is_skipped_and_the_rest_kept(tmp_path):
+    for i in range(3):
+        png(tmp_path / f"{i}.png")
+    (tmp_path / "d.csv").write_text("filepath,caption\n0.png,a cat\n1.png,red, blue car\n2.png,a dog,\n")
+    ds = read(tmp_path / "d.csv")
+    assert ds.samples["caption"].tolist() == ["a cat", "a dog"]
+    assert ds.skipped["reason"].tolist() == [
+        "row has 3 fields but the header has 2 (quote fields that hold the separator)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"filepath,caption\n0.png,caf\xe9\n", "is not UTF-8 text"),
+        (b"filepath,filepath,caption\nx.png,y.png,c\n", "has the column 'filepath' more than once"),
+    ],
+)
+def test_table_problems_are_one_clear_error(tmp_path, content, message):
+    (tmp_path / "d.csv").write_bytes(content)
+    with pytest.raises(ClipmemError, match=message):
+        read(tmp_path / "d.csv")
+
+
+def test_deeply_nested_coco_json_is_a_clear_error(tmp_path):
+    (tmp_path / "d.json").write_text('{"images": ' + "[" * 100_000 + "]" * 100_000 + ', "annotations": []}')
+    with pytest.raises(ClipmemError, match="nested too deeply"):
+        read(tmp_path / "d.json")
+
+
+def test_sixteen_bit_and_float_images_keep_their_contrast(tmp_path):
+    """A 16-bit grayscale PNG trained as a white image: convert('RGB') clips it to 255."""
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode == "I;16"
+    pixels = np.asarray(load_image(tmp_path, "g16.png"))
+    assert pixels.shape == (64, 64, 3) and pixels.min() == 0 and pixels.max() == 255
+    assert abs(pixels.mean() - 127.5) < 2
+    Image.fromarray(np.linspace(0, 1, 64).reshape(8, 8).astype(np.float32), "F").save(tmp_path / "f.tif")
+    floats = np.asarray(load_image(tmp_path, "f.tif"))
+    assert floats.min() == 0 and floats.max() == 255
+
+
+def test_a_truncated_jpeg_is_skipped_at_validation(tmp_path):
+    """verify() passes a JPEG cut in its scan data; the run then died at 'load images'."""
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "full.jpg", quality=90)
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with Image.open(tmp_path / "cut.jpg") as image:
+        image.verify()  # the old check passes it
+    path = table(
+        tmp_path / "d.csv", [{"filepath": "full.jpg", "caption": "a"}, {"filepath": "cut.jpg", "caption": "b"}]
+    )
+    ds = read(path)
+    assert ds.samples["filepath"].tolist() == ["full.jpg"]
+    assert ds.skipped["reason"].str.startswith("image is unreadable").tolist() == [True]
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that claims a size without the pixels: enough to trip a decompression-bomb check."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_decompression_bombs_are_skip_reasons_not_crashes(tmp_path):
+    png(tmp_path / "ok.png")
+    png_header_only(tmp_path / "bomb.png", 20_000, 20_000)
+    path = table(tmp_path / "d.csv", [{"filepath": "ok.png", "caption": "a"}, {"filepath": "bomb.png", "caption": "b"}])
+    ds = read(path)
+    assert ds.samples["filepath"].tolist() == ["ok.png"]
+    [reason] = ds.skipped["reason"].tolist()
+    assert reason.startswith("image is unreadable") and "exceeds limit of 178956970 pixels" in reason
+    with pytest.raises(ClipmemError, match="exceeds limit"):
+        load_image(tmp_path, "bomb.png")
+
+
+def test_ids_that_no_review_database_could_hold_are_skipped(tmp_path):
+    ds = read(simple_csv(tmp_path, n=4, id=["ok", "x" * 301, "tab\there", "fine"]))
+    assert ds.samples["sample_id"].tolist() == ["ok", "fine"]
+    assert ds.skipped["reason"].tolist() == ["id is longer than 300 characters", "id holds control characters"]
+
+
+def test_inject_refuses_to_overwrite_its_input_or_an_existing_file(tmp_path):
+    src = simple_csv(tmp_path, n=6)
+    before = src.read_bytes()
+    with pytest.raises(ClipmemError, match="is the input itself"):
+        inject_miscaptions(src, src, fraction=0.5, seed=0, progress=False)
+    with pytest.raises(ClipmemError, match="is the input itself"):
+        inject_miscaptions(src, src, fraction=0.5, seed=0, progress=False, force=True)
+    assert src.read_bytes() == before
+    out = tmp_path / "noisy.csv"
+    out.write_text("precious")
+    with pytest.raises(ClipmemError, match="already exists; add --force"):
+        inject_miscaptions(src, out, fraction=0.5, seed=0, progress=False)
+    assert out.read_text() == "precious"
+    inject_miscaptions(src, out, fraction=0.5, seed=0, progress=False, force=True)
+    assert len(pd.read_csv(out)) == 6
+    with pytest.raises(ClipmemError, match="is a folder"):
+        inject_miscaptions(src, tmp_path / "images", fraction=0.5, seed=0, progress=False)
+    with pytest.raises(ClipmemError, match="is a file, not a folder"):
+        inject_miscaptions(src, out / "x.csv", fraction=0.5, seed=0, progress=False)
+
+
+def test_inject_output_reads_back_wherever_it_is_written(tmp_path):
+    src = simple_csv(tmp_path / "src", n=6)
+    out = tmp_path / "elsewhere" / "deep" / "noisy.csv"
+    inject_miscaptions(src, out, fraction=0.5, seed=0, progress=False)
+    assert all(Path(p).is_absolute() for p in pd.read_csv(out)["filepath"])
+    assert len(read(out)) == 6

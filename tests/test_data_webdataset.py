@@ -93,6 +93,14 @@ def test_brace_pattern(tmp_path):
         read(tmp_path / "train-{0000..0006}.tar")
 
 
+def test_a_brace_range_too_wide_is_refused_before_expanding(tmp_path):
+    """'shard-{0..99999999}.tar' used to build 10^8 names before checking any, and hang."""
+    with pytest.raises(ClipmemError, match=r"names 100,000,000 shards; at most 100,000"):
+        read(tmp_path / "shard-{0..99999999}.tar")
+    with pytest.raises(ClipmemError, match=r"names 1,000,000 shards"):
+        read(tmp_path / "s-{0..999}-{0..999}.tar")
+
+
 def test_multi_caption_and_json_captions(tmp_path):
     ds = read(
         shard(
@@ -129,6 +137,45 @@ def test_json_id_and_label(tmp_path):
     assert ds.samples["sample_id"].tolist() == ["7", "b-1"]
     assert ds.samples["is_miscaptioned"].dtype == bool
     assert ds.samples["is_miscaptioned"].tolist() == [True, False]
+
+
+def test_unlabelled_samples_beside_labelled_ones_are_kept_not_bad(tmp_path, caplog):
+    """One labelled sample made every unlabelled one a 'bad is_miscaptioned value' skipped row."""
+    members = [("a.png", image_bytes()), ("a.txt", "x"), ("a.json", {"is_miscaptioned": True})]
+    for key in "bcd":
+        members += [(f"{key}.png", image_bytes()), (f"{key}.txt", key)]
+    members += [("e.png", image_bytes()), ("e.txt", "e"), ("e.json", {"is_miscaptioned": None})]
+    with caplog.at_level("WARNING", logger="clipmem"):
+        ds = read(shard(tmp_path / "s.tar", members))
+    assert len(ds) == 5 and ds.skipped.empty
+    assert "is_miscaptioned" not in ds.samples.columns  # a partial ground truth is left out, and said so
+    assert any("is given for 1 of 5 samples" in w for w in ds.warnings)
+    assert any("is given for 1 of 5 samples" in r.getMessage() for r in caplog.records)
+    labelled = [("a.png", image_bytes()), ("a.txt", "x"), ("a.json", {"is_miscaptioned": "maybe"})]
+    labelled += [("b.png", image_bytes()), ("b.txt", "y"), ("b.json", {"is_miscaptioned": 0})]
+    bad = read(shard(tmp_path / "t.tar", labelled))
+    assert ds.skipped.empty and bad.skipped["reason"].str.startswith("bad is_miscaptioned value").tolist() == [True]
+    assert bad.samples["is_miscaptioned"].tolist() == [False]
+
+
+def test_oversized_members_are_refused_without_extracting(tmp_path, data_cache, monkeypatch):
+    import numpy as np
+
+    import clipmem_core.data as data_module
+
+    monkeypatch.setattr(data_module, "MAX_MEMBER_BYTES", 1000)
+    monkeypatch.setattr(data_module, "MAX_TEXT_MEMBER_BYTES", 10)
+    noise = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(noise, "PNG")
+    members = [("a.png", noise.getvalue()), ("a.txt", "x"), ("b.png", image_bytes()), ("b.txt", "y" * 40)]
+    members += [("c.png", image_bytes()), ("c.txt", "z")]
+    ds = read(shard(tmp_path / "s.tar", members))
+    assert ds.samples["filepath"].tolist() == ["s/c.png"]
+    assert ds.skipped["reason"].tolist() == [
+        "member a.png is larger than 1,000 bytes",
+        "member b.txt is larger than 10 bytes",
+    ]
+    assert not list(data_cache.rglob("a.png"))
 
 
 def test_derived_ids_are_stable_across_reads_and_cache_folders(tmp_path, monkeypatch):
@@ -254,17 +301,48 @@ def test_path_traversal_is_refused(tmp_path, data_cache):
 )
 def test_unreadable_tar_is_one_clear_error(tmp_path, content, message):
     (tmp_path / "s.tar").write_bytes(content)
-    with pytest.raises(ClipmemError, match=rf"^\S*s\.tar is not a readable tar file: {message}$"):
+    with pytest.raises(ClipmemError, match=rf"shard s\.tar is not a readable tar file \({message}\)"):
         read(tmp_path / "s.tar")
+
+
+def test_an_unreadable_shard_among_good_ones_is_skipped_not_fatal(tmp_path):
+    simple_shard(tmp_path / "shards" / "a.tar")
+    (tmp_path / "shards" / "b.tar").write_bytes(b"garbage" * 100)
+    ds = read(tmp_path / "shards")
+    assert len(ds) == 3 and ds.skipped["reason"].str.contains("b.tar is not a readable tar file").tolist() == [True]
 
 
 def test_truncated_tar_and_missing_tar(tmp_path):
     data = simple_shard(tmp_path / "full.tar").read_bytes()
     (tmp_path / "cut.tar").write_bytes(data[:700])
-    with pytest.raises(ClipmemError, match=r"cut\.tar is not a readable tar file"):
+    with pytest.raises(ClipmemError, match=r"no usable samples.*cut\.tar is truncated or damaged"):
         read(tmp_path / "cut.tar")
     with pytest.raises(ClipmemError, match="does not exist"):
         read(tmp_path / "nope.tar")
+
+
+@pytest.mark.parametrize("where", ["at a member boundary", "inside a member", "in garbage"])
+def test_a_truncated_shard_keeps_its_whole_samples_and_reports_the_loss(tmp_path, caplog, where):
+    """Python's tarfile stops silently at a cut header: 5 of 39 samples with n_skipped 0 was the bug."""
+    data = simple_shard(tmp_path / "full.tar", n=39).read_bytes()
+    boundary = 5 * 2 * 1024  # each sample: a .png and a .txt member, each a header block plus one data block
+    cut = {
+        "at a member boundary": data[:boundary],
+        "inside a member": data[: boundary + 512 + 100],
+        "in garbage": data[:boundary] + b"\x01" * 2048,
+    }[where]
+    (tmp_path / "cut.tar").write_bytes(cut)
+    with caplog.at_level("WARNING", logger="clipmem"):
+        ds = read(tmp_path / "cut.tar")
+    assert ds.samples["filepath"].tolist() == [f"cut/{i:06d}.png" for i in range(5)]
+    assert len(ds.skipped) >= 1 and ds.skipped["reason"].str.contains("cut.tar is truncated or damaged").any()
+    assert any("truncated or damaged" in w for w in ds.warnings)
+    assert any("cut.tar is truncated or damaged" in r.getMessage() for r in caplog.records)
+
+
+def test_a_whole_shard_has_no_warning(tmp_path):
+    ds = read(simple_shard(tmp_path / "full.tar", n=39))
+    assert len(ds) == 39 and ds.skipped.empty and ds.warnings == []
 
 
 # --- the extraction cache ----------------------------------------------------------------------

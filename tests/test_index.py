@@ -205,3 +205,78 @@ def test_query_leaves_faiss_thread_count_alone(search):
     before = faiss.omp_get_max_threads()
     search.query("s0", k=2, mode="image")
     assert faiss.omp_get_max_threads() == before
+
+
+def test_a_full_disk_while_writing_an_index_leaves_the_previous_one(tmp_path):
+    """faiss printed 'close error' and returned; the truncated index was renamed into place."""
+    import resource
+    import signal
+
+    path = tmp_path / "text.faiss"
+    small = normalise(np.random.default_rng(0).standard_normal((10, 8)))
+    save_index(build_index(small, progress=False), path)
+    before = path.read_bytes()
+    big = build_index(normalise(np.random.default_rng(1).standard_normal((5000, 64))), progress=False)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))  # the kernel refuses to grow any file past this
+    try:
+        with pytest.raises(OSError):
+            save_index(big, path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["text.faiss"]
+    assert load_index(path).ntotal == 10
+
+
+def test_a_failed_flush_at_close_is_caught(tmp_path, monkeypatch):
+    """ENOSPC reported only when the last buffer is flushed, as faiss's stdio writer met it."""
+    import builtins
+    import errno
+
+    real_open = builtins.open
+
+    class FlushFails:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def failing_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        return FlushFails(handle) if str(file).endswith(".tmp") and "w" in mode else handle
+
+    path = tmp_path / "image.faiss"
+    monkeypatch.setattr(builtins, "open", failing_open)
+    with pytest.raises(OSError, match="No space left"):
+        save_index(build_index(normalise(np.ones((3, 4))), progress=False), path)
+    monkeypatch.undo()
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "offset, value",
+    [(8, 2**40), (8, -5), (4, 0), (4, 2**20), (37, 2**33)],
+    ids=["huge n", "negative n", "zero d", "huge d", "huge vector"],
+)
+def test_an_index_header_announcing_more_than_the_file_holds_is_refused(tmp_path, offset, value):
+    """A damaged size field made faiss allocate and zero-fill gigabytes before failing."""
+    import struct
+
+    path = tmp_path / "i.faiss"
+    save_index(build_index(normalise(np.random.default_rng(0).standard_normal((50, 16))), progress=False), path)
+    data = bytearray(path.read_bytes())
+    fmt = "<i" if offset == 4 else "<q"
+    data[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ClipmemError, match="is corrupt"):
+        load_index(path)

@@ -218,3 +218,60 @@ def test_missing_postgres_fails_under_ci_and_skips_locally(monkeypatch):
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="no server"):
         unavailable("no server")
+
+
+# --- hardening (issue 12) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda s: s.add_verdict("r", "a", "x" * 201, "correct"), "reviewer name is longer than 200"),
+        (lambda s: s.add_verdict("r", "a", "ann\x00", "correct"), "reviewer name 'ann\\\\x00' holds control"),
+        (lambda s: s.add_verdict("r", "a", "ann", "correct", note="n\x00te"), "note holds a NUL byte"),
+        (lambda s: s.add_verdict("r", "a", "ann", "correct", suggested_caption="c\x00"), "suggested caption holds"),
+        (lambda s: s.add_verdict("r" * 301, "a", "ann", "correct"), "run name is longer than 300"),
+        (lambda s: s.add_verdict("r", "a" * 301, "ann", "correct"), "sample_id 'a"),
+        (lambda s: s.add_verdict("r", "a\x00", "ann", "correct"), "holds control characters"),
+        (lambda s: s.add_verdict("r", "a", "ann", "correct", note="n" * 10_001), "note is longer than 10,000"),
+        (lambda s: s.create_session("r", "s" * 301, ["a"], ["ann"], 1, "lead"), "session name is longer"),
+        (lambda s: s.resolve("r", "a", "correct", "lead", caption="\x00"), "caption holds a NUL byte"),
+        (lambda s: s.add_verdicts("r", [{"sample_id": "a", "reviewer": "b" * 201, "verdict": "correct"}]), "longer"),
+    ],
+)
+def test_names_and_texts_a_database_would_refuse_are_one_line_errors(store, call, message):
+    """PostgreSQL raised DataError tracebacks for long names and NUL bytes; SQLite stored them."""
+    with pytest.raises(ClipmemError, match=message) as info:
+        call(store)
+    assert "\n" not in str(info.value)
+    assert store.verdicts("r").empty and store.audit_log().query("action != 'schema.upgrade'").empty
+
+
+def test_a_database_error_on_read_is_a_clipmem_error(store):
+    with pytest.raises(ClipmemError, match="review database") as info, store._transaction() as conn:
+        conn.execute(text("SELECT * FROM no_such_table"))
+    assert "\n" not in str(info.value)
+
+
+def test_a_big_import_is_batched_and_still_all_or_nothing(store):
+    """A 200k-row import made 3 statements a row and held SQLite's write lock for 110 s."""
+    from sqlalchemy import event
+
+    statements = []
+    event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    records = [{"sample_id": f"s{i}", "reviewer": f"r{i % 3}", "verdict": "correct"} for i in range(12_000)]
+    records[7]["note"] = "seven"
+    assert store.add_verdicts("big", records) == 12_000
+    writes = [s for s in statements if s.lstrip().upper().startswith("INSERT")]
+    assert len(writes) <= 3 + 3 * (5 + 5)  # the reviewers, then per 5k-row batch a few multi-row INSERTs each
+    frame = store.verdicts("big")
+    assert len(frame) == 12_000 and frame["sample_id"].tolist() == [r["sample_id"] for r in records]
+    assert frame.loc[frame["sample_id"] == "s7", "note"].tolist() == ["seven"]
+    audit = store.audit_log("big")
+    assert len(audit) == 12_000
+    verdict_ids = [json.loads(d)["verdict_id"] for d in audit["detail"]]
+    assert verdict_ids == frame["id"].tolist()  # each audit row names its own verdict
+    records[11_999]["verdict"] = "nonsense"
+    with pytest.raises(ClipmemError, match="not one of"):
+        store.add_verdicts("big2", records)
+    assert store.verdicts("big2").empty

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 import clipmem_core.train as train_module
 from clipmem_core.data import load_image, read_dataset
+from clipmem_core.errors import ClipmemError
 from clipmem_core.models import create_clip
 from clipmem_core.train import TrainConfig, train_clip, warmup_cosine
 
@@ -56,3 +59,45 @@ def test_warmup_then_cosine_schedule():
     assert factor(9) == pytest.approx(1.0)
     assert factor(60) == pytest.approx(0.5)
     assert factor(110) == pytest.approx(0.0)
+
+
+class RunsCode:
+    """A pickled object whose loading runs a command: what a tampered checkpoint would hold."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.slow
+def test_a_runs_own_checkpoint_is_an_init_checkpoint(pairs, tmp_path):
+    """The numpy RNG state stored as a tuple made weights_only=True refuse a run's own checkpoint."""
+    trained, _ = _train(pairs, 1, tmp_path / "h0_last.pt")
+    assert set(torch.load(tmp_path / "h0_last.pt", weights_only=True)) >= {"model", "optimizer", "numpy_rng"}
+    torch.manual_seed(5)
+    loaded = create_clip("clipmem-tiny", init_checkpoint=tmp_path / "h0_last.pt").model
+    for (name, a), b in zip(trained.model.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_a_tampered_checkpoint_runs_no_code(pairs, tmp_path):
+    marker = tmp_path / "code-ran"
+    checkpoint = tmp_path / "h0_last.pt"
+    torch.save({"model": {}, "epoch": 0, "numpy_rng": RunsCode(marker)}, checkpoint)
+    with pytest.raises(ClipmemError, match="holds more than tensors and plain values") as info:
+        _train(pairs, 2, checkpoint, resume=True)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ClipmemError, match="holds more than tensors and plain values"):
+        create_clip("clipmem-tiny", init_checkpoint=checkpoint)
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_training_that_diverges_stops_with_a_clear_error(pairs, tmp_path):
+    torch.manual_seed(0)
+    bundle = create_clip("clipmem-tiny")
+    config = TrainConfig(epochs=1, batch_size=16, lr=1e30, warmup_steps=0, seed=0)
+    with pytest.raises(ClipmemError, match=r"the loss became nan in epoch 1; try a lower --lr"):
+        train_clip(bundle, *pairs, config, tmp_path / "m.pt", device=torch.device("cpu"))

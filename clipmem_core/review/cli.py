@@ -31,11 +31,13 @@ def _open(run_path: str) -> tuple[Run, ReviewStore]:
 
 def _read_verdict_file(path: Path) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except FileNotFoundError:
         raise ClipmemError(f"{path} does not exist") from None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise ClipmemError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
+    except (OSError, ValueError, pd.errors.ParserError, RecursionError) as exc:
+        raise ClipmemError(f"{path} is not a readable CSV: {(str(exc).splitlines() or [''])[0]}") from None
+    frame.columns = [str(c) for c in frame.columns]
+    frame = frame.fillna("")  # a short row's missing cells
     missing = [c for c in IMPORT_COLUMNS if c not in frame.columns]
     if missing:
         raise ClipmemError(
@@ -45,11 +47,11 @@ def _read_verdict_file(path: Path) -> pd.DataFrame:
 
 
 def _problems(frame: pd.DataFrame, run: Run) -> list[str]:
-    """One message per bad row (line numbers as in the file, header = line 1)."""
+    """One message per bad row (line numbers count data rows from 2, the header being line 1)."""
     problems = []
     for line, row in zip(range(2, len(frame) + 2), frame.itertuples(index=False)):
         if row.sample_id not in run.row_of:
-            problems.append(f"line {line}: sample_id {row.sample_id!r} is not in run {run.name}")
+            problems.append(f"line {line}: sample_id {row.sample_id[:60]!r} is not in run {run.name}")
         if not row.reviewer.strip():
             problems.append(f"line {line}: reviewer is empty")
         try:
@@ -59,15 +61,27 @@ def _problems(frame: pd.DataFrame, run: Run) -> list[str]:
     return problems
 
 
-def cmd_import(args: argparse.Namespace) -> int:
-    run, store = _open(args.run)
-    frame = _read_verdict_file(Path(args.file))
+def import_verdict_file(store: ReviewStore, run: Run, path: str | Path) -> int:
+    """Add every verdict of a CSV file to the run, or none: every row is checked before any is written.
+
+    Returns:
+        The number of verdicts imported. ClipmemError (naming the first three bad lines) otherwise.
+    """
+    frame = _read_verdict_file(Path(path))
     problems = _problems(frame, run)
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise ClipmemError(f"{args.file}: nothing imported: {'; '.join(problems[:3])}{more}")
+        raise ClipmemError(f"{path}: nothing imported: {'; '.join(problems[:3])}{more}")
     keep = [c for c in IMPORT_COLUMNS + OPTIONAL_COLUMNS if c in frame.columns]
-    count = store.add_verdicts(run.name, frame[keep].to_dict("records"))
+    try:
+        return store.add_verdicts(run.name, frame[keep].to_dict("records"))
+    except ClipmemError as exc:
+        raise ClipmemError(f"{path}: nothing imported: {exc}") from None
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    run, store = _open(args.run)
+    count = import_verdict_file(store, run, args.file)
     print(f"imported {count} verdicts into run {run.name}")
     return 0
 

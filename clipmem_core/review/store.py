@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -44,6 +46,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ..data import MAX_ID_LENGTH
 from ..errors import ClipmemError
 from .agreement import disagreements as find_disagreements
 from .roles import require_lead
@@ -172,17 +175,49 @@ def _create_v1(conn: Connection) -> None:
 UPGRADES: dict[int, Callable[[Connection], None]] = {0: _create_v1}
 
 
-def _check_name(name: str, what: str = "reviewer") -> str:
+# Column widths of the schema: checked here so that SQLite (which ignores them) and PostgreSQL (which
+# refuses longer values with a DataError) behave alike, and a bad name is a one-line ClipmemError.
+MAX_REVIEWER = 200
+MAX_RUN = 300
+MAX_SAMPLE_ID = MAX_ID_LENGTH
+MAX_TEXT = 10_000  # suggested captions and notes
+IMPORT_BATCH = 5_000  # rows per executemany in add_verdicts
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_name(name: Any, what: str = "reviewer", limit: int = MAX_REVIEWER) -> str:
+    """A name stored in a key column: non-empty, at most ``limit`` characters, no control characters."""
     text = str(name).strip() if name is not None else ""
     if not text:
         raise ClipmemError(f"{what} name is empty")
+    if len(text) > limit:
+        raise ClipmemError(f"{what} name is longer than {limit} characters")
+    if _CONTROL.search(text):
+        raise ClipmemError(f"{what} name {text[:40]!r} holds control characters")
     return text
 
 
-def _optional_text(value: Any) -> str | None:
+def _check_run(run: Any) -> str:
+    return _check_name(run, "run", MAX_RUN)
+
+
+def _check_sample_id(sample_id: Any) -> str:
+    """Sample ids are the run's own (clipmem_core.data refuses longer ones at ingest); checked again here."""
+    text = str(sample_id)
+    if not text or len(text) > MAX_SAMPLE_ID or _CONTROL.search(text):
+        raise ClipmemError(f"sample_id {text[:40]!r} is empty, longer than {MAX_SAMPLE_ID} or holds control characters")
+    return text
+
+
+def _optional_text(value: Any, what: str = "text") -> str | None:
+    """Free text (a suggested caption, a note): None when blank; no NUL byte (PostgreSQL refuses it)."""
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return None
     text = str(value).strip()
+    if "\x00" in text:
+        raise ClipmemError(f"{what} holds a NUL byte")
+    if len(text) > MAX_TEXT:
+        raise ClipmemError(f"{what} is longer than {MAX_TEXT:,} characters")
     return text or None
 
 
@@ -260,7 +295,7 @@ def open_store(cache_root: str | os.PathLike = "cache", url: str | None = None) 
     try:
         engine = _make_engine(url)
         store = ReviewStore(engine)
-        with store._transaction(write=True) as conn:
+        with store._raw_transaction(write=True) as conn:
             _migrate(conn, url)
     except SQLAlchemyError as exc:
         raise ClipmemError(
@@ -273,6 +308,31 @@ def open_store(cache_root: str | os.PathLike = "cache", url: str | None = None) 
     return store
 
 
+_CONTENT = (
+    Verdict.sample_id,
+    Verdict.reviewer,
+    Verdict.verdict,
+    Verdict.suggested_caption,
+    Verdict.note,
+    Verdict.session_id,
+)
+
+
+def _match_ids(rows: list[dict], returned: Any) -> list[int]:
+    """The id of each inserted row, in ``rows`` order.
+
+    A multi-row RETURNING gives no order guarantee (and asking SQLAlchemy for one makes SQLite insert
+    row by row), so ids are matched by content; identical rows get their ids in ascending order, which
+    is the order they were inserted in.
+    """
+    ids: dict[tuple, list[int]] = defaultdict(list)
+    for verdict_id, *content in returned:
+        ids[tuple(content)].append(verdict_id)
+    for found in ids.values():
+        found.sort(reverse=True)
+    return [ids[tuple(row[c.key] for c in _CONTENT)].pop() for row in rows]
+
+
 class ReviewStore:
     """All reads and writes of review data. Thread-safe: each call takes its own connection."""
 
@@ -283,12 +343,25 @@ class ReviewStore:
         self.engine.dispose()
 
     @contextmanager
-    def _transaction(self, write: bool = False) -> Iterator[Connection]:
+    def _raw_transaction(self, write: bool = False) -> Iterator[Connection]:
         options = {"sqlite_begin": "IMMEDIATE" if write else "DEFERRED"}
         with self.engine.connect() as conn:
             conn.execution_options(**options)
             with conn.begin():
                 yield conn
+
+    @contextmanager
+    def _transaction(self, write: bool = False) -> Iterator[Connection]:
+        """One transaction; a database error (server gone, a value it refuses) is a one-line ClipmemError."""
+        try:
+            with self._raw_transaction(write) as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            raise ClipmemError(
+                f"the review database {_safe_url(self.engine.url.render_as_string(hide_password=True))} "
+                f"failed: {exc.__class__.__name__}: {detail[0] if detail else ''}"
+            ) from None
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -311,22 +384,37 @@ class ReviewStore:
             )
         )
 
-    def _insert_verdict(self, conn: Connection, run: str, record: dict) -> int:
-        reviewer = _check_name(record["reviewer"])
-        values = {
+    @staticmethod
+    def _verdict_values(run: str, record: dict) -> dict:
+        """The checked row of one verdict record: ClipmemError names the first bad field."""
+        return {
             "run": run,
-            "sample_id": str(record["sample_id"]),
-            "reviewer": reviewer,
+            "sample_id": _check_sample_id(record["sample_id"]),
+            "reviewer": _check_name(record["reviewer"]),
             "verdict": normalise_verdict(record["verdict"]),
-            "suggested_caption": _optional_text(record.get("suggested_caption")),
-            "note": _optional_text(record.get("note")),
+            "suggested_caption": _optional_text(record.get("suggested_caption"), "suggested caption"),
+            "note": _optional_text(record.get("note"), "note"),
             "session_id": None if record.get("session_id") is None else int(record["session_id"]),
             "created_at": _now(),
         }
-        self._ensure_reviewer(conn, reviewer)
-        verdict_id = conn.execute(insert(Verdict).values(**values).returning(Verdict.id)).scalar_one()
+
+    @staticmethod
+    def _verdict_audit(values: dict, verdict_id: int) -> dict:
         detail = {k: values[k] for k in ("verdict", "suggested_caption", "note", "session_id")}
-        self._audit(conn, reviewer, "verdict", run, values["sample_id"], verdict_id=verdict_id, **detail)
+        return {
+            "at": values["created_at"],
+            "actor": values["reviewer"],
+            "action": "verdict",
+            "run": values["run"],
+            "sample_id": values["sample_id"],
+            "detail": json.dumps({"verdict_id": verdict_id, **detail}, sort_keys=True, default=str),
+        }
+
+    def _insert_verdict(self, conn: Connection, run: str, record: dict) -> int:
+        values = self._verdict_values(run, record)
+        self._ensure_reviewer(conn, values["reviewer"])
+        verdict_id = conn.execute(insert(Verdict).values(**values).returning(Verdict.id)).scalar_one()
+        conn.execute(insert(AuditEntry).values(**self._verdict_audit(values, verdict_id)))
         return verdict_id
 
     def add_verdict(
@@ -340,6 +428,7 @@ class ReviewStore:
         session_id: int | None = None,
     ) -> int:
         """Record one reviewer's verdict on one sample; returns the verdict id."""
+        run = _check_run(run)
         record = {
             "sample_id": sample_id,
             "reviewer": reviewer,
@@ -352,23 +441,35 @@ class ReviewStore:
             return self._insert_verdict(conn, run, record)
 
     def add_verdicts(self, run: str, records: Iterable[dict]) -> int:
-        """Record many verdicts in one transaction: all of them or, on any bad record, none."""
-        records = list(records)
-        for record in records:  # validate before touching the database
-            normalise_verdict(record["verdict"])
-            _check_name(record["reviewer"])
+        """Record many verdicts in one transaction: all of them or, on any bad record, none.
+
+        Every record is checked before the database is touched; then the rows go in with one
+        ``executemany`` per IMPORT_BATCH rows (verdicts, then their audit entries). A row-at-a-time
+        loop held SQLite's write lock for 110 s over 200k rows, so other reviewers' writes failed with
+        "database is locked"; batched, the lock is held for seconds (docs/benchmarks.md). The whole
+        import stays one transaction: committing batch by batch would release the lock in between but
+        could leave half an import behind, which the append-only audit log could never take back.
+        """
+        run = _check_run(run)
+        rows = [self._verdict_values(run, record) for record in records]
+        if not rows:
+            return 0
         with self._transaction(write=True) as conn:
-            for record in records:
-                self._insert_verdict(conn, run, record)
-        return len(records)
+            for reviewer in sorted({row["reviewer"] for row in rows}):
+                self._ensure_reviewer(conn, reviewer)
+            for start in range(0, len(rows), IMPORT_BATCH):
+                batch = rows[start : start + IMPORT_BATCH]
+                ids = _match_ids(batch, conn.execute(insert(Verdict).returning(Verdict.id, *_CONTENT), batch))
+                conn.execute(insert(AuditEntry), [self._verdict_audit(r, i) for r, i in zip(batch, ids)])
+        return len(rows)
 
     def create_session(
         self, run: str, name: str, sample_ids: Sequence[str], reviewers: Sequence[str], overlap: int, created_by: str
     ) -> int:
         """Split samples into per-reviewer batches so each sample goes to ``overlap`` distinct reviewers."""
-        name, created_by = _check_name(name, "session"), _check_name(created_by)
+        run, name, created_by = _check_run(run), _check_name(name, "session", MAX_RUN), _check_name(created_by)
         reviewers = list(dict.fromkeys(_check_name(r) for r in reviewers))
-        sample_ids = list(dict.fromkeys(str(s) for s in sample_ids))
+        sample_ids = list(dict.fromkeys(_check_sample_id(s) for s in sample_ids))
         if not sample_ids:
             raise ClipmemError("a review session needs at least one sample")
         if not reviewers:
@@ -429,11 +530,11 @@ class ReviewStore:
         resolved_by = _check_name(resolved_by)
         require_lead(resolved_by)
         values = {
-            "run": run,
-            "sample_id": str(sample_id),
+            "run": _check_run(run),
+            "sample_id": _check_sample_id(sample_id),
             "verdict": normalise_verdict(verdict),
-            "caption": _optional_text(caption),
-            "note": _optional_text(note),
+            "caption": _optional_text(caption, "caption"),
+            "note": _optional_text(note, "note"),
             "resolved_by": resolved_by,
             "created_at": _now(),
         }
