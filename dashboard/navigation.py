@@ -23,7 +23,7 @@ class PageSpec(NamedTuple):
 
 
 OVERVIEW = PageSpec("pages/explore/overview.py", "Overview", ":material/bar_chart:")
-GALLERY = PageSpec("pages/explore/gallery.py", "Most memorized", ":material/photo_library:")
+GALLERY = PageSpec("pages/explore/gallery.py", "Gallery", ":material/photo_library:")
 INSPECTOR = PageSpec("pages/explore/inspector.py", "Sample inspector", ":material/search:")
 EMBEDDING_MAP = PageSpec("pages/explore/embedding_map.py", "Embedding map", ":material/scatter_plot:")
 REVIEW = PageSpec("pages/review/review.py", "Review", ":material/fact_check:")

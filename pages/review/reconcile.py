@@ -1,57 +1,105 @@
-"""Reconcile: agreement between reviewers, and the disagreements for a lead to settle."""
+"""Reconcile: agreement between reviewers, then each disagreement at hand, large, settled with a click or a key."""
 
 from __future__ import annotations
 
+import html
+
 import streamlit as st
 
-from clipmem_core.review import VERDICTS
-from dashboard import reconcile, resources
-from dashboard.auth import current_reviewer
+from clipmem_core import ClipmemError
+from clipmem_core.review import VERDICT_LABELS, VERDICTS
+from dashboard import auth, reconcile, resources, review, ui
+from dashboard.text import md
 
-lead = current_reviewer()
+lead = auth.current_reviewer()
 run, store = resources.run_and_store()
-st.title(f"Reconcile · {run.name}")
+ss = st.session_state
+st.title(f"Reconcile · {md(run.name)}")
 refusal = reconcile.refusal(lead)
 if refusal:  # before any verdict shows: seeing them all would defeat blind review
-    st.info(refusal)
+    st.info(md(refusal))
     st.stop()
 
 scopes = reconcile.scopes(store, run.name)
 scope = st.selectbox("Scope", list(scopes), format_func=scopes.get)
 sample_ids = reconcile.scope_samples(store, scope)
-
 report = reconcile.agreement(store, run.name, sample_ids)
-for column, (label, value) in zip(st.columns(4), reconcile.agreement_metrics(report).items()):
-    column.metric(label, value)
+with st.container(horizontal=True):
+    for label, value in reconcile.agreement_metrics(report).items():
+        st.metric(label, value, border=True)
 st.caption(reconcile.fleiss_note(report))
-pairs = reconcile.pair_kappas(report)
+pairs = reconcile.pair_agreement(report)
 if not pairs.empty:
-    st.dataframe(pairs, hide_index=True)
+    ui.table(pairs, empty="")
 
 show_resolved = st.toggle("Show resolved ones too", value=False, key="reconcile_show_resolved")
 items = reconcile.disagreements(store, run.name, sample_ids, show_resolved)
 st.subheader(f"Disagreements ({len(items)})")
-if items.empty:
+item = reconcile.current_item(items, ss)
+if item is None:
     st.info("No open disagreements.")
-for _, item in items.head(reconcile.PAGE_SIZE).iterrows():
-    sample_id = item["sample_id"]
-    with st.container(border=True):
-        st.text(f"{sample_id}: {run.scores['caption'].iat[run.row(sample_id)]}")
-        st.dataframe(reconcile.votes(item), hide_index=True)
-        for suggestion in item["suggestions"]:
-            st.text(f"suggested: {suggestion}")
+    st.stop()
+
+sample_id = item["sample_id"]
+row = run.row(sample_id)
+with st.container(border=True):
+    left, right = st.columns([2, 3], gap="large")
+    with left:
+        original = run.image_path(row)
+        shown = original or run.thumbnail_path(row)
+        if shown is not None:
+            image, note = review.review_image(shown)
+            st.image(image, width=review.REVIEW_IMAGE_PX)
+            if note or original is None:
+                st.caption(note if original is not None else "from the run's thumbnail")
+    with right:
+        st.text(f"{sample_id} · {review.sample_line(run.scores.iloc[row])}")
+        st.html(f'<p style="{ui.LARGE_TEXT}">{html.escape(str(run.scores["caption"].iat[row]))}</p>')
+        ui.table(reconcile.votes(store, run.name, sample_id), empty="no verdicts")
         resolution = reconcile.resolution_note(item)
         if resolution:
-            st.caption(resolution)
-        st.text_input(
-            "Caption to accept if mis-captioned",
-            value=reconcile.default_caption(item),
-            key=reconcile.caption_key(sample_id),
-        )
+            st.caption(md(resolution))
+        ss.setdefault(reconcile.caption_key(sample_id), reconcile.default_caption(item))
+        st.text_input("Caption to accept if mis-captioned", key=reconcile.caption_key(sample_id))
         for column, verdict in zip(st.columns(len(VERDICTS)), VERDICTS):
             column.button(
-                f"Resolve: {verdict}",
+                VERDICT_LABELS[verdict],
                 key=f"resolve_{sample_id}_{verdict}",
+                shortcut=reconcile.KEYS[verdict],
+                width="stretch",
                 on_click=reconcile.settle,
-                args=(st.session_state, store, run.name, sample_id, verdict, lead),
+                args=(ss, store, run.name, sample_id, verdict, lead),
             )
+        st.button(
+            "Skip for now",
+            key="reconcile_skip",
+            shortcut=reconcile.KEYS["skip"],
+            type="tertiary",
+            on_click=reconcile.skip,
+            args=(ss, sample_id),
+        )
+    try:
+        hints = review.hints(lambda: resources.neighbour_search(run), sample_id)
+    except ClipmemError as exc:  # a damaged index: review goes on without hints
+        st.error(f"No hints: {md(exc)}", icon=":material/error:")
+        hints = []
+    if hints:
+        st.markdown("**Captions of the most similar images** (take one as the accepted caption)")
+        for column, hit in zip(st.columns(len(hints)), hints):
+            with column:
+                thumb = run.thumbnail_path(hit.row)
+                if thumb is not None:
+                    st.image(str(thumb), width=96)
+                st.text(hit.caption)
+                st.button(
+                    "Use this caption",
+                    key=f"rhint_{sample_id}_{hit.row}",
+                    type="tertiary",
+                    on_click=ss.update,
+                    args=({reconcile.caption_key(sample_id): hit.caption},),
+                )
+
+if len(items) > 1:
+    st.markdown("**Next disagreements**")
+    captions = dict(zip(run.scores["sample_id"], run.scores["caption"]))
+    ui.table(reconcile.queue_table(items[items["sample_id"] != sample_id], captions), empty="")
