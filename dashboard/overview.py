@@ -194,6 +194,15 @@ def summary_paragraph(run_name: str, manifest: Manifest, scores: pd.DataFrame, d
     return " ".join(lines)
 
 
+def review_progress(decisions: pd.DataFrame) -> str | None:
+    """The review so far, as this viewer may see it (blind mode applied)."""
+    if decisions.empty:
+        return None
+    counts = decisions["verdict"].value_counts()
+    parts = ", ".join(f"{fmt_number(int(n))} {verdict}" for verdict, n in counts.items())
+    return f"Review so far: {fmt_number(len(decisions))} samples with a verdict you can see ({parts})."
+
+
 def review_plan(scores: pd.DataFrame, detection: dict | None) -> tuple[str, int]:
     """(the queue to review, how many): the best ranking and the number that look mis-captioned (else 50)."""
     best = best_detector(detection)

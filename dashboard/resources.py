@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from clipmem_core import ClipmemError, Run, load_run
-from clipmem_core.cache import MANIFEST
+from clipmem_core.cache import IMAGE_EMBEDDINGS, INDEX_DIR, MANIFEST, TEXT_EMBEDDINGS, VIEW_ALIGNMENTS
 from clipmem_core.index import NeighbourSearch
 from clipmem_core.metrics import best_detector, detection_summary
 from clipmem_core.review import ReviewStore, open_store
@@ -25,6 +25,7 @@ from clipmem_core.review.store import DB_URL_ENV
 
 from . import auth, state
 from .gallery import FLAG_FILTERS, UNSCORED_CHOICES, Filters, range_scores, sort_orders, values
+from .text import md
 
 
 def _version(path: str) -> int:
@@ -50,6 +51,30 @@ def _search(path: str, version: int) -> NeighbourSearch:
     return NeighbourSearch(_load_run(path, version))
 
 
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _problems(path: str, version: int) -> list[str]:
+    """What is damaged in a loaded run's other files (arrays, indexes): checked once per run version.
+
+    The arrays' headers and sizes are read (memory-mapped, not loaded); the indexes are loaded into the
+    run's cached NeighbourSearch, which the inspector and the review hints use anyway.
+    """
+    run = _load_run(path, version)
+    problems = []
+    for name in (IMAGE_EMBEDDINGS, TEXT_EMBEDDINGS, VIEW_ALIGNMENTS):
+        if name in run.manifest.files:
+            try:
+                np.load(run.path / name, mmap_mode="r")
+            except (OSError, ValueError, EOFError) as exc:
+                problems.append(f"{name} is unreadable ({exc})")
+    for modality in ("image", "text"):
+        if f"{INDEX_DIR}/{modality}.faiss" in run.manifest.files:
+            try:
+                _search(path, version).index(modality)
+            except ClipmemError as exc:
+                problems.append(str(exc))
+    return problems
+
+
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _detection(path: str, version: int) -> dict | None:
     return detection_summary(_load_run(path, version).scores)
@@ -69,17 +94,19 @@ def current_run() -> Run | None:
     try:
         return _load_run(path, _version(path))
     except ClipmemError as exc:
-        st.error(f"Run {Path(path).name} cannot be shown: {exc}", icon=":material/error:")
+        st.error(f"Run {md(Path(path).name)} cannot be shown: {md(exc)}", icon=":material/error:")
         st.caption("Pick another run in the sidebar; the others are not affected.")
         st.stop()
 
 
 def require_run() -> Run:
-    """The chosen run; without one, the page explains how to get one and stops."""
+    """The chosen run (damaged files named in st.error, the page goes on); without one, say how to get one."""
     run = current_run()
     if run is None:
         st.info("No run to show yet: start one on the Compute page.")
         st.stop()
+    for problem in _problems(str(run.path), _version(str(run.path))):
+        st.error(f"Run {md(run.name)} is damaged: {md(problem)}. Parts that need this file are not shown.")
     return run
 
 
@@ -111,7 +138,7 @@ def store_or_stop() -> ReviewStore:
     try:
         return store()
     except ClipmemError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(md(exc), icon=":material/error:")
         st.stop()
 
 
@@ -129,7 +156,7 @@ def decisions(run: Run) -> pd.DataFrame:
         review = store()
         table = visible_decisions(review.current_verdicts(run.name), review.resolutions(run.name), *viewing())
     except ClipmemError as exc:
-        st.error(f"Verdicts are not shown: {exc}", icon=":material/error:")
+        st.error(f"Verdicts are not shown: {md(exc)}", icon=":material/error:")
         return pd.DataFrame(columns=COLUMNS).rename_axis("sample_id")
     return table
 

@@ -22,21 +22,40 @@ from .text import md
 
 
 def _reset_views() -> None:
-    """A new run or new filters invalidate the gallery page and a map selection."""
+    """A new run or new filters invalidate the gallery page, a map selection and the inspected sample."""
     st.session_state[state.PAGE] = 1
     st.session_state.pop(state.SELECTION, None)
+    st.session_state.pop(state.INSPECT_RUN, None)
 
 
-def _run_selector(infos: list[RunInfo]) -> None:
+def _run_selector(infos: list[RunInfo]) -> str | None:
+    """The run selector; returns why the run this session was showing cannot be shown any more, if so.
+
+    The selection lives in the session and the URL (?run=); a name no longer usable falls back to the
+    default run (the demo, else the newest), and the reader is told why.
+    """
+    ss = st.session_state
     usable = [i.name for i in infos if i.ok]
+    broken = {i.name: i.error for i in infos if not i.ok}
+    asked = ss.get(state.RUN_NAME) or st.query_params.get(state.RUN_NAME)
+    refusal = f"Run {md(asked)} cannot be shown: {md(broken[asked])}" if asked in broken else None
+    if ss.get(state.RUN_NAME) not in usable:
+        ss.pop(state.RUN_NAME, None)  # the widget then starts from the URL, else from the default run
     if not usable:
-        st.session_state.pop(state.RUN_PATH, None)
+        ss.pop(state.RUN_PATH, None)
         st.sidebar.warning("No usable run in the cache. Start one on the Compute page.")
-        return
-    if st.session_state.get(state.RUN_NAME) not in usable:
-        st.session_state[state.RUN_NAME] = state.default_run(infos)
-    name = st.sidebar.selectbox("Run", usable, key=state.RUN_NAME, on_change=_reset_views, bind="query-params")
-    st.session_state[state.RUN_PATH] = str(Path(st.session_state[state.CACHE_ROOT]) / name)
+        return refusal
+    default = state.default_run(infos)
+    name = st.sidebar.selectbox(
+        "Run",
+        usable,
+        index=usable.index(default),
+        key=state.RUN_NAME,
+        on_change=_reset_views,
+        bind="query-params",
+    )
+    ss[state.RUN_PATH] = str(Path(ss[state.CACHE_ROOT]) / name)
+    return refusal
 
 
 def _unusable(infos: list[RunInfo]) -> None:
@@ -137,8 +156,12 @@ def render() -> None:
         if key in ss:
             ss[key] = ss[key]
     infos = list_runs(ss[state.CACHE_ROOT])
-    _run_selector(infos)
+    refusal = _run_selector(infos)
     _unusable(infos)
+    if refusal:  # a damaged run asked for by name: say why, and let the reader pick another
+        st.error(refusal, icon=":material/error:")
+        st.caption("Pick another run in the sidebar; the others are not affected.")
+        st.stop()
     _who()
     _flag_mode()
     _filters()

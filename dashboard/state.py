@@ -24,9 +24,10 @@ PAGE = "gallery_page"  # 1-based, the page number widget's key
 SORT = "sort"  # bound to ?sort=
 SELECTION = "selection_rows"
 INSPECT = "inspect_sample"
+INSPECT_RUN = "inspect_run"  # the run the inspected sample id belongs to
 JOB = "compute_job"
 FLAG_MODE = "flag_mode"  # bound to ?flag_mode= so flag mode survives a reload
-PAGE_WIDGETS = (PAGE, INSPECT)
+PAGE_WIDGETS = (PAGE, SORT, INSPECT)
 
 
 def default_cache_root() -> str:

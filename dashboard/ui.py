@@ -72,6 +72,7 @@ def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | N
 def _choose(sample_id: str) -> None:
     """In a callback, so it may set the inspector's sample-id widget even on the inspector page."""
     st.session_state[state.INSPECT] = sample_id
+    st.session_state[state.INSPECT_RUN] = st.session_state.get(state.RUN_NAME)
 
 
 def card(c: Card, run_name: str, key: str, reviewer_name: str | None = None, extra: str | None = None) -> None:
@@ -87,7 +88,7 @@ def card(c: Card, run_name: str, key: str, reviewer_name: str | None = None, ext
             decision_badge(c.decision)
         flag_buttons(run_name, c.sample_id, key, reviewer_name)
         if st.button("Inspect", key=f"{key}:inspect", type="tertiary", on_click=_choose, args=(c.sample_id,)):
-            st.switch_page(navigation.INSPECTOR.path)
+            navigation.go(navigation.INSPECTOR)
 
 
 def card_grid(

@@ -78,7 +78,9 @@ def test_the_name_is_asked_once_and_kept_in_the_url_not_the_token(run_dir, monke
     at.button(key=auth.NAME_OK).click().run()
     assert at.session_state[auth.REVIEWER_KEY] == "zoe" and at.title[0].value == "Review · run1"
     sidebar_name = at.sidebar.text_input(key=auth.REVIEWER_KEY)
-    assert sidebar_name.value == "zoe" and sidebar_name.proto.query_param_key == auth.REVIEWER_KEY  # what a reload reads back
+    assert (
+        sidebar_name.value == "zoe" and sidebar_name.proto.query_param_key == auth.REVIEWER_KEY
+    )  # what a reload reads back
     assert all("s3cret" not in str(v) for v in at.query_params.values())
     reloaded = page(REVIEW, run_dir, reviewer="zoe")  # a reload: ?reviewer=zoe and a new session
     reloaded.text_input[0].input("s3cret").run()  # the token, unlike the name, is asked again
@@ -145,7 +147,7 @@ def test_blind_mode_hides_others_until_you_have_judged(run_dir):
     assert "bob" not in frames_text(at) and not any("Other reviewers" in e.label for e in at.expander)
     fresh = page(REVIEW, run_dir, reviewer="cy")
     fresh.sidebar.toggle(key=auth.BLIND_KEY).set_value(False).run()
-    fresh.expander[0]  # noqa: B018 (exists)
+    fresh.expander[0]
     assert "bob-note" in frames_text(fresh)  # not blind: shown at once
 
 

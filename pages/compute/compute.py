@@ -151,7 +151,7 @@ def watch(job: compute.Job) -> None:
     elif status == "done":
         st.progress(1.0, text="done")
         if st.button("Open run", type="primary", on_click=_open_run, args=(job.name,)):
-            st.switch_page(navigation.OVERVIEW.path)
+            navigation.go(navigation.OVERVIEW)
     previous, ss[f"status:{job.name}"] = ss.get(f"status:{job.name}"), status
     if previous == "running" and status != "running":
         st.rerun()  # a full app rerun, so the sidebar's run selector lists the finished run

@@ -75,8 +75,13 @@ left, right = st.columns(2)
 if left.button("Open the selection in the gallery", type="primary"):
     ss[state.SELECTION] = chosen.tolist()
     ss[state.PAGE] = 1
-    st.switch_page(navigation.GALLERY.path)
+    navigation.go(navigation.GALLERY)
 name = sidebar.flagging_as()
+
+
+def _bulk_flag(sample_ids: list[str], reviewer: str) -> None:
+    """The dialog's confirm callback: one verdict per sample, their ids kept for the undo."""
+    ss[emap.BULK_UNDO] = {"ids": ui.record_verdict(run.name, sample_ids, "mis-captioned", reviewer), "by": reviewer}
 
 
 @st.dialog("Flag the selection?")
@@ -85,8 +90,7 @@ def confirm_bulk_flag(sample_ids: list[str], reviewer: str) -> None:
     st.write(f"Record **mis-captioned** for {len(sample_ids):,} samples under your name, {ui.md(reviewer)}?")
     st.caption("Each becomes your verdict on that sample. You can undo the whole batch right after.")
     yes, no = st.columns(2)
-    if yes.button("Flag them", type="primary", width="stretch"):
-        ss[emap.BULK_UNDO] = {"ids": ui.record_verdict(run.name, sample_ids, "mis-captioned", reviewer), "by": reviewer}
+    if yes.button("Flag them", type="primary", width="stretch", on_click=_bulk_flag, args=(sample_ids, reviewer)):
         st.rerun()
     if no.button("Cancel", width="stretch"):
         st.rerun()

@@ -20,8 +20,9 @@ from dashboard.gallery import (
 run = resources.require_run()
 ss = st.session_state
 options = sorts(run.scores)
+default_sort = DEFAULT_SORT if DEFAULT_SORT in options else next(iter(options))
 if ss.get(state.SORT) not in options:
-    ss[state.SORT] = DEFAULT_SORT if DEFAULT_SORT in options else next(iter(options))
+    ss.pop(state.SORT, None)  # the widget then starts from the URL (?sort=), else from the default
 
 
 def _step(delta: int, pages: int) -> None:
@@ -42,18 +43,19 @@ def gallery() -> None:
     top[0].selectbox(
         "Sort by",
         list(options),
+        index=list(options).index(default_sort),
         format_func=options.get,
         key=state.SORT,
         bind="query-params",
         on_change=lambda: ss.update({state.PAGE: 1}),
     )
-    title.title(gallery_title(ss[state.SORT], options))
+    title.title(gallery_title(ss.get(state.SORT) or default_sort, options))
     top[1].number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, key=state.PAGE)
     top[2].button("◀ Prev", on_click=_step, args=(-1, pages), disabled=ss[state.PAGE] <= 1, width="stretch")
     top[3].button("Next ▶", on_click=_step, args=(1, pages), disabled=ss[state.PAGE] >= pages, width="stretch")
     top[4].metric("Matching samples", f"{total:,} of {len(run.scores):,}")
     page = ss[state.PAGE] - 1
-    rows = page_rows(resources.orders(run)[ss[state.SORT]], mask, page)
+    rows = page_rows(resources.orders(run)[ss.get(state.SORT) or default_sort], mask, page)
     cards = make_cards(run, rows, table)
     if not cards:
         st.info("No sample matches the filters.")

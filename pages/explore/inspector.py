@@ -23,8 +23,10 @@ run = resources.require_run()
 
 st.title("Sample inspector")
 ss = st.session_state
-if ss.get(state.INSPECT) not in run.row_of:
-    ss[state.INSPECT] = run.scores["sample_id"].iat[int(next(iter(resources.orders(run).values()))[0])]
+if not ss.get(state.INSPECT) or ss.get(state.INSPECT_RUN) != run.name:  # a new run: its top sample
+    if ss.get(state.INSPECT) not in run.row_of:
+        ss[state.INSPECT] = run.scores["sample_id"].iat[int(next(iter(resources.orders(run).values()))[0])]
+    ss[state.INSPECT_RUN] = run.name
 sample_id = st.text_input("Sample id", key=state.INSPECT)
 row = run.row_of.get(sample_id)
 if row is None:

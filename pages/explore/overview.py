@@ -17,6 +17,9 @@ detection = resources.detection(run)
 st.title(f"Run: {md(run.name)}")
 st.markdown(md(overview.summary_paragraph(run.name, run.manifest, run.scores, detection)))
 rule, count = overview.review_plan(run.scores, detection)
+progress = overview.review_progress(resources.decisions(run))
+if progress:
+    st.caption(progress)
 
 
 def _start_review() -> None:
@@ -29,7 +32,7 @@ if st.button(
     icon=":material/fact_check:",
     on_click=_start_review,
 ):
-    st.switch_page(navigation.REVIEW.path)
+    navigation.go(navigation.REVIEW)
 
 with st.container(horizontal=True):
     for label, value in overview.run_facts(run.manifest).items():
@@ -81,7 +84,9 @@ if not tests.empty:
 pair = overview.alignment_columns(run.scores)
 if pair is not None:
     x_label, y_label = column_label(pair[0]), column_label(pair[1])
-    st.subheader(f"{y_label} against {x_label}")
+    st.subheader(
+        f"{y_label} against {x_label}" if pair == ("align_f", "align_g") else "Alignment A: held-out against trained"
+    )
     points = overview.alignment_points(run.scores)
     figure = px.scatter(
         points,
