@@ -12,9 +12,11 @@ from typing import Any
 
 import pandas as pd
 
-from clipmem_core import ClipmemError
+from clipmem_core import ClipmemError, Run
 from clipmem_core.formatting import fmt_number
 from clipmem_core.review import ReviewStore, agreement_report, require_lead
+from clipmem_core.review.decisions import unresolved_disagreements
+from clipmem_core.review.export import export_frame, table_bytes
 
 WHOLE_RUN = None  # the scope that is not a session
 SKIPPED = "reconcile_skipped"
@@ -140,3 +142,18 @@ def settle(
     """Click callback of a resolve button; a mis-captioned verdict takes the caption typed for the sample."""
     caption = state.get(caption_key(sample_id)) if verdict == "mis-captioned" else None
     store.resolve(run_name, sample_id, verdict, lead, caption=caption or None)
+
+
+def open_disagreements(store: ReviewStore, run_name: str) -> list[str]:
+    """Samples whose reviewers disagree and no lead has resolved: what blocks an export."""
+    return unresolved_disagreements(store.current_verdicts(run_name), store.resolutions(run_name))
+
+
+def export_files(store: ReviewStore, run: Run, allow_unresolved: bool) -> dict[str, tuple[str, bytes]]:
+    """Button label -> (file name, CSV bytes) of the cleaned dataset and the drop list, as the CLI writes them."""
+    cleaned = export_frame(store, run, "cleaned", allow_unresolved=allow_unresolved)
+    dropped = export_frame(store, run, "droplist", allow_unresolved=allow_unresolved)
+    return {
+        f"Cleaned dataset ({len(cleaned):,} rows)": (f"{run.name}-cleaned.csv", table_bytes(cleaned, "csv")),
+        f"Drop list ({len(dropped):,} samples)": (f"{run.name}-droplist.csv", table_bytes(dropped, "csv")),
+    }

@@ -83,6 +83,11 @@ def judged_rows(run: Run, judged: Collection[str]) -> np.ndarray:
     return np.asarray([run.row_of[s] for s in judged if s in run.row_of], dtype=np.int64)
 
 
+def batch_ids(run: Run, orders: Mapping[str, np.ndarray], rule: str, size: int, index: int = 0) -> list[str]:
+    """The sample ids of window ``index`` of the rule's order: what the store is asked about on a click."""
+    return run.scores["sample_id"].iloc[orders[rule][index * size : (index + 1) * size]].astype(str).tolist()
+
+
 def ranked_batch(
     run: Run, orders: Mapping[str, np.ndarray], rule: str, judged: Collection[str], size: int, index: int = 0
 ) -> Batch:
@@ -92,9 +97,10 @@ def ranked_batch(
     done = np.zeros(len(run.scores), dtype=bool)
     done[judged_rows(run, judged)] = True
     left = window[~done[window]]
-    unscored = int(np.isnan(run.scores[rule].to_numpy(dtype=np.float64, na_value=np.nan)[window]).sum())
-    ids = run.scores["sample_id"].to_numpy()
-    return Batch([str(s) for s in ids[left]], len(window), int(done[window].sum()), index, unscored)
+    unscored = int(run.scores[rule].iloc[window].isna().sum())
+    return Batch(
+        run.scores["sample_id"].iloc[left].astype(str).tolist(), len(window), int(done[window].sum()), index, unscored
+    )
 
 
 def batch_count(run: Run, size: int) -> int:
@@ -245,6 +251,39 @@ def hints(open_search: Callable[[], NeighbourSearch], sample_id: str, k: int = H
     except (OSError, RuntimeError, ValueError) as exc:
         raise ClipmemError(f"the neighbour index cannot be read: {exc}") from None
     return found[:k]
+
+
+@dataclass
+class CardData:
+    """Everything the review card shows for one sample, prepared before anything is drawn."""
+
+    sample_id: str
+    line: str
+    caption: str
+    image: Image.Image | None
+    note: str | None
+    hints: list[Neighbour]
+    hint_problem: str | None
+
+
+def card_data(run: Run, sample_id: str, open_search: Callable[[], NeighbourSearch]) -> CardData:
+    """The sample's large image (the original file, else its thumbnail, upscaled to be judged), its caption,
+    the line of scores above it and the hints. What the review and reconcile pages draw, and what
+    bench/bench_review.py times."""
+    row = run.row(sample_id)
+    original = run.image_path(row)
+    shown = original or run.thumbnail_path(row)
+    image, note = review_image(shown) if shown is not None else (None, None)
+    if shown is not None and original is None:
+        note = "from the run's thumbnail: the original file is not available" + (f", {note}" if note else "")
+    try:
+        found, problem = hints(open_search, sample_id), None
+    except ClipmemError as exc:  # a damaged index: judge without hints, and say why
+        found, problem = [], str(exc)
+    sample = run.scores.iloc[row]
+    return CardData(
+        sample_id, f"{sample_id} · {sample_line(sample)}", str(sample["caption"]), image, note, found, problem
+    )
 
 
 def use_hint(state: MutableMapping[str, Any], sample_id: str, caption: str) -> None:

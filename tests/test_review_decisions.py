@@ -103,3 +103,10 @@ def test_counted_verdicts_of_an_empty_history():
     empty = pd.DataFrame(columns=["id", "sample_id", "reviewer", "verdict"])
     assert counted_verdicts(empty, leads_env="lead").empty
     assert decisions(empty, pd.DataFrame(columns=["sample_id", "verdict"])).empty
+
+
+def test_judged_asks_only_about_the_batch_at_hand(store):
+    add(store, ("ann", "a", "correct"), ("ann", "b", "unsure"), ("ann", "b", "correct"), ("bob", "c", "correct"))
+    assert store.judged(RUN, "ann") == {"a", "b"}
+    assert store.judged(RUN, "ann", ["b", "c", "d"]) == {"b"}
+    assert store.judged(RUN, "ann", []) == set()

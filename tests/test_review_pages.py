@@ -380,3 +380,22 @@ def test_the_review_image_is_at_least_320_px_wide_and_says_when_it_was_upscaled(
     assert small.size == (review.REVIEW_IMAGE_PX, review.REVIEW_IMAGE_PX // 2) and note == "upscaled from 64 px"
     large, note = review.review_image(tmp_path / "large.png")
     assert large.size == (800, 600) and note is None and review.REVIEW_IMAGE_PX >= 320
+
+
+def test_the_lead_downloads_the_cleaned_csv_and_the_drop_list_once_disagreements_are_resolved(run_dir):
+    store = _disagreements(run_dir)
+    at = page(RECONCILE, run_dir, reviewer="lead")
+    assert any("2 disagreements are not resolved" in w.value for w in at.warning) and not at.get("download_button")
+    at.checkbox(key="export_allow_unresolved").check().run()
+    assert len(at.get("download_button")) == 2  # the lead may let the majority decide
+    at.button(key="resolve_s00_mis-captioned").click().run()
+    at.button(key="resolve_s02_correct").click().run()
+    buttons = at.get("download_button")
+    assert [b.proto.label for b in buttons] == ["Cleaned dataset (4 rows)", "Drop list (1 samples)"]
+    assert [b.proto.shortcut.upper() for b in buttons] == ["D", "L"]
+    files = reconcile.export_files(store, load_run(run_dir), allow_unresolved=False)
+    (cleaned_name, cleaned), (_, drop) = files.values()
+    assert (
+        cleaned_name == "run1-cleaned.csv" and cleaned.decode().splitlines()[0] == "filepath,caption,id,is_miscaptioned"
+    )
+    assert drop.decode().splitlines() == ["sample_id", "s00"]

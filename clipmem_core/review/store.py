@@ -502,6 +502,17 @@ class ReviewStore:
         frame = self.verdicts(run, reviewer=reviewer)
         return dict(zip(frame["sample_id"], frame["verdict"]))  # later rows overwrite earlier ones
 
+    def judged(self, run: str, reviewer: str, sample_ids: Iterable[str] | None = None) -> set[str]:
+        """The samples (of ``sample_ids``, when given) ``reviewer`` has a verdict on.
+
+        One narrow query: the review page asks it on every click, for the batch at hand only.
+        """
+        query = select(Verdict.sample_id).where(Verdict.run == run, Verdict.reviewer == reviewer).distinct()
+        if sample_ids is not None:
+            query = query.where(Verdict.sample_id.in_([str(s) for s in sample_ids]))
+        with self._transaction() as conn:
+            return set(conn.execute(query).scalars())
+
     def current_verdicts(self, run: str, sample_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """Each reviewer's counted verdict per sample (see `counted_verdicts`): the input to agreement,
         decisions, reconciliation and exports."""

@@ -6,7 +6,6 @@ import html
 
 import streamlit as st
 
-from clipmem_core import ClipmemError
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
 from dashboard import auth, reconcile, resources, review, ui
 from dashboard.text import md
@@ -36,25 +35,50 @@ show_resolved = st.toggle("Show resolved ones too", value=False, key="reconcile_
 items = reconcile.disagreements(store, run.name, sample_ids, show_resolved)
 st.subheader(f"Disagreements ({len(items)})")
 item = reconcile.current_item(items, ss)
+
+
+@st.fragment
+def export_section() -> None:
+    """The cleaned dataset and the drop list as downloads: what `clipmem review export` writes."""
+    st.subheader("Export")
+    open_ones = reconcile.open_disagreements(store, run.name)
+    allow = False
+    if open_ones:
+        st.warning(
+            f"{len(open_ones):,} disagreements are not resolved yet: resolve them above, or let the majority decide."
+        )
+        allow = st.checkbox("Export anyway: the majority decides, a tie keeps the row", key="export_allow_unresolved")
+    if open_ones and not allow:
+        return
+    files = reconcile.export_files(store, run, allow)
+    st.caption(
+        "The cleaned CSV has the input's columns (filepath relative to the dataset root, caption, id, ground truth "
+        "when known): put it beside the original CSV to train on it or to run clipmem on it again."
+    )
+    left, right = st.columns(2)
+    for column, (label, (name, data)), key in zip((left, right), files.items(), ("D", "L")):
+        column.download_button(
+            label, data, file_name=name, mime="text/csv", key=f"download_{key}", shortcut=key, width="stretch"
+        )
+
+
 if item is None:
     st.info("No open disagreements.")
+    export_section()
     st.stop()
 
 sample_id = item["sample_id"]
-row = run.row(sample_id)
+card = review.card_data(run, sample_id, lambda: resources.neighbour_search(run))
 with st.container(border=True):
     left, right = st.columns([2, 3], gap="large")
     with left:
-        original = run.image_path(row)
-        shown = original or run.thumbnail_path(row)
-        if shown is not None:
-            image, note = review.review_image(shown)
-            st.image(image, width=review.REVIEW_IMAGE_PX)
-            if note or original is None:
-                st.caption(note if original is not None else "from the run's thumbnail")
+        if card.image is not None:
+            st.image(card.image, width=review.REVIEW_IMAGE_PX)
+        if card.note:
+            st.caption(card.note)
     with right:
-        st.text(f"{sample_id} · {review.sample_line(run.scores.iloc[row])}")
-        st.html(f'<p style="{ui.LARGE_TEXT}">{html.escape(str(run.scores["caption"].iat[row]))}</p>')
+        st.text(card.line)
+        st.html(f'<p style="{ui.LARGE_TEXT}">{html.escape(card.caption)}</p>')
         ui.table(reconcile.votes(store, run.name, sample_id), empty="no verdicts")
         resolution = reconcile.resolution_note(item)
         if resolution:
@@ -78,14 +102,11 @@ with st.container(border=True):
             on_click=reconcile.skip,
             args=(ss, sample_id),
         )
-    try:
-        hints = review.hints(lambda: resources.neighbour_search(run), sample_id)
-    except ClipmemError as exc:  # a damaged index: review goes on without hints
-        st.error(f"No hints: {md(exc)}", icon=":material/error:")
-        hints = []
-    if hints:
+    if card.hint_problem:
+        st.error(f"No hints: {md(card.hint_problem)}", icon=":material/error:")
+    if card.hints:
         st.markdown("**Captions of the most similar images** (take one as the accepted caption)")
-        for column, hit in zip(st.columns(len(hints)), hints):
+        for column, hit in zip(st.columns(len(card.hints)), card.hints):
             with column:
                 thumb = run.thumbnail_path(hit.row)
                 if thumb is not None:
@@ -103,3 +124,4 @@ if len(items) > 1:
     st.markdown("**Next disagreements**")
     captions = dict(zip(run.scores["sample_id"], run.scores["caption"]))
     ui.table(reconcile.queue_table(items[items["sample_id"] != sample_id], captions), empty="")
+export_section()

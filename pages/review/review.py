@@ -33,7 +33,8 @@ else:
     ss[review.BATCH] = min(max(1, int(ss.get(review.BATCH) or review.DEFAULT_BATCH)), len(run.scores))
     size = int(st.sidebar.number_input("Batch size", 1, len(run.scores), key=review.BATCH))
     ss.setdefault(review.BATCH_INDEX, 0)
-    judged = store.latest_verdicts(run.name, reviewer)
+    window = review.batch_ids(run, orders, source, size, int(ss[review.BATCH_INDEX]))
+    judged = store.judged(run.name, reviewer, window)
     batch = review.ranked_batch(run, orders, source, judged, size, int(ss[review.BATCH_INDEX]))
 
 pace = review.seconds_per_sample(ss.get(review.PACE) or [])
@@ -49,23 +50,18 @@ if sample_id is None:
             "Next batch", type="primary", on_click=lambda: ss.update({review.BATCH_INDEX: ss[review.BATCH_INDEX] + 1})
         )
 else:
-    row = run.row(sample_id)
+    card = review.card_data(run, sample_id, lambda: resources.neighbour_search(run))
     left, right = st.columns([2, 3], gap="large")
     with left:
-        original = run.image_path(row)
-        shown = original or run.thumbnail_path(row)
-        if shown is None:
+        if card.image is None:
             st.warning("The image of this sample is not available.")
         else:
-            image, note = review.review_image(shown)
-            st.image(image, width=review.REVIEW_IMAGE_PX)
-            if original is None:
-                note = "from the run's thumbnail: the original file is not available" + (f", {note}" if note else "")
-            if note:
-                st.caption(note)
+            st.image(card.image, width=review.REVIEW_IMAGE_PX)
+        if card.note:
+            st.caption(card.note)
     with right:
-        st.text(f"{sample_id} · {review.sample_line(run.scores.iloc[row])}")
-        st.html(f'<p style="{ui.LARGE_TEXT}">{html.escape(str(run.scores["caption"].iat[row]))}</p>')
+        st.text(card.line)
+        st.html(f'<p style="{ui.LARGE_TEXT}">{html.escape(card.caption)}</p>')
         columns = st.columns(len(VERDICTS))
         for column, verdict in zip(columns, VERDICTS):
             column.button(
@@ -96,14 +92,11 @@ else:
         )
         st.text_input("Suggested caption (if mis-captioned)", key=review.suggest_key(sample_id))
         st.text_input("Note", key=review.note_key(sample_id))
-    try:
-        hints = review.hints(lambda: resources.neighbour_search(run), sample_id)
-    except ClipmemError as exc:  # a damaged index: review goes on without hints
-        st.error(f"No hints: {md(exc)}", icon=":material/error:")
-        hints = []
-    if hints:
+    if card.hint_problem:
+        st.error(f"No hints: {md(card.hint_problem)}", icon=":material/error:")
+    if card.hints:
         st.markdown("**Captions of the most similar images** (take one as the suggested caption)")
-        for column, hit in zip(st.columns(len(hints)), hints):
+        for column, hit in zip(st.columns(len(card.hints)), card.hints):
             with column:
                 thumb = run.thumbnail_path(hit.row)
                 if thumb is not None:
