@@ -150,7 +150,7 @@ def _ask_secret(name: str) -> None:
         )
         st.stop()
     st.info(f"{md(name)} is a lead: enter your lead secret to continue under that name.")
-    st.text_input("Lead secret", type="password", key=SECRET_INPUT)
+    st.text_input("Lead secret", type="password", key=SECRET_INPUT, on_change=_prove, args=(name,))
     if st.session_state.pop("_clipmem_lead_refused", False):
         st.error("That lead secret is not right.")
     st.button("Confirm", key="_clipmem_lead_ok", on_click=_prove, args=(name,))
@@ -171,6 +171,6 @@ def current_reviewer() -> str:
         _ask_secret(name)
     if name:
         return name
-    st.text_input("Your name (recorded with your verdicts)", key=NAME_INPUT)
+    st.text_input("Your name (recorded with your verdicts)", key=NAME_INPUT, on_change=_accept)
     st.button("Start reviewing", key=NAME_OK, on_click=_accept)
     st.stop()

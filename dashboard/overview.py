@@ -129,9 +129,20 @@ def ttests(manifest: Manifest) -> pd.DataFrame:
 def utility_table(manifest: Manifest) -> pd.DataFrame:
     """Image→text and text→image R@1/R@5 of each model on samples it never saw."""
     utility = manifest.utility or {}
-    return pd.DataFrame(
-        [{"model": model, **metrics} for model, metrics in utility.items() if isinstance(metrics, dict)]
-    )
+    rows = []
+    for model, metrics in utility.items():
+        if isinstance(metrics, dict):
+            rows.append(
+                {"model": model, **{_recall_label(k): fmt_number(v, 1, percent=True) for k, v in metrics.items()}}
+            )
+    return pd.DataFrame(rows)
+
+
+def _recall_label(key: str) -> str:
+    """``i2t_r5`` -> "image→text R@5"."""
+    direction, _, k = key.partition("_r")
+    words = {"i2t": "image→text", "t2i": "text→image"}
+    return f"{words.get(direction, direction)} R@{k}" if k else key
 
 
 DETECTION_COLUMNS = {

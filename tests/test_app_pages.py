@@ -433,4 +433,4 @@ def test_a_database_that_is_down_shows_an_error_on_every_page_that_shows_verdict
     for spec in RUN_PAGES:
         at = _open(_app(reviewer="ann"), spec.path)
         assert any("review database" in _plain(e.value) for e in at.error), spec.title
-    assert any(m.label == "Matching samples" for m in _open(_app(), navigation.GALLERY.path).metric)  # still usable
+    assert any(m.label.startswith("Matching") for m in _open(_app(), navigation.GALLERY.path).metric)  # still usable

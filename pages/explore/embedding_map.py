@@ -33,6 +33,8 @@ st.caption(
     "Hover a point for its caption, split, ground truth and verdict; click it, or box/lasso select, to see it below."
 )
 continuous = colour in options and colour not in (emap.SPLIT, emap.TRUTH, emap.DECISION)
+if continuous and points[colour].isna().any():
+    st.caption(f"Dark grey points: {points[colour].isna().sum():,} samples that have no {options[colour]}.")
 fig = px.scatter(
     points,
     x="x",

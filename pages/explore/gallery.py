@@ -53,7 +53,7 @@ def gallery() -> None:
     top[1].number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, key=state.PAGE)
     top[2].button("◀ Prev", on_click=_step, args=(-1, pages), disabled=ss[state.PAGE] <= 1, width="stretch")
     top[3].button("Next ▶", on_click=_step, args=(1, pages), disabled=ss[state.PAGE] >= pages, width="stretch")
-    top[4].metric("Matching samples", f"{total:,} of {len(run.scores):,}")
+    top[4].metric(f"Matching (of {len(run.scores):,})", f"{total:,}")
     page = ss[state.PAGE] - 1
     rows = page_rows(resources.orders(run)[ss.get(state.SORT) or default_sort], mask, page)
     cards = make_cards(run, rows, table)

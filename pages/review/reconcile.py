@@ -20,21 +20,25 @@ if refusal:  # before any verdict shows: seeing them all would defeat blind revi
     st.stop()
 
 scopes = reconcile.scopes(store, run.name)
-scope = st.selectbox("Scope", list(scopes), format_func=scopes.get)
+left, right = st.columns([3, 1], vertical_alignment="bottom")
+scope = left.selectbox("Scope", list(scopes), format_func=scopes.get)
+show_resolved = right.toggle("Show resolved ones too", value=False, key="reconcile_show_resolved")
 sample_ids = reconcile.scope_samples(store, scope)
-report = reconcile.agreement(store, run.name, sample_ids)
-with st.container(horizontal=True):
-    for label, value in reconcile.agreement_metrics(report).items():
-        st.metric(label, value, border=True)
-st.caption(reconcile.fleiss_note(report))
-pairs = reconcile.pair_agreement(report)
-if not pairs.empty:
-    ui.table(pairs, empty="")
-
-show_resolved = st.toggle("Show resolved ones too", value=False, key="reconcile_show_resolved")
 items = reconcile.disagreements(store, run.name, sample_ids, show_resolved)
-st.subheader(f"Disagreements ({len(items)})")
 item = reconcile.current_item(items, ss)
+
+
+def agreement_section() -> None:
+    """How much the reviewers agree, in percent, overall and per pair."""
+    report = reconcile.agreement(store, run.name, sample_ids)
+    st.subheader("Agreement")
+    with st.container(horizontal=True):
+        for label, value in reconcile.agreement_metrics(report).items():
+            st.metric(label, value, border=True)
+    st.caption(reconcile.fleiss_note(report))
+    pairs = reconcile.pair_agreement(report)
+    if not pairs.empty:
+        ui.table(pairs, empty="")
 
 
 @st.fragment
@@ -64,13 +68,16 @@ def export_section() -> None:
 
 if item is None:
     st.info("No open disagreements.")
+    agreement_section()
     export_section()
     st.stop()
+
+st.subheader(f"Disagreements ({len(items)})")
 
 sample_id = item["sample_id"]
 card = review.card_data(run, sample_id, lambda: resources.neighbour_search(run))
 with st.container(border=True):
-    left, right = st.columns([2, 3], gap="large")
+    left, right = st.columns([1, 1], gap="medium")
     with left:
         if card.image is not None:
             st.image(card.image, width=review.REVIEW_IMAGE_PX)
@@ -85,15 +92,15 @@ with st.container(border=True):
             st.caption(md(resolution))
         ss.setdefault(reconcile.caption_key(sample_id), reconcile.default_caption(item))
         st.text_input("Caption to accept if mis-captioned", key=reconcile.caption_key(sample_id))
-        for column, verdict in zip(st.columns(len(VERDICTS)), VERDICTS):
-            column.button(
-                VERDICT_LABELS[verdict],
-                key=f"resolve_{sample_id}_{verdict}",
-                shortcut=reconcile.KEYS[verdict],
-                width="stretch",
-                on_click=reconcile.settle,
-                args=(ss, store, run.name, sample_id, verdict, lead),
-            )
+        with st.container(horizontal=True, gap="small"):  # wraps rather than cut a label short
+            for verdict in VERDICTS:
+                st.button(
+                    VERDICT_LABELS[verdict],
+                    key=f"resolve_{sample_id}_{verdict}",
+                    shortcut=reconcile.KEYS[verdict],
+                    on_click=reconcile.settle,
+                    args=(ss, store, run.name, sample_id, verdict, lead),
+                )
         st.button(
             "Skip for now",
             key="reconcile_skip",
@@ -121,7 +128,8 @@ with st.container(border=True):
                 )
 
 if len(items) > 1:
-    st.markdown("**Next disagreements**")
+    st.markdown(f"**Next disagreements** ({len(items) - 1})")
     captions = dict(zip(run.scores["sample_id"], run.scores["caption"]))
     ui.table(reconcile.queue_table(items[items["sample_id"] != sample_id], captions), empty="")
+agreement_section()
 export_section()

@@ -51,7 +51,7 @@ if sample_id is None:
         )
 else:
     card = review.card_data(run, sample_id, lambda: resources.neighbour_search(run))
-    left, right = st.columns([2, 3], gap="large")
+    left, right = st.columns([1, 1], gap="medium")
     with left:
         if card.image is None:
             st.warning("The image of this sample is not available.")
@@ -62,16 +62,15 @@ else:
     with right:
         st.text(card.line)
         st.html(f'<p style="{ui.LARGE_TEXT}">{html.escape(card.caption)}</p>')
-        columns = st.columns(len(VERDICTS))
-        for column, verdict in zip(columns, VERDICTS):
-            column.button(
-                VERDICT_LABELS[verdict],
-                key=f"verdict_{verdict}",
-                shortcut=review.KEYS[verdict],
-                width="stretch",
-                on_click=review.record,
-                args=(ss, store, run.name, sample_id, reviewer, verdict, session_id),
-            )
+        with st.container(horizontal=True, gap="small"):  # wraps rather than cut a label short
+            for verdict in VERDICTS:
+                st.button(
+                    VERDICT_LABELS[verdict],
+                    key=f"verdict_{verdict}",
+                    shortcut=review.KEYS[verdict],
+                    on_click=review.record,
+                    args=(ss, store, run.name, sample_id, reviewer, verdict, session_id),
+                )
         skip_col, undo_col = st.columns(2)
         skip_col.button(
             "Skip for now",
