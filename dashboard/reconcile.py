@@ -60,7 +60,7 @@ def agreement_metrics(report: dict) -> dict[str, str]:
         "Samples judged": fmt_number(report["n_samples"]),
         "Judged by 2 or more": fmt_number(report["n_multiply_judged"]),
         "Reviewers agree on": fmt_number(report["percent_agreement"], 1, percent=True),
-        "Disagreements": fmt_number(report["n_disagreements"]),
+        "Disagreed on": fmt_number(report["n_disagreements"]),
         "Fleiss' κ": fmt_number(report["fleiss"]["kappa"], 2),
     }
 
@@ -137,9 +137,21 @@ def default_caption(item: pd.Series) -> str:
 
 
 def settle(
-    state: Mapping[str, Any], store: ReviewStore, run_name: str, sample_id: str, verdict: str, lead: str
+    state: Mapping[str, Any],
+    store: ReviewStore,
+    run_name: str,
+    sample_id: str,
+    verdict: str,
+    lead: str,
+    only_if_open: bool = False,
 ) -> None:
-    """Click callback of a resolve button; a mis-captioned verdict takes the caption typed for the sample."""
+    """Click callback of a resolve button; a mis-captioned verdict takes the caption typed for the sample.
+
+    With ``only_if_open``, a sample already resolved is left alone: a key pressed again before the next
+    disagreement has arrived must not settle the one just settled a second time.
+    """
+    if only_if_open and sample_id in set(store.resolutions(run_name)["sample_id"]):
+        return
     caption = state.get(caption_key(sample_id)) if verdict == "mis-captioned" else None
     store.resolve(run_name, sample_id, verdict, lead, caption=caption or None)
 

@@ -147,8 +147,12 @@ def record(
 ) -> None:
     """Click callback of a verdict button: store it with the suggestion and note typed for the sample.
 
-    The verdict goes on the undo stack, its time on the reviewer's pace.
+    The verdict goes on the undo stack, its time on the reviewer's pace. A second press for the sample just
+    judged (a key pressed again before the next card has arrived) is ignored: the first one counts.
     """
+    last = state.get(LAST)
+    if last and (last["run"], last["sample_id"]) == (run_name, sample_id):
+        return
     verdict_id = store.add_verdict(
         run_name,
         sample_id,

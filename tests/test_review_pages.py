@@ -215,15 +215,15 @@ def test_reconcile_shows_each_disagreement_large_and_resolves_with_a_key(run_dir
     store = _disagreements(run_dir)
     at = page(RECONCILE, run_dir, reviewer="lead")
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Disagreements"] == "2" and metrics["Reviewers agree on"] == "33.3%"
+    assert metrics["Disagreed on"] == "2" and metrics["Reviewers agree on"] == "33.3%"
     assert "&lt;b&gt;bold&lt;/b&gt;" in html_text(at) and any(c.value == "upscaled from 48 px" for c in at.caption)
     votes = frames_text(at)
     assert "ann" in votes and "a blue circle" in votes and "bob" in votes
     assert at.text_input(key=reconcile.caption_key("s00")).value == "a blue circle"
     shortcuts = {b.key: b.proto.shortcut.upper() for b in at.main.button if b.proto.shortcut}
-    assert shortcuts["resolve_s00_mis-captioned"] == "1" and shortcuts["reconcile_skip"] == "S"
+    assert shortcuts["resolve_mis-captioned"] == "1" and shortcuts["reconcile_skip"] == "S"
 
-    at.button(key="resolve_s00_mis-captioned").click().run()
+    at.button(key="resolve_mis-captioned").click().run()
     resolution = store.resolutions("run1").iloc[0]
     assert (resolution["sample_id"], resolution["verdict"], resolution["resolved_by"], resolution["caption"]) == (
         "s00",
@@ -232,7 +232,7 @@ def test_reconcile_shows_each_disagreement_large_and_resolves_with_a_key(run_dir
         "a blue circle",
     )
     assert at.text_input(key=reconcile.caption_key("s02"))  # the next one is at hand
-    at.button(key="resolve_s02_correct").click().run()
+    at.button(key="resolve_correct").click().run()
     assert any("No open disagreements" in i.value for i in at.info)
     at.toggle(key="reconcile_show_resolved").set_value(True).run()
     assert any("Resolved as mis-captioned by lead" in plain(c.value) for c in at.caption)
@@ -259,7 +259,7 @@ def test_typing_a_leads_name_opens_nothing_without_the_leads_secret(run_dir, mon
     at.text_input(key=auth.SECRET_INPUT).input("cy-secret")
     at.button(key="_clipmem_lead_ok").click().run()
     assert at.title[0].value == "Reconcile · run1" and "bob" in frames_text(at)
-    at.button(key="resolve_s00_correct").click().run()
+    at.button(key="resolve_correct").click().run()
     assert open_store(run_dir.parent).resolutions("run1")["resolved_by"].tolist() == ["cy"]
 
 
@@ -361,7 +361,7 @@ def test_reconcile_logic_refuses_non_leads_and_settles_with_the_typed_caption(ru
     assert reconcile.scopes(store, "run1") == {None: "Whole run"}
     report = reconcile.agreement(store, "run1", None)
     metrics = reconcile.agreement_metrics(report)
-    assert (metrics["Samples judged"], metrics["Reviewers agree on"], metrics["Disagreements"]) == ("3", "33.3%", "2")
+    assert (metrics["Samples judged"], metrics["Reviewers agree on"], metrics["Disagreed on"]) == ("3", "33.3%", "2")
     assert reconcile.pair_agreement(report)["agree on"].tolist() == ["33.3%"]
     items = reconcile.disagreements(store, "run1", None, show_resolved=False)
     assert reconcile.current_item(items, {reconcile.SKIPPED: ["s00"]})["sample_id"] == "s02"
@@ -388,8 +388,8 @@ def test_the_lead_downloads_the_cleaned_csv_and_the_drop_list_once_disagreements
     assert any("2 disagreements are not resolved" in w.value for w in at.warning) and not at.get("download_button")
     at.checkbox(key="export_allow_unresolved").check().run()
     assert len(at.get("download_button")) == 2  # the lead may let the majority decide
-    at.button(key="resolve_s00_mis-captioned").click().run()
-    at.button(key="resolve_s02_correct").click().run()
+    at.button(key="resolve_mis-captioned").click().run()
+    at.button(key="resolve_correct").click().run()
     buttons = at.get("download_button")
     assert [b.proto.label for b in buttons] == ["Cleaned dataset (4 rows)", "Drop list (1 samples)"]
     assert [b.proto.shortcut.upper() for b in buttons] == ["D", "L"]
@@ -399,3 +399,17 @@ def test_the_lead_downloads_the_cleaned_csv_and_the_drop_list_once_disagreements
         cleaned_name == "run1-cleaned.csv" and cleaned.decode().splitlines()[0] == "filepath,caption,id,is_miscaptioned"
     )
     assert drop.decode().splitlines() == ["sample_id", "s00"]
+
+
+def test_a_key_pressed_twice_before_the_next_card_arrives_counts_once(run_dir):
+    """Keys reach the page while it redraws: a second press must not judge or settle the last sample again."""
+    store = _disagreements(run_dir)
+    session: dict = {}
+    review.record(session, store, "run1", "s03", "ann", "correct", None)
+    review.record(session, store, "run1", "s03", "ann", "mis-captioned", None)  # the same key, again
+    assert store.verdicts("run1", ["s03"])["verdict"].tolist() == ["correct"]
+    reconcile.settle({}, store, "run1", "s00", "correct", "lead", only_if_open=True)
+    reconcile.settle({}, store, "run1", "s00", "mis-captioned", "lead", only_if_open=True)
+    assert store.resolutions("run1")["verdict"].tolist() == ["correct"]
+    reconcile.settle({}, store, "run1", "s00", "unsure", "lead")  # showing resolved ones: a lead may revise
+    assert store.resolutions("run1")["verdict"].tolist() == ["unsure"]

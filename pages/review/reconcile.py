@@ -96,10 +96,10 @@ with st.container(border=True):
             for verdict in VERDICTS:
                 st.button(
                     VERDICT_LABELS[verdict],
-                    key=f"resolve_{sample_id}_{verdict}",
+                    key=f"resolve_{verdict}",  # one widget per key, whichever sample is at hand
                     shortcut=reconcile.KEYS[verdict],
                     on_click=reconcile.settle,
-                    args=(ss, store, run.name, sample_id, verdict, lead),
+                    args=(ss, store, run.name, sample_id, verdict, lead, not show_resolved),
                 )
         st.button(
             "Skip for now",
