@@ -1,15 +1,18 @@
 """clipmem dashboard: `streamlit run app.py` (opens on cache/demo; CLIPMEM_CACHE picks another cache).
 
 Every request runs this script, deep links included: it resolves the page asked for, gates access
-(once, here, for every page), renders the shared sidebar, then runs the page. See docs/dashboard.md.
+(once, here, for every page), renders the shared sidebar, then runs the page. A run, an index or a
+database that cannot be read ends the page with one st.error naming the problem (the sidebar, and with
+it every other run, stays usable). See docs/dashboard.md.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import auth, sidebar
-from dashboard.navigation import PAGES
+from clipmem_core import ClipmemError
+from dashboard import auth, review, sidebar
+from dashboard.navigation import PAGES, REVIEW
 
 st.set_page_config(page_title="clipmem", page_icon=":material/psychology:", layout="wide")
 
@@ -19,5 +22,10 @@ page = st.navigation(
     position="sidebar" if auth.has_access() else "hidden",
 )
 auth.require_access()
-sidebar.render()
-page.run()
+if page.title != REVIEW.title:  # an undo is offered only until the reviewer leaves the Review page
+    review.forget_undo(st.session_state)
+try:
+    sidebar.render()
+    page.run()
+except ClipmemError as exc:
+    st.error(str(exc), icon=":material/error:")

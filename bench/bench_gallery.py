@@ -19,9 +19,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from clipmem_core import Run
 from clipmem_core.cache import Manifest
+from clipmem_core.review.decisions import decided, decisions
 from clipmem_core.scores import get_score
 from clipmem_core.testing import fake_scores
 from dashboard.gallery import PAGE_SIZE, Filters, gallery_page, make_cards, sort_orders
@@ -34,8 +36,10 @@ def naive_page(run: Run, filters: Filters, verdicts: dict[str, str], sort: str, 
     df = run.scores.assign(_row=np.arange(len(run.scores)))
     if filters.splits:
         df = df[df["split"].isin(filters.splits)]
-    if filters.clipmem_range:
-        df = df[df["clipmem"].between(*filters.clipmem_range)]
+    if filters.score_range:
+        scored = df[filters.score].notna()
+        in_range = df[filters.score].between(*filters.score_range)
+        df = df[in_range | (~scored if filters.unscored == "include" else False)]
     if filters.flag == "unflagged":
         df = df[~df["sample_id"].isin(list(verdicts))]
     if filters.text:
@@ -43,7 +47,7 @@ def naive_page(run: Run, filters: Filters, verdicts: dict[str, str], sort: str, 
     ascending = get_score(sort).suspicious == "low"
     df = df.sort_values(sort, ascending=ascending, na_position="last", kind="stable")
     rows = df["_row"].to_numpy()[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
-    return make_cards(run, rows, verdicts)
+    return make_cards(run, rows)
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -58,7 +62,7 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 SCENARIOS = {
     "likely mis-captioned, no filter, page 1": (Filters(), "combined", 0),
     "top CLIPMem, S_C+S_I, CLIPMem in [0, 0.3], page 11": (
-        Filters(splits=("candidate", "independent"), clipmem_range=(0.0, 0.3)),
+        Filters(splits=("candidate", "independent"), score="clipmem", score_range=(0.0, 0.3), unscored="exclude"),
         "clipmem",
         10,
     ),
@@ -86,13 +90,21 @@ def main(argv: list[str] | None = None) -> int:
         run = Run(path=Path(tmp), manifest=Manifest(name="bench"), scores=scores)
         prep, orders = timed(lambda: sort_orders(scores), 1)
         prep_rows, _ = timed(lambda: run.row_of, 1)
-        verdicts = dict.fromkeys(scores["sample_id"].iloc[::100], "mis-captioned")  # 10k flags at 1M
+        flagged = scores["sample_id"].iloc[::100]  # 10k verdicts at 1M, each a decision the viewer may see
+        table = decisions(
+            pd.DataFrame(
+                {"id": range(len(flagged)), "sample_id": flagged, "reviewer": "ann", "verdict": "mis-captioned"}
+            ),
+            pd.DataFrame(columns=["sample_id", "verdict"]),
+            viewer="ann",
+        )
+        verdicts = decided(table)
         print(f"once per run (st.cache_resource): sort orders {prep:.2f} s, sample-id index {prep_rows:.2f} s\n")
         print(f"{'scenario':58s} {'ours':>9s} {'naive':>9s} {'speed-up':>9s}")
         worst = 0.0
         for name, (filters, sort, page) in SCENARIOS.items():
             ours, (cards, _) = timed(
-                lambda f=filters, s=sort, p=page: gallery_page(run, orders, f, verdicts, s, p), args.repeats
+                lambda f=filters, s=sort, p=page: gallery_page(run, orders, f, table, s, p), args.repeats
             )
             naive, naive_cards = timed(
                 lambda f=filters, s=sort, p=page: naive_page(run, f, verdicts, s, p), args.repeats

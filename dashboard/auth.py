@@ -1,23 +1,41 @@
-"""Who may use the dashboard, and who is reviewing.
+"""Who may use the dashboard, who is reviewing, and who is a lead.
 
 - ``require_access``: when ``CLIPMEM_ACCESS_TOKEN`` is set, app.py asks for it before any page runs,
-  so a dashboard served on a network is not open to anyone who finds it.
+  so a dashboard served on a network is not open to anyone who finds it. The session keeps a hash of
+  it; the browser never stores it.
 - ``current_reviewer``: the OIDC identity (``st.login`` / ``st.user``) when ``[auth]`` is configured in
-  secrets; otherwise a name asked once per browser session. Without OIDC the name is a label, not
-  proof of identity: the access token is what keeps strangers out.
+  secrets; otherwise a name, typed once and remembered across reloads in the URL (``?reviewer=``, a
+  widget bound to the query string: the name only, never a token or a secret). Without OIDC a plain
+  name is a label, not proof of identity: the access token keeps strangers out.
+- Leads: with a lead list (``CLIPMEM_LEADS``), a lead's name is accepted only with proof: their OIDC
+  identity, or their own lead secret (``CLIPMEM_LEAD_SECRETS``, a JSON object name -> secret, or a
+  ``[lead_secrets]`` table in Streamlit's secrets), entered once per browser session. Typing a lead's
+  name alone opens nothing.
+- Blind mode (``blind``): on every page, a viewer who is not a verified lead sees only their own verdicts
+  on samples they have not judged; with a lead list it cannot be lifted, without one it is a sidebar toggle.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 
 import streamlit as st
 
+from clipmem_core.review import is_lead
+from clipmem_core.review.roles import leads
+
+from .text import md
+
 TOKEN_ENV = "CLIPMEM_ACCESS_TOKEN"
+LEAD_SECRETS_ENV = "CLIPMEM_LEAD_SECRETS"
 _ACCESS_KEY = "_clipmem_access"
-REVIEWER_KEY = "clipmem_reviewer"
+_LEAD_KEY = "_clipmem_lead_proof"  # (name, hash of the secret entered) once a lead has proved who they are
+REVIEWER_KEY = "reviewer"  # the sidebar's name field, bound to ?reviewer= so a reload keeps it
+BLIND_KEY = "blind"
+NAME_INPUT, NAME_OK, SECRET_INPUT = "_clipmem_name_input", "_clipmem_name_ok", "_clipmem_lead_secret"
 
 
 def _fingerprint(token: str) -> str:
@@ -49,27 +67,110 @@ def require_access() -> None:
     st.stop()
 
 
-def _oidc_configured() -> bool:
+def oidc_configured() -> bool:
     try:
         return "auth" in st.secrets
     except Exception:  # no secrets file at all: Streamlit raises its own not-found errors
         return False
 
 
+def _oidc_identity() -> str | None:
+    if not st.user.get("is_logged_in"):
+        return None
+    return str(st.user.get("email") or st.user.get("name") or st.user.get("sub"))
+
+
+def lead_secrets() -> dict[str, str]:
+    """name -> secret, from $CLIPMEM_LEAD_SECRETS (JSON) and Streamlit's ``[lead_secrets]``; bad JSON: none."""
+    found: dict[str, str] = {}
+    try:
+        table = st.secrets.get("lead_secrets") or {}
+        found.update({str(k).strip(): str(v) for k, v in dict(table).items()})
+    except Exception:  # no secrets file
+        pass
+    try:
+        parsed = json.loads(os.environ.get(LEAD_SECRETS_ENV) or "{}")
+    except json.JSONDecodeError:
+        parsed = {}
+    if isinstance(parsed, dict):
+        found.update({str(k).strip(): str(v) for k, v in parsed.items() if str(v)})
+    return found
+
+
+def _proved(name: str) -> bool:
+    proof = st.session_state.get(_LEAD_KEY)
+    secret = lead_secrets().get(name)
+    return bool(secret and proof and proof[0] == name and hmac.compare_digest(proof[1], _fingerprint(secret)))
+
+
+def needs_proof(name: str) -> bool:
+    """A name on the lead list, typed without OIDC, that this session has not proved yet."""
+    return leads() is not None and name in (leads() or ()) and not oidc_configured() and not _proved(name)
+
+
+def viewer() -> str | None:
+    """Who is looking, without asking: the OIDC identity, or the typed name (a lead's only once proved)."""
+    if oidc_configured():
+        return _oidc_identity()
+    name = str(st.session_state.get(REVIEWER_KEY) or "").strip()
+    return name if name and not needs_proof(name) else None
+
+
+def is_verified_lead(name: str | None) -> bool:
+    """Leads see every verdict and reconcile: without a lead list anyone named, with one a proved lead."""
+    return bool(name) and is_lead(name) and (leads() is None or oidc_configured() or _proved(name))
+
+
+def blind() -> bool:
+    """Blind mode for this session: enforced for all but verified leads under a lead list, else the toggle."""
+    if leads() is not None and not is_verified_lead(viewer()):
+        return True
+    return bool(st.session_state.get(BLIND_KEY, True))
+
+
+def _accept() -> None:
+    """Button callback: the typed name becomes the (URL-bound) reviewer name."""
+    st.session_state[REVIEWER_KEY] = str(st.session_state.get(NAME_INPUT) or "").strip()
+
+
+def _prove(name: str) -> None:
+    """Button callback: remember that this session proved ``name`` (a hash of the secret, not the secret)."""
+    secret, entered = lead_secrets().get(name), str(st.session_state.get(SECRET_INPUT) or "")
+    if secret and hmac.compare_digest(entered.encode(), secret.encode()):
+        st.session_state[_LEAD_KEY] = (name, _fingerprint(secret))
+    else:
+        st.session_state["_clipmem_lead_refused"] = True
+
+
+def _ask_secret(name: str) -> None:
+    if name not in lead_secrets():
+        st.warning(
+            f"{md(name)} is on the lead list, but no lead secret is configured for that name: set "
+            f"{LEAD_SECRETS_ENV} (or [lead_secrets] in Streamlit's secrets), or use OIDC, or pick another name."
+        )
+        st.stop()
+    st.info(f"{md(name)} is a lead: enter your lead secret to continue under that name.")
+    st.text_input("Lead secret", type="password", key=SECRET_INPUT, on_change=_prove, args=(name,))
+    if st.session_state.pop("_clipmem_lead_refused", False):
+        st.error("That lead secret is not right.")
+    st.button("Confirm", key="_clipmem_lead_ok", on_click=_prove, args=(name,))
+    st.stop()
+
+
 def current_reviewer() -> str:
-    """The reviewer's name; stops the page to log in or to ask for a name when unknown."""
-    if _oidc_configured():
-        if not st.user.get("is_logged_in"):
+    """The reviewer's name; stops the page to log in, to ask for a name, or for a lead's secret."""
+    if oidc_configured():
+        identity = _oidc_identity()
+        if identity is None:
             st.info("Log in to review; your verdicts are recorded under your account.")
             st.button("Log in", on_click=st.login)
             st.stop()
-        return str(st.user.get("email") or st.user.get("name") or st.user.get("sub"))
-    name = st.session_state.get(REVIEWER_KEY)
+        return identity
+    name = str(st.session_state.get(REVIEWER_KEY) or "").strip()
+    if name and needs_proof(name):
+        _ask_secret(name)
     if name:
-        st.sidebar.caption(f"Reviewing as {name}")
         return name
-    typed = st.text_input("Your name (recorded with your verdicts)", key="_clipmem_name_input")
-    if st.button("Start reviewing", key="_clipmem_name_ok") and typed.strip():
-        st.session_state[REVIEWER_KEY] = typed.strip()
-        st.rerun()
+    st.text_input("Your name (recorded with your verdicts)", key=NAME_INPUT, on_change=_accept)
+    st.button("Start reviewing", key=NAME_OK, on_click=_accept)
     st.stop()

@@ -1,8 +1,13 @@
-"""Background runs started from the browser: process management and log tailing, without Streamlit.
+"""Background runs started from the browser: checks before launch, the command, time estimates, progress,
+and process management, without Streamlit.
 
 A job is ``python -m clipmem_core run ...`` in its own process group (so cancel stops its workers
 too), with stdout+stderr in ``<cache>/.jobs/<name>.log`` and its description in ``<name>.json``.
-The JSON survives app restarts; the Popen handle (needed to reap the child) lives in this process.
+The JSON survives app restarts; the Popen handle (needed to reap the child) lives in this process, and
+`reap` collects every finished child each time the job list is read, so none is left a zombie.
+
+Safety: a job reads only inside ``CLIPMEM_DATA_ROOT`` (`check_dataset` refuses any other path, before
+anything starts), at most ``CLIPMEM_MAX_JOBS`` (default 1) run at a time, and the page is for leads.
 """
 
 from __future__ import annotations
@@ -14,16 +19,33 @@ import re
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from clipmem_core import ClipmemError, list_runs
+from clipmem_core.config import RunConfig
+from clipmem_core.splits import split_counts
+
+DATA_ROOT_ENV = "CLIPMEM_DATA_ROOT"
+MAX_JOBS_ENV = "CLIPMEM_MAX_JOBS"
 JOBS_DIR = ".jobs"
-PRESETS = ("tiny", "cpu", "paper")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PERCENT = re.compile(r"(\d{1,3})%\|")
 _STAGE = re.compile(r"stage: ([\w-]+)")
+_EPOCH = re.compile(r"train (\w+) epoch (\d+)/(\d+):\s*(\d{1,3})%\|")
+AFTER_TRAINING = ("score", "embed", "signals", "index", "projection", "thumbnails", "write")
+INGEST_SHARE = 0.03
+# RunConfig fields the form does not offer: where data and output go, and machine settings of the server.
+NOT_OVERRIDES = ("data", "out", "preset", "init_checkpoint", "device", "num_workers")
+# Rough seconds per (training pair x epoch) on 2 CPU cores, when no earlier run of the model says better.
+DEFAULT_PAIR_EPOCH_S = {"clipmem-tiny": 1.6e-3, "clipmem-cpu": 6e-3}
+FALLBACK_PAIR_EPOCH_S = 2e-2
+TRAIN_SHARE = 0.85  # of a run's time, what training takes (the rest: ingest, scoring, indexes)
 _PROCS: dict[int, subprocess.Popen] = {}
+_LOGS: dict[int, Path] = {}  # the log of each child in _PROCS: its exit status is written beside it
 
 
 @dataclass(frozen=True)
@@ -34,6 +56,8 @@ class Job:
     log: str
     out: str
     started: float
+    models: int = 2  # how many models the run trains (for the overall progress)
+    estimate_s: float | None = None  # the estimate shown before launch
 
 
 def jobs_dir(cache_root: str | os.PathLike) -> Path:
@@ -49,23 +73,135 @@ def validate_name(cache_root: str | os.PathLike, name: str) -> str | None:
     return None
 
 
-def run_command(cache_root: str | os.PathLike, name: str, data: str, preset: str) -> list[str]:
-    """The same CLI a user would type, so browser runs and CLI runs are one engine."""
-    return [
-        sys.executable,
-        "-m",
-        "clipmem_core",
-        "run",
-        "--data",
-        data,
-        "--out",
-        str(Path(cache_root) / name),
-        "--preset",
-        preset,
-    ]
+def override_fields() -> list:
+    """The RunConfig fields the form offers, in their order: every run option a user may set."""
+    return [spec for spec in RunConfig.option_fields() if spec.name not in NOT_OVERRIDES]
 
 
-def start_job(cache_root: str | os.PathLike, name: str, command: list[str]) -> Job:
+def _flag(spec) -> str:
+    return spec.metadata.get("flag") or f"--{spec.name.replace('_', '-')}"
+
+
+def _cli_value(value: Any) -> str:
+    return ",".join(_cli_value(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
+
+
+def run_command(
+    cache_root: str | os.PathLike, name: str, data: str, preset: str, overrides: dict | None = None
+) -> list[str]:
+    """The same CLI a user would type, so browser runs and CLI runs are one engine; one flag per override set."""
+    command = [sys.executable, "-m", "clipmem_core", "run", "--data", str(data), "--out", str(Path(cache_root) / name)]
+    command += ["--preset", preset]
+    by_name = {spec.name: spec for spec in RunConfig.option_fields()}
+    for key, value in (overrides or {}).items():
+        if value is not None and key in by_name and key not in NOT_OVERRIDES:
+            command += [_flag(by_name[key]), _cli_value(value)]
+    return command
+
+
+def resolved_config(cache_root: str | os.PathLike, name: str, data: str, preset: str, overrides: dict) -> RunConfig:
+    """The run's full configuration, checked (ClipmemError names a bad value) before anything starts."""
+    values = {k: v for k, v in overrides.items() if v is not None and k not in NOT_OVERRIDES}
+    return RunConfig(data=str(data), out=str(Path(cache_root) / name), preset=preset, **values).resolved()
+
+
+def data_root() -> Path | None:
+    """The folder runs started from the browser may read, or None when CLIPMEM_DATA_ROOT is not set."""
+    text = os.environ.get(DATA_ROOT_ENV, "").strip()
+    return Path(text).expanduser().resolve() if text else None
+
+
+@dataclass(frozen=True)
+class DatasetCheck:
+    """What the check before launch found: the resolved path, its format and how many samples it holds."""
+
+    path: Path
+    format: str
+    n_samples: int
+    n_skipped: int
+
+
+def resolve_data(root: Path, text: str) -> Path:
+    """``text`` (relative to the data root, or absolute) as a path inside the root; ClipmemError otherwise."""
+    if not text.strip():
+        raise ClipmemError("give a dataset path")
+    path = Path(text.strip()).expanduser()
+    path = (path if path.is_absolute() else root / path).resolve()
+    if not path.is_relative_to(root):
+        raise ClipmemError(f"the dataset must lie inside {DATA_ROOT_ENV} ({root}); {text.strip()!r} does not")
+    if "{" not in path.name and not path.exists():
+        raise ClipmemError(f"there is no {text.strip()!r} inside {DATA_ROOT_ENV}")
+    return path
+
+
+def _check_shards(path: Path) -> DatasetCheck:
+    """WebDataset shards: each must be a readable tar (images are extracted by the run itself, not here)."""
+    shards = sorted(path.glob("*.tar")) if path.is_dir() else [path]
+    keys = set()
+    for shard in shards:
+        try:
+            with tarfile.open(shard) as tar:
+                keys |= {(shard, m.name.rsplit(".", 1)[0]) for m in tar.getmembers() if m.isfile()}
+        except (OSError, tarfile.TarError) as exc:
+            raise ClipmemError(f"{shard.name} is not a readable tar file: {exc}") from None
+    return DatasetCheck(path, "webdataset", len(keys), 0)
+
+
+def check_dataset(root: Path, text: str, img_key: str = "filepath", caption_key: str = "caption") -> DatasetCheck:
+    """Read the dataset's rows (not yet its pixels) before launch: a bad path, an unreadable file, no usable
+    row or images outside the data root is a ClipmemError at once, and no job starts."""
+    from clipmem_core.data import read_dataset
+
+    path = resolve_data(root, text)
+    if path.suffix.lower() == ".tar" or "{" in path.name or (path.is_dir() and any(path.glob("*.tar"))):
+        if "{" in path.name:
+            raise ClipmemError("give the folder holding the shards instead of a brace pattern")
+        return _check_shards(path)
+    try:
+        dataset = read_dataset(path, img_key=img_key, caption_key=caption_key, check_images=False, progress=False)
+    except OSError as exc:
+        raise ClipmemError(f"{text.strip()} is not readable: {exc.strerror or exc}") from None
+    if not dataset.root.resolve().is_relative_to(root):
+        raise ClipmemError(f"some images of {text.strip()} lie outside {DATA_ROOT_ENV} ({root})")
+    return DatasetCheck(path, dataset.format, len(dataset.samples), len(dataset.skipped))
+
+
+def pairs_per_model(config: RunConfig, n_samples: int) -> list[int]:
+    """How many pairs each model trains on: K-1 of K folds (full), or S_S plus S_C / S_I (paper)."""
+    if config.protocol == "paper":
+        counts = split_counts(n_samples, config.split_sizes)
+        return [counts["shared"] + counts["candidate"], counts["shared"] + counts["independent"]]
+    k = int(config.folds)
+    return [n_samples - n_samples // k] * k
+
+
+def _measured_pair_epoch_s(cache_root: str | os.PathLike, model: str) -> tuple[float | None, int]:
+    """Seconds per training pair and epoch, the median over earlier runs of ``model`` in the cache."""
+    speeds = []
+    for info in list_runs(cache_root):
+        manifest = info.manifest
+        if manifest is None or manifest.config.get("model") != model or not manifest.training:
+            continue
+        pairs = sum(int(m.get("pairs") or 0) for m in manifest.training.values() if isinstance(m, dict))
+        seconds = sum(v for k, v in manifest.timings.items() if k.startswith("train"))
+        epochs = int(manifest.config.get("epochs") or 0)
+        if pairs and seconds and epochs:
+            speeds.append(seconds / (pairs * epochs))
+    return (sorted(speeds)[len(speeds) // 2], len(speeds)) if speeds else (None, 0)
+
+
+def estimate_seconds(cache_root: str | os.PathLike, config: RunConfig, n_samples: int) -> tuple[float, str]:
+    """How long the run should take, and what the estimate rests on (earlier runs here, or a rough default)."""
+    measured, runs = _measured_pair_epoch_s(cache_root, str(config.model))
+    per_pair_epoch = measured or DEFAULT_PAIR_EPOCH_S.get(str(config.model), FALLBACK_PAIR_EPOCH_S)
+    train = sum(pairs_per_model(config, n_samples)) * int(config.epochs) * per_pair_epoch
+    basis = f"the speed of {runs} earlier run(s) of {config.model} here" if measured else "a rough default speed"
+    return train / TRAIN_SHARE, basis
+
+
+def start_job(
+    cache_root: str | os.PathLike, name: str, command: list[str], models: int = 2, estimate_s: float | None = None
+) -> Job:
     """Start ``command`` in a new session (own process group) and record it under ``.jobs``."""
     directory = jobs_dir(cache_root)
     directory.mkdir(parents=True, exist_ok=True)
@@ -80,14 +216,24 @@ def start_job(cache_root: str | os.PathLike, name: str, command: list[str]) -> J
             start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    _PROCS[proc.pid] = proc
-    job = Job(name=name, pid=proc.pid, command=command, log=str(log), out=str(out), started=time.time())
+    _PROCS[proc.pid], _LOGS[proc.pid] = proc, log
+    job = Job(name, proc.pid, command, str(log), str(out), time.time(), models, estimate_s)
     (directory / f"{name}.json").write_text(json.dumps(asdict(job)), encoding="utf-8")
     return job
 
 
+def reap() -> None:
+    """Collect every finished child of this app process (its exit status goes beside its log): no zombies."""
+    for pid, proc in list(_PROCS.items()):
+        rc = proc.poll()
+        if rc is not None:
+            _LOGS.pop(pid).with_suffix(".rc").write_text(str(rc))
+            _PROCS.pop(pid, None)
+
+
 def list_jobs(cache_root: str | os.PathLike) -> list[Job]:
-    """Jobs recorded under the cache, newest first."""
+    """Jobs recorded under the cache, newest first; finished children are reaped first."""
+    reap()
     jobs = []
     for path in jobs_dir(cache_root).glob("*.json"):
         try:
@@ -115,6 +261,7 @@ def job_status(job: Job) -> str:
         return "running"
     rc_file.write_text(str(rc))
     _PROCS.pop(job.pid, None)
+    _LOGS.pop(job.pid, None)
     return job_status(job)
 
 
@@ -162,6 +309,61 @@ def progress(log_text: str) -> float | None:
     """Fraction done of the latest tqdm bar in the log, or None when there is none."""
     found = _PERCENT.findall(log_text)
     return min(int(found[-1]), 100) / 100 if found else None
+
+
+def running_jobs(cache_root: str | os.PathLike) -> int:
+    return sum(job_status(job) == "running" for job in list_jobs(cache_root))
+
+
+def max_jobs() -> int:
+    """How many browser-started runs may run at once ($CLIPMEM_MAX_JOBS, default 1)."""
+    try:
+        return max(1, int(os.environ.get(MAX_JOBS_ENV, "1")))
+    except ValueError:
+        return 1
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The whole run's progress as read from its log: fraction, stage in words, and an ETA from its speed."""
+
+    fraction: float
+    stage: str
+    eta_s: float | None
+
+
+def overall_progress(job: Job, log_text: str, now: float | None = None) -> Progress:
+    """Ingest, then each model's epochs (most of the time), then scoring and writing, as one fraction.
+
+    The ETA extrapolates the time taken so far at the speed measured so far.
+    """
+    stages = _STAGE.findall(log_text)
+    stage = stages[-1] if stages else "starting"
+    trained = [s for s in dict.fromkeys(stages) if s.startswith("train_")]
+    models = max(job.models, len(trained), 1)
+    words = "starting"
+    if not trained:
+        fraction, words = (INGEST_SHARE / 2, "reading the dataset") if stage in ("ingest", "splits") else (0.0, words)
+    elif stage.startswith("train_"):
+        epoch = _EPOCH.findall(log_text)
+        within = 0.0
+        if epoch and epoch[-1][0] == stage.removeprefix("train_"):
+            tag, done, total, percent = epoch[-1]
+            within = (int(done) - 1 + min(int(percent), 100) / 100) / int(total)
+            words = f"training model {tag} ({len(trained)} of {models}), epoch {done}/{total}"
+        else:
+            words = f"training model {stage.removeprefix('train_')} ({len(trained)} of {models})"
+        fraction = INGEST_SHARE + TRAIN_SHARE * (len(trained) - 1 + within) / models
+    else:
+        after = AFTER_TRAINING.index(stage) + 1 if stage in AFTER_TRAINING else 1
+        fraction = INGEST_SHARE + TRAIN_SHARE + (1 - INGEST_SHARE - TRAIN_SHARE) * after / (len(AFTER_TRAINING) + 1)
+        words = f"{stage}: scoring and writing the run"
+    elapsed = (time.time() if now is None else now) - job.started
+    if fraction >= 0.05:
+        eta = elapsed * (1 - fraction) / fraction
+    else:
+        eta = None if job.estimate_s is None else max(0.0, job.estimate_s - elapsed)
+    return Progress(min(fraction, 0.99), words, eta)
 
 
 def current_stage(log_text: str) -> str | None:

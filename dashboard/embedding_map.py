@@ -1,18 +1,36 @@
-"""Points for the embedding map: a bounded, seeded subsample of the filtered rows with their colours."""
+"""Points for the embedding map: a bounded, seeded subsample of the filtered rows, their colours and hover text.
+
+Colour options are the run's registered scores (each under its registry label, with the registry's one
+meaning: the CLIPMem of a map point is the CLIPMem of a gallery card), the split, the ground truth and
+the decision (`clipmem_core.review.decisions`, blind mode applied). The selection is kept in the session
+(`remember_selection`, the chart's on_select callback), so it survives a change of colour.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from clipmem_core.review import VERDICTS
-
-from .gallery import rows_with_verdict
+from clipmem_core.formatting import fmt_number
+from clipmem_core.scores import column_label, run_scores
 
 MAX_POINTS = 20_000
-COLOUR_BY = ("CLIPMem", "split", "flag")
+SPLIT, TRUTH, DECISION = "split", "ground truth", "verdict"
+NO_VERDICT = "no verdict"
+SELECTED = "map_selected"  # rows selected on the map, kept across colour changes
+CHART = "embedding_map"
+BULK_UNDO = "map_bulk_undo"  # verdict ids of the last bulk flag, for its undo
+VERDICT_COLOURS = {"mis-captioned": "#d62728", "correct": "#2ca02c", "unsure": "#ff7f0e", NO_VERDICT: "#c7c7c7"}
+TRUTH_COLOURS = {"mis-captioned": "#9467bd", "clean": "#c7c7c7", "unknown": "#e0e0e0"}
+
+
+def colour_options(scores: pd.DataFrame) -> dict[str, str]:
+    """Colour key -> label: every registered score the run has, then split, ground truth and verdict."""
+    options = {name: column_label(name) for name in run_scores(scores)}
+    return {**options, SPLIT: "Split", TRUTH: "Ground truth", DECISION: "Verdict"}
 
 
 def map_rows(
@@ -28,29 +46,62 @@ def map_rows(
     return np.sort(np.concatenate([kept, sample]))
 
 
-def map_frame(
-    scores: pd.DataFrame, rows: np.ndarray, row_of: Mapping[str, int], verdicts: Mapping[str, str]
-) -> pd.DataFrame:
-    """One plotted point per row: projection, colour fields and the row (carried as customdata)."""
+def _truth(frame: pd.DataFrame) -> np.ndarray:
+    if "is_miscaptioned" not in frame.columns:
+        return np.full(len(frame), "unknown", dtype=object)
+    return frame["is_miscaptioned"].map({True: "mis-captioned", False: "clean"}).fillna("unknown").to_numpy()
+
+
+def map_frame(scores: pd.DataFrame, rows: np.ndarray, verdicts: Mapping[str, str]) -> pd.DataFrame:
+    """One plotted point per row: projection, every colour field, hover text and the row (customdata)."""
     frame = scores.iloc[rows]
-    flag = np.full(len(scores), "unflagged", dtype=object)
-    for verdict in VERDICTS:
-        flag[rows_with_verdict(row_of, verdicts, verdict)] = verdict
-    return pd.DataFrame(
+    decided = frame["sample_id"].map(verdicts).fillna(NO_VERDICT).to_numpy()
+    points = pd.DataFrame(
         {
             "row": rows,
             "x": frame["proj_x"].to_numpy(dtype=np.float64, na_value=np.nan),
             "y": frame["proj_y"].to_numpy(dtype=np.float64, na_value=np.nan),
-            "CLIPMem": frame["clipmem"].to_numpy(dtype=np.float64, na_value=np.nan),
-            "split": frame["split"].astype(str).to_numpy(),
-            "flag": flag[rows],
-            "caption": frame["caption"].astype(str).str.slice(0, 80).to_numpy(),
+            SPLIT: frame["split"].astype(str).to_numpy(),
+            TRUTH: _truth(frame),
+            DECISION: decided,
         }
     )
+    shown = list(run_scores(scores))
+    for name in shown:
+        points[name] = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+    points["hover"] = [
+        "<br>".join(lines)
+        for lines in zip(
+            frame["caption"].astype(str).str.slice(0, 80).map(_html_text),
+            [f"split {s} · ground truth {t} · verdict {d}" for s, t, d in zip(points[SPLIT], points[TRUTH], decided)],
+            *([f"{column_label(n)} {fmt_number(v)}" for v in points[n]] for n in shown[:3]),
+        )
+    ]
+    return points
+
+
+def _html_text(text: str) -> str:
+    """Plotly hover labels read a little HTML: captions are escaped so they show as typed."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def selected_rows(event: object) -> np.ndarray:
     """Rows of the points in a plotly selection event (customdata[0] is the row)."""
-    points = (getattr(event, "selection", None) or {}).get("points", []) if event is not None else []
+    if event is None:
+        return np.empty(0, np.int64)
+    selection = event.get("selection") if isinstance(event, Mapping) else getattr(event, "selection", None)
+    points = (selection or {}).get("points", [])
     rows = [p["customdata"][0] for p in points if p.get("customdata")]
     return np.unique(np.asarray(rows, dtype=np.int64))
+
+
+def remember_selection(state: MutableMapping[str, Any]) -> None:
+    """The chart's on_select callback: only a reader's own select or deselect changes the kept selection."""
+    state[SELECTED] = selected_rows(state.get(CHART)).tolist()
+
+
+def selected_points(trace_rows: np.ndarray, selected: np.ndarray) -> list[int] | None:
+    """Indices within one trace of the kept selection, for its ``selectedpoints`` (None: no selection)."""
+    if selected.size == 0:
+        return None
+    return np.flatnonzero(np.isin(trace_rows, selected)).tolist()

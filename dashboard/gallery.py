@@ -1,34 +1,48 @@
-"""Filtering, ranking and paging of a run's samples for the gallery, without Streamlit.
+"""Filtering, ranking and paging of a run's samples for the gallery and the map, without Streamlit.
 
 Sort orders are computed once per run (one argsort each) so that a page at 1M samples is a
-boolean gather over a precomputed order, not a sort.
+boolean gather over a precomputed order, not a sort. No filter hides samples without saying so:
+`unscored_note` says how many samples a score range would leave out, and `Filters.unscored` decides
+whether they are included, left out or shown alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from clipmem_core import Run
+from clipmem_core.formatting import fmt_number
 from clipmem_core.review import VERDICTS
-from clipmem_core.scores import run_scores
+from clipmem_core.review.decisions import decided
+from clipmem_core.scores import column_label, run_scores
+from clipmem_core.splits import split_order
 
 PAGE_SIZE = 48
 DEFAULT_SORT = "combined"
-CARD_SCORES = ("combined", "clipmem", "clip_score_heldout")  # what a card shows under its caption
-FLAG_FILTERS = ("any", "unflagged", *VERDICTS)
+CARD_SCORES = 3  # a card shows the first three registered scores the run has (the combined ranking first)
+UNDECIDED = "unflagged"
+FLAG_FILTERS = ("any", UNDECIDED, *VERDICTS)
+FLAG_LABELS = {"any": "any", UNDECIDED: "no verdict yet", **{v: v for v in VERDICTS}}
+UNSCORED_CHOICES = {"include": "Include them", "exclude": "Leave them out", "only": "Show only them"}
 
 
 @dataclass(frozen=True)
 class Filters:
-    """The sidebar's shared filters; empty/None means 'no restriction'."""
+    """The sidebar's shared filters; empty/None means 'no restriction'.
+
+    ``score_range`` applies to the column ``score``; ``unscored`` says what happens to the samples that
+    have no value of it: "include" (the default: nothing disappears), "exclude", or "only" them.
+    """
 
     splits: tuple[str, ...] = ()
-    clipmem_range: tuple[float, float] | None = None
+    score: str = "clipmem"
+    score_range: tuple[float, float] | None = None
+    unscored: str = "include"
     flag: str = "any"
     text: str = ""
 
@@ -44,7 +58,11 @@ class Card:
     scores: dict[str, float]
     thumbnail: Path | None
     is_miscaptioned: bool | None
-    verdict: str | None
+    decision: pd.Series | None = field(default=None, compare=False)
+
+    @property
+    def verdict(self) -> str | None:
+        return None if self.decision is None else self.decision["verdict"]
 
 
 def suspicion_order(suspicion: np.ndarray) -> np.ndarray:
@@ -65,10 +83,33 @@ def sort_orders(scores: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
+def card_scores(scores: pd.DataFrame) -> list[str]:
+    """The registered scores a card shows, in listing order."""
+    return list(run_scores(scores))[:CARD_SCORES]
+
+
+def range_scores(scores: pd.DataFrame) -> dict[str, str]:
+    """Scores the range filter can apply to: column -> label."""
+    return {name: column_label(name) for name in run_scores(scores)}
+
+
 def rows_with_verdict(row_of: Mapping[str, int], verdicts: Mapping[str, str], verdict: str | None) -> np.ndarray:
-    """Rows whose latest verdict is ``verdict`` (any verdict when None); unknown ids are ignored."""
+    """Rows whose decided verdict is ``verdict`` (any verdict when None); unknown ids are ignored."""
     rows = [row_of[sid] for sid, v in verdicts.items() if sid in row_of and (verdict is None or v == verdict)]
     return np.asarray(rows, dtype=np.int64)
+
+
+def values(scores: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in scores.columns:
+        return np.full(len(scores), np.nan)
+    return scores[column].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def unscored_note(scores: pd.DataFrame, column: str) -> tuple[int, str]:
+    """(how many samples have no ``column``, which splits they are in) for the filter's notice."""
+    missing = np.isnan(values(scores, column))
+    splits = split_order(scores["split"][missing].unique()) if missing.any() else []
+    return int(missing.sum()), ", ".join(splits)
 
 
 def filter_mask(
@@ -78,7 +119,10 @@ def filter_mask(
     verdicts: Mapping[str, str],
     only_rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Boolean mask of the rows passing every filter (and in ``only_rows`` when given)."""
+    """Boolean mask of the rows passing every filter (and in ``only_rows`` when given).
+
+    ``verdicts`` maps sample ids to the decided verdict the viewer may see (`clipmem_core.review.decisions`).
+    """
     n = len(scores)
     mask = np.ones(n, dtype=bool)
     if only_rows is not None:
@@ -86,14 +130,20 @@ def filter_mask(
         mask[only_rows] = True
     if filters.splits:
         mask &= scores["split"].isin(filters.splits).to_numpy(dtype=bool)
-    if filters.clipmem_range is not None:
-        low, high = filters.clipmem_range
-        clipmem = scores["clipmem"].to_numpy(dtype=np.float64, na_value=np.nan)
-        mask &= (clipmem >= low) & (clipmem <= high)
+    column = values(scores, filters.score)
+    unscored = np.isnan(column)
+    if filters.unscored == "only":
+        mask &= unscored
+    else:
+        in_range = ~unscored
+        if filters.score_range is not None:
+            low, high = filters.score_range
+            in_range &= (column >= low) & (column <= high)
+        mask &= in_range | (unscored & (filters.unscored == "include"))
     if filters.flag != "any":
         flagged = np.zeros(n, dtype=bool)
-        flagged[rows_with_verdict(row_of, verdicts, None if filters.flag == "unflagged" else filters.flag)] = True
-        mask &= ~flagged if filters.flag == "unflagged" else flagged
+        flagged[rows_with_verdict(row_of, verdicts, None if filters.flag == UNDECIDED else filters.flag)] = True
+        mask &= ~flagged if filters.flag == UNDECIDED else flagged
     if filters.text.strip():
         hits = scores["caption"].str.contains(filters.text.strip(), case=False, regex=False)
         mask &= hits.to_numpy(dtype=bool, na_value=False)
@@ -114,10 +164,15 @@ def _float(value: object) -> float:
     return float("nan") if value is None or pd.isna(value) else float(value)
 
 
-def make_cards(run: Run, rows: np.ndarray, verdicts: Mapping[str, str]) -> list[Card]:
-    """Cards for ``rows``: reads only those rows of scores and looks up only their thumbnails."""
+def make_cards(run: Run, rows: np.ndarray, decisions: pd.DataFrame | None = None) -> list[Card]:
+    """Cards for ``rows``: reads only those rows of scores and looks up only their thumbnails.
+
+    ``decisions``: the visible decisions (index sample_id) whose badges the cards show.
+    """
     page = run.scores.iloc[rows]
     truth = page["is_miscaptioned"].tolist() if run.has_ground_truth else [None] * len(rows)
+    shown = card_scores(run.scores)
+    known = decisions.index if decisions is not None else pd.Index([])
     cards = []
     for row, rec, gt in zip(rows.tolist(), page.itertuples(index=False), truth):
         cards.append(
@@ -126,26 +181,40 @@ def make_cards(run: Run, rows: np.ndarray, verdicts: Mapping[str, str]) -> list[
                 sample_id=rec.sample_id,
                 caption=str(rec.caption),
                 split=rec.split,
-                scores={name: _float(getattr(rec, name)) for name in CARD_SCORES if name in page.columns},
+                scores={name: _float(getattr(rec, name)) for name in shown},
                 thumbnail=run.thumbnail_path(row),
                 is_miscaptioned=None if gt is None or pd.isna(gt) else bool(gt),
-                verdict=verdicts.get(rec.sample_id),
+                decision=decisions.loc[rec.sample_id] if rec.sample_id in known else None,
             )
         )
     return cards
+
+
+def score_line(card: Card) -> str:
+    """The card's plain-text line of registry scores, e.g. "Likely mis-captioned 0.912 · CLIPMem –"."""
+    return " · ".join(f"{column_label(name)} {fmt_number(value)}" for name, value in card.scores.items())
+
+
+TITLES = {"combined": "Most likely mis-captioned", "clipmem": "Most memorized"}
+
+
+def gallery_title(sort_key: str, labels: Mapping[str, str]) -> str:
+    """The page title follows the sort: its own words ("Lowest CLIP score (held-out)"), two in plainer ones."""
+    return TITLES.get(sort_key) or labels.get(sort_key, sort_key)
 
 
 def gallery_page(
     run: Run,
     orders: dict[str, np.ndarray],
     filters: Filters,
-    verdicts: Mapping[str, str],
+    decisions: pd.DataFrame,
     sort: str,
     page: int,
     only_rows: np.ndarray | None = None,
     per_page: int = PAGE_SIZE,
 ) -> tuple[list[Card], int]:
     """One page of cards and the number of samples passing the filters."""
+    verdicts = decided(decisions)
     mask = filter_mask(run.scores, filters, run.row_of, verdicts, only_rows)
     rows = page_rows(orders[sort], mask, page, per_page)
-    return make_cards(run, rows, verdicts), int(mask.sum())
+    return make_cards(run, rows, decisions), int(mask.sum())

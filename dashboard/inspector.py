@@ -10,15 +10,18 @@ from clipmem_core.formatting import fmt_number
 from clipmem_core.scores import MEASUREMENTS, column_label, run_scores
 
 
-def score_table(run: Run, row: int, verdict: str | None) -> pd.DataFrame:
-    """The sample's split, every registered score and measurement, ground truth and latest verdict."""
+def score_table(run: Run, row: int, decision: str | None) -> pd.DataFrame:
+    """The sample's split, every registered score and measurement, ground truth and decision.
+
+    ``decision`` is the badge text of the sample's decision as this viewer may see it (blind mode applied).
+    """
     record = run.scores.iloc[row]
     columns = [*run_scores(run.scores), *(c for c in MEASUREMENTS if c in run.scores.columns)]
     rows = [("split", str(record["split"]))]
     rows += [(column_label(c), fmt_number(record[c], 4)) for c in columns]
     if run.has_ground_truth:
         rows.append(("ground truth", "mis-captioned" if bool(record["is_miscaptioned"]) else "clean"))
-    rows.append(("latest verdict", verdict or "–"))
+    rows.append(("verdict", decision or "–"))
     rows.append(("sample id", str(record["sample_id"])))
     return pd.DataFrame(rows, columns=["field", "value"])
 

@@ -13,7 +13,9 @@ scripts in sub-folders it finds no page but app.py, so app.py runs for every req
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
+
+import streamlit as st
 
 
 class PageSpec(NamedTuple):
@@ -23,7 +25,7 @@ class PageSpec(NamedTuple):
 
 
 OVERVIEW = PageSpec("pages/explore/overview.py", "Overview", ":material/bar_chart:")
-GALLERY = PageSpec("pages/explore/gallery.py", "Most memorized", ":material/photo_library:")
+GALLERY = PageSpec("pages/explore/gallery.py", "Gallery", ":material/photo_library:")
 INSPECTOR = PageSpec("pages/explore/inspector.py", "Sample inspector", ":material/search:")
 EMBEDDING_MAP = PageSpec("pages/explore/embedding_map.py", "Embedding map", ":material/scatter_plot:")
 REVIEW = PageSpec("pages/review/review.py", "Review", ":material/fact_check:")
@@ -31,3 +33,13 @@ RECONCILE = PageSpec("pages/review/reconcile.py", "Reconcile", ":material/balanc
 COMPUTE = PageSpec("pages/compute/compute.py", "Compute", ":material/memory:")
 
 PAGES = (OVERVIEW, GALLERY, INSPECTOR, EMBEDDING_MAP, REVIEW, RECONCILE, COMPUTE)
+
+
+def go(spec: PageSpec) -> NoReturn:
+    """Switch to a page, keeping the URL-bound settings (run, reviewer, flag mode, sort).
+
+    ``st.switch_page`` without ``query_params`` clears the query string, which Streamlit refuses while
+    widgets are bound to it; an empty mapping drops the old string instead, and each bound widget writes
+    its value back when the next page renders it.
+    """
+    st.switch_page(spec.path, query_params={})

@@ -13,6 +13,7 @@ import pandas as pd
 
 from clipmem_core.cache import Manifest
 from clipmem_core.formatting import fmt_number
+from clipmem_core.metrics import best_detector
 from clipmem_core.scores import column_label, registry
 from clipmem_core.splits import split_order
 
@@ -91,29 +92,35 @@ def split_histograms(scores: pd.DataFrame, bins: int = 60) -> pd.DataFrame:
 
 
 def split_means(manifest: Manifest) -> pd.DataFrame:
-    """Per split: count and mean ± std of each score, from the manifest summary."""
-    rows = []
-    for split, stats in ((manifest.summary.get("splits") or {}).get("splits") or {}).items():
-        row: dict[str, Any] = {"split": split, "count": stats.get("count")}
-        for column, value in stats.items():
-            if isinstance(value, dict):
-                row[column_label(column)] = f"{fmt_number(value.get('mean'))} ± {fmt_number(value.get('std'))}"
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """Mean ± std of every score and measurement (rows, under registry labels) per split (columns)."""
+    per_split = (manifest.summary.get("splits") or {}).get("splits") or {}
+    splits = split_order(per_split)
+    rows = [{"score": "samples", **{s: fmt_number(per_split[s].get("count")) for s in splits}}]
+    columns = [c for c in dict.fromkeys(k for s in splits for k, v in per_split[s].items() if isinstance(v, dict))]
+    for column in columns:
+        cells = {}
+        for split in splits:
+            stats = per_split[split].get(column) or {}
+            mean, std = stats.get("mean"), stats.get("std")
+            cells[split] = "–" if mean is None else f"{fmt_number(mean)} ± {fmt_number(std)}"
+        rows.append({"score": column_label(column), **cells})
+    return pd.DataFrame(rows, columns=["score", *splits])
 
 
 def ttests(manifest: Manifest) -> pd.DataFrame:
+    """Welch t-tests from the manifest, each named with the registry's label of the column it tests."""
     rows = []
     for name, test in ((manifest.summary.get("splits") or {}).get("ttests") or {}).items():
+        column, _, what = name.partition(": ")
         rows.append(
             {
-                "comparison": name,
-                "t": test.get("t"),
-                "p": test.get("p"),
-                "mean A": test.get("mean_a"),
-                "mean B": test.get("mean_b"),
-                "n A": test.get("n_a"),
-                "n B": test.get("n_b"),
+                "test": f"{column_label(column)}: {what}" if what else name,
+                "mean A": fmt_number(test.get("mean_a")),
+                "mean B": fmt_number(test.get("mean_b")),
+                "n A": fmt_number(test.get("n_a")),
+                "n B": fmt_number(test.get("n_b")),
+                "t": fmt_number(test.get("t"), 2),
+                "p": fmt_number(test.get("p"), 2, general=True),
             }
         )
     return pd.DataFrame(rows)
@@ -122,22 +129,114 @@ def ttests(manifest: Manifest) -> pd.DataFrame:
 def utility_table(manifest: Manifest) -> pd.DataFrame:
     """Image→text and text→image R@1/R@5 of each model on samples it never saw."""
     utility = manifest.utility or {}
-    return pd.DataFrame(
-        [{"model": model, **metrics} for model, metrics in utility.items() if isinstance(metrics, dict)]
-    )
+    rows = []
+    for model, metrics in utility.items():
+        if isinstance(metrics, dict):
+            rows.append(
+                {"model": model, **{_recall_label(k): fmt_number(v, 1, percent=True) for k, v in metrics.items()}}
+            )
+    return pd.DataFrame(rows)
 
 
-def detection_table(manifest: Manifest) -> pd.DataFrame:
-    """One row per registered score, in listing order (the manifest's JSON keeps no order)."""
-    detectors = (manifest.summary.get("detection") or {}).get("detectors") or {}
-    return pd.DataFrame([{"score": column_label(name), **detectors[name]} for name in registry() if name in detectors])
+def _recall_label(key: str) -> str:
+    """``i2t_r5`` -> "image→text R@5"."""
+    direction, _, k = key.partition("_r")
+    words = {"i2t": "image→text", "t2i": "text→image"}
+    return f"{words.get(direction, direction)} R@{k}" if k else key
+
+
+DETECTION_COLUMNS = {
+    "auroc": "AUROC",
+    "average_precision": "Average precision",
+    "precision_at_k": "Precision in the top k",
+    "precision_at_48": "Precision on the first page (48)",
+    "coverage": "Samples it scores",
+}
+
+
+def detection_table(detection: dict | None) -> pd.DataFrame:
+    """One row per registered score, in listing order, under the registry's labels (percentages as text)."""
+    detectors = (detection or {}).get("detectors") or {}
+    rows = []
+    for name in registry():
+        if name not in detectors:
+            continue
+        stats = detectors[name]
+        row = {"ranking": column_label(name)}
+        for key, label in DETECTION_COLUMNS.items():
+            if key in stats:
+                value = stats[key]
+                row[label] = fmt_number(value, 3) if key == "auroc" else fmt_number(value, 1, percent=True)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def likely_count(scores: pd.DataFrame, detection: dict | None) -> tuple[int, str]:
+    """How many samples look mis-captioned, and how we know: the ground truth, else the image→text margin."""
+    if detection and detection.get("n_miscaptioned") is not None:
+        return int(detection["n_miscaptioned"]), "are marked mis-captioned in the ground truth"
+    if "margin_i2t" in scores.columns:
+        margin = scores["margin_i2t"].to_numpy(dtype=np.float64, na_value=np.nan)
+        return int((margin < 0).sum()), "have another sample's caption that fits their image better than their own"
+    return 0, ""
+
+
+def summary_paragraph(run_name: str, manifest: Manifest, scores: pd.DataFrame, detection: dict | None) -> str:
+    """The Overview's first lines, in plain words: how many samples, how many look wrong, which ranking finds them."""
+    n = len(scores)
+    count, how = likely_count(scores, detection)
+    lines = [f"{run_name} holds {fmt_number(n)} image–caption pairs ({manifest.protocol} protocol)."]
+    if count:
+        lines.append(f"{fmt_number(count)} of them ({fmt_number(count / n, 1, percent=True)}) {how}.")
+    best = best_detector(detection)
+    if best is not None:
+        stats = detection["detectors"][best]
+        found = stats.get("precision_at_k")
+        k = detection.get("k") or count
+        share = (
+            "" if found is None else f": {fmt_number(round(found * k))} of its top {fmt_number(k)} are mis-captioned"
+        )
+        lines.append(
+            f"The ranking that finds them best is “{column_label(best)}”{share} "
+            f"(AUROC {fmt_number(stats.get('auroc'))}, measured on {detection.get('scope', 'all samples')})."
+        )
+    else:
+        lines.append("With no ground truth to measure against, start with the default ranking, “Likely mis-captioned”.")
+    return " ".join(lines)
+
+
+def review_progress(decisions: pd.DataFrame) -> str | None:
+    """The review so far, as this viewer may see it (blind mode applied)."""
+    if decisions.empty:
+        return None
+    counts = decisions["verdict"].value_counts()
+    parts = ", ".join(f"{fmt_number(int(n))} {verdict}" for verdict, n in counts.items())
+    return f"Review so far: {fmt_number(len(decisions))} samples with a verdict you can see ({parts})."
+
+
+def review_plan(scores: pd.DataFrame, detection: dict | None) -> tuple[str, int]:
+    """(the queue to review, how many): the best ranking and the number that look mis-captioned (else 50)."""
+    best = best_detector(detection)
+    rule = best if best in scores.columns else ("combined" if "combined" in scores.columns else next(iter(scores)))
+    count, _ = likely_count(scores, detection)
+    return rule, count or 50
+
+
+def alignment_columns(scores: pd.DataFrame) -> tuple[str, str] | None:
+    """(training-side, held-out) alignment columns: the registry's A pair, or the paper's A(f), A(g)."""
+    for pair in (("align_train", "align_heldout"), ("align_f", "align_g")):
+        if set(pair) <= set(scores.columns):
+            return pair
+    return None
 
 
 def alignment_points(scores: pd.DataFrame, max_points: int = MAX_POINTS, seed: int = 0) -> pd.DataFrame:
-    """Scored samples for the A(g) vs A(f) scatter, a seeded subsample of at most ``max_points``."""
-    if not {"align_f", "align_g"} <= set(scores.columns):
-        return pd.DataFrame(columns=["row", "align_f", "align_g", "clipmem", "ground truth"])
-    scored = np.flatnonzero(scores["align_f"].notna().to_numpy() & scores["align_g"].notna().to_numpy())
+    """Samples with both alignments for the scatter, a seeded subsample of at most ``max_points``."""
+    pair = alignment_columns(scores)
+    if pair is None:
+        return pd.DataFrame(columns=["row", "x", "y", "ground truth"])
+    x, y = (scores[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in pair)
+    scored = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
     if scored.size > max_points:
         scored = np.sort(np.random.default_rng(seed).choice(scored, max_points, replace=False))
     frame = scores.iloc[scored]
@@ -146,12 +245,4 @@ def alignment_points(scores: pd.DataFrame, max_points: int = MAX_POINTS, seed: i
         if "is_miscaptioned" in frame.columns
         else pd.Series("unknown", index=frame.index)
     )
-    return pd.DataFrame(
-        {
-            "row": scored,
-            "align_f": frame["align_f"].to_numpy(),
-            "align_g": frame["align_g"].to_numpy(),
-            "clipmem": frame["clipmem"].to_numpy(),
-            "ground truth": truth.to_numpy(),
-        }
-    )
+    return pd.DataFrame({"row": scored, "x": x[scored], "y": y[scored], "ground truth": truth.to_numpy()})

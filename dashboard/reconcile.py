@@ -1,4 +1,5 @@
-"""The reconciliation page's logic: who may reconcile, the scope, agreement figures and settling.
+"""The reconciliation page's logic: who may reconcile, the scope, agreement figures, the disagreement at
+hand and settling it.
 
 Plain functions over the review store. ``settle``, the resolve buttons' callback, reads the caption
 typed for the sample from the session state, which it takes as a plain mapping (tests pass a dict).
@@ -6,16 +7,20 @@ typed for the sample from the session state, which it takes as a plain mapping (
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import pandas as pd
 
-from clipmem_core import ClipmemError
+from clipmem_core import ClipmemError, Run
+from clipmem_core.formatting import fmt_number
 from clipmem_core.review import ReviewStore, agreement_report, require_lead
+from clipmem_core.review.decisions import unresolved_disagreements
+from clipmem_core.review.export import export_frame, table_bytes
 
-PAGE_SIZE = 20  # disagreement cards shown at once
 WHOLE_RUN = None  # the scope that is not a session
+SKIPPED = "reconcile_skipped"
+KEYS = {"mis-captioned": "1", "correct": "2", "unsure": "3", "skip": "S"}
 
 
 def caption_key(sample_id: str) -> str:
@@ -49,30 +54,37 @@ def agreement(store: ReviewStore, run_name: str, sample_ids: list[str] | None) -
     return agreement_report(store.current_verdicts(run_name, sample_ids))
 
 
-def _fmt(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{scale * value:.{digits}f}"
-
-
-def agreement_metrics(report: dict) -> dict[str, str | int]:
-    """The four headline figures, label -> value."""
+def agreement_metrics(report: dict) -> dict[str, str]:
+    """The headline figures, label -> value: agreement as a percentage of the samples judged twice or more."""
     return {
-        "Samples judged": report["n_samples"],
-        "Percent agreement": _fmt(report["percent_agreement"], 100, 1) + " %",
-        "Fleiss' κ": _fmt(report["fleiss"]["kappa"]),
-        "Disagreements": report["n_disagreements"],
+        "Samples judged": fmt_number(report["n_samples"]),
+        "Judged by 2 or more": fmt_number(report["n_multiply_judged"]),
+        "Reviewers agree on": fmt_number(report["percent_agreement"], 1, percent=True),
+        "Disagreed on": fmt_number(report["n_disagreements"]),
+        "Fleiss' κ": fmt_number(report["fleiss"]["kappa"], 2),
     }
 
 
-def pair_kappas(report: dict) -> pd.DataFrame:
-    """Per pair of reviewers who share samples: shared count, observed agreement and Cohen's κ."""
-    return pd.DataFrame(report["pairs"])
+def pair_agreement(report: dict) -> pd.DataFrame:
+    """Per pair of reviewers who share samples: shared count, agreement in percent and Cohen's κ."""
+    rows = [
+        {
+            "reviewers": f"{p['reviewer_a']} & {p['reviewer_b']}",
+            "samples both judged": p["n_samples"],
+            "agree on": fmt_number(p["percent_agreement"], 1, percent=True),
+            "Cohen's κ": fmt_number(p["cohen_kappa"], 2),
+        }
+        for p in report["pairs"]
+    ]
+    return pd.DataFrame(rows, columns=["reviewers", "samples both judged", "agree on", "Cohen's κ"])
 
 
 def fleiss_note(report: dict) -> str:
     fleiss = report["fleiss"]
     return (
-        f"Fleiss' κ on {fleiss['n_samples']} samples with {fleiss['n_raters']} reviewers each "
-        f"({fleiss['n_excluded']} samples with another number of reviewers left out)."
+        f"Agreement: the share of samples judged by two or more reviewers on which all agree. Fleiss' κ on "
+        f"{fleiss['n_samples']} samples with {fleiss['n_raters']} reviewers each ({fleiss['n_excluded']} samples "
+        "with another number of reviewers left out); 1 is perfect agreement, 0 what chance would give."
     )
 
 
@@ -82,8 +94,35 @@ def disagreements(store: ReviewStore, run_name: str, sample_ids: list[str] | Non
     return items if show_resolved else items[items["resolved_by"].isna()]
 
 
-def votes(item: pd.Series) -> pd.DataFrame:
-    return pd.DataFrame(list(item["votes"].items()), columns=["reviewer", "verdict"])
+def current_item(items: pd.DataFrame, state: Mapping[str, Any]) -> pd.Series | None:
+    """The disagreement to settle now: the first not skipped, else the first skipped."""
+    if items.empty:
+        return None
+    skipped = state.get(SKIPPED) or []
+    fresh = items[~items["sample_id"].isin(skipped)]
+    return (fresh if len(fresh) else items).iloc[0]
+
+
+def skip(state: MutableMapping[str, Any], sample_id: str) -> None:
+    state[SKIPPED] = [*(s for s in state.get(SKIPPED) or [] if s != sample_id), sample_id]
+
+
+def votes(store: ReviewStore, run_name: str, sample_id: str) -> pd.DataFrame:
+    """Every reviewer's counted verdict on the sample, with their suggested caption and note."""
+    current = store.current_verdicts(run_name, [sample_id])
+    return current[["reviewer", "verdict", "suggested_caption", "note"]].fillna("").reset_index(drop=True)
+
+
+def queue_table(items: pd.DataFrame, captions: Mapping[str, str]) -> pd.DataFrame:
+    """The open disagreements, one line each, for the list under the one at hand."""
+    return pd.DataFrame(
+        {
+            "sample": items["sample_id"],
+            "caption": [captions.get(s, "") for s in items["sample_id"]],
+            "votes": [", ".join(f"{r}: {v}" for r, v in votes.items()) for votes in items["votes"]],
+            "majority": items["majority"].fillna("tied"),
+        }
+    )
 
 
 def resolution_note(item: pd.Series) -> str | None:
@@ -98,8 +137,35 @@ def default_caption(item: pd.Series) -> str:
 
 
 def settle(
-    state: Mapping[str, Any], store: ReviewStore, run_name: str, sample_id: str, verdict: str, lead: str
+    state: Mapping[str, Any],
+    store: ReviewStore,
+    run_name: str,
+    sample_id: str,
+    verdict: str,
+    lead: str,
+    only_if_open: bool = False,
 ) -> None:
-    """Click callback of a resolve button; a mis-captioned verdict takes the caption typed for the sample."""
+    """Click callback of a resolve button; a mis-captioned verdict takes the caption typed for the sample.
+
+    With ``only_if_open``, a sample already resolved is left alone: a key pressed again before the next
+    disagreement has arrived must not settle the one just settled a second time.
+    """
+    if only_if_open and sample_id in set(store.resolutions(run_name)["sample_id"]):
+        return
     caption = state.get(caption_key(sample_id)) if verdict == "mis-captioned" else None
     store.resolve(run_name, sample_id, verdict, lead, caption=caption or None)
+
+
+def open_disagreements(store: ReviewStore, run_name: str) -> list[str]:
+    """Samples whose reviewers disagree and no lead has resolved: what blocks an export."""
+    return unresolved_disagreements(store.current_verdicts(run_name), store.resolutions(run_name))
+
+
+def export_files(store: ReviewStore, run: Run, allow_unresolved: bool) -> dict[str, tuple[str, bytes]]:
+    """Button label -> (file name, CSV bytes) of the cleaned dataset and the drop list, as the CLI writes them."""
+    cleaned = export_frame(store, run, "cleaned", allow_unresolved=allow_unresolved)
+    dropped = export_frame(store, run, "droplist", allow_unresolved=allow_unresolved)
+    return {
+        f"Cleaned dataset ({len(cleaned):,} rows)": (f"{run.name}-cleaned.csv", table_bytes(cleaned, "csv")),
+        f"Drop list ({len(dropped):,} samples)": (f"{run.name}-droplist.csv", table_bytes(dropped, "csv")),
+    }

@@ -1,7 +1,9 @@
 """Process-wide cached resources (runs, sort orders, indexes, review store) and the current run.
 
 Everything heavy is loaded once per run version (keyed by the manifest's mtime) with
-``st.cache_resource``; pages only read from these objects.
+``st.cache_resource``; pages only read from these objects. A run or a database that cannot be read
+shows one ``st.error`` naming the problem, and the rest of the dashboard (other runs, other pages)
+stays usable: the page stops, or carries on without what is missing (verdicts, neighbours).
 """
 
 from __future__ import annotations
@@ -10,23 +12,27 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from clipmem_core import ClipmemError, Run, load_run
-from clipmem_core.cache import MANIFEST
+from clipmem_core.cache import IMAGE_EMBEDDINGS, INDEX_DIR, MANIFEST, TEXT_EMBEDDINGS, VIEW_ALIGNMENTS
 from clipmem_core.index import NeighbourSearch
+from clipmem_core.metrics import best_detector, detection_summary
 from clipmem_core.review import ReviewStore, open_store
+from clipmem_core.review.decisions import COLUMNS, visible_decisions
 from clipmem_core.review.store import DB_URL_ENV
 
-from . import state
-from .gallery import FLAG_FILTERS, Filters, sort_orders
+from . import auth, state
+from .gallery import FLAG_FILTERS, UNSCORED_CHOICES, Filters, range_scores, sort_orders, values
+from .text import md
 
 
 def _version(path: str) -> int:
     """Changes when a run is rewritten, so a recomputed run is not served from the cache."""
     try:
         return (Path(path) / MANIFEST).stat().st_mtime_ns
-    except FileNotFoundError:
+    except OSError:
         return 0
 
 
@@ -45,6 +51,35 @@ def _search(path: str, version: int) -> NeighbourSearch:
     return NeighbourSearch(_load_run(path, version))
 
 
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _problems(path: str, version: int) -> list[str]:
+    """What is damaged in a loaded run's other files (arrays, indexes): checked once per run version.
+
+    The arrays' headers and sizes are read (memory-mapped, not loaded); the indexes are loaded into the
+    run's cached NeighbourSearch, which the inspector and the review hints use anyway.
+    """
+    run = _load_run(path, version)
+    problems = []
+    for name in (IMAGE_EMBEDDINGS, TEXT_EMBEDDINGS, VIEW_ALIGNMENTS):
+        if name in run.manifest.files:
+            try:
+                np.load(run.path / name, mmap_mode="r")
+            except (OSError, ValueError, EOFError) as exc:
+                problems.append(f"{name} is unreadable ({exc})")
+    for modality in ("image", "text"):
+        if f"{INDEX_DIR}/{modality}.faiss" in run.manifest.files:
+            try:
+                _search(path, version).index(modality)
+            except ClipmemError as exc:
+                problems.append(str(exc))
+    return problems
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _detection(path: str, version: int) -> dict | None:
+    return detection_summary(_load_run(path, version).scores)
+
+
 @st.cache_resource(show_spinner=False)
 def review_store(cache_root: str, url: str | None) -> ReviewStore:
     """Keyed by $CLIPMEM_DB_URL too: when set, it, not the cache root, picks the database."""
@@ -52,17 +87,26 @@ def review_store(cache_root: str, url: str | None) -> ReviewStore:
 
 
 def current_run() -> Run | None:
-    """The run chosen in the sidebar, or None when there is no usable run."""
+    """The run chosen in the sidebar; None when there is none. A damaged one: st.error, then the page stops."""
     path = st.session_state.get(state.RUN_PATH)
-    return _load_run(path, _version(path)) if path else None
+    if not path:
+        return None
+    try:
+        return _load_run(path, _version(path))
+    except ClipmemError as exc:
+        st.error(f"Run {md(Path(path).name)} cannot be shown: {md(exc)}", icon=":material/error:")
+        st.caption("Pick another run in the sidebar; the others are not affected.")
+        st.stop()
 
 
 def require_run() -> Run:
-    """The chosen run; without one, the page explains how to get one and stops."""
+    """The chosen run (damaged files named in st.error, the page goes on); without one, say how to get one."""
     run = current_run()
     if run is None:
         st.info("No run to show yet: start one on the Compute page.")
         st.stop()
+    for problem in _problems(str(run.path), _version(str(run.path))):
+        st.error(f"Run {md(run.name)} is damaged: {md(problem)}. Parts that need this file are not shown.")
     return run
 
 
@@ -74,47 +118,87 @@ def neighbour_search(run: Run) -> NeighbourSearch:
     return _search(str(run.path), _version(str(run.path)))
 
 
+def detection(run: Run) -> dict | None:
+    """The run's detection summary: the manifest's when it ranks registered scores (by average precision),
+    else (older runs) computed once from the scores; None without ground truth."""
+    stored = run.manifest.summary.get("detection")
+    if best_detector(stored) is not None:
+        return stored
+    return _detection(str(run.path), _version(str(run.path))) if run.has_ground_truth else None
+
+
 def store() -> ReviewStore:
+    """The review database; ClipmemError (e.g. an unreachable $CLIPMEM_DB_URL) says why not."""
     cache_root = st.session_state.get(state.CACHE_ROOT, state.default_cache_root())
     return review_store(cache_root, os.environ.get(DB_URL_ENV))
 
 
-def run_and_store() -> tuple[Run, ReviewStore]:
-    """For the review pages, useless without either: stop with the reason when one is missing."""
-    run = require_run()
+def store_or_stop() -> ReviewStore:
+    """For pages useless without verdicts: the store, or st.error with the reason and stop."""
     try:
-        return run, store()
-    except ClipmemError as exc:  # e.g. an unreachable $CLIPMEM_DB_URL
-        st.error(str(exc))
+        return store()
+    except ClipmemError as exc:
+        st.error(md(exc), icon=":material/error:")
         st.stop()
 
 
-def verdicts(run: Run) -> dict[str, str]:
-    """Latest verdict per sample, any reviewer: what the flag filter and badges show."""
-    return store().latest_verdicts(run.name)
+def run_and_store() -> tuple[Run, ReviewStore]:
+    """For the review pages, useless without either: stop with the reason when one is missing."""
+    return require_run(), store_or_stop()
 
 
-def current_filters(run: Run) -> Filters:
-    """The sidebar's filters; the CLIPMem range counts only when narrower than the run's range."""
-    ss = st.session_state
-    bounds = clipmem_bounds(run)
-    chosen = ss.get(state.range_key(run.name))
-    active = chosen is not None and tuple(chosen) != bounds
-    flag = ss.get(state.FLAG, "any")
-    return Filters(
-        splits=tuple(ss.get(state.SPLITS) or ()),
-        clipmem_range=tuple(chosen) if active else None,
-        flag=flag if flag in FLAG_FILTERS else "any",
-        text=ss.get(state.TEXT, "") or "",
-    )
+def decisions(run: Run) -> pd.DataFrame:
+    """The decisions this viewer may see (blind mode applied), index sample_id; empty when the store is down.
+
+    The one source of badges, the flag filter and map colours on every page.
+    """
+    try:
+        review = store()
+        table = visible_decisions(review.current_verdicts(run.name), review.resolutions(run.name), *viewing())
+    except ClipmemError as exc:
+        st.error(f"Verdicts are not shown: {md(exc)}", icon=":material/error:")
+        return pd.DataFrame(columns=COLUMNS).rename_axis("sample_id")
+    return table
 
 
-def clipmem_bounds(run: Run) -> tuple[float, float]:
-    values = run.scores["clipmem"].to_numpy(dtype=np.float64, na_value=np.nan)
-    finite = values[np.isfinite(values)]
+def viewing() -> tuple[str | None, bool]:
+    """(who is looking, whether blind mode hides others' verdicts from them)."""
+    return auth.viewer(), auth.blind()
+
+
+def range_bounds(run: Run, column: str) -> tuple[float, float]:
+    finite = values(run.scores, column)
+    finite = finite[np.isfinite(finite)]
     if not finite.size:
         return (0.0, 0.0)
     return (float(np.floor(finite.min() * 1000) / 1000), float(np.ceil(finite.max() * 1000) / 1000))
+
+
+def range_score(run: Run) -> str:
+    """The score the sidebar's range filter applies to (CLIPMem by default, when the run has it)."""
+    choices = range_scores(run.scores)
+    chosen = st.session_state.get(state.RANGE_SCORE)
+    if chosen in choices:
+        return chosen
+    return "clipmem" if "clipmem" in choices else next(iter(choices), "clipmem")
+
+
+def current_filters(run: Run) -> Filters:
+    """The sidebar's filters; the range counts only when narrower than the score's whole range."""
+    ss = st.session_state
+    column = range_score(run)
+    chosen = ss.get(state.range_key(run.name, column))
+    active = chosen is not None and tuple(chosen) != range_bounds(run, column)
+    flag = ss.get(state.FLAG, "any")
+    unscored = ss.get(state.UNSCORED, "include")
+    return Filters(
+        splits=tuple(ss.get(state.SPLITS) or ()),
+        score=column,
+        score_range=tuple(chosen) if active else None,
+        unscored=unscored if unscored in UNSCORED_CHOICES else "include",
+        flag=flag if flag in FLAG_FILTERS else "any",
+        text=ss.get(state.TEXT, "") or "",
+    )
 
 
 def selection() -> np.ndarray | None:

@@ -1,30 +1,48 @@
-"""The review page's logic: its queues, session picking, the blind-mode rule and recording a verdict.
+"""The review page's logic: queues and batches, the current sample, skip, undo, pace, hints, the large image.
 
-Plain functions over a run, its cached sort orders and the review store. The click callbacks read the
-page's widgets through the session state, which they take as a plain mapping (tests pass a dict).
+Plain functions over a run, its cached sort orders and the review store. The click callbacks (verdict,
+skip, undo, take a hint) read and write the page's state through the session state, which they take as a
+plain mapping (tests pass a dict).
+
+A ranked queue walks the run in one registered score's order, in batches of ``batch`` samples (the
+Overview's "review them" button sets the batch to the number that look mis-captioned): a batch is a
+fixed window of that order, so "12 of 95 in this batch" means the same samples all along. Samples the
+score does not rank (NaN) come after the ranked ones, never left out. An assigned queue is the
+reviewer's batch in a review session.
 """
 
 from __future__ import annotations
 
+import itertools
+import statistics
+import time
 from collections.abc import Callable, Collection, Mapping, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from clipmem_core import ClipmemError, Run
 from clipmem_core.formatting import fmt_number
-from clipmem_core.index import NeighbourSearch, captions_of_similar_images
+from clipmem_core.index import Neighbour, NeighbourSearch
 from clipmem_core.review import ReviewStore, is_lead
 from clipmem_core.scores import column_label
 
-from .gallery import CARD_SCORES, sorts
+from .gallery import card_scores, sorts
 
 ASSIGNED = "assigned"
-PICKER_SIZE = 200  # the sidebar's sample picker lists the head of the queue
-HINTS = 5
-LAST = "review_last"  # session-state key: the verdict just recorded, {"run", "sample_id", "verdict"}
+DEFAULT_BATCH = 50
+HINTS = 4
+REVIEW_IMAGE_PX = 384  # the review image is drawn at least this wide, upscaled from a small original
+MAX_GAP_S = 300  # a pause longer than this is a break, not the reviewer's pace
+SOURCE, BATCH, BATCH_INDEX = "review_source", "review_batch", "review_batch_index"
+SKIPPED, UNDO, CURRENT, PACE = "review_skipped", "review_undo_stack", "review_current", "review_pace"
+LAST = "review_last"  # the verdict just recorded: {"run", "sample_id", "verdict", "id"}
 NO_OTHERS = "No other reviewer has judged this sample yet."
+KEYS = {"mis-captioned": "1", "correct": "2", "unsure": "3", "skip": "S", "undo": "U"}
 
 
 def suggest_key(sample_id: str) -> str:
@@ -33,10 +51,6 @@ def suggest_key(sample_id: str) -> str:
 
 def note_key(sample_id: str) -> str:
     return f"note_{sample_id}"
-
-
-def hint_key(sample_id: str) -> str:
-    return f"hint_{sample_id}"
 
 
 def rules(scores: pd.DataFrame) -> dict[str, str]:
@@ -49,53 +63,76 @@ def queues(scores: pd.DataFrame) -> dict[str, str]:
     return {**rules(scores), ASSIGNED: "Assigned batch"}
 
 
-def ranked_queue(
-    scores: pd.DataFrame, orders: Mapping[str, np.ndarray], rule: str, judged: Collection[str]
-) -> list[str]:
-    """Unjudged samples in the run's cached sort order (no sort per rerun), unscored ones left out."""
+@dataclass(frozen=True)
+class Batch:
+    """What is left of the reviewer's batch (in order), and its size and how much of it is done."""
+
+    left: list[str]
+    size: int
+    done: int
+    index: int = 0  # which window of a ranked queue (0 = the top)
+    unscored: int = 0  # samples in the window the queue's score does not rank
+
+    @property
+    def finished(self) -> bool:
+        return not self.left
+
+
+def judged_rows(run: Run, judged: Collection[str]) -> np.ndarray:
+    """Rows of the samples in ``judged`` (ids the run no longer has are ignored)."""
+    return np.asarray([run.row_of[s] for s in judged if s in run.row_of], dtype=np.int64)
+
+
+def batch_ids(run: Run, orders: Mapping[str, np.ndarray], rule: str, size: int, index: int = 0) -> list[str]:
+    """The sample ids of window ``index`` of the rule's order: what the store is asked about on a click."""
+    return run.scores["sample_id"].iloc[orders[rule][index * size : (index + 1) * size]].astype(str).tolist()
+
+
+def ranked_batch(
+    run: Run, orders: Mapping[str, np.ndarray], rule: str, judged: Collection[str], size: int, index: int = 0
+) -> Batch:
+    """Window ``index`` of ``size`` samples of the rule's cached order (unranked samples last), judged ones left out."""
     order = orders[rule]
-    order = order[~np.isnan(scores[rule].to_numpy(dtype=np.float64, na_value=np.nan)[order])]
-    return [sid for sid in scores["sample_id"].to_numpy()[order] if sid not in judged]
+    window = order[index * size : (index + 1) * size]
+    done = np.zeros(len(run.scores), dtype=bool)
+    done[judged_rows(run, judged)] = True
+    left = window[~done[window]]
+    unscored = int(run.scores[rule].iloc[window].isna().sum())
+    return Batch(
+        run.scores["sample_id"].iloc[left].astype(str).tolist(), len(window), int(done[window].sum()), index, unscored
+    )
 
 
-def queue(
-    store: ReviewStore,
-    run: Run,
-    orders: Mapping[str, np.ndarray],
-    source: str,
-    reviewer: str,
-    session_id: int | None,
-) -> list[str]:
-    """What is left for ``reviewer``: their assigned batch in a session, else a ranked queue of the run."""
-    if source == ASSIGNED:
-        assigned = store.queue(session_id, reviewer) if session_id is not None else []
-        return [sid for sid in assigned if sid in run.row_of]  # a rebuilt run may lack some
-    return ranked_queue(run.scores, orders, source, set(store.latest_verdicts(run.name, reviewer)))
+def batch_count(run: Run, size: int) -> int:
+    return max(1, -(-len(run.scores) // max(1, size)))
 
 
-def session_labels(store: ReviewStore, run_name: str) -> dict[int, str]:
-    """The run's review sessions for the session picker: id -> "name (#id)", oldest first."""
-    sessions = store.sessions(run_name)
-    return {int(i): f"{name} (#{int(i)})" for i, name in zip(sessions["id"], sessions["name"])}
+def assigned_batch(store: ReviewStore, run: Run, session_id: int | None, reviewer: str) -> Batch:
+    """The reviewer's assigned samples in a session: those left, and how many are done."""
+    if session_id is None:
+        return Batch([], 0, 0)
+    progress = store.session_progress(session_id)
+    mine = progress[progress["reviewer"] == reviewer]
+    size = int(mine["assigned"].sum()) if len(mine) else 0
+    queued = store.queue(session_id, reviewer)
+    left = [s for s in queued if s in run.row_of]  # a rebuilt run may lack some
+    return Batch(left, size, size - len(queued))
+
+
+def current_sample(state: Mapping[str, Any], batch: Batch) -> str | None:
+    """The sample to judge now: one brought back by an undo, else the first not skipped, else the first skipped."""
+    back = state.get(CURRENT)
+    if back in batch.left:
+        return back
+    skipped = state.get(SKIPPED) or []
+    fresh = [s for s in batch.left if s not in skipped]
+    later = [s for s in skipped if s in batch.left]
+    return (fresh or later or [None])[0]
 
 
 def blind_mode_locked(reviewer: str) -> bool:
     """Leads may lift blind mode; with a lead list (CLIPMEM_LEADS) it is enforced for everyone else."""
     return not is_lead(reviewer)
-
-
-def hints(open_search: Callable[[], NeighbourSearch], sample_id: str, k: int = HINTS) -> list[str]:
-    """Captions of the nearest images: what a mis-captioned image might rather be called."""
-    try:
-        return captions_of_similar_images(open_search(), sample_id, k=k)
-    except (ClipmemError, OSError, RuntimeError):  # no or stale index: review without hints
-        return []
-
-
-def sample_line(sample: pd.Series) -> str:
-    """The line above the caption: id, split and the scores a card shows."""
-    scores = " · ".join(f"{column_label(c)} {fmt_number(sample[c])}" for c in CARD_SCORES if c in sample.index)
-    return f"{sample['sample_id']} · {sample['split']} · {scores}"
 
 
 def record(
@@ -106,9 +143,17 @@ def record(
     reviewer: str,
     verdict: str,
     session_id: int | None,
+    now: float | None = None,
 ) -> None:
-    """Click callback of a verdict button: store it with the suggestion and note typed for the sample."""
-    store.add_verdict(
+    """Click callback of a verdict button: store it with the suggestion and note typed for the sample.
+
+    The verdict goes on the undo stack, its time on the reviewer's pace. A second press for the sample just
+    judged (a key pressed again before the next card has arrived) is ignored: the first one counts.
+    """
+    last = state.get(LAST)
+    if last and (last["run"], last["sample_id"]) == (run_name, sample_id):
+        return
+    verdict_id = store.add_verdict(
         run_name,
         sample_id,
         reviewer,
@@ -117,12 +162,57 @@ def record(
         note=state.get(note_key(sample_id)) or None,
         session_id=session_id,
     )
-    state[LAST] = {"run": run_name, "sample_id": sample_id, "verdict": verdict}
+    last = {"run": run_name, "sample_id": sample_id, "verdict": verdict, "id": verdict_id}
+    state[LAST] = last
+    state[UNDO] = [*(state.get(UNDO) or []), last]
+    state[PACE] = [*(state.get(PACE) or [])[-50:], time.time() if now is None else now]
+    state.pop(CURRENT, None)
+    state[SKIPPED] = [s for s in state.get(SKIPPED) or [] if s != sample_id]
 
 
-def use_hint(state: MutableMapping[str, Any], sample_id: str) -> None:
-    """Change callback of the hint picker: the chosen caption becomes the suggested caption."""
-    state[suggest_key(sample_id)] = state[hint_key(sample_id)]
+def skip(state: MutableMapping[str, Any], sample_id: str) -> None:
+    """Click callback of Skip: the sample goes to the end of the batch (it is not lost)."""
+    state[SKIPPED] = [*(s for s in state.get(SKIPPED) or [] if s != sample_id), sample_id]
+    state.pop(CURRENT, None)
+
+
+def undo(state: MutableMapping[str, Any], store: ReviewStore, reviewer: str) -> None:
+    """Click callback of Undo: take back the last verdict of this visit to the page and show its sample again."""
+    stack = list(state.get(UNDO) or [])
+    if not stack:
+        return
+    last = stack.pop()
+    state[UNDO] = stack
+    if store.undo_verdict(last["run"], last["id"], reviewer):
+        state[CURRENT] = last["sample_id"]
+    state[LAST] = stack[-1] if stack else None
+    state[PACE] = (state.get(PACE) or [])[:-1]
+
+
+def can_undo(state: Mapping[str, Any], run_name: str) -> bool:
+    stack = state.get(UNDO) or []
+    return bool(stack) and stack[-1]["run"] == run_name
+
+
+def forget_undo(state: MutableMapping[str, Any]) -> None:
+    """Leaving the Review page ends the undo: elsewhere the reviewer may have seen others' verdicts."""
+    state.pop(UNDO, None)
+
+
+def seconds_per_sample(times: list[float]) -> float | None:
+    """The reviewer's pace: the median time between consecutive verdicts, breaks left out."""
+    gaps = [b - a for a, b in itertools.pairwise(times) if 0 < b - a <= MAX_GAP_S]
+    return statistics.median(gaps) if gaps else None
+
+
+def progress_line(batch: Batch, pace: float | None) -> str:
+    """ "12 of 200 in this batch · about 3 min left at your pace (9 s a sample)"."""
+    line = f"{batch.done:,} of {batch.size:,} in this batch"
+    if pace is None:
+        return line + " · your pace shows after a few verdicts"
+    left_s = pace * len(batch.left)
+    left = f"{left_s / 60:.0f} min" if left_s >= 90 else f"{left_s:.0f} s"
+    return f"{line} · about {left} left at your pace ({pace:.0f} s a sample)"
 
 
 def last_recorded(state: Mapping[str, Any], run_name: str) -> dict | None:
@@ -131,10 +221,90 @@ def last_recorded(state: Mapping[str, Any], run_name: str) -> dict | None:
     return last if last and last["run"] == run_name else None
 
 
+def sample_line(sample: pd.Series) -> str:
+    """The line above the caption: split and the scores a card shows."""
+    shown = card_scores(sample.to_frame().T)
+    scores = " · ".join(f"{column_label(c)} {fmt_number(sample[c])}" for c in shown)
+    return f"{sample['split']} split · {scores}"
+
+
+def review_image(path: Path, min_width: int = REVIEW_IMAGE_PX) -> tuple[Image.Image, str | None]:
+    """The image at least ``min_width`` px wide; a small one is upscaled and the note says from what."""
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    width, height = image.size
+    if width >= min_width:
+        return image, None
+    scale = min_width / width
+    upscaled = image.resize((min_width, max(1, round(height * scale))), Image.Resampling.LANCZOS)
+    return upscaled, f"upscaled from {width} px"
+
+
+def hints(open_search: Callable[[], NeighbourSearch], sample_id: str, k: int = HINTS) -> list[Neighbour]:
+    """The most similar images with captions other than the sample's: what it might rather be called.
+
+    A missing or damaged index or embedding file is a ClipmemError naming it (pages show it and go on).
+    """
+    try:
+        search = open_search()
+        own = search.run.scores["caption"].iat[search.run.row(sample_id)]
+        found: list[Neighbour] = []
+        for hit in search.query(sample_id, k=3 * k, mode="image"):
+            if hit.caption != own and all(hit.caption != h.caption for h in found):
+                found.append(hit)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ClipmemError(f"the neighbour index cannot be read: {exc}") from None
+    return found[:k]
+
+
+@dataclass
+class CardData:
+    """Everything the review card shows for one sample, prepared before anything is drawn."""
+
+    sample_id: str
+    line: str
+    caption: str
+    image: Image.Image | None
+    note: str | None
+    hints: list[Neighbour]
+    hint_problem: str | None
+
+
+def card_data(run: Run, sample_id: str, open_search: Callable[[], NeighbourSearch]) -> CardData:
+    """The sample's large image (the original file, else its thumbnail, upscaled to be judged), its caption,
+    the line of scores above it and the hints. What the review and reconcile pages draw, and what
+    bench/bench_review.py times."""
+    row = run.row(sample_id)
+    original = run.image_path(row)
+    shown = original or run.thumbnail_path(row)
+    image, note = review_image(shown) if shown is not None else (None, None)
+    if shown is not None and original is None:
+        note = "from the run's thumbnail: the original file is not available" + (f", {note}" if note else "")
+    try:
+        found, problem = hints(open_search, sample_id), None
+    except ClipmemError as exc:  # a damaged index: judge without hints, and say why
+        found, problem = [], str(exc)
+    sample = run.scores.iloc[row]
+    return CardData(
+        sample_id, f"{sample_id} · {sample_line(sample)}", str(sample["caption"]), image, note, found, problem
+    )
+
+
+def use_hint(state: MutableMapping[str, Any], sample_id: str, caption: str) -> None:
+    """Click callback of a hint: its caption becomes the suggested caption."""
+    state[suggest_key(sample_id)] = caption
+
+
 def others_verdicts(store: ReviewStore, run_name: str, sample_id: str, reviewer: str) -> pd.DataFrame:
-    """The other reviewers' current verdicts on a sample (what blind mode hides until you have judged)."""
+    """The other reviewers' counted verdicts on a sample (what blind mode hides until you have judged)."""
     current = store.current_verdicts(run_name, [sample_id])
     return current[current["reviewer"] != reviewer][["reviewer", "verdict", "suggested_caption", "note"]]
+
+
+def session_labels(store: ReviewStore, run_name: str) -> dict[int, str]:
+    """The run's review sessions for the session picker: id -> "name (#id)", oldest first."""
+    sessions = store.sessions(run_name)
+    return {int(i): f"{name} (#{int(i)})" for i, name in zip(sessions["id"], sessions["name"])}
 
 
 def parse_reviewers(text: str) -> list[str]:
@@ -154,6 +324,6 @@ def create_session(
     created_by: str,
 ) -> list[str]:
     """Create a session of the top ``count`` samples by ``rule``; return them. The store's ClipmemError says why not."""
-    samples = ranked_queue(run.scores, orders, rule, ())[:count]
+    samples = ranked_batch(run, orders, rule, (), count).left
     store.create_session(run.name, name, samples, parse_reviewers(reviewers), overlap, created_by)
     return samples

@@ -1,4 +1,8 @@
-"""The entrypoint's shared controls: rendered on every page so their state survives page switches."""
+"""The entrypoint's shared controls: rendered on every page so their state survives page switches.
+
+The run, the reviewer's name and flag mode are bound to the URL (``?run=…&reviewer=…&flag_mode=true``),
+so a reload keeps them; nothing secret ever goes there.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +12,50 @@ import streamlit as st
 
 from clipmem_core import list_runs
 from clipmem_core.cache import RunInfo
+from clipmem_core.formatting import fmt_number
+from clipmem_core.review.roles import leads
 from clipmem_core.splits import split_order
 
 from . import auth, resources, state
-from .gallery import FLAG_FILTERS
+from .gallery import FLAG_FILTERS, FLAG_LABELS, UNSCORED_CHOICES, range_scores, unscored_note
+from .text import md
 
 
 def _reset_views() -> None:
-    """A new run or new filters invalidate the gallery page and a map selection."""
+    """A new run or new filters invalidate the gallery page, a map selection and the inspected sample."""
     st.session_state[state.PAGE] = 1
     st.session_state.pop(state.SELECTION, None)
+    st.session_state.pop(state.INSPECT_RUN, None)
 
 
-def _run_selector(infos: list[RunInfo]) -> None:
+def _run_selector(infos: list[RunInfo]) -> str | None:
+    """The run selector; returns why the run this session was showing cannot be shown any more, if so.
+
+    The selection lives in the session and the URL (?run=); a name no longer usable falls back to the
+    default run (the demo, else the newest), and the reader is told why.
+    """
+    ss = st.session_state
     usable = [i.name for i in infos if i.ok]
+    broken = {i.name: i.error for i in infos if not i.ok}
+    asked = ss.get(state.RUN_NAME) or st.query_params.get(state.RUN_NAME)
+    refusal = f"Run {md(asked)} cannot be shown: {md(broken[asked])}" if asked in broken else None
+    if ss.get(state.RUN_NAME) not in usable:
+        ss.pop(state.RUN_NAME, None)  # the widget then starts from the URL, else from the default run
     if not usable:
-        st.session_state.pop(state.RUN_PATH, None)
+        ss.pop(state.RUN_PATH, None)
         st.sidebar.warning("No usable run in the cache. Start one on the Compute page.")
-        return
-    if st.session_state.get(state.RUN_NAME) not in usable:
-        st.session_state[state.RUN_NAME] = state.default_run(infos)
-    name = st.sidebar.selectbox("Run", usable, key=state.RUN_NAME, on_change=_reset_views)
-    st.session_state[state.RUN_PATH] = str(Path(st.session_state[state.CACHE_ROOT]) / name)
+        return refusal
+    default = state.default_run(infos)
+    name = st.sidebar.selectbox(
+        "Run",
+        usable,
+        index=usable.index(default),
+        key=state.RUN_NAME,
+        on_change=_reset_views,
+        bind="query-params",
+    )
+    ss[state.RUN_PATH] = str(Path(ss[state.CACHE_ROOT]) / name)
+    return refusal
 
 
 def _unusable(infos: list[RunInfo]) -> None:
@@ -38,6 +64,24 @@ def _unusable(infos: list[RunInfo]) -> None:
         with st.sidebar.expander(f"{len(broken)} unusable run(s)"):
             for info in broken:
                 st.text(f"{info.name}: {info.error}")
+
+
+def _who() -> None:
+    """The reviewer's name (remembered in the URL) and blind mode, on every page."""
+    if auth.oidc_configured():
+        name = auth.viewer()
+        st.sidebar.caption(f"Signed in as {md(name)}" if name else "Not signed in")
+    else:
+        st.sidebar.text_input("Your name", key=auth.REVIEWER_KEY, bind="query-params", placeholder="to review or flag")
+    if leads() is not None and not auth.is_verified_lead(auth.viewer()):
+        st.sidebar.caption("Blind mode is on: you see others' verdicts on a sample once you have given yours.")
+    else:
+        st.sidebar.toggle(
+            "Blind mode",
+            value=True,
+            key=auth.BLIND_KEY,
+            help="show others' verdicts on a sample only once you have given yours",
+        )
 
 
 def _filters() -> None:
@@ -51,37 +95,60 @@ def _filters() -> None:
         on_change=_reset_views,
         placeholder="all splits",
     )
-    low, high = resources.clipmem_bounds(run)
-    if high > low:
-        st.sidebar.slider(
-            "CLIPMem range",
-            low,
-            high,
-            (low, high),
-            step=(high - low) / 200 or 0.001,
-            key=state.range_key(run.name),
-            on_change=_reset_views,
-            format="%.3f",
-        )
-    st.sidebar.selectbox("Flag status", FLAG_FILTERS, key=state.FLAG, on_change=_reset_views)
+    _range_filter(run)
+    st.sidebar.selectbox("Verdict", FLAG_FILTERS, format_func=FLAG_LABELS.get, key=state.FLAG, on_change=_reset_views)
     st.sidebar.text_input("Search captions", key=state.TEXT, on_change=_reset_views, placeholder="words in the caption")
     if resources.selection() is not None:
         st.sidebar.info(f"Showing {len(resources.selection())} samples selected on the map.")
         st.sidebar.button("Clear map selection", on_click=_reset_views)
 
 
+def _range_filter(run) -> None:
+    """A range of one registered score, and what to do with the samples that have no value of it."""
+    choices = range_scores(run.scores)
+    if not choices:
+        return
+    column = resources.range_score(run)
+    st.session_state[state.RANGE_SCORE] = column
+    st.sidebar.selectbox(
+        "Score range of", list(choices), format_func=choices.get, key=state.RANGE_SCORE, on_change=_reset_views
+    )
+    low, high = resources.range_bounds(run, column)
+    if high > low:
+        st.sidebar.slider(
+            choices[column],
+            low,
+            high,
+            (low, high),
+            step=(high - low) / 200 or 0.001,
+            key=state.range_key(run.name, column),
+            on_change=_reset_views,
+            format="%.3f",
+        )
+    missing, splits = unscored_note(run.scores, column)
+    if missing:
+        where = f" ({splits} split)" if splits else ""
+        st.sidebar.segmented_control(
+            f"{fmt_number(missing)} samples have no {choices[column]}{where}",
+            list(UNSCORED_CHOICES),
+            format_func=UNSCORED_CHOICES.get,
+            default="include",
+            required=True,
+            key=state.UNSCORED,
+            on_change=_reset_views,
+        )
+
+
 def _flag_mode() -> None:
     """Browsing needs no name; flagging does, so the reviewer is asked for only in flag mode."""
-    ss = st.session_state
-    ss.setdefault(state.FLAG_MODE, bool(ss.get(auth.REVIEWER_KEY)))
-    if st.sidebar.toggle("Flag mode", key=state.FLAG_MODE, help="show one-click verdict buttons on cards"):
-        ss[state.REVIEWER] = auth.current_reviewer()
-    else:
-        ss.pop(state.REVIEWER, None)
+    if st.sidebar.toggle(
+        "Flag mode", key=state.FLAG_MODE, bind="query-params", help="show one-click verdict buttons on cards"
+    ):
+        auth.current_reviewer()
 
 
 def render() -> None:
-    """Cache root, run selector (with the reasons unusable runs are refused) and the filters."""
+    """Cache root, run selector (with the reasons unusable runs are refused), who is reviewing, filters."""
     ss = st.session_state
     ss.setdefault(state.CACHE_ROOT, state.default_cache_root())
     ss.setdefault(state.PAGE, 1)
@@ -89,7 +156,17 @@ def render() -> None:
         if key in ss:
             ss[key] = ss[key]
     infos = list_runs(ss[state.CACHE_ROOT])
-    _run_selector(infos)
+    refusal = _run_selector(infos)
     _unusable(infos)
-    _filters()
+    if refusal:  # a damaged run asked for by name: say why, and let the reader pick another
+        st.error(refusal, icon=":material/error:")
+        st.caption("Pick another run in the sidebar; the others are not affected.")
+        st.stop()
+    _who()
     _flag_mode()
+    _filters()
+
+
+def flagging_as() -> str | None:
+    """Who flags: the reviewer while flag mode is on (the sidebar asked for the name), else None."""
+    return auth.viewer() if st.session_state.get(state.FLAG_MODE) else None

@@ -14,17 +14,19 @@ DEFAULT_RUN = "demo"
 CACHE_ROOT = "cache_root"
 RUN_PATH = "run_path"
 # Dashboard-only keys.
-RUN_NAME = "run_name"
+RUN_NAME = "run"  # bound to ?run= so a reload (or a shared link) keeps the run
 SPLITS = "f_splits"
+RANGE_SCORE = "f_range_score"
+UNSCORED = "f_unscored"
 FLAG = "f_flag"
 TEXT = "f_text"
 PAGE = "gallery_page"  # 1-based, the page number widget's key
-SORT = "gallery_sort"
+SORT = "sort"  # bound to ?sort=
 SELECTION = "selection_rows"
 INSPECT = "inspect_sample"
+INSPECT_RUN = "inspect_run"  # the run the inspected sample id belongs to
 JOB = "compute_job"
-FLAG_MODE = "flag_mode"
-REVIEWER = "flagging_as"  # the reviewer name while flag mode is on, else absent
+FLAG_MODE = "flag_mode"  # bound to ?flag_mode= so flag mode survives a reload
 PAGE_WIDGETS = (PAGE, SORT, INSPECT)
 
 
@@ -32,9 +34,9 @@ def default_cache_root() -> str:
     return os.environ.get(CACHE_ENV, "cache")
 
 
-def range_key(run_name: str) -> str:
-    """The CLIPMem slider's key is per run: its bounds differ from run to run."""
-    return f"f_range:{run_name}"
+def range_key(run_name: str, column: str) -> str:
+    """The range slider's key is per run and score: its bounds differ from one to the other."""
+    return f"f_range:{run_name}:{column}"
 
 
 def default_run(infos: Sequence[RunInfo]) -> str | None:

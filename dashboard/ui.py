@@ -1,6 +1,7 @@
-"""Small Streamlit building blocks shared by pages: sample cards, flag buttons, score formatting.
+"""Small Streamlit building blocks shared by pages: safe text, sample cards, verdict buttons, badges, tables.
 
-Captions are untrusted: they are only ever rendered with ``st.text`` (no markdown, no HTML).
+Untrusted text (captions, sample ids, reviewer and run names) is rendered with ``st.text``, or passed
+through `md` (dashboard/text.py) wherever Streamlit renders markdown.
 """
 
 from __future__ import annotations
@@ -10,97 +11,96 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
-from clipmem_core.formatting import fmt_number
-from clipmem_core.scores import column_label
+from clipmem_core.review import VERDICT_LABELS, VERDICTS
+from clipmem_core.review.decisions import RESOLVED, TIED, badge_text
 
 from . import navigation, resources, state
-from .gallery import Card
+from .gallery import Card, score_line
+from .text import md
 
-VERDICT_BUTTONS = (("mis-captioned", "✗ Mis-captioned"), ("correct", "✓ Correct"), ("unsure", "? Unsure"))
+VERDICT_KEYS = dict(zip(VERDICTS, ("1", "2", "3")))  # the same keys on every page, in button order
+BADGE_COLOURS = {"mis-captioned": "red", "correct": "green", "unsure": "orange"}
+ROW_PX, HEADER_PX = 35, 38
+LARGE_TEXT = "font-size: 1.7rem; line-height: 1.35; margin: 0.3rem 0 1rem 0"  # the caption under review
 
 
-def table(frame: pd.DataFrame, empty: str) -> None:
-    """A table without its index, or ``empty`` as a caption when it has no rows."""
+def table(frame: pd.DataFrame, empty: str, **kwargs) -> None:
+    """A table without its index, tall enough for every row (up to 20), or ``empty`` when it has no rows."""
     if frame.empty:
         st.caption(empty)
     else:
-        st.dataframe(frame, hide_index=True)
+        height = HEADER_PX + ROW_PX * min(len(frame), 20)
+        st.dataframe(frame, hide_index=True, height=height, **kwargs)
 
 
-def reviewer() -> str | None:
-    """Who flags: set by the sidebar's flag mode; None while flag mode is off."""
-    return st.session_state.get(state.REVIEWER)
-
-
-def record_verdict(run_name: str, sample_ids: Sequence[str], verdict: str, reviewer_name: str) -> None:
-    """Write one verdict per sample for ``reviewer_name``."""
-    store = resources.store()
-    for sample_id in sample_ids:
-        store.add_verdict(run_name, sample_id, reviewer_name, verdict)
-
-
-def flag_buttons(run_name: str, sample_id: str, current: str | None, key: str) -> None:
-    """One-click verdict buttons (in flag mode); the current verdict is shown as the primary button.
-
-    The verdict is written in the click callback, before the page rebuilds, so it shows at once.
-    """
-    name = reviewer()
-    if name is None:
+def decision_badge(decision: pd.Series | None) -> None:
+    """The sample's decision (resolution, else majority, else your own, pending) as one badge."""
+    text = badge_text(decision)
+    if text is None:
         return
-    cols = st.columns(len(VERDICT_BUTTONS), gap="small")
-    for col, (verdict, label) in zip(cols, VERDICT_BUTTONS):
-        kind = "primary" if verdict == current else "secondary"
-        col.button(
-            label.split()[0],
-            key=f"{key}:{verdict}",
-            help=label,
-            type=kind,
-            width="stretch",
-            on_click=record_verdict,
-            args=(run_name, [sample_id], verdict, name),
-        )
+    if decision["source"] == TIED:
+        st.badge(text, icon=":material/balance:", color="gray", help="reviewers disagree; a lead decides")
+        return
+    icon = ":material/gavel:" if decision["source"] == RESOLVED else ":material/flag:"
+    st.badge(text, icon=icon, color=BADGE_COLOURS[decision["verdict"]], help=_BADGE_HELP)
+
+
+_BADGE_HELP = "the decision: a lead's resolution, else the reviewers' majority, else your own verdict (pending)"
+
+
+def record_verdict(run_name: str, sample_ids: Sequence[str], verdict: str, reviewer_name: str) -> list[int]:
+    """Write one verdict per sample for ``reviewer_name``; returns the verdict ids (for an undo)."""
+    store = resources.store()
+    return [store.add_verdict(run_name, sample_id, reviewer_name, verdict) for sample_id in sample_ids]
+
+
+def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | None) -> None:
+    """One-click verdict buttons with their words, all of the same weight, wrapping to fit the card."""
+    if reviewer_name is None:
+        return
+    with st.container(horizontal=True, gap="small"):
+        for verdict in VERDICTS:
+            st.button(
+                VERDICT_LABELS[verdict],
+                key=f"{key}:{verdict}",
+                type="secondary",
+                on_click=record_verdict,
+                args=(run_name, [sample_id], verdict, reviewer_name),
+            )
 
 
 def _choose(sample_id: str) -> None:
     """In a callback, so it may set the inspector's sample-id widget even on the inspector page."""
     st.session_state[state.INSPECT] = sample_id
+    st.session_state[state.INSPECT_RUN] = st.session_state.get(state.RUN_NAME)
 
 
-def card(c: Card, run_name: str, key: str, flags: bool = True, extra: str | None = None) -> None:
-    """A sample card: thumbnail, plain-text caption, scores, ground-truth badge, actions."""
+def card(c: Card, run_name: str, key: str, reviewer_name: str | None = None, extra: str | None = None) -> None:
+    """A sample card: thumbnail, plain-text caption, split and scores, badges (ground truth, decision), actions."""
     with st.container(border=True):
         if c.thumbnail is not None:
             st.image(str(c.thumbnail), width="stretch")
         st.text(c.caption)
-        st.caption(
-            " · ".join(f"{column_label(name)} {fmt_number(value)}" for name, value in c.scores.items())
-            + (f" · {extra}" if extra else "")
-        )
-        if c.is_miscaptioned:
-            st.badge("GT: mis-captioned", color="red", help="ground truth: this caption was injected as wrong")
-        if c.verdict:
-            st.badge(
-                c.verdict,
-                icon=":material/flag:",
-                color="orange" if c.verdict != "correct" else "green",
-                help="latest verdict in the review store",
-            )
-        if flags:
-            flag_buttons(run_name, c.sample_id, c.verdict, key)
-        if st.button("Inspect", key=f"{key}:inspect", width="stretch", on_click=_choose, args=(c.sample_id,)):
-            st.switch_page(navigation.INSPECTOR.path)
+        st.caption(md(f"{c.split} · {score_line(c)}" + (f" · {extra}" if extra else "")))
+        with st.container(horizontal=True, gap="small"):
+            if c.is_miscaptioned:
+                st.badge("GT: mis-captioned", color="violet", help="ground truth: this caption was injected as wrong")
+            decision_badge(c.decision)
+        flag_buttons(run_name, c.sample_id, key, reviewer_name)
+        if st.button("Inspect", key=f"{key}:inspect", type="tertiary", on_click=_choose, args=(c.sample_id,)):
+            navigation.go(navigation.INSPECTOR)
 
 
 def card_grid(
     cards: Sequence[Card],
     run_name: str,
     key: str,
-    columns: int = 6,
-    flags: bool = True,
+    columns: int = 4,
+    reviewer_name: str | None = None,
     extras: Sequence[str] | None = None,
 ) -> None:
     for start in range(0, len(cards), columns):
         cols = st.columns(columns)
         for i, (col, c) in enumerate(zip(cols, cards[start : start + columns])):
             with col:
-                card(c, run_name, f"{key}:{c.sample_id}", flags, extras[start + i] if extras else None)
+                card(c, run_name, f"{key}:{c.sample_id}", reviewer_name, extras[start + i] if extras else None)

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from clipmem_core import list_runs, load_run
 from clipmem_core.cache import BASE_COLUMNS
 from clipmem_core.index import NeighbourSearch
-from dashboard import auth, navigation, state
+from dashboard import auth, compute, navigation, state
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "cache" / "demo"
@@ -59,6 +59,7 @@ def test_every_dashboard_page_renders_the_demo(tmp_path, monkeypatch):
     monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
     monkeypatch.delenv("CLIPMEM_ACCESS_TOKEN", raising=False)
     monkeypatch.delenv("CLIPMEM_LEADS", raising=False)
+    monkeypatch.setenv(compute.DATA_ROOT_ENV, str(tmp_path))  # else the Compute page warns that runs need one
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.session_state[auth.REVIEWER_KEY] = "demo-reviewer"  # the review pages show their queue, not the name prompt
     at.run()

@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from clipmem_core import ClipmemError
+from clipmem_core.config import RunConfig
+from clipmem_core.review.decisions import decisions
 from clipmem_core.testing import fake_run, fake_scores
 from dashboard import compute, embedding_map, inspector, overview
 from dashboard.gallery import (
     Filters,
     filter_mask,
     gallery_page,
+    gallery_title,
     page_count,
     page_rows,
     rows_with_verdict,
     sort_orders,
     sorts,
+    unscored_note,
 )
 
 
@@ -64,7 +71,7 @@ def test_filters_combine(run):
     verdicts = {scores["sample_id"].iat[1]: "mis-captioned", scores["sample_id"].iat[2]: "correct"}
     mask = filter_mask(scores, Filters(splits=("candidate",)), run.row_of, verdicts)
     assert set(scores["split"][mask]) == {"candidate"}
-    mask = filter_mask(scores, Filters(clipmem_range=(0.0, 0.1)), run.row_of, verdicts)
+    mask = filter_mask(scores, Filters(score_range=(0.0, 0.1), unscored="exclude"), run.row_of, verdicts)
     assert scores["clipmem"][mask].between(0.0, 0.1).all() and mask.any()
     assert filter_mask(scores, Filters(flag="mis-captioned"), run.row_of, verdicts).nonzero()[0].tolist() == [1]
     unflagged = filter_mask(scores, Filters(flag="unflagged"), run.row_of, verdicts)
@@ -73,6 +80,29 @@ def test_filters_combine(run):
     assert all("number 7" in c for c in scores["caption"][mask]) and mask.any()
     only = filter_mask(scores, Filters(), run.row_of, verdicts, only_rows=np.array([5, 9]))
     assert only.nonzero()[0].tolist() == [5, 9]
+
+
+def test_no_range_filter_hides_unscored_samples_without_saying_so(run):
+    """Paper protocol: S_S and S_E have no CLIPMem. A range includes them (and says how many), or leaves them
+    out, or shows only them."""
+    scores = run.scores
+    unscored = scores["clipmem"].isna().to_numpy()
+    assert unscored_note(scores, "clipmem") == (int(unscored.sum()), "shared, extra")
+    narrow = Filters(score="clipmem", score_range=(0.0, 0.1))
+    included = filter_mask(scores, narrow, run.row_of, {})
+    assert included[unscored].all() and scores["clipmem"][included & ~unscored].between(0.0, 0.1).all()
+    left_out = filter_mask(scores, Filters(score="clipmem", score_range=(0.0, 0.1), unscored="exclude"), run.row_of, {})
+    assert not left_out[unscored].any() and left_out.sum() == (included & ~unscored).sum()
+    only = filter_mask(scores, Filters(score="clipmem", unscored="only"), run.row_of, {})
+    assert (only == unscored).all()
+    assert unscored_note(scores, "clip_score_train") == (0, "")
+
+
+def test_the_gallery_title_follows_the_sort(run):
+    labels = sorts(run.scores)
+    assert gallery_title("combined", labels) == "Most likely mis-captioned"
+    assert gallery_title("clipmem", labels) == "Most memorized"
+    assert gallery_title("clip_score_heldout", labels) == "Lowest CLIP score (held-out)"
 
 
 def test_text_search_is_literal_not_regex(run):
@@ -84,11 +114,21 @@ def test_rows_with_verdict_ignores_unknown_samples(run):
     assert rows.tolist() == [4]
 
 
-def test_gallery_page_cards_carry_scores_thumbnails_and_truth(run):
-    verdicts = {run.scores["sample_id"].iat[int(sort_orders(run.scores)["clipmem"][0])]: "unsure"}
-    cards, total = gallery_page(run, sort_orders(run.scores), Filters(), verdicts, "clipmem", 0)
+def _verdicts(rows: dict[str, str]) -> pd.DataFrame:
+    current = pd.DataFrame(
+        [(i, sid, "ann", v) for i, (sid, v) in enumerate(rows.items())],
+        columns=["id", "sample_id", "reviewer", "verdict"],
+    )
+    return decisions(current, pd.DataFrame(columns=["sample_id", "verdict"]), viewer="ann")
+
+
+def test_gallery_page_cards_carry_split_registry_scores_thumbnails_truth_and_decision(run):
+    table = _verdicts({run.scores["sample_id"].iat[int(sort_orders(run.scores)["clipmem"][0])]: "unsure"})
+    cards, total = gallery_page(run, sort_orders(run.scores), Filters(), table, "clipmem", 0)
     assert total == len(run.scores) and len(cards) == 48
     assert cards[0].verdict == "unsure" and cards[0].scores["clipmem"] == np.nanmax(run.scores["clipmem"])
+    assert list(cards[0].scores) == ["combined", "clipmem", "clip_score_heldout"]  # the registry's first three
+    assert cards[0].split in {"candidate", "independent"}
     assert all(c.thumbnail is not None and c.thumbnail.is_file() for c in cards)
     assert {c.is_miscaptioned for c in cards} <= {True, False}
 
@@ -101,39 +141,66 @@ def test_map_rows_are_bounded_and_keep_flagged_rows():
     assert embedding_map.map_rows(mask[:10], max_points=1000).tolist() == list(range(10))
 
 
-def test_map_frame_colours_flags(run):
+def test_map_frame_colours_by_registry_scores_split_truth_and_verdict(run):
     verdicts = {run.scores["sample_id"].iat[0]: "mis-captioned"}
-    frame = embedding_map.map_frame(run.scores, np.array([0, 1]), run.row_of, verdicts)
-    assert frame["flag"].tolist() == ["mis-captioned", "unflagged"] and frame["row"].tolist() == [0, 1]
+    frame = embedding_map.map_frame(run.scores, np.array([0, 1]), verdicts)
+    assert frame["verdict"].tolist() == ["mis-captioned", "no verdict"] and frame["row"].tolist() == [0, 1]
+    assert frame["ground truth"].tolist() == ["clean", "mis-captioned"]
+    np.testing.assert_array_equal(frame["clipmem"], run.scores["clipmem"].iloc[[0, 1]])  # the same CLIPMem
+    options = embedding_map.colour_options(run.scores)
+    assert options["clipmem"] == "CLIPMem" and list(options)[-3:] == ["split", "ground truth", "verdict"]
+    assert "split shared · ground truth clean · verdict mis-captioned" in frame["hover"].iloc[0]
 
 
-def test_selected_rows_reads_customdata():
+def test_map_selection_is_kept_across_colour_changes():
     class Event:
         selection: ClassVar[dict] = {"points": [{"customdata": [7]}, {"customdata": [2]}, {"customdata": [7]}]}
 
     assert embedding_map.selected_rows(Event()).tolist() == [2, 7]
     assert embedding_map.selected_rows(None).size == 0
+    state = {embedding_map.CHART: {"selection": {"points": [{"customdata": [5]}]}}}
+    embedding_map.remember_selection(state)
+    assert state[embedding_map.SELECTED] == [5]
+    assert embedding_map.selected_points(np.array([9, 5, 3]), np.array([5])) == [1]
+    assert embedding_map.selected_points(np.array([9]), np.array([], dtype=np.int64)) is None
 
 
-def test_overview_tables_come_from_the_manifest(run):
-    assert set(overview.ttests(run.manifest)["comparison"]) == {
-        "clipmem_from_f: candidate vs independent",
-        "clipmem_from_f: candidate vs extra",
-        "clipmem: mis-captioned vs clean",
+def test_overview_tables_come_from_the_manifest_under_registry_labels(run):
+    assert set(overview.ttests(run.manifest)["test"]) == {
+        "A(f) − A(g): candidate vs independent",
+        "A(f) − A(g): candidate vs extra",
+        "CLIPMem: mis-captioned vs clean",
     }
     assert set(overview.utility_table(run.manifest)["model"]) == {"f", "g"}
-    assert "CLIPMem" in overview.split_means(run.manifest).columns
+    means = overview.split_means(run.manifest)
+    assert list(means.columns) == ["score", "shared", "candidate", "independent", "extra"]  # narrow: nothing cut off
+    assert "CLIPMem" in set(means["score"]) and means.loc[means["score"] == "CLIPMem", "shared"].item() == "–"
     hist = overview.split_histograms(run.scores, bins=10)
     assert hist["count"].sum() == run.scores["clipmem_from_f"].notna().sum()
     assert len(overview.alignment_points(run.scores, max_points=20)) == 20
-    assert overview.detection_table(run.manifest)["score"].iloc[0] == "Likely mis-captioned"
+    table = overview.detection_table(run.manifest.summary["detection"])
+    assert table["ranking"].iloc[0] == "Likely mis-captioned" and "AUROC" in table.columns
+    assert "auroc" not in table.columns and "precision_at_48" not in table.columns
+
+
+def test_the_overview_says_in_words_what_was_found_and_what_to_review(run):
+    detection = run.manifest.summary["detection"]
+    text = overview.summary_paragraph("demo", run.manifest, run.scores, detection)
+    assert text.startswith("demo holds 120 image–caption pairs (paper protocol). 12 of them (10.0%) are marked")
+    best = overview.best_detector(detection)
+    assert f"best is “{overview.column_label(best)}”" in text and "measured on all samples" in text
+    assert overview.review_plan(run.scores, detection) == (best, 12)
+    negative_margin = int((run.scores["margin_i2t"] < 0).sum())  # without ground truth: another caption fits better
+    assert overview.review_plan(run.scores, None) == ("combined", negative_margin)
+    assert overview.review_plan(run.scores.drop(columns="margin_i2t"), None) == ("combined", 50)
 
 
 def test_inspector_tables(run):
-    table = inspector.score_table(run, 1, "correct")
+    table = inspector.score_table(run, 1, "Correct · 2 of 3")
     assert dict(zip(table["field"], table["value"]))["ground truth"] == "mis-captioned"
     assert dict(zip(table["field"], table["value"]))["split"] == "candidate"
     assert "Likely mis-captioned" in set(table["field"])
+    assert dict(zip(table["field"], table["value"]))["verdict"] == "Correct · 2 of 3"
     views = inspector.view_alignment_frame(run, 1)
     assert views["view"].tolist() == [1, 2, 3, 4] and list(views.columns) == ["view", "f", "g"]
 
@@ -200,3 +267,79 @@ def test_failed_job_reports_failed(tmp_path):
     while compute.job_status(job) == "running" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert compute.job_status(job) == "failed"
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    """A data root holding one small CSV dataset (from a fake run's images) and an unreadable file."""
+    root = tmp_path / "data"
+    fake_run(tmp_path / "cache", "seed", n=12, dataset_dir=root / "shapes")
+    (root / "broken.csv").write_bytes(b"\xff\xfe\x00not,a\ncsv")
+    (tmp_path / "outside.csv").write_text("filepath,caption\nx.png,a cat\n")
+    return root
+
+
+def test_the_dataset_is_checked_before_launch(data_root):
+    found = compute.check_dataset(data_root.resolve(), "shapes/captions.csv")
+    assert (found.format, found.n_samples, found.n_skipped) == ("csv", 12, 0)
+    for text, message in [
+        ("", "give a dataset path"),
+        ("nowhere.csv", "there is no 'nowhere.csv'"),
+        ("../outside.csv", "must lie inside CLIPMEM_DATA_ROOT"),
+        (str(data_root.parent / "outside.csv"), "must lie inside CLIPMEM_DATA_ROOT"),
+        ("broken.csv", "broken.csv"),
+    ]:
+        with pytest.raises(ClipmemError, match=message):
+            compute.check_dataset(data_root.resolve(), text)
+
+
+def test_images_outside_the_data_root_are_refused(data_root, tmp_path):
+    (data_root / "escape.csv").write_text(f"filepath,caption\n{tmp_path / 'cache' / 'seed' / 'thumbs' / '0.jpg'},a\n")
+    with pytest.raises(ClipmemError, match="outside CLIPMEM_DATA_ROOT"):
+        compute.check_dataset(data_root.resolve(), "escape.csv")
+
+
+def test_overrides_become_the_clis_own_flags(tmp_path):
+    overrides = {"epochs": 3, "protocol": "paper", "split_sizes": (0.5, 0.2, 0.2, 0.1), "folds": None, "lr": 0.001}
+    command = compute.run_command(tmp_path, "new", "/data/x.csv", "tiny", overrides)
+    assert command[3:] == [
+        "run", "--data", "/data/x.csv", "--out", str(tmp_path / "new"), "--preset", "tiny",
+        "--epochs", "3", "--protocol", "paper", "--split-sizes", "0.5,0.2,0.2,0.1", "--lr", "0.001",
+    ]  # fmt: skip
+    offered = {spec.name for spec in compute.override_fields()}
+    assert {"epochs", "protocol", "folds", "model", "split_sizes", "batch_size", "seed"} <= offered
+    assert not offered & {"data", "out", "init_checkpoint", "device"}
+    with pytest.raises(ClipmemError, match="--epochs must be a whole number"):
+        compute.resolved_config(tmp_path, "new", "x.csv", "tiny", {"epochs": 0})
+
+
+def test_the_run_time_is_estimated_from_earlier_runs_of_the_model(tmp_path):
+    config = RunConfig(data="x", out="y", preset="tiny", epochs=10).resolved()
+    assert compute.pairs_per_model(config, 1000) == [500, 500]  # 2 folds, each model trains on the other
+    seconds, basis = compute.estimate_seconds(tmp_path, config, 1000)
+    assert basis == "a rough default speed" and seconds == pytest.approx(1000 * 10 * 1.6e-3 / compute.TRAIN_SHARE)
+    paper = RunConfig(data="x", out="y", preset="tiny", protocol="paper").resolved()
+    assert compute.pairs_per_model(paper, 1000) == [700, 700]
+
+
+def test_overall_progress_counts_models_and_epochs_with_an_eta():
+    job = compute.Job("j", 1, [], "x.log", "out", started=100.0, models=2, estimate_s=600.0)
+    start = compute.overall_progress(job, "clipmem: stage: ingest\n", now=110.0)
+    assert start.stage == "reading the dataset" and start.eta_s == 590.0  # the estimate until speed is measured
+    log = "stage: ingest\nstage: train_h0\nstage: train_h1\ntrain h1 epoch 3/4:  50%|####\n"
+    middle = compute.overall_progress(job, log, now=200.0)
+    assert middle.stage == "training model h1 (2 of 2), epoch 3/4"
+    assert middle.fraction == pytest.approx(compute.INGEST_SHARE + compute.TRAIN_SHARE * (1 + 2.5 / 4) / 2)
+    assert middle.eta_s == pytest.approx(100 * (1 - middle.fraction) / middle.fraction)
+    late = compute.overall_progress(job, log + "stage: score\n", now=300.0)
+    assert late.fraction > middle.fraction and late.stage.startswith("score")
+
+
+def test_finished_jobs_are_reaped_without_being_looked_at(tmp_path):
+    job = compute.start_job(tmp_path, "quick", [sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while not _gone_or_zombie(job.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    compute.list_jobs(tmp_path)  # what the Compute page does on every rerun, whichever job is selected
+    assert not (Path(f"/proc/{job.pid}").exists())  # reaped: no zombie left
+    assert compute.job_status(job) == "done"

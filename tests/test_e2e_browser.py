@@ -11,6 +11,7 @@ fail under CI=true.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -73,6 +74,13 @@ def _require(condition: bool, why: str) -> None:
         pytest.skip(why)
 
 
+def expect(locator):
+    """Playwright's web-first assertions (retrying until the timeout), imported only when a test runs."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
 @pytest.fixture(scope="module")
 def playwright_api():
     _require(Path(CHROMIUM).exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
@@ -112,7 +120,7 @@ def _serve(cache_root: Path, **env_vars: str):
         (cache_root / "demo").symlink_to(DEMO.resolve(), target_is_directory=True)
     port = _free_port()
     env = {**os.environ, "CLIPMEM_CACHE": str(cache_root)}
-    for var in ("CLIPMEM_DB_URL", "CLIPMEM_ACCESS_TOKEN", "CLIPMEM_LEADS"):
+    for var in ("CLIPMEM_DB_URL", "CLIPMEM_ACCESS_TOKEN", "CLIPMEM_LEADS", "CLIPMEM_LEAD_SECRETS", "CLIPMEM_DATA_ROOT"):
         env.pop(var, None)
     env.update(env_vars)
     with open(cache_root / "streamlit.log", "ab") as log:
@@ -152,9 +160,18 @@ def _serve(cache_root: Path, **env_vars: str):
                 proc.kill()
 
 
+LEAD, LEAD_SECRET = "lead", "lead-secret"
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with _serve(tmp_path_factory.mktemp("cache")) as url:
+def served_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def server(served_cache):
+    """One server for the module's page tests: a team with a lead list, so blind mode is enforced."""
+    with _serve(served_cache, CLIPMEM_LEADS=LEAD, CLIPMEM_LEAD_SECRETS=json.dumps({LEAD: LEAD_SECRET})) as url:
         yield url
 
 
@@ -218,11 +235,11 @@ def test_a_deep_link_as_a_fresh_servers_first_request_meets_the_gate(browser, tm
         _close_page_not_found(page)
         page.screenshot(path=str(tmp_path / "gate.png"))
         locked = _seen(page)
-        assert not page.get_by_role("heading", name="Most memorized").count()
+        assert not page.get_by_role("heading", name="Most likely mis-captioned").count()
 
         token.fill("s3cret")
         token.press("Enter")
-        page.get_by_role("heading", name="Most memorized").wait_for()  # the page asked for, behind the gate
+        page.get_by_role("heading", name="Most likely mis-captioned").wait_for()  # the page asked for, behind the gate
         page.locator('[data-testid="stImage"] img').nth(47).wait_for()
         page.locator('[data-testid="stSidebarNav"]').get_by_text("Compute").wait_for()
         page.screenshot(path=str(tmp_path / "after_gate.png"))
@@ -235,12 +252,12 @@ def test_a_deep_link_as_a_fresh_servers_first_request_meets_the_gate(browser, tm
 
 def test_gallery_and_inspector_render_in_chromium(browser, server, tmp_path):
     run = load_run(DEMO)
-    top_rows = sort_orders(run.scores)["clipmem"][:3]
+    top_rows = sort_orders(run.scores)["combined"][:3]
     top_captions = run.scores["caption"].iloc[top_rows].tolist()
     page = browser.new_page(viewport={"width": 1500, "height": 1100})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(f"{server}/gallery")
-    page.get_by_role("heading", name="Most memorized").wait_for()
+    page.get_by_role("heading", name="Most likely mis-captioned").wait_for()
     page.get_by_text("Search captions").wait_for()
 
     images = page.locator('[data-testid="stImage"] img')
@@ -271,3 +288,186 @@ def test_gallery_and_inspector_render_in_chromium(browser, server, tmp_path):
     page.screenshot(path=str(tmp_path / "inspector.png"))
     page.get_by_role("link", name="Overview").click()
     page.get_by_role("heading", name="Run: demo").wait_for()
+
+
+# One whole curation session, by keyboard: two reviewers in blind mode, a lead who reconciles, a download.
+
+ANN = ["1", "2", "1", "3", "1", "2"]  # verdict keys on the top six samples of the default queue
+BOB = ["1", "1", "1", "2", "2", "2"]  # agrees on 1, 3 and 6; disagrees on 2, 4 and 5
+LEAD_KEYS = {1: "1", 3: "2", 4: "1"}  # the lead's resolution of each disagreement (by position)
+KEY_VERDICT = {"1": "mis-captioned", "2": "correct", "3": "unsure"}
+FIRST_PAINT_BUDGET_S = float(os.environ.get("CLIPMEM_FIRST_PAINT_S", "2.0"))
+CARD_LINE = '[data-testid="stText"]:has-text(" split · ")'
+
+
+def _card_sample(page) -> str:
+    """The id of the sample on the review or reconcile card (its first line: "<id> · <split> split · …")."""
+    return page.locator(CARD_LINE).first.inner_text().split(" · ")[0]
+
+
+IDLE = '[data-testid="stApp"]:not([data-test-script-state="running"])'
+
+
+def _press_and_wait_for_the_next(page, key: str) -> str:
+    """Press a key on the card at hand, then wait until the next card is drawn and the app is idle again."""
+    before = _card_sample(page)
+    page.keyboard.press(key)
+    page.wait_for_function(
+        "([selector, before]) => [...document.querySelectorAll(selector)]"
+        ".every(el => !el.innerText.includes(' split · ') || !el.innerText.startsWith(before + ' '))",
+        arg=['[data-testid="stText"]', before],
+    )
+    page.locator(IDLE).wait_for()
+    return before
+
+
+def _assert_verdict_buttons_readable(page, labels: list[str]) -> None:
+    """Each verdict button shows its whole word at 1280x800: visible, and no label cut short."""
+    for label in labels:
+        button = page.get_by_role("button", name=label, exact=False).first
+        button.wait_for(state="visible")
+        cut = button.evaluate("b => [b, ...b.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1)")
+        assert not cut and label in button.inner_text(), (label, button.inner_text())
+
+
+def _review_image_width(page) -> float:
+    return page.locator('[data-testid="stImage"] img').first.bounding_box()["width"]
+
+
+def _review(browser, url: str, name: str, keys: list[str], type_name: bool, shots: Path) -> list[str]:
+    """One reviewer's session on the Review page, keys only; returns the samples judged, in order."""
+    page = _watched_page(browser)
+    if type_name:  # a name typed once, then kept in the URL (a reload keeps it)
+        page.goto(f"{url}/review")
+        field = page.get_by_label("Your name (recorded with your verdicts)")
+        field.wait_for()
+        _close_page_not_found(page)
+        field.focus()
+        page.keyboard.type(name)
+        page.keyboard.press("Enter")
+        page.get_by_role("heading", name="Review · demo").wait_for()
+        page.reload()
+    else:
+        page.goto(f"{url}/review?reviewer={name}")
+    page.get_by_role("heading", name="Review · demo").wait_for()
+    _close_page_not_found(page)
+    page.locator(CARD_LINE).first.wait_for()
+    assert f"reviewer={name}" in page.url
+    _assert_verdict_buttons_readable(page, ["Mis-captioned", "Correct", "Unsure", "Skip for now", "Undo last verdict"])
+    assert _review_image_width(page) >= 320
+    assert page.get_by_text("upscaled from 64 px").first.is_visible()
+    assert not page.get_by_text("Other reviewers' verdicts").count()  # blind: nothing of the others
+    first = _card_sample(page)
+    _press_and_wait_for_the_next(page, "3")  # a slip of the finger…
+    expect(page.get_by_role("button", name="Undo last verdict")).to_be_enabled()
+    page.keyboard.press("u")  # …taken back
+    page.wait_for_function(f"() => document.body.innerText.includes('{first} · ')")
+    judged = [_press_and_wait_for_the_next(page, key) for key in keys]
+    page.screenshot(path=str(shots / f"review_{name}.png"))
+    page.close()
+    assert judged[0] == first
+    return judged
+
+
+def _first_paint(browser, url: str, path: str, selector: str) -> float:
+    """Seconds from navigation to the page's first meaningful content (a chart, an image or the review card)."""
+    page = browser.new_page(viewport=SMALL)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{url}/{path}", wait_until="commit")
+    page.locator(selector).first.wait_for(state="visible")
+    seconds = page.evaluate("performance.now()") / 1000
+    page.close()
+    return seconds
+
+
+MEANINGFUL = {
+    "": '[data-testid="stPlotlyChart"] .main-svg',
+    "gallery": '[data-testid="stImage"] img',
+    "inspector": '[data-testid="stImage"] img',
+    "embedding_map": '[data-testid="stPlotlyChart"] .main-svg',
+    "review": '[data-testid="stImage"] img',
+    "reconcile": '[data-testid="stImage"] img',
+    "compute": '[data-testid="stHeading"]',
+}
+
+
+def test_one_curation_session_by_keyboard_two_reviewers_blind_a_lead_and_a_clean_download(
+    browser, server, served_cache, tmp_path
+):
+    shots = ROOT / "docs" if os.environ.get("CLIPMEM_UPDATE_SCREENSHOT") == "1" else tmp_path
+    run = load_run(DEMO)
+    ann = _review(browser, server, "ann", ANN, type_name=True, shots=tmp_path)
+    bob = _review(browser, server, "bob", BOB, type_name=False, shots=tmp_path)
+    assert ann == bob  # the same six samples, in the queue's order
+    disputed = [i for i, (a, b) in enumerate(zip(ANN, BOB)) if a != b]
+    assert disputed == sorted(LEAD_KEYS)
+
+    page = _watched_page(browser)
+    page.goto(f"{server}/reconcile?reviewer={LEAD}")
+    secret = page.get_by_label("Lead secret")
+    secret.wait_for()
+    _close_page_not_found(page)
+    assert not page.get_by_role("heading", name="Reconcile · demo").count()  # a lead's name alone opens nothing
+    secret.focus()
+    page.keyboard.type(LEAD_SECRET)
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Reconcile · demo").wait_for()
+    page.locator(CARD_LINE).first.wait_for()
+    _assert_verdict_buttons_readable(page, ["Mis-captioned", "Correct", "Unsure"])
+    assert _review_image_width(page) >= 320  # the lead decides with the image in front of them
+    page.screenshot(path=str(shots / "reconcile.png"))
+    resolved = {}
+    for _ in disputed:
+        sample = _card_sample(page)
+        position = ann.index(sample)
+        _press_and_wait_for_the_next(page, LEAD_KEYS[position])
+        resolved[sample] = KEY_VERDICT[LEAD_KEYS[position]]
+    page.get_by_text("No open disagreements.").wait_for()
+    page.locator('[data-testid="stDownloadButton"]').first.wait_for()
+    with page.expect_download() as download:
+        page.keyboard.press("d")
+    dataset_dir = tmp_path / "cleaned"
+    dataset_dir.mkdir()
+    (dataset_dir / "images").symlink_to((DEMO / "dataset" / "images").resolve(), target_is_directory=True)
+    download.value.save_as(dataset_dir / "captions.csv")
+    page.close()
+
+    final = {s: KEY_VERDICT[a] for s, a, b in zip(ann, ANN, BOB) if a == b} | resolved
+    dropped = {s for s, verdict in final.items() if verdict == "mis-captioned"}
+    from clipmem_core.data import read_dataset
+
+    cleaned = read_dataset(dataset_dir / "captions.csv", progress=False)
+    kept = run.scores[~run.scores["sample_id"].isin(dropped)]
+    assert cleaned.skipped.empty and len(dropped) >= 2
+    assert cleaned.samples["sample_id"].tolist() == kept["sample_id"].tolist()  # the stable ids
+    assert cleaned.samples["filepath"].tolist() == kept["filepath"].tolist()  # relative, as in the input
+    assert cleaned.samples["caption"].tolist() == kept["caption"].tolist()
+    assert cleaned.samples["is_miscaptioned"].tolist() == kept["is_miscaptioned"].tolist()
+
+    page = _watched_page(browser)  # ann sees the decisions, the lead's included, on the gallery's badges
+    page.goto(f"{server}/gallery?reviewer=ann")
+    page.get_by_role("heading", name="Most likely mis-captioned").wait_for()
+    page.locator('[data-testid="stImage"] img').nth(11).wait_for()
+    page.locator(IDLE).wait_for()
+    badges = page.eval_on_selector_all(  # a badge's own text, without its icon's ligature name
+        "span.stMarkdownBadge",
+        "els => els.filter(b => b.checkVisibility()).map(b => [...b.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent).join('').trim())",
+    )
+    shown = [b for b in badges if b.startswith(("Mis-captioned · ", "Correct · ", "Unsure · "))]
+    label = {"mis-captioned": "Mis-captioned", "correct": "Correct", "unsure": "Unsure"}
+    expected = [f"{label[v]} · lead" for v in resolved.values()]
+    assert sorted(b for b in shown if b.endswith("· lead")) == sorted(expected), shown  # the decision, not a click
+    assert sorted(b for b in shown if not b.endswith("· lead")) == sorted(
+        f"{label[KEY_VERDICT[a]]} · 2 of 2" for a, b in zip(ANN, BOB) if a == b
+    ), shown
+    page.screenshot(path=str(shots / "gallery.png"))
+    page.close()
+
+    paints = {
+        path or "overview": _first_paint(browser, server, path, selector) for path, selector in MEANINGFUL.items()
+    }
+    record = tmp_path.parent / "first_paint.json"
+    record.write_text(json.dumps(paints, indent=1))
+    print("first paint (s):", json.dumps(paints))
+    slow = {page: s for page, s in paints.items() if s > FIRST_PAINT_BUDGET_S}
+    assert not slow, f"first paint over {FIRST_PAINT_BUDGET_S} s: {slow}"

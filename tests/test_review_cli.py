@@ -50,7 +50,19 @@ def test_import_export_and_agreement(run_dir, tmp_path, capsys):
     out = tmp_path / "drop.parquet"
     assert (
         main(
-            ["review", "export", "--run", str(run_dir), "--what", "droplist", "--format", "parquet", "--out", str(out)]
+            [
+                "review",
+                "export",
+                "--run",
+                str(run_dir),
+                "--what",
+                "droplist",
+                "--format",
+                "parquet",
+                "--out",
+                str(out),
+                "--allow-unresolved",  # s01: ann and bob disagree
+            ]
         )
         == 0
     )
@@ -67,6 +79,7 @@ def test_import_export_and_agreement(run_dir, tmp_path, capsys):
                 "--out",
                 str(tmp_path / "c.csv"),
                 "--replace-with-suggestion",
+                "--allow-unresolved",
             ]
         )
         == 0

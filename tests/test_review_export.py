@@ -5,9 +5,10 @@ import pytest
 from review_fixtures import make_run
 
 from clipmem_core.cache import load_run
+from clipmem_core.cli import main
 from clipmem_core.data import read_dataset
 from clipmem_core.errors import ClipmemError
-from clipmem_core.review.export import escape_cell, export, final_labels, write_table
+from clipmem_core.review.export import escape_cell, export, export_frame, final_labels, table_bytes, write_table
 from clipmem_core.review.store import open_store
 
 RUN = "run1"
@@ -16,7 +17,8 @@ RUN = "run1"
 @pytest.fixture
 def reviewed(tmp_path, monkeypatch):
     """A 6-sample run: s00 dropped by majority, s01 resolved mis-captioned with a caption,
-    s02 a tie (kept), s03 resolved correct over a mis-captioned majority, s04 majority without suggestion."""
+    s02 a tie (kept) resolved by nobody, s03 resolved correct over a mis-captioned majority, s04 majority
+    without suggestion, s05 one reviewer's correct."""
     monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
     monkeypatch.delenv("CLIPMEM_LEADS", raising=False)
     run = load_run(make_run(tmp_path / "cache", RUN, n=6))
@@ -51,51 +53,83 @@ def test_final_labels_prefer_resolutions_over_majority(reviewed):
         "s04": "mis-captioned",
         "s05": "correct",
     }
+    assert labels.loc["s02", "verdict"] is None  # the tie stays undecided
     assert labels.loc["s00", "caption"] == "a red square" and labels.loc["s01", "caption"] == "the lead's caption"
-    assert labels.loc["s01", "source"] == "resolution" and labels.loc["s00", "source"] == "majority"
+    assert labels.loc["s01", "source"] == "resolved" and labels.loc["s00", "source"] == "majority"
+
+
+def test_unresolved_disagreements_stop_the_cleaned_export_and_the_droplist(reviewed, tmp_path):
+    run, store = reviewed
+    for what in ("cleaned", "droplist"):
+        with pytest.raises(ClipmemError, match=r"1 samples have unresolved disagreements \(s02\).*--allow-unresolved"):
+            export(store, run, what, tmp_path / f"{what}.csv")
+        assert not (tmp_path / f"{what}.csv").exists()
+    export(store, run, "verdicts", tmp_path / "verdicts.csv")  # the raw verdicts need no decision
+    store.resolve(RUN, "s02", "correct", "lead")
+    assert export_frame(store, run, "droplist")["sample_id"].tolist() == ["s00", "s01", "s04"]
 
 
 @pytest.mark.parametrize(
     "replace, expected",
     [
-        (False, {"2.png": None, "3.png": None, "5.png": None}),
-        (True, {"0.png": "a red square", "1.png": "the lead's caption", "2.png": None, "3.png": None, "5.png": None}),
+        (False, {"s02": None, "s03": None, "s05": None}),
+        (True, {"s00": "a red square", "s01": "the lead's caption", "s02": None, "s03": None, "s05": None}),
     ],
 )
-def test_cleaned_csv_ingests_again_with_exactly_the_expected_rows(reviewed, tmp_path, replace, expected):
-    run, store = reviewed
-    out = tmp_path / "elsewhere" / "deep" / "clean.csv"
-    export(store, run, "cleaned", out, "csv", replace=replace)
-    assert list(pd.read_csv(out).columns) == ["filepath", "caption"]
-
-    dataset = read_dataset(out, progress=False)
-    assert dataset.skipped.empty
-    got = {fp.rsplit("/", 1)[-1]: cap for fp, cap in zip(dataset.samples["filepath"], dataset.samples["caption"])}
-    original = dict(zip(run.scores["filepath"].str.rsplit("/", n=1).str[-1], run.scores["caption"]))
-    assert got == {name: cap or original[name] for name, cap in expected.items()}
-    images = {(dataset.root / fp).resolve() for fp in dataset.samples["filepath"]}
-    assert images == {(run.dataset_root / "images" / name).resolve() for name in expected}
-
-
-def test_cleaned_csv_beside_the_images_uses_relative_paths(reviewed, tmp_path):
+def test_cleaned_csv_ingests_again_beside_the_input_with_its_paths_ids_and_ground_truth(reviewed, replace, expected):
     run, store = reviewed
     out = run.dataset_root / "clean.csv"
-    export(store, run, "cleaned", out, "csv")
-    assert pd.read_csv(out)["filepath"].tolist() == ["images/2.png", "images/3.png", "images/5.png"]
-    assert len(read_dataset(out, progress=False).samples) == 3
+    export(store, run, "cleaned", out, "csv", replace=replace, allow_unresolved=True)
+    written = pd.read_csv(out, dtype=str)
+    assert list(written.columns) == ["filepath", "caption", "id", "is_miscaptioned"]
+    assert written["filepath"].tolist() == [f"images/{sid[1:].lstrip('0') or '0'}.png" for sid in expected]
+
+    dataset = read_dataset(out, progress=False)
+    assert dataset.skipped.empty and dataset.root == run.dataset_root
+    original = dict(zip(run.scores["sample_id"], run.scores["caption"]))
+    got = dict(zip(dataset.samples["sample_id"], dataset.samples["caption"]))
+    assert got == {sid: caption or original[sid] for sid, caption in expected.items()}  # ids are the stable ids
+    truth = dict(zip(run.scores["sample_id"], run.scores["is_miscaptioned"]))
+    assert dict(zip(dataset.samples["sample_id"], dataset.samples["is_miscaptioned"])) == {s: truth[s] for s in got}
 
 
-def test_cleaned_tsv_keeps_the_tab_format(reviewed, tmp_path):
+def test_cleaned_data_keeps_formula_like_cells_verbatim_and_round_trips(tmp_path, monkeypatch):
+    """Training data is not a spreadsheet: a caption "'-5 degrees" must not gain a quote, "=x.png" must stay found."""
+    monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
+    captions = ["-5 degrees outside", "=x marks the spot", "+1 for this", "@home", "plain"]
+    run = load_run(make_run(tmp_path / "cache", RUN, n=5, captions=captions))
+    renamed = run.scores.copy()
+    renamed.loc[1, "filepath"] = "images/=x.png"
+    (run.dataset_root / "images" / "1.png").rename(run.dataset_root / "images" / "=x.png")
+    from clipmem_core.cache import SCORES, write_parquet
+
+    write_parquet(run.path / SCORES, renamed)
+    run = load_run(run.path)
+    store = open_store(tmp_path / "cache")
+    store.add_verdict(RUN, "s04", "ann", "mis-captioned", note="=not a formula")
+    out = run.dataset_root / "clean.csv"
+    export(store, run, "cleaned", out)
+    dataset = read_dataset(out, progress=False)
+    assert dataset.skipped.empty
+    assert dataset.samples["caption"].tolist() == captions[:4]
+    assert dataset.samples["filepath"].tolist()[1] == "images/=x.png"
+    export(store, run, "verdicts", tmp_path / "v.csv")
+    with open(tmp_path / "v.csv", newline="") as fh:
+        assert next(csv.DictReader(fh))["note"] == "'=not a formula"  # the spreadsheet export is escaped
+
+
+def test_cleaned_tsv_keeps_the_tab_format(reviewed):
     run, store = reviewed
-    export(store, run, "cleaned", tmp_path / "clean.tsv", "csv")
-    assert "\t" in (tmp_path / "clean.tsv").read_text().splitlines()[0]
-    assert len(read_dataset(tmp_path / "clean.tsv", progress=False).samples) == 3
+    out = run.dataset_root / "clean.tsv"
+    export(store, run, "cleaned", out, "csv", allow_unresolved=True)
+    assert "\t" in out.read_text().splitlines()[0]
+    assert len(read_dataset(out, progress=False).samples) == 3
 
 
 def test_droplist_and_verdicts_in_both_formats(reviewed, tmp_path):
     run, store = reviewed
-    export(store, run, "droplist", tmp_path / "drop.csv", "csv")
-    export(store, run, "droplist", tmp_path / "drop.parquet", "parquet")
+    export(store, run, "droplist", tmp_path / "drop.csv", "csv", allow_unresolved=True)
+    export(store, run, "droplist", tmp_path / "drop.parquet", "parquet", allow_unresolved=True)
     assert pd.read_csv(tmp_path / "drop.csv")["sample_id"].tolist() == ["s00", "s01", "s04"]
     assert pd.read_parquet(tmp_path / "drop.parquet")["sample_id"].tolist() == ["s00", "s01", "s04"]
     export(store, run, "verdicts", tmp_path / "v.parquet", "parquet")
@@ -115,7 +149,7 @@ def test_plain_cells_are_untouched(cell):
     assert escape_cell(cell) == cell
 
 
-def test_csv_exports_escape_captions_and_notes(tmp_path, monkeypatch):
+def test_only_the_spreadsheet_export_escapes(tmp_path, monkeypatch):
     monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
     run = load_run(make_run(tmp_path / "cache", RUN, n=2, captions=["=cmd|' /C calc'!A0", "fine"]))
     store = open_store(tmp_path / "cache")
@@ -126,15 +160,39 @@ def test_csv_exports_escape_captions_and_notes(tmp_path, monkeypatch):
         row = next(csv.DictReader(fh))
     assert (row["reviewer"], row["note"], row["suggested_caption"]) == ("'@evil", "'+1 and more", "'-minus")
     with open(tmp_path / "c.csv", newline="") as fh:
-        assert [r["caption"] for r in csv.DictReader(fh)] == ["'=cmd|' /C calc'!A0", "fine"]
+        assert [r["caption"] for r in csv.DictReader(fh)] == ["=cmd|' /C calc'!A0", "fine"]
 
 
-def test_exports_are_atomic_and_refuse_unknown_kinds(reviewed, tmp_path):
+def test_exports_refuse_to_replace_a_file_unless_forced_and_are_atomic(reviewed, tmp_path):
     run, store = reviewed
     out = tmp_path / "v.csv"
     out.write_text("old")
+    with pytest.raises(ClipmemError, match="already exists; pass --force"):
+        export(store, run, "verdicts", out)
     with pytest.raises(ClipmemError, match="unknown export"):
-        export(store, run, "everything", out, "csv")
+        export(store, run, "everything", out, "csv", force=True)
     with pytest.raises(ClipmemError, match="format"):
-        write_table(pd.DataFrame({"a": [1]}), out, "xlsx")
-    assert out.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".tmp") == []
+        write_table(pd.DataFrame({"a": [1]}), out, "xlsx", force=True)
+    assert out.read_text() == "old" and not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+    export(store, run, "verdicts", out, force=True)
+    assert len(pd.read_csv(out)) == 12
+
+
+def test_table_bytes_is_what_the_dashboard_offers_for_download(reviewed):
+    run, store = reviewed
+    frame = export_frame(store, run, "cleaned", allow_unresolved=True)
+    assert table_bytes(frame, "csv").decode().splitlines()[0] == "filepath,caption,id,is_miscaptioned"
+
+
+def test_cli_export_exits_2_on_unresolved_disagreements_and_on_an_existing_file(reviewed, tmp_path, capsys):
+    run, _ = reviewed
+    out = tmp_path / "clean.csv"
+    argv = ["review", "export", "--run", str(run.path), "--what", "cleaned", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "unresolved disagreements (s02)" in err and err.count("\n") == 1 and not out.exists()
+    assert main([*argv, "--allow-unresolved"]) == 0
+    assert "relative to the dataset root" in capsys.readouterr().err  # written outside the dataset root
+    assert main([*argv, "--allow-unresolved"]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert main([*argv, "--allow-unresolved", "--force"]) == 0

@@ -1,11 +1,16 @@
 """AppTest of the review and reconciliation pages, opened through app.py as every request is."""
 
+import numpy as np
 import pytest
 from review_fixtures import REPO, make_run
 from streamlit.testing.v1 import AppTest
 
+from clipmem_core import load_run
+from clipmem_core.cache import IMAGE_EMBEDDINGS, write_npy
+from clipmem_core.index import build_index, save_index
 from clipmem_core.review.store import open_store
-from dashboard import navigation, reconcile, review, state
+from dashboard import auth, navigation, reconcile, review, state
+from dashboard.gallery import sort_orders
 
 APP = str(REPO / "app.py")
 REVIEW, RECONCILE = navigation.REVIEW.path, navigation.RECONCILE.path
@@ -15,33 +20,40 @@ TRICKY = "<b>bold</b> **not markdown** <script>x</script>"
 
 @pytest.fixture
 def run_dir(tmp_path, monkeypatch):
-    monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
-    monkeypatch.delenv("CLIPMEM_ACCESS_TOKEN", raising=False)
-    monkeypatch.delenv("CLIPMEM_LEADS", raising=False)
+    for var in ("CLIPMEM_DB_URL", "CLIPMEM_ACCESS_TOKEN", "CLIPMEM_LEADS", auth.LEAD_SECRETS_ENV):
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(REPO)
     monkeypatch.setenv(state.CACHE_ENV, str(tmp_path / "cache"))  # app.py's sidebar then picks run1
     return make_run(tmp_path / "cache", "run1", n=5, captions=[TRICKY] + [f"caption {i}" for i in range(1, 5)])
 
 
-def page(path: str, run_dir, reviewer: str | None = "ann") -> AppTest:
-    """A deep link to ``path``: app.py (gate, sidebar, run selector) runs, then the page."""
+def page(path: str, run_dir, reviewer: str | None = "ann", **query) -> AppTest:
+    """A deep link to ``path`` (``?reviewer=`` remembers the name, as after a reload): app.py runs, then the page."""
     at = AppTest.from_file(APP, default_timeout=60)
     if reviewer:
-        at.session_state["clipmem_reviewer"] = reviewer
+        at.query_params[auth.REVIEWER_KEY] = reviewer
+    for key, value in query.items():
+        at.query_params[key] = value
     at.switch_page(path)
     return at.run()
 
 
-def texts(at: AppTest) -> list[str]:
-    return [t.value for t in at.text]
+def shown_sample(at: AppTest) -> str:
+    """The id on the review card's first line."""
+    return next(t.value for t in at.main.text if " split · " in t.value).split(" · ")[0]
 
 
-def sample_box(at: AppTest):
-    return next(box for box in at.selectbox if box.label == "Sample")
+def plain(markdown: str) -> str:
+    """What a markdown source escaped with dashboard.text.md reads as."""
+    return markdown.replace("\\", "")
 
 
 def frames_text(at: AppTest) -> str:
     return " ".join(df.value.to_string() for df in at.dataframe)
+
+
+def html_text(at: AppTest) -> str:
+    return " ".join(h.proto.body for h in at.get("html"))
 
 
 @pytest.mark.parametrize("path", [REVIEW, RECONCILE])
@@ -57,54 +69,96 @@ def test_access_token_gates_every_page(run_dir, monkeypatch, path):
     assert at.title[0].value == TITLES[path]
 
 
-def test_name_is_asked_once_per_session(run_dir):
+def test_the_name_is_asked_once_and_kept_in_the_url_not_the_token(run_dir, monkeypatch):
+    monkeypatch.setenv("CLIPMEM_ACCESS_TOKEN", "s3cret")
     at = page(REVIEW, run_dir, reviewer=None)
+    at.text_input[0].input("s3cret").run()
     assert not at.title
-    at.text_input(key="_clipmem_name_input").input("zoe").run()
-    at.button(key="_clipmem_name_ok").click().run()
-    assert at.session_state["clipmem_reviewer"] == "zoe" and at.title[0].value == "Review · run1"
+    at.text_input(key=auth.NAME_INPUT).input("zoe")
+    at.button(key=auth.NAME_OK).click().run()
+    assert at.session_state[auth.REVIEWER_KEY] == "zoe" and at.title[0].value == "Review · run1"
+    sidebar_name = at.sidebar.text_input(key=auth.REVIEWER_KEY)
+    assert (
+        sidebar_name.value == "zoe" and sidebar_name.proto.query_param_key == auth.REVIEWER_KEY
+    )  # what a reload reads back
+    assert all("s3cret" not in str(v) for v in at.query_params.values())
+    reloaded = page(REVIEW, run_dir, reviewer="zoe")  # a reload: ?reviewer=zoe and a new session
+    reloaded.text_input[0].input("s3cret").run()  # the token, unlike the name, is asked again
+    assert reloaded.title[0].value == "Review · run1" and reloaded.text_input(key=auth.REVIEWER_KEY).value == "zoe"
 
 
-def test_verdict_is_recorded_with_suggestion_and_queue_advances(run_dir):
+def test_the_review_card_is_large_with_keys_for_every_verdict_skip_and_undo(run_dir):
     at = page(REVIEW, run_dir)
-    assert TRICKY in texts(at)  # captions are plain text, shown verbatim
-    assert sample_box(at).value == "s00"  # top CLIPMem first
+    assert shown_sample(at) == "s00"  # the combined ranking, top first
+    assert "&lt;b&gt;bold&lt;/b&gt; **not markdown**" in html_text(at)  # large type, escaped, no markdown
+    assert len(at.main.get("image")) == 1 + 4  # the sample and four hints' thumbnails
+    assert any(c.value == "upscaled from 48 px" for c in at.caption)  # drawn review.REVIEW_IMAGE_PX wide
+    keys = {b.key: (b.label, b.proto.shortcut.upper(), b.proto.type) for b in at.main.button if b.proto.shortcut}
+    assert keys == {
+        "verdict_mis-captioned": ("Mis-captioned", "1", "secondary"),
+        "verdict_correct": ("Correct", "2", "secondary"),
+        "verdict_unsure": ("Unsure", "3", "secondary"),  # equal weight: no verdict is the highlighted one
+        "review_skip": ("Skip for now", "S", "tertiary"),
+        "review_undo": ("Undo last verdict", "U", "tertiary"),
+    }
+    assert "0 of 5 in this batch" in at.get("progress")[0].proto.text
+
+
+def test_a_verdict_is_recorded_with_its_suggestion_then_skip_and_undo(run_dir):
+    at = page(REVIEW, run_dir)
     at.text_input(key="suggest_s00").input("a small red square")
     at.text_input(key="note_s00").input("=not a formula")
     at.button(key="verdict_mis-captioned").click().run()
+    store = open_store(run_dir.parent)
+    recorded = store.verdicts("run1")[["sample_id", "reviewer", "verdict", "suggested_caption", "note"]]
+    assert recorded.values.tolist() == [["s00", "ann", "mis-captioned", "a small red square", "=not a formula"]]
+    assert shown_sample(at) == "s01" and "1 of 5 in this batch" in at.get("progress")[0].proto.text
+    assert any("Recorded mis-captioned for s00" in plain(c.value) for c in at.caption)
 
-    verdicts = open_store(run_dir.parent).verdicts("run1")
-    assert verdicts[["sample_id", "reviewer", "verdict", "suggested_caption", "note"]].values.tolist() == [
-        ["s00", "ann", "mis-captioned", "a small red square", "=not a formula"]
-    ]
-    assert sample_box(at).value == "s01"
-    assert "Recorded mis-captioned for s00" in at.success[0].value
+    at.button(key="review_skip").click().run()
+    assert shown_sample(at) == "s02"  # s01 waits at the end of the batch
+    at.button(key="verdict_correct").click().run()
+    at.button(key="review_undo").click().run()
+    assert shown_sample(at) == "s02" and store.latest_verdicts("run1", "ann") == {"s00": "mis-captioned"}
+    at.button(key="review_undo").click().run()
+    assert shown_sample(at) == "s00" and store.verdicts("run1").empty
+    assert at.button(key="review_undo").disabled
+
+
+def test_leaving_the_review_page_ends_the_undo(run_dir):
+    at = page(REVIEW, run_dir)
+    at.button(key="verdict_correct").click().run()
+    at.switch_page(navigation.GALLERY.path).run()
+    at.switch_page(REVIEW).run()
+    assert at.button(key="review_undo").disabled
+
+
+def test_progress_shows_the_reviewers_pace():
+    batch = review.Batch(["a"] * 20, 32, 12)
+    assert review.progress_line(batch, None).startswith("12 of 32 in this batch")
+    times = [0, 9, 18, 1000, 1009]  # a break of 982 s is not the pace
+    assert review.seconds_per_sample(times) == 9
+    assert review.progress_line(batch, 9) == "12 of 32 in this batch · about 3 min left at your pace (9 s a sample)"
 
 
 def test_blind_mode_hides_others_until_you_have_judged(run_dir):
     open_store(run_dir.parent).add_verdict("run1", "s00", "bob", "unsure", note="bob-note")
     at = page(REVIEW, run_dir)
-    assert "bob" not in frames_text(at)
-    assert any("Blind mode" in c.value for c in at.caption)
-
-    at.button(key="verdict_correct").click().run()
-    assert "bob" in frames_text(at) and "bob-note" in frames_text(at)  # shown after your verdict
-
+    assert "bob" not in frames_text(at) and not any("Other reviewers" in e.label for e in at.expander)
     fresh = page(REVIEW, run_dir, reviewer="cy")
-    fresh.toggle(key="review_blind").set_value(False).run()
-    assert "bob" in frames_text(fresh) and "ann" in frames_text(fresh)  # not blind: shown at once
+    fresh.sidebar.toggle(key=auth.BLIND_KEY).set_value(False).run()
+    fresh.expander[0]
+    assert "bob-note" in frames_text(fresh)  # not blind: shown at once
 
 
-def test_with_a_lead_list_only_leads_can_lift_blind_mode(run_dir, monkeypatch):
+def test_with_a_lead_list_blind_mode_cannot_be_lifted_by_a_reviewer(run_dir, monkeypatch):
     monkeypatch.setenv("CLIPMEM_LEADS", "cy")
+    monkeypatch.setenv(auth.LEAD_SECRETS_ENV, '{"cy": "cy-secret"}')
     open_store(run_dir.parent).add_verdict("run1", "s00", "bob", "unsure", note="bob-note")
     reviewer = page(REVIEW, run_dir)
-    assert not [t for t in reviewer.toggle if t.key == "review_blind"]
-    assert any("only leads can lift it" in c.value for c in reviewer.caption)
+    assert not [t for t in reviewer.toggle if t.key == auth.BLIND_KEY]
+    assert any("Blind mode is on" in c.value for c in reviewer.sidebar.caption)
     assert "bob" not in frames_text(reviewer)
-    lead = page(REVIEW, run_dir, reviewer="cy")
-    lead.toggle(key="review_blind").set_value(False).run()
-    assert "bob-note" in frames_text(lead)
 
 
 def test_assigned_batch_and_session_creation(run_dir):
@@ -121,31 +175,55 @@ def test_assigned_batch_and_session_creation(run_dir):
     sid = int(sessions["id"].iloc[0])
     assert store.queue(sid, "ann") == ["s00", "s01", "s02"] == store.queue(sid, "bob")
 
-    at.radio(key="review_source").set_value(review.ASSIGNED).run()
-    assert sample_box(at).options == ["s00", "s01", "s02"]
+    at.radio(key=review.SOURCE).set_value(review.ASSIGNED).run()
+    assert shown_sample(at) == "s00" and "0 of 3 in this batch" in at.get("progress")[0].proto.text
     at.button(key="verdict_correct").click().run()
     assert store.queue(sid, "ann") == ["s01", "s02"]
-    progress = store.session_progress(sid).set_index("reviewer")["done"].to_dict()
-    assert progress == {"ann": 1, "bob": 0}
+    assert store.session_progress(sid).set_index("reviewer")["done"].to_dict() == {"ann": 1, "bob": 0}
     assert store.verdicts("run1")["session_id"].tolist() == [sid]
 
 
-def test_reconcile_lists_disagreements_and_records_the_resolver(run_dir):
+def test_a_ranked_queue_reaches_unscored_samples_last(tmp_path, monkeypatch):
+    """Under the paper protocol S_S and S_E have no CLIPMem: its queue still reaches them, after the rest."""
+    monkeypatch.delenv("CLIPMEM_LEADS", raising=False)
+    from clipmem_core.testing import fake_run
+
+    run = fake_run(tmp_path / "cache", "paper", n=8, protocol="paper")
+    orders = sort_orders(run.scores)
+    batch = review.ranked_batch(run, orders, "clipmem", (), 8)
+    unscored = set(run.scores["sample_id"][run.scores["clipmem"].isna()])
+    assert len(batch.left) == 8 and set(batch.left[-len(unscored) :]) == unscored and batch.unscored == 4
+    second = review.ranked_batch(run, orders, "clipmem", batch.left[:3], 4, index=0)
+    assert second.done == 3 and second.size == 4 and second.left == batch.left[3:4]
+
+
+def _disagreements(run_dir):
     store = open_store(run_dir.parent)
     for reviewer, sid, verdict, suggestion in [
         ("ann", "s00", "mis-captioned", "a blue circle"),
         ("bob", "s00", "correct", None),
         ("ann", "s01", "correct", None),
         ("bob", "s01", "correct", None),
+        ("ann", "s02", "unsure", None),
+        ("bob", "s02", "correct", None),
     ]:
         store.add_verdict("run1", sid, reviewer, verdict, suggested_caption=suggestion)
+    return store
+
+
+def test_reconcile_shows_each_disagreement_large_and_resolves_with_a_key(run_dir):
+    store = _disagreements(run_dir)
     at = page(RECONCILE, run_dir, reviewer="lead")
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Disagreements"] == "1" and metrics["Percent agreement"] == "50.0 %"
-    assert f"s00: {TRICKY}" in texts(at) and "suggested: a blue circle" in texts(at)
-    assert at.text_input(key="resolve_caption_s00").value == "a blue circle"
+    assert metrics["Disagreed on"] == "2" and metrics["Reviewers agree on"] == "33.3%"
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html_text(at) and any(c.value == "upscaled from 48 px" for c in at.caption)
+    votes = frames_text(at)
+    assert "ann" in votes and "a blue circle" in votes and "bob" in votes
+    assert at.text_input(key=reconcile.caption_key("s00")).value == "a blue circle"
+    shortcuts = {b.key: b.proto.shortcut.upper() for b in at.main.button if b.proto.shortcut}
+    assert shortcuts["resolve_mis-captioned"] == "1" and shortcuts["reconcile_skip"] == "S"
 
-    at.button(key="resolve_s00_mis-captioned").click().run()
+    at.button(key="resolve_mis-captioned").click().run()
     resolution = store.resolutions("run1").iloc[0]
     assert (resolution["sample_id"], resolution["verdict"], resolution["resolved_by"], resolution["caption"]) == (
         "s00",
@@ -153,45 +231,45 @@ def test_reconcile_lists_disagreements_and_records_the_resolver(run_dir):
         "lead",
         "a blue circle",
     )
+    assert at.text_input(key=reconcile.caption_key("s02"))  # the next one is at hand
+    at.button(key="resolve_correct").click().run()
     assert any("No open disagreements" in i.value for i in at.info)
     at.toggle(key="reconcile_show_resolved").set_value(True).run()
-    assert any("Resolved as mis-captioned by lead" in c.value for c in at.caption)
-
-
-def disagree_on_s00(run_dir):
-    store = open_store(run_dir.parent)
-    store.add_verdict("run1", "s00", "ann", "mis-captioned", note="ann-note")
-    store.add_verdict("run1", "s00", "bob", "correct")
-    return store
+    assert any("Resolved as mis-captioned by lead" in plain(c.value) for c in at.caption)
 
 
 def test_a_non_lead_sees_who_may_reconcile_and_no_verdicts(run_dir, monkeypatch):
-    disagree_on_s00(run_dir)
+    _disagreements(run_dir)
     monkeypatch.setenv("CLIPMEM_LEADS", "lead, cy")
     at = page(RECONCILE, run_dir, reviewer="ann")
     assert at.title[0].value == "Reconcile · run1" and not at.exception
-    assert "ann is not a lead: only cy, lead (listed in CLIPMEM_LEADS)" in at.info[0].value
-    assert not at.dataframe and not at.metric and not any("Resolve" in b.label for b in at.button)
+    assert "ann is not a lead" in plain(at.info[0].value)
+    assert not at.dataframe and not at.metric and not any("resolve" in (b.key or "") for b in at.button)
 
 
-def test_a_named_lead_resolves_and_it_persists(run_dir, monkeypatch):
-    store = disagree_on_s00(run_dir)
-    monkeypatch.setenv("CLIPMEM_LEADS", "lead, cy")
+def test_typing_a_leads_name_opens_nothing_without_the_leads_secret(run_dir, monkeypatch):
+    _disagreements(run_dir)
+    monkeypatch.setenv("CLIPMEM_LEADS", "cy")
+    monkeypatch.setenv(auth.LEAD_SECRETS_ENV, '{"cy": "cy-secret"}')
     at = page(RECONCILE, run_dir, reviewer="cy")
-    assert "bob" in frames_text(at)
-    at.button(key="resolve_s00_correct").click().run()
-    assert not at.exception
-    assert store.resolutions("run1")[["sample_id", "verdict", "resolved_by"]].values.tolist() == [
-        ["s00", "correct", "cy"]
-    ]
+    assert not at.title and not at.dataframe and [t.label for t in at.main.text_input] == ["Lead secret"]
+    at.text_input(key=auth.SECRET_INPUT).input("guess")
+    at.button(key="_clipmem_lead_ok").click().run()
+    assert at.error and "not right" in at.error[0].value and not at.dataframe
+    at.text_input(key=auth.SECRET_INPUT).input("cy-secret")
+    at.button(key="_clipmem_lead_ok").click().run()
+    assert at.title[0].value == "Reconcile · run1" and "bob" in frames_text(at)
+    at.button(key="resolve_correct").click().run()
+    assert open_store(run_dir.parent).resolutions("run1")["resolved_by"].tolist() == ["cy"]
 
 
-def test_neighbour_captions_are_offered_as_hints(run_dir):
-    import numpy as np
+def test_a_lead_without_a_configured_secret_is_told_how_to_set_one(run_dir, monkeypatch):
+    monkeypatch.setenv("CLIPMEM_LEADS", "cy")
+    at = page(RECONCILE, run_dir, reviewer="cy")
+    assert not at.title and auth.LEAD_SECRETS_ENV in at.warning[0].value
 
-    from clipmem_core.cache import IMAGE_EMBEDDINGS, load_run, write_npy
-    from clipmem_core.index import build_index, save_index
 
+def test_neighbour_captions_are_hints_taken_with_one_click(run_dir):
     vectors = np.eye(5, 4, dtype=np.float32) + np.float32(0.1)
     vectors[1] = vectors[0] + 0.01  # s01 looks most like s00
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -199,9 +277,10 @@ def test_neighbour_captions_are_offered_as_hints(run_dir):
     save_index(build_index(vectors), load_run(run_dir).index_path("image"))
 
     at = page(REVIEW, run_dir)
-    hints = at.selectbox(key="hint_s00")
-    assert hints.options[:2] == ["", "caption 1"]
-    hints.set_value("caption 1").run()
+    first = next(b for b in at.main.button if (b.key or "").startswith("hint_s00_"))
+    assert first.key == "hint_s00_1" and first.label == "Use this caption"
+    assert "caption 1" in [t.value for t in at.main.text]
+    first.click().run()
     assert at.text_input(key="suggest_s00").value == "caption 1"
 
 
@@ -214,9 +293,9 @@ def test_oidc_login_is_required_when_configured(run_dir):
         "client_secret": "s",
         "server_metadata_url": "https://example.invalid/.well-known/openid-configuration",
     }
-    at.session_state["clipmem_reviewer"] = "typed name is not enough"
+    at.query_params[auth.REVIEWER_KEY] = "typed name is not enough"
     at.switch_page(REVIEW).run()
-    assert [b.label for b in at.button] == ["Log in"] and not at.title
+    assert [b.label for b in at.main.button] == ["Log in"] and not at.title
 
 
 def test_oidc_identity_is_the_reviewer(run_dir, monkeypatch):
@@ -241,79 +320,96 @@ def test_a_deep_link_gets_the_sidebar_and_its_run(run_dir, path):
 # The pages' logic, as plain functions: no AppTest, the session state is a dict.
 
 
-def test_ranked_queues_follow_the_cached_orders_and_skip_judged_and_unscored_samples():
-    import numpy as np
-    import pandas as pd
-
-    from dashboard.gallery import sort_orders
-
-    scores = pd.DataFrame(
-        {
-            "sample_id": ["a", "b", "c", "d"],
-            "clipmem": [0.1, np.nan, 0.9, 0.5],
-            "clip_score_heldout": [0.3, 0.2, 0.1, 0.4],
-        }
-    )
-    orders = sort_orders(scores)
-    assert review.ranked_queue(scores, orders, "clipmem", set()) == ["c", "d", "a"]
-    assert review.ranked_queue(scores, orders, "clipmem", {"d"}) == ["c", "a"]
-    assert review.ranked_queue(scores, orders, "clip_score_heldout", ()) == ["c", "b", "a", "d"]
-    assert list(review.queues(scores)) == ["clipmem", "clip_score_heldout", review.ASSIGNED]
-
-
-def test_a_verdict_is_recorded_with_what_was_typed_for_its_sample(run_dir):
+def test_record_skip_and_undo_callbacks_on_a_dict(run_dir):
     store = open_store(run_dir.parent)
-    session = {review.suggest_key("s01"): "a cat", review.note_key("s01"): "", review.hint_key("s01"): "a dog"}
-    review.use_hint(session, "s01")
-    assert session[review.suggest_key("s01")] == "a dog"
-    review.record(session, store, "run1", "s01", "ann", "mis-captioned", None)
+    session = {review.suggest_key("s01"): "a cat", review.note_key("s01"): ""}
+    review.use_hint(session, "s01", "a dog")
+    review.record(session, store, "run1", "s01", "ann", "mis-captioned", None, now=10.0)
     recorded = store.verdicts("run1")[["sample_id", "reviewer", "verdict", "suggested_caption", "note"]]
     assert recorded.values.tolist() == [["s01", "ann", "mis-captioned", "a dog", None]]
-    assert review.last_recorded(session, "run1") == {"run": "run1", "sample_id": "s01", "verdict": "mis-captioned"}
+    assert review.last_recorded(session, "run1")["sample_id"] == "s01" and session[review.PACE] == [10.0]
     assert review.last_recorded(session, "run2") is None
-    assert review.others_verdicts(store, "run1", "s01", "ann").empty
     assert review.others_verdicts(store, "run1", "s01", "bob")["reviewer"].tolist() == ["ann"]
+    review.undo(session, store, "ann")
+    assert store.verdicts("run1").empty and session[review.CURRENT] == "s01" and not review.can_undo(session, "run1")
+    review.skip(session, "s02")
+    batch = review.Batch(["s02", "s03"], 2, 0)
+    assert review.current_sample({review.SKIPPED: ["s02"]}, batch) == "s03"
+    assert review.current_sample({review.SKIPPED: ["s02", "s03"]}, batch) == "s02"
 
 
-def test_sessions_queues_and_the_blind_mode_rule(run_dir, monkeypatch):
-    from clipmem_core import load_run
-    from dashboard.gallery import sort_orders
-
+def test_sessions_and_the_blind_mode_rule(run_dir, monkeypatch):
     store, run = open_store(run_dir.parent), load_run(run_dir)
     orders = sort_orders(run.scores)
     assert review.parse_reviewers(" ann, ,bob ,") == ["ann", "bob"]
     samples = review.create_session(store, run, orders, "first", "combined", 2, "ann, bob", 1, created_by="ann")
     assert samples == ["s00", "s01"]
-    labels = review.session_labels(store, "run1")
-    (session_id,) = labels
-    assert labels == {session_id: f"first (#{session_id})"}
-    assigned = review.queue(store, run, orders, review.ASSIGNED, "ann", session_id)
-    assert assigned and set(assigned) <= {"s00", "s01"}
-    assert review.queue(store, run, orders, review.ASSIGNED, "ann", None) == []
-    assert review.queue(store, run, orders, "combined", "ann", None)[:2] == ["s00", "s01"]
+    (session_id,) = review.session_labels(store, "run1")
+    assigned = review.assigned_batch(store, run, session_id, "ann")
+    assert assigned.left and set(assigned.left) <= {"s00", "s01"}
+    assert review.assigned_batch(store, run, None, "ann").left == []
     assert not review.blind_mode_locked("ann")  # no lead list: everyone is a lead
     monkeypatch.setenv("CLIPMEM_LEADS", "cy")
     assert review.blind_mode_locked("ann") and not review.blind_mode_locked("cy")
 
 
 def test_reconcile_logic_refuses_non_leads_and_settles_with_the_typed_caption(run_dir, monkeypatch):
-    store = disagree_on_s00(run_dir)
+    store = _disagreements(run_dir)
     assert reconcile.refusal("ann") is None
     monkeypatch.setenv("CLIPMEM_LEADS", "cy")
     assert reconcile.refusal("ann").startswith("ann is not a lead")
     assert reconcile.scopes(store, "run1") == {None: "Whole run"}
-    assert reconcile.scope_samples(store, None) is None
-
     report = reconcile.agreement(store, "run1", None)
     metrics = reconcile.agreement_metrics(report)
-    assert list(metrics) == ["Samples judged", "Percent agreement", "Fleiss' κ", "Disagreements"]
-    assert (metrics["Samples judged"], metrics["Percent agreement"], metrics["Disagreements"]) == (1, "0.0 %", 1)
-    (_, item), *_ = reconcile.disagreements(store, "run1", None, show_resolved=False).iterrows()
-    assert reconcile.votes(item).values.tolist() == [["ann", "mis-captioned"], ["bob", "correct"]]
-    assert reconcile.resolution_note(item) is None and reconcile.default_caption(item) == ""
-
+    assert (metrics["Samples judged"], metrics["Reviewers agree on"], metrics["Disagreed on"]) == ("3", "33.3%", "2")
+    assert reconcile.pair_agreement(report)["agree on"].tolist() == ["33.3%"]
+    items = reconcile.disagreements(store, "run1", None, show_resolved=False)
+    assert reconcile.current_item(items, {reconcile.SKIPPED: ["s00"]})["sample_id"] == "s02"
+    assert reconcile.votes(store, "run1", "s00")["suggested_caption"].tolist() == ["a blue circle", ""]
     reconcile.settle({reconcile.caption_key("s00"): "a blue circle"}, store, "run1", "s00", "mis-captioned", "cy")
-    assert reconcile.disagreements(store, "run1", None, show_resolved=False).empty
-    (_, item), *_ = reconcile.disagreements(store, "run1", None, show_resolved=True).iterrows()
-    assert reconcile.resolution_note(item) == "Resolved as mis-captioned by cy"
+    assert reconcile.disagreements(store, "run1", None, show_resolved=False)["sample_id"].tolist() == ["s02"]
     assert store.resolutions("run1")["caption"].tolist() == ["a blue circle"]
+
+
+def test_the_review_image_is_at_least_320_px_wide_and_says_when_it_was_upscaled(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 32)).save(tmp_path / "small.png")
+    Image.new("RGB", (800, 600)).save(tmp_path / "large.png")
+    small, note = review.review_image(tmp_path / "small.png")
+    assert small.size == (review.REVIEW_IMAGE_PX, review.REVIEW_IMAGE_PX // 2) and note == "upscaled from 64 px"
+    large, note = review.review_image(tmp_path / "large.png")
+    assert large.size == (800, 600) and note is None and review.REVIEW_IMAGE_PX >= 320
+
+
+def test_the_lead_downloads_the_cleaned_csv_and_the_drop_list_once_disagreements_are_resolved(run_dir):
+    store = _disagreements(run_dir)
+    at = page(RECONCILE, run_dir, reviewer="lead")
+    assert any("2 disagreements are not resolved" in w.value for w in at.warning) and not at.get("download_button")
+    at.checkbox(key="export_allow_unresolved").check().run()
+    assert len(at.get("download_button")) == 2  # the lead may let the majority decide
+    at.button(key="resolve_mis-captioned").click().run()
+    at.button(key="resolve_correct").click().run()
+    buttons = at.get("download_button")
+    assert [b.proto.label for b in buttons] == ["Cleaned dataset (4 rows)", "Drop list (1 samples)"]
+    assert [b.proto.shortcut.upper() for b in buttons] == ["D", "L"]
+    files = reconcile.export_files(store, load_run(run_dir), allow_unresolved=False)
+    (cleaned_name, cleaned), (_, drop) = files.values()
+    assert (
+        cleaned_name == "run1-cleaned.csv" and cleaned.decode().splitlines()[0] == "filepath,caption,id,is_miscaptioned"
+    )
+    assert drop.decode().splitlines() == ["sample_id", "s00"]
+
+
+def test_a_key_pressed_twice_before_the_next_card_arrives_counts_once(run_dir):
+    """Keys reach the page while it redraws: a second press must not judge or settle the last sample again."""
+    store = _disagreements(run_dir)
+    session: dict = {}
+    review.record(session, store, "run1", "s03", "ann", "correct", None)
+    review.record(session, store, "run1", "s03", "ann", "mis-captioned", None)  # the same key, again
+    assert store.verdicts("run1", ["s03"])["verdict"].tolist() == ["correct"]
+    reconcile.settle({}, store, "run1", "s00", "correct", "lead", only_if_open=True)
+    reconcile.settle({}, store, "run1", "s00", "mis-captioned", "lead", only_if_open=True)
+    assert store.resolutions("run1")["verdict"].tolist() == ["correct"]
+    reconcile.settle({}, store, "run1", "s00", "unsure", "lead")  # showing resolved ones: a lead may revise
+    assert store.resolutions("run1")["verdict"].tolist() == ["unsure"]

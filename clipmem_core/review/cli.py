@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -87,11 +88,30 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    run, store = _open(args.run)
     if args.replace_with_suggestion and args.what != "cleaned":
         raise ClipmemError("--replace-with-suggestion only applies to --what cleaned")
-    path = export(store, run, args.what, args.out, args.format, args.replace_with_suggestion)
+    out = Path(args.out)
+    if out.exists() and not args.force:  # before opening anything: nothing is replaced by accident
+        raise ClipmemError(f"{out} already exists; pass --force to replace it")
+    run, store = _open(args.run)
+    path = export(
+        store,
+        run,
+        args.what,
+        out,
+        args.format,
+        args.replace_with_suggestion,
+        allow_unresolved=args.allow_unresolved,
+        force=args.force,
+    )
     print(f"wrote {path}")
+    root = run.dataset_root
+    if args.what == "cleaned" and root is not None and path.resolve().parent != root.resolve():
+        print(
+            f"note: filepath is relative to the dataset root {root}; "
+            "put the file there to train on it or to run clipmem on it again",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -143,8 +163,10 @@ def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
     exp = commands.add_parser(
         "export",
         help="write verdicts, a cleaned dataset or a drop list",
-        description="Write all verdicts, the cleaned dataset (filepath,caption) "
-        "or a DataComp-style drop list of sample_ids.",
+        description="Write all verdicts (for spreadsheets: formula cells escaped), the cleaned dataset "
+        "(filepath relative to the dataset root, caption, id, is_miscaptioned when known; cells verbatim) "
+        "or a DataComp-style drop list of sample_ids. A sample's final label is the lead's resolution, else the "
+        "reviewers' majority; cleaned and droplist refuse unresolved disagreements unless --allow-unresolved.",
     )
     exp.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
     exp.add_argument("--what", required=True, choices=("verdicts", "cleaned", "droplist"))
@@ -152,9 +174,16 @@ def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
         "--format",
         default="csv",
         choices=FORMATS,
-        help="csv (tab-separated when --out ends in .tsv; formula cells escaped) or parquet",
+        help="csv (tab-separated when --out ends in .tsv) or parquet",
     )
-    exp.add_argument("--out", required=True, help="file to write (atomically)")
+    exp.add_argument("--out", required=True, help="file to write (atomically); an existing one needs --force")
+    exp.add_argument("--force", action="store_true", help="replace --out if it exists")
+    exp.add_argument(
+        "--allow-unresolved",
+        action="store_true",
+        help="cleaned/droplist: write even while reviewers disagree on samples no lead has resolved "
+        "(the majority decides; a tie keeps the row)",
+    )
     exp.add_argument(
         "--replace-with-suggestion",
         action="store_true",

@@ -1,30 +1,40 @@
 """Exports: all verdicts, a cleaned dataset that ingests again, and a DataComp-style drop list.
 
-The final label of a sample is its latest resolution if a lead settled it, else the majority of the
-reviewers' current verdicts (no label on a tie). A sample is dropped from the cleaned dataset when its
-final label is mis-captioned, unless ``replace`` is chosen and an accepted caption exists: the
-resolution's caption, else the most common suggestion among the reviewers who said mis-captioned
-(ties: the most recent).
+The final label of a sample is its decision (`decisions`): the lead's latest resolution, else the
+majority of the reviewers' counted verdicts (no label on a tie). The cleaned dataset and the drop list
+refuse to be written while two reviewers disagree on a sample no lead has resolved, unless
+``allow_unresolved`` is given (then the majority decides, and a tie keeps the row).
 
-CSV cells that a spreadsheet would run as a formula (starting with = + - @ tab or CR) get a leading
-single quote. That is also true of the cleaned dataset, which people open in spreadsheets too.
+A sample is dropped from the cleaned dataset when its final label is mis-captioned, unless ``replace``
+is chosen and an accepted caption exists: the resolution's caption, else the most common suggestion
+among the reviewers who said mis-captioned (ties: the most recent).
+
+The cleaned dataset is training data in the input's own shape: ``filepath`` relative to the dataset
+root (as the input wrote it, so the file works beside the original CSV on any machine), ``caption``,
+``id`` (the sample's stable id, which ``read_dataset`` reads back as its sample_id) and the ground truth
+``is_miscaptioned`` when the run has it. Its cells are written verbatim. Only the verdicts export, meant
+for spreadsheets, escapes cells that a spreadsheet would run as a formula (a leading single quote).
 """
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from ..atomic import atomic_path, relative_if_inside
-from ..cache import Run
+from ..atomic import write_bytes
+from ..cache import GROUND_TRUTH, Run
+from ..data import ID_COLUMN
 from ..errors import ClipmemError
-from .agreement import majority_verdicts
+from .decisions import decisions, unresolved_disagreements
 from .store import ReviewStore
 
 FORMATS = ("csv", "parquet")
+KINDS = ("verdicts", "cleaned", "droplist")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_SHOWN_IDS = 5
 
 
 def escape_cell(value: object) -> object:
@@ -34,17 +44,29 @@ def escape_cell(value: object) -> object:
     return value
 
 
-def write_table(frame: pd.DataFrame, path: str | os.PathLike, fmt: str) -> Path:
-    """Write atomically as CSV (formula-escaped; tab-separated if the name ends in .tsv) or Parquet."""
+def table_bytes(frame: pd.DataFrame, fmt: str, *, tsv: bool = False, spreadsheet: bool = False) -> bytes:
+    """A table as CSV (TSV with ``tsv``; formula cells escaped only with ``spreadsheet``) or Parquet bytes."""
     if fmt not in FORMATS:
         raise ClipmemError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    buffer = io.BytesIO()
+    if fmt == "parquet":
+        frame.to_parquet(buffer, index=False)
+    else:
+        (frame.map(escape_cell) if spreadsheet else frame).to_csv(buffer, index=False, sep="\t" if tsv else ",")
+    return buffer.getvalue()
+
+
+def write_table(
+    frame: pd.DataFrame, path: str | os.PathLike, fmt: str, *, spreadsheet: bool = False, force: bool = False
+) -> Path:
+    """Write atomically; refuses to replace an existing file unless ``force``. ``.tsv`` names get tabs."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        if fmt == "csv":
-            sep = "\t" if path.suffix.lower() == ".tsv" else ","
-            frame.map(escape_cell).to_csv(tmp, index=False, sep=sep)
-        else:
-            frame.to_parquet(tmp, index=False)
+    data = table_bytes(frame, fmt, tsv=path.suffix.lower() == ".tsv", spreadsheet=spreadsheet)
+    if path.is_dir():
+        raise ClipmemError(f"{path} is a folder; give a file name")
+    if path.exists() and not force:
+        raise ClipmemError(f"{path} already exists; pass --force to replace it")
+    write_bytes(path, data)
     return path
 
 
@@ -59,49 +81,69 @@ def _accepted_suggestions(current: pd.DataFrame) -> dict[str, str]:
     return accepted
 
 
-def final_labels(store: ReviewStore, run: str) -> pd.DataFrame:
-    """Per judged sample: final verdict, where it came from, and the accepted replacement caption."""
-    current = store.current_verdicts(run)
-    labels = majority_verdicts(current)[["sample_id", "majority"]].rename(columns={"majority": "verdict"})
-    labels["source"] = "majority"
-    labels["caption"] = labels["sample_id"].map(_accepted_suggestions(current))
-    resolutions = store.resolutions(run)
-    if len(resolutions):
-        settled = resolutions.assign(source="resolution")[["sample_id", "verdict", "source", "caption"]]
-        labels = pd.concat([labels[~labels["sample_id"].isin(settled["sample_id"])], settled])
+def final_labels(store: ReviewStore, run: str, allow_unresolved: bool = True) -> pd.DataFrame:
+    """Per judged sample: final verdict (None on a tie), its source and the accepted replacement caption.
+
+    Raises ClipmemError naming the unresolved disagreements unless ``allow_unresolved``.
+    """
+    current, resolutions = store.current_verdicts(run), store.resolutions(run)
+    open_ones = unresolved_disagreements(current, resolutions)
+    if open_ones and not allow_unresolved:
+        shown = ", ".join(open_ones[:_SHOWN_IDS]) + (" …" if len(open_ones) > _SHOWN_IDS else "")
+        raise ClipmemError(
+            f"{len(open_ones)} samples have unresolved disagreements ({shown}): a lead should resolve them on "
+            "the Reconcile page, or pass --allow-unresolved to let the majority decide (ties keep the row)"
+        )
+    table = decisions(current, resolutions).reset_index()
+    labels = table[["sample_id", "verdict", "source"]].copy()
+    suggestions = _accepted_suggestions(current)
+    resolved_captions = dict(zip(resolutions.get("sample_id", []), resolutions.get("caption", [])))
+    labels["caption"] = [
+        resolved_captions.get(sid) if source == "resolved" else suggestions.get(sid)
+        for sid, source in zip(labels["sample_id"], labels["source"])
+    ]
     return labels.sort_values("sample_id").reset_index(drop=True)
 
 
-def cleaned_dataset(run: Run, labels: pd.DataFrame, out_dir: Path, replace: bool) -> pd.DataFrame:
-    """``filepath,caption`` rows of the run minus mis-captioned samples (or with accepted captions)."""
-    root = run.dataset_root
-    if root is None:
-        raise ClipmemError(f"run {run.name} does not record its dataset root; cannot write image paths")
-    out_dir = out_dir.resolve()
+def cleaned_dataset(run: Run, labels: pd.DataFrame, replace: bool) -> pd.DataFrame:
+    """The run's rows minus mis-captioned samples (or with accepted captions), in the input's shape."""
     bad = labels[labels["verdict"] == "mis-captioned"].set_index("sample_id")["caption"]
-    rows = []
-    for sample_id, filepath, caption in run.scores[["sample_id", "filepath", "caption"]].itertuples(index=False):
-        if sample_id in bad.index:
-            if not (replace and isinstance(bad[sample_id], str) and bad[sample_id]):
-                continue
-            caption = bad[sample_id]
-        rows.append({"filepath": relative_if_inside(root / filepath, out_dir), "caption": caption})
-    return pd.DataFrame(rows, columns=["filepath", "caption"])
+    frame = run.scores[["filepath", "caption", "sample_id"]].rename(columns={"sample_id": ID_COLUMN})
+    if run.has_ground_truth:
+        frame[GROUND_TRUTH] = run.scores[GROUND_TRUTH].astype("boolean")
+    is_bad = frame[ID_COLUMN].isin(bad.index).to_numpy()
+    accepted = frame[ID_COLUMN].map(bad).map(lambda c: isinstance(c, str) and bool(c)).to_numpy(dtype=bool)
+    replaced = is_bad & accepted & replace
+    frame.loc[replaced, "caption"] = frame.loc[replaced, ID_COLUMN].map(bad)
+    return frame[~is_bad | replaced].reset_index(drop=True)
+
+
+def export_frame(
+    store: ReviewStore, run: Run, what: str, replace: bool = False, allow_unresolved: bool = False
+) -> pd.DataFrame:
+    """The table of an export: ``verdicts`` (every verdict ever given), ``cleaned`` or ``droplist``."""
+    if what == "verdicts":
+        return store.verdicts(run.name)
+    if what not in KINDS:
+        raise ClipmemError(f"unknown export {what!r}: use {', '.join(KINDS)}")
+    labels = final_labels(store, run.name, allow_unresolved)
+    if what == "cleaned":
+        return cleaned_dataset(run, labels, replace)
+    dropped = labels.loc[labels["verdict"] == "mis-captioned", "sample_id"]
+    return pd.DataFrame({"sample_id": dropped[dropped.isin(run.row_of)]}).reset_index(drop=True)
 
 
 def export(
-    store: ReviewStore, run: Run, what: str, out: str | os.PathLike, fmt: str = "csv", replace: bool = False
+    store: ReviewStore,
+    run: Run,
+    what: str,
+    out: str | os.PathLike,
+    fmt: str = "csv",
+    replace: bool = False,
+    *,
+    allow_unresolved: bool = False,
+    force: bool = False,
 ) -> Path:
     """Write ``verdicts``, ``cleaned`` or ``droplist`` for a run; returns the file written."""
-    out = Path(out)
-    if what == "verdicts":
-        frame = store.verdicts(run.name)
-    elif what == "cleaned":
-        frame = cleaned_dataset(run, final_labels(store, run.name), out.parent, replace)
-    elif what == "droplist":
-        labels = final_labels(store, run.name)
-        dropped = labels.loc[labels["verdict"] == "mis-captioned", "sample_id"]
-        frame = pd.DataFrame({"sample_id": dropped[dropped.isin(run.row_of)]}).reset_index(drop=True)
-    else:
-        raise ClipmemError(f"unknown export {what!r}: use verdicts, cleaned or droplist")
-    return write_table(frame, out, fmt)
+    frame = export_frame(store, run, what, replace, allow_unresolved)
+    return write_table(frame, out, fmt, spreadsheet=what == "verdicts", force=force)

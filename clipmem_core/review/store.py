@@ -5,8 +5,10 @@ timeout, writes under ``BEGIN IMMEDIATE`` so concurrent writers queue instead of
 database named by ``CLIPMEM_DB_URL`` (PostgreSQL for teams across machines).
 
 Verdicts are never updated in place: a reviewer who changes their mind adds a new verdict, and the
-latest one (highest id) counts. Every write also appends a row to ``audit_log`` in the same
-transaction, so the log and the data cannot disagree.
+latest one (highest id) counts, except a non-lead's under a lead list, whose first, blind verdict
+counts (`decisions.counted_verdicts`). The one removal is an undo right after a click, copied into
+the audit log. Every write also appends a row to ``audit_log`` in the same transaction, so the log and
+the data cannot disagree.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -49,6 +52,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ..data import MAX_ID_LENGTH
 from ..errors import ClipmemError
 from .agreement import disagreements as find_disagreements
+from .decisions import counted_verdicts
 from .roles import require_lead
 from .verdicts import VERDICTS, normalise_verdict
 
@@ -440,6 +444,25 @@ class ReviewStore:
         with self._transaction(write=True) as conn:
             return self._insert_verdict(conn, run, record)
 
+    def undo_verdict(self, run: str, verdict_id: int, reviewer: str) -> bool:
+        """Take back a verdict just given by mistake: remove it, keeping a copy in the audit log.
+
+        Only the reviewer who gave it may; returns whether a verdict was removed. The dashboard offers it
+        right after the click, before the reviewer has seen anyone else's verdict on the sample.
+        """
+        reviewer = _check_name(reviewer)
+        with self._transaction(write=True) as conn:
+            columns = [getattr(Verdict, c) for c in VERDICT_COLUMNS]
+            found = conn.execute(
+                select(*columns).where(Verdict.id == int(verdict_id), Verdict.run == run, Verdict.reviewer == reviewer)
+            ).first()
+            if found is None:
+                return False
+            conn.execute(delete(Verdict).where(Verdict.id == int(verdict_id)))
+            detail = {k: v for k, v in zip(VERDICT_COLUMNS, found) if k not in ("run", "sample_id", "reviewer")}
+            self._audit(conn, reviewer, "verdict.undo", run, found.sample_id, **detail)
+        return True
+
     def add_verdicts(self, run: str, records: Iterable[dict]) -> int:
         """Record many verdicts in one transaction: all of them or, on any bad record, none.
 
@@ -580,10 +603,21 @@ class ReviewStore:
         frame = self.verdicts(run, reviewer=reviewer)
         return dict(zip(frame["sample_id"], frame["verdict"]))  # later rows overwrite earlier ones
 
+    def judged(self, run: str, reviewer: str, sample_ids: Iterable[str] | None = None) -> set[str]:
+        """The samples (of ``sample_ids``, when given) ``reviewer`` has a verdict on.
+
+        One narrow query: the review page asks it on every click, for the batch at hand only.
+        """
+        query = select(Verdict.sample_id).where(Verdict.run == run, Verdict.reviewer == reviewer).distinct()
+        if sample_ids is not None:
+            query = query.where(Verdict.sample_id.in_([str(s) for s in sample_ids]))
+        with self._transaction() as conn:
+            return set(conn.execute(query).scalars())
+
     def current_verdicts(self, run: str, sample_ids: Iterable[str] | None = None) -> pd.DataFrame:
-        """Each reviewer's latest verdict per sample: the input to agreement and reconciliation."""
-        frame = self.verdicts(run, sample_ids)
-        return frame.drop_duplicates(["sample_id", "reviewer"], keep="last").reset_index(drop=True)
+        """Each reviewer's counted verdict per sample (see `counted_verdicts`): the input to agreement,
+        decisions, reconciliation and exports."""
+        return counted_verdicts(self.verdicts(run, sample_ids))
 
     def resolutions(self, run: str) -> pd.DataFrame:
         """The latest resolution per sample."""

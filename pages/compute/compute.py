@@ -1,4 +1,4 @@
-"""Compute: start a run from the browser with the CLI's engine, in a background process, and watch it."""
+"""Compute: check a dataset, see how long a run should take, start it in the background and watch it."""
 
 from __future__ import annotations
 
@@ -6,37 +6,134 @@ from datetime import datetime
 
 import streamlit as st
 
-from dashboard import compute, state
+from clipmem_core import ClipmemError
+from clipmem_core.config import PRESETS, RunConfig
+from clipmem_core.splits import PROTOCOLS, parse_split_sizes
+from dashboard import auth, compute, navigation, state
+from dashboard.text import md
 
-cache_root = st.session_state.get(state.CACHE_ROOT, state.default_cache_root())
+ss = st.session_state
+cache_root = ss.get(state.CACHE_ROOT, state.default_cache_root())
 st.title("Compute a run")
-st.caption("Runs `python -m clipmem_core run` in the background; the app stays usable meanwhile.")
+lead = auth.current_reviewer()
+if not auth.is_verified_lead(lead):
+    st.info("Only leads start runs: a run reads data on the server and keeps its CPUs or GPU busy for a while.")
+    st.stop()
+root = compute.data_root()
+CHOICES = {"protocol": PROTOCOLS, "on_error": ("skip", "fail")}
 
-with st.form("new_run"):
+
+def _format_minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def _override_widgets(preset: str) -> dict:
+    """One input per RunConfig option; empty means the preset's value, shown as the placeholder."""
+    defaults = RunConfig(data="-", out="-", preset=preset).resolved()
+    values: dict = {}
+    columns = st.columns(3)
+    for i, spec in enumerate(compute.override_fields()):
+        default = getattr(defaults, spec.name)
+        shown = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else default
+        label, helptext, key = spec.name.replace("_", " "), spec.metadata["help"], f"compute_opt_{spec.name}"
+        with columns[i % 3]:
+            if spec.name in CHOICES:
+                values[spec.name] = st.selectbox(
+                    label, CHOICES[spec.name], index=None, placeholder=f"{shown} (preset)", help=helptext, key=key
+                )
+            elif str(spec.type).startswith(("int", "float")):
+                number = st.number_input(
+                    label,
+                    value=None,
+                    placeholder=f"{shown} (preset)",
+                    help=helptext,
+                    key=key,
+                    step=1 if str(spec.type).startswith("int") else None,
+                    format=None if str(spec.type).startswith("int") else "%g",
+                )
+                values[spec.name] = (
+                    None if number is None else (int(number) if str(spec.type).startswith("int") else float(number))
+                )
+            else:
+                text = st.text_input(label, placeholder=f"{shown} (preset)", help=helptext, key=key).strip()
+                values[spec.name] = (parse_split_sizes(text) if spec.name == "split_sizes" else text) if text else None
+    return values
+
+
+if root is None:
+    st.warning(
+        f"Runs cannot be started from the browser until {compute.DATA_ROOT_ENV} names the folder they may read "
+        "(e.g. `CLIPMEM_DATA_ROOT=/data streamlit run app.py`). Nothing outside it is ever read."
+    )
+else:
+    st.caption(f"Datasets are read from inside {md(root)} only. The run uses `python -m clipmem_core run`.")
     data = st.text_input(
-        "Dataset path",
+        "Dataset, inside the data root",
         key="compute_data",
-        placeholder="data/openclipart64/captions.csv",
-        help="CSV/TSV with filepath,caption; COCO captions JSON; or a folder of images + .txt",
+        placeholder="openclipart64/captions.csv",
+        help="CSV/TSV with filepath,caption; COCO captions JSON; a folder of images + .txt; or WebDataset .tar shards",
     )
     name = st.text_input("Run name", key="compute_name", value=datetime.now().strftime("run-%Y%m%d-%H%M%S"))
-    preset = st.selectbox("Preset", compute.PRESETS, help="tiny: seconds on CPU; cpu: minutes; paper: GPU")
-    submitted = st.form_submit_button("Start", type="primary")
-if submitted:
-    problem = compute.validate_name(cache_root, name) or (None if data.strip() else "give a dataset path")
-    if problem:
-        st.error(problem)
-    else:
-        command = compute.run_command(cache_root, name, data.strip(), preset)
-        st.session_state[state.JOB] = compute.start_job(cache_root, name, command).name
+    preset = st.selectbox(
+        "Preset", list(PRESETS), format_func=lambda p: f"{p}: {PRESETS[p].description}", key="compute_preset"
+    )
+    with st.expander("Options (empty: the preset's value)"):
+        try:
+            overrides = _override_widgets(preset)
+        except ClipmemError as exc:
+            st.error(md(exc))
+            overrides = None
+    check = st.button("Check the dataset and estimate the time", type="primary")
+    if check and overrides is not None:
+        try:
+            problem = compute.validate_name(cache_root, name)
+            if problem:
+                raise ClipmemError(problem)
+            config = compute.resolved_config(cache_root, name, data, preset, overrides)
+            found = compute.check_dataset(root, data, config.img_key, config.caption_key)
+            seconds, basis = compute.estimate_seconds(cache_root, config, found.n_samples)
+            ss["compute_plan"] = {
+                "name": name,
+                "data": str(found.path),
+                "preset": preset,
+                "overrides": overrides,
+                "models": len(compute.pairs_per_model(config, found.n_samples)),
+                "estimate": seconds,
+                "summary": f"{found.n_samples:,} samples ({found.format}"
+                + (f", {found.n_skipped:,} rows to skip" if found.n_skipped else "")
+                + f"); {config.protocol} protocol, {config.model}, {config.epochs} epochs: "
+                f"about {_format_minutes(seconds)}, from {basis}.",
+            }
+        except ClipmemError as exc:
+            ss.pop("compute_plan", None)
+            st.error(md(exc), icon=":material/error:")
+    plan = ss.get("compute_plan")
+    if plan and plan["name"] == name:
+        st.success(md(plan["summary"]))
+        busy = compute.running_jobs(cache_root) >= compute.max_jobs()
+        if st.button(
+            f"Start the run (about {_format_minutes(plan['estimate'])})",
+            disabled=busy,
+            help=f"at most {compute.max_jobs()} run(s) at a time ({compute.MAX_JOBS_ENV})" if busy else None,
+        ):
+            command = compute.run_command(cache_root, plan["name"], plan["data"], plan["preset"], plan["overrides"])
+            ss[state.JOB] = compute.start_job(cache_root, plan["name"], command, plan["models"], plan["estimate"]).name
+            ss.pop("compute_plan")
 
 jobs = compute.list_jobs(cache_root)
 if not jobs:
     st.info("No run started from the browser yet.")
     st.stop()
+st.subheader("Runs started here")
 by_name = {job.name: job for job in jobs}
-chosen = st.session_state.get(state.JOB)
+chosen = ss.get(state.JOB)
 selected = st.selectbox("Job", list(by_name), index=list(by_name).index(chosen) if chosen in by_name else 0)
+
+
+def _open_run(name: str) -> None:
+    ss[state.RUN_NAME] = name
 
 
 @st.fragment(run_every=2)
@@ -44,14 +141,18 @@ def watch(job: compute.Job) -> None:
     """Tails the log every 2 s; when the job ends, reruns the app so the new run is selectable."""
     status = compute.job_status(job)
     log = compute.tail_log(job.log)
-    st.markdown(f"**{job.name}**: {status}")
-    fraction, stage = compute.progress(log), compute.current_stage(log) or "starting"
+    st.text(f"{job.name}: {status}")
     if status == "running":
-        st.progress(fraction or 0.0, text=f"{stage}: {fraction:.0%}" if fraction is not None else f"{stage}…")
+        progress = compute.overall_progress(job, log)
+        st.progress(progress.fraction, text=f"{progress.stage} · about {_format_minutes(progress.eta_s)} left")
         if st.button("Cancel", type="secondary"):
             compute.cancel_job(job)
             st.rerun()
-    previous, st.session_state[f"status:{job.name}"] = st.session_state.get(f"status:{job.name}"), status
+    elif status == "done":
+        st.progress(1.0, text="done")
+        if st.button("Open run", type="primary", on_click=_open_run, args=(job.name,)):
+            navigation.go(navigation.OVERVIEW)
+    previous, ss[f"status:{job.name}"] = ss.get(f"status:{job.name}"), status
     if previous == "running" and status != "running":
         st.rerun()  # a full app rerun, so the sidebar's run selector lists the finished run
     st.code(log or "(no output yet)", language=None)

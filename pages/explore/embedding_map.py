@@ -1,58 +1,114 @@
-"""Embedding map: the core's 2-D projection, coloured by CLIPMem, split or flag; select to act."""
+"""Embedding map: the run's 2-D projection, coloured by any registered score, split, ground truth or verdict."""
 
 from __future__ import annotations
 
+import numpy as np
 import plotly.express as px
 import streamlit as st
 
+from clipmem_core.review.decisions import decided
 from dashboard import embedding_map as emap
-from dashboard import navigation, resources, state, ui
-from dashboard.gallery import filter_mask, rows_with_verdict
+from dashboard import navigation, resources, sidebar, state, ui
+from dashboard.gallery import filter_mask, make_cards, rows_with_verdict
 
 run = resources.require_run()
+ss = st.session_state
 
 st.title("Embedding map")
 if run.scores["proj_x"].isna().all():
     st.warning("This run stores no 2-D projection.")
     st.stop()
 
-verdicts = resources.verdicts(run)
+table = resources.decisions(run)
+verdicts = decided(table)
 mask = filter_mask(run.scores, resources.current_filters(run), run.row_of, verdicts)
 rows = emap.map_rows(mask, keep=rows_with_verdict(run.row_of, verdicts, None))
-points = emap.map_frame(run.scores, rows, run.row_of, verdicts)
-colour = st.radio("Colour by", emap.COLOUR_BY, horizontal=True)
-unscored = " Dark points are S_S samples, which have no CLIPMem." if colour == "CLIPMem" else ""
-st.caption(
-    f"{len(points):,} of {int(mask.sum()):,} matching samples shown (flagged ones always). "
-    f"Use box or lasso select, then act on the selection below.{unscored}"
+points = emap.map_frame(run.scores, rows, verdicts)
+options = emap.colour_options(run.scores)
+colour = st.segmented_control(
+    "Colour by", list(options), format_func=options.get, default=next(iter(options)), required=True, key="map_colour"
 )
+st.caption(
+    f"{len(points):,} of {int(mask.sum()):,} matching samples shown (those with a verdict always). "
+    "Hover a point for its caption, split, ground truth and verdict; click it, or box/lasso select, to see it below."
+)
+continuous = colour in options and colour not in (emap.SPLIT, emap.TRUTH, emap.DECISION)
+if continuous and points[colour].isna().any():
+    st.caption(f"Dark grey points: {points[colour].isna().sum():,} samples that have no {options[colour]}.")
 fig = px.scatter(
     points,
     x="x",
     y="y",
     color=colour,
     custom_data=["row"],
-    hover_data={"caption": True},
     render_mode="webgl",
     color_continuous_scale="RdBu_r",
-    height=650,
+    color_discrete_map={**emap.VERDICT_COLOURS, **emap.TRUTH_COLOURS} if not continuous else None,
+    labels={colour: options[colour]},
+    height=620,
 )
-fig.update_traces(marker={"size": 5})
-fig.update_layout(dragmode="lasso", xaxis={"visible": False}, yaxis={"visible": False})
-event = st.plotly_chart(fig, width="stretch", key="embedding_map", on_select="rerun", selection_mode=("box", "lasso"))
-chosen = emap.selected_rows(event)
-if chosen.size:
-    st.write(f"{chosen.size:,} samples selected.")
-    left, right = st.columns(2)
-    if left.button("Open selection in the gallery", type="primary"):
-        st.session_state[state.SELECTION] = chosen.tolist()
-        st.session_state[state.PAGE] = 1
-        st.switch_page(navigation.GALLERY.path)
-    name = ui.reviewer()
-    if right.button(
-        "Flag selection as mis-captioned",
-        disabled=name is None,
-        help=None if name else "turn on flag mode in the sidebar first",
-    ):
-        ui.record_verdict(run.name, run.scores["sample_id"].iloc[chosen].tolist(), "mis-captioned", name)
-        st.success(f"Flagged {chosen.size:,} samples as mis-captioned.")
+selected = np.asarray(ss.get(emap.SELECTED) or [], dtype=np.int64)
+for trace in fig.data:
+    trace.hovertemplate = "%{text}<extra></extra>"
+    trace.text = points.set_index("row").loc[np.asarray(trace.customdata)[:, 0], "hover"].tolist()
+    trace.selectedpoints = emap.selected_points(np.asarray(trace.customdata)[:, 0], selected)
+fig.update_traces(marker={"size": 6})
+fig.update_layout(
+    dragmode="lasso",
+    xaxis={"visible": False},
+    yaxis={"visible": False},
+    legend={"orientation": "h", "y": -0.02},
+    margin={"l": 0, "r": 0, "t": 10, "b": 0},
+)
+st.plotly_chart(
+    fig,
+    width="stretch",
+    key=emap.CHART,
+    on_select=lambda: emap.remember_selection(ss),
+    selection_mode=("points", "box", "lasso"),
+)
+
+chosen = selected[np.isin(selected, rows)] if selected.size else selected
+if not chosen.size:
+    st.stop()
+st.write(f"{chosen.size:,} samples selected.")
+ui.card_grid(make_cards(run, chosen[:4], table), run.name, key="map", reviewer_name=None)
+left, right = st.columns(2)
+if left.button("Open the selection in the gallery", type="primary"):
+    ss[state.SELECTION] = chosen.tolist()
+    ss[state.PAGE] = 1
+    navigation.go(navigation.GALLERY)
+name = sidebar.flagging_as()
+
+
+def _bulk_flag(sample_ids: list[str], reviewer: str) -> None:
+    """The dialog's confirm callback: one verdict per sample, their ids kept for the undo."""
+    ss[emap.BULK_UNDO] = {"ids": ui.record_verdict(run.name, sample_ids, "mis-captioned", reviewer), "by": reviewer}
+
+
+@st.dialog("Flag the selection?")
+def confirm_bulk_flag(sample_ids: list[str], reviewer: str) -> None:
+    """Hundreds of verdicts in one click: say how many and under whose name, and ask first."""
+    st.write(f"Record **mis-captioned** for {len(sample_ids):,} samples under your name, {ui.md(reviewer)}?")
+    st.caption("Each becomes your verdict on that sample. You can undo the whole batch right after.")
+    yes, no = st.columns(2)
+    if yes.button("Flag them", type="primary", width="stretch", on_click=_bulk_flag, args=(sample_ids, reviewer)):
+        st.rerun()
+    if no.button("Cancel", width="stretch"):
+        st.rerun()
+
+
+if right.button(
+    f"Flag {chosen.size:,} as mis-captioned…",
+    disabled=name is None,
+    help=None if name else "turn on flag mode in the sidebar first",
+):
+    confirm_bulk_flag(run.scores["sample_id"].iloc[chosen].tolist(), name)
+bulk = ss.get(emap.BULK_UNDO)
+if bulk:
+    st.success(f"Flagged {len(bulk['ids']):,} samples as mis-captioned.")
+    if st.button(f"Undo: take back these {len(bulk['ids']):,} verdicts"):
+        store = resources.store()
+        for verdict_id in ss.pop(emap.BULK_UNDO)["ids"]:
+            store.undo_verdict(run.name, verdict_id, bulk["by"])
+        st.rerun()

@@ -1,50 +1,67 @@
-"""Most memorized: a paginated gallery of 48 cards, sorted by CLIPMem, low CLIP score or both."""
+"""Gallery: 48 cards a page in the order of any registered score; the title follows the sort."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import resources, state, ui
-from dashboard.gallery import DEFAULT_SORT, PAGE_SIZE, filter_mask, make_cards, page_count, page_rows, sorts
+from clipmem_core.review.decisions import decided
+from dashboard import resources, sidebar, state, ui
+from dashboard.gallery import (
+    DEFAULT_SORT,
+    PAGE_SIZE,
+    filter_mask,
+    gallery_title,
+    make_cards,
+    page_count,
+    page_rows,
+    sorts,
+)
 
 run = resources.require_run()
-
-st.title("Most memorized")
+ss = st.session_state
+options = sorts(run.scores)
+default_sort = DEFAULT_SORT if DEFAULT_SORT in options else next(iter(options))
+if ss.get(state.SORT) not in options:
+    ss.pop(state.SORT, None)  # the widget then starts from the URL (?sort=), else from the default
 
 
 def _step(delta: int, pages: int) -> None:
-    st.session_state[state.PAGE] = min(max(1, st.session_state[state.PAGE] + delta), pages)
+    ss[state.PAGE] = min(max(1, ss[state.PAGE] + delta), pages)
 
 
 @st.fragment
 def gallery() -> None:
     """Sorting, paging and flag clicks rerun only this part of the page."""
-    ss = st.session_state
-    verdicts = resources.verdicts(run)
-    mask = filter_mask(run.scores, resources.current_filters(run), run.row_of, verdicts, resources.selection())
+    table = resources.decisions(run)
+    mask = filter_mask(run.scores, resources.current_filters(run), run.row_of, decided(table), resources.selection())
     total = int(mask.sum())
     pages = page_count(total)
     if not 1 <= ss.get(state.PAGE, 1) <= pages:
         ss[state.PAGE] = 1
+    title = st.empty()  # filled once the sort is known: the title follows it
     top = st.columns([3, 2, 1, 1, 2], vertical_alignment="bottom")
-    options = sorts(run.scores)
-    if ss.get(state.SORT) not in options:
-        ss[state.SORT] = DEFAULT_SORT if DEFAULT_SORT in options else next(iter(options))
     top[0].selectbox(
-        "Sort by", list(options), format_func=options.get, key=state.SORT, on_change=lambda: ss.update({state.PAGE: 1})
+        "Sort by",
+        list(options),
+        index=list(options).index(default_sort),
+        format_func=options.get,
+        key=state.SORT,
+        bind="query-params",
+        on_change=lambda: ss.update({state.PAGE: 1}),
     )
+    title.title(gallery_title(ss.get(state.SORT) or default_sort, options))
     top[1].number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, key=state.PAGE)
     top[2].button("◀ Prev", on_click=_step, args=(-1, pages), disabled=ss[state.PAGE] <= 1, width="stretch")
     top[3].button("Next ▶", on_click=_step, args=(1, pages), disabled=ss[state.PAGE] >= pages, width="stretch")
-    top[4].metric("Matching samples", f"{total:,}")
+    top[4].metric(f"Matching (of {len(run.scores):,})", f"{total:,}")
     page = ss[state.PAGE] - 1
-    rows = page_rows(resources.orders(run)[ss[state.SORT]], mask, page)
-    cards = make_cards(run, rows, verdicts)
+    rows = page_rows(resources.orders(run)[ss.get(state.SORT) or default_sort], mask, page)
+    cards = make_cards(run, rows, table)
     if not cards:
         st.info("No sample matches the filters.")
         return
     st.caption(f"Samples {page * PAGE_SIZE + 1:,}–{page * PAGE_SIZE + len(cards):,} of {total:,}.")
-    ui.card_grid(cards, run.name, key="gallery")
+    ui.card_grid(cards, run.name, key="gallery", reviewer_name=sidebar.flagging_as())
 
 
 gallery()

@@ -6,9 +6,11 @@ import numpy as np
 import streamlit as st
 
 from clipmem_core import ClipmemError
-from clipmem_core.index import MODES, captions_of_similar_images
-from dashboard import inspector, resources, state, ui
+from clipmem_core.index import MODES
+from clipmem_core.review.decisions import badge_text
+from dashboard import inspector, resources, review, sidebar, state, ui
 from dashboard.gallery import make_cards
+from dashboard.text import md
 
 MODE_LABELS = {
     "image": "image → image",
@@ -21,50 +23,60 @@ run = resources.require_run()
 
 st.title("Sample inspector")
 ss = st.session_state
-if ss.get(state.INSPECT) not in run.row_of:
-    ss[state.INSPECT] = run.scores["sample_id"].iat[int(next(iter(resources.orders(run).values()))[0])]
+if not ss.get(state.INSPECT) or ss.get(state.INSPECT_RUN) != run.name:  # a new run: its top sample
+    if ss.get(state.INSPECT) not in run.row_of:
+        ss[state.INSPECT] = run.scores["sample_id"].iat[int(next(iter(resources.orders(run).values()))[0])]
+    ss[state.INSPECT_RUN] = run.name
 sample_id = st.text_input("Sample id", key=state.INSPECT)
 row = run.row_of.get(sample_id)
 if row is None:
     st.error("No sample with that id in this run.")
     st.stop()
 
-verdicts = resources.verdicts(run)
+decisions = resources.decisions(run)
+decision = decisions.loc[sample_id] if sample_id in decisions.index else None
 left, right = st.columns([2, 3])
 image = run.image_path(row) or run.thumbnail_path(row)
 if image is not None:
     left.image(str(image), width="stretch")
 with right:
     st.text(run.scores["caption"].iat[row])
-    table = inspector.score_table(run, row, verdicts.get(sample_id))
+    table = inspector.score_table(run, row, badge_text(decision))
     st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3)
-    ui.flag_buttons(run.name, sample_id, verdicts.get(sample_id), key=f"inspect:{sample_id}")
-    views = inspector.view_alignment_frame(run, row)
+    ui.flag_buttons(run.name, sample_id, key=f"inspect:{sample_id}", reviewer_name=sidebar.flagging_as())
+    try:
+        views = inspector.view_alignment_frame(run, row)
+    except ClipmemError as exc:  # a damaged view_alignments.npy: the rest of the page still works
+        st.error(md(exc), icon=":material/error:")
+        views = None
     if views is not None:
         st.markdown("**Alignment of each augmented view**")
         st.bar_chart(views, x="view", y=[c for c in views.columns if c != "view"], stack=False, height=220)
 
-search = resources.neighbour_search(run)
 st.subheader("Neighbours")
 k = st.slider("Neighbours per mode", 4, 24, 12, step=4)
+search = resources.neighbour_search(run)
 tabs = st.tabs([MODE_LABELS[m] for m in MODES])
 for tab, mode in zip(tabs, MODES):
     with tab:
         try:
             hits = search.query(sample_id, k=k, mode=mode)
-        except ClipmemError as exc:
-            st.warning(str(exc))
+        except ClipmemError as exc:  # a missing or damaged index or embedding file
+            st.error(md(exc), icon=":material/error:")
             continue
         rows = np.asarray([h.row for h in hits], dtype=np.int64)
         ui.card_grid(
-            make_cards(run, rows, verdicts),
+            make_cards(run, rows, decisions),
             run.name,
             key=f"nn:{mode}",
-            flags=False,
+            columns=6,
             extras=[f"sim {h.similarity:.3f}" for h in hits],
         )
 
 st.subheader("Captions of visually similar images")
 st.caption("What the nearest images are called: a hint toward a corrected caption.")
-for caption in captions_of_similar_images(search, sample_id, k=10):
-    st.text(f"• {caption}")
+try:
+    for hit in review.hints(lambda: search, sample_id, k=10):
+        st.text(f"• {hit.caption}")
+except ClipmemError as exc:
+    st.error(md(exc), icon=":material/error:")

@@ -1,22 +1,114 @@
-"""Overview: what the run is, how CLIPMem is distributed per split, and how useful f and g are."""
+"""Overview: the run in plain words and a button to review what looks wrong, then how each ranking does,
+the scores per split, and the models' retrieval utility."""
 
 from __future__ import annotations
 
 import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
 
+from clipmem_core.formatting import fmt_number as fmt_n
 from clipmem_core.scores import column_label
-from dashboard import overview, resources
+from dashboard import navigation, overview, resources, review, ui
+from dashboard.text import md
 
 run = resources.require_run()
+detection = resources.detection(run)
 
-st.title(f"Run: {run.name}")
-st.text(overview.run_line(run.manifest))
-info = overview.run_facts(run.manifest)
-cols = st.columns(len(info))
-for col, (label, value) in zip(cols, info.items()):
-    col.metric(label, value)
+st.title(f"Run: {md(run.name)}")
+st.markdown(md(overview.summary_paragraph(run.name, run.manifest, run.scores, detection)))
+rule, count = overview.review_plan(run.scores, detection)
+progress = overview.review_progress(resources.decisions(run))
+if progress:
+    st.caption(progress)
+
+
+def _start_review() -> None:
+    st.session_state.update({review.SOURCE: rule, review.BATCH: count, review.BATCH_INDEX: 0})
+
+
+if st.button(
+    f"Review the top {count:,} by “{column_label(rule)}”",
+    type="primary",
+    icon=":material/fact_check:",
+    on_click=_start_review,
+):
+    navigation.go(navigation.REVIEW)
+
+with st.container(horizontal=True):
+    for label, value in overview.run_facts(run.manifest).items():
+        st.metric(label, value, border=True)
+st.caption(md(overview.run_line(run.manifest)))
+
+table = overview.detection_table(detection)
+if not table.empty:
+    st.subheader("How well each ranking finds the mis-captioned samples")
+    st.caption(
+        f"Against the ground truth, over {md(detection.get('scope', 'all samples'))} "
+        f"({fmt_n(detection.get('n_samples'))} samples, {fmt_n(detection.get('n_miscaptioned'))} mis-captioned); "
+        "unscored samples rank last. k = the number of mis-captioned samples."
+    )
+    ui.table(table, empty="")
+    candidates = run.manifest.summary.get("detection_candidates")
+    if candidates:
+        with st.expander(
+            f"The same over the {md(candidates.get('scope', 'candidate split'))} only (the paper's setting)"
+        ):
+            ui.table(overview.detection_table(candidates), empty="")
+
+column = overview.histogram_column(run.scores)
+st.subheader(f"{column_label(column)} per split")
+hist = overview.split_histograms(run.scores)
+if hist.empty:
+    st.warning(f"This run has no {column_label(column)} values.")
+else:
+    figure = px.bar(
+        hist,
+        x="value",
+        y="count",
+        color="split",
+        barmode="overlay",
+        opacity=0.6,
+        labels={"value": column_label(column)},
+        color_discrete_map=overview.SPLIT_COLOURS,
+        height=320,
+    )
+    figure.update_layout(margin={"t": 10, "b": 0}, legend={"orientation": "h", "y": 1.08, "x": 0})
+    st.plotly_chart(figure, width="stretch", key="hist")
+st.markdown("**Mean ± standard deviation per split**")
+ui.table(overview.split_means(run.manifest), empty="The manifest stores no per-split summary.", width="stretch")
+tests = overview.ttests(run.manifest)
+if not tests.empty:
+    st.markdown("**Welch t-tests**")
+    ui.table(tests, empty="", width="stretch")
+
+pair = overview.alignment_columns(run.scores)
+if pair is not None:
+    x_label, y_label = column_label(pair[0]), column_label(pair[1])
+    st.subheader(
+        f"{y_label} against {x_label}" if pair == ("align_f", "align_g") else "Alignment A: held-out against trained"
+    )
+    points = overview.alignment_points(run.scores)
+    figure = px.scatter(
+        points,
+        x="x",
+        y="y",
+        color="ground truth",
+        render_mode="webgl",
+        labels={"x": x_label, "y": y_label},
+        color_discrete_map={"mis-captioned": "#d62728", "clean": "#9ecae1", "unknown": "#9ecae1"},
+        height=420,
+    )
+    low, high = float(points[["x", "y"]].min().min()), float(points[["x", "y"]].max().max())
+    figure.add_shape(type="line", x0=low, y0=low, x1=high, y1=high, line={"dash": "dot", "color": "grey"})
+    figure.update_traces(marker={"size": 5})
+    figure.update_layout(margin={"t": 10, "b": 0}, legend={"orientation": "h", "y": 1.08, "x": 0})
+    st.plotly_chart(figure, width="stretch", key="alignment")
+    st.caption(
+        f"{len(points):,} samples; the dotted line is equal alignment. Above it: held-out models align the pair better."
+    )
+
+st.subheader("Utility: retrieval on samples each model never saw")
+ui.table(overview.utility_table(run.manifest), empty="The run stores no retrieval utility.", width="stretch")
 
 with st.expander("Manifest: configuration, dataset, versions and timings"):
     left, right = st.columns(2)
@@ -25,74 +117,3 @@ with st.expander("Manifest: configuration, dataset, versions and timings"):
     right.dataframe(overview.key_values(sections["dataset"]), hide_index=True, width="stretch")
     left.dataframe(overview.key_values(sections["timings"], "seconds"), hide_index=True, width="stretch")
     right.dataframe(overview.key_values(sections["versions"]), hide_index=True, width="stretch")
-
-st.subheader("CLIPMem per split")
-st.caption("A(f) − A(g): positive where f trained on the sample (S_C), negative on S_I, near zero on S_E.")
-hist = overview.split_histograms(run.scores)
-if hist.empty:
-    st.warning("This run has no CLIPMem scores.")
-else:
-    st.plotly_chart(
-        px.bar(
-            hist,
-            x="value",
-            y="count",
-            color="split",
-            barmode="overlay",
-            opacity=0.6,
-            labels={"value": column_label(overview.histogram_column(run.scores))},
-            color_discrete_map=overview.SPLIT_COLOURS,
-        ),
-        width="stretch",
-        key="hist",
-    )
-left, right = st.columns(2)
-left.markdown("**Means per split**")
-left.dataframe(overview.split_means(run.manifest), hide_index=True, width="stretch")
-right.markdown("**Welch t-tests of CLIPMem, S_C against S_I and S_E**")
-right.dataframe(
-    overview.ttests(run.manifest),
-    hide_index=True,
-    width="stretch",
-    column_config={
-        "p": st.column_config.NumberColumn(format="%.2e"),
-        "t": st.column_config.NumberColumn(format="%.2f"),
-    },
-)
-
-st.subheader("Alignment under g against f")
-points = overview.alignment_points(run.scores)
-fig = px.scatter(
-    points,
-    x="align_f",
-    y="align_g",
-    color="clipmem",
-    symbol="ground truth",
-    hover_data={"row": True},
-    render_mode="webgl",
-    color_continuous_scale="RdBu_r",
-    labels={"align_f": "A(f)", "align_g": "A(g)"},
-)
-fig.add_trace(
-    go.Scatter(
-        x=[points["align_f"].min(), points["align_f"].max()],
-        y=[points["align_f"].min(), points["align_f"].max()],
-        mode="lines",
-        line={"dash": "dot", "color": "grey"},
-        name="A(f) = A(g)",
-    )
-)
-st.plotly_chart(fig, width="stretch", key="alignment")
-if len(points) < run.scores["align_f"].notna().sum():
-    st.caption(f"{len(points):,} of {run.scores['align_f'].notna().sum():,} scored samples shown.")
-
-st.subheader("Utility: retrieval on S_E")
-utility = overview.utility_table(run.manifest)
-if utility.empty:
-    st.info("The run stores no retrieval utility.")
-else:
-    st.dataframe(utility, hide_index=True, width="stretch")
-detection = overview.detection_table(run.manifest)
-if not detection.empty:
-    st.subheader("Mis-caption detection against the ground truth")
-    st.dataframe(detection, hide_index=True, width="stretch")

@@ -1,57 +1,135 @@
-"""Reconcile: agreement between reviewers, and the disagreements for a lead to settle."""
+"""Reconcile: agreement between reviewers, then each disagreement at hand, large, settled with a click or a key."""
 
 from __future__ import annotations
 
+import html
+
 import streamlit as st
 
-from clipmem_core.review import VERDICTS
-from dashboard import reconcile, resources
-from dashboard.auth import current_reviewer
+from clipmem_core.review import VERDICT_LABELS, VERDICTS
+from dashboard import auth, reconcile, resources, review, ui
+from dashboard.text import md
 
-lead = current_reviewer()
+lead = auth.current_reviewer()
 run, store = resources.run_and_store()
-st.title(f"Reconcile · {run.name}")
+ss = st.session_state
+st.title(f"Reconcile · {md(run.name)}")
 refusal = reconcile.refusal(lead)
 if refusal:  # before any verdict shows: seeing them all would defeat blind review
-    st.info(refusal)
+    st.info(md(refusal))
     st.stop()
 
 scopes = reconcile.scopes(store, run.name)
-scope = st.selectbox("Scope", list(scopes), format_func=scopes.get)
+left, right = st.columns([3, 1], vertical_alignment="bottom")
+scope = left.selectbox("Scope", list(scopes), format_func=scopes.get)
+show_resolved = right.toggle("Show resolved ones too", value=False, key="reconcile_show_resolved")
 sample_ids = reconcile.scope_samples(store, scope)
-
-report = reconcile.agreement(store, run.name, sample_ids)
-for column, (label, value) in zip(st.columns(4), reconcile.agreement_metrics(report).items()):
-    column.metric(label, value)
-st.caption(reconcile.fleiss_note(report))
-pairs = reconcile.pair_kappas(report)
-if not pairs.empty:
-    st.dataframe(pairs, hide_index=True)
-
-show_resolved = st.toggle("Show resolved ones too", value=False, key="reconcile_show_resolved")
 items = reconcile.disagreements(store, run.name, sample_ids, show_resolved)
-st.subheader(f"Disagreements ({len(items)})")
-if items.empty:
+item = reconcile.current_item(items, ss)
+
+
+def agreement_section() -> None:
+    """How much the reviewers agree, in percent, overall and per pair."""
+    report = reconcile.agreement(store, run.name, sample_ids)
+    st.subheader("Agreement")
+    with st.container(horizontal=True):
+        for label, value in reconcile.agreement_metrics(report).items():
+            st.metric(label, value, border=True)
+    st.caption(reconcile.fleiss_note(report))
+    pairs = reconcile.pair_agreement(report)
+    if not pairs.empty:
+        ui.table(pairs, empty="")
+
+
+@st.fragment
+def export_section() -> None:
+    """The cleaned dataset and the drop list as downloads: what `clipmem review export` writes."""
+    st.subheader("Export")
+    open_ones = reconcile.open_disagreements(store, run.name)
+    allow = False
+    if open_ones:
+        st.warning(
+            f"{len(open_ones):,} disagreements are not resolved yet: resolve them above, or let the majority decide."
+        )
+        allow = st.checkbox("Export anyway: the majority decides, a tie keeps the row", key="export_allow_unresolved")
+    if open_ones and not allow:
+        return
+    files = reconcile.export_files(store, run, allow)
+    st.caption(
+        "The cleaned CSV has the input's columns (filepath relative to the dataset root, caption, id, ground truth "
+        "when known): put it beside the original CSV to train on it or to run clipmem on it again."
+    )
+    left, right = st.columns(2)
+    for column, (label, (name, data)), key in zip((left, right), files.items(), ("D", "L")):
+        column.download_button(
+            label, data, file_name=name, mime="text/csv", key=f"download_{key}", shortcut=key, width="stretch"
+        )
+
+
+if item is None:
     st.info("No open disagreements.")
-for _, item in items.head(reconcile.PAGE_SIZE).iterrows():
-    sample_id = item["sample_id"]
-    with st.container(border=True):
-        st.text(f"{sample_id}: {run.scores['caption'].iat[run.row(sample_id)]}")
-        st.dataframe(reconcile.votes(item), hide_index=True)
-        for suggestion in item["suggestions"]:
-            st.text(f"suggested: {suggestion}")
+    agreement_section()
+    export_section()
+    st.stop()
+
+st.subheader(f"Disagreements ({len(items)})")
+
+sample_id = item["sample_id"]
+card = review.card_data(run, sample_id, lambda: resources.neighbour_search(run))
+with st.container(border=True):
+    left, right = st.columns([1, 1], gap="medium")
+    with left:
+        if card.image is not None:
+            st.image(card.image, width=review.REVIEW_IMAGE_PX)
+        if card.note:
+            st.caption(card.note)
+    with right:
+        st.text(card.line)
+        st.html(f'<p style="{ui.LARGE_TEXT}">{html.escape(card.caption)}</p>')
+        ui.table(reconcile.votes(store, run.name, sample_id), empty="no verdicts")
         resolution = reconcile.resolution_note(item)
         if resolution:
-            st.caption(resolution)
-        st.text_input(
-            "Caption to accept if mis-captioned",
-            value=reconcile.default_caption(item),
-            key=reconcile.caption_key(sample_id),
+            st.caption(md(resolution))
+        ss.setdefault(reconcile.caption_key(sample_id), reconcile.default_caption(item))
+        st.text_input("Caption to accept if mis-captioned", key=reconcile.caption_key(sample_id))
+        with st.container(horizontal=True, gap="small"):  # wraps rather than cut a label short
+            for verdict in VERDICTS:
+                st.button(
+                    VERDICT_LABELS[verdict],
+                    key=f"resolve_{verdict}",  # one widget per key, whichever sample is at hand
+                    shortcut=reconcile.KEYS[verdict],
+                    on_click=reconcile.settle,
+                    args=(ss, store, run.name, sample_id, verdict, lead, not show_resolved),
+                )
+        st.button(
+            "Skip for now",
+            key="reconcile_skip",
+            shortcut=reconcile.KEYS["skip"],
+            type="tertiary",
+            on_click=reconcile.skip,
+            args=(ss, sample_id),
         )
-        for column, verdict in zip(st.columns(len(VERDICTS)), VERDICTS):
-            column.button(
-                f"Resolve: {verdict}",
-                key=f"resolve_{sample_id}_{verdict}",
-                on_click=reconcile.settle,
-                args=(st.session_state, store, run.name, sample_id, verdict, lead),
-            )
+    if card.hint_problem:
+        st.error(f"No hints: {md(card.hint_problem)}", icon=":material/error:")
+    if card.hints:
+        st.markdown("**Captions of the most similar images** (take one as the accepted caption)")
+        for column, hit in zip(st.columns(len(card.hints)), card.hints):
+            with column:
+                thumb = run.thumbnail_path(hit.row)
+                if thumb is not None:
+                    st.image(str(thumb), width=96)
+                st.text(hit.caption)
+                st.button(
+                    "Use this caption",
+                    key=f"rhint_{sample_id}_{hit.row}",
+                    type="tertiary",
+                    on_click=ss.update,
+                    args=({reconcile.caption_key(sample_id): hit.caption},),
+                )
+
+if len(items) > 1:
+    st.markdown(f"**Next disagreements** ({len(items) - 1})")
+    captions = dict(zip(run.scores["sample_id"], run.scores["caption"]))
+    ui.table(reconcile.queue_table(items[items["sample_id"] != sample_id], captions), empty="")
+agreement_section()
+export_section()

@@ -1,28 +1,26 @@
-"""Review: judge samples from a queue, with neighbour captions as hints and blind mode."""
+"""Review: one sample at a time, large, judged with a click or a key (1 2 3, S to skip, U to undo)."""
 
 from __future__ import annotations
+
+import html
 
 import streamlit as st
 
 from clipmem_core import ClipmemError
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
-from dashboard import resources, review, ui
-from dashboard.auth import current_reviewer
+from dashboard import auth, resources, review, ui
+from dashboard.text import md
 
-reviewer = current_reviewer()
+reviewer = auth.current_reviewer()
 run, store = resources.run_and_store()
 orders = resources.orders(run)
-st.title(f"Review · {run.name}")
+ss = st.session_state
+st.title(f"Review · {md(run.name)}")
 
 queues = review.queues(run.scores)
-if st.session_state.get("review_source") not in queues:
-    st.session_state["review_source"] = next(iter(queues))
-source = st.sidebar.radio("Queue", list(queues), format_func=queues.get, key="review_source")
-if review.blind_mode_locked(reviewer):
-    st.sidebar.caption("Blind mode is on: only leads can lift it.")
-    blind = True
-else:
-    blind = st.sidebar.toggle("Blind mode", value=True, key="review_blind")
+if ss.get(review.SOURCE) not in queues:
+    ss[review.SOURCE] = next(iter(queues))
+source = st.sidebar.radio("Queue", list(queues), format_func=queues.get, key=review.SOURCE)
 session_id = None
 if source == review.ASSIGNED:
     sessions = review.session_labels(store, run.name)
@@ -30,52 +28,93 @@ if source == review.ASSIGNED:
         session_id = st.sidebar.selectbox("Session", list(sessions), format_func=sessions.get)
     else:
         st.sidebar.info("No review sessions for this run yet; create one below.")
-queue = review.queue(store, run, orders, source, reviewer, session_id)
-
-if queue:  # the sample picker lives in the sidebar so the verdict buttons sit at the top
-    st.sidebar.caption(f"{len(queue)} samples left in this queue")
-    sample_id = st.sidebar.selectbox("Sample", queue[: review.PICKER_SIZE])
-    row = run.row(sample_id)
-    left, right = st.columns([1, 2])
-    image = run.thumbnail_path(row) or run.image_path(row)
-    if image:
-        left.image(str(image))
-    else:
-        left.caption("(image not available)")
-    with right:
-        st.text(review.sample_line(run.scores.iloc[row]))
-        st.text(str(run.scores["caption"].iat[row]))
-        for column, verdict in zip(st.columns(len(VERDICTS)), VERDICTS):
-            column.button(
-                VERDICT_LABELS[verdict],
-                key=f"verdict_{verdict}",
-                width="stretch",
-                type="primary" if verdict == "mis-captioned" else "secondary",
-                on_click=review.record,
-                args=(st.session_state, store, run.name, sample_id, reviewer, verdict, session_id),
-            )
-        st.text_input("Suggested caption", key=review.suggest_key(sample_id))
-        hints = review.hints(lambda: resources.neighbour_search(run), sample_id)
-        if hints:
-            st.selectbox(
-                "Captions of similar images (pick one to use it)",
-                ["", *hints],
-                key=review.hint_key(sample_id),
-                on_change=review.use_hint,
-                args=(st.session_state, sample_id),
-            )
-        st.text_input("Note", key=review.note_key(sample_id))
-    if blind:
-        st.caption("Blind mode: other reviewers' verdicts stay hidden until you have given yours.")
-    else:
-        ui.table(review.others_verdicts(store, run.name, sample_id, reviewer), empty=review.NO_OTHERS)
+    batch = review.assigned_batch(store, run, session_id, reviewer)
 else:
-    st.info("Nothing left to review in this queue.")
+    ss[review.BATCH] = min(max(1, int(ss.get(review.BATCH) or review.DEFAULT_BATCH)), len(run.scores))
+    size = int(st.sidebar.number_input("Batch size", 1, len(run.scores), key=review.BATCH))
+    ss.setdefault(review.BATCH_INDEX, 0)
+    window = review.batch_ids(run, orders, source, size, int(ss[review.BATCH_INDEX]))
+    judged = store.judged(run.name, reviewer, window)
+    batch = review.ranked_batch(run, orders, source, judged, size, int(ss[review.BATCH_INDEX]))
 
-last = review.last_recorded(st.session_state, run.name)
+pace = review.seconds_per_sample(ss.get(review.PACE) or [])
+st.progress(batch.done / batch.size if batch.size else 0.0, text=review.progress_line(batch, pace))
+if batch.unscored:
+    st.caption(f"{batch.unscored} samples of this batch have no {md(queues[source])} score; they come last.")
+
+sample_id = review.current_sample(ss, batch)
+if sample_id is None:
+    st.success("This batch is done. Thank you!", icon=":material/task_alt:")
+    if source != review.ASSIGNED and ss[review.BATCH_INDEX] + 1 < review.batch_count(run, batch.size or 1):
+        st.button(
+            "Next batch", type="primary", on_click=lambda: ss.update({review.BATCH_INDEX: ss[review.BATCH_INDEX] + 1})
+        )
+else:
+    card = review.card_data(run, sample_id, lambda: resources.neighbour_search(run))
+    left, right = st.columns([1, 1], gap="medium")
+    with left:
+        if card.image is None:
+            st.warning("The image of this sample is not available.")
+        else:
+            st.image(card.image, width=review.REVIEW_IMAGE_PX)
+        if card.note:
+            st.caption(card.note)
+    with right:
+        st.text(card.line)
+        st.html(f'<p style="{ui.LARGE_TEXT}">{html.escape(card.caption)}</p>')
+        with st.container(horizontal=True, gap="small"):  # wraps rather than cut a label short
+            for verdict in VERDICTS:
+                st.button(
+                    VERDICT_LABELS[verdict],
+                    key=f"verdict_{verdict}",
+                    shortcut=review.KEYS[verdict],
+                    on_click=review.record,
+                    args=(ss, store, run.name, sample_id, reviewer, verdict, session_id),
+                )
+        skip_col, undo_col = st.columns(2)
+        skip_col.button(
+            "Skip for now",
+            key="review_skip",
+            shortcut=review.KEYS["skip"],
+            type="tertiary",
+            on_click=review.skip,
+            args=(ss, sample_id),
+        )
+        undo_col.button(
+            "Undo last verdict",
+            key="review_undo",
+            shortcut=review.KEYS["undo"],
+            type="tertiary",
+            disabled=not review.can_undo(ss, run.name),
+            on_click=review.undo,
+            args=(ss, store, reviewer),
+        )
+        st.text_input("Suggested caption (if mis-captioned)", key=review.suggest_key(sample_id))
+        st.text_input("Note", key=review.note_key(sample_id))
+    if card.hint_problem:
+        st.error(f"No hints: {md(card.hint_problem)}", icon=":material/error:")
+    if card.hints:
+        st.markdown("**Captions of the most similar images** (take one as the suggested caption)")
+        for column, hit in zip(st.columns(len(card.hints)), card.hints):
+            with column:
+                thumb = run.thumbnail_path(hit.row)
+                if thumb is not None:
+                    st.image(str(thumb), width=96)
+                st.text(hit.caption)
+                st.button(
+                    "Use this caption",
+                    key=f"hint_{sample_id}_{hit.row}",
+                    type="tertiary",
+                    on_click=review.use_hint,
+                    args=(ss, sample_id, hit.caption),
+                )
+    if not auth.blind():
+        with st.expander("Other reviewers' verdicts on this sample"):
+            ui.table(review.others_verdicts(store, run.name, sample_id, reviewer), empty=review.NO_OTHERS)
+
+last = review.last_recorded(ss, run.name)
 if last:
-    st.success(f"Recorded {last['verdict']} for {last['sample_id']}. Other reviewers said:")
-    ui.table(review.others_verdicts(store, run.name, last["sample_id"], reviewer), empty=review.NO_OTHERS)
+    st.caption(f"Recorded {md(last['verdict'])} for {md(last['sample_id'])}. Press U to undo.")
 
 with st.expander("Review sessions: create one, see progress per reviewer"):
     with st.form("new_session", clear_on_submit=True):
@@ -90,9 +129,9 @@ with st.expander("Review sessions: create one, see progress per reviewer"):
                 samples = review.create_session(
                     store, run, orders, name, rule, int(count), people, int(overlap), created_by=reviewer
                 )
-                st.success(f"Created session {name!r} with {len(samples)} samples.")
+                st.success(f"Created session {md(name)} with {len(samples)} samples.")
             except ClipmemError as exc:
-                st.error(str(exc))
+                st.error(md(exc))
     for session in store.sessions(run.name).itertuples():
         st.text(f"{session.name} (#{session.id}), overlap {session.overlap}, by {session.created_by}")
-        st.dataframe(store.session_progress(session.id), hide_index=True)
+        ui.table(store.session_progress(session.id), empty="no assignments")

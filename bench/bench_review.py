@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Server-side time from a verdict to the next sample ready on the Review page, at 100,000 samples.
+
+What one key press costs the server: record the verdict (a write to the review database, SQLite by
+default), work out the reviewer's batch (their judged samples against the queue's cached order), pick
+the next sample, and prepare its card (the original image read and upscaled, the line of scores, and
+the hints: a FAISS query of its image neighbours). The path timed is the dashboard's own
+(`dashboard.review.record`, `ranked_batch`, `current_sample`, `card_data`).
+
+Baseline, in the same process on the same run and database: the same steps written the obvious way,
+without the cached order and the row index: the queue sorted with pandas ``sort_values`` and filtered
+against the judged ids on every verdict, everything else the same. The store starts with other
+reviewers' verdicts (``--others``) and the reviewer's own (``--judged``), as an hour into a session.
+Target: <= 150 ms per verdict (median).
+
+Usage: python -m bench.bench_review [--n 100000] [--verdicts 40] [--judged 2000] [--others 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from clipmem_core.cache import DatasetInfo, Manifest, write_run
+from clipmem_core.index import NeighbourSearch
+from clipmem_core.review import open_store
+from clipmem_core.scores import get_score
+from clipmem_core.testing import fake_scores
+from dashboard import review
+from dashboard.gallery import sort_orders
+
+TARGET_S = 0.150
+RULE = "combined"
+BATCH = 200
+
+
+def build_run(root: Path, n: int, dim: int, image_rows: np.ndarray):
+    """A 100k-sample run written by the run writer; only the rows the benchmark visits get image files."""
+    scores = fake_scores(n, protocol="full")
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    dataset = root / "data"
+    for row in image_rows:
+        path = dataset / scores["filepath"].iat[int(row)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 64), tuple(int(c) for c in rng.integers(0, 256, 3))).save(path)
+    manifest = Manifest(name="bench", protocol="full", dataset=DatasetInfo(root=str(dataset)), models=["h0", "h1"])
+    return write_run(root / "cache" / "bench", scores, manifest, image_embeddings=vectors, text_embeddings=vectors)
+
+
+def naive_next(run, judged: set[str]) -> str:
+    """The baseline's queue: a full sort and a scan of every id on each verdict (all the reviewer's verdicts read)."""
+    ascending = get_score(RULE).suspicious == "low"
+    ordered = run.scores.sort_values(RULE, ascending=ascending, na_position="last", kind="stable")["sample_id"]
+    return next(sid for sid in ordered.head(BATCH) if sid not in judged)
+
+
+def session(run, store, search: NeighbourSearch, reviewer: str, verdicts: int, naive: bool) -> list[float]:
+    """``verdicts`` key presses, each timed from the click to the next card ready."""
+    orders = sort_orders(run.scores)  # cached per run in the dashboard (st.cache_resource)
+    state: dict = {}
+    times = []
+    sample_id = None
+    for _ in range(verdicts + 1):
+        start = time.perf_counter()
+        if sample_id is not None:
+            review.record(state, store, run.name, sample_id, reviewer, "correct", None)
+        if naive:
+            sample_id = naive_next(run, store.judged(run.name, reviewer))
+        else:
+            judged = store.judged(run.name, reviewer, review.batch_ids(run, orders, RULE, BATCH))
+            batch = review.ranked_batch(run, orders, RULE, judged, BATCH)
+            sample_id = review.current_sample(state, batch)
+        card = review.card_data(run, sample_id, lambda: search)
+        assert card.image is not None and card.image.width >= 320 and card.hint_problem is None
+        times.append(time.perf_counter() - start)
+    return times[1:]  # the first card is the page's first paint, not a verdict
+
+
+def seed_store(store, run, reviewer: str, judged: int, others: int, skip: np.ndarray) -> None:
+    """Verdicts already in the database: the reviewer's own (outside the batch under test) and other people's."""
+    ids = run.scores["sample_id"].to_numpy()
+    rest = np.setdiff1d(np.arange(len(ids)), skip)
+    rng = np.random.default_rng(1)
+    own = rng.choice(rest, judged, replace=False)
+    store.add_verdicts(run.name, [{"sample_id": ids[r], "reviewer": reviewer, "verdict": "correct"} for r in own])
+    people = [f"reviewer{i}" for i in range(10)]
+    records = [
+        {"sample_id": ids[r], "reviewer": people[i % 10], "verdict": "mis-captioned"}
+        for i, r in enumerate(rng.choice(len(ids), others, replace=True))
+    ]
+    store.add_verdicts(run.name, records)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--verdicts", type=int, default=40, help="verdicts timed per path")
+    ap.add_argument("--judged", type=int, default=2_000, help="the reviewer's verdicts already in the store")
+    ap.add_argument("--others", type=int, default=20_000, help="other reviewers' verdicts already in the store")
+    args = ap.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        scores = fake_scores(args.n, protocol="full")
+        visited = sort_orders(scores)[RULE][: 2 * (args.verdicts + 2)]
+        run = build_run(Path(tmp), args.n, args.dim, visited)
+        search = NeighbourSearch(run)
+        search.index("image")  # loaded once per run in the dashboard
+        print(f"run of {args.n:,} samples (dim {args.dim}) written in {time.perf_counter() - start:.1f} s")
+        results = {}
+        for name, naive in (("dashboard", False), ("naive baseline", True)):
+            store = open_store(url=f"sqlite:///{Path(tmp) / f'{name[:5]}.sqlite'}")
+            seed_store(store, run, "ann", args.judged, args.others, visited)
+            results[name] = session(run, store, search, "ann", args.verdicts, naive)
+            store.close()
+    print(f"\n{args.verdicts} verdicts each; store: {args.judged:,} of the reviewer's, {args.others:,} others'")
+    print(f"{'path':16s} {'median':>9s} {'p95':>9s}")
+    for name, times in results.items():
+        print(f"{name:16s} {statistics.median(times) * 1000:7.1f}ms {np.percentile(times, 95) * 1000:7.1f}ms")
+    ours, naive = (statistics.median(results[k]) for k in ("dashboard", "naive baseline"))
+    print(f"\nspeed-up (median): {naive / ours:.1f}x")
+    verdict = "meets" if ours <= TARGET_S else "MISSES"
+    print(f"verdict -> next sample ready: {ours * 1000:.0f} ms median: {verdict} the {TARGET_S * 1000:.0f} ms target")
+    return 0 if ours <= TARGET_S else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

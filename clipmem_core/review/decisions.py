@@ -1,0 +1,139 @@
+"""One meaning for a sample's verdict, wherever it is shown: badges, the flag filter, map colours, exports.
+
+A sample's *decision* is, in this order:
+
+1. the lead's latest resolution;
+2. else the majority of the reviewers' counted verdicts (a plurality; a single reviewer's verdict is a
+   majority of one);
+3. else, on a tie, the viewer's own verdict, marked pending; with no verdict of the viewer's, "tied".
+
+Counted verdicts (`counted_verdicts`): each reviewer's latest verdict per sample, except under a lead list
+(``CLIPMEM_LEADS``), where blind mode is enforced for everyone but the leads: there a non-lead's *first*
+verdict on a sample counts, the one given before they could see anyone else's. A later change of mind is
+kept in the history (and the audit log) but does not count; an undo right after a click
+(`ReviewStore.undo_verdict`) takes a verdict back instead.
+
+Blind mode (`visible_decisions` with ``blind=True``): a viewer sees no decision on a sample they have not
+judged yet, not even a resolution: only their own verdicts until they have given theirs.
+
+Example::
+
+    table = decisions(store.current_verdicts("demo"), store.resolutions("demo"), viewer="ann")
+    table.loc["s00", ["verdict", "source"]]          # ('mis-captioned', 'majority')
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .roles import leads
+from .verdicts import VERDICT_LABELS, VERDICTS
+
+RESOLVED, MAJORITY, OWN_PENDING, TIED = "resolved", "majority", "own (pending)", "tied"
+COLUMNS = ["verdict", "source", "n_reviewers", "votes", "own"]
+
+
+def counted_verdicts(history: pd.DataFrame, leads_env: str | None = None) -> pd.DataFrame:
+    """Per (sample, reviewer) the verdict that counts, from the full history (oldest first, with ``id``).
+
+    Without a lead list: the latest. With one: a lead's latest, a non-lead's first (blind) verdict.
+    """
+    keys = ["sample_id", "reviewer"]
+    names = leads(leads_env)
+    if names is None or history.empty:
+        return history.drop_duplicates(keys, keep="last").reset_index(drop=True)
+    is_lead = history["reviewer"].isin(names)
+    counted = pd.concat(
+        [
+            history[is_lead].drop_duplicates(keys, keep="last"),
+            history[~is_lead].drop_duplicates(keys, keep="first"),
+        ]
+    )
+    return counted.sort_values("id").reset_index(drop=True)
+
+
+def _vote_counts(current: pd.DataFrame) -> pd.DataFrame:
+    """samples x VERDICTS counts of the counted verdicts."""
+    if current.empty:
+        return pd.DataFrame(columns=list(VERDICTS), dtype=np.int64)
+    counts = current.groupby(["sample_id", "verdict"]).size().unstack(fill_value=0)
+    return counts.reindex(columns=list(VERDICTS), fill_value=0)
+
+
+def decisions(current: pd.DataFrame, resolutions: pd.DataFrame, viewer: str | None = None) -> pd.DataFrame:
+    """One row per judged or resolved sample (index ``sample_id``): verdict, source, n_reviewers, votes, own.
+
+    Args:
+        current: counted verdicts, one per (sample, reviewer) (``ReviewStore.current_verdicts``).
+        resolutions: the latest resolution per sample (``ReviewStore.resolutions``).
+        viewer: whose verdict breaks a tie as "own (pending)"; None for exports (a tie stays undecided).
+
+    ``verdict`` is None where nothing is decided (a tie the viewer has no verdict in).
+    """
+    counts = _vote_counts(current)
+    table = pd.DataFrame(index=counts.index.union(pd.Index(resolutions.get("sample_id", []))), columns=COLUMNS)
+    table.index.name = "sample_id"
+    counts = counts.reindex(table.index, fill_value=0)
+    values = counts.to_numpy()
+    top = values.max(axis=1) if len(values) else np.zeros(0, np.int64)
+    unique_top = (values == top[:, None]).sum(axis=1) == 1 if len(values) else np.zeros(0, bool)
+    majority = np.where(unique_top & (top > 0), np.asarray(VERDICTS, dtype=object)[values.argmax(axis=1)], None)
+    own = pd.Series(None, index=table.index, dtype=object)
+    if viewer is not None and not current.empty:
+        mine = current[current["reviewer"] == viewer]
+        own.update(pd.Series(mine["verdict"].to_numpy(), index=mine["sample_id"].to_numpy(), dtype=object))
+    table["n_reviewers"] = values.sum(axis=1) if len(values) else []
+    table["votes"] = [dict(zip(VERDICTS, map(int, row))) for row in values]
+    table["own"] = own
+    table["verdict"] = majority
+    table["source"] = np.where(majority != None, MAJORITY, TIED)  # noqa: E711 (element-wise)
+    pending = pd.isna(table["verdict"]) & own.notna()
+    table.loc[pending, "verdict"] = own[pending]
+    table.loc[pending, "source"] = OWN_PENDING
+    if len(resolutions):
+        settled = resolutions.set_index("sample_id")["verdict"]
+        table.loc[settled.index, "verdict"] = settled
+        table.loc[settled.index, "source"] = RESOLVED
+    table["verdict"] = table["verdict"].astype(object).where(table["verdict"].notna(), None)
+    return table
+
+
+def visible_decisions(
+    current: pd.DataFrame, resolutions: pd.DataFrame, viewer: str | None, blind: bool
+) -> pd.DataFrame:
+    """The decisions ``viewer`` may see: in blind mode only on samples they have judged themselves."""
+    table = decisions(current, resolutions, viewer)
+    if blind:
+        table = table[table["own"].notna()]
+    return table
+
+
+def decided(table: pd.DataFrame) -> dict[str, str]:
+    """sample_id -> decided verdict (samples with a verdict only): what the flag filter and map colour use."""
+    known = table["verdict"].notna()
+    return dict(zip(table.index[known], table["verdict"][known]))
+
+
+def badge_text(row: pd.Series | None) -> str | None:
+    """A decision in words for a badge, e.g. "Mis-captioned · lead", "Correct · 2 of 3", "Unsure · yours, pending"."""
+    if row is None or (row["verdict"] is None and row["source"] != TIED):
+        return None
+    if row["source"] == TIED:
+        return f"Tied · {row['n_reviewers']} reviewers"
+    label = VERDICT_LABELS[row["verdict"]]
+    if row["source"] == RESOLVED:
+        return f"{label} · lead"
+    if row["source"] == OWN_PENDING:
+        return f"{label} · yours, pending"
+    agreeing, total = row["votes"].get(row["verdict"], 0), row["n_reviewers"]
+    return f"{label} · {'yours' if total == 1 and row['own'] else f'{agreeing} of {total}'}"
+
+
+def unresolved_disagreements(current: pd.DataFrame, resolutions: pd.DataFrame) -> list[str]:
+    """Samples two or more reviewers judged differently that no lead has resolved, sorted."""
+    if current.empty:
+        return []
+    kinds = current.groupby("sample_id")["verdict"].nunique()
+    disputed = set(kinds.index[kinds > 1])
+    return sorted(disputed - set(resolutions.get("sample_id", [])))

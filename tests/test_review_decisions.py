@@ -1,0 +1,112 @@
+"""One meaning for a verdict: resolution, else majority, else the viewer's own (pending); blind verdicts kept."""
+
+import pandas as pd
+import pytest
+
+from clipmem_core.review.decisions import (
+    MAJORITY,
+    OWN_PENDING,
+    RESOLVED,
+    TIED,
+    badge_text,
+    counted_verdicts,
+    decided,
+    decisions,
+    unresolved_disagreements,
+    visible_decisions,
+)
+from clipmem_core.review.store import open_store
+
+RUN = "run1"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.delenv("CLIPMEM_LEADS", raising=False)
+    opened = open_store(url=f"sqlite:///{tmp_path / 'review.sqlite'}")
+    yield opened
+    opened.close()
+
+
+def add(store, *votes):
+    for reviewer, sample, verdict in votes:
+        store.add_verdict(RUN, sample, reviewer, verdict)
+
+
+def test_resolution_beats_majority_beats_own_pending(store):
+    add(
+        store,
+        ("ann", "a", "mis-captioned"),
+        ("bob", "a", "mis-captioned"),
+        ("cy", "a", "correct"),  # a: 2 of 3 said mis-captioned
+        ("ann", "b", "mis-captioned"),
+        ("bob", "b", "mis-captioned"),
+        ("cy", "b", "mis-captioned"),  # b: unanimous, but the lead says correct
+        ("ann", "c", "unsure"),
+        ("bob", "c", "correct"),  # c: a tie
+        ("bob", "d", "correct"),  # d: one reviewer
+    )
+    store.resolve(RUN, "b", "correct", "lead")
+    table = decisions(store.current_verdicts(RUN), store.resolutions(RUN), viewer="ann")
+    assert table.loc[["a", "b", "c", "d"], "verdict"].tolist() == ["mis-captioned", "correct", "unsure", "correct"]
+    assert table.loc[["a", "b", "c", "d"], "source"].tolist() == [MAJORITY, RESOLVED, OWN_PENDING, MAJORITY]
+    assert badge_text(table.loc["a"]) == "Mis-captioned · 2 of 3"
+    assert badge_text(table.loc["b"]) == "Correct · lead"
+    assert badge_text(table.loc["c"]) == "Unsure · yours, pending"
+    lead_view = decisions(store.current_verdicts(RUN), store.resolutions(RUN), viewer="lead")
+    assert lead_view.loc["c", "verdict"] is None and lead_view.loc["c", "source"] == TIED
+    assert badge_text(lead_view.loc["c"]) == "Tied · 2 reviewers"
+    assert decided(lead_view) == {"a": "mis-captioned", "b": "correct", "d": "correct"}
+    assert unresolved_disagreements(store.current_verdicts(RUN), store.resolutions(RUN)) == ["a", "c"]
+
+
+def test_blind_viewers_see_decisions_only_on_samples_they_judged(store):
+    add(store, ("bob", "a", "mis-captioned"), ("bob", "b", "correct"), ("ann", "b", "correct"))
+    store.resolve(RUN, "a", "mis-captioned", "lead")
+    current, resolutions = store.current_verdicts(RUN), store.resolutions(RUN)
+    assert decided(visible_decisions(current, resolutions, "ann", blind=True)) == {"b": "correct"}
+    assert decided(visible_decisions(current, resolutions, "ann", blind=False)) == {
+        "a": "mis-captioned",
+        "b": "correct",
+    }
+
+
+def test_with_a_lead_list_a_non_leads_first_blind_verdict_is_kept(store, monkeypatch):
+    monkeypatch.setenv("CLIPMEM_LEADS", "lead")
+    add(
+        store,
+        ("ann", "a", "correct"),  # blind
+        ("bob", "a", "mis-captioned"),
+        ("ann", "a", "mis-captioned"),  # after seeing bob's: recorded, not counted
+        ("lead", "a", "correct"),
+        ("lead", "a", "unsure"),  # a lead may change their mind
+    )
+    current = store.current_verdicts(RUN).set_index("reviewer")["verdict"].to_dict()
+    assert current == {"ann": "correct", "bob": "mis-captioned", "lead": "unsure"}
+    assert len(store.verdicts(RUN)) == 5  # the history keeps everything
+    monkeypatch.delenv("CLIPMEM_LEADS")
+    assert store.current_verdicts(RUN).set_index("reviewer")["verdict"]["ann"] == "mis-captioned"
+
+
+def test_undo_takes_back_a_verdict_and_keeps_it_in_the_audit_log(store):
+    first = store.add_verdict(RUN, "a", "ann", "correct")
+    assert not store.undo_verdict(RUN, first, "bob")  # only the reviewer who gave it
+    assert store.undo_verdict(RUN, first, "ann")
+    assert store.verdicts(RUN).empty and store.latest_verdicts(RUN, "ann") == {}
+    assert not store.undo_verdict(RUN, first, "ann")
+    undo = store.audit_log(RUN).iloc[-1]
+    assert (undo["action"], undo["actor"], undo["sample_id"]) == ("verdict.undo", "ann", "a")
+    assert '"verdict": "correct"' in undo["detail"]
+
+
+def test_counted_verdicts_of_an_empty_history():
+    empty = pd.DataFrame(columns=["id", "sample_id", "reviewer", "verdict"])
+    assert counted_verdicts(empty, leads_env="lead").empty
+    assert decisions(empty, pd.DataFrame(columns=["sample_id", "verdict"])).empty
+
+
+def test_judged_asks_only_about_the_batch_at_hand(store):
+    add(store, ("ann", "a", "correct"), ("ann", "b", "unsure"), ("ann", "b", "correct"), ("bob", "c", "correct"))
+    assert store.judged(RUN, "ann") == {"a", "b"}
+    assert store.judged(RUN, "ann", ["b", "c", "d"]) == {"b"}
+    assert store.judged(RUN, "ann", []) == set()
