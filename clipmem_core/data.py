@@ -44,6 +44,7 @@ from .errors import ClipmemError
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 ID_COLUMN = "id"
 LABEL_COLUMN = "is_miscaptioned"
+CLASS_COLUMN = "label"  # optional class of the image (e.g. a stamp's category): for linear probes, never trained on
 SKIP_COLUMNS = ["row", "filepath", "caption", "reason"]
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
@@ -79,6 +80,7 @@ class _Record:
     sample_id: str
     label: Any = None
     problem: str | None = None
+    category: str | None = None
 
 
 def read_dataset(
@@ -156,6 +158,7 @@ def _read_table(source: Path, sep: str, img_key: str, caption_key: str) -> tuple
         )
     base = source.parent
     has_id, has_label = ID_COLUMN in frame.columns, LABEL_COLUMN in frame.columns
+    has_category = CLASS_COLUMN in frame.columns and CLASS_COLUMN not in (img_key, caption_key)
     records = []
     for i, row in enumerate(frame.to_dict("records"), start=1):
         written, caption = row[img_key].strip(), row[caption_key].strip()
@@ -169,6 +172,7 @@ def _read_table(source: Path, sep: str, img_key: str, caption_key: str) -> tuple
                 sample_id=row[ID_COLUMN].strip() if has_id else _derived_id(base, full, caption),
                 label=row[LABEL_COLUMN] if has_label else None,
                 problem=None if written else "filepath is empty",
+                category=row[CLASS_COLUMN].strip() if has_category else None,
             )
         )
     return records, has_label
@@ -201,6 +205,7 @@ def _read_coco(source: Path) -> list[_Record]:
                 captions=caps,
                 sample_id=str(image["id"]) if "id" in image else _derived_id(base, full, caps[0] if caps else ""),
                 problem=None if written else "image entry has no file_name",
+                category=None if image.get(CLASS_COLUMN) is None else str(image[CLASS_COLUMN]),
             )
         )
     return records
@@ -361,6 +366,7 @@ def _tar_record(row: int, shard: Path, root: Path, sample: _TarSample) -> _Recor
         sample_id=str(meta[ID_COLUMN]) if meta.get(ID_COLUMN) is not None else derived,
         label=meta.get(LABEL_COLUMN),
         problem=sample.problem or json_problem or _tar_problem(sample, captions),
+        category=None if meta.get(CLASS_COLUMN) is None else str(meta[CLASS_COLUMN]),
     )
 
 
@@ -505,19 +511,23 @@ def _samples_frame(good: list[_Record], root: Path, has_label: bool) -> pd.DataF
     )
     if has_label:
         frame[LABEL_COLUMN] = np.array([r.label for r in good], dtype=bool)
+    if any(r.category for r in good):
+        frame[CLASS_COLUMN] = [r.category or None for r in good]
     return frame
 
 
 def _content_hash(samples: pd.DataFrame, root: Path) -> str:
     """sha256 over the samples (by sample_id) and each image's size and mtime: cheap, and any edit shows."""
     digest = hashlib.sha256()
-    labels = samples[LABEL_COLUMN] if LABEL_COLUMN in samples else pd.Series([None] * len(samples), index=samples.index)
-    for sid, filepath, caps, label in sorted(
-        zip(samples["sample_id"], samples["filepath"], samples["captions"], labels)
+    missing = pd.Series([None] * len(samples), index=samples.index)
+    labels, categories = samples.get(LABEL_COLUMN, missing), samples.get(CLASS_COLUMN, missing)
+    for sid, filepath, caps, label, category in sorted(
+        zip(samples["sample_id"], samples["filepath"], samples["captions"], labels, categories), key=lambda r: r[0]
     ):
         stat = (root / filepath).stat()
         label = None if label is None else bool(label)
-        digest.update(json.dumps([sid, filepath, list(caps), label, stat.st_size, stat.st_mtime_ns]).encode())
+        entry = [sid, filepath, list(caps), label, stat.st_size, stat.st_mtime_ns]
+        digest.update(json.dumps(entry if category is None else [*entry, category]).encode())
     return digest.hexdigest()
 
 
@@ -568,9 +578,10 @@ def inject_miscaptions(
 ) -> dict:
     """Write a CSV copy of a dataset where a seeded ``fraction`` of samples carry another sample's caption.
 
-    Columns ``id, filepath, caption, is_miscaptioned``: one row per sample with its first caption (a
-    mis-captioned multi-caption sample gets the donor's first caption only); ids keep the source sample_ids;
-    filepaths are relative to the output's folder. A sample already flagged in the source stays flagged.
+    Columns ``id, filepath, caption, is_miscaptioned`` (and ``label`` when the source has it): one row per
+    sample with its first caption (a mis-captioned multi-caption sample gets the donor's first caption only);
+    ids keep the source sample_ids; filepaths are relative to the output's folder. A sample already flagged
+    in the source stays flagged.
     """
     if not 0 < fraction < 1:
         raise ClipmemError(f"fraction must be between 0 and 1 (exclusive), not {fraction}")
@@ -590,6 +601,8 @@ def inject_miscaptions(
             LABEL_COLUMN: flags,
         }
     )
+    if CLASS_COLUMN in samples:
+        frame[CLASS_COLUMN] = samples[CLASS_COLUMN].to_numpy()
     with atomic_path(out) as tmp:
         frame.to_csv(tmp, index=False)
     return {"n": len(frame), "n_injected": len(new), "n_skipped": len(dataset.skipped), "out": str(out), "seed": seed}

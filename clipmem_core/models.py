@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import open_clip
 import torch
 
@@ -21,6 +22,8 @@ from .transforms import eval_transform, train_transform
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 BUNDLED_MODELS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
 open_clip.add_model_config(CONFIG_DIR)
+# A clipmem trainer checkpoint also holds numpy's RNG state (a uint32 array): allow exactly what that needs.
+_TRAINER_STATE_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype("uint32"))]
 
 
 @dataclass
@@ -82,7 +85,8 @@ def load_weights(model: torch.nn.Module, checkpoint: str | Path) -> None:
     if not path.is_file():
         raise ClipmemError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_TRAINER_STATE_GLOBALS):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged or foreign file
         raise ClipmemError(f"checkpoint {path} is unreadable: {exc}") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):

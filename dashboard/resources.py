@@ -57,6 +57,11 @@ def current_run() -> Run | None:
     return _load_run(path, _version(path)) if path else None
 
 
+def run_at(path: str | Path) -> Run:
+    """Any run of the cache by its folder, loaded once per version (the Compare page shows several)."""
+    return _load_run(str(path), _version(str(path)))
+
+
 def require_run() -> Run:
     """The chosen run; without one, the page explains how to get one and stops."""
     run = current_run()

@@ -41,7 +41,7 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 90_000
 SMALL = {"width": 1280, "height": 800}
 TITLES = [spec.title for spec in PAGES]  # the real navigation, in menu order
-PAGE_FILES = {"app", "compute", "embedding map", "gallery", "inspector", "overview", "reconcile", "review"}
+PAGE_FILES = {"app", "compare", "compute", "embedding map", "gallery", "inspector", "overview", "reconcile", "review"}
 WATCH_S = 5  # how long after the first paint every sidebar state is recorded, at least
 # Installed before the app's own scripts: a MutationObserver records each distinct state of the sidebar
 # navigation (its entries' labels), of a dialog and of the gallery, with the time since navigation.

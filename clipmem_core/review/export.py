@@ -34,6 +34,11 @@ def escape_cell(value: object) -> object:
     return value
 
 
+def unescape_cell(value: str) -> str:
+    """Undo ``escape_cell``: what a CSV export wrote as ``'=x`` is read back as ``=x``."""
+    return value[1:] if value.startswith("'") and value[1:].startswith(_FORMULA_START) else value
+
+
 def write_table(frame: pd.DataFrame, path: str | os.PathLike, fmt: str) -> Path:
     """Write atomically as CSV (formula-escaped; tab-separated if the name ends in .tsv) or Parquet."""
     if fmt not in FORMATS:
