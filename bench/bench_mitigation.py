@@ -156,12 +156,12 @@ def main() -> int:
     parser.add_argument("--by", default="combined,random,clip_score_heldout", help="removal: rankings to compare")
     parser.add_argument("--values", help="the study's values (default: the paper's σ, 1/3/5 captions, 1/5/10 %%)")
     parser.add_argument("--epochs", type=int, help="override the dataset's default epochs")
-    parser.add_argument("--cache", default="cache-bench", help="where the runs and experiments go")
+    parser.add_argument("--cache", default="cache", help="where the runs and experiments go (default cache)")
     parser.add_argument("--json", help="also write the results rows here")
     args = parser.parse_args()
 
     cache = Path(args.cache)
-    data = prepare(args.dataset, args.study, cache / "data", args.n)
+    data = prepare(args.dataset, args.study, cache / ".bench-data", args.n)  # hidden: not a run folder
     default_values = {"noise": (0.0, 0.15, 0.3), "captions": (1, 3, 5), "removal": (0.01, 0.05, 0.1), "encoders": ()}
     values = tuple(float(v) for v in args.values.split(",")) if args.values else default_values[args.study]
     options = dict(RUN_OPTIONS[args.dataset])

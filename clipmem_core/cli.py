@@ -464,5 +464,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clipmem: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("clipmem: interrupted; rerun with --resume to continue", file=sys.stderr)
+        how = "rerun the same command" if args.command == "experiment" else "rerun with --resume"
+        print(f"clipmem: interrupted; {how} to continue", file=sys.stderr)
         return 130

@@ -29,6 +29,7 @@ CLEANED_KEY = "compare_cleaned"
 EXPERIMENT_KEY = "compare_experiment"
 COMMON_LIMIT = 2_000  # pairs per run for recall on a common footing: same gallery size for both runs
 DETECTOR = "combined"
+COUNT_MEASURES = ("Samples", "Removed by the re-run", "… of them flagged by the team", "… of them known mis-captions")
 # Run settings worth a column of their own in the side-by-side table (the rest shows under differences).
 SETTING_COLUMNS = {"text_noise": "Text noise σ", "max_captions": "Max captions", "exclude": "Drop list"}
 
@@ -70,25 +71,24 @@ def _mean_clipmem(run: Run) -> float:
 
 
 def side_by_side(runs: Sequence[Run], flagged: Mapping[str, int]) -> pd.DataFrame:
-    """One row per run: size, mitigation settings, utility, memorization, detection and team flags."""
-    rows = []
+    """One column per run, one row per measure: size, mitigation settings, utility, memorization,
+    detection and team flags (runs as columns keep a handful of runs readable on a laptop screen)."""
+    columns = {}
     for run in runs:
         config, utility, detection = run.manifest.config, mean_utility(run), _detection(run)
-        rows.append(
-            {
-                "Run": run.name,
-                "Samples": fmt_number(len(run.scores)),
-                "Excluded": fmt_number(run.manifest.dataset.n_excluded),
-                **{label: _setting(config.get(key)) for key, label in SETTING_COLUMNS.items()},
-                "R@1 (held out)": fmt_number(utility["r1"]),
-                "R@5 (held out)": fmt_number(utility["r5"]),
-                "Mean CLIPMem": fmt_number(_mean_clipmem(run), 4, signed=True),
-                "Detection AUROC": fmt_number(detection.get("auroc")),
-                "Detection AP": fmt_number(detection.get("average_precision")),
-                "Flagged by the team": fmt_number(flagged.get(run.name, 0)),
-            }
-        )
-    return pd.DataFrame(rows)
+        columns[run.name] = {
+            "Samples": fmt_number(len(run.scores)),
+            "Excluded": fmt_number(run.manifest.dataset.n_excluded),
+            **{label: _setting(config.get(key)) for key, label in SETTING_COLUMNS.items()},
+            "R@1 (held out)": fmt_number(utility["r1"]),
+            "R@5 (held out)": fmt_number(utility["r5"]),
+            "Mean CLIPMem": fmt_number(_mean_clipmem(run), 4, signed=True),
+            "Detection AUROC": fmt_number(detection.get("auroc")),
+            "Detection AP": fmt_number(detection.get("average_precision")),
+            "Flagged by the team": fmt_number(flagged.get(run.name, 0)),
+        }
+    frame = pd.DataFrame(columns)
+    return frame.rename_axis("Measure").reset_index()
 
 
 def _setting(value: Any) -> str:
@@ -194,11 +194,12 @@ def cleaning_effect(original: Run, cleaned: Run, team_flagged: set[str], seed: i
     size = min(len(eligible[0]), len(eligible[1]), COMMON_LIMIT)
     recall = [_common_recall(run, rows, size, seed) for run, rows in zip((original, cleaned), eligible)]
     common = sorted(before & after)
+    samples, removed_label, flagged_label, known_label = COUNT_MEASURES
     rows = [
-        ("Samples", len(original.scores), len(cleaned.scores)),
-        ("Removed by the re-run", math.nan, len(removed)),
-        ("… of them flagged by the team", math.nan, len(removed & team_flagged)),
-        ("… of them known mis-captions", math.nan, _known_miscaptioned(original, removed)),
+        (samples, len(original.scores), len(cleaned.scores)),
+        (removed_label, math.nan, len(removed)),
+        (flagged_label, math.nan, len(removed & team_flagged)),
+        (known_label, math.nan, _known_miscaptioned(original, removed)),
         (f"R@1 on {fmt_number(size)} held-out pairs", recall[0]["r1"], recall[1]["r1"]),
         (f"R@5 on {fmt_number(size)} held-out pairs", recall[0]["r5"], recall[1]["r5"]),
         ("Mean CLIPMem, every sample", _mean_clipmem(original), _mean_clipmem(cleaned)),
@@ -242,19 +243,21 @@ def cleaning_verdict(effect: pd.DataFrame) -> str:
 
 
 def display_effect(effect: pd.DataFrame) -> pd.DataFrame:
-    """The effect table as text: counts without decimals, figures with their sign."""
+    """The effect table as text: counts as whole numbers, figures with four decimals, changes signed."""
+    counts = effect["Measure"].isin(COUNT_MEASURES).to_numpy()
 
-    def cell(value: Any, signed: bool = False) -> str:
-        if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
+    def cell(value: Any, count: bool, signed: bool = False) -> str:
+        if count and isinstance(value, float) and np.isfinite(value):
             return fmt_number(int(value), signed=signed)
         return fmt_number(value, 4, signed=signed)
 
     return pd.DataFrame(
         {
             "Measure": effect["Measure"],
-            "Original": [cell(v) for v in effect["Original"]],
-            "Cleaned": [cell(v) for v in effect["Cleaned"]],
-            "Change": [cell(v, signed=True) for v in effect["Change"]],
+            **{
+                column: [cell(v, c, signed=column == "Change") for v, c in zip(effect[column], counts)]
+                for column in ("Original", "Cleaned", "Change")
+            },
         }
     )
 

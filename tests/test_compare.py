@@ -48,12 +48,17 @@ def test_side_by_side_shows_settings_utility_and_team_flags(cache_root):
     store = open_store(cache_root)
     flagged = {name: compare.flagged_count(store, name) for name in runs}
     assert flagged == {"demo": 4, "demo-cleaned": 0, "other": 0}
-    table = compare.side_by_side(list(runs.values()), flagged).set_index("Run")
-    assert table.loc["demo-cleaned", "Drop list"] == "drop.csv" and table.loc["demo", "Drop list"] == "–"
-    assert table.loc["other", "Text noise σ"] == "0.15"
-    assert table.loc["demo", "Flagged by the team"] == "4" and table.loc["demo", "Samples"] == "60"
+    table = compare.side_by_side(list(runs.values()), flagged).set_index("Measure")
+    assert list(table.columns) == ["demo", "demo-cleaned", "other"]
+    assert table.loc["Drop list", "demo-cleaned"] == "drop.csv" and table.loc["Drop list", "demo"] == "–"
+    assert table.loc["Text noise σ", "other"] == "0.15"
+    assert table.loc["Flagged by the team", "demo"] == "4" and table.loc["Samples", "demo"] == "60"
     utility = runs["demo"].manifest.utility["h0"]
-    assert table.loc["demo", "R@1 (held out)"] == f"{(utility['i2t_r1'] + utility['t2i_r1']) / 2:.3f}"
+    assert table.loc["R@1 (held out)", "demo"] == f"{(utility['i2t_r1'] + utility['t2i_r1']) / 2:.3f}"
+    shown = compare.display_effect(
+        compare.cleaning_effect(runs["demo"], runs["demo-cleaned"], compare.flagged_ids(store, "demo"))
+    ).set_index("Measure")
+    assert shown.loc["… of them flagged by the team", "Cleaned"] == "4" and shown.loc["Samples", "Change"] == "-6"
 
 
 def test_config_differences_list_only_what_differs(cache_root):
@@ -131,7 +136,7 @@ def test_compare_page_shows_two_runs_side_by_side_by_default(cache_root):
     chosen = at.multiselect(key=compare.RUNS_KEY).value
     assert len(chosen) == 2 and chosen[0] == "demo"
     tables = [frame.value for frame in at.dataframe]
-    assert any(set(t.get("Run", [])) == set(chosen) for t in tables)
+    assert any(set(chosen) <= set(t.columns) and "Measure" in t.columns for t in tables)
     assert any("Split" in t.columns for t in tables)
 
 

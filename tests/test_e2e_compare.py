@@ -20,6 +20,7 @@ pytestmark = pytest.mark.e2e
 
 def test_compare_page_renders_its_three_views(browser, tmp_path):  # noqa: F811
     cache = tmp_path / "cache"
+    cache.mkdir()
     with _serve(cache) as url:  # links cache/demo into the private cache
         demo = load_run(cache / "demo")
         kept = demo.scores["sample_id"].iloc[10:130].tolist()
@@ -30,13 +31,13 @@ def test_compare_page_renders_its_three_views(browser, tmp_path):  # noqa: F811
         page.goto(f"{url}/compare")
         page.get_by_role("heading", name="Compare runs").wait_for()
         _close_page_not_found(page)
-        page.get_by_text("Mean CLIPMem per split").wait_for()
+        page.get_by_text("Mean CLIPMem per split", exact=True).wait_for()
         page.locator('[data-testid="stDataFrame"]').nth(2).wait_for()
         page.screenshot(path=str(tmp_path / "compare_side_by_side.png"))
 
         page.get_by_role("tab", name="Did cleaning help?").click()
-        page.get_by_text("Samples removed").wait_for()
-        page.get_by_text("R@1, common footing").wait_for()
+        page.get_by_text("Samples removed", exact=True).wait_for()
+        page.get_by_text("R@1, common footing", exact=True).wait_for()
         assert page.get_by_text("clipmem experiment removal").count() >= 1
         shot = (
             ROOT / "docs" / "compare.png" if os.environ.get("CLIPMEM_UPDATE_SCREENSHOT") == "1" else tmp_path / "c.png"

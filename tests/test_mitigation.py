@@ -51,6 +51,7 @@ def test_add_text_noise_perturbs_each_coordinate_by_sigma_and_zero_is_the_identi
     assert float(noise.std()) == pytest.approx(0.2, rel=0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sigma", [0.0, 0.3])
 def test_the_loss_sees_the_text_embeddings_plus_noise_of_std_sigma(numbered, tmp_path, monkeypatch, sigma):
     csv, _ = numbered

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -22,6 +23,7 @@ PANELS = {
     "removal": (("r1", "Utility: R@1 on E"), ("probe_accuracy", "Utility: linear probe accuracy on E")),
     "encoders": (("image_mem", "Image encoder"), ("text_mem", "Text encoder")),
 }
+COLOURS = px.colors.qualitative.Plotly  # one colour per line, the same in both panels
 AXES = {"noise": "text-noise σ", "captions": "captions per image", "removal": "samples removed"}
 
 
@@ -33,8 +35,10 @@ def study_figure(study: str, summary: pd.DataFrame) -> go.Figure:
     if study == "removal" and summary.get("probe_accuracy", pd.Series(dtype=float)).isna().all():
         right = ("removed_miscaptioned", "Share of the removed that were mis-captioned")
     figure = make_subplots(rows=1, cols=2, subplot_titles=(left[1], right[1]), horizontal_spacing=0.12)
+    lines = _lines(study, summary)
+    colours = {group: COLOURS[i % len(COLOURS)] for i, (group, _) in enumerate(lines)}
     for col, (column, _) in enumerate((left, right), start=1):
-        for group, frame in _lines(study, summary):
+        for group, frame in lines:
             if column not in frame or frame[column].isna().all():
                 continue
             figure.add_trace(
@@ -43,6 +47,7 @@ def study_figure(study: str, summary: pd.DataFrame) -> go.Figure:
                     y=frame[column],
                     error_y={"type": "data", "array": frame.get(f"{column}_std"), "visible": True},
                     mode="lines+markers",
+                    line={"color": colours[group]},
                     name=group,
                     legendgroup=group,
                     showlegend=col == 1,

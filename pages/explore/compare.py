@@ -69,7 +69,7 @@ with cleaning:
             fmt_number(memo["Change"], 4, signed=True),
             delta_color="inverse",
         )
-        right.metric("Samples removed", fmt_number(int(by_measure.loc["Removed by the re-run", "Cleaned"])))
+        right.metric("Samples removed", fmt_number(int(by_measure.loc[compare.COUNT_MEASURES[1], "Cleaned"])))
         st.text(compare.cleaning_verdict(effect))
         st.dataframe(compare.display_effect(effect), hide_index=True)
 
