@@ -158,6 +158,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, help="override the dataset's default epochs")
     parser.add_argument("--cache", default="cache", help="where the runs and experiments go (default cache)")
     parser.add_argument("--json", help="also write the results rows here")
+    parser.add_argument("--png", help="also save the study's plot as a PNG (headless chromium) at this path")
     args = parser.parse_args()
 
     cache = Path(args.cache)
@@ -186,7 +187,23 @@ def main() -> int:
     print(report(results, args.study, summary))
     if args.json:
         results.to_json(args.json, orient="records", indent=1)
+    if args.png:
+        screenshot(cache / "experiments" / settings.name / "plot.html", Path(args.png))
     return 0
+
+
+def screenshot(html: Path, png: Path) -> None:
+    """The plot as the browser draws it (no kaleido needed): chromium, headless, 1000×440."""
+    from playwright.sync_api import sync_playwright
+
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+    with sync_playwright() as api:
+        browser = api.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        page = browser.new_page(viewport={"width": 1000, "height": 440})
+        page.goto(html.resolve().as_uri())
+        page.locator(".js-plotly-plot").wait_for()
+        page.screenshot(path=str(png))
+        browser.close()
 
 
 if __name__ == "__main__":
