@@ -65,7 +65,11 @@ def prepare(dataset: str, study: str, work: Path, n: int | None) -> Path:
     """The dataset file a study starts from (generated or derived ones are written under ``work``)."""
     if dataset == "shapes":
         captions = 5 if study in ("captions", "encoders") else 1
-        return make_shapes_dataset(work / f"shapes{captions}", n or 300, seed=0, captions_per_image=captions)
+        folder = work / (f"shapes{captions}" if n is None else f"shapes{captions}-{n}")
+        written = folder / ("captions.json" if captions > 1 else "captions.csv")
+        if written.exists():  # kept as it is: regenerating would change the images' mtimes, so the data's hash
+            return written
+        return make_shapes_dataset(folder, n or 300, seed=0, captions_per_image=captions)
     if dataset == "tuxpaint":
         return DATA / "tuxpaint64" / "captions.csv"
     source = DATA / "openclipart64" / "captions.csv"
@@ -75,8 +79,9 @@ def prepare(dataset: str, study: str, work: Path, n: int | None) -> Path:
     if n:
         frame = frame.sample(n, random_state=0).sort_index()
     path = work / f"openclipart{n or len(frame)}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(path, index=False)
     return path
 
 
@@ -115,6 +120,8 @@ def removal_findings(results: pd.DataFrame) -> list[tuple]:
         findings.append(("r1", f"random-n{n}", "baseline", +1, f"removing {n} at random changes R@1 (against none)"))
         if "combined" in strategies:
             findings.append(("r1", f"combined-n{n}", "baseline", +1, f"removing the top {n} by combined raises R@1"))
+            text = f"removing the top {n} by combined lowers mean CLIPMem more than {n} at random"
+            findings.append(("mean_clipmem", f"combined-n{n}", f"random-n{n}", -1, text))
     return findings
 
 
