@@ -48,6 +48,7 @@ CHECKPOINT_DIR = "checkpoints"
 THUMB_DIR = "thumbs"
 SKIPPED = "skipped.csv"
 STATE_FILE = "run_state.json"
+EXPERIMENTS_DIR = "experiments"  # <cache>/experiments/<name>/: an experiment's records (clipmem_core.experiments)
 GROUND_TRUTH = "is_miscaptioned"
 # Every run has these; score columns come from the registry and may be missing (then the score is unavailable).
 BASE_COLUMNS = ("sample_id", "split", "filepath", "caption", "captions")
@@ -65,6 +66,8 @@ class DatasetInfo:
     content_hash: str = ""
     n_samples: int = 0
     n_skipped: int = 0
+    n_excluded: int = 0  # samples the run's drop list (--exclude) removed
+    n_exclude_not_found: int = 0  # ids of that list the data did not hold
 
 
 @dataclass
@@ -381,12 +384,14 @@ class RunInfo:
 
 
 def list_runs(cache_root: str | os.PathLike) -> list[RunInfo]:
-    """Every sub-folder of the cache, usable or not, newest first."""
+    """Every sub-folder of the cache, usable or not, newest first (``experiments/`` holds no run)."""
     root = Path(cache_root)
     if not root.is_dir():
         return []
     infos = []
     for run_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if run_dir.name == EXPERIMENTS_DIR:
+            continue
         try:
             manifest = _read_manifest(run_dir)
             check_manifest(run_dir, manifest)

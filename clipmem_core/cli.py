@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from .errors import ClipmemError
@@ -288,6 +289,141 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# The study variable's flag: (flag, dest, help) per study; RunConfig options a study varies are not flags of it.
+_STUDY_FLAGS = {
+    "noise": ("--sigmas", "text_noise", "σ values of the text noise, e.g. 0,0.05,0.15,0.3 (default)"),
+    "captions": ("--counts", "max_captions", "captions per image to train with, e.g. 1,2,3 (default: 1 … up to 5)"),
+    "removal": (
+        "--remove",
+        None,
+        "how many to remove: fractions of the training pool below 1, or counts (default 0.01,0.05,0.1)",
+    ),
+    "encoders": (None, None, ""),
+}
+_EXPERIMENT_FIXED = ("data", "out", "seed", "exclude")  # set by the experiment for every run
+
+
+def _add_experiment(commands) -> None:
+    from .experiments import STUDIES
+    from .experiments.removal import DEFAULT_BY
+
+    p = commands.add_parser(
+        "experiment",
+        help="the paper's mitigation studies on your data: noise, captions, removal, encoders",
+        description="Run one of the CLIPMem paper's mitigation studies as a series of ordinary runs (registered "
+        "in the cache), with memorization beside utility (retrieval R@1/R@5 and, where the data has a label "
+        "column, a linear probe) on a seeded evaluation set every run leaves out. Writes "
+        "<cache>/experiments/NAME/results.parquet, summary.parquet and plot.html. Rerun the same command to "
+        "resume.",
+    )
+    studies = p.add_subparsers(dest="study", required=True, metavar="STUDY")
+    for name, study in STUDIES.items():
+        sub = studies.add_parser(name, help=study.description, description=f"{name} study: {study.description}.")
+        flag, varied, help_text = _STUDY_FLAGS[name]
+        sub.add_argument("--name", required=True, help="the experiment's name; runs are CACHE/NAME-s<seed>-<condition>")
+        sub.add_argument("--cache", default="cache", help="cache folder the runs and records go to (default cache)")
+        sub.add_argument("--seeds", type=_argument_type(_int_list), default=(0,), help="seeds, e.g. 0,1,2 (default 0)")
+        sub.add_argument(
+            "--eval-fraction",
+            type=float,
+            default=0.2,
+            help="share of the data every run leaves out, to measure utility on (default 0.2)",
+        )
+        sub.add_argument(
+            "--inject",
+            type=float,
+            default=0.0,
+            help="swap this share of captions per seed (is_miscaptioned) before the study; default 0: none",
+        )
+        if flag:
+            sub.add_argument(flag, dest="values", type=_argument_type(_number_list), default=(), help=help_text)
+        if name == "removal":
+            sub.add_argument(
+                "--by",
+                type=_argument_type(_name_list),
+                default=(),
+                help=f"rank by these registered scores, or random (default {','.join(DEFAULT_BY)}); "
+                "clip_score_heldout is the paper's lowest-CLIP-score baseline",
+            )
+        from .config import RunConfig
+
+        run_options = tuple(
+            f.name for f in RunConfig.option_fields() if f.name not in (*_EXPERIMENT_FIXED, varied) or f.name == "data"
+        )
+        _add_config_options(sub, run_options)
+        sub.set_defaults(func=_cmd_experiment)
+
+
+def _number_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ClipmemError(f"{text!r}: expected numbers separated by commas") from None
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ClipmemError(f"{text!r}: expected whole numbers separated by commas") from None
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from .config import RunConfig
+    from .experiments import ExperimentSettings, run_experiment
+    from .experiments.base import PLOT_FILE, RESULTS_FILE
+
+    defaults = {f.name: f.default for f in RunConfig.option_fields()}
+    run_options = {
+        name: getattr(args, name)
+        for name in defaults
+        if name != "data" and hasattr(args, name) and getattr(args, name) != defaults[name]
+    }
+    settings = ExperimentSettings(
+        study=args.study,
+        name=args.name,
+        data=str(Path(args.data).expanduser().resolve()),
+        cache=args.cache,
+        seeds=tuple(args.seeds),
+        values=tuple(getattr(args, "values", ()) or ()),
+        by=tuple(getattr(args, "by", ()) or ()),
+        eval_fraction=args.eval_fraction,
+        inject=args.inject,
+        run_options=run_options,
+    )
+    results = run_experiment(settings)
+    folder = Path(args.cache) / "experiments" / args.name
+    print(_render_experiment(results, args.study))
+    print(f"\nresults: {folder / RESULTS_FILE}\nplot: {folder / PLOT_FILE}")
+    return 0
+
+
+def _render_experiment(results, study: str) -> str:
+    from .experiments.base import summarise
+    from .formatting import fmt_number
+
+    summary = summarise(results)
+    columns = ["mean_clipmem", "r1", "r5", "probe_accuracy"]
+    if study == "encoders":
+        columns = ["image_mem", "text_mem", "text_minus_image_p", "r1"]
+    if study == "removal":
+        columns = ["r1", "r5", "probe_accuracy", "removed_miscaptioned"]
+    header = ["condition", "seeds", *columns]
+    rows = [
+        [
+            f"{row['group']} {fmt_number(row['value'])}".strip() if study == "removal" else str(row["condition"]),
+            str(row["seeds"]),
+            *(f"{fmt_number(row.get(c), 4)} ± {fmt_number(row.get(f'{c}_std'), 4)}" for c in columns),
+        ]
+        for _, row in summary.iterrows()
+    ]
+    return "\n".join(_table(header, rows))
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes get the same one line as every other error (and exit 2), pointing to --help."""
 
@@ -324,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_import,
         _add_scores,
         _add_list,
+        _add_experiment,
         add_review_parser,
     ):
         add(commands)
@@ -353,5 +490,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a full disk, a read-only folder, a vanished file: the user's to fix, no traceback
         return _error(_os_error(exc))
     except KeyboardInterrupt:
-        print("clipmem: interrupted; rerun with --resume to continue", file=sys.stderr)
+        how = "rerun the same command" if args.command == "experiment" else "rerun with --resume"
+        print(f"clipmem: interrupted; {how} to continue", file=sys.stderr)
         return 130

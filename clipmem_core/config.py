@@ -111,6 +111,18 @@ class RunConfig:
     augmentations: int | None = _option("K augmented views per sample for the alignment A")
     seed: int = _option("seeds splits, initialisation, data order and views", default=0)
     init_checkpoint: str | None = _option("local checkpoint every model starts from (fine-tuning)")
+    text_noise: float = _option(
+        "mitigation: std σ of Gaussian noise N(0, σ²) added to every coordinate of the L2-normalised text "
+        "embeddings in training only (never when scoring); 0: none",
+        default=0.0,
+    )
+    exclude: str | None = _option(
+        "mitigation: drop list (CSV/TSV/parquet with a sample_id column, or .txt with one id a line, e.g. "
+        "`clipmem review export --what droplist`): train and score without these samples"
+    )
+    max_captions: int | None = _option(
+        "use at most this many captions per sample (the first ones) in training and scoring; default: all"
+    )
     on_error: str = _option("bad rows: skip them and list them in skipped.csv, or fail", default="skip")
     img_key: str = _option("image column of a CSV/TSV", default="filepath", flag="--csv-img-key")
     caption_key: str = _option("caption column of a CSV/TSV", default="caption", flag="--csv-caption-key")
@@ -164,6 +176,11 @@ class RunConfig:
         for name in ("img_key", "caption_key"):
             if not str(getattr(self, name)).strip():
                 raise ClipmemError(f"--{name.replace('_', '-')} is empty")
+        noise = self.text_noise
+        if isinstance(noise, bool) or not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
+            raise ClipmemError(f"--text-noise must be a finite number of at least 0, not {noise!r}")
+        if self.max_captions is not None and (not isinstance(self.max_captions, int) or self.max_captions < 1):
+            raise ClipmemError(f"--max-captions must be a whole number of at least 1, not {self.max_captions!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

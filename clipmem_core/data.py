@@ -53,6 +53,7 @@ log = logging.getLogger("clipmem")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 ID_COLUMN = "id"
 LABEL_COLUMN = "is_miscaptioned"
+CLASS_COLUMN = "label"  # optional class of the image (e.g. a stamp's category): for linear probes, never trained on
 SKIP_COLUMNS = ["row", "filepath", "caption", "reason"]
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
@@ -108,6 +109,7 @@ class _Record:
     problem: str | None = None
     escapes: bool = False
     warn: bool = False  # the record stands for lost input (a damaged shard): also a warning
+    category: str | None = None
 
 
 def read_dataset(
@@ -214,6 +216,7 @@ def _read_table(source: Path, fmt: str, img_key: str, caption_key: str) -> tuple
     columns = _table_columns(source, header, img_key, caption_key)
     has_id, has_label = ID_COLUMN in columns, LABEL_COLUMN in columns
     base = source.parent
+    has_category = CLASS_COLUMN in columns and CLASS_COLUMN not in (img_key, caption_key)
     records = []
     for i, fields in enumerate(rows, start=1):
         problem = _field_count_problem(fields, len(header))
@@ -230,6 +233,7 @@ def _read_table(source: Path, fmt: str, img_key: str, caption_key: str) -> tuple
                 label=fields[columns[LABEL_COLUMN]] if has_label else None,
                 problem=problem or (None if written else "filepath is empty"),
                 escapes=_escapes(base, written, full),
+                category=fields[columns[CLASS_COLUMN]].strip() if has_category else None,
             )
         )
     return records, has_label
@@ -244,7 +248,9 @@ def _table_columns(source: Path, header: list[str], img_key: str, caption_key: s
             f"(columns: {', '.join(header)[:300]}); "
             "name the image and caption columns with --csv-img-key/--csv-caption-key"
         )
-    used = [key for key in dict.fromkeys((img_key, caption_key, ID_COLUMN, LABEL_COLUMN)) if key in header]
+    used = [
+        key for key in dict.fromkeys((img_key, caption_key, ID_COLUMN, LABEL_COLUMN, CLASS_COLUMN)) if key in header
+    ]
     repeated = [key for key in used if header.count(key) > 1]
     if repeated:
         raise ClipmemError(f"{source} has the column {repeated[0]!r} more than once; keep one")
@@ -296,6 +302,7 @@ def _read_coco(source: Path) -> list[_Record]:
                 sample_id=str(image["id"]) if "id" in image else _derived_id(base, full, caps[0] if caps else ""),
                 problem=None if written else "image entry has no file_name (a string)",
                 escapes=_escapes(base, written, full),
+                category=None if image.get(CLASS_COLUMN) is None else str(image[CLASS_COLUMN]),
             )
         )
     return records
@@ -520,6 +527,7 @@ def _tar_record(row: int, shard: Path, root: Path, sample: _TarSample) -> _Recor
         sample_id=str(meta[ID_COLUMN]) if meta.get(ID_COLUMN) is not None else derived,
         label=meta.get(LABEL_COLUMN),
         problem=sample.problem or json_problem or _tar_problem(sample, captions),
+        category=None if meta.get(CLASS_COLUMN) is None else str(meta[CLASS_COLUMN]),
     )
 
 
@@ -709,7 +717,9 @@ def _samples_frame(good: list[_Record], root: Path, has_label: bool) -> tuple[pd
     known = sum(label is not None for label in labels)
     if labels and known == len(labels):
         frame[LABEL_COLUMN] = np.array(labels, dtype=bool)
-    elif known:
+    if any(r.category for r in good):
+        frame[CLASS_COLUMN] = [r.category or None for r in good]
+    if known and known < len(labels):
         return frame, (
             f"{LABEL_COLUMN} is given for {known} of {len(labels)} samples; a partial ground truth would "
             "skew every detection figure, so it is left out (label every sample to use it)"
@@ -724,13 +734,15 @@ def _stored_path(root: Path, path: Path) -> str:
 def _content_hash(samples: pd.DataFrame, root: Path) -> str:
     """sha256 over the samples (by sample_id) and each image's size and mtime: cheap, and any edit shows."""
     digest = hashlib.sha256()
-    labels = samples[LABEL_COLUMN] if LABEL_COLUMN in samples else pd.Series([None] * len(samples), index=samples.index)
-    for sid, filepath, caps, label in sorted(
-        zip(samples["sample_id"], samples["filepath"], samples["captions"], labels)
+    missing = pd.Series([None] * len(samples), index=samples.index)
+    labels, categories = samples.get(LABEL_COLUMN, missing), samples.get(CLASS_COLUMN, missing)
+    for sid, filepath, caps, label, category in sorted(
+        zip(samples["sample_id"], samples["filepath"], samples["captions"], labels, categories), key=lambda r: r[0]
     ):
         stat = (root / filepath).stat()
         label = None if label is None else bool(label)
-        digest.update(json.dumps([sid, filepath, list(caps), label, stat.st_size, stat.st_mtime_ns]).encode())
+        entry = [sid, filepath, list(caps), label, stat.st_size, stat.st_mtime_ns]
+        digest.update(json.dumps(entry if category is None else [*entry, category]).encode())
     return digest.hexdigest()
 
 
@@ -808,11 +820,12 @@ def inject_miscaptions(
 ) -> dict:
     """Write a CSV copy of a dataset where a seeded ``fraction`` of samples carry another sample's caption.
 
-    Columns ``id, filepath, caption, is_miscaptioned``: one row per sample with its first caption (a
-    mis-captioned multi-caption sample gets the donor's first caption only); ids keep the source sample_ids;
-    filepaths are relative to the output's folder when the image lies inside it, else absolute (so the copy
-    reads back without ``--allow-outside-root``). A sample already flagged in the source stays flagged.
-    An existing ``out_path`` is only replaced with ``force``, and never when it is the input itself.
+    Columns ``id, filepath, caption, is_miscaptioned`` (and ``label`` when the source has it): one row per
+    sample with its first caption (a mis-captioned multi-caption sample gets the donor's first caption
+    only); ids keep the source sample_ids; filepaths are relative to the output's folder when the image
+    lies inside it, else absolute (so the copy reads back without ``--allow-outside-root``). A sample
+    already flagged in the source stays flagged. An existing ``out_path`` is only replaced with ``force``,
+    and never when it is the input itself.
     """
     if not 0 < fraction < 1:
         raise ClipmemError(f"fraction must be between 0 and 1 (exclusive), not {fraction}")
@@ -840,6 +853,8 @@ def inject_miscaptions(
             LABEL_COLUMN: flags,
         }
     )
+    if CLASS_COLUMN in samples:
+        frame[CLASS_COLUMN] = samples[CLASS_COLUMN].to_numpy()
     with atomic_path(out) as tmp:
         frame.to_csv(tmp, index=False)
     return {"n": len(frame), "n_injected": len(new), "n_skipped": len(dataset.skipped), "out": str(out), "seed": seed}

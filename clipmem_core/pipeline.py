@@ -30,6 +30,7 @@ from .atomic import remove_stale_temps, write_json
 from .config import RunConfig
 from .data import Dataset, load_image, read_dataset, write_skip_report
 from .device import pick_device
+from .droplist import Exclusion, apply_drop_list, read_drop_list
 from .errors import ClipmemError
 from .metrics import retrieval_recall
 from .models import ClipBundle, create_clip, image_size_of
@@ -175,11 +176,25 @@ def _report_skipped(dataset: Dataset, out: Path) -> None:
         )
 
 
-def _fingerprint(config: RunConfig, dataset: Dataset) -> str:
+def _fingerprint(config: RunConfig, dataset: Dataset, exclusion: Exclusion | None) -> str:
+    """The data, the settings and the drop list's ids (not its path): what a resumed run must share."""
     settings = config.to_dict()
-    for volatile in ("out", "device", "num_workers"):
+    for volatile in ("out", "device", "num_workers", "exclude"):
         settings.pop(volatile)
-    return f"{dataset.content_hash}:{sorted(settings.items())}"
+    excluded = exclusion.digest if exclusion else "-"
+    return f"{dataset.content_hash}:{excluded}:{sorted(settings.items())}"
+
+
+def select_samples(dataset: Dataset, config: RunConfig) -> Exclusion | None:
+    """Apply the run's sample-level options to ``dataset.samples`` in place: drop the ``--exclude`` list
+    (before folds or splits are drawn) and keep the first ``--max-captions`` captions of each sample."""
+    exclusion = None
+    if config.exclude:
+        ids = read_drop_list(config.exclude)
+        dataset.samples, exclusion = apply_drop_list(dataset.samples, ids, f"--exclude {config.exclude}")
+    if config.max_captions:
+        dataset.samples["captions"] = [list(c[: config.max_captions]) for c in dataset.samples["captions"]]
+    return exclusion
 
 
 def assign_rows(samples: pd.DataFrame, config: RunConfig) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -211,6 +226,7 @@ def _train_one(
         warmup_steps=config.warmup_steps,
         seed=config.seed,
         num_workers=config.num_workers,
+        text_noise=config.text_noise,
     )
     checkpoint = out / cache.CHECKPOINT_DIR / f"{tag}_last.pt"
     result = train_clip(
@@ -323,7 +339,9 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
         create_clip(config.model, init_checkpoint=config.init_checkpoint)  # fail fast on a bad model
         frame, models = assign_rows(dataset.samples, config)  # fail fast on splits the data cannot fill
         _report_skipped(dataset, out)
-    _prepare_out_dir(out, resume, {"fingerprint": _fingerprint(config, dataset), "config": config.to_dict()})
+        exclusion = select_samples(dataset, config)
+    state = {"fingerprint": _fingerprint(config, dataset, exclusion), "config": config.to_dict()}
+    _prepare_out_dir(out, resume, state)
     with timer.stage("splits"):
         log.info("%s protocol: %s", config.protocol, frame["split"].value_counts().sort_index().to_dict())
         images = ImageList(dataset.root, frame["filepath"], DOWNSCALE_FACTOR * image_size_of(config.model))
@@ -372,6 +390,8 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
             content_hash=dataset.content_hash,
             n_samples=len(dataset.samples),
             n_skipped=len(dataset.skipped),
+            n_excluded=exclusion.removed if exclusion else 0,
+            n_exclude_not_found=exclusion.not_found if exclusion else 0,
         ),
         models=list(models),
         versions=versions(),

@@ -103,6 +103,7 @@ def fake_run(
     text_embeddings: np.ndarray | None = None,
     image_size: int = 48,
     dataset_dir: str | os.PathLike | None = None,
+    config: Mapping[str, object] | None = None,
 ) -> Run:
     """Write ``<cache_root>/<name>`` with real images (solid colours) and return the loaded run.
 
@@ -110,6 +111,7 @@ def fake_run(
         dataset_dir: where the images go; default ``<run>/dataset`` (travels with the run). Give a folder
             outside the run to test runs whose dataset lives elsewhere.
         image_embeddings, text_embeddings: (n, D) vectors to store instead of random unit vectors.
+        config: run settings to record beside the defaults (e.g. ``{"exclude": "drop.csv"}``).
     """
     rng = np.random.default_rng(seed)
     out = Path(cache_root) / name
@@ -129,7 +131,7 @@ def fake_run(
     manifest = Manifest(
         name=name,
         protocol=protocol,
-        config={"model": "clipmem-tiny", "preset": "tiny", "protocol": protocol, "seed": seed},
+        config={"model": "clipmem-tiny", "preset": "tiny", "protocol": protocol, "seed": seed, **(config or {})},
         dataset=DatasetInfo(path=str(dataset / "captions.csv"), root=str(dataset), format="csv", content_hash="0" * 16),
         models=list(models),
         versions={"clipmem": "fake"},
@@ -146,3 +148,39 @@ def fake_run(
         images=images,
         thumbnail_size=24,
     )
+
+
+def fake_experiment(
+    cache_root: str | os.PathLike,
+    name: str,
+    runs: Sequence[str],
+    *,
+    study: str = "removal",
+    seeds: Sequence[int] = (0, 1, 2),
+    seed: int = 0,
+) -> Path:
+    """Write ``<cache_root>/experiments/<name>`` with random results for ``runs`` (taken in turn as the
+    study's conditions over ``seeds``) through the experiments' own writer; returns its folder."""
+    from .experiments.base import ExperimentSettings, write_records
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, run in enumerate(runs):
+        group, value = ("baseline", 0.0) if study == "removal" and i % 3 == 0 else ("combined", float(i % 3))
+        rows.append(
+            {
+                "experiment": name,
+                "study": study,
+                "seed": int(seeds[i % len(seeds)]),
+                "condition": f"{group}-{value:g}",
+                "group": group if study == "removal" else "",
+                "value": value,
+                "run": run,
+                **{key: float(rng.uniform(0, 1)) for key in ("mean_clipmem", "r1", "r5", "probe_accuracy")},
+                **{key: float(rng.uniform(-0.1, 0.1)) for key in ("image_mem", "text_mem")},
+            }
+        )
+    settings = ExperimentSettings(study=study, name=name, data="fake.csv", cache=str(cache_root), seeds=tuple(seeds))
+    folder = Path(cache_root) / "experiments" / name
+    write_records(folder, settings, list(runs), pd.DataFrame(rows), complete=True)
+    return folder

@@ -38,6 +38,7 @@ class TrainConfig:
     warmup_steps: int = 50
     seed: int = 0
     num_workers: int = 0
+    text_noise: float = 0.0  # σ of the Gaussian noise on the normalised text embeddings (see add_text_noise)
 
 
 @dataclass
@@ -63,6 +64,19 @@ class PairDataset(Dataset):
         options = self.captions[i]
         caption = options[int(torch.randint(len(options), ()))] if len(options) > 1 else options[0]
         return self.transform(self.images[i]), self.tokenizer([caption])[0]
+
+
+def add_text_noise(text_features: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The text-noise mitigation: L2-normalised text embeddings plus N(0, σ²) noise on every coordinate.
+
+    Added after normalisation and not normalised again, so σ means the same in every model and at every
+    step: the image embedding has unit norm, so each image–text cosine the loss sees moves by exactly
+    N(0, σ²), whatever the embedding width. Before normalisation the raw norms drift during training and
+    differ between architectures, so a fixed σ would be a different strength each time. Training only.
+    """
+    if sigma <= 0:
+        return text_features
+    return text_features + sigma * torch.randn_like(text_features)
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -177,7 +191,7 @@ def train_clip(
             image, text = image.to(device, non_blocking=True), text.to(device, non_blocking=True)
             with autocast(device):
                 image_features = model.encode_image(image, normalize=True)
-                text_features = model.encode_text(text, normalize=True)
+                text_features = add_text_noise(model.encode_text(text, normalize=True), config.text_noise)
                 loss = loss_fn(image_features, text_features, model.logit_scale.exp())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -28,11 +28,12 @@ OVERVIEW = PageSpec("pages/explore/overview.py", "Overview", ":material/bar_char
 GALLERY = PageSpec("pages/explore/gallery.py", "Gallery", ":material/photo_library:")
 INSPECTOR = PageSpec("pages/explore/inspector.py", "Sample inspector", ":material/search:")
 EMBEDDING_MAP = PageSpec("pages/explore/embedding_map.py", "Embedding map", ":material/scatter_plot:")
+COMPARE = PageSpec("pages/explore/compare.py", "Compare runs", ":material/compare_arrows:")
 REVIEW = PageSpec("pages/review/review.py", "Review", ":material/fact_check:")
 RECONCILE = PageSpec("pages/review/reconcile.py", "Reconcile", ":material/balance:")
 COMPUTE = PageSpec("pages/compute/compute.py", "Compute", ":material/memory:")
 
-PAGES = (OVERVIEW, GALLERY, INSPECTOR, EMBEDDING_MAP, REVIEW, RECONCILE, COMPUTE)
+PAGES = (OVERVIEW, GALLERY, INSPECTOR, EMBEDDING_MAP, COMPARE, REVIEW, RECONCILE, COMPUTE)
 
 
 def go(spec: PageSpec) -> NoReturn:

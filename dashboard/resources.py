@@ -99,6 +99,11 @@ def current_run() -> Run | None:
         st.stop()
 
 
+def run_at(path: str | Path) -> Run:
+    """Any run of the cache by its folder, loaded once per version (the Compare page shows several)."""
+    return _load_run(str(path), _version(str(path)))
+
+
 def require_run() -> Run:
     """The chosen run (damaged files named in st.error, the page goes on); without one, say how to get one."""
     run = current_run()

@@ -54,7 +54,7 @@ def assert_clean_error(result: Result, fragment: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["run", "inject-miscaptions", "neighbours", "summary", "import-run", "list", "review"]
+    "command", ["run", "inject-miscaptions", "neighbours", "summary", "import-run", "list", "experiment", "review"]
 )
 def test_every_command_has_help(clipmem, command):
     result = clipmem(command, "--help")

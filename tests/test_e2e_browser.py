@@ -42,7 +42,7 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 90_000
 SMALL = {"width": 1280, "height": 800}
 TITLES = [spec.title for spec in PAGES]  # the real navigation, in menu order
-PAGE_FILES = {"app", "compute", "embedding map", "gallery", "inspector", "overview", "reconcile", "review"}
+PAGE_FILES = {"app", "compare", "compute", "embedding map", "gallery", "inspector", "overview", "reconcile", "review"}
 WATCH_S = 5  # how long after the first paint every sidebar state is recorded, at least
 # Installed before the app's own scripts: a MutationObserver records each distinct state of the sidebar
 # navigation (its entries' labels), of a dialog and of the gallery, with the time since navigation.
@@ -451,7 +451,8 @@ def test_one_curation_session_by_keyboard_two_reviewers_blind_a_lead_and_a_clean
     page.locator(IDLE).wait_for()
     badges = page.eval_on_selector_all(  # a badge's own text, without its icon's ligature name
         "span.stMarkdownBadge",
-        "els => els.filter(b => b.checkVisibility()).map(b => [...b.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent).join('').trim())",
+        "els => els.filter(b => b.checkVisibility()).map(b => [...b.childNodes]"
+        ".filter(n => n.nodeType === 3).map(n => n.textContent).join('').trim())",
     )
     shown = [b for b in badges if b.startswith(("Mis-captioned · ", "Correct · ", "Unsure · "))]
     label = {"mis-captioned": "Mis-captioned", "correct": "Correct", "unsure": "Unsure"}

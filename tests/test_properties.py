@@ -66,8 +66,30 @@ def read_or_refuse(path: Path) -> Dataset | None:
 # --- inputs -------------------------------------------------------------------------------------------
 
 _FIELD_PIECES = st.sampled_from(
-    [*IMAGES, "img/broken.png", "../x.png", "/etc/passwd", "", " ", '"', '""', ",", "\t", "\n", "\r\n", "\x00"]
-    + ["a cat", "id", "true", "maybe", "=1+2", "é", "\ufeff", "img/../img/0.png", "x" * 50]
+    [
+        *IMAGES,
+        "img/broken.png",
+        "../x.png",
+        "/etc/passwd",
+        "",
+        " ",
+        '"',
+        '""',
+        ",",
+        "\t",
+        "\n",
+        "\r\n",
+        "\x00",
+        "a cat",
+        "id",
+        "true",
+        "maybe",
+        "=1+2",
+        "é",
+        "\ufeff",
+        "img/../img/0.png",
+        "x" * 50,
+    ]
 )
 _FIELD = st.lists(_FIELD_PIECES, max_size=4).map("".join)
 _HEADER = st.lists(st.sampled_from(["filepath", "caption", "id", "is_miscaptioned", "other", ""]), max_size=5)

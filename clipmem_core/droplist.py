@@ -1,0 +1,86 @@
+"""Drop lists: the sample ids a run leaves out (``clipmem run --exclude FILE``).
+
+A drop list is what ``clipmem review export --what droplist`` writes (a CSV or parquet file with a
+``sample_id`` column); a TSV with that column, or a ``.txt`` file with one id a line, works too. Excluded
+samples are removed right after ingest, before the folds or splits are drawn, so the run trains and
+scores as if they were never in the data. Ids the data does not hold are counted and reported, never
+an error: a drop list made on a larger version of the data still applies to what is left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .atomic import atomic_path
+from .errors import ClipmemError
+
+log = logging.getLogger("clipmem")
+ID_COLUMN = "sample_id"
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """What a drop list did to a dataset: how many samples it removed and how many ids it named in vain."""
+
+    ids: frozenset[str]
+    removed: int
+    not_found: int
+
+    @property
+    def digest(self) -> str:
+        """Identifies the list's content, so a resumed run refuses a drop list that changed."""
+        return hashlib.sha256("\n".join(sorted(self.ids)).encode()).hexdigest()[:16]
+
+
+def read_drop_list(path: str | os.PathLike) -> frozenset[str]:
+    """The ids of a drop list file; a missing file, a table without ``sample_id`` or an unknown type is refused."""
+    source = Path(path).expanduser()
+    if not source.is_file():
+        raise ClipmemError(f"drop list {source} does not exist")
+    suffix = source.suffix.lower()
+    try:
+        if suffix == ".txt":
+            lines = source.read_text(encoding="utf-8-sig").splitlines()
+            return frozenset(line.strip() for line in lines if line.strip())
+        if suffix in (".csv", ".tsv"):
+            frame = pd.read_csv(source, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        elif suffix == ".parquet":
+            frame = pd.read_parquet(source)
+        else:
+            raise ClipmemError(f"drop list {source}: expected a .csv, .tsv, .parquet or .txt file")
+    except pd.errors.EmptyDataError:
+        return frozenset()
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
+        raise ClipmemError(f"drop list {source} is unreadable: {str(exc).strip().splitlines()[0]}") from None
+    if ID_COLUMN not in frame.columns:
+        raise ClipmemError(f"drop list {source} has no {ID_COLUMN!r} column (columns: {', '.join(frame.columns)})")
+    # the review export writes drop lists verbatim (only the verdicts export escapes formula-like cells)
+    return frozenset(v for v in (str(v).strip() for v in frame[ID_COLUMN]) if v)
+
+
+def apply_drop_list(
+    samples: pd.DataFrame, ids: frozenset[str], source: str = "drop list"
+) -> tuple[pd.DataFrame, Exclusion]:
+    """``samples`` without the listed ids, and what was removed; unknown ids are logged, not refused."""
+    listed = samples["sample_id"].isin(ids)
+    exclusion = Exclusion(ids=ids, removed=int(listed.sum()), not_found=len(ids) - int(listed.sum()))
+    if exclusion.not_found:
+        log.warning("%s: %d of %d ids are not in the data (ignored)", source, exclusion.not_found, len(ids))
+    if exclusion.removed == len(samples):
+        raise ClipmemError(f"{source} excludes every one of the {len(samples)} samples; nothing is left to train on")
+    log.info("%s: excluded %d samples", source, exclusion.removed)
+    return samples.loc[~listed].reset_index(drop=True), exclusion
+
+
+def write_drop_list(path: str | os.PathLike, ids: list[str] | frozenset[str]) -> Path:
+    """A CSV drop list (``sample_id``) that ``--exclude`` and the review export agree on; written atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        pd.DataFrame({ID_COLUMN: sorted(ids)}).to_csv(tmp, index=False)
+    return path

@@ -1,0 +1,143 @@
+"""The paper's mitigation studies on the user's data: ``clipmem experiment noise|captions|removal|encoders``.
+
+Each study trains ordinary runs into the cache (one per condition and seed), measures memorization
+beside utility on a fixed evaluation set, and writes a results table and a plot; see ``base`` for the
+layout and ``docs/paper-reproduction.md`` for what they give on generated shapes, openclipart and tuxpaint.
+
+Example::
+
+    from clipmem_core.experiments import ExperimentSettings, run_experiment
+    settings = ExperimentSettings(study="noise", name="noise-shapes", data="shapes/captions.csv",
+                                  seeds=(0, 1, 2), values=(0, 0.15, 0.3), run_options={"preset": "tiny"})
+    results = run_experiment(settings)          # one row per run
+    load_experiment("cache/experiments/noise-shapes").summary
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..cache import EXPERIMENTS_DIR
+from ..errors import ClipmemError
+from .base import (
+    PLOT_FILE,
+    RESULTS_FILE,
+    SUMMARY_FILE,
+    Condition,
+    Experiment,
+    ExperimentSettings,
+    Study,
+    read_record,
+    summarise,
+)
+from .captions import CaptionsStudy
+from .encoders import EncodersStudy
+from .noise import NoiseStudy
+from .removal import RemovalStudy
+
+STUDIES: dict[str, Study] = {
+    study.name: study for study in (NoiseStudy(), CaptionsStudy(), RemovalStudy(), EncodersStudy())
+}
+
+__all__ = [
+    "STUDIES",
+    "Condition",
+    "ExperimentRecord",
+    "ExperimentSettings",
+    "Study",
+    "list_experiments",
+    "load_experiment",
+    "run_experiment",
+]
+
+
+def get_study(name: str) -> Study:
+    try:
+        return STUDIES[name]
+    except KeyError:
+        raise ClipmemError(f"unknown study {name!r}; choose one of {', '.join(STUDIES)}") from None
+
+
+def run_experiment(settings: ExperimentSettings, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Run (or finish) an experiment; returns its results, one row per run."""
+    from ..config import RunConfig
+
+    study = get_study(settings.study)
+    if not settings.seeds:
+        raise ClipmemError("an experiment needs at least one seed")
+    if not 0 < settings.eval_fraction < 0.5:
+        raise ClipmemError(f"--eval-fraction must be between 0 and 0.5, not {settings.eval_fraction}")
+    if not 0 <= settings.inject < 1:
+        raise ClipmemError(f"--inject must be in [0, 1), not {settings.inject}")
+    RunConfig(data=settings.data, out="-", **settings.run_options).resolved()  # refuse bad run options early
+    experiment = Experiment(settings, study, progress)
+    study.check(settings, experiment.dataset(settings.seeds[0])[1])
+    return experiment.execute()
+
+
+@dataclass
+class ExperimentRecord:
+    """An experiment as found in the cache: its record, results and summary (empty while none exist)."""
+
+    path: Path
+    study: str
+    name: str
+    status: str
+    settings: ExperimentSettings
+    runs: list[str]
+    results: pd.DataFrame
+    summary: pd.DataFrame
+
+    @property
+    def plot_path(self) -> Path | None:
+        path = self.path / PLOT_FILE
+        return path if path.exists() else None
+
+
+def load_experiment(path: str | os.PathLike) -> ExperimentRecord:
+    """An experiment folder (``<cache>/experiments/<name>``), or a ClipmemError saying why not."""
+    folder = Path(path)
+    record = read_record(folder)
+    results = _read_table(folder / RESULTS_FILE)
+    summary = _read_table(folder / SUMMARY_FILE)
+    if summary.empty and not results.empty:
+        summary = summarise(results)
+    return ExperimentRecord(
+        path=folder,
+        study=str(record.get("study", "")),
+        name=str(record.get("name", folder.name)),
+        status=str(record.get("status", "")),
+        settings=ExperimentSettings.from_dict(record["settings"]),
+        runs=[str(r) for r in record.get("runs") or []],
+        results=results,
+        summary=summary,
+    )
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        return pd.DataFrame()
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises many types for a damaged file
+        raise ClipmemError(f"{path} is unreadable: {exc}") from None
+
+
+def list_experiments(cache_root: str | os.PathLike) -> list[ExperimentRecord | tuple[Path, str]]:
+    """Every experiment under ``<cache_root>/experiments/``: a record, or (folder, why it is unreadable)."""
+    root = Path(cache_root) / EXPERIMENTS_DIR
+    if not root.is_dir():
+        return []
+    found: list[Any] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            found.append(load_experiment(folder))
+        except ClipmemError as exc:
+            found.append((folder, str(exc)))
+    return found

@@ -1,0 +1,380 @@
+"""The experiment runner: a study is a list of conditions; each condition of each seed is one ordinary run.
+
+An experiment trains its runs with the pipeline (``compute_clipmem``, so every run folder comes from
+``write_run``) into the cache, next to the user's other runs, and keeps its own records in
+``<cache>/experiments/<name>/``::
+
+    experiment.json       study, settings, status and the names of its runs
+    eval/seed<s>.csv      the seed's evaluation set E (sample_id): left out of every run of that seed
+    data/seed<s>.csv      the seed's copy of the data with injected mis-captions (``--inject``)
+    droplists/<run>.csv   what a run left out (``--exclude``): E plus, in the removal study, the removed
+    evals/<run>.json      a run's evaluation, cached
+    results.parquet       one row per run: memorization beside utility
+    summary.parquet       per condition, mean and spread over the seeds
+    plot.html             the study's plot (plotly, self-contained: opens offline)
+
+Runs are named ``<name>-s<seed>-<condition>``. Everything is resumable: a complete run is reused (after
+checking it was made with the same settings), an interrupted one is resumed from its checkpoints, and
+a cached evaluation is read back; rerunning the same command finishes what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ..atomic import write_json, write_parquet
+from ..cache import EXPERIMENTS_DIR, GROUND_TRUTH, MANIFEST, Run, load_run
+from ..config import RunConfig
+from ..data import Dataset, inject_miscaptions, read_dataset
+from ..device import pick_device
+from ..droplist import read_drop_list, write_drop_list
+from ..errors import ClipmemError
+from ..formatting import json_safe
+from .utility import EvalData, eval_data, run_utility
+
+log = logging.getLogger("clipmem")
+EXPERIMENT_FILE = "experiment.json"
+RESULTS_FILE = "results.parquet"
+SUMMARY_FILE = "summary.parquet"
+PLOT_FILE = "plot.html"
+MIN_EVAL = 10
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_VOLATILE = ("out", "device", "num_workers")  # run settings that do not change a run's result
+# Results columns that identify a row rather than measure it.
+KEY_COLUMNS = ("experiment", "study", "seed", "condition", "group", "value", "run")
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """What an experiment is: stored in experiment.json; a rerun must give the same settings.
+
+    Attributes:
+        study: noise, captions, removal or encoders.
+        name: the experiment's name; its runs are ``<cache>/<name>-s<seed>-<condition>``.
+        data: the dataset every run starts from.
+        seeds: one series of runs per seed (its own E, run seed, injected data and random removal).
+        values: the study's variable: σ (noise), captions per sample (captions), numbers removed
+            (removal: fractions of the training pool below 1, counts from 1 up).
+        by: removal only: rank by these registered scores, or ``random``.
+        eval_fraction: share of the data held out of every run as the evaluation set E.
+        inject: mis-caption this share of the data (per seed) before anything else; 0: use it as it is.
+        run_options: RunConfig fields every run gets (preset, epochs, …).
+    """
+
+    study: str
+    name: str
+    data: str
+    cache: str = "cache"
+    seeds: tuple[int, ...] = (0,)
+    values: tuple[float, ...] = ()
+    by: tuple[str, ...] = ()
+    eval_fraction: float = 0.2
+    inject: float = 0.0
+    run_options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentSettings:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name in ("seeds", "values", "by"):
+            values[name] = tuple(values.get(name, ()))
+        return cls(**values)
+
+    def comparable(self) -> dict[str, Any]:
+        """Everything that decides the results (not where the cache is)."""
+        settings = self.to_dict()
+        settings.pop("cache")
+        return settings
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One point of a study: the run options it changes and the samples it removes.
+
+    ``value`` is where it sits on the study's axis; ``group`` the line it belongs to (the removal
+    strategy; empty in the other studies).
+    """
+
+    name: str
+    value: float
+    group: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    drop: frozenset[str] = frozenset()
+
+
+class Study:
+    """A study: its conditions for a seed and, optionally, measurements beyond the common ones."""
+
+    name: ClassVar[str]
+    axis: ClassVar[str]  # what ``value`` is, for tables and plots
+    default_values: ClassVar[tuple[float, ...]] = ()
+    description: ClassVar[str] = ""
+
+    def check(self, settings: ExperimentSettings, dataset: Dataset) -> None:
+        """Refuse settings or data the study cannot use, before anything is trained."""
+
+    def conditions(self, experiment: Experiment, seed: int) -> list[Condition]:
+        raise NotImplementedError
+
+    def measure(self, experiment: Experiment, seed: int, condition: Condition, run: Run) -> dict[str, Any]:
+        """Study-specific figures of one run, added to its results row."""
+        return {}
+
+
+class Experiment:
+    """A study on one dataset, over seeds: runs its conditions and records what they give."""
+
+    def __init__(self, settings: ExperimentSettings, study: Study, progress: Callable[[str], None] | None = None):
+        self.settings, self.study = settings, study
+        self.folder = Path(settings.cache) / EXPERIMENTS_DIR / settings.name
+        self.device = pick_device(settings.run_options.get("device", "auto"))
+        self._datasets: dict[str, Dataset] = {}
+        self._eval: dict[int, EvalData] = {}
+        self._progress = progress or log.info
+        self.run_names: list[str] = []
+
+    # -- records -------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Create the folder, or check that the one there was made with the same settings."""
+        if not _NAME.match(self.settings.name):
+            raise ClipmemError(f"experiment name {self.settings.name!r}: use letters, digits, '.', '_' and '-'")
+        record = self.folder / EXPERIMENT_FILE
+        if record.exists():
+            stored = read_record(self.folder)
+            if ExperimentSettings.from_dict(stored["settings"]).comparable() != self.settings.comparable():
+                raise ClipmemError(
+                    f"experiment {self.settings.name!r} exists in {self.folder} with other settings; "
+                    "choose another --name, or rerun it with the settings it was started with"
+                )
+        write_records(self.folder, self.settings, self.run_names)
+
+    # -- data ----------------------------------------------------------------------------------
+    def dataset(self, seed: int) -> tuple[str, Dataset]:
+        """The seed's data (with its injected mis-captions, if any): path and ingested samples."""
+        path = self.settings.data
+        if self.settings.inject:
+            path = str((self.folder / "data" / f"seed{seed}.csv").resolve())
+            if not Path(path).exists():
+                keys = {k: v for k, v in self._data_options().items() if k in ("img_key", "caption_key")}
+                inject_miscaptions(
+                    self.settings.data, path, fraction=self.settings.inject, seed=seed, progress=False, **keys
+                )
+        if path not in self._datasets:
+            self._datasets[path] = read_dataset(path, **self._data_options(bool(self.settings.inject)))
+        return path, self._datasets[path]
+
+    def _data_options(self, injected: bool = False) -> dict[str, Any]:
+        """How to read the data; an injected copy always has the standard column names."""
+        options = self.settings.run_options
+        names = ("on_error",) if injected else ("img_key", "caption_key", "on_error")
+        return {k: options[k] for k in names if k in options} | {"progress": False}
+
+    def eval_ids(self, seed: int) -> frozenset[str]:
+        """The seed's evaluation set E, drawn once and stored, so a rerun uses the same one."""
+        path = self.folder / "eval" / f"seed{seed}.csv"
+        if path.exists():
+            return read_drop_list(path)
+        samples = self.dataset(seed)[1].samples
+        n_eval = max(MIN_EVAL, round(self.settings.eval_fraction * len(samples)))
+        if n_eval > len(samples) // 2:
+            raise ClipmemError(
+                f"the data has {len(samples)} samples: too few for an evaluation set of {n_eval} and training"
+            )
+        chosen = np.random.default_rng(seed).choice(len(samples), size=n_eval, replace=False)
+        ids = frozenset(samples["sample_id"].iloc[np.sort(chosen)])
+        write_drop_list(path, ids)
+        return ids
+
+    def evaluation_data(self, seed: int) -> EvalData:
+        if seed not in self._eval:
+            _, dataset = self.dataset(seed)
+            self._eval[seed] = eval_data(dataset.samples, dataset.root, set(self.eval_ids(seed)), seed)
+        return self._eval[seed]
+
+    # -- runs ----------------------------------------------------------------------------------
+    def run_name(self, seed: int, condition: Condition) -> str:
+        return f"{self.settings.name}-s{seed}-{condition.name}"
+
+    def run_config(self, seed: int, condition: Condition) -> RunConfig:
+        name = self.run_name(seed, condition)
+        drop_list = write_drop_list(self.folder / "droplists" / f"{name}.csv", self.eval_ids(seed) | condition.drop)
+        data, _ = self.dataset(seed)
+        options = {**self.settings.run_options, **condition.options}
+        if self.settings.inject:
+            options |= {"img_key": "filepath", "caption_key": "caption"}
+        return RunConfig(
+            data=data,
+            out=str(Path(self.settings.cache) / name),
+            seed=seed,
+            exclude=str(drop_list.resolve()),
+            **options,
+        ).resolved()
+
+    def run(self, seed: int, condition: Condition) -> Run:
+        """The condition's run: reused when complete (and made with these settings), else trained or resumed."""
+        from ..pipeline import compute_clipmem
+
+        config = self.run_config(seed, condition)
+        out = Path(config.out)
+        if (out / MANIFEST).exists():
+            run = load_run(out)
+            if _comparable(run.manifest.config) != _comparable(config.to_dict()):
+                raise ClipmemError(
+                    f"{out} holds a run with other settings than experiment {self.settings.name!r} needs; "
+                    "move it away or choose another --name"
+                )
+        else:
+            self._progress(f"{self.settings.name}: training {out.name}")
+            run = compute_clipmem(config, resume=out.exists())
+        if out.name not in self.run_names:
+            self.run_names.append(out.name)
+        return run
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, seed: int, condition: Condition, run: Run) -> dict[str, Any]:
+        """One results row: memorization beside utility (cached per run in evals/)."""
+        cached = self.folder / "evals" / f"{run.name}.json"
+        if cached.exists() and cached.stat().st_mtime_ns >= (run.path / MANIFEST).stat().st_mtime_ns:
+            return json.loads(cached.read_text(encoding="utf-8"))
+        _, dataset = self.dataset(seed)
+        row: dict[str, Any] = {
+            "experiment": self.settings.name,
+            "study": self.study.name,
+            "seed": seed,
+            "condition": condition.name,
+            "group": condition.group,
+            "value": float(condition.value),
+            "run": run.name,
+            "n_train": len(run.scores),
+            "n_removed": len(condition.drop),
+            "removed_miscaptioned": _share_miscaptioned(dataset.samples, condition.drop),
+            **memorization(run),
+            **run_utility(run, self.evaluation_data(seed), self.device),
+            **self.study.measure(self, seed, condition, run),
+        }
+        row = json_safe(row)
+        write_json(cached, row)
+        return row
+
+    def execute(self) -> pd.DataFrame:
+        """Run every condition of every seed, write the results, summary and plot; return the results."""
+        self.open()
+        rows = []
+        for seed in self.settings.seeds:
+            for condition in self.study.conditions(self, seed):
+                rows.append(self.evaluate(seed, condition, self.run(seed, condition)))
+                write_records(self.folder, self.settings, self.run_names, pd.DataFrame(rows))
+        results = pd.DataFrame(rows)
+        write_records(self.folder, self.settings, self.run_names, results, complete=True)
+        return results
+
+
+def write_records(
+    folder: Path,
+    settings: ExperimentSettings,
+    runs: list[str],
+    results: pd.DataFrame | None = None,
+    complete: bool = False,
+) -> None:
+    """The one writer of an experiment's records: results so far, and once complete its summary and plot.
+
+    experiment.json is written last, so its status never claims files that are not there yet.
+    """
+    from .plots import study_figure, write_figure
+
+    if results is not None:
+        write_parquet(folder / RESULTS_FILE, results)
+    if complete:
+        summary = summarise(results if results is not None else pd.DataFrame())
+        write_parquet(folder / SUMMARY_FILE, summary)
+        write_figure(study_figure(settings.study, summary), folder / PLOT_FILE)
+    record = {
+        "study": settings.study,
+        "name": settings.name,
+        "settings": settings.to_dict(),
+        "status": "complete" if complete else "running",
+        "runs": list(runs),
+        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_json(folder / EXPERIMENT_FILE, record)
+
+
+def _comparable(config: dict[str, Any]) -> str:
+    settings = {k: v for k, v in json_safe(config).items() if k not in _VOLATILE}
+    return json.dumps(settings, sort_keys=True, default=list)
+
+
+def _share_miscaptioned(samples: pd.DataFrame, ids: frozenset[str]) -> float:
+    """Of the removed samples, the share the data marks mis-captioned (NaN without ground truth or removal)."""
+    if not ids or GROUND_TRUTH not in samples.columns:
+        return math.nan
+    removed = samples["sample_id"].isin(ids).to_numpy()
+    return float(samples.loc[removed, GROUND_TRUTH].fillna(False).astype(bool).mean()) if removed.any() else math.nan
+
+
+def memorization(run: Run) -> dict[str, float]:
+    """Mean CLIPMem of the run's scored samples (and of its mis-captioned and clean ones), and how well
+    its default ranking finds the mis-captions (AUROC and AP of the combined score), from the manifest."""
+    scores = run.scores
+    clipmem = scores["clipmem"].to_numpy(dtype=np.float64, na_value=np.nan) if "clipmem" in scores else np.array([])
+    result = {"mean_clipmem": _mean(clipmem), "clipmem_miscaptioned": math.nan, "clipmem_clean": math.nan}
+    if GROUND_TRUTH in scores.columns and clipmem.size:
+        bad = scores[GROUND_TRUTH].fillna(False).astype(bool).to_numpy()
+        result["clipmem_miscaptioned"], result["clipmem_clean"] = _mean(clipmem[bad]), _mean(clipmem[~bad])
+    detectors = (run.manifest.summary.get("detection") or {}).get("detectors") or {}
+    combined = detectors.get("combined") or {}
+    result["detection_auroc"] = _number(combined.get("auroc"))
+    result["detection_ap"] = _number(combined.get("average_precision"))
+    return result
+
+
+def _mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def summarise(results: pd.DataFrame) -> pd.DataFrame:
+    """Per condition (group and value): the mean, the standard deviation over seeds and the seed count
+    of every measured column (``<column>`` and ``<column>_std``)."""
+    if results.empty:
+        return pd.DataFrame()
+    measured = [c for c in results.columns if c not in KEY_COLUMNS and pd.api.types.is_numeric_dtype(results[c])]
+    grouped = results.groupby(["group", "value"], sort=True, dropna=False)
+    summary = grouped[measured].mean()
+    spread = grouped[measured].std(ddof=1).add_suffix("_std")
+    summary = summary.join(spread)
+    summary["seeds"] = grouped["seed"].nunique()
+    summary["condition"] = grouped["condition"].first()
+    return summary.reset_index()
+
+
+def read_record(folder: Path) -> dict[str, Any]:
+    """experiment.json of an experiment folder, or a ClipmemError saying why it cannot be read."""
+    path = folder / EXPERIMENT_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ClipmemError(f"{folder} is not an experiment (no {EXPERIMENT_FILE})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ClipmemError(f"{path} is unreadable: {exc}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
+        raise ClipmemError(f"{path} is not an experiment record")
+    return record

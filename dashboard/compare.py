@@ -1,0 +1,287 @@
+"""Compare page: runs side by side, a run against its cleaned re-run, and an experiment's runs and plot.
+
+Everything comes from what runs and experiments stored (manifests, scores, the reference model's
+embeddings, experiment summaries); the one computation, recall on a common footing for "did cleaning
+help?", ranks at most ``COMMON_LIMIT`` pairs per run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clipmem_core.cache import GROUND_TRUTH, Run, RunInfo
+from clipmem_core.formatting import fmt_number, json_safe
+from clipmem_core.metrics import retrieval_recall
+from clipmem_core.review.export import final_labels
+from clipmem_core.review.store import ReviewStore
+from clipmem_core.review.verdicts import MISCAPTIONED
+from clipmem_core.splits import membership, split_order
+
+RUNS_KEY = "compare_runs"  # session-state keys of the page's widgets
+ORIGINAL_KEY = "compare_original"
+CLEANED_KEY = "compare_cleaned"
+EXPERIMENT_KEY = "compare_experiment"
+COMMON_LIMIT = 2_000  # pairs per run for recall on a common footing: same gallery size for both runs
+DETECTOR = "combined"
+COUNT_MEASURES = ("Samples", "Removed by the re-run", "… of them flagged by the team", "… of them known mis-captions")
+# Run settings worth a column of their own in the side-by-side table (the rest shows under differences).
+SETTING_COLUMNS = {"text_noise": "Text noise σ", "max_captions": "Max captions", "exclude": "Drop list"}
+
+
+def flagged_count(store: ReviewStore, run_name: str) -> int:
+    """Samples whose final label (resolution, else majority) is mis-captioned: what a drop list would hold."""
+    labels = final_labels(store, run_name)
+    return int((labels["verdict"] == MISCAPTIONED).sum()) if len(labels) else 0
+
+
+def flagged_ids(store: ReviewStore, run_name: str) -> set[str]:
+    labels = final_labels(store, run_name)
+    return set(labels.loc[labels["verdict"] == MISCAPTIONED, "sample_id"]) if len(labels) else set()
+
+
+def mean_utility(run: Run) -> dict[str, float]:
+    """R@1 and R@5, averaged over both directions and over the run's models, on samples each never saw."""
+    utility = run.manifest.utility or {}
+    per_model = [m for m in utility.values() if isinstance(m, dict)]
+
+    def mean(k: int) -> float:
+        values = [v for m in per_model for v in (m.get(f"i2t_r{k}"), m.get(f"t2i_r{k}")) if isinstance(v, float)]
+        return float(np.mean(values)) if values else math.nan
+
+    return {"r1": mean(1), "r5": mean(5)}
+
+
+def _detection(run: Run) -> dict[str, Any]:
+    detectors = (run.manifest.summary.get("detection") or {}).get("detectors") or {}
+    return detectors.get(DETECTOR) or {}
+
+
+def _mean_clipmem(run: Run) -> float:
+    if "clipmem" not in run.scores:
+        return math.nan
+    values = run.scores["clipmem"].to_numpy(dtype=np.float64, na_value=np.nan)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def side_by_side(runs: Sequence[Run], flagged: Mapping[str, int]) -> pd.DataFrame:
+    """One column per run, one row per measure: size, mitigation settings, utility, memorization,
+    detection and team flags (runs as columns keep a handful of runs readable on a laptop screen)."""
+    columns = {}
+    for run in runs:
+        config, utility, detection = run.manifest.config, mean_utility(run), _detection(run)
+        columns[run.name] = {
+            "Samples": fmt_number(len(run.scores)),
+            "Excluded": fmt_number(run.manifest.dataset.n_excluded),
+            **{label: _setting(config.get(key)) for key, label in SETTING_COLUMNS.items()},
+            "R@1 (held out)": fmt_number(utility["r1"]),
+            "R@5 (held out)": fmt_number(utility["r5"]),
+            "Mean CLIPMem": fmt_number(_mean_clipmem(run), 4, signed=True),
+            "Detection AUROC": fmt_number(detection.get("auroc")),
+            "Detection AP": fmt_number(detection.get("average_precision")),
+            "Flagged by the team": fmt_number(flagged.get(run.name, 0)),
+        }
+    frame = pd.DataFrame(columns)
+    return frame.rename_axis("Measure").reset_index()
+
+
+def _setting(value: Any) -> str:
+    return "–" if value in (None, "", 0, 0.0) else str(value)
+
+
+def clipmem_per_split(runs: Sequence[Run]) -> pd.DataFrame:
+    """Mean CLIPMem of each split (rows) in each run (columns), from the manifests' summaries."""
+    per_run = {}
+    for run in runs:
+        splits = (run.manifest.summary.get("splits") or {}).get("splits") or {}
+        per_run[run.name] = {s: (stats.get("clipmem") or {}).get("mean") for s, stats in splits.items()}
+    names = split_order({s for values in per_run.values() for s in values})
+    table = {"Split": names}
+    for name, values in per_run.items():
+        table[name] = [fmt_number(values.get(s), 4, signed=True) for s in names]
+    return pd.DataFrame(table)
+
+
+def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flat(f"{prefix}.{key}" if prefix else str(key), inner, out)
+    else:
+        out[prefix] = json.dumps(json_safe(value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def config_differences(runs: Sequence[Run]) -> pd.DataFrame:
+    """The settings and data facts that differ between the runs: one row per differing key."""
+    flat = []
+    for run in runs:
+        values: dict[str, str] = {}
+        _flat("", run.manifest.config, values)
+        values.pop("out", None)
+        values["dataset.content_hash"] = run.manifest.dataset.content_hash[:12]
+        values["dataset.n_samples"] = str(run.manifest.dataset.n_samples)
+        values["protocol"] = run.manifest.protocol
+        flat.append(values)
+    keys = sorted({k for values in flat for k in values})
+    rows = [
+        {"Setting": key, **{run.name: values.get(key, "–") for run, values in zip(runs, flat)}}
+        for key in keys
+        if len({values.get(key, "–") for values in flat}) > 1
+    ]
+    return pd.DataFrame(rows, columns=["Setting", *(run.name for run in runs)])
+
+
+def cleaned_candidates(original: str, infos: Sequence[RunInfo]) -> list[str]:
+    """Usable runs other than ``original``, those that look like its cleaned re-run first (same data, a drop list)."""
+    manifests = {info.name: info.manifest for info in infos if info.ok}
+    source = manifests.get(original)
+
+    def likely(name: str) -> bool:
+        manifest = manifests[name]
+        same_data = source is not None and manifest.dataset.content_hash == source.dataset.content_hash
+        return same_data and bool(manifest.config.get("exclude"))
+
+    others = [name for name in manifests if name != original]
+    return sorted(others, key=lambda name: not likely(name))
+
+
+def choose_runs(session: MutableMapping[str, Any], names: Sequence[str]) -> None:
+    """Button callback: show these runs side by side (the experiment tab's "compare these runs")."""
+    session[RUNS_KEY] = list(names)
+
+
+def reference_heldout_rows(run: Run) -> np.ndarray:
+    """Rows the reference model (whose embeddings the run stores) never trained on: the pipeline's utility set."""
+    splits = run.scores["split"].to_numpy()
+    if run.manifest.protocol == "paper":
+        return np.flatnonzero(splits == "extra")
+    models = membership(splits, run.manifest.protocol)
+    first = run.manifest.models[0] if run.manifest.models else next(iter(models))
+    return np.flatnonzero(~models[first])
+
+
+def _common_recall(run: Run, rows: np.ndarray, size: int, seed: int) -> dict[str, float]:
+    if size < 2:
+        return {"r1": math.nan, "r5": math.nan}
+    chosen = np.sort(np.random.default_rng(seed).choice(rows, size=size, replace=False))
+    recall = retrieval_recall(np.asarray(run.image_embeddings[chosen]), np.asarray(run.text_embeddings[chosen]))
+    return {"r1": (recall["i2t_r1"] + recall["t2i_r1"]) / 2, "r5": (recall["i2t_r5"] + recall["t2i_r5"]) / 2}
+
+
+def cleaning_effect(original: Run, cleaned: Run, team_flagged: set[str], seed: int = 0) -> pd.DataFrame:
+    """What changed from a run to its cleaned re-run: removed samples, utility and memorization.
+
+    Utility is compared on a common footing: recall among the same number of pairs in both runs (gallery
+    size changes recall), drawn from the pairs the reference model never saw, leaving out of the
+    original the samples the re-run dropped (a dropped mis-caption cannot be retrieved, and counting it
+    would credit the cleaning with what is only a smaller test set) and, where the data says, known
+    mis-captions in both.
+    """
+    before, after = set(original.scores["sample_id"]), set(cleaned.scores["sample_id"])
+    removed = before - after
+    removed_mask = original.scores["sample_id"].isin(removed).to_numpy()
+    eligible = []
+    for run, drop in ((original, removed_mask), (cleaned, np.zeros(len(cleaned.scores), bool))):
+        known = run.scores[GROUND_TRUTH].fillna(False).astype(bool).to_numpy() if run.has_ground_truth else None
+        bad = known if known is not None else np.zeros(len(run.scores), bool)
+        rows = reference_heldout_rows(run)
+        eligible.append(rows[~(drop | bad)[rows]])
+    size = min(len(eligible[0]), len(eligible[1]), COMMON_LIMIT)
+    recall = [_common_recall(run, rows, size, seed) for run, rows in zip((original, cleaned), eligible)]
+    common = sorted(before & after)
+    samples, removed_label, flagged_label, known_label = COUNT_MEASURES
+    rows = [
+        (samples, len(original.scores), len(cleaned.scores)),
+        (removed_label, math.nan, len(removed)),
+        (flagged_label, math.nan, len(removed & team_flagged)),
+        (known_label, math.nan, _known_miscaptioned(original, removed)),
+        (f"R@1 on {fmt_number(size)} held-out pairs", recall[0]["r1"], recall[1]["r1"]),
+        (f"R@5 on {fmt_number(size)} held-out pairs", recall[0]["r5"], recall[1]["r5"]),
+        ("Mean CLIPMem, every sample", _mean_clipmem(original), _mean_clipmem(cleaned)),
+        ("Mean CLIPMem, samples in both", _mean_on(original, common), _mean_on(cleaned, common)),
+    ]
+    return pd.DataFrame(
+        [
+            {"Measure": name, "Original": a, "Cleaned": b, "Change": b - a if np.isfinite([a, b]).all() else math.nan}
+            for name, a, b in rows
+        ]
+    )
+
+
+def _known_miscaptioned(run: Run, ids: set[str]) -> float:
+    if not run.has_ground_truth:
+        return math.nan
+    chosen = run.scores["sample_id"].isin(ids)
+    return float(run.scores.loc[chosen, GROUND_TRUTH].fillna(False).astype(bool).sum())
+
+
+def _mean_on(run: Run, sample_ids: list[str]) -> float:
+    if "clipmem" not in run.scores or not sample_ids:
+        return math.nan
+    chosen = run.scores["sample_id"].isin(sample_ids).to_numpy()
+    values = run.scores.loc[chosen, "clipmem"].to_numpy(dtype=np.float64, na_value=np.nan)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def cleaning_verdict(effect: pd.DataFrame) -> str:
+    """One plain sentence on R@1, the utility measure a curator cares about first."""
+    row = effect[effect["Measure"].str.startswith("R@1")].iloc[0]
+    if not np.isfinite(row["Change"]):
+        return "Too few held-out pairs to compare retrieval."
+    direction = "rose" if row["Change"] > 0 else "fell" if row["Change"] < 0 else "did not change"
+    return (
+        f"R@1 {direction} from {fmt_number(row['Original'])} to {fmt_number(row['Cleaned'])} "
+        f"({fmt_number(row['Change'], signed=True)}). One run each: to tell an effect from seed noise, run "
+        "`clipmem experiment removal` (3 seeds, a fixed evaluation set)."
+    )
+
+
+def display_effect(effect: pd.DataFrame) -> pd.DataFrame:
+    """The effect table as text: counts as whole numbers, figures with four decimals, changes signed."""
+    counts = effect["Measure"].isin(COUNT_MEASURES).to_numpy()
+
+    def cell(value: Any, count: bool, signed: bool = False) -> str:
+        if count and isinstance(value, float) and np.isfinite(value):
+            return fmt_number(int(value), signed=signed)
+        return fmt_number(value, 4, signed=signed)
+
+    return pd.DataFrame(
+        {
+            "Measure": effect["Measure"],
+            **{
+                column: [cell(v, c, signed=column == "Change") for v, c in zip(effect[column], counts)]
+                for column in ("Original", "Cleaned", "Change")
+            },
+        }
+    )
+
+
+def experiment_table(summary: pd.DataFrame, study: str) -> pd.DataFrame:
+    """An experiment's summary for reading: per condition, mean ± spread over seeds of the main figures."""
+    if summary.empty:
+        return pd.DataFrame()
+    columns = {
+        "mean_clipmem": "Mean CLIPMem",
+        "r1": "R@1 on E",
+        "r5": "R@5 on E",
+        "probe_accuracy": "Linear probe",
+        "removed_miscaptioned": "Removed that were mis-captioned",
+        "image_mem": "Image-encoder memorization",
+        "text_mem": "Text-encoder memorization",
+    }
+    rows = []
+    for _, row in summary.iterrows():
+        entry = {"Condition": str(row.get("condition")), "Seeds": fmt_number(row.get("seeds"))}
+        if study == "removal":
+            entry["Strategy"] = row.get("group")
+        for column, label in columns.items():
+            if column in summary and summary[column].notna().any():
+                entry[label] = f"{fmt_number(row.get(column), 4)} ± {fmt_number(row.get(f'{column}_std'), 4)}"
+        rows.append(entry)
+    return pd.DataFrame(rows)

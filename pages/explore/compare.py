@@ -1,0 +1,104 @@
+"""Compare: runs side by side, a run against its cleaned re-run, and the runs and plot of an experiment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from clipmem_core import list_runs
+from clipmem_core.experiments import list_experiments
+from clipmem_core.experiments.plots import study_figure
+from clipmem_core.formatting import fmt_number
+from dashboard import compare, resources, state, ui
+
+cache_root = Path(st.session_state.get(state.CACHE_ROOT, state.default_cache_root()))
+infos = [info for info in list_runs(cache_root) if info.ok]
+names = [info.name for info in infos]
+current = resources.current_run()
+store = resources.store()
+
+st.title("Compare runs")
+side, cleaning, experiments = st.tabs(["Side by side", "Did cleaning help?", "Experiments"])
+
+with side:
+    if compare.RUNS_KEY not in st.session_state:
+        first = [current.name] if current is not None else []
+        st.session_state[compare.RUNS_KEY] = (first + [n for n in names if n not in first])[:2]
+    chosen = st.multiselect("Runs", names, key=compare.RUNS_KEY, placeholder="pick two or more runs")
+    if len(chosen) < 2:
+        st.info("Pick two or more runs to compare them.")
+    else:
+        runs = [resources.run_at(cache_root / name) for name in chosen]
+        flagged = {run.name: compare.flagged_count(store, run.name) for run in runs}
+        st.dataframe(compare.side_by_side(runs, flagged), hide_index=True)
+        st.caption(
+            "R@1/R@5: image→text and text→image recall of each model on the samples it never trained on, "
+            "averaged; runs on different data are measured on different samples. Detection: how well the "
+            "combined ranking finds the known mis-captions. Flagged: final team verdict mis-captioned."
+        )
+        st.markdown("**Mean CLIPMem per split**")
+        st.dataframe(compare.clipmem_per_split(runs), hide_index=True)
+        st.markdown("**Settings that differ**")
+        ui.table(compare.config_differences(runs), "The runs share every setting.")
+
+with cleaning:
+    if len(names) < 2:
+        st.info("Comparing needs two runs: the original and its re-run with `clipmem run … --exclude DROPLIST`.")
+    else:
+        default = names.index(current.name) if current is not None and current.name in names else 0
+        original_name = st.selectbox("Original run", names, index=default, key=compare.ORIGINAL_KEY)
+        candidates = compare.cleaned_candidates(original_name, infos)
+        cleaned_name = st.selectbox(
+            "Cleaned re-run",
+            candidates,
+            key=compare.CLEANED_KEY,
+            help="runs on the same data with a drop list (--exclude) are listed first",
+        )
+        original = resources.run_at(cache_root / original_name)
+        cleaned = resources.run_at(cache_root / cleaned_name)
+        effect = compare.cleaning_effect(original, cleaned, compare.flagged_ids(store, original_name))
+        by_measure = effect.set_index("Measure")
+        left, middle, right = st.columns(3)
+        r1 = by_measure.loc[by_measure.index.str.startswith("R@1")].iloc[0]
+        left.metric("R@1, common footing", fmt_number(r1["Cleaned"]), fmt_number(r1["Change"], signed=True))
+        memo = by_measure.loc["Mean CLIPMem, samples in both"]
+        middle.metric(
+            "Mean CLIPMem, samples in both",
+            fmt_number(memo["Cleaned"], 4),
+            fmt_number(memo["Change"], 4, signed=True),
+            delta_color="inverse",
+        )
+        right.metric("Samples removed", fmt_number(int(by_measure.loc[compare.COUNT_MEASURES[1], "Cleaned"])))
+        st.text(compare.cleaning_verdict(effect))
+        st.dataframe(compare.display_effect(effect), hide_index=True)
+
+with experiments:
+    found = list_experiments(cache_root)
+    records = {record.name: record for record in found if not isinstance(record, tuple)}
+    broken = [entry for entry in found if isinstance(entry, tuple)]
+    if broken:
+        with st.expander(f"{len(broken)} unreadable experiment(s)"):
+            for folder, why in broken:
+                st.text(f"{folder.name}: {why}")
+    if not records:
+        st.info("No experiment yet: `clipmem experiment removal --data … --name …` runs one (see the README).")
+    else:
+        record = records[st.selectbox("Experiment", list(records), key=compare.EXPERIMENT_KEY)]
+        settings = record.settings
+        st.text(
+            f"{record.study} study on {settings.data} · seeds {', '.join(map(str, settings.seeds))} · "
+            f"evaluation set {fmt_number(settings.eval_fraction, 2)} of the data · status {record.status}"
+        )
+        if record.summary.empty:
+            st.info("No results yet: rerun the experiment's command to finish it.")
+        else:
+            st.plotly_chart(study_figure(record.study, record.summary), key="experiment_plot")
+            st.dataframe(compare.experiment_table(record.summary, record.study), hide_index=True)
+        its_runs = [name for name in record.runs if name in names]
+        st.button(
+            f"Compare its {len(its_runs)} runs side by side",
+            on_click=compare.choose_runs,
+            args=(st.session_state, its_runs),
+            disabled=len(its_runs) < 2,
+        )

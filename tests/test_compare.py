@@ -1,0 +1,161 @@
+"""The Compare page: its logic on fake runs, and the page itself under AppTest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from clipmem_core import list_runs
+from clipmem_core.metrics import retrieval_recall
+from clipmem_core.review import open_store
+from clipmem_core.testing import fake_experiment, fake_run
+from dashboard import compare, navigation, state
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+DROPPED = [f"s{i:05d}" for i in (1, 11, 21, 31, 41, 3)]  # five known mis-captions (rows 1, 11, …) and one clean
+
+
+@pytest.fixture
+def cache_root(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    fake_run(root, "demo", n=60)
+    kept = [f"s{i:05d}" for i in range(60) if f"s{i:05d}" not in DROPPED]
+    fake_run(root, "demo-cleaned", n=len(kept), seed=1, sample_ids=kept, config={"exclude": "drop.csv"})
+    fake_run(root, "other", n=40, seed=2, config={"text_noise": 0.15})
+    fake_experiment(root, "removal-fake", ["demo", "demo-cleaned", "other"])
+    store = open_store(root)
+    for sample_id in DROPPED[:4]:
+        store.add_verdict("demo", sample_id, "ann", "mis-captioned")
+    store.add_verdict("demo", DROPPED[4], "ann", "correct")
+    store.close()
+    monkeypatch.setenv(state.CACHE_ENV, str(root))
+    monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
+    monkeypatch.delenv("CLIPMEM_ACCESS_TOKEN", raising=False)
+    return root
+
+
+def _runs(root):
+    from clipmem_core import load_run
+
+    return {name: load_run(root / name) for name in ("demo", "demo-cleaned", "other")}
+
+
+def test_side_by_side_shows_settings_utility_and_team_flags(cache_root):
+    runs = _runs(cache_root)
+    store = open_store(cache_root)
+    flagged = {name: compare.flagged_count(store, name) for name in runs}
+    assert flagged == {"demo": 4, "demo-cleaned": 0, "other": 0}
+    table = compare.side_by_side(list(runs.values()), flagged).set_index("Measure")
+    assert list(table.columns) == ["demo", "demo-cleaned", "other"]
+    assert table.loc["Drop list", "demo-cleaned"] == "drop.csv" and table.loc["Drop list", "demo"] == "–"
+    assert table.loc["Text noise σ", "other"] == "0.15"
+    assert table.loc["Flagged by the team", "demo"] == "4" and table.loc["Samples", "demo"] == "60"
+    utility = runs["demo"].manifest.utility["h0"]
+    assert table.loc["R@1 (held out)", "demo"] == f"{(utility['i2t_r1'] + utility['t2i_r1']) / 2:.3f}"
+    shown = compare.display_effect(
+        compare.cleaning_effect(runs["demo"], runs["demo-cleaned"], compare.flagged_ids(store, "demo"))
+    ).set_index("Measure")
+    assert shown.loc["… of them flagged by the team", "Cleaned"] == "4" and shown.loc["Samples", "Change"] == "-6"
+
+
+def test_config_differences_list_only_what_differs(cache_root):
+    runs = list(_runs(cache_root).values())
+    differences = compare.config_differences(runs).set_index("Setting")
+    assert {"exclude", "text_noise", "seed", "dataset.n_samples"} <= set(differences.index)
+    assert "model" not in differences.index and "preset" not in differences.index
+    assert differences.loc["exclude"].tolist() == ["–", "drop.csv", "–"]
+    assert compare.config_differences(runs[:1]).empty
+
+
+def test_clipmem_per_split_reads_the_manifests(cache_root):
+    runs = list(_runs(cache_root).values())
+    table = compare.clipmem_per_split(runs).set_index("Split")
+    assert table.index.tolist() == ["fold0", "fold1"]
+    expected = runs[0].scores.loc[runs[0].scores["split"] == "fold1", "clipmem"].mean()
+    assert table.loc["fold1", "demo"] == f"{expected:+.4f}"
+
+
+def test_the_cleaned_re_run_is_suggested_first(cache_root):
+    infos = list_runs(cache_root)
+    assert compare.cleaned_candidates("demo", infos)[0] == "demo-cleaned"
+    assert set(compare.cleaned_candidates("demo", infos)) == {"demo-cleaned", "other"}
+
+
+def test_cleaning_effect_compares_recall_on_the_same_number_of_clean_pairs(cache_root):
+    runs = _runs(cache_root)
+    store = open_store(cache_root)
+    effect = compare.cleaning_effect(runs["demo"], runs["demo-cleaned"], compare.flagged_ids(store, "demo"))
+    table = effect.set_index("Measure")
+    assert table.loc["Removed by the re-run", "Cleaned"] == 6
+    assert table.loc["… of them flagged by the team", "Cleaned"] == 4
+    assert table.loc["… of them known mis-captions", "Cleaned"] == 5
+    r1 = table.loc[table.index.str.startswith("R@1")]
+    size = int(r1.index[0].split()[2])
+
+    def eligible(run, dropped=()):  # held out by the reference model, not a known mis-caption, not dropped
+        scores = run.scores
+        return [
+            r
+            for r in compare.reference_heldout_rows(run)
+            if not scores["is_miscaptioned"].iat[r] and scores["sample_id"].iat[r] not in dropped
+        ]
+
+    original = runs["demo"]
+    assert size == min(len(eligible(original, DROPPED)), len(eligible(runs["demo-cleaned"]))) > 10
+    chosen = np.sort(np.random.default_rng(0).choice(eligible(original, DROPPED), size=size, replace=False))
+    expected = retrieval_recall(original.image_embeddings[chosen], original.text_embeddings[chosen])
+    assert r1["Original"].iat[0] == pytest.approx((expected["i2t_r1"] + expected["t2i_r1"]) / 2)
+    assert "R@1" in compare.cleaning_verdict(effect) and "clipmem experiment removal" in compare.cleaning_verdict(
+        effect
+    )
+
+
+def test_experiment_table_gives_mean_and_spread(cache_root):
+    from clipmem_core.experiments import load_experiment
+
+    record = load_experiment(cache_root / "experiments" / "removal-fake")
+    table = compare.experiment_table(record.summary, record.study)
+    assert list(table["Strategy"]) == ["baseline", "combined", "combined"]
+    assert table["R@1 on E"].str.contains(" ± ").all()
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page(navigation.COMPARE.path).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_compare_page_shows_two_runs_side_by_side_by_default(cache_root):
+    at = _app()
+    assert at.title[0].value == "Compare runs"
+    chosen = at.multiselect(key=compare.RUNS_KEY).value
+    assert len(chosen) == 2 and chosen[0] == "demo"
+    tables = [frame.value for frame in at.dataframe]
+    assert any(set(chosen) <= set(t.columns) and "Measure" in t.columns for t in tables)
+    assert any("Split" in t.columns for t in tables)
+
+
+def test_compare_page_says_whether_cleaning_helped(cache_root):
+    at = _app()
+    assert at.selectbox(key=compare.ORIGINAL_KEY).value == "demo"
+    assert at.selectbox(key=compare.CLEANED_KEY).value == "demo-cleaned"
+    labels = {metric.label: metric.value for metric in at.metric}
+    assert labels["Samples removed"] == "6"
+    assert any(text.value.startswith("R@1 ") for text in at.text)
+    assert any("Measure" in frame.value.columns for frame in at.dataframe)
+
+
+def test_compare_page_shows_an_experiment_and_compares_its_runs(cache_root):
+    at = _app()
+    assert at.selectbox(key=compare.EXPERIMENT_KEY).value == "removal-fake"
+    assert len(at.get("plotly_chart")) == 1
+    assert any("Strategy" in frame.value.columns for frame in at.dataframe)
+    button = next(b for b in at.button if b.label.startswith("Compare its 3 runs"))
+    button.click().run()
+    assert not at.exception
+    assert at.multiselect(key=compare.RUNS_KEY).value == ["demo", "demo-cleaned", "other"]

@@ -1,0 +1,51 @@
+"""The Compare page in a real headless browser at 1280×800: side by side, did cleaning help, an experiment's plot.
+
+Uses the demo run, a re-run of it without some samples and a fake experiment, on a fresh server (the
+helpers of tests/test_e2e_browser.py). Screenshots go to a temporary folder, or to docs/compare.png
+when CLIPMEM_UPDATE_SCREENSHOT=1.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from test_e2e_browser import ROOT, SMALL, TIMEOUT_MS, _close_page_not_found, _serve, browser, playwright_api  # noqa: F401
+
+from clipmem_core import load_run
+from clipmem_core.testing import fake_experiment, fake_run
+
+pytestmark = pytest.mark.e2e
+
+
+def test_compare_page_renders_its_three_views(browser, tmp_path):  # noqa: F811
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with _serve(cache) as url:  # links cache/demo into the private cache
+        demo = load_run(cache / "demo")
+        kept = demo.scores["sample_id"].iloc[10:130].tolist()
+        fake_run(cache, "demo-cleaned", n=len(kept), sample_ids=kept, config={"exclude": "drop.csv"})
+        fake_experiment(cache, "removal-demo", ["demo", "demo-cleaned"])
+        page = browser.new_page(viewport=SMALL)
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"{url}/compare")
+        page.get_by_role("heading", name="Compare runs").wait_for()
+        _close_page_not_found(page)
+        page.get_by_text("Mean CLIPMem per split", exact=True).wait_for()
+        page.locator('[data-testid="stDataFrame"]').nth(2).wait_for()
+        page.screenshot(path=str(tmp_path / "compare_side_by_side.png"))
+
+        page.get_by_role("tab", name="Did cleaning help?").click()
+        page.get_by_text("Samples removed", exact=True).wait_for()
+        page.get_by_text("R@1, common footing", exact=True).wait_for()
+        assert page.get_by_text("clipmem experiment removal").count() >= 1
+        shot = (
+            ROOT / "docs" / "compare.png" if os.environ.get("CLIPMEM_UPDATE_SCREENSHOT") == "1" else tmp_path / "c.png"
+        )
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 10_000
+
+        page.get_by_role("tab", name="Experiments").click()
+        page.locator(".js-plotly-plot").first.wait_for()
+        page.get_by_role("button", name="Compare its 2 runs side by side").wait_for()
+        page.screenshot(path=str(tmp_path / "compare_experiment.png"))

@@ -1,0 +1,168 @@
+"""The mitigation studies end to end on tiny generated data: runs in the cache, results, plot, resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import clipmem_core.experiments.base as base_module
+from clipmem_core.cache import list_runs, load_run
+from clipmem_core.cli import main
+from clipmem_core.errors import ClipmemError
+from clipmem_core.experiments import ExperimentSettings, list_experiments, load_experiment, run_experiment
+from clipmem_core.experiments.removal import removal_counts
+from clipmem_core.experiments.utility import linear_probe_accuracy
+from clipmem_core.scores import get_score
+from clipmem_core.synthetic import make_shapes_dataset
+
+TINY = {"preset": "tiny", "epochs": 1, "batch_size": 16, "augmentations": 2, "warmup_steps": 1, "thumbnail_size": 16}
+UTILITY = ("r1", "r5", "i2t_r1", "t2i_r1", "probe_accuracy")
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), 40, seed=5)
+
+
+@pytest.fixture(scope="module")
+def multi_caption_shapes(tmp_path_factory):
+    return make_shapes_dataset(tmp_path_factory.mktemp("coco"), 40, seed=6, captions_per_image=3)
+
+
+def _settings(study: str, data, cache, **kwargs) -> ExperimentSettings:
+    return ExperimentSettings(
+        study=study, name=f"{study}-t", data=str(data), cache=str(cache), run_options=TINY, **kwargs
+    )
+
+
+def _check_common(results: pd.DataFrame, cache, study: str, n_runs: int, n_eval: int = 10) -> None:
+    """Every row pairs memorization with utility; runs are usable runs of the cache; the plot is written."""
+    assert len(results) == n_runs and results["run"].is_unique
+    assert results[["mean_clipmem", *UTILITY]].notna().all().all(), results.T
+    assert results["n_eval"].eq(n_eval).all()  # E: at least 10 samples, the same in every run of a seed
+    usable = {info.name for info in list_runs(cache) if info.ok}
+    assert set(results["run"]) <= usable
+    assert not [info for info in list_runs(cache) if not info.ok]  # experiments/ is not listed as a broken run
+    record = load_experiment(cache / "experiments" / f"{study}-t")
+    assert record.status == "complete" and record.runs == results["run"].tolist()
+    assert record.plot_path is not None and "plotly" in record.plot_path.read_text()[:20_000]
+    assert [e.name for e in list_experiments(cache)] == [f"{study}-t"]
+
+
+@pytest.mark.slow
+def test_noise_study_from_the_cli_and_its_rerun_trains_nothing(shapes, tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "cache"
+    args = ["experiment", "noise", "--data", str(shapes), "--name", "noise-t", "--cache", str(cache)]
+    args += ["--sigmas", "0,0.3", "--epochs", "1", "--batch-size", "16", "--augmentations", "2"]
+    args += ["--warmup-steps", "1", "--thumbnail-size", "16"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "sigma0" in out and "sigma0.3" in out and "plot.html" in out
+    results = load_experiment(cache / "experiments" / "noise-t").results
+    _check_common(results, cache, "noise", 2)
+    assert results["value"].tolist() == [0.0, 0.3]
+    assert [load_run(cache / r).manifest.config["text_noise"] for r in results["run"]] == [0.0, 0.3]
+    eval_ids = set(pd.read_csv(cache / "experiments" / "noise-t" / "eval" / "seed0.csv")["sample_id"])
+    for name in results["run"]:
+        assert not eval_ids & set(load_run(cache / name).scores["sample_id"])  # E is never trained on
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a rerun of a finished experiment must not train")
+
+    monkeypatch.setattr("clipmem_core.pipeline.compute_clipmem", no_training)
+    assert main(args) == 0
+    assert main([*args[:-2], "--thumbnail-size", "24"]) == 2  # other settings under the same name are refused
+    assert "with other settings" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_captions_study_trains_with_one_then_more_captions(multi_caption_shapes, tmp_path):
+    cache = tmp_path / "cache"
+    results = run_experiment(_settings("captions", multi_caption_shapes, cache, values=(1, 3)))
+    _check_common(results, cache, "captions", 2)
+    runs = [load_run(cache / name) for name in results["run"]]
+    assert [{len(c) for c in run.scores["captions"]} for run in runs] == [{1}, {3}]
+
+
+@pytest.mark.slow
+def test_removal_study_retrains_without_the_top_n_of_each_ranking(shapes, tmp_path):
+    cache = tmp_path / "cache"
+    settings = _settings("removal", shapes, cache, values=(3,), by=("combined", "random"), inject=0.1)
+    results = run_experiment(settings).set_index("condition")
+    eval_ids = set(pd.read_csv(cache / "experiments" / "removal-t" / "eval" / "seed0.csv")["sample_id"])
+    injected = pd.read_csv(cache / "experiments" / "removal-t" / "data" / "seed0.csv")
+    clean_eval = (~injected.loc[injected["id"].isin(eval_ids), "is_miscaptioned"]).sum()
+    _check_common(results.reset_index(), cache, "removal", 3, n_eval=clean_eval)  # retrieval counts clean pairs
+    baseline = load_run(cache / results.loc["baseline", "run"])
+    assert baseline.has_ground_truth and len(baseline.scores) == 30
+    suspicion = get_score("combined").suspicion(baseline.scores["combined"])
+    top = set(baseline.scores["sample_id"].iloc[np.argsort(-suspicion, kind="stable")[:3]])
+    cleaned = load_run(cache / results.loc["combined-n3", "run"])
+    assert set(baseline.scores["sample_id"]) - set(cleaned.scores["sample_id"]) == top
+    randomly = load_run(cache / results.loc["random-n3", "run"])
+    assert len(randomly.scores) == 27 and cleaned.manifest.dataset.n_excluded == 10 + 3
+    assert results.loc["combined-n3", "n_removed"] == 3 and results.loc["baseline", "n_removed"] == 0
+    assert results["removed_miscaptioned"].between(0, 1).sum() == 2
+    summary = load_experiment(cache / "experiments" / "removal-t").summary
+    assert set(summary["group"]) == {"baseline", "combined", "random"}
+
+
+@pytest.mark.slow
+def test_encoders_study_measures_both_towers(multi_caption_shapes, tmp_path):
+    cache = tmp_path / "cache"
+    results = run_experiment(_settings("encoders", multi_caption_shapes, cache))
+    _check_common(results, cache, "encoders", 1)
+    row = results.iloc[0]
+    assert np.isfinite([row["image_mem"], row["text_mem"], row["text_minus_image_p"]]).all()
+    assert row["n_text_samples"] == 30
+    per_sample = pd.read_parquet(cache / "experiments" / "encoders-t" / "encoders" / f"{row['run']}.parquet")
+    assert len(per_sample) == 30 and per_sample[["image_mem", "text_mem"]].notna().all().all()
+
+
+def test_studies_refuse_data_they_cannot_use(shapes, tmp_path):
+    with pytest.raises(ClipmemError, match="one caption per sample"):
+        run_experiment(_settings("captions", shapes, tmp_path))
+    with pytest.raises(ClipmemError, match="one caption per sample"):
+        run_experiment(_settings("encoders", shapes, tmp_path))
+    with pytest.raises(ClipmemError, match="unknown score 'nope'"):
+        run_experiment(_settings("removal", shapes, tmp_path, by=("nope",)))
+    with pytest.raises(ClipmemError, match="unknown study"):
+        run_experiment(_settings("dropout", shapes, tmp_path))
+    with pytest.raises(ClipmemError, match="--epochs"):
+        run_experiment(ExperimentSettings(study="noise", name="x", data=str(shapes), run_options={"epochs": 0}))
+    assert not (tmp_path / "experiments").exists()
+
+
+def test_removal_counts_are_fractions_of_the_pool_or_counts():
+    assert removal_counts((0.01, 0.05, 0.1), 760) == [8, 38, 76]
+    assert removal_counts((0.001, 5, 5.0), 100) == [1, 5]
+    with pytest.raises(ClipmemError, match="at most half"):
+        removal_counts((60,), 100)
+
+
+def test_linear_probe_separates_separable_classes():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], 30)
+    features = rng.normal(size=(90, 8)) + np.repeat(np.eye(3, 8) * 4, 30, axis=0)
+    assert linear_probe_accuracy(features[::2], labels[::2], features[1::2], labels[1::2]) > 0.9
+    assert np.isnan(linear_probe_accuracy(features, np.repeat("a", 90), features, labels))
+
+
+def test_summary_gives_mean_and_spread_over_seeds():
+    results = pd.DataFrame(
+        {
+            "experiment": "e",
+            "study": "noise",
+            "seed": [0, 1, 2, 0, 1, 2],
+            "condition": ["sigma0"] * 3 + ["sigma0.3"] * 3,
+            "group": "",
+            "value": [0, 0, 0, 0.3, 0.3, 0.3],
+            "run": list("abcdef"),
+            "r1": [0.1, 0.2, 0.3, 0.5, 0.5, 0.5],
+        }
+    )
+    summary = base_module.summarise(results)
+    assert summary["r1"].round(6).tolist() == [0.2, 0.5]
+    assert summary["r1_std"].round(6).tolist() == [0.1, 0.0]
+    assert summary["seeds"].tolist() == [3, 3] and summary["condition"].tolist() == ["sigma0", "sigma0.3"]

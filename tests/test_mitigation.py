@@ -1,0 +1,267 @@
+"""Mitigations as run options: text noise in training only, drop lists (--exclude), fewer captions, labels."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import clipmem_core.pipeline as pipeline_module
+import clipmem_core.train as train_module
+from clipmem_core.cache import load_run
+from clipmem_core.cli import main
+from clipmem_core.config import RunConfig
+from clipmem_core.data import inject_miscaptions, load_image, read_dataset
+from clipmem_core.droplist import apply_drop_list, read_drop_list, write_drop_list
+from clipmem_core.errors import ClipmemError
+from clipmem_core.models import create_clip
+from clipmem_core.pipeline import compute_clipmem
+from clipmem_core.review.export import write_table
+from clipmem_core.scores import registry
+from clipmem_core.synthetic import SHAPES, make_shapes_dataset
+from clipmem_core.train import TrainConfig, add_text_noise, train_clip
+
+ONE_EPOCH = dict(preset="tiny", epochs=1, batch_size=8, augmentations=2, warmup_steps=1, thumbnail_size=16)
+
+
+@pytest.fixture(scope="module")
+def numbered(tmp_path_factory) -> tuple:
+    """32 shapes whose captions name their sample ("… number 7"), so a caption tells which sample it is."""
+    folder = tmp_path_factory.mktemp("numbered")
+    csv = make_shapes_dataset(folder, 32, seed=3)
+    frame = pd.read_csv(csv)
+    frame.insert(0, "id", [f"s{i:02d}" for i in range(len(frame))])
+    frame["caption"] = [f"{c} number {i}" for i, c in enumerate(frame["caption"])]
+    frame.to_csv(csv, index=False)
+    return csv, frame
+
+
+# -- text noise ------------------------------------------------------------------------------------
+
+
+def test_add_text_noise_perturbs_each_coordinate_by_sigma_and_zero_is_the_identity():
+    torch.manual_seed(0)
+    features = torch.nn.functional.normalize(torch.randn(4096, 64), dim=1)
+    assert add_text_noise(features, 0.0) is features
+    noise = add_text_noise(features, 0.2) - features
+    assert float(noise.mean()) == pytest.approx(0.0, abs=0.005)
+    assert float(noise.std()) == pytest.approx(0.2, rel=0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sigma", [0.0, 0.3])
+def test_the_loss_sees_the_text_embeddings_plus_noise_of_std_sigma(numbered, tmp_path, monkeypatch, sigma):
+    csv, _ = numbered
+    dataset = read_dataset(csv, progress=False)
+    images = [load_image(dataset.root, p) for p in dataset.samples["filepath"]]
+    torch.manual_seed(0)
+    bundle = create_clip("clipmem-tiny")
+    encoded, seen = [], []
+    encode_text = bundle.model.encode_text
+
+    def recording_encode_text(*args, **kwargs):
+        features = encode_text(*args, **kwargs)
+        encoded.append(features.detach().clone())
+        return features
+
+    class RecordingLoss(train_module.ClipLoss):
+        def forward(self, image_features, text_features, logit_scale, *rest, **kwargs):
+            seen.append(text_features.detach().clone())
+            return super().forward(image_features, text_features, logit_scale, *rest, **kwargs)
+
+    monkeypatch.setattr(bundle.model, "encode_text", recording_encode_text)
+    monkeypatch.setattr(train_module, "ClipLoss", RecordingLoss)
+    config = TrainConfig(epochs=1, batch_size=16, lr=1e-3, warmup_steps=1, seed=0, text_noise=sigma)
+    captions = [list(c) for c in dataset.samples["captions"]]
+    train_clip(bundle, images, captions, config, tmp_path / "m.pt", device=torch.device("cpu"))
+    assert len(seen) == len(encoded) == 2
+    differences = torch.cat([s - e for s, e in zip(seen, encoded)])
+    if sigma == 0:
+        assert torch.equal(differences, torch.zeros_like(differences))
+    else:
+        assert float(differences.std()) == pytest.approx(sigma, rel=0.1)
+
+
+@pytest.mark.slow
+def test_scores_are_unchanged_by_sigma_for_fixed_weights(numbered, tmp_path, monkeypatch):
+    """σ reaches training and nothing else: with training stubbed out (weights fixed), every score is equal."""
+    csv, _ = numbered
+    given = []
+
+    def fixed_weights(bundle, images, captions, config, checkpoint, **kwargs):
+        given.append(config.text_noise)
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": bundle.model.state_dict()}, checkpoint)
+        return train_module.TrainResult(epoch_losses=[0.0])
+
+    monkeypatch.setattr(pipeline_module, "train_clip", fixed_weights)
+    runs = [
+        compute_clipmem(RunConfig(data=str(csv), out=str(tmp_path / f"s{sigma}"), text_noise=sigma, **ONE_EPOCH))
+        for sigma in (0.0, 0.3)
+    ]
+    assert given == [0.0, 0.0, 0.3, 0.3]
+    assert [r.manifest.config["text_noise"] for r in runs] == [0.0, 0.3]
+    columns = [c for c in runs[0].scores.columns if c in registry() or c.startswith("align")]
+    assert "clipmem" in columns and "combined" in columns
+    pd.testing.assert_frame_equal(runs[0].scores[columns], runs[1].scores[columns])
+    np.testing.assert_array_equal(runs[0].image_embeddings, runs[1].image_embeddings)
+    np.testing.assert_array_equal(runs[0].text_embeddings, runs[1].text_embeddings)
+
+
+def test_text_noise_and_max_captions_are_checked():
+    for bad in ({"text_noise": -0.1}, {"text_noise": float("nan")}, {"max_captions": 0}):
+        with pytest.raises(ClipmemError, match=r"--text-noise|--max-captions"):
+            RunConfig(data="x.csv", out="cache/x", **bad).resolved()
+
+
+# -- drop lists ------------------------------------------------------------------------------------
+
+
+def test_drop_lists_read_from_every_export_format(tmp_path):
+    ids = ["s01", "=s02", "s03"]
+    frame = pd.DataFrame({"sample_id": ids})
+    csv = write_table(frame, tmp_path / "drop.csv", "csv")  # the review export escapes "=s02" as "'=s02"
+    assert "'=s02" in csv.read_text()
+    assert read_drop_list(csv) == set(ids)
+    assert read_drop_list(write_table(frame, tmp_path / "drop.parquet", "parquet")) == set(ids)
+    assert read_drop_list(write_table(frame, tmp_path / "drop.tsv", "csv")) == set(ids)
+    (tmp_path / "drop.txt").write_text("s01\n\n=s02\ns03\n")
+    assert read_drop_list(tmp_path / "drop.txt") == set(ids)
+    assert read_drop_list(write_drop_list(tmp_path / "again.csv", ids)) == set(ids)
+
+
+@pytest.mark.parametrize(
+    "content, name, message",
+    [
+        (None, "missing.csv", "does not exist"),
+        ("id\ns1\n", "drop.csv", "no 'sample_id' column"),
+        ("s1", "drop.json", "expected a .csv"),
+    ],
+)
+def test_bad_drop_lists_are_refused_with_a_reason(tmp_path, content, name, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ClipmemError, match=message):
+        read_drop_list(path)
+
+
+def test_unknown_ids_are_counted_and_excluding_everything_is_refused(numbered, caplog):
+    _, frame = numbered
+    samples = pd.DataFrame({"sample_id": frame["id"]})
+    kept, exclusion = apply_drop_list(samples, frozenset({"s00", "s05", "nope", "gone"}))
+    assert list(kept["sample_id"]) == [f"s{i:02d}" for i in range(32) if i not in (0, 5)]
+    assert (exclusion.removed, exclusion.not_found) == (2, 2)
+    assert "2 of 4 ids are not in the data" in caplog.text
+    with pytest.raises(ClipmemError, match="excludes every one of the 32 samples"):
+        apply_drop_list(samples, frozenset(samples["sample_id"]))
+
+
+@pytest.mark.slow
+def test_no_excluded_id_is_in_any_training_batch(numbered, tmp_path, monkeypatch):
+    csv, frame = numbered
+    excluded = {"s00", "s03", "s04", "s17", "s31"}
+    drop = write_drop_list(tmp_path / "drop.csv", [*excluded, "not-in-the-data"])
+    drawn: list[str] = []
+    getitem = train_module.PairDataset.__getitem__
+
+    def recording_getitem(self, i):
+        drawn.extend(self.captions[i])
+        return getitem(self, i)
+
+    monkeypatch.setattr(train_module.PairDataset, "__getitem__", recording_getitem)
+    run = compute_clipmem(RunConfig(data=str(csv), out=str(tmp_path / "run"), exclude=str(drop), **ONE_EPOCH))
+    caption_of = dict(zip(frame["id"], frame["caption"]))
+    drawn_ids = {sid for sid, caption in caption_of.items() if caption in set(drawn)}
+    assert drawn_ids and not drawn_ids & excluded
+    assert drawn_ids == set(caption_of) - excluded  # every other sample was trained on by some model
+    assert not set(run.scores["sample_id"]) & excluded and len(run.scores) == 27
+    assert (run.manifest.dataset.n_excluded, run.manifest.dataset.n_exclude_not_found) == (5, 1)
+    assert run.manifest.config["exclude"] == str(drop)
+
+
+def test_resuming_with_a_changed_drop_list_is_refused(numbered, tmp_path, monkeypatch):
+    csv, _ = numbered
+    drop = write_drop_list(tmp_path / "drop.csv", ["s01"])
+    config = RunConfig(data=str(csv), out=str(tmp_path / "run"), exclude=str(drop), **ONE_EPOCH)
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline_module, "train_clip", stop)
+    with pytest.raises(KeyboardInterrupt):
+        compute_clipmem(config)
+    write_drop_list(drop, ["s01", "s02"])
+    with pytest.raises(ClipmemError, match="other data or settings"):
+        compute_clipmem(config, resume=True)
+
+
+def test_run_with_a_missing_drop_list_is_one_clean_error(numbered, tmp_path, capsys):
+    csv, _ = numbered
+    code = main(["run", "--data", str(csv), "--out", str(tmp_path / "r"), "--exclude", str(tmp_path / "no.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("clipmem: error: drop list") and "does not exist" in err
+    assert not (tmp_path / "r").exists()
+
+
+# -- captions and labels ---------------------------------------------------------------------------
+
+
+def test_max_captions_keeps_the_first_captions(tmp_path):
+    coco = make_shapes_dataset(tmp_path, 12, seed=1, captions_per_image=3)
+    dataset = read_dataset(coco, progress=False)
+    assert [len(c) for c in dataset.samples["captions"]] == [3] * 12
+    pipeline_module.select_samples(dataset, RunConfig(data=str(coco), out="x", max_captions=2).resolved())
+    assert [len(c) for c in dataset.samples["captions"]] == [2] * 12
+    assert all(c[0] == first for c, first in zip(dataset.samples["captions"], dataset.samples["caption"]))
+
+
+def test_shapes_carry_their_shape_as_label_through_ingest_and_injection(tmp_path):
+    csv = make_shapes_dataset(tmp_path / "one", 30, seed=2)
+    dataset = read_dataset(csv, progress=False)
+    assert set(dataset.samples["label"]) <= set(SHAPES)
+    assert all(label in caption for label, caption in zip(dataset.samples["label"], dataset.samples["caption"]))
+    inject_miscaptions(csv, tmp_path / "noisy.csv", fraction=0.2, seed=0, progress=False)
+    noisy = read_dataset(tmp_path / "noisy.csv", progress=False).samples
+    assert noisy["label"].tolist() == dataset.samples["label"].tolist()
+    assert noisy["is_miscaptioned"].sum() == 6
+    coco = read_dataset(make_shapes_dataset(tmp_path / "many", 30, seed=2, captions_per_image=4), progress=False)
+    assert coco.samples["label"].tolist() == dataset.samples["label"].tolist()
+    assert coco.samples["caption"].tolist() == dataset.samples["caption"].tolist()
+    assert {len(set(c)) for c in coco.samples["captions"]} == {4}
+
+
+def test_a_label_column_changes_the_content_hash_and_reaches_the_samples(tmp_path):
+    csv = make_shapes_dataset(tmp_path, 10, seed=0)
+    with_label = read_dataset(csv, progress=False)
+    pd.read_csv(csv).drop(columns="label").to_csv(tmp_path / "bare.csv", index=False)
+    bare = read_dataset(tmp_path / "bare.csv", progress=False)
+    assert "label" not in bare.samples and "label" in with_label.samples
+    assert bare.content_hash != with_label.content_hash
+
+
+def test_coco_images_may_carry_a_label(tmp_path):
+    coco = make_shapes_dataset(tmp_path, 6, seed=0, captions_per_image=2)
+    data = json.loads(coco.read_text())
+    for image in data["images"][:3]:
+        del image["label"]
+    coco.write_text(json.dumps(data))
+    labels = read_dataset(coco, progress=False).samples["label"].tolist()
+    assert pd.isna(labels[:3]).all() and all(isinstance(label, str) for label in labels[3:])
+
+
+@pytest.mark.parametrize("kwargs", [{"captions_per_image": 6}, {"captions_per_image": 2, "miscaption_fraction": 0.1}])
+def test_shapes_refuse_impossible_caption_settings(tmp_path, kwargs):
+    with pytest.raises(ClipmemError):
+        make_shapes_dataset(tmp_path, 10, **kwargs)
+
+
+@pytest.mark.slow
+def test_a_run_keeps_the_label_column(tiny_run):
+    assert "label" in tiny_run.scores.columns
+    assert set(tiny_run.scores["label"]) <= set(SHAPES)
+    assert load_run(tiny_run.path).scores["label"].notna().all()
