@@ -377,6 +377,31 @@ def _rerank(vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray) ->
     return np.take_along_axis(sims, order, axis=1), np.take_along_axis(candidates, order, axis=1)
 
 
+def rebuild_indexes(run: Run, *, kind: str = "auto", opq: bool = False, progress: bool = True) -> dict[str, str]:
+    """Rebuild a run's image and text indexes from its stored embeddings (e.g. as IVF-PQ with OPQ).
+
+    The embeddings are read memory-mapped, in chunks; each index file is replaced atomically, so a
+    dashboard serving the run keeps answering from the old file until it reloads. Returns
+    modality -> a one-line description of what was built.
+    """
+    built = {}
+    for modality in ("image", "text"):
+        vectors = run.image_embeddings if modality == "image" else run.text_embeddings
+        plan = plan_index(*vectors.shape, kind=kind, opq=opq)
+        save_index(build_index(vectors, kind=kind, opq=opq, progress=progress), run.index_path(modality))
+        built[modality] = describe(plan)
+    return built
+
+
+def describe(plan: IndexPlan) -> str:
+    """E.g. 'ivfpq over 10,000,000 x 128: nlist 3162, nprobe 197, 32-byte codes, ~0.40 GB'."""
+    details = [f"nlist {plan.nlist}", f"nprobe {plan.nprobe}"] if plan.nlist else []
+    if plan.pq_m:
+        details.append(f"{plan.pq_m}-byte codes" + (" after OPQ" if plan.opq else ""))
+    details.append(f"~{plan.memory_bytes / 1e9:.2f} GB")
+    return f"{plan.kind} over {plan.n:,} x {plan.dim}: {', '.join(details)}"
+
+
 @dataclass(frozen=True)
 class Neighbour:
     row: int

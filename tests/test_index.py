@@ -5,6 +5,7 @@ import faiss
 import numpy as np
 import pytest
 
+from clipmem_core.cli import main
 from clipmem_core.errors import ClipmemError
 from clipmem_core.index import (
     MODES,
@@ -349,3 +350,14 @@ def test_gpu_index_builds_searches_and_saves_for_cpu(tmp_path, kind):
     save_index(index, tmp_path / "gpu.faiss")
     loaded = load_index(tmp_path / "gpu.faiss")
     assert loaded.ntotal == 20_000 and is_compressed(loaded) == (kind == "ivfpq")
+
+
+def test_reindex_command_rebuilds_a_runs_indexes_as_ivfpq(tmp_path, capsys):
+    vectors = clustered(600, 16, clusters=20, seed=9)
+    run = fake_run(tmp_path, "re", 600, image_embeddings=vectors, text_embeddings=vectors, image_size=8)
+    assert main(["reindex", "--run", str(run.path), "--kind", "ivfpq"]) == 0
+    assert capsys.readouterr().out.startswith("image: ivfpq over 600 x 16: nlist 15")
+    for modality in ("image", "text"):
+        assert is_compressed(load_index(run.index_path(modality)))
+    assert NeighbourSearch(run).query("s00003", k=1, mode="image2text")[0].sample_id == "s00003"
+    assert main(["reindex", "--run", str(tmp_path / "none")]) == 2
