@@ -136,6 +136,12 @@ def ivf_nprobe(nlist: int) -> int:
     return min(nlist, max(16, nlist // 16))
 
 
+def pq_nprobe(nlist: int) -> int:
+    """Probe ~3% of IVF-PQ's lists (at least 16): its lists are larger, and recall comes mostly from the exact
+    re-rank of 8x the candidates, so half of IVF-Flat's share keeps a 10M-row query inside 50 ms."""
+    return min(nlist, max(16, nlist // 32))
+
+
 def pq_subquantizers(dim: int) -> int:
     """Bytes a PQ code takes: the largest divisor of ``dim`` up to dim/4 and 64 (128 -> 32, 512 -> 64)."""
     limit = max(1, min(_MAX_PQ_BYTES, dim // 4))
@@ -206,7 +212,7 @@ def plan_index(
         nlist = nlist or ivf_nlist(n)
         return IndexPlan(kind, n, dim, nlist=nlist, nprobe=ivf_nprobe(nlist))
     nlist = nlist or pq_nlist(n)
-    return IndexPlan(kind, n, dim, nlist=nlist, nprobe=ivf_nprobe(nlist), pq_m=pq_subquantizers(dim), opq=opq)
+    return IndexPlan(kind, n, dim, nlist=nlist, nprobe=pq_nprobe(nlist), pq_m=pq_subquantizers(dim), opq=opq)
 
 
 def _empty_index(plan: IndexPlan) -> faiss.Index:

@@ -93,3 +93,18 @@ def test_short_ivf_probes_are_completed_exactly():
     expected = reference_cross_modal(images, texts, codes, first, 200)
     np.testing.assert_allclose(cross.caption_hub, expected.caption_hub, atol=2e-6)
     assert (same.image_neighbours >= 0).all() and same.image_neighbours.shape == (800, 200)
+
+
+def test_caption_neighbours_list_shared_captions_first_then_the_nearest_other_captions():
+    images, texts, frame = generated(500, distinct=30, seed=5)
+    codes, first = caption_codes(frame)
+    _, same = neighbourhood_stats(images, texts, codes, first, 8)
+    neighbours = same.caption_neighbours
+    counts = np.bincount(codes)
+    for row in range(500):
+        found = neighbours[row]
+        assert row not in found and len(set(found)) == 8
+        shared = min(counts[codes[row]] - 1, 8)
+        assert (codes[found[:shared]] == codes[row]).all() and (codes[found[shared:]] != codes[row]).all()
+        similarity = texts[found] @ texts[row]
+        assert (np.diff(similarity) <= 1e-6).all()  # nearest caption first

@@ -6,12 +6,12 @@ data: "star", "logo") are not each other's competitors, so a correct caption sha
 not mistaken for an ambiguous one.
 
 Cost: every statistic is a k-nearest-neighbour search (``clipmem_core.index.search_many``) over one of
-three pools per model: the images (N), the captions of all samples (N) and the distinct captions (U).
-A pool smaller than ``EXACT_BELOW`` rows is searched exactly (flat index, BLAS blocks with a fused
-top-k): O(N·U·D + N²·D), the same as a full similarity matrix but without materialising it, and identical
-to the full-matrix reference (``_neighbourhood_reference``) up to float rounding. A larger pool gets an
-IVF index probed at ``SCORING_NPROBE`` lists, O(N^1.5·D): approximate, measured against the exact
-statistics in docs/benchmarks.md. On a GPU (faiss-gpu) both run on the device.
+two pools per model: the images (N) and the distinct captions (U). A pool smaller than ``EXACT_BELOW``
+rows is searched exactly (flat index, BLAS blocks with a fused top-k): O(N·U·D + N²·D), the same as a full
+similarity matrix but without materialising it, and equal to the full-matrix reference
+(``_neighbourhood_reference``) up to float rounding and the choice among exact ties. A larger pool gets an
+IVF index probed at ``SCORING_NPROBE`` of its 2·sqrt(rows) lists, O(N^1.5·D): approximate, and never
+above the exact statistics; docs/benchmarks.md measures both. On a GPU (faiss-gpu) both run on the device.
 
 "Best other image" stays exact in meaning: a caption shared by c samples searches at least c + 1 images
 (in power-of-two buckets), so the nearest differently-captioned image is among them; captions shared by
@@ -104,6 +104,7 @@ def neighbourhood_stats(
     image_index = _pool_index(images, exact_below, nprobe)
     caption_index = _pool_index(distinct, exact_below, nprobe)
     best_other_caption, image_hub = _image_side(images, distinct, codes, k, caption_index)
+    caption_neighbours = _caption_neighbours(distinct, codes, k, caption_index)
     del caption_index
     best_other_image, caption_hub = _caption_side(images, distinct, codes, k, image_index)
     cross = CrossModal(
@@ -114,8 +115,6 @@ def neighbourhood_stats(
         caption_hub=caption_hub[codes],
     )
     image_neighbours = _nearest_others(images, k, image_index)
-    del image_index
-    caption_neighbours = _nearest_others(texts, k, _pool_index(texts, exact_below, nprobe))
     return cross, SameModal(image_neighbours=image_neighbours, caption_neighbours=caption_neighbours)
 
 
@@ -193,8 +192,8 @@ def _search_sizes(counts: np.ndarray, hub_k: int, n: int) -> np.ndarray:
     Powers of two, so captions are searched in a few batches; captions shared by more than ``MAX_SHARED_K``
     samples ask only for ``hub_k`` and get the exact masked scan for their best other image.
     """
-    need = np.maximum(counts + 1, hub_k)
-    sizes = np.maximum(hub_k, 1 << np.ceil(np.log2(need)).astype(np.int64))
+    need = counts + 1
+    sizes = np.where(need <= hub_k, hub_k, 1 << np.ceil(np.log2(need)).astype(np.int64))
     return np.where(need > MAX_SHARED_K, hub_k, np.minimum(sizes, n))
 
 
@@ -220,6 +219,67 @@ def _nearest_others(vectors: np.ndarray, k: int, index: faiss.Index) -> np.ndarr
         return np.empty((n, 0), dtype=np.int64)
     _, rows = _search(index, vectors, vectors, k, k, exclude=np.arange(n), desc="nearest neighbours")
     return rows
+
+
+def _caption_neighbours(distinct: np.ndarray, codes: np.ndarray, k: int, caption_index: faiss.Index) -> np.ndarray:
+    """Each sample's k nearest other samples by caption, searched per distinct caption (U queries, not N).
+
+    Samples sharing a caption have the same text vector, so they come first (similarity 1), the following
+    ones in row order, cyclically; the rest are the samples of the nearest other captions, nearest caption
+    first. This is the order of a search over all N caption vectors up to the choice among exact ties, which
+    such a search leaves arbitrary too, and it spares an IVF index the one huge list that a caption shared by
+    100k samples would make of it.
+    """
+    n, u = len(codes), len(distinct)
+    k = min(k, n - 1)
+    if k <= 0:
+        return np.empty((n, 0), dtype=np.int64)
+    order = np.argsort(codes, kind="stable")  # rows grouped by caption
+    counts = np.bincount(codes, minlength=u)
+    starts = np.cumsum(counts) - counts
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n) - starts[codes[order]]
+    shared = np.minimum(counts[codes] - 1, k)  # how many of a sample's k neighbours share its caption
+    after = (position[:, None] + np.arange(1, k + 1)) % counts[codes][:, None]
+    neighbours = order[starts[codes][:, None] + after]
+    short = np.flatnonzero(counts - 1 < k)  # captions whose samples need other captions' samples
+    if len(short) == 0:
+        return neighbours
+    fill = np.full(u, -1, dtype=np.int64)
+    fill[short] = np.arange(len(short))
+    nearest = _nearest_other_caption_rows(distinct, short, counts, order, starts, k, caption_index)
+    rows = np.flatnonzero(shared < k)
+    columns = np.arange(k)[None, :] - shared[rows, None]
+    from_others = nearest[fill[codes[rows]][:, None], np.maximum(columns, 0)]
+    neighbours[rows] = np.where(columns >= 0, from_others, neighbours[rows])
+    return neighbours
+
+
+def _nearest_other_caption_rows(
+    distinct: np.ndarray,
+    captions: np.ndarray,
+    counts: np.ndarray,
+    order: np.ndarray,
+    starts: np.ndarray,
+    k: int,
+    caption_index: faiss.Index,
+) -> np.ndarray:
+    """Per caption: the first k samples of the nearest other captions, nearest caption first, (len, k)."""
+    u = len(distinct)
+    wanted = min(k, u - 1)
+    _, nearest = _search(
+        caption_index, distinct, distinct[captions], wanted, wanted, exclude=captions, desc="caption→caption"
+    )
+    # the first k samples of every caption, -1 where it has fewer
+    slots = np.arange(k)
+    first_rows = np.where(slots < counts[:, None], order[np.minimum(starts[:, None] + slots, len(order) - 1)], -1)
+    result = np.empty((len(captions), k), dtype=np.int64)
+    step = max(1, _EXACT_SCAN_CELLS // (wanted * k))
+    for start in range(0, len(captions), step):
+        candidates = first_rows[nearest[start : start + step]].reshape(-1, wanted * k)
+        keep = np.argsort(candidates < 0, axis=1, kind="stable")[:, :k]  # valid rows first, in caption order
+        result[start : start + step] = np.take_along_axis(candidates, keep, axis=1)
+    return result
 
 
 def per_model(ctx: ScoringContext, value) -> np.ndarray:
