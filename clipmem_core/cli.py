@@ -143,6 +143,30 @@ def _cmd_neighbours(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_reindex(commands) -> None:
+    from .index import KINDS
+
+    p = commands.add_parser(
+        "reindex",
+        help="rebuild a run's FAISS indexes (e.g. as IVF-PQ to fit RAM)",
+        description="Rebuild the image and text indexes of a run from its stored embeddings. auto: exact below "
+        "100k rows, IVF-Flat up to 2 GiB of vectors, IVF-PQ above (docs/scaling.md has the memory formula).",
+    )
+    p.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
+    p.add_argument("--kind", choices=KINDS, default="auto")
+    p.add_argument("--opq", action="store_true", help="rotate vectors with OPQ before PQ (IVF-PQ only)")
+    p.set_defaults(func=_cmd_reindex)
+
+
+def _cmd_reindex(args: argparse.Namespace) -> int:
+    from .cache import load_run
+    from .index import rebuild_indexes
+
+    for modality, built in rebuild_indexes(load_run(args.run), kind=args.kind, opq=args.opq).items():
+        print(f"{modality}: {built}")
+    return 0
+
+
 def _add_summary(commands) -> None:
     p = commands.add_parser(
         "summary",
@@ -456,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_run,
         _add_inject,
         _add_neighbours,
+        _add_reindex,
         _add_summary,
         _add_import,
         _add_scores,

@@ -1,17 +1,28 @@
+import os
+from pathlib import Path
+
 import faiss
 import numpy as np
 import pytest
 
+from clipmem_core.cli import main
 from clipmem_core.errors import ClipmemError
 from clipmem_core.index import (
     MODES,
+    PQ_ABOVE_BYTES,
     Neighbour,
     NeighbourSearch,
     build_index,
     captions_of_similar_images,
+    captions_of_similar_images_many,
+    gpu_available,
+    is_compressed,
     load_index,
     neighbours,
+    plan_index,
+    pq_subquantizers,
     save_index,
+    search_many,
 )
 from clipmem_core.testing import fake_run
 
@@ -280,3 +291,148 @@ def test_an_index_header_announcing_more_than_the_file_holds_is_refused(tmp_path
     path.write_bytes(bytes(data))
     with pytest.raises(ClipmemError, match="is corrupt"):
         load_index(path)
+
+
+# --- scale: plans, IVF-PQ, memory-mapped loading, batched search ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "n, dim, pq_above_bytes, kind",
+    [
+        (99_999, 512, PQ_ABOVE_BYTES, "flat"),
+        (1_000_000, 512, PQ_ABOVE_BYTES, "ivf"),
+        (1_100_000, 512, PQ_ABOVE_BYTES, "ivfpq"),
+        (4_000_000, 128, PQ_ABOVE_BYTES, "ivf"),
+        (10_000_000, 128, PQ_ABOVE_BYTES, "ivfpq"),
+        (5000, 32, 1, "ivfpq"),
+    ],
+)
+def test_auto_plan_moves_to_pq_when_raw_vectors_pass_the_byte_limit(n, dim, pq_above_bytes, kind):
+    plan = plan_index(n, dim, pq_above_bytes=pq_above_bytes, exact_threshold=1000 if n == 5000 else 100_000)
+    assert plan.kind == kind
+
+
+@pytest.mark.parametrize("dim, m", [(128, 32), (512, 64), (768, 64), (64, 16), (100, 25), (6, 1)])
+def test_pq_code_bytes_divide_the_dimension(dim, m):
+    assert pq_subquantizers(dim) == m
+
+
+def test_memory_formula_at_10m_x_128():
+    plan = plan_index(10_000_000, 128)
+    assert (plan.kind, plan.nlist, plan.pq_m) == ("ivfpq", 3162, 32)
+    memory = plan.memory()
+    assert memory["codes"] == 320_000_000 and memory["ids"] == 80_000_000
+    assert memory["coarse_quantizer"] == 3162 * 128 * 4 and memory["pq_codebooks"] == 256 * 128 * 4
+    assert plan_index(10_000_000, 128, opq=True).memory()["opq_rotation"] == 128 * 128 * 4
+    assert plan_index(10_000_000, 128, kind="ivf").memory_bytes > 10 * plan.memory_bytes  # why PQ exists
+
+
+@pytest.fixture(scope="module")
+def pq_case():
+    vectors = clustered(3000, 32, clusters=30, seed=5)
+    index = build_index(vectors, kind="ivfpq", progress=False)
+    return vectors, index
+
+
+def test_ivfpq_file_matches_the_memory_formula(tmp_path, pq_case):
+    vectors, index = pq_case
+    assert is_compressed(index) and type(index).__name__ == "IndexIVFPQ"
+    save_index(index, tmp_path / "pq.faiss")
+    plan = plan_index(len(vectors), 32, kind="ivfpq")
+    assert (index.nlist, index.pq.M) == (plan.nlist, plan.pq_m)
+    size = (tmp_path / "pq.faiss").stat().st_size
+    assert plan.memory_bytes <= size <= 1.05 * plan.memory_bytes
+
+
+def test_search_many_reranks_pq_candidates_exactly(pq_case):
+    vectors, index = pq_case
+    queries = normalise(vectors[:300] + np.random.default_rng(3).standard_normal((300, 32)) * 0.02)
+    truth = exact_top(vectors, queries, 10)
+    pq_sims, pq_rows = search_many(index, queries, 10)
+    sims, rows = search_many(index, queries, 10, vectors=vectors, batch_size=64)
+    recall = [np.mean([len(set(r) & set(t)) / 10 for r, t in zip(found, truth)]) for found in (pq_rows, rows)]
+    assert recall[1] >= 0.95 and recall[1] >= recall[0]
+    np.testing.assert_allclose(sims, np.einsum("qd,qkd->qk", queries, vectors[rows]), atol=1e-5)
+    assert (np.diff(sims, axis=1) <= 1e-6).all()  # best first
+    assert not np.allclose(pq_sims, np.einsum("qd,qkd->qk", queries, vectors[pq_rows]), atol=1e-4)  # PQ is lossy
+
+
+def test_search_many_excludes_rows_batches_and_pads():
+    vectors = normalise(np.random.default_rng(4).standard_normal((50, 8)))
+    index = build_index(vectors, progress=False)
+    sims, rows = search_many(index, vectors, 5, exclude=np.arange(50), batch_size=7)
+    assert not (rows == np.arange(50)[:, None]).any()
+    np.testing.assert_array_equal(rows, exact_top(vectors, vectors, 6)[:, 1:])
+    sims, rows = search_many(index, vectors[:3], 60)
+    assert (rows[:, 50:] == -1).all() and np.isneginf(sims[:, 50:]).all() and (rows[:, :50] >= 0).all()
+
+
+def rss_bytes() -> tuple[int, int]:
+    """(private memory, mapped file pages) of this process."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return tuple(int(fields[name].split()[0]) * 1024 for name in ("RssAnon", "RssFile"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux /proc")
+def test_load_maps_the_index_instead_of_copying_it(tmp_path):
+    vectors = np.random.default_rng(6).standard_normal((80_000, 128), dtype=np.float32)  # 41 MB
+    path = tmp_path / "flat.faiss"
+    save_index(build_index(vectors, kind="flat", progress=False), path)
+    anon_before, file_before = rss_bytes()
+    index = load_index(path)
+    _, rows = index.search(vectors[7:8], 5)  # a flat search reads every page of the index
+    anon_after, file_after = rss_bytes()
+    assert rows[0, 0] == 7
+    size = path.stat().st_size
+    assert anon_after - anon_before < 0.1 * size and file_after - file_before > 0.8 * size
+    assert load_index(path, mmap=False).search(vectors[7:8], 5)[1].tolist() == rows.tolist()
+
+
+@pytest.mark.slow  # trains an OPQ rotation: ~10 s on a busy 2-core box
+def test_opq_variant_round_trips(tmp_path):
+    vectors = clustered(1000, 8, clusters=10, seed=7)
+    index = build_index(vectors, kind="ivfpq", opq=True, progress=False)
+    assert type(index).__name__ == "IndexPreTransform" and is_compressed(index)
+    save_index(index, tmp_path / "opq.faiss")
+    loaded = load_index(tmp_path / "opq.faiss")
+    assert is_compressed(loaded) and loaded.ntotal == 1000
+    _, rows = search_many(loaded, vectors[:50], 10, vectors=vectors)
+    np.testing.assert_array_equal(rows[:, 0], np.arange(50))
+
+
+def test_pq_run_shows_exact_similarities_and_batches_queries(tmp_path):
+    vectors = clustered(600, 16, clusters=20, seed=8)
+    run = fake_run(tmp_path, "pq", 600, image_embeddings=vectors, text_embeddings=vectors, image_size=8)
+    save_index(build_index(vectors, kind="ivfpq", progress=False), run.index_path("image"))
+    search = NeighbourSearch(run)
+    hits = search.query("s00005", k=5, mode="image")
+    assert [h.similarity for h in hits] == pytest.approx([float(vectors[5] @ vectors[h.row]) for h in hits], abs=1e-5)
+    ids = ["s00005", "s00100", "s00599"]
+    assert search.query_many(ids, k=5, mode="image") == [search.query(i, k=5, mode="image") for i in ids]
+    many = captions_of_similar_images_many(search, ids, k=5)
+    assert many == {i: captions_of_similar_images(search, i, k=5) for i in ids}
+
+
+@pytest.mark.skipif(not gpu_available(), reason="needs faiss-gpu and a CUDA device")
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq"])
+def test_gpu_index_builds_searches_and_saves_for_cpu(tmp_path, kind):
+    vectors = clustered(20_000, 32, clusters=100)
+    index = build_index(vectors, kind=kind, use_gpu=True, progress=False)
+    queries = vectors[:100]
+    sims, rows = search_many(index, queries, 10, vectors=vectors)
+    assert (rows[:, 0] == np.arange(100)).mean() > 0.95
+    np.testing.assert_allclose(sims[:, 0], np.einsum("qd,qd->q", queries, vectors[rows[:, 0]]), atol=1e-4)
+    save_index(index, tmp_path / "gpu.faiss")
+    loaded = load_index(tmp_path / "gpu.faiss")
+    assert loaded.ntotal == 20_000 and is_compressed(loaded) == (kind == "ivfpq")
+
+
+def test_reindex_command_rebuilds_a_runs_indexes_as_ivfpq(tmp_path, capsys):
+    vectors = clustered(600, 16, clusters=20, seed=9)
+    run = fake_run(tmp_path, "re", 600, image_embeddings=vectors, text_embeddings=vectors, image_size=8)
+    assert main(["reindex", "--run", str(run.path), "--kind", "ivfpq"]) == 0
+    assert capsys.readouterr().out.startswith("image: ivfpq over 600 x 16: nlist 15")
+    for modality in ("image", "text"):
+        assert is_compressed(load_index(run.index_path(modality)))
+    assert NeighbourSearch(run).query("s00003", k=1, mode="image2text")[0].sample_id == "s00003"
+    assert main(["reindex", "--run", str(tmp_path / "none")]) == 2
