@@ -337,9 +337,9 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
             allow_outside_root=config.allow_outside_root,
         )
         create_clip(config.model, init_checkpoint=config.init_checkpoint)  # fail fast on a bad model
+        exclusion = select_samples(dataset, config)  # before folds or splits are drawn
         frame, models = assign_rows(dataset.samples, config)  # fail fast on splits the data cannot fill
         _report_skipped(dataset, out)
-        exclusion = select_samples(dataset, config)
     state = {"fingerprint": _fingerprint(config, dataset, exclusion), "config": config.to_dict()}
     _prepare_out_dir(out, resume, state)
     with timer.stage("splits"):

@@ -161,8 +161,11 @@ def check_dataset(root: Path, text: str, img_key: str = "filepath", caption_key:
         dataset = read_dataset(path, img_key=img_key, caption_key=caption_key, check_images=False, progress=False)
     except OSError as exc:
         raise ClipmemError(f"{text.strip()} is not readable: {exc.strerror or exc}") from None
-    if not dataset.root.resolve().is_relative_to(root):
-        raise ClipmemError(f"some images of {text.strip()} lie outside {DATA_ROOT_ENV} ({root})")
+    outside = [fp for fp in dataset.samples["filepath"] if not (dataset.root / fp).resolve().is_relative_to(root)]
+    if outside:
+        raise ClipmemError(
+            f"{len(outside)} images of {text.strip()} lie outside {DATA_ROOT_ENV} ({root}), e.g. {outside[0]}"
+        )
     return DatasetCheck(path, dataset.format, len(dataset.samples), len(dataset.skipped))
 
 

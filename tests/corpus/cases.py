@@ -541,7 +541,7 @@ def option_resume_with_a_tampered_checkpoint(ws):
 
     argv = [*ws.run_command(ws.table(ws.rows())), "--augmentations", "1", "--resume"]
     config = RunConfig(data=argv[2], out=argv[4], epochs=1, augmentations=1).resolved()
-    fingerprint = _fingerprint(config, read_dataset(config.data, progress=False))
+    fingerprint = _fingerprint(config, read_dataset(config.data, progress=False), None)
     write_json(Path(config.out) / "run_state.json", {"fingerprint": fingerprint, "config": config.to_dict()})
     (Path(config.out) / "checkpoints").mkdir()
     torch.save({"model": RunsCode(ws.marker), "epoch": 0}, Path(config.out) / "checkpoints" / "h0_last.pt")
