@@ -30,9 +30,11 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from .review.verdicts import CORRECT, MISCAPTIONED
 from .scores import run_scores
 
 MIN_PER_CLASS = 30  # verdicts of each kind before a learned ranking is offered
+KEY = "learned"  # its sort and queue key in the dashboard (not a registered score: it exists per team)
 LABEL = "Learned from your verdicts"
 
 
@@ -45,6 +47,11 @@ class LearnedRanking:
     n_miscaptioned: int
     n_correct: int
     features: tuple[str, ...]
+
+
+def labels_from_verdicts(verdicts: Mapping[str, str]) -> dict[str, bool]:
+    """Decided verdicts as training labels: mis-captioned is True, correct False; unsure teaches nothing."""
+    return {sid: verdict == MISCAPTIONED for sid, verdict in verdicts.items() if verdict in (MISCAPTIONED, CORRECT)}
 
 
 def feature_columns(scores: pd.DataFrame) -> list[str]:

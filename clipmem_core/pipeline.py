@@ -256,10 +256,11 @@ def _score_views(
     bundles: dict[str, ClipBundle],
     config: RunConfig,
     device: torch.device,
-) -> np.ndarray:
-    """Per-view cosines (M, N, K) of every model on ``rows`` (NaN elsewhere), all models on the same views."""
+) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Per-view cosines (M, N, K) of every model on ``rows`` (NaN elsewhere), all models on the same views;
+    and each model's mean view image embedding of those rows, as (rows, embeddings)."""
     first = next(iter(bundles.values()))
-    per_view = view_alignments(
+    scored = view_alignments(
         {tag: bundle.model for tag, bundle in bundles.items()},
         images.subset(rows),
         [captions[r] for r in rows],
@@ -271,8 +272,20 @@ def _score_views(
     )
     views = np.full((len(bundles), len(images), config.augmentations), np.nan, dtype=np.float32)
     for m, tag in enumerate(bundles):
-        views[m, rows] = per_view[tag]
-    return views
+        views[m, rows] = scored.cosines[tag]
+    return views, {tag: (rows, mean) for tag, mean in scored.image_means.items()}
+
+
+def _signal_images(embeddings: dict, image_means: dict) -> list[np.ndarray]:
+    """The image embeddings the neighbourhood signals use: the mean view where a row was scored over K
+    views (every row under the full protocol), else the centre view."""
+    result = []
+    for tag, (centre, _) in embeddings.items():
+        rows, mean = image_means[tag]
+        images = centre.copy()
+        images[rows] = mean
+        result.append(images)
+    return result
 
 
 def _embed(frame: pd.DataFrame, images: ImageList, bundles: dict[str, ClipBundle], device: torch.device) -> dict:
@@ -360,7 +373,7 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
                 "resumed_from_epoch": result.resumed_from_epoch,
             }
     with timer.stage("score"):
-        views = _score_views(
+        views, image_means = _score_views(
             _scored_rows(trained, config.protocol, frame["split"].to_numpy()), images, captions, bundles, config, device
         )
     with timer.stage("embed"):
@@ -371,7 +384,7 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
             trained=trained,
             align=mean_over_views(views),
             pair_cosine=np.stack([pair_cosines(img, txt) for img, txt in embeddings.values()]),
-            image=[img for img, _ in embeddings.values()],
+            image=_signal_images(embeddings, image_means),
             text=[txt for _, txt in embeddings.values()],
         )
         _measurements(frame, ctx, config.protocol)

@@ -17,6 +17,8 @@ import pandas as pd
 
 from clipmem_core import Run
 from clipmem_core.formatting import fmt_number
+from clipmem_core.learned import LABEL as LEARNED_LABEL
+from clipmem_core.learned import LearnedRanking
 from clipmem_core.review import VERDICTS
 from clipmem_core.review.decisions import decided
 from clipmem_core.scores import column_label, run_scores
@@ -81,6 +83,13 @@ def sort_orders(scores: pd.DataFrame) -> dict[str, np.ndarray]:
         name: suspicion_order(score.suspicion(scores[name].to_numpy(dtype=np.float64, na_value=np.nan)))
         for name, score in run_scores(scores).items()
     }
+
+
+def learned_label(learned: LearnedRanking) -> str:
+    """E.g. "Learned from your verdicts (AUROC 0.91 on 40 + 60 verdicts)": the cross-validated AUROC says
+    whether it is worth following."""
+    auroc = fmt_number(learned.cv_auroc, 2)
+    return f"{LEARNED_LABEL} (AUROC {auroc} on {learned.n_miscaptioned} + {learned.n_correct} verdicts)"
 
 
 def card_scores(scores: pd.DataFrame) -> list[str]:

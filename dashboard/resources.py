@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -18,13 +19,25 @@ import streamlit as st
 from clipmem_core import ClipmemError, Run, load_run
 from clipmem_core.cache import IMAGE_EMBEDDINGS, INDEX_DIR, MANIFEST, TEXT_EMBEDDINGS, VIEW_ALIGNMENTS
 from clipmem_core.index import NeighbourSearch
+from clipmem_core.learned import KEY as LEARNED_KEY
+from clipmem_core.learned import LearnedRanking, fit_learned_ranking, labels_from_verdicts
 from clipmem_core.metrics import best_detector, detection_summary
 from clipmem_core.review import ReviewStore, open_store
-from clipmem_core.review.decisions import COLUMNS, visible_decisions
+from clipmem_core.review.decisions import COLUMNS, decided, visible_decisions
 from clipmem_core.review.store import DB_URL_ENV
 
 from . import auth, state
-from .gallery import FLAG_FILTERS, UNSCORED_CHOICES, Filters, range_scores, sort_orders, values
+from .gallery import (
+    FLAG_FILTERS,
+    UNSCORED_CHOICES,
+    Filters,
+    learned_label,
+    range_scores,
+    sort_orders,
+    sorts,
+    suspicion_order,
+    values,
+)
 from .text import md
 
 
@@ -44,6 +57,12 @@ def _load_run(path: str, version: int) -> Run:
 @st.cache_resource(max_entries=4, show_spinner="Ranking samples…")
 def _orders(path: str, version: int) -> dict[str, np.ndarray]:
     return sort_orders(_load_run(path, version).scores)
+
+
+@st.cache_resource(max_entries=16, show_spinner="Learning from your verdicts…")
+def _learned(path: str, version: int, labels: tuple[tuple[str, bool], ...]) -> LearnedRanking | None:
+    """Refit whenever the verdicts change (they are part of the key): well under a second at 100k rows."""
+    return fit_learned_ranking(_load_run(path, version).scores, dict(labels))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading indexes…")
@@ -117,6 +136,25 @@ def require_run() -> Run:
 
 def orders(run: Run) -> dict[str, np.ndarray]:
     return _orders(str(run.path), _version(str(run.path)))
+
+
+class Rankings(NamedTuple):
+    """Every sort and ranked review queue: key -> label, and key -> row order (most suspicious first)."""
+
+    labels: dict[str, str]
+    orders: dict[str, np.ndarray]
+
+
+def rankings(run: Run, table: pd.DataFrame) -> Rankings:
+    """The registered scores' rankings, then the one learned from the verdicts in ``table`` (what this
+    viewer may see), once there are enough of both kinds (``clipmem_core.learned.MIN_PER_CLASS``)."""
+    labels, ranked = sorts(run.scores), dict(orders(run))
+    verdicts = tuple(sorted(labels_from_verdicts(decided(table)).items()))
+    learned = _learned(str(run.path), _version(str(run.path)), verdicts)
+    if learned is not None:
+        labels[LEARNED_KEY] = learned_label(learned)
+        ranked[LEARNED_KEY] = suspicion_order(learned.scores.astype(np.float64))
+    return Rankings(labels, ranked)
 
 
 def neighbour_search(run: Run) -> NeighbourSearch:

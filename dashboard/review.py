@@ -31,7 +31,7 @@ from clipmem_core.index import Neighbour, NeighbourSearch
 from clipmem_core.review import ReviewStore, is_lead
 from clipmem_core.scores import column_label
 
-from .gallery import card_scores, sorts
+from .gallery import card_scores
 
 ASSIGNED = "assigned"
 DEFAULT_BATCH = 50
@@ -53,14 +53,9 @@ def note_key(sample_id: str) -> str:
     return f"note_{sample_id}"
 
 
-def rules(scores: pd.DataFrame) -> dict[str, str]:
-    """Ranked queues: one per registered score the run has (the combined ranking first), key -> label."""
-    return sorts(scores)
-
-
-def queues(scores: pd.DataFrame) -> dict[str, str]:
-    """Every queue the sidebar offers: the ranked ones, then the reviewer's assigned batch."""
-    return {**rules(scores), ASSIGNED: "Assigned batch"}
+def queues(ranked: Mapping[str, str]) -> dict[str, str]:
+    """Every queue the sidebar offers: the ranked ones (``resources.rankings``), then the assigned batch."""
+    return {**ranked, ASSIGNED: "Assigned batch"}
 
 
 @dataclass(frozen=True)

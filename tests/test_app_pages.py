@@ -11,6 +11,8 @@ from streamlit.testing.v1 import AppTest
 
 from clipmem_core import load_run
 from clipmem_core.cache import IMAGE_EMBEDDINGS, MANIFEST, SCORES, write_parquet
+from clipmem_core.learned import KEY as LEARNED_KEY
+from clipmem_core.learned import MIN_PER_CLASS, fit_learned_ranking
 from clipmem_core.review import open_store
 from clipmem_core.testing import fake_run
 from dashboard import auth, compute, navigation, state
@@ -113,6 +115,36 @@ def test_the_gallery_title_follows_the_sort_and_the_sort_is_kept_in_the_url(cach
     assert at.selectbox(key=state.SORT).proto.query_param_key == state.SORT
     reloaded = _app(page=navigation.GALLERY.path, sort="Highest CLIPMem")  # the URL holds the sort's label
     assert reloaded.title[0].value == "Most memorized"
+
+
+def _judge_from_truth(store, run, per_kind: int, reviewer: str = "ann") -> dict[str, bool]:
+    """``per_kind`` mis-captioned and correct verdicts, answered from the ground truth."""
+    truth = dict(zip(run.scores["sample_id"], run.scores["is_miscaptioned"]))
+    chosen = [s for s, t in truth.items() if t][:per_kind] + [s for s, t in truth.items() if not t][:per_kind]
+    for sample in chosen:
+        store.add_verdict(run.name, sample, reviewer, "mis-captioned" if truth[sample] else "correct")
+    return {s: bool(truth[s]) for s in chosen}
+
+
+def test_a_learned_ranking_is_offered_once_the_team_has_enough_verdicts_of_both_kinds(cache_root):
+    run = fake_run(cache_root, "judged", n=10 * (MIN_PER_CLASS + 1), seed=2)  # one in ten mis-captioned
+    store = open_store(cache_root)
+    _judge_from_truth(store, run, MIN_PER_CLASS - 1)
+    at = _app(reviewer="ann", page=navigation.GALLERY.path, run="judged")
+    assert not [o for o in at.selectbox(key=state.SORT).options if o.startswith("Learned")]
+    store.add_verdict("judged", run.scores["sample_id"][run.scores["is_miscaptioned"]].iat[-1], "ann", "mis-captioned")
+    store.add_verdict("judged", run.scores["sample_id"][~run.scores["is_miscaptioned"]].iat[-1], "ann", "correct")
+    labels = {s: v == "mis-captioned" for s, v in store.latest_verdicts("judged", reviewer="ann").items()}
+    at = _app(reviewer="ann", page=navigation.GALLERY.path, run="judged")
+    sort = at.selectbox(key=state.SORT)
+    learned_option = [o for o in sort.options if o.startswith("Learned from your verdicts (AUROC")]
+    assert learned_option and learned_option[0].endswith(f"on {MIN_PER_CLASS} + {MIN_PER_CLASS} verdicts)")
+    sort.set_value(LEARNED_KEY).run()
+    expected = fit_learned_ranking(run.scores, labels)
+    top = run.scores["caption"].iloc[np.argsort(-expected.scores, kind="stable")[:48]].tolist()
+    assert [t.value for t in at.main.text] == top
+    review_page = _app(reviewer="ann", page=navigation.REVIEW.path, run="judged")
+    assert [o for o in review_page.radio(key="review_source").options if o.startswith("Learned from your verdicts")]
 
 
 def test_a_flag_click_persists_and_the_badge_shows_the_decision(cache_root):

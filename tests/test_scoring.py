@@ -29,9 +29,12 @@ def test_two_copies_of_one_model_see_the_same_views():
         device=torch.device("cpu"),
         batch_size=2,
     )
-    assert per_view["f"].shape == (5, 3)
-    np.testing.assert_array_equal(per_view["f"], per_view["g"])
-    assert np.ptp(per_view["f"], axis=1).max() > 0  # the views differ from each other
+    cosines, means = per_view
+    assert cosines["f"].shape == (5, 3)
+    np.testing.assert_array_equal(cosines["f"], cosines["g"])
+    assert np.ptp(cosines["f"], axis=1).max() > 0  # the views differ from each other
+    np.testing.assert_array_equal(means["f"], means["g"])
+    np.testing.assert_allclose(np.linalg.norm(means["f"], axis=1), 1.0, atol=1e-5)
 
 
 def test_embeddings_are_normalised_and_clip_score_is_their_cosine():

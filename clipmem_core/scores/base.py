@@ -39,8 +39,9 @@ class ScoringContext:
         trained: (M, N) bool, model m trained on sample i.
         align: (M, N) A(h_m, x_i, y_i), the mean cosine over augmented views; NaN where not computed.
         pair_cosine: (M, N) cosine of the un-augmented pair (the plain CLIP score); NaN where not computed.
-        image, text: per model, (N, D) L2-normalised centre-view embeddings of every sample, or None when
-            the run has no embeddings (an imported run, a version 1 run).
+        image, text: per model, (N, D) L2-normalised embeddings of every sample, or None when the run has
+            no embeddings (an imported run, a version 1 run). A fresh run's images are the mean of the K
+            augmented views where a row was scored over them, else the centre view; captions are centre.
         neighbours: k of the neighbour-based scores (CSLS, neighbour agreement).
     """
 

@@ -14,15 +14,10 @@ from dashboard.gallery import (
     make_cards,
     page_count,
     page_rows,
-    sorts,
 )
 
 run = resources.require_run()
 ss = st.session_state
-options = sorts(run.scores)
-default_sort = DEFAULT_SORT if DEFAULT_SORT in options else next(iter(options))
-if ss.get(state.SORT) not in options:
-    ss.pop(state.SORT, None)  # the widget then starts from the URL (?sort=), else from the default
 
 
 def _step(delta: int, pages: int) -> None:
@@ -33,6 +28,11 @@ def _step(delta: int, pages: int) -> None:
 def gallery() -> None:
     """Sorting, paging and flag clicks rerun only this part of the page."""
     table = resources.decisions(run)
+    ranking = resources.rankings(run, table)  # the learned sort appears once the team has enough verdicts
+    options = ranking.labels
+    default_sort = DEFAULT_SORT if DEFAULT_SORT in options else next(iter(options))
+    if ss.get(state.SORT) not in options:
+        ss.pop(state.SORT, None)  # the widget then starts from the URL (?sort=), else from the default
     mask = filter_mask(run.scores, resources.current_filters(run), run.row_of, decided(table), resources.selection())
     total = int(mask.sum())
     pages = page_count(total)
@@ -55,7 +55,7 @@ def gallery() -> None:
     top[3].button("Next ▶", on_click=_step, args=(1, pages), disabled=ss[state.PAGE] >= pages, width="stretch")
     top[4].metric(f"Matching (of {len(run.scores):,})", f"{total:,}")
     page = ss[state.PAGE] - 1
-    rows = page_rows(resources.orders(run)[ss.get(state.SORT) or default_sort], mask, page)
+    rows = page_rows(ranking.orders[ss.get(state.SORT) or default_sort], mask, page)
     cards = make_cards(run, rows, table)
     if not cards:
         st.info("No sample matches the filters.")

@@ -13,11 +13,12 @@ from dashboard.text import md
 
 reviewer = auth.current_reviewer()
 run, store = resources.run_and_store()
-orders = resources.orders(run)
+ranking = resources.rankings(run, resources.decisions(run))
+orders = ranking.orders
 ss = st.session_state
 st.title(f"Review · {md(run.name)}")
 
-queues = review.queues(run.scores)
+queues = review.queues(ranking.labels)
 if ss.get(review.SOURCE) not in queues:
     ss[review.SOURCE] = next(iter(queues))
 source = st.sidebar.radio("Queue", list(queues), format_func=queues.get, key=review.SOURCE)
@@ -119,8 +120,7 @@ if last:
 with st.expander("Review sessions: create one, see progress per reviewer"):
     with st.form("new_session", clear_on_submit=True):
         name = st.text_input("Session name")
-        rules = review.rules(run.scores)
-        rule = st.selectbox("Samples", list(rules), format_func=rules.get)
+        rule = st.selectbox("Samples", list(ranking.labels), format_func=ranking.labels.get)
         count = st.number_input("Number of samples", min_value=1, value=min(50, len(run.scores)))
         people = st.text_input("Reviewers (comma-separated)", value=reviewer)
         overlap = st.number_input("Reviewers per sample (overlap)", min_value=1, value=1)
