@@ -25,6 +25,7 @@ from clipmem_core import Run
 from clipmem_core.cache import Manifest
 from clipmem_core.review.decisions import decided, decisions
 from clipmem_core.scores import get_score
+from clipmem_core.splits import CANDIDATE, INDEPENDENT
 from clipmem_core.testing import fake_scores
 from dashboard.gallery import PAGE_SIZE, Filters, gallery_page, make_cards, sort_orders
 
@@ -62,7 +63,7 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 SCENARIOS = {
     "likely mis-captioned, no filter, page 1": (Filters(), "combined", 0),
     "top CLIPMem, S_C+S_I, CLIPMem in [0, 0.3], page 11": (
-        Filters(splits=("candidate", "independent"), score="clipmem", score_range=(0.0, 0.3), unscored="exclude"),
+        Filters(splits=(CANDIDATE, INDEPENDENT), score="clipmem", score_range=(0.0, 0.3), unscored="exclude"),
         "clipmem",
         10,
     ),

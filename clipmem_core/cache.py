@@ -50,6 +50,16 @@ SKIPPED = "skipped.csv"
 STATE_FILE = "run_state.json"
 EXPERIMENTS_DIR = "experiments"  # <cache>/experiments/<name>/: an experiment's records (clipmem_core.experiments)
 GROUND_TRUTH = "is_miscaptioned"
+TRUTH_MISCAPTIONED, TRUTH_CLEAN, TRUTH_UNKNOWN = "mis-captioned", "clean", "unknown"  # ground truth in words
+
+
+def truth_words(values: pd.Series | None, index: pd.Index) -> pd.Series:
+    """The ground truth column in words (unknown where missing, or everywhere without the column)."""
+    if values is None:
+        return pd.Series(TRUTH_UNKNOWN, index=index, dtype=object)
+    return values.map({True: TRUTH_MISCAPTIONED, False: TRUTH_CLEAN}).astype(object).fillna(TRUTH_UNKNOWN)
+
+
 # Every run has these; score columns come from the registry and may be missing (then the score is unavailable).
 BASE_COLUMNS = ("sample_id", "split", "filepath", "caption", "captions")
 PROJECTION_COLUMNS = ("proj_x", "proj_y")

@@ -20,7 +20,7 @@ from .data import read_dataset, write_skip_report
 from .errors import ClipmemError
 from .pipeline import ImageList, Stopwatch
 from .scores import MEASUREMENTS, derive_missing, registry
-from .splits import FOLD_PREFIX, SPLITS
+from .splits import CANDIDATE, FOLD_PREFIX, SPLITS
 
 PROTOCOL = "imported"
 
@@ -79,7 +79,7 @@ def _merge(dataset_samples: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     own = [c for c in scores.columns if c == "sample_id" or c not in dataset_samples.columns]
     frame = scores[own].merge(dataset_samples, on="sample_id", how="left", validate="one_to_one")
     if "split" not in frame.columns:
-        frame["split"] = "candidate"
+        frame["split"] = CANDIDATE
     frame["split"] = frame["split"].astype(str)
     bad = sorted(s for s in set(frame["split"]) if s not in SPLITS and not s.startswith(FOLD_PREFIX))
     if bad:

@@ -22,7 +22,7 @@ from .cache import GROUND_TRUTH
 from .errors import ClipmemError
 from .formatting import json_safe
 from .scores import MEASUREMENTS, run_scores
-from .splits import split_order
+from .splits import CANDIDATE, EXTRA, INDEPENDENT, split_order
 
 FIRST_PAGE = 48  # cards on the gallery's first page
 _RECALL_CHUNK_CELLS = 1 << 24  # similarity-matrix cells per chunk (64 MiB of float32)
@@ -129,9 +129,9 @@ def split_summary(scores_df: pd.DataFrame) -> dict:
     tests = {}
     if "clipmem_from_f" in scores_df.columns:
         by_split = {s: scores_df.loc[scores_df["split"] == s, "clipmem_from_f"] for s in splits}
-        for other in ("independent", "extra"):
-            if "candidate" in by_split and other in by_split:
-                tests[f"clipmem_from_f: candidate vs {other}"] = welch_ttest(by_split["candidate"], by_split[other])
+        for other in (INDEPENDENT, EXTRA):
+            if CANDIDATE in by_split and other in by_split:
+                tests[f"clipmem_from_f: {CANDIDATE} vs {other}"] = welch_ttest(by_split[CANDIDATE], by_split[other])
     if GROUND_TRUTH in scores_df.columns and "clipmem" in scores_df.columns:
         bad = scores_df[GROUND_TRUTH].fillna(False).astype(bool)
         tests["clipmem: mis-captioned vs clean"] = welch_ttest(
@@ -205,7 +205,7 @@ def run_summary(scores_df: pd.DataFrame, protocol: str) -> dict:
     """What the manifest stores: per-split statistics and detection over all samples (and over S_C
     under the paper protocol, the paper's setting)."""
     summary = {"splits": split_summary(scores_df), "detection": detection_summary(scores_df)}
-    if protocol == "paper" and (scores_df["split"] == "candidate").any():
-        rows = np.flatnonzero(scores_df["split"].to_numpy() == "candidate")
+    if protocol == "paper" and (scores_df["split"] == CANDIDATE).any():
+        rows = np.flatnonzero(scores_df["split"].to_numpy() == CANDIDATE)
         summary["detection_candidates"] = detection_summary(scores_df, rows, "candidate split (S_C)")
     return summary

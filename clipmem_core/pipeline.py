@@ -36,7 +36,7 @@ from .metrics import retrieval_recall
 from .models import ClipBundle, create_clip, image_size_of
 from .scores import ScoringContext, compute_scores
 from .scoring import embed_pairs, mean_over_views, normalised, pair_cosines, view_alignments
-from .splits import PAPER_MODELS, UNUSED, assign_folds, assign_splits, membership
+from .splits import EXTRA, PAPER_MODELS, SHARED, UNUSED, assign_folds, assign_splits, membership
 from .train import TrainConfig, train_clip
 
 log = logging.getLogger("clipmem")
@@ -245,7 +245,7 @@ def _scored_rows(trained: np.ndarray, protocol: str, splits: np.ndarray) -> np.n
     """Rows whose alignment A is computed: every row under the full protocol; under the paper
     protocol S_C, S_I and S_E (on S_S both models trained, so A gives no memorization there)."""
     if protocol == "paper":
-        return np.flatnonzero(splits != "shared")
+        return np.flatnonzero(splits != SHARED)
     return np.arange(trained.shape[1])
 
 
@@ -313,7 +313,7 @@ def _utility(embeddings: dict, trained: np.ndarray, frame: pd.DataFrame, protoco
     """Retrieval R@1/R@5 of each model on samples it never saw (paper: S_E, as in the paper)."""
     utility = {}
     for m, (tag, (img, txt)) in enumerate(embeddings.items()):
-        held = (frame["split"].to_numpy() == "extra") if protocol == "paper" else ~trained[m]
+        held = (frame["split"].to_numpy() == EXTRA) if protocol == "paper" else ~trained[m]
         if held.sum() >= 5:
             utility[tag] = retrieval_recall(img[held], txt[held])
     return utility or None

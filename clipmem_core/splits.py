@@ -21,8 +21,9 @@ import numpy as np
 from .errors import ClipmemError
 
 PROTOCOLS = ("full", "paper")
-SPLITS = ("shared", "candidate", "independent", "extra")
-PAPER_MODELS = {"f": ("shared", "candidate"), "g": ("shared", "independent")}
+SHARED, CANDIDATE, INDEPENDENT, EXTRA = "shared", "candidate", "independent", "extra"
+SPLITS = (SHARED, CANDIDATE, INDEPENDENT, EXTRA)
+PAPER_MODELS = {"f": (SHARED, CANDIDATE), "g": (SHARED, INDEPENDENT)}
 FOLD_PREFIX = "fold"
 UNUSED = "unused"
 

@@ -25,7 +25,7 @@ from PIL import Image
 from .cache import GROUND_TRUTH, DatasetInfo, Manifest, Run, write_run
 from .metrics import retrieval_recall
 from .scores import MEASUREMENTS, registry
-from .splits import SPLITS, fold_split, membership
+from .splits import CANDIDATE, INDEPENDENT, SHARED, SPLITS, fold_split, membership
 
 WORDS = np.array(["red", "blue", "green", "circle", "square", "star", "cat", "dog", "house", "tree", "car", "bird"])
 
@@ -69,7 +69,7 @@ def fake_scores(
             "captions": [[c] for c in captions],
         }
     )
-    both_sides = np.isin(frame["split"], ("candidate", "independent")) if protocol == "paper" else np.ones(n, bool)
+    both_sides = np.isin(frame["split"], (CANDIDATE, INDEPENDENT)) if protocol == "paper" else np.ones(n, bool)
     for name in [*registry(), *MEASUREMENTS]:
         values = rng.uniform(-1, 1, n).astype(np.float32)
         if name in ("clipmem", "clipmem_norm", "align_heldout", "align_train") and protocol == "paper":
@@ -127,7 +127,7 @@ def fake_run(
     text_embeddings = _unit(rng, n, dim) if text_embeddings is None else text_embeddings
     models = membership(frame["split"].to_numpy(), protocol)
     view_alignments = rng.uniform(-0.2, 0.6, (len(models), n, views)).astype(np.float32)
-    held = frame["split"].to_numpy() != "shared"
+    held = frame["split"].to_numpy() != SHARED
     manifest = Manifest(
         name=name,
         protocol=protocol,

@@ -21,7 +21,7 @@ from clipmem_core.metrics import retrieval_recall
 from clipmem_core.review.export import final_labels
 from clipmem_core.review.store import ReviewStore
 from clipmem_core.review.verdicts import MISCAPTIONED
-from clipmem_core.splits import membership, split_order
+from clipmem_core.splits import EXTRA, membership, split_order
 
 RUNS_KEY = "compare_runs"  # session-state keys of the page's widgets
 ORIGINAL_KEY = "compare_original"
@@ -159,7 +159,7 @@ def reference_heldout_rows(run: Run) -> np.ndarray:
     """Rows the reference model (whose embeddings the run stores) never trained on: the pipeline's utility set."""
     splits = run.scores["split"].to_numpy()
     if run.manifest.protocol == "paper":
-        return np.flatnonzero(splits == "extra")
+        return np.flatnonzero(splits == EXTRA)
     models = membership(splits, run.manifest.protocol)
     first = run.manifest.models[0] if run.manifest.models else next(iter(models))
     return np.flatnonzero(~models[first])

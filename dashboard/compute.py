@@ -27,7 +27,7 @@ from typing import Any
 
 from clipmem_core import ClipmemError, list_runs
 from clipmem_core.config import RunConfig
-from clipmem_core.splits import split_counts
+from clipmem_core.splits import CANDIDATE, INDEPENDENT, SHARED, split_counts
 
 DATA_ROOT_ENV = "CLIPMEM_DATA_ROOT"
 MAX_JOBS_ENV = "CLIPMEM_MAX_JOBS"
@@ -173,7 +173,7 @@ def pairs_per_model(config: RunConfig, n_samples: int) -> list[int]:
     """How many pairs each model trains on: K-1 of K folds (full), or S_S plus S_C / S_I (paper)."""
     if config.protocol == "paper":
         counts = split_counts(n_samples, config.split_sizes)
-        return [counts["shared"] + counts["candidate"], counts["shared"] + counts["independent"]]
+        return [counts[SHARED] + counts[CANDIDATE], counts[SHARED] + counts[INDEPENDENT]]
     k = int(config.folds)
     return [n_samples - n_samples // k] * k
 

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clipmem_core.cache import GROUND_TRUTH, TRUTH_CLEAN, TRUTH_MISCAPTIONED, TRUTH_UNKNOWN, truth_words
 from clipmem_core.formatting import fmt_number
+from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 from clipmem_core.scores import column_label, run_scores
 
 MAX_POINTS = 20_000
@@ -23,8 +25,8 @@ NO_VERDICT = "no verdict"
 SELECTED = "map_selected"  # rows selected on the map, kept across colour changes
 CHART = "embedding_map"
 BULK_UNDO = "map_bulk_undo"  # verdict ids of the last bulk flag, for its undo
-VERDICT_COLOURS = {"mis-captioned": "#d62728", "correct": "#2ca02c", "unsure": "#ff7f0e", NO_VERDICT: "#c7c7c7"}
-TRUTH_COLOURS = {"mis-captioned": "#9467bd", "clean": "#c7c7c7", "unknown": "#e0e0e0"}
+VERDICT_COLOURS = {MISCAPTIONED: "#d62728", CORRECT: "#2ca02c", UNSURE: "#ff7f0e", NO_VERDICT: "#c7c7c7"}
+TRUTH_COLOURS = {TRUTH_MISCAPTIONED: "#9467bd", TRUTH_CLEAN: "#c7c7c7", TRUTH_UNKNOWN: "#e0e0e0"}
 
 
 def colour_options(scores: pd.DataFrame) -> dict[str, str]:
@@ -47,9 +49,7 @@ def map_rows(
 
 
 def _truth(frame: pd.DataFrame) -> np.ndarray:
-    if "is_miscaptioned" not in frame.columns:
-        return np.full(len(frame), "unknown", dtype=object)
-    return frame["is_miscaptioned"].map({True: "mis-captioned", False: "clean"}).fillna("unknown").to_numpy()
+    return truth_words(frame.get(GROUND_TRUTH), frame.index).to_numpy()
 
 
 def map_frame(scores: pd.DataFrame, rows: np.ndarray, verdicts: Mapping[str, str]) -> pd.DataFrame:

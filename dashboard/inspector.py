@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from clipmem_core import Run
+from clipmem_core.cache import GROUND_TRUTH, TRUTH_CLEAN, TRUTH_MISCAPTIONED
 from clipmem_core.formatting import fmt_number
 from clipmem_core.scores import MEASUREMENTS, column_label, run_scores
 
@@ -20,7 +21,7 @@ def score_table(run: Run, row: int, decision: str | None) -> pd.DataFrame:
     rows = [("split", str(record["split"]))]
     rows += [(column_label(c), fmt_number(record[c], 4)) for c in columns]
     if run.has_ground_truth:
-        rows.append(("ground truth", "mis-captioned" if bool(record["is_miscaptioned"]) else "clean"))
+        rows.append(("ground truth", TRUTH_MISCAPTIONED if bool(record[GROUND_TRUTH]) else TRUTH_CLEAN))
     rows.append(("verdict", decision or "–"))
     rows.append(("sample id", str(record["sample_id"])))
     return pd.DataFrame(rows, columns=["field", "value"])

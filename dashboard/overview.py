@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clipmem_core.cache import Manifest
+from clipmem_core.cache import GROUND_TRUTH, Manifest, truth_words
 from clipmem_core.formatting import fmt_number
 from clipmem_core.metrics import best_detector
 from clipmem_core.scores import column_label, registry
-from clipmem_core.splits import split_order
+from clipmem_core.splits import CANDIDATE, EXTRA, INDEPENDENT, SHARED, split_order
 
 MAX_POINTS = 20_000
-SPLIT_COLOURS = {"candidate": "#d62728", "independent": "#1f77b4", "extra": "#7f7f7f", "shared": "#bcbd22"}
+SPLIT_COLOURS = {CANDIDATE: "#d62728", INDEPENDENT: "#1f77b4", EXTRA: "#7f7f7f", SHARED: "#bcbd22"}
 
 
 def run_facts(manifest: Manifest) -> dict[str, str]:
@@ -240,9 +240,5 @@ def alignment_points(scores: pd.DataFrame, max_points: int = MAX_POINTS, seed: i
     if scored.size > max_points:
         scored = np.sort(np.random.default_rng(seed).choice(scored, max_points, replace=False))
     frame = scores.iloc[scored]
-    truth = (
-        frame["is_miscaptioned"].map({True: "mis-captioned", False: "clean"}).fillna("unknown")
-        if "is_miscaptioned" in frame.columns
-        else pd.Series("unknown", index=frame.index)
-    )
+    truth = truth_words(frame.get(GROUND_TRUTH), frame.index)
     return pd.DataFrame({"row": scored, "x": x[scored], "y": y[scored], "ground truth": truth.to_numpy()})

@@ -17,10 +17,11 @@ from clipmem_core.formatting import fmt_number
 from clipmem_core.review import ReviewStore, agreement_report, require_lead
 from clipmem_core.review.decisions import unresolved_disagreements
 from clipmem_core.review.export import export_frame, table_bytes
+from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
 WHOLE_RUN = None  # the scope that is not a session
 SKIPPED = "reconcile_skipped"
-KEYS = {"mis-captioned": "1", "correct": "2", "unsure": "3", "skip": "S"}
+KEYS = {MISCAPTIONED: "1", CORRECT: "2", UNSURE: "3", "skip": "S"}
 
 
 def caption_key(sample_id: str) -> str:
@@ -152,7 +153,7 @@ def settle(
     """
     if only_if_open and sample_id in set(store.resolutions(run_name)["sample_id"]):
         return
-    caption = state.get(caption_key(sample_id)) if verdict == "mis-captioned" else None
+    caption = state.get(caption_key(sample_id)) if verdict == MISCAPTIONED else None
     store.resolve(run_name, sample_id, verdict, lead, caption=caption or None)
 
 

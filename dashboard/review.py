@@ -29,6 +29,7 @@ from clipmem_core import ClipmemError, Run
 from clipmem_core.formatting import fmt_number
 from clipmem_core.index import Neighbour, NeighbourSearch
 from clipmem_core.review import ReviewStore, is_lead
+from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 from clipmem_core.scores import column_label
 
 from .gallery import card_scores
@@ -42,7 +43,7 @@ SOURCE, BATCH, BATCH_INDEX = "review_source", "review_batch", "review_batch_inde
 SKIPPED, UNDO, CURRENT, PACE = "review_skipped", "review_undo_stack", "review_current", "review_pace"
 LAST = "review_last"  # the verdict just recorded: {"run", "sample_id", "verdict", "id"}
 NO_OTHERS = "No other reviewer has judged this sample yet."
-KEYS = {"mis-captioned": "1", "correct": "2", "unsure": "3", "skip": "S", "undo": "U"}
+KEYS = {MISCAPTIONED: "1", CORRECT: "2", UNSURE: "3", "skip": "S", "undo": "U"}
 
 
 def suggest_key(sample_id: str) -> str:

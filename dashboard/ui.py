@@ -13,13 +13,14 @@ import streamlit as st
 
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
 from clipmem_core.review.decisions import RESOLVED, TIED, badge_text
+from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
 from . import navigation, resources, state
 from .gallery import Card, score_line
 from .text import md
 
 VERDICT_KEYS = dict(zip(VERDICTS, ("1", "2", "3")))  # the same keys on every page, in button order
-BADGE_COLOURS = {"mis-captioned": "red", "correct": "green", "unsure": "orange"}
+BADGE_COLOURS = {MISCAPTIONED: "red", CORRECT: "green", UNSURE: "orange"}
 ROW_PX, HEADER_PX = 35, 38
 LARGE_TEXT = "font-size: 1.7rem; line-height: 1.35; margin: 0.3rem 0 1rem 0"  # the caption under review
 

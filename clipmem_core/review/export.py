@@ -30,6 +30,7 @@ from ..data import ID_COLUMN
 from ..errors import ClipmemError
 from .decisions import decisions, unresolved_disagreements
 from .store import ReviewStore
+from .verdicts import MISCAPTIONED
 
 FORMATS = ("csv", "parquet")
 KINDS = ("verdicts", "cleaned", "droplist")
@@ -72,7 +73,7 @@ def write_table(
 
 def _accepted_suggestions(current: pd.DataFrame) -> dict[str, str]:
     """sample_id -> the most common suggestion of reviewers who said mis-captioned (ties: latest)."""
-    said_wrong = current[(current["verdict"] == "mis-captioned") & current["suggested_caption"].notna()]
+    said_wrong = current[(current["verdict"] == MISCAPTIONED) & current["suggested_caption"].notna()]
     accepted = {}
     for sample_id, group in said_wrong.sort_values("id").groupby("sample_id"):
         counts = group["suggested_caption"].value_counts(sort=False)
@@ -107,7 +108,7 @@ def final_labels(store: ReviewStore, run: str, allow_unresolved: bool = True) ->
 
 def cleaned_dataset(run: Run, labels: pd.DataFrame, replace: bool) -> pd.DataFrame:
     """The run's rows minus mis-captioned samples (or with accepted captions), in the input's shape."""
-    bad = labels[labels["verdict"] == "mis-captioned"].set_index("sample_id")["caption"]
+    bad = labels[labels["verdict"] == MISCAPTIONED].set_index("sample_id")["caption"]
     frame = run.scores[["filepath", "caption", "sample_id"]].rename(columns={"sample_id": ID_COLUMN})
     if run.has_ground_truth:
         frame[GROUND_TRUTH] = run.scores[GROUND_TRUTH].astype("boolean")
@@ -129,7 +130,7 @@ def export_frame(
     labels = final_labels(store, run.name, allow_unresolved)
     if what == "cleaned":
         return cleaned_dataset(run, labels, replace)
-    dropped = labels.loc[labels["verdict"] == "mis-captioned", "sample_id"]
+    dropped = labels.loc[labels["verdict"] == MISCAPTIONED, "sample_id"]
     return pd.DataFrame({"sample_id": dropped[dropped.isin(run.row_of)]}).reset_index(drop=True)
 
 

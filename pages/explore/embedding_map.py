@@ -7,6 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 from clipmem_core.review.decisions import decided
+from clipmem_core.review.verdicts import MISCAPTIONED
 from dashboard import embedding_map as emap
 from dashboard import navigation, resources, sidebar, state, ui
 from dashboard.gallery import filter_mask, make_cards, rows_with_verdict
@@ -83,7 +84,7 @@ name = sidebar.flagging_as()
 
 def _bulk_flag(sample_ids: list[str], reviewer: str) -> None:
     """The dialog's confirm callback: one verdict per sample, their ids kept for the undo."""
-    ss[emap.BULK_UNDO] = {"ids": ui.record_verdict(run.name, sample_ids, "mis-captioned", reviewer), "by": reviewer}
+    ss[emap.BULK_UNDO] = {"ids": ui.record_verdict(run.name, sample_ids, MISCAPTIONED, reviewer), "by": reviewer}
 
 
 @st.dialog("Flag the selection?")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
+from clipmem_core.cache import TRUTH_CLEAN, TRUTH_MISCAPTIONED, TRUTH_UNKNOWN
 from clipmem_core.formatting import fmt_number as fmt_n
 from clipmem_core.scores import column_label
 from dashboard import navigation, overview, resources, review, ui
@@ -95,7 +96,7 @@ if pair is not None:
         color="ground truth",
         render_mode="webgl",
         labels={"x": x_label, "y": y_label},
-        color_discrete_map={"mis-captioned": "#d62728", "clean": "#9ecae1", "unknown": "#9ecae1"},
+        color_discrete_map={TRUTH_MISCAPTIONED: "#d62728", TRUTH_CLEAN: "#9ecae1", TRUTH_UNKNOWN: "#9ecae1"},
         height=420,
     )
     low, high = float(points[["x", "y"]].min().min()), float(points[["x", "y"]].max().max())
