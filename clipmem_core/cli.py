@@ -71,11 +71,13 @@ def _add_run(commands) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import RunConfig
+    from .distributed import launched_rank
     from .pipeline import compute_clipmem
 
     config = RunConfig(**{spec.name: getattr(args, spec.name) for spec in RunConfig.option_fields()})
     run = compute_clipmem(config, resume=args.resume)
-    print(f"run written to {run.path} ({len(run.scores)} samples, {run.manifest.seconds:.1f} s)")
+    if launched_rank() == 0:  # under torchrun, one line for the run, not one a process
+        print(f"run written to {run.path} ({len(run.scores)} samples, {run.manifest.seconds:.1f} s)")
     return 0
 
 
