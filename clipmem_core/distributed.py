@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -104,6 +105,8 @@ def session(device: torch.device) -> Iterator[torch.device]:
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
     _control = dist.new_group(backend="gloo", timeout=WAIT_FOR_MAIN)
+    # open_clip's ClipLoss gathers with torch.distributed.nn.all_gather, which torch now calls deprecated
+    warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather", category=FutureWarning)
     root = logging.getLogger()
     level = root.level
     if not is_main():
