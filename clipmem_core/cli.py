@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -66,16 +68,61 @@ def _add_run(commands) -> None:
     )
     _add_config_options(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints")
+    p.add_argument(
+        "--nproc",
+        type=_argument_type(_process_count),
+        default=1,
+        help="train with N processes on this machine (DDP; one per GPU, or gloo on CPU): relaunches this "
+        "command under torchrun --standalone; --batch-size stays the global batch",
+    )
     p.set_defaults(func=_cmd_run)
+
+
+def _process_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ClipmemError(f"{text!r}: expected a number of processes, 1 or more")
+    return count
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus ``--nproc N`` / ``--nproc=N``: what each torchrun process runs."""
+    kept, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--nproc":
+            skip = True
+        elif not token.startswith("--nproc="):
+            kept.append(token)
+    return kept
+
+
+def _launch(args: argparse.Namespace, config) -> int:
+    """``clipmem run --nproc N``: the same command, N times under torchrun on this machine."""
+    from .distributed import check_batch_size
+
+    check_batch_size(config.resolved().batch_size, args.nproc)  # one line now, not N tracebacks later
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}"]
+    command += ["-m", "clipmem_core", *_without_nproc(args.argv)]
+    logging.getLogger("clipmem").info("starting %d processes: %s", args.nproc, " ".join(command[1:]))
+    return subprocess.run(command, check=False).returncode
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import RunConfig
+    from .distributed import launched_rank
     from .pipeline import compute_clipmem
 
     config = RunConfig(**{spec.name: getattr(args, spec.name) for spec in RunConfig.option_fields()})
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch(args, config)
     run = compute_clipmem(config, resume=args.resume)
-    print(f"run written to {run.path} ({len(run.scores)} samples, {run.manifest.seconds:.1f} s)")
+    if launched_rank() == 0:  # under torchrun, one line for the run, not one a process
+        print(f"run written to {run.path} ({len(run.scores)} samples, {run.manifest.seconds:.1f} s)")
     return 0
 
 
@@ -507,6 +554,7 @@ def _os_error(exc: OSError) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for a relaunch under torchrun (run --nproc)
     logging.basicConfig(level=logging.INFO, format="clipmem: %(message)s", stream=sys.stderr)
     try:
         return int(args.func(args) or 0)

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import cache
+from . import cache, distributed
 from .atomic import remove_stale_temps, write_json
 from .config import RunConfig
 from .data import Dataset, load_image, read_dataset, write_skip_report
@@ -69,7 +69,8 @@ class ImageList(Sequence):
         self.root, self.filepaths, self.max_side = root, list(filepaths), max_side
         self._cache: list[Image.Image] | None = None
         if len(self.filepaths) <= PRELOAD_LIMIT:
-            self._cache = [self._load(p) for p in tqdm(self.filepaths, desc="load images", unit="img", leave=False)]
+            bar = tqdm(self.filepaths, desc="load images", unit="img", leave=False, disable=not distributed.is_main())
+            self._cache = [self._load(p) for p in bar]
 
     def _load(self, filepath: str) -> Image.Image:
         image = load_image(self.root, filepath)
@@ -333,9 +334,18 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
 
         run = compute_clipmem(RunConfig(data="noisy.csv", out="cache/mydata", preset="tiny"))
         run.scores.sort_values("combined", ascending=False).head(48)
+
+    Under ``torchrun`` every process calls it: all of them train each model together (DDP, ``batch_size``
+    the global batch); rank 0 alone writes the run folder and computes the scores, embeddings and indexes
+    while the others wait, then every process returns the written run.
     """
     config = config.resolved()
-    device = pick_device(config.device)
+    distributed.check_batch_size(config.batch_size)  # before any data is read
+    with distributed.session(pick_device(config.device)) as device:
+        return _compute(config, device, resume)
+
+
+def _compute(config: RunConfig, device: torch.device, resume: bool) -> cache.Run:
     out, timer = Path(config.out), Stopwatch()
     finished = _check_out(out, config, resume)
     if finished is not None:
@@ -344,6 +354,7 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
     with timer.stage("ingest"):
         dataset = read_dataset(
             config.data,
+            progress=distributed.is_main(),
             img_key=config.img_key,
             caption_key=config.caption_key,
             on_error=config.on_error,
@@ -354,7 +365,7 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
         frame, models = assign_rows(dataset.samples, config)  # fail fast on splits the data cannot fill
         _report_skipped(dataset, out)
     state = {"fingerprint": _fingerprint(config, dataset, exclusion), "config": config.to_dict()}
-    _prepare_out_dir(out, resume, state)
+    distributed.on_main(lambda: _prepare_out_dir(out, resume, state))
     with timer.stage("splits"):
         log.info("%s protocol: %s", config.protocol, frame["split"].value_counts().sort_index().to_dict())
         images = ImageList(dataset.root, frame["filepath"], DOWNSCALE_FACTOR * image_size_of(config.model))
@@ -369,9 +380,13 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
             )
             training[tag] = {
                 "pairs": len(rows),
+                "processes": distributed.world_size(),
                 "epoch_losses": result.epoch_losses,
                 "resumed_from_epoch": result.resumed_from_epoch,
             }
+    if not distributed.is_main():  # scoring, embedding and writing are rank 0's (not split across ranks)
+        distributed.barrier()
+        return cache.load_run(out)
     with timer.stage("score"):
         views, image_means = _score_views(
             _scored_rows(trained, config.protocol, frame["split"].to_numpy()), images, captions, bundles, config, device
@@ -415,7 +430,7 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
     )
     # The manifest is written once, last, by write_run: a run killed at any earlier point is resumable,
     # and one killed after it is complete.
-    return cache.write_run(
+    run = cache.write_run(
         out,
         frame,
         manifest,
@@ -426,3 +441,5 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
         thumbnail_size=config.thumbnail_size,
         stage=timer.stage,
     )
+    distributed.barrier()  # the run is written: the waiting ranks may read it
+    return run

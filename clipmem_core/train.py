@@ -3,6 +3,13 @@
 f and g are trained by the same function with the same config and seed, so that the only
 difference between them is their data (S_C or S_I). A checkpoint is written every epoch; with
 ``resume`` training continues from the last one, so a killed run loses at most one epoch.
+
+Under torchrun the model is wrapped in DistributedDataParallel and ``batch_size`` stays the global
+batch: each of the P processes takes batch_size / P pairs a step, and the loss gathers every process's
+embeddings (open_clip's ClipLoss with ``gather_with_grad``), so each step sees the same global batch of
+negatives as a single process. The data order comes from a DistributedSampler in every case (one replica
+in a single process) and each pair's augmentation and caption draw are seeded by (seed, epoch, index), so
+a step trains on the same pairs, with the same views, whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ import numpy as np
 import torch
 from open_clip.loss import ClipLoss
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from . import distributed
 from .atomic import atomic_path
 from .device import autocast
 from .errors import ClipmemError
@@ -49,21 +58,34 @@ class TrainResult:
 
 
 class PairDataset(Dataset):
-    """Image–caption pairs; each draw picks one of the sample's captions (multi-caption sampling)."""
+    """Image–caption pairs; each draw picks one of the sample's captions (multi-caption sampling).
+
+    The random crop and the caption of pair ``i`` in epoch ``epoch`` are drawn from an RNG seeded by
+    (seed, epoch, i), not from the process's RNG stream: which process (rank, loader worker) draws a pair
+    then does not change what it draws, so runs on 1 and on P processes train on the same views.
+    """
 
     def __init__(
-        self, images: Sequence[Image.Image], captions: Sequence[Sequence[str]], transform: Callable, tokenizer: Callable
+        self,
+        images: Sequence[Image.Image],
+        captions: Sequence[Sequence[str]],
+        transform: Callable,
+        tokenizer: Callable,
+        seed: int = 0,
     ):
         self.images, self.captions = images, captions
         self.transform, self.tokenizer = transform, tokenizer
+        self.seed, self.epoch = seed, 0
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        options = self.captions[i]
-        caption = options[int(torch.randint(len(options), ()))] if len(options) > 1 else options[0]
-        return self.transform(self.images[i]), self.tokenizer([caption])[0]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + i) % 2**63)
+            options = self.captions[i]
+            caption = options[int(torch.randint(len(options), ()))] if len(options) > 1 else options[0]
+            return self.transform(self.images[i]), self.tokenizer([caption])[0]
 
 
 def add_text_noise(text_features: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -115,7 +137,6 @@ def _save_checkpoint(
     epoch: int,
     result: TrainResult,
     config: TrainConfig,
-    generator: torch.Generator,
 ) -> None:
     """Everything a resume needs, as tensors and plain values only (no pickled objects): the file loads
     with ``weights_only=True``, so a tampered checkpoint cannot run code, and it doubles as an
@@ -128,21 +149,19 @@ def _save_checkpoint(
         "losses": [float(x) for x in result.epoch_losses],
         "config": asdict(config),
         "torch_rng": torch.get_rng_state(),
-        "loader_rng": generator.get_state(),
         "numpy_rng": _numpy_rng_state(),
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def _restore(path: Path, model, optimizer, scheduler, generator: torch.Generator) -> tuple[int, list[float]]:
+def _restore(path: Path, model, optimizer, scheduler) -> tuple[int, list[float]]:
     state = read_checkpoint(path)
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
-        generator.set_state(state["loader_rng"])
         _set_numpy_rng_state(state["numpy_rng"])
         return int(state["epoch"]), [float(x) for x in state["losses"]]
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
@@ -150,6 +169,32 @@ def _restore(path: Path, model, optimizer, scheduler, generator: torch.Generator
         raise ClipmemError(
             f"checkpoint {path} cannot resume this training ({first}); delete it to train this model again"
         ) from None
+
+
+def _loader(dataset: PairDataset, config: TrainConfig) -> DataLoader:
+    """This process's share of every global batch: batch_size / P pairs a step from a seeded
+    DistributedSampler (P = 1 in a single process), dropping the last incomplete global batch."""
+    processes, n = distributed.world_size(), len(dataset)
+    distributed.check_batch_size(config.batch_size, processes)
+    global_batch = min(config.batch_size, n - n % processes)  # fewer pairs than one batch: one step of all
+    if global_batch == 0:
+        raise ClipmemError(f"{n} training pairs cannot be split over {processes} processes")
+    sampler = DistributedSampler(
+        dataset, num_replicas=processes, rank=distributed.rank(), shuffle=True, seed=config.seed, drop_last=True
+    )
+    return DataLoader(
+        dataset,
+        batch_size=global_batch // processes,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=config.num_workers,
+    )
+
+
+def _start_epoch(loader: DataLoader, epoch: int) -> None:
+    """A new permutation and new views each epoch, the same on every rank."""
+    loader.sampler.set_epoch(epoch)
+    loader.dataset.epoch = epoch
 
 
 def train_clip(
@@ -163,48 +208,70 @@ def train_clip(
     resume: bool = False,
     label: str = "train",
 ) -> TrainResult:
-    """Train ``bundle.model`` in place on the given pairs; return per-epoch mean losses."""
+    """Train ``bundle.model`` in place on the given pairs; return per-epoch mean losses.
+
+    Under torchrun every rank calls it with the same pairs; only rank 0 writes the checkpoint, and on
+    resume every rank reads it.
+    """
     started = time.perf_counter()
     model = bundle.model.to(device).train()
-    generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(
-        PairDataset(images, captions, bundle.train_transform, bundle.tokenizer),
-        batch_size=min(config.batch_size, len(images)),
-        shuffle=True,
-        drop_last=len(images) > config.batch_size,
-        generator=generator,
-        num_workers=config.num_workers,
-    )
+    loader = _loader(PairDataset(images, captions, bundle.train_transform, bundle.tokenizer, config.seed), config)
     total_steps = config.epochs * len(loader)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, total_steps))
-    loss_fn = ClipLoss()
+    loss_fn = ClipLoss(
+        local_loss=False,
+        gather_with_grad=True,
+        cache_labels=True,
+        rank=distributed.rank(),
+        world_size=distributed.world_size(),
+    )
     result, first_epoch = TrainResult(), 0
+    distributed.barrier()  # every rank sees the same checkpoint, or none
     if resume and checkpoint.exists():
-        last_epoch, result.epoch_losses = _restore(checkpoint, model, optimizer, scheduler, generator)
+        last_epoch, result.epoch_losses = _restore(checkpoint, model, optimizer, scheduler)
         first_epoch = result.resumed_from_epoch = last_epoch + 1
         log.info("%s: resuming after epoch %d of %d", label, last_epoch + 1, config.epochs)
+    network = _network(model, device)
     for epoch in range(first_epoch, config.epochs):
+        _start_epoch(loader, epoch)
         losses = []
-        bar = tqdm(loader, desc=f"{label} epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
+        bar = tqdm(
+            loader,
+            desc=f"{label} epoch {epoch + 1}/{config.epochs}",
+            leave=False,
+            unit="batch",
+            disable=not distributed.is_main(),
+        )
         for image, text in bar:
             image, text = image.to(device, non_blocking=True), text.to(device, non_blocking=True)
             with autocast(device):
-                image_features = model.encode_image(image, normalize=True)
-                text_features = add_text_noise(model.encode_text(text, normalize=True), config.text_noise)
-                loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+                image_features, text_features, logit_scale = network(image, text)[:3]
+                loss = loss_fn(image_features, add_text_noise(text_features, config.text_noise), logit_scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             with torch.no_grad():  # as in CLIP: keep the temperature in a sane range
                 model.logit_scale.clamp_(0, math.log(100))
+            # the loss is over the global batch, so every rank sees the same value and stops together
             losses.append(float(loss.detach()))
             if not math.isfinite(losses[-1]):
                 raise ClipmemError(f"{label}: the loss became {losses[-1]} in epoch {epoch + 1}; try a lower --lr")
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         result.epoch_losses.append(float(np.mean(losses)))
-        _save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, result, config, generator)
+        if distributed.is_main():
+            _save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, result, config)
     model.eval()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _network(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """What the training step calls: the model itself, or under torchrun the model wrapped in
+    DistributedDataParallel, whose constructor broadcasts rank 0's weights and whose backward
+    all-reduces the gradients. open_clip's ``forward`` returns the normalised image and text embeddings
+    and exp(logit_scale), exactly what the loss takes."""
+    if not distributed.active():
+        return model
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)

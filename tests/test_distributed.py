@@ -1,0 +1,172 @@
+"""Distributed training under torchrun (gloo on CPU): P processes train exactly what one process trains.
+
+Every launch here is a real ``torchrun`` with 2 CPU processes on 40 generated shapes, so each test costs
+20-50 s on 2 busy cores; the in-process checks of the batch-size rule are fast.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import clipmem_core.train as train_module
+from clipmem_core import cache
+from clipmem_core.cli import _without_nproc, main
+from clipmem_core.config import RunConfig
+from clipmem_core.errors import ClipmemError
+from clipmem_core.pipeline import compute_clipmem
+from clipmem_core.synthetic import make_shapes_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+# 20 training pairs a model, global batch 8: two steps an epoch, split 4 + 4 over two processes.
+SMALL = dict(preset="tiny", epochs=2, batch_size=8, augmentations=2, seed=0)
+# Same pairs, views, weights and permutation on 1 and on 2 processes: only the order of float sums differs
+# (the gathered batch is concatenated rank by rank, gradients are averaged by all-reduce). Measured: 2e-7.
+# 1e-4 leaves room for that rounding to grow over 4 steps, while any difference in data or views moves the
+# losses and scores by 1e-2 or more.
+TOLERANCE = 1e-4
+SCORES = ["clipmem", "align_train", "align_heldout", "clip_score_heldout", "combined"]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    return make_shapes_dataset(tmp_path_factory.mktemp("ddp_shapes"), 40, seed=0)
+
+
+@pytest.fixture(scope="module")
+def single_run(shapes, tmp_path_factory):
+    """The reference: the same run in one process, without torchrun."""
+    out = tmp_path_factory.mktemp("ddp_cache") / "single"
+    return compute_clipmem(RunConfig(data=str(shapes), out=str(out), **SMALL))
+
+
+def _run_args(shapes: Path, out: Path, **overrides) -> list[str]:
+    options = {**SMALL, **overrides}
+    args = ["run", "--data", str(shapes), "--out", str(out)]
+    for name, value in options.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    return args
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _torchrun(*launcher: str, args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "clipmem_core", *args]
+    return subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _assert_same_training(a: cache.Run, b: cache.Run) -> None:
+    for tag in a.manifest.models:
+        np.testing.assert_allclose(
+            a.manifest.training[tag]["epoch_losses"], b.manifest.training[tag]["epoch_losses"], atol=TOLERANCE
+        )
+    left, right = a.scores.set_index("sample_id"), b.scores.set_index("sample_id")
+    assert sorted(left.index) == sorted(right.index)
+    right = right.loc[left.index]
+    for column in SCORES:
+        assert np.isfinite(left[column]).all() and np.isfinite(right[column]).all(), column
+        np.testing.assert_allclose(left[column], right[column], atol=TOLERANCE, err_msg=column)
+
+
+@pytest.mark.slow
+def test_two_processes_train_exactly_what_one_process_trains(shapes, single_run, tmp_path):
+    out = tmp_path / "two"
+    done = _torchrun("--standalone", "--nproc-per-node", "2", args=_run_args(shapes, out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("run written to") == 1  # one line for the run, not one a process
+    run = cache.load_run(out)
+    assert all(run.manifest.training[tag]["processes"] == 2 for tag in run.manifest.models)
+    _assert_same_training(single_run, run)
+
+
+@pytest.mark.slow
+def test_a_distributed_resume_continues_from_the_checkpoint_every_rank_loads(shapes, single_run, tmp_path, monkeypatch):
+    """Killed after h0's first epoch in one process, resumed on two: every rank loads rank 0's checkpoint
+    and the finished run equals the uninterrupted one."""
+    out = tmp_path / "resumed"
+    save = train_module._save_checkpoint
+
+    def save_then_die_after_the_first_epoch(path, model, optimizer, scheduler, epoch, *rest):
+        save(path, model, optimizer, scheduler, epoch, *rest)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_save_checkpoint", save_then_die_after_the_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        compute_clipmem(RunConfig(data=str(shapes), out=str(out), **SMALL))
+    monkeypatch.undo()
+    done = _torchrun("--standalone", "--nproc-per-node", "2", args=[*_run_args(shapes, out), "--resume"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = cache.load_run(out)
+    assert run.manifest.training["h0"]["resumed_from_epoch"] == 1
+    assert run.manifest.training["h1"]["resumed_from_epoch"] is None
+    _assert_same_training(single_run, run)
+
+
+@pytest.mark.slow
+def test_two_agents_rendezvous_like_two_nodes_on_localhost(shapes, tmp_path):
+    """The multi-node launch (one torchrun agent a node, c10d rendezvous), with both 'nodes' on this host."""
+    out, port = tmp_path / "nodes", _free_port()
+    launcher = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d"]
+    launcher += ["--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "clipmem-test"]
+    command = [sys.executable, "-m", "torch.distributed.run", *launcher]
+    args = ["-m", "clipmem_core", *_run_args(shapes, out, epochs=1)]
+    agents = [
+        subprocess.Popen(
+            [*command, "--node-rank", str(node), *args],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
+    try:
+        outputs = [agent.communicate(timeout=240)[0] for agent in agents]
+    finally:
+        for agent in agents:
+            agent.kill()
+    assert [agent.returncode for agent in agents] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    run = cache.load_run(out)
+    assert len(run.scores) == 40 and run.manifest.training["h0"]["processes"] == 2
+
+
+def test_a_batch_size_that_does_not_split_over_the_processes_is_one_line(shapes, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main([*_run_args(shapes, out, batch_size=15), "--nproc", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--batch-size 15 does not split over 2 processes" in err
+    assert not out.exists()
+
+
+def test_each_torchrun_process_refuses_it_before_reading_data(shapes, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ClipmemError, match="use a multiple of 4"):
+        compute_clipmem(RunConfig(data=str(shapes), out=str(tmp_path / "never"), **{**SMALL, "batch_size": 10}))
+    assert not (tmp_path / "never").exists()
+
+
+def test_the_relaunch_drops_only_nproc():
+    argv = ["run", "--data", "a.csv", "--nproc", "2", "--out", "x", "--nproc=3", "--seed", "1"]
+    assert _without_nproc(argv) == ["run", "--data", "a.csv", "--out", "x", "--seed", "1"]
+
+
+@pytest.mark.slow
+def test_nproc_one_runs_in_this_process(shapes, tmp_path, monkeypatch):
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("--nproc 1 must not relaunch"))
+    assert main([*_run_args(shapes, tmp_path / "one", epochs=1), "--nproc", "1"]) == 0
+    assert cache.load_run(tmp_path / "one").manifest.training["h0"]["processes"] == 1
