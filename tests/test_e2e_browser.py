@@ -5,8 +5,10 @@ lists page files (Streamlit's legacy pages-folder navigation), from the first pa
 navigation; and a deep link as the server's first request meets app.py's access gate, then opens the
 page asked for. Then the gallery renders images and captions, a sample opens in the inspector with its
 neighbours, and a screenshot is saved (docs/screenshot.png when CLIPMEM_UPDATE_SCREENSHOT=1, else a
-temporary file). Needs chromium (apt) and playwright (pip); without them the tests skip locally and
-fail under CI=true.
+temporary file). The curation session: two reviewers in blind mode and a lead, by keyboard, to a cleaned
+download; then every page draws its content (docs/review.png, reconcile.png and overview.png with
+CLIPMEM_UPDATE_SCREENSHOT=1). Load times are bench/bench_first_paint.py's job. Needs chromium (apt) and
+playwright (pip); without them the tests skip locally and fail under CI=true.
 """
 
 from __future__ import annotations
@@ -296,7 +298,6 @@ ANN = ["1", "2", "1", "3", "1", "2"]  # verdict keys on the top six samples of t
 BOB = ["1", "1", "1", "2", "2", "2"]  # agrees on 1, 3 and 6; disagrees on 2, 4 and 5
 LEAD_KEYS = {1: "1", 3: "2", 4: "1"}  # the lead's resolution of each disagreement (by position)
 KEY_VERDICT = {"1": "mis-captioned", "2": "correct", "3": "unsure"}
-FIRST_PAINT_BUDGET_S = float(os.environ.get("CLIPMEM_FIRST_PAINT_S", "2.0"))
 CARD_LINE = '[data-testid="stText"]:has-text(" split · ")'
 
 
@@ -363,30 +364,33 @@ def _review(browser, url: str, name: str, keys: list[str], type_name: bool, shot
     page.keyboard.press("u")  # …taken back
     page.wait_for_function(f"() => document.body.innerText.includes('{first} · ')")
     judged = [_press_and_wait_for_the_next(page, key) for key in keys]
-    page.screenshot(path=str(shots / f"review_{name}.png"))
+    page.screenshot(path=str(shots / ("review.png" if name == "ann" else f"review_{name}.png")))
     page.close()
     assert judged[0] == first
     return judged
 
 
-def _first_paint(browser, url: str, path: str, selector: str) -> float:
-    """Seconds from navigation to the page's first meaningful content (a chart, an image or the review card)."""
+def _draws_its_content(browser, url: str, path: str, selector: str, shot: Path | None = None) -> None:
+    """A page opened in a new session draws its meaningful content (a chart, an image or its heading).
+
+    How fast is measured by bench/bench_first_paint.py, not here: a timing budget fails on a busy machine.
+    """
     page = browser.new_page(viewport=SMALL)
     page.set_default_timeout(TIMEOUT_MS)
-    page.goto(f"{url}/{path}", wait_until="commit")
+    page.goto(f"{url}/{path}")
     page.locator(selector).first.wait_for(state="visible")
-    seconds = page.evaluate("performance.now()") / 1000
+    if shot is not None:
+        page.locator(IDLE).wait_for()
+        page.screenshot(path=str(shot))
     page.close()
-    return seconds
 
 
-MEANINGFUL = {
+MEANINGFUL = {  # the Reconcile card and its image are checked in the curation session itself
     "": '[data-testid="stPlotlyChart"] .main-svg',
     "gallery": '[data-testid="stImage"] img',
     "inspector": '[data-testid="stImage"] img',
     "embedding_map": '[data-testid="stPlotlyChart"] .main-svg',
-    "review": '[data-testid="stImage"] img',
-    "reconcile": '[data-testid="stImage"] img',
+    "review?reviewer=ann": '[data-testid="stImage"] img',
     "compute": '[data-testid="stHeading"]',
 }
 
@@ -396,7 +400,7 @@ def test_one_curation_session_by_keyboard_two_reviewers_blind_a_lead_and_a_clean
 ):
     shots = ROOT / "docs" if os.environ.get("CLIPMEM_UPDATE_SCREENSHOT") == "1" else tmp_path
     run = load_run(DEMO)
-    ann = _review(browser, server, "ann", ANN, type_name=True, shots=tmp_path)
+    ann = _review(browser, server, "ann", ANN, type_name=True, shots=shots)
     bob = _review(browser, server, "bob", BOB, type_name=False, shots=tmp_path)
     assert ann == bob  # the same six samples, in the queue's order
     disputed = [i for i, (a, b) in enumerate(zip(ANN, BOB)) if a != b]
@@ -461,14 +465,8 @@ def test_one_curation_session_by_keyboard_two_reviewers_blind_a_lead_and_a_clean
     assert sorted(b for b in shown if not b.endswith("· lead")) == sorted(
         f"{label[KEY_VERDICT[a]]} · 2 of 2" for a, b in zip(ANN, BOB) if a == b
     ), shown
-    page.screenshot(path=str(shots / "gallery.png"))
+    page.screenshot(path=str(tmp_path / "gallery.png"))
     page.close()
 
-    paints = {
-        path or "overview": _first_paint(browser, server, path, selector) for path, selector in MEANINGFUL.items()
-    }
-    record = tmp_path.parent / "first_paint.json"
-    record.write_text(json.dumps(paints, indent=1))
-    print("first paint (s):", json.dumps(paints))
-    slow = {page: s for page, s in paints.items() if s > FIRST_PAINT_BUDGET_S}
-    assert not slow, f"first paint over {FIRST_PAINT_BUDGET_S} s: {slow}"
+    for path, selector in MEANINGFUL.items():
+        _draws_its_content(browser, server, path, selector, shots / "overview.png" if path == "" else None)

@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Time to first meaningful content of every dashboard page, in a real browser, on the bundled demo.
+
+Headless Debian chromium (Playwright) at 1280x800 opens each page and a script installed before the
+app's own records ``performance.now()`` at the first animation frame where the page's meaningful
+content is on screen: a plotted chart (Overview, Embedding map), a loaded image (Gallery, Inspector,
+Review, Reconcile) or the first table (Compare). The baseline, measured in the same run, is the
+Compute page's heading: no run data, only Streamlit's own cost of a page. Each load is a new browser
+page, so a new Streamlit session with a cold browser cache.
+
+Two conditions:
+- fresh: a newly started ``streamlit run app.py`` whose first request is the page (run, sort orders,
+  indexes and review store not loaded yet; a deep link as first request also shows Streamlit's one-time
+  "Page not found" dialog over the page, see docs/dashboard.md). One server per load.
+- warm: one server that has served every page once; then each page is loaded ``--repeats`` times.
+
+The server gets a private cache folder: a link to ``cache/demo``, a fake re-run of it (so Compare has
+two runs) and a review database holding two reviewers' verdicts with disagreements (so Reconcile has a
+card). Review is opened as reviewer ``ann`` and Reconcile as ``lead`` (no lead list: anyone named may
+reconcile). Target from issue 11: <= 2 s per page.
+
+Usage: python -m bench.bench_first_paint [--repeats 3] [--pages overview,gallery,...] [--run cache/demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from clipmem_core import load_run
+from clipmem_core.review import open_store
+from clipmem_core.testing import fake_run
+from dashboard.gallery import sort_orders
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1280, "height": 800}
+TARGET_S = 2.0
+TIMEOUT_MS = 60_000
+CHART = '[data-testid="stPlotlyChart"] .main-svg'
+IMAGE = '[data-testid="stImage"] img'
+# page -> (URL path and query, the selector of its first meaningful content)
+PAGES = {
+    "overview": ("", CHART),
+    "gallery": ("gallery", IMAGE),
+    "inspector": ("inspector", IMAGE),
+    "embedding_map": ("embedding_map", CHART),
+    "compare": ("compare", '[data-testid="stDataFrame"]'),
+    "review": ("review?reviewer=ann", IMAGE),
+    "reconcile": ("reconcile?reviewer=lead", IMAGE),
+    "compute": ("compute", '[data-testid="stHeading"]'),  # the baseline: no run data, Streamlit's own floor
+}
+BASELINE = "compute"
+# Sets window.__clipmemPaint (ms since navigation) at the first frame where the selector's element is shown.
+WATCH = """
+(selector => {
+  const shown = el => el.checkVisibility() && (el.tagName !== "IMG" || (el.complete && el.naturalWidth > 0));
+  const check = () => {
+    if ([...document.querySelectorAll(selector)].some(shown)) window.__clipmemPaint = performance.now();
+    else requestAnimationFrame(check);
+  };
+  requestAnimationFrame(check);
+})(%s);
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError("streamlit did not become healthy")
+
+
+@contextmanager
+def serve(cache_root: Path):
+    """``streamlit run app.py`` on a free port over ``cache_root``; stopped (its process group) on exit."""
+    port = _free_port()
+    env = {**os.environ, "CLIPMEM_CACHE": str(cache_root)}
+    for var in ("CLIPMEM_DB_URL", "CLIPMEM_ACCESS_TOKEN", "CLIPMEM_LEADS", "CLIPMEM_LEAD_SECRETS", "CLIPMEM_DATA_ROOT"):
+        env.pop(var, None)
+    args = ["--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1"]
+    args += ["--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    with open(cache_root / "streamlit.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_healthy(url, proc)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def prepare_cache(cache_root: Path, demo: Path) -> None:
+    """The demo (linked), a fake cleaned re-run for Compare, and verdicts with disagreements for Reconcile."""
+    (cache_root / "demo").symlink_to(demo.resolve(), target_is_directory=True)
+    run = load_run(demo)
+    fake_run(cache_root, "demo-cleaned", n=120, sample_ids=run.scores["sample_id"].iloc[10:130].tolist())
+    top = run.scores["sample_id"].iloc[sort_orders(run.scores)["combined"][:6]].tolist()
+    verdicts = [("mis-captioned", "correct"), ("correct", "correct"), ("mis-captioned", "unsure")] * 2
+    records = [
+        {"sample_id": sid, "reviewer": reviewer, "verdict": verdict}
+        for sid, pair in zip(top, verdicts)
+        for reviewer, verdict in zip(("ann", "bob"), pair)
+    ]
+    open_store(cache_root).add_verdicts("demo", records)
+
+
+def first_paint_ms(browser, url: str, page_name: str) -> float:
+    """Milliseconds from navigation to the page's first meaningful content, in a new browser page."""
+    path, selector = PAGES[page_name]
+    page = browser.new_page(viewport=VIEWPORT)
+    try:
+        page.add_init_script(WATCH % repr(selector))
+        page.goto(f"{url}/{path}", wait_until="commit")
+        page.wait_for_function("window.__clipmemPaint !== undefined", timeout=TIMEOUT_MS)
+        return float(page.evaluate("window.__clipmemPaint"))
+    finally:
+        page.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3, help="loads per page and condition (median reported)")
+    ap.add_argument("--pages", default=",".join(PAGES), help="comma-separated, from: " + ", ".join(PAGES))
+    ap.add_argument("--run", type=Path, default=ROOT / "cache" / "demo", help="a complete run folder")
+    args = ap.parse_args(argv)
+    pages = [p.strip() for p in args.pages.split(",") if p.strip()]
+    unknown = set(pages) - set(PAGES)
+    if unknown:
+        ap.error(f"unknown pages: {', '.join(sorted(unknown))}")
+    from playwright.sync_api import sync_playwright
+
+    fresh: dict[str, list[float]] = {p: [] for p in pages}
+    warm: dict[str, list[float]] = {p: [] for p in pages}
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as api:
+        cache_root = Path(tmp)
+        prepare_cache(cache_root, args.run)
+        browser = api.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for _ in range(args.repeats):
+                for name in pages:
+                    with serve(cache_root) as url:
+                        fresh[name].append(first_paint_ms(browser, url, name))
+            with serve(cache_root) as url:
+                for name in pages:  # warm-up: every page once
+                    first_paint_ms(browser, url, name)
+                for _ in range(args.repeats):
+                    for name in pages:
+                        warm[name].append(first_paint_ms(browser, url, name))
+        finally:
+            browser.close()
+
+    print(f"first meaningful content, ms (median of {args.repeats}; target {TARGET_S * 1000:.0f} ms), 1280x800")
+    med_fresh = {name: statistics.median(v) for name, v in fresh.items()}
+    med_warm = {name: statistics.median(v) for name, v in warm.items()}
+    print(f"{'page':<15}{'fresh':>8}{'/base':>7}{'warm':>8}{'/base':>7}   loads (fresh | warm)")
+    for name in pages:
+        loads = " ".join(f"{v:.0f}" for v in fresh[name]) + " | " + " ".join(f"{v:.0f}" for v in warm[name])
+        ratios = [med[name] / med[BASELINE] if BASELINE in med else float("nan") for med in (med_fresh, med_warm)]
+        print(f"{name:<15}{med_fresh[name]:>8.0f}{ratios[0]:>6.1f}x{med_warm[name]:>8.0f}{ratios[1]:>6.1f}x   {loads}")
+    worst_fresh, worst_warm = max(med_fresh.values()), max(med_warm.values())
+    print(f"slowest median: fresh {worst_fresh:.0f} ms, warm {worst_warm:.0f} ms (target {TARGET_S * 1000:.0f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
