@@ -54,6 +54,12 @@ def labels_from_verdicts(verdicts: Mapping[str, str]) -> dict[str, bool]:
     return {sid: verdict == MISCAPTIONED for sid, verdict in verdicts.items() if verdict in (MISCAPTIONED, CORRECT)}
 
 
+def can_learn(scores: pd.DataFrame, labels: Mapping[str, bool], min_per_class: int = MIN_PER_CLASS) -> bool:
+    """Would ``fit_learned_ranking`` fit? A count, so a page can offer the ranking without fitting it."""
+    positives = sum(bool(v) for v in labels.values())
+    return bool(feature_columns(scores)) and min(positives, len(labels) - positives) >= min_per_class
+
+
 def feature_columns(scores: pd.DataFrame) -> list[str]:
     """The registered scores the run has, each turned so that high is suspicious."""
     return list(run_scores(scores))
@@ -75,7 +81,8 @@ def fit_learned_ranking(
         min_per_class: verdicts of each kind needed before fitting.
     """
     rows = pd.Series(np.arange(len(scores)), index=scores["sample_id"].to_numpy())
-    judged = [(rows[sid], bool(label)) for sid, label in labels.items() if sid in rows.index]
+    # in row order, so the same verdicts give the same folds and AUROC whatever order they come in
+    judged = sorted((rows[sid], bool(label)) for sid, label in labels.items() if sid in rows.index)
     y = np.array([label for _, label in judged], dtype=bool)
     if y.sum() < min_per_class or (~y).sum() < min_per_class:
         return None

@@ -85,11 +85,14 @@ def sort_orders(scores: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
-def learned_label(learned: LearnedRanking) -> str:
-    """E.g. "Learned from your verdicts (AUROC 0.91 on 40 + 60 verdicts)": the cross-validated AUROC says
-    whether it is worth following."""
+def learned_note(learned: LearnedRanking) -> str:
+    """E.g. "Learned from your verdicts: cross-validated AUROC 0.91 on 40 + 60 verdicts." The AUROC says
+    whether the ranking is worth following."""
     auroc = fmt_number(learned.cv_auroc, 2)
-    return f"{LEARNED_LABEL} (AUROC {auroc} on {learned.n_miscaptioned} + {learned.n_correct} verdicts)"
+    return (
+        f"{LEARNED_LABEL}: cross-validated AUROC {auroc} on {learned.n_miscaptioned} mis-captioned "
+        f"and {learned.n_correct} correct verdicts; refitted as verdicts arrive."
+    )
 
 
 def card_scores(scores: pd.DataFrame) -> list[str]:

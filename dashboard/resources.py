@@ -8,7 +8,10 @@ stays usable: the page stops, or carries on without what is missing (verdicts, n
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,7 +23,8 @@ from clipmem_core import ClipmemError, Run, load_run
 from clipmem_core.cache import IMAGE_EMBEDDINGS, INDEX_DIR, MANIFEST, TEXT_EMBEDDINGS, VIEW_ALIGNMENTS
 from clipmem_core.index import NeighbourSearch
 from clipmem_core.learned import KEY as LEARNED_KEY
-from clipmem_core.learned import LearnedRanking, fit_learned_ranking, labels_from_verdicts
+from clipmem_core.learned import LABEL as LEARNED_LABEL
+from clipmem_core.learned import LearnedRanking, can_learn, fit_learned_ranking, labels_from_verdicts
 from clipmem_core.metrics import best_detector, detection_summary
 from clipmem_core.review import ReviewStore, open_store
 from clipmem_core.review.decisions import COLUMNS, decided, visible_decisions
@@ -31,7 +35,6 @@ from .gallery import (
     FLAG_FILTERS,
     UNSCORED_CHOICES,
     Filters,
-    learned_label,
     range_scores,
     sort_orders,
     sorts,
@@ -60,9 +63,10 @@ def _orders(path: str, version: int) -> dict[str, np.ndarray]:
 
 
 @st.cache_resource(max_entries=16, show_spinner="Learning from your verdicts…")
-def _learned(path: str, version: int, labels: tuple[tuple[str, bool], ...]) -> LearnedRanking | None:
-    """Refit whenever the verdicts change (they are part of the key): well under a second at 100k rows."""
-    return fit_learned_ranking(_load_run(path, version).scores, dict(labels))
+def _learned(path: str, version: int, digest: str, _labels: Mapping[str, bool]) -> LearnedRanking | None:
+    """Refit whenever the verdicts change: their digest is the key (hashing the labels themselves would
+    cost more than the lookup saves at 100k verdicts)."""
+    return fit_learned_ranking(_load_run(path, version).scores, _labels)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading indexes…")
@@ -138,23 +142,64 @@ def orders(run: Run) -> dict[str, np.ndarray]:
     return _orders(str(run.path), _version(str(run.path)))
 
 
+class Orders(Mapping):
+    """Key -> row order (most suspicious first) of every sort and ranked queue. The learned ranking's order
+    is fitted on first access, so pages that never show it never pay for the fit."""
+
+    def __init__(self, registered: Mapping[str, np.ndarray], fit: Callable[[], LearnedRanking | None] | None):
+        self._registered, self._fit, self._learned_order = registered, fit, None
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key != LEARNED_KEY or self._fit is None:
+            return self._registered[key]
+        if self._learned_order is None:
+            self._learned_order = suspicion_order(self._fit().scores.astype(np.float64))
+        return self._learned_order
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._registered
+        if self._fit is not None:
+            yield LEARNED_KEY
+
+    def __len__(self) -> int:
+        return len(self._registered) + (self._fit is not None)
+
+
 class Rankings(NamedTuple):
-    """Every sort and ranked review queue: key -> label, and key -> row order (most suspicious first)."""
+    """Every sort and ranked review queue: key -> label, key -> row order, and the learned ranking's fit
+    (None until the verdicts allow one)."""
 
     labels: dict[str, str]
-    orders: dict[str, np.ndarray]
+    orders: Orders
+    learned: Callable[[], LearnedRanking | None]
 
 
-def rankings(run: Run, table: pd.DataFrame) -> Rankings:
-    """The registered scores' rankings, then the one learned from the verdicts in ``table`` (what this
-    viewer may see), once there are enough of both kinds (``clipmem_core.learned.MIN_PER_CLASS``)."""
-    labels, ranked = sorts(run.scores), dict(orders(run))
-    verdicts = tuple(sorted(labels_from_verdicts(decided(table)).items()))
-    learned = _learned(str(run.path), _version(str(run.path)), verdicts)
-    if learned is not None:
-        labels[LEARNED_KEY] = learned_label(learned)
-        ranked[LEARNED_KEY] = suspicion_order(learned.scores.astype(np.float64))
-    return Rankings(labels, ranked)
+def rankings(run: Run, verdicts: Mapping[str, str]) -> Rankings:
+    """The registered scores' rankings, then the one learned from ``verdicts`` (sample_id -> decided
+    verdict, as this viewer may see them) once they hold enough of both kinds. Only counted here: the
+    fit (well under a second at 100k rows) runs when a page asks for the order or its AUROC, and is cached
+    by the verdicts' digest, so it is redone only when they change."""
+    labels = labels_from_verdicts(verdicts)
+    names = sorts(run.scores)
+    if not can_learn(run.scores, labels):
+        return Rankings(names, Orders(orders(run), None), lambda: None)
+    digest = hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest()
+
+    def fit() -> LearnedRanking | None:
+        return _learned(str(run.path), _version(str(run.path)), digest, labels)
+
+    return Rankings({**names, LEARNED_KEY: LEARNED_LABEL}, Orders(orders(run), fit), fit)
+
+
+def review_rankings(run: Run, batch: tuple) -> Rankings:
+    """The review page's rankings. The verdicts the learned ranking learns from are read once per ``batch``
+    (a key: the queue and batch at hand), so recording a verdict costs neither the decisions table nor a
+    refit; the next batch learns from everything judged so far."""
+    ss = st.session_state
+    key = (run.name, *batch)
+    if ss.get(state.LEARNED_SNAPSHOT, (None,))[0] != key:
+        ss[state.LEARNED_SNAPSHOT] = (key, decided(decisions(run)))
+    return rankings(run, ss[state.LEARNED_SNAPSHOT][1])
 
 
 def neighbour_search(run: Run) -> NeighbourSearch:

@@ -27,6 +27,7 @@ INSPECT = "inspect_sample"
 INSPECT_RUN = "inspect_run"  # the run the inspected sample id belongs to
 JOB = "compute_job"
 FLAG_MODE = "flag_mode"  # bound to ?flag_mode= so flag mode survives a reload
+LEARNED_SNAPSHOT = "learned_snapshot"  # (run, queue, batch) -> the verdicts the review queue learned from
 PAGE_WIDGETS = (PAGE, SORT, INSPECT)
 
 

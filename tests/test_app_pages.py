@@ -137,10 +137,11 @@ def test_a_learned_ranking_is_offered_once_the_team_has_enough_verdicts_of_both_
     labels = {s: v == "mis-captioned" for s, v in store.latest_verdicts("judged", reviewer="ann").items()}
     at = _app(reviewer="ann", page=navigation.GALLERY.path, run="judged")
     sort = at.selectbox(key=state.SORT)
-    learned_option = [o for o in sort.options if o.startswith("Learned from your verdicts (AUROC")]
-    assert learned_option and learned_option[0].endswith(f"on {MIN_PER_CLASS} + {MIN_PER_CLASS} verdicts)")
+    assert "Learned from your verdicts" in sort.options
     sort.set_value(LEARNED_KEY).run()
     expected = fit_learned_ranking(run.scores, labels)
+    note = f"cross-validated AUROC {expected.cv_auroc:.2f} on {MIN_PER_CLASS} mis-captioned and {MIN_PER_CLASS} correct"
+    assert any(note in c.value for c in at.main.caption), (note, at.main.caption[0].value)
     top = run.scores["caption"].iloc[np.argsort(-expected.scores, kind="stable")[:48]].tolist()
     assert [t.value for t in at.main.text] == top
     review_page = _app(reviewer="ann", page=navigation.REVIEW.path, run="judged")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from clipmem_core.learned import KEY as LEARNED_KEY
 from clipmem_core.review.decisions import decided
 from dashboard import resources, sidebar, state, ui
 from dashboard.gallery import (
@@ -11,6 +12,7 @@ from dashboard.gallery import (
     PAGE_SIZE,
     filter_mask,
     gallery_title,
+    learned_note,
     make_cards,
     page_count,
     page_rows,
@@ -28,7 +30,7 @@ def _step(delta: int, pages: int) -> None:
 def gallery() -> None:
     """Sorting, paging and flag clicks rerun only this part of the page."""
     table = resources.decisions(run)
-    ranking = resources.rankings(run, table)  # the learned sort appears once the team has enough verdicts
+    ranking = resources.rankings(run, decided(table))  # a learned sort once the team has enough verdicts
     options = ranking.labels
     default_sort = DEFAULT_SORT if DEFAULT_SORT in options else next(iter(options))
     if ss.get(state.SORT) not in options:
@@ -50,6 +52,8 @@ def gallery() -> None:
         on_change=lambda: ss.update({state.PAGE: 1}),
     )
     title.title(gallery_title(ss.get(state.SORT) or default_sort, options))
+    if ss.get(state.SORT) == LEARNED_KEY:
+        st.caption(learned_note(ranking.learned()))
     top[1].number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, key=state.PAGE)
     top[2].button("◀ Prev", on_click=_step, args=(-1, pages), disabled=ss[state.PAGE] <= 1, width="stretch")
     top[3].button("Next ▶", on_click=_step, args=(1, pages), disabled=ss[state.PAGE] >= pages, width="stretch")

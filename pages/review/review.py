@@ -7,15 +7,17 @@ import html
 import streamlit as st
 
 from clipmem_core import ClipmemError
+from clipmem_core.learned import KEY as LEARNED_KEY
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
 from dashboard import auth, resources, review, ui
+from dashboard.gallery import learned_note
 from dashboard.text import md
 
 reviewer = auth.current_reviewer()
 run, store = resources.run_and_store()
-ranking = resources.rankings(run, resources.decisions(run))
-orders = ranking.orders
 ss = st.session_state
+ranking = resources.review_rankings(run, (ss.get(review.SOURCE), ss.get(review.BATCH_INDEX)))
+orders = ranking.orders
 st.title(f"Review · {md(run.name)}")
 
 queues = review.queues(ranking.labels)
@@ -40,6 +42,8 @@ else:
 
 pace = review.seconds_per_sample(ss.get(review.PACE) or [])
 st.progress(batch.done / batch.size if batch.size else 0.0, text=review.progress_line(batch, pace))
+if source == LEARNED_KEY:
+    st.caption(learned_note(ranking.learned()) + " This batch's order was fitted when it started.")
 if batch.unscored:
     st.caption(f"{batch.unscored} samples of this batch have no {md(queues[source])} score; they come last.")
 
