@@ -174,31 +174,42 @@ class Rankings(NamedTuple):
     learned: Callable[[], LearnedRanking | None]
 
 
-def rankings(run: Run, verdicts: Mapping[str, str]) -> Rankings:
+class LearningInput(NamedTuple):
+    """What the learned ranking learns from: sample_id -> is mis-captioned, and their digest (its cache key)."""
+
+    labels: dict[str, bool]
+    digest: str
+
+
+def learning_input(verdicts: Mapping[str, str]) -> LearningInput:
+    labels = labels_from_verdicts(verdicts)
+    return LearningInput(labels, hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest())
+
+
+def rankings(run: Run, verdicts: Mapping[str, str] | LearningInput) -> Rankings:
     """The registered scores' rankings, then the one learned from ``verdicts`` (sample_id -> decided
     verdict, as this viewer may see them) once they hold enough of both kinds. Only counted here: the
     fit (well under a second at 100k rows) runs when a page asks for the order or its AUROC, and is cached
     by the verdicts' digest, so it is redone only when they change."""
-    labels = labels_from_verdicts(verdicts)
+    learning = verdicts if isinstance(verdicts, LearningInput) else learning_input(verdicts)
     names = sorts(run.scores)
-    if not can_learn(run.scores, labels):
+    if not can_learn(run.scores, learning.labels):
         return Rankings(names, Orders(orders(run), None), lambda: None)
-    digest = hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest()
 
     def fit() -> LearnedRanking | None:
-        return _learned(str(run.path), _version(str(run.path)), digest, labels)
+        return _learned(str(run.path), _version(str(run.path)), learning.digest, learning.labels)
 
     return Rankings({**names, LEARNED_KEY: LEARNED_LABEL}, Orders(orders(run), fit), fit)
 
 
 def review_rankings(run: Run, batch: tuple) -> Rankings:
     """The review page's rankings. The verdicts the learned ranking learns from are read once per ``batch``
-    (a key: the queue and batch at hand), so recording a verdict costs neither the decisions table nor a
-    refit; the next batch learns from everything judged so far."""
+    (a key: the queue and batch at hand), so recording a verdict costs neither the decisions table, nor
+    the digest, nor a refit; the next batch learns from everything judged so far."""
     ss = st.session_state
     key = (run.name, *batch)
     if ss.get(state.LEARNED_SNAPSHOT, (None,))[0] != key:
-        ss[state.LEARNED_SNAPSHOT] = (key, decided(decisions(run)))
+        ss[state.LEARNED_SNAPSHOT] = (key, learning_input(decided(decisions(run))))
     return rankings(run, ss[state.LEARNED_SNAPSHOT][1])
 
 
