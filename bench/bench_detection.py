@@ -32,8 +32,10 @@ from clipmem_core.config import RunConfig
 from clipmem_core.data import inject_miscaptions
 from clipmem_core.errors import ClipmemError
 from clipmem_core.learned import fit_learned_ranking
+from clipmem_core.metrics import detection_summary
 from clipmem_core.pipeline import compute_clipmem
 from clipmem_core.scores import column_label, get_score
+from clipmem_core.scores.combined import fuse
 from clipmem_core.synthetic import make_shapes_dataset
 
 SOURCES = {
@@ -100,13 +102,18 @@ def learned_check(scores: pd.DataFrame) -> dict:
 
 
 def measure(run) -> dict:
-    detection = run.manifest.summary["detection"]
+    """Every score's detection quality over all samples (unscored ones last). The combined ranking is
+    recomputed from the run's stored signals, so runs made before a change of its recipe are measured
+    with today's (it is a pure function of those columns)."""
+    scores = run.scores.copy()
+    scores["combined"] = fuse(scores)
+    detection = detection_summary(scores)
     return {
         "seconds": run.manifest.seconds,
         "n": detection["n_samples"],
         "k": detection["k"],
         "detectors": detection["detectors"],
-        "learned": learned_check(run.scores),
+        "learned": learned_check(scores),
         "utility": run.manifest.utility,
     }
 
