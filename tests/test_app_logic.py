@@ -343,3 +343,27 @@ def test_finished_jobs_are_reaped_without_being_looked_at(tmp_path):
     compute.list_jobs(tmp_path)  # what the Compute page does on every rerun, whichever job is selected
     assert not (Path(f"/proc/{job.pid}").exists())  # reaped: no zombie left
     assert compute.job_status(job) == "done"
+
+
+def test_at_most_max_jobs_browser_started_runs_at_once(tmp_path, monkeypatch):
+    """The Compute page disables its launch button while running_jobs >= max_jobs (a job cap per server)."""
+    import os
+    import signal
+
+    monkeypatch.delenv(compute.MAX_JOBS_ENV, raising=False)
+    job = compute.start_job(tmp_path, "sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert compute.max_jobs() == 1 and compute.running_jobs(tmp_path) == 1  # the page is now busy
+        monkeypatch.setenv(compute.MAX_JOBS_ENV, "3")
+        assert compute.max_jobs() == 3
+        for nonsense in ("many", "0", "-2"):
+            monkeypatch.setenv(compute.MAX_JOBS_ENV, nonsense)
+            assert compute.max_jobs() == 1
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+    for _ in range(100):
+        compute.reap()
+        if compute.running_jobs(tmp_path) == 0:
+            break
+        time.sleep(0.05)
+    assert compute.running_jobs(tmp_path) == 0

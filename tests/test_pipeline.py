@@ -120,3 +120,16 @@ def test_an_interrupted_run_needs_resume_and_resumes_from_checkpoints(noisy_shap
     assert run.manifest.training["h0"]["resumed_from_epoch"] == 2  # both epochs were already done
     assert len(run.manifest.training["h1"]["epoch_losses"]) == 2
     assert json.loads((out / cache.MANIFEST).read_text())["status"] == "complete"
+
+
+def test_huge_images_are_downscaled_on_load_so_a_run_never_holds_them_full_size(tmp_path):
+    """Four 12000-px PNGs raised peak memory from 1.15 to 3.9 GB when full-size images were kept."""
+    from PIL import Image
+
+    from clipmem_core.pipeline import ImageList
+
+    Image.new("RGB", (4000, 1000), "white").save(tmp_path / "wide.png")
+    Image.new("RGB", (20, 10), "white").save(tmp_path / "small.png")
+    images = ImageList(tmp_path, ["wide.png", "small.png"], max_side=128)
+    assert images[0].size == (128, 32)
+    assert images[1].size == (20, 10)  # never upscaled
