@@ -58,7 +58,8 @@ Rebuild it with \`FORCE=1 scripts/build_demo.sh\`.
   (\`python -m clipmem_core inject-miscaptions --fraction 0.04 --seed $SEED\`); \`is_miscaptioned\` in
   \`dataset/captions_noisy.csv\` and \`scores.parquet\` is the ground truth.
 - **Run:** \`python -m clipmem_core run --data captions_noisy.csv --preset $PRESET --epochs $EPOCHS --seed $SEED\`;
-  model checkpoints were deleted afterwards to keep the folder small.
+  the default full protocol (K = 2 folds: every sample scored); model checkpoints were deleted
+  afterwards to keep the folder small.
 MD
 SIZE_MB=$(du -sm "$OUT" | cut -f1)
 echo "demo: $OUT, ${SIZE_MB} MB"

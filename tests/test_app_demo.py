@@ -12,6 +12,7 @@ from clipmem_core import list_runs, load_run
 from clipmem_core.cache import BASE_COLUMNS
 from clipmem_core.index import NeighbourSearch
 from dashboard import auth, compute, navigation, state
+from dashboard.gallery import DEFAULT_SORT, PAGE_SIZE, sort_orders
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "cache" / "demo"
@@ -32,6 +33,13 @@ def test_demo_is_a_usable_run_with_the_dashboard_columns(demo):
 
 def test_demo_has_ground_truth_mis_captions(demo):
     assert 0.02 <= demo.scores["is_miscaptioned"].mean() <= 0.06
+
+
+def test_the_demo_scores_every_sample_and_its_first_page_is_mostly_mis_captions(demo):
+    """What a new user sees first: the default sort's first gallery page (48 cards)."""
+    assert demo.manifest.protocol == "full" and demo.scores[DEFAULT_SORT].notna().all()
+    first_page = sort_orders(demo.scores)[DEFAULT_SORT][:PAGE_SIZE]
+    assert demo.scores["is_miscaptioned"].iloc[first_page].sum() >= 24
 
 
 def test_demo_serves_thumbnails_images_and_neighbours(demo):
