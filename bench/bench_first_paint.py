@@ -26,19 +26,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 from clipmem_core import load_run
 from clipmem_core.review import open_store
-from clipmem_core.testing import fake_run
+from clipmem_core.testing import fake_run, free_port, wait_healthy
 from dashboard.gallery import sort_orders
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,30 +79,10 @@ WATCH = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError("streamlit did not become healthy")
-
-
 @contextmanager
 def serve(cache_root: Path):
     """``streamlit run app.py`` on a free port over ``cache_root``; stopped (its process group) on exit."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "CLIPMEM_CACHE": str(cache_root)}
     for var in ("CLIPMEM_DB_URL", "CLIPMEM_ACCESS_TOKEN", "CLIPMEM_LEADS", "CLIPMEM_LEAD_SECRETS", "CLIPMEM_DATA_ROOT"):
         env.pop(var, None)
@@ -122,7 +99,7 @@ def serve(cache_root: Path):
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_healthy(url, proc)
+            wait_healthy(url, proc, timeout_s=120)
             yield url
         finally:
             proc.terminate()

@@ -15,6 +15,10 @@ Example::
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -184,3 +188,25 @@ def fake_experiment(
     folder = Path(cache_root) / "experiments" / name
     write_records(folder, settings, list(runs), pd.DataFrame(rows), complete=True)
     return folder
+
+
+def free_port() -> int:
+    """A TCP port free on localhost right now (for a test or benchmark server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90) -> None:
+    """Wait until a ``streamlit run`` at ``url`` answers its health check; an error if it exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError("streamlit did not become healthy")

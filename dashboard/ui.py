@@ -6,11 +6,13 @@ through `md` (dashboard/text.py) wherever Streamlit renders markdown.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
+from clipmem_core import Run
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
 from clipmem_core.review.decisions import RESOLVED, TIED, badge_text
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
@@ -23,6 +25,24 @@ VERDICT_KEYS = dict(zip(VERDICTS, ("1", "2", "3")))  # the same keys on every pa
 BADGE_COLOURS = {MISCAPTIONED: "red", CORRECT: "green", UNSURE: "orange"}
 ROW_PX, HEADER_PX = 35, 38
 LARGE_TEXT = "font-size: 1.7rem; line-height: 1.35; margin: 0.3rem 0 1rem 0"  # the caption under review
+
+
+def hint_row(run: Run, card: Any, *, heading: str, key: str, on_pick: Callable[[str], None]) -> None:
+    """The captions of a sample's most similar images as hints, each taken with one click (``on_pick``),
+    or the reason there are none. ``card`` is the review or reconcile card (``hints``, ``hint_problem``)."""
+    if card.hint_problem:
+        st.error(f"No hints: {md(card.hint_problem)}", icon=":material/error:")
+    if not card.hints:
+        return
+    st.markdown(heading)
+    for column, hit in zip(st.columns(len(card.hints)), card.hints):
+        with column:
+            thumb = run.thumbnail_path(hit.row)
+            if thumb is not None:
+                st.image(str(thumb), width=96)
+            st.text(hit.caption)
+            pick = {"on_click": on_pick, "args": (hit.caption,)}
+            st.button("Use this caption", key=f"{key}_{hit.row}", type="tertiary", **pick)
 
 
 def table(frame: pd.DataFrame, empty: str, **kwargs) -> None:

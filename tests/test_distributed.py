@@ -7,7 +7,6 @@ Every launch here is a real ``torchrun`` with 2 CPU processes on 40 generated sh
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from clipmem_core.config import RunConfig
 from clipmem_core.errors import ClipmemError
 from clipmem_core.pipeline import compute_clipmem
 from clipmem_core.synthetic import make_shapes_dataset
+from clipmem_core.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # 20 training pairs a model, global batch 8: two steps an epoch, split 4 + 4 over two processes.
@@ -61,12 +61,6 @@ def _env() -> dict[str, str]:
 def _torchrun(*launcher: str, args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "clipmem_core", *args]
     return subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _assert_same_training(a: cache.Run, b: cache.Run) -> None:
@@ -119,7 +113,7 @@ def test_a_distributed_resume_continues_from_the_checkpoint_every_rank_loads(sha
 @pytest.mark.slow
 def test_two_agents_rendezvous_like_two_nodes_on_localhost(shapes, tmp_path):
     """The multi-node launch (one torchrun agent a node, c10d rendezvous), with both 'nodes' on this host."""
-    out, port = tmp_path / "nodes", _free_port()
+    out, port = tmp_path / "nodes", free_port()
     launcher = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d"]
     launcher += ["--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "clipmem-test"]
     command = [sys.executable, "-m", "torch.distributed.run", *launcher]

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from clipmem_core import load_run
+from clipmem_core.testing import free_port, wait_healthy
 from dashboard.gallery import sort_orders
 from dashboard.navigation import PAGES
 
@@ -94,33 +92,13 @@ def playwright_api():
         yield api
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError("streamlit did not become healthy")
-
-
 @contextmanager
 def _serve(cache_root: Path, **env_vars: str):
     """A freshly started server on a private cache holding only a link to the demo (nothing is written in the repo)."""
     assert (DEMO / "manifest.json").exists(), "cache/demo is missing; build it with scripts/build_demo.sh"
     if not (cache_root / "demo").exists():
         (cache_root / "demo").symlink_to(DEMO.resolve(), target_is_directory=True)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "CLIPMEM_CACHE": str(cache_root)}
     for var in ("CLIPMEM_DB_URL", "CLIPMEM_ACCESS_TOKEN", "CLIPMEM_LEADS", "CLIPMEM_LEAD_SECRETS", "CLIPMEM_DATA_ROOT"):
         env.pop(var, None)
@@ -152,7 +130,7 @@ def _serve(cache_root: Path, **env_vars: str):
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_healthy(url, proc)
+            wait_healthy(url, proc)
             yield url
         finally:
             proc.terminate()

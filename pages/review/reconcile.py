@@ -109,23 +109,13 @@ with st.container(border=True):
             on_click=reconcile.skip,
             args=(ss, sample_id),
         )
-    if card.hint_problem:
-        st.error(f"No hints: {md(card.hint_problem)}", icon=":material/error:")
-    if card.hints:
-        st.markdown("**Captions of the most similar images** (take one as the accepted caption)")
-        for column, hit in zip(st.columns(len(card.hints)), card.hints):
-            with column:
-                thumb = run.thumbnail_path(hit.row)
-                if thumb is not None:
-                    st.image(str(thumb), width=96)
-                st.text(hit.caption)
-                st.button(
-                    "Use this caption",
-                    key=f"rhint_{sample_id}_{hit.row}",
-                    type="tertiary",
-                    on_click=ss.update,
-                    args=({reconcile.caption_key(sample_id): hit.caption},),
-                )
+    ui.hint_row(
+        run,
+        card,
+        heading="**Captions of the most similar images** (take one as the accepted caption)",
+        key=f"rhint_{sample_id}",
+        on_pick=lambda caption, sample_id=sample_id: ss.update({reconcile.caption_key(sample_id): caption}),
+    )
 
 if len(items) > 1:
     st.markdown(f"**Next disagreements** ({len(items) - 1})")

@@ -96,23 +96,13 @@ else:
         )
         st.text_input("Suggested caption (if mis-captioned)", key=review.suggest_key(sample_id))
         st.text_input("Note", key=review.note_key(sample_id))
-    if card.hint_problem:
-        st.error(f"No hints: {md(card.hint_problem)}", icon=":material/error:")
-    if card.hints:
-        st.markdown("**Captions of the most similar images** (take one as the suggested caption)")
-        for column, hit in zip(st.columns(len(card.hints)), card.hints):
-            with column:
-                thumb = run.thumbnail_path(hit.row)
-                if thumb is not None:
-                    st.image(str(thumb), width=96)
-                st.text(hit.caption)
-                st.button(
-                    "Use this caption",
-                    key=f"hint_{sample_id}_{hit.row}",
-                    type="tertiary",
-                    on_click=review.use_hint,
-                    args=(ss, sample_id, hit.caption),
-                )
+    ui.hint_row(
+        run,
+        card,
+        heading="**Captions of the most similar images** (take one as the suggested caption)",
+        key=f"hint_{sample_id}",
+        on_pick=lambda caption, sample_id=sample_id: review.use_hint(ss, sample_id, caption),
+    )
     if not auth.blind():
         with st.expander("Other reviewers' verdicts on this sample"):
             ui.table(review.others_verdicts(store, run.name, sample_id, reviewer), empty=review.NO_OTHERS)
