@@ -35,20 +35,10 @@ from pathlib import Path
 
 from clipmem_core import load_run
 from clipmem_core.review import open_store
-from clipmem_core.testing import fake_run, free_port, wait_healthy
+from clipmem_core.testing import CHROMIUM, CHROMIUM_ARGS, fake_run, free_port, wait_healthy
 from dashboard.gallery import sort_orders
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 VIEWPORT = {"width": 1280, "height": 800}
 TARGET_S = 2.0
 TIMEOUT_MS = 60_000

@@ -190,6 +190,19 @@ def fake_experiment(
     return folder
 
 
+# How tests and benchmarks start Debian's chromium (headless, quiet: nothing reaches the network).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
 def free_port() -> int:
     """A TCP port free on localhost right now (for a test or benchmark server)."""
     with socket.socket() as sock:

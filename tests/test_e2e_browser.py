@@ -23,22 +23,12 @@ from pathlib import Path
 import pytest
 
 from clipmem_core import load_run
-from clipmem_core.testing import free_port, wait_healthy
+from clipmem_core.testing import CHROMIUM, CHROMIUM_ARGS, free_port, wait_healthy
 from dashboard.gallery import sort_orders
 from dashboard.navigation import PAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = Path(os.environ.get("CLIPMEM_E2E_RUN", ROOT / "cache" / "demo"))  # any complete run works
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TIMEOUT_MS = 90_000
 SMALL = {"width": 1280, "height": 800}
 TITLES = [spec.title for spec in PAGES]  # the real navigation, in menu order
