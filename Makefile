@@ -31,7 +31,7 @@ test: install-dev lint
 	trap 'scripts/start_postgres.sh stop' EXIT; \
 	$(VPY) -m pytest -q
 
-## Only the quick tests: no model training, no subprocess runs, no browser (under a minute).
+## Only the quick tests: no model training, no subprocess runs, no browser (about 2–4 minutes on 2 cores).
 test-fast: install-dev
 	$(VPY) -m pytest -q -m "not slow and not e2e"
 
