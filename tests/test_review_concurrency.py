@@ -1,6 +1,8 @@
 """Several reviewers writing at once: no verdict may be lost or written twice."""
 
 import multiprocessing
+import sys
+import types
 
 import pytest
 from review_fixtures import write_verdicts
@@ -11,7 +13,9 @@ WORKERS, PER_WORKER = 8, 500
 
 
 @pytest.mark.slow
-def test_eight_processes_writing_at_once_lose_and_duplicate_nothing(db_url):
+def test_eight_processes_writing_at_once_lose_and_duplicate_nothing(db_url, monkeypatch):
+    # A spawned child re-runs the parent's __main__ file; after an AppTest in this process that is app.py.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     open_store(url=db_url).close()  # schema exists before the race on the data starts
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(WORKERS)
