@@ -25,17 +25,14 @@ Usage: python -m bench.bench_first_paint [--repeats 3] [--pages overview,gallery
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from clipmem_core import load_run
 from clipmem_core.review import open_store
-from clipmem_core.testing import CHROMIUM, CHROMIUM_ARGS, fake_run, free_port, wait_healthy
+from clipmem_core.testing import CHROMIUM, CHROMIUM_ARGS, fake_run, serve_app
 from dashboard.gallery import sort_orders
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,35 +66,9 @@ WATCH = """
 """
 
 
-@contextmanager
 def serve(cache_root: Path):
     """``streamlit run app.py`` on a free port over ``cache_root``; stopped (its process group) on exit."""
-    port = free_port()
-    env = {**os.environ, "CLIPMEM_CACHE": str(cache_root)}
-    for var in ("CLIPMEM_DB_URL", "CLIPMEM_ACCESS_TOKEN", "CLIPMEM_LEADS", "CLIPMEM_LEAD_SECRETS", "CLIPMEM_DATA_ROOT"):
-        env.pop(var, None)
-    args = ["--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1"]
-    args += ["--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    with open(cache_root / "streamlit.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(url, proc, timeout_s=120)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    return serve_app(cache_root, timeout_s=120)
 
 
 def prepare_cache(cache_root: Path, demo: Path) -> None:

@@ -17,9 +17,11 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +210,41 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+_PRIVATE_ENV = ("CLIPMEM_DB_URL", "CLIPMEM_ACCESS_TOKEN", "CLIPMEM_LEADS", "CLIPMEM_LEAD_SECRETS", "CLIPMEM_DATA_ROOT")
+
+
+@contextmanager
+def serve_app(cache_root: Path, timeout_s: float = 90, **env_vars: str) -> Iterator[str]:
+    """``streamlit run app.py`` on a free port over ``cache_root`` (the caller's access, lead and database
+    settings left out, ``env_vars`` added); yields its URL, and stops its process group on exit. The
+    server's output goes to ``cache_root/streamlit.log``."""
+    env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV} | {"CLIPMEM_CACHE": str(cache_root)}
+    env.update(env_vars)
+    port = free_port()
+    args = ["--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1"]
+    args += ["--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    with open(Path(cache_root) / "streamlit.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", *args],
+            cwd=Path(__file__).resolve().parents[1],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(url, proc, timeout_s)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90) -> None:

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from clipmem_core import load_run
-from clipmem_core.testing import CHROMIUM, CHROMIUM_ARGS, free_port, wait_healthy
+from clipmem_core.testing import CHROMIUM, CHROMIUM_ARGS, serve_app
 from dashboard.gallery import sort_orders
 from dashboard.navigation import PAGES
 
@@ -88,46 +86,8 @@ def _serve(cache_root: Path, **env_vars: str):
     assert (DEMO / "manifest.json").exists(), "cache/demo is missing; build it with scripts/build_demo.sh"
     if not (cache_root / "demo").exists():
         (cache_root / "demo").symlink_to(DEMO.resolve(), target_is_directory=True)
-    port = free_port()
-    env = {**os.environ, "CLIPMEM_CACHE": str(cache_root)}
-    for var in ("CLIPMEM_DB_URL", "CLIPMEM_ACCESS_TOKEN", "CLIPMEM_LEADS", "CLIPMEM_LEAD_SECRETS", "CLIPMEM_DATA_ROOT"):
-        env.pop(var, None)
-    env.update(env_vars)
-    with open(cache_root / "streamlit.log", "ab") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app.py",
-                "--server.headless",
-                "true",
-                "--server.port",
-                str(port),
-                "--server.address",
-                "127.0.0.1",
-                "--browser.gatherUsageStats",
-                "false",
-                "--server.fileWatcherType",
-                "none",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(url, proc)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with serve_app(cache_root, **env_vars) as url:
+        yield url
 
 
 LEAD, LEAD_SECRET = "lead", "lead-secret"
