@@ -4,10 +4,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PORT ?= 8501
+TEST_WORKERS ?= auto
+PARALLEL := -n $(TEST_WORKERS) --dist worksteal
 VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip install -q --disable-pip-version-check
 
-.PHONY: install install-dev demo test test-fast lint format bench clean
+.PHONY: install install-dev demo test test-fast test-pages lint format bench clean
 
 $(VPY):
 	scripts/ensure_venv.sh "$(PYTHON)" "$(VENV)"
@@ -26,14 +28,19 @@ demo: install
 	$(VPY) -m streamlit run app.py --server.port $(PORT) --server.headless true
 
 ## Lint and format checks, then the whole suite (slow and browser tests included) with a throwaway PostgreSQL.
+## Tests run on every core (pytest-xdist); TEST_WORKERS=0 runs them in this one process.
 test: install-dev lint
 	set -e; eval "$$(scripts/start_postgres.sh)"; \
 	trap 'scripts/start_postgres.sh stop' EXIT; \
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q $(PARALLEL)
 
-## Only the quick tests: no model training, no subprocess runs, no browser (about 2–4 minutes on 2 cores).
+## Only the quick tests: library, CLI and review store; no model training, no subprocess runs, no pages, no browser.
 test-fast: install-dev
-	$(VPY) -m pytest -q -m "not slow and not e2e"
+	$(VPY) -m pytest -q $(PARALLEL) -m "not slow and not e2e and not pages"
+
+## The dashboard's pages under Streamlit's AppTest (no browser).
+test-pages: install-dev
+	$(VPY) -m pytest -q $(PARALLEL) -m "pages and not slow"
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

@@ -55,7 +55,8 @@ def _truth(frame: pd.DataFrame) -> np.ndarray:
 def map_frame(scores: pd.DataFrame, rows: np.ndarray, verdicts: Mapping[str, str]) -> pd.DataFrame:
     """One plotted point per row: projection, every colour field, hover text and the row (customdata)."""
     frame = scores.iloc[rows]
-    decided = frame["sample_id"].map(verdicts).fillna(NO_VERDICT).to_numpy()
+    # as object: with no verdicts at all, map() gives float NaN, which a word cannot fill
+    decided = frame["sample_id"].map(verdicts).astype(object).fillna(NO_VERDICT).to_numpy()
     points = pd.DataFrame(
         {
             "row": rows,

@@ -14,6 +14,8 @@ from clipmem_core.index import NeighbourSearch
 from dashboard import auth, compute, navigation, state
 from dashboard.gallery import DEFAULT_SORT, PAGE_SIZE, sort_orders
 
+pytestmark = pytest.mark.pages  # Streamlit AppTest: `make test` and `make test-pages` run these
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "cache" / "demo"
 MAX_BYTES = 25 * 1024 * 1024

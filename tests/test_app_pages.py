@@ -19,6 +19,8 @@ from dashboard import auth, compute, navigation, state
 from dashboard import embedding_map as emap
 from dashboard.gallery import sort_orders
 
+pytestmark = pytest.mark.pages  # Streamlit AppTest: `make test` and `make test-pages` run these
+
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 EVIL = "[x](http://evil.example) ![p](http://evil.example/p.png) **b**"
 EVIL_RUN = "[x](javascript:alert(1)) **b** :red[y]"  # a folder name cannot hold a slash

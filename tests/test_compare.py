@@ -130,6 +130,7 @@ def _app() -> AppTest:
     return at
 
 
+@pytest.mark.pages
 def test_compare_page_shows_two_runs_side_by_side_by_default(cache_root):
     at = _app()
     assert at.title[0].value == "Compare runs"
@@ -140,6 +141,7 @@ def test_compare_page_shows_two_runs_side_by_side_by_default(cache_root):
     assert any("Split" in t.columns for t in tables)
 
 
+@pytest.mark.pages
 def test_compare_page_says_whether_cleaning_helped(cache_root):
     at = _app()
     assert at.selectbox(key=compare.ORIGINAL_KEY).value == "demo"
@@ -150,6 +152,7 @@ def test_compare_page_says_whether_cleaning_helped(cache_root):
     assert any("Measure" in frame.value.columns for frame in at.dataframe)
 
 
+@pytest.mark.pages
 def test_compare_page_shows_an_experiment_and_compares_its_runs(cache_root):
     at = _app()
     assert at.selectbox(key=compare.EXPERIMENT_KEY).value == "removal-fake"

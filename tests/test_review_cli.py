@@ -1,11 +1,8 @@
 import json
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
-from review_fixtures import REPO, make_run
+from review_fixtures import make_run
 
 from clipmem_core.cli import main
 from clipmem_core.review.store import open_store
@@ -137,12 +134,8 @@ def test_not_a_run_exits_2(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("sub", [[], ["import"], ["export"], ["agreement"]])
-def test_help(sub):
-    result = subprocess.run(
-        [sys.executable, "-m", "clipmem_core", "review", *sub, "--help"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert result.returncode == 0 and "usage:" in result.stdout
+def test_help(sub, capsys):
+    """In this process: tests/test_cli.py proves once that `clipmem` and `python -m clipmem_core` are one program."""
+    with pytest.raises(SystemExit) as exited:
+        main(["review", *sub, "--help"])
+    assert exited.value.code == 0 and "usage:" in capsys.readouterr().out

@@ -12,6 +12,8 @@ from clipmem_core.review.store import open_store
 from dashboard import auth, navigation, reconcile, review, state
 from dashboard.gallery import sort_orders
 
+pytestmark = pytest.mark.pages  # Streamlit AppTest: `make test` and `make test-pages` run these
+
 APP = str(REPO / "app.py")
 REVIEW, RECONCILE = navigation.REVIEW.path, navigation.RECONCILE.path
 TITLES = {REVIEW: "Review · run1", RECONCILE: "Reconcile · run1"}

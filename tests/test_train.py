@@ -28,12 +28,14 @@ def _train(pairs, epochs: int, checkpoint, resume: bool = False):
     return bundle, train_clip(bundle, *pairs, config, checkpoint, device=torch.device("cpu"), resume=resume)
 
 
+@pytest.mark.slow
 def test_loss_falls(pairs, tmp_path):
     _, result = _train(pairs, 6, tmp_path / "m.pt")
     assert result.epoch_losses[-1] < result.epoch_losses[0]
     assert (tmp_path / "m.pt").exists()
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_where_it_stopped(pairs, tmp_path, monkeypatch):
     straight, _ = _train(pairs, 3, tmp_path / "straight.pt")
     save = train_module._save_checkpoint
