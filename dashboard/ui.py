@@ -14,7 +14,7 @@ import streamlit as st
 
 from clipmem_core import Run
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
-from clipmem_core.review.decisions import RESOLVED, TIED, badge_text
+from clipmem_core.review.decisions import OWN_PENDING, RESOLVED, TIED, badge_text
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
 from . import navigation, resources, state
@@ -62,11 +62,15 @@ def decision_badge(decision: pd.Series | None) -> None:
     if decision["source"] == TIED:
         st.badge(text, icon=":material/balance:", color="gray", help="reviewers disagree; a lead decides")
         return
-    icon = ":material/gavel:" if decision["source"] == RESOLVED else ":material/flag:"
-    st.badge(text, icon=icon, color=BADGE_COLOURS[decision["verdict"]], help=_BADGE_HELP)
+    icon, why = _BADGE_KINDS.get(decision["source"], (":material/flag:", _BADGE_HELP))
+    st.badge(text, icon=icon, color=BADGE_COLOURS[decision["verdict"]], help=why)
 
 
 _BADGE_HELP = "the decision: a lead's resolution, else the reviewers' majority, else your own verdict (pending)"
+_BADGE_KINDS = {
+    RESOLVED: (":material/gavel:", "a lead's resolution"),
+    OWN_PENDING: (":material/balance:", "reviewers are tied: your own verdict, pending a lead's decision"),
+}
 
 
 def record_verdict(run_name: str, sample_ids: Sequence[str], verdict: str, reviewer_name: str) -> list[int]:

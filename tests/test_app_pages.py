@@ -198,10 +198,7 @@ def test_blind_mode_hides_others_badges_and_filter_hits_until_you_have_judged(ca
     assert fields["verdict"] == "–"
     open_store(cache_root).add_verdict("demo", sample, "ann", "correct")  # ann's own, blind verdict
     at.run()
-    assert (
-        dict(zip(at.dataframe[0].value["field"], at.dataframe[0].value["value"]))["verdict"]
-        == "Correct · yours, pending"
-    )
+    assert dict(zip(at.dataframe[0].value["field"], at.dataframe[0].value["value"]))["verdict"] == "Correct · tied"
 
 
 def test_flag_buttons_need_flag_mode_and_a_name_and_flag_mode_survives_a_reload(cache_root):

@@ -386,6 +386,11 @@ def test_one_curation_session_by_keyboard_two_reviewers_blind_a_lead_and_a_clean
         "els => els.filter(b => b.checkVisibility()).map(b => [...b.childNodes]"
         ".filter(n => n.nodeType === 3).map(n => n.textContent).join('').trim())",
     )
+    cut = page.eval_on_selector_all(  # a badge too long for its card ends in "…"
+        "span.stMarkdownBadge",
+        "els => els.filter(b => b.checkVisibility() && b.scrollWidth > b.clientWidth + 1).map(b => b.innerText)",
+    )
+    assert cut == [], f"badges cut off at 1280 px: {cut}"
     shown = [b for b in badges if b.startswith(("Mis-captioned · ", "Correct · ", "Unsure · "))]
     label = {"mis-captioned": "Mis-captioned", "correct": "Correct", "unsure": "Unsure"}
     expected = [f"{label[v]} · lead" for v in resolved.values()]

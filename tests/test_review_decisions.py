@@ -52,7 +52,7 @@ def test_resolution_beats_majority_beats_own_pending(store):
     assert table.loc[["a", "b", "c", "d"], "source"].tolist() == [MAJORITY, RESOLVED, OWN_PENDING, MAJORITY]
     assert badge_text(table.loc["a"]) == "Mis-captioned · 2 of 3"
     assert badge_text(table.loc["b"]) == "Correct · lead"
-    assert badge_text(table.loc["c"]) == "Unsure · yours, pending"
+    assert badge_text(table.loc["c"]) == "Unsure · tied"
     lead_view = decisions(store.current_verdicts(RUN), store.resolutions(RUN), viewer="lead")
     assert lead_view.loc["c", "verdict"] is None and lead_view.loc["c", "source"] == TIED
     assert badge_text(lead_view.loc["c"]) == "Tied · 2 reviewers"

@@ -116,7 +116,11 @@ def decided(table: pd.DataFrame) -> dict[str, str]:
 
 
 def badge_text(row: pd.Series | None) -> str | None:
-    """A decision in words for a badge, e.g. "Mis-captioned · lead", "Correct · 2 of 3", "Unsure · yours, pending"."""
+    """A decision in words for a badge, e.g. "Mis-captioned · lead", "Correct · 2 of 3", "Unsure · tied".
+
+    Short enough for a gallery card at 1280 px (about 22 characters): "tied" shows the viewer's own verdict on
+    a tie, which the badge's icon and help text say in full.
+    """
     if row is None or (row["verdict"] is None and row["source"] != TIED):
         return None
     if row["source"] == TIED:
@@ -125,7 +129,7 @@ def badge_text(row: pd.Series | None) -> str | None:
     if row["source"] == RESOLVED:
         return f"{label} · lead"
     if row["source"] == OWN_PENDING:
-        return f"{label} · yours, pending"
+        return f"{label} · tied"
     agreeing, total = row["votes"].get(row["verdict"], 0), row["n_reviewers"]
     return f"{label} · {'yours' if total == 1 and row['own'] else f'{agreeing} of {total}'}"
 
