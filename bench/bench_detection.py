@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import resource
 import sys
 import time
 from pathlib import Path
@@ -60,10 +61,20 @@ def _noisy_data(dataset: str, seed: int, work: Path) -> Path:
     return noisy
 
 
+CPU_FILE = "bench_cpu_seconds.json"  # beside a run made from scratch: its CPU time (absent for resumed runs)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children: unlike wall time, barely moved by other load."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _run(dataset: str, seed: int, protocol: str, preset: str, work: Path, overrides: dict):
     out = work / "runs" / f"{dataset}_s{seed}_{protocol}"
     if (out / "manifest.json").exists():
         return load_run(out)
+    from_scratch, started = not out.exists(), _cpu_seconds()
     config = RunConfig(
         data=str(_noisy_data(dataset, seed, work)),
         out=str(out),
@@ -72,7 +83,10 @@ def _run(dataset: str, seed: int, protocol: str, preset: str, work: Path, overri
         seed=seed,
         **overrides,
     )
-    return compute_clipmem(config, resume=out.exists())
+    run = compute_clipmem(config, resume=out.exists())
+    if from_scratch:
+        (out / CPU_FILE).write_text(json.dumps({"cpu_seconds": _cpu_seconds() - started}), encoding="utf-8")
+    return run
 
 
 def _precision_of_next(order: np.ndarray, truth: np.ndarray, judged: set[int], count: int) -> float:
@@ -110,12 +124,18 @@ def measure(run) -> dict:
     detection = detection_summary(scores)
     return {
         "seconds": run.manifest.seconds,
+        "cpu_seconds": _stored_cpu_seconds(run.path),
         "n": detection["n_samples"],
         "k": detection["k"],
         "detectors": detection["detectors"],
         "learned": learned_check(scores),
         "utility": run.manifest.utility,
     }
+
+
+def _stored_cpu_seconds(run_dir: Path) -> float:
+    path = Path(run_dir) / CPU_FILE
+    return json.loads(path.read_text(encoding="utf-8"))["cpu_seconds"] if path.exists() else math.nan
 
 
 def _mean_spread(values: list[float]) -> str:
@@ -148,7 +168,8 @@ def tables(results: dict) -> str:
             learned = [s["learned"] for s in seeds]
             lines += [
                 "",
-                f"Wall time per run: {_mean_spread([s['seconds'] for s in seeds])} s. "
+                f"Wall time per run: {_mean_spread([s['seconds'] for s in seeds])} s; CPU time "
+                f"{_mean_spread([s.get('cpu_seconds', math.nan) for s in seeds])} s (runs made from scratch). "
                 f"Learned ranking after {JUDGED} simulated verdicts: precision of the next {NEXT} "
                 f"{_mean_spread([x['learned_next'] for x in learned])} against "
                 f"{_mean_spread([x['combined_next'] for x in learned])} for the combined ranking "
