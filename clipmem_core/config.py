@@ -73,6 +73,7 @@ _WHOLE_NUMBER_RANGES = {
     "seed": (0, 2**32 - 1),
     "num_workers": (0, 1_024),
     "thumbnail_size": (16, 1_024),
+    "score_batch_size": (1, 10**6),
 }
 PRESET_FIELDS = frozenset(f.name for f in fields(Preset)) - {"description"}  # RunConfig fields a preset fills
 
@@ -109,6 +110,11 @@ class RunConfig:
         "paper protocol: shared,candidate,independent,extra as fractions or counts"
     )
     augmentations: int | None = _option("K augmented views per sample for the alignment A")
+    score_batch_size: int = _option(
+        "samples per batch when scoring the K views (each batch draws its views from its own seed, so this is "
+        "part of the run; under torchrun the batches are shared out to the processes)",
+        default=64,
+    )
     seed: int = _option("seeds splits, initialisation, data order and views", default=0)
     init_checkpoint: str | None = _option("local checkpoint every model starts from (fine-tuning)")
     text_noise: float = _option(

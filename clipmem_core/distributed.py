@@ -16,18 +16,19 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from .errors import ClipmemError
 
 T = TypeVar("T")
-# Rank 0 scores, embeds and writes the run alone after training; the others wait this long for it.
+# Rank 0 computes the signals and writes the run alone after scoring; the others wait this long for it.
 WAIT_FOR_MAIN = timedelta(hours=72)
 _control: dist.ProcessGroup | None = None
 
@@ -140,3 +141,21 @@ def on_main(work: Callable[[], T]) -> T | None:
     if error is not None:
         raise ClipmemError(error if is_main() else f"rank 0: {error}")
     return result
+
+
+def gather_rows(local: np.ndarray, shards: Sequence[np.ndarray]) -> np.ndarray | None:
+    """Rank 0 gets the whole array, each rank's rows taken from that rank; the other ranks get None.
+
+    ``local`` is full-size and holds this rank's rows (``shards[rank]``, a row mask or index); only those
+    rows travel. Outside torchrun it is returned as it is.
+    """
+    if not active():
+        return local
+    parts: list | None = [None] * world_size() if is_main() else None
+    dist.gather_object(local[shards[rank()]], parts, dst=0, group=_control)
+    if not is_main():
+        return None
+    whole = np.empty_like(local)
+    for shard, part in zip(shards, parts):
+        whole[shard] = part
+    return whole

@@ -35,13 +35,14 @@ from .errors import ClipmemError
 from .metrics import retrieval_recall
 from .models import ClipBundle, create_clip, image_size_of
 from .scores import ScoringContext, compute_scores
-from .scoring import embed_pairs, mean_over_views, normalised, pair_cosines, view_alignments
+from .scoring import embed_pairs, mean_over_views, normalised, pair_cosines, shard_rows, view_alignments
 from .splits import EXTRA, PAPER_MODELS, SHARED, UNUSED, assign_folds, assign_splits, membership
 from .train import TrainConfig, train_clip
 
 log = logging.getLogger("clipmem")
 PRELOAD_LIMIT = 50_000  # below this many images, decode them once and keep them in memory
 DOWNSCALE_FACTOR = 4  # images are kept at most this many times the model's input size
+EMBED_BATCH = 256  # rows per batch of centre-view embeddings (under torchrun, dealt out to the ranks)
 
 
 class Stopwatch:
@@ -270,11 +271,24 @@ def _score_views(
         views=config.augmentations,
         seed=config.seed,
         device=device,
+        batch_size=config.score_batch_size,
+        rank=distributed.rank(),
+        world=distributed.world_size(),
     )
+    shards = _shards(len(rows), config.score_batch_size)
     views = np.full((len(bundles), len(images), config.augmentations), np.nan, dtype=np.float32)
+    means = {}
     for m, tag in enumerate(bundles):
-        views[m, rows] = scored.cosines[tag]
-    return views, {tag: (rows, mean) for tag, mean in scored.image_means.items()}
+        cosines = distributed.gather_rows(scored.cosines[tag], shards)
+        means[tag] = distributed.gather_rows(scored.image_means[tag], shards)
+        if cosines is not None:  # rank 0
+            views[m, rows] = cosines
+    return views, {tag: (rows, mean) for tag, mean in means.items()}
+
+
+def _shards(n: int, batch_size: int) -> list[np.ndarray]:
+    """Each rank's rows of a batched pass over ``n`` rows (the batches are dealt out in turn)."""
+    return [shard_rows(n, batch_size, r, distributed.world_size()) for r in range(distributed.world_size())]
 
 
 def _signal_images(embeddings: dict, image_means: dict) -> list[np.ndarray]:
@@ -291,13 +305,23 @@ def _signal_images(embeddings: dict, image_means: dict) -> list[np.ndarray]:
 
 def _embed(frame: pd.DataFrame, images: ImageList, bundles: dict[str, ClipBundle], device: torch.device) -> dict:
     """Centre-view, L2-normalised (image, text) embeddings of every row under every model."""
-    first_captions = frame["caption"].tolist()
-    return {
-        tag: embed_pairs(
-            b.model, images, first_captions, b.eval_transform, b.tokenizer, device=device, desc=f"embed {tag}"
+    first_captions, shards = frame["caption"].tolist(), _shards(len(images), EMBED_BATCH)
+    embeddings = {}
+    for tag, b in bundles.items():
+        pair = embed_pairs(
+            b.model,
+            images,
+            first_captions,
+            b.eval_transform,
+            b.tokenizer,
+            device=device,
+            desc=f"embed {tag}",
+            batch_size=EMBED_BATCH,
+            rank=distributed.rank(),
+            world=distributed.world_size(),
         )
-        for tag, b in bundles.items()
-    }
+        embeddings[tag] = tuple(distributed.gather_rows(part, shards) for part in pair)
+    return embeddings
 
 
 def _measurements(frame: pd.DataFrame, ctx: ScoringContext, protocol: str) -> None:
@@ -336,8 +360,8 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
         run.scores.sort_values("combined", ascending=False).head(48)
 
     Under ``torchrun`` every process calls it: all of them train each model together (DDP, ``batch_size``
-    the global batch); rank 0 alone writes the run folder and computes the scores, embeddings and indexes
-    while the others wait, then every process returns the written run.
+    the global batch) and share out the scoring and embedding batches; rank 0 alone computes the signals
+    and indexes and writes the run folder while the others wait, then every process returns the written run.
     """
     config = config.resolved()
     distributed.check_batch_size(config.batch_size)  # before any data is read
@@ -384,15 +408,15 @@ def _compute(config: RunConfig, device: torch.device, resume: bool) -> cache.Run
                 "epoch_losses": result.epoch_losses,
                 "resumed_from_epoch": result.resumed_from_epoch,
             }
-    if not distributed.is_main():  # scoring, embedding and writing are rank 0's (not split across ranks)
-        distributed.barrier()
-        return cache.load_run(out)
-    with timer.stage("score"):
+    with timer.stage("score"):  # every rank scores its share of the batches; rank 0 gathers them
         views, image_means = _score_views(
             _scored_rows(trained, config.protocol, frame["split"].to_numpy()), images, captions, bundles, config, device
         )
     with timer.stage("embed"):
         embeddings = _embed(frame, images, bundles, device)
+    if not distributed.is_main():  # the signals and the run folder are rank 0's
+        distributed.barrier()
+        return cache.load_run(out)
     with timer.stage("signals"):
         ctx = ScoringContext(
             frame=frame,

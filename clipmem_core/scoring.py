@@ -4,6 +4,10 @@ A(h, x, y) = mean_k cos(h_img(x'_k), h_txt(y'_k)) on L2-normalised embeddings, w
 resized crop + flip of the image and y'_k one of the sample's captions. Every model sees exactly the
 same K views of a sample, so differences such as A(f) - A(g) reflect the models, not the dice. The
 scores built on these live in ``clipmem_core.scores``.
+
+Under ``torchrun`` the batches are dealt out to the processes (batch b to process b mod P). Each batch's
+views are drawn from its own seed, (run seed, b), so a sample gets the same views whatever the number of
+processes, and P processes compute exactly what one computes.
 """
 
 from __future__ import annotations
@@ -20,8 +24,15 @@ from tqdm.auto import tqdm
 from .device import autocast
 
 
-def _batches(n: int, batch_size: int, desc: str):
-    return tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False, total=(n + batch_size - 1) // batch_size)
+def _batches(n: int, batch_size: int, desc: str, rank: int = 0, world: int = 1):
+    """Start rows of this process's batches (batch b belongs to process b mod world), with a progress bar."""
+    starts = range(rank * batch_size, n, world * batch_size)
+    return tqdm(starts, desc=desc, unit="batch", leave=False, disable=rank != 0)
+
+
+def shard_rows(n: int, batch_size: int, rank: int, world: int) -> np.ndarray:
+    """The rows process ``rank`` of ``world`` computes: those of its batches (see `_batches`)."""
+    return (np.arange(n) // batch_size) % world == rank
 
 
 @torch.no_grad()
@@ -45,17 +56,30 @@ def embed_pairs(
     device: torch.device,
     batch_size: int = 256,
     desc: str = "embed",
+    rank: int = 0,
+    world: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Un-augmented, L2-normalised image and text embeddings, one row per pair."""
+    """Un-augmented, L2-normalised image and text embeddings, one row per pair.
+
+    With ``world`` > 1 only the rows of ``shard_rows(len(images), batch_size, rank, world)`` are computed;
+    the others are left as zeros for `distributed.gather_rows` to fill.
+    """
     model.eval()
-    image_rows, text_rows = [], []
-    for start in _batches(len(images), batch_size, desc):
+    image_rows: np.ndarray | None = None
+    text_rows: np.ndarray | None = None
+    for start in _batches(len(images), batch_size, desc, rank, world):
         stop = start + batch_size
         pixels = torch.stack([transform(im) for im in images[start:stop]])
         img, txt = _encode(model, pixels, tokenizer(list(captions[start:stop])), device)
-        image_rows.append(img.cpu().numpy())
-        text_rows.append(txt.cpu().numpy())
-    return np.concatenate(image_rows).astype(np.float32), np.concatenate(text_rows).astype(np.float32)
+        if image_rows is None:
+            image_rows = np.zeros((len(images), img.shape[1]), dtype=np.float32)
+            text_rows = np.zeros((len(images), txt.shape[1]), dtype=np.float32)
+        image_rows[start:stop], text_rows[start:stop] = img.cpu().numpy(), txt.cpu().numpy()
+    if image_rows is None:  # this process got no batch: the right widths, all zeros
+        img, txt = _encode(model, torch.stack([transform(images[0])]), tokenizer([captions[0]]), device)
+        image_rows = np.zeros((len(images), img.shape[1]), dtype=np.float32)
+        text_rows = np.zeros((len(images), txt.shape[1]), dtype=np.float32)
+    return image_rows, text_rows
 
 
 def pair_cosines(image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
@@ -82,19 +106,23 @@ def view_alignments(
     seed: int,
     device: torch.device,
     batch_size: int = 64,
+    rank: int = 0,
+    world: int = 1,
 ) -> ViewScores:
     """Per-view cosines (n, views) for every model, all models scoring the same augmented views.
 
     The mean view embedding of each image comes for free: on openclipart it made every neighbourhood
     signal more accurate than the single centre view (a crop-averaged image is less sensitive to layout).
+    With ``world`` > 1 only this process's batches are computed (`shard_rows`); other rows stay NaN.
     """
     for model in models.values():
         model.eval()
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    cosines = {name: np.empty((len(images), views), dtype=np.float32) for name in models}
-    image_means: dict[str, list[np.ndarray]] = {name: [] for name in models}
-    for start in _batches(len(images), batch_size, f"score {views} views"):
+    cosines = {name: np.full((len(images), views), np.nan, dtype=np.float32) for name in models}
+    image_means: dict[str, np.ndarray] = {}
+    for start in _batches(len(images), batch_size, f"score {views} views", rank, world):
+        batch = start // batch_size
+        torch.manual_seed(seed * 1_000_003 + batch)  # the transforms draw from torch's global generator
+        rng = np.random.default_rng((seed, batch))
         batch_images, batch_captions = images[start : start + batch_size], captions[start : start + batch_size]
         pixels = torch.stack([transform(im) for im in batch_images for _ in range(views)])
         chosen = [opts[rng.integers(len(opts))] for opts in batch_captions for _ in range(views)]
@@ -104,12 +132,14 @@ def view_alignments(
             cos = (img * txt).sum(dim=1).view(len(batch_images), views)
             cosines[name][start : start + len(batch_images)] = cos.cpu().numpy()
             mean = torch.nn.functional.normalize(img.view(len(batch_images), views, -1).mean(dim=1), dim=-1)
-            image_means[name].append(mean.cpu().numpy())
-    return ViewScores(cosines, {name: _concat(parts) for name, parts in image_means.items()})
-
-
-def _concat(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts).astype(np.float32) if parts else np.empty((0, 0), dtype=np.float32)
+            if name not in image_means:
+                image_means[name] = np.full((len(images), mean.shape[1]), np.nan, dtype=np.float32)
+            image_means[name][start : start + len(batch_images)] = mean.cpu().numpy()
+    for name, model in models.items():
+        if name not in image_means:  # this process got no batch: the right width, all NaN
+            width = _encode(model, torch.stack([transform(images[0])]), None, device)[0].shape[1]
+            image_means[name] = np.full((len(images), width), np.nan, dtype=np.float32)
+    return ViewScores(cosines, image_means)
 
 
 def mean_over_views(views: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from clipmem_core.models import create_clip
-from clipmem_core.scoring import embed_pairs, normalised, pair_cosines, view_alignments
+from clipmem_core.scoring import embed_pairs, normalised, pair_cosines, shard_rows, view_alignments
 
 
 def _images(n):
@@ -51,3 +51,59 @@ def test_normalised_divides_by_the_spread_of_known_values():
     values = np.array([0.6, 0.0, 0.2, np.nan], dtype=np.float32)
     np.testing.assert_allclose(normalised(values)[:3], [1.0, 0.0, 1 / 3], atol=1e-6)
     assert np.isnan(normalised(values)[3])
+
+
+def test_processes_sharing_the_batches_compute_exactly_what_one_process_computes():
+    """Under torchrun each rank scores batch b mod P; each batch's views come from its own seed."""
+    torch.manual_seed(0)
+    bundle = create_clip("clipmem-tiny")
+    images, captions = _images(7), [["a cat", "a dog", "a cow"]] * 7
+
+    def score(rank: int, world: int):
+        return view_alignments(
+            {"f": bundle.model},
+            images,
+            captions,
+            bundle.train_transform,
+            bundle.tokenizer,
+            views=3,
+            seed=4,
+            device=torch.device("cpu"),
+            batch_size=2,
+            rank=rank,
+            world=world,
+        )
+
+    alone = score(0, 1)
+    for world in (2, 3, 5):  # with 5 processes, one gets no batch at all
+        merged_cosines, merged_means = np.full((7, 3), np.nan), np.full_like(alone.image_means["f"], np.nan)
+        for rank in range(world):
+            shard = shard_rows(7, 2, rank, world)
+            part = score(rank, world)
+            assert np.isnan(part.cosines["f"][~shard]).all() and not np.isnan(part.cosines["f"][shard]).any()
+            merged_cosines[shard], merged_means[shard] = part.cosines["f"][shard], part.image_means["f"][shard]
+        np.testing.assert_array_equal(merged_cosines, alone.cosines["f"])
+        np.testing.assert_array_equal(merged_means, alone.image_means["f"])
+    img, txt = embed_pairs(
+        bundle.model,
+        images,
+        ["x"] * 7,
+        bundle.eval_transform,
+        bundle.tokenizer,
+        device=torch.device("cpu"),
+        batch_size=2,
+        rank=1,
+        world=3,
+    )
+    shard = shard_rows(7, 2, 1, 3)
+    reference = embed_pairs(
+        bundle.model,
+        images,
+        ["x"] * 7,
+        bundle.eval_transform,
+        bundle.tokenizer,
+        device=torch.device("cpu"),
+        batch_size=2,
+    )
+    np.testing.assert_allclose(img[shard], reference[0][shard], atol=1e-6)
+    assert not img[~shard].any() and not txt[~shard].any()
