@@ -87,12 +87,11 @@ def prepare(dataset: str, study: str, work: Path, n: int | None) -> Path:
 
 def paired(results: pd.DataFrame, metric: str, condition: str, against: str) -> dict:
     """Mean, spread and paired t-test over seeds of ``metric`` in ``condition`` minus in ``against``."""
-    table = results.pivot_table(index="seed", columns="condition", values=metric)
-    if metric == "text_minus_image":
-        table = results.set_index("seed")[["text_mem"]].sub(results.set_index("seed")["image_mem"], axis=0)
-        table.columns = [condition]
-        difference = table[condition]
+    if metric == "text_minus_image":  # within each run: text-side minus image-side memorization
+        runs = results[results["condition"] == condition].set_index("seed")
+        difference = runs["text_mem"] - runs["image_mem"]
     else:
+        table = results.pivot_table(index="seed", columns="condition", values=metric)
         difference = (table[condition] - table[against]).dropna()
     values = difference.to_numpy(dtype=np.float64)
     p = float(stats.ttest_1samp(values, 0.0).pvalue) if len(values) >= 2 and values.std() > 0 else math.nan
