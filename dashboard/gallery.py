@@ -22,10 +22,11 @@ from clipmem_core.learned import LearnedRanking
 from clipmem_core.review import VERDICTS
 from clipmem_core.review.decisions import decided
 from clipmem_core.scores import column_label, run_scores
+from clipmem_core.scores.combined import Combined
 from clipmem_core.splits import split_order
 
 PAGE_SIZE = 48
-DEFAULT_SORT = "combined"
+DEFAULT_SORT = Combined.name
 CARD_SCORES = 3  # a card shows the first three registered scores the run has (the combined ranking first)
 UNDECIDED = "unflagged"
 FLAG_FILTERS = ("any", UNDECIDED, *VERDICTS)
@@ -86,12 +87,14 @@ def sort_orders(scores: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def learned_note(learned: LearnedRanking) -> str:
-    """E.g. "Learned from your verdicts: cross-validated AUROC 0.91 on 40 + 60 verdicts." The AUROC says
-    whether the ranking is worth following."""
+    """E.g. "Learned from your verdicts: cross-validated AUROC 0.91 on 40 mis-captioned and 60 correct
+    verdicts, so it follows them at weight 0.82 and Likely mis-captioned at 0.18 …". The AUROC says
+    whether the ranking is worth following; the weights say how far it already does."""
     auroc = fmt_number(learned.cv_auroc, 2)
     return (
         f"{LEARNED_LABEL}: cross-validated AUROC {auroc} on {learned.n_miscaptioned} mis-captioned "
-        f"and {learned.n_correct} correct verdicts; refitted as verdicts arrive."
+        f"and {learned.n_correct} correct verdicts, so it follows them at weight {learned.trust:.2f} and "
+        f"{column_label(Combined.name)} at {1 - learned.trust:.2f}; refitted as verdicts arrive."
     )
 
 
