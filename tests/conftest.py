@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-import torch
 from review_fixtures import start_cluster, stop_cluster, unavailable
 
 from clipmem_core.cache import MANIFEST, Run, load_run
 from clipmem_core.config import RunConfig
-from clipmem_core.pipeline import compute_clipmem
 from clipmem_core.review.store import open_store
 from clipmem_core.synthetic import make_shapes_dataset
 
@@ -34,6 +32,8 @@ def _share_the_cores() -> None:
     """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
+        import torch  # here, not at the top: xdist's controller process loads this file too and needs no torch
+
         share = str(max(1, (os.cpu_count() or 1) // workers))
         os.environ.setdefault("OMP_NUM_THREADS", share)
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
@@ -71,6 +71,8 @@ def noisy_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _shared_run(noisy_shapes: Path, tmp_path_factory: pytest.TempPathFactory, name: str, **options) -> Run:
+    from clipmem_core.pipeline import compute_clipmem  # torch and open_clip: only where a run is trained
+
     def build(out: Path) -> Run:
         if (out / MANIFEST).exists():
             return load_run(out)

@@ -22,7 +22,7 @@ from clipmem_core.data import Dataset, read_dataset
 from clipmem_core.errors import ClipmemError
 
 FAST = settings(
-    max_examples=200,
+    max_examples=100,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
