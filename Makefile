@@ -14,14 +14,25 @@ PIP := $(VPY) -m pip install -q --disable-pip-version-check
 $(VPY):
 	scripts/ensure_venv.sh "$(PYTHON)" "$(VENV)"
 
-## Runtime dependencies and the clipmem package (editable) into .venv.
-install: $(VPY)
-	$(PIP) -e .
+# Stamps in .venv/: pip runs again only when the dependency files change (or .venv/ is new), so the
+# everyday targets start at once.
+INSTALLED := $(VENV)/.clipmem-installed
+INSTALLED_DEV := $(VENV)/.clipmem-installed-dev
 
-## Also the test and lint tools, Chromium and PostgreSQL (Debian packages, when missing).
-install-dev: $(VPY)
+$(INSTALLED): $(VPY) pyproject.toml requirements.txt
+	$(PIP) -e .
+	touch $@
+
+$(INSTALLED_DEV): $(INSTALLED) requirements-dev.txt scripts/install_system_deps.sh
 	$(PIP) -e ".[dev]"
 	scripts/install_system_deps.sh
+	touch $@
+
+## Runtime dependencies and the clipmem package (editable) into .venv.
+install: $(INSTALLED)
+
+## Also the test and lint tools, Chromium and PostgreSQL (Debian packages, when missing).
+install-dev: $(INSTALLED_DEV)
 
 ## Start the dashboard on the bundled demo run (cache/demo).
 demo: install
