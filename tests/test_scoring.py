@@ -84,26 +84,15 @@ def test_processes_sharing_the_batches_compute_exactly_what_one_process_computes
             merged_cosines[shard], merged_means[shard] = part.cosines["f"][shard], part.image_means["f"][shard]
         np.testing.assert_array_equal(merged_cosines, alone.cosines["f"])
         np.testing.assert_array_equal(merged_means, alone.image_means["f"])
-    img, txt = embed_pairs(
-        bundle.model,
-        images,
-        ["x"] * 7,
-        bundle.eval_transform,
-        bundle.tokenizer,
-        device=torch.device("cpu"),
-        batch_size=2,
-        rank=1,
-        world=3,
-    )
+
+    def embed(**shard):
+        cpu = torch.device("cpu")
+        return embed_pairs(
+            bundle.model, images, ["x"] * 7, bundle.eval_transform, bundle.tokenizer, device=cpu, batch_size=2, **shard
+        )
+
+    img, txt = embed(rank=1, world=3)
     shard = shard_rows(7, 2, 1, 3)
-    reference = embed_pairs(
-        bundle.model,
-        images,
-        ["x"] * 7,
-        bundle.eval_transform,
-        bundle.tokenizer,
-        device=torch.device("cpu"),
-        batch_size=2,
-    )
+    reference = embed()
     np.testing.assert_allclose(img[shard], reference[0][shard], atol=1e-6)
     assert not img[~shard].any() and not txt[~shard].any()
