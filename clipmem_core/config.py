@@ -101,7 +101,9 @@ class RunConfig:
         "paper: the CLIPMem paper's f/g splits (default for the paper preset)"
     )
     folds: int | None = _option("full protocol: number of folds K; K models, each holds one fold out")
-    model: str | None = _option("bundled config (clipmem-tiny, clipmem-cpu) or open_clip name, e.g. ViT-B-32")
+    model: str | None = _option(
+        "bundled config (clipmem-tiny, clipmem-cpu), open_clip name (e.g. ViT-B-32) or an open_clip JSON config file"
+    )
     epochs: int | None = _option("training epochs of every model")
     batch_size: int | None = _option("training batch size")
     lr: float | None = _option("peak learning rate of AdamW")

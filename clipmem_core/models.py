@@ -6,6 +6,7 @@ local checkpoint file instead (``init_checkpoint``).
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 from collections.abc import Callable
@@ -36,6 +37,26 @@ class ClipBundle:
     image_size: int
 
 
+def registered_name(model: str) -> str:
+    """The open_clip name for ``model``: a name as given, or a JSON config file registered under its stem.
+
+    Why: a user tries an architecture of their own (a sweep, a smaller ViT) without editing the package,
+    the way open_clip's factory reads its own JSON configs.
+    """
+    if not str(model).endswith(".json"):
+        return model
+    path = Path(model).resolve()
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ClipmemError(f"cannot read model config {model}: {_first_line(exc)}") from exc
+    if not isinstance(config, dict) or not all(key in config for key in ("embed_dim", "vision_cfg", "text_cfg")):
+        raise ClipmemError(f"{model} is not an open_clip model config: it needs embed_dim, vision_cfg and text_cfg")
+    if open_clip.get_model_config(path.stem) != config:
+        open_clip.add_model_config(path)
+    return path.stem
+
+
 def image_size_of(model_name: str) -> int:
     config = _config(model_name)
     size = config["vision_cfg"].get("image_size", 224)
@@ -43,7 +64,7 @@ def image_size_of(model_name: str) -> int:
 
 
 def _config(model_name: str) -> dict:
-    config = open_clip.get_model_config(model_name)
+    config = open_clip.get_model_config(registered_name(model_name))
     if config is None:
         raise ClipmemError(
             f"unknown model {model_name!r}: use a bundled config ({', '.join(BUNDLED_MODELS)}) "
@@ -56,10 +77,11 @@ def create_clip(
     model_name: str, *, init_checkpoint: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> ClipBundle:
     """Build a randomly initialised model (seed the RNG first), or load a local checkpoint into it."""
-    _config(model_name)
+    name = registered_name(model_name)
+    _config(name)
     logging.disable(logging.WARNING)  # open_clip warns that no pretrained weights load: that is the intent
     try:
-        model = open_clip.create_model(model_name, pretrained=None, device=device)
+        model = open_clip.create_model(name, pretrained=None, device=device)
     finally:
         logging.disable(logging.NOTSET)
     if init_checkpoint is not None:
@@ -70,7 +92,7 @@ def create_clip(
     return ClipBundle(
         name=model_name,
         model=model,
-        tokenizer=open_clip.get_tokenizer(model_name),
+        tokenizer=open_clip.get_tokenizer(name),
         train_transform=train_transform(size, mean=mean, std=std),
         eval_transform=eval_transform(size, mean=mean, std=std),
         image_size=size,

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from clipmem_core.errors import ClipmemError
-from clipmem_core.models import BUNDLED_MODELS, create_clip
+from clipmem_core.models import BUNDLED_MODELS, CONFIG_DIR, create_clip, image_size_of
 
 
 def test_bundled_configs_build_without_downloads():
@@ -17,6 +19,33 @@ def test_bundled_configs_build_without_downloads():
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(ClipmemError, match="unknown model 'ViT-Nope'"):
         create_clip("ViT-Nope")
+
+
+def test_a_json_config_file_is_a_model_of_its_own(tmp_path):
+    config = json.loads((CONFIG_DIR / "clipmem-tiny.json").read_text())
+    config["vision_cfg"] |= {"image_size": 24, "patch_size": 4}
+    path = tmp_path / "my-sweep-model.json"
+    path.write_text(json.dumps(config))
+    bundle = create_clip(str(path))
+    assert bundle.image_size == image_size_of(str(path)) == 24
+    assert bundle.model.visual.conv1.kernel_size == (4, 4)
+    assert bundle.model(torch.zeros(2, 3, 24, 24), bundle.tokenizer(["a", "b"]))[0].shape == (2, 64)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read model config"),
+        ("{not json", "cannot read model config"),
+        ('{"embed_dim": 8}', "needs embed_dim"),
+    ],
+)
+def test_a_bad_json_config_file_is_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "broken.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ClipmemError, match=message):
+        create_clip(str(path))
 
 
 def test_init_checkpoint_loads_a_local_file(tmp_path):
