@@ -3,7 +3,7 @@
 
 Headless Debian chromium (Playwright) at 1280x800 opens each page and a script installed before the
 app's own records ``performance.now()`` at the first animation frame where the page's meaningful
-content is on screen: a plotted chart (Overview, Embedding map), a loaded image (Gallery, Inspector,
+content is on screen: a drawn chart (Overview: Vega-Lite, Embedding map: Plotly), a loaded image (Gallery, Inspector,
 Review, Reconcile) or the first table (Compare). The baseline, measured in the same run, is the
 Compute page's heading: no run data, only Streamlit's own cost of a page. Each load is a new browser
 page, so a new Streamlit session with a cold browser cache.
@@ -32,24 +32,22 @@ from pathlib import Path
 
 from clipmem_core import load_run
 from clipmem_core.review import open_store
-from clipmem_core.testing import CHROMIUM, CHROMIUM_ARGS, fake_run, serve_app
+from clipmem_core.testing import CHART_SELECTOR, CHROMIUM, CHROMIUM_ARGS, IMAGE_SELECTOR, fake_run, serve_app
 from dashboard.gallery import sort_orders
 
 ROOT = Path(__file__).resolve().parents[1]
 VIEWPORT = {"width": 1280, "height": 800}
 TARGET_S = 2.0
 TIMEOUT_MS = 60_000
-CHART = '[data-testid="stPlotlyChart"] .main-svg'
-IMAGE = '[data-testid="stImage"] img'
 # page -> (URL path and query, the selector of its first meaningful content)
 PAGES = {
-    "overview": ("", CHART),
-    "gallery": ("gallery", IMAGE),
-    "inspector": ("inspector", IMAGE),
-    "embedding_map": ("embedding_map", CHART),
+    "overview": ("", CHART_SELECTOR),
+    "gallery": ("gallery", IMAGE_SELECTOR),
+    "inspector": ("inspector", IMAGE_SELECTOR),
+    "embedding_map": ("embedding_map", CHART_SELECTOR),
     "compare": ("compare", '[data-testid="stDataFrame"]'),
-    "review": ("review?reviewer=ann", IMAGE),
-    "reconcile": ("reconcile?reviewer=lead", IMAGE),
+    "review": ("review?reviewer=ann", IMAGE_SELECTOR),
+    "reconcile": ("reconcile?reviewer=lead", IMAGE_SELECTOR),
     "compute": ("compute", '[data-testid="stHeading"]'),  # the baseline: no run data, Streamlit's own floor
 }
 BASELINE = "compute"

@@ -13,7 +13,9 @@ scripts in sub-folders it finds no page but app.py, so app.py runs for every req
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple, NoReturn
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -44,3 +46,12 @@ def go(spec: PageSpec) -> NoReturn:
     its value back when the next page renders it.
     """
     st.switch_page(spec.path, query_params={})
+
+
+def page_url(spec: PageSpec, **params: str | None) -> str:
+    """A relative link to a page with its URL-bound settings (``run=``, ``reviewer=``, ``inspect_sample=`` …).
+
+    Every value is percent-encoded, so an untrusted sample id cannot break out of a markdown link.
+    """
+    query = urlencode({key: value for key, value in params.items() if value})
+    return Path(spec.path).stem + (f"?{query}" if query else "")

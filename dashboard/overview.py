@@ -8,10 +8,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+import altair as alt
 import numpy as np
 import pandas as pd
 
-from clipmem_core.cache import GROUND_TRUTH, Manifest, truth_words
+from clipmem_core.cache import GROUND_TRUTH, TRUTH_CLEAN, TRUTH_MISCAPTIONED, TRUTH_UNKNOWN, Manifest, truth_words
 from clipmem_core.formatting import fmt_number
 from clipmem_core.metrics import best_detector
 from clipmem_core.scores import column_label, registry
@@ -80,15 +81,71 @@ def split_histograms(scores: pd.DataFrame, bins: int = 60) -> pd.DataFrame:
     if not finite.any():
         return pd.DataFrame(columns=["split", "value", "count"])
     edges = np.histogram_bin_edges(values[finite], bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
+    bin_edges = {"value": (edges[:-1] + edges[1:]) / 2, "start": edges[:-1], "end": edges[1:]}
     splits = scores["split"].to_numpy()
     frames = []
     for split in split_order(scores["split"].unique()):
         chosen = values[finite & (splits == split)]
         if chosen.size:
             counts, _ = np.histogram(chosen, bins=edges)
-            frames.append(pd.DataFrame({"split": split, "value": centres, "count": counts}))
+            frames.append(pd.DataFrame({"split": split, **bin_edges, "count": counts}))
     return pd.concat(frames, ignore_index=True)
+
+
+# The Overview draws Vega-Lite charts (Altair), not Plotly: Streamlit loads a chart library's code on
+# the first chart of a page, and Plotly's is 4.7 MB, which held every element of the page back until
+# parsed: the first chart took 10 s on the benchmark VM under load (docs/benchmarks.md).
+CHART_FONT = 12
+
+
+def _colour_scale(domain: list[str], colours: dict[str, str]) -> alt.Scale:
+    fallback = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
+    return alt.Scale(domain=domain, range=[colours.get(d, fallback[i % len(fallback)]) for i, d in enumerate(domain)])
+
+
+def histogram_chart(hist: pd.DataFrame, label: str, height: int = 320) -> alt.Chart:
+    """Overlaid per-split histograms (from `split_histograms`), legend on top so it covers nothing."""
+    splits = list(dict.fromkeys(hist["split"]))
+    return (
+        alt.Chart(hist, height=height)
+        .mark_rect(opacity=0.6)
+        .encode(
+            x=alt.X("start:Q", title=label),
+            x2="end:Q",
+            y=alt.Y("count:Q", title="samples"),
+            y2=alt.datum(0),
+            color=alt.Color("split:N", scale=_colour_scale(splits, SPLIT_COLOURS), legend=alt.Legend(orient="top")),
+            tooltip=["split", alt.Tooltip("value:Q", format=".3f", title=label), "count"],
+        )
+    )
+
+
+TRUTH_COLOURS = {TRUTH_MISCAPTIONED: "#d62728", TRUTH_CLEAN: "#9ecae1", TRUTH_UNKNOWN: "#9ecae1"}
+
+
+def alignment_chart(points: pd.DataFrame, x_label: str, y_label: str, height: int = 420) -> alt.LayerChart:
+    """Held-out against trained alignment per sample, mis-captions drawn on top, with the line y = x."""
+    truths = [t for t in (TRUTH_CLEAN, TRUTH_UNKNOWN, TRUTH_MISCAPTIONED) if t in set(points["ground truth"])]
+    low, high = float(points[["x", "y"]].min().min()), float(points[["x", "y"]].max().max())
+    dots = (
+        alt.Chart(points.assign(order=points["ground truth"].map({t: i for i, t in enumerate(truths)})))
+        .mark_circle(size=22, opacity=0.8)
+        .encode(
+            x=alt.X("x:Q", title=x_label, scale=alt.Scale(zero=False)),
+            y=alt.Y("y:Q", title=y_label, scale=alt.Scale(zero=False)),
+            color=alt.Color(
+                "ground truth:N", scale=_colour_scale(truths, TRUTH_COLOURS), legend=alt.Legend(orient="top")
+            ),
+            order="order:Q",
+            tooltip=[alt.Tooltip("x:Q", format=".3f", title=x_label), alt.Tooltip("y:Q", format=".3f", title=y_label)],
+        )
+    )
+    diagonal = (
+        alt.Chart(pd.DataFrame({"x": [low, high], "y": [low, high]}))
+        .mark_line(strokeDash=[4, 4], color="grey")
+        .encode(x="x:Q", y="y:Q")
+    )
+    return alt.layer(dots, diagonal, height=height)
 
 
 def split_means(manifest: Manifest) -> pd.DataFrame:

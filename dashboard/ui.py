@@ -18,6 +18,7 @@ from clipmem_core.review.decisions import OWN_PENDING, RESOLVED, TIED, badge_tex
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
 from . import navigation, resources, state
+from .auth import REVIEWER_KEY
 from .gallery import Card, score_line
 from .text import md
 
@@ -54,16 +55,21 @@ def table(frame: pd.DataFrame, empty: str, **kwargs) -> None:
         st.dataframe(frame, hide_index=True, height=height, **kwargs)
 
 
-def decision_badge(decision: pd.Series | None) -> None:
-    """The sample's decision (resolution, else majority, else your own, pending) as one badge."""
+def _badge(text: str, colour: str, icon: str = "") -> str:
+    """A markdown badge (what ``st.badge`` sends), so a card's badges share one element with its text."""
+    return f":{colour}-badge[{icon + ' ' if icon else ''}{md(text)}]"
+
+
+def decision_badge(decision: pd.Series | None) -> tuple[str, str] | None:
+    """The sample's decision (resolution, else majority, else your own, pending) as a markdown badge and
+    the words that explain it, or None without a verdict."""
     text = badge_text(decision)
     if text is None:
-        return
+        return None
     if decision["source"] == TIED:
-        st.badge(text, icon=":material/balance:", color="gray", help="reviewers disagree; a lead decides")
-        return
+        return _badge(text, "gray", ":material/balance:"), "reviewers disagree; a lead decides"
     icon, why = _BADGE_KINDS.get(decision["source"], (":material/flag:", _BADGE_HELP))
-    st.badge(text, icon=icon, color=BADGE_COLOURS[decision["verdict"]], help=why)
+    return _badge(text, BADGE_COLOURS[decision["verdict"]], icon), why
 
 
 _BADGE_HELP = "the decision: a lead's resolution, else the reviewers' majority, else your own verdict (pending)"
@@ -71,6 +77,33 @@ _BADGE_KINDS = {
     RESOLVED: (":material/gavel:", "a lead's resolution"),
     OWN_PENDING: (":material/balance:", "reviewers are tied: your own verdict, pending a lead's decision"),
 }
+_TRUTH_BADGE = _badge("GT: mis-captioned", "violet")
+_TRUTH_HELP = "GT: ground truth, this caption was injected as wrong"
+
+
+def card_text(c: Card, extra: str | None = None, link: str | None = None) -> tuple[str, str | None]:
+    """A card's caption, split and scores, badges and ``link`` (the inspector's, in a new tab) as one
+    markdown block, with its help text.
+
+    Why one block: the browser's cost of a page grows with its element count (each is a React
+    component with its own styles); at 48 cards, one element per card instead of five halved the
+    gallery's time to first image (bench/bench_first_paint.py).
+    """
+    details = f"{c.split} · {score_line(c)}" + (f" · {extra}" if extra else "")
+    lines, helps = [md(c.caption), f":small[:gray[{md(details)}]]"], []
+    badges = [_TRUTH_BADGE] if c.is_miscaptioned else []
+    if c.is_miscaptioned:
+        helps.append(_TRUTH_HELP)
+    decision = decision_badge(c.decision)
+    if decision is not None:
+        badges.append(decision[0])
+        helps.append(f"{badge_text(c.decision)}: {decision[1]}")
+    if badges:
+        lines.append(" ".join(badges))
+    if link is not None:
+        lines.append(f"[Inspect ↗]({link})")
+        helps.append("Inspect ↗ opens the sample in the inspector, in a new tab")
+    return "  \n".join(lines), "; ".join(helps) or None
 
 
 def record_verdict(run_name: str, sample_ids: Sequence[str], verdict: str, reviewer_name: str) -> list[int]:
@@ -94,26 +127,20 @@ def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | N
             )
 
 
-def _choose(sample_id: str) -> None:
-    """In a callback, so it may set the inspector's sample-id widget even on the inspector page."""
-    st.session_state[state.INSPECT] = sample_id
-    st.session_state[state.INSPECT_RUN] = st.session_state.get(state.RUN_NAME)
-
-
 def card(c: Card, run_name: str, key: str, reviewer_name: str | None = None, extra: str | None = None) -> None:
     """A sample card: thumbnail, plain-text caption, split and scores, badges (ground truth, decision), actions."""
     with st.container(border=True):
         if c.thumbnail is not None:
             st.image(str(c.thumbnail), width="stretch")
-        st.text(c.caption)
-        st.caption(md(f"{c.split} · {score_line(c)}" + (f" · {extra}" if extra else "")))
-        with st.container(horizontal=True, gap="small"):
-            if c.is_miscaptioned:
-                st.badge("GT: mis-captioned", color="violet", help="ground truth: this caption was injected as wrong")
-            decision_badge(c.decision)
+        link = navigation.page_url(
+            navigation.INSPECTOR,
+            run=run_name,
+            reviewer=st.session_state.get(REVIEWER_KEY),
+            **{state.INSPECT: c.sample_id},
+        )
+        body, why = card_text(c, extra, link)
+        st.markdown(body, help=why)
         flag_buttons(run_name, c.sample_id, key, reviewer_name)
-        if st.button("Inspect", key=f"{key}:inspect", type="tertiary", on_click=_choose, args=(c.sample_id,)):
-            navigation.go(navigation.INSPECTOR)
 
 
 def card_grid(

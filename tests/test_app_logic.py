@@ -15,8 +15,9 @@ from clipmem_core import ClipmemError
 from clipmem_core.config import RunConfig
 from clipmem_core.review.decisions import decisions
 from clipmem_core.testing import fake_run, fake_scores
-from dashboard import compute, embedding_map, inspector, overview
+from dashboard import compute, embedding_map, inspector, navigation, overview
 from dashboard.gallery import (
+    Card,
     Filters,
     filter_mask,
     gallery_page,
@@ -28,6 +29,8 @@ from dashboard.gallery import (
     sorts,
     unscored_note,
 )
+from dashboard.text import md
+from dashboard.ui import card_text
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +134,19 @@ def test_gallery_page_cards_carry_split_registry_scores_thumbnails_truth_and_dec
     assert cards[0].split in {"candidate", "independent"}
     assert all(c.thumbnail is not None and c.thumbnail.is_file() for c in cards)
     assert {c.is_miscaptioned for c in cards} <= {True, False}
+
+
+def test_a_card_is_one_markdown_block_whose_caption_and_link_cannot_inject_markdown():
+    hostile = "x](http://evil) ![](http://evil/pixel) **b**"
+    card = Card(0, hostile, hostile, "candidate", {"combined": 0.5}, None, True)
+    link = navigation.page_url(navigation.INSPECTOR, run="demo", reviewer=None, inspect_sample=hostile)
+    encoded = "x%5D%28http%3A%2F%2Fevil%29+%21%5B%5D%28http%3A%2F%2Fevil%2Fpixel%29+%2A%2Ab%2A%2A"
+    assert link == f"inspector?run=demo&inspect_sample={encoded}"  # percent-encoded: no ] or ) left
+    body, why = card_text(card, link=link)
+    caption, details, badges, inspect = body.split("  \n")
+    assert caption == md(hostile) and details == ":small[:gray[candidate · Likely mis\\-captioned 0\\.500]]"
+    assert badges == ":violet-badge[GT\\: mis\\-captioned]" and inspect == f"[Inspect ↗]({link})"
+    assert "ground truth" in why and "new tab" in why
 
 
 def test_map_rows_are_bounded_and_keep_flagged_rows():

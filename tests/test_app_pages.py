@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import numpy as np
 import pytest
@@ -68,8 +70,12 @@ def _plain(markdown: str) -> str:
     return markdown.replace("\\", "")
 
 
+_BADGE = re.compile(r":[a-z]+-badge\[((?:\\.|[^\]\\])*)\]")  # a markdown badge; its text may hold escapes
+
+
 def _badges(at: AppTest) -> list[str]:
-    return [_plain(m.value) for m in at.markdown if m.value.startswith(":") and "-badge[" in m.value]
+    """Every badge's text on the page, wherever a markdown block holds it (a card has one block)."""
+    return [_plain(text) for m in at.markdown for text in _BADGE.findall(m.value)]
 
 
 def test_entrypoint_defaults_to_demo_and_explains_unusable_runs(cache_root):
@@ -91,20 +97,34 @@ def test_overview_starts_in_plain_words_with_a_button_to_review_what_looks_wrong
     assert any("over all samples (120 samples, 12 mis-captioned)" in _plain(c.value) for c in at.caption)
     means = next(t for t in tables if "score" in t.columns)
     assert list(means.columns) == ["score", "shared", "candidate", "independent", "extra"]
-    assert len(at.get("plotly_chart")) == 2
+    assert len(at.get("vega_lite_chart")) == 2  # Vega-Lite: a lighter chart library than Plotly
     button.click().run()
     assert at.title[0].value == "Review · demo" and at.session_state["review_batch"] == 12
 
 
-def test_gallery_shows_48_plain_text_cards_with_split_scores_and_truth(cache_root):
+def _unescape(markdown: str) -> str:
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
+def _cards(at: AppTest) -> list[list[str]]:
+    """Each card's markdown block as lines: the caption (escaped), the split and scores, the badges."""
+    return [m.value.split("  \n") for m in at.main.markdown if ":small[:gray[" in m.value]
+
+
+def _card_captions(at: AppTest) -> list[str]:
+    return [_unescape(card[0]) for card in _cards(at)]
+
+
+def test_gallery_shows_48_cards_with_verbatim_captions_split_scores_and_truth(cache_root):
     at = _open(_app(), navigation.GALLERY.path)
     run = load_run(cache_root / "demo")
     rows = sort_orders(run.scores)["combined"][:48]
     assert at.title[0].value == "Most likely mis-captioned"
-    assert [t.value for t in at.main.text] == run.scores["caption"].iloc[rows].tolist()
+    cards = _cards(at)
+    assert _card_captions(at) == [" ".join(c.split()) for c in run.scores["caption"].iloc[rows]]
     assert len(at.get("image")) == 48
-    lines = [_plain(c.value) for c in at.main.caption if "·" in c.value]
-    assert lines[0].startswith(f"{run.scores['split'].iat[rows[0]]} · Likely mis-captioned ")
+    lines = [_unescape(card[1]) for card in cards]
+    assert lines[0].startswith(f":small[:gray[{run.scores['split'].iat[rows[0]]} · Likely mis-captioned ")
     assert "CLIPMem" in lines[0] and "CLIP score (held-out)" in lines[0]
     truth = [b for b in _badges(at) if "GT: mis-captioned" in b]
     assert len(truth) == run.scores["is_miscaptioned"].iloc[rows].sum() > 0
@@ -145,7 +165,7 @@ def test_a_learned_ranking_is_offered_once_the_team_has_enough_verdicts_of_both_
     note = f"cross-validated AUROC {expected.cv_auroc:.2f} on {MIN_PER_CLASS} mis-captioned and {MIN_PER_CLASS} correct"
     assert any(note in c.value for c in at.main.caption), (note, at.main.caption[0].value)
     top = run.scores["caption"].iloc[np.argsort(-expected.scores, kind="stable")[:48]].tolist()
-    assert [t.value for t in at.main.text] == top
+    assert _card_captions(at) == top
     review_page = _app(reviewer="ann", page=navigation.REVIEW.path, run="judged")
     assert [o for o in review_page.radio(key="review_source").options if o.startswith("Learned from your verdicts")]
 
@@ -155,13 +175,13 @@ def test_a_flag_click_persists_and_the_badge_shows_the_decision(cache_root):
     run = load_run(cache_root / "demo")
     sample = run.scores["sample_id"].iat[int(sort_orders(run.scores)["combined"][0])]
     labels = [b.label for b in at.main.button if (b.key or "").startswith(f"gallery:{sample}:")]
-    assert labels == ["Mis-captioned", "Correct", "Unsure", "Inspect"]  # words, not glyphs
+    assert labels == ["Mis-captioned", "Correct", "Unsure"]  # words, not glyphs
     at.button(key=f"gallery:{sample}:mis-captioned").click().run()
     assert open_store(cache_root).latest_verdicts("demo", reviewer="alice") == {sample: "mis-captioned"}
     assert "Mis-captioned · yours" in " ".join(_badges(at))
     fresh = _open(_app(reviewer="alice"), navigation.GALLERY.path)  # a new session reads it back
     fresh.sidebar.selectbox(key=state.FLAG).set_value("mis-captioned").run()
-    assert [t.value for t in fresh.main.text] == [run.scores["caption"].iat[run.row(sample)]]
+    assert _card_captions(fresh) == [run.scores["caption"].iat[run.row(sample)]]
 
 
 def test_badges_filters_and_exports_share_one_meaning_of_a_verdict(cache_root):
@@ -180,7 +200,7 @@ def test_badges_filters_and_exports_share_one_meaning_of_a_verdict(cache_root):
     assert "Mis-captioned · lead" in " ".join(_badges(at))
     at.sidebar.selectbox(key=state.FLAG).set_value("correct").run()
     assert sample not in [c.value for c in at.main.caption]
-    assert run.scores["caption"].iat[run.row(sample)] not in [t.value for t in at.main.text]
+    assert run.scores["caption"].iat[run.row(sample)] not in _card_captions(at)
 
 
 def test_blind_mode_hides_others_badges_and_filter_hits_until_you_have_judged(cache_root, monkeypatch):
@@ -191,7 +211,7 @@ def test_blind_mode_hides_others_badges_and_filter_hits_until_you_have_judged(ca
     at = _open(_app(reviewer="ann"), navigation.GALLERY.path)
     assert not _badges(at) or all("Mis-captioned" not in b for b in _badges(at))
     at.sidebar.selectbox(key=state.FLAG).set_value("mis-captioned").run()
-    assert not at.main.text  # the filter does not reveal bob's verdict either
+    assert not _cards(at)  # the filter does not reveal bob's verdict either
     at.session_state[state.INSPECT] = sample
     _open(at, navigation.INSPECTOR.path)
     fields = dict(zip(at.dataframe[0].value["field"], at.dataframe[0].value["value"]))
@@ -217,9 +237,9 @@ def test_flag_buttons_need_flag_mode_and_a_name_and_flag_mode_survives_a_reload(
 def test_gallery_pages(cache_root):
     at = _open(_app(), navigation.GALLERY.path)
     at.main.button[1].click().run()  # Next
-    assert at.number_input(key=state.PAGE).value == 2 and len(at.main.text) == 48
+    assert at.number_input(key=state.PAGE).value == 2 and len(_cards(at)) == 48
     at.main.button[1].click().run()
-    assert at.number_input(key=state.PAGE).value == 3 and len(at.main.text) == 120 - 2 * 48
+    assert at.number_input(key=state.PAGE).value == 3 and len(_cards(at)) == 120 - 2 * 48
     assert at.main.button[1].disabled
 
 
@@ -247,7 +267,7 @@ def test_sidebar_filters_reach_the_gallery_and_reset_its_page(cache_root):
     at.sidebar.text_input(key=state.TEXT).input("number 17").run()
     at.sidebar.multiselect(key=state.SPLITS).select("candidate").run()
     run = load_run(cache_root / "demo")
-    assert [t.value for t in at.main.text] == [run.scores["caption"].iat[17]]  # row 17 is in S_C
+    assert _card_captions(at) == [run.scores["caption"].iat[17]]  # row 17 is in S_C
     assert at.number_input(key=state.PAGE).value == 1
 
 
@@ -258,8 +278,12 @@ def test_captions_render_as_plain_text(cache_root):
     write_parquet(run_dir / SCORES, scores)
     (run_dir / MANIFEST).touch()
     at = _open(_app(), navigation.GALLERY.path)
-    assert at.main.text[0].value == "<img src=x onerror=alert(1)> **bold** [link](http://x)"
-    assert not any("onerror" in m.value for m in at.markdown)
+    assert _card_captions(at)[0] == "<img src=x onerror=alert(1)> **bold** [link](http://x)"
+    shown = _cards(at)[0][0]  # every markdown character is escaped, so nothing is rendered or loaded
+    assert re.search(r"(?<!\\)[<>*\[\]()]", shown) is None, shown
+
+
+_OWN_LINK = re.compile(r"\[Inspect ↗\]\(inspector\?[\w%=&.+~-]*\)")
 
 
 def test_ids_reviewer_and_run_names_never_render_as_markdown(tmp_path, monkeypatch):
@@ -276,6 +300,7 @@ def test_ids_reviewer_and_run_names_never_render_as_markdown(tmp_path, monkeypat
         rendered = [e.value for e in (*at.title, *at.markdown, *at.caption, *at.success, *at.info, *at.error)]
         rendered += [b.label for b in at.button] + [m.label for m in at.metric]
         for text in rendered:
+            text = _OWN_LINK.sub("", text)  # a card's inspector link, its query percent-encoded
             assert "](" not in text and "**b**" not in text and ":red[" not in text, (spec.title, text)
         if spec in (navigation.OVERVIEW, navigation.REVIEW, navigation.RECONCILE):
             assert EVIL_RUN in _plain(at.title[0].value), spec.title  # shown as typed
@@ -300,14 +325,18 @@ def test_the_inspector_serves_only_rows_of_the_run(cache_root):
     assert at.error[0].value == "No sample with that id in this run." and not at.get("image")
 
 
-def test_inspect_button_opens_the_inspector_on_that_sample(cache_root):
-    at = _open(_app(), navigation.GALLERY.path)
+def test_a_cards_inspect_link_opens_the_inspector_on_that_sample_in_a_new_session(cache_root):
+    at = _open(_app(reviewer="ann"), navigation.GALLERY.path)
     run = load_run(cache_root / "demo")
     sample = run.scores["sample_id"].iat[int(sort_orders(run.scores)["combined"][1])]
-    at.button(key=f"gallery:{sample}:inspect").click().run()
-    assert not at.exception
-    assert at.title[0].value == "Sample inspector"
-    assert at.main.text_input(key=state.INSPECT).value == sample
+    link = re.fullmatch(r"\[Inspect ↗\]\((.*)\)", _cards(at)[1][-1]).group(1)
+    path, query = link.split("?")
+    params = dict(parse_qsl(query))
+    assert path == "inspector" and params == {"run": "demo", "reviewer": "ann", state.INSPECT: sample}
+    tab = _app(page=navigation.INSPECTOR.path, **params)  # the new tab: a new session from the link
+    assert tab.title[0].value == "Sample inspector"
+    assert tab.main.text_input(key=state.INSPECT).value == sample
+    assert tab.sidebar.selectbox(key=state.RUN_NAME).value == "demo"
 
 
 def test_embedding_map_colours_by_registry_scores_truth_and_verdict(cache_root):
@@ -337,7 +366,7 @@ def test_map_selection_opens_in_the_gallery(cache_root):
     at = _app()
     at.session_state[state.SELECTION] = [3, 8]
     _open(at, navigation.GALLERY.path)
-    assert sorted(t.value for t in at.main.text) == sorted(load_run(cache_root / "demo").scores["caption"].iloc[[3, 8]])
+    assert sorted(_card_captions(at)) == sorted(load_run(cache_root / "demo").scores["caption"].iloc[[3, 8]])
 
 
 def test_the_compute_page_is_for_leads_inside_the_data_root(cache_root, monkeypatch, tmp_path):
@@ -370,10 +399,7 @@ def test_switching_runs_changes_the_gallery(cache_root):
     at = _open(_app(), navigation.GALLERY.path)
     at.sidebar.selectbox(key=state.RUN_NAME).set_value("other").run()
     assert at.session_state[state.RUN_PATH] == str(cache_root / "other")
-    assert (
-        len(at.main.text) == 48
-        and np.isin([t.value for t in at.main.text], load_run(cache_root / "other").scores["caption"]).all()
-    )
+    assert len(_cards(at)) == 48 and np.isin(_card_captions(at), load_run(cache_root / "other").scores["caption"]).all()
 
 
 @pytest.mark.slow
@@ -404,7 +430,7 @@ def test_a_deep_link_meets_the_access_gate_first_and_opens_once_through_it(cache
     at.switch_page(navigation.GALLERY.path).run()
     assert not at.exception, [e.value for e in at.exception]
     assert [t.label for t in at.text_input] == ["Access token"]  # app.py's gate, not the gallery
-    assert not at.main.text and not at.get("image") and not at.sidebar.selectbox
+    assert not _cards(at) and not at.get("image") and not at.sidebar.selectbox
     at.text_input(key="_clipmem_token_input").input("s3cret").run()
     assert at.title[0].value == "Most likely mis-captioned" and len(at.get("image")) == 48  # the page asked for
 

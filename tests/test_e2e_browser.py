@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from clipmem_core import load_run
-from clipmem_core.testing import CHROMIUM, CHROMIUM_ARGS, serve_app
+from clipmem_core.testing import CHART_SELECTOR, CHROMIUM, CHROMIUM_ARGS, IMAGE_SELECTOR, serve_app
 from dashboard.gallery import sort_orders
 from dashboard.navigation import PAGES
 
@@ -170,7 +170,7 @@ def test_a_deep_link_as_a_fresh_servers_first_request_meets_the_gate(browser, tm
         token.fill("s3cret")
         token.press("Enter")
         page.get_by_role("heading", name="Most likely mis-captioned").wait_for()  # the page asked for, behind the gate
-        page.locator('[data-testid="stImage"] img').nth(47).wait_for()
+        page.locator(IMAGE_SELECTOR).nth(47).wait_for()
         page.locator('[data-testid="stSidebarNav"]').get_by_text("Compute").wait_for()
         page.screenshot(path=str(tmp_path / "after_gate.png"))
         assert page.url.endswith("/gallery")
@@ -190,7 +190,7 @@ def test_gallery_and_inspector_render_in_chromium(browser, server, tmp_path):
     page.get_by_role("heading", name="Most likely mis-captioned").wait_for()
     page.get_by_text("Search captions").wait_for()
 
-    images = page.locator('[data-testid="stImage"] img')
+    images = page.locator(IMAGE_SELECTOR)
     images.nth(47).wait_for()
     assert images.count() == 48
     page.wait_for_function(
@@ -198,20 +198,23 @@ def test_gallery_and_inspector_render_in_chromium(browser, server, tmp_path):
         ".every(img => img.complete && img.naturalWidth > 0)"
     )
     _close_page_not_found(page)  # when this test runs first on its server
-    texts = page.locator('[data-testid="stText"]')
-    shown = [texts.nth(i).inner_text() for i in range(3)]
+    cards = page.locator('[data-testid="stMarkdownContainer"]', has_text=" · Likely mis-captioned ")
+    shown = [cards.nth(i).inner_text().split("\n")[0] for i in range(3)]  # a card's text starts with its caption
     assert shown == top_captions
     shot = _screenshot_path(tmp_path)
     shot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
 
-    page.get_by_role("button", name="Inspect").first.click()
+    with page.context.expect_page() as new_tab:  # a card's "Inspect ↗" link opens a new tab
+        page.get_by_role("link", name="Inspect ↗").first.click()
+    page = new_tab.value
+    page.set_default_timeout(TIMEOUT_MS)
     page.get_by_role("heading", name="Sample inspector").wait_for()
     page.get_by_role("heading", name="Neighbours").wait_for()
     sample_id = run.scores["sample_id"].iat[int(top_rows[0])]
     assert page.get_by_label("Sample id").input_value() == sample_id
-    neighbour_scores = page.locator('[data-testid="stCaptionContainer"]', has_text="sim ")
+    neighbour_scores = page.locator('[data-testid="stMarkdownContainer"]', has_text=" · sim ")
     neighbour_scores.first.wait_for()
     assert neighbour_scores.count() >= 12
     page.get_by_role("heading", name="Captions of visually similar images").wait_for()
@@ -260,7 +263,7 @@ def _assert_verdict_buttons_readable(page, labels: list[str]) -> None:
 
 
 def _review_image_width(page) -> float:
-    return page.locator('[data-testid="stImage"] img').first.bounding_box()["width"]
+    return page.locator(IMAGE_SELECTOR).first.bounding_box()["width"]
 
 
 def _review(browser, url: str, name: str, keys: list[str], type_name: bool, shots: Path) -> list[str]:
@@ -314,11 +317,11 @@ def _draws_its_content(browser, url: str, path: str, selector: str, shot: Path |
 
 
 MEANINGFUL = {  # the Reconcile card and its image are checked in the curation session itself
-    "": '[data-testid="stPlotlyChart"] .main-svg',
-    "gallery": '[data-testid="stImage"] img',
-    "inspector": '[data-testid="stImage"] img',
-    "embedding_map": '[data-testid="stPlotlyChart"] .main-svg',
-    "review?reviewer=ann": '[data-testid="stImage"] img',
+    "": CHART_SELECTOR,
+    "gallery": IMAGE_SELECTOR,
+    "inspector": IMAGE_SELECTOR,
+    "embedding_map": CHART_SELECTOR,
+    "review?reviewer=ann": IMAGE_SELECTOR,
     "compute": '[data-testid="stHeading"]',
 }
 
@@ -379,7 +382,7 @@ def test_one_curation_session_by_keyboard_two_reviewers_blind_a_lead_and_a_clean
     page = _watched_page(browser)  # ann sees the decisions, the lead's included, on the gallery's badges
     page.goto(f"{server}/gallery?reviewer=ann")
     page.get_by_role("heading", name="Most likely mis-captioned").wait_for()
-    page.locator('[data-testid="stImage"] img').nth(11).wait_for()
+    page.locator(IMAGE_SELECTOR).nth(11).wait_for()
     page.locator(IDLE).wait_for()
     badges = page.eval_on_selector_all(  # a badge's own text, without its icon's ligature name
         "span.stMarkdownBadge",

@@ -23,11 +23,14 @@ run = resources.require_run()
 
 st.title("Sample inspector")
 ss = st.session_state
+linked = st.query_params.get(state.INSPECT)  # a card's "Inspect ↗" link, or a link a teammate shared
+if ss.get(state.INSPECT_RUN) is None and linked in run.row_of:
+    ss[state.INSPECT], ss[state.INSPECT_RUN] = linked, run.name
 if not ss.get(state.INSPECT) or ss.get(state.INSPECT_RUN) != run.name:  # a new run: its top sample
     if ss.get(state.INSPECT) not in run.row_of:
         ss[state.INSPECT] = run.scores["sample_id"].iat[int(next(iter(resources.orders(run).values()))[0])]
     ss[state.INSPECT_RUN] = run.name
-sample_id = st.text_input("Sample id", key=state.INSPECT)
+sample_id = st.text_input("Sample id", key=state.INSPECT, bind="query-params")
 row = run.row_of.get(sample_id)
 if row is None:
     st.error("No sample with that id in this run.")

@@ -3,10 +3,8 @@ the scores per split, and the models' retrieval utility."""
 
 from __future__ import annotations
 
-import plotly.express as px
 import streamlit as st
 
-from clipmem_core.cache import TRUTH_CLEAN, TRUTH_MISCAPTIONED, TRUTH_UNKNOWN
 from clipmem_core.formatting import fmt_number as fmt_n
 from clipmem_core.scores import column_label
 from dashboard import navigation, overview, resources, review, ui
@@ -62,19 +60,7 @@ hist = overview.split_histograms(run.scores)
 if hist.empty:
     st.warning(f"This run has no {column_label(column)} values.")
 else:
-    figure = px.bar(
-        hist,
-        x="value",
-        y="count",
-        color="split",
-        barmode="overlay",
-        opacity=0.6,
-        labels={"value": column_label(column)},
-        color_discrete_map=overview.SPLIT_COLOURS,
-        height=320,
-    )
-    figure.update_layout(margin={"t": 10, "b": 0}, legend={"orientation": "h", "y": 1.08, "x": 0})
-    st.plotly_chart(figure, width="stretch", key="hist")
+    st.altair_chart(overview.histogram_chart(hist, column_label(column)), width="stretch", key="hist")
 st.markdown("**Mean ± standard deviation per split**")
 ui.table(overview.split_means(run.manifest), empty="The manifest stores no per-split summary.", width="stretch")
 tests = overview.ttests(run.manifest)
@@ -89,21 +75,7 @@ if pair is not None:
         f"{y_label} against {x_label}" if pair == ("align_f", "align_g") else "Alignment A: held-out against trained"
     )
     points = overview.alignment_points(run.scores)
-    figure = px.scatter(
-        points,
-        x="x",
-        y="y",
-        color="ground truth",
-        render_mode="webgl",
-        labels={"x": x_label, "y": y_label},
-        color_discrete_map={TRUTH_MISCAPTIONED: "#d62728", TRUTH_CLEAN: "#9ecae1", TRUTH_UNKNOWN: "#9ecae1"},
-        height=420,
-    )
-    low, high = float(points[["x", "y"]].min().min()), float(points[["x", "y"]].max().max())
-    figure.add_shape(type="line", x0=low, y0=low, x1=high, y1=high, line={"dash": "dot", "color": "grey"})
-    figure.update_traces(marker={"size": 5})
-    figure.update_layout(margin={"t": 10, "b": 0}, legend={"orientation": "h", "y": 1.08, "x": 0})
-    st.plotly_chart(figure, width="stretch", key="alignment")
+    st.altair_chart(overview.alignment_chart(points, x_label, y_label), width="stretch", key="alignment")
     st.caption(
         f"{len(points):,} samples; the dotted line is equal alignment. Above it: held-out models align the pair better."
     )
