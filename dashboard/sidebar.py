@@ -147,12 +147,19 @@ def _flag_mode() -> None:
         auth.current_reviewer()
 
 
-def render() -> None:
-    """Cache root, run selector (with the reasons unusable runs are refused), who is reviewing, filters."""
+def render(filters: bool = True) -> None:
+    """Cache root, run selector (with the reasons unusable runs are refused), who is reviewing and, where
+    ``filters`` (the pages that filter: gallery and map), the filters.
+
+    Why not the filters everywhere: each widget kind costs the browser its code on every page load (the
+    Review page drew its card 1.7 s later for the filters' slider and multiselect), and they change
+    nothing on the other pages. Their values are kept while they are not shown.
+    """
     ss = st.session_state
     ss.setdefault(state.CACHE_ROOT, state.default_cache_root())
     ss.setdefault(state.PAGE, 1)
-    for key in state.PAGE_WIDGETS:  # re-owning a page widget's value keeps it across page switches
+    kept = [*state.PAGE_WIDGETS, *(key for key in ss if str(key).startswith(state.FILTER_PREFIX))]
+    for key in kept:  # re-owning a widget's value keeps it across pages that do not draw the widget
         if key in ss:
             ss[key] = ss[key]
     infos = list_runs(ss[state.CACHE_ROOT])
@@ -164,7 +171,8 @@ def render() -> None:
         st.stop()
     _who()
     _flag_mode()
-    _filters()
+    if filters:
+        _filters()
 
 
 def flagging_as() -> str | None:

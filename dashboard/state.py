@@ -15,6 +15,7 @@ CACHE_ROOT = "cache_root"
 RUN_PATH = "run_path"
 # Dashboard-only keys.
 RUN_NAME = "run"  # bound to ?run= so a reload (or a shared link) keeps the run
+FILTER_PREFIX = "f_"  # every sidebar filter's key starts with it
 SPLITS = "f_splits"
 RANGE_SCORE = "f_range_score"
 UNSCORED = "f_unscored"

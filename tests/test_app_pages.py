@@ -261,6 +261,19 @@ def test_a_score_range_says_how_many_samples_have_no_score_and_lets_you_choose(c
     assert total(at) == unscored
 
 
+def test_filters_show_only_where_they_filter_and_keep_their_values_on_the_other_pages(cache_root):
+    at = _open(_app(), navigation.GALLERY.path)
+    at.sidebar.multiselect(key=state.SPLITS).select("candidate").run()
+    slider = at.sidebar.slider(key=state.range_key("demo", "clipmem"))
+    at.sidebar.slider(key=slider.key).set_value((0.0, slider.value[1])).run()
+    chosen = at.sidebar.slider(key=slider.key).value
+    _open(at, navigation.REVIEW.path)
+    assert not at.sidebar.multiselect and not at.sidebar.slider  # the review queue is not filtered
+    _open(at, navigation.GALLERY.path)
+    assert at.sidebar.multiselect(key=state.SPLITS).value == ["candidate"]
+    assert at.sidebar.slider(key=slider.key).value == chosen and not at.warning
+
+
 def test_sidebar_filters_reach_the_gallery_and_reset_its_page(cache_root):
     at = _open(_app(), navigation.GALLERY.path)
     at.number_input(key=state.PAGE).set_value(2).run()
