@@ -70,8 +70,9 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _run(dataset: str, seed: int, protocol: str, preset: str, work: Path, overrides: dict):
-    out = work / "runs" / f"{dataset}_s{seed}_{protocol}"
+def make_run(dataset: str, seed: int, protocol: str, preset: str, work: Path, overrides: dict, name: str = ""):
+    """One run, made once and kept under ``work/runs/`` (``name`` defaults to dataset, seed and protocol)."""
+    out = work / "runs" / (name or f"{dataset}_s{seed}_{protocol}")
     if (out / "manifest.json").exists():
         return load_run(out)
     from_scratch, started = not out.exists(), _cpu_seconds()
@@ -138,7 +139,7 @@ def _stored_cpu_seconds(run_dir: Path) -> float:
     return json.loads(path.read_text(encoding="utf-8"))["cpu_seconds"] if path.exists() else math.nan
 
 
-def _mean_spread(values: list[float]) -> str:
+def mean_spread(values: list[float]) -> str:
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return "–"
@@ -161,19 +162,19 @@ def tables(results: dict) -> str:
             names.sort(key=lambda n: get_score(n).order if n else 0)
             for name in names:
                 cells = [
-                    _mean_spread([s["detectors"][name][m] for s in seeds])
+                    mean_spread([s["detectors"][name][m] for s in seeds])
                     for m in ("auroc", "average_precision", "precision_at_k", "precision_at_48", "coverage")
                 ]
                 lines.append(f"| {column_label(name)} | " + " | ".join(cells) + " |")
             learned = [s["learned"] for s in seeds]
             lines += [
                 "",
-                f"Wall time per run: {_mean_spread([s['seconds'] for s in seeds])} s; CPU time "
-                f"{_mean_spread([s.get('cpu_seconds', math.nan) for s in seeds])} s (runs made from scratch). "
+                f"Wall time per run: {mean_spread([s['seconds'] for s in seeds])} s; CPU time "
+                f"{mean_spread([s.get('cpu_seconds', math.nan) for s in seeds])} s (runs made from scratch). "
                 f"Learned ranking after {JUDGED} simulated verdicts: precision of the next {NEXT} "
-                f"{_mean_spread([x['learned_next'] for x in learned])} against "
-                f"{_mean_spread([x['combined_next'] for x in learned])} for the combined ranking "
-                f"(cross-validated AUROC {_mean_spread([x['cv_auroc'] for x in learned])}).",
+                f"{mean_spread([x['learned_next'] for x in learned])} against "
+                f"{mean_spread([x['combined_next'] for x in learned])} for the combined ranking "
+                f"(cross-validated AUROC {mean_spread([x['cv_auroc'] for x in learned])}).",
                 "",
             ]
     return "\n".join(lines)
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in map(int, args.seeds.split(",")):
                 started = time.perf_counter()
                 try:
-                    run = _run(dataset, seed, protocol, presets[dataset], work, overrides)
+                    run = make_run(dataset, seed, protocol, presets[dataset], work, overrides)
                 except ClipmemError as exc:
                     print(f"{dataset} seed {seed} {protocol}: {exc}", file=sys.stderr)
                     return 2

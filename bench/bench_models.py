@@ -1,0 +1,146 @@
+"""Model sweep: which small CLIP is worth its CPU minutes for finding mis-captions (issue 10, item 5).
+
+Each candidate (a preset, or the cpu preset with another architecture or epoch count) makes one
+full-protocol run per dataset and seed on the detection benchmark's data (5 % injected mis-captions,
+the same seeded swaps as ``bench_detection``). For each it reports, as mean ± spread over seeds:
+
+- the combined ranking's AUROC, average precision and precision@k, beside the best plain CLIP score
+  (held-out or training-side) of the same runs, the baseline;
+- retrieval R@1 (mean of image→text and text→image) of each model on the fold it never saw;
+- CPU seconds of the whole run and wall seconds of training, and R@1 and AP per CPU minute.
+
+A candidate is on the Pareto front when no other one has both a higher AP and a lower CPU time.
+Runs are kept under ``--work/runs/`` (named dataset_sSEED_sweep-CANDIDATE), so an interrupted sweep resumes.
+
+    OMP_NUM_THREADS=1 python -m bench.bench_models --datasets tuxpaint --seeds 0,1,2 --work /work/bench/detection
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.bench_detection import make_run, mean_spread, measure
+from clipmem_core.errors import ClipmemError
+from clipmem_core.scores import column_label
+
+SWEEP_CONFIGS = Path(__file__).parent / "model_sweep"
+# name -> (preset, overrides). Architectures beyond the presets are JSON configs in bench/model_sweep/.
+CANDIDATES: dict[str, tuple[str, dict]] = {
+    "tiny": ("tiny", {}),
+    "cpu": ("cpu", {}),
+    "cpu-30-epochs": ("cpu", {"epochs": 30}),
+    "64px-patch8": ("cpu", {"model": str(SWEEP_CONFIGS / "sweep-64px-patch8.json")}),
+    "32px-patch4-20-epochs": ("cpu", {"model": str(SWEEP_CONFIGS / "sweep-32px-patch4.json"), "epochs": 20}),
+}
+BASELINES = ("clip_score_heldout", "clip_score_train")  # the plain CLIP scores a curator would try first
+
+
+def retrieval_r1(utility: dict | None) -> float:
+    """Mean over the run's models of (image→text R@1 + text→image R@1) / 2 on the fold each never saw."""
+    if not utility:
+        return math.nan
+    return float(np.mean([(u["i2t_r1"] + u["t2i_r1"]) / 2 for u in utility.values()]))
+
+
+def summarise(measured: dict, train_seconds: float) -> dict:
+    """The sweep's figures for one run, from ``bench_detection.measure`` and the run's own timings."""
+    detectors = measured["detectors"]
+    best = max(BASELINES, key=lambda name: detectors[name]["average_precision"])
+    cpu_minutes = measured["cpu_seconds"] / 60
+    r1, ap = retrieval_r1(measured["utility"]), detectors["combined"]["average_precision"]
+    return {
+        "auroc": detectors["combined"]["auroc"],
+        "ap": ap,
+        "p_at_k": detectors["combined"]["precision_at_k"],
+        "baseline": best,
+        "baseline_auroc": detectors[best]["auroc"],
+        "baseline_ap": detectors[best]["average_precision"],
+        "r1": r1,
+        "cpu_seconds": measured["cpu_seconds"],
+        "train_seconds": train_seconds,
+        "ap_per_cpu_minute": ap / cpu_minutes,
+        "r1_per_cpu_minute": r1 / cpu_minutes,
+    }
+
+
+def pareto(rows: dict[str, dict]) -> set[str]:
+    """Candidates that no other candidate beats on both mean AP (higher) and mean CPU time (lower)."""
+    means = {name: (np.mean(r["ap"]), np.mean(r["cpu_seconds"])) for name, r in rows.items()}
+    return {
+        name
+        for name, (ap, cpu) in means.items()
+        if not any(o_ap >= ap and o_cpu <= cpu and (o_ap, o_cpu) != (ap, cpu) for o_ap, o_cpu in means.values())
+    }
+
+
+def table(dataset: str, rows: dict[str, dict]) -> str:
+    """Markdown: one line per candidate, mean ± spread over seeds, Pareto members marked."""
+    front = pareto(rows)
+    lines = [
+        f"### {dataset}",
+        "",
+        "| candidate | combined AUROC | combined AP | combined P@k | best plain CLIP (AUROC / AP) | R@1 held-out "
+        "| CPU s per run | training s | AP per CPU min | R@1 per CPU min | Pareto |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        cells = [mean_spread(r[key]) for key in ("auroc", "ap", "p_at_k")]
+        which = ", ".join(sorted({column_label(name) for name in r["baseline"]}))
+        cells.append(f"{mean_spread(r['baseline_auroc'])} / {mean_spread(r['baseline_ap'])} ({which})")
+        cells += [mean_spread(r[key]) for key in ("r1", "cpu_seconds", "train_seconds")]
+        cells += [mean_spread(r[key]) for key in ("ap_per_cpu_minute", "r1_per_cpu_minute")]
+        cells.append("yes" if name in front else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="tuxpaint", help="comma-separated: shapes, tuxpaint, openclipart")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--candidates", default=",".join(CANDIDATES), help="comma-separated, from the list above")
+    parser.add_argument("--work", default="cache/.bench-detection", help="data and runs (kept, so it resumes)")
+    parser.add_argument("--json", help="write every figure here")
+    args = parser.parse_args(argv)
+    unknown = set(args.candidates.split(",")) - set(CANDIDATES)
+    if unknown:
+        parser.error(f"unknown candidates {sorted(unknown)}; choose from {', '.join(CANDIDATES)}")
+    results: dict = {}
+    for dataset in args.datasets.split(","):
+        rows: dict[str, dict] = {}
+        for name in args.candidates.split(","):
+            preset, overrides = CANDIDATES[name]
+            for seed in map(int, args.seeds.split(",")):
+                started = time.perf_counter()
+                try:
+                    run = make_run(
+                        dataset, seed, "full", preset, Path(args.work), overrides, f"{dataset}_s{seed}_sweep-{name}"
+                    )
+                except ClipmemError as exc:
+                    print(f"{dataset} seed {seed} {name}: {exc}", file=sys.stderr)
+                    return 2
+                timings = run.manifest.timings
+                figures = summarise(measure(run), sum(v for k, v in timings.items() if k.startswith("train_")))
+                for key, value in figures.items():
+                    rows.setdefault(name, {}).setdefault(key, []).append(value)
+                print(
+                    f"{dataset} seed {seed} {name}: AP {figures['ap']:.3f} R@1 {figures['r1']:.3f} "
+                    f"CPU {figures['cpu_seconds']:.0f} s ({time.perf_counter() - started:.0f} s)",
+                    file=sys.stderr,
+                )
+        results[dataset] = rows
+        print(table(dataset, rows) + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
