@@ -25,6 +25,7 @@ PAGE = "gallery_page"  # 1-based, the page number widget's key
 SORT = "sort"  # bound to ?sort=
 SELECTION = "selection_rows"
 INSPECT = "inspect_sample"
+NEIGHBOUR_MODE = "inspect_mode"  # the inspector's open neighbour tab
 INSPECT_RUN = "inspect_run"  # the run the inspected sample id belongs to
 JOB = "compute_job"
 FLAG_MODE = "flag_mode"  # bound to ?flag_mode= so flag mode survives a reload

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from clipmem_core import load_run
 from clipmem_core.cache import IMAGE_EMBEDDINGS, MANIFEST, SCORES, write_parquet
+from clipmem_core.index import NeighbourSearch
 from clipmem_core.learned import KEY as LEARNED_KEY
 from clipmem_core.learned import MIN_PER_CLASS, fit_learned_ranking
 from clipmem_core.review import open_store
@@ -326,8 +327,15 @@ def test_inspector_shows_scores_views_neighbours_and_hints(cache_root):
     assert at.main.text_input(key=state.INSPECT).value == "s00005"
     assert [t.label for t in at.tabs] == ["image → image", "text → text", "image → text", "text → image"]
     assert any(s.value == "Neighbours" for s in at.subheader)
-    assert len(at.get("image")) == 1 + 4 * 12
+    assert len(at.get("image")) == 1 + 12  # the open tab's neighbours only: the other modes are not drawn
     assert sum(t.value.startswith("• ") for t in at.main.text) >= 1
+    image_neighbours = _card_captions(at)
+    at.session_state[state.NEIGHBOUR_MODE] = "text → text"  # a click on that tab
+    at.run()
+    assert len(at.get("image")) == 1 + 12 and _card_captions(at) != image_neighbours
+    run = load_run(cache_root / "demo")
+    hits = NeighbourSearch(run).query("s00005", k=12, mode="text")
+    assert _card_captions(at) == [run.scores["caption"].iat[h.row] for h in hits]
 
 
 def test_the_inspector_serves_only_rows_of_the_run(cache_root):
