@@ -20,14 +20,22 @@ card). Review is opened as reviewer ``ann`` and Reconcile as ``lead`` (no lead l
 reconcile). Target from issue 11: <= 2 s per page.
 
 Usage: python -m bench.bench_first_paint [--repeats 3] [--pages overview,gallery,...] [--run cache/demo]
+       python -m bench.bench_first_paint --against REV [--repeats 3]
+
+``--against REV`` answers "did my change help?" under whatever load the machine has: it checks REV out
+into a temporary git worktree, starts one warm server on it and one on this checkout, and loads each
+page on both in turn (alternating which goes first), so both see the same load; it prints the medians
+and their ratio (this checkout ÷ REV).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 from clipmem_core import load_run
@@ -64,9 +72,36 @@ WATCH = """
 """
 
 
-def serve(cache_root: Path):
-    """``streamlit run app.py`` on a free port over ``cache_root``; stopped (its process group) on exit."""
-    return serve_app(cache_root, timeout_s=120)
+def serve(cache_root: Path, app_dir: Path | None = None):
+    """``streamlit run app.py`` (this checkout's, or ``app_dir``'s) on a free port over ``cache_root``;
+    stopped (its process group) on exit."""
+    return serve_app(cache_root, timeout_s=120, app_dir=app_dir)
+
+
+def compare_revisions(browser, cache_root: Path, revision: str, pages: list[str], repeats: int) -> None:
+    """Warm servers on ``revision`` (a temporary worktree) and on this checkout, loaded in turn."""
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        worktree = Path(tmp) / "worktree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), revision], check=True)
+        stack.callback(subprocess.run, ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)])
+        urls = {
+            revision: stack.enter_context(serve(cache_root, worktree)),
+            "this": stack.enter_context(serve(cache_root)),
+        }
+        for url in urls.values():  # warm-up: every page once on each server
+            for name in pages:
+                first_paint_ms(browser, url, name)
+        loads: dict[tuple[str, str], list[float]] = {(v, n): [] for v in urls for n in pages}
+        for repeat in range(repeats):
+            order = list(urls) if repeat % 2 == 0 else list(reversed(urls))
+            for name in pages:
+                for version in order:
+                    loads[(version, name)].append(first_paint_ms(browser, urls[version], name))
+    print(f"warm server, ms (median of {repeats}), this checkout against {revision}, loads interleaved")
+    print(f"{'page':<15}{revision[:10]:>11}{'this':>8}{'ratio':>7}")
+    for name in pages:
+        before, after = (statistics.median(loads[(v, name)]) for v in (revision, "this"))
+        print(f"{name:<15}{before:>11.0f}{after:>8.0f}{after / before:>6.2f}x")
 
 
 def prepare_cache(cache_root: Path, demo: Path) -> None:
@@ -102,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="loads per page and condition (median reported)")
     ap.add_argument("--pages", default=",".join(PAGES), help="comma-separated, from: " + ", ".join(PAGES))
     ap.add_argument("--run", type=Path, default=ROOT / "cache" / "demo", help="a complete run folder")
+    ap.add_argument("--against", metavar="REV", help="compare this checkout with a git revision, interleaved")
     args = ap.parse_args(argv)
     pages = [p.strip() for p in args.pages.split(",") if p.strip()]
     unknown = set(pages) - set(PAGES)
@@ -115,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         cache_root = Path(tmp)
         prepare_cache(cache_root, args.run)
         browser = api.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        if args.against:
+            try:
+                compare_revisions(browser, cache_root, args.against, pages, args.repeats)
+            finally:
+                browser.close()
+            return 0
         try:
             for _ in range(args.repeats):
                 for name in pages:
