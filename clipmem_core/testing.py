@@ -192,11 +192,11 @@ def fake_experiment(
     return folder
 
 
-# How tests and benchmarks start Debian's chromium (headless, quiet: nothing reaches the network).
 # A dashboard page's first meaningful content, as the browser tests and bench/bench_first_paint.py see it:
 # a drawn chart (Vega-Lite on the Overview, Plotly on the Embedding map) or a loaded image.
 CHART_SELECTOR = '[data-testid="stPlotlyChart"] .main-svg, [data-testid="stVegaLiteChart"] svg.marks'
 IMAGE_SELECTOR = '[data-testid="stImage"] img'
+# How tests and benchmarks start Debian's chromium (headless, quiet: nothing reaches the network).
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",

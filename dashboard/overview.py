@@ -18,6 +18,8 @@ from clipmem_core.metrics import best_detector
 from clipmem_core.scores import column_label, registry
 from clipmem_core.splits import CANDIDATE, EXTRA, INDEPENDENT, SHARED, split_order
 
+from .embedding_map import TRUTH_COLOURS  # the map's colours: ground truth looks the same on every page
+
 MAX_POINTS = 20_000
 SPLIT_COLOURS = {CANDIDATE: "#d62728", INDEPENDENT: "#1f77b4", EXTRA: "#7f7f7f", SHARED: "#bcbd22"}
 
@@ -95,7 +97,6 @@ def split_histograms(scores: pd.DataFrame, bins: int = 60) -> pd.DataFrame:
 # The Overview draws Vega-Lite charts (Altair), not Plotly: Streamlit loads a chart library's code on
 # the first chart of a page, and Plotly's is 4.7 MB, which held every element of the page back until
 # parsed: the first chart took 10 s on the benchmark VM under load (docs/benchmarks.md).
-CHART_FONT = 12
 
 
 def _colour_scale(domain: list[str], colours: dict[str, str]) -> alt.Scale:
@@ -118,9 +119,6 @@ def histogram_chart(hist: pd.DataFrame, label: str, height: int = 320) -> alt.Ch
             tooltip=["split", alt.Tooltip("value:Q", format=".3f", title=label), "count"],
         )
     )
-
-
-TRUTH_COLOURS = {TRUTH_MISCAPTIONED: "#d62728", TRUTH_CLEAN: "#9ecae1", TRUTH_UNKNOWN: "#9ecae1"}
 
 
 def alignment_chart(points: pd.DataFrame, x_label: str, y_label: str, height: int = 420) -> alt.LayerChart:

@@ -62,14 +62,14 @@ def _badge(text: str, colour: str, icon: str = "") -> str:
 
 def decision_badge(decision: pd.Series | None) -> tuple[str, str] | None:
     """The sample's decision (resolution, else majority, else your own, pending) as a markdown badge and
-    the words that explain it, or None without a verdict."""
+    the words that explain it ("Mis-captioned · lead: a lead's resolution"), or None without a verdict."""
     text = badge_text(decision)
     if text is None:
         return None
     if decision["source"] == TIED:
-        return _badge(text, "gray", ":material/balance:"), "reviewers disagree; a lead decides"
+        return _badge(text, "gray", ":material/balance:"), f"{text}: reviewers disagree; a lead decides"
     icon, why = _BADGE_KINDS.get(decision["source"], (":material/flag:", _BADGE_HELP))
-    return _badge(text, BADGE_COLOURS[decision["verdict"]], icon), why
+    return _badge(text, BADGE_COLOURS[decision["verdict"]], icon), f"{text}: {why}"
 
 
 _BADGE_HELP = "the decision: a lead's resolution, else the reviewers' majority, else your own verdict (pending)"
@@ -97,7 +97,7 @@ def card_text(c: Card, extra: str | None = None, link: str | None = None) -> tup
     decision = decision_badge(c.decision)
     if decision is not None:
         badges.append(decision[0])
-        helps.append(f"{badge_text(c.decision)}: {decision[1]}")
+        helps.append(decision[1])
     if badges:
         lines.append(" ".join(badges))
     if link is not None:
@@ -128,7 +128,8 @@ def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | N
 
 
 def card(c: Card, run_name: str, key: str, reviewer_name: str | None = None, extra: str | None = None) -> None:
-    """A sample card: thumbnail, plain-text caption, split and scores, badges (ground truth, decision), actions."""
+    """A sample card: thumbnail, then one text block (escaped caption, split and scores, badges, inspector
+    link), then the flag buttons in flag mode."""
     with st.container(border=True):
         if c.thumbnail is not None:
             st.image(str(c.thumbnail), width="stretch")
