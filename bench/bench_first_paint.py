@@ -6,13 +6,18 @@ app's own records ``performance.now()`` at the first animation frame where the p
 content is on screen: a drawn chart (Overview: Vega-Lite, Embedding map: Plotly), a loaded image (Gallery, Inspector,
 Review, Reconcile) or the first table (Compare). The baseline, measured in the same run, is the
 Compute page's heading: no run data, only Streamlit's own cost of a page. Each load is a new browser
-page, so a new Streamlit session with a cold browser cache.
+tab, so a new Streamlit session, and starts ``--settle`` seconds after the last one ended, as a reader's
+next page does: back to back, the last session's teardown (closed on the server, freed in the browser)
+lands inside the next load.
 
-Two conditions:
+Three conditions:
 - fresh: a newly started ``streamlit run app.py`` whose first request is the page (run, sort orders,
   indexes and review store not loaded yet; a deep link as first request also shows Streamlit's one-time
-  "Page not found" dialog over the page, see docs/dashboard.md). One server per load.
-- warm: one server that has served every page once; then each page is loaded ``--repeats`` times.
+  "Page not found" dialog over the page, see docs/dashboard.md). One server per load, a cold browser cache.
+- warm: one server that has served every page once; then each page is loaded ``--repeats`` times, each
+  in a new browser context (a cold browser cache: every script of Streamlit's is fetched and compiled).
+- cached: the same warm server, each load a new tab of one browser context that has loaded every page
+  once: the browser cache holds Streamlit's scripts, as it does for a curator's second visit of the day.
 
 The server gets a private cache folder: a link to ``cache/demo``, a fake re-run of it (so Compare has
 two runs) and a review database holding two reviewers' verdicts with disagreements (so Reconcile has a
@@ -35,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -47,6 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 VIEWPORT = {"width": 1280, "height": 800}
 TARGET_S = 2.0
 TIMEOUT_MS = 60_000
+SETTLE_S = 2.0
+CONDITIONS = ("fresh", "warm", "cached")
 # page -> (URL path and query, the selector of its first meaningful content)
 PAGES = {
     "overview": ("", CHART_SELECTOR),
@@ -78,7 +86,7 @@ def serve(cache_root: Path, app_dir: Path | None = None):
     return serve_app(cache_root, timeout_s=120, app_dir=app_dir)
 
 
-def compare_revisions(browser, cache_root: Path, revision: str, pages: list[str], repeats: int) -> None:
+def compare_revisions(browser, cache_root: Path, revision: str, pages: list[str], repeats: int, settle: float) -> None:
     """Warm servers on ``revision`` (a temporary worktree) and on this checkout, loaded in turn."""
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         worktree = Path(tmp) / "worktree"
@@ -90,13 +98,13 @@ def compare_revisions(browser, cache_root: Path, revision: str, pages: list[str]
         }
         for url in urls.values():  # warm-up: every page once on each server
             for name in pages:
-                first_paint_ms(browser, url, name)
+                first_paint_ms(browser, url, name, settle)
         loads: dict[tuple[str, str], list[float]] = {(v, n): [] for v in urls for n in pages}
         for repeat in range(repeats):
             order = list(urls) if repeat % 2 == 0 else list(reversed(urls))
             for name in pages:
                 for version in order:
-                    loads[(version, name)].append(first_paint_ms(browser, urls[version], name))
+                    loads[(version, name)].append(first_paint_ms(browser, urls[version], name, settle))
     print(f"warm server, ms (median of {repeats}), this checkout against {revision}, loads interleaved")
     print(f"{'page':<15}{revision[:10]:>11}{'this':>8}{'ratio':>7}")
     for name in pages:
@@ -119,10 +127,15 @@ def prepare_cache(cache_root: Path, demo: Path) -> None:
     open_store(cache_root).add_verdicts("demo", records)
 
 
-def first_paint_ms(browser, url: str, page_name: str) -> float:
-    """Milliseconds from navigation to the page's first meaningful content, in a new browser page."""
+def first_paint_ms(target, url: str, page_name: str, settle: float) -> float:
+    """Milliseconds from navigation to the page's first meaningful content, in a new tab of ``target``.
+
+    ``target`` is a Browser (the tab gets a new context: a cold browser cache) or a BrowserContext (a
+    new tab beside the pages it loaded before: a warm browser cache).
+    """
     path, selector = PAGES[page_name]
-    page = browser.new_page(viewport=VIEWPORT)
+    time.sleep(settle)
+    page = target.new_page(viewport=VIEWPORT) if hasattr(target, "new_context") else target.new_page()
     try:
         page.add_init_script(WATCH % repr(selector))
         page.goto(f"{url}/{path}", wait_until="commit")
@@ -132,12 +145,52 @@ def first_paint_ms(browser, url: str, page_name: str) -> float:
         page.close()
 
 
+Loads = dict[str, dict[str, list[float]]]  # condition -> page -> ms of each load
+
+
+def measure(browser, cache_root: Path, pages: list[str], repeats: int, settle: float) -> Loads:
+    """Loads per condition and page, in ms: fresh servers first, then one warm server, cold and cached."""
+    loads = {condition: {name: [] for name in pages} for condition in CONDITIONS}
+    for _ in range(repeats):
+        for name in pages:
+            with serve(cache_root) as url:
+                loads["fresh"][name].append(first_paint_ms(browser, url, name, settle))
+    with serve(cache_root) as url:
+        cached = browser.new_context(viewport=VIEWPORT)
+        for name in pages:  # warm-up: every page once, which also fills the cached context's browser cache
+            first_paint_ms(cached, url, name, settle)
+        for _ in range(repeats):
+            for name in pages:
+                loads["warm"][name].append(first_paint_ms(browser, url, name, settle))
+                loads["cached"][name].append(first_paint_ms(cached, url, name, settle))
+        cached.close()
+    return loads
+
+
+def report(loads: Loads, pages: list[str], repeats: int) -> None:
+    """Medians per condition, each also as a multiple of the Compute page's in the same condition."""
+    print(f"first meaningful content, ms (median of {repeats}; target {TARGET_S * 1000:.0f} ms), 1280x800")
+    medians = {c: {name: statistics.median(v) for name, v in loads[c].items()} for c in CONDITIONS}
+    header = "".join(f"{c:>8}{'/base':>7}" for c in CONDITIONS)
+    print(f"{'page':<15}{header}   loads ({' | '.join(CONDITIONS)})")
+    for name in pages:
+        cells = ""
+        for c in CONDITIONS:
+            base = medians[c].get(BASELINE, float("nan"))
+            cells += f"{medians[c][name]:>8.0f}{medians[c][name] / base:>6.1f}x"
+        runs = " | ".join(" ".join(f"{v:.0f}" for v in loads[c][name]) for c in CONDITIONS)
+        print(f"{name:<15}{cells}   {runs}")
+    slowest = ", ".join(f"{c} {max(medians[c].values()):.0f} ms" for c in CONDITIONS)
+    print(f"slowest median: {slowest} (target {TARGET_S * 1000:.0f} ms)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3, help="loads per page and condition (median reported)")
     ap.add_argument("--pages", default=",".join(PAGES), help="comma-separated, from: " + ", ".join(PAGES))
     ap.add_argument("--run", type=Path, default=ROOT / "cache" / "demo", help="a complete run folder")
     ap.add_argument("--against", metavar="REV", help="compare this checkout with a git revision, interleaved")
+    ap.add_argument("--settle", type=float, default=SETTLE_S, help="idle seconds before each load (default 2)")
     args = ap.parse_args(argv)
     pages = [p.strip() for p in args.pages.split(",") if p.strip()]
     unknown = set(pages) - set(PAGES)
@@ -145,42 +198,18 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown pages: {', '.join(sorted(unknown))}")
     from playwright.sync_api import sync_playwright
 
-    fresh: dict[str, list[float]] = {p: [] for p in pages}
-    warm: dict[str, list[float]] = {p: [] for p in pages}
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as api:
         cache_root = Path(tmp)
         prepare_cache(cache_root, args.run)
         browser = api.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        if args.against:
-            try:
-                compare_revisions(browser, cache_root, args.against, pages, args.repeats)
-            finally:
-                browser.close()
-            return 0
         try:
-            for _ in range(args.repeats):
-                for name in pages:
-                    with serve(cache_root) as url:
-                        fresh[name].append(first_paint_ms(browser, url, name))
-            with serve(cache_root) as url:
-                for name in pages:  # warm-up: every page once
-                    first_paint_ms(browser, url, name)
-                for _ in range(args.repeats):
-                    for name in pages:
-                        warm[name].append(first_paint_ms(browser, url, name))
+            if args.against:
+                compare_revisions(browser, cache_root, args.against, pages, args.repeats, args.settle)
+                return 0
+            loads = measure(browser, cache_root, pages, args.repeats, args.settle)
         finally:
             browser.close()
-
-    print(f"first meaningful content, ms (median of {args.repeats}; target {TARGET_S * 1000:.0f} ms), 1280x800")
-    med_fresh = {name: statistics.median(v) for name, v in fresh.items()}
-    med_warm = {name: statistics.median(v) for name, v in warm.items()}
-    print(f"{'page':<15}{'fresh':>8}{'/base':>7}{'warm':>8}{'/base':>7}   loads (fresh | warm)")
-    for name in pages:
-        loads = " ".join(f"{v:.0f}" for v in fresh[name]) + " | " + " ".join(f"{v:.0f}" for v in warm[name])
-        ratios = [med[name] / med[BASELINE] if BASELINE in med else float("nan") for med in (med_fresh, med_warm)]
-        print(f"{name:<15}{med_fresh[name]:>8.0f}{ratios[0]:>6.1f}x{med_warm[name]:>8.0f}{ratios[1]:>6.1f}x   {loads}")
-    worst_fresh, worst_warm = max(med_fresh.values()), max(med_warm.values())
-    print(f"slowest median: fresh {worst_fresh:.0f} ms, warm {worst_warm:.0f} ms (target {TARGET_S * 1000:.0f} ms)")
+    report(loads, pages, args.repeats)
     return 0
 
 

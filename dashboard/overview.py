@@ -18,7 +18,7 @@ from clipmem_core.metrics import best_detector
 from clipmem_core.scores import column_label, registry
 from clipmem_core.splits import CANDIDATE, EXTRA, INDEPENDENT, SHARED, split_order
 
-from .embedding_map import TRUTH_COLOURS  # the map's colours: ground truth looks the same on every page
+from .embedding_map import TRUTH_COLOURS, colour_scale  # ground truth looks the same on every page
 
 MAX_POINTS = 20_000
 SPLIT_COLOURS = {CANDIDATE: "#d62728", INDEPENDENT: "#1f77b4", EXTRA: "#7f7f7f", SHARED: "#bcbd22"}
@@ -99,11 +99,6 @@ def split_histograms(scores: pd.DataFrame, bins: int = 60) -> pd.DataFrame:
 # parsed: the first chart took 10 s on the benchmark VM under load (docs/benchmarks.md).
 
 
-def _colour_scale(domain: list[str], colours: dict[str, str]) -> alt.Scale:
-    fallback = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
-    return alt.Scale(domain=domain, range=[colours.get(d, fallback[i % len(fallback)]) for i, d in enumerate(domain)])
-
-
 def histogram_chart(hist: pd.DataFrame, label: str, height: int = 320) -> alt.Chart:
     """Overlaid per-split histograms (from `split_histograms`), legend on top so it covers nothing."""
     splits = list(dict.fromkeys(hist["split"]))
@@ -115,7 +110,7 @@ def histogram_chart(hist: pd.DataFrame, label: str, height: int = 320) -> alt.Ch
             x2="end:Q",
             y=alt.Y("count:Q", title="samples"),
             y2=alt.datum(0),
-            color=alt.Color("split:N", scale=_colour_scale(splits, SPLIT_COLOURS), legend=alt.Legend(orient="top")),
+            color=alt.Color("split:N", scale=colour_scale(splits, SPLIT_COLOURS), legend=alt.Legend(orient="top")),
             tooltip=["split", alt.Tooltip("value:Q", format=".3f", title=label), "count"],
         )
     )
@@ -132,7 +127,7 @@ def alignment_chart(points: pd.DataFrame, x_label: str, y_label: str, height: in
             x=alt.X("x:Q", title=x_label, scale=alt.Scale(zero=False)),
             y=alt.Y("y:Q", title=y_label, scale=alt.Scale(zero=False)),
             color=alt.Color(
-                "ground truth:N", scale=_colour_scale(truths, TRUTH_COLOURS), legend=alt.Legend(orient="top")
+                "ground truth:N", scale=colour_scale(truths, TRUTH_COLOURS), legend=alt.Legend(orient="top")
             ),
             order="order:Q",
             tooltip=[alt.Tooltip("x:Q", format=".3f", title=x_label), alt.Tooltip("y:Q", format=".3f", title=y_label)],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -163,22 +162,45 @@ def test_map_frame_colours_by_registry_scores_split_truth_and_verdict(run):
     assert frame["verdict"].tolist() == ["mis-captioned", "no verdict"] and frame["row"].tolist() == [0, 1]
     assert frame["ground truth"].tolist() == ["clean", "mis-captioned"]
     np.testing.assert_array_equal(frame["clipmem"], run.scores["clipmem"].iloc[[0, 1]])  # the same CLIPMem
+    assert frame["caption"].tolist() == run.scores["caption"].iloc[[0, 1]].tolist()
     options = embedding_map.colour_options(run.scores)
     assert options["clipmem"] == "CLIPMem" and list(options)[-3:] == ["split", "ground truth", "verdict"]
-    assert "split shared · ground truth clean · verdict mis-captioned" in frame["hover"].iloc[0]
 
 
-def test_map_selection_is_kept_across_colour_changes():
-    class Event:
-        selection: ClassVar[dict] = {"points": [{"customdata": [7]}, {"customdata": [2]}, {"customdata": [7]}]}
+def _map_points(run, n=6):
+    frame = embedding_map.map_frame(run.scores, np.arange(n), {})
+    return frame.assign(x=np.arange(n, dtype=float), y=np.arange(n, dtype=float) * 10)
 
-    assert embedding_map.selected_rows(Event()).tolist() == [2, 7]
-    assert embedding_map.selected_rows(None).size == 0
-    state = {embedding_map.CHART: {"selection": {"points": [{"customdata": [5]}]}}}
-    embedding_map.remember_selection(state)
-    assert state[embedding_map.SELECTED] == [5]
-    assert embedding_map.selected_points(np.array([9, 5, 3]), np.array([5])) == [1]
-    assert embedding_map.selected_points(np.array([9]), np.array([], dtype=np.int64)) is None
+
+def test_map_chart_hovers_registry_labels_greys_missing_scores_and_marks_the_kept_selection(run):
+    points = embedding_map.mark_selected(_map_points(run), np.array([2, 4]))
+    points.loc[0, "clipmem"] = np.nan
+    spec = embedding_map.map_chart(points, "clipmem", "CLIPMem").to_dict()
+    encoding = spec["encoding"]
+    assert [t["title"] for t in encoding["tooltip"]][:4] == ["caption", "split", "ground truth", "verdict"]
+    assert "CLIPMem" in [t["title"] for t in encoding["tooltip"]]
+    assert encoding["color"]["condition"]["test"] == "isValid(datum['clipmem'])"
+    assert encoding["color"]["value"] == embedding_map.NO_VALUE_COLOUR  # a missing score is grey, not dropped
+    assert {p["name"] for p in spec["params"]} == {embedding_map.BOX, embedding_map.CLICK}
+    values = next(iter(spec["datasets"].values()))
+    assert [v["row"] for v in values if v["selected"]] == [2, 4]
+    assert "|| !true" in encoding["opacity"]["condition"]["test"]  # the others fade while a selection is kept
+    truth = embedding_map.map_chart(points, "ground truth", "Ground truth").to_dict()["encoding"]["color"]
+    assert dict(zip(truth["scale"]["domain"], truth["scale"]["range"]))["mis-captioned"] == "#9467bd"
+
+
+def test_map_selection_reads_a_box_and_clicks_and_is_kept_across_colour_changes(run):
+    points = _map_points(run)
+    box = {"selection": {embedding_map.BOX: {"x": [3.5, 1.5], "y": [0.0, 100.0]}}}
+    assert embedding_map.selected_rows(box, points).tolist() == [2, 3]  # x in [1.5, 3.5], ranges in any order
+    clicks = {"selection": {embedding_map.CLICK: [{"row": 5}, {"row": 0}, {"row": 5}]}}
+    assert embedding_map.selected_rows(clicks, points).tolist() == [0, 5]
+    assert embedding_map.selected_rows({"selection": {}}, points).size == 0
+    assert embedding_map.selected_rows(None, points).size == 0
+    state = {embedding_map.CHART: clicks}
+    embedding_map.remember_selection(state, points)
+    assert state[embedding_map.SELECTED] == [0, 5]
+    assert embedding_map.mark_selected(points, np.array([5]))["selected"].tolist() == [False] * 5 + [True]
 
 
 def test_overview_tables_come_from_the_manifest_under_registry_labels(run):

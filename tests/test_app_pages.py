@@ -362,7 +362,7 @@ def test_a_cards_inspect_link_opens_the_inspector_on_that_sample_in_a_new_sessio
 
 def test_embedding_map_colours_by_registry_scores_truth_and_verdict(cache_root):
     at = _open(_app(), navigation.EMBEDDING_MAP.path)
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("vega_lite_chart")) == 1
     options = at.main.get("segmented_control")[0].options
     assert options[:2] == ["Likely mis-captioned", "CLIPMem"] and options[-3:] == ["Split", "Ground truth", "Verdict"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import plotly.express as px
 import streamlit as st
 
 from clipmem_core.review.decisions import decided
@@ -31,42 +30,18 @@ colour = st.segmented_control(
 )
 st.caption(
     f"{len(points):,} of {int(mask.sum()):,} matching samples shown (those with a verdict always). "
-    "Hover a point for its caption, split, ground truth and verdict; click it, or box/lasso select, to see it below."
+    "Hover a point for its caption, split, ground truth and verdict; drag a box, or click a point "
+    "(shift-click for more), to see them below. Double-click clears."
 )
-continuous = colour in options and colour not in (emap.SPLIT, emap.TRUTH, emap.DECISION)
+continuous = colour not in (emap.SPLIT, emap.TRUTH, emap.DECISION)
 if continuous and points[colour].isna().any():
     st.caption(f"Dark grey points: {points[colour].isna().sum():,} samples that have no {options[colour]}.")
-fig = px.scatter(
-    points,
-    x="x",
-    y="y",
-    color=colour,
-    custom_data=["row"],
-    render_mode="webgl",
-    color_continuous_scale="RdBu_r",
-    color_discrete_map={**emap.VERDICT_COLOURS, **emap.TRUTH_COLOURS} if not continuous else None,
-    labels={colour: options[colour]},
-    height=620,
-)
 selected = np.asarray(ss.get(emap.SELECTED) or [], dtype=np.int64)
-for trace in fig.data:
-    trace.hovertemplate = "%{text}<extra></extra>"
-    trace.text = points.set_index("row").loc[np.asarray(trace.customdata)[:, 0], "hover"].tolist()
-    trace.selectedpoints = emap.selected_points(np.asarray(trace.customdata)[:, 0], selected)
-fig.update_traces(marker={"size": 6})
-fig.update_layout(
-    dragmode="lasso",
-    xaxis={"visible": False},
-    yaxis={"visible": False},
-    legend={"orientation": "h", "y": -0.02},
-    margin={"l": 0, "r": 0, "t": 10, "b": 0},
-)
-st.plotly_chart(
-    fig,
+st.altair_chart(
+    emap.map_chart(emap.mark_selected(points, selected), colour, options[colour]),
     width="stretch",
     key=emap.CHART,
-    on_select=lambda: emap.remember_selection(ss),
-    selection_mode=("points", "box", "lasso"),
+    on_select=lambda: emap.remember_selection(ss, points),
 )
 
 chosen = selected[np.isin(selected, rows)] if selected.size else selected
