@@ -3,8 +3,9 @@
 Three measurements on the first ``--n`` samples of a real dataset (default: openclipart, 64 px):
 
 - **loader**: the training DataLoader alone (decode, random crop, tokenise, collate), with images decoded
-  once and kept in memory (what runs below ``PRELOAD_LIMIT`` images do) or read from disk on every draw
-  (what larger runs do), for each ``--workers`` count;
+  once and kept in memory (what runs below ``PRELOAD_LIMIT`` images do), read from disk on every draw
+  (what larger runs do), or read on every draw from WebDataset shards in place (the same images packed
+  into 512-sample tars: a seek and a read at the member's offset), for each ``--workers`` count;
 - **model**: one training step alone (forward, loss, backward, AdamW) on a fixed batch, the baseline the
   loader has to keep up with: loader/model above 1 means the loader is not the bottleneck;
 - **processes**: a whole full-protocol run's training, ``python -m clipmem_core run`` in one process
@@ -20,11 +21,13 @@ Prints a Markdown table per measurement (docs/benchmarks.md quotes them).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -50,9 +53,25 @@ def subset_csv(source: str, n: int, folder: Path) -> Path:
     return path
 
 
-def loader_rate(csv: Path, model: str, batch: int, workers: int, in_memory: bool, batches: int) -> float:
-    """Samples/s of the training DataLoader over ``batches`` batches (the first one, warm-up, not timed)."""
+def subset_shards(csv: Path, folder: Path, per_shard: int = 512) -> Path:
+    """The subset as WebDataset shards (``<key>.png`` + ``<key>.txt``) in ``folder``, which is returned."""
     dataset = read_dataset(csv, progress=False, check_images=False, allow_outside_root=True)
+    folder.mkdir()
+    rows = list(zip(dataset.samples["filepath"], dataset.samples["caption"]))
+    for number, start in enumerate(range(0, len(rows), per_shard)):
+        with tarfile.open(folder / f"shard-{number:05d}.tar", "w") as tar:
+            for key, (filepath, caption) in enumerate(rows[start : start + per_shard], start=start):
+                image = (dataset.root / filepath).read_bytes()
+                for name, data in ((f"{key:07d}{Path(filepath).suffix}", image), (f"{key:07d}.txt", caption.encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return folder
+
+
+def loader_rate(data: Path, model: str, batch: int, workers: int, in_memory: bool, batches: int) -> float:
+    """Samples/s of the training DataLoader over ``batches`` batches (the first one, warm-up, not timed)."""
+    dataset = read_dataset(data, progress=False, check_images=False, allow_outside_root=True)
     bundle = create_clip(model)
     limit = pipeline.PRELOAD_LIMIT
     pipeline.PRELOAD_LIMIT = len(dataset) if in_memory else 0  # the two paths a run takes, by its size
@@ -141,10 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         rows = [
             {"what": f"model: one training step ({args.model}, batch {args.batch})", "samples/s": model, "÷ model": 1.0}
         ]
-        for in_memory in (True, False):
+        shards = subset_shards(csv, Path(tmp) / "shards")
+        sources = [
+            ("decoded in memory", csv, True),
+            ("read from disk each draw", csv, False),
+            ("read from shards in place each draw", shards, False),
+        ]
+        for where, data, in_memory in sources:
             for workers in map(int, args.workers.split(",")):
-                rate = loader_rate(csv, args.model, args.batch, workers, in_memory, args.batches)
-                where = "decoded in memory" if in_memory else "read from disk each draw"
+                rate = loader_rate(data, args.model, args.batch, workers, in_memory, args.batches)
                 rows.append({"what": f"loader: {where}, {workers} workers", "samples/s": rate, "÷ model": rate / model})
         print(table(rows) + "\n")
         if not args.skip_runs:

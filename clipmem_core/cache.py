@@ -35,6 +35,7 @@ from PIL import Image
 from .atomic import relative_if_inside, write_json, write_npy, write_parquet
 from .data import IMAGE_SUFFIXES
 from .errors import ClipmemError
+from .shards import image_exists
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)  # version 1 runs (before the score registry) are upgraded in memory
@@ -234,6 +235,9 @@ class Run:
     def image_path(self, row: int) -> Path | None:
         """The full-size image of a row, or None if the row names no usable image file.
 
+        The path may run through a WebDataset shard (``shards.tar/key.jpg``): open it with
+        `clipmem_core.shards.open_image_source`.
+
         Only rows of the run are served, never a path built from request input: a relative ``filepath``
         must stay inside the dataset root (checked lexically, as at ingest), an absolute one is what the
         user's own CSV or COCO file named (``clipmem_core.data``), and either must be an existing file
@@ -254,7 +258,7 @@ class Run:
             candidate = Path(os.path.normpath(root / written))
             if not candidate.is_relative_to(root):
                 return None
-        if candidate.suffix.lower() not in IMAGE_SUFFIXES or not candidate.is_file():
+        if candidate.suffix.lower() not in IMAGE_SUFFIXES or not image_exists(candidate):
             return None
         return candidate
 

@@ -17,7 +17,7 @@ from typing import NoReturn
 
 from .errors import ClipmemError
 
-DATA_OPTIONS = ("data", "img_key", "caption_key", "on_error", "allow_outside_root")
+DATA_OPTIONS = ("data", "img_key", "caption_key", "on_error", "allow_outside_root", "extract_shards")
 _CHOICES = {"on_error": ("skip", "fail")}
 
 
@@ -154,6 +154,7 @@ def _cmd_inject(args: argparse.Namespace) -> int:
         force=args.force,
         allow_outside_root=args.allow_outside_root,
         on_error=args.on_error,
+        extract_shards=args.extract_shards,
     )
     print(json.dumps(summary, default=str))
     return 0
@@ -315,6 +316,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         caption_key=args.caption_key,
         on_error=args.on_error,
         allow_outside_root=args.allow_outside_root,
+        extract_shards=args.extract_shards,
     )
     print(f"run written to {run.path} ({len(run.scores)} samples)")
     return 0

@@ -138,6 +138,11 @@ class RunConfig:
         "accept relative image paths that leave the dataset's folder with '..' (absolute paths are always accepted)",
         default=False,
     )
+    extract_shards: bool = _option(
+        "WebDataset shards: extract their images to $CLIPMEM_DATA_CACHE once instead of reading them in place "
+        "(for small data, or tools that need plain files)",
+        default=False,
+    )
     device: str = _option("auto (CUDA if present), cpu, cuda, cuda:1 …", default="auto")
     num_workers: int = _option("data-loader worker processes", default=0)
     thumbnail_size: int = _option("longest side of the dashboard's thumbnails, in pixels", default=96)

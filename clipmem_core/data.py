@@ -6,10 +6,13 @@ Every reader yields the same raw records; one validation pass then sorts each re
 Paths. The *base* folder is the one the input names paths against: the CSV/TSV's folder, the JSON's
 folder (a COCO ``file_name`` missing there is looked up under an ``images/`` folder beside the JSON),
 or the image folder itself. WebDataset shards (a ``.tar``, a folder holding ``*.tar``, or a brace pattern
-such as ``train-{0000..0003}.tar`` in the file name) have their images extracted once into a cache folder
-named by the shards' paths, sizes and mtimes (under ``$CLIPMEM_DATA_CACHE``, else
-``~/.cache/clipmem/webdataset``), never beside the shards; that folder is the base, and a sample's
-``filepath`` is ``<shard stem>/<key>.<ext>``. ``root`` is always the base. A sample's ``filepath`` is
+such as ``train-{0000..0003}.tar`` in the file name) are read in place: the base is the shards' folder
+and a sample's ``filepath`` runs through its shard, ``<shard>.tar/<key>.<ext>``; images are read from
+the tar at their offsets (`clipmem_core.shards`), nothing is written. With ``extract_shards`` (for small
+data, or tools that need plain files) the images are extracted once into a cache folder named by the
+shards' paths, sizes and mtimes (under ``$CLIPMEM_DATA_CACHE``, else ``~/.cache/clipmem/webdataset``),
+never beside the shards; that folder is then the base, and ``filepath`` is ``<shard stem>/<key>.<ext>``.
+Either way a sample's derived id is the same. ``root`` is always the base. A sample's ``filepath`` is
 relative to it when the image lies inside it; an absolute path written in the user's own CSV/COCO file
 (img2dataset and open_clip CSVs use them) is kept absolute. A relative path that leaves the base with
 ``..`` is refused (a skipped row) unless ``allow_outside_root``; then it is stored as an absolute path
@@ -35,11 +38,11 @@ import shutil
 import tarfile
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -48,6 +51,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_path, check_output_file
 from .errors import ClipmemError
+from .shards import image_exists, image_stat, open_image_source, shards_root
 
 log = logging.getLogger("clipmem")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -121,17 +125,19 @@ def read_dataset(
     check_images: bool = True,
     progress: bool = True,
     allow_outside_root: bool = False,
+    extract_shards: bool = False,
 ) -> Dataset:
     """Read and validate a dataset; bad rows are skipped with a reason, or raise if ``on_error="fail"``.
 
     ``check_images`` decodes every image fully (a truncated JPEG passes PIL's ``verify()`` but not a
     decode); without it only existence is checked. ``allow_outside_root`` accepts relative paths that
-    leave the dataset's folder with ``..`` (absolute paths are always accepted).
+    leave the dataset's folder with ``..`` (absolute paths are always accepted). ``extract_shards``
+    writes WebDataset images to the extraction cache instead of reading them in place.
     """
     if on_error not in ("skip", "fail"):
         raise ClipmemError(f"on_error must be 'skip' or 'fail', not {on_error!r}")
     source = Path(path).expanduser().resolve()
-    fmt, base, records, has_label = _read_records(source, img_key, caption_key, progress)
+    fmt, base, records, has_label = _read_records(source, img_key, caption_key, progress, extract_shards)
     if not records:
         raise ClipmemError(f"{source} holds no samples")
     notes = [r.problem for r in records if r.warn and r.problem]
@@ -156,19 +162,21 @@ def read_dataset(
 
 
 def _read_records(
-    source: Path, img_key: str, caption_key: str, progress: bool
+    source: Path, img_key: str, caption_key: str, progress: bool, extract_shards: bool
 ) -> tuple[str, Path, list[_Record], bool]:
     """Pick the reader by the path: (format, base folder, records, has a label column)."""
     if _BRACE.search(source.name):
-        return _read_webdataset(_pattern_shards(source), progress)
+        return _read_webdataset(_pattern_shards(source), progress, extract_shards)
     if not source.exists():
         raise ClipmemError(f"dataset {source} does not exist")
     if source.is_dir():
         shards = sorted(p for p in source.glob("*.tar") if p.is_file())
-        return _read_webdataset(shards, progress) if shards else ("folder", source, _read_folder(source), False)
+        if shards:
+            return _read_webdataset(shards, progress, extract_shards)
+        return "folder", source, _read_folder(source), False
     suffix = source.suffix.lower()
     if suffix == ".tar":
-        return _read_webdataset([source], progress)
+        return _read_webdataset([source], progress, extract_shards)
     if suffix in (".csv", ".tsv"):
         fmt = suffix[1:]
         records, has_label = _read_table(source, fmt, img_key, caption_key)
@@ -404,22 +412,27 @@ def _expand_braces(name: str) -> list[str]:
     ]
 
 
-def _read_webdataset(shards: list[Path], progress: bool) -> tuple[str, Path, list[_Record], bool]:
-    """Stream the shards in order, extracting images into the cache folder; one record per sample key.
+def _read_webdataset(shards: list[Path], progress: bool, extract: bool) -> tuple[str, Path, list[_Record], bool]:
+    """Stream the shards in order, one record per sample key; images stay in the shards unless ``extract``.
 
     A shard that is not a tar, or whose end is missing or damaged, adds one skipped record saying so
     (its readable samples are kept), so a truncated download never passes unnoticed.
     """
-    root = _extraction_dir(shards)
+    root = _extraction_dir(shards) if extract else shards_root(shards)
     grouped: list[tuple[Path, _TarSample]] = []
     with tqdm(desc="reading shards", unit="file", disable=not progress) as bar:
         for shard in shards:
-            samples, damage = _shard_samples(shard, root / shard.stem, bar)
+            samples, damage = _shard_samples(shard, _image_folder(root, shard, extract), bar, extract)
             grouped += [(shard, sample) for sample in samples]
             if damage:
                 grouped.append((shard, _TarSample(DAMAGED_SHARD, problem=damage)))
-    records = [_tar_record(i, shard, root, sample) for i, (shard, sample) in enumerate(grouped, start=1)]
+    records = [_tar_record(i, shard, root, sample, extract) for i, (shard, sample) in enumerate(grouped, start=1)]
     return "webdataset", root, records, any(r.label is not None for r in records)
+
+
+def _image_folder(root: Path, shard: Path, extract: bool) -> Path:
+    """Where a shard's member paths live: its extraction folder, or the shard itself (read in place)."""
+    return root / shard.stem if extract else shard
 
 
 def _extraction_dir(shards: list[Path]) -> Path:
@@ -430,8 +443,8 @@ def _extraction_dir(shards: list[Path]) -> Path:
     return Path(base).expanduser().resolve() / digest
 
 
-def _shard_samples(shard: Path, out_dir: Path, bar: tqdm) -> tuple[list[_TarSample], str | None]:
-    """Group a shard's members by key (first-seen order), extracting images not already in ``out_dir``.
+def _shard_samples(shard: Path, out_dir: Path, bar: tqdm, extract: bool) -> tuple[list[_TarSample], str | None]:
+    """Group a shard's members by key (first-seen order); with ``extract``, write images not already in ``out_dir``.
 
     Returns the samples and, for a shard that is unreadable, truncated or damaged, what is wrong with it.
     Python's tarfile stops silently at a truncated or garbled header, so the end-of-archive block is
@@ -446,7 +459,7 @@ def _shard_samples(shard: Path, out_dir: Path, bar: tqdm) -> tuple[list[_TarSamp
                 key, ext = _split_member(member.name)
                 if member.isfile() and key and ext:
                     current = samples.setdefault(key, _new_sample(key, out_dir))
-                    _add_member(tar, member, current, ext, out_dir)
+                    _add_member(tar, member, current, ext, out_dir if extract else None)
             end = tar.offset
     except (tarfile.TarError, EOFError, OSError) as exc:
         if not samples:
@@ -483,8 +496,10 @@ def _new_sample(key: str, out_dir: Path) -> _TarSample:
     return _TarSample(key, problem=f"member name {key!r} points outside the shard" if escapes else None)
 
 
-def _add_member(tar: tarfile.TarFile, member: tarfile.TarInfo, sample: _TarSample, ext: str, out_dir: Path) -> None:
-    """Record one member; images are written to ``out_dir`` unless the sample's name is unsafe or already there."""
+def _add_member(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, sample: _TarSample, ext: str, out_dir: Path | None
+) -> None:
+    """Record one member; images are written to ``out_dir`` (if given) unless the name is unsafe or already there."""
     kind = ext.lower()
     if kind in sample.kinds:
         sample.problem = sample.problem or f"duplicate member {member.name}"
@@ -494,9 +509,8 @@ def _add_member(tar: tarfile.TarFile, member: tarfile.TarInfo, sample: _TarSampl
         sample.images.append(f"{sample.key}.{ext}")
         if member.size > MAX_MEMBER_BYTES:
             sample.problem = sample.problem or f"member {member.name} is larger than {MAX_MEMBER_BYTES:,} bytes"
-        target = out_dir / sample.images[-1]
-        if not sample.problem and not target.exists():
-            _extract(tar, member, target)
+        if out_dir is not None and not sample.problem and not (out_dir / sample.images[-1]).exists():
+            _extract(tar, member, out_dir / sample.images[-1])
     elif kind in ("txt", "json"):
         if member.size > MAX_TEXT_MEMBER_BYTES:
             sample.problem = sample.problem or f"member {member.name} is larger than {MAX_TEXT_MEMBER_BYTES:,} bytes"
@@ -512,13 +526,16 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> Non
         os.utime(tmp, (member.mtime, member.mtime))
 
 
-def _tar_record(row: int, shard: Path, root: Path, sample: _TarSample) -> _Record:
+def _tar_record(row: int, shard: Path, root: Path, sample: _TarSample, extract: bool) -> _Record:
+    folder = _image_folder(root, shard, extract)
     if sample.key == DAMAGED_SHARD:
-        return _Record(row, shard.name, root / shard.stem, [], "", problem=sample.problem, warn=True)
+        return _Record(row, shard.name, folder, [], "", problem=sample.problem, warn=True)
     meta, json_problem = _sample_json(sample)
     captions = _tar_captions(sample, meta)
-    path = _absolute(root / shard.stem, sample.images[0] if sample.images else sample.key)
-    derived = _derived_id(root, path, captions[0] if captions else "")
+    image = sample.images[0] if sample.images else sample.key
+    path = _absolute(folder, image)
+    # the id names the image as extraction does (<stem>/<member>), so both ways of reading agree on it
+    derived = _derived_id(Path("/"), _absolute(Path("/") / shard.stem, image), captions[0] if captions else "")
     return _Record(
         row=row,
         written=f"{shard.name}:{sample.key}",
@@ -636,7 +653,7 @@ def _problem(
         return "duplicate row", f"same filepath and caption as row {seen_pairs[(rec.path, tuple(rec.captions))]}"
     if rec.sample_id in seen_ids:
         return "duplicate id", f"{rec.sample_id!r} is also row {seen_ids[rec.sample_id]}"
-    if not rec.path.is_file():
+    if not image_exists(rec.path):
         return "image file is missing", str(rec.path)
     if check_images:
         if rec.path not in image_problems:
@@ -668,12 +685,12 @@ def _image_problem(path: Path) -> str | None:
     ``verify()`` alone passes a truncated JPEG, which would then abort the run at "load images".
     """
     try:
-        with _quiet_bombs(), Image.open(path) as image:
+        with _quiet_bombs(), Image.open(open_image_source(path)) as image:
             too_large = _size_problem(image)
             if too_large:
                 return too_large
             image.verify()
-        with _quiet_bombs(), Image.open(path) as image:
+        with _quiet_bombs(), Image.open(open_image_source(path)) as image:
             image.load()
     except Exception as exc:  # PIL raises many exception types for damaged files
         return (str(exc) or type(exc).__name__).splitlines()[0][:300]
@@ -739,9 +756,9 @@ def _content_hash(samples: pd.DataFrame, root: Path) -> str:
     for sid, filepath, caps, label, category in sorted(
         zip(samples["sample_id"], samples["filepath"], samples["captions"], labels, categories), key=lambda r: r[0]
     ):
-        stat = (root / filepath).stat()
+        size, mtime_ns = image_stat(root / filepath)
         label = None if label is None else bool(label)
-        entry = [sid, filepath, list(caps), label, stat.st_size, stat.st_mtime_ns]
+        entry = [sid, filepath, list(caps), label, size, mtime_ns]
         digest.update(json.dumps(entry if category is None else [*entry, category]).encode())
     return digest.hexdigest()
 
@@ -758,8 +775,16 @@ def load_image(root: str | os.PathLike, filepath: str) -> Image.Image:
     ``filepath`` is relative to ``root`` or absolute (see the module docstring).
     """
     path = Path(root) / filepath
+    return decode_image(path, lambda: open_image_source(path))
+
+
+def decode_image(path: Path, source: Callable[[], BinaryIO | Path]) -> Image.Image:
+    """Decode what ``source()`` gives (a file's path or a shard member's bytes) as 8-bit RGB; ``path`` names it.
+
+    Every failure, reading included, is a ClipmemError naming the image.
+    """
     try:
-        with _quiet_bombs(), Image.open(path) as image:
+        with _quiet_bombs(), Image.open(source()) as image:
             too_large = _size_problem(image)
             if too_large:
                 raise ClipmemError(f"image {path} is unusable: {too_large}")
@@ -817,6 +842,7 @@ def inject_miscaptions(
     force: bool = False,
     allow_outside_root: bool = False,
     on_error: str = "skip",
+    extract_shards: bool = False,
 ) -> dict:
     """Write a CSV copy of a dataset where a seeded ``fraction`` of samples carry another sample's caption.
 
@@ -838,6 +864,7 @@ def inject_miscaptions(
         progress=progress,
         allow_outside_root=allow_outside_root,
         on_error=on_error,
+        extract_shards=extract_shards,
     )
     samples = dataset.samples
     new = donor_captions(samples["captions"].tolist(), fraction, np.random.default_rng(seed))

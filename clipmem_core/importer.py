@@ -120,6 +120,7 @@ def import_run(
     caption_key: str = "caption",
     on_error: str = "skip",
     allow_outside_root: bool = False,
+    extract_shards: bool = False,
 ) -> cache.Run:
     """Join externally computed scores to a dataset and write a complete run.
 
@@ -133,7 +134,12 @@ def import_run(
     timer = Stopwatch()
     with timer.stage("ingest"):
         dataset = read_dataset(
-            data, img_key=img_key, caption_key=caption_key, on_error=on_error, allow_outside_root=allow_outside_root
+            data,
+            img_key=img_key,
+            caption_key=caption_key,
+            on_error=on_error,
+            allow_outside_root=allow_outside_root,
+            extract_shards=extract_shards,
         )
         scores = _read_scores(Path(scores_path))
         image_vectors = _read_embeddings(image_embeddings, len(scores), "--image-embeddings")

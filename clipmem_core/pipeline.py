@@ -8,6 +8,7 @@ the per-epoch checkpoints of every model.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import platform
@@ -25,10 +26,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import cache, distributed
+from . import cache, distributed, shards
 from .atomic import remove_stale_temps, write_json
 from .config import RunConfig
-from .data import Dataset, load_image, read_dataset, write_skip_report
+from .data import Dataset, decode_image, read_dataset, write_skip_report
 from .device import pick_device
 from .droplist import Exclusion, apply_drop_list, read_drop_list
 from .errors import ClipmemError
@@ -63,18 +64,23 @@ class ImageList(Sequence):
     """Images of a dataset by row: decoded once if the dataset is small, read on demand otherwise.
 
     Images are downscaled on load to ``max_side`` (a few times the model's input), so a folder of
-    posters costs memory for what the model sees, not for their full size.
+    posters costs memory for what the model sees, not for their full size. Images inside WebDataset
+    shards are found once (`shards.locate`: three integers a row, which forked loader workers share)
+    and then read at their offsets.
     """
 
     def __init__(self, root: Path, filepaths: Sequence[str], max_side: int | None = None):
         self.root, self.filepaths, self.max_side = root, list(filepaths), max_side
+        self._where = shards.locate([root / p for p in self.filepaths])
         self._cache: list[Image.Image] | None = None
         if len(self.filepaths) <= PRELOAD_LIMIT:
-            bar = tqdm(self.filepaths, desc="load images", unit="img", leave=False, disable=not distributed.is_main())
-            self._cache = [self._load(p) for p in bar]
+            bar = tqdm(range(len(self)), desc="load images", unit="img", leave=False, disable=not distributed.is_main())
+            self._cache = [self._load(row) for row in bar]
 
-    def _load(self, filepath: str) -> Image.Image:
-        image = load_image(self.root, filepath)
+    def _load(self, row: int) -> Image.Image:
+        path = self.root / self.filepaths[row]
+        member = self._where.member_bytes(row)
+        image = decode_image(path, lambda: path if member is None else io.BytesIO(member))
         if self.max_side and max(image.size) > self.max_side:
             image.thumbnail((self.max_side, self.max_side), Image.Resampling.BICUBIC)
         return image
@@ -85,7 +91,7 @@ class ImageList(Sequence):
     def __getitem__(self, item):
         if isinstance(item, slice):
             return [self[i] for i in range(*item.indices(len(self)))]
-        return self._cache[item] if self._cache is not None else self._load(self.filepaths[item])
+        return self._cache[item] if self._cache is not None else self._load(item)
 
     def subset(self, rows: np.ndarray) -> list[Image.Image]:
         return [self[int(r)] for r in rows]
@@ -383,6 +389,7 @@ def _compute(config: RunConfig, device: torch.device, resume: bool) -> cache.Run
             caption_key=config.caption_key,
             on_error=config.on_error,
             allow_outside_root=config.allow_outside_root,
+            extract_shards=config.extract_shards,
         )
         create_clip(config.model, init_checkpoint=config.init_checkpoint)  # fail fast on a bad model
         exclusion = select_samples(dataset, config)  # before folds or splits are drawn

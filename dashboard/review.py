@@ -31,6 +31,7 @@ from clipmem_core.index import Neighbour, NeighbourSearch
 from clipmem_core.review import ReviewStore, is_lead
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 from clipmem_core.scores import column_label
+from clipmem_core.shards import open_image_source
 
 from .gallery import card_scores
 
@@ -226,7 +227,7 @@ def sample_line(sample: pd.Series) -> str:
 
 def review_image(path: Path, min_width: int = REVIEW_IMAGE_PX) -> tuple[Image.Image, str | None]:
     """The image at least ``min_width`` px wide; a small one is upscaled and the note says from what."""
-    with Image.open(path) as opened:
+    with Image.open(open_image_source(path)) as opened:
         image = opened.convert("RGB")
     width, height = image.size
     if width >= min_width:

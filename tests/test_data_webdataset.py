@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from clipmem_core import shards
 from clipmem_core.data import load_image, read_dataset
 from clipmem_core.errors import ClipmemError
+from clipmem_core.pipeline import ImageList
 
 
 @pytest.fixture(autouse=True)
@@ -54,6 +56,11 @@ def read(path, **kw):
     return read_dataset(path, progress=False, **kw)
 
 
+def extracted(path, **kw):
+    """The old way, kept as an option: images extracted once into the data cache."""
+    return read_dataset(path, progress=False, extract_shards=True, **kw)
+
+
 def files_under(folder: Path) -> dict[Path, tuple[int, int]]:
     return {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in folder.rglob("*") if p.is_file()}
 
@@ -65,8 +72,9 @@ def test_single_tar(tmp_path, data_cache):
     path = simple_shard(tmp_path / "shards" / "train-0000.tar")
     ds = read(path)
     assert ds.format == "webdataset" and len(ds) == 3 and ds.skipped.empty
-    assert ds.source == path.resolve() and ds.root.parent == data_cache.resolve()
-    assert ds.samples["filepath"].tolist() == [f"train-0000/{i:06d}.png" for i in range(3)]
+    assert ds.source == path.resolve() and ds.root == path.parent.resolve()  # read in place: nothing extracted
+    assert ds.samples["filepath"].tolist() == [f"train-0000.tar/{i:06d}.png" for i in range(3)]
+    assert not data_cache.exists()
     assert ds.samples["captions"].tolist() == [[f"caption {i}"] for i in range(3)]
     assert all(re.fullmatch(r"[0-9a-f]{16}", sid) for sid in ds.samples["sample_id"])
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["train-0000.tar"]
@@ -78,8 +86,8 @@ def test_directory_of_shards_is_read_in_sorted_order(tmp_path):
     (tmp_path / "shards" / "notes.md").write_text("not a shard")
     ds = read(tmp_path / "shards")
     assert ds.format == "webdataset"
-    assert ds.samples["filepath"].tolist() == [f"a/{i:06d}.png" for i in range(3)] + [
-        f"b/{i:06d}.png" for i in range(3, 6)
+    assert ds.samples["filepath"].tolist() == [f"a.tar/{i:06d}.png" for i in range(3)] + [
+        f"b.tar/{i:06d}.png" for i in range(3, 6)
     ]
 
 
@@ -88,7 +96,8 @@ def test_brace_pattern(tmp_path):
         simple_shard(tmp_path / f"train-{s:04d}.tar", n=2, first=2 * s)
     ds = read(tmp_path / "train-{0001..0003}.tar")
     assert ds.format == "webdataset" and len(ds) == 6
-    assert ds.samples["filepath"].str.split("/").str[0].unique().tolist() == ["train-0001", "train-0002", "train-0003"]
+    shards_read = ds.samples["filepath"].str.split("/").str[0].unique().tolist()
+    assert shards_read == ["train-0001.tar", "train-0002.tar", "train-0003.tar"]
     with pytest.raises(ClipmemError, match=r"2 of 7 shards .* do not exist, e\.g\. .*train-0005\.tar"):
         read(tmp_path / "train-{0000..0006}.tar")
 
@@ -116,7 +125,7 @@ def test_multi_caption_and_json_captions(tmp_path):
             ],
         )
     )
-    assert ds.samples["filepath"].tolist() == ["s/a.jpg", "s/b.webp", "s/c.png"]
+    assert ds.samples["filepath"].tolist() == ["s.tar/a.jpg", "s.tar/b.webp", "s.tar/c.png"]
     assert ds.samples["captions"].tolist() == [["one", "two"], ["from json"], ["first", "second"]]
     assert ds.samples["caption"].tolist() == ["one", "from json", "first"]
 
@@ -169,7 +178,7 @@ def test_oversized_members_are_refused_without_extracting(tmp_path, data_cache, 
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(noise, "PNG")
     members = [("a.png", noise.getvalue()), ("a.txt", "x"), ("b.png", image_bytes()), ("b.txt", "y" * 40)]
     members += [("c.png", image_bytes()), ("c.txt", "z")]
-    ds = read(shard(tmp_path / "s.tar", members))
+    ds = extracted(shard(tmp_path / "s.tar", members))
     assert ds.samples["filepath"].tolist() == ["s/c.png"]
     assert ds.skipped["reason"].tolist() == [
         "member a.png is larger than 1,000 bytes",
@@ -180,22 +189,24 @@ def test_oversized_members_are_refused_without_extracting(tmp_path, data_cache, 
 
 def test_derived_ids_are_stable_across_reads_and_cache_folders(tmp_path, monkeypatch):
     path = simple_shard(tmp_path / "s.tar")
-    first = read(path)
+    first = extracted(path)
     monkeypatch.setenv("CLIPMEM_DATA_CACHE", str(tmp_path / "other"))
-    again = read(path)
+    again = extracted(path)
     assert again.root != first.root
     assert first.samples["sample_id"].tolist() == again.samples["sample_id"].tolist()
+    assert read(path).samples["sample_id"].tolist() == first.samples["sample_id"].tolist()  # in place: the same ids
 
 
 def test_default_cache_folder_is_under_home(tmp_path, monkeypatch):
     monkeypatch.delenv("CLIPMEM_DATA_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    ds = read(simple_shard(tmp_path / "s.tar"))
+    ds = extracted(simple_shard(tmp_path / "s.tar"))
     assert ds.root.parent == (tmp_path / "home" / ".cache" / "clipmem" / "webdataset").resolve()
 
 
-def test_every_sample_opens_with_load_image(tmp_path):
-    ds = read(
+@pytest.mark.parametrize("how", [read, extracted])
+def test_every_sample_opens_with_load_image(tmp_path, how):
+    ds = how(
         shard(
             tmp_path / "s.tar",
             [
@@ -206,7 +217,10 @@ def test_every_sample_opens_with_load_image(tmp_path):
             ],
         )
     )
-    assert ds.samples["filepath"].tolist() == ["s/x/a.jpg", "s/b.png"]
+    in_place = how is read
+    assert ds.samples["filepath"].tolist() == (
+        ["s.tar/x/a.jpg", "s.tar/b.png"] if in_place else ["s/x/a.jpg", "s/b.png"]
+    )
     for filepath in ds.samples["filepath"]:
         image = load_image(ds.root, filepath)
         assert image.mode == "RGB" and image.size == (8, 8)
@@ -270,9 +284,10 @@ def test_fail_mode_names_the_shard_and_key(tmp_path):
         read(bad_shard(tmp_path), on_error="fail")
 
 
-def test_path_traversal_is_refused(tmp_path, data_cache):
+@pytest.mark.parametrize("how", [read, extracted])
+def test_path_traversal_is_refused(tmp_path, data_cache, how):
     outside = tmp_path / "absolute.png"
-    ds = read(
+    ds = how(
         shard(
             tmp_path / "shards" / "s.tar",
             [
@@ -285,10 +300,10 @@ def test_path_traversal_is_refused(tmp_path, data_cache):
             ],
         )
     )
-    assert ds.samples["filepath"].tolist() == ["s/ok.png"]
+    assert ds.samples["filepath"].tolist() == (["s.tar/ok.png"] if how is read else ["s/ok.png"])
     assert ds.skipped["reason"].str.contains("points outside the shard").tolist() == [True, True]
     assert not outside.exists()
-    assert [p.name for p in tmp_path.rglob("*.png")] == ["ok.png"]
+    assert [p.name for p in tmp_path.rglob("*.png")] == ([] if how is read else ["ok.png"])
     assert all(p.is_relative_to(data_cache) for p in tmp_path.rglob("*.png"))
 
 
@@ -334,7 +349,8 @@ def test_a_truncated_shard_keeps_its_whole_samples_and_reports_the_loss(tmp_path
     (tmp_path / "cut.tar").write_bytes(cut)
     with caplog.at_level("WARNING", logger="clipmem"):
         ds = read(tmp_path / "cut.tar")
-    assert ds.samples["filepath"].tolist() == [f"cut/{i:06d}.png" for i in range(5)]
+    assert ds.samples["filepath"].tolist() == [f"cut.tar/{i:06d}.png" for i in range(5)]
+    assert [load_image(ds.root, f).size for f in ds.samples["filepath"]] == [(8, 8)] * 5
     assert len(ds.skipped) >= 1 and ds.skipped["reason"].str.contains("cut.tar is truncated or damaged").any()
     assert any("truncated or damaged" in w for w in ds.warnings)
     assert any("cut.tar is truncated or damaged" in r.getMessage() for r in caplog.records)
@@ -350,19 +366,70 @@ def test_a_whole_shard_has_no_warning(tmp_path):
 
 def test_rereading_uses_the_cache(tmp_path, data_cache):
     path = simple_shard(tmp_path / "s.tar")
-    first = read(path)
-    extracted = files_under(data_cache)
-    assert len(extracted) == 3
-    again = read(path)
-    assert files_under(data_cache) == extracted  # same mtimes and inodes: nothing was rewritten
+    first = extracted(path)
+    written = files_under(data_cache)
+    assert len(written) == 3
+    again = extracted(path)
+    assert files_under(data_cache) == written  # same mtimes and inodes: nothing was rewritten
     assert again.root == first.root and again.content_hash == first.content_hash
 
 
 def test_content_hash_survives_re_extraction_and_follows_edits(tmp_path, data_cache):
     path = simple_shard(tmp_path / "s.tar")
-    before = read(path)
+    before = extracted(path)
     shutil.rmtree(data_cache)
-    assert read(path).content_hash == before.content_hash
+    assert extracted(path).content_hash == before.content_hash
     shard(path, [("000000.png", image_bytes()), ("000000.txt", "edited")])
-    edited = read(path)
+    edited = extracted(path)
     assert edited.root != before.root and edited.content_hash != before.content_hash
+
+
+# --- images read in place ----------------------------------------------------------------------
+
+
+def test_in_place_and_extracted_reads_agree_on_ids_captions_and_pixels(tmp_path, data_cache):
+    path = simple_shard(tmp_path / "shards" / "s.tar", n=4)
+    in_place, copied = read(path), extracted(path)
+    for column in ("sample_id", "captions"):
+        assert in_place.samples[column].tolist() == copied.samples[column].tolist()
+    for mine, theirs in zip(in_place.samples["filepath"], copied.samples["filepath"]):
+        assert load_image(in_place.root, mine).tobytes() == load_image(copied.root, theirs).tobytes()
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["s.tar"]  # nothing beside the shard
+
+
+def test_the_content_hash_of_shards_read_in_place_follows_edits(tmp_path):
+    path = simple_shard(tmp_path / "s.tar")
+    before = read(path)
+    assert read(path).content_hash == before.content_hash
+    shard(path, [("000000.png", image_bytes((1, 2, 3))), ("000000.txt", "caption 0")])
+    assert read(path).content_hash != before.content_hash  # the member's size and time are hashed
+
+
+@pytest.mark.parametrize("preload", [True, False])
+def test_a_runs_image_list_reads_members_at_their_offsets(tmp_path, monkeypatch, preload):
+    import clipmem_core.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "PRELOAD_LIMIT", 100 if preload else 0)
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(plain)
+    ds = read(simple_shard(tmp_path / "s.tar", n=3))
+    filepaths = [*ds.samples["filepath"], str(plain)]  # a shard's members beside a plain file
+    images = ImageList(ds.root, filepaths)
+    assert [images[i].getpixel((0, 0)) for i in range(4)] == [(0, 0, 0), (40, 0, 0), (80, 0, 0), (9, 9, 9)]
+    where = images._where
+    assert where.shard_of.tolist() == [0, 0, 0, -1] and where.member_bytes(3) is None
+
+
+def test_a_member_that_is_gone_or_cut_short_is_a_clear_error(tmp_path):
+    path = simple_shard(tmp_path / "s.tar")
+    root = path.parent
+    assert shards.image_exists(root / "s.tar" / "000001.png")
+    assert not shards.image_exists(root / "s.tar" / "nope.png") and not shards.image_exists(root / "x.tar" / "a.png")
+    with pytest.raises(ClipmemError, match=r"s\.tar has no member nope\.png"):
+        shards.locate([root / "s.tar" / "nope.png"])
+    with pytest.raises(ClipmemError, match=r"image .*s\.tar/nope\.png is unreadable|s\.tar has no member"):
+        load_image(root, "s.tar/nope.png")
+    where = shards.locate([root / "s.tar" / "000002.png"])
+    path.write_bytes(path.read_bytes()[: int(where.offset[0]) + 10])  # cut inside the member
+    with pytest.raises(ClipmemError, match=r"s\.tar ends inside a member"):
+        where.member_bytes(0)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from clipmem_core import cache
@@ -133,3 +135,51 @@ def test_huge_images_are_downscaled_on_load_so_a_run_never_holds_them_full_size(
     images = ImageList(tmp_path, ["wide.png", "small.png"], max_side=128)
     assert images[0].size == (128, 32)
     assert images[1].size == (20, 10)  # never upscaled
+
+
+def _pack_shards(csv_path: Path, out: Path, per_shard: int) -> list[Path]:
+    """The CSV dataset as WebDataset shards: <key>.png, <key>.txt and <key>.json (id, ground truth)."""
+    import io
+    import tarfile
+
+    frame = pd.read_csv(csv_path)
+    paths = []
+    for number, start in enumerate(range(0, len(frame), per_shard)):
+        paths.append(out / f"shard-{number:04d}.tar")
+        with tarfile.open(paths[-1], "w") as tar:
+            for i, row in frame.iloc[start : start + per_shard].iterrows():
+                meta = json.dumps({"id": f"s{i}", "is_miscaptioned": bool(row["is_miscaptioned"])}).encode()
+                image = (csv_path.parent / row["filepath"]).read_bytes()
+                for name, data in (
+                    (f"{i:05d}.png", image),
+                    (f"{i:05d}.txt", row["caption"].encode()),
+                    (f"{i:05d}.json", meta),
+                ):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return paths
+
+
+def test_a_run_on_webdataset_shards_reads_images_in_place_and_the_dashboard_shows_them(
+    noisy_shapes, tmp_path, monkeypatch
+):
+    from dashboard.inspector import shown_image
+    from dashboard.review import REVIEW_IMAGE_PX, review_image
+
+    monkeypatch.setenv("CLIPMEM_DATA_CACHE", str(tmp_path / "extraction-cache"))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    _pack_shards(noisy_shapes, shards, per_shard=100)
+    config = RunConfig(data=str(shards), out=str(tmp_path / "run"), preset="tiny", epochs=1, augmentations=2)
+    run = compute_clipmem(config)
+    assert not (tmp_path / "extraction-cache").exists()  # nothing extracted
+    assert sorted(p.name for p in shards.iterdir()) == ["shard-0000.tar", "shard-0001.tar", "shard-0002.tar"]
+    assert len(run.scores) == 240 and run.scores["filepath"].iat[0] == "shard-0000.tar/00000.png"
+    assert run.scores["sample_id"].iat[0] == "s0" and run.scores["is_miscaptioned"].sum() == 24
+    source = pd.read_csv(noisy_shapes)
+    row = run.row("s150")
+    assert run.image_path(row) == shards / "shard-0001.tar" / "00150.png"
+    assert shown_image(run, row) == (noisy_shapes.parent / source["filepath"].iat[150]).read_bytes()
+    image, note = review_image(run.image_path(row))
+    assert image.width >= REVIEW_IMAGE_PX and note is not None and "upscaled" in note

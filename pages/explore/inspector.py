@@ -39,9 +39,9 @@ if row is None:
 decisions = resources.decisions(run)
 decision = decisions.loc[sample_id] if sample_id in decisions.index else None
 left, right = st.columns([2, 3])
-image = run.image_path(row) or run.thumbnail_path(row)
+image = inspector.shown_image(run, row)
 if image is not None:
-    left.image(str(image), width="stretch")
+    left.image(image, width="stretch")
 with right:
     st.text(run.scores["caption"].iat[row])
     table = inspector.score_table(run, row, badge_text(decision))
