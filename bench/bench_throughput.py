@@ -9,9 +9,10 @@ Three measurements on the first ``--n`` samples of a real dataset (default: open
 - **model**: one training step alone (forward, loss, backward, AdamW) on a fixed batch, the baseline the
   loader has to keep up with: loader/model above 1 means the loader is not the bottleneck;
 - **processes**: a whole full-protocol run's training, ``python -m clipmem_core run`` in one process
-  against ``torchrun --nproc_per_node 2`` (gloo on CPU) with the same global batch, training samples/s
-  from each run's manifest. On one machine the two processes share its cores, so this measures the
-  overhead of DDP, not a speed-up.
+  against ``torchrun --nproc_per_node 2`` (gloo on CPU) with the same global batch, and against
+  ``--parallel-models`` (the two fold models at once, one process each), training samples/s from each
+  run's manifest. On one machine the processes share its cores: this measures what DDP costs and what
+  splitting the cores between independent models gains, not what more devices would give.
 
     OMP_NUM_THREADS=1 python -m bench.bench_throughput --n 2048 --epochs 2
 
@@ -111,10 +112,10 @@ def model_rate(model: str, batch: int, steps: int) -> float:
     return steps * batch / (time.perf_counter() - started)
 
 
-def run_rate(csv: Path, out: Path, processes: int, epochs: int, threads: int) -> dict:
-    """A full-protocol run in ``processes`` processes; training samples/s from its manifest."""
+def run_rate(csv: Path, out: Path, processes: int, epochs: int, threads: int, parallel_models: bool = False) -> dict:
+    """A full-protocol run in ``processes`` processes (or its models in parallel); training samples/s."""
     cli = ["-m", "clipmem_core", "run", "--data", str(csv), "--out", str(out), "--preset", "cpu"]
-    cli += ["--epochs", str(epochs), "--allow-outside-root"]
+    cli += ["--epochs", str(epochs), "--allow-outside-root", *(["--parallel-models"] if parallel_models else [])]
     torchrun = [str(Path(sys.executable).with_name("torchrun")), "--standalone", f"--nproc_per_node={processes}"]
     command = [*torchrun, *cli] if processes > 1 else [sys.executable, *cli]
     env = os.environ | {"OMP_NUM_THREADS": str(threads)}
@@ -124,9 +125,11 @@ def run_rate(csv: Path, out: Path, processes: int, epochs: int, threads: int) ->
     manifest = json.loads((out / "manifest.json").read_text())
     train_s = sum(v for k, v in manifest["timings"].items() if k.startswith("train_"))
     pairs = sum(m["pairs"] for m in manifest["training"].values())
+    how = "in turn" if processes == 1 else "DDP (torchrun)"
     return {
-        "processes": processes,
-        "threads each": threads,
+        "how": "models in parallel (a process each)" if parallel_models else how,
+        "processes": 2 if parallel_models else processes,
+        "threads each": threads // 2 if parallel_models else threads,
         "train s": train_s,
         "run s": wall,
         "samples/s": epochs * pairs / train_s,
@@ -173,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         print(table(rows) + "\n")
         if not args.skip_runs:
             runs = []
-            for processes in (1, 2):
-                out = Path(tmp) / f"run{processes}"
-                runs.append(run_rate(csv, out, processes, args.epochs, max(1, cores // processes)))
+            for processes, parallel in ((1, False), (2, False), (1, True)):
+                out = Path(tmp) / f"run{processes}{parallel}"
+                runs.append(run_rate(csv, out, processes, args.epochs, max(1, cores // processes), parallel))
                 shutil.rmtree(out, ignore_errors=True)
             for r in runs:
                 r["÷ 1 process"] = r["samples/s"] / runs[0]["samples/s"]

@@ -103,9 +103,11 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 def _launch(args: argparse.Namespace, config) -> int:
     """``clipmem run --nproc N``: the same command, N times under torchrun on this machine."""
-    from .distributed import check_batch_size
+    from .distributed import PARALLEL_MODELS_UNDER_TORCHRUN, check_batch_size
 
     check_batch_size(config.resolved().batch_size, args.nproc)  # one line now, not N tracebacks later
+    if config.parallel_models:
+        raise ClipmemError(PARALLEL_MODELS_UNDER_TORCHRUN)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}"]
     command += ["-m", "clipmem_core", *_without_nproc(args.argv)]
     logging.getLogger("clipmem").info("starting %d processes: %s", args.nproc, " ".join(command[1:]))

@@ -145,6 +145,11 @@ class RunConfig:
     )
     device: str = _option("auto (CUDA if present), cpu, cuda, cuda:1 …", default="auto")
     num_workers: int = _option("data-loader worker processes", default=0)
+    parallel_models: bool = _option(
+        "train the protocol's models at the same time, each in its own process (on CUDA model i on GPU i mod "
+        "the GPU count; on CPU the cores are split between them); the result is the one of training them in turn",
+        default=False,
+    )
     thumbnail_size: int = _option("longest side of the dashboard's thumbnails, in pixels", default=96)
 
     def resolved(self) -> RunConfig:

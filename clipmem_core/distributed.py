@@ -31,6 +31,10 @@ T = TypeVar("T")
 # Rank 0 computes the signals and writes the run alone after scoring; the others wait this long for it.
 WAIT_FOR_MAIN = timedelta(hours=72)
 _control: dist.ProcessGroup | None = None
+PARALLEL_MODELS_UNDER_TORCHRUN = (
+    "--parallel-models trains each model in its own process, and under torchrun (or --nproc) the processes "
+    "already train each model together: use one or the other"
+)
 
 
 def requested_world_size() -> int:

@@ -16,6 +16,7 @@ import resource
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -44,6 +45,7 @@ log = logging.getLogger("clipmem")
 PRELOAD_LIMIT = 50_000  # below this many images, decode them once and keep them in memory
 DOWNSCALE_FACTOR = 4  # images are kept at most this many times the model's input size
 EMBED_BATCH = 256  # rows per batch of centre-view embeddings (under torchrun, dealt out to the ranks)
+SPEED_ONLY = ("num_workers", "parallel_models")  # settings that change how fast a run is, never its result
 
 
 class Stopwatch:
@@ -137,7 +139,7 @@ def _check_out(out: Path, config: RunConfig, resume: bool) -> cache.Run | None:
 
 def _settings(config: dict) -> str:
     """A run's settings without those that do not change its result, as the manifest's JSON holds them."""
-    kept = {k: v for k, v in config.items() if k not in ("out", "device", "num_workers")}
+    kept = {k: v for k, v in config.items() if k not in ("out", "device", *SPEED_ONLY)}
     return json.dumps(kept, sort_keys=True, default=str)
 
 
@@ -187,8 +189,8 @@ def _report_skipped(dataset: Dataset, out: Path) -> None:
 def _fingerprint(config: RunConfig, dataset: Dataset, exclusion: Exclusion | None) -> str:
     """The data, the settings and the drop list's ids (not its path): what a resumed run must share."""
     settings = config.to_dict()
-    for volatile in ("out", "device", "num_workers", "exclude"):
-        settings.pop(volatile)
+    for volatile in ("out", "device", *SPEED_ONLY, "exclude"):
+        settings.pop(volatile, None)
     excluded = exclusion.digest if exclusion else "-"
     return f"{dataset.content_hash}:{excluded}:{sorted(settings.items())}"
 
@@ -242,6 +244,62 @@ def _train_one(
     )
     log.info("train %s: %d pairs, final loss %.4f", tag, len(images), result.epoch_losses[-1])
     return bundle, result
+
+
+def model_devices(device: torch.device, count: int) -> list[torch.device]:
+    """One device per model trained in parallel: CUDA GPUs in turn when no GPU was named, else ``device``."""
+    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
+        return [torch.device("cuda", i % torch.cuda.device_count()) for i in range(count)]
+    return [device] * count
+
+
+def _train_in_parallel(
+    config: RunConfig, models: dict[str, np.ndarray], images: ImageList, captions: list[list[str]], device: torch.device
+) -> dict[str, dict]:
+    """Train every model at once, each in a spawned process that writes its checkpoints; what each reported.
+
+    The models are independent (the paper's f and g, or the full protocol's K), so this is the cheapest
+    scale-out there is: on a machine with several GPUs each trains on its own. A worker decodes its own
+    images, and a process that dies takes the run down with its error; what finished is kept in the
+    checkpoints, so ``--resume`` continues. Under torchrun the processes already share each model (DDP).
+    """
+    devices = model_devices(device, len(models))
+    threads = max(1, torch.get_num_threads() // len(models)) if device.type == "cpu" else torch.get_num_threads()
+    log.info("training %d models in parallel on %s", len(models), ", ".join(map(str, devices)))
+    spawn = torch.multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=len(models), mp_context=spawn) as pool:
+        futures = {
+            tag: pool.submit(
+                _train_in_worker,
+                tag,
+                config,
+                images.root,
+                [images.filepaths[r] for r in np.flatnonzero(rows)],
+                [captions[r] for r in np.flatnonzero(rows)],
+                images.max_side,
+                str(model_device),
+                threads,
+            )
+            for (tag, rows), model_device in zip(models.items(), devices)
+        }
+        return {tag: future.result() for tag, future in futures.items()}
+
+
+def _train_in_worker(
+    tag: str,
+    config: RunConfig,
+    root: Path,
+    filepaths: list[str],
+    captions: list[list[str]],
+    max_side: int | None,
+    device: str,
+    threads: int,
+) -> dict:
+    """One model's training in a spawned process: its share of the cores, its own images, its checkpoints."""
+    torch.set_num_threads(threads)
+    images = ImageList(root, filepaths, max_side)
+    _, result = _train_one(tag, config, images[:], captions, Path(config.out), torch.device(device))
+    return {"epoch_losses": result.epoch_losses, "resumed_from_epoch": result.resumed_from_epoch}
 
 
 def _peak_memory_mb() -> float:
@@ -376,6 +434,8 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
 
 
 def _compute(config: RunConfig, device: torch.device, resume: bool) -> cache.Run:
+    if config.parallel_models and distributed.active():
+        raise ClipmemError(distributed.PARALLEL_MODELS_UNDER_TORCHRUN)
     out, timer = Path(config.out), Stopwatch()
     finished = _check_out(out, config, resume)
     if finished is not None:
@@ -402,9 +462,12 @@ def _compute(config: RunConfig, device: torch.device, resume: bool) -> cache.Run
         images = ImageList(dataset.root, frame["filepath"], DOWNSCALE_FACTOR * image_size_of(config.model))
         captions = [list(c) for c in frame["captions"]]
     trained = np.stack(list(models.values()))
-    bundles, training = {}, {}
+    bundles, training, in_parallel = {}, {}, {}
+    if config.parallel_models:
+        with timer.stage("train_parallel"):
+            in_parallel = _train_in_parallel(config, models, images, captions, device)
     for tag, rows_mask in models.items():
-        with timer.stage(f"train_{tag}"):
+        with timer.stage(f"train_{tag}"):  # after training in parallel: loads the finished checkpoint
             rows = np.flatnonzero(rows_mask)
             bundles[tag], result = _train_one(
                 tag, config, images.subset(rows), [captions[r] for r in rows], out, device
@@ -414,6 +477,7 @@ def _compute(config: RunConfig, device: torch.device, resume: bool) -> cache.Run
                 "processes": distributed.world_size(),
                 "epoch_losses": result.epoch_losses,
                 "resumed_from_epoch": result.resumed_from_epoch,
+                **in_parallel.get(tag, {}),
             }
     with timer.stage("score"):  # every rank scores its share of the batches; rank 0 gathers them
         views, image_means = _score_views(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import clipmem_core.train as train_module
 from clipmem_core import cache
@@ -169,3 +170,34 @@ def test_nproc_one_runs_in_this_process(shapes, tmp_path, monkeypatch):
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("--nproc 1 must not relaunch"))
     assert main([*_run_args(shapes, tmp_path / "one", epochs=1), "--nproc", "1"]) == 0
     assert cache.load_run(tmp_path / "one").manifest.training["h0"]["processes"] == 1
+
+
+# --- the models trained at the same time, each in its own process ----------------------------------------
+
+
+@pytest.mark.slow
+def test_models_trained_in_parallel_processes_equal_models_trained_in_turn(shapes, single_run, tmp_path):
+    """Each model in a spawned process (one core each here): the same losses and scores as one after another."""
+    out = tmp_path / "parallel"
+    run = compute_clipmem(RunConfig(data=str(shapes), out=str(out), parallel_models=True, **SMALL))
+    assert "train_parallel" in run.manifest.timings
+    assert all(run.manifest.training[tag]["resumed_from_epoch"] is None for tag in run.manifest.models)
+    assert run.manifest.config["parallel_models"] is True
+    _assert_same_training(single_run, run)
+
+
+def test_parallel_models_are_refused_under_torchrun_in_one_line(shapes, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main([*_run_args(shapes, out), "--nproc", "2", "--parallel-models"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "use one or the other" in err
+    assert not out.exists()
+
+
+def test_models_go_to_the_gpus_in_turn_only_when_no_gpu_was_named(monkeypatch):
+    from clipmem_core.pipeline import model_devices
+
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    assert [str(d) for d in model_devices(torch.device("cuda"), 3)] == ["cuda:0", "cuda:1", "cuda:0"]
+    assert [str(d) for d in model_devices(torch.device("cuda:1"), 2)] == ["cuda:1", "cuda:1"]
+    assert [str(d) for d in model_devices(torch.device("cpu"), 2)] == ["cpu", "cpu"]
