@@ -326,9 +326,12 @@ def _make_run(folder: str, n: str) -> None:
 
 
 def dashboard_phase(args: argparse.Namespace) -> None:
+    import pandas as pd
+
     from bench.bench_gallery import SCENARIOS, naive_page
     from clipmem_core.cache import IMAGE_EMBEDDINGS, load_run
     from clipmem_core.index import NeighbourSearch, is_compressed
+    from clipmem_core.review.decisions import decided, decisions
     from dashboard.gallery import gallery_page, sort_orders
 
     work = args.workdir
@@ -338,13 +341,18 @@ def dashboard_phase(args: argparse.Namespace) -> None:
     n = len(np.load(vectors_path, mmap_mode="r"))
     folder = work / "run"
     results: dict = {}
-    log(f"writing a {n:,}-sample run in a separate process (fake_scores, write_run) …")
-    made = subprocess.run(
-        [sys.executable, "-m", "bench.bench_scale", "_make_run", str(folder), str(n)], capture_output=True, text=True
-    )
-    if made.returncode:
-        sys.exit(made.stderr)
-    made_run = json.loads(made.stdout.strip().splitlines()[-1])
+    made_file = work / "run-made.json"  # how the run was made; a run of the same size is reused
+    if not (made_file.exists() and json.loads(made_file.read_text()).get("n") == n):
+        log(f"writing a {n:,}-sample run in a separate process (fake_scores, write_run) …")
+        made = subprocess.run(
+            [sys.executable, "-m", "bench.bench_scale", "_make_run", str(folder), str(n)],
+            capture_output=True,
+            text=True,
+        )
+        if made.returncode:
+            sys.exit(made.stderr)
+        made_file.write_text(json.dumps({"n": n, **json.loads(made.stdout.strip().splitlines()[-1])}))
+    made_run = json.loads(made_file.read_text())
     (folder / "index").mkdir(exist_ok=True)
     for source, target in ((vectors_path, folder / IMAGE_EMBEDDINGS), (index_path, folder / "index" / "image.faiss")):
         target.unlink(missing_ok=True)
@@ -357,12 +365,18 @@ def dashboard_phase(args: argparse.Namespace) -> None:
         orders = sort_orders(run.scores)
     with step("sample-id index (once per run)", results):
         row_of = run.row_of
-    verdicts = dict.fromkeys(run.scores["sample_id"].iloc[::1000], "mis-captioned")  # 10k flags at 10M
+    flagged = run.scores["sample_id"].iloc[::1000]  # 10k verdicts at 10M, each a decision the viewer may see
+    table = decisions(
+        pd.DataFrame({"id": range(len(flagged)), "sample_id": flagged, "reviewer": "ann", "verdict": "mis-captioned"}),
+        pd.DataFrame(columns=["sample_id", "verdict"]),
+        viewer="ann",
+    )
+    verdicts = decided(table)
     pages = []
     for name, (filters, sort, page) in SCENARIOS.items():
         with step(f"page: {name}", results):
             times = latencies(
-                lambda _i, f=filters, s=sort, p=page: gallery_page(run, orders, f, verdicts, s, p), args.repeats
+                lambda _i, f=filters, s=sort, p=page: gallery_page(run, orders, f, table, s, p), args.repeats
             )
         with step(f"naive: {name}", results):
             naive = latencies(lambda _i, f=filters, s=sort, p=page: naive_page(run, f, verdicts, s, p), 1)

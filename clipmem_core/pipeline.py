@@ -11,12 +11,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import pickle
 import platform
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -256,50 +259,52 @@ def model_devices(device: torch.device, count: int) -> list[torch.device]:
 def _train_in_parallel(
     config: RunConfig, models: dict[str, np.ndarray], images: ImageList, captions: list[list[str]], device: torch.device
 ) -> dict[str, dict]:
-    """Train every model at once, each in a spawned process that writes its checkpoints; what each reported.
+    """Train every model at once, each in its own process that writes its checkpoints; what each reported.
 
     The models are independent (the paper's f and g, or the full protocol's K), so this is the cheapest
-    scale-out there is: on a machine with several GPUs each trains on its own. A worker decodes its own
-    images, and a process that dies takes the run down with its error; what finished is kept in the
-    checkpoints, so ``--resume`` continues. Under torchrun the processes already share each model (DDP).
+    scale-out there is: on a machine with several GPUs each trains on its own. Each process
+    (`clipmem_core.train_worker`) decodes its own images. A process that fails leaves the others to
+    finish and the run stops with an error; every finished epoch is in the checkpoints, so ``--resume``
+    continues. Under torchrun the processes already share each model (DDP), so the two do not mix.
     """
     devices = model_devices(device, len(models))
     threads = max(1, torch.get_num_threads() // len(models)) if device.type == "cpu" else torch.get_num_threads()
     log.info("training %d models in parallel on %s", len(models), ", ".join(map(str, devices)))
-    spawn = torch.multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=len(models), mp_context=spawn) as pool:
-        futures = {
-            tag: pool.submit(
-                _train_in_worker,
-                tag,
-                config,
-                images.root,
-                [images.filepaths[r] for r in np.flatnonzero(rows)],
-                [captions[r] for r in np.flatnonzero(rows)],
-                images.max_side,
-                str(model_device),
-                threads,
+    package_parent = str(Path(__file__).resolve().parents[1])
+    env = os.environ | {
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONPATH": os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p),
+    }
+    with tempfile.TemporaryDirectory(prefix="clipmem-parallel-") as tmp:
+        workers = {}
+        for (tag, rows), model_device in zip(models.items(), devices):
+            picked = np.flatnonzero(rows)
+            job = Path(tmp) / f"{tag}.pickle"
+            job.write_bytes(
+                pickle.dumps(
+                    {
+                        "tag": tag,
+                        "config": config,
+                        "root": images.root,
+                        "filepaths": [images.filepaths[r] for r in picked],
+                        "captions": [captions[r] for r in picked],
+                        "max_side": images.max_side,
+                        "device": str(model_device),
+                        "threads": threads,
+                    }
+                )
             )
-            for (tag, rows), model_device in zip(models.items(), devices)
+            command = [sys.executable, "-m", "clipmem_core.train_worker", str(job)]
+            workers[tag] = (job, subprocess.Popen(command, env=env))
+        failed = [tag for tag, (_, process) in workers.items() if process.wait() != 0]
+        if failed:
+            raise ClipmemError(
+                f"training {', '.join(failed)} in its own process failed (its error is above); the epochs that "
+                "finished are in the checkpoints: rerun with --resume"
+            )
+        return {
+            tag: json.loads(job.with_suffix(".json").read_text(encoding="utf-8")) for tag, (job, _) in workers.items()
         }
-        return {tag: future.result() for tag, future in futures.items()}
-
-
-def _train_in_worker(
-    tag: str,
-    config: RunConfig,
-    root: Path,
-    filepaths: list[str],
-    captions: list[list[str]],
-    max_side: int | None,
-    device: str,
-    threads: int,
-) -> dict:
-    """One model's training in a spawned process: its share of the cores, its own images, its checkpoints."""
-    torch.set_num_threads(threads)
-    images = ImageList(root, filepaths, max_side)
-    _, result = _train_one(tag, config, images[:], captions, Path(config.out), torch.device(device))
-    return {"epoch_losses": result.epoch_losses, "resumed_from_epoch": result.resumed_from_epoch}
 
 
 def _peak_memory_mb() -> float:

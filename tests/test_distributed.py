@@ -177,7 +177,7 @@ def test_nproc_one_runs_in_this_process(shapes, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_models_trained_in_parallel_processes_equal_models_trained_in_turn(shapes, single_run, tmp_path):
-    """Each model in a spawned process (one core each here): the same losses and scores as one after another."""
+    """Each model in its own process (one core each here): the same losses and scores as one after another."""
     out = tmp_path / "parallel"
     run = compute_clipmem(RunConfig(data=str(shapes), out=str(out), parallel_models=True, **SMALL))
     assert "train_parallel" in run.manifest.timings
@@ -201,3 +201,13 @@ def test_models_go_to_the_gpus_in_turn_only_when_no_gpu_was_named(monkeypatch):
     assert [str(d) for d in model_devices(torch.device("cuda"), 3)] == ["cuda:0", "cuda:1", "cuda:0"]
     assert [str(d) for d in model_devices(torch.device("cuda:1"), 2)] == ["cuda:1", "cuda:1"]
     assert [str(d) for d in model_devices(torch.device("cpu"), 2)] == ["cpu", "cpu"]
+
+
+def test_a_model_whose_process_fails_stops_the_run_with_a_clear_error(tmp_path, monkeypatch):
+    from clipmem_core import pipeline
+
+    monkeypatch.setattr(pipeline, "PRELOAD_LIMIT", 0)  # the parent never opens the images; the worker does
+    images = pipeline.ImageList(tmp_path, ["missing.png"] * 4)
+    config = RunConfig(data="unused.csv", out=str(tmp_path / "out"), **SMALL).resolved()
+    with pytest.raises(ClipmemError, match=r"training h0 in its own process failed .* rerun with --resume"):
+        pipeline._train_in_parallel(config, {"h0": np.ones(4, bool)}, images, [["a"]] * 4, torch.device("cpu"))
