@@ -131,7 +131,7 @@ def export_frame(
     if what == "cleaned":
         return cleaned_dataset(run, labels, replace)
     dropped = labels.loc[labels["verdict"] == MISCAPTIONED, "sample_id"]
-    return pd.DataFrame({"sample_id": dropped[dropped.isin(run.row_of)]}).reset_index(drop=True)
+    return pd.DataFrame({"sample_id": dropped[dropped.isin(run.scores["sample_id"])]}).reset_index(drop=True)
 
 
 def export(
