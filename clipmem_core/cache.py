@@ -168,8 +168,9 @@ class RowIndex(Mapping):
     """sample_id -> row, a read-only mapping over the scores' own id column (ids are unique in a run).
 
     A pandas hash index rather than a dict: a dict holds a Python int and an entry for every row,
-    which at 10M samples took 25 s to build and 1 GiB (bench/bench_scale.py dashboard); the index reuses
-    the id column's strings and builds its hash table once, on the first lookup.
+    which at 10M samples took 15–25 s to build and 1 GiB (bench/bench_scale.py dashboard); the index
+    reuses the id column's strings and builds its hash table once, on the first lookup. One lookup costs
+    more than a dict's (microseconds), so many ids go through `rows`.
     """
 
     def __init__(self, sample_ids: pd.Series):
@@ -192,6 +193,11 @@ class RowIndex(Mapping):
 
     def __len__(self) -> int:
         return len(self._index)
+
+    def rows(self, sample_ids: Sequence[str]) -> np.ndarray:
+        """The rows of many ids at once (one vectorised lookup, not one per id); unknown ids are left out."""
+        found = self._index.get_indexer(pd.Index(list(sample_ids), dtype=object))
+        return found[found >= 0].astype(np.int64)
 
 
 @dataclass

@@ -144,3 +144,4 @@ def test_the_sample_id_index_maps_ids_to_rows_and_refuses_unknown_ones():
         index["zzz"]
     with pytest.raises(KeyError):
         index[["a"]]
+    assert index.rows(["c", "zzz", "b"]).tolist() == [2, 0] and index.rows([]).tolist() == []
