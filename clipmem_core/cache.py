@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from functools import cached_property
@@ -164,42 +164,6 @@ def _dataset_info(value: Any, where: str) -> DatasetInfo:
         raise ClipmemError(f"{where}: field 'dataset' is malformed: {exc}") from None
 
 
-class RowIndex(Mapping):
-    """sample_id -> row, a read-only mapping over the scores' own id column (ids are unique in a run).
-
-    A pandas hash index rather than a dict: a dict holds a Python int and an entry for every row,
-    which at 10M samples took 15–25 s to build and 1 GiB (bench/bench_scale.py dashboard); the index
-    reuses the id column's strings and builds its hash table once, on the first lookup. One lookup costs
-    more than a dict's (microseconds), so many ids go through `rows`.
-    """
-
-    def __init__(self, sample_ids: pd.Series):
-        self._index = pd.Index(sample_ids)
-
-    def __getitem__(self, sample_id: object) -> int:
-        try:
-            return int(self._index.get_loc(sample_id))
-        except (KeyError, TypeError, pd.errors.InvalidIndexError):
-            raise KeyError(sample_id) from None
-
-    def __contains__(self, sample_id: object) -> bool:
-        try:
-            return sample_id in self._index
-        except TypeError:  # an unhashable key is no sample id
-            return False
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._index)
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def rows(self, sample_ids: Sequence[str]) -> np.ndarray:
-        """The rows of many ids at once (one vectorised lookup, not one per id); unknown ids are left out."""
-        found = self._index.get_indexer(pd.Index(list(sample_ids), dtype=object))
-        return found[found >= 0].astype(np.int64)
-
-
 @dataclass
 class Run:
     """A complete run loaded from ``cache/<name>/``. Arrays are memory-mapped, not read into RAM.
@@ -224,9 +188,9 @@ class Run:
         return GROUND_TRUTH in self.scores.columns
 
     @cached_property
-    def row_of(self) -> RowIndex:
+    def row_of(self) -> dict[str, int]:
         """sample_id -> row in scores and in every array."""
-        return RowIndex(self.scores["sample_id"])
+        return {sid: i for i, sid in enumerate(self.scores["sample_id"])}
 
     def row(self, sample_id: str) -> int:
         try:

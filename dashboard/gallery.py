@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from clipmem_core import Run
-from clipmem_core.cache import RowIndex
 from clipmem_core.formatting import fmt_number
 from clipmem_core.learned import LABEL as LEARNED_LABEL
 from clipmem_core.learned import LearnedRanking
@@ -109,9 +108,10 @@ def range_scores(scores: pd.DataFrame) -> dict[str, str]:
     return {name: column_label(name) for name in run_scores(scores)}
 
 
-def rows_with_verdict(row_of: RowIndex, verdicts: Mapping[str, str], verdict: str | None) -> np.ndarray:
+def rows_with_verdict(row_of: Mapping[str, int], verdicts: Mapping[str, str], verdict: str | None) -> np.ndarray:
     """Rows whose decided verdict is ``verdict`` (any verdict when None); unknown ids are ignored."""
-    return row_of.rows([sid for sid, v in verdicts.items() if verdict is None or v == verdict])
+    rows = [row_of[sid] for sid, v in verdicts.items() if sid in row_of and (verdict is None or v == verdict)]
+    return np.asarray(rows, dtype=np.int64)
 
 
 def values(scores: pd.DataFrame, column: str) -> np.ndarray:
@@ -130,7 +130,7 @@ def unscored_note(scores: pd.DataFrame, column: str) -> tuple[int, str]:
 def filter_mask(
     scores: pd.DataFrame,
     filters: Filters,
-    row_of: RowIndex,
+    row_of: Mapping[str, int],
     verdicts: Mapping[str, str],
     only_rows: np.ndarray | None = None,
 ) -> np.ndarray:

@@ -77,7 +77,7 @@ class Batch:
 
 def judged_rows(run: Run, judged: Collection[str]) -> np.ndarray:
     """Rows of the samples in ``judged`` (ids the run no longer has are ignored)."""
-    return run.row_of.rows(list(judged))
+    return np.asarray([run.row_of[s] for s in judged if s in run.row_of], dtype=np.int64)
 
 
 def batch_ids(run: Run, orders: Mapping[str, np.ndarray], rule: str, size: int, index: int = 0) -> list[str]:

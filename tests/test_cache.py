@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import pytest
 
 from clipmem_core import atomic, cache
@@ -131,17 +130,3 @@ def test_image_path_serves_only_files_that_are_rows_of_the_run(tmp_path):
     assert run.image_path(0) == outside
     assert [run.image_path(r) for r in (1, 2, 3, -1, 99)] == [None] * 5
     assert run.image_path(4) == root / "images" / "4.png"
-
-
-def test_the_sample_id_index_maps_ids_to_rows_and_refuses_unknown_ones():
-    from clipmem_core.cache import RowIndex
-
-    index = RowIndex(pd.Series(["b", "a", "c"]))
-    assert index["a"] == 1 and isinstance(index["c"], int) and index.get("zzz") is None
-    assert "b" in index and "zzz" not in index and ["x"] not in index  # an unhashable key is no id
-    assert list(index) == ["b", "a", "c"] and len(index) == 3 and dict(index) == {"b": 0, "a": 1, "c": 2}
-    with pytest.raises(KeyError):
-        index["zzz"]
-    with pytest.raises(KeyError):
-        index[["a"]]
-    assert index.rows(["c", "zzz", "b"]).tolist() == [2, 0] and index.rows([]).tolist() == []
