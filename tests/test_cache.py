@@ -130,3 +130,18 @@ def test_image_path_serves_only_files_that_are_rows_of_the_run(tmp_path):
     assert run.image_path(0) == outside
     assert [run.image_path(r) for r in (1, 2, 3, -1, 99)] == [None] * 5
     assert run.image_path(4) == root / "images" / "4.png"
+
+
+def test_a_loaded_run_keeps_captions_as_arrow_lists_in_one_chunk_per_column(tmp_path):
+    import pandas as pd
+    import pyarrow as pa
+
+    from clipmem_core.testing import fake_run
+
+    run = fake_run(tmp_path, "demo", n=30)
+    frame = cache.load_run(run.path).scores
+    assert isinstance(frame["captions"].dtype, pd.ArrowDtype)  # not one Python object a row
+    assert frame["captions"].iat[3] == [frame["caption"].iat[3]]  # a row's captions are still a list
+    chunked = pa.Table.from_batches(pa.Table.from_pandas(frame.drop(columns=["captions"])).to_batches(max_chunksize=7))
+    assert chunked.column("caption").num_chunks == 5
+    assert {column.num_chunks for column in cache._contiguous(chunked).columns} == {1}
