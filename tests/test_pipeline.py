@@ -183,3 +183,14 @@ def test_a_run_on_webdataset_shards_reads_images_in_place_and_the_dashboard_show
     assert shown_image(run, row) == (noisy_shapes.parent / source["filepath"].iat[150]).read_bytes()
     image, note = review_image(run.image_path(row))
     assert image.width >= REVIEW_IMAGE_PX and note is not None and "upscaled" in note
+    # a cleaned CSV beside the shards points into them and reads back, still without extracting
+    from clipmem_core.data import read_dataset
+    from clipmem_core.review.export import cleaned_dataset
+
+    dropped = pd.DataFrame({"sample_id": ["s3", "s150"], "verdict": "mis-captioned", "caption": ""})
+    cleaned = cleaned_dataset(run, dropped, replace=False)
+    cleaned.to_csv(shards / "cleaned.csv", index=False)
+    again = read_dataset(shards / "cleaned.csv", progress=False)
+    assert again.skipped.empty and len(again) == 238 and "s150" not in set(again.samples["sample_id"])
+    assert again.samples["filepath"].iat[0] == "shard-0000.tar/00000.png"
+    assert not (tmp_path / "extraction-cache").exists()
