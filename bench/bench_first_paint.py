@@ -3,7 +3,7 @@
 
 Headless Debian chromium (Playwright) at 1280x800 opens each page and a script installed before the
 app's own records ``performance.now()`` at the first animation frame where the page's meaningful
-content is on screen: a drawn chart (Overview: Vega-Lite, Embedding map: Plotly), a loaded image (Gallery, Inspector,
+content is on screen: a drawn chart (Overview and Embedding map: Vega-Lite), a loaded image (Gallery, Inspector,
 Review, Reconcile) or the first table (Compare). The baseline, measured in the same run, is the
 Compute page's heading: no run data, only Streamlit's own cost of a page. Each load is a new browser
 tab, so a new Streamlit session, and starts ``--settle`` seconds after the last one ended, as a reader's

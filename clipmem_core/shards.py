@@ -99,13 +99,13 @@ def _member(path: Path) -> tuple[Path, Member] | None:
     return shard, entry
 
 
-def read_member(shard: Path, entry: Member) -> bytes:
+def read_member(shard: Path, offset: int, size: int) -> bytes:
     """One member's bytes: one seek and one read; a shard cut short since it was indexed is an error."""
     with open(shard, "rb") as fh:
-        fh.seek(entry.offset)
-        data = fh.read(entry.size)
-    if len(data) != entry.size:
-        raise ClipmemError(f"{shard.name} ends inside a member at byte {entry.offset + len(data)}")
+        fh.seek(offset)
+        data = fh.read(size)
+    if len(data) != size:
+        raise ClipmemError(f"{shard.name} ends inside a member at byte {offset + len(data)}")
     return data
 
 
@@ -133,7 +133,10 @@ def image_stat(path: Path) -> tuple[int, int]:
 def open_image_source(path: Path) -> BinaryIO | Path:
     """What ``PIL.Image.open`` reads: the path of a file, or a member's bytes in memory."""
     found = _member(path)
-    return path if found is None else io.BytesIO(read_member(*found))
+    if found is None:
+        return path
+    shard, entry = found
+    return io.BytesIO(read_member(shard, entry.offset, entry.size))
 
 
 def shards_root(shards: list[Path]) -> Path:
@@ -155,7 +158,7 @@ class Locations:
         shard = int(self.shard_of[row])
         if shard < 0:
             return None
-        return read_member(self.shards[shard], Member(int(self.offset[row]), int(self.size[row]), 0))
+        return read_member(self.shards[shard], int(self.offset[row]), int(self.size[row]))
 
 
 def locate(paths: Sequence[Path]) -> Locations:

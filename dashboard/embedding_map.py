@@ -109,7 +109,7 @@ def map_chart(points: pd.DataFrame, colour: str, label: str) -> alt.Chart:
 
     The hover shows the caption, split, ground truth, verdict and the first registered scores.
     """
-    scores = [c for c in points.columns if c in set(run_scores(points))][:TOOLTIP_SCORES]
+    scores = list(run_scores(points))[:TOOLTIP_SCORES]
     tooltip = [
         alt.Tooltip(f"{CAPTION}:N", title="caption"),
         alt.Tooltip(f"{SPLIT}:N", title="split"),
