@@ -26,10 +26,20 @@ def main(argv: list[str] | None = None) -> int:
             "usage: python -m clipmem_core.train_worker JOB (written by clipmem run --parallel-models)", file=sys.stderr
         )
         return 2
-    from .pipeline import ImageList, _train_one
+    from .cli import _error
+    from .errors import ClipmemError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    job_path = Path(argv[0])
+    try:
+        _train(Path(argv[0]))
+    except ClipmemError as exc:  # bad data the worker met (an unreadable image): one line, as the CLI says it
+        return _error(str(exc))
+    return 0
+
+
+def _train(job_path: Path) -> None:
+    from .pipeline import ImageList, _train_one
+
     job = pickle.loads(job_path.read_bytes())  # written by this user's own clipmem run, in a 0700 folder
     torch.set_num_threads(job["threads"])
     images = ImageList(job["root"], job["filepaths"], job["max_side"])
@@ -39,7 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     report = {"epoch_losses": result.epoch_losses, "resumed_from_epoch": result.resumed_from_epoch}
     job_path.with_suffix(".json").write_text(json.dumps(report), encoding="utf-8")
-    return 0
 
 
 if __name__ == "__main__":
