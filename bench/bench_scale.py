@@ -372,6 +372,8 @@ def dashboard_phase(args: argparse.Namespace) -> None:
         viewer="ann",
     )
     verdicts = decided(table)
+    with step("caption index (on the first caption search, once per run)", results):
+        run.caption_index  # noqa: B018 (builds and keeps it)
     pages = []
     for name, (filters, sort, page) in SCENARIOS.items():
         with step(f"page: {name}", results):

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from .atomic import relative_if_inside, write_json, write_npy, write_parquet
+from .caption_search import CaptionIndex, caption_index, scan
 from .data import IMAGE_SUFFIXES
 from .errors import ClipmemError
 from .shards import image_exists
@@ -193,6 +194,17 @@ class Run:
     def row_of(self) -> dict[str, int]:
         """sample_id -> row in scores and in every array."""
         return {sid: i for i, sid in enumerate(self.scores["sample_id"])}
+
+    @cached_property
+    def caption_index(self) -> CaptionIndex | None:
+        """Built on the first caption search, once per loaded run; None where a scan is fast enough."""
+        return caption_index(pa.array(self.scores["caption"]))
+
+    def captions_holding(self, text: str) -> np.ndarray:
+        """Boolean mask of the rows whose caption holds ``text``, literally and case-insensitively."""
+        if self.caption_index is None:
+            return scan(pa.array(self.scores["caption"]), text)
+        return self.caption_index.search(pa.array(self.scores["caption"]), text)
 
     def row(self, sample_id: str) -> int:
         try:

@@ -128,16 +128,16 @@ def unscored_note(scores: pd.DataFrame, column: str) -> tuple[int, str]:
 
 
 def filter_mask(
-    scores: pd.DataFrame,
+    run: Run,
     filters: Filters,
-    row_of: Mapping[str, int],
     verdicts: Mapping[str, str],
     only_rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Boolean mask of the rows passing every filter (and in ``only_rows`` when given).
+    """Boolean mask of the run's rows passing every filter (and in ``only_rows`` when given).
 
     ``verdicts`` maps sample ids to the decided verdict the viewer may see (`clipmem_core.review.decisions`).
     """
+    scores = run.scores
     n = len(scores)
     mask = np.ones(n, dtype=bool)
     if only_rows is not None:
@@ -157,11 +157,10 @@ def filter_mask(
         mask &= in_range | (unscored & (filters.unscored == "include"))
     if filters.flag != "any":
         flagged = np.zeros(n, dtype=bool)
-        flagged[rows_with_verdict(row_of, verdicts, None if filters.flag == UNDECIDED else filters.flag)] = True
+        flagged[rows_with_verdict(run.row_of, verdicts, None if filters.flag == UNDECIDED else filters.flag)] = True
         mask &= ~flagged if filters.flag == UNDECIDED else flagged
     if filters.text.strip():
-        hits = scores["caption"].str.contains(filters.text.strip(), case=False, regex=False)
-        mask &= hits.to_numpy(dtype=bool, na_value=False)
+        mask &= run.captions_holding(filters.text.strip())
     return mask
 
 
@@ -230,6 +229,6 @@ def gallery_page(
 ) -> tuple[list[Card], int]:
     """One page of cards and the number of samples passing the filters."""
     verdicts = decided(decisions)
-    mask = filter_mask(run.scores, filters, run.row_of, verdicts, only_rows)
+    mask = filter_mask(run, filters, verdicts, only_rows)
     rows = page_rows(orders[sort], mask, page, per_page)
     return make_cards(run, rows, decisions), int(mask.sum())

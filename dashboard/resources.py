@@ -290,14 +290,25 @@ def current_filters(run: Run) -> Filters:
     active = chosen is not None and tuple(chosen) != range_bounds(run, column)
     flag = ss.get(state.FLAG, "any")
     unscored = ss.get(state.UNSCORED, "include")
+    text = ss.get(state.TEXT, "") or ""
+    if text.strip():
+        _index_captions(run)
     return Filters(
         splits=tuple(ss.get(state.SPLITS) or ()),
         score=column,
         score_range=tuple(chosen) if active else None,
         unscored=unscored if unscored in UNSCORED_CHOICES else "include",
         flag=flag if flag in FLAG_FILTERS else "any",
-        text=ss.get(state.TEXT, "") or "",
+        text=text,
     )
+
+
+def _index_captions(run: Run) -> None:
+    """The first caption search of a large run builds its word index (about 15 s at 10M rows): say so,
+    rather than leave the page still. Later searches, by anyone, use the index (`clipmem_core.caption_search`)."""
+    if "caption_index" not in vars(run):
+        with st.spinner(f"Indexing {len(run.scores):,} captions for search (once per run)…"):
+            run.caption_index  # noqa: B018 (builds and keeps it)
 
 
 def selection() -> np.ndarray | None:

@@ -71,16 +71,16 @@ def test_pages_partition_the_filtered_rows_without_overlap():
 def test_filters_combine(run):
     scores = run.scores
     verdicts = {scores["sample_id"].iat[1]: "mis-captioned", scores["sample_id"].iat[2]: "correct"}
-    mask = filter_mask(scores, Filters(splits=("candidate",)), run.row_of, verdicts)
+    mask = filter_mask(run, Filters(splits=("candidate",)), verdicts)
     assert set(scores["split"][mask]) == {"candidate"}
-    mask = filter_mask(scores, Filters(score_range=(0.0, 0.1), unscored="exclude"), run.row_of, verdicts)
+    mask = filter_mask(run, Filters(score_range=(0.0, 0.1), unscored="exclude"), verdicts)
     assert scores["clipmem"][mask].between(0.0, 0.1).all() and mask.any()
-    assert filter_mask(scores, Filters(flag="mis-captioned"), run.row_of, verdicts).nonzero()[0].tolist() == [1]
-    unflagged = filter_mask(scores, Filters(flag="unflagged"), run.row_of, verdicts)
+    assert filter_mask(run, Filters(flag="mis-captioned"), verdicts).nonzero()[0].tolist() == [1]
+    unflagged = filter_mask(run, Filters(flag="unflagged"), verdicts)
     assert unflagged.sum() == len(scores) - 2 and not unflagged[[1, 2]].any()
-    mask = filter_mask(scores, Filters(text="NUMBER 7"), run.row_of, verdicts)
+    mask = filter_mask(run, Filters(text="NUMBER 7"), verdicts)
     assert all("number 7" in c for c in scores["caption"][mask]) and mask.any()
-    only = filter_mask(scores, Filters(), run.row_of, verdicts, only_rows=np.array([5, 9]))
+    only = filter_mask(run, Filters(), verdicts, only_rows=np.array([5, 9]))
     assert only.nonzero()[0].tolist() == [5, 9]
 
 
@@ -91,11 +91,11 @@ def test_no_range_filter_hides_unscored_samples_without_saying_so(run):
     unscored = scores["clipmem"].isna().to_numpy()
     assert unscored_note(scores, "clipmem") == (int(unscored.sum()), "shared, extra")
     narrow = Filters(score="clipmem", score_range=(0.0, 0.1))
-    included = filter_mask(scores, narrow, run.row_of, {})
+    included = filter_mask(run, narrow, {})
     assert included[unscored].all() and scores["clipmem"][included & ~unscored].between(0.0, 0.1).all()
-    left_out = filter_mask(scores, Filters(score="clipmem", score_range=(0.0, 0.1), unscored="exclude"), run.row_of, {})
+    left_out = filter_mask(run, Filters(score="clipmem", score_range=(0.0, 0.1), unscored="exclude"), {})
     assert not left_out[unscored].any() and left_out.sum() == (included & ~unscored).sum()
-    only = filter_mask(scores, Filters(score="clipmem", unscored="only"), run.row_of, {})
+    only = filter_mask(run, Filters(score="clipmem", unscored="only"), {})
     assert (only == unscored).all()
     assert unscored_note(scores, "clip_score_train") == (0, "")
 
@@ -108,7 +108,7 @@ def test_the_gallery_title_follows_the_sort(run):
 
 
 def test_text_search_is_literal_not_regex(run):
-    assert not filter_mask(run.scores, Filters(text=".*"), run.row_of, {}).any()
+    assert not filter_mask(run, Filters(text=".*"), {}).any()
 
 
 def test_rows_with_verdict_ignores_unknown_samples(run):

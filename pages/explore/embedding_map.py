@@ -21,7 +21,7 @@ if run.scores["proj_x"].isna().all():
 
 table = resources.decisions(run)
 verdicts = decided(table)
-mask = filter_mask(run.scores, resources.current_filters(run), run.row_of, verdicts)
+mask = filter_mask(run, resources.current_filters(run), verdicts)
 rows = emap.map_rows(mask, keep=rows_with_verdict(run.row_of, verdicts, None))
 points = emap.map_frame(run.scores, rows, verdicts)
 options = emap.colour_options(run.scores)

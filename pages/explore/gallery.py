@@ -35,7 +35,7 @@ def gallery() -> None:
     default_sort = DEFAULT_SORT if DEFAULT_SORT in options else next(iter(options))
     if ss.get(state.SORT) not in options:
         ss.pop(state.SORT, None)  # the widget then starts from the URL (?sort=), else from the default
-    mask = filter_mask(run.scores, resources.current_filters(run), run.row_of, decided(table), resources.selection())
+    mask = filter_mask(run, resources.current_filters(run), decided(table), resources.selection())
     total = int(mask.sum())
     pages = page_count(total)
     if not 1 <= ss.get(state.PAGE, 1) <= pages:
