@@ -329,7 +329,7 @@ def dashboard_phase(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from bench.bench_gallery import SCENARIOS, naive_page
-    from clipmem_core.cache import IMAGE_EMBEDDINGS, load_run
+    from clipmem_core.cache import IMAGE_EMBEDDINGS, SCORES_MAPPED, load_run
     from clipmem_core.index import NeighbourSearch, is_compressed
     from clipmem_core.review.decisions import decided, decisions
     from dashboard.gallery import gallery_page, sort_orders
@@ -359,7 +359,11 @@ def dashboard_phase(args: argparse.Namespace) -> None:
         os.link(source, target)  # the run's embeddings and image index are the faiss phase's files
     gc.collect()
     base = memory()
-    with step("load_run", results):
+    (folder / SCORES_MAPPED).unlink(missing_ok=True)
+    with step("load_run, first (writes the memory-mapped copy of the scores)", results):
+        load_run(folder)
+    gc.collect()
+    with step("load_run, every later one (memory-mapped)", results):
         run = load_run(folder)
     with step("sort orders (once per run)", results):
         orders = sort_orders(run.scores)
@@ -389,9 +393,12 @@ def dashboard_phase(args: argparse.Namespace) -> None:
     kind = type(index).__name__ + (" + exact re-rank" if is_compressed(index) else "")
     rng = np.random.default_rng(args.seed)
     ids = run.scores["sample_id"].to_numpy()[rng.integers(n, size=args.queries)]
+    more_ids = run.scores["sample_id"].to_numpy()[rng.integers(n, size=args.queries)]
     with step("neighbour queries", results):
         search.query(ids[0], k=10)  # first touches
         query_times = latencies(lambda i: search.query(ids[i], k=10, mode="image"), len(ids))
+    with step("neighbour queries, another random set", results):  # the index's lists are in the page cache now
+        later_times = latencies(lambda i: search.query(more_ids[i], k=10, mode="image"), len(more_ids))
     vectors = run.image_embeddings
     exact = latencies(lambda i: np.argpartition(-(vectors @ vectors[row_of[ids[i]]]), 10)[:11], min(10, len(ids)))
     total = memory()
@@ -418,10 +425,13 @@ def dashboard_phase(args: argparse.Namespace) -> None:
         ],
     )
     p50, p95 = percentiles_ms(query_times)
+    l50, l95 = percentiles_ms(later_times)
     e50, e95 = percentiles_ms(exact)
     print(
         f"\nneighbour query (NeighbourSearch.query, k=10, image; {kind}), {len(ids)} random samples: "
         f"p50 {p50:.1f} ms, p95 {p95:.1f} ms ({'meets' if p95 <= 50 else 'MISSES'} the 50 ms target); "
+        f"the next {len(more_ids)} (index pages now cached): p50 {l50:.1f} ms, p95 {l95:.1f} ms "
+        f"({'meets' if l95 <= 50 else 'MISSES'}); "
         f"exact numpy scan p50 {e50:.0f} ms, p95 {e95:.0f} ms; speed-up (p50) {e50 / p50:.0f}x"
     )
 

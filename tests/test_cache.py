@@ -145,3 +145,55 @@ def test_a_loaded_run_keeps_captions_as_arrow_lists_in_one_chunk_per_column(tmp_
     chunked = pa.Table.from_batches(pa.Table.from_pandas(frame.drop(columns=["captions"])).to_batches(max_chunksize=7))
     assert chunked.column("caption").num_chunks == 5
     assert {column.num_chunks for column in cache._contiguous(chunked).columns} == {1}
+
+
+def test_a_large_run_loads_memory_mapped_with_the_same_values(tmp_path, monkeypatch):
+    """From MAP_FROM_ROWS rows the scores come from an uncompressed Arrow copy, memory-mapped, one chunk a
+    column; values and missing scores equal the parquet file's."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    from clipmem_core.testing import fake_run
+
+    run = fake_run(tmp_path, "big", n=40, protocol="paper")
+    monkeypatch.setattr(cache, "MAP_FROM_ROWS", 41)
+    read = cache.load_run(run.path).scores
+    assert not (run.path / cache.SCORES_MAPPED).exists()  # below the threshold nothing is written
+    monkeypatch.setattr(cache, "MAP_FROM_ROWS", 10)
+    mapped = cache.load_run(run.path).scores
+    copy = run.path / cache.SCORES_MAPPED
+    assert copy.exists()
+    pd.testing.assert_frame_equal(mapped, read, check_dtype=False)
+    assert read["clipmem"].isna().any()  # shared and extra rows have none, mapped as NaN
+    before = pa.total_allocated_bytes()
+    table = cache._scores_table(run.path)
+    assert pa.total_allocated_bytes() == before  # mapped: nothing decoded into Arrow's memory pool
+    assert {column.num_chunks for column in table.columns} == {1}
+    assert mapped["captions"].iat[3] == [mapped["caption"].iat[3]]
+
+    written = copy.stat().st_mtime_ns
+    cache.load_run(run.path)
+    assert copy.stat().st_mtime_ns == written  # the copy is reused while the parquet file is unchanged
+    changed = read.assign(clipmem=np.arange(len(read), dtype=float))
+    changed.to_parquet(run.path / cache.SCORES, index=False)
+    assert (cache.load_run(run.path).scores["clipmem"] == np.arange(len(read))).all()  # a rewrite: copied again
+
+
+def test_a_run_whose_mapped_copy_cannot_be_written_reads_the_parquet_file(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    from clipmem_core.testing import fake_run
+
+    run = fake_run(tmp_path, "big", n=40)
+    monkeypatch.setattr(cache, "MAP_FROM_ROWS", 10)
+
+    def refuse(path):
+        raise PermissionError(f"read-only: {path}")
+
+    monkeypatch.setattr(cache, "atomic_path", refuse)
+    (run.path / cache.SCORES_MAPPED).unlink(missing_ok=True)
+    before = pa.total_allocated_bytes()
+    table = cache._scores_table(run.path)
+    assert table.num_rows == 40 and not (run.path / cache.SCORES_MAPPED).exists()
+    assert pa.total_allocated_bytes() > before  # decoded from parquet instead
