@@ -8,7 +8,8 @@ whether they are included, left out or shown alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,12 +79,37 @@ def sorts(scores: pd.DataFrame) -> dict[str, str]:
     return {name: score.sort_label for name, score in run_scores(scores).items()}
 
 
-def sort_orders(scores: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Row order for every sort in ``sorts``. Computed once per run, then reused by every page."""
-    return {
-        name: suspicion_order(score.suspicion(scores[name].to_numpy(dtype=np.float64, na_value=np.nan)))
-        for name, score in run_scores(scores).items()
-    }
+class SortOrders(Mapping[str, np.ndarray]):
+    """Row order for every sort in ``sorts``, each computed on its first use and then reused by every page.
+
+    At 10M rows one order is a 1-2 s argsort; computing all of them up front held a server's first page
+    back by 27 s, though a page needs only the sort it shows.
+    """
+
+    def __init__(self, scores: pd.DataFrame) -> None:
+        self._scores, self._scored = scores, run_scores(scores)
+        self._done: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._done:
+            score = self._scored[name]  # KeyError for a sort the run does not have
+            with self._lock:
+                if name not in self._done:
+                    values = self._scores[name].to_numpy(dtype=np.float64, na_value=np.nan)
+                    self._done[name] = suspicion_order(score.suspicion(values))
+        return self._done[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._scored)
+
+    def __len__(self) -> int:
+        return len(self._scored)
+
+
+def sort_orders(scores: pd.DataFrame) -> SortOrders:
+    """Row order for every sort in ``sorts``, computed when first asked for, once per run."""
+    return SortOrders(scores)
 
 
 def learned_note(learned: LearnedRanking) -> str:
@@ -219,7 +245,7 @@ def gallery_title(sort_key: str, labels: Mapping[str, str]) -> str:
 
 def gallery_page(
     run: Run,
-    orders: dict[str, np.ndarray],
+    orders: Mapping[str, np.ndarray],
     filters: Filters,
     decisions: pd.DataFrame,
     sort: str,

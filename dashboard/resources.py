@@ -35,6 +35,7 @@ from .gallery import (
     FLAG_FILTERS,
     UNSCORED_CHOICES,
     Filters,
+    SortOrders,
     range_scores,
     sort_orders,
     sorts,
@@ -58,7 +59,7 @@ def _load_run(path: str, version: int) -> Run:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Ranking samples…")
-def _orders(path: str, version: int) -> dict[str, np.ndarray]:
+def _orders(path: str, version: int) -> SortOrders:
     return sort_orders(_load_run(path, version).scores)
 
 
@@ -138,7 +139,7 @@ def require_run() -> Run:
     return run
 
 
-def orders(run: Run) -> dict[str, np.ndarray]:
+def orders(run: Run) -> SortOrders:
     return _orders(str(run.path), _version(str(run.path)))
 
 

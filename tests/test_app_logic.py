@@ -405,3 +405,20 @@ def test_at_most_max_jobs_browser_started_runs_at_once(tmp_path, monkeypatch):
             break
         time.sleep(0.05)
     assert compute.running_jobs(tmp_path) == 0
+
+
+def test_sort_orders_are_computed_on_first_use_and_kept(monkeypatch):
+    """A page needs only the sort it shows: at 10M rows each order is a 1-2 s argsort."""
+    from dashboard import gallery
+
+    computed = []
+    real = gallery.suspicion_order
+    monkeypatch.setattr(gallery, "suspicion_order", lambda s: computed.append(len(s)) or real(s))
+    scores = fake_scores(300)
+    orders = sort_orders(scores)
+    assert computed == [] and set(orders) == set(sorts(scores))
+    first = orders["combined"]
+    assert orders["combined"] is first and len(computed) == 1
+    assert np.array_equal(first, real(scores["combined"].to_numpy()))  # "combined": high = suspicious
+    with pytest.raises(KeyError):
+        orders["no such score"]
