@@ -208,9 +208,8 @@ class Run:
 
     def captions_holding(self, text: str) -> np.ndarray:
         """Boolean mask of the rows whose caption holds ``text``, literally and case-insensitively."""
-        if self.caption_index is None:
-            return scan(pa.array(self.scores["caption"]), text)
-        return self.caption_index.search(pa.array(self.scores["caption"]), text)
+        index = self.caption_index
+        return scan(pa.array(self.scores["caption"]), text) if index is None else index.search(text)
 
     def row(self, sample_id: str) -> int:
         try:

@@ -39,24 +39,18 @@ def _lowered(captions: pa.Array | pa.ChunkedArray) -> pa.LargeStringArray:
 
 def query_words(query: str) -> list[str]:
     """The query's words under the index's rule, e.g. "Red-car!" -> ["red", "car"]."""
-    lowered = pc.utf8_lower(pa.scalar(query, pa.large_string())).as_py().encode()
-    words, current = [], bytearray()
-    for byte in lowered:
-        if byte < 128 and _SEPARATOR[byte]:
-            if current:
-                words.append(current.decode())
-            current = bytearray()
-        else:
-            current.append(byte)
-    if current:
-        words.append(current.decode())
-    return words
+    lowered = np.frombuffer(_lower(query).encode(), dtype=np.uint8)
+    return [word.decode() for word in _AS_SPACE[lowered].tobytes().split(b" ") if word]
+
+
+def _lower(query: str) -> str:
+    """The query lower-cased as the captions are (Arrow's ``utf8_lower``, not Python's ``str.lower``)."""
+    return pc.utf8_lower(pa.scalar(query, pa.large_string())).as_py()
 
 
 def scan(captions: pa.Array | pa.ChunkedArray, query: str) -> np.ndarray:
     """Boolean mask of the captions holding ``query``, case-insensitively, by reading them all."""
-    needle = pc.utf8_lower(pa.scalar(query, pa.large_string())).as_py()
-    hits = pc.match_substring(_lowered(captions), needle)
+    hits = pc.match_substring(_lowered(captions), _lower(query))
     return hits.to_numpy(zero_copy_only=False).astype(bool)
 
 
@@ -88,9 +82,10 @@ def _joined(vocabulary: pa.LargeStringArray) -> tuple[bytes, np.ndarray]:
 
 @dataclass(frozen=True)
 class CaptionIndex:
-    """Rows of each vocabulary word: ``rows[starts[w]:starts[w + 1]]`` hold word ``vocabulary[w]``."""
+    """The captions and the rows of each vocabulary word: ``rows[starts[w]:starts[w + 1]]`` hold word
+    ``vocabulary[w]``."""
 
-    n_rows: int
+    captions: pa.Array | pa.ChunkedArray
     vocabulary: pa.LargeStringArray
     joined: bytes
     word_starts: np.ndarray
@@ -108,7 +103,7 @@ class CaptionIndex:
         counts = np.bincount(codes, minlength=len(encoded.dictionary))
         joined, word_starts = _joined(encoded.dictionary)
         starts = np.concatenate(([0], np.cumsum(counts)))
-        return cls(len(captions), encoded.dictionary, joined, word_starts, starts, rows)
+        return cls(captions, encoded.dictionary, joined, word_starts, starts, rows)
 
     def _words_containing(self, term: str) -> np.ndarray:
         """Ids of the vocabulary words that contain ``term``."""
@@ -126,7 +121,7 @@ class CaptionIndex:
     def _rows_with_word_containing(self, term: str) -> np.ndarray:
         """Boolean mask of the rows with a word that contains ``term``."""
         words = self._words_containing(term)
-        mask = np.zeros(self.n_rows, dtype=bool)
+        mask = np.zeros(len(self.captions), dtype=bool)
         if len(words) > MANY_WORDS:
             found = np.zeros(len(self.vocabulary), dtype=bool)
             found[words] = True
@@ -136,19 +131,19 @@ class CaptionIndex:
                 mask[self.rows[self.starts[word] : self.starts[word + 1]]] = True
         return mask
 
-    def search(self, captions: pa.Array | pa.ChunkedArray, query: str) -> np.ndarray:
+    def search(self, query: str) -> np.ndarray:
         """Boolean mask of the captions holding ``query``; the same rows as `scan`."""
         terms = query_words(query)
-        needle = pc.utf8_lower(pa.scalar(query, pa.large_string())).as_py()
+        needle = _lower(query)
         if not terms:  # only punctuation or spaces: nothing to look up
-            return scan(captions, query)
+            return scan(self.captions, query)
         mask = self._rows_with_word_containing(terms[0])
         for term in terms[1:]:
             mask &= self._rows_with_word_containing(term)
         if terms == [needle]:
             return mask
         candidates = np.flatnonzero(mask)
-        confirmed = scan(pc.take(captions, pa.array(candidates)), needle)
+        confirmed = scan(pc.take(self.captions, pa.array(candidates)), needle)
         mask[candidates[~confirmed]] = False
         return mask
 
