@@ -334,8 +334,6 @@ def check_manifest(run_dir: Path, manifest: Manifest) -> None:
 
 def _parquet_rows(path: Path) -> int:
     """Row count from the parquet footer; a truncated file has none."""
-    import pyarrow.parquet as pq
-
     try:
         metadata = pq.read_metadata(path)
     except Exception as exc:  # pyarrow raises several types for a damaged file
@@ -390,7 +388,7 @@ def _scores_table(run_dir: Path) -> pa.Table:
     `_mapped_scores`). Where the copy cannot be written (a read-only cache) the parquet file is read.
     """
     parquet = run_dir / SCORES
-    if pq.read_metadata(parquet).num_rows >= MAP_FROM_ROWS:
+    if _parquet_rows(parquet) >= MAP_FROM_ROWS:
         mapped = _mapped_scores(parquet)
         if mapped is not None:
             return ipc.open_file(pa.memory_map(str(mapped))).read_all()
