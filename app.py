@@ -11,10 +11,11 @@ from __future__ import annotations
 import streamlit as st
 
 from clipmem_core import ClipmemError
-from dashboard import auth, review, sidebar
+from dashboard import auth, resources, review, sidebar
 from dashboard.navigation import EMBEDDING_MAP, GALLERY, PAGES, REVIEW
 
 st.set_page_config(page_title="clipmem", page_icon=":material/psychology:", layout="wide")
+resources.warm_chart_renderer()  # once per server process, in the background: the Overview's charts are SVG
 
 # Before the gate, so a deep link is remembered while the visitor enters the token; a locked app lists no pages.
 page = st.navigation(

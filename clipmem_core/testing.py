@@ -193,9 +193,12 @@ def fake_experiment(
 
 
 # A dashboard page's first meaningful content, as the browser tests and bench/bench_first_paint.py see it:
-# a drawn chart (Vega-Lite on the Overview and the Embedding map; Plotly for an experiment's plot) or a
-# loaded image.
-CHART_SELECTOR = '[data-testid="stPlotlyChart"] .main-svg, [data-testid="stVegaLiteChart"] svg.marks'
+# a drawn chart (an SVG image drawn by the server on the Overview, Vega-Lite on the Embedding map, Plotly
+# for an experiment's plot) or a loaded image.
+CHART_SELECTOR = (
+    '[data-testid="stImage"] img[src^="data:image/svg+xml"], '
+    '[data-testid="stPlotlyChart"] .main-svg, [data-testid="stVegaLiteChart"] svg.marks'
+)
 IMAGE_SELECTOR = '[data-testid="stImage"] img'
 # How tests and benchmarks start Debian's chromium (headless, quiet: nothing reaches the network).
 CHROMIUM = "/usr/bin/chromium"

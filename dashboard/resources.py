@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -30,7 +31,7 @@ from clipmem_core.review import ReviewStore, open_store
 from clipmem_core.review.decisions import COLUMNS, decided, visible_decisions
 from clipmem_core.review.store import DB_URL_ENV
 
-from . import auth, state
+from . import auth, overview, state
 from .gallery import (
     FLAG_FILTERS,
     UNSCORED_CHOICES,
@@ -51,6 +52,25 @@ def _version(path: str) -> int:
         return (Path(path) / MANIFEST).stat().st_mtime_ns
     except OSError:
         return 0
+
+
+@st.cache_resource(show_spinner=False)
+def warm_chart_renderer() -> threading.Thread:
+    """Start the chart renderer in the background, once per server process (see overview.chart_svg)."""
+    thread = threading.Thread(target=overview.warm_chart_renderer, name="chart-renderer-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _overview_charts(path: str, version: int) -> tuple[str | None, tuple[str, int] | None]:
+    run = _load_run(path, version)
+    return overview.histogram_svg(run.scores), overview.alignment_svg(run.scores)
+
+
+def overview_charts(run: Run) -> tuple[str | None, tuple[str, int] | None]:
+    """The Overview's histogram and alignment scatter as SVG, drawn once per run version."""
+    return _overview_charts(str(run.path), _version(str(run.path)))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading run…")

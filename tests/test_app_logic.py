@@ -221,6 +221,18 @@ def test_overview_tables_come_from_the_manifest_under_registry_labels(run):
     assert "auroc" not in table.columns and "precision_at_48" not in table.columns
 
 
+def test_the_overview_charts_are_drawn_by_the_server_with_their_labels_and_points(run):
+    histogram = overview.histogram_svg(run.scores)
+    assert histogram.startswith("<svg") and "A(f) − A(g)" in histogram
+    assert all(split in histogram for split in ("candidate", "independent"))  # the legend names the splits
+    scatter, n_points = overview.alignment_svg(run.scores)
+    x_label, y_label = (overview.column_label(c) for c in overview.alignment_columns(run.scores))
+    assert n_points == len(overview.alignment_points(run.scores)) and x_label in scatter and y_label in scatter
+    assert scatter.count("<path") >= n_points  # one mark per sample, drawn into the SVG
+    assert overview.histogram_svg(run.scores.assign(clipmem_from_f=np.nan)) is None
+    assert overview.alignment_svg(run.scores.drop(columns=["align_f", "align_train"], errors="ignore")) is None
+
+
 def test_the_overview_says_in_words_what_was_found_and_what_to_review(run):
     detection = run.manifest.summary["detection"]
     text = overview.summary_paragraph("demo", run.manifest, run.scores, detection)

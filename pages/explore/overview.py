@@ -54,13 +54,13 @@ if not table.empty:
         ):
             ui.table(overview.detection_table(candidates), empty="")
 
+histogram, alignment = resources.overview_charts(run)
 column = overview.histogram_column(run.scores)
 st.subheader(f"{column_label(column)} per split")
-hist = overview.split_histograms(run.scores)
-if hist.empty:
+if histogram is None:
     st.warning(f"This run has no {column_label(column)} values.")
 else:
-    st.altair_chart(overview.histogram_chart(hist, column_label(column)), width="stretch", key="hist")
+    st.image(histogram, width="stretch")
 st.markdown("**Mean ± standard deviation per split**")
 ui.table(overview.split_means(run.manifest), empty="The manifest stores no per-split summary.", width="stretch")
 tests = overview.ttests(run.manifest)
@@ -69,15 +69,15 @@ if not tests.empty:
     ui.table(tests, empty="", width="stretch")
 
 pair = overview.alignment_columns(run.scores)
-if pair is not None:
+if alignment is not None:
     x_label, y_label = column_label(pair[0]), column_label(pair[1])
     st.subheader(
         f"{y_label} against {x_label}" if pair == ("align_f", "align_g") else "Alignment A: held-out against trained"
     )
-    points = overview.alignment_points(run.scores)
-    st.altair_chart(overview.alignment_chart(points, x_label, y_label), width="stretch", key="alignment")
+    scatter, n_points = alignment
+    st.image(scatter, width="stretch")
     st.caption(
-        f"{len(points):,} samples; the dotted line is equal alignment. Above it: held-out models align the pair better."
+        f"{n_points:,} samples; the dotted line is equal alignment. Above it: held-out models align the pair better."
     )
 
 st.subheader("Utility: retrieval on samples each model never saw")
