@@ -86,7 +86,7 @@ def loader_rate(data: Path, model: str, batch: int, workers: int, in_memory: boo
     iterator = iter(loader)
     next(iterator)
     started, seen = time.perf_counter(), 0
-    for _, (image, _) in zip(range(batches), iterator):
+    for _, (image, _, _) in zip(range(batches), iterator):
         seen += len(image)
     return seen / (time.perf_counter() - started)
 

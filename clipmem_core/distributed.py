@@ -147,6 +147,19 @@ def on_main(work: Callable[[], T]) -> T | None:
     return result
 
 
+def gather_batch(local: torch.Tensor) -> torch.Tensor:
+    """Every rank's batch rows, concatenated in rank order (the tensor itself outside torchrun).
+
+    Without gradient: for measurements taken beside the training step, e.g. each pair's loss against the
+    whole global batch, which every rank then holds alike.
+    """
+    if not active():
+        return local
+    parts = [torch.empty_like(local) for _ in range(world_size())]
+    dist.all_gather(parts, local.contiguous())
+    return torch.cat(parts)
+
+
 def gather_rows(local: np.ndarray, shards: Sequence[np.ndarray]) -> np.ndarray | None:
     """Rank 0 gets the whole array, each rank's rows taken from that rank; the other ranks get None.
 

@@ -467,16 +467,18 @@ def _compute(config: RunConfig, device: torch.device, resume: bool) -> cache.Run
         images = ImageList(dataset.root, frame["filepath"], DOWNSCALE_FACTOR * image_size_of(config.model))
         captions = [list(c) for c in frame["captions"]]
     trained = np.stack(list(models.values()))
+    fit_loss = np.full(trained.shape, np.nan, np.float32)
     bundles, training, in_parallel = {}, {}, {}
     if config.parallel_models:
         with timer.stage("train_parallel"):
             in_parallel = _train_in_parallel(config, models, images, captions, device)
-    for tag, rows_mask in models.items():
+    for m, (tag, rows_mask) in enumerate(models.items()):
         with timer.stage(f"train_{tag}"):  # after training in parallel: loads the finished checkpoint
             rows = np.flatnonzero(rows_mask)
             bundles[tag], result = _train_one(
                 tag, config, images.subset(rows), [captions[r] for r in rows], out, device
             )
+            fit_loss[m, rows] = result.pair_losses.mean()
             training[tag] = {
                 "pairs": len(rows),
                 "processes": distributed.world_size(),
@@ -501,6 +503,7 @@ def _compute(config: RunConfig, device: torch.device, resume: bool) -> cache.Run
             pair_cosine=np.stack([pair_cosines(img, txt) for img, txt in embeddings.values()]),
             image=_signal_images(embeddings, image_means),
             text=[txt for _, txt in embeddings.values()],
+            fit_loss=fit_loss,
         )
         _measurements(frame, ctx, config.protocol)
         compute_scores(ctx)

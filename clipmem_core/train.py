@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
@@ -51,10 +52,34 @@ class TrainConfig:
 
 
 @dataclass
+class PairLosses:
+    """Each training pair's loss summed over the steps that drew it, and how many did: two numbers a pair,
+    whatever the number of epochs, so that it fits in memory and in the checkpoint at any scale."""
+
+    sums: np.ndarray  # float64, one per pair
+    counts: np.ndarray  # int32, one per pair
+
+    @classmethod
+    def empty(cls, pairs: int) -> PairLosses:
+        return cls(np.zeros(pairs, np.float64), np.zeros(pairs, np.int32))
+
+    def add(self, rows: np.ndarray, losses: np.ndarray) -> None:
+        """One step's losses; ``rows`` are distinct within a step (a sampler draws each pair once an epoch)."""
+        self.sums[rows] += losses
+        self.counts[rows] += 1
+
+    def mean(self) -> np.ndarray:
+        """Each pair's mean loss over the epochs that drew it; NaN for a pair never drawn."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.counts > 0, self.sums / self.counts, np.nan).astype(np.float32)
+
+
+@dataclass
 class TrainResult:
     epoch_losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     resumed_from_epoch: int | None = None
+    pair_losses: PairLosses | None = None  # set by train_clip
 
 
 class PairDataset(Dataset):
@@ -80,12 +105,26 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The pair's view, its tokenised caption, and ``i`` (which pair it was, for its per-pair loss)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + i) % 2**63)
             options = self.captions[i]
             caption = options[int(torch.randint(len(options), ()))] if len(options) > 1 else options[0]
-            return self.transform(self.images[i]), self.tokenizer([caption])[0]
+            return self.transform(self.images[i]), self.tokenizer([caption])[0], i
+
+
+def pair_losses(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Each pair's share of the symmetric contrastive loss over its batch (image→text and text→image
+    cross-entropy, averaged): ClipLoss's value is exactly the mean of these.
+
+    Why record it: a model fits a wrong caption late or never, so a pair's loss over the epochs it was
+    trained on separates mis-captions from clean pairs (the small-loss criterion of learning with noisy
+    labels and noisy correspondences), at no extra forward pass.
+    """
+    logits = logit_scale * image_features @ text_features.T
+    target = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.T, target, reduction="none")) / 2
 
 
 def add_text_noise(text_features: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -147,6 +186,8 @@ def _save_checkpoint(
         "scheduler": scheduler.state_dict(),
         "epoch": epoch,
         "losses": [float(x) for x in result.epoch_losses],
+        "pair_loss_sums": torch.from_numpy(result.pair_losses.sums),
+        "pair_loss_counts": torch.from_numpy(result.pair_losses.counts),
         "config": asdict(config),
         "torch_rng": torch.get_rng_state(),
         "numpy_rng": _numpy_rng_state(),
@@ -155,7 +196,8 @@ def _save_checkpoint(
         torch.save(state, tmp)
 
 
-def _restore(path: Path, model, optimizer, scheduler) -> tuple[int, list[float]]:
+def _restore(path: Path, model, optimizer, scheduler, result: TrainResult) -> int:
+    """Load a checkpoint into the model, optimizer, scheduler, RNGs and ``result``; return its epoch."""
     state = read_checkpoint(path)
     try:
         model.load_state_dict(state["model"])
@@ -163,7 +205,12 @@ def _restore(path: Path, model, optimizer, scheduler) -> tuple[int, list[float]]
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         _set_numpy_rng_state(state["numpy_rng"])
-        return int(state["epoch"]), [float(x) for x in state["losses"]]
+        result.epoch_losses = [float(x) for x in state["losses"]]
+        sums, counts = state["pair_loss_sums"].numpy(), state["pair_loss_counts"].numpy()
+        if sums.shape != result.pair_losses.sums.shape or counts.shape != sums.shape:
+            raise ValueError(f"it holds losses of {len(sums)} pairs, not {len(result.pair_losses.sums)}")
+        result.pair_losses = PairLosses(sums, counts)
+        return int(state["epoch"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ClipmemError(
@@ -226,10 +273,10 @@ def train_clip(
         rank=distributed.rank(),
         world_size=distributed.world_size(),
     )
-    result, first_epoch = TrainResult(), 0
+    result, first_epoch = TrainResult(pair_losses=PairLosses.empty(len(images))), 0
     distributed.barrier()  # every rank sees the same checkpoint, or none
     if resume and checkpoint.exists():
-        last_epoch, result.epoch_losses = _restore(checkpoint, model, optimizer, scheduler)
+        last_epoch = _restore(checkpoint, model, optimizer, scheduler, result)
         first_epoch = result.resumed_from_epoch = last_epoch + 1
         log.info("%s: resuming after epoch %d of %d", label, last_epoch + 1, config.epochs)
     network = _network(model, device)
@@ -243,11 +290,12 @@ def train_clip(
             unit="batch",
             disable=not distributed.is_main(),
         )
-        for image, text in bar:
+        for image, text, index in bar:
             image, text = image.to(device, non_blocking=True), text.to(device, non_blocking=True)
             with autocast(device):
                 image_features, text_features, logit_scale = network(image, text)[:3]
                 loss = loss_fn(image_features, add_text_noise(text_features, config.text_noise), logit_scale)
+            _record_pair_losses(result.pair_losses, index, image_features, text_features, logit_scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -265,6 +313,23 @@ def train_clip(
     model.eval()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _record_pair_losses(
+    record: PairLosses,
+    index: torch.Tensor,
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+) -> None:
+    """Add this step's per-pair losses; under torchrun against the global batch, so that every rank
+    records every pair of the step, exactly as a single process would."""
+    with torch.no_grad():
+        image_all = distributed.gather_batch(image_features.detach().float())
+        text_all = distributed.gather_batch(text_features.detach().float())
+        rows = distributed.gather_batch(index.to(image_features.device))
+        losses = pair_losses(image_all, text_all, logit_scale.detach().float())
+        record.add(rows.cpu().numpy(), losses.cpu().numpy().astype(np.float64))
 
 
 def _network(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

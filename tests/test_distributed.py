@@ -34,7 +34,13 @@ SMALL = dict(preset="tiny", epochs=2, batch_size=8, augmentations=2, seed=0, sco
 # 1e-4 leaves room for that rounding to grow over 4 steps, while any difference in data or views moves the
 # losses and scores by 1e-2 or more.
 TOLERANCE = 1e-4
-SCORES = ["clipmem", "align_train", "align_heldout", "clip_score_heldout", *COMBINED_SIGNALS]
+SCORES = [
+    "clipmem",
+    "align_train",
+    "align_heldout",
+    "clip_score_heldout",
+    *(s for s in COMBINED_SIGNALS if s != "fit_loss"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +83,11 @@ def _assert_same_training(a: cache.Run, b: cache.Run) -> None:
     for column in SCORES:
         assert np.isfinite(left[column]).all() and np.isfinite(right[column]).all(), column
         np.testing.assert_allclose(left[column], right[column], atol=TOLERANCE, err_msg=column)
+    # The training loss is NaN for a pair that no step drew (a fold of 20 in batches of 8 drops 4 pairs an
+    # epoch): the same pairs on 1 and on 2 processes, and the same loss for the others.
+    drawn = np.isfinite(left["fit_loss"])
+    assert drawn.sum() > len(left) // 2 and (drawn == np.isfinite(right["fit_loss"])).all()
+    np.testing.assert_allclose(left["fit_loss"][drawn], right["fit_loss"][drawn], atol=TOLERANCE)
     # The combined ranking averages its signals' ranks: rounding may swap two near-tied neighbours in one
     # signal (measured: 2 of 40 rows moved by 0.003), never more than one rank step.
     np.testing.assert_allclose(left["combined"], right["combined"], atol=1 / len(left), err_msg="combined")

@@ -96,7 +96,7 @@ def test_scores_are_unchanged_by_sigma_for_fixed_weights(numbered, tmp_path, mon
         given.append(config.text_noise)
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": bundle.model.state_dict()}, checkpoint)
-        return train_module.TrainResult(epoch_losses=[0.0])
+        return train_module.TrainResult(epoch_losses=[0.0], pair_losses=train_module.PairLosses.empty(len(images)))
 
     monkeypatch.setattr(pipeline_module, "train_clip", fixed_weights)
     runs = [

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from clipmem_core import cache
 from clipmem_core.config import RunConfig
@@ -41,6 +42,10 @@ def test_no_held_out_value_comes_from_a_model_that_trained_on_the_sample(tiny_ru
     np.testing.assert_allclose(scores["clipmem"], scores["align_train"] - scores["align_heldout"], atol=1e-5)
     training = tiny_run.manifest.training
     assert training["h0"]["pairs"] == (~fold0).sum() and training["h1"]["pairs"] == fold0.sum()
+    # the training loss of a fold0 sample is h1's record of it (h1 trained on fold0), in row order
+    h1 = torch.load(tiny_run.path / cache.CHECKPOINT_DIR / "h1_last.pt", weights_only=True)
+    mean_loss = (h1["pair_loss_sums"] / h1["pair_loss_counts"]).numpy()
+    np.testing.assert_allclose(scores.loc[fold0, "fit_loss"], mean_loss, rtol=1e-5)
 
 
 def test_the_combined_ranking_finds_the_generated_mis_captions(tiny_run):

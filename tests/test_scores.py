@@ -23,6 +23,7 @@ from clipmem_core.scores import (
     unregister,
 )
 from clipmem_core.scores._neighbourhood import cross_modal, same_modal
+from clipmem_core.scores.combined import fuse
 from clipmem_core.testing import fake_scores
 from dashboard.gallery import sort_orders, sorts
 
@@ -104,6 +105,23 @@ def test_combined_ranking_averages_the_ranks_of_its_signals():
     combined = get_score("combined").compute(ctx)
     assert np.argmax(combined) == 1  # lowest CSLS on both sides: most suspicious
     np.testing.assert_allclose(combined, [0.0, 1.0, 0.5])
+
+
+def test_combined_ranking_takes_the_training_loss_and_falls_back_to_the_training_side_clip_score():
+    frame = pd.DataFrame(
+        {"csls_heldout": [0.9, 0.1, 0.5], "fit_loss": [1.0, 3.0, 2.0], "clip_score_train": [0.1, 0.9, 0.5]}
+    )
+    np.testing.assert_allclose(fuse(frame), [0.0, 1.0, 0.5])  # high loss is suspicious; the CLIP score unused
+    # an older run, without a training loss: the training-side CLIP score stands in (low is suspicious)
+    np.testing.assert_allclose(fuse(frame.drop(columns="fit_loss")), [0.5, 0.5, 0.5])
+
+
+def test_the_training_loss_is_the_mean_over_the_models_that_trained_on_the_pair():
+    ctx = _context([[True, False, True], [True, True, False]])
+    ctx.fit_loss = np.array([[1.0, np.nan, 3.0], [2.0, 4.0, np.nan]])
+    np.testing.assert_allclose(get_score("fit_loss").compute(ctx), [1.5, 4.0, 3.0])
+    ctx.fit_loss = None  # an imported run records none: no column rather than a made-up one
+    assert get_score("fit_loss").compute(ctx) is None
 
 
 def test_every_score_declares_what_consumers_need():

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
+from open_clip.loss import ClipLoss
 
 import clipmem_core.train as train_module
 from clipmem_core.data import load_image, read_dataset
 from clipmem_core.errors import ClipmemError
 from clipmem_core.models import create_clip
-from clipmem_core.train import TrainConfig, train_clip, warmup_cosine
+from clipmem_core.train import PairLosses, TrainConfig, pair_losses, train_clip, warmup_cosine
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def test_loss_falls(pairs, tmp_path):
 
 @pytest.mark.slow
 def test_resume_continues_exactly_where_it_stopped(pairs, tmp_path, monkeypatch):
-    straight, _ = _train(pairs, 3, tmp_path / "straight.pt")
+    straight, straight_result = _train(pairs, 3, tmp_path / "straight.pt")
     save = train_module._save_checkpoint
 
     def save_then_die_after_epoch_two(path, model, optimizer, scheduler, epoch, *rest):
@@ -51,8 +53,38 @@ def test_resume_continues_exactly_where_it_stopped(pairs, tmp_path, monkeypatch)
     monkeypatch.undo()
     resumed, result = _train(pairs, 3, tmp_path / "stopped.pt", resume=True)
     assert result.resumed_from_epoch == 2 and len(result.epoch_losses) == 3
+    np.testing.assert_array_equal(result.pair_losses.counts, straight_result.pair_losses.counts)
+    np.testing.assert_allclose(result.pair_losses.sums, straight_result.pair_losses.sums, rtol=1e-5)
     for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_pair_losses_average_to_the_clip_loss():
+    generator = torch.Generator().manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(12, 8, generator=generator), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(12, 8, generator=generator), dim=-1)
+    scale = torch.tensor(7.0)
+    per_pair = pair_losses(image, text, scale)
+    assert per_pair.shape == (12,)
+    torch.testing.assert_close(per_pair.mean(), ClipLoss()(image, text, scale))
+    text[3] = -image[3]  # a pair whose caption points away from its image costs more than any other
+    assert int(pair_losses(image, text, scale).argmax()) == 3
+
+
+@pytest.mark.slow
+def test_every_pair_gets_its_loss_in_every_epoch(pairs, tmp_path):
+    _, result = _train(pairs, 2, tmp_path / "m.pt")
+    assert (result.pair_losses.counts == 2).all()
+    # four equal batches an epoch: the mean over pairs and epochs is the mean of the epochs' losses
+    assert result.pair_losses.sums.sum() / 128 == pytest.approx(np.mean(result.epoch_losses), rel=1e-5)
+    assert np.isfinite(result.pair_losses.mean()).all()
+
+
+def test_a_pair_never_drawn_has_no_mean_loss():
+    record = PairLosses.empty(3)
+    record.add(np.array([0, 2]), np.array([1.0, 3.0]))
+    record.add(np.array([2]), np.array([5.0]))
+    np.testing.assert_array_equal(record.mean(), [1.0, np.nan, 4.0])
 
 
 def test_warmup_then_cosine_schedule():

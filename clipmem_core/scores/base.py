@@ -43,6 +43,8 @@ class ScoringContext:
             no embeddings (an imported run, a version 1 run). A fresh run's images are the mean of the K
             augmented views where a row was scored over them, else the centre view; captions are centre.
         neighbours: k of the neighbour-based scores (CSLS, neighbour agreement).
+        fit_loss: (M, N) each pair's mean contrastive loss over the epochs model m trained on it (NaN where
+            m did not), or None when the run did not record it (imported and older runs).
     """
 
     frame: pd.DataFrame
@@ -52,6 +54,7 @@ class ScoringContext:
     image: list[np.ndarray] | None = None
     text: list[np.ndarray] | None = None
     neighbours: int = 10
+    fit_loss: np.ndarray | None = None
     _memo: dict = field(default_factory=dict, repr=False)
 
     @property
