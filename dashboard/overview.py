@@ -316,10 +316,15 @@ def histogram_svg(scores: pd.DataFrame) -> str | None:
     return None if hist.empty else chart_svg(histogram_chart(hist, column_label(histogram_column(scores))))
 
 
-def alignment_svg(scores: pd.DataFrame) -> tuple[str, int] | None:
-    """The alignment scatter as SVG and its number of points; None when the run has no alignment pair."""
+def alignment_png(scores: pd.DataFrame) -> tuple[bytes, int] | None:
+    """The alignment scatter as a PNG and its number of points; None when the run has no alignment pair.
+
+    A PNG, not an SVG: one path per point made the demo's scatter a 730 kB SVG, sent inside the page's
+    websocket message, and the browser drew nothing after it until that message was handled; a PNG is
+    190 kB fetched beside the page."""
     pair = alignment_columns(scores)
     if pair is None:
         return None
     points = alignment_points(scores)
-    return chart_svg(alignment_chart(points, column_label(pair[0]), column_label(pair[1]))), len(points)
+    chart = alignment_chart(points, column_label(pair[0]), column_label(pair[1]))
+    return vl_convert.vegalite_to_png(chart.properties(width=CHART_WIDTH).to_dict()), len(points)

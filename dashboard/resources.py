@@ -63,13 +63,13 @@ def warm_chart_renderer() -> threading.Thread:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _overview_charts(path: str, version: int) -> tuple[str | None, tuple[str, int] | None]:
+def _overview_charts(path: str, version: int) -> tuple[str | None, tuple[bytes, int] | None]:
     run = _load_run(path, version)
-    return overview.histogram_svg(run.scores), overview.alignment_svg(run.scores)
+    return overview.histogram_svg(run.scores), overview.alignment_png(run.scores)
 
 
-def overview_charts(run: Run) -> tuple[str | None, tuple[str, int] | None]:
-    """The Overview's histogram and alignment scatter as SVG, drawn once per run version."""
+def overview_charts(run: Run) -> tuple[str | None, tuple[bytes, int] | None]:
+    """The Overview's histogram (SVG) and alignment scatter (PNG), drawn once per run version."""
     return _overview_charts(str(run.path), _version(str(run.path)))
 
 

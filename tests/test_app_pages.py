@@ -99,7 +99,8 @@ def test_overview_starts_in_plain_words_with_a_button_to_review_what_looks_wrong
     means = next(t for t in tables if "score" in t.columns)
     assert list(means.columns) == ["score", "shared", "candidate", "independent", "extra"]
     charts = [image.proto.imgs[0].url for image in at.get("image")]  # drawn by the server: no chart code to load
-    assert len(charts) == 2 and all(url.startswith("data:image/svg+xml") for url in charts)
+    assert len(charts) == 2 and charts[0].startswith("data:image/svg+xml")  # the histogram, inside the page
+    assert "/media/" in charts[1] and charts[1].endswith(".png")  # the scatter, fetched beside the page
     assert not at.get("vega_lite_chart") and not at.get("plotly_chart")
     button.click().run()
     assert at.title[0].value == "Review · demo" and at.session_state["review_batch"] == 12
