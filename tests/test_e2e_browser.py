@@ -213,8 +213,9 @@ def test_gallery_and_inspector_render_in_chromium(browser, server, tmp_path):
     page.get_by_role("heading", name="Sample inspector").wait_for()
     page.get_by_role("heading", name="Neighbours").wait_for()
     sample_id = run.scores["sample_id"].iat[int(top_rows[0])]
-    # the input is filled from the link's query after the headings show: wait for it (a flake on a busy box)
-    expect(page.get_by_label("Sample id")).to_have_value(sample_id)
+    # On a busy box the text input (its code loads on demand) and its value from the link's query can come
+    # after the headings: wait as long as for the page itself (expect's default is 5 s; CI once took longer).
+    expect(page.get_by_label("Sample id")).to_have_value(sample_id, timeout=TIMEOUT_MS)
     neighbour_scores = page.locator('[data-testid="stMarkdownContainer"]', has_text=" · sim ")
     neighbour_scores.first.wait_for()
     assert neighbour_scores.count() >= 12
