@@ -15,7 +15,7 @@ from dashboard import auth, resources, review, sidebar
 from dashboard.navigation import EMBEDDING_MAP, GALLERY, PAGES, REVIEW
 
 st.set_page_config(page_title="clipmem", page_icon=":material/psychology:", layout="wide")
-resources.warm_chart_renderer()  # once per server process, in the background: the Overview's charts are SVG
+resources.warm_chart_renderer()  # once per server process, in the background: the server draws the Overview's charts
 
 # Before the gate, so a deep link is remembered while the visitor enters the token; a locked app lists no pages.
 page = st.navigation(

@@ -1,9 +1,10 @@
 """Tables, binned data and charts for the Overview page, read from the manifest and scores (no recompute).
 
 Histograms are binned here, so the browser gets bins, not one value per sample. The charts are drawn on
-the server as SVG images (``chart_svg``): a Vega-Lite chart makes the browser load and run Vega's code
-before it draws, about 1.4 s of a 2-core machine, and the Overview is the page a curator opens first.
-Nothing is lost: its charts only showed values on hover, and the Embedding map is the interactive view.
+the server as images (the histogram an SVG, the scatter a PNG): a Vega-Lite chart makes the browser
+load and run Vega's code before it draws, about 1.4 s of a 2-core machine, and the Overview is the page
+a curator opens first. Nothing is lost: its charts only showed values on hover, and the Embedding map
+is the interactive view.
 """
 
 from __future__ import annotations
@@ -326,5 +327,5 @@ def alignment_png(scores: pd.DataFrame) -> tuple[bytes, int] | None:
     if pair is None:
         return None
     points = alignment_points(scores)
-    chart = alignment_chart(points, column_label(pair[0]), column_label(pair[1]))
-    return vl_convert.vegalite_to_png(chart.properties(width=CHART_WIDTH).to_dict()), len(points)
+    chart = alignment_chart(points, column_label(pair[0]), column_label(pair[1])).properties(width=CHART_WIDTH)
+    return vl_convert.vegalite_to_png(chart.to_dict()), len(points)
