@@ -46,8 +46,9 @@ from pathlib import Path
 
 from clipmem_core import load_run
 from clipmem_core.review import open_store
-from clipmem_core.testing import CHART_SELECTOR, CHROMIUM, CHROMIUM_ARGS, IMAGE_SELECTOR, fake_run, serve_app
+from clipmem_core.testing import CHROMIUM, CHROMIUM_ARGS, fake_run, serve_app
 from dashboard.gallery import sort_orders
+from dashboard.images import CHART_SELECTOR, IMAGE_SELECTOR
 
 ROOT = Path(__file__).resolve().parents[1]
 VIEWPORT = {"width": 1280, "height": 800}

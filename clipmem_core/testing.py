@@ -192,14 +192,6 @@ def fake_experiment(
     return folder
 
 
-# A dashboard page's first meaningful content, as the browser tests and bench/bench_first_paint.py see it:
-# a drawn chart (an SVG image drawn by the server on the Overview, Vega-Lite on the Embedding map, Plotly
-# for an experiment's plot) or a loaded image.
-CHART_SELECTOR = (
-    '[data-testid="stImage"] img[src^="data:image/svg+xml"], '
-    '[data-testid="stPlotlyChart"] .main-svg, [data-testid="stVegaLiteChart"] svg.marks'
-)
-IMAGE_SELECTOR = '[data-testid="stImage"] img'
 # How tests and benchmarks start Debian's chromium (headless, quiet: nothing reaches the network).
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -11,17 +9,6 @@ from clipmem_core import Run
 from clipmem_core.cache import GROUND_TRUTH, TRUTH_CLEAN, TRUTH_MISCAPTIONED
 from clipmem_core.formatting import fmt_number
 from clipmem_core.scores import MEASUREMENTS, column_label, run_scores
-from clipmem_core.shards import open_image_source
-
-
-def shown_image(run: Run, row: int) -> str | bytes | None:
-    """What the inspector draws: the original image (a file's path, or a shard member's bytes), else the
-    thumbnail, else None."""
-    path = run.image_path(row) or run.thumbnail_path(row)
-    if path is None:
-        return None
-    source = open_image_source(path)
-    return str(source) if isinstance(source, Path) else source.getvalue()
 
 
 def score_table(run: Run, row: int, decision: str | None) -> pd.DataFrame:

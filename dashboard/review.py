@@ -267,16 +267,29 @@ class CardData:
     hint_problem: str | None
 
 
+def large_image(run: Run, row: int) -> tuple[Image.Image | None, str | None]:
+    """A sample's image to judge it by: the original file, else the run's thumbnail, upscaled to
+    REVIEW_IMAGE_PX; the note says what was done, or why there is no image (a damaged file costs the
+    image, not the page)."""
+    original = run.image_path(row)
+    shown = original or run.thumbnail_path(row)
+    if shown is None:
+        return None, None
+    try:
+        image, note = review_image(shown)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return None, f"the image cannot be read: {exc}"
+    if original is None:
+        note = "from the run's thumbnail: the original file is not available" + (f", {note}" if note else "")
+    return image, note
+
+
 def card_data(run: Run, sample_id: str, open_search: Callable[[], NeighbourSearch]) -> CardData:
     """The sample's large image (the original file, else its thumbnail, upscaled to be judged), its caption,
     the line of scores above it and the hints. What the review and reconcile pages draw, and what
     bench/bench_review.py times."""
     row = run.row(sample_id)
-    original = run.image_path(row)
-    shown = original or run.thumbnail_path(row)
-    image, note = review_image(shown) if shown is not None else (None, None)
-    if shown is not None and original is None:
-        note = "from the run's thumbnail: the original file is not available" + (f", {note}" if note else "")
+    image, note = large_image(run, row)
     try:
         found, problem = hints(open_search, sample_id), None
     except ClipmemError as exc:  # a damaged index: judge without hints, and say why

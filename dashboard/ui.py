@@ -7,10 +7,12 @@ through `md` (dashboard/text.py) wherever Streamlit renders markdown.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from clipmem_core import Run
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
@@ -20,12 +22,29 @@ from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 from . import navigation, resources, state
 from .auth import REVIEWER_KEY
 from .gallery import Card, score_line
+from .images import CHART_CLASS, IMAGE_CLASS, encoded, file_bytes, img_tag
 from .text import md
 
 VERDICT_KEYS = dict(zip(VERDICTS, ("1", "2", "3")))  # the same keys on every page, in button order
 BADGE_COLOURS = {MISCAPTIONED: "red", CORRECT: "green", UNSURE: "orange"}
 ROW_PX, HEADER_PX = 35, 38
 LARGE_TEXT = "font-size: 1.7rem; line-height: 1.35; margin: 0.3rem 0 1rem 0"  # the caption under review
+
+
+def image(source: Path | str | bytes | Image.Image, *, alt: str, width_px: int | None = None) -> None:
+    """A sample's image (a file's path, a shard member's bytes or a decoded image), ``width_px`` wide or
+    the column's width, drawn by a markdown element (why not ``st.image``: dashboard/images.py)."""
+    try:
+        data, mime = encoded(source) if isinstance(source, Image.Image) else file_bytes(source)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # a damaged file costs one image, not the page
+        st.caption(f"The image cannot be shown: {md(exc)}")
+        return
+    st.markdown(img_tag(data, mime, alt=alt, css_class=IMAGE_CLASS, width_px=width_px), unsafe_allow_html=True)
+
+
+def chart(data: bytes, mime: str, *, alt: str) -> None:
+    """A chart the server drew (SVG or PNG bytes), the column's width."""
+    st.markdown(img_tag(data, mime, alt=alt, css_class=CHART_CLASS), unsafe_allow_html=True)
 
 
 def hint_row(run: Run, card: Any, *, heading: str, key: str, on_pick: Callable[[str], None]) -> None:
@@ -40,7 +59,7 @@ def hint_row(run: Run, card: Any, *, heading: str, key: str, on_pick: Callable[[
         with column:
             thumb = run.thumbnail_path(hit.row)
             if thumb is not None:
-                st.image(str(thumb), width=96)
+                image(thumb, alt=hit.caption, width_px=96)
             st.text(hit.caption)
             pick = {"on_click": on_pick, "args": (hit.caption,)}
             st.button("Use this caption", key=f"{key}_{hit.row}", type="tertiary", **pick)
@@ -132,7 +151,7 @@ def card(c: Card, run_name: str, key: str, reviewer_name: str | None = None, ext
     link), then the flag buttons in flag mode."""
     with st.container(border=True):
         if c.thumbnail is not None:
-            st.image(str(c.thumbnail), width="stretch")
+            image(c.thumbnail, alt=c.caption)
         link = navigation.page_url(
             navigation.INSPECTOR,
             run=run_name,

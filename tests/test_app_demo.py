@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from page_helpers import drawn_images
 from streamlit.testing.v1 import AppTest
 
 from clipmem_core import list_runs, load_run
@@ -81,4 +82,4 @@ def test_every_dashboard_page_renders_the_demo(tmp_path, monkeypatch):
         assert at.title, page.title
     assert at.title[0].value == "Compute a run"
     at.switch_page(navigation.GALLERY.path).run()
-    assert len(at.get("image")) == 48
+    assert len(drawn_images(at)) == 48

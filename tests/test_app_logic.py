@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import re
 import sys
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ from clipmem_core import ClipmemError
 from clipmem_core.config import RunConfig
 from clipmem_core.review.decisions import decisions
 from clipmem_core.testing import fake_run, fake_scores
-from dashboard import compute, embedding_map, inspector, navigation, overview
+from dashboard import compute, embedding_map, images, inspector, navigation, overview
 from dashboard.gallery import (
     Card,
     Filters,
@@ -436,3 +438,49 @@ def test_sort_orders_are_computed_on_first_use_and_kept(monkeypatch):
     assert np.array_equal(first, real(scores["combined"].to_numpy()))  # "combined": high = suspicious
     with pytest.raises(KeyError):
         orders["no such score"]
+
+
+def _decode_tag(tag: str) -> tuple[str, Image.Image]:
+    source = re.search(r'src="data:([^;]+);base64,([^"]+)"', tag)
+    return source.group(1), Image.open(io.BytesIO(base64.b64decode(source.group(2))))
+
+
+def test_an_image_tag_carries_its_bytes_and_only_escaped_text():
+    caption = 'a "quoted" <script>alert(1)</script>\n\nline two'
+    data = b"\x89PNG fake"
+    tag = images.img_tag(data, "image/png", alt=caption, width_px=384)
+    assert tag.startswith('<img class="clipmem-image" ') and "\n" not in tag  # one line: one HTML block
+    assert "<script>" not in tag and 'alt="a &quot;quoted&quot; &lt;script&gt;alert(1)&lt;/script&gt; line two"' in tag
+    assert ' width="384" ' in tag  # Streamlit drops a style attribute
+    assert f'src="data:image/png;base64,{base64.b64encode(data).decode()}"' in tag
+    assert "width" not in images.img_tag(b"x", "image/png", alt="", css_class=images.CHART_CLASS)
+
+
+def test_small_thumbnails_pass_as_they_are_and_large_originals_are_scaled_down(tmp_path):
+    thumb = tmp_path / "0.jpg"
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(thumb, "JPEG")
+    assert images.file_bytes(thumb) == (thumb.read_bytes(), "image/jpeg")  # no decoding on a gallery page
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (3000, 1500), (200, 10, 30)).save(photo)
+    data, mime = images.file_bytes(photo)
+    mime_back, decoded = _decode_tag(images.img_tag(data, mime, alt="photo"))
+    assert mime == mime_back == "image/jpeg" and decoded.size == (images.MAX_SIDE_PX, images.MAX_SIDE_PX // 2)
+    clip_art = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    data, mime = images.encoded(clip_art)  # transparency kept: PNG
+    assert mime == "image/png" and Image.open(io.BytesIO(data)).mode == "RGBA"
+    with pytest.raises(OSError):
+        images.file_bytes(b"not an image")
+
+
+def test_the_large_image_is_upscaled_or_says_why_there_is_none(tmp_path):
+    from dashboard.review import REVIEW_IMAGE_PX, large_image
+
+    run = fake_run(tmp_path, "demo", n=12)
+    image, note = large_image(run, 0)
+    assert image.width == REVIEW_IMAGE_PX and note == "upscaled from 48 px"
+    run.image_path(1).write_bytes(b"\x89PNG\r\n\x1a\n not a png")  # a damaged original costs the image only
+    image, note = large_image(run, 1)
+    assert image is None and note.startswith("the image cannot be read:")
+    run.image_path(2).unlink()  # no original: the run's thumbnail, and the note says so
+    image, note = large_image(run, 2)
+    assert image.width == REVIEW_IMAGE_PX and note.startswith("from the run's thumbnail: the original file is not")

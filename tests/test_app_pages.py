@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 import pytest
+from page_helpers import drawn_images
 from streamlit.testing.v1 import AppTest
 
 from clipmem_core import load_run
@@ -21,6 +22,7 @@ from clipmem_core.testing import fake_run
 from dashboard import auth, compute, navigation, state
 from dashboard import embedding_map as emap
 from dashboard.gallery import sort_orders
+from dashboard.images import CHART_CLASS
 
 pytestmark = pytest.mark.pages  # Streamlit AppTest: `make test` and `make test-pages` run these
 
@@ -98,12 +100,22 @@ def test_overview_starts_in_plain_words_with_a_button_to_review_what_looks_wrong
     assert any("over all samples (120 samples, 12 mis-captioned)" in _plain(c.value) for c in at.caption)
     means = next(t for t in tables if "score" in t.columns)
     assert list(means.columns) == ["score", "shared", "candidate", "independent", "extra"]
-    charts = [image.proto.imgs[0].url for image in at.get("image")]  # drawn by the server: no chart code to load
-    assert len(charts) == 2 and charts[0].startswith("data:image/svg+xml")  # the histogram, inside the page
-    assert "/media/" in charts[1] and charts[1].endswith(".png")  # the scatter, fetched beside the page
+    charts = drawn_images(at, CHART_CLASS)  # drawn by the server: no chart code to load
+    assert len(charts) == 2 and charts[0].startswith("data:image/svg+xml;base64,")  # the histogram
+    assert charts[1].startswith("data:image/png;base64,")  # the scatter: as an SVG, one path per point
+    assert not at.get("image")  # no st.image: its script chunk held the page's first paint back
     assert not at.get("vega_lite_chart") and not at.get("plotly_chart")
     button.click().run()
     assert at.title[0].value == "Review · demo" and at.session_state["review_batch"] == 12
+
+
+def test_a_damaged_thumbnail_costs_its_own_image_and_nothing_else(cache_root):
+    run = load_run(cache_root / "demo")
+    first = int(sort_orders(run.scores)["combined"][0])
+    run.thumbnail_path(first).write_bytes(b"\xff\xd8\xff garbage")  # a JPEG's first bytes, then nothing
+    at = _open(_app(), navigation.GALLERY.path)
+    assert len(_cards(at)) == 48 and len(drawn_images(at)) == 47
+    assert [c.value for c in at.main.caption if c.value.startswith("The image cannot be shown")]
 
 
 def _unescape(markdown: str) -> str:
@@ -126,7 +138,7 @@ def test_gallery_shows_48_cards_with_verbatim_captions_split_scores_and_truth(ca
     assert at.title[0].value == "Most likely mis-captioned"
     cards = _cards(at)
     assert _card_captions(at) == [" ".join(c.split()) for c in run.scores["caption"].iloc[rows]]
-    assert len(at.get("image")) == 48
+    assert len(drawn_images(at)) == 48
     lines = [_unescape(card[1]) for card in cards]
     assert lines[0].startswith(f":small[:gray[{run.scores['split'].iat[rows[0]]} · Likely mis-captioned ")
     assert "CLIPMem" in lines[0] and "CLIP score (held-out)" in lines[0]
@@ -330,12 +342,12 @@ def test_inspector_shows_scores_views_neighbours_and_hints(cache_root):
     assert at.main.text_input(key=state.INSPECT).value == "s00005"
     assert [t.label for t in at.tabs] == ["image → image", "text → text", "image → text", "text → image"]
     assert any(s.value == "Neighbours" for s in at.subheader)
-    assert len(at.get("image")) == 1 + 12  # the open tab's neighbours only: the other modes are not drawn
+    assert len(drawn_images(at)) == 1 + 12  # the open tab's neighbours only: the other modes are not drawn
     assert sum(t.value.startswith("• ") for t in at.main.text) >= 1
     image_neighbours = _card_captions(at)
     at.session_state[state.NEIGHBOUR_MODE] = "text → text"  # a click on that tab
     at.run()
-    assert len(at.get("image")) == 1 + 12 and _card_captions(at) != image_neighbours
+    assert len(drawn_images(at)) == 1 + 12 and _card_captions(at) != image_neighbours
     run = load_run(cache_root / "demo")
     hits = NeighbourSearch(run).query("s00005", k=12, mode="text")
     assert _card_captions(at) == [run.scores["caption"].iat[h.row] for h in hits]
@@ -346,7 +358,7 @@ def test_the_inspector_serves_only_rows_of_the_run(cache_root):
     at = _app()
     _open(at, navigation.INSPECTOR.path)
     at.text_input(key=state.INSPECT).input("../../../../etc/passwd").run()
-    assert at.error[0].value == "No sample with that id in this run." and not at.get("image")
+    assert at.error[0].value == "No sample with that id in this run." and not drawn_images(at)
 
 
 def test_a_cards_inspect_link_opens_the_inspector_on_that_sample_in_a_new_session(cache_root):
@@ -454,9 +466,9 @@ def test_a_deep_link_meets_the_access_gate_first_and_opens_once_through_it(cache
     at.switch_page(navigation.GALLERY.path).run()
     assert not at.exception, [e.value for e in at.exception]
     assert [t.label for t in at.text_input] == ["Access token"]  # app.py's gate, not the gallery
-    assert not _cards(at) and not at.get("image") and not at.sidebar.selectbox
+    assert not _cards(at) and not drawn_images(at) and not at.sidebar.selectbox
     at.text_input(key="_clipmem_token_input").input("s3cret").run()
-    assert at.title[0].value == "Most likely mis-captioned" and len(at.get("image")) == 48  # the page asked for
+    assert at.title[0].value == "Most likely mis-captioned" and len(drawn_images(at)) == 48  # the page asked for
 
 
 def test_page_scripts_sit_in_sub_folders_of_pages_and_all_are_in_the_menu():

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from clipmem_core import load_run
-from clipmem_core.testing import CHART_SELECTOR, CHROMIUM, CHROMIUM_ARGS, IMAGE_SELECTOR, serve_app
+from clipmem_core.testing import CHROMIUM, CHROMIUM_ARGS, serve_app
 from dashboard.gallery import sort_orders
+from dashboard.images import CHART_SELECTOR, IMAGE_SELECTOR
 from dashboard.navigation import PAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,14 +44,14 @@ const clipmemRecord = () => {
   const state = {
     nav,
     dialog: dialog ? dialog.innerText.split("\\n")[0] : null,
-    gallery: document.querySelectorAll('[data-testid="stImage"]').length > 0,
+    gallery: document.querySelectorAll(__IMAGE_SELECTOR__).length > 0,
   };
   const seen = window.__clipmemSeen, key = JSON.stringify(state);
   if (!seen.length || seen[seen.length - 1].key !== key) seen.push({t: Math.round(performance.now()), key, ...state});
 };
 new MutationObserver(clipmemRecord).observe(document, {subtree: true, childList: true, characterData: true});
 clipmemRecord();
-"""
+""".replace("__IMAGE_SELECTOR__", json.dumps(IMAGE_SELECTOR))
 
 pytestmark = pytest.mark.e2e
 
@@ -194,8 +195,7 @@ def test_gallery_and_inspector_render_in_chromium(browser, server, tmp_path):
     images.nth(47).wait_for()
     assert images.count() == 48
     page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
-        ".every(img => img.complete && img.naturalWidth > 0)"
+        f"() => [...document.querySelectorAll({IMAGE_SELECTOR!r})].every(img => img.complete && img.naturalWidth > 0)"
     )
     _close_page_not_found(page)  # when this test runs first on its server
     cards = page.locator('[data-testid="stMarkdownContainer"]', has_text=" · Likely mis-captioned ")

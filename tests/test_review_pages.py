@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from page_helpers import drawn_images
 from review_fixtures import REPO, make_run
 from streamlit.testing.v1 import AppTest
 
@@ -93,7 +94,7 @@ def test_the_review_card_is_large_with_keys_for_every_verdict_skip_and_undo(run_
     at = page(REVIEW, run_dir)
     assert shown_sample(at) == "s00"  # the combined ranking, top first
     assert "&lt;b&gt;bold&lt;/b&gt; **not markdown**" in html_text(at)  # large type, escaped, no markdown
-    assert len(at.main.get("image")) == 1 + 4  # the sample and four hints' thumbnails
+    assert len(drawn_images(at.main)) == 1 + 4  # the sample and four hints' thumbnails
     assert any(c.value == "upscaled from 48 px" for c in at.caption)  # drawn review.REVIEW_IMAGE_PX wide
     keys = {b.key: (b.label, b.proto.shortcut.upper(), b.proto.type) for b in at.main.button if b.proto.shortcut}
     assert keys == {

@@ -39,9 +39,12 @@ if row is None:
 decisions = resources.decisions(run)
 decision = decisions.loc[sample_id] if sample_id in decisions.index else None
 left, right = st.columns([2, 3])
-image = inspector.shown_image(run, row)
-if image is not None:
-    left.image(image, width="stretch")
+image, note = review.large_image(run, row)
+with left:
+    if image is not None:
+        ui.image(image, alt=run.scores["caption"].iat[row], width_px=review.REVIEW_IMAGE_PX)
+    if note:
+        st.caption(note)
 with right:
     st.text(run.scores["caption"].iat[row])
     table = inspector.score_table(run, row, badge_text(decision))

@@ -8,6 +8,7 @@ import streamlit as st
 from clipmem_core.formatting import fmt_number as fmt_n
 from clipmem_core.scores import column_label
 from dashboard import navigation, overview, resources, review, ui
+from dashboard.images import SVG
 from dashboard.text import md
 
 run = resources.require_run()
@@ -60,7 +61,7 @@ st.subheader(f"{column_label(column)} per split")
 if histogram is None:
     st.warning(f"This run has no {column_label(column)} values.")
 else:
-    st.image(histogram, width="stretch")
+    ui.chart(histogram.encode(), SVG, alt=f"Histogram of {column_label(column)} per split")
 st.markdown("**Mean ± standard deviation per split**")
 ui.table(overview.split_means(run.manifest), empty="The manifest stores no per-split summary.", width="stretch")
 tests = overview.ttests(run.manifest)
@@ -75,7 +76,7 @@ if alignment is not None:
         f"{y_label} against {x_label}" if pair == ("align_f", "align_g") else "Alignment A: held-out against trained"
     )
     scatter, n_points = alignment
-    st.image(scatter, width="stretch")
+    ui.chart(scatter, "image/png", alt=f"Scatter of {y_label} against {x_label}")
     st.caption(
         f"{n_points:,} samples; the dotted line is equal alignment. Above it: held-out models align the pair better."
     )
