@@ -1,30 +1,34 @@
-"""Images as ``<img>`` tags with their bytes inline (data URLs), for a markdown element to draw.
+"""Images as markdown with their bytes inline (data URLs): ``![caption](data:image/jpeg;base64,…)``.
 
 Why not ``st.image``: its component is one of Streamlit's lazily loaded script chunks, and a page's
 images showed only after the browser had fetched, compiled and run that chunk, on a CPU it shares with
-the server. A markdown element is in Streamlit's main bundle and draws in the page's first wave: on the
-Overview, the first chart came 0.47x as late (bench/bench_first_paint.py, docs/benchmarks.md).
+the server. Plain markdown is in Streamlit's main bundle and draws in the page's first wave (an ``<img>``
+tag would need the markdown's raw-HTML chunk instead). Measured in bench/bench_first_paint.py, recorded
+in docs/benchmarks.md.
 
-Every part of a tag is ours: the bytes are base64, the MIME type a constant and the alt text escaped,
-so no text from a dataset reaches the HTML unescaped. Large originals are scaled down first, so a page
-never carries a camera's full-size photo through the websocket.
+Streamlit draws a markdown image as wide as its column allows but never past its own pixels
+(``object-fit: scale-down``), so where a page promises a size the server upscales the image first
+(review.review_image). Large originals are scaled down, so no page carries a camera's full-size photo
+through the websocket. The alt text is escaped like any other untrusted text (dashboard/text.py).
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 from pathlib import Path
 
 from PIL import Image
 
-IMAGE_CLASS = "clipmem-image"  # a sample's image or thumbnail
-CHART_CLASS = "clipmem-chart"  # a chart the server drew
-IMAGE_SELECTOR = f"img.{IMAGE_CLASS}"  # what the browser tests and benchmarks wait for
-CHART_SELECTOR = f'img.{CHART_CLASS}, [data-testid="stVegaLiteChart"] svg.marks'
+from .text import md
+
+# What the browser tests and benchmarks wait for: an image drawn inside a markdown element (a sample's
+# image, or a chart the server drew), or a Vega-Lite chart (the Embedding map).
+IMAGE_SELECTOR = '[data-testid="stMarkdownContainer"] img[src^="data:image/"]'
+CHART_SELECTOR = f'{IMAGE_SELECTOR}, [data-testid="stVegaLiteChart"] svg.marks'
 MAX_SIDE_PX = 768  # twice the widest drawn image (the review's 384 px): sharp on a high-density screen
 SVG = "image/svg+xml"
+_SMALL_FILE_BYTES = 64_000
 
 
 def encoded(image: Image.Image, max_side: int = MAX_SIDE_PX) -> tuple[bytes, str]:
@@ -34,19 +38,20 @@ def encoded(image: Image.Image, max_side: int = MAX_SIDE_PX) -> tuple[bytes, str
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     if image.mode in ("RGBA", "LA", "P", "PA"):
-        image.save(buffer, "PNG", optimize=False)
+        image.save(buffer, "PNG")
         return buffer.getvalue(), "image/png"
     image.convert("RGB").save(buffer, "JPEG", quality=90)
     return buffer.getvalue(), "image/jpeg"
 
 
 def file_bytes(source: Path | str | bytes, max_side: int = MAX_SIDE_PX) -> tuple[bytes, str]:
-    """An image file (a path, or a shard member's bytes) ready for a tag: a small JPEG or PNG file as it
-    is (a thumbnail: no decoding), anything else decoded and encoded by `encoded`."""
+    """An image file (a path, or a shard member's bytes) ready to draw: a small JPEG or PNG file as it is
+    (a thumbnail: not decoded), anything else decoded and encoded by `encoded`. A file that is no image
+    raises OSError."""
     raw = source if isinstance(source, bytes) else Path(source).read_bytes()
     mime = _sniff(raw)
-    if mime is not None and len(raw) <= 64_000:
-        with Image.open(io.BytesIO(raw)) as probe:
+    if mime is not None and len(raw) <= _SMALL_FILE_BYTES:
+        with Image.open(io.BytesIO(raw)) as probe:  # reads the header only
             if max(probe.size) <= max_side:
                 return raw, mime
     with Image.open(io.BytesIO(raw)) as opened:
@@ -54,16 +59,9 @@ def file_bytes(source: Path | str | bytes, max_side: int = MAX_SIDE_PX) -> tuple
         return encoded(opened, max_side)
 
 
-def img_tag(data: bytes, mime: str, *, alt: str, css_class: str = IMAGE_CLASS, width_px: int | None = None) -> str:
-    """One ``<img>`` with ``data`` inline, ``width_px`` wide, else as wide as its column allows.
-
-    Streamlit keeps ``class`` and ``width`` but drops ``style``, and its markdown images never grow past
-    their own pixels (``object-fit: scale-down``): a small image is upscaled on the server where a page
-    promises a size (review.review_image)."""
-    width = f' width="{int(width_px)}"' if width_px else ""
-    source = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-    alt = html.escape(" ".join(alt.split()))  # one line: a blank line would end markdown's HTML block
-    return f'<img class="{css_class}" alt="{alt}"{width} src="{source}">'
+def markdown_image(data: bytes, mime: str, *, alt: str) -> str:
+    """``data`` as a markdown image, its alt text escaped."""
+    return f"![{md(alt)}](data:{mime};base64,{base64.b64encode(data).decode('ascii')})"
 
 
 def _sniff(raw: bytes) -> str | None:

@@ -22,7 +22,7 @@ from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 from . import navigation, resources, state
 from .auth import REVIEWER_KEY
 from .gallery import Card, score_line
-from .images import CHART_CLASS, IMAGE_CLASS, encoded, file_bytes, img_tag
+from .images import encoded, file_bytes, markdown_image
 from .text import md
 
 VERDICT_KEYS = dict(zip(VERDICTS, ("1", "2", "3")))  # the same keys on every page, in button order
@@ -31,20 +31,25 @@ ROW_PX, HEADER_PX = 35, 38
 LARGE_TEXT = "font-size: 1.7rem; line-height: 1.35; margin: 0.3rem 0 1rem 0"  # the caption under review
 
 
-def image(source: Path | str | bytes | Image.Image, *, alt: str, width_px: int | None = None) -> None:
-    """A sample's image (a file's path, a shard member's bytes or a decoded image), ``width_px`` wide or
-    the column's width, drawn by a markdown element (why not ``st.image``: dashboard/images.py)."""
+def image_markdown(source: Path | str | bytes | Image.Image, *, alt: str) -> str:
+    """A sample's image (a file's path, a shard member's bytes or a decoded image) as markdown, or a line
+    saying why it cannot be shown: a damaged file costs one image, not the page. Why markdown and not
+    ``st.image``: dashboard/images.py."""
     try:
         data, mime = encoded(source) if isinstance(source, Image.Image) else file_bytes(source)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # a damaged file costs one image, not the page
-        st.caption(f"The image cannot be shown: {md(exc)}")
-        return
-    st.markdown(img_tag(data, mime, alt=alt, css_class=IMAGE_CLASS, width_px=width_px), unsafe_allow_html=True)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return f":small[:gray[The image cannot be shown: {md(exc)}]]"
+    return markdown_image(data, mime, alt=alt)
+
+
+def image(source: Path | str | bytes | Image.Image, *, alt: str) -> None:
+    """A sample's image, as large as its own pixels and its column allow."""
+    st.markdown(image_markdown(source, alt=alt))
 
 
 def chart(data: bytes, mime: str, *, alt: str) -> None:
-    """A chart the server drew (SVG or PNG bytes), the column's width."""
-    st.markdown(img_tag(data, mime, alt=alt, css_class=CHART_CLASS), unsafe_allow_html=True)
+    """A chart the server drew (SVG or PNG bytes)."""
+    st.markdown(markdown_image(data, mime, alt=alt))
 
 
 def hint_row(run: Run, card: Any, *, heading: str, key: str, on_pick: Callable[[str], None]) -> None:
@@ -59,7 +64,7 @@ def hint_row(run: Run, card: Any, *, heading: str, key: str, on_pick: Callable[[
         with column:
             thumb = run.thumbnail_path(hit.row)
             if thumb is not None:
-                image(thumb, alt=hit.caption, width_px=96)
+                image(thumb, alt=hit.caption)
             st.text(hit.caption)
             pick = {"on_click": on_pick, "args": (hit.caption,)}
             st.button("Use this caption", key=f"{key}_{hit.row}", type="tertiary", **pick)
@@ -147,11 +152,9 @@ def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | N
 
 
 def card(c: Card, run_name: str, key: str, reviewer_name: str | None = None, extra: str | None = None) -> None:
-    """A sample card: thumbnail, then one text block (escaped caption, split and scores, badges, inspector
+    """A sample card: one markdown block (thumbnail, escaped caption, split and scores, badges, inspector
     link), then the flag buttons in flag mode."""
     with st.container(border=True):
-        if c.thumbnail is not None:
-            image(c.thumbnail, alt=c.caption)
         link = navigation.page_url(
             navigation.INSPECTOR,
             run=run_name,
@@ -159,7 +162,8 @@ def card(c: Card, run_name: str, key: str, reviewer_name: str | None = None, ext
             **{state.INSPECT: c.sample_id},
         )
         body, why = card_text(c, extra, link)
-        st.markdown(body, help=why)
+        thumbnail = "" if c.thumbnail is None else image_markdown(c.thumbnail, alt=c.caption) + "\n\n"
+        st.markdown(thumbnail + body, help=why)
         flag_buttons(run_name, c.sample_id, key, reviewer_name)
 
 

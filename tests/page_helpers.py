@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import re
 
-from dashboard.images import IMAGE_CLASS
-
-_SOURCE = re.compile(r'src="([^"]+)"')
+_IMAGE = re.compile(r"!\[(?:[^\]\\]|\\.)*\]\((data:image/[^)]+)\)")
 
 
-def drawn_images(block, css_class: str = IMAGE_CLASS) -> list[str]:
-    """The data URLs of the images in ``block`` (an AppTest or one of its containers): each is a markdown
-    element holding one ``<img>`` of that class (dashboard/images.py)."""
-    return [_SOURCE.search(m.value).group(1) for m in block.markdown if f'<img class="{css_class}"' in m.value]
+def drawn_images(block) -> list[str]:
+    """The data URLs of the images in ``block`` (an AppTest or one of its containers), in page order:
+    markdown images with their bytes inline (dashboard/images.py)."""
+    return [url for m in block.markdown for url in _IMAGE.findall(m.value)]

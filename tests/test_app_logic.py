@@ -440,20 +440,17 @@ def test_sort_orders_are_computed_on_first_use_and_kept(monkeypatch):
         orders["no such score"]
 
 
-def _decode_tag(tag: str) -> tuple[str, Image.Image]:
-    source = re.search(r'src="data:([^;]+);base64,([^"]+)"', tag)
+def _decode(markdown: str) -> tuple[str, Image.Image]:
+    source = re.search(r"\]\(data:([^;]+);base64,([^)]+)\)", markdown)
     return source.group(1), Image.open(io.BytesIO(base64.b64decode(source.group(2))))
 
 
-def test_an_image_tag_carries_its_bytes_and_only_escaped_text():
-    caption = 'a "quoted" <script>alert(1)</script>\n\nline two'
+def test_an_image_is_markdown_carrying_its_bytes_and_only_escaped_text():
+    caption = "a [link](http://evil) <script>alert(1)</script>\n\nline two"
     data = b"\x89PNG fake"
-    tag = images.img_tag(data, "image/png", alt=caption, width_px=384)
-    assert tag.startswith('<img class="clipmem-image" ') and "\n" not in tag  # one line: one HTML block
-    assert "<script>" not in tag and 'alt="a &quot;quoted&quot; &lt;script&gt;alert(1)&lt;/script&gt; line two"' in tag
-    assert ' width="384" ' in tag  # Streamlit drops a style attribute
-    assert f'src="data:image/png;base64,{base64.b64encode(data).decode()}"' in tag
-    assert "width" not in images.img_tag(b"x", "image/png", alt="", css_class=images.CHART_CLASS)
+    shown = images.markdown_image(data, "image/png", alt=caption)
+    assert shown == f"![{md(caption)}](data:image/png;base64,{base64.b64encode(data).decode()})"
+    assert "\n" not in shown and "](http" not in shown and "\\<script\\>" in shown  # one line, nothing live
 
 
 def test_small_thumbnails_pass_as_they_are_and_large_originals_are_scaled_down(tmp_path):
@@ -463,7 +460,7 @@ def test_small_thumbnails_pass_as_they_are_and_large_originals_are_scaled_down(t
     photo = tmp_path / "photo.png"
     Image.new("RGB", (3000, 1500), (200, 10, 30)).save(photo)
     data, mime = images.file_bytes(photo)
-    mime_back, decoded = _decode_tag(images.img_tag(data, mime, alt="photo"))
+    mime_back, decoded = _decode(images.markdown_image(data, mime, alt="photo"))
     assert mime == mime_back == "image/jpeg" and decoded.size == (images.MAX_SIDE_PX, images.MAX_SIDE_PX // 2)
     clip_art = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
     data, mime = images.encoded(clip_art)  # transparency kept: PNG

@@ -22,7 +22,6 @@ from clipmem_core.testing import fake_run
 from dashboard import auth, compute, navigation, state
 from dashboard import embedding_map as emap
 from dashboard.gallery import sort_orders
-from dashboard.images import CHART_CLASS
 
 pytestmark = pytest.mark.pages  # Streamlit AppTest: `make test` and `make test-pages` run these
 
@@ -100,7 +99,7 @@ def test_overview_starts_in_plain_words_with_a_button_to_review_what_looks_wrong
     assert any("over all samples (120 samples, 12 mis-captioned)" in _plain(c.value) for c in at.caption)
     means = next(t for t in tables if "score" in t.columns)
     assert list(means.columns) == ["score", "shared", "candidate", "independent", "extra"]
-    charts = drawn_images(at, CHART_CLASS)  # drawn by the server: no chart code to load
+    charts = drawn_images(at)  # drawn by the server: no chart code to load
     assert len(charts) == 2 and charts[0].startswith("data:image/svg+xml;base64,")  # the histogram
     assert charts[1].startswith("data:image/png;base64,")  # the scatter: as an SVG, one path per point
     assert not at.get("image")  # no st.image: its script chunk held the page's first paint back
@@ -115,7 +114,7 @@ def test_a_damaged_thumbnail_costs_its_own_image_and_nothing_else(cache_root):
     run.thumbnail_path(first).write_bytes(b"\xff\xd8\xff garbage")  # a JPEG's first bytes, then nothing
     at = _open(_app(), navigation.GALLERY.path)
     assert len(_cards(at)) == 48 and len(drawn_images(at)) == 47
-    assert [c.value for c in at.main.caption if c.value.startswith("The image cannot be shown")]
+    assert sum("The image cannot be shown: " in m.value for m in at.main.markdown) == 1
 
 
 def _unescape(markdown: str) -> str:
@@ -123,8 +122,9 @@ def _unescape(markdown: str) -> str:
 
 
 def _cards(at: AppTest) -> list[list[str]]:
-    """Each card's markdown block as lines: the caption (escaped), the split and scores, the badges."""
-    return [m.value.split("  \n") for m in at.main.markdown if ":small[:gray[" in m.value]
+    """Each card's markdown block as lines after its thumbnail: the caption (escaped), the split and
+    scores, the badges."""
+    return [m.value.split("\n\n")[-1].split("  \n") for m in at.main.markdown if ":small[:gray[" in m.value]
 
 
 def _card_captions(at: AppTest) -> list[str]:
@@ -313,6 +313,7 @@ def test_captions_render_as_plain_text(cache_root):
 
 
 _OWN_LINK = re.compile(r"\[Inspect ↗\]\(inspector\?[\w%=&.+~-]*\)")
+_OWN_IMAGE = re.compile(r"\]\(data:image/[a-z+]+;base64,[A-Za-z0-9+/=]+\)")  # bytes the server encoded
 
 
 def test_ids_reviewer_and_run_names_never_render_as_markdown(tmp_path, monkeypatch):
@@ -329,7 +330,7 @@ def test_ids_reviewer_and_run_names_never_render_as_markdown(tmp_path, monkeypat
         rendered = [e.value for e in (*at.title, *at.markdown, *at.caption, *at.success, *at.info, *at.error)]
         rendered += [b.label for b in at.button] + [m.label for m in at.metric]
         for text in rendered:
-            text = _OWN_LINK.sub("", text)  # a card's inspector link, its query percent-encoded
+            text = _OWN_IMAGE.sub("", _OWN_LINK.sub("", text))  # a card's inspector link, its query percent-encoded
             assert "](" not in text and "**b**" not in text and ":red[" not in text, (spec.title, text)
         if spec in (navigation.OVERVIEW, navigation.REVIEW, navigation.RECONCILE):
             assert EVIL_RUN in _plain(at.title[0].value), spec.title  # shown as typed

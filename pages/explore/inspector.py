@@ -42,7 +42,7 @@ left, right = st.columns([2, 3])
 image, note = review.large_image(run, row)
 with left:
     if image is not None:
-        ui.image(image, alt=run.scores["caption"].iat[row], width_px=review.REVIEW_IMAGE_PX)
+        ui.image(image, alt=run.scores["caption"].iat[row])
     if note:
         st.caption(note)
 with right:

@@ -80,7 +80,7 @@ with st.container(border=True):
     left, right = st.columns([1, 1], gap="medium")
     with left:
         if card.image is not None:
-            ui.image(card.image, alt=card.caption, width_px=review.REVIEW_IMAGE_PX)
+            ui.image(card.image, alt=card.caption)
         if card.note:
             st.caption(card.note)
     with right:

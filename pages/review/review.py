@@ -61,7 +61,7 @@ else:
         if card.image is None:
             st.warning("The image of this sample is not available.")
         else:
-            ui.image(card.image, alt=card.caption, width_px=review.REVIEW_IMAGE_PX)
+            ui.image(card.image, alt=card.caption)
         if card.note:
             st.caption(card.note)
     with right:
