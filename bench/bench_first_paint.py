@@ -62,7 +62,7 @@ PAGES = {
     "gallery": ("gallery", IMAGE_SELECTOR),
     "inspector": ("inspector", IMAGE_SELECTOR),
     "embedding_map": ("embedding_map", CHART_SELECTOR),
-    "compare": ("compare", '[data-testid="stDataFrame"]'),
+    "compare": ("compare", '[data-testid="stMarkdownContainer"] table'),
     "review": ("review?reviewer=ann", IMAGE_SELECTOR),
     "reconcile": ("reconcile?reviewer=lead", IMAGE_SELECTOR),
     "compute": ("compute", '[data-testid="stHeading"]'),  # the baseline: no run data, Streamlit's own floor

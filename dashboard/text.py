@@ -10,9 +10,19 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
+
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character: CommonMark escapes them all
 
 
 def md(text: object) -> str:
     """``text`` on one line with every markdown-significant character backslash-escaped."""
     return _PUNCTUATION.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A small frame of text as a markdown table, every header and cell escaped by `md` (a ``|`` stays
+    inside its cell)."""
+    lines = ["| " + " | ".join(md(column) for column in frame.columns) + " |", "|" + " --- |" * frame.shape[1]]
+    lines += ["| " + " | ".join(md(value) for value in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)

@@ -23,7 +23,7 @@ from . import navigation, resources, state
 from .auth import REVIEWER_KEY
 from .gallery import Card, score_line
 from .images import encoded, file_bytes, markdown_image
-from .text import md
+from .text import markdown_table, md
 
 VERDICT_KEYS = dict(zip(VERDICTS, ("1", "2", "3")))  # the same keys on every page, in button order
 BADGE_COLOURS = {MISCAPTIONED: "red", CORRECT: "green", UNSURE: "orange"}
@@ -77,6 +77,12 @@ def table(frame: pd.DataFrame, empty: str, **kwargs) -> None:
     else:
         height = HEADER_PX + ROW_PX * min(len(frame), 20)
         st.dataframe(frame, hide_index=True, height=height, **kwargs)
+
+
+def static_table(frame: pd.DataFrame) -> None:
+    """A small table of text drawn with the page's first elements, as markdown: ``st.dataframe``'s grid is
+    a lazily loaded chunk of script, and the Compare page's first table showed 1.9 s after its title."""
+    st.markdown(markdown_table(frame))
 
 
 def _badge(text: str, colour: str, icon: str = "") -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
+
 _IMAGE = re.compile(r"!\[(?:[^\]\\]|\\.)*\]\((data:image/[^)]+)\)")
 
 
@@ -11,3 +13,14 @@ def drawn_images(block) -> list[str]:
     """The data URLs of the images in ``block`` (an AppTest or one of its containers), in page order:
     markdown images with their bytes inline (dashboard/images.py)."""
     return [url for m in block.markdown for url in _IMAGE.findall(m.value)]
+
+
+def markdown_tables(block) -> list[pd.DataFrame]:
+    """The markdown tables in ``block`` (dashboard.text.markdown_table), their cells unescaped."""
+    tables = []
+    for m in block.markdown:
+        lines = m.value.splitlines()
+        if len(lines) >= 2 and lines[0].startswith("| ") and lines[1].startswith("| ---"):
+            rows = [[re.sub(r"\\(.)", r"\1", c.strip()) for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
+            tables.append(pd.DataFrame(rows[2:], columns=rows[0]))
+    return tables

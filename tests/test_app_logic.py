@@ -8,6 +8,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ from dashboard.gallery import (
     sorts,
     unscored_note,
 )
-from dashboard.text import md
+from dashboard.text import markdown_table, md
 from dashboard.ui import card_text
 
 
@@ -481,3 +482,13 @@ def test_the_large_image_is_upscaled_or_says_why_there_is_none(tmp_path):
     run.image_path(2).unlink()  # no original: the run's thumbnail, and the note says so
     image, note = large_image(run, 2)
     assert image.width == REVIEW_IMAGE_PX and note.startswith("from the run's thumbnail: the original file is not")
+
+
+def test_a_markdown_table_shows_every_cell_as_typed():
+    from page_helpers import markdown_tables
+
+    frame = pd.DataFrame({"Measure": ["Samples", "R@1"], "run|a [x](http://evil)": ["2,000", "**0.5**"]})
+
+    block = SimpleNamespace(markdown=[SimpleNamespace(value=markdown_table(frame))])  # as AppTest gives it
+    table = markdown_tables(block)[0]
+    assert table.equals(frame) and "](http" not in markdown_table(frame)

@@ -32,7 +32,8 @@ def test_compare_page_renders_its_three_views(browser, tmp_path):  # noqa: F811
         page.get_by_role("heading", name="Compare runs").wait_for()
         _close_page_not_found(page)
         page.get_by_text("Mean CLIPMem per split", exact=True).wait_for()
-        page.locator('[data-testid="stDataFrame"]').nth(2).wait_for()
+        page.locator('[data-testid="stMarkdownContainer"] table').nth(1).wait_for()
+        page.locator('[data-testid="stDataFrame"]').first.wait_for()
         page.screenshot(path=str(tmp_path / "compare_side_by_side.png"))
 
         page.get_by_role("tab", name="Did cleaning help?").click()

@@ -31,14 +31,14 @@ with side:
     else:
         runs = [resources.run_at(cache_root / name) for name in chosen]
         flagged = {run.name: compare.flagged_count(store, run.name) for run in runs}
-        st.dataframe(compare.side_by_side(runs, flagged), hide_index=True)
+        ui.static_table(compare.side_by_side(runs, flagged))
         st.caption(
             "R@1/R@5: image→text and text→image recall of each model on the samples it never trained on, "
             "averaged; runs on different data are measured on different samples. Detection: how well the "
             "combined ranking finds the known mis-captions. Flagged: final team verdict mis-captioned."
         )
         st.markdown("**Mean CLIPMem per split**")
-        st.dataframe(compare.clipmem_per_split(runs), hide_index=True)
+        ui.static_table(compare.clipmem_per_split(runs))
         st.markdown("**Settings that differ**")
         ui.table(compare.config_differences(runs), "The runs share every setting.")
 
