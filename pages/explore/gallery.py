@@ -41,7 +41,7 @@ def gallery() -> None:
     if not 1 <= ss.get(state.PAGE, 1) <= pages:
         ss[state.PAGE] = 1
     title = st.empty()  # filled once the sort is known: the title follows it
-    top = st.columns([3, 2, 1, 1, 2], vertical_alignment="bottom")
+    top = st.columns([3, 2, 1, 1], vertical_alignment="bottom")
     top[0].selectbox(
         "Sort by",
         list(options),
@@ -57,14 +57,16 @@ def gallery() -> None:
     top[1].number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, key=state.PAGE)
     top[2].button("◀ Prev", on_click=_step, args=(-1, pages), disabled=ss[state.PAGE] <= 1, width="stretch")
     top[3].button("Next ▶", on_click=_step, args=(1, pages), disabled=ss[state.PAGE] >= pages, width="stretch")
-    top[4].metric(f"Matching (of {len(run.scores):,})", f"{total:,}")
     page = ss[state.PAGE] - 1
     rows = page_rows(ranking.orders[ss.get(state.SORT) or default_sort], mask, page)
     cards = make_cards(run, rows, table)
     if not cards:
         st.info("No sample matches the filters.")
         return
-    st.caption(f"Samples {page * PAGE_SIZE + 1:,}–{page * PAGE_SIZE + len(cards):,} of {total:,}.")
+    st.caption(
+        f"Samples {page * PAGE_SIZE + 1:,}–{page * PAGE_SIZE + len(cards):,} of the {total:,} that match "
+        f"(of {len(run.scores):,} in the run)."
+    )
     ui.card_grid(cards, run.name, key="gallery", reviewer_name=sidebar.flagging_as())
 
 
