@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 
+import pandas as pd
 import streamlit as st
 
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
@@ -32,9 +33,7 @@ def agreement_section() -> None:
     """How much the reviewers agree, in percent, overall and per pair."""
     report = reconcile.agreement(store, run.name, sample_ids)
     st.subheader("Agreement")
-    with st.container(horizontal=True):
-        for label, value in reconcile.agreement_metrics(report).items():
-            st.metric(label, value, border=True)
+    ui.static_table(pd.DataFrame([reconcile.agreement_metrics(report)]))
     st.caption(reconcile.fleiss_note(report))
     pairs = reconcile.pair_agreement(report)
     if not pairs.empty:
