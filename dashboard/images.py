@@ -27,8 +27,10 @@ from .text import md
 IMAGE_SELECTOR = '[data-testid="stMarkdownContainer"] img[src^="data:image/"]'
 CHART_SELECTOR = f'{IMAGE_SELECTOR}, [data-testid="stVegaLiteChart"] svg.marks'
 MAX_SIDE_PX = 768  # twice the widest drawn image (the review's 384 px): sharp on a high-density screen
-SVG = "image/svg+xml"
+SVG, PNG, JPEG = "image/svg+xml", "image/png", "image/jpeg"
 _SMALL_FILE_BYTES = 64_000
+# What reading an image file may raise (a damaged, truncated or oversized file): it costs that image only.
+UNREADABLE = (OSError, ValueError, Image.DecompressionBombError)
 
 
 def encoded(image: Image.Image, max_side: int = MAX_SIDE_PX) -> tuple[bytes, str]:
@@ -39,9 +41,9 @@ def encoded(image: Image.Image, max_side: int = MAX_SIDE_PX) -> tuple[bytes, str
     buffer = io.BytesIO()
     if image.mode in ("RGBA", "LA", "P", "PA"):
         image.save(buffer, "PNG")
-        return buffer.getvalue(), "image/png"
+        return buffer.getvalue(), PNG
     image.convert("RGB").save(buffer, "JPEG", quality=90)
-    return buffer.getvalue(), "image/jpeg"
+    return buffer.getvalue(), JPEG
 
 
 def file_bytes(source: Path | str | bytes, max_side: int = MAX_SIDE_PX) -> tuple[bytes, str]:
@@ -49,12 +51,9 @@ def file_bytes(source: Path | str | bytes, max_side: int = MAX_SIDE_PX) -> tuple
     (a thumbnail: not decoded), anything else decoded and encoded by `encoded`. A file that is no image
     raises OSError."""
     raw = source if isinstance(source, bytes) else Path(source).read_bytes()
-    mime = _sniff(raw)
-    if mime is not None and len(raw) <= _SMALL_FILE_BYTES:
-        with Image.open(io.BytesIO(raw)) as probe:  # reads the header only
-            if max(probe.size) <= max_side:
-                return raw, mime
-    with Image.open(io.BytesIO(raw)) as opened:
+    with Image.open(io.BytesIO(raw)) as opened:  # reads the header only
+        if opened.format in ("JPEG", "PNG") and len(raw) <= _SMALL_FILE_BYTES and max(opened.size) <= max_side:
+            return raw, Image.MIME[opened.format]
         opened.load()
         return encoded(opened, max_side)
 
@@ -62,11 +61,3 @@ def file_bytes(source: Path | str | bytes, max_side: int = MAX_SIDE_PX) -> tuple
 def markdown_image(data: bytes, mime: str, *, alt: str) -> str:
     """``data`` as a markdown image, its alt text escaped."""
     return f"![{md(alt)}](data:{mime};base64,{base64.b64encode(data).decode('ascii')})"
-
-
-def _sniff(raw: bytes) -> str | None:
-    if raw.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if raw.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    return None

@@ -34,6 +34,7 @@ from clipmem_core.scores import column_label
 from clipmem_core.shards import open_image_source
 
 from .gallery import card_scores
+from .images import UNREADABLE
 
 ASSIGNED = "assigned"
 DEFAULT_BATCH = 50
@@ -277,7 +278,7 @@ def large_image(run: Run, row: int) -> tuple[Image.Image | None, str | None]:
         return None, None
     try:
         image, note = review_image(shown)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except UNREADABLE as exc:
         return None, f"the image cannot be read: {exc}"
     if original is None:
         note = "from the run's thumbnail: the original file is not available" + (f", {note}" if note else "")

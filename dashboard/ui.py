@@ -22,7 +22,7 @@ from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 from . import navigation, resources, state
 from .auth import REVIEWER_KEY
 from .gallery import Card, score_line
-from .images import encoded, file_bytes, markdown_image
+from .images import UNREADABLE, encoded, file_bytes, markdown_image
 from .text import markdown_table, md
 
 VERDICT_KEYS = dict(zip(VERDICTS, ("1", "2", "3")))  # the same keys on every page, in button order
@@ -37,7 +37,7 @@ def image_markdown(source: Path | str | bytes | Image.Image, *, alt: str) -> str
     ``st.image``: dashboard/images.py."""
     try:
         data, mime = encoded(source) if isinstance(source, Image.Image) else file_bytes(source)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except UNREADABLE as exc:
         return f":small[:gray[The image cannot be shown: {md(exc)}]]"
     return markdown_image(data, mime, alt=alt)
 

@@ -8,7 +8,7 @@ import streamlit as st
 from clipmem_core.formatting import fmt_number as fmt_n
 from clipmem_core.scores import column_label
 from dashboard import navigation, overview, resources, review, ui
-from dashboard.images import SVG
+from dashboard.images import PNG, SVG
 from dashboard.text import md
 
 run = resources.require_run()
@@ -76,7 +76,7 @@ if alignment is not None:
         f"{y_label} against {x_label}" if pair == ("align_f", "align_g") else "Alignment A: held-out against trained"
     )
     scatter, n_points = alignment
-    ui.chart(scatter, "image/png", alt=f"Scatter of {y_label} against {x_label}")
+    ui.chart(scatter, PNG, alt=f"Scatter of {y_label} against {x_label}")
     st.caption(
         f"{n_points:,} samples; the dotted line is equal alignment. Above it: held-out models align the pair better."
     )
