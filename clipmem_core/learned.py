@@ -1,17 +1,25 @@
 """Learn from the team's verdicts: a small classifier over the registered scores, refit as verdicts arrive.
 
-The label-free combined ranking is a fixed recipe. Once reviewers have judged enough samples of both
-kinds, a logistic regression on the run's registered scores learns how this dataset's mis-captions
-show up (some datasets need the neighbour signals, others the training-side fit), and ranks the rest.
-Its cross-validated AUROC on the judged samples is reported beside it, so a curator can see whether it
-is worth following.
+The label-free combined ranking is a fixed recipe. Once reviewers have called enough samples
+mis-captioned, a logistic regression on the run's registered scores learns how this dataset's
+mis-captions show up (some datasets need the neighbour signals, others the training-side fit), and ranks
+the rest.
+
+It learns from positives and unlabelled rows (PU learning): the samples called mis-captioned are the
+positives; the samples called correct, and every sample nobody has judged yet, are the negatives, the
+unjudged ones at a fifth of a verdict's weight because about one in twenty of them is mis-captioned too.
+Why: verdicts come from the top of a good queue, which holds few correct samples (on openclipart, 2 to 7
+of the first 50), so a classifier of verdicts against verdicts could rarely be fitted, and when it was it
+learned from a handful of negatives. Against the unjudged rows it learns which scores set the samples the
+team called mis-captioned apart from the rest of this dataset (bench/bench_detection.py, docs/detection.md).
 
 The ranking it offers never throws the label-free one away: it is a blend of the two rankings (of their
-percentiles), weighted by that AUROC: ``trust = clip(2 (AUROC - 0.5), 0, 1)``. Verdicts taken from the
-top of one queue are a biased sample, and a classifier fitted on them can invert the order of the rest
-(on one openclipart seed, 42 + 8 such verdicts gave a cross-validated AUROC of 0.56, and the classifier
-alone put 3 mis-captions in the next 100 where the combined ranking put 84; the blend put 72). When the
-verdicts do predict held-out verdicts, the blend follows them almost entirely.
+percentiles). The classifier's weight is at most one half, less when its cross-validated AUROC on the
+verdicts is low: ``trust = min(1/2, clip(2 (AUROC - 0.5), 0, 1))``, one half when the verdicts hold too
+few correct samples to cross-validate. Verdicts taken from the top of one queue are a small, biased
+sample: on one openclipart seed, 48 + 2 of them gave a cross-validated AUROC of 1.0, and the classifier
+followed alone put 73 mis-captions in the next 100 where the half-and-half blend put 79 (the combined
+ranking alone, 76).
 
 Example::
 
@@ -33,8 +41,9 @@ import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.pipeline import make_pipeline
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .review.verdicts import CORRECT, MISCAPTIONED
@@ -42,7 +51,10 @@ from .scores import run_scores
 from .scores.base import rank01
 from .scores.combined import Combined
 
-MIN_PER_CLASS = 30  # verdicts of each kind before a learned ranking is offered
+MIN_MISCAPTIONED = 30  # mis-captioned verdicts before a learned ranking is offered
+UNJUDGED_WEIGHT = 0.2  # an unjudged row's weight as a negative, against a verdict's 1
+MAX_UNJUDGED = 10_000  # unjudged rows the fit samples, so a refit stays well under a second at any size
+MAX_TRUST = 0.5  # the classifier never outweighs the label-free ranking
 KEY = "learned"  # its sort and queue key in the dashboard (not a registered score: it exists per team)
 LABEL = "Learned from your verdicts"
 
@@ -52,8 +64,8 @@ class LearnedRanking:
     """Per-row probability of a mis-caption, and how trustworthy the model looks."""
 
     scores: np.ndarray  # the blend: (1 - trust) x combined ranking + trust x classifier (percentiles)
-    cv_auroc: float
-    trust: float  # the classifier's weight in the blend, from cv_auroc
+    cv_auroc: float  # on the verdicts; NaN when fewer than 2 correct ones
+    trust: float  # the classifier's weight in the blend
     n_miscaptioned: int
     n_correct: int
     features: tuple[str, ...]
@@ -64,10 +76,9 @@ def labels_from_verdicts(verdicts: Mapping[str, str]) -> dict[str, bool]:
     return {sid: verdict == MISCAPTIONED for sid, verdict in verdicts.items() if verdict in (MISCAPTIONED, CORRECT)}
 
 
-def can_learn(scores: pd.DataFrame, labels: Mapping[str, bool], min_per_class: int = MIN_PER_CLASS) -> bool:
+def can_learn(scores: pd.DataFrame, labels: Mapping[str, bool], min_miscaptioned: int = MIN_MISCAPTIONED) -> bool:
     """Would ``fit_learned_ranking`` fit? A count, so a page can offer the ranking without fitting it."""
-    positives = sum(bool(v) for v in labels.values())
-    return bool(feature_columns(scores)) and min(positives, len(labels) - positives) >= min_per_class
+    return bool(feature_columns(scores)) and sum(bool(v) for v in labels.values()) >= min_miscaptioned
 
 
 def feature_columns(scores: pd.DataFrame) -> list[str]:
@@ -75,14 +86,18 @@ def feature_columns(scores: pd.DataFrame) -> list[str]:
     return list(run_scores(scores))
 
 
-def _features(scores: pd.DataFrame, columns: list[str]) -> np.ndarray:
+def feature_matrix(scores: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """One column per registered score in ``columns``, turned so that high is suspicious (NaN kept)."""
     found = run_scores(scores)
     return np.column_stack([found[c].suspicion(scores[c].to_numpy(np.float64, na_value=np.nan)) for c in columns])
 
 
 def trust_of(cv_auroc: float) -> float:
-    """How far the blend follows the classifier: 0 at chance (AUROC 0.5) or unknown, 1 at AUROC 1."""
-    return float(np.clip(2.0 * (cv_auroc - 0.5), 0.0, 1.0)) if math.isfinite(cv_auroc) else 0.0
+    """The classifier's weight in the blend: 0 at chance (AUROC 0.5) or below, at most ``MAX_TRUST``, and
+    ``MAX_TRUST`` when the verdicts cannot measure it (NaN: too few correct ones)."""
+    if not math.isfinite(cv_auroc):
+        return MAX_TRUST
+    return float(np.clip(2.0 * (cv_auroc - 0.5), 0.0, MAX_TRUST))
 
 
 def _blend(scores: pd.DataFrame, probability: np.ndarray, trust: float) -> np.ndarray:
@@ -93,39 +108,68 @@ def _blend(scores: pd.DataFrame, probability: np.ndarray, trust: float) -> np.nd
     return ((1 - trust) * np.nan_to_num(prior, nan=0.0) + trust * rank01(probability)).astype(np.float32)
 
 
+def _model() -> Pipeline:
+    return make_pipeline(
+        SimpleImputer(strategy="median", keep_empty_features=True),
+        StandardScaler(),
+        LogisticRegression(max_iter=1000),
+    )
+
+
+def _fit_pu(x_all: np.ndarray, rows: np.ndarray, y: np.ndarray, unjudged: np.ndarray) -> Pipeline:
+    """Positives: ``rows[y]``. Negatives: ``rows[~y]`` at weight 1 and ``unjudged`` at UNJUDGED_WEIGHT.
+    Each side's weights sum to the same total, so the classes weigh the same whatever their counts."""
+    train = np.concatenate([rows, unjudged])
+    target = np.concatenate([y, np.zeros(len(unjudged), bool)])
+    weight = np.concatenate([np.ones(len(rows)), np.full(len(unjudged), UNJUDGED_WEIGHT)])
+    weight[target] /= weight[target].sum()
+    weight[~target] /= weight[~target].sum()
+    model = _model()
+    model.fit(x_all[train], target, logisticregression__sample_weight=weight * len(train))
+    return model
+
+
+def _cv_auroc(x_all: np.ndarray, rows: np.ndarray, y: np.ndarray, unjudged: np.ndarray, seed: int) -> float:
+    """AUROC on held-out verdicts, each fold's model fitted on the other folds' verdicts and the unjudged
+    rows; NaN when fewer than 2 verdicts of either kind."""
+    folds = int(min(5, y.sum(), (~y).sum()))
+    if folds < 2:
+        return math.nan
+    held_out = np.zeros(len(rows))
+    for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(rows, y):
+        model = _fit_pu(x_all, rows[train], y[train], unjudged)
+        held_out[test] = model.predict_proba(x_all[rows[test]])[:, 1]
+    return float(roc_auc_score(y, held_out))
+
+
 def fit_learned_ranking(
-    scores: pd.DataFrame, labels: Mapping[str, bool], *, min_per_class: int = MIN_PER_CLASS, seed: int = 0
+    scores: pd.DataFrame, labels: Mapping[str, bool], *, min_miscaptioned: int = MIN_MISCAPTIONED, seed: int = 0
 ) -> LearnedRanking | None:
-    """Fit on the judged samples and score every row; None until both kinds have ``min_per_class`` verdicts.
+    """Fit on the verdicts and the unjudged rows and score every row; None until ``min_miscaptioned``
+    samples have been called mis-captioned.
 
     Args:
         scores: a run's scores frame (sample_id and registered score columns).
         labels: sample_id -> True (mis-captioned) / False (correct); unknown ids are ignored.
-        min_per_class: verdicts of each kind needed before fitting.
+        min_miscaptioned: mis-captioned verdicts needed before fitting.
+        seed: the cross-validation folds' and the unjudged sample's seed.
     """
-    rows = pd.Series(np.arange(len(scores)), index=scores["sample_id"].to_numpy())
+    row_of = pd.Series(np.arange(len(scores)), index=scores["sample_id"].to_numpy())
     # in row order, so the same verdicts give the same folds and AUROC whatever order they come in
-    judged = sorted((rows[sid], bool(label)) for sid, label in labels.items() if sid in rows.index)
+    judged = sorted((row_of[sid], bool(label)) for sid, label in labels.items() if sid in row_of.index)
+    rows = np.array([row for row, _ in judged], dtype=np.int64)
     y = np.array([label for _, label in judged], dtype=bool)
-    if y.sum() < min_per_class or (~y).sum() < min_per_class:
-        return None
     columns = feature_columns(scores)
-    if not columns:
+    if y.sum() < min_miscaptioned or not columns:
         return None
-    x_all = _features(scores, columns)
-    x = x_all[[row for row, _ in judged]]
-    model = make_pipeline(
-        SimpleImputer(strategy="median", keep_empty_features=True),
-        StandardScaler(),
-        LogisticRegression(class_weight="balanced", max_iter=1000),
-    )
-    folds = int(min(5, y.sum(), (~y).sum()))
+    x_all = feature_matrix(scores, columns)
+    unjudged = np.setdiff1d(np.arange(len(scores)), rows)
+    if len(unjudged) > MAX_UNJUDGED:
+        unjudged = np.sort(np.random.default_rng(seed).choice(unjudged, MAX_UNJUDGED, replace=False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed) if folds >= 2 else None
-        cv_auroc = float(np.mean(cross_val_score(model, x, y, cv=cv, scoring="roc_auc"))) if cv else math.nan
-        model.fit(x, y)
-        probability = model.predict_proba(x_all)[:, 1]
+        cv_auroc = _cv_auroc(x_all, rows, y, unjudged, seed)
+        probability = _fit_pu(x_all, rows, y, unjudged).predict_proba(x_all)[:, 1]
     trust = trust_of(cv_auroc)
     return LearnedRanking(
         scores=_blend(scores, probability, trust),

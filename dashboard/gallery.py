@@ -8,6 +8,7 @@ whether they are included, left out or shown alone.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -113,14 +114,15 @@ def sort_orders(scores: pd.DataFrame) -> SortOrders:
 
 
 def learned_note(learned: LearnedRanking) -> str:
-    """E.g. "Learned from your verdicts: cross-validated AUROC 0.91 on 40 mis-captioned and 60 correct
-    verdicts, so it follows them at weight 0.82 and Likely mis-captioned at 0.18 …". The AUROC says
-    whether the ranking is worth following; the weights say how far it already does."""
-    auroc = fmt_number(learned.cv_auroc, 2)
+    """E.g. "Learned from your verdicts: cross-validated AUROC 0.91 on 40 mis-captioned and 6 correct
+    verdicts (the unjudged samples count as likely correct), so it follows them at weight 0.50 …". The
+    AUROC says whether the ranking is worth following; the weights say how far it already does."""
+    auroc = fmt_number(learned.cv_auroc, 2) if math.isfinite(learned.cv_auroc) else "not measurable yet"
     return (
         f"{LEARNED_LABEL}: cross-validated AUROC {auroc} on {learned.n_miscaptioned} mis-captioned "
-        f"and {learned.n_correct} correct verdicts, so it follows them at weight {learned.trust:.2f} and "
-        f"{column_label(Combined.name)} at {1 - learned.trust:.2f}; refitted as verdicts arrive."
+        f"and {learned.n_correct} correct verdicts (the unjudged samples count as likely correct), so it "
+        f"follows them at weight {learned.trust:.2f} and {column_label(Combined.name)} at "
+        f"{1 - learned.trust:.2f}; refitted as verdicts arrive."
     )
 
 

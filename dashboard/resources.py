@@ -209,7 +209,7 @@ def learning_input(verdicts: Mapping[str, str]) -> LearningInput:
 
 def rankings(run: Run, verdicts: Mapping[str, str] | LearningInput) -> Rankings:
     """The registered scores' rankings, then the one learned from ``verdicts`` (sample_id -> decided
-    verdict, as this viewer may see them) once they hold enough of both kinds. Only counted here: the
+    verdict, as this viewer may see them) once they call enough samples mis-captioned. Only counted here: the
     fit (well under a second at 100k rows) runs when a page asks for the order or its AUROC, and is cached
     by the verdicts' digest, so it is redone only when they change."""
     learning = verdicts if isinstance(verdicts, LearningInput) else learning_input(verdicts)

@@ -16,7 +16,7 @@ from clipmem_core import load_run
 from clipmem_core.cache import IMAGE_EMBEDDINGS, MANIFEST, SCORES, write_parquet
 from clipmem_core.index import NeighbourSearch
 from clipmem_core.learned import KEY as LEARNED_KEY
-from clipmem_core.learned import MIN_PER_CLASS, fit_learned_ranking
+from clipmem_core.learned import MIN_MISCAPTIONED, fit_learned_ranking
 from clipmem_core.review import open_store
 from clipmem_core.testing import fake_run
 from dashboard import auth, compute, navigation, state
@@ -170,21 +170,21 @@ def _judge_from_truth(store, run, per_kind: int, reviewer: str = "ann") -> dict[
     return {s: bool(truth[s]) for s in chosen}
 
 
-def test_a_learned_ranking_is_offered_once_the_team_has_enough_verdicts_of_both_kinds(cache_root):
-    run = fake_run(cache_root, "judged", n=10 * (MIN_PER_CLASS + 1), seed=2)  # one in ten mis-captioned
+def test_a_learned_ranking_is_offered_once_the_team_has_called_enough_samples_miscaptioned(cache_root):
+    run = fake_run(cache_root, "judged", n=10 * (MIN_MISCAPTIONED + 1), seed=2)  # one in ten mis-captioned
     store = open_store(cache_root)
-    _judge_from_truth(store, run, MIN_PER_CLASS - 1)
+    _judge_from_truth(store, run, MIN_MISCAPTIONED - 1)
     at = _app(reviewer="ann", page=navigation.GALLERY.path, run="judged")
     assert not [o for o in at.selectbox(key=state.SORT).options if o.startswith("Learned")]
     store.add_verdict("judged", run.scores["sample_id"][run.scores["is_miscaptioned"]].iat[-1], "ann", "mis-captioned")
-    store.add_verdict("judged", run.scores["sample_id"][~run.scores["is_miscaptioned"]].iat[-1], "ann", "correct")
     labels = {s: v == "mis-captioned" for s, v in store.latest_verdicts("judged", reviewer="ann").items()}
     at = _app(reviewer="ann", page=navigation.GALLERY.path, run="judged")
     sort = at.selectbox(key=state.SORT)
     assert "Learned from your verdicts" in sort.options
     sort.set_value(LEARNED_KEY).run()
     expected = fit_learned_ranking(run.scores, labels)
-    note = f"cross-validated AUROC {expected.cv_auroc:.2f} on {MIN_PER_CLASS} mis-captioned and {MIN_PER_CLASS} correct"
+    judged = f"{MIN_MISCAPTIONED} mis-captioned and {MIN_MISCAPTIONED - 1} correct"
+    note = f"cross-validated AUROC {expected.cv_auroc:.2f} on {judged}"
     assert any(note in c.value for c in at.main.caption), (note, at.main.caption[0].value)
     top = run.scores["caption"].iloc[np.argsort(-expected.scores, kind="stable")[:48]].tolist()
     assert _card_captions(at) == top

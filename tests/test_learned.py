@@ -1,11 +1,15 @@
-"""The learned ranking: offered only with enough verdicts of both kinds, and it learns what they show."""
+"""The learned ranking: offered once enough samples are called mis-captioned, and it learns what they show."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
-from clipmem_core.learned import MIN_PER_CLASS, fit_learned_ranking, trust_of
+from clipmem_core import learned as learned_module
+from clipmem_core.learned import MAX_TRUST, MIN_MISCAPTIONED, fit_learned_ranking, trust_of
 from clipmem_core.testing import fake_scores
 
 
@@ -17,24 +21,41 @@ def _scores(n: int = 400):
     return scores, truth
 
 
-def test_no_learned_ranking_until_both_kinds_have_enough_verdicts():
-    scores, truth = _scores()
-    few = {sid: bool(t) for sid, t in zip(scores["sample_id"][:40], truth[:40])}
-    assert fit_learned_ranking(scores, few) is None
-    assert MIN_PER_CLASS == 30
+def _unjudged_auroc(scores, truth, judged_ids, ranking) -> float:
+    unjudged = ~scores["sample_id"].isin(judged_ids).to_numpy()
+    return roc_auc_score(truth[unjudged], ranking[unjudged])
+
+
+def test_no_learned_ranking_until_enough_samples_are_called_miscaptioned():
+    scores, truth = _scores(1000)
+    ids = scores["sample_id"]
+    positives = [s for s, t in zip(ids, truth) if t]
+    correct = {s: False for s, t in zip(ids, truth) if not t}
+    assert MIN_MISCAPTIONED == 30
+    assert fit_learned_ranking(scores, {**correct, **dict.fromkeys(positives[:29], True)}) is None
+    assert fit_learned_ranking(scores, {**correct, **dict.fromkeys(positives[:30], True)}) is not None
 
 
 def test_the_learned_ranking_follows_the_signal_the_verdicts_reveal():
     scores, truth = _scores()
     judged = {sid: bool(t) for sid, t in zip(scores["sample_id"], truth) if int(sid[1:]) < 350}
-    learned = fit_learned_ranking(scores, judged, min_per_class=10)
+    learned = fit_learned_ranking(scores, judged, min_miscaptioned=10)
     assert learned is not None and learned.n_miscaptioned == truth[:350].sum()
-    assert learned.cv_auroc > 0.95
-    assert learned.trust == pytest.approx(trust_of(learned.cv_auroc)) and learned.trust > 0.9
-    unjudged = np.arange(350, 400)
-    top = unjudged[np.argsort(-learned.scores[unjudged])][: truth[unjudged].sum()]
-    assert truth[top].all()
+    assert learned.cv_auroc > 0.95 and learned.trust == MAX_TRUST
+    assert _unjudged_auroc(scores, truth, judged, learned.scores) > 0.8
+    assert _unjudged_auroc(scores, truth, judged, scores["combined"].to_numpy()) < 0.7
     assert "clip_score_heldout" in learned.features and "combined" in learned.features
+
+
+def test_mis_captioned_verdicts_alone_are_enough_the_unjudged_rows_are_the_negatives():
+    """The top of a good queue holds almost no correct samples, so the classifier learns the verdicts
+    against the unjudged rows; with no correct verdict it cannot be cross-validated and weighs one half."""
+    scores, truth = _scores(600)
+    judged = {sid: True for sid, t in zip(scores["sample_id"], truth) if t and int(sid[1:]) < 400}
+    learned = fit_learned_ranking(scores, judged)
+    assert learned is not None and learned.n_correct == 0 and learned.n_miscaptioned == len(judged) >= 30
+    assert math.isnan(learned.cv_auroc) and learned.trust == MAX_TRUST
+    assert _unjudged_auroc(scores, truth, judged, learned.scores) > 0.8
 
 
 def test_verdicts_that_predict_nothing_leave_the_label_free_ranking_in_charge():
@@ -43,13 +64,25 @@ def test_verdicts_that_predict_nothing_leave_the_label_free_ranking_in_charge():
     scores, _ = _scores()
     coin = np.random.default_rng(7).random(len(scores)) < 0.5
     judged = {sid: bool(c) for sid, c in zip(scores["sample_id"], coin)}
-    learned = fit_learned_ranking(scores, judged, min_per_class=10)
+    learned = fit_learned_ranking(scores, judged, min_miscaptioned=10)
     assert learned is not None and learned.trust < 0.3
     combined_order = np.argsort(-scores["combined"].to_numpy(), kind="stable")
     learned_order = np.argsort(-learned.scores, kind="stable")
     assert len(set(combined_order[:40]) & set(learned_order[:40])) >= 30
 
 
-@pytest.mark.parametrize("auroc, trust", [(0.5, 0.0), (0.3, 0.0), (0.75, 0.5), (1.0, 1.0), (float("nan"), 0.0)])
-def test_trust_grows_from_chance_to_a_perfect_auroc(auroc, trust):
+def test_a_large_run_learns_from_a_sample_of_its_unjudged_rows(monkeypatch):
+    """The fit reads at most MAX_UNJUDGED unjudged rows (its cost stays bounded) and still scores every row."""
+    monkeypatch.setattr(learned_module, "MAX_UNJUDGED", 100)
+    scores, truth = _scores(2000)
+    judged = {sid: True for sid, t in zip(scores["sample_id"], truth) if t and int(sid[1:]) < 1000}
+    learned = fit_learned_ranking(scores, judged)
+    assert learned is not None and learned.scores.shape == (2000,)
+    assert _unjudged_auroc(scores, truth, judged, learned.scores) > 0.8
+
+
+@pytest.mark.parametrize(
+    "auroc, trust", [(0.5, 0.0), (0.3, 0.0), (0.6, 0.2), (0.75, MAX_TRUST), (1.0, MAX_TRUST), (float("nan"), MAX_TRUST)]
+)
+def test_trust_grows_from_chance_and_never_outweighs_the_label_free_ranking(auroc, trust):
     assert trust_of(auroc) == pytest.approx(trust)
