@@ -12,7 +12,7 @@ import streamlit as st
 
 from clipmem_core import ClipmemError
 from dashboard import auth, resources, review, sidebar
-from dashboard.navigation import EMBEDDING_MAP, GALLERY, PAGES, REVIEW
+from dashboard.navigation import PAGES, REVIEW
 
 st.set_page_config(page_title="clipmem", page_icon=":material/psychology:", layout="wide")
 resources.warm_chart_renderer()  # once per server process, in the background: the server draws the Overview's charts
@@ -26,7 +26,7 @@ auth.require_access()
 if page.title != REVIEW.title:  # an undo is offered only until the reviewer leaves the Review page
     review.forget_undo(st.session_state)
 try:
-    sidebar.render(filters=page.title in (GALLERY.title, EMBEDDING_MAP.title))
+    sidebar.render()
     page.run()
 except ClipmemError as exc:
     st.error(str(exc), icon=":material/error:")

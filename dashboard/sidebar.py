@@ -84,7 +84,11 @@ def _who() -> None:
         )
 
 
-def _filters() -> None:
+def filters() -> None:
+    """The gallery's and the map's filters. Those pages call it last, after their content: each widget
+    kind costs the browser its code on a page load, and drawn first the filters' five kinds delayed the
+    gallery's first card (docs/benchmarks.md, first paint). Their values are read from the session state,
+    so a page can filter before the widgets are drawn."""
     run = resources.current_run()
     if run is None:
         return
@@ -147,9 +151,9 @@ def _flag_mode() -> None:
         auth.current_reviewer()
 
 
-def render(filters: bool = True) -> None:
-    """Cache root, run selector (with the reasons unusable runs are refused), who is reviewing and, where
-    ``filters`` (the pages that filter: gallery and map), the filters.
+def render() -> None:
+    """Cache root, run selector (with the reasons unusable runs are refused) and who is reviewing. The
+    filters are drawn by the two pages that filter (gallery and map), after their content (`filters`).
 
     Why not the filters everywhere: each widget kind costs the browser its code on every page load (the
     Review page drew its card 1.7 s later for the filters' slider and multiselect), and they change
@@ -171,8 +175,6 @@ def render(filters: bool = True) -> None:
         st.stop()
     _who()
     _flag_mode()
-    if filters:
-        _filters()
 
 
 def flagging_as() -> str | None:

@@ -44,16 +44,6 @@ st.altair_chart(
     on_select=lambda: emap.remember_selection(ss, points),
 )
 
-chosen = selected[np.isin(selected, rows)] if selected.size else selected
-if not chosen.size:
-    st.stop()
-st.write(f"{chosen.size:,} samples selected.")
-ui.card_grid(make_cards(run, chosen[:4], table), run.name, key="map", reviewer_name=None)
-left, right = st.columns(2)
-if left.button("Open the selection in the gallery", type="primary"):
-    ss[state.SELECTION] = chosen.tolist()
-    ss[state.PAGE] = 1
-    navigation.go(navigation.GALLERY)
 name = sidebar.flagging_as()
 
 
@@ -74,17 +64,32 @@ def confirm_bulk_flag(sample_ids: list[str], reviewer: str) -> None:
         st.rerun()
 
 
-if right.button(
-    f"Flag {chosen.size:,} as mis-captioned…",
-    disabled=name is None,
-    help=None if name else "turn on flag mode in the sidebar first",
-):
-    confirm_bulk_flag(run.scores["sample_id"].iloc[chosen].tolist(), name)
-bulk = ss.get(emap.BULK_UNDO)
-if bulk:
-    st.success(f"Flagged {len(bulk['ids']):,} samples as mis-captioned.")
-    if st.button(f"Undo: take back these {len(bulk['ids']):,} verdicts"):
-        store = resources.store()
-        for verdict_id in ss.pop(emap.BULK_UNDO)["ids"]:
-            store.undo_verdict(run.name, verdict_id, bulk["by"])
-        st.rerun()
+def selection_panel(chosen: np.ndarray) -> None:
+    """The selected samples: the first cards, open them in the gallery, flag them all (asked first, undoable)."""
+    st.write(f"{chosen.size:,} samples selected.")
+    ui.card_grid(make_cards(run, chosen[:4], table), run.name, key="map", reviewer_name=None)
+    left, right = st.columns(2)
+    if left.button("Open the selection in the gallery", type="primary"):
+        ss[state.SELECTION] = chosen.tolist()
+        ss[state.PAGE] = 1
+        navigation.go(navigation.GALLERY)
+    if right.button(
+        f"Flag {chosen.size:,} as mis-captioned…",
+        disabled=name is None,
+        help=None if name else "turn on flag mode in the sidebar first",
+    ):
+        confirm_bulk_flag(run.scores["sample_id"].iloc[chosen].tolist(), name)
+    bulk = ss.get(emap.BULK_UNDO)
+    if bulk:
+        st.success(f"Flagged {len(bulk['ids']):,} samples as mis-captioned.")
+        if st.button(f"Undo: take back these {len(bulk['ids']):,} verdicts"):
+            store = resources.store()
+            for verdict_id in ss.pop(emap.BULK_UNDO)["ids"]:
+                store.undo_verdict(run.name, verdict_id, bulk["by"])
+            st.rerun()
+
+
+chosen = selected[np.isin(selected, rows)] if selected.size else selected
+if chosen.size:
+    selection_panel(chosen)
+sidebar.filters()  # after the map: the widgets' code then loads after the map is drawn

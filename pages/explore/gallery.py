@@ -71,3 +71,4 @@ def gallery() -> None:
 
 
 gallery()
+sidebar.filters()  # after the cards: the widgets' code then loads after the first card is drawn
