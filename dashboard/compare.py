@@ -27,6 +27,9 @@ RUNS_KEY = "compare_runs"  # session-state keys of the page's widgets
 ORIGINAL_KEY = "compare_original"
 CLEANED_KEY = "compare_cleaned"
 EXPERIMENT_KEY = "compare_experiment"
+TAB_KEY = "compare_tab"  # the open tab, kept in the URL (?compare_tab=…)
+SIDE_BY_SIDE, CLEANING, EXPERIMENTS = "Side by side", "Did cleaning help?", "Experiments"
+TABS = (SIDE_BY_SIDE, CLEANING, EXPERIMENTS)
 COMMON_LIMIT = 2_000  # pairs per run for recall on a common footing: same gallery size for both runs
 DETECTOR = "combined"
 COUNT_MEASURES = ("Samples", "Removed by the re-run", "… of them flagged by the team", "… of them known mis-captions")
@@ -150,9 +153,19 @@ def cleaned_candidates(original: str, infos: Sequence[RunInfo]) -> list[str]:
     return sorted(others, key=lambda name: not likely(name))
 
 
+def keep_choices(session: MutableMapping[str, Any]) -> None:
+    """Keep each tab's choices while another tab is open: only the open tab draws its widgets, and
+    Streamlit forgets the value of a widget that a run does not draw, unless the page re-owns it."""
+    for key in (RUNS_KEY, ORIGINAL_KEY, CLEANED_KEY, EXPERIMENT_KEY):
+        if key in session:
+            session[key] = session[key]
+
+
 def choose_runs(session: MutableMapping[str, Any], names: Sequence[str]) -> None:
-    """Button callback: show these runs side by side (the experiment tab's "compare these runs")."""
+    """Button callback: show these runs side by side (the experiment tab's "compare these runs"), and open
+    that tab."""
     session[RUNS_KEY] = list(names)
+    session[TAB_KEY] = SIDE_BY_SIDE
 
 
 def reference_heldout_rows(run: Run) -> np.ndarray:

@@ -123,12 +123,19 @@ def test_experiment_table_gives_mean_and_spread(cache_root):
     assert table["R@1 on E"].str.contains(" ± ").all()
 
 
-def _app() -> AppTest:
+def _app(tab: str | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     at.switch_page(navigation.COMPARE.path).run()
+    if tab is not None:
+        _open(at, tab)
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def _open(at: AppTest, tab: str) -> None:
+    at.session_state[compare.TAB_KEY] = tab  # what a click on the tab does
+    at.run()
 
 
 @pytest.mark.pages
@@ -140,11 +147,25 @@ def test_compare_page_shows_two_runs_side_by_side_by_default(cache_root):
     tables = markdown_tables(at)  # drawn with the page's first elements: no grid code to load
     assert any(set(chosen) <= set(t.columns) and "Measure" in t.columns for t in tables)
     assert any("Split" in t.columns for t in tables)
+    # only the open tab is drawn: the other tabs' widgets, metrics and plot cost nothing until opened
+    assert not at.metric and not at.get("plotly_chart") and not at.main.selectbox
+
+
+@pytest.mark.pages
+def test_each_tab_keeps_its_choices_while_another_is_open(cache_root):
+    at = _app()
+    at.multiselect(key=compare.RUNS_KEY).set_value(["demo", "other"]).run()
+    _open(at, compare.CLEANING)
+    at.selectbox(key=compare.CLEANED_KEY).set_value("other").run()
+    _open(at, compare.SIDE_BY_SIDE)
+    assert at.multiselect(key=compare.RUNS_KEY).value == ["demo", "other"]
+    _open(at, compare.CLEANING)
+    assert at.selectbox(key=compare.CLEANED_KEY).value == "other"
 
 
 @pytest.mark.pages
 def test_compare_page_says_whether_cleaning_helped(cache_root):
-    at = _app()
+    at = _app(compare.CLEANING)
     assert at.selectbox(key=compare.ORIGINAL_KEY).value == "demo"
     assert at.selectbox(key=compare.CLEANED_KEY).value == "demo-cleaned"
     labels = {metric.label: metric.value for metric in at.metric}
@@ -155,11 +176,12 @@ def test_compare_page_says_whether_cleaning_helped(cache_root):
 
 @pytest.mark.pages
 def test_compare_page_shows_an_experiment_and_compares_its_runs(cache_root):
-    at = _app()
+    at = _app(compare.EXPERIMENTS)
     assert at.selectbox(key=compare.EXPERIMENT_KEY).value == "removal-fake"
     assert len(at.get("plotly_chart")) == 1
     assert any("Strategy" in frame.value.columns for frame in at.dataframe)
     button = next(b for b in at.button if b.label.startswith("Compare its 3 runs"))
     button.click().run()
     assert not at.exception
+    assert at.session_state[compare.TAB_KEY] == compare.SIDE_BY_SIDE  # the runs open side by side
     assert at.multiselect(key=compare.RUNS_KEY).value == ["demo", "demo-cleaned", "other"]

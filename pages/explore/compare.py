@@ -19,9 +19,14 @@ current = resources.current_run()
 store = resources.store()
 
 st.title("Compare runs")
-side, cleaning, experiments = st.tabs(["Side by side", "Did cleaning help?", "Experiments"])
+# Only the open tab runs and is sent (on_change="rerun"): the hidden tabs' tables and plot no longer cost
+# the server their work or the browser their code on every load.
+compare.keep_choices(st.session_state)
+side, cleaning, experiments = st.tabs(compare.TABS, key=compare.TAB_KEY, on_change="rerun", bind="query-params")
 
-with side:
+
+def side_by_side() -> None:
+    """The chosen runs' measures, mean CLIPMem per split and differing settings, as tables."""
     if compare.RUNS_KEY not in st.session_state:
         first = [current.name] if current is not None else []
         st.session_state[compare.RUNS_KEY] = (first + [n for n in names if n not in first])[:2]
@@ -42,7 +47,9 @@ with side:
         st.markdown("**Settings that differ**")
         ui.table(compare.config_differences(runs), "The runs share every setting.")
 
-with cleaning:
+
+def cleaning_effect() -> None:
+    """A run against its re-run without the flagged samples: what removing them changed."""
     if len(names) < 2:
         st.info("Comparing needs two runs: the original and its re-run with `clipmem run … --exclude DROPLIST`.")
     else:
@@ -73,7 +80,9 @@ with cleaning:
         st.text(compare.cleaning_verdict(effect))
         st.dataframe(compare.display_effect(effect), hide_index=True)
 
-with experiments:
+
+def experiment_results() -> None:
+    """An experiment's settings, plot and table, and a way to compare its runs."""
     found = list_experiments(cache_root)
     records = {record.name: record for record in found if not isinstance(record, tuple)}
     broken = [entry for entry in found if isinstance(entry, tuple)]
@@ -102,3 +111,9 @@ with experiments:
             args=(st.session_state, its_runs),
             disabled=len(its_runs) < 2,
         )
+
+
+for tab, draw in ((side, side_by_side), (cleaning, cleaning_effect), (experiments, experiment_results)):
+    if tab.open:
+        with tab:
+            draw()
