@@ -27,6 +27,7 @@ RUNS_KEY = "compare_runs"  # session-state keys of the page's widgets
 ORIGINAL_KEY = "compare_original"
 CLEANED_KEY = "compare_cleaned"
 EXPERIMENT_KEY = "compare_experiment"
+CHOICES = (RUNS_KEY, ORIGINAL_KEY, CLEANED_KEY, EXPERIMENT_KEY)  # kept while another tab is open
 TAB_KEY = "compare_tab"  # the open tab, kept in the URL (?compare_tab=…)
 SIDE_BY_SIDE, CLEANING, EXPERIMENTS = "Side by side", "Did cleaning help?", "Experiments"
 TABS = (SIDE_BY_SIDE, CLEANING, EXPERIMENTS)
@@ -151,14 +152,6 @@ def cleaned_candidates(original: str, infos: Sequence[RunInfo]) -> list[str]:
 
     others = [name for name in manifests if name != original]
     return sorted(others, key=lambda name: not likely(name))
-
-
-def keep_choices(session: MutableMapping[str, Any]) -> None:
-    """Keep each tab's choices while another tab is open: only the open tab draws its widgets, and
-    Streamlit forgets the value of a widget that a run does not draw, unless the page re-owns it."""
-    for key in (RUNS_KEY, ORIGINAL_KEY, CLEANED_KEY, EXPERIMENT_KEY):
-        if key in session:
-            session[key] = session[key]
 
 
 def choose_runs(session: MutableMapping[str, Any], names: Sequence[str]) -> None:

@@ -162,10 +162,8 @@ def render() -> None:
     ss = st.session_state
     ss.setdefault(state.CACHE_ROOT, state.default_cache_root())
     ss.setdefault(state.PAGE, 1)
-    kept = [*state.PAGE_WIDGETS, *(key for key in ss if str(key).startswith(state.FILTER_PREFIX))]
-    for key in kept:  # re-owning a widget's value keeps it across pages that do not draw the widget
-        if key in ss:
-            ss[key] = ss[key]
+    # kept across the pages that do not draw them
+    state.keep_values(ss, [*state.PAGE_WIDGETS, *(key for key in ss if str(key).startswith(state.FILTER_PREFIX))])
     infos = list_runs(ss[state.CACHE_ROOT])
     refusal = _run_selector(infos)
     _unusable(infos)

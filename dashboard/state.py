@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, MutableMapping, Sequence
+from typing import Any
 
 from clipmem_core.cache import RunInfo
 
@@ -31,6 +32,14 @@ JOB = "compute_job"
 FLAG_MODE = "flag_mode"  # bound to ?flag_mode= so flag mode survives a reload
 LEARNED_SNAPSHOT = "learned_snapshot"  # (run, queue, batch) -> the verdicts the review queue learned from
 PAGE_WIDGETS = (PAGE, SORT, INSPECT)
+
+
+def keep_values(session: MutableMapping[str, Any], keys: Iterable[str]) -> None:
+    """Keep these widgets' values through a run that does not draw them: Streamlit forgets the value of a
+    widget a run does not draw, unless the script re-owns it by writing it back."""
+    for key in keys:
+        if key in session:
+            session[key] = session[key]
 
 
 def default_cache_root() -> str:

@@ -21,7 +21,7 @@ store = resources.store()
 st.title("Compare runs")
 # Only the open tab runs and is sent (on_change="rerun"): the hidden tabs' tables and plot no longer cost
 # the server their work or the browser their code on every load.
-compare.keep_choices(st.session_state)
+state.keep_values(st.session_state, compare.CHOICES)  # only the open tab draws its widgets
 side, cleaning, experiments = st.tabs(compare.TABS, key=compare.TAB_KEY, on_change="rerun", bind="query-params")
 
 
