@@ -105,7 +105,10 @@ def build(out: Path, size: int, font: ImageFont.FreeTypeFont, source: str, chars
 
 
 def _emoji_font(path: Path) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(path), BITMAP_SIZE)
+    try:
+        return ImageFont.truetype(str(path), BITMAP_SIZE)
+    except OSError as exc:  # FreeType's own words ("cannot open resource") do not name the file
+        raise OSError(f"{path} is not a readable colour-emoji font ({exc})") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,12 +117,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--font", type=Path, help="a NotoColorEmoji.ttf to use instead of the Debian package")
     args = parser.parse_args(argv)
-    if args.font:
-        count = build(args.out, args.size, _emoji_font(args.font), f"font file {args.font.name}")
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            font, version = fetch_font(Path(tmp))
-            count = build(args.out, args.size, _emoji_font(font), f"Debian {PACKAGE} {version}")
+    if args.size < 1:
+        parser.error(f"--size must be a positive number of pixels, not {args.size}")
+    try:
+        if args.font:
+            count = build(args.out, args.size, _emoji_font(args.font), f"font file {args.font.name}")
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                font, version = fetch_font(Path(tmp))
+                count = build(args.out, args.size, _emoji_font(font), f"Debian {PACKAGE} {version}")
+    except subprocess.CalledProcessError as exc:
+        failed = " ".join(exc.cmd)
+        print(f"build_emoji: could not fetch {PACKAGE} ({failed} failed); pass --font instead", file=sys.stderr)
+        return 2
+    except OSError as exc:  # no apt-get, a font file that is missing or no emoji font, an unwritable --out
+        print(f"build_emoji: {exc}", file=sys.stderr)
+        return 2
     print(f"{count} images and captions in {args.out}")
     return 0 if count else 1
 

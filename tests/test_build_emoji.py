@@ -35,3 +35,11 @@ def test_each_drawable_character_becomes_an_image_captioned_with_its_name(tmp_pa
 def test_candidates_are_named_symbols_only():
     chars = _builder().candidates()
     assert "\U0001f600" in chars and "A" not in chars and len(chars) > 1000
+
+
+def test_a_font_that_cannot_be_read_is_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "not-a-font.ttf"
+    bad.write_text("not a font", encoding="utf-8")
+    assert _builder().main(["--out", str(tmp_path / "out"), "--font", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("build_emoji: ") and err.count("\n") == 1 and "Traceback" not in err
