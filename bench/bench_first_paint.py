@@ -3,8 +3,9 @@
 
 Headless Debian chromium (Playwright) at 1280x800 opens each page and a script installed before the
 app's own records ``performance.now()`` at the first animation frame where the page's meaningful
-content is on screen: a drawn chart (Overview and Embedding map: Vega-Lite), a loaded image (Gallery, Inspector,
-Review, Reconcile) or the first table (Compare). The baseline, measured in the same run, is the
+content is on screen: a drawn chart (Overview: an image the server drew; Embedding map: its canvas with
+its points drawn), a loaded image (Gallery, Inspector, Review, Reconcile) or the first table (Compare).
+The baseline, measured in the same run, is the
 Compute page's heading: no run data, only Streamlit's own cost of a page. Each load is a new browser
 tab, so a new Streamlit session, and starts ``--settle`` seconds after the last one ended, as a reader's
 next page does: back to back, the last session's teardown (closed on the server, freed in the browser)
@@ -68,12 +69,14 @@ PAGES = {
     "compute": ("compute", '[data-testid="stHeading"]'),  # the baseline: no run data, Streamlit's own floor
 }
 BASELINE = "compute"
-# The same content as revisions before commit f6c903b drew it (st.image, st.dataframe): `--against` such a
-# revision waits for either form, on both servers.
-BEFORE_MARKDOWN = {
+# The same content as earlier revisions drew it: st.image and st.dataframe before commit f6c903b, the
+# map as a Vega-Lite chart before its canvas. `--against` such a revision waits for either form, on both
+# servers.
+EARLIER_FORMS = {
     "overview": '[data-testid="stImage"] img[src^="data:image/svg+xml"]',
     "gallery": '[data-testid="stImage"] img',
     "inspector": '[data-testid="stImage"] img',
+    "embedding_map": '[data-testid="stVegaLiteChart"] svg.marks',
     "compare": '[data-testid="stDataFrame"]',
     "review": '[data-testid="stImage"] img',
     "reconcile": '[data-testid="stImage"] img',
@@ -107,7 +110,7 @@ def compare_revisions(browser, cache_root: Path, revision: str, pages: list[str]
             revision: stack.enter_context(serve(cache_root, worktree)),
             "this": stack.enter_context(serve(cache_root)),
         }
-        either = {name: ", ".join(filter(None, (PAGES[name][1], BEFORE_MARKDOWN.get(name)))) for name in pages}
+        either = {name: ", ".join(filter(None, (PAGES[name][1], EARLIER_FORMS.get(name)))) for name in pages}
         for url in urls.values():  # warm-up: every page once on each server
             for name in pages:
                 first_paint_ms(browser, url, name, settle, either[name])

@@ -1,44 +1,60 @@
-"""The embedding map: a bounded, seeded subsample of the filtered rows, drawn as a Vega-Lite chart.
+"""The embedding map: a bounded, seeded subsample of the filtered rows, drawn as a canvas scatter.
 
 Colour options are the run's registered scores (each under its registry label, with the registry's one
 meaning: the CLIPMem of a map point is the CLIPMem of a gallery card), the split, the ground truth and
 the decision (`clipmem_core.review.decisions`, blind mode applied). The selection is kept in the session
-(`remember_selection`, the chart's on_select callback), so it survives a change of colour, and the
-chart marks it from that record rather than from the chart's own state.
+(`remember_selection`, the scatter's on_selection_change callback), so it survives a change of colour,
+and the scatter marks it from that record.
 
-Vega-Lite (Altair), not Plotly: Streamlit loads a chart library's code with a page's first chart, and
-Plotly's 4.7 MB held the whole page back (first chart 3.1 s against 1.5 s for a Vega-Lite scatter of
-the same 2,000 points, docs/benchmarks.md). What it costs: a box or a click selects, there is no lasso.
+Why a canvas of our own (embedding_map.js, a Streamlit v2 component) and not a chart library: Plotly's
+4.7 MB held the whole page back, and Vega-Lite's parse and first render still put the map 1.8 s behind
+every other page (docs/benchmarks.md). The scatter draws 2,000 points in a few milliseconds, and shows
+each point's thumbnail on hover from one atlas image that is sent only after the first drawing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import altair as alt
 import numpy as np
 import pandas as pd
+import streamlit as st
 
 from clipmem_core.cache import GROUND_TRUTH, TRUTH_CLEAN, TRUTH_MISCAPTIONED, TRUTH_UNKNOWN, truth_words
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 from clipmem_core.scores import column_label, run_scores
+
+from .images import Atlas
 
 MAX_POINTS = 20_000
 SPLIT, TRUTH, DECISION = "split", "ground truth", "verdict"
 NO_VERDICT = "no verdict"
 SELECTED = "map_selected"  # rows selected on the map, kept across colour changes
 CHART = "embedding_map"
-BOX, CLICK = "box", "click"  # the chart's two selection parameters: a dragged rectangle, clicked points
+THUMBNAILS = "map_thumbnails"  # the browser has drawn the map once: send the thumbnail atlas from now on
 HEIGHT = 620
+MAX_ATLAS_POINTS = 5_000  # hover thumbnails up to this many shown points (the atlas grows with them)
+ATLAS_CELL_PX = 64
 NO_VALUE_COLOUR = "#555555"  # a point without the score it is coloured by
 CATEGORY_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
 TOOLTIP_SCORES = 3  # the first registered scores a hover shows
-CAPTION, SELECTED_FIELD = "caption", "selected"
-_CHART_FIELDS = ["row", "x", "y", SPLIT, TRUTH, DECISION, CAPTION, SELECTED_FIELD]
+CAPTION = "caption"
 BULK_UNDO = "map_bulk_undo"  # verdict ids of the last bulk flag, for its undo
 VERDICT_COLOURS = {MISCAPTIONED: "#d62728", CORRECT: "#2ca02c", UNSURE: "#ff7f0e", NO_VERDICT: "#c7c7c7"}
 TRUTH_COLOURS = {TRUTH_MISCAPTIONED: "#9467bd", TRUTH_CLEAN: "#c7c7c7", TRUTH_UNKNOWN: "#e0e0e0"}
+# A score's gradient, low to high: ColorBrewer's RdBu, reversed, so that high (suspicious) is red
+SCORE_COLOURS = ("#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a582", "#d6604d", "#b2182b")
+GRADIENT_STEPS = 33
+_HERE = Path(__file__).parent
+scatter = st.components.v2.component(
+    "clipmem_embedding_map",
+    js=(_HERE / "embedding_map.js").read_text(encoding="utf-8"),
+    css=(_HERE / "embedding_map.css").read_text(encoding="utf-8"),
+    isolate_styles=False,  # so the page's own queries (tests, benchmarks) see the canvas
+)
 
 
 def colour_options(scores: pd.DataFrame) -> dict[str, str]:
@@ -82,86 +98,109 @@ def map_frame(scores: pd.DataFrame, rows: np.ndarray, verdicts: Mapping[str, str
     for name in run_scores(scores):
         points[name] = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
     points[CAPTION] = frame["caption"].astype(str).str.slice(0, 120).to_numpy()
-    points[SELECTED_FIELD] = False
     return points
 
 
+def category_colours(domain: list[str], colours: Mapping[str, str]) -> list[str]:
+    """Each category's page-wide colour where it has one, else the next of `CATEGORY_COLOURS`."""
+    return [colours.get(d, CATEGORY_COLOURS[i % len(CATEGORY_COLOURS)]) for i, d in enumerate(domain)]
+
+
 def colour_scale(domain: list[str], colours: Mapping[str, str]) -> alt.Scale:
-    """A categorical scale that draws each known category in its page-wide colour (others cycle)."""
-    rest = [CATEGORY_COLOURS[i % len(CATEGORY_COLOURS)] for i in range(len(domain))]
-    return alt.Scale(domain=domain, range=[colours.get(d, rest[i]) for i, d in enumerate(domain)])
+    """A categorical Vega-Lite scale in the same colours (the Overview's charts)."""
+    return alt.Scale(domain=domain, range=category_colours(domain, colours))
 
 
-def _colour(points: pd.DataFrame, colour: str, label: str) -> alt.Color | dict:
-    """A score is a red-high, blue-low gradient (grey where missing); a category uses its fixed colours."""
+def _hex(rgb: np.ndarray) -> str:
+    return "#" + "".join(f"{channel:02x}" for channel in rgb.round().astype(int))
+
+
+def score_palette(steps: int = GRADIENT_STEPS) -> list[str]:
+    """``steps`` colours from low (blue) to high (red), interpolated between the `SCORE_COLOURS` anchors."""
+    anchors = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in SCORE_COLOURS], dtype=np.float64)
+    at = np.linspace(0, len(anchors) - 1, steps)
+    low = np.minimum(at.astype(int), len(anchors) - 2)
+    share = (at - low)[:, None]
+    return [_hex(rgb) for rgb in anchors[low] * (1 - share) + anchors[low + 1] * share]
+
+
+def point_colours(points: pd.DataFrame, colour: str, label: str) -> tuple[np.ndarray, list[str], dict]:
+    """Each point's index into a palette, the palette, and the legend that explains it.
+
+    A score is a blue-low, red-high gradient over its shown range, dark grey where a sample has none;
+    a category (split, ground truth, verdict) draws each value in its page-wide colour.
+    """
     if colour in (SPLIT, TRUTH, DECISION):
         domain = list(dict.fromkeys(points[colour]))
-        fixed = {TRUTH: TRUTH_COLOURS, DECISION: VERDICT_COLOURS}.get(colour, {})
-        return alt.Color(f"{colour}:N", title=label, scale=colour_scale(domain, fixed), legend=alt.Legend(orient="top"))
-    gradient = alt.Color(
-        f"{colour}:Q", title=label, scale=alt.Scale(scheme="redblue", reverse=True), legend=alt.Legend(orient="top")
-    )
-    return alt.condition(f"isValid(datum[{colour!r}])", gradient, alt.value(NO_VALUE_COLOUR))
+        palette = category_colours(domain, {TRUTH: TRUTH_COLOURS, DECISION: VERDICT_COLOURS}.get(colour, {}))
+        index = pd.Index(domain).get_indexer(points[colour])
+        return index, palette, {"kind": "categories", "title": label, "items": list(zip(domain, palette))}
+    values = points[colour].to_numpy(dtype=np.float64)
+    palette = [*score_palette(), NO_VALUE_COLOUR]
+    known = ~np.isnan(values)
+    low, high = (float(values[known].min()), float(values[known].max())) if known.any() else (0.0, 0.0)
+    share = (values - low) / (high - low) if high > low else np.full(values.shape, 0.5)
+    index = np.where(known, np.round(np.nan_to_num(share) * (GRADIENT_STEPS - 1)), GRADIENT_STEPS).astype(int)
+    legend = {
+        "kind": "gradient",
+        "title": label,
+        "colours": list(SCORE_COLOURS),
+        "low": f"{low:.3g}",
+        "high": f"{high:.3g}",
+        "missing": NO_VALUE_COLOUR if not known.all() else None,
+    }
+    return index, palette, legend
 
 
-def map_chart(points: pd.DataFrame, colour: str, label: str) -> alt.Chart:
-    """The scatter: coloured by ``colour``, the kept selection drawn large, a box drag and a click to select.
-
-    The hover shows the caption, split, ground truth, verdict and the first registered scores.
-    """
-    scores = list(run_scores(points))[:TOOLTIP_SCORES]
-    tooltip = [
-        alt.Tooltip(f"{CAPTION}:N", title="caption"),
-        alt.Tooltip(f"{SPLIT}:N", title="split"),
-        alt.Tooltip(f"{TRUTH}:N", title="ground truth"),
-        alt.Tooltip(f"{DECISION}:N", title="verdict"),
-        *(alt.Tooltip(f"{name}:Q", title=column_label(name), format=".3f") for name in scores),
+def hover_texts(points: pd.DataFrame) -> list[str]:
+    """What hovering a point shows beside its thumbnail: caption, split, ground truth, verdict, first scores."""
+    columns = [
+        points[CAPTION].tolist(),
+        [
+            f"split: {split} · ground truth: {truth} · verdict: {verdict}"
+            for split, truth, verdict in zip(points[SPLIT], points[TRUTH], points[DECISION])
+        ],
     ]
-    marked = points[SELECTED_FIELD].any()
-    return (
-        alt.Chart(points.drop(columns=[c for c in points.columns if c not in _CHART_FIELDS + scores + [colour]]))
-        .mark_circle()
-        .encode(
-            x=alt.X("x:Q", axis=None, scale=alt.Scale(zero=False)),
-            y=alt.Y("y:Q", axis=None, scale=alt.Scale(zero=False)),
-            color=_colour(points, colour, label),
-            size=alt.condition(f"datum.{SELECTED_FIELD}", alt.value(90), alt.value(28)),
-            opacity=alt.condition(f"datum.{SELECTED_FIELD} || !{str(marked).lower()}", alt.value(0.9), alt.value(0.3)),
-            tooltip=tooltip,
-        )
-        .add_params(
-            alt.selection_interval(name=BOX, encodings=["x", "y"]),
-            alt.selection_point(name=CLICK, fields=["row"], on="click", toggle="event.shiftKey"),
-        )
-        .properties(height=HEIGHT)
-    )
+    for name in list(run_scores(points))[:TOOLTIP_SCORES]:
+        label = column_label(name)
+        columns.append([f"{label}: none" if np.isnan(v) else f"{label}: {v:.3f}" for v in points[name].to_numpy()])
+    return ["\n".join(lines) for lines in zip(*columns)]
 
 
-def selected_rows(event: object, points: pd.DataFrame) -> np.ndarray:
-    """Rows of the plotted ``points`` inside a Vega-Lite selection event: the box's x/y ranges, or the clicked rows."""
-    if event is None:
-        return np.empty(0, np.int64)
-    selection = event.get("selection") if isinstance(event, Mapping) else getattr(event, "selection", None)
-    selection = selection or {}
-    chosen: list[np.ndarray] = []
-    box = selection.get(BOX) or {}
-    if "x" in box and "y" in box:
-        (x0, x1), (y0, y1) = sorted(box["x"]), sorted(box["y"])
-        inside = points["x"].between(x0, x1) & points["y"].between(y0, y1)
-        chosen.append(points.loc[inside, "row"].to_numpy(np.int64))
-    clicked = [p["row"] for p in selection.get(CLICK) or [] if isinstance(p, Mapping) and "row" in p]
-    chosen.append(np.asarray(clicked, dtype=np.int64))
-    return np.unique(np.concatenate(chosen))
+def _json_floats(values: pd.Series) -> list[float | None]:
+    """Floats for JSON: NaN (which JSON cannot carry) as null."""
+    return [None if np.isnan(v) else round(v, 5) for v in values.to_numpy(dtype=np.float64).tolist()]
 
 
-def remember_selection(state: MutableMapping[str, Any], points: pd.DataFrame) -> None:
-    """The chart's on_select callback: only a reader's own select or deselect changes the kept selection.
+def scatter_data(
+    points: pd.DataFrame, colour: str, label: str, selected: np.ndarray, atlas: Atlas | None = None
+) -> dict:
+    """The scatter component's data: positions, colours, legend, hover texts, the kept selection, the atlas.
 
-    ``points`` are the ones the chart drew (the callback runs before the next script run).
+    ``atlas`` holds one thumbnail per point in the points' order; None until the browser asks for it.
     """
-    state[SELECTED] = selected_rows(state.get(CHART), points).tolist()
+    index, palette, legend = point_colours(points, colour, label)
+    return {
+        "x": _json_floats(points["x"]),
+        "y": _json_floats(points["y"]),
+        "row": points["row"].astype(int).tolist(),
+        "colour": index.tolist(),
+        "palette": palette,
+        "legend": legend,
+        "tip": hover_texts(points),
+        "selected": [int(r) for r in np.intersect1d(selected, points["row"].to_numpy())],
+        "height": HEIGHT,
+        "thumbnails_available": len(points) <= MAX_ATLAS_POINTS,
+        "atlas": None if atlas is None else atlas._asdict(),
+    }
 
 
-def mark_selected(points: pd.DataFrame, selected: np.ndarray) -> pd.DataFrame:
-    """The points with the kept selection marked, for the chart to draw it whatever the colour option."""
-    return points.assign(**{SELECTED_FIELD: np.isin(points["row"].to_numpy(), selected)})
+def remember_selection(state: MutableMapping[str, Any]) -> None:
+    """The scatter's on_selection_change callback: the rows the reader selected, kept across colour changes."""
+    result = state.get(CHART) or {}
+    state[SELECTED] = [int(row) for row in (result.get("selection") or [])]
+
+
+def remember_thumbnails(state: MutableMapping[str, Any]) -> None:
+    """The scatter's on_thumbnails_change callback: the first drawing is on screen, send the atlas from now on."""
+    state[THUMBNAILS] = bool((state.get(CHART) or {}).get("thumbnails"))

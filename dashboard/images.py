@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import base64
 import io
+import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from PIL import Image
 
 from .text import md
 
 # What the browser tests and benchmarks wait for: an image drawn inside a markdown element (a sample's
-# image, or a chart the server drew), or a Vega-Lite chart (the Embedding map).
+# image, or a chart the server drew), or the Embedding map's canvas once it has drawn its points.
 IMAGE_SELECTOR = '[data-testid="stMarkdownContainer"] img[src^="data:image/"]'
-CHART_SELECTOR = f'{IMAGE_SELECTOR}, [data-testid="stVegaLiteChart"] svg.marks'
+CHART_SELECTOR = f"{IMAGE_SELECTOR}, .clipmem-map canvas[data-drawn]"
 MAX_SIDE_PX = 768  # twice the widest drawn image (the review's 384 px): sharp on a high-density screen
 SVG, PNG, JPEG = "image/svg+xml", "image/png", "image/jpeg"
 _SMALL_FILE_BYTES = 64_000
@@ -61,3 +64,31 @@ def file_bytes(source: Path | str | bytes, max_side: int = MAX_SIDE_PX) -> tuple
 def markdown_image(data: bytes, mime: str, *, alt: str) -> str:
     """``data`` as a markdown image, its alt text escaped."""
     return f"![{md(alt)}](data:{mime};base64,{base64.b64encode(data).decode('ascii')})"
+
+
+class Atlas(NamedTuple):
+    """Thumbnails side by side in one image, ``columns`` a row, each in a ``cell``-pixel square."""
+
+    src: str  # a data URL
+    cell: int
+    columns: int
+
+
+def thumbnail_atlas(paths: Sequence[Path | None], cell: int) -> Atlas:
+    """One JPEG holding a thumbnail per path, in order (a blank cell where there is none or it is unreadable):
+    one request's worth of images for a chart's hover, however many points it has."""
+    columns = max(1, math.ceil(math.sqrt(len(paths))))
+    sheet = Image.new("RGB", (columns * cell, max(1, math.ceil(len(paths) / columns)) * cell), "white")
+    for i, path in enumerate(paths):
+        if path is None:
+            continue
+        try:
+            with Image.open(path) as opened:
+                opened.thumbnail((cell, cell))
+                tile = opened.convert("RGB")
+        except UNREADABLE:
+            continue
+        sheet.paste(tile, ((i % columns) * cell, (i // columns) * cell))
+    buffer = io.BytesIO()
+    sheet.save(buffer, "JPEG", quality=75)
+    return Atlas(f"data:{JPEG};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}", cell, columns)

@@ -31,7 +31,7 @@ from clipmem_core.review import ReviewStore, open_store
 from clipmem_core.review.decisions import COLUMNS, decided, visible_decisions
 from clipmem_core.review.store import DB_URL_ENV
 
-from . import auth, overview, state
+from . import auth, embedding_map, overview, state
 from .gallery import (
     FLAG_FILTERS,
     UNSCORED_CHOICES,
@@ -43,6 +43,7 @@ from .gallery import (
     suspicion_order,
     values,
 )
+from .images import Atlas, thumbnail_atlas
 from .text import md
 
 
@@ -71,6 +72,19 @@ def _overview_charts(path: str, version: int) -> tuple[str | None, tuple[bytes, 
 def overview_charts(run: Run) -> tuple[str | None, tuple[bytes, int] | None]:
     """The Overview's histogram (SVG) and alignment scatter (PNG), drawn once per run version."""
     return _overview_charts(str(run.path), _version(str(run.path)))
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _map_atlas(path: str, version: int, digest: str, _rows: tuple[int, ...]) -> Atlas:
+    run = _load_run(path, version)
+    return thumbnail_atlas([run.thumbnail_path(row) for row in _rows], embedding_map.ATLAS_CELL_PX)
+
+
+def map_atlas(run: Run, rows: np.ndarray) -> Atlas:
+    """The Embedding map's hover thumbnails for its plotted ``rows``, built once per run version and rows."""
+    rows_tuple = tuple(int(r) for r in rows)
+    digest = hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()
+    return _map_atlas(str(run.path), _version(str(run.path)), digest, rows_tuple)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading run…")

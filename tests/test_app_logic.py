@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import sys
 import time
@@ -177,35 +178,66 @@ def _map_points(run, n=6):
     return frame.assign(x=np.arange(n, dtype=float), y=np.arange(n, dtype=float) * 10)
 
 
-def test_map_chart_hovers_registry_labels_greys_missing_scores_and_marks_the_kept_selection(run):
-    points = embedding_map.mark_selected(_map_points(run), np.array([2, 4]))
-    points.loc[0, "clipmem"] = np.nan
-    spec = embedding_map.map_chart(points, "clipmem", "CLIPMem").to_dict()
-    encoding = spec["encoding"]
-    assert [t["title"] for t in encoding["tooltip"]][:4] == ["caption", "split", "ground truth", "verdict"]
-    assert "CLIPMem" in [t["title"] for t in encoding["tooltip"]]
-    assert encoding["color"]["condition"]["test"] == "isValid(datum['clipmem'])"
-    assert encoding["color"]["value"] == embedding_map.NO_VALUE_COLOUR  # a missing score is grey, not dropped
-    assert {p["name"] for p in spec["params"]} == {embedding_map.BOX, embedding_map.CLICK}
-    values = next(iter(spec["datasets"].values()))
-    assert [v["row"] for v in values if v["selected"]] == [2, 4]
-    assert "|| !true" in encoding["opacity"]["condition"]["test"]  # the others fade while a selection is kept
-    truth = embedding_map.map_chart(points, "ground truth", "Ground truth").to_dict()["encoding"]["color"]
-    assert dict(zip(truth["scale"]["domain"], truth["scale"]["range"]))["mis-captioned"] == "#9467bd"
-
-
-def test_map_selection_reads_a_box_and_clicks_and_is_kept_across_colour_changes(run):
+def test_map_scatter_data_colours_hovers_registry_labels_and_carries_the_kept_selection(run):
     points = _map_points(run)
-    box = {"selection": {embedding_map.BOX: {"x": [3.5, 1.5], "y": [0.0, 100.0]}}}
-    assert embedding_map.selected_rows(box, points).tolist() == [2, 3]  # x in [1.5, 3.5], ranges in any order
-    clicks = {"selection": {embedding_map.CLICK: [{"row": 5}, {"row": 0}, {"row": 5}]}}
-    assert embedding_map.selected_rows(clicks, points).tolist() == [0, 5]
-    assert embedding_map.selected_rows({"selection": {}}, points).size == 0
-    assert embedding_map.selected_rows(None, points).size == 0
-    state = {embedding_map.CHART: clicks}
-    embedding_map.remember_selection(state, points)
-    assert state[embedding_map.SELECTED] == [0, 5]
-    assert embedding_map.mark_selected(points, np.array([5]))["selected"].tolist() == [False] * 5 + [True]
+    points.loc[0, "clipmem"] = np.nan
+    points.loc[1, "caption"] = "<img src=x onerror=alert(1)>"  # shown with textContent, sent as it is
+    data = embedding_map.scatter_data(points, "clipmem", "CLIPMem", np.array([4, 2, 99]))
+    assert data["row"] == list(range(6)) and data["selected"] == [2, 4]  # rows not shown are not sent
+    assert data["x"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] and data["y"][5] == 50.0
+    palette, colour = data["palette"], data["colour"]
+    assert palette[colour[0]] == embedding_map.NO_VALUE_COLOUR  # a missing score is grey, not dropped
+    values = points["clipmem"].to_numpy()
+    lowest, highest = np.nanargmin(values), np.nanargmax(values)
+    assert palette[colour[lowest]] == embedding_map.SCORE_COLOURS[0]  # low blue, high red
+    assert palette[colour[highest]] == embedding_map.SCORE_COLOURS[-1]
+    assert data["legend"]["kind"] == "gradient" and data["legend"]["missing"] == embedding_map.NO_VALUE_COLOUR
+    tip = data["tip"][0].split("\n")
+    assert tip[0] == points["caption"].iat[0] and tip[1].startswith("split: ")
+    assert "ground truth: clean" in tip[1] and "verdict: no verdict" in tip[1]
+    assert "CLIPMem: none" in tip  # the registry's label, and "none" where the sample has no value
+    assert data["tip"][1].startswith("<img src=x") and data["atlas"] is None and data["thumbnails_available"]
+    truth = embedding_map.scatter_data(points, "ground truth", "Ground truth", np.empty(0, np.int64))
+    assert dict(truth["legend"]["items"])["mis-captioned"] == "#9467bd"
+    assert [truth["palette"][c] for c in truth["colour"][:2]] == ["#c7c7c7", "#9467bd"]  # clean, mis-captioned
+
+
+def test_map_scatter_data_is_json_without_nan_and_its_gradient_runs_low_to_high(run):
+    points = _map_points(run).assign(x=[np.nan, 1, 2, 3, 4, 5])
+    data = embedding_map.scatter_data(points, "clipmem", "CLIPMem", np.empty(0, np.int64))
+    json.loads(json.dumps(data, allow_nan=False))  # no NaN: a browser's JSON.parse rejects it
+    assert data["x"][0] is None
+    palette = embedding_map.score_palette(5)
+    assert palette[0] == embedding_map.SCORE_COLOURS[0] and palette[-1] == embedding_map.SCORE_COLOURS[-1]
+    assert palette[2] == embedding_map.SCORE_COLOURS[4]  # the middle anchor
+
+
+def test_map_selection_and_thumbnail_requests_are_kept_from_the_scatter_state():
+    state = {embedding_map.CHART: {"selection": [5, 0], "thumbnails": True}}
+    embedding_map.remember_selection(state)
+    embedding_map.remember_thumbnails(state)
+    assert state[embedding_map.SELECTED] == [5, 0] and state[embedding_map.THUMBNAILS] is True
+    state = {embedding_map.CHART: {"selection": None}}
+    embedding_map.remember_selection(state)
+    assert state[embedding_map.SELECTED] == []
+
+
+def test_thumbnail_atlas_places_each_thumbnail_in_its_cell_and_leaves_missing_ones_blank(tmp_path):
+    red, blue = tmp_path / "red.jpg", tmp_path / "blue.png"
+    Image.new("RGB", (96, 96), (220, 0, 0)).save(red)
+    Image.new("RGBA", (40, 96), (0, 0, 220, 255)).save(blue)
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    atlas = images.thumbnail_atlas([red, None, tmp_path / "broken.jpg", blue, red], cell=32)
+    assert atlas.cell == 32 and atlas.columns == 3  # ceil(sqrt(5))
+    sheet = Image.open(io.BytesIO(base64.b64decode(atlas.src.split(",", 1)[1]))).convert("RGB")
+    assert sheet.size == (96, 64)
+
+    def centre(i: int) -> tuple[int, int, int]:
+        return sheet.getpixel(((i % 3) * 32 + 8, (i // 3) * 32 + 16))
+
+    assert centre(0)[0] > 180 and centre(0)[2] < 60  # red
+    assert min(centre(1)) > 230 and min(centre(2)) > 230  # blank: no thumbnail, an unreadable one
+    assert centre(3)[2] > 180 and centre(3)[0] < 60  # blue, scaled into its cell
 
 
 def test_overview_tables_come_from_the_manifest_under_registry_labels(run):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -383,7 +384,10 @@ def test_a_cards_inspect_link_opens_the_inspector_on_that_sample_in_a_new_sessio
 
 def test_embedding_map_colours_by_registry_scores_truth_and_verdict(cache_root):
     at = _open(_app(), navigation.EMBEDDING_MAP.path)
-    assert len(at.get("vega_lite_chart")) == 1
+    (scatter,) = at.get("bidi_component")
+    data = json.loads(scatter.proto.json)
+    assert data["legend"]["title"] == "Likely mis-captioned" and len(data["row"]) == len(data["tip"]) == 120
+    assert data["atlas"] is None  # the thumbnails come once the browser has drawn the points
     options = at.main.get("segmented_control")[0].options
     assert options[:2] == ["Likely mis-captioned", "CLIPMem"] and options[-3:] == ["Split", "Ground truth", "Verdict"]
 
@@ -394,6 +398,7 @@ def test_a_map_selection_survives_a_colour_change_and_bulk_flagging_asks_first_a
     _open(at, navigation.EMBEDDING_MAP.path)
     at.main.get("segmented_control")[0].set_value("verdict").run()
     assert any("2 samples selected" in m.value for m in at.markdown)  # still selected after the colour change
+    assert json.loads(at.get("bidi_component")[0].proto.json)["selected"] == [3, 8]  # and drawn as selected
     flag = next(b for b in at.main.button if b.label == "Flag 2 as mis-captioned…")
     flag.click().run()
     store = open_store(cache_root)

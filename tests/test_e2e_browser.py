@@ -18,6 +18,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from clipmem_core import load_run
@@ -223,6 +224,55 @@ def test_gallery_and_inspector_render_in_chromium(browser, server, tmp_path):
     page.screenshot(path=str(tmp_path / "inspector.png"))
     page.get_by_role("link", name="Overview").click()
     page.get_by_role("heading", name="Run: demo").wait_for()
+
+
+def test_the_map_hovers_a_thumbnail_selects_a_box_and_clears_on_double_click(browser, server, tmp_path):
+    page = browser.new_page(viewport=SMALL)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{server}/embedding_map")
+    canvas = page.locator(".clipmem-map canvas[data-drawn]")
+    canvas.wait_for()
+    _close_page_not_found(page)
+    assert canvas.get_attribute("data-drawn") == str(len(load_run(DEMO).scores))  # every demo sample drawn
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    points = page.evaluate(
+        "() => { const v = document.querySelector('.clipmem-map').parentElement.clipmemMap;"
+        " return [...v.geometry.px].map((x, i) => [x, v.geometry.py[i]]); }"
+    )
+    xy = np.asarray(points)
+    gaps = np.linalg.norm(xy[:, None] - xy[None], axis=2) + np.eye(len(xy)) * 1e9
+    alone = int(np.argmax(gaps.min(axis=1)))  # the point farthest from any other: nothing else is hovered
+    x, y = points[alone]
+    tip = page.locator(".clipmem-map-tip")
+    # the atlas arrives after the first drawing: hover until the tip shows the point's thumbnail
+    page.wait_for_function("() => document.querySelector('.clipmem-map').parentElement.clipmemMap.data.atlas !== null")
+    page.mouse.move(box["x"] + x, box["y"] + y)
+    expect(tip).to_be_visible()
+    assert tip.inner_text().split("\n")[0] == load_run(DEMO).scores["caption"].iat[alone][:120]
+    assert (
+        page.locator(".clipmem-map-thumb")
+        .evaluate("t => getComputedStyle(t).backgroundImage")
+        .startswith('url("data:image/jpeg')
+    )
+    page.screenshot(path=str(tmp_path / "map_hover.png"))
+
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6, steps=4)
+    page.mouse.up()
+    inside = sum(
+        box["width"] * 0.3 <= px <= box["width"] * 0.6 and box["height"] * 0.3 <= py <= box["height"] * 0.6
+        for px, py in points
+    )
+    chosen = page.evaluate("() => document.querySelector('.clipmem-map').parentElement.clipmemMap.data.selected")
+    assert inside > 0 and abs(len(chosen) - inside) <= 2  # the box's points (the mouse moves in whole pixels)
+    page.get_by_text(f"{len(chosen):,} samples selected.").wait_for()  # the server has them, listed below the map
+    page.get_by_role("button", name="Open the selection in the gallery").wait_for()
+
+    page.mouse.dblclick(box["x"] + 2, box["y"] + 2)
+    expect(page.get_by_text("samples selected.")).to_have_count(0, timeout=TIMEOUT_MS)
+    page.close()
 
 
 # One whole curation session, by keyboard: two reviewers in blind mode, a lead who reconciles, a download.

@@ -30,18 +30,23 @@ colour = st.segmented_control(
 )
 st.caption(
     f"{len(points):,} of {int(mask.sum()):,} matching samples shown (those with a verdict always). "
-    "Hover a point for its caption, split, ground truth and verdict; drag a box, or click a point "
+    "Hover a point for its thumbnail, caption, split, ground truth and verdict; drag a box, or click a point "
     "(shift-click for more), to see them below. Double-click clears."
 )
 continuous = colour not in (emap.SPLIT, emap.TRUTH, emap.DECISION)
 if continuous and points[colour].isna().any():
     st.caption(f"Dark grey points: {points[colour].isna().sum():,} samples that have no {options[colour]}.")
+if len(points) > emap.MAX_ATLAS_POINTS:
+    st.caption(f"Thumbnails on hover show up to {emap.MAX_ATLAS_POINTS:,} points: filter to fewer to see them.")
 selected = np.asarray(ss.get(emap.SELECTED) or [], dtype=np.int64)
-st.altair_chart(
-    emap.map_chart(emap.mark_selected(points, selected), colour, options[colour]),
-    width="stretch",
+wants_thumbnails = ss.get(emap.THUMBNAILS) and len(points) <= emap.MAX_ATLAS_POINTS
+emap.scatter(
     key=emap.CHART,
-    on_select=lambda: emap.remember_selection(ss, points),
+    data=emap.scatter_data(
+        points, colour, options[colour], selected, resources.map_atlas(run, rows) if wants_thumbnails else None
+    ),
+    on_selection_change=lambda: emap.remember_selection(ss),
+    on_thumbnails_change=lambda: emap.remember_thumbnails(ss),
 )
 
 name = sidebar.flagging_as()
