@@ -35,21 +35,19 @@ import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
+from .metrics import auroc
 from .review.verdicts import CORRECT, MISCAPTIONED
 from .scores import run_scores
 from .scores.base import rank01
 from .scores.combined import Combined
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 MIN_MISCAPTIONED = 30  # mis-captioned verdicts before a learned ranking is offered
 UNJUDGED_WEIGHT = 0.2  # an unjudged row's weight as a negative, against a verdict's 1
@@ -109,6 +107,13 @@ def _blend(scores: pd.DataFrame, probability: np.ndarray, trust: float) -> np.nd
 
 
 def _model() -> Pipeline:
+    # scikit-learn is imported on first use: it takes about a second, which a dashboard page that never
+    # fits would otherwise pay before its first paint after a server starts (clipmem_core.metrics)
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     return make_pipeline(
         SimpleImputer(strategy="median", keep_empty_features=True),
         StandardScaler(),
@@ -135,11 +140,13 @@ def _cv_auroc(x_all: np.ndarray, rows: np.ndarray, y: np.ndarray, unjudged: np.n
     folds = int(min(5, y.sum(), (~y).sum()))
     if folds < 2:
         return math.nan
+    from sklearn.model_selection import StratifiedKFold
+
     held_out = np.zeros(len(rows))
     for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(rows, y):
         model = _fit_pu(x_all, rows[train], y[train], unjudged)
         held_out[test] = model.predict_proba(x_all[rows[test]])[:, 1]
-    return float(roc_auc_score(y, held_out))
+    return auroc(held_out, y)
 
 
 def fit_learned_ranking(
@@ -166,6 +173,8 @@ def fit_learned_ranking(
     unjudged = np.setdiff1d(np.arange(len(scores)), rows)
     if len(unjudged) > MAX_UNJUDGED:
         unjudged = np.sort(np.random.default_rng(seed).choice(unjudged, MAX_UNJUDGED, replace=False))
+    from sklearn.exceptions import ConvergenceWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         cv_auroc = _cv_auroc(x_all, rows, y, unjudged, seed)

@@ -6,6 +6,10 @@ the summaries turn NaN into None so they can go straight into ``manifest.json``.
 Detection is measured the way a curator meets a ranking: over every labelled sample, with the samples a
 score leaves unscored ranked last (``coverage`` says how many it scores). Precision@k uses k = the number
 of mis-captioned samples, and precision@48 is the gallery's first page.
+
+SciPy and scikit-learn are imported where they are used: together they take about a second to import,
+and a dashboard process whose runs store their summaries never needs them (its first page is drawn
+that much sooner after a server starts; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -15,8 +19,6 @@ from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from .cache import GROUND_TRUTH
 from .errors import ClipmemError
@@ -42,6 +44,8 @@ def welch_ttest(a: Iterable[float], b: Iterable[float]) -> dict[str, float]:
     a, b = _finite(a), _finite(b)
     t = p = math.nan
     if a.size >= 2 and b.size >= 2:
+        from scipy import stats
+
         result = stats.ttest_ind(a, b, equal_var=False)
         t, p = float(result.statistic), float(result.pvalue)
     return {"t": t, "p": p, "mean_a": _mean(a), "mean_b": _mean(b), "n_a": int(a.size), "n_b": int(b.size)}
@@ -61,6 +65,8 @@ def auroc(scores: Iterable[float], labels: Iterable[bool]) -> float:
     scores, labels = _scored(scores, labels)
     if labels.all() or not labels.any():
         return math.nan
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(labels, scores))
 
 
@@ -145,6 +151,8 @@ def average_precision(scores: Iterable[float], labels: Iterable[bool]) -> float:
     scores, labels = _scored(scores, labels)
     if not labels.any() or labels.all():
         return math.nan
+    from sklearn.metrics import average_precision_score
+
     return float(average_precision_score(labels, scores))
 
 

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -524,3 +525,17 @@ def test_a_markdown_table_shows_every_cell_as_typed():
     block = SimpleNamespace(markdown=[SimpleNamespace(value=markdown_table(frame))])  # as AppTest gives it
     table = markdown_tables(block)[0]
     assert table.equals(frame) and "](http" not in markdown_table(frame)
+
+
+def test_the_dashboard_starts_without_torch_scikit_learn_or_scipy_stats():
+    """A fresh server imports what app.py imports before its first paint; these cost seconds and are only
+    needed to train, to fit the learned ranking or to recompute a summary (imported there, on use)."""
+    heavy = ("torch", "open_clip", "sklearn", "scipy.stats")
+    code = (
+        "import sys, clipmem_core, dashboard.resources, dashboard.review, dashboard.sidebar, dashboard.auth; "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
+    )
+    assert loaded.stdout.strip() == "[]"
