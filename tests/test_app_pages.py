@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -539,3 +541,22 @@ def test_a_database_that_is_down_shows_an_error_on_every_page_that_shows_verdict
         at = _open(_app(reviewer="ann"), spec.path)
         assert any("review database" in _plain(e.value) for e in at.error), spec.title
     assert _matching(_open(_app(), navigation.GALLERY.path)) == 120  # still usable
+
+
+def test_every_page_draws_without_importing_torch_or_scikit_learn(cache_root):
+    """Seconds before a fresh server's first paint: torch (the studies) loads only when Compare's Experiments
+    tab opens, scikit-learn only to fit or measure. In a new interpreter, as this one may hold them already.
+    (Plotly, the studies' plot, is not checked: Streamlit's AppTest imports it itself.)"""
+    code = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+pages = {[spec.path for spec in navigation.PAGES]!r}
+for page in pages:
+    at = AppTest.from_file({APP!r}, default_timeout=120)
+    at.switch_page(page).run()
+    assert not at.exception, (page, [e.value for e in at.exception])
+    loaded = [m for m in ("torch", "sklearn") if m in sys.modules]
+    assert not loaded, (page, loaded)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(APP).parent)
+    assert done.returncode == 0, done.stderr[-2000:]

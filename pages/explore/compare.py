@@ -7,8 +7,6 @@ from pathlib import Path
 import streamlit as st
 
 from clipmem_core import list_runs
-from clipmem_core.experiments import list_experiments
-from clipmem_core.experiments.plots import study_figure
 from clipmem_core.formatting import fmt_number
 from dashboard import compare, resources, state, ui
 
@@ -83,6 +81,11 @@ def cleaning_effect() -> None:
 
 def experiment_results() -> None:
     """An experiment's settings, plot and table, and a way to compare its runs."""
+    # Imported when this tab opens: the studies import torch and the plot Plotly, seconds that every
+    # other tab would otherwise wait for before its first table on a fresh server (docs/benchmarks.md).
+    from clipmem_core.experiments import list_experiments
+    from clipmem_core.experiments.plots import study_figure
+
     found = list_experiments(cache_root)
     records = {record.name: record for record in found if not isinstance(record, tuple)}
     broken = [entry for entry in found if isinstance(entry, tuple)]
