@@ -1,9 +1,10 @@
 // The Embedding map's scatter: one <canvas>, no chart library (why: dashboard/embedding_map.py).
 //
-// Python sends the points already coloured (an index into `palette` per point), the kept selection, a
-// hover text per point and, once asked, a thumbnail atlas. The component reports two state values:
-// `selection` (the rows of a dragged box, a clicked point, shift-click to add or remove, double-click to
-// clear) and `thumbnails` (true once the first drawing is on screen, so the atlas never delays it).
+// Python sends the points already coloured (an index into `palette` per point), the kept selection and a
+// hover text per point. The component reports two state values: `selection` (the rows of a dragged box, a
+// clicked point, shift-click to add or remove, double-click to clear) and `thumbnails`, the key of the
+// thumbnail atlas it holds ("" for none). Python sends the atlas only while that key differs from the
+// current one, so it never delays the first drawing and is not sent again with every later click.
 
 const RADIUS = 3;
 const SELECTED_RADIUS = 5.5;
@@ -156,11 +157,10 @@ function select(view, rows) {
 function showTip(view, i, mx, my) {
   if (i < 0) { view.tip.style.display = "none"; return; }
   view.tipText.textContent = view.data.tip[i];
-  const atlas = view.data.atlas;
+  const atlas = view.atlasKey === view.data.atlas_key ? view.atlas : null; // the thumbnails of these points
   if (atlas) {
     const cell = atlas.cell;
     view.thumb.style.display = "block";
-    view.thumb.style.backgroundImage = `url(${atlas.src})`;
     view.thumb.style.backgroundPosition = `-${(i % atlas.columns) * cell}px -${Math.floor(i / atlas.columns) * cell}px`;
     view.thumb.style.width = view.thumb.style.height = cell + "px";
   } else {
@@ -222,6 +222,18 @@ function listen(view) {
   canvas.addEventListener("dblclick", () => select(view, []));
 }
 
+function keepAtlas(view, data, setStateValue) {
+  if (data.atlas) {
+    view.atlas = data.atlas;
+    view.atlasKey = data.atlas_key;
+    view.thumb.style.backgroundImage = `url(${data.atlas.src})`; // set once: the image is decoded once
+    setStateValue("thumbnails", data.atlas_key);
+  } else if (data.atlas_key && view.atlasKey !== data.atlas_key && view.asked !== data.atlas_key) {
+    view.asked = data.atlas_key; // after this frame is on screen: the atlas never holds the drawing back
+    requestAnimationFrame(() => setTimeout(() => setStateValue("thumbnails", ""), 0));
+  }
+}
+
 export default function (component) {
   const { data, parentElement, setStateValue } = component;
   let view = parentElement.clipmemMap;
@@ -234,8 +246,5 @@ export default function (component) {
   view.stage.style.height = data.height + "px";
   drawLegend(view);
   draw(view);
-  if (data.thumbnails_available && !data.atlas && !view.asked) {
-    view.asked = true; // after this frame is on screen: the atlas never holds the first drawing back
-    requestAnimationFrame(() => setTimeout(() => setStateValue("thumbnails", true), 0));
-  }
+  keepAtlas(view, data, setStateValue);
 }

@@ -34,7 +34,7 @@ SPLIT, TRUTH, DECISION = "split", "ground truth", "verdict"
 NO_VERDICT = "no verdict"
 SELECTED = "map_selected"  # rows selected on the map, kept across colour changes
 CHART = "embedding_map"
-THUMBNAILS = "map_thumbnails"  # the browser has drawn the map once: send the thumbnail atlas from now on
+THUMBNAILS = "map_thumbnails"  # the key of the atlas the browser holds: None before its first drawing, "" none
 HEIGHT = 620
 MAX_ATLAS_POINTS = 5_000  # hover thumbnails up to this many shown points (the atlas grows with them)
 ATLAS_CELL_PX = 64
@@ -173,12 +173,16 @@ def _json_floats(values: pd.Series) -> list[float | None]:
 
 
 def scatter_data(
-    points: pd.DataFrame, colour: str, label: str, selected: np.ndarray, atlas: Atlas | None = None
+    points: pd.DataFrame,
+    colour: str,
+    label: str,
+    selected: np.ndarray,
+    atlas_key: str | None = None,
+    atlas: Atlas | None = None,
 ) -> dict:
-    """The scatter component's data: positions, colours, legend, hover texts, the kept selection, the atlas.
-
-    ``atlas`` holds one thumbnail per point in the points' order; None until the browser asks for it.
-    """
+    """The scatter component's data: positions, colours, legend, hover texts, the kept selection, and the
+    thumbnail atlas of these points (one per point, in their order) under ``atlas_key``, None when the
+    browser holds it already (`atlas_needed`) or there is none (too many points)."""
     index, palette, legend = point_colours(points, colour, label)
     return {
         "x": _json_floats(points["x"]),
@@ -190,7 +194,7 @@ def scatter_data(
         "tip": hover_texts(points),
         "selected": [int(r) for r in np.intersect1d(selected, points["row"].to_numpy())],
         "height": HEIGHT,
-        "thumbnails_available": len(points) <= MAX_ATLAS_POINTS,
+        "atlas_key": atlas_key,
         "atlas": None if atlas is None else atlas._asdict(),
     }
 
@@ -202,5 +206,11 @@ def remember_selection(state: MutableMapping[str, Any]) -> None:
 
 
 def remember_thumbnails(state: MutableMapping[str, Any]) -> None:
-    """The scatter's on_thumbnails_change callback: the first drawing is on screen, send the atlas from now on."""
-    state[THUMBNAILS] = bool((state.get(CHART) or {}).get("thumbnails"))
+    """The scatter's on_thumbnails_change callback: the key of the atlas the browser now holds ("" none)."""
+    state[THUMBNAILS] = (state.get(CHART) or {}).get("thumbnails")
+
+
+def atlas_needed(held: str | None, atlas_key: str | None) -> bool:
+    """Send the atlas once the browser has drawn the points (``held`` is not None) and until it holds this
+    one: not with the first drawing, and not again with every later selection or colour change."""
+    return atlas_key is not None and held is not None and held != atlas_key

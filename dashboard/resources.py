@@ -75,16 +75,21 @@ def overview_charts(run: Run) -> tuple[str | None, tuple[bytes, int] | None]:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _map_atlas(path: str, version: int, digest: str, _rows: tuple[int, ...]) -> Atlas:
+def _map_atlas(path: str, version: int, key: str, _rows: tuple[int, ...]) -> Atlas:
     run = _load_run(path, version)
     return thumbnail_atlas([run.thumbnail_path(row) for row in _rows], embedding_map.ATLAS_CELL_PX)
 
 
+def map_atlas_key(run: Run, rows: np.ndarray) -> str:
+    """Names the thumbnail atlas of ``rows`` in this run version: the browser keeps the atlas it holds by it."""
+    digest = hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes())
+    digest.update(f"{run.path}:{_version(str(run.path))}".encode())
+    return digest.hexdigest()[:16]
+
+
 def map_atlas(run: Run, rows: np.ndarray) -> Atlas:
     """The Embedding map's hover thumbnails for its plotted ``rows``, built once per run version and rows."""
-    rows_tuple = tuple(int(r) for r in rows)
-    digest = hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()
-    return _map_atlas(str(run.path), _version(str(run.path)), digest, rows_tuple)
+    return _map_atlas(str(run.path), _version(str(run.path)), map_atlas_key(run, rows), tuple(map(int, rows)))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading run…")

@@ -197,7 +197,7 @@ def test_map_scatter_data_colours_hovers_registry_labels_and_carries_the_kept_se
     assert tip[0] == points["caption"].iat[0] and tip[1].startswith("split: ")
     assert "ground truth: clean" in tip[1] and "verdict: no verdict" in tip[1]
     assert "CLIPMem: none" in tip  # the registry's label, and "none" where the sample has no value
-    assert data["tip"][1].startswith("<img src=x") and data["atlas"] is None and data["thumbnails_available"]
+    assert data["tip"][1].startswith("<img src=x") and data["atlas"] is None and data["atlas_key"] is None
     truth = embedding_map.scatter_data(points, "ground truth", "Ground truth", np.empty(0, np.int64))
     assert dict(truth["legend"]["items"])["mis-captioned"] == "#9467bd"
     assert [truth["palette"][c] for c in truth["colour"][:2]] == ["#c7c7c7", "#9467bd"]  # clean, mis-captioned
@@ -213,14 +213,22 @@ def test_map_scatter_data_is_json_without_nan_and_its_gradient_runs_low_to_high(
     assert palette[2] == embedding_map.SCORE_COLOURS[4]  # the middle anchor
 
 
-def test_map_selection_and_thumbnail_requests_are_kept_from_the_scatter_state():
-    state = {embedding_map.CHART: {"selection": [5, 0], "thumbnails": True}}
+def test_map_selection_and_the_held_atlas_are_kept_from_the_scatter_state():
+    state = {embedding_map.CHART: {"selection": [5, 0], "thumbnails": "k1"}}
     embedding_map.remember_selection(state)
     embedding_map.remember_thumbnails(state)
-    assert state[embedding_map.SELECTED] == [5, 0] and state[embedding_map.THUMBNAILS] is True
+    assert state[embedding_map.SELECTED] == [5, 0] and state[embedding_map.THUMBNAILS] == "k1"
     state = {embedding_map.CHART: {"selection": None}}
     embedding_map.remember_selection(state)
     assert state[embedding_map.SELECTED] == []
+
+
+def test_the_atlas_is_sent_after_the_first_drawing_and_only_until_the_browser_holds_it():
+    assert not embedding_map.atlas_needed(None, "k1")  # nothing drawn yet: the points come first
+    assert embedding_map.atlas_needed("", "k1")  # drawn, holds none
+    assert not embedding_map.atlas_needed("k1", "k1")  # holds this one: not with every later click
+    assert embedding_map.atlas_needed("k1", "k2")  # other points (a filter changed): their atlas
+    assert not embedding_map.atlas_needed("", None)  # too many points for thumbnails
 
 
 def test_thumbnail_atlas_places_each_thumbnail_in_its_cell_and_leaves_missing_ones_blank(tmp_path):

@@ -389,7 +389,12 @@ def test_embedding_map_colours_by_registry_scores_truth_and_verdict(cache_root):
     (scatter,) = at.get("bidi_component")
     data = json.loads(scatter.proto.json)
     assert data["legend"]["title"] == "Likely mis-captioned" and len(data["row"]) == len(data["tip"]) == 120
-    assert data["atlas"] is None  # the thumbnails come once the browser has drawn the points
+    assert data["atlas"] is None and data["atlas_key"]  # the thumbnails come once the browser has drawn the points
+    at.session_state[emap.THUMBNAILS] = ""  # what the browser reports after its first drawing
+    atlas = json.loads(at.run().get("bidi_component")[0].proto.json)["atlas"]
+    assert atlas["src"].startswith("data:image/jpeg;base64,") and atlas["columns"] == 11  # ceil(sqrt(120))
+    at.session_state[emap.THUMBNAILS] = data["atlas_key"]  # it holds them: later reruns leave them out
+    assert json.loads(at.run().get("bidi_component")[0].proto.json)["atlas"] is None
     options = at.main.get("segmented_control")[0].options
     assert options[:2] == ["Likely mis-captioned", "CLIPMem"] and options[-3:] == ["Split", "Ground truth", "Verdict"]
 

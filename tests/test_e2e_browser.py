@@ -245,8 +245,11 @@ def test_the_map_hovers_a_thumbnail_selects_a_box_and_clears_on_double_click(bro
     alone = int(np.argmax(gaps.min(axis=1)))  # the point farthest from any other: nothing else is hovered
     x, y = points[alone]
     tip = page.locator(".clipmem-map-tip")
-    # the atlas arrives after the first drawing: hover until the tip shows the point's thumbnail
-    page.wait_for_function("() => document.querySelector('.clipmem-map').parentElement.clipmemMap.data.atlas !== null")
+    # the atlas arrives after the first drawing, and the browser keeps it for these points
+    page.wait_for_function(
+        "() => { const v = document.querySelector('.clipmem-map').parentElement.clipmemMap;"
+        " return v.atlasKey === v.data.atlas_key; }"
+    )
     page.mouse.move(box["x"] + x, box["y"] + y)
     expect(tip).to_be_visible()
     assert tip.inner_text().split("\n")[0] == load_run(DEMO).scores["caption"].iat[alone][:120]
@@ -268,6 +271,8 @@ def test_the_map_hovers_a_thumbnail_selects_a_box_and_clears_on_double_click(bro
     chosen = page.evaluate("() => document.querySelector('.clipmem-map').parentElement.clipmemMap.data.selected")
     assert inside > 0 and abs(len(chosen) - inside) <= 2  # the box's points (the mouse moves in whole pixels)
     page.get_by_text(f"{len(chosen):,} samples selected.").wait_for()  # the server has them, listed below the map
+    held = page.evaluate("() => document.querySelector('.clipmem-map').parentElement.clipmemMap.data")
+    assert held["atlas"] is None and held["atlas_key"]  # the rerun did not send the thumbnails again
     page.get_by_role("button", name="Open the selection in the gallery").wait_for()
 
     page.mouse.dblclick(box["x"] + 2, box["y"] + 2)

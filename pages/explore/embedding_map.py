@@ -39,11 +39,16 @@ if continuous and points[colour].isna().any():
 if len(points) > emap.MAX_ATLAS_POINTS:
     st.caption(f"Thumbnails on hover show up to {emap.MAX_ATLAS_POINTS:,} points: filter to fewer to see them.")
 selected = np.asarray(ss.get(emap.SELECTED) or [], dtype=np.int64)
-wants_thumbnails = ss.get(emap.THUMBNAILS) and len(points) <= emap.MAX_ATLAS_POINTS
+atlas_key = resources.map_atlas_key(run, rows) if len(points) <= emap.MAX_ATLAS_POINTS else None
 emap.scatter(
     key=emap.CHART,
     data=emap.scatter_data(
-        points, colour, options[colour], selected, resources.map_atlas(run, rows) if wants_thumbnails else None
+        points,
+        colour,
+        options[colour],
+        selected,
+        atlas_key,
+        resources.map_atlas(run, rows) if emap.atlas_needed(ss.get(emap.THUMBNAILS), atlas_key) else None,
     ),
     on_selection_change=lambda: emap.remember_selection(ss),
     on_thumbnails_change=lambda: emap.remember_thumbnails(ss),
