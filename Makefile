@@ -36,7 +36,7 @@ install-dev: $(INSTALLED_DEV)
 
 ## Start the dashboard on the bundled demo run (cache/demo).
 demo: install
-	$(VPY) -m streamlit run app.py --server.port $(PORT) --server.headless true
+	$(VPY) -m streamlit run serve.py --server.port $(PORT) --server.headless true
 
 ## Lint and format checks, then the whole suite (slow and browser tests included) with a throwaway PostgreSQL.
 ## Tests run on every core (pytest-xdist); TEST_WORKERS=0 runs them in this one process.

@@ -8,6 +8,7 @@ stays usable: the page stops, or carries on without what is missing (verdicts, n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from clipmem_core import ClipmemError, Run, load_run
+from clipmem_core import ClipmemError, Run, list_runs, load_run
 from clipmem_core.cache import IMAGE_EMBEDDINGS, INDEX_DIR, MANIFEST, TEXT_EMBEDDINGS, VIEW_ALIGNMENTS
 from clipmem_core.index import NeighbourSearch
 from clipmem_core.learned import KEY as LEARNED_KEY
@@ -160,6 +161,16 @@ def current_run() -> Run | None:
         st.error(f"Run {md(Path(path).name)} cannot be shown: {md(exc)}", icon=":material/error:")
         st.caption("Pick another run in the sidebar; the others are not affected.")
         st.stop()
+
+
+def preload_default_run() -> None:
+    """Load the run a visitor first sees, and its default order, into the process cache (a server's
+    start-up, dashboard.warm). A run that cannot be read is left for its page to report."""
+    root = Path(state.default_cache_root())
+    name = state.default_run(list_runs(root)) if root.is_dir() else None
+    if name is not None:
+        with contextlib.suppress(ClipmemError, OSError):
+            orders(run_at(root / name))
 
 
 def run_at(path: str | Path) -> Run:

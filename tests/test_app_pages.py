@@ -548,20 +548,26 @@ def test_a_database_that_is_down_shows_an_error_on_every_page_that_shows_verdict
     assert _matching(_open(_app(), navigation.GALLERY.path)) == 120  # still usable
 
 
-def test_every_page_draws_without_importing_torch_or_scikit_learn(cache_root):
-    """Seconds before a fresh server's first paint: torch (the studies) loads only when Compare's Experiments
-    tab opens, scikit-learn only to fit or measure. In a new interpreter, as this one may hold them already.
-    (Plotly, the studies' plot, is not checked: Streamlit's AppTest imports it itself.)"""
+def test_every_page_draws_with_what_a_server_loads_at_start_and_never_imports_torch_or_scikit_learn(cache_root):
+    """Before a fresh server's first paint: serve.py loads `dashboard.warm.APP_MODULES` at start, so no page
+    may need more of ours or of the heavy libraries; torch (the studies) loads only when Compare's
+    Experiments tab opens, scikit-learn only to fit or measure. In a new interpreter, as this one may hold
+    them already. (Plotly, the studies' plot, is not checked: Streamlit's AppTest imports it itself.)"""
     code = f"""
 import sys
 from streamlit.testing.v1 import AppTest
-pages = {[spec.path for spec in navigation.PAGES]!r}
-for page in pages:
+from dashboard.warm import load_app_code
+load_app_code()
+ours = ("clipmem_core", "dashboard", "pandas", "pyarrow", "sqlalchemy", "altair", "faiss", "vl_convert", "PIL")
+loaded_at_start = set(sys.modules)
+for page in {[spec.path for spec in navigation.PAGES]!r}:
     at = AppTest.from_file({APP!r}, default_timeout=120)
     at.switch_page(page).run()
     assert not at.exception, (page, [e.value for e in at.exception])
-    loaded = [m for m in ("torch", "sklearn") if m in sys.modules]
-    assert not loaded, (page, loaded)
+    late = sorted(m for m in set(sys.modules) - loaded_at_start if m.split(".")[0] in ours)
+    assert not late, (page, "not loaded at start", late)
+    heavy = [m for m in ("torch", "sklearn") if m in sys.modules]
+    assert not heavy, (page, heavy)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(APP).parent)
     assert done.returncode == 0, done.stderr[-2000:]
