@@ -12,9 +12,11 @@ next page does: back to back, the last session's teardown (closed on the server,
 lands inside the next load.
 
 Three conditions:
-- fresh: a newly started ``streamlit run app.py`` whose first request is the page (run, sort orders,
-  indexes and review store not loaded yet; a deep link as first request also shows Streamlit's one-time
-  "Page not found" dialog over the page, see docs/dashboard.md). One server per load, a cold browser cache.
+- fresh: a newly started server whose first request is the page. ``streamlit run serve.py`` by default,
+  as ``make demo`` starts it: the app's modules, the first run and its default order are loaded at
+  start, indexes and review store are not; ``--launcher app.py``: ``streamlit run app.py``, where the
+  first page loads all of it. A deep link as first request also shows Streamlit's one-time "Page not
+  found" dialog over the page (docs/dashboard.md). One server per load, a cold browser cache.
 - warm: one server that has served every page once; then each page is loaded ``--repeats`` times, each
   in a new browser context (a cold browser cache: every script of Streamlit's is fetched and compiled).
 - cached: the same warm server, each load a new tab of one browser context that has loaded every page
@@ -94,10 +96,10 @@ WATCH = """
 """
 
 
-def serve(cache_root: Path, app_dir: Path | None = None):
-    """``streamlit run app.py`` (this checkout's, or ``app_dir``'s) on a free port over ``cache_root``;
-    stopped (its process group) on exit."""
-    return serve_app(cache_root, timeout_s=120, app_dir=app_dir)
+def serve(cache_root: Path, app_dir: Path | None = None, launcher: str | None = None):
+    """``streamlit run serve.py`` or ``launcher`` (this checkout's, or ``app_dir``'s) on a free port over
+    ``cache_root``; stopped (its process group) on exit."""
+    return serve_app(cache_root, timeout_s=120, app_dir=app_dir, launcher=launcher)
 
 
 def compare_revisions(browser, cache_root: Path, revision: str, pages: list[str], repeats: int, settle: float) -> None:
@@ -164,14 +166,16 @@ def first_paint_ms(target, url: str, page_name: str, settle: float, selector: st
 Loads = dict[str, dict[str, list[float]]]  # condition -> page -> ms of each load
 
 
-def measure(browser, cache_root: Path, pages: list[str], repeats: int, settle: float) -> Loads:
+def measure(
+    browser, cache_root: Path, pages: list[str], repeats: int, settle: float, launcher: str | None = None
+) -> Loads:
     """Loads per condition and page, in ms: fresh servers first, then one warm server, cold and cached."""
     loads = {condition: {name: [] for name in pages} for condition in CONDITIONS}
     for _ in range(repeats):
         for name in pages:
-            with serve(cache_root) as url:
+            with serve(cache_root, launcher=launcher) as url:
                 loads["fresh"][name].append(first_paint_ms(browser, url, name, settle))
-    with serve(cache_root) as url:
+    with serve(cache_root, launcher=launcher) as url:
         cached = browser.new_context(viewport=VIEWPORT)
         for name in pages:  # warm-up: every page once, which also fills the cached context's browser cache
             first_paint_ms(cached, url, name, settle)
@@ -207,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", type=Path, default=ROOT / "cache" / "demo", help="a complete run folder")
     ap.add_argument("--against", metavar="REV", help="compare this checkout with a git revision, interleaved")
     ap.add_argument("--settle", type=float, default=SETTLE_S, help="idle seconds before each load (default 2)")
+    ap.add_argument(
+        "--launcher",
+        choices=("serve.py", "app.py"),
+        help="what `streamlit run` starts (default serve.py, as make demo does; app.py loads everything on the "
+        "first visit)",
+    )
     args = ap.parse_args(argv)
     pages = [p.strip() for p in args.pages.split(",") if p.strip()]
     unknown = set(pages) - set(PAGES)
@@ -222,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.against:
                 compare_revisions(browser, cache_root, args.against, pages, args.repeats, args.settle)
                 return 0
-            loads = measure(browser, cache_root, pages, args.repeats, args.settle)
+            loads = measure(browser, cache_root, pages, args.repeats, args.settle, args.launcher)
         finally:
             browser.close()
     report(loads, pages, args.repeats)

@@ -216,17 +216,23 @@ _PRIVATE_ENV = ("CLIPMEM_DB_URL", "CLIPMEM_ACCESS_TOKEN", "CLIPMEM_LEADS", "CLIP
 
 
 @contextmanager
-def serve_app(cache_root: Path, timeout_s: float = 90, app_dir: Path | None = None, **env_vars: str) -> Iterator[str]:
+def serve_app(
+    cache_root: Path,
+    timeout_s: float = 90,
+    app_dir: Path | None = None,
+    launcher: str | None = None,
+    **env_vars: str,
+) -> Iterator[str]:
     """``streamlit run serve.py`` (as ``make demo`` starts the dashboard; ``app.py`` in a checkout without
     it) on a free port over ``cache_root`` (the caller's access, lead and database settings left out,
     ``env_vars`` added); yields its URL, and stops its process group on exit. The server's output goes to
     ``cache_root/streamlit.log``. ``app_dir``: another checkout's app (a benchmark comparing two
-    revisions); default this one."""
+    revisions); default this one. ``launcher``: the script to run instead (``app.py``)."""
     env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV} | {"CLIPMEM_CACHE": str(cache_root)}
     env.update(env_vars)
     port = free_port()
     root = app_dir or Path(__file__).resolve().parents[1]
-    launcher = "serve.py" if (root / "serve.py").exists() else "app.py"
+    launcher = launcher or ("serve.py" if (root / "serve.py").exists() else "app.py")
     args = ["--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1"]
     args += ["--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     with open(Path(cache_root) / "streamlit.log", "ab") as log:
