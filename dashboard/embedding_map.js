@@ -169,7 +169,10 @@ function showTip(view, i, mx, my) {
   view.tip.style.display = "flex";
   const right = mx + 16 + view.tip.offsetWidth > view.geometry.width;
   view.tip.style.left = (right ? mx - 16 - view.tip.offsetWidth : mx + 16) + "px";
-  view.tip.style.top = Math.min(my + 16, view.geometry.height - view.tip.offsetHeight) + "px";
+  // below the pointer, or above it where the tip would leave the canvas or the window
+  const visibleBottom = Math.min(view.geometry.height, window.innerHeight - view.canvas.getBoundingClientRect().top);
+  const below = my + 16 + view.tip.offsetHeight <= visibleBottom;
+  view.tip.style.top = Math.max(0, below ? my + 16 : my - 16 - view.tip.offsetHeight) + "px";
 }
 
 function listen(view) {
