@@ -571,3 +571,13 @@ for page in {[spec.path for spec in navigation.PAGES]!r}:
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(APP).parent)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("damage", ["manifest", "parquet"])
+def test_a_server_starts_even_when_the_run_it_would_load_first_is_damaged(cache_root, damage):
+    """serve.py's start-up loads the demo; a damaged one is left for its pages to report (test above)."""
+    from dashboard import resources, warm
+
+    DAMAGE[damage][0](cache_root / "demo")
+    warm.load_app_code()  # no exception: the server starts and serves the other runs
+    assert resources.run_at(cache_root / "other").name == "other"
