@@ -76,9 +76,9 @@ def overview_charts(run: Run) -> tuple[str | None, tuple[bytes, int] | None]:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _map_atlas(path: str, version: int, key: str, _rows: tuple[int, ...]) -> Atlas:
+def _map_atlas(path: str, version: int, key: str, _rows: np.ndarray) -> Atlas:
     run = _load_run(path, version)
-    return thumbnail_atlas([run.thumbnail_path(row) for row in _rows], embedding_map.ATLAS_CELL_PX)
+    return thumbnail_atlas([run.thumbnail_path(int(row)) for row in _rows], embedding_map.ATLAS_CELL_PX)
 
 
 def map_atlas_key(run: Run, rows: np.ndarray) -> str:
@@ -88,9 +88,10 @@ def map_atlas_key(run: Run, rows: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-def map_atlas(run: Run, rows: np.ndarray) -> Atlas:
-    """The Embedding map's hover thumbnails for its plotted ``rows``, built once per run version and rows."""
-    return _map_atlas(str(run.path), _version(str(run.path)), map_atlas_key(run, rows), tuple(map(int, rows)))
+def map_atlas(run: Run, rows: np.ndarray, key: str) -> Atlas:
+    """The Embedding map's hover thumbnails for its plotted ``rows`` (``key``: `map_atlas_key`), built once
+    per key."""
+    return _map_atlas(str(run.path), _version(str(run.path)), key, rows)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading run…")

@@ -48,7 +48,7 @@ emap.scatter(
         options[colour],
         selected,
         atlas_key,
-        resources.map_atlas(run, rows) if emap.atlas_needed(ss.get(emap.THUMBNAILS), atlas_key) else None,
+        resources.map_atlas(run, rows, atlas_key) if emap.atlas_needed(ss.get(emap.THUMBNAILS), atlas_key) else None,
     ),
     on_selection_change=lambda: emap.remember_selection(ss),
     on_thumbnails_change=lambda: emap.remember_thumbnails(ss),
