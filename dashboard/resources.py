@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -170,6 +171,7 @@ def preload_default_run() -> None:
     root = Path(state.default_cache_root())
     name = state.default_run(list_runs(root)) if root.is_dir() else None
     if name is not None:
+        print(f"clipmem: loading run {name!r} before the first visitor…", file=sys.stderr, flush=True)
         with contextlib.suppress(ClipmemError, OSError):
             orders(run_at(root / name))
 
