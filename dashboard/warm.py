@@ -10,6 +10,7 @@ Overview's chart renderer starting up. `load_app_code` does all three while the 
 from __future__ import annotations
 
 import importlib
+import logging
 
 from PIL import Image
 
@@ -39,5 +40,13 @@ def load_app_code() -> None:
     Image.init()  # Pillow's format plugins, which it otherwise imports at the first image a page reads
     from . import resources
 
-    resources.warm_chart_renderer()
-    resources.preload_default_run()
+    # The process caches are filled outside any page run, which Streamlit would log as a warning per call
+    # ("missing ScriptRunContext … can be ignored"): noise in a healthy server's start-up output.
+    context_log = logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context")
+    level = context_log.level
+    context_log.setLevel(logging.ERROR)
+    try:
+        resources.warm_chart_renderer()
+        resources.preload_default_run()
+    finally:
+        context_log.setLevel(level)
