@@ -119,24 +119,25 @@ def _range_filter(run) -> None:
     )
     low, high = resources.range_bounds(run, column)
     if high > low:
+        key = state.range_key(run.name, column)
+        st.session_state.setdefault(key, (low, high))  # a default, given as state: see state.keep_values
         st.sidebar.slider(
             choices[column],
             low,
             high,
-            (low, high),
             step=(high - low) / 200 or 0.001,
-            key=state.range_key(run.name, column),
+            key=key,
             on_change=_reset_views,
             format="%.3f",
         )
     missing, splits = unscored_note(run.scores, column)
     if missing:
         where = f" ({splits} split)" if splits else ""
+        st.session_state.setdefault(state.UNSCORED, "include")
         st.sidebar.segmented_control(
             f"{fmt_number(missing)} samples have no {choices[column]}{where}",
             list(UNSCORED_CHOICES),
             format_func=UNSCORED_CHOICES.get,
-            default="include",
             required=True,
             key=state.UNSCORED,
             on_change=_reset_views,

@@ -36,7 +36,11 @@ PAGE_WIDGETS = (PAGE, SORT, INSPECT)
 
 def keep_values(session: MutableMapping[str, Any], keys: Iterable[str]) -> None:
     """Keep these widgets' values through a run that does not draw them: Streamlit forgets the value of a
-    widget a run does not draw, unless the script re-owns it by writing it back."""
+    widget a run does not draw, unless the script re-owns it by writing it back.
+
+    A widget whose value is kept this way takes its default from the session state (``setdefault`` before
+    it is drawn), not from its ``value``/``default`` argument: Streamlit warns in the server log of a
+    widget created with a default whose value the script also set."""
     for key in keys:
         if key in session:
             session[key] = session[key]

@@ -51,8 +51,10 @@ def cleaning_effect() -> None:
     if len(names) < 2:
         st.info("Comparing needs two runs: the original and its re-run with `clipmem run … --exclude DROPLIST`.")
     else:
-        default = names.index(current.name) if current is not None and current.name in names else 0
-        original_name = st.selectbox("Original run", names, index=default, key=compare.ORIGINAL_KEY)
+        if st.session_state.get(compare.ORIGINAL_KEY) not in names:  # the default, given as state: state.keep_values
+            shown = current.name if current is not None else None
+            st.session_state[compare.ORIGINAL_KEY] = shown if shown in names else names[0]
+        original_name = st.selectbox("Original run", names, key=compare.ORIGINAL_KEY)
         candidates = compare.cleaned_candidates(original_name, infos)
         cleaned_name = st.selectbox(
             "Cleaned re-run",
