@@ -1,9 +1,10 @@
 """Candidate recipes for the combined ranking, measured on finished benchmark runs (no training).
 
-Each candidate is a rank average of registered signals (what `clipmem_core.scores.combined.fuse` does
-with its SIGNALS); every one is measured on the same runs, over all samples, against the injected ground
-truth, as mean ± spread over the runs' seeds. This is how a recipe is chosen and how a change of it is
-judged: the runs come from bench/bench_detection.py (``--work``), which keeps them.
+Each candidate fuses registered signals one of two ways: a rank average (each signal's suspicion ranked and
+scaled to [0, 1]), or a standardised average (each signal's suspicion as (value − mean) / sd), averaged over
+the signals a sample has. Every candidate is measured on the same runs, over all samples, against the
+injected ground truth, as mean ± spread over the runs' seeds. This is how a recipe is chosen and how a
+change of it is judged: the runs come from bench/bench_detection.py (``--work``), which keeps them.
 
     python -m bench.bench_recipes --work /work/bench/detection-fit
 """
@@ -13,38 +14,35 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from bench.bench_detection import mean_spread
 from clipmem_core.metrics import detection_scores
-from clipmem_core.scores import get_score, rank01
-from clipmem_core.scores.combined import SIGNALS
+from clipmem_core.scores.combined import SCALING, SIGNALS, fuse
 
 NEIGHBOURHOOD = ("csls_heldout", "csls_train", "agreement_image_neighbours")
-CANDIDATES = {
-    "shipped recipe": SIGNALS,
-    "before the training loss": (*NEIGHBOURHOOD, "clip_score_train"),
-    "both training-side scores": (*NEIGHBOURHOOD, "clip_score_train", "fit_loss"),
-    "held-out CSLS, agreement, training loss": ("csls_heldout", "agreement_image_neighbours", "fit_loss"),
-    "both CSLS, training loss": ("csls_heldout", "csls_train", "fit_loss"),
-    "training loss alone": ("fit_loss",),
-    "training-side CLIP score alone": ("clip_score_train",),
-    "held-out CLIP score alone": ("clip_score_heldout",),
+FOUR = (*NEIGHBOURHOOD, "fit_loss")
+CANDIDATES = {  # name -> (signals, scaling): the arguments of combined.fuse
+    "shipped recipe": (SIGNALS, SCALING),
+    "the four, rank average": (FOUR, "rank"),
+    "the four, standardised average": (FOUR, "standardised"),
+    "before the training loss (rank average)": ((*NEIGHBOURHOOD, "clip_score_train"), "rank"),
+    "both training-side scores, rank average": ((*FOUR, "clip_score_train"), "rank"),
+    "both training-side scores, standardised": ((*FOUR, "clip_score_train"), "standardised"),
+    "held-out CSLS, agreement, training loss (rank average)": (
+        ("csls_heldout", "agreement_image_neighbours", "fit_loss"),
+        "rank",
+    ),
+    "both CSLS, training loss, rank average": (("csls_heldout", "csls_train", "fit_loss"), "rank"),
+    "both CSLS, training loss, standardised": (("csls_heldout", "csls_train", "fit_loss"), "standardised"),
+    "training loss alone": (("fit_loss",), "rank"),
+    "training-side CLIP score alone": (("clip_score_train",), "rank"),
+    "held-out CLIP score alone": (("clip_score_heldout",), "rank"),
 }
 METRICS = ("auroc", "average_precision", "precision_at_k")
-
-
-def rank_average(scores: pd.DataFrame, members: tuple[str, ...]) -> np.ndarray:
-    """The members' suspicion ranks, averaged over those a sample has (unscored: NaN)."""
-    ranks = np.stack([rank01(get_score(name).suspicion(scores[name])) for name in members])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(ranks, axis=0)
 
 
 def measure_runs(runs: list[Path]) -> dict:
@@ -57,8 +55,8 @@ def measure_runs(runs: list[Path]) -> dict:
             continue
         protocol = json.loads((run / "manifest.json").read_text(encoding="utf-8"))["protocol"]
         truth = scores["is_miscaptioned"].fillna(False).to_numpy(bool)
-        for name, members in CANDIDATES.items():
-            found = detection_scores(rank_average(scores, members), truth)  # unscored samples rank last
+        for name, (members, how) in CANDIDATES.items():
+            found = detection_scores(fuse(scores, members, how), truth)  # unscored samples rank last
             for metric in METRICS:
                 results[(run.name.split("_")[0], protocol)][name][metric].append(found[metric])
     return results

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from bench.bench_detection import SHARED_CAPTION, false_positive_captions
-from bench.bench_recipes import CANDIDATES, rank_average
-from clipmem_core.scores.combined import fuse
+from bench.bench_recipes import CANDIDATES, measure_runs
 
 
 def test_false_positives_are_counted_by_whether_a_template_caption_carries_them():
@@ -27,9 +28,35 @@ def test_false_positives_are_counted_by_whether_a_template_caption_carries_them(
     assert found["shared_among_clean"] == pytest.approx(5 / 7)
 
 
-def test_the_recipe_benchmark_measures_exactly_what_ships_as_the_combined_ranking():
+def test_the_recipe_benchmark_measures_every_candidate_on_every_run_and_skips_runs_without_a_loss(tmp_path):
     rng = np.random.default_rng(0)
-    columns = {"csls_heldout", "csls_train", "agreement_image_neighbours", "fit_loss", "clip_score_train"}
-    scores = pd.DataFrame({name: rng.normal(size=50) for name in sorted(columns)})
-    scores.loc[3, "fit_loss"] = np.nan  # a pair no step drew: averaged over the other signals
-    np.testing.assert_allclose(rank_average(scores, CANDIDATES["shipped recipe"]), fuse(scores), rtol=1e-6)
+    truth = np.zeros(60, bool)
+    truth[:6] = True
+    for seed in (0, 1):
+        scores = pd.DataFrame({name: rng.normal(size=60) for name in sorted(COLUMNS)})
+        scores["fit_loss"] += 10 * truth  # the loss alone finds every injected pair
+        scores["is_miscaptioned"] = truth
+        _write_run(tmp_path / f"toy_s{seed}_full", scores, "full")
+    _write_run(tmp_path / "toy_s2_full", scores.drop(columns="fit_loss"), "full")  # an older run: not comparable
+    results = measure_runs(sorted(tmp_path.iterdir()))
+    by_candidate = results[("toy", "full")]
+    assert set(by_candidate) == set(CANDIDATES)
+    assert by_candidate["training loss alone"]["auroc"] == [1.0, 1.0]  # two runs measured, the third skipped
+    assert by_candidate["training loss alone"]["precision_at_k"] == [1.0, 1.0]
+    assert all(0.5 < auroc < 1.0 for auroc in by_candidate["the four, rank average"]["auroc"])  # diluted
+
+
+COLUMNS = {
+    "csls_heldout",
+    "csls_train",
+    "agreement_image_neighbours",
+    "fit_loss",
+    "clip_score_train",
+    "clip_score_heldout",
+}
+
+
+def _write_run(folder, scores: pd.DataFrame, protocol: str) -> None:
+    folder.mkdir()
+    scores.to_parquet(folder / "scores.parquet")
+    (folder / "manifest.json").write_text(json.dumps({"protocol": protocol}), encoding="utf-8")

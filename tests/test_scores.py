@@ -23,6 +23,7 @@ from clipmem_core.scores import (
     unregister,
 )
 from clipmem_core.scores._neighbourhood import cross_modal, same_modal
+from clipmem_core.scores.base import standardised
 from clipmem_core.scores.combined import fuse
 from clipmem_core.testing import fake_scores
 from dashboard.gallery import sort_orders, sorts
@@ -114,6 +115,21 @@ def test_combined_ranking_takes_the_training_loss_and_falls_back_to_the_training
     np.testing.assert_allclose(fuse(frame), [0.0, 1.0, 0.5])  # high loss is suspicious; the CLIP score unused
     # an older run, without a training loss: the training-side CLIP score stands in (low is suspicious)
     np.testing.assert_allclose(fuse(frame.drop(columns="fit_loss")), [0.5, 0.5, 0.5])
+
+
+def test_standardised_gives_zero_mean_unit_spread_and_keeps_missing_values():
+    scaled = standardised(np.array([1.0, 2.0, np.nan, 3.0]))
+    np.testing.assert_allclose(scaled, [-np.sqrt(1.5), 0.0, np.nan, np.sqrt(1.5)])
+    np.testing.assert_allclose(standardised(np.array([2.0, np.nan, 2.0])), [0.0, np.nan, 0.0])  # no spread
+
+
+def test_a_standardised_average_keeps_how_far_into_the_tail_a_sample_lies():
+    # sample 0: a training loss far above every other, a middling CSLS; sample 1: second loss, lowest CSLS
+    frame = pd.DataFrame({"fit_loss": [30.0, 4.0, 3.0, 2.0, 1.0, 0.0], "csls_train": [0.05, -0.5, 0.0, 0.2, 0.3, 0.4]})
+    ranked = fuse(frame, signals=("fit_loss", "csls_train"), scaling="rank")
+    standardised_average = fuse(frame, signals=("fit_loss", "csls_train"), scaling="standardised")
+    assert np.argmax(ranked) == 1  # by rank, sample 0 is first and third, sample 1 second and first
+    assert np.argmax(standardised_average) == 0  # the outlying loss outweighs it
 
 
 def test_the_training_loss_is_the_mean_over_the_models_that_trained_on_the_pair():

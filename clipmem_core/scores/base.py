@@ -183,3 +183,15 @@ def rank01(suspicion: np.ndarray) -> np.ndarray:
         ranks = pd.Series(values[known]).rank(method="average").to_numpy()
         out[known] = (ranks - 1) / (known.sum() - 1)
     return out
+
+
+def standardised(suspicion: np.ndarray) -> np.ndarray:
+    """(value − mean) / standard deviation over the scored samples; 0 where every value is the same; NaN
+    stays NaN. Unlike ``rank01`` it keeps how far into the tail a sample lies: a training loss far above
+    every other is more telling than one just above the 99th percentile, and ranks make the two alike."""
+    values = np.asarray(suspicion, dtype=np.float64)
+    known = values[~np.isnan(values)]
+    if not known.size:
+        return values.copy()
+    spread = known.std()
+    return (values - known.mean()) / spread if spread > 0 else np.where(np.isnan(values), np.nan, 0.0)

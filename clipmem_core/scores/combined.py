@@ -16,12 +16,15 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .base import HIGH, Score, ScoringContext, get_score, rank01, register, registry
+from .base import HIGH, Score, ScoringContext, get_score, rank01, register, registry, standardised
 
 SIGNALS = ("csls_heldout", "csls_train", "agreement_image_neighbours", "fit_loss")
 # A run without a training loss (imported, or made before clipmem recorded it) fuses the signals it has,
 # with the training-side CLIP score standing in for the loss: the recipe those runs were measured with.
 STAND_INS = {"fit_loss": "clip_score_train"}
+# How each signal's suspicion is put on a common scale before the average (docs/detection.md compares them).
+SCALINGS = {"rank": rank01, "standardised": standardised}
+SCALING = "rank"
 
 
 @register
@@ -40,16 +43,18 @@ class Combined(Score):
         return fuse(ctx.frame)
 
 
-def fuse(frame: pd.DataFrame) -> np.ndarray | None:
+def fuse(frame: pd.DataFrame, signals: tuple[str, ...] = SIGNALS, scaling: str = SCALING) -> np.ndarray | None:
     """The combined ranking from a scores frame's stored signal columns (so a finished run can be re-ranked
-    with today's recipe); None when the frame has no registered signal."""
-    wanted = [name if name in frame.columns else STAND_INS.get(name, name) for name in SIGNALS]
+    with today's recipe); None when the frame has no registered signal. ``signals`` and ``scaling`` are
+    the recipe (bench/bench_recipes.py measures others)."""
+    wanted = [name if name in frame.columns else STAND_INS.get(name, name) for name in signals]
     present = [name for name in wanted if name in frame.columns]
     if not present:  # a run without embeddings (imported, or from an older clipmem): use what it has
         present = [name for name in registry() if name != Combined.name and name in frame.columns]
     if not present:
         return None
-    ranks = np.stack([rank01(get_score(name).suspicion(frame[name])) for name in present])
+    scale = SCALINGS[scaling]
+    values = np.stack([scale(get_score(name).suspicion(frame[name])) for name in present])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a sample no signal scores stays NaN
-        return np.nanmean(ranks, axis=0).astype(np.float32)
+        return np.nanmean(values, axis=0).astype(np.float32)
