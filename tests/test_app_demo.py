@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from clipmem_core import list_runs, load_run
 from clipmem_core.cache import BASE_COLUMNS
 from clipmem_core.index import NeighbourSearch
+from clipmem_core.scores.combined import Combined, fuse
 from dashboard import auth, compute, navigation, state
 from dashboard.gallery import DEFAULT_SORT, PAGE_SIZE, sort_orders
 
@@ -43,6 +44,11 @@ def test_the_demo_scores_every_sample_and_its_first_page_is_mostly_mis_captions(
     assert demo.manifest.protocol == "full" and demo.scores[DEFAULT_SORT].notna().all()
     first_page = sort_orders(demo.scores)[DEFAULT_SORT][:PAGE_SIZE]
     assert demo.scores["is_miscaptioned"].iloc[first_page].sum() >= 24
+
+
+def test_the_demos_default_ranking_is_todays_recipe(demo):
+    """A change of the combined ranking's recipe must rebuild the demo (scripts/build_demo.sh)."""
+    np.testing.assert_allclose(demo.scores[Combined.name], fuse(demo.scores), rtol=1e-5, atol=1e-6)
 
 
 def test_demo_serves_thumbnails_images_and_neighbours(demo):
