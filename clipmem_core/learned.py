@@ -8,7 +8,7 @@ the rest.
 It learns from positives and unlabelled rows (PU learning): the samples called mis-captioned are the
 positives; the samples called correct, and every sample nobody has judged yet, are the negatives, the
 unjudged ones at a fifth of a verdict's weight because about one in twenty of them is mis-captioned too.
-Why: verdicts come from the top of a good queue, which holds few correct samples (on openclipart, 2 to 7
+Why: verdicts come from the top of a good queue, which holds few correct samples (on openclipart, 1 to 7
 of the first 50), so a classifier of verdicts against verdicts could rarely be fitted, and when it was it
 learned from a handful of negatives. Against the unjudged rows it learns which scores set the samples the
 team called mis-captioned apart from the rest of this dataset (bench/bench_detection.py, docs/detection.md).

@@ -99,22 +99,24 @@ def test_rank01_scales_ranks_and_keeps_missing_values():
     np.testing.assert_allclose(rank01(np.array([1.0, 1.0])), [0.5, 0.5])  # ties share the middle
 
 
-def test_combined_ranking_averages_the_ranks_of_its_signals():
+def test_combined_ranking_averages_its_signals_standardised():
     frame = pd.DataFrame({"csls_heldout": [0.9, 0.1, 0.5], "csls_train": [0.8, 0.2, np.nan]})
     ctx = _context([[False] * 3])
     ctx.frame = pd.concat([ctx.frame, frame], axis=1)
     combined = get_score("combined").compute(ctx)
     assert np.argmax(combined) == 1  # lowest CSLS on both sides: most suspicious
-    np.testing.assert_allclose(combined, [0.0, 1.0, 0.5])
+    z = np.sqrt(1.5)  # the held-out CSLS standardised: -z, z, 0; the training side, two values: -1, 1
+    np.testing.assert_allclose(combined, [-(z + 1) / 2, (z + 1) / 2, 0.0], rtol=1e-6)  # the third: one signal
 
 
 def test_combined_ranking_takes_the_training_loss_and_falls_back_to_the_training_side_clip_score():
     frame = pd.DataFrame(
         {"csls_heldout": [0.9, 0.1, 0.5], "fit_loss": [1.0, 3.0, 2.0], "clip_score_train": [0.1, 0.9, 0.5]}
     )
-    np.testing.assert_allclose(fuse(frame), [0.0, 1.0, 0.5])  # high loss is suspicious; the CLIP score unused
+    z = np.sqrt(1.5)
+    np.testing.assert_allclose(fuse(frame), [-z, z, 0.0], rtol=1e-6)  # high loss is suspicious; CLIP score unused
     # an older run, without a training loss: the training-side CLIP score stands in (low is suspicious)
-    np.testing.assert_allclose(fuse(frame.drop(columns="fit_loss")), [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(fuse(frame.drop(columns="fit_loss")), [0.0, 0.0, 0.0], atol=1e-6)
 
 
 def test_standardised_gives_zero_mean_unit_spread_and_keeps_missing_values():
