@@ -39,6 +39,11 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     # three folds: every pair is trained on by two models and the held-out model sees 2/3 of the data; at 10
     # epochs it costs 3 x 2/3 x 10 = 20 pair-epochs per sample, against 15 for two folds and 24 for the paper
     "cpu-3-folds-10-epochs": ("cpu", {"folds": 3, "epochs": 10}),
+    # the same at about two folds' training cost: 3 x 2/3 x 7 = 14 pair-epochs per sample (two folds: 15)
+    "cpu-3-folds-7-epochs": ("cpu", {"folds": 3, "epochs": 7}),
+    # the paper's text-side mitigation at its σ: a model that memorizes wrong captions less should fit them
+    # less, so their training loss stays high, and generalise better, so its held-out scores see more
+    "cpu-text-noise-0.15": ("cpu", {"text_noise": 0.15}),
     "64px-patch8": ("cpu", {"model": str(SWEEP_CONFIGS / "sweep-64px-patch8.json")}),
     "32px-patch4-20-epochs": ("cpu", {"model": str(SWEEP_CONFIGS / "sweep-32px-patch4.json"), "epochs": 20}),
 }
