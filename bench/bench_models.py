@@ -41,8 +41,8 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "cpu-3-folds-10-epochs": ("cpu", {"folds": 3, "epochs": 10}),
     # the same at about two folds' training cost: 3 x 2/3 x 7 = 14 pair-epochs per sample (two folds: 15)
     "cpu-3-folds-7-epochs": ("cpu", {"folds": 3, "epochs": 7}),
-    # the paper's text-side mitigation at its σ: a model that memorizes wrong captions less should fit them
-    # less, so their training loss stays high, and generalise better, so its held-out scores see more
+    # the paper's text-side mitigation at its σ, in case a model that memorizes wrong captions less also fits
+    # them less; on openclipart it did not: it learns far less of the clean pairs too (docs/detection.md)
     "cpu-text-noise-0.15": ("cpu", {"text_noise": 0.15}),
     "64px-patch8": ("cpu", {"model": str(SWEEP_CONFIGS / "sweep-64px-patch8.json")}),
     "32px-patch4-20-epochs": ("cpu", {"model": str(SWEEP_CONFIGS / "sweep-32px-patch4.json"), "epochs": 20}),
