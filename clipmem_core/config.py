@@ -42,13 +42,13 @@ PRESETS: dict[str, Preset] = {
         description="tests and demos: a few hundred to 2k images, minutes on 2 CPU cores",
     ),
     "cpu": Preset(
-        "clipmem-cpu",
+        "clipmem-cpu-patch8",
         epochs=15,
         batch_size=128,
         lr=1e-3,
         warmup_steps=50,
         split_sizes=(0.7, 0.1, 0.1, 0.1),
-        description="thousands of images on a laptop (8k in about 10 min on 2 cores)",
+        description="thousands of images on a laptop (8k in about 16 min on 2 cores)",
     ),
     "paper": Preset(
         "ViT-B-32",
@@ -102,7 +102,8 @@ class RunConfig:
     )
     folds: int | None = _option("full protocol: number of folds K; K models, each holds one fold out")
     model: str | None = _option(
-        "bundled config (clipmem-tiny, clipmem-cpu), open_clip name (e.g. ViT-B-32) or an open_clip JSON config file"
+        "bundled config (clipmem-tiny, clipmem-cpu-patch8, clipmem-cpu), open_clip name (e.g. ViT-B-32) "
+        "or an open_clip JSON config file"
     )
     epochs: int | None = _option("training epochs of every model")
     batch_size: int | None = _option("training batch size")

@@ -40,8 +40,9 @@ AFTER_TRAINING = ("score", "embed", "signals", "index", "projection", "thumbnail
 INGEST_SHARE = 0.03
 # RunConfig fields the form does not offer: where data and output go, and machine settings of the server.
 NOT_OVERRIDES = ("data", "out", "preset", "init_checkpoint", "device", "num_workers")
-# Rough seconds per (training pair x epoch) on 2 CPU cores, when no earlier run of the model says better.
-DEFAULT_PAIR_EPOCH_S = {"clipmem-tiny": 1.6e-3, "clipmem-cpu": 6e-3}
+# Rough seconds per (training pair x epoch) on 2 CPU cores, when no earlier run of the model says better
+# (clipmem-cpu-patch8: a whole 8,121-sample run took 961 s, docs/benchmarks.md).
+DEFAULT_PAIR_EPOCH_S = {"clipmem-tiny": 1.6e-3, "clipmem-cpu": 6e-3, "clipmem-cpu-patch8": 7e-3}
 FALLBACK_PAIR_EPOCH_S = 2e-2
 TRAIN_SHARE = 0.85  # of a run's time, what training takes (the rest: ingest, scoring, indexes)
 _PROCS: dict[int, subprocess.Popen] = {}

@@ -1,4 +1,4 @@
-"""The detection benchmarks' own logic: false positives' captions, and the recipes compared."""
+"""The detection benchmarks' own logic: false positives' captions, the recipes compared, the sweep's candidates."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import pandas as pd
 import pytest
 
 from bench.bench_detection import SHARED_CAPTION, false_positive_captions
+from bench.bench_models import CANDIDATES as MODEL_CANDIDATES
 from bench.bench_recipes import CANDIDATES, measure_runs
+from clipmem_core.config import PRESETS, RunConfig
+from clipmem_core.models import image_size_of
 
 
 def test_false_positives_are_counted_by_whether_a_template_caption_carries_them():
@@ -44,6 +47,19 @@ def test_the_recipe_benchmark_measures_every_candidate_on_every_run_and_skips_ru
     assert by_candidate["training loss alone"]["auroc"] == [1.0, 1.0]  # two runs measured, the third skipped
     assert by_candidate["training loss alone"]["precision_at_k"] == [1.0, 1.0]
     assert all(0.5 < auroc < 1.0 for auroc in by_candidate["the four, rank average"]["auroc"])  # diluted
+
+
+def test_every_model_sweep_candidate_resolves_to_a_model_that_exists():
+    """The sweep's candidates name presets, bundled configs and JSON files: a renamed or deleted one fails here,
+    not an hour into a benchmark."""
+    models = {}
+    for name, (preset, overrides) in MODEL_CANDIDATES.items():
+        config = RunConfig(data="data.csv", out="out", preset=preset, **overrides).resolved()
+        assert image_size_of(config.model) > 0
+        models[name] = config.model
+    assert models["cpu"] == PRESETS["cpu"].model
+    assert models["cpu-patch16"] == "clipmem-cpu" != models["cpu"]
+    assert len(set(models.values())) == 4  # tiny, the preset's, patch 16 and the 32 px sweep config
 
 
 COLUMNS = {

@@ -10,7 +10,7 @@ from clipmem_core.models import BUNDLED_MODELS, CONFIG_DIR, create_clip, image_s
 
 
 def test_bundled_configs_build_without_downloads():
-    assert {"clipmem-tiny", "clipmem-cpu"} <= set(BUNDLED_MODELS)
+    assert {"clipmem-tiny", "clipmem-cpu", "clipmem-cpu-patch8"} <= set(BUNDLED_MODELS)
     bundle = create_clip("clipmem-tiny")
     assert bundle.image_size == 32
     assert bundle.tokenizer(["a red circle"]).shape == (1, 32)
@@ -76,3 +76,18 @@ def test_paper_preset_names_an_open_clip_architecture():
     from clipmem_core.models import image_size_of
 
     assert image_size_of(PRESETS["paper"].model) == 224
+
+
+def test_cpu_preset_model_is_the_patch16_model_with_an_8x8_token_grid():
+    """The switch measured in docs/detection.md changed the patch size and nothing else."""
+    from clipmem_core.config import PRESETS
+
+    assert PRESETS["cpu"].model == "clipmem-cpu-patch8"
+    patch8, patch16 = (
+        json.loads((CONFIG_DIR / f"{name}.json").read_text()) for name in ("clipmem-cpu-patch8", "clipmem-cpu")
+    )
+    assert patch8["vision_cfg"].pop("patch_size") == 8 and patch16["vision_cfg"].pop("patch_size") == 16
+    assert patch8 == patch16
+    bundle = create_clip("clipmem-cpu-patch8")
+    assert bundle.image_size == 64
+    assert bundle.model.visual.grid_size == (8, 8)
