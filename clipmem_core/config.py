@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from .errors import ClipmemError
@@ -61,6 +62,10 @@ PRESETS: dict[str, Preset] = {
         description="the paper's setup: ViT-B-32 at 224 px, 65k/5k/5k/5k, on a GPU server",
     ),
 }
+# The bundled open_clip configs (models.py registers them): listed here, without importing torch, so that
+# `--help` names every one of them and never goes stale when a config is added.
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+BUNDLED_MODELS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
 ON_ERROR = ("skip", "fail")
 # (minimum, maximum) of each whole-number option: the maxima only stop typos that would exhaust memory
 # or the disk (a thumbnail is small, K views and folds are few) or that numpy cannot seed.
@@ -102,8 +107,7 @@ class RunConfig:
     )
     folds: int | None = _option("full protocol: number of folds K; K models, each holds one fold out")
     model: str | None = _option(
-        "bundled config (clipmem-tiny, clipmem-cpu-patch8, clipmem-cpu), open_clip name (e.g. ViT-B-32) "
-        "or an open_clip JSON config file"
+        f"bundled config ({', '.join(BUNDLED_MODELS)}), open_clip name (e.g. ViT-B-32) or an open_clip JSON config file"
     )
     epochs: int | None = _option("training epochs of every model")
     batch_size: int | None = _option("training batch size")

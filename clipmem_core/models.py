@@ -17,11 +17,10 @@ from typing import Any
 import open_clip
 import torch
 
+from .config import BUNDLED_MODELS, CONFIG_DIR
 from .errors import ClipmemError
 from .transforms import eval_transform, train_transform
 
-CONFIG_DIR = Path(__file__).parent / "model_configs"
-BUNDLED_MODELS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
 open_clip.add_model_config(CONFIG_DIR)
 
 
