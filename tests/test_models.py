@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from clipmem_core.config import PRESETS
 from clipmem_core.errors import ClipmemError
 from clipmem_core.models import BUNDLED_MODELS, CONFIG_DIR, create_clip, image_size_of
 
@@ -72,16 +73,11 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
 
 
 def test_paper_preset_names_an_open_clip_architecture():
-    from clipmem_core.config import PRESETS
-    from clipmem_core.models import image_size_of
-
     assert image_size_of(PRESETS["paper"].model) == 224
 
 
 def test_cpu_preset_model_is_the_patch16_model_with_an_8x8_token_grid():
     """The switch measured in docs/detection.md changed the patch size and nothing else."""
-    from clipmem_core.config import PRESETS
-
     assert PRESETS["cpu"].model == "clipmem-cpu-patch8"
     patch8, patch16 = (
         json.loads((CONFIG_DIR / f"{name}.json").read_text()) for name in ("clipmem-cpu-patch8", "clipmem-cpu")
