@@ -59,6 +59,8 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "cpu-batch-64": ("cpu", {"batch_size": 64}),
     "cpu-batch-32": ("cpu", {"batch_size": 32}),
     "cpu-lr-2e-3": ("cpu", {"lr": 2e-3}),
+    # training-time caption augmentation: each part of a caption (title, keyword) left out with p = 0.3
+    "cpu-caption-dropout-0.3": ("cpu", {"caption_dropout": 0.3}),
 }
 BASELINES = ("clip_score_heldout", "clip_score_train")  # the plain CLIP scores a curator would try first
 

@@ -29,6 +29,7 @@ class Preset:
     protocol: str = "full"
     folds: int = 2
     augmentations: int = 8
+    caption_dropout: float = 0.0
     description: str = ""
 
 
@@ -133,6 +134,10 @@ class RunConfig:
         "mitigation: drop list (CSV/TSV/parquet with a sample_id column, or .txt with one id a line, e.g. "
         "`clipmem review export --what droplist`): train and score without these samples"
     )
+    caption_dropout: float | None = _option(
+        "training-time caption augmentation: each comma-, semicolon- or colon-separated part of a caption "
+        "(a title, a keyword) is left out of a draw with this probability, at least one part kept; 0: none"
+    )
     max_captions: int | None = _option(
         "use at most this many captions per sample (the first ones) in training and scoring; default: all"
     )
@@ -173,6 +178,7 @@ class RunConfig:
             warmup_steps=preset.warmup_steps if self.warmup_steps is None else self.warmup_steps,
             split_sizes=tuple(preset.split_sizes if self.split_sizes is None else self.split_sizes),
             augmentations=preset.augmentations if self.augmentations is None else self.augmentations,
+            caption_dropout=preset.caption_dropout if self.caption_dropout is None else self.caption_dropout,
         )
         filled.check()
         return filled
@@ -202,6 +208,9 @@ class RunConfig:
         noise = self.text_noise
         if isinstance(noise, bool) or not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
             raise ClipmemError(f"--text-noise must be a finite number of at least 0, not {noise!r}")
+        dropout = self.caption_dropout
+        if isinstance(dropout, bool) or not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+            raise ClipmemError(f"--caption-dropout must be a number from 0 up to (not including) 1, not {dropout!r}")
         if self.max_captions is not None and (not isinstance(self.max_captions, int) or self.max_captions < 1):
             raise ClipmemError(f"--max-captions must be a whole number of at least 1, not {self.max_captions!r}")
 

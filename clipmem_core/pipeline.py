@@ -240,6 +240,7 @@ def _train_one(
         seed=config.seed,
         num_workers=config.num_workers,
         text_noise=config.text_noise,
+        caption_dropout=config.caption_dropout,
     )
     checkpoint = out / cache.CHECKPOINT_DIR / f"{tag}_last.pt"
     result = train_clip(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,6 +50,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     text_noise: float = 0.0  # σ of the Gaussian noise on the normalised text embeddings (see add_text_noise)
+    caption_dropout: float = 0.0  # chance that each part of a caption is left out of a draw (drop_caption_parts)
 
 
 @dataclass
@@ -83,7 +85,8 @@ class TrainResult:
 
 
 class PairDataset(Dataset):
-    """Image–caption pairs; each draw picks one of the sample's captions (multi-caption sampling).
+    """Image–caption pairs; each draw picks one of the sample's captions (multi-caption sampling), and
+    leaves parts of it out when ``caption_dropout`` is set.
 
     The random crop and the caption of pair ``i`` in epoch ``epoch`` are drawn from an RNG seeded by
     (seed, epoch, i), not from the process's RNG stream: which process (rank, loader worker) draws a pair
@@ -97,8 +100,10 @@ class PairDataset(Dataset):
         transform: Callable,
         tokenizer: Callable,
         seed: int = 0,
+        caption_dropout: float = 0.0,
     ):
         self.images, self.captions = images, captions
+        self.caption_dropout = caption_dropout
         self.transform, self.tokenizer = transform, tokenizer
         self.seed, self.epoch = seed, 0
 
@@ -111,7 +116,33 @@ class PairDataset(Dataset):
             torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + i) % 2**63)
             options = self.captions[i]
             caption = options[int(torch.randint(len(options), ()))] if len(options) > 1 else options[0]
+            if self.caption_dropout:
+                caption = drop_caption_parts(caption, self.caption_dropout)
             return self.transform(self.images[i]), self.tokenizer([caption])[0], i
+
+
+_PART_SEPARATOR = re.compile(r"([,;:])")
+
+
+def drop_caption_parts(caption: str, probability: float) -> str:
+    """Leave each separated part of ``caption`` (its title, each keyword) out with ``probability``; at
+    least one part stays, and the kept ones keep their order and separators. Uses torch's RNG.
+
+    Why: a caption drawn differently every epoch is one the model cannot simply memorize. A correct
+    caption's parts each still describe the image, so the model still learns the pair, while a wrong
+    caption has to be memorized in many versions, and stays harder to fit: its training loss and
+    training-side scores then set it apart more clearly (docs/detection.md, "Caption dropout"). It is
+    the paper's "several captions per image" made from one caption.
+    """
+    pieces = _PART_SEPARATOR.split(caption)
+    parts, separators = pieces[0::2], ["", *pieces[1::2]]
+    if len(parts) < 2:
+        return caption
+    keep = torch.rand(len(parts)) >= probability
+    if not keep.any():
+        keep[int(torch.randint(len(parts), ()))] = True
+    kept = [i for i in range(len(parts)) if keep[i]]
+    return (parts[kept[0]] + "".join(separators[i] + parts[i] for i in kept[1:])).strip()
 
 
 def pair_losses(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -262,7 +293,10 @@ def train_clip(
     """
     started = time.perf_counter()
     model = bundle.model.to(device).train()
-    loader = _loader(PairDataset(images, captions, bundle.train_transform, bundle.tokenizer, config.seed), config)
+    loader = _loader(
+        PairDataset(images, captions, bundle.train_transform, bundle.tokenizer, config.seed, config.caption_dropout),
+        config,
+    )
     total_steps = config.epochs * len(loader)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, total_steps))

@@ -35,7 +35,12 @@ COMMON_LIMIT = 2_000  # pairs per run for recall on a common footing: same galle
 DETECTOR = "combined"
 COUNT_MEASURES = ("Samples", "Removed by the re-run", "… of them flagged by the team", "… of them known mis-captions")
 # Run settings worth a column of their own in the side-by-side table (the rest shows under differences).
-SETTING_COLUMNS = {"text_noise": "Text noise σ", "max_captions": "Max captions", "exclude": "Drop list"}
+SETTING_COLUMNS = {
+    "text_noise": "Text noise σ",
+    "caption_dropout": "Caption dropout",
+    "max_captions": "Max captions",
+    "exclude": "Drop list",
+}
 
 
 def flagged_count(store: ReviewStore, run_name: str) -> int:

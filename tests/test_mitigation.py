@@ -112,9 +112,18 @@ def test_scores_are_unchanged_by_sigma_for_fixed_weights(numbered, tmp_path, mon
     np.testing.assert_array_equal(runs[0].text_embeddings, runs[1].text_embeddings)
 
 
-def test_text_noise_and_max_captions_are_checked():
-    for bad in ({"text_noise": -0.1}, {"text_noise": float("nan")}, {"max_captions": 0}):
-        with pytest.raises(ClipmemError, match=r"--text-noise|--max-captions"):
+def test_text_noise_caption_dropout_and_max_captions_are_checked():
+    bad_values = (
+        {"text_noise": -0.1},
+        {"text_noise": float("nan")},
+        {"max_captions": 0},
+        {"caption_dropout": 1.0},
+        {"caption_dropout": -0.1},
+        {"caption_dropout": float("nan")},
+        {"caption_dropout": True},
+    )
+    for bad in bad_values:
+        with pytest.raises(ClipmemError, match=r"--text-noise|--max-captions|--caption-dropout"):
             RunConfig(data="x.csv", out="cache/x", **bad).resolved()
 
 
@@ -270,3 +279,21 @@ def test_a_run_keeps_the_label_column(tiny_run):
     assert "label" in tiny_run.scores.columns
     assert set(tiny_run.scores["label"]) <= set(SHAPES)
     assert load_run(tiny_run.path).scores["label"].notna().all()
+
+
+def test_caption_dropout_comes_from_the_preset_unless_given_and_is_recorded(numbered, tmp_path, monkeypatch):
+    assert RunConfig(data="x.csv", out="o", preset="tiny").resolved().caption_dropout == 0.0
+    assert RunConfig(data="x.csv", out="o", preset="tiny", caption_dropout=0.4).resolved().caption_dropout == 0.4
+    csv, _ = numbered
+    given = []
+
+    def fixed_weights(bundle, images, captions, config, checkpoint, **kwargs):
+        given.append(config.caption_dropout)
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": bundle.model.state_dict()}, checkpoint)
+        return train_module.TrainResult(epoch_losses=[0.0], pair_losses=train_module.PairLosses.empty(len(images)))
+
+    monkeypatch.setattr(pipeline_module, "train_clip", fixed_weights)
+    run = compute_clipmem(RunConfig(data=str(csv), out=str(tmp_path / "run"), caption_dropout=0.4, **ONE_EPOCH))
+    assert given == [0.4, 0.4]  # both fold models
+    assert run.manifest.config["caption_dropout"] == 0.4

@@ -13,7 +13,15 @@ import clipmem_core.train as train_module
 from clipmem_core.data import load_image, read_dataset
 from clipmem_core.errors import ClipmemError
 from clipmem_core.models import create_clip
-from clipmem_core.train import PairLosses, TrainConfig, pair_losses, train_clip, warmup_cosine
+from clipmem_core.train import (
+    PairDataset,
+    PairLosses,
+    TrainConfig,
+    drop_caption_parts,
+    pair_losses,
+    train_clip,
+    warmup_cosine,
+)
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +143,70 @@ def test_training_that_diverges_stops_with_a_clear_error(pairs, tmp_path):
     config = TrainConfig(epochs=1, batch_size=16, lr=1e30, warmup_steps=0, seed=0)
     with pytest.raises(ClipmemError, match=r"the loss became nan in epoch 1; try a lower --lr"):
         train_clip(bundle, *pairs, config, tmp_path / "m.pt", device=torch.device("cpu"))
+
+
+# -- caption dropout -----------------------------------------------------------------------------------
+
+KEYWORD_CAPTION = "2 dead frogs: kwaakwaa, squeleton, froggies, green"
+KEYWORD_PARTS = ["2 dead frogs", "kwaakwaa", "squeleton", "froggies", "green"]
+
+
+def _parts(caption: str) -> list[str]:
+    return [part.strip() for part in caption.replace(":", ",").split(",")]
+
+
+def test_caption_dropout_leaves_out_whole_parts_in_order_and_keeps_at_least_one():
+    torch.manual_seed(0)
+    drawn = [drop_caption_parts(KEYWORD_CAPTION, 0.5) for _ in range(300)]
+    for caption in drawn:
+        kept = _parts(caption)
+        assert kept == [part for part in KEYWORD_PARTS if part in kept]  # whole parts, in their order
+    lengths = [len(_parts(caption)) for caption in drawn]
+    assert min(lengths) == 1 and max(lengths) == 5
+    assert 2.2 < np.mean(lengths) < 2.8  # each of 5 parts kept with p = 1/2, at least one
+    assert "2 dead frogs: kwaakwaa, squeleton, froggies, green" in drawn  # separators kept as written
+    assert {drop_caption_parts(KEYWORD_CAPTION, 0.999) for _ in range(50)} <= set(KEYWORD_PARTS)
+
+
+def test_caption_dropout_leaves_a_caption_without_parts_and_a_zero_probability_alone():
+    assert drop_caption_parts("A penguin waddles on the ice.", 0.9) == "A penguin waddles on the ice."
+    assert drop_caption_parts(KEYWORD_CAPTION, 0.0) == KEYWORD_CAPTION
+
+
+def test_training_draws_a_new_caption_version_each_epoch_and_the_same_one_in_every_process():
+    def dataset(dropout: float) -> PairDataset:
+        return PairDataset([None] * 8, [[KEYWORD_CAPTION]] * 8, lambda image: torch.zeros(1), list, 3, dropout)
+
+    def captions(data: PairDataset, epoch: int) -> list[str]:
+        data.epoch = epoch
+        return [data[i][1] for i in range(len(data))]
+
+    first, second = dataset(0.3), dataset(0.3)
+    assert captions(first, 2) == captions(second, 2)  # seeded by (seed, epoch, pair), not by the process
+    assert captions(first, 2) != captions(first, 3)
+    assert len(set(captions(first, 2))) > 1
+    assert set(captions(dataset(0.0), 2)) == {KEYWORD_CAPTION}
+
+
+def test_training_hands_its_caption_dropout_to_every_draw(pairs, tmp_path, monkeypatch):
+    images, _ = pairs
+    captions = [[KEYWORD_CAPTION]] * len(images)
+    seen = []
+
+    def recording_drop(caption: str, probability: float) -> str:
+        seen.append(probability)
+        return caption
+
+    monkeypatch.setattr(train_module, "drop_caption_parts", recording_drop)
+    for dropout in (0.0, 0.25):
+        torch.manual_seed(0)
+        config = TrainConfig(epochs=1, batch_size=16, lr=1e-3, warmup_steps=1, seed=0, caption_dropout=dropout)
+        train_clip(
+            create_clip("clipmem-tiny"),
+            images,
+            captions,
+            config,
+            tmp_path / f"{dropout}.pt",
+            device=torch.device("cpu"),
+        )
+    assert seen == [0.25] * len(images)  # none without dropout; one per pair drawn with it
