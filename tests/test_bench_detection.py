@@ -52,14 +52,18 @@ def test_the_recipe_benchmark_measures_every_candidate_on_every_run_and_skips_ru
 def test_every_model_sweep_candidate_resolves_to_a_model_that_exists():
     """The sweep's candidates name presets, bundled configs and JSON files: a renamed or deleted one fails here,
     not an hour into a benchmark."""
-    models = {}
+    models, with_caption_dropout = {}, set()
     for name, (preset, overrides) in MODEL_CANDIDATES.items():
         config = RunConfig(data="data.csv", out="out", preset=preset, **overrides).resolved()
         assert image_size_of(config.model) > 0
         models[name] = config.model
+        if config.caption_dropout:
+            with_caption_dropout.add(name)
     assert models["cpu"] == PRESETS["cpu"].model
     assert models["cpu-patch16"] == "clipmem-cpu" != models["cpu"]
     assert len(set(models.values())) == 4  # tiny, the preset's, patch 16 and the 32 px sweep config
+    # the candidates measured before it keep their figures reproducible
+    assert with_caption_dropout == {"cpu", "cpu-3-folds-10-epochs-caption-dropout"}
 
 
 COLUMNS = {

@@ -283,6 +283,9 @@ def test_a_run_keeps_the_label_column(tiny_run):
 
 def test_caption_dropout_comes_from_the_preset_unless_given_and_is_recorded(numbered, tmp_path, monkeypatch):
     assert RunConfig(data="x.csv", out="o", preset="tiny").resolved().caption_dropout == 0.0
+    assert RunConfig(data="x.csv", out="o", preset="cpu").resolved().caption_dropout == 0.3
+    assert RunConfig(data="x.csv", out="o", preset="cpu", caption_dropout=0).resolved().caption_dropout == 0
+    assert RunConfig(data="x.csv", out="o", preset="paper").resolved().caption_dropout == 0.0  # the paper's recipe
     assert RunConfig(data="x.csv", out="o", preset="tiny", caption_dropout=0.4).resolved().caption_dropout == 0.4
     csv, _ = numbered
     given = []
