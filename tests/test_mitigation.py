@@ -86,19 +86,26 @@ def test_the_loss_sees_the_text_embeddings_plus_noise_of_std_sigma(numbered, tmp
         assert float(differences.std()) == pytest.approx(sigma, rel=0.1)
 
 
-@pytest.mark.slow
-def test_scores_are_unchanged_by_sigma_for_fixed_weights(numbered, tmp_path, monkeypatch):
-    """σ reaches training and nothing else: with training stubbed out (weights fixed), every score is equal."""
-    csv, _ = numbered
+def _train_with_fixed_weights(monkeypatch, setting: str) -> list:
+    """Stub out training (the weights stay as initialised); returns the list that each model's training
+    config value of ``setting`` is appended to, to show what reached training."""
     given = []
 
     def fixed_weights(bundle, images, captions, config, checkpoint, **kwargs):
-        given.append(config.text_noise)
+        given.append(getattr(config, setting))
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": bundle.model.state_dict()}, checkpoint)
         return train_module.TrainResult(epoch_losses=[0.0], pair_losses=train_module.PairLosses.empty(len(images)))
 
     monkeypatch.setattr(pipeline_module, "train_clip", fixed_weights)
+    return given
+
+
+@pytest.mark.slow
+def test_scores_are_unchanged_by_sigma_for_fixed_weights(numbered, tmp_path, monkeypatch):
+    """σ reaches training and nothing else: with training stubbed out (weights fixed), every score is equal."""
+    csv, _ = numbered
+    given = _train_with_fixed_weights(monkeypatch, "text_noise")
     runs = [
         compute_clipmem(RunConfig(data=str(csv), out=str(tmp_path / f"s{sigma}"), text_noise=sigma, **ONE_EPOCH))
         for sigma in (0.0, 0.3)
@@ -288,15 +295,7 @@ def test_caption_dropout_comes_from_the_preset_unless_given_and_is_recorded(numb
     assert RunConfig(data="x.csv", out="o", preset="paper").resolved().caption_dropout == 0.0  # the paper's recipe
     assert RunConfig(data="x.csv", out="o", preset="tiny", caption_dropout=0.4).resolved().caption_dropout == 0.4
     csv, _ = numbered
-    given = []
-
-    def fixed_weights(bundle, images, captions, config, checkpoint, **kwargs):
-        given.append(config.caption_dropout)
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": bundle.model.state_dict()}, checkpoint)
-        return train_module.TrainResult(epoch_losses=[0.0], pair_losses=train_module.PairLosses.empty(len(images)))
-
-    monkeypatch.setattr(pipeline_module, "train_clip", fixed_weights)
+    given = _train_with_fixed_weights(monkeypatch, "caption_dropout")
     run = compute_clipmem(RunConfig(data=str(csv), out=str(tmp_path / "run"), caption_dropout=0.4, **ONE_EPOCH))
     assert given == [0.4, 0.4]  # both fold models
     assert run.manifest.config["caption_dropout"] == 0.4
