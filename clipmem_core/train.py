@@ -126,22 +126,24 @@ _PART_SEPARATOR = re.compile(r"([,;:])")
 
 def drop_caption_parts(caption: str, probability: float) -> str:
     """Leave each separated part of ``caption`` (its title, each keyword) out with ``probability``; at
-    least one part stays, and the kept ones keep their order and separators. Uses torch's RNG.
+    least one part stays, and the kept ones keep their order and separators. Blank parts ("a,,b", a
+    trailing colon) are never the one kept. Uses torch's RNG.
 
-    Why: a caption drawn differently every epoch is one the model cannot simply memorize. A correct
-    caption's parts each still describe the image, so the model still learns the pair, while a wrong
-    caption has to be memorized in many versions, and stays harder to fit: its training loss and
-    training-side scores then set it apart more clearly (docs/detection.md, "Caption dropout"). It is
-    the paper's "several captions per image" made from one caption.
+    Why: a caption drawn differently every epoch is harder to memorize as a whole. The idea is that a
+    correct caption's parts each still describe the image, so the model still learns the pair, while a
+    wrong caption has to be memorized in many versions and stays harder to fit, so that its training
+    loss and training-side scores set it apart more clearly. On openclipart every signal gained
+    (docs/detection.md, "Caption dropout"). It is the paper's "several captions per image" made from one.
     """
     pieces = _PART_SEPARATOR.split(caption)
     parts, separators = pieces[0::2], ["", *pieces[1::2]]
-    if len(parts) < 2:
+    candidates = [i for i, part in enumerate(parts) if part.strip()]
+    if len(candidates) < 2:
         return caption
-    keep = torch.rand(len(parts)) >= probability
+    keep = torch.rand(len(candidates)) >= probability
     if not keep.any():
-        keep[int(torch.randint(len(parts), ()))] = True
-    kept = [i for i in range(len(parts)) if keep[i]]
+        keep[int(torch.randint(len(candidates), ()))] = True
+    kept = [i for i, kept_it in zip(candidates, keep.tolist()) if kept_it]
     return (parts[kept[0]] + "".join(separators[i] + parts[i] for i in kept[1:])).strip()
 
 

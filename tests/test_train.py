@@ -170,7 +170,14 @@ def test_caption_dropout_leaves_out_whole_parts_in_order_and_keeps_at_least_one(
 
 def test_caption_dropout_leaves_a_caption_without_parts_and_a_zero_probability_alone():
     assert drop_caption_parts("A penguin waddles on the ice.", 0.9) == "A penguin waddles on the ice."
+    assert drop_caption_parts("Armadillo:", 0.9) == "Armadillo:"  # one real part: nothing to leave out
     assert drop_caption_parts(KEYWORD_CAPTION, 0.0) == KEYWORD_CAPTION
+
+
+def test_caption_dropout_never_leaves_only_a_blank_part():
+    torch.manual_seed(0)
+    drawn = {drop_caption_parts("owl:, night,,", 0.999) for _ in range(100)}
+    assert drawn <= {"owl", "night"} and drawn  # never "", "," or ":"
 
 
 def test_training_draws_a_new_caption_version_each_epoch_and_the_same_one_in_every_process():
