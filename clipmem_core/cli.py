@@ -37,6 +37,15 @@ def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] 
         if str(spec.type) == "bool":
             parser.add_argument(_flag(spec), dest=spec.name, action="store_true", help=spec.metadata["help"])
             continue
+        if str(spec.type) == "bool | None":  # filled by the preset: --flag / --no-flag
+            parser.add_argument(
+                _flag(spec),
+                dest=spec.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=spec.metadata["help"] + " (default: the preset's)",
+            )
+            continue
         required = spec.name in ("data", "out")
         default = "the preset's" if spec.name in PRESET_FIELDS else "none" if spec.default is None else spec.default
         shown = "" if required else f" (default: {default})"

@@ -30,6 +30,7 @@ class Preset:
     folds: int = 2
     augmentations: int = 8
     caption_dropout: float = 0.0
+    mask_duplicate_captions: bool = False
     description: str = ""
 
 
@@ -139,6 +140,10 @@ class RunConfig:
         "training-time caption augmentation: each comma-, semicolon- or colon-separated part of a caption "
         "(a title, a keyword) is left out of a draw with this probability, at least one part kept; 0: none"
     )
+    mask_duplicate_captions: bool | None = _option(
+        "contrastive training: pairs of a batch with the same caption are not each other's negatives, so a "
+        "common caption (a template, boilerplate alt text) does not inflate its samples' training loss"
+    )
     max_captions: int | None = _option(
         "use at most this many captions per sample (the first ones) in training and scoring; default: all"
     )
@@ -180,6 +185,9 @@ class RunConfig:
             split_sizes=tuple(preset.split_sizes if self.split_sizes is None else self.split_sizes),
             augmentations=preset.augmentations if self.augmentations is None else self.augmentations,
             caption_dropout=preset.caption_dropout if self.caption_dropout is None else self.caption_dropout,
+            mask_duplicate_captions=(
+                preset.mask_duplicate_captions if self.mask_duplicate_captions is None else self.mask_duplicate_captions
+            ),
         )
         filled.check()
         return filled
@@ -212,6 +220,8 @@ class RunConfig:
         dropout = self.caption_dropout
         if isinstance(dropout, bool) or not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
             raise ClipmemError(f"--caption-dropout must be a number from 0 up to (not including) 1, not {dropout!r}")
+        if not isinstance(self.mask_duplicate_captions, bool):
+            raise ClipmemError(f"--mask-duplicate-captions must be true or false, not {self.mask_duplicate_captions!r}")
         if self.max_captions is not None and (not isinstance(self.max_captions, int) or self.max_captions < 1):
             raise ClipmemError(f"--max-captions must be a whole number of at least 1, not {self.max_captions!r}")
 

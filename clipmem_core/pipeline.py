@@ -241,6 +241,7 @@ def _train_one(
         num_workers=config.num_workers,
         text_noise=config.text_noise,
         caption_dropout=config.caption_dropout,
+        mask_duplicate_captions=config.mask_duplicate_captions,
     )
     checkpoint = out / cache.CHECKPOINT_DIR / f"{tag}_last.pt"
     result = train_clip(

@@ -1,4 +1,5 @@
-"""Contrastive training of one CLIP model: open_clip's ClipLoss, AdamW, warm-up + cosine schedule.
+"""Contrastive training of one CLIP model: open_clip's ClipLoss (or, with ``mask_duplicate_captions``, the
+same loss with same-caption pairs left out of each other's negatives: loss.py), AdamW, warm-up + cosine schedule.
 
 f and g are trained by the same function with the same config and seed, so that the only
 difference between them is their data (S_C or S_I). A checkpoint is written every epoch; with
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
@@ -35,6 +35,7 @@ from . import distributed
 from .atomic import atomic_path
 from .device import autocast
 from .errors import ClipmemError
+from .loss import duplicate_captions, masked_clip_loss, pair_losses
 from .models import ClipBundle, read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class TrainConfig:
     num_workers: int = 0
     text_noise: float = 0.0  # σ of the Gaussian noise on the normalised text embeddings (see add_text_noise)
     caption_dropout: float = 0.0  # chance that each part of a caption is left out of a draw (drop_caption_parts)
+    mask_duplicate_captions: bool = False  # same-caption pairs of a batch are not each other's negatives (loss.py)
 
 
 @dataclass
@@ -145,19 +147,6 @@ def drop_caption_parts(caption: str, probability: float) -> str:
         keep[int(torch.randint(len(candidates), ()))] = True
     kept = [i for i, kept_it in zip(candidates, keep.tolist()) if kept_it]
     return (parts[kept[0]] + "".join(separators[i] + parts[i] for i in kept[1:])).strip()
-
-
-def pair_losses(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Each pair's share of the symmetric contrastive loss over its batch (image→text and text→image
-    cross-entropy, averaged): ClipLoss's value is exactly the mean of these.
-
-    Why record it: a model fits a wrong caption late or never, so a pair's loss over the epochs it was
-    trained on separates mis-captions from clean pairs (the small-loss criterion of learning with noisy
-    labels and noisy correspondences), at no extra forward pass.
-    """
-    logits = logit_scale * image_features @ text_features.T
-    target = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.T, target, reduction="none")) / 2
 
 
 def add_text_noise(text_features: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -328,10 +317,15 @@ def train_clip(
         )
         for image, text, index in bar:
             image, text = image.to(device, non_blocking=True), text.to(device, non_blocking=True)
+            not_negatives = _not_negatives(text, config)
             with autocast(device):
                 image_features, text_features, logit_scale = network(image, text)[:3]
-                loss = loss_fn(image_features, add_text_noise(text_features, config.text_noise), logit_scale)
-            _record_pair_losses(result.pair_losses, index, image_features, text_features, logit_scale)
+                noisy_text = add_text_noise(text_features, config.text_noise)
+                if not_negatives is None:
+                    loss = loss_fn(image_features, noisy_text, logit_scale)
+                else:
+                    loss = masked_clip_loss(image_features, noisy_text, logit_scale, not_negatives)
+            _record_pair_losses(result.pair_losses, index, image_features, text_features, logit_scale, not_negatives)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -351,20 +345,28 @@ def train_clip(
     return result
 
 
+def _not_negatives(tokens: torch.Tensor, config: TrainConfig) -> torch.Tensor | None:
+    """The pairs of this step's global batch that are not each other's negatives, or None (all are)."""
+    if not config.mask_duplicate_captions:
+        return None
+    return duplicate_captions(distributed.gather_batch(tokens))
+
+
 def _record_pair_losses(
     record: PairLosses,
     index: torch.Tensor,
     image_features: torch.Tensor,
     text_features: torch.Tensor,
     logit_scale: torch.Tensor,
+    not_negatives: torch.Tensor | None,
 ) -> None:
-    """Add this step's per-pair losses; under torchrun against the global batch, so that every rank
-    records every pair of the step, exactly as a single process would."""
+    """Add this step's per-pair losses (with the step's own ``not_negatives``); under torchrun against the
+    global batch, so that every rank records every pair of the step, exactly as a single process would."""
     with torch.no_grad():
         image_all = distributed.gather_batch(image_features.detach().float())
         text_all = distributed.gather_batch(text_features.detach().float())
         rows = distributed.gather_batch(index.to(image_features.device))
-        losses = pair_losses(image_all, text_all, logit_scale.detach().float())
+        losses = pair_losses(image_all, text_all, logit_scale.detach().float(), not_negatives)
         record.add(rows.cpu().numpy(), losses.cpu().numpy().astype(np.float64))
 
 

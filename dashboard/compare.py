@@ -38,6 +38,7 @@ COUNT_MEASURES = ("Samples", "Removed by the re-run", "… of them flagged by th
 SETTING_COLUMNS = {
     "text_noise": "Text noise σ",
     "caption_dropout": "Caption dropout",
+    "mask_duplicate_captions": "Duplicate captions masked",
     "max_captions": "Max captions",
     "exclude": "Drop list",
 }
@@ -101,6 +102,9 @@ def side_by_side(runs: Sequence[Run], flagged: Mapping[str, int]) -> pd.DataFram
 
 
 def _setting(value: Any) -> str:
+    """A setting as the table shows it: "–" when off or unset (False, 0, none), "yes" for a switch that is on."""
+    if value is True:
+        return "yes"
     return "–" if value in (None, "", 0, 0.0) else str(value)
 
 

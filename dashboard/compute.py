@@ -79,6 +79,11 @@ def override_fields() -> list:
     return [spec for spec in RunConfig.option_fields() if spec.name not in NOT_OVERRIDES]
 
 
+def yes_no(value: bool) -> str:
+    """How the form shows a yes/no option's value."""
+    return "yes" if value else "no"
+
+
 def _flag(spec) -> str:
     return spec.metadata.get("flag") or f"--{spec.name.replace('_', '-')}"
 
@@ -96,8 +101,18 @@ def run_command(
     by_name = {spec.name: spec for spec in RunConfig.option_fields()}
     for key, value in (overrides or {}).items():
         if value is not None and key in by_name and key not in NOT_OVERRIDES:
-            command += [_flag(by_name[key]), _cli_value(value)]
+            command += _cli_option(by_name[key], value)
     return command
+
+
+def _cli_option(spec, value: Any) -> list[str]:
+    """The CLI words that set ``spec`` to ``value``: a switch on its own for a yes/no option (--flag, or
+    --no-flag where the preset fills it), else the flag and its value."""
+    if isinstance(value, bool):
+        if value:
+            return [_flag(spec)]
+        return [_flag(spec).replace("--", "--no-", 1)] if str(spec.type) == "bool | None" else []
+    return [_flag(spec), _cli_value(value)]
 
 
 def resolved_config(cache_root: str | os.PathLike, name: str, data: str, preset: str, overrides: dict) -> RunConfig:

@@ -409,6 +409,21 @@ def test_overrides_become_the_clis_own_flags(tmp_path):
         compute.resolved_config(tmp_path, "new", "x.csv", "tiny", {"epochs": 0})
 
 
+def test_yes_no_options_become_switches_the_cli_parses(tmp_path):
+    """A yes/no option is a switch: --flag for yes; for one the preset fills, --no-flag for no; a plain
+    switch set to no is left out. The CLI parses what the form builds into the values the form chose."""
+    from clipmem_core.cli import build_parser
+
+    chosen = {"mask_duplicate_captions": False, "allow_outside_root": True, "extract_shards": False}
+    command = compute.run_command(tmp_path, "new", "/data/x.csv", "cpu", chosen)
+    assert command[10:] == ["--no-mask-duplicate-captions", "--allow-outside-root"]
+    parsed = build_parser().parse_args(command[3:])
+    assert (parsed.mask_duplicate_captions, parsed.allow_outside_root, parsed.extract_shards) == (False, True, False)
+    switched_on = compute.run_command(tmp_path, "new", "/data/x.csv", "cpu", {"mask_duplicate_captions": True})
+    assert build_parser().parse_args(switched_on[3:]).mask_duplicate_captions is True
+    assert build_parser().parse_args(command[3:8]).mask_duplicate_captions is None  # not given: the preset's
+
+
 def test_the_run_time_is_estimated_from_earlier_runs_of_the_model(tmp_path):
     config = RunConfig(data="x", out="y", preset="tiny", epochs=10).resolved()
     assert compute.pairs_per_model(config, 1000) == [500, 500]  # 2 folds, each model trains on the other

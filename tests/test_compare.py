@@ -25,7 +25,7 @@ def cache_root(tmp_path, monkeypatch):
     fake_run(root, "demo", n=60)
     kept = [f"s{i:05d}" for i in range(60) if f"s{i:05d}" not in DROPPED]
     fake_run(root, "demo-cleaned", n=len(kept), seed=1, sample_ids=kept, config={"exclude": "drop.csv"})
-    fake_run(root, "other", n=40, seed=2, config={"text_noise": 0.15})
+    fake_run(root, "other", n=40, seed=2, config={"text_noise": 0.15, "mask_duplicate_captions": True})
     fake_experiment(root, "removal-fake", ["demo", "demo-cleaned", "other"])
     store = open_store(root)
     for sample_id in DROPPED[:4]:
@@ -53,6 +53,7 @@ def test_side_by_side_shows_settings_utility_and_team_flags(cache_root):
     assert list(table.columns) == ["demo", "demo-cleaned", "other"]
     assert table.loc["Drop list", "demo-cleaned"] == "drop.csv" and table.loc["Drop list", "demo"] == "–"
     assert table.loc["Text noise σ", "other"] == "0.15"
+    assert table.loc["Duplicate captions masked"].tolist() == ["–", "–", "yes"]
     assert table.loc["Flagged by the team", "demo"] == "4" and table.loc["Samples", "demo"] == "60"
     utility = runs["demo"].manifest.utility["h0"]
     assert table.loc["R@1 (held out)", "demo"] == f"{(utility['i2t_r1'] + utility['t2i_r1']) / 2:.3f}"

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -102,6 +103,27 @@ def test_two_processes_train_and_score_exactly_what_one_process_does(shapes, sin
     run = cache.load_run(out)
     assert all(run.manifest.training[tag]["processes"] == 2 for tag in run.manifest.models)
     _assert_same_training(single_run, run)
+
+
+@pytest.mark.slow
+def test_two_processes_mask_duplicate_captions_exactly_as_one_process_does(shapes, tmp_path):
+    """Three captions over 40 pairs, so copies of a caption meet across the two processes' halves of every
+    batch: the mask must come from the gathered global batch, and the gradient flow back through the
+    gathered embeddings, for two processes to train what one does."""
+    frame = pd.read_csv(shapes)
+    frame["caption"] = [("a shape", "a thing", "an object")[i % 3] for i in range(len(frame))]
+    data = shapes.parent / "three_captions.csv"
+    frame.to_csv(data, index=False)
+    single = compute_clipmem(
+        RunConfig(data=str(data), out=str(tmp_path / "single"), mask_duplicate_captions=True, **SMALL)
+    )
+    done = _torchrun(
+        "--standalone", "--nproc-per-node", "2", args=[*_run_args(data, tmp_path / "two"), "--mask-duplicate-captions"]
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = cache.load_run(tmp_path / "two")
+    assert run.manifest.config["mask_duplicate_captions"] is True
+    _assert_same_training(single, run)
 
 
 @pytest.mark.slow

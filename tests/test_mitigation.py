@@ -14,7 +14,7 @@ import clipmem_core.pipeline as pipeline_module
 import clipmem_core.train as train_module
 from clipmem_core.cache import load_run
 from clipmem_core.cli import main
-from clipmem_core.config import RunConfig
+from clipmem_core.config import PRESETS, RunConfig
 from clipmem_core.data import inject_miscaptions, load_image, read_dataset
 from clipmem_core.droplist import apply_drop_list, read_drop_list, write_drop_list
 from clipmem_core.errors import ClipmemError
@@ -299,3 +299,23 @@ def test_caption_dropout_comes_from_the_preset_unless_given_and_is_recorded(numb
     run = compute_clipmem(RunConfig(data=str(csv), out=str(tmp_path / "run"), caption_dropout=0.4, **ONE_EPOCH))
     assert given == [0.4, 0.4]  # both fold models
     assert run.manifest.config["caption_dropout"] == 0.4
+
+
+def test_duplicate_caption_masking_comes_from_the_preset_unless_given_and_reaches_training(
+    numbered, tmp_path, monkeypatch
+):
+    for preset in PRESETS:
+        resolved = RunConfig(data="x.csv", out="o", preset=preset).resolved()
+        assert resolved.mask_duplicate_captions is PRESETS[preset].mask_duplicate_captions
+        flipped = not PRESETS[preset].mask_duplicate_captions
+        given = RunConfig(data="x.csv", out="o", preset=preset, mask_duplicate_captions=flipped).resolved()
+        assert given.mask_duplicate_captions is flipped
+    with pytest.raises(ClipmemError, match="--mask-duplicate-captions must be true or false"):
+        RunConfig(data="x.csv", out="o", mask_duplicate_captions="yes").resolved()
+    csv, _ = numbered
+    given = _train_with_fixed_weights(monkeypatch, "mask_duplicate_captions")
+    run = compute_clipmem(
+        RunConfig(data=str(csv), out=str(tmp_path / "run"), mask_duplicate_captions=True, **ONE_EPOCH)
+    )
+    assert given == [True, True]  # both fold models
+    assert run.manifest.config["mask_duplicate_captions"] is True

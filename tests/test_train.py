@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from open_clip.loss import ClipLoss
 
 import clipmem_core.train as train_module
 from clipmem_core.data import load_image, read_dataset
@@ -18,7 +17,6 @@ from clipmem_core.train import (
     PairLosses,
     TrainConfig,
     drop_caption_parts,
-    pair_losses,
     train_clip,
     warmup_cosine,
 )
@@ -65,18 +63,6 @@ def test_resume_continues_exactly_where_it_stopped(pairs, tmp_path, monkeypatch)
     np.testing.assert_allclose(result.pair_losses.sums, straight_result.pair_losses.sums, rtol=1e-5)
     for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         torch.testing.assert_close(a, b, msg=name)
-
-
-def test_pair_losses_average_to_the_clip_loss():
-    generator = torch.Generator().manual_seed(0)
-    image = torch.nn.functional.normalize(torch.randn(12, 8, generator=generator), dim=-1)
-    text = torch.nn.functional.normalize(torch.randn(12, 8, generator=generator), dim=-1)
-    scale = torch.tensor(7.0)
-    per_pair = pair_losses(image, text, scale)
-    assert per_pair.shape == (12,)
-    torch.testing.assert_close(per_pair.mean(), ClipLoss()(image, text, scale))
-    text[3] = -image[3]  # a pair whose caption points away from its image costs more than any other
-    assert int(pair_losses(image, text, scale).argmax()) == 3
 
 
 @pytest.mark.slow
@@ -217,3 +203,24 @@ def test_training_hands_its_caption_dropout_to_every_draw(pairs, tmp_path, monke
             device=torch.device("cpu"),
         )
     assert seen == [0.25] * len(images)  # none without dropout; one per pair drawn with it
+
+
+# -- duplicate captions ----------------------------------------------------------------------------------
+
+
+def test_masking_duplicate_captions_frees_a_shared_caption_from_its_copies(pairs, tmp_path):
+    # Every pair carries the same caption: unmasked, no model can tell the 16 copies in a batch apart and
+    # each pair's loss is at least log(16) / 2; masked, no pair is another's negative, so none costs anything.
+    images, _ = pairs
+    captions = [["a shape"]] * len(images)
+    recorded = {}
+    for masked in (False, True):
+        torch.manual_seed(0)
+        config = TrainConfig(epochs=1, batch_size=16, lr=1e-3, warmup_steps=1, seed=0, mask_duplicate_captions=masked)
+        result = train_clip(
+            create_clip("clipmem-tiny"), images, captions, config, tmp_path / f"{masked}.pt", device=torch.device("cpu")
+        )
+        recorded[masked] = result.pair_losses.mean(), result.epoch_losses[0]  # what is recorded, what is trained
+    assert (recorded[False][0] >= np.log(16) / 2 - 1e-4).all() and recorded[False][1] >= np.log(16) / 2 - 1e-4
+    np.testing.assert_allclose(recorded[True][0], 0.0, atol=1e-6)
+    assert recorded[True][1] == pytest.approx(0.0, abs=1e-6)

@@ -43,6 +43,16 @@ def _override_widgets(preset: str) -> dict:
                 values[spec.name] = st.selectbox(
                     label, CHOICES[spec.name], index=None, placeholder=f"{shown} (preset)", help=helptext, key=key
                 )
+            elif str(spec.type).startswith("bool"):
+                values[spec.name] = st.selectbox(
+                    label,
+                    (True, False),
+                    index=None,
+                    format_func=compute.yes_no,
+                    placeholder=f"{compute.yes_no(default)} (preset)",
+                    help=helptext,
+                    key=key,
+                )
             elif str(spec.type).startswith(("int", "float")):
                 number = st.number_input(
                     label,
