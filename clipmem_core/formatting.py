@@ -45,6 +45,11 @@ def fmt_number(
     return f"{number:{spec}}" + ("%" if percent else "")
 
 
+def fmt_yes_no(value: bool) -> str:
+    """How the dashboard shows a yes/no setting (a form's choice, a run's switch)."""
+    return "yes" if value else "no"
+
+
 def json_safe(obj: Any) -> Any:
     """NaN/inf -> None and numpy scalars -> Python, recursively, so ``json.dumps`` accepts it."""
     if isinstance(obj, dict):

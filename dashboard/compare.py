@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from clipmem_core.cache import GROUND_TRUTH, Run, RunInfo
-from clipmem_core.formatting import fmt_number, json_safe
+from clipmem_core.formatting import fmt_number, fmt_yes_no, json_safe
 from clipmem_core.metrics import retrieval_recall
 from clipmem_core.review.export import final_labels
 from clipmem_core.review.store import ReviewStore
@@ -104,7 +104,7 @@ def side_by_side(runs: Sequence[Run], flagged: Mapping[str, int]) -> pd.DataFram
 def _setting(value: Any) -> str:
     """A setting as the table shows it: "–" when off or unset (False, 0, none), "yes" for a switch that is on."""
     if value is True:
-        return "yes"
+        return fmt_yes_no(value)
     return "–" if value in (None, "", 0, 0.0) else str(value)
 
 

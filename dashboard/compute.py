@@ -79,11 +79,6 @@ def override_fields() -> list:
     return [spec for spec in RunConfig.option_fields() if spec.name not in NOT_OVERRIDES]
 
 
-def yes_no(value: bool) -> str:
-    """How the form shows a yes/no option's value."""
-    return "yes" if value else "no"
-
-
 def _flag(spec) -> str:
     return spec.metadata.get("flag") or f"--{spec.name.replace('_', '-')}"
 

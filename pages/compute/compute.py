@@ -8,6 +8,7 @@ import streamlit as st
 
 from clipmem_core import ClipmemError
 from clipmem_core.config import PRESETS, RunConfig
+from clipmem_core.formatting import fmt_yes_no
 from clipmem_core.splits import PROTOCOLS, parse_split_sizes
 from dashboard import auth, compute, navigation, state
 from dashboard.text import md
@@ -48,8 +49,8 @@ def _override_widgets(preset: str) -> dict:
                     label,
                     (True, False),
                     index=None,
-                    format_func=compute.yes_no,
-                    placeholder=f"{compute.yes_no(default)} (preset)",
+                    format_func=fmt_yes_no,
+                    placeholder=f"{fmt_yes_no(default)} (preset)",
                     help=helptext,
                     key=key,
                 )
