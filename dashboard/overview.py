@@ -9,6 +9,8 @@ is the interactive view.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -305,10 +307,15 @@ def chart_svg(chart: alt.TopLevelMixin, width: int = CHART_WIDTH) -> str:
     return vl_convert.vegalite_to_svg(chart.properties(width=width).to_dict())
 
 
-def warm_chart_renderer() -> None:
-    """Draw a one-point chart so that the renderer's start-up (about 2 s: its JavaScript engine and Vega)
-    is paid before the first Overview asks for a chart, not while it waits."""
-    chart_svg(alt.Chart(pd.DataFrame({"x": [0.0]})).mark_point().encode(x="x:Q"), width=10)
+def chart_renderer_warm_up() -> Callable[[], str]:
+    """Build a one-point chart's spec now and return the call that draws it.
+
+    Drawing pays the renderer's start-up (about 2 s: its JavaScript engine and Vega) before the first
+    Overview asks for a chart, so it runs in the background; building the spec here, in the caller's
+    thread, makes Altair's and pandas' lazy imports (``DataFrame.to_dict``'s module among them) happen
+    before the server's first visitor, every time, rather than whenever the background thread gets there."""
+    spec = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_point().encode(x="x:Q").properties(width=10).to_dict()
+    return functools.partial(vl_convert.vegalite_to_svg, spec)
 
 
 def histogram_svg(scores: pd.DataFrame) -> str | None:

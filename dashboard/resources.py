@@ -60,7 +60,8 @@ def _version(path: str) -> int:
 @st.cache_resource(show_spinner=False)
 def warm_chart_renderer() -> threading.Thread:
     """Start the chart renderer in the background, once per server process (see overview.chart_svg)."""
-    thread = threading.Thread(target=overview.warm_chart_renderer, name="chart-renderer-warm-up", daemon=True)
+    draw = overview.chart_renderer_warm_up()
+    thread = threading.Thread(target=draw, name="chart-renderer-warm-up", daemon=True)
     thread.start()
     return thread
 
