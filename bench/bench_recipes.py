@@ -2,7 +2,10 @@
 
 Each candidate fuses registered signals one of two ways: a rank average (each signal's suspicion ranked and
 scaled to [0, 1]), or a standardised average (each signal's suspicion as (value − mean) / sd), averaged over
-the signals a sample has. Every candidate is measured on the same runs, over all samples, against the
+the signals a sample has. Four other label-free ways to fuse the shipped signals are measured beside them
+(``OTHER_FUSIONS``): two that weigh the tails more (Fisher's and Stouffer's combinations of each signal's
+rank), one that weighs each signal by how well it agrees with the others, and one that adds the strongest
+single signal to the mean. Every candidate is measured on the same runs, over all samples, against the
 injected ground truth, as mean ± spread over the runs' seeds. This is how a recipe is chosen and how a
 change of it is judged: the runs come from bench/bench_detection.py (``--work``), which keeps them.
 
@@ -14,13 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from bench.bench_detection import mean_spread
 from clipmem_core.metrics import detection_scores
+from clipmem_core.scores.base import get_score, rank01, standardised
 from clipmem_core.scores.combined import SCALING, SIGNALS, fuse
 
 NEIGHBOURHOOD = ("csls_heldout", "csls_train", "agreement_image_neighbours")
@@ -45,6 +53,62 @@ CANDIDATES = {  # name -> (signals, scaling): the arguments of combined.fuse
 METRICS = ("auroc", "average_precision", "precision_at_k")
 
 
+def _suspicions(frame: pd.DataFrame, scale: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """(signals, samples): each shipped signal turned so that high is suspicious, then scaled."""
+    return np.stack([scale(get_score(name).suspicion(frame[name])) for name in SIGNALS])
+
+
+def _tail_share(frame: pd.DataFrame) -> np.ndarray:
+    """Each signal's rank as the share of samples at or above it: an upper-tail p-value in (0, 1]."""
+    ranks = _suspicions(frame, rank01)
+    scored = np.sum(~np.isnan(ranks), axis=1, keepdims=True)
+    return 1 - ranks * (scored - 1) / scored
+
+
+def fisher_fusion(frame: pd.DataFrame) -> np.ndarray:
+    """Mean of −log(tail share): one very rare value outweighs several moderate ones."""
+    return np.nanmean(-np.log(_tail_share(frame)), axis=0)
+
+
+def stouffer_fusion(frame: pd.DataFrame) -> np.ndarray:
+    """Mean of each rank mapped onto a normal quantile: the standardised average, made robust to skew."""
+    ranks = _suspicions(frame, rank01)
+    scored = np.sum(~np.isnan(ranks), axis=1, keepdims=True)
+    return np.nanmean(norm.ppf((ranks * (scored - 1) + 0.5) / scored), axis=0)
+
+
+def latent_class_fusion(frame: pd.DataFrame) -> np.ndarray:
+    """A weighted standardised average, the weights read from the signals' agreement without labels.
+
+    If each signal were a class mean shift plus noise independent of the others, the covariance of two
+    standardised signals would be b_i b_j, with b_i the signal's share of separating power, and the best
+    linear weight b_i / (1 − b_i²). The b come from a rank-one fit of the off-diagonal covariances."""
+    values = _suspicions(frame, standardised)
+    cov = np.cov(values[:, ~np.isnan(values).any(axis=0)])
+    strength = np.full(len(SIGNALS), 0.5)
+    for _ in range(200):
+        for i in range(len(SIGNALS)):
+            others = np.arange(len(SIGNALS)) != i
+            strength[i] = cov[i, others] @ strength[others] / (strength[others] @ strength[others])
+    strength = np.clip(strength, 0.0, 0.95)
+    weights = (strength / (1 - strength**2))[:, None]
+    return np.nansum(values * weights, axis=0) / np.sum(~np.isnan(values) * weights, axis=0)
+
+
+def mean_plus_max_fusion(frame: pd.DataFrame) -> np.ndarray:
+    """The standardised average plus the largest standardised signal: one signal's clear flag counts twice."""
+    values = _suspicions(frame, standardised)
+    return np.nanmean(values, axis=0) + np.nanmax(values, axis=0)
+
+
+OTHER_FUSIONS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
+    "the four, Fisher's combination of ranks": fisher_fusion,
+    "the four, Stouffer's combination of ranks": stouffer_fusion,
+    "the four, weighed by their agreement (latent class)": latent_class_fusion,
+    "the four, standardised average plus the largest": mean_plus_max_fusion,
+}
+
+
 def measure_runs(runs: list[Path]) -> dict:
     """(dataset, protocol) -> candidate -> metric -> one value per run. Runs without a training loss
     (made before clipmem recorded it) are skipped: every candidate must be measured on the same runs."""
@@ -55,8 +119,12 @@ def measure_runs(runs: list[Path]) -> dict:
             continue
         protocol = json.loads((run / "manifest.json").read_text(encoding="utf-8"))["protocol"]
         truth = scores["is_miscaptioned"].fillna(False).to_numpy(bool)
-        for name, (members, how) in CANDIDATES.items():
-            found = detection_scores(fuse(scores, members, how), truth)  # unscored samples rank last
+        rankings = {name: fuse(scores, members, how) for name, (members, how) in CANDIDATES.items()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a sample no signal scores stays NaN
+            rankings |= {name: combine(scores) for name, combine in OTHER_FUSIONS.items()}
+        for name, ranking in rankings.items():
+            found = detection_scores(ranking, truth)  # unscored samples rank last
             for metric in METRICS:
                 results[(run.name.split("_")[0], protocol)][name][metric].append(found[metric])
     return results

@@ -10,9 +10,11 @@ import pytest
 
 from bench.bench_detection import SHARED_CAPTION, false_positive_captions
 from bench.bench_models import CANDIDATES as MODEL_CANDIDATES
-from bench.bench_recipes import CANDIDATES, measure_runs
+from bench.bench_recipes import CANDIDATES, OTHER_FUSIONS, latent_class_fusion, measure_runs
 from clipmem_core.config import PRESETS, RunConfig
+from clipmem_core.metrics import auroc
 from clipmem_core.models import image_size_of
+from clipmem_core.scores.combined import SIGNALS, fuse
 
 
 def test_false_positives_are_counted_by_whether_a_template_caption_carries_them():
@@ -43,10 +45,36 @@ def test_the_recipe_benchmark_measures_every_candidate_on_every_run_and_skips_ru
     _write_run(tmp_path / "toy_s2_full", scores.drop(columns="fit_loss"), "full")  # an older run: not comparable
     results = measure_runs(sorted(tmp_path.iterdir()))
     by_candidate = results[("toy", "full")]
-    assert set(by_candidate) == set(CANDIDATES)
+    assert set(by_candidate) == set(CANDIDATES) | set(OTHER_FUSIONS)
     assert by_candidate["training loss alone"]["auroc"] == [1.0, 1.0]  # two runs measured, the third skipped
     assert by_candidate["training loss alone"]["precision_at_k"] == [1.0, 1.0]
     assert all(0.5 < auroc < 1.0 for auroc in by_candidate["the four, rank average"]["auroc"])  # diluted
+
+
+def _signals_with_truth(carriers: dict[str, float], size: int = 400) -> tuple[pd.DataFrame, np.ndarray]:
+    """The shipped signals as suspicions (high = suspicious, so loss as is and the others negated), each
+    shifted on the injected rows by its carrier strength; 0 is pure noise."""
+    rng = np.random.default_rng(0)
+    truth = np.arange(size) < size // 10
+    frame = pd.DataFrame({"is_miscaptioned": truth})
+    for name in SIGNALS:
+        suspicion = rng.normal(size=size) + carriers.get(name, 0.0) * truth
+        frame[name] = suspicion if name == "fit_loss" else -suspicion
+    return frame, truth
+
+
+def test_every_other_fusion_finds_pairs_that_every_signal_flags():
+    frame, truth = _signals_with_truth(dict.fromkeys(SIGNALS, 6.0))
+    for name, combine in OTHER_FUSIONS.items():
+        ranking = combine(frame)
+        assert set(np.argsort(-ranking)[: truth.sum()]) == set(np.flatnonzero(truth)), name
+
+
+def test_the_latent_class_fusion_leaves_a_signal_that_agrees_with_no_other_almost_out():
+    """Three signals carry the truth and one is noise: weighed by agreement, the noise counts for little, so
+    the fusion ranks better than the plain standardised average, which gives it a quarter."""
+    frame, truth = _signals_with_truth({"csls_heldout": 1.5, "agreement_image_neighbours": 1.5, "fit_loss": 1.5})
+    assert auroc(latent_class_fusion(frame), truth) > auroc(fuse(frame), truth) + 0.01
 
 
 def test_every_model_sweep_candidate_resolves_to_a_model_that_exists():
