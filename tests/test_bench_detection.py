@@ -89,13 +89,14 @@ def test_every_model_sweep_candidate_resolves_to_a_model_that_exists():
             with_caption_dropout.add(name)
     assert models["cpu"] == PRESETS["cpu"].model
     assert models["cpu-patch16"] == "clipmem-cpu" != models["cpu"]
-    assert len(set(models.values())) == 4  # tiny, the preset's, patch 16 and the 32 px sweep config
+    assert len(set(models.values())) == 5  # tiny, the preset's, patch 16, and two sweep configs
     # the candidates measured before it keep their figures reproducible
     assert with_caption_dropout == {
         "cpu",
         "cpu-3-folds-10-epochs-caption-dropout",
         "cpu-caption-dropout-0.5",
         "cpu-mask-duplicate-captions",
+        "cpu-text-6-layers",
     }
 
 
