@@ -81,6 +81,8 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     # carries more of CLIP's memorization, and the text tower is the cheaper one here (32 tokens to the
     # image tower's 65), about 1.15x the preset's compute
     "cpu-text-6-layers": ("cpu", {"model": str(SWEEP_CONFIGS / "sweep-64px-patch8-text-6-layers.json")}),
+    # the same for the image tower (65 tokens, so about 1.3x the preset's compute): a one-seed screen
+    "cpu-image-6-layers": ("cpu", {"model": str(SWEEP_CONFIGS / "sweep-64px-patch8-image-6-layers.json")}),
 }
 BASELINES = ("clip_score_heldout", "clip_score_train")  # the plain CLIP scores a curator would try first
 

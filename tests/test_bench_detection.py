@@ -89,7 +89,7 @@ def test_every_model_sweep_candidate_resolves_to_a_model_that_exists():
             with_caption_dropout.add(name)
     assert models["cpu"] == PRESETS["cpu"].model
     assert models["cpu-patch16"] == "clipmem-cpu" != models["cpu"]
-    assert len(set(models.values())) == 5  # tiny, the preset's, patch 16, and two sweep configs
+    assert len(set(models.values())) == 6  # tiny, the preset's, patch 16, and three sweep configs
     # the candidates measured before it keep their figures reproducible
     assert with_caption_dropout == {
         "cpu",
@@ -97,6 +97,7 @@ def test_every_model_sweep_candidate_resolves_to_a_model_that_exists():
         "cpu-caption-dropout-0.5",
         "cpu-mask-duplicate-captions",
         "cpu-text-6-layers",
+        "cpu-image-6-layers",
     }
 
 
