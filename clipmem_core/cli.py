@@ -21,13 +21,9 @@ DATA_OPTIONS = ("data", "img_key", "caption_key", "on_error", "allow_outside_roo
 _CHOICES = {"on_error": ("skip", "fail")}
 
 
-def _flag(spec) -> str:
-    return spec.metadata.get("flag") or f"--{spec.name.replace('_', '-')}"
-
-
 def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
     """One flag per `RunConfig` field (``names`` picks some), with the field's help text and default."""
-    from .config import PRESET_FIELDS, PRESETS, RunConfig
+    from .config import PRESET_FIELDS, PRESETS, RunConfig, is_preset_switch, option_flag
     from .splits import PROTOCOLS, parse_split_sizes
 
     choices = {**_CHOICES, "preset": tuple(PRESETS), "protocol": PROTOCOLS}
@@ -35,11 +31,11 @@ def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] 
         if names is not None and spec.name not in names:
             continue
         if str(spec.type) == "bool":
-            parser.add_argument(_flag(spec), dest=spec.name, action="store_true", help=spec.metadata["help"])
+            parser.add_argument(option_flag(spec), dest=spec.name, action="store_true", help=spec.metadata["help"])
             continue
-        if str(spec.type) == "bool | None":  # filled by the preset: --flag / --no-flag
+        if is_preset_switch(spec):
             parser.add_argument(
-                _flag(spec),
+                option_flag(spec),
                 dest=spec.name,
                 action=argparse.BooleanOptionalAction,
                 default=None,
@@ -50,7 +46,7 @@ def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] 
         default = "the preset's" if spec.name in PRESET_FIELDS else "none" if spec.default is None else spec.default
         shown = "" if required else f" (default: {default})"
         parser.add_argument(
-            _flag(spec),
+            option_flag(spec),
             dest=spec.name,
             type=_converter(spec.name, str(spec.type), parse_split_sizes),
             default=spec.default,

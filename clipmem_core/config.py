@@ -8,7 +8,7 @@ stored in the manifest, so a run can be redone exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +232,17 @@ class RunConfig:
     def option_fields(cls) -> list:
         """The fields with their help text: what the CLI turns into flags."""
         return list(fields(cls))
+
+
+def option_flag(spec: Field) -> str:
+    """The CLI flag of a RunConfig field (its ``flag`` metadata, else --its-name): one spelling for the CLI
+    and the Compute page's command."""
+    return spec.metadata.get("flag") or f"--{spec.name.replace('_', '-')}"
+
+
+def is_preset_switch(spec: Field) -> bool:
+    """A yes/no option the preset fills: the CLI offers it as --flag / --no-flag, left out = the preset's."""
+    return str(spec.type) == "bool | None"
 
 
 def _finite(value: Any) -> bool:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clipmem_core import ClipmemError, list_runs
-from clipmem_core.config import RunConfig
+from clipmem_core.config import RunConfig, is_preset_switch, option_flag
 from clipmem_core.splits import CANDIDATE, INDEPENDENT, SHARED, split_counts
 
 DATA_ROOT_ENV = "CLIPMEM_DATA_ROOT"
@@ -79,10 +79,6 @@ def override_fields() -> list:
     return [spec for spec in RunConfig.option_fields() if spec.name not in NOT_OVERRIDES]
 
 
-def _flag(spec) -> str:
-    return spec.metadata.get("flag") or f"--{spec.name.replace('_', '-')}"
-
-
 def _cli_value(value: Any) -> str:
     return ",".join(_cli_value(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
 
@@ -105,9 +101,9 @@ def _cli_option(spec, value: Any) -> list[str]:
     --no-flag where the preset fills it), else the flag and its value."""
     if isinstance(value, bool):
         if value:
-            return [_flag(spec)]
-        return [_flag(spec).replace("--", "--no-", 1)] if str(spec.type) == "bool | None" else []
-    return [_flag(spec), _cli_value(value)]
+            return [option_flag(spec)]
+        return [option_flag(spec).replace("--", "--no-", 1)] if is_preset_switch(spec) else []
+    return [option_flag(spec), _cli_value(value)]
 
 
 def resolved_config(cache_root: str | os.PathLike, name: str, data: str, preset: str, overrides: dict) -> RunConfig:
