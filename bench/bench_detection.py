@@ -28,6 +28,7 @@ import math
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ from clipmem_core.data import inject_miscaptions
 from clipmem_core.errors import ClipmemError
 from clipmem_core.learned import fit_learned_ranking
 from clipmem_core.metrics import detection_summary
-from clipmem_core.pipeline import compute_clipmem
+from clipmem_core.pipeline import EpochEnd, compute_clipmem
 from clipmem_core.scores import column_label, get_score
 from clipmem_core.scores.combined import fuse
 from clipmem_core.synthetic import make_shapes_dataset
@@ -102,8 +103,18 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def make_run(dataset: str, seed: int, protocol: str, preset: str, work: Path, overrides: dict, name: str = ""):
-    """One run, made once and kept under ``work/runs/`` (``name`` defaults to dataset, seed and protocol)."""
+def make_run(
+    dataset: str,
+    seed: int,
+    protocol: str,
+    preset: str,
+    work: Path,
+    overrides: dict,
+    name: str = "",
+    on_epoch: Callable[[EpochEnd], None] | None = None,
+):
+    """One run, made once and kept under ``work/runs/`` (``name`` defaults to dataset, seed and protocol);
+    ``on_epoch`` observes its training (bench_dynamics)."""
     out = work / "runs" / (name or f"{dataset}_s{seed}_{protocol}")
     if (out / "manifest.json").exists():
         return load_run(out)
@@ -116,7 +127,7 @@ def make_run(dataset: str, seed: int, protocol: str, preset: str, work: Path, ov
         seed=seed,
         **overrides,
     )
-    run = compute_clipmem(config, resume=out.exists())
+    run = compute_clipmem(config, resume=out.exists(), on_epoch=on_epoch)
     if from_scratch:
         (out / CPU_FILE).write_text(json.dumps({"cpu_seconds": _cpu_seconds() - started}), encoding="utf-8")
     return run

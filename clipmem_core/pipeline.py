@@ -19,8 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from .models import ClipBundle, create_clip, image_size_of
 from .scores import ScoringContext, compute_scores
 from .scoring import embed_pairs, mean_over_views, normalised, pair_cosines, shard_rows, view_alignments
 from .splits import EXTRA, PAPER_MODELS, SHARED, UNUSED, assign_folds, assign_splits, membership
-from .train import TrainConfig, train_clip
+from .train import EpochCallback, PairLosses, TrainConfig, train_clip
 
 log = logging.getLogger("clipmem")
 PRELOAD_LIMIT = 50_000  # below this many images, decode them once and keep them in memory
@@ -229,6 +230,7 @@ def _train_one(
     captions: list[list[str]],
     out: Path,
     device: torch.device,
+    on_epoch: EpochCallback | None = None,
 ):
     torch.manual_seed(config.seed)  # every model starts from the same weights
     bundle = create_clip(config.model, init_checkpoint=config.init_checkpoint, device=device)
@@ -245,10 +247,35 @@ def _train_one(
     )
     checkpoint = out / cache.CHECKPOINT_DIR / f"{tag}_last.pt"
     result = train_clip(
-        bundle, images, captions, train_config, checkpoint, device=device, resume=True, label=f"train {tag}"
+        bundle,
+        images,
+        captions,
+        train_config,
+        checkpoint,
+        device=device,
+        resume=True,
+        label=f"train {tag}",
+        on_epoch=on_epoch,
     )
     log.info("train %s: %d pairs, final loss %.4f", tag, len(images), result.epoch_losses[-1])
     return bundle, result
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """What an observer of a run's training sees after each epoch of one model (bench/bench_dynamics.py)."""
+
+    tag: str  # the model, e.g. "h0"
+    rows: np.ndarray  # the run's rows it trains on, in the order of ``pair_losses``
+    epoch: int  # from 0
+    model: torch.nn.Module
+    pair_losses: PairLosses  # each pair's losses summed over the epochs so far, and how many
+
+
+def _epoch_callback(on_epoch: Callable[[EpochEnd], None] | None, tag: str, rows: np.ndarray) -> EpochCallback | None:
+    if on_epoch is None:
+        return None
+    return lambda epoch, model, pair_losses: on_epoch(EpochEnd(tag, rows, epoch, model, pair_losses))
 
 
 def model_devices(device: torch.device, count: int) -> list[torch.device]:
@@ -415,12 +442,16 @@ def _utility(embeddings: dict, trained: np.ndarray, frame: pd.DataFrame, protoco
     return utility or None
 
 
-def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
+def compute_clipmem(
+    config: RunConfig, *, resume: bool = False, on_epoch: Callable[[EpochEnd], None] | None = None
+) -> cache.Run:
     """Train the protocol's models, score every registered signal, and write a complete run folder.
 
     Args:
         config: the run's settings; unset fields come from ``config.preset``.
         resume: continue an interrupted run in ``config.out`` from its per-epoch checkpoints.
+        on_epoch: called after every epoch each model trains in this process (`EpochEnd`); not with
+            ``parallel_models``, whose models train in other processes.
 
     Returns:
         The written run, loaded (`Run`).
@@ -437,12 +468,16 @@ def compute_clipmem(config: RunConfig, *, resume: bool = False) -> cache.Run:
     config = config.resolved()
     distributed.check_batch_size(config.batch_size)  # before any data is read
     with distributed.session(pick_device(config.device)) as device:
-        return _compute(config, device, resume)
+        return _compute(config, device, resume, on_epoch)
 
 
-def _compute(config: RunConfig, device: torch.device, resume: bool) -> cache.Run:
+def _compute(
+    config: RunConfig, device: torch.device, resume: bool, on_epoch: Callable[[EpochEnd], None] | None
+) -> cache.Run:
     if config.parallel_models and distributed.active():
         raise ClipmemError(distributed.PARALLEL_MODELS_UNDER_TORCHRUN)
+    if config.parallel_models and on_epoch is not None:
+        raise ClipmemError("on_epoch sees the models this process trains: it cannot follow --parallel-models")
     out, timer = Path(config.out), Stopwatch()
     finished = _check_out(out, config, resume)
     if finished is not None:
@@ -478,7 +513,13 @@ def _compute(config: RunConfig, device: torch.device, resume: bool) -> cache.Run
         with timer.stage(f"train_{tag}"):  # after training in parallel: loads the finished checkpoint
             rows = np.flatnonzero(rows_mask)
             bundles[tag], result = _train_one(
-                tag, config, images.subset(rows), [captions[r] for r in rows], out, device
+                tag,
+                config,
+                images.subset(rows),
+                [captions[r] for r in rows],
+                out,
+                device,
+                _epoch_callback(on_epoch, tag, rows),
             )
             fit_loss[m, rows] = result.pair_losses.mean()
             training[tag] = {

@@ -29,11 +29,13 @@ def pairs(noisy_shapes):
     return [load_image(dataset.root, p) for p in samples["filepath"]], [list(c) for c in samples["captions"]]
 
 
-def _train(pairs, epochs: int, checkpoint, resume: bool = False):
+def _train(pairs, epochs: int, checkpoint, resume: bool = False, on_epoch=None):
     torch.manual_seed(0)
     bundle = create_clip("clipmem-tiny")
     config = TrainConfig(epochs=epochs, batch_size=16, lr=2e-3, warmup_steps=2, seed=0)
-    return bundle, train_clip(bundle, *pairs, config, checkpoint, device=torch.device("cpu"), resume=resume)
+    return bundle, train_clip(
+        bundle, *pairs, config, checkpoint, device=torch.device("cpu"), resume=resume, on_epoch=on_epoch
+    )
 
 
 @pytest.mark.slow
@@ -72,6 +74,23 @@ def test_every_pair_gets_its_loss_in_every_epoch(pairs, tmp_path):
     # four equal batches an epoch: the mean over pairs and epochs is the mean of the epochs' losses
     assert result.pair_losses.sums.sum() / 128 == pytest.approx(np.mean(result.epoch_losses), rel=1e-5)
     assert np.isfinite(result.pair_losses.mean()).all()
+
+
+@pytest.mark.slow
+def test_on_epoch_sees_each_epoch_with_the_losses_so_far_and_changes_nothing(pairs, tmp_path):
+    seen = []
+
+    def record(epoch, model, losses):
+        seen.append((epoch, losses.counts.copy(), losses.sums.copy(), model.logit_scale.item()))
+
+    observed, result = _train(pairs, 2, tmp_path / "observed.pt", on_epoch=record)
+    plain, _ = _train(pairs, 2, tmp_path / "plain.pt")
+    assert [epoch for epoch, *_ in seen] == [0, 1]
+    assert (seen[0][1] == 1).all() and (seen[1][1] == 2).all()  # cumulative: every pair once an epoch
+    assert (seen[1][2] > seen[0][2]).all()
+    np.testing.assert_allclose(seen[1][2], result.pair_losses.sums)
+    for (name, a), (_, b) in zip(observed.model.state_dict().items(), plain.model.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=name)
 
 
 def test_a_pair_never_drawn_has_no_mean_loss():
