@@ -11,7 +11,9 @@ full protocol while recording, after every epoch of every model, its weights and
   fifth member (the "variability" of dataset cartography);
 - **the training-side CSLS of an earlier checkpoint**, before the models fit the wrong captions;
 - **neighbour agreement averaged over every model**, training-side too (an ensemble of neighbourhoods);
-- **snapshot ensembles** of the last third of the epochs: their embeddings averaged, or their weights.
+- **snapshot ensembles** of the last third of the epochs: their embeddings averaged, or their weights;
+- with ``--views K``, **more augmented views**: the finished models' mean view embeddings over K views
+  against the run's own K (recomputed, so the control reproduces the run's members).
 
 Each swapped member is measured against a control recomputed the same way (centre views at the last
 epoch), since the run's own embeddings average K augmented views. Figures: AUROC / AP / precision@k,
@@ -48,7 +50,7 @@ from clipmem_core.scores import get_score
 from clipmem_core.scores._neighbourhood import csls, neighbour_agreement, per_model, same_modal
 from clipmem_core.scores.base import ScoringContext, standardised
 from clipmem_core.scores.combined import SIGNALS
-from clipmem_core.scoring import embed_pairs
+from clipmem_core.scoring import embed_pairs, view_alignments
 
 METRICS = ("auroc", "average_precision", "precision_at_k")
 SNAPSHOT_SHARE = 1 / 3  # snapshot ensembles average the last third of the epochs
@@ -137,17 +139,20 @@ class RecordedRun:
     def weights(self, tag: str, epoch: int) -> dict:
         return torch.load(self.folder / f"{tag}_e{epoch:02d}.pt", weights_only=True)
 
-    def embed(self, tag: str, state: dict) -> tuple[np.ndarray, np.ndarray]:
-        """Centre-view image and caption embeddings of every sample under the given weights."""
+    def images(self) -> ImageList:
         if self._images is None:
             self._images = ImageList(
                 self.root, self.frame["filepath"], DOWNSCALE_FACTOR * image_size_of(self.model_name)
             )
+        return self._images
+
+    def embed(self, tag: str, state: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Centre-view image and caption embeddings of every sample under the given weights."""
         bundle = create_clip(self.model_name)
         bundle.model.load_state_dict(state)
         return embed_pairs(
             bundle.model,
-            self._images,
+            self.images(),
             self.frame["caption"].tolist(),
             bundle.eval_transform,
             bundle.tokenizer,
@@ -231,9 +236,39 @@ def _early_epochs(epochs: int) -> list[int]:
     return sorted({int(epochs * share) for share in EARLY_SHARES} - {epochs - 1})
 
 
-def measure(run: RecordedRun) -> dict[str, dict[str, float]]:
+def view_candidates(run: RecordedRun, views: int) -> dict[str, np.ndarray]:
+    """The fusion's embedding-based members from the finished models' mean over ``views`` augmented views,
+    and over the run's own number of views, both scored by `view_alignments` as a run scores them."""
+    config = json.loads((run.run_dir / "manifest.json").read_text(encoding="utf-8"))["config"]
+    stored = {name: get_score(name).suspicion(run.frame[name]) for name in SIGNALS}
+    bundles = {tag: create_clip(run.model_name) for tag in run.models}
+    for tag, bundle in bundles.items():
+        bundle.model.load_state_dict(run.weights(tag, run.epochs - 1))
+    texts = [run.embed(tag, run.weights(tag, run.epochs - 1))[1] for tag in run.models]
+    first, rankings = next(iter(bundles.values())), {}
+    for count in (config["augmentations"], views):
+        scored = view_alignments(
+            {tag: bundle.model for tag, bundle in bundles.items()},
+            run.images(),
+            [list(c) for c in run.frame["captions"]],
+            first.train_transform,
+            first.tokenizer,
+            views=count,
+            seed=config["seed"],
+            device=torch.device("cpu"),
+            batch_size=config["score_batch_size"],
+        )
+        means = [(scored.image_means[tag], text) for tag, text in zip(run.models, texts)]
+        members = neighbourhood_members(run.context(means))
+        swapped = stored | {k: members[k] for k in (HELD_CSLS, TRAIN_CSLS, AGREEMENT)}
+        rankings[f"members from {count} augmented views"] = fused(swapped)
+    return rankings
+
+
+def measure(run: RecordedRun, views: int = 0) -> dict[str, dict[str, float]]:
     truth = run.frame["is_miscaptioned"].fillna(False).to_numpy(bool)
-    return {name: detection_scores(ranking, truth) for name, ranking in candidates(run).items()}
+    rankings = candidates(run) | (view_candidates(run, views) if views else {})
+    return {name: detection_scores(ranking, truth) for name, ranking in rankings.items()}
 
 
 def table(results: dict[str, list[dict]]) -> str:
@@ -251,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--work", required=True, help="runs and recordings (kept, so a second call only reads)")
     parser.add_argument("--json", help="write every figure here")
+    parser.add_argument("--views", type=int, default=0, help="also score the finished models with this many views")
     args = parser.parse_args(argv)
     work, everything = Path(args.work), {}
     for dataset in args.datasets.split(","):
@@ -260,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = work / "dynamics" / name
             recorder: Callable[[EpochEnd], None] = EpochRecorder(folder)
             make_run(dataset, seed, "full", DEFAULT_PRESETS[dataset], work, {}, on_epoch=recorder)
-            for ranking, found in measure(RecordedRun(work / "runs" / name, folder)).items():
+            for ranking, found in measure(RecordedRun(work / "runs" / name, folder), args.views).items():
                 results[ranking].append(found)
         print(f"### {dataset}, full protocol ({len(results[next(iter(results))])} seeds)\n\n{table(results)}\n")
         everything[dataset] = results

@@ -48,12 +48,15 @@ def test_a_recorded_run_gives_back_its_own_loss_and_ranking(noisy_shapes, tmp_pa
     recorded = RecordedRun(run.path, tmp_path / "recorded")
     # 120 pairs a model in batches of 8: every pair once an epoch, so the mean of the epochs is the run's loss
     np.testing.assert_allclose(np.nanmean(recorded.training_losses(), axis=0), run.scores["fit_loss"], rtol=1e-5)
-    found = measure(recorded)
+    found = measure(recorded, views=3)
     truth = run.scores["is_miscaptioned"].to_numpy(bool)
     assert found["shipped recipe (the run's own signals)"] == pytest.approx(
         detection_scores(run.scores["combined"], truth)
     )
     assert {"snapshot: weights of epochs 3–3 averaged", "training-side CSLS of epoch 1"} <= found.keys()
     assert all(np.isfinite(scores["auroc"]) for scores in found.values())
+    # the run's own views, scored again, give back the run's ranking; three views give another one
+    assert found["members from 2 augmented views"] == pytest.approx(found["shipped recipe (the run's own signals)"])
+    assert "members from 3 augmented views" in found
     with pytest.raises(ClipmemError, match="no recording of 6 model epochs"):
         RecordedRun(run.path, tmp_path / "elsewhere")
