@@ -34,7 +34,6 @@ import json
 import sys
 import warnings
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +47,8 @@ from clipmem_core.models import create_clip, image_size_of
 from clipmem_core.pipeline import DOWNSCALE_FACTOR, EpochEnd, ImageList
 from clipmem_core.scores import get_score
 from clipmem_core.scores._neighbourhood import csls, neighbour_agreement, per_model, same_modal
-from clipmem_core.scores.base import ScoringContext, standardised
-from clipmem_core.scores.combined import SIGNALS
+from clipmem_core.scores.base import ScoringContext
+from clipmem_core.scores.combined import SIGNALS, average
 from clipmem_core.scoring import embed_pairs, view_alignments
 
 METRICS = ("auroc", "average_precision", "precision_at_k")
@@ -106,9 +105,10 @@ class RecordedRun:
         self.run_dir, self.folder = run_dir, folder
         self.frame = pd.read_parquet(run_dir / "scores.parquet")
         manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-        self.models, self.model_name = manifest["models"], manifest["config"]["model"]
+        self.config = manifest["config"]
+        self.models, self.model_name = manifest["models"], self.config["model"]
         self.root = Path(manifest["dataset"]["root"])
-        self.epochs = int(manifest["config"]["epochs"])
+        self.epochs = int(self.config["epochs"])
         missing = [
             f"{tag} epoch {e + 1}"
             for tag in self.models
@@ -124,6 +124,10 @@ class RecordedRun:
         for m, tag in enumerate(self.models):
             self.trained[m, np.load(folder / f"{tag}_rows.npy")] = True
         self._images: ImageList | None = None
+
+    def stored_members(self) -> dict[str, np.ndarray]:
+        """The run's own fusion members, as suspicions (high = suspicious)."""
+        return {name: get_score(name).suspicion(self.frame[name]) for name in SIGNALS}
 
     def training_losses(self) -> np.ndarray:
         """(epochs, samples) each sample's loss under the model(s) that trained on it (one, under K = 2)."""
@@ -185,10 +189,8 @@ def neighbourhood_members(ctx: ScoringContext) -> dict[str, np.ndarray]:
 
 
 def fused(members: dict[str, np.ndarray]) -> np.ndarray:
-    """Today's recipe: the mean of the members' standardised suspicions (combined.fuse, on arrays)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(np.stack([standardised(v) for v in members.values()]), axis=0)
+    """Today's recipe (combined.average) over the given members' suspicions."""
+    return average(list(members.values()))
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -201,7 +203,7 @@ def _averaged(states: list[dict]) -> dict:
 
 def candidates(run: RecordedRun) -> dict[str, np.ndarray]:
     """Every ranking this benchmark compares, on one run."""
-    stored = {name: get_score(name).suspicion(run.frame[name]) for name in SIGNALS}
+    stored = run.stored_members()
     rankings = {"shipped recipe (the run's own signals)": fused(stored)}
     for name, loss in loss_variants(run.training_losses()).items():
         rankings[name] = fused(stored | ({"spread": loss} if name == LOSS_SPREAD else {LOSS: loss}))
@@ -239,14 +241,13 @@ def _early_epochs(epochs: int) -> list[int]:
 def view_candidates(run: RecordedRun, views: int) -> dict[str, np.ndarray]:
     """The fusion's embedding-based members from the finished models' mean over ``views`` augmented views,
     and over the run's own number of views, both scored by `view_alignments` as a run scores them."""
-    config = json.loads((run.run_dir / "manifest.json").read_text(encoding="utf-8"))["config"]
-    stored = {name: get_score(name).suspicion(run.frame[name]) for name in SIGNALS}
+    stored = run.stored_members()
     bundles = {tag: create_clip(run.model_name) for tag in run.models}
     for tag, bundle in bundles.items():
         bundle.model.load_state_dict(run.weights(tag, run.epochs - 1))
     texts = [run.embed(tag, run.weights(tag, run.epochs - 1))[1] for tag in run.models]
     first, rankings = next(iter(bundles.values())), {}
-    for count in (config["augmentations"], views):
+    for count in (run.config["augmentations"], views):
         scored = view_alignments(
             {tag: bundle.model for tag, bundle in bundles.items()},
             run.images(),
@@ -254,9 +255,9 @@ def view_candidates(run: RecordedRun, views: int) -> dict[str, np.ndarray]:
             first.train_transform,
             first.tokenizer,
             views=count,
-            seed=config["seed"],
+            seed=run.config["seed"],
             device=torch.device("cpu"),
-            batch_size=config["score_batch_size"],
+            batch_size=run.config["score_batch_size"],
         )
         means = [(scored.image_means[tag], text) for tag, text in zip(run.models, texts)]
         members = neighbourhood_members(run.context(means))
@@ -294,9 +295,13 @@ def main(argv: list[str] | None = None) -> int:
         for seed in (int(s) for s in args.seeds.split(",")):
             name = f"{dataset}_s{seed}_full"
             folder = work / "dynamics" / name
-            recorder: Callable[[EpochEnd], None] = EpochRecorder(folder)
-            make_run(dataset, seed, "full", DEFAULT_PRESETS[dataset], work, {}, on_epoch=recorder)
-            for ranking, found in measure(RecordedRun(work / "runs" / name, folder), args.views).items():
+            try:
+                make_run(dataset, seed, "full", DEFAULT_PRESETS[dataset], work, {}, on_epoch=EpochRecorder(folder))
+                recorded = RecordedRun(work / "runs" / name, folder)
+            except ClipmemError as exc:
+                print(f"{dataset} seed {seed}: {exc}", file=sys.stderr)
+                return 2
+            for ranking, found in measure(recorded, args.views).items():
                 results[ranking].append(found)
         print(f"### {dataset}, full protocol ({len(results[next(iter(results))])} seeds)\n\n{table(results)}\n")
         everything[dataset] = results

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.bench_dynamics import EpochRecorder, RecordedRun, _early_epochs, epoch_losses, loss_variants, measure
+from bench.bench_dynamics import (
+    EpochRecorder,
+    RecordedRun,
+    _early_epochs,
+    epoch_losses,
+    loss_variants,
+    main,
+    measure,
+)
 from clipmem_core.config import RunConfig
 from clipmem_core.errors import ClipmemError
 from clipmem_core.metrics import detection_scores
@@ -60,3 +68,22 @@ def test_a_recorded_run_gives_back_its_own_loss_and_ranking(noisy_shapes, tmp_pa
     assert "members from 3 augmented views" in found
     with pytest.raises(ClipmemError, match="no recording of 6 model epochs"):
         RecordedRun(run.path, tmp_path / "elsewhere")
+
+
+def test_the_benchmark_refuses_a_run_made_without_recording_in_one_line(tmp_path, capsys, monkeypatch):
+    import json
+
+    import pandas as pd
+
+    import bench.bench_dynamics as dynamics
+
+    run = tmp_path / "runs" / "shapes_s0_full"
+    run.mkdir(parents=True)
+    pd.DataFrame({"sample_id": ["a"]}).to_parquet(run / "scores.parquet")
+    manifest = {"models": ["h0", "h1"], "config": {"model": "clipmem-tiny", "epochs": 2}, "dataset": {"root": "."}}
+    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    monkeypatch.setattr(dynamics, "make_run", lambda *args, **kwargs: None)  # the run is already made
+    assert main(["--datasets", "shapes", "--seeds", "0", "--work", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("shapes seed 0: ") and "no recording of 4 model epochs" in error
+    assert "\n" not in error

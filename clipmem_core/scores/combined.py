@@ -59,8 +59,14 @@ def fuse(frame: pd.DataFrame, signals: tuple[str, ...] = SIGNALS, scaling: str =
         present = [name for name in registry() if name != Combined.name and name in frame.columns]
     if not present:
         return None
+    return average([get_score(name).suspicion(frame[name]) for name in present], scaling)
+
+
+def average(suspicions: list[np.ndarray], scaling: str = SCALING) -> np.ndarray:
+    """The fusion itself: each suspicion (high = suspicious) put on the common scale, then averaged over the
+    signals a sample has (a sample no signal scores stays NaN)."""
     scale = SCALINGS[scaling]
-    values = np.stack([scale(get_score(name).suspicion(frame[name])) for name in present])
+    values = np.stack([scale(np.asarray(suspicion, dtype=np.float64)) for suspicion in suspicions])
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a sample no signal scores stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(values, axis=0).astype(np.float32)
