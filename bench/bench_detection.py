@@ -179,10 +179,10 @@ def false_positive_captions(scores: pd.DataFrame) -> dict:
 
 def measure(run) -> dict:
     """Every score's detection quality over all samples (unscored ones last). The combined ranking is
-    recomputed from the run's stored signals, so runs made before a change of its recipe are measured
-    with today's (it is a pure function of those columns)."""
+    recomputed from the run's stored signals and image embeddings, so runs made before a change of its
+    recipe are measured with today's (it is a pure function of those files)."""
     scores = run.scores.copy()
-    scores["combined"] = fuse(scores)
+    scores["combined"] = fuse(scores, images=np.asarray(run.image_embeddings))
     detection = detection_summary(scores)
     return {
         "seconds": run.manifest.seconds,

@@ -48,7 +48,7 @@ from clipmem_core.pipeline import DOWNSCALE_FACTOR, EpochEnd, ImageList
 from clipmem_core.scores import get_score
 from clipmem_core.scores._neighbourhood import csls, neighbour_agreement, per_model, same_modal
 from clipmem_core.scores.base import ScoringContext
-from clipmem_core.scores.combined import SIGNALS, average
+from clipmem_core.scores.combined import SIGNALS, combine
 from clipmem_core.scoring import embed_pairs, view_alignments
 
 METRICS = ("auroc", "average_precision", "precision_at_k")
@@ -124,6 +124,7 @@ class RecordedRun:
         for m, tag in enumerate(self.models):
             self.trained[m, np.load(folder / f"{tag}_rows.npy")] = True
         self._images: ImageList | None = None
+        self.reference_images = np.load(run_dir / "image_embeddings.npy")
 
     def stored_members(self) -> dict[str, np.ndarray]:
         """The run's own fusion members, as suspicions (high = suspicious)."""
@@ -188,9 +189,10 @@ def neighbourhood_members(ctx: ScoringContext) -> dict[str, np.ndarray]:
     }
 
 
-def fused(members: dict[str, np.ndarray]) -> np.ndarray:
-    """Today's recipe (combined.average) over the given members' suspicions."""
-    return average(list(members.values()))
+def fused(members: dict[str, np.ndarray], run: RecordedRun) -> np.ndarray:
+    """Today's recipe (combined.combine) over the given members' suspicions, relative to the run's stored
+    image neighbourhood as the run's own ranking is."""
+    return combine(list(members.values()), run.reference_images)
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -204,9 +206,9 @@ def _averaged(states: list[dict]) -> dict:
 def candidates(run: RecordedRun) -> dict[str, np.ndarray]:
     """Every ranking this benchmark compares, on one run."""
     stored = run.stored_members()
-    rankings = {"shipped recipe (the run's own signals)": fused(stored)}
+    rankings = {"shipped recipe (the run's own signals)": fused(stored, run)}
     for name, loss in loss_variants(run.training_losses()).items():
-        rankings[name] = fused(stored | ({"spread": loss} if name == LOSS_SPREAD else {LOSS: loss}))
+        rankings[name] = fused(stored | ({"spread": loss} if name == LOSS_SPREAD else {LOSS: loss}), run)
     last = run.epochs - 1
     snapshot_epochs = range(run.epochs - max(1, round(run.epochs * SNAPSHOT_SHARE)), run.epochs)
     per_epoch: dict[int, list] = defaultdict(list)
@@ -215,12 +217,12 @@ def candidates(run: RecordedRun) -> dict[str, np.ndarray]:
             per_epoch[epoch].append(run.embed(tag, run.weights(tag, epoch)))
     control = neighbourhood_members(run.context(per_epoch[last]))
     base = stored | {k: control[k] for k in (HELD_CSLS, TRAIN_CSLS, AGREEMENT)}
-    rankings["control: members recomputed at the last epoch (centre views)"] = fused(base)
-    rankings["agreement over every model"] = fused(base | {AGREEMENT: control["agreement over every model"]})
+    rankings["control: members recomputed at the last epoch (centre views)"] = fused(base, run)
+    rankings["agreement over every model"] = fused(base | {AGREEMENT: control["agreement over every model"]}, run)
     for epoch in _early_epochs(run.epochs):
         early = neighbourhood_members(run.context(per_epoch[epoch]))[TRAIN_CSLS]
-        rankings[f"training-side CSLS of epoch {epoch + 1}"] = fused(base | {TRAIN_CSLS: early})
-        rankings[f"training-side CSLS of epoch {epoch + 1} (5th member)"] = fused(base | {"early": early})
+        rankings[f"training-side CSLS of epoch {epoch + 1}"] = fused(base | {TRAIN_CSLS: early}, run)
+        rankings[f"training-side CSLS of epoch {epoch + 1} (5th member)"] = fused(base | {"early": early}, run)
     ensemble = [
         tuple(_normalise(np.mean([per_epoch[e][m][part] for e in snapshot_epochs], axis=0)) for part in (0, 1))
         for m in range(len(run.models))
@@ -229,7 +231,7 @@ def candidates(run: RecordedRun) -> dict[str, np.ndarray]:
     for name, embeddings in (("snapshot: embeddings", ensemble), ("snapshot: weights", averaged)):
         members = neighbourhood_members(run.context(embeddings))
         label = f"{name} of epochs {snapshot_epochs[0] + 1}–{run.epochs} averaged"
-        rankings[label] = fused(base | {k: members[k] for k in (HELD_CSLS, TRAIN_CSLS, AGREEMENT)})
+        rankings[label] = fused(base | {k: members[k] for k in (HELD_CSLS, TRAIN_CSLS, AGREEMENT)}, run)
     return rankings
 
 
@@ -262,7 +264,7 @@ def view_candidates(run: RecordedRun, views: int) -> dict[str, np.ndarray]:
         means = [(scored.image_means[tag], text) for tag, text in zip(run.models, texts)]
         members = neighbourhood_members(run.context(means))
         swapped = stored | {k: members[k] for k in (HELD_CSLS, TRAIN_CSLS, AGREEMENT)}
-        rankings[f"members from {count} augmented views"] = fused(swapped)
+        rankings[f"members from {count} augmented views"] = fused(swapped, run)
     return rankings
 
 

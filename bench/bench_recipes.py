@@ -5,9 +5,15 @@ scaled to [0, 1]), or a standardised average (each signal's suspicion as (value 
 the signals a sample has. Four other label-free ways to fuse the shipped signals are measured beside them
 (``OTHER_FUSIONS``): two that weigh the tails more (Fisher's and Stouffer's combinations of each signal's
 rank), one that weighs each signal by how well it agrees with the others, and one that adds the strongest
-single signal to the mean. Every candidate is measured on the same runs, over all samples, against the
-injected ground truth, as mean ± spread over the runs' seeds. This is how a recipe is chosen and how a
-change of it is judged: the runs come from bench/bench_detection.py (``--work``), which keeps them.
+single signal to the mean. The shipped recipe then makes the average relative to each sample's nearest
+images (``combined.relative_to_neighbours``); the average is measured without that step, and with other
+neighbourhoods (``NEIGHBOURHOODS``: how many images, and what share of their mean is subtracted; and the
+nearest captions instead). Last, a ceiling that is not label-free: a logistic regression on every
+registered score, fitted on the ground truth itself (5-fold cross-validated), which says how much any
+weighting of the per-sample scores could gain. Every candidate is measured on the same runs, over all
+samples, against the injected ground truth, as mean ± spread over the runs' seeds. This is how a recipe is
+chosen and how a change of it is judged: the runs come from bench/bench_detection.py (``--work``), which
+keeps them.
 
     python -m bench.bench_recipes --work /work/bench/detection-fit
 """
@@ -27,14 +33,17 @@ import pandas as pd
 from scipy.stats import norm
 
 from bench.bench_detection import mean_spread
+from clipmem_core.learned import feature_columns, feature_matrix
 from clipmem_core.metrics import detection_scores
+from clipmem_core.scores._neighbourhood import mean_over_nearest_images
 from clipmem_core.scores.base import get_score, rank01, standardised
-from clipmem_core.scores.combined import SCALING, SIGNALS, fuse
+from clipmem_core.scores.combined import NEIGHBOURHOOD as SHIPPED_NEIGHBOURHOOD
+from clipmem_core.scores.combined import SCALING, SIGNALS, fuse, relative_to_neighbourhood
 
 NEIGHBOURHOOD = ("csls_heldout", "csls_train", "agreement_image_neighbours")
 FOUR = (*NEIGHBOURHOOD, "fit_loss")
-CANDIDATES = {  # name -> (signals, scaling): the arguments of combined.fuse
-    "shipped recipe": (SIGNALS, SCALING),
+CANDIDATES = {  # name -> (signals, scaling): the arguments of combined.fuse, without the neighbourhood step
+    "the shipped average, not relative to a neighbourhood": (SIGNALS, SCALING),
     "the four, rank average": (FOUR, "rank"),
     "the four, standardised average": (FOUR, "standardised"),
     "before the training loss (rank average)": ((*NEIGHBOURHOOD, "clip_score_train"), "rank"),
@@ -51,6 +60,10 @@ CANDIDATES = {  # name -> (signals, scaling): the arguments of combined.fuse
     "held-out CLIP score alone": (("clip_score_heldout",), "rank"),
 }
 METRICS = ("auroc", "average_precision", "precision_at_k")
+# (how many nearest images, share of their mean subtracted); the shipped step is (NEIGHBOURHOOD, 1.0)
+NEIGHBOURHOODS = ((10, 0.5), (10, 1.0), (50, 0.5), (50, 1.0), (200, 0.5), (200, 1.0))
+CAPTION_NEIGHBOURHOOD = 10  # the same step over the nearest captions: measured, and worse
+CEILING_FOLDS = 5
 
 
 def _suspicions(frame: pd.DataFrame, scale: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -109,20 +122,62 @@ OTHER_FUSIONS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
 }
 
 
+def neighbourhood_variants(average: np.ndarray, images: np.ndarray, texts: np.ndarray) -> dict[str, np.ndarray]:
+    """The shipped average made relative to other neighbourhoods than the shipped one."""
+    variants = {}
+    for k, weight in NEIGHBOURHOODS:
+        around = weight * mean_over_nearest_images(average, images, k)
+        variants[f"relative to the {k} nearest images, {weight:g} x their mean"] = relative_to_neighbourhood(
+            average, around
+        )
+    around = mean_over_nearest_images(average, texts, CAPTION_NEIGHBOURHOOD)  # the same search over captions
+    variants[f"relative to the {CAPTION_NEIGHBOURHOOD} nearest captions instead"] = relative_to_neighbourhood(
+        average, around
+    )
+    return variants
+
+
+def supervised_ceiling(scores: pd.DataFrame, truth: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Not label-free: a logistic regression on every registered per-sample score, fitted on the ground
+    truth, each fold's rows scored by a model fitted on the other folds. No weighting of these scores can
+    do much better, so a recipe that beats it has found information they lack."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    columns = [name for name in feature_columns(scores) if name != "combined"]
+    features, held_out = feature_matrix(scores, columns), np.zeros(len(scores))
+    folds = StratifiedKFold(CEILING_FOLDS, shuffle=True, random_state=seed)
+    for train, test in folds.split(features, truth):
+        model = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(max_iter=2000))
+        model.fit(features[train], truth[train])
+        held_out[test] = model.decision_function(features[test])
+    return held_out
+
+
 def measure_runs(runs: list[Path]) -> dict:
     """(dataset, protocol) -> candidate -> metric -> one value per run. Runs without a training loss
-    (made before clipmem recorded it) are skipped: every candidate must be measured on the same runs."""
+    (made before clipmem recorded it) or stored embeddings are skipped: every candidate must be measured on
+    the same runs."""
     results: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for run in runs:
         scores = pd.read_parquet(run / "scores.parquet")
-        if "fit_loss" not in scores.columns:
+        if "fit_loss" not in scores.columns or not (run / "image_embeddings.npy").exists():
             continue
         protocol = json.loads((run / "manifest.json").read_text(encoding="utf-8"))["protocol"]
         truth = scores["is_miscaptioned"].fillna(False).to_numpy(bool)
-        rankings = {name: fuse(scores, members, how) for name, (members, how) in CANDIDATES.items()}
+        images, texts = (np.load(run / f"{modality}_embeddings.npy") for modality in ("image", "text"))
+        rankings = {f"shipped recipe ({SHIPPED_NEIGHBOURHOOD} nearest images)": fuse(scores, images=images)}
+        rankings |= {name: fuse(scores, members, how) for name, (members, how) in CANDIDATES.items()}
+        rankings |= neighbourhood_variants(fuse(scores), images, texts)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a sample no signal scores stays NaN
             rankings |= {name: combine(scores) for name, combine in OTHER_FUSIONS.items()}
+        rankings["ceiling, not label-free: logistic regression on every score, fitted on the truth (5-fold)"] = (
+            supervised_ceiling(scores, truth)
+        )
         for name, ranking in rankings.items():
             found = detection_scores(ranking, truth)  # unscored samples rank last
             for metric in METRICS:

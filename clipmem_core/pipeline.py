@@ -547,12 +547,13 @@ def _compute(
             image=_signal_images(embeddings, image_means),
             text=[txt for _, txt in embeddings.values()],
             fit_loss=fit_loss,
+            reference_images=next(iter(embeddings.values()))[0],
         )
         _measurements(frame, ctx, config.protocol)
         compute_scores(ctx)
         frame["clipmem_norm"] = normalised(frame["clipmem"].to_numpy(np.float32))
     write_skip_report(dataset, out / cache.SKIPPED)
-    reference = next(iter(embeddings.values()))
+    reference = next(iter(embeddings.values()))  # the run's stored embeddings (ctx.reference_images)
     manifest = cache.Manifest(
         name=out.name,
         protocol=config.protocol,

@@ -270,3 +270,17 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90) -> Non
         except OSError:
             time.sleep(0.3)
     raise TimeoutError("streamlit did not become healthy")
+
+
+def assert_same_up_to_tied_neighbours(stored: Sequence[float], recomputed: Sequence[float]) -> None:
+    """Two computations of the combined ranking agree, but for a few samples whose nearest images tie.
+
+    Why: the ranking is made relative to each sample's 100 nearest images, and a dataset with duplicate
+    pictures has exact ties at the hundredth place; BLAS rounds similarities differently with other thread
+    counts, so a tie may fall the other way and move a sample's value by a hundredth. A change of the recipe
+    moves most samples, far more than that.
+    """
+    stored, recomputed = np.asarray(stored, np.float64), np.asarray(recomputed, np.float64)
+    moved = ~np.isclose(stored, recomputed, rtol=1e-5, atol=1e-5)
+    assert moved.mean() <= 0.01, f"{moved.sum()} of {len(moved)} samples differ: not the same recipe"
+    np.testing.assert_allclose(stored, recomputed, atol=0.02)

@@ -10,11 +10,11 @@ import pytest
 
 from bench.bench_detection import SHARED_CAPTION, false_positive_captions
 from bench.bench_models import CANDIDATES as MODEL_CANDIDATES
-from bench.bench_recipes import CANDIDATES, OTHER_FUSIONS, latent_class_fusion, measure_runs
+from bench.bench_recipes import CANDIDATES, NEIGHBOURHOODS, OTHER_FUSIONS, latent_class_fusion, measure_runs
 from clipmem_core.config import PRESETS, RunConfig
 from clipmem_core.metrics import auroc
 from clipmem_core.models import image_size_of
-from clipmem_core.scores.combined import SIGNALS, fuse
+from clipmem_core.scores.combined import NEIGHBOURHOOD, SIGNALS, fuse
 
 
 def test_false_positives_are_counted_by_whether_a_template_caption_carries_them():
@@ -33,7 +33,7 @@ def test_false_positives_are_counted_by_whether_a_template_caption_carries_them(
     assert found["shared_among_clean"] == pytest.approx(5 / 7)
 
 
-def test_the_recipe_benchmark_measures_every_candidate_on_every_run_and_skips_runs_without_a_loss(tmp_path):
+def test_the_recipe_benchmark_measures_every_candidate_on_every_run_and_skips_incomparable_runs(tmp_path):
     rng = np.random.default_rng(0)
     truth = np.zeros(60, bool)
     truth[:6] = True
@@ -43,10 +43,19 @@ def test_the_recipe_benchmark_measures_every_candidate_on_every_run_and_skips_ru
         scores["is_miscaptioned"] = truth
         _write_run(tmp_path / f"toy_s{seed}_full", scores, "full")
     _write_run(tmp_path / "toy_s2_full", scores.drop(columns="fit_loss"), "full")  # an older run: not comparable
+    _write_run(tmp_path / "toy_s3_full", scores, "full", embeddings=False)  # imported: nothing to be near
     results = measure_runs(sorted(tmp_path.iterdir()))
     by_candidate = results[("toy", "full")]
-    assert set(by_candidate) == set(CANDIDATES) | set(OTHER_FUSIONS)
-    assert by_candidate["training loss alone"]["auroc"] == [1.0, 1.0]  # two runs measured, the third skipped
+    neighbourhoods = {name for name in by_candidate if name.startswith("relative to")}
+    ceiling = [name for name in by_candidate if name.startswith("ceiling")]
+    assert set(by_candidate) - neighbourhoods - set(ceiling) == {
+        f"shipped recipe ({NEIGHBOURHOOD} nearest images)",
+        *CANDIDATES,
+        *OTHER_FUSIONS,
+    }
+    assert len(neighbourhoods) == len(NEIGHBOURHOODS) + 1 and len(ceiling) == 1  # + the nearest captions
+    assert by_candidate["training loss alone"]["auroc"] == [1.0, 1.0]  # two runs measured, the others skipped
+    assert by_candidate[ceiling[0]]["auroc"] == [1.0, 1.0]  # fitted on the truth, it finds the loss
     assert by_candidate["training loss alone"]["precision_at_k"] == [1.0, 1.0]
     assert all(0.5 < auroc < 1.0 for auroc in by_candidate["the four, rank average"]["auroc"])  # diluted
 
@@ -111,7 +120,10 @@ COLUMNS = {
 }
 
 
-def _write_run(folder, scores: pd.DataFrame, protocol: str) -> None:
+def _write_run(folder, scores: pd.DataFrame, protocol: str, embeddings: bool = True) -> None:
     folder.mkdir()
     scores.to_parquet(folder / "scores.parquet")
+    for modality in ("image", "text") if embeddings else ():
+        vectors = np.random.default_rng(len(modality)).normal(size=(len(scores), 8)).astype(np.float32)
+        np.save(folder / f"{modality}_embeddings.npy", vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
     (folder / "manifest.json").write_text(json.dumps({"protocol": protocol}), encoding="utf-8")

@@ -15,6 +15,8 @@ from clipmem_core.config import RunConfig
 from clipmem_core.errors import ClipmemError
 from clipmem_core.pipeline import compute_clipmem
 from clipmem_core.scores import registry
+from clipmem_core.scores.combined import fuse
+from clipmem_core.testing import assert_same_up_to_tied_neighbours
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +54,15 @@ def test_the_combined_ranking_finds_the_generated_mis_captions(tiny_run):
     detection = tiny_run.manifest.summary["detection"]
     assert detection["n_samples"] == len(tiny_run.scores)
     assert detection["detectors"]["combined"]["auroc"] > 0.75
+
+
+def test_a_finished_run_can_be_re_ranked_from_its_files(tiny_run):
+    """The combined ranking is made relative to the nearest images in the run's stored embeddings, so its
+    stored signals and embeddings give it back (bench_detection re-ranks old runs so)."""
+    scores = tiny_run.scores
+    from_files = fuse(scores, images=np.asarray(tiny_run.image_embeddings))
+    assert_same_up_to_tied_neighbours(scores["combined"], from_files)
+    assert np.abs(from_files - fuse(scores)).max() > 0.05  # the neighbourhood is part of it
 
 
 def test_paper_protocol_mis_captioned_candidates_are_the_most_memorized(paper_run):

@@ -22,9 +22,9 @@ from clipmem_core.scores import (
     scores_table,
     unregister,
 )
-from clipmem_core.scores._neighbourhood import cross_modal, same_modal
+from clipmem_core.scores._neighbourhood import cross_modal, mean_of_rows, mean_over_nearest_images, same_modal
 from clipmem_core.scores.base import standardised
-from clipmem_core.scores.combined import fuse
+from clipmem_core.scores.combined import NEIGHBOURHOOD, fuse, relative_to_neighbourhood
 from clipmem_core.testing import fake_scores
 from dashboard.gallery import sort_orders, sorts
 
@@ -117,6 +117,52 @@ def test_combined_ranking_takes_the_training_loss_and_falls_back_to_the_training
     np.testing.assert_allclose(fuse(frame), [-z, z, 0.0], rtol=1e-6)  # high loss is suspicious; CLIP score unused
     # an older run, without a training loss: the training-side CLIP score stands in (low is suspicious)
     np.testing.assert_allclose(fuse(frame.drop(columns="fit_loss")), [0.0, 0.0, 0.0], atol=1e-6)
+
+
+def test_a_neighbourhood_mean_leaves_out_unscored_and_unfound_neighbours():
+    suspicion = np.array([4.0, 1.0, 3.0, np.nan])
+    neighbours = np.array([[1, 2], [0, -1], [3, -1], [0, 1]])  # -1: a neighbour an IVF probe did not find
+    around = mean_of_rows(suspicion, neighbours)
+    np.testing.assert_allclose(around, [2.0, 4.0, np.nan, 2.5])
+    # 4 - 2; 1 - 4; 3 keeps its own (its one neighbour is unscored); the unscored row stays NaN
+    np.testing.assert_allclose(relative_to_neighbourhood(suspicion, around), [2.0, -3.0, 3.0, np.nan])
+
+
+def test_the_nearest_images_mean_is_over_the_k_most_similar_other_images():
+    angles = np.array([0.0, 0.1, 0.2, 1.5, 1.6])  # two groups on the unit circle
+    images = np.column_stack([np.cos(angles), np.sin(angles)]).astype(np.float32)
+    values = np.array([1.0, 2.0, 3.0, 10.0, 20.0])
+    np.testing.assert_allclose(mean_over_nearest_images(values, images, 2), [2.5, 2.0, 1.5, 11.5, 6.5])
+    np.testing.assert_allclose(mean_over_nearest_images(values, images, 9), [8.75, 8.5, 8.25, 6.5, 4.0])  # k capped
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_the_combined_ranking_puts_a_sample_that_stands_out_from_similar_images_above_a_hard_region():
+    """A region of images that every signal finds hard (patterns under one template caption) scores high
+    as a whole; a mis-caption scores high among images that score low. Made relative to the nearest images,
+    the mis-caption comes first although its plain average is below the region's."""
+    rng = np.random.default_rng(0)
+    n_region, n_rest = NEIGHBOURHOOD + 20, 3 * NEIGHBOURHOOD
+    region = _unit(np.array([1.0, 0, 0, 0]) + 0.05 * rng.standard_normal((n_region, 4)))
+    rest = _unit(np.array([0, 1.0, 0, 0]) + 0.3 * rng.standard_normal((n_rest, 4)))
+    images = np.vstack([region, rest]).astype(np.float32)
+    loss = np.concatenate([3.0 + 0.1 * rng.standard_normal(n_region), 1.0 + 0.1 * rng.standard_normal(n_rest)])
+    miscaption = n_region + 5
+    loss[miscaption] = 2.8  # below every sample of the hard region
+    frame = pd.DataFrame({"fit_loss": loss})
+    assert np.argmax(fuse(frame)) < n_region  # the plain average: the region first
+    relative = fuse(frame, images=images)
+    assert np.argmax(relative) == miscaption
+    np.testing.assert_allclose(relative.mean(), 0.0, atol=0.05)  # a shift, not a new scale
+
+
+def test_the_combined_ranking_without_image_embeddings_is_the_plain_average():
+    frame = pd.DataFrame({"fit_loss": [1.0, 3.0, 2.0]})
+    np.testing.assert_allclose(fuse(frame), fuse(frame, images=None))
+    np.testing.assert_allclose(fuse(frame), [-np.sqrt(1.5), np.sqrt(1.5), 0.0], rtol=1e-6)
 
 
 def test_standardised_gives_zero_mean_unit_spread_and_keeps_missing_values():

@@ -36,6 +36,7 @@ SCORING_LISTS_PER_SQRT = 2
 SCORING_NPROBE = 16
 MAX_SHARED_K = 1024  # the most neighbours one caption's search asks for (faiss-gpu allows 2048)
 _PROGRESS_FROM = 50_000  # queries: show a progress bar from here on
+_MEAN_BLOCK = 1 << 16  # queries per block of mean_over_nearest_images: 100 neighbours each, ~80 MiB
 _EXACT_SCAN_CELLS = 1 << 24  # similarity cells per block of the masked scan: 64 MiB of float32
 
 
@@ -116,6 +117,34 @@ def neighbourhood_stats(
     )
     image_neighbours = _nearest_others(images, k, image_index)
     return cross, SameModal(image_neighbours=image_neighbours, caption_neighbours=caption_neighbours)
+
+
+def mean_over_nearest_images(values: np.ndarray, images: np.ndarray, k: int) -> np.ndarray:
+    """Each sample's mean of ``values`` over its ``k`` nearest other images (NaN values left out; NaN where
+    none is left). Searched a block of queries at a time, so that at a million rows the (N, k) neighbour
+    lists are never held whole: the combined ranking asks for far more neighbours than the signals'
+    ``ScoringContext.neighbours``."""
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    n, k = len(images), min(k, len(images) - 1)
+    means = np.full(n, np.nan)
+    if k <= 0:
+        return means
+    index = _pool_index(images, EXACT_BELOW, SCORING_NPROBE)
+    for start in range(0, n, _MEAN_BLOCK):
+        rows = np.arange(start, min(n, start + _MEAN_BLOCK))
+        _, neighbours = _search(index, images, images[rows], k, k, exclude=rows, desc="nearest images")
+        means[rows] = mean_of_rows(values, neighbours)
+    return means
+
+
+def mean_of_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(Q,) the mean of ``values`` over each line of ``rows`` (Q, k), leaving out -1 (a neighbour an IVF
+    probe did not find) and NaN values; NaN where nothing is left."""
+    values = np.asarray(values, dtype=np.float64)
+    found = np.where(rows >= 0, values[np.maximum(rows, 0)], np.nan)
+    counts = np.sum(~np.isnan(found), axis=1)
+    sums = np.nansum(found, axis=1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def _pool_index(vectors: np.ndarray, exact_below: int, nprobe: int) -> faiss.Index:
