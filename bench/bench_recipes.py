@@ -6,7 +6,7 @@ the signals a sample has. Four other label-free ways to fuse the shipped signals
 (``OTHER_FUSIONS``): two that weigh the tails more (Fisher's and Stouffer's combinations of each signal's
 rank), one that weighs each signal by how well it agrees with the others, and one that adds the strongest
 single signal to the mean. The shipped recipe then makes the average relative to each sample's nearest
-images (``combined.relative_to_neighbours``); the average is measured without that step, and with other
+images (``combined.relative_to_neighbourhood``); the average is measured without that step, and with other
 neighbourhoods (``NEIGHBOURHOODS``: how many images, and what share of their mean is subtracted; and the
 nearest captions instead). Last, a ceiling that is not label-free: a logistic regression on every
 registered score, fitted on the ground truth itself (5-fold cross-validated), which says how much any
@@ -124,9 +124,9 @@ OTHER_FUSIONS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
 
 def neighbourhood_variants(average: np.ndarray, images: np.ndarray, texts: np.ndarray) -> dict[str, np.ndarray]:
     """The shipped average made relative to other neighbourhoods than the shipped one."""
-    variants = {}
+    variants, means = {}, {k: mean_over_nearest_images(average, images, k) for k, _ in NEIGHBOURHOODS}
     for k, weight in NEIGHBOURHOODS:
-        around = weight * mean_over_nearest_images(average, images, k)
+        around = weight * means[k]  # one search per neighbourhood size, whatever the weights
         variants[f"relative to the {k} nearest images, {weight:g} x their mean"] = relative_to_neighbourhood(
             average, around
         )

@@ -538,6 +538,7 @@ def _compute(
     if not distributed.is_main():  # the signals and the run folder are rank 0's
         distributed.barrier()
         return cache.load_run(out)
+    reference = next(iter(embeddings.values()))  # the reference model's: the run stores them
     with timer.stage("signals"):
         ctx = ScoringContext(
             frame=frame,
@@ -547,13 +548,12 @@ def _compute(
             image=_signal_images(embeddings, image_means),
             text=[txt for _, txt in embeddings.values()],
             fit_loss=fit_loss,
-            reference_images=next(iter(embeddings.values()))[0],
+            reference_images=reference[0],
         )
         _measurements(frame, ctx, config.protocol)
         compute_scores(ctx)
         frame["clipmem_norm"] = normalised(frame["clipmem"].to_numpy(np.float32))
     write_skip_report(dataset, out / cache.SKIPPED)
-    reference = next(iter(embeddings.values()))  # the run's stored embeddings (ctx.reference_images)
     manifest = cache.Manifest(
         name=out.name,
         protocol=config.protocol,
