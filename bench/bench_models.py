@@ -48,9 +48,6 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     # docs/detection.md, "Caption dropout 0.5, and duplicate captions masked"
     "cpu-caption-dropout-0.5": ("cpu", {"caption_dropout": 0.5}),
     "cpu-mask-duplicate-captions": ("cpu", {"mask_duplicate_captions": True}),
-    # the preset with each batch's 5 % highest-loss pairs left out of the loss from epoch 6 on (ramped up
-    # from epoch 2): the small-loss trick of co-teaching, so that the models fit the wrong captions less
-    "cpu-drop-hardest-0.05": ("cpu", {"drop_hardest": 0.05}),
     # the cpu preset's model until then (patch 16, 4x4 tokens) and the variants measured on it; they pin that
     # model so the figures of docs/detection.md stay reproducible. At patch 8 openclipart found more on every
     # seed at 1.7x the CPU time (docs/detection.md, "On openclipart: more image tokens")

@@ -31,7 +31,6 @@ class Preset:
     augmentations: int = 8
     caption_dropout: float = 0.0
     mask_duplicate_captions: bool = False
-    drop_hardest: float = 0.0
     description: str = ""
 
 
@@ -145,11 +144,6 @@ class RunConfig:
         "contrastive training: pairs of a batch with the same caption are not each other's negatives, so a "
         "common caption (a template, boilerplate alt text) does not inflate its samples' training loss"
     )
-    drop_hardest: float | None = _option(
-        "contrastive training: leave this fraction of each batch's pairs with the highest loss out of the loss "
-        "(none in the first epoch, all of it from a third of the epochs on), so that the model does not "
-        "memorize wrong captions; 0: none"
-    )
     max_captions: int | None = _option(
         "use at most this many captions per sample (the first ones) in training and scoring; default: all"
     )
@@ -194,7 +188,6 @@ class RunConfig:
             mask_duplicate_captions=(
                 preset.mask_duplicate_captions if self.mask_duplicate_captions is None else self.mask_duplicate_captions
             ),
-            drop_hardest=preset.drop_hardest if self.drop_hardest is None else self.drop_hardest,
         )
         filled.check()
         return filled
@@ -227,9 +220,6 @@ class RunConfig:
         dropout = self.caption_dropout
         if isinstance(dropout, bool) or not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
             raise ClipmemError(f"--caption-dropout must be a number from 0 up to (not including) 1, not {dropout!r}")
-        drop = self.drop_hardest
-        if isinstance(drop, bool) or not (isinstance(drop, (int, float)) and 0 <= drop < 1):
-            raise ClipmemError(f"--drop-hardest must be a number from 0 up to (not including) 1, not {drop!r}")
         if not isinstance(self.mask_duplicate_captions, bool):
             raise ClipmemError(f"--mask-duplicate-captions must be true or false, not {self.mask_duplicate_captions!r}")
         if self.max_captions is not None and (not isinstance(self.max_captions, int) or self.max_captions < 1):

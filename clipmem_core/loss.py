@@ -54,24 +54,12 @@ def pair_losses(
     return (F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.T, target, reduction="none")) / 2
 
 
-def selective_clip_loss(
-    image_features: torch.Tensor,
-    text_features: torch.Tensor,
-    logit_scale: torch.Tensor,
-    not_negatives: torch.Tensor | None = None,
-    drop_hardest: float = 0.0,
+def masked_clip_loss(
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor, not_negatives: torch.Tensor
 ) -> torch.Tensor:
-    """ClipLoss over the global batch, with ``not_negatives`` (over the global batch) masked and the
-    ``drop_hardest`` fraction of its pairs with the highest loss left out of the mean (they stay every
-    other pair's negatives). Under torchrun the embeddings are gathered with their gradient, as ClipLoss's
-    ``gather_with_grad`` does, and every process leaves out the same pairs, so P processes train exactly
-    as one.
-
-    Why leave the hardest pairs out: a wrong caption is the hardest thing in a batch to fit, and a model
-    that is pushed to fit it memorizes it, which is what hides it from the training-side signals. Left
-    out of the gradient (the small-loss trick of learning with noisy labels, as in co-teaching), its loss
-    stays high and the model learns from the clean pairs.
-    """
+    """ClipLoss over the global batch with ``not_negatives`` (over the global batch) masked. Under torchrun
+    the embeddings are gathered with their gradient, as ClipLoss's ``gather_with_grad`` does, so P processes
+    train exactly as one."""
     if distributed.active():
         image_features, text_features = gather_features(
             image_features,
@@ -80,8 +68,4 @@ def selective_clip_loss(
             rank=distributed.rank(),
             world_size=distributed.world_size(),
         )
-    losses = pair_losses(image_features, text_features, logit_scale, not_negatives)
-    dropped = int(drop_hardest * len(losses))
-    if dropped:
-        losses = torch.topk(losses, len(losses) - dropped, largest=False, sorted=False).values
-    return losses.mean()
+    return pair_losses(image_features, text_features, logit_scale, not_negatives).mean()

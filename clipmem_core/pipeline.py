@@ -244,7 +244,6 @@ def _train_one(
         text_noise=config.text_noise,
         caption_dropout=config.caption_dropout,
         mask_duplicate_captions=config.mask_duplicate_captions,
-        drop_hardest=config.drop_hardest,
     )
     checkpoint = out / cache.CHECKPOINT_DIR / f"{tag}_last.pt"
     result = train_clip(

@@ -35,7 +35,7 @@ from . import distributed
 from .atomic import atomic_path
 from .device import autocast
 from .errors import ClipmemError
-from .loss import duplicate_captions, pair_losses, selective_clip_loss
+from .loss import duplicate_captions, masked_clip_loss, pair_losses
 from .models import ClipBundle, read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,6 @@ class TrainConfig:
     text_noise: float = 0.0  # σ of the Gaussian noise on the normalised text embeddings (see add_text_noise)
     caption_dropout: float = 0.0  # chance that each part of a caption is left out of a draw (drop_caption_parts)
     mask_duplicate_captions: bool = False  # same-caption pairs of a batch are not each other's negatives (loss.py)
-    drop_hardest: float = 0.0  # fraction of each batch's highest-loss pairs left out of its loss (dropped_fraction)
 
 
 @dataclass
@@ -329,11 +328,10 @@ def train_clip(
             with autocast(device):
                 image_features, text_features, logit_scale = network(image, text)[:3]
                 noisy_text = add_text_noise(text_features, config.text_noise)
-                drop = dropped_fraction(config, epoch)
-                if not_negatives is None and not drop:
+                if not_negatives is None:
                     loss = loss_fn(image_features, noisy_text, logit_scale)
                 else:
-                    loss = selective_clip_loss(image_features, noisy_text, logit_scale, not_negatives, drop)
+                    loss = masked_clip_loss(image_features, noisy_text, logit_scale, not_negatives)
             _record_pair_losses(result.pair_losses, index, image_features, text_features, logit_scale, not_negatives)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -354,15 +352,6 @@ def train_clip(
     model.eval()
     result.seconds = time.perf_counter() - started
     return result
-
-
-def dropped_fraction(config: TrainConfig, epoch: int) -> float:
-    """The fraction of a batch's highest-loss pairs left out of the loss in ``epoch`` (0-based): none in the
-    first epoch, then rising linearly to ``drop_hardest`` at a third of the epochs, as co-teaching ramps its
-    forget rate. Why not from the start: early on every pair's loss is high and a wrong caption is not yet
-    the hardest to fit, so leaving pairs out would only discard clean ones."""
-    ramp = max(1, config.epochs // 3)
-    return config.drop_hardest * min(1.0, epoch / ramp)
 
 
 def _not_negatives(tokens: torch.Tensor, config: TrainConfig) -> torch.Tensor | None:

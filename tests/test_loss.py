@@ -7,7 +7,7 @@ import math
 import torch
 from open_clip.loss import ClipLoss
 
-from clipmem_core.loss import duplicate_captions, selective_clip_loss, pair_losses
+from clipmem_core.loss import duplicate_captions, masked_clip_loss, pair_losses
 
 
 def _unit(rows: int, seed: int) -> torch.Tensor:
@@ -48,29 +48,14 @@ def test_a_caption_shared_in_the_batch_costs_nothing_extra_once_masked():
     torch.testing.assert_close(masked[3:], unmasked[3:], atol=1e-3, rtol=0)
 
 
-def test_selective_clip_loss_is_the_mean_of_the_masked_pair_losses_and_clip_loss_without_duplicates():
+def test_masked_clip_loss_is_the_mean_of_the_masked_pair_losses_and_clip_loss_without_duplicates():
     image, text, scale = _unit(8, 2), _unit(8, 3), torch.tensor(10.0)
     distinct = torch.arange(16).reshape(8, 2)
     torch.testing.assert_close(
-        selective_clip_loss(image, text, scale, duplicate_captions(distinct)), ClipLoss()(image, text, scale)
+        masked_clip_loss(image, text, scale, duplicate_captions(distinct)), ClipLoss()(image, text, scale)
     )
     shared = distinct.clone()
     shared[1] = shared[0]
     mask = duplicate_captions(shared)
-    torch.testing.assert_close(selective_clip_loss(image, text, scale, mask), pair_losses(image, text, scale, mask).mean())
-    assert selective_clip_loss(image, text, scale, mask) < ClipLoss()(image, text, scale)
-
-
-def test_selective_clip_loss_leaves_the_hardest_pairs_out_of_the_mean_but_not_out_of_the_negatives():
-    image, text, scale = _unit(8, 4), _unit(8, 5), torch.tensor(10.0)
-    text[:6] = image[:6]  # six fitted pairs; pairs 6 and 7 are the hardest
-    losses = pair_losses(image, text, scale)
-    assert set(torch.topk(losses, 2).indices.tolist()) == {6, 7}
-    torch.testing.assert_close(selective_clip_loss(image, text, scale, drop_hardest=0.0), ClipLoss()(image, text, scale))
-    # 0.25 of 8 pairs: the two hardest leave the mean; their embeddings still sit in the others' denominators
-    torch.testing.assert_close(selective_clip_loss(image, text, scale, drop_hardest=0.25), losses[:6].mean())
-    assert selective_clip_loss(image, text, scale, drop_hardest=0.25) < ClipLoss()(image, text, scale)
-    torch.testing.assert_close(selective_clip_loss(image, text, scale, drop_hardest=0.1), losses.mean())  # 0.8 pairs: none
-    hard_text = text.clone().requires_grad_(True)
-    selective_clip_loss(image, hard_text, scale, drop_hardest=0.25).backward()
-    assert hard_text.grad[6].abs().sum() > 0  # a negative of the kept pairs, so it still moves
+    torch.testing.assert_close(masked_clip_loss(image, text, scale, mask), pair_losses(image, text, scale, mask).mean())
+    assert masked_clip_loss(image, text, scale, mask) < ClipLoss()(image, text, scale)

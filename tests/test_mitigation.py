@@ -319,19 +319,3 @@ def test_duplicate_caption_masking_comes_from_the_preset_unless_given_and_reache
     )
     assert given == [True, True]  # both fold models
     assert run.manifest.config["mask_duplicate_captions"] is True
-
-
-def test_dropping_the_hardest_pairs_comes_from_the_preset_unless_given_and_reaches_training(
-    numbered, tmp_path, monkeypatch
-):
-    for preset in PRESETS:
-        assert RunConfig(data="x.csv", out="o", preset=preset).resolved().drop_hardest == PRESETS[preset].drop_hardest
-    assert RunConfig(data="x.csv", out="o", preset="cpu", drop_hardest=0.1).resolved().drop_hardest == 0.1
-    for bad in (-0.1, 1, 1.5, float("nan"), True, "0.1"):
-        with pytest.raises(ClipmemError, match="--drop-hardest must be a number from 0 up to"):
-            RunConfig(data="x.csv", out="o", drop_hardest=bad).resolved()
-    csv, _ = numbered
-    given = _train_with_fixed_weights(monkeypatch, "drop_hardest")
-    run = compute_clipmem(RunConfig(data=str(csv), out=str(tmp_path / "run"), drop_hardest=0.1, **ONE_EPOCH))
-    assert given == [0.1, 0.1]  # both fold models
-    assert run.manifest.config["drop_hardest"] == 0.1

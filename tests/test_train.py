@@ -17,7 +17,6 @@ from clipmem_core.train import (
     PairLosses,
     TrainConfig,
     drop_caption_parts,
-    dropped_fraction,
     train_clip,
     warmup_cosine,
 )
@@ -244,30 +243,3 @@ def test_masking_duplicate_captions_frees_a_shared_caption_from_its_copies(pairs
     assert (recorded[False][0] >= np.log(16) / 2 - 1e-4).all() and recorded[False][1] >= np.log(16) / 2 - 1e-4
     np.testing.assert_allclose(recorded[True][0], 0.0, atol=1e-6)
     assert recorded[True][1] == pytest.approx(0.0, abs=1e-6)
-
-
-# -- the hardest pairs left out --------------------------------------------------------------------------
-
-
-def test_dropped_fraction_is_none_in_the_first_epoch_and_all_of_it_from_a_third_of_the_epochs():
-    config = TrainConfig(epochs=15, batch_size=8, lr=1e-3, drop_hardest=0.05)
-    assert [round(dropped_fraction(config, epoch), 4) for epoch in range(7)] == [0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.05]
-    assert dropped_fraction(TrainConfig(epochs=2, batch_size=8, lr=1e-3, drop_hardest=0.5), 1) == 0.5
-    assert dropped_fraction(TrainConfig(epochs=15, batch_size=8, lr=1e-3), 10) == 0.0
-
-
-def test_training_leaves_the_hardest_pairs_out_of_the_loss_but_records_their_loss(pairs, tmp_path):
-    images, captions = pairs
-    per_epoch = []
-
-    def record(epoch, model, losses):
-        per_epoch.append(losses.sums.copy())
-
-    config = TrainConfig(epochs=2, batch_size=16, lr=1e-3, warmup_steps=1, seed=0, drop_hardest=0.25)
-    result = train_clip(
-        create_clip("clipmem-tiny"), images, captions, config, tmp_path / "h.pt", device=torch.device("cpu"),
-        on_epoch=record,
-    )
-    first, second = per_epoch[0].mean(), (per_epoch[1] - per_epoch[0]).mean()  # every pair drawn once an epoch
-    assert result.epoch_losses[0] == pytest.approx(first, rel=1e-4)  # epoch 1 leaves nothing out
-    assert result.epoch_losses[1] < second - 0.05  # epoch 2 trains on the easiest 12 of each 16 pairs
