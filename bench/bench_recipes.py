@@ -10,7 +10,8 @@ images (``combined.relative_to_neighbourhood``); the average is measured without
 neighbourhoods (``NEIGHBOURHOODS``: how many images, and what share of their mean is subtracted; and the
 nearest captions instead). Last, a ceiling that is not label-free: a logistic regression on every
 registered score, fitted on the ground truth itself (5-fold cross-validated), which says how much any
-weighting of the per-sample scores could gain. Every candidate is measured on the same runs, over all
+weighting of the per-sample scores could gain, and the same with each score's value relative to the
+shipped neighbourhood as a feature too. Every candidate is measured on the same runs, over all
 samples, against the injected ground truth, as mean ± spread over the runs' seeds. This is how a recipe is
 chosen and how a change of it is judged: the runs come from bench/bench_detection.py (``--work``), which
 keeps them.
@@ -137,10 +138,14 @@ def neighbourhood_variants(average: np.ndarray, images: np.ndarray, texts: np.nd
     return variants
 
 
-def supervised_ceiling(scores: pd.DataFrame, truth: np.ndarray, seed: int = 0) -> np.ndarray:
+def supervised_ceiling(
+    scores: pd.DataFrame, truth: np.ndarray, seed: int = 0, *, images: np.ndarray | None = None
+) -> np.ndarray:
     """Not label-free: a logistic regression on every registered per-sample score, fitted on the ground
     truth, each fold's rows scored by a model fitted on the other folds. No weighting of these scores can
-    do much better, so a recipe that beats it has found information they lack."""
+    do much better, so a recipe that beats it has found information they lack. With ``images``, each
+    score's value relative to the shipped neighbourhood (less its mean over the nearest images) is a
+    feature too: how far any weighting of the neighbourhood step could go."""
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
@@ -149,6 +154,12 @@ def supervised_ceiling(scores: pd.DataFrame, truth: np.ndarray, seed: int = 0) -
 
     columns = [name for name in feature_columns(scores) if name != "combined"]
     features, held_out = feature_matrix(scores, columns), np.zeros(len(scores))
+    if images is not None:
+        relative = [
+            relative_to_neighbourhood(column, mean_over_nearest_images(column, images, SHIPPED_NEIGHBOURHOOD))
+            for column in features.T
+        ]
+        features = np.column_stack([features, *relative])
     folds = StratifiedKFold(CEILING_FOLDS, shuffle=True, random_state=seed)
     for train, test in folds.split(features, truth):
         model = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(max_iter=2000))
@@ -178,6 +189,10 @@ def measure_runs(runs: list[Path]) -> dict:
         rankings["ceiling, not label-free: logistic regression on every score, fitted on the truth (5-fold)"] = (
             supervised_ceiling(scores, truth)
         )
+        rankings[
+            "ceiling, not label-free: the same on every score and its value relative to the "
+            f"{SHIPPED_NEIGHBOURHOOD} nearest images"
+        ] = supervised_ceiling(scores, truth, images=images)
         for name, ranking in rankings.items():
             found = detection_scores(ranking, truth)  # unscored samples rank last
             for metric in METRICS:
