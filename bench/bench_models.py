@@ -83,6 +83,10 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "cpu-text-6-layers": ("cpu", {"model": str(SWEEP_CONFIGS / "sweep-64px-patch8-text-6-layers.json")}),
     # the same for the image tower (65 tokens, so about 1.3x the preset's compute): a one-seed screen
     "cpu-image-6-layers": ("cpu", {"model": str(SWEEP_CONFIGS / "sweep-64px-patch8-image-6-layers.json")}),
+    # both towers 1.5x wider (192, not 128; 6 heads of 32), under the preset as it is: about 2.25x the
+    # preset's compute in the transformer blocks, beyond its 20-minute budget, so a screen of whether width
+    # is a lever at all before a cheaper version (fewer epochs) would be worth measuring
+    "cpu-width-192": ("cpu", {"model": str(SWEEP_CONFIGS / "sweep-64px-patch8-width-192.json")}),
 }
 BASELINES = ("clip_score_heldout", "clip_score_train")  # the plain CLIP scores a curator would try first
 

@@ -10,6 +10,7 @@ import pytest
 
 from bench.bench_detection import SHARED_CAPTION, false_positive_captions
 from bench.bench_models import CANDIDATES as MODEL_CANDIDATES
+from bench.bench_models import SWEEP_CONFIGS
 from bench.bench_recipes import (
     CANDIDATES,
     NEIGHBOURHOODS,
@@ -123,7 +124,8 @@ def test_every_model_sweep_candidate_resolves_to_a_model_that_exists():
             with_caption_dropout.add(name)
     assert models["cpu"] == PRESETS["cpu"].model
     assert models["cpu-patch16"] == "clipmem-cpu" != models["cpu"]
-    assert len(set(models.values())) == 6  # tiny, the preset's, patch 16, and three sweep configs
+    sweep_configs = {str(path) for path in SWEEP_CONFIGS.glob("*.json")}
+    assert set(models.values()) == {"clipmem-tiny", PRESETS["cpu"].model, "clipmem-cpu", *sweep_configs}
     # the candidates measured before it keep their figures reproducible
     assert with_caption_dropout == {
         "cpu",
@@ -132,6 +134,7 @@ def test_every_model_sweep_candidate_resolves_to_a_model_that_exists():
         "cpu-mask-duplicate-captions",
         "cpu-text-6-layers",
         "cpu-image-6-layers",
+        "cpu-width-192",
     }
 
 
