@@ -154,12 +154,9 @@ def supervised_ceiling(
 
     columns = [name for name in feature_columns(scores) if name != "combined"]
     features, held_out = feature_matrix(scores, columns), np.zeros(len(scores))
-    if images is not None:
-        relative = [
-            relative_to_neighbourhood(column, mean_over_nearest_images(column, images, SHIPPED_NEIGHBOURHOOD))
-            for column in features.T
-        ]
-        features = np.column_stack([features, *relative])
+    if images is not None:  # one search for every column
+        around = mean_over_nearest_images(features, images, SHIPPED_NEIGHBOURHOOD)
+        features = np.column_stack([features, relative_to_neighbourhood(features, around)])
     folds = StratifiedKFold(CEILING_FOLDS, shuffle=True, random_state=seed)
     for train, test in folds.split(features, truth):
         model = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(max_iter=2000))

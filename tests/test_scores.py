@@ -134,6 +134,12 @@ def test_the_nearest_images_mean_is_over_the_k_most_similar_other_images():
     values = np.array([1.0, 2.0, 3.0, 10.0, 20.0])
     np.testing.assert_allclose(mean_over_nearest_images(values, images, 2), [2.5, 2.0, 1.5, 11.5, 6.5])
     np.testing.assert_allclose(mean_over_nearest_images(values, images, 9), [8.75, 8.5, 8.25, 6.5, 4.0])  # k capped
+    # several columns from one search: each column as if searched alone, NaN left out per column
+    columns = np.column_stack([values, [np.nan, 1.0, 1.0, 1.0, 1.0]])
+    np.testing.assert_allclose(
+        mean_over_nearest_images(columns, images, 2), [[2.5, 1.0], [2.0, 1.0], [1.5, 1.0], [11.5, 1.0], [6.5, 1.0]]
+    )
+    np.testing.assert_allclose(mean_of_rows(columns, np.array([[1, -1], [0, 1]])), [[2.0, 1.0], [1.5, 1.0]])
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

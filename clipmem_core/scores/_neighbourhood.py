@@ -120,13 +120,13 @@ def neighbourhood_stats(
 
 
 def mean_over_nearest_images(values: np.ndarray, images: np.ndarray, k: int) -> np.ndarray:
-    """Each sample's mean of ``values`` over its ``k`` nearest other images (NaN values left out; NaN where
-    none is left). Searched a block of queries at a time, so that at a million rows the (N, k) neighbour
-    lists are never held whole: the combined ranking asks for far more neighbours than the signals'
-    ``ScoringContext.neighbours``."""
+    """Each sample's mean of ``values`` ((N,), or (N, C) for C columns from one search) over its ``k``
+    nearest other images (NaN values left out; NaN where none is left). Searched a block of queries at a
+    time, so that at a million rows the (N, k) neighbour lists are never held whole: the combined ranking
+    asks for far more neighbours than the signals' ``ScoringContext.neighbours``."""
     images = np.ascontiguousarray(images, dtype=np.float32)
     n, k = len(images), min(k, len(images) - 1)
-    means = np.full(n, np.nan)
+    means = np.full(np.shape(values), np.nan)
     if k <= 0:
         return means
     index = _pool_index(images, EXACT_BELOW, SCORING_NPROBE)
@@ -138,10 +138,10 @@ def mean_over_nearest_images(values: np.ndarray, images: np.ndarray, k: int) -> 
 
 
 def mean_of_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """(Q,) the mean of ``values`` over each line of ``rows`` (Q, k), leaving out -1 (a neighbour an IVF
-    probe did not find) and NaN values; NaN where nothing is left."""
-    values = np.asarray(values, dtype=np.float64)
-    found = np.where(rows >= 0, values[np.maximum(rows, 0)], np.nan)
+    """(Q,) or (Q, C): the mean of ``values`` ((N,) or (N, C)) over each line of ``rows`` (Q, k), leaving
+    out -1 (a neighbour an IVF probe did not find) and NaN values; NaN where nothing is left."""
+    found = np.asarray(values, dtype=np.float64)[np.maximum(rows, 0)]  # (Q, k) or (Q, k, C), a copy
+    found[rows < 0] = np.nan
     counts = np.sum(~np.isnan(found), axis=1)
     sums = np.nansum(found, axis=1)
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
