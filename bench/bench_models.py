@@ -87,6 +87,15 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     # preset's compute in the transformer blocks, beyond its 20-minute budget, so a screen of whether width
     # is a lever at all before a cheaper version (fewer epochs) would be worth measuring
     "cpu-width-192": ("cpu", {"model": str(SWEEP_CONFIGS / "sweep-64px-patch8-width-192.json")}),
+    # the wide model brought back near the budget (1.25x the preset's CPU time, 20 minutes on 2 cores): fewer
+    # epochs, or fewer epochs and four views when scoring (scoring eight views took 880 of its 2,960 CPU-s).
+    # Screened on openclipart seed 0, both found less than the preset (AP 0.705 and 0.723 against 0.764):
+    # a less-fitted model tells the wrong pairs apart less (docs/detection.md, "Wider towers")
+    "cpu-width-192-8-epochs": ("cpu", {"model": str(SWEEP_CONFIGS / "sweep-64px-patch8-width-192.json"), "epochs": 8}),
+    "cpu-width-192-10-epochs-4-views": (
+        "cpu",
+        {"model": str(SWEEP_CONFIGS / "sweep-64px-patch8-width-192.json"), "epochs": 10, "augmentations": 4},
+    ),
 }
 BASELINES = ("clip_score_heldout", "clip_score_train")  # the plain CLIP scores a curator would try first
 

@@ -135,6 +135,8 @@ def test_every_model_sweep_candidate_resolves_to_a_model_that_exists():
         "cpu-text-6-layers",
         "cpu-image-6-layers",
         "cpu-width-192",
+        "cpu-width-192-8-epochs",
+        "cpu-width-192-10-epochs-4-views",
     }
 
 
