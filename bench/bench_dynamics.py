@@ -10,6 +10,8 @@ full protocol while recording, after every epoch of every model, its weights and
   earlier epochs, weights rising with the epoch, the last epoch alone, or its spread over the epochs as a
   fifth member (the "variability" of dataset cartography);
 - **the training-side CSLS of an earlier checkpoint**, before the models fit the wrong captions;
+- **the held-out members of an earlier checkpoint** (held-out CSLS and neighbour agreement), beside the
+  finished models' training side: a model that has fitted its own pairs less may judge unseen pairs better;
 - **neighbour agreement averaged over every model**, training-side too (an ensemble of neighbourhoods);
 - **snapshot ensembles** of the last third of the epochs: their embeddings averaged, or their weights;
 - with ``--views K``, **more augmented views**: the finished models' mean view embeddings over K views
@@ -219,10 +221,17 @@ def candidates(run: RecordedRun) -> dict[str, np.ndarray]:
     base = stored | {k: control[k] for k in (HELD_CSLS, TRAIN_CSLS, AGREEMENT)}
     rankings["control: members recomputed at the last epoch (centre views)"] = fused(base, run)
     rankings["agreement over every model"] = fused(base | {AGREEMENT: control["agreement over every model"]}, run)
+    rankings["held-out CSLS alone, last epoch (centre views)"] = control[HELD_CSLS]
     for epoch in _early_epochs(run.epochs):
-        early = neighbourhood_members(run.context(per_epoch[epoch]))[TRAIN_CSLS]
+        early_members = neighbourhood_members(run.context(per_epoch[epoch]))
+        early = early_members[TRAIN_CSLS]
         rankings[f"training-side CSLS of epoch {epoch + 1}"] = fused(base | {TRAIN_CSLS: early}, run)
         rankings[f"training-side CSLS of epoch {epoch + 1} (5th member)"] = fused(base | {"early": early}, run)
+        # the held-out side from the checkpoint and the training side from the finished models: a model that
+        # has fitted its own pairs less may judge pairs it never saw better (the wide model at fewer epochs did)
+        held_out = {k: early_members[k] for k in (HELD_CSLS, AGREEMENT)}
+        rankings[f"held-out members of epoch {epoch + 1}"] = fused(base | held_out, run)
+        rankings[f"held-out CSLS alone, epoch {epoch + 1}"] = held_out[HELD_CSLS]
     ensemble = [
         tuple(_normalise(np.mean([per_epoch[e][m][part] for e in snapshot_epochs], axis=0)) for part in (0, 1))
         for m in range(len(run.models))

@@ -61,7 +61,13 @@ def test_a_recorded_run_gives_back_its_own_loss_and_ranking(noisy_shapes, tmp_pa
     assert found["shipped recipe (the run's own signals)"] == pytest.approx(
         detection_scores(run.scores["combined"], truth)
     )
-    assert {"snapshot: weights of epochs 3–3 averaged", "training-side CSLS of epoch 1"} <= found.keys()
+    assert {
+        "snapshot: weights of epochs 3–3 averaged",
+        "training-side CSLS of epoch 1",
+        "held-out members of epoch 1",
+        "held-out CSLS alone, epoch 1",
+        "held-out CSLS alone, last epoch (centre views)",
+    } <= found.keys()
     assert all(np.isfinite(scores["auroc"]) for scores in found.values())
     # the run's own views, scored again, give back the run's ranking; three views give another one
     assert found["members from 2 augmented views"] == pytest.approx(found["shipped recipe (the run's own signals)"])
