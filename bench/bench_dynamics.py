@@ -232,6 +232,7 @@ def candidates(run: RecordedRun) -> dict[str, np.ndarray]:
         held_out = {k: early_members[k] for k in (HELD_CSLS, AGREEMENT)}
         rankings[f"held-out members of epoch {epoch + 1}"] = fused(base | held_out, run)
         rankings[f"held-out CSLS alone, epoch {epoch + 1}"] = held_out[HELD_CSLS]
+        rankings[f"held-out CSLS of epoch {epoch + 1} (5th member)"] = fused(base | {"early": held_out[HELD_CSLS]}, run)
     ensemble = [
         tuple(_normalise(np.mean([per_epoch[e][m][part] for e in snapshot_epochs], axis=0)) for part in (0, 1))
         for m in range(len(run.models))

@@ -66,6 +66,7 @@ def test_a_recorded_run_gives_back_its_own_loss_and_ranking(noisy_shapes, tmp_pa
         "training-side CSLS of epoch 1",
         "held-out members of epoch 1",
         "held-out CSLS alone, epoch 1",
+        "held-out CSLS of epoch 1 (5th member)",
         "held-out CSLS alone, last epoch (centre views)",
     } <= found.keys()
     assert all(np.isfinite(scores["auroc"]) for scores in found.values())
