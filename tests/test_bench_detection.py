@@ -137,6 +137,7 @@ def test_every_model_sweep_candidate_resolves_to_a_model_that_exists():
         "cpu-width-192",
         "cpu-width-192-8-epochs",
         "cpu-width-192-10-epochs-4-views",
+        "cpu-batch-64-caption-dropout",
     }
 
 
