@@ -37,9 +37,9 @@ from bench.bench_detection import mean_spread
 from clipmem_core.learned import feature_columns, feature_matrix
 from clipmem_core.metrics import detection_scores
 from clipmem_core.scores._neighbourhood import mean_over_nearest_images
-from clipmem_core.scores.base import get_score, rank01, standardised
+from clipmem_core.scores.base import rank01, standardised
 from clipmem_core.scores.combined import NEIGHBOURHOOD as SHIPPED_NEIGHBOURHOOD
-from clipmem_core.scores.combined import SCALING, SIGNALS, fuse, relative_to_neighbourhood
+from clipmem_core.scores.combined import SCALING, SIGNALS, fuse, members, relative_to_neighbourhood
 
 NEIGHBOURHOOD = ("csls_heldout", "csls_train", "agreement_image_neighbours")
 FOUR = (*NEIGHBOURHOOD, "fit_loss")
@@ -69,7 +69,7 @@ CEILING_FOLDS = 5
 
 def _suspicions(frame: pd.DataFrame, scale: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """(signals, samples): each shipped signal turned so that high is suspicious, then scaled."""
-    return np.stack([scale(get_score(name).suspicion(frame[name])) for name in SIGNALS])
+    return np.stack([scale(suspicion) for suspicion in members(frame).values()])
 
 
 def _tail_share(frame: pd.DataFrame) -> np.ndarray:
@@ -99,10 +99,10 @@ def latent_class_fusion(frame: pd.DataFrame) -> np.ndarray:
     linear weight b_i / (1 − b_i²). The b come from a rank-one fit of the off-diagonal covariances."""
     values = _suspicions(frame, standardised)
     cov = np.cov(values[:, ~np.isnan(values).any(axis=0)])
-    strength = np.full(len(SIGNALS), 0.5)
+    strength = np.full(len(values), 0.5)
     for _ in range(200):
-        for i in range(len(SIGNALS)):
-            others = np.arange(len(SIGNALS)) != i
+        for i in range(len(values)):
+            others = np.arange(len(values)) != i
             strength[i] = cov[i, others] @ strength[others] / (strength[others] @ strength[others])
     strength = np.clip(strength, 0.0, 0.95)
     weights = (strength / (1 - strength**2))[:, None]

@@ -9,6 +9,7 @@ Layout of ``cache/<name>/`` (row i of every array is row i of ``scores.parquet``
     view_alignments.npy      (M, N, K) float32: per-view cosines of each of the M models; NaN where unscored
     index/image.faiss, index/text.faiss
     checkpoints/<model>_last.pt
+    checkpoints/<model>_retained.npy   full protocol: the model's retained alignment of its own rows (retention)
     thumbs/<row>.jpg         small thumbnails for the dashboard
     skipped.csv              every input row that was skipped, and why
 

@@ -31,6 +31,7 @@ class Preset:
     augmentations: int = 8
     caption_dropout: float = 0.0
     mask_duplicate_captions: bool = False
+    retain_epochs: int = 0
     description: str = ""
 
 
@@ -77,6 +78,7 @@ _WHOLE_NUMBER_RANGES = {
     "batch_size": (1, 10**7),
     "augmentations": (1, 1_000),
     "folds": (2, 100),
+    "retain_epochs": (0, 10**6),
     "warmup_steps": (0, 10**9),
     "seed": (0, 2**32 - 1),
     "num_workers": (0, 1_024),
@@ -144,6 +146,12 @@ class RunConfig:
         "contrastive training: pairs of a batch with the same caption are not each other's negatives, so a "
         "common caption (a template, boilerplate alt text) does not inflate its samples' training loss"
     )
+    retain_epochs: int | None = _option(
+        "full protocol: after its own training, each model trains this many epochs on the fold it held out, and "
+        "the pairs it trained on are scored again (retained alignment: a memorised wrong caption fades), and "
+        "it takes the training loss's place in the combined ranking; 0 (every preset's): not measured. Found "
+        "more mis-captions on 8k images with 3, fewer on 950"
+    )
     max_captions: int | None = _option(
         "use at most this many captions per sample (the first ones) in training and scoring; default: all"
     )
@@ -188,6 +196,7 @@ class RunConfig:
             mask_duplicate_captions=(
                 preset.mask_duplicate_captions if self.mask_duplicate_captions is None else self.mask_duplicate_captions
             ),
+            retain_epochs=preset.retain_epochs if self.retain_epochs is None else self.retain_epochs,
         )
         filled.check()
         return filled

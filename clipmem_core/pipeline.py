@@ -1,6 +1,7 @@
 """compute_clipmem: a whole run, stage by stage, into ``cache/<name>/``.
 
-Stages: ingest -> splits (paper) or folds (full) -> train each model -> score K views -> embed ->
+Stages: ingest -> splits (paper) or folds (full) -> train each model -> retain (full: each model goes on to
+its held-out fold, clipmem_core.retention) -> score K views -> embed ->
 signals (the score registry) -> index -> project -> thumbnails -> manifest. Every file is written
 atomically and the manifest last, so an interrupted run never looks complete; ``resume=True`` picks up
 the per-epoch checkpoints of every model.
@@ -40,15 +41,15 @@ from .droplist import Exclusion, apply_drop_list, read_drop_list
 from .errors import ClipmemError
 from .metrics import retrieval_recall
 from .models import ClipBundle, create_clip, image_size_of
+from .retention import continued_config, retained_alignment
 from .scores import ScoringContext, compute_scores
-from .scoring import embed_pairs, mean_over_views, normalised, pair_cosines, shard_rows, view_alignments
+from .scoring import embed_gathered, mean_over_views, normalised, pair_cosines, shard_rows, view_alignments
 from .splits import EXTRA, PAPER_MODELS, SHARED, UNUSED, assign_folds, assign_splits, membership
 from .train import EpochCallback, PairLosses, TrainConfig, train_clip
 
 log = logging.getLogger("clipmem")
 PRELOAD_LIMIT = 50_000  # below this many images, decode them once and keep them in memory
 DOWNSCALE_FACTOR = 4  # images are kept at most this many times the model's input size
-EMBED_BATCH = 256  # rows per batch of centre-view embeddings (under torchrun, dealt out to the ranks)
 SPEED_ONLY = ("num_workers", "parallel_models")  # settings that change how fast a run is, never its result
 
 
@@ -223,6 +224,21 @@ def assign_rows(samples: pd.DataFrame, config: RunConfig) -> tuple[pd.DataFrame,
     return frame, membership(frame["split"].to_numpy(), config.protocol)
 
 
+def train_config(config: RunConfig) -> TrainConfig:
+    """The training settings of each of the run's models."""
+    return TrainConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        warmup_steps=config.warmup_steps,
+        seed=config.seed,
+        num_workers=config.num_workers,
+        text_noise=config.text_noise,
+        caption_dropout=config.caption_dropout,
+        mask_duplicate_captions=config.mask_duplicate_captions,
+    )
+
+
 def _train_one(
     tag: str,
     config: RunConfig,
@@ -234,23 +250,12 @@ def _train_one(
 ):
     torch.manual_seed(config.seed)  # every model starts from the same weights
     bundle = create_clip(config.model, init_checkpoint=config.init_checkpoint, device=device)
-    train_config = TrainConfig(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        warmup_steps=config.warmup_steps,
-        seed=config.seed,
-        num_workers=config.num_workers,
-        text_noise=config.text_noise,
-        caption_dropout=config.caption_dropout,
-        mask_duplicate_captions=config.mask_duplicate_captions,
-    )
     checkpoint = out / cache.CHECKPOINT_DIR / f"{tag}_last.pt"
     result = train_clip(
         bundle,
         images,
         captions,
-        train_config,
+        train_config(config),
         checkpoint,
         device=device,
         resume=True,
@@ -336,6 +341,40 @@ def _train_in_parallel(
         }
 
 
+def _retained(
+    config: RunConfig,
+    models: dict[str, np.ndarray],
+    images: ImageList,
+    captions: list[list[str]],
+    first_captions: list[str],
+    bundles: dict[str, ClipBundle],
+    out: Path,
+    device: torch.device,
+    timer: Stopwatch,
+) -> np.ndarray | None:
+    """(M, N) each model's retained alignment of the rows it trained on (NaN elsewhere; clipmem_core.retention),
+    or None: measured under the full protocol only, where each model holds out a fold to go on to."""
+    if config.protocol != "full" or not config.retain_epochs:
+        return None
+    continued = continued_config(train_config(config), config.retain_epochs)
+    retained = np.full((len(models), len(images)), np.nan, np.float32)
+    for m, (tag, rows_mask) in enumerate(models.items()):
+        own, held_out = np.flatnonzero(rows_mask), np.flatnonzero(~rows_mask)
+        with timer.stage(f"retain_{tag}"):
+            values = retained_alignment(
+                bundles[tag],
+                (images.subset(own), [first_captions[r] for r in own]),
+                (images.subset(held_out), [captions[r] for r in held_out]),
+                continued,
+                out / cache.CHECKPOINT_DIR,
+                tag=tag,
+                device=device,
+            )
+        if values is not None:  # rank 0
+            retained[m, own] = values
+    return retained
+
+
 def _peak_memory_mb() -> float:
     scale = 1024 if sys.platform != "darwin" else 1024 * 1024
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
@@ -403,23 +442,13 @@ def _signal_images(embeddings: dict, image_means: dict) -> list[np.ndarray]:
 
 def _embed(frame: pd.DataFrame, images: ImageList, bundles: dict[str, ClipBundle], device: torch.device) -> dict:
     """Centre-view, L2-normalised (image, text) embeddings of every row under every model."""
-    first_captions, shards = frame["caption"].tolist(), _shards(len(images), EMBED_BATCH)
-    embeddings = {}
-    for tag, b in bundles.items():
-        pair = embed_pairs(
-            b.model,
-            images,
-            first_captions,
-            b.eval_transform,
-            b.tokenizer,
-            device=device,
-            desc=f"embed {tag}",
-            batch_size=EMBED_BATCH,
-            rank=distributed.rank(),
-            world=distributed.world_size(),
+    first_captions = frame["caption"].tolist()
+    return {
+        tag: embed_gathered(
+            b.model, images, first_captions, b.eval_transform, b.tokenizer, device=device, desc=f"embed {tag}"
         )
-        embeddings[tag] = tuple(distributed.gather_rows(part, shards) for part in pair)
-    return embeddings
+        for tag, b in bundles.items()
+    }
 
 
 def _measurements(frame: pd.DataFrame, ctx: ScoringContext, protocol: str) -> None:
@@ -529,6 +558,7 @@ def _compute(
                 "resumed_from_epoch": result.resumed_from_epoch,
                 **in_parallel.get(tag, {}),
             }
+    retained = _retained(config, models, images, captions, frame["caption"].tolist(), bundles, out, device, timer)
     with timer.stage("score"):  # every rank scores its share of the batches; rank 0 gathers them
         views, image_means = _score_views(
             _scored_rows(trained, config.protocol, frame["split"].to_numpy()), images, captions, bundles, config, device
@@ -548,6 +578,7 @@ def _compute(
             image=_signal_images(embeddings, image_means),
             text=[txt for _, txt in embeddings.values()],
             fit_loss=fit_loss,
+            retained=retained,
             reference_images=reference[0],
         )
         _measurements(frame, ctx, config.protocol)

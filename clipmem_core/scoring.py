@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from . import distributed
 from .device import autocast
 
 
@@ -80,6 +81,38 @@ def embed_pairs(
         image_rows = np.zeros((len(images), img.shape[1]), dtype=np.float32)
         text_rows = np.zeros((len(images), txt.shape[1]), dtype=np.float32)
     return image_rows, text_rows
+
+
+EMBED_BATCH = 256  # rows per batch of centre-view embeddings (under torchrun, dealt out to the ranks)
+
+
+def embed_gathered(
+    model: torch.nn.Module,
+    images: Sequence[Image.Image],
+    captions: Sequence[str],
+    transform: Callable,
+    tokenizer: Callable,
+    *,
+    device: torch.device,
+    desc: str,
+) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    """`embed_pairs` over every process of a torchrun, each embedding its share of the batches: rank 0
+    gets every row, the other ranks (None, None). One process embeds them all."""
+    world = distributed.world_size()
+    pairs = embed_pairs(
+        model,
+        images,
+        captions,
+        transform,
+        tokenizer,
+        device=device,
+        desc=desc,
+        batch_size=EMBED_BATCH,
+        rank=distributed.rank(),
+        world=world,
+    )
+    shards = [shard_rows(len(images), EMBED_BATCH, r, world) for r in range(world)]
+    return tuple(distributed.gather_rows(part, shards) for part in pairs)
 
 
 def pair_cosines(image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:

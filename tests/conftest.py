@@ -20,7 +20,7 @@ from clipmem_core.review.store import open_store
 from clipmem_core.synthetic import make_shapes_dataset
 
 # Small enough for CI, large enough for the effect: about 40 s on 2 cores.
-TINY_RUN = dict(preset="tiny", epochs=30, batch_size=32, augmentations=4, seed=0)
+TINY_RUN = dict(preset="tiny", epochs=30, batch_size=32, augmentations=4, seed=0, retain_epochs=6)
 T = TypeVar("T")
 
 

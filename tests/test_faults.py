@@ -39,7 +39,7 @@ from clipmem_core.synthetic import make_shapes_dataset
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = {"epochs": 2, "augmentations": 2, "seed": 0}
+SETTINGS = {"epochs": 2, "augmentations": 2, "seed": 0, "retain_epochs": 1}
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 
 
@@ -61,7 +61,7 @@ def config(data: Path, out: Path) -> RunConfig:
 
 
 def argv(data: Path, out: Path, *extra: str) -> list[str]:
-    flags = [f"--{k}={v}" for k, v in SETTINGS.items()]
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]
     return ["run", "--data", str(data), "--out", str(out), *flags, *extra]
 
 
@@ -72,10 +72,12 @@ def uninterrupted(data, tmp_path_factory) -> cache.Run:
 
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory) -> Path:
-    """A run folder whose models are trained (checkpoints written) but which stopped before scoring."""
+    """A run folder whose models are trained (checkpoints and retained alignments written) but which stopped
+    before scoring."""
     out = tmp_path_factory.mktemp("trained") / "run"
     kill(data, out, "clipmem_core.pipeline.view_alignments:1:before")
-    assert sorted(p.name for p in (out / cache.CHECKPOINT_DIR).iterdir()) == ["h0_last.pt", "h1_last.pt"]
+    written = sorted(p.name for p in (out / cache.CHECKPOINT_DIR).iterdir())
+    assert written == ["h0_last.pt", "h0_retained.npy", "h1_last.pt", "h1_retained.npy"]
     return out
 
 
@@ -227,8 +229,10 @@ KILL_POINTS = [
     "clipmem_core.train._save_checkpoint:1:before",  # h0 trained its first epoch, nothing saved yet
     "torch.save:2:after",  # h0's second checkpoint is in its temp file, not renamed
     "clipmem_core.train._save_checkpoint:3:before",  # h1 in its first epoch
+    "clipmem_core.train._save_checkpoint:5:after",  # h0's continued training saved, its retained values not
+    "clipmem_core.retention.write_npy:1:after",  # h0's retained values saved, h1 not continued yet
     "clipmem_core.scoring._encode:3:before",  # scoring the K views
-    "clipmem_core.pipeline.embed_pairs:2:before",  # embedding, second model
+    "clipmem_core.scoring.embed_pairs:4:before",  # embedding, second model (after the two retained passes)
     "faiss.write_index:1:after",  # the image index written to its temp file
     "PIL.Image.Image.save:30:before",  # half the thumbnails in their staging folder
     "numpy.save:2:after",  # one array renamed into place, the next in its temp file

@@ -109,14 +109,23 @@ def test_combined_ranking_averages_its_signals_standardised():
     np.testing.assert_allclose(combined, [-(z + 1) / 2, (z + 1) / 2, 0.0], rtol=1e-6)  # the third: one signal
 
 
-def test_combined_ranking_takes_the_training_loss_and_falls_back_to_the_training_side_clip_score():
+def test_combined_ranking_takes_retained_alignment_then_the_training_loss_then_the_training_side_clip_score():
     frame = pd.DataFrame(
-        {"csls_heldout": [0.9, 0.1, 0.5], "fit_loss": [1.0, 3.0, 2.0], "clip_score_train": [0.1, 0.9, 0.5]}
+        {
+            "csls_heldout": [0.9, 0.1, 0.5],
+            "retained_alignment": [0.1, 0.9, 0.5],
+            "fit_loss": [1.0, 3.0, 2.0],
+            "clip_score_train": [0.9, 0.1, 0.5],
+        }
     )
     z = np.sqrt(1.5)
-    np.testing.assert_allclose(fuse(frame), [-z, z, 0.0], rtol=1e-6)  # high loss is suspicious; CLIP score unused
-    # an older run, without a training loss: the training-side CLIP score stands in (low is suspicious)
-    np.testing.assert_allclose(fuse(frame.drop(columns="fit_loss")), [0.0, 0.0, 0.0], atol=1e-6)
+    # low retained alignment is suspicious, and the loss and CLIP score are unused: it cancels the held-out CSLS
+    np.testing.assert_allclose(fuse(frame), [0.0, 0.0, 0.0], atol=1e-6)
+    # the paper protocol, or a run made before it: the training loss stands in (high is suspicious)
+    np.testing.assert_allclose(fuse(frame.drop(columns="retained_alignment")), [-z, z, 0.0], rtol=1e-6)
+    # an older run, without a training loss either: the training-side CLIP score (low is suspicious)
+    older = frame.drop(columns=["retained_alignment", "fit_loss"])
+    np.testing.assert_allclose(fuse(older), [-z, z, 0.0], rtol=1e-6)
 
 
 def test_a_neighbourhood_mean_leaves_out_unscored_and_unfound_neighbours():

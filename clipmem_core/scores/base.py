@@ -45,6 +45,9 @@ class ScoringContext:
         neighbours: k of the neighbour-based scores (CSLS, neighbour agreement).
         fit_loss: (M, N) each pair's mean contrastive loss over the epochs model m trained on it (NaN where
             m did not), or None when the run did not record it (imported and older runs).
+        retained: (M, N) the cosine of each pair model m trained on after m trained on the pairs it held out
+            (clipmem_core.retention; NaN elsewhere), or None when the run did not measure it (the paper
+            protocol, ``--retain-epochs 0``, imported and older runs).
         reference_images: (N, D) the image embeddings the run stores (its reference model's centre views),
             in which the combined ranking compares a sample with its nearest images; stored, so that a
             finished run can be re-ranked from its files. None for imported and older runs.
@@ -58,6 +61,7 @@ class ScoringContext:
     text: list[np.ndarray] | None = None
     neighbours: int = 10
     fit_loss: np.ndarray | None = None
+    retained: np.ndarray | None = None
     reference_images: np.ndarray | None = None
     _memo: dict = field(default_factory=dict, repr=False)
 

@@ -1,0 +1,187 @@
+"""Retained alignment measured on finished runs: does the fit that is left find more mis-captions?
+
+For each full-protocol run given (from bench/bench_detection.py, which keeps the models' checkpoints), each
+fold model is restored from its final checkpoint and trains ``--epochs`` more epochs on the fold it held
+out, exactly as ``clipmem run --retain-epochs`` does (clipmem_core.retention; the values are saved in the
+run's checkpoints folder, so a second pass reads them back, and a run made with it is read as it is). Then,
+against the injected ground truth, over all samples:
+
+- the control: the combined ranking as runs made before it were fused, with the training loss as the
+  fourth member;
+- retained alignment in the training loss's place (the recipe since 2026-12-01);
+- retained alignment as a fifth member, the training loss kept;
+- retained alignment alone, beside the training loss alone.
+
+AUROC, AP, precision@k and @48 (the first page) as mean ± spread over the runs of each dataset, precision@k
+per run, bench_detection's learned-ranking check under both recipes, and the continued training's CPU
+seconds against the run's own (``bench_cpu_seconds.json``, where recorded).
+
+    python -m bench.bench_retention --runs /work/bench/s34/runs/openclipart_s{0,1,2}_full
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench.bench_detection import JUDGED, NEXT, learned_check, mean_spread
+from clipmem_core import cache
+from clipmem_core.config import RunConfig
+from clipmem_core.errors import ClipmemError
+from clipmem_core.metrics import FIRST_PAGE, detection_scores
+from clipmem_core.models import create_clip, image_size_of
+from clipmem_core.pipeline import DOWNSCALE_FACTOR, ImageList, train_config
+from clipmem_core.retention import continued_config, retained_alignment
+from clipmem_core.scores import get_score
+from clipmem_core.scores.combined import combine
+from clipmem_core.scores.retained_alignment import RetainedAlignment
+from clipmem_core.splits import membership
+
+RETAINED = RetainedAlignment.name
+CONTROL = ("csls_heldout", "csls_train", "agreement_image_neighbours", "fit_loss")  # the recipe before it
+METRICS = ("auroc", "average_precision", "precision_at_k", f"precision_at_{FIRST_PAGE}")
+CONTROL_NAME = "control: the training loss as the fourth member"
+SHIPPED_NAME = "retained alignment for the training loss (shipped)"
+LEARNED = "learned"  # results key of the learned-ranking check, not a ranking
+MEASURED_EPOCHS = 3  # a fifth of the cpu preset's 15, chosen before the runs (docs/detection.md)
+
+
+def _run_config(manifest: dict) -> RunConfig:
+    known = {f.name for f in fields(RunConfig)}
+    return RunConfig(**{key: value for key, value in manifest["config"].items() if key in known})
+
+
+def retained_values(run: Path, epochs: int) -> tuple[np.ndarray, float]:
+    """(N,) each row's retained alignment, and the CPU seconds the continued training took here (0 when the
+    run, or what an earlier pass saved, already holds the values)."""
+    frame = pd.read_parquet(run / "scores.parquet")
+    if RETAINED in frame.columns:
+        return frame[RETAINED].to_numpy(np.float64), 0.0
+    manifest = json.loads((run / cache.MANIFEST).read_text(encoding="utf-8"))
+    if manifest["protocol"] != "full":
+        raise ClipmemError(f"{run}: retained alignment needs a full-protocol run, not {manifest['protocol']}")
+    config = _run_config(manifest)
+    images = ImageList(
+        Path(manifest["dataset"]["root"]), frame["filepath"], DOWNSCALE_FACTOR * image_size_of(config.model)
+    )
+    captions, first = [list(c) for c in frame["captions"]], frame["caption"].tolist()
+    models = membership(frame["split"].to_numpy(), "full")
+    saved = all((run / cache.CHECKPOINT_DIR / f"{tag}_retained.npy").exists() for tag in models)
+    values, started = np.full(len(frame), np.nan), time.process_time()
+    for tag, trained in models.items():
+        own, held_out = np.flatnonzero(trained), np.flatnonzero(~trained)
+        bundle = create_clip(config.model)
+        state = torch.load(run / cache.CHECKPOINT_DIR / f"{tag}_last.pt", weights_only=True)
+        bundle.model.load_state_dict(state["model"])
+        values[own] = retained_alignment(
+            bundle,
+            (images.subset(own), [first[r] for r in own]),
+            (images.subset(held_out), [captions[r] for r in held_out]),
+            continued_config(train_config(config), epochs),
+            run / cache.CHECKPOINT_DIR,
+            tag=tag,
+            device=torch.device("cpu"),
+        )
+    return values, 0.0 if saved else time.process_time() - started
+
+
+def rankings(run: Path, retained: np.ndarray) -> dict[str, np.ndarray]:
+    frame = pd.read_parquet(run / "scores.parquet")
+    images = np.load(run / "image_embeddings.npy")
+    control = [get_score(name).suspicion(frame[name]) for name in CONTROL]
+    suspicion = get_score(RETAINED).suspicion(retained)
+    return {
+        CONTROL_NAME: combine(control, images),
+        SHIPPED_NAME: combine([*control[:3], suspicion], images),
+        "retained alignment as a fifth member": combine([*control, suspicion], images),
+        "retained alignment alone": suspicion,
+        "training loss alone": control[3],
+    }
+
+
+def learned(run: Path, retained: np.ndarray, ranked: dict[str, np.ndarray]) -> dict[str, dict]:
+    """bench_detection's learned-ranking check (50 simulated verdicts from the top of the combined ranking,
+    then the next 100) under the control and under the shipped recipe, each run's frame as such a run stores
+    it: the control's without retained alignment, the shipped one's with it (a feature of the classifier)."""
+    frame = pd.read_parquet(run / "scores.parquet").drop(columns=[RETAINED], errors="ignore")
+    control = frame.assign(combined=ranked[CONTROL_NAME])
+    shipped = frame.assign(**{RETAINED: retained.astype(np.float32), "combined": ranked[SHIPPED_NAME]})
+    return {"control": learned_check(control), "shipped": learned_check(shipped)}
+
+
+def measure(runs: list[Path], epochs: int) -> dict:
+    results: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for run in runs:
+        retained, cpu = retained_values(run, epochs)
+        truth = pd.read_parquet(run / "scores.parquet")["is_miscaptioned"].fillna(False).to_numpy(bool)
+        dataset = run.name.rsplit("_s", 1)[0]
+        ranked = rankings(run, retained)
+        for name, ranking in ranked.items():
+            found = detection_scores(ranking, truth)
+            for metric in METRICS:
+                results[dataset][name][metric].append(found[metric])
+        for recipe, check in learned(run, retained, ranked).items():
+            for key in ("learned_next", "combined_next"):
+                results[dataset][LEARNED][f"{recipe} {key}"].append(check[key])
+        recorded = run / "bench_cpu_seconds.json"
+        if cpu and recorded.exists():
+            results[dataset]["cost"]["ratio"].append(1 + cpu / json.loads(recorded.read_text())["cpu_seconds"])
+        print(f"{run.name}: continued training {cpu:.0f} CPU s", file=sys.stderr, flush=True)
+    return results
+
+
+def table(results: dict) -> str:
+    lines = []
+    for dataset, by_name in results.items():
+        cost = by_name.pop("cost", {}).get("ratio")
+        verdicts = by_name.pop(LEARNED, {})
+        seeds = len(next(iter(by_name.values()))["auroc"])
+        lines += [
+            f"### {dataset} ({seeds} runs)",
+            "",
+            f"| ranking | AUROC | AP | P@k | P@{FIRST_PAGE} | P@k per run |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, metrics in by_name.items():
+            per_run = " / ".join(f"{v:.3f}" for v in metrics["precision_at_k"])
+            lines.append(f"| {name} | " + " | ".join(mean_spread(metrics[m]) for m in METRICS) + f" | {per_run} |")
+        for recipe in ("control", "shipped"):
+            if f"{recipe} learned_next" in verdicts:
+                lines.append(
+                    f"\nLearned ranking after {JUDGED} verdicts, {recipe} recipe: next {NEXT} "
+                    f"{mean_spread(verdicts[f'{recipe} learned_next'])} against the combined ranking's "
+                    f"{mean_spread(verdicts[f'{recipe} combined_next'])} (per run, learned minus combined: "
+                    + ", ".join(
+                        f"{a - b:+.2f}"
+                        for a, b in zip(verdicts[f"{recipe} learned_next"], verdicts[f"{recipe} combined_next"])
+                    )
+                    + ")."
+                )
+        if cost:
+            lines.append(f"\nThe run with its continued training / the run: {mean_spread(cost)} of the CPU time.")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", required=True, help="finished full-protocol run folders")
+    parser.add_argument(
+        "--epochs", type=int, default=MEASURED_EPOCHS, help=f"epochs of continued training (default {MEASURED_EPOCHS})"
+    )
+    args = parser.parse_args(argv)
+    print(table(measure([Path(r) for r in args.runs], args.epochs)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
