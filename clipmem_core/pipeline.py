@@ -444,10 +444,7 @@ def _embed(frame: pd.DataFrame, images: ImageList, bundles: dict[str, ClipBundle
     """Centre-view, L2-normalised (image, text) embeddings of every row under every model."""
     first_captions = frame["caption"].tolist()
     return {
-        tag: embed_gathered(
-            b.model, images, first_captions, b.eval_transform, b.tokenizer, device=device, desc=f"embed {tag}"
-        )
-        for tag, b in bundles.items()
+        tag: embed_gathered(b, images, first_captions, device=device, desc=f"embed {tag}") for tag, b in bundles.items()
     }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .device import autocast
+
+if TYPE_CHECKING:  # an annotation only: importing models would load open_clip wherever scoring is imported
+    from .models import ClipBundle
 
 
 def _batches(n: int, batch_size: int, desc: str, rank: int = 0, world: int = 1):
@@ -46,6 +49,9 @@ def _encode(
     return img, txt
 
 
+EMBED_BATCH = 256  # rows per batch of centre-view embeddings (under torchrun, dealt out to the ranks)
+
+
 @torch.no_grad()
 def embed_pairs(
     model: torch.nn.Module,
@@ -55,7 +61,7 @@ def embed_pairs(
     tokenizer: Callable,
     *,
     device: torch.device,
-    batch_size: int = 256,
+    batch_size: int = EMBED_BATCH,
     desc: str = "embed",
     rank: int = 0,
     world: int = 1,
@@ -83,31 +89,20 @@ def embed_pairs(
     return image_rows, text_rows
 
 
-EMBED_BATCH = 256  # rows per batch of centre-view embeddings (under torchrun, dealt out to the ranks)
-
-
 def embed_gathered(
-    model: torch.nn.Module,
-    images: Sequence[Image.Image],
-    captions: Sequence[str],
-    transform: Callable,
-    tokenizer: Callable,
-    *,
-    device: torch.device,
-    desc: str,
+    bundle: ClipBundle, images: Sequence[Image.Image], captions: Sequence[str], *, device: torch.device, desc: str
 ) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
-    """`embed_pairs` over every process of a torchrun, each embedding its share of the batches: rank 0
-    gets every row, the other ranks (None, None). One process embeds them all."""
+    """`embed_pairs` of the bundle's model over every process of a torchrun, each embedding its share of the
+    batches: rank 0 gets every row, the other ranks (None, None). One process embeds them all."""
     world = distributed.world_size()
     pairs = embed_pairs(
-        model,
+        bundle.model,
         images,
         captions,
-        transform,
-        tokenizer,
+        bundle.eval_transform,
+        bundle.tokenizer,
         device=device,
         desc=desc,
-        batch_size=EMBED_BATCH,
         rank=distributed.rank(),
         world=world,
     )
