@@ -30,17 +30,17 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from bench.bench_detection import JUDGED, NEXT, learned_check, mean_spread
 from clipmem_core import cache
 from clipmem_core.config import RunConfig
 from clipmem_core.errors import ClipmemError
+from clipmem_core.experiments.utility import load_models
 from clipmem_core.metrics import FIRST_PAGE, detection_scores
-from clipmem_core.models import create_clip, image_size_of
+from clipmem_core.models import image_size_of
 from clipmem_core.pipeline import DOWNSCALE_FACTOR, ImageList, train_config
-from clipmem_core.retention import continued_config, retained_alignment
+from clipmem_core.retention import continued_config, retained_alignment, values_file
 from clipmem_core.scores import get_score
 from clipmem_core.scores.combined import combine
 from clipmem_core.scores.retained_alignment import RetainedAlignment
@@ -55,64 +55,59 @@ LEARNED = "learned"  # results key of the learned-ranking check, not a ranking
 MEASURED_EPOCHS = 3  # a fifth of the cpu preset's 15, chosen before the runs (docs/detection.md)
 
 
-def _run_config(manifest: dict) -> RunConfig:
+def _run_config(run: cache.Run) -> RunConfig:
     known = {f.name for f in fields(RunConfig)}
-    return RunConfig(**{key: value for key, value in manifest["config"].items() if key in known})
+    return RunConfig(**{key: value for key, value in run.manifest.config.items() if key in known})
 
 
-def retained_values(run: Path, epochs: int) -> tuple[np.ndarray, float]:
+def retained_values(run: cache.Run, epochs: int) -> tuple[np.ndarray, float]:
     """(N,) each row's retained alignment, and the CPU seconds the continued training took here (0 when the
     run, or what an earlier pass saved, already holds the values)."""
-    frame = pd.read_parquet(run / "scores.parquet")
+    frame = run.scores
     if RETAINED in frame.columns:
         return frame[RETAINED].to_numpy(np.float64), 0.0
-    manifest = json.loads((run / cache.MANIFEST).read_text(encoding="utf-8"))
-    if manifest["protocol"] != "full":
-        raise ClipmemError(f"{run}: retained alignment needs a full-protocol run, not {manifest['protocol']}")
-    config = _run_config(manifest)
-    images = ImageList(
-        Path(manifest["dataset"]["root"]), frame["filepath"], DOWNSCALE_FACTOR * image_size_of(config.model)
-    )
+    if run.manifest.protocol != "full":
+        raise ClipmemError(f"{run.path}: retained alignment needs a full-protocol run, not {run.manifest.protocol}")
+    models, folder = membership(frame["split"].to_numpy(), "full"), run.path / cache.CHECKPOINT_DIR
+    values = np.full(len(frame), np.nan)
+    if all(values_file(folder, tag).exists() for tag in models):  # an earlier pass measured them
+        for tag, trained in models.items():
+            values[trained] = np.load(values_file(folder, tag))
+        return values, 0.0
+    config, started = _run_config(run), time.process_time()
+    images = ImageList(run.dataset_root, frame["filepath"], DOWNSCALE_FACTOR * image_size_of(config.model))
     captions, first = [list(c) for c in frame["captions"]], frame["caption"].tolist()
-    models = membership(frame["split"].to_numpy(), "full")
-    saved = all((run / cache.CHECKPOINT_DIR / f"{tag}_retained.npy").exists() for tag in models)
-    values, started = np.full(len(frame), np.nan), time.process_time()
-    for tag, trained in models.items():
-        own, held_out = np.flatnonzero(trained), np.flatnonzero(~trained)
-        bundle = create_clip(config.model)
-        state = torch.load(run / cache.CHECKPOINT_DIR / f"{tag}_last.pt", weights_only=True)
-        bundle.model.load_state_dict(state["model"])
+    for tag, bundle in load_models(run, torch.device("cpu")).items():
+        own, held_out = np.flatnonzero(models[tag]), np.flatnonzero(~models[tag])
         values[own] = retained_alignment(
             bundle,
             (images.subset(own), [first[r] for r in own]),
             (images.subset(held_out), [captions[r] for r in held_out]),
             continued_config(train_config(config), epochs),
-            run / cache.CHECKPOINT_DIR,
+            folder,
             tag=tag,
             device=torch.device("cpu"),
         )
-    return values, 0.0 if saved else time.process_time() - started
+    return values, time.process_time() - started
 
 
-def rankings(run: Path, retained: np.ndarray) -> dict[str, np.ndarray]:
-    frame = pd.read_parquet(run / "scores.parquet")
-    images = np.load(run / "image_embeddings.npy")
-    control = [get_score(name).suspicion(frame[name]) for name in CONTROL]
+def rankings(run: cache.Run, retained: np.ndarray) -> dict[str, np.ndarray]:
+    control = [get_score(name).suspicion(run.scores[name]) for name in CONTROL]
     suspicion = get_score(RETAINED).suspicion(retained)
     return {
-        CONTROL_NAME: combine(control, images),
-        SHIPPED_NAME: combine([*control[:3], suspicion], images),
-        "retained alignment as a fifth member": combine([*control, suspicion], images),
+        CONTROL_NAME: combine(control, run.image_embeddings),
+        SHIPPED_NAME: combine([*control[:3], suspicion], run.image_embeddings),
+        "retained alignment as a fifth member": combine([*control, suspicion], run.image_embeddings),
         "retained alignment alone": suspicion,
         "training loss alone": control[3],
     }
 
 
-def learned(run: Path, retained: np.ndarray, ranked: dict[str, np.ndarray]) -> dict[str, dict]:
+def learned(run: cache.Run, retained: np.ndarray, ranked: dict[str, np.ndarray]) -> dict[str, dict]:
     """bench_detection's learned-ranking check (50 simulated verdicts from the top of the combined ranking,
     then the next 100) under the control and under the shipped recipe, each run's frame as such a run stores
     it: the control's without retained alignment, the shipped one's with it (a feature of the classifier)."""
-    frame = pd.read_parquet(run / "scores.parquet").drop(columns=[RETAINED], errors="ignore")
+    frame = run.scores.drop(columns=[RETAINED], errors="ignore")
     control = frame.assign(combined=ranked[CONTROL_NAME])
     shipped = frame.assign(**{RETAINED: retained.astype(np.float32), "combined": ranked[SHIPPED_NAME]})
     return {"control": learned_check(control), "shipped": learned_check(shipped)}
@@ -120,9 +115,10 @@ def learned(run: Path, retained: np.ndarray, ranked: dict[str, np.ndarray]) -> d
 
 def measure(runs: list[Path], epochs: int) -> dict:
     results: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for run in runs:
+    for path in runs:
+        run = cache.load_run(path)
         retained, cpu = retained_values(run, epochs)
-        truth = pd.read_parquet(run / "scores.parquet")["is_miscaptioned"].fillna(False).to_numpy(bool)
+        truth = run.scores["is_miscaptioned"].fillna(False).to_numpy(bool)
         dataset = run.name.rsplit("_s", 1)[0]
         ranked = rankings(run, retained)
         for name, ranking in ranked.items():
@@ -132,7 +128,7 @@ def measure(runs: list[Path], epochs: int) -> dict:
         for recipe, check in learned(run, retained, ranked).items():
             for key in ("learned_next", "combined_next"):
                 results[dataset][LEARNED][f"{recipe} {key}"].append(check[key])
-        recorded = run / "bench_cpu_seconds.json"
+        recorded = path / "bench_cpu_seconds.json"
         if cpu and recorded.exists():
             results[dataset]["cost"]["ratio"].append(1 + cpu / json.loads(recorded.read_text())["cpu_seconds"])
         print(f"{run.name}: continued training {cpu:.0f} CPU s", file=sys.stderr, flush=True)
@@ -179,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         "--epochs", type=int, default=MEASURED_EPOCHS, help=f"epochs of continued training (default {MEASURED_EPOCHS})"
     )
     args = parser.parse_args(argv)
-    print(table(measure([Path(r) for r in args.runs], args.epochs)))
+    try:
+        print(table(measure([Path(r) for r in args.runs], args.epochs)))
+    except ClipmemError as err:  # a run that is not there, not complete, or not full-protocol: one line
+        print(f"bench_retention: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,7 +35,6 @@ from .models import ClipBundle
 from .scoring import embed_gathered, pair_cosines
 from .train import TrainConfig, train_clip
 
-log = logging.getLogger("clipmem")
 WARMUP_STEPS = 10  # the continued training's own short warm-up: it starts from trained weights
 
 
@@ -46,6 +44,11 @@ def continued_config(training: TrainConfig, epochs: int) -> TrainConfig:
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ClipmemError(f"retained alignment needs at least 1 epoch of continued training, not {epochs!r}")
     return dataclasses.replace(training, epochs=epochs, warmup_steps=WARMUP_STEPS)
+
+
+def values_file(folder: Path, tag: str) -> Path:
+    """Where a model's retained alignments are saved once measured (a run's checkpoints folder)."""
+    return folder / f"{tag}_retained.npy"
 
 
 def retained_alignment(
@@ -65,9 +68,9 @@ def retained_alignment(
     ``folder/<tag>_retained.npy`` and the checkpoint removed, so a resumed run reads the values back. Every
     process of a torchrun calls it; rank 0 gets the values, the others None.
     """
-    values_file, checkpoint = folder / f"{tag}_retained.npy", folder / f"{tag}_retained.pt"
-    if values_file.exists():  # a resumed run that measured it before it stopped
-        return np.load(values_file) if distributed.is_main() else None
+    saved, checkpoint = values_file(folder, tag), folder / f"{tag}_retained.pt"
+    if saved.exists():  # a resumed run that measured it before it stopped
+        return np.load(saved) if distributed.is_main() else None
     model = copy.deepcopy(bundle.model)
     continued = dataclasses.replace(bundle, model=model)
     train_clip(continued, *held_out, config, checkpoint, device=device, resume=True, label=f"retain {tag}")
@@ -75,7 +78,7 @@ def retained_alignment(
     image_rows, text_rows = embed_gathered(continued, images, captions, device=device, desc=f"retained {tag}")
     values = None if image_rows is None else pair_cosines(image_rows, text_rows)
     if values is not None:
-        write_npy(values_file, values)
+        write_npy(saved, values)
         checkpoint.unlink(missing_ok=True)
     distributed.barrier()
     return values

@@ -110,9 +110,9 @@ def test_the_benchmark_measures_a_finished_run_as_the_pipeline_would_have(withou
     from bench.bench_retention import measure, retained_values, table
 
     without, with_it = without_and_with
-    values, _ = retained_values(without.path, epochs=2)
+    values, _ = retained_values(without, epochs=2)
     np.testing.assert_allclose(values, with_it.scores["retained_alignment"], atol=1e-6)
     monkeypatch.setattr(retention, "train_clip", lambda *a, **k: pytest.fail("a second pass reads the saved values"))
-    np.testing.assert_array_equal(retained_values(without.path, epochs=2)[0], values)
+    np.testing.assert_array_equal(retained_values(without, epochs=2)[0], values)
     printed = table(measure([with_it.path], epochs=2))
     assert "| retained alignment for the training loss (shipped) |" in printed and "| control:" in printed
