@@ -94,6 +94,28 @@ def test_neighbour_agreement_compares_a_caption_with_its_image_neighbours_captio
     assert np.argmin(agreement) == 2
 
 
+def test_word_agreement_finds_the_caption_whose_words_its_similar_images_do_not_use():
+    image = _unit([[1, 0.1], [1, 0.0], [1, -0.1], [0, 1], [0.1, 1]])
+    captions = ["red rose flower", "red tulip flower", "computer monitor icon", "computer keyboard", "!!"]
+    ctx = _context([[False] * 5], image=[image], text=[image], captions=captions, neighbours=2)
+    agreement = get_score("agreement_caption_words").compute(ctx)
+    assert np.nanargmin(agreement) == 2  # among flowers, the only one without a flower word
+    assert agreement[0] > 0 and agreement[1] > 0
+    assert np.isnan(agreement[4])  # no word to compare: no value, not "suspicious"
+
+
+def test_word_agreement_takes_neighbours_from_the_model_that_held_the_sample_out():
+    # model 0 trained on sample 0 and puts it beside the computers; model 1 held it out and sees a flower
+    flowers_first = _unit([[1, 0], [1, 0.1], [0, 1], [0.1, 1]])
+    sample_0_with_computers = _unit([[0, 1], [1, 0.1], [0, 1], [0.1, 1]])
+    captions = ["rose flower", "tulip flower", "computer icon", "computer monitor"]
+    trained = [[True, False, False, False], [False, True, True, True]]
+    images = [sample_0_with_computers, flowers_first]
+    ctx = _context(trained, image=images, text=images, captions=captions, neighbours=1)
+    agreement = get_score("agreement_caption_words").compute(ctx)
+    assert agreement[0] > 0.3  # its held-out neighbour is the tulip: "flower" is shared
+
+
 def test_rank01_scales_ranks_and_keeps_missing_values():
     np.testing.assert_allclose(rank01(np.array([3.0, 1.0, np.nan, 2.0])), [1.0, 0.0, np.nan, 0.5])
     np.testing.assert_allclose(rank01(np.array([1.0, 1.0])), [0.5, 0.5])  # ties share the middle
