@@ -23,6 +23,7 @@ from clipmem_core.config import PRESETS, RunConfig
 from clipmem_core.metrics import auroc
 from clipmem_core.models import image_size_of
 from clipmem_core.scores.combined import NEIGHBOURHOOD, SIGNALS, fuse
+from clipmem_core.testing import fake_run
 
 
 def test_false_positives_are_counted_by_whether_a_template_caption_carries_them():
@@ -158,3 +159,23 @@ def _write_run(folder, scores: pd.DataFrame, protocol: str, embeddings: bool = T
         vectors = np.random.default_rng(len(modality)).normal(size=(len(scores), 8)).astype(np.float32)
         np.save(folder / f"{modality}_embeddings.npy", vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
     (folder / "manifest.json").write_text(json.dumps({"protocol": protocol}), encoding="utf-8")
+
+
+def test_the_member_benchmark_adds_a_stored_score_to_the_fusion_and_says_what_it_cannot_measure(tmp_path, capsys):
+    from bench.bench_member import CONTROL, main, measure
+
+    n = 200
+    truth = np.arange(n) % 10 == 1  # fake_scores' ground truth
+    words = np.where(truth, -1.0, 1.0) + np.random.default_rng(0).normal(scale=0.1, size=n)  # low = suspicious
+    paths = [
+        fake_run(tmp_path, f"toy_s{seed}_full", n=n, seed=seed, scores={"agreement_caption_words": words}).path
+        for seed in (0, 1)
+    ]
+    by_name = measure(paths, "agreement_caption_words")["toy"]
+    assert by_name["agreement_caption_words alone"]["auroc"] == [1.0, 1.0]
+    added = by_name["agreement_caption_words as a new member"]["auroc"]
+    assert all(a > c for a, c in zip(added, by_name[CONTROL]["auroc"]))  # random members, one carrying the truth
+    assert len(by_name["learned"]["candidate learned_next"]) == 2
+    assert main(["--score", "csls_heldout", "--runs", str(paths[0])]) == 2  # already a member
+    assert main(["--score", "no_such_score", "--runs", str(paths[0])]) == 2
+    assert "bench_member:" in capsys.readouterr().err

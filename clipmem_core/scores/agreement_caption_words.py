@@ -12,13 +12,16 @@ caption's pictures.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from ._neighbourhood import per_model, same_modal
 from .base import LOW, Score, ScoringContext, register
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 
 @register
@@ -39,7 +42,11 @@ class CaptionWordAgreement(Score):
 def caption_word_vectors(captions: pd.Series) -> sparse.csr_matrix:
     """(N, V) L2-normalised TF-IDF word vectors, one per sample; a caption without a word of two or more
     letters gets an all-zero row (and so no agreement value). Each sample counts as one document, so a
-    caption many samples share weighs its words down as a word many captions use would be."""
+    caption many samples share weighs its words down as a word many captions use would be. scikit-learn is
+    imported here, on use: the dashboard starts without it."""
+    from scipy import sparse
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     texts = captions.fillna("").astype(str)
     try:
         return TfidfVectorizer().fit_transform(texts).tocsr()

@@ -1,0 +1,117 @@
+"""A registered score as a new member of the combined ranking, measured on finished runs (no training).
+
+Does a score that a run already stores find more mis-captions when the combined ranking fuses it too? For
+each run given (from bench/bench_detection.py), against the injected ground truth, over all samples:
+
+- the control: the combined ranking as the run's recipe fuses it (``combined.members``);
+- the candidate: the same members and the score given, one more member of the same standardised average,
+  made relative to the same image neighbourhood (``combined.combine``);
+- the score alone, beside the best single member.
+
+AUROC, AP, precision@k and @48 (the first page) as mean ± spread over the runs of each dataset, precision@k
+per run, and bench_detection's learned-ranking check (50 simulated verdicts, then the next 100) under both
+recipes. A new signal is judged by a rule written before its runs are read (docs/detection.md); this
+script only measures.
+
+    python -m bench.bench_member --score agreement_caption_words --runs /work/bench/s36/runs/openclipart_s{0,1,2}_full
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from bench.bench_detection import JUDGED, NEXT, learned_check, mean_spread
+from clipmem_core import cache
+from clipmem_core.errors import ClipmemError
+from clipmem_core.metrics import FIRST_PAGE, detection_scores
+from clipmem_core.scores import get_score
+from clipmem_core.scores.combined import combine, members
+
+METRICS = ("auroc", "average_precision", "precision_at_k", f"precision_at_{FIRST_PAGE}")
+CONTROL = "control: the shipped recipe"
+LEARNED = "learned"  # results key of the learned-ranking check, not a ranking
+
+
+def rankings(run: cache.Run, score: str) -> dict[str, np.ndarray]:
+    """The control, the candidate, the score alone and each control member alone (high = suspicious)."""
+    frame = run.scores
+    if score not in frame.columns:
+        raise ClipmemError(f"{run.path}: the run has no {score!r} column (made before the score existed?)")
+    control = members(frame)
+    if score in control:
+        raise ClipmemError(f"{score!r} is already a member of the combined ranking")
+    added = get_score(score).suspicion(frame[score])
+    return {
+        CONTROL: combine(list(control.values()), run.image_embeddings),
+        f"{score} as a new member": combine([*control.values(), added], run.image_embeddings),
+        f"{score} alone": added,
+        **{f"{name} alone (a member)": values for name, values in control.items()},
+    }
+
+
+def measure(runs: list[Path], score: str) -> dict:
+    results: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for path in runs:
+        run = cache.load_run(path)
+        truth = run.scores["is_miscaptioned"].fillna(False).to_numpy(bool)
+        dataset = f"{run.name.rsplit('_s', 1)[0]}"
+        ranked = rankings(run, score)
+        for name, ranking in ranked.items():
+            found = detection_scores(ranking, truth)
+            for metric in METRICS:
+                results[dataset][name][metric].append(found[metric])
+        candidate = f"{score} as a new member"
+        for recipe, name in (("control", CONTROL), ("candidate", candidate)):
+            check = learned_check(run.scores.assign(combined=ranked[name]))
+            for key in ("learned_next", "combined_next"):
+                results[dataset][LEARNED][f"{recipe} {key}"].append(check[key])
+    return results
+
+
+def table(results: dict) -> str:
+    lines = []
+    for dataset, by_name in results.items():
+        verdicts = by_name.pop(LEARNED, {})
+        runs = len(next(iter(by_name.values()))["auroc"])
+        lines += [
+            f"### {dataset} ({runs} runs)",
+            "",
+            f"| ranking | AUROC | AP | P@k | P@{FIRST_PAGE} | P@k per run |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, metrics in by_name.items():
+            per_run = " / ".join(f"{v:.3f}" for v in metrics["precision_at_k"])
+            lines.append(f"| {name} | " + " | ".join(mean_spread(metrics[m]) for m in METRICS) + f" | {per_run} |")
+        for recipe in ("control", "candidate"):
+            learned, combined = verdicts[f"{recipe} learned_next"], verdicts[f"{recipe} combined_next"]
+            lines.append(
+                f"\nLearned ranking after {JUDGED} verdicts, {recipe} recipe: next {NEXT} {mean_spread(learned)} "
+                f"against its combined ranking's {mean_spread(combined)} (per run, learned minus combined: "
+                + ", ".join(f"{a - b:+.2f}" for a, b in zip(learned, combined))
+                + ")."
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--score", required=True, help="a registered score's name, e.g. agreement_caption_words")
+    parser.add_argument("--runs", nargs="+", required=True, help="finished run folders (bench_detection's)")
+    args = parser.parse_args(argv)
+    try:
+        get_score(args.score)
+        print(table(measure([Path(r) for r in args.runs], args.score)))
+    except ClipmemError as err:  # an unknown score, a run that is not there or lacks the column: one line
+        print(f"bench_member: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
