@@ -13,7 +13,9 @@ per run, and bench_detection's learned-ranking check (50 simulated verdicts, the
 recipes. A new signal is judged by a rule written before its runs are read (docs/detection.md); this
 script only measures.
 
-    python -m bench.bench_member --score agreement_caption_words --runs /work/bench/s36/runs/openclipart_s{0,1,2}_full
+    python -m bench.bench_member --score margin_i2t --runs /work/bench/s36/runs/openclipart_s{0,1,2}_full
+
+(``agreement_caption_words`` was measured so, at commit 9cf1ff3, before it joined the recipe.)
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def table(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--score", required=True, help="a registered score's name, e.g. agreement_caption_words")
+    parser.add_argument("--score", required=True, help="a registered score's name that is not a member yet, e.g. margin_i2t")
     parser.add_argument("--runs", nargs="+", required=True, help="finished run folders (bench_detection's)")
     args = parser.parse_args(argv)
     try:

@@ -166,14 +166,14 @@ def test_the_member_benchmark_adds_a_stored_score_to_the_fusion_and_says_what_it
 
     n = 200
     truth = np.arange(n) % 10 == 1  # fake_scores' ground truth
-    words = np.where(truth, -1.0, 1.0) + np.random.default_rng(0).normal(scale=0.1, size=n)  # low = suspicious
+    margin = np.where(truth, -1.0, 1.0) + np.random.default_rng(0).normal(scale=0.1, size=n)  # low = suspicious
     paths = [
-        fake_run(tmp_path, f"toy_s{seed}_full", n=n, seed=seed, scores={"agreement_caption_words": words}).path
+        fake_run(tmp_path, f"toy_s{seed}_full", n=n, seed=seed, scores={"margin_i2t": margin}).path
         for seed in (0, 1)
     ]
-    by_name = measure(paths, "agreement_caption_words")["toy"]
-    assert by_name["agreement_caption_words alone"]["auroc"] == [1.0, 1.0]
-    added = by_name["agreement_caption_words as a new member"]["auroc"]
+    by_name = measure(paths, "margin_i2t")["toy"]
+    assert by_name["margin_i2t alone"]["auroc"] == [1.0, 1.0]
+    added = by_name["margin_i2t as a new member"]["auroc"]
     assert all(a > c for a, c in zip(added, by_name[CONTROL]["auroc"]))  # random members, one carrying the truth
     assert len(by_name["learned"]["candidate learned_next"]) == 2
     assert main(["--score", "csls_heldout", "--runs", str(paths[0])]) == 2  # already a member

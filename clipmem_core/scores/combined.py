@@ -29,6 +29,13 @@ reached precision@k 0.681 on openclipart against the average's 0.670. The neighb
 0.695 and AP from 0.719 to 0.755, and on three fresh seeds from 0.646 to 0.671 and 0.695 to 0.726; on
 tuxpaint and the held-out emoji data it moved by less than their spread (docs/detection.md, "Relative
 to its image neighbourhood").
+
+Word agreement with similar images' captions (``agreement_caption_words``) joined as a fifth member under a
+rule written before the runs: neighbour agreement compares captions through the small held-out text
+encoder, which blurs rare words; exact word overlap does not. On openclipart it raised precision@k on every
+seed of three (0.695 to 0.708, AP 0.755 to 0.767) and on three fresh seeds (0.671 to 0.676), and moved
+tuxpaint and emoji by less than their spread (docs/detection.md, "Word agreement with similar images'
+captions").
 """
 
 from __future__ import annotations
@@ -41,7 +48,13 @@ import pandas as pd
 from ._neighbourhood import mean_over_nearest_images
 from .base import HIGH, Score, ScoringContext, get_score, rank01, register, registry, standardised
 
-SIGNALS = ("csls_heldout", "csls_train", "agreement_image_neighbours", "retained_alignment")
+SIGNALS = (
+    "csls_heldout",
+    "csls_train",
+    "agreement_image_neighbours",
+    "agreement_caption_words",
+    "retained_alignment",
+)
 # A run without a signal fuses the first stand-in it has, the recipe such runs were measured with: without
 # retained alignment (the paper protocol, --retain-epochs 0, runs made before it) the training loss; without a
 # training loss either (imported, or made before clipmem recorded it) the training-side CLIP score.
@@ -60,8 +73,9 @@ class Combined(Score):
     order = 0
     depends_on = tuple(dict.fromkeys([*SIGNALS, *(name for names in STAND_INS.values() for name in names)]))
     meaning = (
-        "mean of the standardised held-out CSLS, training-side CSLS, neighbour agreement and retained alignment "
-        f"(else the training loss), less that of the {NEIGHBOURHOOD} nearest images: the default ranking"
+        "mean of the standardised held-out CSLS, training-side CSLS, neighbour agreement, word agreement with similar "
+        "images' captions and retained alignment (else the training loss), "
+        f"less that of the {NEIGHBOURHOOD} nearest images: the default ranking"
     )
 
     def compute(self, ctx: ScoringContext) -> np.ndarray | None:
