@@ -103,7 +103,9 @@ def table(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--score", required=True, help="a registered score's name that is not a member yet, e.g. margin_i2t")
+    parser.add_argument(
+        "--score", required=True, help="a registered score's name that is not a member yet, e.g. margin_i2t"
+    )
     parser.add_argument("--runs", nargs="+", required=True, help="finished run folders (bench_detection's)")
     args = parser.parse_args(argv)
     try:
