@@ -168,8 +168,7 @@ def test_the_member_benchmark_adds_a_stored_score_to_the_fusion_and_says_what_it
     truth = np.arange(n) % 10 == 1  # fake_scores' ground truth
     margin = np.where(truth, -1.0, 1.0) + np.random.default_rng(0).normal(scale=0.1, size=n)  # low = suspicious
     paths = [
-        fake_run(tmp_path, f"toy_s{seed}_full", n=n, seed=seed, scores={"margin_i2t": margin}).path
-        for seed in (0, 1)
+        fake_run(tmp_path, f"toy_s{seed}_full", n=n, seed=seed, scores={"margin_i2t": margin}).path for seed in (0, 1)
     ]
     by_name = measure(paths, "margin_i2t")["toy"]
     assert by_name["margin_i2t alone"]["auroc"] == [1.0, 1.0]
