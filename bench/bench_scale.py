@@ -8,7 +8,8 @@ Each phase prints a Markdown table whose figures sit beside a baseline measured 
     python -m bench.bench_scale dashboard      # gallery pages and neighbour queries on a 10M-sample run,
                                                # peak RSS; needs the vectors and index the faiss phase left
     python -m bench.bench_scale neighbourhood  # per-model neighbourhood statistics at 100k and 1M: the FAISS
-                                               # implementation against the original full-matrix one
+                                               # implementation against the original full-matrix one; the
+                                               # combined ranking's search and word agreement beside them
     python -m bench.bench_scale all            # the three in turn, each in a fresh process
 
 Common options: ``--workdir`` (default /tmp/clipmem-bench-scale; the faiss phase leaves ~5.5 GB there),
@@ -29,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from importlib import import_module
 from pathlib import Path
 
 import faiss
@@ -463,6 +465,20 @@ def paired_embeddings(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarr
     return images, texts, codes.astype(np.int64), first.astype(np.int64)
 
 
+def generated_captions(codes: np.ndarray, distinct: int, seed: int, vocabulary: int = 20_000, words: int = 6):
+    """A caption string per sample (a pandas Series), one per caption code: ``words`` words drawn Zipf-like
+    (p ∝ rank^-1) from a generated vocabulary, so that a few words are in many captions and most in few,
+    as in alt-text. Word agreement's cost depends on the words per caption and on N, not on what the
+    words mean, so they need not match the embeddings."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed + 1)
+    popularity = 1 / np.arange(1, vocabulary + 1)
+    drawn = rng.choice(vocabulary, size=(distinct, words), p=popularity / popularity.sum())
+    texts = np.array([" ".join(f"w{word}" for word in row) for row in drawn], dtype=object)
+    return pd.Series(texts[codes])
+
+
 def exact_rows(images, texts, codes, first, k, rows, block: int = 32) -> dict[str, np.ndarray]:
     """Exact statistics of sampled rows by numpy, row-wise, with the reference's definitions."""
     distinct = texts[first]
@@ -490,6 +506,9 @@ FIELDS_CHECKED = ("best_other_caption", "image_hub", "best_other_image", "captio
 def neighbourhood_phase(args: argparse.Namespace) -> None:
     from clipmem_core.scores._neighbourhood import EXACT_BELOW, mean_over_nearest_images, neighbourhood_stats
     from clipmem_core.scores._neighbourhood_reference import reference_cross_modal, reference_nearest_others
+    from clipmem_core.scores.agreement_caption_words import caption_word_vectors, word_agreement
+
+    import_module("sklearn.feature_extraction.text")  # word agreement imports it on use: not timed below
     from clipmem_core.scores.combined import NEIGHBOURHOOD
 
     print(machine_line(args.threads))
@@ -510,6 +529,13 @@ def neighbourhood_phase(args: argparse.Namespace) -> None:
         with step(f"combined ranking's neighbourhood N={n:,}", results):
             mean_over_nearest_images(cross.own, images, NEIGHBOURHOOD)
         row["combined"] = results[f"combined ranking's neighbourhood N={n:,}"]["seconds"]
+        # word agreement: a TF-IDF fit over the captions, then one sparse product per image neighbour found above
+        captions = generated_captions(codes, len(first), args.seed)
+        with step(f"word agreement N={n:,}", results):
+            word_agreement(caption_word_vectors(captions), same.image_neighbours)
+        row["words"] = results[f"word agreement N={n:,}"]["seconds"]
+        row["words_peak"] = results[f"word agreement N={n:,}"]["peak"]
+        del captions
         if n <= args.old_max:
             with step(f"new (exact) N={n:,}", results):
                 neighbourhood_stats(images, texts, codes, first, args.k, exact_below=n + 1)
@@ -558,10 +584,18 @@ def neighbourhood_phase(args: argparse.Namespace) -> None:
                 f"{row['exact'] / row['new']:.1f}x",
                 gb(row["new_peak"]),
                 f"{row['combined']:.0f} ({row['combined'] / row['new']:.2f}x)",
+                f"{row['words']:.1f} ({row['words'] / row['new']:.2f}x)",
+                gb(row["words_peak"]),
             ]
         )
     header = ["N", "old full-matrix s", "new exact (flat) s", "new auto s", "old / new auto", "new exact / new auto"]
-    markdown_table([*header, "new auto peak RSS", f"combined's {NEIGHBOURHOOD} nearest images s (/ new auto)"], rows)
+    extra = [
+        "new auto peak RSS",
+        f"combined's {NEIGHBOURHOOD} nearest images s (/ new auto)",
+        "word agreement s (/ new auto)",
+        "word agreement peak RSS",
+    ]
+    markdown_table([*header, *extra], rows)
     print(f"\naccuracy of new auto against exact statistics on {args.check_rows} sampled rows (numpy, row-wise):\n")
     markdown_table(
         ["N", "statistic", "rows within 1e-5 (recall for neighbours)", "mean abs error", "max abs error"],
