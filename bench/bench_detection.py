@@ -39,7 +39,7 @@ from clipmem_core.config import RunConfig
 from clipmem_core.data import inject_miscaptions
 from clipmem_core.errors import ClipmemError
 from clipmem_core.learned import fit_learned_ranking
-from clipmem_core.metrics import detection_summary
+from clipmem_core.metrics import FIRST_PAGE, detection_summary
 from clipmem_core.pipeline import EpochEnd, compute_clipmem
 from clipmem_core.scores import column_label, get_score
 from clipmem_core.scores.combined import fuse
@@ -206,6 +206,43 @@ def mean_spread(values: list[float]) -> str:
     if not values:
         return "–"
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+RANKING_METRICS = ("auroc", "average_precision", "precision_at_k", f"precision_at_{FIRST_PAGE}")
+
+
+def rankings_table(dataset: str, by_name: dict) -> list[str]:
+    """A dataset's rankings measured over finished runs, as Markdown: each ranking's mean ± spread of
+    ``RANKING_METRICS`` and its precision@k per run, so that a candidate is read seed by seed beside its
+    control (bench_member and bench_retention print their candidates so)."""
+    runs = len(next(iter(by_name.values()))["auroc"])
+    lines = [
+        f"### {dataset} ({runs} runs)",
+        "",
+        f"| ranking | AUROC | AP | P@k | P@{FIRST_PAGE} | P@k per run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, metrics in by_name.items():
+        per_run = " / ".join(f"{v:.3f}" for v in metrics["precision_at_k"])
+        lines.append(f"| {name} | " + " | ".join(mean_spread(metrics[m]) for m in RANKING_METRICS) + f" | {per_run} |")
+    return lines
+
+
+def learned_lines(verdicts: dict, recipes: tuple[str, ...]) -> list[str]:
+    """The learned-ranking check (``learned_check`` per run, kept under "<recipe> learned_next" and
+    "<recipe> combined_next") for each recipe measured, as one sentence each."""
+    lines = []
+    for recipe in recipes:
+        if f"{recipe} learned_next" not in verdicts:
+            continue
+        learned, combined = verdicts[f"{recipe} learned_next"], verdicts[f"{recipe} combined_next"]
+        lines.append(
+            f"\nLearned ranking after {JUDGED} verdicts, {recipe} recipe: next {NEXT} {mean_spread(learned)} "
+            f"against its combined ranking's {mean_spread(combined)} (per run, learned minus combined: "
+            + ", ".join(f"{a - b:+.2f}" for a, b in zip(learned, combined))
+            + ")."
+        )
+    return lines
 
 
 def _paired(learned: list[dict]) -> str:

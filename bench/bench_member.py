@@ -27,14 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_detection import JUDGED, NEXT, learned_check, mean_spread
+from bench.bench_detection import RANKING_METRICS as METRICS
+from bench.bench_detection import learned_check, learned_lines, rankings_table
 from clipmem_core import cache
 from clipmem_core.errors import ClipmemError
-from clipmem_core.metrics import FIRST_PAGE, detection_scores
+from clipmem_core.metrics import detection_scores
 from clipmem_core.scores import get_score
 from clipmem_core.scores.combined import combine, members
 
-METRICS = ("auroc", "average_precision", "precision_at_k", f"precision_at_{FIRST_PAGE}")
 CONTROL = "control: the shipped recipe"
 LEARNED = "learned"  # results key of the learned-ranking check, not a ranking
 
@@ -79,24 +79,8 @@ def table(results: dict) -> str:
     lines = []
     for dataset, by_name in results.items():
         verdicts = by_name.pop(LEARNED, {})
-        runs = len(next(iter(by_name.values()))["auroc"])
-        lines += [
-            f"### {dataset} ({runs} runs)",
-            "",
-            f"| ranking | AUROC | AP | P@k | P@{FIRST_PAGE} | P@k per run |",
-            "|---|---|---|---|---|---|",
-        ]
-        for name, metrics in by_name.items():
-            per_run = " / ".join(f"{v:.3f}" for v in metrics["precision_at_k"])
-            lines.append(f"| {name} | " + " | ".join(mean_spread(metrics[m]) for m in METRICS) + f" | {per_run} |")
-        for recipe in ("control", "candidate"):
-            learned, combined = verdicts[f"{recipe} learned_next"], verdicts[f"{recipe} combined_next"]
-            lines.append(
-                f"\nLearned ranking after {JUDGED} verdicts, {recipe} recipe: next {NEXT} {mean_spread(learned)} "
-                f"against its combined ranking's {mean_spread(combined)} (per run, learned minus combined: "
-                + ", ".join(f"{a - b:+.2f}" for a, b in zip(learned, combined))
-                + ")."
-            )
+        lines += rankings_table(dataset, by_name)
+        lines += learned_lines(verdicts, ("control", "candidate"))
         lines.append("")
     return "\n".join(lines)
 

@@ -32,12 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.bench_detection import JUDGED, NEXT, learned_check, mean_spread
+from bench.bench_detection import RANKING_METRICS as METRICS
+from bench.bench_detection import learned_check, learned_lines, mean_spread, rankings_table
 from clipmem_core import cache
 from clipmem_core.config import RunConfig
 from clipmem_core.errors import ClipmemError
 from clipmem_core.experiments.utility import load_models
-from clipmem_core.metrics import FIRST_PAGE, detection_scores
+from clipmem_core.metrics import detection_scores
 from clipmem_core.models import image_size_of
 from clipmem_core.pipeline import DOWNSCALE_FACTOR, ImageList, train_config
 from clipmem_core.retention import continued_config, retained_alignment, values_file
@@ -48,7 +49,6 @@ from clipmem_core.splits import membership
 
 RETAINED = RetainedAlignment.name
 CONTROL = ("csls_heldout", "csls_train", "agreement_image_neighbours", "fit_loss")  # the recipe before it
-METRICS = ("auroc", "average_precision", "precision_at_k", f"precision_at_{FIRST_PAGE}")
 CONTROL_NAME = "control: the training loss as the fourth member"
 SHIPPED_NAME = "retained alignment for the training loss (shipped)"
 LEARNED = "learned"  # results key of the learned-ranking check, not a ranking
@@ -140,28 +140,8 @@ def table(results: dict) -> str:
     for dataset, by_name in results.items():
         cost = by_name.pop("cost", {}).get("ratio")
         verdicts = by_name.pop(LEARNED, {})
-        seeds = len(next(iter(by_name.values()))["auroc"])
-        lines += [
-            f"### {dataset} ({seeds} runs)",
-            "",
-            f"| ranking | AUROC | AP | P@k | P@{FIRST_PAGE} | P@k per run |",
-            "|---|---|---|---|---|---|",
-        ]
-        for name, metrics in by_name.items():
-            per_run = " / ".join(f"{v:.3f}" for v in metrics["precision_at_k"])
-            lines.append(f"| {name} | " + " | ".join(mean_spread(metrics[m]) for m in METRICS) + f" | {per_run} |")
-        for recipe in ("control", "shipped"):
-            if f"{recipe} learned_next" in verdicts:
-                lines.append(
-                    f"\nLearned ranking after {JUDGED} verdicts, {recipe} recipe: next {NEXT} "
-                    f"{mean_spread(verdicts[f'{recipe} learned_next'])} against the combined ranking's "
-                    f"{mean_spread(verdicts[f'{recipe} combined_next'])} (per run, learned minus combined: "
-                    + ", ".join(
-                        f"{a - b:+.2f}"
-                        for a, b in zip(verdicts[f"{recipe} learned_next"], verdicts[f"{recipe} combined_next"])
-                    )
-                    + ")."
-                )
+        lines += rankings_table(dataset, by_name)
+        lines += learned_lines(verdicts, ("control", "shipped"))
         if cost:
             lines.append(f"\nThe run with its continued training / the run: {mean_spread(cost)} of the CPU time.")
         lines.append("")
