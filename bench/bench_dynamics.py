@@ -47,10 +47,9 @@ from clipmem_core.errors import ClipmemError
 from clipmem_core.metrics import detection_scores
 from clipmem_core.models import create_clip, image_size_of
 from clipmem_core.pipeline import DOWNSCALE_FACTOR, EpochEnd, ImageList
-from clipmem_core.scores import get_score
 from clipmem_core.scores._neighbourhood import csls, neighbour_agreement, per_model, same_modal
 from clipmem_core.scores.base import ScoringContext
-from clipmem_core.scores.combined import combine
+from clipmem_core.scores.combined import combine, members
 from clipmem_core.scoring import embed_pairs, view_alignments
 
 METRICS = ("auroc", "average_precision", "precision_at_k")
@@ -59,8 +58,7 @@ LOSS = "fit_loss"
 TRAIN_CSLS, HELD_CSLS, AGREEMENT = "csls_train", "csls_heldout", "agreement_image_neighbours"
 # the combined ranking this study was measured against: the recipe before retained alignment took the
 # training loss's place (docs/detection.md, "Retained alignment"), so that its variants swap the loss
-MEMBERS = (HELD_CSLS, TRAIN_CSLS, AGREEMENT, LOSS)
-LOSS_SPREAD = "loss spread over epochs (5th member)"  # added to the four, not swapped for the loss
+LOSS_SPREAD = "loss spread over epochs (5th member)"  # added to the members, not swapped for the loss
 EARLY_SHARES = (0.3, 0.5, 0.7)  # earlier checkpoints, as shares of training
 
 
@@ -132,8 +130,9 @@ class RecordedRun:
         self.reference_images = np.load(run_dir / "image_embeddings.npy")
 
     def stored_members(self) -> dict[str, np.ndarray]:
-        """The fusion members of this study's control, as suspicions (high = suspicious)."""
-        return {name: get_score(name).suspicion(self.frame[name]) for name in MEMBERS}
+        """The run's own fusion members as suspicions (high = suspicious): combined.members, so that the
+        study's control follows the shipped recipe when a member joins or leaves it."""
+        return members(self.frame)
 
     def training_losses(self) -> np.ndarray:
         """(epochs, samples) each sample's loss under the model(s) that trained on it (one, under K = 2)."""
