@@ -56,8 +56,9 @@ METRICS = ("auroc", "average_precision", "precision_at_k")
 SNAPSHOT_SHARE = 1 / 3  # snapshot ensembles average the last third of the epochs
 LOSS = "fit_loss"
 TRAIN_CSLS, HELD_CSLS, AGREEMENT = "csls_train", "csls_heldout", "agreement_image_neighbours"
-# the combined ranking this study was measured against: the recipe before retained alignment took the
-# training loss's place (docs/detection.md, "Retained alignment"), so that its variants swap the loss
+# The study's control is the run's own ranking (RecordedRun.stored_members). Its runs keep no retained
+# alignment, so the training loss stands in for it there, and the loss variants below swap that member.
+# The "(5th member)" labels are those of the runs in docs/detection.md, measured with four members.
 LOSS_SPREAD = "loss spread over epochs (5th member)"  # added to the members, not swapped for the loss
 EARLY_SHARES = (0.3, 0.5, 0.7)  # earlier checkpoints, as shares of training
 

@@ -507,9 +507,9 @@ def neighbourhood_phase(args: argparse.Namespace) -> None:
     from clipmem_core.scores._neighbourhood import EXACT_BELOW, mean_over_nearest_images, neighbourhood_stats
     from clipmem_core.scores._neighbourhood_reference import reference_cross_modal, reference_nearest_others
     from clipmem_core.scores.agreement_caption_words import caption_word_vectors, word_agreement
+    from clipmem_core.scores.combined import NEIGHBOURHOOD
 
     import_module("sklearn.feature_extraction.text")  # word agreement imports it on use: not timed below
-    from clipmem_core.scores.combined import NEIGHBOURHOOD
 
     print(machine_line(args.threads))
     print(
