@@ -77,6 +77,27 @@ def test_the_console_script_and_python_m_are_the_same_program():
         assert result.stderr.strip().splitlines()[-1].startswith("clipmem: error:")
 
 
+_MODULES_LOADED = """
+import sys
+from clipmem_core.cli import main
+for argv in (["--help"], ["experiment", "removal", "--help"], ["summary", "--run", "nowhere"], ["list"]):
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+print(sorted(m for m in ("torch", "open_clip", "torchvision") if m in sys.modules))
+"""
+
+
+def test_commands_that_use_no_model_start_without_loading_torch(tmp_path):
+    """torch and open_clip take seconds to import; `clipmem summary`, `list` or `--help` need neither."""
+    result = subprocess.run(
+        [sys.executable, "-c", _MODULES_LOADED], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory) -> Path:
     return make_shapes_dataset(tmp_path_factory.mktemp("cli"), 40, seed=1)

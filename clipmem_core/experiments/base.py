@@ -37,7 +37,6 @@ from ..atomic import write_json, write_parquet
 from ..cache import EXPERIMENTS_DIR, GROUND_TRUTH, MANIFEST, Run, load_run
 from ..config import RunConfig
 from ..data import Dataset, inject_miscaptions, read_dataset
-from ..device import pick_device
 from ..droplist import read_drop_list, write_drop_list
 from ..errors import ClipmemError
 from ..formatting import json_safe
@@ -141,6 +140,8 @@ class Experiment:
     def __init__(self, settings: ExperimentSettings, study: Study, progress: Callable[[str], None] | None = None):
         self.settings, self.study = settings, study
         self.folder = Path(settings.cache) / EXPERIMENTS_DIR / settings.name
+        from ..device import pick_device  # torch: not at import, the CLI builds its parser from this package
+
         self.device = pick_device(settings.run_options.get("device", "auto"))
         self._datasets: dict[str, Dataset] = {}
         self._eval: dict[int, EvalData] = {}

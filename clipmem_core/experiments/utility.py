@@ -18,18 +18,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
 from ..cache import CHECKPOINT_DIR, GROUND_TRUTH, Run
 from ..data import CLASS_COLUMN, load_image
 from ..errors import ClipmemError
 from ..metrics import retrieval_recall
-from ..models import ClipBundle, create_clip, load_weights
-from ..scoring import embed_pairs
+
+if TYPE_CHECKING:  # torch and open_clip load where a model is used: the CLI's parser imports this package
+    import torch
+
+    from ..models import ClipBundle
 
 PROBE_TRAIN_LIMIT = 5_000
 MIN_PROBE_CLASSES = 2
@@ -76,6 +79,8 @@ def eval_data(samples: pd.DataFrame, root: Path, eval_ids: set[str], seed: int) 
 
 def load_models(run: Run, device: torch.device) -> dict[str, ClipBundle]:
     """Every model of a run, rebuilt from its final checkpoint (``checkpoints/<tag>_last.pt``)."""
+    from ..models import create_clip, load_weights
+
     bundles = {}
     for tag in run.manifest.models:
         checkpoint = run.path / CHECKPOINT_DIR / f"{tag}_last.pt"
@@ -105,6 +110,8 @@ def linear_probe_accuracy(
 
 def model_utility(bundle: ClipBundle, data: EvalData, device: torch.device) -> dict[str, float]:
     """R@1/R@5 both ways on E's counted pairs and, with labels, the probe's accuracy on E."""
+    from ..scoring import embed_pairs
+
     image, text = embed_pairs(
         bundle.model,
         data.eval_images,
