@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -203,6 +204,19 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def modules_loaded_by(code: str, modules: Sequence[str], cwd: str | os.PathLike | None = None) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has imported after running ``code``.
+
+    For start-up checks: torch, open_clip and scikit-learn each take seconds to import, so entry points
+    that do not need them (the dashboard's first paint, the CLI's parser) must not load them.
+    """
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(m for m in {tuple(modules)!r} if m in sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=cwd)
+    if done.returncode:
+        raise RuntimeError(f"the probe exited with {done.returncode}: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def free_port() -> int:

@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from PIL import Image
 from clipmem_core import ClipmemError
 from clipmem_core.config import RunConfig
 from clipmem_core.review.decisions import decisions
-from clipmem_core.testing import fake_run, fake_scores
+from clipmem_core.testing import fake_run, fake_scores, modules_loaded_by
 from dashboard import compute, embedding_map, images, inspector, navigation, overview
 from dashboard.gallery import (
     Card,
@@ -554,11 +553,5 @@ def test_the_dashboard_starts_without_torch_scikit_learn_or_scipy_stats():
     """A fresh server imports what app.py imports before its first paint; these cost seconds and are only
     needed to train, to fit the learned ranking or to recompute a summary (imported there, on use)."""
     heavy = ("torch", "open_clip", "sklearn", "scipy.stats")
-    code = (
-        "import sys, clipmem_core, dashboard.resources, dashboard.review, dashboard.sidebar, dashboard.auth; "
-        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
-    )
-    loaded = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
-    )
-    assert loaded.stdout.strip() == "[]"
+    code = "import clipmem_core, dashboard.resources, dashboard.review, dashboard.sidebar, dashboard.auth"
+    assert modules_loaded_by(code, heavy, cwd=Path(__file__).parents[1]) == []

@@ -56,10 +56,10 @@ class EncodersStudy(Study):
 
 def summarise_encoders(per_sample: pd.DataFrame) -> dict[str, float]:
     """Mean memorization per encoder, SSLMem-normalised means, and a paired test where both are measured."""
+    from scipy import stats  # on use: the CLI's parser imports this module
+
     image, text = per_sample["image_mem"].to_numpy(np.float64), per_sample["text_mem"].to_numpy(np.float64)
     both = np.isfinite(image) & np.isfinite(text)
-    from scipy import stats
-
     test = stats.ttest_rel(text[both], image[both]) if both.sum() >= 2 else None
     return {
         "image_mem": _mean(image),
