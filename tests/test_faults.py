@@ -7,9 +7,10 @@ uninterrupted. Then:
 - ENOSPC: each writer in turn (index, arrays, scores, thumbnails, manifest) fails with "No space left
   on device" during a resume; the CLI prints one line, every file in the run folder is either its old
   content or complete, and the next resume goes on;
-- kill -9 at 10 instrumented points (during training, a checkpoint write, scoring, embedding, index
-  writing, thumbnails, arrays, scores and the manifest): a ``clipmem run`` subprocess kills itself
-  there (tests/kill_driver.py), and ``--resume`` completes with identical scores.
+- kill -9 at 12 instrumented points (during training, a checkpoint write, scoring, embedding, index
+  writing, thumbnails, arrays, scores and the manifest): a ``clipmem run`` process kills itself there
+  (forked by tests/kill_driver.py --serve, which imports torch once for all of them), and ``--resume``
+  completes with identical scores.
 
 Everything runs on one CPU thread, in the subprocesses and here, so results can be compared bit for bit.
 """
@@ -71,22 +72,37 @@ def uninterrupted(data, tmp_path_factory) -> cache.Run:
 
 
 @pytest.fixture(scope="module")
-def trained(data, tmp_path_factory) -> Path:
+def killer():
+    """tests/kill_driver.py --serve: one process that has imported clipmem and forks a ``clipmem run`` per kill."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, str(REPO / "tests" / "kill_driver.py"), "--serve"]
+    server = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    yield server
+    server.stdin.close()
+    server.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def trained(killer, data, tmp_path_factory) -> Path:
     """A run folder whose models are trained (checkpoints and retained alignments written) but which stopped
     before scoring."""
     out = tmp_path_factory.mktemp("trained") / "run"
-    kill(data, out, "clipmem_core.pipeline.view_alignments:1:before")
+    kill(killer, data, out, "clipmem_core.pipeline.view_alignments:1:before")
     written = sorted(p.name for p in (out / cache.CHECKPOINT_DIR).iterdir())
     assert written == ["h0_last.pt", "h0_retained.npy", "h1_last.pt", "h1_retained.npy"]
     return out
 
 
-def kill(data: Path, out: Path, point: str) -> None:
-    """Run clipmem in a subprocess that SIGKILLs itself at ``point`` (see tests/kill_driver.py)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, str(REPO / "tests" / "kill_driver.py"), point, "--", *argv(data, out, "--resume")]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == -9, f"not killed at {point}: {result.returncode}\n{result.stderr[-2000:]}"
+def kill(killer: subprocess.Popen, data: Path, out: Path, point: str) -> None:
+    """Run clipmem in a process that SIGKILLs itself at ``point`` (see tests/kill_driver.py)."""
+    log = out.parent / f"{out.name}.log"
+    request = {"point": point, "argv": argv(data, out, "--resume"), "log": str(log)}
+    killer.stdin.write(json.dumps(request) + "\n")
+    killer.stdin.flush()
+    answer = killer.stdout.readline()
+    assert answer, f"tests/kill_driver.py --serve ended (exit code {killer.poll()})"
+    returncode = json.loads(answer)["returncode"]
+    assert returncode == -9, f"not killed at {point}: {returncode}\n{log.read_text()[-2000:]}"
 
 
 def assert_same_result(run: cache.Run, expected: cache.Run) -> None:
@@ -242,9 +258,9 @@ KILL_POINTS = [
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
-def test_kill_9_then_resume_gives_the_uninterrupted_scores(data, uninterrupted, tmp_path, point):
+def test_kill_9_then_resume_gives_the_uninterrupted_scores(killer, data, uninterrupted, tmp_path, point):
     out = tmp_path / "run"
-    kill(data, out, point)
+    kill(killer, data, out, point)
     assert out.is_dir()
     every_file_is_whole(out)
     progress = {p.name for p in out.iterdir() if not p.name.startswith(".")} - {cache.STATE_FILE, cache.SKIPPED}
