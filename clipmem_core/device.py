@@ -30,3 +30,15 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def seed_cpu_draws(seed: int) -> None:
+    """Seed the CPU generator that the image transforms and caption draws use, and nothing else.
+
+    Why not ``torch.manual_seed``: it also seeds every CUDA, XPU and MTIA device, and before CUDA starts
+    it queues each of those calls with a formatted stack trace. Done once per training sample, that was
+    half of the data loader's time on CPU (docs/benchmarks.md, "Seeding a training draw"); once CUDA has
+    started, it would reseed every GPU per sample, and the GPU draws of the training step (text-embedding
+    noise) would follow from the last sample a loader drew.
+    """
+    torch.default_generator.manual_seed(seed)

@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import distributed
-from .device import autocast
+from .device import autocast, seed_cpu_draws
 
 if TYPE_CHECKING:  # an annotation only: importing models would load open_clip wherever scoring is imported
     from .models import ClipBundle
@@ -149,7 +149,7 @@ def view_alignments(
     image_means: dict[str, np.ndarray] = {}
     for start in _batches(len(images), batch_size, f"score {views} views", rank, world):
         batch = start // batch_size
-        torch.manual_seed(seed * 1_000_003 + batch)  # the transforms draw from torch's global generator
+        seed_cpu_draws(seed * 1_000_003 + batch)  # the transforms draw from torch's CPU generator
         rng = np.random.default_rng((seed, batch))
         batch_images, batch_captions = images[start : start + batch_size], captions[start : start + batch_size]
         pixels = torch.stack([transform(im) for im in batch_images for _ in range(views)])

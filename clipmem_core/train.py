@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .atomic import atomic_path
-from .device import autocast
+from .device import autocast, seed_cpu_draws
 from .errors import ClipmemError
 from .loss import duplicate_captions, masked_clip_loss, pair_losses
 from .models import ClipBundle, read_checkpoint
@@ -119,7 +119,7 @@ class PairDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """The pair's view, its tokenised caption, and ``i`` (which pair it was, for its per-pair loss)."""
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + i) % 2**63)
+            seed_cpu_draws(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + i) % 2**63)
             options = self.captions[i]
             caption = options[int(torch.randint(len(options), ()))] if len(options) > 1 else options[0]
             if self.caption_dropout:

@@ -200,6 +200,18 @@ def test_training_draws_a_new_caption_version_each_epoch_and_the_same_one_in_eve
     assert set(captions(dataset(0.0), 2)) == {KEYWORD_CAPTION}
 
 
+def test_a_training_draw_seeds_only_the_cpu_generator_never_a_gpus(monkeypatch):
+    """Per-sample seeding must leave CUDA's generators alone (they drive the GPU's text-embedding noise)."""
+
+    def reseeding_a_gpu(*args, **kwargs):
+        raise AssertionError("a training draw reseeded a GPU generator")
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseeding_a_gpu)
+    monkeypatch.setattr(torch.cuda, "manual_seed", reseeding_a_gpu)
+    data = PairDataset([None] * 4, [["a", "b", "c"]] * 4, lambda image: torch.rand(2), list, 3)
+    assert torch.equal(data[1][0], data[1][0]) and not torch.equal(data[1][0], data[2][0])
+
+
 def test_training_hands_its_caption_dropout_to_every_draw(pairs, tmp_path, monkeypatch):
     images, _ = pairs
     captions = [[KEYWORD_CAPTION]] * len(images)
