@@ -50,7 +50,7 @@ from .train import EpochCallback, PairLosses, TrainConfig, train_clip
 log = logging.getLogger("clipmem")
 PRELOAD_LIMIT = 50_000  # below this many images, decode them once and keep them in memory
 DOWNSCALE_FACTOR = 4  # images are kept at most this many times the model's input size
-SPEED_ONLY = ("num_workers", "parallel_models")  # settings that change how fast a run is, never its result
+SPEED_ONLY = ("num_workers", "parallel_models", "checkpoint_every")  # how fast a run is, never its result
 
 
 class Stopwatch:
@@ -236,6 +236,7 @@ def train_config(config: RunConfig) -> TrainConfig:
         text_noise=config.text_noise,
         caption_dropout=config.caption_dropout,
         mask_duplicate_captions=config.mask_duplicate_captions,
+        checkpoint_every=config.checkpoint_every,
     )
 
 

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .atomic import atomic_path
+from .config import CHECKPOINT_EVERY_S
 from .device import autocast, seed_cpu_draws
 from .errors import ClipmemError
 from .loss import duplicate_captions, masked_clip_loss, pair_losses
@@ -53,6 +54,7 @@ class TrainConfig:
     text_noise: float = 0.0  # σ of the Gaussian noise on the normalised text embeddings (see add_text_noise)
     caption_dropout: float = 0.0  # chance that each part of a caption is left out of a draw (drop_caption_parts)
     mask_duplicate_captions: bool = False  # same-caption pairs of a batch are not each other's negatives (loss.py)
+    checkpoint_every: float = CHECKPOINT_EVERY_S  # seconds between resume checkpoints; 0: every epoch
 
 
 @dataclass
@@ -311,7 +313,7 @@ def train_clip(
         last_epoch = _restore(checkpoint, model, optimizer, scheduler, result)
         first_epoch = result.resumed_from_epoch = last_epoch + 1
         log.info("%s: resuming after epoch %d of %d", label, last_epoch + 1, config.epochs)
-    network = _network(model, device)
+    network, last_checkpoint = _network(model, device), time.monotonic()
     for epoch in range(first_epoch, config.epochs):
         _start_epoch(loader, epoch)
         losses = []
@@ -346,12 +348,20 @@ def train_clip(
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         result.epoch_losses.append(float(np.mean(losses)))
         if distributed.is_main():
-            _save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, result, config)
+            if _checkpoint_due(epoch, config, seconds_since_last=time.monotonic() - last_checkpoint):
+                _save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, result, config)
+                last_checkpoint = time.monotonic()
             if on_epoch is not None:
                 on_epoch(epoch, model, result.pair_losses)
     model.eval()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _checkpoint_due(epoch: int, config: TrainConfig, *, seconds_since_last: float) -> bool:
+    """After the last epoch always (a run killed while scoring resumes from the trained model), otherwise
+    once ``checkpoint_every`` seconds have passed since the last checkpoint was written (or training began)."""
+    return epoch == config.epochs - 1 or seconds_since_last >= config.checkpoint_every
 
 
 def _not_negatives(tokens: torch.Tensor, config: TrainConfig) -> torch.Tensor | None:

@@ -30,7 +30,17 @@ ROOT = Path(__file__).resolve().parents[1]
 # 20 training pairs a model, global batch 8: two steps an epoch, split 4 + 4 over two processes, then one
 # epoch on the held-out fold for retained alignment. Scoring in batches of 8: five batches, three for rank 0
 # and two for rank 1 (embedding: one batch, rank 1 gets none).
-SMALL = dict(preset="tiny", epochs=2, batch_size=8, augmentations=2, seed=0, score_batch_size=8, retain_epochs=1)
+# A checkpoint after every epoch: the resume test stops after the first one.
+SMALL = dict(
+    preset="tiny",
+    epochs=2,
+    batch_size=8,
+    augmentations=2,
+    seed=0,
+    score_batch_size=8,
+    retain_epochs=1,
+    checkpoint_every=0,
+)
 # Same pairs, views, weights and permutation on 1 and on 2 processes: only the order of float sums differs
 # (the gathered batch is concatenated rank by rank, gradients are averaged by all-reduce). Measured: 2e-7.
 # 1e-4 leaves room for that rounding to grow over 4 steps, while any difference in data or views moves the

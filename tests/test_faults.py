@@ -40,7 +40,8 @@ from clipmem_core.synthetic import make_shapes_dataset
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = {"epochs": 2, "augmentations": 2, "seed": 0, "retain_epochs": 1}
+# A checkpoint after every epoch, so that the kill points below meet the same checkpoint writes every time.
+SETTINGS = {"epochs": 2, "augmentations": 2, "seed": 0, "retain_epochs": 1, "checkpoint_every": 0}
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 
 

@@ -16,6 +16,7 @@ from clipmem_core.train import (
     PairDataset,
     PairLosses,
     TrainConfig,
+    _checkpoint_due,
     drop_caption_parts,
     train_clip,
     warmup_cosine,
@@ -29,10 +30,12 @@ def pairs(noisy_shapes):
     return [load_image(dataset.root, p) for p in samples["filepath"]], [list(c) for c in samples["captions"]]
 
 
-def _train(pairs, epochs: int, checkpoint, resume: bool = False, on_epoch=None):
+def _train(pairs, epochs: int, checkpoint, resume: bool = False, on_epoch=None, checkpoint_every: float = 0.0):
     torch.manual_seed(0)
     bundle = create_clip("clipmem-tiny")
-    config = TrainConfig(epochs=epochs, batch_size=16, lr=2e-3, warmup_steps=2, seed=0)
+    config = TrainConfig(
+        epochs=epochs, batch_size=16, lr=2e-3, warmup_steps=2, seed=0, checkpoint_every=checkpoint_every
+    )
     return bundle, train_clip(
         bundle, *pairs, config, checkpoint, device=torch.device("cpu"), resume=resume, on_epoch=on_epoch
     )
@@ -65,6 +68,32 @@ def test_resume_continues_exactly_where_it_stopped(pairs, tmp_path, monkeypatch)
     np.testing.assert_allclose(result.pair_losses.sums, straight_result.pair_losses.sums, rtol=1e-5)
     for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_a_checkpoint_is_due_after_the_last_epoch_or_once_enough_seconds_have_passed():
+    config = TrainConfig(epochs=5, batch_size=8, lr=1e-3, checkpoint_every=60)
+    assert [_checkpoint_due(epoch, config, seconds_since_last=59.9) for epoch in range(5)] == [False] * 4 + [True]
+    assert all(_checkpoint_due(epoch, config, seconds_since_last=60) for epoch in range(5))
+    every_epoch = TrainConfig(epochs=5, batch_size=8, lr=1e-3, checkpoint_every=0)
+    assert all(_checkpoint_due(epoch, every_epoch, seconds_since_last=0) for epoch in range(5))
+
+
+@pytest.mark.slow
+def test_fewer_checkpoints_train_exactly_the_same_model(pairs, tmp_path, monkeypatch):
+    saved = []
+    save = train_module._save_checkpoint
+
+    def recording_save(path, model, optimizer, scheduler, epoch, *rest):
+        saved.append((path.name, epoch))
+        save(path, model, optimizer, scheduler, epoch, *rest)
+
+    monkeypatch.setattr(train_module, "_save_checkpoint", recording_save)
+    every, every_result = _train(pairs, 3, tmp_path / "every.pt", checkpoint_every=0)
+    hourly, hourly_result = _train(pairs, 3, tmp_path / "hourly.pt", checkpoint_every=3600)
+    assert saved == [("every.pt", 0), ("every.pt", 1), ("every.pt", 2), ("hourly.pt", 2)]
+    assert hourly_result.epoch_losses == every_result.epoch_losses
+    for (name, a), (_, b) in zip(every.model.state_dict().items(), hourly.model.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.slow
