@@ -560,11 +560,18 @@ def _os_error(exc: OSError) -> str:
     return f"{exc.strerror or exc}{where}"
 
 
+def _configure_logging() -> None:
+    """clipmem's progress at INFO, as "clipmem: ..." lines; other libraries only from WARNING, under their own
+    name. Why: open_clip logs every model it builds at INFO on the root logger, which read as clipmem's own."""
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("clipmem").setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for a relaunch under torchrun (run --nproc)
-    logging.basicConfig(level=logging.INFO, format="clipmem: %(message)s", stream=sys.stderr)
+    _configure_logging()
     try:
         return int(args.func(args) or 0)
     except ClipmemError as exc:

@@ -112,14 +112,14 @@ def session(device: torch.device) -> Iterator[torch.device]:
     _control = dist.new_group(backend="gloo", timeout=WAIT_FOR_MAIN)
     # open_clip's ClipLoss gathers with torch.distributed.nn.all_gather, which torch now calls deprecated
     warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather", category=FutureWarning)
-    root = logging.getLogger()
-    level = root.level
+    progress = logging.getLogger("clipmem")
+    level = progress.level
     if not is_main():
-        root.setLevel(logging.WARNING)  # one copy of the progress log: rank 0's
+        progress.setLevel(logging.WARNING)  # one copy of the progress log: rank 0's
     try:
         yield device
     finally:
-        root.setLevel(level)
+        progress.setLevel(level)
         _control = None
         dist.destroy_process_group()
 

@@ -39,7 +39,7 @@ from .errors import ClipmemError
 from .loss import duplicate_captions, masked_clip_loss, pair_losses
 from .models import ClipBundle, read_checkpoint
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("clipmem")
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,21 @@ for argv in (["--help"], ["experiment", "removal", "--help"], ["summary", "--run
 """
 
 
+def test_the_cli_logs_its_own_progress_and_only_warnings_of_other_libraries():
+    """open_clip logs each model it builds at INFO on the root logger; those lines must not read as clipmem's."""
+    code = """
+import logging
+from clipmem_core.cli import _configure_logging
+_configure_logging()
+logging.info("Parsing tokenizer identifier")
+logging.getLogger("clipmem").info("stage: train_h0")
+logging.getLogger("faiss").warning("a library's warning")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["clipmem: stage: train_h0", "faiss: a library's warning"]
+
+
 def test_commands_that_use_no_model_start_without_loading_torch(tmp_path):
     """torch and open_clip take seconds to import; `clipmem summary`, `list` or `--help` need neither."""
     heavy = ("torch", "open_clip", "torchvision")
