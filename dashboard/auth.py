@@ -157,8 +157,9 @@ def _ask_secret(name: str) -> None:
     st.stop()
 
 
-def current_reviewer() -> str:
-    """The reviewer's name; stops the page to log in, to ask for a name, or for a lead's secret."""
+def current_reviewer(purpose: str = "recorded with your verdicts", button: str = "Start reviewing") -> str:
+    """The reviewer's name; stops the page to log in, to ask for a name (the sidebar's "Your name" field
+    holds the same one; ``purpose`` says why this page asks), or for a lead's secret."""
     if oidc_configured():
         identity = _oidc_identity()
         if identity is None:
@@ -171,6 +172,6 @@ def current_reviewer() -> str:
         _ask_secret(name)
     if name:
         return name
-    st.text_input("Your name (recorded with your verdicts)", key=NAME_INPUT, on_change=_accept)
-    st.button("Start reviewing", key=NAME_OK, on_click=_accept)
+    st.text_input(f"Your name ({purpose})", key=NAME_INPUT, on_change=_accept)
+    st.button(button, key=NAME_OK, on_click=_accept)
     st.stop()

@@ -423,6 +423,13 @@ def test_map_selection_opens_in_the_gallery(cache_root):
     assert sorted(_card_captions(at)) == sorted(load_run(cache_root / "demo").scores["caption"].iloc[[3, 8]])
 
 
+def test_the_compute_page_asks_for_a_name_as_a_lead_check_not_as_review(cache_root):
+    at = _open(_app(), navigation.COMPUTE.path)
+    assert at.title[0].value == "Compute a run"
+    assert [t.label for t in at.main.text_input] == ["Your name (only leads start runs)"]
+    assert [b.label for b in at.main.button] == ["Continue"]
+
+
 def test_the_compute_page_is_for_leads_inside_the_data_root(cache_root, monkeypatch, tmp_path):
     monkeypatch.setenv("CLIPMEM_LEADS", "lead")
     at = _open(_app(reviewer="ann"), navigation.COMPUTE.path)

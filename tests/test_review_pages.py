@@ -76,7 +76,8 @@ def test_the_name_is_asked_once_and_kept_in_the_url_not_the_token(run_dir, monke
     monkeypatch.setenv("CLIPMEM_ACCESS_TOKEN", "s3cret")
     at = page(REVIEW, run_dir, reviewer=None)
     at.text_input[0].input("s3cret").run()
-    assert not at.title
+    assert at.title[0].value == "Review · run1" and [b.label for b in at.main.button] == ["Start reviewing"]
+    assert at.text_input(key=auth.NAME_INPUT).label == "Your name (recorded with your verdicts)"
     at.text_input(key=auth.NAME_INPUT).input("zoe")
     at.button(key=auth.NAME_OK).click().run()
     assert at.session_state[auth.REVIEWER_KEY] == "zoe" and at.title[0].value == "Review · run1"
@@ -250,12 +251,20 @@ def test_a_non_lead_sees_who_may_reconcile_and_no_verdicts(run_dir, monkeypatch)
     assert not at.dataframe and not markdown_tables(at) and not any("resolve" in (b.key or "") for b in at.button)
 
 
+def test_reconcile_asks_for_a_name_as_a_lead_check(run_dir):
+    at = page(RECONCILE, run_dir, reviewer=None)
+    assert at.title[0].value == "Reconcile · run1" and not at.dataframe
+    assert [t.label for t in at.main.text_input] == ["Your name (only leads settle disagreements)"]
+    assert [b.label for b in at.main.button] == ["Continue"]
+
+
 def test_typing_a_leads_name_opens_nothing_without_the_leads_secret(run_dir, monkeypatch):
     _disagreements(run_dir)
     monkeypatch.setenv("CLIPMEM_LEADS", "cy")
     monkeypatch.setenv(auth.LEAD_SECRETS_ENV, '{"cy": "cy-secret"}')
     at = page(RECONCILE, run_dir, reviewer="cy")
-    assert not at.title and not at.dataframe and [t.label for t in at.main.text_input] == ["Lead secret"]
+    assert at.title[0].value == "Reconcile · run1"
+    assert not at.dataframe and [t.label for t in at.main.text_input] == ["Lead secret"]
     at.text_input(key=auth.SECRET_INPUT).input("guess")
     at.button(key="_clipmem_lead_ok").click().run()
     assert at.error and "not right" in at.error[0].value and not at.dataframe
@@ -269,7 +278,8 @@ def test_typing_a_leads_name_opens_nothing_without_the_leads_secret(run_dir, mon
 def test_a_lead_without_a_configured_secret_is_told_how_to_set_one(run_dir, monkeypatch):
     monkeypatch.setenv("CLIPMEM_LEADS", "cy")
     at = page(RECONCILE, run_dir, reviewer="cy")
-    assert not at.title and auth.LEAD_SECRETS_ENV in at.warning[0].value
+    assert at.title[0].value == "Reconcile · run1" and auth.LEAD_SECRETS_ENV in at.warning[0].value
+    assert not at.dataframe
 
 
 def test_neighbour_captions_are_hints_taken_with_one_click(run_dir):
@@ -298,7 +308,8 @@ def test_oidc_login_is_required_when_configured(run_dir):
     }
     at.query_params[auth.REVIEWER_KEY] = "typed name is not enough"
     at.switch_page(REVIEW).run()
-    assert [b.label for b in at.main.button] == ["Log in"] and not at.title
+    assert [b.label for b in at.main.button] == ["Log in"] and at.title[0].value == "Review · run1"
+    assert not at.main.text_input  # no name to type: the account is the name
 
 
 def test_oidc_identity_is_the_reviewer(run_dir, monkeypatch):

@@ -16,7 +16,7 @@ from dashboard.text import md
 ss = st.session_state
 cache_root = ss.get(state.CACHE_ROOT, state.default_cache_root())
 st.title("Compute a run")
-lead = auth.current_reviewer()
+lead = auth.current_reviewer(purpose="only leads start runs", button="Continue")
 if not auth.is_verified_lead(lead):
     st.info("Only leads start runs: a run reads data on the server and keeps its CPUs or GPU busy for a while.")
     st.stop()

@@ -11,10 +11,10 @@ from clipmem_core.review import VERDICT_LABELS, VERDICTS
 from dashboard import auth, reconcile, resources, review, ui
 from dashboard.text import md
 
-lead = auth.current_reviewer()
 run, store = resources.run_and_store()
-ss = st.session_state
 st.title(f"Reconcile · {md(run.name)}")
+lead = auth.current_reviewer(purpose="only leads settle disagreements", button="Continue")
+ss = st.session_state
 refusal = reconcile.refusal(lead)
 if refusal:  # before any verdict shows: seeing them all would defeat blind review
     st.info(md(refusal))

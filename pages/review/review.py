@@ -13,12 +13,12 @@ from dashboard import auth, resources, review, ui
 from dashboard.gallery import learned_note
 from dashboard.text import md
 
-reviewer = auth.current_reviewer()
 run, store = resources.run_and_store()
+st.title(f"Review · {md(run.name)}")
+reviewer = auth.current_reviewer()
 ss = st.session_state
 ranking = resources.review_rankings(run, (ss.get(review.SOURCE), ss.get(review.BATCH_INDEX)))
 orders = ranking.orders
-st.title(f"Review · {md(run.name)}")
 
 queues = review.queues(ranking.labels)
 if ss.get(review.SOURCE) not in queues:
