@@ -244,6 +244,20 @@ def _mean_on(run: Run, sample_ids: list[str]) -> float:
     return float(finite.mean()) if finite.size else math.nan
 
 
+def metric_change(change: float, digits: int, *, lower_is_better: bool = False) -> dict[str, Any]:
+    """``st.metric``'s delta arguments for a change shown to ``digits`` decimals.
+
+    Streamlit draws every delta as a rise or a fall, so a change that rounds to zero would read "↑ +0.000"
+    in green (or red when lower is better): it reads "no change", grey and without an arrow instead.
+    """
+    text = fmt_number(change, digits, signed=True)
+    if text == fmt_number(float("nan")):
+        return {"delta": None}
+    if float(text) == 0:
+        return {"delta": "no change", "delta_arrow": "off", "delta_color": "off"}
+    return {"delta": text, "delta_color": "inverse" if lower_is_better else "normal"}
+
+
 def cleaning_verdict(effect: pd.DataFrame) -> str:
     """One plain sentence on R@1, the utility measure a curator cares about first."""
     row = effect[effect["Measure"].str.startswith("R@1")].iloc[0]
@@ -253,7 +267,7 @@ def cleaning_verdict(effect: pd.DataFrame) -> str:
     return (
         f"R@1 {direction} from {fmt_number(row['Original'])} to {fmt_number(row['Cleaned'])} "
         f"({fmt_number(row['Change'], signed=True)}). One run each: to tell an effect from seed noise, run "
-        "`clipmem experiment removal` (3 seeds, a fixed evaluation set)."
+        "clipmem experiment removal (3 seeds, a fixed evaluation set)."
     )
 
 

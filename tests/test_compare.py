@@ -164,6 +164,14 @@ def test_each_tab_keeps_its_choices_while_another_is_open(cache_root):
     assert at.selectbox(key=compare.CLEANED_KEY).value == "other"
 
 
+def test_a_change_that_rounds_to_zero_reads_no_change_without_an_arrow():
+    assert compare.metric_change(0.00004, 3) == {"delta": "no change", "delta_arrow": "off", "delta_color": "off"}
+    assert compare.metric_change(-0.00004, 4) == {"delta": "no change", "delta_arrow": "off", "delta_color": "off"}
+    assert compare.metric_change(0.0123, 3) == {"delta": "+0.012", "delta_color": "normal"}
+    assert compare.metric_change(-0.0123, 4, lower_is_better=True) == {"delta": "-0.0123", "delta_color": "inverse"}
+    assert compare.metric_change(float("nan"), 3) == {"delta": None}
+
+
 @pytest.mark.pages
 def test_compare_page_says_whether_cleaning_helped(cache_root):
     at = _app(compare.CLEANING)

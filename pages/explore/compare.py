@@ -68,13 +68,12 @@ def cleaning_effect() -> None:
         by_measure = effect.set_index("Measure")
         left, middle, right = st.columns(3)
         r1 = by_measure.loc[by_measure.index.str.startswith("R@1")].iloc[0]
-        left.metric("R@1, common footing", fmt_number(r1["Cleaned"]), fmt_number(r1["Change"], signed=True))
+        left.metric("R@1, common footing", fmt_number(r1["Cleaned"]), **compare.metric_change(r1["Change"], 3))
         memo = by_measure.loc["Mean CLIPMem, samples in both"]
         middle.metric(
             "Mean CLIPMem, samples in both",
             fmt_number(memo["Cleaned"], 4),
-            fmt_number(memo["Change"], 4, signed=True),
-            delta_color="inverse",
+            **compare.metric_change(memo["Change"], 4, lower_is_better=True),
         )
         right.metric("Samples removed", fmt_number(int(by_measure.loc[compare.COUNT_MEASURES[1], "Cleaned"])))
         st.text(compare.cleaning_verdict(effect))
