@@ -35,6 +35,7 @@ from clipmem_core.review.store import DB_URL_ENV
 
 from . import auth, embedding_map, overview, state
 from .gallery import (
+    DEFAULT_SORT,
     FLAG_FILTERS,
     UNSCORED_CHOICES,
     Filters,
@@ -329,12 +330,13 @@ def range_bounds(run: Run, column: str) -> tuple[float, float]:
 
 
 def range_score(run: Run) -> str:
-    """The score the sidebar's range filter applies to (CLIPMem by default, when the run has it)."""
+    """The score the sidebar's range filter applies to: by default the gallery's default sort (the
+    combined ranking), so that a filtered gallery is still ordered by the score it was filtered on."""
     choices = range_scores(run.scores)
     chosen = st.session_state.get(state.RANGE_SCORE)
     if chosen in choices:
         return chosen
-    return "clipmem" if "clipmem" in choices else next(iter(choices), "clipmem")
+    return next((c for c in (DEFAULT_SORT, "clipmem") if c in choices), next(iter(choices), DEFAULT_SORT))
 
 
 def current_filters(run: Run) -> Filters:

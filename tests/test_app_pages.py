@@ -24,7 +24,7 @@ from clipmem_core.review import open_store
 from clipmem_core.testing import fake_run
 from dashboard import auth, compute, navigation, state
 from dashboard import embedding_map as emap
-from dashboard.gallery import sort_orders
+from dashboard.gallery import DEFAULT_SORT, sort_orders
 
 pytestmark = pytest.mark.pages  # Streamlit AppTest: `make test` and `make test-pages` run these
 
@@ -270,6 +270,9 @@ def test_gallery_pages(cache_root):
 
 def test_a_score_range_says_how_many_samples_have_no_score_and_lets_you_choose(cache_root):
     at = _open(_app(), navigation.GALLERY.path)
+    assert at.sidebar.selectbox(key=state.RANGE_SCORE).value == DEFAULT_SORT  # the gallery's own order
+    assert not at.sidebar.get("segmented_control")  # every sample has the combined ranking
+    at.sidebar.selectbox(key=state.RANGE_SCORE).set_value("clipmem").run()
     run = load_run(cache_root / "demo")
     unscored = int(run.scores["clipmem"].isna().sum())
     choice = at.sidebar.get("segmented_control")[0]
@@ -288,6 +291,7 @@ def test_a_score_range_says_how_many_samples_have_no_score_and_lets_you_choose(c
 def test_filters_show_only_where_they_filter_and_keep_their_values_on_the_other_pages(cache_root):
     at = _open(_app(), navigation.GALLERY.path)
     at.sidebar.multiselect(key=state.SPLITS).select("candidate").run()
+    at.sidebar.selectbox(key=state.RANGE_SCORE).set_value("clipmem").run()
     slider = at.sidebar.slider(key=state.range_key("demo", "clipmem"))
     at.sidebar.slider(key=slider.key).set_value((0.0, slider.value[1])).run()
     chosen = at.sidebar.slider(key=slider.key).value
