@@ -203,12 +203,14 @@ def _recall_label(key: str) -> str:
     return f"{words.get(direction, direction)} R@{k}" if k else key
 
 
+# Short headers, so that the table fits a 1280 px window beside the sidebar; the caption above the table
+# says what "top k" and "first page" are the precision of.
 DETECTION_COLUMNS = {
     "auroc": "AUROC",
     "average_precision": "Average precision",
-    "precision_at_k": "Precision in the top k",
-    "precision_at_48": "Precision on the first page (48)",
-    "coverage": "Samples it scores",
+    "precision_at_k": "Top k",
+    "precision_at_48": "First page (48)",
+    "coverage": "Scored",
 }
 
 

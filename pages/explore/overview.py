@@ -45,7 +45,9 @@ if not table.empty:
     st.caption(
         f"Against the ground truth, over {md(detection.get('scope', 'all samples'))} "
         f"({fmt_n(detection.get('n_samples'))} samples, {fmt_n(detection.get('n_miscaptioned'))} mis-captioned); "
-        "unscored samples rank last. k = the number of mis-captioned samples."
+        "unscored samples rank last. Top k and First page: the share of mis-captioned samples among a "
+        "ranking's first k (k = the number of mis-captioned samples) and its first 48; Scored: the share of "
+        "samples it scores."
     )
     ui.table(table, empty="")
     candidates = run.manifest.summary.get("detection_candidates")
