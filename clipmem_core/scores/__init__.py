@@ -46,7 +46,7 @@ MEASUREMENTS = {
     "clip_score_f": "CLIP score under f",
     "clip_score_g": "CLIP score under g",
     "clipmem_from_f": "A(f) − A(g)",
-    "clipmem_norm": "CLIPMem / (max − min), as SSLMem normalises",
+    "clipmem_norm": "CLIPMem / (max − min)",  # as SSLMem normalises (README)
 }
 
 __all__ = [

@@ -78,7 +78,7 @@ for tab, mode in zip(tabs, MODES):
             make_cards(run, rows, decisions),
             run.name,
             key=f"nn:{mode}",
-            columns=6,
+            columns=4,
             extras=[f"sim {h.similarity:.3f}" for h in hits],
         )
 
