@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from clipmem_core.cache import GROUND_TRUTH, Run, RunInfo
-from clipmem_core.formatting import fmt_number, fmt_yes_no, json_safe
+from clipmem_core.formatting import fmt_number, fmt_yes_no, is_missing, json_safe
 from clipmem_core.metrics import retrieval_recall
 from clipmem_core.review.export import final_labels
 from clipmem_core.review.store import ReviewStore
@@ -250,9 +250,9 @@ def metric_change(change: float, digits: int, *, lower_is_better: bool = False) 
     Streamlit draws every delta as a rise or a fall, so a change that rounds to zero would read "↑ +0.000"
     in green (or red when lower is better): it reads "no change", grey and without an arrow instead.
     """
-    text = fmt_number(change, digits, signed=True)
-    if text == fmt_number(float("nan")):
+    if is_missing(change):
         return {"delta": None}
+    text = fmt_number(change, digits, signed=True)
     if float(text) == 0:
         return {"delta": "no change", "delta_arrow": "off", "delta_color": "off"}
     return {"delta": text, "delta_color": "inverse" if lower_is_better else "normal"}
