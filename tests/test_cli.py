@@ -142,6 +142,8 @@ def test_bad_input_gives_one_line_and_exit_2(clipmem, tmp_path, shapes):
         ("--epochs", "0", "--epochs"),
         ("--folds", "1", "--folds"),
         ("--split-sizes", "0.5,nan,0.1,0.1", "finite"),
+        ("--checkpoint-every", "-1", "--checkpoint-every"),
+        ("--checkpoint-every", "nan", "--checkpoint-every"),
     ]:
         assert_clean_error(clipmem("run", "--data", shapes, "--out", out, flag, value), fragment)
     assert not out.exists()
