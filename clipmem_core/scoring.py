@@ -154,9 +154,11 @@ def view_alignments(
         batch_images, batch_captions = images[start : start + batch_size], captions[start : start + batch_size]
         pixels = torch.stack([transform(im) for im in batch_images for _ in range(views)])
         chosen = [opts[rng.integers(len(opts))] for opts in batch_captions for _ in range(views)]
-        tokens = tokenizer(chosen)
+        # A sample with one caption has the same text in all K views: encode each distinct text once.
+        tokens, text_of_view = torch.unique(tokenizer(chosen), dim=0, return_inverse=True)
         for name, model in models.items():
-            img, txt = _encode(model, pixels, tokens, device)
+            img, distinct_txt = _encode(model, pixels, tokens, device)
+            txt = distinct_txt[text_of_view.to(distinct_txt.device)]
             cos = (img * txt).sum(dim=1).view(len(batch_images), views)
             cosines[name][start : start + len(batch_images)] = cos.cpu().numpy()
             mean = torch.nn.functional.normalize(img.view(len(batch_images), views, -1).mean(dim=1), dim=-1)

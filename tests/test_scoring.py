@@ -37,6 +37,34 @@ def test_two_copies_of_one_model_see_the_same_views():
     np.testing.assert_allclose(np.linalg.norm(means["f"], axis=1), 1.0, atol=1e-5)
 
 
+def test_every_view_is_scored_against_the_caption_drawn_for_it():
+    """Each distinct text is encoded once per batch and shared by its views: no view gets another's text."""
+    torch.manual_seed(0)
+    bundle = create_clip("clipmem-tiny")
+    images = _images(6)
+    captions = [["a red cat"], ["a blue dog"], ["a red cat"], ["a tree", "a green tree at night"], ["x"], ["a boat"]]
+    per_view = view_alignments(
+        {"f": bundle.model},
+        images,
+        captions,
+        bundle.eval_transform,  # the same pixels in every view: a view's cosine depends on its caption alone
+        bundle.tokenizer,
+        views=4,
+        seed=3,
+        device=torch.device("cpu"),
+        batch_size=4,
+    ).cosines["f"]
+    device = torch.device("cpu")
+    for row, options in enumerate(captions):
+        pixels = [images[row]] * len(options)
+        expected = pair_cosines(
+            *embed_pairs(bundle.model, pixels, options, bundle.eval_transform, bundle.tokenizer, device=device)
+        )
+        for cosine in per_view[row]:
+            assert np.isclose(expected, cosine, atol=1e-5).sum() == 1, (row, cosine, expected)
+    assert len(np.unique(per_view[3].round(5))) == 2  # both captions of sample 3 were drawn among its views
+
+
 def test_embeddings_are_normalised_and_clip_score_is_their_cosine():
     torch.manual_seed(0)
     bundle = create_clip("clipmem-tiny")
