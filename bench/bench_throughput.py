@@ -100,7 +100,7 @@ def model_rate(model: str, batch: int, steps: int, bf16: bool = False) -> float:
     torch.manual_seed(0)
     bundle = create_clip(model)
     network = bundle.model.train()
-    optimizer = build_optimizer(network, lr=1e-3, weight_decay=0.1)
+    optimizer = build_optimizer(network, lr=1e-3, weight_decay=TrainConfig.weight_decay)
     loss_fn = ClipLoss()
     images = torch.randn(batch, 3, bundle.image_size, bundle.image_size)
     texts = bundle.tokenizer([f"a drawing of thing number {i}" for i in range(batch)])
