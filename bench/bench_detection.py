@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from clipmem_core import load_run
-from clipmem_core.config import RunConfig
+from clipmem_core.config import PRECISIONS, RunConfig
 from clipmem_core.data import inject_miscaptions
 from clipmem_core.errors import ClipmemError
 from clipmem_core.learned import fit_learned_ranking
@@ -297,11 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocols", default="full,paper")
     parser.add_argument("--presets", default="", help="dataset=preset pairs overriding " + str(DEFAULT_PRESETS))
     parser.add_argument("--epochs", type=int, help="override the presets' epochs (quick checks only)")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="auto", help="the runs' --precision (auto: bf16 on CUDA, else fp32)"
+    )
     parser.add_argument("--work", default="cache/.bench-detection", help="runs and data (kept, so it resumes)")
     parser.add_argument("--json", help="write every figure here")
     args = parser.parse_args(argv)
     presets = DEFAULT_PRESETS | dict(pair.split("=") for pair in args.presets.split(",") if pair)
-    overrides = {"epochs": args.epochs} if args.epochs else {}
+    overrides = ({"epochs": args.epochs} if args.epochs else {}) | {"precision": args.precision}
     work = Path(args.work)
     results: dict = {}
     for dataset in args.datasets.split(","):

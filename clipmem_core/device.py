@@ -1,4 +1,4 @@
-"""Where compute runs: CUDA when present (with bf16 autocast), else CPU."""
+"""Where compute runs, and in what precision: CUDA when present (with bf16 autocast), else CPU (fp32)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 
 import torch
 
+from .config import check_precision
 from .errors import ClipmemError
 
 
@@ -25,16 +26,45 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Mixed precision (bf16 AMP) on CUDA; full precision on CPU.
+def resolved_precision(device: torch.device, precision: str = "auto") -> str:
+    """``auto`` made concrete: bf16 mixed precision on CUDA, full precision (fp32) on CPU.
 
-    Why not bf16 on CPU as well: it would change every score of a CPU run, and how it changes detection is
-    unmeasured. Its speed depends on the CPU: a training step of the `cpu` preset's model runs 1.28× faster
-    under it on an AVX512-BF16 EPYC (docs/benchmarks.md, "Fused AdamW").
+    Why auto stays fp32 on CPU: bf16 pays only on CPUs where it is native (a training step 1.28x faster on
+    an AVX512-BF16 EPYC, 5.9x slower on an AVX2 one; docs/benchmarks.md), and it changes every score.
+    ``bf16`` is there for those CPUs, ``fp32`` for a GPU run to set beside CPU runs without bf16's rounding.
     """
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    check_precision(precision)
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """The forward passes' precision: bf16 autocast (matrix products in bf16, reductions and the loss in
+    fp32) or none, as `resolved_precision` says."""
+    if resolved_precision(device, precision) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def slow_precision_warning(device: torch.device, precision: str) -> str | None:
+    """Why this run will be slow, or None: bf16 asked for on a CPU without native bf16 instructions.
+
+    Why warn: without AVX512-BF16 or AMX, oneDNN emulates bf16 matrix products, and a training step of the
+    `cpu` preset's model took 5.9 times as long as in fp32 on an AVX2 EPYC (1.28 times faster on an
+    AVX512-BF16 one; docs/benchmarks.md, "bf16 on CPU").
+    """
+    if device.type != "cpu" or resolved_precision(device, precision) != "bf16" or cpu_has_native_bf16():
+        return None
+    return (
+        f"--precision bf16 on a CPU without native bf16 (capability {torch.backends.cpu.get_cpu_capability()}): "
+        "its matrix products are emulated, several times slower than fp32; use --precision auto here"
+    )
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 matrix products natively on this CPU (AVX512-BF16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def seed_cpu_draws(seed: int) -> None:

@@ -36,7 +36,7 @@ from . import cache, distributed, shards
 from .atomic import remove_stale_temps, write_json
 from .config import RunConfig
 from .data import Dataset, decode_image, read_dataset, write_skip_report
-from .device import pick_device
+from .device import pick_device, slow_precision_warning
 from .droplist import Exclusion, apply_drop_list, read_drop_list
 from .errors import ClipmemError
 from .metrics import retrieval_recall
@@ -237,6 +237,7 @@ def train_config(config: RunConfig) -> TrainConfig:
         caption_dropout=config.caption_dropout,
         mask_duplicate_captions=config.mask_duplicate_captions,
         checkpoint_every=config.checkpoint_every,
+        precision=config.precision,
     )
 
 
@@ -409,6 +410,7 @@ def _score_views(
         views=config.augmentations,
         seed=config.seed,
         device=device,
+        precision=config.precision,
         batch_size=config.score_batch_size,
         rank=distributed.rank(),
         world=distributed.world_size(),
@@ -441,11 +443,14 @@ def _signal_images(embeddings: dict, image_means: dict) -> list[np.ndarray]:
     return result
 
 
-def _embed(frame: pd.DataFrame, images: ImageList, bundles: dict[str, ClipBundle], device: torch.device) -> dict:
+def _embed(
+    frame: pd.DataFrame, images: ImageList, bundles: dict[str, ClipBundle], device: torch.device, precision: str
+) -> dict:
     """Centre-view, L2-normalised (image, text) embeddings of every row under every model."""
     first_captions = frame["caption"].tolist()
     return {
-        tag: embed_gathered(b, images, first_captions, device=device, desc=f"embed {tag}") for tag, b in bundles.items()
+        tag: embed_gathered(b, images, first_captions, device=device, desc=f"embed {tag}", precision=precision)
+        for tag, b in bundles.items()
     }
 
 
@@ -506,6 +511,8 @@ def _compute(
     if config.parallel_models and on_epoch is not None:
         raise ClipmemError("on_epoch sees the models this process trains: it cannot follow --parallel-models")
     out, timer = Path(config.out), Stopwatch()
+    if (slow := slow_precision_warning(device, config.precision)) and distributed.is_main():
+        log.warning(slow)
     finished = _check_out(out, config, resume)
     if finished is not None:
         log.info("%s is already complete; nothing to resume", out)
@@ -562,7 +569,7 @@ def _compute(
             _scored_rows(trained, config.protocol, frame["split"].to_numpy()), images, captions, bundles, config, device
         )
     with timer.stage("embed"):
-        embeddings = _embed(frame, images, bundles, device)
+        embeddings = _embed(frame, images, bundles, device, config.precision)
     if not distributed.is_main():  # the signals and the run folder are rank 0's
         distributed.barrier()
         return cache.load_run(out)

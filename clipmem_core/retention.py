@@ -75,7 +75,9 @@ def retained_alignment(
     continued = dataclasses.replace(bundle, model=model)
     train_clip(continued, *held_out, config, checkpoint, device=device, resume=True, label=f"retain {tag}")
     images, captions = own
-    image_rows, text_rows = embed_gathered(continued, images, captions, device=device, desc=f"retained {tag}")
+    image_rows, text_rows = embed_gathered(
+        continued, images, captions, device=device, desc=f"retained {tag}", precision=config.precision
+    )
     values = None if image_rows is None else pair_cosines(image_rows, text_rows)
     if values is not None:
         write_npy(saved, values)

@@ -41,9 +41,13 @@ def shard_rows(n: int, batch_size: int, rank: int, world: int) -> np.ndarray:
 
 @torch.no_grad()
 def _encode(
-    model: torch.nn.Module, images: torch.Tensor | None, tokens: torch.Tensor | None, device: torch.device
+    model: torch.nn.Module,
+    images: torch.Tensor | None,
+    tokens: torch.Tensor | None,
+    device: torch.device,
+    precision: str = "auto",
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    with autocast(device):
+    with autocast(device, precision):
         img = model.encode_image(images.to(device), normalize=True).float() if images is not None else None
         txt = model.encode_text(tokens.to(device), normalize=True).float() if tokens is not None else None
     return img, txt
@@ -61,6 +65,7 @@ def embed_pairs(
     tokenizer: Callable,
     *,
     device: torch.device,
+    precision: str = "auto",
     batch_size: int = EMBED_BATCH,
     desc: str = "embed",
     rank: int = 0,
@@ -77,20 +82,26 @@ def embed_pairs(
     for start in _batches(len(images), batch_size, desc, rank, world):
         stop = start + batch_size
         pixels = torch.stack([transform(im) for im in images[start:stop]])
-        img, txt = _encode(model, pixels, tokenizer(list(captions[start:stop])), device)
+        img, txt = _encode(model, pixels, tokenizer(list(captions[start:stop])), device, precision)
         if image_rows is None:
             image_rows = np.zeros((len(images), img.shape[1]), dtype=np.float32)
             text_rows = np.zeros((len(images), txt.shape[1]), dtype=np.float32)
         image_rows[start:stop], text_rows[start:stop] = img.cpu().numpy(), txt.cpu().numpy()
     if image_rows is None:  # this process got no batch: the right widths, all zeros
-        img, txt = _encode(model, torch.stack([transform(images[0])]), tokenizer([captions[0]]), device)
+        img, txt = _encode(model, torch.stack([transform(images[0])]), tokenizer([captions[0]]), device, precision)
         image_rows = np.zeros((len(images), img.shape[1]), dtype=np.float32)
         text_rows = np.zeros((len(images), txt.shape[1]), dtype=np.float32)
     return image_rows, text_rows
 
 
 def embed_gathered(
-    bundle: ClipBundle, images: Sequence[Image.Image], captions: Sequence[str], *, device: torch.device, desc: str
+    bundle: ClipBundle,
+    images: Sequence[Image.Image],
+    captions: Sequence[str],
+    *,
+    device: torch.device,
+    desc: str,
+    precision: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
     """`embed_pairs` of the bundle's model over every process of a torchrun, each embedding its share of the
     batches: rank 0 gets every row, the other ranks (None, None). One process embeds them all."""
@@ -102,6 +113,7 @@ def embed_gathered(
         bundle.eval_transform,
         bundle.tokenizer,
         device=device,
+        precision=precision,
         desc=desc,
         rank=distributed.rank(),
         world=world,
@@ -133,6 +145,7 @@ def view_alignments(
     views: int,
     seed: int,
     device: torch.device,
+    precision: str = "auto",
     batch_size: int = 64,
     rank: int = 0,
     world: int = 1,
@@ -157,7 +170,7 @@ def view_alignments(
         # A sample with one caption has the same text in all K views: encode each distinct text once.
         tokens, text_of_view = torch.unique(tokenizer(chosen), dim=0, return_inverse=True)
         for name, model in models.items():
-            img, distinct_txt = _encode(model, pixels, tokens, device)
+            img, distinct_txt = _encode(model, pixels, tokens, device, precision)
             txt = distinct_txt[text_of_view.to(distinct_txt.device)]
             cos = (img * txt).sum(dim=1).view(len(batch_images), views)
             cosines[name][start : start + len(batch_images)] = cos.cpu().numpy()
@@ -167,7 +180,7 @@ def view_alignments(
             image_means[name][start : start + len(batch_images)] = mean.cpu().numpy()
     for name, model in models.items():
         if name not in image_means:  # this process got no batch: the right width, all NaN
-            width = _encode(model, torch.stack([transform(images[0])]), None, device)[0].shape[1]
+            width = _encode(model, torch.stack([transform(images[0])]), None, device, precision)[0].shape[1]
             image_means[name] = np.full((len(images), width), np.nan, dtype=np.float32)
     return ViewScores(cosines, image_means)
 

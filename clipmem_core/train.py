@@ -55,6 +55,7 @@ class TrainConfig:
     caption_dropout: float = 0.0  # chance that each part of a caption is left out of a draw (drop_caption_parts)
     mask_duplicate_captions: bool = False  # same-caption pairs of a batch are not each other's negatives (loss.py)
     checkpoint_every: float = CHECKPOINT_EVERY_S  # seconds between resume checkpoints; 0: every epoch
+    precision: str = "auto"  # the forward passes' precision (device.autocast): auto, fp32 or bf16
 
 
 @dataclass
@@ -338,7 +339,7 @@ def train_clip(
         for image, text, index in bar:
             image, text = image.to(device, non_blocking=True), text.to(device, non_blocking=True)
             not_negatives = _not_negatives(text, config)
-            with autocast(device):
+            with autocast(device, config.precision):
                 image_features, text_features, logit_scale = network(image, text)[:3]
                 noisy_text = add_text_noise(text_features, config.text_noise)
                 if not_negatives is None:

@@ -140,6 +140,36 @@ def test_an_interrupted_run_needs_resume_and_resumes_from_checkpoints(noisy_shap
     assert json.loads((out / cache.MANIFEST).read_text())["status"] == "complete"
 
 
+def test_the_runs_precision_reaches_training_scoring_and_retained_alignment(noisy_shapes, tmp_path, monkeypatch):
+    import clipmem_core.scoring as scoring
+    import clipmem_core.train as train
+
+    asked: dict[str, set[str]] = {"train": set(), "score": set()}
+
+    def recording(name, real):
+        def autocast(device, precision="auto"):
+            asked[name].add(precision)
+            return real(device, precision)
+
+        return autocast
+
+    monkeypatch.setattr(train, "autocast", recording("train", train.autocast))
+    monkeypatch.setattr(scoring, "autocast", recording("score", scoring.autocast))
+    config = RunConfig(
+        data=str(noisy_shapes),
+        out=str(tmp_path / "bf16"),
+        preset="tiny",
+        epochs=1,
+        augmentations=2,
+        retain_epochs=1,
+        precision="bf16",
+    )
+    run = compute_clipmem(config)
+    assert asked == {"train": {"bf16"}, "score": {"bf16"}}
+    assert run.manifest.config["precision"] == "bf16"
+    assert run.scores["combined"].notna().all()
+
+
 def test_huge_images_are_downscaled_on_load_so_a_run_never_holds_them_full_size(tmp_path):
     """Four 12000-px PNGs raised peak memory from 1.15 to 3.9 GB when full-size images were kept."""
     from PIL import Image

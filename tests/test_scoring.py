@@ -124,3 +124,27 @@ def test_processes_sharing_the_batches_compute_exactly_what_one_process_computes
     reference = embed()
     np.testing.assert_allclose(img[shard], reference[0][shard], atol=1e-6)
     assert not img[~shard].any() and not txt[~shard].any()
+
+
+def test_bf16_precision_reaches_the_encoders_and_auto_stays_full_precision_on_cpu():
+    torch.manual_seed(0)
+    bundle = create_clip("clipmem-tiny")
+    images, captions = _images(4), ["a red cat", "a blue dog", "a tree", "a boat"]
+
+    def embedded(precision):
+        return embed_pairs(
+            bundle.model,
+            images,
+            captions,
+            bundle.eval_transform,
+            bundle.tokenizer,
+            device=torch.device("cpu"),
+            precision=precision,
+        )
+
+    full, auto, half = embedded("fp32"), embedded("auto"), embedded("bf16")
+    for exact, rounded in zip(full, half):
+        assert not np.array_equal(exact, rounded)  # the forward pass ran in bf16
+        assert pair_cosines(exact, rounded).min() > 0.99  # and still computed the same embedding
+    for exact, same in zip(full, auto):
+        np.testing.assert_array_equal(exact, same)

@@ -284,3 +284,21 @@ def test_masking_duplicate_captions_frees_a_shared_caption_from_its_copies(pairs
     assert (recorded[False][0] >= np.log(16) / 2 - 1e-4).all() and recorded[False][1] >= np.log(16) / 2 - 1e-4
     np.testing.assert_allclose(recorded[True][0], 0.0, atol=1e-6)
     assert recorded[True][1] == pytest.approx(0.0, abs=1e-6)
+
+
+# -- precision -------------------------------------------------------------------------------------------
+
+
+def test_training_runs_its_steps_in_the_precision_it_is_given(pairs, tmp_path):
+    images, captions = pairs
+    trained = {}
+    for precision in ("auto", "fp32", "bf16"):
+        torch.manual_seed(0)
+        bundle = create_clip("clipmem-tiny")
+        config = TrainConfig(epochs=1, batch_size=16, lr=1e-3, warmup_steps=1, seed=0, precision=precision)
+        result = train_clip(bundle, images, captions, config, tmp_path / f"{precision}.pt", device=torch.device("cpu"))
+        weights = torch.cat([p.detach().flatten() for p in bundle.model.parameters()])
+        trained[precision] = weights, result.epoch_losses[0]
+    assert torch.equal(trained["auto"][0], trained["fp32"][0])  # auto is full precision on CPU
+    assert not torch.equal(trained["bf16"][0], trained["fp32"][0])
+    assert trained["bf16"][1] == pytest.approx(trained["fp32"][1], rel=0.05)  # the same training, rounded

@@ -7,7 +7,7 @@ from datetime import datetime
 import streamlit as st
 
 from clipmem_core import ClipmemError
-from clipmem_core.config import PRESETS, RunConfig
+from clipmem_core.config import ON_ERROR, PRECISIONS, PRESETS, RunConfig
 from clipmem_core.formatting import fmt_yes_no
 from clipmem_core.splits import PROTOCOLS, parse_split_sizes
 from dashboard import auth, compute, navigation, state
@@ -21,7 +21,7 @@ if not auth.is_verified_lead(lead):
     st.info("Only leads start runs: a run reads data on the server and keeps its CPUs or GPU busy for a while.")
     st.stop()
 root = compute.data_root()
-CHOICES = {"protocol": PROTOCOLS, "on_error": ("skip", "fail")}
+CHOICES = {"protocol": PROTOCOLS, "on_error": ON_ERROR, "precision": PRECISIONS}
 
 
 def _format_minutes(seconds: float | None) -> str:
