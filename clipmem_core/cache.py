@@ -106,6 +106,7 @@ class Manifest:
     splits: dict[str, int] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    compute: dict[str, str] = field(default_factory=dict)  # where it ran: device, and the precision auto became
     timings: dict[str, float] = field(default_factory=dict)
     peak_memory_mb: float | None = None
     utility: dict[str, Any] | None = None

@@ -36,7 +36,7 @@ from . import cache, distributed, shards
 from .atomic import remove_stale_temps, write_json
 from .config import RunConfig
 from .data import Dataset, decode_image, read_dataset, write_skip_report
-from .device import pick_device, slow_precision_warning
+from .device import pick_device, resolved_precision, slow_precision_warning
 from .droplist import Exclusion, apply_drop_list, read_drop_list
 from .errors import ClipmemError
 from .metrics import retrieval_recall
@@ -606,6 +606,7 @@ def _compute(
         ),
         models=list(models),
         versions=versions(),
+        compute={"device": str(device), "precision": resolved_precision(device, config.precision)},
         utility=_utility(embeddings, trained, frame, config.protocol),
         training=training,
         timings=timer.seconds,  # the same dict: write_run's stages land in it before the manifest is written

@@ -47,10 +47,21 @@ def run_line(manifest: Manifest) -> str:
     """Model, preset, data and split sizes in one line of plain text."""
     config = manifest.config
     splits = ", ".join(f"{s} {fmt_number(manifest.splits[s])}" for s in split_order(manifest.splits))
-    return (
+    line = (
         f"model {config.get('model', '–')} · preset {config.get('preset', '–')} · "
         f"data {manifest.dataset.path or '–'} · splits: {splits} · created {manifest.created}"
     )
+    return line + _compute_note(manifest.compute)
+
+
+def _compute_note(compute: dict[str, str]) -> str:
+    """Where the run computed and in what precision: bf16 runs score a little differently from fp32 ones.
+
+    Runs made before the manifest recorded it say nothing rather than guess.
+    """
+    if not compute:
+        return ""
+    return f" · computed on {compute.get('device', '–')} in {compute.get('precision', '–')}"
 
 
 def manifest_sections(manifest: Manifest) -> dict[str, dict]:

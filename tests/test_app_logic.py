@@ -8,6 +8,7 @@ import json
 import re
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -264,6 +265,12 @@ def test_overview_tables_come_from_the_manifest_under_registry_labels(run):
     table = overview.detection_table(run.manifest.summary["detection"])
     assert table["ranking"].iloc[0] == "Likely mis-captioned" and "AUROC" in table.columns
     assert "auroc" not in table.columns and "precision_at_48" not in table.columns
+
+
+def test_the_run_line_names_where_and_in_what_precision_the_run_computed(run):
+    assert "computed on" not in overview.run_line(replace(run.manifest, compute={}))  # an older run: no guess
+    line = overview.run_line(replace(run.manifest, compute={"device": "cuda:0", "precision": "bf16"}))
+    assert line.endswith(" · computed on cuda:0 in bf16")
 
 
 def test_the_overview_charts_are_drawn_by_the_server_with_their_labels_and_points(run):

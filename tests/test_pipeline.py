@@ -105,6 +105,7 @@ def test_run_folder_is_complete_and_consistent(tiny_run):
     assert manifest.splits["fold0"] == (tiny_run.scores["split"] == "fold0").sum()
     assert {"train_h0", "train_h1", "score", "embed", "signals", "index", "write"} <= set(manifest.timings)
     assert set(manifest.utility) == {"h0", "h1"}
+    assert manifest.compute == {"device": "cpu", "precision": "fp32"}  # what --precision auto became here
     assert manifest.summary["detection"]["n_miscaptioned"] == int(tiny_run.scores["is_miscaptioned"].sum())
     assert (tiny_run.path / cache.CHECKPOINT_DIR / "h1_last.pt").exists()
     assert not (tiny_run.path / cache.STATE_FILE).exists()
@@ -166,7 +167,7 @@ def test_the_runs_precision_reaches_training_scoring_and_retained_alignment(nois
     )
     run = compute_clipmem(config)
     assert asked == {"train": {"bf16"}, "score": {"bf16"}}
-    assert run.manifest.config["precision"] == "bf16"
+    assert run.manifest.config["precision"] == "bf16" and run.manifest.compute == {"device": "cpu", "precision": "bf16"}
     assert run.scores["combined"].notna().all()
 
 
