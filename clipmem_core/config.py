@@ -53,7 +53,7 @@ PRESETS: dict[str, Preset] = {
         warmup_steps=50,
         split_sizes=(0.7, 0.1, 0.1, 0.1),
         caption_dropout=0.3,  # found more mis-captions on openclipart at the same compute (docs/detection.md)
-        description="thousands of images on a laptop (8k in about 16 min on 2 cores)",
+        description="thousands of images on a laptop (8k in 16–18 min on 2 cores)",
     ),
     "paper": Preset(
         "ViT-B-32",
