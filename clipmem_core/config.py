@@ -175,7 +175,7 @@ class RunConfig:
     device: str = _option("auto (CUDA if present), cpu, cuda, cuda:1 …", default="auto")
     precision: str = _option(
         "precision of training and scoring: auto (bf16 mixed precision on CUDA, fp32 on CPU), fp32, or bf16 "
-        "(on a CPU only where bf16 is native, AVX512-BF16 or AMX: a training step 1.28x faster there, about 6x "
+        "(on a CPU only where bf16 is native, AVX512-BF16 or AMX: a training step 1.28x faster there, 6-13x "
         "slower elsewhere; every score changes a little)",
         default="auto",
     )

@@ -30,7 +30,7 @@ def resolved_precision(device: torch.device, precision: str = "auto") -> str:
     """``auto`` made concrete: bf16 mixed precision on CUDA, full precision (fp32) on CPU.
 
     Why auto stays fp32 on CPU: bf16 pays only on CPUs where it is native (a training step 1.28x faster on
-    an AVX512-BF16 EPYC, 5.9x slower on an AVX2 one; docs/benchmarks.md), and it changes every score.
+    an AVX512-BF16 EPYC, 6-13x slower on AVX2 ones; docs/benchmarks.md), and it changes every score.
     ``bf16`` is there for those CPUs, ``fp32`` for a GPU run to set beside CPU runs without bf16's rounding.
     """
     check_precision(precision)
@@ -51,7 +51,7 @@ def slow_precision_warning(device: torch.device, precision: str) -> str | None:
     """Why this run will be slow, or None: bf16 asked for on a CPU without native bf16 instructions.
 
     Why warn: without AVX512-BF16 or AMX, oneDNN emulates bf16 matrix products, and a training step of the
-    `cpu` preset's model took 5.9 times as long as in fp32 on an AVX2 EPYC (1.28 times faster on an
+    `cpu` preset's model took 6 to 13 times as long as in fp32 on AVX2 EPYCs (1.28 times faster on an
     AVX512-BF16 one; docs/benchmarks.md, "bf16 on CPU").
     """
     if device.type != "cpu" or resolved_precision(device, precision) != "bf16" or cpu_has_native_bf16():
