@@ -145,6 +145,14 @@ class Manifest:
         return float(sum(v for v in self.timings.values() if isinstance(v, (int, float))))
 
 
+def computed_on(compute: dict[str, str]) -> str:
+    """A manifest's ``compute`` as "cuda:0 in bf16": runs show it because bf16 runs score a little differently
+    from fp32 ones. Empty for runs made before manifests recorded it, rather than a guess."""
+    if not compute:
+        return ""
+    return f"{compute.get('device', '–')} in {compute.get('precision', '–')}"
+
+
 _TYPE_CHECKS = {
     "str": str,
     "int": int,

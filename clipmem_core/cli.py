@@ -241,6 +241,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     run = load_run(args.run)
     summary = {"run": run.name, "protocol": run.manifest.protocol, **run_summary(run.scores, run.manifest.protocol)}
     summary["utility"] = run.manifest.utility
+    summary["compute"] = run.manifest.compute
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
@@ -257,13 +258,16 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _render_summary(summary: dict) -> str:
+    from .cache import computed_on
     from .formatting import fmt_number
     from .metrics import FIRST_PAGE
     from .scores import column_label
 
     stats = summary["splits"]["splits"]
     columns = [c for c in next(iter(stats.values()), {}) if c != "count"]
-    lines = [f"run {summary['run']} ({summary['protocol']} protocol)", "", "mean per split:"]
+    where = computed_on(summary.get("compute") or {})
+    protocol = f"{summary['protocol']} protocol" + (f"; computed on {where}" if where else "")
+    lines = [f"run {summary['run']} ({protocol})", "", "mean per split:"]
     rows = [["samples", *(fmt_number(s["count"]) for s in stats.values())]]
     rows += [[column_label(c), *(fmt_number(s[c]["mean"], 4, signed=True) for s in stats.values())] for c in columns]
     lines += _table(["", *stats], rows)

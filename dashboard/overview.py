@@ -19,7 +19,15 @@ import numpy as np
 import pandas as pd
 import vl_convert
 
-from clipmem_core.cache import GROUND_TRUTH, TRUTH_CLEAN, TRUTH_MISCAPTIONED, TRUTH_UNKNOWN, Manifest, truth_words
+from clipmem_core.cache import (
+    GROUND_TRUTH,
+    TRUTH_CLEAN,
+    TRUTH_MISCAPTIONED,
+    TRUTH_UNKNOWN,
+    Manifest,
+    computed_on,
+    truth_words,
+)
 from clipmem_core.formatting import fmt_number
 from clipmem_core.metrics import best_detector
 from clipmem_core.scores import column_label, registry
@@ -51,17 +59,8 @@ def run_line(manifest: Manifest) -> str:
         f"model {config.get('model', '–')} · preset {config.get('preset', '–')} · "
         f"data {manifest.dataset.path or '–'} · splits: {splits} · created {manifest.created}"
     )
-    return line + _compute_note(manifest.compute)
-
-
-def _compute_note(compute: dict[str, str]) -> str:
-    """Where the run computed and in what precision: bf16 runs score a little differently from fp32 ones.
-
-    Runs made before the manifest recorded it say nothing rather than guess.
-    """
-    if not compute:
-        return ""
-    return f" · computed on {compute.get('device', '–')} in {compute.get('precision', '–')}"
+    where = computed_on(manifest.compute)
+    return line + (f" · computed on {where}" if where else "")
 
 
 def manifest_sections(manifest: Manifest) -> dict[str, dict]:

@@ -186,7 +186,9 @@ def test_summary_and_neighbours_on_a_run(clipmem, tiny_run, paper_run):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["protocol"] == "full" and summary["detection"]["detectors"]["combined"]["auroc"] > 0.5
+    assert summary["compute"] == {"device": "cpu", "precision": "fp32"}
     text = clipmem("summary", "--run", tiny_run.path).stdout
+    assert text.startswith(f"run {tiny_run.name} (full protocol; computed on cpu in fp32)")
     assert "Welch t-test, clipmem: mis-captioned vs clean" in text and "AUROC" in text
     assert "Likely mis-captioned" in text and "fold0" in text
     paper = json.loads(clipmem("summary", "--run", paper_run.path, "--json").stdout)
