@@ -146,11 +146,11 @@ class Manifest:
 
 
 def computed_on(compute: dict[str, str]) -> str:
-    """A manifest's ``compute`` as "cuda:0 in bf16": runs show it because bf16 runs score a little differently
-    from fp32 ones. Empty for runs made before manifests recorded it, rather than a guess."""
+    """A manifest's ``compute`` as "computed on cuda:0 in bf16": runs show it because bf16 runs score a little
+    differently from fp32 ones. Empty for runs made before manifests recorded it, rather than a guess."""
     if not compute:
         return ""
-    return f"{compute.get('device', '–')} in {compute.get('precision', '–')}"
+    return f"computed on {compute.get('device', '–')} in {compute.get('precision', '–')}"
 
 
 _TYPE_CHECKS = {

@@ -266,7 +266,7 @@ def _render_summary(summary: dict) -> str:
     stats = summary["splits"]["splits"]
     columns = [c for c in next(iter(stats.values()), {}) if c != "count"]
     where = computed_on(summary.get("compute") or {})
-    protocol = f"{summary['protocol']} protocol" + (f"; computed on {where}" if where else "")
+    protocol = f"{summary['protocol']} protocol" + (f"; {where}" if where else "")
     lines = [f"run {summary['run']} ({protocol})", "", "mean per split:"]
     rows = [["samples", *(fmt_number(s["count"]) for s in stats.values())]]
     rows += [[column_label(c), *(fmt_number(s[c]["mean"], 4, signed=True) for s in stats.values())] for c in columns]

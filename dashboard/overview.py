@@ -60,7 +60,7 @@ def run_line(manifest: Manifest) -> str:
         f"data {manifest.dataset.path or '–'} · splits: {splits} · created {manifest.created}"
     )
     where = computed_on(manifest.compute)
-    return line + (f" · computed on {where}" if where else "")
+    return f"{line} · {where}" if where else line
 
 
 def manifest_sections(manifest: Manifest) -> dict[str, dict]:
