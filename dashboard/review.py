@@ -89,13 +89,15 @@ def batch_ids(run: Run, orders: Mapping[str, np.ndarray], rule: str, size: int, 
 def ranked_batch(
     run: Run, orders: Mapping[str, np.ndarray], rule: str, judged: Collection[str], size: int, index: int = 0
 ) -> Batch:
-    """Window ``index`` of ``size`` samples of the rule's cached order (unranked samples last), judged ones left out."""
+    """Window ``index`` of ``size`` samples of the rule's cached order (unranked samples last), judged ones left out.
+
+    A rule that is not a column of the run (the ranking learned from verdicts) ranks every sample."""
     order = orders[rule]
     window = order[index * size : (index + 1) * size]
     done = np.zeros(len(run.scores), dtype=bool)
     done[judged_rows(run, judged)] = True
     left = window[~done[window]]
-    unscored = int(run.scores[rule].iloc[window].isna().sum())
+    unscored = int(run.scores[rule].iloc[window].isna().sum()) if rule in run.scores else 0
     return Batch(
         run.scores["sample_id"].iloc[left].astype(str).tolist(), len(window), int(done[window].sum()), index, unscored
     )

@@ -192,7 +192,26 @@ def test_a_learned_ranking_is_offered_once_the_team_has_called_enough_samples_mi
     top = run.scores["caption"].iloc[np.argsort(-expected.scores, kind="stable")[:48]].tolist()
     assert _card_captions(at) == top
     review_page = _app(reviewer="ann", page=navigation.REVIEW.path, run="judged")
-    assert [o for o in review_page.radio(key="review_source").options if o.startswith("Learned from your verdicts")]
+    assert "Learned from your verdicts" in review_page.radio(key="review_source").options
+    review_page.radio(key="review_source").set_value(LEARNED_KEY).run()
+    assert not review_page.exception
+    learned_order = run.scores["sample_id"].iloc[np.argsort(-expected.scores, kind="stable")]
+    unjudged_first = next(s for s in learned_order if s not in labels)
+    shown = [m.value for m in review_page.main.text if m.value.startswith(unjudged_first)]
+    assert shown, "the learned queue's first card is its top unjudged sample"
+    assert any(note in c.value for c in review_page.main.caption)
+
+
+def test_a_review_session_can_be_drawn_from_the_learned_ranking(cache_root):
+    from dashboard import resources, review
+
+    run = fake_run(cache_root, "judged", n=10 * (MIN_MISCAPTIONED + 1), seed=2)
+    store = open_store(cache_root)
+    labels = _judge_from_truth(store, run, MIN_MISCAPTIONED)
+    ranking = resources.rankings(run, {s: "mis-captioned" if t else "correct" for s, t in labels.items()})
+    samples = review.create_session(store, run, ranking.orders, "learned pass", LEARNED_KEY, 5, "ann", 1, "ann")
+    expected = fit_learned_ranking(run.scores, labels)
+    assert samples == run.scores["sample_id"].iloc[np.argsort(-expected.scores, kind="stable")[:5]].tolist()
 
 
 def test_a_flag_click_persists_and_the_badge_shows_the_decision(cache_root):
