@@ -21,7 +21,7 @@ from clipmem_core import ClipmemError
 from clipmem_core.config import RunConfig
 from clipmem_core.review.decisions import decisions
 from clipmem_core.testing import fake_run, fake_scores, modules_loaded_by
-from dashboard import compute, embedding_map, images, inspector, navigation, overview
+from dashboard import compute, embedding_map, images, inspector, navigation, overview, review
 from dashboard.gallery import (
     Card,
     Filters,
@@ -292,9 +292,19 @@ def test_the_overview_says_in_words_what_was_found_and_what_to_review(run):
     best = overview.best_detector(detection)
     assert f"best is “{overview.column_label(best)}”" in text and "measured on all samples" in text
     assert overview.review_plan(run.scores, detection) == (best, 12)
-    negative_margin = int((run.scores["margin_i2t"] < 0).sum())  # without ground truth: another caption fits better
-    assert overview.review_plan(run.scores, None) == ("combined", negative_margin)
-    assert overview.review_plan(run.scores.drop(columns="margin_i2t"), None) == ("combined", 50)
+
+
+def test_without_ground_truth_the_overview_claims_no_count_and_plans_one_default_batch(run):
+    """No label-free count: one that says how weak the models are (another caption fits most images better
+    than their own) must not pass for how many captions are wrong."""
+    assert (run.scores["margin_i2t"] < 0).sum() > 0  # the old count would have claimed these
+    text = overview.summary_paragraph("demo", run.manifest, run.scores, None)
+    assert text == (
+        "demo holds 120 image–caption pairs (paper protocol). No ground truth marks which captions are wrong, so "
+        "their number is not known; start with the default ranking, “Likely mis-captioned”, which puts the most "
+        "suspicious first."
+    )
+    assert overview.review_plan(run.scores, None) == ("combined", review.DEFAULT_BATCH)
 
 
 def test_inspector_tables(run):
