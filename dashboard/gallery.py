@@ -20,7 +20,7 @@ import pandas as pd
 from clipmem_core import Run
 from clipmem_core.formatting import fmt_number
 from clipmem_core.learned import LABEL as LEARNED_LABEL
-from clipmem_core.learned import LearnedRanking
+from clipmem_core.learned import MIN_MISCAPTIONED, LearnedRanking
 from clipmem_core.review import VERDICTS
 from clipmem_core.review.decisions import decided
 from clipmem_core.scores import column_label, run_scores
@@ -123,6 +123,15 @@ def learned_note(learned: LearnedRanking) -> str:
         f"and {learned.n_correct} correct verdicts (the unjudged samples count as likely correct), so it "
         f"follows them at weight {learned.trust:.2f} and {column_label(Combined.name)} at "
         f"{1 - learned.trust:.2f}; refitted as verdicts arrive."
+    )
+
+
+def learned_pending_note(miscaptioned: int) -> str:
+    """Why the learned ranking is not offered yet, and how far away it is: a curator cannot use what the
+    dashboard never mentions."""
+    return (
+        f"“{LEARNED_LABEL}” joins these once {MIN_MISCAPTIONED} samples are called mis-captioned "
+        f"({miscaptioned} so far): it learns from the team's verdicts how this dataset's mis-captions look."
     )
 
 

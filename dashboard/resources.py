@@ -222,12 +222,13 @@ class Orders(Mapping):
 
 
 class Rankings(NamedTuple):
-    """Every sort and ranked review queue: key -> label, key -> row order, and the learned ranking's fit
-    (None until the verdicts allow one)."""
+    """Every sort and ranked review queue: key -> label, key -> row order, the learned ranking's fit (None
+    until the verdicts allow one), and how many samples the verdicts call mis-captioned (what unlocks it)."""
 
     labels: dict[str, str]
     orders: Orders
     learned: Callable[[], LearnedRanking | None]
+    miscaptioned: int
 
 
 class LearningInput(NamedTuple):
@@ -249,13 +250,14 @@ def rankings(run: Run, verdicts: Mapping[str, str] | LearningInput) -> Rankings:
     by the verdicts' digest, so it is redone only when they change."""
     learning = verdicts if isinstance(verdicts, LearningInput) else learning_input(verdicts)
     names = sorts(run.scores)
+    miscaptioned = sum(learning.labels.values())
     if not can_learn(run.scores, learning.labels):
-        return Rankings(names, Orders(orders(run), None), lambda: None)
+        return Rankings(names, Orders(orders(run), None), lambda: None, miscaptioned)
 
     def fit() -> LearnedRanking | None:
         return _learned(str(run.path), _version(str(run.path)), learning.digest, learning.labels)
 
-    return Rankings({**names, LEARNED_KEY: LEARNED_LABEL}, Orders(orders(run), fit), fit)
+    return Rankings({**names, LEARNED_KEY: LEARNED_LABEL}, Orders(orders(run), fit), fit, miscaptioned)
 
 
 def review_rankings(run: Run, batch: tuple) -> Rankings:

@@ -179,11 +179,15 @@ def test_a_learned_ranking_is_offered_once_the_team_has_called_enough_samples_mi
     _judge_from_truth(store, run, MIN_MISCAPTIONED - 1)
     at = _app(reviewer="ann", page=navigation.GALLERY.path, run="judged")
     assert not [o for o in at.selectbox(key=state.SORT).options if o.startswith("Learned")]
+    pending = f"once {MIN_MISCAPTIONED} samples are called mis-captioned ({MIN_MISCAPTIONED - 1} so far)"
+    assert pending in at.selectbox(key=state.SORT).help  # it says what is coming, and how far away it is
+    waiting = _app(reviewer="ann", page=navigation.REVIEW.path, run="judged")
+    assert any(pending in c.value for c in waiting.sidebar.caption)
     store.add_verdict("judged", run.scores["sample_id"][run.scores["is_miscaptioned"]].iat[-1], "ann", "mis-captioned")
     labels = {s: v == "mis-captioned" for s, v in store.latest_verdicts("judged", reviewer="ann").items()}
     at = _app(reviewer="ann", page=navigation.GALLERY.path, run="judged")
     sort = at.selectbox(key=state.SORT)
-    assert "Learned from your verdicts" in sort.options
+    assert "Learned from your verdicts" in sort.options and not sort.help
     sort.set_value(LEARNED_KEY).run()
     expected = fit_learned_ranking(run.scores, labels)
     judged = f"{MIN_MISCAPTIONED} mis-captioned and {MIN_MISCAPTIONED - 1} correct"
@@ -278,13 +282,22 @@ def test_flag_buttons_need_flag_mode_and_a_name_and_flag_mode_survives_a_reload(
     assert len([b for b in reloaded.main.button if b.key and b.key.endswith(":mis-captioned")]) == 48
 
 
-def test_gallery_pages(cache_root):
+def test_gallery_pages_turn_at_the_top_and_the_foot_and_the_page_is_kept_in_the_url(cache_root):
     at = _open(_app(), navigation.GALLERY.path)
-    at.main.button[1].click().run()  # Next
+    at.button(key="next_top").click().run()
     assert at.number_input(key=state.PAGE).value == 2 and len(_cards(at)) == 48
-    at.main.button[1].click().run()
+    assert at.number_input(key=state.PAGE).proto.query_param_key == state.PAGE
+    at.button(key="next_bottom").click().run()  # below the 48 cards
     assert at.number_input(key=state.PAGE).value == 3 and len(_cards(at)) == 120 - 2 * 48
-    assert at.main.button[1].disabled
+    assert at.button(key="next_top").disabled and at.button(key="next_bottom").disabled
+    at.button(key="prev_bottom").click().run()
+    assert at.number_input(key=state.PAGE).value == 2
+    run = load_run(cache_root / "demo")
+    reloaded = _app(page=navigation.GALLERY.path, **{state.PAGE: "3"})  # a reload or a shared link
+    assert reloaded.number_input(key=state.PAGE).value == 3
+    assert _card_captions(reloaded) == run.scores["caption"].iloc[sort_orders(run.scores)[DEFAULT_SORT][96:]].tolist()
+    beyond = _app(page=navigation.GALLERY.path, **{state.PAGE: "99"})  # a stale link: the first page, no error
+    assert beyond.number_input(key=state.PAGE).value == 1 and len(_cards(beyond)) == 48
 
 
 def test_a_score_range_says_how_many_samples_have_no_score_and_lets_you_choose(cache_root):

@@ -13,6 +13,7 @@ from dashboard.gallery import (
     filter_mask,
     gallery_title,
     learned_note,
+    learned_pending_note,
     make_cards,
     page_count,
     page_rows,
@@ -24,6 +25,16 @@ ss = st.session_state
 
 def _step(delta: int, pages: int) -> None:
     ss[state.PAGE] = min(max(1, ss[state.PAGE] + delta), pages)
+
+
+def _prev_next(prev_cell, next_cell, pages: int, where: str) -> None:
+    page = ss[state.PAGE]
+    prev_cell.button(
+        "◀ Prev", key=f"prev_{where}", on_click=_step, args=(-1, pages), disabled=page <= 1, width="stretch"
+    )
+    next_cell.button(
+        "Next ▶", key=f"next_{where}", on_click=_step, args=(1, pages), disabled=page >= pages, width="stretch"
+    )
 
 
 @st.fragment
@@ -50,13 +61,15 @@ def gallery() -> None:
         key=state.SORT,
         bind="query-params",
         on_change=lambda: ss.update({state.PAGE: 1}),
+        help=None if LEARNED_KEY in options else learned_pending_note(ranking.miscaptioned),
     )
     title.title(gallery_title(ss.get(state.SORT) or default_sort, options))
     if ss.get(state.SORT) == LEARNED_KEY:
         st.caption(learned_note(ranking.learned()))
-    top[1].number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, key=state.PAGE)
-    top[2].button("◀ Prev", on_click=_step, args=(-1, pages), disabled=ss[state.PAGE] <= 1, width="stretch")
-    top[3].button("Next ▶", on_click=_step, args=(1, pages), disabled=ss[state.PAGE] >= pages, width="stretch")
+    top[1].number_input(
+        f"Page (of {pages:,})", min_value=1, max_value=pages, key=state.PAGE, bind="query-params"
+    )  # in the URL: a reload or a shared link opens the same page
+    _prev_next(top[2], top[3], pages, "top")
     page = ss[state.PAGE] - 1
     rows = page_rows(ranking.orders[ss.get(state.SORT) or default_sort], mask, page)
     cards = make_cards(run, rows, table)
@@ -68,6 +81,10 @@ def gallery() -> None:
         f"(of {len(run.scores):,} in the run)."
     )
     ui.card_grid(cards, run.name, key="gallery", reviewer_name=sidebar.flagging_as())
+    if pages > 1:  # a page of 48 cards is several screens tall: turn it at its foot too
+        bottom = st.columns([3, 2, 1, 1], vertical_alignment="center")
+        bottom[1].caption(f"Page {ss[state.PAGE]:,} of {pages:,}")
+        _prev_next(bottom[2], bottom[3], pages, "bottom")
 
 
 gallery()

@@ -10,7 +10,7 @@ from clipmem_core import ClipmemError
 from clipmem_core.learned import KEY as LEARNED_KEY
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
 from dashboard import auth, resources, review, ui
-from dashboard.gallery import learned_note
+from dashboard.gallery import learned_note, learned_pending_note
 from dashboard.text import md
 
 run, store = resources.run_and_store()
@@ -24,6 +24,8 @@ queues = review.queues(ranking.labels)
 if ss.get(review.SOURCE) not in queues:
     ss[review.SOURCE] = next(iter(queues))
 source = st.sidebar.radio("Queue", list(queues), format_func=queues.get, key=review.SOURCE)
+if LEARNED_KEY not in queues:
+    st.sidebar.caption(learned_pending_note(ranking.miscaptioned))
 session_id = None
 if source == review.ASSIGNED:
     sessions = review.session_labels(store, run.name)
