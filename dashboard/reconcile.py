@@ -162,9 +162,12 @@ def open_disagreements(store: ReviewStore, run_name: str) -> list[str]:
     return unresolved_disagreements(store.current_verdicts(run_name), store.resolutions(run_name))
 
 
-def export_files(store: ReviewStore, run: Run, allow_unresolved: bool) -> dict[str, tuple[str, bytes]]:
-    """Button label -> (file name, CSV bytes) of the cleaned dataset and the drop list, as the CLI writes them."""
-    cleaned = export_frame(store, run, "cleaned", allow_unresolved=allow_unresolved)
+def export_files(
+    store: ReviewStore, run: Run, allow_unresolved: bool, replace: bool = False
+) -> dict[str, tuple[str, bytes]]:
+    """Button label -> (file name, CSV bytes) of the cleaned dataset and the drop list, as the CLI writes them;
+    ``replace`` keeps a mis-captioned row under its accepted suggested caption (`--replace-with-suggestion`)."""
+    cleaned = export_frame(store, run, "cleaned", replace, allow_unresolved=allow_unresolved)
     dropped = export_frame(store, run, "droplist", allow_unresolved=allow_unresolved)
     return {
         f"Cleaned dataset ({len(cleaned):,} rows)": (f"{run.name}-cleaned.csv", table_bytes(cleaned, "csv")),

@@ -45,6 +45,9 @@ SOURCE, BATCH, BATCH_INDEX = "review_source", "review_batch", "review_batch_inde
 SKIPPED, UNDO, CURRENT, PACE = "review_skipped", "review_undo_stack", "review_current", "review_pace"
 LAST = "review_last"  # the verdict just recorded: {"run", "sample_id", "verdict", "id"}
 NO_OTHERS = "No other reviewer has judged this sample yet."
+NOTHING_ASSIGNED = (
+    "Nothing is assigned to you here: create a review session below (or ask a lead to), or pick a ranked queue."
+)
 KEYS = {MISCAPTIONED: "1", CORRECT: "2", UNSURE: "3", "skip": "S", "undo": "U"}
 
 

@@ -167,6 +167,9 @@ def test_with_a_lead_list_blind_mode_cannot_be_lifted_by_a_reviewer(run_dir, mon
 
 def test_assigned_batch_and_session_creation(run_dir):
     at = page(REVIEW, run_dir)
+    at.radio(key=review.SOURCE).set_value(review.ASSIGNED).run()
+    assert [i.value for i in at.main.info] == [review.NOTHING_ASSIGNED] and not at.success  # empty, not finished
+    at.radio(key=review.SOURCE).set_value("combined").run()
     form = at.get("form")[0]
     form.text_input[0].input("first pass")
     form.text_input[1].input("ann, bob")
@@ -413,6 +416,11 @@ def test_the_lead_downloads_the_cleaned_csv_and_the_drop_list_once_disagreements
         cleaned_name == "run1-cleaned.csv" and cleaned.decode().splitlines()[0] == "filepath,caption,id,is_miscaptioned"
     )
     assert drop.decode().splitlines() == ["sample_id", "s00"]
+    at.checkbox(key="export_replace").check().run()  # keep s00 under the caption ann suggested
+    assert at.get("download_button")[0].proto.label == "Cleaned dataset (5 rows)"
+    kept = reconcile.export_files(store, load_run(run_dir), allow_unresolved=False, replace=True)
+    rows = kept["Cleaned dataset (5 rows)"][1].decode().splitlines()
+    assert [r.split(",", 1)[1] for r in rows if ",s00," in r] == ["a blue circle,s00,False"]
 
 
 def test_a_key_pressed_twice_before_the_next_card_arrives_counts_once(run_dir):

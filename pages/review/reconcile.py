@@ -53,7 +53,12 @@ def export_section() -> None:
         allow = st.checkbox("Export anyway: the majority decides, a tie keeps the row", key="export_allow_unresolved")
     if open_ones and not allow:
         return
-    files = reconcile.export_files(store, run, allow)
+    replace = st.checkbox(
+        "Keep mis-captioned samples that have a suggested caption, under that caption",
+        key="export_replace",
+        help="Otherwise every sample judged mis-captioned is dropped. The CLI's --replace-with-suggestion.",
+    )
+    files = reconcile.export_files(store, run, allow, replace)
     st.caption(
         "The cleaned CSV has the input's columns (filepath relative to the dataset root, caption, id, ground truth "
         "when known): put it beside the original CSV to train on it or to run clipmem on it again."

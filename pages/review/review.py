@@ -49,9 +49,22 @@ if source == LEARNED_KEY:
 if batch.unscored:
     st.caption(f"{batch.unscored} samples of this batch have no {md(queues[source])} score; they come last.")
 
+last = review.last_recorded(ss, run.name)
+
+
+def recorded_note() -> None:
+    """Under the verdict buttons, where the eye is after a click (at the page's foot it fell below a 1280×800
+    screen)."""
+    if last:
+        st.caption(f"Recorded {md(last['verdict'])} for {md(last['sample_id'])}. Press U to undo.")
+
+
 sample_id = review.current_sample(ss, batch)
-if sample_id is None:
+if sample_id is None and not batch.size:  # an empty assignment is not a finished one
+    st.info(review.NOTHING_ASSIGNED, icon=":material/inbox:")
+elif sample_id is None:
     st.success("This batch is done. Thank you!", icon=":material/task_alt:")
+    recorded_note()
     if source != review.ASSIGNED and ss[review.BATCH_INDEX] + 1 < review.batch_count(run, batch.size or 1):
         st.button(
             "Next batch", type="primary", on_click=lambda: ss.update({review.BATCH_INDEX: ss[review.BATCH_INDEX] + 1})
@@ -78,6 +91,7 @@ else:
                     on_click=review.record,
                     args=(ss, store, run.name, sample_id, reviewer, verdict, session_id),
                 )
+        recorded_note()
         skip_col, undo_col = st.columns(2)
         skip_col.button(
             "Skip for now",
@@ -108,10 +122,6 @@ else:
     if not auth.blind():
         with st.expander("Other reviewers' verdicts on this sample"):
             ui.table(review.others_verdicts(store, run.name, sample_id, reviewer), empty=review.NO_OTHERS)
-
-last = review.last_recorded(ss, run.name)
-if last:
-    st.caption(f"Recorded {md(last['verdict'])} for {md(last['sample_id'])}. Press U to undo.")
 
 with st.expander("Review sessions: create one, see progress per reviewer"):
     with st.form("new_session", clear_on_submit=True):
