@@ -45,6 +45,11 @@ def fmt_number(
     return f"{number:{spec}}" + ("%" if percent else "")
 
 
+def fmt_count(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 sample``, ``2,000 samples``: a count with its noun agreeing (``plural`` where it is not noun + s)."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
+
+
 def fmt_yes_no(value: bool) -> str:
     """How the dashboard shows a yes/no setting (a form's choice, a run's switch)."""
     return "yes" if value else "no"

@@ -7,8 +7,10 @@ import pandas as pd
 
 from clipmem_core import Run
 from clipmem_core.cache import GROUND_TRUTH, TRUTH_CLEAN, TRUTH_MISCAPTIONED
+from clipmem_core.errors import ClipmemError
 from clipmem_core.formatting import fmt_number
 from clipmem_core.scores import MEASUREMENTS, column_label, run_scores
+from clipmem_core.splits import membership
 
 
 def score_table(run: Run, row: int, decision: str | None) -> pd.DataFrame:
@@ -35,5 +37,17 @@ def view_alignment_frame(run: Run, row: int) -> pd.DataFrame | None:
     values = np.asarray(views[:, row], dtype=np.float64)
     if np.isnan(values).all():
         return None
-    models = run.manifest.models or [f"model {m}" for m in range(values.shape[0])]
-    return pd.DataFrame({"view": np.arange(1, values.shape[1] + 1), **dict(zip(models, values))})
+    return pd.DataFrame({"view": np.arange(1, values.shape[1] + 1), **dict(zip(_model_roles(run, row), values))})
+
+
+def _model_roles(run: Run, row: int) -> list[str]:
+    """Each model's tag with whether it trained on this row: "h0" alone does not say which bar is held out."""
+    n_models = run.view_alignments.shape[0]
+    models = run.manifest.models if len(run.manifest.models) == n_models else [f"model {m}" for m in range(n_models)]
+    try:
+        trained = membership(run.scores["split"].to_numpy(dtype=object), run.manifest.protocol)  # folds: all rows
+    except ClipmemError:  # a protocol this version does not know: the tags alone
+        trained = {}
+    if set(trained) != set(models):
+        return models
+    return [f"{tag} (trained on it)" if trained[tag][row] else f"{tag} (held it out)" for tag in models]

@@ -28,7 +28,7 @@ from clipmem_core.cache import (
     computed_on,
     truth_words,
 )
-from clipmem_core.formatting import fmt_number
+from clipmem_core.formatting import fmt_count, fmt_number
 from clipmem_core.metrics import best_detector
 from clipmem_core.scores import column_label, registry
 from clipmem_core.splits import CANDIDATE, EXTRA, INDEPENDENT, SHARED, split_order
@@ -288,7 +288,7 @@ def review_progress(decisions: pd.DataFrame) -> str | None:
         return None
     counts = decisions["verdict"].value_counts()
     parts = ", ".join(f"{fmt_number(int(n))} {verdict}" for verdict, n in counts.items())
-    return f"Review so far: {fmt_number(len(decisions))} samples with a verdict you can see ({parts})."
+    return f"Review so far: {fmt_count(len(decisions), 'sample')} with a verdict you can see ({parts})."
 
 
 def review_plan(scores: pd.DataFrame, detection: dict | None) -> tuple[str, int]:

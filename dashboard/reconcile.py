@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from clipmem_core import ClipmemError, Run
-from clipmem_core.formatting import fmt_number
+from clipmem_core.formatting import fmt_count, fmt_number
 from clipmem_core.review import ReviewStore, agreement_report, require_lead
 from clipmem_core.review.decisions import unresolved_disagreements
 from clipmem_core.review.export import export_frame, table_bytes
@@ -81,11 +81,15 @@ def pair_agreement(report: dict) -> pd.DataFrame:
 
 
 def fleiss_note(report: dict) -> str:
+    """What the two headline figures mean, one short line each: the reader meets κ without a textbook."""
     fleiss = report["fleiss"]
+    counted = f"{fmt_count(fleiss['n_samples'], 'sample')} judged by exactly {fleiss['n_raters']} reviewers"
+    left_out = fleiss["n_excluded"]
     return (
-        f"Agreement: the share of samples judged by two or more reviewers on which all agree. Fleiss' κ on "
-        f"{fleiss['n_samples']} samples with {fleiss['n_raters']} reviewers each ({fleiss['n_excluded']} samples "
-        "with another number of reviewers left out); 1 is perfect agreement, 0 what chance would give."
+        "**Reviewers agree on**: of the samples judged twice or more, the share where every verdict is the same.  \n"
+        "**Fleiss' κ**: agreement beyond what chance gives; 1 is perfect, 0 is chance. "
+        f"Over the {counted}"
+        + (f"; left out: {fmt_count(left_out, 'sample')} judged by another number." if left_out else ".")
     )
 
 
@@ -170,6 +174,6 @@ def export_files(
     cleaned = export_frame(store, run, "cleaned", replace, allow_unresolved=allow_unresolved)
     dropped = export_frame(store, run, "droplist", allow_unresolved=allow_unresolved)
     return {
-        f"Cleaned dataset ({len(cleaned):,} rows)": (f"{run.name}-cleaned.csv", table_bytes(cleaned, "csv")),
-        f"Drop list ({len(dropped):,} samples)": (f"{run.name}-droplist.csv", table_bytes(dropped, "csv")),
+        f"Cleaned dataset ({fmt_count(len(cleaned), 'row')})": (f"{run.name}-cleaned.csv", table_bytes(cleaned, "csv")),
+        f"Drop list ({fmt_count(len(dropped), 'sample')})": (f"{run.name}-droplist.csv", table_bytes(dropped, "csv")),
     }

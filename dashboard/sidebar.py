@@ -12,7 +12,7 @@ import streamlit as st
 
 from clipmem_core import list_runs
 from clipmem_core.cache import RunInfo
-from clipmem_core.formatting import fmt_number
+from clipmem_core.formatting import fmt_count
 from clipmem_core.review.roles import leads
 from clipmem_core.splits import split_order
 
@@ -39,6 +39,12 @@ def _run_selector(infos: list[RunInfo]) -> str | None:
     broken = {i.name: i.error for i in infos if not i.ok}
     asked = ss.get(state.RUN_NAME) or st.query_params.get(state.RUN_NAME)
     refusal = f"Run {md(asked)} cannot be shown: {md(broken[asked])}" if asked in broken else None
+    if asked and asked not in usable and asked not in broken and usable:  # a stale or mistyped link
+        st.warning(
+            f"There is no run named {md(asked)} in the cache; showing {md(state.default_run(infos))}. "
+            "Pick another in the sidebar.",
+            icon=":material/warning:",
+        )
     if ss.get(state.RUN_NAME) not in usable:
         ss.pop(state.RUN_NAME, None)  # the widget then starts from the URL, else from the default run
     if not usable:
@@ -103,7 +109,7 @@ def filters() -> None:
     st.sidebar.selectbox("Verdict", FLAG_FILTERS, format_func=FLAG_LABELS.get, key=state.FLAG, on_change=_reset_views)
     st.sidebar.text_input("Search captions", key=state.TEXT, on_change=_reset_views, placeholder="words in the caption")
     if resources.selection() is not None:
-        st.sidebar.info(f"Showing {len(resources.selection())} samples selected on the map.")
+        st.sidebar.info(f"Showing {fmt_count(len(resources.selection()), 'sample')} selected on the map.")
         st.sidebar.button("Clear map selection", on_click=_reset_views)
 
 
@@ -135,7 +141,7 @@ def _range_filter(run) -> None:
         where = f" ({splits} split)" if splits else ""
         st.session_state.setdefault(state.UNSCORED, "include")
         st.sidebar.segmented_control(
-            f"{fmt_number(missing)} samples have no {choices[column]}{where}",
+            f"{fmt_count(missing, 'sample')} without {choices[column]}{where}",
             list(UNSCORED_CHOICES),
             format_func=UNSCORED_CHOICES.get,
             required=True,

@@ -314,7 +314,17 @@ def test_inspector_tables(run):
     assert "Likely mis-captioned" in set(table["field"])
     assert dict(zip(table["field"], table["value"]))["verdict"] == "Correct · 2 of 3"
     views = inspector.view_alignment_frame(run, 1)
-    assert views["view"].tolist() == [1, 2, 3, 4] and list(views.columns) == ["view", "f", "g"]
+    assert views["view"].tolist() == [1, 2, 3, 4]
+    assert list(views.columns) == ["view", "f (trained on it)", "g (held it out)"]  # row 1 is in S_C
+
+
+def test_the_inspectors_view_chart_says_which_fold_model_held_the_sample_out(tmp_path):
+    full = fake_run(tmp_path, "full", n=40)
+    for row in (0, 1, 2, 3):
+        fold = int(full.scores["split"].iat[row].removeprefix("fold"))
+        labels = list(inspector.view_alignment_frame(full, row).columns[1:])
+        assert labels[fold] == f"h{fold} (held it out)"
+        assert [label for i, label in enumerate(labels) if i != fold] == [f"h{1 - fold} (trained on it)"]
 
 
 def test_tail_log_reads_only_the_end_and_folds_progress_bars(tmp_path):

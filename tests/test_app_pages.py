@@ -90,6 +90,15 @@ def test_entrypoint_defaults_to_demo_and_explains_unusable_runs(cache_root):
     assert any("broken" in t.value and "manifest" in t.value for t in at.sidebar.text)
 
 
+def test_a_link_to_a_run_not_in_the_cache_says_so_and_shows_the_default_run(cache_root):
+    at = _app(run="nope")
+    assert at.session_state[state.RUN_PATH] == str(cache_root / "demo")
+    (warning,) = at.main.warning
+    assert "no run named nope" in _plain(warning.value) and "showing demo" in _plain(warning.value)
+    assert not at.error
+    assert not _app(run="other").main.warning  # a run that exists opens without a word
+
+
 def test_overview_starts_in_plain_words_with_a_button_to_review_what_looks_wrong(cache_root):
     at = _app(reviewer="ann")
     assert at.title[0].value == "Run: demo"
@@ -308,7 +317,7 @@ def test_a_score_range_says_how_many_samples_have_no_score_and_lets_you_choose(c
     run = load_run(cache_root / "demo")
     unscored = int(run.scores["clipmem"].isna().sum())
     choice = at.sidebar.get("segmented_control")[0]
-    assert choice.label == f"{unscored} samples have no CLIPMem (shared, extra split)"
+    assert choice.label == f"{unscored} samples without CLIPMem (shared, extra split)"
     slider = at.sidebar.slider(key=state.range_key("demo", "clipmem"))
     _, high = slider.value
     slider.set_value((0.0, high)).run()
@@ -404,6 +413,14 @@ def test_the_inspector_serves_only_rows_of_the_run(cache_root):
     _open(at, navigation.INSPECTOR.path)
     at.text_input(key=state.INSPECT).input("../../../../etc/passwd").run()
     assert at.error[0].value == "No sample with that id in this run." and not drawn_images(at)
+
+
+def test_the_inspector_finds_an_id_pasted_with_spaces_around_it(cache_root):
+    at = _app()
+    _open(at, navigation.INSPECTOR.path)
+    at.text_input(key=state.INSPECT).input("  s00007\n").run()
+    assert not at.error and len(drawn_images(at)) == 1 + 12
+    assert at.main.text[0].value == load_run(cache_root / "demo").scores.set_index("sample_id").at["s00007", "caption"]
 
 
 def test_a_cards_inspect_link_opens_the_inspector_on_that_sample_in_a_new_session(cache_root):

@@ -61,7 +61,7 @@ def test_final_labels_prefer_resolutions_over_majority(reviewed):
 def test_unresolved_disagreements_stop_the_cleaned_export_and_the_droplist(reviewed, tmp_path):
     run, store = reviewed
     for what in ("cleaned", "droplist"):
-        with pytest.raises(ClipmemError, match=r"1 samples have unresolved disagreements \(s02\).*--allow-unresolved"):
+        with pytest.raises(ClipmemError, match=r"1 sample with unresolved disagreements \(s02\).*--allow-unresolved"):
             export(store, run, what, tmp_path / f"{what}.csv")
         assert not (tmp_path / f"{what}.csv").exists()
     export(store, run, "verdicts", tmp_path / "verdicts.csv")  # the raw verdicts need no decision

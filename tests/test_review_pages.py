@@ -380,6 +380,12 @@ def test_reconcile_logic_refuses_non_leads_and_settles_with_the_typed_caption(ru
     metrics = reconcile.agreement_metrics(report)
     assert (metrics["Samples judged"], metrics["Reviewers agree on"], metrics["Disagreed on"]) == ("3", "33.3%", "2")
     assert reconcile.pair_agreement(report)["agree on"].tolist() == ["33.3%"]
+    note = reconcile.fleiss_note(report)
+    assert "Over the 3 samples judged by exactly 2 reviewers." in note and "left out" not in note
+    one_left_out = {"fleiss": {**report["fleiss"], "n_samples": 1, "n_excluded": 1}}
+    assert "Over the 1 sample judged by exactly 2 reviewers; left out: 1 sample judged by another number." in (
+        reconcile.fleiss_note(one_left_out)
+    )
     items = reconcile.disagreements(store, "run1", None, show_resolved=False)
     assert reconcile.current_item(items, {reconcile.SKIPPED: ["s00"]})["sample_id"] == "s02"
     assert reconcile.votes(store, "run1", "s00")["suggested_caption"].tolist() == ["a blue circle", ""]
@@ -408,7 +414,7 @@ def test_the_lead_downloads_the_cleaned_csv_and_the_drop_list_once_disagreements
     at.button(key="resolve_mis-captioned").click().run()
     at.button(key="resolve_correct").click().run()
     buttons = at.get("download_button")
-    assert [b.proto.label for b in buttons] == ["Cleaned dataset (4 rows)", "Drop list (1 samples)"]
+    assert [b.proto.label for b in buttons] == ["Cleaned dataset (4 rows)", "Drop list (1 sample)"]
     assert [b.proto.shortcut.upper() for b in buttons] == ["D", "L"]
     files = reconcile.export_files(store, load_run(run_dir), allow_unresolved=False)
     (cleaned_name, cleaned), (_, drop) = files.values()

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..atomic import atomic_path
+from ..formatting import fmt_count
 
 # (column, title) of the left and right panels of each study; the removal study draws one line per strategy.
 PANELS = {
@@ -112,7 +113,7 @@ def _encoders_figure(summary: pd.DataFrame) -> go.Figure:
 
 def _title(study: str, summary: pd.DataFrame) -> str:
     seeds = int(summary["seeds"].max()) if "seeds" in summary and len(summary) else 0
-    return f"{study} study: mean ± standard deviation over {seeds} seed{'s' if seeds != 1 else ''}"
+    return f"{study} study: mean ± standard deviation over {fmt_count(seeds, 'seed')}"
 
 
 def write_figure(figure: go.Figure, path: str | os.PathLike) -> Path:

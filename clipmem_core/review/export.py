@@ -28,6 +28,7 @@ from ..atomic import write_bytes
 from ..cache import GROUND_TRUTH, Run
 from ..data import ID_COLUMN
 from ..errors import ClipmemError
+from ..formatting import fmt_count
 from .decisions import decisions, unresolved_disagreements
 from .store import ReviewStore
 from .verdicts import MISCAPTIONED
@@ -92,8 +93,8 @@ def final_labels(store: ReviewStore, run: str, allow_unresolved: bool = True) ->
     if open_ones and not allow_unresolved:
         shown = ", ".join(open_ones[:_SHOWN_IDS]) + (" …" if len(open_ones) > _SHOWN_IDS else "")
         raise ClipmemError(
-            f"{len(open_ones)} samples have unresolved disagreements ({shown}): a lead should resolve them on "
-            "the Reconcile page, or pass --allow-unresolved to let the majority decide (ties keep the row)"
+            f"{fmt_count(len(open_ones), 'sample')} with unresolved disagreements ({shown}): a lead should resolve "
+            "them on the Reconcile page, or pass --allow-unresolved to let the majority decide (ties keep the row)"
         )
     table = decisions(current, resolutions).reset_index()
     labels = table[["sample_id", "verdict", "source"]].copy()

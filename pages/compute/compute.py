@@ -76,7 +76,7 @@ def _override_widgets(preset: str) -> dict:
 if root is None:
     st.warning(
         f"Runs cannot be started from the browser until {compute.DATA_ROOT_ENV} names the folder they may read "
-        "(e.g. `CLIPMEM_DATA_ROOT=/data streamlit run app.py`). Nothing outside it is ever read."
+        "(e.g. `CLIPMEM_DATA_ROOT=/data streamlit run serve.py`). Nothing outside it is ever read."
     )
 else:
     st.caption(f"Datasets are read from inside {md(root)} only. The run uses `python -m clipmem_core run`.")

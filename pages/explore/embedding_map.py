@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from clipmem_core.formatting import fmt_count
 from clipmem_core.review.decisions import decided
 from clipmem_core.review.verdicts import MISCAPTIONED
 from dashboard import embedding_map as emap
@@ -35,7 +36,7 @@ st.caption(
 )
 continuous = colour not in (emap.SPLIT, emap.TRUTH, emap.DECISION)
 if continuous and points[colour].isna().any():
-    st.caption(f"Dark grey points: {points[colour].isna().sum():,} samples that have no {options[colour]}.")
+    st.caption(f"Dark grey points: {fmt_count(int(points[colour].isna().sum()), 'sample')} without {options[colour]}.")
 if len(points) > emap.MAX_ATLAS_POINTS:
     st.caption(f"Thumbnails on hover show up to {emap.MAX_ATLAS_POINTS:,} points: filter to fewer to see them.")
 selected = np.asarray(ss.get(emap.SELECTED) or [], dtype=np.int64)
@@ -65,7 +66,7 @@ def _bulk_flag(sample_ids: list[str], reviewer: str) -> None:
 @st.dialog("Flag the selection?")
 def confirm_bulk_flag(sample_ids: list[str], reviewer: str) -> None:
     """Hundreds of verdicts in one click: say how many and under whose name, and ask first."""
-    st.write(f"Record **mis-captioned** for {len(sample_ids):,} samples under your name, {ui.md(reviewer)}?")
+    st.write(f"Record **mis-captioned** for {fmt_count(len(sample_ids), 'sample')} under your name, {ui.md(reviewer)}?")
     st.caption("Each becomes your verdict on that sample. You can undo the whole batch right after.")
     yes, no = st.columns(2)
     if yes.button("Flag them", type="primary", width="stretch", on_click=_bulk_flag, args=(sample_ids, reviewer)):
@@ -76,7 +77,7 @@ def confirm_bulk_flag(sample_ids: list[str], reviewer: str) -> None:
 
 def selection_panel(chosen: np.ndarray) -> None:
     """The selected samples: the first cards, open them in the gallery, flag them all (asked first, undoable)."""
-    st.write(f"{chosen.size:,} samples selected.")
+    st.write(f"{fmt_count(int(chosen.size), 'sample')} selected.")
     ui.card_grid(make_cards(run, chosen[:4], table), run.name, key="map", reviewer_name=None)
     left, right = st.columns(2)
     if left.button("Open the selection in the gallery", type="primary"):
@@ -91,7 +92,7 @@ def selection_panel(chosen: np.ndarray) -> None:
         confirm_bulk_flag(run.scores["sample_id"].iloc[chosen].tolist(), name)
     bulk = ss.get(emap.BULK_UNDO)
     if bulk:
-        st.success(f"Flagged {len(bulk['ids']):,} samples as mis-captioned.")
+        st.success(f"Flagged {fmt_count(len(bulk['ids']), 'sample')} as mis-captioned.")
         if st.button(f"Undo: take back these {len(bulk['ids']):,} verdicts"):
             store = resources.store()
             for verdict_id in ss.pop(emap.BULK_UNDO)["ids"]:

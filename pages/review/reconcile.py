@@ -7,6 +7,7 @@ import html
 import pandas as pd
 import streamlit as st
 
+from clipmem_core.formatting import fmt_count
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
 from dashboard import auth, reconcile, resources, review, ui
 from dashboard.text import md
@@ -48,7 +49,8 @@ def export_section() -> None:
     allow = False
     if open_ones:
         st.warning(
-            f"{len(open_ones):,} disagreements are not resolved yet: resolve them above, or let the majority decide."
+            f"{fmt_count(len(open_ones), 'disagreement')} {'is' if len(open_ones) == 1 else 'are'} not resolved yet: "
+            "resolve them above, or let the majority decide."
         )
         allow = st.checkbox("Export anyway: the majority decides, a tie keeps the row", key="export_allow_unresolved")
     if open_ones and not allow:

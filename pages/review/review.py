@@ -7,6 +7,7 @@ import html
 import streamlit as st
 
 from clipmem_core import ClipmemError
+from clipmem_core.formatting import fmt_count
 from clipmem_core.learned import KEY as LEARNED_KEY
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
 from dashboard import auth, resources, review, ui
@@ -47,7 +48,7 @@ st.progress(batch.done / batch.size if batch.size else 0.0, text=review.progress
 if source == LEARNED_KEY:
     st.caption(learned_note(ranking.learned()) + " This batch's order was fitted when it started.")
 if batch.unscored:
-    st.caption(f"{batch.unscored} samples of this batch have no {md(queues[source])} score; they come last.")
+    st.caption(f"{fmt_count(batch.unscored, 'sample')} of this batch without a {md(queues[source])} score come last.")
 
 last = review.last_recorded(ss, run.name)
 
@@ -135,7 +136,7 @@ with st.expander("Review sessions: create one, see progress per reviewer"):
                 samples = review.create_session(
                     store, run, orders, name, rule, int(count), people, int(overlap), created_by=reviewer
                 )
-                st.success(f"Created session {md(name)} with {len(samples)} samples.")
+                st.success(f"Created session {md(name)} with {fmt_count(len(samples), 'sample')}.")
             except ClipmemError as exc:
                 st.error(md(exc))
     for session in store.sessions(run.name).itertuples():
