@@ -37,6 +37,7 @@ run = load_run(out)
 manifest = run.manifest
 manifest.dataset.path = "dataset/captions_noisy.csv"
 manifest.dataset.root = "dataset"
+manifest.config["data"] = manifest.dataset.path  # not the build's temporary folder, gone by now
 manifest.files = [f for f in manifest.files if not f.startswith(cache.CHECKPOINT_DIR)]
 write_json(out / cache.MANIFEST, manifest.to_dict())
 run = load_run(out)

@@ -69,7 +69,18 @@ class Clip:
 
 
 def _text(fragment: str) -> str:
-    return " ".join(html.unescape(_TAG.sub(" ", fragment)).split())
+    """The fragment's words, markup dropped and entities decoded, twice where the site escaped twice.
+
+    Some titles were escaped before they were written into the SVG ("B &amp;amp; W"): decoded once they
+    still read "B &amp; W" in a caption; a text model should see "B & W", as a person would.
+    """
+    text = _TAG.sub(" ", fragment)
+    for _ in range(3):
+        decoded = html.unescape(text)
+        if decoded == text:
+            break
+        text = decoded
+    return " ".join(text.split())
 
 
 def _element(block: str, name: str) -> str:
