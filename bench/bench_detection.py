@@ -41,7 +41,7 @@ from clipmem_core.errors import ClipmemError
 from clipmem_core.learned import fit_learned_ranking
 from clipmem_core.metrics import FIRST_PAGE, detection_summary
 from clipmem_core.pipeline import EpochEnd, compute_clipmem
-from clipmem_core.scores import column_label, get_score
+from clipmem_core.scores import column_label, get_score, suspicion_order
 from clipmem_core.scores.combined import fuse
 from clipmem_core.synthetic import make_shapes_dataset
 
@@ -142,7 +142,7 @@ def learned_check(scores: pd.DataFrame) -> dict:
     """Simulated reviewers judge the combined ranking's top 50; learned vs combined on the next 100."""
     truth = scores["is_miscaptioned"].to_numpy(bool)
     combined = get_score("combined").suspicion(scores["combined"])
-    order = np.argsort(np.where(np.isnan(combined), np.inf, -combined), kind="stable")
+    order = suspicion_order(combined)
     judged = set(order[:JUDGED].tolist())
     labels = {scores["sample_id"].iat[row]: bool(truth[row]) for row in judged}
     learned = fit_learned_ranking(scores, labels, min_miscaptioned=5)

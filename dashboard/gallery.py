@@ -23,7 +23,7 @@ from clipmem_core.learned import LABEL as LEARNED_LABEL
 from clipmem_core.learned import MIN_MISCAPTIONED, LearnedRanking
 from clipmem_core.review import VERDICTS
 from clipmem_core.review.decisions import decided
-from clipmem_core.scores import column_label, run_scores
+from clipmem_core.scores import column_label, run_scores, suspicion_order
 from clipmem_core.scores.combined import Combined
 from clipmem_core.splits import split_order
 
@@ -68,11 +68,6 @@ class Card:
     @property
     def verdict(self) -> str | None:
         return None if self.decision is None else self.decision["verdict"]
-
-
-def suspicion_order(suspicion: np.ndarray) -> np.ndarray:
-    """Rows from most to least suspicious, unscored (NaN) last, stable on ties so pages never overlap."""
-    return np.argsort(np.where(np.isnan(suspicion), np.inf, -suspicion), kind="stable")
 
 
 def sorts(scores: pd.DataFrame) -> dict[str, str]:

@@ -31,7 +31,9 @@ from clipmem_core.learned import LearnedRanking, can_learn, fit_learned_ranking,
 from clipmem_core.metrics import best_detector, detection_summary
 from clipmem_core.review import ReviewStore, open_store
 from clipmem_core.review.decisions import COLUMNS, decided, visible_decisions
+from clipmem_core.review.estimate import Estimate, audit_order, ranking_name, run_estimate
 from clipmem_core.review.store import DB_URL_ENV
+from clipmem_core.scores import suspicion_order
 
 from . import auth, embedding_map, overview, state
 from .gallery import (
@@ -43,7 +45,6 @@ from .gallery import (
     range_scores,
     sort_orders,
     sorts,
-    suspicion_order,
     values,
 )
 from .images import Atlas, thumbnail_atlas
@@ -269,6 +270,26 @@ def review_rankings(run: Run, batch: tuple) -> Rankings:
     if ss.get(state.LEARNED_SNAPSHOT, (None,))[0] != key:
         ss[state.LEARNED_SNAPSHOT] = (key, learning_input(decided(decisions(run))))
     return rankings(run, ss[state.LEARNED_SNAPSHOT][1])
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _audit_order(n_samples: int) -> np.ndarray:
+    return audit_order(n_samples)
+
+
+def audit(run: Run) -> np.ndarray:
+    """The "Random sample" queue's row order: seeded, the same for every reviewer, drawn once per size
+    (a permutation of 10M rows takes about a third of a second)."""
+    return _audit_order(len(run.scores))
+
+
+def estimate(run: Run, decisions_table: pd.DataFrame) -> tuple[str, Estimate] | None:
+    """(the ranking counted, the estimate of how many samples are mis-captioned) from the decisions this
+    viewer may see; None for a run with no score."""
+    name = ranking_name(run.scores)
+    if name is None:
+        return None
+    return name, run_estimate(run, decided(decisions_table), orders(run)[name], audit(run))
 
 
 def neighbour_search(run: Run) -> NeighbourSearch:

@@ -30,6 +30,7 @@ from .base import (
     rank01,
     register,
     registry,
+    suspicion_order,
     unregister,
 )
 
@@ -65,6 +66,7 @@ __all__ = [
     "registry",
     "run_scores",
     "scores_table",
+    "suspicion_order",
     "unregister",
 ]
 

@@ -180,6 +180,11 @@ def get_score(name: str) -> Score:
         raise ClipmemError(f"unknown score {name!r}; registered: {', '.join(_REGISTRY)}") from None
 
 
+def suspicion_order(suspicion: np.ndarray) -> np.ndarray:
+    """Rows from most to least suspicious, unscored (NaN) last, stable on ties so pages never overlap."""
+    return np.argsort(np.where(np.isnan(suspicion), np.inf, -suspicion), kind="stable")
+
+
 def rank01(suspicion: np.ndarray) -> np.ndarray:
     """Ranks scaled to [0, 1] (1 = most suspicious); ties share their mean rank; NaN stays NaN."""
     values = np.asarray(suspicion, dtype=np.float64)
