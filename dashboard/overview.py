@@ -10,6 +10,7 @@ is the interactive view.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -30,11 +31,12 @@ from clipmem_core.cache import (
 )
 from clipmem_core.formatting import fmt_count, fmt_number
 from clipmem_core.metrics import best_detector
+from clipmem_core.review.estimate import MIN_AUDIT, Estimate
 from clipmem_core.scores import column_label, registry
 from clipmem_core.splits import CANDIDATE, EXTRA, INDEPENDENT, SHARED, split_order
 
 from .embedding_map import TRUTH_COLOURS, colour_scale  # ground truth looks the same on every page
-from .review import DEFAULT_BATCH
+from .review import AUDIT_LABEL, DEFAULT_BATCH
 
 MAX_POINTS = 20_000
 CHART_WIDTH = 880  # px of a drawn chart: the main column at 1280 px with the sidebar open; images shrink to fit
@@ -254,11 +256,51 @@ def likely_count(detection: dict | None) -> int:
     return 0
 
 
-def summary_paragraph(run_name: str, manifest: Manifest, scores: pd.DataFrame, detection: dict | None) -> str:
-    """The Overview's first lines, in plain words: how many samples, how many look wrong, which ranking finds them."""
+def estimate_sentence(ranking: str, estimate: Estimate) -> str:
+    """The team's estimate in one sentence, with what it rests on, e.g. "Your team's verdicts put the
+    mis-captioned samples at about 212 (4.2%; 95% interval 150–290): 120 in the first 300 of …"."""
+    share = fmt_number(estimate.count / estimate.n_samples, 1, percent=True)
+    found = (
+        f"{fmt_number(estimate.top_miscaptioned)} in the first {fmt_number(estimate.top_judged)} of "
+        f"“{column_label(ranking)}”, all judged"
+    )
+    if estimate.top_judged == estimate.n_samples:
+        return (
+            f"Your team has judged every sample: {fmt_number(estimate.top_miscaptioned)} ({share}) are mis-captioned."
+        )
+    sample = (
+        f"{fmt_number(estimate.random_miscaptioned)} of {fmt_count(estimate.random_judged, 'sample')} drawn at random"
+        + (" from the rest" if estimate.top_judged else "")
+    )
+    return (
+        f"Your team's verdicts put the mis-captioned samples at about {fmt_number(round(estimate.count))} ({share}; "
+        f"95% interval {fmt_number(math.floor(estimate.low))}–{fmt_number(math.ceil(estimate.high))}): "
+        + (f"{found}, and {sample}." if estimate.top_judged else f"{sample}.")
+    )
+
+
+def estimate_hint(estimate: Estimate) -> str:
+    """What a team without ground truth can do to learn the number: judge a little of the random sample."""
+    needed = MIN_AUDIT - estimate.random_judged
+    return (
+        f"To estimate it, judge {fmt_count(needed, 'more sample' if estimate.random_judged else 'sample')} in the "
+        f"Review page's “{AUDIT_LABEL}” queue."
+    )
+
+
+def summary_paragraph(
+    run_name: str,
+    manifest: Manifest,
+    scores: pd.DataFrame,
+    detection: dict | None,
+    estimate: tuple[str, Estimate] | None = None,
+) -> str:
+    """The Overview's first lines, in plain words: how many samples, how many look wrong, which ranking finds
+    them, and the team's estimate once its verdicts allow one (``estimate``: the ranking counted, the figures)."""
     n = len(scores)
     count = likely_count(detection)
     lines = [f"{run_name} holds {fmt_number(n)} image–caption pairs ({manifest.protocol} protocol)."]
+    known = estimate is not None and estimate[1].enough
     if count:
         share = fmt_number(count / n, 1, percent=True)
         lines.append(f"{fmt_number(count)} of them ({share}) are marked mis-captioned in the ground truth.")
@@ -274,11 +316,15 @@ def summary_paragraph(run_name: str, manifest: Manifest, scores: pd.DataFrame, d
             f"The ranking that finds them best is “{column_label(best)}”{share} "
             f"(AUROC {fmt_number(stats.get('auroc'))}, measured on {detection.get('scope', 'all samples')})."
         )
-    else:
+    elif not known:
         lines.append(
             "No ground truth marks which captions are wrong, so their number is not known; start with the default "
             "ranking, “Likely mis-captioned”, which puts the most suspicious first."
         )
+        if estimate is not None:
+            lines.append(estimate_hint(estimate[1]))
+    if known:
+        lines.append(estimate_sentence(*estimate))
     return " ".join(lines)
 
 

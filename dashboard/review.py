@@ -8,7 +8,8 @@ A ranked queue walks the run in one registered score's order, in batches of ``ba
 Overview's "review them" button sets the batch to the number that look mis-captioned): a batch is a
 fixed window of that order, so "12 of 95 in this batch" means the same samples all along. Samples the
 score does not rank (NaN) come after the ranked ones, never left out. An assigned queue is the
-reviewer's batch in a review session.
+reviewer's batch in a review session. The random sample walks the run in one seeded random order
+(``clipmem_core.review.estimate``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ from .gallery import card_scores
 from .images import UNREADABLE
 
 ASSIGNED = "assigned"
+AUDIT = "random"  # the random sample the estimate of how many are mis-captioned is drawn from
+AUDIT_LABEL = "Random sample (for the estimate)"
+AUDIT_NOTE = (
+    "A fixed random order, the same for everyone: judged in order, these samples let the Overview estimate how "
+    "many samples are mis-captioned. A skipped one holds the estimate back until someone judges it."
+)
 DEFAULT_BATCH = 50
 HINTS = 4
 REVIEW_IMAGE_PX = 384  # the review image is drawn at least this wide, upscaled from a small original
@@ -60,8 +67,9 @@ def note_key(sample_id: str) -> str:
 
 
 def queues(ranked: Mapping[str, str]) -> dict[str, str]:
-    """Every queue the sidebar offers: the ranked ones (``resources.rankings``), then the assigned batch."""
-    return {**ranked, ASSIGNED: "Assigned batch"}
+    """Every queue the sidebar offers: the ranked ones (``resources.rankings``), the random sample, then the
+    assigned batch."""
+    return {**ranked, AUDIT: AUDIT_LABEL, ASSIGNED: "Assigned batch"}
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import re
 import sys
 import time
@@ -20,6 +21,14 @@ from PIL import Image
 from clipmem_core import ClipmemError
 from clipmem_core.config import RunConfig
 from clipmem_core.review.decisions import decisions
+from clipmem_core.review.estimate import (
+    IS_CORRECT,
+    IS_MISCAPTIONED,
+    MIN_AUDIT,
+    UNJUDGED,
+    estimate_miscaptioned,
+    wilson_interval,
+)
 from clipmem_core.testing import fake_run, fake_scores, modules_loaded_by
 from dashboard import compute, embedding_map, images, inspector, navigation, overview, review
 from dashboard.gallery import (
@@ -305,6 +314,35 @@ def test_without_ground_truth_the_overview_claims_no_count_and_plans_one_default
         "suspicious first."
     )
     assert overview.review_plan(run.scores, None) == ("combined", review.DEFAULT_BATCH)
+
+
+def test_the_overview_gives_the_teams_estimate_once_a_random_sample_is_judged_and_says_how_to_get_one(run):
+    """The estimate rests on the default ranking's judged top and the random queue's judged start."""
+    ranking, audit = run.scores.index.to_numpy()[::-1], np.arange(len(run.scores))
+    codes = np.full(len(run.scores), UNJUDGED, dtype=np.int8)
+    codes[ranking[:10]] = [IS_MISCAPTIONED] * 8 + [IS_CORRECT] * 2
+    codes[audit[:5]] = IS_CORRECT
+    few = estimate_miscaptioned(ranking, codes, audit)
+    text = overview.summary_paragraph("demo", run.manifest, run.scores, None, ("combined", few))
+    assert text.endswith(
+        "number is not known; start with the default ranking, “Likely mis-captioned”, which puts the most "
+        f"suspicious first. To estimate it, judge {MIN_AUDIT - 5} more samples in the Review page's “Random sample "
+        "(for the estimate)” queue."
+    )
+    codes[audit[: MIN_AUDIT + 10]] = IS_CORRECT  # 30 random samples outside the top: none mis-captioned
+    codes[ranking[:10]] = [IS_MISCAPTIONED] * 8 + [IS_CORRECT] * 2
+    enough = estimate_miscaptioned(ranking, codes, audit)
+    text = overview.summary_paragraph("demo", run.manifest, run.scores, None, ("combined", enough))
+    high = math.ceil(8 + wilson_interval(0, MIN_AUDIT + 10)[1] * 110)  # 110 samples outside the top
+    assert "not known" not in text and text.endswith(
+        f"Your team's verdicts put the mis-captioned samples at about 8 (6.7%; 95% interval 8–{high}): 8 in the "
+        f"first 10 of “Likely mis-captioned”, all judged, and 0 of {MIN_AUDIT + 10} samples drawn at random from the "
+        "rest."
+    )
+    with_truth = overview.summary_paragraph(
+        "demo", run.manifest, run.scores, run.manifest.summary["detection"], ("combined", enough)
+    )
+    assert "marked mis-captioned in the ground truth" in with_truth and "Your team's verdicts put" in with_truth
 
 
 def test_inspector_tables(run):

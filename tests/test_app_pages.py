@@ -21,6 +21,7 @@ from clipmem_core.index import NeighbourSearch
 from clipmem_core.learned import KEY as LEARNED_KEY
 from clipmem_core.learned import MIN_MISCAPTIONED, fit_learned_ranking
 from clipmem_core.review import open_store
+from clipmem_core.review.estimate import audit_order, ranking_order, run_estimate
 from clipmem_core.testing import fake_run
 from dashboard import auth, compute, navigation, state
 from dashboard import embedding_map as emap
@@ -213,6 +214,29 @@ def test_a_learned_ranking_is_offered_once_the_team_has_called_enough_samples_mi
     shown = [m.value for m in review_page.main.text if m.value.startswith(unjudged_first)]
     assert shown, "the learned queue's first card is its top unjudged sample"
     assert any(note in c.value for c in review_page.main.caption)
+
+
+def test_the_random_queue_walks_one_fixed_order_and_its_verdicts_give_the_overview_an_estimate(cache_root):
+    from dashboard import overview, review
+
+    run = fake_run(cache_root, "judged", n=120, seed=2)
+    store = open_store(cache_root)
+    audit = run.scores["sample_id"].iloc[audit_order(len(run.scores))].tolist()
+    truth = dict(zip(run.scores["sample_id"], run.scores["is_miscaptioned"]))
+    for sample in audit[:55]:
+        store.add_verdict("judged", sample, "ann", "mis-captioned" if truth[sample] else "correct")
+    page = _app(reviewer="bob", page=navigation.REVIEW.path, run="judged")
+    page.radio(key=review.SOURCE).set_value(review.AUDIT).run()
+    assert not page.exception and any(c.value == review.AUDIT_NOTE for c in page.main.caption)
+    assert [m.value for m in page.main.text if m.value.startswith(audit[0])], "the random order's first sample"
+    page = _app(reviewer="ann", page=navigation.REVIEW.path, run="judged")
+    page.radio(key=review.SOURCE).set_value(review.AUDIT).run()
+    assert page.success, "ann judged the first 50 of the random order: that batch is done"
+    at = _open(_app(reviewer="ann", run="judged"), navigation.OVERVIEW.path)
+    verdicts = {s: "mis-captioned" if truth[s] else "correct" for s in audit[:55]}
+    expected = run_estimate(run, verdicts, ranking_order(run, DEFAULT_SORT))
+    assert expected.random_judged >= 50 and expected.enough
+    assert _plain(overview.estimate_sentence(DEFAULT_SORT, expected)) in _plain(at.main.markdown[0].value)
 
 
 def test_a_review_session_can_be_drawn_from_the_learned_ranking(cache_root):

@@ -178,3 +178,17 @@ def test_the_member_benchmark_adds_a_stored_score_to_the_fusion_and_says_what_it
     assert main(["--score", "csls_heldout", "--runs", str(paths[0])]) == 2  # already a member
     assert main(["--score", "no_such_score", "--runs", str(paths[0])]) == 2
     assert "bench_member:" in capsys.readouterr().err
+
+
+def test_the_estimate_benchmark_compares_the_teams_estimate_with_a_random_sample_alone(tmp_path, capsys):
+    from bench.bench_estimate import STRATEGIES, main, measure_run
+
+    run = fake_run(tmp_path / "work" / "runs", "shapes_s0_full", n=400)
+    found = measure_run(run.path, tops=[0.0, 1.0], randoms=[60], repeats=40, seed=0)
+    assert found["true_count"] == int(run.scores["is_miscaptioned"].sum()) > 0
+    alone, ours = (found["results"][(1.0, 60, name)] for name in STRATEGIES)
+    assert ours["relative_width"] < alone["relative_width"]  # the counted top narrows the interval
+    assert 0.8 <= ours["coverage"] <= 1.0 and abs(ours["relative_error"]) < 0.2
+    assert main(["--work", str(tmp_path / "work"), "--tops", "0,1", "--randoms", "60", "--repeats", "20"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 + 2 * 2 and lines[2].startswith("| shapes (full), n = 400")

@@ -5,6 +5,7 @@ import pytest
 from review_fixtures import make_run
 
 from clipmem_core.cli import main
+from clipmem_core.review import estimate
 from clipmem_core.review.store import open_store
 
 
@@ -128,12 +129,41 @@ def test_bad_arguments_exit_2(run_dir, tmp_path, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+def test_estimate_counts_the_judged_top_and_scales_the_judged_start_of_the_random_order(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(estimate, "MIN_AUDIT", 20)  # a small run: 40 samples
+    run_dir = make_run(tmp_path / "cache", "big", n=40)  # ranked s00, s01, … by every queue
+    assert main(["review", "random-order", "--run", str(run_dir), "--limit", "40"]) == 0
+    order = capsys.readouterr().out.split()
+    assert order[0] == "sample_id" and sorted(order[1:]) == [f"s{i:02d}" for i in range(40)]
+    top = [f"s{i:02d}" for i in range(5)]
+    rest = [s for s in order[1:] if s not in top]
+    rows = [(s, "ann", "mis-captioned" if s in top[:3] else "correct") for s in top]
+    rows += [(s, "ann", "mis-captioned" if i < 2 else "correct") for i, s in enumerate(rest[:10])]
+    verdicts = verdict_csv(tmp_path / "v.csv", rows, ("sample_id", "reviewer", "verdict"))
+    assert main(["review", "import", "--run", str(run_dir), "--file", str(verdicts)]) == 0
+    capsys.readouterr()
+    assert main(["review", "estimate", "--run", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "3 mis-captioned in the first 5" in out and "2 of 10 mis-captioned" in out and "not enough" in out
+    more = [(s, "ann", "correct") for s in rest[10:30]]
+    verdict_csv(tmp_path / "w.csv", more, ("sample_id", "reviewer", "verdict"))
+    assert main(["review", "import", "--run", str(run_dir), "--file", str(tmp_path / "w.csv")]) == 0
+    capsys.readouterr()
+    assert main(["review", "estimate", "--run", str(run_dir), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # s05, judged as one of the random order's first 30, extends the judged top to six, and leaves the sample
+    assert "s05" in rest[10:30] and "s06" not in rest[:30]
+    assert (report["ranking"], report["top_judged"], report["top_miscaptioned"]) == ("combined", 6, 3)
+    assert (report["random_judged"], report["random_miscaptioned"], report["enough"]) == (29, 2, True)
+    assert report["count"] == pytest.approx(3 + 2 / 29 * 34) and report["low"] < report["count"] < report["high"]
+
+
 def test_not_a_run_exits_2(tmp_path, capsys):
     assert main(["review", "agreement", "--run", str(tmp_path)]) == 2
     assert "not a clipmem run" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("sub", [[], ["import"], ["export"], ["agreement"]])
+@pytest.mark.parametrize("sub", [[], ["import"], ["export"], ["agreement"], ["estimate"], ["random-order"]])
 def test_help(sub, capsys):
     """In this process: tests/test_cli.py proves once that `clipmem` and `python -m clipmem_core` are one program."""
     with pytest.raises(SystemExit) as exited:

@@ -1,4 +1,4 @@
-"""``python -m clipmem_core review ...``: import verdicts, export results, report agreement.
+"""``python -m clipmem_core review ...``: import verdicts, export results, report agreement, estimate.
 
 The run's name in the review database is its folder name; the default SQLite file lives in the run
 folder's parent (the cache root). ``CLIPMEM_DB_URL`` selects another database.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,8 @@ from ..cache import Run, load_run
 from ..errors import ClipmemError
 from ..formatting import fmt_number
 from .agreement import agreement_report
+from .decisions import decided, decisions
+from .estimate import MIN_AUDIT, audit_order, ranking_name, ranking_order, run_estimate
 from .export import FORMATS, export
 from .store import ReviewStore, open_store
 from .verdicts import normalise_verdict
@@ -141,11 +144,46 @@ def cmd_agreement(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_estimate(args: argparse.Namespace) -> int:
+    run, store = _open(args.run)
+    name = ranking_name(run.scores)
+    if name is None:
+        raise ClipmemError(f"{args.run} has no registered score to rank by")
+    verdicts = decided(decisions(store.current_verdicts(run.name), store.resolutions(run.name)))
+    estimate = run_estimate(run, verdicts, ranking_order(run, name))
+    if args.json:
+        print(json.dumps({"ranking": name, **asdict(estimate), "enough": estimate.enough}, indent=2))
+        return 0
+    print(
+        f"judged top of {name}: {estimate.top_miscaptioned} mis-captioned in the first {estimate.top_judged}\n"
+        f"random sample of the rest: {estimate.random_miscaptioned} of {estimate.random_judged} mis-captioned"
+    )
+    if not estimate.enough:
+        print(
+            f"not enough for an estimate: judge at least {MIN_AUDIT} samples of the random order "
+            f"(`clipmem review random-order --run {args.run}`, or the Review page's random sample queue)"
+        )
+        return 0
+    print(
+        f"estimated mis-captioned: {estimate.count:.0f} of {estimate.n_samples} "
+        f"(95% interval {estimate.low:.0f}-{estimate.high:.0f})"
+    )
+    return 0
+
+
+def cmd_random_order(args: argparse.Namespace) -> int:
+    """The random sample's sample ids, in order: for teams that judge outside the dashboard and import."""
+    run = load_run(args.run)
+    ids = run.scores["sample_id"].iloc[audit_order(len(run.scores))[: args.limit]]
+    sys.stdout.write("sample_id\n" + "".join(f"{sample}\n" for sample in ids))
+    return 0
+
+
 def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``review`` and its sub-commands on the top-level CLI."""
     review = subparsers.add_parser(
         "review",
-        help="team review: import verdicts, export cleaned data, agreement",
+        help="team review: import verdicts, export cleaned data, agreement, estimate",
         description="Team review of a run. Database: $CLIPMEM_DB_URL, else <cache root>/review.sqlite.",
     )
     commands = review.add_subparsers(dest="review_command", required=True, metavar="SUBCOMMAND")
@@ -201,3 +239,24 @@ def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
     agr.add_argument("--session", type=int, help="only the samples of this review session")
     agr.add_argument("--json", action="store_true", help="print JSON instead of text")
     agr.set_defaults(func=cmd_agreement)
+
+    est = commands.add_parser(
+        "estimate",
+        help="how many samples are mis-captioned, from the verdicts, with a 95%% interval",
+        description="Estimate how many samples are mis-captioned: the mis-captioned samples of the default "
+        "ranking's judged top are counted, and a random sample of the rest (the random order's judged start, "
+        f"at least {MIN_AUDIT} sure verdicts) is scaled to the rest, with a Wilson interval.",
+    )
+    est.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
+    est.add_argument("--json", action="store_true", help="print JSON instead of text")
+    est.set_defaults(func=cmd_estimate)
+
+    rnd = commands.add_parser(
+        "random-order",
+        help="the random sample's sample ids, in the order to judge them (CSV on stdout)",
+        description="The fixed random order that the estimate's random sample is drawn from (the Review "
+        "page's random sample queue walks the same one). Judge from the top, with no gaps.",
+    )
+    rnd.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
+    rnd.add_argument("--limit", type=int, default=100, help="how many ids (default 100)")
+    rnd.set_defaults(func=cmd_random_order)

@@ -15,9 +15,11 @@ run = resources.require_run()
 detection = resources.detection(run)
 
 st.title(f"Run: {md(run.name)}")
-st.markdown(md(overview.summary_paragraph(run.name, run.manifest, run.scores, detection)))
+decisions = resources.decisions(run)
+estimate = resources.estimate(run, decisions)
+st.markdown(md(overview.summary_paragraph(run.name, run.manifest, run.scores, detection, estimate)))
 rule, count = overview.review_plan(run.scores, detection)
-progress = overview.review_progress(resources.decisions(run))
+progress = overview.review_progress(decisions)
 if progress:
     st.caption(progress)
 

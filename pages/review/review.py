@@ -39,14 +39,17 @@ else:
     ss[review.BATCH] = min(max(1, int(ss.get(review.BATCH) or review.DEFAULT_BATCH)), len(run.scores))
     size = int(st.sidebar.number_input("Batch size", 1, len(run.scores), key=review.BATCH))
     ss.setdefault(review.BATCH_INDEX, 0)
-    window = review.batch_ids(run, orders, source, size, int(ss[review.BATCH_INDEX]))
+    queue_orders = {review.AUDIT: resources.audit(run)} if source == review.AUDIT else orders
+    window = review.batch_ids(run, queue_orders, source, size, int(ss[review.BATCH_INDEX]))
     judged = store.judged(run.name, reviewer, window)
-    batch = review.ranked_batch(run, orders, source, judged, size, int(ss[review.BATCH_INDEX]))
+    batch = review.ranked_batch(run, queue_orders, source, judged, size, int(ss[review.BATCH_INDEX]))
 
 pace = review.seconds_per_sample(ss.get(review.PACE) or [])
 st.progress(batch.done / batch.size if batch.size else 0.0, text=review.progress_line(batch, pace))
 if source == LEARNED_KEY:
     st.caption(learned_note(ranking.learned()) + " This batch's order was fitted when it started.")
+if source == review.AUDIT:
+    st.caption(review.AUDIT_NOTE)
 if batch.unscored:
     st.caption(f"{fmt_count(batch.unscored, 'sample')} of this batch without a {md(queues[source])} score come last.")
 
