@@ -15,6 +15,10 @@ over the runs (seeds): the estimate's error relative to the true count, the 95 %
 to the true count, and how often the interval holds the true count (its coverage; nominally 0.95).
 
     python -m bench.bench_estimate --work /work/bench/s41 --work /work/bench/bf16
+
+``--timing N`` instead times the estimate on N rows with 500 judged at the top and 300 in the random order
+(what the Overview computes on every visit), against reading every row's verdict in both orders, the
+straightforward way, in the same run.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -117,15 +122,54 @@ def table(measured: dict[Path, dict], tops: list[float], randoms: list[int]) -> 
     return "\n".join(lines)
 
 
+def full_scan(ranking: np.ndarray, codes: np.ndarray, audit: np.ndarray) -> tuple[int, int]:
+    """The baseline: both judged starts found by reading every row's code in both orders."""
+    top = int(np.argmax(codes[ranking] == UNJUDGED))
+    in_top = np.zeros(len(codes), dtype=bool)
+    in_top[ranking[:top]] = True
+    rest = audit[~in_top[audit]]
+    return top, int(np.argmax(codes[rest] == UNJUDGED))
+
+
+def timing(n: int, repeats: int = 5) -> str:
+    """Seconds per estimate on ``n`` rows, and the ratio against the full scan."""
+    rng = np.random.default_rng(0)
+    ranking, audit = rng.permutation(n), rng.permutation(n)
+    codes = np.full(n, UNJUDGED, dtype=np.int8)
+    _judge(codes, ranking[:500], rng.random(n) < 0.05)
+    _judge(codes, audit[codes[audit] == UNJUDGED][:300], rng.random(n) < 0.05)
+    seconds = {}
+    for name, call in (
+        ("full scan", lambda: full_scan(ranking, codes, audit)),
+        ("estimate", lambda: estimate_miscaptioned(ranking, codes, audit)),
+    ):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            call()
+        seconds[name] = (time.perf_counter() - started) / repeats
+    found = estimate_miscaptioned(ranking, codes, audit)
+    assert (found.top_judged, found.random_judged) == full_scan(ranking, codes, audit)
+    return (
+        f"{n:,} rows: estimate {seconds['estimate'] * 1000:.2f} ms, full scan {seconds['full scan'] * 1000:.1f} ms, "
+        f"ratio {seconds['estimate'] / seconds['full scan']:.4f}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", action="append", required=True, help="a bench_detection --work folder (repeat)")
+    parser.add_argument("--work", action="append", help="a bench_detection --work folder (repeat)")
+    parser.add_argument("--timing", type=int, help="time the estimate on this many rows instead")
     parser.add_argument("--tops", default="0,0.5,1", help="judged top, in multiples of the number injected")
     parser.add_argument("--randoms", default="50,100,200", help="random verdicts after the top")
     parser.add_argument("--repeats", type=int, default=200, help="random orders per run and setting")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
+    if args.timing:
+        print(timing(args.timing))
+        return 0
+    if not args.work:
+        parser.error("--work is required (or --timing)")
     tops = [float(t) for t in args.tops.split(",")]
     randoms = [int(r) for r in args.randoms.split(",")]
     runs = sorted(p.parent for work in args.work for p in (Path(work) / "runs").glob("*/scores.parquet"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -192,3 +193,7 @@ def test_the_estimate_benchmark_compares_the_teams_estimate_with_a_random_sample
     assert main(["--work", str(tmp_path / "work"), "--tops", "0,1", "--randoms", "60", "--repeats", "20"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 + 2 * 2 and lines[2].startswith("| shapes (full), n = 400")
+    assert main(["--timing", "20000"]) == 0  # it checks its answer against the full scan's
+    assert re.fullmatch(
+        r"20,000 rows: estimate [0-9.]+ ms, full scan [0-9.]+ ms, ratio [0-9.]+\n", capsys.readouterr().out
+    )

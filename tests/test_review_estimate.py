@@ -14,6 +14,7 @@ from clipmem_core.review.estimate import (
     UNJUDGED,
     audit_order,
     estimate_miscaptioned,
+    judged_start,
     verdict_codes,
     wilson_interval,
 )
@@ -96,3 +97,17 @@ def test_unsure_verdicts_count_as_neither_and_a_fully_judged_run_is_counted_exac
 def test_the_random_order_is_fixed_so_every_reviewer_walks_the_same_sample():
     assert audit_order(1000).tolist() == audit_order(1000).tolist()
     assert sorted(audit_order(1000).tolist()) == list(range(1000))
+
+
+def test_the_judged_start_is_found_across_chunks_and_skips_the_rows_asked():
+    rng = np.random.default_rng(3)
+    order = rng.permutation(10_000)
+    codes = np.full(10_000, UNJUDGED, dtype=np.int8)
+    codes[order[:5_000]] = IS_CORRECT  # longer than the first chunks together (1,024 + 2,048)
+    assert len(judged_start(order, codes)) == 5_000
+    skip = np.zeros(10_000, dtype=bool)
+    skip[order[5_000]] = True  # the first unjudged row is skipped: the start runs on to the next unjudged
+    codes[order[5_001:5_010]] = IS_MISCAPTIONED
+    start = judged_start(order, codes, skip=skip)
+    assert len(start) == 5_009 and (start == IS_MISCAPTIONED).sum() == 9
+    assert len(judged_start(order, np.full(10_000, IS_CORRECT, dtype=np.int8))) == 10_000  # all judged
