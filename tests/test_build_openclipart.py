@@ -43,4 +43,3 @@ def test_titles_escaped_twice_by_the_source_read_as_plain_text():
 
 def test_plain_ampersands_and_words_are_left_as_they_are():
     assert _builder()._text("Tom & Jerry  &amp; friends") == "Tom & Jerry & friends"
-
