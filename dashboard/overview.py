@@ -337,12 +337,15 @@ def review_progress(decisions: pd.DataFrame) -> str | None:
     return f"Review so far: {fmt_count(len(decisions), 'sample')} with a verdict you can see ({parts})."
 
 
-def review_plan(scores: pd.DataFrame, detection: dict | None) -> tuple[str, int]:
+def review_plan(
+    scores: pd.DataFrame, detection: dict | None, estimate: tuple[str, Estimate] | None = None
+) -> tuple[str, int]:
     """(the queue to review, how many): the best ranking and the number the ground truth marks mis-captioned,
-    else the review page's default batch."""
+    else the team's estimate once there is one, else the review page's default batch."""
     best = best_detector(detection)
     rule = best if best in scores.columns else ("combined" if "combined" in scores.columns else next(iter(scores)))
-    return rule, likely_count(detection) or DEFAULT_BATCH
+    estimated = round(estimate[1].count) if estimate is not None and estimate[1].enough else 0
+    return rule, likely_count(detection) or estimated or DEFAULT_BATCH
 
 
 def alignment_columns(scores: pd.DataFrame) -> tuple[str, str] | None:

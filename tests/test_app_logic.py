@@ -343,6 +343,8 @@ def test_the_overview_gives_the_teams_estimate_once_a_random_sample_is_judged_an
         "demo", run.manifest, run.scores, run.manifest.summary["detection"], ("combined", enough)
     )
     assert "marked mis-captioned in the ground truth" in with_truth and "Your team's verdicts put" in with_truth
+    assert overview.review_plan(run.scores, None, ("combined", enough)) == ("combined", round(enough.count))
+    assert overview.review_plan(run.scores, None, ("combined", few)) == ("combined", review.DEFAULT_BATCH)
 
 
 def test_inspector_tables(run):

@@ -18,7 +18,7 @@ st.title(f"Run: {md(run.name)}")
 decisions = resources.decisions(run)
 estimate = resources.estimate(run, decisions)
 st.markdown(md(overview.summary_paragraph(run.name, run.manifest, run.scores, detection, estimate)))
-rule, count = overview.review_plan(run.scores, detection)
+rule, count = overview.review_plan(run.scores, detection, estimate)
 progress = overview.review_progress(decisions)
 if progress:
     st.caption(progress)
