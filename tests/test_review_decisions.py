@@ -53,6 +53,10 @@ def test_resolution_beats_majority_beats_own_pending(store):
     assert badge_text(table.loc["a"]) == "Mis-captioned · 2 of 3"
     assert badge_text(table.loc["b"]) == "Correct · lead"
     assert badge_text(table.loc["c"]) == "Unsure · tied"
+    assert badge_text(table.loc["d"]) == "Correct · 1 of 1"  # bob's alone: not ann's ("yours")
+    assert badge_text(decisions(store.current_verdicts(RUN), store.resolutions(RUN), viewer="bob").loc["d"]) == (
+        "Correct · yours"
+    )
     lead_view = decisions(store.current_verdicts(RUN), store.resolutions(RUN), viewer="lead")
     assert lead_view.loc["c", "verdict"] is None and lead_view.loc["c", "source"] == TIED
     assert badge_text(lead_view.loc["c"]) == "Tied · 2 reviewers"

@@ -131,7 +131,7 @@ def badge_text(row: pd.Series | None) -> str | None:
     if row["source"] == OWN_PENDING:
         return f"{label} · tied"
     agreeing, total = row["votes"].get(row["verdict"], 0), row["n_reviewers"]
-    return f"{label} · {'yours' if total == 1 and row['own'] else f'{agreeing} of {total}'}"
+    return f"{label} · {'yours' if total == 1 and pd.notna(row['own']) else f'{agreeing} of {total}'}"
 
 
 def unresolved_disagreements(current: pd.DataFrame, resolutions: pd.DataFrame) -> list[str]:
