@@ -58,6 +58,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".
 ID_COLUMN = "id"
 LABEL_COLUMN = "is_miscaptioned"
 CLASS_COLUMN = "label"  # optional class of the image (e.g. a stamp's category): for linear probes, never trained on
+# optional: every caption of a sample with several, as a JSON list (the cleaned export of COCO data writes it)
+CAPTIONS_COLUMN = "captions"
 SKIP_COLUMNS = ["row", "filepath", "caption", "reason"]
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
@@ -225,18 +227,21 @@ def _read_table(source: Path, fmt: str, img_key: str, caption_key: str) -> tuple
     has_id, has_label = ID_COLUMN in columns, LABEL_COLUMN in columns
     base = source.parent
     has_category = CLASS_COLUMN in columns and CLASS_COLUMN not in (img_key, caption_key)
+    has_captions = CAPTIONS_COLUMN in columns and CAPTIONS_COLUMN not in (img_key, caption_key)
     records = []
     for i, fields in enumerate(rows, start=1):
         problem = _field_count_problem(fields, len(header))
         fields = fields + [""] * (len(header) - len(fields))
         written, caption = fields[columns[img_key]].strip(), fields[columns[caption_key]].strip()
         full = _absolute(base, written)
+        captions, captions_problem = _all_captions(caption, fields[columns[CAPTIONS_COLUMN]] if has_captions else "")
+        problem = problem or captions_problem
         records.append(
             _Record(
                 row=i,
                 written=written,
                 path=full,
-                captions=[caption],
+                captions=captions,
                 sample_id=fields[columns[ID_COLUMN]].strip() if has_id else _derived_id(base, full, caption),
                 label=fields[columns[LABEL_COLUMN]] if has_label else None,
                 problem=problem or (None if written else "filepath is empty"),
@@ -257,12 +262,29 @@ def _table_columns(source: Path, header: list[str], img_key: str, caption_key: s
             "name the image and caption columns with --csv-img-key/--csv-caption-key"
         )
     used = [
-        key for key in dict.fromkeys((img_key, caption_key, ID_COLUMN, LABEL_COLUMN, CLASS_COLUMN)) if key in header
+        key
+        for key in dict.fromkeys((img_key, caption_key, ID_COLUMN, LABEL_COLUMN, CLASS_COLUMN, CAPTIONS_COLUMN))
+        if key in header
     ]
     repeated = [key for key in used if header.count(key) > 1]
     if repeated:
         raise ClipmemError(f"{source} has the column {repeated[0]!r} more than once; keep one")
     return {key: header.index(key) for key in used}
+
+
+def _all_captions(caption: str, listed: str) -> tuple[list[str], str | None]:
+    """The sample's captions: ``caption`` first, then the others of a ``captions`` cell (a JSON list of
+    strings); (captions, a problem with the cell or None). An empty cell means the one caption."""
+    if not listed.strip():
+        return [caption], None
+    try:
+        values = json.loads(listed)
+    except ValueError:
+        values = None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        return [caption], f"{CAPTIONS_COLUMN} is not a JSON list of strings"
+    others = [v.strip() for v in values if v.strip() and v.strip() != caption]
+    return [caption, *dict.fromkeys(others)], None
 
 
 def _field_count_problem(fields: list[str], expected: int) -> str | None:

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from review_fixtures import make_run
 
-from clipmem_core.cache import load_run
+from clipmem_core.cache import SCORES, load_run, write_parquet
 from clipmem_core.cli import main
 from clipmem_core.data import read_dataset
 from clipmem_core.errors import ClipmemError
@@ -93,6 +93,36 @@ def test_cleaned_csv_ingests_again_beside_the_input_with_its_paths_ids_and_groun
     assert dict(zip(dataset.samples["sample_id"], dataset.samples["is_miscaptioned"])) == {s: truth[s] for s in got}
 
 
+def test_cleaned_csv_keeps_the_class_label_and_every_caption_of_a_sample_with_several(reviewed):
+    """COCO data has several captions per image, tuxpaint a class: both survive the export and read back."""
+    run, store = reviewed
+    scores = run.scores.copy()
+    scores["label"] = ["animal", "food", "shape", "shape", "food", "animal"]
+    scores["captions"] = [[c] for c in scores["caption"]]
+    scores.at[2, "captions"] = [scores.at[2, "caption"], "a second, with a comma", 'a "quoted" third']
+    scores.at[1, "captions"] = [scores.at[1, "caption"], "judged with the wrong caption"]
+    write_parquet(run.path / SCORES, scores)
+    run = load_run(run.path)
+    out = run.dataset_root / "clean.csv"
+    export(store, run, "cleaned", out, "csv", replace=True, allow_unresolved=True)
+    assert list(pd.read_csv(out).columns) == ["filepath", "caption", "id", "label", "is_miscaptioned", "captions"]
+    dataset = read_dataset(out, progress=False).samples.set_index("sample_id")
+    assert dataset.at["s02", "captions"] == [scores.at[2, "caption"], "a second, with a comma", 'a "quoted" third']
+    assert dataset.at["s01", "captions"] == ["the lead's caption"]  # replaced: the old captions are not kept
+    assert dataset.at["s05", "captions"] == [scores.at[5, "caption"]]
+    kept = {"s00": "animal", "s01": "food", "s02": "shape", "s03": "shape", "s05": "animal"}
+    assert dataset["label"].to_dict() == kept
+
+
+def test_a_captions_cell_that_is_not_a_json_list_is_a_skipped_row(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")  # the row is refused before its image is read
+    (tmp_path / "d.csv").write_text('filepath,caption,captions\na.png,a cat,"not json"\na.png,a dog,\n')
+    dataset = read_dataset(tmp_path / "d.csv", progress=False, check_images=False)
+    assert dataset.samples["captions"].tolist() == [["a dog"]]
+    [reason] = dataset.skipped["reason"].tolist()
+    assert reason == "captions is not a JSON list of strings"
+
+
 def test_cleaned_data_keeps_formula_like_cells_verbatim_and_round_trips(tmp_path, monkeypatch):
     """Training data is not a spreadsheet: a caption "'-5 degrees" must not gain a quote, "=x.png" must stay found."""
     monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
@@ -101,8 +131,6 @@ def test_cleaned_data_keeps_formula_like_cells_verbatim_and_round_trips(tmp_path
     renamed = run.scores.copy()
     renamed.loc[1, "filepath"] = "images/=x.png"
     (run.dataset_root / "images" / "1.png").rename(run.dataset_root / "images" / "=x.png")
-    from clipmem_core.cache import SCORES, write_parquet
-
     write_parquet(run.path / SCORES, renamed)
     run = load_run(run.path)
     store = open_store(tmp_path / "cache")

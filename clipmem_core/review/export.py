@@ -11,22 +11,26 @@ among the reviewers who said mis-captioned (ties: the most recent).
 
 The cleaned dataset is training data in the input's own shape: ``filepath`` relative to the dataset
 root (as the input wrote it, so the file works beside the original CSV on any machine), ``caption``,
-``id`` (the sample's stable id, which ``read_dataset`` reads back as its sample_id) and the ground truth
-``is_miscaptioned`` when the run has it. Its cells are written verbatim. Only the verdicts export, meant
+``id`` (the sample's stable id, which ``read_dataset`` reads back as its sample_id), the class ``label``
+and the ground truth ``is_miscaptioned`` when the run has them, and ``captions`` (every caption, a JSON
+list) when a sample has several, as COCO data does. Other columns of the input were never read and are
+not kept. Its cells are written verbatim. Only the verdicts export, meant
 for spreadsheets, escapes cells that a spreadsheet would run as a formula (a leading single quote).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..atomic import write_bytes
 from ..cache import GROUND_TRUTH, Run
-from ..data import ID_COLUMN
+from ..data import CAPTIONS_COLUMN, CLASS_COLUMN, ID_COLUMN
 from ..errors import ClipmemError
 from ..formatting import fmt_count
 from .decisions import decisions, unresolved_disagreements
@@ -108,16 +112,38 @@ def final_labels(store: ReviewStore, run: str, allow_unresolved: bool = True) ->
 
 
 def cleaned_dataset(run: Run, labels: pd.DataFrame, replace: bool) -> pd.DataFrame:
-    """The run's rows minus mis-captioned samples (or with accepted captions), in the input's shape."""
+    """The run's rows minus mis-captioned samples (or with accepted captions), in the input's shape: the
+    columns clipmem reads (filepath, caption, id, the class ``label`` and the ground truth when the run has
+    them), and every caption of a sample with several as a JSON list in ``captions``, so that clipmem reads
+    the file back as the same samples. Other columns of the input were never read and are not kept."""
     bad = labels[labels["verdict"] == MISCAPTIONED].set_index("sample_id")["caption"]
     frame = run.scores[["filepath", "caption", "sample_id"]].rename(columns={"sample_id": ID_COLUMN})
+    if CLASS_COLUMN in run.scores.columns:
+        frame[CLASS_COLUMN] = run.scores[CLASS_COLUMN]
     if run.has_ground_truth:
         frame[GROUND_TRUTH] = run.scores[GROUND_TRUTH].astype("boolean")
     is_bad = frame[ID_COLUMN].isin(bad.index).to_numpy()
     accepted = frame[ID_COLUMN].map(bad).map(lambda c: isinstance(c, str) and bool(c)).to_numpy(dtype=bool)
     replaced = is_bad & accepted & replace
     frame.loc[replaced, "caption"] = frame.loc[replaced, ID_COLUMN].map(bad)
+    several = _several_captions(run, replaced)
+    if several is not None:
+        frame[CAPTIONS_COLUMN] = several
     return frame[~is_bad | replaced].reset_index(drop=True)
+
+
+def _several_captions(run: Run, replaced: np.ndarray) -> list[str] | None:
+    """The ``captions`` cells: a JSON list where a sample has several captions, else empty; None when no
+    sample has several. A replaced caption stands alone: the others were judged with the wrong one."""
+    if "captions" not in run.scores.columns:
+        return None
+    counts = run.scores["captions"].map(len).to_numpy()
+    if not (counts > 1).any():
+        return None
+    return [
+        json.dumps(list(captions), ensure_ascii=False) if count > 1 and not swapped else ""
+        for captions, count, swapped in zip(run.scores["captions"], counts, replaced)
+    ]
 
 
 def export_frame(

@@ -62,8 +62,9 @@ def export_section() -> None:
     )
     files = reconcile.export_files(store, run, allow, replace)
     st.caption(
-        "The cleaned CSV has the input's columns (filepath relative to the dataset root, caption, id, ground truth "
-        "when known): put it beside the original CSV to train on it or to run clipmem on it again."
+        "The cleaned CSV has the columns clipmem reads (filepath relative to the dataset root, caption, id, and "
+        "label, ground truth and every caption of a sample with several when the run has them; other columns of "
+        "the input are not kept): put it beside the original CSV to train on it or to run clipmem on it again."
     )
     left, right = st.columns(2)
     for column, (label, (name, data)), key in zip((left, right), files.items(), ("D", "L")):
