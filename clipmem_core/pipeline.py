@@ -180,8 +180,10 @@ def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
 
 def _report_skipped(dataset: Dataset, out: Path) -> None:
     if len(dataset.skipped):
-        reasons = dataset.skipped["reason"].str.split(":").str[0].value_counts().head(3)
-        summary = ", ".join(f"{count} {reason}" for reason, count in reasons.items())
+        reasons = dataset.skipped["reason"].str.split(":").str[0].value_counts()
+        summary = ", ".join(f"{count} {reason}" for reason, count in reasons.head(4).items())
+        if len(reasons) > 4:  # every row is counted: the numbers add up to the total
+            summary += f", {reasons.iloc[4:].sum()} for {len(reasons) - 4} other reasons"
         log.warning(
             "skipped %d of %d rows (%s); every one is listed in %s",
             len(dataset.skipped),
@@ -533,6 +535,7 @@ def _compute(
         _report_skipped(dataset, out)
     state = {"fingerprint": _fingerprint(config, dataset, exclusion), "config": config.to_dict()}
     distributed.on_main(lambda: _prepare_out_dir(out, resume, state))
+    distributed.on_main(lambda: write_skip_report(dataset, out / cache.SKIPPED))  # the log names it now
     with timer.stage("splits"):
         log.info("%s protocol: %s", config.protocol, frame["split"].value_counts().sort_index().to_dict())
         images = ImageList(dataset.root, frame["filepath"], DOWNSCALE_FACTOR * image_size_of(config.model))
@@ -589,7 +592,6 @@ def _compute(
         _measurements(frame, ctx, config.protocol)
         compute_scores(ctx)
         frame["clipmem_norm"] = normalised(frame["clipmem"].to_numpy(np.float32))
-    write_skip_report(dataset, out / cache.SKIPPED)
     manifest = cache.Manifest(
         name=out.name,
         protocol=config.protocol,

@@ -242,3 +242,18 @@ def test_a_run_on_webdataset_shards_reads_images_in_place_and_the_dashboard_show
     assert again.skipped.empty and len(again) == 238 and "s150" not in set(again.samples["sample_id"])
     assert again.samples["filepath"].iat[0] == "shard-0000.tar/00000.png"
     assert not (tmp_path / "extraction-cache").exists()
+
+
+def test_the_skip_summary_counts_every_skipped_row(tmp_path, caplog):
+    from clipmem_core.data import Dataset
+    from clipmem_core.pipeline import _report_skipped
+
+    reasons = ["caption is empty"] * 2 + ["image is unreadable: x"] * 2 + ["image file is missing"]
+    reasons += ["duplicate row: same as row 3", "duplicate id: 'a'", "filepath is empty"]
+    skipped = pd.DataFrame({"row": range(8), "filepath": "x", "caption": "y", "reason": reasons})
+    dataset = Dataset(pd.DataFrame({"sample_id": ["a"] * 10}), tmp_path, "csv", skipped, "h", tmp_path / "d.csv")
+    with caplog.at_level("WARNING", logger="clipmem"):
+        _report_skipped(dataset, tmp_path)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("skipped 8 of 18 rows (2 caption is empty, 2 image is unreadable, 1 ")
+    assert line.count(", ") == 4 and "2 for 2 other reasons" in line  # 2 + 2 + 1 + 1 + 2 = 8
