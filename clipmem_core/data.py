@@ -312,9 +312,11 @@ def _read_coco(source: Path) -> list[_Record]:
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
         raise ClipmemError(f"{source} is not a COCO captions file (it needs 'images' and 'annotations' lists)")
     captions: dict[str, list[str]] = defaultdict(list)
-    for ann in data["annotations"]:
+    where: dict[str, list[int]] = defaultdict(list)  # image_id -> its annotations' positions, for the report
+    for position, ann in enumerate(data["annotations"], start=1):
         if isinstance(ann, dict) and isinstance(ann.get("caption"), str) and ann["caption"].strip():
             captions[str(ann.get("image_id"))].append(ann["caption"].strip())
+            where[str(ann.get("image_id"))].append(position)
     base = source.parent
     records = []
     for i, image in enumerate(data["images"], start=1):
@@ -323,6 +325,7 @@ def _read_coco(source: Path) -> list[_Record]:
         written = file_name.strip() if isinstance(file_name, str) else ""
         full = _coco_image_path(base, written)
         caps = captions.get(str(image.get("id")), [])
+        problem = None if written else "image entry has no file_name (a string)"
         records.append(
             _Record(
                 row=i,
@@ -330,12 +333,27 @@ def _read_coco(source: Path) -> list[_Record]:
                 path=full,
                 captions=caps,
                 sample_id=str(image["id"]) if "id" in image else _derived_id(base, full, caps[0] if caps else ""),
-                problem=None if written else "image entry has no file_name (a string)",
+                problem=problem or (None if caps else f"no annotation gives image {image.get('id')!r} a caption"),
                 escapes=_escapes(base, written, full),
                 category=None if image.get(CLASS_COLUMN) is None else str(image[CLASS_COLUMN]),
             )
         )
-    return records
+    image_ids = {str(image.get("id")) for image in data["images"] if isinstance(image, dict)}
+    return records + [
+        _Record(  # a caption for an image the file does not list: reported, not silently dropped
+            row=position,
+            written="",
+            path=base,
+            captions=[caption],
+            sample_id=f"annotation {position}",
+            problem=f"annotation {position} is for image_id {image_id}, which no image entry has",
+        )
+        for position, caption, image_id in sorted(
+            (position, caption, image_id)
+            for image_id in captions.keys() - image_ids
+            for position, caption in zip(where[image_id], captions[image_id])
+        )
+    ]
 
 
 def _coco_image_path(base: Path, file_name: str) -> Path:

@@ -132,6 +132,7 @@ def test_coco_multi_caption_and_images_folder(tmp_path):
             {"image_id": 1, "caption": " first "},
             {"image_id": 2, "caption": "only"},
             {"image_id": 1, "caption": "second"},
+            {"image_id": 9, "caption": "an orphan"},
         ],
     }
     (tmp_path / "captions.json").write_text(json.dumps(coco))
@@ -141,8 +142,14 @@ def test_coco_multi_caption_and_images_folder(tmp_path):
     assert ds.samples["filepath"].tolist() == ["images/a.jpg", "b.png"]
     assert ds.samples["caption"].tolist() == ["first", "only"]
     assert ds.samples["captions"].tolist() == [["first", "second"], ["only"]]
-    assert ds.skipped.to_dict("records") == [
-        {"row": 3, "filepath": "b.png", "caption": "", "reason": "caption is empty"}
+    assert ds.skipped.to_dict("records") == [  # neither an uncaptioned image nor an orphan caption is lost silently
+        {"row": 3, "filepath": "b.png", "caption": "", "reason": "no annotation gives image 3 a caption"},
+        {
+            "row": 4,
+            "filepath": "",
+            "caption": "an orphan",
+            "reason": "annotation 4 is for image_id 9, which no image entry has",
+        },
     ]
 
 
