@@ -71,6 +71,7 @@ PRESETS: dict[str, Preset] = {
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 BUNDLED_MODELS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
 ON_ERROR = ("skip", "fail")
+SPEED_ONLY = ("num_workers", "parallel_models", "checkpoint_every")  # how fast a run is, never its result
 PRECISIONS = ("auto", "fp32", "bf16")  # --precision (device.resolved_precision says what auto means where)
 # Seconds of training between a model's resume checkpoints. Why not after every epoch: a checkpoint holds
 # the weights and both AdamW moments (40 MB for the tiny model, whose token table is most of it), and on

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from . import cache, distributed, shards
 from .atomic import remove_stale_temps, write_json
-from .config import RunConfig
+from .config import SPEED_ONLY, RunConfig
 from .data import Dataset, decode_image, read_dataset, write_skip_report
 from .device import pick_device, resolved_precision, slow_precision_warning
 from .droplist import Exclusion, apply_drop_list, read_drop_list
@@ -50,7 +50,6 @@ from .train import EpochCallback, PairLosses, TrainConfig, train_clip
 log = logging.getLogger("clipmem")
 PRELOAD_LIMIT = 50_000  # below this many images, decode them once and keep them in memory
 DOWNSCALE_FACTOR = 4  # images are kept at most this many times the model's input size
-SPEED_ONLY = ("num_workers", "parallel_models", "checkpoint_every")  # how fast a run is, never its result
 
 
 class Stopwatch:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from clipmem_core.cache import GROUND_TRUTH, Run, RunInfo
+from clipmem_core.config import SPEED_ONLY
 from clipmem_core.formatting import fmt_number, fmt_yes_no, is_missing, json_safe
 from clipmem_core.metrics import retrieval_recall
 from clipmem_core.review.export import final_labels
@@ -31,6 +32,17 @@ CHOICES = (RUNS_KEY, ORIGINAL_KEY, CLEANED_KEY, EXPERIMENT_KEY)  # kept while an
 TAB_KEY = "compare_tab"  # the open tab, kept in the URL (?compare_tab=…)
 SIDE_BY_SIDE, CLEANING, EXPERIMENTS = "Side by side", "Did cleaning help?", "Experiments"
 TABS = (SIDE_BY_SIDE, CLEANING, EXPERIMENTS)
+# What a cleaned re-run changes on purpose (its data) or that cannot change a result (where it ran)
+DATA_SETTINGS = (
+    "data",
+    "exclude",
+    "img_key",
+    "caption_key",
+    "extract_shards",
+    "allow_outside_root",
+    "on_error",
+    "device",
+)
 COMMON_LIMIT = 2_000  # pairs per run for recall on a common footing: same gallery size for both runs
 DETECTOR = "combined"
 COUNT_MEASURES = ("Samples", "Removed by the re-run", "… of them flagged by the team", "… of them known mis-captions")
@@ -147,6 +159,25 @@ def config_differences(runs: Sequence[Run]) -> pd.DataFrame:
         if len({values.get(key, "–") for values in flat}) > 1
     ]
     return pd.DataFrame(rows, columns=["Setting", *(run.name for run in runs)])
+
+
+def confounders(original: Run, cleaned: Run) -> pd.DataFrame:
+    """The settings, other than the data and how fast it ran, in which a cleaned re-run differs from its
+    original: each changes R@1 and CLIPMem too, so the change shown is not the cleaning's alone."""
+    table = config_differences([original, cleaned])
+    expected = table["Setting"].isin([*DATA_SETTINGS, *SPEED_ONLY]) | table["Setting"].str.startswith("dataset.")
+    return table[~expected].reset_index(drop=True)
+
+
+def swapped_note(original: Run, cleaned: Run) -> str | None:
+    """A warning when the "cleaned" run has more samples than its original: likely the wrong way round."""
+    before, after = original.manifest.dataset.n_samples, cleaned.manifest.dataset.n_samples
+    if after <= before:
+        return None
+    return (
+        f"“{cleaned.name}” has more samples than “{original.name}” ({after:,} against {before:,}): a cleaned "
+        "re-run has fewer. Are the two the wrong way round?"
+    )
 
 
 def cleaned_candidates(original: str, infos: Sequence[RunInfo]) -> list[str]:

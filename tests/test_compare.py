@@ -24,7 +24,7 @@ def cache_root(tmp_path, monkeypatch):
     root = tmp_path / "cache"
     fake_run(root, "demo", n=60)
     kept = [f"s{i:05d}" for i in range(60) if f"s{i:05d}" not in DROPPED]
-    fake_run(root, "demo-cleaned", n=len(kept), seed=1, sample_ids=kept, config={"exclude": "drop.csv"})
+    fake_run(root, "demo-cleaned", n=len(kept), seed=1, sample_ids=kept, config={"exclude": "drop.csv", "seed": 0})
     fake_run(root, "other", n=40, seed=2, config={"text_noise": 0.15, "mask_duplicate_captions": True})
     fake_experiment(root, "removal-fake", ["demo", "demo-cleaned", "other"])
     store = open_store(root)
@@ -84,6 +84,25 @@ def test_the_cleaned_re_run_is_suggested_first(cache_root):
     infos = list_runs(cache_root)
     assert compare.cleaned_candidates("demo", infos)[0] == "demo-cleaned"
     assert set(compare.cleaned_candidates("demo", infos)) == {"demo-cleaned", "other"}
+
+
+def test_a_re_run_with_other_settings_or_more_samples_is_flagged_as_no_clean_comparison(cache_root):
+    runs = _runs(cache_root)
+    assert compare.confounders(runs["demo"], runs["demo-cleaned"]).empty  # the data alone differs
+    assert compare.swapped_note(runs["demo"], runs["demo-cleaned"]) is None
+    table = compare.confounders(runs["demo"], runs["other"])
+    assert set(table["Setting"]) == {"text_noise", "mask_duplicate_captions", "seed"}
+    assert table.set_index("Setting").at["text_noise", "other"] == "0.15"
+    assert "“demo” has more samples than “demo-cleaned” (60 against 54)" in compare.swapped_note(
+        runs["demo-cleaned"], runs["demo"]
+    )
+
+
+def test_compare_page_warns_when_the_runs_differ_in_more_than_their_data(cache_root):
+    at = _app(compare.CLEANING)
+    assert not at.warning  # demo against its cleaned re-run: nothing to warn about
+    at.selectbox(key=compare.CLEANED_KEY).set_value("other").run()
+    assert any("differ in more than their data" in w.value for w in at.warning)
 
 
 def test_cleaning_effect_compares_recall_on_the_same_number_of_clean_pairs(cache_root):

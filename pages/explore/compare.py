@@ -65,6 +65,17 @@ def cleaning_effect() -> None:
         original = resources.run_at(cache_root / original_name)
         cleaned = resources.run_at(cache_root / cleaned_name)
         effect = compare.cleaning_effect(original, cleaned, compare.flagged_ids(store, original_name))
+        swapped = compare.swapped_note(original, cleaned)
+        if swapped:
+            st.warning(swapped, icon=":material/swap_horiz:")
+        confounders = compare.confounders(original, cleaned)
+        if not confounders.empty:
+            st.warning(
+                "These runs differ in more than their data, so the changes below are not the cleaning's alone: "
+                "re-run with the original's settings and `--exclude DROPLIST` to measure cleaning.",
+                icon=":material/warning:",
+            )
+            ui.table(confounders, empty="")
         by_measure = effect.set_index("Measure")
         left, middle, right = st.columns(3)
         r1 = by_measure.loc[by_measure.index.str.startswith("R@1")].iloc[0]
