@@ -51,6 +51,8 @@ MAX_GAP_S = 300  # a pause longer than this is a break, not the reviewer's pace
 SOURCE, BATCH, BATCH_INDEX = "review_source", "review_batch", "review_batch_index"
 SKIPPED, UNDO, CURRENT, PACE = "review_skipped", "review_undo_stack", "review_current", "review_pace"
 LAST = "review_last"  # the verdict just recorded: {"run", "sample_id", "verdict", "id"}
+UNDONE = "review_undone"  # the verdict just taken back, in the same shape
+OWNER = "review_state_owner"  # whose verdicts the undo stack and the pace are
 NO_OTHERS = "No other reviewer has judged this sample yet."
 NOTHING_ASSIGNED = (
     "Nothing is assigned to you here: create a review session below (or ask a lead to), or pick a ranked queue."
@@ -175,6 +177,7 @@ def record(
     )
     last = {"run": run_name, "sample_id": sample_id, "verdict": verdict, "id": verdict_id}
     state[LAST] = last
+    state.pop(UNDONE, None)
     state[UNDO] = [*(state.get(UNDO) or []), last]
     state[PACE] = [*(state.get(PACE) or [])[-50:], time.time() if now is None else now]
     state.pop(CURRENT, None)
@@ -196,8 +199,18 @@ def undo(state: MutableMapping[str, Any], store: ReviewStore, reviewer: str) -> 
     state[UNDO] = stack
     if store.undo_verdict(last["run"], last["id"], reviewer):
         state[CURRENT] = last["sample_id"]
+        state[UNDONE] = last
     state[LAST] = stack[-1] if stack else None
     state[PACE] = (state.get(PACE) or [])[:-1]
+
+
+def keep_to_reviewer(state: MutableMapping[str, Any], reviewer: str) -> None:
+    """A new name in the sidebar starts afresh: the undo stack, the last verdict and the pace were another
+    reviewer's (their pace promised "3 min left" to someone who had judged nothing)."""
+    if state.get(OWNER) != reviewer:
+        for key in (UNDO, LAST, UNDONE, PACE):
+            state.pop(key, None)
+        state[OWNER] = reviewer
 
 
 def can_undo(state: Mapping[str, Any], run_name: str) -> bool:
@@ -230,6 +243,18 @@ def last_recorded(state: Mapping[str, Any], run_name: str) -> dict | None:
     """The verdict this session recorded last, if it was on this run."""
     last = state.get(LAST)
     return last if last and last["run"] == run_name else None
+
+
+def recorded_line(state: Mapping[str, Any], run_name: str) -> str | None:
+    """Under the verdict buttons: what the last click did, the undo too (the line used to keep naming the
+    verdict before, as if nothing had happened)."""
+    undone, last = state.get(UNDONE), last_recorded(state, run_name)
+    if undone and undone["run"] == run_name:
+        taken = f"Took back {undone['verdict']} for {undone['sample_id']}."
+        return taken + (f" Press U to undo {last['verdict']} for {last['sample_id']} too." if last else "")
+    if last:
+        return f"Recorded {last['verdict']} for {last['sample_id']}. Press U to undo."
+    return None
 
 
 def sample_line(sample: pd.Series) -> str:

@@ -124,9 +124,23 @@ def test_a_verdict_is_recorded_with_its_suggestion_then_skip_and_undo(run_dir):
     at.button(key="verdict_correct").click().run()
     at.button(key="review_undo").click().run()
     assert shown_sample(at) == "s02" and store.latest_verdicts("run1", "ann") == {"s00": "mis-captioned"}
+    assert any(
+        plain(c.value) == "Took back correct for s02. Press U to undo mis-captioned for s00 too." for c in at.caption
+    )
     at.button(key="review_undo").click().run()
     assert shown_sample(at) == "s00" and store.verdicts("run1").empty
     assert at.button(key="review_undo").disabled
+    assert any(plain(c.value) == "Took back mis-captioned for s00." for c in at.caption)
+
+
+def test_another_name_in_the_sidebar_starts_without_the_last_reviewers_undo_and_pace(run_dir):
+    at = page(REVIEW, run_dir)
+    at.button(key="verdict_correct").click().run()
+    at.button(key="verdict_correct").click().run()
+    assert not at.button(key="review_undo").disabled
+    at.sidebar.text_input(key=auth.REVIEWER_KEY).input("bob").run()
+    assert at.button(key="review_undo").disabled and review.PACE not in at.session_state
+    assert not [c for c in at.caption if "Recorded" in plain(c.value)]
 
 
 def test_leaving_the_review_page_ends_the_undo(run_dir):

@@ -18,6 +18,7 @@ run, store = resources.run_and_store()
 st.title(f"Review · {md(run.name)}")
 reviewer = auth.current_reviewer()
 ss = st.session_state
+review.keep_to_reviewer(ss, reviewer)
 ranking = resources.review_rankings(run, (ss.get(review.SOURCE), ss.get(review.BATCH_INDEX)))
 orders = ranking.orders
 
@@ -53,14 +54,14 @@ if source == review.AUDIT:
 if batch.unscored:
     st.caption(f"{fmt_count(batch.unscored, 'sample')} of this batch without a {md(queues[source])} score come last.")
 
-last = review.last_recorded(ss, run.name)
+recorded = review.recorded_line(ss, run.name)
 
 
 def recorded_note() -> None:
     """Under the verdict buttons, where the eye is after a click (at the page's foot it fell below a 1280×800
     screen)."""
-    if last:
-        st.caption(f"Recorded {md(last['verdict'])} for {md(last['sample_id'])}. Press U to undo.")
+    if recorded:
+        st.caption(md(recorded))
 
 
 sample_id = review.current_sample(ss, batch)
