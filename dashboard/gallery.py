@@ -121,6 +121,17 @@ def learned_note(learned: LearnedRanking) -> str:
     )
 
 
+def empty_note(verdict_filter: str | None, blind: bool) -> str:
+    """What an empty gallery says. Under a verdict filter in blind mode it names the likely cause: the
+    verdicts of samples the viewer has not judged are hidden, so they match no verdict filter."""
+    if blind and verdict_filter not in (None, "any"):
+        return (
+            "No sample matches the filters. Blind mode is on: you see the verdicts only of samples you have "
+            "judged yourself, under your name (turn it off in the sidebar to see everyone's)."
+        )
+    return "No sample matches the filters."
+
+
 def learned_pending_note(miscaptioned: int) -> str:
     """Why the learned ranking is not offered yet, and how far away it is: a curator cannot use what the
     dashboard never mentions."""

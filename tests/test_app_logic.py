@@ -34,6 +34,7 @@ from dashboard import compute, embedding_map, images, inspector, navigation, ove
 from dashboard.gallery import (
     Card,
     Filters,
+    empty_note,
     filter_mask,
     gallery_page,
     gallery_title,
@@ -345,6 +346,11 @@ def test_the_overview_gives_the_teams_estimate_once_a_random_sample_is_judged_an
     assert "marked mis-captioned in the ground truth" in with_truth and "Your team's verdicts put" in with_truth
     assert overview.review_plan(run.scores, None, ("combined", enough)) == ("combined", round(enough.count))
     assert overview.review_plan(run.scores, None, ("combined", few)) == ("combined", review.DEFAULT_BATCH)
+
+
+def test_an_empty_gallery_under_a_verdict_filter_in_blind_mode_says_why():
+    assert empty_note("any", blind=True) == empty_note("mis-captioned", blind=False) == "No sample matches the filters."
+    assert "Blind mode is on" in empty_note("mis-captioned", blind=True)
 
 
 def test_inspector_tables(run):

@@ -6,10 +6,11 @@ import streamlit as st
 
 from clipmem_core.learned import KEY as LEARNED_KEY
 from clipmem_core.review.decisions import decided
-from dashboard import resources, sidebar, state, ui
+from dashboard import auth, resources, sidebar, state, ui
 from dashboard.gallery import (
     DEFAULT_SORT,
     PAGE_SIZE,
+    empty_note,
     filter_mask,
     gallery_title,
     learned_note,
@@ -74,7 +75,7 @@ def gallery() -> None:
     rows = page_rows(ranking.orders[ss.get(state.SORT) or default_sort], mask, page)
     cards = make_cards(run, rows, table)
     if not cards:
-        st.info("No sample matches the filters.")
+        st.info(empty_note(ss.get(state.FLAG), auth.blind()))
         return
     st.caption(
         f"Samples {page * PAGE_SIZE + 1:,}–{page * PAGE_SIZE + len(cards):,} of the {total:,} that match "
