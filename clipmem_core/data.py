@@ -66,6 +66,7 @@ _FALSE = frozenset({"false", "0", "no"})
 _FORMATS = "a .csv, a .tsv, a COCO captions .json, a folder of images with .txt captions, or WebDataset .tar shards"
 DATA_CACHE_ENV = "CLIPMEM_DATA_CACHE"
 _BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+COMPRESSED_SHARDS = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")
 _IMAGE_EXTS = frozenset(suffix[1:] for suffix in IMAGE_SUFFIXES)
 MAX_SHARDS = 100_000  # a brace pattern naming more shards is a typo, not a dataset
 MAX_ID_LENGTH = 300  # what the review database stores (review/store.py)
@@ -175,7 +176,13 @@ def _read_records(
         shards = sorted(p for p in source.glob("*.tar") if p.is_file())
         if shards:
             return _read_webdataset(shards, progress, extract_shards)
-        return "folder", source, _read_folder(source), False
+        records = _read_folder(source)
+        compressed = sorted(p.name for p in source.iterdir() if p.name.lower().endswith(COMPRESSED_SHARDS))
+        if not records and compressed:
+            raise _compressed_shards(source, compressed)
+        return "folder", source, records, False
+    if source.name.lower().endswith(COMPRESSED_SHARDS):
+        raise _compressed_shards(source.parent, [source.name])
     suffix = source.suffix.lower()
     if suffix == ".tar":
         return _read_webdataset([source], progress, extract_shards)
@@ -186,6 +193,14 @@ def _read_records(
     if suffix == ".json":
         return "coco", source.parent, _read_coco(source), False
     raise ClipmemError(f"unknown dataset format {suffix or '(no extension)'!r} for {source}: expected {_FORMATS}")
+
+
+def _compressed_shards(folder: Path, names: list[str]) -> ClipmemError:
+    return ClipmemError(
+        f"{folder / names[0]}{f' and {len(names) - 1} more' if len(names) > 1 else ''}: compressed shards are not "
+        "read (a compressed tar allows no reading of one image at its offset); decompress them into plain .tar "
+        "shards first, e.g. gunzip *.tar.gz"
+    )
 
 
 def _read_text(source: Path) -> str:

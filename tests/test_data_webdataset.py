@@ -1,3 +1,4 @@
+import gzip
 import io
 import json
 import re
@@ -89,6 +90,18 @@ def test_directory_of_shards_is_read_in_sorted_order(tmp_path):
     assert ds.samples["filepath"].tolist() == [f"a.tar/{i:06d}.png" for i in range(3)] + [
         f"b.tar/{i:06d}.png" for i in range(3, 6)
     ]
+
+
+def test_compressed_shards_are_refused_with_the_way_out(tmp_path):
+    folder = tmp_path / "gz"
+    folder.mkdir()
+    for name in ("a.tar.gz", "b.tar.gz"):
+        plain = simple_shard(tmp_path / name.removesuffix(".gz"))
+        (folder / name).write_bytes(gzip.compress(plain.read_bytes()))
+    for source, named in ((folder, "a.tar.gz and 1 more"), (folder / "b.tar.gz", "b.tar.gz:")):
+        with pytest.raises(ClipmemError, match="compressed shards are not read") as refused:
+            read(source)
+        assert named in str(refused.value) and "gunzip" in str(refused.value)
 
 
 def test_brace_pattern(tmp_path):
