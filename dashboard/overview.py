@@ -22,10 +22,12 @@ import vl_convert
 
 from clipmem_core.cache import (
     GROUND_TRUTH,
+    SKIPPED,
     TRUTH_CLEAN,
     TRUTH_MISCAPTIONED,
     TRUTH_UNKNOWN,
     Manifest,
+    Run,
     computed_on,
     truth_words,
 )
@@ -39,6 +41,7 @@ from .embedding_map import TRUTH_COLOURS, colour_scale  # ground truth looks the
 from .review import AUDIT_LABEL, DEFAULT_BATCH
 
 MAX_POINTS = 20_000
+SKIPPED_SHOWN = 1_000  # rows of the skip report shown; the file holds them all
 CHART_WIDTH = 880  # px of a drawn chart: the main column at 1280 px with the sidebar open; images shrink to fit
 SPLIT_COLOURS = {CANDIDATE: "#d62728", INDEPENDENT: "#1f77b4", EXTRA: "#7f7f7f", SHARED: "#bcbd22"}
 
@@ -326,6 +329,15 @@ def summary_paragraph(
     if known:
         lines.append(estimate_sentence(*estimate))
     return " ".join(lines)
+
+
+def skipped_rows(run: Run, limit: int = SKIPPED_SHOWN) -> pd.DataFrame | None:
+    """The first ``limit`` rows of the run's skip report (row, filepath, caption, reason), verbatim; None when
+    it has none or it cannot be read. The Overview counts them; a curator wants to see which and why."""
+    try:
+        return pd.read_csv(run.path / SKIPPED, dtype=str, keep_default_na=False, nrows=limit)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
 
 
 def review_progress(decisions: pd.DataFrame) -> str | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 import numpy as np
+import pandas as pd
 import pytest
 from page_helpers import drawn_images
 from streamlit.testing.v1 import AppTest
@@ -119,6 +120,22 @@ def test_overview_starts_in_plain_words_with_a_button_to_review_what_looks_wrong
     assert not at.get("vega_lite_chart") and not at.get("plotly_chart")
     button.click().run()
     assert at.title[0].value == "Review · demo" and at.session_state["review_batch"] == 12
+
+
+def test_the_overview_lists_the_skipped_rows_with_their_reasons(cache_root):
+    run = load_run(cache_root / "other")
+    pd.DataFrame(
+        [[3, "gone.png", "a cat", "image file is missing"], [7, "x.png", "", "caption is empty"]],
+        columns=["row", "filepath", "caption", "reason"],
+    ).to_csv(run.path / "skipped.csv", index=False)
+    manifest = json.loads((run.path / MANIFEST).read_text())
+    manifest["dataset"]["n_skipped"] = 2
+    (run.path / MANIFEST).write_text(json.dumps(manifest))
+    at = _app(run="other")
+    (expander,) = [e for e in at.main.expander if e.label.startswith("Skipped rows (2)")]
+    (frame,) = expander.dataframe
+    assert frame.value["reason"].tolist() == ["image file is missing", "caption is empty"]
+    assert not [e for e in _app(run="demo").main.expander if e.label.startswith("Skipped rows")]
 
 
 def test_a_damaged_thumbnail_costs_its_own_image_and_nothing_else(cache_root):

@@ -3,8 +3,10 @@ the scores per split, and the models' retrieval utility."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
+from clipmem_core.cache import SKIPPED
 from clipmem_core.formatting import fmt_number as fmt_n
 from clipmem_core.scores import column_label
 from dashboard import navigation, overview, resources, review, ui
@@ -40,6 +42,11 @@ with st.container(horizontal=True):
     for label, value in overview.run_facts(run.manifest).items():
         st.metric(label, value, border=True)
 st.caption(md(overview.run_line(run.manifest)))
+if run.manifest.dataset.n_skipped:
+    with st.expander(f"Skipped rows ({fmt_n(run.manifest.dataset.n_skipped)}): which, and why"):
+        skipped = overview.skipped_rows(run)
+        ui.table(skipped if skipped is not None else pd.DataFrame(), empty="The skip report cannot be read.")
+        st.caption(f"All of them, with their reasons: {md(str(run.path / SKIPPED))}")
 
 table = overview.detection_table(detection)
 if not table.empty:
