@@ -39,7 +39,9 @@ _EPOCH = re.compile(r"train (\w+) epoch (\d+)/(\d+):\s*(\d{1,3})%\|")
 AFTER_TRAINING = ("score", "embed", "signals", "index", "projection", "thumbnails", "write")
 INGEST_SHARE = 0.03
 # RunConfig fields the form does not offer: where data and output go, and machine settings of the server.
-NOT_OVERRIDES = ("data", "out", "preset", "init_checkpoint", "device", "num_workers")
+# Not offered in the browser: set by the page itself, machine-specific, or able to read outside the data root
+NOT_OVERRIDES = ("data", "out", "preset", "init_checkpoint", "device", "num_workers", "allow_outside_root")
+PATH_OVERRIDES = {"exclude": "the drop list"}  # options naming a file: confined to the data root like the dataset
 # Rough seconds per (training pair x epoch) on 2 CPU cores, when no earlier run of the model says better
 # (clipmem-cpu-patch8: a whole 8,121-sample run took 961 s, docs/benchmarks.md).
 DEFAULT_PAIR_EPOCH_S = {"clipmem-tiny": 1.6e-3, "clipmem-cpu": 6e-3, "clipmem-cpu-patch8": 7e-3}
@@ -128,17 +130,28 @@ class DatasetCheck:
     n_skipped: int
 
 
-def resolve_data(root: Path, text: str) -> Path:
-    """``text`` (relative to the data root, or absolute) as a path inside the root; ClipmemError otherwise."""
+def resolve_data(root: Path, text: str, what: str = "the dataset") -> Path:
+    """``text`` (relative to the data root, or absolute) as a path inside the root; ClipmemError otherwise.
+    Whether a path outside the root exists is never said: that would let a lead probe the server's files."""
     if not text.strip():
-        raise ClipmemError("give a dataset path")
+        raise ClipmemError(f"give {what}'s path")
     path = Path(text.strip()).expanduser()
     path = (path if path.is_absolute() else root / path).resolve()
     if not path.is_relative_to(root):
-        raise ClipmemError(f"the dataset must lie inside {DATA_ROOT_ENV} ({root}); {text.strip()!r} does not")
+        raise ClipmemError(f"{what} must lie inside {DATA_ROOT_ENV} ({root}); {text.strip()!r} does not")
     if "{" not in path.name and not path.exists():
         raise ClipmemError(f"there is no {text.strip()!r} inside {DATA_ROOT_ENV}")
     return path
+
+
+def confined_overrides(root: Path, overrides: dict) -> dict:
+    """The options with every file they name resolved inside the data root (ClipmemError otherwise): a drop
+    list outside it would be read by the run, and its error would show the file's columns in the log."""
+    confined = dict(overrides)
+    for key, what in PATH_OVERRIDES.items():
+        if confined.get(key):
+            confined[key] = str(resolve_data(root, str(confined[key]), what))
+    return confined
 
 
 def _check_shards(path: Path) -> DatasetCheck:

@@ -451,7 +451,7 @@ def test_the_dataset_is_checked_before_launch(data_root):
     found = compute.check_dataset(data_root.resolve(), "shapes/captions.csv")
     assert (found.format, found.n_samples, found.n_skipped) == ("csv", 12, 0)
     for text, message in [
-        ("", "give a dataset path"),
+        ("", "give the dataset's path"),
         ("nowhere.csv", "there is no 'nowhere.csv'"),
         ("../outside.csv", "must lie inside CLIPMEM_DATA_ROOT"),
         (str(data_root.parent / "outside.csv"), "must lie inside CLIPMEM_DATA_ROOT"),
@@ -459,6 +459,21 @@ def test_the_dataset_is_checked_before_launch(data_root):
     ]:
         with pytest.raises(ClipmemError, match=message):
             compute.check_dataset(data_root.resolve(), text)
+
+
+def test_the_browser_never_reads_outside_the_data_root_through_an_option(data_root, tmp_path):
+    """Neither --allow-outside-root (a crafted session could still hold it) nor a drop list outside the root."""
+    command = compute.run_command(tmp_path, "new", "/data/x.csv", "cpu", {"allow_outside_root": True})
+    assert "--allow-outside-root" not in command
+    (data_root / "drop.csv").write_text("sample_id\nx\n")
+    root = data_root.resolve()
+    assert compute.confined_overrides(root, {"exclude": "drop.csv", "epochs": 2}) == {
+        "exclude": str(root / "drop.csv"),
+        "epochs": 2,
+    }
+    for outside in (str(tmp_path / "outside.csv"), "../outside.csv", "/etc/nonexistent.csv"):
+        with pytest.raises(ClipmemError, match="the drop list must lie inside CLIPMEM_DATA_ROOT"):
+            compute.confined_overrides(root, {"exclude": outside})
 
 
 def test_images_outside_the_data_root_are_refused(data_root, tmp_path):
@@ -476,7 +491,7 @@ def test_overrides_become_the_clis_own_flags(tmp_path):
     ]  # fmt: skip
     offered = {spec.name for spec in compute.override_fields()}
     assert {"epochs", "protocol", "folds", "model", "split_sizes", "batch_size", "seed"} <= offered
-    assert not offered & {"data", "out", "init_checkpoint", "device"}
+    assert not offered & {"data", "out", "init_checkpoint", "device", "allow_outside_root"}
     with pytest.raises(ClipmemError, match="--epochs must be a whole number"):
         compute.resolved_config(tmp_path, "new", "x.csv", "tiny", {"epochs": 0})
 
@@ -486,11 +501,11 @@ def test_yes_no_options_become_switches_the_cli_parses(tmp_path):
     switch set to no is left out. The CLI parses what the form builds into the values the form chose."""
     from clipmem_core.cli import build_parser
 
-    chosen = {"mask_duplicate_captions": False, "allow_outside_root": True, "extract_shards": False}
+    chosen = {"mask_duplicate_captions": False, "extract_shards": True}
     command = compute.run_command(tmp_path, "new", "/data/x.csv", "cpu", chosen)
-    assert command[10:] == ["--no-mask-duplicate-captions", "--allow-outside-root"]
+    assert command[10:] == ["--no-mask-duplicate-captions", "--extract-shards"]
     parsed = build_parser().parse_args(command[3:])
-    assert (parsed.mask_duplicate_captions, parsed.allow_outside_root, parsed.extract_shards) == (False, True, False)
+    assert (parsed.mask_duplicate_captions, parsed.extract_shards) == (False, True)
     switched_on = compute.run_command(tmp_path, "new", "/data/x.csv", "cpu", {"mask_duplicate_captions": True})
     assert build_parser().parse_args(switched_on[3:]).mask_duplicate_captions is True
     assert build_parser().parse_args(command[3:8]).mask_duplicate_captions is None  # not given: the preset's

@@ -102,14 +102,15 @@ else:
             problem = compute.validate_name(cache_root, name)
             if problem:
                 raise ClipmemError(problem)
-            config = compute.resolved_config(cache_root, name, data, preset, overrides)
+            confined = compute.confined_overrides(root, overrides)
+            config = compute.resolved_config(cache_root, name, data, preset, confined)
             found = compute.check_dataset(root, data, config.img_key, config.caption_key)
             seconds, basis = compute.estimate_seconds(cache_root, config, found.n_samples)
             ss["compute_plan"] = {
                 "name": name,
                 "data": str(found.path),
                 "preset": preset,
-                "overrides": overrides,
+                "overrides": confined,
                 "models": len(compute.pairs_per_model(config, found.n_samples)),
                 "estimate": seconds,
                 "summary": f"{found.n_samples:,} samples ({found.format}"
