@@ -121,6 +121,24 @@ def learned_note(learned: LearnedRanking) -> str:
     )
 
 
+def slider_grid(finite: np.ndarray, steps: int = 200) -> tuple[float, float, float]:
+    """(low, high, step) for a range slider over these values: a round step (1, 2 or 5 times a power of ten)
+    giving at least ``steps`` steps, and bounds on that step's grid that hold every value. The slider snaps to
+    low + n × step; bounds off that grid put the highest sample beyond the last step a keyboard reaches."""
+    if not finite.size:
+        return 0.0, 0.0, 0.001
+    lowest, highest = float(finite.min()), float(finite.max())
+    if highest == lowest:
+        return lowest, highest, 0.001
+    raw = (highest - lowest) / steps
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = max(m * power for m in (1, 2, 5) if m * power <= raw)
+    digits = max(0, -math.floor(math.log10(step)) + 1)
+    low = round(math.floor(lowest / step) * step, digits)
+    high = round(math.ceil(highest / step) * step, digits)
+    return low, high, step
+
+
 def empty_note(verdict_filter: str | None, blind: bool) -> str:
     """What an empty gallery says. Under a verdict filter in blind mode it names the likely cause: the
     verdicts of samples the viewer has not judged are hidden, so they match no verdict filter."""

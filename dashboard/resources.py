@@ -43,6 +43,7 @@ from .gallery import (
     Filters,
     SortOrders,
     range_scores,
+    slider_grid,
     sort_orders,
     sorts,
     values,
@@ -344,12 +345,10 @@ def viewing() -> tuple[str | None, bool]:
     return auth.viewer(), auth.blind()
 
 
-def range_bounds(run: Run, column: str) -> tuple[float, float]:
+def range_bounds(run: Run, column: str) -> tuple[float, float, float]:
+    """(low, high, step) of the score's range slider: see ``gallery.slider_grid``."""
     finite = values(run.scores, column)
-    finite = finite[np.isfinite(finite)]
-    if not finite.size:
-        return (0.0, 0.0)
-    return (float(np.floor(finite.min() * 1000) / 1000), float(np.ceil(finite.max() * 1000) / 1000))
+    return slider_grid(finite[np.isfinite(finite)])
 
 
 def range_score(run: Run) -> str:
@@ -367,7 +366,7 @@ def current_filters(run: Run) -> Filters:
     ss = st.session_state
     column = range_score(run)
     chosen = ss.get(state.range_key(run.name, column))
-    active = chosen is not None and tuple(chosen) != range_bounds(run, column)
+    active = chosen is not None and tuple(chosen) != range_bounds(run, column)[:2]
     flag = ss.get(state.FLAG, "any")
     unscored = ss.get(state.UNSCORED, "include")
     text = ss.get(state.TEXT, "") or ""

@@ -123,7 +123,7 @@ def _range_filter(run) -> None:
     st.sidebar.selectbox(
         "Score range of", list(choices), format_func=choices.get, key=state.RANGE_SCORE, on_change=_reset_views
     )
-    low, high = resources.range_bounds(run, column)
+    low, high, step = resources.range_bounds(run, column)
     if high > low:
         key = state.range_key(run.name, column)
         st.session_state.setdefault(key, (low, high))  # a default, given as state: see state.keep_values
@@ -131,7 +131,7 @@ def _range_filter(run) -> None:
             choices[column],
             low,
             high,
-            step=(high - low) / 200 or 0.001,
+            step=step,
             key=key,
             on_change=_reset_views,
             format="%.3f",

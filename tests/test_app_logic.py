@@ -41,6 +41,7 @@ from dashboard.gallery import (
     page_count,
     page_rows,
     rows_with_verdict,
+    slider_grid,
     sort_orders,
     sorts,
     unscored_note,
@@ -346,6 +347,17 @@ def test_the_overview_gives_the_teams_estimate_once_a_random_sample_is_judged_an
     assert "marked mis-captioned in the ground truth" in with_truth and "Your team's verdicts put" in with_truth
     assert overview.review_plan(run.scores, None, ("combined", enough)) == ("combined", round(enough.count))
     assert overview.review_plan(run.scores, None, ("combined", few)) == ("combined", review.DEFAULT_BATCH)
+
+
+@pytest.mark.parametrize("values", [[-1.3119, 4.2132], [0.0001, 0.0009], [-50.0, 1200.0], [0.5, 0.5001]])
+def test_the_range_sliders_last_step_holds_the_highest_sample(values):
+    """A slider snaps to low + n × step: the step grid must reach past the highest value (a keyboard step once
+    dropped the top sample, 4.2132, by snapping the upper bound to 4.186)."""
+    low, high, step = slider_grid(np.array(values))
+    steps = (high - low) / step
+    assert abs(steps - round(steps)) < 1e-6 and round(steps) >= 200
+    assert low <= min(values) and low + round(steps) * step >= max(values) - 1e-12
+    assert any(math.isclose(step, m * 10.0**e) for m in (1, 2, 5) for e in range(-8, 3))  # a round step
 
 
 def test_an_empty_gallery_under_a_verdict_filter_in_blind_mode_says_why():
