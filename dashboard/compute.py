@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clipmem_core import ClipmemError, list_runs
+from clipmem_core.cache import MANIFEST, SKIPPED, STATE_FILE
 from clipmem_core.config import RunConfig, is_preset_switch, option_flag
 from clipmem_core.splits import CANDIDATE, INDEPENDENT, SHARED, split_counts
 
@@ -71,9 +72,23 @@ def validate_name(cache_root: str | os.PathLike, name: str) -> str | None:
     """Why ``name`` cannot be a new run, or None if it can."""
     if not _NAME.match(name):
         return "use letters, digits, '.', '_' or '-' (up to 64), starting with a letter or digit"
-    if (Path(cache_root) / name).exists():
-        return f"a run named {name!r} already exists"
-    return None
+    folder = Path(cache_root) / name
+    if any(job.name == name and job_status(job) == "running" for job in list_jobs(cache_root)):
+        return f"a run named {name!r} is running"
+    if not folder.exists() or _stopped_before_training(folder):  # the run then starts afresh in it
+        return None
+    if not (folder / MANIFEST).exists():
+        return (
+            f"{name!r} holds a run that stopped before it finished: continue it with `python -m clipmem_core run "
+            f"… --out {folder} --resume`, delete that folder, or choose another name"
+        )
+    return f"a run named {name!r} already exists"
+
+
+def _stopped_before_training(folder: Path) -> bool:
+    """A run folder holding only what a run writes before it trains (cancelled early, or refused its data)."""
+    contents = {p.name for p in folder.iterdir() if not p.name.startswith(".")} if folder.is_dir() else {None}
+    return contents <= {STATE_FILE, SKIPPED}
 
 
 def override_fields() -> list:
@@ -230,6 +245,7 @@ def start_job(
     directory.mkdir(parents=True, exist_ok=True)
     out = Path(cache_root) / name
     log = directory / f"{name}.log"
+    log.with_suffix(".rc").unlink(missing_ok=True)  # a stopped run's exit status, when its name is used again
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
             command,

@@ -398,10 +398,28 @@ def test_tail_log_reads_only_the_end_and_folds_progress_bars(tmp_path):
 
 
 def test_validate_name(tmp_path):
-    (tmp_path / "taken").mkdir()
+    fake_run(tmp_path, "taken", n=8)
     assert compute.validate_name(tmp_path, "fresh-run_1") is None
     assert "exists" in compute.validate_name(tmp_path, "taken")
     assert compute.validate_name(tmp_path, "../escape") is not None
+    cancelled = tmp_path / "cancelled"  # stopped before training: what a run writes first, and nothing else
+    cancelled.mkdir()
+    (cancelled / "run_state.json").write_text("{}")
+    (cancelled / "skipped.csv").write_text("row,filepath,caption,reason\n")
+    assert compute.validate_name(tmp_path, "cancelled") is None
+    (cancelled / "checkpoints").mkdir()  # stopped while training: resumable, so not silently reused
+    assert "--resume" in compute.validate_name(tmp_path, "cancelled")
+    running = compute.start_job(tmp_path, "busy", [sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert compute.validate_name(tmp_path, "busy") == "a run named 'busy' is running"
+    finally:
+        compute.cancel_job(running)
+    compute.reap()  # the cancelled job's exit status is written beside its log
+    again = compute.start_job(tmp_path, "busy", [sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert compute.job_status(again) == "running"  # not the stopped run's status, left beside the log
+    finally:
+        compute.cancel_job(again)
 
 
 def test_job_runs_to_completion_and_is_listed(tmp_path):
