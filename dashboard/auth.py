@@ -58,9 +58,9 @@ def require_access() -> None:
         return
     token = os.environ[TOKEN_ENV]
     st.title("clipmem")
-    entered = st.text_input("Access token", type="password", key="_clipmem_token_input")
+    entered = st.text_input("Access token", type="password", key="_clipmem_token_input").strip()  # as pasted
     if entered:
-        if hmac.compare_digest(entered.encode(), token.encode()):
+        if hmac.compare_digest(entered.encode(), token.strip().encode()):
             st.session_state[_ACCESS_KEY] = _fingerprint(token)
             st.rerun()
         st.error("That access token is not right.")

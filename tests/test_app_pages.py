@@ -586,7 +586,9 @@ def test_a_deep_link_meets_the_access_gate_first_and_opens_once_through_it(cache
     assert not at.exception, [e.value for e in at.exception]
     assert [t.label for t in at.text_input] == ["Access token"]  # app.py's gate, not the gallery
     assert not _cards(at) and not drawn_images(at) and not at.sidebar.selectbox
-    at.text_input(key="_clipmem_token_input").input("s3cret").run()
+    at.text_input(key="_clipmem_token_input").input("s3cre").run()
+    assert [e.value for e in at.error] == ["That access token is not right."]
+    at.text_input(key="_clipmem_token_input").input("s3cret \n").run()  # pasted with a newline: still right
     assert at.title[0].value == "Most likely mis-captioned" and len(drawn_images(at)) == 48  # the page asked for
 
 

@@ -8,7 +8,7 @@ import streamlit as st
 
 from clipmem_core import ClipmemError
 from clipmem_core.config import ON_ERROR, PRECISIONS, PRESETS, RunConfig
-from clipmem_core.formatting import fmt_yes_no
+from clipmem_core.formatting import fmt_count, fmt_yes_no
 from clipmem_core.splits import PROTOCOLS, parse_split_sizes
 from dashboard import auth, compute, navigation, state
 from dashboard.text import md
@@ -115,7 +115,7 @@ else:
                 "estimate": seconds,
                 "summary": f"{found.n_samples:,} samples ({found.format}"
                 + (f", {found.n_skipped:,} rows to skip" if found.n_skipped else "")
-                + f"); {config.protocol} protocol, {config.model}, {config.epochs} epochs: "
+                + f"); {config.protocol} protocol, {config.model}, {fmt_count(config.epochs, 'epoch')}: "
                 f"about {_format_minutes(seconds)}, from {basis}.",
             }
         except ClipmemError as exc:
