@@ -8,13 +8,19 @@ it every other run, stays usable). See docs/dashboard.md.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from clipmem_core import ClipmemError
 from dashboard import auth, resources, review, sidebar
 from dashboard.navigation import PAGES, REVIEW
 
-st.set_page_config(page_title="clipmem", page_icon=":material/psychology:", layout="wide")
+# The icon is a file of ours: Streamlit fetches a ":material/…:" page icon from fonts.gstatic.com on every
+# page load, which fails on an offline network and tells Google of every visit.
+st.set_page_config(
+    page_title="clipmem", page_icon=str(Path(__file__).parent / "dashboard" / "favicon.png"), layout="wide"
+)
 resources.warm_chart_renderer()  # once per server process, in the background: the server draws the Overview's charts
 
 # Before the gate, so a deep link is remembered while the visitor enters the token; a locked app lists no pages.
