@@ -188,6 +188,8 @@ def test_gallery_and_inspector_render_in_chromium(browser, server, tmp_path):
     top_captions = run.scores["caption"].iloc[top_rows].tolist()
     page = browser.new_page(viewport={"width": 1500, "height": 1100})
     page.set_default_timeout(TIMEOUT_MS)
+    elsewhere = []  # every request that leaves the server: the dashboard must work offline and tell no one
+    page.context.on("request", lambda r: elsewhere.append(r.url) if not r.url.startswith((server, "data:")) else None)
     page.goto(f"{server}/gallery")
     page.get_by_role("heading", name="Most likely mis-captioned").wait_for()
     page.get_by_text("Search captions").wait_for()
@@ -224,6 +226,7 @@ def test_gallery_and_inspector_render_in_chromium(browser, server, tmp_path):
     page.screenshot(path=str(tmp_path / "inspector.png"))
     page.get_by_role("link", name="Overview").click()
     page.get_by_role("heading", name="Run: demo").wait_for()
+    assert elsewhere == []  # the page icon once came from fonts.gstatic.com
 
 
 def test_the_map_hovers_a_thumbnail_selects_a_box_and_clears_on_double_click(browser, server, served_cache, tmp_path):
