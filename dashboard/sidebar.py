@@ -21,7 +21,7 @@ from .gallery import FLAG_FILTERS, FLAG_LABELS, UNSCORED_CHOICES, range_scores, 
 from .text import md
 
 
-def _reset_views() -> None:
+def reset_views() -> None:
     """A new run or new filters invalidate the gallery page, a map selection and the inspected sample."""
     st.session_state[state.PAGE] = 1
     st.session_state.pop(state.SELECTION, None)
@@ -57,7 +57,7 @@ def _run_selector(infos: list[RunInfo]) -> str | None:
         usable,
         index=usable.index(default),
         key=state.RUN_NAME,
-        on_change=_reset_views,
+        on_change=reset_views,
         bind="query-params",
     )
     ss[state.RUN_PATH] = str(Path(ss[state.CACHE_ROOT]) / name)
@@ -102,15 +102,15 @@ def filters() -> None:
         "Split",
         split_order(run.scores["split"].unique()),
         key=state.SPLITS,
-        on_change=_reset_views,
+        on_change=reset_views,
         placeholder="all splits",
     )
     _range_filter(run)
-    st.sidebar.selectbox("Verdict", FLAG_FILTERS, format_func=FLAG_LABELS.get, key=state.FLAG, on_change=_reset_views)
-    st.sidebar.text_input("Search captions", key=state.TEXT, on_change=_reset_views, placeholder="words in the caption")
+    st.sidebar.selectbox("Verdict", FLAG_FILTERS, format_func=FLAG_LABELS.get, key=state.FLAG, on_change=reset_views)
+    st.sidebar.text_input("Search captions", key=state.TEXT, on_change=reset_views, placeholder="words in the caption")
     if resources.selection() is not None:
         st.sidebar.info(f"Showing {fmt_count(len(resources.selection()), 'sample')} selected on the map.")
-        st.sidebar.button("Clear map selection", on_click=_reset_views)
+        st.sidebar.button("Clear map selection", on_click=reset_views)
 
 
 def _range_filter(run) -> None:
@@ -121,7 +121,7 @@ def _range_filter(run) -> None:
     column = resources.range_score(run)
     st.session_state[state.RANGE_SCORE] = column
     st.sidebar.selectbox(
-        "Score range of", list(choices), format_func=choices.get, key=state.RANGE_SCORE, on_change=_reset_views
+        "Score range of", list(choices), format_func=choices.get, key=state.RANGE_SCORE, on_change=reset_views
     )
     low, high, step = resources.range_bounds(run, column)
     if high > low:
@@ -133,7 +133,7 @@ def _range_filter(run) -> None:
             high,
             step=step,
             key=key,
-            on_change=_reset_views,
+            on_change=reset_views,
             format="%.3f",
         )
     missing, splits = unscored_note(run.scores, column)
@@ -146,7 +146,7 @@ def _range_filter(run) -> None:
             format_func=UNSCORED_CHOICES.get,
             required=True,
             key=state.UNSCORED,
-            on_change=_reset_views,
+            on_change=reset_views,
         )
 
 

@@ -515,6 +515,9 @@ def test_map_selection_opens_in_the_gallery(cache_root):
     at.session_state[state.SELECTION] = [3, 8]
     _open(at, navigation.GALLERY.path)
     assert sorted(_card_captions(at)) == sorted(load_run(cache_root / "demo").scores["caption"].iloc[[3, 8]])
+    assert any(c.value == "Only the 2 samples selected on the Embedding map." for c in at.main.caption)
+    at.main.button(key="clear_top").click().run()  # at the top of the page, not only under the sidebar's filters
+    assert state.SELECTION not in at.session_state and len(_card_captions(at)) == 48
 
 
 def test_the_compute_page_asks_for_a_name_as_a_lead_check_not_as_review(cache_root):

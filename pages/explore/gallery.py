@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from clipmem_core.formatting import fmt_count
 from clipmem_core.learned import KEY as LEARNED_KEY
 from clipmem_core.review.decisions import decided
 from dashboard import auth, resources, sidebar, state, ui
@@ -67,6 +68,13 @@ def gallery() -> None:
     title.title(gallery_title(ss.get(state.SORT) or default_sort, options))
     if ss.get(state.SORT) == LEARNED_KEY:
         st.caption(learned_note(ranking.learned()))
+    selected = resources.selection()
+    if selected is not None:  # said here too: the sidebar's note sits below the fold, under the filters
+        with st.container(horizontal=True, vertical_alignment="center"):
+            st.caption(f"Only the {fmt_count(len(selected), 'sample')} selected on the Embedding map.")
+            clear = st.button("Clear map selection", key="clear_top", type="tertiary", on_click=sidebar.reset_views)
+            if clear:
+                st.rerun()  # the whole page: the sidebar's note goes too
     top[1].number_input(
         f"Page (of {pages:,})", min_value=1, max_value=pages, key=state.PAGE, bind="query-params"
     )  # in the URL: a reload or a shared link opens the same page
