@@ -57,6 +57,15 @@ CHECKPOINT_DIR = "checkpoints"
 THUMB_DIR = "thumbs"
 SKIPPED = "skipped.csv"
 STATE_FILE = "run_state.json"
+
+
+def trained_nothing(out: Path) -> bool:
+    """Whether a run folder holds only what a run writes before it trains (its state and skip report): a run
+    refused for its data, or cancelled early. The next run may start afresh in it."""
+    contents = {p.name for p in out.iterdir() if not p.name.startswith(".")} if out.is_dir() else set()
+    return contents <= {STATE_FILE, SKIPPED}
+
+
 EXPERIMENTS_DIR = "experiments"  # <cache>/experiments/<name>/: an experiment's records (clipmem_core.experiments)
 GROUND_TRUTH = "is_miscaptioned"
 TRUTH_MISCAPTIONED, TRUTH_CLEAN, TRUTH_UNKNOWN = "mis-captioned", "clean", "unknown"  # ground truth in words

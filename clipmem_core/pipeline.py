@@ -156,8 +156,7 @@ def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
     state_path = out / cache.STATE_FILE
     if resume and state_path.exists():
         remove_stale_temps(out)
-    contents = {p.name for p in out.iterdir() if not p.name.startswith(".")} if out.is_dir() else set()
-    if contents - {cache.STATE_FILE, cache.SKIPPED}:
+    if not cache.trained_nothing(out):
         if not state_path.exists():
             raise ClipmemError(f"{out} exists and is not a clipmem run; choose another --out")
         if not resume:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clipmem_core import ClipmemError, list_runs
-from clipmem_core.cache import MANIFEST, SKIPPED, STATE_FILE
+from clipmem_core.cache import MANIFEST, trained_nothing
 from clipmem_core.config import RunConfig, is_preset_switch, option_flag
 from clipmem_core.splits import CANDIDATE, INDEPENDENT, SHARED, split_counts
 
@@ -75,7 +75,7 @@ def validate_name(cache_root: str | os.PathLike, name: str) -> str | None:
     folder = Path(cache_root) / name
     if any(job.name == name and job_status(job) == "running" for job in list_jobs(cache_root)):
         return f"a run named {name!r} is running"
-    if not folder.exists() or _stopped_before_training(folder):  # the run then starts afresh in it
+    if trained_nothing(folder):  # no folder, or a run stopped before training: the run starts afresh in it
         return None
     if not (folder / MANIFEST).exists():
         return (
@@ -83,12 +83,6 @@ def validate_name(cache_root: str | os.PathLike, name: str) -> str | None:
             f"… --out {folder} --resume`, delete that folder, or choose another name"
         )
     return f"a run named {name!r} already exists"
-
-
-def _stopped_before_training(folder: Path) -> bool:
-    """A run folder holding only what a run writes before it trains (cancelled early, or refused its data)."""
-    contents = {p.name for p in folder.iterdir() if not p.name.startswith(".")} if folder.is_dir() else {None}
-    return contents <= {STATE_FILE, SKIPPED}
 
 
 def override_fields() -> list:

@@ -23,7 +23,7 @@ from clipmem_core.learned import LABEL as LEARNED_LABEL
 from clipmem_core.learned import MIN_MISCAPTIONED, LearnedRanking
 from clipmem_core.review import VERDICTS
 from clipmem_core.review.decisions import decided
-from clipmem_core.scores import column_label, run_scores, suspicion_order
+from clipmem_core.scores import column_label, run_scores, score_order
 from clipmem_core.scores.combined import Combined
 from clipmem_core.splits import split_order
 
@@ -89,11 +89,11 @@ class SortOrders(Mapping[str, np.ndarray]):
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._done:
-            score = self._scored[name]  # KeyError for a sort the run does not have
+            if name not in self._scored:
+                raise KeyError(name)  # a sort the run does not have
             with self._lock:
                 if name not in self._done:
-                    values = self._scores[name].to_numpy(dtype=np.float64, na_value=np.nan)
-                    self._done[name] = suspicion_order(score.suspicion(values))
+                    self._done[name] = score_order(self._scores, name)
         return self._done[name]
 
     def __iter__(self) -> Iterator[str]:

@@ -44,10 +44,13 @@ def _model_roles(run: Run, row: int) -> list[str]:
     """Each model's tag with whether it trained on this row: "h0" alone does not say which bar is held out."""
     n_models = run.view_alignments.shape[0]
     models = run.manifest.models if len(run.manifest.models) == n_models else [f"model {m}" for m in range(n_models)]
+    splits = list(run.manifest.splits)  # the run's split names: one row each, not one per sample (a page rerun)
+    split = run.scores["split"].iat[row]
     try:
-        trained = membership(run.scores["split"].to_numpy(dtype=object), run.manifest.protocol)  # folds: all rows
+        trained = membership(np.asarray(splits, dtype=object), run.manifest.protocol)
     except ClipmemError:  # a protocol this version does not know: the tags alone
         trained = {}
-    if set(trained) != set(models):
+    if set(trained) != set(models) or split not in splits:
         return models
-    return [f"{tag} (trained on it)" if trained[tag][row] else f"{tag} (held it out)" for tag in models]
+    at = splits.index(split)
+    return [f"{tag} (trained on it)" if trained[tag][at] else f"{tag} (held it out)" for tag in models]

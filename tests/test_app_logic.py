@@ -599,11 +599,12 @@ def test_at_most_max_jobs_browser_started_runs_at_once(tmp_path, monkeypatch):
 
 def test_sort_orders_are_computed_on_first_use_and_kept(monkeypatch):
     """A page needs only the sort it shows: at 10M rows each order is a 1-2 s argsort."""
+    from clipmem_core.scores import suspicion_order as real
     from dashboard import gallery
 
     computed = []
-    real = gallery.suspicion_order
-    monkeypatch.setattr(gallery, "suspicion_order", lambda s: computed.append(len(s)) or real(s))
+    counted = gallery.score_order
+    monkeypatch.setattr(gallery, "score_order", lambda frame, name: computed.append(name) or counted(frame, name))
     scores = fake_scores(300)
     orders = sort_orders(scores)
     assert computed == [] and set(orders) == set(sorts(scores))

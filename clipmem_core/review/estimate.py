@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..cache import Run
-from ..scores import get_score, run_scores, suspicion_order
+from ..scores import run_scores, score_order
 from ..scores.combined import Combined
 from .verdicts import CORRECT, MISCAPTIONED, UNSURE
 
@@ -138,7 +138,7 @@ def ranking_name(scores: pd.DataFrame) -> str | None:
 
 def ranking_order(run: Run, name: str) -> np.ndarray:
     """Rows in that ranking's order, most suspicious first (the dashboard has it cached)."""
-    return suspicion_order(get_score(name).suspicion(run.scores[name].to_numpy(dtype=np.float64, na_value=np.nan)))
+    return score_order(run.scores, name)
 
 
 def run_estimate(

@@ -30,6 +30,7 @@ from .base import (
     rank01,
     register,
     registry,
+    score_order,
     suspicion_order,
     unregister,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "register",
     "registry",
     "run_scores",
+    "score_order",
     "scores_table",
     "suspicion_order",
     "unregister",

@@ -185,6 +185,12 @@ def suspicion_order(suspicion: np.ndarray) -> np.ndarray:
     return np.argsort(np.where(np.isnan(suspicion), np.inf, -suspicion), kind="stable")
 
 
+def score_order(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """Rows of ``frame`` in registered score ``name``'s order, most suspicious first."""
+    values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+    return suspicion_order(get_score(name).suspicion(values))
+
+
 def rank01(suspicion: np.ndarray) -> np.ndarray:
     """Ranks scaled to [0, 1] (1 = most suspicious); ties share their mean rank; NaN stays NaN."""
     values = np.asarray(suspicion, dtype=np.float64)
