@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from clipmem_core import Run
-from clipmem_core.formatting import fmt_number
+from clipmem_core.formatting import fmt_count, fmt_number
 from clipmem_core.learned import LABEL as LEARNED_LABEL
 from clipmem_core.learned import MIN_MISCAPTIONED, LearnedRanking
 from clipmem_core.review import VERDICTS
@@ -227,6 +227,18 @@ def filter_mask(
 
 def page_count(total: int, per_page: int = PAGE_SIZE) -> int:
     return max(1, -(-total // per_page))
+
+
+def clamp_page(requested: int, pages: int) -> tuple[int, str | None]:
+    """The page to show for a typed or linked page number, and a note when it was out of range.
+
+    The number box has no upper bound: with one, the browser keeps a typed 99 in red ("Press Enter to
+    apply") and goes on showing the old page without saying why. A number past the end opens the last page
+    and says so; a stale link does the same.
+    """
+    if requested > pages:
+        return pages, f"There {'is' if pages == 1 else 'are'} only {fmt_count(pages, 'page')}: showing the last."
+    return max(1, requested), None
 
 
 def page_rows(order: np.ndarray, mask: np.ndarray, page: int, per_page: int = PAGE_SIZE) -> np.ndarray:

@@ -23,6 +23,7 @@ UNSCORED = "f_unscored"
 FLAG = "f_flag"
 TEXT = "f_text"
 PAGE = "gallery_page"  # 1-based, the page number widget's key
+PAGE_FIX, PAGE_NOTE = "_gallery_page_fix", "_gallery_page_note"  # a page number past the end, put right on a rerun
 SORT = "sort"  # bound to ?sort=
 SELECTION = "selection_rows"
 INSPECT = "inspect_sample"

@@ -346,8 +346,12 @@ def test_gallery_pages_turn_at_the_top_and_the_foot_and_the_page_is_kept_in_the_
     reloaded = _app(page=navigation.GALLERY.path, **{state.PAGE: "3"})  # a reload or a shared link
     assert reloaded.number_input(key=state.PAGE).value == 3
     assert _card_captions(reloaded) == run.scores["caption"].iloc[sort_orders(run.scores)[DEFAULT_SORT][96:]].tolist()
-    beyond = _app(page=navigation.GALLERY.path, **{state.PAGE: "99"})  # a stale link: the first page, no error
-    assert beyond.number_input(key=state.PAGE).value == 1 and len(_cards(beyond)) == 48
+    beyond = _app(page=navigation.GALLERY.path, **{state.PAGE: "99"})  # a stale link: the last page, said
+    assert beyond.number_input(key=state.PAGE).value == 3 and len(_cards(beyond)) == 120 - 2 * 48
+    assert "There are only 3 pages: showing the last." in [c.value for c in beyond.caption]
+    at.number_input(key=state.PAGE).set_value(7).run()  # typed past the end: not kept in red, the last page
+    assert at.number_input(key=state.PAGE).value == 3 and len(_cards(at)) == 120 - 2 * 48
+    assert "There are only 3 pages: showing the last." in [c.value for c in at.caption]
 
 
 def test_a_score_range_says_how_many_samples_have_no_score_and_lets_you_choose(cache_root):

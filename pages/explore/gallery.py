@@ -11,6 +11,7 @@ from dashboard import auth, resources, sidebar, state, ui
 from dashboard.gallery import (
     DEFAULT_SORT,
     PAGE_SIZE,
+    clamp_page,
     empty_note,
     filter_mask,
     gallery_title,
@@ -39,6 +40,22 @@ def _prev_next(prev_cell, next_cell, pages: int, where: str) -> None:
     )
 
 
+def _page_number(cell, pages: int) -> None:
+    """The page number box, in the URL so that a reload or a shared link opens the same page.
+
+    A number past the end (typed, or from a stale link) is put right on a rerun: the widget cannot be
+    changed once drawn, and on a first load it takes the URL's number over any value set before it."""
+    if state.PAGE_FIX in ss:
+        ss[state.PAGE] = ss.pop(state.PAGE_FIX)
+    cell.number_input(f"Page (of {pages:,})", min_value=1, key=state.PAGE, bind="query-params")
+    page, note = clamp_page(int(ss[state.PAGE]), pages)
+    if note:
+        ss[state.PAGE_FIX], ss[state.PAGE_NOTE] = page, note
+        st.rerun()
+    if note := ss.pop(state.PAGE_NOTE, None):
+        st.caption(note)
+
+
 @st.fragment
 def gallery() -> None:
     """Sorting, paging and flag clicks rerun only this part of the page."""
@@ -51,8 +68,6 @@ def gallery() -> None:
     mask = filter_mask(run, resources.current_filters(run), decided(table), resources.selection())
     total = int(mask.sum())
     pages = page_count(total)
-    if not 1 <= ss.get(state.PAGE, 1) <= pages:
-        ss[state.PAGE] = 1
     title = st.empty()  # filled once the sort is known: the title follows it
     top = st.columns([3, 2, 1, 1], vertical_alignment="bottom")
     top[0].selectbox(
@@ -75,9 +90,7 @@ def gallery() -> None:
             clear = st.button("Clear map selection", key="clear_top", type="tertiary", on_click=sidebar.reset_views)
             if clear:
                 st.rerun()  # the whole page: the sidebar's note goes too
-    top[1].number_input(
-        f"Page (of {pages:,})", min_value=1, max_value=pages, key=state.PAGE, bind="query-params"
-    )  # in the URL: a reload or a shared link opens the same page
+    _page_number(top[1], pages)
     _prev_next(top[2], top[3], pages, "top")
     page = ss[state.PAGE] - 1
     rows = page_rows(ranking.orders[ss.get(state.SORT) or default_sort], mask, page)
