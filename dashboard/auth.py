@@ -157,15 +157,18 @@ def _ask_secret(name: str) -> None:
     st.stop()
 
 
-def current_reviewer(purpose: str = "recorded with your verdicts", button: str = "Start reviewing") -> str:
-    """The reviewer's name; stops the page to log in, to ask for a name (the sidebar's "Your name" field
-    holds the same one; ``purpose`` says why this page asks), or for a lead's secret."""
+def reviewer_or_prompt(purpose: str = "recorded with your verdicts", button: str = "Start reviewing") -> str | None:
+    """The reviewer's name, or None after drawing what gets one: a log-in button, or a name field (the
+    sidebar's "Your name" field holds the same one; ``purpose`` says why this page asks). A lead's name
+    stops the page for the lead's secret.
+
+    Returning None rather than stopping lets a page go on without a name: the gallery in flag mode still
+    shows its cards, only without verdict buttons, until the name is given."""
     if oidc_configured():
         identity = _oidc_identity()
         if identity is None:
             st.info("Log in to review; your verdicts are recorded under your account.")
             st.button("Log in", on_click=st.login)
-            st.stop()
         return identity
     name = str(st.session_state.get(REVIEWER_KEY) or "").strip()
     if name and needs_proof(name):
@@ -174,4 +177,12 @@ def current_reviewer(purpose: str = "recorded with your verdicts", button: str =
         return name
     st.text_input(f"Your name ({purpose})", key=NAME_INPUT, on_change=_accept)
     st.button(button, key=NAME_OK, on_click=_accept)
-    st.stop()
+    return None
+
+
+def current_reviewer(purpose: str = "recorded with your verdicts", button: str = "Start reviewing") -> str:
+    """The reviewer's name; stops the page until there is one (``reviewer_or_prompt`` asks)."""
+    name = reviewer_or_prompt(purpose, button)
+    if name is None:
+        st.stop()
+    return name

@@ -151,11 +151,12 @@ def _range_filter(run) -> None:
 
 
 def _flag_mode() -> None:
-    """Browsing needs no name; flagging does, so the reviewer is asked for only in flag mode."""
+    """Browsing needs no name; flagging does, so the reviewer is asked for only in flag mode, at the top of
+    the page and without hiding it: the cards stay, their verdict buttons come with the name."""
     if st.sidebar.toggle(
         "Flag mode", key=state.FLAG_MODE, bind="query-params", help="show one-click verdict buttons on cards"
     ):
-        auth.current_reviewer()
+        auth.reviewer_or_prompt(purpose="recorded with your flags", button="Start flagging")
 
 
 def render() -> None:

@@ -323,7 +323,8 @@ def test_flag_buttons_need_flag_mode_and_a_name_and_flag_mode_survives_a_reload(
     at = _open(_app(), navigation.GALLERY.path)
     assert not [b for b in at.main.button if b.key and b.key.endswith(":mis-captioned")]
     at.sidebar.toggle(key=state.FLAG_MODE).set_value(True).run()
-    assert at.main.text_input(key=auth.NAME_INPUT)  # who is flagging?
+    assert at.main.text_input(key=auth.NAME_INPUT)  # who is flagging? asked above the cards, not instead
+    assert len(_cards(at)) == 48 and not [b for b in at.main.button if b.key and b.key.endswith(":mis-captioned")]
     at.main.text_input(key=auth.NAME_INPUT).input("bob")
     at.main.button(key=auth.NAME_OK).click().run()
     assert len([b for b in at.main.button if b.key and b.key.endswith(":mis-captioned")]) == 48

@@ -87,7 +87,11 @@ def selection_panel(chosen: np.ndarray) -> None:
     if right.button(
         f"Flag {chosen.size:,} as mis-captioned…",
         disabled=name is None,
-        help=None if name else "turn on flag mode in the sidebar first",
+        help=None
+        if name
+        else "give your name at the top first"
+        if ss.get(state.FLAG_MODE)
+        else "turn on flag mode in the sidebar first",
     ):
         confirm_bulk_flag(run.scores["sample_id"].iloc[chosen].tolist(), name)
     bulk = ss.get(emap.BULK_UNDO)
