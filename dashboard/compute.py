@@ -90,6 +90,22 @@ def override_fields() -> list:
     return [spec for spec in RunConfig.option_fields() if spec.name not in NOT_OVERRIDES]
 
 
+def option_label(spec) -> str:
+    """The form's label of a run option: its name in words ("caption dropout")."""
+    return spec.name.replace("_", " ")
+
+
+_FLAG = re.compile(r"--[a-z][a-z0-9-]*")
+
+
+def in_form_words(message: str) -> str:
+    """A run option's error as the Compute form says it: the checks are shared with the CLI and name its
+    flags ("--epochs must be …"), which a form user never typed; each option the form offers is named by
+    its label instead ("“epochs” must be …"). Other flags (a CLI command to resume) stay as they are."""
+    labels = {option_flag(spec): option_label(spec) for spec in override_fields()}
+    return _FLAG.sub(lambda found: f"“{labels[found[0]]}”" if found[0] in labels else found[0], message)
+
+
 def _cli_value(value: Any) -> str:
     return ",".join(_cli_value(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
 

@@ -385,6 +385,14 @@ def test_the_inspectors_view_chart_says_which_fold_model_held_the_sample_out(tmp
         assert [label for i, label in enumerate(labels) if i != fold] == [f"h{1 - fold} (trained on it)"]
 
 
+def test_run_option_errors_name_the_form_fields_and_keep_other_cli_words():
+    assert compute.in_form_words("--caption-dropout must be a number from 0, not 2") == (
+        "“caption dropout” must be a number from 0, not 2"
+    )
+    resume = "continue it with `python -m clipmem_core run … --out /c/x --resume`"
+    assert compute.in_form_words(resume) == resume  # not options of the form: a command to type stays exact
+
+
 def test_tail_log_reads_only_the_end_and_folds_progress_bars(tmp_path):
     log = tmp_path / "x.log"
     log.write_text("".join(f"line {i}\n" for i in range(10_000)) + "train:  10%|#\rtrain:  42%|####\n")

@@ -600,6 +600,42 @@ def test_a_deep_link_meets_the_access_gate_first_and_opens_once_through_it(cache
     assert at.title[0].value == "Most likely mis-captioned" and len(drawn_images(at)) == 48  # the page asked for
 
 
+def _cookie_scripts(at: AppTest) -> list[str]:
+    return [element.proto.body for element in at.get("html") if "document.cookie" in element.proto.body]
+
+
+def test_a_remembered_browser_skips_the_gate_until_it_locks_or_the_token_changes(cache_root, monkeypatch):
+    """A reload is a new session: without the cookie every reload asked for the token again."""
+    monkeypatch.setenv("CLIPMEM_ACCESS_TOKEN", "s3cret")
+    cookies: dict[str, str] = {}
+    monkeypatch.setattr(auth, "browser_cookie", cookies.get)
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.text_input(key="_clipmem_token_input").input("s3cret").run()  # "Remember this browser" is on
+    credential = auth.remembered_credential("s3cret")
+    assert "s3cret" not in credential and len(_cookie_scripts(at)) == 1 and credential in _cookie_scripts(at)[0]
+    assert "Max-Age=2592000" in _cookie_scripts(at)[0] and "SameSite=Strict" in _cookie_scripts(at)[0]
+
+    cookies[auth.REMEMBER_COOKIE] = credential  # the browser sends it with its next page load
+    reloaded = _app(page=navigation.GALLERY.path)
+    assert not reloaded.main.text_input and reloaded.title[0].value == "Most likely mis-captioned"
+    reloaded.sidebar.button(key="_clipmem_lock").click().run()  # on a shared computer
+    assert [t.label for t in reloaded.text_input] == ["Access token"] and not drawn_images(reloaded)
+    assert any("Max-Age=0" in script for script in _cookie_scripts(reloaded))  # the browser forgets it
+
+    cookies[auth.REMEMBER_COOKIE] = "0" * 64  # forged
+    assert [t.label for t in _app().text_input] == ["Access token"]
+    cookies[auth.REMEMBER_COOKIE] = credential
+    monkeypatch.setenv("CLIPMEM_ACCESS_TOKEN", "n3w")  # a changed token locks remembered browsers out
+    assert [t.label for t in _app().text_input] == ["Access token"]
+
+    monkeypatch.setenv("CLIPMEM_ACCESS_TOKEN", "s3cret")
+    cookies.clear()
+    forgetful = AppTest.from_file(APP, default_timeout=120).run()
+    forgetful.checkbox(key="_clipmem_remember").uncheck().run()
+    forgetful.text_input(key="_clipmem_token_input").input("s3cret").run()
+    assert not forgetful.main.text_input and not _cookie_scripts(forgetful)
+
+
 def test_page_scripts_sit_in_sub_folders_of_pages_and_all_are_in_the_menu():
     """Streamlit's legacy pages-folder mode lists and runs any pages/*.py: keep pages/ free of them."""
     pages = Path(APP).parent / "pages"

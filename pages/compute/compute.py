@@ -38,7 +38,7 @@ def _override_widgets(preset: str) -> dict:
     for i, spec in enumerate(compute.override_fields()):
         default = getattr(defaults, spec.name)
         shown = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else default
-        label, helptext, key = spec.name.replace("_", " "), spec.metadata["help"], f"compute_opt_{spec.name}"
+        label, helptext, key = compute.option_label(spec), spec.metadata["help"], f"compute_opt_{spec.name}"
         with columns[i % 3]:
             if spec.name in CHOICES:
                 values[spec.name] = st.selectbox(
@@ -94,7 +94,7 @@ else:
         try:
             overrides = _override_widgets(preset)
         except ClipmemError as exc:
-            st.error(md(exc))
+            st.error(md(compute.in_form_words(str(exc))))
             overrides = None
     check = st.button("Check the dataset and estimate the time", type="primary")
     if check and overrides is not None:
@@ -120,7 +120,7 @@ else:
             }
         except ClipmemError as exc:
             ss.pop("compute_plan", None)
-            st.error(md(exc), icon=":material/error:")
+            st.error(md(compute.in_form_words(str(exc))), icon=":material/error:")
     plan = ss.get("compute_plan")
     if plan and plan["name"] == name:
         st.success(md(plan["summary"]))
