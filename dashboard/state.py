@@ -10,6 +10,7 @@ from clipmem_core.cache import RunInfo
 
 CACHE_ENV = "CLIPMEM_CACHE"
 DEFAULT_RUN = "demo"
+DEFAULT_RUN_ENV = "CLIPMEM_DEFAULT_RUN"  # the run a bare address opens, for a team reviewing one run
 
 # Keys the review pages read too: keep their names stable.
 CACHE_ROOT = "cache_root"
@@ -57,8 +58,12 @@ def range_key(run_name: str, column: str) -> str:
 
 
 def default_run(infos: Sequence[RunInfo]) -> str | None:
-    """The demo if it is usable, else the newest usable run."""
+    """The run named by CLIPMEM_DEFAULT_RUN if it is usable, else the demo, else the newest usable run.
+
+    Without the setting, a cache without the demo opens on whichever run finished last: a team reviewing
+    one run would land on another as soon as someone's new run finished, unless every link named it."""
     usable = [i.name for i in infos if i.ok]
-    if DEFAULT_RUN in usable:
-        return DEFAULT_RUN
+    for preferred in (os.environ.get(DEFAULT_RUN_ENV, "").strip(), DEFAULT_RUN):
+        if preferred in usable:
+            return preferred
     return usable[0] if usable else None

@@ -101,6 +101,14 @@ def test_a_link_to_a_run_not_in_the_cache_says_so_and_shows_the_default_run(cach
     assert not _app(run="other").main.warning  # a run that exists opens without a word
 
 
+def test_a_team_pins_the_run_a_bare_address_opens(cache_root, monkeypatch):
+    monkeypatch.setenv(state.DEFAULT_RUN_ENV, "other")
+    assert _app().session_state[state.RUN_PATH] == str(cache_root / "other")
+    assert _app(run="demo").session_state[state.RUN_PATH] == str(cache_root / "demo")  # a link still wins
+    monkeypatch.setenv(state.DEFAULT_RUN_ENV, "gone")  # a pinned run deleted since: the usual default
+    assert _app().session_state[state.RUN_PATH] == str(cache_root / "demo")
+
+
 def test_overview_starts_in_plain_words_with_a_button_to_review_what_looks_wrong(cache_root):
     at = _app(reviewer="ann")
     assert at.title[0].value == "Run: demo"
