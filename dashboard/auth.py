@@ -2,7 +2,8 @@
 
 - ``require_access``: when ``CLIPMEM_ACCESS_TOKEN`` is set, app.py asks for it before any page runs,
   so a dashboard served on a network is not open to anyone who finds it. The session keeps a hash of
-  it; the browser never stores it.
+  it; the browser never stores the token itself, only, when asked to remember it, a cookie derived from it
+  (``remembered_credential``) that a changed token invalidates.
 - ``current_reviewer``: the OIDC identity (``st.login`` / ``st.user``) when ``[auth]`` is configured in
   secrets; otherwise a name, typed once and remembered across reloads in the URL (``?reviewer=``, a
   widget bound to the query string: the name only, never a token or a secret). Without OIDC a plain
@@ -32,6 +33,8 @@ from .text import md
 TOKEN_ENV = "CLIPMEM_ACCESS_TOKEN"
 LEAD_SECRETS_ENV = "CLIPMEM_LEAD_SECRETS"
 _ACCESS_KEY = "_clipmem_access"
+REMEMBER_COOKIE, REMEMBER_DAYS = "clipmem_access", 30
+_REMEMBER, _FORGOTTEN = "_clipmem_remember_cookie", "_clipmem_forgotten"  # the cookie to set; Lock was pressed
 _LEAD_KEY = "_clipmem_lead_proof"  # (name, hash of the secret entered) once a lead has proved who they are
 REVIEWER_KEY = "reviewer"  # the sidebar's name field, bound to ?reviewer= so a reload keeps it
 BLIND_KEY = "blind"
@@ -43,28 +46,87 @@ def _fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def token_configured() -> bool:
+    return bool(os.environ.get(TOKEN_ENV))
+
+
+def remembered_credential(token: str) -> str:
+    """What a remembered browser keeps in its cookie: derived from the token, so the cookie does not reveal
+    it, and a changed token locks every remembered browser out."""
+    return hmac.new(token.encode(), b"clipmem: this browser entered the access token", hashlib.sha256).hexdigest()
+
+
+def browser_cookie(name: str) -> str | None:
+    """A cookie the browser sent when this session opened (Streamlit reads them once, at the handshake); None
+    without one, or without a browser (AppTest's context has no cookies, only a stand-in object)."""
+    value = st.context.cookies.get(name)
+    return value if isinstance(value, str) else None
+
+
 def has_access() -> bool:
-    """Whether this browser session may see the dashboard: no token configured, or the right one entered."""
+    """Whether this browser session may see the dashboard: no token configured, the right one entered in
+    this session, or a browser that was told to remember it (its cookie then opens the session)."""
     token = os.environ.get(TOKEN_ENV)
-    return not token or hmac.compare_digest(st.session_state.get(_ACCESS_KEY, ""), _fingerprint(token))
+    if not token or hmac.compare_digest(st.session_state.get(_ACCESS_KEY, ""), _fingerprint(token)):
+        return True
+    cookie = browser_cookie(REMEMBER_COOKIE) or ""
+    if st.session_state.get(_FORGOTTEN) or not hmac.compare_digest(cookie, remembered_credential(token.strip())):
+        return False
+    st.session_state[_ACCESS_KEY] = _fingerprint(token)
+    return True
+
+
+def _set_cookie(value: str, max_age_s: int) -> None:
+    """Set (or, with max age 0, delete) the remember cookie in the browser: Streamlit cannot set cookies from
+    the server, so a line of JavaScript does; SameSite=Strict, and Secure where the page is served over https."""
+    st.html(
+        f"<script>document.cookie = '{REMEMBER_COOKIE}={value}; Path=/; Max-Age={max_age_s}; SameSite=Strict'"
+        " + (location.protocol === 'https:' ? '; Secure' : '');</script>",
+        unsafe_allow_javascript=True,
+    )
 
 
 def require_access() -> None:
     """Stop the run until the visitor has entered the shared access token (if one is configured).
 
-    app.py calls it on every request, before any page runs: pages do not call it themselves.
+    app.py calls it on every request, before any page runs: pages do not call it themselves. "Remember this
+    browser" keeps a cookie for ``REMEMBER_DAYS``, so a reload or a new tab does not ask again; "Lock" in
+    the sidebar forgets it.
     """
     if has_access():
+        remember = st.session_state.get(_REMEMBER)
+        if remember and browser_cookie(REMEMBER_COOKIE) != remember:
+            # on every full run of the session, not once: a rerun (a page putting its URL right) can drop an
+            # element before the browser has run it
+            _set_cookie(remember, REMEMBER_DAYS * 86_400)
         return
     token = os.environ[TOKEN_ENV]
     st.title("clipmem")
     entered = st.text_input("Access token", type="password", key="_clipmem_token_input").strip()  # as pasted
+    remember = st.checkbox(
+        f"Remember this browser for {REMEMBER_DAYS} days",
+        value=True,
+        key="_clipmem_remember",
+        help="keeps a cookie derived from the token; use Lock in the sidebar on a shared computer",
+    )
     if entered:
         if hmac.compare_digest(entered.encode(), token.strip().encode()):
             st.session_state[_ACCESS_KEY] = _fingerprint(token)
+            st.session_state.pop(_FORGOTTEN, None)
+            if remember:
+                st.session_state[_REMEMBER] = remembered_credential(token.strip())
             st.rerun()
         st.error("That access token is not right.")
+    if st.session_state.get(_FORGOTTEN):
+        _set_cookie("", 0)  # below the form: an element above it would push the form down
     st.stop()
+
+
+def lock() -> None:
+    """Button callback: this session loses access and the browser forgets the token."""
+    st.session_state.pop(_ACCESS_KEY, None)
+    st.session_state.pop(_REMEMBER, None)
+    st.session_state[_FORGOTTEN] = True
 
 
 def oidc_configured() -> bool:

@@ -181,6 +181,15 @@ def render() -> None:
         st.stop()
     _who()
     _flag_mode()
+    if auth.token_configured():
+        st.sidebar.button(
+            "Lock",
+            key="_clipmem_lock",
+            type="tertiary",
+            icon=":material/lock:",
+            on_click=auth.lock,
+            help="ask for the access token again, and make this browser forget it",
+        )
 
 
 def flagging_as() -> str | None:

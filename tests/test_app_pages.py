@@ -559,6 +559,9 @@ def test_a_bad_dataset_path_is_an_error_at_once_and_starts_no_job(cache_root, mo
         assert any(message in _plain(e.value) for e in at.error), path
     assert not (cache_root / ".jobs").exists()
     at.text_input(key="compute_data").input(str(cache_root / "demo" / "dataset" / "captions.csv"))
+    at.number_input(key="compute_opt_epochs").set_value(0).run()
+    next(b for b in at.main.button if b.label.startswith("Check the dataset")).click().run()
+    assert "“epochs” must be a whole number from 1" in _plain(at.error[0].value)  # the form's word, not --epochs
     at.number_input(key="compute_opt_epochs").set_value(2).run()
     next(b for b in at.main.button if b.label.startswith("Check the dataset")).click().run()
     assert "120 samples (csv); full protocol, clipmem-tiny, 2 epochs: about" in _plain(at.success[0].value)

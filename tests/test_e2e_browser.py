@@ -177,6 +177,16 @@ def test_a_deep_link_as_a_fresh_servers_first_request_meets_the_gate(browser, tm
         page.screenshot(path=str(tmp_path / "after_gate.png"))
         assert page.url.endswith("/gallery")
         seen = _seen(page)
+        cookie = next(c for c in page.context.cookies() if c["name"] == "clipmem_access")
+        assert "s3cret" not in cookie["value"] and cookie["sameSite"] == "Strict"
+        page.reload()  # a remembered browser: no token asked again
+        page.get_by_role("heading", name="Most likely mis-captioned").wait_for()
+        assert not page.get_by_label("Access token").count()
+        page.locator('[data-testid="stSidebar"]').get_by_role("button", name="Lock").click()
+        page.get_by_label("Access token").wait_for()
+        page.wait_for_function("!document.cookie.includes('clipmem_access=')")
+        page.reload()  # the lock holds across a reload: the browser forgot the token
+        page.get_by_label("Access token").wait_for()
     assert not any(state["gallery"] or state["nav"] for state in locked), locked  # a locked app shows no page
     shown = [state["nav"] for state in seen if state["nav"]]
     assert shown and all(nav == TITLES for nav in shown), seen
