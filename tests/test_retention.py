@@ -115,4 +115,4 @@ def test_the_benchmark_measures_a_finished_run_as_the_pipeline_would_have(withou
     monkeypatch.setattr(retention, "train_clip", lambda *a, **k: pytest.fail("a second pass reads the saved values"))
     np.testing.assert_array_equal(retained_values(without, epochs=2)[0], values)
     printed = table(measure([with_it.path], epochs=2))
-    assert "| retained alignment for the training loss (shipped) |" in printed and "| control:" in printed
+    assert "| retained alignment for the training loss (--retain-epochs) |" in printed and "| control:" in printed
