@@ -28,6 +28,7 @@ from typing import Any
 from clipmem_core import ClipmemError, list_runs
 from clipmem_core.cache import MANIFEST, trained_nothing
 from clipmem_core.config import RunConfig, is_preset_switch, option_flag
+from clipmem_core.formatting import fmt_count
 from clipmem_core.splits import CANDIDATE, INDEPENDENT, SHARED, split_counts
 
 DATA_ROOT_ENV = "CLIPMEM_DATA_ROOT"
@@ -43,10 +44,14 @@ INGEST_SHARE = 0.03
 # Not offered in the browser: set by the page itself, machine-specific, or able to read outside the data root
 NOT_OVERRIDES = ("data", "out", "preset", "init_checkpoint", "device", "num_workers", "allow_outside_root")
 PATH_OVERRIDES = {"exclude": "the drop list"}  # options naming a file: confined to the data root like the dataset
-# Rough seconds per (training pair x epoch) on 2 CPU cores, when no earlier run of the model says better
-# (clipmem-cpu-patch8: a whole 8,121-sample run took 961 s, docs/benchmarks.md).
-DEFAULT_PAIR_EPOCH_S = {"clipmem-tiny": 1.6e-3, "clipmem-cpu": 6e-3, "clipmem-cpu-patch8": 7e-3}
+# Rough seconds on 2 CPU cores, when no earlier run of the model says better: per (training pair x epoch),
+# and for the rest of a run (scoring, embedding, signals) per (sample x view x model). From the runs of
+# docs/benchmarks.md: clipmem-cpu-patch8 took 961 s for 8,121 samples; the demo (clipmem-tiny, 2,000 samples,
+# 40 epochs) 222 s of training and 25 s besides.
+DEFAULT_PAIR_EPOCH_S = {"clipmem-tiny": 2.8e-3, "clipmem-cpu": 6e-3, "clipmem-cpu-patch8": 7e-3}
 FALLBACK_PAIR_EPOCH_S = 2e-2
+DEFAULT_SAMPLE_VIEW_S = {"clipmem-tiny": 8e-4, "clipmem-cpu": 1e-3, "clipmem-cpu-patch8": 1.1e-3}
+FALLBACK_SAMPLE_VIEW_S = 3e-3
 TRAIN_SHARE = 0.85  # of a run's time, what training takes (the rest: ingest, scoring, indexes)
 _PROCS: dict[int, subprocess.Popen] = {}
 _LOGS: dict[int, Path] = {}  # the log of each child in _PROCS: its exit status is written beside it
@@ -223,28 +228,56 @@ def pairs_per_model(config: RunConfig, n_samples: int) -> list[int]:
     return [n_samples - n_samples // k] * k
 
 
-def _measured_pair_epoch_s(cache_root: str | os.PathLike, model: str) -> tuple[float | None, int]:
-    """Seconds per training pair and epoch, the median over earlier runs of ``model`` in the cache."""
-    speeds = []
+def _scored_sample_views(n_samples: int, views: int, models: int) -> int:
+    """What the rest of a run costs in proportion to: every sample scored over its views by every model."""
+    return n_samples * max(1, views) * max(1, models)
+
+
+def _measured_speeds(cache_root: str | os.PathLike, model: str) -> tuple[float, float, int] | None:
+    """Seconds per training pair and epoch, and per scored sample view (the rest of the run), the medians
+    over the earlier runs of ``model`` in the cache, with their count; None without one."""
+    train_speeds, rest_speeds = [], []
     for info in list_runs(cache_root):
         manifest = info.manifest
         if manifest is None or manifest.config.get("model") != model or not manifest.training:
             continue
         pairs = sum(int(m.get("pairs") or 0) for m in manifest.training.values() if isinstance(m, dict))
-        seconds = sum(v for k, v in manifest.timings.items() if k.startswith("train"))
+        train = sum(v for k, v in manifest.timings.items() if k.startswith("train"))
+        rest = sum(v for k, v in manifest.timings.items() if not k.startswith("train"))
         epochs = int(manifest.config.get("epochs") or 0)
-        if pairs and seconds and epochs:
-            speeds.append(seconds / (pairs * epochs))
-    return (sorted(speeds)[len(speeds) // 2], len(speeds)) if speeds else (None, 0)
+        views = _scored_sample_views(
+            int(manifest.dataset.n_samples), int(manifest.config.get("augmentations") or 1), len(manifest.training)
+        )
+        if pairs and train and epochs:
+            train_speeds.append(train / (pairs * epochs))
+            rest_speeds.append(rest / views)
+    if not train_speeds:
+        return None
+    return _median(train_speeds), _median(rest_speeds), len(train_speeds)
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def estimate_seconds(cache_root: str | os.PathLike, config: RunConfig, n_samples: int) -> tuple[float, str]:
-    """How long the run should take, and what the estimate rests on (earlier runs here, or a rough default)."""
-    measured, runs = _measured_pair_epoch_s(cache_root, str(config.model))
-    per_pair_epoch = measured or DEFAULT_PAIR_EPOCH_S.get(str(config.model), FALLBACK_PAIR_EPOCH_S)
-    train = sum(pairs_per_model(config, n_samples)) * int(config.epochs) * per_pair_epoch
-    basis = f"the speed of {runs} earlier run(s) of {config.model} here" if measured else "a rough default speed"
-    return train / TRAIN_SHARE, basis
+    """How long the run should take, and what the estimate rests on (earlier runs here, or a rough default).
+
+    Training scales with pairs x epochs; the rest of a run (mostly scoring every sample's views under every
+    model) does not shrink with the epochs, so it is estimated on its own: a 1-epoch run of the demo's model
+    was estimated at 7 s when the scoring alone takes 18."""
+    model, pairs = str(config.model), pairs_per_model(config, n_samples)
+    measured = _measured_speeds(cache_root, model)
+    if measured:
+        per_pair_epoch, per_sample_view, runs = measured
+        basis = f"the speed of {fmt_count(runs, 'earlier run')} of {model} here"
+    else:
+        per_pair_epoch = DEFAULT_PAIR_EPOCH_S.get(model, FALLBACK_PAIR_EPOCH_S)
+        per_sample_view = DEFAULT_SAMPLE_VIEW_S.get(model, FALLBACK_SAMPLE_VIEW_S)
+        basis = "a rough default speed"
+    train = sum(pairs) * int(config.epochs) * per_pair_epoch
+    rest = _scored_sample_views(n_samples, int(config.augmentations), len(pairs)) * per_sample_view
+    return train + rest, basis
 
 
 def start_job(

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clipmem_core import ClipmemError
+from clipmem_core import ClipmemError, load_run
 from clipmem_core.config import RunConfig
 from clipmem_core.review.decisions import decisions
 from clipmem_core.review.estimate import (
@@ -53,6 +53,9 @@ from dashboard.ui import card_text
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     return fake_run(tmp_path_factory.mktemp("cache"), protocol="paper")
+
+
+DEMO_RUN = Path(__file__).resolve().parents[1] / "cache" / "demo"
 
 
 def test_every_registered_score_is_a_sort_with_the_combined_ranking_first():
@@ -553,7 +556,16 @@ def test_the_run_time_is_estimated_from_earlier_runs_of_the_model(tmp_path):
     config = RunConfig(data="x", out="y", preset="tiny", epochs=10).resolved()
     assert compute.pairs_per_model(config, 1000) == [500, 500]  # 2 folds, each model trains on the other
     seconds, basis = compute.estimate_seconds(tmp_path, config, 1000)
-    assert basis == "a rough default speed" and seconds == pytest.approx(1000 * 10 * 1.6e-3 / compute.TRAIN_SHARE)
+    train, rest = 1000 * 10 * 2.8e-3, 1000 * 8 * 2 * 8e-4  # pairs x epochs, and every sample's 8 views x 2 models
+    assert basis == "a rough default speed" and seconds == pytest.approx(train + rest)
+    (tmp_path / "demo").symlink_to(DEMO_RUN.resolve(), target_is_directory=True)  # an earlier run of the model
+    demo = load_run(DEMO_RUN).manifest
+    itself = RunConfig(**{**demo.config, "data": "x", "out": "y"}).resolved()
+    seconds, basis = compute.estimate_seconds(tmp_path, itself, demo.dataset.n_samples)
+    assert basis == "the speed of 1 earlier run of clipmem-tiny here"
+    assert seconds == pytest.approx(sum(demo.timings.values()))  # the run it learned from, timed back
+    one_epoch, _ = compute.estimate_seconds(tmp_path, replace(itself, epochs=1), demo.dataset.n_samples)
+    assert one_epoch > demo.timings["score"]  # the scoring does not shrink with the epochs (7 s was estimated)
     paper = RunConfig(data="x", out="y", preset="tiny", protocol="paper").resolved()
     assert compute.pairs_per_model(paper, 1000) == [700, 700]
 
