@@ -52,6 +52,7 @@ SOURCE, BATCH, BATCH_INDEX = "review_source", "review_batch", "review_batch_inde
 SKIPPED, UNDO, CURRENT, PACE = "review_skipped", "review_undo_stack", "review_current", "review_pace"
 LAST = "review_last"  # the verdict just recorded: {"run", "sample_id", "verdict", "id"}
 UNDONE = "review_undone"  # the verdict just taken back, in the same shape
+QUEUE_CHOSEN = "review_queue_chosen"  # the queue radio was just clicked: its focus is to be released
 OWNER = "review_state_owner"  # whose verdicts the undo stack and the pace are
 NO_OTHERS = "No other reviewer has judged this sample yet."
 NOTHING_ASSIGNED = (
@@ -243,6 +244,13 @@ def last_recorded(state: Mapping[str, Any], run_name: str) -> dict | None:
     """The verdict this session recorded last, if it was on this run."""
     last = state.get(LAST)
     return last if last and last["run"] == run_name else None
+
+
+def queue_changed(state: MutableMapping[str, Any]) -> None:
+    """The queue radio's callback: the next run releases the radio's keyboard focus, and the line about an
+    undo (which named a sample of the queue left) goes."""
+    state[QUEUE_CHOSEN] = True
+    state.pop(UNDONE, None)
 
 
 def recorded_line(state: Mapping[str, Any], run_name: str) -> str | None:

@@ -251,8 +251,13 @@ def test_the_random_queue_walks_one_fixed_order_and_its_verdicts_give_the_overvi
     for sample in audit[:55]:
         store.add_verdict("judged", sample, "ann", "mis-captioned" if truth[sample] else "correct")
     page = _app(reviewer="bob", page=navigation.REVIEW.path, run="judged")
+    blurs = lambda: [e for e in page.get("html") if "activeElement.blur" in e.proto.body]  # noqa: E731
+    page.session_state[review.UNDONE] = {"run": "judged", "verdict": "correct", "sample_id": "x"}
     page.radio(key=review.SOURCE).set_value(review.AUDIT).run()
     assert not page.exception and any(c.value == review.AUDIT_NOTE for c in page.main.caption)
+    assert blurs() and review.UNDONE not in page.session_state  # keys work at once; the undo line goes
+    page.run()
+    assert not blurs()  # only right after the queue was chosen
     assert [m.value for m in page.main.text if m.value.startswith(audit[0])], "the random order's first sample"
     page = _app(reviewer="ann", page=navigation.REVIEW.path, run="judged")
     page.radio(key=review.SOURCE).set_value(review.AUDIT).run()

@@ -25,7 +25,11 @@ orders = ranking.orders
 queues = review.queues(ranking.labels)
 if ss.get(review.SOURCE) not in queues:
     ss[review.SOURCE] = next(iter(queues))
-source = st.sidebar.radio("Queue", list(queues), format_func=queues.get, key=review.SOURCE)
+source = st.sidebar.radio(
+    "Queue", list(queues), format_func=queues.get, key=review.SOURCE, on_change=review.queue_changed, args=(ss,)
+)
+if ss.pop(review.QUEUE_CHOSEN, False):
+    ui.release_keyboard_focus()
 if LEARNED_KEY not in queues:
     st.sidebar.caption(learned_pending_note(ranking.miscaptioned))
 session_id = None
