@@ -83,12 +83,18 @@ def pair_agreement(report: dict) -> pd.DataFrame:
 def fleiss_note(report: dict) -> str:
     """What the two headline figures mean, one short line each: the reader meets κ without a textbook."""
     fleiss = report["fleiss"]
+    agree = (
+        "**Reviewers agree on**: of the samples judged twice or more, the share where every verdict is the same.  \n"
+    )
+    kappa = "**Fleiss' κ**: agreement beyond what chance gives; 1 is perfect, 0 is chance. "
+    if not fleiss["n_samples"]:  # "over the 0 samples judged by exactly 0 reviewers" said nothing
+        return agree + kappa + "Not yet: it needs samples judged by the same number of reviewers, two or more."
     counted = f"{fmt_count(fleiss['n_samples'], 'sample')} judged by exactly {fleiss['n_raters']} reviewers"
     left_out = fleiss["n_excluded"]
     return (
-        "**Reviewers agree on**: of the samples judged twice or more, the share where every verdict is the same.  \n"
-        "**Fleiss' κ**: agreement beyond what chance gives; 1 is perfect, 0 is chance. "
-        f"Over the {counted}"
+        agree
+        + kappa
+        + f"Over the {counted}"
         + (f"; left out: {fmt_count(left_out, 'sample')} judged by another number." if left_out else ".")
     )
 

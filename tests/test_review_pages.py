@@ -400,6 +400,10 @@ def test_reconcile_logic_refuses_non_leads_and_settles_with_the_typed_caption(ru
     assert "Over the 1 sample judged by exactly 2 reviewers; left out: 1 sample judged by another number." in (
         reconcile.fleiss_note(one_left_out)
     )
+    nobody_overlaps = {"fleiss": {**report["fleiss"], "n_samples": 0, "n_raters": 0, "n_excluded": 14}}
+    assert reconcile.fleiss_note(nobody_overlaps).endswith(
+        "Not yet: it needs samples judged by the same number of reviewers, two or more."
+    )
     items = reconcile.disagreements(store, "run1", None, show_resolved=False)
     assert reconcile.current_item(items, {reconcile.SKIPPED: ["s00"]})["sample_id"] == "s02"
     assert reconcile.votes(store, "run1", "s00")["suggested_caption"].tolist() == ["a blue circle", ""]

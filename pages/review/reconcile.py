@@ -50,7 +50,7 @@ def export_section() -> None:
     if open_ones:
         st.warning(
             f"{fmt_count(len(open_ones), 'disagreement')} {'is' if len(open_ones) == 1 else 'are'} not resolved yet: "
-            "resolve them above, or let the majority decide."
+            f"resolve {'it' if len(open_ones) == 1 else 'them'} above, or let the majority decide."
         )
         allow = st.checkbox("Export anyway: the majority decides, a tie keeps the row", key="export_allow_unresolved")
     if open_ones and not allow:
