@@ -75,6 +75,13 @@ def confirm_bulk_flag(sample_ids: list[str], reviewer: str) -> None:
         st.rerun()
 
 
+def _why_no_bulk_flag() -> str | None:
+    """What bulk flagging still needs: flag mode, then a name (None once it has both)."""
+    if name:
+        return None
+    return "give your name at the top first" if ss.get(state.FLAG_MODE) else "turn on flag mode in the sidebar first"
+
+
 def selection_panel(chosen: np.ndarray) -> None:
     """The selected samples: the first cards, open them in the gallery, flag them all (asked first, undoable)."""
     st.write(f"{fmt_count(int(chosen.size), 'sample')} selected.")
@@ -87,11 +94,7 @@ def selection_panel(chosen: np.ndarray) -> None:
     if right.button(
         f"Flag {chosen.size:,} as mis-captioned…",
         disabled=name is None,
-        help=None
-        if name
-        else "give your name at the top first"
-        if ss.get(state.FLAG_MODE)
-        else "turn on flag mode in the sidebar first",
+        help=_why_no_bulk_flag(),
     ):
         confirm_bulk_flag(run.scores["sample_id"].iloc[chosen].tolist(), name)
     bulk = ss.get(emap.BULK_UNDO)
