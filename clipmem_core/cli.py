@@ -236,11 +236,13 @@ def _add_summary(commands) -> None:
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     from .cache import load_run
-    from .metrics import run_summary
+    from .metrics import held_out_pools, model_strength, run_summary
 
     run = load_run(args.run)
     summary = {"run": run.name, "protocol": run.manifest.protocol, **run_summary(run.scores, run.manifest.protocol)}
     summary["utility"] = run.manifest.utility
+    pools = held_out_pools(run.scores["split"].to_numpy(), run.manifest.protocol)
+    summary["model_strength"] = model_strength(run.manifest.utility, pools)
     summary["compute"] = run.manifest.compute
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -260,7 +262,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _render_summary(summary: dict) -> str:
     from .cache import computed_on
     from .formatting import fmt_number
-    from .metrics import FIRST_PAGE
+    from .metrics import FIRST_PAGE, weak_models_sentence
     from .scores import column_label
 
     stats = summary["splits"]["splits"]
@@ -296,6 +298,9 @@ def _render_summary(summary: dict) -> str:
         lines += ["", "utility: retrieval recall of each model on samples it never saw:"]
         for tag, recall in utility.items():
             lines.append(f"  {tag}: " + "  ".join(f"{key}={fmt_number(val)}" for key, val in recall.items()))
+    weak = weak_models_sentence(summary.get("model_strength"))
+    if weak:
+        lines += ["", f"warning: {weak}"]
     return "\n".join(lines)
 
 

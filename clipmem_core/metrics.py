@@ -24,7 +24,7 @@ from .cache import GROUND_TRUTH
 from .errors import ClipmemError
 from .formatting import json_safe
 from .scores import MEASUREMENTS, run_scores
-from .splits import CANDIDATE, EXTRA, INDEPENDENT, split_order
+from .splits import CANDIDATE, EXTRA, INDEPENDENT, membership, split_order
 
 FIRST_PAGE = 48  # cards on the gallery's first page
 _RECALL_CHUNK_CELLS = 1 << 24  # similarity-matrix cells per chunk (64 MiB of float32)
@@ -207,6 +207,53 @@ def best_detector(detection: dict | None, metric: str = "average_precision") -> 
     found = {name: stats.get(metric) for name, stats in detection.get("detectors", {}).items()}
     found = {name: value for name, value in found.items() if value is not None}
     return max(found, key=found.get) if found else None
+
+
+WEAK_MODELS = 3.0  # held-out R@5 under this many times chance: the models barely learned (model_strength)
+
+
+def held_out_pools(splits: np.ndarray, protocol: str) -> dict[str, int]:
+    """model tag -> how many pairs its utility was measured on (the pipeline's ``_utility``): under the full
+    protocol the folds it never saw, under the paper protocol S_E."""
+    splits = np.asarray(splits, dtype=object)
+    if protocol == "paper":
+        return {tag: int((splits == EXTRA).sum()) for tag in membership(splits, protocol)}
+    return {tag: int((~trained).sum()) for tag, trained in membership(splits, protocol).items()}
+
+
+def model_strength(utility: dict | None, pools: dict[str, int], k: int = 5) -> dict | None:
+    """How far above chance the models retrieve pairs they never saw: R@k (mean over the models and both
+    directions) against chance, k / pool. None without a utility to read.
+
+    Why: every ranking rests on the models, and a run can train too little to rank anything (a user's 948
+    images at 2 or 6 epochs: R@5 2.0 and 2.7 times chance; the first page of one leaned 37 to 11 on one fold,
+    the two models' noise). The benchmark's runs are at 5 times chance or more (tuxpaint 5.1 to 5.3, where
+    the combined ranking still reaches AUROC 0.80; openclipart over 100). Under ``WEAK_MODELS`` times chance
+    the run is said to have barely learned."""
+    found = [
+        (recall[f"{direction}_r{k}"], min(k, pools[tag]) / pools[tag])
+        for tag, recall in (utility or {}).items()
+        if isinstance(recall, dict) and pools.get(tag)
+        for direction in ("i2t", "t2i")
+        if f"{direction}_r{k}" in recall and math.isfinite(recall[f"{direction}_r{k}"])
+    ]
+    if not found:
+        return None
+    recall, chance = float(np.mean([r for r, _ in found])), float(np.mean([c for _, c in found]))
+    ratio = recall / chance
+    return {"k": k, "recall": recall, "chance": chance, "times_chance": ratio, "weak": bool(ratio < WEAK_MODELS)}
+
+
+def weak_models_sentence(strength: dict | None) -> str | None:
+    """One plain sentence when the models barely learned (``model_strength``); None otherwise."""
+    if not strength or not strength["weak"]:
+        return None
+    return (
+        f"The models barely learned to match images and captions: on pairs they never saw, the right caption "
+        f"is among the top {strength['k']} for {strength['recall']:.1%} of images, where chance gives "
+        f"{strength['chance']:.1%} ({strength['times_chance']:.1f} times chance). Rankings from models this weak "
+        "say little about the samples: train for more epochs, or on more data, before trusting them."
+    )
 
 
 def run_summary(scores_df: pd.DataFrame, protocol: str) -> dict:

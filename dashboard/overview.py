@@ -32,7 +32,7 @@ from clipmem_core.cache import (
     truth_words,
 )
 from clipmem_core.formatting import fmt_count, fmt_number
-from clipmem_core.metrics import best_detector
+from clipmem_core.metrics import best_detector, held_out_pools, model_strength, weak_models_sentence
 from clipmem_core.review.estimate import MIN_AUDIT, Estimate
 from clipmem_core.scores import column_label, registry
 from clipmem_core.splits import CANDIDATE, EXTRA, INDEPENDENT, SHARED, split_order
@@ -329,6 +329,13 @@ def summary_paragraph(
     if known:
         lines.append(estimate_sentence(*estimate))
     return " ".join(lines)
+
+
+def weak_models_warning(run: Run) -> str | None:
+    """Said under the summary when the run's models barely learned (``metrics.model_strength``): a reader
+    would otherwise take a ranking of noise for a finding."""
+    pools = held_out_pools(run.scores["split"].to_numpy(), run.manifest.protocol)
+    return weak_models_sentence(model_strength(run.manifest.utility, pools))
 
 
 def skipped_rows(run: Run, limit: int = SKIPPED_SHOWN) -> pd.DataFrame | None:

@@ -95,10 +95,20 @@ def test_entrypoint_defaults_to_demo_and_explains_unusable_runs(cache_root):
 def test_a_link_to_a_run_not_in_the_cache_says_so_and_shows_the_default_run(cache_root):
     at = _app(run="nope")
     assert at.session_state[state.RUN_PATH] == str(cache_root / "demo")
-    (warning,) = at.main.warning
+    (warning,) = [w for w in at.main.warning if "no run named" in _plain(w.value)]
     assert "no run named nope" in _plain(warning.value) and "showing demo" in _plain(warning.value)
     assert not at.error
-    assert not _app(run="other").main.warning  # a run that exists opens without a word
+    assert not [w for w in _app(run="other").main.warning if "no run named" in _plain(w.value)]  # it exists
+
+
+def test_the_overview_warns_when_the_models_barely_learned(cache_root):
+    """The fake runs' embeddings are random, so their models retrieve at chance: a ranking of noise."""
+    weak = [w.value for w in _app().main.warning]
+    assert any("The models barely learned" in _plain(w) and "times chance" in w for w in weak), weak
+    vectors = np.random.default_rng(0).normal(size=(60, 16))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    fake_run(cache_root, "learned", n=60, image_embeddings=vectors, text_embeddings=vectors)  # every pair found
+    assert not [w for w in _app(run="learned").main.warning if "barely learned" in w.value]
 
 
 def test_a_team_pins_the_run_a_bare_address_opens(cache_root, monkeypatch):

@@ -16,7 +16,7 @@ import pytest
 from clipmem_core.cli import main
 from clipmem_core.config import RunConfig
 from clipmem_core.synthetic import make_shapes_dataset
-from clipmem_core.testing import modules_loaded_by
+from clipmem_core.testing import fake_run, modules_loaded_by
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -187,6 +187,10 @@ def test_summary_and_neighbours_on_a_run(clipmem, tiny_run, paper_run):
     summary = json.loads(result.stdout)
     assert summary["protocol"] == "full" and summary["detection"]["detectors"]["combined"]["auroc"] > 0.5
     assert summary["compute"] == {"device": "cpu", "precision": "fp32"}
+    held_out = int((tiny_run.scores["split"] == "fold0").sum())  # h0's pool: the fold it never saw
+    assert summary["model_strength"]["chance"] == pytest.approx(
+        (5 / held_out + 5 / (len(tiny_run.scores) - held_out)) / 2
+    )
     text = clipmem("summary", "--run", tiny_run.path).stdout
     assert text.startswith(f"run {tiny_run.name} (full protocol; computed on cpu in fp32)")
     assert "Welch t-test, clipmem: mis-captioned vs clean" in text and "AUROC" in text
@@ -209,6 +213,14 @@ def test_summary_and_neighbours_on_a_run(clipmem, tiny_run, paper_run):
     assert_clean_error(clipmem("neighbours", "--run", tiny_run.path, "--sample-id", "nope"), "nope")
     listing = clipmem("list", "--cache", tiny_run.path.parent)
     assert tiny_run.name in listing.stdout
+
+
+def test_summary_warns_when_the_models_barely_learned(clipmem, tmp_path):
+    run = fake_run(tmp_path, "noise", n=200)  # random embeddings: retrieval at chance
+    text = clipmem("summary", "--run", run.path).stdout
+    assert "warning: The models barely learned to match images and captions" in text
+    strength = json.loads(clipmem("summary", "--run", run.path, "--json").stdout)["model_strength"]
+    assert strength["weak"] and strength["chance"] == pytest.approx(5 / 100)  # two folds of 100
 
 
 @pytest.mark.slow

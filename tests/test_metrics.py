@@ -13,12 +13,16 @@ from clipmem_core.metrics import (
     auroc,
     average_precision,
     detection_summary,
+    held_out_pools,
+    model_strength,
     precision_at_k,
     retrieval_recall,
     split_summary,
+    weak_models_sentence,
     welch_ttest,
 )
 from clipmem_core.scores import derive_missing
+from clipmem_core.splits import CANDIDATE, EXTRA, INDEPENDENT, SHARED
 
 
 def test_welch_ttest_hand_computed():
@@ -167,3 +171,18 @@ def test_average_precision_matches_scikit_learn():
     scores, labels = rng.random(200), rng.random(200) < 0.1
     assert average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores))
     assert np.isnan(average_precision(scores, np.zeros(200, bool)))
+
+
+def test_model_strength_says_when_the_models_barely_learned():
+    pools = {"h0": 500, "h1": 500}  # chance for R@5: 5 / 500 = 1 %
+    barely = {"h0": {"i2t_r5": 0.02, "t2i_r5": 0.03, "i2t_r1": 0.0}, "h1": {"i2t_r5": 0.025, "t2i_r5": 0.025}}
+    weak = model_strength(barely, pools)
+    assert weak["chance"] == pytest.approx(0.01) and weak["times_chance"] == pytest.approx(2.5) and weak["weak"]
+    assert "top 5 for 2.5% of images, where chance gives 1.0% (2.5 times chance)" in weak_models_sentence(weak)
+    learned = model_strength({tag: {"i2t_r5": 0.06, "t2i_r5": 0.05} for tag in pools}, pools)
+    assert learned["times_chance"] == pytest.approx(5.5) and weak_models_sentence(learned) is None  # tuxpaint's level
+    assert model_strength(None, pools) is None and model_strength(barely, {}) is None
+    assert weak_models_sentence(None) is None
+    assert held_out_pools(np.array(["fold0"] * 3 + ["fold1"] * 5), "full") == {"h0": 3, "h1": 5}
+    paper = np.array([SHARED, CANDIDATE, INDEPENDENT, EXTRA, EXTRA])
+    assert held_out_pools(paper, "paper") == {"f": 2, "g": 2}  # the paper protocol measures utility on S_E

@@ -20,6 +20,9 @@ st.title(f"Run: {md(run.name)}")
 decisions = resources.decisions(run)
 estimate = resources.estimate(run, decisions)
 st.markdown(md(overview.summary_paragraph(run.name, run.manifest, run.scores, detection, estimate)))
+weak = overview.weak_models_warning(run)
+if weak:
+    st.warning(md(weak), icon=":material/warning:")
 rule, count = overview.review_plan(run.scores, detection, estimate)
 progress = overview.review_progress(decisions)
 if progress:
