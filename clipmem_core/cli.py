@@ -241,7 +241,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     run = load_run(args.run)
     summary = {"run": run.name, "protocol": run.manifest.protocol, **run_summary(run.scores, run.manifest.protocol)}
     summary["utility"] = run.manifest.utility
-    pools = held_out_pools(run.scores["split"].to_numpy(), run.manifest.protocol)
+    pools = held_out_pools(run.manifest.splits, run.manifest.protocol)
     summary["model_strength"] = model_strength(run.manifest.utility, pools)
     summary["compute"] = run.manifest.compute
     if args.json:

@@ -15,7 +15,7 @@ that much sooner after a server starts; docs/benchmarks.md).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -212,13 +212,16 @@ def best_detector(detection: dict | None, metric: str = "average_precision") -> 
 WEAK_MODELS = 3.0  # held-out R@5 under this many times chance: the models barely learned (model_strength)
 
 
-def held_out_pools(splits: np.ndarray, protocol: str) -> dict[str, int]:
+def held_out_pools(split_counts: Mapping[str, int], protocol: str) -> dict[str, int]:
     """model tag -> how many pairs its utility was measured on (the pipeline's ``_utility``): under the full
-    protocol the folds it never saw, under the paper protocol S_E."""
-    splits = np.asarray(splits, dtype=object)
+    protocol the folds it never saw, under the paper protocol S_E. From the split counts (a manifest's
+    ``splits``), not the rows: the Overview asks on every rerun, and a run may hold ten million rows."""
+    names = list(split_counts)
+    counts = np.array([split_counts[name] for name in names], dtype=np.int64)
+    models = membership(np.array(names, dtype=object), protocol)
     if protocol == "paper":
-        return {tag: int((splits == EXTRA).sum()) for tag in membership(splits, protocol)}
-    return {tag: int((~trained).sum()) for tag, trained in membership(splits, protocol).items()}
+        return {tag: int(split_counts.get(EXTRA, 0)) for tag in models}
+    return {tag: int(counts[~trained].sum()) for tag, trained in models.items()}
 
 
 def model_strength(utility: dict | None, pools: dict[str, int], k: int = 5) -> dict | None:

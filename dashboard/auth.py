@@ -28,6 +28,7 @@ import streamlit as st
 from clipmem_core.review import is_lead
 from clipmem_core.review.roles import leads
 
+from . import browser
 from .text import md
 
 TOKEN_ENV = "CLIPMEM_ACCESS_TOKEN"
@@ -76,16 +77,6 @@ def has_access() -> bool:
     return True
 
 
-def _set_cookie(value: str, max_age_s: int) -> None:
-    """Set (or, with max age 0, delete) the remember cookie in the browser: Streamlit cannot set cookies from
-    the server, so a line of JavaScript does; SameSite=Strict, and Secure where the page is served over https."""
-    st.html(
-        f"<script>document.cookie = '{REMEMBER_COOKIE}={value}; Path=/; Max-Age={max_age_s}; SameSite=Strict'"
-        " + (location.protocol === 'https:' ? '; Secure' : '');</script>",
-        unsafe_allow_javascript=True,
-    )
-
-
 def require_access() -> None:
     """Stop the run until the visitor has entered the shared access token (if one is configured).
 
@@ -98,7 +89,7 @@ def require_access() -> None:
         if remember and browser_cookie(REMEMBER_COOKIE) != remember:
             # on every full run of the session, not once: a rerun (a page putting its URL right) can drop an
             # element before the browser has run it
-            _set_cookie(remember, REMEMBER_DAYS * 86_400)
+            browser.set_cookie(REMEMBER_COOKIE, remember, REMEMBER_DAYS * 86_400)
         return
     token = os.environ[TOKEN_ENV]
     st.title("clipmem")
@@ -118,7 +109,7 @@ def require_access() -> None:
             st.rerun()
         st.error("That access token is not right.")
     if st.session_state.get(_FORGOTTEN):
-        _set_cookie("", 0)  # below the form: an element above it would push the form down
+        browser.set_cookie(REMEMBER_COOKIE, "", 0)  # below the form: an element above it would push the form down
     st.stop()
 
 

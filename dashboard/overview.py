@@ -334,7 +334,7 @@ def summary_paragraph(
 def weak_models_warning(run: Run) -> str | None:
     """Said under the summary when the run's models barely learned (``metrics.model_strength``): a reader
     would otherwise take a ranking of noise for a finding."""
-    pools = held_out_pools(run.scores["split"].to_numpy(), run.manifest.protocol)
+    pools = held_out_pools(run.manifest.splits, run.manifest.protocol)
     return weak_models_sentence(model_strength(run.manifest.utility, pools))
 
 

@@ -31,13 +31,6 @@ ROW_PX, HEADER_PX = 35, 38
 LARGE_TEXT = "font-size: 1.7rem; line-height: 1.35; margin: 0.3rem 0 1rem 0"  # the caption under review
 
 
-def release_keyboard_focus() -> None:
-    """Take the keyboard focus off whatever holds it (a radio button just clicked), so that the page's key
-    shortcuts work at once: Streamlit's button shortcuts ignore keys while a radio has the focus, and after
-    choosing a review queue with the mouse a reviewer's 1, 2, 3 did nothing until they clicked elsewhere."""
-    st.html("<script>document.activeElement && document.activeElement.blur();</script>", unsafe_allow_javascript=True)
-
-
 def image_markdown(source: Path | str | bytes | Image.Image, *, alt: str) -> str:
     """A sample's image (a file's path, a shard member's bytes or a decoded image) as markdown, or a line
     saying why it cannot be shown: a damaged file costs one image, not the page. Why markdown and not

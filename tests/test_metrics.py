@@ -183,6 +183,6 @@ def test_model_strength_says_when_the_models_barely_learned():
     assert learned["times_chance"] == pytest.approx(5.5) and weak_models_sentence(learned) is None  # tuxpaint's level
     assert model_strength(None, pools) is None and model_strength(barely, {}) is None
     assert weak_models_sentence(None) is None
-    assert held_out_pools(np.array(["fold0"] * 3 + ["fold1"] * 5), "full") == {"h0": 3, "h1": 5}
-    paper = np.array([SHARED, CANDIDATE, INDEPENDENT, EXTRA, EXTRA])
+    assert held_out_pools({"fold0": 3, "fold1": 5}, "full") == {"h0": 3, "h1": 5}
+    paper = {SHARED: 1, CANDIDATE: 1, INDEPENDENT: 1, EXTRA: 2}
     assert held_out_pools(paper, "paper") == {"f": 2, "g": 2}  # the paper protocol measures utility on S_E

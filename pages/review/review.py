@@ -10,7 +10,7 @@ from clipmem_core import ClipmemError
 from clipmem_core.formatting import fmt_count
 from clipmem_core.learned import KEY as LEARNED_KEY
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
-from dashboard import auth, resources, review, ui
+from dashboard import auth, browser, resources, review, ui
 from dashboard.gallery import learned_note, learned_pending_note
 from dashboard.text import md
 
@@ -29,7 +29,7 @@ source = st.sidebar.radio(
     "Queue", list(queues), format_func=queues.get, key=review.SOURCE, on_change=review.queue_changed, args=(ss,)
 )
 if ss.pop(review.QUEUE_CHOSEN, False):
-    ui.release_keyboard_focus()
+    browser.release_keyboard_focus()
 if LEARNED_KEY not in queues:
     st.sidebar.caption(learned_pending_note(ranking.miscaptioned))
 session_id = None
