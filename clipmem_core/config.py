@@ -235,7 +235,7 @@ class RunConfig:
                     f"--{name.replace('_', '-')} must be a whole number from {minimum} to {maximum:,}, not {value!r}"
                 )
         if not (_finite(self.lr) and self.lr > 0):
-            raise ClipmemError(f"--lr must be a positive finite number, not {self.lr!r}")
+            raise ClipmemError(f"--lr must be a positive finite number, not {_shown(self.lr)}")
         sizes = self.split_sizes
         if sizes is not None and (len(sizes) != 4 or not all(_finite(s) and s >= 0 for s in sizes)):
             raise ClipmemError(f"--split-sizes must be four finite, non-negative numbers, not {list(sizes)}")
@@ -244,13 +244,17 @@ class RunConfig:
                 raise ClipmemError(f"--{name.replace('_', '-')} is empty")
         noise = self.text_noise
         if isinstance(noise, bool) or not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
-            raise ClipmemError(f"--text-noise must be a finite number of at least 0, not {noise!r}")
+            raise ClipmemError(f"--text-noise must be a finite number of at least 0, not {_shown(noise)}")
         every = self.checkpoint_every
         if isinstance(every, bool) or not (_finite(every) and every >= 0):
-            raise ClipmemError(f"--checkpoint-every must be a finite number of seconds, at least 0, not {every!r}")
+            raise ClipmemError(
+                f"--checkpoint-every must be a finite number of seconds, at least 0, not {_shown(every)}"
+            )
         dropout = self.caption_dropout
         if isinstance(dropout, bool) or not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
-            raise ClipmemError(f"--caption-dropout must be a number from 0 up to (not including) 1, not {dropout!r}")
+            raise ClipmemError(
+                f"--caption-dropout must be a number from 0 up to (not including) 1, not {_shown(dropout)}"
+            )
         if not isinstance(self.mask_duplicate_captions, bool):
             raise ClipmemError(f"--mask-duplicate-captions must be true or false, not {self.mask_duplicate_captions!r}")
         if self.max_captions is not None and (not isinstance(self.max_captions, int) or self.max_captions < 1):
@@ -280,6 +284,14 @@ def option_flag(spec: Field) -> str:
 def is_preset_switch(spec: Field) -> bool:
     """A yes/no option the preset fills: the CLI offers it as --flag / --no-flag, left out = the preset's."""
     return str(spec.type) == "bool | None"
+
+
+def _shown(value: Any) -> str:
+    """A refused value as the user typed it: the CLI reads ``2`` as the float 2.0, and "not 2.0" reads as if
+    clipmem had changed their input; numbers in their shortest form, anything else as its repr."""
+    if isinstance(value, float) and math.isfinite(value):
+        return format(value, "g") if value == float(format(value, "g")) else repr(value)
+    return repr(value)
 
 
 def _finite(value: Any) -> bool:

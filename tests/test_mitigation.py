@@ -134,6 +134,16 @@ def test_text_noise_caption_dropout_and_max_captions_are_checked():
             RunConfig(data="x.csv", out="cache/x", **bad).resolved()
 
 
+def test_a_refused_number_is_quoted_as_the_user_typed_it():
+    """The CLI parses ``--caption-dropout 2`` as 2.0; the error must not say "not 2.0"."""
+    with pytest.raises(ClipmemError, match=r"not 2$"):
+        RunConfig(data="x.csv", out="cache/x", caption_dropout=2.0).resolved()
+    with pytest.raises(ClipmemError, match=r"not -0\.25$"):
+        RunConfig(data="x.csv", out="cache/x", text_noise=-0.25).resolved()
+    with pytest.raises(ClipmemError, match=r"not nan$"):
+        RunConfig(data="x.csv", out="cache/x", lr=float("nan")).resolved()
+
+
 # -- drop lists ------------------------------------------------------------------------------------
 
 
