@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -11,6 +14,14 @@ from clipmem_core.errors import ClipmemError
 from clipmem_core.formatting import fmt_number
 from clipmem_core.scores import MEASUREMENTS, column_label, run_scores
 from clipmem_core.splits import membership
+
+from .state import INSPECT
+
+
+def tidy_sample_id(state: MutableMapping[str, Any]) -> None:
+    """The id box's callback: an id pasted with spaces or a line break is stored without them, so the
+    address bar (the box is bound to it) and a link copied from it carry the id alone."""
+    state[INSPECT] = str(state.get(INSPECT) or "").strip()
 
 
 def score_table(run: Run, row: int, decision: str | None) -> pd.DataFrame:

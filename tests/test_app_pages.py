@@ -489,6 +489,8 @@ def test_the_inspector_finds_an_id_pasted_with_spaces_around_it(cache_root):
     _open(at, navigation.INSPECTOR.path)
     at.text_input(key=state.INSPECT).input("  s00007\n").run()
     assert not at.error and len(drawn_images(at)) == 1 + 12
+    assert at.session_state[state.INSPECT] == "s00007"  # and so the address bar, bound to the box
+    assert at.query_params[state.INSPECT] == "s00007"
     assert at.main.text[0].value == load_run(cache_root / "demo").scores.set_index("sample_id").at["s00007", "caption"]
 
 

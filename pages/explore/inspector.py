@@ -30,7 +30,9 @@ if not ss.get(state.INSPECT) or ss.get(state.INSPECT_RUN) != run.name:  # a new 
     if ss.get(state.INSPECT) not in run.row_of:
         ss[state.INSPECT] = run.scores["sample_id"].iat[int(next(iter(resources.orders(run).values()))[0])]
     ss[state.INSPECT_RUN] = run.name
-sample_id = st.text_input("Sample id", key=state.INSPECT, bind="query-params").strip()  # pasted with spaces
+sample_id = st.text_input(
+    "Sample id", key=state.INSPECT, bind="query-params", on_change=inspector.tidy_sample_id, args=(ss,)
+).strip()  # a shared link may still carry spaces
 row = run.row_of.get(sample_id)
 if row is None:
     st.error("No sample with that id in this run.")
