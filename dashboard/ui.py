@@ -66,8 +66,10 @@ def hint_row(run: Run, card: Any, *, heading: str, key: str, on_pick: Callable[[
             if thumb is not None:
                 image(thumb, alt=hit.caption)
             st.text(hit.caption)
-            pick = {"on_click": on_pick, "args": (hit.caption,)}
-            st.button("Use this caption", key=f"{key}_{hit.row}", type="tertiary", **pick)
+    # the buttons in a row of their own, level however long each caption above them runs
+    for column, hit in zip(st.columns(len(card.hints)), card.hints):
+        pick = {"on_click": on_pick, "args": (hit.caption,)}
+        column.button("Use this caption", key=f"{key}_{hit.row}", type="tertiary", **pick)
 
 
 def table(frame: pd.DataFrame, empty: str, **kwargs) -> None:

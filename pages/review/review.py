@@ -101,8 +101,8 @@ else:
                     args=(ss, store, run.name, sample_id, reviewer, verdict, session_id),
                 )
         recorded_note()
-        skip_col, undo_col = st.columns(2)
-        skip_col.button(
+        skip_and_undo = st.container(horizontal=True, gap="small")  # wraps on a narrow window, never cuts a label
+        skip_and_undo.button(
             "Skip for now",
             key="review_skip",
             shortcut=review.KEYS["skip"],
@@ -110,7 +110,7 @@ else:
             on_click=review.skip,
             args=(ss, sample_id),
         )
-        undo_col.button(
+        skip_and_undo.button(
             "Undo last verdict",
             key="review_undo",
             shortcut=review.KEYS["undo"],
