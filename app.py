@@ -14,7 +14,7 @@ import streamlit as st
 
 from clipmem_core import ClipmemError
 from dashboard import auth, resources, review, sidebar
-from dashboard.navigation import PAGES, REVIEW
+from dashboard.navigation import OVERVIEW, OVERVIEW_ALIAS, REVIEW, pages
 
 # The icon is a file of ours: Streamlit fetches a ":material/…:" page icon from fonts.gstatic.com on every
 # page load, which fails on an offline network and tells Google of every visit.
@@ -24,11 +24,10 @@ st.set_page_config(
 resources.warm_chart_renderer()  # once per server process, in the background: the server draws the Overview's charts
 
 # Before the gate, so a deep link is remembered while the visitor enters the token; a locked app lists no pages.
-page = st.navigation(
-    [st.Page(spec.path, title=spec.title, icon=spec.icon) for spec in PAGES],
-    position="sidebar" if auth.has_access() else "hidden",
-)
+page = st.navigation(pages(), position="sidebar" if auth.has_access() else "hidden")
 auth.require_access()
+if page.url_path == OVERVIEW_ALIAS:  # typed /overview: on to /, where the menu marks the Overview as open
+    st.switch_page(OVERVIEW.path, query_params=st.query_params.to_dict())
 if page.title != REVIEW.title:  # an undo is offered only until the reviewer leaves the Review page
     review.forget_undo(st.session_state)
 try:

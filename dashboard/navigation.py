@@ -36,6 +36,24 @@ RECONCILE = PageSpec("pages/review/reconcile.py", "Reconcile", ":material/balanc
 COMPUTE = PageSpec("pages/compute/compute.py", "Compute", ":material/memory:")
 
 PAGES = (OVERVIEW, GALLERY, INSPECTOR, EMBEDDING_MAP, COMPARE, REVIEW, RECONCILE, COMPUTE)
+# The Overview, the default page, lives at /. Every other page is at its file's stem (/gallery, /review …), so
+# people type /overview too; Streamlit answered that with "Page not found". A hidden page at /overview catches it
+# (app.py sends it on to /), and the Overview's own page takes another name: Streamlit keys pages by their URL
+# path, and two pages at "overview" would clash; the default page's name never shows (it is served at /).
+OVERVIEW_URL_PATH = "home"
+OVERVIEW_ALIAS = "overview"
+
+
+def pages() -> list[st.Page]:
+    """The pages ``st.navigation`` is built from: the menu's, then the hidden /overview alias."""
+    menu = [
+        st.Page(spec.path, title=spec.title, icon=spec.icon, url_path=OVERVIEW_URL_PATH if spec is OVERVIEW else None)
+        for spec in PAGES
+    ]
+    alias = st.Page(
+        OVERVIEW.path, title=OVERVIEW.title, icon=OVERVIEW.icon, url_path=OVERVIEW_ALIAS, visibility="hidden"
+    )
+    return [*menu, alias]
 
 
 def go(spec: PageSpec) -> NoReturn:

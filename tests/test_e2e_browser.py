@@ -236,6 +236,11 @@ def test_gallery_and_inspector_render_in_chromium(browser, server, tmp_path):
     page.screenshot(path=str(tmp_path / "inspector.png"))
     page.get_by_role("link", name="Overview").click()
     page.get_by_role("heading", name="Run: demo").wait_for()
+
+    page.goto(f"{server}/overview?reviewer=ann")  # typed by hand, as every other page is at its name
+    page.get_by_role("heading", name="Run: demo").wait_for()
+    page.wait_for_url(f"{server}/?reviewer=ann")  # sent on to /, with the settings of the address
+    assert page.get_by_role("dialog").filter(has_text="Page not found").count() == 0
     assert elsewhere == []  # the page icon once came from fonts.gstatic.com
 
 
