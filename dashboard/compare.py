@@ -141,7 +141,7 @@ def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
         out[prefix] = json.dumps(json_safe(value)) if isinstance(value, (list, tuple)) else str(value)
 
 
-def config_differences(runs: Sequence[Run]) -> pd.DataFrame:
+def config_differences(runs: Sequence[Run | RunInfo]) -> pd.DataFrame:
     """The settings and data facts that differ between the runs: one row per differing key."""
     flat = []
     for run in runs:
@@ -161,7 +161,7 @@ def config_differences(runs: Sequence[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["Setting", *(run.name for run in runs)])
 
 
-def confounders(original: Run, cleaned: Run) -> pd.DataFrame:
+def confounders(original: Run | RunInfo, cleaned: Run | RunInfo) -> pd.DataFrame:
     """The settings, other than the data and how fast it ran, in which a cleaned re-run differs from its
     original: each changes R@1 and CLIPMem too, so the change shown is not the cleaning's alone."""
     table = config_differences([original, cleaned])
@@ -178,6 +178,27 @@ def swapped_note(original: Run, cleaned: Run) -> str | None:
         f"“{cleaned.name}” has more samples than “{original.name}” ({after:,} against {before:,}): a cleaned "
         "re-run has fewer. Are the two the wrong way round?"
     )
+
+
+def default_original(shown: str | None, infos: Sequence[RunInfo]) -> str | None:
+    """The original run the cleaning tab opens on: the run shown, unless that is itself a re-run with a drop
+    list (``--exclude``) of a run in the cache on the same data; then that run, the one that differs from it
+    in the fewest other settings. The run shown is often the newest, the re-run itself, and the tab used to
+    open on it as the original and compare the two the wrong way round."""
+    usable = {info.name: info for info in infos if info.ok}
+    current = usable.get(shown) if shown is not None else None
+    if current is None or not current.manifest.config.get("exclude"):
+        return shown
+    originals = [
+        info
+        for name, info in usable.items()
+        if name != shown
+        and not info.manifest.config.get("exclude")
+        and info.manifest.dataset.content_hash == current.manifest.dataset.content_hash
+    ]
+    if not originals:
+        return shown
+    return min(originals, key=lambda info: len(confounders(info, current))).name
 
 
 def cleaned_candidates(original: str, infos: Sequence[RunInfo]) -> list[str]:

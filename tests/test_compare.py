@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,20 @@ def test_the_cleaned_re_run_is_suggested_first(cache_root):
     infos = list_runs(cache_root)
     assert compare.cleaned_candidates("demo", infos)[0] == "demo-cleaned"
     assert set(compare.cleaned_candidates("demo", infos)) == {"demo-cleaned", "other"}
+
+
+def test_the_cleaning_tab_opens_on_the_original_when_the_run_shown_is_its_cleaned_re_run(cache_root):
+    infos = list_runs(cache_root)
+    assert compare.default_original("demo-cleaned", infos) == "demo"  # not "other": its settings differ
+    assert compare.default_original("demo", infos) == "demo"
+    assert compare.default_original("other", infos) == "other"  # no drop list: it is an original itself
+    assert compare.default_original(None, infos) is None
+    fake_run(cache_root, "lone-cleaned", n=30, config={"exclude": "drop.csv"})
+    manifest = cache_root / "lone-cleaned" / "manifest.json"  # a re-run of data no run in the cache was made on
+    recorded = json.loads(manifest.read_text(encoding="utf-8"))
+    recorded["dataset"]["content_hash"] = "f" * 16
+    manifest.write_text(json.dumps(recorded), encoding="utf-8")
+    assert compare.default_original("lone-cleaned", list_runs(cache_root)) == "lone-cleaned"  # no original here
 
 
 def test_a_re_run_with_other_settings_or_more_samples_is_flagged_as_no_clean_comparison(cache_root):
@@ -200,6 +215,18 @@ def test_compare_page_says_whether_cleaning_helped(cache_root):
     assert labels["Samples removed"] == "6"
     assert any(text.value.startswith("R@1 ") for text in at.text)
     assert any("Measure" in frame.value.columns for frame in at.dataframe)
+
+
+@pytest.mark.pages
+def test_the_cleaning_tab_opened_on_a_cleaned_re_run_compares_it_with_its_original(cache_root):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params[state.RUN_NAME] = "demo-cleaned"  # the newest run, the one a user has just made
+    at.run()
+    at.switch_page(navigation.COMPARE.path).run()
+    _open(at, compare.CLEANING)
+    assert at.selectbox(key=compare.ORIGINAL_KEY).value == "demo"
+    assert at.selectbox(key=compare.CLEANED_KEY).value == "demo-cleaned"
+    assert not any("wrong way round" in warning.value for warning in at.warning)
 
 
 @pytest.mark.pages
