@@ -29,7 +29,7 @@ from clipmem_core import ClipmemError, list_runs
 from clipmem_core.cache import MANIFEST, trained_nothing
 from clipmem_core.config import RunConfig, is_preset_switch, option_flag
 from clipmem_core.formatting import fmt_count
-from clipmem_core.splits import CANDIDATE, INDEPENDENT, SHARED, split_counts
+from clipmem_core.splits import CANDIDATE, INDEPENDENT, SHARED, parse_split_sizes, split_counts
 
 DATA_ROOT_ENV = "CLIPMEM_DATA_ROOT"
 MAX_JOBS_ENV = "CLIPMEM_MAX_JOBS"
@@ -76,7 +76,7 @@ def jobs_dir(cache_root: str | os.PathLike) -> Path:
 def validate_name(cache_root: str | os.PathLike, name: str) -> str | None:
     """Why ``name`` cannot be a new run, or None if it can."""
     if not _NAME.match(name):
-        return "use letters, digits, '.', '_' or '-' (up to 64), starting with a letter or digit"
+        return f"“Run name” {name!r}: use letters, digits, '.', '_' or '-' (up to 64), starting with a letter or digit"
     folder = Path(cache_root) / name
     if any(job.name == name and job_status(job) == "running" for job in list_jobs(cache_root)):
         return f"a run named {name!r} is running"
@@ -98,6 +98,27 @@ def override_fields() -> list:
 def option_label(spec) -> str:
     """The form's label of a run option: its name in words ("caption dropout")."""
     return spec.name.replace("_", " ")
+
+
+def typed_option(spec, text: str) -> Any:
+    """A typed run option's value: None when empty (the preset's), else a whole number, a number, the split
+    sizes or the text, as the option's type asks. Raises ClipmemError naming the field: a number box let
+    "eight" through as empty, and the run silently took the preset's value."""
+    text = text.strip()
+    if not text:
+        return None
+    if spec.name == "split_sizes":
+        return parse_split_sizes(text)
+    kind = str(spec.type)
+    try:
+        if kind.startswith("int"):
+            return int(text.replace(",", "").replace("_", ""))
+        if kind.startswith("float"):
+            return float(text)
+    except ValueError:
+        wanted = "a whole number" if kind.startswith("int") else "a number"
+        raise ClipmemError(f"“{option_label(spec)}” must be {wanted}, not {text!r}") from None
+    return text
 
 
 _FLAG = re.compile(r"--[a-z][a-z0-9-]*")

@@ -576,10 +576,25 @@ def test_a_bad_dataset_path_is_an_error_at_once_and_starts_no_job(cache_root, mo
         assert any(message in _plain(e.value) for e in at.error), path
     assert not (cache_root / ".jobs").exists()
     at.text_input(key="compute_data").input(str(cache_root / "demo" / "dataset" / "captions.csv"))
-    at.number_input(key="compute_opt_epochs").set_value(0).run()
+    at.text_input(key="compute_opt_epochs").input("0").run()
     next(b for b in at.main.button if b.label.startswith("Check the dataset")).click().run()
     assert "“epochs” must be a whole number from 1" in _plain(at.error[0].value)  # the form's word, not --epochs
-    at.number_input(key="compute_opt_epochs").set_value(2).run()
+    at.text_input(key="compute_opt_epochs").input("eight").run()  # a number box took this as empty: the preset's
+    assert "“epochs” must be a whole number, not 'eight'" in _plain(at.error[0].value)
+    at.text_input(key="compute_opt_split_sizes").input("half").run()
+    assert [_plain(e.value).split(":")[0] for e in at.error] == [
+        "“epochs” must be a whole number, not 'eight'",
+        "“split sizes” 'half'",
+    ]
+    assert at.text_input(key="compute_opt_seed")  # every other option still there to fix
+    next(b for b in at.main.button if b.label.startswith("Check the dataset")).click().run()
+    assert "An option above is not one a run takes" in _plain(at.error[-1].value) and not at.success
+    at.text_input(key="compute_opt_split_sizes").input("").run()
+    at.text_input(key="compute_name").input("tux clean").run()
+    at.text_input(key="compute_opt_epochs").input("2").run()
+    next(b for b in at.main.button if b.label.startswith("Check the dataset")).click().run()
+    assert _plain(at.error[0].value).startswith("“Run name” 'tux clean': use letters")
+    at.text_input(key="compute_name").input("fresh").run()
     next(b for b in at.main.button if b.label.startswith("Check the dataset")).click().run()
     assert "120 samples (csv); full protocol, clipmem-tiny, 2 epochs: about" in _plain(at.success[0].value)
     assert next(b for b in at.main.button if b.label.startswith("Start the run (about"))
@@ -599,8 +614,8 @@ def test_compute_page_runs_the_cli_in_the_background_and_opens_the_run(cache_roo
     at = _open(_app(reviewer="ann"), navigation.COMPUTE.path)
     at.text_input(key="compute_name").input("fresh")
     at.text_input(key="compute_data").input("demo/dataset/captions.csv")
-    at.number_input(key="compute_opt_epochs").set_value(1).run()
-    at.number_input(key="compute_opt_augmentations").set_value(1).run()
+    at.text_input(key="compute_opt_epochs").input("1").run()
+    at.text_input(key="compute_opt_augmentations").input("1").run()
     next(b for b in at.main.button if b.label.startswith("Check the dataset")).click().run()
     next(b for b in at.main.button if b.label.startswith("Start the run")).click().run()
     assert at.session_state[state.JOB] == "fresh"

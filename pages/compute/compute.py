@@ -9,7 +9,7 @@ import streamlit as st
 from clipmem_core import ClipmemError
 from clipmem_core.config import ON_ERROR, PRECISIONS, PRESETS, RunConfig
 from clipmem_core.formatting import fmt_count, fmt_yes_no
-from clipmem_core.splits import PROTOCOLS, parse_split_sizes
+from clipmem_core.splits import PROTOCOLS
 from dashboard import auth, compute, navigation, state
 from dashboard.text import md
 
@@ -30,11 +30,13 @@ def _format_minutes(seconds: float | None) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def _override_widgets(preset: str) -> dict:
-    """One input per RunConfig option; empty means the preset's value, shown as the placeholder."""
+def _override_widgets(preset: str) -> dict | None:
+    """One input per RunConfig option; empty means the preset's value, shown as the placeholder. None when
+    a typed value is not one the option takes: its error sits under its own field, and every other field
+    stays on screen."""
     defaults = RunConfig(data="-", out="-", preset=preset).resolved()
     values: dict = {}
-    columns = st.columns(3)
+    columns, valid = st.columns(3), True
     for i, spec in enumerate(compute.override_fields()):
         default = getattr(defaults, spec.name)
         shown = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else default
@@ -54,23 +56,14 @@ def _override_widgets(preset: str) -> dict:
                     help=helptext,
                     key=key,
                 )
-            elif str(spec.type).startswith(("int", "float")):
-                number = st.number_input(
-                    label,
-                    value=None,
-                    placeholder=f"{shown} (preset)",
-                    help=helptext,
-                    key=key,
-                    step=1 if str(spec.type).startswith("int") else None,
-                    format=None if str(spec.type).startswith("int") else "%g",
-                )
-                values[spec.name] = (
-                    None if number is None else (int(number) if str(spec.type).startswith("int") else float(number))
-                )
-            else:
-                text = st.text_input(label, placeholder=f"{shown} (preset)", help=helptext, key=key).strip()
-                values[spec.name] = (parse_split_sizes(text) if spec.name == "split_sizes" else text) if text else None
-    return values
+            else:  # typed, and read by compute.typed_option: a number box turned "eight" into empty, silently
+                text = st.text_input(label, placeholder=f"{shown} (preset)", help=helptext, key=key)
+                try:
+                    values[spec.name] = compute.typed_option(spec, text)
+                except ClipmemError as exc:
+                    st.error(md(compute.in_form_words(str(exc))), icon=":material/error:")
+                    valid = False
+    return values if valid else None
 
 
 if root is None:
@@ -91,12 +84,10 @@ else:
         "Preset", list(PRESETS), format_func=lambda p: f"{p}: {PRESETS[p].description}", key="compute_preset"
     )
     with st.expander("Options (empty: the preset's value)"):
-        try:
-            overrides = _override_widgets(preset)
-        except ClipmemError as exc:
-            st.error(md(compute.in_form_words(str(exc))))
-            overrides = None
+        overrides = _override_widgets(preset)
     check = st.button("Check the dataset and estimate the time", type="primary")
+    if check and overrides is None:
+        st.error("An option above is not one a run takes: see the message under it.", icon=":material/error:")
     if check and overrides is not None:
         try:
             problem = compute.validate_name(cache_root, name)
