@@ -561,6 +561,7 @@ def test_the_compute_page_is_for_leads_inside_the_data_root(cache_root, monkeypa
     monkeypatch.setenv("CLIPMEM_LEADS", "lead")
     at = _open(_app(reviewer="ann"), navigation.COMPUTE.path)
     assert "Only leads start runs" in at.info[0].value and not at.main.text_input
+    assert compute.DATA_ROOT_ENV in at.warning[0].value  # said to everyone first: no one can start a run yet
     monkeypatch.delenv("CLIPMEM_LEADS")
     at = _open(_app(reviewer="ann"), navigation.COMPUTE.path)
     assert compute.DATA_ROOT_ENV in at.warning[0].value and not [t for t in at.text_input if t.key == "compute_data"]

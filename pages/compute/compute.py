@@ -16,11 +16,16 @@ from dashboard.text import md
 ss = st.session_state
 cache_root = ss.get(state.CACHE_ROOT, state.default_cache_root())
 st.title("Compute a run")
+root = compute.data_root()
+if root is None:  # said first: without it no one, lead or not, can start a run here
+    st.warning(
+        f"Runs cannot be started from the browser until {compute.DATA_ROOT_ENV} names the folder they may read "
+        "(e.g. `CLIPMEM_DATA_ROOT=/data streamlit run serve.py`). Nothing outside it is ever read."
+    )
 lead = auth.current_reviewer(purpose="only leads start runs", button="Continue")
 if not auth.is_verified_lead(lead):
     st.info("Only leads start runs: a run reads data on the server and keeps its CPUs or GPU busy for a while.")
     st.stop()
-root = compute.data_root()
 CHOICES = {"protocol": PROTOCOLS, "on_error": ON_ERROR, "precision": PRECISIONS}
 
 
@@ -66,12 +71,7 @@ def _override_widgets(preset: str) -> dict | None:
     return values if valid else None
 
 
-if root is None:
-    st.warning(
-        f"Runs cannot be started from the browser until {compute.DATA_ROOT_ENV} names the folder they may read "
-        "(e.g. `CLIPMEM_DATA_ROOT=/data streamlit run serve.py`). Nothing outside it is ever read."
-    )
-else:
+if root is not None:
     st.caption(f"Datasets are read from inside {md(root)} only. The run uses `python -m clipmem_core run`.")
     data = st.text_input(
         "Dataset, inside the data root",
