@@ -226,7 +226,7 @@ def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
         "--replace-with-suggestion",
         action="store_true",
         help="cleaned: replace mis-captioned captions by the accepted suggestion instead "
-        "of dropping the row (rows without one are still dropped)",
+        "of dropping the row (rows without one are still dropped; a replaced row's is_miscaptioned becomes false)",
     )
     exp.set_defaults(func=cmd_export)
 

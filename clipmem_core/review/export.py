@@ -115,7 +115,9 @@ def cleaned_dataset(run: Run, labels: pd.DataFrame, replace: bool) -> pd.DataFra
     """The run's rows minus mis-captioned samples (or with accepted captions), in the input's shape: the
     columns clipmem reads (filepath, caption, id, the class ``label`` and the ground truth when the run has
     them), and every caption of a sample with several as a JSON list in ``captions``, so that clipmem reads
-    the file back as the same samples. Other columns of the input were never read and are not kept."""
+    the file back as the same samples. Other columns of the input were never read and are not kept. A row
+    kept under its accepted caption is no known mis-caption any more (``is_miscaptioned`` false): the flag
+    described the caption it replaced, and a re-run counted corrected samples among the known mis-captions."""
     bad = labels[labels["verdict"] == MISCAPTIONED].set_index("sample_id")["caption"]
     frame = run.scores[["filepath", "caption", "sample_id"]].rename(columns={"sample_id": ID_COLUMN})
     if CLASS_COLUMN in run.scores.columns:
@@ -126,6 +128,8 @@ def cleaned_dataset(run: Run, labels: pd.DataFrame, replace: bool) -> pd.DataFra
     accepted = frame[ID_COLUMN].map(bad).map(lambda c: isinstance(c, str) and bool(c)).to_numpy(dtype=bool)
     replaced = is_bad & accepted & replace
     frame.loc[replaced, "caption"] = frame.loc[replaced, ID_COLUMN].map(bad)
+    if GROUND_TRUTH in frame.columns:  # it said the old caption was wrong; the team has put a right one in
+        frame.loc[replaced, GROUND_TRUTH] = False
     several = _several_captions(run, replaced)
     if several is not None:
         frame[CAPTIONS_COLUMN] = several
