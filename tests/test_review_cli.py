@@ -114,6 +114,29 @@ def test_bad_import_exits_2_with_one_line_and_imports_nothing(run_dir, tmp_path,
     assert open_store(run_dir.parent).verdicts("run1").empty
 
 
+def test_verdicts_carry_to_a_re_run_without_the_dropped_samples_only_when_asked(run_dir, tmp_path, capsys):
+    """A cleaned re-run (--exclude) lacks the dropped samples: its verdicts import with --skip-unknown-samples."""
+    rows = [
+        ("s00", "ann", "correct", "", ""),
+        ("dropped", "ann", "miscaptioned", "", ""),
+        ("s01", "bob", "correct", "", ""),
+    ]
+    path = verdict_csv(tmp_path / "v.csv", rows)
+    argv = ["review", "import", "--run", str(run_dir), "--file", str(path)]
+    assert main(argv) == 2
+    assert "pass --skip-unknown-samples" in capsys.readouterr().err
+    assert open_store(run_dir.parent).verdicts("run1").empty
+    assert main([*argv, "--skip-unknown-samples"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "imported 2 verdicts into run run1",
+        "left out 1 row of samples run run1 does not hold",
+    ]
+    assert sorted(open_store(run_dir.parent).verdicts("run1")["sample_id"]) == ["s00", "s01"]
+    bad = verdict_csv(tmp_path / "bad.csv", [("s00", "ann", "wrong", "", ""), ("dropped", "ann", "correct", "", "")])
+    assert main(["review", "import", "--run", str(run_dir), "--file", str(bad), "--skip-unknown-samples"]) == 2
+    assert "line 2: verdict 'wrong'" in capsys.readouterr().err  # every other bad row still imports nothing
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

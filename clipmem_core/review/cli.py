@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..cache import Run, load_run
 from ..errors import ClipmemError
-from ..formatting import fmt_number
+from ..formatting import fmt_count, fmt_number
 from .agreement import agreement_report
 from .decisions import decided, decisions
 from .estimate import MIN_AUDIT, audit_order, ranking_name, ranking_order, run_estimate
@@ -65,28 +65,44 @@ def _problems(frame: pd.DataFrame, run: Run) -> list[str]:
     return problems
 
 
-def import_verdict_file(store: ReviewStore, run: Run, path: str | Path) -> int:
+def import_verdict_file(
+    store: ReviewStore, run: Run, path: str | Path, *, skip_unknown_samples: bool = False
+) -> tuple[int, int]:
     """Add every verdict of a CSV file to the run, or none: every row is checked before any is written.
 
+    ``skip_unknown_samples`` leaves out the rows of samples the run does not hold, so that verdicts exported
+    from a run carry over to its re-run without the dropped samples (``--exclude``); every other bad row
+    still imports nothing.
+
     Returns:
-        The number of verdicts imported. ClipmemError (naming the first three bad lines) otherwise.
+        The number of verdicts imported and of rows left out. ClipmemError (naming the first three bad
+        lines) otherwise.
     """
     frame = _read_verdict_file(Path(path))
+    held = frame["sample_id"].isin(list(run.row_of)).to_numpy() if skip_unknown_samples else None
+    if held is not None:
+        frame = frame[held]
     problems = _problems(frame, run)
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise ClipmemError(f"{path}: nothing imported: {'; '.join(problems[:3])}{more}")
+        unknown = any("is not in run" in problem for problem in problems)
+        hint = "; to leave out samples the run does not hold (a re-run with --exclude), pass --skip-unknown-samples"
+        hint = hint if unknown else ""
+        raise ClipmemError(f"{path}: nothing imported: {'; '.join(problems[:3])}{more}{hint}")
     keep = [c for c in IMPORT_COLUMNS + OPTIONAL_COLUMNS if c in frame.columns]
     try:
-        return store.add_verdicts(run.name, frame[keep].to_dict("records"))
+        imported = store.add_verdicts(run.name, frame[keep].to_dict("records"))
     except ClipmemError as exc:
         raise ClipmemError(f"{path}: nothing imported: {exc}") from None
+    return imported, 0 if held is None else int((~held).sum())
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     run, store = _open(args.run)
-    count = import_verdict_file(store, run, args.file)
+    count, left_out = import_verdict_file(store, run, args.file, skip_unknown_samples=args.skip_unknown_samples)
     print(f"imported {count} verdicts into run {run.name}")
+    if left_out:
+        print(f"left out {fmt_count(left_out, 'row')} of samples run {run.name} does not hold")
     return 0
 
 
@@ -196,6 +212,12 @@ def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     imp.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
     imp.add_argument("--file", required=True, help="CSV file of verdicts")
+    imp.add_argument(
+        "--skip-unknown-samples",
+        action="store_true",
+        help="leave out rows of samples the run does not hold (verdicts carried to a re-run with --exclude) "
+        "instead of importing nothing",
+    )
     imp.set_defaults(func=cmd_import)
 
     exp = commands.add_parser(
