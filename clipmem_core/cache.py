@@ -41,6 +41,7 @@ from .atomic import atomic_path, relative_if_inside, write_json, write_npy, writ
 from .caption_search import CaptionIndex, caption_index, scan
 from .data import IMAGE_SUFFIXES
 from .errors import ClipmemError
+from .formatting import fmt_count
 from .shards import image_exists
 
 SCHEMA_VERSION = 2
@@ -308,12 +309,23 @@ class Run:
         return self.path / INDEX_DIR / f"{modality}.faiss"
 
 
+def _runs_inside(folder: Path) -> str:
+    """A hint when ``folder`` is a cache, not a run: people pass the cache where a run is asked for."""
+    runs = sorted(child.name for child in folder.iterdir() if (child / MANIFEST).is_file())
+    if not runs:
+        return ""
+    shown = ", ".join(str(folder / name) for name in runs[:3]) + (" …" if len(runs) > 3 else "")
+    return f"; it is a cache of {fmt_count(len(runs), 'run')}: pass one of them, e.g. {shown}"
+
+
 def _read_manifest(run_dir: Path) -> Manifest:
     manifest_path = run_dir / MANIFEST
     if not run_dir.is_dir():
         raise ClipmemError(f"{run_dir} is not a directory")
     if not manifest_path.exists():
-        raise ClipmemError(f"{run_dir} is not a clipmem run (no {MANIFEST}; incomplete or not a run)")
+        raise ClipmemError(
+            f"{run_dir} is not a clipmem run (no {MANIFEST}; incomplete or not a run){_runs_inside(run_dir)}"
+        )
     try:
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

@@ -8,6 +8,7 @@ import pytest
 
 from clipmem_core import atomic, cache
 from clipmem_core.errors import ClipmemError
+from clipmem_core.testing import fake_run
 
 
 def test_a_failed_write_leaves_neither_file_nor_temp(tmp_path):
@@ -58,6 +59,18 @@ def test_missing_run_folder(tmp_path):
     with pytest.raises(ClipmemError, match="not a directory"):
         cache.load_run(tmp_path / "nope")
     assert cache.list_runs(tmp_path / "nope") == []
+
+
+def test_a_cache_given_for_a_run_is_named_as_one_with_its_runs(tmp_path):
+    """People pass the cache folder where a run is asked for: the error says which runs it holds."""
+    fake_run(tmp_path, "alpha", n=20)
+    fake_run(tmp_path, "beta", n=20)
+    with pytest.raises(
+        ClipmemError, match=f"is a cache of 2 runs: pass one of them, e.g. {tmp_path}/alpha, {tmp_path}/beta$"
+    ):
+        cache.load_run(tmp_path)
+    with pytest.raises(ClipmemError, match=r"incomplete or not a run\)$"):  # an empty folder: no hint
+        cache.load_run(tmp_path / "alpha" / "thumbs")
 
 
 def test_written_files_follow_the_umask_so_a_team_can_share_runs(tmp_path):
