@@ -39,6 +39,7 @@ HEIGHT = 620
 MAX_ATLAS_POINTS = 5_000  # hover thumbnails up to this many shown points (the atlas grows with them)
 ATLAS_CELL_PX = 64
 NO_VALUE_COLOUR = "#555555"  # a point without the score it is coloured by
+COLOUR_PERCENTILES = (1, 99)  # a score's gradient spans these percentiles (colour_range)
 CATEGORY_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
 TOOLTIP_SCORES = 3  # the first registered scores a hover shows
 CAPTION = "caption"
@@ -138,18 +139,29 @@ def point_colours(points: pd.DataFrame, colour: str, label: str) -> tuple[np.nda
     values = points[colour].to_numpy(dtype=np.float64)
     palette = [*score_palette(), NO_VALUE_COLOUR]
     known = ~np.isnan(values)
-    low, high = (float(values[known].min()), float(values[known].max())) if known.any() else (0.0, 0.0)
-    share = (values - low) / (high - low) if high > low else np.full(values.shape, 0.5)
+    low, high = colour_range(values[known])
+    share = np.clip((values - low) / (high - low), 0, 1) if high > low else np.full(values.shape, 0.5)
     index = np.where(known, np.round(np.nan_to_num(share) * (GRADIENT_STEPS - 1)), GRADIENT_STEPS).astype(int)
+    below, above = bool((values[known] < low).any()), bool((values[known] > high).any())
     legend = {
         "kind": "gradient",
         "title": label,
         "colours": list(SCORE_COLOURS),
-        "low": f"{low:.3g}",
-        "high": f"{high:.3g}",
+        "low": ("≤ " if below else "") + f"{low:.3g}",
+        "high": ("≥ " if above else "") + f"{high:.3g}",
         "missing": NO_VALUE_COLOUR if not known.all() else None,
     }
     return index, palette, legend
+
+
+def colour_range(known: np.ndarray) -> tuple[float, float]:
+    """The values the gradient runs between: the 1st and 99th percentiles, the few beyond drawn in the end
+    colours. Over the full range, one far outlier (a ranking's top sample, 5 where the rest lie within ±1)
+    drew nearly every point in one blue, and the suspicious ones did not stand out."""
+    if not known.size:
+        return 0.0, 0.0
+    low, high = (float(v) for v in np.percentile(known, COLOUR_PERCENTILES))
+    return (low, high) if high > low else (float(known.min()), float(known.max()))
 
 
 def hover_texts(points: pd.DataFrame) -> list[str]:

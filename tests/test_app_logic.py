@@ -227,6 +227,17 @@ def test_map_scatter_data_is_json_without_nan_and_its_gradient_runs_low_to_high(
     assert palette[2] == embedding_map.SCORE_COLOURS[4]  # the middle anchor
 
 
+def test_one_outlier_does_not_wash_out_the_maps_gradient():
+    values = np.concatenate([np.linspace(-1, 1, 199), [50.0]])  # a ranking's far top sample
+    points = pd.DataFrame({"score": values})
+    index, palette, legend = embedding_map.point_colours(points, "score", "Score")
+    assert palette[index[-1]] == embedding_map.SCORE_COLOURS[-1]  # the outlier: the top colour, still
+    assert len(set(index[:-1])) > embedding_map.GRADIENT_STEPS // 2  # the rest spread over the gradient
+    assert legend["high"].startswith("≥ ") and legend["low"] == "≤ -0.98"  # the legend says the ends hold more
+    assert embedding_map.colour_range(np.array([2.0] * 200 + [3.0])) == (2.0, 3.0)  # percentiles equal: min, max
+    assert embedding_map.colour_range(np.empty(0)) == (0.0, 0.0)
+
+
 def test_map_selection_and_the_held_atlas_are_kept_from_the_scatter_state():
     state = {embedding_map.CHART: {"selection": [5, 0], "thumbnails": "k1"}}
     embedding_map.remember_selection(state)
