@@ -34,7 +34,7 @@ from clipmem_core.cache import (
 from clipmem_core.formatting import fmt_count, fmt_number
 from clipmem_core.metrics import best_detector, held_out_pools, model_strength, weak_models_sentence
 from clipmem_core.review.estimate import MIN_AUDIT, Estimate
-from clipmem_core.scores import column_label, registry
+from clipmem_core.scores import MEASUREMENTS, column_label, registry
 from clipmem_core.splits import CANDIDATE, EXTRA, INDEPENDENT, SHARED, split_order
 
 from .embedding_map import TRUTH_COLOURS, colour_scale  # ground truth looks the same on every page
@@ -170,7 +170,9 @@ def split_means(manifest: Manifest) -> pd.DataFrame:
     per_split = (manifest.summary.get("splits") or {}).get("splits") or {}
     splits = split_order(per_split)
     rows = [{"score": "samples", **{s: fmt_number(per_split[s].get("count")) for s in splits}}]
-    columns = [c for c in dict.fromkeys(k for s in splits for k, v in per_split[s].items() if isinstance(v, dict))]
+    stored = dict.fromkeys(k for s in splits for k, v in per_split[s].items() if isinstance(v, dict))
+    listing = {name: i for i, name in enumerate([*registry(), *MEASUREMENTS])}  # the manifest sorts its keys
+    columns = sorted(stored, key=lambda column: (listing.get(column, len(listing)), column))
     for column in columns:
         cells = {}
         for split in splits:

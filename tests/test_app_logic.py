@@ -29,6 +29,7 @@ from clipmem_core.review.estimate import (
     estimate_miscaptioned,
     wilson_interval,
 )
+from clipmem_core.scores import MEASUREMENTS, column_label, registry
 from clipmem_core.testing import fake_run, fake_scores, modules_loaded_by
 from dashboard import compute, embedding_map, images, inspector, navigation, overview, review
 from dashboard.gallery import (
@@ -284,6 +285,9 @@ def test_overview_tables_come_from_the_manifest_under_registry_labels(run):
     means = overview.split_means(run.manifest)
     assert list(means.columns) == ["score", "shared", "candidate", "independent", "extra"]  # narrow: nothing cut off
     assert "CLIPMem" in set(means["score"]) and means.loc[means["score"] == "CLIPMem", "shared"].item() == "–"
+    listed = [column_label(name) for name in [*registry(), *MEASUREMENTS]]
+    shown = means["score"].tolist()[1:]  # after the count of samples, in the listing's order, not the file's
+    assert shown == sorted(shown, key=listed.index) and shown[0] == "Likely mis-captioned"
     hist = overview.split_histograms(run.scores, bins=10)
     assert hist["count"].sum() == run.scores["clipmem_from_f"].notna().sum()
     assert len(overview.alignment_points(run.scores, max_points=20)) == 20
