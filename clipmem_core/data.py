@@ -148,6 +148,7 @@ def read_dataset(
     if not good:
         raise ClipmemError(
             f"{source} has no usable samples: all {len(skipped)} rows were skipped ({_top_reasons(skipped)})"
+            + _tables_inside(source)
         )
     samples, label_note = _samples_frame(good, base, has_label)
     notes += [label_note] if label_note else []
@@ -765,6 +766,17 @@ def _quiet_bombs() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         yield
+
+
+def _tables_inside(source: Path) -> str:
+    """A hint when a folder read as images with .txt captions holds a caption table: the table was meant."""
+    if not source.is_dir():
+        return ""
+    tables = sorted(p.name for p in source.iterdir() if p.suffix.lower() in (".csv", ".tsv", ".json") and p.is_file())
+    if not tables:
+        return ""
+    which = "that file" if len(tables) == 1 else "the one with filepaths and captions"
+    return f"; the folder holds {', '.join(tables[:3])}: to read a table, pass {which}"
 
 
 def _top_reasons(skipped: list[tuple], top: int = 3) -> str:

@@ -166,6 +166,15 @@ def test_folder_reader(tmp_path):
     assert ds.skipped["reason"].tolist() == ["caption file c.txt is missing"]
 
 
+def test_a_folder_of_images_and_a_caption_table_points_to_the_table(tmp_path):
+    """Given the dataset's folder, clipmem reads images with .txt captions; the user meant the table in it."""
+    simple_csv(tmp_path, n=3)
+    with pytest.raises(
+        ClipmemError, match=r"no usable samples.*; the folder holds data\.csv: to read a table, pass that file$"
+    ):
+        read(tmp_path)
+
+
 def test_is_miscaptioned_values_are_parsed(tmp_path):
     ds = read(simple_csv(tmp_path, n=6, is_miscaptioned=["true", "False", "1", "0", "YES", "no"]))
     assert ds.samples["is_miscaptioned"].dtype == bool
