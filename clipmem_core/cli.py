@@ -369,10 +369,19 @@ def _add_list(commands) -> None:
 def _cmd_list(args: argparse.Namespace) -> int:
     from .cache import list_runs
 
-    for info in list_runs(args.cache):
+    infos = list_runs(args.cache)
+    if not infos:
+        print(f"no runs in {args.cache}")
+        return 0
+    print(f"{'run':<24} {'created':<25}  {'protocol':<8} {'samples':>9}  model")
+    for info in infos:
         if info.ok:
             manifest = info.manifest
-            print(f"{info.name:<24} {manifest.created}  {manifest.protocol:<8} {manifest.config.get('model', '')}")
+            samples = f"{manifest.dataset.n_samples:,}"
+            print(
+                f"{info.name:<24} {manifest.created:<25}  {manifest.protocol:<8} {samples:>9}  "
+                f"{manifest.config.get('model', '')}"
+            )
         else:
             print(f"{info.name:<24} UNUSABLE: {info.error}")
     return 0

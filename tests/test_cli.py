@@ -211,8 +211,11 @@ def test_summary_and_neighbours_on_a_run(clipmem, tiny_run, paper_run):
     lines = clipmem("neighbours", "--run", tiny_run.path, "--sample-id", sample, "--k", "3").stdout.splitlines()
     assert len(lines) == 3
     assert_clean_error(clipmem("neighbours", "--run", tiny_run.path, "--sample-id", "nope"), "nope")
-    listing = clipmem("list", "--cache", tiny_run.path.parent)
-    assert tiny_run.name in listing.stdout
+    listing = clipmem("list", "--cache", tiny_run.path.parent).stdout.splitlines()
+    assert listing[0].split() == ["run", "created", "protocol", "samples", "model"]
+    row = next(line.split() for line in listing if line.startswith(f"{tiny_run.name} "))
+    assert row[2:4] == [tiny_run.manifest.protocol, f"{tiny_run.manifest.dataset.n_samples:,}"]
+    assert clipmem("list", "--cache", tiny_run.path.parent / "none").stdout.strip().startswith("no runs in ")
 
 
 def test_summary_warns_when_the_models_barely_learned(clipmem, tmp_path):
