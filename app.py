@@ -13,8 +13,8 @@ from pathlib import Path
 import streamlit as st
 
 from clipmem_core import ClipmemError
-from dashboard import auth, resources, review, sidebar
-from dashboard.navigation import OVERVIEW, OVERVIEW_ALIAS, REVIEW, pages
+from dashboard import auth, navigation, resources, review, sidebar
+from dashboard.navigation import OVERVIEW_ALIAS, REVIEW, pages
 
 # The icon is a file of ours: Streamlit fetches a ":material/…:" page icon from fonts.gstatic.com on every
 # page load, which fails on an offline network and tells Google of every visit.
@@ -27,7 +27,7 @@ resources.warm_chart_renderer()  # once per server process, in the background: t
 page = st.navigation(pages(), position="sidebar" if auth.has_access() else "hidden")
 auth.require_access()
 if page.url_path == OVERVIEW_ALIAS:  # typed /overview: on to /, where the menu marks the Overview as open
-    st.switch_page(OVERVIEW.path, query_params=st.query_params.to_dict())
+    navigation.leave_overview_alias()
 if page.title != REVIEW.title:  # an undo is offered only until the reviewer leaves the Review page
     review.forget_undo(st.session_state)
 try:

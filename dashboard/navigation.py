@@ -18,6 +18,7 @@ from typing import NamedTuple, NoReturn
 from urllib.parse import urlencode
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 
 class PageSpec(NamedTuple):
@@ -54,6 +55,16 @@ def pages() -> list[st.Page]:
         OVERVIEW.path, title=OVERVIEW.title, icon=OVERVIEW.icon, url_path=OVERVIEW_ALIAS, visibility="hidden"
     )
     return [*menu, alias]
+
+
+def leave_overview_alias() -> NoReturn:
+    """From the hidden /overview page on to the Overview at /, with the address's settings (?run=, ?reviewer=
+    …). A session whose widgets are already bound to the address cannot hand them over (Streamlit refuses to
+    set a bound parameter); there each bound widget writes its value back on the Overview (``go``)."""
+    try:
+        st.switch_page(OVERVIEW.path, query_params=st.query_params.to_dict())
+    except StreamlitAPIException:
+        go(OVERVIEW)
 
 
 def go(spec: PageSpec) -> NoReturn:
