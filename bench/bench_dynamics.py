@@ -49,7 +49,7 @@ from clipmem_core.models import create_clip, image_size_of
 from clipmem_core.pipeline import DOWNSCALE_FACTOR, EpochEnd, ImageList
 from clipmem_core.scores._neighbourhood import csls, neighbour_agreement, per_model, same_modal
 from clipmem_core.scores.base import ScoringContext
-from clipmem_core.scores.combined import combine, members
+from clipmem_core.scores.combined import combine, members, scaling_groups
 from clipmem_core.scoring import embed_pairs, view_alignments
 
 METRICS = ("auroc", "average_precision", "precision_at_k")
@@ -197,7 +197,7 @@ def neighbourhood_members(ctx: ScoringContext) -> dict[str, np.ndarray]:
 def fused(members: dict[str, np.ndarray], run: RecordedRun) -> np.ndarray:
     """Today's recipe (combined.combine) over the given members' suspicions, relative to the run's stored
     image neighbourhood as the run's own ranking is."""
-    return combine(list(members.values()), run.reference_images)
+    return combine(list(members.values()), run.reference_images, groups=scaling_groups(run.frame))
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from clipmem_core import cache
 from clipmem_core.errors import ClipmemError
 from clipmem_core.metrics import detection_scores
 from clipmem_core.scores import get_score
-from clipmem_core.scores.combined import combine, members
+from clipmem_core.scores.combined import combine, members, scaling_groups
 
 CONTROL = "control: the shipped recipe"
 LEARNED = "learned"  # results key of the learned-ranking check, not a ranking
@@ -49,8 +49,10 @@ def rankings(run: cache.Run, score: str) -> dict[str, np.ndarray]:
         raise ClipmemError(f"{score!r} is already a member of the combined ranking")
     added = get_score(score).suspicion(frame[score])
     return {
-        CONTROL: combine(list(control.values()), run.image_embeddings),
-        f"{score} as a new member": combine([*control.values(), added], run.image_embeddings),
+        CONTROL: combine(list(control.values()), run.image_embeddings, groups=scaling_groups(frame)),
+        f"{score} as a new member": combine(
+            [*control.values(), added], run.image_embeddings, groups=scaling_groups(frame)
+        ),
         f"{score} alone": added,
         **{f"{name} alone (a member)": values for name, values in control.items()},
     }

@@ -47,7 +47,7 @@ from clipmem_core.models import image_size_of
 from clipmem_core.pipeline import DOWNSCALE_FACTOR, ImageList, train_config
 from clipmem_core.retention import continued_config, retained_alignment, values_file
 from clipmem_core.scores import get_score
-from clipmem_core.scores.combined import combine, members
+from clipmem_core.scores.combined import combine, members, scaling_groups
 from clipmem_core.scores.retained_alignment import RetainedAlignment
 from clipmem_core.splits import membership
 
@@ -100,8 +100,8 @@ def rankings(run: cache.Run, retained: np.ndarray) -> dict[str, np.ndarray]:
     with_retained = members(frame.assign(**{RETAINED: retained}))
     suspicion = get_score(RETAINED).suspicion(retained)
     return {
-        CONTROL_NAME: combine(list(control.values()), run.image_embeddings),
-        SHIPPED_NAME: combine(list(with_retained.values()), run.image_embeddings),
+        CONTROL_NAME: combine(list(control.values()), run.image_embeddings, groups=scaling_groups(frame)),
+        SHIPPED_NAME: combine(list(with_retained.values()), run.image_embeddings, groups=scaling_groups(frame)),
         "retained alignment beside the training loss": combine([*control.values(), suspicion], run.image_embeddings),
         "retained alignment alone": suspicion,
         "training loss alone": control["fit_loss"],

@@ -20,8 +20,9 @@ from bench.bench_recipes import (
     measure_runs,
     supervised_ceiling,
 )
+from bench.bench_strength import run_figures, table
 from clipmem_core.config import PRESETS, RunConfig
-from clipmem_core.metrics import auroc
+from clipmem_core.metrics import WEAK_MODELS, auroc
 from clipmem_core.models import image_size_of
 from clipmem_core.scores.combined import NEIGHBOURHOOD, SIGNALS, fuse
 from clipmem_core.testing import fake_run
@@ -197,3 +198,25 @@ def test_the_estimate_benchmark_compares_the_teams_estimate_with_a_random_sample
     assert re.fullmatch(
         r"20,000 rows: estimate [0-9.]+ ms, full scan [0-9.]+ ms, ratio [0-9.]+\n", capsys.readouterr().out
     )
+
+
+def test_the_strength_sweep_sets_each_run_beside_its_baseline_and_chance_weakest_first():
+    def measured(ap: float, held_out_ap: float) -> dict:
+        detector = {"auroc": 0.8, "average_precision": ap, "precision_at_k": ap + 0.05}
+        baselines = {
+            "clip_score_heldout": {**detector, "average_precision": held_out_ap, "precision_at_k": 0.1},
+            "clip_score_train": {**detector, "average_precision": 0.2, "precision_at_k": 0.2},
+        }
+        return {"detectors": {"combined": detector, **baselines}, "k": 48, "n": 960, "cpu_seconds": 100.0}
+
+    def strength(times: float) -> dict:
+        return {"times_chance": times, "recall": times * 5 / 475, "weak": times < WEAK_MODELS}
+
+    weak = {"seed": 0, **run_figures(measured(0.06, 0.05), strength(2.0))}
+    strong = {"seed": 1, **run_figures(measured(0.30, 0.25), strength(5.2))}
+    assert weak["baseline"] == "clip_score_train" and weak["baseline_ap"] == 0.2  # the better of the two
+    assert strong["baseline"] == "clip_score_heldout" and strong["baseline_ap"] == 0.25
+    assert weak["chance_p_at_k"] == pytest.approx(0.05) and weak["weak"] and not strong["weak"]
+    lines = table("toy", {15: [strong], 2: [weak]}).splitlines()
+    runs = [line for line in lines if re.match(r"\| \d+ \| \d \| ", line)]
+    assert runs == ["| 2 | 0 | 2.0 | yes | 0.060 | 0.110 |", "| 15 | 1 | 5.2 |  | 0.300 | 0.350 |"]

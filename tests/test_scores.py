@@ -24,7 +24,7 @@ from clipmem_core.scores import (
 )
 from clipmem_core.scores._neighbourhood import cross_modal, mean_of_rows, mean_over_nearest_images, same_modal
 from clipmem_core.scores.base import standardised
-from clipmem_core.scores.combined import NEIGHBOURHOOD, fuse, relative_to_neighbourhood
+from clipmem_core.scores.combined import NEIGHBOURHOOD, fuse, relative_to_neighbourhood, scaling_groups
 from clipmem_core.testing import fake_scores
 from dashboard.gallery import sort_orders, sorts
 
@@ -129,6 +129,27 @@ def test_combined_ranking_averages_its_signals_standardised():
     assert np.argmax(combined) == 1  # lowest CSLS on both sides: most suspicious
     z = np.sqrt(1.5)  # the held-out CSLS standardised: -z, z, 0; the training side, two values: -1, 1
     np.testing.assert_allclose(combined, [-(z + 1) / 2, (z + 1) / 2, 0.0], rtol=1e-6)  # the third: one signal
+
+
+def test_each_fold_is_put_on_the_common_scale_apart_so_one_folds_models_cannot_outrank_the_other():
+    """Each fold's samples are scored by their own models; a model that scores everything higher must not lift
+    its whole fold above the other (a weak run put 81 of its top 100 in one fold of two)."""
+    rng = np.random.default_rng(0)
+    within = rng.normal(size=(2, 50))
+    frame = pd.DataFrame(
+        {
+            "csls_heldout": np.concatenate([within[0], within[0] - 3.0]),  # fold1's model: 3 lower for all
+            "fit_loss": np.concatenate([within[1], within[1] + 3.0]),  # and a higher loss for all
+            "split": ["fold0"] * 50 + ["fold1"] * 50,
+        }
+    )
+    combined = fuse(frame)
+    top = np.argsort(-combined)[:20]
+    assert (top < 50).sum() == (top >= 50).sum() == 10  # the same samples lead in each fold, half and half
+    np.testing.assert_allclose(combined[:50], combined[50:], rtol=1e-5)
+    paper = frame.assign(split=["shared"] * 50 + ["candidate"] * 50)  # the paper's splits: one scale for all
+    assert scaling_groups(paper) is None and (np.argsort(-fuse(paper))[:20] >= 50).all()
+    assert scaling_groups(frame.drop(columns="split")) is None
 
 
 def test_combined_ranking_takes_retained_alignment_then_the_training_loss_then_the_training_side_clip_score():
