@@ -222,6 +222,29 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_rerank(commands) -> None:
+    p = commands.add_parser(
+        "rerank",
+        help="remake a run's Likely mis-captioned ranking with this version's recipe (no training)",
+        description="Recompute the combined ranking (Likely mis-captioned) of a finished run from its stored "
+        "signals and image embeddings, with the recipe of this clipmem version, and rewrite its scores and "
+        "summary. Nothing is trained; other scores, embeddings and indexes stay as they are.",
+    )
+    p.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
+    p.set_defaults(func=_cmd_rerank)
+
+
+def _cmd_rerank(args: argparse.Namespace) -> int:
+    from .rerank import rerank_run
+
+    done = rerank_run(args.run)
+    print(
+        f"re-ranked {done.samples:,} samples of run {done.run.name}: "
+        f"{done.new_in_top} of the first {done.top} are new to them"
+    )
+    return 0
+
+
 def _add_summary(commands) -> None:
     p = commands.add_parser(
         "summary",
@@ -555,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_inject,
         _add_neighbours,
         _add_reindex,
+        _add_rerank,
         _add_summary,
         _add_import,
         _add_scores,

@@ -55,7 +55,8 @@ def assert_clean_error(result: Result, fragment: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["run", "inject-miscaptions", "neighbours", "summary", "import-run", "list", "experiment", "review"]
+    "command",
+    ["run", "inject-miscaptions", "neighbours", "rerank", "summary", "import-run", "list", "experiment", "review"],
 )
 def test_every_command_has_help(clipmem, command):
     result = clipmem(command, "--help")
@@ -80,7 +81,8 @@ def test_the_console_script_and_python_m_are_the_same_program():
 
 _COMMANDS_WITHOUT_A_MODEL = """
 from clipmem_core.cli import main
-for argv in (["--help"], ["experiment", "removal", "--help"], ["summary", "--run", "nowhere"], ["list"]):
+for argv in (["--help"], ["experiment", "removal", "--help"], ["summary", "--run", "nowhere"], ["list"],
+             ["rerank", "--run", "nowhere"]):
     try:
         main(argv)
     except SystemExit:

@@ -1,0 +1,60 @@
+"""Re-rank a finished run with this version's recipe for "Likely mis-captioned", without training.
+
+The combined ranking is a pure function of a run's stored signal columns and image embeddings
+(``combined.fuse``), so when the recipe changes (a new member, each fold on its own scale) a run made
+before can take it up in seconds, where a re-run would train its models again. The run's other scores, its
+embeddings and its indexes stay as they are; its summary (detection table, per-split means) is made again,
+since the combined ranking is part of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import write_json, write_parquet
+from .cache import IMAGE_EMBEDDINGS, MANIFEST, SCORES, Run, load_run
+from .errors import ClipmemError
+from .metrics import run_summary
+from .scores.combined import Combined, fuse
+
+
+@dataclass(frozen=True)
+class Reranked:
+    """What a re-rank changed: how many samples it scored, and how many of them moved in the first ``top``."""
+
+    run: Run
+    samples: int
+    top: int
+    new_in_top: int
+
+
+def rerank_run(run_dir: str | Path, top: int = 100) -> Reranked:
+    """Recompute the run's combined ranking from its files and write it back, scores first, the manifest
+    last (so a run stopped between the two writes still loads, and the next re-rank finishes it)."""
+    run = load_run(run_dir)
+    if IMAGE_EMBEDDINGS not in run.manifest.files:
+        raise ClipmemError(
+            f"run {run.name} stores no image embeddings (imported, or made by an older clipmem): its ranking "
+            "cannot be remade from its files; run it again"
+        )
+    scores = run.scores.copy()
+    fused = fuse(scores, images=np.asarray(run.image_embeddings))
+    if fused is None:
+        raise ClipmemError(f"run {run.name} has none of the signals the combined ranking is made of")
+    before = _top_rows(scores[Combined.name].to_numpy(np.float64), top) if Combined.name in scores else set()
+    scores[Combined.name] = fused
+    write_parquet(run.path / SCORES, scores)
+    manifest = run.manifest
+    manifest.summary = run_summary(scores, manifest.protocol)
+    write_json(run.path / MANIFEST, manifest.to_dict())
+    after = _top_rows(np.asarray(fused, np.float64), top)
+    return Reranked(load_run(run.path), len(scores), min(top, len(scores)), len(after - before))
+
+
+def _top_rows(suspicion: np.ndarray, top: int) -> set[int]:
+    """The rows of the ``top`` most suspicious samples (unscored ones last)."""
+    ranked = np.where(np.isnan(suspicion), -np.inf, suspicion)
+    return set(np.argsort(-ranked, kind="stable")[:top].tolist())

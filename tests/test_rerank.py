@@ -1,0 +1,51 @@
+"""clipmem rerank: a finished run takes up today's recipe for "Likely mis-captioned" without training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from clipmem_core import load_run
+from clipmem_core.cache import MANIFEST, SCORES
+from clipmem_core.cli import main
+from clipmem_core.errors import ClipmemError
+from clipmem_core.metrics import auroc
+from clipmem_core.rerank import rerank_run
+from clipmem_core.scores.combined import fuse
+from clipmem_core.testing import fake_run
+
+
+def _with_an_old_ranking(run_dir) -> np.ndarray:
+    """The stored combined column as an older recipe left it (here, today's reversed); today's ranking."""
+    run = load_run(run_dir)
+    today = fuse(run.scores, images=np.asarray(run.image_embeddings))
+    run.scores.assign(combined=-today).to_parquet(run_dir / SCORES)
+    return today
+
+
+def test_a_run_takes_up_the_recipe_and_its_summary_follows(tmp_path):
+    run_dir = fake_run(tmp_path, "old", n=80).path
+    today = _with_an_old_ranking(run_dir)
+    done = rerank_run(run_dir, top=10)
+    np.testing.assert_allclose(done.run.scores["combined"], today, rtol=1e-6)
+    assert done.samples == 80 and done.top == 10 and done.new_in_top == 10  # the old top 10 was the bottom
+    written = json.loads((run_dir / MANIFEST).read_text())
+    detected = written["summary"]["detection"]["detectors"]["combined"]["auroc"]
+    truth = done.run.scores["is_miscaptioned"].to_numpy(bool)
+    assert detected == pytest.approx(auroc(today, truth))
+    assert rerank_run(run_dir, top=10).new_in_top == 0  # a second time: nothing moves
+
+
+def test_the_cli_says_what_moved_and_a_run_without_embeddings_is_refused(tmp_path, capsys):
+    run_dir = fake_run(tmp_path, "old", n=150).path
+    _with_an_old_ranking(run_dir)  # its top 100 is today's bottom 100: half of today's top 100 is new
+    assert main(["rerank", "--run", str(run_dir)]) == 0
+    assert capsys.readouterr().out.strip() == "re-ranked 150 samples of run old: 50 of the first 100 are new to them"
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    manifest["files"] = [name for name in manifest["files"] if name != "image_embeddings.npy"]
+    (run_dir / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ClipmemError, match="stores no image embeddings"):
+        rerank_run(run_dir)
+    assert main(["rerank", "--run", str(tmp_path / "none")]) == 2
