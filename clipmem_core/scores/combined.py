@@ -117,11 +117,12 @@ def scaling_groups(frame: pd.DataFrame) -> np.ndarray | None:
     fold of two. Within each fold, on the strength sweep's 12 tuxpaint runs (bench/bench_strength.py), the
     top-k's fold share came twice as close to the injected share (off by 0.057 against 0.111 on average), AP
     0.195 against 0.197 and precision@k 0.224 against 0.220; a tie on openclipart and on tuxpaint at the
-    preset (docs/detection.md, "Model strength and detection")."""
+    preset (docs/detection.md, "Each fold on its own scale"). Integer codes, not the split names: a run may
+    hold ten million rows."""
     if "split" not in frame.columns:
         return None
-    splits = frame["split"].astype(str).to_numpy()
-    return splits if all(split.startswith(FOLD_PREFIX) for split in np.unique(splits)) else None
+    codes, names = pd.factorize(frame["split"].astype(str))
+    return codes if all(str(name).startswith(FOLD_PREFIX) for name in names) else None
 
 
 def members(frame: pd.DataFrame, signals: tuple[str, ...] = SIGNALS) -> dict[str, np.ndarray]:
@@ -155,19 +156,19 @@ def average(suspicions: list[np.ndarray], scaling: str = SCALING, groups: np.nda
     """The recipe's average: each suspicion (high = suspicious) put on the common scale, within each group of
     ``groups`` when given, then averaged over the signals a sample has (a sample no signal scores stays
     NaN)."""
-    values = np.stack([_scaled(np.asarray(suspicion, dtype=np.float64), scaling, groups) for suspicion in suspicions])
+    masks = None if groups is None else [groups == group for group in np.unique(groups)]  # once, for every member
+    values = np.stack([_scaled(np.asarray(suspicion, dtype=np.float64), scaling, masks) for suspicion in suspicions])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(values, axis=0).astype(np.float32)
 
 
-def _scaled(suspicion: np.ndarray, scaling: str, groups: np.ndarray | None) -> np.ndarray:
+def _scaled(suspicion: np.ndarray, scaling: str, masks: list[np.ndarray] | None) -> np.ndarray:
     scale = SCALINGS[scaling]
-    if groups is None:
+    if masks is None:
         return scale(suspicion)
     scaled = np.full(suspicion.shape, np.nan)
-    for group in np.unique(groups):
-        rows = groups == group
+    for rows in masks:
         scaled[rows] = scale(suspicion[rows])
     return scaled
 
