@@ -24,6 +24,7 @@ from .cache import GROUND_TRUTH
 from .errors import ClipmemError
 from .formatting import json_safe
 from .scores import MEASUREMENTS, run_scores
+from .scores.combined import RECIPE
 from .splits import CANDIDATE, EXTRA, INDEPENDENT, membership, split_order
 
 FIRST_PAGE = 48  # cards on the gallery's first page
@@ -264,8 +265,8 @@ def weak_models_sentence(strength: dict | None) -> str | None:
 
 def run_summary(scores_df: pd.DataFrame, protocol: str) -> dict:
     """What the manifest stores: per-split statistics and detection over all samples (and over S_C
-    under the paper protocol, the paper's setting)."""
-    summary = {"splits": split_summary(scores_df), "detection": detection_summary(scores_df)}
+    under the paper protocol, the paper's setting), and the combined ranking's recipe (``RECIPE``)."""
+    summary = {"splits": split_summary(scores_df), "detection": detection_summary(scores_df), "recipe": RECIPE}
     if protocol == "paper" and (scores_df["split"] == CANDIDATE).any():
         rows = np.flatnonzero(scores_df["split"].to_numpy() == CANDIDATE)
         summary["detection_candidates"] = detection_summary(scores_df, rows, "candidate split (S_C)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import shlex
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -22,6 +23,7 @@ import vl_convert
 
 from clipmem_core.cache import (
     GROUND_TRUTH,
+    IMAGE_EMBEDDINGS,
     SKIPPED,
     TRUTH_CLEAN,
     TRUTH_MISCAPTIONED,
@@ -35,6 +37,7 @@ from clipmem_core.formatting import fmt_count, fmt_number
 from clipmem_core.metrics import best_detector, held_out_pools, model_strength, weak_models_sentence
 from clipmem_core.review.estimate import MIN_AUDIT, Estimate
 from clipmem_core.scores import MEASUREMENTS, column_label, registry
+from clipmem_core.scores.combined import RECIPE
 from clipmem_core.splits import CANDIDATE, EXTRA, INDEPENDENT, SHARED, split_order
 
 from .embedding_map import TRUTH_COLOURS, colour_scale  # ground truth looks the same on every page
@@ -333,9 +336,25 @@ def summary_paragraph(
     return " ".join(lines)
 
 
+EARLIER_RECIPE = (
+    "This run's Likely mis-captioned was made by an earlier recipe than this clipmem's. This command remakes it "
+    "from the run's files in seconds, without training:"
+)
+
+
+def rerank_command(run: Run) -> str | None:
+    """The command that brings the run's Likely mis-captioned up to this clipmem's recipe, when it was made by
+    an earlier one (its stamp in the manifest, ``combined.RECIPE``): after an upgrade a run keeps the ranking
+    it was made with until ``clipmem rerank``. None for a current run, and for one without stored image
+    embeddings (imported), which cannot be re-ranked."""
+    if run.manifest.summary.get("recipe") == RECIPE or IMAGE_EMBEDDINGS not in run.manifest.files:
+        return None
+    return f"clipmem rerank --run {shlex.quote(str(run.path))}"
+
+
 def weak_models_warning(run: Run) -> str | None:
     """Said under the summary when the run's models barely learned (``metrics.model_strength``): a reader
-    would otherwise take a ranking of noise for a finding."""
+    would otherwise take a weak ranking for a finding."""
     pools = held_out_pools(run.manifest.splits, run.manifest.protocol)
     return weak_models_sentence(model_strength(run.manifest.utility, pools))
 

@@ -16,6 +16,7 @@ from clipmem_core.scores.combined import Combined, fuse
 from clipmem_core.testing import assert_same_up_to_tied_neighbours
 from dashboard import auth, compute, navigation, state
 from dashboard.gallery import DEFAULT_SORT, PAGE_SIZE, sort_orders
+from dashboard.overview import rerank_command
 
 pytestmark = pytest.mark.pages  # Streamlit AppTest: `make test` and `make test-pages` run these
 
@@ -51,6 +52,7 @@ def test_the_demos_default_ranking_is_todays_recipe(demo):
     """A change of the combined ranking's recipe must rebuild the demo (scripts/build_demo.sh)."""
     today = fuse(demo.scores, images=np.asarray(demo.image_embeddings))
     assert_same_up_to_tied_neighbours(demo.scores[Combined.name], today)
+    assert rerank_command(demo) is None  # stamped with today's recipe: the Overview offers no rerank
 
 
 def test_demo_serves_thumbnails_images_and_neighbours(demo):

@@ -15,6 +15,7 @@ from clipmem_core.metrics import auroc
 from clipmem_core.rerank import rerank_run
 from clipmem_core.scores.combined import fuse
 from clipmem_core.testing import fake_run
+from dashboard.overview import rerank_command
 
 
 def _with_an_old_ranking(run_dir) -> np.ndarray:
@@ -49,3 +50,19 @@ def test_the_cli_says_what_moved_and_a_run_without_embeddings_is_refused(tmp_pat
     with pytest.raises(ClipmemError, match="stores no image embeddings"):
         rerank_run(run_dir)
     assert main(["rerank", "--run", str(tmp_path / "none")]) == 2
+
+
+def test_the_overview_offers_the_command_to_a_run_ranked_by_an_earlier_recipe(tmp_path):
+    run_dir = fake_run(tmp_path, "old", n=40).path
+    assert rerank_command(load_run(run_dir)) is None  # made today: stamped with today's recipe
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    manifest["summary"]["recipe"] = "2026-11-30: an earlier one"
+    (run_dir / MANIFEST).write_text(json.dumps(manifest))
+    assert rerank_command(load_run(run_dir)) == f"clipmem rerank --run {run_dir}"
+    assert main(["rerank", "--run", str(run_dir)]) == 0
+    assert rerank_command(load_run(run_dir)) is None
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    manifest["summary"].pop("recipe")  # a run from before the stamp, and imported: no embeddings to re-rank from
+    manifest["files"] = [name for name in manifest["files"] if name != "image_embeddings.npy"]
+    (run_dir / MANIFEST).write_text(json.dumps(manifest))
+    assert rerank_command(load_run(run_dir)) is None

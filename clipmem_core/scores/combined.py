@@ -68,6 +68,9 @@ STAND_INS = {"retained_alignment": ("fit_loss", "clip_score_train"), "fit_loss":
 SCALINGS = {"rank": rank01, "standardised": standardised}
 SCALING = "standardised"
 NEIGHBOURHOOD = 100  # nearest images whose mean suspicion is subtracted (chosen among 10 to 200)
+# Stamped into each run's summary with the ranking it was made with (metrics.run_summary): a run whose stamp
+# differs was ranked by an earlier recipe, and `clipmem rerank` remakes it. Change it with the recipe.
+RECIPE = "2026-12-03: five members, each fold on its own scale, less the 100 nearest images"
 
 
 @register

@@ -23,6 +23,10 @@ st.markdown(md(overview.summary_paragraph(run.name, run.manifest, run.scores, de
 weak = overview.weak_models_warning(run)
 if weak:
     st.warning(md(weak), icon=":material/warning:")
+rerank = overview.rerank_command(run)
+if rerank:
+    st.info(overview.EARLIER_RECIPE, icon=":material/update:")
+    st.code(rerank, language="bash")
 rule, count = overview.review_plan(run.scores, detection, estimate)
 progress = overview.review_progress(decisions)
 if progress:
