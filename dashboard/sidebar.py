@@ -150,13 +150,21 @@ def _range_filter(run) -> None:
         )
 
 
+FLAG_NAME_HINT = "Flagging needs your name: type it in “Your name” in the sidebar, and the cards get their buttons."
+
+
 def _flag_mode() -> None:
     """Browsing needs no name; flagging does, so the reviewer is asked for only in flag mode, at the top of
-    the page and without hiding it: the cards stay, their verdict buttons come with the name."""
+    the page and without hiding it: the cards stay, their verdict buttons come with the name. Without OIDC
+    the sidebar's own "Your name" field is where it goes: a second name field on the page read as two
+    different names."""
     if st.sidebar.toggle(
         "Flag mode", key=state.FLAG_MODE, bind="query-params", help="show one-click verdict buttons on cards"
     ):
-        auth.reviewer_or_prompt(purpose="recorded with your flags", button="Start flagging")
+        if auth.oidc_configured() or str(st.session_state.get(auth.REVIEWER_KEY) or "").strip():
+            auth.reviewer_or_prompt(purpose="recorded with your flags")  # a log-in button, or a lead's secret
+        else:
+            st.info(FLAG_NAME_HINT, icon=":material/person:")
 
 
 def render() -> None:

@@ -24,7 +24,7 @@ from clipmem_core.learned import MIN_MISCAPTIONED, fit_learned_ranking
 from clipmem_core.review import open_store
 from clipmem_core.review.estimate import audit_order, ranking_order, run_estimate
 from clipmem_core.testing import fake_run
-from dashboard import auth, compute, navigation, state
+from dashboard import auth, compute, navigation, sidebar, state
 from dashboard import embedding_map as emap
 from dashboard.gallery import DEFAULT_SORT, sort_orders
 
@@ -346,10 +346,10 @@ def test_flag_buttons_need_flag_mode_and_a_name_and_flag_mode_survives_a_reload(
     at = _open(_app(), navigation.GALLERY.path)
     assert not [b for b in at.main.button if b.key and b.key.endswith(":mis-captioned")]
     at.sidebar.toggle(key=state.FLAG_MODE).set_value(True).run()
-    assert at.main.text_input(key=auth.NAME_INPUT)  # who is flagging? asked above the cards, not instead
+    assert at.main.info[0].value == sidebar.FLAG_NAME_HINT  # who is flagging? asked above the cards, not instead
+    assert not [t for t in at.main.text_input if t.key == auth.NAME_INPUT]  # the sidebar's field, not a second one
     assert len(_cards(at)) == 48 and not [b for b in at.main.button if b.key and b.key.endswith(":mis-captioned")]
-    at.main.text_input(key=auth.NAME_INPUT).input("bob")
-    at.main.button(key=auth.NAME_OK).click().run()
+    at.sidebar.text_input(key=auth.REVIEWER_KEY).input("bob").run()
     assert len([b for b in at.main.button if b.key and b.key.endswith(":mis-captioned")]) == 48
     assert at.sidebar.toggle(key=state.FLAG_MODE).proto.query_param_key == state.FLAG_MODE
     reloaded = _open(_app(reviewer="bob", flag_mode="true"), navigation.GALLERY.path)

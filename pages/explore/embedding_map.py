@@ -79,7 +79,7 @@ def _why_no_bulk_flag() -> str | None:
     """What bulk flagging still needs: flag mode, then a name (None once it has both)."""
     if name:
         return None
-    return "give your name at the top first" if ss.get(state.FLAG_MODE) else "turn on flag mode in the sidebar first"
+    return "type your name in the sidebar first" if ss.get(state.FLAG_MODE) else "turn on flag mode (sidebar) first"
 
 
 def selection_panel(chosen: np.ndarray) -> None:
