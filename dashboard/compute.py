@@ -173,12 +173,14 @@ def data_root() -> Path | None:
 
 @dataclass(frozen=True)
 class DatasetCheck:
-    """What the check before launch found: the resolved path, its format and how many samples it holds."""
+    """What the check before launch found: the resolved path, its format, how many samples the run will
+    have (after the drop list), how many rows it skips and how many samples the drop list removes."""
 
     path: Path
     format: str
     n_samples: int
     n_skipped: int
+    n_excluded: int = 0
 
 
 def resolve_data(root: Path, text: str, what: str = "the dataset") -> Path:
@@ -218,10 +220,15 @@ def _check_shards(path: Path) -> DatasetCheck:
     return DatasetCheck(path, "webdataset", len(keys), 0)
 
 
-def check_dataset(root: Path, text: str, img_key: str = "filepath", caption_key: str = "caption") -> DatasetCheck:
+def check_dataset(
+    root: Path, text: str, img_key: str = "filepath", caption_key: str = "caption", exclude: str | None = None
+) -> DatasetCheck:
     """Read the dataset's rows (not yet its pixels) before launch: a bad path, an unreadable file, no usable
-    row or images outside the data root is a ClipmemError at once, and no job starts."""
+    row or images outside the data root is a ClipmemError at once, and no job starts. With ``exclude`` (a
+    drop list inside the root) the count is what the run will train on: the estimate counted the dropped
+    samples too."""
     from clipmem_core.data import read_dataset
+    from clipmem_core.droplist import read_drop_list
 
     path = resolve_data(root, text)
     if path.suffix.lower() == ".tar" or "{" in path.name or (path.is_dir() and any(path.glob("*.tar"))):
@@ -237,7 +244,8 @@ def check_dataset(root: Path, text: str, img_key: str = "filepath", caption_key:
         raise ClipmemError(
             f"{len(outside)} images of {text.strip()} lie outside {DATA_ROOT_ENV} ({root}), e.g. {outside[0]}"
         )
-    return DatasetCheck(path, dataset.format, len(dataset.samples), len(dataset.skipped))
+    excluded = int(dataset.samples["sample_id"].isin(read_drop_list(exclude)).sum()) if exclude else 0
+    return DatasetCheck(path, dataset.format, len(dataset.samples) - excluded, len(dataset.skipped), excluded)
 
 
 def pairs_per_model(config: RunConfig, n_samples: int) -> list[int]:

@@ -505,7 +505,12 @@ def data_root(tmp_path):
 
 def test_the_dataset_is_checked_before_launch(data_root):
     found = compute.check_dataset(data_root.resolve(), "shapes/captions.csv")
-    assert (found.format, found.n_samples, found.n_skipped) == ("csv", 12, 0)
+    assert (found.format, found.n_samples, found.n_skipped, found.n_excluded) == ("csv", 12, 0, 0)
+    ids = pd.read_csv(data_root / "shapes" / "captions.csv", dtype=str)["id"].tolist()
+    drop = data_root / "drop.csv"
+    pd.DataFrame({"sample_id": [*ids[:3], "not-in-the-data"]}).to_csv(drop, index=False)
+    found = compute.check_dataset(data_root.resolve(), "shapes/captions.csv", exclude=str(drop))
+    assert (found.n_samples, found.n_excluded) == (9, 3)  # what the run trains on: the estimate's count
     for text, message in [
         ("", "give the dataset's path"),
         ("nowhere.csv", "there is no 'nowhere.csv'"),

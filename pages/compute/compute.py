@@ -95,7 +95,7 @@ if root is not None:
                 raise ClipmemError(problem)
             confined = compute.confined_overrides(root, overrides)
             config = compute.resolved_config(cache_root, name, data, preset, confined)
-            found = compute.check_dataset(root, data, config.img_key, config.caption_key)
+            found = compute.check_dataset(root, data, config.img_key, config.caption_key, config.exclude)
             seconds, basis = compute.estimate_seconds(cache_root, config, found.n_samples)
             ss["compute_plan"] = {
                 "name": name,
@@ -106,6 +106,7 @@ if root is not None:
                 "estimate": seconds,
                 "summary": f"{found.n_samples:,} samples ({found.format}"
                 + (f", {found.n_skipped:,} rows to skip" if found.n_skipped else "")
+                + (f", {found.n_excluded:,} left out by the drop list" if found.n_excluded else "")
                 + f"); {config.protocol} protocol, {config.model}, {fmt_count(config.epochs, 'epoch')}: "
                 f"about {_format_minutes(seconds)}, from {basis}.",
             }
