@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -498,6 +498,8 @@ def compute_clipmem(
     and indexes and writes the run folder while the others wait, then every process returns the written run.
     """
     config = config.resolved()
+    if config.exclude:  # recorded absolute: the manifest is read from elsewhere (Compare, a teammate's shell)
+        config = replace(config, exclude=str(Path(config.exclude).expanduser().resolve()))
     distributed.check_batch_size(config.batch_size)  # before any data is read
     with distributed.session(pick_device(config.device)) as device:
         return _compute(config, device, resume, on_epoch)

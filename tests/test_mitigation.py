@@ -201,7 +201,8 @@ def test_no_excluded_id_is_in_any_training_batch(numbered, tmp_path, monkeypatch
 
     monkeypatch.setattr(train_module.PairDataset, "__getitem__", recording_getitem)
     whole_batches = ONE_EPOCH | {"batch_size": 32}  # one batch per model holding all its rows: none dropped
-    run = compute_clipmem(RunConfig(data=str(csv), out=str(tmp_path / "run"), exclude=str(drop), **whole_batches))
+    monkeypatch.chdir(drop.parent)  # given as typed, relative: recorded absolute, as Compare shows it elsewhere
+    run = compute_clipmem(RunConfig(data=str(csv), out=str(tmp_path / "run"), exclude=drop.name, **whole_batches))
     caption_of = dict(zip(frame["id"], frame["caption"]))
     drawn_ids = {sid for sid, caption in caption_of.items() if caption in set(drawn)}
     assert drawn_ids and not drawn_ids & excluded, sorted(drawn_ids & excluded)
