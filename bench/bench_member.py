@@ -47,12 +47,10 @@ def rankings(run: cache.Run, score: str) -> dict[str, np.ndarray]:
     control = members(frame)
     if score in control:
         raise ClipmemError(f"{score!r} is already a member of the combined ranking")
-    added = get_score(score).suspicion(frame[score])
+    added, groups = get_score(score).suspicion(frame[score]), scaling_groups(frame)
     return {
-        CONTROL: combine(list(control.values()), run.image_embeddings, groups=scaling_groups(frame)),
-        f"{score} as a new member": combine(
-            [*control.values(), added], run.image_embeddings, groups=scaling_groups(frame)
-        ),
+        CONTROL: combine(list(control.values()), run.image_embeddings, groups=groups),
+        f"{score} as a new member": combine([*control.values(), added], run.image_embeddings, groups=groups),
         f"{score} alone": added,
         **{f"{name} alone (a member)": values for name, values in control.items()},
     }

@@ -98,11 +98,13 @@ def rankings(run: cache.Run, retained: np.ndarray) -> dict[str, np.ndarray]:
     frame = run.scores.drop(columns=[RETAINED], errors="ignore")
     control = members(frame)  # the training loss stands in for retained alignment
     with_retained = members(frame.assign(**{RETAINED: retained}))
-    suspicion = get_score(RETAINED).suspicion(retained)
+    suspicion, groups = get_score(RETAINED).suspicion(retained), scaling_groups(frame)
     return {
-        CONTROL_NAME: combine(list(control.values()), run.image_embeddings, groups=scaling_groups(frame)),
-        SHIPPED_NAME: combine(list(with_retained.values()), run.image_embeddings, groups=scaling_groups(frame)),
-        "retained alignment beside the training loss": combine([*control.values(), suspicion], run.image_embeddings),
+        CONTROL_NAME: combine(list(control.values()), run.image_embeddings, groups=groups),
+        SHIPPED_NAME: combine(list(with_retained.values()), run.image_embeddings, groups=groups),
+        "retained alignment beside the training loss": combine(
+            [*control.values(), suspicion], run.image_embeddings, groups=groups
+        ),
         "retained alignment alone": suspicion,
         "training loss alone": control["fit_loss"],
     }

@@ -23,8 +23,8 @@ _CHOICES = {"on_error": ("skip", "fail")}
 
 def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
     """One flag per `RunConfig` field (``names`` picks some), with the field's help text and default."""
-    from .config import PRESET_FIELDS, PRESETS, RunConfig, is_preset_switch, option_flag
-    from .splits import PROTOCOLS, parse_split_sizes
+    from .config import PRESET_FIELDS, PRESETS, RunConfig, is_preset_switch, option_flag, option_parser
+    from .splits import PROTOCOLS
 
     choices = {**_CHOICES, "preset": tuple(PRESETS), "protocol": PROTOCOLS}
     for spec in RunConfig.option_fields():
@@ -42,24 +42,18 @@ def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] 
                 help=spec.metadata["help"] + " (default: the preset's)",
             )
             continue
-        required = spec.name in ("data", "out")
+        required, parse = spec.name in ("data", "out"), option_parser(spec)
         default = "the preset's" if spec.name in PRESET_FIELDS else "none" if spec.default is None else spec.default
         shown = "" if required else f" (default: {default})"
         parser.add_argument(
             option_flag(spec),
             dest=spec.name,
-            type=_converter(spec.name, str(spec.type), parse_split_sizes),
+            type=parse if parse in (int, float, str) else _argument_type(parse),  # split sizes: ClipmemError
             default=spec.default,
             required=required,
             choices=choices.get(spec.name),
             help=spec.metadata["help"] + shown,
         )
-
-
-def _converter(name: str, kind: str, parse_split_sizes):
-    if name == "split_sizes":
-        return _argument_type(parse_split_sizes)
-    return int if kind.startswith("int") else float if kind.startswith("float") else str
 
 
 def _add_run(commands) -> None:

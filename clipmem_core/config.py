@@ -8,12 +8,13 @@ stored in the manifest, so a run can be redone exactly.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import ClipmemError
-from .splits import PROTOCOLS
+from .splits import PROTOCOLS, parse_split_sizes
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,15 @@ def option_flag(spec: Field) -> str:
     """The CLI flag of a RunConfig field (its ``flag`` metadata, else --its-name): one spelling for the CLI
     and the Compute page's command."""
     return spec.metadata.get("flag") or f"--{spec.name.replace('_', '-')}"
+
+
+def option_parser(spec: Field) -> Callable[[str], Any]:
+    """How a run option's typed text becomes its value: one reading for the CLI's flags and the Compute form's
+    fields (split sizes, whole numbers, numbers, else the text)."""
+    if spec.name == "split_sizes":
+        return parse_split_sizes
+    kind = str(spec.type)
+    return int if kind.startswith("int") else float if kind.startswith("float") else str
 
 
 def is_preset_switch(spec: Field) -> bool:

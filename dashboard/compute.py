@@ -27,9 +27,9 @@ from typing import Any
 
 from clipmem_core import ClipmemError, list_runs
 from clipmem_core.cache import MANIFEST, trained_nothing
-from clipmem_core.config import RunConfig, is_preset_switch, option_flag
+from clipmem_core.config import RunConfig, is_preset_switch, option_flag, option_parser
 from clipmem_core.formatting import fmt_count
-from clipmem_core.splits import CANDIDATE, INDEPENDENT, SHARED, parse_split_sizes, split_counts
+from clipmem_core.splits import CANDIDATE, INDEPENDENT, SHARED, split_counts
 
 DATA_ROOT_ENV = "CLIPMEM_DATA_ROOT"
 MAX_JOBS_ENV = "CLIPMEM_MAX_JOBS"
@@ -107,18 +107,12 @@ def typed_option(spec, text: str) -> Any:
     text = text.strip()
     if not text:
         return None
-    if spec.name == "split_sizes":
-        return parse_split_sizes(text)
-    kind = str(spec.type)
+    parse = option_parser(spec)  # the CLI's reading of the same option
     try:
-        if kind.startswith("int"):
-            return int(text.replace(",", "").replace("_", ""))
-        if kind.startswith("float"):
-            return float(text)
+        return parse(text.replace(",", "") if parse is int else text)  # "1,000" typed in a form
     except ValueError:
-        wanted = "a whole number" if kind.startswith("int") else "a number"
+        wanted = "a whole number" if parse is int else "a number"
         raise ClipmemError(f"“{option_label(spec)}” must be {wanted}, not {text!r}") from None
-    return text
 
 
 _FLAG = re.compile(r"--[a-z][a-z0-9-]*")

@@ -144,11 +144,12 @@ def combine(
     images: np.ndarray | None = None,
     scaling: str = SCALING,
     *,
-    groups: np.ndarray | None = None,
+    groups: np.ndarray | None,
 ) -> np.ndarray:
     """The recipe on given members (high = suspicious): their ``average`` (each member scaled within each of
     ``groups``, the ``scaling_groups`` of the run), made relative to each sample's nearest images when
-    ``images`` (N, D unit vectors) are given."""
+    ``images`` (N, D unit vectors) are given. ``groups`` has no default: a caller that left it out measured
+    the recipe before each fold had its own scale without saying so."""
     fused = average(suspicions, scaling, groups)
     if images is None:
         return fused
