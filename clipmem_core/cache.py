@@ -574,12 +574,15 @@ def write_run(
     images: Sequence[Image.Image] | None = None,
     thumbnail_size: int = THUMBNAIL_SIZE,
     stage=None,
+    imported_ranking: bool = False,
 ) -> Run:
     """The one writer of run folders: computed, imported, demo, test and benchmark runs all come from here.
 
     Builds the FAISS indexes and the 2-D projection from the embeddings, writes thumbnails of ``images``
     (row i of ``scores``), the arrays and the scores, fills ``manifest.files`` and ``manifest.summary``,
     and writes the manifest last. ``stage`` is an optional ``Stopwatch.stage`` to time the steps.
+    ``imported_ranking``: the combined ranking came with imported scores, so the summary is not stamped
+    with this version's recipe.
 
     Returns:
         The run, loaded back with ``load_run`` (so a written run is always a loadable one).
@@ -587,6 +590,7 @@ def write_run(
     from .index import build_index, save_index
     from .metrics import run_summary
     from .projection import project_2d
+    from .scores.combined import RECIPE
 
     out = Path(out)
     stage = stage or _no_stage
@@ -620,7 +624,7 @@ def write_run(
     manifest.files = files
     manifest.splits = {str(k): int(v) for k, v in scores["split"].value_counts().items()}
     manifest.dataset.n_samples = manifest.dataset.n_samples or len(scores)
-    manifest.summary = run_summary(scores, manifest.protocol)
+    manifest.summary = run_summary(scores, manifest.protocol, recipe=None if imported_ranking else RECIPE)
     for attribute in ("path", "root"):  # so a run and a dataset inside it can move together
         value = getattr(manifest.dataset, attribute)
         setattr(manifest.dataset, attribute, value and relative_if_inside(_resolve(out, value), out))

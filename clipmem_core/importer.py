@@ -20,6 +20,7 @@ from .data import read_dataset, write_skip_report
 from .errors import ClipmemError
 from .pipeline import ImageList, Stopwatch
 from .scores import MEASUREMENTS, derive_missing, registry
+from .scores.combined import Combined
 from .splits import CANDIDATE, FOLD_PREFIX, SPLITS
 
 PROTOCOL = "imported"
@@ -144,7 +145,7 @@ def import_run(
         scores = _read_scores(Path(scores_path))
         image_vectors = _read_embeddings(image_embeddings, len(scores), "--image-embeddings")
         text_vectors = _read_embeddings(text_embeddings, len(scores), "--text-embeddings")
-        frame = derive_missing(_merge(dataset.samples, scores))
+        frame = derive_missing(_merge(dataset.samples, scores), reference_images=image_vectors)
         images = ImageList(dataset.root, frame["filepath"])
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / cache.STATE_FILE, {"imported_from": str(scores_path)})
@@ -173,4 +174,5 @@ def import_run(
         text_embeddings=text_vectors,
         images=images,
         stage=timer.stage,
+        imported_ranking=Combined.name in scores.columns,
     )

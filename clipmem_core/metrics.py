@@ -263,10 +263,13 @@ def weak_models_sentence(strength: dict | None) -> str | None:
     )
 
 
-def run_summary(scores_df: pd.DataFrame, protocol: str) -> dict:
+def run_summary(scores_df: pd.DataFrame, protocol: str, recipe: str | None = RECIPE) -> dict:
     """What the manifest stores: per-split statistics and detection over all samples (and over S_C
-    under the paper protocol, the paper's setting), and the combined ranking's recipe (``RECIPE``)."""
-    summary = {"splits": split_summary(scores_df), "detection": detection_summary(scores_df), "recipe": RECIPE}
+    under the paper protocol, the paper's setting), and the recipe its combined ranking was made by (None,
+    and no stamp, for a ranking made elsewhere and imported as it was)."""
+    summary = {"splits": split_summary(scores_df), "detection": detection_summary(scores_df)}
+    if recipe is not None:
+        summary["recipe"] = recipe
     if protocol == "paper" and (scores_df["split"] == CANDIDATE).any():
         rows = np.flatnonzero(scores_df["split"].to_numpy() == CANDIDATE)
         summary["detection_candidates"] = detection_summary(scores_df, rows, "candidate split (S_C)")

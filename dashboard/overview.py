@@ -337,16 +337,16 @@ def summary_paragraph(
 
 
 EARLIER_RECIPE = (
-    "This run's Likely mis-captioned was made by an earlier recipe than this clipmem's. This command remakes it "
-    "from the run's files in seconds, without training:"
+    "This run's Likely mis-captioned was not made by this clipmem's recipe (an earlier version made it, or it "
+    "came with imported scores). This command remakes it from the run's files in seconds, without training:"
 )
 
 
 def rerank_command(run: Run) -> str | None:
-    """The command that brings the run's Likely mis-captioned up to this clipmem's recipe, when it was made by
-    an earlier one (its stamp in the manifest, ``combined.RECIPE``): after an upgrade a run keeps the ranking
-    it was made with until ``clipmem rerank``. None for a current run, and for one without stored image
-    embeddings (imported), which cannot be re-ranked."""
+    """The command that brings the run's Likely mis-captioned up to this clipmem's recipe, when another made
+    it (its stamp in the manifest, ``combined.RECIPE``; none for an imported ranking): after an upgrade a run
+    keeps the ranking it was made with until ``clipmem rerank``. None for a current run, and for one without
+    stored image embeddings, which cannot be re-ranked."""
     if run.manifest.summary.get("recipe") == RECIPE or IMAGE_EMBEDDINGS not in run.manifest.files:
         return None
     return f"clipmem rerank --run {shlex.quote(str(run.path))}"

@@ -13,7 +13,7 @@ from clipmem_core.cli import main
 from clipmem_core.errors import ClipmemError
 from clipmem_core.metrics import auroc
 from clipmem_core.rerank import rerank_run
-from clipmem_core.scores.combined import fuse
+from clipmem_core.scores.combined import RECIPE, fuse
 from clipmem_core.testing import fake_run
 from dashboard.overview import rerank_command
 
@@ -66,3 +66,36 @@ def test_the_overview_offers_the_command_to_a_run_ranked_by_an_earlier_recipe(tm
     manifest["files"] = [name for name in manifest["files"] if name != "image_embeddings.npy"]
     (run_dir / MANIFEST).write_text(json.dumps(manifest))
     assert rerank_command(load_run(run_dir)) is None
+
+
+def _import(source, tmp_path, name: str, columns: list[str]):
+    """Import ``source``'s own dataset, ``columns`` of its scores and its embeddings as a new run."""
+    from clipmem_core.importer import import_run
+
+    scores_path = tmp_path / f"{name}.parquet"
+    source.scores[["sample_id", "split", "is_miscaptioned", *columns]].to_parquet(scores_path)
+    np.save(tmp_path / "img.npy", np.asarray(source.image_embeddings))
+    np.save(tmp_path / "txt.npy", np.asarray(source.text_embeddings))
+    return import_run(
+        str(source.path / "dataset" / "captions.csv"),
+        str(scores_path),
+        str(tmp_path / "cache" / name),
+        image_embeddings=str(tmp_path / "img.npy"),
+        text_embeddings=str(tmp_path / "txt.npy"),
+    )
+
+
+def test_an_import_with_embeddings_is_ranked_by_the_recipe_and_an_imported_ranking_is_not_stamped(tmp_path):
+    source = load_run(fake_run(tmp_path, "source", n=120).path)
+    signals = ["csls_heldout", "csls_train", "agreement_image_neighbours", "fit_loss"]
+    derived = _import(source, tmp_path, "derived", signals)
+    images = np.asarray(source.image_embeddings)
+    expected = fuse(source.scores[["split", *signals]], images=images)
+    assert not np.allclose(expected, fuse(source.scores[["split", *signals]]))  # the neighbourhood step counts
+    np.testing.assert_allclose(derived.scores["combined"], expected, rtol=1e-5, atol=1e-6)
+    assert derived.manifest.summary["recipe"] == RECIPE and rerank_command(derived) is None
+    theirs = _import(source, tmp_path, "theirs", [*signals, "combined"])  # a ranking made elsewhere, kept as it is
+    np.testing.assert_allclose(theirs.scores["combined"], source.scores["combined"])
+    assert "recipe" not in theirs.manifest.summary and rerank_command(theirs) is not None
+    rerank_run(theirs.path)
+    assert load_run(theirs.path).manifest.summary["recipe"] == RECIPE

@@ -106,8 +106,9 @@ def _model_columns(frame: pd.DataFrame, prefix: str) -> np.ndarray:
     return np.full((len(PAPER_MODELS), len(frame)), np.nan)
 
 
-def context_from_columns(frame: pd.DataFrame) -> ScoringContext:
-    """A scoring context from stored columns alone (no embeddings): for version 1 and imported runs.
+def context_from_columns(frame: pd.DataFrame, reference_images: np.ndarray | None = None) -> ScoringContext:
+    """A scoring context from stored columns (and, when given, the run's image embeddings, which the combined
+    ranking and word agreement are made relative to): for version 1 and imported runs.
 
     Uses the paper protocol's per-model columns ``align_f/align_g`` and ``clip_score_f/clip_score_g``.
     """
@@ -117,12 +118,14 @@ def context_from_columns(frame: pd.DataFrame) -> ScoringContext:
         trained=trained,
         align=_model_columns(frame, "align"),
         pair_cosine=_model_columns(frame, "clip_score"),
+        reference_images=reference_images,
     )
 
 
-def derive_missing(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add every registered score that can be derived from the stored columns and is not there yet."""
-    return compute_scores(context_from_columns(frame.copy()), only_missing=True)
+def derive_missing(frame: pd.DataFrame, reference_images: np.ndarray | None = None) -> pd.DataFrame:
+    """Add every registered score that can be derived from the stored columns (and ``reference_images``, the
+    run's (N, D) unit image embeddings, row i for row i) and is not there yet."""
+    return compute_scores(context_from_columns(frame.copy(), reference_images), only_missing=True)
 
 
 def scores_table(markdown: bool = False) -> str:

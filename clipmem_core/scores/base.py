@@ -50,7 +50,7 @@ class ScoringContext:
             protocol, ``--retain-epochs 0``, imported and older runs).
         reference_images: (N, D) the image embeddings the run stores (its reference model's centre views),
             in which the combined ranking compares a sample with its nearest images; stored, so that a
-            finished run can be re-ranked from its files. None for imported and older runs.
+            finished run can be re-ranked from its files. None for older runs and imports without embeddings.
     """
 
     frame: pd.DataFrame
