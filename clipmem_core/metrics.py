@@ -25,7 +25,7 @@ from .errors import ClipmemError
 from .formatting import json_safe
 from .scores import MEASUREMENTS, run_scores
 from .scores.combined import RECIPE
-from .splits import CANDIDATE, EXTRA, INDEPENDENT, membership, split_order
+from .splits import CANDIDATE, EXTRA, INDEPENDENT, PROTOCOLS, membership, split_order
 
 FIRST_PAGE = 48  # cards on the gallery's first page
 _RECALL_CHUNK_CELLS = 1 << 24  # similarity-matrix cells per chunk (64 MiB of float32)
@@ -216,7 +216,10 @@ WEAK_MODELS = 3.0  # held-out R@5 under this many times chance: the models barel
 def held_out_pools(split_counts: Mapping[str, int], protocol: str) -> dict[str, int]:
     """model tag -> how many pairs its utility was measured on (the pipeline's ``_utility``): under the full
     protocol the folds it never saw, under the paper protocol S_E. From the split counts (a manifest's
-    ``splits``), not the rows: the Overview asks on every rerun, and a run may hold ten million rows."""
+    ``splits``), not the rows: the Overview asks on every rerun, and a run may hold ten million rows. Empty
+    for an imported run: which pairs its models saw is not known here (nor has it a utility to weigh)."""
+    if protocol not in PROTOCOLS:
+        return {}
     names = list(split_counts)
     counts = np.array([split_counts[name] for name in names], dtype=np.int64)
     models = membership(np.array(names, dtype=object), protocol)

@@ -22,7 +22,7 @@ from clipmem_core.metrics import retrieval_recall
 from clipmem_core.review.export import final_labels
 from clipmem_core.review.store import ReviewStore
 from clipmem_core.review.verdicts import MISCAPTIONED
-from clipmem_core.splits import EXTRA, membership, split_order
+from clipmem_core.splits import EXTRA, PROTOCOLS, membership, split_order
 
 RUNS_KEY = "compare_runs"  # session-state keys of the page's widgets
 ORIGINAL_KEY = "compare_original"
@@ -223,8 +223,12 @@ def choose_runs(session: MutableMapping[str, Any], names: Sequence[str]) -> None
 
 
 def reference_heldout_rows(run: Run) -> np.ndarray:
-    """Rows the reference model (whose embeddings the run stores) never trained on: the pipeline's utility set."""
+    """Rows the reference model (whose embeddings the run stores) never trained on: the pipeline's utility set.
+    No rows for an imported run, whose embeddings came from a model that clipmem does not know the data of: its
+    recall is then not compared rather than measured on pairs that model may have trained on."""
     splits = run.scores["split"].to_numpy()
+    if run.manifest.protocol not in PROTOCOLS:
+        return np.array([], dtype=np.int64)
     if run.manifest.protocol == "paper":
         return np.flatnonzero(splits == EXTRA)
     models = membership(splits, run.manifest.protocol)

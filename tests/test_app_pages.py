@@ -111,6 +111,30 @@ def test_the_overview_warns_when_the_models_barely_learned(cache_root):
     assert not [w for w in _app(run="learned").main.warning if "barely learned" in w.value]
 
 
+def test_the_overview_opens_an_imported_run_and_offers_to_rerank_its_ranking(cache_root, tmp_path):
+    """An imported run has no models clipmem knows of (protocol "imported"): its Overview once stopped on
+    "unknown protocol" when it asked how strong they were."""
+    from clipmem_core.importer import import_run
+
+    source = load_run(cache_root / "other")
+    columns = ["sample_id", "split", "is_miscaptioned", "csls_heldout", "fit_loss", "combined"]
+    source.scores[columns].to_parquet(tmp_path / "scores.parquet")
+    for name, vectors in (("img", source.image_embeddings), ("txt", source.text_embeddings)):
+        np.save(tmp_path / f"{name}.npy", np.asarray(vectors))
+    dataset = source.path / "dataset" / "captions.csv"
+    import_run(
+        str(dataset),
+        str(tmp_path / "scores.parquet"),
+        str(cache_root / "imported"),
+        image_embeddings=str(tmp_path / "img.npy"),
+        text_embeddings=str(tmp_path / "txt.npy"),
+    )
+    at = _app(run="imported")
+    assert not at.exception and at.title[0].value == "Run: imported"
+    assert any("came with imported scores" in i.value for i in at.main.info)
+    assert not [w for w in at.main.warning if "barely learned" in w.value]  # no utility to weigh
+
+
 def test_a_team_pins_the_run_a_bare_address_opens(cache_root, monkeypatch):
     monkeypatch.setenv(state.DEFAULT_RUN_ENV, "other")
     assert _app().session_state[state.RUN_PATH] == str(cache_root / "other")

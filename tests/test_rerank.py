@@ -94,8 +94,20 @@ def test_an_import_with_embeddings_is_ranked_by_the_recipe_and_an_imported_ranki
     assert not np.allclose(expected, fuse(source.scores[["split", *signals]]))  # the neighbourhood step counts
     np.testing.assert_allclose(derived.scores["combined"], expected, rtol=1e-5, atol=1e-6)
     assert derived.manifest.summary["recipe"] == RECIPE and rerank_command(derived) is None
+    assert "clipmem" not in derived.scores.columns  # no A(f), A(g) to derive it from: no column of "–"
     theirs = _import(source, tmp_path, "theirs", [*signals, "combined"])  # a ranking made elsewhere, kept as it is
     np.testing.assert_allclose(theirs.scores["combined"], source.scores["combined"])
     assert "recipe" not in theirs.manifest.summary and rerank_command(theirs) is not None
     rerank_run(theirs.path)
     assert load_run(theirs.path).manifest.summary["recipe"] == RECIPE
+
+
+def test_an_imported_run_has_a_summary_and_no_held_out_rows_to_compare(tmp_path, capsys):
+    """Which pairs an imported run's models saw is not known: no model strength, no recall to compare."""
+    from dashboard.compare import reference_heldout_rows
+
+    source = load_run(fake_run(tmp_path, "source", n=60).path)
+    imported = _import(source, tmp_path, "imported", ["csls_heldout", "fit_loss"])
+    assert main(["summary", "--run", str(imported.path)]) == 0
+    assert "Likely mis-captioned" in capsys.readouterr().out
+    assert reference_heldout_rows(imported).size == 0

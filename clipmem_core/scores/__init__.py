@@ -124,8 +124,12 @@ def context_from_columns(frame: pd.DataFrame, reference_images: np.ndarray | Non
 
 def derive_missing(frame: pd.DataFrame, reference_images: np.ndarray | None = None) -> pd.DataFrame:
     """Add every registered score that can be derived from the stored columns (and ``reference_images``, the
-    run's (N, D) unit image embeddings, row i for row i) and is not there yet."""
-    return compute_scores(context_from_columns(frame.copy(), reference_images), only_missing=True)
+    run's (N, D) unit image embeddings, row i for row i) and is not there yet. A score with no value for any
+    sample (its inputs are not among the columns) gets no column: the gallery, the map and the inspector
+    would offer it as a sort, a colouring and a field that show only "–"."""
+    given = set(frame.columns)
+    derived = compute_scores(context_from_columns(frame.copy(), reference_images), only_missing=True)
+    return derived.drop(columns=[c for c in derived.columns if c not in given and derived[c].isna().all()])
 
 
 def scores_table(markdown: bool = False) -> str:
