@@ -5,4 +5,5 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 OUT="${1:-data/openclipart64}"
 shift || true
-exec "${PYTHON:-python3}" "$HERE/build_openclipart.py" --out "$OUT" "$@"
+# The project's virtualenv (make install) has Pillow; the system python3 usually does not.
+exec "${PYTHON:-$HERE/../.venv/bin/python}" "$HERE/build_openclipart.py" --out "$OUT" "$@"
