@@ -235,16 +235,18 @@ def serve_app(
     timeout_s: float = 90,
     app_dir: Path | None = None,
     launcher: str | None = None,
+    port: int | None = None,
     **env_vars: str,
 ) -> Iterator[str]:
     """``streamlit run serve.py`` (as ``make demo`` starts the dashboard; ``app.py`` in a checkout without
     it) on a free port over ``cache_root`` (the caller's access, lead and database settings left out,
     ``env_vars`` added); yields its URL, and stops its process group on exit. The server's output goes to
     ``cache_root/streamlit.log``. ``app_dir``: another checkout's app (a benchmark comparing two
-    revisions); default this one. ``launcher``: the script to run instead (``app.py``)."""
+    revisions); default this one. ``launcher``: the script to run instead (``app.py``). ``port``: a given one
+    (a server restarted under an open tab), else a free one."""
     env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV} | {"CLIPMEM_CACHE": str(cache_root)}
     env.update(env_vars)
-    port = free_port()
+    port = port or free_port()
     root = app_dir or Path(__file__).resolve().parents[1]
     launcher = launcher or ("serve.py" if (root / "serve.py").exists() else "app.py")
     args = ["--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1"]

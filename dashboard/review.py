@@ -185,6 +185,23 @@ def record(
     state[SKIPPED] = [s for s in state.get(SKIPPED) or [] if s != sample_id]
 
 
+def verdict_key(verdict: str, sample_id: str) -> str:
+    """A verdict button's key, one per sample: a press reaches only the button of the sample it was made on."""
+    return f"verdict_{verdict}_{sample_id}"
+
+
+def missed_by_callback(state: Mapping[str, Any], run_name: str, sample_id: str) -> bool:
+    """Whether a verdict button that reports a press for ``sample_id`` was not recorded by its callback.
+
+    Why: a browser tab kept open while the server restarts talks to a new session, which has not drawn the
+    buttons yet; Streamlit then drops the click's callback (it knows no widget to call back), though the
+    button still returns True when the page draws it. Without this the first key after a restart was
+    lost, and the next one landed on the same sample. The key is per sample (``verdict_key``), so a press
+    made on another card than the one drawn now matches nothing."""
+    last = last_recorded(state, run_name)
+    return not last or last["sample_id"] != sample_id
+
+
 def skip(state: MutableMapping[str, Any], sample_id: str) -> None:
     """Click callback of Skip: the sample goes to the end of the batch (it is not lost)."""
     state[SKIPPED] = [*(s for s in state.get(SKIPPED) or [] if s != sample_id), sample_id]

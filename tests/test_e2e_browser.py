@@ -378,6 +378,29 @@ def _review(browser, url: str, name: str, keys: list[str], type_name: bool, shot
     return judged
 
 
+def test_a_key_pressed_in_a_tab_older_than_the_server_judges_the_sample_it_shows(browser, tmp_path):
+    """A server restarted under an open Review tab: the tab reconnects to a new session, which has not drawn
+    the buttons yet. Its first verdict key used to be dropped, and the next landed on the same sample."""
+    from clipmem_core.review import open_store
+    from clipmem_core.testing import free_port
+
+    port = free_port()
+    with _serve(tmp_path, port=port) as url:
+        page = _watched_page(browser)
+        page.goto(f"{url}/review?reviewer=dave")
+        page.locator(CARD_LINE).first.wait_for()
+        _close_page_not_found(page)
+        page.locator(IDLE).wait_for()
+        shown = _card_sample(page)
+    with _serve(tmp_path, port=port):
+        page.get_by_role("dialog").wait_for(state="hidden")  # the tab's "Connection error", if it came up
+        page.wait_for_timeout(3000)  # the tab finds the server again: nothing on the page says when
+        page.set_default_timeout(30_000)
+        assert _press_and_wait_for_the_next(page, "1") == shown
+        verdicts = open_store(tmp_path).verdicts("demo")[["sample_id", "reviewer", "verdict"]]
+        assert verdicts.values.tolist() == [[shown, "dave", "mis-captioned"]]
+
+
 def _draws_its_content(browser, url: str, path: str, selector: str, shot: Path | None = None) -> None:
     """A page opened in a new session draws its meaningful content (a chart, an image or its heading).
 

@@ -46,6 +46,11 @@ def shown_sample(at: AppTest) -> str:
     return next(t.value for t in at.main.text if " split · " in t.value).split(" · ")[0]
 
 
+def verdict_button(at: AppTest, verdict: str):
+    """The verdict button of the sample on the card: its key names the sample (review.verdict_key)."""
+    return at.button(key=review.verdict_key(verdict, shown_sample(at)))
+
+
 def plain(markdown: str) -> str:
     """What a markdown source escaped with dashboard.text.md reads as."""
     return markdown.replace("\\", "")
@@ -99,9 +104,9 @@ def test_the_review_card_is_large_with_keys_for_every_verdict_skip_and_undo(run_
     assert any(c.value == "upscaled from 48 px" for c in at.caption)  # drawn review.REVIEW_IMAGE_PX wide
     keys = {b.key: (b.label, b.proto.shortcut.upper(), b.proto.type) for b in at.main.button if b.proto.shortcut}
     assert keys == {
-        "verdict_mis-captioned": ("Mis-captioned", "1", "secondary"),
-        "verdict_correct": ("Correct", "2", "secondary"),
-        "verdict_unsure": ("Unsure", "3", "secondary"),  # equal weight: no verdict is the highlighted one
+        "verdict_mis-captioned_s00": ("Mis-captioned", "1", "secondary"),
+        "verdict_correct_s00": ("Correct", "2", "secondary"),
+        "verdict_unsure_s00": ("Unsure", "3", "secondary"),  # equal weight: no verdict is the highlighted one
         "review_skip": ("Skip for now", "S", "tertiary"),
         "review_undo": ("Undo last verdict", "U", "tertiary"),
     }
@@ -112,7 +117,7 @@ def test_a_verdict_is_recorded_with_its_suggestion_then_skip_and_undo(run_dir):
     at = page(REVIEW, run_dir)
     at.text_input(key="suggest_s00").input("a small red square")
     at.text_input(key="note_s00").input("=not a formula")
-    at.button(key="verdict_mis-captioned").click().run()
+    verdict_button(at, "mis-captioned").click().run()
     store = open_store(run_dir.parent)
     recorded = store.verdicts("run1")[["sample_id", "reviewer", "verdict", "suggested_caption", "note"]]
     assert recorded.values.tolist() == [["s00", "ann", "mis-captioned", "a small red square", "=not a formula"]]
@@ -121,7 +126,7 @@ def test_a_verdict_is_recorded_with_its_suggestion_then_skip_and_undo(run_dir):
 
     at.button(key="review_skip").click().run()
     assert shown_sample(at) == "s02"  # s01 waits at the end of the batch
-    at.button(key="verdict_correct").click().run()
+    verdict_button(at, "correct").click().run()
     at.button(key="review_undo").click().run()
     assert shown_sample(at) == "s02" and store.latest_verdicts("run1", "ann") == {"s00": "mis-captioned"}
     assert any(
@@ -135,8 +140,8 @@ def test_a_verdict_is_recorded_with_its_suggestion_then_skip_and_undo(run_dir):
 
 def test_another_name_in_the_sidebar_starts_without_the_last_reviewers_undo_and_pace(run_dir):
     at = page(REVIEW, run_dir)
-    at.button(key="verdict_correct").click().run()
-    at.button(key="verdict_correct").click().run()
+    verdict_button(at, "correct").click().run()
+    verdict_button(at, "correct").click().run()
     assert not at.button(key="review_undo").disabled
     at.sidebar.text_input(key=auth.REVIEWER_KEY).input("bob").run()
     assert at.button(key="review_undo").disabled and review.PACE not in at.session_state
@@ -145,7 +150,7 @@ def test_another_name_in_the_sidebar_starts_without_the_last_reviewers_undo_and_
 
 def test_leaving_the_review_page_ends_the_undo(run_dir):
     at = page(REVIEW, run_dir)
-    at.button(key="verdict_correct").click().run()
+    verdict_button(at, "correct").click().run()
     at.switch_page(navigation.GALLERY.path).run()
     at.switch_page(REVIEW).run()
     assert at.button(key="review_undo").disabled
@@ -198,7 +203,7 @@ def test_assigned_batch_and_session_creation(run_dir):
 
     at.radio(key=review.SOURCE).set_value(review.ASSIGNED).run()
     assert shown_sample(at) == "s00" and "0 of 3 in this batch" in at.get("progress")[0].proto.text
-    at.button(key="verdict_correct").click().run()
+    verdict_button(at, "correct").click().run()
     assert store.queue(sid, "ann") == ["s01", "s02"]
     assert store.session_progress(sid).set_index("reviewer")["done"].to_dict() == {"ann": 1, "bob": 0}
     assert store.verdicts("run1")["session_id"].tolist() == [sid]
@@ -336,7 +341,7 @@ def test_oidc_identity_is_the_reviewer(run_dir, monkeypatch):
     at = AppTest.from_file(APP, default_timeout=60)
     at.secrets["auth"] = {"client_id": "id"}
     at.switch_page(REVIEW).run()
-    at.button(key="verdict_unsure").click().run()
+    verdict_button(at, "unsure").click().run()
     assert open_store(run_dir.parent).verdicts("run1")["reviewer"].tolist() == ["lead@example.org"]
 
 

@@ -93,13 +93,17 @@ else:
         st.html(f'<p style="{ui.LARGE_TEXT}">{html.escape(card.caption)}</p>')
         with st.container(horizontal=True, gap="small"):  # wraps rather than cut a label short
             for verdict in VERDICTS:
-                st.button(
+                verdict_args = (ss, store, run.name, sample_id, reviewer, verdict, session_id)
+                pressed = st.button(
                     VERDICT_LABELS[verdict],
-                    key=f"verdict_{verdict}",
+                    key=review.verdict_key(verdict, sample_id),
                     shortcut=review.KEYS[verdict],
                     on_click=review.record,
-                    args=(ss, store, run.name, sample_id, reviewer, verdict, session_id),
+                    args=verdict_args,
                 )
+                if pressed and review.missed_by_callback(ss, run.name, sample_id):  # a tab older than the server
+                    review.record(*verdict_args)
+                    st.rerun()
         recorded_note()
         skip_and_undo = st.container(horizontal=True, gap="small")  # wraps on a narrow window, never cuts a label
         skip_and_undo.button(
