@@ -30,6 +30,7 @@ from clipmem_core import ClipmemError, Run
 from clipmem_core.formatting import fmt_number
 from clipmem_core.index import Neighbour, NeighbourSearch
 from clipmem_core.review import ReviewStore, is_lead
+from clipmem_core.review.decisions import standing_verdict
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 from clipmem_core.scores import column_label
 from clipmem_core.shards import open_image_source
@@ -167,6 +168,7 @@ def record(
     last = state.get(LAST)
     if last and (last["run"], last["sample_id"]) == (run_name, sample_id):
         return
+    standing = standing_verdict(store.verdicts(run_name, [sample_id], reviewer=reviewer), reviewer)
     verdict_id = store.add_verdict(
         run_name,
         sample_id,
@@ -176,7 +178,7 @@ def record(
         note=state.get(note_key(sample_id)) or None,
         session_id=session_id,
     )
-    last = {"run": run_name, "sample_id": sample_id, "verdict": verdict, "id": verdict_id}
+    last = {"run": run_name, "sample_id": sample_id, "verdict": verdict, "id": verdict_id, "stands": standing}
     state[LAST] = last
     state.pop(UNDONE, None)
     state[UNDO] = [*(state.get(UNDO) or []), last]
@@ -277,9 +279,32 @@ def recorded_line(state: Mapping[str, Any], run_name: str) -> str | None:
     if undone and undone["run"] == run_name:
         taken = f"Took back {undone['verdict']} for {undone['sample_id']}."
         return taken + (f" Press U to undo {last['verdict']} for {last['sample_id']} too." if last else "")
+    if last and last.get("stands") not in (None, last["verdict"]):
+        return standing_note(last["sample_id"], last["stands"], last["verdict"])
     if last:
         return f"Recorded {last['verdict']} for {last['sample_id']}. Press U to undo."
     return None
+
+
+STANDS = "with a lead list, each reviewer's first (blind) verdict stands"
+
+
+def standing_note(sample_id: str, standing: str, given: str) -> str:
+    """Said when a reviewer's new verdict is kept in the history but does not count: under a lead list a
+    non-lead's first, blind verdict stands (``decisions.counted_verdicts``). The page used to say only
+    "Recorded", and the badge, the exports and the estimate went on with the first."""
+    return (
+        f"Recorded {given} for {sample_id}, but your first verdict on it, {standing}, is the one that counts: "
+        f"{STANDS}. A lead can decide otherwise on Reconcile."
+    )
+
+
+def standing_note_many(count: int, given: str) -> str:
+    """``standing_note`` for a selection flagged at once (the embedding map)."""
+    return (
+        f"Recorded {given} for {count} samples you had judged before, but your first verdicts on them are the ones "
+        f"that count: {STANDS}."
+    )
 
 
 def sample_line(sample: pd.Series) -> str:

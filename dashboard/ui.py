@@ -16,13 +16,14 @@ from PIL import Image
 
 from clipmem_core import Run
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
-from clipmem_core.review.decisions import OWN_PENDING, RESOLVED, TIED, badge_text
+from clipmem_core.review.decisions import OWN_PENDING, RESOLVED, TIED, badge_text, standing_verdict
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
 from . import navigation, resources, state
 from .auth import REVIEWER_KEY
 from .gallery import Card, score_line
 from .images import UNREADABLE, encoded, file_bytes, markdown_image
+from .review import standing_note, standing_note_many
 from .text import markdown_table, md
 
 VERDICT_KEYS = dict(zip(VERDICTS, ("1", "2", "3")))  # the same keys on every page, in button order
@@ -139,13 +140,24 @@ def card_text(c: Card, extra: str | None = None, link: str | None = None) -> tup
 
 
 def record_verdict(run_name: str, sample_ids: Sequence[str], verdict: str, reviewer_name: str) -> list[int]:
-    """Write one verdict per sample for ``reviewer_name``; returns the verdict ids (for an undo)."""
+    """Write one verdict per sample for ``reviewer_name``; returns the verdict ids (for an undo). A verdict
+    that will not count (a non-lead's first one stands under a lead list) is kept in the history, and a toast
+    says which one counts."""
     store = resources.store()
-    return [store.add_verdict(run_name, sample_id, reviewer_name, verdict) for sample_id in sample_ids]
+    history = store.verdicts(run_name, sample_ids, reviewer=reviewer_name)
+    standing = {sample: standing_verdict(rows, reviewer_name) for sample, rows in history.groupby("sample_id")}
+    ids = [store.add_verdict(run_name, sample_id, reviewer_name, verdict) for sample_id in sample_ids]
+    unchanged = [sample for sample in sample_ids if standing.get(sample) not in (None, verdict)]
+    if len(unchanged) == 1:
+        st.toast(md(standing_note(unchanged[0], standing[unchanged[0]], verdict)), icon=":material/gavel:")
+    elif unchanged:
+        st.toast(md(standing_note_many(len(unchanged), verdict)), icon=":material/gavel:")
+    return ids
 
 
-def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | None) -> None:
-    """One-click verdict buttons with their words, all of the same weight, wrapping to fit the card."""
+def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | None, own: str | None = None) -> None:
+    """One-click verdict buttons with their words, wrapping to fit the card; the one of the reviewer's own
+    counted verdict (``own``) stands out, the others are of the same weight."""
     if reviewer_name is None:
         return
     with st.container(horizontal=True, gap="small"):
@@ -153,7 +165,8 @@ def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | N
             st.button(
                 VERDICT_LABELS[verdict],
                 key=f"{key}:{verdict}",
-                type="secondary",
+                type="primary" if verdict == own else "secondary",
+                help="your verdict" if verdict == own else None,
                 on_click=record_verdict,
                 args=(run_name, [sample_id], verdict, reviewer_name),
             )
@@ -172,7 +185,7 @@ def card(c: Card, run_name: str, key: str, reviewer_name: str | None = None, ext
         body, why = card_text(c, extra, link)
         thumbnail = "" if c.thumbnail is None else image_markdown(c.thumbnail, alt=c.caption) + "\n\n"
         st.markdown(thumbnail + body, help=why)
-        flag_buttons(run_name, c.sample_id, key, reviewer_name)
+        flag_buttons(run_name, c.sample_id, key, reviewer_name, own=None if c.decision is None else c.decision["own"])
 
 
 def card_grid(

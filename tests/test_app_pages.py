@@ -329,6 +329,27 @@ def test_a_flag_click_persists_and_the_badge_shows_the_decision(cache_root):
     assert _card_captions(fresh) == [run.scores["caption"].iat[run.row(sample)]]
 
 
+def test_a_non_leads_change_of_mind_is_kept_and_the_page_says_the_first_verdict_counts(cache_root, monkeypatch):
+    """Under a lead list a non-lead's first, blind verdict counts; a second click is stored but did not say so."""
+    monkeypatch.setenv("CLIPMEM_LEADS", "lead")
+    run = load_run(cache_root / "demo")
+    sample = run.scores["sample_id"].iat[int(sort_orders(run.scores)["combined"][0])]
+    at = _open(_app(reviewer="erin", flag_mode="true"), navigation.GALLERY.path)
+    at.button(key=f"gallery:{sample}:mis-captioned").click().run()
+    assert not at.toast and at.button(key=f"gallery:{sample}:mis-captioned").proto.type == "primary"  # hers
+    at.button(key=f"gallery:{sample}:correct").click().run()
+    assert [_plain(t.value) for t in at.toast] == [
+        f"Recorded correct for {sample}, but your first verdict on it, mis-captioned, is the one that counts: "
+        "with a lead list, each reviewer's first (blind) verdict stands. A lead can decide otherwise on Reconcile."
+    ]
+    assert at.button(key=f"gallery:{sample}:mis-captioned").proto.type == "primary"
+    assert at.button(key=f"gallery:{sample}:correct").proto.type == "secondary"
+    assert len(open_store(cache_root).verdicts("demo", reviewer="erin")) == 2  # the history keeps both
+    monkeypatch.delenv("CLIPMEM_LEADS")  # without a lead list the latest counts, and nothing is said
+    at.button(key=f"gallery:{sample}:unsure").click().run()
+    assert not at.toast and at.button(key=f"gallery:{sample}:unsure").proto.type == "primary"
+
+
 def test_badges_filters_and_exports_share_one_meaning_of_a_verdict(cache_root):
     """Two of three reviewers and the lead say mis-captioned; the last click was "correct"."""
     run = load_run(cache_root / "demo")

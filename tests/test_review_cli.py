@@ -192,3 +192,23 @@ def test_help(sub, capsys):
     with pytest.raises(SystemExit) as exited:
         main(["review", *sub, "--help"])
     assert exited.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_results_that_a_lead_list_would_change_say_so_when_it_is_not_set(run_dir, tmp_path, capsys, monkeypatch):
+    """The dashboard, served with CLIPMEM_LEADS, counts a non-lead's first verdict; a shell without it, the
+    latest: the same database gave two drop lists without a word."""
+    monkeypatch.delenv("CLIPMEM_LEADS", raising=False)
+    store = open_store(run_dir.parent)
+    store.add_verdict("run1", "s00", "erin", "mis-captioned")
+    assert main(["review", "agreement", "--run", str(run_dir)]) == 0
+    assert "note:" not in capsys.readouterr().err  # nobody changed a verdict: both rules agree
+    store.add_verdict("run1", "s00", "erin", "correct")
+    drop = ["review", "export", "--run", str(run_dir), "--what", "droplist", "--format", "csv"]
+    assert main([*drop, "--out", str(tmp_path / "latest.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "note: 1 reviewer verdict changed after it was first given; with CLIPMEM_LEADS unset" in err
+    assert pd.read_csv(tmp_path / "latest.csv").empty  # erin's latest: correct
+    monkeypatch.setenv("CLIPMEM_LEADS", "lead")
+    assert main([*drop, "--out", str(tmp_path / "first.csv")]) == 0
+    assert "note:" not in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "first.csv")["sample_id"].tolist() == ["s00"]  # erin's first: mis-captioned

@@ -138,6 +138,19 @@ def test_a_verdict_is_recorded_with_its_suggestion_then_skip_and_undo(run_dir):
     assert any(plain(c.value) == "Took back mis-captioned for s00." for c in at.caption)
 
 
+def test_a_second_tab_under_the_same_name_is_told_its_first_verdict_counts(run_dir, monkeypatch):
+    monkeypatch.setenv("CLIPMEM_LEADS", "lead")  # ann is not a lead: her first, blind verdict counts
+    at = page(REVIEW, run_dir)
+    assert shown_sample(at) == "s00"
+    open_store(run_dir.parent).add_verdict("run1", "s00", "ann", "correct")  # from her other tab
+    verdict_button(at, "mis-captioned").click().run()
+    assert any(
+        plain(c.value).startswith("Recorded mis-captioned for s00, but your first verdict on it, correct, is the one")
+        for c in at.caption
+    )
+    assert open_store(run_dir.parent).current_verdicts("run1")["verdict"].tolist() == ["correct"]
+
+
 def test_another_name_in_the_sidebar_starts_without_the_last_reviewers_undo_and_pace(run_dir):
     at = page(REVIEW, run_dir)
     verdict_button(at, "correct").click().run()

@@ -18,9 +18,10 @@ from ..cache import Run, load_run
 from ..errors import ClipmemError
 from ..formatting import fmt_count, fmt_number
 from .agreement import agreement_report
-from .decisions import decided, decisions
+from .decisions import changed_minds, decided, decisions
 from .estimate import MIN_AUDIT, audit_order, ranking_name, ranking_order, run_estimate
 from .export import FORMATS, export
+from .roles import LEADS_ENV, leads
 from .store import ReviewStore, open_store
 from .verdicts import normalise_verdict
 
@@ -31,6 +32,20 @@ OPTIONAL_COLUMNS = ("suggested_caption", "note")
 def _open(run_path: str) -> tuple[Run, ReviewStore]:
     run = load_run(run_path)
     return run, open_store(Path(run_path).resolve().parent)
+
+
+def _note_counting_rule(store: ReviewStore, run: Run) -> None:
+    """Say on stderr when the result would differ under the dashboard's lead list: a lead's shell without
+    CLIPMEM_LEADS counted each reviewer's latest verdict, the dashboard with it a non-lead's first, and the
+    two exports of one database differed without a word."""
+    changed = changed_minds(store.verdicts(run.name)) if leads() is None else 0
+    if changed:
+        print(
+            f"note: {fmt_count(changed, 'reviewer verdict')} changed after it was first given; with {LEADS_ENV} "
+            "unset each reviewer's latest counts here. A dashboard served with a lead list counts a non-lead's "
+            f"first (blind) verdict instead: set the same {LEADS_ENV} here to get its results.",
+            file=sys.stderr,
+        )
 
 
 def _read_verdict_file(path: Path) -> pd.DataFrame:
@@ -113,6 +128,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:  # before opening anything: nothing is replaced by accident
         raise ClipmemError(f"{out} already exists; pass --force to replace it")
     run, store = _open(args.run)
+    _note_counting_rule(store, run)
     path = export(
         store,
         run,
@@ -155,6 +171,7 @@ def _format_report(report: dict) -> str:
 def cmd_agreement(args: argparse.Namespace) -> int:
     run, store = _open(args.run)
     sample_ids = store.session_samples(args.session) if args.session is not None else None
+    _note_counting_rule(store, run)
     report = agreement_report(store.current_verdicts(run.name, sample_ids))
     print(json.dumps(report, indent=2) if args.json else _format_report(report))
     return 0
@@ -165,6 +182,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     name = ranking_name(run.scores)
     if name is None:
         raise ClipmemError(f"{args.run} has no registered score to rank by")
+    _note_counting_rule(store, run)
     verdicts = decided(decisions(store.current_verdicts(run.name), store.resolutions(run.name)))
     estimate = run_estimate(run, verdicts, ranking_order(run, name))
     if args.json:

@@ -53,6 +53,27 @@ def counted_verdicts(history: pd.DataFrame, leads_env: str | None = None) -> pd.
     return counted.sort_values("id").reset_index(drop=True)
 
 
+def changed_minds(history: pd.DataFrame) -> int:
+    """How many (sample, reviewer) pairs of ``history`` (oldest first) end on another verdict than they
+    began with: where counting the latest and counting a non-lead's first (a lead list) give different
+    results."""
+    if history.empty:
+        return 0
+    pairs = history.groupby(["sample_id", "reviewer"], sort=False)["verdict"]
+    return int((pairs.first() != pairs.last()).sum())
+
+
+def standing_verdict(history: pd.DataFrame, reviewer: str, leads_env: str | None = None) -> str | None:
+    """``reviewer``'s verdict on a sample that a new one of theirs will not replace, from that sample's history
+    (oldest first): under a lead list a non-lead's first; None where their next verdict counts (a lead, no
+    lead list, or no verdict yet). The pages say so when a change of mind is recorded but does not count."""
+    names = leads(leads_env)
+    if names is None or reviewer in names:
+        return None
+    own = history[history["reviewer"] == reviewer]
+    return None if own.empty else str(own["verdict"].iloc[0])
+
+
 def _vote_counts(current: pd.DataFrame) -> pd.DataFrame:
     """samples x VERDICTS counts of the counted verdicts."""
     if current.empty:

@@ -51,7 +51,8 @@ with right:
     st.text(run.scores["caption"].iat[row])
     table = inspector.score_table(run, row, badge_text(decision))
     st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3)
-    ui.flag_buttons(run.name, sample_id, key=f"inspect:{sample_id}", reviewer_name=sidebar.flagging_as())
+    own = None if decision is None else decision["own"]
+    ui.flag_buttons(run.name, sample_id, key=f"inspect:{sample_id}", reviewer_name=sidebar.flagging_as(), own=own)
     try:
         views = inspector.view_alignment_frame(run, row)
     except ClipmemError as exc:  # a damaged view_alignments.npy: the rest of the page still works
