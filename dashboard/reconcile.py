@@ -21,7 +21,9 @@ from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
 WHOLE_RUN = None  # the scope that is not a session
 SKIPPED = "reconcile_skipped"
-KEYS = {MISCAPTIONED: "1", CORRECT: "2", UNSURE: "3", "skip": "S"}
+LAST = "reconcile_last"  # the resolution just made: {"run", "sample_id", "verdict", "id"}, for its undo
+BACK = "reconcile_back"  # the sample an undo reopened: it is the one at hand again
+KEYS = {MISCAPTIONED: "1", CORRECT: "2", UNSURE: "3", "skip": "S", "undo": "U"}
 
 
 def caption_key(sample_id: str) -> str:
@@ -106,12 +108,18 @@ def disagreements(store: ReviewStore, run_name: str, sample_ids: list[str] | Non
 
 
 def current_item(items: pd.DataFrame, state: Mapping[str, Any]) -> pd.Series | None:
-    """The disagreement to settle now: the first not skipped, else the first skipped."""
+    """The disagreement to settle now: the first not skipped, else the one skipped longest ago (so Skip goes
+    on round the queue; it stayed on the first once every one had been skipped)."""
     if items.empty:
         return None
+    if state.get(BACK) in set(items["sample_id"]):
+        return items[items["sample_id"] == state[BACK]].iloc[0]
     skipped = state.get(SKIPPED) or []
     fresh = items[~items["sample_id"].isin(skipped)]
-    return (fresh if len(fresh) else items).iloc[0]
+    if len(fresh):
+        return fresh.iloc[0]
+    at = items.set_index("sample_id", drop=False)
+    return at.loc[next(s for s in skipped if s in at.index)]
 
 
 def skip(state: MutableMapping[str, Any], sample_id: str) -> None:
@@ -148,7 +156,7 @@ def default_caption(item: pd.Series) -> str:
 
 
 def settle(
-    state: Mapping[str, Any],
+    state: MutableMapping[str, Any],
     store: ReviewStore,
     run_name: str,
     sample_id: str,
@@ -164,7 +172,24 @@ def settle(
     if only_if_open and sample_id in set(store.resolutions(run_name)["sample_id"]):
         return
     caption = state.get(caption_key(sample_id)) if verdict == MISCAPTIONED else None
-    store.resolve(run_name, sample_id, verdict, lead, caption=caption or None)
+    resolution_id = store.resolve(run_name, sample_id, verdict, lead, caption=caption or None)
+    state[LAST] = {"run": run_name, "sample_id": sample_id, "verdict": verdict, "id": resolution_id}
+    state.pop(BACK, None)
+
+
+def undo(state: MutableMapping[str, Any], store: ReviewStore, lead: str) -> None:
+    """The undo button's callback: the resolution just made is taken back, and its sample is at hand again."""
+    last = state.pop(LAST, None)
+    if last and store.undo_resolution(last["run"], last["id"], lead):
+        state[BACK] = last["sample_id"]
+
+
+def settled_line(state: Mapping[str, Any], run_name: str) -> str | None:
+    """Under the buttons: what the last key did (the next disagreement used to appear without a word)."""
+    last = state.get(LAST)
+    if not last or last["run"] != run_name:
+        return None
+    return f"Resolved {last['sample_id']} as {last['verdict']}. Press U to undo."
 
 
 def open_disagreements(store: ReviewStore, run_name: str) -> list[str]:

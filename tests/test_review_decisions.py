@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 
+from clipmem_core.errors import ClipmemError
 from clipmem_core.review.decisions import (
     MAJORITY,
     OWN_PENDING,
@@ -101,6 +102,21 @@ def test_undo_takes_back_a_verdict_and_keeps_it_in_the_audit_log(store):
     undo = store.audit_log(RUN).iloc[-1]
     assert (undo["action"], undo["actor"], undo["sample_id"]) == ("verdict.undo", "ann", "a")
     assert '"verdict": "correct"' in undo["detail"]
+
+
+def test_undo_takes_back_a_resolution_and_an_earlier_one_counts_again(store, monkeypatch):
+    monkeypatch.setenv("CLIPMEM_LEADS", "lead,lea")
+    store.resolve(RUN, "a", "correct", "lead")
+    wrong = store.resolve(RUN, "a", "mis-captioned", "lead", caption="a cat")
+    with pytest.raises(ClipmemError, match="not a lead"):
+        store.undo_resolution(RUN, wrong, "ann")
+    assert not store.undo_resolution(RUN, wrong, "lea")  # only the lead who made it
+    assert store.undo_resolution(RUN, wrong, "lead")
+    assert store.resolutions(RUN)["verdict"].tolist() == ["correct"]
+    assert not store.undo_resolution(RUN, wrong, "lead")
+    undo = store.audit_log(RUN).iloc[-1]
+    assert (undo["action"], undo["actor"], undo["sample_id"]) == ("resolve.undo", "lead", "a")
+    assert '"caption": "a cat"' in undo["detail"]
 
 
 def test_counted_verdicts_of_an_empty_history():

@@ -271,6 +271,15 @@ def test_reconcile_shows_each_disagreement_large_and_resolves_with_a_key(run_dir
         "a blue circle",
     )
     assert at.text_input(key=reconcile.caption_key("s02"))  # the next one is at hand
+    assert any(plain(c.value) == "Resolved s00 as mis-captioned. Press U to undo." for c in at.caption)
+    at.button(key="resolve_correct").click().run()
+    assert any("No open disagreements" in i.value for i in at.info)
+    assert at.button(key="reconcile_undo").proto.shortcut.upper() == "U"
+    at.button(key="reconcile_undo").click().run()  # the wrong key: s02 is open, and at hand, again
+    assert at.text_input(key=reconcile.caption_key("s02")) and store.resolutions("run1")["sample_id"].tolist() == [
+        "s00"
+    ]
+    assert "resolve.undo" in store.audit_log("run1")["action"].tolist()
     at.button(key="resolve_correct").click().run()
     assert any("No open disagreements" in i.value for i in at.info)
     at.toggle(key="reconcile_show_resolved").set_value(True).run()
@@ -424,6 +433,11 @@ def test_reconcile_logic_refuses_non_leads_and_settles_with_the_typed_caption(ru
     )
     items = reconcile.disagreements(store, "run1", None, show_resolved=False)
     assert reconcile.current_item(items, {reconcile.SKIPPED: ["s00"]})["sample_id"] == "s02"
+    skipping = {}  # Skip goes round the queue, also once every disagreement has been skipped
+    for expected in ["s00", "s02", "s00", "s02"]:
+        shown = reconcile.current_item(items, skipping)["sample_id"]
+        assert shown == expected
+        reconcile.skip(skipping, shown)
     assert reconcile.votes(store, "run1", "s00")["suggested_caption"].tolist() == ["a blue circle", ""]
     reconcile.settle({reconcile.caption_key("s00"): "a blue circle"}, store, "run1", "s00", "mis-captioned", "cy")
     assert reconcile.disagreements(store, "run1", None, show_resolved=False)["sample_id"].tolist() == ["s02"]

@@ -577,6 +577,35 @@ class ReviewStore:
             )
         return rid
 
+    def undo_resolution(self, run: str, resolution_id: int, lead: str) -> bool:
+        """Take back a resolution just made by mistake (a key pressed on the wrong disagreement): remove it,
+        keeping a copy in the audit log, so the sample is open again (or an earlier resolution counts).
+
+        Only the lead who made it may; returns whether a resolution was removed.
+        """
+        lead = _check_name(lead)
+        require_lead(lead)
+        with self._transaction(write=True) as conn:
+            found = conn.execute(
+                select(Resolution.sample_id, Resolution.verdict, Resolution.caption).where(
+                    Resolution.id == int(resolution_id), Resolution.run == run, Resolution.resolved_by == lead
+                )
+            ).first()
+            if found is None:
+                return False
+            conn.execute(delete(Resolution).where(Resolution.id == int(resolution_id)))
+            self._audit(
+                conn,
+                lead,
+                "resolve.undo",
+                run,
+                found.sample_id,
+                resolution_id=int(resolution_id),
+                verdict=found.verdict,
+                caption=found.caption,
+            )
+        return True
+
     # -- reads ------------------------------------------------------------------------------
 
     def _frame(self, query: Any, columns: list[str]) -> pd.DataFrame:

@@ -73,8 +73,36 @@ def export_section() -> None:
         )
 
 
+def settled_section(at_hand: str | None = None) -> None:
+    """What the last resolution was, with its undo (a wrong key can be taken back at once), and Skip for the
+    disagreement ``at_hand``, in one row that wraps on a narrow window."""
+    line = reconcile.settled_line(ss, run.name)
+    if line is not None:
+        st.caption(md(line))
+    row = st.container(horizontal=True, gap="small")
+    if at_hand is not None:
+        row.button(
+            "Skip for now",
+            key="reconcile_skip",
+            shortcut=reconcile.KEYS["skip"],
+            type="tertiary",
+            on_click=reconcile.skip,
+            args=(ss, at_hand),
+        )
+    if line is not None:
+        row.button(
+            "Undo last resolution",
+            key="reconcile_undo",
+            shortcut=reconcile.KEYS["undo"],
+            type="tertiary",
+            on_click=reconcile.undo,
+            args=(ss, store, lead),
+        )
+
+
 if item is None:
     st.info("No open disagreements.")
+    settled_section()
     agreement_section()
     export_section()
     st.stop()
@@ -108,14 +136,7 @@ with st.container(border=True):
                     on_click=reconcile.settle,
                     args=(ss, store, run.name, sample_id, verdict, lead, not show_resolved),
                 )
-        st.button(
-            "Skip for now",
-            key="reconcile_skip",
-            shortcut=reconcile.KEYS["skip"],
-            type="tertiary",
-            on_click=reconcile.skip,
-            args=(ss, sample_id),
-        )
+        settled_section(sample_id)
     ui.hint_row(
         run,
         card,
