@@ -40,6 +40,7 @@ _LEAD_KEY = "_clipmem_lead_proof"  # (name, hash of the secret entered) once a l
 REVIEWER_KEY = "reviewer"  # the sidebar's name field, bound to ?reviewer= so a reload keeps it
 BLIND_KEY = "blind"
 NAME_INPUT, NAME_OK, SECRET_INPUT = "_clipmem_name_input", "_clipmem_name_ok", "_clipmem_lead_secret"
+_NAME_MISSING = "_clipmem_name_missing"  # the name button was pressed with no name typed
 
 
 def _fingerprint(token: str) -> str:
@@ -182,8 +183,11 @@ def blind() -> bool:
 
 
 def _accept() -> None:
-    """Button callback: the typed name becomes the (URL-bound) reviewer name."""
-    st.session_state[REVIEWER_KEY] = str(st.session_state.get(NAME_INPUT) or "").strip()
+    """Button callback: the typed name becomes the (URL-bound) reviewer name; an empty one is said to be
+    missing (the button did nothing, without a word)."""
+    name = str(st.session_state.get(NAME_INPUT) or "").strip()
+    st.session_state[REVIEWER_KEY] = name
+    st.session_state[_NAME_MISSING] = not name
 
 
 def _prove(name: str) -> None:
@@ -228,6 +232,8 @@ def reviewer_or_prompt(purpose: str = "recorded with your verdicts", button: str
         _ask_secret(name)
     if name:
         return name
+    if st.session_state.pop(_NAME_MISSING, False):
+        st.warning("Type your name first: it is recorded with each of your verdicts.")
     st.text_input(f"Your name ({purpose})", key=NAME_INPUT, on_change=_accept)
     st.button(button, key=NAME_OK, on_click=_accept)
     return None

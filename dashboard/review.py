@@ -252,6 +252,8 @@ def seconds_per_sample(times: list[float]) -> float | None:
 def progress_line(batch: Batch, pace: float | None) -> str:
     """ "12 of 200 in this batch · about 3 min left at your pace (9 s a sample)"."""
     line = f"{batch.done:,} of {batch.size:,} in this batch"
+    if not batch.left:  # "about 0 s left" under a finished batch
+        return line
     if pace is None:
         return line + " · your pace shows after a few verdicts"
     left_s = pace * len(batch.left)
@@ -274,15 +276,18 @@ def queue_changed(state: MutableMapping[str, Any]) -> None:
 
 def recorded_line(state: Mapping[str, Any], run_name: str) -> str | None:
     """Under the verdict buttons: what the last click did, the undo too (the line used to keep naming the
-    verdict before, as if nothing had happened)."""
+    verdict before, as if nothing had happened). It offers U only while Undo can act: after a visit to
+    another page the undo has ended, and the line said "Press U" beside a disabled button."""
     undone, last = state.get(UNDONE), last_recorded(state, run_name)
+    undoable = can_undo(state, run_name)
     if undone and undone["run"] == run_name:
         taken = f"Took back {undone['verdict']} for {undone['sample_id']}."
-        return taken + (f" Press U to undo {last['verdict']} for {last['sample_id']} too." if last else "")
+        more = f" Press U to undo {last['verdict']} for {last['sample_id']} too." if last and undoable else ""
+        return taken + more
     if last and last.get("stands") not in (None, last["verdict"]):
         return standing_note(last["sample_id"], last["stands"], last["verdict"])
     if last:
-        return f"Recorded {last['verdict']} for {last['sample_id']}. Press U to undo."
+        return f"Recorded {last['verdict']} for {last['sample_id']}." + (" Press U to undo." if undoable else "")
     return None
 
 

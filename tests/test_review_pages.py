@@ -83,6 +83,8 @@ def test_the_name_is_asked_once_and_kept_in_the_url_not_the_token(run_dir, monke
     at.text_input[0].input("s3cret").run()
     assert at.title[0].value == "Review · run1" and [b.label for b in at.main.button] == ["Start reviewing"]
     assert at.text_input(key=auth.NAME_INPUT).label == "Your name (recorded with your verdicts)"
+    at.button(key=auth.NAME_OK).click().run()  # no name typed: said, not silently ignored
+    assert [w.value for w in at.main.warning] == ["Type your name first: it is recorded with each of your verdicts."]
     at.text_input(key=auth.NAME_INPUT).input("zoe")
     at.button(key=auth.NAME_OK).click().run()
     assert at.session_state[auth.REVIEWER_KEY] == "zoe" and at.title[0].value == "Review · run1"
@@ -167,11 +169,13 @@ def test_leaving_the_review_page_ends_the_undo(run_dir):
     at.switch_page(navigation.GALLERY.path).run()
     at.switch_page(REVIEW).run()
     assert at.button(key="review_undo").disabled
+    assert any(plain(c.value) == "Recorded correct for s00." for c in at.caption)  # no "Press U" beside it
 
 
 def test_progress_shows_the_reviewers_pace():
     batch = review.Batch(["a"] * 20, 32, 12)
     assert review.progress_line(batch, None).startswith("12 of 32 in this batch")
+    assert review.progress_line(review.Batch([], 32, 32), 9.0) == "32 of 32 in this batch"
     times = [0, 9, 18, 1000, 1009]  # a break of 982 s is not the pace
     assert review.seconds_per_sample(times) == 9
     assert review.progress_line(batch, 9) == "12 of 32 in this batch · about 3 min left at your pace (9 s a sample)"

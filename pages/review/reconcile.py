@@ -64,7 +64,9 @@ def export_section() -> None:
     st.caption(
         "The cleaned CSV has the columns clipmem reads (filepath relative to the dataset root, caption, id, and "
         "label, ground truth and every caption of a sample with several when the run has them; other columns of "
-        "the input are not kept): put it beside the original CSV to train on it or to run clipmem on it again."
+        "the input are not kept): put it beside the original CSV to train on it or to run clipmem on it again. "
+        "The drop list names every sample judged mis-captioned, kept under an accepted caption or not: it is for "
+        "`clipmem run --exclude` over the original data, not over the cleaned CSV."
     )
     left, right = st.columns(2)
     for column, (label, (name, data)), key in zip((left, right), files.items(), ("D", "L")):
