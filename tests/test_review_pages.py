@@ -224,6 +224,11 @@ def test_assigned_batch_and_session_creation(run_dir):
     assert store.queue(sid, "ann") == ["s01", "s02"]
     assert store.session_progress(sid).set_index("reviewer")["done"].to_dict() == {"ann": 1, "bob": 0}
     assert store.verdicts("run1")["session_id"].tolist() == [sid]
+    store.add_verdict("run1", "s00", "bob", "correct", session_id=sid)  # from bob's own browser
+    at.button(key="sessions_refresh").click().run()
+    progress = next(df.value for df in at.dataframe if "reviewer" in df.value.columns)
+    assert progress.set_index("reviewer")["done"].to_dict() == {"ann": 1, "bob": 1}
+    assert any(c.value.startswith("Progress as of ") for c in at.caption)
 
 
 def test_a_ranked_queue_reaches_unscored_samples_last(tmp_path, monkeypatch):

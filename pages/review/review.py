@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import time
 
 import streamlit as st
 
@@ -136,6 +137,19 @@ else:
         with st.expander("Other reviewers' verdicts on this sample"):
             ui.table(review.others_verdicts(store, run.name, sample_id, reviewer), empty=review.NO_OTHERS)
 
+
+@st.fragment
+def session_progress() -> None:
+    """Each session's progress per reviewer, read when drawn: others' verdicts arrive without a rerun of this
+    page, so it says when it was read and refreshes alone (it showed a teammate at 9 done when they had 15)."""
+    for session in store.sessions(run.name).itertuples():
+        st.text(f"{session.name} (#{session.id}), overlap {session.overlap}, by {session.created_by}")
+        ui.table(store.session_progress(session.id), empty="no assignments")
+    read, refresh = st.columns([3, 1], vertical_alignment="center")
+    read.caption(f"Progress as of {time.strftime('%H:%M:%S')}.")
+    refresh.button("Refresh", key="sessions_refresh", type="tertiary")  # reruns this fragment only
+
+
 with st.expander("Review sessions: create one, see progress per reviewer"):
     with st.form("new_session", clear_on_submit=True):
         name = st.text_input("Session name")
@@ -151,6 +165,4 @@ with st.expander("Review sessions: create one, see progress per reviewer"):
                 st.success(f"Created session {md(name)} with {fmt_count(len(samples), 'sample')}.")
             except ClipmemError as exc:
                 st.error(md(exc))
-    for session in store.sessions(run.name).itertuples():
-        st.text(f"{session.name} (#{session.id}), overlap {session.overlap}, by {session.created_by}")
-        ui.table(store.session_progress(session.id), empty="no assignments")
+    session_progress()
