@@ -299,16 +299,16 @@ def standing_note(sample_id: str, standing: str, given: str) -> str:
     non-lead's first, blind verdict stands (``decisions.counted_verdicts``). The page used to say only
     "Recorded", and the badge, the exports and the estimate went on with the first."""
     return (
-        f"Recorded {given} for {sample_id}, but your first verdict on it, {standing}, is the one that counts: "
-        f"{STANDS}. A lead can decide otherwise on Reconcile."
+        f"Your first verdict still counts: {standing} for {sample_id}. Your {given} is kept in the history, "
+        f"but {STANDS}; a lead can decide otherwise on Reconcile."
     )
 
 
 def standing_note_many(count: int, given: str) -> str:
     """``standing_note`` for a selection flagged at once (the embedding map)."""
     return (
-        f"Recorded {given} for {count} samples you had judged before, but your first verdicts on them are the ones "
-        f"that count: {STANDS}."
+        f"Your first verdicts still count on {count} of these samples, which you had judged before. Your {given} "
+        f"is kept in the history, but {STANDS}."
     )
 
 

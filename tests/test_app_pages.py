@@ -339,8 +339,8 @@ def test_a_non_leads_change_of_mind_is_kept_and_the_page_says_the_first_verdict_
     assert not at.toast and at.button(key=f"gallery:{sample}:mis-captioned").proto.type == "primary"  # hers
     at.button(key=f"gallery:{sample}:correct").click().run()
     assert [_plain(t.value) for t in at.toast] == [
-        f"Recorded correct for {sample}, but your first verdict on it, mis-captioned, is the one that counts: "
-        "with a lead list, each reviewer's first (blind) verdict stands. A lead can decide otherwise on Reconcile."
+        f"Your first verdict still counts: mis-captioned for {sample}. Your correct is kept in the history, but "
+        "with a lead list, each reviewer's first (blind) verdict stands; a lead can decide otherwise on Reconcile."
     ]
     assert at.button(key=f"gallery:{sample}:mis-captioned").proto.type == "primary"
     assert at.button(key=f"gallery:{sample}:correct").proto.type == "secondary"

@@ -147,7 +147,7 @@ def test_a_second_tab_under_the_same_name_is_told_its_first_verdict_counts(run_d
     open_store(run_dir.parent).add_verdict("run1", "s00", "ann", "correct")  # from her other tab
     verdict_button(at, "mis-captioned").click().run()
     assert any(
-        plain(c.value).startswith("Recorded mis-captioned for s00, but your first verdict on it, correct, is the one")
+        plain(c.value).startswith("Your first verdict still counts: correct for s00. Your mis-captioned is kept")
         for c in at.caption
     )
     assert open_store(run_dir.parent).current_verdicts("run1")["verdict"].tolist() == ["correct"]
