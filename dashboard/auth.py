@@ -22,6 +22,8 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Iterable, MutableMapping
+from typing import Any
 
 import streamlit as st
 
@@ -180,6 +182,19 @@ def blind() -> bool:
     if leads() is not None and not is_verified_lead(viewer()):
         return True
     return bool(st.session_state.get(BLIND_KEY, True))
+
+
+def tidy_name(state: MutableMapping[str, Any]) -> None:
+    """The sidebar name box's callback: a name typed with spaces around it is stored without them, so the
+    address bar (the box is bound to it) reads ?reviewer=Bob, not ?reviewer=++Bob++."""
+    state[REVIEWER_KEY] = str(state.get(REVIEWER_KEY) or "").strip()
+
+
+def namesake(name: str, known: Iterable[str]) -> str | None:
+    """A reviewer already known under the same name in other capitals ("bob" for "Bob"), if any: names are
+    exact, so the two count as two reviewers, which a team rarely means."""
+    folded = name.strip().casefold()
+    return next((other for other in known if other != name.strip() and other.casefold() == folded), None)
 
 
 def _accept() -> None:

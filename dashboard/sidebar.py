@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from clipmem_core import list_runs
+from clipmem_core import ClipmemError, list_runs
 from clipmem_core.cache import RunInfo
 from clipmem_core.formatting import fmt_count
 from clipmem_core.review.roles import leads
@@ -78,7 +78,15 @@ def _who() -> None:
         name = auth.viewer()
         st.sidebar.caption(f"Signed in as {md(name)}" if name else "Not signed in")
     else:
-        st.sidebar.text_input("Your name", key=auth.REVIEWER_KEY, bind="query-params", placeholder="to review or flag")
+        st.sidebar.text_input(
+            "Your name",
+            key=auth.REVIEWER_KEY,
+            bind="query-params",
+            placeholder="to review or flag",
+            on_change=auth.tidy_name,
+            args=(st.session_state,),
+        )
+        _namesake_note(str(st.session_state.get(auth.REVIEWER_KEY) or ""))
     if leads() is not None and not auth.is_verified_lead(auth.viewer()):
         st.sidebar.caption("Blind mode is on: you see others' verdicts on a sample once you have given yours.")
     else:
@@ -87,6 +95,20 @@ def _who() -> None:
             value=True,
             key=auth.BLIND_KEY,
             help="show others' verdicts on a sample only once you have given yours",
+        )
+
+
+def _namesake_note(name: str) -> None:
+    """Under the name box: the team already has this name in other capitals (a second reviewer otherwise)."""
+    if not name.strip():
+        return
+    try:
+        other = auth.namesake(name, resources.store().reviewer_names())
+    except ClipmemError:  # no review database: the pages that need one say why
+        return
+    if other:
+        st.sidebar.caption(
+            f"“{md(other)}” already reviews here: names are exact, so “{md(name.strip())}” is another reviewer."
         )
 
 

@@ -350,6 +350,17 @@ def test_a_non_leads_change_of_mind_is_kept_and_the_page_says_the_first_verdict_
     assert not at.toast and at.button(key=f"gallery:{sample}:unsure").proto.type == "primary"
 
 
+def test_a_name_is_kept_trimmed_and_a_namesake_in_other_capitals_is_pointed_out(cache_root):
+    open_store(cache_root).add_verdict("demo", "s000", "bob", "correct")
+    at = _app()
+    at.sidebar.text_input(key=auth.REVIEWER_KEY).input("  Bob  ").run()
+    assert at.session_state[auth.REVIEWER_KEY] == "Bob"  # and so the address bar's ?reviewer=
+    notes = [_plain(c.value) for c in at.sidebar.caption]
+    assert "“bob” already reviews here: names are exact, so “Bob” is another reviewer." in notes
+    at.sidebar.text_input(key=auth.REVIEWER_KEY).input("bob").run()
+    assert not [c for c in at.sidebar.caption if "already reviews here" in c.value]
+
+
 def test_badges_filters_and_exports_share_one_meaning_of_a_verdict(cache_root):
     """Two of three reviewers and the lead say mis-captioned; the last click was "correct"."""
     run = load_run(cache_root / "demo")

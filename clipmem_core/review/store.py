@@ -627,6 +627,11 @@ class ReviewStore:
             frame = frame[frame["sample_id"].isin(set(map(str, sample_ids)))].reset_index(drop=True)
         return frame
 
+    def reviewer_names(self) -> list[str]:
+        """Every name that has given a verdict or a resolution here, in the order they first did."""
+        with self._transaction() as conn:
+            return list(conn.execute(select(Reviewer.name).order_by(Reviewer.created_at, Reviewer.name)).scalars())
+
     def latest_verdicts(self, run: str, reviewer: str | None = None) -> dict[str, str]:
         """sample_id -> the most recent verdict (of ``reviewer`` if given, else of anyone)."""
         frame = self.verdicts(run, reviewer=reviewer)
