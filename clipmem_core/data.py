@@ -46,7 +46,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path, check_output_file
@@ -219,19 +219,29 @@ def _table_rows(text: str, fmt: str, source: Path) -> Iterator[list[str]]:
 
     TSV has no quoting (as open_clip and img2dataset write it): a field is everything between two tabs,
     so a caption starting with a double quote stays one caption instead of swallowing the next rows.
-    CSV follows RFC 4180 (quoted fields may hold commas, quotes and newlines).
+    CSV follows RFC 4180 (quoted fields may hold commas, quotes and newlines), strictly: a quote that opens a
+    field and never closes used to swallow every row after it into one caption, without a word, and a
+    stray quote inside a quoted field was dropped. Either is now an error naming the line the field starts on.
     """
     if fmt == "tsv":
         lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
         yield from (line.split("\t") for line in lines if line.strip())
         return
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        for fields in reader:
-            if any(f.strip() for f in fields):
-                yield fields
-    except csv.Error as exc:
-        raise ClipmemError(f"{source} is not a readable CSV table: line {reader.line_num}: {exc}") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    start = 1  # the line the row being read starts on
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ClipmemError(
+                f"{source} line {start}: a quoted field is not closed as CSV requires ({exc}). Inside a quoted "
+                'caption a double quote is written twice (""), and a quote that opens a field must close it'
+            ) from None
+        start = reader.line_num + 1
+        if any(f.strip() for f in fields):
+            yield fields
 
 
 def _read_table(source: Path, fmt: str, img_key: str, caption_key: str) -> tuple[list[_Record], bool]:
@@ -855,7 +865,7 @@ def decode_image(path: Path, source: Callable[[], BinaryIO | Path]) -> Image.Ima
             too_large = _size_problem(image)
             if too_large:
                 raise ClipmemError(f"image {path} is unusable: {too_large}")
-            return to_rgb(image)
+            return to_rgb(ImageOps.exif_transpose(image))  # a phone photo upright, as any viewer shows it
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ClipmemError(f"image {path} is unreadable: {exc}") from None
 
@@ -864,8 +874,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB from any PIL mode, keeping the picture's contrast.
 
     PIL's ``convert("RGB")`` clips 16-bit and 32-bit integer pixels to 255 (a 16-bit grayscale PNG
-    turns white) and float pixels in [0, 1] to 0 (black); those are rescaled to 0-255 first.
+    turns white) and float pixels in [0, 1] to 0 (black); those are rescaled to 0-255 first. A transparent
+    background is drawn on white, as a web page shows it: ``convert`` kept the hidden colour under it,
+    mostly black, and a clip-art icon came out as a shape on black.
     """
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        return Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA")).convert("RGB")
     if image.mode.startswith("I;16") or image.mode == "I":
         pixels = np.asarray(image, dtype=np.int64)
         if image.mode == "I" and pixels.max(initial=0) <= 255:

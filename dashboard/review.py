@@ -27,6 +27,7 @@ import pandas as pd
 from PIL import Image
 
 from clipmem_core import ClipmemError, Run
+from clipmem_core.data import decode_image
 from clipmem_core.formatting import fmt_number
 from clipmem_core.index import Neighbour, NeighbourSearch
 from clipmem_core.review import ReviewStore, is_lead
@@ -320,9 +321,9 @@ def sample_line(sample: pd.Series) -> str:
 
 
 def review_image(path: Path, min_width: int = REVIEW_IMAGE_PX) -> tuple[Image.Image, str | None]:
-    """The image at least ``min_width`` px wide; a small one is upscaled and the note says from what."""
-    with Image.open(open_image_source(path)) as opened:
-        image = opened.convert("RGB")
+    """The image at least ``min_width`` px wide, decoded as training saw it (upright, transparency on white);
+    a small one is upscaled and the note says from what."""
+    image = decode_image(path, lambda: open_image_source(path))
     width, height = image.size
     if width >= min_width:
         return image, None
@@ -371,7 +372,7 @@ def large_image(run: Run, row: int) -> tuple[Image.Image | None, str | None]:
         return None, None
     try:
         image, note = review_image(shown)
-    except UNREADABLE as exc:
+    except (*UNREADABLE, ClipmemError) as exc:
         return None, f"the image cannot be read: {exc}"
     if original is None:
         note = "from the run's thumbnail: the original file is not available" + (f", {note}" if note else "")

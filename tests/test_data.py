@@ -189,6 +189,27 @@ def test_load_image_is_rgb(tmp_path):
         load_image(tmp_path, "missing.png")
 
 
+def test_a_phone_photo_is_loaded_upright_and_transparency_is_drawn_on_white(tmp_path):
+    """Orientation 6 (rotate 90° clockwise to view) and a transparent icon: as a viewer or a web page shows them."""
+    from PIL import Image
+
+    stored = Image.new("RGB", (64, 32), "white")
+    stored.paste((255, 0, 0), (0, 0, 8, 32))  # a red band on the stored left edge: the top once upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    upright = load_image(tmp_path, "phone.jpg")
+    assert upright.size == (32, 64)
+    assert upright.getpixel((16, 2))[0] > 200 and upright.getpixel((16, 2))[1] < 80  # red on top
+    icon = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    icon.putpixel((4, 4), (0, 0, 255, 255))
+    icon.save(tmp_path / "icon.png")
+    icon.convert("P").save(tmp_path / "palette.png", transparency=0)
+    for name in ("icon.png", "palette.png"):
+        drawn = load_image(tmp_path, name)
+        assert drawn.mode == "RGB" and drawn.getpixel((0, 0)) == (255, 255, 255), name  # not black
+
+
 # --- bad rows ----------------------------------------------------------------------------------
 
 
@@ -376,6 +397,30 @@ def test_tsv_caption_starting_with_a_quote_stays_one_row(tmp_path):
     (tmp_path / "d.tsv").write_text("\n".join(lines) + "\n")
     ds = read(tmp_path / "d.tsv")
     assert ds.samples["caption"].tolist() == ['"Quoted" title', "plain", '"open quote', "last"]
+
+
+@pytest.mark.parametrize(
+    "bad_row, line",
+    [
+        ('1.png,"a caption that opens a quote and never closes it', 3),  # swallowed every row after it
+        ('1.png,"He said "hi" to the cat"', 3),  # the stray quote was dropped from the caption
+    ],
+)
+def test_a_csv_quote_that_does_not_close_names_its_line_and_loses_no_row(tmp_path, bad_row, line):
+    for i in range(4):
+        png(tmp_path / f"{i}.png")
+    rows = ["filepath,caption", '0.png,"a cat, sitting"', bad_row, "2.png,a dog", '3.png,"a ""quoted"" word"']
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(ClipmemError, match=f"d.csv line {line}: a quoted field is not closed"):
+        read(tmp_path / "d.csv")
+    rows[2] = '1.png,"He said ""hi"" to the cat"'  # as CSV writes a quote inside a quoted field
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    assert read(tmp_path / "d.csv").samples["caption"].tolist() == [
+        "a cat, sitting",
+        'He said "hi" to the cat',
+        "a dog",
+        'a "quoted" word',
+    ]
 
 
 def test_csv_row_with_an_unquoted_comma_is_skipped_and_the_rest_kept(tmp_path):
