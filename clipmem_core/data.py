@@ -420,9 +420,18 @@ def _caption_file(text_file: Path) -> tuple[list[str], str | None]:
     try:
         if text_file.stat().st_size > MAX_TEXT_MEMBER_BYTES:
             return [], f"caption file {text_file.name} is larger than {MAX_TEXT_MEMBER_BYTES:,} bytes"
-        return _caption_lines(text_file.read_text(encoding="utf-8", errors="replace")), None
+        return _caption_text(text_file.read_bytes(), text_file.name)
     except OSError as exc:
         return [], f"caption file {text_file.name} is unreadable: {exc.strerror or exc}"
+
+
+def _caption_text(data: bytes, name: str) -> tuple[list[str], str | None]:
+    """The caption lines of a ``.txt`` file or shard member, as CSV and COCO are read: UTF-8, a byte-order
+    mark dropped; a problem for other bytes (decoded leniently, "café" from latin-1 became "caf�", kept)."""
+    try:
+        return _caption_lines(data.decode("utf-8-sig")), None
+    except UnicodeDecodeError as exc:
+        return [], f"caption file {name} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
 
 
 def _caption_lines(text: str) -> list[str]:
@@ -597,7 +606,7 @@ def _tar_record(row: int, shard: Path, root: Path, sample: _TarSample, extract: 
     if sample.key == DAMAGED_SHARD:
         return _Record(row, shard.name, folder, [], "", problem=sample.problem, warn=True)
     meta, json_problem = _sample_json(sample)
-    captions = _tar_captions(sample, meta)
+    captions, text_problem = _tar_captions(sample, meta)
     image = sample.images[0] if sample.images else sample.key
     path = _absolute(folder, image)
     # the id names the image as extraction does (<stem>/<member>), so both ways of reading agree on it
@@ -609,7 +618,7 @@ def _tar_record(row: int, shard: Path, root: Path, sample: _TarSample, extract: 
         captions=captions,
         sample_id=str(meta[ID_COLUMN]) if meta.get(ID_COLUMN) is not None else derived,
         label=meta.get(LABEL_COLUMN),
-        problem=sample.problem or json_problem or _tar_problem(sample, captions),
+        problem=sample.problem or json_problem or text_problem or _tar_problem(sample, captions),
         category=None if meta.get(CLASS_COLUMN) is None else str(meta[CLASS_COLUMN]),
     )
 
@@ -636,13 +645,14 @@ def _sample_json(sample: _TarSample) -> tuple[dict, str | None]:
     return (meta, None) if isinstance(meta, dict) else ({}, f"{sample.key}.json is not a JSON object")
 
 
-def _tar_captions(sample: _TarSample, meta: dict) -> list[str]:
-    """Lines of the .txt member, else the json's ``caption`` or ``text`` (a string or a list of strings)."""
+def _tar_captions(sample: _TarSample, meta: dict) -> tuple[list[str], str | None]:
+    """Lines of the .txt member, else the json's ``caption`` or ``text`` (a string or a list of strings); and a
+    problem with the .txt member, or None."""
     if "txt" in sample.texts:
-        return _caption_lines(sample.texts["txt"].decode("utf-8", errors="replace"))
+        return _caption_text(sample.texts["txt"], f"{sample.key}.txt")
     value = meta.get("caption", meta.get("text"))
     values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
-    return [v.strip() for v in values if isinstance(v, str) and v.strip()]
+    return [v.strip() for v in values if isinstance(v, str) and v.strip()], None
 
 
 def _absolute(base: Path, written: str) -> Path:

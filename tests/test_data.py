@@ -166,6 +166,16 @@ def test_folder_reader(tmp_path):
     assert ds.skipped["reason"].tolist() == ["caption file c.txt is missing"]
 
 
+def test_folder_captions_are_utf8_a_notepad_bom_dropped_and_latin1_skipped_with_its_reason(tmp_path):
+    png(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_bytes("\ufeffa caption saved by Notepad".encode("utf-8"))
+    png(tmp_path / "b.png")
+    (tmp_path / "b.txt").write_bytes("café crème".encode("latin-1"))  # read as "caf� cr�me" before
+    ds = read(tmp_path)
+    assert ds.samples["caption"].tolist() == ["a caption saved by Notepad"]
+    assert ds.skipped["reason"].tolist() == ["caption file b.txt is not UTF-8 text (byte 3); save it as UTF-8"]
+
+
 def test_a_folder_of_images_and_a_caption_table_points_to_the_table(tmp_path):
     """Given the dataset's folder, clipmem reads images with .txt captions; the user meant the table in it."""
     simple_csv(tmp_path, n=3)

@@ -446,3 +446,11 @@ def test_a_member_that_is_gone_or_cut_short_is_a_clear_error(tmp_path):
     path.write_bytes(path.read_bytes()[: int(where.offset[0]) + 10])  # cut inside the member
     with pytest.raises(ClipmemError, match=r"s\.tar ends inside a member"):
         where.member_bytes(0)
+
+
+def test_a_shards_txt_member_is_utf8_its_bom_dropped_and_latin1_skipped(tmp_path, data_cache):
+    members = [("0.png", image_bytes()), ("0.txt", "\ufeffa red square".encode("utf-8"))]
+    members += [("1.png", image_bytes((0, 0, 200))), ("1.txt", "caf\xe9 cr\xe8me".encode("latin-1"))]
+    ds = read(shard(tmp_path / "s.tar", members))
+    assert ds.samples["caption"].tolist() == ["a red square"]
+    assert ds.skipped["reason"].tolist() == ["caption file 1.txt is not UTF-8 text (byte 3); save it as UTF-8"]
