@@ -213,12 +213,18 @@ def select_samples(dataset: Dataset, config: RunConfig) -> Exclusion | None:
 
 
 def assign_rows(samples: pd.DataFrame, config: RunConfig) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """The run's rows with their split, and which rows each model trains on (model tag -> mask)."""
+    """The run's rows with their split, and which rows each model trains on (model tag -> mask). Rows that
+    share an image file stay in one split or fold (a table with a row per caption lists an image on several
+    rows, and a held-out model had trained on the image under another caption)."""
     n = len(samples)
+    images = samples["filepath"].astype(str)
+    repeated = int(images.duplicated(keep=False).sum())
+    if repeated:
+        log.info("%d rows share their image with another row: each image's rows are kept together", repeated)
     if config.protocol == "paper":
-        labels = assign_splits(n, config.split_sizes, config.seed)
+        labels = assign_splits(n, config.split_sizes, config.seed, groups=images)
     else:
-        labels = assign_folds(n, config.folds, config.seed)
+        labels = assign_folds(n, config.folds, config.seed, groups=images)
     frame = samples.loc[labels != UNUSED].reset_index(drop=True)
     frame.insert(1, "split", labels[labels != UNUSED])
     return frame, membership(frame["split"].to_numpy(), config.protocol)

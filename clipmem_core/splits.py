@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 from .errors import ClipmemError
 
@@ -80,29 +81,52 @@ def split_counts(n: int, sizes: Sequence[float]) -> dict[str, int]:
     return result
 
 
-def assign_splits(n: int, sizes: Sequence[float], seed: int) -> np.ndarray:
-    """Paper protocol: one split name per sample; samples beyond the four sizes are left 'unused'."""
+def _group_codes(n: int, groups: Sequence | None) -> np.ndarray:
+    """Each sample's group as 0, 1, … in order of first appearance; every sample its own without ``groups``."""
+    if groups is None:
+        return np.arange(n)
+    codes, _ = pd.factorize(pd.Series(list(groups), dtype=object), sort=False)
+    return codes
+
+
+def assign_splits(n: int, sizes: Sequence[float], seed: int, groups: Sequence | None = None) -> np.ndarray:
+    """Paper protocol: one split name per sample; samples beyond the four sizes are left 'unused'.
+
+    ``groups`` (e.g. each row's image file) keeps a group's rows in one split, each group in the split where
+    its first row falls in the seeded order, so the counts are met to within a group's size. Why: a table
+    with one row per caption lists an image on several rows, and g trained on the image of an S_C row
+    whose other row sat in S_I. Without repeated groups the splits are the same as without ``groups``."""
     counts = split_counts(n, sizes)
-    order = np.random.default_rng(seed).permutation(n)
-    labels = np.full(n, UNUSED, dtype=object)
-    start = 0
-    for name in SPLITS:
-        labels[order[start : start + counts[name]]] = name
-        start += counts[name]
-    return labels
+    codes = _group_codes(n, groups)
+    order = np.random.default_rng(seed).permutation(int(codes.max(initial=-1)) + 1)
+    sizes_in_order = np.bincount(codes, minlength=len(order))[order]
+    starts = np.concatenate([[0], np.cumsum(sizes_in_order)[:-1]])  # each group's first row in the order
+    bounds = np.cumsum([counts[name] for name in SPLITS])
+    names = np.array([*SPLITS, UNUSED], dtype=object)
+    group_split = np.empty(len(order), dtype=object)
+    group_split[order] = names[np.searchsorted(bounds, starts, side="right")]
+    return group_split[codes]
 
 
-def assign_folds(n: int, folds: int, seed: int) -> np.ndarray:
-    """Full protocol: a seeded, balanced fold split name per sample (sizes differ by at most one)."""
+def assign_folds(n: int, folds: int, seed: int, groups: Sequence | None = None) -> np.ndarray:
+    """Full protocol: a seeded, balanced fold split name per sample (sizes differ by at most one).
+
+    ``groups`` (e.g. each row's image file) keeps a group's rows in one fold, the groups dealt out in
+    turn, so no held-out model has trained on the same image under another caption (the folds' sizes then
+    differ by up to a group's size). Without repeated groups the folds are the same as without ``groups``."""
     if folds < 2:
         raise ClipmemError(f"--folds must be at least 2, not {folds}")
     if n < 2 * folds:
         raise ClipmemError(f"{folds} folds need at least {2 * folds} samples; the dataset has {n}")
-    labels = np.empty(n, dtype=object)
-    order = np.random.default_rng(seed).permutation(n)
+    codes = _group_codes(n, groups)
+    n_groups = int(codes.max(initial=-1)) + 1
+    if n_groups < 2 * folds:
+        raise ClipmemError(f"{folds} folds need at least {2 * folds} different images; the dataset has {n_groups}")
+    group_fold = np.empty(n_groups, dtype=object)
+    order = np.random.default_rng(seed).permutation(n_groups)
     for k in range(folds):
-        labels[order[k::folds]] = fold_split(k)
-    return labels
+        group_fold[order[k::folds]] = fold_split(k)
+    return group_fold[codes]
 
 
 def membership(splits: np.ndarray, protocol: str) -> dict[str, np.ndarray]:

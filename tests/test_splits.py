@@ -44,3 +44,21 @@ def test_parse_split_sizes():
         parse_split_sizes("0.7,0.3")
     with pytest.raises(ClipmemError, match="four numbers"):
         parse_split_sizes("a,b,c,d")
+
+
+@pytest.mark.parametrize("protocol", ["full", "paper"])
+def test_rows_of_one_image_share_a_split_and_unique_images_split_as_before(protocol):
+    """A table with a row per caption: a held-out model must not have trained on the image under another caption."""
+    from clipmem_core.splits import assign_folds
+
+    def assign(n, groups=None):
+        if protocol == "full":
+            return assign_folds(n, 2, seed=5, groups=groups)
+        return assign_splits(n, (0.5, 0.2, 0.2, 0.1), seed=5, groups=groups)
+
+    images = [f"img_{i // 2}.png" for i in range(64)]  # two captions an image
+    labels = assign(64, images)
+    assert all(labels[2 * i] == labels[2 * i + 1] for i in range(32))
+    assert len(set(labels)) == (2 if protocol == "full" else 5)  # every fold or split is used (and "unused")
+    unique = [f"img_{i}.png" for i in range(64)]
+    assert np.array_equal(assign(64, unique), assign(64))  # runs of one row an image keep their splits
