@@ -9,6 +9,7 @@ S_I, and so on). An optional ``split`` column uses the paper's split names or fo
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +17,16 @@ import pandas as pd
 
 from . import cache
 from .atomic import write_json
-from .data import read_dataset, write_skip_report
+from .data import Dataset, read_dataset, write_skip_report
 from .errors import ClipmemError
+from .formatting import fmt_count
 from .pipeline import ImageList, Stopwatch
 from .scores import MEASUREMENTS, derive_missing, registry
 from .scores.combined import Combined
 from .splits import CANDIDATE, FOLD_PREFIX, SPLITS
 
 PROTOCOL = "imported"
+log = logging.getLogger("clipmem")
 
 
 def _read_scores(path: Path) -> pd.DataFrame:
@@ -88,6 +91,28 @@ def _merge(dataset_samples: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _with_unscored(dataset: Dataset, scored: set[str]) -> pd.DataFrame:
+    """The skip report with the dataset's samples that the scores file has no row for: a run holds the scored
+    ones only, and these went missing without a word (71 samples in, a run of 66 out)."""
+    unscored = dataset.samples[~dataset.samples["sample_id"].isin(scored)]
+    if unscored.empty:
+        return dataset.skipped
+    log.warning(
+        "%s of the dataset have no row in the scores file and are left out of the run (listed in %s)",
+        fmt_count(len(unscored), "sample"),
+        cache.SKIPPED,
+    )
+    rows = pd.DataFrame(
+        {
+            "row": pd.NA,
+            "filepath": unscored["filepath"].to_numpy(),
+            "caption": unscored["caption"].to_numpy(),
+            "reason": [f"no row in the scores file for sample_id {sid!r}" for sid in unscored["sample_id"]],
+        }
+    )
+    return pd.concat([dataset.skipped, rows], ignore_index=True)
+
+
 def _check_out(out_dir: Path) -> None:
     """An import goes into a new or empty folder, or one an earlier import left unfinished (redone whole)."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -145,7 +170,14 @@ def import_run(
         scores = _read_scores(Path(scores_path))
         image_vectors = _read_embeddings(image_embeddings, len(scores), "--image-embeddings")
         text_vectors = _read_embeddings(text_embeddings, len(scores), "--text-embeddings")
+        if image_vectors is not None and image_vectors.shape[1] != text_vectors.shape[1]:
+            raise ClipmemError(
+                f"--image-embeddings have {image_vectors.shape[1]} dimensions and --text-embeddings "
+                f"{text_vectors.shape[1]}: image and text vectors are compared with each other, so give both "
+                "from one model's shared embedding space"
+            )
         frame = derive_missing(_merge(dataset.samples, scores), reference_images=image_vectors)
+        dataset.skipped = _with_unscored(dataset, set(scores["sample_id"]))
         images = ImageList(dataset.root, frame["filepath"])
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / cache.STATE_FILE, {"imported_from": str(scores_path)})

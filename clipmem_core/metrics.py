@@ -158,10 +158,14 @@ def average_precision(scores: Iterable[float], labels: Iterable[bool]) -> float:
 
 
 def detection_scores(suspicion: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """AUROC, AP, precision@k (k = positives) and @48 of one ranking; unscored samples rank last."""
+    """AUROC, AP, precision@k (k = positives) and @48 of one ranking; unscored samples rank last. A ranking
+    that scores no sample measures nothing (NaN): its "precision" was the rows' input order."""
     suspicion = np.asarray(suspicion, dtype=np.float64)
     scored = ~np.isnan(suspicion)
-    last = float(suspicion[scored].min()) - 1.0 if scored.any() else 0.0
+    if not scored.any():
+        names = ("auroc", "average_precision", "precision_at_k", f"precision_at_{FIRST_PAGE}")
+        return {**dict.fromkeys(names, math.nan), "coverage": 0.0 if scored.size else math.nan}
+    last = float(suspicion[scored].min()) - 1.0
     ranked = np.where(scored, suspicion, last)
     return {
         "auroc": auroc(ranked, labels),

@@ -152,6 +152,19 @@ def test_detection_summary_ranks_all_samples_with_unscored_ones_last():
     assert heldout["coverage"] == 7 / 8 and heldout["precision_at_k"] == 0.0  # lowest: 0.1 and 0.2, both clean
 
 
+def test_a_ranking_that_scores_no_sample_measures_nothing():
+    """An imported all-empty column showed precision@k 0.286 and P@48 0.125: the rows' input order."""
+    frame = scores_frame().assign(csls_heldout=np.nan)
+    stats = detection_summary(frame)["detectors"]["csls_heldout"]
+    assert stats == {
+        "auroc": None,
+        "average_precision": None,
+        "precision_at_k": None,
+        "precision_at_48": None,
+        "coverage": 0.0,
+    }
+
+
 def test_detection_summary_restricted_to_candidates_is_the_papers_view():
     rows = np.flatnonzero(scores_frame()["split"].to_numpy() == "candidate")
     summary = detection_summary(scores_frame(), rows, "candidate split (S_C)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from clipmem_core import load_run
@@ -111,3 +112,27 @@ def test_an_imported_run_has_a_summary_and_no_held_out_rows_to_compare(tmp_path,
     assert main(["summary", "--run", str(imported.path)]) == 0
     assert "Likely mis-captioned" in capsys.readouterr().out
     assert reference_heldout_rows(imported).size == 0
+
+
+def test_an_import_refuses_embeddings_of_two_widths_and_lists_the_samples_it_has_no_scores_for(tmp_path):
+    from clipmem_core.importer import import_run
+
+    source = load_run(fake_run(tmp_path, "source", n=40).path)
+    source.scores[["sample_id", "split", "csls_heldout"]].iloc[:35].to_parquet(tmp_path / "part.parquet")
+    np.save(tmp_path / "img.npy", np.asarray(source.image_embeddings)[:35])
+    np.save(tmp_path / "txt8.npy", np.asarray(source.text_embeddings)[:35, :8])
+    dataset = str(source.path / "dataset" / "captions.csv")
+    with pytest.raises(ClipmemError, match="have 16 dimensions and --text-embeddings 8"):
+        import_run(
+            dataset,
+            str(tmp_path / "part.parquet"),
+            str(tmp_path / "c" / "w"),
+            image_embeddings=str(tmp_path / "img.npy"),
+            text_embeddings=str(tmp_path / "txt8.npy"),
+        )
+    run = import_run(dataset, str(tmp_path / "part.parquet"), str(tmp_path / "c" / "part"))
+    assert len(run.scores) == 35 and run.manifest.dataset.n_skipped == 5  # the 5 without scores, said
+    report = pd.read_csv(run.path / "skipped.csv")
+    assert report["reason"].tolist() == [
+        f"no row in the scores file for sample_id {sid!r}" for sid in source.scores["sample_id"].iloc[35:]
+    ]
