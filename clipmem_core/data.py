@@ -102,7 +102,8 @@ class Dataset:
 
 @dataclass
 class _Record:
-    """One input row before validation; ``problem`` is a defect the reader already saw.
+    """One input row before validation; ``problem`` is a defect the reader already saw, the same words for
+    every record with it (the skip summary counts them together), ``detail`` what is particular to this one.
 
     ``escapes``: the path was written relative but leaves the base folder with ``..``.
     """
@@ -114,6 +115,7 @@ class _Record:
     sample_id: str
     label: Any = None
     problem: str | None = None
+    detail: str = ""
     escapes: bool = False
     warn: bool = False  # the record stands for lost input (a damaged shard): also a warning
     category: str | None = None
@@ -328,6 +330,14 @@ def _escapes(base: Path, written: str, full: Path) -> bool:
     return bool(written) and not Path(written).is_absolute() and not full.is_relative_to(base)
 
 
+def _coco_id(value: Any) -> str:
+    """An image id as a key: 3 and 3.0 are one id (some JSON writers store every number as a float, and
+    every annotation of such a file matched no image)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _read_coco(source: Path) -> list[_Record]:
     """COCO captions: one record per ``images`` entry, its annotations' captions in file order."""
     try:
@@ -341,8 +351,8 @@ def _read_coco(source: Path) -> list[_Record]:
     where: dict[str, list[int]] = defaultdict(list)  # image_id -> its annotations' positions, for the report
     for position, ann in enumerate(data["annotations"], start=1):
         if isinstance(ann, dict) and isinstance(ann.get("caption"), str) and ann["caption"].strip():
-            captions[str(ann.get("image_id"))].append(ann["caption"].strip())
-            where[str(ann.get("image_id"))].append(position)
+            captions[_coco_id(ann.get("image_id"))].append(ann["caption"].strip())
+            where[_coco_id(ann.get("image_id"))].append(position)
     base = source.parent
     records = []
     for i, image in enumerate(data["images"], start=1):
@@ -350,7 +360,7 @@ def _read_coco(source: Path) -> list[_Record]:
         file_name = image.get("file_name", "")
         written = file_name.strip() if isinstance(file_name, str) else ""
         full = _coco_image_path(base, written)
-        caps = captions.get(str(image.get("id")), [])
+        caps = captions.get(_coco_id(image.get("id")), [])
         problem = None if written else "image entry has no file_name (a string)"
         records.append(
             _Record(
@@ -358,13 +368,14 @@ def _read_coco(source: Path) -> list[_Record]:
                 written=written,
                 path=full,
                 captions=caps,
-                sample_id=str(image["id"]) if "id" in image else _derived_id(base, full, caps[0] if caps else ""),
-                problem=problem or (None if caps else f"no annotation gives image {image.get('id')!r} a caption"),
+                sample_id=_coco_id(image["id"]) if "id" in image else _derived_id(base, full, caps[0] if caps else ""),
+                problem=problem or (None if caps else "no annotation gives the image a caption"),
+                detail="" if caps or problem else f"image id {_coco_id(image.get('id'))}",
                 escapes=_escapes(base, written, full),
                 category=None if image.get(CLASS_COLUMN) is None else str(image[CLASS_COLUMN]),
             )
         )
-    image_ids = {str(image.get("id")) for image in data["images"] if isinstance(image, dict)}
+    image_ids = {_coco_id(image.get("id")) for image in data["images"] if isinstance(image, dict)}
     return records + [
         _Record(  # a caption for an image the file does not list: reported, not silently dropped
             row=position,
@@ -372,7 +383,8 @@ def _read_coco(source: Path) -> list[_Record]:
             path=base,
             captions=[caption],
             sample_id=f"annotation {position}",
-            problem=f"annotation {position} is for image_id {image_id}, which no image entry has",
+            problem="annotation for an image_id that no image entry has",
+            detail=f"annotation {position}, image_id {image_id}",
         )
         for position, caption, image_id in sorted(
             (position, caption, image_id)
@@ -710,7 +722,7 @@ def _problem(
     A path that leaves the dataset folder is refused before the file system is asked anything about it.
     """
     if rec.problem:
-        return rec.problem, ""
+        return rec.problem, rec.detail
     if rec.escapes and not allow_outside:
         return "image path leaves the dataset folder", f"{rec.written[:200]!r} ({_OUTSIDE_HINT})"
     if "\x00" in rec.written:

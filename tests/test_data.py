@@ -143,14 +143,35 @@ def test_coco_multi_caption_and_images_folder(tmp_path):
     assert ds.samples["caption"].tolist() == ["first", "only"]
     assert ds.samples["captions"].tolist() == [["first", "second"], ["only"]]
     assert ds.skipped.to_dict("records") == [  # neither an uncaptioned image nor an orphan caption is lost silently
-        {"row": 3, "filepath": "b.png", "caption": "", "reason": "no annotation gives image 3 a caption"},
+        {"row": 3, "filepath": "b.png", "caption": "", "reason": "no annotation gives the image a caption: image id 3"},
         {
             "row": 4,
             "filepath": "",
             "caption": "an orphan",
-            "reason": "annotation 4 is for image_id 9, which no image entry has",
+            "reason": "annotation for an image_id that no image entry has: annotation 4, image_id 9",
         },
     ]
+
+
+def test_coco_ids_written_as_floats_match_and_a_summary_counts_each_problem_once(tmp_path):
+    """A writer that stores 0 as 0.0: every annotation matched no image, 80 lines of one problem each."""
+    images = [{"id": float(i), "file_name": f"{i}.png"} for i in range(3)] + [{"id": 7, "file_name": "7.png"}]
+    for i in (0, 1, 2, 7):
+        png(tmp_path / f"{i}.png")
+    annotations = [{"image_id": float(i), "caption": f"shape {i}"} for i in range(3)]
+    annotations += [{"image_id": 40.0, "caption": "stray"}, {"image_id": 41, "caption": "stray"}]
+    (tmp_path / "c.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+    ds = read(tmp_path / "c.json")
+    assert ds.samples["sample_id"].tolist() == ["0", "1", "2"]
+    assert ds.samples["caption"].tolist() == ["shape 0", "shape 1", "shape 2"]
+    assert ds.skipped["reason"].tolist() == [
+        "no annotation gives the image a caption: image id 7",
+        "annotation for an image_id that no image entry has: annotation 4, image_id 40",
+        "annotation for an image_id that no image entry has: annotation 5, image_id 41",
+    ]
+    (tmp_path / "c.json").write_text(json.dumps({"images": images, "annotations": annotations[3:]}))
+    with pytest.raises(ClipmemError, match=r"\(4 no annotation gives the image a caption, 2 annotation for an"):
+        read(tmp_path / "c.json")  # each problem counted once, not once per image id
 
 
 def test_folder_reader(tmp_path):
