@@ -318,11 +318,27 @@ def _runs_inside(folder: Path) -> str:
     return f"; it is a cache of {fmt_count(len(runs), 'run')}: pass one of them, e.g. {shown}"
 
 
+def unfinished_import(run_dir: Path) -> bool:
+    """Whether an unfinished run folder was left by import-run (its state names the scores file)."""
+    try:
+        state = json.loads((run_dir / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(state, dict) and "imported_from" in state
+
+
 def _read_manifest(run_dir: Path) -> Manifest:
     manifest_path = run_dir / MANIFEST
     if not run_dir.is_dir():
         raise ClipmemError(f"{run_dir} is not a directory")
     if not manifest_path.exists():
+        if (run_dir / STATE_FILE).exists():  # "not a clipmem run" read as if the work were lost
+            again = (
+                "the same `clipmem import-run` redoes it"
+                if unfinished_import(run_dir)
+                else "the same `clipmem run` with --resume continues it"
+            )
+            raise ClipmemError(f"{run_dir} is unfinished (no {MANIFEST} yet): {again}")
         raise ClipmemError(
             f"{run_dir} is not a clipmem run (no {MANIFEST}; incomplete or not a run){_runs_inside(run_dir)}"
         )

@@ -209,9 +209,11 @@ def _compressed_shards(folder: Path, names: list[str]) -> ClipmemError:
 def _read_text(source: Path) -> str:
     """The whole file as text (UTF-8, a byte-order mark dropped); ClipmemError if it is not UTF-8."""
     try:
-        return source.read_bytes().decode("utf-8-sig")
+        data = source.read_bytes()
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ClipmemError(f"{source} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ClipmemError(f"{source} is not UTF-8 text (line {line}, byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:
         raise ClipmemError(f"{source} is unreadable: {exc.strerror or exc}") from None
 
@@ -284,9 +286,11 @@ def _table_columns(source: Path, header: list[str], img_key: str, caption_key: s
     """Position of each column the reader uses; a missing or repeated one is a whole-file error."""
     missing = [key for key in (img_key, caption_key) if key not in header]
     if missing:
+        spaced = [name for name in header if name != name.strip() and name.strip() in missing]
+        hint = f"; the header has {', '.join(map(repr, spaced))}, with spaces: remove them" if spaced else ""
         raise ClipmemError(
             f"{source} lacks the column(s) {', '.join(map(repr, missing))} "
-            f"(columns: {', '.join(header)[:300]}); "
+            f"(columns: {', '.join(map(repr, header))[:300]}){hint}; "
             "name the image and caption columns with --csv-img-key/--csv-caption-key"
         )
     used = [
@@ -742,7 +746,8 @@ def _problem(
     if rec.sample_id in seen_ids:
         return "duplicate id", f"{rec.sample_id!r} is also row {seen_ids[rec.sample_id]}"
     if not image_exists(rec.path):
-        return "image file is missing", str(rec.path)
+        hint = " (write paths with /, not \\)" if "\\" in rec.written else ""
+        return "image file is missing", f"{rec.path}{hint}"
     if check_images:
         if rec.path not in image_problems:
             image_problems[rec.path] = _image_problem(rec.path)

@@ -8,7 +8,6 @@ S_I, and so on). An optional ``split`` column uses the paper's split names or fo
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -122,17 +121,9 @@ def _check_out(out_dir: Path) -> None:
         raise ClipmemError(f"--out {out_dir} cannot be made: {blocking} is a file, not a folder")
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
         return
-    if not (out_dir / cache.MANIFEST).exists() and _unfinished_import(out_dir / cache.STATE_FILE):
+    if not (out_dir / cache.MANIFEST).exists() and cache.unfinished_import(out_dir):
         return
     raise ClipmemError(f"{out_dir} already exists and is not an empty folder; choose another --out")
-
-
-def _unfinished_import(state_path: Path) -> bool:
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(state, dict) and "imported_from" in state
 
 
 def import_run(

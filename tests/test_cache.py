@@ -210,3 +210,19 @@ def test_a_run_whose_mapped_copy_cannot_be_written_reads_the_parquet_file(tmp_pa
     table = cache._scores_table(run.path)
     assert table.num_rows == 40 and not (run.path / cache.SCORES_MAPPED).exists()
     assert pa.total_allocated_bytes() > before  # decoded from parquet instead
+
+
+def test_an_unfinished_run_is_called_unfinished_with_the_command_that_finishes_it(tmp_path):
+    """A run stopped by Ctrl-C was listed as "not a clipmem run", as if its training were lost."""
+    (tmp_path / "stopped").mkdir()
+    (tmp_path / "stopped" / "run_state.json").write_text('{"fingerprint": "x"}')
+    with pytest.raises(
+        ClipmemError,
+        match=r"stopped is unfinished \(no manifest.json yet\): the same `clipmem run` "
+        r"with --resume continues it",
+    ):
+        cache.load_run(tmp_path / "stopped")
+    (tmp_path / "imported").mkdir()
+    (tmp_path / "imported" / "run_state.json").write_text('{"imported_from": "s.parquet"}')
+    with pytest.raises(ClipmemError, match="the same `clipmem import-run` redoes it"):
+        cache.load_run(tmp_path / "imported")

@@ -314,9 +314,19 @@ def test_check_images_off_still_checks_existence(tmp_path):
 def test_missing_columns_message(tmp_path):
     path = table(tmp_path / "d.csv", [{"image": "x.png", "text": "t"}])
     with pytest.raises(
-        ClipmemError, match=r"lacks the column\(s\) 'filepath', 'caption' \(columns: image, text\).*--csv-img-key"
+        ClipmemError, match=r"lacks the column\(s\) 'filepath', 'caption' \(columns: 'image', 'text'\).*--csv-img-key"
     ):
         read(path)
+    (tmp_path / "s.csv").write_text("filepath, caption\nx.png,a cat\n")  # the space is invisible unquoted
+    with pytest.raises(ClipmemError, match=r"the header has ' caption', with spaces: remove them"):
+        read(tmp_path / "s.csv")
+
+
+def test_a_windows_path_is_said_to_need_slashes(tmp_path):
+    png(tmp_path / "images" / "a.png")
+    png(tmp_path / "b.png")
+    (tmp_path / "d.csv").write_text("filepath,caption\nimages\\a.png,a cat\nb.png,a dog\n")
+    assert read(tmp_path / "d.csv").skipped["reason"].iloc[0].endswith("(write paths with /, not \\)")
 
 
 @pytest.mark.parametrize(
@@ -468,7 +478,7 @@ def test_csv_row_with_an_unquoted_comma_is_skipped_and_the_rest_kept(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"filepath,caption\n0.png,caf\xe9\n", "is not UTF-8 text"),
+        (b"filepath,caption\n0.png,caf\xe9\n", r"is not UTF-8 text \(line 2, byte 26\)"),
         (b"filepath,filepath,caption\nx.png,y.png,c\n", "has the column 'filepath' more than once"),
     ],
 )
