@@ -154,6 +154,11 @@ def read_dataset(
         )
     samples, label_note = _samples_frame(good, base, has_label)
     notes += [label_note] if label_note else []
+    if len(samples) > 1 and samples["caption"].nunique() == 1:  # the run still goes on, ranking noise
+        notes.append(
+            f"every sample has the same caption ({samples['caption'].iat[0][:60]!r}): no ranking can tell a wrong "
+            "caption from a right one"
+        )
     for note in notes:
         log.warning("%s: %s", source.name, note)
     return Dataset(

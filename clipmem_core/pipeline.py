@@ -39,6 +39,7 @@ from .data import Dataset, decode_image, read_dataset, write_skip_report
 from .device import pick_device, resolved_precision, slow_precision_warning
 from .droplist import Exclusion, apply_drop_list, read_drop_list
 from .errors import ClipmemError
+from .formatting import fmt_count
 from .metrics import retrieval_recall
 from .models import ClipBundle, create_clip, image_size_of
 from .retention import continued_config, retained_alignment
@@ -176,19 +177,31 @@ def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
         raise ClipmemError(f"cannot write to {out}: {exc.strerror or exc}") from None
 
 
+def _skip_summary(dataset: Dataset) -> str | None:
+    """ "skipped 2 of 5 rows (1 image file is missing, 1 caption is empty)"; None when nothing was skipped."""
+    if not len(dataset.skipped):
+        return None
+    reasons = dataset.skipped["reason"].str.split(":").str[0].value_counts()
+    summary = ", ".join(f"{count} {reason}" for reason, count in reasons.head(4).items())
+    if len(reasons) > 4:  # every row is counted: the numbers add up to the total
+        summary += f", {reasons.iloc[4:].sum()} for {fmt_count(len(reasons) - 4, 'other reason')}"
+    return f"skipped {len(dataset.skipped)} of {len(dataset.skipped) + len(dataset.samples)} rows ({summary})"
+
+
 def _report_skipped(dataset: Dataset, out: Path) -> None:
-    if len(dataset.skipped):
-        reasons = dataset.skipped["reason"].str.split(":").str[0].value_counts()
-        summary = ", ".join(f"{count} {reason}" for reason, count in reasons.head(4).items())
-        if len(reasons) > 4:  # every row is counted: the numbers add up to the total
-            summary += f", {reasons.iloc[4:].sum()} for {len(reasons) - 4} other reasons"
-        log.warning(
-            "skipped %d of %d rows (%s); every one is listed in %s",
-            len(dataset.skipped),
-            len(dataset.skipped) + len(dataset.samples),
-            summary,
-            out / cache.SKIPPED,
-        )
+    summary = _skip_summary(dataset)
+    if summary:
+        log.warning("%s; every one is listed in %s", summary, out / cache.SKIPPED)
+
+
+def _rows_or_why(dataset: Dataset, config: RunConfig) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """``assign_rows``, its refusal (too few samples for the splits) saying what was skipped: "the dataset
+    has 1" alone hid that 4 of its 5 rows had been left out, and why."""
+    try:
+        return assign_rows(dataset.samples, config)
+    except ClipmemError as exc:
+        summary = _skip_summary(dataset)
+        raise ClipmemError(f"{exc} ({summary})" if summary else str(exc)) from None
 
 
 def _fingerprint(config: RunConfig, dataset: Dataset, exclusion: Exclusion | None) -> str:
@@ -537,7 +550,7 @@ def _compute(
         )
         create_clip(config.model, init_checkpoint=config.init_checkpoint)  # fail fast on a bad model
         exclusion = select_samples(dataset, config)  # before folds or splits are drawn
-        frame, models = assign_rows(dataset.samples, config)  # fail fast on splits the data cannot fill
+        frame, models = _rows_or_why(dataset, config)  # fail fast on splits the data cannot fill
         _report_skipped(dataset, out)
     state = {"fingerprint": _fingerprint(config, dataset, exclusion), "config": config.to_dict()}
     distributed.on_main(lambda: _prepare_out_dir(out, resume, state))

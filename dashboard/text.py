@@ -26,3 +26,12 @@ def markdown_table(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(md(column) for column in frame.columns) + " |", "|" + " --- |" * frame.shape[1]]
     lines += ["| " + " | ".join(md(value) for value in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
+
+
+SHOWN_CAPTION = 300  # characters of a caption a card or a hint shows; the inspector and Review show all
+
+
+def shown_caption(caption: str, limit: int = SHOWN_CAPTION) -> str:
+    """A caption cut to ``limit`` characters with an ellipsis: a 5,000-character caption drew a gallery
+    card taller than the screen."""
+    return caption if len(caption) <= limit else caption[: limit - 1].rstrip() + "…"

@@ -24,7 +24,7 @@ from .auth import REVIEWER_KEY
 from .gallery import Card, score_line
 from .images import UNREADABLE, encoded, file_bytes, markdown_image
 from .review import standing_note, standing_note_many
-from .text import markdown_table, md
+from .text import markdown_table, md, shown_caption
 
 VERDICT_KEYS = dict(zip(VERDICTS, ("1", "2", "3")))  # the same keys on every page, in button order
 BADGE_COLOURS = {MISCAPTIONED: "red", CORRECT: "green", UNSURE: "orange"}
@@ -66,7 +66,7 @@ def hint_row(run: Run, card: Any, *, heading: str, key: str, on_pick: Callable[[
             thumb = run.thumbnail_path(hit.row)
             if thumb is not None:
                 image(thumb, alt=hit.caption)
-            st.text(hit.caption)
+            st.text(shown_caption(hit.caption))
     # the buttons in a row of their own, level however long each caption above them runs
     for column, hit in zip(st.columns(len(card.hints)), card.hints):
         pick = {"on_click": on_pick, "args": (hit.caption,)}
@@ -123,7 +123,7 @@ def card_text(c: Card, extra: str | None = None, link: str | None = None) -> tup
     gallery's time to first image (bench/bench_first_paint.py).
     """
     details = f"{c.split} · {score_line(c)}" + (f" · {extra}" if extra else "")
-    lines, helps = [md(c.caption), f":small[:gray[{md(details)}]]"], []
+    lines, helps = [md(shown_caption(c.caption)), f":small[:gray[{md(details)}]]"], []
     badges = [_TRUTH_BADGE] if c.is_miscaptioned else []
     if c.is_miscaptioned:
         helps.append(_TRUTH_HELP)

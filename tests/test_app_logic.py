@@ -170,6 +170,15 @@ def test_a_card_is_one_markdown_block_whose_caption_and_link_cannot_inject_markd
     assert "ground truth" in why and "new tab" in why
 
 
+def test_a_card_shows_the_start_of_a_very_long_caption():
+    """A 5,000-character caption drew a gallery card taller than the screen; the inspector shows it all."""
+    long = "word " * 1000
+    caption = card_text(Card(0, "s0", long, "fold0", {"combined": 0.5}, None, False))[0].split("  \n")[0]
+    assert len(caption) <= 310 and caption.endswith("…") and caption.startswith("word word")
+    short = "a red square"
+    assert card_text(Card(0, "s1", short, "fold0", {"combined": 0.5}, None, False))[0].startswith(short)
+
+
 def test_map_rows_are_bounded_and_keep_flagged_rows():
     mask = np.ones(50_000, dtype=bool)
     keep = np.array([3, 49_999])

@@ -583,3 +583,15 @@ def test_inject_output_reads_back_wherever_it_is_written(tmp_path):
     inject_miscaptions(src, out, fraction=0.5, seed=0, progress=False)
     assert all(Path(p).is_absolute() for p in pd.read_csv(out)["filepath"])
     assert len(read(out)) == 6
+
+
+def test_a_dataset_of_one_caption_is_read_with_a_warning(tmp_path, caplog):
+    for i in range(3):
+        png(tmp_path / f"{i}.png")
+    (tmp_path / "d.csv").write_text("filepath,caption\n0.png,clip art\n1.png,clip art\n2.png,clip art\n")
+    with caplog.at_level("WARNING", logger="clipmem"):
+        ds = read(tmp_path / "d.csv")
+    assert len(ds) == 3 and ds.warnings == [
+        "every sample has the same caption ('clip art'): no ranking can tell a wrong caption from a right one"
+    ]
+    assert any("every sample has the same caption" in r.getMessage() for r in caplog.records)

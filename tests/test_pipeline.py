@@ -257,3 +257,21 @@ def test_the_skip_summary_counts_every_skipped_row(tmp_path, caplog):
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith("skipped 8 of 18 rows (2 caption is empty, 2 image is unreadable, 1 ")
     assert line.count(", ") == 4 and "2 for 2 other reasons" in line  # 2 + 2 + 1 + 1 + 2 = 8
+
+
+def test_too_few_rows_for_the_folds_says_what_was_skipped(tmp_path):
+    """Five rows, four of them unusable: "the dataset has 1" alone did not say why."""
+    from PIL import Image
+
+    from clipmem_core.config import RunConfig
+
+    png_dir = tmp_path / "d"
+    png_dir.mkdir()
+    Image.new("RGB", (8, 8), "red").save(png_dir / "a.png")
+    rows = ["filepath,caption", "a.png,a red square", "b.png,gone", "c.png,gone", "d.png,gone", "a.png,"]
+    (png_dir / "captions.csv").write_text("\n".join(rows) + "\n")
+    config = RunConfig(data=str(png_dir / "captions.csv"), out=str(tmp_path / "out"), preset="tiny")
+    with pytest.raises(
+        ClipmemError, match=r"the dataset has 1 \(skipped 4 of 5 rows \(3 image file is missing, 1 caption is empty\)\)"
+    ):
+        compute_clipmem(config)
