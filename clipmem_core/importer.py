@@ -47,6 +47,13 @@ def _read_scores(path: Path) -> pd.DataFrame:
         values = pd.to_numeric(scores[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         if np.isinf(values).any():
             raise ClipmemError(f"scores file {path}: column {column} holds infinite values")
+        not_numbers = np.isnan(values) & scores[column].notna().to_numpy()
+        if not_numbers.any():
+            raise ClipmemError(
+                f"scores file {path}: column {column} holds values that are not numbers, e.g. "
+                f"{scores[column][not_numbers].iloc[0]!r}"
+            )
+        scores[column] = values  # numbers, where text such as "0.5" was kept as text
     scores = scores.assign(sample_id=scores["sample_id"].astype(str))
     if scores["sample_id"].duplicated().any():
         raise ClipmemError(

@@ -136,3 +136,20 @@ def test_an_import_refuses_embeddings_of_two_widths_and_lists_the_samples_it_has
     assert report["reason"].tolist() == [
         f"no row in the scores file for sample_id {sid!r}" for sid in source.scores["sample_id"].iloc[35:]
     ]
+
+
+def test_an_imported_score_written_as_text_is_a_number_and_one_that_is_no_number_is_refused(tmp_path):
+    from clipmem_core.importer import import_run
+
+    source = load_run(fake_run(tmp_path, "source", n=30).path)
+    frame = source.scores[["sample_id", "split", "csls_heldout"]].copy()
+    frame["csls_heldout"] = frame["csls_heldout"].map(lambda v: f"{v:.6f}")  # "0.123456", as text
+    frame.to_parquet(tmp_path / "text.parquet")
+    dataset = str(source.path / "dataset" / "captions.csv")
+    run = import_run(dataset, str(tmp_path / "text.parquet"), str(tmp_path / "c" / "text"))
+    assert run.scores["csls_heldout"].dtype.kind == "f"
+    np.testing.assert_allclose(run.scores["csls_heldout"], source.scores["csls_heldout"], atol=1e-6)
+    frame.loc[3, "csls_heldout"] = "n/a"
+    frame.to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(ClipmemError, match=r"column csls_heldout holds values that are not numbers, e\.g\. 'n/a'"):
+        import_run(dataset, str(tmp_path / "bad.parquet"), str(tmp_path / "c" / "bad"))
