@@ -230,7 +230,8 @@ def _table_rows(text: str, fmt: str, source: Path) -> Iterator[list[str]]:
     so a caption starting with a double quote stays one caption instead of swallowing the next rows.
     CSV follows RFC 4180 (quoted fields may hold commas, quotes and newlines), strictly: a quote that opens a
     field and never closes used to swallow every row after it into one caption, without a word, and a
-    stray quote inside a quoted field was dropped. Either is now an error naming the line the field starts on.
+    stray quote inside a quoted field was dropped. Either is now an error naming the line the field starts on;
+    a last row whose quote runs to the end of the file loses nothing, and is read.
     """
     if fmt == "tsv":
         lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -244,13 +245,36 @@ def _table_rows(text: str, fmt: str, source: Path) -> Iterator[list[str]]:
         except StopIteration:
             return
         except csv.Error as exc:
-            raise ClipmemError(
-                f"{source} line {start}: a quoted field is not closed as CSV requires ({exc}). Inside a quoted "
-                'caption a double quote is written twice (""), and a quote that opens a field must close it'
-            ) from None
+            last = _unclosed_last_row(text, start, exc)
+            if last is None:
+                raise ClipmemError(
+                    f"{source} is not a readable CSV table: line {start}: {exc}{_quote_hint(exc)}"
+                ) from None
+            fields = last
         start = reader.line_num + 1
         if any(f.strip() for f in fields):
             yield fields
+
+
+def _quote_hint(exc: csv.Error) -> str:
+    """What to do about a CSV quoting error; nothing for other errors (a field over the reader's limit)."""
+    if "expected" not in str(exc):
+        return ""
+    return (
+        '. A quoted field must close: inside a quoted caption a double quote is written twice (""), and a '
+        "quote that opens a field must close it"
+    )
+
+
+def _unclosed_last_row(text: str, start: int, exc: csv.Error) -> list[str] | None:
+    """The fields of the last row when its quote runs to the end of the file with no row after it (nothing is
+    lost: it is read as a lenient reader would); None otherwise, so a quote that swallows rows is an error."""
+    if "unexpected end of data" not in str(exc):
+        return None
+    rest = text.splitlines()[start - 1 :]
+    if not rest or any(line.strip() for line in rest[1:]):
+        return None
+    return next(csv.reader(io.StringIO(rest[0], newline="")), None)
 
 
 def _read_table(source: Path, fmt: str, img_key: str, caption_key: str) -> tuple[list[_Record], bool]:

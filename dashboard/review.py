@@ -188,21 +188,21 @@ def record(
     state[SKIPPED] = [s for s in state.get(SKIPPED) or [] if s != sample_id]
 
 
-def verdict_key(verdict: str, sample_id: str) -> str:
-    """A verdict button's key, one per sample: a press reaches only the button of the sample it was made on."""
-    return f"verdict_{verdict}_{sample_id}"
+DRAWN = "review_drawn"  # set once this session has drawn the verdict buttons (their callbacks are known)
+RESTARTED = (
+    "The dashboard restarted since this page was drawn, so that key was not recorded. The sample below is the "
+    "one to judge: press your verdict again."
+)
 
 
-def missed_by_callback(state: Mapping[str, Any], run_name: str, sample_id: str) -> bool:
-    """Whether a verdict button that reports a press for ``sample_id`` was not recorded by its callback.
+def pressed_before_a_restart(state: Mapping[str, Any]) -> bool:
+    """Whether a verdict button that reports a press was drawn by an earlier session of the server.
 
-    Why: a browser tab kept open while the server restarts talks to a new session, which has not drawn the
-    buttons yet; Streamlit then drops the click's callback (it knows no widget to call back), though the
-    button still returns True when the page draws it. Without this the first key after a restart was
-    lost, and the next one landed on the same sample. The key is per sample (``verdict_key``), so a press
-    made on another card than the one drawn now matches nothing."""
-    last = last_recorded(state, run_name)
-    return not last or last["sample_id"] != sample_id
+    Why: a tab kept open while the server restarts talks to a new session, which has drawn no button yet;
+    Streamlit then calls back nothing, though the button reports the press. The key was lost without a
+    word, and the next one landed on the same sample. Which card the press was made on is not known to
+    the new session (it has lost the skips and undo of the old one), so it is not guessed: the page says so."""
+    return DRAWN not in state
 
 
 def skip(state: MutableMapping[str, Any], sample_id: str) -> None:

@@ -378,9 +378,10 @@ def _review(browser, url: str, name: str, keys: list[str], type_name: bool, shot
     return judged
 
 
-def test_a_key_pressed_in_a_tab_older_than_the_server_judges_the_sample_it_shows(browser, tmp_path):
+def test_a_key_pressed_in_a_tab_older_than_the_server_is_said_to_be_lost(browser, tmp_path):
     """A server restarted under an open Review tab: the tab reconnects to a new session, which has not drawn
-    the buttons yet. Its first verdict key used to be dropped, and the next landed on the same sample."""
+    the buttons yet. Its first verdict key was dropped without a word, and the next landed on the same sample
+    as the reviewer meant for the next one; now the page says the key was lost, and the next one counts."""
     from clipmem_core.review import open_store
     from clipmem_core.testing import free_port
 
@@ -396,6 +397,10 @@ def test_a_key_pressed_in_a_tab_older_than_the_server_judges_the_sample_it_shows
         page.get_by_role("dialog").wait_for(state="hidden")  # the tab's "Connection error", if it came up
         page.wait_for_timeout(3000)  # the tab finds the server again: nothing on the page says when
         page.set_default_timeout(30_000)
+        page.keyboard.press("1")
+        page.get_by_text("The dashboard restarted since this page was drawn").wait_for()
+        assert _card_sample(page) == shown and open_store(tmp_path).verdicts("demo").empty
+        page.locator(IDLE).wait_for()
         assert _press_and_wait_for_the_next(page, "1") == shown
         verdicts = open_store(tmp_path).verdicts("demo")[["sample_id", "reviewer", "verdict"]]
         assert verdicts.values.tolist() == [[shown, "dave", "mis-captioned"]]

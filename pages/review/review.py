@@ -93,18 +93,19 @@ else:
         st.text(card.line)
         st.html(f'<p style="{ui.LARGE_TEXT}">{html.escape(card.caption)}</p>')
         with st.container(horizontal=True, gap="small"):  # wraps rather than cut a label short
-            for verdict in VERDICTS:
-                verdict_args = (ss, store, run.name, sample_id, reviewer, verdict, session_id)
-                pressed = st.button(
+            pressed = [
+                st.button(
                     VERDICT_LABELS[verdict],
-                    key=review.verdict_key(verdict, sample_id),
+                    key=f"verdict_{verdict}",
                     shortcut=review.KEYS[verdict],
                     on_click=review.record,
-                    args=verdict_args,
+                    args=(ss, store, run.name, sample_id, reviewer, verdict, session_id),
                 )
-                if pressed and review.missed_by_callback(ss, run.name, sample_id):  # a tab older than the server
-                    review.record(*verdict_args)
-                    st.rerun()
+                for verdict in VERDICTS
+            ]
+        if any(pressed) and review.pressed_before_a_restart(ss):
+            st.warning(review.RESTARTED, icon=":material/restart_alt:")
+        ss[review.DRAWN] = True
         recorded_note()
         skip_and_undo = st.container(horizontal=True, gap="small")  # wraps on a narrow window, never cuts a label
         skip_and_undo.button(
