@@ -189,10 +189,7 @@ def record(
 
 
 DRAWN = "review_drawn"  # set once this session has drawn the verdict buttons (their callbacks are known)
-RESTARTED = (
-    "The dashboard restarted since this page was drawn, so that key was not recorded. The sample below is the "
-    "one to judge: press your verdict again."
-)
+RESTARTED = "The dashboard restarted since this page was drawn, so that key was not recorded: judge this sample again."
 
 
 def pressed_before_a_restart(state: Mapping[str, Any]) -> bool:
