@@ -28,7 +28,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-SHOWN_CAPTION = 300  # characters of a caption a card or a hint shows; the inspector and Review show all
+SHOWN_CAPTION = 200  # characters of a caption a card or a hint shows; the inspector and Review show all
 
 
 def shown_caption(caption: str, limit: int = SHOWN_CAPTION) -> str:

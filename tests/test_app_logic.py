@@ -174,7 +174,7 @@ def test_a_card_shows_the_start_of_a_very_long_caption():
     """A 5,000-character caption drew a gallery card taller than the screen; the inspector shows it all."""
     long = "word " * 1000
     caption = card_text(Card(0, "s0", long, "fold0", {"combined": 0.5}, None, False))[0].split("  \n")[0]
-    assert len(caption) <= 310 and caption.endswith("…") and caption.startswith("word word")
+    assert len(caption) <= 210 and caption.endswith("…") and caption.startswith("word word")
     short = "a red square"
     assert card_text(Card(0, "s1", short, "fold0", {"combined": 0.5}, None, False))[0].startswith(short)
 
