@@ -155,6 +155,14 @@ def record_verdict(run_name: str, sample_ids: Sequence[str], verdict: str, revie
     return ids
 
 
+def quiet_key_button(
+    where: Any, label: str, key: str, shortcut: str, on_click: Callable, args: tuple, disabled: bool = False
+) -> None:
+    """A tertiary button with its keyboard shortcut in ``where`` (a row container): Skip and Undo beside a
+    Review or Reconcile card, quieter than the verdicts."""
+    where.button(label, key=key, shortcut=shortcut, type="tertiary", disabled=disabled, on_click=on_click, args=args)
+
+
 def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | None, own: str | None = None) -> None:
     """One-click verdict buttons with their words, wrapping to fit the card; the one of the reviewer's own
     counted verdict (``own``) stands out, the others are of the same weight."""

@@ -452,7 +452,9 @@ def test_a_csv_quote_that_does_not_close_names_its_line_and_loses_no_row(tmp_pat
         png(tmp_path / f"{i}.png")
     rows = ["filepath,caption", '0.png,"a cat, sitting"', bad_row, "2.png,a dog", '3.png,"a ""quoted"" word"']
     (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
-    with pytest.raises(ClipmemError, match=f"d.csv line {line}: a quoted field is not closed"):
+    with pytest.raises(
+        ClipmemError, match=f"d.csv is not a readable CSV table: line {line}: .*A quoted field must close"
+    ):
         read(tmp_path / "d.csv")
     rows[2] = '1.png,"He said ""hi"" to the cat"'  # as CSV writes a quote inside a quoted field
     (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")

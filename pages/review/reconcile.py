@@ -83,22 +83,13 @@ def settled_section(at_hand: str | None = None) -> None:
         st.caption(md(line))
     row = st.container(horizontal=True, gap="small")
     if at_hand is not None:
-        row.button(
-            "Skip for now",
-            key="reconcile_skip",
-            shortcut=reconcile.KEYS["skip"],
-            type="tertiary",
-            on_click=reconcile.skip,
-            args=(ss, at_hand),
+        ui.quiet_key_button(
+            row, "Skip for now", "reconcile_skip", reconcile.KEYS["skip"], reconcile.skip, (ss, at_hand)
         )
     if line is not None:
-        row.button(
-            "Undo last resolution",
-            key="reconcile_undo",
-            shortcut=reconcile.KEYS["undo"],
-            type="tertiary",
-            on_click=reconcile.undo,
-            args=(ss, store, lead),
+        undo_args = (ss, store, lead)
+        ui.quiet_key_button(
+            row, "Undo last resolution", "reconcile_undo", reconcile.KEYS["undo"], reconcile.undo, undo_args
         )
 
 

@@ -108,22 +108,17 @@ else:
         ss[review.DRAWN] = True
         recorded_note()
         skip_and_undo = st.container(horizontal=True, gap="small")  # wraps on a narrow window, never cuts a label
-        skip_and_undo.button(
-            "Skip for now",
-            key="review_skip",
-            shortcut=review.KEYS["skip"],
-            type="tertiary",
-            on_click=review.skip,
-            args=(ss, sample_id),
+        ui.quiet_key_button(
+            skip_and_undo, "Skip for now", "review_skip", review.KEYS["skip"], review.skip, (ss, sample_id)
         )
-        skip_and_undo.button(
+        ui.quiet_key_button(
+            skip_and_undo,
             "Undo last verdict",
-            key="review_undo",
-            shortcut=review.KEYS["undo"],
-            type="tertiary",
+            "review_undo",
+            review.KEYS["undo"],
+            review.undo,
+            (ss, store, reviewer),
             disabled=not review.can_undo(ss, run.name),
-            on_click=review.undo,
-            args=(ss, store, reviewer),
         )
         st.text_input("Suggested caption (if mis-captioned)", key=review.suggest_key(sample_id))
         st.text_input("Note", key=review.note_key(sample_id))
