@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_path, check_output_file
 from .errors import ClipmemError
+from .formatting import fmt_count
 from .shards import image_exists, image_stat, open_image_source, shards_root
 
 log = logging.getLogger("clipmem")
@@ -896,6 +897,17 @@ def _content_hash(samples: pd.DataFrame, root: Path) -> str:
     return digest.hexdigest()
 
 
+def skip_summary(dataset: Dataset) -> str | None:
+    """ "skipped 2 of 5 rows (1 image file is missing, 1 caption is empty)"; None when nothing was skipped."""
+    if not len(dataset.skipped):
+        return None
+    reasons = dataset.skipped["reason"].str.split(":").str[0].value_counts()
+    summary = ", ".join(f"{count} {reason}" for reason, count in reasons.head(4).items())
+    if len(reasons) > 4:  # every row is counted: the numbers add up to the total
+        summary += f", {reasons.iloc[4:].sum()} for {fmt_count(len(reasons) - 4, 'other reason')}"
+    return f"skipped {len(dataset.skipped)} of {len(dataset.skipped) + len(dataset.samples)} rows ({summary})"
+
+
 def write_skip_report(dataset: Dataset, path: str | os.PathLike) -> None:
     """Write ``dataset.skipped`` as CSV; atomic, so a crash never leaves a half report."""
     with atomic_path(path) as tmp:
@@ -1021,4 +1033,16 @@ def inject_miscaptions(
         frame[CLASS_COLUMN] = samples[CLASS_COLUMN].to_numpy()
     with atomic_path(out) as tmp:
         frame.to_csv(tmp, index=False)
-    return {"n": len(frame), "n_injected": len(new), "n_skipped": len(dataset.skipped), "out": str(out), "seed": seed}
+    summary = {
+        "n": len(frame),
+        "n_injected": len(new),
+        "n_skipped": len(dataset.skipped),
+        "out": str(out),
+        "seed": seed,
+    }
+    if len(dataset.skipped):  # the copy leaves them out: which, and why, was said only as a count
+        report = out.with_name(f"{out.stem}.skipped.csv")
+        write_skip_report(dataset, report)
+        log.warning("%s of the source, left out of the copy; every one is listed in %s", skip_summary(dataset), report)
+        summary["skipped_report"] = str(report)
+    return summary

@@ -35,11 +35,10 @@ from tqdm.auto import tqdm
 from . import cache, distributed, shards
 from .atomic import remove_stale_temps, write_json
 from .config import SPEED_ONLY, RunConfig
-from .data import Dataset, decode_image, read_dataset, write_skip_report
+from .data import Dataset, decode_image, read_dataset, skip_summary, write_skip_report
 from .device import pick_device, resolved_precision, slow_precision_warning
 from .droplist import Exclusion, apply_drop_list, read_drop_list
 from .errors import ClipmemError
-from .formatting import fmt_count
 from .metrics import retrieval_recall
 from .models import ClipBundle, create_clip, image_size_of
 from .retention import continued_config, retained_alignment
@@ -177,19 +176,8 @@ def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
         raise ClipmemError(f"cannot write to {out}: {exc.strerror or exc}") from None
 
 
-def _skip_summary(dataset: Dataset) -> str | None:
-    """ "skipped 2 of 5 rows (1 image file is missing, 1 caption is empty)"; None when nothing was skipped."""
-    if not len(dataset.skipped):
-        return None
-    reasons = dataset.skipped["reason"].str.split(":").str[0].value_counts()
-    summary = ", ".join(f"{count} {reason}" for reason, count in reasons.head(4).items())
-    if len(reasons) > 4:  # every row is counted: the numbers add up to the total
-        summary += f", {reasons.iloc[4:].sum()} for {fmt_count(len(reasons) - 4, 'other reason')}"
-    return f"skipped {len(dataset.skipped)} of {len(dataset.skipped) + len(dataset.samples)} rows ({summary})"
-
-
 def _report_skipped(dataset: Dataset, out: Path) -> None:
-    summary = _skip_summary(dataset)
+    summary = skip_summary(dataset)
     if summary:
         log.warning("%s; every one is listed in %s", summary, out / cache.SKIPPED)
 
@@ -200,7 +188,7 @@ def _rows_or_why(dataset: Dataset, config: RunConfig) -> tuple[pd.DataFrame, dic
     try:
         return assign_rows(dataset.samples, config)
     except ClipmemError as exc:
-        summary = _skip_summary(dataset)
+        summary = skip_summary(dataset)
         raise ClipmemError(f"{exc} ({summary})" if summary else str(exc)) from None
 
 

@@ -383,6 +383,23 @@ def test_inject_miscaptions(tmp_path):
     assert set(noisy.samples["caption"]) <= set(original.samples["caption"])
 
 
+def test_inject_lists_the_rows_it_leaves_out_beside_the_copy(tmp_path):
+    """Its summary said only "n_skipped": 4; which rows, and why, were lost to the copy."""
+    src = simple_csv(tmp_path / "src", n=12)
+    with open(src, "a") as fh:
+        fh.write("missing.png,a lost row\n")
+    out = tmp_path / "noisy.csv"
+    summary = inject_miscaptions(src, out, fraction=0.25, seed=0, progress=False)
+    assert summary["n_skipped"] == 1 and summary["skipped_report"] == str(tmp_path / "noisy.skipped.csv")
+    report = pd.read_csv(tmp_path / "noisy.skipped.csv")
+    assert report["filepath"].tolist() == ["missing.png"] and report["reason"].iloc[0].startswith(
+        "image file is missing"
+    )
+    assert "skipped_report" not in inject_miscaptions(
+        simple_csv(tmp_path / "ok", n=12), tmp_path / "ok.csv", fraction=0.25, seed=0, progress=False
+    )
+
+
 def test_inject_is_deterministic_per_seed(tmp_path):
     src = simple_csv(tmp_path, n=30)
     texts = {}
