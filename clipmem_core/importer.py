@@ -193,6 +193,7 @@ def import_run(
             content_hash=dataset.content_hash,
             n_samples=len(dataset.samples),
             n_skipped=len(dataset.skipped),
+            warnings=list(dataset.warnings),
         ),
         timings=timer.seconds,
     )

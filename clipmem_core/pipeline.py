@@ -612,6 +612,7 @@ def _compute(
             n_skipped=len(dataset.skipped),
             n_excluded=exclusion.removed if exclusion else 0,
             n_exclude_not_found=exclusion.not_found if exclusion else 0,
+            warnings=list(dataset.warnings),
         ),
         models=list(models),
         versions=versions(),

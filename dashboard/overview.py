@@ -352,6 +352,13 @@ def rerank_command(run: Run) -> str | None:
     return f"clipmem rerank --run {shlex.quote(str(run.path))}"
 
 
+def dataset_warnings(run: Run) -> list[str]:
+    """What reading the data warned about (every caption the same, ground truth for some samples only, a
+    truncated shard): the CLI logged it once, and a reviewer in the browser never saw it."""
+    notes = run.manifest.dataset.warnings
+    return [note for note in notes if isinstance(note, str)] if isinstance(notes, list) else []
+
+
 def weak_models_warning(run: Run) -> str | None:
     """Said under the summary when the run's models barely learned (``metrics.model_strength``): a reader
     would otherwise take a weak ranking for a finding."""
@@ -381,11 +388,12 @@ def review_plan(
     scores: pd.DataFrame, detection: dict | None, estimate: tuple[str, Estimate] | None = None
 ) -> tuple[str, int]:
     """(the queue to review, how many): the best ranking and the number the ground truth marks mis-captioned,
-    else the team's estimate once there is one, else the review page's default batch."""
+    else the team's estimate once there is one, else the review page's default batch; never more than the run
+    holds (a run of 40 offered "the top 50")."""
     best = best_detector(detection)
     rule = best if best in scores.columns else ("combined" if "combined" in scores.columns else next(iter(scores)))
     estimated = round(estimate[1].count) if estimate is not None and estimate[1].enough else 0
-    return rule, likely_count(detection) or estimated or DEFAULT_BATCH
+    return rule, max(1, min(likely_count(detection) or estimated or DEFAULT_BATCH, len(scores)))
 
 
 def alignment_columns(scores: pd.DataFrame) -> tuple[str, str] | None:

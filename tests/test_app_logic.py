@@ -343,6 +343,7 @@ def test_without_ground_truth_the_overview_claims_no_count_and_plans_one_default
         "suspicious first."
     )
     assert overview.review_plan(run.scores, None) == ("combined", review.DEFAULT_BATCH)
+    assert overview.review_plan(run.scores.head(40), None) == ("combined", 40)  # not "the top 50" of 40
 
 
 def test_the_overview_gives_the_teams_estimate_once_a_random_sample_is_judged_and_says_how_to_get_one(run):

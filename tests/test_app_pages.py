@@ -135,6 +135,17 @@ def test_the_overview_opens_an_imported_run_and_offers_to_rerank_its_ranking(cac
     assert not [w for w in at.main.warning if "barely learned" in w.value]  # no utility to weigh
 
 
+def test_the_overview_repeats_what_reading_the_data_warned_about(cache_root):
+    manifest_path = cache_root / "other" / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    note = "every sample has the same caption ('clip art'): no ranking can tell a wrong caption from a right one"
+    manifest["dataset"]["warnings"] = [note, 7]  # a hand-edited manifest's odd entry is left out
+    manifest_path.write_text(json.dumps(manifest))
+    warned = [_plain(w.value) for w in _app(run="other").main.warning]
+    assert [w for w in warned if w.startswith("The data:")] == [f"The data: {note}."]
+    assert not [w for w in _app(run="demo").main.warning if w.value.startswith("The data:")]
+
+
 def test_a_team_pins_the_run_a_bare_address_opens(cache_root, monkeypatch):
     monkeypatch.setenv(state.DEFAULT_RUN_ENV, "other")
     assert _app().session_state[state.RUN_PATH] == str(cache_root / "other")

@@ -23,6 +23,8 @@ st.markdown(md(overview.summary_paragraph(run.name, run.manifest, run.scores, de
 weak = overview.weak_models_warning(run)
 if weak:
     st.warning(md(weak), icon=":material/warning:")
+for note in overview.dataset_warnings(run):
+    st.warning(md(f"The data: {note}."), icon=":material/dataset:")
 rerank = overview.rerank_command(run)
 if rerank:
     st.info(overview.EARLIER_RECIPE, icon=":material/update:")
