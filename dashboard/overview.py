@@ -133,7 +133,7 @@ def histogram_chart(hist: pd.DataFrame, label: str, height: int = 320) -> alt.Ch
         alt.Chart(hist, height=height)
         .mark_rect(opacity=0.6)
         .encode(
-            x=alt.X("start:Q", title=label),
+            x=alt.X("start:Q", title=label, axis=alt.Axis(tickCount=6, labelOverlap="greedy")),  # labels ran together
             x2="end:Q",
             y=alt.Y("count:Q", title="samples"),
             y2=alt.datum(0),
