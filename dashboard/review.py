@@ -169,7 +169,12 @@ def record(
     last = state.get(LAST)
     if last and (last["run"], last["sample_id"]) == (run_name, sample_id):
         return
-    standing = standing_verdict(store.verdicts(run_name, [sample_id], reviewer=reviewer), reviewer)
+    # a lead's (or, without a lead list, anyone's) latest counts: then no history is read on a click
+    standing = (
+        None
+        if is_lead(reviewer)
+        else standing_verdict(store.verdicts(run_name, [sample_id], reviewer=reviewer), reviewer)
+    )
     verdict_id = store.add_verdict(
         run_name,
         sample_id,

@@ -15,7 +15,7 @@ import streamlit as st
 from PIL import Image
 
 from clipmem_core import Run
-from clipmem_core.review import VERDICT_LABELS, VERDICTS
+from clipmem_core.review import VERDICT_LABELS, VERDICTS, is_lead
 from clipmem_core.review.decisions import OWN_PENDING, RESOLVED, TIED, badge_text, standing_verdict
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
@@ -144,8 +144,10 @@ def record_verdict(run_name: str, sample_ids: Sequence[str], verdict: str, revie
     that will not count (a non-lead's first one stands under a lead list) is kept in the history, and a toast
     says which one counts."""
     store = resources.store()
-    history = store.verdicts(run_name, sample_ids, reviewer=reviewer_name)
-    standing = {sample: standing_verdict(rows, reviewer_name) for sample, rows in history.groupby("sample_id")}
+    standing = {}
+    if not is_lead(reviewer_name):  # only a non-lead under a lead list has a verdict that stands
+        history = store.verdicts(run_name, sample_ids, reviewer=reviewer_name)
+        standing = {sample: standing_verdict(rows, reviewer_name) for sample, rows in history.groupby("sample_id")}
     ids = [store.add_verdict(run_name, sample_id, reviewer_name, verdict) for sample_id in sample_ids]
     unchanged = [sample for sample in sample_ids if standing.get(sample) not in (None, verdict)]
     if len(unchanged) == 1:
