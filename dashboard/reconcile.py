@@ -123,7 +123,9 @@ def current_item(items: pd.DataFrame, state: Mapping[str, Any]) -> pd.Series | N
 
 
 def skip(state: MutableMapping[str, Any], sample_id: str) -> None:
+    """Skip's callback: the disagreement goes to the end of the queue, also one an undo brought back."""
     state[SKIPPED] = [*(s for s in state.get(SKIPPED) or [] if s != sample_id), sample_id]
+    state.pop(BACK, None)
 
 
 def votes(store: ReviewStore, run_name: str, sample_id: str) -> pd.DataFrame:

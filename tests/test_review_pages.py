@@ -447,6 +447,10 @@ def test_reconcile_logic_refuses_non_leads_and_settles_with_the_typed_caption(ru
         shown = reconcile.current_item(items, skipping)["sample_id"]
         assert shown == expected
         reconcile.skip(skipping, shown)
+    brought_back = {reconcile.BACK: "s02"}  # by an undo: at hand, and Skip still moves on from it
+    assert reconcile.current_item(items, brought_back)["sample_id"] == "s02"
+    reconcile.skip(brought_back, "s02")
+    assert reconcile.current_item(items, brought_back)["sample_id"] == "s00"
     assert reconcile.votes(store, "run1", "s00")["suggested_caption"].tolist() == ["a blue circle", ""]
     reconcile.settle({reconcile.caption_key("s00"): "a blue circle"}, store, "run1", "s00", "mis-captioned", "cy")
     assert reconcile.disagreements(store, "run1", None, show_resolved=False)["sample_id"].tolist() == ["s02"]
