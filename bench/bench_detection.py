@@ -17,7 +17,8 @@ where it stopped. Results go to ``--json`` and, as tables, to stdout (docs/detec
 Datasets: ``shapes`` (generated), ``tuxpaint`` and ``openclipart`` (the ones the combined ranking's recipe
 was chosen on), ``emoji`` (held out from that choice: scripts/build_emoji.py), and
 ``openclipart-distinct``, a diagnostic: openclipart without the samples whose caption five or more
-samples carry, so that its ground truth is closer to complete.
+samples carry, so that its ground truth is closer to complete; ``tuxpaint-clustered``, tuxpaint with its
+mis-captions filling whole sub-categories (``inject-miscaptions --clustered``), as a broken source would.
 """
 
 from __future__ import annotations
@@ -52,12 +53,15 @@ SOURCES = {
 }
 # openclipart without its template captions: a diagnostic of how much of its precision gap is the ground truth
 DISTINCT_OF = {"openclipart-distinct": "openclipart"}
+# mis-captions that fill whole groups, as a broken source gives them: tuxpaint's stamps by sub-category
+CLUSTERED_OF = {"tuxpaint-clustered": "tuxpaint"}
 DEFAULT_PRESETS = {
     "shapes": "tiny",
     "tuxpaint": "cpu",
     "openclipart": "cpu",
     "emoji": "cpu",
     "openclipart-distinct": "cpu",
+    "tuxpaint-clustered": "cpu",
 }
 FRACTION = 0.05
 SHAPES_N = 600
@@ -79,6 +83,20 @@ def _distinct_captions(source: str, out: Path) -> Path:
     return out
 
 
+def _subcategory_labels(source: str, out: Path) -> Path:
+    """A copy of tuxpaint's ``source`` whose class is the stamp's sub-category (``animals__birds__owl.png``:
+    ``birds``; ``food__cheese.png``: ``food``), image paths made absolute: the groups a clustered injection fills. Why
+    sub-categories: their stamps look alike, as a broken source's images would (a category mixes letters,
+    money and road signs)."""
+    frame = pd.read_csv(source)
+    parts = [Path(path).name.split("__") for path in frame["filepath"]]
+    frame["label"] = [names[1] if len(names) > 2 else names[0] for names in parts]  # else its category
+    frame["filepath"] = [str((Path(source).parent / path).resolve()) for path in frame["filepath"]]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    return out
+
+
 def _noisy_data(dataset: str, seed: int, work: Path) -> Path:
     """The dataset with 5 % of its captions swapped (seeded), built once per seed."""
     folder = work / "data" / f"{dataset}_s{seed}"
@@ -87,10 +105,20 @@ def _noisy_data(dataset: str, seed: int, work: Path) -> Path:
         return csv if csv.exists() else make_shapes_dataset(folder, SHAPES_N, seed=seed, miscaption_fraction=FRACTION)
     noisy = folder / "noisy.csv"
     if not noisy.exists():
-        source = SOURCES[DISTINCT_OF.get(dataset, dataset)]
+        source = SOURCES[DISTINCT_OF.get(dataset) or CLUSTERED_OF.get(dataset) or dataset]
         if dataset in DISTINCT_OF:
             source = str(_distinct_captions(source, folder / "distinct.csv"))
-        inject_miscaptions(source, noisy, fraction=FRACTION, seed=seed, progress=False, allow_outside_root=True)
+        if dataset in CLUSTERED_OF:
+            source = str(_subcategory_labels(source, folder / "subcategories.csv"))
+        inject_miscaptions(
+            source,
+            noisy,
+            fraction=FRACTION,
+            seed=seed,
+            progress=False,
+            allow_outside_root=True,
+            clustered=dataset in CLUSTERED_OF,
+        )
     return noisy
 
 

@@ -138,6 +138,12 @@ def _add_inject(commands) -> None:
     p.add_argument("--out", required=True, help="output CSV")
     p.add_argument("--fraction", type=float, required=True, help="fraction of samples to mis-caption, in (0, 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--clustered",
+        action="store_true",
+        help="mis-caption whole classes (the data's 'label' column, in a seeded order), as a broken source would, "
+        "instead of samples spread over the dataset",
+    )
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists (never the input itself)")
     p.set_defaults(func=_cmd_inject)
 
@@ -156,6 +162,7 @@ def _cmd_inject(args: argparse.Namespace) -> int:
         allow_outside_root=args.allow_outside_root,
         on_error=args.on_error,
         extract_shards=args.extract_shards,
+        clustered=args.clustered,
     )
     print(json.dumps(summary, default=str))
     return 0

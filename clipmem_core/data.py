@@ -960,16 +960,34 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def donor_captions(captions: Sequence[Sequence[str]], fraction: float, rng: np.random.Generator) -> dict[int, str]:
+def _clustered_victims(groups: Sequence, n_pick: int, rng: np.random.Generator) -> np.ndarray:
+    """The first ``n_pick`` rows of whole groups taken in a seeded order (each group's rows shuffled), so
+    the victims fill a few groups instead of spreading over all of them."""
+    codes, uniques = pd.factorize(pd.Series(list(groups), dtype=object))
+    rows_in_order = [rng.permutation(np.flatnonzero(codes == group)) for group in rng.permutation(len(uniques))]
+    return np.concatenate(rows_in_order)[:n_pick]
+
+
+def donor_captions(
+    captions: Sequence[Sequence[str]],
+    fraction: float,
+    rng: np.random.Generator,
+    groups: Sequence | None = None,
+) -> dict[int, str]:
     """Pick ``round(fraction * n)`` (at least 1) samples and, for each, another sample's first caption
-    that none of its own captions equal: sample index -> new caption."""
+    that none of its own captions equal: sample index -> new caption. With ``groups`` (one value a sample)
+    the picked samples are whole groups, as a broken source would be (``_clustered_victims``); without,
+    they are spread uniformly."""
     firsts = [caps[0] for caps in captions]
     codes, uniques = pd.factorize(pd.Series(firsts))
     if len(uniques) < 2:
         raise ClipmemError("mis-captioning needs at least two different captions in the dataset")
     code_of = {caption: code for code, caption in enumerate(uniques)}
     n_pick = min(len(firsts), max(1, round(fraction * len(firsts))))
-    chosen = np.sort(rng.choice(len(firsts), size=n_pick, replace=False))
+    if groups is None:
+        chosen = np.sort(rng.choice(len(firsts), size=n_pick, replace=False))
+    else:
+        chosen = np.sort(_clustered_victims(groups, n_pick, rng))
     new = {}
     for i in chosen:
         donors = np.flatnonzero(~np.isin(codes, [code_of[c] for c in captions[i] if c in code_of]))
@@ -992,8 +1010,14 @@ def inject_miscaptions(
     allow_outside_root: bool = False,
     on_error: str = "skip",
     extract_shards: bool = False,
+    clustered: bool = False,
 ) -> dict:
     """Write a CSV copy of a dataset where a seeded ``fraction`` of samples carry another sample's caption.
+
+    ``clustered`` takes the mis-captioned samples as whole classes (the ``label`` column) in a seeded order,
+    as a broken source would give them, instead of spreading them over the dataset: real mis-captions
+    cluster, and a detector that weighs a sample against similar images can miss a cluster
+    (docs/detection.md, "Clustered mis-captions").
 
     Columns ``id, filepath, caption, is_miscaptioned`` (and ``label`` when the source has it): one row per
     sample with its first caption (a mis-captioned multi-caption sample gets the donor's first caption
@@ -1016,7 +1040,13 @@ def inject_miscaptions(
         extract_shards=extract_shards,
     )
     samples = dataset.samples
-    new = donor_captions(samples["captions"].tolist(), fraction, np.random.default_rng(seed))
+    if clustered and CLASS_COLUMN not in samples:
+        raise ClipmemError(
+            f"clustered mis-captions are drawn by class, and {src_path} has no '{CLASS_COLUMN}' column: add one "
+            "(e.g. each image's source or category)"
+        )
+    groups = samples[CLASS_COLUMN].astype(str).tolist() if clustered else None
+    new = donor_captions(samples["captions"].tolist(), fraction, np.random.default_rng(seed), groups)
     captions = samples["caption"].tolist()
     flags = samples[LABEL_COLUMN].tolist() if LABEL_COLUMN in samples else [False] * len(samples)
     for i, caption in new.items():
@@ -1039,6 +1069,7 @@ def inject_miscaptions(
         "n_skipped": len(dataset.skipped),
         "out": str(out),
         "seed": seed,
+        "clustered": clustered,
     }
     if len(dataset.skipped):  # the copy leaves them out: which, and why, was said only as a count
         report = out.with_name(f"{out.stem}.skipped.csv")

@@ -429,6 +429,32 @@ def test_inject_multi_caption_writes_first_caption(tmp_path):
     assert ds.samples["is_miscaptioned"].sum() == 1
 
 
+def test_inject_clustered_fills_whole_classes(tmp_path):
+    classes = [f"class{i % 6}" for i in range(30)]  # six classes of five, interleaved in the file
+    src = simple_csv(tmp_path, n=30, label=classes)
+    for seed in range(5):
+        out = tmp_path / f"c{seed}.csv"
+        summary = inject_miscaptions(src, out, fraction=0.2, seed=seed, progress=False, clustered=True)
+        flagged = pd.read_csv(out).query("is_miscaptioned")
+        assert summary["clustered"] and len(flagged) == 6
+        # six victims from classes of five: one whole class and one sample of a second
+        assert sorted(flagged["label"].value_counts().tolist()) == [1, 5]
+
+
+def test_inject_spread_is_unchanged_by_the_clustered_option(tmp_path):
+    src = simple_csv(tmp_path, n=30, label=[f"class{i % 6}" for i in range(30)])
+    inject_miscaptions(src, tmp_path / "a.csv", fraction=0.2, seed=1, progress=False)
+    inject_miscaptions(src, tmp_path / "b.csv", fraction=0.2, seed=1, progress=False, clustered=False)
+    spread = pd.read_csv(tmp_path / "a.csv").query("is_miscaptioned")
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    assert spread["label"].nunique() > 2  # without the option the victims spread over the classes
+
+
+def test_inject_clustered_needs_classes(tmp_path):
+    with pytest.raises(ClipmemError, match="no 'label' column"):
+        inject_miscaptions(simple_csv(tmp_path, n=10), tmp_path / "o.csv", fraction=0.2, seed=0, clustered=True)
+
+
 @pytest.mark.parametrize("fraction", [0, 1, -0.1, 1.5])
 def test_inject_rejects_bad_fraction(tmp_path, fraction):
     with pytest.raises(ClipmemError, match="fraction"):
