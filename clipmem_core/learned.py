@@ -150,7 +150,12 @@ def _cv_auroc(x_all: np.ndarray, rows: np.ndarray, y: np.ndarray, unjudged: np.n
 
 
 def fit_learned_ranking(
-    scores: pd.DataFrame, labels: Mapping[str, bool], *, min_miscaptioned: int = MIN_MISCAPTIONED, seed: int = 0
+    scores: pd.DataFrame,
+    labels: Mapping[str, bool],
+    *,
+    min_miscaptioned: int = MIN_MISCAPTIONED,
+    seed: int = 0,
+    extra_features: Mapping[str, np.ndarray] | None = None,
 ) -> LearnedRanking | None:
     """Fit on the verdicts and the unjudged rows and score every row; None until ``min_miscaptioned``
     samples have been called mis-captioned.
@@ -160,6 +165,8 @@ def fit_learned_ranking(
         labels: sample_id -> True (mis-captioned) / False (correct); unknown ids are ignored.
         min_miscaptioned: mis-captioned verdicts needed before fitting.
         seed: the cross-validation folds' and the unjudged sample's seed.
+        extra_features: name -> one value per row (high = suspicious), fitted beside the registered
+            scores; how bench/bench_verdict_vote.py measures a candidate feature without a copy of the fit.
     """
     row_of = pd.Series(np.arange(len(scores)), index=scores["sample_id"].to_numpy())
     # in row order, so the same verdicts give the same folds and AUROC whatever order they come in
@@ -170,6 +177,9 @@ def fit_learned_ranking(
     if y.sum() < min_miscaptioned or not columns:
         return None
     x_all = feature_matrix(scores, columns)
+    if extra_features:
+        x_all = np.column_stack([x_all, *(np.asarray(v, dtype=np.float64) for v in extra_features.values())])
+        columns = [*columns, *extra_features]
     unjudged = np.setdiff1d(np.arange(len(scores)), rows)
     if len(unjudged) > MAX_UNJUDGED:
         unjudged = np.sort(np.random.default_rng(seed).choice(unjudged, MAX_UNJUDGED, replace=False))

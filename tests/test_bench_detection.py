@@ -220,3 +220,18 @@ def test_the_strength_sweep_sets_each_run_beside_its_baseline_and_chance_weakest
     lines = table("toy", {15: [strong], 2: [weak]}).splitlines()
     runs = [line for line in lines if re.match(r"\| \d+ \| \d \| ", line)]
     assert runs == ["| 2 | 0 | 2.0 | yes | 0.060 | 0.110 |", "| 15 | 1 | 5.2 |  | 0.300 | 0.350 |"]
+
+
+def test_the_verdict_vote_counts_the_neighbours_verdicts_and_never_a_rows_own(tmp_path, capsys):
+    from bench.bench_verdict_vote import main, nearest_other_images, verdict_vote
+
+    images = np.array([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0], [0.14, 0.99]], dtype=np.float32)
+    neighbours = nearest_other_images(images, 1)
+    assert neighbours[:, 0].tolist() == [1, 0, 3, 2]  # each image's nearest other, never itself
+    vote = verdict_vote(np.array([[1, 2], [0, 2], [0, -1]]), {0: True, 1: False})
+    assert vote.tolist() == [-0.5, 0.5, 0.5]  # a missing neighbour (-1) votes neither way
+    for seed in (0, 1):
+        fake_run(tmp_path / "runs", f"toy_s{seed}_full", n=200, seed=seed)
+    assert main(["--work", str(tmp_path)]) == 0
+    assert "| toy, full (2) |" in capsys.readouterr().out
+    assert main(["--work", str(tmp_path / "nothing")]) == 1

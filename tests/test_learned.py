@@ -86,3 +86,18 @@ def test_a_large_run_learns_from_a_sample_of_its_unjudged_rows(monkeypatch):
 )
 def test_trust_grows_from_chance_and_never_outweighs_the_label_free_ranking(auroc, trust):
     assert trust_of(auroc) == pytest.approx(trust)
+
+
+def test_an_extra_feature_is_fitted_beside_the_registered_scores():
+    """A caller's candidate feature (how a benchmark measures one) joins the fit: here it alone tells
+    mis-captions apart, after the one registered score that did is made noise."""
+    scores, truth = _scores()
+    scores["clip_score_heldout"] = np.random.default_rng(2).normal(0, 1, len(scores))
+    extra = {"candidate": np.where(truth, 1.0, 0.0) + np.random.default_rng(3).normal(0, 0.1, len(scores))}
+    judged = {sid: bool(t) for sid, t in zip(scores["sample_id"], truth) if int(sid[1:]) < 350}
+    without = fit_learned_ranking(scores, judged, min_miscaptioned=10)
+    with_it = fit_learned_ranking(scores, judged, min_miscaptioned=10, extra_features=extra)
+    assert with_it.features[-1] == "candidate" and "candidate" not in without.features
+    found_with = _unjudged_auroc(scores, truth, judged, with_it.scores)
+    found_without = _unjudged_auroc(scores, truth, judged, without.scores)
+    assert found_with > 0.75 and found_without < 0.6  # the blend's other half, the combined ranking, is noise here
