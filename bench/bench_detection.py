@@ -18,7 +18,9 @@ Datasets: ``shapes`` (generated), ``tuxpaint`` and ``openclipart`` (the ones the
 was chosen on), ``emoji`` (held out from that choice: scripts/build_emoji.py), and
 ``openclipart-distinct``, a diagnostic: openclipart without the samples whose caption five or more
 samples carry, so that its ground truth is closer to complete; ``tuxpaint-clustered``, tuxpaint with its
-mis-captions filling whole sub-categories (``inject-miscaptions --clustered``), as a broken source would.
+mis-captions filling whole sub-categories (``inject-miscaptions --clustered``), as a broken source would;
+``tuxpaint-donor-class``, the same with each such sub-category given the captions of one other
+(``--one-donor-class``), as a folder given another folder's captions would.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ SOURCES = {
 # openclipart without its template captions: a diagnostic of how much of its precision gap is the ground truth
 DISTINCT_OF = {"openclipart-distinct": "openclipart"}
 # mis-captions that fill whole groups, as a broken source gives them: tuxpaint's stamps by sub-category
-CLUSTERED_OF = {"tuxpaint-clustered": "tuxpaint"}
+CLUSTERED_OF = {"tuxpaint-clustered": "tuxpaint", "tuxpaint-donor-class": "tuxpaint"}
+# ...and each such group given the captions of one other group (a folder given another folder's captions)
+ONE_DONOR_CLASS = {"tuxpaint-donor-class"}
 DEFAULT_PRESETS = {
     "shapes": "tiny",
     "tuxpaint": "cpu",
@@ -62,6 +66,7 @@ DEFAULT_PRESETS = {
     "emoji": "cpu",
     "openclipart-distinct": "cpu",
     "tuxpaint-clustered": "cpu",
+    "tuxpaint-donor-class": "cpu",
 }
 FRACTION = 0.05
 SHAPES_N = 600
@@ -118,6 +123,7 @@ def _noisy_data(dataset: str, seed: int, work: Path) -> Path:
             progress=False,
             allow_outside_root=True,
             clustered=dataset in CLUSTERED_OF,
+            one_donor_class=dataset in ONE_DONOR_CLASS,
         )
     return noisy
 

@@ -144,6 +144,12 @@ def _add_inject(commands) -> None:
         help="mis-caption whole classes (the data's 'label' column, in a seeded order), as a broken source would, "
         "instead of samples spread over the dataset",
     )
+    p.add_argument(
+        "--one-donor-class",
+        action="store_true",
+        help="with --clustered: each mis-captioned class gets the captions of one other class, as a folder given "
+        "another folder's captions would (the hard case for checks against similar images)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists (never the input itself)")
     p.set_defaults(func=_cmd_inject)
 
@@ -163,6 +169,7 @@ def _cmd_inject(args: argparse.Namespace) -> int:
         on_error=args.on_error,
         extract_shards=args.extract_shards,
         clustered=args.clustered,
+        one_donor_class=args.one_donor_class,
     )
     print(json.dumps(summary, default=str))
     return 0

@@ -973,11 +973,15 @@ def donor_captions(
     fraction: float,
     rng: np.random.Generator,
     groups: Sequence | None = None,
+    *,
+    one_donor_class: bool = False,
 ) -> dict[int, str]:
     """Pick ``round(fraction * n)`` (at least 1) samples and, for each, another sample's first caption
     that none of its own captions equal: sample index -> new caption. With ``groups`` (one value a sample)
     the picked samples are whole groups, as a broken source would be (``_clustered_victims``); without,
-    they are spread uniformly."""
+    they are spread uniformly. ``one_donor_class`` (with ``groups``) gives each picked group the captions
+    of one other group, as a folder given another folder's captions would be: the mis-captions then agree
+    with each other, which a check against similar images cannot see (docs/detection.md)."""
     firsts = [caps[0] for caps in captions]
     codes, uniques = pd.factorize(pd.Series(firsts))
     if len(uniques) < 2:
@@ -988,13 +992,32 @@ def donor_captions(
         chosen = np.sort(rng.choice(len(firsts), size=n_pick, replace=False))
     else:
         chosen = np.sort(_clustered_victims(groups, n_pick, rng))
+    pool_of = _donor_pools(groups, chosen, rng) if one_donor_class and groups is not None else {}
     new = {}
     for i in chosen:
-        donors = np.flatnonzero(~np.isin(codes, [code_of[c] for c in captions[i] if c in code_of]))
+        usable = ~np.isin(codes, [code_of[c] for c in captions[i] if c in code_of])
+        donors = np.flatnonzero(usable & pool_of[int(i)]) if pool_of else np.flatnonzero(usable)
+        if len(donors) == 0 and pool_of:  # the donor class holds only this sample's captions: anyone's
+            donors = np.flatnonzero(usable)
         if len(donors) == 0:
             raise ClipmemError(f"sample {i} has every caption of the dataset; no different caption to give it")
         new[int(i)] = firsts[int(rng.choice(donors))]
     return new
+
+
+def _donor_pools(groups: Sequence, chosen: np.ndarray, rng: np.random.Generator) -> dict[int, np.ndarray]:
+    """For each picked row, a mask of the rows of the one group its group takes captions from: another
+    group, one with no picked rows where there is one, drawn once per picked group."""
+    codes, uniques = pd.factorize(pd.Series(list(groups), dtype=object))
+    if len(uniques) < 2:
+        raise ClipmemError("captions from another class need at least two classes in the 'label' column")
+    victim_groups = list(dict.fromkeys(codes[chosen].tolist()))
+    spared = [g for g in rng.permutation(len(uniques)).tolist() if g not in victim_groups]
+    donor_of = {}
+    for group in victim_groups:
+        others = spared or [g for g in range(len(uniques)) if g != group]
+        donor_of[group] = spared.pop(0) if spared else int(rng.choice(others))
+    return {int(i): codes == donor_of[codes[i]] for i in chosen}
 
 
 def inject_miscaptions(
@@ -1011,13 +1034,15 @@ def inject_miscaptions(
     on_error: str = "skip",
     extract_shards: bool = False,
     clustered: bool = False,
+    one_donor_class: bool = False,
 ) -> dict:
     """Write a CSV copy of a dataset where a seeded ``fraction`` of samples carry another sample's caption.
 
     ``clustered`` takes the mis-captioned samples as whole classes (the ``label`` column) in a seeded order,
     as a broken source would give them, instead of spreading them over the dataset: real mis-captions
     cluster, and a detector that weighs a sample against similar images can miss a cluster
-    (docs/detection.md, "Clustered mis-captions").
+    (docs/detection.md, "Clustered mis-captions"). ``one_donor_class`` (with ``clustered``) gives each
+    mis-captioned class the captions of one other class.
 
     Columns ``id, filepath, caption, is_miscaptioned`` (and ``label`` when the source has it): one row per
     sample with its first caption (a mis-captioned multi-caption sample gets the donor's first caption
@@ -1040,13 +1065,16 @@ def inject_miscaptions(
         extract_shards=extract_shards,
     )
     samples = dataset.samples
+    if one_donor_class and not clustered:
+        raise ClipmemError("captions from one other class apply to clustered mis-captions: add --clustered")
     if clustered and CLASS_COLUMN not in samples:
         raise ClipmemError(
             f"clustered mis-captions are drawn by class, and {src_path} has no '{CLASS_COLUMN}' column: add one "
             "(e.g. each image's source or category)"
         )
     groups = samples[CLASS_COLUMN].astype(str).tolist() if clustered else None
-    new = donor_captions(samples["captions"].tolist(), fraction, np.random.default_rng(seed), groups)
+    rng = np.random.default_rng(seed)
+    new = donor_captions(samples["captions"].tolist(), fraction, rng, groups, one_donor_class=one_donor_class)
     captions = samples["caption"].tolist()
     flags = samples[LABEL_COLUMN].tolist() if LABEL_COLUMN in samples else [False] * len(samples)
     for i, caption in new.items():
@@ -1070,6 +1098,7 @@ def inject_miscaptions(
         "out": str(out),
         "seed": seed,
         "clustered": clustered,
+        "one_donor_class": one_donor_class,
     }
     if len(dataset.skipped):  # the copy leaves them out: which, and why, was said only as a count
         report = out.with_name(f"{out.stem}.skipped.csv")

@@ -450,6 +450,28 @@ def test_inject_spread_is_unchanged_by_the_clustered_option(tmp_path):
     assert spread["label"].nunique() > 2  # without the option the victims spread over the classes
 
 
+def test_inject_one_donor_class_gives_each_victim_class_one_other_class_captions(tmp_path):
+    classes = [f"class{i % 6}" for i in range(30)]
+    src = simple_csv(tmp_path, n=30, label=classes)
+    class_of_caption = dict(zip(pd.read_csv(src)["caption"], classes))
+    for seed in range(5):
+        out = tmp_path / f"d{seed}.csv"
+        summary = inject_miscaptions(
+            src, out, fraction=0.2, seed=seed, progress=False, clustered=True, one_donor_class=True
+        )
+        flagged = pd.read_csv(out).query("is_miscaptioned")
+        assert summary["one_donor_class"] and len(flagged) == 6
+        donors = flagged.assign(donor=flagged["caption"].map(class_of_caption)).groupby("label")["donor"].unique()
+        assert all(len(d) == 1 for d in donors)  # one donor class per victim class
+        assert not set(donors.map(lambda d: d[0])) & set(flagged["label"])  # never a victim class itself
+
+
+def test_inject_one_donor_class_needs_clustered(tmp_path):
+    src = simple_csv(tmp_path, n=10, label=[f"c{i % 2}" for i in range(10)])
+    with pytest.raises(ClipmemError, match="--clustered"):
+        inject_miscaptions(src, tmp_path / "o.csv", fraction=0.2, seed=0, one_donor_class=True)
+
+
 def test_inject_clustered_needs_classes(tmp_path):
     with pytest.raises(ClipmemError, match="no 'label' column"):
         inject_miscaptions(simple_csv(tmp_path, n=10), tmp_path / "o.csv", fraction=0.2, seed=0, clustered=True)
