@@ -466,6 +466,16 @@ def test_inject_one_donor_class_gives_each_victim_class_one_other_class_captions
         assert not set(donors.map(lambda d: d[0])) & set(flagged["label"])  # never a victim class itself
 
 
+def test_inject_one_donor_class_when_every_class_is_mis_captioned_takes_another_victim_class(tmp_path):
+    classes = [f"c{i % 2}" for i in range(10)]
+    src = simple_csv(tmp_path, n=10, label=classes)
+    class_of_caption = dict(zip(pd.read_csv(src)["caption"], classes))
+    inject_miscaptions(src, tmp_path / "o.csv", fraction=0.9, seed=0, clustered=True, one_donor_class=True)
+    flagged = pd.read_csv(tmp_path / "o.csv").query("is_miscaptioned")
+    assert len(flagged) == 9 and flagged["label"].nunique() == 2
+    assert (flagged["caption"].map(class_of_caption) != flagged["label"]).all()  # the other class's captions
+
+
 def test_inject_one_donor_class_needs_clustered(tmp_path):
     src = simple_csv(tmp_path, n=10, label=[f"c{i % 2}" for i in range(10)])
     with pytest.raises(ClipmemError, match="--clustered"):
