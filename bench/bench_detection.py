@@ -31,7 +31,7 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -172,14 +172,21 @@ def _precision_of_next(order: np.ndarray, truth: np.ndarray, judged: set[int], c
     return float(truth[rest].mean()) if rest else math.nan
 
 
-def learned_check(scores: pd.DataFrame) -> dict:
-    """Simulated reviewers judge the combined ranking's top 50; learned vs combined on the next 100."""
+def learned_check(
+    scores: pd.DataFrame, extra_features: Callable[[dict[int, bool]], Mapping[str, np.ndarray]] | None = None
+) -> dict:
+    """Simulated reviewers judge the combined ranking's top 50; learned vs combined on the next 100.
+
+    ``extra_features`` turns the verdicts (row -> is mis-captioned) into candidate features fitted beside the
+    registered scores (bench_verdict_vote)."""
     truth = scores["is_miscaptioned"].to_numpy(bool)
     combined = get_score("combined").suspicion(scores["combined"])
     order = suspicion_order(combined)
     judged = set(order[:JUDGED].tolist())
-    labels = {scores["sample_id"].iat[row]: bool(truth[row]) for row in judged}
-    learned = fit_learned_ranking(scores, labels, min_miscaptioned=5)
+    verdicts = {row: bool(truth[row]) for row in judged}
+    labels = {scores["sample_id"].iat[row]: verdict for row, verdict in verdicts.items()}
+    extra = extra_features(verdicts) if extra_features else None
+    learned = fit_learned_ranking(scores, labels, min_miscaptioned=5, extra_features=extra)
     result = {
         "combined_next": _precision_of_next(order, truth, judged, NEXT),
         "judged_positive": int(truth[list(judged)].sum()),

@@ -25,11 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.bench_detection import JUDGED, NEXT, _precision_of_next, mean_spread
+from bench.bench_detection import NEXT, learned_check, mean_spread
 from clipmem_core import load_run
 from clipmem_core.index import build_index, search_many
-from clipmem_core.learned import fit_learned_ranking
-from clipmem_core.scores import get_score, suspicion_order
 from clipmem_core.scores.combined import fuse
 
 VOTE_NEIGHBOURS = 20
@@ -52,18 +50,14 @@ def verdict_vote(neighbours: np.ndarray, labels: dict[int, bool]) -> np.ndarray:
 
 def next_hundred(scores: pd.DataFrame, images: np.ndarray, k: int) -> dict[str, float]:
     """Each ranking's precision on the next 100 after simulated verdicts on the combined top 50."""
-    truth = scores["is_miscaptioned"].to_numpy(bool)
-    order = suspicion_order(get_score("combined").suspicion(scores["combined"]))
-    judged = set(order[:JUDGED].tolist())
-    by_row = {row: bool(truth[row]) for row in judged}
-    labels = {scores["sample_id"].iat[row]: verdict for row, verdict in by_row.items()}
-    vote = {"verdict_vote": verdict_vote(nearest_other_images(images, k), by_row)}
-    found = {"combined": _precision_of_next(order, truth, judged, NEXT)}
-    for name, extra in (("learned", None), ("learned + verdict vote", vote)):
-        learned = fit_learned_ranking(scores, labels, min_miscaptioned=5, extra_features=extra)
-        ranked = None if learned is None else np.argsort(-learned.scores, kind="stable")
-        found[name] = np.nan if ranked is None else _precision_of_next(ranked, truth, judged, NEXT)
-    return found
+    neighbours = nearest_other_images(images, k)
+    shipped = learned_check(scores)
+    voted = learned_check(scores, lambda verdicts: {"verdict_vote": verdict_vote(neighbours, verdicts)})
+    return {
+        "combined": shipped["combined_next"],
+        "learned": shipped["learned_next"],
+        "learned + verdict vote": voted["learned_next"],
+    }
 
 
 def measure_runs(run_dirs: list[Path], k: int) -> dict[str, dict[str, list[float]]]:

@@ -992,22 +992,24 @@ def donor_captions(
         chosen = np.sort(rng.choice(len(firsts), size=n_pick, replace=False))
     else:
         chosen = np.sort(_clustered_victims(groups, n_pick, rng))
-    pool_of = _donor_pools(groups, chosen, rng) if one_donor_class and groups is not None else {}
+    donor_classes = _donor_classes(groups, chosen, rng) if one_donor_class and groups is not None else None
     new = {}
     for i in chosen:
         usable = ~np.isin(codes, [code_of[c] for c in captions[i] if c in code_of])
-        donors = np.flatnonzero(usable & pool_of[int(i)]) if pool_of else np.flatnonzero(usable)
-        if len(donors) == 0 and pool_of:  # the donor class holds only this sample's captions: anyone's
-            donors = np.flatnonzero(usable)
+        donors = np.flatnonzero(usable)
+        if donor_classes is not None:
+            group_of, donor_of = donor_classes
+            in_class = np.flatnonzero(usable & (group_of == donor_of[group_of[i]]))
+            donors = in_class if len(in_class) else donors  # a donor class of only this caption: anyone's
         if len(donors) == 0:
             raise ClipmemError(f"sample {i} has every caption of the dataset; no different caption to give it")
         new[int(i)] = firsts[int(rng.choice(donors))]
     return new
 
 
-def _donor_pools(groups: Sequence, chosen: np.ndarray, rng: np.random.Generator) -> dict[int, np.ndarray]:
-    """For each picked row, a mask of the rows of the one group its group takes captions from: another
-    group, one with no picked rows where there is one, drawn once per picked group."""
+def _donor_classes(groups: Sequence, chosen: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """(group code per row, picked group -> the group it takes captions from): another group, one with no
+    picked rows where there is one, drawn once per picked group."""
     codes, uniques = pd.factorize(pd.Series(list(groups), dtype=object))
     if len(uniques) < 2:
         raise ClipmemError("captions from another class need at least two classes in the 'label' column")
@@ -1015,9 +1017,11 @@ def _donor_pools(groups: Sequence, chosen: np.ndarray, rng: np.random.Generator)
     spared = [g for g in rng.permutation(len(uniques)).tolist() if g not in victim_groups]
     donor_of = {}
     for group in victim_groups:
-        others = spared or [g for g in range(len(uniques)) if g != group]
-        donor_of[group] = spared.pop(0) if spared else int(rng.choice(others))
-    return {int(i): codes == donor_of[codes[i]] for i in chosen}
+        if spared:
+            donor_of[group] = spared.pop(0)
+        else:
+            donor_of[group] = int(rng.choice([g for g in range(len(uniques)) if g != group]))
+    return codes, donor_of
 
 
 def inject_miscaptions(
