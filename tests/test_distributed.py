@@ -197,6 +197,17 @@ def test_a_batch_size_that_does_not_split_over_the_processes_is_one_line(shapes,
     assert not out.exists()
 
 
+def test_more_processes_than_gpus_are_refused_in_one_line(shapes, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("two processes on one GPU must not start"))
+    out = tmp_path / "never"
+    assert main([*_run_args(shapes, out), "--device", "cuda", "--nproc", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--nproc 2 on CUDA starts one process per GPU and this machine has 1" in err
+    assert not out.exists()
+
+
 def test_each_torchrun_process_refuses_it_before_reading_data(shapes, tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(ClipmemError, match="use a multiple of 4"):
