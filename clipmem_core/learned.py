@@ -15,11 +15,13 @@ team called mis-captioned apart from the rest of this dataset (bench/bench_detec
 
 The ranking it offers never throws the label-free one away: it is a blend of the two rankings (of their
 percentiles). The classifier's weight is at most one half, less when its cross-validated AUROC on the
-verdicts is low: ``trust = min(1/2, clip(2 (AUROC - 0.5), 0, 1))``, one half when the verdicts hold too
-few correct samples to cross-validate. Verdicts taken from the top of one queue are a small, biased
-sample: on one openclipart seed, 48 + 2 of them gave a cross-validated AUROC of 1.0, and the classifier
-followed alone put 73 mis-captions in the next 100 where the half-and-half blend put 79 (the combined
-ranking alone, 76).
+verdicts is low: ``trust = min(1/2, clip(2 (AUROC - 0.5), 0, 1))``, and none while the verdicts hold
+fewer than 2 correct samples, so that nothing can check it. Verdicts taken from the top of one queue are
+a small, biased sample: on one openclipart seed, 48 + 2 of them gave a cross-validated AUROC of 1.0, and
+the classifier followed alone put 73 mis-captions in the next 100 where the half-and-half blend put 79
+(the combined ranking alone, 76). Unchecked, at one half, it was behind the combined ranking on four
+openclipart seeds of five and ahead on one (bench_detection, 50 verdicts: 4 fewer mis-captions in the
+next 100s in all; docs/detection.md).
 
 Example::
 
@@ -53,6 +55,7 @@ MIN_MISCAPTIONED = 30  # mis-captioned verdicts before a learned ranking is offe
 UNJUDGED_WEIGHT = 0.2  # an unjudged row's weight as a negative, against a verdict's 1
 MAX_UNJUDGED = 10_000  # unjudged rows the fit samples, so a refit stays well under a second at any size
 MAX_TRUST = 0.5  # the classifier never outweighs the label-free ranking
+MIN_CORRECT_TO_CHECK = 2  # verdicts of each kind that cross-validation needs (two folds); fewer: no weight
 KEY = "learned"  # its sort and queue key in the dashboard (not a registered score: it exists per team)
 LABEL = "Learned from your verdicts"
 
@@ -91,10 +94,11 @@ def feature_matrix(scores: pd.DataFrame, columns: list[str]) -> np.ndarray:
 
 
 def trust_of(cv_auroc: float) -> float:
-    """The classifier's weight in the blend: 0 at chance (AUROC 0.5) or below, at most ``MAX_TRUST``, and
-    ``MAX_TRUST`` when the verdicts cannot measure it (NaN: too few correct ones)."""
+    """The classifier's weight in the blend: 0 at chance (AUROC 0.5) or below, at most ``MAX_TRUST``, and 0
+    when the verdicts cannot measure it (NaN: fewer than 2 correct ones): a model nobody can check does not
+    move the queue."""
     if not math.isfinite(cv_auroc):
-        return MAX_TRUST
+        return 0.0
     return float(np.clip(2.0 * (cv_auroc - 0.5), 0.0, MAX_TRUST))
 
 
@@ -138,7 +142,7 @@ def _cv_auroc(x_all: np.ndarray, rows: np.ndarray, y: np.ndarray, unjudged: np.n
     """AUROC on held-out verdicts, each fold's model fitted on the other folds' verdicts and the unjudged
     rows; NaN when fewer than 2 verdicts of either kind."""
     folds = int(min(5, y.sum(), (~y).sum()))
-    if folds < 2:
+    if folds < MIN_CORRECT_TO_CHECK:
         return math.nan
     from sklearn.model_selection import StratifiedKFold
 

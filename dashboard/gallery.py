@@ -20,7 +20,7 @@ import pandas as pd
 from clipmem_core import Run
 from clipmem_core.formatting import fmt_count, fmt_number
 from clipmem_core.learned import LABEL as LEARNED_LABEL
-from clipmem_core.learned import MIN_MISCAPTIONED, LearnedRanking
+from clipmem_core.learned import MIN_CORRECT_TO_CHECK, MIN_MISCAPTIONED, LearnedRanking
 from clipmem_core.review import VERDICTS
 from clipmem_core.review.decisions import decided
 from clipmem_core.scores import column_label, run_scores, score_order
@@ -112,7 +112,13 @@ def learned_note(learned: LearnedRanking) -> str:
     """E.g. "Learned from your verdicts: cross-validated AUROC 0.91 on 40 mis-captioned and 6 correct
     verdicts (the unjudged samples count as likely correct), so it follows them at weight 0.50 …". The
     AUROC says whether the ranking is worth following; the weights say how far it already does."""
-    auroc = fmt_number(learned.cv_auroc, 2) if math.isfinite(learned.cv_auroc) else "not measurable yet"
+    if not math.isfinite(learned.cv_auroc):
+        return (
+            f"{LEARNED_LABEL}: {learned.n_miscaptioned} mis-captioned and {learned.n_correct} correct verdicts. "
+            f"Checking what it learned needs at least {MIN_CORRECT_TO_CHECK} correct ones, so until then it "
+            f"follows {column_label(Combined.name)} alone; refitted as verdicts arrive."
+        )
+    auroc = fmt_number(learned.cv_auroc, 2)
     return (
         f"{LEARNED_LABEL}: cross-validated AUROC {auroc} on {learned.n_miscaptioned} mis-captioned "
         f"and {learned.n_correct} correct verdicts (the unjudged samples count as likely correct), so it "

@@ -39,6 +39,7 @@ from dashboard.gallery import (
     filter_mask,
     gallery_page,
     gallery_title,
+    learned_note,
     page_count,
     page_rows,
     rows_with_verdict,
@@ -724,3 +725,16 @@ def test_the_dashboard_starts_without_torch_scikit_learn_or_scipy_stats():
     heavy = ("torch", "open_clip", "sklearn", "scipy.stats")
     code = "import clipmem_core, dashboard.resources, dashboard.review, dashboard.sidebar, dashboard.auth"
     assert modules_loaded_by(code, heavy, cwd=Path(__file__).parents[1]) == []
+
+
+def test_the_learned_note_says_when_nothing_can_check_the_classifier_yet():
+    from clipmem_core.learned import LearnedRanking
+
+    def ranking(cv_auroc: float, trust: float, correct: int) -> LearnedRanking:
+        return LearnedRanking(np.zeros(3, np.float32), cv_auroc, trust, 31, correct, ("combined",))
+
+    unchecked = learned_note(ranking(math.nan, 0.0, 1))
+    assert "31 mis-captioned and 1 correct verdicts" in unchecked
+    assert "needs at least 2 correct ones" in unchecked and "follows Likely mis-captioned alone" in unchecked
+    checked = learned_note(ranking(0.9, 0.5, 4))
+    assert "cross-validated AUROC 0.9" in checked and "weight 0.50" in checked

@@ -26,6 +26,12 @@ def _unjudged_auroc(scores, truth, judged_ids, ranking) -> float:
     return roc_auc_score(truth[unjudged], ranking[unjudged])
 
 
+def _top_verdicts(scores, truth, below: int, correct: int) -> dict[str, bool]:
+    """Every mis-caption among the first ``below`` rows called so, and the first ``correct`` clean ones."""
+    first = [(sid, bool(t)) for sid, t in zip(scores["sample_id"], truth) if int(sid[1:]) < below]
+    return dict([(sid, True) for sid, t in first if t] + [(sid, False) for sid, t in first if not t][:correct])
+
+
 def test_no_learned_ranking_until_enough_samples_are_called_miscaptioned():
     scores, truth = _scores(1000)
     ids = scores["sample_id"]
@@ -48,14 +54,25 @@ def test_the_learned_ranking_follows_the_signal_the_verdicts_reveal():
 
 
 def test_mis_captioned_verdicts_alone_are_enough_the_unjudged_rows_are_the_negatives():
-    """The top of a good queue holds almost no correct samples, so the classifier learns the verdicts
-    against the unjudged rows; with no correct verdict it cannot be cross-validated and weighs one half."""
+    """The top of a good queue holds few correct samples, so the classifier learns the verdicts against
+    the unjudged rows: two correct verdicts are enough to check it and let it weigh in."""
     scores, truth = _scores(600)
-    judged = {sid: True for sid, t in zip(scores["sample_id"], truth) if t and int(sid[1:]) < 400}
+    judged = _top_verdicts(scores, truth, below=400, correct=2)
     learned = fit_learned_ranking(scores, judged)
-    assert learned is not None and learned.n_correct == 0 and learned.n_miscaptioned == len(judged) >= 30
-    assert math.isnan(learned.cv_auroc) and learned.trust == MAX_TRUST
+    assert learned is not None and learned.n_correct == 2 and learned.n_miscaptioned == len(judged) - 2 >= 30
+    assert math.isfinite(learned.cv_auroc) and learned.trust > 0
     assert _unjudged_auroc(scores, truth, judged, learned.scores) > 0.8
+
+
+def test_without_correct_verdicts_nothing_checks_the_classifier_and_the_queue_stays_the_combined_one():
+    """Measured on openclipart: unchecked at weight one half, it lost mis-captions in the next 100 on four
+    seeds of five (docs/detection.md), so with no correct verdict it has no weight at all."""
+    scores, truth = _scores(600)
+    judged = _top_verdicts(scores, truth, below=400, correct=0)
+    learned = fit_learned_ranking(scores, judged)
+    assert learned is not None and learned.n_correct == 0 and math.isnan(learned.cv_auroc) and learned.trust == 0
+    combined_order = np.argsort(-scores["combined"].to_numpy(), kind="stable")
+    np.testing.assert_array_equal(np.argsort(-learned.scores, kind="stable"), combined_order)
 
 
 def test_verdicts_that_predict_nothing_leave_the_label_free_ranking_in_charge():
@@ -75,14 +92,14 @@ def test_a_large_run_learns_from_a_sample_of_its_unjudged_rows(monkeypatch):
     """The fit reads at most MAX_UNJUDGED unjudged rows (its cost stays bounded) and still scores every row."""
     monkeypatch.setattr(learned_module, "MAX_UNJUDGED", 100)
     scores, truth = _scores(2000)
-    judged = {sid: True for sid, t in zip(scores["sample_id"], truth) if t and int(sid[1:]) < 1000}
+    judged = _top_verdicts(scores, truth, below=1000, correct=5)
     learned = fit_learned_ranking(scores, judged)
     assert learned is not None and learned.scores.shape == (2000,)
     assert _unjudged_auroc(scores, truth, judged, learned.scores) > 0.8
 
 
 @pytest.mark.parametrize(
-    "auroc, trust", [(0.5, 0.0), (0.3, 0.0), (0.6, 0.2), (0.75, MAX_TRUST), (1.0, MAX_TRUST), (float("nan"), MAX_TRUST)]
+    "auroc, trust", [(0.5, 0.0), (0.3, 0.0), (0.6, 0.2), (0.75, MAX_TRUST), (1.0, MAX_TRUST), (float("nan"), 0.0)]
 )
 def test_trust_grows_from_chance_and_never_outweighs_the_label_free_ranking(auroc, trust):
     assert trust_of(auroc) == pytest.approx(trust)
