@@ -88,14 +88,19 @@ def _distinct_captions(source: str, out: Path) -> Path:
     return out
 
 
+def subcategory_of(filepath: str) -> str:
+    """A tuxpaint stamp's sub-category (``animals__birds__owl.png``: ``birds``), else its category
+    (``food__cheese.png``: ``food``)."""
+    names = Path(filepath).name.split("__")
+    return names[1] if len(names) > 2 else names[0]
+
+
 def _subcategory_labels(source: str, out: Path) -> Path:
-    """A copy of tuxpaint's ``source`` whose class is the stamp's sub-category (``animals__birds__owl.png``:
-    ``birds``; ``food__cheese.png``: ``food``), image paths made absolute: the groups a clustered injection fills. Why
-    sub-categories: their stamps look alike, as a broken source's images would (a category mixes letters,
-    money and road signs)."""
+    """A copy of tuxpaint's ``source`` whose class is the stamp's sub-category (`subcategory_of`), image
+    paths made absolute: the groups a clustered injection fills. Why sub-categories: their stamps look
+    alike, as a broken source's images would (a category mixes letters, money and road signs)."""
     frame = pd.read_csv(source)
-    parts = [Path(path).name.split("__") for path in frame["filepath"]]
-    frame["label"] = [names[1] if len(names) > 2 else names[0] for names in parts]  # else its category
+    frame["label"] = [subcategory_of(path) for path in frame["filepath"]]
     frame["filepath"] = [str((Path(source).parent / path).resolve()) for path in frame["filepath"]]
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
