@@ -41,13 +41,24 @@ def enriched_classes(labels: np.ndarray, top: np.ndarray, q: float) -> pd.DataFr
     return per_class
 
 
-def measure(scores: pd.DataFrame, images: np.ndarray, q: float) -> dict:
+def groups_of(scores: pd.DataFrame, images: np.ndarray, groups: str) -> np.ndarray:
+    """Each row's group: ``subcategory`` (from the file path) or ``kmeans:N``, N clusters of the run's image
+    embeddings, the view a dataset without a class column could have."""
+    if groups == "subcategory":
+        return np.array([subcategory_of(path) for path in scores["filepath"]])
+    from sklearn.cluster import KMeans
+
+    count = int(groups.removeprefix("kmeans:"))
+    return KMeans(n_clusters=count, n_init=4, random_state=0).fit_predict(images).astype(str)
+
+
+def measure(scores: pd.DataFrame, images: np.ndarray, q: float, groups: str = "subcategory") -> dict:
     """The class view on one run: flagged classes against the victim classes of its injection."""
     truth = scores["is_miscaptioned"].fillna(False).to_numpy(bool)
     combined = get_score("combined").suspicion(fuse(scores, images=images))
     top = np.zeros(len(scores), bool)
     top[suspicion_order(combined)[: truth.sum()]] = True
-    labels = np.array([subcategory_of(path) for path in scores["filepath"]])
+    labels = groups_of(scores, images, groups)
     classes = enriched_classes(labels, top, q)
     injected = pd.Series(truth, index=labels).groupby(level=0).mean()
     victims = set(injected[injected >= 0.5].index)
@@ -68,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--protocols", default="full,paper")
     parser.add_argument("--q", type=float, default=0.05, help="Benjamini-Hochberg level of a flagged class")
+    parser.add_argument(
+        "--groups", default="subcategory", help="subcategory (from the file path) or kmeans:N over the image embeddings"
+    )
     args = parser.parse_args(argv)
     print("| dataset | protocol | flagged classes | victim classes | precision | recall | injected inside flagged |")
     print("|---|---|---|---|---|---|---|")
@@ -81,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = []
             for folder in folders:
                 run = load_run(folder)
-                rows.append(measure(run.scores, np.asarray(run.image_embeddings), args.q))
+                rows.append(measure(run.scores, np.asarray(run.image_embeddings), args.q, args.groups))
             cells = [mean_spread([row[key] for row in rows]) for key in ("flagged", "victims", "precision", "recall")]
             cells.append(mean_spread([row["covered"] for row in rows]))
             print(f"| {dataset} | {protocol} | " + " | ".join(cells) + " |")

@@ -23,3 +23,17 @@ def test_nothing_is_flagged_when_the_top_is_drawn_in_proportion():
     top = np.zeros(200, bool)
     top[::10] = True  # five of each class
     assert not enriched_classes(labels, top, q=0.05)["flagged"].any()
+
+
+def test_without_a_class_column_the_groups_are_clusters_of_the_image_embeddings():
+    import pandas as pd
+
+    from bench.bench_class_enrichment import groups_of
+
+    rng = np.random.default_rng(0)
+    centres = np.repeat(np.eye(4)[:2], 20, axis=0)  # two far-apart blobs of 20
+    images = centres + rng.normal(0, 0.01, (40, 4))
+    scores = pd.DataFrame({"filepath": [f"animals__birds__{i}.png" for i in range(40)]})
+    clusters = groups_of(scores, images, "kmeans:2")
+    assert len(set(clusters[:20])) == 1 and len(set(clusters[20:])) == 1 and clusters[0] != clusters[20]
+    assert set(groups_of(scores, images, "subcategory")) == {"birds"}
