@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from bench.bench_detection import DEFAULT_PRESETS, _noisy_data, make_run, mean_spread
 from clipmem_core import index as faiss_index
@@ -78,9 +79,8 @@ def measure_run(run, seconds: float) -> dict:
 def agreement(a: list[float], b: list[float]) -> dict:
     """How far two runs' combined rankings are apart: Spearman correlation and the largest difference."""
     left, right = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    ranks = [np.argsort(np.argsort(x)) for x in (left, right)]
     return {
-        "spearman": float(np.corrcoef(*ranks)[0, 1]),
+        "spearman": float(spearmanr(left, right).statistic),
         "max_abs_difference": float(np.max(np.abs(left - right))),
     }
 

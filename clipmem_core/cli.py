@@ -102,33 +102,16 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 def _launch(args: argparse.Namespace, config) -> int:
     """``clipmem run --nproc N``: the same command, N times under torchrun on this machine."""
-    from .distributed import PARALLEL_MODELS_UNDER_TORCHRUN, check_batch_size
+    from .distributed import PARALLEL_MODELS_UNDER_TORCHRUN, check_batch_size, check_gpu_count
 
     check_batch_size(config.resolved().batch_size, args.nproc)  # one line now, not N tracebacks later
     if config.parallel_models:
         raise ClipmemError(PARALLEL_MODELS_UNDER_TORCHRUN)
-    _check_one_gpu_each(config.device, args.nproc)
+    check_gpu_count(config.device, args.nproc)  # likewise: one line, not a torchrun failure report
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}"]
     command += ["-m", "clipmem_core", *_without_nproc(args.argv)]
     logging.getLogger("clipmem").info("starting %d processes: %s", args.nproc, " ".join(command[1:]))
     return subprocess.run(command, check=False).returncode
-
-
-def _check_one_gpu_each(device: str, processes: int) -> None:
-    """On CUDA each torchrun process takes a GPU of its own (NCCL refuses two ranks on one): refuse at once,
-    in one line, where the machine has fewer GPUs than processes. Why here: otherwise torchrun starts them
-    all and one fails after half a minute, its message lost in torchrun's failure report (seen on a 1-GPU
-    H200, docs/benchmarks.md)."""
-    import torch
-
-    from .device import pick_device
-
-    gpus = torch.cuda.device_count()
-    if pick_device(device).type == "cuda" and gpus < processes:
-        raise ClipmemError(
-            f"--nproc {processes} on CUDA starts one process per GPU and this machine has {gpus}: use --nproc "
-            f"{gpus} or fewer (--parallel-models trains each model in its own process, several on one GPU)"
-        )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .device import pick_device
 from .errors import ClipmemError
 
 T = TypeVar("T")
@@ -79,6 +80,19 @@ def check_batch_size(batch_size: int, processes: int | None = None) -> None:
         raise ClipmemError(
             f"--batch-size {batch_size} does not split over {processes} processes: it is the global batch "
             f"(each process gets batch-size / {processes}); use a multiple of {processes}"
+        )
+
+
+def check_gpu_count(device: str, processes: int) -> None:
+    """On CUDA each process takes a GPU of its own (NCCL refuses two ranks on one): refuse at once, in one
+    line, where this machine has fewer GPUs than processes. Why before starting them: otherwise torchrun
+    starts them all and one fails after half a minute, its message lost in torchrun's failure report (seen
+    on a 1-GPU H200, docs/benchmarks.md)."""
+    gpus = torch.cuda.device_count()
+    if pick_device(device).type == "cuda" and gpus < processes:
+        raise ClipmemError(
+            f"--nproc {processes} on CUDA starts one process per GPU and this machine has {gpus}: use --nproc "
+            f"{gpus} or fewer (--parallel-models trains each model in its own process, several on one GPU)"
         )
 
 
