@@ -37,6 +37,7 @@ from scipy.stats import spearmanr
 
 from bench.bench_detection import DEFAULT_PRESETS, _noisy_data, make_run, mean_spread
 from clipmem_core import index as faiss_index
+from clipmem_core.errors import ClipmemError
 from clipmem_core.metrics import detection_summary
 from clipmem_core.scores.combined import fuse
 
@@ -222,7 +223,7 @@ def _one_run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="tuxpaint", help="a bench_detection dataset (default: tuxpaint)")
+    parser.add_argument("--dataset", default="tuxpaint", choices=sorted(DEFAULT_PRESETS), help="bench_detection's")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the GPU configurations")
     parser.add_argument("--cpu-seeds", default="0", help="seeds of the CPU baseline (the slow one)")
     parser.add_argument(
@@ -239,12 +240,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write every figure here, after each step")
     parser.add_argument("--report", metavar="JSON", help="print the tables of a finished --json file and stop")
     args = parser.parse_args(argv)
-    if args.report:
-        print(report(json.loads(Path(args.report).read_text(encoding="utf-8"))))
-        return 0
-    if args.gpu_device.startswith("cuda") and not torch.cuda.is_available():
-        print("bench_gpu needs a CUDA device; this machine has none", file=sys.stderr)
+    try:
+        if args.report:
+            print(report(json.loads(Path(args.report).read_text(encoding="utf-8"))))
+            return 0
+        if args.gpu_device.startswith("cuda") and not torch.cuda.is_available():
+            raise ClipmemError("it needs a CUDA device, and this machine has none")
+        print(report(measure_all(args)))
+    except (ClipmemError, OSError, json.JSONDecodeError) as exc:
+        print(f"bench_gpu: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def measure_all(args: argparse.Namespace) -> dict:
+    """Every run of the plan, FAISS and ``--nproc 2``, the results saved after each step."""
     seeds, cpu_seeds = [int(s) for s in args.seeds.split(",")], [int(s) for s in args.cpu_seeds.split(",")]
     work, preset = Path(args.work), DEFAULT_PRESETS[args.dataset]
     overrides = {"num_workers": args.num_workers} | ({"epochs": args.epochs} if args.epochs else {})
@@ -260,8 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, seed in later:
         _one_run(results, name, seed, args.dataset, preset, work, overrides, args.gpu_device)
         _save(results, args.json)
-    print(report(results))
-    return 0
+    return results
 
 
 if __name__ == "__main__":

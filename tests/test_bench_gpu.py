@@ -67,3 +67,9 @@ def test_it_stops_with_a_clear_message_without_cuda(monkeypatch, capsys, tmp_pat
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert bench_gpu.main(["--work", str(tmp_path)]) == 2
     assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_a_missing_report_file_is_one_line(tmp_path, capsys):
+    assert bench_gpu.main(["--report", str(tmp_path / "none.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none.json" in err
