@@ -24,7 +24,7 @@ from .cache import GROUND_TRUTH
 from .errors import ClipmemError
 from .formatting import json_safe
 from .scores import MEASUREMENTS, run_scores
-from .scores.combined import RECIPE
+from .scores.combined import RECIPE, Combined
 from .splits import CANDIDATE, EXTRA, INDEPENDENT, PROTOCOLS, membership, split_order
 
 FIRST_PAGE = 48  # cards on the gallery's first page
@@ -206,12 +206,17 @@ def detection_summary(
 
 
 def best_detector(detection: dict | None, metric: str = "average_precision") -> str | None:
-    """The registered score with the highest ``metric`` in a detection summary, if any."""
+    """The registered score with the highest ``metric`` in a detection summary, if any. A tie goes to the
+    default ranking (the combined one), then to the first in the summary's order: the Overview sends the
+    reviewer to this ranking, and on a tie the gallery's own default is the one to send them to."""
     if not detection:
         return None
     found = {name: stats.get(metric) for name, stats in detection.get("detectors", {}).items()}
     found = {name: value for name, value in found.items() if value is not None}
-    return max(found, key=found.get) if found else None
+    if not found:
+        return None
+    top = max(found.values())
+    return Combined.name if found.get(Combined.name) == top else next(n for n, v in found.items() if v == top)
 
 
 WEAK_MODELS = 3.0  # held-out R@5 under this many times chance: the models barely learned (model_strength)

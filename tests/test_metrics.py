@@ -199,3 +199,14 @@ def test_model_strength_says_when_the_models_barely_learned():
     assert held_out_pools({"fold0": 3, "fold1": 5}, "full") == {"h0": 3, "h1": 5}
     paper = {SHARED: 1, CANDIDATE: 1, INDEPENDENT: 1, EXTRA: 2}
     assert held_out_pools(paper, "paper") == {"f": 2, "g": 2}  # the paper protocol measures utility on S_E
+
+
+def test_a_tie_for_the_best_detector_goes_to_the_default_ranking():
+    """The Overview sends reviewers to the best detector; on a tie it must be the gallery's default, not
+    whichever tied score comes first."""
+    tied = {"detectors": {"agreement": {"average_precision": 1.0}, "combined": {"average_precision": 1.0}}}
+    assert metrics.best_detector(tied) == "combined"
+    ahead = {"detectors": {"agreement": {"average_precision": 0.9}, "combined": {"average_precision": 0.8}}}
+    assert metrics.best_detector(ahead) == "agreement"
+    without = {"detectors": {"b": {"average_precision": 0.5}, "a": {"average_precision": 0.5}}}
+    assert metrics.best_detector(without) == "b"
