@@ -13,11 +13,18 @@ import re
 import pandas as pd
 
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character: CommonMark escapes them all
+# where GitHub-flavoured markdown would turn plain text into a link: "http://", "https://", "www." and an
+# e-mail address's "@". Streamlit finds these in the text after its escapes are resolved, so escaping
+# alone left "http://evil.example" in a caption a live link on a gallery card
+_AUTOLINK_START = re.compile(r"(?i)(https?|www)(\\[:.])|(\\@)(?=[\w-]+\\\.[\w-])")
+_WORD_JOINER = "\u2060"  # invisible, and not a character an autolink can span
 
 
 def md(text: object) -> str:
-    """``text`` on one line with every markdown-significant character backslash-escaped."""
-    return _PUNCTUATION.sub(r"\\\1", " ".join(str(text).split()))
+    """``text`` on one line with every markdown-significant character backslash-escaped, and an invisible
+    word joiner where it would otherwise become a link by itself."""
+    escaped = _PUNCTUATION.sub(r"\\\1", " ".join(str(text).split()))
+    return _AUTOLINK_START.sub(lambda m: (m[1] or "") + _WORD_JOINER + (m[2] or m[3]), escaped)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

@@ -21,6 +21,9 @@ def markdown_tables(block) -> list[pd.DataFrame]:
     for m in block.markdown:
         lines = m.value.splitlines()
         if len(lines) >= 2 and lines[0].startswith("| ") and lines[1].startswith("| ---"):
-            rows = [[re.sub(r"\\(.)", r"\1", c.strip()) for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
+            rows = [
+                [re.sub(r"\\(.)", r"\1", c.strip()).replace("\u2060", "") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+                for line in lines
+            ]
             tables.append(pd.DataFrame(rows[2:], columns=rows[0]))
     return tables

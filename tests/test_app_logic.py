@@ -158,6 +158,16 @@ def test_gallery_page_cards_carry_split_registry_scores_thumbnails_truth_and_dec
     assert {c.is_miscaptioned for c in cards} <= {True, False}
 
 
+@pytest.mark.parametrize("text", ["see http://evil.example now", "HTTPS://evil", "www.evil.example", "mail a@evil.co"])
+def test_escaped_text_holds_nothing_markdown_would_turn_into_a_link_by_itself(text):
+    """GitHub-flavoured markdown links bare addresses in the text it gets after escapes are resolved;
+    a caption's address must read as typed and link nothing."""
+    shown = md(text)
+    resolved = re.sub(r"\\(.)", r"\1", shown)  # what the renderer reads once escapes are resolved
+    assert resolved.replace("\u2060", "") == text
+    assert not re.search(r"(?i)https?://|www\.|[\w.+-]@[\w-]", resolved)
+
+
 def test_a_card_is_one_markdown_block_whose_caption_and_link_cannot_inject_markdown():
     hostile = "x](http://evil) ![](http://evil/pixel) **b**"
     card = Card(0, hostile, hostile, "candidate", {"combined": 0.5}, None, True)

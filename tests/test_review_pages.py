@@ -53,7 +53,7 @@ def verdict_button(at: AppTest, verdict: str):
 
 def plain(markdown: str) -> str:
     """What a markdown source escaped with dashboard.text.md reads as."""
-    return markdown.replace("\\", "")
+    return markdown.replace("\\", "").replace("\u2060", "")
 
 
 def frames_text(at: AppTest) -> str:
