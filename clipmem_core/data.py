@@ -151,6 +151,7 @@ def read_dataset(
     if not good:
         raise ClipmemError(
             f"{source} has no usable samples: all {len(skipped)} rows were skipped ({_top_reasons(skipped)})"
+            + _where_paths_point(skipped, base)
             + _tables_inside(source)
         )
     samples, label_note = _samples_frame(good, base, has_label)
@@ -848,7 +849,22 @@ def _tables_inside(source: Path) -> str:
 
 def _top_reasons(skipped: list[tuple], top: int = 3) -> str:
     counts = Counter(s[4] for s in skipped).most_common(top)
-    return ", ".join(f"{n} {kind}" for kind, n in counts)
+    return ", ".join(_reason_count(kind, n) for kind, n in counts)
+
+
+def _reason_count(reason: str, rows: int) -> str:
+    """ "image file is missing for 119 rows": a reason is a clause, so its count cannot lead it."""
+    return f"{reason} for {fmt_count(rows, 'row')}"
+
+
+def _where_paths_point(skipped: list[tuple], base: Path) -> str:
+    """When every row's image is missing, the folder the paths were read against and one path looked for:
+    a table moved away from its images (an export saved elsewhere) reads as "all images missing"."""
+    missing = [s for s in skipped if s[4] == "image file is missing"]
+    if len(missing) != len(skipped):
+        return ""
+    looked_at = missing[0][3].partition(": ")[2]
+    return f". Image paths are read relative to {base}; the first row's image was looked for at {looked_at}"
 
 
 def _samples_frame(good: list[_Record], root: Path, has_label: bool) -> tuple[pd.DataFrame, str | None]:
@@ -898,11 +914,12 @@ def _content_hash(samples: pd.DataFrame, root: Path) -> str:
 
 
 def skip_summary(dataset: Dataset) -> str | None:
-    """ "skipped 2 of 5 rows (1 image file is missing, 1 caption is empty)"; None when nothing was skipped."""
+    """ "skipped 2 of 5 rows (image file is missing for 1 row, caption is empty for 1 row)"; None when nothing
+    was skipped."""
     if not len(dataset.skipped):
         return None
     reasons = dataset.skipped["reason"].str.split(":").str[0].value_counts()
-    summary = ", ".join(f"{count} {reason}" for reason, count in reasons.head(4).items())
+    summary = ", ".join(_reason_count(reason, count) for reason, count in reasons.head(4).items())
     if len(reasons) > 4:  # every row is counted: the numbers add up to the total
         summary += f", {reasons.iloc[4:].sum()} for {fmt_count(len(reasons) - 4, 'other reason')}"
     return f"skipped {len(dataset.skipped)} of {len(dataset.skipped) + len(dataset.samples)} rows ({summary})"

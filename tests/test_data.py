@@ -361,8 +361,22 @@ def test_empty_after_skipping_names_counts_and_reasons(tmp_path):
             {"filepath": "c.png", "caption": ""},
         ],
     )
-    with pytest.raises(ClipmemError, match=r"all 3 rows were skipped \(2 image file is missing, 1 caption is empty\)"):
+    with pytest.raises(
+        ClipmemError, match=r"all 3 rows were skipped \(image file is missing for 2 rows, caption is empty for 1 row\)"
+    ):
         read(path)
+
+
+def test_a_table_whose_images_are_all_missing_names_the_folder_its_paths_were_read_against(tmp_path):
+    """An export saved away from its images: "all rows skipped" must say where the images were looked for."""
+    (tmp_path / "elsewhere").mkdir()
+    path = table(tmp_path / "elsewhere" / "d.csv", [{"filepath": "img/a.png", "caption": "x"}])
+    with pytest.raises(ClipmemError) as raised:
+        read(path)
+    message = str(raised.value)
+    assert "image file is missing for 1 row" in message
+    assert f"relative to {tmp_path / 'elsewhere'}" in message
+    assert f"looked for at {tmp_path / 'elsewhere' / 'img' / 'a.png'}" in message
 
 
 # --- inject_miscaptions ------------------------------------------------------------------------
