@@ -182,16 +182,22 @@ def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | N
             )
 
 
+def inspect_link(run_name: str, sample_id: str, session: Any) -> str:
+    """The card's link to the inspector, in a new tab: the run, the reviewer and flag mode go with it, so a
+    reviewer flagging cards can give their verdict on the sample they opened to look at closely."""
+    return navigation.page_url(
+        navigation.INSPECTOR,
+        run=run_name,
+        reviewer=session.get(REVIEWER_KEY),
+        **{state.INSPECT: sample_id, state.FLAG_MODE: "true" if session.get(state.FLAG_MODE) else None},
+    )
+
+
 def card(c: Card, run_name: str, key: str, reviewer_name: str | None = None, extra: str | None = None) -> None:
     """A sample card: one markdown block (thumbnail, escaped caption, split and scores, badges, inspector
     link), then the flag buttons in flag mode."""
     with st.container(border=True):
-        link = navigation.page_url(
-            navigation.INSPECTOR,
-            run=run_name,
-            reviewer=st.session_state.get(REVIEWER_KEY),
-            **{state.INSPECT: c.sample_id},
-        )
+        link = inspect_link(run_name, c.sample_id, st.session_state)
         body, why = card_text(c, extra, link)
         thumbnail = "" if c.thumbnail is None else image_markdown(c.thumbnail, alt=c.caption) + "\n\n"
         st.markdown(thumbnail + body, help=why)

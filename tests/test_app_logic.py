@@ -49,7 +49,7 @@ from dashboard.gallery import (
     unscored_note,
 )
 from dashboard.text import markdown_table, md
-from dashboard.ui import card_text
+from dashboard.ui import card_text, inspect_link
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +166,12 @@ def test_escaped_text_holds_nothing_markdown_would_turn_into_a_link_by_itself(te
     resolved = re.sub(r"\\(.)", r"\1", shown)  # what the renderer reads once escapes are resolved
     assert resolved.replace("\u2060", "") == text
     assert not re.search(r"(?i)https?://|www\.|[\w.+-]@[\w-]", resolved)
+
+
+def test_a_cards_inspect_link_keeps_flag_mode_on_so_the_opened_sample_can_be_judged():
+    flagging = {"reviewer": "ann", "flag_mode": True}
+    assert inspect_link("demo", "s1", flagging) == "inspector?run=demo&reviewer=ann&inspect_sample=s1&flag_mode=true"
+    assert inspect_link("demo", "s1", {"flag_mode": False}) == "inspector?run=demo&inspect_sample=s1"
 
 
 def test_a_card_is_one_markdown_block_whose_caption_and_link_cannot_inject_markdown():
