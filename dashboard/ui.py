@@ -29,7 +29,12 @@ from .text import markdown_table, md, shown_caption
 VERDICT_KEYS = dict(zip(VERDICTS, ("1", "2", "3")))  # the same keys on every page, in button order
 BADGE_COLOURS = {MISCAPTIONED: "red", CORRECT: "green", UNSURE: "orange"}
 ROW_PX, HEADER_PX = 35, 38
-LARGE_TEXT = "font-size: 1.7rem; line-height: 1.35; margin: 0.3rem 0 1rem 0"  # the caption under review
+# the caption under review; a long one scrolls in its own box (at most 8 lines), since a 40,000-character
+# caption pushed the verdict buttons tens of thousands of pixels down the page
+LARGE_TEXT = (
+    "font-size: 1.7rem; line-height: 1.35; margin: 0.3rem 0 1rem 0; max-height: 10.8em; overflow-y: auto; "
+    "overflow-wrap: anywhere"
+)
 
 
 def image_markdown(source: Path | str | bytes | Image.Image, *, alt: str) -> str:
