@@ -296,6 +296,11 @@ def estimate_hint(estimate: Estimate) -> str:
     )
 
 
+def _are(count: int) -> str:
+    """ "1 of them is", "2 of them are": the verb agrees with the count it follows."""
+    return "is" if count == 1 else "are"
+
+
 def summary_paragraph(
     run_name: str,
     manifest: Manifest,
@@ -311,15 +316,14 @@ def summary_paragraph(
     known = estimate is not None and estimate[1].enough
     if count:
         share = fmt_number(count / n, 1, percent=True)
-        lines.append(f"{fmt_number(count)} of them ({share}) are marked mis-captioned in the ground truth.")
+        lines.append(f"{fmt_number(count)} of them ({share}) {_are(count)} marked mis-captioned in the ground truth.")
     best = best_detector(detection)
     if best is not None:
         stats = detection["detectors"][best]
         found = stats.get("precision_at_k")
         k = detection.get("k") or count
-        share = (
-            "" if found is None else f": {fmt_number(round(found * k))} of its top {fmt_number(k)} are mis-captioned"
-        )
+        hits = None if found is None else round(found * k)
+        share = "" if hits is None else f": {fmt_number(hits)} of its top {fmt_number(k)} {_are(hits)} mis-captioned"
         lines.append(
             f"The ranking that finds them best is “{column_label(best)}”{share} "
             f"(AUROC {fmt_number(stats.get('auroc'))}, measured on {detection.get('scope', 'all samples')})."

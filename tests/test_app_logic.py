@@ -349,6 +349,16 @@ def test_the_overview_says_in_words_what_was_found_and_what_to_review(run):
     assert overview.review_plan(run.scores, detection) == (best, 12)
 
 
+def test_the_overview_says_one_sample_is_not_one_sample_are(run):
+    one = {
+        "n_miscaptioned": 1,
+        "k": 1,
+        "detectors": {"combined": {"average_precision": 1.0, "auroc": 1.0, "precision_at_k": 1.0}},
+    }
+    text = overview.summary_paragraph("demo", run.manifest, run.scores, one)
+    assert "1 of them (0.8%) is marked mis-captioned" in text and "1 of its top 1 is mis-captioned" in text
+
+
 def test_without_ground_truth_the_overview_claims_no_count_and_plans_one_default_batch(run):
     """No label-free count: one that says how weak the models are (another caption fits most images better
     than their own) must not pass for how many captions are wrong."""
