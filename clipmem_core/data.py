@@ -849,12 +849,12 @@ def _tables_inside(source: Path) -> str:
 
 def _top_reasons(skipped: list[tuple], top: int = 3) -> str:
     counts = Counter(s[4] for s in skipped).most_common(top)
-    return ", ".join(_reason_count(kind, n) for kind, n in counts)
+    return "; ".join(_reason_count(kind, n) for kind, n in counts)
 
 
 def _reason_count(reason: str, rows: int) -> str:
-    """ "image file is missing for 119 rows": a reason is a clause, so its count cannot lead it."""
-    return f"{reason} for {fmt_count(rows, 'row')}"
+    """ "119 rows: image file is missing": a reason is a clause, so the count stands apart from it."""
+    return f"{fmt_count(rows, 'row')}: {reason}"
 
 
 def _where_paths_point(skipped: list[tuple], base: Path) -> str:
@@ -914,14 +914,14 @@ def _content_hash(samples: pd.DataFrame, root: Path) -> str:
 
 
 def skip_summary(dataset: Dataset) -> str | None:
-    """ "skipped 2 of 5 rows (image file is missing for 1 row, caption is empty for 1 row)"; None when nothing
-    was skipped."""
+    """ "skipped 2 of 5 rows (1 row: image file is missing; 1 row: caption is empty)"; None when nothing was
+    skipped."""
     if not len(dataset.skipped):
         return None
     reasons = dataset.skipped["reason"].str.split(":").str[0].value_counts()
-    summary = ", ".join(_reason_count(reason, count) for reason, count in reasons.head(4).items())
+    summary = "; ".join(_reason_count(reason, count) for reason, count in reasons.head(4).items())
     if len(reasons) > 4:  # every row is counted: the numbers add up to the total
-        summary += f", {reasons.iloc[4:].sum()} for {fmt_count(len(reasons) - 4, 'other reason')}"
+        summary += f"; {_reason_count(fmt_count(len(reasons) - 4, 'other reason'), reasons.iloc[4:].sum())}"
     return f"skipped {len(dataset.skipped)} of {len(dataset.skipped) + len(dataset.samples)} rows ({summary})"
 
 

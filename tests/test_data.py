@@ -170,7 +170,9 @@ def test_coco_ids_written_as_floats_match_and_a_summary_counts_each_problem_once
         "annotation for an image_id that no image entry has: annotation 5, image_id 41",
     ]
     (tmp_path / "c.json").write_text(json.dumps({"images": images, "annotations": annotations[3:]}))
-    with pytest.raises(ClipmemError, match=r"\(4 no annotation gives the image a caption, 2 annotation for an"):
+    with pytest.raises(
+        ClipmemError, match=r"\(4 rows: no annotation gives the image a caption; 2 rows: annotation for an"
+    ):
         read(tmp_path / "c.json")  # each problem counted once, not once per image id
 
 
@@ -362,7 +364,7 @@ def test_empty_after_skipping_names_counts_and_reasons(tmp_path):
         ],
     )
     with pytest.raises(
-        ClipmemError, match=r"all 3 rows were skipped \(image file is missing for 2 rows, caption is empty for 1 row\)"
+        ClipmemError, match=r"all 3 rows were skipped \(2 rows: image file is missing; 1 row: caption is empty\)"
     ):
         read(path)
 
@@ -374,7 +376,7 @@ def test_a_table_whose_images_are_all_missing_names_the_folder_its_paths_were_re
     with pytest.raises(ClipmemError) as raised:
         read(path)
     message = str(raised.value)
-    assert "image file is missing for 1 row" in message
+    assert "(1 row: image file is missing)" in message
     assert f"relative to {tmp_path / 'elsewhere'}" in message
     assert f"looked for at {tmp_path / 'elsewhere' / 'img' / 'a.png'}" in message
 

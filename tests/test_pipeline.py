@@ -255,8 +255,10 @@ def test_the_skip_summary_counts_every_skipped_row(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="clipmem"):
         _report_skipped(dataset, tmp_path)
     (line,) = [r.getMessage() for r in caplog.records]
-    assert line.startswith("skipped 8 of 18 rows (caption is empty for 2 rows, image is unreadable for 2 rows, ")
-    assert line.count(", ") == 4 and "2 for 2 other reasons" in line  # 2 + 2 + 1 + 1 + 2 = 8
+    assert line.startswith("skipped 8 of 18 rows (2 rows: caption is empty; 2 rows: image is unreadable; 1 row: ")
+    assert (
+        line.partition(" (")[2].partition(")")[0].count("; ") == 4 and "2 rows: 2 other reasons" in line
+    )  # 2 + 2 + 1 + 1 + 2 = 8
 
 
 def test_too_few_rows_for_the_folds_says_what_was_skipped(tmp_path):
@@ -274,6 +276,6 @@ def test_too_few_rows_for_the_folds_says_what_was_skipped(tmp_path):
     with pytest.raises(
         ClipmemError,
         match=r"the dataset has 1 \(skipped 4 of 5 rows "
-        r"\(image file is missing for 3 rows, caption is empty for 1 row\)\)",
+        r"\(3 rows: image file is missing; 1 row: caption is empty\)\)",
     ):
         compute_clipmem(config)
