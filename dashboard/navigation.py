@@ -8,7 +8,10 @@ starts every server process in its legacy pages-folder mode, which lists each ``
 sidebar by file name and runs a deep-linked one on its own, without app.py's access gate. That mode
 lasts until app.py first calls ``st.navigation``, and it only ever looks at ``pages/*.py``: with the
 scripts in sub-folders it finds no page but app.py, so app.py runs for every request, from the first.
-``tests/test_app_pages.py`` keeps ``pages/`` free of scripts of its own.
+``tests/test_app_pages.py`` keeps ``pages/`` free of scripts of its own. In that mode the first
+request's page is looked up among the pages it found, so a deep link as a fresh server's first request
+met a "Page not found" dialog over the right page; serve.py ends the mode before the first visitor
+(`leave_pages_folder_mode`).
 """
 
 from __future__ import annotations
@@ -55,6 +58,18 @@ def pages() -> list[st.Page]:
         OVERVIEW.path, title=OVERVIEW.title, icon=OVERVIEW.icon, url_path=OVERVIEW_ALIAS, visibility="hidden"
     )
     return [*menu, alias]
+
+
+def leave_pages_folder_mode() -> None:
+    """Tell Streamlit, before a server's first session, that app.py routes with ``st.navigation``.
+
+    Why: a shared link (``/review?run=…``) opened as the first request after a restart ran in the
+    pages-folder mode, which knows no page but app.py: Streamlit showed "Page not found" over the right
+    page. app.py's own ``st.navigation`` ends the mode, but only after the dialog is sent. Streamlit
+    (1.67) has no setting for it; this is the flag its ``st.navigation`` clears."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    PagesManager.uses_pages_directory = False
 
 
 def leave_overview_alias() -> NoReturn:

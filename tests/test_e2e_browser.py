@@ -126,12 +126,10 @@ def _seen(page) -> list[dict]:
     return page.evaluate("window.__clipmemSeen")
 
 
-def _close_page_not_found(page) -> None:
-    """Streamlit's one-time dialog when a fresh server's first request is a deep link (docs/dashboard.md)."""
-    dialog = page.get_by_role("dialog").filter(has_text="Page not found")
-    if dialog.count():
-        page.keyboard.press("Escape")
-        dialog.wait_for(state="hidden")
+def _assert_no_page_not_found(page) -> None:
+    """A deep link as a fresh server's first request opens its page without Streamlit's "Page not found"
+    dialog over it (dashboard.navigation.leave_pages_folder_mode)."""
+    assert not page.get_by_role("dialog").filter(has_text="Page not found").count()
 
 
 def _screenshot_path(tmp_path: Path) -> Path:
@@ -164,7 +162,7 @@ def test_a_deep_link_as_a_fresh_servers_first_request_meets_the_gate(browser, tm
         token = page.get_by_label("Access token")
         token.wait_for()
         page.wait_for_function(f"performance.now() > {WATCH_S * 1000}")
-        _close_page_not_found(page)
+        _assert_no_page_not_found(page)
         page.screenshot(path=str(tmp_path / "gate.png"))
         locked = _seen(page)
         assert not page.get_by_role("heading", name="Most likely mis-captioned").count()
@@ -188,6 +186,7 @@ def test_a_deep_link_as_a_fresh_servers_first_request_meets_the_gate(browser, tm
         page.reload()  # the lock holds across a reload: the browser forgot the token
         page.get_by_label("Access token").wait_for()
     assert not any(state["gallery"] or state["nav"] for state in locked), locked  # a locked app shows no page
+    assert not any(state["dialog"] for state in locked + seen), locked + seen  # no "Page not found" either
     shown = [state["nav"] for state in seen if state["nav"]]
     assert shown and all(nav == TITLES for nav in shown), seen
 
@@ -210,7 +209,7 @@ def test_gallery_and_inspector_render_in_chromium(browser, server, tmp_path):
     page.wait_for_function(
         f"() => [...document.querySelectorAll({IMAGE_SELECTOR!r})].every(img => img.complete && img.naturalWidth > 0)"
     )
-    _close_page_not_found(page)  # when this test runs first on its server
+    _assert_no_page_not_found(page)
     cards = page.locator('[data-testid="stMarkdownContainer"]', has_text=" · Likely mis-captioned ")
     shown = [cards.nth(i).inner_text().split("\n")[0] for i in range(3)]  # a card's text starts with its caption
     assert shown == top_captions
@@ -250,7 +249,7 @@ def test_the_map_hovers_a_thumbnail_selects_a_box_and_clears_on_double_click(bro
     page.goto(f"{server}/embedding_map")
     canvas = page.locator(".clipmem-map canvas[data-drawn]")
     canvas.wait_for()
-    _close_page_not_found(page)
+    _assert_no_page_not_found(page)
     assert canvas.get_attribute("data-drawn") == str(len(load_run(DEMO).scores))  # every demo sample drawn
     canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
@@ -350,7 +349,7 @@ def _review(browser, url: str, name: str, keys: list[str], type_name: bool, shot
         page.goto(f"{url}/review")
         field = page.get_by_label("Your name (recorded with your verdicts)")
         field.wait_for()
-        _close_page_not_found(page)
+        _assert_no_page_not_found(page)
         field.focus()
         page.keyboard.type(name)
         page.keyboard.press("Enter")
@@ -359,7 +358,7 @@ def _review(browser, url: str, name: str, keys: list[str], type_name: bool, shot
     else:
         page.goto(f"{url}/review?reviewer={name}")
     page.get_by_role("heading", name="Review · demo").wait_for()
-    _close_page_not_found(page)
+    _assert_no_page_not_found(page)
     page.locator(CARD_LINE).first.wait_for()
     assert f"reviewer={name}" in page.url
     _assert_verdict_buttons_readable(page, ["Mis-captioned", "Correct", "Unsure", "Skip for now", "Undo last verdict"])
@@ -390,7 +389,7 @@ def test_a_key_pressed_in_a_tab_older_than_the_server_is_said_to_be_lost(browser
         page = _watched_page(browser)
         page.goto(f"{url}/review?reviewer=dave")
         page.locator(CARD_LINE).first.wait_for()
-        _close_page_not_found(page)
+        _assert_no_page_not_found(page)
         page.locator(IDLE).wait_for()
         shown = _card_sample(page)
     with _serve(tmp_path, port=port):
@@ -446,7 +445,7 @@ def test_one_curation_session_by_keyboard_two_reviewers_blind_a_lead_and_a_clean
     page.goto(f"{server}/reconcile?reviewer={LEAD}")
     secret = page.get_by_label("Lead secret")
     secret.wait_for()
-    _close_page_not_found(page)
+    _assert_no_page_not_found(page)
     assert not page.locator(CARD_LINE).count()  # a lead's name alone opens nothing
     assert not page.locator('[data-testid="stDataFrame"]').count()
     secret.focus()

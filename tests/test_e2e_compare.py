@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from test_e2e_browser import ROOT, SMALL, TIMEOUT_MS, _close_page_not_found, _serve, browser, playwright_api  # noqa: F401
+from test_e2e_browser import ROOT, SMALL, TIMEOUT_MS, _assert_no_page_not_found, _serve, browser, playwright_api  # noqa: F401
 
 from clipmem_core import load_run
 from clipmem_core.testing import fake_experiment, fake_run
@@ -30,7 +30,7 @@ def test_compare_page_renders_its_three_views(browser, tmp_path):  # noqa: F811
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(f"{url}/compare")
         page.get_by_role("heading", name="Compare runs").wait_for()
-        _close_page_not_found(page)
+        _assert_no_page_not_found(page)
         page.get_by_text("Mean CLIPMem per split", exact=True).wait_for()
         page.locator('[data-testid="stMarkdownContainer"] table').nth(1).wait_for()
         page.locator('[data-testid="stDataFrame"]').first.wait_for()
