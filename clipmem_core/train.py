@@ -326,17 +326,12 @@ def train_clip(
         first_epoch = result.resumed_from_epoch = last_epoch + 1
         log.info("%s: resuming after epoch %d of %d", label, last_epoch + 1, config.epochs)
     network, last_checkpoint = _network(model, device), time.monotonic()
+    bar = _training_bar(label, total_steps, first_epoch * len(loader))
     for epoch in range(first_epoch, config.epochs):
         _start_epoch(loader, epoch)
         losses = []
-        bar = tqdm(
-            loader,
-            desc=f"{label} epoch {epoch + 1}/{config.epochs}",
-            leave=False,
-            unit="batch",
-            disable=not distributed.is_main(),
-        )
-        for image, text, index in bar:
+        bar.set_description(f"{label} epoch {epoch + 1}/{config.epochs}", refresh=False)
+        for image, text, index in loader:
             image, text = image.to(device, non_blocking=True), text.to(device, non_blocking=True)
             not_negatives = _not_negatives(text, config)
             with autocast(device, config.precision):
@@ -357,7 +352,8 @@ def train_clip(
             losses.append(float(loss.detach()))
             if not math.isfinite(losses[-1]):
                 raise ClipmemError(f"{label}: the loss became {losses[-1]} in epoch {epoch + 1}; try a lower --lr")
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            bar.update()
         result.epoch_losses.append(float(np.mean(losses)))
         if distributed.is_main():
             if _checkpoint_due(epoch, config, seconds_since_last=time.monotonic() - last_checkpoint):
@@ -365,9 +361,16 @@ def train_clip(
                 last_checkpoint = time.monotonic()
             if on_epoch is not None:
                 on_epoch(epoch, model, result.pair_losses)
+    bar.close()
     model.eval()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _training_bar(label: str, total_steps: int, done_steps: int) -> tqdm:
+    """One bar for a model's whole training, so its ETA is the model's, not one epoch's; its description
+    names the epoch ("train h1 epoch 3/15"), which the Compute page reads from the log."""
+    return tqdm(total=total_steps, initial=done_steps, leave=False, unit="batch", disable=not distributed.is_main())
 
 
 def _checkpoint_due(epoch: int, config: TrainConfig, *, seconds_since_last: float) -> bool:

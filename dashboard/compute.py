@@ -454,7 +454,7 @@ def overall_progress(job: Job, log_text: str, now: float | None = None) -> Progr
         within = 0.0
         if epoch and epoch[-1][0] == stage.removeprefix("train_"):
             tag, done, total, percent = epoch[-1]
-            within = (int(done) - 1 + min(int(percent), 100) / 100) / int(total)
+            within = min(int(percent), 100) / 100  # the bar spans the model's whole training
             words = f"training model {tag} ({len(trained)} of {models}), epoch {done}/{total}"
         else:
             words = f"training model {stage.removeprefix('train_')} ({len(trained)} of {models})"

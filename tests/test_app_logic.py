@@ -631,10 +631,10 @@ def test_overall_progress_counts_models_and_epochs_with_an_eta():
     job = compute.Job("j", 1, [], "x.log", "out", started=100.0, models=2, estimate_s=600.0)
     start = compute.overall_progress(job, "clipmem: stage: ingest\n", now=110.0)
     assert start.stage == "reading the dataset" and start.eta_s == 590.0  # the estimate until speed is measured
-    log = "stage: ingest\nstage: train_h0\nstage: train_h1\ntrain h1 epoch 3/4:  50%|####\n"
+    log = "stage: ingest\nstage: train_h0\nstage: train_h1\ntrain h1 epoch 3/4:  62%|####\n"
     middle = compute.overall_progress(job, log, now=200.0)
-    assert middle.stage == "training model h1 (2 of 2), epoch 3/4"
-    assert middle.fraction == pytest.approx(compute.INGEST_SHARE + compute.TRAIN_SHARE * (1 + 2.5 / 4) / 2)
+    assert middle.stage == "training model h1 (2 of 2), epoch 3/4"  # one bar over the model's epochs: 62% of h1
+    assert middle.fraction == pytest.approx(compute.INGEST_SHARE + compute.TRAIN_SHARE * (1 + 0.62) / 2)
     assert middle.eta_s == pytest.approx(100 * (1 - middle.fraction) / middle.fraction)
     late = compute.overall_progress(job, log + "stage: score\n", now=300.0)
     assert late.fraction > middle.fraction and late.stage.startswith("score")

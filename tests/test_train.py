@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
 import pytest
 import torch
+from tqdm.auto import tqdm
 
 import clipmem_core.train as train_module
 from clipmem_core.data import load_image, read_dataset
@@ -21,6 +23,7 @@ from clipmem_core.train import (
     train_clip,
     warmup_cosine,
 )
+from dashboard import compute
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +106,29 @@ def test_every_pair_gets_its_loss_in_every_epoch(pairs, tmp_path):
     # four equal batches an epoch: the mean over pairs and epochs is the mean of the epochs' losses
     assert result.pair_losses.sums.sum() / 128 == pytest.approx(np.mean(result.epoch_losses), rel=1e-5)
     assert np.isfinite(result.pair_losses.mean()).all()
+
+
+def test_one_progress_bar_spans_a_models_training_and_names_its_epoch(pairs, tmp_path, monkeypatch):
+    """A terminal shows the model's progress and ETA, not one epoch's; the Compute page reads the epoch
+    and the model's share done from the same line of the log."""
+    log, bars = io.StringIO(), []
+
+    def logged_bar(**kwargs):
+        bars.append(tqdm(file=log, mininterval=0, miniters=1, **kwargs))
+        return bars[-1]
+
+    monkeypatch.setattr(train_module, "tqdm", logged_bar)
+    config = TrainConfig(epochs=2, batch_size=16, lr=2e-3, warmup_steps=2, seed=0)
+    bundle, cpu = create_clip("clipmem-tiny"), torch.device("cpu")
+    train_clip(bundle, *pairs, config, tmp_path / "m.pt", device=cpu, label="train h0")
+    assert len(bars) == 1 and bars[0].total == bars[0].n == 8  # 64 pairs, 16 a batch, 2 epochs
+    text = log.getvalue()
+    assert "train h0 epoch 1/2:  50%|" in text and "train h0 epoch 2/2:  62%|" in text
+    halfway = text[: text.index("train h0 epoch 2/2:  75%|") + 30]
+    job = compute.Job("j", 1, [], "x.log", "out", started=0.0, models=1)
+    progress = compute.overall_progress(job, "stage: train_h0\n" + halfway, now=1.0)
+    assert progress.stage == "training model h0 (1 of 1), epoch 2/2"
+    assert progress.fraction == pytest.approx(compute.INGEST_SHARE + compute.TRAIN_SHARE * 0.75)
 
 
 @pytest.mark.slow
