@@ -22,6 +22,7 @@ the files that are rows of a run (docs/security.md).
 Row numbers in messages and in ``skipped`` count records from 1 in input order: CSV/TSV data rows
 (header and blank lines excluded), COCO ``images`` entries, the sorted image files of a folder, or
 WebDataset samples (member groups sharing a key) in shard order, a damaged shard's tail counting as one.
+A COCO annotation that captions no sample is reported without a row number; its reason names it.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class _Record:
     ``escapes``: the path was written relative but leaves the base folder with ``..``.
     """
 
-    row: int
+    row: int | None  # None: an entry that is no sample's row (a COCO annotation); its detail says which
     written: str
     path: Path
     captions: list[str]
@@ -167,7 +168,7 @@ def read_dataset(
         samples=samples,
         root=base,
         format=fmt,
-        skipped=pd.DataFrame([s[:4] for s in skipped], columns=SKIP_COLUMNS),
+        skipped=pd.DataFrame([s[:4] for s in skipped], columns=SKIP_COLUMNS).astype({"row": "Int64"}),
         content_hash=_content_hash(samples, base),
         source=source,
         warnings=notes,
@@ -384,10 +385,15 @@ def _read_coco(source: Path) -> list[_Record]:
         raise ClipmemError(f"{source} is not a COCO captions file (it needs 'images' and 'annotations' lists)")
     captions: dict[str, list[str]] = defaultdict(list)
     where: dict[str, list[int]] = defaultdict(list)  # image_id -> its annotations' positions, for the report
+    uncaptioned = []
     for position, ann in enumerate(data["annotations"], start=1):
-        if isinstance(ann, dict) and isinstance(ann.get("caption"), str) and ann["caption"].strip():
-            captions[_coco_id(ann.get("image_id"))].append(ann["caption"].strip())
-            where[_coco_id(ann.get("image_id"))].append(position)
+        ann = ann if isinstance(ann, dict) else {}
+        image_id, caption = _coco_id(ann.get("image_id")), ann.get("caption")
+        if isinstance(caption, str) and caption.strip():
+            captions[image_id].append(caption.strip())
+            where[image_id].append(position)
+        else:
+            uncaptioned.append((position, "", image_id, "annotation has no caption (a non-empty string)"))
     base = source.parent
     records = []
     for i, image in enumerate(data["images"], start=1):
@@ -411,22 +417,26 @@ def _read_coco(source: Path) -> list[_Record]:
             )
         )
     image_ids = {_coco_id(image.get("id")) for image in data["images"] if isinstance(image, dict)}
-    return records + [
-        _Record(  # a caption for an image the file does not list: reported, not silently dropped
-            row=position,
-            written="",
-            path=base,
-            captions=[caption],
-            sample_id=f"annotation {position}",
-            problem="annotation for an image_id that no image entry has",
-            detail=f"annotation {position}, image_id {image_id}",
-        )
-        for position, caption, image_id in sorted(
-            (position, caption, image_id)
-            for image_id in captions.keys() - image_ids
-            for position, caption in zip(where[image_id], captions[image_id])
-        )
+    orphans = [  # a caption for an image the file does not list
+        (position, caption, image_id, "annotation for an image_id that no image entry has")
+        for image_id in captions.keys() - image_ids
+        for position, caption in zip(where[image_id], captions[image_id])
     ]
+    return records + [_annotation_record(base, *entry) for entry in sorted(uncaptioned + orphans)]
+
+
+def _annotation_record(base: Path, position: int, caption: str, image_id: str, problem: str) -> _Record:
+    """A COCO annotation that gives no sample a caption: reported, not silently dropped. It has no row
+    number, since rows count the ``images`` entries; its detail names the annotation instead."""
+    return _Record(
+        row=None,
+        written="",
+        path=base,
+        captions=[caption] if caption else [],
+        sample_id=f"annotation {position}",
+        problem=problem,
+        detail=f"annotation {position}, image_id {image_id}",
+    )
 
 
 def _coco_image_path(base: Path, file_name: str) -> Path:
@@ -738,7 +748,7 @@ def _validate(
                 continue
             reason = f"{kind}: {detail}" if detail else kind
             if on_error == "fail":
-                raise ClipmemError(f"row {rec.row} ({rec.written[:200]}): {reason}")
+                raise ClipmemError(reason if rec.row is None else f"row {rec.row} ({rec.written[:200]}): {reason}")
             skipped.append((rec.row, rec.written, rec.captions[0] if rec.captions else "", reason, kind))
     return good, skipped
 

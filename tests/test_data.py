@@ -133,6 +133,8 @@ def test_coco_multi_caption_and_images_folder(tmp_path):
             {"image_id": 2, "caption": "only"},
             {"image_id": 1, "caption": "second"},
             {"image_id": 9, "caption": "an orphan"},
+            {"image_id": 2, "caption": "  "},
+            "not an annotation",
         ],
     }
     (tmp_path / "captions.json").write_text(json.dumps(coco))
@@ -142,15 +144,39 @@ def test_coco_multi_caption_and_images_folder(tmp_path):
     assert ds.samples["filepath"].tolist() == ["images/a.jpg", "b.png"]
     assert ds.samples["caption"].tolist() == ["first", "only"]
     assert ds.samples["captions"].tolist() == [["first", "second"], ["only"]]
-    assert ds.skipped.to_dict("records") == [  # neither an uncaptioned image nor an orphan caption is lost silently
+    # neither an uncaptioned image, nor an orphan caption, nor an annotation without one is lost silently;
+    # rows number the images, so an annotation has none and its reason says which it is
+    assert ds.skipped.to_dict("records") == [
         {"row": 3, "filepath": "b.png", "caption": "", "reason": "no annotation gives the image a caption: image id 3"},
         {
-            "row": 4,
+            "row": None,
             "filepath": "",
             "caption": "an orphan",
             "reason": "annotation for an image_id that no image entry has: annotation 4, image_id 9",
         },
+        {
+            "row": None,
+            "filepath": "",
+            "caption": "",
+            "reason": "annotation has no caption (a non-empty string): annotation 5, image_id 2",
+        },
+        {
+            "row": None,
+            "filepath": "",
+            "caption": "",
+            "reason": "annotation has no caption (a non-empty string): annotation 6, image_id None",
+        },
     ]
+    write_skip_report(ds, tmp_path / "skipped.csv")
+    assert (tmp_path / "skipped.csv").read_text().splitlines()[1:3] == [
+        "3,b.png,,no annotation gives the image a caption: image id 3",
+        ',,an orphan,"annotation for an image_id that no image entry has: annotation 4, image_id 9"',
+    ]
+    coco["images"] = coco["images"][:2]
+    (tmp_path / "captions.json").write_text(json.dumps(coco))
+    orphan = r"^annotation for an image_id that no image entry has: annotation 4, image_id 9$"
+    with pytest.raises(ClipmemError, match=orphan):
+        read(tmp_path / "captions.json", on_error="fail")
 
 
 def test_coco_ids_written_as_floats_match_and_a_summary_counts_each_problem_once(tmp_path):
