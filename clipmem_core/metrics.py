@@ -96,6 +96,9 @@ def _recall_at(queries: np.ndarray, targets: np.ndarray, ks: tuple[int, ...]) ->
     return [float(h / n) for h in hits]
 
 
+MIN_RECALL_PAIRS = 5  # a run reports recall only on at least this many held-out pairs: below, R@5 is 1 by force
+
+
 def retrieval_recall(image_emb: np.ndarray, text_emb: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     """Exact image->text and text->image Recall@k for paired rows (row i's image matches caption i).
 

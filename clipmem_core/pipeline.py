@@ -39,7 +39,7 @@ from .data import Dataset, decode_image, read_dataset, skip_summary, write_skip_
 from .device import pick_device, resolved_precision, slow_precision_warning
 from .droplist import Exclusion, apply_drop_list, read_drop_list
 from .errors import ClipmemError
-from .metrics import retrieval_recall
+from .metrics import MIN_RECALL_PAIRS, retrieval_recall
 from .models import ClipBundle, create_clip, image_size_of
 from .retention import continued_config, retained_alignment
 from .scores import ScoringContext, compute_scores
@@ -476,7 +476,7 @@ def _utility(embeddings: dict, trained: np.ndarray, frame: pd.DataFrame, protoco
     utility = {}
     for m, (tag, (img, txt)) in enumerate(embeddings.items()):
         held = (frame["split"].to_numpy() == EXTRA) if protocol == "paper" else ~trained[m]
-        if held.sum() >= 5:
+        if held.sum() >= MIN_RECALL_PAIRS:
             utility[tag] = retrieval_recall(img[held], txt[held])
     return utility or None
 

@@ -18,7 +18,7 @@ import pandas as pd
 from clipmem_core.cache import GROUND_TRUTH, Run, RunInfo
 from clipmem_core.config import SPEED_ONLY
 from clipmem_core.formatting import fmt_number, fmt_yes_no, is_missing, json_safe
-from clipmem_core.metrics import retrieval_recall
+from clipmem_core.metrics import MIN_RECALL_PAIRS, retrieval_recall
 from clipmem_core.review.export import final_labels
 from clipmem_core.review.store import ReviewStore
 from clipmem_core.review.verdicts import MISCAPTIONED
@@ -45,6 +45,13 @@ DATA_SETTINGS = (
 )
 COMMON_LIMIT = 2_000  # pairs per run for recall on a common footing: same gallery size for both runs
 DETECTOR = "combined"
+SIDE_BY_SIDE_NOTE = (
+    "R@1/R@5: image→text and text→image recall of each model on the samples it never trained on, averaged; "
+    "runs on different data are measured on different samples. Detection: how well the combined ranking finds "
+    "the known mis-captions. Flagged: final team verdict mis-captioned. **–**: off, or not measured: recall "
+    f"needs {MIN_RECALL_PAIRS} samples a model never trained on, detection needs known mis-captions "
+    f"(an {GROUND_TRUTH} column)."
+)
 COUNT_MEASURES = ("Samples", "Removed by the re-run", "… of them flagged by the team", "… of them known mis-captions")
 # Run settings worth a column of their own in the side-by-side table (the rest shows under differences).
 SETTING_COLUMNS = {

@@ -11,7 +11,7 @@ from page_helpers import markdown_tables
 from streamlit.testing.v1 import AppTest
 
 from clipmem_core import list_runs
-from clipmem_core.metrics import retrieval_recall
+from clipmem_core.metrics import MIN_RECALL_PAIRS, retrieval_recall
 from clipmem_core.review import open_store
 from clipmem_core.testing import fake_experiment, fake_run
 from dashboard import compare, navigation, state
@@ -43,6 +43,16 @@ def _runs(root):
     from clipmem_core import load_run
 
     return {name: load_run(root / name) for name in ("demo", "demo-cleaned", "other")}
+
+
+def test_a_run_without_recall_shows_a_dash_that_the_note_explains(cache_root):
+    """A 5-sample run has no held-out pairs to measure recall on; its R@1 is "–", and the table's note
+    says why rather than leaving a curator to guess."""
+    run = _runs(cache_root)["other"]
+    run.manifest.utility = None  # what a run with under MIN_RECALL_PAIRS held-out pairs stores
+    table = compare.side_by_side([run], {}).set_index("Measure")
+    assert table.loc["R@1 (held out)", "other"] == "–" and table.loc["R@5 (held out)", "other"] == "–"
+    assert f"recall needs {MIN_RECALL_PAIRS} samples a model never trained on" in compare.SIDE_BY_SIDE_NOTE
 
 
 def test_side_by_side_shows_settings_utility_and_team_flags(cache_root):

@@ -35,11 +35,7 @@ def side_by_side() -> None:
         runs = [resources.run_at(cache_root / name) for name in chosen]
         flagged = {run.name: compare.flagged_count(store, run.name) for run in runs}
         ui.static_table(compare.side_by_side(runs, flagged))
-        st.caption(
-            "R@1/R@5: image→text and text→image recall of each model on the samples it never trained on, "
-            "averaged; runs on different data are measured on different samples. Detection: how well the "
-            "combined ranking finds the known mis-captions. Flagged: final team verdict mis-captioned."
-        )
+        st.caption(compare.SIDE_BY_SIDE_NOTE)
         st.markdown("**Mean CLIPMem per split**")
         ui.static_table(compare.clipmem_per_split(runs))
         st.markdown("**Settings that differ**")
