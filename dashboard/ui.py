@@ -6,6 +6,7 @@ through `md` (dashboard/text.py) wherever Streamlit renders markdown.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,16 @@ from .text import markdown_table, md, shown_caption
 
 VERDICT_KEYS = dict(zip(VERDICTS, ("1", "2", "3")))  # the same keys on every page, in button order
 BADGE_COLOURS = {MISCAPTIONED: "red", CORRECT: "green", UNSURE: "orange"}
+# A reviewer's own verdict button, filled in its badge's hue; mis-captioned keeps the theme's red
+OWN_VERDICT_FILL = {CORRECT: "#15803d", UNSURE: "#b45309"}
 ROW_PX, HEADER_PX = 35, 38
-# the caption under review; a long one scrolls in its own box (at most 8 lines), since a 40,000-character
-# caption pushed the verdict buttons tens of thousands of pixels down the page
-LARGE_TEXT = (
-    "font-size: 1.7rem; line-height: 1.35; margin: 0.3rem 0 1rem 0; max-height: 10.8em; overflow-y: auto; "
-    "overflow-wrap: anywhere"
-)
+# A caption scrolls in its own box (at most 8 lines): a 40,000-character caption pushed the verdict buttons
+# under it tens of thousands of pixels down the page. Large: the caption under review.
+_SCROLLING = "max-height: 10.8em; overflow-y: auto; overflow-wrap: anywhere; white-space: pre-wrap"
+CAPTION_STYLES = {
+    False: f"line-height: 1.35; margin: 0 0 1rem 0; {_SCROLLING}",
+    True: f"font-size: 1.7rem; line-height: 1.35; margin: 0.3rem 0 1rem 0; {_SCROLLING}",
+}
 
 
 def image_markdown(source: Path | str | bytes | Image.Image, *, alt: str) -> str:
@@ -46,6 +50,11 @@ def image_markdown(source: Path | str | bytes | Image.Image, *, alt: str) -> str
     except UNREADABLE as exc:
         return f":small[:gray[The image cannot be shown: {md(exc)}]]"
     return markdown_image(data, mime, alt=alt)
+
+
+def caption_box(caption: str, *, large: bool = False) -> None:
+    """A caption, escaped, in its own scrolling box when long, so what is under it stays in view."""
+    st.html(f'<p style="{CAPTION_STYLES[large]}">{html.escape(caption)}</p>')
 
 
 def image(source: Path | str | bytes | Image.Image, *, alt: str) -> None:
@@ -185,6 +194,20 @@ def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | N
                 on_click=record_verdict,
                 args=(run_name, [sample_id], verdict, reviewer_name),
             )
+
+
+def own_verdict_styles() -> None:
+    """Fill a reviewer's own verdict button with its verdict's colour, once per page.
+
+    Why: Streamlit has one colour for every primary button, the theme's red, so a card judged "Correct"
+    looked as alarming as one judged "Mis-captioned". A button's key ends in its verdict
+    (``gallery:<id>:correct``) and becomes a class, ``st-key-gallery-<id>-correct``; matching the class's
+    end, not any ``-correct`` in it, leaves a sample id that holds the word alone."""
+    rules = []
+    for verdict, fill in OWN_VERDICT_FILL.items():
+        buttons = f'[class$="-{verdict}"] button[kind="primary"], [class*="-{verdict} "] button[kind="primary"]'
+        rules.append(f"{buttons} {{ background-color: {fill}; border-color: {fill}; color: white; }}")
+    st.html("<style>" + "\n".join(rules) + "</style>")
 
 
 def inspect_link(run_name: str, sample_id: str, session: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import subprocess
@@ -23,8 +24,9 @@ from clipmem_core.learned import KEY as LEARNED_KEY
 from clipmem_core.learned import MIN_MISCAPTIONED, fit_learned_ranking
 from clipmem_core.review import open_store
 from clipmem_core.review.estimate import audit_order, ranking_order, run_estimate
+from clipmem_core.review.verdicts import CORRECT
 from clipmem_core.testing import fake_run
-from dashboard import auth, compute, navigation, sidebar, state
+from dashboard import auth, compute, navigation, sidebar, state, ui
 from dashboard import embedding_map as emap
 from dashboard.gallery import DEFAULT_SORT, sort_orders
 
@@ -341,6 +343,21 @@ def test_a_flag_click_persists_and_the_badge_shows_the_decision(cache_root):
     assert _card_captions(fresh) == [run.scores["caption"].iat[run.row(sample)]]
 
 
+def test_an_own_correct_verdict_is_filled_green_not_the_themes_red(cache_root):
+    """Streamlit fills every primary button with the theme's red; a card judged Correct was as red as one
+    judged Mis-captioned. The page's style fills an own verdict's button by the class its key ends in."""
+    at = _open(_app(reviewer="gus", flag_mode="true"), navigation.GALLERY.path)
+    run = load_run(cache_root / "demo")
+    sample = run.scores["sample_id"].iat[int(sort_orders(run.scores)["combined"][2])]
+    at.button(key=f"gallery:{sample}:correct").click().run()
+    assert at.button(key=f"gallery:{sample}:correct").proto.type == "primary"
+    styles = " ".join(h.proto.body for h in at.get("html") if h.proto.body.startswith("<style>"))
+    green = ui.OWN_VERDICT_FILL[CORRECT]
+    assert '[class$="-correct"] button[kind="primary"], [class*="-correct "] button[kind="primary"]' in styles
+    assert f"background-color: {green}; border-color: {green}" in styles
+    assert "-mis-captioned" not in styles  # the theme's red stays mis-captioned's
+
+
 def test_a_non_leads_change_of_mind_is_kept_and_the_page_says_the_first_verdict_counts(cache_root, monkeypatch):
     """Under a lead list a non-lead's first, blind verdict counts; a second click is stored but did not say so."""
     monkeypatch.setenv("CLIPMEM_LEADS", "lead")
@@ -559,7 +576,8 @@ def test_the_inspector_finds_an_id_pasted_with_spaces_around_it(cache_root):
     assert not at.error and len(drawn_images(at)) == 1 + 12
     assert at.session_state[state.INSPECT] == "s00007"  # and so the address bar, bound to the box
     assert at.query_params[state.INSPECT] == "s00007"
-    assert at.main.text[0].value == load_run(cache_root / "demo").scores.set_index("sample_id").at["s00007", "caption"]
+    caption = load_run(cache_root / "demo").scores.set_index("sample_id").at["s00007", "caption"]
+    assert any(f">{html.escape(caption)}</p>" in h.proto.body for h in at.main.get("html"))
 
 
 def test_a_cards_inspect_link_opens_the_inspector_on_that_sample_in_a_new_session(cache_root):

@@ -48,11 +48,11 @@ with left:
     if note:
         st.caption(note)
 with right:
-    st.text(run.scores["caption"].iat[row])
+    ui.caption_box(run.scores["caption"].iat[row])
+    own = None if decision is None else decision["own"]  # the verdicts beside the caption, above the fold
+    ui.flag_buttons(run.name, sample_id, key=f"inspect:{sample_id}", reviewer_name=sidebar.flagging_as(), own=own)
     table = inspector.score_table(run, row, badge_text(decision))
     st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3)
-    own = None if decision is None else decision["own"]
-    ui.flag_buttons(run.name, sample_id, key=f"inspect:{sample_id}", reviewer_name=sidebar.flagging_as(), own=own)
     try:
         views = inspector.view_alignment_frame(run, row)
     except ClipmemError as exc:  # a damaged view_alignments.npy: the rest of the page still works

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-
 import pandas as pd
 import streamlit as st
 
@@ -113,7 +111,7 @@ with st.container(border=True):
             st.caption(card.note)
     with right:
         st.text(card.line)
-        st.html(f'<p style="{ui.LARGE_TEXT}">{html.escape(card.caption)}</p>')
+        ui.caption_box(card.caption, large=True)
         ui.table(reconcile.votes(store, run.name, sample_id), empty="no verdicts")
         resolution = reconcile.resolution_note(item)
         if resolution:

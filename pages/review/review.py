@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import time
 
 import streamlit as st
@@ -91,7 +90,7 @@ else:
             st.caption(card.note)
     with right:
         st.text(card.line)
-        st.html(f'<p style="{ui.LARGE_TEXT}">{html.escape(card.caption)}</p>')
+        ui.caption_box(card.caption, large=True)
         with st.container(horizontal=True, gap="small"):  # wraps rather than cut a label short
             pressed = [
                 st.button(
