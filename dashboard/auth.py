@@ -43,6 +43,7 @@ REVIEWER_KEY = "reviewer"  # the sidebar's name field, bound to ?reviewer= so a 
 BLIND_KEY = "blind"
 NAME_INPUT, NAME_OK, SECRET_INPUT = "_clipmem_name_input", "_clipmem_name_ok", "_clipmem_lead_secret"
 _NAME_MISSING = "_clipmem_name_missing"  # the name button was pressed with no name typed
+_JUST_ENTERED = "_clipmem_identity_entered"  # a name or a lead secret was taken in the callback before this run
 
 
 def _fingerprint(token: str) -> str:
@@ -203,6 +204,7 @@ def _accept() -> None:
     name = str(st.session_state.get(NAME_INPUT) or "").strip()
     st.session_state[REVIEWER_KEY] = name
     st.session_state[_NAME_MISSING] = not name
+    st.session_state[_JUST_ENTERED] = bool(name)
 
 
 def _prove(name: str) -> None:
@@ -210,6 +212,7 @@ def _prove(name: str) -> None:
     secret, entered = lead_secrets().get(name), str(st.session_state.get(SECRET_INPUT) or "")
     if secret and hmac.compare_digest(entered.encode(), secret.encode()):
         st.session_state[_LEAD_KEY] = (name, _fingerprint(secret))
+        st.session_state[_JUST_ENTERED] = True
     else:
         st.session_state["_clipmem_lead_refused"] = True
 
@@ -246,6 +249,10 @@ def reviewer_or_prompt(purpose: str = "recorded with your verdicts", button: str
     if name and needs_proof(name):
         _ask_secret(name)
     if name:
+        if st.session_state.pop(_JUST_ENTERED, False):
+            # the field typed in stays on the page, focused, until this run ends: a verdict key pressed
+            # before then was typed into it (a lead's secret box took the 1 meant for Mis-captioned)
+            browser.release_keyboard_focus()
         return name
     if st.session_state.pop(_NAME_MISSING, False):
         st.warning("Type your name first: it is recorded with each of your verdicts.")

@@ -77,6 +77,11 @@ def test_access_token_gates_every_page(run_dir, monkeypatch, path):
     assert at.title[0].value == TITLES[path]
 
 
+def _blurs(at) -> list:
+    """The page's scripts that take the keyboard focus off the field just typed in."""
+    return [e for e in at.get("html") if "activeElement.blur" in e.proto.body]
+
+
 def test_the_name_is_asked_once_and_kept_in_the_url_not_the_token(run_dir, monkeypatch):
     monkeypatch.setenv("CLIPMEM_ACCESS_TOKEN", "s3cret")
     at = page(REVIEW, run_dir, reviewer=None)
@@ -88,6 +93,7 @@ def test_the_name_is_asked_once_and_kept_in_the_url_not_the_token(run_dir, monke
     at.text_input(key=auth.NAME_INPUT).input("zoe")
     at.button(key=auth.NAME_OK).click().run()
     assert at.session_state[auth.REVIEWER_KEY] == "zoe" and at.title[0].value == "Review · run1"
+    assert _blurs(at)  # the name box lets go of the keyboard at once, so the verdict keys work
     sidebar_name = at.sidebar.text_input(key=auth.REVIEWER_KEY)
     assert (
         sidebar_name.value == "zoe" and sidebar_name.proto.query_param_key == auth.REVIEWER_KEY
@@ -321,10 +327,13 @@ def test_typing_a_leads_name_opens_nothing_without_the_leads_secret(run_dir, mon
     at.text_input(key=auth.SECRET_INPUT).input("guess")
     at.button(key="_clipmem_lead_ok").click().run()
     assert at.error and "not right" in at.error[0].value and not at.dataframe
+    assert not _blurs(at)
     at.text_input(key=auth.SECRET_INPUT).input("cy-secret")
     at.button(key="_clipmem_lead_ok").click().run()
     assert at.title[0].value == "Reconcile · run1" and "bob" in frames_text(at)
+    assert _blurs(at)  # the secret box stays focused until the run ends: a key pressed meanwhile went into it
     at.button(key="resolve_correct").click().run()
+    assert not _blurs(at)  # only in the run right after the secret was taken
     assert open_store(run_dir.parent).resolutions("run1")["resolved_by"].tolist() == ["cy"]
 
 
