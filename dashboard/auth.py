@@ -187,8 +187,10 @@ def blind() -> bool:
 
 def tidy_name(state: MutableMapping[str, Any]) -> None:
     """The sidebar name box's callback: a name typed with spaces around it is stored without them, so the
-    address bar (the box is bound to it) reads ?reviewer=Bob, not ?reviewer=++Bob++."""
+    address bar (the box is bound to it) reads ?reviewer=Bob, not ?reviewer=++Bob++. The box then lets go
+    of the keyboard, as the page's own name field does: it kept the focus, and took the verdict keys."""
     state[REVIEWER_KEY] = str(state.get(REVIEWER_KEY) or "").strip()
+    state[_JUST_ENTERED] = bool(state[REVIEWER_KEY])
 
 
 def namesake(name: str, known: Iterable[str]) -> str | None:

@@ -99,6 +99,10 @@ def test_the_name_is_asked_once_and_kept_in_the_url_not_the_token(run_dir, monke
         sidebar_name.value == "zoe" and sidebar_name.proto.query_param_key == auth.REVIEWER_KEY
     )  # what a reload reads back
     assert all("s3cret" not in str(v) for v in at.query_params.values())
+    at.run()
+    assert not _blurs(at)
+    at.sidebar.text_input(key=auth.REVIEWER_KEY).input("  zoë ").run()
+    assert at.session_state[auth.REVIEWER_KEY] == "zoë" and _blurs(at)  # the sidebar's name box too
     reloaded = page(REVIEW, run_dir, reviewer="zoe")  # a reload: ?reviewer=zoe and a new session
     reloaded.text_input[0].input("s3cret").run()  # the token, unlike the name, is asked again
     assert reloaded.title[0].value == "Review · run1" and reloaded.text_input(key=auth.REVIEWER_KEY).value == "zoe"
