@@ -27,7 +27,8 @@ from typing import Any
 
 import streamlit as st
 
-from clipmem_core.review import is_lead
+from clipmem_core import ClipmemError
+from clipmem_core.review import check_reviewer, is_lead
 from clipmem_core.review.roles import leads
 
 from . import browser
@@ -43,7 +44,8 @@ REVIEWER_KEY = "reviewer"  # the sidebar's name field, bound to ?reviewer= so a 
 BLIND_KEY = "blind"
 NAME_INPUT, NAME_OK, SECRET_INPUT = "_clipmem_name_input", "_clipmem_name_ok", "_clipmem_lead_secret"
 _NAME_MISSING = "_clipmem_name_missing"  # the name button was pressed with no name typed
-_JUST_ENTERED = "_clipmem_identity_entered"  # a name or a lead secret was taken in the callback before this run
+REVIEWER_LABEL, SECRET_LABEL = "Your name", "Lead secret"  # the sidebar's name box; the lead's secret box
+_JUST_ENTERED = "_clipmem_identity_entered"  # the label of the field whose name or secret was just taken
 
 
 def _fingerprint(token: str) -> str:
@@ -165,12 +167,25 @@ def needs_proof(name: str) -> bool:
     return leads() is not None and name in (leads() or ()) and not oidc_configured() and not _proved(name)
 
 
+def name_problem(name: str) -> str | None:
+    """Why a typed name cannot be recorded (too long, control characters), or None: said when the name is
+    entered, where a name over 200 characters used to be taken and then crash the page at the first verdict."""
+    if not name.strip():
+        return None
+    try:
+        check_reviewer(name)
+    except ClipmemError as exc:
+        return str(exc)[:1].upper() + str(exc)[1:]
+    return None
+
+
 def viewer() -> str | None:
-    """Who is looking, without asking: the OIDC identity, or the typed name (a lead's only once proved)."""
+    """Who is looking, without asking: the OIDC identity, or the typed name (a lead's only once proved, and
+    only one the store can record)."""
     if oidc_configured():
         return _oidc_identity()
     name = str(st.session_state.get(REVIEWER_KEY) or "").strip()
-    return name if name and not needs_proof(name) else None
+    return name if name and not name_problem(name) and not needs_proof(name) else None
 
 
 def is_verified_lead(name: str | None) -> bool:
@@ -190,7 +205,7 @@ def tidy_name(state: MutableMapping[str, Any]) -> None:
     address bar (the box is bound to it) reads ?reviewer=Bob, not ?reviewer=++Bob++. The box then lets go
     of the keyboard, as the page's own name field does: it kept the focus, and took the verdict keys."""
     state[REVIEWER_KEY] = str(state.get(REVIEWER_KEY) or "").strip()
-    state[_JUST_ENTERED] = bool(state[REVIEWER_KEY])
+    state[_JUST_ENTERED] = REVIEWER_LABEL if state[REVIEWER_KEY] else None
 
 
 def namesake(name: str, known: Iterable[str]) -> str | None:
@@ -200,13 +215,13 @@ def namesake(name: str, known: Iterable[str]) -> str | None:
     return next((other for other in known if other != name.strip() and other.casefold() == folded), None)
 
 
-def _accept() -> None:
-    """Button callback: the typed name becomes the (URL-bound) reviewer name; an empty one is said to be
-    missing (the button did nothing, without a word)."""
+def _accept(label: str) -> None:
+    """Callback of the name field (``label``) and its button: the typed name becomes the (URL-bound)
+    reviewer name; an empty one is said to be missing (the button did nothing, without a word)."""
     name = str(st.session_state.get(NAME_INPUT) or "").strip()
     st.session_state[REVIEWER_KEY] = name
     st.session_state[_NAME_MISSING] = not name
-    st.session_state[_JUST_ENTERED] = bool(name)
+    st.session_state[_JUST_ENTERED] = label if name else None
 
 
 def _prove(name: str) -> None:
@@ -214,7 +229,7 @@ def _prove(name: str) -> None:
     secret, entered = lead_secrets().get(name), str(st.session_state.get(SECRET_INPUT) or "")
     if secret and hmac.compare_digest(entered.encode(), secret.encode()):
         st.session_state[_LEAD_KEY] = (name, _fingerprint(secret))
-        st.session_state[_JUST_ENTERED] = True
+        st.session_state[_JUST_ENTERED] = SECRET_LABEL
     else:
         st.session_state["_clipmem_lead_refused"] = True
 
@@ -227,7 +242,7 @@ def _ask_secret(name: str) -> None:
         )
         st.stop()
     st.info(f"{md(name)} is a lead: enter your lead secret to continue under that name.")
-    st.text_input("Lead secret", type="password", key=SECRET_INPUT, on_change=_prove, args=(name,))
+    st.text_input(SECRET_LABEL, type="password", key=SECRET_INPUT, on_change=_prove, args=(name,))
     if st.session_state.pop("_clipmem_lead_refused", False):
         st.error("That lead secret is not right.")
     st.button("Confirm", key="_clipmem_lead_ok", on_click=_prove, args=(name,))
@@ -248,18 +263,24 @@ def reviewer_or_prompt(purpose: str = "recorded with your verdicts", button: str
             st.button("Log in", on_click=st.login)
         return identity
     name = str(st.session_state.get(REVIEWER_KEY) or "").strip()
+    problem = name_problem(name)
+    if problem:
+        st.error(f"{md(problem)}: type another name.")
+        name = ""
     if name and needs_proof(name):
         _ask_secret(name)
     if name:
-        if st.session_state.pop(_JUST_ENTERED, False):
-            # the field typed in stays on the page, focused, until this run ends: a verdict key pressed
-            # before then was typed into it (a lead's secret box took the 1 meant for Mis-captioned)
-            browser.release_keyboard_focus()
+        entered = st.session_state.pop(_JUST_ENTERED, None)
+        if entered:
+            # the field typed in stays focused until this run ends: a verdict key pressed before then was
+            # typed into it (a lead's secret box took the 1 meant for Mis-captioned)
+            browser.release_keyboard_focus(entered)
         return name
     if st.session_state.pop(_NAME_MISSING, False):
         st.warning("Type your name first: it is recorded with each of your verdicts.")
-    st.text_input(f"Your name ({purpose})", key=NAME_INPUT, on_change=_accept)
-    st.button(button, key=NAME_OK, on_click=_accept)
+    label = f"Your name ({purpose})"
+    st.text_input(label, key=NAME_INPUT, on_change=_accept, args=(label,))
+    st.button(button, key=NAME_OK, on_click=_accept, args=(label,))
     return None
 
 

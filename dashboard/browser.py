@@ -7,6 +7,9 @@ the scripts here keeps that promise checkable in one file (docs/security.md).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+
 import streamlit as st
 
 
@@ -24,8 +27,36 @@ def set_cookie(name: str, value: str, max_age_s: int) -> None:
     )
 
 
-def release_keyboard_focus() -> None:
+def enter_lets_go(fields: Iterable[str]) -> None:
+    """Enter in one of these text fields (labels fixed by the app) takes the keyboard from it, so that the
+    page's verdict keys work next: the 1 pressed after Enter in "Suggested caption" was typed into it ("a
+    pirate flag1") and no verdict was given. Done in the browser, on the Enter itself: a blur sent by the
+    next run came late, and took the keyboard from a field tabbed into meanwhile; a blur on a timer came after
+    a key typed at once. The listener sits on the document, so Streamlit's own Enter (on the app's root,
+    below it) has taken the value before the field lets go. Draw it on every run, in
+    one place: an element that comes and goes shifts the ones below, which Streamlit then draws afresh."""
+    labels = json.dumps(sorted(fields))
+    run_script(
+        "if (!window.clipmemEnterLetsGo) { window.clipmemEnterLetsGo = new Set();"
+        " document.addEventListener('keydown', (e) => { const t = e.target;"
+        " if (e.key === 'Enter' && t && t.getAttribute && window.clipmemEnterLetsGo.has(t.getAttribute('aria-label')))"
+        " t.blur(); }); }"
+        f" {labels}.forEach((label) => window.clipmemEnterLetsGo.add(label));"
+    )
+
+
+def release_keyboard_focus(field: str | None = None) -> None:
     """Take the keyboard focus off whatever holds it (a radio button just clicked), so that the page's key
     shortcuts work at once: Streamlit's button shortcuts ignore keys while a radio has the focus, and after
-    choosing a review queue with the mouse a reviewer's 1, 2, 3 did nothing until they clicked elsewhere."""
-    run_script("document.activeElement && document.activeElement.blur();")
+    choosing a review queue with the mouse a reviewer's 1, 2, 3 did nothing until they clicked elsewhere.
+
+    With ``field`` (a text field's label, fixed by the app), only while that field holds the focus: Enter
+    in it should let go of the keyboard, but Tab out of it into the next field must leave that one be."""
+    if field is None:
+        run_script("document.activeElement && document.activeElement.blur();")
+        return
+    label = json.dumps(field)
+    run_script(
+        f"document.activeElement && document.activeElement.getAttribute('aria-label') === {label}"
+        " && document.activeElement.blur();"
+    )

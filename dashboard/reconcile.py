@@ -24,6 +24,7 @@ SKIPPED = "reconcile_skipped"
 LAST = "reconcile_last"  # the resolution just made: {"run", "sample_id", "verdict", "id"}, for its undo
 BACK = "reconcile_back"  # the sample an undo reopened: it is the one at hand again
 KEYS = {MISCAPTIONED: "1", CORRECT: "2", UNSURE: "3", "skip": "S", "undo": "U"}
+CAPTION_LABEL = "Caption to accept if mis-captioned"
 
 
 def caption_key(sample_id: str) -> str:
@@ -180,10 +181,13 @@ def settle(
 
 
 def undo(state: MutableMapping[str, Any], store: ReviewStore, lead: str) -> None:
-    """The undo button's callback: the resolution just made is taken back, and its sample is at hand again."""
+    """The undo button's callback: the resolution just made is taken back, and its sample is at hand again,
+    its caption box filled afresh (the page's default). The old value, still in the session, was not sent
+    to the browser again: the box came back empty, and the next key resolved without the caption."""
     last = state.pop(LAST, None)
     if last and store.undo_resolution(last["run"], last["id"], lead):
         state[BACK] = last["sample_id"]
+        state.pop(caption_key(last["sample_id"]), None)
 
 
 def settled_line(state: Mapping[str, Any], run_name: str) -> str | None:

@@ -55,6 +55,7 @@ SKIPPED, UNDO, CURRENT, PACE = "review_skipped", "review_undo_stack", "review_cu
 LAST = "review_last"  # the verdict just recorded: {"run", "sample_id", "verdict", "id"}
 UNDONE = "review_undone"  # the verdict just taken back, in the same shape
 QUEUE_CHOSEN = "review_queue_chosen"  # the queue radio was just clicked: its focus is to be released
+SUGGEST_LABEL, NOTE_LABEL = "Suggested caption (if mis-captioned)", "Note"
 OWNER = "review_state_owner"  # whose verdicts the undo stack and the pace are
 NO_OTHERS = "No other reviewer has judged this sample yet."
 NOTHING_ASSIGNED = (
@@ -175,16 +176,18 @@ def record(
         if is_lead(reviewer)
         else standing_verdict(store.verdicts(run_name, [sample_id], reviewer=reviewer), reviewer)
     )
+    typed = {"suggestion": state.get(suggest_key(sample_id)) or "", "note": state.get(note_key(sample_id)) or ""}
     verdict_id = store.add_verdict(
         run_name,
         sample_id,
         reviewer,
         verdict,
-        suggested_caption=state.get(suggest_key(sample_id)) or None,
-        note=state.get(note_key(sample_id)) or None,
+        suggested_caption=typed["suggestion"] or None,
+        note=typed["note"] or None,
         session_id=session_id,
     )
     last = {"run": run_name, "sample_id": sample_id, "verdict": verdict, "id": verdict_id, "stands": standing}
+    last |= typed
     state[LAST] = last
     state.pop(UNDONE, None)
     state[UNDO] = [*(state.get(UNDO) or []), last]
@@ -214,7 +217,9 @@ def skip(state: MutableMapping[str, Any], sample_id: str) -> None:
 
 
 def undo(state: MutableMapping[str, Any], store: ReviewStore, reviewer: str) -> None:
-    """Click callback of Undo: take back the last verdict of this visit to the page and show its sample again."""
+    """Click callback of Undo: take back the last verdict of this visit to the page and show its sample again,
+    with the suggestion and note it was given. Set here, they reach the browser: the fields came back empty
+    while the session still held the old text, and the next verdict stored the empty boxes."""
     stack = list(state.get(UNDO) or [])
     if not stack:
         return
@@ -223,6 +228,8 @@ def undo(state: MutableMapping[str, Any], store: ReviewStore, reviewer: str) -> 
     if store.undo_verdict(last["run"], last["id"], reviewer):
         state[CURRENT] = last["sample_id"]
         state[UNDONE] = last
+        state[suggest_key(last["sample_id"])] = last.get("suggestion", "")
+        state[note_key(last["sample_id"])] = last.get("note", "")
     state[LAST] = stack[-1] if stack else None
     state[PACE] = (state.get(PACE) or [])[:-1]
 

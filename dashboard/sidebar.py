@@ -79,14 +79,18 @@ def _who() -> None:
         st.sidebar.caption(f"Signed in as {md(name)}" if name else "Not signed in")
     else:
         st.sidebar.text_input(
-            "Your name",
+            auth.REVIEWER_LABEL,
             key=auth.REVIEWER_KEY,
             bind="query-params",
             placeholder="to review or flag",
             on_change=auth.tidy_name,
             args=(st.session_state,),
         )
-        _namesake_note(str(st.session_state.get(auth.REVIEWER_KEY) or ""))
+        typed = str(st.session_state.get(auth.REVIEWER_KEY) or "")
+        problem = auth.name_problem(typed)
+        if problem:
+            st.sidebar.error(f"{md(problem)}: it cannot be recorded.")
+        _namesake_note(typed)
     if leads() is not None and not auth.is_verified_lead(auth.viewer()):
         st.sidebar.caption("Blind mode is on: you see others' verdicts on a sample once you have given yours.")
     else:

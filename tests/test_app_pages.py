@@ -439,6 +439,11 @@ def test_flag_buttons_need_flag_mode_and_a_name_and_flag_mode_survives_a_reload(
     assert at.sidebar.toggle(key=state.FLAG_MODE).proto.query_param_key == state.FLAG_MODE
     reloaded = _open(_app(reviewer="bob", flag_mode="true"), navigation.GALLERY.path)
     assert len([b for b in reloaded.main.button if b.key and b.key.endswith(":mis-captioned")]) == 48
+    at.sidebar.text_input(key=auth.REVIEWER_KEY).input("b" * 201).run()  # the store cannot record it
+    assert not [b for b in at.main.button if b.key and b.key.endswith(":mis-captioned")]  # no click can crash
+    assert [e.value for e in at.sidebar.error] == [
+        "Reviewer name is longer than 200 characters: it cannot be recorded."
+    ]
 
 
 def test_gallery_pages_turn_at_the_top_and_the_foot_and_the_page_is_kept_in_the_url(cache_root):

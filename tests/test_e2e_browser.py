@@ -342,8 +342,11 @@ def _review_image_width(page) -> float:
     return page.locator(IMAGE_SELECTOR).first.bounding_box()["width"]
 
 
-def _review(browser, url: str, name: str, keys: list[str], type_name: bool, shots: Path) -> list[str]:
-    """One reviewer's session on the Review page, keys only; returns the samples judged, in order."""
+def _review(
+    browser, url: str, name: str, keys: list[str], type_name: bool, shots: Path, suggestion: str = ""
+) -> list[str]:
+    """One reviewer's session on the Review page, keys only (a ``suggestion`` for the first sample typed and
+    ended with Enter, then its key); returns the samples judged, in order."""
     page = _watched_page(browser)
     if type_name:  # a name typed once, then kept in the URL (a reload keeps it)
         page.goto(f"{url}/review")
@@ -370,6 +373,10 @@ def _review(browser, url: str, name: str, keys: list[str], type_name: bool, shot
     expect(page.get_by_role("button", name="Undo last verdict")).to_be_enabled()
     page.keyboard.press("u")  # …taken back
     page.wait_for_function(f"() => document.body.innerText.includes('{first} · ')")
+    if suggestion:  # Enter lets go of the field: the verdict key after it is a verdict, not a letter typed
+        page.get_by_label("Suggested caption (if mis-captioned)").focus()
+        page.keyboard.type(suggestion)
+        page.keyboard.press("Enter")
     judged = [_press_and_wait_for_the_next(page, key) for key in keys]
     page.screenshot(path=str(shots / ("review.png" if name == "ann" else f"review_{name}.png")))
     page.close()
@@ -435,9 +442,13 @@ def test_one_curation_session_by_keyboard_two_reviewers_blind_a_lead_and_a_clean
 ):
     shots = ROOT / "docs" if os.environ.get("CLIPMEM_UPDATE_SCREENSHOT") == "1" else tmp_path
     run = load_run(DEMO)
-    ann = _review(browser, server, "ann", ANN, type_name=True, shots=shots)
+    ann = _review(browser, server, "ann", ANN, type_name=True, shots=shots, suggestion="a pirate flag")
     bob = _review(browser, server, "bob", BOB, type_name=False, shots=tmp_path)
     assert ann == bob  # the same six samples, in the queue's order
+    from clipmem_core.review import open_store
+
+    first = open_store(served_cache).verdicts("demo", [ann[0]], reviewer="ann")  # the slip, then the verdict
+    assert first[["verdict", "suggested_caption"]].values.tolist()[-1] == ["mis-captioned", "a pirate flag"]
     disputed = [i for i, (a, b) in enumerate(zip(ANN, BOB)) if a != b]
     assert disputed == sorted(LEAD_KEYS)
 

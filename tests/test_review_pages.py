@@ -108,6 +108,19 @@ def test_the_name_is_asked_once_and_kept_in_the_url_not_the_token(run_dir, monke
     assert reloaded.title[0].value == "Review · run1" and reloaded.text_input(key=auth.REVIEWER_KEY).value == "zoe"
 
 
+def test_a_name_the_store_cannot_record_is_refused_when_given_not_at_the_first_verdict(run_dir):
+    at = page(REVIEW, run_dir, reviewer="x" * 201)  # from the address bar: the page used to take it
+    assert [e.value for e in at.main.error] == ["Reviewer name is longer than 200 characters: type another name."]
+    assert at.text_input(key=auth.NAME_INPUT) and not [t for t in at.main.text if " split · " in t.value]
+    at.text_input(key=auth.NAME_INPUT).input("bad\x07name").run()  # typed on the page: refused the same way
+    (error,) = at.main.error
+    assert plain(error.value).endswith("name' holds control characters: type another name.")
+    at.text_input(key=auth.NAME_INPUT).input("ann").run()
+    assert not at.main.error and shown_sample(at) == "s00"
+    verdict_button(at, "mis-captioned").click().run()
+    assert open_store(run_dir.parent).verdicts("run1")["reviewer"].tolist() == ["ann"]
+
+
 def test_the_review_card_is_large_with_keys_for_every_verdict_skip_and_undo(run_dir):
     at = page(REVIEW, run_dir)
     assert shown_sample(at) == "s00"  # the combined ranking, top first
@@ -278,6 +291,7 @@ def test_reconcile_shows_each_disagreement_large_and_resolves_with_a_key(run_dir
     votes = frames_text(at)
     assert "ann" in votes and "a blue circle" in votes and "bob" in votes
     assert at.text_input(key=reconcile.caption_key("s00")).value == "a blue circle"
+    assert "clipmemEnterLetsGo" in html_text(at) and reconcile.CAPTION_LABEL in html_text(at)  # Enter lets go
     shortcuts = {b.key: b.proto.shortcut.upper() for b in at.main.button if b.proto.shortcut}
     assert shortcuts["resolve_mis-captioned"] == "1" and shortcuts["reconcile_skip"] == "S"
 
@@ -410,8 +424,10 @@ def test_record_skip_and_undo_callbacks_on_a_dict(run_dir):
     assert review.last_recorded(session, "run1")["sample_id"] == "s01" and session[review.PACE] == [10.0]
     assert review.last_recorded(session, "run2") is None
     assert review.others_verdicts(store, "run1", "s01", "bob")["reviewer"].tolist() == ["ann"]
+    session[review.suggest_key("s01")] = session[review.note_key("s01")] = ""  # as the next card leaves them
     review.undo(session, store, "ann")
     assert store.verdicts("run1").empty and session[review.CURRENT] == "s01" and not review.can_undo(session, "run1")
+    assert (session[review.suggest_key("s01")], session[review.note_key("s01")]) == ("a dog", "")  # as given
     review.skip(session, "s02")
     batch = review.Batch(["s02", "s03"], 2, 0)
     assert review.current_sample({review.SKIPPED: ["s02"]}, batch) == "s03"
@@ -465,9 +481,14 @@ def test_reconcile_logic_refuses_non_leads_and_settles_with_the_typed_caption(ru
     reconcile.skip(brought_back, "s02")
     assert reconcile.current_item(items, brought_back)["sample_id"] == "s00"
     assert reconcile.votes(store, "run1", "s00")["suggested_caption"].tolist() == ["a blue circle", ""]
-    reconcile.settle({reconcile.caption_key("s00"): "a blue circle"}, store, "run1", "s00", "mis-captioned", "cy")
+    lead_session = {reconcile.caption_key("s00"): "a blue circle"}
+    reconcile.settle(lead_session, store, "run1", "s00", "mis-captioned", "cy")
     assert reconcile.disagreements(store, "run1", None, show_resolved=False)["sample_id"].tolist() == ["s02"]
     assert store.resolutions("run1")["caption"].tolist() == ["a blue circle"]
+    reconcile.undo(lead_session, store, "cy")
+    assert store.resolutions("run1").empty and lead_session[reconcile.BACK] == "s00"
+    # the box is filled afresh by the page (a value left in the session reached the browser as an empty box)
+    assert reconcile.caption_key("s00") not in lead_session
 
 
 def test_the_review_image_is_at_least_320_px_wide_and_says_when_it_was_upscaled(tmp_path):

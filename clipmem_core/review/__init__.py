@@ -2,7 +2,7 @@
 
 from .agreement import agreement_report, majority_verdicts
 from .roles import LEADS_ENV, is_lead, require_lead
-from .store import ReviewStore, open_store
+from .store import ReviewStore, check_reviewer, open_store
 from .verdicts import VERDICT_LABELS, VERDICTS, normalise_verdict
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "VERDICT_LABELS",
     "ReviewStore",
     "agreement_report",
+    "check_reviewer",
     "is_lead",
     "majority_verdicts",
     "normalise_verdict",

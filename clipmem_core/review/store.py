@@ -201,6 +201,12 @@ def _check_name(name: Any, what: str = "reviewer", limit: int = MAX_REVIEWER) ->
     return text
 
 
+def check_reviewer(name: Any) -> str:
+    """A reviewer's name as the store keeps it, or ClipmemError saying why it cannot be one: the dashboard
+    checks a typed name with it when it is entered, not when the first verdict is refused."""
+    return _check_name(name)
+
+
 def _check_run(run: Any) -> str:
     return _check_name(run, "run", MAX_RUN)
 

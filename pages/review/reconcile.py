@@ -7,7 +7,7 @@ import streamlit as st
 
 from clipmem_core.formatting import fmt_count
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
-from dashboard import auth, reconcile, resources, review, ui
+from dashboard import auth, browser, reconcile, resources, review, ui
 from dashboard.text import md
 
 run, store = resources.run_and_store()
@@ -117,7 +117,7 @@ with st.container(border=True):
         if resolution:
             st.caption(md(resolution))
         ss.setdefault(reconcile.caption_key(sample_id), reconcile.default_caption(item))
-        st.text_input("Caption to accept if mis-captioned", key=reconcile.caption_key(sample_id))
+        st.text_input(reconcile.CAPTION_LABEL, key=reconcile.caption_key(sample_id))
         with st.container(horizontal=True, gap="small"):  # wraps rather than cut a label short
             for verdict in VERDICTS:
                 st.button(
@@ -142,3 +142,4 @@ if len(items) > 1:
     ui.table(reconcile.queue_table(items[items["sample_id"] != sample_id], captions), empty="")
 agreement_section()
 export_section()
+browser.enter_lets_go((reconcile.CAPTION_LABEL,))  # last: a script element above the card shifts its fields

@@ -28,8 +28,6 @@ if ss.get(review.SOURCE) not in queues:
 source = st.sidebar.radio(
     "Queue", list(queues), format_func=queues.get, key=review.SOURCE, on_change=review.queue_changed, args=(ss,)
 )
-if ss.pop(review.QUEUE_CHOSEN, False):
-    browser.release_keyboard_focus()
 if LEARNED_KEY not in queues:
     st.sidebar.caption(learned_pending_note(ranking.miscaptioned))
 session_id = None
@@ -119,8 +117,8 @@ else:
             (ss, store, reviewer),
             disabled=not review.can_undo(ss, run.name),
         )
-        st.text_input("Suggested caption (if mis-captioned)", key=review.suggest_key(sample_id))
-        st.text_input("Note", key=review.note_key(sample_id))
+        st.text_input(review.SUGGEST_LABEL, key=review.suggest_key(sample_id))
+        st.text_input(review.NOTE_LABEL, key=review.note_key(sample_id))
     ui.hint_row(
         run,
         card,
@@ -161,3 +159,8 @@ with st.expander("Review sessions: create one, see progress per reviewer"):
             except ClipmemError as exc:
                 st.error(md(exc))
     session_progress()
+
+# last on the page: a script element drawn above the card shifted its fields, which Streamlit then drew afresh
+browser.enter_lets_go((review.SUGGEST_LABEL, review.NOTE_LABEL))
+if ss.pop(review.QUEUE_CHOSEN, False):
+    browser.release_keyboard_focus()
