@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .errors import ClipmemError
 
@@ -73,9 +75,28 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
 
 
+def parquet_table(frame: pd.DataFrame) -> pa.Table:
+    """``frame`` as an Arrow table that plain ``pd.read_parquet`` reads back.
+
+    Why: a list column loaded as Arrow (``captions``, see ``cache._lists_stay_arrow``) is recorded in the
+    file's pandas metadata as ``list<item: string>[pyarrow]``, a dtype name pandas cannot parse: after
+    ``clipmem rerank`` a user's ``pd.read_parquet("scores.parquet")`` failed. Such columns are recorded as
+    ``object``, what pandas makes of any list column; the data itself is unchanged."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = dict(table.schema.metadata or {})
+    if b"pandas" not in metadata:
+        return table
+    pandas_meta = json.loads(metadata[b"pandas"])
+    for column in pandas_meta.get("columns", []):
+        if str(column.get("numpy_type", "")).endswith("[pyarrow]"):
+            column["numpy_type"] = "object"
+    metadata[b"pandas"] = json.dumps(pandas_meta).encode()
+    return table.replace_schema_metadata(metadata)
+
+
 def write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+        pq.write_table(parquet_table(frame), tmp)
 
 
 def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:

@@ -193,7 +193,7 @@ def failing_fsync_of(monkeypatch, name: str):
 FAULTS = {
     "index": failing_index_writer,
     "arrays": lambda mp: mp.setattr(np, "save", fail_midway(np.save)),
-    "scores": lambda mp: mp.setattr(pd.DataFrame, "to_parquet", fail_midway(pd.DataFrame.to_parquet)),
+    "scores": lambda mp: mp.setattr("pyarrow.parquet.write_table", fail_midway(None)),
     "thumbnails": lambda mp: mp.setattr("PIL.Image.Image.save", fail_midway(None)),
     "manifest": lambda mp: failing_fsync_of(mp, cache.MANIFEST),
 }

@@ -38,6 +38,9 @@ def test_a_run_takes_up_the_recipe_and_its_summary_follows(tmp_path):
     truth = done.run.scores["is_miscaptioned"].to_numpy(bool)
     assert detected == pytest.approx(auroc(today, truth))
     assert rerank_run(run_dir, top=10).new_in_top == 0  # a second time: nothing moves
+    rewritten = pd.read_parquet(run_dir / SCORES)  # plain pandas reads the rewritten table, lists and all
+    assert rewritten["captions"].map(list).tolist() == done.run.scores["captions"].map(list).tolist()
+    assert rewritten["captions"].map(len).min() >= 1
 
 
 def test_the_cli_says_what_moved_and_a_run_without_embeddings_is_refused(tmp_path, capsys):

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
-from ..atomic import write_bytes
+from ..atomic import parquet_table, write_bytes
 from ..cache import GROUND_TRUTH, Run
 from ..data import CAPTIONS_COLUMN, CLASS_COLUMN, ID_COLUMN
 from ..errors import ClipmemError
@@ -56,7 +57,7 @@ def table_bytes(frame: pd.DataFrame, fmt: str, *, tsv: bool = False, spreadsheet
         raise ClipmemError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     buffer = io.BytesIO()
     if fmt == "parquet":
-        frame.to_parquet(buffer, index=False)
+        pq.write_table(parquet_table(frame), buffer)
     else:
         (frame.map(escape_cell) if spreadsheet else frame).to_csv(buffer, index=False, sep="\t" if tsv else ",")
     return buffer.getvalue()
