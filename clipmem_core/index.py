@@ -214,6 +214,11 @@ def plan_index(
     if kind == "ivf":
         nlist = nlist or ivf_nlist(n)
         return IndexPlan(kind, n, dim, nlist=nlist, nprobe=ivf_nprobe(nlist))
+    if n < 1 << PQ_BITS:  # faiss's own refusal was a traceback from deep inside its k-means
+        raise ClipmemError(
+            f"an ivfpq index trains {1 << PQ_BITS} codes a sub-vector and needs at least that many vectors; "
+            f"this one has {n:,}: use flat (exact, and fast at this size)"
+        )
     nlist = nlist or pq_nlist(n)
     return IndexPlan(kind, n, dim, nlist=nlist, nprobe=pq_nprobe(nlist), pq_m=pq_subquantizers(dim), opq=opq)
 

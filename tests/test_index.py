@@ -436,3 +436,10 @@ def test_reindex_command_rebuilds_a_runs_indexes_as_ivfpq(tmp_path, capsys):
         assert is_compressed(load_index(run.index_path(modality)))
     assert NeighbourSearch(run).query("s00003", k=1, mode="image2text")[0].sample_id == "s00003"
     assert main(["reindex", "--run", str(tmp_path / "none")]) == 2
+    small = fake_run(tmp_path, "small", 120, image_size=8)
+    before = small.index_path("image").read_bytes()
+    capsys.readouterr()
+    assert main(["reindex", "--run", str(small.path), "--kind", "ivfpq"]) == 2  # said in a line, no traceback
+    err = capsys.readouterr().err
+    assert "needs at least that many vectors; this one has 120: use flat" in err and "Traceback" not in err
+    assert small.index_path("image").read_bytes() == before  # the run's index is kept
