@@ -136,7 +136,7 @@ def _add_inject(commands) -> None:
         "and mark them is_miscaptioned (for validation and demos).",
     )
     _add_config_options(p, DATA_OPTIONS)
-    p.add_argument("--out", required=True, help="output CSV")
+    p.add_argument("--out", required=True, help="output CSV, named .csv")
     p.add_argument("--fraction", type=float, required=True, help="fraction of samples to mis-caption, in (0, 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

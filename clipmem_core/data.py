@@ -1075,17 +1075,21 @@ def inject_miscaptions(
     (docs/detection.md, "Clustered mis-captions"). ``one_donor_class`` (with ``clustered``) gives each
     mis-captioned class the captions of one other class.
 
-    Columns ``id, filepath, caption, is_miscaptioned`` (and ``label`` when the source has it): one row per
-    sample with its first caption (a mis-captioned multi-caption sample gets the donor's first caption
-    only); ids keep the source sample_ids; filepaths are relative to the output's folder when the image
-    lies inside it, else absolute (so the copy reads back without ``--allow-outside-root``). A sample
-    already flagged in the source stays flagged. An existing ``out_path`` is only replaced with ``force``,
-    and never when it is the input itself.
+    Columns ``id, filepath, caption, is_miscaptioned`` (and ``label`` when the source has it, and
+    ``captions`` when a sample has several): one row per sample with its first caption; a sample with
+    several keeps them all in ``captions``, as ``clipmem review export`` writes them (they were dropped,
+    and a run on the copy trained on fewer captions than the original), but a mis-captioned one gets the
+    donor's first caption only; ids keep the source sample_ids; filepaths are relative to the output's
+    folder when the image lies inside it, else absolute (so the copy reads back without
+    ``--allow-outside-root``). A sample already flagged in the source stays flagged. An existing
+    ``out_path`` is only replaced with ``force``, and never when it is the input itself.
     """
     if not 0 < fraction < 1:
         raise ClipmemError(f"fraction must be between 0 and 1 (exclusive), not {fraction}")
     out = Path(out_path).expanduser().resolve()
     check_output_file(out, force=force, inputs=[Path(src_path)])
+    if out.suffix.lower() != ".csv":  # a copy named noisy.json was CSV inside, and read back as broken JSON
+        raise ClipmemError(f"the copy is written as CSV: name it .csv, not {out.name}")
     dataset = read_dataset(
         src_path,
         img_key=img_key,
@@ -1120,6 +1124,12 @@ def inject_miscaptions(
     )
     if CLASS_COLUMN in samples:
         frame[CLASS_COLUMN] = samples[CLASS_COLUMN].to_numpy()
+    several = [
+        json.dumps(list(caps), ensure_ascii=False) if len(caps) > 1 and i not in new else ""
+        for i, caps in enumerate(samples["captions"])
+    ]
+    if any(several):
+        frame[CAPTIONS_COLUMN] = several
     with atomic_path(out) as tmp:
         frame.to_csv(tmp, index=False)
     summary = {

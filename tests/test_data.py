@@ -460,7 +460,7 @@ def test_inject_never_keeps_the_caption_with_repeated_captions(tmp_path):
     assert (out["caption"] != captions).tolist() == out["is_miscaptioned"].tolist()
 
 
-def test_inject_multi_caption_writes_first_caption(tmp_path):
+def test_inject_keeps_a_clean_samples_captions_and_gives_a_mis_captioned_one_the_donors_first(tmp_path):
     png(tmp_path / "a.png")
     png(tmp_path / "b.png")
     (tmp_path / "a.txt").write_text("apple\nred fruit")
@@ -468,7 +468,18 @@ def test_inject_multi_caption_writes_first_caption(tmp_path):
     inject_miscaptions(tmp_path, tmp_path / "out" / "o.csv", fraction=0.5, seed=0, progress=False)
     ds = read(tmp_path / "out" / "o.csv")
     assert sorted(ds.samples["caption"]) in (["apple", "apple"], ["banana", "banana"])
+    by_flag = {bool(f): list(c) for f, c in zip(ds.samples["is_miscaptioned"], ds.samples["captions"])}
+    assert by_flag[False] in (["apple", "red fruit"], ["banana", "yellow fruit"])  # they were dropped
+    assert by_flag[True] in (["apple"], ["banana"]) and by_flag[True][0] == by_flag[False][0]
     assert ds.samples["is_miscaptioned"].sum() == 1
+
+
+def test_inject_writes_a_csv_named_csv(tmp_path):
+    """A copy named noisy.json held CSV, and a run on it failed as broken JSON."""
+    src = simple_csv(tmp_path / "src", n=12)
+    with pytest.raises(ClipmemError, match=r"written as CSV: name it \.csv, not noisy\.json"):
+        inject_miscaptions(src, tmp_path / "noisy.json", fraction=0.25, seed=0, progress=False)
+    assert not (tmp_path / "noisy.json").exists()
 
 
 def test_inject_clustered_fills_whole_classes(tmp_path):

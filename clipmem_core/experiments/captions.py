@@ -28,7 +28,10 @@ class CaptionsStudy(Study):
                 "(a COCO captions JSON, or an image folder whose .txt files hold several lines)"
             )
         if settings.inject:
-            raise ClipmemError("--inject keeps one caption per sample; the captions study cannot use it")
+            raise ClipmemError(
+                "--inject gives a mis-captioned sample one caption (its donor's first), whatever --max-captions says; "
+                "the captions study cannot use it"
+            )
 
     def conditions(self, experiment: Experiment, seed: int) -> list[Condition]:
         counts = experiment.settings.values
