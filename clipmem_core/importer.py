@@ -191,7 +191,7 @@ def import_run(
             root=str(dataset.root),
             format=dataset.format,
             content_hash=dataset.content_hash,
-            n_samples=len(dataset.samples),
+            n_samples=len(frame),  # the samples with scores: `clipmem list` said 120 of a 50-row import
             n_skipped=len(dataset.skipped),
             warnings=list(dataset.warnings),
         ),

@@ -135,6 +135,7 @@ def test_an_import_refuses_embeddings_of_two_widths_and_lists_the_samples_it_has
         )
     run = import_run(dataset, str(tmp_path / "part.parquet"), str(tmp_path / "c" / "part"))
     assert len(run.scores) == 35 and run.manifest.dataset.n_skipped == 5  # the 5 without scores, said
+    assert run.manifest.dataset.n_samples == 35  # what `clipmem list` shows
     report = pd.read_csv(run.path / "skipped.csv")
     assert report["reason"].tolist() == [
         f"no row in the scores file for sample_id {sid!r}" for sid in source.scores["sample_id"].iloc[35:]
