@@ -79,6 +79,7 @@ MAX_MEMBER_BYTES = 256 * 1024 * 1024  # a WebDataset image larger than this is r
 MAX_TEXT_MEMBER_BYTES = 1024 * 1024  # a .txt/.json member larger than this is refused, not read
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _OUTSIDE_HINT = "add --allow-outside-root to accept it"
+OUTSIDE_REASON = "image path leaves the dataset folder"
 DAMAGED_SHARD = "\x00damaged"  # the key of the one skipped record that stands for a damaged shard's lost tail
 
 
@@ -153,6 +154,7 @@ def read_dataset(
         raise ClipmemError(
             f"{source} has no usable samples: all {len(skipped)} rows were skipped ({_top_reasons(skipped)})"
             + _where_paths_point(skipped, base)
+            + _outside_root_hint(skipped, base)
             + _tables_inside(source)
         )
     samples, label_note = _samples_frame(good, base, has_label)
@@ -314,9 +316,23 @@ def _read_table(source: Path, fmt: str, img_key: str, caption_key: str) -> tuple
     return records, has_label
 
 
+def _other_separator(header: list[str], wanted: list[str]) -> str | None:
+    """The separator a header read as one column really uses (``;`` from a European spreadsheet), if the
+    wanted column names appear once it is split by it."""
+    if len(header) != 1:
+        return None
+    return next((sep for sep in (";", "|", "\t") if all(key in header[0].split(sep) for key in wanted)), None)
+
+
 def _table_columns(source: Path, header: list[str], img_key: str, caption_key: str) -> dict[str, int]:
     """Position of each column the reader uses; a missing or repeated one is a whole-file error."""
     missing = [key for key in (img_key, caption_key) if key not in header]
+    separator = _other_separator(header, missing) if missing else None
+    if missing and separator:  # the column-name flags cannot help a file read as one column
+        raise ClipmemError(
+            f"{source} separates its columns with {separator!r}, not commas (header: {header[0][:200]!r}): save it "
+            "comma-separated (.csv) or tab-separated (.tsv)"
+        )
     if missing:
         spaced = [name for name in header if name != name.strip() and name.strip() in missing]
         hint = f"; the header has {', '.join(map(repr, spaced))}, with spaces: remove them" if spaced else ""
@@ -769,7 +785,7 @@ def _problem(
     if rec.problem:
         return rec.problem, rec.detail
     if rec.escapes and not allow_outside:
-        return "image path leaves the dataset folder", f"{rec.written[:200]!r} ({_OUTSIDE_HINT})"
+        return OUTSIDE_REASON, f"{rec.written[:200]!r} ({_OUTSIDE_HINT})"
     if "\x00" in rec.written:
         return "filepath holds a NUL byte", ""
     if not rec.captions or not rec.captions[0]:
@@ -875,6 +891,14 @@ def _where_paths_point(skipped: list[tuple], base: Path) -> str:
         return ""
     looked_at = missing[0][3].partition(": ")[2]
     return f". Image paths are read relative to {base}; the first row's image was looked for at {looked_at}"
+
+
+def _outside_root_hint(skipped: list[tuple], base: Path) -> str:
+    """When rows were refused for leaving the dataset's folder, the option that accepts them: the error
+    named the reason ("image path leaves the dataset folder") and not the way out."""
+    if not any(s[4] == OUTSIDE_REASON for s in skipped):
+        return ""
+    return f". Paths with .. that leave {base} are refused unless you {_OUTSIDE_HINT}"
 
 
 def _samples_frame(good: list[_Record], root: Path, has_label: bool) -> tuple[pd.DataFrame, str | None]:

@@ -117,6 +117,9 @@ def test_a_relative_path_leaving_the_root_is_refused_unless_allowed(tmp_path):
     assert allowed.root == (tmp_path / "data").resolve()
     assert allowed.samples["filepath"].tolist() == ["in.png", *[outside.resolve().as_posix()] * 2]
     assert allowed.skipped["reason"].str.startswith("image file is missing").tolist() == [True]
+    only_outside = table(tmp_path / "data" / "o.csv", [{"filepath": "../outside/x.png", "caption": "escapes"}])
+    with pytest.raises(ClipmemError, match=r"leave .*data are refused unless you add --allow-outside-root"):
+        read(only_outside)  # the error names the way out, as each row of skipped.csv does
 
 
 def test_coco_multi_caption_and_images_folder(tmp_path):
@@ -348,6 +351,9 @@ def test_missing_columns_message(tmp_path):
     (tmp_path / "s.csv").write_text("filepath, caption\nx.png,a cat\n")  # the space is invisible unquoted
     with pytest.raises(ClipmemError, match=r"the header has ' caption', with spaces: remove them"):
         read(tmp_path / "s.csv")
+    (tmp_path / "eu.csv").write_text("filepath;caption;label\nx.png;a cat;0\n")  # a European spreadsheet's CSV
+    with pytest.raises(ClipmemError, match=r"separates its columns with ';', not commas .*save it comma-separated"):
+        read(tmp_path / "eu.csv")
 
 
 def test_a_windows_path_is_said_to_need_slashes(tmp_path):
