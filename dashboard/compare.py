@@ -187,6 +187,18 @@ def swapped_note(original: Run, cleaned: Run) -> str | None:
     )
 
 
+def unrelated_note(original: Run, cleaned: Run) -> str | None:
+    """Why the two runs cannot be a run and its cleaned re-run: they share no sample. Compared anyway, two
+    unrelated runs read as "Samples removed 2,000" and a recall that could not be measured."""
+    shared = np.intersect1d(original.scores["sample_id"].to_numpy(str), cleaned.scores["sample_id"].to_numpy(str))
+    if shared.size:
+        return None
+    return (
+        f"“{cleaned.name}” and “{original.name}” share no sample: one is not a re-run of the other on the same "
+        "data. Pick the re-run made with `clipmem run … --exclude DROPLIST` on the original's data."
+    )
+
+
 def default_original(shown: str | None, infos: Sequence[RunInfo]) -> str | None:
     """The original run the cleaning tab opens on: the run shown, unless that is itself a re-run with a drop
     list (``--exclude``) of a run in the cache on the same data; then that run, the one that differs from it

@@ -228,6 +228,21 @@ def test_compare_page_says_whether_cleaning_helped(cache_root):
 
 
 @pytest.mark.pages
+def test_two_runs_that_share_no_sample_are_said_to_be_no_run_and_its_re_run(cache_root):
+    """Compared anyway, they read as "Samples removed 60" and a recall that could not be measured."""
+    fake_run(cache_root, "unrelated", n=30, seed=3, sample_ids=[f"u{i}" for i in range(30)])
+    runs = _runs(cache_root)
+    assert compare.unrelated_note(runs["demo"], runs["demo-cleaned"]) is None
+    at = _app(compare.CLEANING)
+    at.selectbox(key=compare.CLEANED_KEY).set_value("unrelated").run()
+    assert [w.value for w in at.warning if "share no sample" in w.value] == [
+        "“unrelated” and “demo” share no sample: one is not a re-run of the other on the same data. Pick the "
+        "re-run made with `clipmem run … --exclude DROPLIST` on the original's data."
+    ]
+    assert not at.metric and not at.dataframe
+
+
+@pytest.mark.pages
 def test_the_cleaning_tab_opened_on_a_cleaned_re_run_compares_it_with_its_original(cache_root):
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params[state.RUN_NAME] = "demo-cleaned"  # the newest run, the one a user has just made

@@ -60,6 +60,10 @@ def cleaning_effect() -> None:
         )
         original = resources.run_at(cache_root / original_name)
         cleaned = resources.run_at(cache_root / cleaned_name)
+        unrelated = compare.unrelated_note(original, cleaned)
+        if unrelated:
+            st.warning(unrelated, icon=":material/link_off:")
+            return
         effect = compare.cleaning_effect(original, cleaned, compare.flagged_ids(store, original_name))
         swapped = compare.swapped_note(original, cleaned)
         if swapped:
