@@ -121,6 +121,19 @@ def test_a_name_the_store_cannot_record_is_refused_when_given_not_at_the_first_v
     assert open_store(run_dir.parent).verdicts("run1")["reviewer"].tolist() == ["ann"]
 
 
+def test_creating_a_session_says_what_it_did_in_a_toast_too(run_dir):
+    at = page(REVIEW, run_dir)
+    create = next(b for b in at.button if b.label == "Create session")
+    create.click().run()  # no name
+    assert [e.value for e in at.main.error] == ["No session created: session name is empty."]
+    assert [t.value for t in at.toast] == ["No session created: session name is empty."]  # if the expander closes
+    next(t for t in at.text_input if t.label == "Session name").input("monday")
+    next(b for b in at.button if b.label == "Create session").click().run()
+    assert [s.value for s in at.main.success] == ["Created session monday with 5 samples."] and not at.main.error
+    assert [t.value for t in at.toast] == ["Created session monday with 5 samples."]
+    assert open_store(run_dir.parent).sessions("run1")["name"].tolist() == ["monday"]
+
+
 def test_the_review_card_is_large_with_keys_for_every_verdict_skip_and_undo(run_dir):
     at = page(REVIEW, run_dir)
     assert shown_sample(at) == "s00"  # the combined ranking, top first

@@ -155,9 +155,12 @@ with st.expander("Review sessions: create one, see progress per reviewer"):
                 samples = review.create_session(
                     store, run, orders, name, rule, int(count), people, int(overlap), created_by=reviewer
                 )
-                st.success(f"Created session {md(name)} with {fmt_count(len(samples), 'sample')}.")
+                said = f"Created session {md(name)} with {fmt_count(len(samples), 'sample')}."
+                st.success(said)
             except ClipmemError as exc:
-                st.error(md(exc))
+                said = f"No session created: {md(exc)}."
+                st.error(said)
+            st.toast(said)  # seen wherever the page is scrolled, and if the expander closes on this run
     session_progress()
 
 # last on the page: a script element drawn above the card shifted its fields, which Streamlit then drew afresh
