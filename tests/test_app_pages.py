@@ -610,7 +610,7 @@ def test_embedding_map_colours_by_registry_scores_truth_and_verdict(cache_root):
     assert atlas["src"].startswith("data:image/jpeg;base64,") and atlas["columns"] == 11  # ceil(sqrt(120))
     at.session_state[emap.THUMBNAILS] = data["atlas_key"]  # it holds them: later reruns leave them out
     assert json.loads(at.run().get("bidi_component")[0].proto.json)["atlas"] is None
-    options = at.main.get("segmented_control")[0].options
+    options = at.main.selectbox(key="map_colour").options
     assert options[:2] == ["Likely mis-captioned", "CLIPMem"] and options[-3:] == ["Split", "Ground truth", "Verdict"]
 
 
@@ -618,7 +618,7 @@ def test_a_map_selection_survives_a_colour_change_and_bulk_flagging_asks_first_a
     at = _app(reviewer="ann", flag_mode="true")
     at.session_state[emap.SELECTED] = [3, 8]
     _open(at, navigation.EMBEDDING_MAP.path)
-    at.main.get("segmented_control")[0].set_value("verdict").run()
+    at.main.selectbox(key="map_colour").set_value("verdict").run()
     assert any("2 samples selected" in m.value for m in at.markdown)  # still selected after the colour change
     assert json.loads(at.get("bidi_component")[0].proto.json)["selected"] == [3, 8]  # and drawn as selected
     flag = next(b for b in at.main.button if b.label == "Flag 2 as mis-captioned…")

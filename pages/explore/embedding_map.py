@@ -26,10 +26,11 @@ mask = filter_mask(run, resources.current_filters(run), verdicts)
 rows = emap.map_rows(mask, keep=rows_with_verdict(run.row_of, verdicts, None))
 points = emap.map_frame(run.scores, rows, verdicts)
 options = emap.colour_options(run.scores)
-colour = st.segmented_control(
-    "Colour by", list(options), format_func=options.get, default=next(iter(options)), required=True, key="map_colour"
-)
-st.caption(
+# a menu beside the note, not a row of 13 buttons above it: those took four lines at 1280x800 and pushed two
+# thirds of the map below the fold
+choice, note = st.columns([1, 2], vertical_alignment="bottom")
+colour = choice.selectbox("Colour by", list(options), format_func=options.get, key="map_colour")
+note.caption(
     f"{len(points):,} of {int(mask.sum()):,} matching samples shown (those with a verdict always). "
     "Hover a point for its thumbnail, caption, split, ground truth and verdict; drag a box, or click a point "
     "(shift-click for more), to see them below. Double-click clears."
