@@ -211,6 +211,12 @@ def scatter_data(
     }
 
 
+def ranked_selection(order: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """The selected rows in a ranking's order (``order``: every row, best first); rows it leaves out last."""
+    ranked = order[np.isin(order, chosen)]
+    return np.concatenate([ranked, chosen[~np.isin(chosen, ranked)]])
+
+
 def remember_selection(state: MutableMapping[str, Any]) -> None:
     """The scatter's on_selection_change callback: the rows the reader selected, kept across colour changes."""
     result = state.get(CHART) or {}

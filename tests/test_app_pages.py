@@ -631,6 +631,17 @@ def test_a_map_selection_survives_a_colour_change_and_bulk_flagging_asks_first_a
     assert store.verdicts("demo").empty
 
 
+def test_a_large_map_selection_previews_its_most_likely_mis_captioned_and_says_so(cache_root):
+    at = _app()
+    at.session_state[emap.SELECTED] = [3, 8, 11, 20, 42, 77]
+    _open(at, navigation.EMBEDDING_MAP.path)
+    assert any(m.value == "6 samples selected. The 4 most likely mis-captioned:" for m in at.markdown)
+    scores = load_run(cache_root / "demo").scores
+    top = scores.iloc[[3, 8, 11, 20, 42, 77]].sort_values("combined", ascending=False).index[:4]
+    assert _card_captions(at) == scores["caption"].iloc[top].tolist()  # in the gallery's default order
+    assert emap.ranked_selection(np.array([5, 1, 0, 2]), np.array([2, 9, 5])).tolist() == [5, 2, 9]  # unranked last
+
+
 def test_map_selection_opens_in_the_gallery(cache_root):
     at = _app()
     at.session_state[state.SELECTION] = [3, 8]

@@ -8,9 +8,12 @@ import streamlit as st
 from clipmem_core.formatting import fmt_count
 from clipmem_core.review.decisions import decided
 from clipmem_core.review.verdicts import MISCAPTIONED
+from clipmem_core.scores import column_label
 from dashboard import embedding_map as emap
 from dashboard import navigation, resources, sidebar, state, ui
-from dashboard.gallery import filter_mask, make_cards, rows_with_verdict
+from dashboard.gallery import DEFAULT_SORT, filter_mask, make_cards, rows_with_verdict
+
+PREVIEW_CARDS = 4
 
 run = resources.require_run()
 ss = st.session_state
@@ -84,9 +87,16 @@ def _why_no_bulk_flag() -> str | None:
 
 
 def selection_panel(chosen: np.ndarray) -> None:
-    """The selected samples: the first cards, open them in the gallery, flag them all (asked first, undoable)."""
-    st.write(f"{fmt_count(int(chosen.size), 'sample')} selected.")
-    ui.card_grid(make_cards(run, chosen[:4], table), run.name, key="map", reviewer_name=None)
+    """The selected samples: the first cards, open them in the gallery, flag them all (asked first, undoable).
+
+    The cards are the selection's top by the default ranking, and say so: four cards under "38 samples
+    selected" read as the whole selection, in an order the gallery did not share."""
+    orders = resources.orders(run)
+    ranked = emap.ranked_selection(orders[DEFAULT_SORT], chosen) if DEFAULT_SORT in orders else chosen
+    shown = ranked[:PREVIEW_CARDS]
+    first = f"The {shown.size} most {column_label(DEFAULT_SORT).lower()}:" if ranked is not chosen else "The first:"
+    st.write(f"{fmt_count(int(chosen.size), 'sample')} selected." + (f" {first}" if shown.size < chosen.size else ""))
+    ui.card_grid(make_cards(run, shown, table), run.name, key="map", reviewer_name=None)
     left, right = st.columns(2)
     if left.button("Open the selection in the gallery", type="primary"):
         ss[state.SELECTION] = chosen.tolist()
