@@ -27,6 +27,8 @@ from clipmem_core.scores import column_label, run_scores, score_order
 from clipmem_core.scores.combined import Combined
 from clipmem_core.splits import split_order
 
+from .text import md
+
 PAGE_SIZE = 48
 DEFAULT_SORT = Combined.name
 CARD_SCORES = 3  # a card shows the first three registered scores the run has (the combined ranking first)
@@ -106,6 +108,17 @@ class SortOrders(Mapping[str, np.ndarray]):
 def sort_orders(scores: pd.DataFrame) -> SortOrders:
     """Row order for every sort in ``sorts``, computed when first asked for, once per run."""
     return SortOrders(scores)
+
+
+def unknown_sort_note(asked: str | None, options: Mapping[str, str], default_sort: str) -> str | None:
+    """Said under the title when a link's ``?sort=`` names no sort of this run (a typo, a score the run does
+    not have, the learned ranking before the verdicts allow it): the gallery fell back without a word."""
+    if not asked or asked in options:
+        return None
+    return (
+        f"This link asks for the sort “{md(asked[:80])}”, which this run does not offer (yet): sorted by "
+        f"{options[default_sort]}."
+    )
 
 
 def learned_note(learned: LearnedRanking) -> str:

@@ -446,6 +446,17 @@ def test_flag_buttons_need_flag_mode_and_a_name_and_flag_mode_survives_a_reload(
     ]
 
 
+def test_a_link_with_a_sort_the_run_does_not_offer_says_so_under_the_title(cache_root):
+    at = _app(page=navigation.GALLERY.path, sort="[Bogus](http://x)")  # a link's text is shown, not followed
+    assert at.title[0].value == "Most likely mis-captioned"
+    (note,) = [c.value for c in at.main.caption if "asks for the sort" in c.value]
+    assert _plain(note) == (
+        "This link asks for the sort “[Bogus](http://x)”, which this run does not offer (yet): sorted by "
+        "Highest Likely mis-captioned."
+    )
+    assert not any("asks for the sort" in c.value for c in _app(page=navigation.GALLERY.path).main.caption)
+
+
 def test_gallery_pages_turn_at_the_top_and_the_foot_and_the_page_is_kept_in_the_url(cache_root):
     at = _open(_app(), navigation.GALLERY.path)
     at.button(key="next_top").click().run()

@@ -20,6 +20,7 @@ from dashboard.gallery import (
     make_cards,
     page_count,
     page_rows,
+    unknown_sort_note,
 )
 
 run = resources.require_run()
@@ -65,6 +66,7 @@ def gallery() -> None:
     default_sort = DEFAULT_SORT if DEFAULT_SORT in options else next(iter(options))
     if ss.get(state.SORT) not in options:
         ss.pop(state.SORT, None)  # the widget then starts from the URL (?sort=), else from the default
+    unknown = unknown_sort_note(st.query_params.get(state.SORT), options, default_sort)
     mask = filter_mask(run, resources.current_filters(run), decided(table), resources.selection())
     total = int(mask.sum())
     pages = page_count(total)
@@ -81,6 +83,8 @@ def gallery() -> None:
         help=None if LEARNED_KEY in options else learned_pending_note(ranking.miscaptioned),
     )
     title.title(gallery_title(ss.get(state.SORT) or default_sort, options))
+    if unknown:
+        st.caption(unknown)
     if ss.get(state.SORT) == LEARNED_KEY:
         st.caption(learned_note(ranking.learned()))
     selected = resources.selection()
