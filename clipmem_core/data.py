@@ -1026,9 +1026,11 @@ def donor_captions(
     groups: Sequence | None = None,
     *,
     one_donor_class: bool = False,
-) -> dict[int, str]:
-    """Pick ``round(fraction * n)`` (at least 1) samples and, for each, another sample's first caption
-    that none of its own captions equal: sample index -> new caption. With ``groups`` (one value a sample)
+) -> dict[int, list[str]]:
+    """Pick ``round(fraction * n)`` (at least 1) samples and, for each, another sample whose first caption
+    none of its own captions equal: sample index -> that donor's captions (all of them but any the victim
+    already has, first caption first), as a swapped image in COCO would carry the other image's whole set.
+    With ``groups`` (one value a sample)
     the picked samples are whole groups, as a broken source would be (``_clustered_victims``); without,
     they are spread uniformly. ``one_donor_class`` (with ``groups``) gives each picked group the captions
     of one other group, as a folder given another folder's captions would be: the mis-captions then agree
@@ -1054,7 +1056,9 @@ def donor_captions(
             donors = in_class if len(in_class) else donors  # a donor class of only this caption: anyone's
         if len(donors) == 0:
             raise ClipmemError(f"sample {i} has every caption of the dataset; no different caption to give it")
-        new[int(i)] = firsts[int(rng.choice(donors))]
+        donor = int(rng.choice(donors))
+        own = set(captions[i])
+        new[int(i)] = [caption for caption in dict.fromkeys(captions[donor]) if caption not in own]
     return new
 
 
@@ -1102,11 +1106,12 @@ def inject_miscaptions(
     Columns ``id, filepath, caption, is_miscaptioned`` (and ``label`` when the source has it, and
     ``captions`` when a sample has several): one row per sample with its first caption; a sample with
     several keeps them all in ``captions``, as ``clipmem review export`` writes them (they were dropped,
-    and a run on the copy trained on fewer captions than the original), but a mis-captioned one gets the
-    donor's first caption only; ids keep the source sample_ids; filepaths are relative to the output's
-    folder when the image lies inside it, else absolute (so the copy reads back without
-    ``--allow-outside-root``). A sample already flagged in the source stays flagged. An existing
-    ``out_path`` is only replaced with ``force``, and never when it is the input itself.
+    and a run on the copy trained on fewer captions than the original), and a mis-captioned one gets its
+    donor's (so ``experiment captions --inject`` trains the victims on 1…n wrong captions too); ids keep
+    the source sample_ids; filepaths are relative to the output's folder when the image lies inside it,
+    else absolute (so the copy reads back without ``--allow-outside-root``). A sample already flagged in
+    the source stays flagged. An existing ``out_path`` is only replaced with ``force``, and never when it
+    is the input itself.
     """
     if not 0 < fraction < 1:
         raise ClipmemError(f"fraction must be between 0 and 1 (exclusive), not {fraction}")
@@ -1136,8 +1141,8 @@ def inject_miscaptions(
     new = donor_captions(samples["captions"].tolist(), fraction, rng, groups, one_donor_class=one_donor_class)
     captions = samples["caption"].tolist()
     flags = samples[LABEL_COLUMN].tolist() if LABEL_COLUMN in samples else [False] * len(samples)
-    for i, caption in new.items():
-        captions[i], flags[i] = caption, True
+    for i, donated in new.items():
+        captions[i], flags[i] = donated[0], True
     frame = pd.DataFrame(
         {
             ID_COLUMN: samples["sample_id"],
@@ -1148,10 +1153,8 @@ def inject_miscaptions(
     )
     if CLASS_COLUMN in samples:
         frame[CLASS_COLUMN] = samples[CLASS_COLUMN].to_numpy()
-    several = [
-        json.dumps(list(caps), ensure_ascii=False) if len(caps) > 1 and i not in new else ""
-        for i, caps in enumerate(samples["captions"])
-    ]
+    kept = [new.get(i, caps) for i, caps in enumerate(samples["captions"])]
+    several = [json.dumps(list(caps), ensure_ascii=False) if len(caps) > 1 else "" for caps in kept]
     if any(several):
         frame[CAPTIONS_COLUMN] = several
     with atomic_path(out) as tmp:

@@ -96,7 +96,7 @@ def make_shapes_dataset(
         return _write_coco(out / COCO_FILE, frame, captions)
     if miscaption_fraction > 0:
         new = donor_captions([[c] for c in frame["caption"]], miscaption_fraction, rng)
-        frame.loc[list(new), "caption"] = list(new.values())
+        frame.loc[list(new), "caption"] = [donated[0] for donated in new.values()]
         frame[LABEL_COLUMN] = frame.index.isin(list(new))
     path = out / CAPTIONS_FILE
     with atomic_path(path) as tmp:

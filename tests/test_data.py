@@ -466,7 +466,7 @@ def test_inject_never_keeps_the_caption_with_repeated_captions(tmp_path):
     assert (out["caption"] != captions).tolist() == out["is_miscaptioned"].tolist()
 
 
-def test_inject_keeps_a_clean_samples_captions_and_gives_a_mis_captioned_one_the_donors_first(tmp_path):
+def test_inject_keeps_a_clean_samples_captions_and_gives_a_mis_captioned_one_the_donors(tmp_path):
     png(tmp_path / "a.png")
     png(tmp_path / "b.png")
     (tmp_path / "a.txt").write_text("apple\nred fruit")
@@ -476,8 +476,18 @@ def test_inject_keeps_a_clean_samples_captions_and_gives_a_mis_captioned_one_the
     assert sorted(ds.samples["caption"]) in (["apple", "apple"], ["banana", "banana"])
     by_flag = {bool(f): list(c) for f, c in zip(ds.samples["is_miscaptioned"], ds.samples["captions"])}
     assert by_flag[False] in (["apple", "red fruit"], ["banana", "yellow fruit"])  # they were dropped
-    assert by_flag[True] in (["apple"], ["banana"]) and by_flag[True][0] == by_flag[False][0]
+    assert by_flag[True] == by_flag[False]  # the donor's whole set: the captions study trains on 1…n wrong ones
     assert ds.samples["is_miscaptioned"].sum() == 1
+
+
+def test_inject_leaves_out_a_donor_caption_the_victim_already_has(tmp_path):
+    for name, lines in {"a": "apple\nfruit", "b": "banana\nfruit\nyellow"}.items():
+        png(tmp_path / f"{name}.png")
+        (tmp_path / f"{name}.txt").write_text(lines)
+    for seed in range(4):
+        inject_miscaptions(tmp_path, tmp_path / "out" / f"o{seed}.csv", fraction=0.5, seed=seed, progress=False)
+        victim = read(tmp_path / "out" / f"o{seed}.csv").samples.query("is_miscaptioned").iloc[0]
+        assert list(victim["captions"]) in (["apple"], ["banana", "yellow"])  # never "fruit", its own
 
 
 def test_inject_writes_a_csv_named_csv(tmp_path):

@@ -3,7 +3,9 @@
 The paper (COCO, 5 captions per image) finds that more captions lower memorization and raise utility:
 CLIPMem 0.438 → 0.422 from 1 to 5 captions, linear probe 63.1 → 64.9 %. Here each count k is one run per
 seed with ``--max-captions k``: every sample keeps its first k captions, and training draws one of
-them per step (multi-caption sampling, ``clipmem_core.train.PairDataset``).
+them per step (multi-caption sampling, ``clipmem_core.train.PairDataset``). With ``--inject`` a
+mis-captioned sample carries its donor's whole set, so it too trains on k wrong captions, and the results
+say whether more captions lower the memorization of the mis-captions themselves (``clipmem_miscaptioned``).
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ class CaptionsStudy(Study):
                 f"{settings.data} has one caption per sample; the captions study needs several "
                 "(a COCO captions JSON, or an image folder whose .txt files hold several lines)"
             )
-        if settings.inject:
+        odd = [k for k in settings.values if k != int(k) or not 1 <= k <= most]
+        if odd:
             raise ClipmemError(
-                "--inject gives a mis-captioned sample one caption (its donor's first), whatever --max-captions says; "
-                "the captions study cannot use it"
+                f"--counts: {odd[0]:g} is not a whole number of captions from 1 to {most}, "
+                f"the most any sample of {settings.data} has"
             )
 
     def conditions(self, experiment: Experiment, seed: int) -> list[Condition]:
