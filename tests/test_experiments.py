@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,8 +13,16 @@ import pytest
 import clipmem_core.experiments.base as base_module
 from clipmem_core.cache import list_runs, load_run
 from clipmem_core.cli import main
+from clipmem_core.data import read_dataset
 from clipmem_core.errors import ClipmemError
-from clipmem_core.experiments import ExperimentSettings, list_experiments, load_experiment, run_experiment
+from clipmem_core.experiments import (
+    ExperimentSettings,
+    get_study,
+    list_experiments,
+    load_experiment,
+    run_experiment,
+)
+from clipmem_core.experiments.base import Experiment
 from clipmem_core.experiments.removal import removal_counts
 from clipmem_core.experiments.utility import linear_probe_accuracy
 from clipmem_core.scores import get_score
@@ -77,12 +89,34 @@ def test_noise_study_from_the_cli_and_its_rerun_trains_nothing(shapes, tmp_path,
 
 
 @pytest.mark.slow
+def test_a_run_trained_before_the_data_changed_is_not_mixed_with_new_ones(tmp_path):
+    data = make_shapes_dataset(tmp_path / "shapes", 40, seed=5)
+    settings = _settings("noise", data, tmp_path / "cache", values=(0.0,))
+    run_experiment(settings)
+    frame = pd.read_csv(data)
+    frame.iloc[:30].to_csv(data, index=False)  # a row removed between a start and its resume
+    with pytest.raises(ClipmemError, match="as it was before it changed"):
+        run_experiment(settings)
+
+
+@pytest.mark.slow
 def test_captions_study_trains_with_one_then_more_captions(multi_caption_shapes, tmp_path):
+    """With --inject the mis-captioned samples train on 1, then 3 wrong captions too (their donor's set),
+    and each run says how memorized they are."""
     cache = tmp_path / "cache"
-    results = run_experiment(_settings("captions", multi_caption_shapes, cache, values=(1, 3)))
-    _check_common(results, cache, "captions", 2)
+    results = run_experiment(_settings("captions", multi_caption_shapes, cache, values=(1, 3), inject=0.1))
+    eval_ids = set(pd.read_csv(cache / "experiments" / "captions-t" / "eval" / "seed0.csv")["sample_id"])
+    injected = pd.read_csv(cache / "experiments" / "captions-t" / "data" / "seed0.csv")
+    clean_eval = (~injected.loc[injected["id"].isin(eval_ids), "is_miscaptioned"]).sum()
+    _check_common(results, cache, "captions", 2, n_eval=clean_eval)  # retrieval counts clean pairs
     runs = [load_run(cache / name) for name in results["run"]]
     assert [{len(c) for c in run.scores["captions"]} for run in runs] == [{1}, {3}]
+    originals = read_dataset(multi_caption_shapes, progress=False).samples.set_index("sample_id")["captions"]
+    for run in runs:
+        victims = run.scores[run.scores["is_miscaptioned"].astype(bool)]
+        assert len(victims) > 0 and np.isfinite(results["clipmem_miscaptioned"]).all()
+        for sample_id, captions in zip(victims["sample_id"], victims["captions"]):
+            assert not set(captions) & set(originals[sample_id])  # every caption it trains on is another image's
 
 
 @pytest.mark.slow
@@ -132,6 +166,48 @@ def test_studies_refuse_data_they_cannot_use(shapes, tmp_path):
     with pytest.raises(ClipmemError, match="--epochs"):
         run_experiment(ExperimentSettings(study="noise", name="x", data=str(shapes), run_options={"epochs": 0}))
     assert not (tmp_path / "experiments").exists()
+
+
+@pytest.mark.parametrize(
+    ("study", "kwargs", "message"),
+    [
+        ("noise", {"seeds": (-1,)}, "--seeds must be 0 or more"),
+        ("noise", {"seeds": (0, 0)}, "--seeds: 0 given more than once"),
+        ("noise", {"values": (0.0, 0.0)}, "0.0 given more than once"),
+        ("noise", {"values": (0.0, -1.0)}, "--text-noise"),
+        ("noise", {"values": (0.1234561, 0.1234564)}, "share the run name sigma0.123456"),
+        ("noise", {"values": (math.nan,)}, "finite numbers"),
+        ("removal", {"values": (math.inf,)}, "finite numbers"),
+        ("removal", {"values": (2.5,)}, "neither a fraction below 1 nor a whole count"),
+        ("removal", {"values": (0.6,), "by": ("random",)}, "cannot remove 18 of a training pool of 30"),
+        ("removal", {"by": ("random", "random")}, "--by: random given more than once"),
+        ("captions", {"values": (1.5,)}, "1.5 is not a whole number of captions from 1 to 3"),
+        ("captions", {"values": (10,)}, "10 is not a whole number of captions from 1 to 3"),
+    ],
+)
+def test_settings_no_run_can_use_are_refused_before_anything_is_written(
+    study, kwargs, message, shapes, multi_caption_shapes, tmp_path, monkeypatch
+):
+    """They trained a run or two first, then failed, and left the name tied to the bad settings."""
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("refused settings must not train")
+
+    monkeypatch.setattr("clipmem_core.pipeline.compute_clipmem", no_training)
+    data = multi_caption_shapes if study == "captions" else shapes
+    with pytest.raises(ClipmemError, match=re.escape(message)):
+        run_experiment(_settings(study, data, tmp_path, inject=0.1, **kwargs))
+    assert not (tmp_path / "experiments").exists() or not any((tmp_path / "experiments").iterdir())
+
+
+def test_a_rerun_may_change_speed_settings_and_is_told_which_other_setting_differs(shapes, tmp_path, monkeypatch):
+    settings = _settings("noise", shapes, tmp_path, values=(0.0,))
+    Experiment(settings, get_study("noise")).open()
+    faster = {**TINY, "device": "cpu", "num_workers": 1, "checkpoint_every": 5.0}
+    Experiment(replace(settings, run_options=faster), get_study("noise")).open()  # the same experiment
+    changed = replace(settings, values=(0.0, 0.1), run_options={**TINY, "epochs": 2})
+    with pytest.raises(ClipmemError, match=r"other settings \(epochs 1, not 2; values \[0.0\], not \[0.0, 0.1\]\)"):
+        Experiment(changed, get_study("noise")).open()
 
 
 def test_removal_counts_are_fractions_of_the_pool_or_counts():

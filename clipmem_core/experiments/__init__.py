@@ -15,7 +15,9 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,16 +71,37 @@ def run_experiment(settings: ExperimentSettings, progress: Callable[[str], None]
     from ..config import RunConfig
 
     study = get_study(settings.study)
-    if not settings.seeds:
-        raise ClipmemError("an experiment needs at least one seed")
+    _check_lists(settings)
     if not 0 < settings.eval_fraction < 0.5:
         raise ClipmemError(f"--eval-fraction must be between 0 and 0.5, not {settings.eval_fraction}")
     if not 0 <= settings.inject < 1:
         raise ClipmemError(f"--inject must be in [0, 1), not {settings.inject}")
     RunConfig(data=settings.data, out="-", **settings.run_options).resolved()  # refuse bad run options early
     experiment = Experiment(settings, study, progress)
-    study.check(settings, experiment.dataset(settings.seeds[0])[1])
+    new_folder = not experiment.folder.exists()
+    try:
+        study.check(settings, experiment.dataset(settings.seeds[0])[1])
+    except ClipmemError:
+        if new_folder:  # the injected copy made for the check: a refused start leaves no half-made experiment
+            shutil.rmtree(experiment.folder, ignore_errors=True)
+        raise
     return experiment.execute()
+
+
+def _check_lists(settings: ExperimentSettings) -> None:
+    """Seeds, the study's values and rankings: each given once, seeds from 0, values finite. Checked
+    before anything is written, so a typo never trains a run nor ties the name to settings it cannot use
+    (a repeated value gave two rows of one run and a spread of 0)."""
+    if not settings.seeds:
+        raise ClipmemError("an experiment needs at least one seed")
+    if any(seed < 0 for seed in settings.seeds):
+        raise ClipmemError(f"--seeds must be 0 or more, not {min(settings.seeds)}")
+    for option, items in (("--seeds", settings.seeds), ("the study's values", settings.values), ("--by", settings.by)):
+        repeated = sorted({str(item) for item in items if list(items).count(item) > 1})
+        if repeated:
+            raise ClipmemError(f"{option}: {', '.join(repeated)} given more than once")
+    if not all(math.isfinite(value) for value in settings.values):
+        raise ClipmemError(f"the study's values must be finite numbers, not {', '.join(map(str, settings.values))}")
 
 
 @dataclass

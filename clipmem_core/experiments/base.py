@@ -35,7 +35,7 @@ import pandas as pd
 
 from ..atomic import write_json, write_parquet
 from ..cache import EXPERIMENTS_DIR, GROUND_TRUTH, MANIFEST, Run, load_run
-from ..config import RunConfig
+from ..config import SPEED_ONLY, RunConfig
 from ..data import Dataset, inject_miscaptions, read_dataset
 from ..droplist import read_drop_list, write_drop_list
 from ..errors import ClipmemError
@@ -49,7 +49,8 @@ SUMMARY_FILE = "summary.parquet"
 PLOT_FILE = "plot.html"
 MIN_EVAL = 10
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_VOLATILE = ("out", "device", "num_workers")  # run settings that do not change a run's result
+# Run settings that do not change a run's result (an experiment started on CPU may be finished on CUDA).
+_VOLATILE = ("out", "device", *SPEED_ONLY)
 # Results columns that identify a row rather than measure it.
 KEY_COLUMNS = ("experiment", "study", "seed", "condition", "group", "value", "run")
 
@@ -97,6 +98,7 @@ class ExperimentSettings:
         """Everything that decides the results (not where the cache is)."""
         settings = self.to_dict()
         settings.pop("cache")
+        settings["run_options"] = {k: v for k, v in settings["run_options"].items() if k not in _VOLATILE}
         return settings
 
 
@@ -156,10 +158,12 @@ class Experiment:
         record = self.folder / EXPERIMENT_FILE
         if record.exists():
             stored = read_record(self.folder)
-            if ExperimentSettings.from_dict(stored["settings"]).comparable() != self.settings.comparable():
+            before = ExperimentSettings.from_dict(stored["settings"]).comparable()
+            if before != self.settings.comparable():
                 raise ClipmemError(
-                    f"experiment {self.settings.name!r} exists in {self.folder} with other settings; "
-                    "choose another --name, or rerun it with the settings it was started with"
+                    f"experiment {self.settings.name!r} exists in {self.folder} with other settings "
+                    f"({_differences(before, self.settings.comparable())}); choose another --name, rerun it with "
+                    "the settings it was started with, or delete that folder to start it again"
                 )
         write_records(self.folder, self.settings, self.run_names)
 
@@ -238,6 +242,11 @@ class Experiment:
                     f"{out} holds a run with other settings than experiment {self.settings.name!r} needs; "
                     "move it away or choose another --name"
                 )
+            if run.manifest.dataset.content_hash != self.dataset(seed)[1].content_hash:  # one summary, one data
+                raise ClipmemError(
+                    f"{out} was trained on {config.data} as it was before it changed; the experiment's other "
+                    "runs would use the new version: start it again under another --name"
+                )
         else:
             self._progress(f"{self.settings.name}: training {out.name}")
             run = compute_clipmem(config, resume=out.exists())
@@ -312,6 +321,14 @@ def write_records(
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_json(folder / EXPERIMENT_FILE, record)
+
+
+def _differences(before: dict[str, Any], now: dict[str, Any]) -> str:
+    """'epochs 1, not 2; seeds [0], not [0, 1]': what a rerun changed, run options flattened."""
+    flat_before = {**before.pop("run_options", {}), **before}
+    flat_now = {**now.pop("run_options", {}), **now}
+    changed = sorted(k for k in flat_before.keys() | flat_now.keys() if flat_before.get(k) != flat_now.get(k))
+    return "; ".join(f"{k} {flat_before.get(k, 'unset')}, not {flat_now.get(k, 'unset')}" for k in changed)
 
 
 def _comparable(config: dict[str, Any]) -> str:

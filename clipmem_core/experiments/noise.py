@@ -7,7 +7,9 @@ run per seed with ``--text-noise σ`` (see ``clipmem_core.train.add_text_noise``
 
 from __future__ import annotations
 
-from .base import Condition, Experiment, Study
+from ..config import RunConfig
+from ..errors import ClipmemError
+from .base import Condition, Experiment, ExperimentSettings, Study
 
 
 class NoiseStudy(Study):
@@ -16,11 +18,24 @@ class NoiseStudy(Study):
     default_values = (0.0, 0.05, 0.15, 0.3)
     description = "mean CLIPMem and utility per σ of the Gaussian noise on the text embeddings in training"
 
+    def check(self, settings: ExperimentSettings, dataset) -> None:
+        """Every σ a run accepts, and each its own run name (σ is named to 6 significant digits)."""
+        sigmas = _values(settings)
+        for sigma in sigmas:
+            RunConfig(data=settings.data, out="-", text_noise=float(sigma)).resolved()
+        names = [_name(sigma) for sigma in sigmas]
+        clash = next((name for name in names if names.count(name) > 1), None)
+        if clash:
+            raise ClipmemError(f"--sigmas: two values share the run name {clash}; give σ to 6 significant digits")
+
     def conditions(self, experiment: Experiment, seed: int) -> list[Condition]:
-        return [
-            Condition(f"sigma{sigma:g}", sigma, options={"text_noise": float(sigma)}) for sigma in _values(experiment)
-        ]
+        sigmas = _values(experiment.settings)
+        return [Condition(_name(sigma), sigma, options={"text_noise": float(sigma)}) for sigma in sigmas]
 
 
-def _values(experiment: Experiment) -> tuple[float, ...]:
-    return experiment.settings.values or NoiseStudy.default_values
+def _name(sigma: float) -> str:
+    return f"sigma{sigma:g}"
+
+
+def _values(settings: ExperimentSettings) -> tuple[float, ...]:
+    return settings.values or NoiseStudy.default_values

@@ -21,7 +21,7 @@ import numpy as np
 from ..data import Dataset
 from ..errors import ClipmemError
 from ..scores import get_score
-from .base import Condition, Experiment, ExperimentSettings, Study
+from .base import MIN_EVAL, Condition, Experiment, ExperimentSettings, Study
 
 RANDOM = "random"
 BASELINE = "baseline"
@@ -40,6 +40,12 @@ class RemovalStudy(Study):
                 get_score(strategy)  # a ClipmemError names the registered ones
         if any(v <= 0 for v in settings.values):
             raise ClipmemError("--remove: numbers to remove must be positive (fractions below 1, or counts)")
+        fractional = [v for v in settings.values if v > 1 and v != int(v)]
+        if fractional:
+            raise ClipmemError(f"--remove: {fractional[0]:g} is neither a fraction below 1 nor a whole count")
+        n_eval = max(MIN_EVAL, round(settings.eval_fraction * len(dataset.samples)))
+        pool = len(dataset.samples) - n_eval
+        removal_counts(settings.values or self.default_values, pool)  # at most half: said before the baseline trains
 
     def conditions(self, experiment: Experiment, seed: int) -> list[Condition]:
         baseline = Condition(BASELINE, 0, group=BASELINE)
