@@ -68,6 +68,7 @@ def trained_nothing(out: Path) -> bool:
 
 
 EXPERIMENTS_DIR = "experiments"  # <cache>/experiments/<name>/: an experiment's records (clipmem_core.experiments)
+EXPERIMENT_FILE = "experiment.json"  # marks an experiment folder (clipmem_core.experiments)
 GROUND_TRUTH = "is_miscaptioned"
 TRUTH_MISCAPTIONED, TRUTH_CLEAN, TRUTH_UNKNOWN = "mis-captioned", "clean", "unknown"  # ground truth in words
 
@@ -340,6 +341,11 @@ def _read_manifest(run_dir: Path) -> Manifest:
                 else "the same `clipmem run` with --resume continues it"
             )
             raise ClipmemError(f"{run_dir} is unfinished (no {MANIFEST} yet): {again}")
+        if (run_dir / EXPERIMENT_FILE).exists():
+            raise ClipmemError(
+                f"{run_dir} is an experiment, not a run: its results are in results.parquet and summary.parquet "
+                f"there (and on the Compare runs page), its runs in the cache as {run_dir.name}-s<seed>-<condition>"
+            )
         raise ClipmemError(
             f"{run_dir} is not a clipmem run (no {MANIFEST}; incomplete or not a run){_runs_inside(run_dir)}"
         )

@@ -242,3 +242,10 @@ def test_summary_gives_mean_and_spread_over_seeds():
     assert summary["r1"].round(6).tolist() == [0.2, 0.5]
     assert summary["r1_std"].round(6).tolist() == [0.1, 0.0]
     assert summary["seeds"].tolist() == [3, 3] and summary["condition"].tolist() == ["sigma0", "sigma0.3"]
+
+
+def test_summary_of_an_experiment_folder_says_where_its_results_are(shapes, tmp_path, capsys):
+    Experiment(_settings("noise", shapes, tmp_path, values=(0.0,)), get_study("noise")).open()
+    assert main(["summary", "--run", str(tmp_path / "experiments" / "noise-t")]) == 2
+    err = capsys.readouterr().err
+    assert "is an experiment, not a run" in err and "noise-t-s<seed>-<condition>" in err

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import write_json, write_parquet
-from ..cache import EXPERIMENTS_DIR, GROUND_TRUTH, MANIFEST, Run, load_run
+from ..cache import EXPERIMENT_FILE, EXPERIMENTS_DIR, GROUND_TRUTH, MANIFEST, Run, load_run
 from ..config import SPEED_ONLY, RunConfig
 from ..data import Dataset, inject_miscaptions, read_dataset
 from ..droplist import read_drop_list, write_drop_list
@@ -43,7 +43,6 @@ from ..formatting import json_safe
 from .utility import EvalData, eval_data, run_utility
 
 log = logging.getLogger("clipmem")
-EXPERIMENT_FILE = "experiment.json"
 RESULTS_FILE = "results.parquet"
 SUMMARY_FILE = "summary.parquet"
 PLOT_FILE = "plot.html"
