@@ -405,17 +405,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not infos:
         print(f"no runs in {args.cache}")
         return 0
-    print(f"{'run':<24} {'created':<25}  {'protocol':<8} {'samples':>9}  model")
+    width = max(24, *(len(info.name) for info in infos))  # an experiment's run names run long
+    print(f"{'run':<{width}} {'created':<25}  {'protocol':<8} {'samples':>9}  model")
     for info in infos:
         if info.ok:
             manifest = info.manifest
             samples = f"{manifest.dataset.n_samples:,}"
             print(
-                f"{info.name:<24} {manifest.created:<25}  {manifest.protocol:<8} {samples:>9}  "
+                f"{info.name:<{width}} {manifest.created:<25}  {manifest.protocol:<8} {samples:>9}  "
                 f"{manifest.config.get('model', '')}"
             )
         else:
-            print(f"{info.name:<24} UNUSABLE: {info.error}")
+            print(f"{info.name:<{width}} UNUSABLE: {info.error}")
     return 0
 
 

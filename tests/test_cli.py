@@ -220,6 +220,14 @@ def test_summary_and_neighbours_on_a_run(clipmem, tiny_run, paper_run):
     assert clipmem("list", "--cache", tiny_run.path.parent / "none").stdout.strip().startswith("no runs in ")
 
 
+def test_list_keeps_its_columns_with_an_experiments_long_run_names(clipmem, tmp_path):
+    fake_run(tmp_path, "short", n=20)
+    fake_run(tmp_path, "removal-study-s0-clip_score_heldout-n12", n=20)
+    listing = clipmem("list", "--cache", tmp_path).stdout.splitlines()
+    starts = {line.index(line.split()[1]) for line in listing}  # where the created column starts
+    assert len(starts) == 1 and all(len(line.split()) == 5 for line in listing[1:])
+
+
 def test_summary_warns_when_the_models_barely_learned(clipmem, tmp_path):
     run = fake_run(tmp_path, "noise", n=200)  # random embeddings: retrieval at chance
     text = clipmem("summary", "--run", run.path).stdout
