@@ -528,31 +528,40 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     )
     results = run_experiment(settings)
     folder = Path(args.cache) / "experiments" / args.name
-    print(_render_experiment(results, args.study))
+    print(_render_experiment(results, args.study, injected=settings.inject > 0))
     print(f"\nresults: {folder / RESULTS_FILE}\nplot: {folder / PLOT_FILE}")
     return 0
 
 
-def _render_experiment(results, study: str) -> str:
+def _render_experiment(results, study: str, injected: bool = False) -> str:
+    """Mean ± spread over seeds per condition; with injected mis-captions, how memorized and findable they are."""
     from .experiments.base import summarise
     from .formatting import fmt_number
 
     summary = summarise(results)
     columns = ["mean_clipmem", "r1", "r5", "probe_accuracy"]
     if study == "encoders":
-        columns = ["image_mem", "text_mem", "text_minus_image_p", "r1"]
+        columns = ["image_mem", "text_mem", "r1"]
     if study == "removal":
         columns = ["r1", "r5", "probe_accuracy", "removed_miscaptioned"]
+    if injected:
+        columns += ["clipmem_miscaptioned", "clipmem_clean", "detection_ap"]
     header = ["condition", "seeds", *columns]
     rows = [
         [
-            f"{row['group']} {fmt_number(row['value'])}".strip() if study == "removal" else str(row["condition"]),
+            f"{row['group']} {row['value']:g}".strip() if study == "removal" else str(row["condition"]),
             str(row["seeds"]),
             *(f"{fmt_number(row.get(c), 4)} ± {fmt_number(row.get(f'{c}_std'), 4)}" for c in columns),
         ]
         for _, row in summary.iterrows()
     ]
-    return "\n".join(_table(header, rows))
+    lines = _table(header, rows)
+    if study == "encoders":  # a p-value per run; their mean and spread would mean nothing
+        p_values = ", ".join(
+            f"seed {r.seed}: {fmt_number(r.text_minus_image_p, 2, general=True)}" for r in results.itertuples()
+        )
+        lines.append(f"text against image encoder, paired p: {p_values}")
+    return "\n".join(lines)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -249,3 +249,44 @@ def test_summary_of_an_experiment_folder_says_where_its_results_are(shapes, tmp_
     assert main(["summary", "--run", str(tmp_path / "experiments" / "noise-t")]) == 2
     err = capsys.readouterr().err
     assert "is an experiment, not a run" in err and "noise-t-s<seed>-<condition>" in err
+
+
+def test_the_console_table_names_counts_whole_and_gives_each_runs_p_value():
+    from clipmem_core.cli import _render_experiment
+
+    removal = pd.DataFrame(
+        {
+            "experiment": "x",
+            "study": "removal",
+            "seed": [0, 0, 1, 1],
+            "condition": ["baseline", "combined-n3"] * 2,
+            "group": ["baseline", "combined"] * 2,
+            "value": [0.0, 3.0] * 2,
+            "run": ["a", "b", "c", "d"],
+            "r1": 0.1,
+            "clipmem_miscaptioned": [0.3, 0.2, 0.4, 0.3],
+            "clipmem_clean": 0.02,
+            "detection_ap": 0.8,
+        }
+    )
+    table = _render_experiment(removal, "removal", injected=True)
+    assert "combined 3 " in table and "3.000" not in table and "baseline 0 " in table
+    assert "clipmem_miscaptioned" in table.splitlines()[0] and "0.2500 ± 0.0707" in table
+    encoders = pd.DataFrame(
+        {
+            "experiment": "x",
+            "study": "encoders",
+            "seed": [0, 1],
+            "condition": "base",
+            "group": "",
+            "value": 0.0,
+            "run": ["a", "b"],
+            "image_mem": 0.01,
+            "text_mem": 0.0,
+            "r1": 0.1,
+            "text_minus_image_p": [0.012, 0.98],
+        }
+    )
+    table = _render_experiment(encoders, "encoders")
+    assert "text_minus_image_p" not in table.splitlines()[0]
+    assert table.splitlines()[-1] == "text against image encoder, paired p: seed 0: 0.012, seed 1: 0.98"
