@@ -378,6 +378,9 @@ def experiment_table(summary: pd.DataFrame, study: str) -> pd.DataFrame:
         "removed_miscaptioned": "Removed that were mis-captioned",
         "image_mem": "Image-encoder memorization",
         "text_mem": "Text-encoder memorization",
+        "clipmem_miscaptioned": "CLIPMem, mis-captioned",  # with ground truth (--inject): do they memorize less?
+        "clipmem_clean": "CLIPMem, clean",
+        "detection_ap": "Likely mis-captioned: AP",
     }
     rows = []
     for _, row in summary.iterrows():

@@ -166,6 +166,11 @@ def test_experiment_table_gives_mean_and_spread(cache_root):
     table = compare.experiment_table(record.summary, record.study)
     assert list(table["Strategy"]) == ["baseline", "combined", "combined"]
     assert table["R@1 on E"].str.contains(" ± ").all()
+    assert "CLIPMem, mis-captioned" not in table  # no ground truth, no column
+    with_truth = record.summary.assign(clipmem_miscaptioned=0.3, clipmem_miscaptioned_std=0.05, detection_ap=0.8)
+    table = compare.experiment_table(with_truth, record.study)
+    assert (table["CLIPMem, mis-captioned"] == "0.3000 ± 0.0500").all()
+    assert table["Likely mis-captioned: AP"].str.startswith("0.8000").all()
 
 
 def _app(tab: str | None = None) -> AppTest:

@@ -290,3 +290,18 @@ def test_the_console_table_names_counts_whole_and_gives_each_runs_p_value():
     table = _render_experiment(encoders, "encoders")
     assert "text_minus_image_p" not in table.splitlines()[0]
     assert table.splitlines()[-1] == "text against image encoder, paired p: seed 0: 0.012, seed 1: 0.98"
+
+
+def test_the_plot_draws_the_mis_captions_and_clean_samples_only_when_the_data_knows_them():
+    from clipmem_core.experiments.plots import study_figure
+
+    summary = pd.DataFrame(
+        {"group": "", "value": [1.0, 3.0], "condition": ["captions1", "captions3"], "mean_clipmem": [0.06, 0.04]}
+    )
+    summary["r1"] = 0.1
+    plain = [trace.name for trace in study_figure("captions", summary).data]
+    summary["clipmem_miscaptioned"], summary["clipmem_clean"] = [0.33, 0.23], [0.045, 0.03]
+    traces = {trace.name: trace for trace in study_figure("captions", summary).data}
+    assert not any("mis-captioned" in name for name in plain)
+    assert list(traces["mean CLIPMem, mis-captioned"].y) == [0.33, 0.23]
+    assert list(traces["mean CLIPMem, clean"].y) == [0.045, 0.03]

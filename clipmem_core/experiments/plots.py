@@ -59,6 +59,7 @@ def study_figure(study: str, summary: pd.DataFrame) -> go.Figure:
         figure.update_xaxes(title_text=AXES[study], row=1, col=col)
     if study in ("noise", "captions"):
         _add_probe(figure, summary)
+        _add_ground_truth_split(figure, summary)
     figure.update_layout(title=_title(study, summary), height=420, margin={"t": 80}, legend={"title": ""})
     return figure
 
@@ -72,6 +73,27 @@ def _lines(study: str, summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         (group, pd.concat([baseline, frame]).sort_values("value"))
         for group, frame in summary[summary["group"] != "baseline"].groupby("group", sort=True)
     ]
+
+
+def _add_ground_truth_split(figure: go.Figure, summary: pd.DataFrame) -> None:
+    """With injected mis-captions, their mean CLIPMem and the clean samples' beside the overall mean
+    (dotted): whether a mitigation reaches the most memorized samples, not only the average."""
+    frame = summary.sort_values("value")
+    for column, name in (("clipmem_miscaptioned", "mis-captioned"), ("clipmem_clean", "clean")):
+        if column not in frame or frame[column].isna().all():
+            continue
+        figure.add_trace(
+            go.Scatter(
+                x=frame["value"],
+                y=frame[column],
+                error_y={"type": "data", "array": frame.get(f"{column}_std"), "visible": True},
+                mode="lines+markers",
+                line={"dash": "dot"},
+                name=f"mean CLIPMem, {name}",
+            ),
+            row=1,
+            col=1,
+        )
 
 
 def _add_probe(figure: go.Figure, summary: pd.DataFrame) -> None:

@@ -112,7 +112,9 @@ def experiment_results() -> None:
         settings = record.settings
         st.text(
             f"{record.study} study on {settings.data} · seeds {', '.join(map(str, settings.seeds))} · "
-            f"evaluation set {fmt_number(settings.eval_fraction, 2)} of the data · status {record.status}"
+            f"evaluation set {fmt_number(settings.eval_fraction, 2)} of the data · "
+            + (f"{fmt_number(settings.inject, 2)} of the captions swapped · " if settings.inject else "")
+            + f"status {record.status}"
         )
         if record.summary.empty:
             st.info("No results yet: rerun the experiment's command to finish it.")
