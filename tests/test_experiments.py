@@ -89,6 +89,20 @@ def test_noise_study_from_the_cli_and_its_rerun_trains_nothing(shapes, tmp_path,
 
 
 @pytest.mark.slow
+def test_an_experiment_grows_by_seeds_and_values_and_keeps_its_finished_runs(shapes, tmp_path):
+    first = _settings("noise", shapes, tmp_path, seeds=(0,), values=(0.0,))
+    run_experiment(first)
+    manifest = tmp_path / "noise-t-s0-sigma0" / "manifest.json"
+    trained = manifest.stat().st_mtime_ns
+    results = run_experiment(replace(first, seeds=(1, 0), values=(0.1, 0.0)))  # another order, one more of each
+    assert sorted(results["run"]) == [f"noise-t-s{s}-sigma{v}" for s in (0, 1) for v in ("0", "0.1")]
+    assert manifest.stat().st_mtime_ns == trained  # reused, not trained again
+    assert load_experiment(tmp_path / "experiments" / "noise-t").settings.seeds == (1, 0)
+    with pytest.raises(ClipmemError, match=r"seeds \[1, 0\], not \[0\]"):  # a seed left out is not growth
+        run_experiment(replace(first, values=(0.1, 0.0)))
+
+
+@pytest.mark.slow
 def test_a_run_trained_before_the_data_changed_is_not_mixed_with_new_ones(tmp_path):
     data = make_shapes_dataset(tmp_path / "shapes", 40, seed=5)
     settings = _settings("noise", data, tmp_path / "cache", values=(0.0,))
@@ -205,8 +219,9 @@ def test_a_rerun_may_change_speed_settings_and_is_told_which_other_setting_diffe
     Experiment(settings, get_study("noise")).open()
     faster = {**TINY, "device": "cpu", "num_workers": 1, "checkpoint_every": 5.0}
     Experiment(replace(settings, run_options=faster), get_study("noise")).open()  # the same experiment
-    changed = replace(settings, values=(0.0, 0.1), run_options={**TINY, "epochs": 2})
-    with pytest.raises(ClipmemError, match=r"other settings \(epochs 1, not 2; values \[0.0\], not \[0.0, 0.1\]\)"):
+    changed = replace(settings, values=(0.1,), eval_fraction=0.25, run_options={**TINY, "epochs": 2})
+    message = r"other settings \(epochs 1, not 2; eval_fraction 0.2, not 0.25; values \[0.0\], not \[0.1\]\)"
+    with pytest.raises(ClipmemError, match=message):
         Experiment(changed, get_study("noise")).open()
 
 

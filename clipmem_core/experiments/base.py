@@ -157,12 +157,13 @@ class Experiment:
         record = self.folder / EXPERIMENT_FILE
         if record.exists():
             stored = read_record(self.folder)
-            before = ExperimentSettings.from_dict(stored["settings"]).comparable()
+            before = _grown_into(ExperimentSettings.from_dict(stored["settings"]).comparable(), self.settings)
             if before != self.settings.comparable():
                 raise ClipmemError(
                     f"experiment {self.settings.name!r} exists in {self.folder} with other settings "
                     f"({_differences(before, self.settings.comparable())}); choose another --name, rerun it with "
-                    "the settings it was started with, or delete that folder to start it again"
+                    "the settings it was started with (more seeds, values or rankings may be added), or delete "
+                    "that folder to start it again"
                 )
         write_records(self.folder, self.settings, self.run_names)
 
@@ -320,6 +321,18 @@ def write_records(
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_json(folder / EXPERIMENT_FILE, record)
+
+
+def _grown_into(before: dict[str, Any], now: ExperimentSettings) -> dict[str, Any]:
+    """The stored settings, with each list the rerun gives in another order or extends taken as the rerun's:
+    a fourth seed or another σ adds runs and reuses the finished ones. A list left to the study's defaults
+    (empty) is only the same as empty."""
+    grown = dict(before)
+    for key in ("seeds", "values", "by"):
+        kept = before[key]
+        if kept and set(kept) <= set(getattr(now, key)):
+            grown[key] = list(getattr(now, key))
+    return grown
 
 
 def _differences(before: dict[str, Any], now: dict[str, Any]) -> str:
