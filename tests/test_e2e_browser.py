@@ -175,6 +175,7 @@ def test_a_deep_link_as_a_fresh_servers_first_request_meets_the_gate(browser, tm
         page.screenshot(path=str(tmp_path / "after_gate.png"))
         assert page.url.endswith("/gallery")
         seen = _seen(page)
+        page.wait_for_function("document.cookie.includes('clipmem_access=')")  # set by a script after the page
         cookie = next(c for c in page.context.cookies() if c["name"] == "clipmem_access")
         assert "s3cret" not in cookie["value"] and cookie["sameSite"] == "Strict"
         page.reload()  # a remembered browser: no token asked again
