@@ -195,6 +195,7 @@ def test_studies_refuse_data_they_cannot_use(shapes, tmp_path):
         ("removal", {"values": (2.5,)}, "neither a fraction below 1 nor a whole count"),
         ("removal", {"values": (0.6,), "by": ("random",)}, "cannot remove 18 of a training pool of 30"),
         ("removal", {"by": ("random", "random")}, "--by: random given more than once"),
+        ("removal", {"by": ("retained_alignment",)}, "--by retained_alignment: its runs have that score only with"),
         ("captions", {"values": (1.5,)}, "1.5 is not a whole number of captions from 1 to 3"),
         ("captions", {"values": (10,)}, "10 is not a whole number of captions from 1 to 3"),
     ],

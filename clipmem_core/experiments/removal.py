@@ -18,6 +18,7 @@ import zlib
 
 import numpy as np
 
+from ..config import RunConfig
 from ..data import Dataset
 from ..errors import ClipmemError
 from ..scores import get_score
@@ -35,9 +36,13 @@ class RemovalStudy(Study):
     description = "utility after removing the top N by a score, against N random and N lowest CLIP score"
 
     def check(self, settings: ExperimentSettings, dataset: Dataset) -> None:
+        resolved = RunConfig(data=settings.data, out="-", **settings.run_options).resolved()
         for strategy in strategies(settings):
             if strategy != RANDOM:
-                get_score(strategy)  # a ClipmemError names the registered ones
+                option = get_score(strategy).needs_option  # get_score's ClipmemError names the registered ones
+                if option and not getattr(resolved, option):
+                    flag = "--" + option.replace("_", "-")
+                    raise ClipmemError(f"--by {strategy}: its runs have that score only with {flag} (add it)")
         if any(v <= 0 for v in settings.values):
             raise ClipmemError("--remove: numbers to remove must be positive (fractions below 1, or counts)")
         fractional = [v for v in settings.values if v > 1 and v != int(v)]

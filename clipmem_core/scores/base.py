@@ -105,6 +105,8 @@ class Score:
         meaning: one line for tooltips and the docs table.
         depends_on: names of scores that must be computed first (e.g. the combined ranking).
         order: where it is listed in menus and tables (lower first).
+        needs_option: the run option (a RunConfig field) without which a run has no such score, if any:
+            what a run asked to rank by this score is told before it trains.
     """
 
     name: ClassVar[str]
@@ -113,6 +115,7 @@ class Score:
     meaning: ClassVar[str]
     depends_on: ClassVar[tuple[str, ...]] = ()
     order: ClassVar[int] = 100
+    needs_option: ClassVar[str | None] = None
 
     def compute(self, ctx: ScoringContext) -> np.ndarray | None:
         """One float per sample (NaN where undefined), or None when this run lacks the inputs."""

@@ -17,6 +17,7 @@ class RetainedAlignment(Score):
     label = "Retained alignment (training-side)"
     suspicious = LOW
     order = 23
+    needs_option = "retain_epochs"
     meaning = (
         "cos(image, caption) under the model that trained on the pair, after it trained more epochs on the "
         "pairs it held out: a memorised wrong caption fades, a caption the data supports stays"
