@@ -39,7 +39,7 @@ class RemovalStudy(Study):
         resolved = RunConfig(data=settings.data, out="-", **settings.run_options).resolved()
         for strategy in strategies(settings):
             if strategy != RANDOM:
-                option = get_score(strategy).needs_option  # get_score's ClipmemError names the registered ones
+                option = _score(strategy).needs_option
                 if option and not getattr(resolved, option):
                     flag = "--" + option.replace("_", "-")
                     raise ClipmemError(f"--by {strategy}: its runs have that score only with {flag} (add it)")
@@ -63,6 +63,14 @@ class RemovalStudy(Study):
                 drop = frozenset(pool[order[:n]])
                 conditions.append(Condition(f"{strategy}-n{n}", n, group=strategy, drop=drop))
         return conditions
+
+
+def _score(strategy: str):
+    """The registered score a strategy names; the error lists ``random`` beside the registered ones."""
+    try:
+        return get_score(strategy)
+    except ClipmemError as exc:
+        raise ClipmemError(f"--by: {exc}, or {RANDOM}") from None
 
 
 def strategies(settings: ExperimentSettings) -> tuple[str, ...]:
