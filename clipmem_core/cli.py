@@ -464,7 +464,7 @@ def _add_experiment(commands) -> None:
             "--inject",
             type=float,
             default=0.0,
-            help="swap this share of captions per seed (is_miscaptioned) before the study; default 0: none",
+            help="swap this share of captions per seed (is_miscaptioned) before the study, up to 0.5; default 0: none",
         )
         if flag:
             sub.add_argument(flag, dest="values", type=_argument_type(_number_list), default=(), help=help_text)

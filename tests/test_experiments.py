@@ -186,6 +186,7 @@ def test_studies_refuse_data_they_cannot_use(shapes, tmp_path):
     ("study", "kwargs", "message"),
     [
         ("noise", {"seeds": (-1,)}, "--seeds must be 0 or more"),
+        ("noise", {"inject": 0.99}, "--inject must be from 0 to 0.5"),
         ("noise", {"seeds": (0, 0)}, "--seeds: 0 given more than once"),
         ("noise", {"values": (0.0, 0.0)}, "0.0 given more than once"),
         ("noise", {"values": (0.0, -1.0)}, "--text-noise"),
@@ -211,7 +212,7 @@ def test_settings_no_run_can_use_are_refused_before_anything_is_written(
     monkeypatch.setattr("clipmem_core.pipeline.compute_clipmem", no_training)
     data = multi_caption_shapes if study == "captions" else shapes
     with pytest.raises(ClipmemError, match=re.escape(message)):
-        run_experiment(_settings(study, data, tmp_path, inject=0.1, **kwargs))
+        run_experiment(_settings(study, data, tmp_path, **{"inject": 0.1, **kwargs}))
     assert not (tmp_path / "experiments").exists() or not any((tmp_path / "experiments").iterdir())
 
 

@@ -74,8 +74,8 @@ def run_experiment(settings: ExperimentSettings, progress: Callable[[str], None]
     _check_lists(settings)
     if not 0 < settings.eval_fraction < 0.5:
         raise ClipmemError(f"--eval-fraction must be between 0 and 0.5, not {settings.eval_fraction}")
-    if not 0 <= settings.inject < 1:
-        raise ClipmemError(f"--inject must be in [0, 1), not {settings.inject}")
+    if not 0 <= settings.inject <= 0.5:  # above half, E holds few clean pairs or none: utility is unmeasured
+        raise ClipmemError(f"--inject must be from 0 to 0.5 (the mis-captions a minority), not {settings.inject}")
     RunConfig(data=settings.data, out="-", **settings.run_options).resolved()  # refuse bad run options early
     experiment = Experiment(settings, study, progress)
     new_folder = not experiment.folder.exists()
