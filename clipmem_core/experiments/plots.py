@@ -42,20 +42,8 @@ def study_figure(study: str, summary: pd.DataFrame) -> go.Figure:
         for group, frame in lines:
             if column not in frame or frame[column].isna().all():
                 continue
-            figure.add_trace(
-                go.Scatter(
-                    x=frame["value"],
-                    y=frame[column],
-                    error_y={"type": "data", "array": frame.get(f"{column}_std"), "visible": True},
-                    mode="lines+markers",
-                    line={"color": colours[group]},
-                    name=group,
-                    legendgroup=group,
-                    showlegend=col == 1,
-                ),
-                row=1,
-                col=col,
-            )
+            line = _series(frame, column, group, {"color": colours[group]}, legendgroup=group, showlegend=col == 1)
+            figure.add_trace(line, row=1, col=col)
         figure.update_xaxes(title_text=AXES[study], row=1, col=col)
     if study in ("noise", "captions"):
         _add_probe(figure, summary)
@@ -82,18 +70,7 @@ def _add_ground_truth_split(figure: go.Figure, summary: pd.DataFrame) -> None:
     for column, name in (("clipmem_miscaptioned", "mis-captioned"), ("clipmem_clean", "clean")):
         if column not in frame or frame[column].isna().all():
             continue
-        figure.add_trace(
-            go.Scatter(
-                x=frame["value"],
-                y=frame[column],
-                error_y={"type": "data", "array": frame.get(f"{column}_std"), "visible": True},
-                mode="lines+markers",
-                line={"dash": "dot"},
-                name=f"mean CLIPMem, {name}",
-            ),
-            row=1,
-            col=1,
-        )
+        figure.add_trace(_series(frame, column, f"mean CLIPMem, {name}", {"dash": "dot"}), row=1, col=1)
 
 
 def _add_probe(figure: go.Figure, summary: pd.DataFrame) -> None:
@@ -101,17 +78,19 @@ def _add_probe(figure: go.Figure, summary: pd.DataFrame) -> None:
     if "probe_accuracy" not in summary or summary["probe_accuracy"].isna().all():
         return
     frame = summary.sort_values("value")
-    figure.add_trace(
-        go.Scatter(
-            x=frame["value"],
-            y=frame["probe_accuracy"],
-            error_y={"type": "data", "array": frame.get("probe_accuracy_std"), "visible": True},
-            mode="lines+markers",
-            line={"dash": "dash"},
-            name="linear probe accuracy",
-        ),
-        row=1,
-        col=2,
+    figure.add_trace(_series(frame, "probe_accuracy", "linear probe accuracy", {"dash": "dash"}), row=1, col=2)
+
+
+def _series(frame: pd.DataFrame, column: str, name: str, line: dict, **options) -> go.Scatter:
+    """One measured column along the study's axis, its spread over seeds as error bars."""
+    return go.Scatter(
+        x=frame["value"],
+        y=frame[column],
+        error_y={"type": "data", "array": frame.get(f"{column}_std"), "visible": True},
+        mode="lines+markers",
+        line=line,
+        name=name,
+        **options,
     )
 
 
