@@ -375,7 +375,9 @@ def _review(
     page.keyboard.press("u")  # …taken back
     page.wait_for_function(f"() => document.body.innerText.includes('{first} · ')")
     if suggestion:  # Enter lets go of the field: the verdict key after it is a verdict, not a letter typed
-        page.get_by_label("Suggested caption (if mis-captioned)").focus()
+        field = page.get_by_label("Suggested caption (if mis-captioned)")
+        expect(field).to_have_count(1)  # the undo's run has replaced the sample's field (the old one fades out)
+        field.focus()
         page.keyboard.type(suggestion)
         page.keyboard.press("Enter")
     judged = [_press_and_wait_for_the_next(page, key) for key in keys]
