@@ -1030,11 +1030,11 @@ def donor_captions(
     """Pick ``round(fraction * n)`` (at least 1) samples and, for each, another sample whose first caption
     none of its own captions equal: sample index -> that donor's captions (all of them but any the victim
     already has, first caption first), as a swapped image in COCO would carry the other image's whole set.
-    With ``groups`` (one value a sample)
-    the picked samples are whole groups, as a broken source would be (``_clustered_victims``); without,
-    they are spread uniformly. ``one_donor_class`` (with ``groups``) gives each picked group the captions
-    of one other group, as a folder given another folder's captions would be: the mis-captions then agree
-    with each other, which a check against similar images cannot see (docs/detection.md)."""
+    With ``groups`` (one value a sample) the picked samples are whole groups, as a broken source would be
+    (``_clustered_victims``); without, they are spread uniformly. ``one_donor_class`` (with ``groups``)
+    gives each picked group the captions of one other group, as a folder given another folder's captions
+    would be: the mis-captions then agree with each other, which a check against similar images cannot see
+    (docs/detection.md)."""
     firsts = [caps[0] for caps in captions]
     codes, uniques = pd.factorize(pd.Series(firsts))
     if len(uniques) < 2:

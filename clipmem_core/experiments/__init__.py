@@ -68,15 +68,13 @@ def get_study(name: str) -> Study:
 
 def run_experiment(settings: ExperimentSettings, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Run (or finish) an experiment; returns its results, one row per run."""
-    from ..config import RunConfig
-
     study = get_study(settings.study)
     _check_lists(settings)
     if not 0 < settings.eval_fraction < 0.5:
         raise ClipmemError(f"--eval-fraction must be between 0 and 0.5, not {settings.eval_fraction}")
     if not 0 <= settings.inject <= 0.5:  # above half, E holds few clean pairs or none: utility is unmeasured
         raise ClipmemError(f"--inject must be from 0 to 0.5 (the mis-captions a minority), not {settings.inject}")
-    RunConfig(data=settings.data, out="-", **settings.run_options).resolved()  # refuse bad run options early
+    settings.run_defaults()  # refuse bad run options early
     experiment = Experiment(settings, study, progress)
     new_folder = not experiment.folder.exists()
     try:

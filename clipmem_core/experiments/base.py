@@ -93,6 +93,14 @@ class ExperimentSettings:
             values[name] = tuple(values.get(name, ()))
         return cls(**values)
 
+    def run_defaults(self, **options: Any) -> RunConfig:
+        """The run options every run gets (and ``options`` on top), resolved: a bad one raises here."""
+        return RunConfig(data=self.data, out="-", **{**self.run_options, **options}).resolved()
+
+    def eval_size(self, n_samples: int) -> int:
+        """How many of the data's samples the evaluation set E takes (at least ``MIN_EVAL``)."""
+        return max(MIN_EVAL, round(self.eval_fraction * n_samples))
+
     def comparable(self) -> dict[str, Any]:
         """Everything that decides the results (not where the cache is)."""
         settings = self.to_dict()
@@ -194,7 +202,7 @@ class Experiment:
         if path.exists():
             return read_drop_list(path)
         samples = self.dataset(seed)[1].samples
-        n_eval = max(MIN_EVAL, round(self.settings.eval_fraction * len(samples)))
+        n_eval = self.settings.eval_size(len(samples))
         if n_eval > len(samples) // 2:
             raise ClipmemError(
                 f"the data has {len(samples)} samples: too few for an evaluation set of {n_eval} and training"
@@ -337,10 +345,13 @@ def _grown_into(before: dict[str, Any], now: ExperimentSettings) -> dict[str, An
 
 def _differences(before: dict[str, Any], now: dict[str, Any]) -> str:
     """'epochs 1, not 2; seeds [0], not [0, 1]': what a rerun changed, run options flattened."""
-    flat_before = {**before.pop("run_options", {}), **before}
-    flat_now = {**now.pop("run_options", {}), **now}
+    flat_before, flat_now = _flattened(before), _flattened(now)
     changed = sorted(k for k in flat_before.keys() | flat_now.keys() if flat_before.get(k) != flat_now.get(k))
     return "; ".join(f"{k} {flat_before.get(k, 'unset')}, not {flat_now.get(k, 'unset')}" for k in changed)
+
+
+def _flattened(settings: dict[str, Any]) -> dict[str, Any]:
+    return {**settings.get("run_options", {}), **{k: v for k, v in settings.items() if k != "run_options"}}
 
 
 def _comparable(config: dict[str, Any]) -> str:

@@ -7,7 +7,6 @@ run per seed with ``--text-noise σ`` (see ``clipmem_core.train.add_text_noise``
 
 from __future__ import annotations
 
-from ..config import RunConfig
 from ..errors import ClipmemError
 from .base import Condition, Experiment, ExperimentSettings, Study
 
@@ -22,7 +21,7 @@ class NoiseStudy(Study):
         """Every σ a run accepts, and each its own run name (σ is named to 6 significant digits)."""
         sigmas = _values(settings)
         for sigma in sigmas:
-            RunConfig(data=settings.data, out="-", text_noise=float(sigma)).resolved()
+            settings.run_defaults(text_noise=float(sigma))
         names = [_name(sigma) for sigma in sigmas]
         clash = next((name for name in names if names.count(name) > 1), None)
         if clash:

@@ -18,11 +18,10 @@ import zlib
 
 import numpy as np
 
-from ..config import RunConfig
 from ..data import Dataset
 from ..errors import ClipmemError
 from ..scores import get_score
-from .base import MIN_EVAL, Condition, Experiment, ExperimentSettings, Study
+from .base import Condition, Experiment, ExperimentSettings, Study
 
 RANDOM = "random"
 BASELINE = "baseline"
@@ -36,7 +35,7 @@ class RemovalStudy(Study):
     description = "utility after removing the top N by a score, against N random and N lowest CLIP score"
 
     def check(self, settings: ExperimentSettings, dataset: Dataset) -> None:
-        resolved = RunConfig(data=settings.data, out="-", **settings.run_options).resolved()
+        resolved = settings.run_defaults()
         for strategy in strategies(settings):
             if strategy != RANDOM:
                 option = _score(strategy).needs_option
@@ -48,8 +47,7 @@ class RemovalStudy(Study):
         fractional = [v for v in settings.values if v > 1 and v != int(v)]
         if fractional:
             raise ClipmemError(f"--remove: {fractional[0]:g} is neither a fraction below 1 nor a whole count")
-        n_eval = max(MIN_EVAL, round(settings.eval_fraction * len(dataset.samples)))
-        pool = len(dataset.samples) - n_eval
+        pool = len(dataset.samples) - settings.eval_size(len(dataset.samples))
         removal_counts(settings.values or self.default_values, pool)  # at most half: said before the baseline trains
 
     def conditions(self, experiment: Experiment, seed: int) -> list[Condition]:
