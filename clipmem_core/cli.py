@@ -471,7 +471,7 @@ def _add_experiment(commands) -> None:
         if name == "removal":
             sub.add_argument(
                 "--by",
-                type=_argument_type(_name_list),
+                type=_argument_type(_score_names),
                 default=(),
                 help=f"rank by these registered scores, or random (default {','.join(DEFAULT_BY)}); "
                 "clip_score_heldout is the paper's lowest-CLIP-score baseline",
@@ -499,8 +499,10 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise ClipmemError(f"{text!r}: expected whole numbers separated by commas") from None
 
 
-def _name_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
+def _score_names(text: str) -> tuple[str, ...]:
+    """Comma-separated names, lower-cased: registered scores and ``random`` are all lower case, and a user
+    who types RANDOM or CLIPMem means them."""
+    return tuple(part.strip().lower() for part in text.split(",") if part.strip())
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:

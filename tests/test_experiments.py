@@ -227,6 +227,20 @@ def test_a_rerun_may_change_speed_settings_and_is_told_which_other_setting_diffe
         Experiment(changed, get_study("noise")).open()
 
 
+def test_by_takes_score_names_in_any_case(shapes, tmp_path, monkeypatch):
+    """`--by RANDOM` was refused as an unknown score: the names are lower case, and so is what is stored."""
+    seen = []
+
+    def stop_after_settings(settings, **_):
+        seen.append(settings)
+        raise ClipmemError("stopped before training")
+
+    monkeypatch.setattr("clipmem_core.experiments.run_experiment", stop_after_settings)
+    args = ["experiment", "removal", "--data", str(shapes), "--name", "r", "--cache", str(tmp_path)]
+    assert main([*args, "--by", " RANDOM, CLIPMem ,Combined"]) == 2
+    assert seen[0].by == ("random", "clipmem", "combined")
+
+
 def test_removal_counts_are_fractions_of_the_pool_or_counts():
     assert removal_counts((0.01, 0.05, 0.1), 760) == [8, 38, 76]
     assert removal_counts((0.001, 5, 5.0), 100) == [1, 5]
