@@ -10,8 +10,12 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -111,7 +115,13 @@ def _launch(args: argparse.Namespace, config) -> int:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}"]
     command += ["-m", "clipmem_core", *_without_nproc(args.argv)]
     logging.getLogger("clipmem").info("starting %d processes: %s", args.nproc, " ".join(command[1:]))
-    return subprocess.run(command, check=False).returncode
+    with subprocess.Popen(command) as torchrun:
+        try:
+            return torchrun.wait()
+        except Terminated:  # passed on: torchrun stops its workers, where a kill would leave them training
+            torchrun.terminate()
+            torchrun.wait()
+            raise
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -636,12 +646,37 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for a relaunch under torchrun (run --nproc)
     _configure_logging()
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except ClipmemError as exc:
         return _error(str(exc))
     except OSError as exc:  # a full disk, a read-only folder, a vanished file: the user's to fix, no traceback
         return _error(_os_error(exc))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         how = "rerun the same command" if args.command == "experiment" else "rerun with --resume"
-        print(f"clipmem: interrupted; {how} to continue", file=sys.stderr)
-        return 130
+        stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"clipmem: {stopped}; {how} to continue", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, as an interrupt: what `kill`, a batch scheduler's time limit or `docker stop` send."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM end a command the way Ctrl-C does: the open files are cleaned up and the user is told how
+    to resume. Why: by default it ended the process without a word, and a user whose job a scheduler stopped
+    could not tell a crash from a stop. The previous handler comes back afterwards (a host calling ``main``)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: object) -> NoReturn:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

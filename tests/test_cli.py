@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +183,44 @@ def test_bad_rows_fail_or_are_skipped_and_reported(clipmem, tmp_path, shapes):
     assert injected.returncode == 0, injected.stderr
     noisy = pd.read_csv(tmp_path / "noisy.csv")
     assert len(noisy) == 40 and noisy["is_miscaptioned"].sum() == 10
+
+
+@pytest.mark.parametrize(
+    ("sent", "code", "said"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+)
+def test_a_stopped_command_says_how_to_resume_and_restores_the_handler(
+    clipmem, shapes, tmp_path, monkeypatch, sent, code, said
+):
+    """SIGTERM (`kill`, a scheduler's time limit) ended a run without a word; now it ends like Ctrl-C."""
+    before = signal.getsignal(signal.SIGTERM)
+
+    def stopped_mid_run(*args, **kwargs):
+        os.kill(os.getpid(), sent)
+        time.sleep(5)  # the signal arrives first
+        raise AssertionError("the signal did not stop the command")
+
+    monkeypatch.setattr("clipmem_core.pipeline.compute_clipmem", stopped_mid_run)
+    result = clipmem("run", "--data", shapes, "--out", tmp_path / "run")
+    assert result.returncode == code and f"clipmem: {said}; rerun with --resume to continue" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert signal.getsignal(signal.SIGTERM) is before  # a host calling main() keeps its own handler
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_real_training_cleanly(shapes, tmp_path):
+    """From outside, mid-training, as a batch scheduler stops a job: exit 143, the resume hint, no traceback."""
+    args = [sys.executable, "-m", "clipmem_core", "run", "--data", str(shapes), "--out", str(tmp_path / "run")]
+    args += ["--preset", "tiny", "--epochs", "2000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        seen = ""
+        while "stage: train_h0" not in seen and proc.poll() is None:
+            seen += proc.stderr.readline()
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=60) == 143, seen + rest
+    assert "clipmem: terminated; rerun with --resume to continue" in rest and "Traceback" not in rest
 
 
 @pytest.mark.slow

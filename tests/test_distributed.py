@@ -7,8 +7,10 @@ Every launch here is a real ``torchrun`` with 2 CPU processes on 40 generated sh
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +163,25 @@ def test_a_distributed_resume_continues_from_the_checkpoint_every_rank_loads(sha
 
 
 @pytest.mark.slow
+def test_sigterm_to_the_launcher_stops_every_process(shapes, tmp_path):
+    """`kill` on `clipmem run --nproc 2` used to end the launcher alone: the workers trained on, orphaned."""
+    out, log = tmp_path / "stopped", tmp_path / "stderr.log"
+    args = [sys.executable, "-m", "clipmem_core", *_run_args(shapes, out, epochs=2000), "--nproc", "2"]
+    with log.open("w") as stderr, subprocess.Popen(args, cwd=ROOT, env=_env(), stderr=stderr) as launcher:
+        while "stage: train_h0" not in log.read_text() and launcher.poll() is None:
+            time.sleep(0.2)
+        time.sleep(1)
+        launcher.send_signal(signal.SIGTERM)
+        code = launcher.wait(timeout=120)
+    orphans = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    for pid in orphans:  # not left training after a failed test
+        os.kill(int(pid), signal.SIGKILL)
+    assert code == 143, log.read_text()
+    assert orphans == [], "workers outlived the launcher"
+    assert "clipmem: terminated; rerun with --resume to continue" in log.read_text()
+
+
+@pytest.mark.slow
 def test_two_agents_rendezvous_like_two_nodes_on_localhost(shapes, tmp_path):
     """The multi-node launch (one torchrun agent a node, c10d rendezvous), with both 'nodes' on this host."""
     out, port = tmp_path / "nodes", free_port()
@@ -200,7 +221,7 @@ def test_a_batch_size_that_does_not_split_over_the_processes_is_one_line(shapes,
 def test_more_processes_than_gpus_are_refused_in_one_line(shapes, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("two processes on one GPU must not start"))
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("two processes on one GPU must not start"))
     out = tmp_path / "never"
     assert main([*_run_args(shapes, out), "--device", "cuda", "--nproc", "2"]) == 2
     err = capsys.readouterr().err
@@ -222,7 +243,7 @@ def test_the_relaunch_drops_only_nproc():
 
 @pytest.mark.slow
 def test_nproc_one_runs_in_this_process(shapes, tmp_path, monkeypatch):
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("--nproc 1 must not relaunch"))
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("--nproc 1 must not relaunch"))
     assert main([*_run_args(shapes, tmp_path / "one", epochs=1), "--nproc", "1"]) == 0
     assert cache.load_run(tmp_path / "one").manifest.training["h0"]["processes"] == 1
 
