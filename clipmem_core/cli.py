@@ -427,7 +427,27 @@ def _cmd_list(args: argparse.Namespace) -> int:
             )
         else:
             print(f"{info.name:<{width}} UNUSABLE: {info.error}")
+    _list_experiments(args.cache)
     return 0
+
+
+def _list_experiments(cache_root: str) -> None:
+    """The experiments under the cache, after its runs: their runs fill the list above, and without this a
+    user saw them only on the Compare page."""
+    from .experiments import list_experiments
+
+    found = list_experiments(cache_root)
+    if not found:
+        return
+    names = [item.name if not isinstance(item, tuple) else item[0].name for item in found]
+    width = max(24, *(len(name) for name in names))
+    print(f"\n{'experiment':<{width}} {'study':<9} {'status':<9} {'runs':>5}  seeds")
+    for name, item in zip(names, found, strict=True):
+        if isinstance(item, tuple):
+            print(f"{name:<{width}} UNUSABLE: {item[1]}")
+        else:
+            seeds = ",".join(str(seed) for seed in item.settings.seeds)
+            print(f"{name:<{width}} {item.study:<9} {item.status:<9} {len(item.runs):>5}  {seeds}")
 
 
 # The study variable's flag: (flag, dest, help) per study; RunConfig options a study varies are not flags of it.

@@ -269,6 +269,21 @@ def test_list_keeps_its_columns_with_an_experiments_long_run_names(clipmem, tmp_
     assert len(starts) == 1 and all(len(line.split()) == 5 for line in listing[1:])
 
 
+def test_list_shows_the_experiments_after_the_runs(clipmem, tmp_path):
+    from clipmem_core.experiments import ExperimentSettings
+    from clipmem_core.experiments.base import write_records
+
+    fake_run(tmp_path, "noise-t-s0-sigma0", n=20)
+    settings = ExperimentSettings(study="noise", name="noise-t", data="d.csv", cache=str(tmp_path), seeds=(0, 2))
+    write_records(tmp_path / "experiments" / "noise-t", settings, ["noise-t-s0-sigma0"])
+    (tmp_path / "experiments" / "broken").mkdir()
+    listing = clipmem("list", "--cache", tmp_path).stdout.splitlines()
+    start = listing.index(next(line for line in listing if line.startswith("experiment ")))
+    assert listing[start - 1] == "" and listing[1].startswith("noise-t-s0-sigma0 ")
+    assert listing[start + 1].startswith("broken") and "UNUSABLE" in listing[start + 1]
+    assert listing[start + 2].split() == ["noise-t", "noise", "running", "1", "0,2"]
+
+
 def test_summary_warns_when_the_models_barely_learned(clipmem, tmp_path):
     run = fake_run(tmp_path, "noise", n=200)  # random embeddings: retrieval at chance
     text = clipmem("summary", "--run", run.path).stdout
