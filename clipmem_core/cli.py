@@ -436,18 +436,20 @@ def _list_experiments(cache_root: str) -> None:
     user saw them only on the Compare page."""
     from .experiments import list_experiments
 
-    found = list_experiments(cache_root)
-    if not found:
-        return
-    names = [item.name if not isinstance(item, tuple) else item[0].name for item in found]
-    width = max(24, *(len(name) for name in names))
-    print(f"\n{'experiment':<{width}} {'study':<9} {'status':<9} {'runs':>5}  seeds")
-    for name, item in zip(names, found, strict=True):
+    rows = []
+    for item in list_experiments(cache_root):
         if isinstance(item, tuple):
-            print(f"{name:<{width}} UNUSABLE: {item[1]}")
+            folder, why = item
+            rows.append((folder.name, f"UNUSABLE: {why}"))
         else:
             seeds = ",".join(str(seed) for seed in item.settings.seeds)
-            print(f"{name:<{width}} {item.study:<9} {item.status:<9} {len(item.runs):>5}  {seeds}")
+            rows.append((item.name, f"{item.study:<9} {item.status:<9} {len(item.runs):>5}  {seeds}"))
+    if not rows:
+        return
+    width = max(24, *(len(name) for name, _ in rows))
+    print(f"\n{'experiment':<{width}} {'study':<9} {'status':<9} {'runs':>5}  seeds")
+    for name, described in rows:
+        print(f"{name:<{width}} {described}")
 
 
 # The study variable's flag: (flag, dest, help) per study; RunConfig options a study varies are not flags of it.

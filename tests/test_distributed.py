@@ -162,6 +162,18 @@ def test_a_distributed_resume_continues_from_the_checkpoint_every_rank_loads(sha
     _assert_same_training(single_run, run)
 
 
+def _processes_naming(path: Path) -> list[int]:
+    """Live processes whose command line holds ``path``: read from /proc, so the test needs no procps."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(path).encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:  # ended while being read
+            pass
+    return found
+
+
 @pytest.mark.slow
 def test_sigterm_to_the_launcher_stops_every_process(shapes, tmp_path):
     """`kill` on `clipmem run --nproc 2` used to end the launcher alone: the workers trained on, orphaned."""
@@ -173,9 +185,9 @@ def test_sigterm_to_the_launcher_stops_every_process(shapes, tmp_path):
         time.sleep(1)
         launcher.send_signal(signal.SIGTERM)
         code = launcher.wait(timeout=120)
-    orphans = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    orphans = _processes_naming(out)
     for pid in orphans:  # not left training after a failed test
-        os.kill(int(pid), signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
     assert code == 143, log.read_text()
     assert orphans == [], "workers outlived the launcher"
     assert "clipmem: terminated; rerun with --resume to continue" in log.read_text()
