@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,8 @@ import pandas as pd
 
 from clipmem_core.cache import GROUND_TRUTH, Run, RunInfo
 from clipmem_core.config import SPEED_ONLY
+from clipmem_core.droplist import read_drop_list
+from clipmem_core.errors import ClipmemError
 from clipmem_core.formatting import fmt_number, fmt_yes_no, is_missing, json_safe
 from clipmem_core.metrics import MIN_RECALL_PAIRS, retrieval_recall
 from clipmem_core.review.export import final_labels
@@ -199,11 +201,19 @@ def unrelated_note(original: Run, cleaned: Run) -> str | None:
     )
 
 
-def default_original(shown: str | None, infos: Sequence[RunInfo]) -> str | None:
+def default_original(
+    shown: str | None, infos: Sequence[RunInfo], flagged_ids_of: Callable[[str], set[str]]
+) -> str | None:
     """The original run the cleaning tab opens on: the run shown, unless that is itself a re-run with a drop
-    list (``--exclude``) of a run in the cache on the same data; then that run, the one that differs from it
-    in the fewest other settings. The run shown is often the newest, the re-run itself, and the tab used to
-    open on it as the original and compare the two the wrong way round."""
+    list (``--exclude``) of a run in the cache on the same data; then the run that drop list most likely
+    came from. The run shown is often the newest, the re-run itself, and the tab used to open on it as the
+    original and compare the two the wrong way round.
+
+    Of the runs on the same data, the one whose team flags (``flagged_ids_of``) the drop list holds most
+    wins: a drop list is exported from one run's review, and a second run on the same data (another
+    protocol, another seed) has other flags or none, so opening on it showed "0 flagged by the team".
+    Then a run with flags at all (the drop list file may be gone), then the fewest other settings that
+    differ."""
     usable = {info.name: info for info in infos if info.ok}
     current = usable.get(shown) if shown is not None else None
     if current is None or not current.manifest.config.get("exclude"):
@@ -217,7 +227,21 @@ def default_original(shown: str | None, infos: Sequence[RunInfo]) -> str | None:
     ]
     if not originals:
         return shown
-    return min(originals, key=lambda info: len(confounders(info, current))).name
+    dropped = _drop_list_ids(current.manifest.config["exclude"])
+
+    def likelihood(info: RunInfo) -> tuple[int, bool, int]:
+        flags = flagged_ids_of(info.name)
+        return -len(flags & dropped), not flags, len(confounders(info, current))
+
+    return min(originals, key=likelihood).name
+
+
+def _drop_list_ids(path: str) -> frozenset[str]:
+    """The ids of a re-run's drop list, or none where the file has moved or gone since the re-run."""
+    try:
+        return read_drop_list(path)
+    except ClipmemError:
+        return frozenset()
 
 
 def cleaned_candidates(original: str, infos: Sequence[RunInfo]) -> list[str]:

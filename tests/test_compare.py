@@ -97,18 +97,50 @@ def test_the_cleaned_re_run_is_suggested_first(cache_root):
     assert set(compare.cleaned_candidates("demo", infos)) == {"demo-cleaned", "other"}
 
 
+def _no_flags(name: str) -> set[str]:
+    return set()
+
+
 def test_the_cleaning_tab_opens_on_the_original_when_the_run_shown_is_its_cleaned_re_run(cache_root):
     infos = list_runs(cache_root)
-    assert compare.default_original("demo-cleaned", infos) == "demo"  # not "other": its settings differ
-    assert compare.default_original("demo", infos) == "demo"
-    assert compare.default_original("other", infos) == "other"  # no drop list: it is an original itself
-    assert compare.default_original(None, infos) is None
+    assert compare.default_original("demo-cleaned", infos, _no_flags) == "demo"  # not "other": settings differ
+    assert compare.default_original("demo", infos, _no_flags) == "demo"
+    assert compare.default_original("other", infos, _no_flags) == "other"  # no drop list: an original itself
+    assert compare.default_original(None, infos, _no_flags) is None
     fake_run(cache_root, "lone-cleaned", n=30, config={"exclude": "drop.csv"})
     manifest = cache_root / "lone-cleaned" / "manifest.json"  # a re-run of data no run in the cache was made on
     recorded = json.loads(manifest.read_text(encoding="utf-8"))
     recorded["dataset"]["content_hash"] = "f" * 16
     manifest.write_text(json.dumps(recorded), encoding="utf-8")
-    assert compare.default_original("lone-cleaned", list_runs(cache_root)) == "lone-cleaned"  # no original here
+    assert compare.default_original("lone-cleaned", list_runs(cache_root), _no_flags) == "lone-cleaned"
+
+
+def test_the_cleaning_tab_opens_on_the_run_whose_review_the_drop_list_came_from(cache_root, tmp_path):
+    """Two runs on the same data with the same settings, one reviewed: the tab opened on either, by the
+    cache's order, and on the unreviewed one it showed "0 flagged by the team"."""
+    fake_run(cache_root, "demo-again", n=60)  # the same data and settings as "demo", not reviewed
+    store = open_store(cache_root)
+
+    def flagged(name: str) -> set[str]:
+        return compare.flagged_ids(store, name)
+
+    def opened_on() -> set[str]:
+        infos = list_runs(cache_root)
+        return {compare.default_original("demo-cleaned", order, flagged) for order in (infos, infos[::-1])}
+
+    assert opened_on() == {"demo"}  # drop.csv is not on disk: the run with flags at all
+    for sample_id in ("s00002", "s00005"):
+        store.add_verdict("demo-again", sample_id, "bob", "mis-captioned")
+    drop_list = tmp_path / "drop.csv"
+    manifest = cache_root / "demo-cleaned" / "manifest.json"
+    recorded = json.loads(manifest.read_text(encoding="utf-8"))
+    recorded["config"]["exclude"] = str(drop_list)
+    manifest.write_text(json.dumps(recorded), encoding="utf-8")
+    drop_list.write_text("sample_id\n" + "\n".join(DROPPED) + "\n", encoding="utf-8")
+    assert opened_on() == {"demo"}  # the drop list holds demo's four flags, none of demo-again's
+    drop_list.write_text("sample_id\ns00002\ns00005\n", encoding="utf-8")
+    assert opened_on() == {"demo-again"}
+    store.close()
 
 
 def test_a_re_run_with_other_settings_or_more_samples_is_flagged_as_no_clean_comparison(cache_root):

@@ -48,7 +48,9 @@ def cleaning_effect() -> None:
         st.info("Comparing needs two runs: the original and its re-run with `clipmem run … --exclude DROPLIST`.")
     else:
         if st.session_state.get(compare.ORIGINAL_KEY) not in names:  # the default, given as state: state.keep_values
-            shown = compare.default_original(current.name if current is not None else None, infos)
+            shown = compare.default_original(
+                current.name if current is not None else None, infos, lambda name: compare.flagged_ids(store, name)
+            )
             st.session_state[compare.ORIGINAL_KEY] = shown if shown in names else names[0]
         original_name = st.selectbox("Original run", names, key=compare.ORIGINAL_KEY)
         candidates = compare.cleaned_candidates(original_name, infos)
