@@ -58,6 +58,10 @@ from .shards import image_exists, image_stat, open_image_source, shards_root
 log = logging.getLogger("clipmem")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 ID_COLUMN = "id"
+# Other spellings of the id column that a table's header may use ("ID" from a spreadsheet, "sample_id" from
+# clipmem's own scores and drop lists); compared without case. They were ignored without a word, and every
+# sample got a derived id, so scores and drop lists keyed by the user's ids matched nothing.
+ID_ALIASES = ("id", "sample_id")
 LABEL_COLUMN = "is_miscaptioned"
 CLASS_COLUMN = "label"  # optional class of the image (e.g. a stamp's category): for linear probes, never trained on
 # optional: every caption of a sample with several, as a JSON list (the cleaned export of COCO data writes it)
@@ -349,7 +353,23 @@ def _table_columns(source: Path, header: list[str], img_key: str, caption_key: s
     repeated = [key for key in used if header.count(key) > 1]
     if repeated:
         raise ClipmemError(f"{source} has the column {repeated[0]!r} more than once; keep one")
-    return {key: header.index(key) for key in used}
+    columns = {key: header.index(key) for key in used}
+    id_column = ID_COLUMN if ID_COLUMN in columns else _id_alias(source, header, (img_key, caption_key))
+    if id_column is not None:
+        columns[ID_COLUMN] = header.index(id_column)
+    return columns
+
+
+def _id_alias(source: Path, header: list[str], taken: tuple[str, ...]) -> str | None:
+    """The column read as the sample id when the header has no ``id``: one named as in ``ID_ALIASES``
+    in any case; None without one. Two such columns are refused: either could be the ids."""
+    aliases = [name for name in header if name.strip().lower() in ID_ALIASES and name not in taken]
+    if len(aliases) > 1:
+        raise ClipmemError(
+            f"{source} has the columns {', '.join(map(repr, aliases))}: which holds the sample ids? Name that one "
+            f"{ID_COLUMN!r}"
+        )
+    return aliases[0] if aliases else None
 
 
 def _all_captions(caption: str, listed: str) -> tuple[list[str], str | None]:

@@ -73,6 +73,21 @@ def test_id_column_is_used(tmp_path):
     assert ds.samples["sample_id"].tolist() == ["007", "a", "b", "c"]
 
 
+@pytest.mark.parametrize("column", ["ID", "Id", "sample_id", "Sample_ID"])
+def test_an_id_column_spelled_otherwise_is_read_as_the_ids(tmp_path, column):
+    """A spreadsheet's "ID", or clipmem's own "sample_id": read as the ids, where every sample got a derived
+    id and scores or drop lists keyed by the user's ids matched nothing."""
+    ds = read(simple_csv(tmp_path, **{column: ["007", "a", "b", "c"]}))
+    assert ds.samples["sample_id"].tolist() == ["007", "a", "b", "c"]
+
+
+def test_id_wins_over_its_other_spellings_and_two_other_spellings_are_refused(tmp_path):
+    ds = read(simple_csv(tmp_path / "one", id=["1", "2", "3", "4"], ID=["a", "b", "c", "d"]))
+    assert ds.samples["sample_id"].tolist() == ["1", "2", "3", "4"]
+    with pytest.raises(ClipmemError, match="'ID', 'sample_id': which holds the sample ids"):
+        read(simple_csv(tmp_path / "two", ID=["a", "b", "c", "d"], sample_id=["1", "2", "3", "4"]))
+
+
 def test_tsv_reader_and_custom_keys(tmp_path):
     png(tmp_path / "x.png")
     path = table(tmp_path / "d.tsv", [{"img": "x.png", "text": "a, with comma"}], sep="\t")
