@@ -21,7 +21,7 @@ from .errors import ClipmemError
 from .formatting import fmt_count
 from .pipeline import ImageList, Stopwatch
 from .scores import MEASUREMENTS, derive_missing, registry
-from .scores.combined import Combined
+from .scores.combined import Combined, ranking_inputs
 from .splits import CANDIDATE, FOLD_PREFIX, SPLITS
 
 PROTOCOL = "imported"
@@ -119,6 +119,21 @@ def _with_unscored(dataset: Dataset, scored: set[str]) -> pd.DataFrame:
     return pd.concat([dataset.skipped, rows], ignore_index=True)
 
 
+def _ranking_note(frame: pd.DataFrame, given: set[str], with_images: bool) -> str:
+    """What the import's "Likely mis-captioned" ranking is: the file's own, made here from which columns, or
+    none. An import used to say nothing, and a user could not tell a ranking from a missing one."""
+    label = Combined.label
+    if Combined.name in given:
+        return f"{label}: the scores file's own `{Combined.name}` column, kept as it is"
+    if Combined.name not in frame.columns:
+        return (
+            f"{label}: not made, the scores have no column to rank by (registered scores: "
+            f"{', '.join(registry())}); the gallery can only sort by what the file has"
+        )
+    relative = ", relative to the nearest images" if with_images else " (no embeddings: not relative to neighbours)"
+    return f"{label}: made from {', '.join(ranking_inputs(frame))}{relative}"
+
+
 def _check_out(out_dir: Path) -> None:
     """An import goes into a new or empty folder, or one an earlier import left unfinished (redone whole)."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -175,6 +190,7 @@ def import_run(
                 "from one model's shared embedding space"
             )
         frame = derive_missing(_merge(dataset.samples, scores), reference_images=image_vectors)
+        log.info("%s", _ranking_note(frame, given=set(scores.columns), with_images=image_vectors is not None))
         dataset.skipped = _with_unscored(dataset, set(scores["sample_id"]))
         images = ImageList(dataset.root, frame["filepath"])
     out_dir.mkdir(parents=True, exist_ok=True)

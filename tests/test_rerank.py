@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -115,6 +116,19 @@ def test_an_imported_run_has_a_summary_and_no_held_out_rows_to_compare(tmp_path,
     assert main(["summary", "--run", str(imported.path)]) == 0
     assert "Likely mis-captioned" in capsys.readouterr().out
     assert reference_heldout_rows(imported).size == 0
+
+
+def test_an_import_with_only_held_out_clip_scores_is_ranked_by_them_and_says_so(tmp_path, caplog):
+    """The training-side CLIP score, derived as all NaN from such a file, stood in for the recipe's members,
+    and the import got no ranking and said nothing."""
+    source = load_run(fake_run(tmp_path, "source", n=120).path)
+    with caplog.at_level(logging.INFO, logger="clipmem"):
+        imported = _import(source, tmp_path, "heldout", ["clip_score_heldout"])
+    images = np.asarray(source.image_embeddings)
+    expected = fuse(source.scores[["split", "clip_score_heldout"]], images=images)
+    np.testing.assert_allclose(imported.scores["combined"], expected, rtol=1e-5, atol=1e-6)
+    assert imported.scores["combined"].notna().all() and "clip_score_train" not in imported.scores.columns
+    assert "Likely mis-captioned: made from clip_score_heldout, relative to the nearest images" in caplog.text
 
 
 def test_an_import_refuses_embeddings_of_two_widths_and_lists_the_samples_it_has_no_scores_for(tmp_path):

@@ -102,12 +102,22 @@ def fuse(
     frame has no registered signal. ``signals`` and ``scaling`` are the recipe (bench/bench_recipes.py
     measures others); without ``images`` (imported runs) the average is not made relative to a
     neighbourhood."""
-    present = members(frame, signals)
-    if not present:  # a run without embeddings (imported, or from an older clipmem): use what it has
-        present = members(frame, tuple(name for name in registry() if name != Combined.name))
+    present = _fused_members(frame, signals)
     if not present:
         return None
     return combine(list(present.values()), images, scaling, groups=scaling_groups(frame))
+
+
+def ranking_inputs(frame: pd.DataFrame) -> list[str]:
+    """The columns ``fuse`` makes the ranking from, for saying so: an import learns what its ranking rests on."""
+    return list(_fused_members(frame, SIGNALS))
+
+
+def _fused_members(frame: pd.DataFrame, signals: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The recipe's members the frame has; without any (imported, or from an older clipmem), every other
+    registered score it has."""
+    present = members(frame, signals)
+    return present or members(frame, tuple(name for name in registry() if name != Combined.name))
 
 
 def scaling_groups(frame: pd.DataFrame) -> np.ndarray | None:
@@ -130,13 +140,16 @@ def scaling_groups(frame: pd.DataFrame) -> np.ndarray | None:
 
 def members(frame: pd.DataFrame, signals: tuple[str, ...] = SIGNALS) -> dict[str, np.ndarray]:
     """Column -> suspicion (high = suspicious) of each signal the frame has, or of its first stand-in."""
-    found = (_column_for(name, frame.columns) for name in signals)
+    found = (_column_for(name, frame) for name in signals)
     return {name: get_score(name).suspicion(frame[name]) for name in found if name is not None}
 
 
-def _column_for(signal: str, columns: pd.Index) -> str | None:
-    """The signal's column, else its first stand-in the frame has, else None."""
-    return next((name for name in (signal, *STAND_INS.get(signal, ())) if name in columns), None)
+def _column_for(signal: str, frame: pd.DataFrame) -> str | None:
+    """The signal's column, else its first stand-in the frame has, else None. A column without a single value
+    does not count: scores derived from an import's columns are all NaN until dropped, and one of those
+    stood in for the rest, so an import with only held-out CLIP scores got no ranking at all."""
+    names = (signal, *STAND_INS.get(signal, ()))
+    return next((name for name in names if name in frame.columns and frame[name].notna().any()), None)
 
 
 def combine(
