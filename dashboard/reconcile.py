@@ -90,16 +90,11 @@ def fleiss_note(report: dict) -> str:
         "**Reviewers agree on**: of the samples judged twice or more, the share where every verdict is the same.  \n"
     )
     kappa = "**Fleiss' κ**: agreement beyond what chance gives; 1 is perfect, 0 is chance. "
-    if not fleiss["n_samples"]:  # "over the 0 samples judged by exactly 0 reviewers" said nothing
-        return agree + kappa + "Not yet: it needs samples judged by the same number of reviewers, two or more."
-    counted = f"{fmt_count(fleiss['n_samples'], 'sample')} judged by exactly {fleiss['n_raters']} reviewers"
-    left_out = fleiss["n_excluded"]
-    return (
-        agree
-        + kappa
-        + f"Over the {counted}"
-        + (f"; left out: {fmt_count(left_out, 'sample')} judged by another number." if left_out else ".")
-    )
+    if not fleiss["n_samples"]:  # "over the 0 samples judged by …" said nothing
+        return agree + kappa + "Not yet: it needs samples judged by two reviewers or more."
+    low, high = fleiss["min_raters"], fleiss["max_raters"]
+    each = f"{low} reviewers each" if low == high else f"{low} to {high} reviewers each"
+    return agree + kappa + f"Over the {fmt_count(fleiss['n_samples'], 'sample')} judged twice or more ({each})."
 
 
 def disagreements(store: ReviewStore, run_name: str, sample_ids: list[str] | None, show_resolved: bool) -> pd.DataFrame:

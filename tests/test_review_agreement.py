@@ -61,17 +61,41 @@ def test_fleiss_kappa_matches_statsmodels(seed):
     result = fleiss_kappa(current)
     counts = current.groupby("sample_id")["verdict"].agg(lambda v: [list(v).count(c) for c in VERDICTS])
     expected = sm_fleiss_kappa(np.array(counts.tolist()), method="fleiss")
-    assert result == {"kappa": pytest.approx(expected, abs=1e-12), "n_samples": 80, "n_raters": 4, "n_excluded": 0}
+    assert result == {
+        "kappa": pytest.approx(expected, abs=1e-12),
+        "n_samples": 80,
+        "min_raters": 4,
+        "max_raters": 4,
+        "n_judged_once": 0,
+    }
 
 
-def test_fleiss_kappa_uses_the_most_common_rater_count_and_reports_the_rest():
-    full = random_verdicts(1, 30, ["ann", "bob", "cy"])
-    partial = random_verdicts(2, 10, ["ann", "bob"]).assign(sample_id=lambda f: "p" + f["sample_id"])
-    single = frame([("z1", "ann", "correct")])
-    result = fleiss_kappa(pd.concat([full, partial, single]))
-    counts = full.groupby("sample_id")["verdict"].agg(lambda v: [list(v).count(c) for c in VERDICTS])
-    assert result["kappa"] == pytest.approx(sm_fleiss_kappa(np.array(counts.tolist())), abs=1e-12)
-    assert (result["n_samples"], result["n_raters"], result["n_excluded"]) == (30, 3, 11)
+def test_fleiss_kappa_counts_every_sample_judged_twice_or_more_whatever_its_rater_count():
+    """By hand: a (2 raters, both mis-captioned) agrees fully, P_a = 1; b (3 raters: 1 mis-captioned, 2
+    correct) has 1 agreeing pair of 3, P_b = 1/3. Of the 5 verdicts 3 say mis-captioned and 2 correct, so
+    chance agreement is (3/5)² + (2/5)² = 0.52, and κ = (2/3 − 0.52) / 0.48. The modal-count rule counted
+    only one of them."""
+    current = frame(
+        [
+            ("a", "ann", "mis-captioned"),
+            ("a", "bob", "mis-captioned"),
+            ("b", "ann", "mis-captioned"),
+            ("b", "bob", "correct"),
+            ("b", "cy", "correct"),
+            ("z", "ann", "correct"),
+        ]
+    )
+    result = fleiss_kappa(current)
+    assert result["kappa"] == pytest.approx((2 / 3 - 0.52) / 0.48, abs=1e-12)
+    assert (result["n_samples"], result["min_raters"], result["max_raters"], result["n_judged_once"]) == (2, 2, 3, 1)
+
+
+def test_fleiss_kappa_is_not_perfect_when_the_third_opinions_disagree():
+    """A team's pairs agree; the samples a third reviewer was called to are split. κ was 1.00 beside 70 %."""
+    pairs = random_verdicts(3, 7, ["ann", "bob"]).assign(verdict="correct")
+    contested = frame([(f"c{i}", name, v) for i in range(3) for name, v in zip(["ann", "bob", "cy"], VERDICTS)])
+    report = agreement_report(pd.concat([pairs, contested]))
+    assert report["percent_agreement"] == pytest.approx(0.7) and report["fleiss"]["kappa"] < 0.5
 
 
 def test_majority_percent_agreement_and_ties():

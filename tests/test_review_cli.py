@@ -43,7 +43,9 @@ def test_import_export_and_agreement(run_dir, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["n_samples"] == 6 and report["n_reviewers"] == 2 and len(report["pairs"]) == 1
     assert main(["review", "agreement", "--run", str(run_dir)]) == 0
-    assert "Cohen's kappa ann / bob" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Cohen's kappa ann / bob" in printed
+    assert "(on 6 samples judged by 2 reviewers; 0 judged by one, not counted)" in printed
 
     out = tmp_path / "drop.parquet"
     assert (

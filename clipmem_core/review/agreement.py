@@ -6,9 +6,8 @@ Inputs are DataFrames with at least ``sample_id, reviewer, verdict`` and one row
 - Majority: the plurality verdict of a sample; ``None`` when the top count is tied.
 - Percent agreement: share of samples judged by two or more reviewers on which all of them agree.
 - Cohen's kappa: per pair of reviewers, on the samples both judged (same formula as scikit-learn).
-- Fleiss' kappa needs the same number of raters per sample. When counts differ, it is computed on the
-  samples with the most common rater count (ties: the larger count); the others are reported as
-  excluded rather than silently mixed in.
+- Fleiss' kappa: over every sample judged by two or more reviewers, each with its own number of them
+  (``fleiss_kappa_of_table``); samples judged once are counted apart.
 """
 
 from __future__ import annotations
@@ -85,40 +84,42 @@ def pairwise_kappas(current: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["reviewer_a", "reviewer_b", "n_samples", "percent_agreement", "cohen_kappa"])
 
 
-def fleiss_table(current: pd.DataFrame) -> tuple[np.ndarray, int, int]:
-    """Samples x verdict counts for the modal rater count; returns (table, raters, samples excluded)."""
+def fleiss_table(current: pd.DataFrame) -> tuple[np.ndarray, int]:
+    """Samples x verdict counts of every sample judged by two or more reviewers; returns (table, samples
+    judged by one reviewer, which say nothing about agreement)."""
     per_sample = current.groupby("sample_id")["verdict"].agg(list)
-    sizes = per_sample.map(len)
-    sizes = sizes[sizes >= 2]
-    if sizes.empty:
-        return np.zeros((0, len(VERDICTS))), 0, len(per_sample)
-    counts = sizes.value_counts()
-    raters = int(max(counts.index, key=lambda k: (counts[k], k)))
-    chosen = per_sample[sizes[sizes == raters].index]
-    table = np.array([[votes.count(v) for v in VERDICTS] for votes in chosen], dtype=float)
-    return table, raters, len(per_sample) - len(chosen)
+    shared = per_sample[per_sample.map(len) >= 2]
+    table = np.array([[votes.count(v) for v in VERDICTS] for votes in shared], dtype=float).reshape(-1, len(VERDICTS))
+    return table, len(per_sample) - len(shared)
 
 
 def fleiss_kappa_of_table(table: np.ndarray) -> float:
-    """Fleiss' kappa of a samples x categories count table with equal row sums."""
-    n_samples = table.shape[0]
-    if n_samples == 0:
+    """Fleiss' kappa of a samples x categories count table, each sample with its own number of raters.
+
+    Each sample's agreement is over its own rater pairs, and the chance agreement over every verdict given;
+    with equal row sums this is Fleiss' (1971) formula exactly. Why not that formula on the samples with
+    the most common rater count: a team's third opinions go to the contested samples, and leaving them out
+    showed κ 1.00 beside "agree on 70 %"."""
+    if table.shape[0] == 0:
         return math.nan
-    raters = table[0].sum()
-    p_category = table.sum(axis=0) / (n_samples * raters)
+    raters = table.sum(axis=1)
+    p_category = table.sum(axis=0) / raters.sum()
     p_sample = ((table * table).sum(axis=1) - raters) / (raters * (raters - 1))
     p_bar, p_expected = p_sample.mean(), float((p_category**2).sum())
     return math.nan if p_expected == 1 else float((p_bar - p_expected) / (1 - p_expected))
 
 
 def fleiss_kappa(current: pd.DataFrame) -> dict:
-    """Fleiss' kappa with the sample and rater counts it was computed on."""
-    table, raters, excluded = fleiss_table(current)
+    """Fleiss' kappa over the samples judged by two or more reviewers, with their count, the fewest and the
+    most reviewers of one sample, and the samples judged by one (not counted)."""
+    table, judged_once = fleiss_table(current)
+    raters = table.sum(axis=1).astype(int)
     return {
         "kappa": fleiss_kappa_of_table(table),
         "n_samples": int(table.shape[0]),
-        "n_raters": raters,
-        "n_excluded": excluded,
+        "min_raters": int(raters.min()) if len(raters) else 0,
+        "max_raters": int(raters.max()) if len(raters) else 0,
+        "n_judged_once": judged_once,
     }
 
 

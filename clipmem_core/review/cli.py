@@ -150,6 +150,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rater_range(fleiss: dict) -> str:
+    low, high = fleiss["min_raters"], fleiss["max_raters"]
+    return str(low) if low == high else f"{low} to {high}"
+
+
 def _format_report(report: dict) -> str:
     num = fmt_number
     fleiss, share = report["fleiss"], report["percent_agreement"]
@@ -157,8 +162,8 @@ def _format_report(report: dict) -> str:
         f"samples judged: {report['n_samples']} by {report['n_reviewers']} reviewers; "
         f"{report['n_multiply_judged']} judged by two or more, {report['n_disagreements']} disagreements",
         f"percent agreement: {num(share, 1, percent=True)}",
-        f"Fleiss' kappa: {num(fleiss['kappa'])} ({fleiss['n_samples']} samples x {fleiss['n_raters']} "
-        f"raters, {fleiss['n_excluded']} samples excluded)",
+        f"Fleiss' kappa: {num(fleiss['kappa'])} (on {fleiss['n_samples']} samples judged by "
+        f"{_rater_range(fleiss)} reviewers; {fleiss['n_judged_once']} judged by one, not counted)",
     ]
     lines += [
         f"Cohen's kappa {p['reviewer_a']} / {p['reviewer_b']}: {num(p['cohen_kappa'])} "
