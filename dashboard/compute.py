@@ -176,6 +176,18 @@ class DatasetCheck:
     n_skipped: int
     n_excluded: int = 0
 
+    def summary(self) -> str:
+        """The count a lead reads before launch, with what the check could not see: it does not decode the
+        images (seconds per thousand), so an image that does not decode is skipped by the run alone, and a
+        pre-check of "5 rows to skip" before a run that skipped 8 read as a miscount."""
+        notes = [self.format]
+        if self.n_skipped:
+            notes.append(f"{self.n_skipped:,} rows to skip")
+        if self.n_excluded:
+            notes.append(f"{self.n_excluded:,} left out by the drop list")
+        notes.append("the run also skips images that do not decode")
+        return f"{self.n_samples:,} samples ({', '.join(notes)})"
+
 
 def resolve_data(root: Path, text: str, what: str = "the dataset") -> Path:
     """``text`` (relative to the data root, or absolute) as a path inside the root; ClipmemError otherwise.

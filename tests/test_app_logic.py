@@ -548,6 +548,9 @@ def test_the_dataset_is_checked_before_launch(data_root):
     pd.DataFrame({"sample_id": [*ids[:3], "not-in-the-data"]}).to_csv(drop, index=False)
     found = compute.check_dataset(data_root.resolve(), "shapes/captions.csv", exclude=str(drop))
     assert (found.n_samples, found.n_excluded) == (9, 3)  # what the run trains on: the estimate's count
+    assert (
+        found.summary() == "9 samples (csv, 3 left out by the drop list, the run also skips images that do not decode)"
+    )
     for text, message in [
         ("", "give the dataset's path"),
         ("nowhere.csv", "there is no 'nowhere.csv'"),

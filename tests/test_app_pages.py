@@ -710,7 +710,10 @@ def test_a_bad_dataset_path_is_an_error_at_once_and_starts_no_job(cache_root, mo
     assert _plain(at.error[0].value).startswith("“Run name” 'tux clean': use letters")
     at.text_input(key="compute_name").input("fresh").run()
     next(b for b in at.main.button if b.label.startswith("Check the dataset")).click().run()
-    assert "120 samples (csv); full protocol, clipmem-tiny, 2 epochs: about" in _plain(at.success[0].value)
+    assert (
+        "120 samples (csv, the run also skips images that do not decode); full protocol, clipmem-tiny, 2 epochs: about"
+        in _plain(at.success[0].value)
+    )
     assert next(b for b in at.main.button if b.label.startswith("Start the run (about"))
     assert not (cache_root / ".jobs").exists()
 

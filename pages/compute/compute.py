@@ -104,11 +104,8 @@ if root is not None:
                 "overrides": confined,
                 "models": len(compute.pairs_per_model(config, found.n_samples)),
                 "estimate": seconds,
-                "summary": f"{found.n_samples:,} samples ({found.format}"
-                + (f", {found.n_skipped:,} rows to skip" if found.n_skipped else "")
-                + (f", {found.n_excluded:,} left out by the drop list" if found.n_excluded else "")
-                + f"); {config.protocol} protocol, {config.model}, {fmt_count(config.epochs, 'epoch')}: "
-                f"about {_format_minutes(seconds)}, from {basis}.",
+                "summary": f"{found.summary()}; {config.protocol} protocol, {config.model}, "
+                f"{fmt_count(config.epochs, 'epoch')}: about {_format_minutes(seconds)}, from {basis}.",
             }
         except ClipmemError as exc:
             ss.pop("compute_plan", None)
