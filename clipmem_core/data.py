@@ -47,7 +47,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path, check_output_file
@@ -69,6 +69,7 @@ CAPTIONS_COLUMN = "captions"
 SKIP_COLUMNS = ["row", "filepath", "caption", "reason"]
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
+UNIDENTIFIED = "not an image file PIL can read (unknown format, or the start of the file is damaged)"
 _FORMATS = "a .csv, a .tsv, a COCO captions .json, a folder of images with .txt captions, or WebDataset .tar shards"
 DATA_CACHE_ENV = "CLIPMEM_DATA_CACHE"
 _BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
@@ -706,7 +707,7 @@ def _tar_record(row: int, shard: Path, root: Path, sample: _TarSample, extract: 
     derived = _derived_id(Path("/"), _absolute(Path("/") / shard.stem, image), captions[0] if captions else "")
     return _Record(
         row=row,
-        written=f"{shard.name}:{sample.key}",
+        written=f"{shard.name}/{image}",  # as a scored sample's filepath reads, read in place
         path=path,
         captions=captions,
         sample_id=str(meta[ID_COLUMN]) if meta.get(ID_COLUMN) is not None else derived,
@@ -862,6 +863,8 @@ def _image_problem(path: Path) -> str | None:
             image.verify()
         with _quiet_bombs(), Image.open(open_image_source(path)) as image:
             image.load()
+    except UnidentifiedImageError:  # its message names the file object: "<_io.BytesIO object at 0x…>"
+        return UNIDENTIFIED
     except Exception as exc:  # PIL raises many exception types for damaged files
         return (str(exc) or type(exc).__name__).splitlines()[0][:300]
     return None
@@ -1005,6 +1008,8 @@ def decode_image(path: Path, source: Callable[[], BinaryIO | Path]) -> Image.Ima
             if too_large:
                 raise ClipmemError(f"image {path} is unusable: {too_large}")
             return to_rgb(ImageOps.exif_transpose(image))  # a phone photo upright, as any viewer shows it
+    except UnidentifiedImageError:
+        raise ClipmemError(f"image {path} is unreadable: {UNIDENTIFIED}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ClipmemError(f"image {path} is unreadable: {exc}") from None
 

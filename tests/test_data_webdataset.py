@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from clipmem_core import shards
-from clipmem_core.data import load_image, read_dataset
+from clipmem_core.data import UNIDENTIFIED, load_image, read_dataset
 from clipmem_core.errors import ClipmemError
 from clipmem_core.pipeline import ImageList
 
@@ -289,11 +289,14 @@ def test_bad_samples_are_skipped_with_reasons(tmp_path):
     assert ds.skipped["row"].tolist() == list(EXPECTED_REASONS)
     for row, reason in zip(ds.skipped["row"], ds.skipped["reason"]):
         assert reason.startswith(EXPECTED_REASONS[row])
-    assert ds.skipped["filepath"].tolist()[:2] == ["bad.tar:noimage", "bad.tar:nocaption"]
+    # named as a scored sample's filepath is (shard/member), where "bad.tar:broken" matched nothing in the scores
+    assert ds.skipped["filepath"].tolist()[:3] == ["bad.tar/noimage", "bad.tar/nocaption.png", "bad.tar/broken.jpg"]
+    assert ds.skipped.loc[ds.skipped["row"] == 4, "reason"].item() == f"image is unreadable: {UNIDENTIFIED}"
+    assert ds.samples["filepath"].tolist() == ["bad.tar/ok.png"]
 
 
 def test_fail_mode_names_the_shard_and_key(tmp_path):
-    with pytest.raises(ClipmemError, match=r"^row 2 \(bad\.tar:noimage\): image is missing$"):
+    with pytest.raises(ClipmemError, match=r"^row 2 \(bad\.tar/noimage\): image is missing$"):
         read(bad_shard(tmp_path), on_error="fail")
 
 
