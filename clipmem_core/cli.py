@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -643,6 +644,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_is_a_pipe() -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):  # closed, or replaced by an object without a descriptor
+        return False
+
+
+def _reader_left() -> int:
+    """`clipmem list | head -3`: the reader closed the pipe, which is its choice, not an error. Why: it
+    printed "clipmem: error: Broken pipe" and exited 2, or a traceback at exit, depending on timing. Exit
+    as a program killed by SIGPIPE does (128 + 13), with the unwritten output sent nowhere so that the
+    interpreter's last flush does not fail too."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
 def _error(message: str) -> int:
     """Print one line, whatever the message holds (library messages may quote multi-line texts)."""
     one_line = " ".join(part.strip() for part in message.splitlines() if part.strip())
@@ -669,7 +688,13 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
     try:
         with _sigterm_as_interrupt():
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # here, not at exit: a reader that left early (`| head`) is seen below
+            return code
+    except BrokenPipeError as exc:
+        if not _stdout_is_a_pipe():
+            return _error(_os_error(exc))
+        return _reader_left()
     except ClipmemError as exc:
         return _error(str(exc))
     except OSError as exc:  # a full disk, a read-only folder, a vanished file: the user's to fix, no traceback

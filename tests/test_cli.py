@@ -269,6 +269,22 @@ def test_list_keeps_its_columns_with_an_experiments_long_run_names(clipmem, tmp_
     assert len(starts) == 1 and all(len(line.split()) == 5 for line in listing[1:])
 
 
+@pytest.mark.parametrize("runs", [1, 300])  # a line, and more than a pipe's buffer: written before exit
+def test_a_reader_that_stops_early_is_no_error(tmp_path, runs):
+    """`clipmem list | head -3`: it printed "clipmem: error: Broken pipe" and exited 2, or a traceback at exit."""
+    for i in range(runs):
+        (tmp_path / f"run-{i:03d}-with-a-long-name-{'x' * 200}").mkdir()
+    listing = subprocess.Popen(
+        [sys.executable, "-m", "clipmem_core", "list", "--cache", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    listing.stdout.close()  # before it writes: the reader has gone
+    assert listing.wait(timeout=60) == 128 + signal.SIGPIPE
+    assert listing.stderr.read().decode() == ""
+    listing.stderr.close()
+
+
 def test_list_shows_the_experiments_after_the_runs(clipmem, tmp_path):
     from clipmem_core.experiments import ExperimentSettings
     from clipmem_core.experiments.base import write_records
