@@ -67,6 +67,7 @@ CLASS_COLUMN = "label"  # optional class of the image (e.g. a stamp's category):
 # optional: every caption of a sample with several, as a JSON list (the cleaned export of COCO data writes it)
 CAPTIONS_COLUMN = "captions"
 SKIP_COLUMNS = ["row", "filepath", "caption", "reason"]
+SHOWN_REASONS = 4  # in a skip summary; the rest are counted together
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 UNIDENTIFIED = "not an image file PIL can read (unknown format, or the start of the file is damaged)"
@@ -493,7 +494,7 @@ def _read_folder(folder: Path) -> list[_Record]:
     )
     records = []
     for i, image in enumerate(images, start=1):
-        caps, problem = _caption_file(image.with_suffix(".txt"))
+        caps, problem, detail = _caption_file(image.with_suffix(".txt"))
         records.append(
             _Record(
                 row=i,
@@ -502,30 +503,34 @@ def _read_folder(folder: Path) -> list[_Record]:
                 captions=caps,
                 sample_id=_derived_id(folder, image, caps[0] if caps else ""),
                 problem=problem,
+                detail=detail,
             )
         )
     return records
 
 
-def _caption_file(text_file: Path) -> tuple[list[str], str | None]:
-    """The captions in an image's ``.txt`` file, or a problem if it is missing, too large or unreadable."""
+def _caption_file(text_file: Path) -> tuple[list[str], str | None, str]:
+    """The captions in an image's ``.txt`` file, or a problem if it is missing, too large or unreadable, and
+    the file it concerns. The problem's words are the same for every file (the skip summary counts them
+    together: "203 rows: caption file is missing", where it listed 203 file names one by one)."""
     if not text_file.is_file():
-        return [], f"caption file {text_file.name} is missing"
+        return [], "caption file is missing", text_file.name
     try:
         if text_file.stat().st_size > MAX_TEXT_MEMBER_BYTES:
-            return [], f"caption file {text_file.name} is larger than {MAX_TEXT_MEMBER_BYTES:,} bytes"
-        return _caption_text(text_file.read_bytes(), text_file.name)
+            return [], f"caption file is larger than {MAX_TEXT_MEMBER_BYTES:,} bytes", text_file.name
+        caps, problem = _caption_text(text_file.read_bytes())
+        return caps, problem, text_file.name if problem else ""
     except OSError as exc:
-        return [], f"caption file {text_file.name} is unreadable: {exc.strerror or exc}"
+        return [], "caption file is unreadable", f"{text_file.name}, {exc.strerror or exc}"
 
 
-def _caption_text(data: bytes, name: str) -> tuple[list[str], str | None]:
+def _caption_text(data: bytes) -> tuple[list[str], str | None]:
     """The caption lines of a ``.txt`` file or shard member, as CSV and COCO are read: UTF-8, a byte-order
     mark dropped; a problem for other bytes (decoded leniently, "café" from latin-1 became "caf�", kept)."""
     try:
         return _caption_lines(data.decode("utf-8-sig")), None
-    except UnicodeDecodeError as exc:
-        return [], f"caption file {name} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+    except UnicodeDecodeError:
+        return [], "caption file is not UTF-8 text (save it as UTF-8)"
 
 
 def _caption_lines(text: str) -> list[str]:
@@ -743,7 +748,7 @@ def _tar_captions(sample: _TarSample, meta: dict) -> tuple[list[str], str | None
     """Lines of the .txt member, else the json's ``caption`` or ``text`` (a string or a list of strings); and a
     problem with the .txt member, or None."""
     if "txt" in sample.texts:
-        return _caption_text(sample.texts["txt"], f"{sample.key}.txt")
+        return _caption_text(sample.texts["txt"])
     value = meta.get("caption", meta.get("text"))
     values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
     return [v.strip() for v in values if isinstance(v, str) and v.strip()], None
@@ -976,9 +981,10 @@ def skip_summary(dataset: Dataset) -> str | None:
     if not len(dataset.skipped):
         return None
     reasons = dataset.skipped["reason"].str.split(":").str[0].value_counts()
-    summary = "; ".join(_reason_count(reason, count) for reason, count in reasons.head(4).items())
-    if len(reasons) > 4:  # every row is counted: the numbers add up to the total
-        summary += f"; {_reason_count(fmt_count(len(reasons) - 4, 'other reason'), reasons.iloc[4:].sum())}"
+    shown = len(reasons) if len(reasons) <= SHOWN_REASONS + 1 else SHOWN_REASONS  # never "1 other reason"
+    summary = "; ".join(_reason_count(reason, count) for reason, count in reasons.head(shown).items())
+    if len(reasons) > shown:  # every row is counted: the numbers add up to the total
+        summary += f"; {fmt_count(int(reasons.iloc[shown:].sum()), 'row')} for {len(reasons) - shown} other reasons"
     return f"skipped {len(dataset.skipped)} of {len(dataset.skipped) + len(dataset.samples)} rows ({summary})"
 
 

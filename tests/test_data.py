@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clipmem_core.data import inject_miscaptions, load_image, read_dataset, write_skip_report
+from clipmem_core.data import inject_miscaptions, load_image, read_dataset, skip_summary, write_skip_report
 from clipmem_core.errors import ClipmemError
 
 
@@ -230,7 +230,10 @@ def test_folder_reader(tmp_path):
     assert ds.format == "folder" and ds.root == tmp_path.resolve()
     assert ds.samples["filepath"].tolist() == ["a.png", "sub/b.jpg"]
     assert ds.samples["captions"].tolist() == [["one", "two"], ["three"]]
-    assert ds.skipped["reason"].tolist() == ["caption file c.txt is missing"]
+    assert ds.skipped["reason"].tolist() == ["caption file is missing: c.txt"]
+    png(tmp_path / "d.png")
+    png(tmp_path / "e.png")  # one reason, however many files: it listed each missing file's name as its own
+    assert skip_summary(read(tmp_path)) == "skipped 3 of 5 rows (3 rows: caption file is missing)"
 
 
 def test_folder_captions_are_utf8_a_notepad_bom_dropped_and_latin1_skipped_with_its_reason(tmp_path):
@@ -240,7 +243,7 @@ def test_folder_captions_are_utf8_a_notepad_bom_dropped_and_latin1_skipped_with_
     (tmp_path / "b.txt").write_bytes("café crème".encode("latin-1"))  # read as "caf� cr�me" before
     ds = read(tmp_path)
     assert ds.samples["caption"].tolist() == ["a caption saved by Notepad"]
-    assert ds.skipped["reason"].tolist() == ["caption file b.txt is not UTF-8 text (byte 3); save it as UTF-8"]
+    assert ds.skipped["reason"].tolist() == ["caption file is not UTF-8 text (save it as UTF-8): b.txt"]
 
 
 def test_a_folder_of_images_and_a_caption_table_points_to_the_table(tmp_path):

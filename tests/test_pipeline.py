@@ -256,9 +256,13 @@ def test_the_skip_summary_counts_every_skipped_row(tmp_path, caplog):
         _report_skipped(dataset, tmp_path)
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith("skipped 8 of 18 rows (2 rows: caption is empty; 2 rows: image is unreadable; 1 row: ")
-    assert (
-        line.partition(" (")[2].partition(")")[0].count("; ") == 4 and "2 rows: 2 other reasons" in line
-    )  # 2 + 2 + 1 + 1 + 2 = 8
+    assert line.partition(" (")[2].partition(")")[0].count("; ") == 4 and "; 2 rows for 2 other reasons); every" in line
+    # 2 + 2 + 1 + 1 + 2 = 8
+    dataset.skipped = skipped.iloc[1:7]  # five reasons: all shown, never "1 row: 1 other reason"
+    with caplog.at_level("WARNING", logger="clipmem"):
+        caplog.clear()
+        _report_skipped(dataset, tmp_path)
+    assert "1 row: duplicate row; 1 row: duplicate id); every" in caplog.records[0].getMessage()
 
 
 def test_too_few_rows_for_the_folds_says_what_was_skipped(tmp_path):
