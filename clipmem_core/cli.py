@@ -399,6 +399,52 @@ def _cmd_scores(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_suspects(commands) -> None:
+    from .suspects import DEFAULT_TOP
+
+    p = commands.add_parser(
+        "suspects",
+        help="the samples most likely mis-captioned, as a table (before or beside a review)",
+        description="List a run's samples most likely mis-captioned, most suspicious first: the gallery's "
+        "default sort (Likely mis-captioned), or any registered score's (`clipmem scores`). Prints a short "
+        "table, or with --out writes every column (the sample, its scores, the known label) for a "
+        "spreadsheet or a labelling tool.",
+    )
+    p.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
+    p.add_argument("--by", type=str.lower, help="registered score to rank by; default: combined where the run has it")
+    p.add_argument("--top", type=int, default=DEFAULT_TOP, help=f"how many (default {DEFAULT_TOP}); 0 for every sample")
+    p.add_argument("--out", help="file to write (.csv, .tsv or .parquet) instead of printing; formula cells escaped")
+    p.add_argument("--format", choices=["csv", "parquet"], help="default: from --out's suffix (.parquet), else csv")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_suspects)
+
+
+def _cmd_suspects(args: argparse.Namespace) -> int:
+    from .cache import load_run
+    from .formatting import fmt_number
+    from .review.export import write_table
+    from .suspects import suspects
+
+    table = suspects(load_run(args.run), args.by, args.top)
+    if args.out:
+        fmt = args.format or ("parquet" if args.out.lower().endswith(".parquet") else "csv")
+        path = write_table(table, args.out, fmt, spreadsheet=fmt == "csv", force=args.force)
+        print(f"wrote {len(table)} samples to {path}")
+        return 0
+    ranking = table.columns[4]
+    rows = [
+        [str(r["rank"]), fmt_number(r[ranking], 4), r["sample_id"], _cut(r["caption"], 70)] for _, r in table.iterrows()
+    ]
+    print("\n".join(_table(["rank", ranking, "sample_id", "caption"], rows)))
+    return 0
+
+
+def _cut(text: str, width: int) -> str:
+    """One line of at most ``width`` characters: a caption with newlines or of a paragraph kept the table readable."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
 def _add_list(commands) -> None:
     p = commands.add_parser(
         "list",
@@ -636,6 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_summary,
         _add_import,
         _add_scores,
+        _add_suspects,
         _add_list,
         _add_experiment,
         add_review_parser,

@@ -59,7 +59,18 @@ def assert_clean_error(result: Result, fragment: str) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    ["run", "inject-miscaptions", "neighbours", "rerank", "summary", "import-run", "list", "experiment", "review"],
+    [
+        "run",
+        "inject-miscaptions",
+        "neighbours",
+        "rerank",
+        "summary",
+        "import-run",
+        "suspects",
+        "list",
+        "experiment",
+        "review",
+    ],
 )
 def test_every_command_has_help(clipmem, command):
     result = clipmem(command, "--help")
@@ -283,6 +294,37 @@ def test_a_reader_that_stops_early_is_no_error(tmp_path, runs):
     assert listing.wait(timeout=60) == 128 + signal.SIGPIPE
     assert listing.stderr.read().decode() == ""
     listing.stderr.close()
+
+
+def test_suspects_lists_the_most_suspicious_samples_first_and_writes_them_for_a_spreadsheet(clipmem, tmp_path):
+    n = 30
+    combined = np.linspace(0.0, 1.0, n)  # sample i: combined i/29, so the last is the most suspicious
+    combined[5] = np.nan  # unscored: no suspect
+    held_out = np.linspace(1.0, 0.0, n)  # low is suspicious: sample 29 first here too
+    captions = [f"caption {i}" for i in range(n)]
+    captions[29] = '=HYPERLINK("http://x")'
+    run = fake_run(tmp_path, "r", n=n, captions=captions, scores={"combined": combined, "clip_score_heldout": held_out})
+    printed = clipmem("suspects", "--run", run.path, "--top", "3").stdout.splitlines()
+    assert printed[0].split()[:3] == ["rank", "combined", "sample_id"]
+    assert [line.split()[2] for line in printed[1:]] == ["s00029", "s00028", "s00027"]
+    by_held_out = clipmem("suspects", "--run", run.path, "--by", "CLIP_Score_Heldout", "--top", "2").stdout
+    assert [line.split()[2] for line in by_held_out.splitlines()[1:]] == ["s00029", "s00028"]
+    out = tmp_path / "suspects.csv"
+    assert clipmem("suspects", "--run", run.path, "--top", "0", "--out", out).stdout.startswith("wrote 29 samples")
+    table = pd.read_csv(out, dtype={"sample_id": str})
+    assert table["rank"].tolist() == list(range(1, 30)) and "s00005" not in set(table["sample_id"])
+    assert list(table.columns[:5]) == ["rank", "sample_id", "filepath", "caption", "combined"]
+    assert {"clipmem", "is_miscaptioned"} <= set(table.columns)
+    assert table.loc[0, "caption"] == '\'=HYPERLINK("http://x")'  # a spreadsheet shows it, never runs it
+    assert_clean_error(clipmem("suspects", "--run", run.path, "--out", out), "already exists; pass --force")
+    assert_clean_error(clipmem("suspects", "--run", run.path, "--by", "nope"), "unknown score 'nope'")
+    assert_clean_error(clipmem("suspects", "--run", run.path, "--top", "-1"), "--top must be 0")
+    lacking = fake_run(tmp_path, "lacking", n=10)
+    scores = pd.read_parquet(lacking.path / "scores.parquet").drop(columns=["retained_alignment"], errors="ignore")
+    scores.to_parquet(lacking.path / "scores.parquet")
+    assert_clean_error(
+        clipmem("suspects", "--run", lacking.path, "--by", "retained_alignment"), "has no 'retained_alignment'"
+    )
 
 
 def test_list_shows_the_experiments_after_the_runs(clipmem, tmp_path):
