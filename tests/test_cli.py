@@ -211,7 +211,13 @@ def test_a_stopped_command_says_how_to_resume_and_restores_the_handler(
         raise AssertionError("the signal did not stop the command")
 
     monkeypatch.setattr("clipmem_core.pipeline.compute_clipmem", stopped_mid_run)
-    result = clipmem("run", "--data", shapes, "--out", tmp_path / "run")
+    # Ctrl-C as a fresh `clipmem` process has it: an earlier test in this worker may have left another handler
+    # (the full suite once saw the SIGINT case fail here while it passed alone)
+    interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = clipmem("run", "--data", shapes, "--out", tmp_path / "run")
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
     assert result.returncode == code and f"clipmem: {said}; rerun with --resume to continue" in result.stderr
     assert "Traceback" not in result.stderr
     assert signal.getsignal(signal.SIGTERM) is before  # a host calling main() keeps its own handler
