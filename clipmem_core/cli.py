@@ -294,10 +294,11 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def _table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> list[str]:
+    """Aligned plain-text columns: those in ``left`` (names, text) flush left, the others (numbers) right."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     return [
-        "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        "  ".join(str(c).ljust(w) if i in left else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
         for r in [header, *rows]
     ]
 
@@ -435,7 +436,7 @@ def _cmd_suspects(args: argparse.Namespace) -> int:
     rows = [
         [str(r["rank"]), fmt_number(r[ranking], 4), r["sample_id"], _cut(r["caption"], 70)] for _, r in table.iterrows()
     ]
-    print("\n".join(_table(["rank", ranking, "sample_id", "caption"], rows)))
+    print("\n".join(_table(["rank", ranking, "sample_id", "caption"], rows, left=(2, 3))))
     return 0
 
 
