@@ -18,9 +18,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .errors import ClipmemError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .cache import Run
 
 DATA_OPTIONS = ("data", "img_key", "caption_key", "on_error", "allow_outside_root", "extract_shards")
 _CHOICES = {"on_error": ("skip", "fail")}
@@ -417,6 +422,12 @@ def _add_suspects(commands) -> None:
     p.add_argument("--out", help="file to write (.csv, .tsv or .parquet) instead of printing; formula cells escaped")
     p.add_argument("--format", choices=["csv", "parquet"], help="default: from --out's suffix (.parquet), else csv")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument(
+        "--unjudged",
+        action="store_true",
+        help="leave out the samples the team has already judged, so --top counts samples still to judge "
+        "(ranks stay those of the whole ranking)",
+    )
     p.set_defaults(func=_cmd_suspects)
 
 
@@ -424,20 +435,43 @@ def _cmd_suspects(args: argparse.Namespace) -> int:
     from .cache import load_run
     from .formatting import fmt_number
     from .review.export import write_table
-    from .suspects import suspects
+    from .suspects import TEAM_VERDICT, suspects
 
-    table = suspects(load_run(args.run), args.by, args.top)
+    run = load_run(args.run)
+    team = _team_decisions(run)
+    table = suspects(run, args.by, args.top, team, unjudged=args.unjudged)
     if args.out:
         fmt = args.format or ("parquet" if args.out.lower().endswith(".parquet") else "csv")
         path = write_table(table, args.out, fmt, spreadsheet=fmt == "csv", force=args.force)
         print(f"wrote {len(table)} samples to {path}")
         return 0
     ranking = table.columns[4]
+    header = ["rank", ranking, "sample_id", "caption"]
     rows = [
         [str(r["rank"]), fmt_number(r[ranking], 4), r["sample_id"], _cut(r["caption"], 70)] for _, r in table.iterrows()
     ]
-    print("\n".join(_table(["rank", ranking, "sample_id", "caption"], rows, left=(2, 3))))
+    if TEAM_VERDICT in table and table[TEAM_VERDICT].notna().any():  # --unjudged: all blank
+        header.append("team")
+        for row, verdict in zip(rows, table[TEAM_VERDICT]):
+            row.append(verdict or "")
+    print("\n".join(_table(header, rows, left=(2, 3, 4))))
     return 0
+
+
+def _team_decisions(run: Run) -> pd.DataFrame | None:
+    """The team's decisions on ``run``, or None where no review database exists yet (or it holds none for
+    the run): listing suspects is a read, and must not create a database beside the runs."""
+    from .review.decisions import decisions
+    from .review.store import DB_FILE, DB_URL_ENV, open_store
+
+    if not os.environ.get(DB_URL_ENV) and not (run.path.resolve().parent / DB_FILE).exists():
+        return None
+    store = open_store(run.path.resolve().parent)
+    try:
+        team = decisions(store.current_verdicts(run.name), store.resolutions(run.name))
+    finally:
+        store.close()
+    return team if len(team) else None
 
 
 def _cut(text: str, width: int) -> str:

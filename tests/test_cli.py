@@ -333,6 +333,32 @@ def test_suspects_lists_the_most_suspicious_samples_first_and_writes_them_for_a_
     )
 
 
+def test_suspects_shows_the_teams_verdicts_and_leaves_the_judged_ones_out_on_request(clipmem, tmp_path, monkeypatch):
+    """A curator hands the next batch to a labelling tool: samples the team judged must not come back in it."""
+    from clipmem_core.review.store import DB_FILE, DB_URL_ENV, open_store
+
+    monkeypatch.delenv(DB_URL_ENV, raising=False)
+    run = fake_run(tmp_path, "r", n=10, scores={"combined": np.linspace(0.0, 1.0, 10)})  # s00009 first
+    no_team = clipmem("suspects", "--run", run.path, "--top", "2", "--unjudged").stdout.splitlines()
+    assert [line.split()[2] for line in no_team[1:]] == ["s00009", "s00008"] and "team" not in no_team[0]
+    assert not (tmp_path / DB_FILE).exists()  # a read creates no database
+    store = open_store(tmp_path)
+    store.add_verdict("r", "s00009", "ana", "mis-captioned")
+    store.add_verdict("r", "s00007", "ana", "correct")
+    store.add_verdict("r", "s00007", "bo", "mis-captioned")  # one each: a tie nobody resolved
+    store.close()
+    printed = clipmem("suspects", "--run", run.path, "--top", "3").stdout.splitlines()
+    team_column = printed[0].index("team")
+    assert [line[team_column:] for line in printed[1:]] == ["mis-captioned", "", "tie"]
+    fresh = clipmem("suspects", "--run", run.path, "--top", "2", "--unjudged").stdout.splitlines()
+    assert [line.split()[:3:2] for line in fresh[1:]] == [["2", "s00008"], ["4", "s00006"]]  # ranks of the whole list
+    out = tmp_path / "next.csv"
+    clipmem("suspects", "--run", run.path, "--top", "0", "--out", out)
+    table = pd.read_csv(out, dtype={"sample_id": str}, keep_default_na=False).set_index("sample_id")
+    assert table.loc["s00009", "team_verdict"] == "mis-captioned" and table.loc["s00007", "team_verdict"] == "tie"
+    assert table.loc["s00008", "team_verdict"] == "" and table["reviewers"].to_dict()["s00007"] == 2
+
+
 def test_list_shows_the_experiments_after_the_runs(clipmem, tmp_path):
     from clipmem_core.experiments import ExperimentSettings
     from clipmem_core.experiments.base import write_records
