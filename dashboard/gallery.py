@@ -110,10 +110,25 @@ def sort_orders(scores: pd.DataFrame) -> SortOrders:
     return SortOrders(scores)
 
 
+def sort_for_link(asked: str | None, options: Mapping[str, str]) -> str | None:
+    """The sort (an ``options`` key) a link's ``?sort=`` stands for, or None where it names none of this run.
+
+    The page's own links hold the sort's label (the bound selectbox writes what it shows), while a
+    curator coming from the CLI types a score's column (``clipmem suspects --by clipmem``, ``?sort=clipmem``):
+    both mean the same sort, in any case."""
+    if not asked:
+        return None
+    wanted = asked.strip().lower()
+    for key, label in options.items():
+        if wanted in (key.lower(), label.lower()):
+            return key
+    return None
+
+
 def unknown_sort_note(asked: str | None, options: Mapping[str, str], default_sort: str) -> str | None:
     """Said under the title when a link's ``?sort=`` names no sort of this run (a typo, a score the run does
     not have, the learned ranking before the verdicts allow it): the gallery fell back without a word."""
-    if not asked or asked in options:
+    if not asked or sort_for_link(asked, options) is not None:
         return None
     return (
         f"This link asks for the sort “{md(asked[:80])}”, which this run does not offer (yet): sorted by "

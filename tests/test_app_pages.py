@@ -245,6 +245,10 @@ def test_the_gallery_title_follows_the_sort_and_the_sort_is_kept_in_the_url(cach
     assert at.selectbox(key=state.SORT).proto.query_param_key == state.SORT
     reloaded = _app(page=navigation.GALLERY.path, sort="Highest CLIPMem")  # the URL holds the sort's label
     assert reloaded.title[0].value == "Most memorized"
+    assert not any("asks for the sort" in c.value for c in reloaded.main.caption)  # it was said after every sort
+    typed = _app(page=navigation.GALLERY.path, sort="CLIPMem")  # a score's column, as `clipmem suspects --by` takes
+    assert typed.title[0].value == "Most memorized"
+    assert not any("asks for the sort" in c.value for c in typed.main.caption)
 
 
 def _judge_from_truth(store, run, per_kind: int, reviewer: str = "ann") -> dict[str, bool]:

@@ -20,6 +20,7 @@ from dashboard.gallery import (
     make_cards,
     page_count,
     page_rows,
+    sort_for_link,
     unknown_sort_note,
 )
 
@@ -66,7 +67,11 @@ def gallery() -> None:
     default_sort = DEFAULT_SORT if DEFAULT_SORT in options else next(iter(options))
     if ss.get(state.SORT) not in options:
         ss.pop(state.SORT, None)  # the widget then starts from the URL (?sort=), else from the default
-    unknown = unknown_sort_note(st.query_params.get(state.SORT), options, default_sort)
+    asked = st.query_params.get(state.SORT)
+    unknown = unknown_sort_note(asked, options, default_sort)
+    linked = sort_for_link(asked, options)
+    if linked is not None and options[linked] != asked and state.SORT not in ss:
+        ss[state.SORT] = linked  # ?sort=clipmem: the widget itself reads only its label from the URL
     mask = filter_mask(run, resources.current_filters(run), decided(table), resources.selection())
     total = int(mask.sum())
     pages = page_count(total)
