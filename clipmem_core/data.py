@@ -485,14 +485,13 @@ def _coco_image_path(base: Path, file_name: str) -> Path:
 
 def _read_folder(folder: Path) -> list[_Record]:
     """Images anywhere under ``folder`` (hidden paths ignored); ``x.txt`` beside ``x.png`` holds its captions."""
-    images = sorted(
+    files = sorted(
         p
         for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
-    records = []
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    records = _captions_without_image(folder, files, images)
     for i, image in enumerate(images, start=1):
         caps, problem, detail = _caption_file(image.with_suffix(".txt"))
         records.append(
@@ -504,6 +503,34 @@ def _read_folder(folder: Path) -> list[_Record]:
                 sample_id=_derived_id(folder, image, caps[0] if caps else ""),
                 problem=problem,
                 detail=detail,
+            )
+        )
+    return records
+
+
+def _captions_without_image(folder: Path, files: list[Path], images: list[Path]) -> list[_Record]:
+    """A ``.txt`` file no image shares its name with, as a skipped entry (no sample's row, like a COCO
+    annotation of an unknown image): its image is missing, or of a type clipmem does not read (``x.heic``),
+    and such a sample vanished without a word, against the promise that every skipped row is listed."""
+    with_image = {image.with_suffix("") for image in images}
+    siblings: dict[Path, list[str]] = {}
+    for file in files:
+        siblings.setdefault(file.with_suffix(""), []).append(file.name)
+    records = []
+    for text in (f for f in files if f.suffix.lower() == ".txt" and f.with_suffix("") not in with_image):
+        others = [name for name in siblings[text.with_suffix("")] if name != text.name]
+        written = text.relative_to(folder).as_posix()
+        problem = "caption file has no image" + (" of a readable type" if others else "")
+        shown = f"{written} (beside {', '.join(others[:3])}; images are {', '.join(sorted(IMAGE_SUFFIXES))})"
+        records.append(
+            _Record(
+                row=None,
+                written=written,
+                path=text,
+                captions=[],
+                sample_id=f"caption file {written}",
+                problem=problem,
+                detail=shown if others else written,
             )
         )
     return records

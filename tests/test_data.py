@@ -236,6 +236,25 @@ def test_folder_reader(tmp_path):
     assert skip_summary(read(tmp_path)) == "skipped 3 of 5 rows (3 rows: caption file is missing)"
 
 
+def test_a_caption_file_without_an_image_is_listed_as_skipped_and_names_an_unreadable_image_beside_it(tmp_path):
+    """A sample whose image is missing, or of a type clipmem cannot read, vanished without a word."""
+    png(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_text("a caption")
+    (tmp_path / "orphan.txt").write_text("its image was never copied")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "photo.heic").write_bytes(b"not read")
+    (tmp_path / "sub" / "photo.txt").write_text("a phone photo")
+    ds = read(tmp_path)
+    assert ds.samples["filepath"].tolist() == ["a.png"]
+    assert sorted(ds.skipped["reason"]) == [
+        "caption file has no image of a readable type: sub/photo.txt (beside photo.heic; images are "
+        ".bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp)",
+        "caption file has no image: orphan.txt",
+    ]
+    with pytest.raises(ClipmemError, match="caption file has no image"):
+        read(tmp_path, on_error="fail")
+
+
 def test_folder_captions_are_utf8_a_notepad_bom_dropped_and_latin1_skipped_with_its_reason(tmp_path):
     png(tmp_path / "a.png")
     (tmp_path / "a.txt").write_bytes("\ufeffa caption saved by Notepad".encode("utf-8"))
