@@ -48,7 +48,7 @@ from dashboard.gallery import (
     sorts,
     unscored_note,
 )
-from dashboard.text import markdown_table, md
+from dashboard.text import SHOWN_CAPTION, markdown_table, md, shown_caption
 from dashboard.ui import card_text, inspect_link
 
 
@@ -706,6 +706,13 @@ def test_an_image_is_markdown_carrying_its_bytes_and_only_escaped_text():
     shown = images.markdown_image(data, "image/png", alt=caption)
     assert shown == f"![{md(caption)}](data:image/png;base64,{base64.b64encode(data).decode()})"
     assert "\n" not in shown and "](http" not in shown and "\\<script\\>" in shown  # one line, nothing live
+
+
+def test_an_images_alt_text_is_cut_like_a_cards_caption():
+    """The alt is the sample's caption: one of 100,000 characters cost 6 s in the browser on every visit."""
+    shown = images.markdown_image(b"\x89PNG fake", "image/png", alt="word " * 20000)
+    alt = shown[2 : shown.index("](data:")]
+    assert alt == md(shown_caption("word " * 20000)) and len(alt) <= SHOWN_CAPTION
 
 
 def test_small_thumbnails_pass_as_they_are_and_large_originals_are_scaled_down(tmp_path):
