@@ -406,6 +406,7 @@ def _cmd_scores(args: argparse.Namespace) -> int:
 
 
 def _add_suspects(commands) -> None:
+    from .learned import MIN_MISCAPTIONED
     from .suspects import DEFAULT_TOP
 
     p = commands.add_parser(
@@ -417,7 +418,12 @@ def _add_suspects(commands) -> None:
         "spreadsheet or a labelling tool.",
     )
     p.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
-    p.add_argument("--by", type=str.lower, help="registered score to rank by; default: combined where the run has it")
+    p.add_argument(
+        "--by",
+        type=str.lower,
+        help="registered score to rank by, or 'learned' (learned from the team's verdicts once it has called "
+        f"{MIN_MISCAPTIONED} samples mis-captioned); default: combined where the run has it",
+    )
     p.add_argument("--top", type=int, default=DEFAULT_TOP, help=f"how many (default {DEFAULT_TOP}); 0 for every sample")
     p.add_argument("--out", help="file to write (.csv, .tsv or .parquet) instead of printing; formula cells escaped")
     p.add_argument("--format", choices=["csv", "parquet"], help="default: from --out's suffix (.parquet), else csv")

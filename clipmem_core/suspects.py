@@ -13,8 +13,11 @@ import pandas as pd
 
 from .cache import GROUND_TRUTH, Run
 from .errors import ClipmemError
+from .learned import KEY as LEARNED_KEY
+from .learned import LABEL as LEARNED_LABEL
+from .learned import MIN_MISCAPTIONED, fit_learned_ranking, labels_from_verdicts
 from .scores import run_scores
-from .scores.base import get_score, score_order
+from .scores.base import get_score, score_order, suspicion_order
 from .scores.combined import Combined
 
 DEFAULT_TOP = 100
@@ -39,23 +42,28 @@ def suspects(
     unjudged: bool = False,
 ) -> pd.DataFrame:
     """The ``top`` samples (0: every scored one) most suspicious by registered score ``by`` (default: the
-    run's default ranking): rank, the sample, the ranking's value, then every other score the run has and
-    the known label where the data gives one. Samples without a value for ``by`` are no suspects.
+    run's default ranking), or by the ranking learned from ``team``'s verdicts (``by="learned"``): rank,
+    the sample, the ranking's value, then every other score the run has and the known label where the data
+    gives one. Samples without a value for ``by`` are no suspects.
 
     ``team`` is the team's decisions (``review.decisions.decisions``: index sample_id, columns verdict and
     n_reviewers): with it the table ends in the team's verdict and its number of reviewers, and
     ``unjudged`` leaves out every sample it has judged *before* the top is taken, so ``top`` counts
     samples still to judge. The rank stays the sample's place in the whole ranking.
     """
-    name = by or default_ranking(run)
-    available = run_scores(run.scores)
-    if name not in available:
-        get_score(name)  # an unknown name: the registry's own error lists the registered ones
-        raise ClipmemError(f"run {run.name} has no {name!r} score; it has: {', '.join(available)}")
     if top < 0:
         raise ClipmemError(f"--top must be 0 (every sample) or more, not {top}")
-    frame = run.scores
-    order = score_order(frame, name)
+    name = by or default_ranking(run)
+    available = run_scores(run.scores)
+    frame = run.scores.copy() if name == LEARNED_KEY else run.scores
+    if name == LEARNED_KEY:
+        frame[LEARNED_KEY] = _learned_values(run, team)
+        order = suspicion_order(frame[LEARNED_KEY].to_numpy(np.float64))
+    elif name in available:
+        order = score_order(frame, name)
+    else:
+        get_score(name)  # an unknown name: the registry's own error lists the registered ones
+        raise ClipmemError(f"run {run.name} has no {name!r} score; it has: {', '.join(available)}")
     scored = order[~np.isnan(frame[name].to_numpy(dtype=np.float64, na_value=np.nan)[order])]
     ranks = np.arange(1, len(scored) + 1)
     if unjudged and team is not None:
@@ -70,6 +78,21 @@ def suspects(
     if team is not None:
         _add_team_columns(table, team)
     return table
+
+
+def _learned_values(run: Run, team: pd.DataFrame | None) -> np.ndarray:
+    """The ranking learned from the team's decided verdicts (the dashboard's "Learned from your verdicts"),
+    or why there is none yet."""
+    decided = {} if team is None else {sid: v for sid, v in team["verdict"].items() if v is not None}
+    labels = labels_from_verdicts(decided)
+    fit = fit_learned_ranking(run.scores, labels)
+    if fit is None:
+        called = sum(labels.values())
+        raise ClipmemError(
+            f"{LEARNED_LABEL!r} is fitted once the team has called {MIN_MISCAPTIONED} samples of run {run.name} "
+            f"mis-captioned; it has called {called}"
+        )
+    return fit.scores
 
 
 def _add_team_columns(table: pd.DataFrame, team: pd.DataFrame) -> None:

@@ -359,6 +359,34 @@ def test_suspects_shows_the_teams_verdicts_and_leaves_the_judged_ones_out_on_req
     assert table.loc["s00008", "team_verdict"] == "" and table["reviewers"].to_dict()["s00007"] == 2
 
 
+def test_suspects_ranks_by_what_the_team_taught_once_it_has_called_enough_samples_miscaptioned(
+    clipmem, tmp_path, monkeypatch
+):
+    from clipmem_core.learned import MIN_MISCAPTIONED, fit_learned_ranking, labels_from_verdicts
+    from clipmem_core.review.store import DB_URL_ENV, open_store
+
+    monkeypatch.delenv(DB_URL_ENV, raising=False)
+    run = fake_run(tmp_path, "r", n=400, seed=3)
+    truth = dict(zip(run.scores["sample_id"], run.scores["is_miscaptioned"]))
+    wrong, right = [s for s, t in truth.items() if t], [s for s, t in truth.items() if not t]
+    store = open_store(tmp_path)
+    for sample in wrong[: MIN_MISCAPTIONED - 1] + right[:5]:
+        store.add_verdict("r", sample, "ana", "mis-captioned" if truth[sample] else "correct")
+    assert_clean_error(clipmem("suspects", "--run", run.path, "--by", "learned"), "it has called 29")
+    store.add_verdict("r", wrong[MIN_MISCAPTIONED - 1], "ana", "mis-captioned")
+    store.close()
+    verdicts = {s: "mis-captioned" if truth[s] else "correct" for s in wrong[:MIN_MISCAPTIONED] + right[:5]}
+    learned = fit_learned_ranking(run.scores, labels_from_verdicts(verdicts)).scores
+    out = tmp_path / "learned.csv"
+    clipmem("suspects", "--run", run.path, "--by", "LEARNED", "--top", "10", "--unjudged", "--out", out)
+    table = pd.read_csv(out, dtype={"sample_id": str}, keep_default_na=False)
+    assert table.columns[4] == "learned" and not set(table["sample_id"]) & set(verdicts)
+    unjudged = np.flatnonzero(~run.scores["sample_id"].isin(verdicts).to_numpy())
+    expected = unjudged[np.argsort(-learned[unjudged], kind="stable")][:10]
+    assert table["sample_id"].tolist() == run.scores["sample_id"].iloc[expected].tolist()
+    assert np.allclose(table["learned"], learned[expected], atol=1e-6)
+
+
 def test_list_shows_the_experiments_after_the_runs(clipmem, tmp_path):
     from clipmem_core.experiments import ExperimentSettings
     from clipmem_core.experiments.base import write_records
