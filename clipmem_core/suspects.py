@@ -16,6 +16,7 @@ from .errors import ClipmemError
 from .learned import KEY as LEARNED_KEY
 from .learned import LABEL as LEARNED_LABEL
 from .learned import MIN_MISCAPTIONED, fit_learned_ranking, labels_from_verdicts
+from .review.decisions import decided
 from .scores import run_scores
 from .scores.base import get_score, score_order, suspicion_order
 from .scores.combined import Combined
@@ -83,8 +84,7 @@ def suspects(
 def _learned_values(run: Run, team: pd.DataFrame | None) -> np.ndarray:
     """The ranking learned from the team's decided verdicts (the dashboard's "Learned from your verdicts"),
     or why there is none yet."""
-    decided = {} if team is None else {sid: v for sid, v in team["verdict"].items() if v is not None}
-    labels = labels_from_verdicts(decided)
+    labels = labels_from_verdicts({} if team is None else decided(team))
     fit = fit_learned_ranking(run.scores, labels)
     if fit is None:
         called = sum(labels.values())
