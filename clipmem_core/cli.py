@@ -28,15 +28,23 @@ if TYPE_CHECKING:
     from .cache import Run
 
 DATA_OPTIONS = ("data", "img_key", "caption_key", "on_error", "allow_outside_root", "extract_shards")
-_CHOICES = {"on_error": ("skip", "fail")}
 
 
 def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
     """One flag per `RunConfig` field (``names`` picks some), with the field's help text and default."""
-    from .config import PRESET_FIELDS, PRESETS, RunConfig, is_preset_switch, option_flag, option_parser
+    from .config import (
+        ON_ERROR,
+        PRECISIONS,
+        PRESET_FIELDS,
+        PRESETS,
+        RunConfig,
+        is_preset_switch,
+        option_flag,
+        option_parser,
+    )
     from .splits import PROTOCOLS
 
-    choices = {**_CHOICES, "preset": tuple(PRESETS), "protocol": PROTOCOLS}
+    choices = {"on_error": ON_ERROR, "precision": PRECISIONS, "preset": tuple(PRESETS), "protocol": PROTOCOLS}
     for spec in RunConfig.option_fields():
         if names is not None and spec.name not in names:
             continue

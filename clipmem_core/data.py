@@ -51,6 +51,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path, check_output_file
+from .config import ON_ERROR
 from .errors import ClipmemError
 from .formatting import fmt_count
 from .shards import image_exists, image_stat, open_image_source, shards_root
@@ -148,8 +149,8 @@ def read_dataset(
     leave the dataset's folder with ``..`` (absolute paths are always accepted). ``extract_shards``
     writes WebDataset images to the extraction cache instead of reading them in place.
     """
-    if on_error not in ("skip", "fail"):
-        raise ClipmemError(f"on_error must be 'skip' or 'fail', not {on_error!r}")
+    if on_error not in ON_ERROR:
+        raise ClipmemError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
     source = Path(path).expanduser().resolve()
     fmt, base, records, has_label = _read_records(source, img_key, caption_key, progress, extract_shards)
     if not records:

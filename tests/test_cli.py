@@ -160,7 +160,7 @@ def test_bad_input_gives_one_line_and_exit_2(clipmem, tmp_path, shapes):
         ("--split-sizes", "0.5,nan,0.1,0.1", "finite"),
         ("--checkpoint-every", "-1", "--checkpoint-every"),
         ("--checkpoint-every", "nan", "--checkpoint-every"),
-        ("--precision", "fp16", "--precision must be one of auto, fp32, bf16"),
+        ("--precision", "fp16", "--precision: invalid choice: 'fp16' (choose from 'auto', 'fp32', 'bf16')"),
     ]:
         assert_clean_error(clipmem("run", "--data", shapes, "--out", out, flag, value), fragment)
     assert not out.exists()
