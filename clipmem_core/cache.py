@@ -54,6 +54,7 @@ IMAGE_EMBEDDINGS = "image_embeddings.npy"
 TEXT_EMBEDDINGS = "text_embeddings.npy"
 VIEW_ALIGNMENTS = "view_alignments.npy"
 INDEX_DIR = "index"
+MODALITIES = ("image", "text")  # one index file each in INDEX_DIR
 CHECKPOINT_DIR = "checkpoints"
 THUMB_DIR = "thumbs"
 SKIPPED = "skipped.csv"
@@ -380,7 +381,7 @@ def check_manifest(run_dir: Path, manifest: Manifest) -> None:
             row_axis = 1 if name == VIEW_ALIGNMENTS and manifest.schema_version >= 2 else 0
             if len(shape) <= row_axis or shape[row_axis] != rows:
                 raise ClipmemError(f"{run_dir / name} has shape {shape}, which does not match {rows} rows of scores")
-    for modality in ("image", "text"):
+    for modality in MODALITIES:
         index = run_dir / INDEX_DIR / f"{modality}.faiss"
         if index.exists() and index.stat().st_size == 0:
             raise ClipmemError(f"{index} is empty")

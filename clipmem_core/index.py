@@ -37,6 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path
+from .cache import MODALITIES
 from .errors import ClipmemError
 
 if TYPE_CHECKING:
@@ -440,7 +441,7 @@ def rebuild_indexes(run: Run, *, kind: str = "auto", opq: bool = False, progress
     modality -> a one-line description of what was built.
     """
     built = {}
-    for modality in ("image", "text"):
+    for modality in MODALITIES:
         vectors = run.image_embeddings if modality == "image" else run.text_embeddings
         plan = plan_index(*vectors.shape, kind=kind, opq=opq)
         save_index(build_index(vectors, kind=kind, opq=opq, progress=progress), run.index_path(modality))
@@ -504,7 +505,7 @@ class NeighbourSearch:
 
     def query_vector(self, vector: np.ndarray, k: int = 10, modality: str = "image") -> list[Neighbour]:
         """The k rows of the ``modality`` index nearest to an arbitrary vector (normalised here)."""
-        if modality not in ("image", "text"):
+        if modality not in MODALITIES:
             raise ClipmemError(f"unknown modality {modality!r}; choose image or text")
         _check_k(k)
         return self._search(_as_float32(np.asarray(vector).reshape(1, -1)), k, modality, None)[0]

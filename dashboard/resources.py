@@ -23,7 +23,7 @@ import pandas as pd
 import streamlit as st
 
 from clipmem_core import ClipmemError, Run, list_runs, load_run
-from clipmem_core.cache import IMAGE_EMBEDDINGS, INDEX_DIR, MANIFEST, TEXT_EMBEDDINGS, VIEW_ALIGNMENTS
+from clipmem_core.cache import IMAGE_EMBEDDINGS, INDEX_DIR, MANIFEST, MODALITIES, TEXT_EMBEDDINGS, VIEW_ALIGNMENTS
 from clipmem_core.index import NeighbourSearch
 from clipmem_core.learned import KEY as LEARNED_KEY
 from clipmem_core.learned import LABEL as LEARNED_LABEL
@@ -136,7 +136,7 @@ def _problems(path: str, version: int) -> list[str]:
                 np.load(run.path / name, mmap_mode="r")
             except (OSError, ValueError, EOFError) as exc:
                 problems.append(f"{name} is unreadable ({exc})")
-    for modality in ("image", "text"):
+    for modality in MODALITIES:
         if f"{INDEX_DIR}/{modality}.faiss" in run.manifest.files:
             try:
                 _search(path, version).index(modality)

@@ -20,7 +20,7 @@ from ..formatting import fmt_count, fmt_number
 from .agreement import agreement_report
 from .decisions import changed_minds, decided, decisions
 from .estimate import MIN_AUDIT, audit_order, ranking_name, ranking_order, run_estimate
-from .export import FORMATS, export
+from .export import FORMATS, KINDS, export
 from .roles import LEADS_ENV, leads
 from .store import ReviewStore, open_store
 from .verdicts import normalise_verdict
@@ -252,7 +252,7 @@ def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
         "reviewers' majority; cleaned and droplist refuse unresolved disagreements unless --allow-unresolved.",
     )
     exp.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
-    exp.add_argument("--what", required=True, choices=("verdicts", "cleaned", "droplist"))
+    exp.add_argument("--what", required=True, choices=KINDS)
     exp.add_argument(
         "--format",
         default="csv",
