@@ -1,6 +1,6 @@
 """The entrypoint's shared controls: rendered on every page so their state survives page switches.
 
-The run, the reviewer's name and flag mode are bound to the URL (``?run=…&reviewer=…&flag_mode=true``),
+The run, the reviewer's name and flag mode are kept in the URL (``?run=…&reviewer=…&flag_mode=true``),
 so a reload keeps them; nothing secret ever goes there.
 """
 
@@ -31,13 +31,16 @@ def reset_views() -> None:
 def _run_selector(infos: list[RunInfo]) -> str | None:
     """The run selector; returns why the run this session was showing cannot be shown any more, if so.
 
-    The selection lives in the session and the URL (?run=); a name no longer usable falls back to the
-    default run (the demo, else the newest), and the reader is told why.
+    The run shown is the session's (``RUN_PATH``, which page switches keep) unless the address names
+    another usable run: a link, or back and forward. A name no longer usable falls back to the default run
+    (the demo, else the newest), and the reader is told why.
     """
     ss = st.session_state
     usable = [i.name for i in infos if i.ok]
     broken = {i.name: i.error for i in infos if not i.ok}
-    asked = ss.get(state.RUN_NAME) or st.query_params.get(state.RUN_NAME)
+    shown = Path(ss[state.RUN_PATH]).name if state.RUN_PATH in ss else None
+    in_address = st.query_params.get(state.RUN_NAME)
+    asked = in_address if in_address in usable else shown or in_address
     refusal = f"Run {md(asked)} cannot be shown: {md(broken[asked])}" if asked in broken else None
     if asked and asked not in usable and asked not in broken and usable:  # a stale or mistyped link
         st.warning(
@@ -45,23 +48,35 @@ def _run_selector(infos: list[RunInfo]) -> str | None:
             "Pick another in the sidebar.",
             icon=":material/warning:",
         )
-    if ss.get(state.RUN_NAME) not in usable:
-        ss.pop(state.RUN_NAME, None)  # the widget then starts from the URL, else from the default run
     if not usable:
         ss.pop(state.RUN_PATH, None)
         st.sidebar.warning("No usable run in the cache. Start one on the Compute page.")
         return refusal
-    default = state.default_run(infos)
-    name = st.sidebar.selectbox(
-        "Run",
-        usable,
-        index=usable.index(default),
-        key=state.RUN_NAME,
-        on_change=reset_views,
-        bind="query-params",
-    )
+    if asked != shown and shown is not None:
+        reset_views()
+    ss[state.RUN_NAME] = asked if asked in usable else state.default_run(infos)
+    name = st.sidebar.selectbox("Run", usable, key=state.RUN_NAME, on_change=_run_picked)
+    if in_address != name:
+        st.query_params[state.RUN_NAME] = name
     ss[state.RUN_PATH] = str(Path(ss[state.CACHE_ROOT]) / name)
     return refusal
+
+
+def open_run(name: str) -> None:
+    """Show this run from now on: the session's choice and the address's change together.
+
+    The run is written into the address on every page, the default run too. It used to be a widget bound
+    to the address, which leaves a default value out of it: a reviewer's address (or a link taken from it)
+    named no run, and a reload opened whichever run had become the default since, so the next run to
+    finish took their verdicts. The address is also what back and forward restore, so a choice made here
+    must reach it at once: on the next run an address that names another run is followed."""
+    st.session_state[state.RUN_PATH] = str(Path(st.session_state[state.CACHE_ROOT]) / name)
+    st.query_params[state.RUN_NAME] = name
+
+
+def _run_picked() -> None:
+    reset_views()
+    open_run(st.session_state[state.RUN_NAME])
 
 
 def _unusable(infos: list[RunInfo]) -> None:

@@ -16,7 +16,7 @@ DEFAULT_RUN_ENV = "CLIPMEM_DEFAULT_RUN"  # the run a bare address opens, for a t
 CACHE_ROOT = "cache_root"
 RUN_PATH = "run_path"
 # Dashboard-only keys.
-RUN_NAME = "run"  # bound to ?run= so a reload (or a shared link) keeps the run
+RUN_NAME = "run"  # written to ?run= on every page, so a reload (or a shared link) keeps the run
 FILTER_PREFIX = "f_"  # every sidebar filter's key starts with it
 SPLITS = "f_splits"
 RANGE_SCORE = "f_range_score"

@@ -103,6 +103,25 @@ def test_a_link_to_a_run_not_in_the_cache_says_so_and_shows_the_default_run(cach
     assert not [w for w in _app(run="other").main.warning if "no run named" in _plain(w.value)]  # it exists
 
 
+def test_the_address_always_names_the_run_so_a_reload_stays_on_it_when_the_default_moves(cache_root, monkeypatch):
+    """The run was a widget bound to the address, which leaves a default value out: a reviewer on the
+    default run had an address naming none, and after the next run finished a reload opened that one."""
+    at = _app(reviewer="ann", page=navigation.REVIEW.path)
+    assert at.query_params[state.RUN_NAME] == "demo"
+    address = dict(at.query_params)
+    monkeypatch.setenv(state.DEFAULT_RUN_ENV, "other")  # the default run changes meanwhile
+    assert _app().session_state[state.RUN_PATH] == str(cache_root / "other")
+    reloaded = _app(page=navigation.REVIEW.path, **address)
+    assert reloaded.session_state[state.RUN_PATH] == str(cache_root / "demo")
+    _open(reloaded, navigation.GALLERY.path)  # a page switch keeps it too, address or not
+    assert reloaded.session_state[state.RUN_PATH] == str(cache_root / "demo")
+    reloaded.query_params[state.RUN_NAME] = "other"  # back or forward to an address naming another run
+    reloaded.run()
+    assert reloaded.session_state[state.RUN_PATH] == str(cache_root / "other")
+    reloaded.sidebar.selectbox(key=state.RUN_NAME).set_value("demo").run()
+    assert reloaded.query_params[state.RUN_NAME] == "demo"
+
+
 def test_the_overview_warns_when_the_models_barely_learned(cache_root):
     """The fake runs' embeddings are random, so their models retrieve at chance: a ranking of noise."""
     weak = [w.value for w in _app().main.warning]
@@ -838,7 +857,7 @@ def test_a_damaged_run_shows_an_error_on_every_page_and_the_other_runs_stay_usab
     spoil(cache_root / "demo")
     for spec in navigation.PAGES:
         at = AppTest.from_file(APP, default_timeout=120)
-        at.session_state[state.RUN_NAME] = "demo"  # a session that was showing the run when it was damaged
+        at.session_state[state.RUN_PATH] = str(cache_root / "demo")  # a session showing the run when it was damaged
         at.query_params[auth.REVIEWER_KEY] = "ann"
         at.switch_page(spec.path).run()
         assert not at.exception, spec.title

@@ -10,7 +10,7 @@ from clipmem_core import ClipmemError
 from clipmem_core.config import ON_ERROR, PRECISIONS, PRESETS, RunConfig
 from clipmem_core.formatting import fmt_count, fmt_yes_no
 from clipmem_core.splits import PROTOCOLS
-from dashboard import auth, compute, navigation, state
+from dashboard import auth, compute, navigation, sidebar, state
 from dashboard.text import md
 
 ss = st.session_state
@@ -133,10 +133,6 @@ chosen = ss.get(state.JOB)
 selected = st.selectbox("Job", list(by_name), index=list(by_name).index(chosen) if chosen in by_name else 0)
 
 
-def _open_run(name: str) -> None:
-    ss[state.RUN_NAME] = name
-
-
 @st.fragment(run_every=2)
 def watch(job: compute.Job) -> None:
     """Tails the log every 2 s; when the job ends, reruns the app so the new run is selectable."""
@@ -151,7 +147,7 @@ def watch(job: compute.Job) -> None:
             st.rerun()
     elif status == "done":
         st.progress(1.0, text="done")
-        if st.button("Open run", type="primary", on_click=_open_run, args=(job.name,)):
+        if st.button("Open run", type="primary", on_click=sidebar.open_run, args=(job.name,)):
             navigation.go(navigation.OVERVIEW)
     previous, ss[f"status:{job.name}"] = ss.get(f"status:{job.name}"), status
     if previous == "running" and status != "running":
