@@ -796,10 +796,19 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a full disk, a read-only folder, a vanished file: the user's to fix, no traceback
         return _error(_os_error(exc))
     except KeyboardInterrupt as exc:
-        how = "rerun the same command" if args.command == "experiment" else "rerun with --resume"
         stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"clipmem: {stopped}; {how} to continue", file=sys.stderr)
+        print(f"clipmem: {stopped}; {_how_to_go_on(args)}", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+
+
+def _how_to_go_on(args: argparse.Namespace) -> str:
+    """What a stopped command's user does next: only `run` has --resume (an `import-run` stopped midway told
+    its user to pass an option it refuses); an experiment picks up its finished runs by itself."""
+    if hasattr(args, "resume"):
+        return "rerun with --resume to continue"
+    if args.command == "experiment":
+        return "rerun the same command to continue"
+    return "rerun the same command to start it again"
 
 
 class Terminated(KeyboardInterrupt):

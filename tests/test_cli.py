@@ -223,6 +223,18 @@ def test_a_stopped_command_says_how_to_resume_and_restores_the_handler(
     assert signal.getsignal(signal.SIGTERM) is before  # a host calling main() keeps its own handler
 
 
+def test_a_stopped_import_says_to_rerun_it_not_to_pass_an_option_it_refuses(clipmem, shapes, tmp_path, monkeypatch):
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("clipmem_core.importer.import_run", stopped)
+    args = ["import-run", "--data", shapes, "--scores", tmp_path / "s.parquet", "--out", tmp_path / "imported"]
+    result = clipmem(*args)
+    assert result.returncode == 130
+    assert "clipmem: interrupted; rerun the same command to start it again" in result.stderr
+    assert "--resume" not in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_sigterm_stops_a_real_training_cleanly(shapes, tmp_path):
     """From outside, mid-training, as a batch scheduler stops a job: exit 143, the resume hint, no traceback."""
