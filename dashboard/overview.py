@@ -41,6 +41,7 @@ from clipmem_core.scores.combined import RECIPE
 from clipmem_core.splits import CANDIDATE, EXTRA, INDEPENDENT, SHARED, split_order
 
 from .embedding_map import TRUTH_COLOURS, colour_scale  # ground truth looks the same on every page
+from .gallery import DEFAULT_SORT
 from .review import AUDIT_LABEL, DEFAULT_BATCH
 
 MAX_POINTS = 20_000
@@ -319,15 +320,7 @@ def summary_paragraph(
         lines.append(f"{fmt_number(count)} of them ({share}) {_are(count)} marked mis-captioned in the ground truth.")
     best = best_detector(detection)
     if best is not None:
-        stats = detection["detectors"][best]
-        found = stats.get("precision_at_k")
-        k = detection.get("k") or count
-        hits = None if found is None else round(found * k)
-        share = "" if hits is None else f": {fmt_number(hits)} of its top {fmt_number(k)} {_are(hits)} mis-captioned"
-        lines.append(
-            f"The ranking that finds them best is “{column_label(best)}”{share} "
-            f"(AUROC {fmt_number(stats.get('auroc'))}, measured on {detection.get('scope', 'all samples')})."
-        )
+        lines.append(_best_ranking_sentence(best, detection, count))
     elif not known:
         lines.append(
             "No ground truth marks which captions are wrong, so their number is not known; start with the default "
@@ -386,6 +379,33 @@ def review_progress(decisions: pd.DataFrame) -> str | None:
     counts = decisions["verdict"].value_counts()
     parts = ", ".join(f"{fmt_number(int(n))} {verdict}" for verdict, n in counts.items())
     return f"Review so far: {fmt_count(len(decisions), 'sample')} with a verdict you can see ({parts})."
+
+
+def _best_ranking_sentence(best: str, detection: dict, count: int | None) -> str:
+    """Which ranking finds the mis-captions best, by the measure that chose it (average precision), and the
+    default ranking's figures beside it when another won. Why: the sentence named the winner with its AUROC
+    and its hits in the top k, on which the default ranking could be ahead, so it read as a contradiction."""
+    k = detection.get("k") or count
+    stats = detection["detectors"][best]
+    sentence = (
+        f"The ranking that finds them best, by average precision, is “{column_label(best)}” "
+        f"({_ap_and_hits(stats, k)}; AUROC {fmt_number(stats.get('auroc'))}, measured on "
+        f"{detection.get('scope', 'all samples')})."
+    )
+    default = detection["detectors"].get(DEFAULT_SORT)
+    if best != DEFAULT_SORT and default is not None:
+        sentence += f" The default, “{column_label(DEFAULT_SORT)}”, has {_ap_and_hits(default, k)}."
+    return sentence
+
+
+def _ap_and_hits(stats: dict, k: int | None) -> str:
+    """ "AP 10.8%: 6 of its top 37 are mis-captioned", as far as the summary holds them."""
+    parts = [f"AP {fmt_number(stats.get('average_precision'), 1, percent=True)}"]
+    found = stats.get("precision_at_k")
+    if found is not None and k:
+        hits = round(found * k)
+        parts.append(f"{fmt_number(hits)} of its top {fmt_number(k)} {_are(hits)} mis-captioned")
+    return ": ".join(parts)
 
 
 def review_plan(

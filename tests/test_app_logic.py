@@ -345,7 +345,7 @@ def test_the_overview_says_in_words_what_was_found_and_what_to_review(run):
     text = overview.summary_paragraph("demo", run.manifest, run.scores, detection)
     assert text.startswith("demo holds 120 image–caption pairs (paper protocol). 12 of them (10.0%) are marked")
     best = overview.best_detector(detection)
-    assert f"best is “{overview.column_label(best)}”" in text and "measured on all samples" in text
+    assert f"by average precision, is “{overview.column_label(best)}”" in text and "measured on all samples" in text
     assert overview.review_plan(run.scores, detection) == (best, 12)
 
 
@@ -357,6 +357,28 @@ def test_the_overview_says_one_sample_is_not_one_sample_are(run):
     }
     text = overview.summary_paragraph("demo", run.manifest, run.scores, one)
     assert "1 of them (0.8%) is marked mis-captioned" in text and "1 of its top 1 is mis-captioned" in text
+
+
+def test_the_overview_names_the_measure_that_chose_the_best_ranking_and_gives_the_defaults_beside_it(run):
+    """A helper read "best is CSLS (training-side): 6 of its top 37" while the default ranking had 7 of 37:
+    the winner is chosen by average precision, which the sentence never said."""
+    detection = {
+        "n_miscaptioned": 37,
+        "k": 37,
+        "detectors": {
+            "combined": {"average_precision": 0.098, "auroc": 0.697, "precision_at_k": 7 / 37},
+            "csls_train": {"average_precision": 0.108, "auroc": 0.653, "precision_at_k": 6 / 37},
+        },
+    }
+    text = overview.summary_paragraph("demo", run.manifest, run.scores, detection)
+    csls, default = overview.column_label("csls_train"), overview.column_label("combined")
+    assert (
+        f"The ranking that finds them best, by average precision, is “{csls}” (AP 10.8%: 6 of its top 37 are "
+        f"mis-captioned; AUROC 0.653, measured on all samples). The default, “{default}”, has AP 9.8%: 7 of its "
+        "top 37 are mis-captioned."
+    ) in text
+    detection["detectors"]["combined"]["average_precision"] = 0.2
+    assert "The default," not in overview.summary_paragraph("demo", run.manifest, run.scores, detection)
 
 
 def test_without_ground_truth_the_overview_claims_no_count_and_plans_one_default_batch(run):
