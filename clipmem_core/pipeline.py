@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from . import cache, distributed, shards
 from .atomic import remove_stale_temps, write_json
-from .config import SPEED_ONLY, RunConfig
+from .config import SPEED_ONLY, RunConfig, option_flag
 from .data import Dataset, decode_image, read_dataset, skip_summary, write_skip_report
 from .device import pick_device, resolved_precision, slow_precision_warning
 from .droplist import Exclusion, apply_drop_list, read_drop_list
@@ -136,15 +136,30 @@ def _check_out(out: Path, config: RunConfig, resume: bool) -> cache.Run | None:
     if not resume:
         raise ClipmemError(f"{out} already holds a complete run; choose another --out or delete it")
     run = cache.load_run(out)  # killed after the manifest was written: the run is done
-    if _settings(run.manifest.config) != _settings(config.to_dict()):
-        raise ClipmemError(f"{out} holds a complete run made with other settings; choose another --out")
+    changed = settings_that_differ(run.manifest.config, config.to_dict())
+    if changed:
+        raise ClipmemError(f"{out} holds a complete run made with other settings ({changed}); choose another --out")
+    data_now, data_then = Path(config.data).expanduser().resolve(), Path(run.manifest.dataset.path)
+    if data_now != data_then:
+        raise ClipmemError(f"{out} holds a complete run made from {data_then}, not {data_now}; choose another --out")
     return run
 
 
-def _settings(config: dict) -> str:
-    """A run's settings without those that do not change its result, as the manifest's JSON holds them."""
-    kept = {k: v for k, v in config.items() if k not in ("out", "device", *SPEED_ONLY)}
-    return json.dumps(kept, sort_keys=True, default=str)
+# Settings a resumed or finished run is not compared on: where it is written and how fast it runs, and the
+# data's path (as typed, relative to where it was typed: the data are compared by their content instead)
+_NOT_COMPARED = ("out", "device", *SPEED_ONLY, "data", "exclude")
+
+
+def settings_that_differ(before: dict, now: dict) -> str:
+    """ "--epochs 12 then, 10 now; …" for each setting that changes a run's result and differs, else "".
+    Why: a refused resume said only "other data or settings", and the user had to guess which."""
+    flags = {spec.name: option_flag(spec) for spec in fields(RunConfig)}
+    keys = sorted((set(before) | set(now)) - set(_NOT_COMPARED))
+    return "; ".join(
+        f"{flags.get(key, key)} {before.get(key)!r} then, {now.get(key)!r} now"
+        for key in keys
+        if json.dumps(before.get(key), default=str) != json.dumps(now.get(key), default=str)
+    )
 
 
 def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
@@ -166,10 +181,7 @@ def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise ClipmemError(f"{state_path} is unreadable ({exc}); delete {out} and start again") from None
         if not isinstance(previous, dict) or previous.get("fingerprint") != state["fingerprint"]:
-            raise ClipmemError(
-                f"{out} was started with other data or settings; --resume needs the same ones "
-                "(or delete the folder to start again)"
-            )
+            raise ClipmemError(f"{out} was started with {_what_changed(previous, state)}; --resume needs the same")
     try:
         write_json(state_path, state)
     except OSError as exc:
@@ -192,11 +204,24 @@ def _rows_or_why(dataset: Dataset, config: RunConfig) -> tuple[pd.DataFrame, dic
         raise ClipmemError(f"{exc} ({summary})" if summary else str(exc)) from None
 
 
+def _what_changed(previous: object, state: dict) -> str:
+    """What a refused resume names: the settings that differ, else the data or the drop list."""
+    before = previous.get("config") if isinstance(previous, dict) else None
+    if not isinstance(before, dict):
+        return "other data or settings (delete the folder to start again)"
+    changed = settings_that_differ(before, state["config"])
+    if changed:
+        return f"other settings: {changed}"
+    return (
+        "other data or another --exclude list: a sample, a caption or an image file's size or modification time "
+        "differs (a copy made without keeping the times, such as `cp -r` rather than `cp -a`, counts)"
+    )
+
+
 def _fingerprint(config: RunConfig, dataset: Dataset, exclusion: Exclusion | None) -> str:
-    """The data, the settings and the drop list's ids (not its path): what a resumed run must share."""
-    settings = config.to_dict()
-    for volatile in ("out", "device", *SPEED_ONLY, "exclude"):
-        settings.pop(volatile, None)
+    """The data's content, the settings and the drop list's ids (not their paths): what a resumed run must
+    share. Not the data's path as typed: the same data named from another folder is the same run."""
+    settings = {key: value for key, value in config.to_dict().items() if key not in _NOT_COMPARED}
     excluded = exclusion.digest if exclusion else "-"
     return f"{dataset.content_hash}:{excluded}:{sorted(settings.items())}"
 

@@ -227,7 +227,7 @@ def test_resuming_with_a_changed_drop_list_is_refused(numbered, tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         compute_clipmem(config)
     write_drop_list(drop, ["s01", "s02"])
-    with pytest.raises(ClipmemError, match="other data or settings"):
+    with pytest.raises(ClipmemError, match="other data or another --exclude list"):
         compute_clipmem(config, resume=True)
 
 

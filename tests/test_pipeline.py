@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from clipmem_core import cache
+from clipmem_core import cache, load_run
 from clipmem_core.config import RunConfig
 from clipmem_core.errors import ClipmemError
 from clipmem_core.pipeline import compute_clipmem
@@ -117,6 +117,18 @@ def test_a_finished_run_is_never_overwritten(tiny_run, noisy_shapes):
         compute_clipmem(RunConfig(data=str(noisy_shapes), out=str(tiny_run.path), preset="tiny"))
 
 
+def test_resuming_a_finished_run_compares_where_its_data_is_not_how_it_was_typed(tiny_run, noisy_shapes, monkeypatch):
+    config = load_run(tiny_run.path).manifest.config
+    monkeypatch.chdir(noisy_shapes.parent)
+    same = RunConfig(**{**config, "data": noisy_shapes.name})
+    assert compute_clipmem(same, resume=True).path == tiny_run.path  # done already: nothing to do
+    elsewhere = noisy_shapes.parent / "copy" / noisy_shapes.name
+    with pytest.raises(ClipmemError, match=f"made from {noisy_shapes}, not {elsewhere}; choose another --out"):
+        compute_clipmem(RunConfig(**{**config, "data": str(elsewhere)}), resume=True)
+    with pytest.raises(ClipmemError, match=r"other settings \(--epochs 30 then, 3 now\)"):
+        compute_clipmem(RunConfig(**{**config, "epochs": 3}), resume=True)
+
+
 def test_an_interrupted_run_needs_resume_and_resumes_from_checkpoints(noisy_shapes, tmp_path, monkeypatch):
     out = tmp_path / "interrupted"
     config = RunConfig(data=str(noisy_shapes), out=str(out), preset="tiny", epochs=2, augmentations=2)
@@ -132,10 +144,11 @@ def test_an_interrupted_run_needs_resume_and_resumes_from_checkpoints(noisy_shap
     assert (out / cache.CHECKPOINT_DIR / "h1_last.pt").exists()
     with pytest.raises(ClipmemError, match="--resume"):
         compute_clipmem(config)
-    with pytest.raises(ClipmemError, match="other data or settings"):
+    with pytest.raises(ClipmemError, match="other settings: --epochs 2 then, 3 now; --resume needs the same"):
         compute_clipmem(RunConfig(**{**config.to_dict(), "epochs": 3}), resume=True)
     monkeypatch.undo()
-    run = compute_clipmem(config, resume=True)
+    monkeypatch.chdir(noisy_shapes.parent)  # the same data, typed from another folder: the same run
+    run = compute_clipmem(RunConfig(**{**config.to_dict(), "data": noisy_shapes.name}), resume=True)
     assert run.manifest.training["h0"]["resumed_from_epoch"] == 2  # both epochs were already done
     assert len(run.manifest.training["h1"]["epoch_losses"]) == 2
     assert json.loads((out / cache.MANIFEST).read_text())["status"] == "complete"
