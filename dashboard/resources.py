@@ -322,8 +322,18 @@ def store_or_stop() -> ReviewStore:
 
 
 def run_and_store() -> tuple[Run, ReviewStore]:
-    """For the review pages, useless without either: stop with the reason when one is missing."""
-    return require_run(), store_or_stop()
+    """For the review pages, useless without either, or with a database they cannot write: stop with the
+    reason. A read-only one (a cache copied without write rights) is still read by every other page."""
+    run, review = require_run(), store_or_stop()
+    if review.read_only:
+        st.warning(
+            f"The review database {md(review.read_only_file)} is read-only here: the other pages show the "
+            f"team's verdicts, but none can be recorded. To review, point {DB_URL_ENV} at a database you can "
+            "write, or give this server write access to it.",
+            icon=":material/lock:",
+        )
+        st.stop()
+    return run, review
 
 
 def decisions(run: Run) -> pd.DataFrame:

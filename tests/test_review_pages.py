@@ -108,6 +108,23 @@ def test_the_name_is_asked_once_and_kept_in_the_url_not_the_token(run_dir, monke
     assert reloaded.title[0].value == "Review · run1" and reloaded.text_input(key=auth.REVIEWER_KEY).value == "zoe"
 
 
+def test_a_read_only_review_database_stops_the_review_pages_in_words_and_the_gallery_still_reads_it(
+    run_dir, monkeypatch
+):
+    from clipmem_core.review import store as store_module
+
+    open_store(run_dir.parent).add_verdict("run1", "s0", "bob", "mis-captioned")
+    monkeypatch.setattr(store_module, "_writable", lambda path: False)  # a cache copied without write rights
+    for path in (REVIEW, RECONCILE):
+        at = page(path, run_dir, reviewer="lead" if path == RECONCILE else "ann")
+        assert not at.exception and not at.error
+        (warning,) = [w for w in at.main.warning if "read-only" in w.value]
+        assert "none can be recorded" in plain(warning.value) and "CLIPMEM_DB_URL" in plain(warning.value)
+        assert not [b for b in at.button if b.key and b.key.startswith("verdict_")]
+    gallery = page(navigation.GALLERY.path, run_dir)
+    assert not gallery.exception and not gallery.error
+
+
 def test_a_name_the_store_cannot_record_is_refused_when_given_not_at_the_first_verdict(run_dir):
     at = page(REVIEW, run_dir, reviewer="x" * 201)  # from the address bar: the page used to take it
     assert [e.value for e in at.main.error] == ["Reviewer name is longer than 200 characters: type another name."]

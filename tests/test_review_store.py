@@ -159,6 +159,25 @@ def test_default_store_is_a_wal_sqlite_file_beside_the_cache(tmp_path, monkeypat
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_a_database_this_process_may_not_write_is_read_and_refuses_writes_in_words(tmp_path, monkeypatch):
+    """A cache copied read-only: opening it in WAL mode wrote beside it, so even its reading failed."""
+    monkeypatch.delenv("CLIPMEM_DB_URL", raising=False)
+    store = open_store(tmp_path / "cache")
+    store.add_verdict("r", "a", "ann", "correct")
+    store.close()
+    db = tmp_path / "cache" / "review.sqlite"
+    before = db.read_bytes()
+    monkeypatch.setattr(store_mod, "_writable", lambda path: False)  # root may write anything: say it may not
+    read_only = open_store(tmp_path / "cache")
+    assert read_only.read_only and read_only.verdicts("r")["verdict"].tolist() == ["correct"]
+    with pytest.raises(ClipmemError, match=r"review\.sqlite is read-only here, so nothing can be recorded in it"):
+        read_only.add_verdict("r", "b", "ann", "correct")
+    read_only.close()
+    assert db.read_bytes() == before
+    monkeypatch.undo()
+    assert not open_store(tmp_path / "cache").read_only
+
+
 def test_env_url_overrides_the_default(tmp_path, monkeypatch):
     other = tmp_path / "elsewhere.sqlite"
     monkeypatch.setenv("CLIPMEM_DB_URL", f"sqlite:///{other}")

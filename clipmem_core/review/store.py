@@ -235,10 +235,32 @@ def default_url(cache_root: str | os.PathLike) -> str:
     return f"sqlite:///{Path(cache_root).resolve() / DB_FILE}"
 
 
+def _writable(path: Path) -> bool:
+    """Whether this process may change a SQLite file: the file itself, and its folder, where SQLite keeps
+    the write-ahead log and its shared-memory index beside it."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def _read_only_file(url: str) -> Path | None:
+    """The database file of a SQLite URL that exists but cannot be written here (a cache copied read-only,
+    or shared to reviewers' accounts without write rights), else None."""
+    if not url.startswith("sqlite:///") or "?" in url:
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    return path if path.is_file() and not _writable(path) else None
+
+
 def _make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
-    if url.startswith("sqlite:///"):
+    read_only = _read_only_file(url)
+    if read_only is not None:
+        # opened for reading only: SQLite refused even to read it in place, since opening in WAL mode writes
+        # the log beside it. Without write rights on its folder nothing can write it, so nothing changes it
+        # while it is read (immutable).
+        immutable = "&immutable=1" if not os.access(read_only.parent, os.W_OK) else ""
+        url = f"sqlite:///file:{read_only}?mode=ro{immutable}&uri=true"
+    elif url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
 
@@ -246,7 +268,8 @@ def _make_engine(url: str) -> Engine:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if read_only is None:
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -270,16 +293,27 @@ def _stored_version(conn: Connection) -> int:
     return conn.execute(select(func.max(SchemaVersion.version))).scalar_one() or 0
 
 
-def _migrate(conn: Connection, url: str) -> None:
-    """Bring the database to SCHEMA_VERSION by running the ordered upgrade steps, or refuse a newer one."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+def _check_version(conn: Connection, url: str) -> int:
+    """The stored schema version; a newer one than this clipmem knows is refused."""
     version = _stored_version(conn)
     if version > SCHEMA_VERSION:
         raise ClipmemError(
             f"the review database {_safe_url(url)} has schema version {version}; this clipmem "
             f"knows up to {SCHEMA_VERSION}: upgrade clipmem"
         )
+    if version < SCHEMA_VERSION and _read_only_file(url) is not None:
+        raise ClipmemError(
+            f"the review database {_safe_url(url)} has schema version {version} and is read-only here, so it "
+            f"cannot be upgraded to {SCHEMA_VERSION}: open it once where it can be written"
+        )
+    return version
+
+
+def _migrate(conn: Connection, url: str) -> None:
+    """Bring the database to SCHEMA_VERSION by running the ordered upgrade steps, or refuse a newer one."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+    version = _check_version(conn, url)
     if version == SCHEMA_VERSION:
         return
     for step in range(version, SCHEMA_VERSION):
@@ -304,9 +338,12 @@ def open_store(cache_root: str | os.PathLike = "cache", url: str | None = None) 
     url = url or os.environ.get(DB_URL_ENV) or default_url(cache_root)
     try:
         engine = _make_engine(url)
-        store = ReviewStore(engine)
-        with store._raw_transaction(write=True) as conn:
-            _migrate(conn, url)
+        store = ReviewStore(engine, _read_only_file(url))
+        with store._raw_transaction(write=not store.read_only) as conn:
+            if store.read_only:
+                _check_version(conn, url)
+            else:
+                _migrate(conn, url)
     except SQLAlchemyError as exc:
         raise ClipmemError(
             f"cannot open the review database {_safe_url(url)}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
@@ -346,8 +383,13 @@ def _match_ids(rows: list[dict], returned: Any) -> list[int]:
 class ReviewStore:
     """All reads and writes of review data. Thread-safe: each call takes its own connection."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, read_only_file: Path | None = None) -> None:
         self.engine = engine
+        self.read_only_file = read_only_file  # a SQLite file this process may not write: shown, never written
+
+    @property
+    def read_only(self) -> bool:
+        return self.read_only_file is not None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -363,6 +405,11 @@ class ReviewStore:
     @contextmanager
     def _transaction(self, write: bool = False) -> Iterator[Connection]:
         """One transaction; a database error (server gone, a value it refuses) is a one-line ClipmemError."""
+        if write and self.read_only:
+            raise ClipmemError(
+                f"the review database {self.read_only_file} is read-only here, so nothing can be recorded in it; "
+                f"to review, point {DB_URL_ENV} at a database you can write"
+            )
         try:
             with self._raw_transaction(write) as conn:
                 yield conn
