@@ -19,6 +19,7 @@ import statistics
 import time
 from collections.abc import Callable, Collection, Mapping, MutableMapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,14 @@ def suggest_key(sample_id: str) -> str:
 
 def note_key(sample_id: str) -> str:
     return f"note_{sample_id}"
+
+
+def verdict_key(verdict: str, sample_id: str) -> str:
+    """A verdict button's key names its card's sample. Why: with one key for every card, a key pressed again
+    while the next card was on its way reached the callback Streamlit had just registered for that next
+    card, and recorded a verdict on a sample the reviewer had not seen. A button of this card can only ever
+    judge this card's sample."""
+    return f"verdict_{verdict}_{sample_id}"
 
 
 def queues(ranked: Mapping[str, str]) -> dict[str, str]:
@@ -170,12 +179,10 @@ def record(
     last = state.get(LAST)
     if last and (last["run"], last["sample_id"]) == (run_name, sample_id):
         return
-    # a lead's (or, without a lead list, anyone's) latest counts: then no history is read on a click
-    standing = (
-        None
-        if is_lead(reviewer)
-        else standing_verdict(store.verdicts(run_name, [sample_id], reviewer=reviewer), reviewer)
-    )
+    history = store.verdicts(run_name, [sample_id], reviewer=reviewer)
+    if pressed_twice(history, verdict):
+        return
+    standing = None if is_lead(reviewer) else standing_verdict(history, reviewer)
     typed = {"suggestion": state.get(suggest_key(sample_id)) or "", "note": state.get(note_key(sample_id)) or ""}
     verdict_id = store.add_verdict(
         run_name,
@@ -194,6 +201,21 @@ def record(
     state[PACE] = [*(state.get(PACE) or [])[-50:], time.time() if now is None else now]
     state.pop(CURRENT, None)
     state[SKIPPED] = [s for s in state.get(SKIPPED) or [] if s != sample_id]
+
+
+DOUBLE_PRESS_S = 2.0  # the same verdict on the same sample again this soon: one press, seen twice
+
+
+def pressed_twice(history: pd.DataFrame, verdict: str, now: datetime | None = None) -> bool:
+    """Whether the reviewer's latest verdict on this sample (``history``, theirs, oldest first) is this one,
+    given under ``DOUBLE_PRESS_S`` ago. Why: a key pressed twice quickly reached the callback twice with the
+    session's record of the first press lost to the interrupted rerun, and stored the verdict twice (the
+    store is the one record that both presses see)."""
+    if history.empty or history["verdict"].iloc[-1] != verdict:
+        return False
+    given = pd.Timestamp(history["created_at"].iloc[-1])
+    given = given.tz_localize(UTC) if given.tzinfo is None else given  # SQLite keeps no time zone
+    return (pd.Timestamp(now or datetime.now(UTC)) - given).total_seconds() < DOUBLE_PRESS_S
 
 
 DRAWN = "review_drawn"  # set once this session has drawn the verdict buttons (their callbacks are known)

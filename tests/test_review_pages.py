@@ -1,6 +1,7 @@
 """AppTest of the review and reconciliation pages, opened through app.py as every request is."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from page_helpers import drawn_images, markdown_tables
 from review_fixtures import REPO, make_run
@@ -48,7 +49,7 @@ def shown_sample(at: AppTest) -> str:
 
 def verdict_button(at: AppTest, verdict: str):
     """The verdict button on the card."""
-    return at.button(key=f"verdict_{verdict}")
+    return at.button(key=review.verdict_key(verdict, shown_sample(at)))
 
 
 def plain(markdown: str) -> str:
@@ -159,9 +160,9 @@ def test_the_review_card_is_large_with_keys_for_every_verdict_skip_and_undo(run_
     assert any(c.value == "upscaled from 48 px" for c in at.caption)  # drawn review.REVIEW_IMAGE_PX wide
     keys = {b.key: (b.label, b.proto.shortcut.upper(), b.proto.type) for b in at.main.button if b.proto.shortcut}
     assert keys == {
-        "verdict_mis-captioned": ("Mis-captioned", "1", "secondary"),
-        "verdict_correct": ("Correct", "2", "secondary"),
-        "verdict_unsure": ("Unsure", "3", "secondary"),  # equal weight: no verdict is the highlighted one
+        "verdict_mis-captioned_s00": ("Mis-captioned", "1", "secondary"),
+        "verdict_correct_s00": ("Correct", "2", "secondary"),
+        "verdict_unsure_s00": ("Unsure", "3", "secondary"),  # equal weight: no verdict is the highlighted one
         "review_skip": ("Skip for now", "S", "tertiary"),
         "review_undo": ("Undo last verdict", "U", "tertiary"),
     }
@@ -561,6 +562,15 @@ def test_a_key_pressed_twice_before_the_next_card_arrives_counts_once(run_dir):
     review.record(session, store, "run1", "s03", "ann", "correct", None)
     review.record(session, store, "run1", "s03", "ann", "mis-captioned", None)  # the same key, again
     assert store.verdicts("run1", ["s03"])["verdict"].tolist() == ["correct"]
+    fresh: dict = {}  # the session's record of the first press lost with the rerun it interrupted (seen live)
+    review.record(fresh, store, "run1", "s04", "ann", "correct", None)
+    review.record({}, store, "run1", "s04", "ann", "correct", None)
+    assert store.verdicts("run1", ["s04"])["verdict"].tolist() == ["correct"]  # the store saw the first
+    first = store.verdicts("run1", ["s04"], reviewer="ann")
+    later = pd.Timestamp(first["created_at"].iloc[-1]) + pd.Timedelta(seconds=review.DOUBLE_PRESS_S + 1)
+    later = later if later.tzinfo else later.tz_localize("UTC")
+    assert not review.pressed_twice(first, "correct", now=later.to_pydatetime())
+    assert not review.pressed_twice(first, "mis-captioned")  # a change of mind is no double press
     reconcile.settle({}, store, "run1", "s00", "correct", "lead", only_if_open=True)
     reconcile.settle({}, store, "run1", "s00", "mis-captioned", "lead", only_if_open=True)
     assert store.resolutions("run1")["verdict"].tolist() == ["correct"]
