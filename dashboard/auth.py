@@ -5,9 +5,11 @@
   it; the browser never stores the token itself, only, when asked to remember it, a cookie derived from it
   (``remembered_credential``) that a changed token invalidates.
 - ``current_reviewer``: the OIDC identity (``st.login`` / ``st.user``) when ``[auth]`` is configured in
-  secrets; otherwise a name, typed once and remembered across reloads in the URL (``?reviewer=``, a
-  widget bound to the query string: the name only, never a token or a secret). Without OIDC a plain
-  name is a label, not proof of identity: the access token keeps strangers out.
+  secrets; otherwise a name, typed once and remembered by this browser in a cookie (``clipmem_reviewer``,
+  the name only, never a token or a secret), so reloads and new tabs keep it. A link may name a reviewer
+  (``?reviewer=``, e.g. one a lead sends each reviewer); the name is then taken out of the address, so an
+  address copied to a colleague does not make them record under it. Without OIDC a plain name is a
+  label, not proof of identity: the access token keeps strangers out.
 - Leads: with a lead list (``CLIPMEM_LEADS``), a lead's name is accepted only with proof: their OIDC
   identity, or their own lead secret (``CLIPMEM_LEAD_SECRETS``, a JSON object name -> secret, or a
   ``[lead_secrets]`` table in Streamlit's secrets), entered once per browser session. Typing a lead's
@@ -40,7 +42,9 @@ _ACCESS_KEY = "_clipmem_access"
 REMEMBER_COOKIE, REMEMBER_DAYS = "clipmem_access", 30
 _REMEMBER, _FORGOTTEN = "_clipmem_remember_cookie", "_clipmem_forgotten"  # the cookie to set; Lock was pressed
 _LEAD_KEY = "_clipmem_lead_proof"  # (name, hash of the secret entered) once a lead has proved who they are
-REVIEWER_KEY = "reviewer"  # the sidebar's name field, bound to ?reviewer= so a reload keeps it
+REVIEWER_KEY = "reviewer"  # the sidebar's name field, and the link parameter that may name a reviewer
+NAME_COOKIE, NAME_DAYS = "clipmem_reviewer", 365  # the name this browser remembers (UTF-8, as hex)
+_KEPT_NAME = "_clipmem_kept_name"  # the name outside its widget: a page switch may drop a widget's value
 BLIND_KEY = "blind"
 NAME_INPUT, NAME_OK, SECRET_INPUT = "_clipmem_name_input", "_clipmem_name_ok", "_clipmem_lead_secret"
 _NAME_MISSING = "_clipmem_name_missing"  # the name button was pressed with no name typed
@@ -200,10 +204,39 @@ def blind() -> bool:
     return bool(st.session_state.get(BLIND_KEY, True))
 
 
+def remembered_name() -> str:
+    """The name this browser remembers (its cookie, read when the session opened); "" without one."""
+    try:
+        return bytes.fromhex(browser_cookie(NAME_COOKIE) or "").decode("utf-8").strip()
+    except (ValueError, UnicodeDecodeError):
+        return ""
+
+
+def restore_name(state: MutableMapping[str, Any]) -> None:
+    """Before the sidebar's name box is drawn: the session's name, else a link's ``?reviewer=``, else the one
+    this browser remembers."""
+    if REVIEWER_KEY not in state:
+        from_link = st.query_params.get(REVIEWER_KEY)
+        state[REVIEWER_KEY] = str(state.get(_KEPT_NAME) or from_link or remembered_name()).strip()
+
+
+def remember_name(state: MutableMapping[str, Any]) -> None:
+    """After the name box: keep the name beyond the widget, take it out of the address (an address copied to
+    a colleague made them record their verdicts under the sender's name), and have this browser remember it,
+    so a reload or a new tab goes on under it. The cookie holds the name as hex: a script carries it, and
+    the scripts only ever carry values the app derives (dashboard.browser)."""
+    name = str(state.get(REVIEWER_KEY) or "").strip()
+    state[_KEPT_NAME] = name
+    if REVIEWER_KEY in st.query_params:
+        del st.query_params[REVIEWER_KEY]
+    with st.sidebar:  # drawn on every run, so it never shifts what follows; it runs again when the name changes
+        browser.set_cookie(NAME_COOKIE, name.encode("utf-8").hex(), NAME_DAYS * 86_400 if name else 0)
+
+
 def tidy_name(state: MutableMapping[str, Any]) -> None:
-    """The sidebar name box's callback: a name typed with spaces around it is stored without them, so the
-    address bar (the box is bound to it) reads ?reviewer=Bob, not ?reviewer=++Bob++. The box then lets go
-    of the keyboard, as the page's own name field does: it kept the focus, and took the verdict keys."""
+    """The sidebar name box's callback: a name typed with spaces around it is stored without them. The box
+    then lets go of the keyboard, as the page's own name field does: it kept the focus, and took the verdict
+    keys."""
     state[REVIEWER_KEY] = str(state.get(REVIEWER_KEY) or "").strip()
     state[_JUST_ENTERED] = REVIEWER_LABEL if state[REVIEWER_KEY] else None
 
@@ -216,8 +249,8 @@ def namesake(name: str, known: Iterable[str]) -> str | None:
 
 
 def _accept(label: str) -> None:
-    """Callback of the name field (``label``) and its button: the typed name becomes the (URL-bound)
-    reviewer name; an empty one is said to be missing (the button did nothing, without a word)."""
+    """Callback of the name field (``label``) and its button: the typed name becomes the reviewer name;
+    an empty one is said to be missing (the button did nothing, without a word)."""
     name = str(st.session_state.get(NAME_INPUT) or "").strip()
     st.session_state[REVIEWER_KEY] = name
     st.session_state[_NAME_MISSING] = not name

@@ -1,7 +1,7 @@
 """The entrypoint's shared controls: rendered on every page so their state survives page switches.
 
-The run, the reviewer's name and flag mode are kept in the URL (``?run=…&reviewer=…&flag_mode=true``),
-so a reload keeps them; nothing secret ever goes there.
+The run and flag mode are kept in the URL (``?run=…&flag_mode=true``), so a reload keeps them; the
+reviewer's name is kept by the browser (dashboard.auth), not the URL. Nothing secret ever goes there.
 """
 
 from __future__ import annotations
@@ -93,14 +93,15 @@ def _who() -> None:
         name = auth.viewer()
         st.sidebar.caption(f"Signed in as {md(name)}" if name else "Not signed in")
     else:
+        auth.restore_name(st.session_state)
         st.sidebar.text_input(
             auth.REVIEWER_LABEL,
             key=auth.REVIEWER_KEY,
-            bind="query-params",
             placeholder="to review or flag",
             on_change=auth.tidy_name,
             args=(st.session_state,),
         )
+        auth.remember_name(st.session_state)
         typed = str(st.session_state.get(auth.REVIEWER_KEY) or "")
         problem = auth.name_problem(typed)
         if problem:

@@ -21,7 +21,6 @@ from clipmem_core.review.decisions import OWN_PENDING, RESOLVED, TIED, badge_tex
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
 from . import navigation, resources, state
-from .auth import REVIEWER_KEY
 from .gallery import Card, score_line
 from .images import UNREADABLE, encoded, file_bytes, markdown_image
 from .review import standing_note, standing_note_many
@@ -211,12 +210,13 @@ def own_verdict_styles() -> None:
 
 
 def inspect_link(run_name: str, sample_id: str, session: Any) -> str:
-    """The card's link to the inspector, in a new tab: the run, the reviewer and flag mode go with it, so a
-    reviewer flagging cards can give their verdict on the sample they opened to look at closely."""
+    """The card's link to the inspector, in a new tab: the run and flag mode go with it, and the browser's
+    remembered name (dashboard.auth) makes the new tab the same reviewer's, so a reviewer flagging cards can
+    give their verdict on the sample they opened to look at closely. Not the name itself: a link passed to
+    a colleague recorded the colleague's verdicts under the sender's name."""
     return navigation.page_url(
         navigation.INSPECTOR,
         run=run_name,
-        reviewer=session.get(REVIEWER_KEY),
         **{state.INSPECT: sample_id, state.FLAG_MODE: "true" if session.get(state.FLAG_MODE) else None},
     )
 

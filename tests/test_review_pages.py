@@ -83,7 +83,7 @@ def _blurs(at) -> list:
     return [e for e in at.get("html") if "activeElement.blur" in e.proto.body]
 
 
-def test_the_name_is_asked_once_and_kept_in_the_url_not_the_token(run_dir, monkeypatch):
+def test_the_name_is_asked_once_and_kept_by_the_browser_not_in_the_url(run_dir, monkeypatch):
     monkeypatch.setenv("CLIPMEM_ACCESS_TOKEN", "s3cret")
     at = page(REVIEW, run_dir, reviewer=None)
     at.text_input[0].input("s3cret").run()
@@ -95,18 +95,19 @@ def test_the_name_is_asked_once_and_kept_in_the_url_not_the_token(run_dir, monke
     at.button(key=auth.NAME_OK).click().run()
     assert at.session_state[auth.REVIEWER_KEY] == "zoe" and at.title[0].value == "Review · run1"
     assert _blurs(at)  # the name box lets go of the keyboard at once, so the verdict keys work
-    sidebar_name = at.sidebar.text_input(key=auth.REVIEWER_KEY)
-    assert (
-        sidebar_name.value == "zoe" and sidebar_name.proto.query_param_key == auth.REVIEWER_KEY
-    )  # what a reload reads back
+    assert at.sidebar.text_input(key=auth.REVIEWER_KEY).value == "zoe"
+    remembered = [e.proto.body for e in at.get("html") if f"{auth.NAME_COOKIE}=" in e.proto.body]
+    assert len(remembered) == 1 and f"{auth.NAME_COOKIE}={b'zoe'.hex()};" in remembered[0]  # reloads
+    assert auth.REVIEWER_KEY not in at.query_params  # an address passed on names nobody
     assert all("s3cret" not in str(v) for v in at.query_params.values())
     at.run()
     assert not _blurs(at)
     at.sidebar.text_input(key=auth.REVIEWER_KEY).input("  zoë ").run()
     assert at.session_state[auth.REVIEWER_KEY] == "zoë" and _blurs(at)  # the sidebar's name box too
-    reloaded = page(REVIEW, run_dir, reviewer="zoe")  # a reload: ?reviewer=zoe and a new session
+    reloaded = page(REVIEW, run_dir, reviewer="zoe")  # a link naming the reviewer (one a lead sends), a new session
     reloaded.text_input[0].input("s3cret").run()  # the token, unlike the name, is asked again
     assert reloaded.title[0].value == "Review · run1" and reloaded.text_input(key=auth.REVIEWER_KEY).value == "zoe"
+    assert auth.REVIEWER_KEY not in reloaded.query_params
 
 
 def test_a_read_only_review_database_stops_the_review_pages_in_words_and_the_gallery_still_reads_it(
@@ -124,6 +125,16 @@ def test_a_read_only_review_database_stops_the_review_pages_in_words_and_the_gal
         assert not [b for b in at.button if b.key and b.key.startswith("verdict_")]
     gallery = page(navigation.GALLERY.path, run_dir)
     assert not gallery.exception and not gallery.error
+
+
+def test_a_new_tab_or_a_reload_goes_on_under_the_name_this_browser_remembers(run_dir, monkeypatch):
+    remembered = {auth.NAME_COOKIE: "zoë".encode().hex()}  # what the cookie holds (AppTest sends none)
+    monkeypatch.setattr(auth, "browser_cookie", remembered.get)
+    at = page(REVIEW, run_dir, reviewer=None)
+    assert at.session_state[auth.REVIEWER_KEY] == "zoë" and shown_sample(at) == "s00"  # no name asked
+    assert page(REVIEW, run_dir, reviewer="ann").session_state[auth.REVIEWER_KEY] == "ann"  # a link's name wins
+    remembered[auth.NAME_COOKIE] = "not hex"
+    assert page(REVIEW, run_dir, reviewer=None).session_state[auth.REVIEWER_KEY] == ""
 
 
 def test_a_name_the_store_cannot_record_is_refused_when_given_not_at_the_first_verdict(run_dir):
