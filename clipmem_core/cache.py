@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -321,13 +322,54 @@ def _runs_inside(folder: Path) -> str:
     return f"; it is a cache of {fmt_count(len(runs), 'run')}: pass one of them, e.g. {shown}"
 
 
-def unfinished_import(run_dir: Path) -> bool:
-    """Whether an unfinished run folder was left by import-run (its state names the scores file)."""
+def _run_state(run_dir: Path) -> dict:
+    """An unfinished run's state file, {} where it cannot be read."""
     try:
         state = json.loads((run_dir / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return False
-    return isinstance(state, dict) and "imported_from" in state
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def unfinished_import(run_dir: Path) -> bool:
+    """Whether an unfinished run folder was left by import-run (its state names the scores file)."""
+    return "imported_from" in _run_state(run_dir)
+
+
+def computing_process() -> dict:
+    """What a run's state records of the process computing it, so that a reader can tell a run still being
+    computed from one that was stopped."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def still_computing(run_dir: Path) -> str | None:
+    """ "process 1234 on this machine" while the process that computes the run is alive here; None when it
+    has ended, or when it runs on another machine, which cannot be asked."""
+    state = _run_state(run_dir)
+    pid = state.get("pid")
+    if state.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return None  # elsewhere, or this very process: one that stopped a run and now resumes or reads it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, under another user
+        pass
+    return f"process {pid} on this machine"
+
+
+def _unfinished(run_dir: Path) -> str:
+    """Why a run folder with a state and no manifest cannot be read yet, and what to do. Why: a run still
+    being computed was listed as unfinished with the advice to resume it, which would start a second
+    process on the same folder."""
+    if unfinished_import(run_dir):
+        return f"{run_dir} is unfinished (no {MANIFEST} yet): the same `clipmem import-run` redoes it"
+    running = still_computing(run_dir)
+    if running:
+        return f"{run_dir} is still being computed ({running}); it can be opened when it finishes"
+    host = _run_state(run_dir).get("host")
+    elsewhere = f" (unless it is still running on {host})" if host and host != socket.gethostname() else ""
+    return f"{run_dir} is unfinished (no {MANIFEST} yet){elsewhere}: the same `clipmem run` with --resume continues it"
 
 
 def _read_manifest(run_dir: Path) -> Manifest:
@@ -336,12 +378,7 @@ def _read_manifest(run_dir: Path) -> Manifest:
         raise ClipmemError(f"{run_dir} is not a directory")
     if not manifest_path.exists():
         if (run_dir / STATE_FILE).exists():  # "not a clipmem run" read as if the work were lost
-            again = (
-                "the same `clipmem import-run` redoes it"
-                if unfinished_import(run_dir)
-                else "the same `clipmem run` with --resume continues it"
-            )
-            raise ClipmemError(f"{run_dir} is unfinished (no {MANIFEST} yet): {again}")
+            raise ClipmemError(_unfinished(run_dir))
         if (run_dir / EXPERIMENT_FILE).exists():
             raise ClipmemError(
                 f"{run_dir} is an experiment, not a run: its results are in results.parquet and summary.parquet "

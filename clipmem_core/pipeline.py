@@ -174,6 +174,9 @@ def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
     if not cache.trained_nothing(out):
         if not state_path.exists():
             raise ClipmemError(f"{out} exists and is not a clipmem run; choose another --out")
+        running = cache.still_computing(out)
+        if running:
+            raise ClipmemError(f"{out} is still being computed ({running}): wait for it, or stop it first")
         if not resume:
             raise ClipmemError(f"{out} holds an unfinished run; add --resume to continue it, or delete it")
         try:
@@ -566,6 +569,7 @@ def _compute(
         frame, models = _rows_or_why(dataset, config)  # fail fast on splits the data cannot fill
         _report_skipped(dataset, out)
     state = {"fingerprint": _fingerprint(config, dataset, exclusion), "config": config.to_dict()}
+    state |= cache.computing_process()
     distributed.on_main(lambda: _prepare_out_dir(out, resume, state))
     distributed.on_main(lambda: write_skip_report(dataset, out / cache.SKIPPED))  # the log names it now
     with timer.stage("splits"):

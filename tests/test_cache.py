@@ -226,3 +226,33 @@ def test_an_unfinished_run_is_called_unfinished_with_the_command_that_finishes_i
     (tmp_path / "imported" / "run_state.json").write_text('{"imported_from": "s.parquet"}')
     with pytest.raises(ClipmemError, match="the same `clipmem import-run` redoes it"):
         cache.load_run(tmp_path / "imported")
+
+
+def test_a_run_still_being_computed_is_not_called_unfinished_nor_resumed_a_second_time(tmp_path):
+    """The sidebar told a curator whose run was still training to resume it: a second process on one folder."""
+    import socket
+    import subprocess
+    import sys
+
+    from clipmem_core.config import RunConfig
+    from clipmem_core.pipeline import _prepare_out_dir
+
+    folder = tmp_path / "training"
+    folder.mkdir()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        state = {"fingerprint": "x", "host": socket.gethostname(), "pid": other.pid}
+        (folder / cache.STATE_FILE).write_text(json.dumps(state))
+        (folder / cache.CHECKPOINT_DIR).mkdir()  # it has trained something
+        (info,) = cache.list_runs(tmp_path)
+        running = f"still being computed (process {other.pid} on this machine); it can be opened when it finishes"
+        assert info.error == f"{folder} is {running}"
+        with pytest.raises(ClipmemError, match=f"still being computed \\(process {other.pid}.*wait for it, or stop it"):
+            _prepare_out_dir(folder, True, {"fingerprint": "x", "config": RunConfig(data="d", out="o").to_dict()})
+        other.kill()
+    with pytest.raises(ClipmemError, match=r"training is unfinished .*--resume continues it"):
+        cache.load_run(folder)
+    (folder / cache.STATE_FILE).write_text(json.dumps({**state, "host": "gpu-7"}))
+    with pytest.raises(
+        ClipmemError, match=r"unfinished \(no manifest.json yet\) \(unless it is still running on gpu-7\)"
+    ):
+        cache.load_run(folder)
