@@ -97,6 +97,35 @@ def test_agreement_of_one_session(run_dir, capsys):
     assert json.loads(capsys.readouterr().out)["n_samples"] == 2
 
 
+def test_an_import_keeps_when_each_verdict_was_given_and_adds_nothing_twice(run_dir, tmp_path, capsys):
+    """Verdicts brought over from another server were dated by the import: an older verdict replaced a
+    reviewer's newer one, and the same file imported twice doubled the history."""
+    store = open_store(run_dir.parent)
+    store.add_verdict("run1", "s00", "ann", "correct")  # ann's verdict here, now
+    columns = ("sample_id", "reviewer", "verdict", "note", "created_at")
+    older = [("s00", "ann", "mis-captioned", "", "2026-11-30T09:00:00+01:00"), ("s01", "bob", "correct", "x", "")]
+    path = verdict_csv(tmp_path / "elsewhere.csv", older, columns)
+    assert main(["review", "import", "--run", str(run_dir), "--file", str(path)]) == 0
+    assert "imported 2 verdicts" in capsys.readouterr().out
+    current = store.current_verdicts("run1").set_index(["sample_id", "reviewer"])["verdict"]
+    assert current["s00", "ann"] == "correct"  # the newer verdict still counts
+    history = store.verdicts("run1", ["s00"])
+    assert history["verdict"].tolist() == ["mis-captioned", "correct"]  # in the order they were given
+    assert history["created_at"].iloc[0] == pd.Timestamp("2026-11-30T08:00:00Z")
+    export = tmp_path / "export.csv"
+    assert main(["review", "export", "--run", str(run_dir), "--what", "verdicts", "--out", str(export)]) == 0
+    for again in (path, export):  # the same file twice; this run's own export brought back
+        capsys.readouterr()
+        assert main(["review", "import", "--run", str(run_dir), "--file", str(again)]) == 0
+        out = capsys.readouterr().out
+        undated = 1 if again == path else 0  # bob's row says no time: each import is a verdict given anew
+        assert f"imported {undated} verdicts" in out and "the run's history already holds" in out
+    assert len(store.verdicts("run1")) == 4
+    future = verdict_csv(tmp_path / "future.csv", [("s02", "ann", "correct", "", "2999-01-01")], columns)
+    assert main(["review", "import", "--run", str(run_dir), "--file", str(future)]) == 2
+    assert "line 2: created_at '2999-01-01' is in the future" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "rows, message",
     [

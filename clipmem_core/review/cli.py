@@ -12,6 +12,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..cache import Run, load_run
@@ -22,11 +23,11 @@ from .decisions import changed_minds, decided, decisions
 from .estimate import MIN_AUDIT, audit_order, ranking_name, ranking_order, run_estimate
 from .export import FORMATS, KINDS, export
 from .roles import LEADS_ENV, leads
-from .store import ReviewStore, open_store
+from .store import ReviewStore, given_at, open_store
 from .verdicts import normalise_verdict
 
 IMPORT_COLUMNS = ("sample_id", "reviewer", "verdict")
-OPTIONAL_COLUMNS = ("suggested_caption", "note")
+OPTIONAL_COLUMNS = ("suggested_caption", "note", "created_at")  # created_at: when it was given (an export has it)
 
 
 def _open(run_path: str) -> tuple[Run, ReviewStore]:
@@ -75,9 +76,47 @@ def _problems(frame: pd.DataFrame, run: Run) -> list[str]:
             problems.append(f"line {line}: reviewer is empty")
         try:
             normalise_verdict(row.verdict)
+            given_at(getattr(row, "created_at", None))
         except ClipmemError as exc:
             problems.append(f"line {line}: {exc}")
     return problems
+
+
+def _history_key(sample_id: str, reviewer: str, verdict: str, suggestion: object, note: object, at: object) -> tuple:
+    """What makes two verdict rows one verdict given once: who, on what, what they said, and when."""
+    text = lambda value: str(value).strip() if isinstance(value, str) and value.strip() else None  # noqa: E731
+    return (sample_id, reviewer.strip(), normalise_verdict(verdict), text(suggestion), text(note), pd.Timestamp(at))
+
+
+def _already_held(store: ReviewStore, run: Run, frame: pd.DataFrame) -> np.ndarray:
+    """Rows of an import file that are verdicts the run's history already holds (the same file imported twice,
+    or verdicts exported from this run and brought back): only rows that say when they were given."""
+    if "created_at" not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    history = store.verdicts(run.name)
+    held = {
+        _history_key(r.sample_id, r.reviewer, r.verdict, r.suggested_caption, r.note, r.created_at)
+        for r in history.itertuples(index=False)
+    }
+    seen, found = set(held), []
+    for row in frame.itertuples(index=False):
+        at = given_at(row.created_at)
+        key = (
+            None
+            if at is None
+            else _history_key(
+                row.sample_id,
+                row.reviewer,
+                row.verdict,
+                getattr(row, "suggested_caption", None),
+                getattr(row, "note", None),
+                at,
+            )
+        )
+        found.append(key is not None and key in seen)
+        if key is not None:
+            seen.add(key)
+    return np.array(found, dtype=bool)
 
 
 def import_verdict_file(
@@ -89,9 +128,12 @@ def import_verdict_file(
     from a run carry over to its re-run without the dropped samples (``--exclude``); every other bad row
     still imports nothing.
 
+    A ``created_at`` column (an export has one) keeps when each verdict was given, so the latest counts
+    whatever the order of imports; a row the run's history already holds, to the second, is not added again.
+
     Returns:
-        The number of verdicts imported and of rows left out. ClipmemError (naming the first three bad
-        lines) otherwise.
+        The number of verdicts imported, of rows left out (samples the run does not hold) and of rows the
+        history already held. ClipmemError (naming the first three bad lines) otherwise.
     """
     frame = _read_verdict_file(Path(path))
     held = frame["sample_id"].isin(list(run.row_of)).to_numpy() if skip_unknown_samples else None
@@ -104,20 +146,26 @@ def import_verdict_file(
         hint = "; to leave out samples the run does not hold (a re-run with --exclude), pass --skip-unknown-samples"
         hint = hint if unknown else ""
         raise ClipmemError(f"{path}: nothing imported: {'; '.join(problems[:3])}{more}{hint}")
+    duplicate = _already_held(store, run, frame)
     keep = [c for c in IMPORT_COLUMNS + OPTIONAL_COLUMNS if c in frame.columns]
     try:
-        imported = store.add_verdicts(run.name, frame[keep].to_dict("records"))
+        imported = store.add_verdicts(run.name, frame.loc[~duplicate, keep].to_dict("records"))
     except ClipmemError as exc:
         raise ClipmemError(f"{path}: nothing imported: {exc}") from None
-    return imported, 0 if held is None else int((~held).sum())
+    return imported, 0 if held is None else int((~held).sum()), int(duplicate.sum())
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     run, store = _open(args.run)
-    count, left_out = import_verdict_file(store, run, args.file, skip_unknown_samples=args.skip_unknown_samples)
+    count, left_out, repeated = import_verdict_file(
+        store, run, args.file, skip_unknown_samples=args.skip_unknown_samples
+    )
     print(f"imported {count} verdicts into run {run.name}")
     if left_out:
         print(f"left out {fmt_count(left_out, 'row')} of samples run {run.name} does not hold")
+    if repeated:
+        same = "the same verdict, given at the same time"
+        print(f"left out {fmt_count(repeated, 'row')} the run's history already holds ({same})")
     return 0
 
 

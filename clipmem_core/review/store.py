@@ -231,6 +231,24 @@ def _optional_text(value: Any, what: str = "text") -> str | None:
     return text or None
 
 
+def given_at(value: Any) -> datetime | None:
+    """When an imported verdict was given (ISO 8601, as an export writes it; no time zone means UTC), None
+    when blank. Why kept: imported at the time of the import, an older verdict brought over from another
+    server replaced a reviewer's newer one, and an import of the same file twice could not be told apart."""
+    if value is None or (isinstance(value, float) and pd.isna(value)) or not str(value).strip():
+        return None
+    try:
+        moment = pd.Timestamp(str(value).strip())
+    except ValueError:
+        raise ClipmemError(f"created_at {str(value)[:40]!r} is not a date and time") from None
+    if pd.isna(moment):
+        raise ClipmemError(f"created_at {str(value)[:40]!r} is not a date and time")
+    moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+    if moment.to_pydatetime() > _now():
+        raise ClipmemError(f"created_at {str(value)[:40]!r} is in the future")
+    return moment.to_pydatetime()
+
+
 def default_url(cache_root: str | os.PathLike) -> str:
     return f"sqlite:///{Path(cache_root).resolve() / DB_FILE}"
 
@@ -452,14 +470,14 @@ class ReviewStore:
             "suggested_caption": _optional_text(record.get("suggested_caption"), "suggested caption"),
             "note": _optional_text(record.get("note"), "note"),
             "session_id": None if record.get("session_id") is None else int(record["session_id"]),
-            "created_at": _now(),
+            "created_at": given_at(record.get("created_at")) or _now(),
         }
 
     @staticmethod
     def _verdict_audit(values: dict, verdict_id: int) -> dict:
-        detail = {k: values[k] for k in ("verdict", "suggested_caption", "note", "session_id")}
+        detail = {k: values[k] for k in ("verdict", "suggested_caption", "note", "session_id", "created_at")}
         return {
-            "at": values["created_at"],
+            "at": _now(),  # when it was recorded here; an imported verdict keeps when it was given (detail)
             "actor": values["reviewer"],
             "action": "verdict",
             "run": values["run"],
@@ -670,11 +688,12 @@ class ReviewStore:
         return frame
 
     def verdicts(self, run: str, sample_ids: Iterable[str] | None = None, reviewer: str | None = None) -> pd.DataFrame:
-        """Every verdict on a run (history included), oldest first."""
+        """Every verdict on a run (history included), oldest first: by when it was given (an imported one keeps
+        its time), then by when it was recorded."""
         query = select(*(getattr(Verdict, c) for c in VERDICT_COLUMNS)).where(Verdict.run == run)
         if reviewer is not None:
             query = query.where(Verdict.reviewer == reviewer)
-        frame = self._frame(query.order_by(Verdict.id), VERDICT_COLUMNS)
+        frame = self._frame(query.order_by(Verdict.created_at, Verdict.id), VERDICT_COLUMNS)
         frame["session_id"] = frame["session_id"].astype("Int64")  # nullable: NaN would make it float
         if sample_ids is not None:
             frame = frame[frame["sample_id"].isin(set(map(str, sample_ids)))].reset_index(drop=True)
