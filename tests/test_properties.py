@@ -287,7 +287,7 @@ def import_or_refuse(review, data: bytes) -> None:
     path.write_bytes(data)
     before = stored_verdicts(store)
     try:
-        count, left_out, _ = import_verdict_file(store, run, path)
+        _, count, left_out, _ = import_verdict_file(store, run, path)
     except ClipmemError as exc:
         assert str(exc).strip()
         assert stored_verdicts(store) == before, "a refused import wrote something"

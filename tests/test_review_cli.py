@@ -168,6 +168,33 @@ def test_verdicts_carry_to_a_re_run_without_the_dropped_samples_only_when_asked(
     assert "line 2: verdict 'wrong'" in capsys.readouterr().err  # every other bad row still imports nothing
 
 
+def test_a_leads_resolutions_carry_to_a_re_run_as_its_verdicts_do(run_dir, tmp_path, capsys, monkeypatch):
+    """After a cleaned re-run the disagreements a lead had settled were open again, and the export was blocked
+    until each was settled a second time."""
+    monkeypatch.setenv("CLIPMEM_LEADS", "lead")
+    store = open_store(run_dir.parent)
+    store.add_verdict("run1", "s00", "ann", "correct")
+    store.add_verdict("run1", "s00", "bob", "mis-captioned")
+    store.resolve("run1", "s00", "mis-captioned", "lead", note="=SUM(A1)")
+    store.resolve("run1", "s01", "correct", "lead")
+    clean = make_run(run_dir.parent, "run1-clean", n=6)
+    for what in ("verdicts", "resolutions"):
+        out = tmp_path / f"{what}.csv"
+        assert main(["review", "export", "--run", str(run_dir), "--what", what, "--out", str(out)]) == 0
+        assert main(["review", "import", "--run", str(clean), "--file", str(out), "--skip-unknown-samples"]) == 0
+    assert "imported 2 resolutions into run run1-clean" in capsys.readouterr().out
+    carried = store.resolutions("run1-clean").set_index("sample_id")
+    before = store.resolutions("run1").set_index("sample_id")
+    assert carried[["verdict", "note", "resolved_by", "created_at"]].equals(
+        before[["verdict", "note", "resolved_by", "created_at"]]
+    )  # the formula-like note comes back as it was written, not as the export escaped it
+    assert main(["review", "import", "--run", str(clean), "--file", str(tmp_path / "resolutions.csv")]) == 0
+    assert "imported 0 resolutions" in capsys.readouterr().out  # nothing twice
+    not_a_lead = verdict_csv(tmp_path / "ann.csv", [("s02", "correct", "ann")], ("sample_id", "verdict", "resolved_by"))
+    assert main(["review", "import", "--run", str(clean), "--file", str(not_a_lead)]) == 2
+    assert "nothing imported" in capsys.readouterr().err and len(store.resolutions("run1-clean")) == 2
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -11,6 +11,7 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,13 +22,17 @@ from ..formatting import fmt_count, fmt_number
 from .agreement import agreement_report
 from .decisions import changed_minds, decided, decisions
 from .estimate import MIN_AUDIT, audit_order, ranking_name, ranking_order, run_estimate
-from .export import FORMATS, KINDS, export
+from .export import FORMATS, KINDS, export, unescape_cell
 from .roles import LEADS_ENV, leads
 from .store import ReviewStore, given_at, open_store
 from .verdicts import normalise_verdict
 
-IMPORT_COLUMNS = ("sample_id", "reviewer", "verdict")
-OPTIONAL_COLUMNS = ("suggested_caption", "note", "created_at")  # created_at: when it was given (an export has it)
+# what an importable file holds (``review export --what verdicts`` / ``resolutions`` writes it): its kind's
+# required columns, then the optional ones; created_at says when each was given
+IMPORTS = {
+    "verdicts": (("sample_id", "reviewer", "verdict"), ("suggested_caption", "note", "created_at")),
+    "resolutions": (("sample_id", "resolved_by", "verdict"), ("caption", "note", "created_at")),
+}
 
 
 def _open(run_path: str) -> tuple[Run, ReviewStore]:
@@ -49,7 +54,8 @@ def _note_counting_rule(store: ReviewStore, run: Run) -> None:
         )
 
 
-def _read_verdict_file(path: Path) -> pd.DataFrame:
+def _read_import_file(path: Path) -> tuple[str, pd.DataFrame]:
+    """(its kind, the table): a file with a ``resolved_by`` column holds a lead's resolutions."""
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except FileNotFoundError:
@@ -58,114 +64,111 @@ def _read_verdict_file(path: Path) -> pd.DataFrame:
         raise ClipmemError(f"{path} is not a readable CSV: {(str(exc).splitlines() or [''])[0]}") from None
     frame.columns = [str(c) for c in frame.columns]
     frame = frame.fillna("")  # a short row's missing cells
-    missing = [c for c in IMPORT_COLUMNS if c not in frame.columns]
+    kind = "resolutions" if "resolved_by" in frame.columns else "verdicts"
+    required, optional = IMPORTS[kind]
+    missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise ClipmemError(
-            f"{path} lacks columns {missing}; expected sample_id,reviewer,verdict[,suggested_caption,note]"
-        )
-    return frame
+        raise ClipmemError(f"{path} lacks columns {missing}; expected {','.join(required)}[,{','.join(optional)}]")
+    kept = frame[[c for c in (*required, *optional) if c in frame.columns]]
+    return kind, kept.map(unescape_cell)  # an export escapes cells a spreadsheet would evaluate
 
 
-def _problems(frame: pd.DataFrame, run: Run) -> list[str]:
+def _problems(frame: pd.DataFrame, run: Run, who: str) -> list[str]:
     """One message per bad row (line numbers count data rows from 2, the header being line 1)."""
     problems = []
-    for line, row in zip(range(2, len(frame) + 2), frame.itertuples(index=False)):
-        if row.sample_id not in run.row_of:
-            problems.append(f"line {line}: sample_id {row.sample_id[:60]!r} is not in run {run.name}")
-        if not row.reviewer.strip():
-            problems.append(f"line {line}: reviewer is empty")
+    for line, row in zip(range(2, len(frame) + 2), frame.to_dict("records")):
+        if row["sample_id"] not in run.row_of:
+            problems.append(f"line {line}: sample_id {row['sample_id'][:60]!r} is not in run {run.name}")
+        if not row[who].strip():
+            problems.append(f"line {line}: {who} is empty")
         try:
-            normalise_verdict(row.verdict)
-            given_at(getattr(row, "created_at", None))
+            normalise_verdict(row["verdict"])
+            given_at(row.get("created_at"))
         except ClipmemError as exc:
             problems.append(f"line {line}: {exc}")
     return problems
 
 
-def _history_key(sample_id: str, reviewer: str, verdict: str, suggestion: object, note: object, at: object) -> tuple:
-    """What makes two verdict rows one verdict given once: who, on what, what they said, and when."""
-    text = lambda value: str(value).strip() if isinstance(value, str) and value.strip() else None  # noqa: E731
-    return (sample_id, reviewer.strip(), normalise_verdict(verdict), text(suggestion), text(note), pd.Timestamp(at))
+def _text(value: object) -> str | None:
+    """A cell as the store keeps it: blank (or a missing value, NaN in a frame) is None."""
+    return None if value is None or pd.isna(value) else str(value).strip() or None
 
 
-def _already_held(store: ReviewStore, run: Run, frame: pd.DataFrame) -> np.ndarray:
-    """Rows of an import file that are verdicts the run's history already holds (the same file imported twice,
-    or verdicts exported from this run and brought back): only rows that say when they were given."""
+def _key(row: dict, columns: tuple[str, ...]) -> tuple:
+    """What makes two rows one verdict (or resolution) given once: who, on what, what they said, and when."""
+    text = [_text(row.get(c)) for c in columns if c not in ("verdict", "created_at")]
+    return (*text, normalise_verdict(row["verdict"]), pd.Timestamp(row["created_at"]))
+
+
+def _already_held(history: pd.DataFrame, frame: pd.DataFrame, kind: str) -> np.ndarray:
+    """Rows of an import file the run's history already holds (the same file imported twice, or this run's
+    own export brought back): only rows that say when they were given can be told apart."""
     if "created_at" not in frame.columns:
         return np.zeros(len(frame), dtype=bool)
-    history = store.verdicts(run.name)
-    held = {
-        _history_key(r.sample_id, r.reviewer, r.verdict, r.suggested_caption, r.note, r.created_at)
-        for r in history.itertuples(index=False)
-    }
-    seen, found = set(held), []
-    for row in frame.itertuples(index=False):
-        at = given_at(row.created_at)
-        key = (
-            None
-            if at is None
-            else _history_key(
-                row.sample_id,
-                row.reviewer,
-                row.verdict,
-                getattr(row, "suggested_caption", None),
-                getattr(row, "note", None),
-                at,
-            )
-        )
-        found.append(key is not None and key in seen)
-        if key is not None:
-            seen.add(key)
+    columns = tuple(c for part in IMPORTS[kind] for c in part)
+    seen, found = {_key(row, columns) for row in history.to_dict("records")}, []
+    for row in frame.to_dict("records"):
+        at = given_at(row["created_at"])
+        key = None if at is None else _key({**row, "created_at": at}, columns)
+        found.append(key in seen)
+        seen.add(key)
     return np.array(found, dtype=bool)
+
+
+class Imported(NamedTuple):
+    kind: str  # "verdicts" or "resolutions"
+    count: int
+    left_out: int  # rows of samples the run does not hold (``skip_unknown_samples``)
+    repeated: int  # rows the run's history already held
 
 
 def import_verdict_file(
     store: ReviewStore, run: Run, path: str | Path, *, skip_unknown_samples: bool = False
-) -> tuple[int, int]:
-    """Add every verdict of a CSV file to the run, or none: every row is checked before any is written.
+) -> Imported:
+    """Add every verdict of a CSV file to the run, or none: every row is checked before any is written. A file
+    with a ``resolved_by`` column holds a lead's resolutions (``review export --what resolutions``) instead.
 
     ``skip_unknown_samples`` leaves out the rows of samples the run does not hold, so that verdicts exported
     from a run carry over to its re-run without the dropped samples (``--exclude``); every other bad row
     still imports nothing.
 
-    A ``created_at`` column (an export has one) keeps when each verdict was given, so the latest counts
-    whatever the order of imports; a row the run's history already holds, to the second, is not added again.
+    A ``created_at`` column (an export has one) keeps when each was given, so the latest counts whatever the
+    order of imports; a row the run's history already holds, to the second, is not added again.
 
     Returns:
-        The number of verdicts imported, of rows left out (samples the run does not hold) and of rows the
-        history already held. ClipmemError (naming the first three bad lines) otherwise.
+        What was imported and what was left out. ClipmemError (naming the first three bad lines) otherwise.
     """
-    frame = _read_verdict_file(Path(path))
+    kind, frame = _read_import_file(Path(path))
     held = frame["sample_id"].isin(list(run.row_of)).to_numpy() if skip_unknown_samples else None
     if held is not None:
         frame = frame[held]
-    problems = _problems(frame, run)
+    problems = _problems(frame, run, IMPORTS[kind][0][1])
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         unknown = any("is not in run" in problem for problem in problems)
         hint = "; to leave out samples the run does not hold (a re-run with --exclude), pass --skip-unknown-samples"
         hint = hint if unknown else ""
         raise ClipmemError(f"{path}: nothing imported: {'; '.join(problems[:3])}{more}{hint}")
-    duplicate = _already_held(store, run, frame)
-    keep = [c for c in IMPORT_COLUMNS + OPTIONAL_COLUMNS if c in frame.columns]
+    history = store.verdicts(run.name) if kind == "verdicts" else store.resolutions(run.name, history=True)
+    duplicate = _already_held(history, frame, kind)
+    records = frame.loc[~duplicate].to_dict("records")
     try:
-        imported = store.add_verdicts(run.name, frame.loc[~duplicate, keep].to_dict("records"))
+        add = store.add_verdicts if kind == "verdicts" else store.add_resolutions
+        imported = add(run.name, records)
     except ClipmemError as exc:
         raise ClipmemError(f"{path}: nothing imported: {exc}") from None
-    return imported, 0 if held is None else int((~held).sum()), int(duplicate.sum())
+    return Imported(kind, imported, 0 if held is None else int((~held).sum()), int(duplicate.sum()))
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     run, store = _open(args.run)
-    count, left_out, repeated = import_verdict_file(
-        store, run, args.file, skip_unknown_samples=args.skip_unknown_samples
-    )
-    print(f"imported {count} verdicts into run {run.name}")
-    if left_out:
-        print(f"left out {fmt_count(left_out, 'row')} of samples run {run.name} does not hold")
-    if repeated:
-        same = "the same verdict, given at the same time"
-        print(f"left out {fmt_count(repeated, 'row')} the run's history already holds ({same})")
+    done = import_verdict_file(store, run, args.file, skip_unknown_samples=args.skip_unknown_samples)
+    print(f"imported {done.count} {done.kind} into run {run.name}")
+    if done.left_out:
+        print(f"left out {fmt_count(done.left_out, 'row')} of samples run {run.name} does not hold")
+    if done.repeated:
+        same = "the same, given at the same time"
+        print(f"left out {fmt_count(done.repeated, 'row')} the run's history already holds ({same})")
     return 0
 
 

@@ -39,7 +39,8 @@ from .store import ReviewStore
 from .verdicts import MISCAPTIONED
 
 FORMATS = ("csv", "parquet")
-KINDS = ("verdicts", "cleaned", "droplist")
+KINDS = ("verdicts", "resolutions", "cleaned", "droplist")
+HISTORY_KINDS = ("verdicts", "resolutions")  # what a re-run's review carries over (``review import``)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _SHOWN_IDS = 5
 
@@ -48,6 +49,13 @@ def escape_cell(value: object) -> object:
     """Prefix a string cell that a spreadsheet would evaluate with a single quote."""
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
+    return value
+
+
+def unescape_cell(value: object) -> object:
+    """``escape_cell`` undone, for an exported file imported again: a note "=x" came back as "'=x"."""
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(_FORMULA_START):
+        return value[1:]
     return value
 
 
@@ -154,9 +162,12 @@ def _several_captions(run: Run, replaced: np.ndarray) -> list[str] | None:
 def export_frame(
     store: ReviewStore, run: Run, what: str, replace: bool = False, allow_unresolved: bool = False
 ) -> pd.DataFrame:
-    """The table of an export: ``verdicts`` (every verdict ever given), ``cleaned`` or ``droplist``."""
+    """The table of an export: ``verdicts`` (every verdict ever given), ``resolutions`` (the lead's standing
+    decision on each sample they settled), ``cleaned`` or ``droplist``."""
     if what == "verdicts":
         return store.verdicts(run.name)
+    if what == "resolutions":
+        return store.resolutions(run.name).drop(columns="id")
     if what not in KINDS:
         raise ClipmemError(f"unknown export {what!r}: use {', '.join(KINDS)}")
     labels = final_labels(store, run.name, allow_unresolved)
@@ -177,6 +188,6 @@ def export(
     allow_unresolved: bool = False,
     force: bool = False,
 ) -> Path:
-    """Write ``verdicts``, ``cleaned`` or ``droplist`` for a run; returns the file written."""
+    """Write ``verdicts``, ``resolutions``, ``cleaned`` or ``droplist`` for a run; returns the file written."""
     frame = export_frame(store, run, what, replace, allow_unresolved)
-    return write_table(frame, out, fmt, spreadsheet=what == "verdicts", force=force)
+    return write_table(frame, out, fmt, spreadsheet=what in HISTORY_KINDS, force=force)

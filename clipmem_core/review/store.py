@@ -725,12 +725,55 @@ class ReviewStore:
         decisions, reconciliation and exports."""
         return counted_verdicts(self.verdicts(run, sample_ids))
 
-    def resolutions(self, run: str) -> pd.DataFrame:
-        """The latest resolution per sample."""
+    def resolutions(self, run: str, *, history: bool = False) -> pd.DataFrame:
+        """The latest resolution per sample (every one, oldest first, with ``history``): latest by when it was
+        made (an imported one keeps its time), then by when it was recorded."""
         cols = ["id", "sample_id", "verdict", "caption", "note", "resolved_by", "created_at"]
         query = select(*(getattr(Resolution, c) for c in cols)).where(Resolution.run == run)
-        frame = self._frame(query.order_by(Resolution.id), cols)
-        return frame.drop_duplicates("sample_id", keep="last").reset_index(drop=True)
+        frame = self._frame(query.order_by(Resolution.created_at, Resolution.id), cols)
+        return frame if history else frame.drop_duplicates("sample_id", keep="last").reset_index(drop=True)
+
+    def add_resolutions(self, run: str, records: Iterable[dict]) -> int:
+        """Record many lead resolutions (``sample_id``, ``verdict``, ``resolved_by``[, ``caption``, ``note``,
+        ``created_at``]) in one transaction: all of them or, on any bad record, none. Each ``resolved_by`` must
+        be a lead, as for ``resolve``."""
+        run = _check_run(run)
+        rows = []
+        for record in records:
+            lead = _check_name(record["resolved_by"])
+            require_lead(lead)
+            rows.append(
+                {
+                    "run": run,
+                    "sample_id": _check_sample_id(record["sample_id"]),
+                    "verdict": normalise_verdict(record["verdict"]),
+                    "caption": _optional_text(record.get("caption"), "caption"),
+                    "note": _optional_text(record.get("note"), "note"),
+                    "resolved_by": lead,
+                    "created_at": given_at(record.get("created_at")) or _now(),
+                }
+            )
+        if not rows:
+            return 0
+        with self._transaction(write=True) as conn:
+            for lead in sorted({row["resolved_by"] for row in rows}):
+                self._ensure_reviewer(conn, lead)
+            conn.execute(insert(Resolution), rows)
+            audits = [
+                {
+                    "at": _now(),
+                    "actor": row["resolved_by"],
+                    "action": "resolve.import",
+                    "run": run,
+                    "sample_id": row["sample_id"],
+                    "detail": json.dumps(
+                        {k: row[k] for k in ("verdict", "caption", "note", "created_at")}, sort_keys=True, default=str
+                    ),
+                }
+                for row in rows
+            ]
+            conn.execute(insert(AuditEntry), audits)
+        return len(rows)
 
     def sessions(self, run: str) -> pd.DataFrame:
         cols = ["id", "name", "overlap", "created_by", "created_at"]
