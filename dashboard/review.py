@@ -354,7 +354,10 @@ def sample_line(sample: pd.Series) -> str:
 def review_image(path: Path, min_width: int = REVIEW_IMAGE_PX) -> tuple[Image.Image, str | None]:
     """The image at least ``min_width`` px wide, decoded as training saw it (upright, transparency on white);
     a small one is upscaled and the note says from what."""
-    image = decode_image(path, lambda: open_image_source(path))
+    return _at_least(decode_image(path, lambda: open_image_source(path)), min_width)
+
+
+def _at_least(image: Image.Image, min_width: int = REVIEW_IMAGE_PX) -> tuple[Image.Image, str | None]:
     width, height = image.size
     if width >= min_width:
         return image, None
@@ -393,19 +396,47 @@ class CardData:
     hint_problem: str | None
 
 
+CHANGED_ABOVE = 20.0  # mean absolute difference (0-255) from the thumbnail: a different picture
+
+
+def changed_since_the_run(image: Image.Image, thumbnail: Path | None) -> bool:
+    """Whether a sample's file (``image``, decoded) is no longer the picture the run scored: it is drawn at
+    its thumbnail's size and compared with the thumbnail. Why: a data folder edited or refilled after the run
+    showed reviewers a flower under "A headstone." without a word, while the gallery showed the headstone.
+    On the benchmark's images an unchanged file differs from its thumbnail by at most 10 (JPEG and
+    resampling), another image of the data by 27 or more (tuxpaint)."""
+    if thumbnail is None:
+        return False
+    try:
+        with Image.open(thumbnail) as stored:
+            then = stored.convert("RGB")
+    except UNREADABLE:
+        return False  # no picture to compare with: the gallery shows none either
+    now = image.convert("RGB")
+    now.thumbnail(then.size, Image.Resampling.BICUBIC)
+    if now.size != then.size:
+        return True
+    return float(np.abs(np.asarray(now, np.float32) - np.asarray(then, np.float32)).mean()) > CHANGED_ABOVE
+
+
 def large_image(run: Run, row: int) -> tuple[Image.Image | None, str | None]:
     """A sample's image to judge it by: the original file, else the run's thumbnail, upscaled to
     REVIEW_IMAGE_PX; the note says what was done, or why there is no image (a damaged file costs the
-    image, not the page)."""
-    original = run.image_path(row)
-    shown = original or run.thumbnail_path(row)
+    image, not the page). A file that is no longer the picture the run scored is not shown: its thumbnail is."""
+    original, thumbnail = run.image_path(row), run.thumbnail_path(row)
+    shown = original or thumbnail
     if shown is None:
         return None, None
     try:
-        image, note = review_image(shown)
+        decoded = decode_image(shown, lambda: open_image_source(shown))
+        changed = original is not None and changed_since_the_run(decoded, thumbnail)
+        image, note = review_image(thumbnail) if changed else _at_least(decoded)
     except (*UNREADABLE, ClipmemError) as exc:
         return None, f"the image cannot be read: {exc}"
-    if original is None:
+    if changed:
+        why = f"the file {original} has changed since the run scored it"
+        note = f"from the run's thumbnail: {why}" + (f", {note}" if note else "")
+    elif original is None:
         note = "from the run's thumbnail: the original file is not available" + (f", {note}" if note else "")
     return image, note
 

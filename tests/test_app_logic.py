@@ -754,7 +754,7 @@ def test_small_thumbnails_pass_as_they_are_and_large_originals_are_scaled_down(t
 
 
 def test_the_large_image_is_upscaled_or_says_why_there_is_none(tmp_path):
-    from dashboard.review import REVIEW_IMAGE_PX, large_image
+    from dashboard.review import REVIEW_IMAGE_PX, large_image, review_image
 
     run = fake_run(tmp_path, "demo", n=12)
     image, note = large_image(run, 0)
@@ -765,6 +765,15 @@ def test_the_large_image_is_upscaled_or_says_why_there_is_none(tmp_path):
     run.image_path(2).unlink()  # no original: the run's thumbnail, and the note says so
     image, note = large_image(run, 2)
     assert image.width == REVIEW_IMAGE_PX and note.startswith("from the run's thumbnail: the original file is not")
+    with Image.open(run.image_path(4)) as other:  # another picture at sample 3's path: judged, unwarned
+        other.convert("RGB").save(run.image_path(3))
+    image, note = large_image(run, 3)
+    thumbnail = review_image(run.thumbnail_path(3))[0]
+    assert note == f"from the run's thumbnail: the file {run.image_path(3)} has changed since the run scored it, " + (
+        f"upscaled from {Image.open(run.thumbnail_path(3)).width} px"
+    )
+    assert np.array_equal(np.asarray(image), np.asarray(thumbnail))
+    assert large_image(run, 5)[1] == "upscaled from 48 px"  # an unchanged file is shown as it is
 
 
 def test_a_markdown_table_shows_every_cell_as_typed():

@@ -46,7 +46,7 @@ with left:
     if image is not None:
         ui.image(image, alt=run.scores["caption"].iat[row])
     if note:
-        st.caption(note)
+        st.caption(md(note))
 with right:
     ui.caption_box(run.scores["caption"].iat[row])
     own = None if decision is None else decision["own"]  # the verdicts beside the caption, above the fold

@@ -108,7 +108,7 @@ with st.container(border=True):
         if card.image is not None:
             ui.image(card.image, alt=card.caption)
         if card.note:
-            st.caption(card.note)
+            st.caption(md(card.note))
     with right:
         st.text(card.line)
         ui.caption_box(card.caption, large=True)

@@ -85,7 +85,7 @@ else:
         else:
             ui.image(card.image, alt=card.caption)
         if card.note:
-            st.caption(card.note)
+            st.caption(md(card.note))
     with right:
         st.text(card.line)
         ui.caption_box(card.caption, large=True)
