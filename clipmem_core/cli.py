@@ -139,6 +139,7 @@ def _launch(args: argparse.Namespace, config) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .cache import MANIFEST
     from .config import RunConfig
     from .distributed import launched_rank
     from .pipeline import compute_clipmem
@@ -146,9 +147,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = RunConfig(**{spec.name: getattr(args, spec.name) for spec in RunConfig.option_fields()})
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch(args, config)
+    # a --resume of a finished run writes nothing: it said "run written to", with the old run's time
+    complete_before = (Path(config.out) / MANIFEST).exists()
     run = compute_clipmem(config, resume=args.resume)
     if launched_rank() == 0:  # under torchrun, one line for the run, not one a process
-        print(f"run written to {run.path} ({len(run.scores)} samples, {run.manifest.seconds:.1f} s)")
+        done = "nothing to do: it was complete already," if complete_before else "run written to"
+        print(f"{done} {run.path} ({len(run.scores)} samples, {run.manifest.seconds:.1f} s)")
     return 0
 
 
@@ -209,9 +213,15 @@ def _add_neighbours(commands) -> None:
         description="Print the k nearest neighbours of a sample, one a line.",
     )
     p.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
-    p.add_argument("--sample-id", required=True)
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--mode", choices=MODES, default="image")
+    p.add_argument("--sample-id", required=True, help="the sample's id, as the scores and the dashboard show it")
+    p.add_argument("--k", type=int, default=10, help="how many neighbours (default 10)")
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="image",
+        help="image: similar images; text: similar captions; image2text: captions nearest the sample's image; "
+        "text2image: images nearest its caption (default image)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of lines")
     p.set_defaults(func=_cmd_neighbours)
 
@@ -505,11 +515,16 @@ def _add_list(commands) -> None:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .cache import list_runs
+    from .cache import MANIFEST, STATE_FILE, list_runs
 
-    infos = list_runs(args.cache)
+    cache = Path(args.cache)
+    if not cache.is_dir():
+        raise ClipmemError(f"{cache} is not a folder: pass the cache folder that holds the runs (--cache)")
+    if (cache / MANIFEST).exists() or (cache / STATE_FILE).exists():
+        raise ClipmemError(f"{cache} is a run, not a cache of runs: pass its parent, --cache {cache.parent}")
+    infos = list_runs(cache)
     if not infos:
-        print(f"no runs in {args.cache}")
+        print(f"no runs in {cache}")
         return 0
     width = max(24, *(len(info.name) for info in infos))  # an experiment's run names run long
     print(f"{'run':<{width}} {'created':<25}  {'protocol':<8} {'samples':>9}  model")

@@ -287,7 +287,22 @@ def test_summary_and_neighbours_on_a_run(clipmem, tiny_run, paper_run):
     assert listing[0].split() == ["run", "created", "protocol", "samples", "model"]
     row = next(line.split() for line in listing if line.startswith(f"{tiny_run.name} "))
     assert row[2:4] == [tiny_run.manifest.protocol, f"{tiny_run.manifest.dataset.n_samples:,}"]
-    assert clipmem("list", "--cache", tiny_run.path.parent / "none").stdout.strip().startswith("no runs in ")
+    assert_clean_error(clipmem("list", "--cache", tiny_run.path.parent / "none"), "is not a folder")  # a typo
+    assert_clean_error(clipmem("list", "--cache", tiny_run.path), "is a run, not a cache of runs: pass its parent")
+    (tiny_run.path.parent.parent / "empty").mkdir(exist_ok=True)
+    assert clipmem("list", "--cache", tiny_run.path.parent.parent / "empty").stdout.startswith("no runs in ")
+
+
+def test_resuming_a_finished_run_says_it_had_nothing_to_do(clipmem, tiny_run):
+    """It said "run written to …" with the old run's time, as if it had just computed it."""
+    config = tiny_run.manifest.config
+    flags = {"preset": "tiny", "epochs": 30, "batch_size": 32, "augmentations": 4, "seed": 0, "retain_epochs": 6}
+    assert all(config[name] == value for name, value in flags.items())  # conftest's TINY_RUN
+    argv = ["run", "--data", config["data"], "--out", tiny_run.path, "--resume"]
+    argv += [item for name, value in flags.items() for item in (f"--{name.replace('_', '-')}", str(value))]
+    result = clipmem(*argv)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"nothing to do: it was complete already, {tiny_run.path} (")
 
 
 def test_list_keeps_its_columns_with_an_experiments_long_run_names(clipmem, tmp_path):
