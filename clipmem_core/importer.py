@@ -20,7 +20,7 @@ from .data import Dataset, read_dataset, write_skip_report
 from .errors import ClipmemError
 from .formatting import fmt_count
 from .pipeline import ImageList, Stopwatch
-from .scores import MEASUREMENTS, derive_missing, registry
+from .scores import MEASUREMENTS, derive_missing, registry, run_scores
 from .scores.combined import Combined, ranking_inputs
 from .splits import CANDIDATE, FOLD_PREFIX, SPLITS
 
@@ -95,6 +95,20 @@ def _merge(dataset_samples: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     if bad:
         raise ClipmemError(f"unknown split values {bad}; use {', '.join(SPLITS)} or fold0, fold1 …")
     return frame
+
+
+def _report_blank_scores(frame: pd.DataFrame, given: set[str]) -> None:
+    """Say how many samples each given score leaves blank: such a sample ranks last in that score's sort and
+    queue, and a file with blank cells was taken without a word."""
+    for name in sorted(given & set(run_scores(frame))):
+        blank = int(frame[name].isna().sum())
+        if blank:
+            log.warning(
+                "%s of %s have no %s (blank in the scores file): they rank last by it",
+                fmt_count(blank, "sample"),
+                fmt_count(len(frame), "sample"),
+                name,
+            )
 
 
 def _with_unscored(dataset: Dataset, scored: set[str]) -> pd.DataFrame:
@@ -191,6 +205,7 @@ def import_run(
             )
         frame = derive_missing(_merge(dataset.samples, scores), reference_images=image_vectors)
         log.info("%s", _ranking_note(frame, given=set(scores.columns), with_images=image_vectors is not None))
+        _report_blank_scores(frame, set(scores.columns))
         dataset.skipped = _with_unscored(dataset, set(scores["sample_id"]))
         images = ImageList(dataset.root, frame["filepath"])
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -438,6 +438,18 @@ def test_summary_warns_when_the_models_barely_learned(clipmem, tmp_path):
 
 
 @pytest.mark.slow
+def test_an_import_with_blank_scores_says_how_many_each_score_leaves_blank(clipmem, tiny_run, noisy_shapes, tmp_path):
+    scores = tiny_run.scores[["sample_id", "clip_score_heldout", "clipmem"]].copy()  # full protocol: none blank
+    scores.loc[scores.index[:3], "clip_score_heldout"] = np.nan
+    scores.to_parquet(tmp_path / "blank.parquet")
+    args = ["import-run", "--data", noisy_shapes, "--scores", tmp_path / "blank.parquet", "--out", tmp_path / "run"]
+    result = clipmem(*args)
+    assert result.returncode == 0, result.stderr
+    n = len(scores)
+    assert f"3 samples of {n} samples have no clip_score_heldout (blank in the scores file)" in result.stderr
+    assert "have no clipmem" not in result.stderr
+
+
 def test_import_run_rebuilds_a_run_from_its_own_files(clipmem, paper_run, noisy_shapes, tmp_path):
     tiny_run = paper_run
     scores = tiny_run.scores[["sample_id", "split", "align_f", "align_g", "clip_score_f", "clip_score_g"]]
