@@ -183,6 +183,7 @@ def record(
     if pressed_twice(history, verdict):
         return
     standing = None if is_lead(reviewer) else standing_verdict(history, reviewer)
+    replaced = str(history["verdict"].iloc[-1]) if not history.empty else None
     typed = {"suggestion": state.get(suggest_key(sample_id)) or "", "note": state.get(note_key(sample_id)) or ""}
     verdict_id = store.add_verdict(
         run_name,
@@ -194,6 +195,7 @@ def record(
         session_id=session_id,
     )
     last = {"run": run_name, "sample_id": sample_id, "verdict": verdict, "id": verdict_id, "stands": standing}
+    last["replaced"] = replaced
     last |= typed
     state[LAST] = last
     state.pop(UNDONE, None)
@@ -319,7 +321,10 @@ def recorded_line(state: Mapping[str, Any], run_name: str) -> str | None:
     if last and last.get("stands") not in (None, last["verdict"]):
         return standing_note(last["sample_id"], last["stands"], last["verdict"])
     if last:
-        return f"Recorded {last['verdict']} for {last['sample_id']}." + (" Press U to undo." if undoable else "")
+        line = f"Recorded {last['verdict']} for {last['sample_id']}."
+        if last.get("replaced") not in (None, last["verdict"]):  # judged before: another tab, or a queue again
+            line += f" You had judged it {last['replaced']} before (in another tab?); this verdict counts now."
+        return line + (" Press U to undo." if undoable else "")
     return None
 
 

@@ -582,6 +582,11 @@ def test_a_key_pressed_twice_before_the_next_card_arrives_counts_once(run_dir):
     later = later if later.tzinfo else later.tz_localize("UTC")
     assert not review.pressed_twice(first, "correct", now=later.to_pydatetime())
     assert not review.pressed_twice(first, "mis-captioned")  # a change of mind is no double press
+    other_tab: dict = {}  # the same reviewer's second tab, still showing s04: a change of mind, said so
+    review.record(other_tab, store, "run1", "s04", "ann", "mis-captioned", None)
+    line = review.recorded_line(other_tab, "run1")
+    assert line.startswith("Recorded mis-captioned for s04. You had judged it correct before (in another tab?)")
+    assert "You had judged" not in review.recorded_line(fresh, "run1")  # the first verdict on it
     reconcile.settle({}, store, "run1", "s00", "correct", "lead", only_if_open=True)
     reconcile.settle({}, store, "run1", "s00", "mis-captioned", "lead", only_if_open=True)
     assert store.resolutions("run1")["verdict"].tolist() == ["correct"]
