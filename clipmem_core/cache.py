@@ -342,6 +342,16 @@ def computing_process() -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
+def mark_stopped(run_dir: Path) -> None:
+    """Forget the computing process in a stopped run's state: a process that stopped a run and lives on (a
+    notebook, a test) would otherwise be taken for one still computing it. A folder without a state (the run
+    stopped before writing one), or one another process computes (a refused second start), is left alone."""
+    state = _run_state(run_dir)
+    if state.get("pid") == os.getpid() and state.get("host") == socket.gethostname():
+        state.pop("pid")
+        write_json(run_dir / STATE_FILE, state)
+
+
 def still_computing(run_dir: Path) -> str | None:
     """ "process 1234 on this machine" while the process that computes the run is alive here; None when it
     has ended, or when it runs on another machine, which cannot be asked."""

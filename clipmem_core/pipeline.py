@@ -537,7 +537,11 @@ def compute_clipmem(
         config = replace(config, exclude=str(Path(config.exclude).expanduser().resolve()))
     distributed.check_batch_size(config.batch_size)  # before any data is read
     with distributed.session(pick_device(config.device)) as device:
-        return _compute(config, device, resume, on_epoch)
+        try:
+            return _compute(config, device, resume, on_epoch)
+        except BaseException:
+            distributed.on_main(lambda: cache.mark_stopped(Path(config.out)))
+            raise
 
 
 def _compute(
@@ -602,6 +606,10 @@ def _compute(
                 "resumed_from_epoch": result.resumed_from_epoch,
                 **in_parallel.get(tag, {}),
             }
+        if tag not in in_parallel:  # in parallel, train_parallel timed it; here the checkpoint was only loaded
+            # a resumed model's stage holds its earlier sessions too: a resumed run reported only its last
+            # session's minutes, and the Compute page's estimates, which read them, came out short
+            timer.seconds[f"train_{tag}"] = round(timer.seconds[f"train_{tag}"] + result.earlier_seconds, 3)
     retained = _retained(config, models, images, captions, frame["caption"].tolist(), bundles, out, device, timer)
     with timer.stage("score"):  # every rank scores its share of the batches; rank 0 gathers them
         views, image_means = _score_views(

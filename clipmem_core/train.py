@@ -88,7 +88,8 @@ EpochCallback = Callable[[int, torch.nn.Module, PairLosses], None]
 @dataclass
 class TrainResult:
     epoch_losses: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole training's, a resumed one's earlier sessions included
+    earlier_seconds: float = 0.0  # what the epochs a resume skipped took in earlier sessions
     resumed_from_epoch: int | None = None
     pair_losses: PairLosses | None = None  # set by train_clip
 
@@ -216,6 +217,7 @@ def _save_checkpoint(
     epoch: int,
     result: TrainResult,
     config: TrainConfig,
+    seconds: float,
 ) -> None:
     """Everything a resume needs, as tensors and plain values only (no pickled objects): the file loads
     with ``weights_only=True``, so a tampered checkpoint cannot run code, and it doubles as an
@@ -225,6 +227,7 @@ def _save_checkpoint(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "epoch": epoch,
+        "seconds": float(seconds),  # training time up to here, over every session: a resumed run reports it all
         "losses": [float(x) for x in result.epoch_losses],
         "pair_loss_sums": torch.from_numpy(result.pair_losses.sums),
         "pair_loss_counts": torch.from_numpy(result.pair_losses.counts),
@@ -250,6 +253,7 @@ def _restore(path: Path, model, optimizer, scheduler, result: TrainResult) -> in
         if sums.shape != result.pair_losses.sums.shape or counts.shape != sums.shape:
             raise ValueError(f"it holds losses of {len(sums)} pairs, not {len(result.pair_losses.sums)}")
         result.pair_losses = PairLosses(sums, counts)
+        result.earlier_seconds = float(state.get("seconds", 0.0))  # checkpoints before 2026-12-06 lack it
         return int(state["epoch"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -357,13 +361,14 @@ def train_clip(
         result.epoch_losses.append(float(np.mean(losses)))
         if distributed.is_main():
             if _checkpoint_due(epoch, config, seconds_since_last=time.monotonic() - last_checkpoint):
-                _save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, result, config)
+                spent = result.earlier_seconds + time.perf_counter() - started
+                _save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, result, config, spent)
                 last_checkpoint = time.monotonic()
             if on_epoch is not None:
                 on_epoch(epoch, model, result.pair_losses)
     bar.close()
     model.eval()
-    result.seconds = time.perf_counter() - started
+    result.seconds = result.earlier_seconds + time.perf_counter() - started
     return result
 
 

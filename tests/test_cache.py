@@ -248,6 +248,8 @@ def test_a_run_still_being_computed_is_not_called_unfinished_nor_resumed_a_secon
         assert info.error == f"{folder} is {running}"
         with pytest.raises(ClipmemError, match=f"still being computed \\(process {other.pid}.*wait for it, or stop it"):
             _prepare_out_dir(folder, True, {"fingerprint": "x", "config": RunConfig(data="d", out="o").to_dict()})
+        cache.mark_stopped(folder)  # what the refused process does as it ends: not its run, left alone
+        assert json.loads((folder / cache.STATE_FILE).read_text())["pid"] == other.pid
         other.kill()
     with pytest.raises(ClipmemError, match=r"training is unfinished .*--resume continues it"):
         cache.load_run(folder)

@@ -148,8 +148,10 @@ def test_an_interrupted_run_needs_resume_and_resumes_from_checkpoints(noisy_shap
         compute_clipmem(RunConfig(**{**config.to_dict(), "epochs": 3}), resume=True)
     monkeypatch.undo()
     monkeypatch.chdir(noisy_shapes.parent)  # the same data, typed from another folder: the same run
+    trained_for = torch.load(out / cache.CHECKPOINT_DIR / "h0_last.pt", weights_only=True)["seconds"]
     run = compute_clipmem(RunConfig(**{**config.to_dict(), "data": noisy_shapes.name}), resume=True)
     assert run.manifest.training["h0"]["resumed_from_epoch"] == 2  # both epochs were already done
+    assert run.manifest.timings["train_h0"] >= trained_for > 0  # the first session's training time counts
     assert len(run.manifest.training["h1"]["epoch_losses"]) == 2
     assert json.loads((out / cache.MANIFEST).read_text())["status"] == "complete"
 
