@@ -288,6 +288,30 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_relocate(commands) -> None:
+    p = commands.add_parser(
+        "relocate",
+        help="point a run at its images where they are now (a run copied from the machine that made it)",
+        description="Make --data-root the folder a run's image paths are relative to, once its images are found "
+        "there: a run computed on one machine and copied to another keeps its thumbnails, but the inspector "
+        "and the review pages look for the full-size images where the run was made. Nothing else changes.",
+    )
+    p.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
+    p.add_argument("--data-root", required=True, help="the folder that now holds the images, as the data had them")
+    p.set_defaults(func=_cmd_relocate)
+
+
+def _cmd_relocate(args: argparse.Namespace) -> int:
+    from .relocate import relocate_images
+
+    done = relocate_images(args.run, args.data_root)
+    print(
+        f"run {done.run.name} now reads its images under {done.run.manifest.dataset.root} (before: {done.before}); "
+        f"{done.found:,} of {done.checked:,} looked for are there"
+    )
+    return 0
+
+
 def _add_summary(commands) -> None:
     p = commands.add_parser(
         "summary",
@@ -743,6 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_neighbours,
         _add_reindex,
         _add_rerank,
+        _add_relocate,
         _add_summary,
         _add_import,
         _add_scores,

@@ -305,6 +305,27 @@ def test_resuming_a_finished_run_says_it_had_nothing_to_do(clipmem, tiny_run):
     assert result.stdout.startswith(f"nothing to do: it was complete already, {tiny_run.path} (")
 
 
+def test_relocate_points_a_copied_run_at_its_images_where_they_are_now(clipmem, tmp_path):
+    """A run made on a GPU server and copied to a reviewer's machine looked for its images at the server's path."""
+    import shutil
+
+    from clipmem_core import load_run
+
+    run = fake_run(tmp_path / "server", "made", n=8)
+    copied = tmp_path / "laptop" / "made"
+    shutil.copytree(run.path, copied, ignore=shutil.ignore_patterns("dataset"))  # the run, not the images
+    shutil.move(run.path / "dataset", tmp_path / "images-here")  # which now lie elsewhere
+    assert load_run(copied).image_path(0) is None
+    assert_clean_error(clipmem("relocate", "--run", copied, "--data-root", tmp_path / "nowhere"), "is not a folder")
+    assert_clean_error(clipmem("relocate", "--run", copied, "--data-root", tmp_path), "none of the 8 images")
+    done = clipmem("relocate", "--run", copied, "--data-root", tmp_path / "images-here")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("8 of 8 looked for are there")
+    moved = load_run(copied)
+    assert moved.image_path(0) == tmp_path / "images-here" / "images" / "0.png"
+    assert moved.scores.equals(run.scores)  # nothing else changes
+
+
 def test_list_keeps_its_columns_with_an_experiments_long_run_names(clipmem, tmp_path):
     fake_run(tmp_path, "short", n=20)
     fake_run(tmp_path, "removal-study-s0-clip_score_heldout-n12", n=20)
