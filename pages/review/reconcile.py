@@ -112,7 +112,14 @@ with st.container(border=True):
     with right:
         st.text(card.line)
         ui.caption_box(card.caption, large=True)
-        ui.table(reconcile.votes(store, run.name, sample_id), empty="no verdicts")
+        ui.table(
+            reconcile.votes(store, run.name, sample_id),
+            empty="no verdicts",
+            column_config={  # "mis-captioned" was cut to "mis-caption", beside a wide header
+                "verdict": st.column_config.TextColumn(width=110),
+                "suggested_caption": st.column_config.TextColumn("suggestion", width=110),
+            },
+        )
         resolution = reconcile.resolution_note(item)
         if resolution:
             st.caption(md(resolution))
