@@ -195,6 +195,27 @@ def test_a_leads_resolutions_carry_to_a_re_run_as_its_verdicts_do(run_dir, tmp_p
     assert "nothing imported" in capsys.readouterr().err and len(store.resolutions("run1-clean")) == 2
 
 
+def test_a_renamed_run_is_told_where_its_verdicts_are_and_gets_them_back(run_dir, tmp_path, capsys):
+    """Review data is kept by run name: a renamed folder showed none of its verdicts, without a word."""
+    store = open_store(run_dir.parent)
+    store.add_verdict("run1", "s00", "ann", "mis-captioned")
+    store.resolve("run1", "s00", "correct", "lead")
+    renamed = run_dir.rename(run_dir.parent / "run1-server-a")
+    estimate_argv = ["review", "estimate", "--run", str(renamed)]
+    assert main(estimate_argv) == 0
+    assert "the review database holds verdicts for runs this cache does not hold: run1 (1)" in capsys.readouterr().err
+    assert main(["review", "rename-run", "--run", str(renamed), "--from", "run1", "--by", "lead"]) == 0
+    assert "moved 1 verdict, with the resolutions and review sessions, from run1 to run1-server-a" in (
+        capsys.readouterr().out
+    )
+    assert store.verdicts("run1-server-a")["sample_id"].tolist() == ["s00"] and store.verdicts("run1").empty
+    assert store.resolutions("run1-server-a")["verdict"].tolist() == ["correct"]
+    assert main(estimate_argv) == 0 and "note: run" not in capsys.readouterr().err
+    store.add_verdict("elsewhere", "s01", "bob", "correct")
+    assert main(["review", "rename-run", "--run", str(renamed), "--from", "elsewhere"]) == 2
+    assert "has verdicts of its own (1): nothing moved" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -7,6 +7,7 @@ folder's parent (the cache root). ``CLIPMEM_DB_URL`` selects another database.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from dataclasses import asdict
@@ -38,6 +39,39 @@ IMPORTS = {
 def _open(run_path: str) -> tuple[Run, ReviewStore]:
     run = load_run(run_path)
     return run, open_store(Path(run_path).resolve().parent)
+
+
+def _note_renamed(store: ReviewStore, run: Run) -> None:
+    """Say on stderr when a run has no verdicts while the database holds some for runs this cache no longer
+    has: review data is kept by run name, and a renamed run folder showed none of its verdicts, without a
+    word."""
+    held = store.review_runs()
+    if held.get(run.name):
+        return
+    gone = sorted(name for name in held if not (run.path.parent / name).is_dir())
+    if gone:
+        shown = ", ".join(f"{name} ({held[name]})" for name in gone[:3]) + (" …" if len(gone) > 3 else "")
+        print(
+            f"note: run {run.name} has no verdicts, but the review database holds verdicts for runs this cache "
+            f"does not hold: {shown}. If this run was called so before, `clipmem review rename-run --run "
+            f"{run.path} --from {gone[0]}` moves them to it.",
+            file=sys.stderr,
+        )
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name to be had (a container without a user entry)
+        return "clipmem"
+
+
+def cmd_rename_run(args: argparse.Namespace) -> int:
+    run, store = _open(args.run)
+    moved = store.rename_run(args.old_name, run.name, args.by or _login_name())
+    what = f"{fmt_count(moved, 'verdict')}, with the resolutions and review sessions,"
+    print(f"moved {what} from {args.old_name} to {run.name}")
+    return 0
 
 
 def _note_counting_rule(store: ReviewStore, run: Run) -> None:
@@ -180,6 +214,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ClipmemError(f"{out} already exists; pass --force to replace it")
     run, store = _open(args.run)
     _note_counting_rule(store, run)
+    _note_renamed(store, run)
     path = export(
         store,
         run,
@@ -228,6 +263,7 @@ def cmd_agreement(args: argparse.Namespace) -> int:
     run, store = _open(args.run)
     sample_ids = store.session_samples(args.session) if args.session is not None else None
     _note_counting_rule(store, run)
+    _note_renamed(store, run)
     report = agreement_report(store.current_verdicts(run.name, sample_ids))
     print(json.dumps(report, indent=2) if args.json else _format_report(report))
     return 0
@@ -239,6 +275,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if name is None:
         raise ClipmemError(f"{args.run} has no registered score to rank by")
     _note_counting_rule(store, run)
+    _note_renamed(store, run)
     verdicts = decided(decisions(store.current_verdicts(run.name), store.resolutions(run.name)))
     estimate = run_estimate(run, verdicts, ranking_order(run, name))
     if args.json:
@@ -280,9 +317,11 @@ def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
 
     imp = commands.add_parser(
         "import",
-        help="add verdicts from a CSV file (all rows or none)",
-        description="Add verdicts from CSV columns sample_id,reviewer,verdict"
-        "[,suggested_caption,note]; a bad row imports nothing.",
+        help="add verdicts (or a lead's resolutions) from a CSV file (all rows or none)",
+        description="Add verdicts from CSV columns sample_id,reviewer,verdict[,suggested_caption,note,created_at], "
+        "or a lead's resolutions from sample_id,resolved_by,verdict[,caption,note,created_at] (what `review "
+        "export --what verdicts` / `resolutions` writes); a bad row imports nothing. created_at keeps when each "
+        "was given; a row the run's history already holds is not added twice.",
     )
     imp.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
     imp.add_argument("--file", required=True, help="CSV file of verdicts")
@@ -293,6 +332,18 @@ def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
         "instead of importing nothing",
     )
     imp.set_defaults(func=cmd_import)
+
+    ren = commands.add_parser(
+        "rename-run",
+        help="move the review data of a run's old name to its folder's name (after renaming the folder)",
+        description="Review data is kept by run name: after a run folder is renamed, its verdicts, resolutions "
+        "and review sessions stay under the old name. This moves them to the run's name now. A run that has "
+        "verdicts of its own is refused.",
+    )
+    ren.add_argument("--run", required=True, help="the renamed run folder, e.g. cache/NEW")
+    ren.add_argument("--from", dest="old_name", required=True, help="the run's name before, as the database has it")
+    ren.add_argument("--by", help="who renames it, for the audit log (default: your login name)")
+    ren.set_defaults(func=cmd_rename_run)
 
     exp = commands.add_parser(
         "export",

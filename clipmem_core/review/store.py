@@ -42,6 +42,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -774,6 +775,34 @@ class ReviewStore:
             ]
             conn.execute(insert(AuditEntry), audits)
         return len(rows)
+
+    def review_runs(self) -> dict[str, int]:
+        """Every run name the database holds verdicts for, with how many."""
+        query = select(Verdict.run, func.count()).group_by(Verdict.run)
+        with self._transaction() as conn:
+            return {str(run): int(count) for run, count in conn.execute(query).all()}
+
+    def rename_run(self, old: str, new: str, actor: str) -> int:
+        """Move a run's verdicts, resolutions and review sessions to its new name; returns the verdicts moved.
+
+        Why: review data is kept by run name, and a run folder renamed (two servers' runs brought into one
+        cache, a clearer name) showed none of its verdicts, without a word. A name that already has verdicts
+        is refused: the two histories would mix."""
+        old, new, actor = _check_run(old), _check_run(new), _check_name(actor)
+        if old == new:
+            raise ClipmemError(f"the run is already called {new}")
+        with self._transaction(write=True) as conn:
+            taken = conn.execute(select(func.count()).select_from(Verdict).where(Verdict.run == new)).scalar_one()
+            if taken:
+                raise ClipmemError(f"run {new} has verdicts of its own ({taken}): nothing moved")
+            moved = conn.execute(update(Verdict).where(Verdict.run == old).values(run=new)).rowcount
+            if not moved:
+                raise ClipmemError(f"the review database holds no verdicts for a run called {old}")
+            for table in (Resolution, ReviewSession):
+                conn.execute(update(table).where(table.run == old).values(run=new))
+            self._ensure_reviewer(conn, actor)
+            self._audit(conn, actor, "run.rename", new, None, renamed_from=old, verdicts=moved)
+        return int(moved)
 
     def sessions(self, run: str) -> pd.DataFrame:
         cols = ["id", "name", "overlap", "created_by", "created_at"]
