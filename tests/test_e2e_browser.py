@@ -34,7 +34,7 @@ TIMEOUT_MS = 90_000
 SMALL = {"width": 1280, "height": 800}
 TITLES = [spec.title for spec in PAGES]  # the real navigation, in menu order
 PAGE_FILES = {"app", "compare", "compute", "embedding map", "gallery", "inspector", "overview", "reconcile", "review"}
-ANN_ON_DEMO = {"reviewer": ["ann"], "run": ["demo"]}
+ON_DEMO = {"run": ["demo"]}  # what an address keeps: the run; a link's ?reviewer= is taken, then removed
 WATCH_S = 5  # how long after the first paint every sidebar state is recorded, at least
 # Installed before the app's own scripts: a MutationObserver records each distinct state of the sidebar
 # navigation (its entries' labels), of a dialog and of the gallery, with the time since navigation.
@@ -241,8 +241,9 @@ def test_gallery_and_inspector_render_in_chromium(browser, server, tmp_path):
 
     page.goto(f"{server}/overview?reviewer=ann")  # typed by hand, as every other page is at its name
     page.get_by_role("heading", name="Run: demo").wait_for()
-    page.wait_for_url(lambda url: urlsplit(url).path == "/" and parse_qs(urlsplit(url).query) == ANN_ON_DEMO)
-    # sent on to /, with the settings of the address (and the run it shows)
+    page.wait_for_url(lambda url: urlsplit(url).path == "/" and parse_qs(urlsplit(url).query) == ON_DEMO)
+    # sent on to /, with the settings of the address (and the run it shows); the name taken from it
+    expect(page.get_by_label("Your name", exact=True)).to_have_value("ann", timeout=TIMEOUT_MS)
     assert page.get_by_role("dialog").filter(has_text="Page not found").count() == 0
     assert elsewhere == []  # the page icon once came from fonts.gstatic.com
 
@@ -352,7 +353,7 @@ def _review(
     """One reviewer's session on the Review page, keys only (a ``suggestion`` for the first sample typed and
     ended with Enter, then its key); returns the samples judged, in order."""
     page = _watched_page(browser)
-    if type_name:  # a name typed once, then kept in the URL (a reload keeps it)
+    if type_name:  # a name typed once, then kept by the browser (a reload keeps it: its cookie)
         page.goto(f"{url}/review")
         field = page.get_by_label("Your name (recorded with your verdicts)")
         field.wait_for()
@@ -367,7 +368,8 @@ def _review(
     page.get_by_role("heading", name="Review · demo").wait_for()
     _assert_no_page_not_found(page)
     page.locator(CARD_LINE).first.wait_for()
-    assert f"reviewer={name}" in page.url
+    assert "reviewer=" not in page.url  # an address passed on names nobody
+    expect(page.get_by_label("Your name", exact=True)).to_have_value(name, timeout=TIMEOUT_MS)
     _assert_verdict_buttons_readable(page, ["Mis-captioned", "Correct", "Unsure", "Skip for now", "Undo last verdict"])
     assert _review_image_width(page) >= 320
     assert page.get_by_text("upscaled from 64 px").first.is_visible()
