@@ -73,14 +73,6 @@ def note_key(sample_id: str) -> str:
     return f"note_{sample_id}"
 
 
-def verdict_key(verdict: str, sample_id: str) -> str:
-    """A verdict button's key names its card's sample. Why: with one key for every card, a key pressed again
-    while the next card was on its way reached the callback Streamlit had just registered for that next
-    card, and recorded a verdict on a sample the reviewer had not seen. A button of this card can only ever
-    judge this card's sample."""
-    return f"verdict_{verdict}_{sample_id}"
-
-
 def queues(ranked: Mapping[str, str]) -> dict[str, str]:
     """Every queue the sidebar offers: the ranked ones (``resources.rankings``), the random sample, then the
     assigned batch."""

@@ -93,7 +93,7 @@ else:
             pressed = [
                 st.button(
                     VERDICT_LABELS[verdict],
-                    key=review.verdict_key(verdict, sample_id),
+                    key=f"verdict_{verdict}",
                     shortcut=review.KEYS[verdict],
                     on_click=review.record,
                     args=(ss, store, run.name, sample_id, reviewer, verdict, session_id),
