@@ -291,3 +291,10 @@ def test_results_that_a_lead_list_would_change_say_so_when_it_is_not_set(run_dir
     assert main([*drop, "--out", str(tmp_path / "first.csv")]) == 0
     assert "note:" not in capsys.readouterr().err
     assert pd.read_csv(tmp_path / "first.csv")["sample_id"].tolist() == ["s00"]  # erin's first: mis-captioned
+
+
+def test_undated_rows_are_each_a_verdict_given_anew(run_dir, tmp_path, capsys):
+    rows = [("s00", "ann", "correct", ""), ("s01", "ann", "correct", ""), ("s02", "bob", "correct", "")]
+    path = verdict_csv(tmp_path / "undated.csv", rows, ("sample_id", "reviewer", "verdict", "created_at"))
+    assert main(["review", "import", "--run", str(run_dir), "--file", str(path)]) == 0
+    assert "imported 3 verdicts" in capsys.readouterr().out  # not 1 and "2 already held"

@@ -143,7 +143,10 @@ def _already_held(history: pd.DataFrame, frame: pd.DataFrame, kind: str) -> np.n
     seen, found = {_key(row, columns) for row in history.to_dict("records")}, []
     for row in frame.to_dict("records"):
         at = given_at(row["created_at"])
-        key = None if at is None else _key({**row, "created_at": at}, columns)
+        if at is None:  # undated: a verdict given anew, however many there are
+            found.append(False)
+            continue
+        key = _key({**row, "created_at": at}, columns)
         found.append(key in seen)
         seen.add(key)
     return np.array(found, dtype=bool)

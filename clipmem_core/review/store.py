@@ -312,15 +312,16 @@ def _stored_version(conn: Connection) -> int:
     return conn.execute(select(func.max(SchemaVersion.version))).scalar_one() or 0
 
 
-def _check_version(conn: Connection, url: str) -> int:
-    """The stored schema version; a newer one than this clipmem knows is refused."""
+def _check_version(conn: Connection, url: str, read_only: bool = False) -> int:
+    """The stored schema version; a newer one than this clipmem knows is refused, and so is an older one a
+    read-only database cannot be upgraded from."""
     version = _stored_version(conn)
     if version > SCHEMA_VERSION:
         raise ClipmemError(
             f"the review database {_safe_url(url)} has schema version {version}; this clipmem "
             f"knows up to {SCHEMA_VERSION}: upgrade clipmem"
         )
-    if version < SCHEMA_VERSION and _read_only_file(url) is not None:
+    if version < SCHEMA_VERSION and read_only:
         raise ClipmemError(
             f"the review database {_safe_url(url)} has schema version {version} and is read-only here, so it "
             f"cannot be upgraded to {SCHEMA_VERSION}: open it once where it can be written"
@@ -360,7 +361,7 @@ def open_store(cache_root: str | os.PathLike = "cache", url: str | None = None) 
         store = ReviewStore(engine, _read_only_file(url))
         with store._raw_transaction(write=not store.read_only) as conn:
             if store.read_only:
-                _check_version(conn, url)
+                _check_version(conn, url, read_only=True)
             else:
                 _migrate(conn, url)
     except SQLAlchemyError as exc:
@@ -622,17 +623,15 @@ class ReviewStore:
 
         Refuses a non-lead when $CLIPMEM_LEADS is set, whatever the caller checked before.
         """
-        resolved_by = _check_name(resolved_by)
-        require_lead(resolved_by)
-        values = {
-            "run": _check_run(run),
-            "sample_id": _check_sample_id(sample_id),
-            "verdict": normalise_verdict(verdict),
-            "caption": _optional_text(caption, "caption"),
-            "note": _optional_text(note, "note"),
+        record = {
+            "sample_id": sample_id,
+            "verdict": verdict,
             "resolved_by": resolved_by,
-            "created_at": _now(),
+            "caption": caption,
+            "note": note,
         }
+        values = self._resolution_values(_check_run(run), record)
+        resolved_by = values["resolved_by"]
         with self._transaction(write=True) as conn:
             self._ensure_reviewer(conn, resolved_by)
             rid = conn.execute(insert(Resolution).values(**values).returning(Resolution.id)).scalar_one()
@@ -734,26 +733,28 @@ class ReviewStore:
         frame = self._frame(query.order_by(Resolution.created_at, Resolution.id), cols)
         return frame if history else frame.drop_duplicates("sample_id", keep="last").reset_index(drop=True)
 
+    @staticmethod
+    def _resolution_values(run: str, record: dict) -> dict:
+        """The checked row of one resolution, its lead's right to resolve included: ClipmemError names the
+        first bad field."""
+        lead = _check_name(record["resolved_by"])
+        require_lead(lead)
+        return {
+            "run": run,
+            "sample_id": _check_sample_id(record["sample_id"]),
+            "verdict": normalise_verdict(record["verdict"]),
+            "caption": _optional_text(record.get("caption"), "caption"),
+            "note": _optional_text(record.get("note"), "note"),
+            "resolved_by": lead,
+            "created_at": given_at(record.get("created_at")) or _now(),
+        }
+
     def add_resolutions(self, run: str, records: Iterable[dict]) -> int:
         """Record many lead resolutions (``sample_id``, ``verdict``, ``resolved_by``[, ``caption``, ``note``,
         ``created_at``]) in one transaction: all of them or, on any bad record, none. Each ``resolved_by`` must
         be a lead, as for ``resolve``."""
         run = _check_run(run)
-        rows = []
-        for record in records:
-            lead = _check_name(record["resolved_by"])
-            require_lead(lead)
-            rows.append(
-                {
-                    "run": run,
-                    "sample_id": _check_sample_id(record["sample_id"]),
-                    "verdict": normalise_verdict(record["verdict"]),
-                    "caption": _optional_text(record.get("caption"), "caption"),
-                    "note": _optional_text(record.get("note"), "note"),
-                    "resolved_by": lead,
-                    "created_at": given_at(record.get("created_at")) or _now(),
-                }
-            )
+        rows = [self._resolution_values(run, record) for record in records]
         if not rows:
             return 0
         with self._transaction(write=True) as conn:
