@@ -49,10 +49,17 @@ COMMON_LIMIT = 2_000  # pairs per run for recall on a common footing: same galle
 DETECTOR = "combined"
 SIDE_BY_SIDE_NOTE = (
     "R@1/R@5: image→text and text→image recall of each model on the samples it never trained on, averaged; "
-    "runs on different data are measured on different samples. Detection: how well the combined ranking finds "
+    "runs on different data are measured on different samples, and recall falls as the samples to choose "
+    "among grow, so the 'Did cleaning help?' tab measures both runs among the same number of pairs instead. "
+    "Detection: how well the combined ranking finds "
     "the known mis-captions. Flagged: final team verdict mis-captioned. **–**: off, or not measured: recall "
     f"needs {MIN_RECALL_PAIRS} samples a model never trained on, detection needs known mis-captions "
     f"(an {GROUND_TRUTH} column)."
+)
+COMMON_FOOTING_HELP = (
+    "Recall among the same number of held-out pairs in both runs, known and removed mis-captions left out: "
+    "the Side by side tab's R@1 ranks each run among all its held-out pairs, more candidates, so it is usually lower "
+    "and not comparable between runs of different sizes."
 )
 COUNT_MEASURES = ("Samples", "Removed by the re-run", "… of them flagged by the team", "… of them known mis-captions")
 # Run settings worth a column of their own in the side-by-side table (the rest shows under differences).

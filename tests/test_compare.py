@@ -260,6 +260,10 @@ def test_compare_page_says_whether_cleaning_helped(cache_root):
     assert at.selectbox(key=compare.CLEANED_KEY).value == "demo-cleaned"
     labels = {metric.label: metric.value for metric in at.metric}
     assert labels["Samples removed"] == "6"
+    # the metric names its footing, so it is not read against the side-by-side tab's larger-gallery R@1
+    recall = [metric for metric in at.metric if metric.label.startswith("R@1 on ")]
+    assert len(recall) == 1 and recall[0].label.endswith(" held-out pairs")
+    assert recall[0].help == compare.COMMON_FOOTING_HELP
     assert any(text.value.startswith("R@1 ") for text in at.text)
     assert any("Measure" in frame.value.columns for frame in at.dataframe)
 

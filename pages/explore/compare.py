@@ -81,7 +81,12 @@ def cleaning_effect() -> None:
         by_measure = effect.set_index("Measure")
         left, middle, right = st.columns(3)
         r1 = by_measure.loc[by_measure.index.str.startswith("R@1")].iloc[0]
-        left.metric("R@1, common footing", fmt_number(r1["Cleaned"]), **compare.metric_change(r1["Change"], 3))
+        left.metric(
+            r1.name,
+            fmt_number(r1["Cleaned"]),
+            help=compare.COMMON_FOOTING_HELP,
+            **compare.metric_change(r1["Change"], 3),
+        )
         memo = by_measure.loc["Mean CLIPMem, samples in both"]
         middle.metric(
             "Mean CLIPMem, samples in both",
