@@ -758,6 +758,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="clipmem",
         description="Measure memorization in CLIP models (CLIPMem) and find mis-captioned pairs.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"clipmem {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from .review.cli import add_review_parser
 
@@ -818,8 +821,11 @@ def _configure_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # building the parser imports the sub-commands' modules: most of a second a Ctrl-C may land in
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("clipmem: interrupted; rerun the same command to start it again", file=sys.stderr)
+        return 128 + signal.SIGINT
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for a relaunch under torchrun (run --nproc)
     _configure_logging()
     try:

@@ -125,6 +125,36 @@ def test_commands_that_use_no_model_start_without_loading_torch(tmp_path):
     assert modules_loaded_by(_COMMANDS_WITHOUT_A_MODEL, heavy, cwd=tmp_path) == []
 
 
+def test_the_cli_module_imports_no_data_library_before_its_interrupt_handler_exists(tmp_path):
+    """pandas took 0.6 s of start-up when the package imported it; a Ctrl-C then printed a traceback."""
+    heavy = ("pandas", "numpy", "torch")
+    assert modules_loaded_by("import clipmem_core.cli", heavy, cwd=tmp_path) == []
+    assert modules_loaded_by("from clipmem_core import load_run", ("pandas",), cwd=tmp_path) == ["pandas"]
+
+
+def test_an_interrupt_while_the_commands_load_is_one_line_not_a_traceback(clipmem, monkeypatch):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("clipmem_core.cli.build_parser", interrupted)
+    result = clipmem("summary", "--run", "anything")
+    assert result.returncode == 130 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "clipmem: interrupted; rerun the same command to start it again"
+
+
+def test_version_is_the_one_written_in_pyproject(clipmem):
+    from importlib.metadata import version
+
+    import clipmem_core
+
+    written = next(line for line in (ROOT / "pyproject.toml").read_text().splitlines() if line.startswith("version"))
+    assert written == f'version = "{version("clipmem")}"'
+    assert clipmem_core.__version__ == version("clipmem")
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+
+
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory) -> Path:
     return make_shapes_dataset(tmp_path_factory.mktemp("cli"), 40, seed=1)
