@@ -19,6 +19,8 @@ from clipmem_core.review.decisions import unresolved_disagreements
 from clipmem_core.review.export import export_frame, table_bytes
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
+from .review import ONE_PRESS_AT_A_TIME
+
 WHOLE_RUN = None  # the scope that is not a session
 SKIPPED = "reconcile_skipped"
 LAST = "reconcile_last"  # the resolution just made: {"run", "sample_id", "verdict", "id"}, for its undo
@@ -167,12 +169,13 @@ def settle(
     With ``only_if_open``, a sample already resolved is left alone: a key pressed again before the next
     disagreement has arrived must not settle the one just settled a second time.
     """
-    if only_if_open and sample_id in set(store.resolutions(run_name)["sample_id"]):
-        return
-    caption = state.get(caption_key(sample_id)) if verdict == MISCAPTIONED else None
-    resolution_id = store.resolve(run_name, sample_id, verdict, lead, caption=caption or None)
-    state[LAST] = {"run": run_name, "sample_id": sample_id, "verdict": verdict, "id": resolution_id}
-    state.pop(BACK, None)
+    with ONE_PRESS_AT_A_TIME:  # two quick presses may call back in two threads at once
+        if only_if_open and sample_id in set(store.resolutions(run_name)["sample_id"]):
+            return
+        caption = state.get(caption_key(sample_id)) if verdict == MISCAPTIONED else None
+        resolution_id = store.resolve(run_name, sample_id, verdict, lead, caption=caption or None)
+        state[LAST] = {"run": run_name, "sample_id": sample_id, "verdict": verdict, "id": resolution_id}
+        state.pop(BACK, None)
 
 
 def undo(state: MutableMapping[str, Any], store: ReviewStore, lead: str) -> None:

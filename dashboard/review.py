@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -168,8 +169,33 @@ def record(
     The verdict goes on the undo stack, its time on the reviewer's pace. A second press for the sample just
     judged (a key pressed again before the next card has arrived) is ignored: the first one counts.
     """
+    with ONE_PRESS_AT_A_TIME:
+        _record(state, store, run_name, sample_id, reviewer, verdict, session_id, now)
+
+
+ONE_PRESS_AT_A_TIME = threading.Lock()
+"""Held while a press is checked and stored. Why: two quick presses ran their callbacks in two threads at
+once (seen in chromium: the same verdict stored twice, 20 ms apart), each reading the history before the
+other had written, so neither the session's record nor the store's could tell the second press."""
+
+
+def _record(
+    state: MutableMapping[str, Any],
+    store: ReviewStore,
+    run_name: str,
+    sample_id: str,
+    reviewer: str,
+    verdict: str,
+    session_id: int | None,
+    now: float | None,
+) -> None:
     last = state.get(LAST)
     if last and (last["run"], last["sample_id"]) == (run_name, sample_id):
+        return
+    state.pop(TOO_SOON, None)
+    seen_for = seconds_on_screen(state, sample_id, time.time() if now is None else now)
+    if last and last["verdict"] == verdict and seen_for is not None and seen_for < MIN_LOOK_S:
+        state[TOO_SOON] = {"run": run_name, "sample_id": sample_id, "after": seen_for}
         return
     history = store.verdicts(run_name, [sample_id], reviewer=reviewer)
     if pressed_twice(history, verdict):
@@ -197,6 +223,25 @@ def record(
     state[SKIPPED] = [s for s in state.get(SKIPPED) or [] if s != sample_id]
 
 
+def card_drawn(state: MutableMapping[str, Any], sample_id: str, now: float | None = None) -> None:
+    """Note when a card's verdict buttons were first drawn (not on each rerun of the same card)."""
+    if (state.get(SHOWN) or {}).get("sample_id") != sample_id:
+        state[SHOWN] = {"sample_id": sample_id, "at": time.time() if now is None else now}
+
+
+def seconds_on_screen(state: Mapping[str, Any], sample_id: str, now: float) -> float | None:
+    """How long ago the card of ``sample_id`` was drawn, None when this session has not drawn it.
+
+    Why: the verdict buttons keep one key for every card, so a key pressed twice quickly sent its second
+    press after the server had drawn the next card but before the browser showed it, and it judged that
+    card unseen. The same verdict as the last, under ``MIN_LOOK_S`` after the card was drawn, is such a
+    press: it is refused and the page says so (a different key is no double press, and a reviewer going
+    through an obvious top list at a card a second keeps every press). Keys that named the sample would
+    tie a press to its card, but they made the two-reviewer browser test lose a card under load."""
+    shown = state.get(SHOWN) or {}
+    return now - shown["at"] if shown.get("sample_id") == sample_id else None
+
+
 DOUBLE_PRESS_S = 2.0  # the same verdict on the same sample again this soon: one press, seen twice
 
 
@@ -213,6 +258,9 @@ def pressed_twice(history: pd.DataFrame, verdict: str, now: datetime | None = No
 
 
 DRAWN = "review_drawn"  # set once this session has drawn the verdict buttons (their callbacks are known)
+SHOWN = "review_shown"  # the card on screen and when its buttons were first drawn: {"sample_id", "at"}
+TOO_SOON = "review_too_soon"  # a verdict refused as pressed before its card could be seen: {"sample_id", "after"}
+MIN_LOOK_S = 0.45  # the key just pressed, again this soon after the next card was drawn: meant for the one before
 RESTARTED = "The dashboard restarted since this page was drawn, so that key was not recorded: judge this sample again."
 
 
@@ -230,6 +278,7 @@ def skip(state: MutableMapping[str, Any], sample_id: str) -> None:
     """Click callback of Skip: the sample goes to the end of the batch (it is not lost)."""
     state[SKIPPED] = [*(s for s in state.get(SKIPPED) or [] if s != sample_id), sample_id]
     state.pop(CURRENT, None)
+    state.pop(TOO_SOON, None)
 
 
 def undo(state: MutableMapping[str, Any], store: ReviewStore, reviewer: str) -> None:
@@ -240,6 +289,7 @@ def undo(state: MutableMapping[str, Any], store: ReviewStore, reviewer: str) -> 
     if not stack:
         return
     last = stack.pop()
+    state.pop(TOO_SOON, None)
     state[UNDO] = stack
     if store.undo_verdict(last["run"], last["id"], reviewer):
         state[CURRENT] = last["sample_id"]
@@ -306,6 +356,13 @@ def recorded_line(state: Mapping[str, Any], run_name: str) -> str | None:
     another page the undo has ended, and the line said "Press U" beside a disabled button."""
     undone, last = state.get(UNDONE), last_recorded(state, run_name)
     undoable = can_undo(state, run_name)
+    too_soon = state.get(TOO_SOON)
+    if too_soon and too_soon["run"] == run_name:
+        refused = (
+            f"Not recorded: a key reached {too_soon['sample_id']} {fmt_number(too_soon['after'], 2)} s after it "
+            "was drawn, before it could be seen (a key pressed twice?); judge it now."
+        )
+        return refused + (f" Recorded {last['verdict']} for {last['sample_id']} before it." if last else "")
     if undone and undone["run"] == run_name:
         taken = f"Took back {undone['verdict']} for {undone['sample_id']}."
         more = f" Press U to undo {last['verdict']} for {last['sample_id']} too." if last and undoable else ""

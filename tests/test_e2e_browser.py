@@ -322,8 +322,14 @@ IDLE = '[data-testid="stApp"]:not([data-test-script-state="running"])'
 
 
 def _press_and_wait_for_the_next(page, key: str) -> str:
-    """Press a key on the card at hand, then wait until the next card is drawn and the app is idle again."""
+    """Press a key on the card at hand, then wait until the next card is drawn and the app is idle again.
+
+    A person looks at a card before judging it; the page refuses a verdict pressed sooner than
+    ``MIN_LOOK_S`` after its card was drawn, as one meant for the card before (a key pressed twice)."""
+    from dashboard.review import MIN_LOOK_S
+
     before = _card_sample(page)
+    page.wait_for_timeout(int(MIN_LOOK_S * 1000) + 200)
     page.keyboard.press(key)
     page.wait_for_function(
         "([selector, before]) => [...document.querySelectorAll(selector)]"

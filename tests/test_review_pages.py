@@ -566,6 +566,46 @@ def test_the_lead_downloads_the_cleaned_csv_and_the_drop_list_once_disagreements
     assert [r.split(",", 1)[1] for r in rows if ",s00," in r] == ["a blue circle,s00,False"]
 
 
+SHIPPED_MIN_LOOK_S = review.MIN_LOOK_S
+
+
+@pytest.fixture(autouse=True)
+def _presses_after_a_look(monkeypatch):
+    """AppTest clicks the moment a card is drawn, faster than anyone looks; the refusal of such presses
+    has its own test, with the shipped value."""
+    monkeypatch.setattr(review, "MIN_LOOK_S", 0.0)
+
+
+def test_a_press_that_reaches_a_card_before_it_could_be_seen_is_refused_and_said_so(run_dir, monkeypatch):
+    """The second of two quick presses arrives after the next card is drawn but before it is shown: it
+    judged that card unseen. Under MIN_LOOK_S after the draw it is refused; a look later it counts."""
+    monkeypatch.setattr(review, "MIN_LOOK_S", SHIPPED_MIN_LOOK_S)
+    store = _disagreements(run_dir)
+    session: dict = {}
+    review.card_drawn(session, "s03", now=100.0)
+    review.record(session, store, "run1", "s03", "ann", "correct", None, now=100.5)
+    review.card_drawn(session, "s04", now=100.6)  # the next card, drawn
+    review.card_drawn(session, "s04", now=101.0)  # a rerun of the same card does not restart its clock
+    review.record(session, store, "run1", "s04", "ann", "correct", None, now=100.6 + review.MIN_LOOK_S / 3)
+    assert store.verdicts("run1", ["s04"]).empty
+    line = review.recorded_line(session, "run1")
+    assert line.startswith(f"Not recorded: a key reached s04 {review.MIN_LOOK_S / 3:.2f} s after it was drawn")
+    assert "judge it now" in line
+    assert line.endswith("Recorded correct for s03 before it.")  # the press before it did count
+    review.record(session, store, "run1", "s04", "ann", "mis-captioned", None, now=100.6 + review.MIN_LOOK_S + 0.1)
+    assert store.verdicts("run1", ["s04"])["verdict"].tolist() == ["mis-captioned"]
+    assert review.recorded_line(session, "run1").startswith("Recorded mis-captioned for s04.")
+    review.card_drawn(session, "s05", now=200.0)
+    review.record(session, store, "run1", "s05", "ann", "mis-captioned", None, now=200.1)
+    review.skip(session, "s05")  # a skip or an undo clears the refusal's line
+    assert not review.recorded_line(session, "run1").startswith("Not recorded")
+    review.record({}, store, "run1", "s05", "ann", "correct", None)  # a session that drew no card: not guessed
+    assert store.verdicts("run1", ["s05"])["verdict"].tolist() == ["correct"]
+    review.card_drawn(session, "s06", now=300.0)  # another key this soon is no double press: it counts
+    review.record(session, store, "run1", "s06", "ann", "correct", None, now=300.1)
+    assert store.verdicts("run1", ["s06"])["verdict"].tolist() == ["correct"]
+
+
 def test_a_key_pressed_twice_before_the_next_card_arrives_counts_once(run_dir):
     """Keys reach the page while it redraws: a second press must not judge or settle the last sample again."""
     store = _disagreements(run_dir)

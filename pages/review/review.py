@@ -89,6 +89,7 @@ else:
     with right:
         st.text(card.line)
         ui.caption_box(card.caption, large=True)
+        review.card_drawn(ss, sample_id)  # before the buttons: a press they report can be told from a stale one
         with st.container(horizontal=True, gap="small"):  # wraps rather than cut a label short
             pressed = [
                 st.button(
