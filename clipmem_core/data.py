@@ -69,8 +69,10 @@ CLASS_COLUMN = "label"  # optional class of the image (e.g. a stamp's category):
 CAPTIONS_COLUMN = "captions"
 SKIP_COLUMNS = ["row", "filepath", "caption", "reason"]
 SHOWN_REASONS = 4  # in a skip summary; the rest are counted together
-_TRUE = frozenset({"true", "1", "yes"})
-_FALSE = frozenset({"false", "0", "no"})
+# Also what pandas writes for a bool column with gaps (1.0/0.0), and spreadsheets' one-letter forms.
+_TRUE = frozenset({"true", "1", "yes", "1.0", "t", "y"})
+_FALSE = frozenset({"false", "0", "no", "0.0", "f", "n"})
+_LABEL_HINT = "use true/false, 1/0 or yes/no; an empty cell is an unlabelled sample"
 UNIDENTIFIED = "not an image file PIL can read (unknown format, or the start of the file is damaged)"
 _FORMATS = "a .csv, a .tsv, a COCO captions .json, a folder of images with .txt captions, or WebDataset .tar shards"
 DATA_CACHE_ENV = "CLIPMEM_DATA_CACHE"
@@ -313,8 +315,9 @@ def _read_table(source: Path, fmt: str, img_key: str, caption_key: str) -> tuple
                 written=written,
                 path=full,
                 captions=captions,
-                sample_id=fields[columns[ID_COLUMN]].strip() if has_id else _derived_id(base, full, caption),
-                label=fields[columns[LABEL_COLUMN]] if has_label else None,
+                # an empty id cell gets the id a file without the column would give (the row was skipped)
+                sample_id=(fields[columns[ID_COLUMN]].strip() if has_id else "") or _derived_id(base, full, caption),
+                label=(fields[columns[LABEL_COLUMN]].strip() or None) if has_label else None,  # empty: unlabelled
                 problem=problem or (None if written else "filepath is empty"),
                 escapes=_escapes(base, written, full),
                 category=fields[columns[CLASS_COLUMN]].strip() if has_category else None,
@@ -847,7 +850,7 @@ def _problem(
     if has_label and rec.label is not None:  # a WebDataset sample without the key is unlabelled, not bad
         label = _parse_label(rec.label)
         if label is None:
-            return "bad is_miscaptioned value", f"{str(rec.label)[:40]!r} (use true/false, 1/0 or yes/no)"
+            return "bad is_miscaptioned value", f"{str(rec.label)[:40]!r} ({_LABEL_HINT})"
         rec.label = label
     id_problem = _id_problem(rec.sample_id)
     if id_problem:

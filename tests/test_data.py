@@ -778,3 +778,29 @@ def test_a_dataset_of_one_caption_is_read_with_a_warning(tmp_path, caplog):
         "every sample has the same caption ('clip art'): no ranking can tell a wrong caption from a right one"
     ]
     assert any("every sample has the same caption" in r.getMessage() for r in caplog.records)
+
+
+def test_a_ground_truth_given_for_some_rows_keeps_every_row(tmp_path):
+    """Curators mark the known mis-captions and leave the rest empty, and pandas writes a bool column with
+    gaps as 1.0/0.0: each of those rows was skipped as a "bad is_miscaptioned value", and the run trained on
+    the few marked ones. Empty cells are unlabelled samples now; the partial ground truth is left out."""
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        png(tmp_path / name)
+    marked = [{"filepath": "a.png", "caption": "a", "is_miscaptioned": "true"}]
+    marked += [{"filepath": f"{k}.png", "caption": k, "is_miscaptioned": ""} for k in "bcd"]
+    ds = read(table(tmp_path / "marked.csv", marked))
+    assert len(ds) == 4 and ds.skipped.empty and "is_miscaptioned" not in ds.samples.columns
+    assert any("is given for 1 of 4 samples" in w for w in ds.warnings)
+    forms = [("a.png", "1.0"), ("b.png", "0.0"), ("c.png", "T"), ("d.png", "n")]
+    rows = [{"filepath": f, "caption": f, "is_miscaptioned": v} for f, v in forms]
+    ds = read(table(tmp_path / "forms.csv", rows))
+    assert ds.skipped.empty and ds.samples["is_miscaptioned"].tolist() == [True, False, True, False]
+
+
+def test_an_id_column_with_empty_cells_keeps_those_rows_under_derived_ids(tmp_path):
+    for name in ("a.png", "b.png"):
+        png(tmp_path / name)
+    rows = [{"filepath": "a.png", "caption": "a", "id": "first"}, {"filepath": "b.png", "caption": "b", "id": ""}]
+    ds = read(table(tmp_path / "ids.csv", rows))
+    without = read(table(tmp_path / "noids.csv", [{"filepath": "b.png", "caption": "b"}]))
+    assert ds.skipped.empty and ds.samples["sample_id"].tolist() == ["first", without.samples["sample_id"].iloc[0]]
