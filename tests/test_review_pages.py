@@ -521,6 +521,11 @@ def test_reconcile_logic_refuses_non_leads_and_settles_with_the_typed_caption(ru
     reconcile.skip(brought_back, "s02")
     assert reconcile.current_item(items, brought_back)["sample_id"] == "s00"
     assert reconcile.votes(store, "run1", "s00")["suggested_caption"].tolist() == ["a blue circle", ""]
+    queue = reconcile.queue_table(items, load_run(run_dir).scores)
+    assert queue["sample"].tolist() == ["s00", "s02"] and queue["caption"].tolist() == [TRICKY, "caption 2"]
+    hinted = {}
+    reconcile.take_hint(hinted, "s02", "a hint's caption")
+    assert hinted == {reconcile.caption_key("s02"): "a hint's caption"}
     lead_session = {reconcile.caption_key("s00"): "a blue circle"}
     reconcile.settle(lead_session, store, "run1", "s00", "mis-captioned", "cy")
     assert reconcile.disagreements(store, "run1", None, show_resolved=False)["sample_id"].tolist() == ["s02"]

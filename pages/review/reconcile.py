@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pandas as pd
 import streamlit as st
 
@@ -140,13 +142,12 @@ with st.container(border=True):
         card,
         heading="**Captions of the most similar images** (take one as the accepted caption)",
         key=f"rhint_{sample_id}",
-        on_pick=lambda caption, sample_id=sample_id: ss.update({reconcile.caption_key(sample_id): caption}),
+        on_pick=partial(reconcile.take_hint, ss, sample_id),  # a lambda here held every rerun's page globals
     )
 
 if len(items) > 1:
     st.markdown(f"**Next disagreements** ({len(items) - 1})")
-    captions = dict(zip(run.scores["sample_id"], run.scores["caption"]))
-    ui.table(reconcile.queue_table(items[items["sample_id"] != sample_id], captions), empty="")
+    ui.table(reconcile.queue_table(items[items["sample_id"] != sample_id], run.scores), empty="")
 agreement_section()
 export_section()
 browser.enter_lets_go((reconcile.CAPTION_LABEL,))  # last: a script element above the card shifts its fields

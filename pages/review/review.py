@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import streamlit as st
 
@@ -125,7 +126,7 @@ else:
         card,
         heading="**Captions of the most similar images** (take one as the suggested caption)",
         key=f"hint_{sample_id}",
-        on_pick=lambda caption, sample_id=sample_id: review.use_hint(ss, sample_id, caption),
+        on_pick=partial(review.use_hint, ss, sample_id),
     )
     if not auth.blind():
         with st.expander("Other reviewers' verdicts on this sample"):
