@@ -334,11 +334,37 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     pools = held_out_pools(run.manifest.splits, run.manifest.protocol)
     summary["model_strength"] = model_strength(run.manifest.utility, pools)
     summary["compute"] = run.manifest.compute
+    summary["data"] = _data_notes(run)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
     print(_render_summary(summary))
     return 0
+
+
+def _data_notes(run) -> dict:
+    """What reading the data left out or warned about. The run logged it once, while it ran; a reader of
+    the summary days later would otherwise take the scores for the whole input."""
+    from .cache import SKIPPED
+
+    dataset = run.manifest.dataset
+    notes = {"samples": dataset.n_samples, "skipped": dataset.n_skipped, "excluded": dataset.n_excluded}
+    notes["skip_report"] = str(run.path / SKIPPED) if dataset.n_skipped else None
+    notes["warnings"] = [w for w in dataset.warnings if isinstance(w, str)]
+    return notes
+
+
+def _render_data_notes(notes: dict | None) -> list[str]:
+    if not notes or not (notes["skipped"] or notes["excluded"] or notes["warnings"]):
+        return []
+    from .formatting import fmt_number
+
+    read = [f"{fmt_number(notes['samples'])} samples scored"]
+    if notes["skipped"]:
+        read.append(f"{fmt_number(notes['skipped'])} rows skipped (each, with its reason, in {notes['skip_report']})")
+    if notes["excluded"]:
+        read.append(f"{fmt_number(notes['excluded'])} removed by the drop list (--exclude)")
+    return ["", "data: " + "; ".join(read), *(f"  note: {warning}" for warning in notes["warnings"])]
 
 
 def _table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> list[str]:
@@ -360,7 +386,7 @@ def _render_summary(summary: dict) -> str:
     columns = [c for c in next(iter(stats.values()), {}) if c != "count"]
     where = computed_on(summary.get("compute") or {})
     protocol = f"{summary['protocol']} protocol" + (f"; {where}" if where else "")
-    lines = [f"run {summary['run']} ({protocol})", "", "mean per split:"]
+    lines = [f"run {summary['run']} ({protocol})", *_render_data_notes(summary.get("data")), "", "mean per split:"]
     rows = [["samples", *(fmt_number(s["count"]) for s in stats.values())]]
     rows += [[column_label(c), *(fmt_number(s[c]["mean"], 4, signed=True) for s in stats.values())] for c in columns]
     lines += _table(["", *stats], rows)

@@ -488,6 +488,22 @@ def test_summary_warns_when_the_models_barely_learned(clipmem, tmp_path):
     assert strength["weak"] and strength["chance"] == pytest.approx(5 / 100)  # two folds of 100
 
 
+def test_summary_says_what_reading_the_data_left_out(clipmem, tmp_path):
+    run = fake_run(tmp_path, "partial", n=120)
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    manifest["dataset"].update(n_skipped=7, n_excluded=2, warnings=["3 of 120 samples have ground truth"])
+    (run.path / "manifest.json").write_text(json.dumps(manifest))
+    text = clipmem("summary", "--run", run.path).stdout
+    data_line = text.splitlines()[2]
+    assert data_line.startswith(f"data: {manifest['dataset']['n_samples']} samples scored; 7 rows skipped")
+    assert str(run.path / "skipped.csv") in data_line and "2 removed by the drop list" in data_line
+    assert "  note: 3 of 120 samples have ground truth" in text
+    data = json.loads(clipmem("summary", "--run", run.path, "--json").stdout)["data"]
+    assert data["skipped"] == 7 and data["warnings"] == ["3 of 120 samples have ground truth"]
+    clean = fake_run(tmp_path, "clean", n=120)
+    assert "data:" not in clipmem("summary", "--run", clean.path).stdout  # nothing left out: no line
+
+
 @pytest.mark.slow
 def test_an_import_with_blank_scores_says_how_many_each_score_leaves_blank(clipmem, tiny_run, noisy_shapes, tmp_path):
     scores = tiny_run.scores[["sample_id", "clip_score_heldout", "clipmem"]].copy()  # full protocol: none blank
