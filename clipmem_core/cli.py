@@ -548,9 +548,16 @@ def _team_decisions(run: Run) -> pd.DataFrame | None:
     return team if len(team) else None
 
 
+_JOINERS = frozenset("\u200c\u200d")  # zero-width (non-)joiners: part of emoji and many scripts, harmless
+
+
 def _cut(text: str, width: int) -> str:
-    """One line of at most ``width`` characters: a caption with newlines or of a paragraph kept the table readable."""
+    """One line of at most ``width`` characters: a caption with newlines or of a paragraph kept the table readable.
+
+    Other characters a terminal acts on are shown escaped, as ``\\u202e``: a web-scraped caption holding an
+    escape sequence or a right-to-left override otherwise recoloured the terminal or reversed the table's text."""
     flat = " ".join(str(text).split())
+    flat = "".join(c if c.isprintable() or c in _JOINERS else c.encode("unicode_escape").decode() for c in flat)
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 

@@ -387,10 +387,12 @@ def test_suspects_lists_the_most_suspicious_samples_first_and_writes_them_for_a_
     held_out = np.linspace(1.0, 0.0, n)  # low is suspicious: sample 29 first here too
     captions = [f"caption {i}" for i in range(n)]
     captions[29] = '=HYPERLINK("http://x")'
+    captions[28] = "a cat\u202e tac a\x1b[2J \U0001f469\u200d\U0001f4bb"  # override, escape sequence, emoji
     run = fake_run(tmp_path, "r", n=n, captions=captions, scores={"combined": combined, "clip_score_heldout": held_out})
     printed = clipmem("suspects", "--run", run.path, "--top", "3").stdout.splitlines()
     assert printed[0].split()[:3] == ["rank", "combined", "sample_id"]
     assert [line.split()[2] for line in printed[1:]] == ["s00029", "s00028", "s00027"]
+    assert printed[2].endswith("a cat\\u202e tac a\\x1b[2J \U0001f469\u200d\U0001f4bb")  # shown, not acted on
     by_held_out = clipmem("suspects", "--run", run.path, "--by", "CLIP_Score_Heldout", "--top", "2").stdout
     assert [line.split()[2] for line in by_held_out.splitlines()[1:]] == ["s00029", "s00028"]
     out = tmp_path / "suspects.csv"
