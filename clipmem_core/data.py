@@ -251,6 +251,8 @@ def _table_rows(text: str, fmt: str, source: Path) -> Iterator[list[str]]:
         lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
         yield from (line.split("\t") for line in lines if line.strip())
         return
+    if len(text) >= csv.field_size_limit():  # the reader refused the whole table over one 131,072-character field
+        csv.field_size_limit(len(text) + 1)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     start = 1  # the line the row being read starts on
     while True:

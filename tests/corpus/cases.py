@@ -207,6 +207,12 @@ def csv_bad_and_empty_ground_truth_values(ws):
     return ws.inject(ws.table(rows + extra))
 
 
+@case("ingest", valid=GOOD_ROWS + 1)  # Python's CSV reader refused the whole table over one field of 131,072+
+def csv_caption_of_200k_characters(ws):
+    rows = ws.rows()
+    return ws.inject(ws.table([*rows, {"filepath": rows[0]["filepath"], "caption": "a long " * 30_000}]))
+
+
 @case("ingest", valid=GOOD_ROWS)
 def csv_missing_images_and_folders_as_images(ws):
     rows = ws.rows()
