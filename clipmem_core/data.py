@@ -27,6 +27,7 @@ A COCO annotation that captions no sample is reported without a row number; its 
 
 from __future__ import annotations
 
+import ast
 import csv
 import hashlib
 import io
@@ -65,7 +66,7 @@ ID_COLUMN = "id"
 ID_ALIASES = ("id", "sample_id")
 LABEL_COLUMN = "is_miscaptioned"
 CLASS_COLUMN = "label"  # optional class of the image (e.g. a stamp's category): for linear probes, never trained on
-# optional: every caption of a sample with several, as a JSON list (the cleaned export of COCO data writes it)
+# optional: every caption of a sample with several, as a JSON or Python list (the cleaned export of COCO data writes it)
 CAPTIONS_COLUMN = "captions"
 SKIP_COLUMNS = ["row", "filepath", "caption", "reason"]
 SHOWN_REASONS = 4  # in a skip summary; the rest are counted together
@@ -381,18 +382,31 @@ def _id_alias(source: Path, header: list[str], taken: tuple[str, ...]) -> str | 
 
 
 def _all_captions(caption: str, listed: str) -> tuple[list[str], str | None]:
-    """The sample's captions: ``caption`` first, then the others of a ``captions`` cell (a JSON list of
-    strings); (captions, a problem with the cell or None). An empty cell means the one caption."""
+    """The sample's captions: ``caption`` first, then the others of a ``captions`` cell; (captions, a problem
+    with the cell or None). An empty cell means the one caption."""
     if not listed.strip():
         return [caption], None
+    values = _string_list(listed)
+    if values is None:
+        return [caption], f"{CAPTIONS_COLUMN} is not a list of strings (JSON or Python)"
+    others = [v.strip() for v in values if v.strip() and v.strip() != caption]
+    return [caption, *dict.fromkeys(others)], None
+
+
+def _string_list(listed: str) -> list[str] | None:
+    """A JSON list of strings, or a Python one: a list column that pandas wrote with ``to_csv`` reads
+    ``['a cat', "a dog's bowl"]``, and every such row was skipped. Read with ``ast.literal_eval``, which
+    evaluates literals only, never code; None for anything else."""
     try:
         values = json.loads(listed)
     except ValueError:
-        values = None
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        return [caption], f"{CAPTIONS_COLUMN} is not a JSON list of strings"
-    others = [v.strip() for v in values if v.strip() and v.strip() != caption]
-    return [caption, *dict.fromkeys(others)], None
+        try:
+            values = ast.literal_eval(listed.strip())
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return None
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+        return None
+    return list(values)
 
 
 def _field_count_problem(fields: list[str], expected: int) -> str | None:

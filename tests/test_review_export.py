@@ -116,13 +116,20 @@ def test_cleaned_csv_keeps_the_class_label_and_every_caption_of_a_sample_with_se
     assert dataset["label"].to_dict() == kept
 
 
-def test_a_captions_cell_that_is_not_a_json_list_is_a_skipped_row(tmp_path):
+def test_a_captions_cell_is_read_as_a_json_or_python_list_and_anything_else_is_a_skipped_row(tmp_path):
     (tmp_path / "a.png").write_bytes(b"")  # the row is refused before its image is read
-    (tmp_path / "d.csv").write_text('filepath,caption,captions\na.png,a cat,"not json"\na.png,a dog,\n')
+    frame = pd.DataFrame(
+        {
+            "filepath": ["a.png"] * 5,
+            "caption": ["a cat", "a dog", "a cow", "a hen", "an owl"],
+            "captions": ["not json", "", ["a cow", "a cow's calf"], '["a hen", "grass"]', "__import__('os')"],
+        }
+    )
+    frame.to_csv(tmp_path / "d.csv", index=False)  # pandas writes the list as ['a cow', "a cow's calf"]
     dataset = read_dataset(tmp_path / "d.csv", progress=False, check_images=False)
-    assert dataset.samples["captions"].tolist() == [["a dog"]]
-    [reason] = dataset.skipped["reason"].tolist()
-    assert reason == "captions is not a JSON list of strings"
+    assert dataset.samples["captions"].tolist() == [["a dog"], ["a cow", "a cow's calf"], ["a hen", "grass"]]
+    assert dataset.skipped["row"].tolist() == [1, 5]  # neither a list: the code is text, never run
+    assert set(dataset.skipped["reason"]) == {"captions is not a list of strings (JSON or Python)"}
 
 
 def test_cleaned_data_keeps_formula_like_cells_verbatim_and_round_trips(tmp_path, monkeypatch):
