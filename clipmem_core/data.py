@@ -28,6 +28,7 @@ A COCO annotation that captions no sample is reported without a row number; its 
 from __future__ import annotations
 
 import ast
+import codecs
 import csv
 import hashlib
 import io
@@ -226,12 +227,29 @@ def _compressed_shards(folder: Path, names: list[str]) -> ClipmemError:
     )
 
 
+# What a byte-order mark says the text is: Excel's "Unicode Text" and Windows tools save UTF-16 with one.
+# UTF-32's marks come first: its little-endian mark begins with UTF-16's.
+_MARKED_ENCODINGS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
 def _read_text(source: Path) -> str:
-    """The whole file as text (UTF-8, a byte-order mark dropped); ClipmemError if it is not UTF-8."""
+    """The whole file as text: UTF-8 (a byte-order mark dropped), or UTF-16/32 where a byte-order mark says
+    so, which was refused as "not UTF-8" although the mark names the encoding; ClipmemError otherwise."""
+    encoding = "utf-8-sig"
     try:
         data = source.read_bytes()
-        return data.decode("utf-8-sig")
+        encoding = next((name for mark, name in _MARKED_ENCODINGS if data.startswith(mark)), encoding)
+        return data.decode(encoding)
     except UnicodeDecodeError as exc:
+        if encoding != "utf-8-sig":
+            raise ClipmemError(
+                f"{source} is not valid {encoding.upper()} text (byte {exc.start}), as its byte-order mark says"
+            ) from None
         line = data.count(b"\n", 0, exc.start) + 1
         raise ClipmemError(f"{source} is not UTF-8 text (line {line}, byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:

@@ -103,10 +103,17 @@ def csv_not_utf8(ws):
     return ws.inject(ws.write("data.csv", b"filepath,caption\nimages/0.png,caf\xe9 au lait\n"))
 
 
-@case("ingest", error="is not a readable CSV table: line 3")
-def csv_field_over_the_csv_limit(ws):
+@case("ingest", valid=GOOD_ROWS)  # Excel's "Unicode Text": UTF-16 with a byte-order mark, tab-separated
+def tsv_utf16_with_byte_order_mark(ws):
     rows = ws.rows()
-    return ws.inject(ws.write("data.csv", f'filepath,caption\n{rows[0]["filepath"]},ok\nx.png,"{"y" * 200_000}"\n'))
+    body = "filepath\tcaption\r\n" + "".join(f"{r['filepath']}\tcafé {r['caption']}\r\n" for r in rows)
+    return ws.inject(ws.write("data.tsv", body.encode("utf-16")))
+
+
+@case("ingest", error="is not valid UTF-16 text")
+def csv_utf16_mark_on_other_bytes(ws):
+    ws.images(1)
+    return ws.inject(ws.write("data.csv", b"\xff\xfef\x00i\x00\x00\xd8"))  # a lone surrogate half
 
 
 @case("ingest", error="is a folder")
