@@ -884,10 +884,24 @@ def _how_to_go_on(args: argparse.Namespace) -> str:
     """What a stopped command's user does next: only `run` has --resume (an `import-run` stopped midway told
     its user to pass an option it refuses); an experiment picks up its finished runs by itself."""
     if hasattr(args, "resume"):
-        return "rerun with --resume to continue"
+        return _how_to_resume(Path(args.out), args.checkpoint_every)
     if args.command == "experiment":
         return "rerun the same command to continue"
     return "rerun the same command to start it again"
+
+
+def _how_to_resume(out: Path, checkpoint_every: float) -> str:
+    """Whether --resume has anything to continue from. It was suggested even where nothing had been written:
+    a stop while the data were read, or in a model's first minute of training, before its first checkpoint."""
+    from .cache import trained_nothing
+
+    if trained_nothing(out):
+        first = f"{checkpoint_every:g} s of training" if checkpoint_every else "its first epoch"
+        return (
+            f"nothing was saved yet (a model's first checkpoint is written after {first}, --checkpoint-every); "
+            "rerun the same command to start it again"
+        )
+    return "rerun with --resume to continue from the last checkpoint"
 
 
 class Terminated(KeyboardInterrupt):

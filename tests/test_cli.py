@@ -248,7 +248,8 @@ def test_a_stopped_command_says_how_to_resume_and_restores_the_handler(
         result = clipmem("run", "--data", shapes, "--out", tmp_path / "run")
     finally:
         signal.signal(signal.SIGINT, interrupt)
-    assert result.returncode == code and f"clipmem: {said}; rerun with --resume to continue" in result.stderr
+    assert result.returncode == code and f"clipmem: {said}; nothing was saved yet" in result.stderr
+    assert "after 60 s of training" in result.stderr and "--resume" not in result.stderr  # nothing to resume
     assert "Traceback" not in result.stderr
     assert signal.getsignal(signal.SIGTERM) is before  # a host calling main() keeps its own handler
 
@@ -265,21 +266,29 @@ def test_a_stopped_import_says_to_rerun_it_not_to_pass_an_option_it_refuses(clip
     assert "--resume" not in result.stderr and "Traceback" not in result.stderr
 
 
+def _wait_for(condition, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_sigterm_stops_a_real_training_cleanly(shapes, tmp_path):
     """From outside, mid-training, as a batch scheduler stops a job: exit 143, the resume hint, no traceback."""
     args = [sys.executable, "-m", "clipmem_core", "run", "--data", str(shapes), "--out", str(tmp_path / "run")]
-    args += ["--preset", "tiny", "--epochs", "2000"]
+    args += ["--preset", "tiny", "--epochs", "2000", "--checkpoint-every", "0"]  # a checkpoint every epoch
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env) as proc:
         seen = ""
         while "stage: train_h0" not in seen and proc.poll() is None:
             seen += proc.stderr.readline()
-        time.sleep(1)
+        _wait_for(lambda: (tmp_path / "run" / "checkpoints").is_dir() or proc.poll() is not None)
         proc.send_signal(signal.SIGTERM)
         rest = proc.stderr.read()
         assert proc.wait(timeout=60) == 143, seen + rest
-    assert "clipmem: terminated; rerun with --resume to continue" in rest and "Traceback" not in rest
+    assert "clipmem: terminated; rerun with --resume to continue from the last checkpoint" in rest
+    assert "Traceback" not in rest
+    assert (tmp_path / "run" / "checkpoints").is_dir()  # what --resume continues from
 
 
 @pytest.mark.slow

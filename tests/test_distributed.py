@@ -178,11 +178,20 @@ def _processes_naming(path: Path) -> list[int]:
 def test_sigterm_to_the_launcher_stops_every_process(shapes, tmp_path):
     """`kill` on `clipmem run --nproc 2` used to end the launcher alone: the workers trained on, orphaned."""
     out, log = tmp_path / "stopped", tmp_path / "stderr.log"
-    args = [sys.executable, "-m", "clipmem_core", *_run_args(shapes, out, epochs=2000), "--nproc", "2"]
+    args = [
+        sys.executable,
+        "-m",
+        "clipmem_core",
+        *_run_args(shapes, out, epochs=2000, checkpoint_every=0),
+        "--nproc",
+        "2",
+    ]
     with log.open("w") as stderr, subprocess.Popen(args, cwd=ROOT, env=_env(), stderr=stderr) as launcher:
         while "stage: train_h0" not in log.read_text() and launcher.poll() is None:
             time.sleep(0.2)
-        time.sleep(1)
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoints").is_dir() and launcher.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
         launcher.send_signal(signal.SIGTERM)
         code = launcher.wait(timeout=120)
     orphans = _processes_naming(out)
@@ -190,7 +199,7 @@ def test_sigterm_to_the_launcher_stops_every_process(shapes, tmp_path):
         os.kill(pid, signal.SIGKILL)
     assert code == 143, log.read_text()
     assert orphans == [], "workers outlived the launcher"
-    assert "clipmem: terminated; rerun with --resume to continue" in log.read_text()
+    assert "clipmem: terminated; rerun with --resume to continue from the last checkpoint" in log.read_text()
 
 
 @pytest.mark.slow
