@@ -295,6 +295,15 @@ def test_results_that_a_lead_list_would_change_say_so_when_it_is_not_set(run_dir
 
 def test_undated_rows_are_each_a_verdict_given_anew(run_dir, tmp_path, capsys):
     rows = [("s00", "ann", "correct", ""), ("s01", "ann", "correct", ""), ("s02", "bob", "correct", "")]
-    path = verdict_csv(tmp_path / "undated.csv", rows, ("sample_id", "reviewer", "verdict", "created_at"))
+    rows_columns = ("sample_id", "reviewer", "verdict", "created_at")
+    path = verdict_csv(tmp_path / "undated.csv", rows, rows_columns)
     assert main(["review", "import", "--run", str(run_dir), "--file", str(path)]) == 0
-    assert "imported 3 verdicts" in capsys.readouterr().out  # not 1 and "2 already held"
+    first = capsys.readouterr()
+    assert "imported 3 verdicts" in first.out and "note:" not in first.err  # not 1 and "2 already held"
+    assert main(["review", "import", "--run", str(run_dir), "--file", str(path)]) == 0
+    again = capsys.readouterr()
+    assert "imported 3 verdicts" in again.out  # still given anew: the file cannot say it is the same
+    assert "note: 3 undated rows say what the run's history already holds" in again.err
+    changed = verdict_csv(tmp_path / "changed.csv", [("s00", "ann", "mis-captioned", "")], rows_columns)
+    assert main(["review", "import", "--run", str(run_dir), "--file", str(changed)]) == 0
+    assert "note:" not in capsys.readouterr().err  # a new verdict, not a repeat

@@ -152,11 +152,32 @@ def _already_held(history: pd.DataFrame, frame: pd.DataFrame, kind: str) -> np.n
     return np.array(found, dtype=bool)
 
 
+def _undated_repeats(history: pd.DataFrame, frame: pd.DataFrame, kind: str) -> int:
+    """Undated rows that say what the run's history already says (who, on what, the verdict, caption and
+    note): each is added as given anew, and a file without times imported twice doubled the history
+    without a word. Counted, so the import can say so."""
+    columns = tuple(c for part in IMPORTS[kind] for c in part if c != "created_at")
+    undated = (
+        frame["created_at"].map(lambda value: given_at(value) is None)
+        if "created_at" in frame.columns
+        else pd.Series(True, index=frame.index)
+    )
+    if not undated.any() or history.empty:
+        return 0
+
+    def timeless(row: dict) -> tuple:
+        return (*(_text(row.get(c)) for c in columns if c != "verdict"), normalise_verdict(row["verdict"]))
+
+    seen = {timeless(row) for row in history.to_dict("records")}
+    return sum(timeless(row) in seen for row in frame[undated].to_dict("records"))
+
+
 class Imported(NamedTuple):
     kind: str  # "verdicts" or "resolutions"
     count: int
     left_out: int  # rows of samples the run does not hold (``skip_unknown_samples``)
     repeated: int  # rows the run's history already held
+    undated_repeats: int = 0  # undated rows, added anew, that say what the history already said
 
 
 def import_verdict_file(
@@ -188,13 +209,15 @@ def import_verdict_file(
         raise ClipmemError(f"{path}: nothing imported: {'; '.join(problems[:3])}{more}{hint}")
     history = store.verdicts(run.name) if kind == "verdicts" else store.resolutions(run.name, history=True)
     duplicate = _already_held(history, frame, kind)
+    undated_repeats = _undated_repeats(history, frame, kind)
     records = frame.loc[~duplicate].to_dict("records")
     try:
         add = store.add_verdicts if kind == "verdicts" else store.add_resolutions
         imported = add(run.name, records)
     except ClipmemError as exc:
         raise ClipmemError(f"{path}: nothing imported: {exc}") from None
-    return Imported(kind, imported, 0 if held is None else int((~held).sum()), int(duplicate.sum()))
+    left_out = 0 if held is None else int((~held).sum())
+    return Imported(kind, imported, left_out, int(duplicate.sum()), undated_repeats)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -206,6 +229,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     if done.repeated:
         same = "the same, given at the same time"
         print(f"left out {fmt_count(done.repeated, 'row')} the run's history already holds ({same})")
+    if done.undated_repeats:
+        print(
+            f"note: {fmt_count(done.undated_repeats, 'undated row')} say what the run's history already holds "
+            "(the same reviewer, sample and verdict) and were added again, as given now: without created_at "
+            "a row cannot be told from one imported before. An export has created_at; importing it twice "
+            "adds nothing.",
+            file=sys.stderr,
+        )
     return 0
 
 
