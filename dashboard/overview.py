@@ -288,8 +288,15 @@ def estimate_sentence(ranking: str, estimate: Estimate) -> str:
     )
 
 
-def estimate_hint(estimate: Estimate) -> str:
-    """What a team without ground truth can do to learn the number: judge a little of the random sample."""
+def estimate_hint(estimate: Estimate, open_sample: str | None = None) -> str:
+    """What a team without ground truth can do to learn the number: judge a little of the random sample,
+    or, where an open disagreement ends it (``open_sample``), settle that first: judging more cannot get
+    past it, and the page used to ask for more verdicts the team had already given."""
+    if open_sample is not None:
+        return (
+            f"The random sample stops at {open_sample}, where the reviewers disagree: a lead settles it on the "
+            f"Reconcile page, and the samples judged after it then count toward the estimate."
+        )
     needed = MIN_AUDIT - estimate.random_judged
     return (
         f"To estimate it, judge {fmt_count(needed, 'more sample' if estimate.random_judged else 'sample')} in the "
@@ -327,7 +334,8 @@ def summary_paragraph(
             "ranking, “Likely mis-captioned”, which puts the most suspicious first."
         )
         if estimate is not None:
-            lines.append(estimate_hint(estimate[1]))
+            open_row = estimate[1].random_open_row
+            lines.append(estimate_hint(estimate[1], None if open_row is None else scores["sample_id"].iloc[open_row]))
     if known:
         lines.append(estimate_sentence(*estimate))
     return " ".join(lines)

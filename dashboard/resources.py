@@ -31,7 +31,7 @@ from clipmem_core.learned import LearnedRanking, can_learn, fit_learned_ranking,
 from clipmem_core.metrics import best_detector, detection_summary
 from clipmem_core.review import ReviewStore, open_store
 from clipmem_core.review.decisions import COLUMNS, decided, visible_decisions
-from clipmem_core.review.estimate import Estimate, audit_order, ranking_name, run_estimate
+from clipmem_core.review.estimate import Estimate, audit_order, open_disagreements, ranking_name, run_estimate
 from clipmem_core.review.store import DB_URL_ENV
 from clipmem_core.scores import suspicion_order
 
@@ -290,7 +290,8 @@ def estimate(run: Run, decisions_table: pd.DataFrame) -> tuple[str, Estimate] | 
     name = ranking_name(run.scores)
     if name is None:
         return None
-    return name, run_estimate(run, decided(decisions_table), orders(run)[name], audit(run))
+    open_samples = open_disagreements(decisions_table)
+    return name, run_estimate(run, decided(decisions_table), orders(run)[name], audit(run), open_samples)
 
 
 def neighbour_search(run: Run) -> NeighbourSearch:

@@ -24,6 +24,7 @@ from clipmem_core.review.decisions import decisions
 from clipmem_core.review.estimate import (
     IS_CORRECT,
     IS_MISCAPTIONED,
+    IS_OPEN,
     MIN_AUDIT,
     UNJUDGED,
     estimate_miscaptioned,
@@ -407,6 +408,15 @@ def test_the_overview_gives_the_teams_estimate_once_a_random_sample_is_judged_an
         "number is not known; start with the default ranking, “Likely mis-captioned”, which puts the most "
         f"suspicious first. To estimate it, judge {MIN_AUDIT - 5} more samples in the Review page's “Random sample "
         "(for the estimate)” queue."
+    )
+    tied = codes.copy()
+    tied[audit[5]], tied[audit[6 : MIN_AUDIT + 10]] = IS_OPEN, IS_CORRECT  # judged past a tie
+    stuck = estimate_miscaptioned(ranking, tied, audit)
+    assert stuck.random_judged == 5 and stuck.random_open_row == audit[5] and stuck.top_open_row is None
+    text = overview.summary_paragraph("demo", run.manifest, run.scores, None, ("combined", stuck))
+    assert text.endswith(
+        f"The random sample stops at {run.scores['sample_id'].iloc[audit[5]]}, where the reviewers disagree: a lead "
+        "settles it on the Reconcile page, and the samples judged after it then count toward the estimate."
     )
     codes[audit[: MIN_AUDIT + 10]] = IS_CORRECT  # 30 random samples outside the top: none mis-captioned
     codes[ranking[:10]] = [IS_MISCAPTIONED] * 8 + [IS_CORRECT] * 2

@@ -258,6 +258,15 @@ def test_estimate_counts_the_judged_top_and_scales_the_judged_start_of_the_rando
     assert (report["ranking"], report["top_judged"], report["top_miscaptioned"]) == ("combined", 6, 3)
     assert (report["random_judged"], report["random_miscaptioned"], report["enough"]) == (29, 2, True)
     assert report["count"] == pytest.approx(3 + 2 / 29 * 34) and report["low"] < report["count"] < report["high"]
+    assert report["stopped_at_disagreement"] == {}
+    tie = verdict_csv(tmp_path / "tie.csv", [(rest[3], "bob", "mis-captioned")], ("sample_id", "reviewer", "verdict"))
+    assert main(["review", "import", "--run", str(run_dir), "--file", str(tie)]) == 0  # ann said correct: a tie
+    capsys.readouterr()
+    assert main(["review", "estimate", "--run", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 3 mis-captioned" in out and "not enough" in out  # the sample stops at the tie
+    assert f"the random sample stops at sample {rest[3]}: its reviewers disagree and no lead has settled it" in out
+    assert "the judged top stops" not in out  # it stops at s06, which nobody judged
 
 
 def test_not_a_run_exits_2(tmp_path, capsys):

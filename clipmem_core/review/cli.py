@@ -22,7 +22,15 @@ from ..errors import ClipmemError
 from ..formatting import fmt_count, fmt_number
 from .agreement import agreement_report
 from .decisions import changed_minds, decided, decisions
-from .estimate import MIN_AUDIT, audit_order, ranking_name, ranking_order, run_estimate
+from .estimate import (
+    MIN_AUDIT,
+    Estimate,
+    audit_order,
+    open_disagreements,
+    ranking_name,
+    ranking_order,
+    run_estimate,
+)
 from .export import FORMATS, KINDS, export, unescape_cell
 from .roles import LEADS_ENV, leads
 from .store import ReviewStore, given_at, open_store
@@ -310,15 +318,23 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         raise ClipmemError(f"{args.run} has no registered score to rank by")
     _note_counting_rule(store, run)
     _note_renamed(store, run)
-    verdicts = decided(decisions(store.current_verdicts(run.name), store.resolutions(run.name)))
-    estimate = run_estimate(run, verdicts, ranking_order(run, name))
+    table = decisions(store.current_verdicts(run.name), store.resolutions(run.name))
+    estimate = run_estimate(run, decided(table), ranking_order(run, name), open_samples=open_disagreements(table))
+    stops = _open_stops(run, estimate)
     if args.json:
-        print(json.dumps({"ranking": name, **asdict(estimate), "enough": estimate.enough}, indent=2))
+        record = {"ranking": name, **asdict(estimate), "enough": estimate.enough, "stopped_at_disagreement": stops}
+        print(json.dumps(record, indent=2))
         return 0
     print(
         f"judged top of {name}: {estimate.top_miscaptioned} mis-captioned in the first {estimate.top_judged}\n"
         f"random sample of the rest: {estimate.random_miscaptioned} of {estimate.random_judged} mis-captioned"
     )
+    for part, sample in stops.items():
+        print(
+            f"the {part} stops at sample {sample}: its reviewers disagree and no lead has settled it. Samples "
+            "judged after it count once it is settled (the Reconcile page, or `clipmem review import` of a "
+            "resolution)"
+        )
     if not estimate.enough:
         print(
             f"not enough for an estimate: judge at least {MIN_AUDIT} samples of the random order "
@@ -330,6 +346,12 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         f"(95% interval {estimate.low:.0f}-{estimate.high:.0f})"
     )
     return 0
+
+
+def _open_stops(run: Run, estimate: Estimate) -> dict[str, str]:
+    """{part of the estimate: the sample id} where an open disagreement ends that part."""
+    rows = {"judged top": estimate.top_open_row, "random sample": estimate.random_open_row}
+    return {part: str(run.scores["sample_id"].iloc[row]) for part, row in rows.items() if row is not None}
 
 
 def cmd_random_order(args: argparse.Namespace) -> int:

@@ -13,13 +13,15 @@ mis-captioned). Verdicts can, if they are drawn the right way. The estimate has 
   rest, with a Wilson interval, is the estimate of what the ranking's top did not find.
 
 "Unsure" verdicts count as neither: they end neither part, and leave the random sample's share as it is
-(the interval then assumes they split like the sure ones).
+(the interval then assumes they split like the sure ones). An open disagreement (reviewers tied, no lead's
+resolution) has no decision, so it ends a part like an unjudged sample; the estimate names the row where it
+does, because judging more samples cannot get past it, only settling it can.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +40,7 @@ MIN_AUDIT = 50
 Z_95 = 1.959963984540054
 
 UNJUDGED, IS_CORRECT, IS_MISCAPTIONED, IS_UNSURE = -1, 0, 1, 2
+IS_OPEN = -2  # judged, but the reviewers disagree and no lead has settled it: no decision, like UNJUDGED
 _CODES = {CORRECT: IS_CORRECT, MISCAPTIONED: IS_MISCAPTIONED, UNSURE: IS_UNSURE}
 
 
@@ -53,6 +56,8 @@ class Estimate:
     top_miscaptioned: int  # … and the mis-captioned samples in it
     random_judged: int  # sure verdicts in the random sample of the rest …
     random_miscaptioned: int  # … and how many of them are mis-captioned
+    top_open_row: int | None = None  # the row an open disagreement ends the judged top at, if one does
+    random_open_row: int | None = None  # likewise for the random sample
 
     @property
     def enough(self) -> bool:
@@ -65,9 +70,11 @@ def audit_order(n_samples: int, seed: int = AUDIT_SEED) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n_samples)
 
 
-def verdict_codes(n_samples: int, row_verdicts: Mapping[int, str]) -> np.ndarray:
-    """Row -> one of UNJUDGED, IS_CORRECT, IS_MISCAPTIONED, IS_UNSURE, from {row: decided verdict}."""
+def verdict_codes(n_samples: int, row_verdicts: Mapping[int, str], open_rows: Iterable[int] = ()) -> np.ndarray:
+    """Row -> one of UNJUDGED, IS_CORRECT, IS_MISCAPTIONED, IS_UNSURE, from {row: decided verdict}; IS_OPEN
+    for ``open_rows``, the samples the reviewers disagree on with no resolution."""
     codes = np.full(n_samples, UNJUDGED, dtype=np.int8)
+    codes[list(open_rows)] = IS_OPEN
     for row, verdict in row_verdicts.items():
         codes[row] = _CODES[verdict]
     return codes
@@ -83,13 +90,29 @@ def judged_start(order: np.ndarray, codes: np.ndarray, skip: np.ndarray | None =
         if skip is not None:
             rows = rows[~skip[rows]]
         block = codes[rows]
-        unjudged = np.flatnonzero(block == UNJUDGED)
+        unjudged = np.flatnonzero(block < 0)  # UNJUDGED or IS_OPEN: no decision
         if unjudged.size:
             parts.append(block[: unjudged[0]])
             break
         parts.append(block)
         start, size = start + size, size * 2
     return np.concatenate(parts) if parts else np.empty(0, dtype=codes.dtype)
+
+
+def _open_row_after(order: np.ndarray, codes: np.ndarray, length: int, skip: np.ndarray | None = None) -> int | None:
+    """The row that ends a judged start of ``length`` rows when it is an open disagreement, else None (the
+    start ran to the end of ``order``, or stopped at a sample nobody judged). Read in doubling chunks, as
+    `judged_start` reads."""
+    seen, start, size = 0, 0, 1024
+    while start < len(order):
+        rows = order[start : start + size]
+        if skip is not None:
+            rows = rows[~skip[rows]]
+        if seen + len(rows) > length:
+            row = int(rows[length - seen])
+            return row if codes[row] == IS_OPEN else None
+        seen, start, size = seen + len(rows), start + size, size * 2
+    return None
 
 
 def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
@@ -126,6 +149,8 @@ def estimate_miscaptioned(ranking: np.ndarray, codes: np.ndarray, audit: np.ndar
         top_miscaptioned=found,
         random_judged=len(sure),
         random_miscaptioned=hits,
+        top_open_row=_open_row_after(ranking, codes, len(top)),
+        random_open_row=_open_row_after(audit, codes, len(sample), skip=in_top),
     )
 
 
@@ -142,8 +167,19 @@ def ranking_order(run: Run, name: str) -> np.ndarray:
 
 
 def run_estimate(
-    run: Run, verdicts: Mapping[str, str], ranking: np.ndarray, audit: np.ndarray | None = None
+    run: Run,
+    verdicts: Mapping[str, str],
+    ranking: np.ndarray,
+    audit: np.ndarray | None = None,
+    open_samples: Iterable[str] = (),
 ) -> Estimate:
-    """The estimate for a run from {sample_id: decided verdict} (ids the run lacks are ignored)."""
+    """The estimate for a run from {sample_id: decided verdict} and the samples reviewers disagree on with no
+    resolution (`open_disagreements`); ids the run lacks are ignored."""
     rows = {run.row_of[sample]: verdict for sample, verdict in verdicts.items() if sample in run.row_of}
-    return estimate_miscaptioned(ranking, verdict_codes(len(run.scores), rows), audit)
+    open_rows = [run.row_of[sample] for sample in open_samples if sample in run.row_of]
+    return estimate_miscaptioned(ranking, verdict_codes(len(run.scores), rows, open_rows), audit)
+
+
+def open_disagreements(decisions_table: pd.DataFrame) -> list[str]:
+    """Samples with verdicts but no decision (`decisions.decisions`): reviewers tied, no lead resolved it."""
+    return decisions_table.index[decisions_table["verdict"].isna()].tolist()
