@@ -41,6 +41,7 @@ from dashboard.gallery import (
     gallery_page,
     gallery_title,
     learned_note,
+    learned_pending_note,
     page_count,
     page_rows,
     rows_with_verdict,
@@ -815,3 +816,11 @@ def test_the_learned_note_says_when_nothing_can_check_the_classifier_yet():
     assert "needs at least 2 correct ones" in unchecked and "follows Likely mis-captioned alone" in unchecked
     checked = learned_note(ranking(0.9, 0.5, 4))
     assert "cross-validated AUROC 0.9" in checked and "weight 0.50" in checked
+
+
+def test_the_learned_rankings_pending_note_says_whose_verdicts_it_counts():
+    """Blind mode learns from the viewer's own verdicts: "0 so far" read as if the team had called none."""
+    team = learned_pending_note(12)
+    assert "(12 so far): it learns from the team's verdicts" in team
+    own = learned_pending_note(3, blind=True)
+    assert "in the verdicts you can see (3 so far; in blind mode, your own)" in own and "team" not in own

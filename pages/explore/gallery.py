@@ -85,7 +85,7 @@ def gallery() -> None:
         key=state.SORT,
         bind="query-params",
         on_change=lambda: ss.update({state.PAGE: 1}),
-        help=None if LEARNED_KEY in options else learned_pending_note(ranking.miscaptioned),
+        help=None if LEARNED_KEY in options else learned_pending_note(ranking.miscaptioned, auth.blind()),
     )
     title.title(gallery_title(ss.get(state.SORT) or default_sort, options))
     if unknown:
