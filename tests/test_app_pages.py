@@ -285,7 +285,8 @@ def test_a_learned_ranking_is_offered_once_the_team_has_called_enough_samples_mi
     _judge_from_truth(store, run, MIN_MISCAPTIONED - 1)
     at = _app(reviewer="ann", page=navigation.GALLERY.path, run="judged")
     assert not [o for o in at.selectbox(key=state.SORT).options if o.startswith("Learned")]
-    pending = f"once {MIN_MISCAPTIONED} samples are called mis-captioned ({MIN_MISCAPTIONED - 1} so far)"
+    pending = f"once {MIN_MISCAPTIONED} samples are called mis-captioned in the verdicts you can see"
+    pending += f" ({MIN_MISCAPTIONED - 1} so far; in blind mode, your own)"
     assert pending in at.selectbox(key=state.SORT).help  # it says what is coming, and how far away it is
     waiting = _app(reviewer="ann", page=navigation.REVIEW.path, run="judged")
     assert any(pending in c.value for c in waiting.sidebar.caption)
