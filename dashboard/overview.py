@@ -428,6 +428,23 @@ def review_plan(
     return rule, max(1, min(likely_count(detection) or estimated or DEFAULT_BATCH, len(scores)))
 
 
+FIRST_BATCH_MAX = 200  # samples the Overview's button starts with: about ten minutes of verdicts
+
+
+def first_batch(count: int) -> tuple[int, str | None]:
+    """(the batch the Overview's button starts, a note when the plan takes more than one): a plan of 10,000
+    samples (the ground truth's count on a large run) started one batch of 10,000, which every verdict's
+    rerun then looked up in the review store whole."""
+    batch = min(count, FIRST_BATCH_MAX)
+    if batch == count:
+        return batch, None
+    batches = math.ceil(count / batch)
+    return batch, (
+        f"The plan is the top {fmt_number(count)}, in {fmt_number(batches)} batches of up to {batch}: the Review "
+        "page's “Next batch” goes on where one ends."
+    )
+
+
 def alignment_columns(scores: pd.DataFrame) -> tuple[str, str] | None:
     """(training-side, held-out) alignment columns: the registry's A pair, or the paper's A(f), A(g)."""
     for pair in (("align_train", "align_heldout"), ("align_f", "align_g")):

@@ -26,7 +26,7 @@ from clipmem_core.review import open_store
 from clipmem_core.review.estimate import audit_order, ranking_order, run_estimate
 from clipmem_core.review.verdicts import CORRECT
 from clipmem_core.testing import fake_run
-from dashboard import auth, compute, navigation, sidebar, state, ui
+from dashboard import auth, compute, navigation, overview, sidebar, state, ui
 from dashboard import embedding_map as emap
 from dashboard.gallery import DEFAULT_SORT, sort_orders
 
@@ -196,6 +196,16 @@ def test_overview_starts_in_plain_words_with_a_button_to_review_what_looks_wrong
     assert at.title[0].value == "Review · demo" and at.session_state["review_batch"] == 12
 
 
+def test_a_long_review_plan_starts_with_one_batch_and_says_how_many_follow(cache_root, monkeypatch):
+    """A plan of 10,000 (the ground truth's count on a large run) started one batch of 10,000."""
+    monkeypatch.setattr(overview, "FIRST_BATCH_MAX", 5)
+    at = _app(reviewer="ann")
+    button = next(b for b in at.main.button if b.label.startswith("Review the top 5 by"))
+    assert any(_plain(c.value).startswith("The plan is the top 12, in 3 batches of up to 5:") for c in at.caption)
+    button.click().run()
+    assert at.session_state["review_batch"] == 5 and at.session_state["review_batch_index"] == 0
+
+
 def test_the_overview_lists_the_skipped_rows_with_their_reasons(cache_root):
     run = load_run(cache_root / "other")
     pd.DataFrame(
@@ -314,7 +324,7 @@ def test_a_learned_ranking_is_offered_once_the_team_has_called_enough_samples_mi
 
 
 def test_the_random_queue_walks_one_fixed_order_and_its_verdicts_give_the_overview_an_estimate(cache_root):
-    from dashboard import overview, review
+    from dashboard import review
 
     run = fake_run(cache_root, "judged", n=120, seed=2)
     store = open_store(cache_root)

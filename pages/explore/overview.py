@@ -30,22 +30,25 @@ if rerank:
     st.info(overview.EARLIER_RECIPE, icon=":material/update:")
     st.code(rerank, language="bash")
 rule, count = overview.review_plan(run.scores, detection, estimate)
+batch, plan_note = overview.first_batch(count)
 progress = overview.review_progress(decisions)
 if progress:
     st.caption(progress)
 
 
 def _start_review() -> None:
-    st.session_state.update({review.SOURCE: rule, review.BATCH: count, review.BATCH_INDEX: 0})
+    st.session_state.update({review.SOURCE: rule, review.BATCH: batch, review.BATCH_INDEX: 0})
 
 
 if st.button(
-    f"Review the top {count:,} by “{column_label(rule)}”",
+    f"Review the top {batch:,} by “{column_label(rule)}”",
     type="primary",
     icon=":material/fact_check:",
     on_click=_start_review,
 ):
     navigation.go(navigation.REVIEW)
+if plan_note:
+    st.caption(plan_note)
 
 with st.container(horizontal=True):
     for label, value in overview.run_facts(run.manifest).items():
