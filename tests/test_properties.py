@@ -287,14 +287,14 @@ def import_or_refuse(review, data: bytes) -> None:
     path.write_bytes(data)
     before = stored_verdicts(store)
     try:
-        _, count, left_out, _ = import_verdict_file(store, run, path)
+        done = import_verdict_file(store, run, path)
     except ClipmemError as exc:
         assert str(exc).strip()
         assert stored_verdicts(store) == before, "a refused import wrote something"
         event("refused")
         return
     event("imported")
-    assert stored_verdicts(store) == before + count and left_out == 0  # all or nothing without the skip option
+    assert stored_verdicts(store) == before + done.count and done.left_out == 0  # all or nothing, no skip option
 
 
 @FAST
