@@ -615,23 +615,42 @@ def list_runs(cache_root: str | os.PathLike) -> list[RunInfo]:
     return infos
 
 
-def write_thumbnails(out: Path, images: Sequence[Image.Image], size: int = THUMBNAIL_SIZE) -> None:
-    """Write every thumbnail into a temp folder, then swap it in whole."""
+def write_thumbnails(
+    out: Path, images: Sequence[Image.Image], size: int = THUMBNAIL_SIZE, sources: Sequence[str] | None = None
+) -> None:
+    """Write every thumbnail into a temp folder, then swap it in whole.
+
+    ``sources`` (row i's image file): rows that share an image share its thumbnail, as a hard link (a copy
+    where the file system has none). A COCO-style table has a row per caption, five per image, and each
+    image was decoded and shrunk five times."""
     from tqdm.auto import tqdm
 
     final, staging = out / THUMB_DIR, out / f".{THUMB_DIR}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    first_row: dict[str, int] = {}
     try:
         for row in tqdm(range(len(images)), desc="thumbnails", unit="img", leave=False):
+            target = staging / f"{row}.jpg"
+            earlier = None if sources is None else first_row.setdefault(str(sources[row]), row)
+            if earlier is not None and earlier != row:
+                _link_or_copy(staging / f"{earlier}.jpg", target)
+                continue
             thumb = images[row].copy()
             thumb.thumbnail((size, size))
-            thumb.save(staging / f"{row}.jpg", quality=85)
+            thumb.save(target, quality=85)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def write_run(
@@ -682,7 +701,8 @@ def write_run(
             scores[column] = np.nan
     if images is not None:
         with stage("thumbnails"):
-            write_thumbnails(out, images, thumbnail_size)
+            sources = scores["filepath"].astype(str).tolist() if "filepath" in scores.columns else None
+            write_thumbnails(out, images, thumbnail_size, sources)
         files.append(THUMB_DIR)
     with stage("write"):
         arrays = {IMAGE_EMBEDDINGS: image_embeddings, TEXT_EMBEDDINGS: text_embeddings}

@@ -258,3 +258,36 @@ def test_a_run_still_being_computed_is_not_called_unfinished_nor_resumed_a_secon
         ClipmemError, match=r"unfinished \(no manifest.json yet\) \(unless it is still running on gpu-7\)"
     ):
         cache.load_run(folder)
+
+
+class _CountedImages:
+    """Images that count how often each row is read: a shared image must be shrunk once."""
+
+    def __init__(self, colours: list[tuple[int, int, int]]):
+        from PIL import Image
+
+        self.images = [Image.new("RGB", (40, 20), colour) for colour in colours]
+        self.reads: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, row: int):
+        self.reads.append(row)
+        return self.images[row]
+
+
+def test_rows_that_share_an_image_share_its_thumbnail(tmp_path):
+    from PIL import Image
+
+    images = _CountedImages([(255, 0, 0), (255, 0, 0), (0, 0, 255), (255, 0, 0)])
+    cache.write_thumbnails(tmp_path, images, 16, sources=["a.png", "a.png", "b.png", "a.png"])
+    assert images.reads == [0, 2]  # rows 1 and 3 are row 0's image: not decoded again
+    thumbs = tmp_path / cache.THUMB_DIR
+    assert sorted(p.name for p in thumbs.iterdir()) == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
+    assert (thumbs / "3.jpg").read_bytes() == (thumbs / "0.jpg").read_bytes() != (thumbs / "2.jpg").read_bytes()
+    assert (thumbs / "1.jpg").stat().st_ino == (thumbs / "0.jpg").stat().st_ino  # a link, not a copy
+    assert Image.open(thumbs / "2.jpg").size == (16, 8)
+    unnamed = _CountedImages([(255, 0, 0), (255, 0, 0)])
+    cache.write_thumbnails(tmp_path / "other", unnamed, 16)  # no sources: every row its own
+    assert unnamed.reads == [0, 1]
