@@ -787,10 +787,23 @@ def _tar_record(row: int, shard: Path, root: Path, sample: _TarSample, extract: 
     )
 
 
+def _unread_members(sample: _TarSample) -> str:
+    """Why members that may be the image were not read as one: an ``x.heic``, or an ``x.v2.jpg`` whose type
+    is ``v2.jpg`` (WebDataset's type is everything after the first dot), was called only "missing"."""
+    others = sorted(sample.kinds - {"txt", "json"})
+    if not others:
+        return ""
+    shown = ", ".join(f"{sample.key.rpartition('/')[2]}.{kind}" for kind in others)
+    return (
+        f" ({shown}: a member's type is everything after the first dot of its name, and clipmem reads "
+        f"{', '.join(sorted(_IMAGE_EXTS))})"
+    )
+
+
 def _tar_problem(sample: _TarSample, captions: list[str]) -> str | None:
     """A sample needs exactly one image and a caption source (an empty .txt is left to validation)."""
     if not sample.images:
-        return "image is missing"
+        return "image is missing" + _unread_members(sample)
     if len(sample.images) > 1:
         return f"several images ({', '.join(sample.images)})"
     if "txt" not in sample.texts and not captions:

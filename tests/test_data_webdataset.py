@@ -295,6 +295,17 @@ def test_bad_samples_are_skipped_with_reasons(tmp_path):
     assert ds.samples["filepath"].tolist() == ["bad.tar/ok.png"]
 
 
+def test_a_sample_whose_image_is_of_a_type_not_read_says_which_member_and_why(tmp_path):
+    members = [("ok.png", image_bytes()), ("ok.txt", "fine"), ("photo.heic", b"x"), ("photo.txt", "a photo")]
+    members += [("scan.v2.jpg", image_bytes(fmt="JPEG")), ("scan.txt", "a scan")]
+    ds = read(shard(tmp_path / "odd.tar", members))
+    assert ds.samples["filepath"].tolist() == ["odd.tar/ok.png"]
+    reasons = dict(zip(ds.skipped["filepath"], ds.skipped["reason"]))
+    assert reasons["odd.tar/photo"].startswith("image is missing (photo.heic: a member's type is everything after")
+    assert reasons["odd.tar/scan"].startswith("image is missing (scan.v2.jpg: a member's type")
+    assert "clipmem reads bmp, gif, jpeg, jpg, png, tif, tiff, webp)" in reasons["odd.tar/scan"]
+
+
 def test_fail_mode_names_the_shard_and_key(tmp_path):
     with pytest.raises(ClipmemError, match=r"^row 2 \(bad\.tar/noimage\): image is missing$"):
         read(bad_shard(tmp_path), on_error="fail")
