@@ -188,6 +188,17 @@ def read_dataset(
     )
 
 
+def _pattern_hint(source: Path) -> str:
+    """What to do with a wildcard the shell did not expand (it was quoted, or matched nothing): clipmem
+    expands brace ranges of shards only, and the user read "does not exist" as a missing file."""
+    if not any(char in source.name for char in "*?["):
+        return ""
+    return (
+        ": clipmem does not expand * ? [ ] wildcards. Give one table, a folder of .tar shards, or a brace range "
+        "of shards such as data/{000000..000009}.tar"
+    )
+
+
 def _read_records(
     source: Path, img_key: str, caption_key: str, progress: bool, extract_shards: bool
 ) -> tuple[str, Path, list[_Record], bool]:
@@ -195,7 +206,7 @@ def _read_records(
     if _BRACE.search(source.name):
         return _read_webdataset(_pattern_shards(source), progress, extract_shards)
     if not source.exists():
-        raise ClipmemError(f"dataset {source} does not exist")
+        raise ClipmemError(f"dataset {source} does not exist{_pattern_hint(source)}")
     if source.is_dir():
         shards = sorted(p for p in source.glob("*.tar") if p.is_file())
         if shards:

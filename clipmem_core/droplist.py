@@ -41,6 +41,8 @@ class Exclusion:
 def read_drop_list(path: str | os.PathLike) -> frozenset[str]:
     """The ids of a drop list file; a missing file, a table without ``sample_id`` or an unknown type is refused."""
     source = Path(path).expanduser()
+    if source.is_dir():
+        raise ClipmemError(f"drop list {source} is a folder; give the file of sample ids (.csv, .tsv, .parquet, .txt)")
     if not source.is_file():
         raise ClipmemError(f"drop list {source} does not exist")
     suffix = source.suffix.lower()

@@ -537,6 +537,18 @@ def option_tampered_init_checkpoint(ws):
     return ws.run_command(ws.table(ws.rows()), "--init-checkpoint", str(ws.inputs / "evil.pt"))
 
 
+@case("options", error="is a folder; give the file of sample ids")
+def option_exclude_given_a_folder(ws):
+    (ws.inputs / "drops").mkdir()
+    return ws.run_command(ws.table(ws.rows()), "--exclude", str(ws.inputs / "drops"))
+
+
+@case("ingest", error="clipmem does not expand * ? [ ] wildcards")
+def data_given_as_a_quoted_glob(ws):
+    ws.table(ws.rows())
+    return ws.inject(ws.inputs / "*.csv")
+
+
 @case("options", error="is unreadable")
 def option_garbage_init_checkpoint(ws):
     return ws.run_command(ws.table(ws.rows()), "--init-checkpoint", str(ws.write("junk.pt", b"\x80\x04junk")))
