@@ -716,14 +716,16 @@ def _shard_samples(shard: Path, out_dir: Path, bar: tqdm, extract: bool) -> tupl
             return [], f"shard {shard.name} is not a readable tar file ({exc})"
         if current is not None:
             current.problem = current.problem or "the shard breaks off inside this sample"
-        return list(samples.values()), _damage(shard, len(samples), f"({exc})")
+        return list(samples.values()), _damage(shard, len(samples), str(exc))
     if not _ends_cleanly(shard, end):
-        return list(samples.values()), _damage(shard, len(samples), f"at byte {end}")
+        return list(samples.values()), _damage(shard, len(samples), f"no end of archive at byte {end:,}")
     return list(samples.values()), None
 
 
-def _damage(shard: Path, n_samples: int, where: str) -> str:
-    return f"shard {shard.name} is truncated or damaged {where} after {n_samples} samples; the rest of it is lost"
+def _damage(shard: Path, n_samples: int, detail: str) -> str:
+    """E.g. "shard 003.tar is truncated or damaged after 1 sample (unexpected end of data); the rest of it is lost"."""
+    where = f"after {fmt_count(n_samples, 'sample')} ({detail})"
+    return f"shard {shard.name} is truncated or damaged {where}; the rest of it is lost"
 
 
 def _ends_cleanly(shard: Path, offset: int) -> bool:
