@@ -488,7 +488,7 @@ def _read_coco(source: Path) -> list[_Record]:
         file_name = image.get("file_name", "")
         written = file_name.strip() if isinstance(file_name, str) else ""
         full = _coco_image_path(base, written)
-        caps = captions.get(_coco_id(image.get("id")), [])
+        caps = list(dict.fromkeys(captions.get(_coco_id(image.get("id")), [])))  # a repeat, drawn twice as often
         problem = None if written else "image entry has no file_name (a string)"
         records.append(
             _Record(

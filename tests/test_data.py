@@ -153,6 +153,7 @@ def test_coco_multi_caption_and_images_folder(tmp_path):
             {"image_id": 9, "caption": "an orphan"},
             {"image_id": 2, "caption": "  "},
             "not an annotation",
+            {"image_id": 1, "caption": "first"},  # the same caption again: it was drawn twice as often in training
         ],
     }
     (tmp_path / "captions.json").write_text(json.dumps(coco))
