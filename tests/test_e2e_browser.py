@@ -248,6 +248,19 @@ def test_gallery_and_inspector_render_in_chromium(browser, server, tmp_path):
     assert elsewhere == []  # the page icon once came from fonts.gstatic.com
 
 
+def test_a_link_that_sorts_by_a_score_column_keeps_its_sort_on_reload(browser, server):
+    """``?sort=clipmem`` (as `clipmem suspects --by` names it) showed the sort, but the address lost it and a
+    reload went back to the default."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{server}/gallery?sort=clipmem")
+    page.get_by_role("heading", name="Most memorized").wait_for()
+    page.wait_for_url(lambda url: parse_qs(urlsplit(url).query).get("sort") == ["Highest CLIPMem"])
+    page.reload()
+    page.get_by_role("heading", name="Most memorized").wait_for()
+    page.close()
+
+
 def test_the_map_hovers_a_thumbnail_selects_a_box_and_clears_on_double_click(browser, server, served_cache, tmp_path):
     page = browser.new_page(viewport=SMALL)
     page.set_default_timeout(TIMEOUT_MS)

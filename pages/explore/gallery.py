@@ -71,7 +71,11 @@ def gallery() -> None:
     unknown = unknown_sort_note(asked, options, default_sort)
     linked = sort_for_link(asked, options)
     if linked is not None and options[linked] != asked and state.SORT not in ss:
-        ss[state.SORT] = linked  # ?sort=clipmem: the widget itself reads only its label from the URL
+        # ?sort=clipmem: the widget reads only its label from the address, so the address is rewritten to
+        # it, before the widget binds it, and read again (setting the widget's value instead showed the sort,
+        # but the address lost it, and a reload the sort)
+        st.query_params[state.SORT] = options[linked]
+        st.rerun()
     mask = filter_mask(run, resources.current_filters(run), decided(table), resources.selection())
     total = int(mask.sum())
     pages = page_count(total)
