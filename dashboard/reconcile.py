@@ -7,16 +7,17 @@ typed for the sample from the session state, which it takes as a plain mapping (
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from clipmem_core import ClipmemError, Run
 from clipmem_core.formatting import fmt_count, fmt_number
 from clipmem_core.review import ReviewStore, agreement_report, require_lead
 from clipmem_core.review.decisions import unresolved_disagreements
-from clipmem_core.review.export import export_frame, table_bytes
+from clipmem_core.review.export import export_frame, final_labels, table_bytes
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
 from .review import ONE_PRESS_AT_A_TIME
@@ -213,12 +214,23 @@ def open_disagreements(store: ReviewStore, run_name: str) -> list[str]:
 
 def export_files(
     store: ReviewStore, run: Run, allow_unresolved: bool, replace: bool = False
-) -> dict[str, tuple[str, bytes]]:
-    """Button label -> (file name, CSV bytes) of the cleaned dataset and the drop list, as the CLI writes them;
-    ``replace`` keeps a mis-captioned row under its accepted suggested caption (`--replace-with-suggestion`)."""
-    cleaned = export_frame(store, run, "cleaned", replace, allow_unresolved=allow_unresolved)
-    dropped = export_frame(store, run, "droplist", allow_unresolved=allow_unresolved)
+) -> dict[str, tuple[str, Callable[[], bytes]]]:
+    """Button label -> (file name, a function that makes the CSV bytes) of the cleaned dataset and the drop
+    list, as the CLI writes them; ``replace`` keeps a mis-captioned row under its accepted suggested caption
+    (`--replace-with-suggestion`).
+
+    The files are made when a button is pressed, not on every rerun: making the cleaned CSV of a 200k-sample
+    run took 3 s, and every resolution reran the page. The labels' counts come from the verdicts alone."""
+    labels = final_labels(store, run.name, allow_unresolved)
+    in_run = [sample in run.row_of for sample in labels["sample_id"]]  # the judged ones only, not the whole run
+    bad = labels[(labels["verdict"] == MISCAPTIONED).to_numpy() & np.array(in_run, dtype=bool)]
+    kept_under_caption = int(bad["caption"].map(lambda c: isinstance(c, str) and bool(c)).sum()) if replace else 0
+    cleaned_rows = len(run.scores) - len(bad) + kept_under_caption
+
+    def csv_of(what: str) -> Callable[[], bytes]:
+        return lambda: table_bytes(export_frame(store, run, what, replace, allow_unresolved), "csv")
+
     return {
-        f"Cleaned dataset ({fmt_count(len(cleaned), 'row')})": (f"{run.name}-cleaned.csv", table_bytes(cleaned, "csv")),
-        f"Drop list ({fmt_count(len(dropped), 'sample')})": (f"{run.name}-droplist.csv", table_bytes(dropped, "csv")),
+        f"Cleaned dataset ({fmt_count(cleaned_rows, 'row')})": (f"{run.name}-cleaned.csv", csv_of("cleaned")),
+        f"Drop list ({fmt_count(len(bad), 'sample')})": (f"{run.name}-droplist.csv", csv_of("droplist")),
     }
