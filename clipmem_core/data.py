@@ -165,6 +165,7 @@ def read_dataset(
         raise ClipmemError(
             f"{source} has no usable samples: all {len(skipped)} rows were skipped ({_top_reasons(skipped)})"
             + _where_paths_point(skipped, base)
+            + _through_a_link(Path(path).expanduser(), source)
             + _outside_root_hint(skipped, base)
             + _tables_inside(source)
         )
@@ -1010,6 +1011,17 @@ def _where_paths_point(skipped: list[tuple], base: Path) -> str:
         return ""
     looked_at = missing[0][3].partition(": ")[2]
     return f". Image paths are read relative to {base}; the first row's image was looked for at {looked_at}"
+
+
+def _through_a_link(given: Path, source: Path) -> str:
+    """When the data were named through a symbolic link: paths are read against the folder of the file the
+    link points to, and a user who linked a table in beside its images found every image "missing"."""
+    if given.absolute().parent.resolve() == source.parent:
+        return ""
+    return (
+        f" ({given} is a link to {source}: image paths are read against the folder of the file it points to; "
+        "copy the table beside its images instead of linking it there)"
+    )
 
 
 def _outside_root_hint(skipped: list[tuple], base: Path) -> str:

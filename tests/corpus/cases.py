@@ -97,6 +97,13 @@ def csv_repeated_column(ws):
     return ws.inject(ws.write("data.csv", "filepath,caption,caption\nimages/0.png,a,b\n"))
 
 
+@case("ingest", error="is a link to")
+def csv_linked_in_beside_its_images(ws):
+    target = ws.table(ws.rows(), name="elsewhere/data.csv")  # its paths are relative to in/, not in/elsewhere/
+    (ws.inputs / "data.csv").symlink_to(target)
+    return ws.inject(ws.inputs / "data.csv")
+
+
 @case("ingest", error="is not UTF-8 text")
 def csv_not_utf8(ws):
     ws.images(1)
