@@ -18,6 +18,11 @@ a sample of the unjudged rows, five cross-validation folds and the final fit) on
 against the cheapest classifier fit there is in the same run: one logistic regression on the verdicts
 alone, no unjudged rows and no cross-validation. Target: a refit in under a second.
 
+And it times one resolution on the Reconcile page, from the lead's key press to the next disagreement
+ready (the resolution written, the open disagreements listed, the next one's card, and the export
+buttons' labels), against the same steps with the export files made on every rerun, as the page did
+until the files were made on a button press: the baseline.
+
 Usage: python -m bench.bench_review [--n 100000] [--verdicts 40] [--judged 2000] [--others 20000]
 """
 
@@ -40,7 +45,7 @@ from clipmem_core.learned import feature_columns, feature_matrix, fit_learned_ra
 from clipmem_core.review import open_store
 from clipmem_core.scores import get_score
 from clipmem_core.testing import fake_scores
-from dashboard import review
+from dashboard import reconcile, review
 from dashboard.gallery import sort_orders
 
 TARGET_S = 0.150
@@ -109,6 +114,29 @@ def seed_store(store, run, reviewer: str, judged: int, others: int, skip: np.nda
     store.add_verdicts(run.name, records)
 
 
+def resolution_times(run, store, search: NeighbourSearch, rows: np.ndarray, files_every_rerun: bool) -> list[float]:
+    """Seconds per resolution, settling the disagreements on ``rows`` (ann said correct, bob mis-captioned)
+    one after another, as a lead pressing 1 on each does."""
+    ids = run.scores["sample_id"].to_numpy()[rows]
+    store.add_verdicts(run.name, [{"sample_id": s, "reviewer": "ann", "verdict": "correct"} for s in ids])
+    store.add_verdicts(run.name, [{"sample_id": s, "reviewer": "bob", "verdict": "mis-captioned"} for s in ids])
+    state: dict = {}
+    item = reconcile.current_item(reconcile.disagreements(store, run.name, None, False), state)
+    times = []
+    while item is not None:
+        start = time.perf_counter()
+        reconcile.settle(state, store, run.name, item["sample_id"], "mis-captioned", "lead", True)
+        item = reconcile.current_item(reconcile.disagreements(store, run.name, None, False), state)
+        if item is not None:
+            reconcile.votes(store, run.name, item["sample_id"])
+            review.card_data(run, item["sample_id"], lambda: search)
+        files = reconcile.export_files(store, run, allow_unresolved=True)
+        if files_every_rerun:
+            [make() for _, make in files.values()]
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def refit_times(scores, judged: int) -> dict[str, list[float]]:
     """Seconds per refit of the learned ranking, and per plain logistic regression on the same verdicts,
     from ``judged`` verdicts answered from the ground truth (the first rows of the combined ranking)."""
@@ -134,12 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verdicts", type=int, default=40, help="verdicts timed per path")
     ap.add_argument("--judged", type=int, default=2_000, help="the reviewer's verdicts already in the store")
     ap.add_argument("--others", type=int, default=20_000, help="other reviewers' verdicts already in the store")
+    ap.add_argument("--resolutions", type=int, default=20, help="disagreements settled per path")
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         scores = fake_scores(args.n, protocol="full")
-        visited = sort_orders(scores)[RULE][: 2 * (args.verdicts + 2)]
+        visited = sort_orders(scores)[RULE][: 2 * (args.verdicts + 2) + args.resolutions]
         run = build_run(Path(tmp), args.n, args.dim, visited)
         search = NeighbourSearch(run)
         search.index("image")  # loaded once per run in the dashboard
@@ -150,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
             seed_store(store, run, "ann", args.judged, args.others, visited)
             results[name] = session(run, store, search, "ann", args.verdicts, naive)
             store.close()
+        disputed = visited[-args.resolutions :]  # rows with image files that the review sessions did not judge
+        resolutions = {}
+        for name, every_rerun in (("dashboard", False), ("files made every rerun", True)):
+            store = open_store(url=f"sqlite:///{Path(tmp) / f'reconcile-{every_rerun}.sqlite'}")
+            resolutions[name] = resolution_times(run, store, search, disputed, every_rerun)
+            store.close()
     print(f"\n{args.verdicts} verdicts each; store: {args.judged:,} of the reviewer's, {args.others:,} others'")
     print(f"{'path':16s} {'median':>9s} {'p95':>9s}")
     for name, times in results.items():
@@ -158,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nspeed-up (median): {naive / ours:.1f}x")
     verdict = "meets" if ours <= TARGET_S else "MISSES"
     print(f"verdict -> next sample ready: {ours * 1000:.0f} ms median: {verdict} the {TARGET_S * 1000:.0f} ms target")
+    print(f"\nReconcile at {args.n:,} samples, {args.resolutions} resolutions per path:")
+    for name, times in resolutions.items():
+        print(
+            f"{name:22s} {statistics.median(times) * 1000:7.1f}ms median {np.percentile(times, 95) * 1000:7.1f}ms p95"
+        )
+    settle, baseline = (statistics.median(times) for times in resolutions.values())
+    print(f"files made every rerun / dashboard: {baseline / settle:.1f}x")
     refits = refit_times(scores, args.judged)
     print(f"\nlearned ranking at {args.n:,} samples, {args.judged:,} verdicts, median of {REFITS}:")
     for name, times in refits.items():
