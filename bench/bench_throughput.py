@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from open_clip.loss import ClipLoss
 
-from clipmem_core import pipeline
+from clipmem_core import image_list
 from clipmem_core.data import read_dataset
 from clipmem_core.device import autocast, cpu_has_native_bf16
 from clipmem_core.models import create_clip
@@ -75,12 +75,14 @@ def loader_rate(data: Path, model: str, batch: int, workers: int, in_memory: boo
     """Samples/s of the training DataLoader over ``batches`` batches (the first one, warm-up, not timed)."""
     dataset = read_dataset(data, progress=False, check_images=False, allow_outside_root=True)
     bundle = create_clip(model)
-    limit = pipeline.PRELOAD_LIMIT
-    pipeline.PRELOAD_LIMIT = len(dataset) if in_memory else 0  # the two paths a run takes, by its size
+    limit = image_list.PRELOAD_LIMIT
+    image_list.PRELOAD_LIMIT = len(dataset)  # the two paths a run takes, by its size: in memory, or read on demand
     try:
-        images = pipeline.ImageList(dataset.root, dataset.samples["filepath"], 4 * bundle.image_size)
+        images = image_list.ImageList(
+            dataset.root, dataset.samples["filepath"], 4 * bundle.image_size, preload=in_memory
+        )
     finally:
-        pipeline.PRELOAD_LIMIT = limit
+        image_list.PRELOAD_LIMIT = limit
     captions = [[c] for c in dataset.samples["caption"]]
     pairs = PairDataset(images, captions, bundle.train_transform, bundle.tokenizer)
     loader = _loader(pairs, TrainConfig(epochs=1, batch_size=batch, lr=1e-3, num_workers=workers))

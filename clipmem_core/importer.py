@@ -19,10 +19,11 @@ from .atomic import write_json
 from .data import Dataset, read_dataset, write_skip_report
 from .errors import ClipmemError
 from .formatting import fmt_count
-from .pipeline import ImageList, Stopwatch
+from .image_list import ImageList
 from .scores import MEASUREMENTS, derive_missing, registry, run_scores
 from .scores.combined import Combined, ranking_inputs
 from .splits import CANDIDATE, FOLD_PREFIX, SPLITS
+from .stopwatch import Stopwatch
 
 PROTOCOL = "imported"
 log = logging.getLogger("clipmem")
@@ -207,7 +208,7 @@ def import_run(
         log.info("%s", _ranking_note(frame, given=set(scores.columns), with_images=image_vectors is not None))
         _report_blank_scores(frame, set(scores.columns))
         dataset.skipped = _with_unscored(dataset, set(scores["sample_id"]))
-        images = ImageList(dataset.root, frame["filepath"])
+        images = ImageList(dataset.root, frame["filepath"], preload=False)  # each read once, for its thumbnail
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / cache.STATE_FILE, {"imported_from": str(scores_path)})
     write_skip_report(dataset, out_dir / cache.SKIPPED)

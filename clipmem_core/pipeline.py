@@ -9,7 +9,6 @@ the per-epoch checkpoints of every model.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -19,9 +18,7 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from importlib import metadata
 from pathlib import Path
@@ -30,77 +27,26 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
-from . import cache, distributed, shards
+from . import cache, distributed
 from .atomic import remove_stale_temps, write_json
 from .config import SPEED_ONLY, RunConfig, option_flag
-from .data import Dataset, decode_image, read_dataset, skip_summary, write_skip_report
+from .data import Dataset, read_dataset, skip_summary, write_skip_report
 from .device import pick_device, resolved_precision, slow_precision_warning
 from .droplist import Exclusion, apply_drop_list, read_drop_list
 from .errors import ClipmemError
+from .image_list import ImageList
 from .metrics import MIN_RECALL_PAIRS, retrieval_recall
 from .models import ClipBundle, create_clip, image_size_of
 from .retention import continued_config, retained_alignment
 from .scores import ScoringContext, compute_scores
 from .scoring import embed_gathered, mean_over_views, normalised, pair_cosines, shard_rows, view_alignments
 from .splits import EXTRA, PAPER_MODELS, SHARED, UNUSED, assign_folds, assign_splits, membership
+from .stopwatch import Stopwatch
 from .train import EpochCallback, PairLosses, TrainConfig, train_clip
 
 log = logging.getLogger("clipmem")
-PRELOAD_LIMIT = 50_000  # below this many images, decode them once and keep them in memory
 DOWNSCALE_FACTOR = 4  # images are kept at most this many times the model's input size
-
-
-class Stopwatch:
-    """Per-stage wall-clock seconds, logged as each stage starts so long runs show where they are."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        log.info("stage: %s", name)
-        started = time.perf_counter()
-        yield
-        self.seconds[name] = round(time.perf_counter() - started, 3)
-
-
-class ImageList(Sequence):
-    """Images of a dataset by row: decoded once if the dataset is small, read on demand otherwise.
-
-    Images are downscaled on load to ``max_side`` (a few times the model's input), so a folder of
-    posters costs memory for what the model sees, not for their full size. Images inside WebDataset
-    shards are found once (`shards.locate`: three integers a row, which forked loader workers share)
-    and then read at their offsets.
-    """
-
-    def __init__(self, root: Path, filepaths: Sequence[str], max_side: int | None = None):
-        self.root, self.filepaths, self.max_side = root, list(filepaths), max_side
-        self._where = shards.locate([root / p for p in self.filepaths])
-        self._cache: list[Image.Image] | None = None
-        if len(self.filepaths) <= PRELOAD_LIMIT:
-            bar = tqdm(range(len(self)), desc="load images", unit="img", leave=False, disable=not distributed.is_main())
-            self._cache = [self._load(row) for row in bar]
-
-    def _load(self, row: int) -> Image.Image:
-        path = self.root / self.filepaths[row]
-        member = self._where.member_bytes(row)
-        image = decode_image(path, lambda: path if member is None else io.BytesIO(member))
-        if self.max_side and max(image.size) > self.max_side:
-            image.thumbnail((self.max_side, self.max_side), Image.Resampling.BICUBIC)
-        return image
-
-    def __len__(self) -> int:
-        return len(self.filepaths)
-
-    def __getitem__(self, item):
-        if isinstance(item, slice):
-            return [self[i] for i in range(*item.indices(len(self)))]
-        return self._cache[item] if self._cache is not None else self._load(item)
-
-    def subset(self, rows: np.ndarray) -> list[Image.Image]:
-        return [self[int(r)] for r in rows]
 
 
 def versions() -> dict[str, str]:
@@ -578,7 +524,8 @@ def _compute(
     distributed.on_main(lambda: write_skip_report(dataset, out / cache.SKIPPED))  # the log names it now
     with timer.stage("splits"):
         log.info("%s protocol: %s", config.protocol, frame["split"].value_counts().sort_index().to_dict())
-        images = ImageList(dataset.root, frame["filepath"], DOWNSCALE_FACTOR * image_size_of(config.model))
+        max_side = DOWNSCALE_FACTOR * image_size_of(config.model)
+        images = ImageList(dataset.root, frame["filepath"], max_side, progress=distributed.is_main())
         captions = [list(c) for c in frame["captions"]]
     trained = np.stack(list(models.values()))
     fit_loss = np.full(trained.shape, np.nan, np.float32)

@@ -125,6 +125,12 @@ def test_commands_that_use_no_model_start_without_loading_torch(tmp_path):
     assert modules_loaded_by(_COMMANDS_WITHOUT_A_MODEL, heavy, cwd=tmp_path) == []
 
 
+def test_an_import_trains_nothing_and_loads_no_torch(tmp_path):
+    """`clipmem import-run` loaded torch through the pipeline module: 0.5 GB of memory and seconds of start-up."""
+    heavy = ("torch", "open_clip", "torchvision")
+    assert modules_loaded_by("import clipmem_core.importer", heavy, cwd=tmp_path) == []
+
+
 def test_the_cli_module_imports_no_data_library_before_its_interrupt_handler_exists(tmp_path):
     """pandas took 0.6 s of start-up when the package imported it; a Ctrl-C then printed a traceback."""
     heavy = ("pandas", "numpy", "torch")

@@ -12,7 +12,7 @@ from PIL import Image
 from clipmem_core import shards
 from clipmem_core.data import UNIDENTIFIED, load_image, read_dataset
 from clipmem_core.errors import ClipmemError
-from clipmem_core.pipeline import ImageList
+from clipmem_core.image_list import ImageList
 
 
 @pytest.fixture(autouse=True)
@@ -436,14 +436,12 @@ def test_the_content_hash_of_shards_read_in_place_follows_edits(tmp_path):
 
 @pytest.mark.parametrize("preload", [True, False])
 def test_a_runs_image_list_reads_members_at_their_offsets(tmp_path, monkeypatch, preload):
-    import clipmem_core.pipeline as pipeline
-
-    monkeypatch.setattr(pipeline, "PRELOAD_LIMIT", 100 if preload else 0)
     plain = tmp_path / "plain.png"
     Image.new("RGB", (8, 8), (9, 9, 9)).save(plain)
     ds = read(simple_shard(tmp_path / "s.tar", n=3))
     filepaths = [*ds.samples["filepath"], str(plain)]  # a shard's members beside a plain file
-    images = ImageList(ds.root, filepaths)
+    images = ImageList(ds.root, filepaths, preload=preload)
+    assert (images._cache is not None) == preload
     assert [images[i].getpixel((0, 0)) for i in range(4)] == [(0, 0, 0), (40, 0, 0), (80, 0, 0), (9, 9, 9)]
     where = images._where
     assert where.shard_of.tolist() == [0, 0, 0, -1] and where.member_bytes(3) is None

@@ -303,8 +303,7 @@ def test_models_go_to_the_gpus_in_turn_only_when_no_gpu_was_named(monkeypatch):
 def test_a_model_whose_process_fails_stops_the_run_with_a_clear_error(tmp_path, monkeypatch, capfd):
     from clipmem_core import pipeline
 
-    monkeypatch.setattr(pipeline, "PRELOAD_LIMIT", 0)  # the parent never opens the images; the worker does
-    images = pipeline.ImageList(tmp_path, ["missing.png"] * 4)
+    images = pipeline.ImageList(tmp_path, ["missing.png"] * 4, preload=False)  # the worker opens them, not the parent
     config = RunConfig(data="unused.csv", out=str(tmp_path / "out"), **SMALL).resolved()
     with pytest.raises(ClipmemError, match=r"training h0 in its own process failed .* rerun with --resume"):
         pipeline._train_in_parallel(config, {"h0": np.ones(4, bool)}, images, [["a"]] * 4, torch.device("cpu"))

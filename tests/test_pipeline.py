@@ -190,7 +190,7 @@ def test_huge_images_are_downscaled_on_load_so_a_run_never_holds_them_full_size(
     """Four 12000-px PNGs raised peak memory from 1.15 to 3.9 GB when full-size images were kept."""
     from PIL import Image
 
-    from clipmem_core.pipeline import ImageList
+    from clipmem_core.image_list import ImageList
 
     Image.new("RGB", (4000, 1000), "white").save(tmp_path / "wide.png")
     Image.new("RGB", (20, 10), "white").save(tmp_path / "small.png")
