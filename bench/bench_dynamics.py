@@ -44,9 +44,10 @@ import torch
 
 from bench.bench_detection import DEFAULT_PRESETS, make_run, mean_spread
 from clipmem_core.errors import ClipmemError
+from clipmem_core.image_list import ImageList
 from clipmem_core.metrics import detection_scores
 from clipmem_core.models import create_clip, image_size_of
-from clipmem_core.pipeline import DOWNSCALE_FACTOR, EpochEnd, ImageList
+from clipmem_core.pipeline import DOWNSCALE_FACTOR, EpochEnd
 from clipmem_core.scores._neighbourhood import csls, neighbour_agreement, per_model, same_modal
 from clipmem_core.scores.base import ScoringContext
 from clipmem_core.scores.combined import combine, members, scaling_groups

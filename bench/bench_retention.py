@@ -42,9 +42,10 @@ from clipmem_core import cache
 from clipmem_core.config import RunConfig
 from clipmem_core.errors import ClipmemError
 from clipmem_core.experiments.utility import load_models
+from clipmem_core.image_list import ImageList
 from clipmem_core.metrics import detection_scores
 from clipmem_core.models import image_size_of
-from clipmem_core.pipeline import DOWNSCALE_FACTOR, ImageList, train_config
+from clipmem_core.pipeline import DOWNSCALE_FACTOR, train_config
 from clipmem_core.retention import continued_config, retained_alignment, values_file
 from clipmem_core.scores import get_score
 from clipmem_core.scores.combined import combine, members, scaling_groups

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(job_path: Path) -> None:
-    from .pipeline import ImageList, _train_one
+    from .image_list import ImageList
+    from .pipeline import _train_one
 
     job = pickle.loads(job_path.read_bytes())  # written by this user's own clipmem run, in a 0700 folder
     torch.set_num_threads(job["threads"])
