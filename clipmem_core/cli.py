@@ -877,7 +877,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(f"clipmem: {stopped}; {_how_to_go_on(args)}", file=sys.stderr)
-        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+        code = 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+        if argv is None:  # the `clipmem` command itself, not a host calling main(): its process ends here
+            _end_at_once_on_another_interrupt(code)
+        return code
+
+
+def _end_at_once_on_another_interrupt(code: int) -> None:
+    """After a stop the command is over, but the interpreter's exit still runs the libraries' clean-up
+    (torch's exit handlers): a second Ctrl-C there printed a traceback. It now ends the process at once,
+    with the same exit status."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda signum, frame: os._exit(code))
 
 
 def _how_to_go_on(args: argparse.Namespace) -> str:

@@ -260,6 +260,24 @@ def test_a_stopped_command_says_how_to_resume_and_restores_the_handler(
     assert signal.getsignal(signal.SIGTERM) is before  # a host calling main() keeps its own handler
 
 
+def test_a_second_interrupt_while_a_stopped_command_exits_ends_it_at_once_without_a_traceback(tmp_path):
+    """Python's exit runs the libraries' clean-up after a stop: a second Ctrl-C there printed a traceback."""
+    probe = (
+        "import os, signal, sys, time\n"
+        "from clipmem_core import cli\n"
+        "def stopped(args): raise KeyboardInterrupt\n"
+        "cli._cmd_summary = stopped\n"
+        "sys.argv = ['clipmem', 'summary', '--run', 'anything']\n"
+        "code = cli.main()\n"
+        "os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while the process winds down\n"
+        "time.sleep(5)\n"
+        "print('still running')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 130 and "still running" not in done.stdout, done.stdout + done.stderr
+    assert done.stderr.strip() == "clipmem: interrupted; rerun the same command to start it again"
+
+
 def test_a_stopped_import_says_to_rerun_it_not_to_pass_an_option_it_refuses(clipmem, shapes, tmp_path, monkeypatch):
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
