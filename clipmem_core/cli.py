@@ -904,8 +904,10 @@ def _how_to_go_on(args: argparse.Namespace) -> str:
 def _how_to_resume(out: Path, checkpoint_every: float) -> str:
     """Whether --resume has anything to continue from. It was suggested even where nothing had been written:
     a stop while the data were read, or in a model's first minute of training, before its first checkpoint."""
-    from .cache import trained_nothing
+    from .cache import MANIFEST, trained_nothing
 
+    if (out / MANIFEST).is_file():  # stopped after the run's last write: nothing is lost
+        return f"the run in {out} had been written whole before the stop; nothing to resume"
     if trained_nothing(out):
         first = f"{checkpoint_every:g} s of training" if checkpoint_every else "its first epoch"
         return (

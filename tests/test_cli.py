@@ -278,6 +278,19 @@ def test_a_second_interrupt_while_a_stopped_command_exits_ends_it_at_once_withou
     assert done.stderr.strip() == "clipmem: interrupted; rerun the same command to start it again"
 
 
+def test_a_run_stopped_after_its_last_write_says_it_is_complete(clipmem, tmp_path, monkeypatch):
+    """A Ctrl-C after the manifest was written (the run done, its summary line not yet printed) said to resume."""
+
+    def written_then_stopped(config, resume=False):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("clipmem_core.pipeline.compute_clipmem", written_then_stopped)
+    done = fake_run(tmp_path, "done", n=20)  # a complete run folder, manifest last
+    result = clipmem("run", "--data", "unused.csv", "--out", done.path)
+    assert result.returncode == 130
+    assert f"the run in {done.path} had been written whole before the stop; nothing to resume" in result.stderr
+
+
 def test_a_stopped_import_says_to_rerun_it_not_to_pass_an_option_it_refuses(clipmem, shapes, tmp_path, monkeypatch):
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
