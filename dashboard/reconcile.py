@@ -111,6 +111,19 @@ def disagreements(store: ReviewStore, run_name: str, sample_ids: list[str] | Non
     return items if show_resolved else items[items["resolved_by"].isna()]
 
 
+def most_suspicious_first(items: pd.DataFrame, run: Run, order: np.ndarray) -> pd.DataFrame:
+    """The disagreements in the order of a ranking (row order, most suspicious first; the default ranking on
+    the page): they came in sample-id order, a hash, and the lead met the most suspicious one fifth of seven.
+    A sample the run does not hold comes last."""
+    if items.empty:
+        return items
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    rows = [run.row_of.get(sample) for sample in items["sample_id"]]
+    keys = np.array([len(order) if row is None else position[row] for row in rows])
+    return items.iloc[np.argsort(keys, kind="stable")].reset_index(drop=True)
+
+
 def current_item(items: pd.DataFrame, state: Mapping[str, Any]) -> pd.Series | None:
     """The disagreement to settle now: the first not skipped, else the one skipped longest ago (so Skip goes
     on round the queue; it stayed on the first once every one had been skipped)."""
@@ -210,6 +223,16 @@ def settled_line(state: Mapping[str, Any], run_name: str) -> str | None:
 def open_disagreements(store: ReviewStore, run_name: str) -> list[str]:
     """Samples whose reviewers disagree and no lead has resolved: what blocks an export."""
     return unresolved_disagreements(store.current_verdicts(run_name), store.resolutions(run_name))
+
+
+def accepted_captions_left_out(store: ReviewStore, run_name: str) -> int:
+    """Resolutions of mis-captioned samples that carry an accepted caption: the default export drops those
+    samples, and a lead who had typed the caption found it nowhere in the cleaned CSV."""
+    resolutions = store.resolutions(run_name)
+    if resolutions.empty:
+        return 0
+    captions = resolutions.loc[resolutions["verdict"] == MISCAPTIONED, "caption"]
+    return int(captions.map(lambda c: isinstance(c, str) and bool(c.strip())).sum())
 
 
 def export_files(

@@ -523,6 +523,11 @@ def test_reconcile_logic_refuses_non_leads_and_settles_with_the_typed_caption(ru
     assert reconcile.votes(store, "run1", "s00")["suggested_caption"].tolist() == ["a blue circle", ""]
     queue = reconcile.queue_table(items, load_run(run_dir).scores)
     assert queue["sample"].tolist() == ["s00", "s02"] and queue["caption"].tolist() == [TRICKY, "caption 2"]
+    run = load_run(run_dir)
+    s02_first = np.array([run.row_of["s02"], *[r for r in range(len(run.scores)) if r != run.row_of["s02"]]])
+    assert reconcile.most_suspicious_first(items, run, s02_first)["sample_id"].tolist() == ["s02", "s00"]
+    ghost = pd.concat([items, items.head(1).assign(sample_id="gone")], ignore_index=True)  # not in the run: last
+    assert reconcile.most_suspicious_first(ghost, run, s02_first)["sample_id"].tolist() == ["s02", "s00", "gone"]
     hinted = {}
     reconcile.take_hint(hinted, "s02", "a hint's caption")
     assert hinted == {reconcile.caption_key("s02"): "a hint's caption"}
@@ -564,8 +569,12 @@ def test_the_lead_downloads_the_cleaned_csv_and_the_drop_list_once_disagreements
     assert cleaned_name == "run1-cleaned.csv" and cleaned_lines[0] == "filepath,caption,id,is_miscaptioned"
     assert len(cleaned_lines) == 1 + 4  # the label's count, made without the file
     assert drop().decode().splitlines() == ["sample_id", "s00"]
+    waiting = "1 resolution carries an accepted caption: tick the box above to keep those samples under it"
+    assert any(waiting in c.value for c in at.caption)  # the lead's caption would otherwise vanish unseen
+    assert reconcile.accepted_captions_left_out(store, "run1") == 1
     at.checkbox(key="export_replace").check().run()  # keep s00 under the caption ann suggested
     assert at.get("download_button")[0].proto.label == "Cleaned dataset (5 rows)"
+    assert not any(waiting in c.value for c in at.caption)
     kept = reconcile.export_files(store, load_run(run_dir), allow_unresolved=False, replace=True)
     rows = kept["Cleaned dataset (5 rows)"][1]().decode().splitlines()
     assert len(rows) == 1 + 5

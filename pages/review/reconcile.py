@@ -10,6 +10,7 @@ import streamlit as st
 from clipmem_core.formatting import fmt_count
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
 from dashboard import auth, browser, reconcile, resources, review, ui
+from dashboard.gallery import DEFAULT_SORT
 from dashboard.text import md
 
 run, store = resources.run_and_store()
@@ -27,6 +28,10 @@ scope = left.selectbox("Scope", list(scopes), format_func=scopes.get)
 show_resolved = right.toggle("Show resolved ones too", value=False, key="reconcile_show_resolved")
 sample_ids = reconcile.scope_samples(store, scope)
 items = reconcile.disagreements(store, run.name, sample_ids, show_resolved)
+rankings = resources.orders(run)
+ranked_by = DEFAULT_SORT if DEFAULT_SORT in rankings else next(iter(rankings), None)
+if ranked_by is not None:
+    items = reconcile.most_suspicious_first(items, run, rankings[ranked_by])
 item = reconcile.current_item(items, ss)
 
 
@@ -56,10 +61,17 @@ def export_section() -> None:
     if open_ones and not allow:
         return
     replace = st.checkbox(
-        "Keep mis-captioned samples that have a suggested caption, under that caption",
+        "Keep mis-captioned samples that have an accepted caption, under that caption",
         key="export_replace",
-        help="Otherwise every sample judged mis-captioned is dropped. The CLI's --replace-with-suggestion.",
+        help="The caption a lead accepted when resolving, else the reviewers' suggestion. Otherwise every sample "
+        "judged mis-captioned is dropped. The CLI's --replace-with-suggestion.",
     )
+    waiting = reconcile.accepted_captions_left_out(store, run.name) if not replace else 0
+    if waiting:
+        st.caption(
+            f"{fmt_count(waiting, 'resolution')} {'carries' if waiting == 1 else 'carry'} an accepted caption: "
+            "tick the box above to keep those samples under it, or they are dropped."
+        )
     files = reconcile.export_files(store, run, allow, replace)
     st.caption(
         "The cleaned CSV has the columns clipmem reads (filepath relative to the dataset root, caption, id, and "
@@ -126,7 +138,12 @@ with st.container(border=True):
         if resolution:
             st.caption(md(resolution))
         ss.setdefault(reconcile.caption_key(sample_id), reconcile.default_caption(item))
-        st.text_input(reconcile.CAPTION_LABEL, key=reconcile.caption_key(sample_id))
+        st.text_input(
+            reconcile.CAPTION_LABEL,
+            key=reconcile.caption_key(sample_id),
+            help="The cleaned CSV keeps the sample under this caption when the Export's “Keep … under that "
+            "caption” box is ticked; otherwise a mis-captioned sample is dropped.",
+        )
         with st.container(horizontal=True, gap="small"):  # wraps rather than cut a label short
             for verdict in VERDICTS:
                 st.button(
