@@ -184,19 +184,25 @@ def empty_note(verdict_filter: str | None, blind: bool) -> str:
     return "No sample matches the filters."
 
 
-def learned_pending_note(miscaptioned: int, blind: bool = False) -> str:
+def learned_pending_note(miscaptioned: int, blind: bool = False, at_batch_start: bool = False) -> str:
     """Why the learned ranking is not offered yet, and how far away it is: a curator cannot use what the
     dashboard never mentions. In blind mode it learns only from the viewer's own verdicts, and "0 so far"
-    read as if the team had called none."""
+    read as if the team had called none. ``at_batch_start``: the Review page counts the verdicts once a batch
+    (a key press must not refit), and a live-looking count that stood still for the whole batch misled."""
+    so_far = (
+        f"{miscaptioned} when this batch began; it joins at a next batch"
+        if at_batch_start
+        else (f"{miscaptioned} so far")
+    )
     if blind:
         return (
             f"“{LEARNED_LABEL}” joins these once {MIN_MISCAPTIONED} samples are called mis-captioned in the "
-            f"verdicts you can see ({miscaptioned} so far; in blind mode, your own): it learns from them how this "
+            f"verdicts you can see ({so_far}; in blind mode, your own): it learns from them how this "
             "dataset's mis-captions look."
         )
     return (
         f"“{LEARNED_LABEL}” joins these once {MIN_MISCAPTIONED} samples are called mis-captioned "
-        f"({miscaptioned} so far): it learns from the team's verdicts how this dataset's mis-captions look."
+        f"({so_far}): it learns from the team's verdicts how this dataset's mis-captions look."
     )
 
 

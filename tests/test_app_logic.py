@@ -824,3 +824,5 @@ def test_the_learned_rankings_pending_note_says_whose_verdicts_it_counts():
     assert "(12 so far): it learns from the team's verdicts" in team
     own = learned_pending_note(3, blind=True)
     assert "in the verdicts you can see (3 so far; in blind mode, your own)" in own and "team" not in own
+    batch = learned_pending_note(7, at_batch_start=True)  # the Review page counts once a batch, not per key
+    assert "(7 when this batch began; it joins at a next batch)" in batch

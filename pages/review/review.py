@@ -30,7 +30,7 @@ source = st.sidebar.radio(
     "Queue", list(queues), format_func=queues.get, key=review.SOURCE, on_change=review.queue_changed, args=(ss,)
 )
 if LEARNED_KEY not in queues:
-    st.sidebar.caption(learned_pending_note(ranking.miscaptioned, auth.blind()))
+    st.sidebar.caption(learned_pending_note(ranking.miscaptioned, auth.blind(), at_batch_start=True))
 session_id = None
 if source == review.ASSIGNED:
     sessions = review.session_labels(store, run.name)
