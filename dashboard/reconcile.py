@@ -20,7 +20,7 @@ from clipmem_core.review.decisions import unresolved_disagreements
 from clipmem_core.review.export import export_frame, final_labels, table_bytes
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
-from .review import ONE_PRESS_AT_A_TIME
+from .review import one_press_at_a_time
 
 WHOLE_RUN = None  # the scope that is not a session
 SKIPPED = "reconcile_skipped"
@@ -179,6 +179,7 @@ def default_caption(item: pd.Series) -> str:
     return item["suggestions"][0] if item["suggestions"] else ""
 
 
+@one_press_at_a_time  # two quick presses may call back in two threads at once
 def settle(
     state: MutableMapping[str, Any],
     store: ReviewStore,
@@ -193,13 +194,12 @@ def settle(
     With ``only_if_open``, a sample already resolved is left alone: a key pressed again before the next
     disagreement has arrived must not settle the one just settled a second time.
     """
-    with ONE_PRESS_AT_A_TIME:  # two quick presses may call back in two threads at once
-        if only_if_open and sample_id in set(store.resolutions(run_name)["sample_id"]):
-            return
-        caption = state.get(caption_key(sample_id)) if verdict == MISCAPTIONED else None
-        resolution_id = store.resolve(run_name, sample_id, verdict, lead, caption=caption or None)
-        state[LAST] = {"run": run_name, "sample_id": sample_id, "verdict": verdict, "id": resolution_id}
-        state.pop(BACK, None)
+    if only_if_open and sample_id in set(store.resolutions(run_name)["sample_id"]):
+        return
+    caption = state.get(caption_key(sample_id)) if verdict == MISCAPTIONED else None
+    resolution_id = store.resolve(run_name, sample_id, verdict, lead, caption=caption or None)
+    state[LAST] = {"run": run_name, "sample_id": sample_id, "verdict": verdict, "id": resolution_id}
+    state.pop(BACK, None)
 
 
 def undo(state: MutableMapping[str, Any], store: ReviewStore, lead: str) -> None:

@@ -14,6 +14,7 @@ reviewer's batch in a review session. The random sample walks the run in one see
 
 from __future__ import annotations
 
+import functools
 import itertools
 import statistics
 import threading
@@ -154,6 +155,24 @@ def blind_mode_locked(reviewer: str) -> bool:
     return not is_lead(reviewer)
 
 
+ONE_PRESS_AT_A_TIME = threading.Lock()
+"""Held while a press is checked and stored. Why: two quick presses ran their callbacks in two threads at
+once (seen in chromium: the same verdict stored twice, 20 ms apart), each reading the history before the
+other had written, so neither the session's record nor the store's could tell the second press."""
+
+
+def one_press_at_a_time(callback: Callable[..., None]) -> Callable[..., None]:
+    """A click callback that holds ``ONE_PRESS_AT_A_TIME`` while it runs."""
+
+    @functools.wraps(callback)
+    def locked(*args: Any, **kwargs: Any) -> None:
+        with ONE_PRESS_AT_A_TIME:
+            callback(*args, **kwargs)
+
+    return locked
+
+
+@one_press_at_a_time
 def record(
     state: MutableMapping[str, Any],
     store: ReviewStore,
@@ -169,26 +188,6 @@ def record(
     The verdict goes on the undo stack, its time on the reviewer's pace. A second press for the sample just
     judged (a key pressed again before the next card has arrived) is ignored: the first one counts.
     """
-    with ONE_PRESS_AT_A_TIME:
-        _record(state, store, run_name, sample_id, reviewer, verdict, session_id, now)
-
-
-ONE_PRESS_AT_A_TIME = threading.Lock()
-"""Held while a press is checked and stored. Why: two quick presses ran their callbacks in two threads at
-once (seen in chromium: the same verdict stored twice, 20 ms apart), each reading the history before the
-other had written, so neither the session's record nor the store's could tell the second press."""
-
-
-def _record(
-    state: MutableMapping[str, Any],
-    store: ReviewStore,
-    run_name: str,
-    sample_id: str,
-    reviewer: str,
-    verdict: str,
-    session_id: int | None,
-    now: float | None,
-) -> None:
     last = state.get(LAST)
     if last and (last["run"], last["sample_id"]) == (run_name, sample_id):
         return
