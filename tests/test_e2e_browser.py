@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -356,7 +357,8 @@ def _press_and_wait_for_the_next(page, key: str) -> str:
 def _assert_verdict_buttons_readable(page, labels: list[str]) -> None:
     """Each verdict button shows its whole word at 1280x800: visible, and no label cut short."""
     for label in labels:
-        button = page.get_by_role("button", name=label, exact=False).first
+        # the name starts with the word (the key hint follows it); a field's help icon names it in passing
+        button = page.get_by_role("button", name=re.compile(rf"^{re.escape(label)}", re.IGNORECASE)).first
         button.wait_for(state="visible")
         cut = button.evaluate("b => [b, ...b.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1)")
         assert not cut and label in button.inner_text(), (label, button.inner_text())
