@@ -343,10 +343,13 @@ def last_recorded(state: Mapping[str, Any], run_name: str) -> dict | None:
 
 
 def queue_changed(state: MutableMapping[str, Any]) -> None:
-    """The queue radio's callback: the next run releases the radio's keyboard focus, and the line about an
-    undo (which named a sample of the queue left) goes."""
+    """The queue radio's callback: the next run releases the radio's keyboard focus, and another queue ends
+    the undo, as leaving the page does. U took back a verdict on a sample of the queue left, which the new
+    queue could not show, and the line under the buttons went on naming it."""
     state[QUEUE_CHOSEN] = True
-    state.pop(UNDONE, None)
+    forget_undo(state)
+    for key in (UNDONE, LAST):
+        state.pop(key, None)
 
 
 def recorded_line(state: Mapping[str, Any], run_name: str) -> str | None:

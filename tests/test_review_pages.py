@@ -237,6 +237,16 @@ def test_leaving_the_review_page_ends_the_undo(run_dir):
     assert any(plain(c.value) == "Recorded correct for s00." for c in at.caption)  # no "Press U" beside it
 
 
+def test_another_queue_ends_the_undo(run_dir):
+    """U took back a verdict on a sample of the queue left, which the new queue could not show."""
+    at = page(REVIEW, run_dir)
+    verdict_button(at, "correct").click().run()
+    assert not at.button(key="review_undo").disabled
+    at.radio(key=review.SOURCE).set_value(review.AUDIT).run()
+    assert at.button(key="review_undo").disabled
+    assert not [c for c in at.caption if "Recorded" in plain(c.value)]
+
+
 def test_progress_shows_the_reviewers_pace():
     batch = review.Batch(["a"] * 20, 32, 12)
     assert review.progress_line(batch, None).startswith("12 of 32 in this batch")
