@@ -342,7 +342,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_notes(run) -> dict:
+def _data_notes(run: Run) -> dict:
     """What reading the data left out or warned about. The run logged it once, while it ran; a reader of
     the summary days later would otherwise take the scores for the whole input."""
     from .cache import SKIPPED

@@ -189,11 +189,8 @@ def learned_pending_note(miscaptioned: int, blind: bool = False, at_batch_start:
     dashboard never mentions. In blind mode it learns only from the viewer's own verdicts, and "0 so far"
     read as if the team had called none. ``at_batch_start``: the Review page counts the verdicts once a batch
     (a key press must not refit), and a live-looking count that stood still for the whole batch misled."""
-    so_far = (
-        f"{miscaptioned} when this batch began; it joins at a next batch"
-        if at_batch_start
-        else (f"{miscaptioned} so far")
-    )
+    when = "when this batch began; it joins at a next batch" if at_batch_start else "so far"
+    so_far = f"{miscaptioned} {when}"
     if blind:
         return (
             f"“{LEARNED_LABEL}” joins these once {MIN_MISCAPTIONED} samples are called mis-captioned in the "

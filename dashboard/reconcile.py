@@ -17,9 +17,10 @@ from clipmem_core import ClipmemError, Run
 from clipmem_core.formatting import fmt_count, fmt_number
 from clipmem_core.review import ReviewStore, agreement_report, require_lead
 from clipmem_core.review.decisions import unresolved_disagreements
-from clipmem_core.review.export import export_frame, final_labels, table_bytes
+from clipmem_core.review.export import export_frame, final_labels, is_accepted_caption, table_bytes
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
+from .gallery import DEFAULT_SORT
 from .review import one_press_at_a_time
 
 WHOLE_RUN = None  # the scope that is not a session
@@ -111,10 +112,17 @@ def disagreements(store: ReviewStore, run_name: str, sample_ids: list[str] | Non
     return items if show_resolved else items[items["resolved_by"].isna()]
 
 
+def in_default_ranking_order(items: pd.DataFrame, run: Run, rankings: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """The disagreements in the order of the gallery's default ranking (else the run's first), as they are
+    listed on the page; unchanged for a run without a ranking."""
+    ranked_by = DEFAULT_SORT if DEFAULT_SORT in rankings else next(iter(rankings), None)
+    return items if ranked_by is None else most_suspicious_first(items, run, rankings[ranked_by])
+
+
 def most_suspicious_first(items: pd.DataFrame, run: Run, order: np.ndarray) -> pd.DataFrame:
-    """The disagreements in the order of a ranking (row order, most suspicious first; the default ranking on
-    the page): they came in sample-id order, a hash, and the lead met the most suspicious one fifth of seven.
-    A sample the run does not hold comes last."""
+    """The disagreements in the order of a ranking (row order, most suspicious first): they came in
+    sample-id order, a hash, and the lead met the most suspicious one fifth of seven. A sample the run does
+    not hold comes last."""
     if items.empty:
         return items
     position = np.empty(len(order), dtype=np.int64)
@@ -247,7 +255,7 @@ def export_files(
     labels = final_labels(store, run.name, allow_unresolved)
     in_run = [sample in run.row_of for sample in labels["sample_id"]]  # the judged ones only, not the whole run
     bad = labels[(labels["verdict"] == MISCAPTIONED).to_numpy() & np.array(in_run, dtype=bool)]
-    kept_under_caption = int(bad["caption"].map(lambda c: isinstance(c, str) and bool(c)).sum()) if replace else 0
+    kept_under_caption = int(bad["caption"].map(is_accepted_caption).sum()) if replace else 0
     cleaned_rows = len(run.scores) - len(bad) + kept_under_caption
 
     def csv_of(what: str) -> Callable[[], bytes]:

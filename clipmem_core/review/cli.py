@@ -136,10 +136,15 @@ def _text(value: object) -> str | None:
     return None if value is None or pd.isna(value) else str(value).strip() or None
 
 
+def _said(row: dict, columns: tuple[str, ...]) -> tuple:
+    """Who said what on which sample (every column but the time): what an undated row is compared on."""
+    text = [_text(row.get(c)) for c in columns if c not in ("verdict", "created_at")]
+    return (*text, normalise_verdict(row["verdict"]))
+
+
 def _key(row: dict, columns: tuple[str, ...]) -> tuple:
     """What makes two rows one verdict (or resolution) given once: who, on what, what they said, and when."""
-    text = [_text(row.get(c)) for c in columns if c not in ("verdict", "created_at")]
-    return (*text, normalise_verdict(row["verdict"]), pd.Timestamp(row["created_at"]))
+    return (*_said(row, columns), pd.Timestamp(row["created_at"]))
 
 
 def _already_held(history: pd.DataFrame, frame: pd.DataFrame, kind: str) -> np.ndarray:
@@ -164,7 +169,7 @@ def _undated_repeats(history: pd.DataFrame, frame: pd.DataFrame, kind: str) -> i
     """Undated rows that say what the run's history already says (who, on what, the verdict, caption and
     note): each is added as given anew, and a file without times imported twice doubled the history
     without a word. Counted, so the import can say so."""
-    columns = tuple(c for part in IMPORTS[kind] for c in part if c != "created_at")
+    columns = tuple(c for part in IMPORTS[kind] for c in part)
     undated = (
         frame["created_at"].map(lambda value: given_at(value) is None)
         if "created_at" in frame.columns
@@ -172,12 +177,8 @@ def _undated_repeats(history: pd.DataFrame, frame: pd.DataFrame, kind: str) -> i
     )
     if not undated.any() or history.empty:
         return 0
-
-    def timeless(row: dict) -> tuple:
-        return (*(_text(row.get(c)) for c in columns if c != "verdict"), normalise_verdict(row["verdict"]))
-
-    seen = {timeless(row) for row in history.to_dict("records")}
-    return sum(timeless(row) in seen for row in frame[undated].to_dict("records"))
+    seen = {_said(row, columns) for row in history.to_dict("records")}
+    return sum(_said(row, columns) in seen for row in frame[undated].to_dict("records"))
 
 
 class Imported(NamedTuple):

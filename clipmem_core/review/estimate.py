@@ -21,7 +21,7 @@ does, because judging more samples cannot get past it, only settling it can.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,38 +80,40 @@ def verdict_codes(n_samples: int, row_verdicts: Mapping[int, str], open_rows: It
     return codes
 
 
-def judged_start(order: np.ndarray, codes: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
-    """The verdict codes of ``order``'s rows from its start up to the first unjudged one (rows where ``skip``
-    is True left out). Read in doubling chunks: the judged start is at most as long as the verdicts, so on a
-    run of 10M rows with a few hundred verdicts this reads a few thousand rows, not all of them."""
-    parts, start, size = [], 0, 1024
+def _walk(order: np.ndarray, skip: np.ndarray | None) -> Iterator[np.ndarray]:
+    """``order``'s rows in doubling chunks (rows where ``skip`` is True left out): a judged start is at most
+    as long as the verdicts, so on a run of 10M rows with a few hundred verdicts a walk that stops at its
+    end reads a few thousand rows, not all of them."""
+    start, size = 0, 1024
     while start < len(order):
         rows = order[start : start + size]
-        if skip is not None:
-            rows = rows[~skip[rows]]
+        yield rows if skip is None else rows[~skip[rows]]
+        start, size = start + size, size * 2
+
+
+def judged_start(order: np.ndarray, codes: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
+    """The verdict codes of ``order``'s rows from its start up to the first unjudged one (rows where ``skip``
+    is True left out)."""
+    parts = []
+    for rows in _walk(order, skip):
         block = codes[rows]
         unjudged = np.flatnonzero(block < 0)  # UNJUDGED or IS_OPEN: no decision
         if unjudged.size:
             parts.append(block[: unjudged[0]])
             break
         parts.append(block)
-        start, size = start + size, size * 2
     return np.concatenate(parts) if parts else np.empty(0, dtype=codes.dtype)
 
 
 def _open_row_after(order: np.ndarray, codes: np.ndarray, length: int, skip: np.ndarray | None = None) -> int | None:
     """The row that ends a judged start of ``length`` rows when it is an open disagreement, else None (the
-    start ran to the end of ``order``, or stopped at a sample nobody judged). Read in doubling chunks, as
-    `judged_start` reads."""
-    seen, start, size = 0, 0, 1024
-    while start < len(order):
-        rows = order[start : start + size]
-        if skip is not None:
-            rows = rows[~skip[rows]]
+    start ran to the end of ``order``, or stopped at a sample nobody judged)."""
+    seen = 0
+    for rows in _walk(order, skip):
         if seen + len(rows) > length:
             row = int(rows[length - seen])
             return row if codes[row] == IS_OPEN else None
-        seen, start, size = seen + len(rows), start + size, size * 2
+        seen += len(rows)
     return None
 
 

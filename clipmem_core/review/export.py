@@ -120,6 +120,11 @@ def final_labels(store: ReviewStore, run: str, allow_unresolved: bool = True) ->
     return labels.sort_values("sample_id").reset_index(drop=True)
 
 
+def is_accepted_caption(value: object) -> bool:
+    """Whether a label's caption (a lead's accepted one, else a suggestion) can replace the sample's."""
+    return isinstance(value, str) and bool(value)
+
+
 def cleaned_dataset(run: Run, labels: pd.DataFrame, replace: bool) -> pd.DataFrame:
     """The run's rows minus mis-captioned samples (or with accepted captions), in the input's shape: the
     columns clipmem reads (filepath, caption, id, the class ``label`` and the ground truth when the run has
@@ -134,7 +139,7 @@ def cleaned_dataset(run: Run, labels: pd.DataFrame, replace: bool) -> pd.DataFra
     if run.has_ground_truth:
         frame[GROUND_TRUTH] = run.scores[GROUND_TRUTH].astype("boolean")
     is_bad = frame[ID_COLUMN].isin(bad.index).to_numpy()
-    accepted = frame[ID_COLUMN].map(bad).map(lambda c: isinstance(c, str) and bool(c)).to_numpy(dtype=bool)
+    accepted = frame[ID_COLUMN].map(bad).map(is_accepted_caption).to_numpy(dtype=bool)
     replaced = is_bad & accepted & replace
     frame.loc[replaced, "caption"] = frame.loc[replaced, ID_COLUMN].map(bad)
     if GROUND_TRUTH in frame.columns:  # it said the old caption was wrong; the team has put a right one in

@@ -10,7 +10,6 @@ import streamlit as st
 from clipmem_core.formatting import fmt_count
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
 from dashboard import auth, browser, reconcile, resources, review, ui
-from dashboard.gallery import DEFAULT_SORT
 from dashboard.text import md
 
 run, store = resources.run_and_store()
@@ -28,10 +27,7 @@ scope = left.selectbox("Scope", list(scopes), format_func=scopes.get)
 show_resolved = right.toggle("Show resolved ones too", value=False, key="reconcile_show_resolved")
 sample_ids = reconcile.scope_samples(store, scope)
 items = reconcile.disagreements(store, run.name, sample_ids, show_resolved)
-rankings = resources.orders(run)
-ranked_by = DEFAULT_SORT if DEFAULT_SORT in rankings else next(iter(rankings), None)
-if ranked_by is not None:
-    items = reconcile.most_suspicious_first(items, run, rankings[ranked_by])
+items = reconcile.in_default_ranking_order(items, run, resources.orders(run))
 item = reconcile.current_item(items, ss)
 
 
