@@ -35,6 +35,7 @@ CARD_SCORES = 3  # a card shows the first three registered scores the run has (t
 UNDECIDED = "unflagged"
 FLAG_FILTERS = ("any", UNDECIDED, *VERDICTS)
 FLAG_LABELS = {"any": "any", UNDECIDED: "no verdict yet", **{v: v for v in VERDICTS}}
+FLAG_FROM_LABEL = {label: flag for flag, label in FLAG_LABELS.items()}  # the address holds the label
 UNSCORED_CHOICES = {"include": "Include them", "exclude": "Leave them out", "only": "Show only them"}
 
 

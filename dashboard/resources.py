@@ -39,6 +39,7 @@ from . import auth, embedding_map, overview, state
 from .gallery import (
     DEFAULT_SORT,
     FLAG_FILTERS,
+    FLAG_FROM_LABEL,
     UNSCORED_CHOICES,
     Filters,
     SortOrders,
@@ -373,18 +374,24 @@ def range_score(run: Run) -> str:
 
 
 def current_filters(run: Run) -> Filters:
-    """The sidebar's filters; the range counts only when narrower than the score's whole range."""
+    """The sidebar's filters; the range counts only when narrower than the score's whole range.
+
+    The split, verdict and caption-search filters live in the address too (``sidebar.filters``), so a reload
+    or a shared link filters alike. Their widgets are drawn after the page's content: on a page's first load
+    this reads the address, which the widgets have not read yet."""
     ss = st.session_state
     column = range_score(run)
     chosen = ss.get(state.range_key(run.name, column))
     active = chosen is not None and tuple(chosen) != range_bounds(run, column)[:2]
-    flag = ss.get(state.FLAG, "any")
+    flag = ss[state.FLAG] if state.FLAG in ss else FLAG_FROM_LABEL.get(st.query_params.get(state.FLAG, "any"))
     unscored = ss.get(state.UNSCORED, "include")
-    text = ss.get(state.TEXT, "") or ""
+    text = ss[state.TEXT] if state.TEXT in ss else st.query_params.get(state.TEXT, "")
+    text = text or ""
     if text.strip():
         _index_captions(run)
+    splits = ss[state.SPLITS] if state.SPLITS in ss else st.query_params.get_all(state.SPLITS)
     return Filters(
-        splits=tuple(ss.get(state.SPLITS) or ()),
+        splits=tuple(splits or ()),
         score=column,
         score_range=tuple(chosen) if active else None,
         unscored=unscored if unscored in UNSCORED_CHOICES else "include",

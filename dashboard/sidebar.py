@@ -136,7 +136,8 @@ def filters() -> None:
     """The gallery's and the map's filters. Those pages call it last, after their content: each widget
     kind costs the browser its code on a page load, and drawn first the filters' five kinds delayed the
     gallery's first card (docs/benchmarks.md, first paint). Their values are read from the session state,
-    so a page can filter before the widgets are drawn."""
+    so a page can filter before the widgets are drawn. Split, verdict and caption search are kept in the
+    address, as the sort and page are: a reload or a shared link shows the same cards."""
     run = resources.current_run()
     if run is None:
         return
@@ -144,12 +145,21 @@ def filters() -> None:
         "Split",
         split_order(run.scores["split"].unique()),
         key=state.SPLITS,
+        bind="query-params",
         on_change=reset_views,
         placeholder="all splits",
     )
     _range_filter(run)
-    st.sidebar.selectbox("Verdict", FLAG_FILTERS, format_func=FLAG_LABELS.get, key=state.FLAG, on_change=reset_views)
-    st.sidebar.text_input("Search captions", key=state.TEXT, on_change=reset_views, placeholder="words in the caption")
+    st.sidebar.selectbox(
+        "Verdict", FLAG_FILTERS, format_func=FLAG_LABELS.get, key=state.FLAG, bind="query-params", on_change=reset_views
+    )
+    st.sidebar.text_input(
+        "Search captions",
+        key=state.TEXT,
+        bind="query-params",
+        on_change=reset_views,
+        placeholder="words in the caption",
+    )
     if resources.selection() is not None:
         st.sidebar.info(f"Showing {fmt_count(len(resources.selection()), 'sample')} selected on the map.")
         st.sidebar.button("Clear map selection", on_click=reset_views)

@@ -262,6 +262,32 @@ def test_a_link_that_sorts_by_a_score_column_keeps_its_sort_on_reload(browser, s
     page.close()
 
 
+def test_a_caption_search_and_a_verdict_filter_survive_a_reload_and_travel_in_a_link(browser, server):
+    """A search typed in the sidebar was lost on reload, and a link could not carry one: the filters were
+    drawn after the cards and kept only in the session."""
+    captions = load_run(DEMO).scores["caption"]
+    matching = int(captions.str.contains("frog", case=False).sum())
+    assert 0 < matching < len(captions)
+    showing = f"of the {matching:,} that match"
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{server}/gallery")
+    search = page.get_by_label("Search captions")
+    search.fill("frog")
+    search.press("Enter")
+    page.get_by_text(showing).wait_for()
+    page.wait_for_url(lambda url: parse_qs(urlsplit(url).query).get("f_text") == ["frog"])
+    page.reload()
+    page.get_by_text(showing).wait_for()
+    expect(page.get_by_label("Search captions")).to_have_value("frog", timeout=TIMEOUT_MS)
+
+    page.goto(f"{server}/gallery?f_text=frog&f_flag=no+verdict+yet")  # a shared link, opened fresh
+    page.get_by_text(showing).wait_for()  # blind mode and no name: no verdict is shown, so every match has none
+    page.goto(f"{server}/gallery?f_text=frog&f_flag=mis-captioned")
+    page.get_by_text("No sample matches the filters.", exact=False).first.wait_for()
+    page.close()
+
+
 def test_the_map_hovers_a_thumbnail_selects_a_box_and_clears_on_double_click(browser, server, served_cache, tmp_path):
     page = browser.new_page(viewport=SMALL)
     page.set_default_timeout(TIMEOUT_MS)
