@@ -16,6 +16,8 @@ met a "Page not found" dialog over the right page; serve.py ends the mode before
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple, NoReturn
 from urllib.parse import urlencode
@@ -82,13 +84,22 @@ def leave_overview_alias() -> NoReturn:
         go(OVERVIEW)
 
 
-def go(spec: PageSpec) -> NoReturn:
+def go(spec: PageSpec, settings: Mapping[str, str] | None = None) -> NoReturn:
     """Switch to a page, keeping the URL-bound settings (run, reviewer, flag mode, sort).
 
     ``st.switch_page`` without ``query_params`` clears the query string, which Streamlit refuses while
     widgets are bound to it; an empty mapping drops the old string instead, and each bound widget writes
     its value back when the next page renders it.
+
+    ``settings``: the next page's bound widgets' values, set in the session state by the caller too, put in
+    the address as well. A widget drawn for the first time in a session takes a value the code set but does
+    not write it to the address, so a reload lost it (the Overview's plan of 80 came back as 50). A session
+    that has drawn them already refuses the address (Streamlit will not set a bound parameter), and there
+    the widgets write the values back themselves.
     """
+    if settings:
+        with contextlib.suppress(StreamlitAPIException):
+            st.switch_page(spec.path, query_params=dict(settings))
     st.switch_page(spec.path, query_params={})
 
 

@@ -39,7 +39,7 @@ from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 from clipmem_core.scores import column_label
 from clipmem_core.shards import open_image_source
 
-from .gallery import card_scores
+from .gallery import card_scores, sorts
 from .images import UNREADABLE
 
 ASSIGNED = "assigned"
@@ -340,6 +340,12 @@ def last_recorded(state: Mapping[str, Any], run_name: str) -> dict | None:
     """The verdict this session recorded last, if it was on this run."""
     last = state.get(LAST)
     return last if last and last["run"] == run_name else None
+
+
+def plan_settings(scores: pd.DataFrame, queue: str, batch: int) -> dict[str, str]:
+    """The Review page's address for a plan started elsewhere (the Overview's "Review the top N"): the queue
+    radio holds its label there, the batch box its number."""
+    return {SOURCE: sorts(scores).get(queue, queue), BATCH: str(batch)}
 
 
 def queue_changed(state: MutableMapping[str, Any]) -> None:

@@ -397,6 +397,16 @@ def test_without_ground_truth_the_overview_claims_no_count_and_plans_one_default
     assert overview.review_plan(run.scores.head(40), None) == ("combined", 40)  # not "the top 50" of 40
 
 
+def test_the_overview_plan_names_its_queue_as_the_review_radio_labels_it(run):
+    """The plan travels in the Review page's address, where the queue radio reads only its own labels: a
+    queue named by its column would be dropped for the default queue."""
+    offered = review.queues(sorts(run.scores))
+    for queue in sorts(run.scores):
+        settings = review.plan_settings(run.scores, queue, 80)
+        assert settings == {review.SOURCE: offered[queue], review.BATCH: "80"}
+    assert all(label != queue for queue, label in sorts(run.scores).items())  # so the test can tell them apart
+
+
 def test_the_overview_gives_the_teams_estimate_once_a_random_sample_is_judged_and_says_how_to_get_one(run):
     """The estimate rests on the default ranking's judged top and the random queue's judged start."""
     ranking, audit = run.scores.index.to_numpy()[::-1], np.arange(len(run.scores))

@@ -25,6 +25,7 @@ import pytest
 
 from clipmem_core import load_run
 from clipmem_core.testing import CHROMIUM, CHROMIUM_ARGS, serve_app
+from dashboard import review
 from dashboard.gallery import sort_orders
 from dashboard.images import CHART_SELECTOR, IMAGE_SELECTOR
 from dashboard.navigation import PAGES
@@ -285,6 +286,30 @@ def test_a_caption_search_and_a_verdict_filter_survive_a_reload_and_travel_in_a_
     page.get_by_text(showing).wait_for()  # blind mode and no name: no verdict is shown, so every match has none
     page.goto(f"{server}/gallery?f_text=frog&f_flag=mis-captioned")
     page.get_by_text("No sample matches the filters.", exact=False).first.wait_for()
+    page.close()
+
+
+def test_the_review_plan_and_a_chosen_queue_survive_a_reload(browser, server):
+    """The Overview's "Review the top N" set a batch of N that a reload of the Review page put back to 50,
+    and a queue chosen in the sidebar was lost the same way: neither was in the address."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{server}/?reviewer=ann")
+    start = page.get_by_role("button", name=re.compile(r"Review the top \d+"))
+    planned = re.search(r"Review the top (\d+)", start.inner_text()).group(1)
+    assert planned != str(review.DEFAULT_BATCH)
+    start.click()
+    page.locator(CARD_LINE).first.wait_for()
+    expect(page.get_by_label("Batch size")).to_have_value(planned, timeout=TIMEOUT_MS)
+    page.reload()
+    page.locator(CARD_LINE).first.wait_for()
+    expect(page.get_by_label("Batch size")).to_have_value(planned, timeout=TIMEOUT_MS)
+
+    page.get_by_text(review.AUDIT_LABEL).click()
+    page.get_by_text(review.AUDIT_NOTE).wait_for()
+    page.reload()
+    page.get_by_text(review.AUDIT_NOTE).wait_for()
+    expect(page.get_by_role("radio", name=review.AUDIT_LABEL)).to_be_checked(timeout=TIMEOUT_MS)
     page.close()
 
 

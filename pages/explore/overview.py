@@ -46,7 +46,7 @@ if st.button(
     icon=":material/fact_check:",
     on_click=_start_review,
 ):
-    navigation.go(navigation.REVIEW)
+    navigation.go(navigation.REVIEW, review.plan_settings(run.scores, rule, batch))
 if plan_note:
     st.caption(plan_note)
 

@@ -27,7 +27,13 @@ queues = review.queues(ranking.labels)
 if ss.get(review.SOURCE) not in queues:
     ss[review.SOURCE] = next(iter(queues))
 source = st.sidebar.radio(
-    "Queue", list(queues), format_func=queues.get, key=review.SOURCE, on_change=review.queue_changed, args=(ss,)
+    "Queue",
+    list(queues),
+    format_func=queues.get,
+    key=review.SOURCE,
+    bind="query-params",
+    on_change=review.queue_changed,
+    args=(ss,),
 )
 if LEARNED_KEY not in queues:
     st.sidebar.caption(learned_pending_note(ranking.miscaptioned, auth.blind(), at_batch_start=True))
@@ -41,7 +47,7 @@ if source == review.ASSIGNED:
     batch = review.assigned_batch(store, run, session_id, reviewer)
 else:
     ss[review.BATCH] = min(max(1, int(ss.get(review.BATCH) or review.DEFAULT_BATCH)), len(run.scores))
-    size = int(st.sidebar.number_input("Batch size", 1, len(run.scores), key=review.BATCH))
+    size = int(st.sidebar.number_input("Batch size", 1, len(run.scores), key=review.BATCH, bind="query-params"))
     ss.setdefault(review.BATCH_INDEX, 0)
     queue_orders = {review.AUDIT: resources.audit(run)} if source == review.AUDIT else orders
     window = review.batch_ids(run, queue_orders, source, size, int(ss[review.BATCH_INDEX]))
