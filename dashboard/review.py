@@ -90,6 +90,7 @@ class Batch:
     done: int
     index: int = 0  # which window of a ranked queue (0 = the top)
     unscored: int = 0  # samples in the window the queue's score does not rank
+    start: int = 0  # the window's first position in the queue (0-based)
 
     @property
     def finished(self) -> bool:
@@ -119,7 +120,12 @@ def ranked_batch(
     left = window[~done[window]]
     unscored = int(run.scores[rule].iloc[window].isna().sum()) if rule in run.scores else 0
     return Batch(
-        run.scores["sample_id"].iloc[left].astype(str).tolist(), len(window), int(done[window].sum()), index, unscored
+        run.scores["sample_id"].iloc[left].astype(str).tolist(),
+        len(window),
+        int(done[window].sum()),
+        index,
+        unscored,
+        index * size,
     )
 
 
@@ -325,8 +331,11 @@ def seconds_per_sample(times: list[float]) -> float | None:
 
 
 def progress_line(batch: Batch, pace: float | None) -> str:
-    """ "12 of 200 in this batch · about 3 min left at your pace (9 s a sample)"."""
+    """ "12 of 200 in this batch · about 3 min left at your pace (9 s a sample)". Past the first batch it says
+    where in the queue the batch is: after "Next batch" nothing told the reviewer they were past the top."""
     line = f"{batch.done:,} of {batch.size:,} in this batch"
+    if batch.start:
+        line += f" (the queue's {batch.start + 1:,}–{batch.start + batch.size:,})"
     if not batch.left:  # "about 0 s left" under a finished batch
         return line
     if pace is None:
@@ -349,13 +358,21 @@ def plan_settings(scores: pd.DataFrame, queue: str, batch: int) -> dict[str, str
 
 
 def queue_changed(state: MutableMapping[str, Any]) -> None:
-    """The queue radio's callback: the next run releases the radio's keyboard focus, and another queue ends
-    the undo, as leaving the page does. U took back a verdict on a sample of the queue left, which the new
-    queue could not show, and the line under the buttons went on naming it."""
+    """The queue radio's callback: the next run releases the radio's keyboard focus, another queue ends the
+    undo, as leaving the page does, and starts at its top. U took back a verdict on a sample of the queue
+    left, which the new queue could not show, and the line under the buttons went on naming it."""
     state[QUEUE_CHOSEN] = True
     forget_undo(state)
     for key in (UNDONE, LAST):
         state.pop(key, None)
+    batch_size_changed(state)
+
+
+def batch_size_changed(state: MutableMapping[str, Any]) -> None:
+    """Another queue, or another batch size, starts at the top of the queue: the batch number of the old one
+    carried over, and a reviewer three batches into the random sample who chose the top of the default
+    ranking was shown its samples 151–200, or a new size moved the window as far."""
+    state[BATCH_INDEX] = 0
 
 
 def recorded_line(state: Mapping[str, Any], run_name: str) -> str | None:

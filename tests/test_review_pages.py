@@ -247,6 +247,25 @@ def test_another_queue_ends_the_undo(run_dir):
     assert not [c for c in at.caption if "Recorded" in plain(c.value)]
 
 
+def test_the_next_batch_says_where_it_is_and_another_queue_or_size_starts_at_the_top(run_dir):
+    """The batch number carried over to another queue (three batches into the random sample, the top of a
+    ranking showed its samples 151–200), and nothing said a batch was past the top of its queue."""
+    at = page(REVIEW, run_dir)
+    at.number_input(key=review.BATCH).set_value(2).run()
+    verdict_button(at, "correct").click().run()
+    verdict_button(at, "correct").click().run()
+    at.button(key=next(b.key for b in at.button if b.label == "Next batch")).click().run()
+    assert at.get("progress")[0].proto.text.startswith("0 of 2 in this batch (the queue's 3–4)")
+    at.radio(key=review.SOURCE).set_value(review.AUDIT).run()
+    assert at.session_state[review.BATCH_INDEX] == 0
+    assert "the queue's" not in at.get("progress")[0].proto.text  # the random sample's top
+    at.session_state[review.BATCH_INDEX] = 1
+    at.run()
+    assert "(the queue's 3–4)" in at.get("progress")[0].proto.text
+    at.number_input(key=review.BATCH).set_value(3).run()
+    assert at.session_state[review.BATCH_INDEX] == 0
+
+
 def test_progress_shows_the_reviewers_pace():
     batch = review.Batch(["a"] * 20, 32, 12)
     assert review.progress_line(batch, None).startswith("12 of 32 in this batch")

@@ -47,7 +47,17 @@ if source == review.ASSIGNED:
     batch = review.assigned_batch(store, run, session_id, reviewer)
 else:
     ss[review.BATCH] = min(max(1, int(ss.get(review.BATCH) or review.DEFAULT_BATCH)), len(run.scores))
-    size = int(st.sidebar.number_input("Batch size", 1, len(run.scores), key=review.BATCH, bind="query-params"))
+    size = int(
+        st.sidebar.number_input(
+            "Batch size",
+            1,
+            len(run.scores),
+            key=review.BATCH,
+            bind="query-params",
+            on_change=review.batch_size_changed,
+            args=(ss,),
+        )
+    )
     ss.setdefault(review.BATCH_INDEX, 0)
     queue_orders = {review.AUDIT: resources.audit(run)} if source == review.AUDIT else orders
     window = review.batch_ids(run, queue_orders, source, size, int(ss[review.BATCH_INDEX]))
