@@ -133,6 +133,31 @@ def batch_count(run: Run, size: int) -> int:
     return max(1, -(-len(run.scores) // max(1, size)))
 
 
+BATCH_NUMBER = "review_batch_number"  # the address's batch of a ranked queue, 1-based, only past the first
+
+
+def batch_from_address(params: Mapping[str, str], batches: int) -> int:
+    """The batch index a fresh page (a reload, a new tab) starts at: the address's, else the first. A reload
+    three batches in opened the first batch, done, as "This batch is done"."""
+    try:
+        number = int(params.get(BATCH_NUMBER, "1"))
+    except ValueError:
+        number = 1
+    return min(max(number, 1), batches) - 1
+
+
+def address_batch(params: MutableMapping[str, str], index: int) -> None:
+    """Put the batch in the address (none for the first), writing only on a change: each write is a message
+    to the browser."""
+    wanted = str(index + 1) if index else None
+    if params.get(BATCH_NUMBER) == wanted:
+        return
+    if wanted is None:
+        del params[BATCH_NUMBER]
+    else:
+        params[BATCH_NUMBER] = wanted
+
+
 def assigned_batch(store: ReviewStore, run: Run, session_id: int | None, reviewer: str) -> Batch:
     """The reviewer's assigned samples in a session: those left, and how many are done."""
     if session_id is None:
@@ -334,8 +359,9 @@ def progress_line(batch: Batch, pace: float | None) -> str:
     """ "12 of 200 in this batch · about 3 min left at your pace (9 s a sample)". Past the first batch it says
     where in the queue the batch is: after "Next batch" nothing told the reviewer they were past the top."""
     line = f"{batch.done:,} of {batch.size:,} in this batch"
+    first, last = batch.start + 1, batch.start + batch.size
     if batch.start:
-        line += f" (the queue's {batch.start + 1:,}–{batch.start + batch.size:,})"
+        line += f" (place {first:,} of the queue)" if first == last else f" (places {first:,}–{last:,} of the queue)"
     if not batch.left:  # "about 0 s left" under a finished batch
         return line
     if pace is None:

@@ -255,15 +255,30 @@ def test_the_next_batch_says_where_it_is_and_another_queue_or_size_starts_at_the
     verdict_button(at, "correct").click().run()
     verdict_button(at, "correct").click().run()
     at.button(key=next(b.key for b in at.button if b.label == "Next batch")).click().run()
-    assert at.get("progress")[0].proto.text.startswith("0 of 2 in this batch (the queue's 3–4)")
+    assert at.get("progress")[0].proto.text.startswith("0 of 2 in this batch (places 3–4 of the queue)")
     at.radio(key=review.SOURCE).set_value(review.AUDIT).run()
     assert at.session_state[review.BATCH_INDEX] == 0
-    assert "the queue's" not in at.get("progress")[0].proto.text  # the random sample's top
+    assert "of the queue" not in at.get("progress")[0].proto.text  # the random sample's top
     at.session_state[review.BATCH_INDEX] = 1
     at.run()
-    assert "(the queue's 3–4)" in at.get("progress")[0].proto.text
+    assert "(places 3–4 of the queue)" in at.get("progress")[0].proto.text
     at.number_input(key=review.BATCH).set_value(3).run()
     assert at.session_state[review.BATCH_INDEX] == 0
+
+
+def test_a_reload_goes_on_with_the_batch_in_the_address(run_dir):
+    """A reload three batches in opened the first batch, done: "This batch is done"."""
+    at = page(REVIEW, run_dir)
+    at.number_input(key=review.BATCH).set_value(2).run()
+    verdict_button(at, "correct").click().run()
+    verdict_button(at, "correct").click().run()
+    at.button(key=next(b.key for b in at.button if b.label == "Next batch")).click().run()
+    assert at.query_params[review.BATCH_NUMBER] == "2"
+    reloaded = page(REVIEW, run_dir, **{review.BATCH: "2", review.BATCH_NUMBER: "2"})
+    assert "(places 3–4 of the queue)" in reloaded.get("progress")[0].proto.text
+    past_the_end = page(REVIEW, run_dir, **{review.BATCH: "2", review.BATCH_NUMBER: "9"})
+    assert "(place 5 of the queue)" in past_the_end.get("progress")[0].proto.text  # the last of 3 batches
+    assert page(REVIEW, run_dir, **{review.BATCH_NUMBER: "x"}).session_state[review.BATCH_INDEX] == 0
 
 
 def test_progress_shows_the_reviewers_pace():

@@ -45,6 +45,7 @@ if source == review.ASSIGNED:
     else:
         st.sidebar.info("No review sessions for this run yet; create one below.")
     batch = review.assigned_batch(store, run, session_id, reviewer)
+    review.address_batch(st.query_params, 0)  # an assignment has no batches
 else:
     ss[review.BATCH] = min(max(1, int(ss.get(review.BATCH) or review.DEFAULT_BATCH)), len(run.scores))
     size = int(
@@ -58,7 +59,9 @@ else:
             args=(ss,),
         )
     )
-    ss.setdefault(review.BATCH_INDEX, 0)
+    if review.BATCH_INDEX not in ss:
+        ss[review.BATCH_INDEX] = review.batch_from_address(st.query_params, review.batch_count(run, size))
+    review.address_batch(st.query_params, int(ss[review.BATCH_INDEX]))
     queue_orders = {review.AUDIT: resources.audit(run)} if source == review.AUDIT else orders
     window = review.batch_ids(run, queue_orders, source, size, int(ss[review.BATCH_INDEX]))
     judged = store.judged(run.name, reviewer, window)
