@@ -176,15 +176,25 @@ def queue_table(items: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _accepted_caption(item: pd.Series) -> str | None:
+    caption = item.get("resolved_caption")
+    return caption if isinstance(caption, str) and caption else None
+
+
 def resolution_note(item: pd.Series) -> str | None:
+    """Who resolved the sample and how, with the caption accepted: the note named only the verdict, and the
+    accepted caption showed nowhere on the page."""
     if item["resolved_by"] is None or pd.isna(item["resolved_by"]):
         return None
-    return f"Resolved as {item['resolved_verdict']} by {item['resolved_by']}"
+    note = f"Resolved as {item['resolved_verdict']} by {item['resolved_by']}"
+    accepted = _accepted_caption(item)
+    return f"{note}, under the caption “{accepted}”" if accepted else note
 
 
 def default_caption(item: pd.Series) -> str:
-    """The first reviewer suggestion, offered as the corrected caption."""
-    return item["suggestions"][0] if item["suggestions"] else ""
+    """The caption a lead accepted already, else the first reviewer suggestion: a resolved sample shown
+    again offered the suggestion, and one key press put it in place of the accepted caption."""
+    return _accepted_caption(item) or (item["suggestions"][0] if item["suggestions"] else "")
 
 
 @one_press_at_a_time  # two quick presses may call back in two threads at once

@@ -405,6 +405,21 @@ def test_reconcile_shows_each_disagreement_large_and_resolves_with_a_key(run_dir
     assert any("Resolved as mis-captioned by lead" in plain(c.value) for c in at.caption)
 
 
+def test_a_resolved_sample_shown_again_offers_and_names_the_caption_the_lead_accepted(run_dir):
+    """Shown again, a resolved sample's caption box held a reviewer's suggestion, and one key press would
+    have put it in place of the caption the lead had accepted, which the page named nowhere."""
+    store = _disagreements(run_dir)
+    at = page(RECONCILE, run_dir, reviewer="lead")
+    at.text_input(key=reconcile.caption_key("s00")).set_value("a blue square").run()
+    at.button(key="resolve_mis-captioned").click().run()
+    assert store.resolutions("run1").iloc[0]["caption"] == "a blue square"
+    fresh = page(RECONCILE, run_dir, reviewer="lead")  # another session: nothing typed is remembered
+    fresh.toggle(key="reconcile_show_resolved").set_value(True).run()
+    assert fresh.text_input(key=reconcile.caption_key("s00")).value == "a blue square"  # not "a blue circle"
+    notes = [plain(c.value) for c in fresh.caption]
+    assert "Resolved as mis-captioned by lead, under the caption “a blue square”" in notes
+
+
 def test_a_non_lead_sees_who_may_reconcile_and_no_verdicts(run_dir, monkeypatch):
     _disagreements(run_dir)
     monkeypatch.setenv("CLIPMEM_LEADS", "lead, cy")
