@@ -45,6 +45,7 @@ _LEAD_KEY = "_clipmem_lead_proof"  # (name, hash of the secret entered) once a l
 REVIEWER_KEY = "reviewer"  # the sidebar's name field, and the link parameter that may name a reviewer
 NAME_COOKIE, NAME_DAYS = "clipmem_reviewer", 365  # the name this browser remembers (UTF-8, as hex)
 _KEPT_NAME = "_clipmem_kept_name"  # the name outside its widget: a page switch may drop a widget's value
+_REMEMBERED = "_clipmem_remembered_name"  # the last name given that can be recorded: what the browser keeps
 BLIND_KEY = "blind"
 NAME_INPUT, NAME_OK, SECRET_INPUT = "_clipmem_name_input", "_clipmem_name_ok", "_clipmem_lead_secret"
 _NAME_MISSING = "_clipmem_name_missing"  # the name button was pressed with no name typed
@@ -224,13 +225,18 @@ def remember_name(state: MutableMapping[str, Any]) -> None:
     """After the name box: keep the name beyond the widget, take it out of the address (an address copied to
     a colleague made them record their verdicts under the sender's name), and have this browser remember it,
     so a reload or a new tab goes on under it. The cookie holds the name as hex: a script carries it, and
-    the scripts only ever carry values the app derives (dashboard.browser)."""
+    the scripts only ever carry values the app derives (dashboard.browser). A refused name (too long,
+    control characters) is not remembered: a new tab opened straight on its error. The browser keeps the
+    last name that was taken instead, or none."""
     name = str(state.get(REVIEWER_KEY) or "").strip()
     state[_KEPT_NAME] = name
+    if not name_problem(name):
+        state[_REMEMBERED] = name
+    kept = state.get(_REMEMBERED, "")
     if REVIEWER_KEY in st.query_params:
         del st.query_params[REVIEWER_KEY]
     with st.sidebar:  # drawn on every run, so it never shifts what follows; it runs again when the name changes
-        browser.set_cookie(NAME_COOKIE, name.encode("utf-8").hex(), NAME_DAYS * 86_400 if name else 0)
+        browser.set_cookie(NAME_COOKIE, kept.encode("utf-8").hex(), NAME_DAYS * 86_400 if kept else 0)
 
 
 def tidy_name(state: MutableMapping[str, Any]) -> None:

@@ -140,14 +140,24 @@ def test_a_new_tab_or_a_reload_goes_on_under_the_name_this_browser_remembers(run
 def test_a_name_the_store_cannot_record_is_refused_when_given_not_at_the_first_verdict(run_dir):
     at = page(REVIEW, run_dir, reviewer="x" * 201)  # from the address bar: the page used to take it
     assert [e.value for e in at.main.error] == ["Reviewer name is longer than 200 characters: type another name."]
+    assert _remembered(at) == ""  # not kept by the browser: a new tab opened straight on the error
     assert at.text_input(key=auth.NAME_INPUT) and not [t for t in at.main.text if " split · " in t.value]
     at.text_input(key=auth.NAME_INPUT).input("bad\x07name").run()  # typed on the page: refused the same way
     (error,) = at.main.error
     assert plain(error.value).endswith("name' holds control characters: type another name.")
     at.text_input(key=auth.NAME_INPUT).input("ann").run()
-    assert not at.main.error and shown_sample(at) == "s00"
+    assert not at.main.error and shown_sample(at) == "s00" and _remembered(at) == "ann"
     verdict_button(at, "mis-captioned").click().run()
     assert open_store(run_dir.parent).verdicts("run1")["reviewer"].tolist() == ["ann"]
+    at.sidebar.text_input(key=auth.REVIEWER_KEY).input("y" * 201).run()
+    assert at.main.error and _remembered(at) == "ann"  # the browser keeps the last name taken
+
+
+def _remembered(at: AppTest) -> str:
+    """The name the page's cookie script has the browser keep ("" where it expires the cookie)."""
+    (script,) = [e.proto.body for e in at.get("html") if f"{auth.NAME_COOKIE}=" in e.proto.body]
+    value = script.split(f"{auth.NAME_COOKIE}=", 1)[1].split(";", 1)[0]
+    return bytes.fromhex(value).decode()
 
 
 def test_creating_a_session_says_what_it_did_in_a_toast_too(run_dir):
