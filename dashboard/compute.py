@@ -75,6 +75,8 @@ def jobs_dir(cache_root: str | os.PathLike) -> Path:
 
 def validate_name(cache_root: str | os.PathLike, name: str) -> str | None:
     """Why ``name`` cannot be a new run, or None if it can."""
+    if not name.strip():
+        return "“Run name” is empty: type a name for the run (letters, digits, '.', '_' or '-')"
     if not _NAME.match(name):
         return f"“Run name” {name!r}: use letters, digits, '.', '_' or '-' (up to 64), starting with a letter or digit"
     folder = Path(cache_root) / name
@@ -88,6 +90,16 @@ def validate_name(cache_root: str | os.PathLike, name: str) -> str | None:
             f"… --out {folder} --resume`, delete that folder, or choose another name"
         )
     return f"a run named {name!r} already exists"
+
+
+def validate_data(data: str) -> str | None:
+    """Why the dataset field cannot be checked, or None: empty, it reached the run's own check, which names
+    the CLI's flags ("a run needs --data and --out")."""
+    if not data.strip():
+        return (
+            "“Dataset” is empty: type the path of a CSV, a COCO JSON, an image folder or shards, inside the data root"
+        )
+    return None
 
 
 def override_fields() -> list:

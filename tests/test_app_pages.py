@@ -720,6 +720,10 @@ def test_the_compute_page_is_for_leads_inside_the_data_root(cache_root, monkeypa
 def test_a_bad_dataset_path_is_an_error_at_once_and_starts_no_job(cache_root, monkeypatch, tmp_path):
     monkeypatch.setenv(compute.DATA_ROOT_ENV, str(tmp_path))
     at = _open(_app(reviewer="ann"), navigation.COMPUTE.path)
+    at.text_input(key="compute_name").input("  ").run()
+    next(b for b in at.main.button if b.label.startswith("Check the dataset")).click().run()
+    # each under its own field, in words: the run's own check said "a run needs --data and --out"
+    assert [_plain(e.value).split(":")[0] for e in at.error] == ["“Dataset” is empty", "“Run name” is empty"]
     at.text_input(key="compute_name").input("fresh")
     for path, message in [("nowhere.csv", "there is no"), ("/etc/passwd", "must lie inside")]:
         at.text_input(key="compute_data").input(path)

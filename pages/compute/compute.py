@@ -79,7 +79,9 @@ if root is not None:
         placeholder="openclipart64/captions.csv",
         help="CSV/TSV with filepath,caption; COCO captions JSON; a folder of images + .txt; or WebDataset .tar shards",
     )
+    data_problem = st.empty()  # said under its own field, as an option's is
     name = st.text_input("Run name", key="compute_name", value=datetime.now().strftime("run-%Y%m%d-%H%M%S"))
+    name_problem = st.empty()
     preset = st.selectbox(
         "Preset", list(PRESETS), format_func=lambda p: f"{p}: {PRESETS[p].description}", key="compute_preset"
     )
@@ -88,11 +90,14 @@ if root is not None:
     check = st.button("Check the dataset and estimate the time", type="primary")
     if check and overrides is None:
         st.error("An option above is not one a run takes: see the message under it.", icon=":material/error:")
-    if check and overrides is not None:
+    problems = {data_problem: compute.validate_data(data), name_problem: compute.validate_name(cache_root, name)}
+    for where, problem in problems.items() if check else ():
+        if problem:
+            where.error(md(problem), icon=":material/error:")
+    if check and any(problems.values()):
+        ss.pop("compute_plan", None)
+    elif check and overrides is not None:
         try:
-            problem = compute.validate_name(cache_root, name)
-            if problem:
-                raise ClipmemError(problem)
             confined = compute.confined_overrides(root, overrides)
             config = compute.resolved_config(cache_root, name, data, preset, confined)
             found = compute.check_dataset(root, data, config.img_key, config.caption_key, config.exclude)
