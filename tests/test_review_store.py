@@ -79,6 +79,15 @@ def test_session_refuses_an_impossible_overlap(store, overlap):
         store.create_session("r", "s", ["a"], ["ann", "bob", "cy"], overlap=overlap, created_by="lead")
 
 
+def test_a_second_session_of_the_same_name_is_refused_and_assigns_nothing(store):
+    sid = store.create_session("r", "monday", ["a", "b"], ["ann", "bob"], 1, "lead")
+    with pytest.raises(ClipmemError, match=rf"a review session named 'monday' exists already for this run \(#{sid}\)"):
+        store.create_session("r", "monday", ["a", "b"], ["ann", "bob"], 1, "lead")
+    assert store.sessions("r")["name"].tolist() == ["monday"]
+    assert len(store.queue(sid, "ann")) + len(store.queue(sid, "bob")) == 2
+    store.create_session("other run", "monday", ["a"], ["ann"], 1, "lead")  # another run's session may share it
+
+
 def test_unknown_session_is_a_clear_error(store):
     with pytest.raises(ClipmemError, match="no review session 99"):
         store.queue(99, "ann")

@@ -562,7 +562,8 @@ class ReviewStore:
     def create_session(
         self, run: str, name: str, sample_ids: Sequence[str], reviewers: Sequence[str], overlap: int, created_by: str
     ) -> int:
-        """Split samples into per-reviewer batches so each sample goes to ``overlap`` distinct reviewers."""
+        """Split samples into per-reviewer batches so each sample goes to ``overlap`` distinct reviewers. A
+        session's name is unique within its run: the sessions are told apart by it."""
         run, name, created_by = _check_run(run), _check_name(name, "session", MAX_RUN), _check_name(created_by)
         reviewers = list(dict.fromkeys(_check_name(r) for r in reviewers))
         sample_ids = list(dict.fromkeys(_check_sample_id(s) for s in sample_ids))
@@ -573,6 +574,10 @@ class ReviewStore:
         if not 1 <= int(overlap) <= len(reviewers):
             raise ClipmemError(f"overlap must be between 1 and the number of reviewers ({len(reviewers)})")
         with self._transaction(write=True) as conn:
+            same_name = select(ReviewSession.id).where(ReviewSession.run == run, ReviewSession.name == name)
+            taken = conn.execute(same_name).scalar()
+            if taken is not None:  # a second press of "Create session" assigned every sample twice
+                raise ClipmemError(f"a review session named {name!r} exists already for this run (#{taken})")
             for person in {created_by, *reviewers}:
                 self._ensure_reviewer(conn, person)
             session_id = conn.execute(
