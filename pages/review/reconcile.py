@@ -160,7 +160,15 @@ with st.container(border=True):
 
 if len(items) > 1:
     st.markdown(f"**Next disagreements** ({len(items) - 1})")
-    ui.table(reconcile.queue_table(items[items["sample_id"] != sample_id], run.scores), empty="")
+    ui.table(
+        reconcile.queue_table(items[items["sample_id"] != sample_id], run.scores),
+        empty="",
+        column_config={  # the caption took the width, and the votes were cut at 1280 px
+            "caption": st.column_config.TextColumn(width=300),
+            "votes": st.column_config.TextColumn(width=260),
+            "majority": st.column_config.TextColumn(width=110),
+        },
+    )
 agreement_section()
 export_section()
 browser.enter_lets_go((reconcile.CAPTION_LABEL,))  # last: a script element above the card shifts its fields

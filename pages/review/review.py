@@ -158,7 +158,11 @@ def session_progress() -> None:
     page, so it says when it was read and refreshes alone (it showed a teammate at 9 done when they had 15)."""
     for session in store.sessions(run.name).itertuples():
         st.text(f"{session.name} (#{session.id}), overlap {session.overlap}, by {session.created_by}")
-        ui.table(store.session_progress(session.id), empty="no assignments")
+        ui.table(
+            store.session_progress(session.id),
+            empty="no assignments",
+            column_config={"percent_done": st.column_config.NumberColumn("% done", format="%.1f")},
+        )
     read, refresh = st.columns([3, 1], vertical_alignment="center")
     read.caption(f"Progress as of {time.strftime('%H:%M:%S')}.")
     refresh.button("Refresh", key="sessions_refresh", type="tertiary")  # reruns this fragment only
