@@ -22,6 +22,7 @@ from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
 from .gallery import DEFAULT_SORT
 from .review import one_press_at_a_time
+from .text import isolated
 
 WHOLE_RUN = None  # the scope that is not a session
 SKIPPED = "reconcile_skipped"
@@ -82,7 +83,7 @@ def pair_agreement(report: dict) -> pd.DataFrame:
     """Per pair of reviewers who share samples: shared count, agreement in percent and Cohen's κ."""
     rows = [
         {
-            "reviewers": f"{p['reviewer_a']} & {p['reviewer_b']}",
+            "reviewers": f"{isolated(p['reviewer_a'])} & {isolated(p['reviewer_b'])}",
             "samples both judged": p["n_samples"],
             "agree on": fmt_number(p["percent_agreement"], 1, percent=True),
             "Cohen's κ": fmt_number(p["cohen_kappa"], 2),
@@ -170,7 +171,7 @@ def queue_table(items: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
         {
             "sample": items["sample_id"],
             "caption": [captions.get(s, "") for s in items["sample_id"]],
-            "votes": [", ".join(f"{r}: {v}" for r, v in votes.items()) for votes in items["votes"]],
+            "votes": [", ".join(f"{isolated(r)}: {v}" for r, v in votes.items()) for votes in items["votes"]],
             "majority": items["majority"].fillna("tied"),
         }
     )

@@ -41,6 +41,7 @@ from clipmem_core.shards import open_image_source
 
 from .gallery import card_scores, sorts
 from .images import UNREADABLE
+from .text import isolated
 
 ASSIGNED = "assigned"
 AUDIT = "random"  # the random sample the estimate of how many are mis-captioned is drawn from
@@ -576,7 +577,12 @@ def others_verdicts(store: ReviewStore, run_name: str, sample_id: str, reviewer:
 def session_labels(store: ReviewStore, run_name: str) -> dict[int, str]:
     """The run's review sessions for the session picker: id -> "name (#id)", oldest first."""
     sessions = store.sessions(run_name)
-    return {int(i): f"{name} (#{int(i)})" for i, name in zip(sessions["id"], sessions["name"])}
+    return {int(i): f"{isolated(name)} (#{int(i)})" for i, name in zip(sessions["id"], sessions["name"])}
+
+
+def session_heading(session: Any) -> str:
+    """A session's line above its progress table: "monday (#1), overlap 2, by lead", names isolated."""
+    return f"{isolated(session.name)} (#{session.id}), overlap {session.overlap}, by {isolated(session.created_by)}"
 
 
 def parse_reviewers(text: str) -> list[str]:

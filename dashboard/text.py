@@ -27,6 +27,13 @@ def md(text: object) -> str:
     return _AUTOLINK_START.sub(lambda m: (m[1] or "") + _WORD_JOINER + (m[2] or m[3]), escaped)
 
 
+def isolated(text: object) -> str:
+    """``text`` as a bidirectional isolate (Unicode's first-strong isolate, then its pop): a name in Arabic or
+    Hebrew beside "(#1)" or "&" took the punctuation into its right-to-left run, and "monday (#1)" read as
+    "(1#)", or two reviewers' names swapped places. Invisible; the text is not otherwise changed."""
+    return f"\u2068{text}\u2069"
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     """A small frame of text as a markdown table, every header and cell escaped by `md` (a ``|`` stays
     inside its cell)."""

@@ -32,7 +32,7 @@ from clipmem_core.review.estimate import (
 )
 from clipmem_core.scores import MEASUREMENTS, column_label, registry
 from clipmem_core.testing import fake_run, fake_scores, modules_loaded_by
-from dashboard import compute, embedding_map, images, inspector, navigation, overview, review
+from dashboard import compute, embedding_map, images, inspector, navigation, overview, reconcile, review
 from dashboard.gallery import (
     Card,
     Filters,
@@ -836,3 +836,14 @@ def test_the_learned_rankings_pending_note_says_whose_verdicts_it_counts():
     assert "in the verdicts you can see (3 so far; in blind mode, your own)" in own and "team" not in own
     batch = learned_pending_note(7, at_batch_start=True)  # the Review page counts once a batch, not per key
     assert "(7 when this batch began; it joins at a next batch)" in batch
+
+
+def test_names_beside_punctuation_are_isolated_from_their_right_to_left_runs():
+    """An Arabic session name took "(#1)" into its right-to-left run ("مرحبا (1#)"), and two reviewers'
+    names beside "&" swapped places."""
+    arabic = "مرحبا"
+    session = SimpleNamespace(name=arabic, id=1, overlap=2, created_by="lead")
+    assert review.session_heading(session) == f"\u2068{arabic}\u2069 (#1), overlap 2, by \u2068lead\u2069"
+    pair = {"reviewer_a": arabic, "reviewer_b": "bob", "n_samples": 3, "percent_agreement": 50.0, "cohen_kappa": 0.0}
+    shown = reconcile.pair_agreement({"pairs": [pair]})["reviewers"].tolist()
+    assert shown == [f"\u2068{arabic}\u2069 & \u2068bob\u2069"]

@@ -157,7 +157,7 @@ def session_progress() -> None:
     """Each session's progress per reviewer, read when drawn: others' verdicts arrive without a rerun of this
     page, so it says when it was read and refreshes alone (it showed a teammate at 9 done when they had 15)."""
     for session in store.sessions(run.name).itertuples():
-        st.text(f"{session.name} (#{session.id}), overlap {session.overlap}, by {session.created_by}")
+        st.text(review.session_heading(session))
         ui.table(
             store.session_progress(session.id),
             empty="no assignments",
