@@ -41,7 +41,8 @@ def fmt_number(
     if isinstance(value, (int, np.integer)) and not percent:
         return f"{int(value):,}"
     number = float(value) * (100 if percent else 1)
-    spec = f"{'+' if signed else ''}.{digits}{'g' if general else 'f'}"
+    # "z": a value that rounds to zero shows as 0.000, not -0.000 (a map hover read "CLIPMem: -0.000")
+    spec = f"{'+' if signed else ''}z.{digits}{'g' if general else 'f'}"
     return f"{number:{spec}}" + ("%" if percent else "")
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 import streamlit as st
 
 from clipmem_core.cache import GROUND_TRUTH, TRUTH_CLEAN, TRUTH_MISCAPTIONED, TRUTH_UNKNOWN, truth_words
+from clipmem_core.formatting import fmt_number
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 from clipmem_core.scores import column_label, run_scores
 
@@ -175,7 +176,7 @@ def hover_texts(points: pd.DataFrame) -> list[str]:
     ]
     for name in list(run_scores(points))[:TOOLTIP_SCORES]:
         label = column_label(name)
-        columns.append([f"{label}: none" if np.isnan(v) else f"{label}: {v:.3f}" for v in points[name].to_numpy()])
+        columns.append([f"{label}: {fmt_number(v) if not np.isnan(v) else 'none'}" for v in points[name].to_numpy()])
     return ["\n".join(lines) for lines in zip(*columns)]
 
 

@@ -226,7 +226,9 @@ def test_map_scatter_data_colours_hovers_registry_labels_and_carries_the_kept_se
     points = _map_points(run)
     points.loc[0, "clipmem"] = np.nan
     points.loc[1, "caption"] = "<img src=x onerror=alert(1)>"  # shown with textContent, sent as it is
+    points.loc[3, "clipmem"] = -0.0001
     data = embedding_map.scatter_data(points, "clipmem", "CLIPMem", np.array([4, 2, 99]))
+    assert "CLIPMem: 0.000" in data["tip"][3].split("\n")  # not "-0.000"
     assert data["row"] == list(range(6)) and data["selected"] == [2, 4]  # rows not shown are not sent
     assert data["x"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] and data["y"][5] == 50.0
     palette, colour = data["palette"], data["colour"]

@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from clipmem_core import ClipmemError
+from clipmem_core.formatting import fmt_number
 from clipmem_core.index import MODES
 from clipmem_core.review.decisions import badge_text
 from dashboard import inspector, resources, review, sidebar, state, ui
@@ -82,7 +83,7 @@ for tab, mode in zip(tabs, MODES):
             run.name,
             key=f"nn:{mode}",
             columns=4,
-            extras=[f"sim {h.similarity:.3f}" for h in hits],
+            extras=[f"sim {fmt_number(h.similarity)}" for h in hits],
         )
 
 st.subheader("Captions of visually similar images")
