@@ -324,11 +324,19 @@ def undo(state: MutableMapping[str, Any], store: ReviewStore, reviewer: str) -> 
     state[UNDO] = stack
     if store.undo_verdict(last["run"], last["id"], reviewer):
         state[CURRENT] = last["sample_id"]
-        state[UNDONE] = last
+        state[UNDONE] = {**last, "still": counted_verdict(store, last["run"], last["sample_id"], reviewer)}
         state[suggest_key(last["sample_id"])] = last.get("suggestion", "")
         state[note_key(last["sample_id"])] = last.get("note", "")
     state[LAST] = stack[-1] if stack else None
     state[PACE] = (state.get(PACE) or [])[:-1]
+
+
+def counted_verdict(store: ReviewStore, run_name: str, sample_id: str, reviewer: str) -> str | None:
+    """The reviewer's verdict on the sample that counts now, if any: after an undo, one given in another tab
+    still stands, and "Took back mis-captioned" alone read as if the sample had none."""
+    counted = store.current_verdicts(run_name, [sample_id])
+    mine = counted.loc[counted["reviewer"] == reviewer, "verdict"]
+    return str(mine.iat[0]) if len(mine) else None
 
 
 def keep_to_reviewer(state: MutableMapping[str, Any], reviewer: str) -> None:
@@ -417,6 +425,8 @@ def recorded_line(state: Mapping[str, Any], run_name: str) -> str | None:
         return refused + (f" Recorded {last['verdict']} for {last['sample_id']} before it." if last else "")
     if undone and undone["run"] == run_name:
         taken = f"Took back {undone['verdict']} for {undone['sample_id']}."
+        if undone.get("still"):
+            taken += f" Your other verdict on it, {undone['still']} (given in another tab?), counts now."
         more = f" Press U to undo {last['verdict']} for {last['sample_id']} too." if last and undoable else ""
         return taken + more
     if last and last.get("stands") not in (None, last["verdict"]):

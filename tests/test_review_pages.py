@@ -690,6 +690,23 @@ def test_a_press_that_reaches_a_card_before_it_could_be_seen_is_refused_and_said
     assert store.verdicts("run1", ["s06"])["verdict"].tolist() == ["correct"]
 
 
+def test_an_undo_says_when_a_verdict_from_another_tab_still_counts(run_dir):
+    """Undo in one tab said "Took back mis-captioned", while the verdict the reviewer gave the same sample
+    in a second tab still counted, and nothing said so."""
+    store = _disagreements(run_dir)
+    tab_a: dict = {}
+    review.record(tab_a, store, "run1", "s05", "ann", "mis-captioned", None)
+    review.record({}, store, "run1", "s05", "ann", "correct", None)  # tab B, still showing s05
+    review.undo(tab_a, store, "ann")
+    assert review.recorded_line(tab_a, "run1") == (
+        "Took back mis-captioned for s05. Your other verdict on it, correct (given in another tab?), counts now."
+    )
+    alone: dict = {}
+    review.record(alone, store, "run1", "s06", "ann", "unsure", None)
+    review.undo(alone, store, "ann")
+    assert review.recorded_line(alone, "run1") == "Took back unsure for s06."
+
+
 def test_a_key_pressed_twice_before_the_next_card_arrives_counts_once(run_dir):
     """Keys reach the page while it redraws: a second press must not judge or settle the last sample again."""
     store = _disagreements(run_dir)
