@@ -27,20 +27,30 @@ def set_cookie(name: str, value: str, max_age_s: int) -> None:
     )
 
 
-def enter_lets_go(fields: Iterable[str]) -> None:
-    """Enter in one of these text fields (labels fixed by the app) takes the keyboard from it, so that the
+QUIET_MAIN_FOCUS = '[data-testid="stMain"]:focus-visible::before { box-shadow: none; }'
+
+
+def keyboard_page(fields: Iterable[str]) -> None:
+    """What a page judged by keys needs in the browser (Review, Reconcile). Draw it on every run, in one
+    place: an element that comes and goes shifts the ones below, which Streamlit then draws afresh.
+
+    Enter in one of these text fields (labels fixed by the app) takes the keyboard from it, so that the
     page's verdict keys work next: the 1 pressed after Enter in "Suggested caption" was typed into it ("a
     pirate flag1") and no verdict was given. Done in the browser, on the Enter itself: a blur sent by the
     next run came late, and took the keyboard from a field tabbed into meanwhile; a blur on a timer came after
     a key typed at once. The listener sits on the document, so Streamlit's own Enter (on the app's root,
-    below it) has taken the value before the field lets go. Draw it on every run, in
-    one place: an element that comes and goes shifts the ones below, which Streamlit then draws afresh."""
+    below it) has taken the value before the field lets go.
+
+    And the page's scroll area draws no focus frame: a click on empty space gives it the focus, and the
+    verdict keys that follow framed the whole page in grey, as if something were wrong."""
     labels = json.dumps(sorted(fields))
     run_script(
         "if (!window.clipmemEnterLetsGo) { window.clipmemEnterLetsGo = new Set();"
         " document.addEventListener('keydown', (e) => { const t = e.target;"
         " if (e.key === 'Enter' && t && t.getAttribute && window.clipmemEnterLetsGo.has(t.getAttribute('aria-label')))"
-        " t.blur(); }); }"
+        " t.blur(); });"
+        " const quiet = document.createElement('style'); quiet.id = 'clipmem-quiet-main-focus';"
+        f" quiet.textContent = {json.dumps(QUIET_MAIN_FOCUS)}; document.head.appendChild(quiet); }}"
         f" {labels}.forEach((label) => window.clipmemEnterLetsGo.add(label));"
     )
 

@@ -458,6 +458,13 @@ def _review(
         page.keyboard.type(suggestion)
         page.keyboard.press("Enter")
     judged = [_press_and_wait_for_the_next(page, key) for key in keys]
+    page.locator('[data-testid="stMain"]').focus()  # as a click on empty space does, before more keys
+    page.keyboard.press("Shift")
+    frame = page.evaluate(
+        "() => { const main = document.querySelector('[data-testid=\"stMain\"]');"
+        " return [main.matches(':focus-visible'), getComputedStyle(main, '::before').boxShadow]; }"
+    )
+    assert frame == [True, "none"]  # no grey frame round the whole page
     page.screenshot(path=str(shots / ("review.png" if name == "ann" else f"review_{name}.png")))
     page.close()
     assert judged[0] == first

@@ -171,4 +171,4 @@ if len(items) > 1:
     )
 agreement_section()
 export_section()
-browser.enter_lets_go((reconcile.CAPTION_LABEL,))  # last: a script element above the card shifts its fields
+browser.keyboard_page((reconcile.CAPTION_LABEL,))  # last: a script element above the card shifts its fields
