@@ -365,15 +365,28 @@ def metric_change(change: float, digits: int, *, lower_is_better: bool = False) 
 
 
 def cleaning_verdict(effect: pd.DataFrame) -> str:
-    """One plain sentence on R@1, the utility measure a curator cares about first."""
+    """One plain sentence on R@1, the utility measure a curator cares about first. A re-run that removed
+    nothing says so first: any change then is the seed's or the settings', not the cleaning's."""
     row = effect[effect["Measure"].str.startswith("R@1")].iloc[0]
+    removed = effect.loc[effect["Measure"] == COUNT_MEASURES[1], "Cleaned"]
+    nothing = (
+        "The re-run removed no sample, so this is no measure of cleaning (was its drop list empty?). "
+        if len(removed) and removed.iat[0] == 0
+        else ""
+    )
     if not np.isfinite(row["Change"]):
-        return "Too few held-out pairs to compare retrieval."
-    direction = "rose" if row["Change"] > 0 else "fell" if row["Change"] < 0 else "did not change"
+        return nothing + "Too few held-out pairs to compare retrieval."
+    if fmt_number(row["Original"]) == fmt_number(row["Cleaned"]):  # "did not change from 0.060 to 0.060"
+        change = f"R@1 is {fmt_number(row['Original'])} in both runs."
+    else:
+        direction = "rose" if row["Change"] > 0 else "fell"
+        change = (
+            f"R@1 {direction} from {fmt_number(row['Original'])} to {fmt_number(row['Cleaned'])} "
+            f"({fmt_number(row['Change'], signed=True)})."
+        )
     return (
-        f"R@1 {direction} from {fmt_number(row['Original'])} to {fmt_number(row['Cleaned'])} "
-        f"({fmt_number(row['Change'], signed=True)}). One run each: to tell an effect from seed noise, run "
-        "clipmem experiment removal (3 seeds, a fixed evaluation set)."
+        f"{nothing}{change} One run each: to tell an effect from seed noise, run clipmem experiment removal "
+        "(3 seeds, a fixed evaluation set)."
     )
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from page_helpers import markdown_tables
 from streamlit.testing.v1 import AppTest
@@ -189,6 +191,27 @@ def test_cleaning_effect_compares_recall_on_the_same_number_of_clean_pairs(cache
     assert "R@1" in compare.cleaning_verdict(effect) and "clipmem experiment removal" in compare.cleaning_verdict(
         effect
     )
+
+
+def test_the_cleaning_sentence_says_when_nothing_changed_or_nothing_was_removed():
+    """It read "R@1 did not change from 0.060 to 0.060", and said nothing of a re-run that removed nothing."""
+
+    def effect(original: float, cleaned: float, removed: int) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "Measure": ["R@1 (mean of both directions)", compare.COUNT_MEASURES[1]],
+                "Original": [original, math.nan],
+                "Cleaned": [cleaned, removed],
+                "Change": [cleaned - original, math.nan],
+            }
+        )
+
+    assert compare.cleaning_verdict(effect(0.06, 0.06, 0)).startswith(
+        "The re-run removed no sample, so this is no measure of cleaning (was its drop list empty?). "
+        "R@1 is 0.060 in both runs."
+    )
+    assert compare.cleaning_verdict(effect(0.0601, 0.0603, 5)).startswith("R@1 is 0.060 in both runs. One run")
+    assert compare.cleaning_verdict(effect(0.06, 0.08, 5)).startswith("R@1 rose from 0.060 to 0.080 (+0.020).")
 
 
 def test_experiment_table_gives_mean_and_spread(cache_root):
