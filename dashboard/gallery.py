@@ -174,15 +174,37 @@ def slider_grid(finite: np.ndarray, steps: int = 200) -> tuple[float, float, flo
     return low, high, step
 
 
-def empty_note(verdict_filter: str | None, blind: bool) -> str:
-    """What an empty gallery says. Under a verdict filter in blind mode it names the likely cause: the
-    verdicts of samples the viewer has not judged are hidden, so they match no verdict filter."""
-    if blind and verdict_filter not in (None, "any"):
-        return (
-            "No sample matches the filters. Blind mode is on: you see the verdicts only of samples you have "
-            "judged yourself, under your name (turn it off in the sidebar to see everyone's)."
+def active_filters(filters: Filters, selected: int | None = None) -> list[str]:
+    """The filters that narrow the gallery, in words ("caption search “frog”"): an empty gallery said only
+    "No sample matches the filters", and the sidebar that holds them is below the fold."""
+    said = [f"split {', '.join(filters.splits)}"] if filters.splits else []
+    if filters.score_range is not None:
+        low, high = filters.score_range
+        said.append(f"{column_label(filters.score)} from {fmt_number(low)} to {fmt_number(high)}")
+    if filters.unscored == "exclude":
+        said.append(f"samples without {column_label(filters.score)} left out")
+    elif filters.unscored == "only":
+        said.append(f"only samples without {column_label(filters.score)}")
+    if filters.flag != "any":
+        said.append(f"verdict {FLAG_LABELS.get(filters.flag, filters.flag)}")
+    if filters.text.strip():
+        said.append(f"caption search “{filters.text.strip()}”")
+    if selected is not None:
+        said.append(f"the {fmt_count(selected, 'sample')} selected on the map")
+    return said
+
+
+def empty_note(filters: Filters, blind: bool, selected: int | None = None) -> str:
+    """What an empty gallery says: which filters are on, and under a verdict filter in blind mode the likely
+    cause: the verdicts of samples the viewer has not judged are hidden, so they match no verdict filter."""
+    active = active_filters(filters, selected)
+    note = f"No sample matches the filters: {'; '.join(active)}." if active else "No sample matches the filters."
+    if blind and filters.flag != "any":
+        note += (
+            " Blind mode is on: you see the verdicts only of samples you have judged yourself, under your name "
+            "(turn it off in the sidebar to see everyone's)."
         )
-    return "No sample matches the filters."
+    return note
 
 
 def learned_pending_note(miscaptioned: int, blind: bool = False, at_batch_start: bool = False) -> str:

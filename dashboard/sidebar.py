@@ -28,6 +28,32 @@ def reset_views() -> None:
     st.session_state.pop(state.INSPECT_RUN, None)
 
 
+_CLEARED = "_filters_cleared"  # the empty gallery's "Clear the filters" was pressed: the widgets to follow
+_RERUN_PAGE = "_filters_cleared_rerun"  # … and the gallery's fragment is to rerun the whole page, once
+
+
+def clear_filters(run) -> None:
+    """The empty gallery's button: every filter back to showing all, and the map's selection dropped. The
+    gallery's fragment then reruns the whole page (`filters_cleared`), where `filters` sets the values once
+    more, before its widgets are drawn: set only in the fragment's callback, the page filtered nothing while
+    the search box (and its address) still showed the old words."""
+    _showing_all(run)
+    st.session_state[_CLEARED] = st.session_state[_RERUN_PAGE] = True
+    reset_views()
+
+
+def filters_cleared() -> bool:
+    """Whether the filters were just cleared, so that the whole page is to run again (asked once)."""
+    return bool(st.session_state.pop(_RERUN_PAGE, False))
+
+
+def _showing_all(run) -> None:
+    ss = st.session_state
+    ss.update({state.SPLITS: [], state.FLAG: "any", state.TEXT: "", state.UNSCORED: "include"})
+    column = resources.range_score(run)
+    ss[state.range_key(run.name, column)] = resources.range_bounds(run, column)[:2]
+
+
 def _run_selector(infos: list[RunInfo]) -> str | None:
     """The run selector; returns why the run this session was showing cannot be shown any more, if so.
 
@@ -141,6 +167,8 @@ def filters() -> None:
     run = resources.current_run()
     if run is None:
         return
+    if st.session_state.pop(_CLEARED, False):
+        _showing_all(run)
     st.sidebar.multiselect(
         "Split",
         split_order(run.scores["split"].unique()),

@@ -460,9 +460,18 @@ def test_the_range_sliders_last_step_holds_the_highest_sample(values):
     assert any(math.isclose(step, m * 10.0**e) for m in (1, 2, 5) for e in range(-8, 3))  # a round step
 
 
-def test_an_empty_gallery_under_a_verdict_filter_in_blind_mode_says_why():
-    assert empty_note("any", blind=True) == empty_note("mis-captioned", blind=False) == "No sample matches the filters."
-    assert "Blind mode is on" in empty_note("mis-captioned", blind=True)
+def test_an_empty_gallery_names_its_filters_and_under_a_verdict_filter_in_blind_mode_says_why():
+    assert empty_note(Filters(), blind=True) == "No sample matches the filters."
+    flagged = Filters(flag="mis-captioned")
+    assert empty_note(flagged, blind=False) == "No sample matches the filters: verdict mis-captioned."
+    assert "Blind mode is on" in empty_note(flagged, blind=True)
+    narrow = Filters(
+        splits=("fold0",), score="clipmem", score_range=(0.1, 0.5), unscored="exclude", flag="unflagged", text=" frog "
+    )
+    assert empty_note(narrow, blind=False, selected=3) == (
+        "No sample matches the filters: split fold0; CLIPMem from 0.100 to 0.500; samples without CLIPMem left out; "
+        "verdict no verdict yet; caption search “frog”; the 3 samples selected on the map."
+    )
 
 
 def test_inspector_tables(run):

@@ -285,7 +285,12 @@ def test_a_caption_search_and_a_verdict_filter_survive_a_reload_and_travel_in_a_
     page.goto(f"{server}/gallery?f_text=frog&f_flag=no+verdict+yet")  # a shared link, opened fresh
     page.get_by_text(showing).wait_for()  # blind mode and no name: no verdict is shown, so every match has none
     page.goto(f"{server}/gallery?f_text=frog&f_flag=mis-captioned")
-    page.get_by_text("No sample matches the filters.", exact=False).first.wait_for()
+    page.get_by_text("No sample matches the filters: verdict mis-captioned; caption search “frog”.").wait_for()
+    page.get_by_role("button", name="Clear the filters").click()
+    page.get_by_text(f"of the {len(captions):,} that match").wait_for()
+    expect(page.get_by_label("Search captions")).to_have_value("", timeout=TIMEOUT_MS)
+    page.reload()  # cleared in the address too
+    page.get_by_text(f"of the {len(captions):,} that match").wait_for()
     page.close()
 
 

@@ -23,6 +23,7 @@ from dashboard.gallery import (
     sort_for_link,
     unknown_sort_note,
 )
+from dashboard.text import md
 
 run = resources.require_run()
 ss = st.session_state
@@ -61,6 +62,8 @@ def _page_number(cell, pages: int) -> None:
 @st.fragment
 def gallery() -> None:
     """Sorting, paging and flag clicks rerun only this part of the page."""
+    if sidebar.filters_cleared():
+        st.rerun()  # the whole page: the sidebar's widgets are to show the cleared filters too
     table = resources.decisions(run)
     ranking = resources.rankings(run, decided(table))  # a learned sort once the team has enough verdicts
     options = ranking.labels
@@ -76,7 +79,8 @@ def gallery() -> None:
         # but the address lost it, and a reload the sort)
         st.query_params[state.SORT] = options[linked]
         st.rerun()
-    mask = filter_mask(run, resources.current_filters(run), decided(table), resources.selection())
+    filters = resources.current_filters(run)
+    mask = filter_mask(run, filters, decided(table), resources.selection())
     total = int(mask.sum())
     pages = page_count(total)
     title = st.empty()  # filled once the sort is known: the title follows it
@@ -109,7 +113,8 @@ def gallery() -> None:
     rows = page_rows(ranking.orders[ss.get(state.SORT) or default_sort], mask, page)
     cards = make_cards(run, rows, table)
     if not cards:
-        st.info(empty_note(ss.get(state.FLAG), auth.blind()))
+        st.info(md(empty_note(filters, auth.blind(), None if selected is None else len(selected))))
+        st.button("Clear the filters", key="clear_filters", on_click=sidebar.clear_filters, args=(run,))
         return
     st.caption(
         f"Samples {page * PAGE_SIZE + 1:,}–{page * PAGE_SIZE + len(cards):,} of the {total:,} that match "
