@@ -35,7 +35,7 @@ from clipmem_core.formatting import fmt_number
 from clipmem_core.index import Neighbour, NeighbourSearch
 from clipmem_core.review import ReviewStore, is_lead
 from clipmem_core.review.decisions import standing_verdict
-from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
+from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE, VERDICTS
 from clipmem_core.scores import column_label
 from clipmem_core.shards import open_image_source
 
@@ -169,6 +169,15 @@ def assigned_batch(store: ReviewStore, run: Run, session_id: int | None, reviewe
     queued = store.queue(session_id, reviewer)
     left = [s for s in queued if s in run.row_of]  # a rebuilt run may lack some
     return Batch(left, size, size - len(queued))
+
+
+def done_line(store: ReviewStore, run_name: str, reviewer: str, sample_ids: Collection[str]) -> str:
+    """What a finished batch says: how the reviewer judged it ("This batch is done: 12 mis-captioned, 35
+    correct, 3 unsure. Thank you!"), where "Thank you" alone told nothing of the batch's yield."""
+    counted = store.current_verdicts(run_name, sample_ids)
+    mine = counted.loc[counted["reviewer"] == reviewer, "verdict"].value_counts()
+    tally = ", ".join(f"{int(mine[verdict]):,} {verdict}" for verdict in VERDICTS if mine.get(verdict, 0))
+    return f"This batch is done: {tally}. Thank you!" if tally else "This batch is done. Thank you!"
 
 
 def current_sample(state: Mapping[str, Any], batch: Batch) -> str | None:

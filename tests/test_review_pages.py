@@ -263,7 +263,8 @@ def test_the_next_batch_says_where_it_is_and_another_queue_or_size_starts_at_the
     at = page(REVIEW, run_dir)
     at.number_input(key=review.BATCH).set_value(2).run()
     verdict_button(at, "correct").click().run()
-    verdict_button(at, "correct").click().run()
+    verdict_button(at, "mis-captioned").click().run()
+    assert [s.value for s in at.success] == ["This batch is done: 1 mis-captioned, 1 correct. Thank you!"]
     at.button(key=next(b.key for b in at.button if b.label == "Next batch")).click().run()
     assert at.get("progress")[0].proto.text.startswith("0 of 2 in this batch (places 3–4 of the queue)")
     at.radio(key=review.SOURCE).set_value(review.AUDIT).run()
@@ -324,6 +325,7 @@ def test_assigned_batch_and_session_creation(run_dir):
     at = page(REVIEW, run_dir)
     at.radio(key=review.SOURCE).set_value(review.ASSIGNED).run()
     assert [i.value for i in at.main.info] == [review.NOTHING_ASSIGNED] and not at.success  # empty, not finished
+    assert not at.get("progress")  # not "0 of 0 in this batch" over an empty bar
     at.radio(key=review.SOURCE).set_value("combined").run()
     form = at.get("form")[0]
     form.text_input[0].input("first pass")

@@ -43,8 +43,9 @@ if source == review.ASSIGNED:
     if sessions:
         session_id = st.sidebar.selectbox("Session", list(sessions), format_func=sessions.get)
     else:
-        st.sidebar.info("No review sessions for this run yet; create one below.")
+        st.sidebar.info("No review sessions for this run yet: create one under “Review sessions”, at the page's foot.")
     batch = review.assigned_batch(store, run, session_id, reviewer)
+    window = store.session_samples(session_id) if session_id is not None else []
     review.address_batch(st.query_params, 0)  # an assignment has no batches
 else:
     ss[review.BATCH] = min(max(1, int(ss.get(review.BATCH) or review.DEFAULT_BATCH)), len(run.scores))
@@ -68,7 +69,8 @@ else:
     batch = review.ranked_batch(run, queue_orders, source, judged, size, int(ss[review.BATCH_INDEX]))
 
 pace = review.seconds_per_sample(ss.get(review.PACE) or [])
-st.progress(batch.done / batch.size if batch.size else 0.0, text=review.progress_line(batch, pace))
+if batch.size:  # an empty assignment showed "0 of 0 in this batch" over an empty bar
+    st.progress(batch.done / batch.size, text=review.progress_line(batch, pace))
 if source == LEARNED_KEY:
     st.caption(learned_note(ranking.learned()) + " This batch's order was fitted when it started.")
 if source == review.AUDIT:
@@ -90,7 +92,7 @@ sample_id = review.current_sample(ss, batch)
 if sample_id is None and not batch.size:  # an empty assignment is not a finished one
     st.info(review.NOTHING_ASSIGNED, icon=":material/inbox:")
 elif sample_id is None:
-    st.success("This batch is done. Thank you!", icon=":material/task_alt:")
+    st.success(review.done_line(store, run.name, reviewer, window), icon=":material/task_alt:")
     recorded_note()
     if source != review.ASSIGNED and ss[review.BATCH_INDEX] + 1 < review.batch_count(run, batch.size or 1):
         st.button(
