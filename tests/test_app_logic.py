@@ -858,3 +858,16 @@ def test_names_beside_punctuation_are_isolated_from_their_right_to_left_runs():
     pair = {"reviewer_a": arabic, "reviewer_b": "bob", "n_samples": 3, "percent_agreement": 50.0, "cohen_kappa": 0.0}
     shown = reconcile.pair_agreement({"pairs": [pair]})["reviewers"].tolist()
     assert shown == [f"\u2068{arabic}\u2069 & \u2068bob\u2069"]
+
+
+def test_the_inspector_takes_the_one_id_that_starts_with_what_was_typed():
+    ids = ["7fa77507168f996f", "7fb0", "d34a0a1a0fa8af33"]
+    run = SimpleNamespace(row_of={s: i for i, s in enumerate(ids)}, scores=pd.DataFrame({"sample_id": ids}))
+    assert inspector.find_sample(run, " d34a0a1a0fa8af33 ") == ("d34a0a1a0fa8af33", None)
+    assert inspector.find_sample(run, "D34A")[0] == "d34a0a1a0fa8af33"
+    assert inspector.find_sample(run, "7FA7") == (
+        "7fa77507168f996f",
+        "Showing 7fa77507168f996f, the one sample whose id starts with “7FA7”.",
+    )
+    assert inspector.find_sample(run, "7f") == (None, "2 samples' ids start with “7f”: type more of it.")
+    assert inspector.find_sample(run, "") == (None, "Type a sample id.")

@@ -617,7 +617,21 @@ def test_the_inspector_serves_only_rows_of_the_run(cache_root):
     at = _app()
     _open(at, navigation.INSPECTOR.path)
     at.text_input(key=state.INSPECT).input("../../../../etc/passwd").run()
-    assert at.error[0].value == "No sample with that id in this run." and not drawn_images(at)
+    assert _plain(at.error[0].value).startswith("No sample with that id in this run.") and not drawn_images(at)
+
+
+def test_the_inspector_finds_an_id_typed_in_capitals_or_cut_short_and_says_so(cache_root):
+    """An id typed in capitals or cut short said only "No sample with that id"."""
+    at = _open(_app(), navigation.INSPECTOR.path)
+    at.text_input(key=state.INSPECT).input("S00007").run()
+    assert not at.error and len(drawn_images(at)) == 1 + 12
+    assert "Showing s00007: the id typed differs from it only in capitals." in [_plain(c.value) for c in at.caption]
+    at.text_input(key=state.INSPECT).input("s0011").run()  # s00110 … s00119
+    assert _plain(at.error[0].value) == "10 samples' ids start with “s0011”: type more of it."
+    at.text_input(key=state.INSPECT).input("s00119").run()
+    assert not at.error
+    at.text_input(key=state.INSPECT).input("s0012").run()  # the run holds 120: s00120 is not one of them
+    assert _plain(at.error[0].value).startswith("No sample with that id in this run. To find a sample by its caption")
 
 
 def test_the_inspector_finds_an_id_pasted_with_spaces_around_it(cache_root):

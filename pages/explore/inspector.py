@@ -31,13 +31,16 @@ if not ss.get(state.INSPECT) or ss.get(state.INSPECT_RUN) != run.name:  # a new 
     if ss.get(state.INSPECT) not in run.row_of:
         ss[state.INSPECT] = run.scores["sample_id"].iat[int(next(iter(resources.orders(run).values()))[0])]
     ss[state.INSPECT_RUN] = run.name
-sample_id = st.text_input(
+typed = st.text_input(
     "Sample id", key=state.INSPECT, bind="query-params", on_change=inspector.tidy_sample_id, args=(ss,)
-).strip()  # a shared link may still carry spaces
-row = run.row_of.get(sample_id)
-if row is None:
-    st.error("No sample with that id in this run.")
+)
+sample_id, found_note = inspector.find_sample(run, typed)  # a shared link may still carry spaces
+if sample_id is None:
+    st.error(md(found_note))
     st.stop()
+if found_note:
+    st.caption(md(found_note))
+row = run.row_of[sample_id]
 
 decisions = resources.decisions(run)
 decision = decisions.loc[sample_id] if sample_id in decisions.index else None
