@@ -308,6 +308,21 @@ def clamp_page(requested: int, pages: int) -> tuple[int, str | None]:
     return max(1, requested), None
 
 
+def linked_page(raw: str | None, pages: int) -> tuple[int, str] | None:
+    """The page a link's ``?gallery_page=`` should have named, and why, where it names none of the gallery's:
+    past the end, or not a page number at all ("abc", "-3"), which the box dropped without a word."""
+    if raw is None:
+        return None
+    try:
+        number = int(raw)
+    except ValueError:
+        return 1, f"“{raw}” is not a page number: showing the first page."
+    if number < 1:
+        return 1, f"“{raw}” is not a page number: showing the first page."
+    page, note = clamp_page(number, pages)
+    return (page, note) if note else None
+
+
 def page_rows(order: np.ndarray, mask: np.ndarray, page: int, per_page: int = PAGE_SIZE) -> np.ndarray:
     """Rows of page ``page`` (0-based) of the filtered samples in ``order``."""
     selected = order[mask[order]]

@@ -42,6 +42,7 @@ from dashboard.gallery import (
     gallery_title,
     learned_note,
     learned_pending_note,
+    linked_page,
     page_count,
     page_rows,
     rows_with_verdict,
@@ -871,3 +872,10 @@ def test_the_inspector_takes_the_one_id_that_starts_with_what_was_typed():
     )
     assert inspector.find_sample(run, "7f") == (None, "2 samples' ids start with “7f”: type more of it.")
     assert inspector.find_sample(run, "") == (None, "Type a sample id.")
+
+
+def test_a_linked_page_number_past_the_end_or_not_a_number_is_named_and_put_right():
+    assert linked_page(None, 42) is None and linked_page("7", 42) is None
+    assert linked_page("999", 42) == (42, "There are only 42 pages: showing the last.")
+    assert linked_page("abc", 42) == (1, "“abc” is not a page number: showing the first page.")
+    assert linked_page("-3", 42)[0] == 1

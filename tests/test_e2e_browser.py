@@ -26,7 +26,7 @@ import pytest
 from clipmem_core import load_run
 from clipmem_core.testing import CHROMIUM, CHROMIUM_ARGS, serve_app
 from dashboard import review
-from dashboard.gallery import sort_orders
+from dashboard.gallery import PAGE_SIZE, sort_orders
 from dashboard.images import CHART_SELECTOR, IMAGE_SELECTOR
 from dashboard.navigation import PAGES
 
@@ -291,6 +291,21 @@ def test_a_caption_search_and_a_verdict_filter_survive_a_reload_and_travel_in_a_
     expect(page.get_by_label("Search captions")).to_have_value("", timeout=TIMEOUT_MS)
     page.reload()  # cleared in the address too
     page.get_by_text(f"of the {len(captions):,} that match").wait_for()
+    page.close()
+
+
+def test_a_link_to_a_page_past_the_end_or_to_no_page_is_put_right_in_the_address_too(browser, server):
+    """?gallery_page=999 opened the last page and said so, but the address went on naming 999; "abc" was
+    dropped without a word."""
+    pages = -(-len(load_run(DEMO).scores) // PAGE_SIZE)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{server}/gallery?gallery_page=999")
+    page.get_by_text(f"There are only {pages} pages: showing the last.").wait_for()
+    page.wait_for_url(lambda url: parse_qs(urlsplit(url).query).get("gallery_page") == [str(pages)])
+    page.goto(f"{server}/gallery?gallery_page=abc")
+    page.get_by_text("“abc” is not a page number: showing the first page.").wait_for()
+    assert "gallery_page" not in parse_qs(urlsplit(page.url).query)  # the first page is the box's default
     page.close()
 
 

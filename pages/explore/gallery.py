@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from clipmem_core.formatting import fmt_count
 from clipmem_core.learned import KEY as LEARNED_KEY
@@ -17,6 +20,7 @@ from dashboard.gallery import (
     gallery_title,
     learned_note,
     learned_pending_note,
+    linked_page,
     make_cards,
     page_count,
     page_rows,
@@ -46,10 +50,18 @@ def _prev_next(prev_cell, next_cell, pages: int, where: str) -> None:
 def _page_number(cell, pages: int) -> None:
     """The page number box, in the URL so that a reload or a shared link opens the same page.
 
-    A number past the end (typed, or from a stale link) is put right on a rerun: the widget cannot be
-    changed once drawn, and on a first load it takes the URL's number over any value set before it."""
+    A link's number past the end, or no number at all, is put right in the address before the box first
+    reads it. A number typed past the end is put right on a rerun: the widget cannot be changed once drawn,
+    and on a first load it takes the URL's number over any value set before it."""
     if state.PAGE_FIX in ss:
         ss[state.PAGE] = ss.pop(state.PAGE_FIX)
+    fixed = linked_page(st.query_params.get(state.PAGE), pages)
+    if fixed is not None:
+        with contextlib.suppress(StreamlitAPIException):  # bound already in this session: fixed below instead
+            # the address is put right before the box reads it: set afterwards, the box showed the last page
+            # while the address went on naming page 999
+            st.query_params[state.PAGE], ss[state.PAGE_NOTE] = str(fixed[0]), fixed[1]
+            st.rerun()
     cell.number_input(f"Page (of {pages:,})", min_value=1, key=state.PAGE, bind="query-params")
     page, note = clamp_page(int(ss[state.PAGE]), pages)
     if note:
