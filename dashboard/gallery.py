@@ -208,21 +208,18 @@ def empty_note(filters: Filters, blind: bool, selected: int | None = None) -> st
 
 
 def learned_pending_note(miscaptioned: int, blind: bool = False, at_batch_start: bool = False) -> str:
-    """Why the learned ranking is not offered yet, and how far away it is: a curator cannot use what the
-    dashboard never mentions. In blind mode it learns only from the viewer's own verdicts, and "0 so far"
-    read as if the team had called none. ``at_batch_start``: the Review page counts the verdicts once a batch
-    (a key press must not refit), and a live-looking count that stood still for the whole batch misled."""
-    when = "when this batch began; it joins at a next batch" if at_batch_start else "so far"
-    so_far = f"{miscaptioned} {when}"
-    if blind:
-        return (
-            f"“{LEARNED_LABEL}” joins these once {MIN_MISCAPTIONED} samples are called mis-captioned in the "
-            f"verdicts you can see ({so_far}; in blind mode, your own): it learns from them how this "
-            "dataset's mis-captions look."
-        )
+    """Why the learned ranking is not offered yet, and how far away it is, in short sentences (one long one
+    with two parentheses was hard to read): a curator cannot use what the dashboard never mentions. In blind
+    mode it learns only from the viewer's own verdicts, and "0 so far" read as if the team had called none.
+    ``at_batch_start``: the Review page counts the verdicts once a batch (a key press must not refit), and a
+    live-looking count that stood still for the whole batch misled."""
+    called = "you have called mis-captioned" if blind else "the team has called mis-captioned"
+    count = f"{miscaptioned} when this batch began" if at_batch_start else f"{miscaptioned} so far"
+    joins = " It can join when a batch begins." if at_batch_start else ""
+    whose = " Blind mode counts your own verdicts only." if blind else ""
     return (
-        f"“{LEARNED_LABEL}” joins these once {MIN_MISCAPTIONED} samples are called mis-captioned "
-        f"({so_far}): it learns from the team's verdicts how this dataset's mis-captions look."
+        f"“{LEARNED_LABEL}” joins these at {MIN_MISCAPTIONED} samples {called}: {count}.{joins}{whose} It "
+        "learns from those verdicts what this dataset's mis-captions look like."
     )
 
 

@@ -842,12 +842,15 @@ def test_the_learned_note_says_when_nothing_can_check_the_classifier_yet():
 
 def test_the_learned_rankings_pending_note_says_whose_verdicts_it_counts():
     """Blind mode learns from the viewer's own verdicts: "0 so far" read as if the team had called none."""
-    team = learned_pending_note(12)
-    assert "(12 so far): it learns from the team's verdicts" in team
+    assert learned_pending_note(12) == (
+        "“Learned from your verdicts” joins these at 30 samples the team has called mis-captioned: 12 so far. It "
+        "learns from those verdicts what this dataset's mis-captions look like."
+    )
     own = learned_pending_note(3, blind=True)
-    assert "in the verdicts you can see (3 so far; in blind mode, your own)" in own and "team" not in own
+    assert "at 30 samples you have called mis-captioned: 3 so far. Blind mode counts your own verdicts only." in own
+    assert "team" not in own
     batch = learned_pending_note(7, at_batch_start=True)  # the Review page counts once a batch, not per key
-    assert "(7 when this batch began; it joins at a next batch)" in batch
+    assert ": 7 when this batch began. It can join when a batch begins." in batch
 
 
 def test_names_beside_punctuation_are_isolated_from_their_right_to_left_runs():

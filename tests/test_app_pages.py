@@ -295,11 +295,11 @@ def test_a_learned_ranking_is_offered_once_the_team_has_called_enough_samples_mi
     _judge_from_truth(store, run, MIN_MISCAPTIONED - 1)
     at = _app(reviewer="ann", page=navigation.GALLERY.path, run="judged")
     assert not [o for o in at.selectbox(key=state.SORT).options if o.startswith("Learned")]
-    pending = f"once {MIN_MISCAPTIONED} samples are called mis-captioned in the verdicts you can see"
-    pending += f" ({MIN_MISCAPTIONED - 1} so far; in blind mode, your own)"
+    pending = f"at {MIN_MISCAPTIONED} samples you have called mis-captioned: {MIN_MISCAPTIONED - 1} so far."
+    pending += " Blind mode counts your own verdicts only."
     assert pending in at.selectbox(key=state.SORT).help  # it says what is coming, and how far away it is
     waiting = _app(reviewer="ann", page=navigation.REVIEW.path, run="judged")
-    counted_once_a_batch = f"({MIN_MISCAPTIONED - 1} when this batch began; it joins at a next batch; in blind mode"
+    counted_once_a_batch = f": {MIN_MISCAPTIONED - 1} when this batch began. It can join when a batch begins."
     assert any(counted_once_a_batch in c.value for c in waiting.sidebar.caption)
     store.add_verdict("judged", run.scores["sample_id"][run.scores["is_miscaptioned"]].iat[-1], "ann", "mis-captioned")
     labels = {s: v == "mis-captioned" for s, v in store.latest_verdicts("judged", reviewer="ann").items()}
