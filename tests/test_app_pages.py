@@ -620,6 +620,14 @@ def test_the_inspector_serves_only_rows_of_the_run(cache_root):
     assert _plain(at.error[0].value).startswith("No sample with that id in this run.") and not drawn_images(at)
 
 
+def test_the_inspector_shows_the_caption_a_lead_accepted(cache_root):
+    store = open_store(cache_root)
+    store.add_verdict("demo", "s00005", "ann", "mis-captioned")  # blind mode: ann sees decisions she took part in
+    store.resolve("demo", "s00005", "mis-captioned", "lead", caption="a *red* kite")
+    at = _app(reviewer="ann", page=navigation.INSPECTOR.path, **{state.INSPECT: "s00005"})
+    assert "Accepted by a lead in its place: “a *red* kite”" in [_plain(c.value) for c in at.caption]
+
+
 def test_the_inspector_finds_an_id_typed_in_capitals_or_cut_short_and_says_so(cache_root):
     """An id typed in capitals or cut short said only "No sample with that id"."""
     at = _open(_app(), navigation.INSPECTOR.path)

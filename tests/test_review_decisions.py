@@ -65,6 +65,16 @@ def test_resolution_beats_majority_beats_own_pending(store):
     assert unresolved_disagreements(store.current_verdicts(RUN), store.resolutions(RUN)) == ["a", "c"]
 
 
+def test_a_decision_carries_the_caption_a_lead_accepted(store):
+    """The inspector's badge said "Mis-captioned · lead", and the caption the lead put in showed nowhere."""
+    add(store, ("ann", "a", "mis-captioned"), ("bob", "a", "correct"), ("ann", "b", "correct"))
+    store.resolve(RUN, "a", "mis-captioned", "lead", caption="a red kite")
+    table = decisions(store.current_verdicts(RUN), store.resolutions(RUN))
+    assert table.loc["a", "accepted_caption"] == "a red kite" and table.loc["b", "accepted_caption"] is None
+    store.resolve(RUN, "a", "correct", "lead", caption="a red kite")  # revised: no caption replaces it now
+    assert decisions(store.current_verdicts(RUN), store.resolutions(RUN)).loc["a", "accepted_caption"] is None
+
+
 def test_blind_viewers_see_decisions_only_on_samples_they_judged(store):
     add(store, ("bob", "a", "mis-captioned"), ("bob", "b", "correct"), ("ann", "b", "correct"))
     store.resolve(RUN, "a", "mis-captioned", "lead")

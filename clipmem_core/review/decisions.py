@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 
 from .roles import leads
-from .verdicts import VERDICT_LABELS, VERDICTS
+from .verdicts import MISCAPTIONED, VERDICT_LABELS, VERDICTS
 
 RESOLVED, MAJORITY, OWN_PENDING, TIED = "resolved", "majority", "own (pending)", "tied"
-COLUMNS = ["verdict", "source", "n_reviewers", "votes", "own"]
+COLUMNS = ["verdict", "source", "n_reviewers", "votes", "own", "accepted_caption"]
 
 
 def counted_verdicts(history: pd.DataFrame, leads_env: str | None = None) -> pd.DataFrame:
@@ -83,7 +83,8 @@ def _vote_counts(current: pd.DataFrame) -> pd.DataFrame:
 
 
 def decisions(current: pd.DataFrame, resolutions: pd.DataFrame, viewer: str | None = None) -> pd.DataFrame:
-    """One row per judged or resolved sample (index ``sample_id``): verdict, source, n_reviewers, votes, own.
+    """One row per judged or resolved sample (index ``sample_id``): verdict, source, n_reviewers, votes, own,
+    and the caption a lead accepted when resolving it mis-captioned (``accepted_caption``, else None).
 
     Args:
         current: counted verdicts, one per (sample, reviewer) (``ReviewStore.current_verdicts``).
@@ -112,11 +113,15 @@ def decisions(current: pd.DataFrame, resolutions: pd.DataFrame, viewer: str | No
     pending = pd.isna(table["verdict"]) & own.notna()
     table.loc[pending, "verdict"] = own[pending]
     table.loc[pending, "source"] = OWN_PENDING
+    table["accepted_caption"] = None
     if len(resolutions):
-        settled = resolutions.set_index("sample_id")["verdict"]
-        table.loc[settled.index, "verdict"] = settled
+        settled = resolutions.set_index("sample_id")
+        table.loc[settled.index, "verdict"] = settled["verdict"]
         table.loc[settled.index, "source"] = RESOLVED
-    table["verdict"] = table["verdict"].astype(object).where(table["verdict"].notna(), None)
+        if "caption" in settled.columns:  # the caption a lead accepted for a mis-captioned sample
+            table.loc[settled.index, "accepted_caption"] = settled["caption"].where(settled["verdict"] == MISCAPTIONED)
+    for column in ("verdict", "accepted_caption"):
+        table[column] = table[column].astype(object).where(table[column].notna(), None)
     return table
 
 

@@ -53,6 +53,9 @@ with left:
         st.caption(md(note))
 with right:
     ui.caption_box(run.scores["caption"].iat[row])
+    accepted = None if decision is None else decision["accepted_caption"]
+    if accepted:  # the badge said "Mis-captioned · lead", and the caption the lead put in showed nowhere
+        st.caption(md(f"Accepted by a lead in its place: “{accepted}”"))
     own = None if decision is None else decision["own"]  # the verdicts beside the caption, above the fold
     ui.flag_buttons(run.name, sample_id, key=f"inspect:{sample_id}", reviewer_name=sidebar.flagging_as(), own=own)
     table = inspector.score_table(run, row, badge_text(decision))
