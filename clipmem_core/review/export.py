@@ -34,7 +34,7 @@ from ..cache import GROUND_TRUTH, Run
 from ..data import CAPTIONS_COLUMN, CLASS_COLUMN, ID_COLUMN
 from ..errors import ClipmemError
 from ..formatting import fmt_count
-from .decisions import decisions, unresolved_disagreements
+from .decisions import RESOLVED, decisions, unresolved_disagreements
 from .store import ReviewStore
 from .verdicts import MISCAPTIONED
 
@@ -112,10 +112,9 @@ def final_labels(store: ReviewStore, run: str, allow_unresolved: bool = True) ->
     table = decisions(current, resolutions).reset_index()
     labels = table[["sample_id", "verdict", "source"]].copy()
     suggestions = _accepted_suggestions(current)
-    resolved_captions = dict(zip(resolutions.get("sample_id", []), resolutions.get("caption", [])))
     labels["caption"] = [
-        resolved_captions.get(sid) if source == "resolved" else suggestions.get(sid)
-        for sid, source in zip(labels["sample_id"], labels["source"])
+        accepted if source == RESOLVED else suggestions.get(sid)
+        for sid, source, accepted in zip(labels["sample_id"], labels["source"], table["accepted_caption"])
     ]
     return labels.sort_values("sample_id").reset_index(drop=True)
 
