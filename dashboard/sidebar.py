@@ -241,7 +241,10 @@ def _flag_mode() -> None:
     if st.sidebar.toggle(
         "Flag mode", key=state.FLAG_MODE, bind="query-params", help="show one-click verdict buttons on cards"
     ):
-        if auth.oidc_configured() or str(st.session_state.get(auth.REVIEWER_KEY) or "").strip():
+        name = str(st.session_state.get(auth.REVIEWER_KEY) or "").strip()
+        if not auth.oidc_configured() and auth.name_problem(name):
+            return  # said under the sidebar's name box; a second name box on the page, worded otherwise, confused
+        if auth.oidc_configured() or name:
             auth.reviewer_or_prompt(purpose="recorded with your flags")  # a log-in button, or a lead's secret
         else:
             st.info(FLAG_NAME_HINT, icon=":material/person:")

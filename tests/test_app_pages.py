@@ -479,6 +479,7 @@ def test_flag_buttons_need_flag_mode_and_a_name_and_flag_mode_survives_a_reload(
     assert [e.value for e in at.sidebar.error] == [
         "Reviewer name is longer than 200 characters: it cannot be recorded."
     ]
+    assert not at.main.error and not [t for t in at.main.text_input if t.key == auth.NAME_INPUT]  # said once
 
 
 def test_a_link_with_a_sort_the_run_does_not_offer_says_so_under_the_title(cache_root):
