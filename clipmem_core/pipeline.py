@@ -115,14 +115,15 @@ def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
     so a run refused for its data or options never blocks the corrected rerun.
     """
     state_path = out / cache.STATE_FILE
+    running = cache.still_computing(out) if state_path.exists() else None
+    if running:  # asked before anything else: a run still reading its data or in its first minute of training
+        # has trained nothing yet, and a second run into the folder started over it, and both said "written"
+        raise ClipmemError(f"{out} is still being computed ({running}): wait for it, or stop it first")
     if resume and state_path.exists():
         remove_stale_temps(out)
     if not cache.trained_nothing(out):
         if not state_path.exists():
             raise ClipmemError(f"{out} exists and is not a clipmem run; choose another --out")
-        running = cache.still_computing(out)
-        if running:
-            raise ClipmemError(f"{out} is still being computed ({running}): wait for it, or stop it first")
         if not resume:
             raise ClipmemError(f"{out} holds an unfinished run; add --resume to continue it, or delete it")
         try:

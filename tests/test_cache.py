@@ -260,6 +260,31 @@ def test_a_run_still_being_computed_is_not_called_unfinished_nor_resumed_a_secon
         cache.load_run(folder)
 
 
+def test_a_second_run_into_a_folder_whose_run_has_trained_nothing_yet_is_refused_while_it_lives(tmp_path):
+    """Two runs into one --out both trained and both said "run written" while the first was still reading its
+    data or in its first minute of training: the lock was asked only once a checkpoint existed."""
+    import socket
+    import subprocess
+    import sys
+
+    from clipmem_core.config import RunConfig
+    from clipmem_core.pipeline import _prepare_out_dir
+
+    folder = tmp_path / "starting"
+    folder.mkdir()
+    ours = {"fingerprint": "y", "config": RunConfig(data="d", out="o").to_dict()}
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        state = {"fingerprint": "x", "host": socket.gethostname(), "pid": other.pid}
+        (folder / cache.STATE_FILE).write_text(json.dumps(state))  # its state only: nothing trained yet
+        assert cache.trained_nothing(folder)
+        with pytest.raises(ClipmemError, match=f"still being computed \\(process {other.pid}"):
+            _prepare_out_dir(folder, False, ours)
+        assert json.loads((folder / cache.STATE_FILE).read_text())["pid"] == other.pid  # left alone
+        other.kill()
+    _prepare_out_dir(folder, False, ours)  # its process gone: a run that trained nothing starts afresh
+    assert json.loads((folder / cache.STATE_FILE).read_text())["fingerprint"] == "y"
+
+
 class _CountedImages:
     """Images that count how often each row is read: a shared image must be shrunk once."""
 
