@@ -212,7 +212,9 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """The run folder's name, also for a path such as ``.`` or ``runs/x/..`` (its name was "", and the
+        review commands looked up the verdicts of a run named "": none). A link keeps its own name."""
+        return Path(os.path.abspath(self.path)).name
 
     @property
     def has_ground_truth(self) -> bool:

@@ -87,6 +87,19 @@ def test_import_export_and_agreement(run_dir, tmp_path, capsys):
     assert len(pd.read_csv(tmp_path / "c.csv")) == 6 - 1  # s00 replaced ("better"), s03 has no suggestion
 
 
+def test_a_run_named_by_dot_from_inside_its_folder_is_the_run_by_its_folders_name(run_dir, monkeypatch, capsys):
+    """`--run .` gave the run the name "": the agreement counted 0 judged, and an export wrote an empty drop
+    list, over a run with verdicts."""
+    open_store(run_dir.parent).add_verdict("run1", "s00", "ann", "mis-captioned")
+    open_store(run_dir.parent).add_verdict("run1", "s00", "bob", "mis-captioned")
+    monkeypatch.chdir(run_dir)
+    assert main(["review", "agreement", "--run", ".", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_samples"] == 1
+    monkeypatch.chdir(run_dir / "thumbs")
+    assert main(["review", "agreement", "--run", "..", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_samples"] == 1
+
+
 def test_agreement_of_one_session(run_dir, capsys):
     store = open_store(run_dir.parent)
     sid = store.create_session("run1", "s", ["s00", "s01"], ["ann", "bob"], 2, "lead")
