@@ -1,4 +1,5 @@
 import json
+import re
 import sqlite3
 from collections import Counter
 
@@ -303,3 +304,13 @@ def test_a_big_import_is_batched_and_still_all_or_nothing(store):
     with pytest.raises(ClipmemError, match="not one of"):
         store.add_verdicts("big2", records)
     assert store.verdicts("big2").empty
+
+
+def test_a_given_sqlite_database_in_a_folder_that_does_not_exist_is_refused_and_nothing_is_made(tmp_path):
+    """A mistyped $CLIPMEM_DB_URL made its folders and a new, empty database: read-only commands then said
+    "0 judged" and wrote empty drop lists without a word."""
+    missing = tmp_path / "typo" / "dir" / "review.sqlite"
+    with pytest.raises(ClipmemError, match=rf"would lie in {re.escape(str(missing.parent))}, which does not exist"):
+        open_store(url=f"sqlite:///{missing}")
+    assert not (tmp_path / "typo").exists()
+    open_store(tmp_path / "new cache").close()  # the cache's own database still makes its folder

@@ -269,6 +269,20 @@ def _read_only_file(url: str) -> Path | None:
     return path if path.is_file() and not _writable(path) else None
 
 
+def _check_given_sqlite_folder(url: str) -> None:
+    """A SQLite database named by $CLIPMEM_DB_URL (or ``url``) must lie in a folder that exists: a mistyped
+    path made its folders and a new, empty database, and read-only commands reported "0 judged" or wrote an
+    empty drop list without a word. The cache's own database may make its folder."""
+    if not url.startswith("sqlite:///") or url.startswith("sqlite:///file:"):
+        return
+    folder = Path(url.removeprefix("sqlite:///").split("?", 1)[0]).parent
+    if not folder.is_dir():
+        raise ClipmemError(
+            f"the review database {_safe_url(url)} would lie in {folder}, which does not exist: check "
+            f"{DB_URL_ENV} (or create the folder for a new database)"
+        )
+
+
 def _make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
@@ -355,7 +369,10 @@ def _safe_url(url: str) -> str:
 
 def open_store(cache_root: str | os.PathLike = "cache", url: str | None = None) -> ReviewStore:
     """Open (creating or upgrading) the review database: ``url``, else $CLIPMEM_DB_URL, else SQLite."""
-    url = url or os.environ.get(DB_URL_ENV) or default_url(cache_root)
+    given = url or os.environ.get(DB_URL_ENV)
+    url = given or default_url(cache_root)
+    if given:
+        _check_given_sqlite_folder(url)
     try:
         engine = _make_engine(url)
         store = ReviewStore(engine, _read_only_file(url))
