@@ -484,6 +484,7 @@ def _read_coco(source: Path) -> list[_Record]:
             uncaptioned.append((position, "", image_id, "annotation has no caption (a non-empty string)"))
     base = source.parent
     records = []
+    shared = _shared_image_ids(data["images"])
     for i, image in enumerate(data["images"], start=1):
         image = image if isinstance(image, dict) else {}
         file_name = image.get("file_name", "")
@@ -491,6 +492,9 @@ def _read_coco(source: Path) -> list[_Record]:
         full = _coco_image_path(base, written)
         caps = list(dict.fromkeys(captions.get(_coco_id(image.get("id")), [])))  # a repeat, drawn twice as often
         problem = None if written else "image entry has no file_name (a string)"
+        shared_rows = shared.get(_coco_id(image["id"])) if "id" in image else None
+        if shared_rows:
+            problem = SHARED_IMAGE_ID
         records.append(
             _Record(
                 row=i,
@@ -499,7 +503,7 @@ def _read_coco(source: Path) -> list[_Record]:
                 captions=caps,
                 sample_id=_coco_id(image["id"]) if "id" in image else _derived_id(base, full, caps[0] if caps else ""),
                 problem=problem or (None if caps else "no annotation gives the image a caption"),
-                detail="" if caps or problem else f"image id {_coco_id(image.get('id'))}",
+                detail=shared_rows or ("" if caps or problem else f"image id {_coco_id(image.get('id'))}"),
                 escapes=_escapes(base, written, full),
                 category=None if image.get(CLASS_COLUMN) is None else str(image[CLASS_COLUMN]),
             )
@@ -511,6 +515,24 @@ def _read_coco(source: Path) -> list[_Record]:
         for position, caption in zip(where[image_id], captions[image_id])
     ]
     return records + [_annotation_record(base, *entry) for entry in sorted(uncaptioned + orphans)]
+
+
+SHARED_IMAGE_ID = "image id shared by several image entries, so which one its captions describe is unknown"
+
+
+def _shared_image_ids(images: list) -> dict[str, str]:
+    """Image ids that several ``images`` entries give, each with the entries' rows ("image id 8, rows 8 and
+    9"): the captions name an image by its id, so all of them are skipped. The first entry used to keep the
+    captions, and a green square was captioned "a blue square" without a word."""
+    rows: dict[str, list[int]] = defaultdict(list)
+    for i, image in enumerate(images, start=1):
+        if isinstance(image, dict) and "id" in image:
+            rows[_coco_id(image["id"])].append(i)
+    return {
+        image_id: f"image id {image_id}, rows {', '.join(map(str, found[:-1]))} and {found[-1]}"
+        for image_id, found in rows.items()
+        if len(found) > 1
+    }
 
 
 def _annotation_record(base: Path, position: int, caption: str, image_id: str, problem: str) -> _Record:

@@ -221,6 +221,20 @@ def test_coco_ids_written_as_floats_match_and_a_summary_counts_each_problem_once
         read(tmp_path / "c.json")  # each problem counted once, not once per image id
 
 
+def test_coco_images_that_share_an_id_are_skipped_with_their_captions_not_paired_with_the_first(tmp_path):
+    """Two image entries with id 8: the first kept id 8's captions ("a blue square" on a green square), the
+    second was skipped as a duplicate, and the first's own captions were reported as orphans."""
+    images = [{"id": i, "file_name": f"{i}.png"} for i in range(3)] + [{"id": 1, "file_name": "green.png"}]
+    for name in ("0", "1", "2", "green"):
+        png(tmp_path / f"{name}.png")
+    annotations = [{"image_id": i, "caption": f"shape {i}"} for i in range(3)]
+    (tmp_path / "c.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+    ds = read(tmp_path / "c.json")
+    assert ds.samples["filepath"].tolist() == ["0.png", "2.png"]
+    shared = "image id shared by several image entries, so which one its captions describe is unknown"
+    assert ds.skipped["reason"].tolist() == [f"{shared}: image id 1, rows 2 and 4"] * 2
+
+
 def test_folder_reader(tmp_path):
     png(tmp_path / "a.png")
     (tmp_path / "a.txt").write_text("one\n\n  two  \n")
