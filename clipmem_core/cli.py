@@ -508,14 +508,14 @@ def _add_suspects(commands) -> None:
 def _cmd_suspects(args: argparse.Namespace) -> int:
     from .cache import load_run
     from .formatting import fmt_number
-    from .review.export import write_table
+    from .review.export import output_format, write_table
     from .suspects import TEAM_VERDICT, suspects
 
     run = load_run(args.run)
     team = _team_decisions(run)
     table = suspects(run, args.by, args.top, team, unjudged=args.unjudged)
     if args.out:
-        fmt = args.format or ("parquet" if args.out.lower().endswith(".parquet") else "csv")
+        fmt = output_format(args.out, args.format)
         path = write_table(table, args.out, fmt, spreadsheet=fmt == "csv", force=args.force)
         print(f"wrote {len(table)} samples to {path}")
         return 0

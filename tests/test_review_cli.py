@@ -329,3 +329,19 @@ def test_undated_rows_are_each_a_verdict_given_anew(run_dir, tmp_path, capsys):
     changed = verdict_csv(tmp_path / "changed.csv", [("s00", "ann", "mis-captioned", "")], rows_columns)
     assert main(["review", "import", "--run", str(run_dir), "--file", str(changed)]) == 0
     assert "note:" not in capsys.readouterr().err  # a new verdict, not a repeat
+
+
+def test_the_written_format_follows_the_files_suffix_and_a_mismatch_is_refused(run_dir, tmp_path, capsys):
+    """A drop list named .parquet was written as CSV, and `run --exclude` called it unreadable; a name
+    ending in .xlsx got CSV too, and --format parquet wrote Parquet into a .csv."""
+    open_store(run_dir.parent).add_verdict("run1", "s00", "ann", "mis-captioned")
+    drop = ["review", "export", "--run", str(run_dir), "--what", "droplist"]
+    assert main([*drop, "--out", str(tmp_path / "d.parquet")]) == 0
+    assert pd.read_parquet(tmp_path / "d.parquet")["sample_id"].tolist() == ["s00"]
+    assert main([*drop, "--out", str(tmp_path / "d.csv"), "--format", "parquet"]) == 2
+    assert "d.csv ends in .csv but --format parquet was asked: name the file .parquet" in capsys.readouterr().err
+    assert main([*drop, "--out", str(tmp_path / "d.xlsx")]) == 2
+    assert "clipmem writes .csv, .tsv or .parquet files" in capsys.readouterr().err
+    assert not (tmp_path / "d.csv").exists() and not (tmp_path / "d.xlsx").exists()
+    assert main(["suspects", "--run", str(run_dir), "--top", "3", "--out", str(tmp_path / "s.parquet")]) == 0
+    assert len(pd.read_parquet(tmp_path / "s.parquet")) == 3

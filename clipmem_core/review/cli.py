@@ -31,7 +31,7 @@ from .estimate import (
     ranking_order,
     run_estimate,
 )
-from .export import FORMATS, KINDS, export, unescape_cell
+from .export import FORMATS, KINDS, export, output_format, unescape_cell
 from .roles import LEADS_ENV, leads
 from .store import ReviewStore, given_at, open_store
 from .verdicts import normalise_verdict
@@ -255,6 +255,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:  # before opening anything: nothing is replaced by accident
         raise ClipmemError(f"{out} already exists; pass --force to replace it")
+    fmt = output_format(out, args.format)
     run, store = _open(args.run)
     _note_counting_rule(store, run)
     _note_renamed(store, run)
@@ -263,7 +264,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         run,
         args.what,
         out,
-        args.format,
+        fmt,
         args.replace_with_suggestion,
         allow_unresolved=args.allow_unresolved,
         force=args.force,
@@ -414,9 +415,8 @@ def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument("--what", required=True, choices=KINDS)
     exp.add_argument(
         "--format",
-        default="csv",
         choices=FORMATS,
-        help="csv (tab-separated when --out ends in .tsv) or parquet",
+        help="csv (tab-separated when --out ends in .tsv) or parquet; default: from --out's suffix, else csv",
     )
     exp.add_argument("--out", required=True, help="file to write (atomically); an existing one needs --force")
     exp.add_argument("--force", action="store_true", help="replace --out if it exists")

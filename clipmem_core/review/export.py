@@ -59,6 +59,22 @@ def unescape_cell(value: object) -> object:
     return value
 
 
+_FORMAT_OF_SUFFIX = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def output_format(path: str | os.PathLike, asked: str | None) -> str:
+    """The format a table is written in: ``asked`` (``--format``), else the file's suffix, else CSV. A suffix
+    that names another format, or none clipmem writes, is refused: a drop list named .parquet was written as
+    CSV, and the run given it as --exclude called it unreadable."""
+    suffix = Path(path).suffix.lower()
+    named = _FORMAT_OF_SUFFIX.get(suffix)
+    if suffix and named is None:
+        raise ClipmemError(f"{path}: clipmem writes .csv, .tsv or .parquet files; name the file with one of them")
+    if asked is not None and named is not None and asked != named:
+        raise ClipmemError(f"{path} ends in {suffix} but --format {asked} was asked: name the file .{asked}")
+    return asked or named or "csv"
+
+
 def table_bytes(frame: pd.DataFrame, fmt: str, *, tsv: bool = False, spreadsheet: bool = False) -> bytes:
     """A table as CSV (TSV with ``tsv``; formula cells escaped only with ``spreadsheet``) or Parquet bytes."""
     if fmt not in FORMATS:
