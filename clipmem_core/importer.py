@@ -70,7 +70,11 @@ def _read_embeddings(path: str | None, rows: int, label: str) -> np.ndarray | No
     try:
         vectors = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as exc:
-        raise ClipmemError(f"{label} {path} is not a readable .npy file: {exc}") from None
+        # numpy calls any file that is not an array "pickled data" and suggests loading it unsafely
+        why = "it is not a numpy array file (np.save writes one)" if "pickle" in str(exc) else str(exc)
+        raise ClipmemError(f"{label} {path} is not a readable .npy file: {why}") from None
+    if not isinstance(vectors, np.ndarray):  # an .npz archive: several arrays, not one
+        raise ClipmemError(f"{label} {path} holds several arrays (.npz); save the one (N, D) array with np.save")
     if vectors.ndim != 2 or vectors.shape[0] != rows or vectors.shape[1] < 1:
         raise ClipmemError(f"{label} {path} has shape {vectors.shape}; expected ({rows}, D), one row per score")
     vectors = np.asarray(vectors, dtype=np.float32)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from clipmem_core import ClipmemError
 from clipmem_core.cli import main
 from clipmem_core.config import RunConfig
 from clipmem_core.synthetic import make_shapes_dataset
@@ -94,6 +95,7 @@ def test_the_console_script_and_python_m_are_the_same_program():
 
 
 _COMMANDS_WITHOUT_A_MODEL = """
+from clipmem_core import ClipmemError
 from clipmem_core.cli import main
 for argv in (["--help"], ["experiment", "removal", "--help"], ["summary", "--run", "nowhere"], ["list"],
              ["rerank", "--run", "nowhere"]):
@@ -610,3 +612,16 @@ def test_import_run_rebuilds_a_run_from_its_own_files(clipmem, paper_run, noisy_
         ),
         "shape",
     )
+
+
+def test_an_embeddings_file_that_is_no_array_is_named_so_without_numpys_unsafe_advice(tmp_path):
+    """numpy called a text file "pickled data" and suggested loading it with allow_pickle, which is unsafe."""
+    from clipmem_core.importer import _read_embeddings
+
+    (tmp_path / "e.npy").write_text("0.1 0.2\n")
+    with pytest.raises(ClipmemError, match=r"is not a numpy array file \(np.save writes one\)") as refused:
+        _read_embeddings(str(tmp_path / "e.npy"), 1, "--image-embeddings")
+    assert "pickle" not in str(refused.value)
+    np.savez(tmp_path / "e.npz", a=np.ones((1, 2)))
+    with pytest.raises(ClipmemError, match=r"holds several arrays \(.npz\)"):
+        _read_embeddings(str(tmp_path / "e.npz"), 1, "--image-embeddings")
