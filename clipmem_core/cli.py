@@ -357,13 +357,13 @@ def _data_notes(run: Run) -> dict:
 def _render_data_notes(notes: dict | None) -> list[str]:
     if not notes or not (notes["skipped"] or notes["excluded"] or notes["warnings"]):
         return []
-    from .formatting import fmt_number
+    from .formatting import fmt_count
 
-    read = [f"{fmt_number(notes['samples'])} samples scored"]
+    read = [f"{fmt_count(notes['samples'], 'sample')} scored"]
     if notes["skipped"]:
-        read.append(f"{fmt_number(notes['skipped'])} rows skipped (each, with its reason, in {notes['skip_report']})")
+        read.append(f"{fmt_count(notes['skipped'], 'row')} skipped (each, with its reason, in {notes['skip_report']})")
     if notes["excluded"]:
-        read.append(f"{fmt_number(notes['excluded'])} removed by the drop list (--exclude)")
+        read.append(f"{fmt_count(notes['excluded'], 'sample')} removed by the drop list (--exclude)")
     return ["", "data: " + "; ".join(read), *(f"  note: {warning}" for warning in notes["warnings"])]
 
 

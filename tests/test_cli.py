@@ -546,7 +546,7 @@ def test_summary_says_what_reading_the_data_left_out(clipmem, tmp_path):
     text = clipmem("summary", "--run", run.path).stdout
     data_line = text.splitlines()[2]
     assert data_line.startswith(f"data: {manifest['dataset']['n_samples']} samples scored; 7 rows skipped")
-    assert str(run.path / "skipped.csv") in data_line and "2 removed by the drop list" in data_line
+    assert str(run.path / "skipped.csv") in data_line and "2 samples removed by the drop list" in data_line
     assert "  note: 3 of 120 samples have ground truth" in text
     data = json.loads(clipmem("summary", "--run", run.path, "--json").stdout)["data"]
     assert data["skipped"] == 7 and data["warnings"] == ["3 of 120 samples have ground truth"]

@@ -5,6 +5,7 @@ import pytest
 from review_fixtures import make_run
 
 from clipmem_core.cli import main
+from clipmem_core.formatting import fmt_count
 from clipmem_core.review import estimate
 from clipmem_core.review.store import open_store
 
@@ -132,7 +133,7 @@ def test_an_import_keeps_when_each_verdict_was_given_and_adds_nothing_twice(run_
         assert main(["review", "import", "--run", str(run_dir), "--file", str(again)]) == 0
         out = capsys.readouterr().out
         undated = 1 if again == path else 0  # bob's row says no time: each import is a verdict given anew
-        assert f"imported {undated} verdicts" in out and "the run's history already holds" in out
+        assert f"imported {fmt_count(undated, 'verdict')}" in out and "the run's history already holds" in out
     assert len(store.verdicts("run1")) == 4
     future = verdict_csv(tmp_path / "future.csv", [("s02", "ann", "correct", "", "2999-01-01")], columns)
     assert main(["review", "import", "--run", str(run_dir), "--file", str(future)]) == 2
@@ -203,6 +204,9 @@ def test_a_leads_resolutions_carry_to_a_re_run_as_its_verdicts_do(run_dir, tmp_p
     )  # the formula-like note comes back as it was written, not as the export escaped it
     assert main(["review", "import", "--run", str(clean), "--file", str(tmp_path / "resolutions.csv")]) == 0
     assert "imported 0 resolutions" in capsys.readouterr().out  # nothing twice
+    one = verdict_csv(tmp_path / "one.csv", [("s02", "cy", "correct", "", "")])
+    assert main(["review", "import", "--run", str(run_dir), "--file", str(one)]) == 0
+    assert "imported 1 verdict into run" in capsys.readouterr().out  # not "1 verdicts"
     not_a_lead = verdict_csv(tmp_path / "ann.csv", [("s02", "correct", "ann")], ("sample_id", "verdict", "resolved_by"))
     assert main(["review", "import", "--run", str(clean), "--file", str(not_a_lead)]) == 2
     assert "nothing imported" in capsys.readouterr().err and len(store.resolutions("run1-clean")) == 2

@@ -232,7 +232,7 @@ def import_verdict_file(
 def cmd_import(args: argparse.Namespace) -> int:
     run, store = _open(args.run)
     done = import_verdict_file(store, run, args.file, skip_unknown_samples=args.skip_unknown_samples)
-    print(f"imported {done.count} {done.kind} into run {run.name}")
+    print(f"imported {fmt_count(done.count, done.kind.removesuffix('s'))} into run {run.name}")
     if done.left_out:
         print(f"left out {fmt_count(done.left_out, 'row')} of samples run {run.name} does not hold")
     if done.repeated:
