@@ -254,6 +254,8 @@ def test_estimate_counts_the_judged_top_and_scales_the_judged_start_of_the_rando
     assert main(["review", "random-order", "--run", str(run_dir), "--limit", "40"]) == 0
     order = capsys.readouterr().out.split()
     assert order[0] == "sample_id" and sorted(order[1:]) == [f"s{i:02d}" for i in range(40)]
+    assert main(["review", "random-order", "--run", str(run_dir), "--limit", "-1"]) == 2  # printed 39 ids
+    assert "--limit must be 1 or more, not -1" in capsys.readouterr().err
     top = [f"s{i:02d}" for i in range(5)]
     rest = [s for s in order[1:] if s not in top]
     rows = [(s, "ann", "mis-captioned" if s in top[:3] else "correct") for s in top]

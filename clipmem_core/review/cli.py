@@ -358,6 +358,8 @@ def _open_stops(run: Run, estimate: Estimate) -> dict[str, str]:
 
 def cmd_random_order(args: argparse.Namespace) -> int:
     """The random sample's sample ids, in order: for teams that judge outside the dashboard and import."""
+    if args.limit < 1:  # a slice of -1 printed every id but the last
+        raise ClipmemError(f"--limit must be 1 or more, not {args.limit}")
     run = load_run(args.run)
     ids = run.scores["sample_id"].iloc[audit_order(len(run.scores))[: args.limit]]
     sys.stdout.write("sample_id\n" + "".join(f"{sample}\n" for sample in ids))
