@@ -145,6 +145,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import compute_clipmem
 
     config = RunConfig(**{spec.name: getattr(args, spec.name) for spec in RunConfig.option_fields()})
+    config.check_given_for_its_protocol()
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch(args, config)
     # a --resume of a finished run writes nothing: it said "run written to", with the old run's time

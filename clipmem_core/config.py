@@ -220,6 +220,29 @@ class RunConfig:
         filled.check()
         return filled
 
+    def check_given_for_its_protocol(self) -> None:
+        """Refuse an option a user gave for the other protocol: it was silently ignored, and the manifest
+        recorded it as if used ("folds: 3" on a paper-protocol run). Asked of the options as given (unset ones
+        None), by the CLI and the Compute form; a resolved config holds every field, used or not."""
+        preset = PRESETS.get(self.preset)
+        protocol = self.protocol or (preset.protocol if preset else None)
+        if protocol == "paper":
+            given = [
+                flag
+                for flag, used in (("--folds", self.folds is not None), ("--retain-epochs", bool(self.retain_epochs)))
+                if used
+            ]
+            if given:
+                raise ClipmemError(
+                    f"{given[0]} applies to the full protocol, and this run uses the paper protocol (its f and g "
+                    "train on the splits of --split-sizes): drop it, or use --protocol full"
+                )
+        elif self.split_sizes is not None:
+            raise ClipmemError(
+                "--split-sizes applies to the paper protocol, and this run uses the full protocol (it splits the "
+                "data into --folds): drop it, or use --protocol paper"
+            )
+
     def check(self) -> None:
         """Refuse values no run could use, before anything is read or written."""
         if not self.data or not self.out:

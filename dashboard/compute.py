@@ -168,7 +168,9 @@ def _cli_option(spec, value: Any) -> list[str]:
 def resolved_config(cache_root: str | os.PathLike, name: str, data: str, preset: str, overrides: dict) -> RunConfig:
     """The run's full configuration, checked (ClipmemError names a bad value) before anything starts."""
     values = {k: v for k, v in overrides.items() if v is not None and k not in NOT_OVERRIDES}
-    return RunConfig(data=str(data), out=str(Path(cache_root) / name), preset=preset, **values).resolved()
+    config = RunConfig(data=str(data), out=str(Path(cache_root) / name), preset=preset, **values)
+    config.check_given_for_its_protocol()
+    return config.resolved()
 
 
 def data_root() -> Path | None:

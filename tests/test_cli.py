@@ -195,12 +195,16 @@ def test_bad_input_gives_one_line_and_exit_2(clipmem, tmp_path, shapes):
         ("--num-workers", "-2", "--num-workers"),
         ("--epochs", "0", "--epochs"),
         ("--folds", "1", "--folds"),
-        ("--split-sizes", "0.5,nan,0.1,0.1", "finite"),
+        ("--split-sizes", "0.5,0.2,0.2,0.1", "--split-sizes applies to the paper protocol, and this run uses the full"),
         ("--checkpoint-every", "-1", "--checkpoint-every"),
         ("--checkpoint-every", "nan", "--checkpoint-every"),
         ("--precision", "fp16", "--precision: invalid choice: 'fp16' (choose from 'auto', 'fp32', 'bf16')"),
     ]:
         assert_clean_error(clipmem("run", "--data", shapes, "--out", out, flag, value), fragment)
+    paper = ["run", "--data", shapes, "--out", out, "--protocol", "paper"]
+    assert_clean_error(clipmem(*paper, "--split-sizes", "0.5,nan,0.1,0.1"), "finite")
+    assert_clean_error(clipmem(*paper, "--folds", "3"), "--folds applies to the full protocol")  # was ignored
+    assert_clean_error(clipmem(*paper, "--retain-epochs", "2"), "--retain-epochs applies to the full protocol")
     assert not out.exists()
 
 
