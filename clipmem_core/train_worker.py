@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         _train(Path(argv[0]))
     except ClipmemError as exc:  # bad data the worker met (an unreadable image): one line, as the CLI says it
         return _error(str(exc))
+    except KeyboardInterrupt:  # a Ctrl-C reaches every process of the terminal's group: the parent says what
+        return 130  # to do; each worker printed a traceback of 30 frames above that line
     return 0
 
 

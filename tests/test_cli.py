@@ -629,3 +629,16 @@ def test_an_embeddings_file_that_is_no_array_is_named_so_without_numpys_unsafe_a
     np.savez(tmp_path / "e.npz", a=np.ones((1, 2)))
     with pytest.raises(ClipmemError, match=r"holds several arrays \(.npz\)"):
         _read_embeddings(str(tmp_path / "e.npz"), 1, "--image-embeddings")
+
+
+def test_a_parallel_training_worker_stopped_by_ctrl_c_exits_quietly(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C reaches every process of the terminal's group: each --parallel-models worker printed a
+    traceback of about 30 frames above the parent's one line on how to resume."""
+    from clipmem_core import train_worker
+
+    def stopped(job_path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_worker, "_train", stopped)
+    assert train_worker.main([str(tmp_path / "job.pkl")]) == 130
+    assert capsys.readouterr().err == ""
