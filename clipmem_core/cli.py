@@ -310,6 +310,13 @@ def _cmd_relocate(args: argparse.Namespace) -> int:
         f"run {done.run.name} now reads its images under {done.run.manifest.dataset.root} (before: {done.before}); "
         f"{done.found:,} of {done.checked:,} looked for are there"
     )
+    if done.found < done.checked:  # a folder that shares some names only was taken without a word
+        print(
+            f"note: {done.checked - done.found:,} of the images looked for are not there: if this is not the folder "
+            "the run's images were copied to, run relocate again with the right one (the dashboard shows a missing "
+            "image as unavailable, and a same-named other image as if it were the sample's)",
+            file=sys.stderr,
+        )
     return 0
 
 

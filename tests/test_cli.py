@@ -402,10 +402,15 @@ def test_relocate_points_a_copied_run_at_its_images_where_they_are_now(clipmem, 
     assert_clean_error(clipmem("relocate", "--run", copied, "--data-root", tmp_path), "none of the 8 images")
     done = clipmem("relocate", "--run", copied, "--data-root", tmp_path / "images-here")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().endswith("8 of 8 looked for are there")
+    assert done.stdout.strip().endswith("8 of 8 looked for are there") and "note:" not in done.stderr
     moved = load_run(copied)
     assert moved.image_path(0) == tmp_path / "images-here" / "images" / "0.png"
     assert moved.scores.equals(run.scores)  # nothing else changes
+    for name in ("1.png", "2.png", "3.png"):
+        (tmp_path / "images-here" / "images" / name).unlink()
+    partly = clipmem("relocate", "--run", copied, "--data-root", tmp_path / "images-here")
+    assert partly.stdout.strip().endswith("5 of 8 looked for are there")  # taken, and said so: it was silent
+    assert partly.stderr.startswith("note: 3 of the images looked for are not there")
 
 
 def test_list_keeps_its_columns_with_an_experiments_long_run_names(clipmem, tmp_path):
