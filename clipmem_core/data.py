@@ -556,7 +556,8 @@ def _coco_image_path(base: Path, file_name: str) -> Path:
 
 
 def _read_folder(folder: Path) -> list[_Record]:
-    """Images anywhere under ``folder`` (hidden paths ignored); ``x.txt`` beside ``x.png`` holds its captions."""
+    """Images anywhere under ``folder`` (hidden paths ignored); ``x.txt`` (or ``x.TXT``) beside ``x.png`` holds
+    its captions."""
     files = sorted(
         p
         for p in folder.rglob("*")
@@ -564,8 +565,9 @@ def _read_folder(folder: Path) -> list[_Record]:
     )
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     records = _captions_without_image(folder, files, images)
+    texts = {f.with_suffix(""): f for f in files if f.suffix.lower() == ".txt"}  # x.TXT too, as X.PNG is read
     for i, image in enumerate(images, start=1):
-        caps, problem, detail = _caption_file(image.with_suffix(".txt"))
+        caps, problem, detail = _caption_file(texts.get(image.with_suffix(""), image.with_suffix(".txt")))
         records.append(
             _Record(
                 row=i,
@@ -626,8 +628,9 @@ def _caption_file(text_file: Path) -> tuple[list[str], str | None, str]:
 def _caption_text(data: bytes) -> tuple[list[str], str | None]:
     """The caption lines of a ``.txt`` file or shard member, as CSV and COCO are read: UTF-8, a byte-order
     mark dropped; a problem for other bytes (decoded leniently, "café" from latin-1 became "caf�", kept)."""
-    try:
-        return _caption_lines(data.decode("utf-8-sig")), None
+    encoding = next((name for mark, name in _MARKED_ENCODINGS if data.startswith(mark)), "utf-8-sig")
+    try:  # UTF-16/32 where a byte-order mark says so, as a CSV is read (Notepad's "Unicode" was refused)
+        return _caption_lines(data.decode(encoding)), None
     except UnicodeDecodeError:
         return [], "caption file is not UTF-8 text (save it as UTF-8)"
 

@@ -251,6 +251,18 @@ def test_folder_reader(tmp_path):
     assert skip_summary(read(tmp_path)) == "skipped 3 of 5 rows (3 rows: caption file is missing)"
 
 
+def test_a_caption_file_named_in_capitals_or_written_as_utf16_is_read(tmp_path):
+    """x.TXT beside x.png was "caption file is missing" (and itself listed nowhere); a UTF-16 .txt with its
+    byte-order mark, Notepad's "Unicode", was "not UTF-8", although a UTF-16 CSV is read."""
+    png(tmp_path / "upper.png")
+    (tmp_path / "upper.TXT").write_text("shouted name")
+    png(tmp_path / "wide.png")
+    (tmp_path / "wide.txt").write_bytes("café au lait".encode("utf-16"))
+    ds = read(tmp_path)
+    assert ds.samples["filepath"].tolist() == ["upper.png", "wide.png"] and ds.skipped.empty
+    assert ds.samples["captions"].tolist() == [["shouted name"], ["café au lait"]]
+
+
 def test_a_caption_file_without_an_image_is_listed_as_skipped_and_names_an_unreadable_image_beside_it(tmp_path):
     """A sample whose image is missing, or of a type clipmem cannot read, vanished without a word."""
     png(tmp_path / "a.png")
