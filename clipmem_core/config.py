@@ -227,14 +227,10 @@ class RunConfig:
         preset = PRESETS.get(self.preset)
         protocol = self.protocol or (preset.protocol if preset else None)
         if protocol == "paper":
-            given = [
-                flag
-                for flag, used in (("--folds", self.folds is not None), ("--retain-epochs", bool(self.retain_epochs)))
-                if used
-            ]
+            given = "--folds" if self.folds is not None else "--retain-epochs" if self.retain_epochs else None
             if given:
                 raise ClipmemError(
-                    f"{given[0]} applies to the full protocol, and this run uses the paper protocol (its f and g "
+                    f"{given} applies to the full protocol, and this run uses the paper protocol (its f and g "
                     "train on the splits of --split-sizes): drop it, or use --protocol full"
                 )
         elif self.split_sizes is not None:

@@ -249,13 +249,18 @@ _MARKED_ENCODINGS = (
 )
 
 
+def _marked_encoding(data: bytes) -> str:
+    """The encoding a byte-order mark names (UTF-16/32), else UTF-8 with its mark dropped."""
+    return next((name for mark, name in _MARKED_ENCODINGS if data.startswith(mark)), "utf-8-sig")
+
+
 def _read_text(source: Path) -> str:
     """The whole file as text: UTF-8 (a byte-order mark dropped), or UTF-16/32 where a byte-order mark says
     so, which was refused as "not UTF-8" although the mark names the encoding; ClipmemError otherwise."""
     encoding = "utf-8-sig"
     try:
         data = source.read_bytes()
-        encoding = next((name for mark, name in _MARKED_ENCODINGS if data.startswith(mark)), encoding)
+        encoding = _marked_encoding(data)
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
         if encoding != "utf-8-sig":
@@ -628,9 +633,8 @@ def _caption_file(text_file: Path) -> tuple[list[str], str | None, str]:
 def _caption_text(data: bytes) -> tuple[list[str], str | None]:
     """The caption lines of a ``.txt`` file or shard member, as CSV and COCO are read: UTF-8, a byte-order
     mark dropped; a problem for other bytes (decoded leniently, "café" from latin-1 became "caf�", kept)."""
-    encoding = next((name for mark, name in _MARKED_ENCODINGS if data.startswith(mark)), "utf-8-sig")
     try:  # UTF-16/32 where a byte-order mark says so, as a CSV is read (Notepad's "Unicode" was refused)
-        return _caption_lines(data.decode(encoding)), None
+        return _caption_lines(data.decode(_marked_encoding(data))), None
     except UnicodeDecodeError:
         return [], "caption file is not UTF-8 text (save it as UTF-8)"
 

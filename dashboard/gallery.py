@@ -313,7 +313,7 @@ def linked_page(raw: str | None, pages: int) -> tuple[int, str] | None:
     try:
         number = int(raw)
     except ValueError:
-        return 1, f"“{raw}” is not a page number: showing the first page."
+        number = 0
     if number < 1:
         return 1, f"“{raw}” is not a page number: showing the first page."
     page, note = clamp_page(number, pages)

@@ -179,7 +179,7 @@ def queue_table(items: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
 
 def _accepted_caption(item: pd.Series) -> str | None:
     caption = item.get("resolved_caption")
-    return caption if isinstance(caption, str) and caption else None
+    return caption if is_accepted_caption(caption) else None
 
 
 def resolution_note(item: pd.Series) -> str | None:

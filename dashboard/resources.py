@@ -35,7 +35,7 @@ from clipmem_core.review.estimate import Estimate, audit_order, open_disagreemen
 from clipmem_core.review.store import DB_URL_ENV
 from clipmem_core.scores import suspicion_order
 
-from . import auth, embedding_map, overview, state
+from . import auth, embedding_map, inspector, overview, state
 from .gallery import (
     DEFAULT_SORT,
     FLAG_FILTERS,
@@ -199,6 +199,17 @@ def require_run() -> Run:
 
 def orders(run: Run) -> SortOrders:
     return _orders(str(run.path), _version(str(run.path)))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _found_sample(path: str, version: int, typed: str) -> tuple[str | None, str | None]:
+    return inspector.find_sample(_load_run(path, version), typed)
+
+
+def find_sample(run: Run, typed: str) -> tuple[str | None, str | None]:
+    """The inspector's lookup of a typed id, kept per run and text: an id in other capitals or cut short
+    scans every id of the run, and the page reruns with the same text in the box (a tab, a slider)."""
+    return _found_sample(str(run.path), _version(str(run.path)), typed)
 
 
 class Orders(Mapping):

@@ -34,7 +34,7 @@ if not ss.get(state.INSPECT) or ss.get(state.INSPECT_RUN) != run.name:  # a new 
 typed = st.text_input(
     "Sample id", key=state.INSPECT, bind="query-params", on_change=inspector.tidy_sample_id, args=(ss,)
 )
-sample_id, found_note = inspector.find_sample(run, typed)  # a shared link may still carry spaces
+sample_id, found_note = resources.find_sample(run, typed)  # a shared link may still carry spaces
 if sample_id is None:
     st.error(md(found_note))
     st.stop()
