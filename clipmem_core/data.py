@@ -28,10 +28,7 @@ A COCO annotation that captions no sample is reported without a row number; its 
 from __future__ import annotations
 
 import ast
-import codecs
-import csv
 import hashlib
-import io
 import json
 import logging
 import os
@@ -57,6 +54,7 @@ from .config import ON_ERROR
 from .errors import ClipmemError
 from .formatting import fmt_count
 from .shards import image_exists, image_stat, open_image_source, shards_root
+from .tables import field_count_problem, marked_encoding, read_text, separator_problem, table_rows
 
 log = logging.getLogger("clipmem")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -239,109 +237,20 @@ def _compressed_shards(folder: Path, names: list[str]) -> ClipmemError:
     )
 
 
-# What a byte-order mark says the text is: Excel's "Unicode Text" and Windows tools save UTF-16 with one.
-# UTF-32's marks come first: its little-endian mark begins with UTF-16's.
-_MARKED_ENCODINGS = (
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-
-
-def _marked_encoding(data: bytes) -> str:
-    """The encoding a byte-order mark names (UTF-16/32), else UTF-8 with its mark dropped."""
-    return next((name for mark, name in _MARKED_ENCODINGS if data.startswith(mark)), "utf-8-sig")
-
-
-def _read_text(source: Path) -> str:
-    """The whole file as text: UTF-8 (a byte-order mark dropped), or UTF-16/32 where a byte-order mark says
-    so, which was refused as "not UTF-8" although the mark names the encoding; ClipmemError otherwise."""
-    encoding = "utf-8-sig"
-    try:
-        data = source.read_bytes()
-        encoding = _marked_encoding(data)
-        return data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        if encoding != "utf-8-sig":
-            raise ClipmemError(
-                f"{source} is not valid {encoding.upper()} text (byte {exc.start}), as its byte-order mark says"
-            ) from None
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ClipmemError(f"{source} is not UTF-8 text (line {line}, byte {exc.start}); save it as UTF-8") from None
-    except OSError as exc:
-        raise ClipmemError(f"{source} is unreadable: {exc.strerror or exc}") from None
-
-
-def _table_rows(text: str, fmt: str, source: Path) -> Iterator[list[str]]:
-    """Non-blank rows as lists of fields.
-
-    TSV has no quoting (as open_clip and img2dataset write it): a field is everything between two tabs,
-    so a caption starting with a double quote stays one caption instead of swallowing the next rows.
-    CSV follows RFC 4180 (quoted fields may hold commas, quotes and newlines), strictly: a quote that opens a
-    field and never closes used to swallow every row after it into one caption, without a word, and a
-    stray quote inside a quoted field was dropped. Either is now an error naming the line the field starts on;
-    a last row whose quote runs to the end of the file loses nothing, and is read.
-    """
-    if fmt == "tsv":
-        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        yield from (line.split("\t") for line in lines if line.strip())
-        return
-    if len(text) >= csv.field_size_limit():  # the reader refused the whole table over one 131,072-character field
-        csv.field_size_limit(len(text) + 1)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    start = 1  # the line the row being read starts on
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            last = _unclosed_last_row(text, start, exc)
-            if last is None:
-                raise ClipmemError(
-                    f"{source} is not a readable CSV table: line {start}: {exc}{_quote_hint(exc)}"
-                ) from None
-            fields = last
-        start = reader.line_num + 1
-        if any(f.strip() for f in fields):
-            yield fields
-
-
-def _quote_hint(exc: csv.Error) -> str:
-    """What to do about a CSV quoting error; nothing for other errors (a field over the reader's limit)."""
-    if "expected" not in str(exc):
-        return ""
-    return (
-        '. A quoted field must close: inside a quoted caption a double quote is written twice (""), and a '
-        "quote that opens a field must close it"
-    )
-
-
-def _unclosed_last_row(text: str, start: int, exc: csv.Error) -> list[str] | None:
-    """The fields of the last row when its quote runs to the end of the file with no row after it (nothing is
-    lost: it is read as a lenient reader would); None otherwise, so a quote that swallows rows is an error."""
-    if "unexpected end of data" not in str(exc):
-        return None
-    rest = text.splitlines()[start - 1 :]
-    if not rest or any(line.strip() for line in rest[1:]):
-        return None
-    return next(csv.reader(io.StringIO(rest[0], newline="")), None)
-
-
 def _read_table(source: Path, fmt: str, img_key: str, caption_key: str) -> tuple[list[_Record], bool]:
-    rows = _table_rows(_read_text(source), fmt, source)
-    header = next(rows, None)
-    if header is None:
+    rows = table_rows(read_text(source), fmt, source)
+    first = next(rows, None)
+    if first is None:
         raise ClipmemError(f"{source} is empty")
-    columns = _table_columns(source, header, img_key, caption_key)
+    header = first[1]
+    columns = _table_columns(source, header, fmt, img_key, caption_key)
     has_id, has_label = ID_COLUMN in columns, LABEL_COLUMN in columns
     base = source.parent
     has_category = CLASS_COLUMN in columns and CLASS_COLUMN not in (img_key, caption_key)
     has_captions = CAPTIONS_COLUMN in columns and CAPTIONS_COLUMN not in (img_key, caption_key)
     records = []
-    for i, fields in enumerate(rows, start=1):
-        problem = _field_count_problem(fields, len(header))
+    for i, (_, fields) in enumerate(rows, start=1):
+        problem = field_count_problem(fields, len(header))
         fields = fields + [""] * (len(header) - len(fields))
         written, caption = fields[columns[img_key]].strip(), fields[columns[caption_key]].strip()
         full = _absolute(base, written)
@@ -372,15 +281,12 @@ def _other_separator(header: list[str], wanted: list[str]) -> str | None:
     return next((sep for sep in (";", "|", "\t") if all(key in header[0].split(sep) for key in wanted)), None)
 
 
-def _table_columns(source: Path, header: list[str], img_key: str, caption_key: str) -> dict[str, int]:
+def _table_columns(source: Path, header: list[str], fmt: str, img_key: str, caption_key: str) -> dict[str, int]:
     """Position of each column the reader uses; a missing or repeated one is a whole-file error."""
     missing = [key for key in (img_key, caption_key) if key not in header]
-    separator = _other_separator(header, missing) if missing else None
-    if missing and separator:  # the column-name flags cannot help a file read as one column
-        raise ClipmemError(
-            f"{source} separates its columns with {separator!r}, not commas (header: {header[0][:200]!r}): save it "
-            "comma-separated (.csv) or tab-separated (.tsv)"
-        )
+    separator = separator_problem(source, header, missing, fmt)
+    if separator:  # the column-name flags cannot help a file read as one column
+        raise ClipmemError(separator)
     if missing:
         spaced = [name for name in header if name != name.strip() and name.strip() in missing]
         hint = f"; the header has {', '.join(map(repr, spaced))}, with spaces: remove them" if spaced else ""
@@ -444,16 +350,6 @@ def _string_list(listed: str) -> list[str] | None:
     return list(values)
 
 
-def _field_count_problem(fields: list[str], expected: int) -> str | None:
-    """A row with more (non-empty) fields than the header is malformed: an unquoted comma, usually.
-
-    Shorter rows are padded with empty fields, as spreadsheets write them; trailing empty fields are fine.
-    """
-    if len(fields) > expected and any(f.strip() for f in fields[expected:]):
-        return f"row has {len(fields)} fields but the header has {expected} (quote fields that hold the separator)"
-    return None
-
-
 def _escapes(base: Path, written: str, full: Path) -> bool:
     """True for a relative path that leaves ``base`` (``../x.png``); absolute paths are the user's choice."""
     return bool(written) and not Path(written).is_absolute() and not full.is_relative_to(base)
@@ -470,7 +366,7 @@ def _coco_id(value: Any) -> str:
 def _read_coco(source: Path) -> list[_Record]:
     """COCO captions: one record per ``images`` entry, its annotations' captions in file order."""
     try:
-        data = json.loads(_read_text(source))
+        data = json.loads(read_text(source))
     except (json.JSONDecodeError, RecursionError) as exc:
         reason = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ClipmemError(f"{source} is not valid JSON: {reason}") from None
@@ -634,7 +530,7 @@ def _caption_text(data: bytes) -> tuple[list[str], str | None]:
     """The caption lines of a ``.txt`` file or shard member, as CSV and COCO are read: UTF-8, a byte-order
     mark dropped; a problem for other bytes (decoded leniently, "café" from latin-1 became "caf�", kept)."""
     try:  # UTF-16/32 where a byte-order mark says so, as a CSV is read (Notepad's "Unicode" was refused)
-        return _caption_lines(data.decode(_marked_encoding(data))), None
+        return _caption_lines(data.decode(marked_encoding(data))), None
     except UnicodeDecodeError:
         return [], "caption file is not UTF-8 text (save it as UTF-8)"
 

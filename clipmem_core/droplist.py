@@ -19,6 +19,7 @@ import pandas as pd
 
 from .atomic import atomic_path
 from .errors import ClipmemError
+from .tables import read_frame, read_text
 
 log = logging.getLogger("clipmem")
 ID_COLUMN = "sample_id"
@@ -46,24 +47,28 @@ def read_drop_list(path: str | os.PathLike) -> frozenset[str]:
     if not source.is_file():
         raise ClipmemError(f"drop list {source} does not exist")
     suffix = source.suffix.lower()
-    try:
-        if suffix == ".txt":
-            lines = source.read_text(encoding="utf-8-sig").splitlines()
-            return frozenset(line.strip() for line in lines if line.strip())
-        if suffix in (".csv", ".tsv"):
-            frame = pd.read_csv(source, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
-        elif suffix == ".parquet":
-            frame = pd.read_parquet(source)
-        else:
-            raise ClipmemError(f"drop list {source}: expected a .csv, .tsv, .parquet or .txt file")
-    except pd.errors.EmptyDataError:
-        return frozenset()
-    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
-        raise ClipmemError(f"drop list {source} is unreadable: {str(exc).strip().splitlines()[0]}") from None
+    if suffix == ".txt":
+        lines = read_text(source).splitlines()
+        return frozenset(line.strip() for line in lines if line.strip())
+    if suffix in (".csv", ".tsv"):
+        if not read_text(source).strip():  # an empty list drops nothing
+            return frozenset()
+        frame = read_frame(source, (ID_COLUMN,), suffix.removeprefix("."))
+    elif suffix == ".parquet":
+        frame = _read_parquet(source)
+    else:
+        raise ClipmemError(f"drop list {source}: expected a .csv, .tsv, .parquet or .txt file")
     if ID_COLUMN not in frame.columns:
         raise ClipmemError(f"drop list {source} has no {ID_COLUMN!r} column (columns: {', '.join(frame.columns)})")
     # the review export writes drop lists verbatim (only the verdicts export escapes formula-like cells)
     return frozenset(v for v in (str(v).strip() for v in frame[ID_COLUMN]) if v)
+
+
+def _read_parquet(source: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(source)
+    except (OSError, ValueError) as exc:
+        raise ClipmemError(f"drop list {source} is unreadable: {str(exc).strip().splitlines()[0]}") from None
 
 
 def apply_drop_list(

@@ -418,6 +418,9 @@ def test_missing_columns_message(tmp_path):
     (tmp_path / "eu.csv").write_text("filepath;caption;label\nx.png;a cat;0\n")  # a European spreadsheet's CSV
     with pytest.raises(ClipmemError, match=r"separates its columns with ';', not commas .*save it comma-separated"):
         read(tmp_path / "eu.csv")
+    (tmp_path / "commas.tsv").write_text("filepath,caption\nx.png,a cat\n")  # named .tsv, written as a CSV
+    with pytest.raises(ClipmemError, match=r"separates its columns with ',', not tabs .*: name it \.csv"):
+        read(tmp_path / "commas.tsv")
 
 
 def test_a_windows_path_is_said_to_need_slashes(tmp_path):

@@ -158,19 +158,33 @@ def test_drop_lists_read_from_every_export_format(tmp_path):
     (tmp_path / "drop.txt").write_text("s01\n\n=s02\ns03\n")
     assert read_drop_list(tmp_path / "drop.txt") == set(ids)
     assert read_drop_list(write_drop_list(tmp_path / "again.csv", ids)) == set(ids)
+    (tmp_path / "excel.txt").write_bytes("s01\r\n=s02\r\ns03\r\n".encode("utf-16"))  # Excel's "Unicode Text"
+    assert read_drop_list(tmp_path / "excel.txt") == set(ids)
+    (tmp_path / "empty.csv").write_text("")
+    assert read_drop_list(tmp_path / "empty.csv") == set()
+    with pytest.raises(ClipmemError, match="no 'sample_id' column \\(columns: id\\)"):
+        read_drop_list(write_table(pd.DataFrame({"id": ids}), tmp_path / "ids.parquet", "parquet"))
 
 
 @pytest.mark.parametrize(
     "content, name, message",
     [
         (None, "missing.csv", "does not exist"),
-        ("id\ns1\n", "drop.csv", "no 'sample_id' column"),
+        ("id\ns1\n", "drop.csv", r"lacks the column\(s\) sample_id \(columns: 'id'\)"),
         ("s1", "drop.json", "expected a .csv"),
+        ("sample_id;note\ns1;x\n", "drop.csv", "separates its columns with ';', not commas"),
+        ("sample_id\tnote\ns1\tx\n", "drop.csv", "separates its columns with '\\\\t', not commas .*: name it .tsv"),
+        (b"sample_id\ncaf\xe9\n", "drop.csv", "not UTF-8 text \\(line 2, byte 13\\); save it as UTF-8"),
+        (b"caf\xe9\n", "drop.txt", "not UTF-8 text \\(line 1"),
+        ('sample_id,note\ns1,"unclosed\ns2,x\n', "drop.csv", "line 2: .*A quoted field must close"),
+        ("sample_id\ns1,b\n", "drop.csv", "line 2: row has 2 fields but the header has 1"),
     ],
 )
 def test_bad_drop_lists_are_refused_with_a_reason(tmp_path, content, name, message):
     path = tmp_path / name
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content)
     with pytest.raises(ClipmemError, match=message):
         read_drop_list(path)

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -148,7 +149,7 @@ def test_an_import_keeps_when_each_verdict_was_given_and_adds_nothing_twice(run_
             "line 3: sample_id 'nope' is not in run run1",
         ),
         ([("s00", "ann", "correct", "", ""), ("s01", "ann", "wrong", "", "")], "line 3: verdict 'wrong' is not one of"),
-        ([("s00", "", "correct", "", "")], "line 2: reviewer is empty"),
+        ([("s00", "", "correct", "", "")], "line 2: reviewer name is empty"),
     ],
 )
 def test_bad_import_exits_2_with_one_line_and_imports_nothing(run_dir, tmp_path, capsys, rows, message):
@@ -157,6 +158,84 @@ def test_bad_import_exits_2_with_one_line_and_imports_nothing(run_dir, tmp_path,
     err = capsys.readouterr().err
     assert message in err and "nothing imported" in err and err.count("\n") == 1
     assert open_store(run_dir.parent).verdicts("run1").empty
+
+
+@pytest.mark.parametrize(
+    "content, name, message",
+    [
+        ("sample_id;reviewer;verdict\ns00;ann;correct\n", "v.csv", "separates its columns with ';', not commas"),
+        (
+            "sample_id,reviewer,verdict\ns00,ann,correct\n",
+            "v.tsv",
+            "separates its columns with ',', not tabs .*: name it .csv",
+        ),
+        (
+            b"sample_id,reviewer,verdict\ns00,Jos\xe9,correct\n",
+            "v.csv",
+            r"not UTF-8 text \(line 2, byte 34\); save it as UTF-8",
+        ),
+        (
+            'sample_id,reviewer,verdict,note\ns00,ann,correct,"open\ns01,ann,correct,\ns02,ann,correct,\n',
+            "v.csv",
+            "line 2: .*A quoted field must close",
+        ),
+        (
+            "sample_id,reviewer,verdict\ns00,ann,correct\ns01,ann,correct,a, b\n",
+            "v.csv",
+            "line 3: row has 5 fields but the header has 3",
+        ),
+        (
+            'sample_id,reviewer,verdict,note\ns00,ann,correct,"two\nlines"\ns01,ann,correct,' + "x" * 10_001 + "\n",
+            "v.csv",
+            "line 4: note is longer than 10,000 characters",
+        ),
+        (
+            "sample_id,reviewer,verdict\ns00,ann,correct\ns01,a\x00n,correct\n",
+            "v.csv",
+            r"line 3: reviewer name 'a\\x00n' holds control",
+        ),
+        (
+            "sample_id,reviewer\ns00,ann\n",
+            "v.csv",
+            r"lacks the column\(s\) verdict .*; expected sample_id,reviewer,verdict\[",
+        ),
+        ("", "v.csv", "is empty: expected a header with sample_id, verdict"),
+    ],
+)
+def test_a_hostile_import_file_names_its_line_and_what_to_do(run_dir, tmp_path, capsys, content, name, message):
+    """A latin-1, semicolon-separated or badly quoted file, a long note or a NUL: read as datasets are, each
+    error says where and what to do. Before, pandas' own words ("C error: EOF inside string", "lacks columns"
+    for a semicolon file) or the store's, without the line."""
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert main(["review", "import", "--run", str(run_dir), "--file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.count("\n") == 1, err
+    assert open_store(run_dir.parent).verdicts("run1").empty
+
+
+def test_a_tsv_or_parquet_export_imports_as_a_csv_does(run_dir, tmp_path, capsys):
+    store = open_store(run_dir.parent)
+    store.add_verdict("run1", "s00", "ann", "mis-captioned", suggested_caption="a dog", note="=1+1")
+    store.add_verdict("run1", "s01", "bob", "correct")
+    clean = make_run(run_dir.parent, "run1-clean", n=6)
+    exported = tmp_path / "verdicts.parquet"
+    assert main(["review", "export", "--run", str(run_dir), "--what", "verdicts", "--out", str(exported)]) == 0
+    assert main(["review", "import", "--run", str(clean), "--file", str(exported)]) == 0
+    columns = ["sample_id", "reviewer", "verdict", "suggested_caption", "note", "created_at"]
+    carried, before = store.verdicts("run1-clean")[columns], store.verdicts("run1")[columns]
+    assert (
+        carried.sort_values("sample_id")
+        .reset_index(drop=True)
+        .equals(before.sort_values("sample_id").reset_index(drop=True))
+    )
+    assert (
+        main(["review", "import", "--run", str(clean), "--file", str(exported)]) == 0
+    )  # the same times: nothing twice
+    assert "imported 0 verdicts" in capsys.readouterr().out
+    (tmp_path / "v.tsv").write_text('sample_id\treviewer\tverdict\tnote\ns02\tcy\tcorrect\t"quoted, as typed"\n')
+    assert main(["review", "import", "--run", str(clean), "--file", str(tmp_path / "v.tsv")]) == 0
+    assert store.verdicts("run1-clean").set_index("sample_id").loc["s02", "note"] == '"quoted, as typed"'
 
 
 def test_verdicts_carry_to_a_re_run_without_the_dropped_samples_only_when_asked(run_dir, tmp_path, capsys):
@@ -177,9 +256,9 @@ def test_verdicts_carry_to_a_re_run_without_the_dropped_samples_only_when_asked(
         "left out 1 row of samples run run1 does not hold",
     ]
     assert sorted(open_store(run_dir.parent).verdicts("run1")["sample_id"]) == ["s00", "s01"]
-    bad = verdict_csv(tmp_path / "bad.csv", [("s00", "ann", "wrong", "", ""), ("dropped", "ann", "correct", "", "")])
+    bad = verdict_csv(tmp_path / "bad.csv", [("dropped", "ann", "correct", "", ""), ("s00", "ann", "wrong", "", "")])
     assert main(["review", "import", "--run", str(run_dir), "--file", str(bad), "--skip-unknown-samples"]) == 2
-    assert "line 2: verdict 'wrong'" in capsys.readouterr().err  # every other bad row still imports nothing
+    assert "line 3: verdict 'wrong'" in capsys.readouterr().err  # every other bad row still imports nothing
 
 
 def test_a_leads_resolutions_carry_to_a_re_run_as_its_verdicts_do(run_dir, tmp_path, capsys, monkeypatch):
@@ -237,7 +316,7 @@ def test_a_renamed_run_is_told_where_its_verdicts_are_and_gets_them_back(run_dir
     "argv, message",
     [
         (["import", "--file", "{tmp}/missing.csv"], "does not exist"),
-        (["import", "--file", "{tmp}/cols.csv"], "lacks columns ['verdict']"),
+        (["import", "--file", "{tmp}/cols.csv"], "lacks the column(s) verdict"),
         (["export", "--what", "verdicts", "--out", "{tmp}/x.csv", "--replace-with-suggestion"], "only applies"),
     ],
 )

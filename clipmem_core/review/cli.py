@@ -20,6 +20,7 @@ import pandas as pd
 from ..cache import Run, load_run
 from ..errors import ClipmemError
 from ..formatting import fmt_count, fmt_number
+from ..tables import read_frame
 from .agreement import agreement_report
 from .decisions import changed_minds, decided, decisions
 from .estimate import (
@@ -33,7 +34,7 @@ from .estimate import (
 )
 from .export import FORMATS, KINDS, export, output_format, unescape_cell
 from .roles import LEADS_ENV, leads
-from .store import ReviewStore, given_at, open_store
+from .store import ReviewStore, given_at, open_store, record_problem
 from .verdicts import normalise_verdict
 
 # what an importable file holds (``review export --what verdicts`` / ``resolutions`` writes it): its kind's
@@ -97,37 +98,50 @@ def _note_counting_rule(store: ReviewStore, run: Run) -> None:
 
 
 def _read_import_file(path: Path) -> tuple[str, pd.DataFrame]:
-    """(its kind, the table): a file with a ``resolved_by`` column holds a lead's resolutions."""
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ClipmemError(f"{path} does not exist") from None
-    except (OSError, ValueError, pd.errors.ParserError, RecursionError) as exc:
-        raise ClipmemError(f"{path} is not a readable CSV: {(str(exc).splitlines() or [''])[0]}") from None
-    frame.columns = [str(c) for c in frame.columns]
-    frame = frame.fillna("")  # a short row's missing cells
+    """(its kind, the table of strings indexed by the line each row starts on): a file with a ``resolved_by``
+    column holds a lead's resolutions. Read as datasets are (clipmem_core.tables), so a latin-1, semicolon-
+    separated or badly quoted file is refused naming its line and what to do; a parquet export is read too."""
+    expected = {kind: f"{','.join(req)}[,{','.join(opt)}]" for kind, (req, opt) in IMPORTS.items()}
+    if path.suffix.lower() == ".parquet":
+        frame = _read_parquet_import(path)
+    else:
+        fmt = "tsv" if path.suffix.lower() == ".tsv" else "csv"
+        frame = read_frame(path, ("sample_id", "verdict"), fmt, expected["verdicts"])
     kind = "resolutions" if "resolved_by" in frame.columns else "verdicts"
     required, optional = IMPORTS[kind]
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise ClipmemError(f"{path} lacks columns {missing}; expected {','.join(required)}[,{','.join(optional)}]")
+        raise ClipmemError(f"{path} lacks columns {missing}; expected {expected[kind]}")
     kept = frame[[c for c in (*required, *optional) if c in frame.columns]]
     return kind, kept.map(unescape_cell)  # an export escapes cells a spreadsheet would evaluate
 
 
-def _problems(frame: pd.DataFrame, run: Run, who: str) -> list[str]:
-    """One message per bad row (line numbers count data rows from 2, the header being line 1)."""
+def _read_parquet_import(path: Path) -> pd.DataFrame:
+    """A parquet export (``review export --format parquet``) as the CSV reader gives it: strings, "" for a
+    missing value, indexed by row (counted from 2, as a CSV's lines are, after its header)."""
+    try:
+        frame = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise ClipmemError(f"{path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ClipmemError(f"{path} is not a readable parquet file: {(str(exc).splitlines() or [''])[0]}") from None
+    times = frame.select_dtypes(include=["datetime", "datetimetz"]).columns
+    frame[times] = frame[times].apply(lambda column: column.map(lambda t: t.isoformat() if pd.notna(t) else ""))
+    frame = frame.astype(object).where(frame.notna(), "").astype(str)
+    frame.index = pd.RangeIndex(2, len(frame) + 2, name="line")
+    return frame
+
+
+def _problems(frame: pd.DataFrame, run: Run, kind: str) -> list[str]:
+    """One message per bad row, naming the line it starts on (the frame's index): every check the store makes
+    when it writes, made first, so that a bad note or name on line 812 is not reported without its line."""
     problems = []
-    for line, row in zip(range(2, len(frame) + 2), frame.to_dict("records")):
+    for line, row in zip(frame.index, frame.to_dict("records")):
         if row["sample_id"] not in run.row_of:
             problems.append(f"line {line}: sample_id {row['sample_id'][:60]!r} is not in run {run.name}")
-        if not row[who].strip():
-            problems.append(f"line {line}: {who} is empty")
-        try:
-            normalise_verdict(row["verdict"])
-            given_at(row.get("created_at"))
-        except ClipmemError as exc:
-            problems.append(f"line {line}: {exc}")
+        problem = record_problem(kind, row)
+        if problem:
+            problems.append(f"line {line}: {problem}")
     return problems
 
 
@@ -209,7 +223,7 @@ def import_verdict_file(
     held = frame["sample_id"].isin(list(run.row_of)).to_numpy() if skip_unknown_samples else None
     if held is not None:
         frame = frame[held]
-    problems = _problems(frame, run, IMPORTS[kind][0][1])
+    problems = _problems(frame, run, kind)
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         unknown = any("is not in run" in problem for problem in problems)
@@ -377,14 +391,15 @@ def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
 
     imp = commands.add_parser(
         "import",
-        help="add verdicts (or a lead's resolutions) from a CSV file (all rows or none)",
-        description="Add verdicts from CSV columns sample_id,reviewer,verdict[,suggested_caption,note,created_at], "
+        help="add verdicts (or a lead's resolutions) from a CSV, TSV or parquet file (all rows or none)",
+        description="Add verdicts from the columns sample_id,reviewer,verdict[,suggested_caption,note,created_at] "
+        "of a CSV (UTF-8), TSV (.tsv) or parquet file, "
         "or a lead's resolutions from sample_id,resolved_by,verdict[,caption,note,created_at] (what `review "
         "export --what verdicts` / `resolutions` writes); a bad row imports nothing. created_at keeps when each "
         "was given; a row the run's history already holds is not added twice.",
     )
     imp.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
-    imp.add_argument("--file", required=True, help="CSV file of verdicts")
+    imp.add_argument("--file", required=True, help="file of verdicts or resolutions: .csv, .tsv or .parquet")
     imp.add_argument(
         "--skip-unknown-samples",
         action="store_true",

@@ -759,7 +759,7 @@ class ReviewStore:
     def _resolution_values(run: str, record: dict) -> dict:
         """The checked row of one resolution, its lead's right to resolve included: ClipmemError names the
         first bad field."""
-        lead = _check_name(record["resolved_by"])
+        lead = _check_name(record["resolved_by"], "lead (resolved_by)")
         require_lead(lead)
         return {
             "run": run,
@@ -888,3 +888,15 @@ class ReviewStore:
     def disagreements(self, run: str, sample_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """Samples whose reviewers disagree, with their votes and any resolution already made."""
         return find_disagreements(self.current_verdicts(run, sample_ids), self.resolutions(run))
+
+
+def record_problem(kind: str, record: dict) -> str | None:
+    """Why a verdict record (``kind`` "verdicts") or a lead's resolution ("resolutions") cannot be stored, the
+    first bad field, or None: the checks ``add_verdicts``/``add_resolutions`` make, so that an import can
+    check every row first and name each bad row's line."""
+    values = ReviewStore._verdict_values if kind == "verdicts" else ReviewStore._resolution_values
+    try:
+        values("run", record)
+    except ClipmemError as exc:
+        return str(exc)
+    return None

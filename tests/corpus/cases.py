@@ -331,7 +331,7 @@ def tsv_row_with_a_stray_tab(ws):
     return ws.inject(ws.table(rows, "data.tsv"))
 
 
-@case("ingest", error="lacks the column(s)")
+@case("ingest", error="separates its columns with ',', not tabs (header: 'filepath,caption'): name it .csv")
 def tsv_that_is_really_a_csv(ws):
     rows = ws.rows()
     ws.table(rows, "real.csv").rename(ws.inputs / "data.tsv")
@@ -804,16 +804,24 @@ def _review_import(name: str, content: str | bytes | None, error: str | None, ch
 _HEADER = "sample_id,reviewer,verdict,suggested_caption,note\n"
 for _name, _content, _error in [
     ("missing_file", None, "does not exist"),
-    ("empty_file", "", "is not a readable CSV"),
-    ("binary_garbage", b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "is not a readable CSV"),
+    ("empty_file", "", "is empty: expected a header with sample_id, verdict"),
+    ("binary_garbage", b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "is not UTF-8 text (line 1, byte 0)"),
     ("missing_columns", "sample_id,verdict\ns00001,correct\n", "lacks columns ['reviewer']"),
     ("unknown_sample", _HEADER + "s00001,ann,correct,,\nnope,ann,correct,,\n", "'nope' is not in run run1"),
     ("bad_verdict", _HEADER + "s00001,ann,correct,,\ns00002,ann,dunno,,\n", "line 3"),
-    ("empty_reviewer", _HEADER + "s00001,  ,correct,,\n", "reviewer is empty"),
-    ("reviewer_too_long", _HEADER + f"s00001,{'r' * 201},correct,,\n", "longer than 200"),
-    ("nul_in_a_note", _HEADER + "s00001,ann,correct,,a\x00b\n", "note holds a NUL byte"),
-    ("control_character_in_reviewer", _HEADER + "s00001,a\x07nn,correct,,\n", "holds control characters"),
-    ("not_utf8", _HEADER.encode() + b"s00001,Ren\xe9,correct,,\n", "is not a readable CSV"),
+    ("empty_reviewer", _HEADER + "s00001,  ,correct,,\n", "line 2: reviewer name is empty"),
+    ("reviewer_too_long", _HEADER + f"s00001,{'r' * 201},correct,,\n", "line 2: reviewer name is longer than 200"),
+    ("nul_in_a_note", _HEADER + "s00001,ann,correct,,a\x00b\n", "line 2: note holds a NUL byte"),
+    (
+        "control_character_in_reviewer",
+        _HEADER + "s00001,a\x07nn,correct,,\n",
+        "line 2: reviewer name 'a\\x07nn' holds control",
+    ),
+    (
+        "not_utf8",
+        _HEADER.encode() + b"s00001,Ren\xe9,correct,,\n",
+        "is not UTF-8 text (line 2, byte 60); save it as UTF-8",
+    ),
 ]:
     _review_import(_name, _content, _error)
 
