@@ -94,12 +94,26 @@ def _merge(dataset_samples: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     own = [c for c in scores.columns if c == "sample_id" or c not in dataset_samples.columns]
     frame = scores[own].merge(dataset_samples, on="sample_id", how="left", validate="one_to_one")
     if "split" not in frame.columns:
+        _note_every_sample_a_candidate(frame)
         frame["split"] = CANDIDATE
     frame["split"] = frame["split"].astype(str)
     bad = sorted(s for s in set(frame["split"]) if s not in SPLITS and not s.startswith(FOLD_PREFIX))
     if bad:
         raise ClipmemError(f"unknown split values {bad}; use {', '.join(SPLITS)} or fold0, fold1 …")
     return frame
+
+
+def _note_every_sample_a_candidate(frame: pd.DataFrame) -> None:
+    """Say that per-model columns without a ``split`` are read as if f alone trained on every sample: CLIPMem
+    and the held-out and training-side scores are derived on that assumption, and nothing said so."""
+    per_model = [c for c in ("align_f", "align_g", "clip_score_f", "clip_score_g") if c in frame.columns]
+    if per_model:
+        log.warning(
+            "the scores have %s but no split column: every sample is taken as a candidate (S_C, trained on by f, "
+            "not by g), so CLIPMem is A(f) − A(g) for all of them; add a split column (shared, candidate, "
+            "independent, extra) for samples that both or neither model trained on, or that g alone did",
+            " and ".join(per_model),
+        )
 
 
 def _report_blank_scores(frame: pd.DataFrame, given: set[str]) -> None:

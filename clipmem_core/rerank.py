@@ -18,7 +18,7 @@ from .atomic import write_json, write_parquet
 from .cache import IMAGE_EMBEDDINGS, MANIFEST, SCORES, Run, load_run
 from .errors import ClipmemError
 from .metrics import run_summary
-from .scores.combined import Combined, fuse
+from .scores.combined import SIGNALS, Combined, fuse, members
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,12 @@ def rerank_run(run_dir: str | Path, top: int = 100) -> Reranked:
             "cannot be remade from its files; run it again"
         )
     scores = run.scores.copy()
+    if not members(scores):  # the ranking would rest on whatever else the run has, e.g. CLIPMem alone
+        raise ClipmemError(
+            f"run {run.name} has none of the signals the combined ranking is made of ({', '.join(SIGNALS)}); "
+            "its ranking is kept"
+        )
     fused = fuse(scores, images=np.asarray(run.image_embeddings))
-    if fused is None:
-        raise ClipmemError(f"run {run.name} has none of the signals the combined ranking is made of")
     before = _top_rows(scores[Combined.name].to_numpy(np.float64), top) if Combined.name in scores else set()
     scores[Combined.name] = fused
     write_parquet(run.path / SCORES, scores)

@@ -34,10 +34,11 @@ from clipmem_core.cache import (
     truth_words,
 )
 from clipmem_core.formatting import fmt_count, fmt_number
+from clipmem_core.importer import PROTOCOL as IMPORTED
 from clipmem_core.metrics import best_detector, held_out_pools, model_strength, weak_models_sentence
 from clipmem_core.review.estimate import MIN_AUDIT, Estimate
 from clipmem_core.scores import MEASUREMENTS, column_label, registry
-from clipmem_core.scores.combined import RECIPE
+from clipmem_core.scores.combined import RECIPE, members
 from clipmem_core.splits import CANDIDATE, EXTRA, INDEPENDENT, SHARED, split_order
 
 from .embedding_map import TRUTH_COLOURS, colour_scale  # ground truth looks the same on every page
@@ -342,19 +343,36 @@ def summary_paragraph(
 
 
 EARLIER_RECIPE = (
-    "This run's Likely mis-captioned was not made by this clipmem's recipe (an earlier version made it, or it "
-    "came with imported scores). This command remakes it from the run's files in seconds, without training:"
+    "This run's Likely mis-captioned was not made by this clipmem's recipe: an earlier version made it. This "
+    "command remakes it from the run's files in seconds, without training:"
 )
 
 
 def rerank_command(run: Run) -> str | None:
     """The command that brings the run's Likely mis-captioned up to this clipmem's recipe, when another made
     it (its stamp in the manifest, ``combined.RECIPE``; none for an imported ranking): after an upgrade a run
-    keeps the ranking it was made with until ``clipmem rerank``. None for a current run, and for one without
-    stored image embeddings, which cannot be re-ranked."""
+    keeps the ranking it was made with until ``clipmem rerank``. None for a current run, for one without
+    stored image embeddings, which cannot be re-ranked, and for one without any of the recipe's members (an
+    import of its own ranking beside CLIPMem alone), which the command would re-rank by what it happens to
+    have, in the imported ranking's place."""
     if run.manifest.summary.get("recipe") == RECIPE or IMAGE_EMBEDDINGS not in run.manifest.files:
         return None
+    if not members(run.scores):
+        return None
     return f"clipmem rerank --run {shlex.quote(str(run.path))}"
+
+
+def rerank_note(run: Run) -> str:
+    """What the rerank command would do to this run: an imported ranking is the team's own, and the command
+    replaces it, which the note used to leave for the user to guess."""
+    if run.manifest.protocol != IMPORTED:
+        return EARLIER_RECIPE
+    made_from = ", ".join(f"`{name}`" for name in members(run.scores))
+    return (
+        "This run's Likely mis-captioned is the one its scores file brought. This clipmem's recipe can make one "
+        f"from the run's {made_from} and its image embeddings, in seconds; this command replaces the imported "
+        "ranking with it:"
+    )
 
 
 def dataset_warnings(run: Run) -> list[str]:

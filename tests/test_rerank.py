@@ -17,7 +17,7 @@ from clipmem_core.metrics import auroc
 from clipmem_core.rerank import rerank_run
 from clipmem_core.scores.combined import RECIPE, fuse
 from clipmem_core.testing import fake_run
-from dashboard.overview import rerank_command
+from dashboard.overview import rerank_command, rerank_note
 
 
 def _with_an_old_ranking(run_dir) -> np.ndarray:
@@ -73,12 +73,14 @@ def test_the_overview_offers_the_command_to_a_run_ranked_by_an_earlier_recipe(tm
     assert rerank_command(load_run(run_dir)) is None
 
 
-def _import(source, tmp_path, name: str, columns: list[str]):
-    """Import ``source``'s own dataset, ``columns`` of its scores and its embeddings as a new run."""
+def _import(source, tmp_path, name: str, columns: list[str], split: bool = True):
+    """Import ``source``'s own dataset, ``columns`` of its scores (with its splits) and its embeddings as a
+    new run."""
     from clipmem_core.importer import import_run
 
     scores_path = tmp_path / f"{name}.parquet"
-    source.scores[["sample_id", "split", "is_miscaptioned", *columns]].to_parquet(scores_path)
+    keys = ["sample_id", "split", "is_miscaptioned"] if split else ["sample_id", "is_miscaptioned"]
+    source.scores[[*keys, *columns]].to_parquet(scores_path)
     np.save(tmp_path / "img.npy", np.asarray(source.image_embeddings))
     np.save(tmp_path / "txt.npy", np.asarray(source.text_embeddings))
     return import_run(
@@ -103,8 +105,35 @@ def test_an_import_with_embeddings_is_ranked_by_the_recipe_and_an_imported_ranki
     theirs = _import(source, tmp_path, "theirs", [*signals, "combined"])  # a ranking made elsewhere, kept as it is
     np.testing.assert_allclose(theirs.scores["combined"], source.scores["combined"])
     assert "recipe" not in theirs.manifest.summary and rerank_command(theirs) is not None
+    assert "this command replaces the imported ranking" in rerank_note(theirs)
+    assert "`csls_heldout`, `csls_train`, `agreement_image_neighbours`, `fit_loss`" in rerank_note(theirs)
     rerank_run(theirs.path)
     assert load_run(theirs.path).manifest.summary["recipe"] == RECIPE
+
+
+def test_an_import_of_a_f_and_a_g_alone_is_ranked_by_clipmem_and_says_every_sample_is_a_candidate(tmp_path, caplog):
+    """CLIPMem, derived from the file's A(f) and A(g), was made after the ranking had found nothing to rank by:
+    the import said "not made", and that every sample was labelled a candidate went unsaid."""
+    source = load_run(fake_run(tmp_path, "source", n=60).path)
+    with caplog.at_level(logging.INFO, logger="clipmem"):
+        imported = _import(source, tmp_path, "fg", ["align_f", "align_g"], split=False)
+    expected = source.scores["align_f"] - source.scores["align_g"]
+    np.testing.assert_allclose(imported.scores["clipmem"], expected, rtol=1e-5, atol=1e-6)
+    assert (imported.scores["split"] == "candidate").all()
+    assert "but no split column: every sample is taken as a candidate" in caplog.text
+    assert "Likely mis-captioned: made from clipmem, relative to the nearest images" in caplog.text
+    expected = fuse(imported.scores[["split", "clipmem"]], images=np.asarray(source.image_embeddings))
+    np.testing.assert_allclose(imported.scores["combined"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_an_imported_ranking_beside_none_of_the_recipes_members_is_never_offered_a_rerank(tmp_path):
+    """Re-ranked by what the run happened to have (CLIPMem alone), the team's own ranking was replaced."""
+    source = load_run(fake_run(tmp_path, "source", n=60).path)
+    theirs = _import(source, tmp_path, "theirs", ["combined", "clipmem"])
+    assert "recipe" not in theirs.manifest.summary and rerank_command(theirs) is None
+    with pytest.raises(ClipmemError, match=r"has none of the signals .*\); its ranking is kept"):
+        rerank_run(theirs.path)
+    np.testing.assert_allclose(load_run(theirs.path).scores["combined"], source.scores["combined"])
 
 
 def test_an_imported_run_has_a_summary_and_no_held_out_rows_to_compare(tmp_path, capsys):

@@ -79,12 +79,21 @@ class Combined(Score):
     label = "Likely mis-captioned"
     suspicious = HIGH
     order = 0
-    depends_on = tuple(dict.fromkeys([*SIGNALS, *(name for names in STAND_INS.values() for name in names)]))
     meaning = (
         "mean of the standardised (within each fold) held-out CSLS, training-side CSLS, neighbour agreement, "
         "word agreement with similar images' captions and retained alignment (else the training loss), "
         f"less that of the {NEIGHBOURHOOD} nearest images: the default ranking"
     )
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The recipe's members and their stand-ins, then every other registered score (but one that ranks by
+        this one): a run without a member (imported) is ranked by the other scores it has, which must be
+        made first. An import of ``align_f`` and ``align_g`` derived CLIPMem after this ranking had found
+        nothing to rank by, and said "not made"."""
+        stand_ins = (name for names in STAND_INS.values() for name in names)
+        others = (name for name, score in registry().items() if name != self.name and self.name not in score.depends_on)
+        return tuple(dict.fromkeys([*SIGNALS, *stand_ins, *others]))
 
     def compute(self, ctx: ScoringContext) -> np.ndarray | None:
         return fuse(ctx.frame, images=ctx.reference_images)

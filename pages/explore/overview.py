@@ -27,7 +27,7 @@ for note in overview.dataset_warnings(run):
     st.warning(md(f"The data: {note}."), icon=":material/dataset:")
 rerank = overview.rerank_command(run)
 if rerank:
-    st.info(overview.EARLIER_RECIPE, icon=":material/update:")
+    st.info(md(overview.rerank_note(run)), icon=":material/update:")
     st.code(rerank, language="bash")
 rule, count = overview.review_plan(run.scores, detection, estimate)
 batch, plan_note = overview.first_batch(count)
