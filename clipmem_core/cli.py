@@ -162,7 +162,8 @@ def _add_inject(commands) -> None:
         "inject-miscaptions",
         help="write a copy of a dataset with swapped captions",
         description="Replace a seeded fraction of captions by other samples' captions "
-        "and mark them is_miscaptioned (for validation and demos).",
+        "and mark them is_miscaptioned (for validation and demos). Samples the data already flags "
+        "is_miscaptioned keep their captions and are not drawn again, so a second round adds new ones.",
     )
     _add_config_options(p, DATA_OPTIONS)
     p.add_argument("--out", required=True, help="output CSV, named .csv")
@@ -172,7 +173,7 @@ def _add_inject(commands) -> None:
         "--clustered",
         action="store_true",
         help="mis-caption whole classes (the data's 'label' column, in a seeded order), as a broken source would, "
-        "instead of samples spread over the dataset",
+        "instead of samples spread over the dataset; samples without a label are not drawn",
     )
     p.add_argument(
         "--one-donor-class",

@@ -1085,6 +1085,7 @@ def donor_captions(
     groups: Sequence | None = None,
     *,
     one_donor_class: bool = False,
+    eligible: np.ndarray | None = None,
 ) -> dict[int, list[str]]:
     """Pick ``round(fraction * n)`` (at least 1) samples and, for each, another sample whose first caption
     none of its own captions equal: sample index -> that donor's captions (all of them but any the victim
@@ -1093,17 +1094,18 @@ def donor_captions(
     (``_clustered_victims``); without, they are spread uniformly. ``one_donor_class`` (with ``groups``)
     gives each picked group the captions of one other group, as a folder given another folder's captions
     would be: the mis-captions then agree with each other, which a check against similar images cannot see
-    (docs/detection.md)."""
+    (docs/detection.md). ``eligible`` (a mask) limits the picks to those samples, at most all of them."""
     firsts = [caps[0] for caps in captions]
     codes, uniques = pd.factorize(pd.Series(firsts))
     if len(uniques) < 2:
         raise ClipmemError("mis-captioning needs at least two different captions in the dataset")
     code_of = {caption: code for code, caption in enumerate(uniques)}
-    n_pick = min(len(firsts), max(1, round(fraction * len(firsts))))
+    candidates = np.arange(len(firsts)) if eligible is None else np.flatnonzero(eligible)
+    n_pick = min(len(candidates), max(1, round(fraction * len(firsts))))
     if groups is None:
-        chosen = np.sort(rng.choice(len(firsts), size=n_pick, replace=False))
+        chosen = np.sort(rng.choice(candidates, size=n_pick, replace=False))
     else:
-        chosen = np.sort(_clustered_victims(groups, n_pick, rng))
+        chosen = np.sort(candidates[_clustered_victims([groups[i] for i in candidates], n_pick, rng)])
     donor_classes = _donor_classes(groups, chosen, rng) if one_donor_class and groups is not None else None
     new = {}
     for i in chosen:
@@ -1138,6 +1140,36 @@ def _donor_classes(groups: Sequence, chosen: np.ndarray, rng: np.random.Generato
     return codes, donor_of
 
 
+def _flagged(flags: list) -> np.ndarray:
+    """Each sample's flag as a bool: unlabelled (None) is not flagged."""
+    return np.array([flag is not None and not pd.isna(flag) and bool(flag) for flag in flags], dtype=bool)
+
+
+def _drawable(samples: pd.DataFrame, flags: list, clustered: bool) -> np.ndarray:
+    """Which samples a draw may mis-caption, saying which it may not and why: not one the source already flags
+    (a second round with the same seed swapped the same samples again, and the copy held no more
+    mis-captions than the first), and, drawing whole classes, not one without a class (the unlabelled were
+    drawn as one class named "")."""
+    flagged = _flagged(flags)
+    if flagged.any():
+        already = fmt_count(int(flagged.sum()), "sample is", "samples are")
+        log.warning("%s already flagged %s: kept as they are, and not drawn again", already, LABEL_COLUMN)
+    unlabelled = np.zeros(len(samples), dtype=bool)
+    if clustered:
+        unlabelled = samples[CLASS_COLUMN].map(lambda value: value is None or pd.isna(value) or not str(value).strip())
+        unlabelled = unlabelled.to_numpy(dtype=bool)
+        if unlabelled.any():
+            log.warning(
+                "%s no '%s': not drawn, since --clustered mis-captions whole classes",
+                fmt_count(int(unlabelled.sum()), "sample has", "samples have"),
+                CLASS_COLUMN,
+            )
+    eligible = ~flagged & ~unlabelled
+    if not eligible.any():
+        raise ClipmemError("no sample is left to mis-caption: every one is already flagged or has no class")
+    return eligible
+
+
 def inject_miscaptions(
     src_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -1169,8 +1201,9 @@ def inject_miscaptions(
     donor's (so ``experiment captions --inject`` trains the victims on 1…n wrong captions too); ids keep
     the source sample_ids; filepaths are relative to the output's folder when the image lies inside it,
     else absolute (so the copy reads back without ``--allow-outside-root``). A sample already flagged in
-    the source stays flagged. An existing ``out_path`` is only replaced with ``force``, and never when it
-    is the input itself.
+    the source stays flagged and is not drawn again, so a second round adds new mis-captions
+    (``n_miscaptioned`` in the summary counts both). An existing ``out_path`` is only replaced with
+    ``force``, and never when it is the input itself.
     """
     if not 0 < fraction < 1:
         raise ClipmemError(f"fraction must be between 0 and 1 (exclusive), not {fraction}")
@@ -1196,10 +1229,13 @@ def inject_miscaptions(
             "(e.g. each image's source or category)"
         )
     groups = samples[CLASS_COLUMN].astype(str).tolist() if clustered else None
-    rng = np.random.default_rng(seed)
-    new = donor_captions(samples["captions"].tolist(), fraction, rng, groups, one_donor_class=one_donor_class)
-    captions = samples["caption"].tolist()
     flags = samples[LABEL_COLUMN].tolist() if LABEL_COLUMN in samples else [False] * len(samples)
+    eligible = _drawable(samples, flags, clustered)
+    rng = np.random.default_rng(seed)
+    new = donor_captions(
+        samples["captions"].tolist(), fraction, rng, groups, one_donor_class=one_donor_class, eligible=eligible
+    )
+    captions = samples["caption"].tolist()
     for i, donated in new.items():
         captions[i], flags[i] = donated[0], True
     frame = pd.DataFrame(
@@ -1221,6 +1257,7 @@ def inject_miscaptions(
     summary = {
         "n": len(frame),
         "n_injected": len(new),
+        "n_miscaptioned": int(_flagged(flags).sum()),
         "n_skipped": len(dataset.skipped),
         "out": str(out),
         "seed": seed,

@@ -1,4 +1,5 @@
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -575,6 +576,36 @@ def test_inject_clustered_fills_whole_classes(tmp_path):
         assert summary["clustered"] and len(flagged) == 6
         # six victims from classes of five: one whole class and one sample of a second
         assert sorted(flagged["label"].value_counts().tolist()) == [1, 5]
+
+
+def test_a_second_round_of_injection_draws_new_samples_and_says_which_it_keeps(tmp_path, caplog):
+    """The same seed on a copy that already holds mis-captions swapped the same samples again: the second
+    copy held no more than the first, while its summary said 5 were injected."""
+    src = simple_csv(tmp_path / "src", n=20)
+    first = inject_miscaptions(src, tmp_path / "one.csv", fraction=0.25, seed=3, progress=False)
+    with caplog.at_level(logging.WARNING, logger="clipmem"):
+        second = inject_miscaptions(tmp_path / "one.csv", tmp_path / "two.csv", fraction=0.25, seed=3, progress=False)
+    assert (first["n_miscaptioned"], second["n_injected"], second["n_miscaptioned"]) == (5, 5, 10)
+    one, two = pd.read_csv(tmp_path / "one.csv"), pd.read_csv(tmp_path / "two.csv")
+    assert (
+        two["is_miscaptioned"].sum() == 10
+        and (two["caption"][one["is_miscaptioned"]] == one["caption"][one["is_miscaptioned"]]).all()
+    )
+    assert "5 samples are already flagged is_miscaptioned: kept as they are, and not drawn again" in caplog.text
+    third = inject_miscaptions(tmp_path / "two.csv", tmp_path / "three.csv", fraction=0.9, seed=0, progress=False)
+    assert (third["n_injected"], third["n_miscaptioned"]) == (10, 20)  # at most every sample still clean
+
+
+def test_clustered_injection_draws_no_unlabelled_sample_and_says_so(tmp_path, caplog):
+    """Samples without a class were drawn as one class named ""."""
+    classes = ["" if i % 5 == 0 else f"class{i % 3}" for i in range(30)]
+    src = simple_csv(tmp_path, n=30, label=classes)
+    with caplog.at_level(logging.WARNING, logger="clipmem"):
+        for seed in range(6):
+            inject_miscaptions(src, tmp_path / f"c{seed}.csv", fraction=0.4, seed=seed, progress=False, clustered=True)
+            flagged = pd.read_csv(tmp_path / f"c{seed}.csv", keep_default_na=False).query("is_miscaptioned")
+            assert len(flagged) == 12 and "" not in set(flagged["label"])
+    assert "6 samples have no 'label': not drawn, since --clustered mis-captions whole classes" in caplog.text
 
 
 def test_inject_spread_is_unchanged_by_the_clustered_option(tmp_path):
