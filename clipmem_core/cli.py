@@ -885,11 +885,21 @@ def main(argv: list[str] | None = None) -> int:
         return _error(_os_error(exc))
     except KeyboardInterrupt as exc:
         stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        _close_progress_bars()
         print(f"clipmem: {stopped}; {_how_to_go_on(args)}", file=sys.stderr)
         code = 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
         if argv is None:  # the `clipmem` command itself, not a host calling main(): its process ends here
             _end_at_once_on_another_interrupt(code)
         return code
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars a stop left open, each ending its line: the stop's message was written after
+    the bar, on its line ("images  40%|████      | 12/30 [00:03<00:05]clipmem: interrupted; …")."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def _end_at_once_on_another_interrupt(code: int) -> None:

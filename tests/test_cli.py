@@ -309,6 +309,22 @@ def test_a_stopped_import_says_to_rerun_it_not_to_pass_an_option_it_refuses(clip
     assert "--resume" not in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_stop_during_a_progress_bar_says_so_on_a_line_of_its_own(clipmem, shapes, tmp_path, monkeypatch):
+    """The stop's message was written after the open bar, on its line ("… 3/10 [00:00<?]clipmem: interrupted")."""
+    from tqdm import tqdm
+
+    def stopped_mid_bar(*args, **kwargs):
+        bar = tqdm(total=10, desc="images")
+        bar.update(3)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("clipmem_core.importer.import_run", stopped_mid_bar)
+    args = ["import-run", "--data", shapes, "--scores", tmp_path / "s.parquet", "--out", tmp_path / "imported"]
+    result = clipmem(*args)
+    assert result.returncode == 130 and "3/10" in result.stderr
+    assert "\nclipmem: interrupted; rerun the same command to start it again" in result.stderr
+
+
 def _wait_for(condition, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:
