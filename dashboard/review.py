@@ -461,6 +461,18 @@ def standing_note(sample_id: str, standing: str, given: str) -> str:
     )
 
 
+def own_verdict_help(reviewer: str, leads_env: str | None = None) -> str:
+    """The tooltip of a reviewer's own (filled) verdict button: whether clicking it takes the verdict back."""
+    if is_lead(reviewer, leads_env):
+        return "Your verdict. Click again to take it back."
+    return "Your verdict. Your first verdict on a sample stands under the lead list; a lead can decide otherwise."
+
+
+def withdraw_refused_note(sample_id: str) -> str:
+    """Said when a non-lead under a lead list clicks their own verdict again: it cannot be taken back."""
+    return f"Your verdict on {sample_id} stays: {STANDS}; a lead can decide otherwise on Reconcile."
+
+
 def standing_note_many(count: int, given: str) -> str:
     """``standing_note`` for a selection flagged at once (the embedding map)."""
     return (

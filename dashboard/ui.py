@@ -23,7 +23,7 @@ from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 from . import navigation, resources, state
 from .gallery import Card, score_line
 from .images import UNREADABLE, encoded, file_bytes, markdown_image
-from .review import standing_note, standing_note_many
+from .review import own_verdict_help, standing_note, standing_note_many, withdraw_refused_note
 from .text import markdown_table, md, shown_caption
 
 VERDICT_KEYS = dict(zip(VERDICTS, ("1", "2", "3")))  # the same keys on every page, in button order
@@ -178,20 +178,33 @@ def quiet_key_button(
     where.button(label, key=key, shortcut=shortcut, type="tertiary", disabled=disabled, on_click=on_click, args=args)
 
 
+def withdraw_verdict(run_name: str, sample_id: str, reviewer_name: str) -> None:
+    """A reviewer's own (filled) verdict button clicked again takes the verdict back, as a filled star is
+    cleared: it used to record the same verdict once more, and a verdict given on the wrong card could only
+    be changed, never cleared. Not under a lead list for a non-lead, whose first verdict stands there."""
+    if not is_lead(reviewer_name):
+        st.toast(md(withdraw_refused_note(sample_id)), icon=":material/gavel:")
+        return
+    if resources.store().withdraw_verdicts(run_name, sample_id, reviewer_name):
+        st.toast(md(f"Your verdict on {sample_id} is taken back."), icon=":material/undo:")
+
+
 def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | None, own: str | None = None) -> None:
     """One-click verdict buttons with their words, wrapping to fit the card; the one of the reviewer's own
-    counted verdict (``own``) stands out, the others are of the same weight."""
+    counted verdict (``own``) stands out, the others are of the same weight. Clicking the one that stands
+    out takes the verdict back (``withdraw_verdict``)."""
     if reviewer_name is None:
         return
     with st.container(horizontal=True, gap="small"):
         for verdict in VERDICTS:
+            mine = verdict == own
             st.button(
                 VERDICT_LABELS[verdict],
                 key=f"{key}:{verdict}",
-                type="primary" if verdict == own else "secondary",
-                help="your verdict" if verdict == own else None,
-                on_click=record_verdict,
-                args=(run_name, [sample_id], verdict, reviewer_name),
+                type="primary" if mine else "secondary",
+                help=own_verdict_help(reviewer_name) if mine else None,
+                on_click=withdraw_verdict if mine else record_verdict,
+                args=(run_name, sample_id, reviewer_name) if mine else (run_name, [sample_id], verdict, reviewer_name),
             )
 
 

@@ -22,7 +22,7 @@ from clipmem_core.cache import IMAGE_EMBEDDINGS, MANIFEST, SCORES, write_parquet
 from clipmem_core.index import NeighbourSearch
 from clipmem_core.learned import KEY as LEARNED_KEY
 from clipmem_core.learned import MIN_MISCAPTIONED, fit_learned_ranking
-from clipmem_core.review import open_store
+from clipmem_core.review import VERDICTS, open_store
 from clipmem_core.review.estimate import audit_order, ranking_order, run_estimate
 from clipmem_core.review.verdicts import CORRECT
 from clipmem_core.testing import fake_run
@@ -412,6 +412,32 @@ def test_a_non_leads_change_of_mind_is_kept_and_the_page_says_the_first_verdict_
     monkeypatch.delenv("CLIPMEM_LEADS")  # without a lead list the latest counts, and nothing is said
     at.button(key=f"gallery:{sample}:unsure").click().run()
     assert not at.toast and at.button(key=f"gallery:{sample}:unsure").proto.type == "primary"
+
+
+def test_clicking_ones_own_filled_verdict_again_takes_it_back_but_not_a_standing_first_one(cache_root, monkeypatch):
+    """A verdict given on the wrong card could be changed, never cleared: the filled button recorded it again."""
+    run = load_run(cache_root / "demo")
+    sample = run.scores["sample_id"].iat[int(sort_orders(run.scores)["combined"][1])]
+    store = open_store(cache_root)
+    at = _open(_app(reviewer="fay", flag_mode="true"), navigation.GALLERY.path)
+    at.button(key=f"gallery:{sample}:unsure").click().run()
+    at.button(key=f"gallery:{sample}:correct").click().run()
+    filled = at.button(key=f"gallery:{sample}:correct")
+    assert filled.proto.type == "primary" and filled.proto.help == "Your verdict. Click again to take it back."
+    filled.click().run()
+    assert [_plain(t.value) for t in at.toast] == [f"Your verdict on {sample} is taken back."]
+    assert store.verdicts("demo", reviewer="fay").empty  # both, or the earlier "unsure" would count again
+    assert all(at.button(key=f"gallery:{sample}:{v}").proto.type == "secondary" for v in VERDICTS)
+    assert store.audit_log("demo")["action"].tolist()[-2:] == ["verdict.withdraw", "verdict.withdraw"]
+    monkeypatch.setenv("CLIPMEM_LEADS", "lead")  # a non-lead's first verdict stands: it cannot be taken back
+    at.button(key=f"gallery:{sample}:mis-captioned").click().run()
+    at.button(key=f"gallery:{sample}:mis-captioned").click().run()
+    assert [_plain(t.value) for t in at.toast] == [
+        f"Your verdict on {sample} stays: with a lead list, each reviewer's first (blind) verdict stands; a lead "
+        "can decide otherwise on Reconcile."
+    ]
+    assert store.latest_verdicts("demo", reviewer="fay") == {sample: "mis-captioned"}
+    assert len(store.verdicts("demo", reviewer="fay")) == 1  # and not recorded once more
 
 
 def test_a_name_is_kept_trimmed_and_a_namesake_in_other_capitals_is_pointed_out(cache_root):

@@ -114,6 +114,20 @@ def test_undo_takes_back_a_verdict_and_keeps_it_in_the_audit_log(store):
     assert '"verdict": "correct"' in undo["detail"]
 
 
+def test_withdrawing_takes_back_every_verdict_of_one_reviewer_on_one_sample_and_audits_each(store):
+    store.add_verdict(RUN, "a", "ann", "unsure")
+    store.add_verdict(RUN, "a", "ann", "correct")
+    store.add_verdict(RUN, "a", "bob", "mis-captioned")
+    store.add_verdict(RUN, "b", "ann", "correct")
+    assert store.withdraw_verdicts(RUN, "a", "ann") == 2
+    assert store.latest_verdicts(RUN, "ann") == {"b": "correct"}  # her other sample stays
+    assert store.latest_verdicts(RUN, "bob") == {"a": "mis-captioned"}  # and the others' verdicts
+    assert store.withdraw_verdicts(RUN, "a", "ann") == 0
+    audit = store.audit_log(RUN).iloc[-2:]
+    assert audit["action"].tolist() == ["verdict.withdraw"] * 2 and set(audit["sample_id"]) == {"a"}
+    assert ['"verdict": "unsure"' in d for d in audit["detail"]] == [True, False]
+
+
 def test_undo_takes_back_a_resolution_and_an_earlier_one_counts_again(store, monkeypatch):
     monkeypatch.setenv("CLIPMEM_LEADS", "lead,lea")
     store.resolve(RUN, "a", "correct", "lead")

@@ -553,6 +553,22 @@ class ReviewStore:
             self._audit(conn, reviewer, "verdict.undo", run, found.sample_id, **detail)
         return True
 
+    def withdraw_verdicts(self, run: str, sample_id: str, reviewer: str) -> int:
+        """Take back every verdict ``reviewer`` gave on a sample, so that the sample is theirs to judge again
+        (a card's filled verdict button, clicked again); a copy of each stays in the audit log. All of them,
+        not the last: an earlier one would count again in its place. Returns how many were removed."""
+        reviewer = _check_name(reviewer)
+        with self._transaction(write=True) as conn:
+            columns = [getattr(Verdict, c) for c in VERDICT_COLUMNS]
+            where = (Verdict.run == run, Verdict.sample_id == str(sample_id), Verdict.reviewer == reviewer)
+            found = conn.execute(select(*columns).where(*where)).all()
+            if found:
+                conn.execute(delete(Verdict).where(Verdict.id.in_([row.id for row in found])))
+            for row in found:
+                detail = {k: v for k, v in zip(VERDICT_COLUMNS, row) if k not in ("run", "sample_id", "reviewer")}
+                self._audit(conn, reviewer, "verdict.withdraw", run, row.sample_id, **detail)
+        return len(found)
+
     def add_verdicts(self, run: str, records: Iterable[dict]) -> int:
         """Record many verdicts in one transaction: all of them or, on any bad record, none.
 
