@@ -354,6 +354,40 @@ def mark_stopped(run_dir: Path) -> None:
         write_json(run_dir / STATE_FILE, state)
 
 
+_CLAIMED: dict[Path, int] = {}  # run folder -> the descriptor whose lock this process holds on it
+
+
+def claim_run_folder(run_dir: Path) -> None:
+    """Lock the run folder for this process while it computes the run, or refuse: two runs started into one
+    folder in the same second both found no live process in its state, and both trained into it. An
+    exclusive ``flock`` on the folder itself (no lock file joins the run's files), which the system drops
+    when the process ends, however it ends. A filesystem without locks leaves the state's process check."""
+    import fcntl
+
+    key = run_dir.resolve()
+    if key in _CLAIMED:
+        return
+    descriptor = os.open(key, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise ClipmemError(
+            f"{run_dir} is still being computed by another process: wait for it, or stop it first"
+        ) from None
+    except OSError:  # no locks here (some network mounts)
+        os.close(descriptor)
+        return
+    _CLAIMED[key] = descriptor
+
+
+def release_run_folder(run_dir: Path) -> None:
+    """Let another process compute the run folder (this one has finished or stopped it)."""
+    descriptor = _CLAIMED.pop(run_dir.resolve(), None)
+    if descriptor is not None:
+        os.close(descriptor)
+
+
 def still_computing(run_dir: Path) -> str | None:
     """ "process 1234 on this machine" while the process that computes the run is alive here; None when it
     has ended, or when it runs on another machine, which cannot be asked."""

@@ -115,6 +115,11 @@ def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
     so a run refused for its data or options never blocks the corrected rerun.
     """
     state_path = out / cache.STATE_FILE
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ClipmemError(f"cannot make {out}: {exc.strerror or exc}") from None
+    cache.claim_run_folder(out)
     running = cache.still_computing(out) if state_path.exists() else None
     if running:  # asked before anything else: a run still reading its data or in its first minute of training
         # has trained nothing yet, and a second run into the folder started over it, and both said "written"
@@ -489,6 +494,8 @@ def compute_clipmem(
         except BaseException:
             distributed.on_main(lambda: cache.mark_stopped(Path(config.out)))
             raise
+        finally:
+            distributed.on_main(lambda: cache.release_run_folder(Path(config.out)))
 
 
 def _compute(

@@ -285,6 +285,33 @@ def test_a_second_run_into_a_folder_whose_run_has_trained_nothing_yet_is_refused
     assert json.loads((folder / cache.STATE_FILE).read_text())["fingerprint"] == "y"
 
 
+def test_two_runs_started_into_one_folder_at_once_cannot_both_compute_it(tmp_path):
+    """The state's process is written after the data are read: two runs started in the same second both found
+    none alive, and both trained into the folder. The folder is locked first, by the system."""
+    import subprocess
+    import sys
+
+    from clipmem_core.config import RunConfig
+    from clipmem_core.pipeline import _prepare_out_dir
+
+    folder = tmp_path / "racing"
+    folder.mkdir()
+    ours = {"fingerprint": "y", "config": RunConfig(data="d", out="o").to_dict()}
+    claim = (
+        "import sys, time; from pathlib import Path; from clipmem_core.cache import claim_run_folder; "
+        "claim_run_folder(Path(sys.argv[1])); print('claimed', flush=True); time.sleep(60)"
+    )
+    with subprocess.Popen([sys.executable, "-c", claim, str(folder)], stdout=subprocess.PIPE, text=True) as other:
+        assert other.stdout.readline().strip() == "claimed"  # no state written: only the lock says so
+        with pytest.raises(ClipmemError, match="racing is still being computed by another process: wait for it"):
+            _prepare_out_dir(folder, False, ours)
+        assert not (folder / cache.STATE_FILE).exists()
+        other.kill()
+    _prepare_out_dir(folder, False, ours)  # the lock went with its process
+    assert json.loads((folder / cache.STATE_FILE).read_text())["fingerprint"] == "y"
+    cache.release_run_folder(folder)
+
+
 class _CountedImages:
     """Images that count how often each row is read: a shared image must be shrunk once."""
 
