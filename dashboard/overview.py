@@ -367,7 +367,7 @@ def rerank_note(run: Run) -> str:
     replaces it, which the note used to leave for the user to guess."""
     if run.manifest.protocol != IMPORTED:
         return EARLIER_RECIPE
-    made_from = ", ".join(f"`{name}`" for name in members(run.scores))
+    made_from = ", ".join(members(run.scores))
     return (
         "This run's Likely mis-captioned is the one its scores file brought. This clipmem's recipe can make one "
         f"from the run's {made_from} and its image embeddings, in seconds; this command replaces the imported "

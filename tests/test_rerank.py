@@ -106,7 +106,7 @@ def test_an_import_with_embeddings_is_ranked_by_the_recipe_and_an_imported_ranki
     np.testing.assert_allclose(theirs.scores["combined"], source.scores["combined"])
     assert "recipe" not in theirs.manifest.summary and rerank_command(theirs) is not None
     assert "this command replaces the imported ranking" in rerank_note(theirs)
-    assert "`csls_heldout`, `csls_train`, `agreement_image_neighbours`, `fit_loss`" in rerank_note(theirs)
+    assert "from the run's csls_heldout, csls_train, agreement_image_neighbours, fit_loss and" in rerank_note(theirs)
     rerank_run(theirs.path)
     assert load_run(theirs.path).manifest.summary["recipe"] == RECIPE
 
