@@ -419,7 +419,41 @@ def _index_captions(run: Run) -> None:
             run.caption_index  # noqa: B018 (builds and keeps it)
 
 
-def selection() -> np.ndarray | None:
-    """Rows chosen on the embedding map, which the gallery then shows alone."""
+MAX_HELD_SELECTIONS = 256
+
+
+@st.cache_resource(show_spinner=False)
+def _held_selections() -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Map selections opened in the gallery, by token: (the run's folder, its rows), for the life of the
+    server process, the latest ``MAX_HELD_SELECTIONS``."""
+    return {}
+
+
+def hold_selection(run: Run, rows: np.ndarray) -> str:
+    """Keep a map selection for the gallery's address (``?map_selection=<token>``): a reload, or the link
+    passed to a teammate on the same server, shows the same samples. The rows themselves would not fit in an
+    address (up to 20,000), so the server holds them; before, a reload showed the whole run without a word."""
+    chosen = tuple(int(row) for row in rows)
+    token = hashlib.sha256(f"{run.path}:{chosen}".encode()).hexdigest()[:12]
+    held = _held_selections()
+    held.pop(token, None)
+    held[token] = (str(run.path), chosen)
+    for stale in list(held)[: max(0, len(held) - MAX_HELD_SELECTIONS)]:
+        held.pop(stale, None)
+    return token
+
+
+def selection(run: Run) -> np.ndarray | None:
+    """Rows chosen on the embedding map, which the gallery then shows alone: this session's, else the one the
+    address names (a reload, a shared link); a token this server does not hold for this run is dropped from
+    the address, and the gallery says so (``state.SELECTION_LOST``)."""
     rows = st.session_state.get(state.SELECTION)
+    token = st.query_params.get(state.SELECTION_PARAM)
+    if rows is None and token:
+        held = _held_selections().get(token)
+        if held is None or held[0] != str(run.path):
+            st.query_params.pop(state.SELECTION_PARAM, None)
+            st.session_state[state.SELECTION_LOST] = True
+            return None
+        rows = st.session_state[state.SELECTION] = list(held[1])
     return None if rows is None else np.asarray(rows, dtype=np.int64)

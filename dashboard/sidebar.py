@@ -25,6 +25,7 @@ def reset_views() -> None:
     """A new run or new filters invalidate the gallery page, a map selection and the inspected sample."""
     st.session_state[state.PAGE] = 1
     st.session_state.pop(state.SELECTION, None)
+    st.query_params.pop(state.SELECTION_PARAM, None)
     st.session_state.pop(state.INSPECT_RUN, None)
 
 
@@ -188,8 +189,9 @@ def filters() -> None:
         on_change=reset_views,
         placeholder="words in the caption",
     )
-    if resources.selection() is not None:
-        st.sidebar.info(f"Showing {fmt_count(len(resources.selection()), 'sample')} selected on the map.")
+    selected = resources.selection(run)
+    if selected is not None:
+        st.sidebar.info(f"Showing {fmt_count(len(selected), 'sample')} selected on the map.")
         st.sidebar.button("Clear map selection", on_click=reset_views)
 
 

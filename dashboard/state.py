@@ -27,6 +27,8 @@ PAGE = "gallery_page"  # 1-based, the page number widget's key
 PAGE_FIX, PAGE_NOTE = "_gallery_page_fix", "_gallery_page_note"  # a page number past the end, put right on a rerun
 SORT = "sort"  # bound to ?sort=
 SELECTION = "selection_rows"
+SELECTION_PARAM = "map_selection"  # ?map_selection=<token>: a selection the server holds (resources.hold_selection)
+SELECTION_LOST = "_map_selection_lost"  # a link's selection this server no longer holds: said once
 INSPECT = "inspect_sample"
 NEIGHBOUR_MODE = "inspect_mode"  # the inspector's open neighbour tab
 INSPECT_RUN = "inspect_run"  # the run the inspected sample id belongs to

@@ -152,7 +152,9 @@ def test_the_overview_opens_an_imported_run_and_offers_to_rerank_its_ranking(cac
     )
     at = _app(run="imported")
     assert not at.exception and at.title[0].value == "Run: imported"
-    assert any("came with imported scores" in i.value for i in at.main.info)
+    (note,) = [i.value for i in at.main.info if "scores file brought" in i.value]
+    assert "can make one from the run's csls_heldout, fit_loss and its image embeddings" in _plain(note)
+    assert "this command replaces the imported ranking with it" in _plain(note)
     assert not [w for w in at.main.warning if "barely learned" in w.value]  # no utility to weigh
 
 
@@ -747,6 +749,27 @@ def test_map_selection_opens_in_the_gallery(cache_root):
     assert any(c.value == "Only the 2 samples selected on the Embedding map." for c in at.main.caption)
     at.main.button(key="clear_top").click().run()  # at the top of the page, not only under the sidebar's filters
     assert state.SELECTION not in at.session_state and len(_card_captions(at)) == 48
+
+
+def test_a_map_selection_opened_in_the_gallery_survives_a_reload_by_its_address(cache_root):
+    """The selection lived in the session alone: a reload of the gallery showed the whole run, without a word."""
+    at = _app()
+    at.session_state[emap.SELECTED] = [3, 8]
+    _open(at, navigation.EMBEDDING_MAP.path)
+    next(b for b in at.main.button if b.label == "Open the selection in the gallery").click().run()
+    token = at.query_params[state.SELECTION_PARAM]
+    token = token[0] if isinstance(token, list) else token
+    selected = sorted(load_run(cache_root / "demo").scores["caption"].iloc[[3, 8]])
+    reloaded = _app(page=navigation.GALLERY.path, **{state.SELECTION_PARAM: token})  # a new session, same address
+    assert sorted(_card_captions(reloaded)) == selected
+    assert any(c.value == "Only the 2 samples selected on the Embedding map." for c in reloaded.main.caption)
+    reloaded.main.button(key="clear_top").click().run()
+    assert state.SELECTION_PARAM not in reloaded.query_params and len(_card_captions(reloaded)) == 48
+    stale = _app(page=navigation.GALLERY.path, **{state.SELECTION_PARAM: "0123456789ab"})  # a restarted server
+    assert len(_card_captions(stale)) == 48 and state.SELECTION_PARAM not in stale.query_params
+    assert any("no longer held by the dashboard" in c.value for c in stale.main.caption)
+    other = _app(page=navigation.GALLERY.path, run="other", **{state.SELECTION_PARAM: token})  # another run's rows
+    assert any("no longer held by the dashboard" in c.value for c in other.main.caption)
 
 
 def test_the_compute_page_asks_for_a_name_as_a_lead_check_not_as_review(cache_root):

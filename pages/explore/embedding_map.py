@@ -101,7 +101,7 @@ def selection_panel(chosen: np.ndarray) -> None:
     if left.button("Open the selection in the gallery", type="primary"):
         ss[state.SELECTION] = chosen.tolist()
         ss[state.PAGE] = 1
-        navigation.go(navigation.GALLERY)
+        navigation.go(navigation.GALLERY, {state.SELECTION_PARAM: resources.hold_selection(run, chosen)})
     if right.button(
         f"Flag {chosen.size:,} as mis-captioned…",
         disabled=name is None,

@@ -92,7 +92,7 @@ def gallery() -> None:
         st.query_params[state.SORT] = options[linked]
         st.rerun()
     filters = resources.current_filters(run)
-    mask = filter_mask(run, filters, decided(table), resources.selection())
+    mask = filter_mask(run, filters, decided(table), resources.selection(run))
     total = int(mask.sum())
     pages = page_count(total)
     title = st.empty()  # filled once the sort is known: the title follows it
@@ -112,7 +112,12 @@ def gallery() -> None:
         st.caption(unknown)
     if ss.get(state.SORT) == LEARNED_KEY:
         st.caption(learned_note(ranking.learned()))
-    selected = resources.selection()
+    selected = resources.selection(run)
+    if ss.pop(state.SELECTION_LOST, False):
+        st.caption(
+            "The map selection this link named is no longer held by the dashboard (it was restarted, or the "
+            "link is of another run): every sample is shown. Select them again on the Embedding map."
+        )
     if selected is not None:  # said here too: the sidebar's note sits below the fold, under the filters
         with st.container(horizontal=True, vertical_alignment="center"):
             st.caption(f"Only the {fmt_count(len(selected), 'sample')} selected on the Embedding map.")
