@@ -314,6 +314,30 @@ def pressed_before_a_restart(state: Mapping[str, Any]) -> bool:
     return DRAWN not in state
 
 
+SKIPPED_PARAM = "review_skipped"  # the batch's skipped samples, repeated (?review_skipped=a&review_skipped=b)
+
+
+def skipped_from_address(listed: list[str], batch: Batch) -> list[str]:
+    """The skipped samples a fresh page (a reload, a new tab) starts with: those the address lists that are
+    still left in the batch. A reload used to show a skipped sample first again."""
+    left = set(batch.left)
+    return [sample for sample in dict.fromkeys(listed) if sample in left]
+
+
+def address_skipped(params: Any, state: Mapping[str, Any], batch: Batch) -> None:
+    """Put the batch's skipped samples still left in the address (``params``: ``st.query_params``), each as
+    its own value, so that any id survives; written only on a change: each write is a message to the
+    browser."""
+    left = set(batch.left)
+    wanted = [sample for sample in state.get(SKIPPED) or [] if sample in left]
+    if list(params.get_all(SKIPPED_PARAM)) == wanted:
+        return
+    if wanted:
+        params[SKIPPED_PARAM] = wanted
+    else:
+        del params[SKIPPED_PARAM]
+
+
 def skip(state: MutableMapping[str, Any], sample_id: str) -> None:
     """Click callback of Skip: the sample goes to the end of the batch (it is not lost)."""
     state[SKIPPED] = [*(s for s in state.get(SKIPPED) or [] if s != sample_id), sample_id]

@@ -215,6 +215,28 @@ def test_a_verdict_is_recorded_with_its_suggestion_then_skip_and_undo(run_dir):
     assert any(plain(c.value) == "Took back mis-captioned for s00." for c in at.caption)
 
 
+def test_a_skipped_sample_stays_skipped_after_a_reload(run_dir):
+    """The skips lived in the session alone: a reload showed the skipped sample first again."""
+    at = page(REVIEW, run_dir)
+    at.button(key="review_skip").click().run()
+    at.button(key="review_skip").click().run()
+    assert shown_sample(at) == "s02"
+    listed = at.query_params[review.SKIPPED_PARAM]
+    assert listed == ["s00", "s01"]  # each its own value: an id may hold any character
+    reloaded = page(REVIEW, run_dir, **{review.SKIPPED_PARAM: listed})
+    assert shown_sample(reloaded) == "s02"
+    verdict_button(reloaded, "correct").click().run()
+    verdict_button(reloaded, "correct").click().run()
+    verdict_button(reloaded, "correct").click().run()
+    assert shown_sample(reloaded) == "s00"  # the skipped ones wait at the end, in the order skipped
+    verdict_button(reloaded, "unsure").click().run()
+    assert reloaded.query_params[review.SKIPPED_PARAM] in ("s01", ["s01"])  # a judged sample leaves the address
+    verdict_button(reloaded, "unsure").click().run()
+    assert review.SKIPPED_PARAM not in reloaded.query_params
+    other = page(REVIEW, run_dir, reviewer="bob", **{review.SKIPPED_PARAM: ["s00", "not-in-the-batch"]})
+    assert shown_sample(other) == "s01" and other.query_params[review.SKIPPED_PARAM] in ("s00", ["s00"])
+
+
 def test_a_second_tab_under_the_same_name_is_told_its_first_verdict_counts(run_dir, monkeypatch):
     monkeypatch.setenv("CLIPMEM_LEADS", "lead")  # ann is not a lead: her first, blind verdict counts
     at = page(REVIEW, run_dir)

@@ -88,6 +88,9 @@ def recorded_note() -> None:
         st.caption(md(recorded))
 
 
+if review.SKIPPED not in ss:  # a fresh page: the skips the address kept
+    ss[review.SKIPPED] = review.skipped_from_address(st.query_params.get_all(review.SKIPPED_PARAM), batch)
+review.address_skipped(st.query_params, ss, batch)
 sample_id = review.current_sample(ss, batch)
 if sample_id is None and not batch.size:  # an empty assignment is not a finished one
     st.info(review.NOTHING_ASSIGNED, icon=":material/inbox:")
