@@ -60,6 +60,7 @@ CHECKPOINT_DIR = "checkpoints"
 THUMB_DIR = "thumbs"
 SKIPPED = "skipped.csv"
 STATE_FILE = "run_state.json"
+MADE_BY = "made_by"  # in a run's state: what made the run and continues it, when not `clipmem run` (an experiment)
 
 
 def trained_nothing(out: Path) -> bool:
@@ -324,7 +325,7 @@ def _runs_inside(folder: Path) -> str:
     return f"; it is a cache of {fmt_count(len(runs), 'run')}: pass one of them, e.g. {shown}"
 
 
-def _run_state(run_dir: Path) -> dict:
+def read_run_state(run_dir: Path) -> dict:
     """An unfinished run's state file, {} where it cannot be read."""
     try:
         state = json.loads((run_dir / STATE_FILE).read_text(encoding="utf-8"))
@@ -335,7 +336,7 @@ def _run_state(run_dir: Path) -> dict:
 
 def unfinished_import(run_dir: Path) -> bool:
     """Whether an unfinished run folder was left by import-run (its state names the scores file)."""
-    return "imported_from" in _run_state(run_dir)
+    return "imported_from" in read_run_state(run_dir)
 
 
 def computing_process() -> dict:
@@ -348,7 +349,7 @@ def mark_stopped(run_dir: Path) -> None:
     """Forget the computing process in a stopped run's state: a process that stopped a run and lives on (a
     notebook, a test) would otherwise be taken for one still computing it. A folder without a state (the run
     stopped before writing one), or one another process computes (a refused second start), is left alone."""
-    state = _run_state(run_dir)
+    state = read_run_state(run_dir)
     if state.get("pid") == os.getpid() and state.get("host") == socket.gethostname():
         state.pop("pid")
         write_json(run_dir / STATE_FILE, state)
@@ -391,7 +392,12 @@ def release_run_folder(run_dir: Path) -> None:
 def still_computing(run_dir: Path) -> str | None:
     """ "process 1234 on this machine" while the process that computes the run is alive here; None when it
     has ended, or when it runs on another machine, which cannot be asked."""
-    state = _run_state(run_dir)
+    return process_alive(read_run_state(run_dir))
+
+
+def process_alive(state: dict) -> str | None:
+    """ "process 1234 on this machine" while the process a record names (``computing_process``) is alive
+    here, other than this one; None when it has ended, or runs on another machine."""
     pid = state.get("pid")
     if state.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
         return None  # elsewhere, or this very process: one that stopped a run and now resumes or reads it
@@ -413,8 +419,11 @@ def _unfinished(run_dir: Path) -> str:
     running = still_computing(run_dir)
     if running:
         return f"{run_dir} is still being computed ({running}); it can be opened when it finishes"
-    host = _run_state(run_dir).get("host")
+    state = read_run_state(run_dir)
+    host = state.get("host")
     elsewhere = f" (unless it is still running on {host})" if host and host != socket.gethostname() else ""
+    if state.get(MADE_BY):  # an experiment's run: a `clipmem run` into it, as advised, broke the experiment
+        return f"{run_dir} is unfinished (no {MANIFEST} yet){elsewhere}: a run of {state[MADE_BY]}, which continues it"
     return f"{run_dir} is unfinished (no {MANIFEST} yet){elsewhere}: the same `clipmem run` with --resume continues it"
 
 

@@ -591,6 +591,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     infos = list_runs(cache)
     if not infos:
         print(f"no runs in {cache}")
+        _list_experiments(args.cache)  # an experiment stopped before its first run finished is one to see
         return 0
     width = max(24, *(len(info.name) for info in infos))  # an experiment's run names run long
     print(f"{'run':<{width}} {'created':<25}  {'protocol':<8} {'samples':>9}  model")
@@ -620,11 +621,11 @@ def _list_experiments(cache_root: str) -> None:
             rows.append((folder.name, f"UNUSABLE: {why}"))
         else:
             seeds = ",".join(str(seed) for seed in item.settings.seeds)
-            rows.append((item.name, f"{item.study:<9} {item.status:<9} {len(item.runs):>5}  {seeds}"))
+            rows.append((item.name, f"{item.study:<9} {item.status:<11} {len(item.runs):>5}  {seeds}"))
     if not rows:
         return
     width = max(24, *(len(name) for name, _ in rows))
-    print(f"\n{'experiment':<{width}} {'study':<9} {'status':<9} {'runs':>5}  seeds")
+    print(f"\n{'experiment':<{width}} {'study':<9} {'status':<11} {'runs':>5}  seeds")
     for name, described in rows:
         print(f"{name:<{width}} {described}")
 

@@ -108,6 +108,20 @@ def settings_that_differ(before: dict, now: dict) -> str:
     )
 
 
+class ResumeMismatch(ClipmemError):
+    """A run folder started with other data or settings than the run that would continue it."""
+
+
+def _refuse_anothers_run(out: Path, state: dict) -> None:
+    """Refuse a run with other settings into a folder an experiment made (its state's ``made_by``), even one
+    that trained nothing yet: `clipmem run --resume`, as an unfinished run advised, wrote its own settings
+    over the experiment's, and the experiment could then never finish it."""
+    previous = cache.read_run_state(out)
+    owner = previous.get(cache.MADE_BY)
+    if owner and previous.get("fingerprint") != state["fingerprint"]:
+        raise ClipmemError(f"{out} is a run of {owner}; continue it that way, or choose another --out")
+
+
 def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
     """Refuse to clobber a foreign or unfinished run; on resume, check the data and config are unchanged.
 
@@ -126,6 +140,7 @@ def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
         raise ClipmemError(f"{out} is still being computed ({running}): wait for it, or stop it first")
     if resume and state_path.exists():
         remove_stale_temps(out)
+    _refuse_anothers_run(out, state)
     if not cache.trained_nothing(out):
         if not state_path.exists():
             raise ClipmemError(f"{out} exists and is not a clipmem run; choose another --out")
@@ -136,7 +151,7 @@ def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise ClipmemError(f"{state_path} is unreadable ({exc}); delete {out} and start again") from None
         if not isinstance(previous, dict) or previous.get("fingerprint") != state["fingerprint"]:
-            raise ClipmemError(f"{out} was started with {_what_changed(previous, state)}; --resume needs the same")
+            raise ResumeMismatch(f"{out} was started with {_what_changed(previous, state)}; --resume needs the same")
     try:
         write_json(state_path, state)
     except OSError as exc:
@@ -462,7 +477,11 @@ def _utility(embeddings: dict, trained: np.ndarray, frame: pd.DataFrame, protoco
 
 
 def compute_clipmem(
-    config: RunConfig, *, resume: bool = False, on_epoch: Callable[[EpochEnd], None] | None = None
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    on_epoch: Callable[[EpochEnd], None] | None = None,
+    made_by: str | None = None,
 ) -> cache.Run:
     """Train the protocol's models, score every registered signal, and write a complete run folder.
 
@@ -471,6 +490,9 @@ def compute_clipmem(
         resume: continue an interrupted run in ``config.out`` from its per-epoch checkpoints.
         on_epoch: called after every epoch each model trains in this process (`EpochEnd`); not with
             ``parallel_models``, whose models train in other processes.
+        made_by: what makes the run and continues it when it is not `clipmem run`, e.g. "experiment 'nz'
+            (rerun the same `clipmem experiment noise` command)": recorded in its state, an unfinished run
+            says so, and a run with other settings into its folder is refused.
 
     Returns:
         The written run, loaded (`Run`).
@@ -490,7 +512,7 @@ def compute_clipmem(
     distributed.check_batch_size(config.batch_size)  # before any data is read
     with distributed.session(pick_device(config.device)) as device:
         try:
-            return _compute(config, device, resume, on_epoch)
+            return _compute(config, device, resume, on_epoch, made_by)
         except BaseException:
             distributed.on_main(lambda: cache.mark_stopped(Path(config.out)))
             raise
@@ -499,7 +521,11 @@ def compute_clipmem(
 
 
 def _compute(
-    config: RunConfig, device: torch.device, resume: bool, on_epoch: Callable[[EpochEnd], None] | None
+    config: RunConfig,
+    device: torch.device,
+    resume: bool,
+    on_epoch: Callable[[EpochEnd], None] | None,
+    made_by: str | None = None,
 ) -> cache.Run:
     if config.parallel_models and distributed.active():
         raise ClipmemError(distributed.PARALLEL_MODELS_UNDER_TORCHRUN)
@@ -527,7 +553,7 @@ def _compute(
         frame, models = _rows_or_why(dataset, config)  # fail fast on splits the data cannot fill
         _report_skipped(dataset, out)
     state = {"fingerprint": _fingerprint(config, dataset, exclusion), "config": config.to_dict()}
-    state |= cache.computing_process()
+    state |= cache.computing_process() | ({cache.MADE_BY: made_by} if made_by else {})
     distributed.on_main(lambda: _prepare_out_dir(out, resume, state))
     distributed.on_main(lambda: write_skip_report(dataset, out / cache.SKIPPED))  # the log names it now
     with timer.stage("splits"):

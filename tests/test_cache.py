@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -309,6 +310,26 @@ def test_two_runs_started_into_one_folder_at_once_cannot_both_compute_it(tmp_pat
         other.kill()
     _prepare_out_dir(folder, False, ours)  # the lock went with its process
     assert json.loads((folder / cache.STATE_FILE).read_text())["fingerprint"] == "y"
+    cache.release_run_folder(folder)
+
+
+def test_an_experiments_unfinished_run_says_to_rerun_the_experiment_and_no_other_run_may_take_it(tmp_path):
+    """Its advice was `clipmem run --resume`; taken, it wrote other settings over the experiment's run (one that
+    had trained nothing yet was simply started afresh), and the experiment could never finish."""
+    from clipmem_core.config import RunConfig
+    from clipmem_core.pipeline import _prepare_out_dir
+
+    folder = tmp_path / "nz-s0-sigma0"
+    folder.mkdir()
+    maker = "experiment 'nz' (rerun the same `clipmem experiment noise` command)"
+    (folder / cache.STATE_FILE).write_text(json.dumps({"fingerprint": "x", cache.MADE_BY: maker}))
+    with pytest.raises(ClipmemError, match=re.escape(f"no manifest.json yet): a run of {maker}, which continues it")):
+        cache.load_run(folder)
+    config = RunConfig(data="d", out="o").to_dict()
+    with pytest.raises(ClipmemError, match=re.escape(f"is a run of {maker}; continue it that way")):
+        _prepare_out_dir(folder, True, {"fingerprint": "y", "config": config})
+    assert json.loads((folder / cache.STATE_FILE).read_text())["fingerprint"] == "x"  # left alone
+    _prepare_out_dir(folder, True, {"fingerprint": "x", "config": config, cache.MADE_BY: maker})  # its own
     cache.release_run_folder(folder)
 
 

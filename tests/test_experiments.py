@@ -114,6 +114,48 @@ def test_a_run_trained_before_the_data_changed_is_not_mixed_with_new_ones(tmp_pa
 
 
 @pytest.mark.slow
+def test_a_run_changed_outside_its_experiment_is_named_with_how_to_recover(shapes, tmp_path, monkeypatch):
+    """A `clipmem run --resume` into an experiment's run left the experiment refused with "--resume needs the
+    same", and no word of what to do; each of its runs now records the experiment that makes it."""
+    from clipmem_core.pipeline import ResumeMismatch
+
+    makers = []
+
+    def changed_since(config, resume=False, made_by=None, **kwargs):
+        makers.append(made_by)
+        raise ResumeMismatch(f"{config.out} was started with --epochs 3 then, 1 now; --resume needs the same")
+
+    monkeypatch.setattr("clipmem_core.pipeline.compute_clipmem", changed_since)
+    run = tmp_path / "noise-t-s0-sigma0"
+    with pytest.raises(ClipmemError, match=re.escape(f"changed it since: delete {run}, and this command trains it")):
+        run_experiment(_settings("noise", shapes, tmp_path, seeds=(0,), values=(0.0,)))
+    assert makers == ["experiment 'noise-t' (rerun the same `clipmem experiment noise` command)"]
+
+
+def test_an_experiment_whose_process_is_gone_is_interrupted_not_running_for_ever(shapes, tmp_path, capsys):
+    """A Ctrl-C left "running" in `clipmem list` and on the Compare page, which offered to compare its 0 runs."""
+    import json
+    import subprocess
+    import sys
+
+    from clipmem_core.cache import EXPERIMENT_FILE
+
+    settings = _settings("noise", shapes, tmp_path, seeds=(0,), values=(0.0,))
+    folder = tmp_path / "experiments" / settings.name
+    base_module.write_records(folder, settings, [])
+    record = json.loads((folder / EXPERIMENT_FILE).read_text())
+    assert load_experiment(folder).status == "running"  # this very process
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        (folder / EXPERIMENT_FILE).write_text(json.dumps({**record, "pid": other.pid}))
+        assert load_experiment(folder).status == "running"
+        other.kill()
+    assert load_experiment(folder).status == "interrupted"
+    assert main(["list", "--cache", str(tmp_path)]) == 0
+    assert re.search(r"noise-t\s+noise\s+interrupted\s+0  0", capsys.readouterr().out)
+    (folder / EXPERIMENT_FILE).write_text(json.dumps({**record, "host": "gpu-7", "pid": 1}))
+    assert load_experiment(folder).status == "running"  # on another machine: it cannot be asked
+
+
 def test_captions_study_trains_with_one_then_more_captions(multi_caption_shapes, tmp_path):
     """With --inject the mis-captioned samples train on 1, then 3 wrong captions too (their donor's set),
     and each run says how memorized they are."""

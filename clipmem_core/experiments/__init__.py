@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..cache import EXPERIMENTS_DIR
+from ..cache import EXPERIMENTS_DIR, process_alive
 from ..errors import ClipmemError
 from .base import (
     PLOT_FILE,
@@ -133,12 +134,22 @@ def load_experiment(path: str | os.PathLike) -> ExperimentRecord:
         path=folder,
         study=str(record.get("study", "")),
         name=str(record.get("name", folder.name)),
-        status=str(record.get("status", "")),
+        status=status_of(record),
         settings=ExperimentSettings.from_dict(record["settings"]),
         runs=[str(r) for r in record.get("runs") or []],
         results=results,
         summary=summary,
     )
+
+
+def status_of(record: dict[str, Any]) -> str:
+    """ "complete", "running" while the process that runs it is alive here (or on another machine, which
+    cannot be asked), else "interrupted": a stopped experiment stayed "running" for ever, in `clipmem list` and
+    on the Compare page, whose button offered to compare its 0 runs."""
+    status = str(record.get("status", ""))
+    if status != "running" or "pid" not in record or record.get("host") != socket.gethostname():
+        return status
+    return "running" if process_alive(record) or record.get("pid") == os.getpid() else "interrupted"
 
 
 def _read_table(path: Path) -> pd.DataFrame:

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import write_json, write_parquet
-from ..cache import EXPERIMENT_FILE, EXPERIMENTS_DIR, GROUND_TRUTH, MANIFEST, Run, load_run
+from ..cache import EXPERIMENT_FILE, EXPERIMENTS_DIR, GROUND_TRUTH, MANIFEST, Run, computing_process, load_run
 from ..config import SPEED_ONLY, RunConfig
 from ..data import Dataset, inject_miscaptions, read_dataset
 from ..droplist import read_drop_list, write_drop_list
@@ -239,7 +239,7 @@ class Experiment:
 
     def run(self, seed: int, condition: Condition) -> Run:
         """The condition's run: reused when complete (and made with these settings), else trained or resumed."""
-        from ..pipeline import compute_clipmem
+        from ..pipeline import ResumeMismatch, compute_clipmem
 
         config = self.run_config(seed, condition)
         out = Path(config.out)
@@ -257,7 +257,15 @@ class Experiment:
                 )
         else:
             self._progress(f"{self.settings.name}: training {out.name}")
-            run = compute_clipmem(config, resume=out.exists())
+            command = f"clipmem experiment {self.study.name}"
+            made_by = f"experiment {self.settings.name!r} (rerun the same `{command}` command)"
+            try:
+                run = compute_clipmem(config, resume=out.exists(), made_by=made_by)
+            except ResumeMismatch as exc:  # changed outside the experiment (a `clipmem run` into it)
+                raise ClipmemError(
+                    f"{exc}. The experiment made {out.name}, and another run changed it since: delete {out}, "
+                    "and this command trains it again"
+                ) from None
         if out.name not in self.run_names:
             self.run_names.append(out.name)
         return run
@@ -327,6 +335,7 @@ def write_records(
         "status": "complete" if complete else "running",
         "runs": list(runs),
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+        **({} if complete else computing_process()),  # so that a reader can tell a stopped one (``status_of``)
     }
     write_json(folder / EXPERIMENT_FILE, record)
 
