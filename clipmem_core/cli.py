@@ -357,22 +357,26 @@ def _data_notes(run: Run) -> dict:
     from .cache import SKIPPED
 
     dataset = run.manifest.dataset
+    from .droplist import exclusion_note
+
     notes = {"samples": dataset.n_samples, "skipped": dataset.n_skipped, "excluded": dataset.n_excluded}
+    exclude = run.manifest.config.get("exclude")
+    notes["exclusion"] = exclusion_note(dataset.n_excluded, dataset.n_exclude_not_found, exclude)
     notes["skip_report"] = str(run.path / SKIPPED) if dataset.n_skipped else None
     notes["warnings"] = [w for w in dataset.warnings if isinstance(w, str)]
     return notes
 
 
 def _render_data_notes(notes: dict | None) -> list[str]:
-    if not notes or not (notes["skipped"] or notes["excluded"] or notes["warnings"]):
+    if not notes or not (notes["skipped"] or notes.get("exclusion") or notes["warnings"]):
         return []
     from .formatting import fmt_count
 
     read = [f"{fmt_count(notes['samples'], 'sample')} scored"]
     if notes["skipped"]:
         read.append(f"{fmt_count(notes['skipped'], 'row')} skipped (each, with its reason, in {notes['skip_report']})")
-    if notes["excluded"]:
-        read.append(f"{fmt_count(notes['excluded'], 'sample')} removed by the drop list (--exclude)")
+    if notes.get("exclusion"):
+        read.append(notes["exclusion"])
     return ["", "data: " + "; ".join(read), *(f"  note: {warning}" for warning in notes["warnings"])]
 
 

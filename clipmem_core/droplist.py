@@ -1,10 +1,11 @@
 """Drop lists: the sample ids a run leaves out (``clipmem run --exclude FILE``).
 
 A drop list is what ``clipmem review export --what droplist`` writes (a CSV or parquet file with a
-``sample_id`` column); a TSV with that column, or a ``.txt`` file with one id a line, works too. Excluded
-samples are removed right after ingest, before the folds or splits are drawn, so the run trains and
-scores as if they were never in the data. Ids the data does not hold are counted and reported, never
-an error: a drop list made on a larger version of the data still applies to what is left.
+``sample_id`` column); a TSV with that column, a table whose ids are in an ``id`` column (as a dataset's),
+or a ``.txt`` file with one id a line, works too. Excluded samples are removed right after ingest, before
+the folds or splits are drawn, so the run trains and scores as if they were never in the data. Ids the
+data does not hold are counted and reported: a drop list made on a larger version of the data still
+applies to what is left. A list none of whose ids is in the data is refused: it is another dataset's.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import atomic_path
+from .data import ID_ALIASES
 from .errors import ClipmemError
-from .tables import read_frame, read_text
+from .formatting import fmt_count
+from .tables import read_frame, read_text, separator_problem
 
 log = logging.getLogger("clipmem")
 ID_COLUMN = "sample_id"
@@ -53,15 +56,30 @@ def read_drop_list(path: str | os.PathLike) -> frozenset[str]:
     if suffix in (".csv", ".tsv"):
         if not read_text(source).strip():  # an empty list drops nothing
             return frozenset()
-        frame = read_frame(source, (ID_COLUMN,), suffix.removeprefix("."))
+        fmt = suffix.removeprefix(".")
+        frame = read_frame(source, (), fmt)
     elif suffix == ".parquet":
-        frame = _read_parquet(source)
+        fmt, frame = "parquet", _read_parquet(source)
     else:
         raise ClipmemError(f"drop list {source}: expected a .csv, .tsv, .parquet or .txt file")
-    if ID_COLUMN not in frame.columns:
-        raise ClipmemError(f"drop list {source} has no {ID_COLUMN!r} column (columns: {', '.join(frame.columns)})")
+    column = _id_column([str(c) for c in frame.columns])
+    if column is None:
+        header = [str(c) for c in frame.columns]
+        problems = (separator_problem(source, header, [name], fmt) for name in ID_ALIASES)
+        raise ClipmemError(
+            next((p for p in problems if p), None)
+            or f"drop list {source} has no {ID_COLUMN!r} (or 'id') column (columns: {', '.join(header)[:300]})"
+        )
     # the review export writes drop lists verbatim (only the verdicts export escapes formula-like cells)
-    return frozenset(v for v in (str(v).strip() for v in frame[ID_COLUMN]) if v)
+    return frozenset(v for v in (str(v).strip() for v in frame[column]) if v)
+
+
+def _id_column(columns: list[str]) -> str | None:
+    """The column of ids: ``sample_id``, else one named as a dataset's id column may be (``id``, ``ID``): a
+    drop list cut from the data itself, or from ``inject-miscaptions``' copy, has ``id`` and was refused."""
+    if ID_COLUMN in columns:
+        return ID_COLUMN
+    return next((name for name in columns if name.strip().lower() in ID_ALIASES), None)
 
 
 def _read_parquet(source: Path) -> pd.DataFrame:
@@ -77,6 +95,14 @@ def apply_drop_list(
     """``samples`` without the listed ids, and what was removed; unknown ids are logged, not refused."""
     listed = samples["sample_id"].isin(ids)
     exclusion = Exclusion(ids=ids, removed=int(listed.sum()), not_found=len(ids) - int(listed.sum()))
+    if ids and not exclusion.removed:  # the whole run would train as if no list were given
+        raise ClipmemError(
+            f"{source}: none of its {len(ids):,} ids is in the data (e.g. {sorted(ids)[0][:60]!r}; the data's ids "
+            f"look like {str(samples['sample_id'].iloc[0])[:60]!r}): is it this dataset's list? Without "
+            "--exclude nothing is left out"
+        )
+    if not ids:
+        log.warning("%s is empty: nothing is excluded", source)
     if exclusion.not_found:
         log.warning("%s: %d of %d ids are not in the data (ignored)", source, exclusion.not_found, len(ids))
     if exclusion.removed == len(samples):
@@ -91,3 +117,14 @@ def write_drop_list(path: str | os.PathLike, ids: list[str] | frozenset[str]) ->
     with atomic_path(path) as tmp:
         pd.DataFrame({ID_COLUMN: sorted(ids)}).to_csv(tmp, index=False)
     return path
+
+
+def exclusion_note(n_excluded: int, n_not_found: int, path: str | None) -> str | None:
+    """What a run's drop list did, for the summary and the Overview: a cleaned re-run said nothing of it
+    there, and the ids its list named in vain were recorded but shown nowhere. None for a run without one."""
+    if not path:
+        return None
+    note = f"{fmt_count(n_excluded, 'sample')} left out by the drop list {path}"
+    if n_not_found:
+        note += f"; {fmt_count(n_not_found, 'id')} of the list {'is' if n_not_found == 1 else 'are'} not in the data"
+    return note

@@ -189,6 +189,7 @@ class DatasetCheck:
     n_samples: int
     n_skipped: int
     n_excluded: int = 0
+    n_not_found: int = 0  # the drop list's ids the data does not hold
 
     def summary(self) -> str:
         """The count a lead reads before launch, with what the check could not see: it does not decode the
@@ -198,7 +199,9 @@ class DatasetCheck:
         if self.n_skipped:
             notes.append(f"{self.n_skipped:,} rows to skip")
         if self.n_excluded:
-            notes.append(f"{self.n_excluded:,} left out by the drop list")
+            verb = "is" if self.n_not_found == 1 else "are"
+            unknown = f" ({self.n_not_found:,} of its ids {verb} not in the data)" if self.n_not_found else ""
+            notes.append(f"{self.n_excluded:,} left out by the drop list{unknown}")
         notes.append("the run also skips images that do not decode")
         return f"{self.n_samples:,} samples ({', '.join(notes)})"
 
@@ -248,7 +251,7 @@ def check_dataset(
     drop list inside the root) the count is what the run will train on: the estimate counted the dropped
     samples too."""
     from clipmem_core.data import read_dataset
-    from clipmem_core.droplist import read_drop_list
+    from clipmem_core.droplist import apply_drop_list, read_drop_list
 
     path = resolve_data(root, text)
     if path.suffix.lower() == ".tar" or "{" in path.name or (path.is_dir() and any(path.glob("*.tar"))):
@@ -264,8 +267,12 @@ def check_dataset(
         raise ClipmemError(
             f"{len(outside)} images of {text.strip()} lie outside {DATA_ROOT_ENV} ({root}), e.g. {outside[0]}"
         )
-    excluded = int(dataset.samples["sample_id"].isin(read_drop_list(exclude)).sum()) if exclude else 0
-    return DatasetCheck(path, dataset.format, len(dataset.samples) - excluded, len(dataset.skipped), excluded)
+    excluded = not_found = 0
+    if exclude:  # refused as the run would refuse it: a list that matches nothing, or everything
+        _, exclusion = apply_drop_list(dataset.samples, read_drop_list(exclude), "the drop list")
+        excluded, not_found = exclusion.removed, exclusion.not_found
+    kept = len(dataset.samples) - excluded
+    return DatasetCheck(path, dataset.format, kept, len(dataset.skipped), excluded, not_found)
 
 
 def pairs_per_model(config: RunConfig, n_samples: int) -> list[int]:

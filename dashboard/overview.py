@@ -33,6 +33,7 @@ from clipmem_core.cache import (
     computed_on,
     truth_words,
 )
+from clipmem_core.droplist import exclusion_note
 from clipmem_core.formatting import fmt_count, fmt_number
 from clipmem_core.importer import PROTOCOL as IMPORTED
 from clipmem_core.metrics import best_detector, held_out_pools, model_strength, weak_models_sentence
@@ -380,6 +381,12 @@ def dataset_warnings(run: Run) -> list[str]:
     truncated shard): the CLI logged it once, and a reviewer in the browser never saw it."""
     notes = run.manifest.dataset.warnings
     return [note for note in notes if isinstance(note, str)] if isinstance(notes, list) else []
+
+
+def drop_list_note(run: Run) -> str | None:
+    """A cleaned re-run's drop list, under the summary: the Overview said nothing of the samples it left out."""
+    dataset = run.manifest.dataset
+    return exclusion_note(dataset.n_excluded, dataset.n_exclude_not_found, run.manifest.config.get("exclude"))
 
 
 def weak_models_warning(run: Run) -> str | None:

@@ -602,10 +602,14 @@ def test_the_dataset_is_checked_before_launch(data_root):
     drop = data_root / "drop.csv"
     pd.DataFrame({"sample_id": [*ids[:3], "not-in-the-data"]}).to_csv(drop, index=False)
     found = compute.check_dataset(data_root.resolve(), "shapes/captions.csv", exclude=str(drop))
-    assert (found.n_samples, found.n_excluded) == (9, 3)  # what the run trains on: the estimate's count
-    assert (
-        found.summary() == "9 samples (csv, 3 left out by the drop list, the run also skips images that do not decode)"
+    assert (found.n_samples, found.n_excluded, found.n_not_found) == (9, 3, 1)  # what the run trains on
+    assert found.summary() == (
+        "9 samples (csv, 3 left out by the drop list (1 of its ids is not in the data), the run also skips images "
+        "that do not decode)"
     )
+    pd.DataFrame({"id": ["not-in-the-data", "nor-this"]}).to_csv(drop, index=False)  # another dataset's list
+    with pytest.raises(ClipmemError, match=r"none of its 2 ids is in the data .*is it this dataset's list"):
+        compute.check_dataset(data_root.resolve(), "shapes/captions.csv", exclude=str(drop))
     for text, message in [
         ("", "give the dataset's path"),
         ("nowhere.csv", "there is no 'nowhere.csv'"),

@@ -164,8 +164,15 @@ def test_the_overview_repeats_what_reading_the_data_warned_about(cache_root):
     note = "every sample has the same caption ('clip art'): no ranking can tell a wrong caption from a right one"
     manifest["dataset"]["warnings"] = [note, 7]  # a hand-edited manifest's odd entry is left out
     manifest_path.write_text(json.dumps(manifest))
-    warned = [_plain(w.value) for w in _app(run="other").main.warning]
+    manifest["dataset"].update(n_excluded=12, n_exclude_not_found=3)  # a cleaned re-run said nothing of its list
+    manifest["config"]["exclude"] = "/data/drop.csv"
+    manifest_path.write_text(json.dumps(manifest))
+    at = _app(run="other")
+    warned = [_plain(w.value) for w in at.main.warning]
     assert [w for w in warned if w.startswith("The data:")] == [f"The data: {note}."]
+    assert [_plain(c.value) for c in at.main.caption if "drop list" in c.value] == [
+        "The data: 12 samples left out by the drop list /data/drop.csv; 3 ids of the list are not in the data."
+    ]
     assert not [w for w in _app(run="demo").main.warning if w.value.startswith("The data:")]
 
 

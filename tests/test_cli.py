@@ -566,12 +566,16 @@ def test_summary_warns_when_the_models_barely_learned(clipmem, tmp_path):
 def test_summary_says_what_reading_the_data_left_out(clipmem, tmp_path):
     run = fake_run(tmp_path, "partial", n=120)
     manifest = json.loads((run.path / "manifest.json").read_text())
-    manifest["dataset"].update(n_skipped=7, n_excluded=2, warnings=["3 of 120 samples have ground truth"])
+    manifest["dataset"].update(
+        n_skipped=7, n_excluded=2, n_exclude_not_found=3, warnings=["3 of 120 samples have ground truth"]
+    )
+    manifest["config"]["exclude"] = "/data/drop.csv"
     (run.path / "manifest.json").write_text(json.dumps(manifest))
     text = clipmem("summary", "--run", run.path).stdout
     data_line = text.splitlines()[2]
     assert data_line.startswith(f"data: {manifest['dataset']['n_samples']} samples scored; 7 rows skipped")
-    assert str(run.path / "skipped.csv") in data_line and "2 samples removed by the drop list" in data_line
+    assert str(run.path / "skipped.csv") in data_line
+    assert "2 samples left out by the drop list /data/drop.csv; 3 ids of the list are not in the data" in data_line
     assert "  note: 3 of 120 samples have ground truth" in text
     data = json.loads(clipmem("summary", "--run", run.path, "--json").stdout)["data"]
     assert data["skipped"] == 7 and data["warnings"] == ["3 of 120 samples have ground truth"]

@@ -162,15 +162,18 @@ def test_drop_lists_read_from_every_export_format(tmp_path):
     assert read_drop_list(tmp_path / "excel.txt") == set(ids)
     (tmp_path / "empty.csv").write_text("")
     assert read_drop_list(tmp_path / "empty.csv") == set()
-    with pytest.raises(ClipmemError, match="no 'sample_id' column \\(columns: id\\)"):
-        read_drop_list(write_table(pd.DataFrame({"id": ids}), tmp_path / "ids.parquet", "parquet"))
+    with pytest.raises(ClipmemError, match="no 'sample_id' \\(or 'id'\\) column \\(columns: name\\)"):
+        read_drop_list(write_table(pd.DataFrame({"name": ids}), tmp_path / "ids.parquet", "parquet"))
+    for name, column in (("noisy.csv", "id"), ("upper.parquet", "ID")):  # as a dataset, or inject-miscaptions' copy
+        frame = pd.DataFrame({"filepath": ["a.png", "b.png", "c.png"], column: ids})
+        assert read_drop_list(write_table(frame, tmp_path / name, name.rsplit(".", 1)[1])) == set(ids)
 
 
 @pytest.mark.parametrize(
     "content, name, message",
     [
         (None, "missing.csv", "does not exist"),
-        ("id\ns1\n", "drop.csv", r"lacks the column\(s\) sample_id \(columns: 'id'\)"),
+        ("name\ns1\n", "drop.csv", r"has no 'sample_id' \(or 'id'\) column \(columns: name\)"),
         ("s1", "drop.json", "expected a .csv"),
         ("sample_id;note\ns1;x\n", "drop.csv", "separates its columns with ';', not commas"),
         ("sample_id\tnote\ns1\tx\n", "drop.csv", "separates its columns with '\\\\t', not commas .*: name it .tsv"),
@@ -188,6 +191,19 @@ def test_bad_drop_lists_are_refused_with_a_reason(tmp_path, content, name, messa
         path.write_text(content)
     with pytest.raises(ClipmemError, match=message):
         read_drop_list(path)
+
+
+def test_a_drop_list_that_matches_nothing_is_refused_and_an_empty_one_is_said(numbered, caplog):
+    """A list of another dataset's ids trained the whole run as if no list were given, with one log line."""
+    _, frame = numbered
+    samples = pd.DataFrame({"sample_id": frame["id"]})
+    with pytest.raises(
+        ClipmemError, match=r"none of its 2 ids is in the data \(e.g. 'gone'; the data's ids look like 's00'\)"
+    ):
+        apply_drop_list(samples, frozenset({"nope", "gone"}), "--exclude other.csv")
+    kept, exclusion = apply_drop_list(samples, frozenset(), "--exclude empty.txt")
+    assert len(kept) == 32 and exclusion.removed == 0
+    assert "--exclude empty.txt is empty: nothing is excluded" in caplog.text
 
 
 def test_unknown_ids_are_counted_and_excluding_everything_is_refused(numbered, caplog):

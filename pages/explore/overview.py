@@ -25,6 +25,9 @@ if weak:
     st.warning(md(weak), icon=":material/warning:")
 for note in overview.dataset_warnings(run):
     st.warning(md(f"The data: {note}."), icon=":material/dataset:")
+dropped = overview.drop_list_note(run)
+if dropped:
+    st.caption(md(f"The data: {dropped}."))
 rerank = overview.rerank_command(run)
 if rerank:
     st.info(md(overview.rerank_note(run)), icon=":material/update:")
