@@ -241,6 +241,8 @@ DETECTION_COLUMNS = {
 def detection_table(detection: dict | None) -> pd.DataFrame:
     """One row per registered score, in listing order, under the registry's labels (percentages as text)."""
     detectors = (detection or {}).get("detectors") or {}
+    if not likely_count(detection):  # a ground truth that marks none: every figure is 0 % or undefined
+        return pd.DataFrame()
     rows = []
     for name in registry():
         if name not in detectors:
@@ -331,9 +333,14 @@ def summary_paragraph(
     if best is not None:
         lines.append(_best_ranking_sentence(best, detection, count))
     elif not known:
+        marks_none = detection is not None and detection.get("n_miscaptioned") == 0
         lines.append(
-            "No ground truth marks which captions are wrong, so their number is not known; start with the default "
-            "ranking, “Likely mis-captioned”, which puts the most suspicious first."
+            (
+                "The ground truth marks none of them mis-captioned, so no ranking can be measured against it"
+                if marks_none
+                else "No ground truth marks which captions are wrong, so their number is not known"
+            )
+            + "; start with the default ranking, “Likely mis-captioned”, which puts the most suspicious first."
         )
         if estimate is not None:
             open_row = estimate[1].random_open_row

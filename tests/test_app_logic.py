@@ -400,6 +400,19 @@ def test_without_ground_truth_the_overview_claims_no_count_and_plans_one_default
     assert overview.review_plan(run.scores.head(40), None) == ("combined", 40)  # not "the top 50" of 40
 
 
+def test_a_ground_truth_that_marks_none_is_said_and_measures_nothing(run):
+    """The Overview said "no ground truth" above a table measured against it: 0 mis-captioned, every ranking
+    at 0 % and AUROC "–"."""
+    detection = {"n_samples": 120, "n_miscaptioned": 0, "detectors": {"combined": {"auroc": None, "p_at_k": 0.0}}}
+    text = overview.summary_paragraph("demo", run.manifest, run.scores, detection)
+    assert text == (
+        "demo holds 120 image–caption pairs (paper protocol). The ground truth marks none of them mis-captioned, so "
+        "no ranking can be measured against it; start with the default ranking, “Likely mis-captioned”, which puts "
+        "the most suspicious first."
+    )
+    assert overview.detection_table(detection).empty
+
+
 def test_the_overview_plan_names_its_queue_as_the_review_radio_labels_it(run):
     """The plan travels in the Review page's address, where the queue radio reads only its own labels: a
     queue named by its column would be dropped for the default queue."""
