@@ -98,7 +98,7 @@ def test_an_experiment_grows_by_seeds_and_values_and_keeps_its_finished_runs(sha
     assert sorted(results["run"]) == [f"noise-t-s{s}-sigma{v}" for s in (0, 1) for v in ("0", "0.1")]
     assert manifest.stat().st_mtime_ns == trained  # reused, not trained again
     assert load_experiment(tmp_path / "experiments" / "noise-t").settings.seeds == (1, 0)
-    with pytest.raises(ClipmemError, match=r"seeds \[1, 0\], not \[0\]"):  # a seed left out is not growth
+    with pytest.raises(ClipmemError, match=r"seeds \[1, 0\] then, \[0\] now"):  # a seed left out is not growth
         run_experiment(replace(first, values=(0.1, 0.0)))
 
 
@@ -231,7 +231,7 @@ def test_studies_refuse_data_they_cannot_use(shapes, tmp_path):
         ("noise", {"inject": 0.99}, "--inject must be from 0 to 0.5"),
         ("noise", {"seeds": (0, 0)}, "--seeds: 0 given more than once"),
         ("noise", {"values": (0.0, 0.0)}, "0.0 given more than once"),
-        ("noise", {"values": (0.0, -1.0)}, "--text-noise"),
+        ("noise", {"values": (0.0, -1.0)}, "--sigmas: each σ must be 0 or more, not -1"),
         ("noise", {"values": (0.1234561, 0.1234564)}, "share the run name sigma0.123456"),
         ("noise", {"values": (math.nan,)}, "finite numbers"),
         ("removal", {"values": (math.inf,)}, "finite numbers"),
@@ -264,9 +264,15 @@ def test_a_rerun_may_change_speed_settings_and_is_told_which_other_setting_diffe
     faster = {**TINY, "device": "cpu", "num_workers": 1, "checkpoint_every": 5.0}
     Experiment(replace(settings, run_options=faster), get_study("noise")).open()  # the same experiment
     changed = replace(settings, values=(0.1,), eval_fraction=0.25, run_options={**TINY, "epochs": 2})
-    message = r"other settings \(epochs 1, not 2; eval_fraction 0.2, not 0.25; values \[0.0\], not \[0.1\]\)"
+    message = (
+        r"other settings \(--epochs 1 then, 2 now; eval_fraction 0.2 then, 0.25 now; values \[0.0\] then, \[0.1\] now\)"
+    )
     with pytest.raises(ClipmemError, match=message):
         Experiment(changed, get_study("noise")).open()
+    unset = {k: v for k, v in TINY.items() if k != "batch_size"}  # left to the preset this time
+    message = r"other settings \(--batch-size 16 then, not given \(the preset's\) now\)"
+    with pytest.raises(ClipmemError, match=message):
+        Experiment(replace(settings, run_options=unset), get_study("noise")).open()
 
 
 def test_by_takes_score_names_in_any_case(shapes, tmp_path, monkeypatch):

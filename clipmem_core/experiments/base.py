@@ -353,10 +353,19 @@ def _grown_into(before: dict[str, Any], now: ExperimentSettings) -> dict[str, An
 
 
 def _differences(before: dict[str, Any], now: dict[str, Any]) -> str:
-    """'epochs 1, not 2; seeds [0], not [0, 1]': what a rerun changed, run options flattened."""
+    """'--epochs 1 then, 2 now; seeds [0] then, [0, 1] now': what a rerun changed, run options flattened; an
+    option given on one side only is "not given (the preset's)" on the other. It read "epochs unset, not 20"."""
     flat_before, flat_now = _flattened(before), _flattened(now)
+    options = set(before.get("run_options", {})) | set(now.get("run_options", {}))
     changed = sorted(k for k in flat_before.keys() | flat_now.keys() if flat_before.get(k) != flat_now.get(k))
-    return "; ".join(f"{k} {flat_before.get(k, 'unset')}, not {flat_now.get(k, 'unset')}" for k in changed)
+
+    def shown(flat: dict[str, Any], key: str) -> str:
+        return str(flat[key]) if key in flat else "not given (the preset's)" if key in options else "not given"
+
+    return "; ".join(
+        f"{'--' + k.replace('_', '-') if k in options else k} {shown(flat_before, k)} then, {shown(flat_now, k)} now"
+        for k in changed
+    )
 
 
 def _flattened(settings: dict[str, Any]) -> dict[str, Any]:

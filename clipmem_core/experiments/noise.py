@@ -20,6 +20,9 @@ class NoiseStudy(Study):
     def check(self, settings: ExperimentSettings, dataset) -> None:
         """Every σ a run accepts, and each its own run name (σ is named to 6 significant digits)."""
         sigmas = _values(settings)
+        bad = [sigma for sigma in sigmas if not sigma >= 0]  # NaN too; the run's own check named --text-noise
+        if bad:
+            raise ClipmemError(f"--sigmas: each σ must be 0 or more, not {bad[0]:g}")
         for sigma in sigmas:
             settings.run_defaults(text_noise=float(sigma))
         names = [_name(sigma) for sigma in sigmas]
