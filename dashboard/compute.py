@@ -206,6 +206,14 @@ class DatasetCheck:
         return f"{self.n_samples:,} samples ({', '.join(notes)})"
 
 
+def placeholder_value(default: object) -> str:
+    """A preset's value as an empty option field shows it: "none" for an unset one (Python's "None (preset)"
+    showed for the drop list and the caption limit), sizes joined by commas."""
+    if default is None:
+        return "none"
+    return ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else str(default)
+
+
 def resolve_data(root: Path, text: str, what: str = "the dataset") -> Path:
     """``text`` (relative to the data root, or absolute) as a path inside the root; ClipmemError otherwise.
     Whether a path outside the root exists is never said: that would let a lead probe the server's files."""

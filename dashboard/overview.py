@@ -146,6 +146,9 @@ def histogram_chart(hist: pd.DataFrame, label: str, height: int = 320) -> alt.Ch
     )
 
 
+READABLE_TICKS = alt.Axis(tickCount=8, labelOverlap="greedy")  # a 0.02 grid's labels read "0.100.12" at its ends
+
+
 def alignment_chart(points: pd.DataFrame, x_label: str, y_label: str, height: int = 420) -> alt.LayerChart:
     """Held-out against trained alignment per sample, mis-captions drawn on top, with the line y = x."""
     truths = [t for t in (TRUTH_CLEAN, TRUTH_UNKNOWN, TRUTH_MISCAPTIONED) if t in set(points["ground truth"])]
@@ -154,8 +157,8 @@ def alignment_chart(points: pd.DataFrame, x_label: str, y_label: str, height: in
         alt.Chart(points.assign(order=points["ground truth"].map({t: i for i, t in enumerate(truths)})))
         .mark_circle(size=22, opacity=0.8)
         .encode(
-            x=alt.X("x:Q", title=x_label, scale=alt.Scale(zero=False)),
-            y=alt.Y("y:Q", title=y_label, scale=alt.Scale(zero=False)),
+            x=alt.X("x:Q", title=x_label, scale=alt.Scale(zero=False), axis=READABLE_TICKS),  # ran together
+            y=alt.Y("y:Q", title=y_label, scale=alt.Scale(zero=False), axis=READABLE_TICKS),
             color=alt.Color(
                 "ground truth:N", scale=colour_scale(truths, TRUTH_COLOURS), legend=alt.Legend(orient="top")
             ),
@@ -190,9 +193,12 @@ def split_means(manifest: Manifest) -> pd.DataFrame:
 
 
 def ttests(manifest: Manifest) -> pd.DataFrame:
-    """Welch t-tests from the manifest, each named with the registry's label of the column it tests."""
+    """Welch t-tests from the manifest, each named with the registry's label of the column it tests; a test
+    with an empty side (no sample marked mis-captioned) is left out: its row was all dashes beside "n A 0"."""
     rows = []
     for name, test in ((manifest.summary.get("splits") or {}).get("ttests") or {}).items():
+        if not test.get("n_a") or not test.get("n_b"):
+            continue
         column, _, what = name.partition(": ")
         rows.append(
             {

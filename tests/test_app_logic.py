@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import json
 import math
@@ -306,6 +307,14 @@ def test_thumbnail_atlas_places_each_thumbnail_in_its_cell_and_leaves_missing_on
     assert centre(3)[2] > 180 and centre(3)[0] < 60  # blue, scaled into its cell
 
 
+def test_the_alignment_charts_tick_labels_leave_out_those_that_would_run_together():
+    """Its x axis read "0.100.12" and "0.680.70" at its ends on a narrow range."""
+    points = pd.DataFrame({"x": [0.1, 0.7], "y": [0.1, 0.7], "ground truth": ["clean", "clean"]})
+    spec = overview.alignment_chart(points, "trained", "held out").to_dict()
+    axes = [spec["layer"][0]["encoding"][axis]["axis"] for axis in ("x", "y")]
+    assert all(axis["labelOverlap"] == "greedy" and axis["tickCount"] == 8 for axis in axes)
+
+
 def test_overview_tables_come_from_the_manifest_under_registry_labels(run):
     assert set(overview.ttests(run.manifest)["test"]) == {
         "A(f) − A(g): candidate vs independent",
@@ -313,6 +322,9 @@ def test_overview_tables_come_from_the_manifest_under_registry_labels(run):
         "CLIPMem: mis-captioned vs clean",
     }
     assert set(overview.utility_table(run.manifest)["model"]) == {"f", "g"}
+    no_truth = copy.deepcopy(run.manifest)
+    no_truth.summary["splits"]["ttests"]["clipmem: mis-captioned vs clean"].update(n_a=0, mean_a=None, t=None)
+    assert "CLIPMem: mis-captioned vs clean" not in set(overview.ttests(no_truth)["test"])  # a row of dashes
     means = overview.split_means(run.manifest)
     assert list(means.columns) == ["score", "shared", "candidate", "independent", "extra"]  # narrow: nothing cut off
     assert "CLIPMem" in set(means["score"]) and means.loc[means["score"] == "CLIPMem", "shared"].item() == "–"

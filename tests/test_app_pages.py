@@ -821,6 +821,8 @@ def test_a_bad_dataset_path_is_an_error_at_once_and_starts_no_job(cache_root, mo
         "“split sizes” 'half'",
     ]
     assert at.text_input(key="compute_opt_seed")  # every other option still there to fix
+    assert at.text_input(key="compute_opt_exclude").placeholder == "none (preset)"  # not Python's "None (preset)"
+    assert at.text_input(key="compute_opt_split_sizes").placeholder == "0.5,0.2,0.2,0.1 (preset)"  # tiny's
     next(b for b in at.main.button if b.label.startswith("Check the dataset")).click().run()
     assert "An option above is not one a run takes" in _plain(at.error[-1].value) and not at.success
     at.text_input(key="compute_opt_split_sizes").input("").run()

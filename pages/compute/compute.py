@@ -44,7 +44,7 @@ def _override_widgets(preset: str) -> dict | None:
     columns, valid = st.columns(3), True
     for i, spec in enumerate(compute.override_fields()):
         default = getattr(defaults, spec.name)
-        shown = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else default
+        shown = compute.placeholder_value(default)
         label, helptext, key = compute.option_label(spec), spec.metadata["help"], f"compute_opt_{spec.name}"
         with columns[i % 3]:
             if spec.name in CHOICES:
