@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clipmem_core import ClipmemError, list_runs
-from clipmem_core.cache import MANIFEST, trained_nothing
+from clipmem_core.cache import MANIFEST, STATE_FILE, trained_nothing
 from clipmem_core.config import RunConfig, is_preset_switch, option_flag, option_parser
 from clipmem_core.formatting import fmt_count
 from clipmem_core.splits import CANDIDATE, INDEPENDENT, SHARED, split_counts
@@ -85,10 +85,14 @@ def validate_name(cache_root: str | os.PathLike, name: str) -> str | None:
     if trained_nothing(folder):  # no folder, or a run stopped before training: the run starts afresh in it
         return None
     if not (folder / MANIFEST).exists():
-        return (
-            f"{name!r} holds a run that stopped before it finished: continue it with `python -m clipmem_core run "
-            f"… --out {folder} --resume`, delete that folder, or choose another name"
+        started_here = any(job.name == name for job in list_jobs(cache_root))
+        how = (
+            "continue it with “Resume” under “Runs started here” below"
+            if started_here
+            else f"continue it with `python -m clipmem_core run … --out {folder} --resume`"
         )
+        stopped = f"{name!r} holds a run that stopped before it finished"
+        return f"{stopped}: {how}, delete that folder, or choose another name"
     return f"a run named {name!r} already exists"
 
 
@@ -398,7 +402,7 @@ def job_status(job: Job) -> str:
     rc_file = _rc_path(job)
     if rc_file.exists():
         rc = int(rc_file.read_text() or 1)
-        return "done" if rc == 0 else "cancelled" if rc in (-signal.SIGTERM, -signal.SIGKILL) else "failed"
+        return "done" if rc == 0 else "cancelled" if rc in STOPPED_CODES else "failed"
     proc = _PROCS.get(job.pid)
     if proc is None:
         return "running" if _alive(job.pid) else "ended"
@@ -409,6 +413,26 @@ def job_status(job: Job) -> str:
     _PROCS.pop(job.pid, None)
     _LOGS.pop(job.pid, None)
     return job_status(job)
+
+
+# A run stopped by a signal: killed by it, or ending on it as the CLI does (130 for Ctrl-C, 143 for SIGTERM,
+# which Cancel sends; it read "failed").
+STOPPED_CODES = (-signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGINT, 128 + signal.SIGTERM)
+
+
+def resumable(job: Job) -> bool:
+    """Whether the job's run stopped before it finished and can be continued from its folder (a state and no
+    manifest): Cancel left no way on from the browser, and the page said to type a shell command."""
+    out = Path(job.out)
+    unfinished = (out / STATE_FILE).exists() and not (out / MANIFEST).exists()
+    return unfinished and job_status(job) in ("cancelled", "failed", "ended")
+
+
+def resume_job(cache_root: str | os.PathLike, job: Job) -> Job:
+    """Start the job's own command again with ``--resume``: the run goes on from its last checkpoint (or
+    afresh, where it had trained nothing yet), under the same name and log."""
+    command = job.command if "--resume" in job.command else [*job.command, "--resume"]
+    return start_job(cache_root, job.name, command, job.models, job.estimate_s)
 
 
 def _alive(pid: int) -> bool:

@@ -565,6 +565,32 @@ def test_validate_name(tmp_path):
         compute.cancel_job(again)
 
 
+def test_a_cancelled_run_is_cancelled_not_failed_and_resumes_from_the_page(tmp_path):
+    """The CLI ends on SIGTERM with 143, which read "failed"; the page offered no way on, and its name check
+    said to type a shell command."""
+    handles_sigterm = (
+        "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(143)); "
+        "print('ready', flush=True); time.sleep(30)"
+    )
+    job = compute.start_job(tmp_path, "stopped", [sys.executable, "-c", handles_sigterm, "--out", "x"])
+    deadline = time.monotonic() + 30
+    while "ready" not in compute.tail_log(job.log) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    compute.cancel_job(job)
+    assert compute.job_status(job) == "cancelled" and not compute.resumable(job)  # its folder holds no run
+    (tmp_path / "stopped").mkdir()
+    (tmp_path / "stopped" / "run_state.json").write_text("{}")
+    (tmp_path / "stopped" / "checkpoints").mkdir()  # it had trained: the name check sends the lead to Resume
+    assert compute.resumable(job)
+    assert "continue it with “Resume” under “Runs started here” below" in compute.validate_name(tmp_path, "stopped")
+    again = compute.resume_job(tmp_path, job)
+    compute.cancel_job(again)
+    assert again.command == [*job.command, "--resume"] and again.name == "stopped"
+    once_more = compute.resume_job(tmp_path, again)
+    compute.cancel_job(once_more)
+    assert once_more.command == again.command  # --resume once
+
+
 def test_job_runs_to_completion_and_is_listed(tmp_path):
     job = compute.start_job(tmp_path, "ok", [sys.executable, "-c", "print('hello 100%|')"])
     deadline = time.monotonic() + 30

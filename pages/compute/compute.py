@@ -154,6 +154,14 @@ def watch(job: compute.Job) -> None:
         st.progress(1.0, text="done")
         if st.button("Open run", type="primary", on_click=sidebar.open_run, args=(job.name,)):
             navigation.go(navigation.OVERVIEW)
+    elif compute.resumable(job):
+        st.caption(
+            "The run stopped before it finished; Resume goes on from its last checkpoint (or starts it again, if "
+            "it saved none)."
+        )
+        if st.button("Resume", type="primary", help="the same run again, with --resume"):
+            ss[state.JOB] = compute.resume_job(cache_root, job).name
+            st.rerun()
     previous, ss[f"status:{job.name}"] = ss.get(f"status:{job.name}"), status
     if previous == "running" and status != "running":
         st.rerun()  # a full app rerun, so the sidebar's run selector lists the finished run
