@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import signal
 import stat
 import subprocess
@@ -203,6 +204,39 @@ def _cmd_inject(args: argparse.Namespace) -> int:
         one_donor_class=args.one_donor_class,
     )
     print(json.dumps(summary, default=str))
+    return 0
+
+
+def _add_make_shapes(commands) -> None:
+    p = commands.add_parser(
+        "make-shapes",
+        help="write a small generated dataset (coloured shapes) to try clipmem on",
+        description="Write images/*.png and captions.csv (filepath, caption, label) of coloured shapes under --out: "
+        "data to try a run, an experiment or the dashboard on in minutes, without a dataset of your own. With "
+        "--miscaptioned a seeded share of the captions is swapped and marked is_miscaptioned; with "
+        "--captions-per-image above 1 it writes COCO captions.json instead, several paraphrases an image.",
+    )
+    p.add_argument("--out", required=True, help="folder to write into (new, or with --force)")
+    p.add_argument("--n", type=int, default=300, help="how many images (default 300)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--miscaptioned", type=float, default=0.0, help="share of swapped captions, in [0, 1)")
+    p.add_argument("--captions-per-image", type=int, default=1, help="paraphrases an image, 1 to 5 (COCO JSON)")
+    p.add_argument("--force", action="store_true", help="write into --out although it holds a dataset already")
+    p.set_defaults(func=_cmd_make_shapes)
+
+
+def _cmd_make_shapes(args: argparse.Namespace) -> int:
+    from .synthetic import make_shapes_dataset
+
+    out = Path(args.out)
+    held = [name for name in ("captions.csv", "captions.json", "images") if (out / name).exists()]
+    if held and not args.force:  # its images would be overwritten one by one, under another dataset's captions
+        raise ClipmemError(f"{out} already holds {', '.join(held)}; choose another --out, or pass --force")
+    path = make_shapes_dataset(
+        out, args.n, seed=args.seed, miscaption_fraction=args.miscaptioned, captions_per_image=args.captions_per_image
+    )
+    print(f"wrote {args.n:,} images and {path}")
+    print(f"next: clipmem run --data {shlex.quote(str(path))} --out cache/shapes --preset tiny")
     return 0
 
 
@@ -814,6 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (
         _add_run,
         _add_inject,
+        _add_make_shapes,
         _add_neighbours,
         _add_reindex,
         _add_rerank,

@@ -555,6 +555,22 @@ def test_list_shows_the_experiments_after_the_runs(clipmem, tmp_path):
     assert listing[start + 2].split() == ["noise-t", "noise", "running", "1", "0,2"]
 
 
+def test_make_shapes_writes_a_dataset_to_try_and_keeps_one_already_there(clipmem, tmp_path):
+    """The shapes data existed only as a library function: a new user had no way to it from the CLI."""
+    out = tmp_path / "shapes"
+    result = clipmem("make-shapes", "--out", out, "--n", "12", "--miscaptioned", "0.25", "--seed", "3")
+    assert result.returncode == 0 and f"wrote 12 images and {out / 'captions.csv'}" in result.stdout
+    frame = pd.read_csv(out / "captions.csv")
+    assert len(frame) == 12 and frame["is_miscaptioned"].sum() == 3 and len(list((out / "images").glob("*.png"))) == 12
+    before = (out / "captions.csv").read_text()
+    again = clipmem("make-shapes", "--out", out, "--n", "5")
+    assert again.returncode == 2 and "already holds captions.csv, images; choose another --out" in again.stderr
+    assert (out / "captions.csv").read_text() == before
+    assert "at least 2 samples, not 1" in clipmem("make-shapes", "--out", tmp_path / "one", "--n", "1").stderr
+    coco = clipmem("make-shapes", "--out", tmp_path / "coco", "--n", "4", "--captions-per-image", "3")
+    assert coco.returncode == 0 and (tmp_path / "coco" / "captions.json").exists()
+
+
 def test_summary_warns_when_the_models_barely_learned(clipmem, tmp_path):
     run = fake_run(tmp_path, "noise", n=200)  # random embeddings: retrieval at chance
     text = clipmem("summary", "--run", run.path).stdout
