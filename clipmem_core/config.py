@@ -16,6 +16,10 @@ from typing import Any
 from .errors import ClipmemError
 from .splits import PROTOCOLS, parse_split_sizes
 
+# The options a protocol does not use: given for it, they are refused (``check_given_for_its_protocol``);
+# recorded by a run of it (a resolved config holds every field), they mean nothing, and Compare leaves them out.
+UNUSED_BY_PROTOCOL = {"paper": ("folds", "retain_epochs"), "full": ("split_sizes",)}
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -225,19 +229,21 @@ class RunConfig:
         recorded it as if used ("folds: 3" on a paper-protocol run). Asked of the options as given (unset ones
         None), by the CLI and the Compute form; a resolved config holds every field, used or not."""
         preset = PRESETS.get(self.preset)
-        protocol = self.protocol or (preset.protocol if preset else None)
+        protocol = self.protocol or (preset.protocol if preset else "full")
+        unused = UNUSED_BY_PROTOCOL.get(protocol, ())  # an unknown protocol is refused by check()
+        given = next((name for name in unused if getattr(self, name) not in (None, 0)), None)
+        if given is None:
+            return
+        flag = "--" + given.replace("_", "-")
         if protocol == "paper":
-            given = "--folds" if self.folds is not None else "--retain-epochs" if self.retain_epochs else None
-            if given:
-                raise ClipmemError(
-                    f"{given} applies to the full protocol, and this run uses the paper protocol (its f and g "
-                    "train on the splits of --split-sizes): drop it, or use --protocol full"
-                )
-        elif self.split_sizes is not None:
             raise ClipmemError(
-                "--split-sizes applies to the paper protocol, and this run uses the full protocol (it splits the "
-                "data into --folds): drop it, or use --protocol paper"
+                f"{flag} applies to the full protocol, and this run uses the paper protocol (its f and g "
+                "train on the splits of --split-sizes): drop it, or use --protocol full"
             )
+        raise ClipmemError(
+            f"{flag} applies to the paper protocol, and this run uses the full protocol (it splits the "
+            "data into --folds): drop it, or use --protocol paper"
+        )
 
     def check(self) -> None:
         """Refuse values no run could use, before anything is read or written."""

@@ -39,7 +39,12 @@ class Exclusion:
     @property
     def digest(self) -> str:
         """Identifies the list's content, so a resumed run refuses a drop list that changed."""
-        return hashlib.sha256("\n".join(sorted(self.ids)).encode()).hexdigest()[:16]
+        return ids_digest(self.ids)
+
+
+def ids_digest(ids: frozenset[str]) -> str:
+    """A drop list's content in 16 hex digits, whatever its file's name, format or order of ids."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
 
 
 def read_drop_list(path: str | os.PathLike) -> frozenset[str]:

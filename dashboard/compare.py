@@ -10,16 +10,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from clipmem_core.cache import GROUND_TRUTH, Run, RunInfo
-from clipmem_core.config import SPEED_ONLY
-from clipmem_core.droplist import read_drop_list
+from clipmem_core.config import SPEED_ONLY, UNUSED_BY_PROTOCOL
+from clipmem_core.droplist import ids_digest, read_drop_list
 from clipmem_core.errors import ClipmemError
-from clipmem_core.formatting import fmt_number, fmt_yes_no, is_missing, json_safe
+from clipmem_core.formatting import fmt_count, fmt_number, fmt_yes_no, is_missing, json_safe
 from clipmem_core.metrics import MIN_RECALL_PAIRS, retrieval_recall
 from clipmem_core.review.export import final_labels
 from clipmem_core.review.store import ReviewStore
@@ -118,6 +119,7 @@ def side_by_side(runs: Sequence[Run], flagged: Mapping[str, int]) -> pd.DataFram
             "Samples": fmt_number(len(run.scores)),
             "Excluded": fmt_number(run.manifest.dataset.n_excluded),
             **{label: _setting(config.get(key)) for key, label in SETTING_COLUMNS.items()},
+            **({SETTING_COLUMNS["exclude"]: drop_list_label(str(config["exclude"]))} if config.get("exclude") else {}),
             "R@1 (held out)": fmt_number(utility["r1"]),
             "R@5 (held out)": fmt_number(utility["r5"]),
             "Mean CLIPMem": fmt_number(_mean_clipmem(run), 4, signed=True),
@@ -157,13 +159,28 @@ def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
         out[prefix] = json.dumps(json_safe(value)) if isinstance(value, (list, tuple)) else str(value)
 
 
+def drop_list_label(path: str) -> str:
+    """A drop list as Compare names it: its file name, how many ids it holds and a digest of them, so that
+    two copies of one list read the same (an experiment writes one a run); its path where it cannot be read."""
+    try:
+        ids = read_drop_list(path)
+    except ClipmemError:
+        return path
+    return f"{Path(path).name}: {fmt_count(len(ids), 'id')}, {ids_digest(ids)[:8]}"
+
+
 def config_differences(runs: Sequence[Run | RunInfo]) -> pd.DataFrame:
     """The settings and data facts that differ between the runs: one row per differing key."""
     flat = []
     for run in runs:
         values: dict[str, str] = {}
-        _flat("", run.manifest.config, values)
+        config = dict(run.manifest.config)
+        for unused in UNUSED_BY_PROTOCOL.get(run.manifest.protocol, ()):  # recorded, never used
+            config.pop(unused, None)
+        _flat("", config, values)
         values.pop("out", None)
+        if config.get("exclude"):  # two copies of one list are one setting; a path ran off the table's edge
+            values["exclude"] = drop_list_label(str(config["exclude"]))
         values["dataset.content_hash"] = run.manifest.dataset.content_hash[:12]
         values["dataset.n_samples"] = str(run.manifest.dataset.n_samples)
         values["protocol"] = run.manifest.protocol

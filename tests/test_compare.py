@@ -85,6 +85,27 @@ def test_config_differences_list_only_what_differs(cache_root):
     assert compare.config_differences(runs[:1]).empty
 
 
+def test_two_copies_of_one_drop_list_are_one_setting_and_a_protocols_unused_options_are_left_out(tmp_path):
+    """An experiment writes a drop list per run: byte-identical lists at two paths were listed as a difference,
+    their paths cut off at the table's edge; and split_sizes, which the full protocol never uses, differed."""
+    from clipmem_core import load_run
+
+    one, two = tmp_path / "a" / "drop.csv", tmp_path / "b" / "drop.csv"
+    for path in (one, two):
+        path.parent.mkdir()
+        path.write_text("sample_id\ns00001\ns00002\n")
+    runs = [
+        load_run(fake_run(tmp_path, name, n=20, config={"exclude": str(path), "split_sizes": sizes}).path)
+        for name, path, sizes in (("first", one, [0.7, 0.1, 0.1, 0.1]), ("second", two, [0.5, 0.2, 0.2, 0.1]))
+    ]
+    differences = compare.config_differences(runs)
+    assert "exclude" not in set(differences["Setting"]) and "split_sizes" not in set(differences["Setting"])
+    label = compare.side_by_side(runs, {}).set_index("Measure").loc["Drop list", "first"]
+    assert label.startswith("drop.csv: 2 ids, ") and len(label) == len("drop.csv: 2 ids, ") + 8
+    two.write_text("sample_id\ns00003\n")
+    assert compare.config_differences(runs).set_index("Setting").loc["exclude"].str.startswith("drop.csv: ").all()
+
+
 def test_clipmem_per_split_reads_the_manifests(cache_root):
     runs = list(_runs(cache_root).values())
     table = compare.clipmem_per_split(runs).set_index("Split")
