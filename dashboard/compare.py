@@ -62,6 +62,11 @@ COMMON_FOOTING_HELP = (
     "the Side by side tab's R@1 ranks each run among all its held-out pairs, more candidates, so it is usually lower "
     "and not comparable between runs of different sizes."
 )
+EXPERIMENT_NOTE = (
+    "E: the experiment's evaluation set, samples of the data held out from every run of a seed, the same for "
+    "each condition: R@1 on E and the probe compare the runs on one footing. The Side by side tab's R@1 (held "
+    "out) ranks each pair among its own run's held-out pairs, which differ from run to run."
+)
 COUNT_MEASURES = ("Samples", "Removed by the re-run", "… of them flagged by the team", "… of them known mis-captions")
 # Run settings worth a column of their own in the side-by-side table (the rest shows under differences).
 SETTING_COLUMNS = {

@@ -384,3 +384,8 @@ def test_the_plot_draws_the_mis_captions_and_clean_samples_only_when_the_data_kn
     assert not any("mis-captioned" in name for name in plain)
     assert list(traces["mean CLIPMem, mis-captioned"].y) == [0.33, 0.23]
     assert list(traces["mean CLIPMem, clean"].y) == [0.045, 0.03]
+    assert plain == ["mean CLIPMem, all samples", "R@1 on E"]  # both were "mean over seeds", in one legend entry
+    summary["probe_accuracy"] = 0.5
+    panels = [a.text for a in study_figure("noise", summary).layout.annotations]
+    assert panels == ["Mean CLIPMem", "Utility on E (held out from every run)"]  # R@1 and the probe, named
+    assert "linear probe accuracy on E" in [t.name for t in study_figure("noise", summary).data]

@@ -18,12 +18,18 @@ from ..atomic import atomic_path
 from ..formatting import fmt_count
 
 # (column, title) of the left and right panels of each study; the removal study draws one line per strategy.
+# E is the experiment's evaluation set: samples of the data held out from every run of a seed.
 PANELS = {
-    "noise": (("mean_clipmem", "Mean CLIPMem"), ("r1", "Utility: R@1 on E")),
-    "captions": (("mean_clipmem", "Mean CLIPMem"), ("r1", "Utility: R@1 on E")),
-    "removal": (("r1", "Utility: R@1 on E"), ("probe_accuracy", "Utility: linear probe accuracy on E")),
+    "noise": (("mean_clipmem", "Mean CLIPMem"), ("r1", "Utility on E (held out from every run)")),
+    "captions": (("mean_clipmem", "Mean CLIPMem"), ("r1", "Utility on E (held out from every run)")),
+    "removal": (
+        ("r1", "Utility: R@1 on E (held out from every run)"),
+        ("probe_accuracy", "Utility: linear probe accuracy on E"),
+    ),
     "encoders": (("image_mem", "Image encoder"), ("text_mem", "Text encoder")),
 }
+# What a single-line study's solid line is in each panel: the legend named it "mean over seeds" in both.
+LINE_NAMES = {"mean_clipmem": "mean CLIPMem, all samples", "r1": "R@1 on E"}
 COLOURS = px.colors.qualitative.Plotly  # one colour per line, the same in both panels
 AXES = {"noise": "text-noise σ", "captions": "captions per image", "removal": "samples removed"}
 
@@ -38,12 +44,15 @@ def study_figure(study: str, summary: pd.DataFrame) -> go.Figure:
     figure = make_subplots(rows=1, cols=2, subplot_titles=(left[1], right[1]), horizontal_spacing=0.12)
     lines = _lines(study, summary)
     colours = {group: COLOURS[i % len(COLOURS)] for i, (group, _) in enumerate(lines)}
+    single = study != "removal"  # one line a panel, each its own measure: named by it
     for col, (column, _) in enumerate((left, right), start=1):
         for group, frame in lines:
             if column not in frame or frame[column].isna().all():
                 continue
-            line = _series(frame, column, group, {"color": colours[group]}, legendgroup=group, showlegend=col == 1)
-            figure.add_trace(line, row=1, col=col)
+            name = LINE_NAMES.get(column, group) if single else group
+            options = {} if single else {"legendgroup": group, "showlegend": col == 1}
+            colour = COLOURS[2 * (col - 1)] if single else colours[group]  # two measures: two colours
+            figure.add_trace(_series(frame, column, name, {"color": colour}, **options), row=1, col=col)
         figure.update_xaxes(title_text=AXES[study], row=1, col=col)
     if study in ("noise", "captions"):
         _add_probe(figure, summary)
@@ -78,7 +87,7 @@ def _add_probe(figure: go.Figure, summary: pd.DataFrame) -> None:
     if "probe_accuracy" not in summary or summary["probe_accuracy"].isna().all():
         return
     frame = summary.sort_values("value")
-    figure.add_trace(_series(frame, "probe_accuracy", "linear probe accuracy", {"dash": "dash"}), row=1, col=2)
+    figure.add_trace(_series(frame, "probe_accuracy", "linear probe accuracy on E", {"dash": "dash"}), row=1, col=2)
 
 
 def _series(frame: pd.DataFrame, column: str, name: str, line: dict, **options) -> go.Scatter:

@@ -128,6 +128,7 @@ def experiment_results() -> None:
         else:
             st.plotly_chart(study_figure(record.study, record.summary), key="experiment_plot")
             st.dataframe(compare.experiment_table(record.summary, record.study), hide_index=True)
+            st.caption(compare.EXPERIMENT_NOTE)
         its_runs = [name for name in record.runs if name in names]
         st.button(
             f"Compare its {len(its_runs)} runs side by side",
