@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import replace
@@ -114,7 +115,7 @@ def test_a_run_trained_before_the_data_changed_is_not_mixed_with_new_ones(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_run_changed_outside_its_experiment_is_named_with_how_to_recover(shapes, tmp_path, monkeypatch):
+def test_a_run_changed_outside_its_experiment_is_named_with_how_to_recover(shapes, tmp_path, monkeypatch, caplog):
     """A `clipmem run --resume` into an experiment's run left the experiment refused with "--resume needs the
     same", and no word of what to do; each of its runs now records the experiment that makes it."""
     from clipmem_core.pipeline import ResumeMismatch
@@ -127,9 +128,12 @@ def test_a_run_changed_outside_its_experiment_is_named_with_how_to_recover(shape
 
     monkeypatch.setattr("clipmem_core.pipeline.compute_clipmem", changed_since)
     run = tmp_path / "noise-t-s0-sigma0"
-    with pytest.raises(ClipmemError, match=re.escape(f"changed it since: delete {run}, and this command trains it")):
+    recover = re.escape(f"changed it since: delete {run}, and this command trains it")
+    with pytest.raises(ClipmemError, match=recover), caplog.at_level(logging.INFO, logger="clipmem"):
         run_experiment(_settings("noise", shapes, tmp_path, seeds=(0,), values=(0.0,)))
     assert makers == ["experiment 'noise-t' (rerun the same `clipmem experiment noise` command)"]
+    # the run's own log says only "excluded 10 samples": the experiment says which
+    assert "noise-t: training noise-t-s0-sigma0 without the 10 samples of E, the evaluation set" in caplog.text
 
 
 def test_an_experiment_whose_process_is_gone_is_interrupted_not_running_for_ever(shapes, tmp_path, capsys):

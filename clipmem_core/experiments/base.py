@@ -256,7 +256,10 @@ class Experiment:
                     "runs would use the new version: start it again under another --name"
                 )
         else:
-            self._progress(f"{self.settings.name}: training {out.name}")
+            left_out = f"without the {len(self.eval_ids(seed)):,} samples of E, the evaluation set"
+            if condition.drop:  # the run's log says only "excluded 60 samples": E and the removed together
+                left_out += f", and the {len(condition.drop):,} this condition removes"
+            self._progress(f"{self.settings.name}: training {out.name} {left_out}")
             command = f"clipmem experiment {self.study.name}"
             made_by = f"experiment {self.settings.name!r} (rerun the same `{command}` command)"
             try:
