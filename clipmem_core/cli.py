@@ -785,7 +785,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 def _render_experiment(results, study: str, injected: bool = False) -> str:
     """Mean ± spread over seeds per condition; with injected mis-captions, how memorized and findable they are."""
-    from .experiments.base import summarise
+    from .experiments.base import RESULT_LABELS, summarise
     from .formatting import fmt_number
 
     summary = summarise(results)
@@ -796,16 +796,21 @@ def _render_experiment(results, study: str, injected: bool = False) -> str:
         columns = ["r1", "r5", "probe_accuracy", "removed_miscaptioned"]
     if injected:
         columns += ["clipmem_miscaptioned", "clipmem_clean", "detection_ap"]
-    header = ["condition", "seeds", *columns]
+    header = ["condition", "seeds", *(RESULT_LABELS[c] for c in columns)]  # the Compare page's words
     rows = [
         [
-            f"{row['group']} {row['value']:g}".strip() if study == "removal" else str(row["condition"]),
+            str(row["condition"]),  # as results.parquet and the Compare page name it ("combined 12" here before)
             str(row["seeds"]),
             *(f"{fmt_number(row.get(c), 4)} ± {fmt_number(row.get(f'{c}_std'), 4)}" for c in columns),
         ]
         for _, row in summary.iterrows()
     ]
     lines = _table(header, rows)
+    if any("–" in cell for row in rows for cell in row[2:]):
+        lines.append(
+            "–: not measured for that condition (e.g. no mis-captioned sample left to measure once removed; a "
+            "spread needs 2 seeds)"
+        )
     if study == "encoders":  # a p-value per run; their mean and spread would mean nothing
         p_values = ", ".join(
             f"seed {r.seed}: {fmt_number(r.text_minus_image_p, 2, general=True)}" for r in results.itertuples()

@@ -20,6 +20,7 @@ from clipmem_core.cache import GROUND_TRUTH, Run, RunInfo
 from clipmem_core.config import SPEED_ONLY, UNUSED_BY_PROTOCOL
 from clipmem_core.droplist import ids_digest, read_drop_list
 from clipmem_core.errors import ClipmemError
+from clipmem_core.experiments.base import RESULT_LABELS
 from clipmem_core.formatting import fmt_count, fmt_number, fmt_yes_no, is_missing, json_safe
 from clipmem_core.metrics import MIN_RECALL_PAIRS, retrieval_recall
 from clipmem_core.review.export import final_labels
@@ -436,24 +437,12 @@ def experiment_table(summary: pd.DataFrame, study: str) -> pd.DataFrame:
     """An experiment's summary for reading: per condition, mean ± spread over seeds of the main figures."""
     if summary.empty:
         return pd.DataFrame()
-    columns = {
-        "mean_clipmem": "Mean CLIPMem",
-        "r1": "R@1 on E",
-        "r5": "R@5 on E",
-        "probe_accuracy": "Linear probe",
-        "removed_miscaptioned": "Removed that were mis-captioned",
-        "image_mem": "Image-encoder memorization",
-        "text_mem": "Text-encoder memorization",
-        "clipmem_miscaptioned": "CLIPMem, mis-captioned",  # with ground truth (--inject): do they memorize less?
-        "clipmem_clean": "CLIPMem, clean",
-        "detection_ap": "Likely mis-captioned: AP",
-    }
     rows = []
     for _, row in summary.iterrows():
         entry = {"Condition": str(row.get("condition")), "Seeds": fmt_number(row.get("seeds"))}
         if study == "removal":
             entry["Strategy"] = row.get("group")
-        for column, label in columns.items():
+        for column, label in RESULT_LABELS.items():
             if column in summary and summary[column].notna().any():
                 entry[label] = f"{fmt_number(row.get(column), 4)} ± {fmt_number(row.get(f'{column}_std'), 4)}"
         rows.append(entry)

@@ -353,8 +353,10 @@ def test_the_console_table_names_counts_whole_and_gives_each_runs_p_value():
         }
     )
     table = _render_experiment(removal, "removal", injected=True)
-    assert "combined 3 " in table and "3.000" not in table and "baseline 0 " in table
-    assert "clipmem_miscaptioned" in table.splitlines()[0] and "0.2500 ± 0.0707" in table
+    assert "combined-n3 " in table and "3.000" not in table and "baseline " in table  # as the Compare page names it
+    assert "CLIPMem, mis-captioned" in table.splitlines()[0] and "0.2500 ± 0.0707" in table  # and its words
+    assert "Removed that were mis-captioned" in table.splitlines()[0]
+    assert table.splitlines()[-1].startswith("–: not measured for that condition")  # nobody was removed: "–"
     encoders = pd.DataFrame(
         {
             "experiment": "x",
@@ -371,7 +373,7 @@ def test_the_console_table_names_counts_whole_and_gives_each_runs_p_value():
         }
     )
     table = _render_experiment(encoders, "encoders")
-    assert "text_minus_image_p" not in table.splitlines()[0]
+    assert "text_minus_image_p" not in table.splitlines()[0] and "Image-encoder memorization" in table.splitlines()[0]
     assert table.splitlines()[-1] == "text against image encoder, paired p: seed 0: 0.012, seed 1: 0.98"
 
 

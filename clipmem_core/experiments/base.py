@@ -413,6 +413,21 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
+# What each result column is called where people read it: the CLI's table and the Compare page's.
+RESULT_LABELS = {
+    "mean_clipmem": "Mean CLIPMem",
+    "r1": "R@1 on E",
+    "r5": "R@5 on E",
+    "probe_accuracy": "Linear probe",
+    "removed_miscaptioned": "Removed that were mis-captioned",
+    "image_mem": "Image-encoder memorization",
+    "text_mem": "Text-encoder memorization",
+    "clipmem_miscaptioned": "CLIPMem, mis-captioned",  # with ground truth (--inject): do they memorize less?
+    "clipmem_clean": "CLIPMem, clean",
+    "detection_ap": "Likely mis-captioned: AP",
+}
+
+
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
     """Per condition (group and value): the mean, the standard deviation over seeds and the seed count
     of every measured column (``<column>`` and ``<column>_std``)."""
