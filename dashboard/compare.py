@@ -68,6 +68,12 @@ EXPERIMENT_NOTE = (
     "each condition: R@1 on E and the probe compare the runs on one footing. The Side by side tab's R@1 (held "
     "out) ranks each pair among its own run's held-out pairs, which differ from run to run."
 )
+FOLD_SHIFT_NOTE = (
+    "Under the full protocol a fold's CLIPMem compares the models that trained on it with the one that held it "
+    "out, a different pair for each fold: a model that aligns every pair a little higher lifts one fold's mean and "
+    "lowers the other's by as much. Folds of opposite signs are that, not memorization; the mean over all samples "
+    "(Mean CLIPMem above) cancels the shift, the folds being drawn of about equal size."
+)
 COUNT_MEASURES = ("Samples", "Removed by the re-run", "… of them flagged by the team", "… of them known mis-captions")
 # Run settings worth a column of their own in the side-by-side table (the rest shows under differences).
 SETTING_COLUMNS = {

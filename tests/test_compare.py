@@ -273,6 +273,7 @@ def test_compare_page_shows_two_runs_side_by_side_by_default(cache_root):
     tables = markdown_tables(at)  # drawn with the page's first elements: no grid code to load
     assert any(set(chosen) <= set(t.columns) and "Measure" in t.columns for t in tables)
     assert any("Split" in t.columns for t in tables)
+    assert compare.FOLD_SHIFT_NOTE in [c.value for c in at.caption]  # folds of opposite signs, explained
     # only the open tab is drawn: the other tabs' widgets, metrics and plot cost nothing until opened
     assert not at.metric and not at.get("plotly_chart") and not at.main.selectbox
 

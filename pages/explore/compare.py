@@ -38,6 +38,8 @@ def side_by_side() -> None:
         st.caption(compare.SIDE_BY_SIDE_NOTE)
         st.markdown("**Mean CLIPMem per split**")
         ui.static_table(compare.clipmem_per_split(runs))
+        if any(run.manifest.protocol == "full" for run in runs):
+            st.caption(compare.FOLD_SHIFT_NOTE)
         st.markdown("**Settings that differ**")
         ui.table(compare.config_differences(runs), "The runs share every setting.")
 
