@@ -492,6 +492,15 @@ def own_verdict_help(reviewer: str, leads_env: str | None = None) -> str:
     return "Your verdict. Your first verdict on a sample stands under the lead list; a lead can decide otherwise."
 
 
+def changed_since_note(sample_id: str, shown: str, now: str) -> str:
+    """Said when a filled verdict button is clicked to take back a verdict that another tab has changed since:
+    nothing is taken back, since the verdict that counts now is not the one the button showed."""
+    return (
+        f"Nothing taken back: your verdict on {sample_id} is now {now} (given in another tab?), not {shown}. "
+        f"Click {now} to take that back."
+    )
+
+
 def withdraw_refused_note(sample_id: str) -> str:
     """Said when a non-lead under a lead list clicks their own verdict again: it cannot be taken back."""
     return f"Your verdict on {sample_id} stays: {STANDS}; a lead can decide otherwise on Reconcile."

@@ -21,6 +21,12 @@ from .gallery import FLAG_FILTERS, FLAG_LABELS, UNSCORED_CHOICES, range_scores, 
 from .text import md
 
 
+def first_page() -> None:
+    """A filter changed: the gallery starts at its first page. A map selection stays, and the filter narrows
+    it: it was dropped without a word, and the gallery showed all 2,000 samples in place of the 70."""
+    st.session_state[state.PAGE] = 1
+
+
 def reset_views() -> None:
     """A new run or new filters invalidate the gallery page, a map selection and the inspected sample."""
     st.session_state[state.PAGE] = 1
@@ -175,18 +181,18 @@ def filters() -> None:
         split_order(run.scores["split"].unique()),
         key=state.SPLITS,
         bind="query-params",
-        on_change=reset_views,
+        on_change=first_page,
         placeholder="all splits",
     )
     _range_filter(run)
     st.sidebar.selectbox(
-        "Verdict", FLAG_FILTERS, format_func=FLAG_LABELS.get, key=state.FLAG, bind="query-params", on_change=reset_views
+        "Verdict", FLAG_FILTERS, format_func=FLAG_LABELS.get, key=state.FLAG, bind="query-params", on_change=first_page
     )
     st.sidebar.text_input(
         "Search captions",
         key=state.TEXT,
         bind="query-params",
-        on_change=reset_views,
+        on_change=first_page,
         placeholder="words in the caption",
     )
     selected = resources.selection(run)
@@ -203,7 +209,7 @@ def _range_filter(run) -> None:
     column = resources.range_score(run)
     st.session_state[state.RANGE_SCORE] = column
     st.sidebar.selectbox(
-        "Score range of", list(choices), format_func=choices.get, key=state.RANGE_SCORE, on_change=reset_views
+        "Score range of", list(choices), format_func=choices.get, key=state.RANGE_SCORE, on_change=first_page
     )
     low, high, step = resources.range_bounds(run, column)
     if high > low:
@@ -215,7 +221,7 @@ def _range_filter(run) -> None:
             high,
             step=step,
             key=key,
-            on_change=reset_views,
+            on_change=first_page,
             format="%.3f",
         )
     missing, splits = unscored_note(run.scores, column)
@@ -228,7 +234,7 @@ def _range_filter(run) -> None:
             format_func=UNSCORED_CHOICES.get,
             required=True,
             key=state.UNSCORED,
-            on_change=reset_views,
+            on_change=first_page,
         )
 
 

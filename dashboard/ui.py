@@ -23,7 +23,7 @@ from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 from . import navigation, resources, state
 from .gallery import Card, score_line
 from .images import UNREADABLE, encoded, file_bytes, markdown_image
-from .review import own_verdict_help, standing_note, standing_note_many, withdraw_refused_note
+from .review import changed_since_note, own_verdict_help, standing_note, standing_note_many, withdraw_refused_note
 from .text import markdown_table, md, shown_caption
 
 VERDICT_KEYS = dict(zip(VERDICTS, ("1", "2", "3")))  # the same keys on every page, in button order
@@ -178,15 +178,21 @@ def quiet_key_button(
     where.button(label, key=key, shortcut=shortcut, type="tertiary", disabled=disabled, on_click=on_click, args=args)
 
 
-def withdraw_verdict(run_name: str, sample_id: str, reviewer_name: str) -> None:
+def withdraw_verdict(run_name: str, sample_id: str, reviewer_name: str, shown: str) -> None:
     """A reviewer's own (filled) verdict button clicked again takes the verdict back, as a filled star is
     cleared: it used to record the same verdict once more, and a verdict given on the wrong card could only
-    be changed, never cleared. Not under a lead list for a non-lead, whose first verdict stands there."""
+    be changed, never cleared. Not under a lead list for a non-lead, whose first verdict stands there; and
+    not a verdict other than the one the button showed (given since in another tab)."""
     if not is_lead(reviewer_name):
         st.toast(md(withdraw_refused_note(sample_id)), icon=":material/gavel:")
         return
-    if resources.store().withdraw_verdicts(run_name, sample_id, reviewer_name):
-        st.toast(md(f"Your verdict on {sample_id} is taken back."), icon=":material/undo:")
+    store = resources.store()
+    if store.withdraw_verdicts(run_name, sample_id, reviewer_name, shown=shown):
+        st.toast(md(f"Your verdict {shown} on {sample_id} is taken back."), icon=":material/undo:")
+        return
+    now = store.latest_verdicts(run_name, reviewer=reviewer_name).get(sample_id)
+    if now is not None:
+        st.toast(md(changed_since_note(sample_id, shown, now)), icon=":material/sync_problem:")
 
 
 def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | None, own: str | None = None) -> None:
@@ -198,13 +204,18 @@ def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | N
     with st.container(horizontal=True, gap="small"):
         for verdict in VERDICTS:
             mine = verdict == own
+            args = (
+                (run_name, sample_id, reviewer_name, verdict)
+                if mine
+                else (run_name, [sample_id], verdict, reviewer_name)
+            )
             st.button(
                 VERDICT_LABELS[verdict],
                 key=f"{key}:{verdict}",
                 type="primary" if mine else "secondary",
                 help=own_verdict_help(reviewer_name) if mine else None,
                 on_click=withdraw_verdict if mine else record_verdict,
-                args=(run_name, sample_id, reviewer_name) if mine else (run_name, [sample_id], verdict, reviewer_name),
+                args=args,
             )
 
 

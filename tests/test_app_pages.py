@@ -434,7 +434,7 @@ def test_clicking_ones_own_filled_verdict_again_takes_it_back_but_not_a_standing
     filled = at.button(key=f"gallery:{sample}:correct")
     assert filled.proto.type == "primary" and filled.proto.help == "Your verdict. Click again to take it back."
     filled.click().run()
-    assert [_plain(t.value) for t in at.toast] == [f"Your verdict on {sample} is taken back."]
+    assert [_plain(t.value) for t in at.toast] == [f"Your verdict correct on {sample} is taken back."]
     assert store.verdicts("demo", reviewer="fay").empty  # both, or the earlier "unsure" would count again
     assert all(at.button(key=f"gallery:{sample}:{v}").proto.type == "secondary" for v in VERDICTS)
     assert store.audit_log("demo")["action"].tolist()[-2:] == ["verdict.withdraw", "verdict.withdraw"]
@@ -447,6 +447,24 @@ def test_clicking_ones_own_filled_verdict_again_takes_it_back_but_not_a_standing
     ]
     assert store.latest_verdicts("demo", reviewer="fay") == {sample: "mis-captioned"}
     assert len(store.verdicts("demo", reviewer="fay")) == 1  # and not recorded once more
+
+
+def test_a_stale_tabs_filled_verdict_takes_back_nothing_given_since_in_another_tab(cache_root):
+    """Tab A showed Mis-captioned filled; tab B changed it to Correct; A's click took back Correct, unseen."""
+    run = load_run(cache_root / "demo")
+    sample = run.scores["sample_id"].iat[int(sort_orders(run.scores)["combined"][2])]
+    store = open_store(cache_root)
+    tab_a = _open(_app(reviewer="carol", flag_mode="true"), navigation.GALLERY.path)
+    tab_a.button(key=f"gallery:{sample}:mis-captioned").click().run()
+    store.add_verdict("demo", sample, "carol", "correct")  # tab B, while A still shows mis-captioned filled
+    tab_a.button(key=f"gallery:{sample}:mis-captioned").click()  # clicked as drawn, before any rerun
+    tab_a.run()
+    assert store.latest_verdicts("demo", reviewer="carol") == {sample: "correct"}  # nothing taken back
+    assert [_plain(t.value) for t in tab_a.toast] == [
+        f"Nothing taken back: your verdict on {sample} is now correct (given in another tab?), not mis-captioned. "
+        "Click correct to take that back."
+    ]
+    assert tab_a.button(key=f"gallery:{sample}:correct").proto.type == "primary"  # the page shows it now
 
 
 def test_a_name_is_kept_trimmed_and_a_namesake_in_other_capitals_is_pointed_out(cache_root):
@@ -770,6 +788,14 @@ def test_a_map_selection_opened_in_the_gallery_survives_a_reload_by_its_address(
     reloaded = _app(page=navigation.GALLERY.path, **{state.SELECTION_PARAM: token})  # a new session, same address
     assert sorted(_card_captions(reloaded)) == selected
     assert any(c.value == "Only the 2 samples selected on the Embedding map." for c in reloaded.main.caption)
+    reloaded.switch_page(navigation.OVERVIEW.path).run()  # another page's address has no token …
+    reloaded.switch_page(navigation.GALLERY.path).run()
+    assert reloaded.query_params[state.SELECTION_PARAM] in (token, [token])  # … and back here it is again
+    reloaded.sidebar.text_input(key=state.TEXT).input("zzz-no-such-caption").run()  # a filter narrows it
+    (empty,) = [_plain(i.value) for i in reloaded.main.info if i.value.startswith("No sample matches")]
+    assert empty.endswith("caption search “zzz-no-such-caption”; the 2 samples selected on the map.")  # kept
+    reloaded.sidebar.text_input(key=state.TEXT).input("").run()
+    assert sorted(_card_captions(reloaded)) == selected
     reloaded.main.button(key="clear_top").click().run()
     assert state.SELECTION_PARAM not in reloaded.query_params and len(_card_captions(reloaded)) == 48
     stale = _app(page=navigation.GALLERY.path, **{state.SELECTION_PARAM: "0123456789ab"})  # a restarted server

@@ -123,7 +123,11 @@ def test_withdrawing_takes_back_every_verdict_of_one_reviewer_on_one_sample_and_
     assert store.latest_verdicts(RUN, "ann") == {"b": "correct"}  # her other sample stays
     assert store.latest_verdicts(RUN, "bob") == {"a": "mis-captioned"}  # and the others' verdicts
     assert store.withdraw_verdicts(RUN, "a", "ann") == 0
-    audit = store.audit_log(RUN).iloc[-2:]
+    store.add_verdict(RUN, "a", "ann", "correct")
+    assert store.withdraw_verdicts(RUN, "a", "ann", shown="mis-captioned") == 0  # not the one shown: kept
+    assert store.latest_verdicts(RUN, "ann")["a"] == "correct"
+    assert store.withdraw_verdicts(RUN, "a", "ann", shown="correct") == 1
+    audit = store.audit_log(RUN).iloc[-4:-2]
     assert audit["action"].tolist() == ["verdict.withdraw"] * 2 and set(audit["sample_id"]) == {"a"}
     assert ['"verdict": "unsure"' in d for d in audit["detail"]] == [True, False]
 

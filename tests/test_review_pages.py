@@ -287,6 +287,10 @@ def test_the_next_batch_says_where_it_is_and_another_queue_or_size_starts_at_the
     verdict_button(at, "correct").click().run()
     verdict_button(at, "mis-captioned").click().run()
     assert [s.value for s in at.success] == ["This batch is done: 1 mis-captioned, 1 correct. Thank you!"]
+    assert any(plain(c.value).endswith("Press U to undo.") for c in at.caption)  # and U, or the button, does so
+    at.button(key="review_undo").click().run()
+    assert shown_sample(at) == "s01" and "1 of 2 in this batch" in at.get("progress")[0].proto.text
+    verdict_button(at, "mis-captioned").click().run()
     at.button(key=next(b.key for b in at.button if b.label == "Next batch")).click().run()
     assert at.get("progress")[0].proto.text.startswith("0 of 2 in this batch (places 3–4 of the queue)")
     at.radio(key=review.SOURCE).set_value(review.AUDIT).run()

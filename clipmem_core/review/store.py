@@ -553,15 +553,19 @@ class ReviewStore:
             self._audit(conn, reviewer, "verdict.undo", run, found.sample_id, **detail)
         return True
 
-    def withdraw_verdicts(self, run: str, sample_id: str, reviewer: str) -> int:
+    def withdraw_verdicts(self, run: str, sample_id: str, reviewer: str, shown: str | None = None) -> int:
         """Take back every verdict ``reviewer`` gave on a sample, so that the sample is theirs to judge again
         (a card's filled verdict button, clicked again); a copy of each stays in the audit log. All of them,
-        not the last: an earlier one would count again in its place. Returns how many were removed."""
+        not the last: an earlier one would count again in its place. With ``shown`` (the verdict the button
+        showed), nothing is taken back unless it is still the reviewer's latest: a tab drawn before another tab
+        changed the verdict took back the newer one. Returns how many were removed."""
         reviewer = _check_name(reviewer)
         with self._transaction(write=True) as conn:
             columns = [getattr(Verdict, c) for c in VERDICT_COLUMNS]
             where = (Verdict.run == run, Verdict.sample_id == str(sample_id), Verdict.reviewer == reviewer)
-            found = conn.execute(select(*columns).where(*where)).all()
+            found = conn.execute(select(*columns).where(*where).order_by(Verdict.created_at, Verdict.id)).all()
+            if found and shown is not None and found[-1].verdict != shown:
+                return 0
             if found:
                 conn.execute(delete(Verdict).where(Verdict.id.in_([row.id for row in found])))
             for row in found:

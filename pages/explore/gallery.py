@@ -113,6 +113,8 @@ def gallery() -> None:
     if ss.get(state.SORT) == LEARNED_KEY:
         st.caption(learned_note(ranking.learned()))
     selected = resources.selection(run)
+    if selected is not None and state.SELECTION_PARAM not in st.query_params:  # back from another page: its
+        st.query_params[state.SELECTION_PARAM] = resources.hold_selection(run, selected)  # address dropped it
     if ss.pop(state.SELECTION_LOST, False):
         st.caption(
             "The map selection this link named is no longer held by the dashboard (it was restarted, or the "

@@ -97,6 +97,11 @@ if sample_id is None and not batch.size:  # an empty assignment is not a finishe
 elif sample_id is None:
     st.success(review.done_line(store, run.name, reviewer, window), icon=":material/task_alt:")
     recorded_note()
+    if review.can_undo(ss, run.name):  # the line says "Press U to undo": the batch's last verdict too
+        undo_row = st.container(horizontal=True)
+        ui.quiet_key_button(
+            undo_row, "Undo last verdict", "review_undo", review.KEYS["undo"], review.undo, (ss, store, reviewer)
+        )
     if source != review.ASSIGNED and ss[review.BATCH_INDEX] + 1 < review.batch_count(run, batch.size or 1):
         st.button(
             "Next batch", type="primary", on_click=lambda: ss.update({review.BATCH_INDEX: ss[review.BATCH_INDEX] + 1})
