@@ -301,6 +301,8 @@ def test_the_next_batch_says_where_it_is_and_another_queue_or_size_starts_at_the
     assert "(places 3–4 of the queue)" in at.get("progress")[0].proto.text
     at.number_input(key=review.BATCH).set_value(3).run()
     assert at.session_state[review.BATCH_INDEX] == 0
+    at.number_input(key=review.BATCH).set_value(1).run()  # the box's minimum, once its default: left out
+    assert at.query_params[review.BATCH] == "1"  # of the address, and a reload gave 50
 
 
 def test_a_reload_goes_on_with_the_batch_in_the_address(run_dir):

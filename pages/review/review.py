@@ -54,6 +54,7 @@ else:
             "Batch size",
             1,
             len(run.scores),
+            value=None,  # no default of its own (it took the minimum, 1): a size of 1 was left out of the address
             key=review.BATCH,
             bind="query-params",
             on_change=review.batch_size_changed,
