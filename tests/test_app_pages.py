@@ -766,6 +766,16 @@ def test_a_large_map_selection_previews_its_most_likely_mis_captioned_and_says_s
     assert emap.ranked_selection(np.array([5, 1, 0, 2]), np.array([2, 9, 5])).tolist() == [5, 2, 9]  # unranked last
 
 
+def test_a_selection_opened_from_a_gallery_link_shows_on_the_map_too(cache_root):
+    at = _app()
+    at.session_state[state.SELECTION] = [3, 8]  # what a ?map_selection= link gives the session
+    _open(at, navigation.EMBEDDING_MAP.path)
+    assert at.session_state[emap.SELECTED] == [3, 8] and any("2 samples selected" in m.value for m in at.markdown)
+    at.session_state[emap.SELECTED] = []  # cleared on the map (a double-click): not taken again
+    at.run()
+    assert not any("samples selected" in m.value for m in at.markdown)
+
+
 def test_map_selection_opens_in_the_gallery(cache_root):
     at = _app()
     at.session_state[state.SELECTION] = [3, 8]

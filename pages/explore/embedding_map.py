@@ -43,6 +43,8 @@ if continuous and points[colour].isna().any():
     st.caption(f"Dark grey points: {fmt_count(int(points[colour].isna().sum()), 'sample')} without {options[colour]}.")
 if len(points) > emap.MAX_ATLAS_POINTS:
     st.caption(f"Thumbnails on hover show up to {emap.MAX_ATLAS_POINTS:,} points: filter to fewer to see them.")
+if emap.SELECTED not in ss and (in_gallery := resources.selection(run)) is not None:
+    ss[emap.SELECTED] = in_gallery.tolist()  # a gallery link's selection: the map showed none of it
 selected = np.asarray(ss.get(emap.SELECTED) or [], dtype=np.int64)
 atlas_key = resources.map_atlas_key(run, rows) if len(points) <= emap.MAX_ATLAS_POINTS else None
 emap.scatter(
