@@ -346,6 +346,8 @@ def test_compare_page_shows_an_experiment_and_compares_its_runs(cache_root):
     assert at.selectbox(key=compare.EXPERIMENT_KEY).value == "removal-fake"
     assert len(at.get("plotly_chart")) == 1
     assert any("Strategy" in frame.value.columns for frame in at.dataframe)
+    condition = json.loads(at.dataframe[0].proto.columns)["Condition"]  # whole and in view: it was cut off
+    assert condition["pinned"] and condition["width"] == "medium"
     assert compare.EXPERIMENT_NOTE in [c.value for c in at.caption]  # what E is, and why its R@1 differs
     button = next(b for b in at.button if b.label.startswith("Compare its 3 runs"))
     button.click().run()

@@ -129,7 +129,11 @@ def experiment_results() -> None:
             st.info("No results yet: rerun the experiment's command to finish it.")
         else:
             st.plotly_chart(study_figure(record.study, record.summary), key="experiment_plot")
-            st.dataframe(compare.experiment_table(record.summary, record.study), hide_index=True)
+            st.dataframe(  # the condition stays in view, whole, as the measures scroll: it was cut ("combined-r")
+                compare.experiment_table(record.summary, record.study),
+                hide_index=True,
+                column_config={"Condition": st.column_config.TextColumn(width="medium", pinned=True)},
+            )
             st.caption(compare.EXPERIMENT_NOTE)
         its_runs = [name for name in record.runs if name in names]
         st.button(
