@@ -59,10 +59,10 @@ def read_drop_list(path: str | os.PathLike) -> frozenset[str]:
         lines = read_text(source).splitlines()
         return frozenset(line.strip() for line in lines if line.strip())
     if suffix in (".csv", ".tsv"):
-        if not read_text(source).strip():  # an empty list drops nothing
-            return frozenset()
         fmt = suffix.removeprefix(".")
         frame = read_frame(source, (), fmt)
+        if frame.columns.empty:  # an empty list drops nothing
+            return frozenset()
     elif suffix == ".parquet":
         fmt, frame = "parquet", _read_parquet(source)
     else:

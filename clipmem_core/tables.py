@@ -122,7 +122,8 @@ def separator_problem(source: Path, header: list[str], missing: Sequence[str], f
     """Why the wanted columns are missing when the file uses another separator than its format's; None when
     it does not."""
     separator = other_separator(header, missing) if missing else None
-    if separator is None or separator == (",", "\t")[fmt == "tsv"]:
+    own = "\t" if fmt == "tsv" else ","
+    if separator is None or separator == own:
         return None
     expected = "tabs" if fmt == "tsv" else "commas"
     fix = {",": "name it .csv", "\t": "name it .tsv"}.get(
@@ -145,12 +146,15 @@ def read_frame(source: Path, required: Sequence[str], fmt: str = "csv", expected
     """A whole table of strings, indexed by the line each row starts on, so that a check of a row can name
     its line even when a quoted field spans lines; a missing cell is "". The header's names are trimmed.
 
-    ClipmemError for an unreadable file (its line, for text and quotes), a header without ``required``
-    (saying so when the file uses another separator; ``expected`` says what it should hold), a required column
-    given twice, or a row with more fields than the header.
+    An empty file is an empty frame when nothing is ``required``. ClipmemError for an unreadable file (its
+    line, for text and quotes), a header without ``required`` (saying so when the file uses another
+    separator; ``expected`` says what it should hold), a required column given twice, or a row with more
+    fields than the header.
     """
     rows = table_rows(read_text(source), fmt, source)
     first = next(rows, None)
+    if first is None and not required:  # nothing asked of it: an empty table
+        return pd.DataFrame()
     if first is None:
         raise ClipmemError(f"{source} is empty: expected a header with {', '.join(required)}")
     header = [name.strip() for name in first[1]]

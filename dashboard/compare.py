@@ -7,8 +7,10 @@ help?", ranks at most ``COMMON_LIMIT`` pairs per run.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -173,7 +175,17 @@ def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
 
 def drop_list_label(path: str) -> str:
     """A drop list as Compare names it: its file name, how many ids it holds and a digest of them, so that
-    two copies of one list read the same (an experiment writes one a run); its path where it cannot be read."""
+    two copies of one list read the same (an experiment writes one a run); its path where it cannot be read.
+    Read once per version of the file: the page asks for each run's on every rerun, in two tables."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return path
+    return _drop_list_label(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _drop_list_label(path: str, mtime_ns: int, size: int) -> str:
     try:
         ids = read_drop_list(path)
     except ClipmemError:

@@ -82,6 +82,13 @@ if batch.unscored:
 recorded = review.recorded_line(ss, run.name)
 
 
+def undo_button(where, disabled: bool = False) -> None:
+    """Undo (key U), beside the card's Skip, or alone under a finished batch."""
+    ui.quiet_key_button(
+        where, "Undo last verdict", "review_undo", review.KEYS["undo"], review.undo, (ss, store, reviewer), disabled
+    )
+
+
 def recorded_note() -> None:
     """Under the verdict buttons, where the eye is after a click (at the page's foot it fell below a 1280×800
     screen)."""
@@ -99,10 +106,7 @@ elif sample_id is None:
     st.success(review.done_line(store, run.name, reviewer, window), icon=":material/task_alt:")
     recorded_note()
     if review.can_undo(ss, run.name):  # the line says "Press U to undo": the batch's last verdict too
-        undo_row = st.container(horizontal=True)
-        ui.quiet_key_button(
-            undo_row, "Undo last verdict", "review_undo", review.KEYS["undo"], review.undo, (ss, store, reviewer)
-        )
+        undo_button(st.container(horizontal=True))
     if source != review.ASSIGNED and ss[review.BATCH_INDEX] + 1 < review.batch_count(run, batch.size or 1):
         st.button(
             "Next batch", type="primary", on_click=lambda: ss.update({review.BATCH_INDEX: ss[review.BATCH_INDEX] + 1})
@@ -140,15 +144,7 @@ else:
         ui.quiet_key_button(
             skip_and_undo, "Skip for now", "review_skip", review.KEYS["skip"], review.skip, (ss, sample_id)
         )
-        ui.quiet_key_button(
-            skip_and_undo,
-            "Undo last verdict",
-            "review_undo",
-            review.KEYS["undo"],
-            review.undo,
-            (ss, store, reviewer),
-            disabled=not review.can_undo(ss, run.name),
-        )
+        undo_button(skip_and_undo, disabled=not review.can_undo(ss, run.name))
         st.text_input(review.SUGGEST_LABEL, key=review.suggest_key(sample_id))
         st.text_input(review.NOTE_LABEL, key=review.note_key(sample_id))
     ui.hint_row(
