@@ -94,6 +94,11 @@ def _read_parquet(source: Path) -> pd.DataFrame:
         raise ClipmemError(f"drop list {source} is unreadable: {str(exc).strip().splitlines()[0]}") from None
 
 
+def _none_of(count: int) -> str:
+    """"its one id is not" or "none of its 3 ids is": a one-id list read "none of its 1 ids is"."""
+    return "its one id is not" if count == 1 else f"none of its {count:,} ids is"
+
+
 def apply_drop_list(
     samples: pd.DataFrame, ids: frozenset[str], source: str = "drop list"
 ) -> tuple[pd.DataFrame, Exclusion]:
@@ -102,7 +107,7 @@ def apply_drop_list(
     exclusion = Exclusion(ids=ids, removed=int(listed.sum()), not_found=len(ids) - int(listed.sum()))
     if ids and not exclusion.removed:  # the whole run would train as if no list were given
         raise ClipmemError(
-            f"{source}: none of its {len(ids):,} ids is in the data (e.g. {sorted(ids)[0][:60]!r}; the data's ids "
+            f"{source}: {_none_of(len(ids))} in the data (e.g. {sorted(ids)[0][:60]!r}; the data's ids "
             f"look like {str(samples['sample_id'].iloc[0])[:60]!r}): is it this dataset's list? Without "
             "--exclude nothing is left out"
         )

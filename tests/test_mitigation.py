@@ -201,6 +201,8 @@ def test_a_drop_list_that_matches_nothing_is_refused_and_an_empty_one_is_said(nu
         ClipmemError, match=r"none of its 2 ids is in the data \(e.g. 'gone'; the data's ids look like 's00'\)"
     ):
         apply_drop_list(samples, frozenset({"nope", "gone"}), "--exclude other.csv")
+    with pytest.raises(ClipmemError, match=r"other.csv: its one id is not in the data \(e.g. 'gone'"):
+        apply_drop_list(samples, frozenset({"gone"}), "--exclude other.csv")
     kept, exclusion = apply_drop_list(samples, frozenset(), "--exclude empty.txt")
     assert len(kept) == 32 and exclusion.removed == 0
     assert "--exclude empty.txt is empty: nothing is excluded" in caplog.text
