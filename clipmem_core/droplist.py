@@ -95,7 +95,7 @@ def _read_parquet(source: Path) -> pd.DataFrame:
 
 
 def _none_of(count: int) -> str:
-    """"its one id is not" or "none of its 3 ids is": a one-id list read "none of its 1 ids is"."""
+    """The refusal's words, "its one id is not" or "none of its 3 ids is" (one id read "none of its 1 ids is")."""
     return "its one id is not" if count == 1 else f"none of its {count:,} ids is"
 
 
