@@ -24,7 +24,7 @@ import pandas as pd
 import streamlit as st
 
 from clipmem_core.cache import GROUND_TRUTH, TRUTH_CLEAN, TRUTH_MISCAPTIONED, TRUTH_UNKNOWN, truth_words
-from clipmem_core.formatting import fmt_number
+from clipmem_core.formatting import fmt_count, fmt_number
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 from clipmem_core.scores import column_label, run_scores
 
@@ -45,6 +45,7 @@ CATEGORY_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17b
 TOOLTIP_SCORES = 3  # the first registered scores a hover shows
 CAPTION = "caption"
 BULK_UNDO = "map_bulk_undo"  # verdict ids of the last bulk flag, for its undo
+BULK_KEPT = "map_bulk_kept"  # the samples whose verdict that undo could not take back
 VERDICT_COLOURS = {MISCAPTIONED: "#d62728", CORRECT: "#2ca02c", UNSURE: "#ff7f0e", NO_VERDICT: "#c7c7c7"}
 TRUTH_COLOURS = {TRUTH_MISCAPTIONED: "#9467bd", TRUTH_CLEAN: "#c7c7c7", TRUTH_UNKNOWN: "#e0e0e0"}
 # A score's gradient, low to high: ColorBrewer's RdBu, reversed, so that high (suspicious) is red
@@ -210,6 +211,30 @@ def scatter_data(
         "atlas_key": atlas_key,
         "atlas": None if atlas is None else atlas._asdict(),
     }
+
+
+def bulk_flag_note(sample_ids: list[str], own: Mapping[str, str], first_stands: bool) -> str | None:
+    """What flagging a selection does to the reviewer's own earlier verdicts on it (``own``: sample → their
+    latest verdict), or None when it holds none of another kind. The dialog said only "Record mis-captioned
+    for 8 samples", and one of the 8 was the reviewer's own "correct", which it replaced unsaid.
+    ``first_stands``: a non-lead under a lead list, whose first verdicts go on counting."""
+    earlier = [own[sample] for sample in sample_ids if own.get(sample) not in (None, MISCAPTIONED)]
+    if not earlier:
+        return None
+    kinds = ", ".join(f"{verdict} on {earlier.count(verdict):,}" for verdict in dict.fromkeys(earlier))
+    judged = f"You have judged {fmt_count(len(earlier), 'of them', 'of them')} otherwise before ({kinds})."
+    if first_stands:
+        return f"{judged} Your first verdicts on those still count (lead list); this one is kept in the history."
+    return f"{judged} Flagging replaces those verdicts; the undo brings them back."
+
+
+def bulk_kept_note(kept: list[str]) -> str:
+    """Said after a bulk flag's undo that left some verdicts standing (``VerdictStands``)."""
+    which = kept[0] if len(kept) == 1 else f"{len(kept):,} samples (e.g. {kept[0]})"
+    return (
+        f"Your verdict on {which} stays: with a lead list, each reviewer's first (blind) verdict stands once "
+        "another reviewer has judged the sample. The others are taken back."
+    )
 
 
 def ranked_selection(order: np.ndarray, chosen: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from clipmem_core import ClipmemError, Run
 from clipmem_core.data import decode_image
 from clipmem_core.formatting import fmt_number
 from clipmem_core.index import Neighbour, NeighbourSearch
-from clipmem_core.review import ReviewStore, is_lead
+from clipmem_core.review import ReviewStore, VerdictStands, is_lead
 from clipmem_core.review.decisions import standing_verdict
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE, VERDICTS
 from clipmem_core.scores import column_label
@@ -227,14 +227,15 @@ def record(
     """Click callback of a verdict button: store it with the suggestion and note typed for the sample.
 
     The verdict goes on the undo stack, its time on the reviewer's pace. A second press for the sample just
-    judged (a key pressed again before the next card has arrived) is ignored: the first one counts.
+    judged (a key pressed again before the next card has arrived) is ignored: the first one counts; and any
+    key under ``MIN_LOOK_S`` after the next card was drawn is refused (``seconds_on_screen``).
     """
     last = state.get(LAST)
     if last and (last["run"], last["sample_id"]) == (run_name, sample_id):
         return
     state.pop(TOO_SOON, None)
     seen_for = seconds_on_screen(state, sample_id, time.time() if now is None else now)
-    if last and last["verdict"] == verdict and seen_for is not None and seen_for < MIN_LOOK_S:
+    if last and seen_for is not None and seen_for < MIN_LOOK_S:
         state[TOO_SOON] = {"run": run_name, "sample_id": sample_id, "after": seen_for}
         return
     history = store.verdicts(run_name, [sample_id], reviewer=reviewer)
@@ -274,10 +275,11 @@ def seconds_on_screen(state: Mapping[str, Any], sample_id: str, now: float) -> f
 
     Why: the verdict buttons keep one key for every card, so a key pressed twice quickly sent its second
     press after the server had drawn the next card but before the browser showed it, and it judged that
-    card unseen. The same verdict as the last, under ``MIN_LOOK_S`` after the card was drawn, is such a
-    press: it is refused and the page says so (a different key is no double press, and a reviewer going
-    through an obvious top list at a card a second keeps every press). Keys that named the sample would
-    tie a press to its card, but they made the two-reviewer browser test lose a card under load."""
+    card unseen. Any verdict under ``MIN_LOOK_S`` after the card was drawn is such a press, and is refused
+    with a word on the page: the same key twice, or another key meant to correct the card before (2 then 1,
+    0.4 s apart, judged the next card "mis-captioned" unseen). A reviewer going through an obvious top list
+    at a card a second keeps every press. Keys that named the sample would tie a press to its card, but
+    they made the two-reviewer browser test lose a card under load."""
     shown = state.get(SHOWN) or {}
     return now - shown["at"] if shown.get("sample_id") == sample_id else None
 
@@ -355,12 +357,17 @@ def undo(state: MutableMapping[str, Any], store: ReviewStore, reviewer: str) -> 
     last = stack.pop()
     state.pop(TOO_SOON, None)
     state[UNDO] = stack
-    if store.undo_verdict(last["run"], last["id"], reviewer):
+    state[LAST] = stack[-1] if stack else None
+    try:
+        taken = store.undo_verdict(last["run"], last["id"], reviewer)
+    except VerdictStands:  # someone else has judged it since: the verdict stays, and so does its time
+        state[UNDONE] = {**last, "kept": True}
+        return
+    if taken:
         state[CURRENT] = last["sample_id"]
         state[UNDONE] = {**last, "still": counted_verdict(store, last["run"], last["sample_id"], reviewer)}
         state[suggest_key(last["sample_id"])] = last.get("suggestion", "")
         state[note_key(last["sample_id"])] = last.get("note", "")
-    state[LAST] = stack[-1] if stack else None
     state[PACE] = (state.get(PACE) or [])[:-1]
 
 
@@ -453,9 +460,14 @@ def recorded_line(state: Mapping[str, Any], run_name: str) -> str | None:
     if too_soon and too_soon["run"] == run_name:
         refused = (
             f"Not recorded: a key reached {too_soon['sample_id']} {fmt_number(too_soon['after'], 2)} s after it "
-            "was drawn, before it could be seen (a key pressed twice?); judge it now."
+            "was drawn, before it could be seen (a key pressed twice, or meant for the card before?); judge it now."
         )
-        return refused + (f" Recorded {last['verdict']} for {last['sample_id']} before it." if last else "")
+        if not last:
+            return refused
+        before = f" Recorded {last['verdict']} for {last['sample_id']} before it"
+        return refused + before + ("; press U to change that." if undoable else ".")
+    if undone and undone["run"] == run_name and undone.get("kept"):
+        return withdraw_refused_note(undone["sample_id"])
     if undone and undone["run"] == run_name:
         taken = f"Took back {undone['verdict']} for {undone['sample_id']}."
         if undone.get("still"):
@@ -489,7 +501,10 @@ def own_verdict_help(reviewer: str, leads_env: str | None = None) -> str:
     """The tooltip of a reviewer's own (filled) verdict button: whether clicking it takes the verdict back."""
     if is_lead(reviewer, leads_env):
         return "Your verdict. Click again to take it back."
-    return "Your verdict. Your first verdict on a sample stands under the lead list; a lead can decide otherwise."
+    return (
+        "Your verdict. Click again to take it back, until another reviewer has judged this sample: then your "
+        "first verdict stands under the lead list, and a lead can decide otherwise."
+    )
 
 
 def changed_since_note(sample_id: str, shown: str, now: str) -> str:
@@ -502,8 +517,12 @@ def changed_since_note(sample_id: str, shown: str, now: str) -> str:
 
 
 def withdraw_refused_note(sample_id: str) -> str:
-    """Said when a non-lead under a lead list clicks their own verdict again: it cannot be taken back."""
-    return f"Your verdict on {sample_id} stays: {STANDS}; a lead can decide otherwise on Reconcile."
+    """Said when a non-lead under a lead list takes back their first verdict on a sample someone else has
+    judged since (``VerdictStands``): it may not be blind any more."""
+    return (
+        f"Your verdict on {sample_id} stays: {STANDS}, and another reviewer has judged this sample too. "
+        "A lead can decide otherwise on Reconcile."
+    )
 
 
 def standing_note_many(count: int, given: str) -> str:

@@ -16,7 +16,7 @@ import streamlit as st
 from PIL import Image
 
 from clipmem_core import Run
-from clipmem_core.review import VERDICT_LABELS, VERDICTS, is_lead
+from clipmem_core.review import VERDICT_LABELS, VERDICTS, VerdictStands, is_lead
 from clipmem_core.review.decisions import OWN_PENDING, RESOLVED, TIED, badge_text, standing_verdict
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
@@ -181,13 +181,16 @@ def quiet_key_button(
 def withdraw_verdict(run_name: str, sample_id: str, reviewer_name: str, shown: str) -> None:
     """A reviewer's own (filled) verdict button clicked again takes the verdict back, as a filled star is
     cleared: it used to record the same verdict once more, and a verdict given on the wrong card could only
-    be changed, never cleared. Not under a lead list for a non-lead, whose first verdict stands there; and
-    not a verdict other than the one the button showed (given since in another tab)."""
-    if not is_lead(reviewer_name):
+    be changed, never cleared. Not a non-lead's first verdict under a lead list once someone else has judged
+    the sample (``VerdictStands``); and not a verdict other than the one the button showed (given since in
+    another tab)."""
+    store = resources.store()
+    try:
+        taken = store.withdraw_verdicts(run_name, sample_id, reviewer_name, shown=shown)
+    except VerdictStands:
         st.toast(md(withdraw_refused_note(sample_id)), icon=":material/gavel:")
         return
-    store = resources.store()
-    if store.withdraw_verdicts(run_name, sample_id, reviewer_name, shown=shown):
+    if taken:
         st.toast(md(f"Your verdict {shown} on {sample_id} is taken back."), icon=":material/undo:")
         return
     now = store.latest_verdicts(run_name, reviewer=reviewer_name).get(sample_id)

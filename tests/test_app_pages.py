@@ -423,7 +423,7 @@ def test_a_non_leads_change_of_mind_is_kept_and_the_page_says_the_first_verdict_
     assert not at.toast and at.button(key=f"gallery:{sample}:unsure").proto.type == "primary"
 
 
-def test_clicking_ones_own_filled_verdict_again_takes_it_back_but_not_a_standing_first_one(cache_root, monkeypatch):
+def test_ones_own_filled_verdict_clicked_again_is_taken_back_but_not_a_first_one_others_judged(cache_root, monkeypatch):
     """A verdict given on the wrong card could be changed, never cleared: the filled button recorded it again."""
     run = load_run(cache_root / "demo")
     sample = run.scores["sample_id"].iat[int(sort_orders(run.scores)["combined"][1])]
@@ -438,12 +438,17 @@ def test_clicking_ones_own_filled_verdict_again_takes_it_back_but_not_a_standing
     assert store.verdicts("demo", reviewer="fay").empty  # both, or the earlier "unsure" would count again
     assert all(at.button(key=f"gallery:{sample}:{v}").proto.type == "secondary" for v in VERDICTS)
     assert store.audit_log("demo")["action"].tolist()[-2:] == ["verdict.withdraw", "verdict.withdraw"]
-    monkeypatch.setenv("CLIPMEM_LEADS", "lead")  # a non-lead's first verdict stands: it cannot be taken back
+    monkeypatch.setenv("CLIPMEM_LEADS", "lead")  # a non-lead's first verdict, while nobody else has judged it
     at.button(key=f"gallery:{sample}:mis-captioned").click().run()
+    at.button(key=f"gallery:{sample}:mis-captioned").click().run()
+    assert [_plain(t.value) for t in at.toast] == [f"Your verdict mis-captioned on {sample} is taken back."]
+    at.button(key=f"gallery:{sample}:mis-captioned").click().run()
+    store.add_verdict("demo", sample, "gus", "correct")  # now someone else has: hers may not be blind any more
+    at.run()
     at.button(key=f"gallery:{sample}:mis-captioned").click().run()
     assert [_plain(t.value) for t in at.toast] == [
-        f"Your verdict on {sample} stays: with a lead list, each reviewer's first (blind) verdict stands; a lead "
-        "can decide otherwise on Reconcile."
+        f"Your verdict on {sample} stays: with a lead list, each reviewer's first (blind) verdict stands, and "
+        "another reviewer has judged this sample too. A lead can decide otherwise on Reconcile."
     ]
     assert store.latest_verdicts("demo", reviewer="fay") == {sample: "mis-captioned"}
     assert len(store.verdicts("demo", reviewer="fay")) == 1  # and not recorded once more
@@ -745,14 +750,39 @@ def test_a_map_selection_survives_a_colour_change_and_bulk_flagging_asks_first_a
     at.main.selectbox(key="map_colour").set_value("verdict").run()
     assert any("2 samples selected" in m.value for m in at.markdown)  # still selected after the colour change
     assert json.loads(at.get("bidi_component")[0].proto.json)["selected"] == [3, 8]  # and drawn as selected
+    store = open_store(cache_root)
+    samples = load_run(cache_root / "demo").scores["sample_id"]
+    store.add_verdict("demo", samples.iat[8], "ann", "correct")  # her own, which the flag replaces
     flag = next(b for b in at.main.button if b.label == "Flag 2 as mis-captioned…")
     flag.click().run()
-    store = open_store(cache_root)
-    assert store.verdicts("demo").empty  # nothing yet: a dialog asks first
+    assert len(store.verdicts("demo")) == 1  # nothing yet: a dialog asks first, and says what it replaces
+    assert [w.value for w in at.warning] == [
+        "You have judged 1 of them otherwise before (correct on 1). Flagging replaces those verdicts; the undo "
+        "brings them back."
+    ]
     next(b for b in at.button if b.label == "Flag them").click().run()
-    assert len(store.verdicts("demo")) == 2
+    assert len(store.verdicts("demo")) == 3
     next(b for b in at.main.button if b.label.startswith("Undo: take back these 2")).click().run()
-    assert store.verdicts("demo").empty
+    assert store.latest_verdicts("demo") == {samples.iat[8]: "correct"}
+
+
+def test_a_bulk_flags_undo_keeps_first_verdicts_that_others_have_judged_since(cache_root, monkeypatch):
+    """Under a lead list the map's undo erased a non-lead's first verdicts after another reviewer had judged
+    one of the samples, and the reviewer could vote again on it."""
+    monkeypatch.setenv("CLIPMEM_LEADS", "lead")
+    at = _app(reviewer="bob", flag_mode="true")
+    at.session_state[emap.SELECTED] = [3, 8]
+    _open(at, navigation.EMBEDDING_MAP.path)
+    next(b for b in at.main.button if b.label == "Flag 2 as mis-captioned…").click().run()
+    next(b for b in at.button if b.label == "Flag them").click().run()
+    store, samples = open_store(cache_root), load_run(cache_root / "demo").scores["sample_id"]
+    store.add_verdict("demo", samples.iat[3], "ann", "correct")
+    next(b for b in at.main.button if b.label.startswith("Undo: take back these 2")).click().run()
+    assert store.latest_verdicts("demo", reviewer="bob") == {samples.iat[3]: "mis-captioned"}
+    assert [w.value for w in at.warning] == [
+        f"Your verdict on {samples.iat[3]} stays: with a lead list, each reviewer's first (blind) verdict stands "
+        "once another reviewer has judged the sample. The others are taken back."
+    ]
 
 
 def test_a_large_map_selection_previews_its_most_likely_mis_captioned_and_says_so(cache_root):

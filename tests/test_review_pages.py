@@ -705,7 +705,7 @@ def test_a_press_that_reaches_a_card_before_it_could_be_seen_is_refused_and_said
     line = review.recorded_line(session, "run1")
     assert line.startswith(f"Not recorded: a key reached s04 {review.MIN_LOOK_S / 3:.2f} s after it was drawn")
     assert "judge it now" in line
-    assert line.endswith("Recorded correct for s03 before it.")  # the press before it did count
+    assert line.endswith("Recorded correct for s03 before it; press U to change that.")  # that press counted
     review.record(session, store, "run1", "s04", "ann", "mis-captioned", None, now=100.6 + review.MIN_LOOK_S + 0.1)
     assert store.verdicts("run1", ["s04"])["verdict"].tolist() == ["mis-captioned"]
     assert review.recorded_line(session, "run1").startswith("Recorded mis-captioned for s04.")
@@ -715,8 +715,10 @@ def test_a_press_that_reaches_a_card_before_it_could_be_seen_is_refused_and_said
     assert not review.recorded_line(session, "run1").startswith("Not recorded")
     review.record({}, store, "run1", "s05", "ann", "correct", None)  # a session that drew no card: not guessed
     assert store.verdicts("run1", ["s05"])["verdict"].tolist() == ["correct"]
-    review.card_drawn(session, "s06", now=300.0)  # another key this soon is no double press: it counts
+    review.card_drawn(session, "s06", now=300.0)  # another key this soon, meant to correct the card before
     review.record(session, store, "run1", "s06", "ann", "correct", None, now=300.1)
+    assert store.verdicts("run1", ["s06"]).empty and review.recorded_line(session, "run1").startswith("Not recorded")
+    review.record(session, store, "run1", "s06", "ann", "correct", None, now=300.0 + review.MIN_LOOK_S + 0.1)
     assert store.verdicts("run1", ["s06"])["verdict"].tolist() == ["correct"]
 
 
@@ -735,6 +737,26 @@ def test_an_undo_says_when_a_verdict_from_another_tab_still_counts(run_dir):
     review.record(alone, store, "run1", "s06", "ann", "unsure", None)
     review.undo(alone, store, "ann")
     assert review.recorded_line(alone, "run1") == "Took back unsure for s06."
+
+
+def test_undo_keeps_a_non_leads_first_verdict_once_another_reviewer_has_judged_the_sample(run_dir, monkeypatch):
+    """Under a lead list, U erased bob's blind verdict after his own verdict had shown him ann's, and he voted
+    again: the agreement figures counted the second vote."""
+    monkeypatch.setenv("CLIPMEM_LEADS", "cy")
+    store = _disagreements(run_dir)
+    session: dict = {}
+    review.record(session, store, "run1", "s07", "bob", "mis-captioned", None, now=50.0)
+    store.add_verdict("run1", "s07", "ann", "correct")
+    review.undo(session, store, "bob")
+    assert store.verdicts("run1", ["s07"], reviewer="bob")["verdict"].tolist() == ["mis-captioned"]
+    assert review.recorded_line(session, "run1") == (
+        "Your verdict on s07 stays: with a lead list, each reviewer's first (blind) verdict stands, and another "
+        "reviewer has judged this sample too. A lead can decide otherwise on Reconcile."
+    )
+    assert session[review.PACE] == [50.0] and review.CURRENT not in session  # it counts, and the card moved on
+    review.record(session, store, "run1", "s08", "bob", "correct", None)
+    review.undo(session, store, "bob")  # nobody else has judged s08: a slip, taken back
+    assert store.verdicts("run1", ["s08"], reviewer="bob").empty
 
 
 def test_a_key_pressed_twice_before_the_next_card_arrives_counts_once(run_dir):

@@ -2,7 +2,7 @@
 
 from .agreement import agreement_report, majority_verdicts
 from .roles import LEADS_ENV, is_lead, require_lead
-from .store import ReviewStore, check_reviewer, open_store
+from .store import ReviewStore, VerdictStands, check_reviewer, open_store
 from .verdicts import VERDICT_LABELS, VERDICTS, normalise_verdict
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "VERDICTS",
     "VERDICT_LABELS",
     "ReviewStore",
+    "VerdictStands",
     "agreement_report",
     "check_reviewer",
     "is_lead",

@@ -54,7 +54,7 @@ from ..data import MAX_ID_LENGTH
 from ..errors import ClipmemError
 from .agreement import disagreements as find_disagreements
 from .decisions import counted_verdicts
-from .roles import require_lead
+from .roles import is_lead, require_lead
 from .verdicts import VERDICTS, normalise_verdict
 
 DB_URL_ENV = "CLIPMEM_DB_URL"
@@ -76,6 +76,18 @@ VERDICT_COLUMNS = [
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class VerdictStands(ClipmemError):
+    """A non-lead's first verdict under a lead list, which may no longer be taken back: someone else has
+    judged the sample, and the reviewer may have seen it (their own verdict lifts blind mode)."""
+
+    def __init__(self, sample_id: str, verdict: str) -> None:
+        self.sample_id, self.verdict = sample_id, verdict
+        super().__init__(
+            f"your first verdict on {sample_id}, {verdict}, stays: with a lead list, each reviewer's first (blind) "
+            "verdict stands once another reviewer has judged the sample; a lead can decide otherwise on Reconcile"
+        )
 
 
 class Base(DeclarativeBase):
@@ -534,11 +546,13 @@ class ReviewStore:
         with self._transaction(write=True) as conn:
             return self._insert_verdict(conn, run, record)
 
-    def undo_verdict(self, run: str, verdict_id: int, reviewer: str) -> bool:
+    def undo_verdict(self, run: str, verdict_id: int, reviewer: str, leads_env: str | None = None) -> bool:
         """Take back a verdict just given by mistake: remove it, keeping a copy in the audit log.
 
-        Only the reviewer who gave it may; returns whether a verdict was removed. The dashboard offers it
-        right after the click, before the reviewer has seen anyone else's verdict on the sample.
+        Only the reviewer who gave it may; returns whether a verdict was removed. Under a lead list a
+        non-lead's first verdict on a sample stands once anyone else has judged that sample
+        (``VerdictStands``): their own verdict unblinds them, and an undo then let them vote again after
+        seeing the disagreement.
         """
         reviewer = _check_name(reviewer)
         with self._transaction(write=True) as conn:
@@ -548,17 +562,23 @@ class ReviewStore:
             ).first()
             if found is None:
                 return False
+            if self._first_verdict_seen(conn, run, found.sample_id, reviewer, leads_env, verdict_id=found.id):
+                raise VerdictStands(found.sample_id, found.verdict)
             conn.execute(delete(Verdict).where(Verdict.id == int(verdict_id)))
             detail = {k: v for k, v in zip(VERDICT_COLUMNS, found) if k not in ("run", "sample_id", "reviewer")}
             self._audit(conn, reviewer, "verdict.undo", run, found.sample_id, **detail)
         return True
 
-    def withdraw_verdicts(self, run: str, sample_id: str, reviewer: str, shown: str | None = None) -> int:
+    def withdraw_verdicts(
+        self, run: str, sample_id: str, reviewer: str, shown: str | None = None, leads_env: str | None = None
+    ) -> int:
         """Take back every verdict ``reviewer`` gave on a sample, so that the sample is theirs to judge again
         (a card's filled verdict button, clicked again); a copy of each stays in the audit log. All of them,
         not the last: an earlier one would count again in its place. With ``shown`` (the verdict the button
         showed), nothing is taken back unless it is still the reviewer's latest: a tab drawn before another tab
-        changed the verdict took back the newer one. Returns how many were removed."""
+        changed the verdict took back the newer one. Under a lead list a non-lead's first verdict stands once
+        anyone else has judged the sample (``VerdictStands``, as for ``undo_verdict``). Returns how many were
+        removed."""
         reviewer = _check_name(reviewer)
         with self._transaction(write=True) as conn:
             columns = [getattr(Verdict, c) for c in VERDICT_COLUMNS]
@@ -566,12 +586,41 @@ class ReviewStore:
             found = conn.execute(select(*columns).where(*where).order_by(Verdict.created_at, Verdict.id)).all()
             if found and shown is not None and found[-1].verdict != shown:
                 return 0
+            if found and self._first_verdict_seen(conn, run, str(sample_id), reviewer, leads_env):
+                raise VerdictStands(str(sample_id), found[0].verdict)
             if found:
                 conn.execute(delete(Verdict).where(Verdict.id.in_([row.id for row in found])))
             for row in found:
                 detail = {k: v for k, v in zip(VERDICT_COLUMNS, row) if k not in ("run", "sample_id", "reviewer")}
                 self._audit(conn, reviewer, "verdict.withdraw", run, row.sample_id, **detail)
         return len(found)
+
+    @staticmethod
+    def _first_verdict_seen(
+        conn: Connection,
+        run: str,
+        sample_id: str,
+        reviewer: str,
+        leads_env: str | None,
+        verdict_id: int | None = None,
+    ) -> bool:
+        """Whether taking back ``reviewer``'s verdicts on the sample (only ``verdict_id``, if given) would
+        remove a first, blind verdict that may no longer be blind: a non-lead under a lead list, whose first
+        verdict it is, on a sample someone else has judged too."""
+        if is_lead(reviewer, leads_env):
+            return False
+        first = conn.execute(
+            select(Verdict.id)
+            .where(Verdict.run == run, Verdict.sample_id == sample_id, Verdict.reviewer == reviewer)
+            .order_by(Verdict.created_at, Verdict.id)
+            .limit(1)
+        ).scalar()
+        if verdict_id is not None and first != verdict_id:
+            return False  # a later verdict: it never counted, so taking it back changes nothing
+        others = select(Verdict.id).where(
+            Verdict.run == run, Verdict.sample_id == sample_id, Verdict.reviewer != reviewer
+        )
+        return conn.execute(others.limit(1)).first() is not None
 
     def add_verdicts(self, run: str, records: Iterable[dict]) -> int:
         """Record many verdicts in one transaction: all of them or, on any bad record, none.

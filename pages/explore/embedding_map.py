@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from clipmem_core.formatting import fmt_count
+from clipmem_core.review import VerdictStands, is_lead
 from clipmem_core.review.decisions import decided
 from clipmem_core.review.verdicts import MISCAPTIONED
 from clipmem_core.scores import column_label
@@ -74,6 +75,10 @@ def confirm_bulk_flag(sample_ids: list[str], reviewer: str) -> None:
     """Hundreds of verdicts in one click: say how many and under whose name, and ask first."""
     st.write(f"Record **mis-captioned** for {fmt_count(len(sample_ids), 'sample')} under your name, {ui.md(reviewer)}?")
     st.caption("Each becomes your verdict on that sample. You can undo the whole batch right after.")
+    own = resources.store().latest_verdicts(run.name, reviewer=reviewer)
+    replaced = emap.bulk_flag_note(sample_ids, own, first_stands=not is_lead(reviewer))
+    if replaced:
+        st.warning(replaced)
     yes, no = st.columns(2)
     if yes.button("Flag them", type="primary", width="stretch", on_click=_bulk_flag, args=(sample_ids, reviewer)):
         st.rerun()
@@ -114,10 +119,24 @@ def selection_panel(chosen: np.ndarray) -> None:
     if bulk:
         st.success(f"Flagged {fmt_count(len(bulk['ids']), 'sample')} as mis-captioned.")
         if st.button(f"Undo: take back these {len(bulk['ids']):,} verdicts"):
-            store = resources.store()
-            for verdict_id in ss.pop(emap.BULK_UNDO)["ids"]:
-                store.undo_verdict(run.name, verdict_id, bulk["by"])
+            ss.pop(emap.BULK_UNDO)
+            ss[emap.BULK_KEPT] = _take_back(bulk["ids"], bulk["by"])
             st.rerun()
+    kept = ss.pop(emap.BULK_KEPT, None)
+    if kept:
+        st.warning(emap.bulk_kept_note(kept))
+
+
+def _take_back(verdict_ids: list[int], reviewer: str) -> list[str]:
+    """Undo a bulk flag; returns the samples whose verdict stays (a non-lead's first one that another reviewer
+    has judged since: ``VerdictStands``). The undo erased those too, and let the reviewer vote again."""
+    store, kept = resources.store(), []
+    for verdict_id in verdict_ids:
+        try:
+            store.undo_verdict(run.name, verdict_id, reviewer)
+        except VerdictStands as stands:
+            kept.append(stands.sample_id)
+    return kept
 
 
 chosen = selected[np.isin(selected, rows)] if selected.size else selected
