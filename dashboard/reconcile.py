@@ -28,6 +28,7 @@ WHOLE_RUN = None  # the scope that is not a session
 SKIPPED = "reconcile_skipped"
 LAST = "reconcile_last"  # the resolution just made: {"run", "sample_id", "verdict", "id"}, for its undo
 BACK = "reconcile_back"  # the sample an undo reopened: it is the one at hand again
+IN_BOX = "reconcile_in_box"  # the sample whose caption box the last run drew
 KEYS = {MISCAPTIONED: "1", CORRECT: "2", UNSURE: "3", "skip": "S", "undo": "U"}
 CAPTION_LABEL = "Caption to accept if mis-captioned"
 
@@ -196,6 +197,17 @@ def default_caption(item: pd.Series) -> str:
     """The caption a lead accepted already, else the first reviewer suggestion: a resolved sample shown
     again offered the suggestion, and one key press put it in place of the accepted caption."""
     return _accepted_caption(item) or (item["suggestions"][0] if item["suggestions"] else "")
+
+
+def fill_caption_box(state: MutableMapping[str, Any], item: pd.Series | None) -> None:
+    """Before the caption box is drawn: a sample that comes to hand (it was not in the box on the run
+    before) gets its box filled afresh with ``default_caption``. The value a session held from an earlier
+    visit was not sent to the browser again, whose new box showed nothing: a resolved sample shown again
+    read empty, and one key re-resolved it without its accepted caption."""
+    sample_id = None if item is None else item["sample_id"]
+    if sample_id is not None and state.get(IN_BOX) != sample_id:
+        state[caption_key(sample_id)] = default_caption(item)
+    state[IN_BOX] = sample_id
 
 
 @one_press_at_a_time  # two quick presses may call back in two threads at once

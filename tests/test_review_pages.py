@@ -590,6 +590,24 @@ def test_sessions_and_the_blind_mode_rule(run_dir, monkeypatch):
     assert review.blind_mode_locked("ann") and not review.blind_mode_locked("cy")
 
 
+def test_a_sample_that_comes_back_to_hand_has_its_caption_box_filled_afresh(run_dir):
+    """A resolved sample shown again kept the value of its first visit in the session, which the browser's
+    new box never received: the box read empty (chromium), and one key re-resolved it without its caption."""
+    store = _disagreements(run_dir)
+    session: dict = {reconcile.caption_key("s00"): "a blue square"}  # typed on its first visit
+    reconcile.settle(session, store, "run1", "s00", "mis-captioned", "lead")
+    reconcile.fill_caption_box(session, None)  # "No open disagreements": no box drawn
+    resolved = reconcile.disagreements(store, "run1", None, show_resolved=True).set_index("sample_id")
+    item = resolved.loc["s00"].copy()
+    item["sample_id"] = "s00"
+    session[reconcile.caption_key("s00")] = "stale"  # what the session still held
+    reconcile.fill_caption_box(session, item)
+    assert session[reconcile.caption_key("s00")] == "a blue square"  # set again, so the browser shows it
+    session[reconcile.caption_key("s00")] = "a blue square, edited"  # typed while it stays at hand
+    reconcile.fill_caption_box(session, item)
+    assert session[reconcile.caption_key("s00")] == "a blue square, edited"
+
+
 def test_reconcile_logic_refuses_non_leads_and_settles_with_the_typed_caption(run_dir, monkeypatch):
     store = _disagreements(run_dir)
     assert reconcile.refusal("ann") is None

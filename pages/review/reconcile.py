@@ -101,6 +101,7 @@ def settled_section(at_hand: str | None = None) -> None:
         )
 
 
+reconcile.fill_caption_box(ss, item)
 if item is None:
     st.info("No open disagreements.")
     settled_section()
@@ -133,7 +134,6 @@ with st.container(border=True):
         resolution = reconcile.resolution_note(item)
         if resolution:
             st.caption(md(resolution))
-        ss.setdefault(reconcile.caption_key(sample_id), reconcile.default_caption(item))
         st.text_input(
             reconcile.CAPTION_LABEL,
             key=reconcile.caption_key(sample_id),
