@@ -119,6 +119,13 @@ def test_majority_percent_agreement_and_ties():
     assert list(disagreements(current, pd.DataFrame())["sample_id"]) == ["a", "b"]
 
 
+def test_a_disagreement_offers_only_the_suggestions_given_with_a_mis_captioned_verdict():
+    """A suggestion left on a "correct" verdict was offered on Reconcile as the caption to accept."""
+    current = frame([("a", "ann", "mis-captioned"), ("a", "bob", "correct"), ("a", "cy", "mis-captioned")])
+    current["suggested_caption"] = ["a red kite", "a hand saw", ""]
+    assert disagreements(current, pd.DataFrame())["suggestions"].tolist() == [["a red kite"]]
+
+
 def test_report_is_json_ready_with_no_shared_samples():
     report = agreement_report(frame([("a", "ann", "correct"), ("b", "bob", "unsure")]))
     assert report["percent_agreement"] is None and report["fleiss"]["kappa"] is None

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..formatting import json_safe
-from .verdicts import VERDICTS
+from .verdicts import MISCAPTIONED, VERDICTS
 
 
 def _plurality(votes: list[str]) -> str | None:
@@ -140,6 +140,13 @@ def agreement_report(current: pd.DataFrame) -> dict:
     )
 
 
+def suggestion_rows(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The verdicts that carry a caption to offer: mis-captioned ones with a suggestion. A suggestion left on
+    a "correct" verdict (typed, then the reviewer changed their mind) was offered on Reconcile as the caption
+    to accept, one key from replacing a caption its reviewer had called right. The export reads the same."""
+    return verdicts[(verdicts["verdict"] == MISCAPTIONED) & verdicts["suggested_caption"].fillna("").astype(bool)]
+
+
 def disagreements(current: pd.DataFrame, resolutions: pd.DataFrame) -> pd.DataFrame:
     """Samples judged by two or more reviewers who do not all agree, with votes, suggestions and resolution."""
     columns = ["sample_id", "votes", "majority", "suggestions", "resolved_verdict", "resolved_by", "resolved_caption"]
@@ -154,7 +161,7 @@ def disagreements(current: pd.DataFrame, resolutions: pd.DataFrame) -> pd.DataFr
                 "sample_id": sample_id,
                 "votes": dict(zip(group["reviewer"], group["verdict"])),
                 "majority": _plurality(list(group["verdict"])),
-                "suggestions": [s for s in group["suggested_caption"].dropna() if s],
+                "suggestions": suggestion_rows(group)["suggested_caption"].tolist(),
                 "resolved_verdict": None if res is None else res["verdict"],
                 "resolved_by": None if res is None else res["resolved_by"],
                 "resolved_caption": None if res is None else res["caption"],

@@ -34,6 +34,7 @@ from ..cache import GROUND_TRUTH, Run
 from ..data import CAPTIONS_COLUMN, CLASS_COLUMN, ID_COLUMN
 from ..errors import ClipmemError
 from ..formatting import fmt_count
+from .agreement import suggestion_rows
 from .decisions import RESOLVED, decisions, unresolved_disagreements
 from .store import ReviewStore
 from .verdicts import MISCAPTIONED
@@ -103,9 +104,8 @@ def write_table(
 
 def _accepted_suggestions(current: pd.DataFrame) -> dict[str, str]:
     """sample_id -> the most common suggestion of reviewers who said mis-captioned (ties: latest)."""
-    said_wrong = current[(current["verdict"] == MISCAPTIONED) & current["suggested_caption"].notna()]
     accepted = {}
-    for sample_id, group in said_wrong.sort_values("id").groupby("sample_id"):
+    for sample_id, group in suggestion_rows(current).sort_values("id").groupby("sample_id"):
         counts = group["suggested_caption"].value_counts(sort=False)
         last_seen = {caption: i for i, caption in enumerate(group["suggested_caption"])}
         accepted[sample_id] = max(counts.index, key=lambda c: (counts[c], last_seen[c]))
