@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Iterable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import streamlit as st
@@ -245,13 +245,6 @@ def tidy_name(state: MutableMapping[str, Any]) -> None:
     keys."""
     state[REVIEWER_KEY] = str(state.get(REVIEWER_KEY) or "").strip()
     state[_JUST_ENTERED] = REVIEWER_LABEL if state[REVIEWER_KEY] else None
-
-
-def namesake(name: str, known: Iterable[str]) -> str | None:
-    """A reviewer already known under the same name in other capitals ("bob" for "Bob"), if any: names are
-    exact, so the two count as two reviewers, which a team rarely means."""
-    folded = name.strip().casefold()
-    return next((other for other in known if other != name.strip() and other.casefold() == folded), None)
 
 
 def _accept(label: str) -> None:

@@ -14,6 +14,7 @@ from clipmem_core import ClipmemError, list_runs
 from clipmem_core.cache import RunInfo
 from clipmem_core.formatting import fmt_count
 from clipmem_core.review.roles import leads
+from clipmem_core.review.store import namesake
 from clipmem_core.splits import split_order
 
 from . import auth, resources, state
@@ -156,7 +157,7 @@ def _namesake_note(name: str) -> None:
     if not name.strip():
         return
     try:
-        other = auth.namesake(name, resources.store().reviewer_names())
+        other = namesake(name, resources.store().reviewer_names())
     except ClipmemError:  # no review database: the pages that need one say why
         return
     if other:

@@ -89,6 +89,17 @@ def test_a_second_session_of_the_same_name_is_refused_and_assigns_nothing(store)
     store.create_session("other run", "monday", ["a"], ["ann"], 1, "lead")  # another run's session may share it
 
 
+def test_a_session_refuses_reviewers_who_differ_only_in_capitals(store):
+    """The reviewers " ann, bob, Bob" made "Bob" a second reviewer with a batch of his own, which real bob never saw."""
+    with pytest.raises(ClipmemError, match="reviewer “Bob” differs from “bob” only in capitals"):
+        store.create_session("r", "s", ["a", "b"], ["ann", "bob", "Bob"], 1, "lead")
+    store.add_verdict("r", "a", "cy", "correct")
+    with pytest.raises(ClipmemError, match="reviewer “CY” differs from “cy” only in capitals"):
+        store.create_session("r", "s", ["a", "b"], ["ann", "CY"], 1, "lead")
+    assert store.sessions("r").empty
+    store.create_session("r", "s", ["a", "b"], ["ann", "cy"], 1, "lead")
+
+
 def test_unknown_session_is_a_clear_error(store):
     with pytest.raises(ClipmemError, match="no review session 99"):
         store.queue(99, "ann")

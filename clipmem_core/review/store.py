@@ -220,6 +220,25 @@ def check_reviewer(name: Any) -> str:
     return _check_name(name)
 
 
+def namesake(name: str, known: Iterable[str]) -> str | None:
+    """A reviewer already known under the same name in other capitals ("bob" for "Bob"), if any: names are
+    exact, so the two count as two reviewers, which a team rarely means."""
+    folded = name.strip().casefold()
+    return next((other for other in known if other != name.strip() and other.casefold() == folded), None)
+
+
+def _check_namesakes(reviewers: list[str], known: Iterable[str]) -> None:
+    """Refuse a session's reviewers that differ from each other, or from a known reviewer, only in capitals:
+    " ann, bob, Bob" made "Bob" a second reviewer with his own batch, whose samples real bob never saw."""
+    for index, name in enumerate(reviewers):
+        other = namesake(name, reviewers[:index]) or namesake(name, known)
+        if other:
+            raise ClipmemError(
+                f"reviewer “{name}” differs from “{other}” only in capitals: names are exact, so these would be two "
+                "reviewers with a batch each; write one of them"
+            )
+
+
 def _check_run(run: Any) -> str:
     return _check_name(run, "run", MAX_RUN)
 
@@ -659,6 +678,7 @@ class ReviewStore:
             raise ClipmemError("a review session needs at least one reviewer")
         if not 1 <= int(overlap) <= len(reviewers):
             raise ClipmemError(f"overlap must be between 1 and the number of reviewers ({len(reviewers)})")
+        _check_namesakes(reviewers, self.reviewer_names())
         with self._transaction(write=True) as conn:
             same_name = select(ReviewSession.id).where(ReviewSession.run == run, ReviewSession.name == name)
             taken = conn.execute(same_name).scalar()
