@@ -48,6 +48,7 @@ def test_import_export_and_agreement(run_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Cohen's kappa ann / bob" in printed
     assert "(on 6 samples judged by 2 reviewers; 0 judged by one, not counted)" in printed
+    assert "samples judged: 6 by 2 reviewers; 6 judged by two or more, 1 disagreement\n" in printed  # s01 alone
 
     out = tmp_path / "drop.parquet"
     assert (

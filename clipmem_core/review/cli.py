@@ -303,8 +303,8 @@ def _format_report(report: dict) -> str:
     num = fmt_number
     fleiss, share = report["fleiss"], report["percent_agreement"]
     lines = [
-        f"samples judged: {report['n_samples']} by {report['n_reviewers']} reviewers; "
-        f"{report['n_multiply_judged']} judged by two or more, {report['n_disagreements']} disagreements",
+        f"samples judged: {report['n_samples']} by {fmt_count(report['n_reviewers'], 'reviewer')}; "
+        f"{report['n_multiply_judged']} judged by two or more, {fmt_count(report['n_disagreements'], 'disagreement')}",
         f"percent agreement: {num(share, 1, percent=True)}",
         f"Fleiss' kappa: {num(fleiss['kappa'])} (on {fleiss['n_samples']} samples judged by "
         f"{_rater_range(fleiss)} reviewers; {fleiss['n_judged_once']} judged by one, not counted)",
