@@ -12,8 +12,9 @@
   label, not proof of identity: the access token keeps strangers out.
 - Leads: with a lead list (``CLIPMEM_LEADS``), a lead's name is accepted only with proof: their OIDC
   identity, or their own lead secret (``CLIPMEM_LEAD_SECRETS``, a JSON object name -> secret, or a
-  ``[lead_secrets]`` table in Streamlit's secrets), entered once per browser session. Typing a lead's
-  name alone opens nothing.
+  ``[lead_secrets]`` table in Streamlit's secrets), entered once per browser session, or once per
+  browser for 30 days when it is told to remember it (a cookie derived from the secret and the name,
+  ``remembered_lead``; "Forget my lead secret" or Lock clears it). Typing a lead's name alone opens nothing.
 - Blind mode (``blind``): on every page, a viewer who is not a verified lead sees only their own verdicts
   on samples they have not judged; with a lead list it cannot be lifted, without one it is a sidebar toggle.
 """
@@ -42,6 +43,9 @@ _ACCESS_KEY = "_clipmem_access"
 REMEMBER_COOKIE, REMEMBER_DAYS = "clipmem_access", 30
 _REMEMBER, _FORGOTTEN = "_clipmem_remember_cookie", "_clipmem_forgotten"  # the cookie to set; Lock was pressed
 _LEAD_KEY = "_clipmem_lead_proof"  # (name, hash of the secret entered) once a lead has proved who they are
+LEAD_COOKIE = "clipmem_lead"  # a browser told to remember a lead's proof: "<name as hex>.<HMAC of the secret>"
+_LEAD_REMEMBER, LEAD_REMEMBER_INPUT = "_clipmem_remember_lead", "_clipmem_remember_lead_input"
+_LEAD_FORGOTTEN = "_clipmem_lead_forgotten"  # "Forget my lead secret" or Lock: the lead cookie proves nothing
 REVIEWER_KEY = "reviewer"  # the sidebar's name field, and the link parameter that may name a reviewer
 NAME_COOKIE, NAME_DAYS = "clipmem_reviewer", 365  # the name this browser remembers (UTF-8, as hex)
 _KEPT_NAME = "_clipmem_kept_name"  # the name outside its widget: a page switch may drop a widget's value
@@ -119,16 +123,43 @@ def require_access() -> None:
                 st.session_state[_REMEMBER] = remembered_credential(token.strip())
             st.rerun()
         st.error("That access token is not right.")
-    if st.session_state.get(_FORGOTTEN):
-        browser.set_cookie(REMEMBER_COOKIE, "", 0)  # below the form: an element above it would push the form down
+    if st.session_state.get(_FORGOTTEN):  # below the form: an element above it would push the form down
+        browser.set_cookie(REMEMBER_COOKIE, "", 0)
+        browser.set_cookie(LEAD_COOKIE, "", 0)  # Lock forgets a lead's proof too (a shared computer)
     st.stop()
 
 
 def lock() -> None:
-    """Button callback: this session loses access and the browser forgets the token."""
+    """Button callback: this session loses access and the browser forgets the token, and a lead's proof."""
     st.session_state.pop(_ACCESS_KEY, None)
     st.session_state.pop(_REMEMBER, None)
     st.session_state[_FORGOTTEN] = True
+    forget_lead()
+
+
+def forget_lead() -> None:
+    """Button callback: this session and this browser forget the lead's proof (the secret is asked again)."""
+    st.session_state.pop(_LEAD_KEY, None)
+    st.session_state.pop(_LEAD_REMEMBER, None)
+    st.session_state[_LEAD_FORGOTTEN] = True
+
+
+def remember_lead() -> None:
+    """On every page (the sidebar): set the cookie of a lead who asked this browser to remember their proof,
+    or delete it once forgotten. On every run, as for the access token: a rerun can drop the element before
+    the browser has run it."""
+    remember = st.session_state.get(_LEAD_REMEMBER)
+    if remember and browser_cookie(LEAD_COOKIE) != remember:
+        browser.set_cookie(LEAD_COOKIE, remember, REMEMBER_DAYS * 86_400)
+    elif st.session_state.get(_LEAD_FORGOTTEN) and browser_cookie(LEAD_COOKIE):
+        browser.set_cookie(LEAD_COOKIE, "", 0)
+
+
+def proved_by_secret() -> bool:
+    """Whether the reviewer named in this session is a lead who proved it with a secret (not OIDC): the
+    sidebar then offers to forget it."""
+    proof = st.session_state.get(_LEAD_KEY)
+    return bool(proof) and not oidc_configured() and proof[0] == str(st.session_state.get(REVIEWER_KEY) or "").strip()
 
 
 def oidc_configured() -> bool:
@@ -161,10 +192,29 @@ def lead_secrets() -> dict[str, str]:
     return found
 
 
+def remembered_lead(name: str, secret: str) -> str:
+    """What a browser told to remember a lead's proof keeps in its cookie: the name, and a value derived from
+    the lead's secret and name, so the cookie does not reveal the secret, proves no other name, and a
+    changed secret makes every remembered browser ask again."""
+    proof = hmac.new(secret.encode(), f"clipmem: this browser proved lead {name}".encode(), hashlib.sha256)
+    return f"{name.encode('utf-8').hex()}.{proof.hexdigest()}"
+
+
 def _proved(name: str) -> bool:
+    """Whether this session has proved ``name``: its secret entered in this session, or a browser that was
+    told to remember it (its cookie then proves the session). Every reload, new tab and Inspect ↗ link asked
+    a lead for the secret again."""
     proof = st.session_state.get(_LEAD_KEY)
     secret = lead_secrets().get(name)
-    return bool(secret and proof and proof[0] == name and hmac.compare_digest(proof[1], _fingerprint(secret)))
+    if not secret:
+        return False
+    if proof and proof[0] == name and hmac.compare_digest(proof[1], _fingerprint(secret)):
+        return True
+    cookie = browser_cookie(LEAD_COOKIE) or ""
+    if st.session_state.get(_LEAD_FORGOTTEN) or not hmac.compare_digest(cookie, remembered_lead(name, secret)):
+        return False
+    st.session_state[_LEAD_KEY] = (name, _fingerprint(secret))
+    return True
 
 
 def needs_proof(name: str) -> bool:
@@ -262,6 +312,9 @@ def _prove(name: str) -> None:
     if secret and hmac.compare_digest(entered.encode(), secret.encode()):
         st.session_state[_LEAD_KEY] = (name, _fingerprint(secret))
         st.session_state[_JUST_ENTERED] = SECRET_LABEL
+        st.session_state.pop(_LEAD_FORGOTTEN, None)
+        if st.session_state.get(LEAD_REMEMBER_INPUT, True):
+            st.session_state[_LEAD_REMEMBER] = remembered_lead(name, secret)
     else:
         st.session_state["_clipmem_lead_refused"] = True
 
@@ -275,6 +328,13 @@ def _ask_secret(name: str) -> None:
         st.stop()
     st.info(f"{md(name)} is a lead: enter your lead secret to continue under that name.")
     st.text_input(SECRET_LABEL, type="password", key=SECRET_INPUT, on_change=_prove, args=(name,))
+    st.checkbox(
+        f"Remember this browser for {REMEMBER_DAYS} days",
+        value=True,
+        key=LEAD_REMEMBER_INPUT,
+        help="keeps a cookie derived from your secret, so reloads and new tabs do not ask again; "
+        "Forget my lead secret, in the sidebar, clears it (use it on a shared computer)",
+    )
     if st.session_state.pop("_clipmem_lead_refused", False):
         st.error("That lead secret is not right.")
     st.button("Confirm", key="_clipmem_lead_ok", on_click=_prove, args=(name,))

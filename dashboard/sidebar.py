@@ -136,6 +136,8 @@ def _who() -> None:
             args=(st.session_state,),
         )
         auth.remember_name(st.session_state)
+        with st.sidebar:
+            auth.remember_lead()
         typed = str(st.session_state.get(auth.REVIEWER_KEY) or "")
         problem = auth.name_problem(typed)
         if problem:
@@ -281,6 +283,15 @@ def render() -> None:
         st.stop()
     _who()
     _flag_mode()
+    if auth.proved_by_secret():
+        st.sidebar.button(
+            "Forget my lead secret",
+            key="_clipmem_forget_lead",
+            type="tertiary",
+            icon=":material/logout:",
+            on_click=auth.forget_lead,
+            help="ask for your lead secret again, and make this browser forget it",
+        )
     if auth.token_configured():
         st.sidebar.button(
             "Lock",

@@ -496,6 +496,44 @@ def test_typing_a_leads_name_opens_nothing_without_the_leads_secret(run_dir, mon
     assert open_store(run_dir.parent).resolutions("run1")["resolved_by"].tolist() == ["cy"]
 
 
+def test_a_lead_told_to_remember_this_browser_is_not_asked_again_until_forgotten(run_dir, monkeypatch):
+    """Every reload, new tab and Inspect ↗ link asked a lead for the secret again."""
+    _disagreements(run_dir)
+    monkeypatch.setenv("CLIPMEM_LEADS", "cy")
+    monkeypatch.setenv(auth.LEAD_SECRETS_ENV, '{"cy": "cy-secret", "dee": "dee-secret"}')
+    cookies: dict[str, str] = {}
+    monkeypatch.setattr(auth, "browser_cookie", cookies.get)
+    at = page(RECONCILE, run_dir, reviewer="cy")
+    at.text_input(key=auth.SECRET_INPUT).input("cy-secret")
+    at.button(key="_clipmem_lead_ok").click().run()  # "Remember this browser" is on
+    remembered = auth.remembered_lead("cy", "cy-secret")
+    scripts = _cookie_scripts(at, auth.LEAD_COOKIE)
+    assert len(scripts) == 1 and remembered in scripts[0] and "cy-secret" not in scripts[0]
+
+    cookies[auth.LEAD_COOKIE] = remembered  # a new tab sends it
+    tab = page(RECONCILE, run_dir, reviewer="cy")
+    assert "Lead secret" not in [t.label for t in tab.main.text_input] and "bob" in frames_text(tab)
+    assert not page(RECONCILE, run_dir, reviewer="dee").dataframe  # it proves cy, not another lead
+    cookies[auth.LEAD_COOKIE] = auth.remembered_lead("cy", "old-secret")  # a changed secret asks again
+    assert [t.label for t in page(RECONCILE, run_dir, reviewer="cy").main.text_input] == ["Lead secret"]
+
+    cookies[auth.LEAD_COOKIE] = remembered
+    tab.sidebar.button(key="_clipmem_forget_lead").click().run()  # on a shared computer
+    assert [t.label for t in tab.main.text_input] == ["Lead secret"] and not tab.dataframe
+    assert any("Max-Age=0" in script for script in _cookie_scripts(tab, auth.LEAD_COOKIE))
+
+    cookies.clear()
+    forgetful = page(RECONCILE, run_dir, reviewer="cy")
+    forgetful.checkbox(key=auth.LEAD_REMEMBER_INPUT).uncheck().run()
+    forgetful.text_input(key=auth.SECRET_INPUT).input("cy-secret")
+    forgetful.button(key="_clipmem_lead_ok").click().run()
+    assert "bob" in frames_text(forgetful) and not _cookie_scripts(forgetful, auth.LEAD_COOKIE)
+
+
+def _cookie_scripts(at, cookie: str) -> list[str]:
+    return [element.proto.body for element in at.get("html") if f"document.cookie = '{cookie}=" in element.proto.body]
+
+
 def test_a_lead_without_a_configured_secret_is_told_how_to_set_one(run_dir, monkeypatch):
     monkeypatch.setenv("CLIPMEM_LEADS", "cy")
     at = page(RECONCILE, run_dir, reviewer="cy")
