@@ -222,18 +222,26 @@ def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | N
             )
 
 
+STYLES_ANCHOR = "clipmem-own-verdict-styles"  # the empty element that keeps the styles in the page's flow
+
+
 def own_verdict_styles() -> None:
     """Fill a reviewer's own verdict button with its verdict's colour, once per page.
 
     Why: Streamlit has one colour for every primary button, the theme's red, so a card judged "Correct"
     looked as alarming as one judged "Mis-captioned". A button's key ends in its verdict
     (``gallery:<id>:correct``) and becomes a class, ``st-key-gallery-<id>-correct``; matching the class's
-    end, not any ``-correct`` in it, leaves a sample id that holds the word alone."""
+    end, not any ``-correct`` in it, leaves a sample id that holds the word alone.
+
+    The style goes with an empty anchor, and hides its own element: Streamlit sends an ``st.html`` of style
+    tags alone to the page's event container, beside the toasts, and the first toast there (a verdict taken
+    back) lost it until a reload, so every filled "Correct" turned the theme's red."""
     rules = []
     for verdict, fill in OWN_VERDICT_FILL.items():
         buttons = f'[class$="-{verdict}"] button[kind="primary"], [class*="-{verdict} "] button[kind="primary"]'
         rules.append(f"{buttons} {{ background-color: {fill}; border-color: {fill}; color: white; }}")
-    st.html("<style>" + "\n".join(rules) + "</style>")
+    rules.append(f'[data-testid="stElementContainer"]:has(#{STYLES_ANCHOR}) {{ display: none; }}')
+    st.html("<style>" + "\n".join(rules) + f'</style><span id="{STYLES_ANCHOR}"></span>')
 
 
 def inspect_link(run_name: str, sample_id: str, session: Any) -> str:

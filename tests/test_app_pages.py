@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from page_helpers import drawn_images
+from streamlit.elements.html import _html_only_style_tags
 from streamlit.testing.v1 import AppTest
 
 from clipmem_core import load_run
@@ -400,6 +401,8 @@ def test_an_own_correct_verdict_is_filled_green_not_the_themes_red(cache_root):
     assert '[class$="-correct"] button[kind="primary"], [class*="-correct "] button[kind="primary"]' in styles
     assert f"background-color: {green}; border-color: {green}" in styles
     assert "-mis-captioned" not in styles  # the theme's red stays mis-captioned's
+    # not style tags alone, which Streamlit sends to the event container, where the first toast lost them
+    assert f'<span id="{ui.STYLES_ANCHOR}"></span>' in styles and not _html_only_style_tags(styles)
 
 
 def test_a_non_leads_change_of_mind_is_kept_and_the_page_says_the_first_verdict_counts(cache_root, monkeypatch):
