@@ -146,6 +146,9 @@ def card_text(c: Card, extra: str | None = None, link: str | None = None) -> tup
         helps.append(decision[1])
     if badges:
         lines.append(" ".join(badges))
+    accepted = None if c.decision is None else c.decision.get("accepted_caption")
+    if accepted and not pd.isna(accepted):  # the card showed the old caption alone under "Mis-captioned · lead"
+        lines.append(f":small[Accepted in its place: “{md(shown_caption(str(accepted)))}”]")
     if link is not None:
         lines.append(f"[Inspect ↗]({link})")
         helps.append("Inspect ↗ opens the sample in the inspector, in a new tab")

@@ -24,12 +24,13 @@ from clipmem_core.index import NeighbourSearch
 from clipmem_core.learned import KEY as LEARNED_KEY
 from clipmem_core.learned import MIN_MISCAPTIONED, fit_learned_ranking
 from clipmem_core.review import VERDICTS, open_store
+from clipmem_core.review.decisions import decisions
 from clipmem_core.review.estimate import audit_order, ranking_order, run_estimate
 from clipmem_core.review.verdicts import CORRECT
 from clipmem_core.testing import fake_run
 from dashboard import auth, compute, navigation, overview, sidebar, state, ui
 from dashboard import embedding_map as emap
-from dashboard.gallery import DEFAULT_SORT, sort_orders
+from dashboard.gallery import DEFAULT_SORT, make_cards, sort_orders
 
 pytestmark = pytest.mark.pages  # Streamlit AppTest: `make test` and `make test-pages` run these
 
@@ -688,6 +689,19 @@ def test_the_inspector_shows_the_caption_a_lead_accepted(cache_root):
     store.resolve("demo", "s00005", "mis-captioned", "lead", caption="a *red* kite")
     at = _app(reviewer="ann", page=navigation.INSPECTOR.path, **{state.INSPECT: "s00005"})
     assert "Accepted by a lead in its place: “a *red* kite”" in [_plain(c.value) for c in at.caption]
+
+
+def test_a_gallery_card_shows_the_caption_a_lead_accepted(cache_root):
+    """A resolved card showed its old caption under "Mis-captioned · lead", and the fix nowhere."""
+    store = open_store(cache_root)
+    store.add_verdict("demo", "s00005", "ann", "mis-captioned")
+    store.resolve("demo", "s00005", "mis-captioned", "lead", caption="a *red* kite")
+    table = decisions(store.current_verdicts("demo"), store.resolutions("demo"), viewer="ann")
+    (card,) = make_cards(load_run(cache_root / "demo"), np.array([5]), table)
+    text, _ = ui.card_text(card)
+    assert _plain(text.splitlines()[-1]) == ":small[Accepted in its place: “a *red* kite”]"
+    (plain_card,) = make_cards(load_run(cache_root / "demo"), np.array([6]), table)
+    assert "Accepted" not in ui.card_text(plain_card)[0]
 
 
 def test_the_inspector_finds_an_id_typed_in_capitals_or_cut_short_and_says_so(cache_root):
