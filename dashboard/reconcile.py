@@ -28,6 +28,7 @@ WHOLE_RUN = None  # the scope that is not a session
 SKIPPED = "reconcile_skipped"
 LAST = "reconcile_last"  # the resolution just made: {"run", "sample_id", "verdict", "id"}, for its undo
 BACK = "reconcile_back"  # the sample an undo reopened: it is the one at hand again
+LATER = "later"  # the votes table's column of a reviewer's change of mind, which does not count
 IN_BOX = "reconcile_in_box"  # the sample whose caption box the last run drew
 KEYS = {MISCAPTIONED: "1", CORRECT: "2", UNSURE: "3", "skip": "S", "undo": "U"}
 CAPTION_LABEL = "Caption to accept if mis-captioned"
@@ -156,9 +157,20 @@ def skip(state: MutableMapping[str, Any], sample_id: str) -> None:
 
 
 def votes(store: ReviewStore, run_name: str, sample_id: str) -> pd.DataFrame:
-    """Every reviewer's counted verdict on the sample, with their suggested caption and note."""
+    """Every reviewer's counted verdict on the sample, with their suggested caption and note, and, where a
+    reviewer's latest verdict differs from the one that counts (a non-lead's first stands under a lead
+    list), that later one: the lead saw only the first, and could not weigh a reviewer's change of mind."""
     current = store.current_verdicts(run_name, [sample_id])
-    return current[["reviewer", "verdict", "suggested_caption", "note"]].fillna("").reset_index(drop=True)
+    table = current[["reviewer", "verdict", "suggested_caption", "note"]].fillna("").reset_index(drop=True)
+    history = store.verdicts(run_name, [sample_id])  # oldest first
+    latest = dict(zip(history["reviewer"], history["verdict"]))
+    later = [
+        "" if latest.get(reviewer, counted) == counted else latest[reviewer]
+        for reviewer, counted in zip(table["reviewer"], table["verdict"])
+    ]
+    if any(later):
+        table.insert(2, LATER, later)
+    return table
 
 
 def queue_table(items: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:

@@ -628,6 +628,20 @@ def test_sessions_and_the_blind_mode_rule(run_dir, monkeypatch):
     assert review.blind_mode_locked("ann") and not review.blind_mode_locked("cy")
 
 
+def test_the_votes_show_a_reviewers_later_verdict_that_does_not_count(run_dir, monkeypatch):
+    """Under a lead list the lead saw only a non-lead's first verdict, and not that they changed their mind."""
+    monkeypatch.setenv("CLIPMEM_LEADS", "cy")
+    store = _disagreements(run_dir)
+    assert reconcile.LATER not in reconcile.votes(store, "run1", "s00").columns  # nobody changed their mind
+    first = reconcile.votes(store, "run1", "s00").set_index("reviewer")["verdict"].to_dict()
+    changer = next(name for name in first if name != "cy")
+    other = next(v for v in ("mis-captioned", "correct") if v != first[changer])
+    store.add_verdict("run1", "s00", changer, other)
+    table = reconcile.votes(store, "run1", "s00").set_index("reviewer")
+    assert table.loc[changer, "verdict"] == first[changer] and table.loc[changer, reconcile.LATER] == other
+    assert (table.drop(changer)[reconcile.LATER] == "").all()
+
+
 def test_a_sample_that_comes_back_to_hand_has_its_caption_box_filled_afresh(run_dir):
     """A resolved sample shown again kept the value of its first visit in the session, which the browser's
     new box never received: the box read empty (chromium), and one key re-resolved it without its caption."""
