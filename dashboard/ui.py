@@ -114,6 +114,8 @@ def decision_badge(decision: pd.Series | None) -> tuple[str, str] | None:
         return None
     if decision["source"] == TIED:
         return _badge(text, "gray", ":material/balance:"), f"{text}: reviewers disagree; a lead decides"
+    if decision["source"] == OWN_PENDING:  # undecided, so not in a decided verdict's colour
+        return _badge(text, "gray", ":material/balance:"), f"{text}: {_BADGE_KINDS[OWN_PENDING][1]}"
     icon, why = _BADGE_KINDS.get(decision["source"], (":material/flag:", _BADGE_HELP))
     return _badge(text, BADGE_COLOURS[decision["verdict"]], icon), f"{text}: {why}"
 

@@ -522,6 +522,10 @@ def test_blind_mode_hides_others_badges_and_filter_hits_until_you_have_judged(ca
     open_store(cache_root).add_verdict("demo", sample, "ann", "correct")  # ann's own, blind verdict
     at.run()
     assert dict(zip(at.dataframe[0].value["field"], at.dataframe[0].value["value"]))["verdict"] == "Correct · tied"
+    store = open_store(cache_root)
+    tie = decisions(store.current_verdicts("demo"), store.resolutions("demo"), viewer="ann").loc[sample]
+    badge, words = ui.decision_badge(tie)  # undecided: grey, not the green of a decided "Correct"
+    assert badge.startswith(":gray-badge[:material/balance: Correct · tied") and "pending a lead" in words
 
 
 def test_flag_buttons_need_flag_mode_and_a_name_and_flag_mode_survives_a_reload(cache_root):
