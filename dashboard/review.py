@@ -426,6 +426,15 @@ def last_recorded(state: Mapping[str, Any], run_name: str) -> dict | None:
     return last if last and last["run"] == run_name else None
 
 
+def start_plan(state: MutableMapping[str, Any], queue: str, batch: int) -> None:
+    """The Overview's "Review the top N": that queue and batch size from their top, and nothing said of the
+    queue before (its "Recorded correct for …" line stood over the new batch's first card)."""
+    state.update({SOURCE: queue, BATCH: batch, BATCH_INDEX: 0})
+    forget_undo(state)
+    for key in (UNDONE, LAST, TOO_SOON):
+        state.pop(key, None)
+
+
 def plan_settings(scores: pd.DataFrame, queue: str, batch: int) -> dict[str, str]:
     """The Review page's address for a plan started elsewhere (the Overview's "Review the top N"): the queue
     radio holds its label there, the batch box its number."""

@@ -809,6 +809,16 @@ def test_an_undo_says_when_a_verdict_from_another_tab_still_counts(run_dir):
     assert review.recorded_line(alone, "run1") == "Took back unsure for s06."
 
 
+def test_a_plan_started_on_the_overview_says_nothing_of_the_queue_before(run_dir):
+    """"Recorded correct for …" from the queue before stood over the first card of the Overview's plan."""
+    store = _disagreements(run_dir)
+    session: dict = {}
+    review.record(session, store, "run1", "s07", "ann", "correct", None)
+    review.start_plan(session, "clipmem", 20)
+    assert review.recorded_line(session, "run1") is None and not review.can_undo(session, "run1")
+    assert (session[review.SOURCE], session[review.BATCH], session[review.BATCH_INDEX]) == ("clipmem", 20, 0)
+
+
 def test_undo_keeps_a_non_leads_first_verdict_once_another_reviewer_has_judged_the_sample(run_dir, monkeypatch):
     """Under a lead list, U erased bob's blind verdict after his own verdict had shown him ann's, and he voted
     again: the agreement figures counted the second vote."""

@@ -39,15 +39,12 @@ if progress:
     st.caption(progress)
 
 
-def _start_review() -> None:
-    st.session_state.update({review.SOURCE: rule, review.BATCH: batch, review.BATCH_INDEX: 0})
-
-
 if st.button(
     f"Review the top {batch:,} by “{column_label(rule)}”",
     type="primary",
     icon=":material/fact_check:",
-    on_click=_start_review,
+    on_click=review.start_plan,
+    args=(st.session_state, rule, batch),
 ):
     navigation.go(navigation.REVIEW, review.plan_settings(run.scores, rule, batch))
 if plan_note:
