@@ -810,7 +810,7 @@ def test_an_undo_says_when_a_verdict_from_another_tab_still_counts(run_dir):
 
 
 def test_a_plan_started_on_the_overview_says_nothing_of_the_queue_before(run_dir):
-    """"Recorded correct for …" from the queue before stood over the first card of the Overview's plan."""
+    """ "Recorded correct for …" from the queue before stood over the first card of the Overview's plan."""
     store = _disagreements(run_dir)
     session: dict = {}
     review.record(session, store, "run1", "s07", "ann", "correct", None)
