@@ -25,6 +25,7 @@ import streamlit as st
 
 from clipmem_core.cache import GROUND_TRUTH, TRUTH_CLEAN, TRUTH_MISCAPTIONED, TRUTH_UNKNOWN, truth_words
 from clipmem_core.formatting import fmt_count, fmt_number
+from clipmem_core.review.store import UNDO_GRACE_S
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 from clipmem_core.scores import column_label, run_scores
 
@@ -229,11 +230,11 @@ def bulk_flag_note(sample_ids: list[str], own: Mapping[str, str], first_stands: 
 
 
 def bulk_kept_note(kept: list[str]) -> str:
-    """Said after a bulk flag's undo that left some verdicts standing (``VerdictStands``)."""
+    """Said after a late bulk flag's undo that left some verdicts standing (``VerdictStands``)."""
     which = kept[0] if len(kept) == 1 else f"{len(kept):,} samples (e.g. {kept[0]})"
     return (
-        f"Your verdict on {which} stays: with a lead list, each reviewer's first (blind) verdict stands once "
-        "another reviewer has judged the sample. The others are taken back."
+        f"Your verdict on {which} stays: it is over {UNDO_GRACE_S:.0f} s old, and with a lead list each reviewer's "
+        "first (blind) verdict stands once another reviewer has judged the sample. The others are taken back."
     )
 
 

@@ -35,6 +35,7 @@ from clipmem_core.formatting import fmt_number
 from clipmem_core.index import Neighbour, NeighbourSearch
 from clipmem_core.review import ReviewStore, VerdictStands, is_lead
 from clipmem_core.review.decisions import standing_verdict
+from clipmem_core.review.store import UNDO_GRACE_S
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE, VERDICTS
 from clipmem_core.scores import column_label
 from clipmem_core.shards import open_image_source
@@ -476,7 +477,7 @@ def recorded_line(state: Mapping[str, Any], run_name: str) -> str | None:
         before = f" Recorded {last['verdict']} for {last['sample_id']} before it"
         return refused + before + ("; press U to change that." if undoable else ".")
     if undone and undone["run"] == run_name and undone.get("kept"):
-        return withdraw_refused_note(undone["sample_id"])
+        return undo_refused_note(undone["sample_id"])
     if undone and undone["run"] == run_name:
         taken = f"Took back {undone['verdict']} for {undone['sample_id']}."
         if undone.get("still"):
@@ -531,6 +532,15 @@ def withdraw_refused_note(sample_id: str) -> str:
     return (
         f"Your verdict on {sample_id} stays: {STANDS}, and another reviewer has judged this sample too. "
         "A lead can decide otherwise on Reconcile."
+    )
+
+
+def undo_refused_note(sample_id: str) -> str:
+    """Said when an undo comes too late for a non-lead's first verdict on a sample someone else has judged
+    (``VerdictStands``): a slip is taken back within the undo's grace, a change of mind later is not."""
+    return (
+        f"Not taken back: your verdict on {sample_id} is over {UNDO_GRACE_S:.0f} s old, and another reviewer has "
+        f"judged this sample too; {STANDS}. A lead can decide otherwise on Reconcile."
     )
 
 

@@ -24,6 +24,7 @@ from clipmem_core.index import NeighbourSearch
 from clipmem_core.learned import KEY as LEARNED_KEY
 from clipmem_core.learned import MIN_MISCAPTIONED, fit_learned_ranking
 from clipmem_core.review import VERDICTS, open_store
+from clipmem_core.review import store as store_module
 from clipmem_core.review.decisions import decisions
 from clipmem_core.review.estimate import audit_order, ranking_order, run_estimate
 from clipmem_core.review.verdicts import CORRECT
@@ -787,9 +788,9 @@ def test_a_map_selection_survives_a_colour_change_and_bulk_flagging_asks_first_a
     assert store.latest_verdicts("demo") == {samples.iat[8]: "correct"}
 
 
-def test_a_bulk_flags_undo_keeps_first_verdicts_that_others_have_judged_since(cache_root, monkeypatch):
+def test_a_late_bulk_undo_keeps_first_verdicts_that_others_have_judged_since(cache_root, monkeypatch):
     """Under a lead list the map's undo erased a non-lead's first verdicts after another reviewer had judged
-    one of the samples, and the reviewer could vote again on it."""
+    one of the samples, and the reviewer could vote again on it. Within the undo's grace it is a slip."""
     monkeypatch.setenv("CLIPMEM_LEADS", "lead")
     at = _app(reviewer="bob", flag_mode="true")
     at.session_state[emap.SELECTED] = [3, 8]
@@ -798,11 +799,12 @@ def test_a_bulk_flags_undo_keeps_first_verdicts_that_others_have_judged_since(ca
     next(b for b in at.button if b.label == "Flag them").click().run()
     store, samples = open_store(cache_root), load_run(cache_root / "demo").scores["sample_id"]
     store.add_verdict("demo", samples.iat[3], "ann", "correct")
+    monkeypatch.setattr(store_module, "UNDO_GRACE_S", 0.0)  # the undo, after its grace
     next(b for b in at.main.button if b.label.startswith("Undo: take back these 2")).click().run()
     assert store.latest_verdicts("demo", reviewer="bob") == {samples.iat[3]: "mis-captioned"}
     assert [w.value for w in at.warning] == [
-        f"Your verdict on {samples.iat[3]} stays: with a lead list, each reviewer's first (blind) verdict stands "
-        "once another reviewer has judged the sample. The others are taken back."
+        f"Your verdict on {samples.iat[3]} stays: it is over 30 s old, and with a lead list each reviewer's first "
+        "(blind) verdict stands once another reviewer has judged the sample. The others are taken back."
     ]
 
 

@@ -116,24 +116,27 @@ def test_undo_takes_back_a_verdict_and_keeps_it_in_the_audit_log(store):
 
 def test_a_non_leads_first_verdict_stands_once_another_reviewer_has_judged_the_sample(store, monkeypatch):
     """Undo on Review and the map let a non-lead erase a first, blind verdict after their own verdict had
-    shown them the disagreement, and vote again: the agreement figures then counted the second vote."""
+    shown them the disagreement (in another tab), and vote again: the agreement figures then counted the
+    second vote. A slip taken back at once stays possible: the undo's grace."""
     monkeypatch.setenv("CLIPMEM_LEADS", "lead")
     alone = store.add_verdict(RUN, "a", "bob", "correct")
     assert store.undo_verdict(RUN, alone, "bob")  # nobody else has judged it: a slip, taken back
     first = store.add_verdict(RUN, "a", "bob", "mis-captioned")
     store.add_verdict(RUN, "a", "ann", "correct")
+    assert store.undo_verdict(RUN, first, "bob")  # a slip taken back at once: nothing was shown to him yet
+    first = store.add_verdict(RUN, "a", "bob", "mis-captioned")
     with pytest.raises(VerdictStands, match="your first verdict on a, mis-captioned, stays"):
-        store.undo_verdict(RUN, first, "bob")
+        store.undo_verdict(RUN, first, "bob", grace_s=0)  # later than the undo's grace
     with pytest.raises(VerdictStands):
         store.withdraw_verdicts(RUN, "a", "bob")
     later = store.add_verdict(RUN, "a", "bob", "correct")  # a change of mind, which never counted
-    assert store.undo_verdict(RUN, later, "bob")
+    assert store.undo_verdict(RUN, later, "bob", grace_s=0)
     assert store.verdicts(RUN, reviewer="bob")["id"].tolist() == [first]
     lead_first = store.add_verdict(RUN, "b", "lead", "correct")
     store.add_verdict(RUN, "b", "bob", "correct")
-    assert store.undo_verdict(RUN, lead_first, "lead")  # a lead's latest counts: theirs to take back
+    assert store.undo_verdict(RUN, lead_first, "lead", grace_s=0)  # a lead's latest counts: theirs to take back
     monkeypatch.delenv("CLIPMEM_LEADS")  # without a lead list the latest counts, and any may be taken back
-    assert store.undo_verdict(RUN, first, "bob")
+    assert store.undo_verdict(RUN, first, "bob", grace_s=0)
 
 
 def test_withdrawing_takes_back_every_verdict_of_one_reviewer_on_one_sample_and_audits_each(store):

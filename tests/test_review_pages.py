@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 from clipmem_core import load_run
 from clipmem_core.cache import IMAGE_EMBEDDINGS, write_npy
 from clipmem_core.index import build_index, save_index
+from clipmem_core.review import store as store_module
 from clipmem_core.review.store import open_store
 from dashboard import auth, navigation, reconcile, review, state
 from dashboard.gallery import sort_orders
@@ -113,7 +114,6 @@ def test_the_name_is_asked_once_and_kept_by_the_browser_not_in_the_url(run_dir, 
 def test_a_read_only_review_database_stops_the_review_pages_in_words_and_the_gallery_still_reads_it(
     run_dir, monkeypatch
 ):
-    from clipmem_core.review import store as store_module
 
     open_store(run_dir.parent).add_verdict("run1", "s0", "bob", "mis-captioned")
     monkeypatch.setattr(store_module, "_writable", lambda path: False)  # a cache copied without write rights
@@ -819,19 +819,21 @@ def test_a_plan_started_on_the_overview_says_nothing_of_the_queue_before(run_dir
     assert (session[review.SOURCE], session[review.BATCH], session[review.BATCH_INDEX]) == ("clipmem", 20, 0)
 
 
-def test_undo_keeps_a_non_leads_first_verdict_once_another_reviewer_has_judged_the_sample(run_dir, monkeypatch):
-    """Under a lead list, U erased bob's blind verdict after his own verdict had shown him ann's, and he voted
-    again: the agreement figures counted the second vote."""
+def test_a_late_undo_keeps_a_non_leads_first_verdict_once_another_reviewer_has_judged_the_sample(run_dir, monkeypatch):
+    """Under a lead list, U erased bob's blind verdict after his own verdict had shown him ann's (in another
+    tab), and he voted again: the agreement figures counted the second vote."""
     monkeypatch.setenv("CLIPMEM_LEADS", "cy")
     store = _disagreements(run_dir)
     session: dict = {}
     review.record(session, store, "run1", "s07", "bob", "mis-captioned", None, now=50.0)
     store.add_verdict("run1", "s07", "ann", "correct")
+    monkeypatch.setattr(store_module, "UNDO_GRACE_S", 0.0)  # U pressed after the undo's grace
     review.undo(session, store, "bob")
     assert store.verdicts("run1", ["s07"], reviewer="bob")["verdict"].tolist() == ["mis-captioned"]
     assert review.recorded_line(session, "run1") == (
-        "Your verdict on s07 stays: with a lead list, each reviewer's first (blind) verdict stands, and another "
-        "reviewer has judged this sample too. A lead can decide otherwise on Reconcile."
+        f"Not taken back: your verdict on s07 is over {review.UNDO_GRACE_S:.0f} s old, and another reviewer has "
+        "judged this sample too; with a lead list, each reviewer's first (blind) verdict stands. A lead can decide "
+        "otherwise on Reconcile."
     )
     assert session[review.PACE] == [50.0] and review.CURRENT not in session  # it counts, and the card moved on
     review.record(session, store, "run1", "s08", "bob", "correct", None)

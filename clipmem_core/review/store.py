@@ -74,6 +74,9 @@ VERDICT_COLUMNS = [
 ]
 
 
+UNDO_GRACE_S = 30.0  # an undo this soon after a verdict is a slip taken back, never a change of mind
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -565,13 +568,16 @@ class ReviewStore:
         with self._transaction(write=True) as conn:
             return self._insert_verdict(conn, run, record)
 
-    def undo_verdict(self, run: str, verdict_id: int, reviewer: str, leads_env: str | None = None) -> bool:
+    def undo_verdict(
+        self, run: str, verdict_id: int, reviewer: str, leads_env: str | None = None, grace_s: float | None = None
+    ) -> bool:
         """Take back a verdict just given by mistake: remove it, keeping a copy in the audit log.
 
         Only the reviewer who gave it may; returns whether a verdict was removed. Under a lead list a
-        non-lead's first verdict on a sample stands once anyone else has judged that sample
-        (``VerdictStands``): their own verdict unblinds them, and an undo then let them vote again after
-        seeing the disagreement.
+        non-lead's first verdict on a sample that anyone else has judged stands once it is older than
+        ``grace_s`` (default ``UNDO_GRACE_S``; ``VerdictStands``): their own verdict unblinds them on the
+        other pages, and an undo minutes later let them vote again after seeing the disagreement. A slip of
+        the finger is taken back at once, as the undo is offered.
         """
         reviewer = _check_name(reviewer)
         with self._transaction(write=True) as conn:
@@ -581,7 +587,10 @@ class ReviewStore:
             ).first()
             if found is None:
                 return False
-            if self._first_verdict_seen(conn, run, found.sample_id, reviewer, leads_env, verdict_id=found.id):
+            given = found.created_at if found.created_at.tzinfo else found.created_at.replace(tzinfo=UTC)
+            late = (_now() - given).total_seconds() > (UNDO_GRACE_S if grace_s is None else grace_s)
+            seen = late and self._first_verdict_seen(conn, run, found.sample_id, reviewer, leads_env, found.id)
+            if seen:
                 raise VerdictStands(found.sample_id, found.verdict)
             conn.execute(delete(Verdict).where(Verdict.id == int(verdict_id)))
             detail = {k: v for k, v in zip(VERDICT_COLUMNS, found) if k not in ("run", "sample_id", "reviewer")}
@@ -596,8 +605,8 @@ class ReviewStore:
         not the last: an earlier one would count again in its place. With ``shown`` (the verdict the button
         showed), nothing is taken back unless it is still the reviewer's latest: a tab drawn before another tab
         changed the verdict took back the newer one. Under a lead list a non-lead's first verdict stands once
-        anyone else has judged the sample (``VerdictStands``, as for ``undo_verdict``). Returns how many were
-        removed."""
+        anyone else has judged the sample (``VerdictStands``), with no grace: the card that offers this shows
+        the sample's decision the moment the reviewer has judged it. Returns how many were removed."""
         reviewer = _check_name(reviewer)
         with self._transaction(write=True) as conn:
             columns = [getattr(Verdict, c) for c in VERDICT_COLUMNS]
