@@ -38,7 +38,7 @@ import shutil
 import tarfile
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,8 +330,7 @@ def _all_captions(caption: str, listed: str) -> tuple[list[str], str | None]:
     values = _string_list(listed)
     if values is None:
         return [caption], f"{CAPTIONS_COLUMN} is not a list of strings (JSON or Python)"
-    others = [v.strip() for v in values if v.strip() and v.strip() != caption]
-    return [caption, *dict.fromkeys(others)], None
+    return [caption, *(other for other in distinct_captions(values) if other != caption)], None
 
 
 def _string_list(listed: str) -> list[str] | None:
@@ -391,7 +390,7 @@ def _read_coco(source: Path) -> list[_Record]:
         file_name = image.get("file_name", "")
         written = file_name.strip() if isinstance(file_name, str) else ""
         full = _coco_image_path(base, written)
-        caps = list(dict.fromkeys(captions.get(_coco_id(image.get("id")), [])))  # a repeat, drawn twice as often
+        caps = distinct_captions(captions.get(_coco_id(image.get("id")), []))
         problem = None if written else "image entry has no file_name (a string)"
         shared_rows = shared.get(_coco_id(image["id"])) if "id" in image else None
         if shared_rows:
@@ -536,7 +535,15 @@ def _caption_text(data: bytes) -> tuple[list[str], str | None]:
 
 
 def _caption_lines(text: str) -> list[str]:
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return distinct_captions(text.splitlines())
+
+
+def distinct_captions(values: Iterable[Any]) -> list[str]:
+    """A sample's captions as every format reads them: strings stripped, empty ones dropped, each once, in
+    the order first seen. A repeat would be drawn twice as often; and the formats disagreed (a shard's .txt
+    kept a repeated line, the cleaned CSV exported from its run did not), so re-running the export, with no
+    verdict given, trained on other data and ranked 161 of 200 samples elsewhere."""
+    return list(dict.fromkeys(v.strip() for v in values if isinstance(v, str) and v.strip()))
 
 
 @dataclass
@@ -768,7 +775,7 @@ def _tar_captions(sample: _TarSample, meta: dict) -> tuple[list[str], str | None
         return _caption_text(sample.texts["txt"])
     value = meta.get("caption", meta.get("text"))
     values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
-    return [v.strip() for v in values if isinstance(v, str) and v.strip()], None
+    return distinct_captions(values), None
 
 
 def _absolute(base: Path, written: str) -> Path:

@@ -238,7 +238,7 @@ def test_coco_images_that_share_an_id_are_skipped_with_their_captions_not_paired
 
 def test_folder_reader(tmp_path):
     png(tmp_path / "a.png")
-    (tmp_path / "a.txt").write_text("one\n\n  two  \n")
+    (tmp_path / "a.txt").write_text("one\n\n  two  \ntwo\n")  # a repeated line is one caption, as in a CSV
     png(tmp_path / "sub" / "b.jpg")
     (tmp_path / "sub" / "b.txt").write_text("three")
     png(tmp_path / "c.png")

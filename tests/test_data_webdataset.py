@@ -124,16 +124,18 @@ def test_a_brace_range_too_wide_is_refused_before_expanding(tmp_path):
 
 
 def test_multi_caption_and_json_captions(tmp_path):
+    """A line repeated in a .txt (or a .json list) is one caption, as a CSV's or COCO file's repeat is: a
+    shard kept it twice, and its run's own cleaned export re-ran on other data."""
     ds = read(
         shard(
             tmp_path / "s.tar",
             [
                 ("a.jpg", image_bytes(fmt="JPEG")),
-                ("a.txt", "one\n\n  two  \n"),
+                ("a.txt", "one\n\n  two  \none\n"),
                 ("b.webp", image_bytes(fmt="WEBP")),
                 ("b.json", {"caption": " from json "}),
                 ("c.png", image_bytes()),
-                ("c.json", {"text": ["first", " ", "second"]}),
+                ("c.json", {"text": ["first", " ", "second", " first"]}),
                 ("c.cls", "3"),
             ],
         )
