@@ -116,10 +116,15 @@ def relative_if_inside(path: str | os.PathLike, base: str | os.PathLike) -> str:
 
 
 def check_output_file(
-    path: str | os.PathLike, *, force: bool = False, inputs: Iterable[str | os.PathLike] = ()
+    path: str | os.PathLike,
+    *,
+    force: bool = False,
+    inputs: Iterable[str | os.PathLike] = (),
+    kept_folders: Iterable[str | os.PathLike] = (),
 ) -> None:
-    """Refuse, before any work, an output file that would clobber something: one of ``inputs`` (never
-    allowed), an existing file (allowed with ``force``), a folder, or a path under a file."""
+    """Refuse, before any work, an output file that would clobber something: one of ``inputs`` or an
+    existing file inside one of ``kept_folders`` (a run's own files; never allowed), an existing file
+    (allowed with ``force``), a folder, or a path under a file."""
     path = Path(path).expanduser().resolve()
     if path.is_dir():
         raise ClipmemError(f"--out {path} is a folder; name a file")
@@ -127,6 +132,9 @@ def check_output_file(
         source = Path(source).expanduser().resolve()
         if path == source or (path.exists() and source.exists() and os.path.samefile(path, source)):
             raise ClipmemError(f"--out {path} is the input itself; writing it would destroy the input")
+    for folder in kept_folders:
+        if path.exists() and path.is_relative_to(Path(folder).expanduser().resolve()):
+            raise ClipmemError(f"--out {path} is a file of the run in {folder}; writing it would break the run")
     if path.exists() and not force:
         raise ClipmemError(f"--out {path} already exists; add --force to overwrite it")
     for parent in path.parents:

@@ -38,7 +38,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from .atomic import atomic_path, relative_if_inside, write_json, write_npy, write_parquet
+from .atomic import atomic_path, check_output_file, relative_if_inside, write_json, write_npy, write_parquet
 from .caption_search import CaptionIndex, caption_index, scan
 from .data import IMAGE_SUFFIXES
 from .errors import ClipmemError
@@ -277,6 +277,22 @@ class Run:
             return None
         root_path = Path(root)
         return root_path if root_path.is_absolute() else Path(os.path.normpath(self.path.resolve() / root_path))
+
+    @property
+    def dataset_source(self) -> Path | None:
+        """The dataset file (or folder, or shard pattern) the run was computed from, as the manifest names it;
+        relative manifests resolve against the run."""
+        written = self.manifest.dataset.path
+        if not written:
+            return None
+        path = Path(written)
+        return path if path.is_absolute() else Path(os.path.normpath(self.path.resolve() / path))
+
+    def check_output(self, out: str | os.PathLike, force: bool = False) -> None:
+        """Refuse an output file that would replace the run's dataset or one of the run's own files, even with
+        ``force``: `review export --force` wrote over the user's source CSV (its other columns lost), and
+        `suspects --out scores.parquet --force` over the run's scores, which no command could read after."""
+        check_output_file(out, force=force, inputs=[p for p in (self.dataset_source,) if p], kept_folders=[self.path])
 
     def image_path(self, row: int) -> Path | None:
         """The full-size image of a row, or None if the row names no usable image file.

@@ -559,6 +559,8 @@ def _cmd_suspects(args: argparse.Namespace) -> int:
     from .suspects import TEAM_VERDICT, suspects
 
     run = load_run(args.run)
+    if args.out:
+        run.check_output(args.out, force=args.force)
     team = _team_decisions(run)
     table = suspects(run, args.by, args.top, team, unjudged=args.unjudged)
     if args.out:

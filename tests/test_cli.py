@@ -475,7 +475,12 @@ def test_suspects_lists_the_most_suspicious_samples_first_and_writes_them_for_a_
     assert list(table.columns[:5]) == ["rank", "sample_id", "filepath", "caption", "combined"]
     assert {"clipmem", "is_miscaptioned"} <= set(table.columns)
     assert table.loc[0, "caption"] == '\'=HYPERLINK("http://x")'  # a spreadsheet shows it, never runs it
-    assert_clean_error(clipmem("suspects", "--run", run.path, "--out", out), "already exists; pass --force")
+    assert_clean_error(clipmem("suspects", "--run", run.path, "--out", out), "already exists; add --force")
+    own = run.path / "scores.parquet"  # --force wrote over the run's scores, which no command could read after
+    assert_clean_error(
+        clipmem("suspects", "--run", run.path, "--out", own, "--force"), f"--out {own} is a file of the run in"
+    )
+    assert len(pd.read_parquet(own)) == n
     assert_clean_error(clipmem("suspects", "--run", run.path, "--by", "nope"), "unknown score 'nope'")
     assert_clean_error(clipmem("suspects", "--run", run.path, "--top", "-1"), "--top must be 0")
     lacking = fake_run(tmp_path, "lacking", n=10)

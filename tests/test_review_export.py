@@ -204,7 +204,7 @@ def test_exports_refuse_to_replace_a_file_unless_forced_and_are_atomic(reviewed,
     run, store = reviewed
     out = tmp_path / "v.csv"
     out.write_text("old")
-    with pytest.raises(ClipmemError, match="already exists; pass --force"):
+    with pytest.raises(ClipmemError, match="already exists; add --force"):
         export(store, run, "verdicts", out)
     with pytest.raises(ClipmemError, match="unknown export"):
         export(store, run, "everything", out, "csv", force=True)
@@ -231,5 +231,10 @@ def test_cli_export_exits_2_on_unresolved_disagreements_and_on_an_existing_file(
     assert main([*argv, "--allow-unresolved"]) == 0
     assert "relative to the dataset root" in capsys.readouterr().err  # written outside the dataset root
     assert main([*argv, "--allow-unresolved"]) == 2
-    assert "already exists; pass --force" in capsys.readouterr().err
+    assert "already exists; add --force" in capsys.readouterr().err
     assert main([*argv, "--allow-unresolved", "--force"]) == 0
+    source = run.dataset_source  # --force wrote over the user's own CSV, its other columns lost
+    before = source.read_bytes()
+    assert main([*argv[:-1], str(source), "--allow-unresolved", "--force"]) == 2
+    assert "is the input itself; writing it would destroy the input" in capsys.readouterr().err
+    assert source.read_bytes() == before

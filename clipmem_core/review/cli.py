@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from ..atomic import check_output_file
 from ..cache import Run, load_run
 from ..errors import ClipmemError
 from ..formatting import fmt_count, fmt_number
@@ -267,10 +268,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.replace_with_suggestion and args.what != "cleaned":
         raise ClipmemError("--replace-with-suggestion only applies to --what cleaned")
     out = Path(args.out)
-    if out.exists() and not args.force:  # before opening anything: nothing is replaced by accident
-        raise ClipmemError(f"{out} already exists; pass --force to replace it")
+    check_output_file(out, force=args.force)  # before opening anything: nothing is replaced by accident
     fmt = output_format(out, args.format)
     run, store = _open(args.run)
+    run.check_output(out, force=args.force)
     _note_counting_rule(store, run)
     _note_renamed(store, run)
     path = export(

@@ -97,7 +97,7 @@ def write_table(
     if path.is_dir():
         raise ClipmemError(f"{path} is a folder; give a file name")
     if path.exists() and not force:
-        raise ClipmemError(f"{path} already exists; pass --force to replace it")
+        raise ClipmemError(f"{path} already exists; add --force to overwrite it")
     write_bytes(path, data)
     return path
 
