@@ -1,4 +1,5 @@
 import csv
+import json
 
 import pandas as pd
 import pytest
@@ -8,7 +9,15 @@ from clipmem_core.cache import SCORES, load_run, write_parquet
 from clipmem_core.cli import main
 from clipmem_core.data import read_dataset
 from clipmem_core.errors import ClipmemError
-from clipmem_core.review.export import escape_cell, export, export_frame, final_labels, table_bytes, write_table
+from clipmem_core.review.export import (
+    escape_cell,
+    export,
+    export_frame,
+    final_labels,
+    left_out_notes,
+    table_bytes,
+    write_table,
+)
 from clipmem_core.review.store import open_store
 
 RUN = "run1"
@@ -213,6 +222,32 @@ def test_exports_refuse_to_replace_a_file_unless_forced_and_are_atomic(reviewed,
     assert out.read_text() == "old" and not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
     export(store, run, "verdicts", out, force=True)
     assert len(pd.read_csv(out)) == 12
+
+
+def test_a_cleaned_export_says_which_source_columns_and_skipped_rows_it_leaves_out(reviewed, tmp_path, capsys):
+    """It said only "wrote clean.csv": a curator's license and attribution columns, and rows the run had
+    skipped, were gone without a word."""
+    run, _ = reviewed
+    source = run.dataset_source
+    frame = pd.read_csv(source).assign(license="CC0", photographer="ann")
+    frame.to_csv(source, index=False)
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    manifest["dataset"]["n_skipped"] = 2
+    (run.path / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "clean.csv"
+    argv = ["review", "export", "--run", str(run.path), "--what", "cleaned", "--out", str(out), "--allow-unresolved"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"note: the cleaned file has the columns clipmem reads; {source.name}'s other columns (license, "
+        "photographer) are not in it: join them back on the id"
+    ) in err
+    assert f"note: 2 rows of the source were skipped when the run read it ({run.path / 'skipped.csv'} says why)" in err
+    assert [f"note: {note}" for note in left_out_notes(load_run(run.path))] == err.splitlines()[:2]
+    frame.drop(columns=["license", "photographer"]).to_csv(source, index=False)
+    manifest["dataset"]["n_skipped"] = 0
+    (run.path / "manifest.json").write_text(json.dumps(manifest))
+    assert left_out_notes(load_run(run.path)) == []  # nothing left out, nothing said
 
 
 def test_table_bytes_is_what_the_dashboard_offers_for_download(reviewed):

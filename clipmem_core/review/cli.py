@@ -33,7 +33,7 @@ from .estimate import (
     ranking_order,
     run_estimate,
 )
-from .export import FORMATS, KINDS, export, output_format, unescape_cell
+from .export import FORMATS, KINDS, export, left_out_notes, output_format, unescape_cell
 from .roles import LEADS_ENV, leads
 from .store import ReviewStore, given_at, open_store, record_problem
 from .verdicts import normalise_verdict
@@ -285,6 +285,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         force=args.force,
     )
     print(f"wrote {path}")
+    if args.what == "cleaned":
+        for note in left_out_notes(run):
+            print(f"note: {note}", file=sys.stderr)
     root = run.dataset_root
     if args.what == "cleaned" and root is not None and path.resolve().parent != root.resolve():
         print(

@@ -20,6 +20,7 @@ for spreadsheets, escapes cells that a spreadsheet would run as a formula (a lea
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -30,10 +31,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ..atomic import parquet_table, write_bytes
-from ..cache import GROUND_TRUTH, Run
-from ..data import CAPTIONS_COLUMN, CLASS_COLUMN, ID_COLUMN
+from ..cache import GROUND_TRUTH, SKIPPED, Run
+from ..data import CAPTIONS_COLUMN, CLASS_COLUMN, ID_ALIASES, ID_COLUMN, LABEL_COLUMN
 from ..errors import ClipmemError
 from ..formatting import fmt_count
+from ..tables import marked_encoding
 from .agreement import suggestion_rows
 from .decisions import RESOLVED, decisions, unresolved_disagreements
 from .store import ReviewStore
@@ -163,6 +165,48 @@ def cleaned_dataset(run: Run, labels: pd.DataFrame, replace: bool) -> pd.DataFra
     if several is not None:
         frame[CAPTIONS_COLUMN] = several
     return frame[~is_bad | replaced].reset_index(drop=True)
+
+
+def left_out_notes(run: Run) -> list[str]:
+    """What a cleaned export leaves out of the run's source besides the samples judged mis-captioned: the
+    source's columns clipmem never reads, and the rows the run skipped when it read them. The export said
+    only "wrote clean.csv", and a curator found their license and attribution columns, and a dozen good
+    rows, gone later."""
+    notes = []
+    unread = _unread_columns(run)
+    if unread:
+        shown = ", ".join(unread[:6]) + (f" and {len(unread) - 6:,} more" if len(unread) > 6 else "")
+        notes.append(
+            f"the cleaned file has the columns clipmem reads; {run.dataset_source.name}'s other columns ({shown}) "
+            "are not in it: join them back on the id"
+        )
+    skipped = int(run.manifest.dataset.n_skipped or 0)
+    if skipped:
+        notes.append(
+            f"{fmt_count(skipped, 'row')} of the source {'was' if skipped == 1 else 'were'} skipped when the run "
+            f"read it ({run.path / SKIPPED} says why), so {'it is' if skipped == 1 else 'they are'} not in the "
+            "cleaned file either"
+        )
+    return notes
+
+
+def _unread_columns(run: Run) -> list[str]:
+    """The header columns of the run's CSV or TSV source that clipmem does not read ([] for other formats,
+    or a source that is gone or unreadable)."""
+    source = run.dataset_source
+    if run.manifest.dataset.format not in ("csv", "tsv") or source is None or not source.is_file():
+        return []
+    try:
+        with source.open("rb") as fh:
+            first = fh.readline(1 << 20)
+        line = first.decode(marked_encoding(first)).rstrip("\r\n")
+    except (OSError, UnicodeDecodeError):
+        return []
+    header = next(csv.reader([line], delimiter="\t" if run.manifest.dataset.format == "tsv" else ","), [])
+    config = run.manifest.config
+    read = {config.get("img_key") or "filepath", config.get("caption_key") or "caption", *ID_ALIASES}
+    read |= {LABEL_COLUMN, CLASS_COLUMN, CAPTIONS_COLUMN}
+    return [name for name in header if name.strip() and name.strip().lower() not in {r.lower() for r in read}]
 
 
 def _several_captions(run: Run, replaced: np.ndarray) -> list[str] | None:

@@ -9,6 +9,7 @@ import streamlit as st
 
 from clipmem_core.formatting import fmt_count
 from clipmem_core.review import VERDICT_LABELS, VERDICTS
+from clipmem_core.review.export import left_out_notes
 from dashboard import auth, browser, reconcile, resources, review, ui
 from dashboard.text import md
 
@@ -76,6 +77,8 @@ def export_section() -> None:
         "The drop list names every sample judged mis-captioned, kept under an accepted caption or not: it is for "
         "`clipmem run --exclude` over the original data, not over the cleaned CSV."
     )
+    for note in left_out_notes(run):  # by name: the columns and skipped rows of this run's source
+        st.caption(md(note[:1].upper() + note[1:] + "."))
     left, right = st.columns(2)
     for column, (label, (name, data)), key in zip((left, right), files.items(), ("D", "L")):
         column.download_button(
