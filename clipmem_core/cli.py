@@ -130,13 +130,38 @@ def _launch(args: argparse.Namespace, config) -> int:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}"]
     command += ["-m", "clipmem_core", *_without_nproc(args.argv)]
     logging.getLogger("clipmem").info("starting %d processes: %s", args.nproc, " ".join(command[1:]))
-    with subprocess.Popen(command) as torchrun:
+    with subprocess.Popen(command, process_group=0, preexec_fn=_stop_with_the_launcher) as torchrun:
         try:
             return torchrun.wait()
-        except Terminated:  # passed on: torchrun stops its workers, where a kill would leave them training
-            torchrun.terminate()
-            torchrun.wait()
+        except KeyboardInterrupt as stop:  # passed on, once: torchrun stops its workers
+            torchrun.send_signal(signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
+            _wait_for_the_workers(torchrun)
             raise
+
+
+def _stop_with_the_launcher() -> None:
+    """In torchrun's process, before it starts: SIGTERM it when the launcher dies, however it dies (Linux).
+
+    Why torchrun runs in its own process group, and is told of a stop only by the launcher: a Ctrl-C sent
+    to the launcher alone (a script's `kill -INT`) ended the launcher while torchrun and its workers trained
+    on, and a Ctrl-C at the terminal reached torchrun twice, once directly and once passed on, which cut
+    its own shutdown short (a worker hung 30 s). Its own group takes the terminal's Ctrl-C off it; this
+    takes care of a launcher killed outright (SIGKILL), which can pass nothing on."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _wait_for_the_workers(torchrun: subprocess.Popen) -> None:
+    """Wait while torchrun stops its workers (it gives them 30 s, then kills them); a second Ctrl-C asks it
+    again with SIGTERM rather than leaving it behind."""
+    while True:
+        try:
+            torchrun.wait()
+            return
+        except KeyboardInterrupt:
+            torchrun.terminate()
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ Every launch here is a real ``torchrun`` with 2 CPU processes on 40 generated sh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -175,8 +176,14 @@ def _processes_naming(path: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_launcher_stops_every_process(shapes, tmp_path):
-    """`kill` on `clipmem run --nproc 2` used to end the launcher alone: the workers trained on, orphaned."""
+@pytest.mark.parametrize(
+    ("stop", "code", "said"),
+    [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
+    ids=["sigterm", "sigint"],
+)
+def test_a_stop_sent_to_the_launcher_alone_stops_every_process(shapes, tmp_path, stop, code, said):
+    """`kill` on `clipmem run --nproc 2` used to end the launcher alone: the workers trained on, orphaned;
+    and `kill -INT` (a script's Ctrl-C) still did, with no word of it, and refused a --resume until then."""
     out, log = tmp_path / "stopped", tmp_path / "stderr.log"
     args = [
         sys.executable,
@@ -192,14 +199,44 @@ def test_sigterm_to_the_launcher_stops_every_process(shapes, tmp_path):
         deadline = time.monotonic() + 120
         while not (out / "checkpoints").is_dir() and launcher.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        launcher.send_signal(signal.SIGTERM)
-        code = launcher.wait(timeout=120)
+        launcher.send_signal(stop)
+        exit_code = launcher.wait(timeout=120)
     orphans = _processes_naming(out)
     for pid in orphans:  # not left training after a failed test
         os.kill(pid, signal.SIGKILL)
-    assert code == 143, log.read_text()
+    assert exit_code == code, log.read_text()
     assert orphans == [], "workers outlived the launcher"
-    assert "clipmem: terminated; rerun with --resume to continue from the last checkpoint" in log.read_text()
+    assert f"clipmem: {said}; rerun with --resume to continue from the last checkpoint" in log.read_text()
+
+
+def test_torchrun_is_stopped_when_the_launcher_is_killed_outright(tmp_path):
+    """A launcher killed with SIGKILL passes nothing on: torchrun, in its own process group, is told by the
+    kernel instead (``_stop_with_the_launcher``), and stops its workers."""
+    child_pid = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        "from clipmem_core.cli import _stop_with_the_launcher\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], process_group=0,"
+        " preexec_fn=_stop_with_the_launcher)\n"
+        f"open({str(child_pid)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(600)\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=_env()) as launcher:
+        while (not child_pid.exists() or not child_pid.read_text()) and launcher.poll() is None:
+            time.sleep(0.05)
+        assert launcher.poll() is None, "the launcher failed to start its child"
+        pid = int(child_pid.read_text())
+        launcher.kill()
+        launcher.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    alive = Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    if alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "the launcher's child outlived it"
 
 
 @pytest.mark.slow
