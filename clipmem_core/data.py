@@ -649,7 +649,8 @@ def _shard_samples(shard: Path, out_dir: Path, bar: tqdm, extract: bool) -> tupl
             return [], f"shard {shard.name} is not a readable tar file ({exc})"
         if current is not None:
             current.problem = current.problem or "the shard breaks off inside this sample"
-        return list(samples.values()), _damage(shard, len(samples), str(exc))
+        whole = len(samples) - (current is not None)  # "after 12 samples" where the 12th broke off
+        return list(samples.values()), _damage(shard, whole, str(exc))
     if not _ends_cleanly(shard, end):
         return list(samples.values()), _damage(shard, len(samples), f"no end of archive at byte {end:,}")
     return list(samples.values()), None
