@@ -162,7 +162,7 @@ def read_dataset(
     if not good:
         raise ClipmemError(
             f"{source} has no usable samples: all {len(skipped)} rows were skipped ({_top_reasons(skipped)})"
-            + _where_paths_point(skipped, base)
+            + _where_paths_point(skipped, base, fmt)
             + _through_a_link(Path(path).expanduser(), source)
             + _outside_root_hint(skipped, base)
             + _tables_inside(source)
@@ -392,6 +392,8 @@ def _read_coco(source: Path) -> list[_Record]:
         full = _coco_image_path(base, written)
         caps = distinct_captions(captions.get(_coco_id(image.get("id")), []))
         problem = None if written else "image entry has no file_name (a string)"
+        if "id" not in image:  # no annotation can name it: "no annotation gives the image a caption: image id None"
+            problem = problem or "image entry has no id"
         shared_rows = shared.get(_coco_id(image["id"])) if "id" in image else None
         if shared_rows:
             problem = SHARED_IMAGE_ID
@@ -854,6 +856,8 @@ def _problem(
     if rec.sample_id in seen_ids:
         return "duplicate id", f"{rec.sample_id!r} is also row {seen_ids[rec.sample_id]}"
     if not image_exists(rec.path):
+        if rec.path.is_dir():  # it exists, and "missing" sent the user looking for it
+            return "image path is a folder, not a file", str(rec.path)
         hint = " (write paths with /, not \\)" if "\\" in rec.written else ""
         return "image file is missing", f"{rec.path}{hint}"
     if check_images:
@@ -936,14 +940,21 @@ def _reason_count(reason: str, rows: int) -> str:
     return f"{fmt_count(rows, 'row')}: {reason}"
 
 
-def _where_paths_point(skipped: list[tuple], base: Path) -> str:
+def _where_paths_point(skipped: list[tuple], base: Path, fmt: str) -> str:
     """When every row's image is missing, the folder the paths were read against and one path looked for:
-    a table moved away from its images (an export saved elsewhere) reads as "all images missing"."""
+    a table moved away from its images (an export saved elsewhere) reads as "all images missing". For a
+    COCO file, the images/ folder it also tried, and the link that serves COCO's own layout."""
     missing = [s for s in skipped if s[4] == "image file is missing"]
     if len(missing) != len(skipped):
         return ""
     looked_at = missing[0][3].partition(": ")[2]
-    return f". Image paths are read relative to {base}; the first row's image was looked for at {looked_at}"
+    said = f". Image paths are read relative to {base}; the first row's image was looked for at {looked_at}"
+    if fmt == "coco":
+        said += (
+            f", then in {base / 'images'}. For COCO's own layout (annotations/captions_train2017.json beside "
+            "train2017/) link the images in once: ln -s ../train2017 annotations/images"
+        )
+    return said
 
 
 def _through_a_link(given: Path, source: Path) -> str:

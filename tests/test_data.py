@@ -481,6 +481,29 @@ def test_a_table_whose_images_are_all_missing_names_the_folder_its_paths_were_re
     assert f"looked for at {tmp_path / 'elsewhere' / 'img' / 'a.png'}" in message
 
 
+def test_coco_in_its_own_layout_is_told_the_link_and_an_image_without_id_or_a_folder_says_so(tmp_path):
+    """COCO's own layout named one place looked in, not the images/ folder tried too nor the README's link;
+    an image entry without an id read "no annotation gives the image a caption: image id None"; a folder
+    named as an image read "image file is missing" although it exists."""
+    (tmp_path / "annotations").mkdir()
+    png(tmp_path / "train2017" / "1.png")
+    coco = {"images": [{"id": 1, "file_name": "1.png"}], "annotations": [{"image_id": 1, "caption": "a cat"}]}
+    (tmp_path / "annotations" / "captions_train2017.json").write_text(json.dumps(coco))
+    with pytest.raises(ClipmemError) as raised:
+        read(tmp_path / "annotations" / "captions_train2017.json")
+    assert f", then in {tmp_path / 'annotations' / 'images'}." in str(raised.value)
+    assert "ln -s ../train2017 annotations/images" in str(raised.value)
+    coco["images"].append({"file_name": "1.png"})
+    (tmp_path / "annotations" / "images").symlink_to("../train2017")
+    (tmp_path / "annotations" / "captions_train2017.json").write_text(json.dumps(coco))
+    ds = read(tmp_path / "annotations" / "captions_train2017.json")
+    assert ds.skipped["reason"].tolist() == ["image entry has no id"]
+    png(tmp_path / "images" / "a.png")
+    table(tmp_path / "d.csv", [{"filepath": "images/a.png", "caption": "x"}, {"filepath": "images", "caption": "y"}])
+    reasons = read(tmp_path / "d.csv").skipped["reason"].tolist()
+    assert reasons == [f"image path is a folder, not a file: {tmp_path / 'images'}"]
+
+
 # --- inject_miscaptions ------------------------------------------------------------------------
 
 
