@@ -165,6 +165,7 @@ def test_bad_import_exits_2_with_one_line_and_imports_nothing(run_dir, tmp_path,
     "content, name, message",
     [
         ("sample_id;reviewer;verdict\ns00;ann;correct\n", "v.csv", "separates its columns with ';', not commas"),
+        (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xb4", "v.xlsx", "is a spreadsheet: save it as CSV"),
         (
             "sample_id,reviewer,verdict\ns00,ann,correct\n",
             "v.tsv",
@@ -412,6 +413,7 @@ def test_undated_rows_are_each_a_verdict_given_anew(run_dir, tmp_path, capsys):
     again = capsys.readouterr()
     assert "imported 3 verdicts" in again.out  # still given anew: the file cannot say it is the same
     assert "note: 3 undated rows say what the run's history already holds" in again.err
+    assert "and were added again" in again.err
     changed = verdict_csv(tmp_path / "changed.csv", [("s00", "ann", "mis-captioned", "")], rows_columns)
     assert main(["review", "import", "--run", str(run_dir), "--file", str(changed)]) == 0
     assert "note:" not in capsys.readouterr().err  # a new verdict, not a repeat

@@ -36,7 +36,7 @@ from .estimate import (
 from .export import FORMATS, KINDS, export, left_out_notes, output_format, unescape_cell
 from .roles import LEADS_ENV, leads
 from .store import ReviewStore, given_at, open_store, record_problem
-from .verdicts import normalise_verdict
+from .verdicts import VERDICTS, normalise_verdict
 
 # what an importable file holds (``review export --what verdicts`` / ``resolutions`` writes it): its kind's
 # required columns, then the optional ones; created_at says when each was given
@@ -98,11 +98,16 @@ def _note_counting_rule(store: ReviewStore, run: Run) -> None:
         )
 
 
+SPREADSHEET_SUFFIXES = (".xlsx", ".xls", ".xlsm", ".ods", ".numbers")
+
+
 def _read_import_file(path: Path) -> tuple[str, pd.DataFrame]:
     """(its kind, the table of strings indexed by the line each row starts on): a file with a ``resolved_by``
     column holds a lead's resolutions. Read as datasets are (clipmem_core.tables), so a latin-1, semicolon-
     separated or badly quoted file is refused naming its line and what to do; a parquet export is read too."""
     expected = {kind: f"{','.join(req)}[,{','.join(opt)}]" for kind, (req, opt) in IMPORTS.items()}
+    if path.suffix.lower() in SPREADSHEET_SUFFIXES:  # read as text, it was "not UTF-8 text (line 1, byte 12)"
+        raise ClipmemError(f"{path} is a spreadsheet: save it as CSV (UTF-8) and import that")
     if path.suffix.lower() == ".parquet":
         frame = _read_parquet_import(path)
     else:
@@ -255,8 +260,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"left out {fmt_count(done.repeated, 'row')} the run's history already holds ({same})")
     if done.undated_repeats:
         print(
-            f"note: {fmt_count(done.undated_repeats, 'undated row')} say what the run's history already holds "
-            "(the same reviewer, sample and verdict) and were added again, as given now: without created_at "
+            f"note: {fmt_count(done.undated_repeats, 'undated row')} "
+            f"{'says' if done.undated_repeats == 1 else 'say'} what the run's history already holds "
+            f"(the same reviewer, sample and verdict) and {'was' if done.undated_repeats == 1 else 'were'} added "
+            "again, as given now: without created_at "
             "a row cannot be told from one imported before. An export has created_at; importing it twice "
             "adds nothing.",
             file=sys.stderr,
@@ -399,7 +406,8 @@ def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Add verdicts from the columns sample_id,reviewer,verdict[,suggested_caption,note,created_at] "
         "of a CSV (UTF-8), TSV (.tsv) or parquet file, "
         "or a lead's resolutions from sample_id,resolved_by,verdict[,caption,note,created_at] (what `review "
-        "export --what verdicts` / `resolutions` writes); a bad row imports nothing. created_at keeps when each "
+        "export --what verdicts` / `resolutions` writes); a bad row imports nothing. A verdict is one of "
+        f"{', '.join(VERDICTS)} (any case; 'miscaptioned' too). created_at keeps when each "
         "was given; a row the run's history already holds is not added twice.",
     )
     imp.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
