@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ClipmemError
+from .formatting import fmt_count
 
 PROTOCOLS = ("full", "paper")
 SHARED, CANDIDATE, INDEPENDENT, EXTRA = "shared", "candidate", "independent", "extra"
@@ -66,7 +67,10 @@ def split_counts(n: int, sizes: Sequence[float]) -> dict[str, int]:
         raise ClipmemError(f"split sizes must be four finite, non-negative numbers, got {list(sizes)}")
     if all(s <= 1 for s in sizes):
         if sum(sizes) > 1 + 1e-9:
-            raise ClipmemError(f"split fractions sum to {sum(sizes):.3f} > 1")
+            raise ClipmemError(
+                f"split sizes {','.join(f'{x:g}' for x in sizes)} are all at most 1, so they are read as fractions "
+                f"of the data, and those sum to {sum(sizes):.3f} > 1; sizes above 1 are counts of samples"
+            )
         counts = [int(np.floor(s * n)) for s in sizes]
     else:
         counts = [int(s) for s in sizes]
@@ -76,7 +80,8 @@ def split_counts(n: int, sizes: Sequence[float]) -> dict[str, int]:
     for name in ("shared", "candidate", "independent"):
         if result[name] < 2:
             raise ClipmemError(
-                f"split {name!r} would hold {result[name]} samples out of {n}; use more data or larger sizes"
+                f"split {name!r} would hold {fmt_count(result[name], 'sample')} out of {n:,}; use more data or "
+                "larger sizes"
             )
     return result
 

@@ -29,8 +29,9 @@ def test_counts_leave_the_rest_unused():
     "sizes, message",
     [
         ((0.6, 0.3, 0.3, 0.1), "sum to"),
+        ((1, 1, 1, 1), r"1,1,1,1 are all at most 1, so they are read as fractions .* sizes above 1 are counts"),
         ((90, 10, 10, 5), "need 115 samples"),
-        ((0.98, 0.01, 0.01, 0.0), "would hold 1 samples"),
+        ((0.98, 0.01, 0.01, 0.0), "would hold 1 sample out of 100"),
     ],
 )
 def test_impossible_sizes_are_refused(sizes, message):
