@@ -929,9 +929,13 @@ def _os_error(exc: OSError) -> str:
 
 def _configure_logging() -> None:
     """clipmem's progress at INFO, as "clipmem: ..." lines; other libraries only from WARNING, under their own
-    name. Why: open_clip logs every model it builds at INFO on the root logger, which read as clipmem's own."""
+    name. Why: open_clip logs every model it builds at INFO on the root logger, which read as clipmem's own.
+    Under torchrun only the first process says what every process would (the others, their errors): each
+    line of the run ("skipped 15 of 205 rows …") came once a process."""
+    from .distributed import launched_rank
+
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("clipmem").setLevel(logging.INFO)
+    logging.getLogger("clipmem").setLevel(logging.INFO if launched_rank() == 0 else logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ Every launch here is a real ``torchrun`` with 2 CPU processes on 40 generated sh
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ import torch
 
 import clipmem_core.train as train_module
 from clipmem_core import cache
-from clipmem_core.cli import _without_nproc, main
+from clipmem_core.cli import _configure_logging, _without_nproc, main
 from clipmem_core.config import RunConfig
 from clipmem_core.errors import ClipmemError
 from clipmem_core.pipeline import compute_clipmem
@@ -292,6 +293,21 @@ def test_each_torchrun_process_refuses_it_before_reading_data(shapes, tmp_path, 
     with pytest.raises(ClipmemError, match="use a multiple of 4"):
         compute_clipmem(RunConfig(data=str(shapes), out=str(tmp_path / "never"), **{**SMALL, "batch_size": 10}))
     assert not (tmp_path / "never").exists()
+
+
+def test_only_the_first_torchrun_process_logs_below_errors(monkeypatch):
+    """Each line of a --nproc run ("skipped 15 of 205 rows …") came once a process."""
+    logger = logging.getLogger("clipmem")
+    before = logger.level
+    try:
+        monkeypatch.setenv("RANK", "1")
+        _configure_logging()
+        assert logger.level == logging.ERROR
+        monkeypatch.setenv("RANK", "0")
+        _configure_logging()
+        assert logger.level == logging.INFO
+    finally:
+        logger.setLevel(before)
 
 
 def test_the_relaunch_drops_only_nproc():
