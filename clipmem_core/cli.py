@@ -167,7 +167,7 @@ def _wait_for_the_workers(torchrun: subprocess.Popen) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .cache import MANIFEST
     from .config import RunConfig
-    from .distributed import launched_rank
+    from .launch import launched_rank
     from .pipeline import compute_clipmem
 
     config = RunConfig(**{spec.name: getattr(args, spec.name) for spec in RunConfig.option_fields()})
@@ -932,7 +932,7 @@ def _configure_logging() -> None:
     name. Why: open_clip logs every model it builds at INFO on the root logger, which read as clipmem's own.
     Under torchrun only the first process says what every process would (the others, their errors): each
     line of the run ("skipped 15 of 205 rows …") came once a process."""
-    from .distributed import launched_rank
+    from .launch import launched_rank
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("clipmem").setLevel(logging.INFO if launched_rank() == 0 else logging.ERROR)

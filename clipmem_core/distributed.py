@@ -46,11 +46,6 @@ def requested_world_size() -> int:
         raise ClipmemError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a whole number") from None
 
 
-def launched_rank() -> int:
-    """This process's RANK as torchrun set it (0 outside torchrun), readable outside a session."""
-    return int(os.environ.get("RANK", "0"))
-
-
 def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
