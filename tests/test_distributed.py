@@ -194,20 +194,33 @@ def test_a_stop_sent_to_the_launcher_alone_stops_every_process(shapes, tmp_path,
         "--nproc",
         "2",
     ]
-    with log.open("w") as stderr, subprocess.Popen(args, cwd=ROOT, env=_env(), stderr=stderr) as launcher:
+    with (
+        log.open("w") as stderr,
+        subprocess.Popen(args, cwd=ROOT, env=_env(), stderr=stderr, preexec_fn=_hear_sigint) as launcher,
+    ):
         while "stage: train_h0" not in log.read_text() and launcher.poll() is None:
             time.sleep(0.2)
         deadline = time.monotonic() + 120
         while not (out / "checkpoints").is_dir() and launcher.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         launcher.send_signal(stop)
-        exit_code = launcher.wait(timeout=120)
+        try:
+            exit_code = launcher.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            exit_code = None
+            launcher.kill()  # the with block waits for it: a launcher deaf to the signal hung the suite
     orphans = _processes_naming(out)
     for pid in orphans:  # not left training after a failed test
         os.kill(pid, signal.SIGKILL)
     assert exit_code == code, log.read_text()
     assert orphans == [], "workers outlived the launcher"
     assert f"clipmem: {said}; rerun with --resume to continue from the last checkpoint" in log.read_text()
+
+
+def _hear_sigint() -> None:
+    """In the launcher before it starts: SIGINT as a terminal sends it. A process started by a test worker
+    inherits that worker's ignored SIGINT (pytest-xdist ignores it), and the launcher never heard the stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_torchrun_is_stopped_when_the_launcher_is_killed_outright(tmp_path):
