@@ -45,6 +45,8 @@ _REMEMBER, _FORGOTTEN = "_clipmem_remember_cookie", "_clipmem_forgotten"  # the 
 _LEAD_KEY = "_clipmem_lead_proof"  # (name, hash of the secret entered) once a lead has proved who they are
 LEAD_COOKIE = "clipmem_lead"  # a browser told to remember a lead's proof: "<name as hex>.<HMAC of the secret>"
 _LEAD_REMEMBER, LEAD_REMEMBER_INPUT = "_clipmem_remember_lead", "_clipmem_remember_lead_input"
+_LEAD_COOKIE_SET = "_clipmem_lead_cookie_set"  # this session set the lead cookie (the browser did not send it)
+TOKEN_INPUT = "_clipmem_token_input"
 _LEAD_FORGOTTEN = "_clipmem_lead_forgotten"  # "Forget my lead secret" or Lock: the lead cookie proves nothing
 REVIEWER_KEY = "reviewer"  # the sidebar's name field, and the link parameter that may name a reviewer
 NAME_COOKIE, NAME_DAYS = "clipmem_reviewer", 365  # the name this browser remembers (UTF-8, as hex)
@@ -108,7 +110,7 @@ def require_access() -> None:
         return
     token = os.environ[TOKEN_ENV]
     st.title("clipmem")
-    entered = st.text_input("Access token", type="password", key="_clipmem_token_input").strip()  # as pasted
+    entered = st.text_input("Access token", type="password", key=TOKEN_INPUT).strip()  # as pasted
     remember = st.checkbox(
         f"Remember this browser for {REMEMBER_DAYS} days",
         value=True,
@@ -130,9 +132,12 @@ def require_access() -> None:
 
 
 def lock() -> None:
-    """Button callback: this session loses access and the browser forgets the token, and a lead's proof."""
+    """Button callback: this session loses access and the browser forgets the token, and a lead's proof. The
+    token typed in this session goes too: still in its box, it let the next run straight back in, and Lock
+    in the tab that had just entered it locked nothing."""
     st.session_state.pop(_ACCESS_KEY, None)
     st.session_state.pop(_REMEMBER, None)
+    st.session_state.pop(TOKEN_INPUT, None)
     st.session_state[_FORGOTTEN] = True
     forget_lead()
 
@@ -141,6 +146,7 @@ def forget_lead() -> None:
     """Button callback: this session and this browser forget the lead's proof (the secret is asked again)."""
     st.session_state.pop(_LEAD_KEY, None)
     st.session_state.pop(_LEAD_REMEMBER, None)
+    st.session_state.pop(SECRET_INPUT, None)
     st.session_state[_LEAD_FORGOTTEN] = True
 
 
@@ -151,7 +157,10 @@ def remember_lead() -> None:
     remember = st.session_state.get(_LEAD_REMEMBER)
     if remember and browser_cookie(LEAD_COOKIE) != remember:
         browser.set_cookie(LEAD_COOKIE, remember, REMEMBER_DAYS * 86_400)
-    elif st.session_state.get(_LEAD_FORGOTTEN) and browser_cookie(LEAD_COOKIE):
+        st.session_state[_LEAD_COOKIE_SET] = True
+    elif st.session_state.get(_LEAD_FORGOTTEN) and (
+        browser_cookie(LEAD_COOKIE) or st.session_state.get(_LEAD_COOKIE_SET)
+    ):  # a cookie set in this very session is not among those the browser sent when it opened
         browser.set_cookie(LEAD_COOKIE, "", 0)
 
 

@@ -985,6 +985,9 @@ def test_a_remembered_browser_skips_the_gate_until_it_locks_or_the_token_changes
     credential = auth.remembered_credential("s3cret")
     assert "s3cret" not in credential and len(_cookie_scripts(at)) == 1 and credential in _cookie_scripts(at)[0]
     assert "Max-Age=2592000" in _cookie_scripts(at)[0] and "SameSite=Strict" in _cookie_scripts(at)[0]
+    at.sidebar.button(key="_clipmem_lock").click().run()  # Lock in the tab that entered the token: it stayed
+    assert [t.label for t in at.text_input] == ["Access token"] and not at.text_input[0].value  # in its box
+    at.text_input(key="_clipmem_token_input").input("s3cret").run()
 
     cookies[auth.REMEMBER_COOKIE] = credential  # the browser sends it with its next page load
     reloaded = _app(page=navigation.GALLERY.path)

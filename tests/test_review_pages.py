@@ -509,6 +509,10 @@ def test_a_lead_told_to_remember_this_browser_is_not_asked_again_until_forgotten
     remembered = auth.remembered_lead("cy", "cy-secret")
     scripts = _cookie_scripts(at, auth.LEAD_COOKIE)
     assert len(scripts) == 1 and remembered in scripts[0] and "cy-secret" not in scripts[0]
+    at.sidebar.button(key="_clipmem_forget_lead").click().run()  # in the tab that set it, which the browser
+    assert any("Max-Age=0" in script for script in _cookie_scripts(at, auth.LEAD_COOKIE))  # never sent it
+    at.text_input(key=auth.SECRET_INPUT).input("cy-secret")
+    at.button(key="_clipmem_lead_ok").click().run()
 
     cookies[auth.LEAD_COOKIE] = remembered  # a new tab sends it
     tab = page(RECONCILE, run_dir, reviewer="cy")
