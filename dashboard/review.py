@@ -236,7 +236,7 @@ def record(
         return
     state.pop(TOO_SOON, None)
     seen_for = seconds_on_screen(state, sample_id, time.time() if now is None else now)
-    if last and seen_for is not None and seen_for < MIN_LOOK_S:
+    if seen_for is not None and seen_for < MIN_LOOK_S:  # after a verdict, a skip or an undo alike
         state[TOO_SOON] = {"run": run_name, "sample_id": sample_id, "after": seen_for}
         return
     history = store.verdicts(run_name, [sample_id], reviewer=reviewer)

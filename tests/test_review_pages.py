@@ -794,6 +794,10 @@ def test_a_press_that_reaches_a_card_before_it_could_be_seen_is_refused_and_said
     assert store.verdicts("run1", ["s06"]).empty and review.recorded_line(session, "run1").startswith("Not recorded")
     review.record(session, store, "run1", "s06", "ann", "correct", None, now=300.0 + review.MIN_LOOK_S + 0.1)
     assert store.verdicts("run1", ["s06"])["verdict"].tolist() == ["correct"]
+    fresh: dict = {}  # a visit with no verdict yet: S, then a key 0.15 s after the next card is drawn
+    review.card_drawn(fresh, "s07", now=400.0)
+    review.record(fresh, store, "run1", "s07", "ann", "mis-captioned", None, now=400.15)
+    assert store.verdicts("run1", ["s07"]).empty and review.recorded_line(fresh, "run1").startswith("Not recorded")
 
 
 def test_an_undo_says_when_a_verdict_from_another_tab_still_counts(run_dir):
