@@ -289,10 +289,13 @@ class Run:
         return path if path.is_absolute() else Path(os.path.normpath(self.path.resolve() / path))
 
     def check_output(self, out: str | os.PathLike, force: bool = False) -> None:
-        """Refuse an output file that would replace the run's dataset or one of the run's own files, even with
-        ``force``: `review export --force` wrote over the user's source CSV (its other columns lost), and
-        `suspects --out scores.parquet --force` over the run's scores, which no command could read after."""
-        check_output_file(out, force=force, inputs=[p for p in (self.dataset_source,) if p], kept_folders=[self.path])
+        """Refuse an output file that would replace the run's dataset or a file of any run folder (this run's
+        or another's), even with ``force``: `review export --force` wrote over the user's source CSV (its
+        other columns lost), and `suspects --out scores.parquet --force` over a run's scores, which no
+        command could read after."""
+        runs = [folder for folder in Path(out).expanduser().resolve().parents if is_run_folder(folder)]
+        sources = [p for p in (self.dataset_source,) if p]
+        check_output_file(out, force=force, inputs=sources, kept_folders=[self.path, *runs])
 
     def image_path(self, row: int) -> Path | None:
         """The full-size image of a row, or None if the row names no usable image file.
@@ -655,6 +658,11 @@ class RunInfo:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a run, finished (its manifest) or under way (its state file)."""
+    return (folder / MANIFEST).is_file() or (folder / STATE_FILE).is_file()
 
 
 def list_runs(cache_root: str | os.PathLike) -> list[RunInfo]:

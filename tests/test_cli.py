@@ -481,6 +481,9 @@ def test_suspects_lists_the_most_suspicious_samples_first_and_writes_them_for_a_
         clipmem("suspects", "--run", run.path, "--out", own, "--force"), f"--out {own} is a file of the run in"
     )
     assert len(pd.read_parquet(own)) == n
+    other = fake_run(tmp_path, "other", n=4).path / "scores.parquet"  # nor another run's
+    assert_clean_error(clipmem("suspects", "--run", run.path, "--out", other, "--force"), "is a file of the run in")
+    assert len(pd.read_parquet(other)) == 4
     assert_clean_error(clipmem("suspects", "--run", run.path, "--by", "nope"), "unknown score 'nope'")
     assert_clean_error(clipmem("suspects", "--run", run.path, "--top", "-1"), "--top must be 0")
     lacking = fake_run(tmp_path, "lacking", n=10)
