@@ -33,6 +33,9 @@ def marked_encoding(data: bytes) -> str:
     return next((name for mark, name in _MARKED_ENCODINGS if data.startswith(mark)), "utf-8-sig")
 
 
+SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")  # zip (.xlsx, .ods), OLE (.xls)
+
+
 def read_text(source: Path) -> str:
     """The whole file as text: UTF-8 (a byte-order mark dropped), or UTF-16/32 where a byte-order mark says
     so, which was refused as "not UTF-8" although the mark names the encoding; ClipmemError otherwise."""
@@ -46,6 +49,8 @@ def read_text(source: Path) -> str:
             raise ClipmemError(
                 f"{source} is not valid {encoding.upper()} text (byte {exc.start}), as its byte-order mark says"
             ) from None
+        if data.startswith(SPREADSHEET_MAGIC):  # an .xlsx or .ods is a zip, an .xls an OLE file: not text at all
+            raise ClipmemError(f"{source} is a spreadsheet, not text: save it as CSV (UTF-8)") from None
         line = data.count(b"\n", 0, exc.start) + 1
         raise ClipmemError(f"{source} is not UTF-8 text (line {line}, byte {exc.start}); save it as UTF-8") from None
     except FileNotFoundError:

@@ -166,6 +166,7 @@ def test_bad_import_exits_2_with_one_line_and_imports_nothing(run_dir, tmp_path,
     [
         ("sample_id;reviewer;verdict\ns00;ann;correct\n", "v.csv", "separates its columns with ';', not commas"),
         (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xb4", "v.xlsx", "is a spreadsheet: save it as CSV"),
+        (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xb4", "v.csv", "is a spreadsheet, not text: save it"),
         (
             "sample_id,reviewer,verdict\ns00,ann,correct\n",
             "v.tsv",

@@ -244,6 +244,10 @@ def test_a_cleaned_export_says_which_source_columns_and_skipped_rows_it_leaves_o
     ) in err
     assert f"note: 2 rows of the source were skipped when the run read it ({run.path / 'skipped.csv'} says why)" in err
     assert [f"note: {note}" for note in left_out_notes(load_run(run.path))] == err.splitlines()[:2]
+    frame.drop(columns=["id"]).to_csv(source, index=False)  # no id column: the ids were derived
+    assert left_out_notes(load_run(run.path))[0].endswith(
+        "join them back on filepath and caption (its ids were derived from them)"
+    )
     frame.drop(columns=["license", "photographer"]).to_csv(source, index=False)
     manifest["dataset"]["n_skipped"] = 0
     (run.path / "manifest.json").write_text(json.dumps(manifest))

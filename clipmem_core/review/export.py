@@ -173,12 +173,15 @@ def left_out_notes(run: Run) -> list[str]:
     only "wrote clean.csv", and a curator found their license and attribution columns, and a dozen good
     rows, gone later."""
     notes = []
-    unread = _unread_columns(run)
+    header = _source_header(run)
+    unread = _unread_columns(header, run)
     if unread:
         shown = ", ".join(unread[:6]) + (f" and {len(unread) - 6:,} more" if len(unread) > 6 else "")
+        has_ids = any(name.strip().lower() in ID_ALIASES for name in header)
+        key = "the id" if has_ids else "filepath and caption (its ids were derived from them)"
         notes.append(
             f"the cleaned file has the columns clipmem reads; {run.dataset_source.name}'s other columns ({shown}) "
-            "are not in it: join them back on the id"
+            f"are not in it: join them back on {key}"
         )
     skipped = int(run.manifest.dataset.n_skipped or 0)
     if skipped:
@@ -190,9 +193,8 @@ def left_out_notes(run: Run) -> list[str]:
     return notes
 
 
-def _unread_columns(run: Run) -> list[str]:
-    """The header columns of the run's CSV or TSV source that clipmem does not read ([] for other formats,
-    or a source that is gone or unreadable)."""
+def _source_header(run: Run) -> list[str]:
+    """The header of the run's CSV or TSV source ([] for other formats, or a source gone or unreadable)."""
     source = run.dataset_source
     if run.manifest.dataset.format not in ("csv", "tsv") or source is None or not source.is_file():
         return []
@@ -202,11 +204,15 @@ def _unread_columns(run: Run) -> list[str]:
         line = first.decode(marked_encoding(first)).rstrip("\r\n")
     except (OSError, UnicodeDecodeError):
         return []
-    header = next(csv.reader([line], delimiter="\t" if run.manifest.dataset.format == "tsv" else ","), [])
+    return next(csv.reader([line], delimiter="\t" if run.manifest.dataset.format == "tsv" else ","), [])
+
+
+def _unread_columns(header: list[str], run: Run) -> list[str]:
+    """The columns of ``header`` that clipmem does not read."""
     config = run.manifest.config
     read = {config.get("img_key") or "filepath", config.get("caption_key") or "caption", *ID_ALIASES}
-    read |= {LABEL_COLUMN, CLASS_COLUMN, CAPTIONS_COLUMN}
-    return [name for name in header if name.strip() and name.strip().lower() not in {r.lower() for r in read}]
+    read = {name.lower() for name in read | {LABEL_COLUMN, CLASS_COLUMN, CAPTIONS_COLUMN}}
+    return [name for name in header if name.strip() and name.strip().lower() not in read]
 
 
 def _several_captions(run: Run, replaced: np.ndarray) -> list[str] | None:
