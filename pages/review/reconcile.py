@@ -132,7 +132,7 @@ with st.container(border=True):
             column_config={  # "mis-captioned" was cut to "mis-caption", beside a wide header
                 "verdict": st.column_config.TextColumn(width=110),
                 reconcile.LATER: st.column_config.TextColumn(
-                    width=90, help="the reviewer's later verdict, which does not count: their first one stands"
+                    width=110, help="the reviewer's later verdict, which does not count: their first one stands"
                 ),
                 "suggested_caption": st.column_config.TextColumn("suggestion", width=110),
             },
