@@ -283,24 +283,27 @@ def render() -> None:
         st.stop()
     _who()
     _flag_mode()
-    if auth.proved_by_secret():
-        st.sidebar.button(
+    forgetting = (  # what this browser can be made to forget, shown when it has something to forget
+        (
+            auth.proved_by_secret(),
             "Forget my lead secret",
-            key="_clipmem_forget_lead",
-            type="tertiary",
-            icon=":material/logout:",
-            on_click=auth.forget_lead,
-            help="ask for your lead secret again, and make this browser forget it",
-        )
-    if auth.token_configured():
-        st.sidebar.button(
-            "Lock",
-            key="_clipmem_lock",
-            type="tertiary",
-            icon=":material/lock:",
-            on_click=auth.lock,
-            help="ask for the access token again, and make this browser forget it",
-        )
+            "_clipmem_forget_lead",
+            "logout",
+            auth.forget_lead,
+            "lead secret",
+        ),
+        (auth.token_configured(), "Lock", "_clipmem_lock", "lock", auth.lock, "access token"),
+    )
+    for shown, label, key, icon, forget, what in forgetting:
+        if shown:
+            st.sidebar.button(
+                label,
+                key=key,
+                type="tertiary",
+                icon=f":material/{icon}:",
+                on_click=forget,
+                help=f"ask for the {what} again, and make this browser forget it",
+            )
 
 
 def flagging_as() -> str | None:
