@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,33 @@ def _config(model_name: str) -> dict:
             "or an open_clip architecture name such as ViT-B-32"
         )
     return config
+
+
+CAPTIONS_CHECKED = 20_000  # captions tokenized to tell how many the text encoder cuts: a bounded cost
+
+
+def cut_captions_note(bundle: ClipBundle, captions: Sequence[Sequence[str]]) -> str | None:
+    """How many captions are longer than the model's text encoder reads, or None when none are: only their
+    start is trained on and scored, and a 25,000-character caption went in without a word. At most
+    ``CAPTIONS_CHECKED`` captions are tokenized (the first ones; a caption shorter than the context in
+    characters cannot be cut, so it is not tokenized at all)."""
+    context = int(getattr(bundle.tokenizer, "context_length", 0) or 0)
+    if not context:
+        return None
+    flat = [caption for sample in captions for caption in sample]
+    checked = flat[:CAPTIONS_CHECKED]
+    long = [caption for caption in checked if len(caption) > context - 2]
+    if not long:
+        return None
+    tokens = bundle.tokenizer(long, context_length=context + 1)  # one more place: filled only by a cut caption
+    cut = int((tokens[:, -1] != 0).sum())
+    if not cut:
+        return None
+    of = f"{len(checked):,} captions" + (" checked" if len(checked) < len(flat) else "")
+    return (
+        f"{cut:,} of {of} are longer than {bundle.name}'s text encoder reads ({context} tokens): only their "
+        "start is trained on and scored"
+    )
 
 
 def create_clip(

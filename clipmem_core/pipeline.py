@@ -37,7 +37,7 @@ from .droplist import Exclusion, apply_drop_list, read_drop_list
 from .errors import ClipmemError
 from .image_list import ImageList
 from .metrics import MIN_RECALL_PAIRS, retrieval_recall
-from .models import ClipBundle, create_clip, image_size_of
+from .models import ClipBundle, create_clip, cut_captions_note, image_size_of
 from .retention import continued_config, retained_alignment
 from .scores import ScoringContext, compute_scores
 from .scoring import embed_gathered, mean_over_views, normalised, pair_cosines, shard_rows, view_alignments
@@ -548,7 +548,9 @@ def _compute(
             allow_outside_root=config.allow_outside_root,
             extract_shards=config.extract_shards,
         )
-        create_clip(config.model, init_checkpoint=config.init_checkpoint)  # fail fast on a bad model
+        bundle = create_clip(config.model, init_checkpoint=config.init_checkpoint)  # fail fast on a bad model
+        if cut := cut_captions_note(bundle, dataset.samples["captions"].tolist()):
+            log.warning(cut)
         exclusion = select_samples(dataset, config)  # before folds or splits are drawn
         frame, models = _rows_or_why(dataset, config)  # fail fast on splits the data cannot fill
         _report_skipped(dataset, out)

@@ -7,7 +7,7 @@ import torch
 
 from clipmem_core.config import PRESETS
 from clipmem_core.errors import ClipmemError
-from clipmem_core.models import BUNDLED_MODELS, CONFIG_DIR, create_clip, image_size_of
+from clipmem_core.models import BUNDLED_MODELS, CONFIG_DIR, create_clip, cut_captions_note, image_size_of
 
 
 def test_bundled_configs_build_without_downloads():
@@ -87,3 +87,14 @@ def test_cpu_preset_model_is_the_patch16_model_with_an_8x8_token_grid():
     bundle = create_clip("clipmem-cpu-patch8")
     assert bundle.image_size == 64
     assert bundle.model.visual.grid_size == (8, 8)
+
+
+def test_captions_longer_than_the_text_encoder_reads_are_counted_exactly():
+    """A 25,000-character caption went in without a word that only its first tokens are read."""
+    bundle = create_clip("clipmem-tiny")  # a context of 32 tokens: start, 30 words, end
+    fits, exactly, cut = "word " * 29, "word " * 30, "word " * 31
+    assert cut_captions_note(bundle, [["a red circle"], [fits], [exactly, "short"]]) is None
+    assert cut_captions_note(bundle, [[exactly], [cut], ["x" * 25_000]]) == (
+        "2 of 3 captions are longer than clipmem-tiny's text encoder reads (32 tokens): only their start is "
+        "trained on and scored"
+    )
