@@ -235,6 +235,10 @@ def record(
     if last and (last["run"], last["sample_id"]) == (run_name, sample_id):
         return
     state.pop(TOO_SOON, None)
+    back = state.get(CURRENT)
+    if back not in (None, sample_id):  # a key for the card on screen, after U had brought another one back
+        state[TOO_SOON] = {"run": run_name, "sample_id": sample_id, "back": back}
+        return
     seen_for = seconds_on_screen(state, sample_id, time.time() if now is None else now)
     if seen_for is not None and seen_for < MIN_LOOK_S:  # after a verdict, a skip or an undo alike
         state[TOO_SOON] = {"run": run_name, "sample_id": sample_id, "after": seen_for}
@@ -467,6 +471,11 @@ def recorded_line(state: Mapping[str, Any], run_name: str) -> str | None:
     undone, last = state.get(UNDONE), last_recorded(state, run_name)
     undoable = can_undo(state, run_name)
     too_soon = state.get(TOO_SOON)
+    if too_soon and too_soon["run"] == run_name and too_soon.get("back"):
+        return (
+            f"Not recorded: a key for {too_soon['sample_id']} arrived after the undo had brought back "
+            f"{too_soon['back']}; judge {too_soon['back']} now."
+        )
     if too_soon and too_soon["run"] == run_name:
         refused = (
             f"Not recorded: a key reached {too_soon['sample_id']} {fmt_number(too_soon['after'], 2)} s after it "

@@ -800,6 +800,22 @@ def test_a_press_that_reaches_a_card_before_it_could_be_seen_is_refused_and_said
     assert store.verdicts("run1", ["s07"]).empty and review.recorded_line(fresh, "run1").startswith("Not recorded")
 
 
+def test_a_key_for_the_card_on_screen_after_an_undo_is_not_recorded_for_it(run_dir):
+    """U, then a key 150 ms later: it carried the card still on screen, which it judged, while U brought
+    back the card the reviewer meant to judge again."""
+    store = _disagreements(run_dir)
+    session: dict = {}
+    review.record(session, store, "run1", "s06", "ann", "correct", None, now=10.0)
+    review.undo(session, store, "ann")  # s06 comes back; s07, the next card, was still on screen
+    review.record(session, store, "run1", "s07", "ann", "mis-captioned", None, now=10.15)
+    assert store.verdicts("run1", ["s06", "s07"], reviewer="ann").empty
+    assert review.recorded_line(session, "run1") == (
+        "Not recorded: a key for s07 arrived after the undo had brought back s06; judge s06 now."
+    )
+    review.record(session, store, "run1", "s06", "ann", "mis-captioned", None, now=12.0)
+    assert store.verdicts("run1", ["s06"], reviewer="ann")["verdict"].tolist() == ["mis-captioned"]
+
+
 def test_an_undo_says_when_a_verdict_from_another_tab_still_counts(run_dir):
     """Undo in one tab said "Took back mis-captioned", while the verdict the reviewer gave the same sample
     in a second tab still counted, and nothing said so."""
