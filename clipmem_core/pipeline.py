@@ -549,7 +549,7 @@ def _compute(
             extract_shards=config.extract_shards,
         )
         bundle = create_clip(config.model, init_checkpoint=config.init_checkpoint)  # fail fast on a bad model
-        if cut := cut_captions_note(bundle, dataset.samples["captions"].tolist()):
+        if distributed.is_main() and (cut := cut_captions_note(bundle, dataset.samples["captions"].tolist())):
             log.warning(cut)
         exclusion = select_samples(dataset, config)  # before folds or splits are drawn
         frame, models = _rows_or_why(dataset, config)  # fail fast on splits the data cannot fill

@@ -16,7 +16,7 @@ import pandas as pd
 from clipmem_core import ClipmemError, Run
 from clipmem_core.formatting import fmt_count, fmt_number
 from clipmem_core.review import ReviewStore, agreement_report, require_lead
-from clipmem_core.review.decisions import unresolved_disagreements
+from clipmem_core.review.decisions import counted_verdicts, unresolved_disagreements
 from clipmem_core.review.export import export_frame, final_labels, is_accepted_caption, table_bytes
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
@@ -160,9 +160,9 @@ def votes(store: ReviewStore, run_name: str, sample_id: str) -> pd.DataFrame:
     """Every reviewer's counted verdict on the sample, with their suggested caption and note, and, where a
     reviewer's latest verdict differs from the one that counts (a non-lead's first stands under a lead
     list), that later one: the lead saw only the first, and could not weigh a reviewer's change of mind."""
-    current = store.current_verdicts(run_name, [sample_id])
+    history = store.verdicts(run_name, [sample_id])  # oldest first: the counted and the latest, from one read
+    current = counted_verdicts(history)
     table = current[["reviewer", "verdict", "suggested_caption", "note"]].fillna("").reset_index(drop=True)
-    history = store.verdicts(run_name, [sample_id])  # oldest first
     latest = dict(zip(history["reviewer"], history["verdict"]))
     later = [
         "" if latest.get(reviewer, counted) == counted else latest[reviewer]

@@ -568,9 +568,7 @@ class ReviewStore:
         with self._transaction(write=True) as conn:
             return self._insert_verdict(conn, run, record)
 
-    def undo_verdict(
-        self, run: str, verdict_id: int, reviewer: str, leads_env: str | None = None, grace_s: float | None = None
-    ) -> bool:
+    def undo_verdict(self, run: str, verdict_id: int, reviewer: str, grace_s: float | None = None) -> bool:
         """Take back a verdict just given by mistake: remove it, keeping a copy in the audit log.
 
         Only the reviewer who gave it may; returns whether a verdict was removed. Under a lead list a
@@ -589,7 +587,7 @@ class ReviewStore:
                 return False
             given = found.created_at if found.created_at.tzinfo else found.created_at.replace(tzinfo=UTC)
             late = (_now() - given).total_seconds() > (UNDO_GRACE_S if grace_s is None else grace_s)
-            seen = late and self._first_verdict_seen(conn, run, found.sample_id, reviewer, leads_env, found.id)
+            seen = late and self._first_verdict_seen(conn, run, found.sample_id, reviewer, found.id)
             if seen:
                 raise VerdictStands(found.sample_id, found.verdict)
             conn.execute(delete(Verdict).where(Verdict.id == int(verdict_id)))
@@ -597,9 +595,7 @@ class ReviewStore:
             self._audit(conn, reviewer, "verdict.undo", run, found.sample_id, **detail)
         return True
 
-    def withdraw_verdicts(
-        self, run: str, sample_id: str, reviewer: str, shown: str | None = None, leads_env: str | None = None
-    ) -> int:
+    def withdraw_verdicts(self, run: str, sample_id: str, reviewer: str, shown: str | None = None) -> int:
         """Take back every verdict ``reviewer`` gave on a sample, so that the sample is theirs to judge again
         (a card's filled verdict button, clicked again); a copy of each stays in the audit log. All of them,
         not the last: an earlier one would count again in its place. With ``shown`` (the verdict the button
@@ -614,7 +610,7 @@ class ReviewStore:
             found = conn.execute(select(*columns).where(*where).order_by(Verdict.created_at, Verdict.id)).all()
             if found and shown is not None and found[-1].verdict != shown:
                 return 0
-            if found and self._first_verdict_seen(conn, run, str(sample_id), reviewer, leads_env):
+            if found and self._first_verdict_seen(conn, run, str(sample_id), reviewer):
                 raise VerdictStands(str(sample_id), found[0].verdict)
             if found:
                 conn.execute(delete(Verdict).where(Verdict.id.in_([row.id for row in found])))
@@ -625,17 +621,12 @@ class ReviewStore:
 
     @staticmethod
     def _first_verdict_seen(
-        conn: Connection,
-        run: str,
-        sample_id: str,
-        reviewer: str,
-        leads_env: str | None,
-        verdict_id: int | None = None,
+        conn: Connection, run: str, sample_id: str, reviewer: str, verdict_id: int | None = None
     ) -> bool:
         """Whether taking back ``reviewer``'s verdicts on the sample (only ``verdict_id``, if given) would
         remove a first, blind verdict that may no longer be blind: a non-lead under a lead list, whose first
         verdict it is, on a sample someone else has judged too."""
-        if is_lead(reviewer, leads_env):
+        if is_lead(reviewer):
             return False
         first = conn.execute(
             select(Verdict.id)
