@@ -25,7 +25,7 @@ import streamlit as st
 
 from clipmem_core.cache import GROUND_TRUTH, TRUTH_CLEAN, TRUTH_MISCAPTIONED, TRUTH_UNKNOWN, truth_words
 from clipmem_core.formatting import fmt_count, fmt_number
-from clipmem_core.review.store import UNDO_GRACE_S
+from clipmem_core.review.decisions import UNDO_GRACE_S
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 from clipmem_core.scores import column_label, run_scores
 

@@ -34,8 +34,7 @@ from clipmem_core.data import decode_image
 from clipmem_core.formatting import fmt_number
 from clipmem_core.index import Neighbour, NeighbourSearch
 from clipmem_core.review import ReviewStore, VerdictStands, is_lead
-from clipmem_core.review.decisions import standing_verdict
-from clipmem_core.review.store import UNDO_GRACE_S
+from clipmem_core.review.decisions import UNDO_GRACE_S, standing_verdict
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE, VERDICTS
 from clipmem_core.scores import column_label
 from clipmem_core.shards import open_image_source
@@ -521,8 +520,8 @@ def own_verdict_help(reviewer: str, leads_env: str | None = None) -> str:
     if is_lead(reviewer, leads_env):
         return "Your verdict. Click again to take it back."
     return (
-        "Your verdict. Click again to take it back, until another reviewer has judged this sample: then your "
-        "first verdict stands under the lead list, and a lead can decide otherwise."
+        f"Your verdict. Click again to take it back, within {UNDO_GRACE_S:.0f} s or until another reviewer has "
+        "judged this sample: then your first verdict stands under the lead list, and a lead can decide otherwise."
     )
 
 

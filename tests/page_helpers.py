@@ -6,6 +6,9 @@ import re
 
 import pandas as pd
 
+from clipmem_core.review import decisions as decisions_module
+from clipmem_core.review import store as store_module
+
 _IMAGE = re.compile(r"!\[(?:[^\]\\]|\\.)*\]\((data:image/[^)]+)\)")
 
 
@@ -27,3 +30,10 @@ def markdown_tables(block) -> list[pd.DataFrame]:
             ]
             tables.append(pd.DataFrame(rows[2:], columns=rows[0]))
     return tables
+
+
+def after_the_grace(monkeypatch) -> None:
+    """Every verdict as if older than the undo's grace (``UNDO_GRACE_S``): the store refuses a late take-back
+    of a first verdict others have judged too, and blind mode shows the other reviewers' verdicts."""
+    monkeypatch.setattr(store_module, "UNDO_GRACE_S", 0.0)
+    monkeypatch.setattr(decisions_module, "UNDO_GRACE_S", 0.0)

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 import pandas as pd
 import pytest
-from page_helpers import drawn_images
+from page_helpers import after_the_grace, drawn_images
 from streamlit.elements.html import _html_only_style_tags
 from streamlit.testing.v1 import AppTest
 
@@ -448,8 +448,15 @@ def test_ones_own_filled_verdict_clicked_again_is_taken_back_but_not_a_first_one
     at.button(key=f"gallery:{sample}:mis-captioned").click().run()
     assert [_plain(t.value) for t in at.toast] == [f"Your verdict mis-captioned on {sample} is taken back."]
     at.button(key=f"gallery:{sample}:mis-captioned").click().run()
-    store.add_verdict("demo", sample, "gus", "correct")  # now someone else has: hers may not be blind any more
+    store.add_verdict("demo", sample, "gus", "correct")  # now someone else has, but she cannot see it yet:
     at.run()
+    assert "Mis-captioned · yours" in " ".join(_badges(at))  # within the grace, her verdict alone
+    at.button(key=f"gallery:{sample}:mis-captioned").click().run()  # so a slip may still go
+    assert [_plain(t.value) for t in at.toast] == [f"Your verdict mis-captioned on {sample} is taken back."]
+    at.button(key=f"gallery:{sample}:mis-captioned").click().run()
+    after_the_grace(monkeypatch)  # once the grace is over her card shows gus's verdict, and hers stands
+    at.run()
+    assert "Mis-captioned · tied" in " ".join(_badges(at))
     at.button(key=f"gallery:{sample}:mis-captioned").click().run()
     assert [_plain(t.value) for t in at.toast] == [
         f"Your verdict on {sample} stays: with a lead list, each reviewer's first (blind) verdict stands, and "
@@ -488,8 +495,9 @@ def test_a_name_is_kept_trimmed_and_a_namesake_in_other_capitals_is_pointed_out(
     assert not [c for c in at.sidebar.caption if "already reviews here" in c.value]
 
 
-def test_badges_filters_and_exports_share_one_meaning_of_a_verdict(cache_root):
+def test_badges_filters_and_exports_share_one_meaning_of_a_verdict(cache_root, monkeypatch):
     """Two of three reviewers and the lead say mis-captioned; the last click was "correct"."""
+    after_the_grace(monkeypatch)  # ann's verdict no longer hides the others' from her
     run = load_run(cache_root / "demo")
     sample = run.scores["sample_id"].iat[int(sort_orders(run.scores)["combined"][0])]
     store = open_store(cache_root)
@@ -521,6 +529,9 @@ def test_blind_mode_hides_others_badges_and_filter_hits_until_you_have_judged(ca
     fields = dict(zip(at.dataframe[0].value["field"], at.dataframe[0].value["value"]))
     assert fields["verdict"] == "–"
     open_store(cache_root).add_verdict("demo", sample, "ann", "correct")  # ann's own, blind verdict
+    at.run()  # while an undo may still take it back, she sees it alone: bob's would let her peek and retract
+    assert dict(zip(at.dataframe[0].value["field"], at.dataframe[0].value["value"]))["verdict"] == "Correct · yours"
+    after_the_grace(monkeypatch)
     at.run()
     assert dict(zip(at.dataframe[0].value["field"], at.dataframe[0].value["value"]))["verdict"] == "Correct · tied"
     store = open_store(cache_root)
@@ -688,7 +699,8 @@ def test_the_inspector_serves_only_rows_of_the_run(cache_root):
     assert _plain(at.error[0].value).startswith("No sample with that id in this run.") and not drawn_images(at)
 
 
-def test_the_inspector_shows_the_caption_a_lead_accepted(cache_root):
+def test_the_inspector_shows_the_caption_a_lead_accepted(cache_root, monkeypatch):
+    after_the_grace(monkeypatch)  # ann's verdict no longer hides the lead's resolution from her
     store = open_store(cache_root)
     store.add_verdict("demo", "s00005", "ann", "mis-captioned")  # blind mode: ann sees decisions she took part in
     store.resolve("demo", "s00005", "mis-captioned", "lead", caption="a *red* kite")

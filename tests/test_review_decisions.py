@@ -1,18 +1,23 @@
 """One meaning for a verdict: resolution, else majority, else the viewer's own (pending); blind verdicts kept."""
 
+from datetime import UTC, datetime, timedelta
+
 import pandas as pd
 import pytest
 
 from clipmem_core.errors import ClipmemError
+from clipmem_core.review import store as store_module
 from clipmem_core.review.decisions import (
     MAJORITY,
     OWN_PENDING,
     RESOLVED,
     TIED,
+    UNDO_GRACE_S,
     badge_text,
     counted_verdicts,
     decided,
     decisions,
+    judged_within_grace,
     unresolved_disagreements,
     visible_decisions,
 )
@@ -86,6 +91,30 @@ def test_blind_viewers_see_decisions_only_on_samples_they_judged(store):
     }
 
 
+def test_blind_viewers_see_only_their_own_verdict_while_it_may_still_be_taken_back(store, monkeypatch):
+    """A reviewer judged a card, saw the others' verdicts in another tab, and took theirs back within the
+    undo's grace to judge again: in blind mode the others show only once the grace is over."""
+    monkeypatch.setenv("CLIPMEM_LEADS", "lead")
+    start = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    clock = [start]
+    monkeypatch.setattr(store_module, "_now", lambda: clock[0])
+    add(store, ("bob", "a", "mis-captioned"), ("bob", "b", "correct"), ("ann", "b", "correct"))
+    store.resolve(RUN, "a", "correct", "lead")
+    clock[0] = start + timedelta(seconds=60)
+    add(store, ("ann", "a", "mis-captioned"))
+    current, resolutions = store.current_verdicts(RUN), store.resolutions(RUN)
+    now = start + timedelta(seconds=60 + UNDO_GRACE_S)
+    assert judged_within_grace(current, "ann", now) == ["a"]
+    within = visible_decisions(current, resolutions, "ann", blind=True, now=now)
+    assert badge_text(within.loc["a"]) == "Mis-captioned · yours"  # not the lead's resolution, nor bob's vote
+    assert badge_text(within.loc["b"]) == "Correct · 2 of 2"  # judged long ago: the others show
+    later = visible_decisions(current, resolutions, "ann", blind=True, now=now + timedelta(seconds=1))
+    assert badge_text(later.loc["a"]) == "Correct · lead"
+    assert judged_within_grace(current, "ann", now + timedelta(seconds=1)) == []
+    seeing = visible_decisions(current, resolutions, "ann", blind=False, now=now)
+    assert badge_text(seeing.loc["a"]) == "Correct · lead"  # out of blind mode nothing waits
+
+
 def test_with_a_lead_list_a_non_leads_first_blind_verdict_is_kept(store, monkeypatch):
     monkeypatch.setenv("CLIPMEM_LEADS", "lead")
     add(
@@ -128,7 +157,7 @@ def test_a_non_leads_first_verdict_stands_once_another_reviewer_has_judged_the_s
     with pytest.raises(VerdictStands, match="your first verdict on a, mis-captioned, stays"):
         store.undo_verdict(RUN, first, "bob", grace_s=0)  # later than the undo's grace
     with pytest.raises(VerdictStands):
-        store.withdraw_verdicts(RUN, "a", "bob")
+        store.withdraw_verdicts(RUN, "a", "bob", grace_s=0)
     later = store.add_verdict(RUN, "a", "bob", "correct")  # a change of mind, which never counted
     assert store.undo_verdict(RUN, later, "bob", grace_s=0)
     assert store.verdicts(RUN, reviewer="bob")["id"].tolist() == [first]

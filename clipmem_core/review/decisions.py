@@ -14,7 +14,8 @@ kept in the history (and the audit log) but does not count; an undo right after 
 (`ReviewStore.undo_verdict`) takes a verdict back instead.
 
 Blind mode (`visible_decisions` with ``blind=True``): a viewer sees no decision on a sample they have not
-judged yet, not even a resolution: only their own verdicts until they have given theirs.
+judged yet, not even a resolution: only their own verdicts until they have given theirs, and for
+``UNDO_GRACE_S`` after it, while an undo may still take it back.
 
 Example::
 
@@ -24,11 +25,19 @@ Example::
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 import pandas as pd
 
 from .roles import leads
 from .verdicts import MISCAPTIONED, VERDICT_LABELS, VERDICTS
+
+UNDO_GRACE_S = 30.0
+"""A verdict's first seconds. An undo this soon is a slip taken back, never a change of mind
+(``ReviewStore.undo_verdict``); and blind mode shows the other reviewers' verdicts on the sample only after
+them. Why both: a reviewer who judged a card, looked at the sample in another tab and saw the other
+verdicts could take theirs back within the grace and judge again (seen done in 7 s)."""
 
 RESOLVED, MAJORITY, OWN_PENDING, TIED = "resolved", "majority", "own (pending)", "tied"
 COLUMNS = ["verdict", "source", "n_reviewers", "votes", "own", "accepted_caption"]
@@ -126,13 +135,35 @@ def decisions(current: pd.DataFrame, resolutions: pd.DataFrame, viewer: str | No
 
 
 def visible_decisions(
-    current: pd.DataFrame, resolutions: pd.DataFrame, viewer: str | None, blind: bool
+    current: pd.DataFrame,
+    resolutions: pd.DataFrame,
+    viewer: str | None,
+    blind: bool,
+    now: datetime | None = None,
 ) -> pd.DataFrame:
-    """The decisions ``viewer`` may see: in blind mode only on samples they have judged themselves."""
+    """The decisions ``viewer`` may see: in blind mode only on samples they have judged themselves, and on
+    those judged within ``UNDO_GRACE_S`` (before ``now``) their own verdict alone, as if nobody else had
+    judged the sample yet."""
     table = decisions(current, resolutions, viewer)
-    if blind:
-        table = table[table["own"].notna()]
-    return table
+    if not blind:
+        return table
+    table = table[table["own"].notna()]
+    fresh = judged_within_grace(current, viewer, now)
+    if not fresh:
+        return table
+    mine = current[(current["reviewer"] == viewer) & current["sample_id"].isin(fresh)]
+    alone = decisions(mine, resolutions.iloc[:0], viewer)
+    return pd.concat([table.drop(alone.index), alone]).reindex(table.index)
+
+
+def judged_within_grace(current: pd.DataFrame, viewer: str | None, now: datetime | None = None) -> list[str]:
+    """The samples whose counted verdict by ``viewer`` (``counted_verdicts``: under a lead list a non-lead's
+    first) is at most ``UNDO_GRACE_S`` old at ``now``: the ones an undo may still take back."""
+    if viewer is None or current.empty:
+        return []
+    mine = current[current["reviewer"] == viewer]
+    age = pd.Timestamp(now or datetime.now(UTC)) - pd.to_datetime(mine["created_at"], utc=True)
+    return mine.loc[age.dt.total_seconds() <= UNDO_GRACE_S, "sample_id"].astype(str).tolist()
 
 
 def decided(table: pd.DataFrame) -> dict[str, str]:

@@ -53,7 +53,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ..data import MAX_ID_LENGTH
 from ..errors import ClipmemError
 from .agreement import disagreements as find_disagreements
-from .decisions import counted_verdicts
+from .decisions import UNDO_GRACE_S, counted_verdicts
 from .roles import is_lead, require_lead
 from .verdicts import VERDICTS, normalise_verdict
 
@@ -74,16 +74,21 @@ VERDICT_COLUMNS = [
 ]
 
 
-UNDO_GRACE_S = 30.0  # an undo this soon after a verdict is a slip taken back, never a change of mind
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _past_grace(given: datetime, grace_s: float | None = None) -> bool:
+    """Whether a verdict given at ``given`` is older than ``grace_s`` (default ``UNDO_GRACE_S``): a slip may be
+    taken back before, and blind mode shows the others' verdicts only after (``visible_decisions``)."""
+    given = given if given.tzinfo else given.replace(tzinfo=UTC)
+    return (_now() - given).total_seconds() > (UNDO_GRACE_S if grace_s is None else grace_s)
+
+
 class VerdictStands(ClipmemError):
     """A non-lead's first verdict under a lead list, which may no longer be taken back: someone else has
-    judged the sample, and the reviewer may have seen it (their own verdict lifts blind mode)."""
+    judged the sample, and the reviewer may have seen it (their own verdict lifts blind mode once it is
+    ``UNDO_GRACE_S`` old)."""
 
     def __init__(self, sample_id: str, verdict: str) -> None:
         self.sample_id, self.verdict = sample_id, verdict
@@ -573,9 +578,9 @@ class ReviewStore:
 
         Only the reviewer who gave it may; returns whether a verdict was removed. Under a lead list a
         non-lead's first verdict on a sample that anyone else has judged stands once it is older than
-        ``grace_s`` (default ``UNDO_GRACE_S``; ``VerdictStands``): their own verdict unblinds them on the
-        other pages, and an undo minutes later let them vote again after seeing the disagreement. A slip of
-        the finger is taken back at once, as the undo is offered.
+        ``grace_s`` (default ``UNDO_GRACE_S``; ``VerdictStands``): after the grace blind mode shows them the
+        other verdicts, and an undo minutes later let them vote again after seeing the disagreement. A slip
+        of the finger is taken back at once, as the undo is offered.
         """
         reviewer = _check_name(reviewer)
         with self._transaction(write=True) as conn:
@@ -585,8 +590,7 @@ class ReviewStore:
             ).first()
             if found is None:
                 return False
-            given = found.created_at if found.created_at.tzinfo else found.created_at.replace(tzinfo=UTC)
-            late = (_now() - given).total_seconds() > (UNDO_GRACE_S if grace_s is None else grace_s)
+            late = _past_grace(found.created_at, grace_s)
             seen = late and self._first_verdict_seen(conn, run, found.sample_id, reviewer, found.id)
             if seen:
                 raise VerdictStands(found.sample_id, found.verdict)
@@ -595,14 +599,17 @@ class ReviewStore:
             self._audit(conn, reviewer, "verdict.undo", run, found.sample_id, **detail)
         return True
 
-    def withdraw_verdicts(self, run: str, sample_id: str, reviewer: str, shown: str | None = None) -> int:
+    def withdraw_verdicts(
+        self, run: str, sample_id: str, reviewer: str, shown: str | None = None, grace_s: float | None = None
+    ) -> int:
         """Take back every verdict ``reviewer`` gave on a sample, so that the sample is theirs to judge again
         (a card's filled verdict button, clicked again); a copy of each stays in the audit log. All of them,
         not the last: an earlier one would count again in its place. With ``shown`` (the verdict the button
         showed), nothing is taken back unless it is still the reviewer's latest: a tab drawn before another tab
         changed the verdict took back the newer one. Under a lead list a non-lead's first verdict stands once
-        anyone else has judged the sample (``VerdictStands``), with no grace: the card that offers this shows
-        the sample's decision the moment the reviewer has judged it. Returns how many were removed."""
+        anyone else has judged the sample (``VerdictStands``) and it is older than ``grace_s`` (default
+        ``UNDO_GRACE_S``): within the grace blind mode shows the reviewer their own verdict alone, so a slip
+        may go. Returns how many were removed."""
         reviewer = _check_name(reviewer)
         with self._transaction(write=True) as conn:
             columns = [getattr(Verdict, c) for c in VERDICT_COLUMNS]
@@ -610,7 +617,8 @@ class ReviewStore:
             found = conn.execute(select(*columns).where(*where).order_by(Verdict.created_at, Verdict.id)).all()
             if found and shown is not None and found[-1].verdict != shown:
                 return 0
-            if found and self._first_verdict_seen(conn, run, str(sample_id), reviewer):
+            late = bool(found) and _past_grace(found[0].created_at, grace_s)
+            if late and self._first_verdict_seen(conn, run, str(sample_id), reviewer):
                 raise VerdictStands(str(sample_id), found[0].verdict)
             if found:
                 conn.execute(delete(Verdict).where(Verdict.id.in_([row.id for row in found])))
