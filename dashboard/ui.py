@@ -31,9 +31,14 @@ BADGE_COLOURS = {MISCAPTIONED: "red", CORRECT: "green", UNSURE: "orange"}
 # A reviewer's own verdict button, filled in its badge's hue; mis-captioned keeps the theme's red
 OWN_VERDICT_FILL = {CORRECT: "#15803d", UNSURE: "#b45309"}
 ROW_PX, HEADER_PX = 35, 38
-# A caption scrolls in its own box (at most 8 lines): a 40,000-character caption pushed the verdict buttons
-# under it tens of thousands of pixels down the page. Large: the caption under review.
-_SCROLLING = "max-height: 10.8em; overflow-y: auto; overflow-wrap: anywhere; white-space: pre-wrap"
+# A caption scrolls in its own box (8 lines and a half): a 40,000-character caption pushed the verdict buttons
+# under it tens of thousands of pixels down the page. The half line and a scrollbar drawn always say there is
+# more: cut at a whole line, with chromium's overlay scrollbar hidden, a long caption read as complete.
+# Large: the caption under review.
+_SCROLLING = (
+    "max-height: 11.5em; overflow-y: auto; overflow-wrap: anywhere; white-space: pre-wrap; "
+    "scrollbar-width: thin; scrollbar-gutter: stable"
+)
 CAPTION_STYLES = {
     False: f"line-height: 1.35; margin: 0 0 1rem 0; {_SCROLLING}",
     True: f"font-size: 1.7rem; line-height: 1.35; margin: 0.3rem 0 1rem 0; {_SCROLLING}",
