@@ -9,6 +9,7 @@ the per-epoch checkpoints of every model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -512,12 +513,23 @@ def compute_clipmem(
     distributed.check_batch_size(config.batch_size)  # before any data is read
     with distributed.session(pick_device(config.device)) as device:
         try:
-            return _compute(config, device, resume, on_epoch, made_by)
+            run = _compute(config, device, resume, on_epoch, made_by)
         except BaseException:
-            distributed.on_main(lambda: cache.mark_stopped(Path(config.out)))
+            _let_go_of_a_stopped_run(Path(config.out))
             raise
-        finally:
-            distributed.on_main(lambda: cache.release_run_folder(Path(config.out)))
+        distributed.on_main(lambda: cache.release_run_folder(Path(config.out)))
+        return run
+
+
+def _let_go_of_a_stopped_run(out: Path) -> None:
+    """After a stop or a failure, rank 0 alone marks the run stopped and releases its folder, waiting for no
+    other process. Why: under torchrun a Ctrl-C reaches the processes one after another, and the first to
+    stop left the others in a collective here that could not finish: tracebacks from every other process,
+    and a 30 s wait before torchrun killed them. A folder that cannot take the mark keeps the first error."""
+    if distributed.is_main():
+        with contextlib.suppress(OSError):
+            cache.mark_stopped(out)
+        cache.release_run_folder(out)
 
 
 def _compute(

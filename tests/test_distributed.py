@@ -184,7 +184,9 @@ def _processes_naming(path: Path) -> list[int]:
 )
 def test_a_stop_sent_to_the_launcher_alone_stops_every_process(shapes, tmp_path, stop, code, said):
     """`kill` on `clipmem run --nproc 2` used to end the launcher alone: the workers trained on, orphaned;
-    and `kill -INT` (a script's Ctrl-C) still did, with no word of it, and refused a --resume until then."""
+    and `kill -INT` (a script's Ctrl-C) still did, with no word of it, and refused a --resume until then.
+    Then a stop said so three times, under torchrun's traceback, and the workers left behind by the first
+    to stop printed gloo's tracebacks and waited 30 s in a collective to be killed."""
     out, log = tmp_path / "stopped", tmp_path / "stderr.log"
     args = [
         sys.executable,
@@ -214,7 +216,10 @@ def test_a_stop_sent_to_the_launcher_alone_stops_every_process(shapes, tmp_path,
         os.kill(pid, signal.SIGKILL)
     assert exit_code == code, log.read_text()
     assert orphans == [], "workers outlived the launcher"
-    assert f"clipmem: {said}; rerun with --resume to continue from the last checkpoint" in log.read_text()
+    said_once = f"clipmem: {said}; rerun with --resume to continue from the last checkpoint"
+    text = log.read_text()
+    assert text.count(said_once) == 1, text  # the launcher's, not one more a worker
+    assert "Traceback" not in text and "SignalException" not in text and "death signal" not in text, text
 
 
 def _hear_sigint() -> None:
