@@ -25,6 +25,7 @@ from clipmem_core import cache
 from clipmem_core.cli import _configure_logging, _without_nproc, main
 from clipmem_core.config import RunConfig
 from clipmem_core.errors import ClipmemError
+from clipmem_core.launch import NPROC_LAUNCHER_ENV, reports_the_stop
 from clipmem_core.pipeline import compute_clipmem
 from clipmem_core.scores.combined import SIGNALS as COMBINED_SIGNALS
 from clipmem_core.synthetic import make_shapes_dataset
@@ -380,3 +381,16 @@ def test_a_model_whose_process_fails_stops_the_run_with_a_clear_error(tmp_path, 
         pipeline._train_in_parallel(config, {"h0": np.ones(4, bool)}, images, [["a"]] * 4, torch.device("cpu"))
     worker = capfd.readouterr().err  # the worker says what it met in one line, without a traceback
     assert "clipmem: error: image" in worker and "missing.png is unreadable" in worker and "Traceback" not in worker
+
+
+def test_a_stop_is_reported_by_the_first_process_or_else_by_the_launcher(monkeypatch):
+    """Under `torchrun` run directly the first process says how to resume; under `clipmem run --nproc` the
+    launcher does, once the workers have stopped, and no worker repeats it."""
+    monkeypatch.delenv(NPROC_LAUNCHER_ENV, raising=False)
+    monkeypatch.setenv("RANK", "0")
+    assert reports_the_stop()
+    monkeypatch.setenv("RANK", "1")
+    assert not reports_the_stop()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv(NPROC_LAUNCHER_ENV, "1")
+    assert not reports_the_stop()
