@@ -13,6 +13,7 @@ import streamlit as st
 from clipmem_core import ClipmemError, list_runs
 from clipmem_core.cache import RunInfo
 from clipmem_core.formatting import fmt_count
+from clipmem_core.review.decisions import UNDO_GRACE_S
 from clipmem_core.review.roles import leads
 from clipmem_core.review.store import namesake
 from clipmem_core.splits import split_order
@@ -36,6 +37,11 @@ def reset_views() -> None:
     st.session_state.pop(state.INSPECT_RUN, None)
 
 
+BLIND_NOTE = (
+    f"Blind mode is on: you see others' verdicts on a sample {UNDO_GRACE_S:.0f} s after you have given yours "
+    "(till then an undo may still take yours back)."
+)
+BLIND_HELP = f"show others' verdicts on a sample only {UNDO_GRACE_S:.0f} s after you have given yours"
 _CLEARED = "_filters_cleared"  # the empty gallery's "Clear the filters" was pressed: the widgets to follow
 _RERUN_PAGE = "_filters_cleared_rerun"  # … and the gallery's fragment is to rerun the whole page, once
 
@@ -144,13 +150,13 @@ def _who() -> None:
             st.sidebar.error(f"{md(problem)}: it cannot be recorded.")
         _namesake_note(typed)
     if leads() is not None and not auth.is_verified_lead(auth.viewer()):
-        st.sidebar.caption("Blind mode is on: you see others' verdicts on a sample once you have given yours.")
+        st.sidebar.caption(BLIND_NOTE)
     else:
         st.sidebar.toggle(
             "Blind mode",
             value=True,
             key=auth.BLIND_KEY,
-            help="show others' verdicts on a sample only once you have given yours",
+            help=BLIND_HELP,
         )
 
 
