@@ -39,7 +39,7 @@ def reset_views() -> None:
 
 BLIND_NOTE = (
     f"Blind mode is on: you see others' verdicts on a sample {UNDO_GRACE_S:.0f} s after you have given yours "
-    "(till then an undo may still take yours back)."
+    "(till then an undo may still take yours back); a lead's decision at once."
 )
 BLIND_HELP = f"show others' verdicts on a sample only {UNDO_GRACE_S:.0f} s after you have given yours"
 _CLEARED = "_filters_cleared"  # the empty gallery's "Clear the filters" was pressed: the widgets to follow

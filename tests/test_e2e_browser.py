@@ -16,14 +16,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from clipmem_core import load_run
+from clipmem_core.review.decisions import UNDO_GRACE_S
 from clipmem_core.testing import CHROMIUM, CHROMIUM_ARGS, serve_app
 from dashboard import review
 from dashboard.gallery import PAGE_SIZE, sort_orders
@@ -544,6 +547,25 @@ MEANINGFUL = {  # the Reconcile card and its image are checked in the curation s
 }
 
 
+def _decision_badges(page) -> list[str]:
+    """The gallery's decision badges on screen, each in its own words (without its icon's ligature name); none
+    may be cut off at 1280 px."""
+    page.get_by_role("heading", name="Most likely mis-captioned").wait_for()
+    page.locator(IMAGE_SELECTOR).nth(11).wait_for()
+    page.locator(IDLE).wait_for()
+    badges = page.eval_on_selector_all(
+        "span.stMarkdownBadge",
+        "els => els.filter(b => b.checkVisibility()).map(b => [...b.childNodes]"
+        ".filter(n => n.nodeType === 3).map(n => n.textContent).join('').trim())",
+    )
+    cut = page.eval_on_selector_all(  # a badge too long for its card ends in "…"
+        "span.stMarkdownBadge",
+        "els => els.filter(b => b.checkVisibility() && b.scrollWidth > b.clientWidth + 1).map(b => b.innerText)",
+    )
+    assert cut == [], f"badges cut off at 1280 px: {cut}"
+    return [b for b in badges if b.startswith(("Mis-captioned · ", "Correct · ", "Unsure · "))]
+
+
 def test_one_curation_session_by_keyboard_two_reviewers_blind_a_lead_and_a_clean_download(
     browser, server, served_cache, tmp_path
 ):
@@ -602,30 +624,23 @@ def test_one_curation_session_by_keyboard_two_reviewers_blind_a_lead_and_a_clean
     assert cleaned.samples["caption"].tolist() == kept["caption"].tolist()
     assert cleaned.samples["is_miscaptioned"].tolist() == kept["is_miscaptioned"].tolist()
 
-    page = _watched_page(browser)  # ann sees the decisions, the lead's included, on the gallery's badges
-    page.goto(f"{server}/gallery?reviewer=ann")
-    page.get_by_role("heading", name="Most likely mis-captioned").wait_for()
-    page.locator(IMAGE_SELECTOR).nth(11).wait_for()
-    page.locator(IDLE).wait_for()
-    badges = page.eval_on_selector_all(  # a badge's own text, without its icon's ligature name
-        "span.stMarkdownBadge",
-        "els => els.filter(b => b.checkVisibility()).map(b => [...b.childNodes]"
-        ".filter(n => n.nodeType === 3).map(n => n.textContent).join('').trim())",
-    )
-    cut = page.eval_on_selector_all(  # a badge too long for its card ends in "…"
-        "span.stMarkdownBadge",
-        "els => els.filter(b => b.checkVisibility() && b.scrollWidth > b.clientWidth + 1).map(b => b.innerText)",
-    )
-    assert cut == [], f"badges cut off at 1280 px: {cut}"
-    shown = [b for b in badges if b.startswith(("Mis-captioned · ", "Correct · ", "Unsure · "))]
     label = {"mis-captioned": "Mis-captioned", "correct": "Correct", "unsure": "Unsure"}
-    expected = [f"{label[v]} · lead" for v in resolved.values()]
-    assert sorted(b for b in shown if b.endswith("· lead")) == sorted(expected), shown  # the decision, not a click
-    assert sorted(b for b in shown if not b.endswith("· lead")) == sorted(
-        f"{label[KEY_VERDICT[a]]} · 2 of 2" for a, b in zip(ANN, BOB) if a == b
-    ), shown
+    agreed = {s: label[KEY_VERDICT[a]] for s, a, b in zip(ann, ANN, BOB) if a == b}
+    decided = [f"{label[v]} · lead" for v in resolved.values()]  # the decision, not a click
+    judged = pd.to_datetime(open_store(served_cache).verdicts("demo", ann, reviewer="ann")["created_at"], utc=True)
+    page = _watched_page(browser)  # ann sees the decisions, the lead's included, on the gallery's badges
+    opened = pd.Timestamp.now(tz="UTC")
+    page.goto(f"{server}/gallery?reviewer=ann")
+    within_grace = _decision_badges(page)  # blind: bob's verdict waits while ann may still take hers back
+    assert (opened - judged.max()).total_seconds() < UNDO_GRACE_S - 10  # ann's last verdict: 10 s left to draw
+    assert f"{agreed[ann[-1]]} · yours" in within_grace, within_grace
+    assert sorted(b for b in within_grace if b.endswith("· lead")) == sorted(decided), within_grace  # final: at once
+
+    for path, selector in MEANINGFUL.items():  # meanwhile the grace runs out
+        _draws_its_content(browser, server, path, selector, shots / "overview.png" if path == "" else None)
+    time.sleep(max(0.0, UNDO_GRACE_S + 1 - (pd.Timestamp.now(tz="UTC") - judged.max()).total_seconds()))
+    page.reload()
+    after = _decision_badges(page)
+    assert sorted(after) == sorted(decided + [f"{v} · 2 of 2" for v in agreed.values()]), after
     page.screenshot(path=str(tmp_path / "gallery.png"))
     page.close()
-
-    for path, selector in MEANINGFUL.items():
-        _draws_its_content(browser, server, path, selector, shots / "overview.png" if path == "" else None)

@@ -93,26 +93,29 @@ def test_blind_viewers_see_decisions_only_on_samples_they_judged(store):
 
 def test_blind_viewers_see_only_their_own_verdict_while_it_may_still_be_taken_back(store, monkeypatch):
     """A reviewer judged a card, saw the others' verdicts in another tab, and took theirs back within the
-    undo's grace to judge again: in blind mode the others show only once the grace is over."""
+    undo's grace to judge again: in blind mode the others show only once the grace is over. A lead's
+    resolution shows at once: judging again after seeing it cannot change it."""
     monkeypatch.setenv("CLIPMEM_LEADS", "lead")
     start = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
     clock = [start]
     monkeypatch.setattr(store_module, "_now", lambda: clock[0])
     add(store, ("bob", "a", "mis-captioned"), ("bob", "b", "correct"), ("ann", "b", "correct"))
-    store.resolve(RUN, "a", "correct", "lead")
+    add(store, ("bob", "c", "mis-captioned"))
+    store.resolve(RUN, "c", "correct", "lead")
     clock[0] = start + timedelta(seconds=60)
-    add(store, ("ann", "a", "mis-captioned"))
+    add(store, ("ann", "a", "correct"), ("ann", "c", "mis-captioned"))
     current, resolutions = store.current_verdicts(RUN), store.resolutions(RUN)
     now = start + timedelta(seconds=60 + UNDO_GRACE_S)
-    assert judged_within_grace(current, "ann", now) == ["a"]
+    assert sorted(judged_within_grace(current, "ann", now)) == ["a", "c"]
     within = visible_decisions(current, resolutions, "ann", blind=True, now=now)
-    assert badge_text(within.loc["a"]) == "Mis-captioned · yours"  # not the lead's resolution, nor bob's vote
+    assert badge_text(within.loc["a"]) == "Correct · yours"  # not bob's vote
     assert badge_text(within.loc["b"]) == "Correct · 2 of 2"  # judged long ago: the others show
+    assert badge_text(within.loc["c"]) == "Correct · lead"  # final: no reason to wait
     later = visible_decisions(current, resolutions, "ann", blind=True, now=now + timedelta(seconds=1))
-    assert badge_text(later.loc["a"]) == "Correct · lead"
+    assert badge_text(later.loc["a"]) == "Correct · tied"
     assert judged_within_grace(current, "ann", now + timedelta(seconds=1)) == []
     seeing = visible_decisions(current, resolutions, "ann", blind=False, now=now)
-    assert badge_text(seeing.loc["a"]) == "Correct · lead"  # out of blind mode nothing waits
+    assert badge_text(seeing.loc["a"]) == "Correct · tied"  # out of blind mode nothing waits
 
 
 def test_with_a_lead_list_a_non_leads_first_blind_verdict_is_kept(store, monkeypatch):

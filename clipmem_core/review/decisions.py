@@ -143,12 +143,14 @@ def visible_decisions(
 ) -> pd.DataFrame:
     """The decisions ``viewer`` may see: in blind mode only on samples they have judged themselves, and on
     those judged within ``UNDO_GRACE_S`` (before ``now``) their own verdict alone, as if nobody else had
-    judged the sample yet."""
+    judged the sample yet. A lead's resolution shows at once: it is final, so taking one's verdict back and
+    judging again after seeing it changes nothing."""
     table = decisions(current, resolutions, viewer)
     if not blind:
         return table
     table = table[table["own"].notna()]
-    fresh = judged_within_grace(current, viewer, now)
+    resolved = set(resolutions.get("sample_id", pd.Series(dtype=object)).astype(str))
+    fresh = [sample for sample in judged_within_grace(current, viewer, now) if sample not in resolved]
     if not fresh:
         return table
     mine = current[(current["reviewer"] == viewer) & current["sample_id"].isin(fresh)]
