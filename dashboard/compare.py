@@ -292,18 +292,25 @@ def _drop_list_ids(path: str) -> frozenset[str]:
         return frozenset()
 
 
-def cleaned_candidates(original: str, infos: Sequence[RunInfo]) -> list[str]:
-    """Usable runs other than ``original``, those that look like its cleaned re-run first (same data, a drop list)."""
-    manifests = {info.name: info.manifest for info in infos if info.ok}
-    source = manifests.get(original)
+def cleaned_candidates(original: str, infos: Sequence[RunInfo], shown: str | None = None) -> list[str]:
+    """Usable runs other than ``original``, those that look like its cleaned re-run first (same data, a drop
+    list): the run ``shown`` in the sidebar where it is one, then those differing from the original in the
+    fewest other settings. An experiment's runs have drop lists too (their evaluation set), and the first of
+    them by name was offered as the re-run of a plain ``--exclude`` run chosen in the sidebar."""
+    usable = {info.name: info for info in infos if info.ok}
+    source = usable.get(original)
 
-    def likely(name: str) -> bool:
-        manifest = manifests[name]
-        same_data = source is not None and manifest.dataset.content_hash == source.dataset.content_hash
-        return same_data and bool(manifest.config.get("exclude"))
+    def likely(info: RunInfo) -> bool:
+        same_data = source is not None and info.manifest.dataset.content_hash == source.manifest.dataset.content_hash
+        return same_data and bool(info.manifest.config.get("exclude"))
 
-    others = [name for name in manifests if name != original]
-    return sorted(others, key=lambda name: not likely(name))
+    def order(info: RunInfo) -> tuple[bool, bool, int]:
+        if not likely(info):
+            return True, True, 0
+        return False, info.name != shown, len(confounders(source, info))
+
+    others = [info for name, info in usable.items() if name != original]
+    return [info.name for info in sorted(others, key=order)]
 
 
 def choose_runs(session: MutableMapping[str, Any], names: Sequence[str]) -> None:

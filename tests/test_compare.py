@@ -120,6 +120,20 @@ def test_the_cleaned_re_run_is_suggested_first(cache_root):
     assert set(compare.cleaned_candidates("demo", infos)) == {"demo-cleaned", "other"}
 
 
+def test_the_cleaned_re_run_offered_is_the_run_shown_or_else_the_one_closest_to_the_original(cache_root):
+    """An experiment's runs have drop lists too (their evaluation set): the first of them by name was offered
+    as the re-run, with its figures, while the sidebar showed the user's own ``--exclude`` re-run."""
+    kept = [f"s{i:05d}" for i in range(60) if f"s{i:05d}" not in DROPPED]
+    fake_run(
+        cache_root, "a-noise", n=len(kept), seed=3, sample_ids=kept, config={"exclude": "eval.csv", "text_noise": 0.3}
+    )
+    infos = list_runs(cache_root)
+    assert compare.cleaned_candidates("demo", infos)[:2] == ["demo-cleaned", "a-noise"]  # no other setting differs
+    assert compare.cleaned_candidates("demo", infos, shown="demo-cleaned")[0] == "demo-cleaned"
+    assert compare.cleaned_candidates("demo", infos, shown="a-noise")[:2] == ["a-noise", "demo-cleaned"]
+    assert compare.cleaned_candidates("demo", infos, shown="other")[:2] == ["demo-cleaned", "a-noise"]  # no drop list
+
+
 def _no_flags(name: str) -> set[str]:
     return set()
 

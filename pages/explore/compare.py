@@ -55,7 +55,7 @@ def cleaning_effect() -> None:
             )
             st.session_state[compare.ORIGINAL_KEY] = shown if shown in names else names[0]
         original_name = st.selectbox("Original run", names, key=compare.ORIGINAL_KEY)
-        candidates = compare.cleaned_candidates(original_name, infos)
+        candidates = compare.cleaned_candidates(original_name, infos, current.name if current is not None else None)
         cleaned_name = st.selectbox(
             "Cleaned re-run",
             candidates,
