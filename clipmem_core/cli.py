@@ -765,14 +765,14 @@ def _add_experiment(commands) -> None:
 
 def _number_list(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
+        return _not_empty(tuple(float(part) for part in text.split(",") if part.strip()), text)
     except ValueError:
         raise ClipmemError(f"{text!r}: expected numbers separated by commas") from None
 
 
 def _int_list(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
+        return _not_empty(tuple(int(part) for part in text.split(",") if part.strip()), text)
     except ValueError:
         raise ClipmemError(f"{text!r}: expected whole numbers separated by commas") from None
 
@@ -780,7 +780,14 @@ def _int_list(text: str) -> tuple[int, ...]:
 def _score_names(text: str) -> tuple[str, ...]:
     """Comma-separated names, lower-cased: registered scores and ``random`` are all lower case, and a user
     who types RANDOM or CLIPMem means them."""
-    return tuple(part.strip().lower() for part in text.split(",") if part.strip())
+    return _not_empty(tuple(part.strip().lower() for part in text.split(",") if part.strip()), text)
+
+
+def _not_empty(values: tuple, text: str) -> tuple:
+    """An empty list (``--sigmas ""``, a shell variable unset) ran the defaults, which the user did not ask for."""
+    if not values:
+        raise ClipmemError(f"{text!r}: an empty list; leave the option out for its default")
+    return values
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:

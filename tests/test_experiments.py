@@ -24,7 +24,7 @@ from clipmem_core.experiments import (
     run_experiment,
 )
 from clipmem_core.experiments.base import Experiment
-from clipmem_core.experiments.removal import removal_counts
+from clipmem_core.experiments.removal import refuse_shared_counts, removal_counts
 from clipmem_core.experiments.utility import linear_probe_accuracy
 from clipmem_core.scores import get_score
 from clipmem_core.synthetic import make_shapes_dataset
@@ -293,11 +293,27 @@ def test_by_takes_score_names_in_any_case(shapes, tmp_path, monkeypatch):
     assert seen[0].by == ("random", "clipmem", "combined")
 
 
+@pytest.mark.parametrize("option", ["--remove", "--seeds", "--by"])
+def test_an_empty_list_is_refused_rather_than_read_as_the_default(option, shapes, tmp_path, monkeypatch, capsys):
+    """`--sigmas ""` (an unset shell variable) trained the default four σ."""
+    monkeypatch.setattr("clipmem_core.experiments.run_experiment", lambda *a, **k: pytest.fail("must not run"))
+    args = ["experiment", "removal", "--data", str(shapes), "--name", "r", "--cache", str(tmp_path)]
+    with pytest.raises(SystemExit) as done:
+        main([*args, option, " , "])
+    assert done.value.code == 2
+    assert "an empty list; leave the option out for its default" in capsys.readouterr().err
+
+
 def test_removal_counts_are_fractions_of_the_pool_or_counts():
     assert removal_counts((0.01, 0.05, 0.1), 760) == [8, 38, 76]
     assert removal_counts((0.001, 5, 5.0), 100) == [1, 5]
     with pytest.raises(ClipmemError, match="at most half"):
         removal_counts((60,), 100)
+    refuse_shared_counts((0.01, 0.05, 0.1), 760)
+    with pytest.raises(ClipmemError, match=r"0\.05 and 8 both mean 8 samples of a training pool of 160"):
+        refuse_shared_counts((0.05, 8, 20), 160)
+    with pytest.raises(ClipmemError, match=r"0\.001 and 0\.004 and 1 all mean 1 sample of"):
+        refuse_shared_counts((0.001, 0.004, 1), 100)
 
 
 def test_linear_probe_separates_separable_classes():

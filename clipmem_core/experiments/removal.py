@@ -13,6 +13,7 @@ lowest CLIP similarity, and falls again past about 400 removed. Here, per seed:
 
 from __future__ import annotations
 
+import logging
 import math
 import zlib
 
@@ -25,6 +26,7 @@ from .base import Condition, Experiment, ExperimentSettings, Study
 
 RANDOM = "random"
 BASELINE = "baseline"
+log = logging.getLogger("clipmem")
 DEFAULT_BY = ("combined", "clipmem", "clip_score_heldout", RANDOM)
 
 
@@ -48,7 +50,15 @@ class RemovalStudy(Study):
         if fractional:
             raise ClipmemError(f"--remove: {fractional[0]:g} is neither a fraction below 1 nor a whole count")
         pool = len(dataset.samples) - settings.eval_size(len(dataset.samples))
-        removal_counts(settings.values or self.default_values, pool)  # at most half: said before the baseline trains
+        refuse_shared_counts(settings.values, pool)
+        counts = removal_counts(settings.values or self.default_values, pool)  # said before the baseline trains
+        if not settings.values and len(counts) < len(self.default_values):
+            log.warning(
+                "--remove: the default fractions %s of a training pool of %d make %s; give counts with --remove",
+                ",".join(f"{v:g}" for v in self.default_values),
+                pool,
+                _samples_list(counts),
+            )
 
     def conditions(self, experiment: Experiment, seed: int) -> list[Condition]:
         baseline = Condition(BASELINE, 0, group=BASELINE)
@@ -77,11 +87,35 @@ def strategies(settings: ExperimentSettings) -> tuple[str, ...]:
 
 def removal_counts(values: tuple[float, ...], pool: int) -> list[int]:
     """Fractions of the pool (below 1) or counts, as distinct counts between 1 and half the pool."""
-    counts = sorted({max(1, round(v * pool)) if v < 1 else int(v) for v in values})
+    counts = sorted({_count(value, pool) for value in values})
     too_many = [n for n in counts if n > pool // 2]
     if too_many:
         raise ClipmemError(f"cannot remove {too_many[0]} of a training pool of {pool}: remove at most half")
     return counts
+
+
+def refuse_shared_counts(values: tuple[float, ...], pool: int) -> None:
+    """Refuse given values that make the same count, as a repeated value is: ``0.05,8`` of a pool of 160 made
+    one condition, and the study silently had a value fewer."""
+    by_count: dict[int, list[float]] = {}
+    for value in dict.fromkeys(values):
+        by_count.setdefault(_count(value, pool), []).append(value)
+    shared = next(((n, group) for n, group in by_count.items() if len(group) > 1), None)
+    if shared:
+        n, group = shared
+        names = " and ".join(f"{value:g}" for value in group)
+        raise ClipmemError(
+            f"--remove: {names} {'both' if len(group) == 2 else 'all'} mean {_samples_list([n])} of a training "
+            f"pool of {pool}: give values that remove different numbers"
+        )
+
+
+def _count(value: float, pool: int) -> int:
+    return max(1, round(value * pool)) if value < 1 else int(value)
+
+
+def _samples_list(counts: list[int]) -> str:
+    return ", ".join(map(str, counts)) + (" sample" if counts == [1] else " samples")
 
 
 def _ranking(scores, strategy: str, seed: int) -> np.ndarray:
