@@ -82,6 +82,7 @@ PRECISIONS = ("auto", "fp32", "bf16")  # --precision (device.resolved_precision 
 # the weights and both AdamW moments (40 MB for the tiny model, whose token table is most of it), and on
 # small data, where an epoch takes a second or two, writing and fsyncing one per epoch took a third of a run.
 CHECKPOINT_EVERY_S = 60.0
+MAX_TEXT_NOISE = 1.0  # σ of --text-noise: beyond it the noise outweighs every cosine's whole range
 # (minimum, maximum) of each whole-number option: the maxima only stop typos that would exhaust memory
 # or the disk (a thumbnail is small, K views and folds are few) or that numpy cannot seed.
 _WHOLE_NUMBER_RANGES = {
@@ -142,7 +143,7 @@ class RunConfig:
     init_checkpoint: str | None = _option("local checkpoint every model starts from (fine-tuning)")
     text_noise: float = _option(
         "mitigation: std σ of Gaussian noise N(0, σ²) added to every coordinate of the L2-normalised text "
-        "embeddings in training only (never when scoring); 0: none",
+        "embeddings in training only (never when scoring); 0: none, at most 1",
         default=0.0,
     )
     exclude: str | None = _option(
@@ -271,6 +272,11 @@ class RunConfig:
         noise = self.text_noise
         if isinstance(noise, bool) or not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
             raise ClipmemError(f"--text-noise must be a finite number of at least 0, not {_shown(noise)}")
+        if noise > MAX_TEXT_NOISE:  # 1e9 trained on, to a loss of 1.7e10 and a run that meant nothing
+            raise ClipmemError(
+                f"--text-noise {noise:g} drowns the captions: each cosine in the loss, between -1 and 1, moves by "
+                f"N(0, σ²); σ is at most {MAX_TEXT_NOISE:g}"
+            )
         every = self.checkpoint_every
         if isinstance(every, bool) or not (_finite(every) and every >= 0):
             raise ClipmemError(

@@ -123,6 +123,7 @@ def test_text_noise_caption_dropout_and_max_captions_are_checked():
     bad_values = (
         {"text_noise": -0.1},
         {"text_noise": float("nan")},
+        {"text_noise": 1e9},  # trained, to a loss of 1.7e10
         {"max_captions": 0},
         {"caption_dropout": 1.0},
         {"caption_dropout": -0.1},
@@ -132,6 +133,7 @@ def test_text_noise_caption_dropout_and_max_captions_are_checked():
     for bad in bad_values:
         with pytest.raises(ClipmemError, match=r"--text-noise|--max-captions|--caption-dropout"):
             RunConfig(data="x.csv", out="cache/x", **bad).resolved()
+    RunConfig(data="x.csv", out="cache/x", text_noise=1.0).resolved()  # the most: each cosine moves by N(0, 1)
 
 
 def test_a_refused_number_is_quoted_as_the_user_typed_it():

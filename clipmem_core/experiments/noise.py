@@ -7,6 +7,7 @@ run per seed with ``--text-noise σ`` (see ``clipmem_core.train.add_text_noise``
 
 from __future__ import annotations
 
+from ..config import MAX_TEXT_NOISE
 from ..errors import ClipmemError
 from .base import Condition, Experiment, ExperimentSettings, Study
 
@@ -20,9 +21,9 @@ class NoiseStudy(Study):
     def check(self, settings: ExperimentSettings, dataset) -> None:
         """Every σ a run accepts, and each its own run name (σ is named to 6 significant digits)."""
         sigmas = _values(settings)
-        bad = [sigma for sigma in sigmas if not sigma >= 0]  # NaN too; the run's own check named --text-noise
-        if bad:
-            raise ClipmemError(f"--sigmas: each σ must be 0 or more, not {bad[0]:g}")
+        bad = [sigma for sigma in sigmas if not 0 <= sigma <= MAX_TEXT_NOISE]  # NaN too; the run's own check
+        if bad:  # named --text-noise
+            raise ClipmemError(f"--sigmas: each σ must be from 0 to {MAX_TEXT_NOISE:g}, not {bad[0]:g}")
         for sigma in sigmas:
             settings.run_defaults(text_noise=float(sigma))
         names = [_name(sigma) for sigma in sigmas]
