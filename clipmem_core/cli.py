@@ -65,7 +65,7 @@ def _add_config_options(parser: argparse.ArgumentParser, names: tuple[str, ...] 
             continue
         required, parse = spec.name in ("data", "out"), option_parser(spec)
         default = "the preset's" if spec.name in PRESET_FIELDS else "none" if spec.default is None else spec.default
-        shown = "" if required else f" (default: {default})"
+        shown = "" if required or "default:" in spec.metadata["help"] else f" (default: {default})"
         parser.add_argument(
             option_flag(spec),
             dest=spec.name,
@@ -406,6 +406,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     summary["model_strength"] = model_strength(run.manifest.utility, pools)
     summary["compute"] = run.manifest.compute
     summary["data"] = _data_notes(run)
+    summary["mitigation"] = {key: run.manifest.config.get(key) for key in ("text_noise", "max_captions")}
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
@@ -442,6 +443,18 @@ def _render_data_notes(notes: dict | None) -> list[str]:
     return ["", "data: " + "; ".join(read), *(f"  note: {warning}" for warning in notes["warnings"])]
 
 
+def _render_mitigation(settings: dict | None) -> list[str]:
+    """The text-side mitigations a run trained with: a noise run read like a plain one (the drop list is
+    said with the data)."""
+    settings = settings or {}
+    said = []
+    if settings.get("text_noise"):
+        said.append(f"Gaussian noise σ = {settings['text_noise']:g} on the text embeddings in training")
+    if settings.get("max_captions"):
+        said.append(f"at most {settings['max_captions']} captions per sample")
+    return ["mitigation: " + "; ".join(said)] if said else []
+
+
 def _table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> list[str]:
     """Aligned plain-text columns: those in ``left`` (names, text) flush left, the others (numbers) right."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -461,7 +474,13 @@ def _render_summary(summary: dict) -> str:
     columns = [c for c in next(iter(stats.values()), {}) if c != "count"]
     where = computed_on(summary.get("compute") or {})
     protocol = f"{summary['protocol']} protocol" + (f"; {where}" if where else "")
-    lines = [f"run {summary['run']} ({protocol})", *_render_data_notes(summary.get("data")), "", "mean per split:"]
+    lines = [
+        f"run {summary['run']} ({protocol})",
+        *_render_mitigation(summary.get("mitigation")),
+        *_render_data_notes(summary.get("data")),
+        "",
+        "mean per split:",
+    ]
     rows = [["samples", *(fmt_number(s["count"]) for s in stats.values())]]
     rows += [[column_label(c), *(fmt_number(s[c]["mean"], 4, signed=True) for s in stats.values())] for c in columns]
     lines += _table(["", *stats], rows)

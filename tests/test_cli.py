@@ -607,6 +607,18 @@ def test_summary_says_what_reading_the_data_left_out(clipmem, tmp_path):
     assert "data:" not in clipmem("summary", "--run", clean.path).stdout  # nothing left out: no line
 
 
+def test_summary_says_which_mitigations_a_run_trained_with(clipmem, tmp_path):
+    """A σ = 0.15 run's summary read like a plain run's: only the manifest held its text noise."""
+    run = fake_run(tmp_path, "noisy", n=60, config={"text_noise": 0.15, "max_captions": 2})
+    lines = clipmem("summary", "--run", run.path).stdout.splitlines()
+    said = "Gaussian noise σ = 0.15 on the text embeddings in training; at most 2 captions per sample"
+    assert lines[1] == f"mitigation: {said}"
+    mitigation = json.loads(clipmem("summary", "--run", run.path, "--json").stdout)["mitigation"]
+    assert mitigation == {"text_noise": 0.15, "max_captions": 2}
+    plain = fake_run(tmp_path, "plain", n=60)
+    assert "mitigation:" not in clipmem("summary", "--run", plain.path).stdout
+
+
 @pytest.mark.slow
 def test_an_import_with_blank_scores_says_how_many_each_score_leaves_blank(clipmem, tiny_run, noisy_shapes, tmp_path):
     scores = tiny_run.scores[["sample_id", "clip_score_heldout", "clipmem"]].copy()  # full protocol: none blank
