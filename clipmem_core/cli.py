@@ -876,10 +876,28 @@ def _render_experiment(results, study: str, injected: bool = False) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage mistakes get the same one line as every other error (and exit 2), pointing to --help."""
+    """Usage mistakes get the same one line as every other error (and exit 2), pointing to --help: the help of
+    the command that was given (an unknown option is found by the top parser, which pointed to
+    ``clipmem --help``, where the command's options are not listed)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.set_defaults(**{_GIVEN_PARSER: self})  # the innermost command's, once parsed
+
+    def parse_args(
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, unknown = self.parse_known_args(args, namespace)
+        given = vars(parsed).pop(_GIVEN_PARSER, self)
+        if unknown:
+            given.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"clipmem: error: {message} (see: {self.prog} --help)\n")
+
+
+_GIVEN_PARSER = "_given_parser"
 
 
 def _argument_type(convert):

@@ -85,6 +85,24 @@ def test_every_run_option_is_a_flag(clipmem):
         assert flag in text, flag
 
 
+@pytest.mark.parametrize(
+    ("argv", "help_of"),
+    [
+        (["summary", "--run", "x", "--bogus"], "clipmem summary"),
+        (["review", "export", "--run", "x", "--what", "droplist", "--out", "y", "--bogus"], "clipmem review export"),
+        (
+            ["experiment", "captions", "--data", "d.csv", "--name", "n", "--max-captions", "2"],
+            "clipmem experiment captions",
+        ),
+    ],
+)
+def test_an_unknown_option_points_to_its_commands_help(clipmem, argv, help_of):
+    """It pointed to `clipmem --help`, which lists the commands but not their options."""
+    result = clipmem(*argv)
+    assert_clean_error(result, f"unrecognized arguments: {argv[-1] if argv[-1] == '--bogus' else '--max-captions 2'}")
+    assert result.stderr.strip().endswith(f"(see: {help_of} --help)")
+
+
 @pytest.mark.slow
 def test_the_console_script_and_python_m_are_the_same_program():
     script = Path(sys.executable).parent / "clipmem"
