@@ -103,6 +103,25 @@ def test_a_run_named_by_dot_from_inside_its_folder_is_the_run_by_its_folders_nam
     assert json.loads(capsys.readouterr().out)["n_samples"] == 1
 
 
+def test_an_export_counts_its_rows_and_says_when_a_drop_list_is_empty(run_dir, tmp_path, capsys):
+    """An empty drop list was written with "wrote drop.csv" alone; `run --exclude` of it then trains on all."""
+    args = ["review", "export", "--run", str(run_dir), "--what", "droplist", "--out"]
+    assert main([*args, str(tmp_path / "empty.csv")]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == f"wrote {tmp_path / 'empty.csv'}: 0 samples to drop"
+    assert "no sample of this run is decided mis-captioned: the drop list is empty" in err
+    store = open_store(run_dir.parent)
+    for reviewer in ("ann", "bob"):
+        store.add_verdict("run1", "s00", reviewer, "mis-captioned")
+    assert main([*args, str(tmp_path / "drop.csv")]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == f"wrote {tmp_path / 'drop.csv'}: 1 sample to drop" and "empty" not in err
+    assert (
+        main(["review", "export", "--run", str(run_dir), "--what", "verdicts", "--out", str(tmp_path / "v.csv")]) == 0
+    )
+    assert capsys.readouterr().out.strip().endswith(": 2 verdicts")
+
+
 def test_agreement_of_one_session(run_dir, capsys):
     store = open_store(run_dir.parent)
     sid = store.create_session("run1", "s", ["s00", "s01"], ["ann", "bob"], 2, "lead")

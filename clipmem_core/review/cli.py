@@ -33,7 +33,7 @@ from .estimate import (
     ranking_order,
     run_estimate,
 )
-from .export import FORMATS, KINDS, export, left_out_notes, output_format, unescape_cell
+from .export import FORMATS, KINDS, ROW_NOUNS, export, left_out_notes, output_format, unescape_cell
 from .roles import LEADS_ENV, leads
 from .store import ReviewStore, given_at, open_store, record_problem
 from .verdicts import VERDICTS, normalise_verdict
@@ -281,7 +281,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     run.check_output(out, force=args.force)
     _note_counting_rule(store, run)
     _note_renamed(store, run)
-    path = export(
+    path, rows = export(
         store,
         run,
         args.what,
@@ -291,7 +291,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         allow_unresolved=args.allow_unresolved,
         force=args.force,
     )
-    print(f"wrote {path}")
+    print(f"wrote {path}: {fmt_count(rows, *ROW_NOUNS[args.what])}")
+    if args.what == "droplist" and not rows:  # `run --exclude` of it trains on everything, as before
+        print("note: no sample of this run is decided mis-captioned: the drop list is empty", file=sys.stderr)
     if args.what == "cleaned":
         for note in left_out_notes(run):
             print(f"note: {note}", file=sys.stderr)

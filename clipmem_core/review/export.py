@@ -43,6 +43,12 @@ from .verdicts import MISCAPTIONED
 
 FORMATS = ("csv", "parquet")
 KINDS = ("verdicts", "resolutions", "cleaned", "droplist")
+ROW_NOUNS = {  # what a row of each export is, one and many: the CLI counts them
+    "verdicts": ("verdict", "verdicts"),
+    "resolutions": ("resolution", "resolutions"),
+    "cleaned": ("sample", "samples"),
+    "droplist": ("sample to drop", "samples to drop"),
+}
 HISTORY_KINDS = ("verdicts", "resolutions")  # what a re-run's review carries over (``review import``)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _SHOWN_IDS = 5
@@ -257,7 +263,8 @@ def export(
     *,
     allow_unresolved: bool = False,
     force: bool = False,
-) -> Path:
-    """Write ``verdicts``, ``resolutions``, ``cleaned`` or ``droplist`` for a run; returns the file written."""
+) -> tuple[Path, int]:
+    """Write ``verdicts``, ``resolutions``, ``cleaned`` or ``droplist`` for a run; returns the file written and
+    its number of rows."""
     frame = export_frame(store, run, what, replace, allow_unresolved)
-    return write_table(frame, out, fmt, spreadsheet=what in HISTORY_KINDS, force=force)
+    return write_table(frame, out, fmt, spreadsheet=what in HISTORY_KINDS, force=force), len(frame)
