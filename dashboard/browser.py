@@ -30,7 +30,7 @@ def set_cookie(name: str, value: str, max_age_s: int) -> None:
 QUIET_MAIN_FOCUS = '[data-testid="stMain"]:focus-visible::before { box-shadow: none; }'
 
 
-def keyboard_page(fields: Iterable[str]) -> None:
+def keyboard_page(fields: Iterable[str], card: str | None = None) -> None:
     """What a page judged by keys needs in the browser (Review, Reconcile). Draw it on every run, in one
     place: an element that comes and goes shifts the ones below, which Streamlit then draws afresh.
 
@@ -41,6 +41,14 @@ def keyboard_page(fields: Iterable[str]) -> None:
     a key typed at once. The listener sits on the document, so Streamlit's own Enter (on the app's root,
     below it) has taken the value before the field lets go.
 
+    A mouse click on a checkbox, toggle or radio button lets go of the keyboard as well: Streamlit's key
+    shortcuts ignore keys while one has the focus, and after "Flag mode" or "Show resolved ones too" was
+    clicked, 3 or S did nothing, without a word. A click made by the keyboard (Space, ``detail`` 0) keeps
+    its place for the next Tab.
+
+    A new ``card`` (its sample id) opens at the top of the page: a reviewer who scrolled down to "Use this
+    caption" and pressed 1 saw the next card's bottom only, and could judge it unseen.
+
     And the page's scroll area draws no focus frame: a click on empty space gives it the focus, and the
     verdict keys that follow framed the whole page in grey, as if something were wrong."""
     labels = json.dumps(sorted(fields))
@@ -49,9 +57,15 @@ def keyboard_page(fields: Iterable[str]) -> None:
         " document.addEventListener('keydown', (e) => { const t = e.target;"
         " if (e.key === 'Enter' && t && t.getAttribute && window.clipmemEnterLetsGo.has(t.getAttribute('aria-label')))"
         " t.blur(); });"
+        " document.addEventListener('click', (e) => { if (e.detail > 0) setTimeout(() => {"
+        " const a = document.activeElement;"
+        " if (a && a.matches && a.matches('input[type=checkbox], input[type=radio]')) a.blur(); }, 0); }, true);"
         " const quiet = document.createElement('style'); quiet.id = 'clipmem-quiet-main-focus';"
         f" quiet.textContent = {json.dumps(QUIET_MAIN_FOCUS)}; document.head.appendChild(quiet); }}"
         f" {labels}.forEach((label) => window.clipmemEnterLetsGo.add(label));"
+        f" if (window.clipmemCard !== {json.dumps(card)}) {{ window.clipmemCard = {json.dumps(card)};"
+        " const main = document.querySelector('[data-testid=\"stMain\"]'); if (main) main.scrollTo(0, 0);"
+        " window.scrollTo(0, 0); }"
     )
 
 

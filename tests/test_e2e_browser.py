@@ -480,8 +480,16 @@ def _review(
         field.focus()
         page.keyboard.type(suggestion)
         page.keyboard.press("Enter")
-    judged = [_press_and_wait_for_the_next(page, key) for key in keys]
-    page.locator('[data-testid="stMain"]').focus()  # as a click on empty space does, before more keys
+    flag_mode = page.get_by_text("Flag mode", exact=True)
+    for _ in range(2):  # a toggle clicked with the mouse gives the keyboard back: the next key was ignored
+        flag_mode.click()
+        page.locator(IDLE).wait_for()
+    main = page.locator('[data-testid="stMain"]')
+    main.evaluate("m => m.scrollTo(0, m.scrollHeight)")  # scrolled down to the similar images' captions
+    judged = [_press_and_wait_for_the_next(page, keys[0])]
+    assert main.evaluate("m => m.scrollTop") == 0  # the next card opens at its top, not at its last lines
+    judged += [_press_and_wait_for_the_next(page, key) for key in keys[1:]]
+    main.focus()  # as a click on empty space does, before more keys
     page.keyboard.press("Shift")
     frame = page.evaluate(
         "() => { const main = document.querySelector('[data-testid=\"stMain\"]');"

@@ -177,4 +177,5 @@ if len(items) > 1:
     )
 agreement_section()
 export_section()
-browser.keyboard_page((reconcile.CAPTION_LABEL,))  # last: a script element above the card shifts its fields
+# last: a script element above the card shifts its fields
+browser.keyboard_page((reconcile.CAPTION_LABEL,), card=sample_id)

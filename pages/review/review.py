@@ -196,6 +196,6 @@ with st.expander("Review sessions: create one, see progress per reviewer"):
     session_progress()
 
 # last on the page: a script element drawn above the card shifted its fields, which Streamlit then drew afresh
-browser.keyboard_page((review.SUGGEST_LABEL, review.NOTE_LABEL))
+browser.keyboard_page((review.SUGGEST_LABEL, review.NOTE_LABEL), card=sample_id)
 if ss.pop(review.QUEUE_CHOSEN, False):
     browser.release_keyboard_focus()
