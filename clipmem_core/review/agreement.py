@@ -23,26 +23,40 @@ from ..formatting import json_safe
 from .verdicts import MISCAPTIONED, VERDICTS
 
 
-def _plurality(votes: list[str]) -> str | None:
-    (top, count), *rest = Counter(votes).most_common()
-    return None if rest and rest[0][1] == count else top
+def vote_counts(current: pd.DataFrame) -> pd.DataFrame:
+    """Samples (sorted) x VERDICTS: how many counted verdicts of each kind a sample has. Every figure of
+    agreement reads it, at once for every sample: a loop over each sample's group took 16 s for 50,000
+    samples, on each of Reconcile's key presses."""
+    if current.empty:
+        return pd.DataFrame(columns=list(VERDICTS), index=pd.Index([], name="sample_id"), dtype=np.int64)
+    counts = current.groupby(["sample_id", "verdict"]).size().unstack(fill_value=0)
+    return counts.reindex(columns=list(VERDICTS), fill_value=0).sort_index()
+
+
+def plurality(counts: pd.DataFrame) -> np.ndarray:
+    """Per row of ``vote_counts``: the verdict with the most votes, None where the top count is tied."""
+    values = counts.to_numpy()
+    if not len(values):
+        return np.array([], dtype=object)
+    top = values.max(axis=1)
+    unique_top = (values == top[:, None]).sum(axis=1) == 1
+    return np.where(unique_top & (top > 0), np.asarray(VERDICTS, dtype=object)[values.argmax(axis=1)], None)
 
 
 def majority_verdicts(current: pd.DataFrame) -> pd.DataFrame:
     """Per sample: number of reviewers, vote counts, majority verdict and whether all agree."""
-    rows = []
-    for sample_id, group in current.groupby("sample_id", sort=True):
-        votes = list(group["verdict"])
-        rows.append(
-            {
-                "sample_id": sample_id,
-                "n_reviewers": len(votes),
-                "votes": dict(Counter(votes)),
-                "majority": _plurality(votes),
-                "unanimous": len(set(votes)) == 1,
-            }
-        )
-    return pd.DataFrame(rows, columns=["sample_id", "n_reviewers", "votes", "majority", "unanimous"])
+    counts = vote_counts(current)
+    values = counts.to_numpy()
+    return pd.DataFrame(
+        {
+            "sample_id": counts.index.to_numpy(),
+            "n_reviewers": values.sum(axis=1),
+            "votes": [{v: int(c) for v, c in zip(VERDICTS, row) if c} for row in values],
+            "majority": plurality(counts),
+            "unanimous": (values > 0).sum(axis=1) == 1,
+        },
+        columns=["sample_id", "n_reviewers", "votes", "majority", "unanimous"],
+    )
 
 
 def percent_agreement(current: pd.DataFrame) -> float:
@@ -87,10 +101,9 @@ def pairwise_kappas(current: pd.DataFrame) -> pd.DataFrame:
 def fleiss_table(current: pd.DataFrame) -> tuple[np.ndarray, int]:
     """Samples x verdict counts of every sample judged by two or more reviewers; returns (table, samples
     judged by one reviewer, which say nothing about agreement)."""
-    per_sample = current.groupby("sample_id")["verdict"].agg(list)
-    shared = per_sample[per_sample.map(len) >= 2]
-    table = np.array([[votes.count(v) for v in VERDICTS] for votes in shared], dtype=float).reshape(-1, len(VERDICTS))
-    return table, len(per_sample) - len(shared)
+    values = vote_counts(current).to_numpy()
+    shared = values.sum(axis=1) >= 2
+    return values[shared].astype(float).reshape(-1, len(VERDICTS)), int((~shared).sum())
 
 
 def fleiss_kappa_of_table(table: np.ndarray) -> float:
@@ -148,23 +161,44 @@ def suggestion_rows(verdicts: pd.DataFrame) -> pd.DataFrame:
 
 
 def disagreements(current: pd.DataFrame, resolutions: pd.DataFrame) -> pd.DataFrame:
-    """Samples judged by two or more reviewers who do not all agree, with votes, suggestions and resolution."""
+    """Samples judged by two or more reviewers who do not all agree (sorted by id), with votes, suggestions
+    and resolution."""
     columns = ["sample_id", "votes", "majority", "suggestions", "resolved_verdict", "resolved_by", "resolved_caption"]
-    resolved = resolutions.set_index("sample_id") if len(resolutions) else None
-    rows = []
-    for sample_id, group in current.groupby("sample_id", sort=True):
-        if len(group) < 2 or group["verdict"].nunique() == 1:
-            continue
-        res = resolved.loc[sample_id] if resolved is not None and sample_id in resolved.index else None
-        rows.append(
-            {
-                "sample_id": sample_id,
-                "votes": dict(zip(group["reviewer"], group["verdict"])),
-                "majority": _plurality(list(group["verdict"])),
-                "suggestions": suggestion_rows(group)["suggested_caption"].tolist(),
-                "resolved_verdict": None if res is None else res["verdict"],
-                "resolved_by": None if res is None else res["resolved_by"],
-                "resolved_caption": None if res is None else res["caption"],
-            }
-        )
-    return pd.DataFrame(rows, columns=columns)
+    counts = vote_counts(current)
+    values = counts.to_numpy()
+    split = (values.sum(axis=1) >= 2) & ((values > 0).sum(axis=1) > 1) if len(values) else np.zeros(0, bool)
+    ids = counts.index[split]
+    if not len(ids):
+        return pd.DataFrame(columns=columns)
+    rows = current[current["sample_id"].isin(ids)].sort_values("sample_id", kind="stable")  # each in its order
+    reviewers, verdicts = rows["reviewer"].to_numpy(), rows["verdict"].to_numpy()
+    votes = [dict(zip(reviewers[a:b], verdicts[a:b])) for a, b in _slices(rows, ids)]
+    offered = suggestion_rows(rows)
+    captions = offered["suggested_caption"].to_numpy()
+    suggestions = [captions[a:b].tolist() for a, b in _slices(offered, ids)]
+    settled = pd.DataFrame(index=ids)
+    if len(resolutions):
+        settled = resolutions.drop_duplicates("sample_id", keep="last").set_index("sample_id").reindex(ids)
+    table = pd.DataFrame(
+        {
+            "sample_id": ids.to_numpy(),
+            "votes": votes,
+            "majority": plurality(counts[split]),
+            "suggestions": suggestions,
+            "resolved_verdict": settled.get("verdict", pd.Series(None, index=ids)).to_numpy(),
+            "resolved_by": settled.get("resolved_by", pd.Series(None, index=ids)).to_numpy(),
+            "resolved_caption": settled.get("caption", pd.Series(None, index=ids)).to_numpy(),
+        },
+        columns=columns,
+    )
+    for column in ("resolved_verdict", "resolved_by", "resolved_caption"):
+        table[column] = table[column].astype(object).where(table[column].notna(), None)
+    return table
+
+
+def _slices(rows: pd.DataFrame, ids: pd.Index) -> zip:
+    """(start, end) of each sample's rows in ``rows`` (sorted by sample id), for every sample of ``ids``
+    (sorted), in order; an empty slice for a sample without rows. Slices of plain arrays, not a groupby's
+    groups: 17,000 of those took 1.8 s."""
+    keys, wanted = rows["sample_id"].to_numpy(), ids.to_numpy()
+    return zip(np.searchsorted(keys, wanted, side="left"), np.searchsorted(keys, wanted, side="right"))

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from .agreement import plurality, vote_counts
 from .roles import leads
 from .verdicts import MISCAPTIONED, VERDICT_LABELS, VERDICTS
 
@@ -83,14 +84,6 @@ def standing_verdict(history: pd.DataFrame, reviewer: str, leads_env: str | None
     return None if own.empty else str(own["verdict"].iloc[0])
 
 
-def _vote_counts(current: pd.DataFrame) -> pd.DataFrame:
-    """samples x VERDICTS counts of the counted verdicts."""
-    if current.empty:
-        return pd.DataFrame(columns=list(VERDICTS), dtype=np.int64)
-    counts = current.groupby(["sample_id", "verdict"]).size().unstack(fill_value=0)
-    return counts.reindex(columns=list(VERDICTS), fill_value=0)
-
-
 def decisions(current: pd.DataFrame, resolutions: pd.DataFrame, viewer: str | None = None) -> pd.DataFrame:
     """One row per judged or resolved sample (index ``sample_id``): verdict, source, n_reviewers, votes, own,
     and the caption a lead accepted when resolving it mis-captioned (``accepted_caption``, else None).
@@ -102,14 +95,12 @@ def decisions(current: pd.DataFrame, resolutions: pd.DataFrame, viewer: str | No
 
     ``verdict`` is None where nothing is decided (a tie the viewer has no verdict in).
     """
-    counts = _vote_counts(current)
+    counts = vote_counts(current)
     table = pd.DataFrame(index=counts.index.union(pd.Index(resolutions.get("sample_id", []))), columns=COLUMNS)
     table.index.name = "sample_id"
     counts = counts.reindex(table.index, fill_value=0)
     values = counts.to_numpy()
-    top = values.max(axis=1) if len(values) else np.zeros(0, np.int64)
-    unique_top = (values == top[:, None]).sum(axis=1) == 1 if len(values) else np.zeros(0, bool)
-    majority = np.where(unique_top & (top > 0), np.asarray(VERDICTS, dtype=object)[values.argmax(axis=1)], None)
+    majority = plurality(counts)
     own = pd.Series(None, index=table.index, dtype=object)
     if viewer is not None and not current.empty:
         mine = current[current["reviewer"] == viewer]
