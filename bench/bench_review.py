@@ -130,7 +130,9 @@ def resolution_times(run, store, search: NeighbourSearch, rows: np.ndarray, file
         if item is not None:
             reconcile.votes(store, run.name, item["sample_id"])
             review.card_data(run, item["sample_id"], lambda: search)
-        files = reconcile.export_files(store, run, allow_unresolved=True)
+        bad = reconcile.mis_captioned_labels(store, run, allow_unresolved=True)
+        reconcile.new_caption_note(bad, replace=False)
+        files = reconcile.export_files(store, run, bad, allow_unresolved=True)
         if files_every_rerun:
             [make() for _, make in files.values()]
         times.append(time.perf_counter() - start)

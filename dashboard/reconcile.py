@@ -16,7 +16,7 @@ import pandas as pd
 from clipmem_core import ClipmemError, Run
 from clipmem_core.formatting import fmt_count, fmt_number
 from clipmem_core.review import ReviewStore, agreement_report, require_lead
-from clipmem_core.review.decisions import counted_verdicts, unresolved_disagreements
+from clipmem_core.review.decisions import RESOLVED, counted_verdicts, unresolved_disagreements
 from clipmem_core.review.export import export_frame, final_labels, is_accepted_caption, table_bytes
 from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
@@ -268,28 +268,48 @@ def open_disagreements(store: ReviewStore, run_name: str) -> list[str]:
     return unresolved_disagreements(store.current_verdicts(run_name), store.resolutions(run_name))
 
 
-def accepted_captions_left_out(store: ReviewStore, run_name: str) -> int:
-    """Resolutions of mis-captioned samples that carry an accepted caption: the default export drops those
-    samples, and a lead who had typed the caption found it nowhere in the cleaned CSV."""
-    resolutions = store.resolutions(run_name)
-    if resolutions.empty:
-        return 0
-    captions = resolutions.loc[resolutions["verdict"] == MISCAPTIONED, "caption"]
-    return int(captions.map(lambda c: isinstance(c, str) and bool(c.strip())).sum())
+def mis_captioned_labels(store: ReviewStore, run: Run, allow_unresolved: bool) -> pd.DataFrame:
+    """The final labels (``final_labels``) of the run's samples judged mis-captioned: the drop list, and the
+    rows the cleaned dataset leaves out or keeps under a new caption. Made once per rerun for both the
+    note and the buttons."""
+    labels = final_labels(store, run.name, allow_unresolved)
+    in_run = np.array([sample in run.row_of for sample in labels["sample_id"]], dtype=bool)
+    return labels[(labels["verdict"] == MISCAPTIONED).to_numpy() & in_run]
+
+
+def new_caption_note(bad: pd.DataFrame, replace: bool) -> str | None:
+    """What the export does with the mis-captioned samples that have a caption to take their place: a lead's
+    accepted one, else a reviewer's suggestion (the CLI's --replace-with-suggestion). The note counted the
+    lead's alone, and the cleaned CSV then held a sample under a suggestion no lead had seen."""
+    has_caption = bad["caption"].map(is_accepted_caption).to_numpy(bool)
+    by_lead = int((has_caption & (bad["source"] == RESOLVED).to_numpy()).sum())
+    suggested = int(has_caption.sum()) - by_lead
+    if not by_lead + suggested:
+        return None
+    kinds = []
+    if by_lead:
+        kinds.append(f"{by_lead:,} accepted by a lead")
+    if suggested:
+        kinds.append(f"{suggested:,} a reviewer's suggestion that no lead has resolved")
+    many, samples = by_lead + suggested > 1, fmt_count(by_lead + suggested, "sample")
+    if replace:
+        return f"{samples} {'are' if many else 'is'} kept under a new caption: {', '.join(kinds)}."
+    return (
+        f"{samples} judged mis-captioned {'have' if many else 'has'} a new caption "
+        f"({', '.join(kinds)}): tick the box above to keep {'them' if many else 'it'} under it, or "
+        f"{'they are' if many else 'it is'} dropped."
+    )
 
 
 def export_files(
-    store: ReviewStore, run: Run, allow_unresolved: bool, replace: bool = False
+    store: ReviewStore, run: Run, bad: pd.DataFrame, allow_unresolved: bool, replace: bool = False
 ) -> dict[str, tuple[str, Callable[[], bytes]]]:
     """Button label -> (file name, a function that makes the CSV bytes) of the cleaned dataset and the drop
-    list, as the CLI writes them; ``replace`` keeps a mis-captioned row under its accepted suggested caption
-    (`--replace-with-suggestion`).
+    list, as the CLI writes them; ``bad``: ``mis_captioned_labels``; ``replace`` keeps a mis-captioned row
+    under its accepted suggested caption (`--replace-with-suggestion`).
 
     The files are made when a button is pressed, not on every rerun: making the cleaned CSV of a 200k-sample
     run took 3 s, and every resolution reran the page. The labels' counts come from the verdicts alone."""
-    labels = final_labels(store, run.name, allow_unresolved)
-    in_run = [sample in run.row_of for sample in labels["sample_id"]]  # the judged ones only, not the whole run
-    bad = labels[(labels["verdict"] == MISCAPTIONED).to_numpy() & np.array(in_run, dtype=bool)]
     kept_under_caption = int(bad["caption"].map(is_accepted_caption).sum()) if replace else 0
     cleaned_rows = len(run.scores) - len(bad) + kept_under_caption
 

@@ -727,6 +727,7 @@ def test_the_review_image_is_at_least_320_px_wide_and_says_when_it_was_upscaled(
 
 def test_the_lead_downloads_the_cleaned_csv_and_the_drop_list_once_disagreements_are_resolved(run_dir):
     store = _disagreements(run_dir)
+    store.add_verdict("run1", "s03", "ann", "mis-captioned", suggested_caption="a red square")  # no lead saw it
     at = page(RECONCILE, run_dir, reviewer="lead")
     assert any("2 disagreements are not resolved" in w.value for w in at.warning) and not at.get("download_button")
     at.checkbox(key="export_allow_unresolved").check().run()
@@ -734,24 +735,27 @@ def test_the_lead_downloads_the_cleaned_csv_and_the_drop_list_once_disagreements
     at.button(key="resolve_mis-captioned").click().run()
     at.button(key="resolve_correct").click().run()
     buttons = at.get("download_button")
-    assert [b.proto.label for b in buttons] == ["Cleaned dataset (4 rows)", "Drop list (1 sample)"]
+    assert [b.proto.label for b in buttons] == ["Cleaned dataset (3 rows)", "Drop list (2 samples)"]
     assert [b.proto.shortcut.upper() for b in buttons] == ["D", "L"]
-    files = reconcile.export_files(store, load_run(run_dir), allow_unresolved=False)
+    bad = reconcile.mis_captioned_labels(store, load_run(run_dir), allow_unresolved=False)
+    files = reconcile.export_files(store, load_run(run_dir), bad, allow_unresolved=False)
     (cleaned_name, cleaned), (_, drop) = files.values()  # made on a press, not on every rerun
     cleaned_lines = cleaned().decode().splitlines()
     assert cleaned_name == "run1-cleaned.csv" and cleaned_lines[0] == "filepath,caption,id,is_miscaptioned"
-    assert len(cleaned_lines) == 1 + 4  # the label's count, made without the file
-    assert drop().decode().splitlines() == ["sample_id", "s00"]
-    waiting = "1 resolution carries an accepted caption: tick the box above to keep those samples under it"
+    assert len(cleaned_lines) == 1 + 3  # the label's count, made without the file
+    assert drop().decode().splitlines() == ["sample_id", "s00", "s03"]
+    kinds = "1 accepted by a lead, 1 a reviewer's suggestion that no lead has resolved"
+    waiting = f"2 samples judged mis-captioned have a new caption ({kinds}): tick the box above to keep them"
     assert any(waiting in c.value for c in at.caption)  # the lead's caption would otherwise vanish unseen
-    assert reconcile.accepted_captions_left_out(store, "run1") == 1
     at.checkbox(key="export_replace").check().run()  # keep s00 under the caption ann suggested
     assert at.get("download_button")[0].proto.label == "Cleaned dataset (5 rows)"
     assert not any(waiting in c.value for c in at.caption)
-    kept = reconcile.export_files(store, load_run(run_dir), allow_unresolved=False, replace=True)
+    assert any(c.value == f"2 samples are kept under a new caption: {kinds}." for c in at.caption)
+    kept = reconcile.export_files(store, load_run(run_dir), bad, allow_unresolved=False, replace=True)
     rows = kept["Cleaned dataset (5 rows)"][1]().decode().splitlines()
     assert len(rows) == 1 + 5
     assert [r.split(",", 1)[1] for r in rows if ",s00," in r] == ["a blue circle,s00,False"]
+    assert [r.split(",", 1)[1] for r in rows if ",s03," in r] == ["a red square,s03,False"]
 
 
 SHIPPED_MIN_LOOK_S = review.MIN_LOOK_S

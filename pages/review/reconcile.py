@@ -63,13 +63,11 @@ def export_section() -> None:
         help="The caption a lead accepted when resolving, else the reviewers' suggestion. Otherwise every sample "
         "judged mis-captioned is dropped. The CLI's --replace-with-suggestion.",
     )
-    waiting = reconcile.accepted_captions_left_out(store, run.name) if not replace else 0
-    if waiting:
-        st.caption(
-            f"{fmt_count(waiting, 'resolution')} {'carries' if waiting == 1 else 'carry'} an accepted caption: "
-            "tick the box above to keep those samples under it, or they are dropped."
-        )
-    files = reconcile.export_files(store, run, allow, replace)
+    bad = reconcile.mis_captioned_labels(store, run, allow)
+    new_captions = reconcile.new_caption_note(bad, replace)
+    if new_captions:
+        st.caption(new_captions)
+    files = reconcile.export_files(store, run, bad, allow, replace)
     st.caption(
         "The cleaned CSV has the columns clipmem reads (filepath relative to the dataset root, caption, id, and "
         "label, ground truth and every caption of a sample with several when the run has them; other columns of "
