@@ -466,7 +466,7 @@ def _table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,
 
 def _render_summary(summary: dict) -> str:
     from .cache import computed_on
-    from .formatting import fmt_number
+    from .formatting import fmt_count, fmt_number
     from .metrics import FIRST_PAGE, weak_models_sentence
     from .scores import column_label
 
@@ -494,8 +494,8 @@ def _render_summary(summary: dict) -> str:
             continue
         lines += [
             "",
-            f"mis-caption detection over {detection['scope']}: {detection['n_samples']} samples, "
-            f"{detection['n_miscaptioned']} mis-captioned (k = {detection['k']}); unscored samples rank last",
+            f"mis-caption detection over {detection['scope']}: {fmt_count(detection['n_samples'], 'sample')}, "
+            f"{detection['n_miscaptioned']:,} mis-captioned (k = {detection['k']:,}); unscored samples rank last",
         ]
         header = ["score", "AUROC", "AP", "P@k", f"P@{FIRST_PAGE}", "coverage"]
         metric_keys = ["auroc", "average_precision", "precision_at_k", f"precision_at_{FIRST_PAGE}", "coverage"]

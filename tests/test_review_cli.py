@@ -122,6 +122,19 @@ def test_an_export_counts_its_rows_and_says_when_a_drop_list_is_empty(run_dir, t
     assert capsys.readouterr().out.strip().endswith(": 2 verdicts")
 
 
+def test_agreement_counts_are_written_with_thousands_separators(run_dir, capsys):
+    """ "5000 by 2 reviewers; 5000 judged by two or more, 1,341 disagreements": two styles in one line."""
+    store = open_store(run_dir.parent)
+    for reviewer, verdict in (("ann", "correct"), ("bob", "correct")):
+        store.add_verdicts(
+            "run1", [{"sample_id": f"x{i:05d}", "reviewer": reviewer, "verdict": verdict} for i in range(1200)]
+        )
+    assert main(["review", "agreement", "--run", str(run_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "samples judged: 1,200 by 2 reviewers; 1,200 judged by two or more, 0 disagreements" in printed
+    assert "on 1,200 samples judged by 2 reviewers; 0 judged by one" in printed
+
+
 def test_agreement_of_one_session(run_dir, capsys):
     store = open_store(run_dir.parent)
     sid = store.create_session("run1", "s", ["s00", "s01"], ["ann", "bob"], 2, "lead")

@@ -316,15 +316,16 @@ def _format_report(report: dict) -> str:
     num = fmt_number
     fleiss, share = report["fleiss"], report["percent_agreement"]
     lines = [
-        f"samples judged: {report['n_samples']} by {fmt_count(report['n_reviewers'], 'reviewer')}; "
-        f"{report['n_multiply_judged']} judged by two or more, {fmt_count(report['n_disagreements'], 'disagreement')}",
+        f"samples judged: {report['n_samples']:,} by {fmt_count(report['n_reviewers'], 'reviewer')}; "
+        f"{report['n_multiply_judged']:,} judged by two or more, "
+        f"{fmt_count(report['n_disagreements'], 'disagreement')}",
         f"percent agreement: {num(share, 1, percent=True)}",
-        f"Fleiss' kappa: {num(fleiss['kappa'])} (on {fleiss['n_samples']} samples judged by "
-        f"{_rater_range(fleiss)} reviewers; {fleiss['n_judged_once']} judged by one, not counted)",
+        f"Fleiss' kappa: {num(fleiss['kappa'])} (on {fleiss['n_samples']:,} samples judged by "
+        f"{_rater_range(fleiss)} reviewers; {fleiss['n_judged_once']:,} judged by one, not counted)",
     ]
     lines += [
         f"Cohen's kappa {p['reviewer_a']} / {p['reviewer_b']}: {num(p['cohen_kappa'])} "
-        f"on {p['n_samples']} samples (agreement {num(p['percent_agreement'])})"
+        f"on {p['n_samples']:,} samples (agreement {num(p['percent_agreement'])})"
         for p in report["pairs"]
     ]
     return "\n".join(lines)

@@ -110,7 +110,7 @@ if item is None:
     export_section()
     st.stop()
 
-st.subheader(f"Disagreements ({len(items)})")
+st.subheader(f"Disagreements ({len(items):,})")
 
 sample_id = item["sample_id"]
 card = review.card_data(run, sample_id, lambda: resources.neighbour_search(run))
@@ -163,7 +163,7 @@ with st.container(border=True):
     )
 
 if len(items) > 1:
-    st.markdown(f"**Next disagreements** ({len(items) - 1})")
+    st.markdown(f"**Next disagreements** ({len(items) - 1:,})")
     ui.table(
         reconcile.queue_table(items[items["sample_id"] != sample_id], run.scores),
         empty="",
