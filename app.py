@@ -13,7 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from clipmem_core import ClipmemError
-from dashboard import auth, navigation, resources, review, sidebar, ui
+from dashboard import auth, browser, navigation, resources, review, sidebar, ui
 from dashboard.navigation import OVERVIEW_ALIAS, REVIEW, pages
 
 # The icon is a file of ours: Streamlit fetches a ":material/…:" page icon from fonts.gstatic.com on every
@@ -31,6 +31,7 @@ if page.url_path == OVERVIEW_ALIAS:  # typed /overview: on to /, where the menu 
 if page.title != REVIEW.title:  # an undo is offered only until the reviewer leaves the Review page
     review.forget_undo(st.session_state)
 ui.own_verdict_styles()
+browser.one_history_entry_per_navigation()
 try:
     sidebar.render()
     page.run()

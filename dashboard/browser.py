@@ -69,6 +69,27 @@ def keyboard_page(fields: Iterable[str], card: str | None = None) -> None:
     )
 
 
+HISTORY_MERGE_MS = 1000  # history entries pushed closer together than this are one navigation
+
+
+def one_history_entry_per_navigation() -> None:
+    """Make the browser's Back button go back one page, with its filters.
+
+    Streamlit pushes a history entry for every change of the address: a click on another page in the
+    sidebar pushed three in 0.1 s (the old page without its query string, then with the run, then the new
+    page). Back from the inspector then did nothing the first time, and the second time opened the gallery
+    with its caption search, filters, sort and page gone. Entries pushed within ``HISTORY_MERGE_MS`` of the
+    one before now replace it, so one click makes one entry; a change the user makes later (another sort)
+    still makes its own, which Back undoes."""
+    run_script(
+        "if (!window.clipmemOneEntry) { window.clipmemOneEntry = true; let last = -Infinity;"
+        " const push = history.pushState.bind(history);"
+        " history.pushState = (state, title, url) => { const now = performance.now();"
+        f" const merge = now - last < {HISTORY_MERGE_MS}; last = now;"
+        " return merge ? history.replaceState(state, title, url) : push(state, title, url); }; }"
+    )
+
+
 def release_keyboard_focus(field: str | None = None) -> None:
     """Take the keyboard focus off whatever holds it (a radio button just clicked), so that the page's key
     shortcuts work at once: Streamlit's button shortcuts ignore keys while a radio has the focus, and after

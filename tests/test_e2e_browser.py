@@ -266,7 +266,7 @@ def test_a_link_that_sorts_by_a_score_column_keeps_its_sort_on_reload(browser, s
     page.close()
 
 
-def test_a_caption_search_and_a_verdict_filter_survive_a_reload_and_travel_in_a_link(browser, server):
+def test_a_caption_search_and_a_verdict_filter_survive_a_reload_and_back_and_travel_in_a_link(browser, server):
     """A search typed in the sidebar was lost on reload, and a link could not carry one: the filters were
     drawn after the cards and kept only in the session."""
     captions = load_run(DEMO).scores["caption"]
@@ -282,6 +282,15 @@ def test_a_caption_search_and_a_verdict_filter_survive_a_reload_and_travel_in_a_
     page.get_by_text(showing).wait_for()
     page.wait_for_url(lambda url: parse_qs(urlsplit(url).query).get("f_text") == ["frog"])
     page.reload()
+    page.get_by_text(showing).wait_for()
+    expect(page.get_by_label("Search captions")).to_have_value("frog", timeout=TIMEOUT_MS)
+
+    entries = page.evaluate("history.length")
+    page.get_by_role("link", name="Sample inspector").click()  # another page, and Back: one step, search kept
+    page.get_by_role("heading", name="Sample inspector").wait_for()
+    page.locator(IDLE).wait_for()
+    assert page.evaluate("history.length") == entries + 1  # it pushed three entries, the first two half-way
+    page.go_back()
     page.get_by_text(showing).wait_for()
     expect(page.get_by_label("Search captions")).to_have_value("frog", timeout=TIMEOUT_MS)
 
