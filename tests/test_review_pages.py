@@ -279,6 +279,16 @@ def test_another_queue_ends_the_undo(run_dir):
     assert not [c for c in at.caption if "Recorded" in plain(c.value)]
 
 
+def test_a_queue_leaves_out_the_samples_a_lead_has_resolved(run_dir):
+    """A lead's Review queue served the samples they had just resolved: a resolution is final, so another
+    verdict on it, the lead's or a reviewer's, decides nothing."""
+    first = shown_sample(page(REVIEW, run_dir))
+    open_store(run_dir.parent).resolve("run1", first, "correct", "lead")
+    at = page(REVIEW, run_dir)
+    assert shown_sample(at) != first
+    assert at.get("progress")[0].proto.text.startswith("1 of ")  # counted as done in the batch
+
+
 def test_the_next_batch_says_where_it_is_and_another_queue_or_size_starts_at_the_top(run_dir):
     """The batch number carried over to another queue (three batches into the random sample, the top of a
     ranking showed its samples 151–200), and nothing said a batch was past the top of its queue."""

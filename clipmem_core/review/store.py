@@ -839,6 +839,14 @@ class ReviewStore:
         with self._transaction() as conn:
             return set(conn.execute(query).scalars())
 
+    def resolved(self, run: str, sample_ids: Iterable[str]) -> set[str]:
+        """The samples of ``sample_ids`` a lead has resolved: final, so a review queue leaves them out (the
+        lead's own queue served the samples they had just resolved)."""
+        ids = [str(s) for s in sample_ids]
+        query = select(Resolution.sample_id).where(Resolution.run == run, Resolution.sample_id.in_(ids)).distinct()
+        with self._transaction() as conn:
+            return set(conn.execute(query).scalars())
+
     def current_verdicts(self, run: str, sample_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """Each reviewer's counted verdict per sample (see `counted_verdicts`): the input to agreement,
         decisions, reconciliation and exports."""

@@ -66,7 +66,7 @@ else:
     review.address_batch(st.query_params, int(ss[review.BATCH_INDEX]))
     queue_orders = {review.AUDIT: resources.audit(run)} if source == review.AUDIT else orders
     window = review.batch_ids(run, queue_orders, source, size, int(ss[review.BATCH_INDEX]))
-    judged = store.judged(run.name, reviewer, window)
+    judged = store.judged(run.name, reviewer, window) | store.resolved(run.name, window)  # a lead's is final
     batch = review.ranked_batch(run, queue_orders, source, judged, size, int(ss[review.BATCH_INDEX]))
 
 pace = review.seconds_per_sample(ss.get(review.PACE) or [])
