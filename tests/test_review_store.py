@@ -207,24 +207,67 @@ def test_env_url_overrides_the_default(tmp_path, monkeypatch):
 
 
 def test_older_schema_is_upgraded_in_order(db_url, monkeypatch):
-    open_store(url=db_url).close()  # a version-1 database
+    open_store(url=db_url).close()  # a database of this clipmem's version
+    current = store_mod.SCHEMA_VERSION
     calls = []
 
-    def to_v2(conn):
-        calls.append(2)
-        Table("extra_v2", MetaData(), Column("id", Integer, primary_key=True)).create(conn)
+    def one_more(conn):
+        calls.append(current + 1)
+        Table("extra_next", MetaData(), Column("id", Integer, primary_key=True)).create(conn)
 
-    def to_v3(conn):
-        calls.append(3)
+    def two_more(conn):
+        calls.append(current + 2)
 
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 3)
-    monkeypatch.setattr(store_mod, "UPGRADES", {**store_mod.UPGRADES, 1: to_v2, 2: to_v3})
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", current + 2)
+    monkeypatch.setattr(store_mod, "UPGRADES", {**store_mod.UPGRADES, current: one_more, current + 1: two_more})
     upgraded = open_store(url=db_url)
-    assert calls == [2, 3]
+    assert calls == [current + 1, current + 2]
     log = upgraded.audit_log()
-    assert json.loads(log["detail"].iloc[-1]) == {"from": 1, "to": 3}
-    open_store(url=db_url)  # already at 3: no step runs again
-    assert calls == [2, 3]
+    assert json.loads(log["detail"].iloc[-1]) == {"from": current, "to": current + 2}
+    open_store(url=db_url)  # already there: no step runs again
+    assert calls == [current + 1, current + 2]
+
+
+def test_an_id_taken_back_is_never_given_again(db_url):
+    """SQLite gave a new verdict the id of the one just taken back, and the audit log then named one verdict
+    id for two samples."""
+    store = open_store(url=db_url)
+    store.add_verdict("r", "a", "ann", "correct")
+    taken_back = store.add_verdict("r", "b", "ann", "correct")
+    assert store.undo_verdict("r", taken_back, "ann")
+    assert store.add_verdict("r", "c", "ann", "correct") > taken_back
+    resolution = store.resolve("r", "a", "correct", "lead")
+    assert store.undo_resolution("r", resolution, "lead")
+    assert store.resolve("r", "a", "mis-captioned", "lead") > resolution
+
+
+def test_a_version_1_sqlite_database_keeps_its_ids_and_gives_none_again(tmp_path):
+    """Its tables had no AUTOINCREMENT, which SQLite cannot add: they are rebuilt, ids and rows kept."""
+    url = f"sqlite:///{tmp_path / 'review.sqlite'}"
+    store = open_store(url=url)
+    kept = store.add_verdict("r", "a", "ann", "mis-captioned", suggested_caption="a kite")
+    taken_back = store.add_verdict("r", "b", "ann", "correct")
+    store.undo_verdict("r", taken_back, "ann")
+    store.close()
+    with sqlite3.connect(tmp_path / "review.sqlite") as conn:  # as clipmem's schema 1 made the table
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'verdicts'").fetchone()[0]
+        indexes = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = 'verdicts' AND type = 'index'"
+        ).fetchall()
+        conn.execute("ALTER TABLE verdicts RENAME TO old")
+        conn.execute("DROP INDEX ix_verdicts_run")
+        conn.execute(sql.replace("AUTOINCREMENT", ""))
+        for (index_sql,) in indexes:
+            conn.execute(index_sql)
+        conn.execute("INSERT INTO verdicts SELECT * FROM old")
+        conn.execute("DROP TABLE old")
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = 'verdicts'")
+        conn.execute("UPDATE clipmem_schema SET version = 1")
+    upgraded = open_store(url=url)
+    rows = upgraded.verdicts("r")
+    assert rows[["id", "sample_id", "suggested_caption"]].values.tolist() == [[kept, "a", "a kite"]]
+    assert upgraded.add_verdict("r", "c", "ann", "correct") > taken_back  # past the id the audit log names
+    assert json.loads(upgraded.audit_log()["detail"].iloc[-2]) == {"from": 1, "to": 2}
 
 
 def test_newer_schema_is_refused(db_url, monkeypatch):

@@ -59,7 +59,7 @@ from .verdicts import VERDICTS, normalise_verdict
 
 DB_URL_ENV = "CLIPMEM_DB_URL"
 DB_FILE = "review.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _PG_MIGRATION_LOCK = 0x636C6970  # advisory lock key: one process migrates at a time
 VERDICT_COLUMNS = [
     "id",
@@ -135,7 +135,7 @@ class Assignment(Base):
 
 class Verdict(Base):
     __tablename__ = "verdicts"
-    __table_args__ = (CheckConstraint(f"verdict IN {VERDICTS}", name="verdict_value"),)
+    __table_args__ = (CheckConstraint(f"verdict IN {VERDICTS}", name="verdict_value"), {"sqlite_autoincrement": True})
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run: Mapped[str] = mapped_column(String(300), index=True)
     sample_id: Mapped[str] = mapped_column(String(300))
@@ -149,7 +149,10 @@ class Verdict(Base):
 
 class Resolution(Base):
     __tablename__ = "resolutions"
-    __table_args__ = (CheckConstraint(f"verdict IN {VERDICTS}", name="resolution_value"),)
+    __table_args__ = (
+        CheckConstraint(f"verdict IN {VERDICTS}", name="resolution_value"),
+        {"sqlite_autoincrement": True},
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run: Mapped[str] = mapped_column(String(300), index=True)
     sample_id: Mapped[str] = mapped_column(String(300))
@@ -195,9 +198,42 @@ def _create_v1(conn: Connection) -> None:
     Base.metadata.create_all(conn)
 
 
+def _ids_never_reused_v2(conn: Connection) -> None:
+    """SQLite gave a new verdict the id of the one just taken back (the largest), so two audit entries of
+    two samples named one verdict id. AUTOINCREMENT never reuses one; SQLite cannot add it to a table, so
+    verdicts and resolutions are rebuilt, their ids kept, and their counters start past every id that a
+    table or the audit log has held. PostgreSQL's sequences never reuse an id."""
+    if conn.dialect.name != "sqlite":
+        return
+    for model, audit_key in ((Verdict, "verdict_id"), (Resolution, "resolution_id")):
+        table = model.__table__.name
+        sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).scalar()
+        if "AUTOINCREMENT" not in str(sql).upper():
+            _rebuild_with_autoincrement(conn, model)
+        highest = conn.exec_driver_sql(
+            f"SELECT max(coalesce((SELECT max(id) FROM {table}), 0), coalesce((SELECT max(CAST(json_extract("
+            f"detail, '$.{audit_key}') AS INTEGER)) FROM audit_log), 0))"
+        ).scalar()
+        conn.exec_driver_sql("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
+        conn.exec_driver_sql("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, int(highest)))
+
+
+def _rebuild_with_autoincrement(conn: Connection, model: type[Base]) -> None:
+    table = model.__table__.name
+    for (index,) in conn.exec_driver_sql(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (table,)
+    ).all():
+        conn.exec_driver_sql(f'DROP INDEX "{index}"')
+    conn.exec_driver_sql(f'ALTER TABLE "{table}" RENAME TO "{table}_v1"')
+    model.__table__.create(conn)
+    columns = ", ".join(f'"{column.name}"' for column in model.__table__.columns)
+    conn.exec_driver_sql(f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM "{table}_v1"')
+    conn.exec_driver_sql(f'DROP TABLE "{table}_v1"')
+
+
 # UPGRADES[v] brings a database from version v to v + 1. Version 0 is an empty database.
 # A fresh database runs every step in order, so each step must only assume its predecessors.
-UPGRADES: dict[int, Callable[[Connection], None]] = {0: _create_v1}
+UPGRADES: dict[int, Callable[[Connection], None]] = {0: _create_v1, 1: _ids_never_reused_v2}
 
 
 # Column widths of the schema: checked here so that SQLite (which ignores them) and PostgreSQL (which
