@@ -294,9 +294,13 @@ def _cmd_neighbours(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from .cache import load_run
-    from .index import neighbours
+    from .index import NeighbourSearch
 
-    found = neighbours(load_run(args.run), args.sample_id, k=args.k, mode=args.mode)
+    search = NeighbourSearch(load_run(args.run))
+    found = search.query(args.sample_id, k=args.k, mode=args.mode)
+    approximate = search.approximation(args.mode)
+    if approximate:  # on stderr: the table and the JSON stay what a script reads
+        print(f"note: {approximate}", file=sys.stderr)
     if args.json:
         print(json.dumps([asdict(n) for n in found], indent=2))
         return 0

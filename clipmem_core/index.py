@@ -489,6 +489,21 @@ class NeighbourSearch:
     def _embeddings(self, modality: str) -> np.ndarray:
         return self.run.image_embeddings if modality == "image" else self.run.text_embeddings
 
+    def approximation(self, mode: str = "image") -> str | None:
+        """What a ``mode`` query's index leaves to chance, in words, or None where its search is exact. From
+        100k rows the index is IVF (``plan_index``), and a query looks in some of its lists only: on random
+        embeddings of 100k rows it found 4 of the true 10 nearest, and nothing said the list was approximate.
+        """
+        index = self.index(_MODE_MODALITIES[mode][1])
+        if isinstance(index, faiss.IndexFlat) or type(index).__name__.startswith("GpuIndexFlat"):
+            return None
+        try:
+            ivf = faiss.extract_index_ivf(index)
+            how = f"an IVF index searches {ivf.nprobe:,} of its {ivf.nlist:,} lists"
+        except RuntimeError:  # HNSW: a graph walk
+            how = f"a {type(index).__name__.removeprefix('Index')} index"
+        return f"approximate: {how}, so a true neighbour may be missing (`clipmem reindex --kind flat` is exact)"
+
     def query(self, sample_id: str, k: int = 10, mode: str = "image") -> list[Neighbour]:
         """The k nearest rows to a sample; same-modality modes leave the sample itself out."""
         return self.query_many([sample_id], k=k, mode=mode)[0]

@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -5,6 +6,7 @@ import faiss
 import numpy as np
 import pytest
 
+from clipmem_core import load_run
 from clipmem_core.cli import main
 from clipmem_core.errors import ClipmemError
 from clipmem_core.index import (
@@ -443,3 +445,22 @@ def test_reindex_command_rebuilds_a_runs_indexes_as_ivfpq(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "needs at least that many vectors; this one has 120: use flat" in err and "Traceback" not in err
     assert small.index_path("image").read_bytes() == before  # the run's index is kept
+
+
+def test_neighbours_from_an_approximate_index_say_so(tmp_path, capsys):
+    """At 100k rows the index is IVF, and on random embeddings a query found 4 of the true 10 nearest:
+    the CLI and the inspector listed them as if exact."""
+    vectors = clustered(600, 16, clusters=20, seed=3)
+    run = fake_run(tmp_path, "approx", 600, image_embeddings=vectors, text_embeddings=vectors, image_size=8)
+    assert NeighbourSearch(run).approximation("image") is None  # flat below 100k rows
+    assert main(["neighbours", "--run", str(run.path), "--sample-id", "s00003", "--k", "2"]) == 0
+    assert "approximate" not in capsys.readouterr().err
+    assert main(["reindex", "--run", str(run.path), "--kind", "ivf"]) == 0
+    capsys.readouterr()
+    search = NeighbourSearch(load_run(run.path))
+    ivf = faiss.extract_index_ivf(search.index("text"))
+    expected = f"approximate: an IVF index searches {ivf.nprobe} of its {ivf.nlist} lists"
+    assert search.approximation("image2text").startswith(expected)
+    assert main(["neighbours", "--run", str(run.path), "--sample-id", "s00003", "--k", "2", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert len(json.loads(out)) == 2 and err.startswith(f"note: {expected}")  # the JSON stays clean

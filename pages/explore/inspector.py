@@ -91,6 +91,9 @@ for tab, mode in zip(tabs, MODES):
             columns=4,
             extras=[f"sim {fmt_number(h.similarity)}" for h in hits],
         )
+        approximate = search.approximation(mode)
+        if approximate:
+            st.caption(approximate[:1].upper() + approximate[1:] + ".")
 
 st.subheader("Captions of visually similar images")
 st.caption("What the nearest images are called: a hint toward a corrected caption.")
