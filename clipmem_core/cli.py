@@ -605,7 +605,8 @@ def _add_suspects(commands) -> None:
 
 def _cmd_suspects(args: argparse.Namespace) -> int:
     from .cache import load_run
-    from .formatting import fmt_number
+    from .formatting import fmt_count, fmt_number
+    from .learned import KEY as LEARNED_KEY
     from .review.export import output_format, write_table
     from .suspects import TEAM_VERDICT, suspects
 
@@ -617,12 +618,15 @@ def _cmd_suspects(args: argparse.Namespace) -> int:
     if args.out:
         fmt = output_format(args.out, args.format)
         path = write_table(table, args.out, fmt, spreadsheet=fmt == "csv", force=args.force)
-        print(f"wrote {len(table)} samples to {path}")
+        print(f"wrote {fmt_count(len(table), 'sample')} to {path}")
         return 0
     ranking = table.columns[4]
     header = ["rank", ranking, "sample_id", "caption"]
+    # the learned ranking is a rank percentile: 4 decimals printed 1.0000 for the top 5 of 100k samples
+    digits = max(4, len(str(len(run.scores)))) if ranking == LEARNED_KEY else 4
     rows = [
-        [str(r["rank"]), fmt_number(r[ranking], 4), r["sample_id"], _cut(r["caption"], 70)] for _, r in table.iterrows()
+        [f"{r['rank']:,}", fmt_number(r[ranking], digits), r["sample_id"], _cut(r["caption"], 70)]
+        for _, r in table.iterrows()
     ]
     if TEAM_VERDICT in table and table[TEAM_VERDICT].notna().any():  # --unjudged: all blank
         header.append("team")
