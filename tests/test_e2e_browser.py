@@ -393,6 +393,9 @@ def test_the_map_hovers_a_thumbnail_selects_a_box_and_clears_on_double_click(bro
     held = page.evaluate("() => document.querySelector('.clipmem-map').parentElement.clipmemMap.data")
     assert held["atlas"] is None and held["atlas_key"]  # the rerun did not send the thumbnails again
     page.get_by_role("button", name="Open the selection in the gallery").wait_for()
+    above = page.get_by_role("button", name="Open in the gallery")  # said above the map too: the fold hid the rest
+    assert above.bounding_box()["y"] < canvas.bounding_box()["y"]
+    assert page.get_by_text(f"{len(chosen):,} samples selected: their first cards are below the map.").count()
 
     page.mouse.dblclick(box["x"] + 2, box["y"] + 2)
     expect(page.get_by_text("samples selected.")).to_have_count(0, timeout=TIMEOUT_MS)

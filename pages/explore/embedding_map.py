@@ -30,23 +30,39 @@ mask = filter_mask(run, resources.current_filters(run), verdicts)
 rows = emap.map_rows(mask, keep=rows_with_verdict(run.row_of, verdicts, None))
 points = emap.map_frame(run.scores, rows, verdicts)
 options = emap.colour_options(run.scores)
+if emap.SELECTED not in ss and (in_gallery := resources.selection(run)) is not None:
+    ss[emap.SELECTED] = in_gallery.tolist()  # a gallery link's selection: the map showed none of it
+selected = np.asarray(ss.get(emap.SELECTED) or [], dtype=np.int64)
+chosen = selected[np.isin(selected, rows)] if selected.size else selected
+
+
+def open_in_gallery() -> None:
+    """The selection in the gallery, from its first page: the button above the map and the one below it."""
+    ss[state.SELECTION] = chosen.tolist()
+    ss[state.PAGE] = 1
+    navigation.go(navigation.GALLERY, {state.SELECTION_PARAM: resources.hold_selection(run, chosen)})
+
+
 # a menu beside the note, not a row of 13 buttons above it: those took four lines at 1280x800 and pushed two
 # thirds of the map below the fold
 choice, note = st.columns([1, 2], vertical_alignment="bottom")
 colour = choice.selectbox("Colour by", list(options), format_func=options.get, key="map_colour")
-note.caption(
-    f"{len(points):,} of {int(mask.sum()):,} matching samples shown (those with a verdict always). "
-    "Hover a point for its thumbnail, caption, split, ground truth and verdict; drag a box, or click a point "
-    "(shift-click for more), to see them below. Double-click clears."
-)
+if chosen.size:  # said above the map too: the cards and buttons below it sit under the fold at 1280x800
+    with note.container(horizontal=True, vertical_alignment="center"):
+        st.caption(f"**{fmt_count(int(chosen.size), 'sample')} selected**: their first cards are below the map.")
+        if st.button("Open in the gallery", key="open_selection_top", type="primary"):
+            open_in_gallery()
+else:
+    note.caption(
+        f"{len(points):,} of {int(mask.sum()):,} matching samples shown (those with a verdict always). "
+        "Hover a point for its thumbnail, caption, split, ground truth and verdict; drag a box, or click a point "
+        "(shift-click for more), to see them below. Double-click clears."
+    )
 continuous = colour not in (emap.SPLIT, emap.TRUTH, emap.DECISION)
 if continuous and points[colour].isna().any():
     st.caption(f"Dark grey points: {fmt_count(int(points[colour].isna().sum()), 'sample')} without {options[colour]}.")
 if len(points) > emap.MAX_ATLAS_POINTS:
     st.caption(f"Thumbnails on hover show up to {emap.MAX_ATLAS_POINTS:,} points: filter to fewer to see them.")
-if emap.SELECTED not in ss and (in_gallery := resources.selection(run)) is not None:
-    ss[emap.SELECTED] = in_gallery.tolist()  # a gallery link's selection: the map showed none of it
-selected = np.asarray(ss.get(emap.SELECTED) or [], dtype=np.int64)
 atlas_key = resources.map_atlas_key(run, rows) if len(points) <= emap.MAX_ATLAS_POINTS else None
 emap.scatter(
     key=emap.CHART,
@@ -106,9 +122,7 @@ def selection_panel(chosen: np.ndarray) -> None:
     ui.card_grid(make_cards(run, shown, table), run.name, key="map", reviewer_name=None)
     left, right = st.columns(2)
     if left.button("Open the selection in the gallery", type="primary"):
-        ss[state.SELECTION] = chosen.tolist()
-        ss[state.PAGE] = 1
-        navigation.go(navigation.GALLERY, {state.SELECTION_PARAM: resources.hold_selection(run, chosen)})
+        open_in_gallery()
     if right.button(
         f"Flag {chosen.size:,} as mis-captioned…",
         disabled=name is None,
@@ -139,7 +153,6 @@ def _take_back(verdict_ids: list[int], reviewer: str) -> list[str]:
     return kept
 
 
-chosen = selected[np.isin(selected, rows)] if selected.size else selected
 if chosen.size:
     selection_panel(chosen)
 sidebar.filters()  # after the map: the widgets' code then loads after the map is drawn
