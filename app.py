@@ -31,6 +31,7 @@ if page.url_path == OVERVIEW_ALIAS:  # typed /overview: on to /, where the menu 
 if page.title != REVIEW.title:  # an undo is offered only until the reviewer leaves the Review page
     review.forget_undo(st.session_state)
 ui.own_verdict_styles()
+ui.show_toasts()
 browser.one_history_entry_per_navigation()
 try:
     sidebar.render()

@@ -174,9 +174,9 @@ def record_verdict(run_name: str, sample_ids: Sequence[str], verdict: str, revie
     ids = [store.add_verdict(run_name, sample_id, reviewer_name, verdict) for sample_id in sample_ids]
     unchanged = [sample for sample in sample_ids if standing.get(sample) not in (None, verdict)]
     if len(unchanged) == 1:
-        st.toast(md(standing_note(unchanged[0], standing[unchanged[0]], verdict)), icon=":material/gavel:")
+        toast_on_next_run(standing_note(unchanged[0], standing[unchanged[0]], verdict), ":material/gavel:")
     elif unchanged:
-        st.toast(md(standing_note_many(len(unchanged), verdict)), icon=":material/gavel:")
+        toast_on_next_run(standing_note_many(len(unchanged), verdict), ":material/gavel:")
     return ids
 
 
@@ -198,20 +198,38 @@ def withdraw_verdict(run_name: str, sample_id: str, reviewer_name: str, shown: s
     try:
         taken = store.withdraw_verdicts(run_name, sample_id, reviewer_name, shown=shown)
     except VerdictStands:
-        st.toast(md(withdraw_refused_note(sample_id)), icon=":material/gavel:")
+        toast_on_next_run(withdraw_refused_note(sample_id), ":material/gavel:")
         return
     if taken:
-        st.toast(md(f"Your verdict {shown} on {sample_id} is taken back."), icon=":material/undo:")
+        toast_on_next_run(f"Your verdict {shown} on {sample_id} is taken back.", ":material/undo:")
         return
     now = store.latest_verdicts(run_name, reviewer=reviewer_name).get(sample_id)
     if now is not None:
-        st.toast(md(changed_since_note(sample_id, shown, now)), icon=":material/sync_problem:")
+        toast_on_next_run(changed_since_note(sample_id, shown, now), ":material/sync_problem:")
+
+
+_TOASTS = "_toasts_to_show"  # (text, icon) that a button's callback has to say
+
+
+def toast_on_next_run(text: str, icon: str) -> None:
+    """Say ``text`` in a toast on the run the callback starts. A toast drawn in the callback itself made
+    Streamlit warn, on every click in the gallery's fragment, that a callback drawing elements is not
+    supported there."""
+    st.session_state.setdefault(_TOASTS, []).append((text, icon))
+
+
+def show_toasts() -> None:
+    """The toasts the callbacks have asked for, once: on every full run (app.py) and in the fragments that
+    hold flag buttons (``flag_buttons``)."""
+    for text, icon in st.session_state.pop(_TOASTS, []):
+        st.toast(md(text), icon=icon)
 
 
 def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | None, own: str | None = None) -> None:
     """One-click verdict buttons with their words, wrapping to fit the card; the one of the reviewer's own
     counted verdict (``own``) stands out, the others are of the same weight. Clicking the one that stands
     out takes the verdict back (``withdraw_verdict``)."""
+    show_toasts()
     if reviewer_name is None:
         return
     with st.container(horizontal=True, gap="small"):

@@ -253,6 +253,28 @@ def test_gallery_and_inspector_render_in_chromium(browser, server, tmp_path):
     assert elsewhere == []  # the page icon once came from fonts.gstatic.com
 
 
+def test_a_verdict_taken_back_in_the_gallery_says_so_without_a_warning_in_the_log(browser, server, served_cache):
+    """The toast was drawn in the button's callback, and Streamlit warned in the log on every click in the
+    gallery's fragment that displaying elements there is not supported."""
+    page = _watched_page(browser)
+    page.goto(f"{server}/gallery?reviewer=zed&flag_mode=true")
+    page.get_by_role("heading", name="Most likely mis-captioned").wait_for()
+    page.locator(IMAGE_SELECTOR).nth(11).wait_for()
+    page.locator(IDLE).wait_for()
+    run = load_run(DEMO)
+    sample = run.scores["sample_id"].iat[int(sort_orders(run.scores)["combined"][11])]  # past the curation's six
+    unsure = page.locator(f".st-key-gallery-{sample}-unsure button").first
+    unsure.click()
+    expect(unsure).to_have_attribute("kind", "primary", timeout=TIMEOUT_MS)  # hers, filled
+    page.locator(IDLE).wait_for()
+    unsure.click()  # clicked again: taken back
+    expect(page.locator('[data-testid="stToast"]')).to_contain_text("is taken back.", timeout=TIMEOUT_MS)
+    page.close()
+    assert "A fragment rerun was triggered with a callback" not in (served_cache / "streamlit.log").read_text(
+        errors="replace"
+    )
+
+
 def test_a_link_that_sorts_by_a_score_column_keeps_its_sort_on_reload(browser, server):
     """``?sort=clipmem`` (as `clipmem suspects --by` names it) showed the sort, but the address lost it and a
     reload went back to the default."""
