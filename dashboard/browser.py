@@ -41,10 +41,9 @@ def keyboard_page(fields: Iterable[str], card: str | None = None) -> None:
     a key typed at once. The listener sits on the document, so Streamlit's own Enter (on the app's root,
     below it) has taken the value before the field lets go.
 
-    A mouse click on a checkbox, toggle or radio button lets go of the keyboard as well: Streamlit's key
-    shortcuts ignore keys while one has the focus, and after "Flag mode" or "Show resolved ones too" was
-    clicked, 3 or S did nothing, without a word. A click made by the keyboard (Space, ``detail`` 0) keeps
-    its place for the next Tab.
+    A checkbox, toggle or radio button switched, by the mouse or by Space, lets go of the keyboard as well:
+    Streamlit's key shortcuts ignore keys while one has the focus, and after "Flag mode" or "Show resolved
+    ones too" was switched, 3 or S did nothing, without a word.
 
     A new ``card`` (its sample id) opens at the top of the page: a reviewer who scrolled down to "Use this
     caption" and pressed 1 saw the next card's bottom only, and could judge it unseen.
@@ -57,9 +56,9 @@ def keyboard_page(fields: Iterable[str], card: str | None = None) -> None:
         " document.addEventListener('keydown', (e) => { const t = e.target;"
         " if (e.key === 'Enter' && t && t.getAttribute && window.clipmemEnterLetsGo.has(t.getAttribute('aria-label')))"
         " t.blur(); });"
-        " document.addEventListener('click', (e) => { if (e.detail > 0) setTimeout(() => {"
-        " const a = document.activeElement;"
-        " if (a && a.matches && a.matches('input[type=checkbox], input[type=radio]')) a.blur(); }, 0); }, true);"
+        " document.addEventListener('change', (e) => { const t = e.target;"
+        " if (t && t.matches && t.matches('input[type=checkbox], input[type=radio]')) setTimeout(() => t.blur(), 0);"
+        " }, true);"
         " const quiet = document.createElement('style'); quiet.id = 'clipmem-quiet-main-focus';"
         f" quiet.textContent = {json.dumps(QUIET_MAIN_FOCUS)}; document.head.appendChild(quiet); }}"
         f" {labels}.forEach((label) => window.clipmemEnterLetsGo.add(label));"
@@ -79,8 +78,8 @@ def one_history_entry_per_navigation() -> None:
     sidebar pushed three in 0.1 s (the old page without its query string, then with the run, then the new
     page). Back from the inspector then did nothing the first time, and the second time opened the gallery
     with its caption search, filters, sort and page gone. Entries pushed within ``HISTORY_MERGE_MS`` of the
-    one before now replace it, so one click makes one entry; a change the user makes later (another sort)
-    still makes its own, which Back undoes."""
+    one before now replace it, so one click makes one entry. (An address opened without ``?run=`` gets it in
+    an entry Streamlit pushes before this script runs: one Back more there.)"""
     run_script(
         "if (!window.clipmemOneEntry) { window.clipmemOneEntry = true; let last = -Infinity;"
         " const push = history.pushState.bind(history);"

@@ -160,15 +160,17 @@ def address_batch(params: MutableMapping[str, str], index: int) -> None:
 
 
 def assigned_batch(store: ReviewStore, run: Run, session_id: int | None, reviewer: str) -> Batch:
-    """The reviewer's assigned samples in a session: those left, and how many are done."""
+    """The reviewer's assigned samples in a session: those left, and how many are done. A sample a lead has
+    resolved counts as done: the resolution is final (ranked queues leave such samples out too)."""
     if session_id is None:
         return Batch([], 0, 0)
     progress = store.session_progress(session_id)
     mine = progress[progress["reviewer"] == reviewer]
     size = int(mine["assigned"].sum()) if len(mine) else 0
     queued = store.queue(session_id, reviewer)
-    left = [s for s in queued if s in run.row_of]  # a rebuilt run may lack some
-    return Batch(left, size, size - len(queued))
+    resolved = store.resolved(run.name, queued)
+    left = [s for s in queued if s in run.row_of and s not in resolved]  # a rebuilt run may lack some
+    return Batch(left, size, size - len(queued) + len(resolved))
 
 
 def done_line(store: ReviewStore, run_name: str, reviewer: str, sample_ids: Collection[str]) -> str:

@@ -219,8 +219,8 @@ def toast_on_next_run(text: str, icon: str) -> None:
 
 
 def show_toasts() -> None:
-    """The toasts the callbacks have asked for, once: on every full run (app.py) and in the fragments that
-    hold flag buttons (``flag_buttons``)."""
+    """The toasts the callbacks have asked for, once: on every full run (app.py) and in the gallery's
+    fragment, whose flag buttons rerun it alone."""
     for text, icon in st.session_state.pop(_TOASTS, []):
         st.toast(md(text), icon=icon)
 
@@ -229,7 +229,6 @@ def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | N
     """One-click verdict buttons with their words, wrapping to fit the card; the one of the reviewer's own
     counted verdict (``own``) stands out, the others are of the same weight. Clicking the one that stands
     out takes the verdict back (``withdraw_verdict``)."""
-    show_toasts()
     if reviewer_name is None:
         return
     with st.container(horizontal=True, gap="small"):

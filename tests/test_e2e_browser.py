@@ -514,10 +514,14 @@ def _review(
         field.focus()
         page.keyboard.type(suggestion)
         page.keyboard.press("Enter")
-    flag_mode = page.get_by_text("Flag mode", exact=True)
-    for _ in range(2):  # a toggle clicked with the mouse gives the keyboard back: the next key was ignored
-        flag_mode.click()
-        page.locator(IDLE).wait_for()
+    flag_mode = page.get_by_role("switch", name="Flag mode")
+    page.get_by_text("Flag mode", exact=True).click()  # a toggle switched gives the keyboard back: by the mouse…
+    expect(flag_mode).to_be_checked(timeout=TIMEOUT_MS)
+    page.locator(IDLE).wait_for()
+    flag_mode.focus()  # …or by Space: the next key was ignored
+    page.keyboard.press("Space")
+    expect(flag_mode).not_to_be_checked(timeout=TIMEOUT_MS)
+    page.locator(IDLE).wait_for()
     main = page.locator('[data-testid="stMain"]')
     main.evaluate("m => m.scrollTo(0, m.scrollHeight)")  # scrolled down to the similar images' captions
     judged = [_press_and_wait_for_the_next(page, keys[0])]

@@ -388,6 +388,9 @@ def test_assigned_batch_and_session_creation(run_dir):
     progress = next(df.value for df in at.dataframe if "reviewer" in df.value.columns)
     assert progress.set_index("reviewer")["done"].to_dict() == {"ann": 1, "bob": 1}
     assert any(c.value.startswith("Progress as of ") for c in at.caption)
+    store.resolve("run1", "s01", "correct", "lead")  # final: left out of ann's assigned queue too
+    at.run()
+    assert shown_sample(at) == "s02" and "2 of 3 in this batch" in at.get("progress")[0].proto.text
 
 
 def test_a_ranked_queue_reaches_unscored_samples_last(tmp_path, monkeypatch):

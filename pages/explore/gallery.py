@@ -76,6 +76,7 @@ def gallery() -> None:
     """Sorting, paging and flag clicks rerun only this part of the page."""
     if sidebar.filters_cleared():
         st.rerun()  # the whole page: the sidebar's widgets are to show the cleared filters too
+    ui.show_toasts()  # a flag button's, here: a card taken back under a verdict filter leaves no card to say it
     table = resources.decisions(run)
     ranking = resources.rankings(run, decided(table))  # a learned sort once the team has enough verdicts
     options = ranking.labels
