@@ -61,7 +61,10 @@ def majority_verdicts(current: pd.DataFrame) -> pd.DataFrame:
 
 def percent_agreement(current: pd.DataFrame) -> float:
     """Share of multiply-judged samples with a unanimous verdict; NaN when no sample has two reviewers."""
-    table = majority_verdicts(current)
+    return _unanimous_share(majority_verdicts(current))
+
+
+def _unanimous_share(table: pd.DataFrame) -> float:
     shared = table[table["n_reviewers"] >= 2]
     return float(shared["unanimous"].mean()) if len(shared) else math.nan
 
@@ -146,7 +149,7 @@ def agreement_report(current: pd.DataFrame) -> dict:
             "n_reviewers": int(current["reviewer"].nunique()),
             "n_multiply_judged": int((table["n_reviewers"] >= 2).sum()),
             "n_disagreements": int(((table["n_reviewers"] >= 2) & ~table["unanimous"]).sum()),
-            "percent_agreement": percent_agreement(current),
+            "percent_agreement": _unanimous_share(table),
             "fleiss": fleiss_kappa(current),
             "pairs": pairs.to_dict("records"),
         }
@@ -166,7 +169,7 @@ def disagreements(current: pd.DataFrame, resolutions: pd.DataFrame) -> pd.DataFr
     columns = ["sample_id", "votes", "majority", "suggestions", "resolved_verdict", "resolved_by", "resolved_caption"]
     counts = vote_counts(current)
     values = counts.to_numpy()
-    split = (values.sum(axis=1) >= 2) & ((values > 0).sum(axis=1) > 1) if len(values) else np.zeros(0, bool)
+    split = (values.sum(axis=1) >= 2) & ((values > 0).sum(axis=1) > 1)
     ids = counts.index[split]
     if not len(ids):
         return pd.DataFrame(columns=columns)
