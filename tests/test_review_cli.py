@@ -1,3 +1,4 @@
+import io
 import json
 import re
 
@@ -120,6 +121,38 @@ def test_an_export_counts_its_rows_and_says_when_a_drop_list_is_empty(run_dir, t
         main(["review", "export", "--run", str(run_dir), "--what", "verdicts", "--out", str(tmp_path / "v.csv")]) == 0
     )
     assert capsys.readouterr().out.strip().endswith(": 2 verdicts")
+
+
+def test_an_export_to_dash_writes_the_table_to_standard_output_and_every_word_to_standard_error(
+    run_dir, tmp_path, capsys, monkeypatch
+):
+    """`--out -` wrote a file named "-" into the working folder, so a drop list could not be piped."""
+    store = open_store(run_dir.parent)
+    for sample, verdict in (("s00", "mis-captioned"), ("s02", "mis-captioned"), ("s01", "correct")):
+        store.add_verdict("run1", sample, "ann", verdict)
+    monkeypatch.chdir(tmp_path)
+    args = ["review", "export", "--run", str(run_dir), "--out", "-", "--what"]
+    assert main([*args, "droplist"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["sample_id", "s00", "s02"]
+    assert "wrote 2 samples to drop to standard output" in err and not (tmp_path / "-").exists()
+    assert main([*args, "cleaned"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == "filepath,caption,id,is_miscaptioned" and len(out.splitlines()) == 1 + 6 - 2
+    assert "filepath is relative to the dataset root" in err
+
+
+def test_a_parquet_export_to_dash_needs_a_pipe_and_reads_back(run_dir, capsysbinary, monkeypatch):
+    """Parquet is binary: into a pipe it is the same table; on a terminal it would be noise, so it is refused."""
+    for reviewer in ("ann", "bob"):
+        open_store(run_dir.parent).add_verdict("run1", "s03", reviewer, "mis-captioned")
+    args = ["review", "export", "--run", str(run_dir), "--out", "-", "--what", "droplist", "--format", "parquet"]
+    assert main(args) == 0  # captured: not a terminal
+    assert pd.read_parquet(io.BytesIO(capsysbinary.readouterr().out))["sample_id"].tolist() == ["s03"]
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert main(args) == 2
+    captured = capsysbinary.readouterr()
+    assert b"parquet is binary" in captured.err and captured.out == b""
 
 
 def test_agreement_counts_are_written_with_thousands_separators(run_dir, capsys):

@@ -33,7 +33,16 @@ from .estimate import (
     ranking_order,
     run_estimate,
 )
-from .export import FORMATS, KINDS, ROW_NOUNS, export, left_out_notes, output_format, unescape_cell
+from .export import (
+    FORMATS,
+    KINDS,
+    ROW_NOUNS,
+    export,
+    export_bytes,
+    left_out_notes,
+    output_format,
+    unescape_cell,
+)
 from .roles import LEADS_ENV, leads
 from .store import ReviewStore, given_at, open_store, record_problem
 from .verdicts import VERDICTS, normalise_verdict
@@ -271,9 +280,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+STDOUT = "-"  # ``--out -``: the table goes to standard output, for a pipe
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     if args.replace_with_suggestion and args.what != "cleaned":
         raise ClipmemError("--replace-with-suggestion only applies to --what cleaned")
+    if args.out == STDOUT:
+        return _export_to_stdout(args)
     out = Path(args.out)
     check_output_file(out, force=args.force)  # before opening anything: nothing is replaced by accident
     fmt = output_format(out, args.format)
@@ -292,19 +306,47 @@ def cmd_export(args: argparse.Namespace) -> int:
         force=args.force,
     )
     print(f"wrote {path}: {fmt_count(rows, *ROW_NOUNS[args.what])}")
-    if args.what == "droplist" and not rows:  # `run --exclude` of it trains on everything, as before
-        print("note: no sample of this run is decided mis-captioned: the drop list is empty", file=sys.stderr)
-    if args.what == "cleaned":
-        for note in left_out_notes(run):
-            print(f"note: {note}", file=sys.stderr)
     root = run.dataset_root
-    if args.what == "cleaned" and root is not None and path.resolve().parent != root.resolve():
+    _export_notes(run, args.what, rows, elsewhere=root is not None and path.resolve().parent != root.resolve())
+    return 0
+
+
+def _export_to_stdout(args: argparse.Namespace) -> int:
+    """``--out -``: the table on standard output and every word about it on standard error, so that
+    ``review export --what droplist --out - | …`` reads nothing but the table. Parquet is binary: a
+    terminal would show it as noise, so it needs a pipe or a redirect."""
+    fmt = args.format or "csv"
+    if fmt == "parquet" and sys.stdout.isatty():
+        raise ClipmemError("parquet is binary: redirect it (--out - > FILE.parquet) or give --out FILE.parquet")
+    run, store = _open(args.run)
+    _note_counting_rule(store, run)
+    _note_renamed(store, run)
+    data, rows = export_bytes(
+        store, run, args.what, fmt, args.replace_with_suggestion, allow_unresolved=args.allow_unresolved
+    )
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+    print(f"wrote {fmt_count(rows, *ROW_NOUNS[args.what])} to standard output", file=sys.stderr)
+    _export_notes(run, args.what, rows, elsewhere=run.dataset_root is not None)
+    return 0
+
+
+def _export_notes(run: Run, what: str, rows: int, *, elsewhere: bool) -> None:
+    """What a user should know about an export before using it, on standard error. ``elsewhere``: the file
+    does not lie in the dataset root its relative filepaths start from."""
+    if what == "droplist" and not rows:  # `run --exclude` of it trains on everything, as before
+        print("note: no sample of this run is decided mis-captioned: the drop list is empty", file=sys.stderr)
+    if what != "cleaned":
+        return
+    for note in left_out_notes(run):
+        print(f"note: {note}", file=sys.stderr)
+    if elsewhere:
         print(
-            f"note: filepath is relative to the dataset root {root}; "
+            f"note: filepath is relative to the dataset root {run.dataset_root}; "
             "put the file there to train on it or to run clipmem on it again",
             file=sys.stderr,
         )
-    return 0
 
 
 def _rater_range(fleiss: dict) -> str:
@@ -450,7 +492,12 @@ def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=FORMATS,
         help="csv (tab-separated when --out ends in .tsv) or parquet; default: from --out's suffix, else csv",
     )
-    exp.add_argument("--out", required=True, help="file to write (atomically); an existing one needs --force")
+    exp.add_argument(
+        "--out",
+        required=True,
+        help="file to write (atomically; an existing one needs --force), or - for standard output (CSV unless "
+        "--format parquet; messages go to standard error)",
+    )
     exp.add_argument("--force", action="store_true", help="replace --out if it exists")
     exp.add_argument(
         "--allow-unresolved",

@@ -268,3 +268,12 @@ def export(
     its number of rows."""
     frame = export_frame(store, run, what, replace, allow_unresolved)
     return write_table(frame, out, fmt, spreadsheet=what in HISTORY_KINDS, force=force), len(frame)
+
+
+def export_bytes(
+    store: ReviewStore, run: Run, what: str, fmt: str = "csv", replace: bool = False, *, allow_unresolved: bool = False
+) -> tuple[bytes, int]:
+    """An export's bytes and its number of rows, for a stream (``review export --out -``) instead of a file:
+    the same table and escaping as ``export`` writes."""
+    frame = export_frame(store, run, what, replace, allow_unresolved)
+    return table_bytes(frame, fmt, spreadsheet=what in HISTORY_KINDS), len(frame)
