@@ -725,16 +725,13 @@ def _list_experiments(cache_root: str) -> None:
         print(f"{name:<{width}} {described}")
 
 
-# The study variable's flag: (flag, dest, help) per study; RunConfig options a study varies are not flags of it.
+# The study variable's (RunConfig field, help) per study, under its flag (``Study.values_option``); RunConfig
+# options a study varies are not flags of it.
 _STUDY_FLAGS = {
-    "noise": ("--sigmas", "text_noise", "σ values of the text noise, e.g. 0,0.05,0.15,0.3 (default)"),
-    "captions": ("--counts", "max_captions", "captions per image to train with, e.g. 1,2,3 (default: 1 … up to 5)"),
-    "removal": (
-        "--remove",
-        None,
-        "how many to remove: fractions of the training pool below 1, or counts (default 0.01,0.05,0.1)",
-    ),
-    "encoders": (None, None, ""),
+    "noise": ("text_noise", "σ values of the text noise, e.g. 0,0.05,0.15,0.3 (default)"),
+    "captions": ("max_captions", "captions per image to train with, e.g. 1,2,3 (default: 1 … up to 5)"),
+    "removal": (None, "how many to remove: fractions of the training pool below 1, or counts (default 0.01,0.05,0.1)"),
+    "encoders": (None, ""),
 }
 _EXPERIMENT_FIXED = ("data", "out", "seed", "exclude")  # set by the experiment for every run
 
@@ -755,7 +752,7 @@ def _add_experiment(commands) -> None:
     studies = p.add_subparsers(dest="study", required=True, metavar="STUDY")
     for name, study in STUDIES.items():
         sub = studies.add_parser(name, help=study.description, description=f"{name} study: {study.description}.")
-        flag, varied, help_text = _STUDY_FLAGS[name]
+        flag, (varied, help_text) = study.values_option, _STUDY_FLAGS[name]
         sub.add_argument("--name", required=True, help="the experiment's name; runs are CACHE/NAME-s<seed>-<condition>")
         sub.add_argument("--cache", default="cache", help="cache folder the runs and records go to (default cache)")
         sub.add_argument("--seeds", type=_argument_type(_int_list), default=(0,), help="seeds, e.g. 0,1,2 (default 0)")

@@ -70,7 +70,7 @@ def get_study(name: str) -> Study:
 def run_experiment(settings: ExperimentSettings, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Run (or finish) an experiment; returns its results, one row per run."""
     study = get_study(settings.study)
-    _check_lists(settings)
+    _check_lists(settings, study)
     if not 0 < settings.eval_fraction < 0.5:
         raise ClipmemError(f"--eval-fraction must be between 0 and 0.5, not {settings.eval_fraction}")
     if not 0 <= settings.inject <= 0.5:  # above half, E holds few clean pairs or none: utility is unmeasured
@@ -87,7 +87,7 @@ def run_experiment(settings: ExperimentSettings, progress: Callable[[str], None]
     return experiment.execute()
 
 
-def _check_lists(settings: ExperimentSettings) -> None:
+def _check_lists(settings: ExperimentSettings, study: Study) -> None:
     """Seeds, the study's values and rankings: each given once, seeds from 0, values finite. Checked
     before anything is written, so a typo never trains a run nor ties the name to settings it cannot use
     (a repeated value gave two rows of one run and a spread of 0)."""
@@ -95,12 +95,18 @@ def _check_lists(settings: ExperimentSettings) -> None:
         raise ClipmemError("an experiment needs at least one seed")
     if any(seed < 0 for seed in settings.seeds):
         raise ClipmemError(f"--seeds must be 0 or more, not {min(settings.seeds)}")
-    for option, items in (("--seeds", settings.seeds), ("the study's values", settings.values), ("--by", settings.by)):
-        repeated = sorted({str(item) for item in items if list(items).count(item) > 1})
+    values = study.values_option or "the study's values"
+    for option, items in (("--seeds", settings.seeds), (values, settings.values), ("--by", settings.by)):
+        repeated = sorted({_shown(item) for item in items if list(items).count(item) > 1})
         if repeated:
             raise ClipmemError(f"{option}: {', '.join(repeated)} given more than once")
     if not all(math.isfinite(value) for value in settings.values):
-        raise ClipmemError(f"the study's values must be finite numbers, not {', '.join(map(str, settings.values))}")
+        raise ClipmemError(f"{values} must be finite numbers, not {', '.join(map(str, settings.values))}")
+
+
+def _shown(item: object) -> str:
+    """A value as the user typed it: 8, not 8.0."""
+    return f"{item:g}" if isinstance(item, float) else str(item)
 
 
 @dataclass

@@ -130,6 +130,7 @@ class Study:
     name: ClassVar[str]
     axis: ClassVar[str]  # what ``value`` is, for tables and plots
     default_values: ClassVar[tuple[float, ...]] = ()
+    values_option: ClassVar[str | None] = None  # the command-line option that gives the values, for messages
     description: ClassVar[str] = ""
 
     def check(self, settings: ExperimentSettings, dataset: Dataset) -> None:

@@ -20,6 +20,7 @@ MAX_DEFAULT = 5
 class CaptionsStudy(Study):
     name = "captions"
     axis = "captions per image"
+    values_option = "--counts"
     description = "mean CLIPMem and utility when training on the first 1…n captions of each sample"
 
     def check(self, settings: ExperimentSettings, dataset: Dataset) -> None:
@@ -32,7 +33,7 @@ class CaptionsStudy(Study):
         odd = [k for k in settings.values if k != int(k) or not 1 <= k <= most]
         if odd:
             raise ClipmemError(
-                f"--counts: {odd[0]:g} is not a whole number of captions from 1 to {most}, "
+                f"{self.values_option}: {odd[0]:g} is not a whole number of captions from 1 to {most}, "
                 f"the most any sample of {settings.data} has"
             )
 

@@ -15,6 +15,7 @@ from .base import Condition, Experiment, ExperimentSettings, Study
 class NoiseStudy(Study):
     name = "noise"
     axis = "text-noise σ"
+    values_option = "--sigmas"
     default_values = (0.0, 0.05, 0.15, 0.3)
     description = "mean CLIPMem and utility per σ of the Gaussian noise on the text embeddings in training"
 
@@ -23,13 +24,15 @@ class NoiseStudy(Study):
         sigmas = _values(settings)
         bad = [sigma for sigma in sigmas if not 0 <= sigma <= MAX_TEXT_NOISE]  # NaN too; the run's own check
         if bad:  # named --text-noise
-            raise ClipmemError(f"--sigmas: each σ must be from 0 to {MAX_TEXT_NOISE:g}, not {bad[0]:g}")
+            raise ClipmemError(f"{self.values_option}: each σ must be from 0 to {MAX_TEXT_NOISE:g}, not {bad[0]:g}")
         for sigma in sigmas:
             settings.run_defaults(text_noise=float(sigma))
         names = [_name(sigma) for sigma in sigmas]
         clash = next((name for name in names if names.count(name) > 1), None)
         if clash:
-            raise ClipmemError(f"--sigmas: two values share the run name {clash}; give σ to 6 significant digits")
+            raise ClipmemError(
+                f"{self.values_option}: two values share the run name {clash}; give σ to 6 significant digits"
+            )
 
     def conditions(self, experiment: Experiment, seed: int) -> list[Condition]:
         sigmas = _values(experiment.settings)

@@ -33,6 +33,7 @@ DEFAULT_BY = ("combined", "clipmem", "clip_score_heldout", RANDOM)
 class RemovalStudy(Study):
     name = "removal"
     axis = "samples removed"
+    values_option = "--remove"
     default_values = (0.01, 0.05, 0.1)
     description = "utility after removing the top N by a score, against N random and N lowest CLIP score"
 
@@ -45,19 +46,25 @@ class RemovalStudy(Study):
                     flag = "--" + option.replace("_", "-")
                     raise ClipmemError(f"--by {strategy}: its runs have that score only with {flag} (add it)")
         if any(v <= 0 for v in settings.values):
-            raise ClipmemError("--remove: numbers to remove must be positive (fractions below 1, or counts)")
+            raise ClipmemError(
+                f"{self.values_option}: numbers to remove must be positive (fractions below 1, or counts)"
+            )
         fractional = [v for v in settings.values if v > 1 and v != int(v)]
         if fractional:
-            raise ClipmemError(f"--remove: {fractional[0]:g} is neither a fraction below 1 nor a whole count")
+            raise ClipmemError(
+                f"{self.values_option}: {fractional[0]:g} is neither a fraction below 1 nor a whole count"
+            )
         pool = len(dataset.samples) - settings.eval_size(len(dataset.samples))
         refuse_shared_counts(settings.values, pool)
         counts = removal_counts(settings.values or self.default_values, pool)  # said before the baseline trains
         if not settings.values and len(counts) < len(self.default_values):
             log.warning(
-                "--remove: the default fractions %s of a training pool of %d make %s; give counts with --remove",
+                "%s: the default fractions %s of a training pool of %d make %s; give counts with %s",
+                self.values_option,
                 ",".join(f"{v:g}" for v in self.default_values),
                 pool,
                 _samples_list(counts),
+                self.values_option,
             )
 
     def conditions(self, experiment: Experiment, seed: int) -> list[Condition]:
@@ -105,8 +112,8 @@ def refuse_shared_counts(values: tuple[float, ...], pool: int) -> None:
         n, group = shared
         names = " and ".join(f"{value:g}" for value in group)
         raise ClipmemError(
-            f"--remove: {names} {'both' if len(group) == 2 else 'all'} mean {_samples_list([n])} of a training "
-            f"pool of {pool}: give values that remove different numbers"
+            f"{RemovalStudy.values_option}: {names} {'both' if len(group) == 2 else 'all'} mean "
+            f"{_samples_list([n])} of a training pool of {pool}: give values that remove different numbers"
         )
 
 
