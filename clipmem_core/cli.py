@@ -607,6 +607,7 @@ def _cmd_suspects(args: argparse.Namespace) -> int:
     from .cache import load_run
     from .formatting import fmt_count, fmt_number
     from .learned import KEY as LEARNED_KEY
+    from .learned import shown_decimals
     from .review.export import output_format, write_table
     from .suspects import TEAM_VERDICT, suspects
 
@@ -622,8 +623,7 @@ def _cmd_suspects(args: argparse.Namespace) -> int:
         return 0
     ranking = table.columns[4]
     header = ["rank", ranking, "sample_id", "caption"]
-    # the learned ranking is a rank percentile: 4 decimals printed 1.0000 for the top 5 of 100k samples
-    digits = max(4, len(str(len(run.scores)))) if ranking == LEARNED_KEY else 4
+    digits = shown_decimals(len(run.scores)) if ranking == LEARNED_KEY else 4
     rows = [
         [f"{r['rank']:,}", fmt_number(r[ranking], digits), r["sample_id"], _cut(r["caption"], 70)]
         for _, r in table.iterrows()

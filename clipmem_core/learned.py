@@ -72,6 +72,12 @@ class LearnedRanking:
     features: tuple[str, ...]
 
 
+def shown_decimals(n_samples: int) -> int:
+    """Decimals that tell the learned ranking's top rows apart: its values are rank percentiles, about 1/n
+    apart, so 4 decimals printed 1.0000 for the top five of 100,000 samples."""
+    return max(4, len(str(n_samples)))
+
+
 def labels_from_verdicts(verdicts: Mapping[str, str]) -> dict[str, bool]:
     """Decided verdicts as training labels: mis-captioned is True, correct False; unsure teaches nothing."""
     return {sid: verdict == MISCAPTIONED for sid, verdict in verdicts.items() if verdict in (MISCAPTIONED, CORRECT)}

@@ -9,7 +9,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from clipmem_core import learned as learned_module
-from clipmem_core.learned import MAX_TRUST, MIN_MISCAPTIONED, fit_learned_ranking, trust_of
+from clipmem_core.formatting import fmt_number
+from clipmem_core.learned import MAX_TRUST, MIN_MISCAPTIONED, fit_learned_ranking, shown_decimals, trust_of
 from clipmem_core.testing import fake_scores
 
 
@@ -118,3 +119,11 @@ def test_an_extra_feature_is_fitted_beside_the_registered_scores():
     found_with = _unjudged_auroc(scores, truth, judged, with_it.scores)
     found_without = _unjudged_auroc(scores, truth, judged, without.scores)
     assert found_with > 0.75 and found_without < 0.6  # the blend's other half, the combined ranking, is noise here
+
+
+@pytest.mark.parametrize("n_samples", [100, 9_999, 10_000, 100_000, 2_000_000])
+def test_the_learned_rankings_neighbouring_percentiles_print_apart_at_any_size(n_samples):
+    """`suspects --by learned` printed 1.0000 for the top five of 100,000 samples."""
+    top, next_ = 1.0, 1.0 - 1.0 / n_samples
+    digits = shown_decimals(n_samples)
+    assert fmt_number(top, digits) != fmt_number(next_, digits) and digits >= 4
