@@ -31,6 +31,18 @@ BADGE_COLOURS = {MISCAPTIONED: "red", CORRECT: "green", UNSURE: "orange"}
 # A reviewer's own verdict button, filled in its badge's hue; mis-captioned keeps the theme's red
 OWN_VERDICT_FILL = {CORRECT: "#15803d", UNSURE: "#b45309"}
 ROW_PX, HEADER_PX = 35, 38
+WRAP_ROW_PX = 72  # three lines of a cell's text: ui.table(wrap=True)
+# A card's verdict buttons in one row: at four cards a row a card at 1280 px holds 159 px, and "Mis-captioned"
+# wrapped onto a row of its own above the other two (the three words alone take 168 px). In flag mode the grid
+# has three cards a row, and the buttons' words are set 13 px, not 14, with less padding and gap (CARD_FLAGS_STYLE):
+# with Streamlit's padding and gap they took 230 of the 231 px a card holds, a pixel from wrapping again.
+CARD_COLUMNS, FLAG_COLUMNS = 4, 3
+CARD_FLAGS = "card-flags"  # the end of the key of a card's row of verdict buttons (its class: st-key-…-card-flags)
+CARD_FLAGS_STYLE = (
+    f'[class*="-{CARD_FLAGS} "] button, [class$="-{CARD_FLAGS}"] button '
+    "{ padding: 0.25rem 0.4rem; min-height: 2.25rem; }\n"
+    f'[class*="-{CARD_FLAGS} "] button p, [class$="-{CARD_FLAGS}"] button p {{ font-size: 0.8125rem; }}'
+)
 # A caption scrolls in its own box (8 lines and a half): a 40,000-character caption pushed the verdict buttons
 # under it tens of thousands of pixels down the page. The half line and a scrollbar drawn always say there is
 # more: cut at a whole line, with chromium's overlay scrollbar hidden, a long caption read as complete.
@@ -91,13 +103,16 @@ def hint_row(run: Run, card: Any, *, heading: str, key: str, on_pick: Callable[[
         column.button("Use this caption", key=f"{key}_{hit.row}", type="tertiary", **pick)
 
 
-def table(frame: pd.DataFrame, empty: str, **kwargs) -> None:
-    """A table without its index, tall enough for every row (up to 20), or ``empty`` when it has no rows."""
+def table(frame: pd.DataFrame, empty: str, wrap: bool = False, **kwargs) -> None:
+    """A table without its index, tall enough for every row (up to 20; 8 wrapped ones), or ``empty`` when it
+    has no rows. ``wrap``: rows tall enough for three lines, which Streamlit's grid then wraps long text onto
+    (it wraps only in rows taller than 64 px), where one line cut a caption short."""
     if frame.empty:
         st.caption(empty)
     else:
-        height = HEADER_PX + ROW_PX * min(len(frame), 20)
-        st.dataframe(frame, hide_index=True, height=height, **kwargs)
+        row_px, rows = (WRAP_ROW_PX, 8) if wrap else (ROW_PX, 20)
+        height = HEADER_PX + row_px * min(len(frame), rows)
+        st.dataframe(frame, hide_index=True, height=height, row_height=row_px if wrap else None, **kwargs)
 
 
 def static_table(frame: pd.DataFrame) -> None:
@@ -225,13 +240,17 @@ def show_toasts() -> None:
         st.toast(md(text), icon=icon)
 
 
-def flag_buttons(run_name: str, sample_id: str, key: str, reviewer_name: str | None, own: str | None = None) -> None:
-    """One-click verdict buttons with their words, wrapping to fit the card; the one of the reviewer's own
-    counted verdict (``own``) stands out, the others are of the same weight. Clicking the one that stands
-    out takes the verdict back (``withdraw_verdict``)."""
+def flag_buttons(
+    run_name: str, sample_id: str, key: str, reviewer_name: str | None, own: str | None = None, compact: bool = False
+) -> None:
+    """One-click verdict buttons with their words, wrapping to fit; the one of the reviewer's own counted
+    verdict (``own``) stands out, the others are of the same weight. Clicking the one that stands out takes the
+    verdict back (``withdraw_verdict``). ``compact``: a card's, a size smaller and closer together, in one row
+    (CARD_FLAGS_STYLE)."""
     if reviewer_name is None:
         return
-    with st.container(horizontal=True, gap="small"):
+    row = {"gap": "xxsmall", "key": f"{key}:{CARD_FLAGS}"} if compact else {"gap": "small"}
+    with st.container(horizontal=True, **row):
         for verdict in VERDICTS:
             mine = verdict == own
             args = (
@@ -267,6 +286,7 @@ def own_verdict_styles() -> None:
     for verdict, fill in OWN_VERDICT_FILL.items():
         buttons = f'[class$="-{verdict}"] button[kind="primary"], [class*="-{verdict} "] button[kind="primary"]'
         rules.append(f"{buttons} {{ background-color: {fill}; border-color: {fill}; color: white; }}")
+    rules.append(CARD_FLAGS_STYLE)  # a card's verdict buttons, in one row (flag_buttons)
     rules.append(f'[data-testid="stElementContainer"]:has(#{STYLES_ANCHOR}) {{ display: none; }}')
     st.html("<style>" + "\n".join(rules) + f'</style><span id="{STYLES_ANCHOR}"></span>')
 
@@ -291,17 +311,22 @@ def card(c: Card, run_name: str, key: str, reviewer_name: str | None = None, ext
         body, why = card_text(c, extra, link)
         thumbnail = "" if c.thumbnail is None else image_markdown(c.thumbnail, alt=c.caption) + "\n\n"
         st.markdown(thumbnail + body, help=why)
-        flag_buttons(run_name, c.sample_id, key, reviewer_name, own=None if c.decision is None else c.decision["own"])
+        own = None if c.decision is None else c.decision["own"]
+        flag_buttons(run_name, c.sample_id, key, reviewer_name, own=own, compact=True)
 
 
 def card_grid(
     cards: Sequence[Card],
     run_name: str,
     key: str,
-    columns: int = 4,
+    columns: int = CARD_COLUMNS,
     reviewer_name: str | None = None,
     extras: Sequence[str] | None = None,
 ) -> None:
+    """Cards ``columns`` a row; with verdict buttons (a ``reviewer_name``), at most FLAG_COLUMNS, so that each
+    card's three buttons fit in one row."""
+    if reviewer_name is not None:
+        columns = min(columns, FLAG_COLUMNS)
     for start in range(0, len(cards), columns):
         cols = st.columns(columns)
         for i, (col, c) in enumerate(zip(cols, cards[start : start + columns])):

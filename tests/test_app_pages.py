@@ -390,6 +390,20 @@ def test_a_flag_click_persists_and_the_badge_shows_the_decision(cache_root):
     assert _card_captions(fresh) == [run.scores["caption"].iat[run.row(sample)]]
 
 
+def test_in_flag_mode_the_gallery_has_three_cards_a_row_each_with_its_verdict_buttons_in_one_row(cache_root):
+    """At four cards a row a card holds 159 px at 1280 px, and "Mis-captioned" wrapped onto a row of its own
+    (tests/test_e2e_browser.py measures the row in chromium)."""
+    browsing = _open(_app(reviewer="hal"), navigation.GALLERY.path)
+    assert 1 / ui.CARD_COLUMNS in {round(c.weight, 6) for c in browsing.main.columns}
+    at = _open(_app(reviewer="hal", flag_mode="true"), navigation.GALLERY.path)
+    weights = {round(c.weight, 6) for c in at.main.columns}
+    assert round(1 / ui.FLAG_COLUMNS, 6) in weights and 1 / ui.CARD_COLUMNS not in weights
+    rows = [b for b in at.get("flex_container") if b.proto.id.endswith(f":{ui.CARD_FLAGS}")]
+    assert len(rows) == len(_card_captions(at))  # one row of buttons a card, styled compact by its key
+    styles = " ".join(h.proto.body for h in at.get("html") if h.proto.body.startswith("<style>"))
+    assert ui.CARD_FLAGS_STYLE in styles
+
+
 def test_an_own_correct_verdict_is_filled_green_not_the_themes_red(cache_root):
     """Streamlit fills every primary button with the theme's red; a card judged Correct was as red as one
     judged Mis-captioned. The page's style fills an own verdict's button by the class its key ends in."""

@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 
 from clipmem_core import load_run
+from clipmem_core.review import VERDICT_LABELS
 from clipmem_core.review.decisions import UNDO_GRACE_S
 from clipmem_core.testing import CHROMIUM, CHROMIUM_ARGS, serve_app
 from dashboard import review
@@ -273,6 +274,31 @@ def test_a_verdict_taken_back_in_the_gallery_says_so_without_a_warning_in_the_lo
     assert "A fragment rerun was triggered with a callback" not in (served_cache / "streamlit.log").read_text(
         errors="replace"
     )
+
+
+def test_a_cards_verdict_buttons_sit_in_one_row_at_1280_px(browser, server, tmp_path):
+    """In flag mode at 1280x800 each card's "Mis-captioned" button wrapped onto a row of its own, above
+    "Correct" and "Unsure": at four cards a row a card was too narrow for the three."""
+    run = load_run(DEMO)
+    samples = run.scores["sample_id"].iloc[sort_orders(run.scores)["combined"][:PAGE_SIZE]].tolist()
+    page = browser.new_page(viewport=SMALL)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{server}/gallery?reviewer=ivy&flag_mode=true")
+    page.get_by_role("heading", name="Most likely mis-captioned").wait_for()
+    page.locator(f".st-key-gallery-{samples[-1]}-unsure button").wait_for()
+    page.locator(IDLE).wait_for()
+    rows = {}
+    for sample in samples:
+        boxes = [page.locator(f".st-key-gallery-{sample}-{verdict} button").first for verdict in VERDICT_LABELS]
+        rows[sample] = [
+            (b.inner_text().strip(), round(b.bounding_box()["y"]), b.evaluate("b => b.scrollWidth > b.clientWidth + 1"))
+            for b in boxes
+        ]
+    page.screenshot(path=str(tmp_path / "gallery_flag_mode.png"))
+    page.close()
+    for sample, row in rows.items():
+        assert [label for label, _, _ in row] == list(VERDICT_LABELS.values()), (sample, row)  # words, whole
+        assert len({top for _, top, _ in row}) == 1 and not any(cut for _, _, cut in row), (sample, row)
 
 
 def test_a_link_that_sorts_by_a_score_column_keeps_its_sort_on_reload(browser, server):

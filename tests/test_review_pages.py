@@ -1,5 +1,7 @@
 """AppTest of the review and reconciliation pages, opened through app.py as every request is."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +14,7 @@ from clipmem_core.cache import IMAGE_EMBEDDINGS, write_npy
 from clipmem_core.index import build_index, save_index
 from clipmem_core.review import store as store_module
 from clipmem_core.review.store import open_store
-from dashboard import auth, navigation, reconcile, review, state
+from dashboard import auth, navigation, reconcile, review, state, ui
 from dashboard.gallery import sort_orders
 
 pytestmark = pytest.mark.pages  # Streamlit AppTest: `make test` and `make test-pages` run these
@@ -388,6 +390,9 @@ def test_assigned_batch_and_session_creation(run_dir):
     progress = next(df.value for df in at.dataframe if "reviewer" in df.value.columns)
     assert progress.set_index("reviewer")["done"].to_dict() == {"ann": 1, "bob": 1}
     assert any(c.value.startswith("Progress as of ") for c in at.caption)
+    (row,) = [b for b in at.get("flex_container") if at.button(key="sessions_refresh") in b.children.values()]
+    assert row.proto.flex_container.direction == row.proto.flex_container.HORIZONTAL
+    assert row.caption[0].value.startswith("Progress as of ")  # the button beside the time it reads
     store.resolve("run1", "s01", "correct", "lead")  # final: left out of ann's assigned queue too
     at.run()
     assert shown_sample(at) == "s02" and "2 of 3 in this batch" in at.get("progress")[0].proto.text
@@ -456,6 +461,19 @@ def test_reconcile_shows_each_disagreement_large_and_resolves_with_a_key(run_dir
     assert any("No open disagreements" in i.value for i in at.info)
     at.toggle(key="reconcile_show_resolved").set_value(True).run()
     assert any("Resolved as mis-captioned by lead" in plain(c.value) for c in at.caption)
+
+
+def test_the_next_disagreements_wrap_their_captions_onto_lines_instead_of_cutting_them(run_dir):
+    """At 1280 px the list under the card cut most captions, and a third reviewer's vote, short on one line:
+    Streamlit's grid wraps a cell's text only in rows taller than 4rem (64 px)."""
+    store = _disagreements(run_dir)
+    store.add_verdict("run1", "s03", "ann", "correct")
+    store.add_verdict("run1", "s03", "bob", "mis-captioned")
+    at = page(RECONCILE, run_dir, reviewer="lead")
+    (queue,) = [frame for frame in at.dataframe if "majority" in frame.value.columns]
+    assert queue.value["sample"].tolist() == ["s02", "s03"]  # under s00, the one at hand
+    assert queue.proto.row_height == ui.WRAP_ROW_PX > 64
+    assert json.loads(queue.proto.columns)["caption"]["width"] >= 300
 
 
 def test_a_resolved_sample_shown_again_offers_and_names_the_caption_the_lead_accepted(run_dir):

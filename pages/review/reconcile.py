@@ -167,9 +167,10 @@ if len(items) > 1:
     ui.table(
         reconcile.queue_table(items[items["sample_id"] != sample_id], run.scores),
         empty="",
-        column_config={  # the caption took the width, and the votes were cut at 1280 px
-            "caption": st.column_config.TextColumn(width=300),
-            "votes": st.column_config.TextColumn(width=260),
+        wrap=True,  # on one line, most captions and a third reviewer's vote were cut short at 1280 px
+        column_config={
+            "caption": st.column_config.TextColumn(width=340),
+            "votes": st.column_config.TextColumn(width=220),
             "majority": st.column_config.TextColumn(width=110),
         },
     )

@@ -170,9 +170,10 @@ def session_progress() -> None:
             empty="no assignments",
             column_config={"percent_done": st.column_config.NumberColumn("% done", format="%.1f")},
         )
-    read, refresh = st.columns([3, 1], vertical_alignment="center")
-    read.caption(f"Progress as of {time.strftime('%H:%M:%S')}.")
-    refresh.button("Refresh", key="sessions_refresh", type="tertiary")  # reruns this fragment only
+    # the button beside the time it refreshes: in columns it sat alone, three quarters across the box
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.caption(f"Progress as of {time.strftime('%H:%M:%S')}.", width="content")
+        st.button("Refresh", key="sessions_refresh", type="tertiary")  # reruns this fragment only
 
 
 with st.expander("Review sessions: create one, see progress per reviewer"):
