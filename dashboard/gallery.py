@@ -23,7 +23,7 @@ from clipmem_core.learned import LABEL as LEARNED_LABEL
 from clipmem_core.learned import MIN_CORRECT_TO_CHECK, MIN_MISCAPTIONED, LearnedRanking
 from clipmem_core.review import VERDICTS
 from clipmem_core.review.decisions import decided
-from clipmem_core.scores import column_label, run_scores, score_order
+from clipmem_core.scores import column_label, registry, run_scores, score_order
 from clipmem_core.scores.combined import Combined
 from clipmem_core.splits import split_order
 
@@ -120,8 +120,10 @@ def sort_for_link(asked: str | None, options: Mapping[str, str]) -> str | None:
     if not asked:
         return None
     wanted = asked.strip().lower()
+    scored = registry()
     for key, label in options.items():
-        if wanted in (key.lower(), label.lower()):
+        names = scored[key].link_names if key in scored else {key.lower()}
+        if wanted in names or wanted == label.lower():
             return key
     return None
 
@@ -361,11 +363,12 @@ def score_line(card: Card) -> str:
     return " · ".join(f"{column_label(name)} {fmt_number(value)}" for name, value in card.scores.items())
 
 
-TITLES = {"combined": "Most likely mis-captioned", "clipmem": "Most memorized"}
+TITLES = {"clipmem": "Most memorized"}
 
 
 def gallery_title(sort_key: str, labels: Mapping[str, str]) -> str:
-    """The page title follows the sort: its own words ("Lowest CLIP score (held-out)"), two in plainer ones."""
+    """The page title follows the sort: its own words ("Lowest CLIP score (held-out)"), CLIPMem's in plainer
+    ones."""
     return TITLES.get(sort_key) or labels.get(sort_key, sort_key)
 
 

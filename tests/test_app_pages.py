@@ -290,6 +290,9 @@ def test_the_gallery_title_follows_the_sort_and_the_sort_is_kept_in_the_url(cach
     typed = _app(page=navigation.GALLERY.path, sort="CLIPMem")  # a score's column, as `clipmem suspects --by` takes
     assert typed.title[0].value == "Most memorized"
     assert not any("asks for the sort" in c.value for c in typed.main.caption)
+    older = _app(page=navigation.GALLERY.path, sort="Highest Likely mis-captioned")  # a link from before its words
+    assert older.title[0].value == "Most likely mis-captioned"
+    assert not any("asks for the sort" in c.value for c in older.main.caption)
 
 
 def _judge_from_truth(store, run, per_kind: int, reviewer: str = "ann") -> dict[str, bool]:
@@ -580,7 +583,7 @@ def test_a_link_with_a_sort_the_run_does_not_offer_says_so_under_the_title(cache
     (note,) = [c.value for c in at.main.caption if "asks for the sort" in c.value]
     assert _plain(note) == (
         "This link asks for the sort “[Bogus](http://x)”, which this run does not offer (yet): sorted by "
-        "Highest Likely mis-captioned."
+        "Most likely mis-captioned."
     )
     assert not any("asks for the sort" in c.value for c in _app(page=navigation.GALLERY.path).main.caption)
 

@@ -253,6 +253,19 @@ def test_every_score_declares_what_consumers_need():
     assert next(iter(registry())) == "combined"
 
 
+def test_sort_names_read_as_one_phrase():
+    """ "Highest Likely mis-captioned" and "Lowest Words shared …" in the gallery's sort menu and the queues."""
+    labels = {name: score.sort_label for name, score in registry().items()}
+    assert labels["combined"] == "Most likely mis-captioned"
+    assert labels["fit_loss"] == "Highest training loss (mean over epochs)"
+    assert labels["clip_score_heldout"] == "Lowest CLIP score (held-out)"  # an acronym keeps its capitals
+    assert labels["clipmem"] == "Highest CLIPMem" and labels["csls_train"] == "Lowest CSLS (training-side)"
+    assert labels["agreement_caption_words"] == "Fewest words shared with similar images' captions"
+    for label in labels.values():
+        second_word = label.split(" ")[1]
+        assert second_word[0].islower() or sum(ch.isupper() for ch in second_word) > 1, label
+
+
 class Constant(Score):
     name = "test_constant"
     label = "Test constant"
@@ -280,7 +293,7 @@ def test_a_registered_score_appears_in_summary_sorts_and_queues_without_other_ch
     summary = run_summary(frame, "full")
     assert "test_constant" in summary["detection"]["detectors"]
     assert "test_constant" in summary["splits"]["splits"]["fold0"]
-    assert sorts(frame)["test_constant"] == "Highest Test constant"
+    assert sorts(frame)["test_constant"] == "Highest test constant"
     assert sort_orders(frame)["test_constant"][0] == 29
 
 

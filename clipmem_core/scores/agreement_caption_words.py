@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 class CaptionWordAgreement(Score):
     name = "agreement_caption_words"
     label = "Words shared with similar images' captions"
+    sort_wording = "Fewest words shared with similar images' captions"
     suspicious = LOW
     order = 52
     meaning = "held-out mean TF-IDF cosine between the caption's words and those of the k most similar images' captions"

@@ -107,6 +107,8 @@ class Score:
         order: where it is listed in menus and tables (lower first).
         needs_option: the run option (a RunConfig field) without which a run has no such score, if any:
             what a run asked to rank by this score is told before it trains.
+        sort_wording: the sort's name where "Highest"/"Lowest" before the label reads badly
+            ("Highest Likely mis-captioned").
     """
 
     name: ClassVar[str]
@@ -116,6 +118,7 @@ class Score:
     depends_on: ClassVar[tuple[str, ...]] = ()
     order: ClassVar[int] = 100
     needs_option: ClassVar[str | None] = None
+    sort_wording: ClassVar[str | None] = None
 
     def compute(self, ctx: ScoringContext) -> np.ndarray | None:
         """One float per sample (NaN where undefined), or None when this run lacks the inputs."""
@@ -128,7 +131,29 @@ class Score:
 
     @property
     def sort_label(self) -> str:
-        return f"{'Highest' if self.suspicious == HIGH else 'Lowest'} {self.label}"
+        """The sort's name in menus and queues: "Lowest CLIP score (held-out)", "Highest training loss …"."""
+        return self.sort_wording or f"{self._extreme} {_mid_sentence(self.label)}"
+
+    @property
+    def link_names(self) -> frozenset[str]:
+        """Every name a link may give this sort by, in lower case: its column (``?sort=clipmem``, as the CLI
+        names it), its label, its sort's name, and that name as it read before it had its own words
+        ("Highest Likely mis-captioned"), so that a link a teammate shared then still opens it."""
+        names = (self.name, self.label, self.sort_label, f"{self._extreme} {self.label}")
+        return frozenset(name.lower() for name in names)
+
+    @property
+    def _extreme(self) -> str:
+        return "Highest" if self.suspicious == HIGH else "Lowest"
+
+
+def _mid_sentence(label: str) -> str:
+    """A label as words inside a sentence: "Training loss" -> "training loss"; an acronym (CLIP, CSLS,
+    CLIPMem: a second capital in its first word) stays as it is."""
+    first_word = label.split(" ", 1)[0]
+    if sum(ch.isupper() for ch in first_word) > 1:
+        return label
+    return label[:1].lower() + label[1:]
 
 
 _REGISTRY: dict[str, Score] = {}

@@ -77,6 +77,7 @@ RECIPE = "2026-12-03: five members, each fold on its own scale, less the 100 nea
 class Combined(Score):
     name = "combined"
     label = "Likely mis-captioned"
+    sort_wording = "Most likely mis-captioned"
     suspicious = HIGH
     order = 0
     meaning = (
