@@ -137,9 +137,11 @@ _FLAG = re.compile(r"--[a-z][a-z0-9-]*")
 def in_form_words(message: str) -> str:
     """A run option's error as the Compute form says it: the checks are shared with the CLI and name its
     flags ("--epochs must be …"), which a form user never typed; each option the form offers is named by
-    its label instead ("“epochs” must be …"). Other flags (a CLI command to resume) stay as they are."""
+    its label instead ("“epochs” must be …"). Other flags (a CLI command to resume) stay as they are. The
+    first letter is a capital: the CLI's "error: the dataset must …" read as a sentence cut short in a box."""
     labels = {option_flag(spec): option_label(spec) for spec in override_fields()}
-    return _FLAG.sub(lambda found: f"“{labels[found[0]]}”" if found[0] in labels else found[0], message)
+    said = _FLAG.sub(lambda found: f"“{labels[found[0]]}”" if found[0] in labels else found[0], message)
+    return said[:1].upper() + said[1:]
 
 
 def _cli_value(value: Any) -> str:

@@ -524,8 +524,9 @@ def test_run_option_errors_name_the_form_fields_and_keep_other_cli_words():
     assert compute.in_form_words("--caption-dropout must be a number from 0, not 2") == (
         "“caption dropout” must be a number from 0, not 2"
     )
-    resume = "continue it with `python -m clipmem_core run … --out /c/x --resume`"
+    resume = "Continue it with `python -m clipmem_core run … --out /c/x --resume`"
     assert compute.in_form_words(resume) == resume  # not options of the form: a command to type stays exact
+    assert compute.in_form_words("the dataset must lie inside /srv") == "The dataset must lie inside /srv"
 
 
 def test_tail_log_reads_only_the_end_and_folds_progress_bars(tmp_path):
