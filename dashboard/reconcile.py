@@ -159,10 +159,13 @@ def skip(state: MutableMapping[str, Any], sample_id: str) -> None:
 def votes(store: ReviewStore, run_name: str, sample_id: str) -> pd.DataFrame:
     """Every reviewer's counted verdict on the sample, with their suggested caption and note, and, where a
     reviewer's latest verdict differs from the one that counts (a non-lead's first stands under a lead
-    list), that later one: the lead saw only the first, and could not weigh a reviewer's change of mind."""
+    list), that later one: the lead saw only the first, and could not weigh a reviewer's change of mind.
+    A suggestion or note column nobody filled in is left out: at 1280 px an empty note column took the width
+    that cut a suggestion short."""
     history = store.verdicts(run_name, [sample_id])  # oldest first: the counted and the latest, from one read
     current = counted_verdicts(history)
     table = current[["reviewer", "verdict", "suggested_caption", "note"]].fillna("").reset_index(drop=True)
+    table = table.drop(columns=[c for c in ("suggested_caption", "note") if not table[c].astype(bool).any()])
     latest = dict(zip(history["reviewer"], history["verdict"]))
     later = [
         "" if latest.get(reviewer, counted) == counted else latest[reviewer]

@@ -663,6 +663,17 @@ def test_sessions_and_the_blind_mode_rule(run_dir, monkeypatch):
     assert review.blind_mode_locked("ann") and not review.blind_mode_locked("cy")
 
 
+def test_the_votes_leave_out_a_suggestion_or_note_column_nobody_filled_in(run_dir):
+    """An empty note column took the width that cut the one suggestion short at 1280 px."""
+    store = _disagreements(run_dir)
+    assert list(reconcile.votes(store, "run1", "s02").columns) == ["reviewer", "verdict"]
+    table = reconcile.votes(store, "run1", "s00")
+    assert list(table.columns) == ["reviewer", "verdict", "suggested_caption"]
+    assert table.set_index("reviewer").loc["ann", "suggested_caption"] == "a blue circle"
+    store.add_verdict("run1", "s00", "cy", "correct", note="looks fine")
+    assert list(reconcile.votes(store, "run1", "s00").columns) == ["reviewer", "verdict", "suggested_caption", "note"]
+
+
 def test_the_votes_show_a_reviewers_later_verdict_that_does_not_count(run_dir, monkeypatch):
     """Under a lead list the lead saw only a non-lead's first verdict, and not that they changed their mind."""
     monkeypatch.setenv("CLIPMEM_LEADS", "cy")

@@ -128,11 +128,12 @@ with st.container(border=True):
             reconcile.votes(store, run.name, sample_id),
             empty="no verdicts",
             column_config={  # "mis-captioned" was cut to "mis-caption", beside a wide header
+                "reviewer": st.column_config.TextColumn(width=70),  # the rest of the width to the suggestion
                 "verdict": st.column_config.TextColumn(width=110),
                 reconcile.LATER: st.column_config.TextColumn(
                     width=110, help="the reviewer's later verdict, which does not count: their first one stands"
                 ),
-                "suggested_caption": st.column_config.TextColumn("suggestion", width=110),
+                "suggested_caption": st.column_config.TextColumn("suggestion", width=200),
             },
         )
         resolution = reconcile.resolution_note(item)
