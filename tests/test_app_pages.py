@@ -922,7 +922,7 @@ def test_a_bad_dataset_path_is_an_error_at_once_and_starts_no_job(cache_root, mo
     # each under its own field, in words: the run's own check said "a run needs --data and --out"
     assert [_plain(e.value).split(":")[0] for e in at.error] == ["“Dataset” is empty", "“Run name” is empty"]
     at.text_input(key="compute_name").input("fresh")
-    for path, message in [("nowhere.csv", "there is no"), ("/etc/passwd", "must lie inside")]:
+    for path, message in [("nowhere.csv", "There is no"), ("/etc/passwd", "must lie inside")]:
         at.text_input(key="compute_data").input(path)
         next(b for b in at.main.button if b.label.startswith("Check the dataset")).click().run()
         assert any(message in _plain(e.value) for e in at.error), path

@@ -108,10 +108,15 @@ def test_a_run_trained_before_the_data_changed_is_not_mixed_with_new_ones(tmp_pa
     data = make_shapes_dataset(tmp_path / "shapes", 40, seed=5)
     settings = _settings("noise", data, tmp_path / "cache", values=(0.0,))
     run_experiment(settings)
+    folder = tmp_path / "cache" / "experiments" / settings.name
+    finished = {name: (folder / name).read_bytes() for name in ("experiment.json", "results.parquet")}
     frame = pd.read_csv(data)
     frame.iloc[:30].to_csv(data, index=False)  # a row removed between a start and its resume
     with pytest.raises(ClipmemError, match="as it was before it changed"):
         run_experiment(settings)
+    # the refusal left the finished records as they were: `list` read "interrupted, 0 runs"
+    assert {name: (folder / name).read_bytes() for name in finished} == finished
+    assert load_experiment(folder).status == "complete" and load_experiment(folder).runs
 
 
 @pytest.mark.slow

@@ -157,6 +157,9 @@ class Experiment:
         self._eval: dict[int, EvalData] = {}
         self._progress = progress or log.info
         self.run_names: list[str] = []
+        # a finished experiment's records stand until a rerun trains something new or finishes: a rerun refused
+        # at its first run (the data changed) rewrote them as "running" with no runs, read as "interrupted, 0 runs"
+        self._records_stand = False
 
     # -- records -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -174,7 +177,18 @@ class Experiment:
                     "the settings it was started with (more seeds, values or rankings may be added), or delete "
                     "that folder to start it again"
                 )
+            self.run_names = [str(name) for name in stored.get("runs") or []]
+            if stored.get("status") == "complete":
+                self._records_stand = True
+                return
         write_records(self.folder, self.settings, self.run_names)
+
+    def _record_progress(self, rows: list[dict[str, Any]] | None = None) -> None:
+        """The records of work under way, from the first new run on (see ``_records_stand``)."""
+        if rows is None:
+            self._records_stand = False
+        if not self._records_stand:
+            write_records(self.folder, self.settings, self.run_names, None if rows is None else pd.DataFrame(rows))
 
     # -- data ----------------------------------------------------------------------------------
     def dataset(self, seed: int) -> tuple[str, Dataset]:
@@ -261,6 +275,7 @@ class Experiment:
             if condition.drop:  # the run's log says only "excluded 60 samples": E and the removed together
                 left_out += f", and the {len(condition.drop):,} this condition removes"
             self._progress(f"{self.settings.name}: training {out.name} {left_out}")
+            self._record_progress()  # running again, for `clipmem list` and the Compare page
             command = f"clipmem experiment {self.study.name}"
             made_by = f"experiment {self.settings.name!r} (rerun the same `{command}` command)"
             try:
@@ -307,7 +322,7 @@ class Experiment:
         for seed in self.settings.seeds:
             for condition in self.study.conditions(self, seed):
                 rows.append(self.evaluate(seed, condition, self.run(seed, condition)))
-                write_records(self.folder, self.settings, self.run_names, pd.DataFrame(rows))
+                self._record_progress(rows)
         results = pd.DataFrame(rows)
         write_records(self.folder, self.settings, self.run_names, results, complete=True)
         return results
