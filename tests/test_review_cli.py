@@ -380,6 +380,21 @@ def test_a_renamed_run_is_told_where_its_verdicts_are_and_gets_them_back(run_dir
     assert "has verdicts of its own (1): nothing moved" in capsys.readouterr().err
 
 
+def test_verdicts_do_not_leave_a_run_folder_that_still_exists_unless_forced(run_dir, capsys):
+    """`cp -a cache/run1 cache/copy` then `rename-run --run cache/copy --from run1` took every verdict away
+    from run1, which still exists, without a word."""
+    import shutil
+
+    store = open_store(run_dir.parent)
+    store.add_verdict("run1", "s00", "ann", "mis-captioned")
+    copy = shutil.copytree(run_dir, run_dir.parent / "copy")
+    assert main(["review", "rename-run", "--run", str(copy), "--from", "run1"]) == 2
+    assert "is still a run: its verdicts would leave it" in capsys.readouterr().err
+    assert store.verdicts("run1")["sample_id"].tolist() == ["s00"] and store.verdicts("copy").empty
+    assert main(["review", "rename-run", "--run", str(copy), "--from", "run1", "--force"]) == 0
+    assert store.verdicts("copy")["sample_id"].tolist() == ["s00"] and store.verdicts("run1").empty
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import check_output_file
-from ..cache import Run, load_run
+from ..cache import Run, is_run_folder, load_run
 from ..errors import ClipmemError
 from ..formatting import fmt_count, fmt_number
 from ..tables import read_frame
@@ -87,6 +87,15 @@ def _login_name() -> str:
 
 def cmd_rename_run(args: argparse.Namespace) -> int:
     run, store = _open(args.run)
+    old_folder = run.path.parent / args.old_name
+    if old_folder != run.path and is_run_folder(old_folder) and not args.force:
+        # a copied run folder (cp -a cache/a cache/b) took every verdict away from the original, without a word
+        raise ClipmemError(
+            f"{old_folder} is still a run: its verdicts would leave it. For a copy, carry them over with "
+            f"`clipmem review export --run {old_folder} --what verdicts --out verdicts.csv` and `clipmem review "
+            f"import --run {run.path} --file verdicts.csv` (and likewise --what resolutions); or add --force to "
+            "move them anyway"
+        )
     moved = store.rename_run(args.old_name, run.name, args.by or _login_name())
     what = f"{fmt_count(moved, 'verdict')}, with the resolutions and review sessions,"
     print(f"moved {what} from {args.old_name} to {run.name}")
@@ -475,6 +484,11 @@ def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
     ren.add_argument("--run", required=True, help="the renamed run folder, e.g. cache/NEW")
     ren.add_argument("--from", dest="old_name", required=True, help="the run's name before, as the database has it")
     ren.add_argument("--by", help="who renames it, for the audit log (default: your login name)")
+    ren.add_argument(
+        "--force",
+        action="store_true",
+        help="move them even though a run folder of the old name still exists beside it (a copy keeps none)",
+    )
     ren.set_defaults(func=cmd_rename_run)
 
     exp = commands.add_parser(
