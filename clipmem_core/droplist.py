@@ -56,8 +56,10 @@ def read_drop_list(path: str | os.PathLike) -> frozenset[str]:
         raise ClipmemError(f"drop list {source} does not exist")
     suffix = source.suffix.lower()
     if suffix == ".txt":
-        lines = read_text(source).splitlines()
-        return frozenset(line.strip() for line in lines if line.strip())
+        ids = [line.strip() for line in read_text(source).splitlines() if line.strip()]
+        if ids and (ids[0] == ID_COLUMN or ids[0].lower() in ID_ALIASES):  # `review export --out drop.txt`'s
+            ids = ids[1:]  # header: read as an id, it was "1 id of the list is not in the data"
+        return frozenset(ids)
     if suffix in (".csv", ".tsv"):
         fmt = suffix.removeprefix(".")
         frame = read_frame(source, (), fmt)

@@ -162,6 +162,8 @@ def test_drop_lists_read_from_every_export_format(tmp_path):
     assert read_drop_list(write_drop_list(tmp_path / "again.csv", ids)) == set(ids)
     (tmp_path / "excel.txt").write_bytes("s01\r\n=s02\r\ns03\r\n".encode("utf-16"))  # Excel's "Unicode Text"
     assert read_drop_list(tmp_path / "excel.txt") == set(ids)
+    txt = write_table(frame, tmp_path / "export.txt", "csv")  # `review export --out drop.txt`: with its header
+    assert read_drop_list(txt) == set(ids)  # the header was read as an id "the data does not hold"
     (tmp_path / "empty.csv").write_text("")
     assert read_drop_list(tmp_path / "empty.csv") == set()
     with pytest.raises(ClipmemError, match="no 'sample_id' \\(or 'id'\\) column \\(columns: name\\)"):
