@@ -197,7 +197,7 @@ def _add_inject(commands) -> None:
     _add_config_options(p, DATA_OPTIONS)
     p.add_argument("--out", required=True, help="output CSV, named .csv")
     p.add_argument("--fraction", type=float, required=True, help="fraction of samples to mis-caption, in (0, 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="which samples and donors are drawn (default 0)")
     p.add_argument(
         "--clustered",
         action="store_true",
@@ -246,7 +246,7 @@ def _add_make_shapes(commands) -> None:
     )
     p.add_argument("--out", required=True, help="folder to write into (new, or with --force)")
     p.add_argument("--n", type=int, default=300, help="how many images (default 300)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the shapes, colours and swaps drawn (default 0)")
     p.add_argument("--miscaptioned", type=float, default=0.0, help="share of swapped captions, in [0, 1)")
     p.add_argument("--captions-per-image", type=int, default=1, help="paraphrases an image, 1 to 5 (COCO JSON)")
     p.add_argument("--force", action="store_true", help="write into --out although it holds a dataset already")
@@ -319,7 +319,12 @@ def _add_reindex(commands) -> None:
         "100k rows, IVF-Flat up to 2 GiB of vectors, IVF-PQ above (docs/scaling.md has the memory formula).",
     )
     p.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
-    p.add_argument("--kind", choices=KINDS, default="auto")
+    p.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="auto",
+        help="flat: exact; ivf, ivfpq, hnsw: approximate, faster at scale; auto (default): chosen by size as above",
+    )
     p.add_argument("--opq", action="store_true", help="rotate vectors with OPQ before PQ (IVF-PQ only)")
     p.set_defaults(func=_cmd_reindex)
 

@@ -499,6 +499,8 @@ class NeighbourSearch:
             return None
         try:
             ivf = faiss.extract_index_ivf(index)
+            if ivf.nprobe >= ivf.nlist and not is_compressed(index):
+                return None  # every list, uncompressed: exact ("searches 6 of its 6 lists, so … may be missing")
             how = f"an IVF index searches {ivf.nprobe:,} of its {ivf.nlist:,} lists"
         except RuntimeError:  # HNSW: a graph walk
             how = f"a {type(index).__name__.removeprefix('Index')} index"

@@ -66,9 +66,9 @@ def make_shapes_dataset(
     if n < 2:
         raise ClipmemError(f"a shapes dataset needs at least 2 samples, not {n}")
     if not 0 <= miscaption_fraction < 1:
-        raise ClipmemError(f"miscaption_fraction must be in [0, 1), not {miscaption_fraction}")
+        raise ClipmemError(f"--miscaptioned must be in [0, 1), not {miscaption_fraction}")
     if not 1 <= captions_per_image <= len(TEMPLATES):
-        raise ClipmemError(f"captions_per_image must be between 1 and {len(TEMPLATES)}, not {captions_per_image}")
+        raise ClipmemError(f"--captions-per-image must be between 1 and {len(TEMPLATES)}, not {captions_per_image}")
     if captions_per_image > 1 and miscaption_fraction > 0:
         raise ClipmemError("mis-captions are generated for one caption per image only")
     out = Path(out_dir)

@@ -595,6 +595,30 @@ def test_make_shapes_writes_a_dataset_to_try_and_keeps_one_already_there(clipmem
     assert "at least 2 samples, not 1" in clipmem("make-shapes", "--out", tmp_path / "one", "--n", "1").stderr
     coco = clipmem("make-shapes", "--out", tmp_path / "coco", "--n", "4", "--captions-per-image", "3")
     assert coco.returncode == 0 and (tmp_path / "coco" / "captions.json").exists()
+    many = clipmem("make-shapes", "--out", tmp_path / "many", "--captions-per-image", "9")  # named as typed
+    assert "--captions-per-image must be between 1 and 5, not 9" in many.stderr
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    """`reindex --kind`, `inject-miscaptions --seed` and `make-shapes --seed` showed a bare flag in --help."""
+    import argparse
+
+    from clipmem_core.cli import build_parser
+
+    def parsers(parser: argparse.ArgumentParser, name: str):
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from parsers(sub, f"{name} {sub_name}")
+
+    bare = [
+        f"{name} {action.option_strings[-1]}"
+        for name, parser in parsers(build_parser(), "clipmem")
+        for action in parser._actions
+        if action.option_strings and not action.help and not isinstance(action, argparse._HelpAction)
+    ]
+    assert bare == []
 
 
 def test_summary_warns_when_the_models_barely_learned(clipmem, tmp_path):

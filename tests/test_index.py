@@ -450,8 +450,8 @@ def test_reindex_command_rebuilds_a_runs_indexes_as_ivfpq(tmp_path, capsys):
 def test_neighbours_from_an_approximate_index_say_so(tmp_path, capsys):
     """At 100k rows the index is IVF, and on random embeddings a query found 4 of the true 10 nearest:
     the CLI and the inspector listed them as if exact."""
-    vectors = clustered(600, 16, clusters=20, seed=3)
-    run = fake_run(tmp_path, "approx", 600, image_embeddings=vectors, text_embeddings=vectors, image_size=8)
+    vectors = clustered(1600, 16, clusters=20, seed=3)  # enough rows for more lists than a query searches
+    run = fake_run(tmp_path, "approx", 1600, image_embeddings=vectors, text_embeddings=vectors, image_size=8)
     assert NeighbourSearch(run).approximation("image") is None  # flat below 100k rows
     assert main(["neighbours", "--run", str(run.path), "--sample-id", "s00003", "--k", "2"]) == 0
     assert "approximate" not in capsys.readouterr().err
@@ -464,3 +464,5 @@ def test_neighbours_from_an_approximate_index_say_so(tmp_path, capsys):
     assert main(["neighbours", "--run", str(run.path), "--sample-id", "s00003", "--k", "2", "--json"]) == 0
     out, err = capsys.readouterr()
     assert len(json.loads(out)) == 2 and err.startswith(f"note: {expected}")  # the JSON stays clean
+    ivf.nprobe = ivf.nlist  # every list of uncompressed vectors: exact, and not called approximate
+    assert search.approximation("image2text") is None

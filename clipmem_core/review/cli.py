@@ -500,7 +500,13 @@ def add_review_parser(subparsers: argparse._SubParsersAction) -> None:
         "reviewers' majority; cleaned and droplist refuse unresolved disagreements unless --allow-unresolved.",
     )
     exp.add_argument("--run", required=True, help="run folder, e.g. cache/NAME")
-    exp.add_argument("--what", required=True, choices=KINDS)
+    exp.add_argument(
+        "--what",
+        required=True,
+        choices=KINDS,
+        help="verdicts (every one given), resolutions (the lead's), cleaned (the dataset without its "
+        "mis-captioned samples) or droplist (their sample_ids, for run --exclude)",
+    )
     exp.add_argument(
         "--format",
         choices=FORMATS,
