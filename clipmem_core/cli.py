@@ -452,6 +452,28 @@ def _render_data_notes(notes: dict | None) -> list[str]:
     return ["", "data: " + "; ".join(read), *(f"  note: {warning}" for warning in notes["warnings"])]
 
 
+def _best_ranking_lines(detection: dict) -> list[str]:
+    """Which ranking finds the known mis-captions best, by average precision, and how to sort by it when it is
+    not the default: the table alone left a reader to find that the training loss beat the default ranking."""
+    from .formatting import fmt_number
+    from .metrics import best_detector
+    from .scores import column_label
+    from .scores.combined import Combined
+
+    best = best_detector(detection)
+    if best is None:
+        return []
+    stats = detection["detectors"]
+    said = f"best by average precision: {column_label(best)} (AP {fmt_number(stats[best]['average_precision'])})"
+    if best == Combined.name or Combined.name not in stats:
+        return [said]
+    default = fmt_number(stats[Combined.name]["average_precision"])
+    return [
+        f"{said}, ahead of the default ranking, {column_label(Combined.name)} (AP {default}): "
+        f"`clipmem suspects --by {best}`, or the gallery's sort by it"
+    ]
+
+
 def _render_mitigation(settings: dict | None) -> list[str]:
     """The text-side mitigations a run trained with: a noise run read like a plain one (the drop list is
     said with the data)."""
@@ -476,7 +498,7 @@ def _table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,
 def _render_summary(summary: dict) -> str:
     from .cache import computed_on
     from .formatting import fmt_count, fmt_number
-    from .metrics import FIRST_PAGE, weak_models_sentence
+    from .metrics import FIRST_PAGE, clipmem_offset_sentence, weak_models_sentence
     from .scores import column_label
 
     stats = summary["splits"]["splits"]
@@ -513,6 +535,8 @@ def _render_summary(summary: dict) -> str:
             for name, m in detection["detectors"].items()
         ]
         lines += _table(header, rows)
+        if key == "detection":
+            lines += _best_ranking_lines(detection)
     utility = summary.get("utility")
     if utility:
         lines += ["", "utility: retrieval recall of each model on samples it never saw:"]
@@ -521,6 +545,9 @@ def _render_summary(summary: dict) -> str:
     weak = weak_models_sentence(summary.get("model_strength"))
     if weak:
         lines += ["", f"warning: {weak}"]
+    offset = clipmem_offset_sentence(stats)
+    if offset:
+        lines += ["", f"note: {offset}"]
     return "\n".join(lines)
 
 

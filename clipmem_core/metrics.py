@@ -279,6 +279,41 @@ def weak_models_sentence(strength: dict | None) -> str | None:
     )
 
 
+SPLIT_OFFSET = 0.5  # split means of CLIPMem this far apart, in within-split standard deviations, are said
+
+
+def _is_number(value: object) -> bool:
+    """A finite number, not a stored null."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def clipmem_offset_sentence(split_stats: dict) -> str | None:
+    """One plain sentence when CLIPMem's mean differs between the splits it is given on by more than half
+    its spread within a split; None otherwise. Each split is scored by its own pair of models (fold j:
+    the models that trained on it minus h_j; S_C: f − g, S_I: g − f), and a pair's scales differ, so weak
+    models rank one split's samples above the other's: on a tiny run the top 48 by CLIPMem held 40 of one
+    fold though the other held two thirds of the mis-captions, and nothing said why."""
+    found = {  # a stored manifest holds null where a split has no CLIPMem (S_S, S_E under the paper protocol)
+        split: (stats["clipmem"].get("mean"), stats["clipmem"].get("std"))
+        for split, stats in split_stats.items()
+        if isinstance(stats.get("clipmem"), dict)
+    }
+    found = {split: pair for split, pair in found.items() if all(_is_number(value) for value in pair)}
+    if len(found) < 2:
+        return None
+    means = {split: mean for split, (mean, _) in found.items()}
+    spread = float(np.mean([sd for _, sd in found.values()]))
+    low, high = min(means, key=means.get), max(means, key=means.get)
+    if not spread > 0 or means[high] - means[low] <= SPLIT_OFFSET * spread:
+        return None
+    return (
+        f"CLIPMem's mean differs between splits ({low} {means[low]:+.3f}, {high} {means[high]:+.3f}; its spread "
+        f"within a split is about {spread:.3f}): each split is scored by its own pair of models, whose scales "
+        f"differ, so sorted by CLIPMem the samples of {high} come first. Compare CLIPMem within a split, or "
+        "rank by Likely mis-captioned, which puts each fold on its own scale."
+    )
+
+
 def run_summary(scores_df: pd.DataFrame, protocol: str, recipe: str | None = RECIPE) -> dict:
     """What the manifest stores: per-split statistics and detection over all samples (and over S_C
     under the paper protocol, the paper's setting), and the recipe its combined ranking was made by (None,

@@ -36,7 +36,13 @@ from clipmem_core.cache import (
 from clipmem_core.droplist import exclusion_note
 from clipmem_core.formatting import fmt_count, fmt_number
 from clipmem_core.importer import PROTOCOL as IMPORTED
-from clipmem_core.metrics import best_detector, held_out_pools, model_strength, weak_models_sentence
+from clipmem_core.metrics import (
+    best_detector,
+    clipmem_offset_sentence,
+    held_out_pools,
+    model_strength,
+    weak_models_sentence,
+)
 from clipmem_core.review.estimate import MIN_AUDIT, Estimate
 from clipmem_core.scores import MEASUREMENTS, column_label, registry
 from clipmem_core.scores.combined import RECIPE, members
@@ -407,6 +413,12 @@ def weak_models_warning(run: Run) -> str | None:
     would otherwise take a weak ranking for a finding."""
     pools = held_out_pools(run.manifest.splits, run.manifest.protocol)
     return weak_models_sentence(model_strength(run.manifest.utility, pools))
+
+
+def clipmem_offset_note(run: Run) -> str | None:
+    """Said under the summary when CLIPMem's splits sit on different scales (``metrics.clipmem_offset_sentence``):
+    the gallery's CLIPMem sort then shows one fold first."""
+    return clipmem_offset_sentence((run.manifest.summary or {}).get("splits", {}).get("splits", {}))
 
 
 def skipped_rows(run: Run, limit: int = SKIPPED_SHOWN) -> pd.DataFrame | None:

@@ -135,6 +135,18 @@ def test_the_overview_warns_when_the_models_barely_learned(cache_root):
     assert not [w for w in _app(run="learned").main.warning if "barely learned" in w.value]
 
 
+def test_the_overview_says_when_clipmems_folds_sit_on_different_scales(cache_root):
+    """On a tiny run the folds' CLIPMem sat 0.4 apart: the CLIPMem sort showed one fold first, unexplained."""
+    assert not [i for i in _app().main.info if "differs between splits" in i.value]
+    run = fake_run(cache_root, "offset", n=60)
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    splits = manifest["summary"]["splits"]["splits"]
+    splits["fold0"]["clipmem"], splits["fold1"]["clipmem"] = {"mean": -0.15, "std": 0.2}, {"mean": 0.25, "std": 0.2}
+    (run.path / "manifest.json").write_text(json.dumps(manifest))
+    (said,) = [_plain(i.value) for i in _app(run="offset").main.info if "differs between splits" in i.value]
+    assert "(fold0 -0.150, fold1 +0.250;" in said and "the samples of fold1 come first" in said
+
+
 def test_the_overview_opens_an_imported_run_and_offers_to_rerank_its_ranking(cache_root, tmp_path):
     """An imported run has no models clipmem knows of (protocol "imported"): its Overview once stopped on
     "unknown protocol" when it asked how strong they were."""

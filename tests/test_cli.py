@@ -599,6 +599,23 @@ def test_make_shapes_writes_a_dataset_to_try_and_keeps_one_already_there(clipmem
     assert "--captions-per-image must be between 1 and 5, not 9" in many.stderr
 
 
+def test_summary_names_the_ranking_that_finds_the_known_mis_captions_best():
+    """The README said `summary` names it; it printed the table alone, where the training loss beat the default."""
+    from clipmem_core.cli import _best_ranking_lines
+
+    def detection(**ap):
+        return {"detectors": {name: {"average_precision": value} for name, value in ap.items()}}
+
+    assert _best_ranking_lines(detection(combined=0.891, fit_loss=0.932, clipmem=0.1)) == [
+        "best by average precision: Training loss (mean over epochs) (AP 0.932), ahead of the default ranking, "
+        "Likely mis-captioned (AP 0.891): `clipmem suspects --by fit_loss`, or the gallery's sort by it"
+    ]
+    assert _best_ranking_lines(detection(combined=0.9, fit_loss=0.9)) == [
+        "best by average precision: Likely mis-captioned (AP 0.900)"  # a tie goes to the default
+    ]
+    assert _best_ranking_lines(None) == []
+
+
 def test_every_option_of_every_command_says_what_it_does():
     """`reindex --kind`, `inject-miscaptions --seed` and `make-shapes --seed` showed a bare flag in --help."""
     import argparse

@@ -12,6 +12,7 @@ from clipmem_core.errors import ClipmemError
 from clipmem_core.metrics import (
     auroc,
     average_precision,
+    clipmem_offset_sentence,
     detection_summary,
     held_out_pools,
     model_strength,
@@ -210,3 +211,19 @@ def test_a_tie_for_the_best_detector_goes_to_the_default_ranking():
     assert metrics.best_detector(ahead) == "agreement"
     without = {"detectors": {"b": {"average_precision": 0.5}, "a": {"average_precision": 0.5}}}
     assert metrics.best_detector(without) == "b"
+
+
+def test_clipmem_split_means_far_apart_for_their_spread_are_said_and_close_ones_are_not():
+    """A tiny run's folds sat at -0.149 and +0.251 (spread about 0.19 within each): sorted by CLIPMem, one
+    fold came first, and nothing said why."""
+
+    def splits(**means_and_spreads):
+        return {name: {"clipmem": {"mean": m, "std": sd}} for name, (m, sd) in means_and_spreads.items()}
+
+    said = clipmem_offset_sentence(splits(fold0=(-0.149, 0.256), fold1=(0.251, 0.123)))
+    assert said.startswith("CLIPMem's mean differs between splits (fold0 -0.149, fold1 +0.251;")
+    assert "the samples of fold1 come first" in said
+    assert clipmem_offset_sentence(splits(fold0=(0.340, 0.405), fold1=(0.308, 0.411))) is None  # the demo's
+    paper = splits(S_C=(0.4, 0.1), S_I=(0.0, 0.1)) | {"S_S": {"clipmem": {"mean": None, "std": None}}}  # as stored
+    assert "(S_I +0.000, S_C +0.400;" in clipmem_offset_sentence(paper)  # only where CLIPMem is given
+    assert clipmem_offset_sentence(splits(fold0=(0.1, 0.0), fold1=(0.3, 0.0))) is None  # no spread to judge by

@@ -23,6 +23,9 @@ st.markdown(md(overview.summary_paragraph(run.name, run.manifest, run.scores, de
 weak = overview.weak_models_warning(run)
 if weak:
     st.warning(md(weak), icon=":material/warning:")
+offset = overview.clipmem_offset_note(run)
+if offset:
+    st.info(md(offset), icon=":material/balance:")
 for note in overview.dataset_warnings(run):
     st.warning(md(f"The data: {note}."), icon=":material/dataset:")
 dropped = overview.drop_list_note(run)
