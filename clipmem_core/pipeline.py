@@ -36,6 +36,7 @@ from .data import Dataset, read_dataset, skip_summary, write_skip_report
 from .device import pick_device, resolved_precision, slow_precision_warning
 from .droplist import Exclusion, apply_drop_list, read_drop_list
 from .errors import ClipmemError
+from .formatting import fmt_count
 from .image_list import ImageList
 from .metrics import MIN_RECALL_PAIRS, retrieval_recall
 from .models import ClipBundle, create_clip, cut_captions_note, image_size_of
@@ -169,10 +170,20 @@ def _rows_or_why(dataset: Dataset, config: RunConfig) -> tuple[pd.DataFrame, dic
     """``assign_rows``, its refusal (too few samples for the splits) saying what was skipped: "the dataset
     has 1" alone hid that 4 of its 5 rows had been left out, and why."""
     try:
-        return assign_rows(dataset.samples, config)
+        rows, masks = assign_rows(dataset.samples, config)
     except ClipmemError as exc:
         summary = skip_summary(dataset)
         raise ClipmemError(f"{exc} ({summary})" if summary else str(exc)) from None
+    unused = len(dataset.samples) - len(rows)
+    if unused:  # 234 samples read and 232 scored, and nothing said of the 2
+        note = (
+            f"{fmt_count(unused, 'sample')} of {len(dataset.samples):,} fell outside the four --split-sizes "
+            "(fractions are rounded down) and were left out of every split, unscored; --protocol full scores "
+            "every sample"
+        )
+        log.warning("%s", note)
+        dataset.warnings.append(note)  # with the run's other notes on its data: summary and the Overview
+    return rows, masks
 
 
 def _what_changed(previous: object, state: dict) -> str:

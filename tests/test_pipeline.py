@@ -298,3 +298,23 @@ def test_too_few_rows_for_the_folds_says_what_was_skipped(tmp_path):
         r"\(3 rows: image file is missing; 1 row: caption is empty\)\)",
     ):
         compute_clipmem(config)
+
+
+def test_samples_the_paper_splits_leave_out_are_said_and_kept_with_the_runs_data_notes(tmp_path, caplog):
+    """234 samples read and 232 scored under the paper protocol, and nothing said of the other 2."""
+    from clipmem_core.data import read_dataset
+    from clipmem_core.pipeline import _rows_or_why
+    from clipmem_core.synthetic import make_shapes_dataset
+
+    dataset = read_dataset(make_shapes_dataset(tmp_path / "shapes", 23, seed=1), progress=False)
+    config = RunConfig(
+        data=str(tmp_path), out=str(tmp_path / "run"), protocol="paper", split_sizes=(0.5, 0.2, 0.2, 0.1)
+    )
+    with caplog.at_level("WARNING", logger="clipmem"):
+        rows, _ = _rows_or_why(dataset, config)
+    assert len(rows) == 11 + 4 + 4 + 2  # each fraction of 23 rounded down
+    said = "2 samples of 23 fell outside the four --split-sizes (fractions are rounded down)"
+    assert said in caplog.text and any(said in note for note in dataset.warnings)
+    full = RunConfig(data=str(tmp_path), out=str(tmp_path / "full"), protocol="full", folds=2)
+    fresh = read_dataset(tmp_path / "shapes" / "captions.csv", progress=False)
+    assert len(_rows_or_why(fresh, full)[0]) == 23 and not fresh.warnings  # every sample in a fold
