@@ -19,6 +19,7 @@ import torch
 
 from .config import BUNDLED_MODELS, CONFIG_DIR
 from .errors import ClipmemError
+from .formatting import fmt_count
 from .transforms import eval_transform, train_transform
 
 open_clip.add_model_config(CONFIG_DIR)
@@ -143,9 +144,19 @@ def read_checkpoint(path: str | Path) -> Any:
                 "clipmem does not load such files"
             ) from None
         detail = str(exc).partition("WeightsUnpickler error:")[2].strip() or "not a PyTorch checkpoint"
-        raise ClipmemError(f"checkpoint {path} is unreadable: {_first_line(detail)}") from None
+        raise ClipmemError(f"checkpoint {path} is unreadable: {_not_torch(path) or _first_line(detail)}") from None
     except Exception as exc:  # torch raises several types for a damaged or foreign file
-        raise ClipmemError(f"checkpoint {path} is unreadable: {_first_line(exc)}") from None
+        raise ClipmemError(f"checkpoint {path} is unreadable: {_not_torch(path) or _first_line(exc)}") from None
+
+
+def _not_torch(path: Path) -> str | None:
+    """Said of a file that is no checkpoint at all, which torch called "Unsupported operand 105" (a CSV given
+    as --init-checkpoint). torch.save writes a zip archive, and older torch a pickle (protocol 2 or above)."""
+    with path.open("rb") as fh:
+        start = fh.read(2)
+    if start == b"PK" or start[:1] == b"\x80":
+        return None
+    return "it is not a PyTorch checkpoint (torch.save writes a zip archive or a pickle; this file is neither)"
 
 
 def _first_line(exc: BaseException | str) -> str:
@@ -168,5 +179,31 @@ def load_weights(model: torch.nn.Module, checkpoint: str | Path) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
-        first = str(exc).splitlines()[0]
-        raise ClipmemError(f"checkpoint {path} does not fit this model: {first}") from None
+        why = _misfit(model.state_dict(), state) or _first_line(exc)
+        raise ClipmemError(f"checkpoint {path} does not fit this model: {why}") from None
+
+
+def _misfit(expected: dict[str, Any], found: dict[str, Any]) -> str | None:
+    """How a checkpoint's tensors differ from the model's, in words: torch's own message ended at "Error(s)
+    in loading state_dict for CLIP:", its detail on the lines after, which a one-line error left out."""
+
+    def shape(value: Any) -> str:
+        return "×".join(str(d) for d in getattr(value, "shape", ())) or "a scalar"
+
+    misshapen = [k for k in expected if k in found and getattr(found[k], "shape", None) != expected[k].shape]
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    parts = []
+    if misshapen:
+        first = misshapen[0]
+        parts.append(
+            f"{fmt_count(len(misshapen), 'tensor')} of another shape (first {first}: {shape(found[first])} in "
+            f"the file, {shape(expected[first])} here)"
+        )
+    if missing:
+        parts.append(f"{fmt_count(len(missing), 'tensor')} missing (first {missing[0]})")
+    if extra:
+        parts.append(f"{fmt_count(len(extra), 'tensor')} this model does not have (first {extra[0]})")
+    if not parts:
+        return None
+    return "; ".join(parts) + ". It was made for another model: give the --model (or --preset) it was trained with"

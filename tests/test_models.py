@@ -65,11 +65,13 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(ClipmemError, match="does not exist"):
         create_clip("clipmem-tiny", init_checkpoint=tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ClipmemError, match="unreadable"):
+    with pytest.raises(ClipmemError, match="unreadable: it is not a PyTorch checkpoint"):  # "Unsupported operand"
         create_clip("clipmem-tiny", init_checkpoint=tmp_path / "junk.pt")
     torch.save(create_clip("clipmem-cpu").model.state_dict(), tmp_path / "other.pt")
-    with pytest.raises(ClipmemError, match="does not fit this model"):
+    with pytest.raises(ClipmemError, match="does not fit this model") as refused:
         create_clip("clipmem-tiny", init_checkpoint=tmp_path / "other.pt")
+    said = str(refused.value)  # torch's first line ended at "Error(s) in loading state_dict for CLIP:"
+    assert "of another shape (first " in said and " in the file, " in said and "give the --model" in said
 
 
 def test_paper_preset_names_an_open_clip_architecture():
