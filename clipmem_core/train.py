@@ -340,7 +340,10 @@ def train_clip(
     if resume and checkpoint.exists():
         last_epoch = _restore(checkpoint, model, optimizer, scheduler, result)
         first_epoch = result.resumed_from_epoch = last_epoch + 1
-        log.info("%s: resuming after epoch %d of %d", label, last_epoch + 1, config.epochs)
+        if first_epoch < config.epochs:
+            log.info("%s: resuming after epoch %d of %d", label, last_epoch + 1, config.epochs)
+        else:  # trained in another process (--parallel-models) or an earlier session: a fresh run said "resuming"
+            log.info("%s: all %d epochs trained; loaded from %s", label, config.epochs, checkpoint.name)
     network, last_checkpoint = _network(model, device), time.monotonic()
     bar = _training_bar(label, total_steps, first_epoch * len(loader))
     for epoch in range(first_epoch, config.epochs):

@@ -129,7 +129,7 @@ def test_resuming_a_finished_run_compares_where_its_data_is_not_how_it_was_typed
         compute_clipmem(RunConfig(**{**config, "epochs": 3}), resume=True)
 
 
-def test_an_interrupted_run_needs_resume_and_resumes_from_checkpoints(noisy_shapes, tmp_path, monkeypatch):
+def test_an_interrupted_run_needs_resume_and_resumes_from_checkpoints(noisy_shapes, tmp_path, monkeypatch, caplog):
     out = tmp_path / "interrupted"
     config = RunConfig(data=str(noisy_shapes), out=str(out), preset="tiny", epochs=2, augmentations=2)
     import clipmem_core.pipeline as pipeline
@@ -149,8 +149,11 @@ def test_an_interrupted_run_needs_resume_and_resumes_from_checkpoints(noisy_shap
     monkeypatch.undo()
     monkeypatch.chdir(noisy_shapes.parent)  # the same data, typed from another folder: the same run
     trained_for = torch.load(out / cache.CHECKPOINT_DIR / "h0_last.pt", weights_only=True)["seconds"]
-    run = compute_clipmem(RunConfig(**{**config.to_dict(), "data": noisy_shapes.name}), resume=True)
+    with caplog.at_level("INFO", logger="clipmem"):
+        run = compute_clipmem(RunConfig(**{**config.to_dict(), "data": noisy_shapes.name}), resume=True)
     assert run.manifest.training["h0"]["resumed_from_epoch"] == 2  # both epochs were already done
+    assert "h0: all 2 epochs trained; loaded from h0_last.pt" in caplog.text  # not "resuming after epoch 2 of 2"
+    assert "h0: resuming" not in caplog.text
     assert run.manifest.timings["train_h0"] >= trained_for > 0  # the first session's training time counts
     assert len(run.manifest.training["h1"]["epoch_losses"]) == 2
     assert json.loads((out / cache.MANIFEST).read_text())["status"] == "complete"
