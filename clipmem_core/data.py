@@ -22,7 +22,9 @@ the files that are rows of a run (docs/security.md).
 Row numbers in messages and in ``skipped`` count records from 1 in input order: CSV/TSV data rows
 (header and blank lines excluded), COCO ``images`` entries, the sorted image files of a folder, or
 WebDataset samples (member groups sharing a key) in shard order, a damaged shard's tail counting as one.
-A COCO annotation that captions no sample is reported without a row number; its reason names it.
+An ``on_error="fail"`` message adds the line a table's row starts on ("row 2, line 3 of the file").
+A COCO annotation that captions no sample is reported without a row number; its reason names it by its
+``id`` and its place counted from 1 ("annotation id 720 (the 716th)").
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ _TRUE = frozenset({"true", "1", "yes", "1.0", "t", "y"})
 _FALSE = frozenset({"false", "0", "no", "0.0", "f", "n"})
 _LABEL_HINT = "use true/false, 1/0 or yes/no; an empty cell is an unlabelled sample"
 UNIDENTIFIED = "not an image file PIL can read (unknown format, or the start of the file is damaged)"
+EMPTY_IMAGE = "empty file (0 bytes)"  # not "damaged": a failed download or copy, to fetch again
 _FORMATS = "a .csv, a .tsv, a COCO captions .json, a folder of images with .txt captions, or WebDataset .tar shards"
 DATA_CACHE_ENV = "CLIPMEM_DATA_CACHE"
 _BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
@@ -131,6 +134,9 @@ class _Record:
     escapes: bool = False
     warn: bool = False  # the record stands for lost input (a damaged shard): also a warning
     category: str | None = None
+    # another place the image was looked for (a COCO file_name under images/): "missing" named only the first
+    elsewhere: Path | None = None
+    line: int | None = None  # the file line a table's row starts on: "row 2" counts data rows, editors count lines
 
 
 def read_dataset(
@@ -226,7 +232,19 @@ def _read_records(
         return fmt, source.parent, records, has_label
     if suffix == ".json":
         return "coco", source.parent, _read_coco(source), False
+    if suffix == ".txt":
+        raise ClipmemError(_TEXT_FILE.format(source=source, tsv=source.with_suffix(".tsv").name))
     raise ClipmemError(f"unknown dataset format {suffix or '(no extension)'!r} for {source}: expected {_FORMATS}")
+
+
+# A .txt is refused, not guessed at: Excel's "Unicode Text" is a tab-separated table, but a .txt is as often a
+# drop list (one id a line, for --exclude) or one image's captions; read as a table, those failed with "lacks
+# the column(s) 'filepath', 'caption'", and the suffix alone cannot tell them apart.
+_TEXT_FILE = (
+    "{source} is a .txt file, which is not read as a dataset. A table saved as tab-separated text (Excel's "
+    '"Unicode Text" names it .txt) is read once it is named .tsv: rename it {tsv}. Captions in .txt files '
+    "are read beside their images, one file per image: pass the folder. Expected " + _FORMATS
+)
 
 
 def _compressed_shards(folder: Path, names: list[str]) -> ClipmemError:
@@ -249,7 +267,7 @@ def _read_table(source: Path, fmt: str, img_key: str, caption_key: str) -> tuple
     has_category = CLASS_COLUMN in columns and CLASS_COLUMN not in (img_key, caption_key)
     has_captions = CAPTIONS_COLUMN in columns and CAPTIONS_COLUMN not in (img_key, caption_key)
     records = []
-    for i, (_, fields) in enumerate(rows, start=1):
+    for i, (line, fields) in enumerate(rows, start=1):
         problem = field_count_problem(fields, len(header))
         fields = fields + [""] * (len(header) - len(fields))
         written, caption = fields[columns[img_key]].strip(), fields[columns[caption_key]].strip()
@@ -268,6 +286,7 @@ def _read_table(source: Path, fmt: str, img_key: str, caption_key: str) -> tuple
                 problem=problem or (None if written else "filepath is empty"),
                 escapes=_escapes(base, written, full),
                 category=fields[columns[CLASS_COLUMN]].strip() if has_category else None,
+                line=line,
             )
         )
     return records, has_label
@@ -372,16 +391,18 @@ def _read_coco(source: Path) -> list[_Record]:
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
         raise ClipmemError(f"{source} is not a COCO captions file (it needs 'images' and 'annotations' lists)")
     captions: dict[str, list[str]] = defaultdict(list)
-    where: dict[str, list[int]] = defaultdict(list)  # image_id -> its annotations' positions, for the report
+    # image_id -> its annotations' (positions, names), for the report
+    where: dict[str, list[tuple[int, str]]] = defaultdict(list)
     uncaptioned = []
     for position, ann in enumerate(data["annotations"], start=1):
         ann = ann if isinstance(ann, dict) else {}
         image_id, caption = _coco_id(ann.get("image_id")), ann.get("caption")
         if isinstance(caption, str) and caption.strip():
             captions[image_id].append(caption.strip())
-            where[image_id].append(position)
+            where[image_id].append((position, _annotation_name(position, ann)))
         else:
-            uncaptioned.append((position, "", image_id, "annotation has no caption (a non-empty string)"))
+            name = _annotation_name(position, ann)
+            uncaptioned.append((position, name, "", image_id, "annotation has no caption (a non-empty string)"))
     base = source.parent
     records = []
     shared = _shared_image_ids(data["images"])
@@ -389,7 +410,7 @@ def _read_coco(source: Path) -> list[_Record]:
         image = image if isinstance(image, dict) else {}
         file_name = image.get("file_name", "")
         written = file_name.strip() if isinstance(file_name, str) else ""
-        full = _coco_image_path(base, written)
+        full, elsewhere = _coco_image_path(base, written)
         caps = distinct_captions(captions.get(_coco_id(image.get("id")), []))
         problem = None if written else "image entry has no file_name (a string)"
         if "id" not in image:  # no annotation can name it: "no annotation gives the image a caption: image id None"
@@ -408,13 +429,14 @@ def _read_coco(source: Path) -> list[_Record]:
                 detail=shared_rows or ("" if caps or problem else f"image id {_coco_id(image.get('id'))}"),
                 escapes=_escapes(base, written, full),
                 category=None if image.get(CLASS_COLUMN) is None else str(image[CLASS_COLUMN]),
+                elsewhere=elsewhere,
             )
         )
     image_ids = {_coco_id(image.get("id")) for image in data["images"] if isinstance(image, dict)}
     orphans = [  # a caption for an image the file does not list
-        (position, caption, image_id, "annotation for an image_id that no image entry has")
+        (position, name, caption, image_id, "annotation for an image_id that no image entry has")
         for image_id in captions.keys() - image_ids
-        for position, caption in zip(where[image_id], captions[image_id])
+        for (position, name), caption in zip(where[image_id], captions[image_id])
     ]
     return records + [_annotation_record(base, *entry) for entry in sorted(uncaptioned + orphans)]
 
@@ -437,7 +459,7 @@ def _shared_image_ids(images: list) -> dict[str, str]:
     }
 
 
-def _annotation_record(base: Path, position: int, caption: str, image_id: str, problem: str) -> _Record:
+def _annotation_record(base: Path, position: int, name: str, caption: str, image_id: str, problem: str) -> _Record:
     """A COCO annotation that gives no sample a caption: reported, not silently dropped. It has no row
     number, since rows count the ``images`` entries; its detail names the annotation instead."""
     return _Record(
@@ -447,14 +469,35 @@ def _annotation_record(base: Path, position: int, caption: str, image_id: str, p
         captions=[caption] if caption else [],
         sample_id=f"annotation {position}",
         problem=problem,
-        detail=f"annotation {position}, image_id {image_id}",
+        detail=f"{name}, image_id {image_id}",
     )
 
 
-def _coco_image_path(base: Path, file_name: str) -> Path:
+def _annotation_name(position: int, ann: dict) -> str:
+    """ "annotation id 720 (the 716th)": the annotation's own id, which a user searches the file for, and its
+    1-based place in ``annotations``. "annotation 716" alone was read as an index, and ``annotations[716]``
+    (0-based) is the next one."""
+    own = f"id {str(_coco_id(ann['id']))[:60]}" if "id" in ann else "without an id"
+    return f"annotation {own} (the {_ordinal(position)})"
+
+
+def _ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, 716th."""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _coco_image_path(base: Path, file_name: str) -> tuple[Path, Path | None]:
+    """(the image's path, the other place it was looked for when it is in neither, else None): a
+    ``file_name`` is looked up beside the JSON, then under ``images/`` there; "image file is missing" named
+    only the first, and the user did not know that the images/ folder had been searched too."""
     direct = _absolute(base, file_name)
     nested = _absolute(base / "images", file_name)
-    return nested if file_name and not direct.is_file() and nested.is_file() else direct
+    if not file_name or direct.is_file():
+        return direct, None
+    if nested.is_file():
+        return nested, None
+    return direct, nested if nested != direct else None  # an absolute file_name is looked for once
 
 
 def _read_folder(folder: Path) -> list[_Record]:
@@ -550,13 +593,23 @@ def distinct_captions(values: Iterable[Any]) -> list[str]:
 
 @dataclass
 class _TarSample:
-    """The members of one WebDataset sample: image file names (extracted or refused) and small text members."""
+    """The members of one WebDataset sample: image file names (extracted or refused) and small text members.
+
+    ``problem`` is the first defect seen, in the same words for every sample with it (the skip summary counts
+    samples by it), ``detail`` the member it concerns.
+    """
 
     key: str
     kinds: set[str] = field(default_factory=set)
     images: list[str] = field(default_factory=list)
     texts: dict[str, bytes] = field(default_factory=dict)
     problem: str | None = None
+    detail: str = ""
+
+    def flag(self, problem: str, detail: str = "") -> None:
+        """Record a defect unless an earlier one was."""
+        if self.problem is None:
+            self.problem, self.detail = problem, detail
 
 
 def _pattern_shards(pattern: Path) -> list[Path]:
@@ -650,7 +703,7 @@ def _shard_samples(shard: Path, out_dir: Path, bar: tqdm, extract: bool) -> tupl
         if not samples:
             return [], f"shard {shard.name} is not a readable tar file ({exc})"
         if current is not None:
-            current.problem = current.problem or "the shard breaks off inside this sample"
+            current.flag("the shard breaks off inside this sample")
         whole = len(samples) - (current is not None)  # "after 12 samples" where the 12th broke off
         return list(samples.values()), _damage(shard, whole, str(exc))
     if not _ends_cleanly(shard, end):
@@ -680,8 +733,10 @@ def _split_member(name: str) -> tuple[str, str]:
 
 
 def _new_sample(key: str, out_dir: Path) -> _TarSample:
-    escapes = not _absolute(out_dir, key).is_relative_to(out_dir)
-    return _TarSample(key, problem=f"member name {key!r} points outside the shard" if escapes else None)
+    sample = _TarSample(key)
+    if not _absolute(out_dir, key).is_relative_to(out_dir):
+        sample.flag("member name points outside the shard", repr(key))
+    return sample
 
 
 def _add_member(
@@ -690,18 +745,18 @@ def _add_member(
     """Record one member; images are written to ``out_dir`` (if given) unless the name is unsafe or already there."""
     kind = ext.lower()
     if kind in sample.kinds:
-        sample.problem = sample.problem or f"duplicate member {member.name}"
+        sample.flag("duplicate member", member.name)
         return
     sample.kinds.add(kind)
     if kind in _IMAGE_EXTS:
         sample.images.append(f"{sample.key}.{ext}")
         if member.size > MAX_MEMBER_BYTES:
-            sample.problem = sample.problem or f"member {member.name} is larger than {MAX_MEMBER_BYTES:,} bytes"
+            sample.flag(f"member is larger than {MAX_MEMBER_BYTES:,} bytes", member.name)
         if out_dir is not None and not sample.problem and not (out_dir / sample.images[-1]).exists():
             _extract(tar, member, out_dir / sample.images[-1])
     elif kind in ("txt", "json"):
         if member.size > MAX_TEXT_MEMBER_BYTES:
-            sample.problem = sample.problem or f"member {member.name} is larger than {MAX_TEXT_MEMBER_BYTES:,} bytes"
+            sample.flag(f"member is larger than {MAX_TEXT_MEMBER_BYTES:,} bytes", member.name)
             return
         sample.texts[kind] = tar.extractfile(member).read()
 
@@ -720,6 +775,10 @@ def _tar_record(row: int, shard: Path, root: Path, sample: _TarSample, extract: 
         return _Record(row, shard.name, folder, [], "", problem=sample.problem, warn=True)
     meta, json_problem = _sample_json(sample)
     captions, text_problem = _tar_captions(sample, meta)
+    # the first defect, in the same words for every sample with it (the skip summary counts by them), and its detail
+    problem, detail = (sample.problem, sample.detail) if sample.problem else json_problem
+    if not problem:
+        problem, detail = (text_problem, "") if text_problem else _tar_problem(sample, captions)
     image = sample.images[0] if sample.images else sample.key
     path = _absolute(folder, image)
     # the id names the image as extraction does (<stem>/<member>), so both ways of reading agree on it
@@ -731,7 +790,8 @@ def _tar_record(row: int, shard: Path, root: Path, sample: _TarSample, extract: 
         captions=captions,
         sample_id=str(meta[ID_COLUMN]) if meta.get(ID_COLUMN) is not None else derived,
         label=meta.get(LABEL_COLUMN),
-        problem=sample.problem or json_problem or text_problem or _tar_problem(sample, captions),
+        problem=problem,
+        detail=detail,
         category=None if meta.get(CLASS_COLUMN) is None else str(meta[CLASS_COLUMN]),
     )
 
@@ -744,31 +804,35 @@ def _unread_members(sample: _TarSample) -> str:
         return ""
     shown = ", ".join(f"{sample.key.rpartition('/')[2]}.{kind}" for kind in others)
     return (
-        f" ({shown}: a member's type is everything after the first dot of its name, and clipmem reads "
+        f"{shown} (a member's type is everything after the first dot of its name, and clipmem reads "
         f"{', '.join(sorted(_IMAGE_EXTS))})"
     )
 
 
-def _tar_problem(sample: _TarSample, captions: list[str]) -> str | None:
-    """A sample needs exactly one image and a caption source (an empty .txt is left to validation)."""
+def _tar_problem(sample: _TarSample, captions: list[str]) -> tuple[str | None, str]:
+    """(problem, detail): a sample needs exactly one image and a caption source (an empty .txt is left to
+    validation). The members a problem names are its detail: written into the problem, as "image is missing
+    (a.000.jpg, …: …)", every sample's list was a reason of its own in the skip summary, cut at its colon."""
     if not sample.images:
-        return "image is missing" + _unread_members(sample)
+        return "image is missing", _unread_members(sample)
     if len(sample.images) > 1:
-        return f"several images ({', '.join(sample.images)})"
+        return "several images", ", ".join(sample.images)
     if "txt" not in sample.texts and not captions:
-        return "caption is missing (no .txt member and no caption/text in the .json)"
-    return None
+        return "caption is missing (no .txt member and no caption/text in the .json)", ""
+    return None, ""
 
 
-def _sample_json(sample: _TarSample) -> tuple[dict, str | None]:
-    """The sample's .json fields ({} without one) and a problem if it is not a JSON object."""
+def _sample_json(sample: _TarSample) -> tuple[dict, tuple[str | None, str]]:
+    """The sample's .json fields ({} without one) and (a problem if it is not a JSON object, the member)."""
     if "json" not in sample.texts:
-        return {}, None
+        return {}, (None, "")
     try:
         meta = json.loads(sample.texts["json"])
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         meta = None
-    return (meta, None) if isinstance(meta, dict) else ({}, f"{sample.key}.json is not a JSON object")
+    if isinstance(meta, dict):
+        return meta, (None, "")
+    return {}, ("the .json member is not a JSON object", f"{sample.key}.json")
 
 
 def _tar_captions(sample: _TarSample, meta: dict) -> tuple[list[str], str | None]:
@@ -817,9 +881,15 @@ def _validate(
                 continue
             reason = f"{kind}: {detail}" if detail else kind
             if on_error == "fail":
-                raise ClipmemError(reason if rec.row is None else f"row {rec.row} ({rec.written[:200]}): {reason}")
+                raise ClipmemError(reason if rec.row is None else f"{_row_name(rec)} ({rec.written[:200]}): {reason}")
             skipped.append((rec.row, rec.written, rec.captions[0] if rec.captions else "", reason, kind))
     return good, skipped
+
+
+def _row_name(rec: _Record) -> str:
+    """ "row 2, line 3 of the file" for a table's row: rows count data rows (as skipped.csv does), and "row 2"
+    was read as an editor's line 2, which is the first data row under the header."""
+    return f"row {rec.row}" + (f", line {rec.line} of the file" if rec.line is not None else "")
 
 
 def _problem(
@@ -859,7 +929,8 @@ def _problem(
         if rec.path.is_dir():  # it exists, and "missing" sent the user looking for it
             return "image path is a folder, not a file", str(rec.path)
         hint = " (write paths with /, not \\)" if "\\" in rec.written else ""
-        return "image file is missing", f"{rec.path}{hint}"
+        looked_at = f"{rec.path} or {rec.elsewhere}" if rec.elsewhere else str(rec.path)
+        return "image file is missing", f"{looked_at}{hint}"
     if check_images:
         if rec.path not in image_problems:
             image_problems[rec.path] = _image_problem(rec.path)
@@ -898,10 +969,20 @@ def _image_problem(path: Path) -> str | None:
         with _quiet_bombs(), Image.open(open_image_source(path)) as image:
             image.load()
     except UnidentifiedImageError:  # its message names the file object: "<_io.BytesIO object at 0x…>"
-        return UNIDENTIFIED
+        return _unidentified(path)
     except Exception as exc:  # PIL raises many exception types for damaged files
         return (str(exc) or type(exc).__name__).splitlines()[0][:300]
     return None
+
+
+def _unidentified(path: Path) -> str:
+    """Why PIL knew no format for the file or shard member at ``path``: an empty one (a download or copy that
+    failed) was called "damaged", and the user looked for damage in a file with nothing in it."""
+    try:
+        empty = image_stat(path)[0] == 0
+    except (ClipmemError, OSError):
+        empty = False
+    return EMPTY_IMAGE if empty else UNIDENTIFIED
 
 
 def _size_problem(image: Image.Image) -> str | None:
@@ -941,9 +1022,9 @@ def _reason_count(reason: str, rows: int) -> str:
 
 
 def _where_paths_point(skipped: list[tuple], base: Path, fmt: str) -> str:
-    """When every row's image is missing, the folder the paths were read against and one path looked for:
-    a table moved away from its images (an export saved elsewhere) reads as "all images missing". For a
-    COCO file, the images/ folder it also tried, and the link that serves COCO's own layout."""
+    """When every row's image is missing, the folder the paths were read against and where the first image was
+    looked for: a table moved away from its images (an export saved elsewhere) reads as "all images missing".
+    For a COCO file (whose reason names the images/ folder tried too), the link that serves COCO's own layout."""
     missing = [s for s in skipped if s[4] == "image file is missing"]
     if len(missing) != len(skipped):
         return ""
@@ -951,7 +1032,7 @@ def _where_paths_point(skipped: list[tuple], base: Path, fmt: str) -> str:
     said = f". Image paths are read relative to {base}; the first row's image was looked for at {looked_at}"
     if fmt == "coco":
         said += (
-            f", then in {base / 'images'}. For COCO's own layout (annotations/captions_train2017.json beside "
+            ". For COCO's own layout (annotations/captions_train2017.json beside "
             "train2017/) link the images in once: ln -s ../train2017 annotations/images"
         )
     return said
@@ -1027,12 +1108,24 @@ def skip_summary(dataset: Dataset) -> str | None:
     skipped."""
     if not len(dataset.skipped):
         return None
-    reasons = dataset.skipped["reason"].str.split(":").str[0].value_counts()
+    reasons = dataset.skipped["reason"].map(_reason_kind).value_counts()
     shown = len(reasons) if len(reasons) <= SHOWN_REASONS + 1 else SHOWN_REASONS  # never "1 other reason"
     summary = "; ".join(_reason_count(reason, count) for reason, count in reasons.head(shown).items())
     if len(reasons) > shown:  # every row is counted: the numbers add up to the total
         summary += f"; {fmt_count(int(reasons.iloc[shown:].sum()), 'row')} for {len(reasons) - shown} other reasons"
     return f"skipped {len(dataset.skipped)} of {len(dataset.skipped) + len(dataset.samples)} rows ({summary})"
+
+
+def _reason_kind(reason: str) -> str:
+    """A skip reason without its detail: up to its first colon outside parentheses. Cut at the first colon
+    anywhere, a reason such as "shard b.tar is not a readable tar file ([Errno 13] Permission denied: '…')" read
+    with an unclosed parenthesis in the summary."""
+    depth = 0
+    for i, char in enumerate(reason):
+        depth += (char == "(") - (char == ")" and depth > 0)
+        if char == ":" and depth == 0:
+            return reason[:i]
+    return reason
 
 
 def write_skip_report(dataset: Dataset, path: str | os.PathLike) -> None:
@@ -1062,7 +1155,7 @@ def decode_image(path: Path, source: Callable[[], BinaryIO | Path]) -> Image.Ima
                 raise ClipmemError(f"image {path} is unusable: {too_large}")
             return to_rgb(ImageOps.exif_transpose(image))  # a phone photo upright, as any viewer shows it
     except UnidentifiedImageError:
-        raise ClipmemError(f"image {path} is unreadable: {UNIDENTIFIED}") from None
+        raise ClipmemError(f"image {path} is unreadable: {_unidentified(path)}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ClipmemError(f"image {path} is unreadable: {exc}") from None
 

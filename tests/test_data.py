@@ -166,36 +166,37 @@ def test_coco_multi_caption_and_images_folder(tmp_path):
     assert ds.samples["captions"].tolist() == [["first", "second"], ["only"]]
     # neither an uncaptioned image, nor an orphan caption, nor an annotation without one is lost silently;
     # rows number the images, so an annotation has none and its reason says which it is
+    orphan = "annotation for an image_id that no image entry has: annotation without an id (the 4th), image_id 9"
+    uncaptioned = "annotation has no caption (a non-empty string): annotation without an id"
     assert ds.skipped.to_dict("records") == [
         {"row": 3, "filepath": "b.png", "caption": "", "reason": "no annotation gives the image a caption: image id 3"},
         {
             "row": None,
             "filepath": "",
             "caption": "an orphan",
-            "reason": "annotation for an image_id that no image entry has: annotation 4, image_id 9",
+            "reason": orphan,
         },
         {
             "row": None,
             "filepath": "",
             "caption": "",
-            "reason": "annotation has no caption (a non-empty string): annotation 5, image_id 2",
+            "reason": f"{uncaptioned} (the 5th), image_id 2",
         },
         {
             "row": None,
             "filepath": "",
             "caption": "",
-            "reason": "annotation has no caption (a non-empty string): annotation 6, image_id None",
+            "reason": f"{uncaptioned} (the 6th), image_id None",
         },
     ]
     write_skip_report(ds, tmp_path / "skipped.csv")
     assert (tmp_path / "skipped.csv").read_text().splitlines()[1:3] == [
         "3,b.png,,no annotation gives the image a caption: image id 3",
-        ',,an orphan,"annotation for an image_id that no image entry has: annotation 4, image_id 9"',
+        f',,an orphan,"{orphan}"',
     ]
     coco["images"] = coco["images"][:2]
     (tmp_path / "captions.json").write_text(json.dumps(coco))
-    orphan = r"^annotation for an image_id that no image entry has: annotation 4, image_id 9$"
-    with pytest.raises(ClipmemError, match=orphan):
+    with pytest.raises(ClipmemError, match=f"^{re.escape(orphan)}$"):
         read(tmp_path / "captions.json", on_error="fail")
 
 
@@ -212,8 +213,8 @@ def test_coco_ids_written_as_floats_match_and_a_summary_counts_each_problem_once
     assert ds.samples["caption"].tolist() == ["shape 0", "shape 1", "shape 2"]
     assert ds.skipped["reason"].tolist() == [
         "no annotation gives the image a caption: image id 7",
-        "annotation for an image_id that no image entry has: annotation 4, image_id 40",
-        "annotation for an image_id that no image entry has: annotation 5, image_id 41",
+        "annotation for an image_id that no image entry has: annotation without an id (the 4th), image_id 40",
+        "annotation for an image_id that no image entry has: annotation without an id (the 5th), image_id 41",
     ]
     (tmp_path / "c.json").write_text(json.dumps({"images": images, "annotations": annotations[3:]}))
     with pytest.raises(
@@ -234,6 +235,42 @@ def test_coco_images_that_share_an_id_are_skipped_with_their_captions_not_paired
     assert ds.samples["filepath"].tolist() == ["0.png", "2.png"]
     shared = "image id shared by several image entries, so which one its captions describe is unknown"
     assert ds.skipped["reason"].tolist() == [f"{shared}: image id 1, rows 2 and 4"] * 2
+
+
+def test_a_missing_coco_image_names_every_place_it_was_looked_for(tmp_path):
+    """A file_name is looked for beside the JSON, then under images/; "image file is missing" named only the
+    first, and the user did not know images/ had been searched too."""
+    png(tmp_path / "images" / "a.png")
+    png(tmp_path / "b.png")
+    images = [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}, {"id": 3, "file_name": "gone.png"}]
+    images.append({"id": 4, "file_name": str(tmp_path / "nowhere.png")})  # absolute: looked for there only
+    annotations = [{"image_id": i, "caption": f"shape {i}"} for i in range(1, 5)]
+    (tmp_path / "c.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+    ds = read(tmp_path / "c.json")
+    assert ds.samples["filepath"].tolist() == ["images/a.png", "b.png"]
+    assert ds.skipped["reason"].tolist() == [
+        f"image file is missing: {tmp_path / 'gone.png'} or {tmp_path / 'images' / 'gone.png'}",
+        f"image file is missing: {tmp_path / 'nowhere.png'}",
+    ]
+
+
+def test_a_skipped_coco_annotation_is_named_by_its_id_and_its_place_counted_from_one(tmp_path):
+    """ "annotation 3" was a 1-based position, and ``jq .annotations[3]`` (0-based) showed the next one: the
+    reason gives the annotation's own id, and its place as an ordinal that cannot be read as an index."""
+    png(tmp_path / "a.png")
+    annotations = [
+        {"id": 501, "image_id": 1, "caption": "a cat"},
+        {"id": 502, "image_id": 1, "caption": "  "},
+        {"id": 720, "image_id": 9, "caption": "an orphan"},
+        {"image_id": 1},
+    ]
+    coco = {"images": [{"id": 1, "file_name": "a.png"}], "annotations": annotations}
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    assert read(tmp_path / "c.json").skipped["reason"].tolist() == [
+        "annotation has no caption (a non-empty string): annotation id 502 (the 2nd), image_id 1",
+        "annotation for an image_id that no image entry has: annotation id 720 (the 3rd), image_id 9",
+        "annotation has no caption (a non-empty string): annotation without an id (the 4th), image_id 1",
+    ]
 
 
 def test_folder_reader(tmp_path):
@@ -389,7 +426,15 @@ def test_fail_mode_raises_at_first_bad_row(tmp_path, row):
     frame.drop(index=[r - 1 for r in EXPECTED_REASONS if r != row]).to_csv(path, index=False)
     with pytest.raises(ClipmemError) as info:
         read(path, on_error="fail")
-    assert re.match(rf"row 2 \([^)]*\): {re.escape(EXPECTED_REASONS[row])}", str(info.value))
+    assert re.match(rf"row 2, line 3 of the file \([^)]*\): {re.escape(EXPECTED_REASONS[row])}", str(info.value))
+
+
+def test_fail_mode_names_a_tables_row_and_the_line_it_starts_on(tmp_path):
+    """ "row 2" counts data rows (as skipped.csv does) and was read as an editor's line 2, the header's next."""
+    png(tmp_path / "ok.png")
+    (tmp_path / "d.csv").write_text('filepath,caption\nok.png,"two\nlines"\n\ngone.png,missing\n')
+    with pytest.raises(ClipmemError, match=r"^row 2, line 5 of the file \(gone\.png\): image file is missing: "):
+        read(tmp_path / "d.csv", on_error="fail")
 
 
 def test_duplicate_ids_are_bad_rows(tmp_path):
@@ -447,6 +492,32 @@ def test_whole_file_problems(tmp_path, name, content, message):
         read(tmp_path / name)
 
 
+def test_a_txt_table_is_refused_with_the_rename_that_reads_it(tmp_path):
+    """Excel's "Unicode Text" is a tab-separated UTF-16 table saved as .txt; a .txt is as often a drop list or
+    one image's captions, so it is not guessed at: the refusal says to name it .tsv, and the renamed file reads."""
+    png(tmp_path / "a.png")
+    (tmp_path / "data.txt").write_text("filepath\tcaption\r\na.png\ta red square\r\n", encoding="utf-16")
+    with pytest.raises(ClipmemError, match=r"data\.txt is a \.txt file.*Unicode Text.*rename it data\.tsv"):
+        read(tmp_path / "data.txt")
+    (tmp_path / "data.txt").rename(tmp_path / "data.tsv")
+    assert read(tmp_path / "data.tsv").samples["caption"].tolist() == ["a red square"]
+
+
+def test_an_empty_image_is_called_empty_not_damaged(tmp_path):
+    """A 0-byte file (a failed download or copy) was "not an image file PIL can read (… damaged)"."""
+    png(tmp_path / "ok.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    rows = [{"filepath": name, "caption": name} for name in ("ok.png", "empty.png", "junk.png")]
+    ds = read(table(tmp_path / "d.csv", rows))
+    assert ds.skipped["reason"].tolist() == [
+        "image is unreadable: empty file (0 bytes)",
+        "image is unreadable: not an image file PIL can read (unknown format, or the start of the file is damaged)",
+    ]
+    with pytest.raises(ClipmemError, match=r"empty\.png is unreadable: empty file \(0 bytes\)$"):
+        load_image(tmp_path, "empty.png")
+
+
 def test_missing_path_and_bad_on_error(tmp_path):
     with pytest.raises(ClipmemError, match="does not exist"):
         read(tmp_path / "nope.csv")
@@ -491,7 +562,8 @@ def test_coco_in_its_own_layout_is_told_the_link_and_an_image_without_id_or_a_fo
     (tmp_path / "annotations" / "captions_train2017.json").write_text(json.dumps(coco))
     with pytest.raises(ClipmemError) as raised:
         read(tmp_path / "annotations" / "captions_train2017.json")
-    assert f", then in {tmp_path / 'annotations' / 'images'}." in str(raised.value)
+    looked_at = f"{tmp_path / 'annotations' / '1.png'} or {tmp_path / 'annotations' / 'images' / '1.png'}."
+    assert f"looked for at {looked_at}" in str(raised.value)
     assert "ln -s ../train2017 annotations/images" in str(raised.value)
     coco["images"].append({"file_name": "1.png"})
     (tmp_path / "annotations" / "images").symlink_to("../train2017")

@@ -6,11 +6,12 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
 from clipmem_core import shards
-from clipmem_core.data import UNIDENTIFIED, load_image, read_dataset
+from clipmem_core.data import UNIDENTIFIED, load_image, read_dataset, skip_summary
 from clipmem_core.errors import ClipmemError
 from clipmem_core.image_list import ImageList
 
@@ -196,8 +197,8 @@ def test_oversized_members_are_refused_without_extracting(tmp_path, data_cache, 
     ds = extracted(shard(tmp_path / "s.tar", members))
     assert ds.samples["filepath"].tolist() == ["s/c.png"]
     assert ds.skipped["reason"].tolist() == [
-        "member a.png is larger than 1,000 bytes",
-        "member b.txt is larger than 10 bytes",
+        "member is larger than 1,000 bytes: a.png",
+        "member is larger than 10 bytes: b.txt",
     ]
     assert not list(data_cache.rglob("a.png"))
 
@@ -278,9 +279,9 @@ EXPECTED_REASONS = {
     3: "caption is missing",
     4: "image is unreadable",
     5: "duplicate id: 'k' is also row 1",
-    6: "duplicate member twice.txt",
-    7: "badjson.json is not a JSON object",
-    8: "several images (two.png, two.jpg)",
+    6: "duplicate member: twice.txt",
+    7: "the .json member is not a JSON object: badjson.json",
+    8: "several images: two.png, two.jpg",
     9: "caption is empty",
 }
 
@@ -303,9 +304,40 @@ def test_a_sample_whose_image_is_of_a_type_not_read_says_which_member_and_why(tm
     ds = read(shard(tmp_path / "odd.tar", members))
     assert ds.samples["filepath"].tolist() == ["odd.tar/ok.png"]
     reasons = dict(zip(ds.skipped["filepath"], ds.skipped["reason"]))
-    assert reasons["odd.tar/photo"].startswith("image is missing (photo.heic: a member's type is everything after")
-    assert reasons["odd.tar/scan"].startswith("image is missing (scan.v2.jpg: a member's type")
+    assert reasons["odd.tar/photo"].startswith("image is missing: photo.heic (a member's type is everything after")
+    assert reasons["odd.tar/scan"].startswith("image is missing: scan.v2.jpg (a member's type")
     assert "clipmem reads bmp, gif, jpeg, jpg, png, tif, tiff, webp)" in reasons["odd.tar/scan"]
+
+
+def test_keys_with_dots_are_counted_as_one_reason_in_a_well_formed_skip_summary(tmp_path):
+    """Members such as dir0/sample.000.jpg share the key dir0/sample (a type is everything after the first
+    dot): the summary cut each sample's member list at its colon, "(1 row: image is missing (sample.000.jpg,
+    sample.000.txt; 1 row: …", with unclosed parentheses and every list a reason of its own."""
+    members = [
+        (f"dir{d}/sample.{i:03d}.{ext}", image_bytes() if ext == "jpg" else "a cat")
+        for d in range(3)
+        for i in range(d + 2)
+        for ext in ("jpg", "txt")
+    ]
+    members += [("ok.png", image_bytes()), ("ok.txt", "fine")]
+    ds = read(shard(tmp_path / "s.tar", members))
+    assert ds.skipped["reason"].iloc[0] == (
+        "image is missing: sample.000.jpg, sample.000.txt, sample.001.jpg, sample.001.txt (a member's type is "
+        "everything after the first dot of its name, and clipmem reads bmp, gif, jpeg, jpg, png, tif, tiff, webp)"
+    )
+    assert skip_summary(ds) == "skipped 3 of 4 rows (3 rows: image is missing)"
+    # a colon inside a reason's parentheses is not where its detail starts
+    unreadable = "shard b.tar is not a readable tar file ([Errno 13] Permission denied: 'b.tar')"
+    ds.skipped = pd.DataFrame({"row": [1], "filepath": ["b.tar"], "caption": [""], "reason": [unreadable]})
+    assert skip_summary(ds) == f"skipped 1 of 2 rows (1 row: {unreadable})"
+
+
+def test_an_empty_image_member_is_called_empty_not_damaged(tmp_path):
+    members = [("ok.png", image_bytes()), ("ok.txt", "fine"), ("empty.png", b""), ("empty.txt", "nothing")]
+    ds = read(shard(tmp_path / "s.tar", members))
+    assert ds.skipped["reason"].tolist() == ["image is unreadable: empty file (0 bytes)"]
+    with pytest.raises(ClipmemError, match=r"empty\.png is unreadable: empty file \(0 bytes\)$"):
+        load_image(ds.root, "s.tar/empty.png")
 
 
 def test_fail_mode_names_the_shard_and_key(tmp_path):

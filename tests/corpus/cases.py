@@ -279,7 +279,7 @@ def csv_every_row_bad(ws):
     return ws.inject(ws.table(rows))
 
 
-@case("ingest", error="row 7 (images/broken.png): image is unreadable")
+@case("ingest", error="row 7, line 8 of the file (images/broken.png): image is unreadable")
 def csv_on_error_fail(ws):
     rows = ws.rows()
     ws.write("images/broken.png", b"not an image")
