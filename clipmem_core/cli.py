@@ -747,7 +747,8 @@ def _list_experiments(cache_root: str) -> None:
             folder, why = item
             rows.append((folder.name, f"UNUSABLE: {why}"))
         else:
-            seeds = ",".join(str(seed) for seed in item.settings.seeds)
+            # "seed 0", "seeds 0,1,2": a bare "0" under "seeds" read as no seeds at all
+            seeds = f"seed{'s' if len(item.settings.seeds) > 1 else ''} " + ",".join(map(str, item.settings.seeds))
             rows.append((item.name, f"{item.study:<9} {item.status:<11} {len(item.runs):>5}  {seeds}"))
     if not rows:
         return

@@ -160,7 +160,7 @@ def test_an_experiment_whose_process_is_gone_is_interrupted_not_running_for_ever
         other.kill()
     assert load_experiment(folder).status == "interrupted"
     assert main(["list", "--cache", str(tmp_path)]) == 0
-    assert re.search(r"noise-t\s+noise\s+interrupted\s+0  0", capsys.readouterr().out)
+    assert re.search(r"noise-t\s+noise\s+interrupted\s+0  seed 0", capsys.readouterr().out)
     (folder / EXPERIMENT_FILE).write_text(json.dumps({**record, "host": "gpu-7", "pid": 1}))
     assert load_experiment(folder).status == "running"  # on another machine: it cannot be asked
 
