@@ -799,7 +799,7 @@ def _tar_record(row: int, shard: Path, root: Path, sample: _TarSample, extract: 
 def _unread_members(sample: _TarSample) -> str:
     """Why members that may be the image were not read as one: an ``x.heic``, or an ``x.v2.jpg`` whose type
     is ``v2.jpg`` (WebDataset's type is everything after the first dot), was called only "missing"."""
-    others = sorted(sample.kinds - {"txt", "json"})
+    others = sorted(kind for kind in sample.kinds if kind.rpartition(".")[2] not in ("txt", "json"))  # 000.txt
     if not others:
         return ""
     shown = ", ".join(f"{sample.key.rpartition('/')[2]}.{kind}" for kind in others)
