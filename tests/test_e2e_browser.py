@@ -643,8 +643,10 @@ def test_one_curation_session_by_keyboard_two_reviewers_blind_a_lead_and_a_clean
 ):
     shots = ROOT / "docs" if os.environ.get("CLIPMEM_UPDATE_SCREENSHOT") == "1" else tmp_path
     run = load_run(DEMO)
-    ann = _review(browser, server, "ann", ANN, type_name=True, shots=shots, suggestion="a pirate flag")
+    # bob first: ann's last verdict starts her 30 s grace, which must outlast the lead's session and the gallery's
+    # first draw below (with bob's session in between too, a loaded machine ran past it)
     bob = _review(browser, server, "bob", BOB, type_name=False, shots=tmp_path)
+    ann = _review(browser, server, "ann", ANN, type_name=True, shots=shots, suggestion="a pirate flag")
     assert ann == bob  # the same six samples, in the queue's order
     from clipmem_core.review import open_store
 
