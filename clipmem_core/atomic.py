@@ -47,6 +47,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     the new content. On any error the temp file is removed and the target is left as it was.
     """
     path = Path(path)
+    refuse_special_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = _create_temp(path)
     try:
@@ -68,6 +69,17 @@ def remove_stale_temps(folder: str | os.PathLike) -> int:
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
+
+
+def refuse_special_file(path: Path) -> None:
+    """Refuse a target that exists and is no regular file (``/dev/stdout``, ``/dev/null``, a pipe, or a link
+    to one): the rename that makes a write atomic replaced it with a plain file, and as root
+    ``--out /dev/stdout --force`` turned the machine's /dev/stdout into one."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ClipmemError(
+            f"{path} is not a regular file (a device, a pipe, or a link to one): clipmem writes a new file in its "
+            "place, so it is refused; name a file, or give - where a command writes to standard output"
+        )
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -125,6 +137,7 @@ def check_output_file(
     """Refuse, before any work, an output file that would clobber something: one of ``inputs`` or an
     existing file inside one of ``kept_folders`` (a run's own files; never allowed), an existing file
     (allowed with ``force``), a folder, or a path under a file."""
+    refuse_special_file(Path(path).expanduser())
     path = Path(path).expanduser().resolve()
     if path.is_dir():
         raise ClipmemError(f"--out {path} is a folder; name a file")

@@ -224,6 +224,23 @@ def test_exports_refuse_to_replace_a_file_unless_forced_and_are_atomic(reviewed,
     assert len(pd.read_csv(out)) == 12
 
 
+def test_a_device_a_pipe_or_a_link_to_one_is_never_replaced_by_a_file_even_forced(reviewed, tmp_path, capsys):
+    """`--out /dev/stdout --force`, as root, turned the machine's /dev/stdout into a 54-byte file."""
+    import os
+
+    run, _ = reviewed
+    fifo, link = tmp_path / "pipe", tmp_path / "stdout"
+    os.mkfifo(fifo)
+    link.symlink_to(fifo)
+    for target in (fifo, link):
+        argv = ["review", "export", "--run", str(run.path), "--what", "droplist", "--out", str(target), "--force"]
+        assert main(argv) == 2
+        assert "is not a regular file (a device, a pipe, or a link to one)" in capsys.readouterr().err
+        with pytest.raises(ClipmemError, match="is not a regular file"):  # the writer itself refuses too
+            write_table(pd.DataFrame({"sample_id": ["s00"]}), target, "csv", force=True)
+    assert not fifo.is_file() and link.is_symlink() and not link.is_file()  # both as they were
+
+
 def test_a_cleaned_export_says_which_source_columns_and_skipped_rows_it_leaves_out(reviewed, tmp_path, capsys):
     """It said only "wrote clean.csv": a curator's license and attribution columns, and rows the run had
     skipped, were gone without a word."""
