@@ -578,7 +578,7 @@ def test_list_shows_the_experiments_after_the_runs(clipmem, tmp_path):
     start = listing.index(next(line for line in listing if line.startswith("experiment ")))
     assert listing[start - 1] == "" and listing[1].startswith("noise-t-s0-sigma0 ")
     assert listing[start + 1].startswith("broken") and "UNUSABLE" in listing[start + 1]
-    assert listing[start + 2].split() == ["noise-t", "noise", "running", "1", "0,2"]
+    assert listing[start + 2].split() == ["noise-t", "noise", "running", "1", "seeds", "0,2"]
 
 
 def test_make_shapes_writes_a_dataset_to_try_and_keeps_one_already_there(clipmem, tmp_path):
