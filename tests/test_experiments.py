@@ -117,6 +117,12 @@ def test_a_run_trained_before_the_data_changed_is_not_mixed_with_new_ones(tmp_pa
     # the refusal left the finished records as they were: `list` read "interrupted, 0 runs"
     assert {name: (folder / name).read_bytes() for name in finished} == finished
     assert load_experiment(folder).status == "complete" and load_experiment(folder).runs
+    # one more seed: refused before it trains on the changed data (it trained, then the old seed's run was
+    # refused, the results cut to the new seed's rows, and the name could never finish)
+    with pytest.raises(ClipmemError, match="as it was before it changed"):
+        run_experiment(replace(settings, seeds=(1, 0)))
+    assert not (tmp_path / "cache" / "noise-t-s1-sigma0").exists()
+    assert {name: (folder / name).read_bytes() for name in finished} == finished
 
 
 @pytest.mark.slow

@@ -265,11 +265,7 @@ class Experiment:
                     f"{out} holds a run with other settings than experiment {self.settings.name!r} needs; "
                     "move it away or choose another --name"
                 )
-            if run.manifest.dataset.content_hash != self.dataset(seed)[1].content_hash:  # one summary, one data
-                raise ClipmemError(
-                    f"{out} was trained on {config.data} as it was before it changed; the experiment's other "
-                    "runs would use the new version: start it again under another --name"
-                )
+            self._refuse_changed_data(run, seed)
         else:
             left_out = f"without the {len(self.eval_ids(seed)):,} samples of E, the evaluation set"
             if condition.drop:  # the run's log says only "excluded 60 samples": E and the removed together
@@ -288,6 +284,27 @@ class Experiment:
         if out.name not in self.run_names:
             self.run_names.append(out.name)
         return run
+
+    def _refuse_changed_data(self, run: Run, seed: int) -> None:
+        """One summary, one data: a run trained on the seed's data as it was before it changed is refused."""
+        data, dataset = self.dataset(seed)
+        if run.manifest.dataset.content_hash != dataset.content_hash:
+            raise ClipmemError(
+                f"{run.path} was trained on {data} as it was before it changed; the experiment's other "
+                "runs would use the new version: start it again under another --name"
+            )
+
+    def _check_finished_runs(self) -> None:
+        """Every run the experiment has made, against the data as it is now, before anything new trains: a
+        rerun with one more seed trained that seed's runs on changed data, then was refused at an older run,
+        its results cut to the new seed's rows and its name unable ever to finish."""
+        for name in list(self.run_names):
+            folder = Path(self.settings.cache) / name
+            if (folder / MANIFEST).exists():
+                run = load_run(folder)
+                seed = int(run.manifest.config.get("seed", -1))
+                if seed in self.settings.seeds:
+                    self._refuse_changed_data(run, seed)
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, seed: int, condition: Condition, run: Run) -> dict[str, Any]:
@@ -318,6 +335,7 @@ class Experiment:
     def execute(self) -> pd.DataFrame:
         """Run every condition of every seed, write the results, summary and plot; return the results."""
         self.open()
+        self._check_finished_runs()
         rows = []
         for seed in self.settings.seeds:
             for condition in self.study.conditions(self, seed):
