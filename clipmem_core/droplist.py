@@ -65,7 +65,7 @@ def read_drop_list(path: str | os.PathLike) -> frozenset[str]:
         frame = read_frame(source, (), fmt)
         if frame.columns.empty:  # an empty list drops nothing
             return frozenset()
-    elif suffix == ".parquet":
+    elif suffix in (".parquet", ".pq"):  # `review export --out drop.pq` writes parquet
         fmt, frame = "parquet", _read_parquet(source)
     else:
         raise ClipmemError(f"drop list {source}: expected a .csv, .tsv, .parquet or .txt file")

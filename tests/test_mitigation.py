@@ -156,14 +156,18 @@ def test_drop_lists_read_from_every_export_format(tmp_path):
     assert csv.read_text().splitlines() == ["sample_id", *ids]
     assert read_drop_list(csv) == set(ids)
     assert read_drop_list(write_table(frame, tmp_path / "drop.parquet", "parquet")) == set(ids)
+    assert read_drop_list(write_table(frame, tmp_path / "drop.pq", "parquet")) == set(ids)  # was refused
     assert read_drop_list(write_table(frame, tmp_path / "drop.tsv", "csv")) == set(ids)
     (tmp_path / "drop.txt").write_text("s01\n\n=s02\ns03\n")
     assert read_drop_list(tmp_path / "drop.txt") == set(ids)
     assert read_drop_list(write_drop_list(tmp_path / "again.csv", ids)) == set(ids)
     (tmp_path / "excel.txt").write_bytes("s01\r\n=s02\r\ns03\r\n".encode("utf-16"))  # Excel's "Unicode Text"
     assert read_drop_list(tmp_path / "excel.txt") == set(ids)
-    txt = write_table(frame, tmp_path / "export.txt", "csv")  # `review export --out drop.txt`: with its header
-    assert read_drop_list(txt) == set(ids)  # the header was read as an id "the data does not hold"
+    (tmp_path / "old.txt").write_text("sample_id\ns01\n=s02\ns03\n")  # an earlier export's .txt: a header
+    assert read_drop_list(tmp_path / "old.txt") == set(ids)  # it was read as an id "the data does not hold"
+    odd = ["a,b", 'say "hi"', "s03"]  # written as CSV, quoted: they came back as ids the data lacks
+    txt = write_table(pd.DataFrame({"sample_id": odd}), tmp_path / "export.txt", "csv")
+    assert txt.read_text().splitlines() == odd and read_drop_list(txt) == set(odd)
     (tmp_path / "empty.csv").write_text("")
     assert read_drop_list(tmp_path / "empty.csv") == set()
     with pytest.raises(ClipmemError, match="no 'sample_id' \\(or 'id'\\) column \\(columns: name\\)"):

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from ..atomic import parquet_table, write_bytes
 from ..cache import GROUND_TRUTH, SKIPPED, Run
 from ..data import CAPTIONS_COLUMN, CLASS_COLUMN, ID_ALIASES, ID_COLUMN, LABEL_COLUMN
+from ..droplist import ID_COLUMN as DROP_LIST_COLUMN
 from ..errors import ClipmemError
 from ..formatting import fmt_count
 from ..tables import marked_encoding
@@ -96,12 +97,24 @@ def table_bytes(frame: pd.DataFrame, fmt: str, *, tsv: bool = False, spreadsheet
     return buffer.getvalue()
 
 
+def _id_lines(ids: pd.Series, path: Path) -> bytes:
+    """A drop list as a .txt is read (``--exclude``): one id a line, verbatim. Written as CSV it had a header
+    and quoted ids ("a,b"), which came back as ids the data does not hold, and those samples trained."""
+    broken = next((i for i in ids.astype(str) if "\n" in i or "\r" in i), None)
+    if broken is not None:
+        raise ClipmemError(f"{path}: the id {broken!r} holds a line break, which a .txt list cannot; name it .csv")
+    return "".join(f"{i}\n" for i in ids.astype(str)).encode("utf-8")
+
+
 def write_table(
     frame: pd.DataFrame, path: str | os.PathLike, fmt: str, *, spreadsheet: bool = False, force: bool = False
 ) -> Path:
     """Write atomically; refuses to replace an existing file unless ``force``. ``.tsv`` names get tabs."""
     path = Path(path)
-    data = table_bytes(frame, fmt, tsv=path.suffix.lower() == ".tsv", spreadsheet=spreadsheet)
+    if path.suffix.lower() == ".txt" and list(frame.columns) == [DROP_LIST_COLUMN] and fmt == "csv":
+        data = _id_lines(frame[DROP_LIST_COLUMN], path)
+    else:
+        data = table_bytes(frame, fmt, tsv=path.suffix.lower() == ".tsv", spreadsheet=spreadsheet)
     if path.is_dir():
         raise ClipmemError(f"{path} is a folder; give a file name")
     if path.exists() and not force:
