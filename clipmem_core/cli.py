@@ -431,7 +431,8 @@ def _data_notes(run: Run) -> dict:
     dataset = run.manifest.dataset
     from .droplist import exclusion_note
 
-    notes = {"samples": dataset.n_samples, "skipped": dataset.n_skipped, "excluded": dataset.n_excluded}
+    # scored, not read: under the paper protocol samples outside the split sizes are read and left out
+    notes = {"samples": len(run.scores), "skipped": dataset.n_skipped, "excluded": dataset.n_excluded}
     exclude = run.manifest.config.get("exclude")
     notes["exclusion"] = exclusion_note(dataset.n_excluded, dataset.n_exclude_not_found, exclude)
     notes["skip_report"] = str(run.path / SKIPPED) if dataset.n_skipped else None
@@ -725,7 +726,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for info in infos:
         if info.ok:
             manifest = info.manifest
-            samples = f"{manifest.dataset.n_samples:,}"
+            samples = f"{sum(manifest.splits.values()) or manifest.dataset.n_samples:,}"  # scored ones
             print(
                 f"{info.name:<{width}} {manifest.created:<25}  {manifest.protocol:<8} {samples:>9}  "
                 f"{manifest.config.get('model', '')}"

@@ -638,6 +638,18 @@ def test_every_option_of_every_command_says_what_it_does():
     assert bare == []
 
 
+def test_summary_and_list_count_the_samples_scored_not_those_read(tmp_path, capsys):
+    """ "data: 60 samples scored" above the note that 5 of the 60 were left out by the paper's split sizes."""
+    run = fake_run(tmp_path, "paper2", n=55)
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    manifest["dataset"] |= {"n_samples": 60, "warnings": ["5 samples of 60 fell outside the four --split-sizes"]}
+    (run.path / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["summary", "--run", str(run.path)]) == 0
+    assert "data: 55 samples scored\n  note: 5 samples of 60 fell outside" in capsys.readouterr().out
+    assert main(["list", "--cache", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[3] == "55"
+
+
 def test_summary_warns_when_the_models_barely_learned(clipmem, tmp_path):
     run = fake_run(tmp_path, "noise", n=200)  # random embeddings: retrieval at chance
     text = clipmem("summary", "--run", run.path).stdout
