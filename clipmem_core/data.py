@@ -233,18 +233,58 @@ def _read_records(
     if suffix == ".json":
         return "coco", source.parent, _read_coco(source), False
     if suffix == ".txt":
-        raise ClipmemError(_TEXT_FILE.format(source=source, tsv=source.with_suffix(".tsv").name))
+        raise ClipmemError(_text_file(source))
     raise ClipmemError(f"unknown dataset format {suffix or '(no extension)'!r} for {source}: expected {_FORMATS}")
 
 
 # A .txt is refused, not guessed at: Excel's "Unicode Text" is a tab-separated table, but a .txt is as often a
 # drop list (one id a line, for --exclude) or one image's captions; read as a table, those failed with "lacks
-# the column(s) 'filepath', 'caption'", and the suffix alone cannot tell them apart.
-_TEXT_FILE = (
-    "{source} is a .txt file, which is not read as a dataset. A table saved as tab-separated text (Excel's "
-    '"Unicode Text" names it .txt) is read once it is named .tsv: rename it {tsv}. Captions in .txt files '
-    "are read beside their images, one file per image: pass the folder. Expected " + _FORMATS
+# the column(s) 'filepath', 'caption'", and the suffix alone cannot tell them apart. The advice follows the first
+# line: a rename to .tsv was advised of every .txt, a list of ids or a comma-separated table included.
+_TEXT_FILE = "{source} is a .txt file, which is not read as a dataset."
+_TEXT_TSV = (
+    ' Its first line holds tabs: a table saved as tab-separated text (Excel\'s "Unicode Text" names it .txt) is read '
+    "once it is named .tsv: rename it {name}."
 )
+_TEXT_CSV = " Its first line holds commas: a comma-separated table is read once it is named .csv: rename it {name}."
+_TEXT_CAPTIONS = (
+    " Captions in .txt files are read beside their images, one file per image: pass the folder. Expected " + _FORMATS
+)
+
+
+def _text_file(source: Path) -> str:
+    """Why a .txt dataset is refused, with the rename that reads it where its first line looks like a table's."""
+    line = _first_text_line(source)
+    if "\t" in line:
+        table = _TEXT_TSV.format(name=_renamed(source, ".tsv"))
+    elif "," in line:
+        table = _TEXT_CSV.format(name=_renamed(source, ".csv"))
+    else:  # one id or caption a line: no rename reads it as a table
+        table = ""
+    return _TEXT_FILE.format(source=source) + table + _TEXT_CAPTIONS
+
+
+def _first_text_line(source: Path, size: int = 65_536) -> str:
+    """The first non-blank line of a text file, read as UTF-8 or as its byte-order mark says (UTF-16 from
+    Excel); "" where it cannot be read. Only its start is read: the file may be large, and not text at all."""
+    try:
+        with source.open("rb") as fh:
+            data = fh.read(size)
+    except OSError:
+        return ""
+    text = data.decode(marked_encoding(data), errors="replace")
+    return next((line for line in text.splitlines() if line.strip()), "")
+
+
+def _renamed(source: Path, suffix: str) -> str:
+    """The name that reads ``source`` as ``suffix``: ``cap.txt`` -> ``cap.tsv``; a table already named for a
+    separator and saved with .txt added (``cap.csv.txt``) loses both the .txt and the wrong separator's name."""
+    stem = Path(source.stem)
+    if stem.suffix.lower() == suffix:
+        return stem.name
+    if stem.suffix.lower() in (".csv", ".tsv"):
+        return stem.with_suffix(suffix).name
+    return source.with_suffix(suffix).name
 
 
 def _compressed_shards(folder: Path, names: list[str]) -> ClipmemError:

@@ -6,13 +6,17 @@ local checkpoint file instead (``init_checkpoint``).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import pickle
+import pickletools
+import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import open_clip
 import torch
@@ -133,30 +137,75 @@ def read_checkpoint(path: str | Path) -> Any:
     is refused before anything in it is called. Every problem is a one-line ClipmemError.
     """
     path = Path(path)
+    if path.is_dir():  # was "does not exist", which sent the user looking for a missing path
+        raise ClipmemError(f"checkpoint {path} is a folder; give the checkpoint file")
     if not path.is_file():
         raise ClipmemError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # "Detected pickle protocol 4 …": torch's guess, said before it failed
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        foreign = _not_torch(path)
+        if foreign:
+            raise ClipmemError(f"checkpoint {path} is unreadable: {foreign}") from None
         if "global" in str(exc).lower():  # torch's restricted unpickler met a class or function: refused
             raise ClipmemError(
                 f"checkpoint {path} holds more than tensors and plain values (pickled objects or code); "
                 "clipmem does not load such files"
             ) from None
         detail = str(exc).partition("WeightsUnpickler error:")[2].strip() or "not a PyTorch checkpoint"
-        raise ClipmemError(f"checkpoint {path} is unreadable: {_not_torch(path) or _first_line(detail)}") from None
+        raise ClipmemError(f"checkpoint {path} is unreadable: {_first_line(detail)}") from None
     except Exception as exc:  # torch raises several types for a damaged or foreign file
         raise ClipmemError(f"checkpoint {path} is unreadable: {_not_torch(path) or _first_line(exc)}") from None
 
 
 def _not_torch(path: Path) -> str | None:
-    """Said of a file that is no checkpoint at all, which torch called "Unsupported operand 105" (a CSV given
-    as --init-checkpoint). torch.save writes a zip archive, and older torch a pickle (protocol 2 or above)."""
+    """Said of a file that is no checkpoint at all, where torch's own words named its parser's state:
+    "Unsupported operand 105" (a CSV), "Unsupported operand 149" (a plain pickle),
+    "[enforce fail at inline_container.cc:180]" (a zip of other files). torch.save writes a zip archive
+    holding ``<name>/data.pkl``, and older torch (or ``_use_new_zipfile_serialization=False``) a pickle
+    stream that starts with torch's magic number. None where the file is of a checkpoint's kind: torch's
+    detail then says more."""
     with path.open("rb") as fh:
-        start = fh.read(2)
-    if start == b"PK" or start[:1] == b"\x80":
-        return None
+        start = fh.read(4)
+        if start.startswith(b"PK"):
+            fh.seek(0)
+            return _not_torch_zip(fh)
+        if start[:1] == b"\x80":
+            fh.seek(0)
+            return _not_torch_pickle(fh)
     return "it is not a PyTorch checkpoint (torch.save writes a zip archive or a pickle; this file is neither)"
+
+
+def _not_torch_zip(fh: BinaryIO) -> str | None:
+    try:
+        names = zipfile.ZipFile(fh).namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):  # torch said "[Errno 22] Invalid argument" of a cut-off one
+        return "it is a damaged or cut-off zip archive (a copy or download that did not finish?)"
+    if any(name.count("/") == 1 and name.endswith("/data.pkl") for name in names):
+        return None
+    return "it is a zip archive that is not a PyTorch checkpoint (torch.save writes one holding <name>/data.pkl)"
+
+
+def _not_torch_pickle(fh: BinaryIO) -> str | None:
+    """A pickle whose first value is not torch's magic number (``pickle.dump`` of anything) is not a
+    checkpoint; its opcodes are only parsed here (pickletools), never run."""
+    try:  # the magic number opens the stream (PROTO, FRAME at protocol 4): 64 bytes hold it
+        for count, (opcode, arg, _) in enumerate(pickletools.genops(io.BytesIO(fh.read(64)))):
+            if opcode.name in ("LONG1", "LONG4"):
+                return None if arg == torch.serialization.MAGIC_NUMBER else _PLAIN_PICKLE
+            if opcode.name not in ("PROTO", "FRAME") or count >= 2:
+                break
+    except Exception:  # a cut-off or garbled stream: not what torch.save writes either
+        pass
+    return _PLAIN_PICKLE
+
+
+_PLAIN_PICKLE = (
+    "it is a pickle that is not a PyTorch checkpoint torch.load can read (pickle.dump writes such files; "
+    "torch.save writes checkpoints)"
+)
 
 
 def _first_line(exc: BaseException | str) -> str:
@@ -176,11 +225,26 @@ def load_weights(model: torch.nn.Module, checkpoint: str | Path) -> None:
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise ClipmemError(f"checkpoint {path} holds no model weights (a mapping of names to tensors)")
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    expected = model.state_dict()
+    if not expected.keys() & state.keys():  # was "62 tensors missing … made for another model": it is no model's
+        raise ClipmemError(f"checkpoint {path} holds no weights of this model: {_no_weights(expected, state)}")
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
-        why = _misfit(model.state_dict(), state) or _first_line(exc)
+        why = _misfit(expected, state) or _first_line(exc)
         raise ClipmemError(f"checkpoint {path} does not fit this model: {why}") from None
+
+
+def _no_weights(expected: dict[str, Any], found: dict[str, Any]) -> str:
+    """Why a mapping that shares no name with the model's weights is refused, with its first names."""
+    if not found:
+        return "it is an empty mapping"
+    names = [repr(name if len(name) <= 60 else name[:57] + "...") for name in list(found)[:3]]
+    shown = ", ".join(names) + (f" and {len(found) - 3:,} more" if len(found) > 3 else "")
+    which = f"its only name, {shown}, is not" if len(found) == 1 else f"none of its {len(found):,} names ({shown}) is"
+    return (
+        f"{which} one of the model's {len(expected):,} tensors, so it is not a CLIP checkpoint of clipmem or open_clip"
+    )
 
 
 def _misfit(expected: dict[str, Any], found: dict[str, Any]) -> str | None:

@@ -503,6 +503,36 @@ def test_a_txt_table_is_refused_with_the_rename_that_reads_it(tmp_path):
     assert read(tmp_path / "data.tsv").samples["caption"].tolist() == ["a red square"]
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "advice"),
+    [
+        ("cap.txt", "filepath\tcaption\na.png\tx\n".encode("utf-16"), r"holds tabs.*rename it cap\.tsv\. "),
+        ("cap.txt", b"\xef\xbb\xbffilepath,caption\na.png,x\n", r"holds commas.*rename it cap\.csv\. "),
+        ("cap.csv.txt", b"\n\nfilepath,caption\na.png,x\n", r"holds commas.*rename it cap\.csv\. "),
+        ("cap.csv.txt", b"filepath\tcaption\na.png\tx\n", r"holds tabs.*rename it cap\.tsv\. "),
+        ("ids.txt", b"s01\ns02\n", None),
+        ("empty.txt", b"", None),
+    ],
+)
+def test_the_txt_refusal_advises_the_rename_its_first_line_calls_for(tmp_path, name, content, advice):
+    """Every .txt was told to be renamed .tsv: a comma-separated one (which the rename would not read) and a
+    list of ids (no table at all) included. The advice now follows the first line, read as UTF-8 or UTF-16,
+    and the name it gives reads the table."""
+    png(tmp_path / "a.png")
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ClipmemError, match=rf"{name.replace('.', '[.]')} is a \.txt file") as refused:
+        read(tmp_path / name)
+    said = str(refused.value)
+    assert "\n" not in said and "pass the folder" in said
+    if advice is None:
+        assert "rename" not in said and "Its first line" not in said
+    else:
+        assert re.search(advice, said), said
+        renamed = tmp_path / re.search(r"rename it (\S+)\. ", said).group(1)
+        (tmp_path / name).rename(renamed)
+        assert read(renamed).samples["caption"].tolist() == ["x"]
+
+
 def test_an_empty_image_is_called_empty_not_damaged(tmp_path):
     """A 0-byte file (a failed download or copy) was "not an image file PIL can read (… damaged)"."""
     png(tmp_path / "ok.png")

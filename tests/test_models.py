@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import pickle
+import zipfile
 
 import pytest
 import torch
@@ -72,6 +74,42 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
         create_clip("clipmem-tiny", init_checkpoint=tmp_path / "other.pt")
     said = str(refused.value)  # torch's first line ended at "Error(s) in loading state_dict for CLIP:"
     assert "of another shape (first " in said and " in the file, " in said and "give the --model" in said
+
+
+def test_files_that_are_no_checkpoint_are_named_for_what_they_are(tmp_path, recwarn):
+    """A tester's findings: torch's parser state ("Unsupported operand 149", "[enforce fail at
+    inline_container.cc:180]") was the message, a folder "did not exist", and a file of other names was
+    "made for another model"."""
+    (tmp_path / "plain.pkl").write_bytes(pickle.dumps([1, 2]))  # protocol 4+: torch also warned of it
+    (tmp_path / "plain2.pkl").write_bytes(pickle.dumps({"a": 1}, protocol=2))  # "Invalid magic number"
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as archive:
+        archive.writestr("notes.txt", "not a checkpoint")
+    torch.save(create_clip("clipmem-tiny").model.state_dict(), tmp_path / "good.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:5000])
+    (tmp_path / "run").mkdir()
+    torch.save({"a": 1}, tmp_path / "a.pt")
+    torch.save({"model": {"encoder.weight": torch.zeros(1)}, "epoch": 3}, tmp_path / "foreign.pt")
+    torch.save({name: torch.zeros(1) for name in "abcd"}, tmp_path / "four.pt")
+    expected = {
+        "plain.pkl": r"is unreadable: it is a pickle that is not a PyTorch checkpoint torch\.load can read",
+        "plain2.pkl": r"is unreadable: it is a pickle that is not a PyTorch checkpoint torch\.load can read",
+        "other.zip": r"is unreadable: it is a zip archive that is not a PyTorch checkpoint",
+        "cut.pt": r"is unreadable: it is a damaged or cut-off zip archive",
+        "run": r"run is a folder; give the checkpoint file$",
+        "a.pt": r"holds no weights of this model: its only name, 'a', is not one of the model's \d+ tensors, so it "
+        "is not a CLIP checkpoint of clipmem or open_clip$",
+        "foreign.pt": r"holds no weights of this model: its only name, 'encoder\.weight', is not one",
+        "four.pt": r"none of its 4 names \('a', 'b', 'c' and 1 more\) is one of the model's",
+    }
+    for name, message in expected.items():
+        with pytest.raises(ClipmemError, match=message) as refused:
+            create_clip("clipmem-tiny", init_checkpoint=tmp_path / name)
+        said = str(refused.value)
+        assert "\n" not in said and "Unsupported operand" not in said and "enforce fail" not in said, said
+        assert "made for another model" not in said, said
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
+    # and a whole checkpoint of this model still loads
+    create_clip("clipmem-tiny", init_checkpoint=tmp_path / "good.pt")
 
 
 def test_paper_preset_names_an_open_clip_architecture():
