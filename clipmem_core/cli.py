@@ -546,7 +546,7 @@ def _render_summary(summary: dict) -> str:
     weak = weak_models_sentence(summary.get("model_strength"))
     if weak:
         lines += ["", f"warning: {weak}"]
-    offset = clipmem_offset_sentence(stats)
+    offset = clipmem_offset_sentence(stats, summary.get("protocol", ""))
     if offset:
         lines += ["", f"note: {offset}"]
     return "\n".join(lines)

@@ -287,12 +287,15 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def clipmem_offset_sentence(split_stats: dict) -> str | None:
+def clipmem_offset_sentence(split_stats: dict, protocol: str) -> str | None:
     """One plain sentence when CLIPMem's mean differs between the splits it is given on by more than half
-    its spread within a split; None otherwise. Each split is scored by its own pair of models (fold j:
-    the models that trained on it minus h_j; S_C: f − g, S_I: g − f), and a pair's scales differ, so weak
-    models rank one split's samples above the other's: on a tiny run the top 48 by CLIPMem held 40 of one
-    fold though the other held two thirds of the mis-captions, and nothing said why."""
+    its spread within a split; None otherwise. Each fold is scored by its own pair of models (the models
+    that trained on it minus h_j), and S_C and S_I by f and g with their roles swapped; the models' scales
+    differ, so weak models rank one split's samples above the other's: on a tiny run the top 48 by CLIPMem
+    held 40 of one fold though the other held two thirds of the mis-captions, and nothing said why. Said for
+    runs clipmem trained (``full``, ``paper``), whose models it knows."""
+    if protocol not in ("full", "paper"):
+        return None
     found = {  # a stored manifest holds null where a split has no CLIPMem (S_S, S_E under the paper protocol)
         split: (stats["clipmem"].get("mean"), stats["clipmem"].get("std"))
         for split, stats in split_stats.items()
@@ -306,11 +309,20 @@ def clipmem_offset_sentence(split_stats: dict) -> str | None:
     low, high = min(means, key=means.get), max(means, key=means.get)
     if not spread > 0 or means[high] - means[low] <= SPLIT_OFFSET * spread:
         return None
-    return (
+    differs = (
         f"CLIPMem's mean differs between splits ({low} {means[low]:+.3f}, {high} {means[high]:+.3f}; its spread "
-        f"within a split is about {spread:.3f}): each split is scored by its own pair of models, whose scales "
-        f"differ, so sorted by CLIPMem the samples of {high} come first. Compare CLIPMem within a split, or "
-        "rank by Likely mis-captioned, which puts each fold on its own scale."
+        f"within a split is about {spread:.3f})"
+    )
+    if protocol == "paper":  # S_C is A(f) - A(g), S_I is A(g) - A(f): one pair, its roles swapped
+        return (
+            f"{differs}: S_C is scored A(f) − A(g) and S_I A(g) − A(f), so a difference between f's and g's "
+            f"scales moves the two apart, and sorted by CLIPMem the samples of {high} come first. Compare "
+            "CLIPMem within a split."
+        )
+    return (
+        f"{differs}: each fold is scored by its own pair of models, whose scales differ, so sorted by CLIPMem "
+        f"the samples of {high} come first. Compare CLIPMem within a fold, or rank by Likely mis-captioned, "
+        "which puts each fold on its own scale."
     )
 
 

@@ -418,7 +418,8 @@ def weak_models_warning(run: Run) -> str | None:
 def clipmem_offset_note(run: Run) -> str | None:
     """Said under the summary when CLIPMem's splits sit on different scales (``metrics.clipmem_offset_sentence``):
     the gallery's CLIPMem sort then shows one fold first."""
-    return clipmem_offset_sentence((run.manifest.summary or {}).get("splits", {}).get("splits", {}))
+    splits = (run.manifest.summary or {}).get("splits", {}).get("splits", {})
+    return clipmem_offset_sentence(splits, run.manifest.protocol)
 
 
 def skipped_rows(run: Run, limit: int = SKIPPED_SHOWN) -> pd.DataFrame | None:

@@ -220,10 +220,14 @@ def test_clipmem_split_means_far_apart_for_their_spread_are_said_and_close_ones_
     def splits(**means_and_spreads):
         return {name: {"clipmem": {"mean": m, "std": sd}} for name, (m, sd) in means_and_spreads.items()}
 
-    said = clipmem_offset_sentence(splits(fold0=(-0.149, 0.256), fold1=(0.251, 0.123)))
+    folds = splits(fold0=(-0.149, 0.256), fold1=(0.251, 0.123))
+    said = clipmem_offset_sentence(folds, "full")
     assert said.startswith("CLIPMem's mean differs between splits (fold0 -0.149, fold1 +0.251;")
-    assert "the samples of fold1 come first" in said
-    assert clipmem_offset_sentence(splits(fold0=(0.340, 0.405), fold1=(0.308, 0.411))) is None  # the demo's
+    assert "the samples of fold1 come first" in said and "rank by Likely mis-captioned" in said
+    assert clipmem_offset_sentence(folds, "imported") is None  # scores made elsewhere: their models unknown
+    assert clipmem_offset_sentence(splits(fold0=(0.340, 0.405), fold1=(0.308, 0.411)), "full") is None  # the demo
     paper = splits(S_C=(0.4, 0.1), S_I=(0.0, 0.1)) | {"S_S": {"clipmem": {"mean": None, "std": None}}}  # as stored
-    assert "(S_I +0.000, S_C +0.400;" in clipmem_offset_sentence(paper)  # only where CLIPMem is given
-    assert clipmem_offset_sentence(splits(fold0=(0.1, 0.0), fold1=(0.3, 0.0))) is None  # no spread to judge by
+    said = clipmem_offset_sentence(paper, "paper")
+    assert "(S_I +0.000, S_C +0.400;" in said and "S_C is scored A(f) − A(g) and S_I A(g) − A(f)" in said
+    assert "Likely mis-captioned" not in said  # one scale for every sample under the paper protocol
+    assert clipmem_offset_sentence(splits(fold0=(0.1, 0.0), fold1=(0.3, 0.0)), "full") is None  # no spread
