@@ -624,7 +624,11 @@ def _add_suspects(commands) -> None:
         f"{MIN_MISCAPTIONED} samples mis-captioned); default: combined where the run has it",
     )
     p.add_argument("--top", type=int, default=DEFAULT_TOP, help=f"how many (default {DEFAULT_TOP}); 0 for every sample")
-    p.add_argument("--out", help="file to write (.csv, .tsv or .parquet) instead of printing; formula cells escaped")
+    p.add_argument(
+        "--out",
+        help="file to write (.csv, .tsv or .parquet) instead of printing, or - for the table on standard output; "
+        "formula cells escaped",
+    )
     p.add_argument("--format", choices=["csv", "parquet"], help="default: from --out's suffix (.parquet), else csv")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument(
@@ -641,16 +645,23 @@ def _cmd_suspects(args: argparse.Namespace) -> int:
     from .formatting import fmt_count, fmt_number
     from .learned import KEY as LEARNED_KEY
     from .learned import shown_decimals
-    from .review.export import output_format, write_table
+    from .review.export import STDOUT, check_stream, output_format, stream_table, table_bytes, write_table
     from .suspects import TEAM_VERDICT, suspects
 
+    to_stdout = args.out == STDOUT  # a file named "-" was written, while `review export` took - for a pipe
+    fmt = (args.format or "csv") if to_stdout else output_format(args.out, args.format) if args.out else None
+    if to_stdout:
+        check_stream(fmt)
     run = load_run(args.run)
-    if args.out:
+    if args.out and not to_stdout:
         run.check_output(args.out, force=args.force)
     team = _team_decisions(run)
     table = suspects(run, args.by, args.top, team, unjudged=args.unjudged)
+    if to_stdout:
+        stream_table(table_bytes(table, fmt, spreadsheet=fmt == "csv"), fmt)
+        print(f"wrote {fmt_count(len(table), 'sample')} to standard output", file=sys.stderr)
+        return 0
     if args.out:
-        fmt = output_format(args.out, args.format)
         path = write_table(table, args.out, fmt, spreadsheet=fmt == "csv", force=args.force)
         print(f"wrote {fmt_count(len(table), 'sample')} to {path}")
         return 0

@@ -471,7 +471,9 @@ def test_a_reader_that_stops_early_is_no_error(tmp_path, runs):
     listing.stderr.close()
 
 
-def test_suspects_lists_the_most_suspicious_samples_first_and_writes_them_for_a_spreadsheet(clipmem, tmp_path):
+def test_suspects_lists_the_most_suspicious_samples_first_and_writes_them_for_a_spreadsheet(
+    clipmem, tmp_path, monkeypatch
+):
     n = 30
     combined = np.linspace(0.0, 1.0, n)  # sample i: combined i/29, so the last is the most suspicious
     combined[5] = np.nan  # unscored: no suspect
@@ -494,6 +496,11 @@ def test_suspects_lists_the_most_suspicious_samples_first_and_writes_them_for_a_
     assert {"clipmem", "is_miscaptioned"} <= set(table.columns)
     assert table.loc[0, "caption"] == '\'=HYPERLINK("http://x")'  # a spreadsheet shows it, never runs it
     assert_clean_error(clipmem("suspects", "--run", run.path, "--out", out), "already exists; add --force")
+    monkeypatch.chdir(tmp_path)  # `--out -` wrote a file named "-" here, while `review export` took - for a pipe
+    piped = clipmem("suspects", "--run", run.path, "--top", "2", "--out", "-")
+    assert piped.stdout.splitlines()[0].startswith("rank,sample_id,filepath,caption,combined")
+    assert len(piped.stdout.splitlines()) == 3 and "wrote 2 samples to standard output" in piped.stderr
+    assert not (tmp_path / "-").exists()
     own = run.path / "scores.parquet"  # --force wrote over the run's scores, which no command could read after
     assert_clean_error(
         clipmem("suspects", "--run", run.path, "--out", own, "--force"), f"--out {own} is a file of the run in"

@@ -153,6 +153,9 @@ def test_a_parquet_export_to_dash_needs_a_pipe_and_reads_back(run_dir, capsysbin
     assert main(args) == 2
     captured = capsysbinary.readouterr()
     assert b"parquet is binary" in captured.err and captured.out == b""
+    monkeypatch.setattr("sys.stdout", None)  # `>&-`: it ended in a traceback
+    assert main(args) == 2
+    assert b"standard output is closed: give --out FILE instead of -" in capsysbinary.readouterr().err
 
 
 def test_agreement_counts_are_written_with_thousands_separators(run_dir, capsys):

@@ -37,10 +37,13 @@ from .export import (
     FORMATS,
     KINDS,
     ROW_NOUNS,
+    STDOUT,
+    check_stream,
     export,
     export_bytes,
     left_out_notes,
     output_format,
+    stream_table,
     unescape_cell,
 )
 from .roles import LEADS_ENV, leads
@@ -289,9 +292,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-STDOUT = "-"  # ``--out -``: the table goes to standard output, for a pipe
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     if args.replace_with_suggestion and args.what != "cleaned":
         raise ClipmemError("--replace-with-suggestion only applies to --what cleaned")
@@ -325,17 +325,14 @@ def _export_to_stdout(args: argparse.Namespace) -> int:
     ``review export --what droplist --out - | …`` reads nothing but the table. Parquet is binary: a
     terminal would show it as noise, so it needs a pipe or a redirect."""
     fmt = args.format or "csv"
-    if fmt == "parquet" and sys.stdout.isatty():
-        raise ClipmemError("parquet is binary: redirect it (--out - > FILE.parquet) or give --out FILE.parquet")
+    check_stream(fmt)
     run, store = _open(args.run)
     _note_counting_rule(store, run)
     _note_renamed(store, run)
     data, rows = export_bytes(
         store, run, args.what, fmt, args.replace_with_suggestion, allow_unresolved=args.allow_unresolved
     )
-    sys.stdout.flush()
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+    stream_table(data, fmt)
     print(f"wrote {fmt_count(rows, *ROW_NOUNS[args.what])} to standard output", file=sys.stderr)
     _export_notes(run, args.what, rows, elsewhere=run.dataset_root is not None)
     return 0

@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,26 @@ def table_bytes(frame: pd.DataFrame, fmt: str, *, tsv: bool = False, spreadsheet
     else:
         (frame.map(escape_cell) if spreadsheet else frame).to_csv(buffer, index=False, sep="\t" if tsv else ",")
     return buffer.getvalue()
+
+
+STDOUT = "-"  # ``--out -``: a table to standard output, for a pipe
+
+
+def check_stream(fmt: str) -> None:
+    """Refuse ``--out -`` before any work where standard output cannot take the table: closed (``>&-``
+    ended in a traceback), or a terminal for parquet, which is binary and would show as noise."""
+    if sys.stdout is None:
+        raise ClipmemError("standard output is closed: give --out FILE instead of -")
+    if fmt == "parquet" and sys.stdout.isatty():
+        raise ClipmemError("parquet is binary: redirect it (--out - > FILE.parquet) or give --out FILE.parquet")
+
+
+def stream_table(data: bytes, fmt: str) -> None:
+    """A table's bytes to standard output, for ``--out -``."""
+    check_stream(fmt)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 def _id_lines(ids: pd.Series, path: Path) -> bytes:
