@@ -832,16 +832,31 @@ def _add_experiment(commands) -> None:
         sub.set_defaults(func=_cmd_experiment)
 
 
+def _list_items(text: str) -> list[str]:
+    """A comma-separated list's items; a trailing comma is allowed, an empty item between two is refused:
+    ``--sigmas 0,,0.1`` dropped the value left out and trained the rest without a word."""
+    items = [part.strip() for part in text.split(",")]
+    if not any(items):  # "" or " , ": an empty list, which _not_empty refuses
+        return []
+    if not items[-1]:
+        items.pop()
+    if not all(items):
+        raise ClipmemError(f"{text!r}: an empty item between two commas (a value left out?)")
+    return items
+
+
 def _number_list(text: str) -> tuple[float, ...]:
+    items = _list_items(text)
     try:
-        return _not_empty(tuple(float(part) for part in text.split(",") if part.strip()), text)
+        return _not_empty(tuple(float(part) for part in items), text)
     except ValueError:
         raise ClipmemError(f"{text!r}: expected numbers separated by commas") from None
 
 
 def _int_list(text: str) -> tuple[int, ...]:
+    items = _list_items(text)
     try:
-        return _not_empty(tuple(int(part) for part in text.split(",") if part.strip()), text)
+        return _not_empty(tuple(int(part) for part in items), text)
     except ValueError:
         raise ClipmemError(f"{text!r}: expected whole numbers separated by commas") from None
 
@@ -849,7 +864,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 def _score_names(text: str) -> tuple[str, ...]:
     """Comma-separated names, lower-cased: registered scores and ``random`` are all lower case, and a user
     who types RANDOM or CLIPMem means them."""
-    return _not_empty(tuple(part.strip().lower() for part in text.split(",") if part.strip()), text)
+    return _not_empty(tuple(part.lower() for part in _list_items(text)), text)
 
 
 def _not_empty(values: tuple, text: str) -> tuple:

@@ -250,7 +250,7 @@ def test_studies_refuse_data_they_cannot_use(shapes, tmp_path):
         ("noise", {"values": (0.0, -1.0)}, "--sigmas: each σ must be from 0 to 1, not -1"),
         ("noise", {"values": (0.0, 2.0)}, "--sigmas: each σ must be from 0 to 1, not 2"),
         ("noise", {"values": (0.1234561, 0.1234564)}, "share the run name sigma0.123456"),
-        ("noise", {"values": (math.nan,)}, "--sigmas must be finite numbers"),
+        ("noise", {"values": (0.0, math.nan)}, "--sigmas must be finite numbers, not nan"),
         ("removal", {"values": (math.inf,)}, "finite numbers"),
         ("removal", {"values": (2.5,)}, "neither a fraction below 1 nor a whole count"),
         ("removal", {"values": (0.6,), "by": ("random",)}, "cannot remove 18 of a training pool of 30"),
@@ -315,6 +315,18 @@ def test_an_empty_list_is_refused_rather_than_read_as_the_default(option, shapes
         main([*args, option, " , "])
     assert done.value.code == 2
     assert "an empty list; leave the option out for its default" in capsys.readouterr().err
+
+
+def test_a_value_left_out_between_two_commas_is_refused_and_a_trailing_comma_is_not(shapes, tmp_path, monkeypatch):
+    """`--sigmas 0,,0.1` dropped the empty item and trained the rest without a word."""
+    seen = []
+    monkeypatch.setattr("clipmem_core.experiments.run_experiment", lambda settings, *a, **k: seen.append(settings))
+    monkeypatch.setattr("clipmem_core.cli._render_experiment", lambda *a, **k: "")
+    args = ["experiment", "noise", "--data", str(shapes), "--name", "n", "--cache", str(tmp_path), "--sigmas"]
+    with pytest.raises(SystemExit):
+        main([*args, "0,,0.1"])
+    assert not seen
+    assert main([*args, "0,0.1,"]) == 0 and seen[0].values == (0.0, 0.1)
 
 
 def test_removal_counts_are_fractions_of_the_pool_or_counts():

@@ -100,8 +100,9 @@ def _check_lists(settings: ExperimentSettings, study: Study) -> None:
         repeated = sorted({_shown(item) for item in items if list(items).count(item) > 1})
         if repeated:
             raise ClipmemError(f"{option}: {', '.join(repeated)} given more than once")
-    if not all(math.isfinite(value) for value in settings.values):
-        raise ClipmemError(f"{values} must be finite numbers, not {', '.join(map(str, settings.values))}")
+    bad = [_shown(value) for value in settings.values if not math.isfinite(value)]
+    if bad:  # only those: "not 0.0, nan" named the finite 0.0 too
+        raise ClipmemError(f"{values} must be finite numbers, not {', '.join(bad)}")
 
 
 def _shown(item: object) -> str:
