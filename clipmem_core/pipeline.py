@@ -208,13 +208,13 @@ def _fingerprint(config: RunConfig, dataset: Dataset, exclusion: Exclusion | Non
     return f"{dataset.content_hash}:{excluded}:{sorted(settings.items())}"
 
 
-def select_samples(dataset: Dataset, config: RunConfig) -> Exclusion | None:
-    """Apply the run's sample-level options to ``dataset.samples`` in place: drop the ``--exclude`` list
-    (before folds or splits are drawn) and keep the first ``--max-captions`` captions of each sample."""
+def select_samples(dataset: Dataset, config: RunConfig, excluded: frozenset[str] | None) -> Exclusion | None:
+    """Apply the run's sample-level options to ``dataset.samples`` in place: drop the ``--exclude`` list's ids
+    (``excluded``, read before the data: a bad list was refused only after a long ingest), before folds or
+    splits are drawn, and keep the first ``--max-captions`` captions of each sample."""
     exclusion = None
-    if config.exclude:
-        ids = read_drop_list(config.exclude)
-        dataset.samples, exclusion = apply_drop_list(dataset.samples, ids, f"--exclude {config.exclude}")
+    if excluded is not None:
+        dataset.samples, exclusion = apply_drop_list(dataset.samples, excluded, f"--exclude {config.exclude}")
     if config.max_captions:
         dataset.samples["captions"] = [list(c[: config.max_captions]) for c in dataset.samples["captions"]]
     return exclusion
@@ -562,6 +562,9 @@ def _compute(
         log.info("%s is already complete; nothing to resume", out)
         return finished
     with timer.stage("ingest"):
+        # the small inputs first: a bad drop list or checkpoint was refused only after the data was read
+        excluded = read_drop_list(config.exclude) if config.exclude else None
+        bundle = create_clip(config.model, init_checkpoint=config.init_checkpoint)
         dataset = read_dataset(
             config.data,
             progress=distributed.is_main(),
@@ -571,10 +574,9 @@ def _compute(
             allow_outside_root=config.allow_outside_root,
             extract_shards=config.extract_shards,
         )
-        bundle = create_clip(config.model, init_checkpoint=config.init_checkpoint)  # fail fast on a bad model
         if distributed.is_main() and (cut := cut_captions_note(bundle, dataset.samples["captions"].tolist())):
             log.warning(cut)
-        exclusion = select_samples(dataset, config)  # before folds or splits are drawn
+        exclusion = select_samples(dataset, config, excluded)  # before folds or splits are drawn
         frame, models = _rows_or_why(dataset, config)  # fail fast on splits the data cannot fill
         _report_skipped(dataset, out)
     state = {"fingerprint": _fingerprint(config, dataset, exclusion), "config": config.to_dict()}

@@ -280,6 +280,19 @@ def test_run_with_a_missing_drop_list_is_one_clean_error(numbered, tmp_path, cap
     assert not (tmp_path / "r").exists()
 
 
+def test_a_bad_drop_list_or_checkpoint_is_refused_before_the_data_is_read(numbered, tmp_path, monkeypatch, capsys):
+    """Both were refused only after the whole dataset had been read, minutes into a large run."""
+    csv, _ = numbered
+    monkeypatch.setattr("clipmem_core.pipeline.read_dataset", lambda *a, **k: pytest.fail("read the data first"))
+    (tmp_path / "drop.json").write_text("[]")
+    (tmp_path / "model.pt").write_text("not a checkpoint")
+    base = ["run", "--data", str(csv), "--out", str(tmp_path / "r")]
+    assert main([*base, "--exclude", str(tmp_path / "drop.json")]) == 2
+    assert "expected a .csv, .tsv, .parquet or .txt file" in capsys.readouterr().err
+    assert main([*base, "--init-checkpoint", str(tmp_path / "model.pt")]) == 2
+    assert "is unreadable: it is not a PyTorch checkpoint" in capsys.readouterr().err
+
+
 # -- captions and labels ---------------------------------------------------------------------------
 
 
@@ -287,7 +300,7 @@ def test_max_captions_keeps_the_first_captions(tmp_path):
     coco = make_shapes_dataset(tmp_path, 12, seed=1, captions_per_image=3)
     dataset = read_dataset(coco, progress=False)
     assert [len(c) for c in dataset.samples["captions"]] == [3] * 12
-    pipeline_module.select_samples(dataset, RunConfig(data=str(coco), out="x", max_captions=2).resolved())
+    pipeline_module.select_samples(dataset, RunConfig(data=str(coco), out="x", max_captions=2).resolved(), None)
     assert [len(c) for c in dataset.samples["captions"]] == [2] * 12
     assert all(c[0] == first for c, first in zip(dataset.samples["captions"], dataset.samples["caption"]))
 
