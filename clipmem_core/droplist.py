@@ -25,7 +25,7 @@ from .formatting import fmt_count
 from .tables import read_frame, read_text, separator_problem
 
 log = logging.getLogger("clipmem")
-ID_COLUMN = "sample_id"
+DROP_LIST_COLUMN = "sample_id"
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def read_drop_list(path: str | os.PathLike) -> frozenset[str]:
     suffix = source.suffix.lower()
     if suffix == ".txt":
         ids = [line.strip() for line in read_text(source).splitlines() if line.strip()]
-        if ids and (ids[0] == ID_COLUMN or ids[0].lower() in ID_ALIASES):  # `review export --out drop.txt`'s
+        if ids and (ids[0] == DROP_LIST_COLUMN or ids[0].lower() in ID_ALIASES):  # `review export --out drop.txt`'s
             ids = ids[1:]  # header: read as an id, it was "1 id of the list is not in the data"
         return frozenset(ids)
     if suffix in (".csv", ".tsv"):
@@ -75,7 +75,7 @@ def read_drop_list(path: str | os.PathLike) -> frozenset[str]:
         problems = (separator_problem(source, header, [name], fmt) for name in ID_ALIASES)
         raise ClipmemError(
             next((p for p in problems if p), None)
-            or f"drop list {source} has no {ID_COLUMN!r} (or 'id') column (columns: {', '.join(header)[:300]})"
+            or f"drop list {source} has no {DROP_LIST_COLUMN!r} (or 'id') column (columns: {', '.join(header)[:300]})"
         )
     # the review export writes drop lists verbatim (only the verdicts export escapes formula-like cells)
     return frozenset(v for v in (str(v).strip() for v in frame[column]) if v)
@@ -84,8 +84,8 @@ def read_drop_list(path: str | os.PathLike) -> frozenset[str]:
 def _id_column(columns: list[str]) -> str | None:
     """The column of ids: ``sample_id``, else one named as a dataset's id column may be (``id``, ``ID``): a
     drop list cut from the data itself, or from ``inject-miscaptions``' copy, has ``id`` and was refused."""
-    if ID_COLUMN in columns:
-        return ID_COLUMN
+    if DROP_LIST_COLUMN in columns:
+        return DROP_LIST_COLUMN
     return next((name for name in columns if name.strip().lower() in ID_ALIASES), None)
 
 
@@ -127,7 +127,7 @@ def write_drop_list(path: str | os.PathLike, ids: list[str] | frozenset[str]) ->
     """A CSV drop list (``sample_id``) that ``--exclude`` and the review export agree on; written atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        pd.DataFrame({ID_COLUMN: sorted(ids)}).to_csv(tmp, index=False)
+        pd.DataFrame({DROP_LIST_COLUMN: sorted(ids)}).to_csv(tmp, index=False)
     return path
 
 

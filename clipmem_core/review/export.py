@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from ..atomic import parquet_table, write_bytes
 from ..cache import GROUND_TRUTH, SKIPPED, Run
 from ..data import CAPTIONS_COLUMN, CLASS_COLUMN, ID_ALIASES, ID_COLUMN, LABEL_COLUMN
-from ..droplist import ID_COLUMN as DROP_LIST_COLUMN
+from ..droplist import DROP_LIST_COLUMN
 from ..errors import ClipmemError
 from ..formatting import fmt_count
 from ..tables import marked_encoding
