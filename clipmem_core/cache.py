@@ -446,7 +446,9 @@ def _unfinished(run_dir: Path) -> str:
     return f"{run_dir} is unfinished (no {MANIFEST} yet){elsewhere}: the same `clipmem run` with --resume continues it"
 
 
-def _read_manifest(run_dir: Path) -> Manifest:
+def read_manifest(run_dir: Path) -> Manifest:
+    """A run's manifest alone, or a ClipmemError saying why there is none: what a check of a run's settings
+    or data needs, without the scores ``load_run`` reads."""
     manifest_path = run_dir / MANIFEST
     if not run_dir.is_dir():
         raise ClipmemError(f"{run_dir} is not a directory")
@@ -630,7 +632,7 @@ def load_run(path: str | os.PathLike) -> Run:
         run.scores.sort_values("combined", ascending=False).head(10)
     """
     run_dir = Path(path)
-    manifest = _read_manifest(run_dir)
+    manifest = read_manifest(run_dir)
     check_manifest(run_dir, manifest)
     try:
         scores = _scores_table(run_dir).to_pandas(types_mapper=_lists_stay_arrow, split_blocks=True)
@@ -675,7 +677,7 @@ def list_runs(cache_root: str | os.PathLike) -> list[RunInfo]:
         if run_dir.name == EXPERIMENTS_DIR:
             continue
         try:
-            manifest = _read_manifest(run_dir)
+            manifest = read_manifest(run_dir)
             check_manifest(run_dir, manifest)
             infos.append(RunInfo(run_dir.name, run_dir, manifest, None))
         except ClipmemError as exc:

@@ -34,7 +34,17 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import write_json, write_parquet
-from ..cache import EXPERIMENT_FILE, EXPERIMENTS_DIR, GROUND_TRUTH, MANIFEST, Run, computing_process, load_run
+from ..cache import (
+    EXPERIMENT_FILE,
+    EXPERIMENTS_DIR,
+    GROUND_TRUTH,
+    MANIFEST,
+    Manifest,
+    Run,
+    computing_process,
+    load_run,
+    read_manifest,
+)
 from ..config import SPEED_ONLY, RunConfig
 from ..data import Dataset, inject_miscaptions, read_dataset
 from ..droplist import read_drop_list, write_drop_list
@@ -265,7 +275,7 @@ class Experiment:
                     f"{out} holds a run with other settings than experiment {self.settings.name!r} needs; "
                     "move it away or choose another --name"
                 )
-            self._refuse_changed_data(run, seed)
+            self._refuse_changed_data(run.manifest, out, seed)
         else:
             left_out = f"without the {len(self.eval_ids(seed)):,} samples of E, the evaluation set"
             if condition.drop:  # the run's log says only "excluded 60 samples": E and the removed together
@@ -285,12 +295,12 @@ class Experiment:
             self.run_names.append(out.name)
         return run
 
-    def _refuse_changed_data(self, run: Run, seed: int) -> None:
+    def _refuse_changed_data(self, manifest: Manifest, folder: Path, seed: int) -> None:
         """One summary, one data: a run trained on the seed's data as it was before it changed is refused."""
         data, dataset = self.dataset(seed)
-        if run.manifest.dataset.content_hash != dataset.content_hash:
+        if manifest.dataset.content_hash != dataset.content_hash:
             raise ClipmemError(
-                f"{run.path} was trained on {data} as it was before it changed; the experiment's other "
+                f"{folder} was trained on {data} as it was before it changed; the experiment's other "
                 "runs would use the new version: start it again under another --name"
             )
 
@@ -301,10 +311,10 @@ class Experiment:
         for name in list(self.run_names):
             folder = Path(self.settings.cache) / name
             if (folder / MANIFEST).exists():
-                run = load_run(folder)
-                seed = int(run.manifest.config.get("seed", -1))
+                manifest = read_manifest(folder)  # not load_run: its scores are read once, by run()
+                seed = int(manifest.config.get("seed", -1))
                 if seed in self.settings.seeds:
-                    self._refuse_changed_data(run, seed)
+                    self._refuse_changed_data(manifest, folder, seed)
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, seed: int, condition: Condition, run: Run) -> dict[str, Any]:
