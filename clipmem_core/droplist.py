@@ -57,8 +57,8 @@ def read_drop_list(path: str | os.PathLike) -> frozenset[str]:
     suffix = source.suffix.lower()
     if suffix == ".txt":
         ids = [line.strip() for line in read_text(source).splitlines() if line.strip()]
-        if ids and (ids[0] == DROP_LIST_COLUMN or ids[0].lower() in ID_ALIASES):  # `review export --out drop.txt`'s
-            ids = ids[1:]  # header: read as an id, it was "1 id of the list is not in the data"
+        if ids and ids[0].lower() in ID_ALIASES:  # a header (sample_id, id), as older `review export`s wrote:
+            ids = ids[1:]  # read as an id, it was "1 id of the list is not in the data"
         return frozenset(ids)
     if suffix in (".csv", ".tsv"):
         fmt = suffix.removeprefix(".")
