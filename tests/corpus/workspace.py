@@ -7,6 +7,7 @@ folder" is a comparison of ``in/`` before and after.
 
 from __future__ import annotations
 
+import atexit
 import csv
 import io
 import json
@@ -67,10 +68,14 @@ class RunsCode:
 
 @cache
 def _template_run() -> Path:
-    """One fake run per process (12 samples s00000 …), copied into each workspace that needs one."""
+    """One fake run per process (12 samples s00000 …), copied into each workspace that needs one.
+
+    Removed when the process exits: each test worker made one, and they piled up in /tmp.
+    """
     from clipmem_core.testing import fake_run
 
     root = Path(tempfile.mkdtemp(prefix="clipmem-corpus-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     return fake_run(root, "template", n=12).path
 
 
