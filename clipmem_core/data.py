@@ -22,7 +22,8 @@ the files that are rows of a run (docs/security.md).
 Row numbers in messages and in ``skipped`` count records from 1 in input order: CSV/TSV data rows
 (header and blank lines excluded), COCO ``images`` entries, the sorted image files of a folder, or
 WebDataset samples (member groups sharing a key) in shard order, a damaged shard's tail counting as one.
-An ``on_error="fail"`` message adds the line a table's row starts on ("row 2, line 3 of the file").
+An ``on_error="fail"`` message adds the line a table's row starts on ("row 2, line 3 of the file"), and
+``skipped`` has it as its ``line`` column.
 A COCO annotation that captions no sample is reported without a row number; its reason names it by its
 ``id`` and its place counted from 1 ("annotation id 720 (the 716th)").
 """
@@ -44,7 +45,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -69,7 +70,9 @@ LABEL_COLUMN = "is_miscaptioned"
 CLASS_COLUMN = "label"  # optional class of the image (e.g. a stamp's category): for linear probes, never trained on
 # optional: every caption of a sample with several, as a JSON or Python list (the cleaned export of COCO data writes it)
 CAPTIONS_COLUMN = "captions"
-SKIP_COLUMNS = ["row", "filepath", "caption", "reason"]
+# ``line``: the file line a table's row starts on (empty for other formats). ``row`` counts data rows, and a
+# row whose caption spans lines starts further down than its number says, so an editor needs the line.
+SKIP_COLUMNS = ["row", "line", "filepath", "caption", "reason"]
 SHOWN_REASONS = 4  # in a skip summary; the rest are counted together
 # Also what pandas writes for a bool column with gaps (1.0/0.0), and spreadsheets' one-letter forms.
 _TRUE = frozenset({"true", "1", "yes", "1.0", "t", "y"})
@@ -139,6 +142,18 @@ class _Record:
     line: int | None = None  # the file line a table's row starts on: "row 2" counts data rows, editors count lines
 
 
+class _Skip(NamedTuple):
+    """A skipped row as ``skipped.csv`` lists it (the first five fields, ``SKIP_COLUMNS``), plus the reason's
+    kind without its detail, which the summaries count by."""
+
+    row: int | None
+    line: int | None
+    filepath: str
+    caption: str
+    reason: str
+    kind: str
+
+
 def read_dataset(
     path: str | os.PathLike,
     *,
@@ -186,7 +201,7 @@ def read_dataset(
         samples=samples,
         root=base,
         format=fmt,
-        skipped=pd.DataFrame([s[:4] for s in skipped], columns=SKIP_COLUMNS).astype({"row": "Int64"}),
+        skipped=pd.DataFrame([s[:5] for s in skipped], columns=SKIP_COLUMNS).astype({"row": "Int64", "line": "Int64"}),
         content_hash=_content_hash(samples, base),
         source=source,
         warnings=notes,
@@ -901,8 +916,8 @@ def _derived_id(base: Path, full: Path, caption: str) -> str:
 
 def _validate(
     records: list[_Record], has_label: bool, check_images: bool, progress: bool, on_error: str, allow_outside: bool
-) -> tuple[list[_Record], list[tuple]]:
-    """Split records into good ones (labels parsed to bool) and skipped (row, filepath, caption, reason, kind).
+) -> tuple[list[_Record], list[_Skip]]:
+    """Split records into good ones (labels parsed to bool) and skipped ones, as ``_Skip``.
 
     Duplicates are checked against earlier *good* rows only, so a copy of a bad row is judged on its own.
     """
@@ -922,7 +937,7 @@ def _validate(
             reason = f"{kind}: {detail}" if detail else kind
             if on_error == "fail":
                 raise ClipmemError(reason if rec.row is None else f"{_row_name(rec)} ({rec.written[:200]}): {reason}")
-            skipped.append((rec.row, rec.written, rec.captions[0] if rec.captions else "", reason, kind))
+            skipped.append(_Skip(rec.row, rec.line, rec.written, rec.captions[0] if rec.captions else "", reason, kind))
     return good, skipped
 
 
@@ -1051,8 +1066,8 @@ def _tables_inside(source: Path) -> str:
     return f"; the folder holds {', '.join(tables[:3])}: to read a table, pass {which}"
 
 
-def _top_reasons(skipped: list[tuple], top: int = 3) -> str:
-    counts = Counter(s[4] for s in skipped).most_common(top)
+def _top_reasons(skipped: list[_Skip], top: int = 3) -> str:
+    counts = Counter(s.kind for s in skipped).most_common(top)
     return "; ".join(_reason_count(kind, n) for kind, n in counts)
 
 
@@ -1061,14 +1076,14 @@ def _reason_count(reason: str, rows: int) -> str:
     return f"{fmt_count(rows, 'row')}: {reason}"
 
 
-def _where_paths_point(skipped: list[tuple], base: Path, fmt: str) -> str:
+def _where_paths_point(skipped: list[_Skip], base: Path, fmt: str) -> str:
     """When every row's image is missing, the folder the paths were read against and where the first image was
     looked for: a table moved away from its images (an export saved elsewhere) reads as "all images missing".
     For a COCO file (whose reason names the images/ folder tried too), the link that serves COCO's own layout."""
-    missing = [s for s in skipped if s[4] == "image file is missing"]
+    missing = [s for s in skipped if s.kind == "image file is missing"]
     if len(missing) != len(skipped):
         return ""
-    looked_at = missing[0][3].partition(": ")[2]
+    looked_at = missing[0].reason.partition(": ")[2]
     said = f". Image paths are read relative to {base}; the first row's image was looked for at {looked_at}"
     if fmt == "coco":
         said += (
@@ -1089,10 +1104,10 @@ def _through_a_link(given: Path, source: Path) -> str:
     )
 
 
-def _outside_root_hint(skipped: list[tuple], base: Path) -> str:
+def _outside_root_hint(skipped: list[_Skip], base: Path) -> str:
     """When rows were refused for leaving the dataset's folder, the option that accepts them: the error
     named the reason ("image path leaves the dataset folder") and not the way out."""
-    if not any(s[4] == OUTSIDE_REASON for s in skipped):
+    if not any(s.kind == OUTSIDE_REASON for s in skipped):
         return ""
     return f". Paths with .. that leave {base} are refused unless you {_OUTSIDE_HINT}"
 

@@ -144,6 +144,7 @@ def _with_unscored(dataset: Dataset, scored: set[str]) -> pd.DataFrame:
     rows = pd.DataFrame(
         {
             "row": pd.NA,
+            "line": pd.NA,
             "filepath": unscored["filepath"].to_numpy(),
             "caption": unscored["caption"].to_numpy(),
             "reason": [f"no row in the scores file for sample_id {sid!r}" for sid in unscored["sample_id"]],

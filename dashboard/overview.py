@@ -423,12 +423,16 @@ def clipmem_offset_note(run: Run) -> str | None:
 
 
 def skipped_rows(run: Run, limit: int = SKIPPED_SHOWN) -> pd.DataFrame | None:
-    """The first ``limit`` rows of the run's skip report (row, filepath, caption, reason), verbatim; None when
-    it has none or it cannot be read. The Overview counts them; a curator wants to see which and why."""
+    """The first ``limit`` rows of the run's skip report (row, line, filepath, caption, reason), verbatim; None
+    when it has none or it cannot be read. The Overview counts them; a curator wants to see which and why.
+    An empty ``line`` column (data that is no table, or a report written before it existed) is left out."""
     try:
-        return pd.read_csv(run.path / SKIPPED, dtype=str, keep_default_na=False, nrows=limit)
+        rows = pd.read_csv(run.path / SKIPPED, dtype=str, keep_default_na=False, nrows=limit)
     except (OSError, ValueError, pd.errors.ParserError):
         return None
+    if "line" in rows and not rows["line"].str.len().any():
+        rows = rows.drop(columns="line")
+    return rows
 
 
 def review_progress(decisions: pd.DataFrame) -> str | None:

@@ -437,6 +437,16 @@ def test_fail_mode_names_a_tables_row_and_the_line_it_starts_on(tmp_path):
         read(tmp_path / "d.csv", on_error="fail")
 
 
+def test_the_skip_report_gives_the_line_a_tables_row_starts_on(tmp_path):
+    """A caption over two lines and a blank line put row 2 on line 5: the report gives both numbers."""
+    png(tmp_path / "ok.png")
+    (tmp_path / "d.csv").write_text('filepath,caption\nok.png,"two\nlines"\n\ngone.png,missing\n')
+    write_skip_report(read(tmp_path / "d.csv"), tmp_path / "skipped.csv")
+    report = pd.read_csv(tmp_path / "skipped.csv")
+    assert report.columns.tolist() == ["row", "line", "filepath", "caption", "reason"]
+    assert report[["row", "line", "filepath"]].values.tolist() == [[2, 5, "gone.png"]]
+
+
 def test_duplicate_ids_are_bad_rows(tmp_path):
     ds = read(simple_csv(tmp_path, id=["a", "b", "a", "c"]))
     assert ds.samples["sample_id"].tolist() == ["a", "b", "c"]
