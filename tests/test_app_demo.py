@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from page_helpers import drawn_images
 from streamlit.testing.v1 import AppTest
 
 from clipmem_core import list_runs, load_run
 from clipmem_core.cache import BASE_COLUMNS
+from clipmem_core.data import SKIP_COLUMNS
 from clipmem_core.index import NeighbourSearch
 from clipmem_core.scores.combined import Combined, fuse
 from clipmem_core.testing import assert_same_up_to_tied_neighbours
@@ -35,6 +37,15 @@ def test_demo_is_a_usable_run_with_the_dashboard_columns(demo):
     assert columns <= set(demo.scores.columns)
     assert 1500 <= len(demo.scores) <= 2500
     assert {i.name: i.ok for i in list_runs(DEMO.parent)}.get("demo") is True
+
+
+def test_the_demos_files_read_back_in_plain_pandas(demo):
+    """A researcher's first look is ``pd.read_parquet``: the demo was built before scores.parquet recorded its
+    Arrow list column as ``object`` (``atomic.parquet_table``), and pandas refused the dtype's name."""
+    scores = pd.read_parquet(DEMO / "scores.parquet")
+    assert scores["sample_id"].tolist() == demo.scores["sample_id"].tolist()
+    assert list(scores["captions"].iloc[0]) == list(demo.scores["captions"].iloc[0])
+    assert pd.read_csv(DEMO / "skipped.csv").columns.tolist() == SKIP_COLUMNS
 
 
 def test_demo_has_ground_truth_mis_captions(demo):
