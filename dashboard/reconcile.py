@@ -22,12 +22,13 @@ from clipmem_core.review.verdicts import CORRECT, MISCAPTIONED, UNSURE
 
 from .gallery import DEFAULT_SORT
 from .review import one_press_at_a_time
-from .text import isolated
+from .text import isolated, md
 
 WHOLE_RUN = None  # the scope that is not a session
 SKIPPED = "reconcile_skipped"
 LAST = "reconcile_last"  # the resolution just made: {"run", "sample_id", "verdict", "id"}, for its undo
 BACK = "reconcile_back"  # the sample an undo reopened: it is the one at hand again
+VOTE_WORDS = {"suggested_caption": "suggests", "note": "notes"}  # the votes' free text, shown under the table
 LATER = "later"  # the votes table's column of a reviewer's change of mind, which does not count
 IN_BOX = "reconcile_in_box"  # the sample whose caption box the last run drew
 KEYS = {MISCAPTIONED: "1", CORRECT: "2", UNSURE: "3", "skip": "S", "undo": "U"}
@@ -159,13 +160,10 @@ def skip(state: MutableMapping[str, Any], sample_id: str) -> None:
 def votes(store: ReviewStore, run_name: str, sample_id: str) -> pd.DataFrame:
     """Every reviewer's counted verdict on the sample, with their suggested caption and note, and, where a
     reviewer's latest verdict differs from the one that counts (a non-lead's first stands under a lead
-    list), that later one: the lead saw only the first, and could not weigh a reviewer's change of mind.
-    A suggestion or note column nobody filled in is left out: at 1280 px an empty note column took the width
-    that cut a suggestion short."""
+    list), that later one: the lead saw only the first, and could not weigh a reviewer's change of mind."""
     history = store.verdicts(run_name, [sample_id])  # oldest first: the counted and the latest, from one read
     current = counted_verdicts(history)
-    table = current[["reviewer", "verdict", "suggested_caption", "note"]].fillna("").reset_index(drop=True)
-    table = table.drop(columns=[c for c in ("suggested_caption", "note") if not table[c].astype(bool).any()])
+    table = current[["reviewer", "verdict", *VOTE_WORDS]].fillna("").reset_index(drop=True)
     latest = dict(zip(history["reviewer"], history["verdict"]))
     later = [
         "" if latest.get(reviewer, counted) == counted else latest[reviewer]
@@ -174,6 +172,18 @@ def votes(store: ReviewStore, run_name: str, sample_id: str) -> pd.DataFrame:
     if any(later):
         table.insert(2, LATER, later)
     return table
+
+
+def vote_words(table: pd.DataFrame) -> list[str]:
+    """Each reviewer's suggestion and note from ``votes``, in full, one markdown line a reviewer, for under the
+    votes table (which leaves those columns out): a grid cell cut a 300-character suggestion to its first
+    thirty, and the lead weighs the reviewers' words as well as their verdicts."""
+    lines = []
+    for vote in table.to_dict("records"):
+        said = [f"{verb}: {md(vote[column])}" for column, verb in VOTE_WORDS.items() if vote.get(column)]
+        if said:
+            lines.append(f"**{md(isolated(vote['reviewer']))}** " + " · ".join(said))
+    return lines
 
 
 def queue_table(items: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:

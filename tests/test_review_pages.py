@@ -433,7 +433,8 @@ def test_reconcile_shows_each_disagreement_large_and_resolves_with_a_key(run_dir
     assert metrics["Disagreed on"] == "2" and metrics["Reviewers agree on"] == "33.3%"
     assert "&lt;b&gt;bold&lt;/b&gt;" in html_text(at) and any(c.value == "upscaled from 48 px" for c in at.caption)
     votes = frames_text(at)
-    assert "ann" in votes and "a blue circle" in votes and "bob" in votes
+    assert "ann" in votes and "bob" in votes and "a blue circle" not in votes  # the words go under the table
+    assert any(m.value.endswith("suggests: a blue circle") for m in at.main.markdown)
     assert at.text_input(key=reconcile.caption_key("s00")).value == "a blue circle"
     assert "clipmemEnterLetsGo" in html_text(at) and reconcile.CAPTION_LABEL in html_text(at)  # Enter lets go
     shortcuts = {b.key: b.proto.shortcut.upper() for b in at.main.button if b.proto.shortcut}
@@ -663,15 +664,15 @@ def test_sessions_and_the_blind_mode_rule(run_dir, monkeypatch):
     assert review.blind_mode_locked("ann") and not review.blind_mode_locked("cy")
 
 
-def test_the_votes_leave_out_a_suggestion_or_note_column_nobody_filled_in(run_dir):
-    """An empty note column took the width that cut the one suggestion short at 1280 px."""
+def test_the_votes_words_are_shown_in_full_for_those_who_wrote_them(run_dir):
+    """A grid cell cut a 300-character suggestion to its first thirty: the words go under the table, whole."""
     store = _disagreements(run_dir)
-    assert list(reconcile.votes(store, "run1", "s02").columns) == ["reviewer", "verdict"]
-    table = reconcile.votes(store, "run1", "s00")
-    assert list(table.columns) == ["reviewer", "verdict", "suggested_caption"]
-    assert table.set_index("reviewer").loc["ann", "suggested_caption"] == "a blue circle"
-    store.add_verdict("run1", "s00", "cy", "correct", note="looks fine")
-    assert list(reconcile.votes(store, "run1", "s00").columns) == ["reviewer", "verdict", "suggested_caption", "note"]
+    assert reconcile.vote_words(reconcile.votes(store, "run1", "s02")) == []
+    assert reconcile.vote_words(reconcile.votes(store, "run1", "s00")) == ["**\u2068ann\u2069** suggests: a blue circle"]
+    long = "a blue circle " * 25
+    store.add_verdict("run1", "s00", "cy", "correct", suggested_caption=long, note="looks *fine*")
+    lines = reconcile.vote_words(reconcile.votes(store, "run1", "s00"))
+    assert lines[-1] == f"**\u2068cy\u2069** suggests: {long.strip()} · notes: looks \\*fine\\*"
 
 
 def test_the_votes_show_a_reviewers_later_verdict_that_does_not_count(run_dir, monkeypatch):

@@ -124,18 +124,20 @@ with st.container(border=True):
     with right:
         st.text(card.line)
         ui.caption_box(card.caption, large=True)
+        votes = reconcile.votes(store, run.name, sample_id)
         ui.table(
-            reconcile.votes(store, run.name, sample_id),
+            votes.drop(columns=list(reconcile.VOTE_WORDS), errors="ignore"),
             empty="no verdicts",
             column_config={  # "mis-captioned" was cut to "mis-caption", beside a wide header
-                "reviewer": st.column_config.TextColumn(width=70),  # the rest of the width to the suggestion
-                "verdict": st.column_config.TextColumn(width=110),
+                "reviewer": st.column_config.TextColumn(width=110),
+                "verdict": st.column_config.TextColumn(width=130),
                 reconcile.LATER: st.column_config.TextColumn(
-                    width=110, help="the reviewer's later verdict, which does not count: their first one stands"
+                    width=130, help="the reviewer's later verdict, which does not count: their first one stands"
                 ),
-                "suggested_caption": st.column_config.TextColumn("suggestion", width=200),
             },
         )
+        for line in reconcile.vote_words(votes):
+            st.markdown(line)
         resolution = reconcile.resolution_note(item)
         if resolution:
             st.caption(md(resolution))
