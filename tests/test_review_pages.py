@@ -668,7 +668,9 @@ def test_the_votes_words_are_shown_in_full_for_those_who_wrote_them(run_dir):
     """A grid cell cut a 300-character suggestion to its first thirty: the words go under the table, whole."""
     store = _disagreements(run_dir)
     assert reconcile.vote_words(reconcile.votes(store, "run1", "s02")) == []
-    assert reconcile.vote_words(reconcile.votes(store, "run1", "s00")) == ["**\u2068ann\u2069** suggests: a blue circle"]
+    assert reconcile.vote_words(reconcile.votes(store, "run1", "s00")) == [
+        "**\u2068ann\u2069** suggests: a blue circle"
+    ]
     long = "a blue circle " * 25
     store.add_verdict("run1", "s00", "cy", "correct", suggested_caption=long, note="looks *fine*")
     lines = reconcile.vote_words(reconcile.votes(store, "run1", "s00"))
