@@ -315,6 +315,13 @@ def test_the_alignment_charts_tick_labels_leave_out_those_that_would_run_togethe
     assert all(axis["labelOverlap"] == "greedy" and axis["tickCount"] == 8 for axis in axes)
 
 
+def test_the_alignment_scatter_draws_a_run_of_more_than_5000_samples():
+    """Altair refuses a frame of more than 5,000 rows: every larger run's Overview stopped at this chart."""
+    scores = fake_scores(overview.MAX_POINTS + 1)
+    scatter, n_points = overview.alignment_png(scores)
+    assert n_points == overview.MAX_POINTS and scatter.startswith(b"\x89PNG")
+
+
 def test_overview_tables_come_from_the_manifest_under_registry_labels(run):
     assert set(overview.ttests(run.manifest)["test"]) == {
         "A(f) − A(g): candidate vs independent",
