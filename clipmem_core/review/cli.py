@@ -23,7 +23,7 @@ from ..errors import ClipmemError
 from ..formatting import fmt_count, fmt_number
 from ..tables import read_frame
 from .agreement import agreement_report
-from .decisions import changed_minds, decided, decisions
+from .decisions import changed_minds, counted_verdicts, decided, decisions
 from .estimate import (
     MIN_AUDIT,
     Estimate,
@@ -105,11 +105,12 @@ def cmd_rename_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _note_counting_rule(store: ReviewStore, run: Run) -> None:
+def _note_counting_rule(history: pd.DataFrame) -> None:
     """Say on stderr when the result would differ under the dashboard's lead list: a lead's shell without
     CLIPMEM_LEADS counted each reviewer's latest verdict, the dashboard with it a non-lead's first, and the
-    two exports of one database differed without a word."""
-    changed = changed_minds(store.verdicts(run.name)) if leads() is None else 0
+    two exports of one database differed without a word. ``history``: the run's every verdict (a caller
+    that needs them too passes its own read: at 100,000 verdicts a read takes about two seconds)."""
+    changed = changed_minds(history) if leads() is None else 0
     if changed:
         print(
             f"note: {fmt_count(changed, 'reviewer verdict')} changed after it was first given; with {LEADS_ENV} "
@@ -302,7 +303,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     fmt = output_format(out, args.format)
     run, store = _open(args.run)
     run.check_output(out, force=args.force)
-    _note_counting_rule(store, run)
+    _note_counting_rule(store.verdicts(run.name))
     _note_renamed(store, run)
     path, rows = export(
         store,
@@ -327,7 +328,7 @@ def _export_to_stdout(args: argparse.Namespace) -> int:
     fmt = args.format or "csv"
     check_stream(fmt)
     run, store = _open(args.run)
-    _note_counting_rule(store, run)
+    _note_counting_rule(store.verdicts(run.name))
     _note_renamed(store, run)
     data, rows = export_bytes(
         store, run, args.what, fmt, args.replace_with_suggestion, allow_unresolved=args.allow_unresolved
@@ -382,9 +383,12 @@ def _format_report(report: dict) -> str:
 def cmd_agreement(args: argparse.Namespace) -> int:
     run, store = _open(args.run)
     sample_ids = store.session_samples(args.session) if args.session is not None else None
-    _note_counting_rule(store, run)
+    history = store.verdicts(run.name)
+    _note_counting_rule(history)
     _note_renamed(store, run)
-    report = agreement_report(store.current_verdicts(run.name, sample_ids))
+    if sample_ids is not None:
+        history = history[history["sample_id"].isin(sample_ids)]
+    report = agreement_report(counted_verdicts(history))
     print(json.dumps(report, indent=2) if args.json else _format_report(report))
     return 0
 
@@ -394,9 +398,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     name = ranking_name(run.scores)
     if name is None:
         raise ClipmemError(f"{args.run} has no registered score to rank by")
-    _note_counting_rule(store, run)
+    history = store.verdicts(run.name)
+    _note_counting_rule(history)
     _note_renamed(store, run)
-    table = decisions(store.current_verdicts(run.name), store.resolutions(run.name))
+    table = decisions(counted_verdicts(history), store.resolutions(run.name))
     estimate = run_estimate(run, decided(table), ranking_order(run, name), open_samples=open_disagreements(table))
     stops = _open_stops(run, estimate)
     if args.json:
