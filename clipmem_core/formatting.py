@@ -51,6 +51,16 @@ def fmt_count(count: int, noun: str, plural: str | None = None) -> str:
     return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
 
 
+def fmt_bytes(size: float) -> str:
+    """``3_100_000`` -> ``'3.1 MB'``, ``4e8`` -> ``'400 MB'``, ``4e9`` -> ``'4.0 GB'`` (decimal units): in GB
+    alone a 100,000-sample index read "~0.00 GB"."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            value = size / scale
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:,.0f} {unit}"
+    return f"{int(size)} bytes"
+
+
 def fmt_yes_no(value: bool) -> str:
     """How the dashboard shows a yes/no setting (a form's choice, a run's switch)."""
     return "yes" if value else "no"

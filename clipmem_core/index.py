@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from .atomic import atomic_path
 from .cache import MODALITIES
 from .errors import ClipmemError
+from .formatting import fmt_bytes
 
 if TYPE_CHECKING:
     from .cache import Run
@@ -450,11 +451,11 @@ def rebuild_indexes(run: Run, *, kind: str = "auto", opq: bool = False, progress
 
 
 def describe(plan: IndexPlan) -> str:
-    """E.g. 'ivfpq over 10,000,000 x 128: nlist 3162, nprobe 197, 32-byte codes, ~0.40 GB'."""
+    """E.g. 'ivfpq over 10,000,000 x 128: nlist 3162, nprobe 98, 32-byte codes, ~402 MB'."""
     details = [f"nlist {plan.nlist}", f"nprobe {plan.nprobe}"] if plan.nlist else []
     if plan.pq_m:
         details.append(f"{plan.pq_m}-byte codes" + (" after OPQ" if plan.opq else ""))
-    details.append(f"~{plan.memory_bytes / 1e9:.2f} GB")
+    details.append(f"~{fmt_bytes(plan.memory_bytes)}")
     return f"{plan.kind} over {plan.n:,} x {plan.dim}: {', '.join(details)}"
 
 

@@ -145,14 +145,15 @@ def learned_note(learned: LearnedRanking) -> str:
     AUROC says whether the ranking is worth following; the weights say how far it already does."""
     if not math.isfinite(learned.cv_auroc):
         return (
-            f"{LEARNED_LABEL}: {learned.n_miscaptioned} mis-captioned and {learned.n_correct} correct verdicts. "
+            f"{LEARNED_LABEL}: {fmt_number(learned.n_miscaptioned)} mis-captioned and "
+            f"{fmt_number(learned.n_correct)} correct verdicts. "
             f"Checking what it learned needs at least {MIN_CORRECT_TO_CHECK} correct ones, so until then it "
             f"follows {column_label(Combined.name)} alone; refitted as verdicts arrive."
         )
     auroc = fmt_number(learned.cv_auroc, 2)
     return (
-        f"{LEARNED_LABEL}: cross-validated AUROC {auroc} on {learned.n_miscaptioned} mis-captioned "
-        f"and {learned.n_correct} correct verdicts (the unjudged samples count as likely correct), so it "
+        f"{LEARNED_LABEL}: cross-validated AUROC {auroc} on {fmt_number(learned.n_miscaptioned)} mis-captioned "
+        f"and {fmt_number(learned.n_correct)} correct verdicts (the unjudged samples count as likely correct), so it "
         f"follows them at weight {learned.trust:.2f} and {column_label(Combined.name)} at "
         f"{1 - learned.trust:.2f}; refitted as verdicts arrive."
     )

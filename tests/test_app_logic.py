@@ -901,6 +901,7 @@ def test_the_learned_note_says_when_nothing_can_check_the_classifier_yet():
     assert "needs at least 2 correct ones" in unchecked and "follows Likely mis-captioned alone" in unchecked
     checked = learned_note(ranking(0.9, 0.5, 4))
     assert "cross-validated AUROC 0.9" in checked and "weight 0.50" in checked
+    assert "on 31 mis-captioned and 22,266 correct verdicts" in learned_note(ranking(0.9, 0.5, 22266))
 
 
 def test_the_learned_rankings_pending_note_says_whose_verdicts_it_counts():

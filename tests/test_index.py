@@ -9,6 +9,7 @@ import pytest
 from clipmem_core import load_run
 from clipmem_core.cli import main
 from clipmem_core.errors import ClipmemError
+from clipmem_core.formatting import fmt_bytes
 from clipmem_core.index import (
     MODES,
     PQ_ABOVE_BYTES,
@@ -17,6 +18,7 @@ from clipmem_core.index import (
     build_index,
     captions_of_similar_images,
     captions_of_similar_images_many,
+    describe,
     gpu_available,
     is_compressed,
     load_index,
@@ -327,6 +329,19 @@ def test_memory_formula_at_10m_x_128():
     assert memory["coarse_quantizer"] == 3162 * 128 * 4 and memory["pq_codebooks"] == 256 * 128 * 4
     assert plan_index(10_000_000, 128, opq=True).memory()["opq_rotation"] == 128 * 128 * 4
     assert plan_index(10_000_000, 128, kind="ivf").memory_bytes > 10 * plan.memory_bytes  # why PQ exists
+
+
+def test_an_index_is_described_with_its_memory_in_a_readable_unit():
+    """In GB alone a 100,000-sample IVF-PQ index read "~0.00 GB"."""
+    assert describe(plan_index(10_000_000, 128)).endswith("32-byte codes, ~402 MB")
+    assert describe(plan_index(100_000, 128, kind="ivfpq")).endswith(" MB")
+    assert [fmt_bytes(n) for n in (512, 3_100_000, 4.02e8, 4.2e9, 42e9)] == [
+        "512 bytes",
+        "3.1 MB",
+        "402 MB",
+        "4.2 GB",
+        "42 GB",
+    ]
 
 
 @pytest.fixture(scope="module")
