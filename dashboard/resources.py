@@ -197,6 +197,14 @@ def require_run() -> Run:
     return run
 
 
+def rerun_page_if_gone(run: Run) -> None:
+    """In a fragment (which reruns alone, with the run the page loaded): when the run's folder has gone,
+    rerun the whole page, whose sidebar then says so and shows another run. A Gallery's Next after the
+    folder was deleted showed a traceback ("… is not a directory"), where a reload said what had happened."""
+    if not (run.path / MANIFEST).is_file():
+        st.rerun(scope="app")
+
+
 def orders(run: Run) -> SortOrders:
     return _orders(str(run.path), _version(str(run.path)))
 

@@ -276,6 +276,23 @@ def test_a_verdict_taken_back_in_the_gallery_says_so_without_a_warning_in_the_lo
     )
 
 
+def test_a_gallery_whose_run_is_deleted_says_so_on_its_next_click(browser, server, served_cache):
+    """The gallery's clicks rerun its fragment alone, with the run the page loaded: Next after the run's folder
+    was deleted showed a traceback ("… is not a directory"), where a reload said the run had gone."""
+    gone = served_cache / "gone"
+    gone.symlink_to(DEMO.resolve(), target_is_directory=True)
+    page = _watched_page(browser)
+    page.goto(f"{server}/gallery?run=gone")
+    page.locator(IMAGE_SELECTOR).nth(3).wait_for()
+    page.locator(IDLE).wait_for()
+    gone.unlink()
+    page.get_by_role("button", name="Next").first.click()
+    expect(page.get_by_text("There is no run named gone in the cache")).to_be_visible(timeout=TIMEOUT_MS)
+    page.locator(IDLE).wait_for()
+    assert not page.locator('[data-testid="stException"]').count()
+    page.close()
+
+
 def test_a_cards_verdict_buttons_sit_in_one_row_at_1280_px(browser, server, tmp_path):
     """In flag mode at 1280x800 each card's "Mis-captioned" button wrapped onto a row of its own, above
     "Correct" and "Unsure": at four cards a row a card was too narrow for the three."""

@@ -74,6 +74,7 @@ def _page_number(cell, pages: int) -> None:
 @st.fragment
 def gallery() -> None:
     """Sorting, paging and flag clicks rerun only this part of the page."""
+    resources.rerun_page_if_gone(run)
     if sidebar.filters_cleared():
         st.rerun()  # the whole page: the sidebar's widgets are to show the cleared filters too
     ui.show_toasts()  # a flag button's, here: a card taken back under a verdict filter leaves no card to say it
