@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clipmem_core import ClipmemError, list_runs
-from clipmem_core.cache import MANIFEST, STATE_FILE, trained_nothing
+from clipmem_core.cache import EXPERIMENTS_DIR, MANIFEST, STATE_FILE, trained_nothing
 from clipmem_core.config import RunConfig, is_preset_switch, option_flag, option_parser
 from clipmem_core.formatting import fmt_count
 from clipmem_core.splits import CANDIDATE, INDEPENDENT, SHARED, split_counts
@@ -80,6 +80,10 @@ def validate_name(cache_root: str | os.PathLike, name: str) -> str | None:
     if not _NAME.match(name):
         return f"“Run name” {name!r}: use letters, digits, '.', '_' or '-' (up to 64), starting with a letter or digit"
     folder = Path(cache_root) / name
+    if name == EXPERIMENTS_DIR:
+        return f"“Run name” {name!r} is the cache's own folder for experiments: choose another name"
+    if folder.exists() and not folder.is_dir():  # a run could not start there, and "review.sqlite" passed the check
+        return f"{name!r} is a file in the cache folder, not a run: choose another name"
     if any(job.name == name and job_status(job) == "running" for job in list_jobs(cache_root)):
         return f"a run named {name!r} is running"
     if trained_nothing(folder):  # no folder, or a run stopped before training: the run starts afresh in it

@@ -553,6 +553,12 @@ def test_validate_name(tmp_path):
     assert compute.validate_name(tmp_path, "fresh-run_1") is None
     assert "exists" in compute.validate_name(tmp_path, "taken")
     assert compute.validate_name(tmp_path, "../escape") is not None
+    (tmp_path / "review.sqlite").write_bytes(b"")  # the review database beside the runs
+    assert (
+        compute.validate_name(tmp_path, "review.sqlite")
+        == "'review.sqlite' is a file in the cache folder, not a run: choose another name"
+    )
+    assert "the cache's own folder for experiments" in compute.validate_name(tmp_path, "experiments")
     cancelled = tmp_path / "cancelled"  # stopped before training: what a run writes first, and nothing else
     cancelled.mkdir()
     (cancelled / "run_state.json").write_text("{}")
