@@ -218,6 +218,17 @@ def resolution_note(item: pd.Series) -> str | None:
     return f"{note}, under the caption “{accepted}”" if accepted else note
 
 
+def caption_choice_note(item: pd.Series) -> str | None:
+    """Why a sample the reviewers agree on is here: they suggest different captions to take its place, and
+    the export would keep the most common (else the latest) and drop the other unseen."""
+    if len(set(item["votes"].values())) > 1 or len(set(item["suggestions"])) < 2:
+        return None
+    return (
+        f"The reviewers agree it is {next(iter(item['votes'].values()))} but suggest different captions: put the "
+        f"one to keep in “{CAPTION_LABEL}” and resolve it."
+    )
+
+
 def default_caption(item: pd.Series) -> str:
     """The caption a lead accepted already, else the first reviewer suggestion: a resolved sample shown
     again offered the suggestion, and one key press put it in place of the accepted caption."""

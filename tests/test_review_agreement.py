@@ -126,6 +126,16 @@ def test_a_disagreement_offers_only_the_suggestions_given_with_a_mis_captioned_v
     assert disagreements(current, pd.DataFrame())["suggestions"].tolist() == [["a red kite"]]
 
 
+def test_reviewers_who_agree_it_is_mis_captioned_but_suggest_different_captions_go_to_a_lead():
+    """The export took the most common suggestion, else the latest, and dropped the other without a word."""
+    current = frame([(s, r, "mis-captioned") for s in "abc" for r in ("ann", "bob")])
+    current["suggested_caption"] = ["a red kite", "a blue kite", "a saw", "a saw", "a cat", ""]
+    table = disagreements(current, pd.DataFrame())
+    assert table["sample_id"].tolist() == ["a"]  # b: the same caption; c: one suggestion only
+    assert table["suggestions"].tolist() == [["a red kite", "a blue kite"]]
+    assert table["majority"].tolist() == ["mis-captioned"]
+
+
 def test_each_disagreement_carries_its_own_votes_suggestions_and_resolution():
     """The list is built for every sample at once (a loop over each sample's group took 16 s at 50,000): what
     belongs to one sample must not slide onto its neighbour in the sorted list."""

@@ -664,6 +664,16 @@ def test_sessions_and_the_blind_mode_rule(run_dir, monkeypatch):
     assert review.blind_mode_locked("ann") and not review.blind_mode_locked("cy")
 
 
+def test_reviewers_who_suggest_different_captions_are_asked_to_choose_one(run_dir):
+    store = _disagreements(run_dir)
+    store.add_verdict("run1", "s04", "ann", "mis-captioned", suggested_caption="a red kite")
+    store.add_verdict("run1", "s04", "bob", "mis-captioned", suggested_caption="a blue kite")
+    items = reconcile.disagreements(store, "run1", None, show_resolved=False).set_index("sample_id")
+    note = reconcile.caption_choice_note(items.loc["s04"])
+    assert note.startswith("The reviewers agree it is mis-captioned but suggest different captions")
+    assert all(reconcile.caption_choice_note(items.loc[s]) is None for s in items.index if s != "s04")
+
+
 def test_the_votes_words_are_shown_in_full_for_those_who_wrote_them(run_dir):
     """A grid cell cut a 300-character suggestion to its first thirty: the words go under the table, whole."""
     store = _disagreements(run_dir)

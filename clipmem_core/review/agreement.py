@@ -163,13 +163,23 @@ def suggestion_rows(verdicts: pd.DataFrame) -> pd.DataFrame:
     return verdicts[(verdicts["verdict"] == MISCAPTIONED) & verdicts["suggested_caption"].fillna("").astype(bool)]
 
 
+def differing_suggestions(current: pd.DataFrame) -> set[str]:
+    """Samples whose reviewers suggest two or more different captions to take their place. They may all agree
+    it is mis-captioned, and the export then took the most common suggestion, else the latest, and dropped
+    the other without a word: a lead should choose."""
+    offered = suggestion_rows(current)
+    kinds = offered.groupby("sample_id")["suggested_caption"].nunique()
+    return set(kinds.index[kinds > 1])
+
+
 def disagreements(current: pd.DataFrame, resolutions: pd.DataFrame) -> pd.DataFrame:
-    """Samples judged by two or more reviewers who do not all agree (sorted by id), with votes, suggestions
-    and resolution."""
+    """Samples judged by two or more reviewers who do not all agree (sorted by id), on the verdict or on the
+    caption to take its place (``differing_suggestions``), with votes, suggestions and resolution."""
     columns = ["sample_id", "votes", "majority", "suggestions", "resolved_verdict", "resolved_by", "resolved_caption"]
     counts = vote_counts(current)
     values = counts.to_numpy()
     split = (values.sum(axis=1) >= 2) & ((values > 0).sum(axis=1) > 1)
+    split |= counts.index.isin(list(differing_suggestions(current)))
     ids = counts.index[split]
     if not len(ids):
         return pd.DataFrame(columns=columns)

@@ -138,9 +138,9 @@ with st.container(border=True):
         )
         for line in reconcile.vote_words(votes):
             st.markdown(line)
-        resolution = reconcile.resolution_note(item)
-        if resolution:
-            st.caption(md(resolution))
+        for note in (reconcile.caption_choice_note(item), reconcile.resolution_note(item)):
+            if note:
+                st.caption(md(note))
         st.text_input(
             reconcile.CAPTION_LABEL,
             key=reconcile.caption_key(sample_id),
