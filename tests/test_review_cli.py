@@ -210,6 +210,27 @@ def test_an_import_keeps_when_each_verdict_was_given_and_adds_nothing_twice(run_
     assert "line 2: created_at '2999-01-01' is in the future" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("written", ["12/01/2026 09:00", "13/01/2026", "12.01.26", "01-12-2026"])
+def test_an_imported_date_that_may_be_day_or_month_first_is_refused(run_dir, tmp_path, capsys, written):
+    """pandas read 12/01/2026 month first and 13/01/2026 day first: a day-first file's dates went wrong
+    without a word, and with them which verdict of a reviewer is the latest (the drop list came out empty)."""
+    columns = ("sample_id", "reviewer", "verdict", "note", "created_at")
+    path = verdict_csv(tmp_path / "dmy.csv", [("s00", "ann", "correct", "", written)], columns)
+    assert main(["review", "import", "--run", str(run_dir), "--file", str(path)]) == 2
+    assert f"line 2: created_at {written!r} does not say whether the day or the month comes first" in (
+        capsys.readouterr().err
+    )
+
+
+def test_an_imported_time_with_nanoseconds_keeps_its_microseconds_without_a_warning(run_dir, tmp_path, recwarn):
+    columns = ("sample_id", "reviewer", "verdict", "note", "created_at")
+    path = verdict_csv(tmp_path / "ns.csv", [("s00", "ann", "correct", "", "2026-01-02T03:04:05.123456789Z")], columns)
+    assert main(["review", "import", "--run", str(run_dir), "--file", str(path)]) == 0
+    assert not [w for w in recwarn if "nanoseconds" in str(w.message)]
+    stamp = open_store(run_dir.parent).verdicts("run1")["created_at"].iloc[0]
+    assert stamp == pd.Timestamp("2026-01-02T03:04:05.123456Z")
+
+
 @pytest.mark.parametrize(
     "rows, message",
     [

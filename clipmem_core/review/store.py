@@ -307,12 +307,22 @@ def _optional_text(value: Any, what: str = "text") -> str | None:
     return text or None
 
 
+# 12/01/2026, 12.01.26, 12-01-2026: pandas read each month first, so a day-first file's dates went wrong
+# without a word (some months, some days), and with them which of a reviewer's verdicts is the latest
+_DAY_MONTH_ORDER = re.compile(r"\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}(\D|$)")
+
+
 def given_at(value: Any) -> datetime | None:
     """When an imported verdict was given (ISO 8601, as an export writes it; no time zone means UTC), None
     when blank. Why kept: imported at the time of the import, an older verdict brought over from another
     server replaced a reviewer's newer one, and an import of the same file twice could not be told apart."""
     if value is None or (isinstance(value, float) and pd.isna(value)) or not str(value).strip():
         return None
+    if _DAY_MONTH_ORDER.match(str(value).strip()):
+        raise ClipmemError(
+            f"created_at {str(value)[:40]!r} does not say whether the day or the month comes first: write it "
+            "year first, as ISO 8601 does (2026-01-12 09:00)"
+        )
     try:
         moment = pd.Timestamp(str(value).strip())
     except ValueError:
@@ -320,6 +330,7 @@ def given_at(value: Any) -> datetime | None:
     if pd.isna(moment):
         raise ClipmemError(f"created_at {str(value)[:40]!r} is not a date and time")
     moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+    moment = moment.floor("us")  # Python's datetime holds microseconds: pandas warned that it cut the rest
     if moment.to_pydatetime() > _now():
         raise ClipmemError(f"created_at {str(value)[:40]!r} is in the future")
     return moment.to_pydatetime()
