@@ -229,12 +229,12 @@ def _read_records(
         raise ClipmemError(f"dataset {source} does not exist{_pattern_hint(source)}")
     if source.is_dir():
         shards = sorted(p for p in source.glob("*.tar") if p.is_file())
+        compressed = sorted(p for p in source.iterdir() if p.name.lower().endswith(COMPRESSED_SHARDS))
         if shards:
-            return _read_webdataset(shards, progress, extract_shards)
+            return _read_webdataset(shards, progress, extract_shards, unread=compressed)
         records = _read_folder(source)
-        compressed = sorted(p.name for p in source.iterdir() if p.name.lower().endswith(COMPRESSED_SHARDS))
         if not records and compressed:
-            raise _compressed_shards(source, compressed)
+            raise _compressed_shards(source, [p.name for p in compressed])
         return "folder", source, records, False
     if source.name.lower().endswith(COMPRESSED_SHARDS):
         raise _compressed_shards(source.parent, [source.name])
@@ -300,6 +300,9 @@ def _renamed(source: Path, suffix: str) -> str:
     if stem.suffix.lower() in (".csv", ".tsv"):
         return stem.with_suffix(suffix).name
     return source.with_suffix(suffix).name
+
+
+COMPRESSED_SHARD_REASON = "compressed shard, not read: decompress it into a plain .tar shard (e.g. gunzip)"
 
 
 def _compressed_shards(folder: Path, names: list[str]) -> ClipmemError:
@@ -705,11 +708,14 @@ def _expand_braces(name: str) -> list[str]:
     ]
 
 
-def _read_webdataset(shards: list[Path], progress: bool, extract: bool) -> tuple[str, Path, list[_Record], bool]:
+def _read_webdataset(
+    shards: list[Path], progress: bool, extract: bool, unread: Sequence[Path] = ()
+) -> tuple[str, Path, list[_Record], bool]:
     """Stream the shards in order, one record per sample key; images stay in the shards unless ``extract``.
 
     A shard that is not a tar, or whose end is missing or damaged, adds one skipped record saying so
-    (its readable samples are kept), so a truncated download never passes unnoticed.
+    (its readable samples are kept), so a truncated download never passes unnoticed. So does each of
+    ``unread``: compressed shards beside the plain ones, whose samples were lost without a word.
     """
     root = _extraction_dir(shards) if extract else shards_root(shards)
     grouped: list[tuple[Path, _TarSample]] = []
@@ -719,6 +725,7 @@ def _read_webdataset(shards: list[Path], progress: bool, extract: bool) -> tuple
             grouped += [(shard, sample) for sample in samples]
             if damage:
                 grouped.append((shard, _TarSample(DAMAGED_SHARD, problem=damage)))
+    grouped += [(path, _TarSample(DAMAGED_SHARD, problem=COMPRESSED_SHARD_REASON)) for path in unread]
     records = [_tar_record(i, shard, root, sample, extract) for i, (shard, sample) in enumerate(grouped, start=1)]
     return "webdataset", root, records, any(r.label is not None for r in records)
 

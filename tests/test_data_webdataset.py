@@ -105,6 +105,19 @@ def test_compressed_shards_are_refused_with_the_way_out(tmp_path):
         assert named in str(refused.value) and "gunzip" in str(refused.value)
 
 
+def test_a_compressed_shard_beside_plain_ones_is_listed_as_not_read(tmp_path):
+    """Its samples were lost without a word: alone it is refused, beside plain shards it was passed over."""
+    folder = tmp_path / "mixed"
+    simple_shard(folder / "a.tar")
+    (folder / "b.tar.gz").write_bytes(gzip.compress(simple_shard(tmp_path / "b.tar", first=3).read_bytes()))
+    ds = read(folder)
+    assert len(ds) == 3 and ds.skipped["filepath"].tolist() == ["b.tar.gz"]
+    assert ds.skipped["reason"].tolist() == [
+        "compressed shard, not read: decompress it into a plain .tar shard (e.g. gunzip)"
+    ]
+    assert any("b.tar.gz" in w or "compressed shard" in w for w in ds.warnings)
+
+
 def test_brace_pattern(tmp_path):
     for s in range(5):
         simple_shard(tmp_path / f"train-{s:04d}.tar", n=2, first=2 * s)
