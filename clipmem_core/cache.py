@@ -377,16 +377,18 @@ def mark_stopped(run_dir: Path) -> None:
 _CLAIMED: dict[Path, int] = {}  # run folder -> the descriptor whose lock this process holds on it
 
 
-def claim_run_folder(run_dir: Path) -> None:
+def claim_run_folder(run_dir: Path) -> bool:
     """Lock the run folder for this process while it computes the run, or refuse: two runs started into one
     folder in the same second both found no live process in its state, and both trained into it. An
     exclusive ``flock`` on the folder itself (no lock file joins the run's files), which the system drops
-    when the process ends, however it ends. A filesystem without locks leaves the state's process check."""
+    when the process ends, however it ends. False on a filesystem without locks, which leaves the state's
+    process check; True when locked, and the state's process id then says nothing: after a restart (a
+    container's) another program may have the id of a run killed there, and --resume was refused for good."""
     import fcntl
 
     key = run_dir.resolve()
     if key in _CLAIMED:
-        return
+        return True
     descriptor = os.open(key, os.O_RDONLY)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -397,8 +399,9 @@ def claim_run_folder(run_dir: Path) -> None:
         ) from None
     except OSError:  # no locks here (some network mounts)
         os.close(descriptor)
-        return
+        return False
     _CLAIMED[key] = descriptor
+    return True
 
 
 def release_run_folder(run_dir: Path) -> None:

@@ -135,8 +135,8 @@ def _prepare_out_dir(out: Path, resume: bool, state: dict) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ClipmemError(f"cannot make {out}: {exc.strerror or exc}") from None
-    cache.claim_run_folder(out)
-    running = cache.still_computing(out) if state_path.exists() else None
+    locked = cache.claim_run_folder(out)
+    running = cache.still_computing(out) if state_path.exists() and not locked else None
     if running:  # asked before anything else: a run still reading its data or in its first minute of training
         # has trained nothing yet, and a second run into the folder started over it, and both said "written"
         raise ClipmemError(f"{out} is still being computed ({running}): wait for it, or stop it first")

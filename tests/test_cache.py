@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from unittest import mock
 
 import pytest
 
@@ -247,7 +248,8 @@ def test_a_run_still_being_computed_is_not_called_unfinished_nor_resumed_a_secon
         (info,) = cache.list_runs(tmp_path)
         running = f"still being computed (process {other.pid} on this machine); it can be opened when it finishes"
         assert info.error == f"{folder} is {running}"
-        with pytest.raises(ClipmemError, match=f"still being computed \\(process {other.pid}.*wait for it, or stop it"):
+        no_locks = mock.patch.object(cache, "claim_run_folder", return_value=False)  # a filesystem without locks
+        with no_locks, pytest.raises(ClipmemError, match=f"still being computed \\(process {other.pid}.*stop it"):
             _prepare_out_dir(folder, True, {"fingerprint": "x", "config": RunConfig(data="d", out="o").to_dict()})
         cache.mark_stopped(folder)  # what the refused process does as it ends: not its run, left alone
         assert json.loads((folder / cache.STATE_FILE).read_text())["pid"] == other.pid
@@ -278,9 +280,13 @@ def test_a_second_run_into_a_folder_whose_run_has_trained_nothing_yet_is_refused
         state = {"fingerprint": "x", "host": socket.gethostname(), "pid": other.pid}
         (folder / cache.STATE_FILE).write_text(json.dumps(state))  # its state only: nothing trained yet
         assert cache.trained_nothing(folder)
-        with pytest.raises(ClipmemError, match=f"still being computed \\(process {other.pid}"):
+        no_locks = mock.patch.object(cache, "claim_run_folder", return_value=False)  # a filesystem without locks
+        with no_locks, pytest.raises(ClipmemError, match=f"still being computed \\(process {other.pid}"):
             _prepare_out_dir(folder, False, ours)
         assert json.loads((folder / cache.STATE_FILE).read_text())["pid"] == other.pid  # left alone
+        _prepare_out_dir(folder, False, ours)  # locked here: the lock, not the recorded process id, decides
+        assert json.loads((folder / cache.STATE_FILE).read_text())["fingerprint"] == "y"
+        (folder / cache.STATE_FILE).write_text(json.dumps(state))
         other.kill()
     _prepare_out_dir(folder, False, ours)  # its process gone: a run that trained nothing starts afresh
     assert json.loads((folder / cache.STATE_FILE).read_text())["fingerprint"] == "y"
