@@ -67,7 +67,9 @@ def table_rows(text: str, fmt: str, source: Path) -> Iterator[tuple[int, list[st
     CSV follows RFC 4180 (quoted fields may hold commas, quotes and newlines), strictly: a quote that opens a
     field and never closes used to swallow every row after it into one caption, without a word, and a
     stray quote inside a quoted field was dropped. Either is now an error naming the line the field starts on;
-    a last row whose quote runs to the end of the file loses nothing, and is read.
+    a last row whose quote runs to the end of the file loses nothing, and is read, unless it has fewer fields
+    than the header: then the file was cut off inside it (a download or a copy that stopped), and the cut
+    caption was trained on while the row's missing label took the whole file's ground truth with it.
     """
     if fmt == "tsv":
         lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -77,6 +79,7 @@ def table_rows(text: str, fmt: str, source: Path) -> Iterator[tuple[int, list[st
         csv.field_size_limit(len(text) + 1)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     start = 1  # the line the row being read starts on
+    width = 0  # the header's number of fields, once read
     while True:
         try:
             fields = next(reader)
@@ -88,9 +91,15 @@ def table_rows(text: str, fmt: str, source: Path) -> Iterator[tuple[int, list[st
                 raise ClipmemError(
                     f"{source} is not a readable CSV table: line {start}: {exc}{_quote_hint(exc)}"
                 ) from None
+            if len(last) < width:
+                raise ClipmemError(
+                    f"{source} ends inside a quoted field of the row on line {start}, which has {len(last)} of "
+                    f"the header's {width} fields: the file looks cut off (copy it again), or the quote never closes"
+                ) from None
             fields = last
         row_start, start = start, reader.line_num + 1
         if any(f.strip() for f in fields):
+            width = width or len(fields)
             yield row_start, fields
 
 

@@ -45,7 +45,7 @@ def test_csv_reader(tmp_path):
     assert list(ds.samples.columns) == ["sample_id", "filepath", "caption", "captions"]
     assert ds.samples["filepath"].tolist() == [f"images/{i}.png" for i in range(4)]
     assert ds.samples["captions"].tolist() == [[f"caption {i}"] for i in range(4)]
-    assert ds.skipped.empty and list(ds.skipped.columns) == ["row", "filepath", "caption", "reason"]
+    assert ds.skipped.empty and list(ds.skipped.columns) == ["row", "line", "filepath", "caption", "reason"]
     assert ds.source == (tmp_path / "data.csv").resolve()
     assert all(re.fullmatch(r"[0-9a-f]{16}", sid) for sid in ds.samples["sample_id"])
     assert (ds.root / ds.samples["filepath"][0]).is_file()
@@ -168,7 +168,7 @@ def test_coco_multi_caption_and_images_folder(tmp_path):
     # rows number the images, so an annotation has none and its reason says which it is
     orphan = "annotation for an image_id that no image entry has: annotation without an id (the 4th), image_id 9"
     uncaptioned = "annotation has no caption (a non-empty string): annotation without an id"
-    assert ds.skipped.to_dict("records") == [
+    assert ds.skipped.drop(columns="line").to_dict("records") == [  # a COCO file has no table lines
         {"row": 3, "filepath": "b.png", "caption": "", "reason": "no annotation gives the image a caption: image id 3"},
         {
             "row": None,
@@ -191,8 +191,8 @@ def test_coco_multi_caption_and_images_folder(tmp_path):
     ]
     write_skip_report(ds, tmp_path / "skipped.csv")
     assert (tmp_path / "skipped.csv").read_text().splitlines()[1:3] == [
-        "3,b.png,,no annotation gives the image a caption: image id 3",
-        f',,an orphan,"{orphan}"',
+        "3,,b.png,,no annotation gives the image a caption: image id 3",
+        f',,,an orphan,"{orphan}"',
     ]
     coco["images"] = coco["images"][:2]
     (tmp_path / "captions.json").write_text(json.dumps(coco))
@@ -841,6 +841,19 @@ def test_a_csv_quote_that_does_not_close_names_its_line_and_loses_no_row(tmp_pat
         "a dog",
         'a "quoted" word',
     ]
+
+
+def test_a_csv_cut_off_inside_its_last_rows_quote_is_refused_unless_the_row_is_whole(tmp_path):
+    """A copy that stopped mid-caption was read: the cut caption trained, and the row's missing label took the
+    whole file's ground truth with it. A last quote that runs to the end of a whole row is still read."""
+    for i in range(2):
+        png(tmp_path / f"{i}.png")
+    head = "filepath,caption,is_miscaptioned\n0.png,a cat,false\n"
+    (tmp_path / "cut.csv").write_text(head + '1.png,"a red square on\n')
+    with pytest.raises(ClipmemError, match=r"cut.csv ends inside a quoted field of the row on line 3, which has 2 of"):
+        read(tmp_path / "cut.csv")
+    (tmp_path / "whole.csv").write_text(head + '1.png,a red square,"false\n')
+    assert read(tmp_path / "whole.csv").samples["caption"].tolist() == ["a cat", "a red square"]
 
 
 def test_csv_row_with_an_unquoted_comma_is_skipped_and_the_rest_kept(tmp_path):

@@ -60,7 +60,7 @@ def read_or_refuse(path: Path) -> Dataset | None:
     for filepath in samples["filepath"]:
         assert Path(filepath).is_absolute() or ".." not in Path(filepath).parts  # a stored path never escapes
         assert image_exists(dataset.root / filepath)  # a file, or a member of a shard read in place
-    assert list(dataset.skipped.columns) == ["row", "filepath", "caption", "reason"]
+    assert list(dataset.skipped.columns) == ["row", "line", "filepath", "caption", "reason"]
     return dataset
 
 
