@@ -554,6 +554,7 @@ def _review(
     if suggestion:  # Enter lets go of the field: the verdict key after it is a verdict, not a letter typed
         field = page.get_by_label("Suggested caption (if mis-captioned)")
         expect(field).to_have_count(1)  # the undo's run has replaced the sample's field (the old one fades out)
+        page.locator(IDLE).wait_for()  # and has ended: on a loaded machine its end redrew the field, typed text gone
         field.focus()
         page.keyboard.type(suggestion)
         page.keyboard.press("Enter")
