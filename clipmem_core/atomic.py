@@ -49,14 +49,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     refuse_special_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = _create_temp(path)
+    try:
+        tmp_path = _create_temp(path)
+    except OSError as exc:
+        raise _named(exc, path, None) from None
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
+    except OSError as exc:
+        raise _named(exc, path, tmp_path) from None
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _named(exc: OSError, path: Path, tmp_path: Path | None) -> OSError:
+    """``exc`` naming the file asked for where it named the hidden temp file beside it (or nothing): "No space
+    left on device: runs/.scores.parquet.ef577b4a.tmp" named a file the user never asked for and cannot find."""
+    if exc.filename not in (None, str(tmp_path), str(path)) or exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror, str(path))
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> int:

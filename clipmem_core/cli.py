@@ -7,6 +7,7 @@ anywhere becomes one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import json
 import logging
@@ -1036,7 +1037,10 @@ def _error(message: str) -> int:
 
 def _os_error(exc: OSError) -> str:
     where = f": {exc.filename}" if exc.filename else ""
-    return f"{exc.strerror or exc}{where}"
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return f"{exc.strerror or exc}{where}" + (
+        "; free some space there and run the command again (a run goes on with --resume)" if full else ""
+    )
 
 
 def _configure_logging() -> None:

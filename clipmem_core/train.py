@@ -15,9 +15,12 @@ a step trains on the same pairs, with the same views, whatever the number of pro
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -236,7 +239,15 @@ def _save_checkpoint(
         "numpy_rng": _numpy_rng_state(),
     }
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError:  # its C++ writer's words: "basic_ios::clear: iostream error", "unexpected pos"
+            if shutil.disk_usage(tmp.parent).free >= FULL_DISK_BYTES:
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+
+
+FULL_DISK_BYTES = 16 * 2**20  # torch.save's failure is the disk's when less than this is left beside the file
 
 
 def _restore(path: Path, model, optimizer, scheduler, result: TrainResult) -> int:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
+from types import SimpleNamespace
 from unittest import mock
 
 import pytest
 
 from clipmem_core import atomic, cache
+from clipmem_core.cli import _os_error as main_error
 from clipmem_core.errors import ClipmemError
 from clipmem_core.testing import fake_run
 
@@ -19,6 +22,45 @@ def test_a_failed_write_leaves_neither_file_nor_temp(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("crash mid-write")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_names_the_file_asked_for_not_its_temp_file(tmp_path):
+    """ "No space left on device: runs/.x.csv.ef577b4a.tmp" named a file the user never asked for."""
+    target = tmp_path / "scores.parquet"
+    with pytest.raises(OSError) as failed, atomic.atomic_path(target) as tmp:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+    assert (failed.value.errno, failed.value.filename) == (errno.ENOSPC, str(target))
+    assert main_error(failed.value) == (
+        f"No space left on device: {target}; free some space there and run the command again (a run goes on "
+        "with --resume)"
+    )
+    other = tmp_path / "input.csv"  # an error about another file is left as it is
+    with pytest.raises(OSError) as failed, atomic.atomic_path(target):
+        raise OSError(errno.EACCES, "Permission denied", str(other))
+    assert failed.value.filename == str(other) and list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_that_fills_the_disk_says_so_without_torchs_words(tmp_path, monkeypatch):
+    """torch.save's writer failed with "basic_ios::clear: iostream error" and a traceback."""
+    import shutil
+
+    import torch
+
+    from clipmem_core import train
+
+    def fails(obj, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 929984 vs 929872")
+
+    monkeypatch.setattr(torch, "save", fails)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=4096))  # a full disk
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
+    result = train.TrainResult(pair_losses=train.PairLosses.empty(4))
+    config = train.TrainConfig(epochs=1, batch_size=2, lr=0.1)
+    with pytest.raises(OSError) as failed:
+        train._save_checkpoint(tmp_path / "h0.pt", model, optimizer, scheduler, 0, result, config, 1.0)
+    assert (failed.value.errno, failed.value.filename) == (errno.ENOSPC, str(tmp_path / "h0.pt"))
 
 
 def test_a_write_replaces_the_file_whole(tmp_path):
