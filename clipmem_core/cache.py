@@ -40,7 +40,7 @@ from PIL import Image
 
 from .atomic import atomic_path, check_output_file, relative_if_inside, write_json, write_npy, write_parquet
 from .caption_search import CaptionIndex, caption_index, scan
-from .data import IMAGE_SUFFIXES
+from .data import CONTROL_CHARACTERS, IMAGE_SUFFIXES
 from .errors import ClipmemError
 from .formatting import fmt_count
 from .shards import image_exists
@@ -61,6 +61,18 @@ THUMB_DIR = "thumbs"
 SKIPPED = "skipped.csv"
 STATE_FILE = "run_state.json"
 MADE_BY = "made_by"  # in a run's state: what made the run and continues it, when not `clipmem run` (an experiment)
+
+
+MAX_RUN_NAME = 300  # a run's name (its folder's) is a key of the review store, which holds this many characters
+
+
+def run_name_problem(out: Path) -> str | None:
+    """Why the folder ``out`` cannot name a run, or None: its name keys the run's verdicts, and a run named with
+    a newline (``--out $'runs/a\\nb'``) was trained, then refused by every review command."""
+    name = Path(os.path.abspath(out)).name  # never over MAX_RUN_NAME: file systems hold 255 bytes a name
+    if CONTROL_CHARACTERS.search(name):
+        return f"the run's name (its folder's), {name!r}, holds control characters (a line break, a tab)"
+    return None
 
 
 def trained_nothing(out: Path) -> bool:

@@ -92,7 +92,7 @@ MAX_ID_LENGTH = 300  # what the review database stores (review/store.py)
 MAX_IMAGE_PIXELS = 178_956_970
 MAX_MEMBER_BYTES = 256 * 1024 * 1024  # a WebDataset image larger than this is refused, not extracted
 MAX_TEXT_MEMBER_BYTES = 1024 * 1024  # a .txt/.json member larger than this is refused, not read
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")  # never in an id or a name: they go to the review store, links
 _OUTSIDE_HINT = "add --allow-outside-root to accept it"
 OUTSIDE_REASON = "image path leaves the dataset folder"
 DAMAGED_SHARD = "\x00damaged"  # the key of the one skipped record that stands for a damaged shard's lost tail
@@ -1007,7 +1007,7 @@ def _id_problem(sample_id: str) -> str | None:
         return "id is empty"
     if len(sample_id) > MAX_ID_LENGTH:
         return f"id is longer than {MAX_ID_LENGTH} characters"
-    if _CONTROL.search(sample_id):
+    if CONTROL_CHARACTERS.search(sample_id):
         return "id holds control characters"
     return None
 

@@ -170,6 +170,8 @@ def _ranking_note(frame: pd.DataFrame, given: set[str], with_images: bool) -> st
 
 def _check_out(out_dir: Path) -> None:
     """An import goes into a new or empty folder, or one an earlier import left unfinished (redone whole)."""
+    if problem := cache.run_name_problem(out_dir):
+        raise ClipmemError(f"--out {out_dir}: {problem}; choose another folder name")
     if out_dir.exists() and not out_dir.is_dir():
         raise ClipmemError(f"--out {out_dir} is a file, not a folder")
     blocking = next((parent for parent in out_dir.parents if parent.exists() and not parent.is_dir()), None)

@@ -74,6 +74,8 @@ def versions() -> dict[str, str]:
 
 def _check_out(out: Path, config: RunConfig, resume: bool) -> cache.Run | None:
     """Cheap checks of ``--out`` before any data is read: the finished run if resuming one, else None."""
+    if problem := cache.run_name_problem(out):
+        raise ClipmemError(f"--out {out}: {problem}; choose another folder name")
     if out.exists() and not out.is_dir():
         raise ClipmemError(f"--out {out} is a file, not a folder")
     blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)

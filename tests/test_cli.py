@@ -195,6 +195,16 @@ def _csv(tmp_path: Path, shapes: Path, mutate) -> Path:
     return path
 
 
+def test_a_run_folder_whose_name_the_review_store_cannot_hold_is_refused_before_training(clipmem, tmp_path, shapes):
+    """A run named with a line break was trained, and then every review command refused it."""
+    out = tmp_path / "cache" / "run\nwith a break"
+    fragment = "the run's name (its folder's), 'run\\nwith a break', holds control characters"
+    assert_clean_error(clipmem("run", "--data", shapes, "--out", out), fragment)
+    assert not out.exists()
+    scores = ["--scores", tmp_path / "s.parquet"]
+    assert_clean_error(clipmem("import-run", "--data", shapes, *scores, "--out", out), fragment)
+
+
 def test_bad_input_gives_one_line_and_exit_2(clipmem, tmp_path, shapes):
     out = tmp_path / "cache" / "x"
     assert_clean_error(clipmem("run", "--data", tmp_path / "missing.csv", "--out", out), "missing.csv")

@@ -50,7 +50,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ..data import MAX_ID_LENGTH
+from ..cache import MAX_RUN_NAME
+from ..data import CONTROL_CHARACTERS, MAX_ID_LENGTH
 from ..errors import ClipmemError
 from .agreement import disagreements as find_disagreements
 from .decisions import UNDO_GRACE_S, counted_verdicts
@@ -239,11 +240,9 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {0: _create_v1, 1: _ids_neve
 # Column widths of the schema: checked here so that SQLite (which ignores them) and PostgreSQL (which
 # refuses longer values with a DataError) behave alike, and a bad name is a one-line ClipmemError.
 MAX_REVIEWER = 200
-MAX_RUN = 300
 MAX_SAMPLE_ID = MAX_ID_LENGTH
 MAX_TEXT = 10_000  # suggested captions and notes
 IMPORT_BATCH = 5_000  # rows per executemany in add_verdicts
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _check_name(name: Any, what: str = "reviewer", limit: int = MAX_REVIEWER) -> str:
@@ -253,7 +252,7 @@ def _check_name(name: Any, what: str = "reviewer", limit: int = MAX_REVIEWER) ->
         raise ClipmemError(f"{what} name is empty")
     if len(text) > limit:
         raise ClipmemError(f"{what} name is longer than {limit} characters")
-    if _CONTROL.search(text):
+    if CONTROL_CHARACTERS.search(text):
         raise ClipmemError(f"{what} name {text[:40]!r} holds control characters")
     return text
 
@@ -284,13 +283,13 @@ def _check_namesakes(reviewers: list[str], known: Iterable[str]) -> None:
 
 
 def _check_run(run: Any) -> str:
-    return _check_name(run, "run", MAX_RUN)
+    return _check_name(run, "run", MAX_RUN_NAME)
 
 
 def _check_sample_id(sample_id: Any) -> str:
     """Sample ids are the run's own (clipmem_core.data refuses longer ones at ingest); checked again here."""
     text = str(sample_id)
-    if not text or len(text) > MAX_SAMPLE_ID or _CONTROL.search(text):
+    if not text or len(text) > MAX_SAMPLE_ID or CONTROL_CHARACTERS.search(text):
         raise ClipmemError(f"sample_id {text[:40]!r} is empty, longer than {MAX_SAMPLE_ID} or holds control characters")
     return text
 
@@ -724,7 +723,7 @@ class ReviewStore:
     ) -> int:
         """Split samples into per-reviewer batches so each sample goes to ``overlap`` distinct reviewers. A
         session's name is unique within its run: the sessions are told apart by it."""
-        run, name, created_by = _check_run(run), _check_name(name, "session", MAX_RUN), _check_name(created_by)
+        run, name, created_by = _check_run(run), _check_name(name, "session", MAX_RUN_NAME), _check_name(created_by)
         reviewers = list(dict.fromkeys(_check_name(r) for r in reviewers))
         sample_ids = list(dict.fromkeys(_check_sample_id(s) for s in sample_ids))
         if not sample_ids:
