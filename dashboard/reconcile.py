@@ -279,12 +279,13 @@ def undo(state: MutableMapping[str, Any], store: ReviewStore, lead: str) -> None
         state.pop(caption_key(last["sample_id"]), None)
 
 
-def settled_line(state: Mapping[str, Any], run_name: str) -> str | None:
-    """Under the buttons: what the last key did (the next disagreement used to appear without a word)."""
+def settled_line(state: Mapping[str, Any], run_name: str, named: Callable[[str], str] = str) -> str | None:
+    """Under the buttons: what the last key did (the next disagreement used to appear without a word), the
+    sample as ``named`` words it (``review.sample_words``: its id alone was a hash no lead knew)."""
     last = state.get(LAST)
     if not last or last["run"] != run_name:
         return None
-    return f"Resolved {last['sample_id']} as {last['verdict']}. Press U to undo."
+    return f"Resolved {named(last['sample_id'])} as {last['verdict']}. Press U to undo."
 
 
 def open_disagreements(store: ReviewStore, run_name: str) -> list[str]:

@@ -6,7 +6,7 @@ plain mapping (tests pass a dict).
 
 A ranked queue walks the run in one registered score's order, in batches of ``batch`` samples (the
 Overview's "review them" button sets the batch to the number that look mis-captioned): a batch is a
-fixed window of that order, so "12 of 95 in this batch" means the same samples all along. Samples the
+fixed window of that order, so "12 of 95 judged in this batch" means the same samples all along. Samples the
 score does not rank (NaN) come after the ranked ones, never left out. An assigned queue is the
 reviewer's batch in a review session. The random sample walks the run in one seeded random order
 (``clipmem_core.review.estimate``).
@@ -41,7 +41,7 @@ from clipmem_core.shards import open_image_source
 
 from .gallery import card_scores, sorts
 from .images import UNREADABLE
-from .text import isolated
+from .text import isolated, shown_caption
 
 ASSIGNED = "assigned"
 AUDIT = "random"  # the random sample the estimate of how many are mis-captioned is drawn from
@@ -411,9 +411,9 @@ def seconds_per_sample(times: list[float]) -> float | None:
 
 
 def progress_line(batch: Batch, pace: float | None) -> str:
-    """ "12 of 200 in this batch · about 3 min left at your pace (9 s a sample)". Past the first batch it says
+    """ "12 of 200 judged in this batch · about 3 min left at your pace (9 s a sample)". Past the first batch it says
     where in the queue the batch is: after "Next batch" nothing told the reviewer they were past the top."""
-    line = f"{batch.done:,} of {batch.size:,} in this batch"
+    line = f"{batch.done:,} of {batch.size:,} judged in this batch"  # "6 of 50" over the 7th card read as its place
     first, last = batch.start + 1, batch.start + batch.size
     if batch.start:
         line += f" (place {first:,} of the queue)" if first == last else f" (places {first:,}–{last:,} of the queue)"
@@ -465,39 +465,40 @@ def batch_size_changed(state: MutableMapping[str, Any]) -> None:
     state[BATCH_INDEX] = 0
 
 
-def recorded_line(state: Mapping[str, Any], run_name: str) -> str | None:
+def recorded_line(state: Mapping[str, Any], run_name: str, named: Callable[[str], str] = str) -> str | None:
     """Under the verdict buttons: what the last click did, the undo too (the line used to keep naming the
     verdict before, as if nothing had happened). It offers U only while Undo can act: after a visit to
-    another page the undo has ended, and the line said "Press U" beside a disabled button."""
+    another page the undo has ended, and the line said "Press U" beside a disabled button. ``named`` words a
+    sample (``sample_words``): "Recorded correct for f8a21767f1e92c90" named it by a hash no curator knows."""
     undone, last = state.get(UNDONE), last_recorded(state, run_name)
     undoable = can_undo(state, run_name)
     too_soon = state.get(TOO_SOON)
     if too_soon and too_soon["run"] == run_name and too_soon.get("back"):
         return (
-            f"Not recorded: a key for {too_soon['sample_id']} arrived after the undo had brought back "
-            f"{too_soon['back']}; judge {too_soon['back']} now."
+            f"Not recorded: a key for {named(too_soon['sample_id'])} arrived after the undo had brought back "
+            f"{named(too_soon['back'])}; judge {named(too_soon['back'])} now."
         )
     if too_soon and too_soon["run"] == run_name:
         refused = (
-            f"Not recorded: a key reached {too_soon['sample_id']} {fmt_number(too_soon['after'], 2)} s after it "
+            f"Not recorded: a key reached {named(too_soon['sample_id'])} {fmt_number(too_soon['after'], 2)} s after it "
             "was drawn, before it could be seen (a key pressed twice, or meant for the card before?); judge it now."
         )
         if not last:
             return refused
-        before = f" Recorded {last['verdict']} for {last['sample_id']} before it"
+        before = f" Recorded {last['verdict']} for {named(last['sample_id'])} before it"
         return refused + before + ("; press U to change that." if undoable else ".")
     if undone and undone["run"] == run_name and undone.get("kept"):
-        return undo_refused_note(undone["sample_id"])
+        return undo_refused_note(named(undone["sample_id"]))
     if undone and undone["run"] == run_name:
-        taken = f"Took back {undone['verdict']} for {undone['sample_id']}."
+        taken = f"Took back {undone['verdict']} for {named(undone['sample_id'])}."
         if undone.get("still"):
             taken += f" Your other verdict on it, {undone['still']} (given in another tab?), counts now."
-        more = f" Press U to undo {last['verdict']} for {last['sample_id']} too." if last and undoable else ""
+        more = f" Press U to undo {last['verdict']} for {named(last['sample_id'])} too." if last and undoable else ""
         return taken + more
     if last and last.get("stands") not in (None, last["verdict"]):
-        return standing_note(last["sample_id"], last["stands"], last["verdict"])
+        return standing_note(named(last["sample_id"]), last["stands"], last["verdict"])
     if last:
-        line = f"Recorded {last['verdict']} for {last['sample_id']}."
+        line = f"Recorded {last['verdict']} for {named(last['sample_id'])}."
         if last.get("replaced") not in (None, last["verdict"]):  # judged before: another tab, or a queue again
             line += f" You had judged it {last['replaced']} before (in another tab?); this verdict counts now."
         return line + (" Press U to undo." if undoable else "")
@@ -560,6 +561,18 @@ def standing_note_many(count: int, given: str) -> str:
         f"Your first verdicts still count on {count} of these samples, which you had judged before. Your {given} "
         f"is kept in the history, but {STANDS}."
     )
+
+
+def sample_words(run: Run, sample_id: str) -> str:
+    """A sample as a message names it: the start of its caption, then its id ('“a purple diamond on the left”
+    (1ec8f9947e5f916d)'); the id alone where the run does not hold it."""
+    row = run.row_of.get(sample_id)
+    if row is None:
+        return sample_id
+    return f"“{shown_caption(str(run.scores['caption'].iat[row]), NAMED_CAPTION)}” ({sample_id})"
+
+
+NAMED_CAPTION = 40  # characters of a caption that name its sample in a message
 
 
 def sample_line(sample: pd.Series) -> str:

@@ -1,6 +1,7 @@
 """AppTest of the review and reconciliation pages, opened through app.py as every request is."""
 
 import json
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,11 @@ def run_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     monkeypatch.setenv(state.CACHE_ENV, str(tmp_path / "cache"))  # app.py's sidebar then picks run1
     return make_run(tmp_path / "cache", "run1", n=5, captions=[TRICKY] + [f"caption {i}" for i in range(1, 5)])
+
+
+def named(run_dir, sample_id: str) -> str:
+    """How the lines under the buttons name a sample: its caption's start, then its id."""
+    return " ".join(review.sample_words(load_run(run_dir), sample_id).split())  # as md() keeps it: one line
 
 
 def page(path: str, run_dir, reviewer: str | None = "ann", **query) -> AppTest:
@@ -189,7 +195,7 @@ def test_the_review_card_is_large_with_keys_for_every_verdict_skip_and_undo(run_
         "review_skip": ("Skip for now", "S", "tertiary"),
         "review_undo": ("Undo last verdict", "U", "tertiary"),
     }
-    assert "0 of 5 in this batch" in at.get("progress")[0].proto.text
+    assert "0 of 5 judged in this batch" in at.get("progress")[0].proto.text
 
 
 def test_a_verdict_is_recorded_with_its_suggestion_then_skip_and_undo(run_dir):
@@ -200,21 +206,22 @@ def test_a_verdict_is_recorded_with_its_suggestion_then_skip_and_undo(run_dir):
     store = open_store(run_dir.parent)
     recorded = store.verdicts("run1")[["sample_id", "reviewer", "verdict", "suggested_caption", "note"]]
     assert recorded.values.tolist() == [["s00", "ann", "mis-captioned", "a small red square", "=not a formula"]]
-    assert shown_sample(at) == "s01" and "1 of 5 in this batch" in at.get("progress")[0].proto.text
-    assert any("Recorded mis-captioned for s00" in plain(c.value) for c in at.caption)
+    assert shown_sample(at) == "s01" and "1 of 5 judged in this batch" in at.get("progress")[0].proto.text
+    assert any(f"Recorded mis-captioned for {named(run_dir, 's00')}" in plain(c.value) for c in at.caption)
 
     at.button(key="review_skip").click().run()
     assert shown_sample(at) == "s02"  # s01 waits at the end of the batch
     verdict_button(at, "correct").click().run()
     at.button(key="review_undo").click().run()
     assert shown_sample(at) == "s02" and store.latest_verdicts("run1", "ann") == {"s00": "mis-captioned"}
-    assert any(
-        plain(c.value) == "Took back correct for s02. Press U to undo mis-captioned for s00 too." for c in at.caption
+    took_back = (
+        f"Took back correct for “caption 2” (s02). Press U to undo mis-captioned for {named(run_dir, 's00')} too."
     )
+    assert any(plain(c.value) == took_back for c in at.caption)
     at.button(key="review_undo").click().run()
     assert shown_sample(at) == "s00" and store.verdicts("run1").empty
     assert at.button(key="review_undo").disabled
-    assert any(plain(c.value) == "Took back mis-captioned for s00." for c in at.caption)
+    assert any(plain(c.value) == f"Took back mis-captioned for {named(run_dir, 's00')}." for c in at.caption)
 
 
 def test_a_skipped_sample_stays_skipped_after_a_reload(run_dir):
@@ -246,7 +253,7 @@ def test_a_second_tab_under_the_same_name_is_told_its_first_verdict_counts(run_d
     open_store(run_dir.parent).add_verdict("run1", "s00", "ann", "correct")  # from her other tab
     verdict_button(at, "mis-captioned").click().run()
     assert any(
-        plain(c.value).startswith("Your first verdict still counts: correct for s00. Your mis-captioned is kept")
+        plain(c.value).startswith(f"Your first verdict still counts: correct for {named(run_dir, 's00')}. Your mis-")
         for c in at.caption
     )
     assert open_store(run_dir.parent).current_verdicts("run1")["verdict"].tolist() == ["correct"]
@@ -268,7 +275,7 @@ def test_leaving_the_review_page_ends_the_undo(run_dir):
     at.switch_page(navigation.GALLERY.path).run()
     at.switch_page(REVIEW).run()
     assert at.button(key="review_undo").disabled
-    assert any(plain(c.value) == "Recorded correct for s00." for c in at.caption)  # no "Press U" beside it
+    assert any(plain(c.value) == f"Recorded correct for {named(run_dir, 's00')}." for c in at.caption)  # no "Press U"
 
 
 def test_another_queue_ends_the_undo(run_dir):
@@ -301,10 +308,10 @@ def test_the_next_batch_says_where_it_is_and_another_queue_or_size_starts_at_the
     assert [s.value for s in at.success] == ["This batch is done: 1 mis-captioned, 1 correct. Thank you!"]
     assert any(plain(c.value).endswith("Press U to undo.") for c in at.caption)  # and U, or the button, does so
     at.button(key="review_undo").click().run()
-    assert shown_sample(at) == "s01" and "1 of 2 in this batch" in at.get("progress")[0].proto.text
+    assert shown_sample(at) == "s01" and "1 of 2 judged in this batch" in at.get("progress")[0].proto.text
     verdict_button(at, "mis-captioned").click().run()
     at.button(key=next(b.key for b in at.button if b.label == "Next batch")).click().run()
-    assert at.get("progress")[0].proto.text.startswith("0 of 2 in this batch (places 3–4 of the queue)")
+    assert at.get("progress")[0].proto.text.startswith("0 of 2 judged in this batch (places 3–4 of the queue)")
     at.radio(key=review.SOURCE).set_value(review.AUDIT).run()
     assert at.session_state[review.BATCH_INDEX] == 0
     assert "of the queue" not in at.get("progress")[0].proto.text  # the random sample's top
@@ -334,11 +341,12 @@ def test_a_reload_goes_on_with_the_batch_in_the_address(run_dir):
 
 def test_progress_shows_the_reviewers_pace():
     batch = review.Batch(["a"] * 20, 32, 12)
-    assert review.progress_line(batch, None).startswith("12 of 32 in this batch")
-    assert review.progress_line(review.Batch([], 32, 32), 9.0) == "32 of 32 in this batch"
+    assert review.progress_line(batch, None).startswith("12 of 32 judged in this batch")
+    assert review.progress_line(review.Batch([], 32, 32), 9.0) == "32 of 32 judged in this batch"
     times = [0, 9, 18, 1000, 1009]  # a break of 982 s is not the pace
     assert review.seconds_per_sample(times) == 9
-    assert review.progress_line(batch, 9) == "12 of 32 in this batch · about 3 min left at your pace (9 s a sample)"
+    paced = "12 of 32 judged in this batch · about 3 min left at your pace (9 s a sample)"
+    assert review.progress_line(batch, 9) == paced
 
 
 def test_blind_mode_hides_others_until_you_have_judged(run_dir):
@@ -365,7 +373,7 @@ def test_assigned_batch_and_session_creation(run_dir):
     at = page(REVIEW, run_dir)
     at.radio(key=review.SOURCE).set_value(review.ASSIGNED).run()
     assert [i.value for i in at.main.info] == [review.NOTHING_ASSIGNED] and not at.success  # empty, not finished
-    assert not at.get("progress")  # not "0 of 0 in this batch" over an empty bar
+    assert not at.get("progress")  # not "0 of 0 judged in this batch" over an empty bar
     at.radio(key=review.SOURCE).set_value("combined").run()
     form = at.get("form")[0]
     form.text_input[0].input("first pass")
@@ -380,7 +388,7 @@ def test_assigned_batch_and_session_creation(run_dir):
     assert store.queue(sid, "ann") == ["s00", "s01", "s02"] == store.queue(sid, "bob")
 
     at.radio(key=review.SOURCE).set_value(review.ASSIGNED).run()
-    assert shown_sample(at) == "s00" and "0 of 3 in this batch" in at.get("progress")[0].proto.text
+    assert shown_sample(at) == "s00" and "0 of 3 judged in this batch" in at.get("progress")[0].proto.text
     verdict_button(at, "correct").click().run()
     assert store.queue(sid, "ann") == ["s01", "s02"]
     assert store.session_progress(sid).set_index("reviewer")["done"].to_dict() == {"ann": 1, "bob": 0}
@@ -395,7 +403,7 @@ def test_assigned_batch_and_session_creation(run_dir):
     assert row.caption[0].value.startswith("Progress as of ")  # the button beside the time it reads
     store.resolve("run1", "s01", "correct", "lead")  # final: left out of ann's assigned queue too
     at.run()
-    assert shown_sample(at) == "s02" and "2 of 3 in this batch" in at.get("progress")[0].proto.text
+    assert shown_sample(at) == "s02" and "2 of 3 judged in this batch" in at.get("progress")[0].proto.text
 
 
 def test_a_ranked_queue_reaches_unscored_samples_last(tmp_path, monkeypatch):
@@ -449,7 +457,8 @@ def test_reconcile_shows_each_disagreement_large_and_resolves_with_a_key(run_dir
         "a blue circle",
     )
     assert at.text_input(key=reconcile.caption_key("s02"))  # the next one is at hand
-    assert any(plain(c.value) == "Resolved s00 as mis-captioned. Press U to undo." for c in at.caption)
+    resolved = f"Resolved {named(run_dir, 's00')} as mis-captioned. Press U to undo."
+    assert any(plain(c.value) == resolved for c in at.caption)
     at.button(key="resolve_correct").click().run()
     assert any("No open disagreements" in i.value for i in at.info)
     assert at.button(key="reconcile_undo").proto.shortcut.upper() == "U"
@@ -662,6 +671,20 @@ def test_sessions_and_the_blind_mode_rule(run_dir, monkeypatch):
     assert not review.blind_mode_locked("ann")  # no lead list: everyone is a lead
     monkeypatch.setenv("CLIPMEM_LEADS", "cy")
     assert review.blind_mode_locked("ann") and not review.blind_mode_locked("cy")
+
+
+def test_the_lines_under_the_buttons_name_a_sample_by_its_caption_as_well_as_its_id(run_dir):
+    """ "Recorded mis-captioned for f8a21767f1e92c90": a hash no curator knows their samples by."""
+    run, store, session = load_run(run_dir), open_store(run_dir.parent), {}
+    words = partial(review.sample_words, run)
+    assert words("s01") == "“caption 1” (s01)" and words("gone") == "gone"
+    assert review.sample_words(run, "s00").endswith("…” (s00)")  # the tricky caption, cut to its start
+    review.record(session, store, "run1", "s01", "ann", "mis-captioned", None)
+    assert (
+        review.recorded_line(session, "run1", words) == "Recorded mis-captioned for “caption 1” (s01). Press U to undo."
+    )
+    reconcile.settle(session, store, "run1", "s01", "correct", "ann")
+    assert reconcile.settled_line(session, "run1", words) == "Resolved “caption 1” (s01) as correct. Press U to undo."
 
 
 def test_reviewers_who_suggest_different_captions_are_asked_to_choose_one(run_dir):

@@ -87,7 +87,7 @@ def export_section() -> None:
 def settled_section(at_hand: str | None = None) -> None:
     """What the last resolution was, with its undo (a wrong key can be taken back at once), and Skip for the
     disagreement ``at_hand``, in one row that wraps on a narrow window."""
-    line = reconcile.settled_line(ss, run.name)
+    line = reconcile.settled_line(ss, run.name, partial(review.sample_words, run))
     if line is not None:
         st.caption(md(line))
     row = st.container(horizontal=True, gap="small")

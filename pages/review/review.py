@@ -70,7 +70,7 @@ else:
     batch = review.ranked_batch(run, queue_orders, source, judged, size, int(ss[review.BATCH_INDEX]))
 
 pace = review.seconds_per_sample(ss.get(review.PACE) or [])
-if batch.size:  # an empty assignment showed "0 of 0 in this batch" over an empty bar
+if batch.size:  # an empty assignment showed "0 of 0 judged in this batch" over an empty bar
     st.progress(batch.done / batch.size, text=review.progress_line(batch, pace))
 if source == LEARNED_KEY:
     st.caption(learned_note(ranking.learned()) + " This batch's order was fitted when it started.")
@@ -79,7 +79,7 @@ if source == review.AUDIT:
 if batch.unscored:
     st.caption(f"{fmt_count(batch.unscored, 'sample')} of this batch without a {md(queues[source])} score come last.")
 
-recorded = review.recorded_line(ss, run.name)
+recorded = review.recorded_line(ss, run.name, partial(review.sample_words, run))
 
 
 def undo_button(where, disabled: bool = False) -> None:
