@@ -41,7 +41,7 @@ from clipmem_core.shards import open_image_source
 
 from .gallery import card_scores, sorts
 from .images import UNREADABLE
-from .text import isolated, shown_caption
+from .text import isolated, sample_label
 
 ASSIGNED = "assigned"
 AUDIT = "random"  # the random sample the estimate of how many are mis-captioned is drawn from
@@ -508,12 +508,12 @@ def recorded_line(state: Mapping[str, Any], run_name: str, named: Callable[[str]
 STANDS = "with a lead list, each reviewer's first (blind) verdict stands"
 
 
-def standing_note(sample_id: str, standing: str, given: str) -> str:
+def standing_note(sample: str, standing: str, given: str) -> str:
     """Said when a reviewer's new verdict is kept in the history but does not count: under a lead list a
     non-lead's first, blind verdict stands (``decisions.counted_verdicts``). The page used to say only
     "Recorded", and the badge, the exports and the estimate went on with the first."""
     return (
-        f"Your first verdict still counts: {standing} for {sample_id}. Your {given} is kept in the history, "
+        f"Your first verdict still counts: {standing} for {sample}. Your {given} is kept in the history, "
         f"but {STANDS}; a lead can decide otherwise on Reconcile."
     )
 
@@ -528,29 +528,29 @@ def own_verdict_help(reviewer: str, leads_env: str | None = None) -> str:
     )
 
 
-def changed_since_note(sample_id: str, shown: str, now: str) -> str:
+def changed_since_note(sample: str, shown: str, now: str) -> str:
     """Said when a filled verdict button is clicked to take back a verdict that another tab has changed since:
     nothing is taken back, since the verdict that counts now is not the one the button showed."""
     return (
-        f"Nothing taken back: your verdict on {sample_id} is now {now} (given in another tab?), not {shown}. "
+        f"Nothing taken back: your verdict on {sample} is now {now} (given in another tab?), not {shown}. "
         f"Click {now} to take that back."
     )
 
 
-def withdraw_refused_note(sample_id: str) -> str:
+def withdraw_refused_note(sample: str) -> str:
     """Said when a non-lead under a lead list takes back their first verdict on a sample someone else has
     judged since (``VerdictStands``): it may not be blind any more."""
     return (
-        f"Your verdict on {sample_id} stays: {STANDS}, and another reviewer has judged this sample too. "
+        f"Your verdict on {sample} stays: {STANDS}, and another reviewer has judged this sample too. "
         "A lead can decide otherwise on Reconcile."
     )
 
 
-def undo_refused_note(sample_id: str) -> str:
+def undo_refused_note(sample: str) -> str:
     """Said when an undo comes too late for a non-lead's first verdict on a sample someone else has judged
     (``VerdictStands``): a slip is taken back within the undo's grace, a change of mind later is not."""
     return (
-        f"Not taken back: your verdict on {sample_id} is over {UNDO_GRACE_S:.0f} s old, and another reviewer has "
+        f"Not taken back: your verdict on {sample} is over {UNDO_GRACE_S:.0f} s old, and another reviewer has "
         f"judged this sample too; {STANDS}. A lead can decide otherwise on Reconcile."
     )
 
@@ -564,15 +564,9 @@ def standing_note_many(count: int, given: str) -> str:
 
 
 def sample_words(run: Run, sample_id: str) -> str:
-    """A sample as a message names it: the start of its caption, then its id ('“a purple diamond on the left”
-    (1ec8f9947e5f916d)'); the id alone where the run does not hold it."""
+    """``text.sample_label`` of a sample of ``run``; the id alone where the run does not hold it."""
     row = run.row_of.get(sample_id)
-    if row is None:
-        return sample_id
-    return f"“{shown_caption(str(run.scores['caption'].iat[row]), NAMED_CAPTION)}” ({sample_id})"
-
-
-NAMED_CAPTION = 40  # characters of a caption that name its sample in a message
+    return sample_id if row is None else sample_label(sample_id, str(run.scores["caption"].iat[row]))
 
 
 def sample_line(sample: pd.Series) -> str:

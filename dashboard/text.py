@@ -45,6 +45,15 @@ def markdown_table(frame: pd.DataFrame) -> str:
 SHOWN_CAPTION = 200  # characters of a caption a card or a hint shows; the inspector and Review show all
 
 
+def sample_label(sample_id: str, caption: str) -> str:
+    """A sample as a message names it: the start of its caption, then its id ('“a purple diamond on the left”
+    (1ec8f9947e5f916d)'). "Your verdict on 621f954dd0ded815 stays" named it by a hash no curator knows."""
+    return f"“{shown_caption(caption, LABEL_CAPTION)}” ({sample_id})"
+
+
+LABEL_CAPTION = 40  # characters of a caption that name its sample in a message
+
+
 def shown_caption(caption: str, limit: int = SHOWN_CAPTION) -> str:
     """A caption cut to ``limit`` characters with an ellipsis: a 5,000-character caption drew a gallery
     card taller than the screen."""

@@ -24,7 +24,7 @@ from . import navigation, resources, state
 from .gallery import Card, score_line
 from .images import UNREADABLE, encoded, file_bytes, markdown_image
 from .review import changed_since_note, own_verdict_help, standing_note, standing_note_many, withdraw_refused_note
-from .text import markdown_table, md, shown_caption
+from .text import markdown_table, md, sample_label, shown_caption
 
 VERDICT_KEYS = dict(zip(VERDICTS, ("1", "2", "3")))  # the same keys on every page, in button order
 BADGE_COLOURS = {MISCAPTIONED: "red", CORRECT: "green", UNSURE: "orange"}
@@ -177,10 +177,12 @@ def card_text(c: Card, extra: str | None = None, link: str | None = None) -> tup
     return "  \n".join(lines), "; ".join(helps) or None
 
 
-def record_verdict(run_name: str, sample_ids: Sequence[str], verdict: str, reviewer_name: str) -> list[int]:
+def record_verdict(
+    run_name: str, sample_ids: Sequence[str], verdict: str, reviewer_name: str, label: str | None = None
+) -> list[int]:
     """Write one verdict per sample for ``reviewer_name``; returns the verdict ids (for an undo). A verdict
     that will not count (a non-lead's first one stands under a lead list) is kept in the history, and a toast
-    says which one counts."""
+    says which one counts, naming one sample by ``label`` (``text.sample_label``) where given."""
     store = resources.store()
     standing = {}
     if not is_lead(reviewer_name):  # only a non-lead under a lead list has a verdict that stands
@@ -189,7 +191,7 @@ def record_verdict(run_name: str, sample_ids: Sequence[str], verdict: str, revie
     ids = [store.add_verdict(run_name, sample_id, reviewer_name, verdict) for sample_id in sample_ids]
     unchanged = [sample for sample in sample_ids if standing.get(sample) not in (None, verdict)]
     if len(unchanged) == 1:
-        toast_on_next_run(standing_note(unchanged[0], standing[unchanged[0]], verdict), ":material/gavel:")
+        toast_on_next_run(standing_note(label or unchanged[0], standing[unchanged[0]], verdict), ":material/gavel:")
     elif unchanged:
         toast_on_next_run(standing_note_many(len(unchanged), verdict), ":material/gavel:")
     return ids
@@ -203,24 +205,25 @@ def quiet_key_button(
     where.button(label, key=key, shortcut=shortcut, type="tertiary", disabled=disabled, on_click=on_click, args=args)
 
 
-def withdraw_verdict(run_name: str, sample_id: str, reviewer_name: str, shown: str) -> None:
+def withdraw_verdict(run_name: str, sample_id: str, reviewer_name: str, shown: str, label: str | None = None) -> None:
     """A reviewer's own (filled) verdict button clicked again takes the verdict back, as a filled star is
     cleared: it used to record the same verdict once more, and a verdict given on the wrong card could only
     be changed, never cleared. Not a non-lead's first verdict under a lead list once someone else has judged
     the sample (``VerdictStands``); and not a verdict other than the one the button showed (given since in
-    another tab)."""
+    another tab). Its toasts name the sample by ``label`` where given."""
+    named = label or sample_id
     store = resources.store()
     try:
         taken = store.withdraw_verdicts(run_name, sample_id, reviewer_name, shown=shown)
     except VerdictStands:
-        toast_on_next_run(withdraw_refused_note(sample_id), ":material/gavel:")
+        toast_on_next_run(withdraw_refused_note(named), ":material/gavel:")
         return
     if taken:
-        toast_on_next_run(f"Your verdict {shown} on {sample_id} is taken back.", ":material/undo:")
+        toast_on_next_run(f"Your verdict {shown} on {named} is taken back.", ":material/undo:")
         return
     now = store.latest_verdicts(run_name, reviewer=reviewer_name).get(sample_id)
     if now is not None:
-        toast_on_next_run(changed_since_note(sample_id, shown, now), ":material/sync_problem:")
+        toast_on_next_run(changed_since_note(named, shown, now), ":material/sync_problem:")
 
 
 _TOASTS = "_toasts_to_show"  # (text, icon) that a button's callback has to say
@@ -241,22 +244,29 @@ def show_toasts() -> None:
 
 
 def flag_buttons(
-    run_name: str, sample_id: str, key: str, reviewer_name: str | None, own: str | None = None, compact: bool = False
+    run_name: str,
+    sample_id: str,
+    key: str,
+    reviewer_name: str | None,
+    own: str | None = None,
+    compact: bool = False,
+    caption: str | None = None,
 ) -> None:
     """One-click verdict buttons with their words, wrapping to fit; the one of the reviewer's own counted
     verdict (``own``) stands out, the others are of the same weight. Clicking the one that stands out takes the
     verdict back (``withdraw_verdict``). ``compact``: a card's, a size smaller and closer together, in one row
-    (CARD_FLAGS_STYLE)."""
+    (CARD_FLAGS_STYLE). ``caption`` names the sample in the toasts a click may bring."""
     if reviewer_name is None:
         return
+    label = None if caption is None else sample_label(sample_id, caption)
     row = {"gap": "xxsmall", "key": f"{key}:{CARD_FLAGS}"} if compact else {"gap": "small"}
     with st.container(horizontal=True, **row):
         for verdict in VERDICTS:
             mine = verdict == own
             args = (
-                (run_name, sample_id, reviewer_name, verdict)
+                (run_name, sample_id, reviewer_name, verdict, label)
                 if mine
-                else (run_name, [sample_id], verdict, reviewer_name)
+                else (run_name, [sample_id], verdict, reviewer_name, label)
             )
             st.button(
                 VERDICT_LABELS[verdict],
@@ -312,7 +322,7 @@ def card(c: Card, run_name: str, key: str, reviewer_name: str | None = None, ext
         thumbnail = "" if c.thumbnail is None else image_markdown(c.thumbnail, alt=c.caption) + "\n\n"
         st.markdown(thumbnail + body, help=why)
         own = None if c.decision is None else c.decision["own"]
-        flag_buttons(run_name, c.sample_id, key, reviewer_name, own=own, compact=True)
+        flag_buttons(run_name, c.sample_id, key, reviewer_name, own=own, compact=True, caption=c.caption)
 
 
 def card_grid(

@@ -29,7 +29,7 @@ from clipmem_core.review.decisions import decisions
 from clipmem_core.review.estimate import audit_order, ranking_order, run_estimate
 from clipmem_core.review.verdicts import CORRECT
 from clipmem_core.testing import fake_run
-from dashboard import auth, compute, navigation, overview, sidebar, state, ui
+from dashboard import auth, compute, navigation, overview, review, sidebar, state, ui
 from dashboard import embedding_map as emap
 from dashboard.gallery import DEFAULT_SORT, make_cards, sort_orders
 
@@ -441,12 +441,13 @@ def test_a_non_leads_change_of_mind_is_kept_and_the_page_says_the_first_verdict_
     monkeypatch.setenv("CLIPMEM_LEADS", "lead")
     run = load_run(cache_root / "demo")
     sample = run.scores["sample_id"].iat[int(sort_orders(run.scores)["combined"][0])]
+    named = review.sample_words(run, sample)  # how the toasts name it: its caption, then its id
     at = _open(_app(reviewer="erin", flag_mode="true"), navigation.GALLERY.path)
     at.button(key=f"gallery:{sample}:mis-captioned").click().run()
     assert not at.toast and at.button(key=f"gallery:{sample}:mis-captioned").proto.type == "primary"  # hers
     at.button(key=f"gallery:{sample}:correct").click().run()
     assert [_plain(t.value) for t in at.toast] == [
-        f"Your first verdict still counts: mis-captioned for {sample}. Your correct is kept in the history, but "
+        f"Your first verdict still counts: mis-captioned for {named}. Your correct is kept in the history, but "
         "with a lead list, each reviewer's first (blind) verdict stands; a lead can decide otherwise on Reconcile."
     ]
     assert at.button(key=f"gallery:{sample}:mis-captioned").proto.type == "primary"
@@ -461,6 +462,7 @@ def test_ones_own_filled_verdict_clicked_again_is_taken_back_but_not_a_first_one
     """A verdict given on the wrong card could be changed, never cleared: the filled button recorded it again."""
     run = load_run(cache_root / "demo")
     sample = run.scores["sample_id"].iat[int(sort_orders(run.scores)["combined"][1])]
+    named = review.sample_words(run, sample)  # how the toasts name it: its caption, then its id
     store = open_store(cache_root)
     at = _open(_app(reviewer="fay", flag_mode="true"), navigation.GALLERY.path)
     at.button(key=f"gallery:{sample}:unsure").click().run()
@@ -468,27 +470,27 @@ def test_ones_own_filled_verdict_clicked_again_is_taken_back_but_not_a_first_one
     filled = at.button(key=f"gallery:{sample}:correct")
     assert filled.proto.type == "primary" and filled.proto.help == "Your verdict. Click again to take it back."
     filled.click().run()
-    assert [_plain(t.value) for t in at.toast] == [f"Your verdict correct on {sample} is taken back."]
+    assert [_plain(t.value) for t in at.toast] == [f"Your verdict correct on {named} is taken back."]
     assert store.verdicts("demo", reviewer="fay").empty  # both, or the earlier "unsure" would count again
     assert all(at.button(key=f"gallery:{sample}:{v}").proto.type == "secondary" for v in VERDICTS)
     assert store.audit_log("demo")["action"].tolist()[-2:] == ["verdict.withdraw", "verdict.withdraw"]
     monkeypatch.setenv("CLIPMEM_LEADS", "lead")  # a non-lead's first verdict, while nobody else has judged it
     at.button(key=f"gallery:{sample}:mis-captioned").click().run()
     at.button(key=f"gallery:{sample}:mis-captioned").click().run()
-    assert [_plain(t.value) for t in at.toast] == [f"Your verdict mis-captioned on {sample} is taken back."]
+    assert [_plain(t.value) for t in at.toast] == [f"Your verdict mis-captioned on {named} is taken back."]
     at.button(key=f"gallery:{sample}:mis-captioned").click().run()
     store.add_verdict("demo", sample, "gus", "correct")  # now someone else has, but she cannot see it yet:
     at.run()
     assert "Mis-captioned · yours" in " ".join(_badges(at))  # within the grace, her verdict alone
     at.button(key=f"gallery:{sample}:mis-captioned").click().run()  # so a slip may still go
-    assert [_plain(t.value) for t in at.toast] == [f"Your verdict mis-captioned on {sample} is taken back."]
+    assert [_plain(t.value) for t in at.toast] == [f"Your verdict mis-captioned on {named} is taken back."]
     at.button(key=f"gallery:{sample}:mis-captioned").click().run()
     after_the_grace(monkeypatch)  # once the grace is over her card shows gus's verdict, and hers stands
     at.run()
     assert "Mis-captioned · tied" in " ".join(_badges(at))
     at.button(key=f"gallery:{sample}:mis-captioned").click().run()
     assert [_plain(t.value) for t in at.toast] == [
-        f"Your verdict on {sample} stays: with a lead list, each reviewer's first (blind) verdict stands, and "
+        f"Your verdict on {named} stays: with a lead list, each reviewer's first (blind) verdict stands, and "
         "another reviewer has judged this sample too. A lead can decide otherwise on Reconcile."
     ]
     assert store.latest_verdicts("demo", reviewer="fay") == {sample: "mis-captioned"}
@@ -499,6 +501,7 @@ def test_a_stale_tabs_filled_verdict_takes_back_nothing_given_since_in_another_t
     """Tab A showed Mis-captioned filled; tab B changed it to Correct; A's click took back Correct, unseen."""
     run = load_run(cache_root / "demo")
     sample = run.scores["sample_id"].iat[int(sort_orders(run.scores)["combined"][2])]
+    named = review.sample_words(run, sample)  # how the toasts name it: its caption, then its id
     store = open_store(cache_root)
     tab_a = _open(_app(reviewer="carol", flag_mode="true"), navigation.GALLERY.path)
     tab_a.button(key=f"gallery:{sample}:mis-captioned").click().run()
@@ -507,7 +510,7 @@ def test_a_stale_tabs_filled_verdict_takes_back_nothing_given_since_in_another_t
     tab_a.run()
     assert store.latest_verdicts("demo", reviewer="carol") == {sample: "correct"}  # nothing taken back
     assert [_plain(t.value) for t in tab_a.toast] == [
-        f"Nothing taken back: your verdict on {sample} is now correct (given in another tab?), not mis-captioned. "
+        f"Nothing taken back: your verdict on {named} is now correct (given in another tab?), not mis-captioned. "
         "Click correct to take that back."
     ]
     assert tab_a.button(key=f"gallery:{sample}:correct").proto.type == "primary"  # the page shows it now

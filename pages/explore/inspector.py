@@ -57,7 +57,14 @@ with right:
     if accepted:  # the badge said "Mis-captioned · lead", and the caption the lead put in showed nowhere
         st.caption(md(f"Accepted by a lead in its place: “{accepted}”"))
     own = None if decision is None else decision["own"]  # the verdicts beside the caption, above the fold
-    ui.flag_buttons(run.name, sample_id, key=f"inspect:{sample_id}", reviewer_name=sidebar.flagging_as(), own=own)
+    ui.flag_buttons(
+        run.name,
+        sample_id,
+        key=f"inspect:{sample_id}",
+        reviewer_name=sidebar.flagging_as(),
+        own=own,
+        caption=str(run.scores["caption"].iat[row]),
+    )
     table = inspector.score_table(run, row, badge_text(decision))
     st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3)
     try:
