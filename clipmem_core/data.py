@@ -31,6 +31,7 @@ A COCO annotation that captions no sample is reported without a row number; its 
 from __future__ import annotations
 
 import ast
+import errno
 import hashlib
 import json
 import logging
@@ -38,6 +39,7 @@ import os
 import posixpath
 import re
 import shutil
+import stat
 import tarfile
 import warnings
 from collections import Counter, defaultdict
@@ -990,6 +992,9 @@ def _problem(
     if not image_exists(rec.path):
         if rec.path.is_dir():  # it exists, and "missing" sent the user looking for it
             return "image path is a folder, not a file", str(rec.path)
+        odd = _not_a_file(rec.path)
+        if odd:  # there too: a link that points nowhere or at itself, a pipe
+            return f"image path is {odd}", str(rec.path)
         hint = " (write paths with /, not \\)" if "\\" in rec.written else ""
         looked_at = f"{rec.path} or {rec.elsewhere}" if rec.elsewhere else str(rec.path)
         return "image file is missing", f"{looked_at}{hint}"
@@ -1010,6 +1015,22 @@ def _id_problem(sample_id: str) -> str | None:
     if CONTROL_CHARACTERS.search(sample_id):
         return "id holds control characters"
     return None
+
+
+def _not_a_file(path: Path) -> str | None:
+    """What stands at ``path`` where no file does, in words, or None when nothing does: a symbolic link
+    that points nowhere (or at itself), a pipe, a device, a socket. Each was "image file is missing"."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISLNK(mode):
+        try:
+            path.stat()
+        except OSError as exc:
+            return "a symbolic link to itself (a loop)" if exc.errno == errno.ELOOP else "a broken symbolic link"
+        return "a link to something other than a file"
+    return "a pipe" if stat.S_ISFIFO(mode) else "a device or a socket, not a file"
 
 
 def _parse_label(value: Any) -> bool | None:

@@ -1,5 +1,6 @@
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -445,6 +446,23 @@ def test_the_skip_report_gives_the_line_a_tables_row_starts_on(tmp_path):
     report = pd.read_csv(tmp_path / "skipped.csv")
     assert report.columns.tolist() == ["row", "line", "filepath", "caption", "reason"]
     assert report[["row", "line", "filepath"]].values.tolist() == [[2, 5, "gone.png"]]
+
+
+def test_an_image_path_that_is_a_link_loop_a_broken_link_or_a_pipe_is_called_what_it_is(tmp_path):
+    """Each was "image file is missing", and sent the user looking for a file that is there, in a way."""
+    png(tmp_path / "ok.png")
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    (tmp_path / "broken.png").symlink_to(tmp_path / "gone.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    rows = ["ok.png,fine", "loop.png,a", "broken.png,b", "pipe.png,c", "absent.png,d"]
+    (tmp_path / "d.csv").write_text("filepath,caption\n" + "\n".join(rows) + "\n")
+    reasons = [r.split(":")[0] for r in read(tmp_path / "d.csv").skipped["reason"]]
+    assert reasons == [
+        "image path is a symbolic link to itself (a loop)",
+        "image path is a broken symbolic link",
+        "image path is a pipe",
+        "image file is missing",
+    ]
 
 
 def test_duplicate_ids_are_bad_rows(tmp_path):
