@@ -14,14 +14,15 @@ import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .errors import ClipmemError
+
+if TYPE_CHECKING:  # imported on use below: the CLI's parser imports this module, and these took 0.25 s of each start
+    import pandas as pd
+    import pyarrow as pa
 
 TEMP_SUFFIX = ".tmp"
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # what _create_temp names its files
@@ -107,6 +108,8 @@ def parquet_table(frame: pd.DataFrame) -> pa.Table:
     file's pandas metadata as ``list<item: string>[pyarrow]``, a dtype name pandas cannot parse: after
     ``clipmem rerank`` a user's ``pd.read_parquet("scores.parquet")`` failed. Such columns are recorded as
     ``object``, what pandas makes of any list column; the data itself is unchanged."""
+    import pyarrow as pa
+
     table = pa.Table.from_pandas(frame, preserve_index=False)
     metadata = dict(table.schema.metadata or {})
     if b"pandas" not in metadata:
@@ -121,6 +124,8 @@ def parquet_table(frame: pd.DataFrame) -> pa.Table:
 
 def write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
+        import pyarrow.parquet as pq
+
         pq.write_table(parquet_table(frame), tmp)
 
 

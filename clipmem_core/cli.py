@@ -988,7 +988,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"clipmem {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from .review.cli import add_review_parser
+    from .review.commands import add_review_parser
 
     for add in (
         _add_run,

@@ -10,7 +10,6 @@ import math
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 MISSING = "–"
 
@@ -21,6 +20,8 @@ def is_missing(value: Any) -> bool:
         return True
     if isinstance(value, (float, np.floating)):
         return not math.isfinite(value)
+    import pandas as pd  # on use: every command's parser imports this module, and pandas took 0.3 s of its start
+
     try:
         return bool(pd.isna(value))
     except (TypeError, ValueError):  # a list or an array is a value, not a missing one

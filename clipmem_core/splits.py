@@ -17,7 +17,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 
 from .errors import ClipmemError
 from .formatting import fmt_count
@@ -90,6 +89,8 @@ def _group_codes(n: int, groups: Sequence | None) -> np.ndarray:
     """Each sample's group as 0, 1, … in order of first appearance; every sample its own without ``groups``."""
     if groups is None:
         return np.arange(n)
+    import pandas as pd  # here: the CLI's parser imports this module (PROTOCOLS), and pandas took 0.3 s of each start
+
     codes, _ = pd.factorize(pd.Series(list(groups), dtype=object), sort=False)
     return codes
 

@@ -145,6 +145,14 @@ def test_commands_that_use_no_model_start_without_loading_torch(tmp_path):
     assert modules_loaded_by(_COMMANDS_WITHOUT_A_MODEL, heavy, cwd=tmp_path) == []
 
 
+def test_the_parser_loads_neither_the_review_store_nor_sqlalchemy(tmp_path):
+    """Every command, --help and --version included, spent 0.8 s importing the review store, SQLAlchemy and
+    pandas to list the review sub-commands' options (clipmem_core.review.commands now holds them)."""
+    heavy = ("sqlalchemy", "clipmem_core.review.store", "clipmem_core.review.cli", "clipmem_core.review.export")
+    code = "from clipmem_core.cli import build_parser; build_parser()"
+    assert modules_loaded_by(code, heavy, cwd=tmp_path) == []
+
+
 def test_an_import_trains_nothing_and_loads_no_torch(tmp_path):
     """`clipmem import-run` loaded torch through the pipeline module: 0.5 GB of memory and seconds of start-up."""
     heavy = ("torch", "open_clip", "torchvision")

@@ -30,13 +30,10 @@ import pandas as pd
 from ..cache import Run
 from ..scores import run_scores, score_order
 from ..scores.combined import Combined
+from .commands import MIN_AUDIT
 from .verdicts import CORRECT, MISCAPTIONED, UNSURE
 
 AUDIT_SEED = 7_830  # fixed, so every reviewer and every page walks the same random sample
-# Sure verdicts in the random sample before a number is offered. At 50 the 95 % interval is still about 1.7
-# times the true count wide on the benchmark's openclipart runs with their top judged (3.4 times at 20);
-# it narrows as more are judged (0.7 times at 200; docs/dashboard.md, "How many are mis-captioned").
-MIN_AUDIT = 50
 Z_95 = 1.959963984540054
 
 UNJUDGED, IS_CORRECT, IS_MISCAPTIONED, IS_UNSURE = -1, 0, 1, 2

@@ -39,12 +39,11 @@ from ..errors import ClipmemError
 from ..formatting import fmt_count
 from ..tables import marked_encoding
 from .agreement import suggestion_rows
+from .commands import FORMATS, KINDS
 from .decisions import RESOLVED, decisions, unresolved_disagreements
 from .store import ReviewStore
 from .verdicts import MISCAPTIONED
 
-FORMATS = ("csv", "parquet")
-KINDS = ("verdicts", "resolutions", "cleaned", "droplist")
 ROW_NOUNS = {  # what a row of each export is, one and many: the CLI counts them
     "verdicts": ("verdict", "verdicts"),
     "resolutions": ("resolution", "resolutions"),
