@@ -353,6 +353,28 @@ def test_verdicts_carry_to_a_re_run_without_the_dropped_samples_only_when_asked(
     assert "line 3: verdict 'wrong'" in capsys.readouterr().err  # every other bad row still imports nothing
 
 
+def test_a_file_of_ones_own_keeps_a_leading_quote_that_an_export_would_have_added(run_dir, tmp_path):
+    """Import unescaped every "'+", "'-", "'=" and "'@" as its own spreadsheet export's escaping: a hand-written
+    suggestion "'+' sign in blue" came back as "+' sign in blue". Only a file with an export's header is
+    unescaped now."""
+    columns = ("sample_id", "reviewer", "verdict", "suggested_caption", "note")
+    own = verdict_csv(
+        tmp_path / "own.csv", [("s00", "ann", "mis-captioned", "'+' sign in blue", "'-' means none")], columns
+    )
+    assert main(["review", "import", "--run", str(run_dir), "--file", str(own)]) == 0
+    store = open_store(run_dir.parent)
+    assert store.verdicts("run1")[["suggested_caption", "note"]].values.tolist() == [
+        ["'+' sign in blue", "'-' means none"]
+    ]
+    store.add_verdict("run1", "s01", "bob", "correct", note="=SUM(A1)")
+    exported = tmp_path / "export.csv"
+    assert main(["review", "export", "--run", str(run_dir), "--what", "verdicts", "--out", str(exported)]) == 0
+    assert "'=SUM(A1)" in exported.read_text()  # escaped for a spreadsheet
+    again = make_run(run_dir.parent, "run1-again", n=5)
+    assert main(["review", "import", "--run", str(again), "--file", str(exported)]) == 0
+    assert sorted(store.verdicts("run1-again")["note"].tolist()) == ["'-' means none", "=SUM(A1)"]
+
+
 def test_a_leads_resolutions_carry_to_a_re_run_as_its_verdicts_do(run_dir, tmp_path, capsys, monkeypatch):
     """After a cleaned re-run the disagreements a lead had settled were open again, and the export was blocked
     until each was settled a second time."""

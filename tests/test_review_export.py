@@ -16,6 +16,7 @@ from clipmem_core.review.export import (
     final_labels,
     left_out_notes,
     table_bytes,
+    unescape_cell,
     write_table,
 )
 from clipmem_core.review.store import open_store
@@ -185,9 +186,12 @@ def test_droplist_and_verdicts_in_both_formats(reviewed, tmp_path):
     assert len(pd.read_csv(tmp_path / "v.csv")) == 12
 
 
-@pytest.mark.parametrize("cell", ["=1+1", "+1", "-2", "@SUM(A1)", "\tx", "\rx", '=HYPERLINK("http://x")'])
-def test_formula_cells_are_escaped(cell):
-    assert escape_cell(cell) == "'" + cell
+@pytest.mark.parametrize(
+    "cell", ["=1+1", "+1", "-2", "@SUM(A1)", "\tx", "\rx", '=HYPERLINK("http://x")', "'+' sign", "'quoted'"]
+)
+def test_formula_cells_and_cells_starting_with_a_quote_are_escaped_and_come_back_whole(cell):
+    """A cell that starts with a quote is escaped too: "'-' means none" came back from an export as "-' …"."""
+    assert escape_cell(cell) == "'" + cell and unescape_cell(escape_cell(cell)) == cell
 
 
 @pytest.mark.parametrize("cell", ["a cat", "", "1 = 1", 5, None])

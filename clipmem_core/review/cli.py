@@ -34,6 +34,7 @@ from .estimate import (
     run_estimate,
 )
 from .export import (
+    EXPORTED_HEADERS,
     ROW_NOUNS,
     STDOUT,
     check_stream,
@@ -128,18 +129,22 @@ def _read_import_file(path: Path) -> tuple[str, pd.DataFrame]:
     expected = {kind: f"{','.join(req)}[,{','.join(opt)}]" for kind, (req, opt) in IMPORTS.items()}
     if path.suffix.lower() in SPREADSHEET_SUFFIXES:  # read as text, it was "not UTF-8 text (line 1, byte 12)"
         raise ClipmemError(f"{path} is a spreadsheet: save it as CSV (UTF-8) and import that")
-    if path.suffix.lower() == ".parquet":
+    escaped = False
+    if path.suffix.lower() == ".parquet":  # a parquet export escapes nothing
         frame = _read_parquet_import(path)
     else:
         fmt = "tsv" if path.suffix.lower() == ".tsv" else "csv"
         frame = read_frame(path, ("sample_id", "verdict"), fmt, expected["verdicts"])
+        escaped = list(frame.columns) in EXPORTED_HEADERS.values()
     kind = "resolutions" if "resolved_by" in frame.columns else "verdicts"
     required, optional = IMPORTS[kind]
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ClipmemError(f"{path} lacks columns {missing}; expected {expected[kind]}")
     kept = frame[[c for c in (*required, *optional) if c in frame.columns]]
-    return kind, kept.map(unescape_cell)  # an export escapes cells a spreadsheet would evaluate
+    # an export escaped the cells a spreadsheet would evaluate ("'=x"); a file of one's own is taken verbatim:
+    # a hand-written "'+' sign" lost its quote
+    return kind, kept.map(unescape_cell) if escaped else kept
 
 
 def _read_parquet_import(path: Path) -> pd.DataFrame:

@@ -14,8 +14,10 @@ root (as the input wrote it, so the file works beside the original CSV on any ma
 ``id`` (the sample's stable id, which ``read_dataset`` reads back as its sample_id), the class ``label``
 and the ground truth ``is_miscaptioned`` when the run has them, and ``captions`` (every caption, a JSON
 list) when a sample has several, as COCO data does. Other columns of the input were never read and are
-not kept. Its cells are written verbatim. Only the verdicts export, meant
-for spreadsheets, escapes cells that a spreadsheet would run as a formula (a leading single quote).
+not kept. Its cells are written verbatim. Only the verdicts and resolutions exports as CSV, meant for
+spreadsheets, escape cells that a spreadsheet would run as a formula, and cells that start with a quote
+(a leading single quote); `review import` undoes it for a file with an export's header (``EXPORTED_HEADERS``)
+and takes any other file verbatim.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from ..tables import marked_encoding
 from .agreement import suggestion_rows
 from .commands import FORMATS, KINDS
 from .decisions import RESOLVED, decisions, unresolved_disagreements
-from .store import ReviewStore
+from .store import RESOLUTION_COLUMNS, VERDICT_COLUMNS, ReviewStore
 from .verdicts import MISCAPTIONED
 
 ROW_NOUNS = {  # what a row of each export is, one and many: the CLI counts them
@@ -56,15 +58,24 @@ _SHOWN_IDS = 5
 
 
 def escape_cell(value: object) -> object:
-    """Prefix a string cell that a spreadsheet would evaluate with a single quote."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    """Prefix a string cell that a spreadsheet would evaluate with a single quote, and one that starts with a
+    quote already (a spreadsheet shows one quote less), so that ``unescape_cell`` gives every cell back."""
+    if isinstance(value, str) and value.startswith((*_FORMULA_START, "'")):
         return "'" + value
     return value
 
 
+# The header of each spreadsheet export, exactly: a file that has it was written by `review export` (as
+# such, or edited in a spreadsheet that kept it), so its cells were escaped and are unescaped on import.
+EXPORTED_HEADERS = {
+    "verdicts": VERDICT_COLUMNS,
+    "resolutions": [c for c in RESOLUTION_COLUMNS if c != "id"],
+}
+
+
 def unescape_cell(value: object) -> object:
     """``escape_cell`` undone, for an exported file imported again: a note "=x" came back as "'=x"."""
-    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(_FORMULA_START):
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith((*_FORMULA_START, "'")):
         return value[1:]
     return value
 
@@ -276,7 +287,7 @@ def export_frame(
     if what == "verdicts":
         return store.verdicts(run.name)
     if what == "resolutions":
-        return store.resolutions(run.name).drop(columns="id")
+        return store.resolutions(run.name).drop(columns="id")  # EXPORTED_HEADERS["resolutions"]
     if what not in KINDS:
         raise ClipmemError(f"unknown export {what!r}: use {', '.join(KINDS)}")
     labels = final_labels(store, run.name, allow_unresolved)

@@ -74,6 +74,8 @@ VERDICT_COLUMNS = [
     "session_id",
 ]
 
+RESOLUTION_COLUMNS = ["id", "sample_id", "verdict", "caption", "note", "resolved_by", "created_at"]
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -901,9 +903,8 @@ class ReviewStore:
     def resolutions(self, run: str, *, history: bool = False) -> pd.DataFrame:
         """The latest resolution per sample (every one, oldest first, with ``history``): latest by when it was
         made (an imported one keeps its time), then by when it was recorded."""
-        cols = ["id", "sample_id", "verdict", "caption", "note", "resolved_by", "created_at"]
-        query = select(*(getattr(Resolution, c) for c in cols)).where(Resolution.run == run)
-        frame = self._frame(query.order_by(Resolution.created_at, Resolution.id), cols)
+        query = select(*(getattr(Resolution, c) for c in RESOLUTION_COLUMNS)).where(Resolution.run == run)
+        frame = self._frame(query.order_by(Resolution.created_at, Resolution.id), RESOLUTION_COLUMNS)
         return frame if history else frame.drop_duplicates("sample_id", keep="last").reset_index(drop=True)
 
     @staticmethod
