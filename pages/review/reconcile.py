@@ -126,7 +126,7 @@ with st.container(border=True):
         ui.caption_box(card.caption, large=True)
         votes = reconcile.votes(store, run.name, sample_id)
         ui.table(
-            votes.drop(columns=list(reconcile.VOTE_WORDS), errors="ignore"),
+            votes.drop(columns=list(reconcile.VOTE_WORDS)),
             empty="no verdicts",
             column_config={  # "mis-captioned" was cut to "mis-caption", beside a wide header
                 "reviewer": st.column_config.TextColumn(width=110),
