@@ -49,6 +49,34 @@ def test_cohen_kappa_matches_sklearn_on_shared_samples(seed):
         assert pair.percent_agreement == pytest.approx((both[pair.reviewer_a] == both[pair.reviewer_b]).mean())
 
 
+def test_pairs_of_a_crowd_are_those_who_share_samples_with_sklearns_kappa():
+    """300 reviewers, three a sample: only pairs that share a sample are listed, each with the kappa of a
+    loop over their shared samples (the loop itself took 85 s at this size)."""
+    rng = np.random.default_rng(3)
+    reviewers = [f"r{i:03d}" for i in range(300)]
+    rows = [
+        (f"s{i:04d}", str(r), str(rng.choice(VERDICTS)))
+        for i in range(3000)
+        for r in rng.choice(reviewers, 3, replace=False)
+    ]
+    current = frame(rows)
+    pairs = pairwise_kappas(current)
+    wide = current.pivot(index="sample_id", columns="reviewer", values="verdict")
+    sharing = {(a, b) for _, row in wide.iterrows() for a in row.dropna().index for b in row.dropna().index if a < b}
+    assert set(zip(pairs["reviewer_a"], pairs["reviewer_b"])) == sharing
+    assert list(pairs["reviewer_a"] + "/" + pairs["reviewer_b"]) == sorted(
+        pairs["reviewer_a"] + "/" + pairs["reviewer_b"]
+    )
+    for pair in pairs.sample(50, random_state=0).itertuples():
+        both = wide[[pair.reviewer_a, pair.reviewer_b]].dropna()
+        assert pair.n_samples == len(both)
+        if both.iloc[:, 0].nunique() == both.iloc[:, 1].nunique() == 1 and both.iloc[0, 0] == both.iloc[0, 1]:
+            assert math.isnan(pair.cohen_kappa)
+        else:
+            expected = cohen_kappa_score(both[pair.reviewer_a], both[pair.reviewer_b])
+            assert pair.cohen_kappa == pytest.approx(expected, abs=1e-12)
+
+
 def test_cohen_kappa_edge_cases_match_sklearn():
     assert math.isnan(cohen_kappa(["correct"] * 3, ["correct"] * 3))  # chance agreement is total
     a, b = ["correct", "unsure", "correct"], ["unsure", "correct", "unsure"]

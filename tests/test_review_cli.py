@@ -171,6 +171,25 @@ def test_agreement_counts_are_written_with_thousands_separators(run_dir, capsys)
     assert "on 1,200 samples judged by 2 reviewers; 0 judged by one" in printed
 
 
+def test_agreement_of_a_crowd_prints_the_pairs_that_share_most(run_dir, capsys):
+    """A pair of reviewers a line: 3,000 reviewers printed tens of thousands of lines."""
+    store = open_store(run_dir.parent)
+    rows = [{"sample_id": f"x{i:03d}", "reviewer": f"r{i % 30:02d}", "verdict": "correct"} for i in range(300)]
+    rows += [{"sample_id": f"x{i:03d}", "reviewer": f"r{(i + 1) % 30:02d}", "verdict": "correct"} for i in range(300)]
+    rows += [{"sample_id": f"x{i:03d}", "reviewer": "lead", "verdict": "correct"} for i in range(40)]
+    store.add_verdicts("run1", rows)
+    assert main(["review", "agreement", "--run", str(run_dir)]) == 0
+    printed = capsys.readouterr().out
+    kappa_lines = [line for line in printed.splitlines() if line.startswith("Cohen's kappa ")]
+    assert "Cohen's kappa of 60 pairs of reviewers; the 20 pairs that share the most samples below" in printed
+    assert len(kappa_lines) == 21
+    assert all(
+        line.endswith("on 10 samples (agreement 1.000)") for line in kappa_lines[1:]
+    )  # neighbours share 10, the lead fewer
+    assert main(["review", "agreement", "--run", str(run_dir), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["pairs"]) == 60
+
+
 def test_agreement_of_one_session(run_dir, capsys):
     store = open_store(run_dir.parent)
     sid = store.create_session("run1", "s", ["s00", "s01"], ["ann", "bob"], 2, "lead")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -81,24 +80,33 @@ def cohen_kappa(a: list[str], b: list[str]) -> float:
 
 
 def pairwise_kappas(current: pd.DataFrame) -> pd.DataFrame:
-    """Per pair of reviewers who share samples: shared count, observed agreement and Cohen's kappa."""
-    wide = current.pivot(index="sample_id", columns="reviewer", values="verdict")
-    rows = []
-    for first, second in combinations(sorted(wide.columns), 2):
-        both = wide[[first, second]].dropna()
-        if both.empty:
-            continue
-        a, b = list(both[first]), list(both[second])
-        rows.append(
-            {
-                "reviewer_a": first,
-                "reviewer_b": second,
-                "n_samples": len(both),
-                "percent_agreement": float(np.mean([x == y for x, y in zip(a, b)])),
-                "cohen_kappa": cohen_kappa(a, b),
-            }
-        )
-    return pd.DataFrame(rows, columns=["reviewer_a", "reviewer_b", "n_samples", "percent_agreement", "cohen_kappa"])
+    """Per pair of reviewers who share samples: shared count, observed agreement and Cohen's kappa.
+
+    Computed from the pairs of verdicts on each sample, all pairs at once: a loop over every pair of
+    reviewers took 85 s for 300 reviewers and did not end for 3,000, most pairs sharing nothing."""
+    columns = ["reviewer_a", "reviewer_b", "n_samples", "percent_agreement", "cohen_kappa"]
+    votes = current[["sample_id", "reviewer", "verdict"]]
+    both = votes.merge(votes, on="sample_id", suffixes=("_a", "_b"))
+    both = both[both["reviewer_a"] < both["reviewer_b"]]
+    if both.empty:
+        return pd.DataFrame(columns=columns)
+    labels = list(dict.fromkeys([*VERDICTS, *sorted(set(both["verdict_a"]) | set(both["verdict_b"]))]))
+    tally = pd.DataFrame({"reviewer_a": both["reviewer_a"], "reviewer_b": both["reviewer_b"]})
+    tally["agree"] = (both["verdict_a"] == both["verdict_b"]).to_numpy(float)
+    for side in ("a", "b"):
+        for i, label in enumerate(labels):
+            tally[f"{side}{i}"] = (both[f"verdict_{side}"] == label).to_numpy(float)
+    sums = tally.groupby(["reviewer_a", "reviewer_b"], sort=True).sum()
+    n = tally.groupby(["reviewer_a", "reviewer_b"], sort=True).size().to_numpy()
+    first = sums[[f"a{i}" for i in range(len(labels))]].to_numpy()
+    second = sums[[f"b{i}" for i in range(len(labels))]].to_numpy()
+    observed = sums["agree"].to_numpy() / n
+    chance_products = (first * second).sum(axis=1)
+    expected = chance_products / (n * n)
+    total_chance = chance_products == n * n  # both gave one and the same verdict throughout: NaN, as scikit-learn
+    kappa = np.where(total_chance, np.nan, (observed - expected) / np.where(total_chance, 1.0, 1 - expected))
+    pairs = sums.index.to_frame(index=False)
+    return pairs.assign(n_samples=n, percent_agreement=observed, cohen_kappa=kappa)[columns]
 
 
 def fleiss_table(current: pd.DataFrame) -> tuple[np.ndarray, int]:

@@ -359,6 +359,9 @@ def _export_notes(run: Run, what: str, rows: int, *, elsewhere: bool) -> None:
         )
 
 
+PAIRS_SHOWN = 20  # a crowd of reviewers has thousands of pairs: the text shows those with most in common
+
+
 def _rater_range(fleiss: dict) -> str:
     low, high = fleiss["min_raters"], fleiss["max_raters"]
     return str(low) if low == high else f"{low} to {high}"
@@ -375,10 +378,17 @@ def _format_report(report: dict) -> str:
         f"Fleiss' kappa: {num(fleiss['kappa'])} (on {fleiss['n_samples']:,} samples judged by "
         f"{_rater_range(fleiss)} reviewers; {fleiss['n_judged_once']:,} judged by one, not counted)",
     ]
+    pairs = report["pairs"]
+    if len(pairs) > PAIRS_SHOWN:
+        lines.append(
+            f"Cohen's kappa of {len(pairs):,} pairs of reviewers; the {PAIRS_SHOWN} pairs that share the most "
+            "samples below (--json lists every pair):"
+        )
+        pairs = sorted(pairs, key=lambda p: -p["n_samples"])[:PAIRS_SHOWN]
     lines += [
         f"Cohen's kappa {p['reviewer_a']} / {p['reviewer_b']}: {num(p['cohen_kappa'])} "
         f"on {p['n_samples']:,} samples (agreement {num(p['percent_agreement'])})"
-        for p in report["pairs"]
+        for p in pairs
     ]
     return "\n".join(lines)
 
