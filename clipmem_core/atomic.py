@@ -7,10 +7,12 @@ read each other's runs; ``tempfile.mkstemp`` would make every file private (0o60
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,16 +30,31 @@ TEMP_SUFFIX = ".tmp"
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # what _create_temp names its files
 
 
-def _create_temp(path: Path) -> Path:
-    """A new, empty file beside ``path`` whose permissions follow the umask."""
+def _create_temp(path: Path) -> tuple[Path, int]:
+    """A new, empty file beside ``path`` whose permissions follow the umask, and a descriptor that holds an
+    exclusive lock on it until the write ends: the lock tells ``remove_abandoned_temps`` a live write's
+    temp file from a killed one's (the system drops the lock however the process ends)."""
     for _ in range(100):
         candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
         try:
-            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            descriptor = os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             continue
-        return candidate
+        _lock(descriptor)
+        return candidate, descriptor
     raise FileExistsError(f"could not create a temp file beside {path}")
+
+
+def _lock(descriptor: int) -> bool:
+    """Take an exclusive lock on the open file, without waiting; False when another process holds it. A
+    filesystem without locks (some network mounts) counts as held, so nothing is taken for abandoned there."""
+    import fcntl
+
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 @contextmanager
@@ -51,7 +68,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     refuse_special_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        tmp_path = _create_temp(path)
+        tmp_path, descriptor = _create_temp(path)
     except OSError as exc:
         raise _named(exc, path, None) from None
     try:
@@ -63,6 +80,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise _named(exc, path, tmp_path) from None
     finally:
         tmp_path.unlink(missing_ok=True)
+        os.close(descriptor)
 
 
 def _named(exc: OSError, path: Path, tmp_path: Path | None) -> OSError:
@@ -83,6 +101,38 @@ def remove_stale_temps(folder: str | os.PathLike) -> int:
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
+
+
+ABANDONED_AFTER_S = 10.0  # a temp younger than this may be one whose writer has created it and not yet locked it
+
+
+def remove_abandoned_temps(path: str | os.PathLike) -> int:
+    """Delete the temp files that killed writes of ``path`` left beside it; returns how many.
+
+    Why: a ``review export --out x.csv`` killed midway left ``.x.csv.3fa2c1d0.tmp`` in the user's folder for
+    good. Only the temps of this one file, and only those no live write holds locked (``_create_temp``)."""
+    path = Path(path)
+    own_temp = re.compile(rf"^\.{re.escape(path.name)}\.[0-9a-f]{{8}}{re.escape(TEMP_SUFFIX)}$")
+    removed = 0
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*{TEMP_SUFFIX}"):
+        if own_temp.match(candidate.name) and _abandoned(candidate):
+            candidate.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _abandoned(temp: Path) -> bool:
+    """True for a temp file whose writer has ended: old enough, a plain file, and nobody holds its lock."""
+    try:
+        if not temp.is_file() or time.time() - temp.stat().st_mtime < ABANDONED_AFTER_S:
+            return False
+        descriptor = os.open(temp, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return _lock(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def refuse_special_file(path: Path) -> None:
@@ -154,7 +204,8 @@ def check_output_file(
 ) -> None:
     """Refuse, before any work, an output file that would clobber something: one of ``inputs`` or an
     existing file inside one of ``kept_folders`` (a run's own files; never allowed), an existing file
-    (allowed with ``force``), a folder, or a path under a file."""
+    (allowed with ``force``), a folder, or a path under a file. Then clears what a killed earlier write of
+    this file left beside it (``remove_abandoned_temps``)."""
     refuse_special_file(Path(path).expanduser())
     path = Path(path).expanduser().resolve()
     if path.is_dir():
@@ -173,3 +224,5 @@ def check_output_file(
             if not parent.is_dir():
                 raise ClipmemError(f"--out {path} cannot be written: {parent} is a file, not a folder")
             break
+    if path.parent.is_dir():
+        remove_abandoned_temps(path)

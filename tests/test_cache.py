@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 from types import SimpleNamespace
 from unittest import mock
 
@@ -61,6 +65,44 @@ def test_a_checkpoint_that_fills_the_disk_says_so_without_torchs_words(tmp_path,
     with pytest.raises(OSError) as failed:
         train._save_checkpoint(tmp_path / "h0.pt", model, optimizer, scheduler, 0, result, config, 1.0)
     assert (failed.value.errno, failed.value.filename) == (errno.ENOSPC, str(tmp_path / "h0.pt"))
+
+
+def _writer_inside_a_write(target, *, then: str) -> subprocess.Popen:
+    """A process that has begun an atomic write of ``target`` and then waits (``then='sleep'``) or is
+    killed there (``then='kill'``)."""
+    code = (
+        "import os, signal, sys, time\n"
+        "from clipmem_core.atomic import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_text('half an export')\n"
+        "    print('inside', flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL) if sys.argv[2] == 'kill' else time.sleep(60)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code, str(target), then], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "inside\n"
+    return process
+
+
+def test_a_killed_writes_temp_file_goes_with_the_next_write_of_that_file_and_only_its(tmp_path):
+    """A `review export --out x.csv` killed midway left `.x.csv.3fa2c1d0.tmp` beside it for good."""
+    target, other = tmp_path / "x.csv", tmp_path / "y.csv"
+    _writer_inside_a_write(target, then="kill").wait()
+    _writer_inside_a_write(other, then="kill").wait()
+    live = _writer_inside_a_write(target, then="sleep")
+    try:
+        temps = sorted(tmp_path.glob(".*.tmp"))
+        assert len(temps) == 3
+        atomic.check_output_file(target)
+        assert sorted(tmp_path.glob(".*.tmp")) == temps  # all three younger than a killed write can be told
+        for temp in temps:
+            os.utime(temp, (time.time() - 3600, time.time() - 3600))
+        atomic.check_output_file(target)
+        left = sorted(tmp_path.glob(".*.tmp"))
+        assert len(left) == 2 and any(p.name.startswith(".y.csv.") for p in left)  # the other file's stays
+        assert any(p.name.startswith(".x.csv.") for p in left)  # the live write's stays
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_a_write_replaces_the_file_whole(tmp_path):
