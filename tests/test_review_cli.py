@@ -190,6 +190,25 @@ def test_agreement_of_a_crowd_prints_the_pairs_that_share_most(run_dir, capsys):
     assert len(json.loads(capsys.readouterr().out)["pairs"]) == 60
 
 
+@pytest.mark.parametrize("what", ["verdicts", "cleaned", "droplist"])
+@pytest.mark.parametrize("out", ["file", "-"])
+def test_an_export_reads_the_verdict_history_once(run_dir, tmp_path, monkeypatch, capsys, what, out):
+    """The note on the counting rule and the export each read it: about two seconds at 100,000 verdicts."""
+    from clipmem_core.review.store import ReviewStore
+
+    store = open_store(run_dir.parent)
+    store.add_verdicts(
+        "run1", [{"sample_id": "s01", "reviewer": r, "verdict": "mis-captioned"} for r in ("ann", "bob")]
+    )
+    reads = []
+    real = ReviewStore.verdicts
+    monkeypatch.setattr(ReviewStore, "verdicts", lambda self, *a, **k: reads.append(a) or real(self, *a, **k))
+    target = "-" if out == "-" else str(tmp_path / "out.csv")
+    assert main(["review", "export", "--run", str(run_dir), "--what", what, "--out", target]) == 0
+    assert len(reads) == 1
+    assert ("s01" in capsys.readouterr().out) == (out == "-" and what != "cleaned")
+
+
 def test_agreement_of_one_session(run_dir, capsys):
     store = open_store(run_dir.parent)
     sid = store.create_session("run1", "s", ["s00", "s01"], ["ann", "bob"], 2, "lead")

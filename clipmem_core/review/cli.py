@@ -306,7 +306,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     fmt = output_format(out, args.format)
     run, store = _open(args.run)
     run.check_output(out, force=args.force)
-    _note_counting_rule(store.verdicts(run.name))
+    history = store.verdicts(run.name)
+    _note_counting_rule(history)
     _note_renamed(store, run)
     path, rows = export(
         store,
@@ -317,6 +318,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         args.replace_with_suggestion,
         allow_unresolved=args.allow_unresolved,
         force=args.force,
+        history=history,
     )
     print(f"wrote {path}: {fmt_count(rows, *ROW_NOUNS[args.what])}")
     root = run.dataset_root
@@ -331,10 +333,17 @@ def _export_to_stdout(args: argparse.Namespace) -> int:
     fmt = args.format or "csv"
     check_stream(fmt)
     run, store = _open(args.run)
-    _note_counting_rule(store.verdicts(run.name))
+    history = store.verdicts(run.name)
+    _note_counting_rule(history)
     _note_renamed(store, run)
     data, rows = export_bytes(
-        store, run, args.what, fmt, args.replace_with_suggestion, allow_unresolved=args.allow_unresolved
+        store,
+        run,
+        args.what,
+        fmt,
+        args.replace_with_suggestion,
+        allow_unresolved=args.allow_unresolved,
+        history=history,
     )
     stream_table(data, fmt)
     print(f"wrote {fmt_count(rows, *ROW_NOUNS[args.what])} to standard output", file=sys.stderr)

@@ -42,7 +42,7 @@ from ..formatting import fmt_count
 from ..tables import marked_encoding
 from .agreement import suggestion_rows
 from .commands import FORMATS, KINDS
-from .decisions import RESOLVED, decisions, unresolved_disagreements
+from .decisions import RESOLVED, counted_verdicts, decisions, unresolved_disagreements
 from .store import RESOLUTION_COLUMNS, VERDICT_COLUMNS, ReviewStore
 from .verdicts import MISCAPTIONED
 
@@ -164,12 +164,17 @@ def _accepted_suggestions(current: pd.DataFrame) -> dict[str, str]:
     return accepted
 
 
-def final_labels(store: ReviewStore, run: str, allow_unresolved: bool = True) -> pd.DataFrame:
+def final_labels(
+    store: ReviewStore, run: str, allow_unresolved: bool = True, *, history: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Per judged sample: final verdict (None on a tie), its source and the accepted replacement caption.
 
-    Raises ClipmemError naming the unresolved disagreements unless ``allow_unresolved``.
+    Raises ClipmemError naming the unresolved disagreements unless ``allow_unresolved``. ``history``: the
+    run's verdicts as ``store.verdicts`` reads them, from a caller that has read them already (a read takes
+    about two seconds at 100,000 verdicts).
     """
-    current, resolutions = store.current_verdicts(run), store.resolutions(run)
+    history = store.verdicts(run) if history is None else history
+    current, resolutions = counted_verdicts(history), store.resolutions(run)
     open_ones = unresolved_disagreements(current, resolutions)
     if open_ones and not allow_unresolved:
         shown = ", ".join(open_ones[:_SHOWN_IDS]) + (" …" if len(open_ones) > _SHOWN_IDS else "")
@@ -280,17 +285,23 @@ def _several_captions(run: Run, replaced: np.ndarray) -> list[str] | None:
 
 
 def export_frame(
-    store: ReviewStore, run: Run, what: str, replace: bool = False, allow_unresolved: bool = False
+    store: ReviewStore,
+    run: Run,
+    what: str,
+    replace: bool = False,
+    allow_unresolved: bool = False,
+    *,
+    history: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The table of an export: ``verdicts`` (every verdict ever given), ``resolutions`` (the lead's standing
-    decision on each sample they settled), ``cleaned`` or ``droplist``."""
+    decision on each sample they settled), ``cleaned`` or ``droplist``. ``history``: see ``final_labels``."""
     if what == "verdicts":
-        return store.verdicts(run.name)
+        return store.verdicts(run.name) if history is None else history
     if what == "resolutions":
         return store.resolutions(run.name).drop(columns="id")  # EXPORTED_HEADERS["resolutions"]
     if what not in KINDS:
         raise ClipmemError(f"unknown export {what!r}: use {', '.join(KINDS)}")
-    labels = final_labels(store, run.name, allow_unresolved)
+    labels = final_labels(store, run.name, allow_unresolved, history=history)
     if what == "cleaned":
         return cleaned_dataset(run, labels, replace)
     dropped = labels.loc[labels["verdict"] == MISCAPTIONED, "sample_id"]
@@ -307,17 +318,25 @@ def export(
     *,
     allow_unresolved: bool = False,
     force: bool = False,
+    history: pd.DataFrame | None = None,
 ) -> tuple[Path, int]:
     """Write ``verdicts``, ``resolutions``, ``cleaned`` or ``droplist`` for a run; returns the file written and
-    its number of rows."""
-    frame = export_frame(store, run, what, replace, allow_unresolved)
+    its number of rows. ``history``: see ``final_labels``."""
+    frame = export_frame(store, run, what, replace, allow_unresolved, history=history)
     return write_table(frame, out, fmt, spreadsheet=what in HISTORY_KINDS, force=force), len(frame)
 
 
 def export_bytes(
-    store: ReviewStore, run: Run, what: str, fmt: str = "csv", replace: bool = False, *, allow_unresolved: bool = False
+    store: ReviewStore,
+    run: Run,
+    what: str,
+    fmt: str = "csv",
+    replace: bool = False,
+    *,
+    allow_unresolved: bool = False,
+    history: pd.DataFrame | None = None,
 ) -> tuple[bytes, int]:
     """An export's bytes and its number of rows, for a stream (``review export --out -``) instead of a file:
     the same table and escaping as ``export`` writes."""
-    frame = export_frame(store, run, what, replace, allow_unresolved)
+    frame = export_frame(store, run, what, replace, allow_unresolved, history=history)
     return table_bytes(frame, fmt, spreadsheet=what in HISTORY_KINDS), len(frame)
