@@ -113,6 +113,7 @@ class DatasetInfo:
     n_skipped: int = 0
     n_excluded: int = 0  # samples the run's drop list (--exclude) removed
     n_exclude_not_found: int = 0  # ids of that list the data did not hold
+    exclude_digest: str = ""  # that list's ids (droplist.ids_digest), "" without one: --resume needs the same
     warnings: list[str] = field(default_factory=list)  # whole-input notes (data.Dataset.warnings), for the Overview
 
 

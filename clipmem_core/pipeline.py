@@ -202,6 +202,42 @@ def _what_changed(previous: object, state: dict) -> str:
     )
 
 
+def _read_data(config: RunConfig) -> Dataset:
+    return read_dataset(
+        config.data,
+        progress=distributed.is_main(),
+        img_key=config.img_key,
+        caption_key=config.caption_key,
+        on_error=config.on_error,
+        allow_outside_root=config.allow_outside_root,
+        extract_shards=config.extract_shards,
+    )
+
+
+def _check_finished_inputs(run: cache.Run, config: RunConfig) -> None:
+    """Refuse to hand back a finished run for ``--resume`` when its data or drop list have changed since: it
+    said "already complete" and returned the run made without the --exclude list just added (or from the
+    captions before an edit), as if it were the run asked for. Reads the data again to tell."""
+    excluded = read_drop_list(config.exclude) if config.exclude else None
+    dataset = _read_data(config)
+    exclusion = select_samples(dataset, config, excluded)
+    then = run.manifest.dataset
+    digest_now = exclusion.digest if exclusion else ""
+    recorded = bool(then.exclude_digest) or not run.manifest.config.get("exclude")  # older runs kept no digest
+    if recorded and then.exclude_digest != digest_now:
+        made_with = (
+            "another --exclude list"
+            if then.exclude_digest and digest_now
+            else ("an --exclude list, and none is given now" if then.exclude_digest else "no --exclude list")
+        )
+        raise ClipmemError(f"{run.path} holds a complete run made with {made_with}; choose another --out")
+    if then.content_hash and then.content_hash != dataset.content_hash:
+        raise ClipmemError(
+            f"{run.path} holds a complete run made from other data: a sample, a caption or an image file's size or "
+            "modification time differs since; choose another --out"
+        )
+
+
 def _fingerprint(config: RunConfig, dataset: Dataset, exclusion: Exclusion | None) -> str:
     """The data's content, the settings and the drop list's ids (not their paths): what a resumed run must
     share. Not the data's path as typed: the same data named from another folder is the same run."""
@@ -561,21 +597,14 @@ def _compute(
         log.warning(slow)
     finished = _check_out(out, config, resume)
     if finished is not None:
+        _check_finished_inputs(finished, config)
         log.info("%s is already complete; nothing to resume", out)
         return finished
     with timer.stage("ingest"):
         # the small inputs first: a bad drop list or checkpoint was refused only after the data was read
         excluded = read_drop_list(config.exclude) if config.exclude else None
         bundle = create_clip(config.model, init_checkpoint=config.init_checkpoint)
-        dataset = read_dataset(
-            config.data,
-            progress=distributed.is_main(),
-            img_key=config.img_key,
-            caption_key=config.caption_key,
-            on_error=config.on_error,
-            allow_outside_root=config.allow_outside_root,
-            extract_shards=config.extract_shards,
-        )
+        dataset = _read_data(config)
         if distributed.is_main() and (cut := cut_captions_note(bundle, dataset.samples["captions"].tolist())):
             log.warning(cut)
         exclusion = select_samples(dataset, config, excluded)  # before folds or splits are drawn
@@ -659,6 +688,7 @@ def _compute(
             n_skipped=len(dataset.skipped),
             n_excluded=exclusion.removed if exclusion else 0,
             n_exclude_not_found=exclusion.not_found if exclusion else 0,
+            exclude_digest=exclusion.digest if exclusion else "",
             warnings=list(dataset.warnings),
         ),
         models=list(models),

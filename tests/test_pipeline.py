@@ -129,6 +129,37 @@ def test_resuming_a_finished_run_compares_where_its_data_is_not_how_it_was_typed
         compute_clipmem(RunConfig(**{**config, "epochs": 3}), resume=True)
 
 
+def test_a_finished_run_is_handed_back_only_for_the_same_data_and_drop_list(tmp_path):
+    """--resume said "already complete" and returned the run made without the --exclude list just added, or
+    from the captions before an edit, as if it were the run asked for."""
+    from clipmem_core.data import read_dataset
+    from clipmem_core.synthetic import make_shapes_dataset
+
+    data = make_shapes_dataset(tmp_path / "shapes", 48, seed=0)
+    drop = tmp_path / "drop.txt"
+    ids = read_dataset(data).samples["sample_id"]
+    drop.write_text("\n".join(ids.head(3)) + "\n")
+    plain = RunConfig(data=str(data), out=str(tmp_path / "plain"), preset="tiny", epochs=1, augmentations=1)
+    cleaned = RunConfig(**{**plain.to_dict(), "out": str(tmp_path / "cleaned"), "exclude": str(drop)})
+    compute_clipmem(plain)
+    compute_clipmem(cleaned)
+    assert load_run(tmp_path / "cleaned").manifest.dataset.exclude_digest
+    assert compute_clipmem(plain, resume=True).path == Path(plain.out)  # the same: nothing to do
+    assert compute_clipmem(cleaned, resume=True).path == Path(cleaned.out)
+    with pytest.raises(ClipmemError, match="complete run made with no --exclude list; choose another --out"):
+        compute_clipmem(RunConfig(**{**plain.to_dict(), "exclude": str(drop)}), resume=True)
+    with pytest.raises(ClipmemError, match="made with an --exclude list, and none is given now"):
+        compute_clipmem(RunConfig(**{**cleaned.to_dict(), "exclude": None}), resume=True)
+    drop.write_text("\n".join(ids.head(4)) + "\n")
+    with pytest.raises(ClipmemError, match="made with another --exclude list"):
+        compute_clipmem(cleaned, resume=True)
+    table = pd.read_csv(data)
+    table.loc[5, "caption"] = "a purple elephant"
+    table.to_csv(data, index=False)
+    with pytest.raises(ClipmemError, match="complete run made from other data: a sample, a caption"):
+        compute_clipmem(plain, resume=True)
+
+
 def test_an_interrupted_run_needs_resume_and_resumes_from_checkpoints(noisy_shapes, tmp_path, monkeypatch, caplog):
     out = tmp_path / "interrupted"
     config = RunConfig(data=str(noisy_shapes), out=str(out), preset="tiny", epochs=2, augmentations=2)
