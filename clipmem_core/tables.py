@@ -62,9 +62,8 @@ def read_text(source: Path) -> str:
 def table_rows(text: str, fmt: str, source: Path) -> Iterator[tuple[int, list[str]]]:
     """Non-blank rows as (the line the row starts on, its fields).
 
-    TSV has no quoting (as open_clip and img2dataset write it): a field is everything between two tabs,
-    so a caption starting with a double quote stays one caption instead of swallowing the next rows.
-    CSV follows RFC 4180 (quoted fields may hold commas, quotes and newlines), strictly: a quote that opens a
+    TSV is read as its writer wrote it (``_tsv_rows``): quoted where Excel or pandas quoted a cell, else a
+    field is everything between two tabs. CSV follows RFC 4180 (quoted fields may hold commas, quotes and newlines), strictly: a quote that opens a
     field and never closes used to swallow every row after it into one caption, without a word, and a
     stray quote inside a quoted field was dropped. Either is now an error naming the line the field starts on;
     a last row whose quote runs to the end of the file loses nothing, and is read, unless it has fewer fields
@@ -72,8 +71,7 @@ def table_rows(text: str, fmt: str, source: Path) -> Iterator[tuple[int, list[st
     caption was trained on while the row's missing label took the whole file's ground truth with it.
     """
     if fmt == "tsv":
-        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        yield from ((number, line.split("\t")) for number, line in enumerate(lines, start=1) if line.strip())
+        yield from _tsv_rows(text)
         return
     if len(text) >= csv.field_size_limit():  # the reader refused the whole table over one 131,072-character field
         csv.field_size_limit(len(text) + 1)
@@ -100,7 +98,51 @@ def table_rows(text: str, fmt: str, source: Path) -> Iterator[tuple[int, list[st
         row_start, start = start, reader.line_num + 1
         if any(f.strip() for f in fields):
             width = width or len(fields)
-            yield row_start, fields
+            yield row_start, _one_line_ending(fields)
+
+
+def _one_line_ending(fields: list[str]) -> list[str]:
+    """A quoted field of a Windows file keeps its line breaks as they were written, ``\r\n``: a caption then
+    held a carriage return, which no other reader keeps. Line breaks inside fields become ``\n``."""
+    return [f.replace("\r\n", "\n").replace("\r", "\n") if "\r" in f else f for f in fields]
+
+
+def _tsv_rows(text: str) -> list[tuple[int, list[str]]]:
+    """TSV rows as their writer meant them. open_clip and img2dataset write no quotes: a field is everything
+    between two tabs, so a caption that opens with a double quote stays one caption instead of swallowing
+    the next rows. Excel's "Unicode Text" and pandas quote a cell that holds a tab, a line break or a quote,
+    as CSV does; read literally, such a caption was cut at its first line break (the rest became rows of
+    their own) and kept its quotes doubled. So quotes count where the file is exactly what such a writer
+    makes of its rows (``_quoted_tsv_rows``); otherwise every line is a row, and a hand-typed
+    ``"quoted, as typed"`` keeps its quotes."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    literal = [(number, line.split("\t")) for number, line in enumerate(lines, start=1) if line.strip()]
+    if '"' not in text:
+        return literal
+    return _quoted_tsv_rows(text) or literal
+
+
+def _quoted_tsv_rows(text: str) -> list[tuple[int, list[str]]] | None:
+    """The rows of ``text`` read as tab-separated CSV with quotes, where the text is exactly what a quoting
+    writer (quotes where needed, or everywhere) writes of them; None where it is not."""
+    text = text.replace("\r\n", "\n")
+    if len(text) >= csv.field_size_limit():
+        csv.field_size_limit(len(text) + 1)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", strict=True)
+    rows, start = [], 1
+    try:
+        for fields in reader:
+            rows.append((start, fields))
+            start = reader.line_num + 1
+    except csv.Error:
+        return None
+    body = text.rstrip("\n")
+    for quoting in (csv.QUOTE_MINIMAL, csv.QUOTE_ALL):
+        written = io.StringIO()
+        csv.writer(written, delimiter="\t", quoting=quoting, lineterminator="\n").writerows(f for _, f in rows)
+        if written.getvalue().rstrip("\n") == body:
+            return [(line, _one_line_ending(fields)) for line, fields in rows if any(f.strip() for f in fields)]
+    return None
 
 
 def _quote_hint(exc: csv.Error) -> str:

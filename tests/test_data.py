@@ -835,6 +835,27 @@ def test_tsv_caption_starting_with_a_quote_stays_one_row(tmp_path):
     assert ds.samples["caption"].tolist() == ['"Quoted" title', "plain", '"open quote', "last"]
 
 
+@pytest.mark.parametrize("encoding, line_end", [("utf-8", "\n"), ("utf-16", "\r\n")])
+def test_a_tsv_that_excel_or_pandas_quoted_is_read_as_written(tmp_path, encoding, line_end):
+    """Read literally, a caption with a line break was cut at it (the rest became rows of their own, skipped),
+    a quoted one kept its quotes doubled, and one holding a tab was skipped."""
+    captions = ["line one\nline two\nline three", 'the sign says "STOP", ok', "a\ttab", '"STOP"', "plain"]
+    for i in range(len(captions)):
+        png(tmp_path / f"{i}.png")
+    frame = pd.DataFrame({"filepath": [f"{i}.png" for i in range(len(captions))], "caption": captions})
+    frame.to_csv(tmp_path / "d.tsv", sep="\t", index=False, encoding=encoding, lineterminator=line_end)  # as Excel
+    ds = read(tmp_path / "d.tsv")
+    assert ds.samples["caption"].tolist() == captions and ds.skipped.empty
+    assert ds.samples["filepath"].tolist() == frame["filepath"].tolist()
+
+
+def test_a_csv_caption_written_on_windows_keeps_no_carriage_return(tmp_path):
+    for i in range(2):
+        png(tmp_path / f"{i}.png")
+    (tmp_path / "d.csv").write_bytes(b'filepath,caption\r\n0.png,"first line\r\nsecond line"\r\n1.png,b\r\n')
+    assert read(tmp_path / "d.csv").samples["caption"].tolist() == ["first line\nsecond line", "b"]
+
+
 @pytest.mark.parametrize(
     "bad_row, line",
     [

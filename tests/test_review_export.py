@@ -173,6 +173,17 @@ def test_cleaned_tsv_keeps_the_tab_format(reviewed):
     assert len(read_dataset(out, progress=False).samples) == 3
 
 
+def test_a_cleaned_tsv_gives_back_captions_with_quotes_and_line_breaks(reviewed):
+    """The export quotes such a caption (as pandas does); read back literally it came back with its quotes
+    doubled, or cut at its line break."""
+    run, store = reviewed
+    caption = 'the sign says "STOP"\nand a second line'
+    store.add_verdict(run.name, "s05", "ann", "mis-captioned", suggested_caption=caption)  # ann's alone: it stands
+    out = run.dataset_root / "clean_quoted.tsv"
+    export(store, run, "cleaned", out, "csv", replace=True, allow_unresolved=True)
+    assert read_dataset(out, progress=False).samples.set_index("sample_id").loc["s05", "caption"] == caption
+
+
 def test_droplist_and_verdicts_in_both_formats(reviewed, tmp_path):
     run, store = reviewed
     export(store, run, "droplist", tmp_path / "drop.csv", "csv", allow_unresolved=True)
