@@ -63,12 +63,13 @@ def table_rows(text: str, fmt: str, source: Path) -> Iterator[tuple[int, list[st
     """Non-blank rows as (the line the row starts on, its fields).
 
     TSV is read as its writer wrote it (``_tsv_rows``): quoted where Excel or pandas quoted a cell, else a
-    field is everything between two tabs. CSV follows RFC 4180 (quoted fields may hold commas, quotes and newlines), strictly: a quote that opens a
-    field and never closes used to swallow every row after it into one caption, without a word, and a
-    stray quote inside a quoted field was dropped. Either is now an error naming the line the field starts on;
-    a last row whose quote runs to the end of the file loses nothing, and is read, unless it has fewer fields
-    than the header: then the file was cut off inside it (a download or a copy that stopped), and the cut
-    caption was trained on while the row's missing label took the whole file's ground truth with it.
+    field is everything between two tabs. CSV follows RFC 4180 (quoted fields may hold commas, quotes and
+    newlines), strictly: a quote that opens a field and never closes used to swallow every row after it
+    into one caption, without a word, and a stray quote inside a quoted field was dropped. Either is now an
+    error naming the line the field starts on; a last row whose quote runs to the end of the file loses
+    nothing, and is read, unless it has fewer fields than the header: then the file was cut off inside it
+    (a download or a copy that stopped), and the cut caption was trained on while the row's missing label
+    took the whole file's ground truth with it.
     """
     if fmt == "tsv":
         yield from _tsv_rows(text)
