@@ -172,7 +172,7 @@ def _rows_or_why(dataset: Dataset, config: RunConfig) -> tuple[pd.DataFrame, dic
     """``assign_rows``, its refusal (too few samples for the splits) saying what was skipped: "the dataset
     has 1" alone hid that 4 of its 5 rows had been left out, and why."""
     try:
-        rows, masks = assign_rows(dataset.samples, config)
+        rows, masks = assign_rows(dataset.samples, config, dataset.root)
     except ClipmemError as exc:
         summary = skip_summary(dataset)
         raise ClipmemError(f"{exc} ({summary})" if summary else str(exc)) from None
@@ -258,12 +258,33 @@ def select_samples(dataset: Dataset, config: RunConfig, excluded: frozenset[str]
     return exclusion
 
 
-def assign_rows(samples: pd.DataFrame, config: RunConfig) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def image_files(samples: pd.DataFrame, root: Path | None) -> pd.Series:
+    """Each row's image file as the file system knows it (device and inode under ``root``), so that rows
+    naming one file by two paths share it: through a symbolic link to the images folder, or a hard link, an
+    image's rows had gone to both folds. A path that cannot be asked so (a shard's member, a missing file)
+    stands for itself."""
+    paths = samples["filepath"].astype(str)
+    if root is None:
+        return paths
+    identity = {}
+    for path in paths.unique():
+        try:
+            found = os.stat(root / path)
+            identity[path] = f"{found.st_dev}:{found.st_ino}"
+        except (OSError, ValueError):
+            identity[path] = path
+    return paths.map(identity)
+
+
+def assign_rows(
+    samples: pd.DataFrame, config: RunConfig, root: Path | None = None
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """The run's rows with their split, and which rows each model trains on (model tag -> mask). Rows that
-    share an image file stay in one split or fold (a table with a row per caption lists an image on several
-    rows, and a held-out model had trained on the image under another caption)."""
+    share an image file (``image_files`` under ``root``) stay in one split or fold (a table with a row per
+    caption lists an image on several rows, and a held-out model had trained on the image under another
+    caption)."""
     n = len(samples)
-    images = samples["filepath"].astype(str)
+    images = image_files(samples, root)
     repeated = int(images.duplicated(keep=False).sum())
     if repeated:
         log.info("%d rows share their image with another row: each image's rows are kept together", repeated)

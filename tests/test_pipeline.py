@@ -129,6 +129,35 @@ def test_resuming_a_finished_run_compares_where_its_data_is_not_how_it_was_typed
         compute_clipmem(RunConfig(**{**config, "epochs": 3}), resume=True)
 
 
+@pytest.mark.parametrize("protocol", ["full", "paper"])
+def test_one_image_file_named_by_two_paths_stays_in_one_fold(tmp_path, protocol):
+    """Through a symbolic link to the images folder or a hard link, an image's rows went to both folds, and a
+    held-out model had trained on the image under another caption."""
+    import os
+
+    from clipmem_core.data import read_dataset
+    from clipmem_core.pipeline import assign_rows
+    from clipmem_core.synthetic import make_shapes_dataset
+
+    data = make_shapes_dataset(tmp_path / "shapes", 60, seed=0)
+    (tmp_path / "shapes" / "alias").symlink_to("images", target_is_directory=True)
+    (tmp_path / "shapes" / "hard").mkdir()
+    table = pd.read_csv(data)
+    extra = []
+    for i, path in enumerate(table["filepath"].head(30)):
+        name = Path(path).name
+        os.link(tmp_path / "shapes" / path, tmp_path / "shapes" / "hard" / name)
+        extra += [{"filepath": f"alias/{name}", "caption": f"another caption {i}"}]
+        extra += [{"filepath": f"hard/{name}", "caption": f"a third caption {i}"}]
+    pd.concat([table, pd.DataFrame(extra)]).to_csv(data, index=False)
+    dataset = read_dataset(data, progress=False)
+    config = RunConfig(data=str(data), out=str(tmp_path / "r"), preset="tiny", protocol=protocol).resolved()
+    rows, _ = assign_rows(dataset.samples, config, dataset.root)
+    names = rows["filepath"].map(lambda p: Path(p).name)
+    assert len(rows) == 120 or protocol == "paper"
+    assert (rows.groupby(names)["split"].nunique() == 1).all()
+
+
 def test_a_finished_run_is_handed_back_only_for_the_same_data_and_drop_list(tmp_path):
     """--resume said "already complete" and returned the run made without the --exclude list just added, or
     from the captions before an edit, as if it were the run asked for."""
