@@ -72,14 +72,23 @@ def auroc(scores: Iterable[float], labels: Iterable[bool]) -> float:
 
 
 def precision_at_k(scores: Iterable[float], labels: Iterable[bool], k: int) -> float:
-    """Fraction of positives among the k highest scores (fewer if fewer are scored); ties keep order."""
+    """Fraction of positives among the k highest scores (fewer if fewer are scored).
+
+    Samples tied at the k-th score share the places left: each counts by the share of positives among them,
+    the mean over every order of the tie. Why: ties kept the rows' order, so a ranking that scored fewer
+    than k samples (its unscored rows all rank last, tied) got the precision of the file's order, which AUROC
+    and AP, free of order, did not."""
     if k < 1:
         raise ClipmemError(f"k must be >= 1, got {k}")
     scores, labels = _scored(scores, labels)
     if not scores.size:
         return math.nan
-    top = np.argsort(-scores, kind="stable")[:k]
-    return float(labels[top].mean())
+    k = min(k, scores.size)
+    threshold = np.partition(scores, scores.size - k)[scores.size - k]  # the k-th highest score
+    above, tied = scores > threshold, scores == threshold
+    places_left = k - int(above.sum())
+    found = labels[above].sum() + places_left * labels[tied].mean()
+    return float(found / k)
 
 
 def _recall_at(queries: np.ndarray, targets: np.ndarray, ks: tuple[int, ...]) -> list[float]:

@@ -13,6 +13,7 @@ from clipmem_core.metrics import (
     auroc,
     average_precision,
     clipmem_offset_sentence,
+    detection_scores,
     detection_summary,
     held_out_pools,
     model_strength,
@@ -58,6 +59,31 @@ def test_precision_at_k():
     assert math.isnan(precision_at_k([np.nan], [1], 1))
     with pytest.raises(ClipmemError):
         precision_at_k(scores, labels, 0)
+
+
+def test_precision_at_k_does_not_depend_on_the_order_of_tied_rows():
+    """A constant score gave 1.0 with the positives listed first and 0.0 with them last."""
+    labels = np.zeros(100, dtype=bool)
+    labels[:5] = True
+    assert precision_at_k(np.ones(100), labels, 5) == pytest.approx(0.05)
+    assert precision_at_k(np.ones(100), labels[::-1], 5) == pytest.approx(0.05)
+    scores = [0.9, 0.5, 0.5, 0.5, 0.1]  # one place left for three tied, one of them positive
+    assert precision_at_k(scores, [0, 1, 0, 0, 1], 2) == pytest.approx((0 + 1 / 3) / 2)
+    assert precision_at_k(scores, [0, 0, 0, 1, 1], 2) == pytest.approx((0 + 1 / 3) / 2)
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # without ties it is the plain count among the top k
+        scores, labels = rng.random(40), rng.random(40) < 0.3
+        k = int(rng.integers(1, 40))
+        assert precision_at_k(scores, labels, k) == pytest.approx(labels[np.argsort(-scores)[:k]].mean())
+
+
+def test_an_unscored_rows_order_does_not_fill_the_first_places():
+    """A ranking that scored fewer rows than k got the file order's precision for the rest."""
+    labels = np.array([1, 0, 1, 1, 0, 0, 0, 0], dtype=bool)
+    suspicion = np.array([0.9, 0.8, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan])
+    forwards = detection_scores(suspicion, labels)["precision_at_k"]
+    backwards = detection_scores(suspicion[::-1], labels[::-1])["precision_at_k"]
+    assert forwards == backwards == pytest.approx((1 + 0 + 1 * 2 / 6) / 3)
 
 
 def test_retrieval_recall_swapped_pairs():
