@@ -115,6 +115,8 @@ class Dataset:
     content_hash: str
     source: Path
     warnings: list[str] = field(default_factory=list)
+    # the ids of the skipped rows: scores computed elsewhere for every row (import-run) name them too
+    skipped_ids: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -146,7 +148,7 @@ class _Record:
 
 class _Skip(NamedTuple):
     """A skipped row as ``skipped.csv`` lists it (the first five fields, ``SKIP_COLUMNS``), plus the reason's
-    kind without its detail, which the summaries count by."""
+    kind without its detail, which the summaries count by, and the id the row would have had."""
 
     row: int | None
     line: int | None
@@ -154,6 +156,7 @@ class _Skip(NamedTuple):
     caption: str
     reason: str
     kind: str
+    sample_id: str = ""
 
 
 def read_dataset(
@@ -207,6 +210,7 @@ def read_dataset(
         content_hash=_content_hash(samples, base),
         source=source,
         warnings=notes,
+        skipped_ids=frozenset(s.sample_id for s in skipped if s.sample_id),
     )
 
 
@@ -946,7 +950,8 @@ def _validate(
             reason = f"{kind}: {detail}" if detail else kind
             if on_error == "fail":
                 raise ClipmemError(reason if rec.row is None else f"{_row_name(rec)} ({rec.written[:200]}): {reason}")
-            skipped.append(_Skip(rec.row, rec.line, rec.written, rec.captions[0] if rec.captions else "", reason, kind))
+            caption = rec.captions[0] if rec.captions else ""
+            skipped.append(_Skip(rec.row, rec.line, rec.written, caption, reason, kind, rec.sample_id or ""))
     return good, skipped
 
 

@@ -86,6 +86,22 @@ def _read_embeddings(path: str | None, rows: int, label: str) -> np.ndarray | No
     return vectors / norms
 
 
+def _rows_read(scores: pd.DataFrame, dataset: Dataset) -> np.ndarray:
+    """Which rows of the scores to import: all but those of samples that reading the data skipped (a damaged
+    image, an empty caption), which the run lists in skipped.csv. Scores made elsewhere for every row of the
+    file named them, and the import was refused as "not in the dataset" for ids that were."""
+    skipped = scores["sample_id"].isin(dataset.skipped_ids) & ~scores["sample_id"].isin(dataset.samples["sample_id"])
+    count = int(skipped.sum())
+    if count:
+        what = "1 row of the scores is a sample" if count == 1 else f"{count:,} rows of the scores are samples"
+        log.warning(
+            "%s that reading the data skipped (skipped.csv says why): left out, with %s embedding rows",
+            what,
+            "its" if count == 1 else "their",
+        )
+    return ~skipped.to_numpy()
+
+
 def _merge(dataset_samples: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     known = set(dataset_samples["sample_id"])
     unknown = [s for s in scores["sample_id"] if s not in known]
@@ -219,6 +235,10 @@ def import_run(
         scores = _read_scores(Path(scores_path))
         image_vectors = _read_embeddings(image_embeddings, len(scores), "--image-embeddings")
         text_vectors = _read_embeddings(text_embeddings, len(scores), "--text-embeddings")
+        kept = _rows_read(scores, dataset)
+        scores = scores[kept].reset_index(drop=True)
+        image_vectors = None if image_vectors is None else image_vectors[kept]
+        text_vectors = None if text_vectors is None else text_vectors[kept]
         if image_vectors is not None and image_vectors.shape[1] != text_vectors.shape[1]:
             raise ClipmemError(
                 f"--image-embeddings have {image_vectors.shape[1]} dimensions and --text-embeddings "

@@ -775,6 +775,45 @@ def test_import_run_rebuilds_a_run_from_its_own_files(clipmem, paper_run, noisy_
     )
 
 
+@pytest.mark.parametrize("with_ids", [True, False])
+def test_an_import_leaves_out_the_scores_of_rows_that_reading_the_data_skipped(tmp_path, caplog, with_ids):
+    """Scores made elsewhere for every row of the file: the import was refused, "5 sample_ids in the scores
+    are not in the dataset, e.g. '210'", for ids of rows the reader had skipped (a damaged image)."""
+    from clipmem_core.data import read_dataset
+    from clipmem_core.importer import import_run
+    from clipmem_core.synthetic import make_shapes_dataset
+
+    data = make_shapes_dataset(tmp_path / "shapes", 40, seed=0)
+    every_row = read_dataset(data, progress=False).samples  # the ids of all 40 rows, before any is damaged
+    table = pd.read_csv(data)
+    if with_ids:
+        table.insert(0, "id", [f"row{i}" for i in range(len(table))])
+    (tmp_path / "shapes" / table.loc[3, "filepath"]).write_bytes(b"\xff\xd8 cut short")
+    table.loc[7, "filepath"] = "images/gone.png"
+    table.to_csv(data, index=False)
+    ids = list(table["id"] if with_ids else every_row["sample_id"])
+    if not with_ids:  # a derived id follows the path: the missing file's row has a new one
+        (ids[7],) = read_dataset(data, progress=False).skipped_ids - {ids[3]}
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"sample_id": ids, "clip_score_heldout": rng.random(40)}).to_parquet(tmp_path / "s.parquet")
+    vectors = rng.normal(size=(40, 8)).astype(np.float32)
+    np.save(tmp_path / "img.npy", vectors)
+    np.save(tmp_path / "txt.npy", vectors[::-1].copy())
+    with caplog.at_level("WARNING", logger="clipmem"):
+        run = import_run(
+            str(data),
+            str(tmp_path / "s.parquet"),
+            str(tmp_path / "cache" / "imported"),
+            image_embeddings=str(tmp_path / "img.npy"),
+            text_embeddings=str(tmp_path / "txt.npy"),
+        )
+    assert "2 rows of the scores are samples that reading the data skipped (skipped.csv says why)" in caplog.text
+    assert len(run.scores) == 38 and set(run.scores["sample_id"]) == set(ids) - {ids[3], ids[7]}
+    given = {sample_id: v / np.linalg.norm(v) for sample_id, v in zip(ids, vectors)}
+    for row, sample_id in enumerate(run.scores["sample_id"]):  # each embedding row stays with its sample
+        np.testing.assert_allclose(run.image_embeddings[row], given[sample_id], atol=1e-5)
+
+
 def test_an_embeddings_file_that_is_no_array_is_named_so_without_numpys_unsafe_advice(tmp_path):
     """numpy called a text file "pickled data" and suggested loading it with allow_pickle, which is unsafe."""
     from clipmem_core.importer import _read_embeddings
