@@ -191,6 +191,55 @@ def test_captions_study_trains_with_one_then_more_captions(multi_caption_shapes,
 
 
 @pytest.mark.slow
+def test_an_injected_copy_is_refused_once_the_data_it_was_drawn_from_has_changed(tmp_path):
+    """With --inject the runs compared themselves to the seed's copy, so an edit of the source went unseen, and
+    seeds trained on the data before and after it shared one summary."""
+    data = make_shapes_dataset(tmp_path / "shapes", 40, seed=5)
+    settings = _settings("noise", data, tmp_path / "cache", values=(0.0,), inject=0.1)
+    run_experiment(settings)
+    assert run_experiment(settings) is not None  # unchanged: reused
+    frame = pd.read_csv(data)
+    frame.loc[:10, "caption"] = "a purple elephant"
+    frame.to_csv(data, index=False)
+    with pytest.raises(ClipmemError, match="has changed since the experiment drew seed 0's mis-captions from it"):
+        run_experiment(settings)
+    with pytest.raises(ClipmemError, match="has changed since"):
+        run_experiment(replace(settings, seeds=(0, 1)))
+    assert not (tmp_path / "cache" / "noise-t-s1-sigma0").exists()
+
+
+@pytest.mark.slow
+def test_removal_by_a_score_that_ranks_fewer_samples_than_it_would_remove_is_refused(shapes, tmp_path):
+    """Under the paper protocol CLIPMem ranks S_C and S_I only: "clipmem-n14" took unscored samples in file
+    order to make up its number, and counted them among the removed."""
+    options = {**TINY, "protocol": "paper"}
+    settings = replace(
+        _settings("removal", shapes, tmp_path / "cache", values=(14,), by=("clipmem",)), run_options=options
+    )
+    with pytest.raises(ClipmemError, match=r"--by clipmem ranks \d+ of the baseline's 30 samples .* too few to remove"):
+        run_experiment(settings)
+    assert not list((tmp_path / "cache").glob("removal-t-s0-clipmem-*"))
+
+
+@pytest.mark.slow
+def test_a_removal_run_is_not_reused_once_its_ranking_has_changed(shapes, tmp_path):
+    """After a rerank of the baseline, the removal runs were reused as they were, and their drop lists were
+    rewritten under them: the files no longer said what the runs had left out."""
+    from clipmem_core.atomic import write_parquet
+
+    cache = tmp_path / "cache"
+    settings = _settings("removal", shapes, cache, values=(3,), by=("combined",))
+    run_experiment(settings)
+    drop_list = cache / "experiments" / "removal-t" / "droplists" / "removal-t-s0-combined-n3.csv"
+    trained_without = drop_list.read_bytes()
+    baseline = load_run(cache / "removal-t-s0-baseline")
+    write_parquet(baseline.path / "scores.parquet", baseline.scores.assign(combined=-baseline.scores["combined"]))
+    with pytest.raises(ClipmemError, match="was trained without other samples than its condition leaves out now"):
+        run_experiment(settings)
+    assert drop_list.read_bytes() == trained_without
+
+
+@pytest.mark.slow
 def test_removal_study_retrains_without_the_top_n_of_each_ranking(shapes, tmp_path):
     cache = tmp_path / "cache"
     settings = _settings("removal", shapes, cache, values=(3,), by=("combined", "random"), inject=0.1)

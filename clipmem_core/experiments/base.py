@@ -7,6 +7,7 @@ An experiment trains its runs with the pipeline (``compute_clipmem``, so every r
     experiment.json       study, settings, status and the names of its runs
     eval/seed<s>.csv      the seed's evaluation set E (sample_id): left out of every run of that seed
     data/seed<s>.csv      the seed's copy of the data with injected mis-captions (``--inject``)
+    data/seed<s>.source   the content hash of the data that copy was drawn from
     droplists/<run>.csv   what a run left out (``--exclude``): E plus, in the removal study, the removed
     evals/<run>.json      a run's evaluation, cached
     results.parquet       one row per run: memorization beside utility
@@ -33,7 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from ..atomic import write_json, write_parquet
+from ..atomic import write_bytes, write_json, write_parquet
 from ..cache import (
     EXPERIMENT_FILE,
     EXPERIMENTS_DIR,
@@ -47,7 +48,7 @@ from ..cache import (
 )
 from ..config import SPEED_ONLY, RunConfig
 from ..data import Dataset, inject_miscaptions, read_dataset
-from ..droplist import read_drop_list, write_drop_list
+from ..droplist import ids_digest, read_drop_list, write_drop_list
 from ..errors import ClipmemError
 from ..formatting import json_safe
 from .utility import EvalData, eval_data, run_utility
@@ -56,6 +57,7 @@ log = logging.getLogger("clipmem")
 RESULTS_FILE = "results.parquet"
 SUMMARY_FILE = "summary.parquet"
 PLOT_FILE = "plot.html"
+SOURCE_STAMP = ".source"  # beside an injected copy of the data: the content hash of the data it was drawn from
 MIN_EVAL = 10
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Run settings that do not change a run's result (an experiment started on CPU may be finished on CUDA).
@@ -206,14 +208,29 @@ class Experiment:
         path = self.settings.data
         if self.settings.inject:
             path = str((self.folder / "data" / f"seed{seed}.csv").resolve())
+            stamp = Path(path).with_suffix(SOURCE_STAMP)
             if not Path(path).exists():
                 keys = {k: v for k, v in self._data_options().items() if k in ("img_key", "caption_key")}
                 inject_miscaptions(
                     self.settings.data, path, fraction=self.settings.inject, seed=seed, progress=False, **keys
                 )
+                write_bytes(stamp, self._source_hash().encode())
+            elif stamp.exists() and stamp.read_text(encoding="utf-8").strip() != self._source_hash():
+                raise ClipmemError(
+                    f"{self.settings.data} has changed since the experiment drew seed {seed}'s mis-captions from it "
+                    f"into {path}: its runs would mix the data before and after; start it again under another --name"
+                )
         if path not in self._datasets:
             self._datasets[path] = read_dataset(path, **self._data_options(bool(self.settings.inject)))
         return path, self._datasets[path]
+
+    def _source_hash(self) -> str:
+        """The content hash of the data as it is now; an injected copy records the one it was drawn from, as
+        each run does. Why: with --inject a changed source went unseen (the runs compared themselves to the
+        copy), and seeds trained on the data before and after an edit shared one summary."""
+        if self.settings.data not in self._datasets:
+            self._datasets[self.settings.data] = read_dataset(self.settings.data, **self._data_options())
+        return self._datasets[self.settings.data].content_hash
 
     def _data_options(self, injected: bool = False) -> dict[str, Any]:
         """How to read the data; an injected copy always has the standard column names."""
@@ -249,18 +266,42 @@ class Experiment:
 
     def run_config(self, seed: int, condition: Condition) -> RunConfig:
         name = self.run_name(seed, condition)
-        drop_list = write_drop_list(self.folder / "droplists" / f"{name}.csv", self.eval_ids(seed) | condition.drop)
+        out = Path(self.settings.cache) / name
+        drop_list = self._drop_list(
+            self.folder / "droplists" / f"{name}.csv", self.eval_ids(seed) | condition.drop, out
+        )
         data, _ = self.dataset(seed)
         options = {**self.settings.run_options, **condition.options}
         if self.settings.inject:
             options |= {"img_key": "filepath", "caption_key": "caption"}
         return RunConfig(
             data=data,
-            out=str(Path(self.settings.cache) / name),
+            out=str(out),
             seed=seed,
             exclude=str(drop_list.resolve()),
             **options,
         ).resolved()
+
+    @staticmethod
+    def _drop_list(path: Path, ids: frozenset[str], out: Path) -> Path:
+        """The run's drop list (E and the samples its condition removes), written where new or changed.
+
+        A complete run trained without other samples is refused: the ranking its condition removes by had
+        changed (a ``clipmem rerank`` of the baseline), the run was reused as it was, and its drop list was
+        rewritten under it, no longer what it had left out. A list that has not changed is not written again,
+        so a finished experiment reports from a cache it cannot write to."""
+        if path.exists() and read_drop_list(path) == ids:
+            return path
+        if (out / MANIFEST).exists():
+            then = read_manifest(out).dataset.exclude_digest
+            changed = then != ids_digest(ids) if then else path.exists()  # an older run kept no digest: its file
+            if changed:
+                raise ClipmemError(
+                    f"{out} was trained without other samples than its condition leaves out now (the ranking it "
+                    "removes by has changed since, e.g. by `clipmem rerank` of the baseline): delete it, and this "
+                    "command trains it again; or start the experiment again under another --name"
+                )
+        return write_drop_list(path, ids)
 
     def run(self, seed: int, condition: Condition) -> Run:
         """The condition's run: reused when complete (and made with these settings), else trained or resumed."""

@@ -74,7 +74,9 @@ class RemovalStudy(Study):
         conditions = [baseline]
         for strategy in strategies(experiment.settings):
             order = _ranking(scores, strategy, seed)
-            for n in removal_counts(experiment.settings.values or self.default_values, len(pool)):
+            counts = removal_counts(experiment.settings.values or self.default_values, len(pool))
+            _refuse_unscored_top(scores, strategy, max(counts))
+            for n in counts:
                 drop = frozenset(pool[order[:n]])
                 conditions.append(Condition(f"{strategy}-n{n}", n, group=strategy, drop=drop))
         return conditions
@@ -123,6 +125,20 @@ def _count(value: float, pool: int) -> int:
 
 def _samples_list(counts: list[int]) -> str:
     return ", ".join(map(str, counts)) + (" sample" if counts == [1] else " samples")
+
+
+def _refuse_unscored_top(scores, strategy: str, n: int) -> None:
+    """Refuse to remove the top ``n`` by a score that ranks fewer samples: under the paper protocol CLIPMem
+    ranks only S_C and S_I, and "clipmem-n55" removed 48 of them and 7 unscored samples in file order."""
+    if strategy == RANDOM:
+        return
+    scored = int((~np.isnan(get_score(strategy).suspicion(scores[strategy]))).sum())
+    if n > scored:
+        raise ClipmemError(
+            f"--by {strategy} ranks {scored} of the baseline's {len(scores)} samples (the paper protocol scores "
+            f"CLIPMem on S_C and S_I only), too few to remove the top {n} by it: give {RemovalStudy.values_option} "
+            f"up to {scored}, or use --protocol full, which scores every sample"
+        )
 
 
 def _ranking(scores, strategy: str, seed: int) -> np.ndarray:
