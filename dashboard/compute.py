@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clipmem_core import ClipmemError, list_runs
-from clipmem_core.cache import EXPERIMENTS_DIR, MANIFEST, STATE_FILE, trained_nothing
+from clipmem_core.cache import EXPERIMENTS_DIR, MADE_BY, MANIFEST, STATE_FILE, read_run_state, trained_nothing
 from clipmem_core.config import RunConfig, is_preset_switch, option_flag, option_parser
 from clipmem_core.formatting import fmt_count
 from clipmem_core.splits import CANDIDATE, INDEPENDENT, SHARED, split_counts
@@ -89,15 +89,21 @@ def validate_name(cache_root: str | os.PathLike, name: str) -> str | None:
     if trained_nothing(folder):  # no folder, or a run stopped before training: the run starts afresh in it
         return None
     if not (folder / MANIFEST).exists():
-        started_here = any(job.name == name for job in list_jobs(cache_root))
-        how = (
-            "continue it with “Resume” under “Runs started here” below"
-            if started_here
-            else f"continue it with `python -m clipmem_core run … --out {folder} --resume`"
-        )
-        stopped = f"{name!r} holds a run that stopped before it finished"
-        return f"{stopped}: {how}, delete that folder, or choose another name"
+        return _stopped_run(cache_root, name, folder)
     return f"a run named {name!r} already exists"
+
+
+def _stopped_run(cache_root: str | os.PathLike, name: str, folder: Path) -> str:
+    """How to go on with a run that stopped before it finished: through what made it. An experiment's run was
+    offered a `clipmem run … --resume`, which the CLI refuses for such a run."""
+    made_by = read_run_state(folder).get(MADE_BY)
+    if made_by:
+        how = f"it is a run of {made_by}, which continues it"
+    elif any(job.name == name for job in list_jobs(cache_root)):
+        how = "continue it with “Resume” under “Runs started here” below"
+    else:
+        how = f"continue it with “python -m clipmem_core run … --out {folder} --resume”"
+    return f"{name!r} holds a run that stopped before it finished: {how}, delete that folder, or choose another name"
 
 
 def validate_data(data: str) -> str | None:

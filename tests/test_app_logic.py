@@ -566,6 +566,10 @@ def test_validate_name(tmp_path):
     assert compute.validate_name(tmp_path, "cancelled") is None
     (cancelled / "checkpoints").mkdir()  # stopped while training: resumable, so not silently reused
     assert "--resume" in compute.validate_name(tmp_path, "cancelled")
+    state = {"made_by": "experiment 'intr' (rerun the same `clipmem experiment noise` command)"}
+    (cancelled / "run_state.json").write_text(json.dumps(state))  # an experiment's: the CLI refuses `run --resume`
+    said = compute.validate_name(tmp_path, "cancelled")
+    assert "it is a run of experiment 'intr' (rerun the same" in said and "--resume" not in said
     running = compute.start_job(tmp_path, "busy", [sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         assert compute.validate_name(tmp_path, "busy") == "a run named 'busy' is running"
