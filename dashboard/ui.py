@@ -117,8 +117,23 @@ def table(frame: pd.DataFrame, empty: str, wrap: bool = False, **kwargs) -> None
 
 def static_table(frame: pd.DataFrame) -> None:
     """A small table of text drawn with the page's first elements, as markdown: ``st.dataframe``'s grid is
-    a lazily loaded chunk of script, and the Compare page's first table showed 1.9 s after its title."""
-    st.markdown(markdown_table(frame))
+    a lazily loaded chunk of script, and the Compare page's first table showed 1.9 s after its title. A table
+    too wide for the page goes in the grid, which scrolls with its first column pinned: an experiment's 14
+    runs side by side ran 900 px past the window's right edge, out of reach."""
+    if _table_width(frame) <= STATIC_TABLE_CHARACTERS:
+        st.markdown(markdown_table(frame))
+        return
+    first = str(frame.columns[0])
+    st.dataframe(frame, hide_index=True, column_config={first: st.column_config.TextColumn(pinned=True)})
+
+
+STATIC_TABLE_CHARACTERS = 90  # a markdown table's widest line, in characters, that the page's column holds
+
+
+def _table_width(frame: pd.DataFrame) -> int:
+    """Characters of a table's widest line as markdown draws it: each column as wide as its longest text."""
+    widths = [max([len(str(column)), *(len(str(value)) for value in frame[column])]) for column in frame.columns]
+    return sum(widths) + 3 * len(widths)
 
 
 def _badge(text: str, colour: str, icon: str = "") -> str:

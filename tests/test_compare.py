@@ -293,6 +293,20 @@ def test_compare_page_shows_two_runs_side_by_side_by_default(cache_root):
 
 
 @pytest.mark.pages
+def test_runs_too_many_for_the_page_go_side_by_side_in_a_grid_that_scrolls(cache_root):
+    """An experiment's 14 runs side by side ran 900 px past the window's right edge, out of reach."""
+    names = [f"removal-fake-s0-combined-n{n}" for n in (3, 5, 8, 13, 21)]
+    for name in names:
+        fake_run(cache_root, name, n=30)
+    at = _app()
+    at.multiselect(key=compare.RUNS_KEY).set_value(names).run()
+    grids = [frame for frame in at.dataframe if "Measure" in frame.value.columns]
+    assert len(grids) == 1 and set(names) <= set(grids[0].value.columns)
+    assert json.loads(grids[0].proto.columns)["Measure"]["pinned"]  # the measure stays in view as runs scroll
+    assert not any("Measure" in t.columns for t in markdown_tables(at))
+
+
+@pytest.mark.pages
 def test_each_tab_keeps_its_choices_while_another_is_open(cache_root):
     at = _app()
     at.multiselect(key=compare.RUNS_KEY).set_value(["demo", "other"]).run()

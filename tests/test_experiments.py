@@ -485,3 +485,5 @@ def test_the_plot_draws_the_mis_captions_and_clean_samples_only_when_the_data_kn
     panels = [a.text for a in study_figure("noise", summary).layout.annotations]
     assert panels == ["Mean CLIPMem", "Utility on E (held out from every run)"]  # R@1 and the probe, named
     assert "linear probe accuracy on E" in [t.name for t in study_figure("noise", summary).data]
+    colours = [trace.line.color for trace in study_figure("noise", summary).data]
+    assert None not in colours and len(set(colours)) == len(colours)  # the saved plot drew the probe in R@1's green

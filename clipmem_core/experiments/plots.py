@@ -76,18 +76,24 @@ def _add_ground_truth_split(figure: go.Figure, summary: pd.DataFrame) -> None:
     """With injected mis-captions, their mean CLIPMem and the clean samples' beside the overall mean
     (dotted): whether a mitigation reaches the most memorized samples, not only the average."""
     frame = summary.sort_values("value")
-    for column, name in (("clipmem_miscaptioned", "mis-captioned"), ("clipmem_clean", "clean")):
+    for column, name, colour in (
+        ("clipmem_miscaptioned", "mis-captioned", COLOURS[3]),
+        ("clipmem_clean", "clean", COLOURS[4]),
+    ):
         if column not in frame or frame[column].isna().all():
             continue
-        figure.add_trace(_series(frame, column, f"mean CLIPMem, {name}", {"dash": "dot"}), row=1, col=1)
+        line = {"dash": "dot", "color": colour}
+        figure.add_trace(_series(frame, column, f"mean CLIPMem, {name}", line), row=1, col=1)
 
 
 def _add_probe(figure: go.Figure, summary: pd.DataFrame) -> None:
-    """The linear probe beside R@1 (dashed), where the data has labels."""
+    """The linear probe beside R@1 (dashed, in a colour of its own: left to plotly, the saved plot drew it in
+    R@1's green), where the data has labels."""
     if "probe_accuracy" not in summary or summary["probe_accuracy"].isna().all():
         return
     frame = summary.sort_values("value")
-    figure.add_trace(_series(frame, "probe_accuracy", "linear probe accuracy on E", {"dash": "dash"}), row=1, col=2)
+    line = {"dash": "dash", "color": COLOURS[1]}
+    figure.add_trace(_series(frame, "probe_accuracy", "linear probe accuracy on E", line), row=1, col=2)
 
 
 def _series(frame: pd.DataFrame, column: str, name: str, line: dict, **options) -> go.Scatter:

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from clipmem_core import list_runs
-from clipmem_core.formatting import fmt_number
+from clipmem_core.formatting import fmt_count, fmt_number
 from dashboard import compare, resources, state, ui
 
 cache_root = Path(st.session_state.get(state.CACHE_ROOT, state.default_cache_root()))
@@ -120,7 +120,8 @@ def experiment_results() -> None:
         record = records[st.selectbox("Experiment", list(records), key=compare.EXPERIMENT_KEY)]
         settings = record.settings
         st.text(
-            f"{record.study} study on {settings.data} · seeds {', '.join(map(str, settings.seeds))} · "
+            f"{record.study} study on {settings.data} · seed{'s' if len(settings.seeds) > 1 else ''} "
+            f"{', '.join(map(str, settings.seeds))} · "
             f"evaluation set {fmt_number(settings.eval_fraction, 2)} of the data · "
             + (f"{fmt_number(settings.inject, 2)} of the captions swapped · " if settings.inject else "")
             + f"status {record.status}"
@@ -137,7 +138,7 @@ def experiment_results() -> None:
             st.caption(compare.EXPERIMENT_NOTE)
         its_runs = [name for name in record.runs if name in names]
         st.button(
-            f"Compare its {len(its_runs)} runs side by side",
+            f"Compare its {fmt_count(len(its_runs), 'run')} side by side",
             on_click=compare.choose_runs,
             args=(st.session_state, its_runs),
             disabled=len(its_runs) < 2,
