@@ -147,6 +147,20 @@ def test_a_run_changed_outside_its_experiment_is_named_with_how_to_recover(shape
     assert "noise-t: training noise-t-s0-sigma0 without the 10 samples of E, the evaluation set" in caplog.text
 
 
+@pytest.mark.slow
+def test_a_foreign_run_in_the_way_is_named_with_what_differs_and_leaves_no_experiment_behind(shapes, tmp_path):
+    """The refusal said only "other settings", and `list` showed the experiment "interrupted, 0 runs"."""
+    from clipmem_core.config import RunConfig
+    from clipmem_core.pipeline import compute_clipmem
+
+    out = tmp_path / "noise-t-s0-sigma0"
+    compute_clipmem(RunConfig(data=str(shapes), out=str(out), **{**TINY, "protocol": "paper"}))
+    with pytest.raises(ClipmemError, match=r"other settings than experiment 'noise-t' needs \(--protocol 'paper' then"):
+        run_experiment(_settings("noise", shapes, tmp_path, seeds=(0,), values=(0.0,)))
+    assert not (tmp_path / "experiments" / "noise-t").exists()
+    assert list_experiments(tmp_path) == []
+
+
 def test_an_experiment_whose_process_is_gone_is_interrupted_not_running_for_ever(shapes, tmp_path, capsys):
     """A Ctrl-C left "running" in `clipmem list` and on the Compare page, which offered to compare its 0 runs."""
     import json

@@ -80,11 +80,13 @@ def run_experiment(settings: ExperimentSettings, progress: Callable[[str], None]
     new_folder = not experiment.folder.exists()
     try:
         study.check(settings, experiment.dataset(settings.seeds[0])[1])
+        return experiment.execute()
     except ClipmemError:
-        if new_folder:  # the injected copy made for the check: a refused start leaves no half-made experiment
+        # a refused start leaves no half-made experiment (the injected copy made for the check, or a record
+        # that `list` showed as "interrupted, 0 runs" after its first run was refused)
+        if new_folder and not experiment.run_names:
             shutil.rmtree(experiment.folder, ignore_errors=True)
         raise
-    return experiment.execute()
 
 
 def _check_lists(settings: ExperimentSettings, study: Study) -> None:

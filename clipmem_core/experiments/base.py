@@ -305,15 +305,16 @@ class Experiment:
 
     def run(self, seed: int, condition: Condition) -> Run:
         """The condition's run: reused when complete (and made with these settings), else trained or resumed."""
-        from ..pipeline import ResumeMismatch, compute_clipmem
+        from ..pipeline import ResumeMismatch, compute_clipmem, settings_that_differ
 
         config = self.run_config(seed, condition)
         out = Path(config.out)
         if (out / MANIFEST).exists():
             run = load_run(out)
             if _comparable(run.manifest.config) != _comparable(config.to_dict()):
+                differ = settings_that_differ(run.manifest.config, config.to_dict()) or "its data or drop list"
                 raise ClipmemError(
-                    f"{out} holds a run with other settings than experiment {self.settings.name!r} needs; "
+                    f"{out} holds a run with other settings than experiment {self.settings.name!r} needs ({differ}); "
                     "move it away or choose another --name"
                 )
             self._refuse_changed_data(run.manifest, out, seed)
