@@ -509,17 +509,22 @@ SHARED_IMAGE_ID = "image id shared by several image entries, so which one its ca
 
 
 def _shared_image_ids(images: list) -> dict[str, str]:
-    """Image ids that several ``images`` entries give, each with the entries' rows ("image id 8, rows 8 and
-    9"): the captions name an image by its id, so all of them are skipped. The first entry used to keep the
-    captions, and a green square was captioned "a blue square" without a word."""
+    """Image ids that several ``images`` entries give to different files, each with the entries' rows ("image
+    id 8, rows 8 and 9"): the captions name an image by its id, so all of them are skipped. The first entry
+    used to keep the captions, and a green square was captioned "a blue square" without a word. Entries of
+    one id that name one file are the same image listed twice: the first is kept, the others skipped as
+    duplicate rows (the image and its captions had been lost)."""
     rows: dict[str, list[int]] = defaultdict(list)
+    files: dict[str, set[str]] = defaultdict(set)
     for i, image in enumerate(images, start=1):
         if isinstance(image, dict) and "id" in image:
             rows[_coco_id(image["id"])].append(i)
+            file_name = image.get("file_name")
+            files[_coco_id(image["id"])].add(file_name.strip() if isinstance(file_name, str) else repr(file_name))
     return {
         image_id: f"image id {image_id}, rows {', '.join(map(str, found[:-1]))} and {found[-1]}"
         for image_id, found in rows.items()
-        if len(found) > 1
+        if len(files[image_id]) > 1
     }
 
 

@@ -238,6 +238,20 @@ def test_coco_images_that_share_an_id_are_skipped_with_their_captions_not_paired
     assert ds.skipped["reason"].tolist() == [f"{shared}: image id 1, rows 2 and 4"] * 2
 
 
+def test_a_coco_image_listed_twice_as_the_same_file_keeps_its_first_entry(tmp_path):
+    """Both entries of an image listed twice (same id, same file) were skipped as "shared by several image
+    entries", and the image and its captions were lost: nothing is unknown when both name one file."""
+    images = [{"id": i, "file_name": f"{i}.png"} for i in range(3)] + [{"id": 1, "file_name": "1.png"}]
+    for i in range(3):
+        png(tmp_path / f"{i}.png")
+    annotations = [{"image_id": i, "caption": f"shape {i}"} for i in range(3)]
+    (tmp_path / "c.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+    ds = read(tmp_path / "c.json")
+    assert ds.samples["filepath"].tolist() == ["0.png", "1.png", "2.png"]
+    assert ds.samples["caption"].tolist() == ["shape 0", "shape 1", "shape 2"]
+    assert ds.skipped["reason"].tolist() == ["duplicate row: same filepath and caption as row 2"]
+
+
 def test_a_missing_coco_image_names_every_place_it_was_looked_for(tmp_path):
     """A file_name is looked for beside the JSON, then under images/; "image file is missing" named only the
     first, and the user did not know images/ had been searched too."""
