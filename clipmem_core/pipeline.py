@@ -626,8 +626,10 @@ def _compute(
         excluded = read_drop_list(config.exclude) if config.exclude else None
         bundle = create_clip(config.model, init_checkpoint=config.init_checkpoint)
         dataset = _read_data(config)
-        if distributed.is_main() and (cut := cut_captions_note(bundle, dataset.samples["captions"].tolist())):
-            log.warning(cut)
+        if cut := cut_captions_note(bundle, dataset.samples["captions"].tolist()):
+            if distributed.is_main():
+                log.warning(cut)
+            dataset.warnings.append(cut)  # with the data's other notes: `summary` and the Overview show it
         exclusion = select_samples(dataset, config, excluded)  # before folds or splits are drawn
         frame, models = _rows_or_why(dataset, config)  # fail fast on splits the data cannot fill
         _report_skipped(dataset, out)

@@ -129,6 +129,18 @@ def test_resuming_a_finished_run_compares_where_its_data_is_not_how_it_was_typed
         compute_clipmem(RunConfig(**{**config, "epochs": 3}), resume=True)
 
 
+def test_captions_cut_by_the_text_encoder_are_among_the_runs_notes_on_its_data(tmp_path):
+    """Only logged: `summary` and the Overview, which show what reading the data warned about, said nothing."""
+    from clipmem_core.synthetic import make_shapes_dataset
+
+    data = make_shapes_dataset(tmp_path / "shapes", 24, seed=0)
+    table = pd.read_csv(data)
+    table.loc[2, "caption"] = "a very long caption " * 20
+    table.to_csv(data, index=False)
+    run = compute_clipmem(RunConfig(data=str(data), out=str(tmp_path / "r"), preset="tiny", epochs=1, augmentations=1))
+    assert any("1 of 24 captions are longer than" in note for note in run.manifest.dataset.warnings)
+
+
 @pytest.mark.parametrize("protocol", ["full", "paper"])
 def test_one_image_file_named_by_two_paths_stays_in_one_fold(tmp_path, protocol):
     """Through a symbolic link to the images folder or a hard link, an image's rows went to both folds, and a
