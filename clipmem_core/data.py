@@ -183,7 +183,7 @@ def read_dataset(
     fmt, base, records, has_label = _read_records(source, img_key, caption_key, progress, extract_shards)
     if not records:
         raise ClipmemError(f"{source} holds no samples")
-    notes = [r.problem for r in records if r.warn and r.problem]
+    notes = [_lost_input_note(r) for r in records if r.warn and r.problem]
     good, skipped = _validate(records, has_label, check_images, progress, on_error, allow_outside_root)
     if not good:
         raise ClipmemError(
@@ -212,6 +212,13 @@ def read_dataset(
         warnings=notes,
         skipped_ids=frozenset(s.sample_id for s in skipped if s.sample_id),
     )
+
+
+def _lost_input_note(record: _Record) -> str:
+    """A record of lost input (a damaged or compressed shard) as a warning that names its file: "compressed
+    shard, not read: decompress it …" left the user to find which shard in skipped.csv."""
+    problem = str(record.problem)
+    return problem if record.written in problem else f"{record.written}: {problem}"
 
 
 def _pattern_hint(source: Path) -> str:
