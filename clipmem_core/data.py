@@ -117,6 +117,10 @@ class Dataset:
     warnings: list[str] = field(default_factory=list)
     # the ids of the skipped rows: scores computed elsewhere for every row (import-run) name them too
     skipped_ids: frozenset[str] = frozenset()
+    rows: int = 0  # rows (samples) the input had, skipped ones too: a drop list later leaves fewer samples
+
+    def __post_init__(self) -> None:
+        self.rows = self.rows or len(self.samples) + len(self.skipped)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -1213,7 +1217,7 @@ def skip_summary(dataset: Dataset) -> str | None:
     summary = "; ".join(_reason_count(reason, count) for reason, count in reasons.head(shown).items())
     if len(reasons) > shown:  # every row is counted: the numbers add up to the total
         summary += f"; {fmt_count(int(reasons.iloc[shown:].sum()), 'row')} for {len(reasons) - shown} other reasons"
-    return f"skipped {len(dataset.skipped)} of {len(dataset.skipped) + len(dataset.samples)} rows ({summary})"
+    return f"skipped {len(dataset.skipped)} of {dataset.rows} rows ({summary})"
 
 
 def _reason_kind(reason: str) -> str:

@@ -342,7 +342,7 @@ def test_keys_with_dots_are_counted_as_one_reason_in_a_well_formed_skip_summary(
     # a colon inside a reason's parentheses is not where its detail starts
     unreadable = "shard b.tar is not a readable tar file ([Errno 13] Permission denied: 'b.tar')"
     ds.skipped = pd.DataFrame({"row": [1], "filepath": ["b.tar"], "caption": [""], "reason": [unreadable]})
-    assert skip_summary(ds) == f"skipped 1 of 2 rows (1 row: {unreadable})"
+    assert skip_summary(ds) == f"skipped 1 of 4 rows (1 row: {unreadable})"  # of the rows the input had
 
 
 def test_an_empty_image_member_is_called_empty_not_damaged(tmp_path):

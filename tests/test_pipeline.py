@@ -355,6 +355,22 @@ def test_the_skip_summary_counts_every_skipped_row(tmp_path, caplog):
     assert "1 row: duplicate row; 1 row: duplicate id); every" in caplog.records[0].getMessage()
 
 
+def test_the_skip_summary_counts_the_files_rows_after_a_drop_list_left_some_out(tmp_path):
+    """ "skipped 2 of 17 rows" for a file of 22 rows, 5 of them in the drop list."""
+    from clipmem_core.data import read_dataset, skip_summary
+    from clipmem_core.pipeline import select_samples
+    from clipmem_core.synthetic import make_shapes_dataset
+
+    data = make_shapes_dataset(tmp_path / "shapes", 20, seed=0)
+    table = pd.read_csv(data)
+    extra = pd.DataFrame({"filepath": ["images/gone.png", table["filepath"][0]], "caption": ["a", ""]})
+    pd.concat([table, extra]).to_csv(data, index=False)
+    dataset = read_dataset(data, progress=False)
+    config = RunConfig(data=str(data), out=str(tmp_path / "r"), preset="tiny", exclude="drop.txt").resolved()
+    select_samples(dataset, config, frozenset(dataset.samples["sample_id"].head(5)))
+    assert len(dataset.samples) == 15 and skip_summary(dataset).startswith("skipped 2 of 22 rows (")
+
+
 def test_too_few_rows_for_the_folds_says_what_was_skipped(tmp_path):
     """Five rows, four of them unusable: "the dataset has 1" alone did not say why."""
     from PIL import Image
