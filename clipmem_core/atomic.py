@@ -160,7 +160,11 @@ def parquet_table(frame: pd.DataFrame) -> pa.Table:
     ``object``, what pandas makes of any list column; the data itself is unchanged."""
     import pyarrow as pa
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return _readable_by_pandas(pa.Table.from_pandas(frame, preserve_index=False))
+
+
+def _readable_by_pandas(table: pa.Table) -> pa.Table:
+    """``table`` with its pandas metadata recording Arrow-typed columns as ``object`` (see ``parquet_table``)."""
     metadata = dict(table.schema.metadata or {})
     if b"pandas" not in metadata:
         return table
@@ -170,6 +174,22 @@ def parquet_table(frame: pd.DataFrame) -> pa.Table:
             column["numpy_type"] = "object"
     metadata[b"pandas"] = json.dumps(pandas_meta).encode()
     return table.replace_schema_metadata(metadata)
+
+
+def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
+    """``pd.read_parquet``, which also reads a file that pandas itself wrote of a run's scores frame: pandas
+    records its Arrow list column (``captions``) under a type name it cannot parse back ("data type
+    'list<element: string>[pyarrow]' not understood"), and `import-run` refused such a file as unreadable."""
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except TypeError as exc:
+        if "not understood" not in str(exc):
+            raise
+    import pyarrow.parquet as pq
+
+    return _readable_by_pandas(pq.read_table(path)).to_pandas()
 
 
 def write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> None:

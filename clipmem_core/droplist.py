@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .atomic import atomic_path
+from .atomic import atomic_path, read_parquet
 from .data import ID_ALIASES
 from .errors import ClipmemError
 from .formatting import fmt_count
@@ -91,7 +91,7 @@ def _id_column(columns: list[str]) -> str | None:
 
 def _read_parquet(source: Path) -> pd.DataFrame:
     try:
-        return pd.read_parquet(source)
+        return read_parquet(source)
     except (OSError, ValueError) as exc:
         raise ClipmemError(f"drop list {source} is unreadable: {str(exc).strip().splitlines()[0]}") from None
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import cache
-from .atomic import write_json
+from .atomic import read_parquet, write_json
 from .data import Dataset, read_dataset, write_skip_report
 from .errors import ClipmemError
 from .formatting import fmt_count
@@ -33,7 +33,7 @@ def _read_scores(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise ClipmemError(f"scores file {path} does not exist")
     try:
-        scores = pd.read_parquet(path)
+        scores = read_parquet(path)
     except Exception as exc:  # pyarrow raises many types for a foreign file
         raise ClipmemError(f"scores file {path} is not readable parquet: {exc}") from None
     if "sample_id" not in scores.columns:

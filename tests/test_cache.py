@@ -105,6 +105,25 @@ def test_a_killed_writes_temp_file_goes_with_the_next_write_of_that_file_and_onl
         live.wait()
 
 
+def test_a_scores_frame_that_pandas_wrote_reads_back_as_clipmems_inputs(tmp_path):
+    """`run.scores.to_parquet(...)` recorded the Arrow list column under a type pandas cannot parse back, and
+    import-run refused the file: "not readable parquet: data type 'list<element: string>[pyarrow]' not
+    understood"."""
+    import pandas as pd
+
+    from clipmem_core.droplist import read_drop_list
+
+    run = fake_run(tmp_path, "r", n=12)
+    assert str(run.scores["captions"].dtype).endswith("[pyarrow]")
+    run.scores.to_parquet(tmp_path / "scores.parquet")
+    with pytest.raises(TypeError, match="not understood"):
+        pd.read_parquet(tmp_path / "scores.parquet")  # pandas' own reader: why clipmem reads it its own way
+    read = atomic.read_parquet(tmp_path / "scores.parquet")
+    assert read["sample_id"].tolist() == run.scores["sample_id"].tolist()
+    assert [list(c) for c in read["captions"]] == [list(c) for c in run.scores["captions"]]
+    assert read_drop_list(tmp_path / "scores.parquet") == frozenset(run.scores["sample_id"])
+
+
 def test_a_write_replaces_the_file_whole(tmp_path):
     atomic.write_json(tmp_path / "m.json", {"a": 1})
     atomic.write_json(tmp_path / "m.json", {"a": 2})

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..atomic import check_output_file
+from ..atomic import check_output_file, read_parquet
 from ..cache import Run, is_run_folder, load_run
 from ..errors import ClipmemError
 from ..formatting import fmt_count, fmt_number
@@ -151,7 +151,7 @@ def _read_parquet_import(path: Path) -> pd.DataFrame:
     """A parquet export (``review export --format parquet``) as the CSV reader gives it: strings, "" for a
     missing value, indexed by row (counted from 2, as a CSV's lines are, after its header)."""
     try:
-        frame = pd.read_parquet(path)
+        frame = read_parquet(path)
     except FileNotFoundError:
         raise ClipmemError(f"{path} does not exist") from None
     except (OSError, ValueError) as exc:
