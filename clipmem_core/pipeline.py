@@ -455,6 +455,27 @@ def _peak_memory_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
 
 
+def _warn_of_undrawn_pairs(trained: np.ndarray, fit_loss: np.ndarray, tags: list[str]) -> None:
+    """Say how many pairs of a model's folds no training step drew: each epoch leaves out its last, incomplete
+    batch, drawn anew each epoch, and with few epochs some pairs are never drawn at all (8 of 120 at --epochs 3,
+    batch 32 over folds of 60). Their CLIPMem and training-side scores then come from a model that had them in
+    its folds but never trained on them, and nothing said so."""
+    never = trained & np.isnan(fit_loss)
+    for m in np.flatnonzero(never.any(axis=1)):
+        count = int(never[m].sum())
+        log.warning(
+            "%s: %s of its %s training pairs %s never drawn in training (each epoch leaves out its last, "
+            "incomplete batch), so %s training-side scores and CLIPMem come from a model that never saw %s; "
+            "train more --epochs, or give a --batch-size that divides the pairs",
+            tags[m],
+            f"{count:,}",
+            f"{int(trained[m].sum()):,}",
+            "was" if count == 1 else "were",
+            "its" if count == 1 else "their",
+            "it" if count == 1 else "them",
+        )
+
+
 def _scored_rows(trained: np.ndarray, protocol: str, splits: np.ndarray) -> np.ndarray:
     """Rows whose alignment A is computed: every row under the full protocol; under the paper
     protocol S_C, S_I and S_E (on S_S both models trained, so A gives no memorization there)."""
@@ -672,6 +693,7 @@ def _compute(
             # a resumed model's stage holds its earlier sessions too: a resumed run reported only its last
             # session's minutes, and the Compute page's estimates, which read them, came out short
             timer.seconds[f"train_{tag}"] = round(timer.seconds[f"train_{tag}"] + result.earlier_seconds, 3)
+    _warn_of_undrawn_pairs(trained, fit_loss, list(models))
     retained = _retained(config, models, images, captions, frame["caption"].tolist(), bundles, out, device, timer)
     with timer.stage("score"):  # every rank scores its share of the batches; rank 0 gathers them
         views, image_means = _score_views(

@@ -50,6 +50,21 @@ def test_no_held_out_value_comes_from_a_model_that_trained_on_the_sample(tiny_ru
     np.testing.assert_allclose(scores.loc[fold0, "fit_loss"], mean_loss, rtol=1e-5)
 
 
+def test_pairs_that_no_training_step_drew_are_counted_in_a_warning(tmp_path, caplog):
+    """Each epoch leaves out its last, incomplete batch: at one epoch of batch 32 over folds of 60, 28 pairs
+    a model were never trained on, and their training-side scores came from a model that never saw them,
+    without a word."""
+    from clipmem_core.synthetic import make_shapes_dataset
+
+    data = make_shapes_dataset(tmp_path / "shapes", 120, seed=0)
+    config = RunConfig(data=str(data), out=str(tmp_path / "r"), preset="tiny", epochs=1, augmentations=1)
+    with caplog.at_level("WARNING", logger="clipmem"):
+        run = compute_clipmem(RunConfig(**{**config.to_dict(), "batch_size": 32}))
+    assert run.scores["fit_loss"].isna().sum() == 2 * 28
+    for tag in ("h0", "h1"):
+        assert f"{tag}: 28 of its 60 training pairs were never drawn in training" in caplog.text
+
+
 def test_the_combined_ranking_finds_the_generated_mis_captions(tiny_run):
     detection = tiny_run.manifest.summary["detection"]
     assert detection["n_samples"] == len(tiny_run.scores)
