@@ -196,9 +196,10 @@ def _what_changed(previous: object, state: dict) -> str:
     changed = settings_that_differ(before, state["config"])
     if changed:
         return f"other settings: {changed}"
+    checkpoint = " or --init-checkpoint file" if state["config"].get("init_checkpoint") else ""
     return (
-        "other data or another --exclude list: a sample, a caption or an image file's size or modification time "
-        "differs (a copy made without keeping the times, such as `cp -r` rather than `cp -a`, counts)"
+        f"other data, another --exclude list{checkpoint}: a sample, a caption or a file's size or modification "
+        "time differs (a copy made without keeping the times, such as `cp -r` rather than `cp -a`, counts)"
     )
 
 
@@ -243,7 +244,11 @@ def _fingerprint(config: RunConfig, dataset: Dataset, exclusion: Exclusion | Non
     share. Not the data's path as typed: the same data named from another folder is the same run."""
     settings = {key: value for key, value in config.to_dict().items() if key not in _NOT_COMPARED}
     excluded = exclusion.digest if exclusion else "-"
-    return f"{dataset.content_hash}:{excluded}:{sorted(settings.items())}"
+    fingerprint = f"{dataset.content_hash}:{excluded}:{sorted(settings.items())}"
+    if config.init_checkpoint:  # its path alone let a resumed run start its other models from new weights
+        found = Path(config.init_checkpoint).expanduser().stat()
+        fingerprint += f":{found.st_size}:{found.st_mtime_ns}"
+    return fingerprint
 
 
 def select_samples(dataset: Dataset, config: RunConfig, excluded: frozenset[str] | None) -> Exclusion | None:

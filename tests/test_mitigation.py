@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -267,7 +268,29 @@ def test_resuming_with_a_changed_drop_list_is_refused(numbered, tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         compute_clipmem(config)
     write_drop_list(drop, ["s01", "s02"])
-    with pytest.raises(ClipmemError, match="other data or another --exclude list"):
+    with pytest.raises(ClipmemError, match="other data, another --exclude list"):
+        compute_clipmem(config, resume=True)
+
+
+def test_resuming_with_another_checkpoint_under_the_same_path_is_refused(numbered, tmp_path, monkeypatch):
+    """Compared by its path alone, a resumed run started its models not yet trained from the new weights."""
+    csv, _ = numbered
+    checkpoint = tmp_path / "start.pt"
+    torch.save(create_clip("clipmem-tiny").model.state_dict(), checkpoint)
+    config = RunConfig(data=str(csv), out=str(tmp_path / "run"), init_checkpoint=str(checkpoint), **ONE_EPOCH)
+
+    def stop(*args, **kwargs):
+        checkpoints = Path(config.out) / "checkpoints"
+        checkpoints.mkdir(exist_ok=True)
+        (checkpoints / "h0_last.pt").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline_module, "train_clip", stop)
+    with pytest.raises(KeyboardInterrupt):
+        compute_clipmem(config)
+    torch.save(create_clip("clipmem-tiny").model.state_dict(), checkpoint)  # other weights, the same name
+    os.utime(checkpoint, ns=(1, 1))  # and never the same time
+    with pytest.raises(ClipmemError, match="another --exclude list or --init-checkpoint file"):
         compute_clipmem(config, resume=True)
 
 
