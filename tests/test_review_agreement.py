@@ -202,3 +202,10 @@ def test_report_is_json_ready_with_no_shared_samples():
     report = agreement_report(frame([("a", "ann", "correct"), ("b", "bob", "unsure")]))
     assert report["percent_agreement"] is None and report["fleiss"]["kappa"] is None
     assert report["pairs"] == [] and report["n_samples"] == 2 and report["n_reviewers"] == 2
+
+
+def test_the_crowd_benchmark_checks_the_pairs_against_the_loop_they_replaced(capsys):
+    from bench import bench_agreement
+
+    assert bench_agreement.main(["--samples", "100", "--crowd", "8", "--repeats", "1"]) == 0
+    assert "Cohen's kappa of 28 pairs" in capsys.readouterr().out  # 8 reviewers, 100 samples: every pair met
