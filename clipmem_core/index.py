@@ -22,11 +22,12 @@ tested only where a GPU exists (the CI box has none) and is unmeasured there (do
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import os
 import struct
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +41,8 @@ from .atomic import atomic_path
 from .cache import MODALITIES
 from .errors import ClipmemError
 from .formatting import fmt_bytes
+
+log = logging.getLogger("clipmem")
 
 if TYPE_CHECKING:
     from .cache import Run
@@ -246,10 +249,45 @@ def _empty_index(plan: IndexPlan) -> faiss.Index:
     return index
 
 
-def _training_sample(vectors: np.ndarray, nlist: int, seed: int = 0) -> np.ndarray:
-    size = min(len(vectors), nlist * _TRAIN_POINTS_PER_LIST)
+def _training_sample(vectors: np.ndarray, plan: IndexPlan, seed: int = 0) -> np.ndarray:
+    """Rows to train on: enough for the IVF lists' k-means, and for IVF-PQ enough for the 2^bits codes of each
+    sub-vector too (it had trained them on the lists' sample alone: 280 vectors for 256 codes at 300 rows,
+    under faiss's 39 a code up to 62,000 rows)."""
+    wanted = plan.nlist * _TRAIN_POINTS_PER_LIST
+    if plan.pq_m:
+        wanted = max(wanted, (1 << plan.pq_bits) * _TRAIN_POINTS_PER_LIST)
+    size = min(len(vectors), wanted)
     rows = np.sort(np.random.default_rng(seed).choice(len(vectors), size=size, replace=False))
     return _as_float32(vectors[rows])
+
+
+def _train(index: faiss.Index, plan: IndexPlan, sample: np.ndarray) -> None:
+    """Train the IVF lists (and the PQ codes) on ``sample``. With fewer vectors than faiss asks for to learn
+    IVF-PQ codes (39 a code), clipmem says so once and faiss is kept quiet: it wrote a line for each
+    sub-vector's k-means, and 1,500 lines of "WARNING clustering 280 points to 256 centroids" buried the
+    result of a reindex of 300 rows."""
+    codes = 1 << plan.pq_bits
+    if not plan.pq_m or len(sample) >= codes * 39:
+        index.train(sample)
+        return
+    log.warning(
+        "ivfpq: %s vectors to learn %d codes a sub-vector from, where faiss asks for %s: its similarities are "
+        "rough at this size (flat is exact, and fast here)",
+        f"{len(sample):,}",
+        codes,
+        f"{codes * 39:,}",
+    )
+    rotation_codes = None  # OPQ's own codes while it learns its rotation: alive until the training ends
+    with suppress(RuntimeError, AttributeError):  # a GPU index keeps faiss's own warnings
+        ivf = faiss.extract_index_ivf(index)
+        for parameters in (ivf.cp, faiss.downcast_index(ivf).pq.cp):
+            parameters.min_points_per_centroid = 1
+        if isinstance(index, faiss.IndexPreTransform):
+            rotation_codes = faiss.ProductQuantizer(plan.dim, plan.pq_m, plan.pq_bits)
+            rotation_codes.cp.min_points_per_centroid = 1
+            faiss.downcast_VectorTransform(index.chain.at(0)).pq = rotation_codes
+    index.train(sample)
+    del rotation_codes
 
 
 def build_index(
@@ -280,7 +318,7 @@ def build_index(
     if plan.kind != "hnsw" and _want_gpu(use_gpu):
         index = _to_gpu(index)
     if plan.nlist:
-        index.train(_training_sample(vectors, plan.nlist))
+        _train(index, plan, _training_sample(vectors, plan))
     for start in tqdm(range(0, n, _ADD_CHUNK), desc=f"indexing ({plan.kind})", disable=not progress):
         index.add(_as_float32(vectors[start : start + _ADD_CHUNK]))
     return index

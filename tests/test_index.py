@@ -481,3 +481,18 @@ def test_neighbours_from_an_approximate_index_say_so(tmp_path, capsys):
     assert len(json.loads(out)) == 2 and err.startswith(f"note: {expected}")  # the JSON stays clean
     ivf.nprobe = ivf.nlist  # every list of uncompressed vectors: exact, and not called approximate
     assert search.approximation("image2text") is None
+
+
+@pytest.mark.parametrize("opq", [False, True])
+def test_an_ivfpq_index_of_few_vectors_says_so_once_instead_of_faiss_on_every_sub_vector(opq, capfd, caplog):
+    """1,500 lines of "WARNING clustering 280 points to 256 centroids" buried the result of a reindex of 300
+    rows; the codes had also been learned from the IVF lists' sample alone (280 of the 300 vectors)."""
+    vectors = clustered(300, 32)
+    with caplog.at_level("WARNING", logger="clipmem"):
+        index = build_index(vectors, kind="ivfpq", opq=opq, progress=False)
+    assert "WARNING clustering" not in capfd.readouterr().err
+    assert [r.getMessage() for r in caplog.records] == [
+        "ivfpq: 300 vectors to learn 256 codes a sub-vector from, where faiss asks for 9,984: its similarities "
+        "are rough at this size (flat is exact, and fast here)"
+    ]
+    assert index.ntotal == 300 and (index.search(vectors[:20], 1)[1][:, 0] == np.arange(20)).mean() >= 0.9
