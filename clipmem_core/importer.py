@@ -3,7 +3,8 @@
 The scores parquet has a ``sample_id`` column and any registered score columns (``clipmem_core.scores``)
 or the paper's per-model measurements (``align_f``, ``align_g``, ``clip_score_f``, ``clip_score_g``), from
 which the registered scores are derived as a computed run would (CLIPMem from A(f) and A(g) on S_C and
-S_I, and so on). An optional ``split`` column uses the paper's split names or fold names (``fold0``…).
+S_I, or from ``align_train`` and ``align_heldout``, the sides a full-protocol run measures, and so on). An
+optional ``split`` column uses the paper's split names or fold names (``fold0``…).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _read_scores(path: Path) -> pd.DataFrame:
     if not known:
         raise ClipmemError(
             f"scores file {path} has no score column; give any of {', '.join(registry())}, "
-            "or align_f and align_g (CLIPMem is derived from them)"
+            "or align_f and align_g, or align_train and align_heldout (CLIPMem is derived from either pair)"
         )
     for column in known:
         values = pd.to_numeric(scores[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)

@@ -814,6 +814,18 @@ def test_an_import_leaves_out_the_scores_of_rows_that_reading_the_data_skipped(t
         np.testing.assert_allclose(run.image_embeddings[row], given[sample_id], atol=1e-5)
 
 
+def test_an_import_of_a_runs_two_sides_derives_clipmem_from_them(tiny_run, noisy_shapes, tmp_path):
+    """align_train and align_heldout, the sides a full-protocol run measures, derived nothing: the import
+    wrote a run with no score, and "Likely mis-captioned: not made"."""
+    from clipmem_core.importer import import_run
+
+    scores = tiny_run.scores[["sample_id", "split", "align_train", "align_heldout"]]
+    scores.to_parquet(tmp_path / "sides.parquet")
+    run = import_run(str(noisy_shapes), str(tmp_path / "sides.parquet"), str(tmp_path / "cache" / "sides"))
+    np.testing.assert_allclose(run.scores["clipmem"], tiny_run.scores["clipmem"], atol=1e-6)
+    assert run.scores["combined"].notna().all()
+
+
 def test_an_embeddings_file_that_is_no_array_is_named_so_without_numpys_unsafe_advice(tmp_path):
     """numpy called a text file "pickled data" and suggested loading it with allow_pickle, which is unsafe."""
     from clipmem_core.importer import _read_embeddings
