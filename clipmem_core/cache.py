@@ -491,17 +491,25 @@ def read_manifest(run_dir: Path) -> Manifest:
     return Manifest.from_dict(data, str(manifest_path))
 
 
-def check_manifest(run_dir: Path, manifest: Manifest) -> None:
+def check_manifest(run_dir: Path, manifest: Manifest, *, indexes: bool = True) -> None:
     """Raise ClipmemError if the run is incomplete or a file it lists is missing or visibly damaged.
 
     Cheap enough for ``clipmem list`` over a cache of large runs: the parquet footer (row count and
     columns) and each ``.npy`` header are read, and each array's size is checked against the file's,
-    so a truncated file is refused here rather than half-read later. Nothing is read in full.
+    so a truncated file is refused here rather than half-read later. Nothing is read in full. Without
+    ``indexes`` the FAISS index files are not looked at: `reindex`, which rebuilds them, refused a run whose
+    index file was missing or empty, and nothing else could mend it.
     """
     if manifest.status != "complete":
         raise ClipmemError(f"{run_dir} is incomplete (status {manifest.status!r})")
     for name in [SCORES, *manifest.files]:
         if not (run_dir / name).exists():
+            if Path(name).parts[0] == INDEX_DIR:
+                if not indexes:
+                    continue
+                raise ClipmemError(
+                    f"{run_dir} is incomplete: {name} is missing; rebuild it with `clipmem reindex --run {run_dir}`"
+                )
             raise ClipmemError(f"{run_dir} is incomplete: {name} is missing")
     rows = _parquet_rows(run_dir / SCORES)
     for name in (IMAGE_EMBEDDINGS, TEXT_EMBEDDINGS, VIEW_ALIGNMENTS):
@@ -510,10 +518,10 @@ def check_manifest(run_dir: Path, manifest: Manifest) -> None:
             row_axis = 1 if name == VIEW_ALIGNMENTS and manifest.schema_version >= 2 else 0
             if len(shape) <= row_axis or shape[row_axis] != rows:
                 raise ClipmemError(f"{run_dir / name} has shape {shape}, which does not match {rows} rows of scores")
-    for modality in MODALITIES:
+    for modality in MODALITIES if indexes else ():
         index = run_dir / INDEX_DIR / f"{modality}.faiss"
         if index.exists() and index.stat().st_size == 0:
-            raise ClipmemError(f"{index} is empty")
+            raise ClipmemError(f"{index} is empty; rebuild it with `clipmem reindex --run {run_dir}`")
 
 
 def _parquet_rows(path: Path) -> int:
@@ -632,11 +640,12 @@ def _lists_stay_arrow(arrow_type: pa.DataType) -> pd.ArrowDtype | None:
     return pd.ArrowDtype(arrow_type) if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) else None
 
 
-def load_run(path: str | os.PathLike) -> Run:
+def load_run(path: str | os.PathLike, *, check_indexes: bool = True) -> Run:
     """Load a complete run, or raise ClipmemError saying why it cannot be used.
 
     Args:
         path: the run folder, e.g. ``cache/demo``.
+        check_indexes: refuse a run whose FAISS index file is missing or empty (not for `reindex`).
 
     Returns:
         A `Run` whose ``scores`` frame holds every registered score the run has (version 1 runs gain the
@@ -649,7 +658,7 @@ def load_run(path: str | os.PathLike) -> Run:
     """
     run_dir = Path(path)
     manifest = read_manifest(run_dir)
-    check_manifest(run_dir, manifest)
+    check_manifest(run_dir, manifest, indexes=check_indexes)
     try:
         scores = _scores_table(run_dir).to_pandas(types_mapper=_lists_stay_arrow, split_blocks=True)
     except Exception as exc:  # pyarrow raises many types for a damaged file

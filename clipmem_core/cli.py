@@ -334,7 +334,10 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
     from .cache import load_run
     from .index import rebuild_indexes
 
-    for modality, built in rebuild_indexes(load_run(args.run), kind=args.kind, opq=args.opq).items():
+    if args.opq and args.kind not in ("ivfpq", "auto"):  # it was ignored without a word
+        raise ClipmemError(f"--opq rotates the vectors of an ivfpq index; --kind {args.kind} has none to rotate")
+    run = load_run(args.run, check_indexes=False)  # a missing or empty index file is what it mends
+    for modality, built in rebuild_indexes(run, kind=args.kind, opq=args.opq).items():
         print(f"{modality}: {built}")
     return 0
 

@@ -522,8 +522,31 @@ class NeighbourSearch:
                     f"{modality} index of run {self.run.name} has {index.ntotal} rows but the run has "
                     f"{len(self.run.scores)}; rebuild the index"
                 )
+            if not self._indexes_own_vectors(index, modality):
+                raise ClipmemError(
+                    f"{self.run.index_path(modality)} does not index run {self.run.name}'s {modality} embeddings "
+                    f"(a file of another run?): rebuild it with `clipmem reindex --run {self.run.path}`"
+                )
             self._indexes[modality] = index
         return self._indexes[modality]
+
+    def _indexes_own_vectors(self, index: faiss.Index, modality: str, probes: int = 8) -> bool:
+        """Whether searching the index for a few of the run's own vectors finds most of them (or a row equal
+        to it: repeated images) among the first ten. Why: an index file of another run with as many rows and
+        dimensions was searched without a word, and its neighbours were another run's, given as exact. Most,
+        not all: an approximate index (HNSW over repeated vectors) may miss one."""
+        vectors = self._embeddings(modality)
+        rows = np.unique(np.linspace(0, len(vectors) - 1, min(probes, len(vectors))).round().astype(int))
+        queries = _as_float32(vectors[rows])
+        if queries.shape[1] != index.d:
+            return False
+        similarities, found = index.search(queries, min(10, index.ntotal))
+        hits = 0
+        for query, ids, near in zip(queries, found, similarities):
+            close = ids[(ids >= 0) & (near > 0.5)]  # what the index holds near the query (codes are rough)
+            if len(close):  # and the run's own vector at that row is the query: this run's index
+                hits += float((_as_float32(vectors[np.sort(close)]) @ query).max()) > 0.999
+        return hits * 2 >= len(rows)
 
     def _embeddings(self, modality: str) -> np.ndarray:
         return self.run.image_embeddings if modality == "image" else self.run.text_embeddings

@@ -496,3 +496,22 @@ def test_an_ivfpq_index_of_few_vectors_says_so_once_instead_of_faiss_on_every_su
         "are rough at this size (flat is exact, and fast here)"
     ]
     assert index.ntotal == 300 and (index.search(vectors[:20], 1)[1][:, 0] == np.arange(20)).mean() >= 0.9
+
+
+def test_an_index_file_of_another_run_is_refused_and_reindex_mends_a_missing_one(tmp_path, capsys):
+    """An index of another run with as many rows was searched without a word (its neighbours given as exact),
+    and `reindex` refused a run whose index file was missing or empty: nothing could mend it."""
+    run = fake_run(tmp_path, "mine", n=60, seed=0)
+    other = fake_run(tmp_path, "other", n=60, seed=1)
+    (run.path / "index" / "image.faiss").write_bytes((other.path / "index" / "image.faiss").read_bytes())
+    with pytest.raises(ClipmemError, match="does not index run mine's image embeddings"):
+        NeighbourSearch(load_run(run.path)).query(run.scores["sample_id"].iat[0], k=3)
+    (run.path / "index" / "image.faiss").unlink()
+    with pytest.raises(ClipmemError, match=r"index/image.faiss is missing; rebuild it with `clipmem reindex"):
+        load_run(run.path)
+    (run.path / "index" / "text.faiss").write_bytes(b"")
+    assert main(["reindex", "--run", str(run.path)]) == 0
+    found = NeighbourSearch(load_run(run.path)).query(run.scores["sample_id"].iat[0], k=3, mode="image2text")
+    assert len(found) == 3
+    assert main(["reindex", "--run", str(run.path), "--kind", "flat", "--opq"]) == 2
+    assert "--opq rotates the vectors of an ivfpq index" in capsys.readouterr().err
