@@ -293,13 +293,23 @@ def _loader(dataset: PairDataset, config: TrainConfig) -> DataLoader:
     )
 
 
-def few_pairs_note(label: str, pairs: int, batch_size: int, steps: int) -> str:
+def few_pairs_note(label: str, pairs: int, batch_size: int, steps: int, processes: int = 1) -> str:
     """Said when a model has fewer pairs than one batch: every epoch is then a single step over all of them,
     and a run took --batch-size 1000 over folds of 100 pairs without a word (its loss ended at 2.96, not 1.69
-    at the preset's size)."""
+    at the preset's size). On P processes a step takes a multiple of P pairs, so the rest are left out of
+    each step, and such a run differs from a one-process run, which the README otherwise promises it does
+    not: that is said too."""
+    left_out = pairs % processes
+    if not left_out:
+        return (
+            f"{label}: {pairs:,} training pairs, fewer than --batch-size {batch_size:,}: each epoch is one step "
+            f"over all of them ({steps:,} steps in all); a --batch-size below {pairs:,} takes more, smaller steps"
+        )
     return (
         f"{label}: {pairs:,} training pairs, fewer than --batch-size {batch_size:,}: each epoch is one step over "
-        f"all of them ({steps:,} steps in all); a --batch-size below {pairs:,} takes more, smaller steps"
+        f"{pairs - left_out:,} of them, split over {processes} processes ({left_out:,} left out of each step), so "
+        f"this run differs from a one-process run of the same settings; a --batch-size of at most "
+        f"{pairs - left_out:,} (divisible by {processes}) trains as one process would"
     )
 
 
@@ -335,8 +345,8 @@ def train_clip(
         config,
     )
     total_steps = config.epochs * len(loader)
-    if config.batch_size > len(images):
-        log.warning(few_pairs_note(label, len(images), config.batch_size, total_steps))
+    if config.batch_size > len(images) and distributed.is_main():  # one process says it, not each
+        log.warning(few_pairs_note(label, len(images), config.batch_size, total_steps, distributed.world_size()))
     optimizer = build_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, total_steps))
     loss_fn = ClipLoss(

@@ -340,3 +340,20 @@ def test_training_runs_its_steps_in_the_precision_it_is_given(pairs, tmp_path):
     assert torch.equal(trained["auto"][0], trained["fp32"][0])  # auto is full precision on CPU
     assert not torch.equal(trained["bf16"][0], trained["fp32"][0])
     assert trained["bf16"][1] == pytest.approx(trained["fp32"][1], rel=0.05)  # the same training, rounded
+
+
+def test_fewer_pairs_than_a_batch_on_processes_that_cannot_share_them_evenly_is_said():
+    """15 pairs, batch 16, on 2 processes: each step took 14 and the scores differed from one process's by up
+    to 0.1, while the note said "one step over all of them", once from each process."""
+    from clipmem_core.train import few_pairs_note
+
+    assert few_pairs_note("h0", 15, 16, 3) == (
+        "h0: 15 training pairs, fewer than --batch-size 16: each epoch is one step over all of them (3 steps in "
+        "all); a --batch-size below 15 takes more, smaller steps"
+    )
+    assert few_pairs_note("h0", 15, 16, 3, processes=2) == (
+        "h0: 15 training pairs, fewer than --batch-size 16: each epoch is one step over 14 of them, split over 2 "
+        "processes (1 left out of each step), so this run differs from a one-process run of the same settings; "
+        "a --batch-size of at most 14 (divisible by 2) trains as one process would"
+    )
+    assert few_pairs_note("h0", 16, 32, 3, processes=2).endswith("takes more, smaller steps")
