@@ -16,6 +16,7 @@ import os
 import pickle
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -410,15 +411,27 @@ def _train_in_parallel(
             )
             command = [sys.executable, "-m", "clipmem_core.train_worker", str(job)]
             workers[tag] = (job, subprocess.Popen(command, env=env))
-        failed = [tag for tag, (_, process) in workers.items() if process.wait() != 0]
+        codes = {tag: process.wait() for tag, (_, process) in workers.items()}
+        failed = [_worker_failure(tag, code) for tag, code in codes.items() if code != 0]
         if failed:
             raise ClipmemError(
-                f"training {', '.join(failed)} in its own process failed (its error is above); the epochs that "
-                "finished are in the checkpoints: rerun with --resume"
+                f"training {'; '.join(failed)}; the epochs that finished are in the checkpoints: rerun with --resume"
             )
         return {
             tag: json.loads(job.with_suffix(".json").read_text(encoding="utf-8")) for tag, (job, _) in workers.items()
         }
+
+
+def _worker_failure(tag: str, code: int) -> str:
+    """How a model's training process ended: "its error is above" where it printed one, its signal where it
+    was killed (a kill -9 said "its error is above", with nothing above)."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"{tag} in its own process was stopped by {name}"
+    return f"{tag} in its own process failed (its error is above)"
 
 
 def _retained(

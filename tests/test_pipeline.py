@@ -424,3 +424,11 @@ def test_samples_the_paper_splits_leave_out_are_said_and_kept_with_the_runs_data
     full = RunConfig(data=str(tmp_path), out=str(tmp_path / "full"), protocol="full", folds=2)
     fresh = read_dataset(tmp_path / "shapes" / "captions.csv", progress=False)
     assert len(_rows_or_why(fresh, full)[0]) == 23 and not fresh.warnings  # every sample in a fold
+
+
+def test_a_parallel_training_process_killed_by_a_signal_is_named_so():
+    """A kill -9 of one --parallel-models worker said "its error is above", with nothing above."""
+    from clipmem_core.pipeline import _worker_failure
+
+    assert _worker_failure("h1", -9) == "h1 in its own process was stopped by SIGKILL"
+    assert _worker_failure("h0", 1) == "h0 in its own process failed (its error is above)"
