@@ -302,6 +302,10 @@ def _cmd_neighbours(args: argparse.Namespace) -> int:
     approximate = search.approximation(args.mode)
     if approximate:  # on stderr: the table and the JSON stay what a script reads
         print(f"note: {approximate}", file=sys.stderr)
+    if len(found) < args.k:  # it gave fewer without a word
+        others = len(search.run.scores) - (args.mode in ("image", "text"))
+        why = f"the run has {others:,} to offer" if args.k > others else "its approximate index found no more"
+        print(f"note: {len(found):,} neighbours, not the {args.k:,} asked for: {why}", file=sys.stderr)
     if args.json:
         print(json.dumps([asdict(n) for n in found], indent=2))
         return 0

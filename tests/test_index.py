@@ -515,3 +515,15 @@ def test_an_index_file_of_another_run_is_refused_and_reindex_mends_a_missing_one
     assert len(found) == 3
     assert main(["reindex", "--run", str(run.path), "--kind", "flat", "--opq"]) == 2
     assert "--opq rotates the vectors of an ivfpq index" in capsys.readouterr().err
+
+
+def test_fewer_neighbours_than_asked_for_are_said_to_be_fewer(tmp_path, capsys):
+    """k = 1000 on a run of 120 printed 119 lines without a word."""
+    run = fake_run(tmp_path, "small", n=20)
+    sample = run.scores["sample_id"].iat[0]
+    assert main(["neighbours", "--run", str(run.path), "--sample-id", sample, "--k", "50"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 19
+    assert "note: 19 neighbours, not the 50 asked for: the run has 19 to offer" in err
+    assert main(["neighbours", "--run", str(run.path), "--sample-id", sample, "--k", "5"]) == 0
+    assert "asked for" not in capsys.readouterr().err
