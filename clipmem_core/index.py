@@ -314,6 +314,8 @@ def build_index(
     )
     if plan.kind != "flat" and n == 0:
         raise ClipmemError(f"cannot build a {plan.kind} index from zero vectors")
+    if plan.kind == "hnsw":
+        _warn_of_repeated_vectors(vectors)
     index = _empty_index(plan)
     if plan.kind != "hnsw" and _want_gpu(use_gpu):
         index = _to_gpu(index)
@@ -322,6 +324,22 @@ def build_index(
     for start in tqdm(range(0, n, _ADD_CHUNK), desc=f"indexing ({plan.kind})", disable=not progress):
         index.add(_as_float32(vectors[start : start + _ADD_CHUNK]))
     return index
+
+
+def _warn_of_repeated_vectors(vectors: np.ndarray, share: float = 0.01) -> None:
+    """Warn before an HNSW index is built over vectors that repeat (one image under several captions, a table
+    with a row per caption): HNSW's graph loses its way among equal points, and some queries missed every
+    one of their ~250 copies (recall@10 0.92, at worst 0), where ivf and flat found them all. Rows are
+    compared by their first components, which equal rows share."""
+    head = np.ascontiguousarray(_as_float32(vectors[:, : min(8, vectors.shape[1])]))
+    repeated = len(head) - len(np.unique(head.view(np.dtype((np.void, head.dtype.itemsize * head.shape[1])))))
+    if repeated > share * len(head):
+        log.warning(
+            "hnsw: %s of %s rows repeat another row's vector (an image under several captions?): HNSW misses "
+            "some neighbours among equal points; --kind ivf or flat finds them",
+            f"{repeated:,}",
+            f"{len(head):,}",
+        )
 
 
 def is_compressed(index: faiss.Index) -> bool:

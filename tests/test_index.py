@@ -527,3 +527,15 @@ def test_fewer_neighbours_than_asked_for_are_said_to_be_fewer(tmp_path, capsys):
     assert "note: 19 neighbours, not the 50 asked for: the run has 19 to offer" in err
     assert main(["neighbours", "--run", str(run.path), "--sample-id", sample, "--k", "5"]) == 0
     assert "asked for" not in capsys.readouterr().err
+
+
+def test_an_hnsw_index_over_repeated_vectors_is_warned_of(caplog):
+    """Rows of one image under several captions: some HNSW queries missed all of their equal rows."""
+    vectors = np.repeat(clustered(100, 16), 5, axis=0)
+    with caplog.at_level("WARNING", logger="clipmem"):
+        build_index(vectors, kind="hnsw", progress=False)
+    assert "hnsw: 400 of 500 rows repeat another row's vector" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="clipmem"):
+        build_index(clustered(500, 16), kind="hnsw", progress=False)
+    assert "repeat" not in caplog.text
