@@ -253,12 +253,11 @@ def test_no_excluded_id_is_in_any_training_batch(numbered, tmp_path, monkeypatch
     assert run.manifest.config["exclude"] == str(drop)
 
 
-def test_resuming_with_a_changed_drop_list_is_refused(numbered, tmp_path, monkeypatch):
-    csv, _ = numbered
-    drop = write_drop_list(tmp_path / "drop.csv", ["s01"])
-    config = RunConfig(data=str(csv), out=str(tmp_path / "run"), exclude=str(drop), **ONE_EPOCH)
+def _stop_after_a_first_checkpoint(config: RunConfig, monkeypatch) -> None:
+    """Start the run and stop it as a kill after its first checkpoint would: the folder holds an unfinished
+    run; training is put back for the resume."""
 
-    def stop(*args, **kwargs):  # killed after its first checkpoint, so the folder holds an unfinished run
+    def stop(*args, **kwargs):
         checkpoints = Path(config.out) / "checkpoints"
         checkpoints.mkdir(exist_ok=True)
         (checkpoints / "h0_last.pt").write_bytes(b"")
@@ -267,6 +266,14 @@ def test_resuming_with_a_changed_drop_list_is_refused(numbered, tmp_path, monkey
     monkeypatch.setattr(pipeline_module, "train_clip", stop)
     with pytest.raises(KeyboardInterrupt):
         compute_clipmem(config)
+    monkeypatch.undo()
+
+
+def test_resuming_with_a_changed_drop_list_is_refused(numbered, tmp_path, monkeypatch):
+    csv, _ = numbered
+    drop = write_drop_list(tmp_path / "drop.csv", ["s01"])
+    config = RunConfig(data=str(csv), out=str(tmp_path / "run"), exclude=str(drop), **ONE_EPOCH)
+    _stop_after_a_first_checkpoint(config, monkeypatch)
     write_drop_list(drop, ["s01", "s02"])
     with pytest.raises(ClipmemError, match="other data, another --exclude list"):
         compute_clipmem(config, resume=True)
@@ -278,16 +285,7 @@ def test_resuming_with_another_checkpoint_under_the_same_path_is_refused(numbere
     checkpoint = tmp_path / "start.pt"
     torch.save(create_clip("clipmem-tiny").model.state_dict(), checkpoint)
     config = RunConfig(data=str(csv), out=str(tmp_path / "run"), init_checkpoint=str(checkpoint), **ONE_EPOCH)
-
-    def stop(*args, **kwargs):
-        checkpoints = Path(config.out) / "checkpoints"
-        checkpoints.mkdir(exist_ok=True)
-        (checkpoints / "h0_last.pt").write_bytes(b"")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(pipeline_module, "train_clip", stop)
-    with pytest.raises(KeyboardInterrupt):
-        compute_clipmem(config)
+    _stop_after_a_first_checkpoint(config, monkeypatch)
     torch.save(create_clip("clipmem-tiny").model.state_dict(), checkpoint)  # other weights, the same name
     os.utime(checkpoint, ns=(1, 1))  # and never the same time
     with pytest.raises(ClipmemError, match="another --exclude list or --init-checkpoint file"):
