@@ -257,6 +257,23 @@ class Run:
         except KeyError:
             raise ClipmemError(f"sample_id {sample_id!r} is not in run {self.name}") from None
 
+    def ids_matching(self, typed: str) -> tuple[str, list[str]]:
+        """(how, the sample ids) that a typed id names: "exact"; else "capitals", the one id equal to it but
+        for capitals; else "prefix", the ids that start with it (one names a sample, several do not); else
+        "none". An id typed in capitals or cut short (as the dashboard shows ids) named no sample."""
+        typed = typed.strip()
+        if typed in self.row_of:
+            return "exact", [typed]
+        if not typed:
+            return "none", []
+        ids = self.scores["sample_id"].astype(str)
+        folded = ids.str.casefold()
+        same = ids[folded == typed.casefold()].tolist()
+        if len(same) == 1:
+            return "capitals", same
+        starting = ids[folded.str.startswith(typed.casefold())].tolist()
+        return ("prefix", starting) if starting else ("none", [])
+
     def _array(self, name: str) -> np.ndarray:
         path = self.path / name
         if not path.exists():

@@ -297,8 +297,9 @@ def _cmd_neighbours(args: argparse.Namespace) -> int:
     from .cache import load_run
     from .index import NeighbourSearch
 
-    search = NeighbourSearch(load_run(args.run))
-    found = search.query(args.sample_id, k=args.k, mode=args.mode)
+    run = load_run(args.run)
+    search = NeighbourSearch(run)
+    found = search.query(_one_sample_id(run, args.sample_id), k=args.k, mode=args.mode)
     approximate = search.approximation(args.mode)
     if approximate:  # on stderr: the table and the JSON stay what a script reads
         print(f"note: {approximate}", file=sys.stderr)
@@ -312,6 +313,21 @@ def _cmd_neighbours(args: argparse.Namespace) -> int:
     for rank, n in enumerate(found, 1):
         print(f"{rank:>3}  {n.similarity:+.4f}  {n.sample_id}  {n.split:<11}  {n.caption!r}")
     return 0
+
+
+def _one_sample_id(run: Run, typed: str) -> str:
+    """The sample a typed id names: itself, or the one id it starts (or equals but for capitals), said on
+    stderr; the dashboard shows ids cut short, and the whole id was needed here."""
+    how, ids = run.ids_matching(typed)
+    if how == "capitals":
+        print(f"note: sample {ids[0]}: {typed!r} differs from its id only in capitals", file=sys.stderr)
+    elif how == "prefix" and len(ids) == 1:
+        print(f"note: sample {ids[0]}, the one whose id starts with {typed!r}", file=sys.stderr)
+    if len(ids) == 1:
+        return ids[0]
+    if ids:
+        raise ClipmemError(f"{len(ids):,} samples' ids start with {typed!r} in run {run.name}: give more of it")
+    raise ClipmemError(f"sample_id {typed!r} is not in run {run.name}; `clipmem suspects` lists ids")
 
 
 def _add_reindex(commands) -> None:

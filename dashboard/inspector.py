@@ -25,24 +25,20 @@ def tidy_sample_id(state: MutableMapping[str, Any]) -> None:
 
 
 def find_sample(run: Run, typed: str) -> tuple[str | None, str | None]:
-    """(the sample id, a note saying how it was found) for what was typed in the id box: the id itself, else
-    the one id equal to it but for capitals, else the one id that starts with it. An id typed in capitals
-    or cut short said only "No sample with that id"."""
+    """(the sample id, a note saying how it was found) for what was typed in the id box (``Run.ids_matching``):
+    an id typed in capitals or cut short said only "No sample with that id"."""
     typed = typed.strip()
-    if typed in run.row_of:
-        return typed, None
     if not typed:
         return None, "Type a sample id."
-    ids = run.scores["sample_id"].astype(str)
-    folded = ids.str.casefold()
-    same = ids[folded == typed.casefold()]
-    if len(same) == 1:
-        return same.iat[0], f"Showing {same.iat[0]}: the id typed differs from it only in capitals."
-    starting = ids[folded.str.startswith(typed.casefold())]
-    if len(starting) == 1:
-        return starting.iat[0], f"Showing {starting.iat[0]}, the one sample whose id starts with “{typed}”."
-    if len(starting) > 1:
-        return None, f"{len(starting):,} samples' ids start with “{typed}”: type more of it."
+    how, ids = run.ids_matching(typed)
+    if how == "exact":
+        return ids[0], None
+    if how == "capitals":
+        return ids[0], f"Showing {ids[0]}: the id typed differs from it only in capitals."
+    if len(ids) == 1:
+        return ids[0], f"Showing {ids[0]}, the one sample whose id starts with “{typed}”."
+    if ids:
+        return None, f"{len(ids):,} samples' ids start with “{typed}”: type more of it."
     return None, "No sample with that id in this run. To find a sample by its caption, search the Gallery's captions."
 
 

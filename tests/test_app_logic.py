@@ -938,9 +938,9 @@ def test_names_beside_punctuation_are_isolated_from_their_right_to_left_runs():
     assert shown == [f"\u2068{arabic}\u2069 & \u2068bob\u2069"]
 
 
-def test_the_inspector_takes_the_one_id_that_starts_with_what_was_typed():
+def test_the_inspector_takes_the_one_id_that_starts_with_what_was_typed(tmp_path):
     ids = ["7fa77507168f996f", "7fb0", "d34a0a1a0fa8af33"]
-    run = SimpleNamespace(row_of={s: i for i, s in enumerate(ids)}, scores=pd.DataFrame({"sample_id": ids}))
+    run = fake_run(tmp_path, "ids", n=3, sample_ids=ids)
     assert inspector.find_sample(run, " d34a0a1a0fa8af33 ") == ("d34a0a1a0fa8af33", None)
     assert inspector.find_sample(run, "D34A")[0] == "d34a0a1a0fa8af33"
     assert inspector.find_sample(run, "7FA7") == (

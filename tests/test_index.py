@@ -539,3 +539,17 @@ def test_an_hnsw_index_over_repeated_vectors_is_warned_of(caplog):
     with caplog.at_level("WARNING", logger="clipmem"):
         build_index(clustered(500, 16), kind="hnsw", progress=False)
     assert "repeat" not in caplog.text
+
+
+def test_neighbours_takes_the_start_of_an_id_as_the_inspector_does(tmp_path, capsys):
+    """The dashboard shows ids cut short, and `neighbours` needed the whole id."""
+    run = fake_run(tmp_path, "ids", n=20, sample_ids=[f"a{i:02d}x" for i in range(19)] + ["b00x"])
+    assert main(["neighbours", "--run", str(run.path), "--sample-id", "B0", "--k", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "note: sample b00x, the one whose id starts with 'B0'" in err and len(out.splitlines()) == 2
+    assert main(["neighbours", "--run", str(run.path), "--sample-id", "A01X", "--k", "2"]) == 0
+    assert "note: sample a01x: 'A01X' differs from its id only in capitals" in capsys.readouterr().err
+    assert main(["neighbours", "--run", str(run.path), "--sample-id", "a0", "--k", "2"]) == 2
+    assert "10 samples' ids start with 'a0' in run ids: give more of it" in capsys.readouterr().err
+    assert main(["neighbours", "--run", str(run.path), "--sample-id", "zz", "--k", "2"]) == 2
+    assert "sample_id 'zz' is not in run ids; `clipmem suspects` lists ids" in capsys.readouterr().err
