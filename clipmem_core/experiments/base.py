@@ -210,11 +210,12 @@ class Experiment:
             path = str((self.folder / "data" / f"seed{seed}.csv").resolve())
             stamp = Path(path).with_suffix(SOURCE_STAMP)
             if not Path(path).exists():
+                # the stamp first: a kill between the two left a copy without one, never checked again
+                write_bytes(stamp, self._source_hash().encode())
                 keys = {k: v for k, v in self._data_options().items() if k in ("img_key", "caption_key")}
                 inject_miscaptions(
                     self.settings.data, path, fraction=self.settings.inject, seed=seed, progress=False, **keys
                 )
-                write_bytes(stamp, self._source_hash().encode())
             elif stamp.exists() and stamp.read_text(encoding="utf-8").strip() != self._source_hash():
                 raise ClipmemError(
                     f"{self.settings.data} has changed since the experiment drew seed {seed}'s mis-captions from it "
