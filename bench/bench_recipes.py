@@ -60,6 +60,13 @@ CANDIDATES = {  # name -> (signals, scaling): the arguments of combined.fuse, wi
     "training-side CLIP score alone": (("clip_score_train",), "rank"),
     "held-out CLIP score alone": (("clip_score_heldout",), "rank"),
 }
+# name -> members of candidates measured as shipped, relative to the image neighbourhood (a new member's test)
+WITH_NEIGHBOURHOOD = {
+    f"shipped plus likeness to same-caption images ({SHIPPED_NEIGHBOURHOOD} nearest images)": (
+        *SIGNALS,
+        "agreement_caption_twins",
+    ),
+}
 METRICS = ("auroc", "average_precision", "precision_at_k")
 # (how many nearest images, share of their mean subtracted); the shipped step is (NEIGHBOURHOOD, 1.0)
 NEIGHBOURHOODS = ((10, 0.5), (10, 1.0), (50, 0.5), (50, 1.0), (200, 0.5), (200, 1.0))
@@ -178,6 +185,7 @@ def measure_runs(runs: list[Path]) -> dict:
         truth = scores["is_miscaptioned"].fillna(False).to_numpy(bool)
         images, texts = (np.load(run / f"{modality}_embeddings.npy") for modality in ("image", "text"))
         rankings = {f"shipped recipe ({SHIPPED_NEIGHBOURHOOD} nearest images)": fuse(scores, images=images)}
+        rankings |= {name: fuse(scores, members, images=images) for name, members in WITH_NEIGHBOURHOOD.items()}
         rankings |= {name: fuse(scores, members, how) for name, (members, how) in CANDIDATES.items()}
         rankings |= neighbourhood_variants(fuse(scores), images, texts)
         with warnings.catch_warnings():

@@ -16,6 +16,7 @@ from bench.bench_recipes import (
     CANDIDATES,
     NEIGHBOURHOODS,
     OTHER_FUSIONS,
+    WITH_NEIGHBOURHOOD,
     latent_class_fusion,
     measure_runs,
     supervised_ceiling,
@@ -61,6 +62,7 @@ def test_the_recipe_benchmark_measures_every_candidate_on_every_run_and_skips_in
     ceiling = [name for name in by_candidate if name.startswith("ceiling")]
     assert set(by_candidate) - neighbourhoods - set(ceiling) == {
         f"shipped recipe ({NEIGHBOURHOOD} nearest images)",
+        *WITH_NEIGHBOURHOOD,
         *CANDIDATES,
         *OTHER_FUSIONS,
     }

@@ -116,6 +116,42 @@ def test_word_agreement_takes_neighbours_from_the_model_that_held_the_sample_out
     assert agreement[0] > 0.3  # its held-out neighbour is the tulip: "flower" is shared
 
 
+def test_caption_twins_find_the_copied_caption_on_an_image_unlike_the_others():
+    # "red rose" is on two roses and, copied, on a computer; "blue sky" is nobody else's caption
+    image = _unit([[1, 0.1], [1, 0.0], [0, 1], [0.1, 1]])
+    captions = ["red rose", "red rose", "red rose", "blue sky"]
+    ctx = _context([[False] * 4], image=[image], text=[image], captions=captions)
+    likeness = get_score("agreement_caption_twins").compute(ctx)
+    assert np.nanargmin(likeness) == 2
+    assert likeness[0] == pytest.approx(image[0] @ image[1]) and likeness[1] == pytest.approx(image[0] @ image[1])
+    assert np.isnan(likeness[3])  # no other sample says "blue sky": no value, not "suspicious"
+
+
+def test_caption_twins_compare_images_under_the_model_that_held_the_sample_out():
+    # model 0 trained on sample 1 (a computer captioned "red rose") and pulled it onto the rose
+    pulled = _unit([[1, 0], [1, 0.05], [0, 1]])
+    held_out = _unit([[1, 0], [0, 1], [0, 1]])
+    trained = [[False, True, False], [True, False, True]]
+    ctx = _context(trained, image=[pulled, held_out], text=[pulled, held_out], captions=["red rose"] * 2 + ["pc"])
+    likeness = get_score("agreement_caption_twins").compute(ctx)
+    assert likeness[1] == pytest.approx(0.0, abs=1e-6)  # model 1's view; model 0's would say 0.999
+    assert likeness[0] == pytest.approx(pulled[0] @ pulled[1])
+
+
+def test_caption_twins_of_a_caption_carried_by_very_many_samples_compare_with_a_subset(monkeypatch):
+    from clipmem_core.scores import agreement_caption_twins as twins
+
+    monkeypatch.setattr(twins, "MAX_TWINS_COMPARED", 4)
+    monkeypatch.setattr(twins, "_ROWS_PER_BLOCK", 3)
+    image = _unit(np.random.default_rng(0).normal(size=(10, 3)))
+    groups = twins.twin_groups(np.zeros(10, dtype=np.int64))
+    likeness = twins.best_twin_similarity(image, groups)
+    compared = np.arange(0, 10, 3)  # every third member, 4 of them
+    similarity = image @ image[compared].T
+    similarity[compared, np.arange(4)] = -np.inf
+    np.testing.assert_allclose(likeness, similarity.max(axis=1), rtol=1e-6)
+
+
 def test_rank01_scales_ranks_and_keeps_missing_values():
     np.testing.assert_allclose(rank01(np.array([3.0, 1.0, np.nan, 2.0])), [1.0, 0.0, np.nan, 0.5])
     np.testing.assert_allclose(rank01(np.array([1.0, 1.0])), [0.5, 0.5])  # ties share the middle

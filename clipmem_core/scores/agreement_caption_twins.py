@@ -1,0 +1,62 @@
+"""Does the image look like any other image that carries the very same caption?
+
+A caption copied onto the wrong image is the commonest mis-caption there is: alt text reused across a
+page, a swapped row in a CSV, the benchmark's own injected swaps. The copy leaves a trace the other scores
+only see through a mean over k neighbours: another sample carries the identical text, and its image looks
+nothing like this one. Clean samples that share a caption are usually variants of one picture (colours,
+sizes) and look alike; a caption shared by many different pictures ("Various Cliparts") gives each of them
+a middling value, which the combined ranking's neighbourhood step discounts.
+
+The value is the highest cosine between the sample's image and the images of the other samples with the
+same caption text (as ``_neighbourhood.caption_codes`` groups them), under each model that did not train
+on the sample, averaged over those models: a model that trained on a copied caption may have pulled the
+image towards the caption's rightful picture. A sample whose caption no other sample carries has no value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._neighbourhood import caption_codes, per_model
+from .base import LOW, Score, ScoringContext, register
+
+MAX_TWINS_COMPARED = 1024  # a caption carried by more samples is compared against this many of them
+_ROWS_PER_BLOCK = 4096  # rows compared at once: 4096 x 1024 float32 similarities, 16 MiB
+
+
+@register
+class CaptionTwinAgreement(Score):
+    name = "agreement_caption_twins"
+    label = "Likeness to images with the same caption"
+    sort_wording = "Least like the other images with the same caption"
+    suspicious = LOW
+    order = 53
+    meaning = "held-out highest cos between the image and the images of other samples with the identical caption"
+
+    def compute(self, ctx: ScoringContext) -> np.ndarray | None:
+        if not ctx.has_embeddings:
+            return None
+        codes, _ = ctx.memo("caption_codes", lambda: caption_codes(ctx.frame))
+        groups = twin_groups(codes)
+        return ctx.heldout(per_model(ctx, lambda m: best_twin_similarity(ctx.image[m], groups)))
+
+
+def twin_groups(codes: np.ndarray) -> list[np.ndarray]:
+    """The rows of each caption that two or more samples carry."""
+    order = np.argsort(codes, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+    return [group for group in np.split(order, starts[1:]) if len(group) > 1]
+
+
+def best_twin_similarity(images: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """Per sample, the highest cosine to another image of its group (NaN outside every group). A group
+    larger than ``MAX_TWINS_COMPARED`` is compared against an evenly spaced subset of its members, so one
+    caption on a million images costs a million by 1,024, in blocks of rows, not a million squared."""
+    best = np.full(len(images), np.nan)
+    for group in groups:
+        others = group if len(group) <= MAX_TWINS_COMPARED else group[:: -(-len(group) // MAX_TWINS_COMPARED)]
+        for rows in np.array_split(group, -(-len(group) // _ROWS_PER_BLOCK)):
+            similarity = images[rows] @ images[others].T
+            similarity[rows[:, None] == others[None, :]] = -np.inf  # not itself
+            best[rows] = similarity.max(axis=1)
+    return best
