@@ -412,9 +412,11 @@ def metric_change(change: float, digits: int, *, lower_is_better: bool = False) 
     return {"delta": text, "delta_color": "inverse" if lower_is_better else "normal"}
 
 
-def cleaning_verdict(effect: pd.DataFrame) -> str:
+def cleaning_verdict(effect: pd.DataFrame, experiment: str | None = None) -> str:
     """One plain sentence on R@1, the utility measure a curator cares about first. A re-run that removed
-    nothing says so first: any change then is the seed's or the settings', not the cleaning's."""
+    nothing says so first: any change then is the seed's or the settings', not the cleaning's. The advice
+    on seed noise points at ``experiment`` when both runs are its runs: it has the seeds already, and
+    `clipmem experiment removal` would have started another."""
     row = effect[effect["Measure"].str.startswith("R@1")].iloc[0]
     removed = effect.loc[effect["Measure"] == COUNT_MEASURES[1], "Cleaned"]
     nothing = (
@@ -431,6 +433,11 @@ def cleaning_verdict(effect: pd.DataFrame) -> str:
         change = (
             f"R@1 {direction} from {fmt_number(row['Original'])} to {fmt_number(row['Cleaned'])} "
             f"({fmt_number(row['Change'], signed=True)})."
+        )
+    if experiment:
+        return (
+            f"{nothing}{change} One seed of experiment {experiment!r}: the Experiments tab gives its mean over "
+            "every seed, which tells an effect from seed noise."
         )
     return (
         f"{nothing}{change} One run each: to tell an effect from seed noise, run clipmem experiment removal "

@@ -249,6 +249,31 @@ def test_the_cleaning_sentence_says_when_nothing_changed_or_nothing_was_removed(
     assert compare.cleaning_verdict(effect(0.06, 0.08, 5)).startswith("R@1 rose from 0.060 to 0.080 (+0.020).")
 
 
+def test_the_cleaning_sentence_sends_an_experiments_own_runs_to_its_seeds(cache_root):
+    """Two runs of one experiment were told to run `clipmem experiment removal`, which has run already."""
+    from clipmem_core.experiments import experiment_holding
+
+    effect = pd.DataFrame(
+        {
+            "Measure": ["R@1 (mean of both directions)", compare.COUNT_MEASURES[1]],
+            "Original": [0.06, math.nan],
+            "Cleaned": [0.08, 5],
+            "Change": [0.02, math.nan],
+        }
+    )
+    held = experiment_holding(cache_root, ["demo", "demo-cleaned"])
+    assert held == "removal-fake"
+    assert compare.cleaning_verdict(effect, held).endswith(
+        "One seed of experiment 'removal-fake': the Experiments tab gives its mean over every seed, which tells an "
+        "effect from seed noise."
+    )
+    assert experiment_holding(cache_root, ["demo", "not-an-experiment-run"]) is None
+    assert experiment_holding(cache_root / "nowhere", ["demo"]) is None
+    (cache_root / "experiments" / "broken").mkdir()
+    (cache_root / "experiments" / "broken" / "experiment.json").write_text("{", encoding="utf-8")
+    assert experiment_holding(cache_root, ["demo", "demo-cleaned"]) == "removal-fake"  # the broken one is passed
+
+
 def test_experiment_table_gives_mean_and_spread(cache_root):
     from clipmem_core.experiments import load_experiment
 
@@ -337,7 +362,7 @@ def test_compare_page_says_whether_cleaning_helped(cache_root):
     recall = [metric for metric in at.metric if metric.label.startswith("R@1 on ")]
     assert len(recall) == 1 and recall[0].label.endswith(" held-out pairs")
     assert recall[0].help == compare.COMMON_FOOTING_HELP
-    assert any(text.value.startswith("R@1 ") for text in at.text)
+    assert any(text.value.startswith("R@1 ") and "experiment 'removal-fake'" in text.value for text in at.text)
     assert any("Measure" in frame.value.columns for frame in at.dataframe)
 
 

@@ -19,7 +19,7 @@ import math
 import os
 import shutil
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,3 +182,20 @@ def list_experiments(cache_root: str | os.PathLike) -> list[ExperimentRecord | t
         except ClipmemError as exc:
             found.append((folder, str(exc)))
     return found
+
+
+def experiment_holding(cache_root: str | os.PathLike, run_names: Sequence[str]) -> str | None:
+    """The name of an experiment whose runs include every one of ``run_names``, or None. Only the records are
+    read, not the results: a page asks this on every rerun."""
+    root = Path(cache_root) / EXPERIMENTS_DIR
+    if not root.is_dir():
+        return None
+    wanted = set(run_names)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            record = read_record(folder)
+        except ClipmemError:
+            continue  # an unreadable record is listed, and explained, by the Experiments tab
+        if wanted <= {str(name) for name in record.get("runs") or []}:
+            return str(record.get("name", folder.name))
+    return None

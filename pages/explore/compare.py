@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from clipmem_core import list_runs
+from clipmem_core.experiments import experiment_holding
 from clipmem_core.formatting import fmt_count, fmt_number
 from dashboard import compare, resources, state, ui
 
@@ -96,7 +97,7 @@ def cleaning_effect() -> None:
             **compare.metric_change(memo["Change"], 4, lower_is_better=True),
         )
         right.metric("Samples removed", fmt_number(int(by_measure.loc[compare.COUNT_MEASURES[1], "Cleaned"])))
-        st.text(compare.cleaning_verdict(effect))
+        st.text(compare.cleaning_verdict(effect, experiment_holding(cache_root, [original_name, cleaned_name])))
         st.dataframe(compare.display_effect(effect), hide_index=True)
 
 
