@@ -923,30 +923,24 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     )
     results = run_experiment(settings)
     folder = Path(args.cache) / "experiments" / args.name
-    print(_render_experiment(results, args.study, injected=settings.inject > 0))
+    print(_render_experiment(results, args.study))
     print(f"\nresults: {folder / RESULTS_FILE}\nplot: {folder / PLOT_FILE}")
     return 0
 
 
-def _render_experiment(results, study: str, injected: bool = False) -> str:
+def _render_experiment(results, study: str) -> str:
     """Mean ± spread over seeds per condition; with injected mis-captions, how memorized and findable they are."""
-    from .experiments.base import RESULT_LABELS, summarise
+    from .experiments.base import RESULT_LABELS, summarise, table_cell, table_columns
     from .formatting import fmt_number
 
     summary = summarise(results)
-    columns = ["mean_clipmem", "r1", "r5", "probe_accuracy"]
-    if study == "encoders":
-        columns = ["image_mem", "text_mem", "r1"]
-    if study == "removal":
-        columns = ["r1", "r5", "probe_accuracy", "removed_miscaptioned"]
-    if injected:
-        columns += ["clipmem_miscaptioned", "clipmem_clean", "detection_ap"]
+    columns = table_columns(summary, study)
     header = ["condition", "seeds", *(RESULT_LABELS[c] for c in columns)]  # the Compare page's words
     rows = [
         [
             str(row["condition"]),  # as results.parquet and the Compare page name it ("combined 12" here before)
             str(row["seeds"]),
-            *(f"{fmt_number(row.get(c), 4)} ± {fmt_number(row.get(f'{c}_std'), 4)}" for c in columns),
+            *(table_cell(row, column) for column in columns),
         ]
         for _, row in summary.iterrows()
     ]

@@ -22,7 +22,7 @@ from clipmem_core.cache import GROUND_TRUTH, Run, RunInfo
 from clipmem_core.config import SPEED_ONLY, UNUSED_BY_PROTOCOL
 from clipmem_core.droplist import ids_digest, read_drop_list
 from clipmem_core.errors import ClipmemError
-from clipmem_core.experiments.base import RESULT_LABELS
+from clipmem_core.experiments.base import RESULT_LABELS, table_cell, table_columns
 from clipmem_core.formatting import fmt_count, fmt_number, fmt_yes_no, is_missing, json_safe
 from clipmem_core.metrics import MIN_RECALL_PAIRS, retrieval_recall
 from clipmem_core.review.export import final_labels
@@ -474,8 +474,7 @@ def experiment_table(summary: pd.DataFrame, study: str) -> pd.DataFrame:
         entry = {"Condition": str(row.get("condition")), "Seeds": fmt_number(row.get("seeds"))}
         if study == "removal":
             entry["Strategy"] = row.get("group")
-        for column, label in RESULT_LABELS.items():
-            if column in summary and summary[column].notna().any():
-                entry[label] = f"{fmt_number(row.get(column), 4)} ± {fmt_number(row.get(f'{column}_std'), 4)}"
+        for column in table_columns(summary, study):
+            entry[RESULT_LABELS[column]] = table_cell(row, column)
         rows.append(entry)
     return pd.DataFrame(rows)

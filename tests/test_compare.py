@@ -282,6 +282,13 @@ def test_experiment_table_gives_mean_and_spread(cache_root):
     assert list(table["Strategy"]) == ["baseline", "combined", "combined"]
     assert table["R@1 on E"].str.contains(" ± ").all()
     assert "CLIPMem, mis-captioned" not in table  # no ground truth, no column
+    from clipmem_core.cli import _render_experiment
+
+    # the console's table has the page's columns, in the same order
+    console_header = _render_experiment(record.results, record.study).splitlines()[0]
+    assert console_header.split()[:2] == ["condition", "seeds"]
+    positions = [console_header.index(label) for label in table.columns[3:]]
+    assert positions == sorted(positions) and len(positions) == 4
     with_truth = record.summary.assign(clipmem_miscaptioned=0.3, clipmem_miscaptioned_std=0.05, detection_ap=0.8)
     table = compare.experiment_table(with_truth, record.study)
     assert (table["CLIPMem, mis-captioned"] == "0.3000 ± 0.0500").all()

@@ -456,7 +456,7 @@ def test_the_console_table_names_counts_whole_and_gives_each_runs_p_value():
             "detection_ap": 0.8,
         }
     )
-    table = _render_experiment(removal, "removal", injected=True)
+    table = _render_experiment(removal, "removal")
     assert "combined-n3 " in table and "3.000" not in table and "baseline " in table  # as the Compare page names it
     assert "CLIPMem, mis-captioned" in table.splitlines()[0] and "0.2500 ± 0.0707" in table  # and its words
     assert "Removed that were mis-captioned" in table.splitlines()[0]

@@ -50,7 +50,7 @@ from ..config import SPEED_ONLY, RunConfig
 from ..data import Dataset, inject_miscaptions, read_dataset
 from ..droplist import ids_digest, read_drop_list, write_drop_list
 from ..errors import ClipmemError
-from ..formatting import json_safe
+from ..formatting import fmt_number, json_safe
 from .utility import EvalData, eval_data, run_utility
 
 log = logging.getLogger("clipmem")
@@ -513,6 +513,30 @@ RESULT_LABELS = {
     "clipmem_clean": "CLIPMem, clean",
     "detection_ap": "Likely mis-captioned: AP",
 }
+
+
+# The result columns each study's table shows, in order: the CLI's and the Compare page's, from here alone.
+STUDY_COLUMNS = {
+    "encoders": ("image_mem", "text_mem", "r1"),
+    "removal": ("r1", "r5", "probe_accuracy", "removed_miscaptioned"),
+}
+OTHER_STUDIES_COLUMNS = ("mean_clipmem", "r1", "r5", "probe_accuracy")
+GROUND_TRUTH_COLUMNS = ("clipmem_miscaptioned", "clipmem_clean", "detection_ap")  # measured with --inject
+
+
+def table_columns(summary: pd.DataFrame, study: str) -> list[str]:
+    """The columns of an experiment's table: the study's own, then, where the data had ground truth (any of
+    them measured), how memorized and how findable its mis-captions were. A study's own column that no run
+    measured stays, as "–": the reader learns it was not measured, rather than that it does not exist."""
+    columns = list(STUDY_COLUMNS.get(study, OTHER_STUDIES_COLUMNS))
+    if any(column in summary and summary[column].notna().any() for column in GROUND_TRUTH_COLUMNS):
+        columns += GROUND_TRUTH_COLUMNS
+    return columns
+
+
+def table_cell(row: pd.Series, column: str) -> str:
+    """A summary row's figure as both tables show it: "mean ± spread" over seeds, four decimals."""
+    return f"{fmt_number(row.get(column), 4)} ± {fmt_number(row.get(f'{column}_std'), 4)}"
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
