@@ -13,6 +13,7 @@ from bench.bench_detection import SHARED_CAPTION, false_positive_captions
 from bench.bench_models import CANDIDATES as MODEL_CANDIDATES
 from bench.bench_models import SWEEP_CONFIGS
 from bench.bench_recipes import (
+    BLIND_TWINS,
     CANDIDATES,
     NEIGHBOURHOODS,
     OTHER_FUSIONS,
@@ -63,6 +64,7 @@ def test_the_recipe_benchmark_measures_every_candidate_on_every_run_and_skips_in
     assert set(by_candidate) - neighbourhoods - set(ceiling) == {
         f"shipped recipe ({NEIGHBOURHOOD} nearest images)",
         *WITH_NEIGHBOURHOOD,
+        BLIND_TWINS,
         *CANDIDATES,
         *OTHER_FUSIONS,
     }
