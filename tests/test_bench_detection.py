@@ -239,3 +239,12 @@ def test_the_verdict_vote_counts_the_neighbours_verdicts_and_never_a_rows_own(tm
     assert main(["--work", str(tmp_path)]) == 0
     assert "| toy, full (2) |" in capsys.readouterr().out
     assert main(["--work", str(tmp_path / "nothing")]) == 1
+
+
+def test_the_blind_variant_blanks_the_same_caption_likeness_on_injected_rows_only():
+    from bench.bench_recipes import _blind_to_copies
+
+    scores = pd.DataFrame({"agreement_caption_twins": [0.1, 0.9, 0.8, np.nan], "csls_train": [1.0, 2.0, 3.0, 4.0]})
+    blind = _blind_to_copies(scores, np.array([True, False, False, True]))
+    assert blind["agreement_caption_twins"].isna().tolist() == [True, False, False, True]
+    assert blind["csls_train"].tolist() == [1.0, 2.0, 3.0, 4.0] and scores["agreement_caption_twins"].iat[0] == 0.1
