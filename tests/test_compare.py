@@ -289,6 +289,7 @@ def test_experiment_table_gives_mean_and_spread(cache_root):
     assert console_header.split()[:2] == ["condition", "seeds"]
     positions = [console_header.index(label) for label in table.columns[3:]]
     assert positions == sorted(positions) and len(positions) == 4
+    assert (table["Removed that were mis-captioned"] == "–").all()  # no seed measured it: not "– ± –"
     with_truth = record.summary.assign(clipmem_miscaptioned=0.3, clipmem_miscaptioned_std=0.05, detection_ap=0.8)
     table = compare.experiment_table(with_truth, record.study)
     assert (table["CLIPMem, mis-captioned"] == "0.3000 ± 0.0500").all()

@@ -50,7 +50,7 @@ from ..config import SPEED_ONLY, RunConfig
 from ..data import Dataset, inject_miscaptions, read_dataset
 from ..droplist import ids_digest, read_drop_list, write_drop_list
 from ..errors import ClipmemError
-from ..formatting import fmt_number, json_safe
+from ..formatting import fmt_number, is_missing, json_safe
 from .utility import EvalData, eval_data, run_utility
 
 log = logging.getLogger("clipmem")
@@ -535,7 +535,10 @@ def table_columns(summary: pd.DataFrame, study: str) -> list[str]:
 
 
 def table_cell(row: pd.Series, column: str) -> str:
-    """A summary row's figure as both tables show it: "mean ± spread" over seeds, four decimals."""
+    """A summary row's figure as both tables show it: "mean ± spread" over seeds, four decimals; "–" alone
+    where no seed measured it (it read "– ± –")."""
+    if is_missing(row.get(column)):
+        return fmt_number(math.nan)
     return f"{fmt_number(row.get(column), 4)} ± {fmt_number(row.get(f'{column}_std'), 4)}"
 
 
