@@ -143,6 +143,7 @@ def test_caption_twins_of_a_caption_carried_by_very_many_samples_compare_with_a_
 
     monkeypatch.setattr(twins, "MAX_TWINS_COMPARED", 4)
     monkeypatch.setattr(twins, "_ROWS_PER_BLOCK", 3)
+    monkeypatch.setattr(twins, "_STACKED_UP_TO", 2)
     image = _unit(np.random.default_rng(0).normal(size=(10, 3)))
     groups = twins.twin_groups(np.zeros(10, dtype=np.int64))
     likeness = twins.best_twin_similarity(image, groups)
@@ -150,6 +151,24 @@ def test_caption_twins_of_a_caption_carried_by_very_many_samples_compare_with_a_
     similarity = image @ image[compared].T
     similarity[compared, np.arange(4)] = -np.inf
     np.testing.assert_allclose(likeness, similarity.max(axis=1), rtol=1e-6)
+
+
+def test_caption_twins_compared_in_stacks_of_one_size_equal_each_group_compared_alone(monkeypatch):
+    from clipmem_core.scores import agreement_caption_twins as twins
+
+    monkeypatch.setattr(twins, "_ROWS_PER_BLOCK", 7)  # stacks split into blocks too
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 300, 1000)
+    codes[:40] = 7  # one group above _STACKED_UP_TO
+    image = _unit(rng.normal(size=(1000, 8)))
+    groups = twins.twin_groups(codes)
+    alone = np.full(1000, np.nan)
+    for group in groups:
+        similarity = image[group] @ image[group].T
+        np.fill_diagonal(similarity, -np.inf)
+        alone[group] = similarity.max(axis=1)
+    np.testing.assert_allclose(twins.best_twin_similarity(image, groups), alone, rtol=1e-5)
+    assert {len(group) for group in groups} >= {2, 3, 4}
 
 
 def test_rank01_scales_ranks_and_keeps_missing_values():

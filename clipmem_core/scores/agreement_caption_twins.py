@@ -22,6 +22,7 @@ from .base import LOW, Score, ScoringContext, register
 
 MAX_TWINS_COMPARED = 1024  # a caption carried by more samples is compared against this many of them
 _ROWS_PER_BLOCK = 4096  # rows compared at once: 4096 x 1024 float32 similarities, 16 MiB
+_STACKED_UP_TO = 32  # groups of this many samples or fewer are compared in stacks of one size
 
 
 @register
@@ -49,14 +50,36 @@ def twin_groups(codes: np.ndarray) -> list[np.ndarray]:
 
 
 def best_twin_similarity(images: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
-    """Per sample, the highest cosine to another image of its group (NaN outside every group). A group
-    larger than ``MAX_TWINS_COMPARED`` is compared against an evenly spaced subset of its members, so one
-    caption on a million images costs a million by 1,024, in blocks of rows, not a million squared."""
+    """Per sample, the highest cosine to another image of its group (NaN outside every group). Groups of one
+    size up to ``_STACKED_UP_TO`` are compared all at once (web data holds hundreds of thousands of pairs and
+    triples); a group larger than ``MAX_TWINS_COMPARED`` is compared against an evenly spaced subset of its
+    members, so one caption on a million images costs a million by 1,024, in blocks of rows."""
     best = np.full(len(images), np.nan)
+    by_size: dict[int, list[np.ndarray]] = {}
     for group in groups:
-        others = group if len(group) <= MAX_TWINS_COMPARED else group[:: -(-len(group) // MAX_TWINS_COMPARED)]
-        for rows in np.array_split(group, -(-len(group) // _ROWS_PER_BLOCK)):
-            similarity = images[rows] @ images[others].T
-            similarity[rows[:, None] == others[None, :]] = -np.inf  # not itself
-            best[rows] = similarity.max(axis=1)
+        by_size.setdefault(len(group), []).append(group)
+    for size, same_size in by_size.items():
+        if size <= _STACKED_UP_TO:
+            _best_in_stacked_groups(images, np.stack(same_size), best)
+        else:
+            for group in same_size:
+                _best_in_large_group(images, group, best)
     return best
+
+
+def _best_in_stacked_groups(images: np.ndarray, groups: np.ndarray, best: np.ndarray) -> None:
+    """(G, s) rows: every group's s × s similarities at once, in blocks of groups."""
+    size = groups.shape[1]
+    not_itself = ~np.eye(size, dtype=bool)
+    for block in np.array_split(groups, -(-groups.size // _ROWS_PER_BLOCK)):
+        vectors = images[block]  # (g, s, D)
+        similarity = np.einsum("gsd,gtd->gst", vectors, vectors)
+        best[block] = np.where(not_itself, similarity, -np.inf).max(axis=2)
+
+
+def _best_in_large_group(images: np.ndarray, group: np.ndarray, best: np.ndarray) -> None:
+    others = group if len(group) <= MAX_TWINS_COMPARED else group[:: -(-len(group) // MAX_TWINS_COMPARED)]
+    for rows in np.array_split(group, -(-len(group) // _ROWS_PER_BLOCK)):
+        similarity = images[rows] @ images[others].T
+        similarity[rows[:, None] == others[None, :]] = -np.inf  # not itself
+        best[rows] = similarity.max(axis=1)
