@@ -15,7 +15,9 @@ script only measures.
 
     python -m bench.bench_member --score margin_i2t --runs /work/bench/s36/runs/openclipart_s{0,1,2}_full
 
-(``agreement_caption_words`` was measured so, at commit 9cf1ff3, before it joined the recipe.)
+(``agreement_caption_words`` was measured so, at commit 9cf1ff3, before it joined the recipe.) With
+``--blind-to-injected`` the score is blanked on the injected rows first: what it costs where the benchmark's
+way of making mis-captions is what it sees.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from bench.bench_detection import RANKING_METRICS as METRICS
 from bench.bench_detection import learned_check, learned_lines, rankings_table
@@ -39,9 +42,10 @@ CONTROL = "control: the shipped recipe"
 LEARNED = "learned"  # results key of the learned-ranking check, not a ranking
 
 
-def rankings(run: cache.Run, score: str) -> dict[str, np.ndarray]:
-    """The control, the candidate, the score alone and each control member alone (high = suspicious)."""
-    frame = run.scores
+def rankings(run: cache.Run, score: str, blind: bool = False) -> dict[str, np.ndarray]:
+    """The control, the candidate, the score alone and each control member alone (high = suspicious). With
+    ``blind``, the score has no value on the injected rows: what it costs where it cannot see a mis-caption."""
+    frame = run.scores if not blind else _blind_to_injected(run.scores, score)
     if score not in frame.columns:
         raise ClipmemError(f"{run.path}: the run has no {score!r} column (made before the score existed?)")
     control = members(frame)
@@ -56,13 +60,24 @@ def rankings(run: cache.Run, score: str) -> dict[str, np.ndarray]:
     }
 
 
-def measure(runs: list[Path], score: str) -> dict:
+def _blind_to_injected(frame: pd.DataFrame, score: str) -> pd.DataFrame:
+    """The frame with ``score`` blanked on every injected row. Why: a score may see a mis-caption because of how
+    the benchmark made it (``agreement_caption_twins``: an injected caption is a copy that its donor keeps, so
+    every injected row has a caption twin), which real mis-captions need not share. Blanked, the score can only
+    move the clean rows: its cost where that trace is absent."""
+    blind = frame.copy()
+    if score in blind.columns:
+        blind.loc[blind["is_miscaptioned"].fillna(False).to_numpy(bool), score] = np.nan
+    return blind
+
+
+def measure(runs: list[Path], score: str, blind: bool = False) -> dict:
     results: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for path in runs:
         run = cache.load_run(path)
         truth = run.scores["is_miscaptioned"].fillna(False).to_numpy(bool)
         dataset = f"{run.name.rsplit('_s', 1)[0]}"
-        ranked = rankings(run, score)
+        ranked = rankings(run, score, blind)
         for name, ranking in ranked.items():
             found = detection_scores(ranking, truth)
             for metric in METRICS:
@@ -91,10 +106,15 @@ def main(argv: list[str] | None = None) -> int:
         "--score", required=True, help="a registered score's name that is not a member yet, e.g. margin_i2t"
     )
     parser.add_argument("--runs", nargs="+", required=True, help="finished run folders (bench_detection's)")
+    parser.add_argument(
+        "--blind-to-injected",
+        action="store_true",
+        help="blank the score on the injected rows: its cost where it cannot see the mis-captions",
+    )
     args = parser.parse_args(argv)
     try:
         get_score(args.score)
-        print(table(measure([Path(r) for r in args.runs], args.score)))
+        print(table(measure([Path(r) for r in args.runs], args.score, args.blind_to_injected)))
     except ClipmemError as err:  # an unknown score, a run that is not there or lacks the column: one line
         print(f"bench_member: {err}", file=sys.stderr)
         return 2

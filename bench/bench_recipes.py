@@ -60,13 +60,6 @@ CANDIDATES = {  # name -> (signals, scaling): the arguments of combined.fuse, wi
     "training-side CLIP score alone": (("clip_score_train",), "rank"),
     "held-out CLIP score alone": (("clip_score_heldout",), "rank"),
 }
-# name -> members of candidates measured as shipped, relative to the image neighbourhood (a new member's test)
-TWINS_MEMBERS = (*SIGNALS, "agreement_caption_twins")
-WITH_NEIGHBOURHOOD = {
-    f"shipped plus likeness to same-caption images ({SHIPPED_NEIGHBOURHOOD} nearest images)": TWINS_MEMBERS
-}
-# The same, blind to every injected row: as if no mis-caption were a copy of another sample's caption.
-BLIND_TWINS = "the same, its likeness blanked on the injected rows (no mis-caption a copy)"
 METRICS = ("auroc", "average_precision", "precision_at_k")
 # (how many nearest images, share of their mean subtracted); the shipped step is (NEIGHBOURHOOD, 1.0)
 NEIGHBOURHOODS = ((10, 0.5), (10, 1.0), (50, 0.5), (50, 1.0), (200, 0.5), (200, 1.0))
@@ -172,17 +165,6 @@ def supervised_ceiling(
     return held_out
 
 
-def _blind_to_copies(scores: pd.DataFrame, truth: np.ndarray) -> pd.DataFrame:
-    """The scores with no same-caption likeness on the injected rows. Why: the benchmark injects a mis-caption
-    by copying another sample's caption, which the donor keeps, so every injected row has a caption twin; real
-    mis-captions need not be copies. Blanked, the member can only add noise to the clean rows: what it costs
-    where it cannot help."""
-    blind = scores.copy()
-    if "agreement_caption_twins" in blind:
-        blind.loc[truth, "agreement_caption_twins"] = np.nan
-    return blind
-
-
 def measure_runs(runs: list[Path]) -> dict:
     """(dataset, protocol) -> candidate -> metric -> one value per run. Runs without a training loss
     (made before clipmem recorded it) or stored embeddings are skipped: every candidate must be measured on
@@ -196,8 +178,6 @@ def measure_runs(runs: list[Path]) -> dict:
         truth = scores["is_miscaptioned"].fillna(False).to_numpy(bool)
         images, texts = (np.load(run / f"{modality}_embeddings.npy") for modality in ("image", "text"))
         rankings = {f"shipped recipe ({SHIPPED_NEIGHBOURHOOD} nearest images)": fuse(scores, images=images)}
-        rankings |= {name: fuse(scores, members, images=images) for name, members in WITH_NEIGHBOURHOOD.items()}
-        rankings[BLIND_TWINS] = fuse(_blind_to_copies(scores, truth), TWINS_MEMBERS, images=images)
         rankings |= {name: fuse(scores, members, how) for name, (members, how) in CANDIDATES.items()}
         rankings |= neighbourhood_variants(fuse(scores), images, texts)
         with warnings.catch_warnings():
