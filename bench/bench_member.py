@@ -36,28 +36,41 @@ from clipmem_core import cache
 from clipmem_core.errors import ClipmemError
 from clipmem_core.metrics import detection_scores
 from clipmem_core.scores import get_score
+from clipmem_core.scores._neighbourhood import caption_codes
+from clipmem_core.scores.agreement_caption_twins import best_twin_similarity, twin_groups
 from clipmem_core.scores.combined import combine, members, scaling_groups
 
 CONTROL = "control: the shipped recipe"
 LEARNED = "learned"  # results key of the learned-ranking check, not a ranking
+TWINS = "agreement_caption_twins"
 
 
-def rankings(run: cache.Run, score: str, blind: bool = False) -> dict[str, np.ndarray]:
+def rankings(run: cache.Run, score: str, blind: bool = False, without_copies: bool = False) -> dict[str, np.ndarray]:
     """The control, the candidate, the score alone and each control member alone (high = suspicious). With
-    ``blind``, the score has no value on the injected rows: what it costs where it cannot see a mis-caption."""
+    ``blind``, the score has no value on the injected rows: what it costs where it cannot see a mis-caption.
+    With ``without_copies`` (``agreement_caption_twins`` only), the score is made again as if no injected
+    caption were a copy (``_as_if_no_copies``)."""
     frame = run.scores if not blind else _blind_to_injected(run.scores, score)
+    if without_copies:
+        frame = _as_if_no_copies(run, score)
     if score not in frame.columns:
         raise ClipmemError(f"{run.path}: the run has no {score!r} column (made before the score existed?)")
     control = members(frame)
     if score in control:
         raise ClipmemError(f"{score!r} is already a member of the combined ranking")
-    added, groups = get_score(score).suspicion(frame[score]), scaling_groups(frame)
+    added = get_score(score).suspicion(frame[score])
     return {
-        CONTROL: combine(list(control.values()), run.image_embeddings, groups=groups),
-        f"{score} as a new member": combine([*control.values(), added], run.image_embeddings, groups=groups),
+        CONTROL: combine(list(control.values()), run.image_embeddings, groups=scaling_groups(frame)),
+        f"{score} as a new member": as_member(frame, run, score),
         f"{score} alone": added,
         **{f"{name} alone (a member)": values for name, values in control.items()},
     }
+
+
+def as_member(frame: pd.DataFrame, run: cache.Run, score: str) -> np.ndarray:
+    """The recipe's members in ``frame`` and ``score``, fused as the recipe fuses its own."""
+    added = get_score(score).suspicion(frame[score])
+    return combine([*members(frame).values(), added], run.image_embeddings, groups=scaling_groups(frame))
 
 
 def _blind_to_injected(frame: pd.DataFrame, score: str) -> pd.DataFrame:
@@ -71,13 +84,39 @@ def _blind_to_injected(frame: pd.DataFrame, score: str) -> pd.DataFrame:
     return blind
 
 
-def measure(runs: list[Path], score: str, blind: bool = False) -> dict:
+def _as_if_no_copies(run: cache.Run, score: str) -> pd.DataFrame:
+    """``agreement_caption_twins`` made again from the run's stored image embeddings with every injected row out
+    of every caption's group, and no value on them. Why: blanking the injected rows (``blind``) still leaves
+    their donors, whose group holds the copy, looking unlike their twins; with no copy made, a donor's group is
+    what it was. The stored embeddings are one model's, not each sample's held-out model's: the script also
+    ranks by the score made from them with every row, to show what that change alone does."""
+    if score != TWINS:
+        raise ClipmemError(f"--without-copies applies to {TWINS} only")
+    frame = run.scores.copy()
+    injected = frame["is_miscaptioned"].fillna(False).to_numpy(bool)
+    codes, _ = caption_codes(frame)
+    own_group = -1 - np.arange(len(codes))  # a code no other row has: the injected rows are in no group
+    likeness = best_twin_similarity(np.asarray(run.image_embeddings), twin_groups(np.where(injected, own_group, codes)))
+    frame[score] = np.where(injected, np.nan, likeness)
+    return frame
+
+
+def _twins_from_stored_embeddings(run: cache.Run) -> np.ndarray:
+    """The same score with every row, from the stored embeddings: the footing of ``_as_if_no_copies``."""
+    codes, _ = caption_codes(run.scores)
+    return best_twin_similarity(np.asarray(run.image_embeddings), twin_groups(codes))
+
+
+def measure(runs: list[Path], score: str, blind: bool = False, without_copies: bool = False) -> dict:
     results: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for path in runs:
         run = cache.load_run(path)
         truth = run.scores["is_miscaptioned"].fillna(False).to_numpy(bool)
         dataset = f"{run.name.rsplit('_s', 1)[0]}"
-        ranked = rankings(run, score, blind)
+        ranked = rankings(run, score, blind, without_copies)
+        if without_copies:  # the footing: the same stored embeddings, every row, as a new member
+            stored = run.scores.assign(**{score: _twins_from_stored_embeddings(run)})
+            ranked[f"{score} from the stored embeddings, every row, as a new member"] = as_member(stored, run, score)
         for name, ranking in ranked.items():
             found = detection_scores(ranking, truth)
             for metric in METRICS:
@@ -111,10 +150,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="blank the score on the injected rows: its cost where it cannot see the mis-captions",
     )
+    parser.add_argument(
+        "--without-copies",
+        action="store_true",
+        help=f"{TWINS} only: made again as if no injected caption were a copy of another sample's",
+    )
     args = parser.parse_args(argv)
     try:
         get_score(args.score)
-        print(table(measure([Path(r) for r in args.runs], args.score, args.blind_to_injected)))
+        found = measure([Path(r) for r in args.runs], args.score, args.blind_to_injected, args.without_copies)
+        print(table(found))
     except ClipmemError as err:  # an unknown score, a run that is not there or lacks the column: one line
         print(f"bench_member: {err}", file=sys.stderr)
         return 2

@@ -185,6 +185,25 @@ def test_the_member_benchmark_adds_a_stored_score_to_the_fusion_and_says_what_it
     assert "bench_member:" in capsys.readouterr().err
 
 
+def test_the_member_benchmark_remakes_caption_twins_as_if_no_injected_caption_were_a_copy(tmp_path):
+    from bench.bench_member import _as_if_no_copies, main
+
+    n = 40
+    captions = [f"caption {i // 2}" for i in range(n)]  # pairs of rows share a caption
+    run = fake_run(tmp_path, "toy_s0_full", n=n, captions=captions, scores={"agreement_caption_twins": [0.0] * n})
+    truth = run.scores["is_miscaptioned"].fillna(False).to_numpy(bool)
+    assert truth.any() and not truth.all()
+    remade = _as_if_no_copies(run, "agreement_caption_twins")["agreement_caption_twins"].to_numpy()
+    images = np.asarray(run.image_embeddings)
+    for row in range(n):
+        partner = row ^ 1  # the other row of its pair
+        if truth[row] or truth[partner]:  # an injected row has no value, and its twin lost its only twin
+            assert np.isnan(remade[row])
+        else:
+            assert remade[row] == pytest.approx(float(images[row] @ images[partner]), abs=1e-5)
+    assert main(["--score", "margin_i2t", "--without-copies", "--runs", str(run.path)]) == 2  # twins only
+
+
 def test_the_estimate_benchmark_compares_the_teams_estimate_with_a_random_sample_alone(tmp_path, capsys):
     from bench.bench_estimate import STRATEGIES, main, measure_run
 
