@@ -1,6 +1,6 @@
 """Does the image look like any other image that carries the very same caption?
 
-A caption copied onto the wrong image (alt text reused across a page, a shifted row in a CSV) leaves a
+A caption copied onto the wrong image (alt text reused across a page, a caption pasted onto several images) leaves a
 trace the other scores see only through a mean over k neighbours: another sample carries the identical
 text, and its image looks nothing like this one. A curator who knows captions were copied can sort and
 review by it, and the learned ranking takes it as a feature.
