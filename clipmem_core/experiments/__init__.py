@@ -170,13 +170,18 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise ClipmemError(f"{path} is unreadable: {exc}") from None
 
 
-def list_experiments(cache_root: str | os.PathLike) -> list[ExperimentRecord | tuple[Path, str]]:
-    """Every experiment under ``<cache_root>/experiments/``: a record, or (folder, why it is unreadable)."""
+def _experiment_folders(cache_root: str | os.PathLike) -> list[Path]:
+    """The folders under ``<cache_root>/experiments/``, by name (none when it does not exist)."""
     root = Path(cache_root) / EXPERIMENTS_DIR
     if not root.is_dir():
         return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def list_experiments(cache_root: str | os.PathLike) -> list[ExperimentRecord | tuple[Path, str]]:
+    """Every experiment under ``<cache_root>/experiments/``: a record, or (folder, why it is unreadable)."""
     found: list[Any] = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for folder in _experiment_folders(cache_root):
         try:
             found.append(load_experiment(folder))
         except ClipmemError as exc:
@@ -187,11 +192,8 @@ def list_experiments(cache_root: str | os.PathLike) -> list[ExperimentRecord | t
 def experiment_holding(cache_root: str | os.PathLike, run_names: Sequence[str]) -> str | None:
     """The name of an experiment whose runs include every one of ``run_names``, or None. Only the records are
     read, not the results: a page asks this on every rerun."""
-    root = Path(cache_root) / EXPERIMENTS_DIR
-    if not root.is_dir():
-        return None
     wanted = set(run_names)
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for folder in _experiment_folders(cache_root):
         try:
             record = read_record(folder)
         except ClipmemError:
