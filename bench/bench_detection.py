@@ -20,7 +20,9 @@ was chosen on), ``emoji`` (held out from that choice: scripts/build_emoji.py), a
 samples carry, so that its ground truth is closer to complete; ``tuxpaint-clustered``, tuxpaint with its
 mis-captions filling whole sub-categories (``inject-miscaptions --clustered``), as a broken source would;
 ``tuxpaint-donor-class``, the same with each such sub-category given the captions of one other
-(``--one-donor-class``), as a folder given another folder's captions would.
+(``--one-donor-class``), as a folder given another folder's captions would; ``openclipart-permuted`` and
+``tuxpaint-permuted``, the same victims as the plain datasets' injection with the same seed, trading
+captions among themselves (``--permuted``), so that no wrong caption is a copy of one left in the data.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ DISTINCT_OF = {"openclipart-distinct": "openclipart"}
 CLUSTERED_OF = {"tuxpaint-clustered": "tuxpaint", "tuxpaint-donor-class": "tuxpaint"}
 # ...and each such group given the captions of one other group (a folder given another folder's captions)
 ONE_DONOR_CLASS = {"tuxpaint-donor-class"}
+# the same victims as the dataset's own injection, trading captions among themselves: no caption is copied
+PERMUTED_OF = {"openclipart-permuted": "openclipart", "tuxpaint-permuted": "tuxpaint"}
 DEFAULT_PRESETS = {
     "shapes": "tiny",
     "tuxpaint": "cpu",
@@ -67,6 +71,8 @@ DEFAULT_PRESETS = {
     "openclipart-distinct": "cpu",
     "tuxpaint-clustered": "cpu",
     "tuxpaint-donor-class": "cpu",
+    "openclipart-permuted": "cpu",
+    "tuxpaint-permuted": "cpu",
 }
 FRACTION = 0.05
 SHAPES_N = 600
@@ -115,7 +121,7 @@ def _noisy_data(dataset: str, seed: int, work: Path) -> Path:
         return csv if csv.exists() else make_shapes_dataset(folder, SHAPES_N, seed=seed, miscaption_fraction=FRACTION)
     noisy = folder / "noisy.csv"
     if not noisy.exists():
-        source = SOURCES[DISTINCT_OF.get(dataset) or CLUSTERED_OF.get(dataset) or dataset]
+        source = SOURCES[DISTINCT_OF.get(dataset) or CLUSTERED_OF.get(dataset) or PERMUTED_OF.get(dataset) or dataset]
         if dataset in DISTINCT_OF:
             source = str(_distinct_captions(source, folder / "distinct.csv"))
         if dataset in CLUSTERED_OF:
@@ -129,6 +135,7 @@ def _noisy_data(dataset: str, seed: int, work: Path) -> Path:
             allow_outside_root=True,
             clustered=dataset in CLUSTERED_OF,
             one_donor_class=dataset in ONE_DONOR_CLASS,
+            permuted=dataset in PERMUTED_OF,
         )
     return noisy
 

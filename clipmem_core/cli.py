@@ -211,6 +211,12 @@ def _add_inject(commands) -> None:
         help="with --clustered: each mis-captioned class gets the captions of one other class, as a folder given "
         "another folder's captions would (the hard case for checks against similar images)",
     )
+    p.add_argument(
+        "--permuted",
+        action="store_true",
+        help="the drawn samples trade captions among themselves, so no wrong caption is also left on its donor "
+        "(without it each gets a copy of another sample's caption); the same samples are drawn either way",
+    )
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists (never the input itself)")
     p.set_defaults(func=_cmd_inject)
 
@@ -231,6 +237,7 @@ def _cmd_inject(args: argparse.Namespace) -> int:
         extract_shards=args.extract_shards,
         clustered=args.clustered,
         one_donor_class=args.one_donor_class,
+        permuted=args.permuted,
     )
     print(json.dumps(summary, default=str))
     return 0

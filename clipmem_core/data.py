@@ -1302,6 +1302,7 @@ def donor_captions(
     *,
     one_donor_class: bool = False,
     eligible: np.ndarray | None = None,
+    permuted: bool = False,
 ) -> dict[int, list[str]]:
     """Pick ``round(fraction * n)`` (at least 1) samples and, for each, another sample whose first caption
     none of its own captions equal: sample index -> that donor's captions (all of them but any the victim
@@ -1310,7 +1311,10 @@ def donor_captions(
     (``_clustered_victims``); without, they are spread uniformly. ``one_donor_class`` (with ``groups``)
     gives each picked group the captions of one other group, as a folder given another folder's captions
     would be: the mis-captions then agree with each other, which a check against similar images cannot see
-    (docs/detection.md). ``eligible`` (a mask) limits the picks to those samples, at most all of them."""
+    (docs/detection.md). ``eligible`` (a mask) limits the picks to those samples, at most all of them.
+    ``permuted`` picks the same samples from the same ``rng`` state, but they trade captions among
+    themselves (`_caption_cycle`), so no caption is copied: a copy leaves a twin of the wrong caption on its
+    donor, a trace a detector can read and a mis-caption that is not a copy lacks (docs/detection.md)."""
     firsts = [caps[0] for caps in captions]
     codes, uniques = pd.factorize(pd.Series(firsts))
     if len(uniques) < 2:
@@ -1322,6 +1326,11 @@ def donor_captions(
         chosen = np.sort(rng.choice(candidates, size=n_pick, replace=False))
     else:
         chosen = np.sort(candidates[_clustered_victims([groups[i] for i in candidates], n_pick, rng)])
+    if permuted:
+        if one_donor_class:
+            raise ClipmemError("captions from one other class are copies: they cannot be permuted among the samples")
+        donor_of = _caption_cycle(chosen, codes, [[code_of[c] for c in caps if c in code_of] for caps in captions], rng)
+        return {int(i): _donated(captions[i], captions[donor_of[i]]) for i in chosen}
     donor_classes = _donor_classes(groups, chosen, rng) if one_donor_class and groups is not None else None
     new = {}
     for i in chosen:
@@ -1334,9 +1343,51 @@ def donor_captions(
         if len(donors) == 0:
             raise ClipmemError(f"sample {i} has every caption of the dataset; no different caption to give it")
         donor = int(rng.choice(donors))
-        own = set(captions[i])
-        new[int(i)] = [caption for caption in dict.fromkeys(captions[donor]) if caption not in own]
+        new[int(i)] = _donated(captions[i], captions[donor])
     return new
+
+
+def _donated(own: Sequence[str], donor: Sequence[str]) -> list[str]:
+    """The donor's captions that the victim does not carry already, first caption first."""
+    carried = set(own)
+    return [caption for caption in dict.fromkeys(donor) if caption not in carried]
+
+
+CYCLE_REPAIRS = 1000  # tries per clash before a permutation is given up as impossible
+
+
+def _caption_cycle(
+    chosen: np.ndarray, first_codes: np.ndarray, own_codes: Sequence[Sequence[int]], rng: np.random.Generator
+) -> dict[int, int]:
+    """victim -> the victim whose captions it takes: one random cycle through ``chosen``, so every victim
+    gives its captions away and no caption stays behind as a copy. Where a victim would get a first caption
+    it already carries (the data repeats captions), its donor trades places with a random other victim; a
+    trade that adds clashes among the four links it touches is undone."""
+    if len(chosen) < 2:
+        raise ClipmemError("permuted mis-captions trade captions among the drawn samples: draw at least two")
+    order = [int(i) for i in rng.permutation(chosen)]
+    size = len(order)
+
+    def clashes(position: int) -> bool:
+        victim, donor = order[position % size], order[(position + 1) % size]
+        return int(first_codes[donor]) in own_codes[victim]
+
+    clashing = {position for position in range(size) if clashes(position)}
+    for _ in range(CYCLE_REPAIRS * len(clashing)):
+        if not clashing:
+            break
+        position = min(clashing)
+        donor_at, other = (position + 1) % size, int(rng.integers(size))
+        touched = {position % size, donor_at, (other - 1) % size, other}
+        before = sum(clashes(t) for t in touched)
+        order[donor_at], order[other] = order[other], order[donor_at]
+        if sum(clashes(t) for t in touched) > before:
+            order[donor_at], order[other] = order[other], order[donor_at]
+            continue
+        clashing = (clashing - touched) | {t for t in touched if clashes(t)}
+    if clashing:
+        raise ClipmemError("the drawn samples share their captions too much to trade them without a copy")
+    return {order[t]: order[(t + 1) % size] for t in range(size)}
 
 
 def _donor_classes(groups: Sequence, chosen: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
@@ -1401,6 +1452,7 @@ def inject_miscaptions(
     extract_shards: bool = False,
     clustered: bool = False,
     one_donor_class: bool = False,
+    permuted: bool = False,
 ) -> dict:
     """Write a CSV copy of a dataset where a seeded ``fraction`` of samples carry another sample's caption.
 
@@ -1408,7 +1460,9 @@ def inject_miscaptions(
     as a broken source would give them, instead of spreading them over the dataset: real mis-captions
     cluster, and a detector that weighs a sample against similar images can miss a cluster
     (docs/detection.md, "Clustered mis-captions"). ``one_donor_class`` (with ``clustered``) gives each
-    mis-captioned class the captions of one other class.
+    mis-captioned class the captions of one other class. ``permuted`` mis-captions the same samples as
+    without it, but they trade captions among themselves, so that no wrong caption is also left on its
+    donor: a copy is one kind of real mis-caption (alt text reused) and leaves a trace, a swap is another.
 
     Columns ``id, filepath, caption, is_miscaptioned`` (and ``label`` when the source has it, and
     ``captions`` when a sample has several): one row per sample with its first caption; a sample with
@@ -1449,7 +1503,13 @@ def inject_miscaptions(
     eligible = _drawable(samples, flags, clustered)
     rng = np.random.default_rng(seed)
     new = donor_captions(
-        samples["captions"].tolist(), fraction, rng, groups, one_donor_class=one_donor_class, eligible=eligible
+        samples["captions"].tolist(),
+        fraction,
+        rng,
+        groups,
+        one_donor_class=one_donor_class,
+        eligible=eligible,
+        permuted=permuted,
     )
     captions = samples["caption"].tolist()
     for i, donated in new.items():
@@ -1479,6 +1539,7 @@ def inject_miscaptions(
         "seed": seed,
         "clustered": clustered,
         "one_donor_class": one_donor_class,
+        "permuted": permuted,
     }
     if len(dataset.skipped):  # the copy leaves them out: which, and why, was said only as a count
         report = out.with_name(f"{out.stem}.skipped.csv")
