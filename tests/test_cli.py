@@ -272,6 +272,15 @@ def test_bad_rows_fail_or_are_skipped_and_reported(clipmem, tmp_path, shapes):
     assert injected.returncode == 0, injected.stderr
     noisy = pd.read_csv(tmp_path / "noisy.csv")
     assert len(noisy) == 40 and noisy["is_miscaptioned"].sum() == 10
+    traded = clipmem(
+        "inject-miscaptions", "--data", data, "--out", tmp_path / "traded.csv", "--fraction", "0.25", "--seed", "3",
+        "--permuted",
+    )  # fmt: skip
+    assert traded.returncode == 0 and json.loads(traded.stdout)["permuted"], traded.stderr
+    permuted = pd.read_csv(tmp_path / "traded.csv")
+    assert permuted["is_miscaptioned"].tolist() == noisy["is_miscaptioned"].tolist()
+    readable = sorted(pd.read_csv(data)["caption"][:40])  # less the two bad rows
+    assert sorted(permuted["caption"]) == readable != sorted(noisy["caption"])  # a trade copies no caption
 
 
 @pytest.mark.parametrize(

@@ -784,6 +784,59 @@ def test_inject_spread_is_unchanged_by_the_clustered_option(tmp_path):
     assert spread["label"].nunique() > 2  # without the option the victims spread over the classes
 
 
+def test_permuted_injection_mis_captions_the_same_samples_and_copies_no_caption(tmp_path):
+    """Every copy-made mis-caption left a twin of the wrong caption on its donor, a trace the benchmark's
+    detectors could read; permuted, the victims trade captions and the data's captions stay the same set."""
+    captions = [f"caption {i % 15}" for i in range(40)]  # repeated captions, as openclipart's templates
+    src = simple_csv(tmp_path, n=40, caption=captions)
+    source = pd.read_csv(src)
+    for seed in range(6):
+        copied = inject_miscaptions(src, tmp_path / f"c{seed}.csv", fraction=0.3, seed=seed, progress=False)
+        summary = inject_miscaptions(
+            src, tmp_path / f"p{seed}.csv", fraction=0.3, seed=seed, progress=False, permuted=True
+        )
+        copy, permuted = pd.read_csv(tmp_path / f"c{seed}.csv"), pd.read_csv(tmp_path / f"p{seed}.csv")
+        assert summary["permuted"] and not copied["permuted"] and summary["n_injected"] == 12
+        assert permuted["is_miscaptioned"].tolist() == copy["is_miscaptioned"].tolist()
+        victims = permuted["is_miscaptioned"].to_numpy()
+        assert (permuted["caption"][victims].to_numpy() != source["caption"][victims].to_numpy()).all()
+        assert sorted(permuted["caption"]) == sorted(source["caption"])  # no caption copied, none lost
+        assert sorted(copy["caption"]) != sorted(source["caption"])  # as the copy does
+
+
+def test_permuted_injection_gives_a_victim_with_several_captions_its_donors_less_its_own(tmp_path):
+    sets = {"a": "apple\nfruit", "b": "banana\nfruit\nyellow", "c": "cherry\nred"}
+    for name, lines in sets.items():
+        png(tmp_path / f"{name}.png")
+        (tmp_path / f"{name}.txt").write_text(lines)
+    for seed in range(4):
+        inject_miscaptions(tmp_path, tmp_path / "out" / f"o{seed}.csv", fraction=0.99, seed=seed, permuted=True)
+        given = {
+            Path(fp).stem: list(caps)
+            for fp, caps in read(tmp_path / "out" / f"o{seed}.csv")
+            .samples[["filepath", "captions"]]
+            .itertuples(index=False)
+        }
+        assert sorted(caps[0] for caps in given.values()) == ["apple", "banana", "cherry"]
+        assert all(caps[0] != sets[name].split("\n")[0] for name, caps in given.items())
+        assert "fruit" not in given["a"] and "fruit" not in given["b"]  # never a caption it carries
+
+
+def test_permuted_injection_refuses_what_no_permutation_can_do(tmp_path):
+    """Nine victims, eight or nine with one caption: no trade among them gives each a caption of its own."""
+    src = simple_csv(tmp_path, n=10, caption=["same"] * 9 + ["other"])
+    with pytest.raises(ClipmemError, match="share their captions too much"):
+        inject_miscaptions(src, tmp_path / "o.csv", fraction=0.9, seed=0, progress=False, permuted=True)
+    with pytest.raises(ClipmemError, match="at least two"):
+        inject_miscaptions(src, tmp_path / "o.csv", fraction=0.05, seed=0, progress=False, permuted=True)
+    labelled = simple_csv(tmp_path / "l", n=10, label=[f"c{i % 2}" for i in range(10)])
+    with pytest.raises(ClipmemError, match="cannot be permuted"):
+        inject_miscaptions(
+            labelled, tmp_path / "o.csv", fraction=0.2, seed=0, clustered=True, one_donor_class=True, permuted=True
+        )
+    assert not (tmp_path / "o.csv").exists()
+
+
 def test_inject_one_donor_class_gives_each_victim_class_one_other_class_captions(tmp_path):
     classes = [f"class{i % 6}" for i in range(30)]
     src = simple_csv(tmp_path, n=30, label=classes)
