@@ -257,3 +257,24 @@ def test_the_verdict_vote_counts_the_neighbours_verdicts_and_never_a_rows_own(tm
     assert main(["--work", str(tmp_path)]) == 0
     assert "| toy, full (2) |" in capsys.readouterr().out
     assert main(["--work", str(tmp_path / "nothing")]) == 1
+
+
+def test_the_injection_benchmark_pairs_copied_and_traded_runs_and_refuses_other_victims(tmp_path, capsys):
+    from bench.bench_injection import compare, main, table
+
+    n = 60
+    truth = np.arange(n) % 10 == 1  # fake_scores' ground truth
+    copied_captions = [f"caption {i - 1 if truth[i] else i}" for i in range(n)]  # each victim copies its neighbour's
+    carried = np.where(truth, -1.0, 1.0)  # low = suspicious: this score sees every victim in the copied run only
+    copied = fake_run(tmp_path, "toy_s0_full", n=n, captions=copied_captions, scores={"margin_i2t": carried})
+    traded = fake_run(tmp_path, "toy-permuted_s0_full", n=n, scores={"margin_i2t": -carried})
+    found = compare([(copied.path, traded.path)])
+    assert found["copied"]["twins"] == [1.0] and found["permuted"]["twins"] == [0.0]
+    assert found["copied"]["detectors"]["margin_i2t"]["precision_at_k"] == [1.0]
+    assert found["permuted"]["detectors"]["margin_i2t"]["precision_at_k"] == [0.0]
+    assert "| -1.000 (-1.000) |" in table(found)  # traded minus copied, per pair
+    other = fake_run(tmp_path, "other_s0_full", n=n, sample_ids=[f"x{i}" for i in range(n)])
+    assert main(["--copied", str(copied.path), "--permuted", str(other.path)]) == 2
+    assert main(["--copied", str(copied.path), "--permuted", str(traded.path), str(other.path)]) == 2
+    said = capsys.readouterr().err
+    assert "do not mis-caption the same samples: not a pair" in said and "give them in pairs" in said
