@@ -9,7 +9,8 @@ Each phase prints a Markdown table whose figures sit beside a baseline measured 
                                                # peak RSS; needs the vectors and index the faiss phase left
     python -m bench.bench_scale neighbourhood  # per-model neighbourhood statistics at 100k and 1M: the FAISS
                                                # implementation against the original full-matrix one; the
-                                               # combined ranking's search and word agreement beside them
+                                               # combined ranking's search, word agreement and likeness
+                                               # to the images with the same caption beside them
     python -m bench.bench_scale all            # the three in turn, each in a fresh process
 
 Common options: ``--workdir`` (default /tmp/clipmem-bench-scale; the faiss phase leaves ~5.5 GB there),
@@ -506,6 +507,7 @@ FIELDS_CHECKED = ("best_other_caption", "image_hub", "best_other_image", "captio
 def neighbourhood_phase(args: argparse.Namespace) -> None:
     from clipmem_core.scores._neighbourhood import EXACT_BELOW, mean_over_nearest_images, neighbourhood_stats
     from clipmem_core.scores._neighbourhood_reference import reference_cross_modal, reference_nearest_others
+    from clipmem_core.scores.agreement_caption_twins import best_twin_similarity, twin_groups
     from clipmem_core.scores.agreement_caption_words import caption_word_vectors, word_agreement
     from clipmem_core.scores.combined import NEIGHBOURHOOD
 
@@ -536,6 +538,11 @@ def neighbourhood_phase(args: argparse.Namespace) -> None:
         row["words"] = results[f"word agreement N={n:,}"]["seconds"]
         row["words_peak"] = results[f"word agreement N={n:,}"]["peak"]
         del captions
+        # likeness to the images with the same caption: the most shared caption here is on ~N/10 rows
+        with step(f"caption twins N={n:,}", results):
+            best_twin_similarity(images, twin_groups(codes))
+        row["twins"] = results[f"caption twins N={n:,}"]["seconds"]
+        row["twins_peak"] = results[f"caption twins N={n:,}"]["peak"]
         if n <= args.old_max:
             with step(f"new (exact) N={n:,}", results):
                 neighbourhood_stats(images, texts, codes, first, args.k, exact_below=n + 1)
@@ -586,6 +593,8 @@ def neighbourhood_phase(args: argparse.Namespace) -> None:
                 f"{row['combined']:.0f} ({row['combined'] / row['new']:.2f}x)",
                 f"{row['words']:.1f} ({row['words'] / row['new']:.2f}x)",
                 gb(row["words_peak"]),
+                f"{row['twins']:.1f} ({row['twins'] / row['new']:.2f}x)",
+                gb(row["twins_peak"]),
             ]
         )
     header = ["N", "old full-matrix s", "new exact (flat) s", "new auto s", "old / new auto", "new exact / new auto"]
@@ -594,6 +603,8 @@ def neighbourhood_phase(args: argparse.Namespace) -> None:
         f"combined's {NEIGHBOURHOOD} nearest images s (/ new auto)",
         "word agreement s (/ new auto)",
         "word agreement peak RSS",
+        "likeness to same-caption images s (/ new auto)",
+        "its peak RSS",
     ]
     markdown_table([*header, *extra], rows)
     print(f"\naccuracy of new auto against exact statistics on {args.check_rows} sampled rows (numpy, row-wise):\n")
