@@ -18,7 +18,7 @@ def test_generated_captions_follow_the_caption_codes():
     assert all(len(text.split()) == 6 for text in captions[:50])
 
 
-def test_neighbourhood_phase_times_word_agreement_beside_the_statistics(capsys):
+def test_neighbourhood_phase_times_word_agreement_and_caption_twins_beside_the_statistics(capsys):
     main(["neighbourhood", "--threads", "1", "--sizes", "600", "--old-max", "600", "--check-rows", "20"])
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("| N |"))
@@ -26,7 +26,7 @@ def test_neighbourhood_phase_times_word_agreement_beside_the_statistics(capsys):
     columns = [cell.strip() for cell in header.strip("|").split("|")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert len(cells) == len(columns)
-    words = cells[columns.index("word agreement s (/ new auto)")]
-    seconds, ratio = words.split(" ")
-    assert float(seconds) >= 0 and ratio.startswith("(") and ratio.endswith("x)")
-    assert np.isfinite(float(ratio.strip("(x)")))
+    for timed in ("word agreement s (/ new auto)", "likeness to same-caption images s (/ new auto)"):
+        seconds, ratio = cells[columns.index(timed)].split(" ")
+        assert float(seconds) >= 0 and ratio.startswith("(") and ratio.endswith("x)")
+        assert np.isfinite(float(ratio.strip("(x)")))
