@@ -1369,7 +1369,7 @@ def _caption_cycle(
     size = len(order)
 
     def clashes(position: int) -> bool:
-        victim, donor = order[position % size], order[(position + 1) % size]
+        victim, donor = order[position], order[(position + 1) % size]
         return int(first_codes[donor]) in own_codes[victim]
 
     clashing = {position for position in range(size) if clashes(position)}
@@ -1378,7 +1378,7 @@ def _caption_cycle(
             break
         position = min(clashing)
         donor_at, other = (position + 1) % size, int(rng.integers(size))
-        touched = {position % size, donor_at, (other - 1) % size, other}
+        touched = {position, donor_at, (other - 1) % size, other}
         before = sum(clashes(t) for t in touched)
         order[donor_at], order[other] = order[other], order[donor_at]
         if sum(clashes(t) for t in touched) > before:
