@@ -22,7 +22,8 @@ mis-captions filling whole sub-categories (``inject-miscaptions --clustered``), 
 ``tuxpaint-donor-class``, the same with each such sub-category given the captions of one other
 (``--one-donor-class``), as a folder given another folder's captions would; ``openclipart-permuted`` and
 ``tuxpaint-permuted``, the same victims as the plain datasets' injection with the same seed, trading
-captions among themselves (``--permuted``), so that no wrong caption is a copy of one left in the data.
+captions among themselves (``--permuted``), so that no wrong caption is a copy of one left in the data;
+``tuxpaint-clustered-permuted``, ``tuxpaint-clustered``'s victims trading captions so.
 """
 
 from __future__ import annotations
@@ -58,11 +59,19 @@ SOURCES = {
 # openclipart without its template captions: a diagnostic of how much of its precision gap is the ground truth
 DISTINCT_OF = {"openclipart-distinct": "openclipart"}
 # mis-captions that fill whole groups, as a broken source gives them: tuxpaint's stamps by sub-category
-CLUSTERED_OF = {"tuxpaint-clustered": "tuxpaint", "tuxpaint-donor-class": "tuxpaint"}
+CLUSTERED_OF = {
+    "tuxpaint-clustered": "tuxpaint",
+    "tuxpaint-donor-class": "tuxpaint",
+    "tuxpaint-clustered-permuted": "tuxpaint",
+}
 # ...and each such group given the captions of one other group (a folder given another folder's captions)
 ONE_DONOR_CLASS = {"tuxpaint-donor-class"}
 # the same victims as the dataset's own injection, trading captions among themselves: no caption is copied
-PERMUTED_OF = {"openclipart-permuted": "openclipart", "tuxpaint-permuted": "tuxpaint"}
+PERMUTED_OF = {
+    "openclipart-permuted": "openclipart",
+    "tuxpaint-permuted": "tuxpaint",
+    "tuxpaint-clustered-permuted": "tuxpaint",
+}
 DEFAULT_PRESETS = {
     "shapes": "tiny",
     "tuxpaint": "cpu",
@@ -73,6 +82,7 @@ DEFAULT_PRESETS = {
     "tuxpaint-donor-class": "cpu",
     "openclipart-permuted": "cpu",
     "tuxpaint-permuted": "cpu",
+    "tuxpaint-clustered-permuted": "cpu",
 }
 FRACTION = 0.05
 SHAPES_N = 600
