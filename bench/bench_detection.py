@@ -56,22 +56,15 @@ SOURCES = {
     "tuxpaint": "/work/data/tuxpaint64/captions.csv",
     "emoji": "/work/data/emoji64/captions.csv",  # held out from the recipe's choice (scripts/build_emoji.py)
 }
+# Variants are named "<source>-<how>", the source a key of SOURCES.
 # openclipart without its template captions: a diagnostic of how much of its precision gap is the ground truth
-DISTINCT_OF = {"openclipart-distinct": "openclipart"}
+DISTINCT = {"openclipart-distinct"}
 # mis-captions that fill whole groups, as a broken source gives them: tuxpaint's stamps by sub-category
-CLUSTERED_OF = {
-    "tuxpaint-clustered": "tuxpaint",
-    "tuxpaint-donor-class": "tuxpaint",
-    "tuxpaint-clustered-permuted": "tuxpaint",
-}
+CLUSTERED = {"tuxpaint-clustered", "tuxpaint-donor-class", "tuxpaint-clustered-permuted"}
 # ...and each such group given the captions of one other group (a folder given another folder's captions)
 ONE_DONOR_CLASS = {"tuxpaint-donor-class"}
 # the same victims as the dataset's own injection, trading captions among themselves: no caption is copied
-PERMUTED_OF = {
-    "openclipart-permuted": "openclipart",
-    "tuxpaint-permuted": "tuxpaint",
-    "tuxpaint-clustered-permuted": "tuxpaint",
-}
+PERMUTED = {"openclipart-permuted", "tuxpaint-permuted", "tuxpaint-clustered-permuted"}
 DEFAULT_PRESETS = {
     "shapes": "tiny",
     "tuxpaint": "cpu",
@@ -131,10 +124,10 @@ def _noisy_data(dataset: str, seed: int, work: Path) -> Path:
         return csv if csv.exists() else make_shapes_dataset(folder, SHAPES_N, seed=seed, miscaption_fraction=FRACTION)
     noisy = folder / "noisy.csv"
     if not noisy.exists():
-        source = SOURCES[DISTINCT_OF.get(dataset) or CLUSTERED_OF.get(dataset) or PERMUTED_OF.get(dataset) or dataset]
-        if dataset in DISTINCT_OF:
+        source = SOURCES[dataset.split("-", 1)[0]]
+        if dataset in DISTINCT:
             source = str(_distinct_captions(source, folder / "distinct.csv"))
-        if dataset in CLUSTERED_OF:
+        if dataset in CLUSTERED:
             source = str(_subcategory_labels(source, folder / "subcategories.csv"))
         inject_miscaptions(
             source,
@@ -143,9 +136,9 @@ def _noisy_data(dataset: str, seed: int, work: Path) -> Path:
             seed=seed,
             progress=False,
             allow_outside_root=True,
-            clustered=dataset in CLUSTERED_OF,
+            clustered=dataset in CLUSTERED,
             one_donor_class=dataset in ONE_DONOR_CLASS,
-            permuted=dataset in PERMUTED_OF,
+            permuted=dataset in PERMUTED,
         )
     return noisy
 

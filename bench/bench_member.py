@@ -92,19 +92,18 @@ def _as_if_no_copies(run: cache.Run, score: str) -> pd.DataFrame:
     ranks by the score made from them with every row, to show what that change alone does."""
     if score != TWINS:
         raise ClipmemError(f"--without-copies applies to {TWINS} only")
-    frame = run.scores.copy()
-    injected = frame["is_miscaptioned"].fillna(False).to_numpy(bool)
-    codes, _ = caption_codes(frame)
-    own_group = -1 - np.arange(len(codes))  # a code no other row has: the injected rows are in no group
-    likeness = best_twin_similarity(np.asarray(run.image_embeddings), twin_groups(np.where(injected, own_group, codes)))
-    frame[score] = np.where(injected, np.nan, likeness)
-    return frame
+    injected = run.scores["is_miscaptioned"].fillna(False).to_numpy(bool)
+    return run.scores.assign(**{score: _twins_from_stored_embeddings(run, left_out=injected)})
 
 
-def _twins_from_stored_embeddings(run: cache.Run) -> np.ndarray:
-    """The same score with every row, from the stored embeddings: the footing of ``_as_if_no_copies``."""
+def _twins_from_stored_embeddings(run: cache.Run, left_out: np.ndarray | None = None) -> np.ndarray:
+    """The same score from the stored embeddings, with every row (the footing of ``_as_if_no_copies``) or with
+    the ``left_out`` rows in no caption's group and no value."""
     codes, _ = caption_codes(run.scores)
-    return best_twin_similarity(np.asarray(run.image_embeddings), twin_groups(codes))
+    if left_out is not None:
+        codes = np.where(left_out, -1 - np.arange(len(codes)), codes)  # a code no other row has
+    likeness = best_twin_similarity(np.asarray(run.image_embeddings), twin_groups(codes))
+    return likeness if left_out is None else np.where(left_out, np.nan, likeness)
 
 
 def measure(runs: list[Path], score: str, blind: bool = False, without_copies: bool = False) -> dict:

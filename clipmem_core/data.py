@@ -43,7 +43,7 @@ import stat
 import tarfile
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1326,15 +1326,16 @@ def donor_captions(
         chosen = np.sort(rng.choice(candidates, size=n_pick, replace=False))
     else:
         chosen = np.sort(candidates[_clustered_victims([groups[i] for i in candidates], n_pick, rng)])
+    carried = {int(i): [code_of[c] for c in captions[i] if c in code_of] for i in chosen}  # no donor may give these
     if permuted:
         if one_donor_class:
             raise ClipmemError("captions from one other class are copies: they cannot be permuted among the samples")
-        donor_of = _caption_cycle(chosen, codes, [[code_of[c] for c in caps if c in code_of] for caps in captions], rng)
+        donor_of = _caption_cycle(chosen, codes, carried, rng)
         return {int(i): _donated(captions[i], captions[donor_of[i]]) for i in chosen}
     donor_classes = _donor_classes(groups, chosen, rng) if one_donor_class and groups is not None else None
     new = {}
     for i in chosen:
-        usable = ~np.isin(codes, [code_of[c] for c in captions[i] if c in code_of])
+        usable = ~np.isin(codes, carried[int(i)])
         donors = np.flatnonzero(usable)
         if donor_classes is not None:
             group_of, donor_of = donor_classes
@@ -1357,7 +1358,7 @@ CYCLE_REPAIRS = 1000  # tries per clash before a permutation is given up as impo
 
 
 def _caption_cycle(
-    chosen: np.ndarray, first_codes: np.ndarray, own_codes: Sequence[Sequence[int]], rng: np.random.Generator
+    chosen: np.ndarray, first_codes: np.ndarray, own_codes: Mapping[int, Sequence[int]], rng: np.random.Generator
 ) -> dict[int, int]:
     """victim -> the victim whose captions it takes: one random cycle through ``chosen``, so every victim
     gives its captions away and no caption stays behind as a copy. Where a victim would get a first caption
