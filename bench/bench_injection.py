@@ -66,9 +66,15 @@ def compare(pairs: list[tuple[Path, Path]]) -> dict:
     return found
 
 
+def _measured(metrics: dict) -> bool:
+    """Whether every run measured the score: one a run could not make (no picture shown twice) has None."""
+    return bool(metrics) and all(value is not None for values in metrics.values() for value in values)
+
+
 def table(found: dict) -> str:
     copied, permuted = found["copied"]["detectors"], found["permuted"]["detectors"]
-    names = sorted(copied, key=lambda name: get_score(name).order)
+    made = [name for name in copied if _measured(copied[name]) and _measured(permuted.get(name, {}))]
+    names = sorted(made, key=lambda name: get_score(name).order)  # a score no run made (no picture twice) is left out
     lines = [
         "| score | copied: AUROC / AP / P@k / P@48 | permuted: AUROC / AP / P@k / P@48 | permuted − copied, AP | "
         "permuted − copied, P@k (per pair) |",

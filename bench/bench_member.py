@@ -35,9 +35,11 @@ from bench.bench_detection import learned_check, learned_lines, rankings_table
 from clipmem_core import cache
 from clipmem_core.errors import ClipmemError
 from clipmem_core.metrics import detection_scores
+from clipmem_core.rerank import add_duplicate_images
 from clipmem_core.scores import get_score
 from clipmem_core.scores._neighbourhood import caption_codes
 from clipmem_core.scores.agreement_caption_twins import best_twin_similarity, twin_groups
+from clipmem_core.scores.agreement_duplicate_images import DuplicateImageAgreement
 from clipmem_core.scores.combined import combine, members, scaling_groups
 
 CONTROL = "control: the shipped recipe"
@@ -110,6 +112,9 @@ def measure(runs: list[Path], score: str, blind: bool = False, without_copies: b
     results: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for path in runs:
         run = cache.load_run(path)
+        made_before_it = score not in run.scores.columns and score == DuplicateImageAgreement.name
+        if made_before_it and (why_not := add_duplicate_images(run, run.scores)):
+            raise ClipmemError(f"{run.path}: {why_not}")
         truth = run.scores["is_miscaptioned"].fillna(False).to_numpy(bool)
         dataset = f"{run.name.rsplit('_s', 1)[0]}"
         ranked = rankings(run, score, blind, without_copies)

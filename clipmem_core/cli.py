@@ -389,6 +389,8 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
         f"re-ranked {done.samples:,} samples of run {done.run.name}: "
         f"{done.new_in_top} of the first {done.top} are new to them"
     )
+    if done.without:
+        print(f"note: {done.without}")
     return 0
 
 

@@ -37,6 +37,7 @@ from .data import Dataset, read_dataset, skip_summary, write_skip_report
 from .device import pick_device, resolved_precision, slow_precision_warning
 from .droplist import Exclusion, apply_drop_list, read_drop_list
 from .errors import ClipmemError
+from .fingerprints import FINGERPRINT_COLUMN, image_fingerprints
 from .formatting import fmt_count
 from .image_list import ImageList
 from .metrics import MIN_RECALL_PAIRS, retrieval_recall
@@ -723,6 +724,8 @@ def _compute(
         distributed.barrier()
         return cache.load_run(out)
     reference = next(iter(embeddings.values()))  # the reference model's: the run stores them
+    with timer.stage("fingerprint"):  # which samples show the same picture (agreement_duplicate_images)
+        frame[FINGERPRINT_COLUMN] = image_fingerprints(images)
     with timer.stage("signals"):
         ctx = ScoringContext(
             frame=frame,

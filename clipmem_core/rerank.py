@@ -13,11 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .atomic import write_json, write_parquet
 from .cache import IMAGE_EMBEDDINGS, MANIFEST, SCORES, Run, load_run
 from .errors import ClipmemError
+from .fingerprints import FINGERPRINT_COLUMN, image_fingerprints
 from .metrics import run_summary
+from .scores import ScoringContext
+from .scores.agreement_duplicate_images import DuplicateImageAgreement
 from .scores.combined import SIGNALS, Combined, fuse, members
 
 
@@ -29,6 +33,7 @@ class Reranked:
     samples: int
     top: int
     new_in_top: int
+    without: str | None = None  # why a member of the recipe is missing from the new ranking, if one is
 
 
 def rerank_run(run_dir: str | Path, top: int = 100) -> Reranked:
@@ -46,6 +51,7 @@ def rerank_run(run_dir: str | Path, top: int = 100) -> Reranked:
             f"run {run.name} has none of the signals the combined ranking is made of ({', '.join(SIGNALS)}); "
             "its ranking is kept"
         )
+    missing = add_duplicate_images(run, scores)
     fused = fuse(scores, images=np.asarray(run.image_embeddings))
     before = _top_rows(scores[Combined.name].to_numpy(np.float64), top) if Combined.name in scores else set()
     scores[Combined.name] = fused
@@ -54,7 +60,35 @@ def rerank_run(run_dir: str | Path, top: int = 100) -> Reranked:
     manifest.summary = run_summary(scores, manifest.protocol)
     write_json(run.path / MANIFEST, manifest.to_dict())
     after = _top_rows(np.asarray(fused, np.float64), top)
-    return Reranked(load_run(run.path), len(scores), min(top, len(scores)), len(after - before))
+    return Reranked(load_run(run.path), len(scores), min(top, len(scores)), len(after - before), missing)
+
+
+def add_duplicate_images(run: Run, scores: pd.DataFrame) -> str | None:
+    """Give a run made before runs fingerprinted their images its fingerprints and the member that reads them
+    (``agreement_duplicate_images``), from its images where they can be read; else None is added and the
+    returned sentence says why the ranking lacks that member."""
+    if FINGERPRINT_COLUMN in scores.columns:
+        return None
+    try:
+        scores[FINGERPRINT_COLUMN] = fingerprints_of_run(run)
+    except (OSError, ClipmemError) as err:
+        return f'its images could not be read ({err}), so it is ranked without "{DuplicateImageAgreement.label}"'
+    no_models = np.empty((0, len(scores)))  # the score reads the fingerprints and captions only
+    context = ScoringContext(frame=scores, trained=no_models.astype(bool), align=no_models, pair_cosine=no_models)
+    scores[DuplicateImageAgreement.name] = np.asarray(DuplicateImageAgreement().compute(context), np.float32)
+    return None
+
+
+def fingerprints_of_run(run: Run) -> np.ndarray:
+    """The fingerprints of a finished run's images, as its run would have taken them (each image downscaled
+    to the size the run held it at). Raises OSError or ClipmemError for an image that cannot be read."""
+    from .image_list import ImageList
+    from .models import image_size_of
+    from .pipeline import DOWNSCALE_FACTOR
+
+    root = run.dataset_root or Path("/")
+    max_side = DOWNSCALE_FACTOR * image_size_of(str(run.manifest.config.get("model")))
+    return image_fingerprints(ImageList(root, run.scores["filepath"].astype(str), max_side, preload=False))
 
 
 def _top_rows(suspicion: np.ndarray, top: int) -> set[int]:

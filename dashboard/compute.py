@@ -38,7 +38,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PERCENT = re.compile(r"(\d{1,3})%\|")
 _STAGE = re.compile(r"stage: ([\w-]+)")
 _EPOCH = re.compile(r"train (\w+) epoch (\d+)/(\d+):\s*(\d{1,3})%\|")
-AFTER_TRAINING = ("score", "embed", "signals", "index", "projection", "thumbnails", "write")
+AFTER_TRAINING = ("score", "embed", "fingerprint", "signals", "index", "projection", "thumbnails", "write")
 INGEST_SHARE = 0.03
 # RunConfig fields the form does not offer: where data and output go, and machine settings of the server.
 # Not offered in the browser: set by the page itself, machine-specific, or able to read outside the data root

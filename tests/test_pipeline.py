@@ -12,7 +12,9 @@ import torch
 
 from clipmem_core import cache, load_run
 from clipmem_core.config import RunConfig
+from clipmem_core.data import load_image
 from clipmem_core.errors import ClipmemError
+from clipmem_core.fingerprints import image_fingerprint
 from clipmem_core.pipeline import compute_clipmem
 from clipmem_core.scores import registry
 from clipmem_core.scores.combined import fuse
@@ -30,11 +32,16 @@ def test_full_protocol_scores_every_sample_with_every_score(tiny_run):
     assert tiny_run.manifest.protocol == "full" and tiny_run.manifest.models == ["h0", "h1"]
     assert set(scores["split"]) == {"fold0", "fold1"}
     shared = scores["caption"].duplicated(keep=False).to_numpy()
+    same_picture = scores["image_fingerprint"].duplicated(keep=False).to_numpy()
     for name in registry():
         if name == "agreement_caption_twins":  # by definition, only a caption that another sample carries
             assert (scores[name].notna().to_numpy() == shared).all() and shared.any(), name
+        elif name == "agreement_duplicate_images":  # only a picture that another sample shows
+            assert (scores[name].notna().to_numpy() == same_picture).all(), name
         else:
             assert scores[name].notna().all(), name
+    first_image = load_image(tiny_run.dataset_root, scores["filepath"].iat[0])
+    assert scores["image_fingerprint"].iat[0] == image_fingerprint(first_image)  # the pixels' own fingerprint
 
 
 def test_no_held_out_value_comes_from_a_model_that_trained_on_the_sample(tiny_run):

@@ -57,6 +57,28 @@ def test_the_cli_says_what_moved_and_a_run_without_embeddings_is_refused(tmp_pat
     assert main(["rerank", "--run", str(tmp_path / "none")]) == 2
 
 
+def test_a_run_made_before_fingerprints_gets_them_from_its_images_or_is_told_why_not(tmp_path, capsys):
+    import shutil
+
+    run = fake_run(tmp_path, "old", n=60, captions=["red rose", "computer icon"] + [f"thing {i}" for i in range(58)])
+    dataset = run.path / "dataset"
+    shutil.copy(dataset / run.scores["filepath"].iat[0], dataset / run.scores["filepath"].iat[1])  # one picture twice
+    done = rerank_run(run.path)
+    fingerprints = done.run.scores["image_fingerprint"]
+    assert done.without is None and fingerprints.iat[0] == fingerprints.iat[1] and fingerprints.nunique() == 59
+    duplicates = done.run.scores["agreement_duplicate_images"]
+    assert duplicates.notna().tolist() == [True, True] + [False] * 58 and duplicates.iat[0] == 0.0
+
+    again = fake_run(tmp_path, "moved", n=20)
+    shutil.rmtree(again.path / "dataset")  # its images are gone: ranked without the member, and told so
+    assert main(["rerank", "--run", str(again.path)]) == 0
+    said = capsys.readouterr().out.strip().splitlines()
+    assert said[-1].startswith("note: its images could not be read (") and said[-1].endswith(
+        'so it is ranked without "Words shared with the same picture\'s other captions"'
+    )
+    assert "image_fingerprint" not in load_run(again.path).scores.columns
+
+
 def test_the_overview_offers_the_command_to_a_run_ranked_by_an_earlier_recipe(tmp_path):
     run_dir = fake_run(tmp_path, "old", n=40).path
     assert rerank_command(load_run(run_dir)) is None  # made today: stamped with today's recipe

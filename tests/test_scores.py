@@ -171,6 +171,52 @@ def test_caption_twins_compared_in_stacks_of_one_size_equal_each_group_compared_
     assert {len(group) for group in groups} >= {2, 3, 4}
 
 
+def test_duplicate_images_find_the_caption_that_shares_no_word_with_the_same_pictures_other_captions():
+    # one picture under three captions (two about a rose, one about a computer), one under no other caption
+    from clipmem_core.scores.agreement_caption_words import caption_word_vectors
+
+    captions = ["red rose flower", "rose in bloom", "computer monitor", "blue sky", "!!"]
+    ctx = _context([[False] * 5], captions=captions)
+    ctx.frame["image_fingerprint"] = [7, 7, 7, 9, 9]
+    agreement = get_score("agreement_duplicate_images").compute(ctx)
+    words = caption_word_vectors(pd.Series(captions))
+    assert np.nanargmin(agreement) == 2 and agreement[2] == 0.0
+    assert agreement[0] == pytest.approx((words[0] @ words[1].T).toarray()[0, 0]) and agreement[0] > 0
+    assert agreement[1] == pytest.approx(agreement[0])  # each rose's best match is the other rose
+    assert np.isnan(agreement[3])  # its duplicate's caption has no word to compare with: no value
+    assert np.isnan(agreement[4])  # nor has a caption without a word: not "suspicious"
+
+
+def test_duplicate_images_have_no_value_outside_a_group_nor_in_a_run_without_fingerprints():
+    ctx = _context([[False] * 3], captions=["a rose", "a rose", "a rose"])
+    assert get_score("agreement_duplicate_images").compute(ctx) is None  # imported, or an older run
+    ctx.frame["image_fingerprint"] = pd.array([1, 2, None], dtype="Int64")
+    assert np.isnan(get_score("agreement_duplicate_images").compute(ctx)).all()  # every picture shown once
+
+
+def test_duplicate_images_compared_pair_by_pair_equal_each_group_compared_alone(monkeypatch):
+    from clipmem_core.scores import agreement_duplicate_images as duplicates
+    from clipmem_core.scores.agreement_caption_words import caption_word_vectors
+
+    monkeypatch.setattr(duplicates, "_PAIRS_PER_BLOCK", 5)  # the list of pairs split into blocks
+    monkeypatch.setattr(duplicates, "MAX_DUPLICATES_COMPARED", 8)  # the largest group against a subset
+    rng = np.random.default_rng(2)
+    vocabulary = np.array(["rose", "red", "icon", "computer", "sky", "blue", "tree", "green", "star"])
+    captions = [" ".join(rng.choice(vocabulary, 3)) for _ in range(600)]
+    fingerprints = rng.integers(0, 250, 600)
+    fingerprints[:40] = -5  # one picture above _STACKED_UP_TO, and above the subset's size
+    words = caption_word_vectors(pd.Series(captions))
+    groups = duplicates.duplicate_groups(pd.Series(fingerprints))
+    alone = np.full(600, np.nan)
+    for group in groups:
+        others = group if len(group) <= 8 else group[:: -(-len(group) // 8)]
+        similarity = (words[group] @ words[others].T).toarray()
+        similarity[group[:, None] == others[None, :]] = -np.inf
+        alone[group] = similarity.max(axis=1)
+    np.testing.assert_allclose(duplicates.best_duplicate_agreement(words, groups), alone, rtol=1e-6)
+    assert {len(group) for group in groups} >= {2, 3, 40}
+
+
 def test_rank01_scales_ranks_and_keeps_missing_values():
     np.testing.assert_allclose(rank01(np.array([3.0, 1.0, np.nan, 2.0])), [1.0, 0.0, np.nan, 0.5])
     np.testing.assert_allclose(rank01(np.array([1.0, 1.0])), [0.5, 0.5])  # ties share the middle
