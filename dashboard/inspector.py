@@ -11,11 +11,14 @@ import pandas as pd
 from clipmem_core import Run
 from clipmem_core.cache import GROUND_TRUTH, TRUTH_CLEAN, TRUTH_MISCAPTIONED
 from clipmem_core.errors import ClipmemError
+from clipmem_core.fingerprints import FINGERPRINT_COLUMN
 from clipmem_core.formatting import fmt_number
 from clipmem_core.scores import MEASUREMENTS, column_label, run_scores
 from clipmem_core.splits import membership
 
 from .state import INSPECT
+
+SAME_PICTURE_SHOWN = 8  # other samples with the same picture drawn as cards; the rest are counted
 
 
 def tidy_sample_id(state: MutableMapping[str, Any]) -> None:
@@ -56,6 +59,22 @@ def score_table(run: Run, row: int, decision: str | None) -> pd.DataFrame:
     rows.append(("verdict", decision or "–"))
     rows.append(("sample id", str(record["sample_id"])))
     return pd.DataFrame(rows, columns=["field", "value"])
+
+
+def same_picture_rows(run: Run, row: int, limit: int = SAME_PICTURE_SHOWN) -> tuple[np.ndarray, int]:
+    """(up to ``limit`` other rows that show the very same picture, how many there are in all), from the run's
+    stored fingerprints; none for a run without them (imported, or made before 2026-12-08 and not re-ranked).
+    Why: "Words shared with the same picture's other captions" flags a sample whose duplicates are called
+    something else, and a curator needs those captions beside it to tell which of them is wrong."""
+    if FINGERPRINT_COLUMN not in run.scores.columns:
+        return np.empty(0, np.int64), 0
+    fingerprints = run.scores[FINGERPRINT_COLUMN]
+    own = fingerprints.iat[row]
+    if pd.isna(own):
+        return np.empty(0, np.int64), 0
+    same = np.flatnonzero((fingerprints == own).to_numpy(bool))
+    others = same[same != row]
+    return others[:limit], len(others)
 
 
 def view_alignment_frame(run: Run, row: int) -> pd.DataFrame | None:

@@ -723,6 +723,28 @@ def test_inspector_shows_scores_views_neighbours_and_hints(cache_root):
     assert _card_captions(at) == [run.scores["caption"].iat[h.row] for h in hits]
 
 
+def test_the_inspector_shows_the_other_samples_with_the_same_picture_and_none_where_there_are_none(cache_root):
+    import shutil
+
+    from clipmem_core.rerank import rerank_run
+
+    run = load_run(cache_root / "other")
+    images = run.path / "dataset"
+    for row in (1, 2):  # rows 0, 1 and 2 show one picture
+        shutil.copy(images / run.scores["filepath"].iat[0], images / run.scores["filepath"].iat[row])
+    rerank_run(run.path)  # a run made before fingerprints: re-ranking reads its images
+    at = _app(run="other")
+    at.session_state[state.INSPECT] = run.scores["sample_id"].iat[0]
+    _open(at, navigation.INSPECTOR.path)
+    headings = [s.value for s in at.subheader]
+    assert headings.index("The same picture elsewhere") < headings.index("Neighbours")
+    assert any(c.value.startswith("2 other samples show this very picture.") for c in at.caption)
+    assert _card_captions(at)[:2] == [" ".join(run.scores["caption"].iat[r].split()) for r in (1, 2)]
+    at.session_state[state.INSPECT] = run.scores["sample_id"].iat[5]
+    at.run()
+    assert "The same picture elsewhere" not in [s.value for s in at.subheader]
+
+
 def test_the_inspector_serves_only_rows_of_the_run(cache_root):
     """An id typed in the inspector is looked up among the run's rows, never used as a path (issue 12)."""
     at = _app()

@@ -76,6 +76,16 @@ with right:
         st.markdown("**Alignment of each augmented view**")
         st.bar_chart(views, x="view", y=[c for c in views.columns if c != "view"], stack=False, height=220)
 
+same_rows, same_count = inspector.same_picture_rows(run, row)
+if same_count:  # only where the data shows this picture more than once
+    st.subheader("The same picture elsewhere")
+    shown = "" if same_count == len(same_rows) else f" (the first {len(same_rows)} shown)"
+    st.caption(
+        f"{same_count:,} other sample{'s show' if same_count > 1 else ' shows'} this very picture{shown}. "
+        "Captions of one picture that share no word cannot all be right."
+    )
+    ui.card_grid(make_cards(run, same_rows, decisions), run.name, key="same-picture", columns=4)
+
 st.subheader("Neighbours")
 k = st.slider("Neighbours per mode", 4, 24, 12, step=4)
 search = resources.neighbour_search(run)
