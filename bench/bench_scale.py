@@ -480,6 +480,18 @@ def generated_captions(codes: np.ndarray, distinct: int, seed: int, vocabulary: 
     return pd.Series(texts[codes])
 
 
+def generated_pictures(n: int, seed: int):
+    """A picture code per sample (a pandas Series): drawn from 0.8·N candidates with Zipf-like popularity
+    (p ∝ rank^-1.1), so most pictures are shown once, many twice or three times, and the most common one (a
+    placeholder image, as web scrapes hold) by a few percent of the samples."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed + 2)
+    candidates = max(1, int(0.8 * n))
+    popularity = 1 / np.arange(1, candidates + 1) ** 1.1
+    return pd.Series(rng.choice(candidates, size=n, p=popularity / popularity.sum()))
+
+
 def exact_rows(images, texts, codes, first, k, rows, block: int = 32) -> dict[str, np.ndarray]:
     """Exact statistics of sampled rows by numpy, row-wise, with the reference's definitions."""
     distinct = texts[first]
@@ -509,6 +521,7 @@ def neighbourhood_phase(args: argparse.Namespace) -> None:
     from clipmem_core.scores._neighbourhood_reference import reference_cross_modal, reference_nearest_others
     from clipmem_core.scores.agreement_caption_twins import best_twin_similarity, twin_groups
     from clipmem_core.scores.agreement_caption_words import caption_word_vectors, word_agreement
+    from clipmem_core.scores.agreement_duplicate_images import best_duplicate_agreement, duplicate_groups
     from clipmem_core.scores.combined import NEIGHBOURHOOD
 
     import_module("sklearn.feature_extraction.text")  # word agreement imports it on use: not timed below
@@ -537,7 +550,13 @@ def neighbourhood_phase(args: argparse.Namespace) -> None:
             word_agreement(caption_word_vectors(captions), same.image_neighbours)
         row["words"] = results[f"word agreement N={n:,}"]["seconds"]
         row["words_peak"] = results[f"word agreement N={n:,}"]["peak"]
-        del captions
+        # agreement with the same picture's other captions: the word vectors are the run's, made once above
+        words, pictures = caption_word_vectors(captions), generated_pictures(n, args.seed)
+        with step(f"same picture N={n:,}", results):
+            best_duplicate_agreement(words, duplicate_groups(pictures))
+        row["pictures"] = results[f"same picture N={n:,}"]["seconds"]
+        row["pictures_peak"] = results[f"same picture N={n:,}"]["peak"]
+        del captions, words, pictures
         # likeness to the images with the same caption: the most shared caption here is on ~N/10 rows
         with step(f"caption twins N={n:,}", results):
             best_twin_similarity(images, twin_groups(codes))
@@ -595,6 +614,8 @@ def neighbourhood_phase(args: argparse.Namespace) -> None:
                 gb(row["words_peak"]),
                 f"{row['twins']:.1f} ({row['twins'] / row['new']:.2f}x)",
                 gb(row["twins_peak"]),
+                f"{row['pictures']:.1f} ({row['pictures'] / row['new']:.2f}x)",
+                gb(row["pictures_peak"]),
             ]
         )
     header = ["N", "old full-matrix s", "new exact (flat) s", "new auto s", "old / new auto", "new exact / new auto"]
@@ -604,6 +625,8 @@ def neighbourhood_phase(args: argparse.Namespace) -> None:
         "word agreement s (/ new auto)",
         "word agreement peak RSS",
         "likeness to same-caption images s (/ new auto)",
+        "its peak RSS",
+        "words shared with the same picture's captions s (/ new auto)",
         "its peak RSS",
     ]
     markdown_table([*header, *extra], rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.bench_scale import generated_captions, main, paired_embeddings
+from bench.bench_scale import generated_captions, generated_pictures, main, paired_embeddings
 
 
 def test_generated_captions_follow_the_caption_codes():
@@ -18,7 +18,12 @@ def test_generated_captions_follow_the_caption_codes():
     assert all(len(text.split()) == 6 for text in captions[:50])
 
 
-def test_neighbourhood_phase_times_word_agreement_and_caption_twins_beside_the_statistics(capsys):
+def test_generated_pictures_are_mostly_shown_once_some_several_times_and_one_by_many():
+    shown = generated_pictures(20_000, seed=0).value_counts()
+    assert (shown == 1).mean() > 0.5 and (shown.between(2, 3)).sum() > 500 and shown.iloc[0] > 200
+
+
+def test_neighbourhood_phase_times_word_agreement_twins_and_same_pictures_beside_the_statistics(capsys):
     main(["neighbourhood", "--threads", "1", "--sizes", "600", "--old-max", "600", "--check-rows", "20"])
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("| N |"))
@@ -26,7 +31,12 @@ def test_neighbourhood_phase_times_word_agreement_and_caption_twins_beside_the_s
     columns = [cell.strip() for cell in header.strip("|").split("|")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert len(cells) == len(columns)
-    for timed in ("word agreement s (/ new auto)", "likeness to same-caption images s (/ new auto)"):
+    timed_columns = (
+        "word agreement s (/ new auto)",
+        "likeness to same-caption images s (/ new auto)",
+        "words shared with the same picture's captions s (/ new auto)",
+    )
+    for timed in timed_columns:
         seconds, ratio = cells[columns.index(timed)].split(" ")
         assert float(seconds) >= 0 and ratio.startswith("(") and ratio.endswith("x)")
         assert np.isfinite(float(ratio.strip("(x)")))
