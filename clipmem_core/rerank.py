@@ -20,8 +20,7 @@ from .cache import IMAGE_EMBEDDINGS, MANIFEST, SCORES, Run, load_run
 from .errors import ClipmemError
 from .fingerprints import FINGERPRINT_COLUMN, image_fingerprints
 from .metrics import run_summary
-from .scores import ScoringContext
-from .scores.agreement_duplicate_images import DuplicateImageAgreement
+from .scores.agreement_duplicate_images import DuplicateImageAgreement, same_picture_agreement
 from .scores.combined import SIGNALS, Combined, fuse, members
 
 
@@ -73,9 +72,7 @@ def add_duplicate_images(run: Run, scores: pd.DataFrame) -> str | None:
         scores[FINGERPRINT_COLUMN] = fingerprints_of_run(run)
     except (OSError, ClipmemError) as err:
         return f'its images could not be read ({err}), so it is ranked without "{DuplicateImageAgreement.label}"'
-    no_models = np.empty((0, len(scores)))  # the score reads the fingerprints and captions only
-    context = ScoringContext(frame=scores, trained=no_models.astype(bool), align=no_models, pair_cosine=no_models)
-    scores[DuplicateImageAgreement.name] = np.asarray(DuplicateImageAgreement().compute(context), np.float32)
+    scores[DuplicateImageAgreement.name] = np.asarray(same_picture_agreement(scores), np.float32)
     return None
 
 

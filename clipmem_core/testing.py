@@ -30,8 +30,10 @@ import pandas as pd
 from PIL import Image
 
 from .cache import GROUND_TRUTH, DatasetInfo, Manifest, Run, write_run
+from .fingerprints import FINGERPRINT_COLUMN, image_fingerprints
 from .metrics import retrieval_recall
 from .scores import MEASUREMENTS, registry
+from .scores.agreement_duplicate_images import DuplicateImageAgreement, same_picture_agreement
 from .splits import CANDIDATE, INDEPENDENT, SHARED, SPLITS, fold_split, membership
 
 WORDS = np.array(["red", "blue", "green", "circle", "square", "star", "cat", "dog", "house", "tree", "car", "bird"])
@@ -129,6 +131,9 @@ def fake_run(
     for filepath, image in zip(frame["filepath"], images):
         (dataset / filepath).parent.mkdir(parents=True, exist_ok=True)
         image.save(dataset / filepath)
+    frame[FINGERPRINT_COLUMN] = image_fingerprints(images, progress=False)  # as a run takes them
+    if DuplicateImageAgreement.name not in (scores or {}):  # the score its pictures give, not noise
+        frame[DuplicateImageAgreement.name] = same_picture_agreement(frame)
     frame[["filepath", "caption"]].assign(id=frame["sample_id"]).to_csv(dataset / "captions.csv", index=False)
     image_embeddings = _unit(rng, n, dim) if image_embeddings is None else image_embeddings
     text_embeddings = _unit(rng, n, dim) if text_embeddings is None else text_embeddings

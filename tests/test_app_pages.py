@@ -729,6 +729,7 @@ def test_the_inspector_shows_the_other_samples_with_the_same_picture_and_none_wh
     from clipmem_core.rerank import rerank_run
 
     run = load_run(cache_root / "other")
+    run.scores.drop(columns=["image_fingerprint", "agreement_duplicate_images"]).to_parquet(run.path / SCORES)
     images = run.path / "dataset"
     for row in (1, 2):  # rows 0, 1 and 2 show one picture
         shutil.copy(images / run.scores["filepath"].iat[0], images / run.scores["filepath"].iat[row])

@@ -57,10 +57,15 @@ def test_the_cli_says_what_moved_and_a_run_without_embeddings_is_refused(tmp_pat
     assert main(["rerank", "--run", str(tmp_path / "none")]) == 2
 
 
+def _made_before_fingerprints(run) -> None:
+    run.scores.drop(columns=["image_fingerprint", "agreement_duplicate_images"]).to_parquet(run.path / SCORES)
+
+
 def test_a_run_made_before_fingerprints_gets_them_from_its_images_or_is_told_why_not(tmp_path, capsys):
     import shutil
 
     run = fake_run(tmp_path, "old", n=60, captions=["red rose", "computer icon"] + [f"thing {i}" for i in range(58)])
+    _made_before_fingerprints(run)
     dataset = run.path / "dataset"
     shutil.copy(dataset / run.scores["filepath"].iat[0], dataset / run.scores["filepath"].iat[1])  # one picture twice
     done = rerank_run(run.path)
@@ -70,6 +75,7 @@ def test_a_run_made_before_fingerprints_gets_them_from_its_images_or_is_told_why
     assert duplicates.notna().tolist() == [True, True] + [False] * 58 and duplicates.iat[0] == 0.0
 
     again = fake_run(tmp_path, "moved", n=20)
+    _made_before_fingerprints(again)
     shutil.rmtree(again.path / "dataset")  # its images are gone: ranked without the member, and told so
     assert main(["rerank", "--run", str(again.path)]) == 0
     said = capsys.readouterr().out.strip().splitlines()

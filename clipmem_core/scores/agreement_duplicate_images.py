@@ -15,6 +15,7 @@ one; the other members of the combined ranking tell the two apart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,12 +44,23 @@ class DuplicateImageAgreement(Score):
     meaning = "highest TF-IDF cosine between the caption and the captions of other samples with the identical picture"
 
     def compute(self, ctx: ScoringContext) -> np.ndarray | None:
-        if FINGERPRINT_COLUMN not in ctx.frame.columns:
-            return None  # imported, or made before runs fingerprinted their images
-        words = ctx.memo("caption_words", lambda: caption_word_vectors(ctx.frame["caption"]))
-        has_words = np.diff(words.indptr) > 0  # a caption without a word has nothing to agree with
-        fingerprints = ctx.frame[FINGERPRINT_COLUMN].astype("Int64")  # not float: 64-bit codes stay exact
-        return best_duplicate_agreement(words, duplicate_groups(fingerprints.where(has_words)))
+        return same_picture_agreement(
+            ctx.frame, lambda: ctx.memo("caption_words", lambda: caption_word_vectors(ctx.frame["caption"]))
+        )
+
+
+def same_picture_agreement(
+    frame: pd.DataFrame, words: Callable[[], sparse.csr_matrix] | None = None
+) -> np.ndarray | None:
+    """The score from a frame's fingerprints and captions (``words`` gives the captions' TF-IDF vectors where a
+    run has made them already); None for a frame without fingerprints (imported, or made before runs took
+    them)."""
+    if FINGERPRINT_COLUMN not in frame.columns:
+        return None
+    vectors = words() if words is not None else caption_word_vectors(frame["caption"])
+    has_words = np.diff(vectors.indptr) > 0  # a caption without a word has nothing to agree with
+    fingerprints = frame[FINGERPRINT_COLUMN].astype("Int64")  # not float: 64-bit codes stay exact
+    return best_duplicate_agreement(vectors, duplicate_groups(fingerprints.where(has_words)))
 
 
 def duplicate_groups(fingerprints: pd.Series) -> list[np.ndarray]:
