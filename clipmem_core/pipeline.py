@@ -1,7 +1,7 @@
 """compute_clipmem: a whole run, stage by stage, into ``cache/<name>/``.
 
 Stages: ingest -> splits (paper) or folds (full) -> train each model -> retain (full: each model goes on to
-its held-out fold, clipmem_core.retention) -> score K views -> embed ->
+its held-out fold, clipmem_core.retention) -> score K views -> embed -> fingerprint the images ->
 signals (the score registry) -> index -> project -> thumbnails -> manifest. Every file is written
 atomically and the manifest last, so an interrupted run never looks complete; ``resume=True`` picks up
 the per-epoch checkpoints of every model.
