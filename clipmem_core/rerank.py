@@ -77,14 +77,18 @@ def add_duplicate_images(run: Run, scores: pd.DataFrame) -> str | None:
 
 
 def fingerprints_of_run(run: Run) -> np.ndarray:
-    """The fingerprints of a finished run's images, as its run would have taken them (each image downscaled
-    to the size the run held it at). Raises OSError or ClipmemError for an image that cannot be read."""
+    """The fingerprints of a finished run's images, as its run would have taken them: each image downscaled to
+    the size a run of its model held it at, and an import's (no model) as it is. Raises OSError or
+    ClipmemError for an image that cannot be read."""
     from .image_list import ImageList
-    from .models import image_size_of
-    from .pipeline import DOWNSCALE_FACTOR
 
-    root = run.dataset_root or Path("/")
-    max_side = DOWNSCALE_FACTOR * image_size_of(str(run.manifest.config.get("model")))
+    root, model = run.dataset_root or Path("/"), run.manifest.config.get("model")
+    max_side = None
+    if model:  # importing the model's config loads torch: only for a run that trained one
+        from .models import image_size_of
+        from .pipeline import DOWNSCALE_FACTOR
+
+        max_side = DOWNSCALE_FACTOR * image_size_of(str(model))
     return image_fingerprints(ImageList(root, run.scores["filepath"].astype(str), max_side, preload=False))
 
 

@@ -135,8 +135,13 @@ def test_an_import_with_embeddings_is_ranked_by_the_recipe_and_an_imported_ranki
     assert "recipe" not in theirs.manifest.summary and rerank_command(theirs) is not None
     assert "this command replaces the imported ranking" in rerank_note(theirs)
     assert "from the run's csls_heldout, csls_train, agreement_image_neighbours, fit_loss and" in rerank_note(theirs)
-    rerank_run(theirs.path)
+    done = rerank_run(theirs.path)
     assert load_run(theirs.path).manifest.summary["recipe"] == RECIPE
+    # an import has no model: its images are fingerprinted as they are, and the ranking takes the member
+    assert (
+        done.without is None
+        and done.run.scores["image_fingerprint"].tolist() == source.scores["image_fingerprint"].tolist()
+    )
 
 
 def test_an_import_of_a_f_and_a_g_alone_is_ranked_by_clipmem_and_says_every_sample_is_a_candidate(tmp_path, caplog):
