@@ -34,6 +34,7 @@ from clipmem_core.cache import (
     truth_words,
 )
 from clipmem_core.droplist import exclusion_note
+from clipmem_core.fingerprints import FINGERPRINT_COLUMN
 from clipmem_core.formatting import fmt_count, fmt_number
 from clipmem_core.importer import PROTOCOL as IMPORTED
 from clipmem_core.metrics import (
@@ -372,23 +373,39 @@ EARLIER_RECIPE = (
 )
 
 
+NOT_FINGERPRINTED = (
+    "This run's images were never fingerprinted (an import, or a run made before 2026-12-08), so Likely "
+    "mis-captioned cannot compare a caption with the same picture's other captions. This command reads each "
+    "image once and adds that, without training:"
+)
+
+
 def rerank_command(run: Run) -> str | None:
     """The command that brings the run's Likely mis-captioned up to this clipmem's recipe, when another made
     it (its stamp in the manifest, ``combined.RECIPE``; none for an imported ranking): after an upgrade a run
     keeps the ranking it was made with until ``clipmem rerank``. None for a current run, for one without
     stored image embeddings, which cannot be re-ranked, and for one without any of the recipe's members (an
     import of its own ranking beside CLIPMem alone), which the command would re-rank by what it happens to
-    have, in the imported ranking's place."""
-    if run.manifest.summary.get("recipe") == RECIPE or IMAGE_EMBEDDINGS not in run.manifest.files:
+    have, in the imported ranking's place. A run stamped with this recipe whose images were never fingerprinted
+    (an import) is offered it too while its images can be read: the command adds the member that reads them."""
+    if IMAGE_EMBEDDINGS not in run.manifest.files or not members(run.scores):
         return None
-    if not members(run.scores):
+    if run.manifest.summary.get("recipe") == RECIPE and not _fingerprints_to_add(run):
         return None
     return f"clipmem rerank --run {shlex.quote(str(run.path))}"
+
+
+def _fingerprints_to_add(run: Run) -> bool:
+    """Whether a rerank would fingerprint the run's images: it has none, and its first image is where the run
+    says (a run whose images have gone would be offered a command that cannot add them, again and again)."""
+    return FINGERPRINT_COLUMN not in run.scores.columns and len(run.scores) > 0 and run.image_path(0) is not None
 
 
 def rerank_note(run: Run) -> str:
     """What the rerank command would do to this run: an imported ranking is the team's own, and the command
     replaces it, which the note used to leave for the user to guess."""
+    if run.manifest.summary.get("recipe") == RECIPE:  # today's ranking, less the member its images give
+        return NOT_FINGERPRINTED
     if run.manifest.protocol != IMPORTED:
         return EARLIER_RECIPE
     made_from = ", ".join(members(run.scores))

@@ -78,6 +78,7 @@ def test_a_run_made_before_fingerprints_gets_them_from_its_images_or_is_told_why
     _made_before_fingerprints(again)
     shutil.rmtree(again.path / "dataset")  # its images are gone: ranked without the member, and told so
     assert main(["rerank", "--run", str(again.path)]) == 0
+    assert rerank_command(load_run(again.path)) is None  # not offered again: it could not add them
     said = capsys.readouterr().out.strip().splitlines()
     assert said[-1].startswith("note: its images could not be read (") and said[-1].endswith(
         'so it is ranked without "Words shared with the same picture\'s other captions"'
@@ -128,7 +129,10 @@ def test_an_import_with_embeddings_is_ranked_by_the_recipe_and_an_imported_ranki
     expected = fuse(source.scores[["split", *signals]], images=images)
     assert not np.allclose(expected, fuse(source.scores[["split", *signals]]))  # the neighbourhood step counts
     np.testing.assert_allclose(derived.scores["combined"], expected, rtol=1e-5, atol=1e-6)
-    assert derived.manifest.summary["recipe"] == RECIPE and rerank_command(derived) is None
+    assert derived.manifest.summary["recipe"] == RECIPE
+    # today's recipe, but its images were never fingerprinted: offered the command that adds them
+    assert rerank_command(derived) is not None and "never fingerprinted" in rerank_note(derived)
+    assert rerank_run(derived.path).without is None and rerank_command(load_run(derived.path)) is None
     assert "clipmem" not in derived.scores.columns  # no A(f), A(g) to derive it from: no column of "–"
     theirs = _import(source, tmp_path, "theirs", [*signals, "combined"])  # a ranking made elsewhere, kept as it is
     np.testing.assert_allclose(theirs.scores["combined"], source.scores["combined"])
