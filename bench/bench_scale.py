@@ -550,7 +550,8 @@ def neighbourhood_phase(args: argparse.Namespace) -> None:
             word_agreement(caption_word_vectors(captions), same.image_neighbours)
         row["words"] = results[f"word agreement N={n:,}"]["seconds"]
         row["words_peak"] = results[f"word agreement N={n:,}"]["peak"]
-        # agreement with the same picture's other captions: the word vectors are the run's, made once above
+        # agreement with the same picture's other captions: a run makes the word vectors once, for word agreement
+        # (timed above), so they are made again here outside the timing
         words, pictures = caption_word_vectors(captions), generated_pictures(n, args.seed)
         with step(f"same picture N={n:,}", results):
             best_duplicate_agreement(words, duplicate_groups(pictures))

@@ -18,6 +18,8 @@ image towards the caption's rightful picture. A sample whose caption no other sa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ._neighbourhood import caption_codes, per_model
@@ -81,8 +83,25 @@ def _best_in_stacked_groups(images: np.ndarray, groups: np.ndarray, best: np.nda
 
 
 def _best_in_large_group(images: np.ndarray, group: np.ndarray, best: np.ndarray) -> None:
-    others = group if len(group) <= MAX_TWINS_COMPARED else group[:: -(-len(group) // MAX_TWINS_COMPARED)]
-    for rows in np.array_split(group, -(-len(group) // _ROWS_PER_BLOCK)):
-        similarity = images[rows] @ images[others].T
-        similarity[rows[:, None] == others[None, :]] = -np.inf  # not itself
-        best[rows] = similarity.max(axis=1)
+    best_in_large_group(
+        lambda rows, others: images[rows] @ images[others].T, group, best, MAX_TWINS_COMPARED, _ROWS_PER_BLOCK
+    )
+
+
+def best_in_large_group(
+    similarity: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    group: np.ndarray,
+    best: np.ndarray,
+    max_compared: int,
+    rows_per_block: int,
+) -> None:
+    """Each member's highest ``similarity`` (rows × others, dense) to another member, written into ``best``:
+    against an evenly spaced subset of ``max_compared`` members when the group is larger, ``rows_per_block``
+    rows at a time, so one group on a million rows costs a million by ``max_compared``. Shared with the same
+    picture's captions (``agreement_duplicate_images``), which compare words where this module compares
+    images."""
+    others = group if len(group) <= max_compared else group[:: -(-len(group) // max_compared)]
+    for rows in np.array_split(group, -(-len(group) // rows_per_block)):
+        found = similarity(rows, others)
+        found[rows[:, None] == others[None, :]] = -np.inf  # not itself
+        best[rows] = found.max(axis=1)

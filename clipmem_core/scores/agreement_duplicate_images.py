@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..fingerprints import FINGERPRINT_COLUMN
-from .agreement_caption_twins import twin_groups
+from .agreement_caption_twins import best_in_large_group, twin_groups
 from .agreement_caption_words import caption_word_vectors
 from .base import LOW, Score, ScoringContext, register
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 MAX_DUPLICATES_COMPARED = 1024  # a picture shown by more samples is compared against this many of them
 _PAIRS_PER_BLOCK = 1 << 20  # caption pairs whose cosines are taken at once
 _STACKED_UP_TO = 32  # groups of this many samples or fewer are compared pair by pair, all at once
+_ROWS_PER_BLOCK = 4096  # rows of a large group compared at once: 4096 x 1024 float64 cosines, 32 MiB
 
 
 @register
@@ -105,8 +106,10 @@ def _pairs_within(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _best_in_large_group(words: sparse.csr_matrix, group: np.ndarray, best: np.ndarray) -> None:
-    others = group if len(group) <= MAX_DUPLICATES_COMPARED else group[:: -(-len(group) // MAX_DUPLICATES_COMPARED)]
-    for rows in np.array_split(group, -(-len(group) // 4096)):
-        similarity = (words[rows] @ words[others].T).toarray()
-        similarity[rows[:, None] == others[None, :]] = -np.inf  # not itself
-        best[rows] = similarity.max(axis=1)
+    best_in_large_group(
+        lambda rows, others: (words[rows] @ words[others].T).toarray(),
+        group,
+        best,
+        MAX_DUPLICATES_COMPARED,
+        _ROWS_PER_BLOCK,
+    )
